@@ -1,0 +1,154 @@
+/*!
+The JSON filter engine: turns a caller's body into exactly what a partner may see.
+
+A route's `allow`, `transform`, `records` and `subject` are compiled once per policy load
+into a [`FilterProgram`]. [`filter`] then makes one pass over the input bytes, without building
+a DOM: it validates strictly (UTF-8, no BOM, no duplicate keys at any depth, no lone
+surrogates, depth limit, no trailing bytes), copies allowed values as raw JSON (numbers stay
+byte-identical), applies transforms, drops opted-out records, and reports what it did.
+*/
+
+// API contract (implementation in progress): see FilterProgram::compile and filter().
+
+use crate::policy::FieldPath;
+use crate::Refusal;
+
+/// A transform applied to a value that may pass only in changed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transform {
+    /// Replaced by `"***"`.
+    Mask,
+    /// Only the last 4 digits kept, the rest masked; fewer than 8 digits → `"***"`.
+    Last4,
+    /// Lowercase hex HMAC-SHA256 of the value's text with the partner's key.
+    Pseudonymize,
+    /// Replaced by `null`.
+    Null,
+}
+
+impl Transform {
+    pub const ALL: [Transform; 4] = [Transform::Mask, Transform::Last4, Transform::Pseudonymize, Transform::Null];
+
+    /// The name used in policy files and in the `transform` metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transform::Mask => "mask",
+            Transform::Last4 => "last4",
+            Transform::Pseudonymize => "pseudonymize",
+            Transform::Null => "null",
+        }
+    }
+
+    /// `remove` is not a transform: it is what happens to everything not allowed, so naming it
+    /// under `transform` is accepted and means "not allowed" (returns `Ok(None)`).
+    pub fn parse(name: &str) -> Result<Option<Transform>, String> {
+        match name {
+            "mask" => Ok(Some(Transform::Mask)),
+            "last4" => Ok(Some(Transform::Last4)),
+            "pseudonymize" => Ok(Some(Transform::Pseudonymize)),
+            "null" => Ok(Some(Transform::Null)),
+            "remove" => Ok(None),
+            other => Err(format!(
+                "unknown transform {other:?} (expected one of: remove, mask, last4, pseudonymize, null)"
+            )),
+        }
+    }
+}
+
+/// What a route's policy says about its body, as written (paths already parsed).
+#[derive(Debug, Clone, Default)]
+pub struct FilterSpec {
+    pub allow: Vec<FieldPath>,
+    pub transforms: Vec<(FieldPath, Transform)>,
+    /// Where the customer records are; `$` when the body is one record.
+    pub records: Option<FieldPath>,
+    /// Member of each record holding the customer id.
+    pub subject: Option<String>,
+}
+
+/// A policy mistake found while compiling a route's paths; the loader adds file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct CompileError {
+    /// The offending path as written in the policy.
+    pub path: String,
+    pub message: String,
+}
+
+/// A route's paths compiled into a matcher, built once per policy load.
+#[derive(Debug)]
+pub struct FilterProgram {
+    // filled in by the implementation
+}
+
+impl FilterProgram {
+    /// Compiles a route's spec; returns every mistake found, not just the first.
+    pub fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileError>> {
+        let _ = spec;
+        todo!("filter engine")
+    }
+
+    /// True when some path uses `pseudonymize` (the partner then needs a key).
+    pub fn uses_pseudonymize(&self) -> bool {
+        todo!("filter engine")
+    }
+
+    /// True when `records` is `$`: an opted-out subject refuses the request (451) instead of being dropped.
+    pub fn single_record(&self) -> bool {
+        todo!("filter engine")
+    }
+
+    /// True when the program declares both `records` and `subject` (opt-outs can be applied).
+    pub fn has_subjects(&self) -> bool {
+        todo!("filter engine")
+    }
+}
+
+/// Asks whether a customer opted out of any scope the route honours.
+pub trait OptOutLookup {
+    /// `subject` is the canonical id: the unescaped string, or an integer's literal text.
+    fn is_opted_out(&self, subject: &str) -> bool;
+}
+
+/// Per-request inputs besides the body.
+pub struct FilterOptions<'a> {
+    pub max_depth: usize,
+    /// Required when the program uses `pseudonymize`; missing → the call fails closed (bad request never; an internal refusal).
+    pub pseudonymize_key: Option<&'a [u8]>,
+    /// `Some` on routes that honour opt-outs: records are checked against it and need a subject.
+    pub optouts: Option<&'a dyn OptOutLookup>,
+    /// Collect per-field [`Change`]s (for `explain`); counts are always collected.
+    pub detail: bool,
+}
+
+/// The body a partner receives and what it took to make it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filtered {
+    pub body: Vec<u8>,
+    pub report: Report,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Members and elements removed (a removed subtree counts once).
+    pub fields_removed: u64,
+    /// Count per transform, indexed like [`Transform::ALL`].
+    pub transformed: [u64; 4],
+    pub records_forwarded: u64,
+    pub records_dropped: u64,
+    /// Only with `detail`: each change in document order, with its concrete path (`shipments[0].card_number`).
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Removed { path: String },
+    Transformed { path: String, transform: Transform },
+    RecordDropped { path: String, subject: String },
+}
+
+/// Filters `body` through `program`. Any refusal means nothing may be forwarded.
+pub fn filter(program: &FilterProgram, body: &[u8], options: &FilterOptions<'_>) -> Result<Filtered, Refusal> {
+    let _ = (program, body, options);
+    todo!("filter engine")
+}

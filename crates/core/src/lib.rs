@@ -1,0 +1,22 @@
+/*!
+The pure core of partner-gateway: everything that decides what may leave OhSoft,
+with no I/O, no clock reads it was not handed, and no pingora types.
+
+- [`policy`]: the policy files' wire format, their validation, and the validated model.
+- [`filter`]: the streaming JSON filter that turns a caller's body into what a partner may see.
+- [`optout`]: the in-memory opt-out set and the scopes a route honours.
+- [`tagging`]: the `ohsoft-data-use` header and the signed data-use token.
+- [`refusal`]: every reason the gateway refuses a request, with its status and code.
+
+The shell crate (`partner-gateway`) reads files, listens on sockets and talks to partners;
+it asks this crate every question whose answer decides what a partner receives.
+*/
+#![forbid(unsafe_code)]
+
+pub mod filter;
+pub mod optout;
+pub mod policy;
+pub mod refusal;
+pub mod tagging;
+
+pub use refusal::Refusal;

@@ -1,0 +1,45 @@
+/*!
+Opt-outs: the scopes a customer can opt out of, the in-memory set the request path asks,
+and which scopes a partner honours.
+*/
+
+/// An opt-out scope: `partner_sharing`, `partner:<id>`, or a named use announced by a policy change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope(String);
+
+impl Scope {
+    pub const PARTNER_SHARING: &'static str = "partner_sharing";
+
+    /// Accepts `[a-z0-9_]+` or `partner:<id>` with `<id>` of `[a-z0-9_-]+`.
+    pub fn parse(text: &str) -> Result<Scope, String> {
+        let name_ok = |s: &str, extra: &[char]| {
+            !s.is_empty()
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(&c))
+        };
+        let ok = match text.strip_prefix("partner:") {
+            Some(id) => name_ok(id, &['-']),
+            None => name_ok(text, &[]),
+        };
+        if ok {
+            Ok(Scope(text.to_string()))
+        } else {
+            Err(format!(
+                "invalid opt-out scope {text:?} (expected partner_sharing, partner:<id>, or a lowercase name)"
+            ))
+        }
+    }
+
+    pub fn partner(id: &str) -> Scope {
+        Scope(format!("partner:{id}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,168 @@
+/*!
+The validated policy: what the rest of the gateway works from. Every value here has passed
+`check`; secrets named by the policy (pseudonymisation keys, partner credentials) have been
+resolved from the environment. Built by [`super::load`] from the files' wire format.
+*/
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::filter::FilterProgram;
+use crate::optout::Scope;
+
+/// The whole policy as loaded from one directory.
+#[derive(Debug)]
+pub struct Policy {
+    /// Content hash of every policy file (12 hex digits): goes into data-use tags and `policy_info`.
+    pub version: String,
+    pub gateway: GatewayConfig,
+    /// Partners by id (the file name without `.yaml`).
+    pub partners: BTreeMap<String, Arc<Partner>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub limits: Limits,
+    /// Name of the env var that holds the admin bearer token; `None` or unset = admin writes refused.
+    pub admin_token_env: Option<String>,
+    pub optouts: Option<OptOutStoreConfig>,
+    pub callers: Option<CallersConfig>,
+    pub signing: Option<SigningConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_depth: usize,
+    pub upstream_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_depth: 64,
+            upstream_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OptOutStoreConfig {
+    /// Directory of the durable store, relative paths resolved against the policy directory's parent.
+    pub path: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallersConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub keys: std::path::PathBuf,
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub issuer: String,
+    pub key: std::path::PathBuf,
+    pub kid: String,
+}
+
+/// Recipient kind, from the privacy policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartnerKind {
+    Contractor,
+    BusinessPartner,
+    CoBranded,
+    Government,
+}
+
+impl PartnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerKind::Contractor => "contractor",
+            PartnerKind::BusinessPartner => "business_partner",
+            PartnerKind::CoBranded => "co_branded",
+            PartnerKind::Government => "government",
+        }
+    }
+
+    /// The `use` member of the `ohsoft-data-use` tag.
+    pub fn data_use(self) -> &'static str {
+        match self {
+            PartnerKind::Contractor => "on-behalf-of-ohsoft",
+            PartnerKind::BusinessPartner => "partner-sharing",
+            PartnerKind::CoBranded => "co-branded",
+            PartnerKind::Government => "legal-obligation",
+        }
+    }
+}
+
+/// Where a partner's API lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// `host:port`, for connecting.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamAuth {
+    /// Lowercase header name, e.g. `authorization`.
+    pub header: String,
+    /// The full header value (prefix + secret from the environment).
+    pub value: String,
+}
+
+#[derive(Debug)]
+pub struct Partner {
+    pub id: String,
+    pub kind: PartnerKind,
+    pub purpose: String,
+    pub upstream: Upstream,
+    pub routes: Vec<Route>,
+    pub allowed_callers: Vec<String>,
+    /// HMAC key for `pseudonymize`, resolved from `pseudonymize_key_env`.
+    pub pseudonymize_key: Option<Vec<u8>>,
+    pub upstream_auth: Option<UpstreamAuth>,
+    /// Opt-out scopes this partner's routes honour (kind default, or `honor_optouts`).
+    pub honor_optouts: Vec<Scope>,
+    /// Lowercase header name; `Some` for government partners.
+    pub legal_basis_header: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    /// The path template as written (`/v1/tickets/{id}`): the `route` metric label.
+    pub template: String,
+    pub segments: Vec<RouteSegment>,
+    /// Uppercase method names.
+    pub methods: Vec<String>,
+    /// `None`: the route takes no body (neither `allow` nor `transform`).
+    pub filter: Option<Arc<FilterProgram>>,
+    /// Query parameters that may pass.
+    pub query: Vec<String>,
+    /// Extra request headers that may pass, lowercase.
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSegment {
+    Literal(String),
+    /// `{name}`: any one non-empty segment.
+    Param(String),
+}
