@@ -3,6 +3,15 @@ Opt-outs: the scopes a customer can opt out of, the in-memory set the request pa
 and which scopes a partner honours.
 */
 
+pub mod bulk;
+pub mod set;
+
+pub use bulk::{BulkErrors, Format, LineError};
+pub use set::{
+    validate_customer_id, Honouring, InvalidCustomerId, OptOutError, OptOutSet, ScopeId, Scopes,
+    MAX_ID_LEN,
+};
+
 /// An opt-out scope: `partner_sharing`, `partner:<id>`, or a named use announced by a policy change.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope(String);
@@ -10,11 +19,23 @@ pub struct Scope(String);
 impl Scope {
     pub const PARTNER_SHARING: &'static str = "partner_sharing";
 
-    /// Accepts `[a-z0-9_]+` or `partner:<id>` with `<id>` of `[a-z0-9_-]+`.
+    /// The longest scope accepted, in bytes (stores and the admin API rely on a bound).
+    pub const MAX_LEN: usize = 128;
+
+    /// Accepts `[a-z0-9_]+` or `partner:<id>` with `<id>` of `[a-z0-9_-]+`, at most [`Scope::MAX_LEN`] bytes.
     pub fn parse(text: &str) -> Result<Scope, String> {
+        if text.len() > Self::MAX_LEN {
+            return Err(format!(
+                "invalid opt-out scope {:?}... (longer than {} bytes)",
+                &text[..text.char_indices().nth(32).map_or(text.len(), |(i, _)| i)],
+                Self::MAX_LEN
+            ));
+        }
         let name_ok = |s: &str, extra: &[char]| {
             !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(&c))
+                && s.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(&c)
+                })
         };
         let ok = match text.strip_prefix("partner:") {
             Some(id) => name_ok(id, &['-']),
@@ -42,4 +63,9 @@ impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The opt-out set as the request path sees it: does this customer opt out of any of these scopes?
+pub trait OptOutSource: Send + Sync {
+    fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool;
 }

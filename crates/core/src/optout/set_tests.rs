@@ -1,0 +1,308 @@
+use super::*;
+
+fn sc(list: &[&str]) -> Vec<Scope> {
+    list.iter()
+        .map(|s| Scope::parse(s).expect("test scope"))
+        .collect()
+}
+
+fn names(scopes: &[Scope]) -> Vec<&str> {
+    scopes.iter().map(Scope::as_str).collect()
+}
+
+#[test]
+fn validate_customer_id_table() {
+    let long = "x".repeat(MAX_ID_LEN + 1);
+    let max = "x".repeat(MAX_ID_LEN);
+    let cases: &[(&str, Result<(), InvalidCustomerId>)] = &[
+        ("123", Ok(())),
+        ("cust-42", Ok(())),
+        ("ünïcödé", Ok(())),
+        ("a b", Ok(())),
+        (&max, Ok(())),
+        ("", Err(InvalidCustomerId::Empty)),
+        (&long, Err(InvalidCustomerId::TooLong)),
+        (
+            "a\nb",
+            Err(InvalidCustomerId::ControlCharacter("a\nb".into())),
+        ),
+        (
+            "a\u{7f}",
+            Err(InvalidCustomerId::ControlCharacter("a\u{7f}".into())),
+        ),
+        (
+            "a\u{85}",
+            Err(InvalidCustomerId::ControlCharacter("a\u{85}".into())),
+        ),
+    ];
+    for (id, want) in cases {
+        assert_eq!(&validate_customer_id(id), want, "{id:?}");
+    }
+}
+
+#[test]
+fn insert_get_remove() {
+    let mut set = OptOutSet::new();
+    assert_eq!(set.get("1"), None);
+    assert!(set.insert("1", &sc(&["partner_sharing"])).unwrap());
+    assert!(
+        !set.insert("1", &sc(&["partner_sharing"])).unwrap(),
+        "no change"
+    );
+    assert!(set
+        .insert(
+            "1",
+            &sc(&["partner:acme", "partner_sharing", "partner:acme"])
+        )
+        .unwrap());
+    assert_eq!(
+        names(&set.get("1").unwrap()),
+        ["partner:acme", "partner_sharing"]
+    );
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.opt_out_count(), 2);
+
+    // removing a scope the customer lacks (or one never interned) changes nothing
+    assert_eq!(
+        names(&set.remove("1", Some(&sc(&["research"]))).unwrap()),
+        ["partner:acme", "partner_sharing"]
+    );
+    assert_eq!(
+        names(&set.remove("1", Some(&sc(&["partner:acme"]))).unwrap()),
+        ["partner_sharing"]
+    );
+    assert_eq!(set.opt_out_count(), 1);
+    assert_eq!(set.remove("1", None).unwrap(), Vec::<Scope>::new());
+    assert_eq!(set.get("1"), None);
+    assert_eq!(set.remove("1", None), None, "nothing left to remove");
+    assert!(set.is_empty());
+    assert_eq!(set.opt_out_count(), 0);
+}
+
+#[test]
+fn removing_the_last_scope_removes_the_customer() {
+    let mut set = OptOutSet::new();
+    set.insert("7", &sc(&["partner_sharing"])).unwrap();
+    assert_eq!(
+        set.remove("7", Some(&sc(&["partner_sharing"]))).unwrap(),
+        Vec::<Scope>::new()
+    );
+    assert!(!set.contains("7"));
+    assert_eq!(set.len(), 0);
+}
+
+#[test]
+fn insert_rejects_bad_ids_and_ignores_empty_scopes() {
+    let mut set = OptOutSet::new();
+    assert!(matches!(
+        set.insert("", &sc(&["partner_sharing"])),
+        Err(OptOutError::InvalidId(InvalidCustomerId::Empty))
+    ));
+    assert!(!set.insert("1", &[]).unwrap());
+    assert!(set.is_empty());
+}
+
+#[test]
+fn lookups_by_honoured_scopes() {
+    let mut set = OptOutSet::new();
+    set.insert("123", &sc(&["partner_sharing"])).unwrap();
+    set.insert("cust-9", &sc(&["partner:acme"])).unwrap();
+    set.insert("both", &sc(&["partner:acme", "research"]))
+        .unwrap();
+    // (id, honoured, expected)
+    let cases: &[(&str, &[&str], bool)] = &[
+        ("123", &["partner_sharing"], true),
+        ("123", &["partner_sharing", "partner:acme"], true),
+        ("123", &["partner:acme"], false),
+        ("123", &[], false),
+        ("cust-9", &["partner_sharing", "partner:acme"], true),
+        ("cust-9", &["partner_sharing", "partner:other"], false),
+        ("both", &["research"], true),
+        ("both", &["never_interned"], false),
+        ("unknown", &["partner_sharing"], false),
+        ("12", &["partner_sharing"], false),
+        ("1234", &["partner_sharing"], false),
+    ];
+    for (id, honoured, want) in cases {
+        let honoured = sc(honoured);
+        assert_eq!(
+            set.is_opted_out(id, &honoured),
+            *want,
+            "is_opted_out({id:?}, {honoured:?})"
+        );
+        let lookup = set.honouring(&honoured);
+        assert_eq!(
+            lookup.is_opted_out(id),
+            *want,
+            "honouring({honoured:?}).is_opted_out({id:?})"
+        );
+        let dynamic: &dyn OptOutLookup = &lookup;
+        assert_eq!(dynamic.is_opted_out(id), *want);
+    }
+}
+
+#[test]
+fn more_than_64_scopes_still_match() {
+    let mut set = OptOutSet::new();
+    for i in 0..100 {
+        set.insert(&format!("c{i}"), &[Scope::partner(&format!("p{i}"))])
+            .unwrap();
+    }
+    set.insert("multi", &[Scope::partner("p3"), Scope::partner("p90")])
+        .unwrap();
+    for i in 0..100 {
+        let honoured = [Scope::partner(&format!("p{i}"))];
+        let lookup = set.honouring(&honoured);
+        assert!(lookup.is_opted_out(&format!("c{i}")), "c{i}");
+        assert!(
+            !lookup.is_opted_out(&format!("c{}", (i + 1) % 100)),
+            "c{} vs p{i}",
+            i + 1
+        );
+        assert_eq!(
+            lookup.is_opted_out("multi"),
+            i == 3 || i == 90,
+            "multi vs p{i}"
+        );
+        assert_eq!(set.is_opted_out("multi", &honoured), i == 3 || i == 90);
+    }
+    assert!(set
+        .honouring(&[Scope::partner("p90"), Scope::partner("p91")])
+        .is_opted_out("c91"));
+}
+
+#[test]
+fn counts_by_scope_follow_every_change() {
+    let mut set = OptOutSet::new();
+    set.insert("a", &sc(&["partner_sharing", "partner:acme"]))
+        .unwrap();
+    set.insert("b", &sc(&["partner_sharing"])).unwrap();
+    set.insert("b", &sc(&["partner_sharing"])).unwrap();
+    let counts = |set: &OptOutSet| -> Vec<(String, u64)> {
+        set.count_by_scope()
+            .into_iter()
+            .map(|(s, n)| (s.to_string(), n))
+            .collect()
+    };
+    assert_eq!(
+        counts(&set),
+        [
+            ("partner:acme".to_string(), 1),
+            ("partner_sharing".to_string(), 2)
+        ]
+    );
+    set.remove("a", None);
+    assert_eq!(
+        counts(&set),
+        [
+            ("partner:acme".to_string(), 0),
+            ("partner_sharing".to_string(), 1)
+        ]
+    );
+    set.remove("b", Some(&sc(&["partner_sharing"])));
+    assert_eq!(
+        counts(&set),
+        [
+            ("partner:acme".to_string(), 0),
+            ("partner_sharing".to_string(), 0)
+        ]
+    );
+    assert_eq!(set.opt_out_count(), 0);
+}
+
+#[test]
+fn combinations_are_shared_and_recycled() {
+    let mut set = OptOutSet::new();
+    for i in 0..1000 {
+        set.insert(&i.to_string(), &sc(&["partner_sharing", "partner:acme"]))
+            .unwrap();
+    }
+    assert_eq!(set.combos.len(), 1, "one combination for 1000 customers");
+    for i in 0..1000 {
+        set.remove(&i.to_string(), Some(&sc(&["partner:acme"])));
+    }
+    set.insert("x", &sc(&["research"])).unwrap();
+    assert!(
+        set.combos.len() <= 3,
+        "freed combinations are reused: {}",
+        set.combos.len()
+    );
+    assert!(set.is_opted_out("999", &sc(&["partner_sharing"])));
+    assert!(!set.is_opted_out("999", &sc(&["partner:acme"])));
+}
+
+#[test]
+fn arena_compaction_keeps_every_id() {
+    let mut set = OptOutSet::new();
+    let scopes = sc(&["partner_sharing"]);
+    let n = 40_000;
+    for i in 0..n {
+        set.insert(&format!("customer-{i:040}"), &scopes).unwrap();
+    }
+    for i in (0..n).filter(|i| i % 4 != 0) {
+        set.remove(&format!("customer-{i:040}"), None);
+    }
+    assert!(
+        set.arena.len() < n * 40,
+        "arena was compacted: {} bytes",
+        set.arena.len()
+    );
+    for i in 0..n {
+        assert_eq!(
+            set.contains(&format!("customer-{i:040}")),
+            i % 4 == 0,
+            "{i}"
+        );
+    }
+    assert_eq!(set.len(), n / 4);
+}
+
+#[test]
+fn iter_merge_and_eq() {
+    let mut a = OptOutSet::new();
+    a.insert("1", &sc(&["partner_sharing"])).unwrap();
+    a.insert("2", &sc(&["partner:acme"])).unwrap();
+    let mut b = OptOutSet::new();
+    b.insert("2", &sc(&["research", "partner_sharing"]))
+        .unwrap();
+    b.insert("3", &sc(&["partner:acme"])).unwrap();
+    a.merge(&b).unwrap();
+    let mut got: Vec<(String, Vec<String>)> = a
+        .iter()
+        .map(|(id, s)| {
+            (
+                id.to_string(),
+                s.sorted().into_iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("1".to_string(), vec!["partner_sharing".to_string()]),
+            (
+                "2".to_string(),
+                vec![
+                    "partner:acme".into(),
+                    "partner_sharing".into(),
+                    "research".into()
+                ]
+            ),
+            ("3".to_string(), vec!["partner:acme".to_string()]),
+        ]
+    );
+    let mut c = OptOutSet::new();
+    c.insert("3", &sc(&["partner:acme"])).unwrap();
+    c.insert("2", &sc(&["research", "partner:acme", "partner_sharing"]))
+        .unwrap();
+    c.insert("1", &sc(&["partner_sharing"])).unwrap();
+    assert_eq!(a, c);
+    c.remove("1", None);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn slot_stays_small() {
+    assert_eq!(std::mem::size_of::<Slot>(), 12);
+}
