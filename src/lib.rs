@@ -1,1 +1,21 @@
+/*!
+partner-gateway's shell: everything that touches files, sockets and the clock, around the pure
+core in `gateway_core`.
 
+- [`proxy`]: the pingora proxy — decide, then forward.
+- [`admin`]: metrics, health, JWKS and the opt-out API.
+- [`gateway`]: shared runtime state and policy swaps.
+- [`loader`]: policy directory → validated policy.
+- [`metrics`]: every metric, registered once.
+- [`cli`]: one file per subcommand.
+- [`http1`]: a minimal HTTP/1.1 client for the demo and tests.
+*/
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod gateway;
+pub mod http1;
+pub mod loader;
+pub mod metrics;
+pub mod proxy;

@@ -6,6 +6,7 @@ with no I/O, no clock reads it was not handed, and no pingora types.
 - [`filter`]: the streaming JSON filter that turns a caller's body into what a partner may see.
 - [`optout`]: the in-memory opt-out set and the scopes a route honours.
 - [`tagging`]: the `ohsoft-data-use` header and the signed data-use token.
+- [`plan`]: the whole decision for one request: target, filtered body, headers and query.
 - [`refusal`]: every reason the gateway refuses a request, with its status and code.
 
 The shell crate (`partner-gateway`) reads files, listens on sockets and talks to partners;
@@ -13,8 +14,10 @@ it asks this crate every question whose answer decides what a partner receives.
 */
 #![forbid(unsafe_code)]
 
+pub mod callers;
 pub mod filter;
 pub mod optout;
+pub mod plan;
 pub mod policy;
 pub mod refusal;
 pub mod tagging;

@@ -1,0 +1,81 @@
+/*!
+The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
+(policy and opt-out data loaded), `/.well-known/jwks.json` (keys partners verify data-use
+tokens with) and the `/optouts` API. It never proxies anything to a partner.
+*/
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::gateway::Gateway;
+
+/// Largest admin request body (an opt-out change is a few hundred bytes).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+pub struct AdminApp {
+    gateway: Arc<Gateway>,
+}
+
+impl AdminApp {
+    pub fn new(gateway: Arc<Gateway>) -> AdminApp {
+        AdminApp { gateway }
+    }
+
+    fn route(&self, method: &str, path: &str, _authorization: Option<&str>, _body: &[u8]) -> (u16, &'static str, Vec<u8>) {
+        match (method, path) {
+            ("GET", "/metrics") => (200, "text/plain; version=0.0.4", self.gateway.metrics.render()),
+            ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
+            ("GET", "/readyz") => match self.gateway.ready() {
+                Ok(()) => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
+                Err(why) => (503, JSON, json_error("not_ready", &why)),
+            },
+            ("GET", "/.well-known/jwks.json") => (200, JSON, self.gateway.active().jwks()),
+            (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => {
+                (405, JSON, json_error("method_not_allowed", "only GET is allowed here"))
+            }
+            _ => (404, JSON, json_error("not_found", "no such admin endpoint")),
+        }
+    }
+}
+
+const JSON: &str = "application/json";
+
+pub fn json_error(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"error": code, "message": message})).unwrap_or_default()
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ADMIN_BODY => body.extend_from_slice(&chunk),
+            Ok(Some(_)) | Err(_) => return Err(()),
+            Ok(None) => return Ok(body),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let path = req.uri.path().to_string();
+        let authorization = req.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let (status, content_type, body) = match read_body(session).await {
+            Ok(body) => self.route(&method, &path, authorization.as_deref(), &body),
+            Err(()) => (413, JSON, json_error("body_too_large", "admin request bodies are limited to 64 KiB")),
+        };
+        let mut builder = Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", body.len());
+        if status == 401 {
+            builder = builder.header("www-authenticate", crate::gateway::WWW_AUTHENTICATE);
+        }
+        builder.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}

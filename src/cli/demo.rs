@@ -1,0 +1,259 @@
+/*!
+`demo`: the gateway's main job on the bundled policy, on loopback. It starts one mock partner
+per partner and the gateway on free ports, opts one customer out of partner sharing, sends the
+sample requests from `policy/examples/requests.yaml` as OhSoft's systems would (with a caller
+token, and with cookies, user agent and forwarding headers that must not leak), and prints what
+OhSoft sent next to what each partner received. Exits 0 when every sample behaved as the policy says.
+*/
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gateway_core::policy::{self, Env, Upstream};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cli::mock_partner::{self, MockPartner};
+use crate::cli::serve;
+use crate::gateway::{Active, Gateway};
+use crate::http1;
+use crate::loader;
+
+/// One sample request of `policy/examples/requests.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleRequest {
+    partner: String,
+    method: String,
+    path: String,
+    body: Option<String>,
+    caller: Option<String>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+}
+
+/// Secrets for the demo: the process environment first, then a clearly fake value, so the
+/// demo runs on a fresh machine while `serve` still insists on real secrets.
+struct DemoEnv;
+
+impl Env for DemoEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().or_else(|| Some(format!("demo-only-{}", name.to_ascii_lowercase())))
+    }
+}
+
+/// The customer the demo opts out of partner sharing.
+const OPTED_OUT_CUSTOMER: &str = "c-1002";
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+    Ok(listener.local_addr()?)
+}
+
+fn wait_for(addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing is listening on {addr} after 15 s")
+}
+
+pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let source = loader::read_policy_dir(dir).map_err(|d| loader::diagnostics_error(&d))?;
+    let loaded = policy::load(&source, Some(&DemoEnv)).map_err(|d| loader::diagnostics_error(&d))?;
+    let mut policy = loaded.policy;
+
+    // Everything on free loopback ports, the opt-out store in a scratch directory.
+    let gateway_addr = free_port()?;
+    let admin_addr = free_port()?;
+    policy.gateway.listen = gateway_addr;
+    policy.gateway.admin_listen = admin_addr;
+    let scratch = std::env::temp_dir().join(format!("partner-gateway-demo-{}", std::process::id()));
+    if let Some(optouts) = policy.gateway.optouts.as_mut() {
+        optouts.path = scratch.join("optouts");
+    }
+    let mut mocks = Vec::new();
+    for (id, partner) in policy.partners.iter_mut() {
+        let addr = free_port()?;
+        let partner = Arc::get_mut(partner).context("policy is shared before the demo starts")?;
+        partner.upstream = Upstream { tls: false, host: addr.ip().to_string(), port: addr.port() };
+        mocks.push((id.clone(), addr, MockPartner::new(id, Duration::ZERO)));
+    }
+
+    let active = Active::build(policy, &DemoEnv)?;
+    let gateway = Arc::new(Gateway::new(active, dir));
+    crate::gateway::open_optouts_into(&gateway).context("cannot open the demo opt-out store")?;
+    crate::gateway::demo_opt_out(&gateway, OPTED_OUT_CUSTOMER)?;
+
+    let mut server = serve::new_server()?;
+    for (_, addr, mock) in &mocks {
+        server.add_service(mock_partner::service(mock.clone(), &addr.to_string()));
+    }
+    serve::add_gateway_services(&mut server, &gateway);
+    std::thread::spawn(move || server.run(pingora::server::RunArgs::default()));
+    wait_for(gateway_addr)?;
+    wait_for(admin_addr)?;
+    for (_, addr, _) in &mocks {
+        wait_for(*addr)?;
+    }
+
+    println!("partner-gateway demo: gateway on {gateway_addr}, admin on {admin_addr}, policy {}", dir.display());
+    println!("customer {OPTED_OUT_CUSTOMER:?} has opted out of partner_sharing\n");
+
+    let manifest_path = dir.join("examples/requests.yaml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let samples: Vec<SampleRequest> = serde_saphyr::from_str(&manifest)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", manifest_path.display()))?;
+
+    let mut failures = 0;
+    for sample in &samples {
+        if !show_sample(dir, &gateway, gateway_addr, admin_addr, sample)? {
+            failures += 1;
+        }
+    }
+    show_refusals(gateway_addr)?;
+    for (id, _, mock) in &mocks {
+        println!("{id} received {} request(s) in all", mock.received().len());
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    if failures > 0 {
+        println!("\n{failures} sample(s) did not reach their partner");
+        return Ok(ExitCode::from(1));
+    }
+    println!("\nevery partner received only what its policy allows");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show_sample(
+    dir: &Path,
+    gateway: &Gateway,
+    gateway_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    sample: &SampleRequest,
+) -> anyhow::Result<bool> {
+    let body = match &sample.body {
+        Some(file) => {
+            let path: PathBuf = dir.join("examples").join(file);
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let token = match &sample.caller {
+        Some(caller) => crate::gateway::demo_caller_token(gateway, caller)?,
+        None => None,
+    };
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        // What a browser-facing system might carry along: none of it may reach a partner.
+        ("cookie", "ohsoft_session=8f14e45f"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) OhSoftWeb/3.1"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("referer", "https://shop.ohsoft.example/checkout"),
+    ];
+    let bearer = token.as_ref().map(|t| format!("Bearer {t}"));
+    if let Some(bearer) = &bearer {
+        headers.push(("authorization", bearer));
+    }
+    for (name, value) in &sample.headers {
+        headers.push((name, value));
+    }
+    let target = format!("/{}{}", sample.partner, sample.path);
+    let response = http1::send(&gateway_addr.to_string(), &sample.method, &target, &headers, Some(&body).filter(|b| !b.is_empty()).map(|b| b.as_slice()))
+        .with_context(|| format!("sending {} {target}", sample.method))?;
+
+    println!("━━━ {} {} → partner {:?}: HTTP {}", sample.method, target, sample.partner, response.status);
+    let received = response.json();
+    let Some(record) = received.get("received") else {
+        println!("refused: {}\n", String::from_utf8_lossy(&response.body));
+        return Ok(false);
+    };
+    let sent_pretty = pretty(&body);
+    let received_body = record.get("body").and_then(Value::as_str).unwrap_or("");
+    let received_pretty = pretty(received_body.as_bytes());
+    side_by_side("OhSoft sent", &sent_pretty, &format!("{} received", sample.partner), &received_pretty);
+
+    if let Some(dropped) = response.header("ohsoft-records-dropped") {
+        println!("  records dropped (opted out): {dropped}");
+    }
+    let partner_headers: Vec<(String, String)> = record
+        .get("headers")
+        .and_then(Value::as_array)
+        .map(|hs| {
+            hs.iter()
+                .filter_map(|h| Some((h.get(0)?.as_str()?.to_string(), h.get(1)?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("  headers the partner received:");
+    for (name, value) in &partner_headers {
+        let shown = if name == "ohsoft-data-use-token" || name == "authorization" || name.contains("api-key") {
+            format!("{}…", value.chars().take(24).collect::<String>())
+        } else {
+            value.clone()
+        };
+        println!("    {name}: {shown}");
+    }
+    for leaked in ["cookie", "user-agent", "x-forwarded-for", "referer"] {
+        if partner_headers.iter().any(|(n, _)| n == leaked) {
+            println!("  LEAK: {leaked} reached the partner");
+            return Ok(false);
+        }
+    }
+    if let Some((_, token)) = partner_headers.iter().find(|(n, _)| n == "ohsoft-data-use-token") {
+        crate::gateway::demo_verify_token(admin_addr, token, received_body.as_bytes())?;
+    }
+    println!();
+    Ok(true)
+}
+
+/// A few requests the gateway must refuse, to show the partner receives nothing for them.
+fn show_refusals(gateway_addr: SocketAddr) -> anyhow::Result<()> {
+    println!("━━━ requests the gateway refuses (nothing reaches a partner):");
+    let cases: [(&str, &str, &[u8]); 3] = [
+        ("POST", "/no-such-partner/v1/x", b"{}"),
+        ("POST", "/acme-ship/v1/shipments/../admin", b"{}"),
+        ("POST", "/acme-ship/v1/shipments", b"{\"order_id\": 1, \"order_id\": 2}"),
+    ];
+    for (method, target, body) in cases {
+        let response = http1::send(&gateway_addr.to_string(), method, target, &[("content-type", "application/json")], Some(body))?;
+        println!("  {method} {target} → {} {}", response.status, String::from_utf8_lossy(&response.body));
+    }
+    println!();
+    Ok(())
+}
+
+fn pretty(body: &[u8]) -> Vec<String> {
+    if body.is_empty() {
+        return vec!["(no body)".to_string()];
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default().lines().map(str::to_string).collect(),
+        Err(_) => vec![String::from_utf8_lossy(body).into_owned()],
+    }
+}
+
+fn side_by_side(left_title: &str, left: &[String], right_title: &str, right: &[String]) {
+    const WIDTH: usize = 58;
+    let clip = |s: &str| -> String {
+        if s.chars().count() > WIDTH {
+            format!("{}…", s.chars().take(WIDTH - 1).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    };
+    println!("  {:<WIDTH$} │ {}", left_title, right_title);
+    println!("  {:─<WIDTH$}─┼─{:─<WIDTH$}", "", "");
+    for i in 0..left.len().max(right.len()) {
+        let l = left.get(i).map(|s| clip(s)).unwrap_or_default();
+        let r = right.get(i).map(|s| clip(s)).unwrap_or_default();
+        println!("  {l:<WIDTH$} │ {r}");
+    }
+}

@@ -1,0 +1,98 @@
+/*!
+`mock-partner`: an upstream that answers every request with a JSON echo of what it received
+(method, path, query, headers, body), and keeps a log of them at `GET /_mock/requests` so tests
+and the demo can see exactly what reached the partner — or that nothing did.
+*/
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use serde_json::{json, Value};
+
+/// The mock's own log endpoint; requests to it are not recorded.
+pub const LOG_PATH: &str = "/_mock/requests";
+
+pub struct MockPartner {
+    name: String,
+    delay: Duration,
+    received: Mutex<Vec<Value>>,
+}
+
+impl MockPartner {
+    pub fn new(name: &str, delay: Duration) -> Arc<MockPartner> {
+        Arc::new(MockPartner { name: name.to_string(), delay, received: Mutex::new(Vec::new()) })
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// A pingora service running `mock` on `addr`.
+pub fn service(mock: Arc<MockPartner>, addr: &str) -> Service<MockApp> {
+    let mut service = Service::new(format!("mock partner {}", mock.name), MockApp(mock));
+    service.add_tcp(addr);
+    service
+}
+
+pub struct MockApp(Arc<MockPartner>);
+
+#[async_trait]
+impl ServeHttp for MockApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mock = &self.0;
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        let headers: Vec<Value> = req
+            .headers
+            .iter()
+            .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
+            .collect();
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            body.extend_from_slice(&chunk);
+        }
+        let reply = if method == "GET" && path == LOG_PATH {
+            Value::Array(mock.received())
+        } else {
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let record = json!({
+                "partner": mock.name,
+                "method": method,
+                "path": path,
+                "query": query,
+                "headers": headers,
+                "body": text,
+                "json": serde_json::from_slice::<Value>(&body).ok(),
+            });
+            if let Ok(mut log) = mock.received.lock() {
+                log.push(record.clone());
+            }
+            if !mock.delay.is_zero() {
+                tokio::time::sleep(mock.delay).await;
+            }
+            json!({"received": record})
+        };
+        let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("content-length", bytes.len())
+            .body(bytes)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+/// `partner-gateway mock-partner --listen ADDR`: runs until killed.
+pub fn run(listen: &str, name: &str, delay: Duration) -> anyhow::Result<()> {
+    let mut server = crate::cli::serve::new_server()?;
+    server.add_service(service(MockPartner::new(name, delay), listen));
+    eprintln!("mock partner {name:?} listening on {listen}; log at http://{listen}{LOG_PATH}");
+    server.run_forever();
+}

@@ -1,0 +1,70 @@
+//! `serve`: load and validate the policy (refusing to start on any error), open the opt-out
+//! store, and run the proxy and admin listeners until stopped.
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+
+use crate::admin::AdminApp;
+use crate::gateway::{Active, Gateway};
+use crate::loader::{self, ProcessEnv};
+use crate::proxy::PartnerProxy;
+
+/// A pingora server configured for this process (our own CLI, not pingora's argv parsing).
+pub fn new_server() -> anyhow::Result<Server> {
+    let mut conf = ServerConf::default();
+    conf.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    Ok(server)
+}
+
+/// Loads the policy and builds the gateway state `serve` and `demo` run.
+pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
+    let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|d| loader::diagnostics_error(&d))?;
+    for warning in &loaded.warnings {
+        log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
+    }
+    let active = Active::build(loaded.policy, &ProcessEnv)?;
+    Ok(Arc::new(Gateway::new(active, dir)))
+}
+
+/// Adds the proxy and admin listeners for `gateway` to `server`.
+pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) {
+    let active = gateway.active();
+    let listen = active.policy.gateway.listen.to_string();
+    let admin_listen = active.policy.gateway.admin_listen.to_string();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        PartnerProxy::new(gateway.clone()),
+        "partner-gateway proxy",
+    );
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+    let mut admin = pingora::services::listening::Service::new(
+        "partner-gateway admin".to_string(),
+        AdminApp::new(gateway.clone()),
+    );
+    admin.add_tcp(&admin_listen);
+    server.add_service(admin);
+}
+
+pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    let gateway = load_gateway(dir).with_context(|| format!("not starting: the policy in {} is not valid", dir.display()))?;
+    let mut server = new_server()?;
+    add_gateway_services(&mut server, &gateway);
+    let active = gateway.active();
+    eprintln!(
+        "partner-gateway: serving policy {} ({} partners) on {}, admin on {}",
+        active.policy.version,
+        active.policy.partners.len(),
+        active.policy.gateway.listen,
+        active.policy.gateway.admin_listen
+    );
+    server.run_forever();
+}

@@ -1,0 +1,102 @@
+/*!
+A minimal blocking HTTP/1.1 client for the CLI's own needs (`demo`, `verify-token` fetching a
+JWKS) and for tests. It sends exactly the bytes it is given, so tests can send what real
+clients would normalise away (`..` in paths, odd headers, chunked bodies).
+*/
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Lowercase names, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends `METHOD target` with the given headers and body (`content-length` added when a body is
+/// given, `host` and `connection: close` always).
+pub fn send(addr: &str, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> io::Result<Response> {
+    let mut raw = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n").into_bytes();
+    for (name, value) in headers {
+        raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    if let Some(body) = body {
+        raw.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    if let Some(body) = body {
+        raw.extend_from_slice(body);
+    }
+    send_raw(addr, &raw)
+}
+
+/// Writes `raw` to `addr` and reads one response (the server is expected to close or to frame it).
+pub fn send_raw(addr: &str, raw: &[u8]) -> io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(raw)?;
+    read_response(stream)
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+fn read_response(stream: TcpStream) -> io::Result<Response> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':').ok_or_else(|| bad("bad header line"))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad("bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk);
+            line.clear();
+            reader.read_line(&mut line)?;
+        }
+    } else if let Some(length) = find("content-length") {
+        let length: usize = length.parse().map_err(|_| bad("bad content-length"))?;
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+    } else if status != 204 && status != 304 {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(Response { status, headers, body })
+}

@@ -1,0 +1,84 @@
+/*!
+Reads a policy directory from disk and hands it to the core loader. `check`, `serve`,
+`explain` and reloads all come through here, so they agree on what a valid policy is.
+*/
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use gateway_core::policy::{self, Diagnostic, Env, Loaded, PolicySource, SourceFile};
+
+/// The process environment, where secrets named by the policy live.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// How a path under the policy directory is shown in diagnostics: as the user wrote `--policy`.
+fn display_path(dir: &Path, relative: &str) -> String {
+    let base = dir.to_string_lossy();
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        relative.to_string()
+    } else {
+        format!("{base}/{relative}")
+    }
+}
+
+/// Reads `gateway.yaml` and every `partners/*.yaml` (sorted by name).
+pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
+    let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
+        let shown = display_path(dir, relative);
+        std::fs::read_to_string(dir.join(relative))
+            .map(|text| SourceFile { path: shown.clone(), text })
+            .map_err(|e| Diagnostic { file: shown, line: 1, message: format!("cannot read file: {e}") })
+    };
+    let mut errors = Vec::new();
+    let gateway = read("gateway.yaml").map_err(|e| errors.push(e)).ok();
+    let mut names: Vec<String> = match std::fs::read_dir(dir.join("partners")) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+            .collect(),
+        Err(e) => {
+            errors.push(Diagnostic {
+                file: display_path(dir, "partners"),
+                line: 1,
+                message: format!("cannot read the partners directory: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    names.sort();
+    let mut partners = Vec::new();
+    for name in names {
+        match read(&format!("partners/{name}")) {
+            Ok(file) => partners.push(file),
+            Err(e) => errors.push(e),
+        }
+    }
+    match gateway {
+        Some(gateway) if errors.is_empty() => Ok(PolicySource { dir: dir.to_path_buf(), gateway, partners }),
+        _ => Err(errors),
+    }
+}
+
+/// Loads and validates a policy. `env: None` is `check` mode: secrets are not resolved.
+pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>> {
+    let source = read_policy_dir(dir)?;
+    policy::load(&source, env)
+}
+
+/// Joins every diagnostic into one error, one `FILE:LINE: message` per line.
+pub fn diagnostics_error(diagnostics: &[Diagnostic]) -> anyhow::Error {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!("invalid policy:\n{}", lines.join("\n"))
+}
+
+/// Reads a file the policy names (keys, JWKS), with the path in the error.
+pub fn read_named_file(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}

@@ -1,0 +1,44 @@
+//! Per-request state, filled in as the request moves through the phases and read by `logging`.
+use std::time::{Duration, Instant};
+
+use gateway_core::filter::Report;
+
+use crate::metrics::UNKNOWN;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    /// Partner id from the policy, or `unknown`.
+    pub partner: String,
+    /// Route template from the policy, or `unknown`.
+    pub route: String,
+    /// Status sent to the caller.
+    pub status: u16,
+    /// Refusal code, when the gateway refused the request.
+    pub refused: Option<&'static str>,
+    /// What the filter did to the forwarded body.
+    pub report: Option<Report>,
+    pub filter_time: Option<Duration>,
+    /// `connect`, `timeout` or `protocol`, when talking to the partner failed.
+    pub upstream_error: Option<&'static str>,
+}
+
+impl RequestCtx {
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            partner: UNKNOWN.to_string(),
+            route: UNKNOWN.to_string(),
+            status: 0,
+            refused: None,
+            report: None,
+            filter_time: None,
+            upstream_error: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx::new()
+    }
+}

@@ -1,0 +1,235 @@
+/*!
+The pingora shell around the core. One phase does all the deciding: `request_filter` resolves
+the target, authenticates the caller, reads the whole body (up to the limit), asks the core for
+exactly what the partner may receive, and only then connects to the partner and sends it
+(see [`upstream`]). A refusal is answered from here and opens no connection. `logging` counts.
+
+Why not pingora's own upstream phases: they send the request headers before
+`request_body_filter` sees the body, so a body that fails the filter would already have a
+connection and headers at the partner, and the data-use token's body digest could not be known.
+*/
+mod ctx;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use gateway_core::filter::Transform;
+use gateway_core::plan::{self, Incoming};
+use gateway_core::Refusal;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+pub use ctx::RequestCtx;
+
+use crate::gateway::{optouts_view, Gateway};
+use upstream::UpstreamClient;
+
+pub struct PartnerProxy {
+    gateway: Arc<Gateway>,
+    upstream: UpstreamClient,
+}
+
+impl PartnerProxy {
+    pub fn new(gateway: Arc<Gateway>) -> PartnerProxy {
+        PartnerProxy { gateway, upstream: UpstreamClient::new() }
+    }
+
+    /// Decides and, if allowed, forwards. Every `Err` is a refusal still to be answered.
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let active = self.gateway.active();
+        let policy = &active.policy;
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let raw_path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        let headers = request_headers(req);
+
+        // Labels come from the policy: an id the policy does not know stays `unknown`.
+        if let Some(partner) = partner_in_path(&raw_path).and_then(|id| policy.partners.get(id)) {
+            ctx.partner = partner.id.clone();
+        }
+        let target = plan::resolve(&policy.partners, &method, &raw_path)?;
+        ctx.partner = target.partner.id.clone();
+        ctx.route = target.route().template.clone();
+
+        let authorization = headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str());
+        let caller = active.authenticate(&target.partner, authorization)?;
+
+        let body = read_body(session, policy.gateway.limits.max_body_bytes).await?;
+
+        let optout_source = self.gateway.optout_source();
+        let filter_started = Instant::now();
+        let incoming = Incoming { query: query.as_deref(), headers: &headers, body: &body };
+        let outcome = plan::plan(&target, &incoming, &policy.gateway.limits, optouts_view(&optout_source), false);
+        ctx.filter_time = Some(filter_started.elapsed());
+        let outgoing = outcome?;
+        ctx.report = Some(outgoing.report.clone());
+
+        let response = self
+            .upstream
+            .send(&active, &target, &method, caller.as_deref(), outgoing)
+            .await
+            .map_err(|failure| {
+                ctx.upstream_error = Some(failure.kind);
+                failure.refusal
+            })?;
+        ctx.status = response.status.as_u16();
+        let mut header = response.header;
+        if let Some(dropped) = ctx.report.as_ref().map(|r| r.records_dropped).filter(|n| *n > 0) {
+            // Tells the caller why the partner saw fewer records than it sent.
+            let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
+        }
+        session
+            .write_response_header(Box::new(header), false)
+            .await
+            .map_err(|e| Refusal::UpstreamError(format!("writing the response failed: {e}")))?;
+        session
+            .write_response_body(Some(response.body), true)
+            .await
+            .map_err(|e| Refusal::UpstreamError(format!("writing the response failed: {e}")))?;
+        Ok(())
+    }
+
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) {
+        ctx.status = refusal.status();
+        ctx.refused = Some(refusal.code());
+        let body = refusal.to_json();
+        let mut resp = match ResponseHeader::build(refusal.status(), Some(4)) {
+            Ok(resp) => resp,
+            Err(_) => return,
+        };
+        let _ = resp.insert_header("content-type", "application/json");
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        if let Refusal::Unauthenticated(_) = refusal {
+            let _ = resp.insert_header("www-authenticate", crate::gateway::WWW_AUTHENTICATE);
+        }
+        // write_error_response also turns keep-alive off: an unread request body must not be
+        // taken for the next request on this connection.
+        let _ = session.as_downstream_mut().write_error_response(resp, Bytes::from(body)).await;
+    }
+}
+
+/// The first path segment, as received (only used to label metrics with a known partner id).
+fn partner_in_path(raw_path: &str) -> Option<&str> {
+    raw_path.strip_prefix('/')?.split('/').next()
+}
+
+/// Request headers with lowercase names; values that are not valid UTF-8 are dropped (such a
+/// header can never be on an allow-list's safe side).
+fn request_headers(req: &pingora::http::RequestHeader) -> Vec<(String, String)> {
+    req.headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
+/// announced by `content-length` or arriving chunked.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refusal> {
+    let too_large = |n: usize| Refusal::BodyTooLarge(format!("body of at least {n} bytes is over the limit of {limit} bytes"));
+    if let Some(length) = session.req_header().headers.get("content-length") {
+        let length: usize = length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Refusal::BadRequest("content-length is not a number".into()))?;
+        if length > limit {
+            return Err(too_large(length));
+        }
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large(body.len() + chunk.len()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(Refusal::BadRequest(format!("cannot read the request body: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for PartnerProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        if let Err(refusal) = self.handle(session, ctx).await {
+            self.refuse(session, ctx, &refusal).await;
+        }
+        // Always answered here: pingora's own upstream phases are never used.
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        Error::e_explain(InternalError, "partner-gateway forwards from request_filter only")
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> pingora::proxy::FailToProxy
+    where
+        Self::CTX: Send + Sync,
+    {
+        let refusal = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                Refusal::UpstreamTimeout("the partner did not answer in time".into())
+            }
+            ErrorType::HTTPStatus(code) if *code < 500 => Refusal::BadRequest(format!("bad request: {e}")),
+            ErrorType::InvalidHTTPHeader | ErrorType::ReadError => Refusal::BadRequest(format!("bad request: {e}")),
+            _ => Refusal::UpstreamError(format!("the request could not be proxied: {}", e.etype().as_str())),
+        };
+        self.refuse(session, ctx, &refusal).await;
+        pingora::proxy::FailToProxy { error_code: refusal.status(), can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        let m = &self.gateway.metrics;
+        let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
+        let status = ctx.status.to_string();
+        m.requests.with_label_values(&[partner, route, &status]).inc();
+        m.request_duration
+            .with_label_values(&[partner, route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(t) = ctx.filter_time {
+            m.filter_duration.with_label_values(&[partner, route]).observe(t.as_secs_f64());
+        }
+        if let Some(reason) = ctx.refused {
+            m.refused.with_label_values(&[partner, reason]).inc();
+        }
+        if let Some(kind) = ctx.upstream_error {
+            m.upstream_errors.with_label_values(&[partner, kind]).inc();
+        }
+        // Counted only for bodies that were really forwarded.
+        if let (Some(report), None) = (&ctx.report, ctx.refused) {
+            m.fields_removed.with_label_values(&[partner, route]).inc_by(report.fields_removed);
+            for (i, transform) in Transform::ALL.iter().enumerate() {
+                if report.transformed[i] > 0 {
+                    m.fields_transformed
+                        .with_label_values(&[partner, route, transform.name()])
+                        .inc_by(report.transformed[i]);
+                }
+            }
+            m.records_forwarded.with_label_values(&[partner, route]).inc_by(report.records_forwarded);
+            if report.records_dropped > 0 {
+                m.records_dropped
+                    .with_label_values(&[partner, route, "opted_out"])
+                    .inc_by(report.records_dropped);
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Talking to a partner: one connection per decided request (pooled for reuse), the filtered
+//! body with its exact `content-length`, and the partner's answer relayed back to the caller.
+use bytes::{Bytes, BytesMut};
+use gateway_core::plan::{Outgoing, Target};
+use gateway_core::Refusal;
+use http::StatusCode;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+
+use crate::gateway::Active;
+
+/// Largest partner answer relayed to the caller.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Response headers that describe the partner's connection, not the answer.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "content-length"];
+
+pub struct UpstreamClient {
+    connector: Connector,
+}
+
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub header: ResponseHeader,
+    pub body: Bytes,
+}
+
+pub struct UpstreamFailure {
+    /// `connect`, `timeout` or `protocol`: the `kind` label of `upstream_errors_total`.
+    pub kind: &'static str,
+    pub refusal: Refusal,
+}
+
+impl UpstreamFailure {
+    fn from_error(partner: &str, e: &Error) -> UpstreamFailure {
+        match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout => {
+                UpstreamFailure {
+                    kind: "timeout",
+                    refusal: Refusal::UpstreamTimeout(format!("partner {partner:?} did not answer in time")),
+                }
+            }
+            ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::TLSHandshakeFailure => {
+                UpstreamFailure {
+                    kind: "connect",
+                    refusal: Refusal::UpstreamError(format!("partner {partner:?} is unreachable: {}", e.etype().as_str())),
+                }
+            }
+            _ => UpstreamFailure {
+                kind: "protocol",
+                refusal: Refusal::UpstreamError(format!("partner {partner:?} failed: {}", e.etype().as_str())),
+            },
+        }
+    }
+}
+
+impl UpstreamClient {
+    pub fn new() -> UpstreamClient {
+        UpstreamClient { connector: Connector::new(None) }
+    }
+
+    pub async fn send(
+        &self,
+        active: &Active,
+        target: &Target,
+        method: &str,
+        caller: Option<&str>,
+        outgoing: Outgoing,
+    ) -> Result<UpstreamResponse, UpstreamFailure> {
+        let partner = &target.partner;
+        let fail = |e: Box<Error>| UpstreamFailure::from_error(&partner.id, &e);
+        let timeout = active.policy.gateway.limits.upstream_timeout;
+
+        let header = self.request_header(active, target, method, caller, &outgoing).map_err(|refusal| UpstreamFailure {
+            kind: "protocol",
+            refusal,
+        })?;
+
+        let upstream = &partner.upstream;
+        let mut peer = HttpPeer::new(upstream.authority(), upstream.tls, upstream.host.clone());
+        peer.options.connection_timeout = Some(timeout);
+        peer.options.total_connection_timeout = Some(timeout);
+        peer.options.read_timeout = Some(timeout);
+        peer.options.write_timeout = Some(timeout);
+
+        let (mut http, _reused) = self.connector.get_http_session(&peer).await.map_err(fail)?;
+        http.write_request_header(Box::new(header)).await.map_err(fail)?;
+        if !outgoing.body.is_empty() {
+            http.write_request_body(Bytes::from(outgoing.body), true).await.map_err(fail)?;
+        }
+        http.finish_request_body().await.map_err(fail)?;
+        http.read_response_header().await.map_err(fail)?;
+        let partner_header = http
+            .response_header()
+            .cloned()
+            .ok_or_else(|| fail(Error::new(ErrorType::InvalidHTTPHeader)))?;
+
+        let mut body = BytesMut::new();
+        while let Some(chunk) = http.read_response_body().await.map_err(fail)? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(UpstreamFailure {
+                    kind: "protocol",
+                    refusal: Refusal::UpstreamError(format!("partner {:?} answered with more than {MAX_RESPONSE_BYTES} bytes", partner.id)),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if http.response_done() {
+            self.connector.release_http_session(http, &peer, Some(timeout)).await;
+        }
+
+        let status = partner_header.status;
+        let mut header = ResponseHeader::build(status, Some(partner_header.headers.len() + 2)).map_err(fail)?;
+        for (name, value) in partner_header.headers.iter() {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                let _ = header.append_header(name.clone(), value.clone());
+            }
+        }
+        let _ = header.insert_header("content-length", body.len().to_string());
+        Ok(UpstreamResponse { status, header, body: body.freeze() })
+    }
+
+    /// The request line and headers the partner receives: the allowed caller headers, then the
+    /// gateway's own (added last, so nothing the caller sent can remove or shadow them).
+    fn request_header(
+        &self,
+        active: &Active,
+        target: &Target,
+        method: &str,
+        caller: Option<&str>,
+        outgoing: &Outgoing,
+    ) -> Result<RequestHeader, Refusal> {
+        let internal = |e: Box<Error>| Refusal::UpstreamError(format!("cannot build the partner request: {e}"));
+        let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None).map_err(internal)?;
+        header.insert_header("host", target.partner.upstream.authority()).map_err(internal)?;
+        for (name, value) in &outgoing.headers {
+            header.append_header(name.clone(), value.clone()).map_err(internal)?;
+        }
+        for (name, value) in active.data_use_headers(target, caller, &outgoing.body)? {
+            header.insert_header(name, value).map_err(internal)?;
+        }
+        if let Some(auth) = &target.partner.upstream_auth {
+            header.insert_header(auth.header.clone(), auth.value.clone()).map_err(internal)?;
+        }
+        header.insert_header("content-length", outgoing.body.len().to_string()).map_err(internal)?;
+        Ok(header)
+    }
+}

@@ -1,0 +1,216 @@
+//! Test harness: the real `partner-gateway` binary (serve, mock-partner) on loopback ports,
+//! driven with raw HTTP/1.1. Each process is killed when its handle drops.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use partner_gateway::http1::{self, Response};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn wait_until_listening(addr: SocketAddr, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("process exited with {status} before listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listening on {addr}");
+}
+
+/// A running process, killed (SIGKILL) on drop.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `mock-partner` process: the recording upstream.
+pub struct Mock {
+    pub addr: SocketAddr,
+    _proc: Proc,
+}
+
+impl Mock {
+    pub fn start() -> Mock {
+        Mock::start_with_delay(0)
+    }
+
+    pub fn start_with_delay(delay_ms: u64) -> Mock {
+        let addr = free_addr();
+        let mut child = Command::new(BIN)
+            .args(["mock-partner", "--listen", &addr.to_string(), "--delay-ms", &delay_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until_listening(addr, &mut child);
+        Mock { addr, _proc: Proc { child } }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request the mock received, in order.
+    pub fn received(&self) -> Vec<Value> {
+        let r = http1::send(&self.addr.to_string(), "GET", "/_mock/requests", &[], None).unwrap();
+        match serde_json::from_slice(&r.body).unwrap() {
+            Value::Array(items) => items,
+            other => panic!("unexpected mock log {other}"),
+        }
+    }
+
+    /// The body bytes of the only request received.
+    pub fn only_body(&self) -> String {
+        let received = self.received();
+        assert_eq!(received.len(), 1, "expected exactly one request at the partner: {received:#?}");
+        received[0]["body"].as_str().unwrap().to_string()
+    }
+
+    pub fn only_headers(&self) -> Vec<(String, String)> {
+        let received = self.received();
+        assert_eq!(received.len(), 1, "expected exactly one request at the partner: {received:#?}");
+        headers_of(&received[0])
+    }
+}
+
+pub fn headers_of(record: &Value) -> Vec<(String, String)> {
+    record["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// A policy directory in a temp dir.
+pub struct PolicyDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl PolicyDir {
+    /// `gateway_yaml` may use `{listen}` / `{admin}`; partners are (id, yaml) with `{upstream}`.
+    pub fn new(gateway_yaml: &str, partners: &[(&str, &str)]) -> PolicyDir {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy");
+        std::fs::create_dir_all(policy.join("partners")).unwrap();
+        std::fs::write(policy.join("gateway.yaml"), gateway_yaml).unwrap();
+        for (id, yaml) in partners {
+            std::fs::write(policy.join("partners").join(format!("{id}.yaml")), yaml).unwrap();
+        }
+        PolicyDir { dir }
+    }
+
+    pub fn policy(&self) -> PathBuf {
+        self.dir.path().join("policy")
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A `serve` process on its own ports.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub policy: PolicyDir,
+    proc: Option<Proc>,
+    env: Vec<(String, String)>,
+}
+
+/// A minimal gateway.yaml: no caller auth (local development mode), given limits.
+pub fn gateway_yaml(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    format!(
+        "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500 }}\ncallers:\n  allow_unauthenticated: true\n{extra}"
+    )
+}
+
+impl Gateway {
+    /// Starts `serve` on a policy made of `gateway.yaml` (see [`gateway_yaml`]) and partner files.
+    pub fn start(extra_gateway_yaml: &str, partners: &[(&str, &str)], env: &[(&str, &str)]) -> Gateway {
+        let addr = free_addr();
+        let admin = free_addr();
+        let policy = PolicyDir::new(&gateway_yaml(addr, admin, extra_gateway_yaml), partners);
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut gateway = Gateway { addr, admin, policy, proc: None, env };
+        gateway.spawn();
+        gateway
+    }
+
+    pub fn spawn(&mut self) {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--policy"])
+            .arg(self.policy.policy())
+            .current_dir(self.policy.root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        wait_until_listening(self.addr, &mut child);
+        wait_until_listening(self.admin, &mut child);
+        self.proc = Some(Proc { child });
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+        http1::send(&self.addr.to_string(), method, target, headers, body).unwrap()
+    }
+
+    pub fn post_json(&self, target: &str, body: &str) -> Response {
+        self.send("POST", target, &[("content-type", "application/json")], Some(body.as_bytes()))
+    }
+
+    pub fn raw(&self, raw: &[u8]) -> Response {
+        http1::send_raw(&self.addr.to_string(), raw).unwrap()
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        http1::send(&self.admin.to_string(), "GET", path, &[], None).unwrap()
+    }
+
+    pub fn metrics(&self) -> String {
+        String::from_utf8(self.admin_get("/metrics").body).unwrap()
+    }
+}
+
+/// Asserts a JSON refusal with this status and code.
+pub fn assert_refused(response: &Response, status: u16, code: &str) {
+    assert_eq!(response.status, status, "body: {}", String::from_utf8_lossy(&response.body));
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let body = response.json();
+    assert_eq!(body["error"], code, "body: {body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+}
+
+/// The value of a metric line (exact name with labels), or 0.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
