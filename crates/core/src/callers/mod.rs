@@ -1,0 +1,461 @@
+/*!
+Caller authentication: who inside OhSoft may send customer data out.
+
+A caller presents `Authorization: Bearer <JWT>`. [`CallerVerifier`] checks it against the
+configured issuer, audience and keys and yields a [`Caller`] (its `sub` and groups), which
+[`Caller::may_use`] matches against a partner's `allowed_callers`.
+
+Rules (DESIGN.md, issue 4):
+- `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present; clock leeway
+  is [`LEEWAY_SECS`].
+- The algorithm comes from the configured key, looked up by the token's `kid` (a token
+  without `kid` may use the only key when exactly one is configured). A token whose `alg`
+  differs from its key's is refused, so `none` and RS/HS confusion cannot happen.
+- HS256 exists only when a secret is configured explicitly ([`CallerKeys::add_hs256_secret`]).
+
+Pure: the key material and the current time are handed in.
+*/
+pub mod keys;
+
+#[cfg(test)]
+mod tests;
+
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+pub use keys::{KeyError, PemBlock, PrivateKey, PublicKey};
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+/// The realm named in `WWW-Authenticate`.
+pub const REALM: &str = "partner-gateway";
+/// Longest bearer token accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// The `typ` header of caller tokens minted by [`mint_caller_token`].
+pub const CALLER_TOKEN_TYP: &str = "JWT";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub sub: String,
+    /// Values of the configured groups claim (empty when none is configured or present).
+    pub groups: Vec<String>,
+}
+
+impl Caller {
+    /// Whether this caller may use a partner whose `allowed_callers` is `allowed`:
+    /// its `sub` or any of its groups is listed.
+    pub fn may_use(&self, allowed: &[String]) -> bool {
+        allowed
+            .iter()
+            .any(|a| *a == self.sub || self.groups.iter().any(|g| g == a))
+    }
+}
+
+/// Why a caller was not authenticated. Every variant is a 401 `unauthenticated`; the
+/// `Display` text is the refusal message (it never echoes the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("the authorization header does not use the bearer scheme")]
+    NotBearer,
+    #[error("malformed authorization header")]
+    MalformedHeader,
+    #[error("malformed bearer token")]
+    Malformed,
+    #[error("the token is signed with an unknown key")]
+    UnknownKey,
+    #[error("the token algorithm does not match its key")]
+    WrongAlgorithm,
+    #[error("the token signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token issuer is not accepted")]
+    WrongIssuer,
+    #[error("the token audience is not accepted")]
+    WrongAudience,
+    #[error("the token has no {0} claim")]
+    MissingClaim(&'static str),
+    #[error("the token claim {0} is invalid")]
+    InvalidClaim(&'static str),
+}
+
+impl AuthError {
+    /// The RFC 6750 error code: `None` when the request carried no bearer credential at all.
+    pub fn oauth_error(&self) -> Option<&'static str> {
+        match self {
+            AuthError::Missing | AuthError::NotBearer => None,
+            AuthError::MalformedHeader => Some("invalid_request"),
+            _ => Some("invalid_token"),
+        }
+    }
+
+    /// The `WWW-Authenticate` value to send with the 401, e.g.
+    /// `Bearer realm="partner-gateway", error="invalid_token", error_description="the token has expired"`.
+    pub fn www_authenticate(&self) -> String {
+        match self.oauth_error() {
+            None => format!("Bearer realm=\"{REALM}\""),
+            Some(code) => {
+                let description: String = self
+                    .to_string()
+                    .chars()
+                    .filter(|c| matches!(c, ' '..='~') && !matches!(c, '"' | '\\'))
+                    .collect();
+                format!("Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{description}\"")
+            }
+        }
+    }
+
+    /// The refusal for the response body (401 `unauthenticated`).
+    pub fn to_refusal(&self) -> crate::Refusal {
+        crate::Refusal::Unauthenticated(self.to_string())
+    }
+}
+
+/// The keys callers' tokens may be signed with.
+#[derive(Debug, Clone, Default)]
+pub struct CallerKeys {
+    keys: Vec<PublicKey>,
+}
+
+impl CallerKeys {
+    pub fn new() -> Self {
+        CallerKeys::default()
+    }
+
+    /// The contents of the `callers.keys` file: a JWKS document, or one or more PEM public keys.
+    pub fn parse(contents: &[u8]) -> Result<Self, KeyError> {
+        let text = std::str::from_utf8(contents).map_err(|_| {
+            KeyError::Pem("the key file is neither a JWKS document nor PEM text".into())
+        })?;
+        if text.trim_start().starts_with('{') {
+            CallerKeys::from_jwks_json(text)
+        } else if text.contains("-----BEGIN ") {
+            let mut keys = CallerKeys::new();
+            keys.add_pem(None, contents)?;
+            Ok(keys)
+        } else {
+            Err(KeyError::Pem(
+                "the key file is neither a JWKS document nor PEM text".into(),
+            ))
+        }
+    }
+
+    /// Every signature key of a JWKS document; at least one is required.
+    pub fn from_jwks_json(json: &str) -> Result<Self, KeyError> {
+        let mut keys = CallerKeys::new();
+        keys.add_jwks_json(json)?;
+        Ok(keys)
+    }
+
+    /// Adds every signature key of a JWKS document; at least one is required.
+    pub fn add_jwks_json(&mut self, json: &str) -> Result<(), KeyError> {
+        let found = keys::parse_jwks(json, keys::CALLER_ALGORITHMS)?;
+        if found.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        found.into_iter().try_for_each(|k| self.push(k))
+    }
+
+    /// Adds the public keys of a PEM file (Ed25519, P-256 or RSA `PUBLIC KEY` blocks). A `kid`
+    /// may be given only when the file holds one key.
+    pub fn add_pem(&mut self, kid: Option<&str>, pem: &[u8]) -> Result<(), KeyError> {
+        let text = std::str::from_utf8(pem)
+            .map_err(|_| KeyError::Pem("the key file is not PEM text".into()))?;
+        let blocks = keys::pem_blocks(text)?;
+        if blocks.is_empty() {
+            return Err(KeyError::Pem("no PEM block found".into()));
+        }
+        if kid.is_some() && blocks.len() > 1 {
+            return Err(KeyError::Pem(
+                "a kid can name only one key, but the PEM file holds several".into(),
+            ));
+        }
+        for block in &blocks {
+            self.push(PublicKey::from_public_pem(
+                kid,
+                block,
+                keys::CALLER_ALGORITHMS,
+            )?)?;
+        }
+        Ok(())
+    }
+
+    /// Accepts HS256 tokens signed with `secret` (at least 32 bytes). Only for explicit
+    /// configuration (`hs256_secret_env`); a key set never adds one.
+    pub fn add_hs256_secret(&mut self, kid: Option<&str>, secret: &[u8]) -> Result<(), KeyError> {
+        self.push(PublicKey::hs256(kid, secret)?)
+    }
+
+    fn push(&mut self, key: PublicKey) -> Result<(), KeyError> {
+        if let Some(kid) = key.kid() {
+            if self.keys.iter().any(|k| k.kid() == Some(kid)) {
+                return Err(KeyError::DuplicateKid(kid.to_string()));
+            }
+        }
+        self.keys.push(key);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// `kid=… alg=…` per key, for the startup log.
+    pub fn describe(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "kid={} alg={}",
+                    k.kid().unwrap_or("(none)"),
+                    keys::alg_name(k.algorithm())
+                )
+            })
+            .collect()
+    }
+
+    /// The key a token names: by `kid`; without a match, the only key when exactly one is
+    /// configured and it has no kid; without a `kid`, the only key when exactly one is configured.
+    fn select(&self, kid: Option<&str>) -> Option<&PublicKey> {
+        match kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid() == Some(kid)).or_else(|| {
+                match self.keys.as_slice() {
+                    [only] if only.kid().is_none() => Some(only),
+                    _ => None,
+                }
+            }),
+            None => match self.keys.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Verifies callers' bearer tokens.
+#[derive(Debug, Clone)]
+pub struct CallerVerifier {
+    keys: CallerKeys,
+    issuer: String,
+    audience: String,
+    groups_claim: Option<String>,
+}
+
+impl CallerVerifier {
+    /// `groups_claim`: a claim (or dotted path, e.g. `realm_access.roles`) holding the caller's
+    /// groups or scopes, as an array of strings or a space-separated string.
+    pub fn new(
+        keys: CallerKeys,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+        groups_claim: Option<String>,
+    ) -> Result<Self, KeyError> {
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(CallerVerifier {
+            keys,
+            issuer: issuer.into(),
+            audience: audience.into(),
+            groups_claim,
+        })
+    }
+
+    pub fn keys(&self) -> &CallerKeys {
+        &self.keys
+    }
+
+    /// Checks the `Authorization` header value (raw bytes, as received). Not UTF-8 → malformed.
+    pub fn verify_raw(
+        &self,
+        authorization: Option<&[u8]>,
+        now_unix: u64,
+    ) -> Result<Caller, AuthError> {
+        match authorization {
+            None => self.verify(None, now_unix),
+            Some(raw) => {
+                let s = std::str::from_utf8(raw).map_err(|_| AuthError::MalformedHeader)?;
+                self.verify(Some(s), now_unix)
+            }
+        }
+    }
+
+    /// Checks the `Authorization` header value at time `now_unix` (seconds since the epoch).
+    pub fn verify(&self, authorization: Option<&str>, now_unix: u64) -> Result<Caller, AuthError> {
+        let token = bearer_token(authorization)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(AuthError::Malformed);
+        }
+        let key = self
+            .keys
+            .select(header.kid.as_deref())
+            .ok_or(AuthError::UnknownKey)?;
+        if header.alg != key.algorithm() {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(key.algorithm());
+        validation.set_required_spec_claims(&["iss", "aud", "exp", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        // Time is checked below against the `now_unix` handed in: the core reads no clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.leeway = LEEWAY_SECS;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation)
+                .map_err(map_jwt_error)?;
+        let claims = data.claims;
+
+        let exp = numeric_date(claims.get("exp")).ok_or(AuthError::InvalidClaim("exp"))?;
+        if now_unix >= exp.saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            let nbf = numeric_date(Some(nbf)).ok_or(AuthError::InvalidClaim("nbf"))?;
+            if nbf > now_unix.saturating_add(LEEWAY_SECS) {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        let sub = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(AuthError::InvalidClaim("sub")),
+        };
+        let groups = self
+            .groups_claim
+            .as_deref()
+            .map(|c| groups(&claims, c))
+            .unwrap_or_default();
+        Ok(Caller { sub, groups })
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive).
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let value = authorization
+        .ok_or(AuthError::Missing)?
+        .trim_matches(|c| c == ' ' || c == '\t');
+    if value.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::NotBearer);
+    }
+    let token = rest.trim_start_matches([' ', '\t']);
+    // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    let body = token.trim_end_matches('=');
+    if body.is_empty()
+        || token.len() > MAX_TOKEN_BYTES
+        || !body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+    {
+        return Err(AuthError::MalformedHeader);
+    }
+    Ok(token)
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => AuthError::BadSignature,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+            AuthError::WrongAlgorithm
+        }
+        K::InvalidIssuer => AuthError::WrongIssuer,
+        K::InvalidAudience => AuthError::WrongAudience,
+        K::ExpiredSignature => AuthError::Expired,
+        K::ImmatureSignature => AuthError::NotYetValid,
+        K::MissingRequiredClaim(c) => AuthError::MissingClaim(match c.as_str() {
+            "iss" => "iss",
+            "aud" => "aud",
+            "exp" => "exp",
+            "sub" => "sub",
+            _ => "required",
+        }),
+        K::InvalidClaimFormat(_) => AuthError::InvalidClaim("time"),
+        K::InvalidEcdsaKey | K::InvalidEddsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
+            AuthError::BadSignature
+        }
+        _ => AuthError::Malformed,
+    }
+}
+
+/// A JWT NumericDate as whole seconds (fractions are truncated); negative or non-numeric → `None`.
+pub(crate) fn numeric_date(v: Option<&Value>) -> Option<u64> {
+    let n = v?.as_number()?;
+    if let Some(u) = n.as_u64() {
+        return Some(u);
+    }
+    let f = n.as_f64()?;
+    (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then_some(f as u64)
+}
+
+fn groups(claims: &Map<String, Value>, claim: &str) -> Vec<String> {
+    let value = claims.get(claim).or_else(|| {
+        let mut parts = claim.split('.');
+        let mut cur = claims.get(parts.next()?)?;
+        for p in parts {
+            cur = cur.as_object()?.get(p)?;
+        }
+        Some(cur)
+    });
+    match value {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What goes into a caller token minted for local testing (`partner-gateway token`).
+#[derive(Debug, Clone)]
+pub struct CallerTokenInput<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub sub: &'a str,
+    pub kid: Option<&'a str>,
+    pub now_unix: u64,
+    pub ttl_secs: u64,
+}
+
+/// Mints a caller token signed with a private key (PKCS#8 Ed25519 or P-256, or RSA) with
+/// claims `iss`, `aud`, `sub`, `iat`, `nbf`, `exp`.
+pub fn mint_caller_token(
+    private_pem: &[u8],
+    input: &CallerTokenInput<'_>,
+) -> Result<String, KeyError> {
+    if input.sub.is_empty() {
+        return Err(KeyError::Signing("sub must not be empty".into()));
+    }
+    if let Some(kid) = input.kid {
+        keys::check_kid(kid)?;
+    }
+    let key = PrivateKey::from_pem(private_pem)?;
+    let claims = serde_json::json!({
+        "iss": input.issuer,
+        "aud": input.audience,
+        "sub": input.sub,
+        "iat": input.now_unix,
+        "nbf": input.now_unix,
+        "exp": input.now_unix.saturating_add(input.ttl_secs.max(1)),
+    });
+    key.sign_jwt(input.kid, CALLER_TOKEN_TYP, &claims)
+}
+
+/// The algorithm names accepted for caller tokens.
+pub fn supported_algorithms() -> &'static [Algorithm] {
+    keys::CALLER_ALGORITHMS
+}
