@@ -6,9 +6,21 @@ into a [`FilterProgram`]. [`filter`] then makes one pass over the input bytes, w
 a DOM: it validates strictly (UTF-8, no BOM, no duplicate keys at any depth, no lone
 surrogates, depth limit, no trailing bytes), copies allowed values as raw JSON (numbers stay
 byte-identical), applies transforms, drops opted-out records, and reports what it did.
+
+- `compile`: policy paths → a trie of nodes, with every policy mistake reported.
+- `scan`: the strict one-pass scanner that validates and emits at the same time.
+- `transform`: what `mask`, `last4`, `pseudonymize` and `null` write.
+
+Depth counts containers: a scalar body has depth 0, `[]` and `{}` have depth 1, `{"a":[]}`
+has depth 2; `max_depth` is the deepest nesting allowed.
 */
 
-// API contract (implementation in progress): see FilterProgram::compile and filter().
+mod compile;
+mod scan;
+mod transform;
+
+#[cfg(test)]
+mod tests;
 
 use crate::policy::FieldPath;
 use crate::Refusal;
@@ -19,6 +31,11 @@ pub enum Transform {
     /// Replaced by `"***"`.
     Mask,
     /// Only the last 4 digits kept, the rest masked; fewer than 8 digits → `"***"`.
+    ///
+    /// The output is `"***"` followed by the last 4 digits (`"4111 1111 1111 1111"` →
+    /// `"***1111"`): the mask has a fixed length so it reveals neither the value's length nor
+    /// its separators. Only ASCII digits of the unescaped string (or the number's literal text)
+    /// count.
     Last4,
     /// Lowercase hex HMAC-SHA256 of the value's text with the partner's key.
     Pseudonymize,
@@ -27,7 +44,12 @@ pub enum Transform {
 }
 
 impl Transform {
-    pub const ALL: [Transform; 4] = [Transform::Mask, Transform::Last4, Transform::Pseudonymize, Transform::Null];
+    pub const ALL: [Transform; 4] = [
+        Transform::Mask,
+        Transform::Last4,
+        Transform::Pseudonymize,
+        Transform::Null,
+    ];
 
     /// The name used in policy files and in the `transform` metric label.
     pub fn name(self) -> &'static str {
@@ -78,29 +100,50 @@ pub struct CompileError {
 /// A route's paths compiled into a matcher, built once per policy load.
 #[derive(Debug)]
 pub struct FilterProgram {
-    // filled in by the implementation
+    nodes: Vec<compile::Node>,
+    root: compile::NodeId,
+    /// False when the spec has neither `allow` nor `transform`: such a route takes no body.
+    takes_body: bool,
+    /// The unescaped member name holding each record's customer id.
+    subject: Option<Box<[u8]>>,
+    single_record: bool,
+    uses_pseudonymize: bool,
 }
 
 impl FilterProgram {
     /// Compiles a route's spec; returns every mistake found, not just the first.
+    ///
+    /// Besides malformed `records`/`subject`, these are errors, each naming the path as written:
+    /// `**` or a transform on the body root; a transform on a `.**` path, at or beneath a path
+    /// that passes a subtree whole (also through `*`); two different transforms for one field
+    /// (also through `*`); a path continuing beneath a field that passes only a scalar or is
+    /// transformed (`a` with `a.b`, `*` with `a.b`); one field expected to be both an object and an
+    /// array (`a.b` with `a[*]`); records that could never be objects; a member name or subject
+    /// containing `.`, `[`, `]` or `*`, which no key can match. A field both allowed plainly and
+    /// transformed is transformed (fail closed); a path beneath a `.**` path is redundant, not an
+    /// error.
     pub fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileError>> {
-        let _ = spec;
-        todo!("filter engine")
+        compile::compile(spec)
     }
 
     /// True when some path uses `pseudonymize` (the partner then needs a key).
     pub fn uses_pseudonymize(&self) -> bool {
-        todo!("filter engine")
+        self.uses_pseudonymize
     }
 
     /// True when `records` is `$`: an opted-out subject refuses the request (451) instead of being dropped.
     pub fn single_record(&self) -> bool {
-        todo!("filter engine")
+        self.single_record
     }
 
     /// True when the program declares both `records` and `subject` (opt-outs can be applied).
     pub fn has_subjects(&self) -> bool {
-        todo!("filter engine")
+        self.subject.is_some()
+    }
+
+    /// False when the route's spec has neither `allow` nor `transform`: any body is refused.
+    pub fn takes_body(&self) -> bool {
+        self.takes_body
     }
 }
 
@@ -128,6 +171,8 @@ pub struct Filtered {
     pub report: Report,
 }
 
+/// Counts are for what the partner receives: fields removed or transformed inside a record that
+/// is then dropped are not counted (the record counts once, in `records_dropped`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// Members and elements removed (a removed subtree counts once).
@@ -148,7 +193,24 @@ pub enum Change {
 }
 
 /// Filters `body` through `program`. Any refusal means nothing may be forwarded.
-pub fn filter(program: &FilterProgram, body: &[u8], options: &FilterOptions<'_>) -> Result<Filtered, Refusal> {
-    let _ = (program, body, options);
-    todo!("filter engine")
+///
+/// Refusals: `BadRequest` for anything wrong with the body (malformed, duplicate keys, too
+/// deep, a shape the policy does not allow; an empty body too, though callers usually decide
+/// about empty bodies first); `SubjectMissing` for a record without a valid subject id, or when
+/// `optouts` is given to a program without `records`/`subject` (opt-outs could not be honoured);
+/// `SubjectOptedOut` for an opted-out single record; `NotReady` when the program pseudonymizes
+/// and no key was given.
+pub fn filter(
+    program: &FilterProgram,
+    body: &[u8],
+    options: &FilterOptions<'_>,
+) -> Result<Filtered, Refusal> {
+    scan::filter(program, body, options)
+}
+
+/// Checks that `body` is one strict JSON value (the same rules as [`filter`]: UTF-8 without a
+/// BOM, RFC 8259 syntax, no lone surrogates, no duplicate keys, at most `max_depth` levels, no
+/// trailing bytes) without filtering it.
+pub fn validate(body: &[u8], max_depth: usize) -> Result<(), Refusal> {
+    scan::validate(body, max_depth)
 }

@@ -1,0 +1,517 @@
+/*!
+Compiles a route's `allow`, `transform`, `records` and `subject` into the trie that the
+scanner follows, and finds every policy mistake on the way.
+
+Paths are first put into a raw trie exactly as written. The raw trie is then expanded into
+the runtime trie, where each node says what one position of the body may hold. Expansion is
+where paths combine: the `*` subtrie is merged into every named sibling, so `a.x` and `*.e`
+give `a` both `x` and `e`, and conflicts that only appear after combining (`a.x: mask` with
+`*.x: last4`) are found at compile time rather than per request.
+*/
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::{CompileError, FilterProgram, FilterSpec, Transform};
+use crate::policy::{FieldPath, Segment};
+
+pub(super) type NodeId = u32;
+
+/// What one position of the body may hold.
+#[derive(Debug)]
+pub(super) struct Node {
+    pub(super) kind: Kind,
+    /// The value here is a customer record: it must be an object, and its subject is read.
+    pub(super) records: bool,
+}
+
+#[derive(Debug)]
+pub(super) enum Kind {
+    /// A string, number, boolean or null passes as written; an object or array is refused.
+    Scalar,
+    /// A string or number passes transformed, null as null; anything else is refused.
+    Transform(Transform),
+    /// Anything passes whole (still strictly validated).
+    Subtree,
+    /// An object (or null); members not listed are removed.
+    Object(Members),
+    /// An array (or null); every element goes through `elements`.
+    Array { elements: NodeId },
+}
+
+/// Above this many named members a hash map beats a linear scan.
+const LINEAR_MEMBERS: usize = 8;
+
+#[derive(Debug)]
+pub(super) struct Members {
+    named: Vec<(Box<[u8]>, NodeId)>,
+    index: Option<HashMap<Box<[u8]>, NodeId>>,
+    any: Option<NodeId>,
+}
+
+impl Members {
+    fn new(named: Vec<(Box<[u8]>, NodeId)>, any: Option<NodeId>) -> Members {
+        let index = (named.len() > LINEAR_MEMBERS).then(|| named.iter().cloned().collect());
+        Members { named, index, any }
+    }
+
+    /// The node for an (unescaped) key, or `None` when the member is removed.
+    #[inline]
+    pub(super) fn lookup(&self, key: &[u8]) -> Option<NodeId> {
+        let named = match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self
+                .named
+                .iter()
+                .find(|(name, _)| **name == *key)
+                .map(|&(_, id)| id),
+        };
+        // Named members never contain these bytes (compile refuses such names), so only the
+        // wildcard needs the check.
+        named.or_else(|| self.any.filter(|_| !key.iter().any(|&b| is_path_syntax(b))))
+    }
+}
+
+/// A key containing one of these can never be named by a path, so it is never matched.
+pub(super) fn is_path_syntax(b: u8) -> bool {
+    matches!(b, b'.' | b'[' | b']' | b'*')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    Scalar,
+    Subtree,
+    Transform(Transform),
+}
+
+/// One node of the paths as written, before wildcards are combined.
+#[derive(Default)]
+struct Raw {
+    /// What paths ending here say, with each path's text for messages.
+    leaves: Vec<(Leaf, String)>,
+    records: Option<String>,
+    members: BTreeMap<String, usize>,
+    any: Option<usize>,
+    elements: Option<usize>,
+}
+
+impl Raw {
+    fn children(&self) -> impl Iterator<Item = usize> + '_ {
+        self.members
+            .values()
+            .copied()
+            .chain(self.any)
+            .chain(self.elements)
+    }
+}
+
+fn insert(raw: &mut Vec<Raw>, path: &FieldPath) -> usize {
+    let mut at = 0;
+    for seg in &path.segments {
+        let next = match seg {
+            Segment::Member(name) => raw[at].members.get(name).copied(),
+            Segment::AnyMember => raw[at].any,
+            Segment::Elements => raw[at].elements,
+        };
+        at = match next {
+            Some(next) => next,
+            None => {
+                let id = raw.len();
+                raw.push(Raw::default());
+                match seg {
+                    Segment::Member(name) => {
+                        raw[at].members.insert(name.clone(), id);
+                    }
+                    Segment::AnyMember => raw[at].any = Some(id),
+                    Segment::Elements => raw[at].elements = Some(id),
+                }
+                id
+            }
+        };
+    }
+    at
+}
+
+fn error(path: impl Into<String>, message: impl Into<String>) -> CompileError {
+    CompileError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Member names a path can never match: the path language cannot spell them, but a
+/// programmatically built [`FieldPath`] could.
+fn check_names(path: &FieldPath, text: &str, errors: &mut Vec<CompileError>) -> bool {
+    let mut ok = true;
+    for seg in &path.segments {
+        if let Segment::Member(name) = seg {
+            if name.bytes().any(is_path_syntax) {
+                errors.push(error(
+                    text,
+                    format!("member name {name:?} contains `.`, `[`, `]` or `*` and can never match a key"),
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let mut raw = vec![Raw::default()];
+
+    for path in &spec.allow {
+        let text = path.to_string();
+        if path.segments.is_empty() {
+            if path.subtree {
+                errors.push(error(
+                    "**",
+                    "`**` on the body root would pass everything; list the members instead",
+                ));
+            } else {
+                errors.push(error(
+                    text,
+                    "`$` names the whole body; allow its members instead",
+                ));
+            }
+            continue;
+        }
+        if !check_names(path, &text, &mut errors) {
+            continue;
+        }
+        let at = insert(&mut raw, path);
+        let leaf = if path.subtree {
+            Leaf::Subtree
+        } else {
+            Leaf::Scalar
+        };
+        raw[at].leaves.push((leaf, text));
+    }
+
+    for (path, transform) in &spec.transforms {
+        let text = path.to_string();
+        if path.subtree {
+            errors.push(error(
+                text,
+                format!(
+                    "transform {} applies to single values, not to a subtree (`.**`); list the members instead",
+                    transform.name()
+                ),
+            ));
+            continue;
+        }
+        if path.segments.is_empty() {
+            errors.push(error(
+                text,
+                "a transform cannot apply to the whole body; name a member or element",
+            ));
+            continue;
+        }
+        if !check_names(path, &text, &mut errors) {
+            continue;
+        }
+        let at = insert(&mut raw, path);
+        raw[at].leaves.push((Leaf::Transform(*transform), text));
+    }
+
+    let mut single_record = false;
+    if let Some(records) = &spec.records {
+        let text = records.to_string();
+        if records.subtree {
+            errors.push(error(
+                text,
+                "records cannot end in `.**`; use `$` or a path ending in `[*]`",
+            ));
+        } else if !records.is_root() && records.segments.last() != Some(&Segment::Elements) {
+            errors.push(error(
+                text,
+                "records must be `$` (the body is one record) or a path ending in `[*]`",
+            ));
+        } else if check_names(records, &text, &mut errors) {
+            single_record = records.is_root();
+            let at = insert(&mut raw, records);
+            raw[at].records = Some(text);
+        }
+    }
+
+    let mut subject = None;
+    match (&spec.records, &spec.subject) {
+        (Some(records), None) => errors.push(error(
+            records.to_string(),
+            "records given without subject: name the member of each record holding the customer id",
+        )),
+        (None, Some(name)) => errors.push(error(
+            name.as_str(),
+            "subject given without records: say where the records are (`$` or a path ending in `[*]`)",
+        )),
+        (Some(_), Some(name)) => {
+            if name.is_empty() {
+                errors.push(error(name.as_str(), "subject is empty"));
+            } else if name.bytes().any(is_path_syntax) {
+                errors.push(error(
+                    name.as_str(),
+                    "subject contains `.`, `[`, `]` or `*`: it names one member of each record and can never match such a key",
+                ));
+            } else {
+                subject = Some(name.as_bytes().into());
+            }
+        }
+        (None, None) => {}
+    }
+
+    let mut builder = Builder {
+        raw: &raw,
+        nodes: Vec::new(),
+        errors,
+        subtree: None,
+    };
+    let root = builder.expand(&[0], "$");
+    let mut errors = builder.errors;
+
+    // Combining `*` into every sibling can report one mistake several times.
+    let mut seen = BTreeSet::new();
+    errors.retain(|e| seen.insert((e.path.clone(), e.message.clone())));
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(FilterProgram {
+        nodes: builder.nodes,
+        root,
+        takes_body: !spec.allow.is_empty() || !spec.transforms.is_empty(),
+        subject,
+        single_record,
+        uses_pseudonymize: spec
+            .transforms
+            .iter()
+            .any(|(_, t)| *t == Transform::Pseudonymize),
+    })
+}
+
+struct Builder<'r> {
+    raw: &'r [Raw],
+    nodes: Vec<Node>,
+    errors: Vec<CompileError>,
+    /// The one shared node for "anything passes" (members of a record passed whole).
+    subtree: Option<NodeId>,
+}
+
+fn join(at: &str, name: &str) -> String {
+    if at == "$" {
+        name.to_string()
+    } else {
+        format!("{at}.{name}")
+    }
+}
+
+fn elements_of(at: &str) -> String {
+    if at == "$" {
+        "[*]".to_string()
+    } else {
+        format!("{at}[*]")
+    }
+}
+
+impl<'r> Builder<'r> {
+    fn push(&mut self, kind: Kind, records: bool) -> NodeId {
+        self.nodes.push(Node { kind, records });
+        // A policy has far fewer than 2^32 nodes.
+        NodeId::try_from(self.nodes.len() - 1).unwrap_or(NodeId::MAX)
+    }
+
+    fn subtree_node(&mut self) -> NodeId {
+        match self.subtree {
+            Some(id) => id,
+            None => {
+                let id = self.push(Kind::Subtree, false);
+                self.subtree = Some(id);
+                id
+            }
+        }
+    }
+
+    /// Every path text ending in the subtries below `ids` (not at `ids` themselves).
+    fn sources_below(&self, ids: &[usize]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack: Vec<usize> = ids.iter().flat_map(|&id| self.raw[id].children()).collect();
+        while let Some(id) = stack.pop() {
+            let raw = &self.raw[id];
+            out.extend(raw.leaves.iter().map(|(_, text)| text.clone()));
+            out.extend(raw.records.iter().cloned());
+            stack.extend(raw.children());
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Inside a subtree that passes whole, nothing is looked at, so transforms and records
+    /// there would silently do nothing: refuse them.
+    fn beneath_subtree(&mut self, ids: &[usize], subtree: &str) {
+        let mut stack: Vec<usize> = ids.to_vec();
+        while let Some(id) = stack.pop() {
+            let raw = &self.raw[id];
+            for (leaf, text) in &raw.leaves {
+                if let Leaf::Transform(t) = leaf {
+                    self.errors.push(error(
+                        text.as_str(),
+                        format!(
+                            "transform {} sits beneath `{subtree}`, which passes whole; list the members instead of using `.**`",
+                            t.name()
+                        ),
+                    ));
+                }
+            }
+            if let Some(records) = &raw.records {
+                self.errors.push(error(
+                    records.as_str(),
+                    format!("records lie beneath `{subtree}`, which passes whole; list the members instead of using `.**`"),
+                ));
+            }
+            stack.extend(raw.children());
+        }
+    }
+
+    /// Builds the runtime node for the union of raw nodes `ids` (one named member plus every
+    /// `*` that also matches it). `at` is the position for messages.
+    fn expand(&mut self, ids: &[usize], at: &str) -> NodeId {
+        let raw = self.raw;
+        let nodes: Vec<&Raw> = ids.iter().map(|&id| &raw[id]).collect();
+        let leaves: Vec<&(Leaf, String)> = nodes.iter().flat_map(|n| &n.leaves).collect();
+        let records = nodes.iter().find_map(|n| n.records.as_deref());
+        let names: BTreeSet<&String> = nodes.iter().flat_map(|n| n.members.keys()).collect();
+        let anys: Vec<usize> = nodes.iter().filter_map(|n| n.any).collect();
+        let elements: Vec<usize> = nodes.iter().filter_map(|n| n.elements).collect();
+        let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
+
+        if let Some((_, subtree)) = leaves.iter().find(|(leaf, _)| *leaf == Leaf::Subtree) {
+            for (leaf, text) in &leaves {
+                if let Leaf::Transform(t) = leaf {
+                    self.errors.push(error(
+                        text.as_str(),
+                        format!(
+                            "transform {} conflicts with `{subtree}`, which passes `{at}` whole; list the members instead of using `.**`",
+                            t.name()
+                        ),
+                    ));
+                }
+            }
+            self.beneath_subtree(&children, subtree);
+            if records.is_some() {
+                // A record passed whole still needs its subject read and its object shape
+                // enforced, so it becomes an object whose every member passes whole.
+                let any = self.subtree_node();
+                return self.push(Kind::Object(Members::new(Vec::new(), Some(any))), true);
+            }
+            return self.subtree_node();
+        }
+
+        let mut transforms: Vec<(Transform, &str)> = leaves
+            .iter()
+            .filter_map(|(leaf, text)| match leaf {
+                Leaf::Transform(t) => Some((*t, text.as_str())),
+                _ => None,
+            })
+            .collect();
+        transforms.sort_by_key(|&(t, _)| t);
+        transforms.dedup_by_key(|&mut (t, _)| t);
+        if let [(a, from_a), (b, from_b), ..] = transforms[..] {
+            self.errors.push(error(
+                at,
+                format!(
+                    "conflicting transforms: {} (from `{from_a}`) and {} (from `{from_b}`)",
+                    a.name(),
+                    b.name()
+                ),
+            ));
+        }
+        let scalar = leaves
+            .iter()
+            .find(|(leaf, _)| *leaf == Leaf::Scalar)
+            .map(|(_, text)| text.as_str());
+        let leaf = match (transforms.first(), scalar) {
+            // Allowed plainly and transformed: the transform wins, failing closed.
+            (Some(&(t, from)), _) => Some((
+                Kind::Transform(t),
+                from,
+                format!("transformed ({})", t.name()),
+            )),
+            (None, Some(from)) => Some((Kind::Scalar, from, "allowed as a scalar".to_string())),
+            (None, None) => None,
+        };
+        if let Some((kind, from, what)) = leaf {
+            for below in self.sources_below(ids) {
+                self.errors.push(error(
+                    below,
+                    format!(
+                        "can never match: `{from}` is {what}, so `{at}` must hold a string, number, boolean or null; \
+                         allow `{at}.**` instead to pass a subtree"
+                    ),
+                ));
+            }
+            if let Some(records) = records {
+                self.errors.push(error(
+                    records,
+                    format!("records must be objects, but `{from}` passes only a single value at `{at}`"),
+                ));
+            }
+            return self.push(kind, false);
+        }
+
+        let wants_object = !names.is_empty() || !anys.is_empty() || records.is_some();
+        if wants_object && !elements.is_empty() {
+            let object_from = match records {
+                Some(records) => records.to_string(),
+                None => {
+                    let members: Vec<usize> = nodes
+                        .iter()
+                        .flat_map(|n| n.members.values().copied().chain(n.any))
+                        .collect();
+                    self.sources_below_ids(&members)
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| at.to_string())
+                }
+            };
+            for below in self.sources_below_ids(&elements) {
+                self.errors.push(error(
+                    below,
+                    format!("can never match: `{object_from}` expects an object at `{at}`, but this path expects an array there"),
+                ));
+            }
+        }
+        if !wants_object && !elements.is_empty() {
+            let inner = self.expand(&elements, &elements_of(at));
+            return self.push(Kind::Array { elements: inner }, false);
+        }
+
+        let mut named = Vec::with_capacity(names.len());
+        for name in names {
+            let mut member_ids: Vec<usize> = nodes
+                .iter()
+                .filter_map(|n| n.members.get(name).copied())
+                .collect();
+            member_ids.extend(&anys);
+            let child = self.expand(&member_ids, &join(at, name));
+            named.push((Box::<[u8]>::from(name.as_bytes()), child));
+        }
+        let any = (!anys.is_empty()).then(|| self.expand(&anys, &join(at, "*")));
+        self.push(Kind::Object(Members::new(named, any)), records.is_some())
+    }
+
+    /// Every path text ending at or below the raw nodes `ids`.
+    fn sources_below_ids(&self, ids: &[usize]) -> Vec<String> {
+        let mut out: Vec<String> = ids
+            .iter()
+            .flat_map(|&id| {
+                let raw = &self.raw[id];
+                raw.leaves
+                    .iter()
+                    .map(|(_, text)| text.clone())
+                    .chain(raw.records.iter().cloned())
+            })
+            .collect();
+        out.extend(self.sources_below(ids));
+        out.sort();
+        out.dedup();
+        out
+    }
+}

@@ -1,0 +1,76 @@
+/*!
+What each [`Transform`] writes in place of a value. The input is the value's text: a string's
+unescaped bytes or a number's literal. Every output is a JSON string literal or `null`, so a
+transformed value can never carry JSON structure.
+*/
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::Transform;
+use crate::Refusal;
+
+pub(super) type Hmac256 = Hmac<Sha256>;
+
+/// Values with fewer digits than this are masked entirely by `last4`: with so few digits the
+/// last four would reveal most of the value.
+const LAST4_MIN_DIGITS: usize = 8;
+
+/// Writes the transformed `text` to `out`. `hmac` is the keyed state for `pseudonymize`; without
+/// one the call fails closed.
+pub(super) fn apply(
+    transform: Transform,
+    text: &[u8],
+    hmac: Option<&Hmac256>,
+    out: &mut Vec<u8>,
+) -> Result<(), Refusal> {
+    match transform {
+        Transform::Mask => out.extend_from_slice(b"\"***\""),
+        Transform::Null => out.extend_from_slice(b"null"),
+        Transform::Last4 => last4(text, out),
+        Transform::Pseudonymize => {
+            let Some(hmac) = hmac else {
+                return Err(Refusal::NotReady(
+                    "the policy pseudonymizes a field but this partner has no pseudonymization key"
+                        .into(),
+                ));
+            };
+            let mut mac = hmac.clone();
+            mac.update(text);
+            out.push(b'"');
+            push_hex(&mac.finalize().into_bytes(), out);
+            out.push(b'"');
+        }
+    }
+    Ok(())
+}
+
+fn last4(text: &[u8], out: &mut Vec<u8>) {
+    let digits = text.iter().filter(|b| b.is_ascii_digit()).count();
+    out.extend_from_slice(b"\"***");
+    if digits >= LAST4_MIN_DIGITS {
+        let mut last: Vec<u8> = text
+            .iter()
+            .rev()
+            .filter(|b| b.is_ascii_digit())
+            .take(4)
+            .copied()
+            .collect();
+        last.reverse();
+        out.extend_from_slice(&last);
+    }
+    out.push(b'"');
+}
+
+fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0x0f)]);
+    }
+}
+
+/// The keyed state for `pseudonymize`, built once per request.
+pub(super) fn hmac_for(key: &[u8]) -> Option<Hmac256> {
+    // HMAC accepts keys of any length, so this never fails in practice.
+    Hmac256::new_from_slice(key).ok()
+}
