@@ -60,8 +60,16 @@ pub struct OptOutStoreConfig {
 pub struct CallersConfig {
     pub issuer: String,
     pub audience: String,
+    /// JWKS file with the callers' public keys; empty when the policy names none
+    /// (`allow_unauthenticated`, or HS256 only).
     pub keys: std::path::PathBuf,
     pub allow_unauthenticated: bool,
+    /// Env var holding an HS256 shared secret for caller tokens (tests and local setups).
+    pub hs256_secret_env: Option<String>,
+    /// The secret from `hs256_secret_env`; `None` in check mode (secrets are not resolved).
+    pub hs256_secret: Option<Vec<u8>>,
+    /// Claim listing the caller's groups, if callers may be allowed by group.
+    pub groups_claim: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +77,8 @@ pub struct SigningConfig {
     pub issuer: String,
     pub key: std::path::PathBuf,
     pub kid: String,
+    /// Extra public key files published in the JWKS beside the signing key (key rotation).
+    pub publish: Vec<std::path::PathBuf>,
 }
 
 /// Recipient kind, from the privacy policy.
@@ -158,6 +168,8 @@ pub struct Route {
     pub query: Vec<String>,
     /// Extra request headers that may pass, lowercase.
     pub headers: Vec<String>,
+    /// `+json` media types (lowercase, no parameters) this route filters besides `application/json`.
+    pub json_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,422 @@
+/*!
+The policy files' wire format: a serde mirror of `gateway.yaml` and `partners/<id>.yaml`
+(DESIGN.md "Policy files"), with the line of every value a later check may complain about.
+
+Nothing here decides whether a value is acceptable beyond its YAML type; that is
+[`super::load`]'s job. Unknown keys, duplicate keys, wrong types and YAML syntax errors are
+reported here, as one [`YamlError`] per file (parsing stops at the first).
+*/
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+pub use serde_saphyr::Spanned;
+use serde_saphyr::{MessageFormatter, UserMessageFormatter};
+
+/// `policy/gateway.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// The proxy listener, `IP:PORT`; default `127.0.0.1:8080`.
+    pub listen: Option<Spanned<String>>,
+    /// The admin listener (metrics, health, JWKS, opt-out API), `IP:PORT`; default `127.0.0.1:9090`.
+    pub admin_listen: Option<Spanned<String>>,
+    pub limits: Option<Spanned<LimitsFile>>,
+    /// Env var holding the admin bearer token.
+    pub admin_token_env: Option<Spanned<String>>,
+    /// The durable opt-out store; without it no partner may honour opt-outs.
+    pub optouts: Option<Spanned<OptOutsFile>>,
+    /// Who inside OhSoft may send; required unless `allow_unauthenticated: true`.
+    pub callers: Option<Spanned<CallersFile>>,
+    /// The gateway's key for data-use tokens.
+    pub signing: Option<Spanned<SigningFile>>,
+}
+
+/// `limits:`; each member defaults to [`crate::policy::Limits::default`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_body_bytes: Option<Spanned<u64>>,
+    pub max_depth: Option<Spanned<u64>>,
+    pub upstream_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// `optouts:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptOutsFile {
+    /// Directory of the store, relative to the policy directory's parent.
+    pub path: Spanned<String>,
+}
+
+/// `callers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallersFile {
+    /// Expected `iss` of caller tokens.
+    pub issuer: Option<Spanned<String>>,
+    /// Expected `aud` of caller tokens.
+    pub audience: Option<Spanned<String>>,
+    /// JWKS file with the callers' public keys.
+    pub keys: Option<Spanned<String>>,
+    /// Local development only: accept requests without a caller token.
+    pub allow_unauthenticated: Option<Spanned<bool>>,
+    /// Env var holding an HS256 shared secret for caller tokens.
+    pub hs256_secret_env: Option<Spanned<String>>,
+    /// Claim listing the caller's groups.
+    pub groups_claim: Option<Spanned<String>>,
+}
+
+/// `signing:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningFile {
+    pub issuer: Spanned<String>,
+    /// PKCS#8 Ed25519 or P-256 private key file.
+    pub key: Spanned<String>,
+    pub kid: Spanned<String>,
+    /// Extra public key files to publish in the JWKS (key rotation).
+    pub publish: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `policy/partners/<id>.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerFile {
+    /// `contractor | business_partner | co_branded | government`.
+    pub kind: Spanned<String>,
+    /// Why this partner gets data; goes into its data-use tag.
+    pub purpose: Spanned<String>,
+    /// `http(s)://host[:port]` of the partner API.
+    pub upstream: Spanned<String>,
+    pub routes: Spanned<Vec<Spanned<RouteFile>>>,
+    /// Caller `sub` values that may use this partner.
+    pub allowed_callers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Env var holding the HMAC key for `pseudonymize`.
+    pub pseudonymize_key_env: Option<Spanned<String>>,
+    /// The partner's credential.
+    pub upstream_auth: Option<Spanned<UpstreamAuthFile>>,
+    /// Opt-out scopes honoured, replacing the kind's default.
+    pub honor_optouts: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Government partners: the header carrying the legal basis reference.
+    pub legal_basis_header: Option<Spanned<String>>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Template: literal segments and `{name}`.
+    pub path: Spanned<String>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Field path of the customer records; `$` when the body is one record.
+    pub records: Option<Spanned<String>>,
+    /// Member of each record holding the customer id.
+    pub subject: Option<Spanned<String>>,
+    /// Field paths that pass unchanged.
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Field path → transform name, in the order written. A `None` value is an unquoted YAML null.
+    pub transform: Option<Spanned<TransformMap>>,
+    /// Query parameters that may pass.
+    pub query: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Extra request headers that may pass.
+    pub headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `+json` media types filtered like `application/json`.
+    pub json_types: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `transform:` entries: field path → transform name; `None` is an unquoted YAML null.
+pub type TransformMap = Entries<Spanned<String>, Spanned<Option<String>>>;
+
+/// `upstream_auth:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthFile {
+    pub header: Spanned<String>,
+    /// Put before the secret, e.g. `"Bearer "`.
+    pub prefix: Option<Spanned<String>>,
+    /// Env var holding the secret.
+    pub env: Spanned<String>,
+}
+
+/// A YAML mapping kept as its entries in document order (duplicate keys are refused by the parser).
+#[derive(Debug)]
+pub struct Entries<K, V>(pub Vec<(K, V)>);
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries<K, V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<K, V>(PhantomData<(K, V)>);
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<K, V> {
+            type Value = Entries<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// A file that is not valid YAML or does not fit the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct YamlError {
+    /// 1-based; 1 when the parser knows no better.
+    pub line: u64,
+    /// One line, lowercase, naming the field where it can.
+    pub message: String,
+}
+
+/// Parses `gateway.yaml`.
+pub fn parse_gateway(text: &str) -> Result<GatewayFile, YamlError> {
+    parse(text)
+}
+
+/// Parses a `partners/<id>.yaml`.
+pub fn parse_partner(text: &str) -> Result<PartnerFile, YamlError> {
+    parse(text)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, YamlError> {
+    let mut options = serde_saphyr::Options::default();
+    // `yes`/`no`/`on`/`off` are strings, not booleans: `allow_unauthenticated: on` is a type error.
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    serde_saphyr::from_str_with_options(text, options).map_err(|e| yaml_error(&e, text))
+}
+
+fn yaml_error(err: &serde_saphyr::Error, text: &str) -> YamlError {
+    let inner = innermost(err);
+    let location = inner.location().or_else(|| err.location());
+    let line = if is_blank(text) {
+        1
+    } else {
+        location.map_or(1, |l| l.line()).max(1)
+    };
+    let message = match inner {
+        serde_saphyr::Error::Eof { .. } if is_blank(text) => {
+            Cow::Borrowed("the file is empty (expected a mapping of settings)")
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+            Cow::Owned(format!("duplicate key `{key}`"))
+        }
+        serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => {
+            Cow::Borrowed("duplicate key")
+        }
+        other => UserMessageFormatter.format_message(other),
+    };
+    let message = one_line(&message);
+    let message = match location {
+        Some(loc) => explain_type_error(&message, text, loc.line(), loc.column(), loc.span().len()),
+        None => message,
+    };
+    let message = match text.lines().nth(line as usize - 1) {
+        // `[a[*].b]`: YAML reads `[` as a nested list and `*` as an alias.
+        Some(l) if l.contains("[*]") && l.contains(": [") => {
+            format!("{message} (inside `[...]`, quote paths that use `[*]`, or write one per line as `- a[*].b`)")
+        }
+        _ => message,
+    };
+    YamlError { line, message }
+}
+
+/// Unwraps snippet and alias wrappers to the error that says what went wrong.
+fn innermost(err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    let mut err = err.without_snippet();
+    while let serde_saphyr::Error::AliasError { error, .. } = err {
+        err = error.without_snippet();
+    }
+    err
+}
+
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
+fn one_line(message: &str) -> String {
+    let joined = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = joined.chars();
+    match chars.next() {
+        // Messages are lowercase, except where they start with a name such as `YAML`.
+        Some(first) if chars.clone().next().is_some_and(|c| c.is_lowercase()) => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => joined,
+    }
+}
+
+/// Turns the parser's type errors (`expected string scalar`, `invalid u64`) into a message that
+/// names the field and quotes the value.
+fn explain_type_error(message: &str, text: &str, line: u64, column: u64, len: u64) -> String {
+    let expected = match message {
+        "expected string scalar" => "expected a string",
+        "expected sequence start" => "expected a list",
+        "expected mapping start" | "expected mapping" => "expected a mapping",
+        "invalid boolean (true or false expected)" => "expected true or false",
+        "null is not allowed here" => "expected a value, found null",
+        m if m.starts_with("invalid u") || m.starts_with("invalid i") => {
+            "expected a whole number of at least 0"
+        }
+        _ => return message.to_string(),
+    };
+    let Some(source_line) = text.lines().nth(line.saturating_sub(1) as usize) else {
+        return expected.to_string();
+    };
+    let before: String = source_line
+        .chars()
+        .take(column.saturating_sub(1) as usize)
+        .collect();
+    let found: String = source_line
+        .chars()
+        .skip(column.saturating_sub(1) as usize)
+        .take(len as usize)
+        .collect();
+    let found = match found.trim() {
+        f if f.starts_with('[') || f == "-" || f.starts_with("- ") => " (found a list)".to_string(),
+        f if f.starts_with('{') => " (found a mapping)".to_string(),
+        _ if expected.ends_with("null") => String::new(),
+        "" => String::new(),
+        f => format!(", found `{f}`"),
+    };
+    match key_before(&before) {
+        Some(key) => format!("invalid value for `{key}`: {expected}{found}"),
+        None => format!("invalid value: {expected}{found}"),
+    }
+}
+
+/// The last `key:` written before the error's column on its line (`limits: {max_depth: x` → `max_depth`).
+fn key_before(before: &str) -> Option<&str> {
+    let trimmed = before.trim_end();
+    let body = trimmed.strip_suffix(':')?;
+    let start = body
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    let key = &body[start..];
+    (!key.is_empty()).then_some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partner_err(text: &str) -> YamlError {
+        parse_partner(text).expect_err(text)
+    }
+
+    const HEAD: &str = "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\n";
+
+    #[test]
+    fn wire_errors_are_one_line_with_the_field_named() {
+        let cases: &[(&str, u64, &str)] = &[
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types"),
+            ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
+            ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
+            ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),
+            ("routes:\n  - path: /a\n    methods: GET\n", 6, "invalid value for `methods`: expected a list, found `GET`"),
+            ("routes:\n  - path: [x]\n", 5, "invalid value for `path`: expected a string (found a list)"),
+            ("routes:\n  - path: /a\n    allow: [a, {b: c}]\n", 6, "invalid value: expected a string (found a mapping)"),
+            ("routes: []\nupstream_auth: {header: authorization, env: [x]}\n", 5, "invalid value for `env`: expected a string (found a list)"),
+            ("routes: []\nupstream_auth: {header: authorization}\n", 5, "missing field `env`"),
+            ("routes: 'x\n", 4, "unclosed quote"),
+        ];
+        for (tail, line, message) in cases {
+            let text = format!("{HEAD}{tail}");
+            let err = partner_err(&text);
+            assert_eq!(
+                (err.line, err.message.as_str()),
+                (*line, *message),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_type_errors_quote_the_value() {
+        let err = parse_gateway("limits: {max_body_bytes: -3}\n").unwrap_err();
+        assert_eq!(err.line, 1);
+        assert_eq!(
+            err.message,
+            "invalid value for `max_body_bytes`: expected a whole number of at least 0, found `-3`"
+        );
+        let err = parse_gateway("callers:\n  allow_unauthenticated: yes\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert_eq!(
+            err.message,
+            "invalid value for `allow_unauthenticated`: expected true or false, found `yes`"
+        );
+        let err = parse_gateway("listen: 127.0.0.1:8080\nlisten: 127.0.0.1:8081\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (2, "duplicate key `listen`")
+        );
+    }
+
+    #[test]
+    fn star_paths_in_flow_lists_get_a_hint() {
+        let text = format!("{HEAD}routes:\n  - path: /a\n    allow: [contacts[*].name]\n");
+        let err = partner_err(&text);
+        assert_eq!(err.line, 6);
+        assert!(
+            err.message.ends_with(
+                "(inside `[...]`, quote paths that use `[*]`, or write one per line as `- a[*].b`)"
+            ),
+            "{}",
+            err.message
+        );
+        let quoted =
+            format!("{HEAD}routes:\n  - path: /a\n    allow: [\"contacts[*].name\", '[*].x']\n");
+        let file = parse_partner(&quoted).unwrap();
+        let allow = &file.routes.value[0].value.allow.as_ref().unwrap().value;
+        assert_eq!(allow[0].value, "contacts[*].name");
+        assert_eq!(allow[1].value, "[*].x");
+    }
+
+    #[test]
+    fn empty_file_says_so() {
+        for text in ["", "\n", "# nothing yet\n"] {
+            let err = parse_partner(text).unwrap_err();
+            assert_eq!(
+                (err.line, err.message.as_str()),
+                (1, "the file is empty (expected a mapping of settings)")
+            );
+        }
+    }
+
+    #[test]
+    fn unquoted_null_transform_survives_parsing_as_none() {
+        let text = format!("{HEAD}routes:\n  - path: /a\n    transform:\n      a: null\n      b: \"null\"\n      c: ~\n");
+        let file = parse_partner(&text).unwrap();
+        let route = &file.routes.value[0].value;
+        let entries = &route.transform.as_ref().unwrap().value.0;
+        let got: Vec<(&str, Option<&str>, u64)> = entries
+            .iter()
+            .map(|(k, v)| (k.value.as_str(), v.value.as_deref(), v.referenced.line()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("a", None, 7), ("b", Some("null"), 8), ("c", None, 9)]
+        );
+    }
+
+    #[test]
+    fn lines_are_recorded() {
+        let text = format!("{HEAD}routes:\n  - path: /a\n    methods: [POST]\n  - path: /b\n");
+        let file = parse_partner(&text).unwrap();
+        assert_eq!(file.upstream.referenced.line(), 3);
+        assert_eq!(file.routes.value[0].referenced.line(), 5);
+        assert_eq!(file.routes.value[1].value.path.referenced.line(), 7);
+        let methods = file.routes.value[0].value.methods.as_ref().unwrap();
+        assert_eq!(methods.value[0].referenced.line(), 6);
+    }
+}

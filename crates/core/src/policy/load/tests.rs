@@ -1,0 +1,644 @@
+use super::*;
+
+const GATEWAY: &str = "\
+listen: 127.0.0.1:8080
+admin_listen: 127.0.0.1:9090
+optouts: { path: data/optouts }
+callers:
+  issuer: https://auth.ohsoft.example
+  audience: partner-gateway
+  keys: certs/callers.jwks.json
+signing:
+  issuer: https://partner-gateway.ohsoft.example
+  key: certs/data-use-signing.pem
+  kid: data-use-1
+";
+
+/// A contractor with one body route and one bodyless route (line numbers matter below).
+const CONTRACTOR: &str = "\
+kind: contractor
+purpose: shipping
+upstream: http://127.0.0.1:9001
+routes:
+  - path: /v1/shipments
+    methods: [POST]
+    allow: [order_id, name]
+    transform:
+      customer_id: pseudonymize
+  - path: /v1/shipments/{id}
+    methods: [GET]
+allowed_callers: [orders-service]
+pseudonymize_key_env: ACME_KEY
+upstream_auth: { header: authorization, prefix: \"Bearer \", env: ACME_TOKEN }
+";
+
+fn source(gateway: &str, partners: &[(&str, &str)]) -> PolicySource {
+    PolicySource {
+        dir: PathBuf::from("policy/"),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: gateway.into(),
+        },
+        partners: partners
+            .iter()
+            .map(|(name, text)| SourceFile {
+                path: format!("policy/partners/{name}"),
+                text: text.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn errors(src: &PolicySource, env: Option<&dyn Env>) -> Vec<String> {
+    match load(src, env) {
+        Ok(_) => Vec::new(),
+        Err(diags) => diags.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn warnings(src: &PolicySource) -> Vec<String> {
+    match load(src, None) {
+        Ok(loaded) => loaded.warnings.iter().map(ToString::to_string).collect(),
+        Err(diags) => panic!("unexpected errors: {diags:#?}"),
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_sound_policy_loads_in_check_mode_without_secrets() {
+    let loaded = load(&source(GATEWAY, &[("acme-ship.yaml", CONTRACTOR)]), None).expect("loads");
+    let policy = &loaded.policy;
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(policy.version.len(), 12);
+    assert!(policy
+        .version
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    let g = &policy.gateway;
+    assert_eq!(g.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(g.limits, Limits::default());
+    assert_eq!(
+        g.optouts.as_ref().unwrap().path,
+        PathBuf::from("data/optouts")
+    );
+    let callers = g.callers.as_ref().unwrap();
+    assert_eq!(callers.keys, PathBuf::from("certs/callers.jwks.json"));
+    assert!(!callers.allow_unauthenticated);
+    assert_eq!(
+        g.signing.as_ref().unwrap().key,
+        PathBuf::from("certs/data-use-signing.pem")
+    );
+
+    let p = &policy.partners["acme-ship"];
+    assert_eq!(p.kind, PartnerKind::Contractor);
+    assert_eq!(
+        p.upstream,
+        Upstream {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 9001
+        }
+    );
+    assert_eq!(p.allowed_callers, ["orders-service"]);
+    assert!(p.honor_optouts.is_empty());
+    assert_eq!(p.legal_basis_header, None);
+    // check mode resolves no secret
+    assert!(p.pseudonymize_key.is_none());
+    assert!(p.upstream_auth.is_none());
+    assert_eq!(p.routes.len(), 2);
+    assert!(p.routes[0].filter.is_some());
+    assert!(p.routes[1].filter.is_none());
+    assert_eq!(
+        p.routes[1].segments,
+        vec![
+            RouteSegment::Literal("v1".into()),
+            RouteSegment::Literal("shipments".into()),
+            RouteSegment::Param("id".into())
+        ]
+    );
+}
+
+#[test]
+fn serve_mode_resolves_secrets() {
+    let vars = env(&[
+        ("ACME_KEY", "k-0123456789abcdef0123456789abcdef"),
+        ("ACME_TOKEN", "t0k"),
+    ]);
+    let loaded = load(
+        &source(GATEWAY, &[("acme-ship.yaml", CONTRACTOR)]),
+        Some(&vars),
+    )
+    .expect("loads");
+    let p = &loaded.policy.partners["acme-ship"];
+    assert_eq!(
+        p.pseudonymize_key.as_deref(),
+        Some(&b"k-0123456789abcdef0123456789abcdef"[..])
+    );
+    let auth = p.upstream_auth.as_ref().unwrap();
+    assert_eq!(
+        (auth.header.as_str(), auth.value.as_str()),
+        ("authorization", "Bearer t0k")
+    );
+}
+
+#[test]
+fn serve_mode_names_every_missing_variable() {
+    let src = source(GATEWAY, &[("acme-ship.yaml", CONTRACTOR)]);
+    assert_eq!(errors(&src, Some(&env(&[("ACME_TOKEN", "")]))), [
+        "policy/partners/acme-ship.yaml:13: environment variable \"ACME_KEY\" named by pseudonymize_key_env is not set",
+        "policy/partners/acme-ship.yaml:14: environment variable \"ACME_TOKEN\" named by upstream_auth.env is empty",
+    ]);
+    let bad_value = env(&[
+        ("ACME_KEY", "0123456789abcdef0123456789abcdef"),
+        ("ACME_TOKEN", "a\r\nx-evil: 1"),
+    ]);
+    assert_eq!(errors(&src, Some(&bad_value)), [
+        "policy/partners/acme-ship.yaml:14: environment variable \"ACME_TOKEN\" named by upstream_auth.env holds characters not allowed in a header value",
+    ]);
+}
+
+#[test]
+fn short_keys_and_unused_keys_warn() {
+    let vars = env(&[("ACME_KEY", "short"), ("ACME_TOKEN", "t")]);
+    let loaded = load(
+        &source(GATEWAY, &[("acme-ship.yaml", CONTRACTOR)]),
+        Some(&vars),
+    )
+    .expect("loads");
+    let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w, ["policy/partners/acme-ship.yaml:13: the key in \"ACME_KEY\" is 5 bytes long; use at least 32 random bytes"]);
+
+    let unused = CONTRACTOR.replace(
+        "      customer_id: pseudonymize\n",
+        "      customer_id: mask\n",
+    );
+    assert_eq!(warnings(&source(GATEWAY, &[("acme-ship.yaml", &unused)])), [
+        "policy/partners/acme-ship.yaml:13: pseudonymize_key_env is set but no route uses pseudonymize",
+    ]);
+}
+
+/// Replaces `from` in the contractor file and expects these diagnostics for it.
+#[test]
+fn partner_mistakes_are_reported_at_their_line() {
+    let f = "policy/partners/acme-ship.yaml";
+    let cases: Vec<(&str, &str, Vec<String>)> = vec![
+        ("kind: contractor", "kind: contractr", vec![format!(
+            "{f}:1: unknown kind \"contractr\" (expected one of: contractor, business_partner, co_branded, government)"
+        )]),
+        ("purpose: shipping", "purpose: 'ship\"ping'", vec![format!(
+            "{f}:2: invalid purpose \"ship\\\"ping\": expected printable ASCII text without `\"` or `\\`"
+        )]),
+        ("http://127.0.0.1:9001", "127.0.0.1:9001", vec![format!(
+            "{f}:3: invalid upstream \"127.0.0.1:9001\": missing http:// or https:// (expected http(s)://host[:port])"
+        )]),
+        ("http://127.0.0.1:9001", "ftp://127.0.0.1:9001", vec![format!(
+            "{f}:3: invalid upstream \"ftp://127.0.0.1:9001\": unsupported scheme \"ftp\" (expected http(s)://host[:port])"
+        )]),
+        ("http://127.0.0.1:9001", "http://127.0.0.1:9001/api", vec![format!(
+            "{f}:3: invalid upstream \"http://127.0.0.1:9001/api\": a path is not allowed (\"/api\"); routes give the path (expected http(s)://host[:port])"
+        )]),
+        ("http://127.0.0.1:9001", "http://user:pw@127.0.0.1:9001", vec![format!(
+            "{f}:3: invalid upstream \"http://user:pw@127.0.0.1:9001\": user info is not allowed (put the partner's credential in upstream_auth) (expected http(s)://host[:port])"
+        )]),
+        ("http://127.0.0.1:9001", "http://127.0.0.1:9001?x=1", vec![format!(
+            "{f}:3: invalid upstream \"http://127.0.0.1:9001?x=1\": a query is not allowed (expected http(s)://host[:port])"
+        )]),
+        ("http://127.0.0.1:9001", "http://127.0.0.1:99999", vec![format!(
+            "{f}:3: invalid upstream \"http://127.0.0.1:99999\": invalid port \"99999\" (expected http(s)://host[:port])"
+        )]),
+        ("http://127.0.0.1:9001", "http://:9001", vec![format!(
+            "{f}:3: invalid upstream \"http://:9001\": missing host (expected http(s)://host[:port])"
+        )]),
+        ("- path: /v1/shipments\n", "- path: v1/shipments\n", vec![format!(
+            "{f}:5: invalid route path \"v1/shipments\": must start with `/`"
+        )]),
+        ("- path: /v1/shipments\n", "- path: /v1/../shipments\n", vec![format!(
+            "{f}:5: invalid route path \"/v1/../shipments\": `..` segments are not allowed"
+        )]),
+        ("/v1/shipments/{id}", "/v1/shipments/{}", vec![format!(
+            "{f}:10: invalid route path \"/v1/shipments/{{}}\": empty parameter `{{}}`"
+        )]),
+        ("    methods: [GET]\n", "    methods: []\n", vec![format!(
+            "{f}:10: route \"/v1/shipments/{{id}}\" has no methods (expected a list such as [POST])"
+        )]),
+        ("    methods: [GET]\n", "", vec![format!(
+            "{f}:10: route \"/v1/shipments/{{id}}\" has no methods (expected a list such as [POST])"
+        )]),
+        ("[GET]", "[GET, CONNECT, TRACE, get, FETCH, GET]", vec![
+            format!("{f}:11: method \"CONNECT\" is never allowed: it would open a tunnel past the filter"),
+            format!("{f}:11: method \"TRACE\" is never allowed: it echoes the request back"),
+            format!("{f}:11: unknown method \"get\" (methods are uppercase: \"GET\")"),
+            format!("{f}:11: unknown method \"FETCH\" (expected one of: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"),
+            format!("{f}:11: method \"GET\" is listed twice"),
+        ]),
+        ("[order_id, name]", "[order_id, name..x, \"a b[\"]", vec![
+            format!("{f}:7: invalid field path \"name..x\": empty member name"),
+            format!("{f}:7: invalid field path \"a b[\": only `[*]` is supported inside brackets"),
+        ]),
+        ("customer_id: pseudonymize", "customer_id: shred", vec![format!(
+            "{f}:9: unknown transform \"shred\" (expected one of: remove, mask, last4, pseudonymize, null)"
+        )]),
+        ("customer_id: pseudonymize", "customer_id: null", vec![format!(
+            "{f}:9: transform for \"customer_id\" is an unquoted YAML null: write \"null\" in quotes to replace the value with null (or `remove`)"
+        )]),
+        ("pseudonymize_key_env: ACME_KEY\n", "", vec![format!(
+            "{f}:9: transform \"pseudonymize\" needs pseudonymize_key_env (the environment variable holding this partner's HMAC key)"
+        )]),
+        ("pseudonymize_key_env: ACME_KEY", "pseudonymize_key_env: ACME-KEY", vec![format!(
+            "{f}:13: invalid environment variable name \"ACME-KEY\" in pseudonymize_key_env (expected letters, digits and `_`, not starting with a digit)"
+        )]),
+        ("    methods: [GET]\n", "    methods: [GET]\n    headers: [X-Request-Id, Cookie, x-forwarded-for, Authorization, ohsoft-data-use-token, \"bad header\"]\n", vec![
+            format!("{f}:12: header \"Cookie\" may never be forwarded to a partner"),
+            format!("{f}:12: header \"x-forwarded-for\" may never be forwarded to a partner"),
+            format!("{f}:12: header \"Authorization\" may never be forwarded to a partner"),
+            format!("{f}:12: header \"ohsoft-data-use-token\" may never be forwarded to a partner"),
+            format!("{f}:12: invalid header name \"bad header\": expected letters, digits and !#$%&'*+-.^_`|~"),
+        ]),
+        ("header: authorization", "header: x-api-key", vec![]),
+        ("    methods: [GET]\n", "    methods: [GET]\n    headers: [X-Api-Key]\n", vec![]),
+        ("header: authorization", "header: host", vec![format!(
+            "{f}:14: upstream_auth.header \"host\" is not allowed: the gateway sets or strips that header itself"
+        )]),
+        ("    methods: [GET]\n", "    methods: [GET]\n    query: [page, \"a=b\", \"\"]\n", vec![
+            format!("{f}:12: invalid query parameter name \"a=b\": expected a non-empty name without `&`, `=`, `#`, `%`, `+` or spaces"),
+            format!("{f}:12: invalid query parameter name \"\": expected a non-empty name without `&`, `=`, `#`, `%`, `+` or spaces"),
+        ]),
+        ("    methods: [POST]\n", "    methods: [POST]\n    json_types: [application/merge-patch+json, text/plain, Application/X+JSON]\n", vec![
+            format!("{f}:7: invalid json_types entry \"text/plain\": expected a lowercase media type ending in +json, such as application/merge-patch+json"),
+            format!("{f}:7: invalid json_types entry \"Application/X+JSON\": expected a lowercase media type ending in +json, such as application/merge-patch+json"),
+        ]),
+        ("kind: contractor", "kind: contractor\nlegal_basis_header: x-case", vec![format!(
+            "{f}:2: legal_basis_header is only for government partners (this partner's kind is \"contractor\")"
+        )]),
+        ("    methods: [GET]\n", "    methods: [GET]\n    subject: customer_id\n", vec![
+            format!("{f}:10: route \"/v1/shipments/{{id}}\" takes no body (no allow or transform), so records and subject have nothing to select"),
+            format!("{f}:12: subject \"customer_id\" needs records (the path of the customer records; \"$\" when the body is one record)"),
+        ]),
+        ("      customer_id: pseudonymize\n", "      customer_id: pseudonymize\n    records: $\n    subject: a.b\n", vec![format!(
+            "{f}:11: invalid subject \"a.b\": expected the name of one member of each record"
+        )]),
+        ("allowed_callers: [orders-service]", "allowed_callers: [orders-service, \"bad caller\"]", vec![format!(
+            "{f}:12: invalid caller \"bad caller\" in allowed_callers: expected a caller `sub` without spaces"
+        )]),
+        ("    alow", "", vec![]),
+        ("    allow: [order_id, name]\n", "    alow: [order_id, name]\n", vec![format!(
+            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types"
+        )]),
+    ];
+    for (from, to, want) in cases {
+        if !from.starts_with("    alow") {
+            assert!(
+                CONTRACTOR.contains(from),
+                "{from:?} is not in the base file"
+            );
+        }
+        let text = CONTRACTOR.replacen(from, to, 1);
+        let got = errors(&source(GATEWAY, &[("acme-ship.yaml", &text)]), None);
+        assert_eq!(got, want, "{from:?} -> {to:?}\n{text}");
+    }
+}
+
+#[test]
+fn duplicate_routes_need_the_same_shape_and_a_shared_method() {
+    let f = "policy/partners/acme-ship.yaml";
+    let with =
+        |extra: &str| CONTRACTOR.replace("allowed_callers:", &format!("{extra}allowed_callers:"));
+    let dup = with("  - path: /v1/shipments/{x}\n    methods: [PUT, GET]\n");
+    assert_eq!(errors(&source(GATEWAY, &[("acme-ship.yaml", &dup)]), None), [format!(
+        "{f}:12: route \"/v1/shipments/{{x}}\" duplicates route \"/v1/shipments/{{id}}\" on line 10: both take GET"
+    )]);
+    // the same template with disjoint methods is two routes
+    let disjoint = with("  - path: /v1/shipments/{x}\n    methods: [PUT, DELETE]\n");
+    assert!(errors(&source(GATEWAY, &[("acme-ship.yaml", &disjoint)]), None).is_empty());
+    // a literal where the other has a parameter is more specific, not a duplicate
+    let literal = with("  - path: /v1/shipments/search\n    methods: [GET]\n");
+    assert!(warnings(&source(GATEWAY, &[("acme-ship.yaml", &literal)])).is_empty());
+    // equally specific templates that overlap: a warning
+    let ambiguous = CONTRACTOR.replace(
+        "allowed_callers:",
+        "  - path: /v1/{a}/x\n    methods: [GET]\n  - path: /v1/shipments/{b}/\n    methods: [GET]\n  - path: /v1/shipments/{c}\n    methods: [POST]\nallowed_callers:",
+    );
+    assert_eq!(warnings(&source(GATEWAY, &[("acme-ship.yaml", &ambiguous)])), [format!(
+        "{f}:12: routes \"/v1/{{a}}/x\" and \"/v1/shipments/{{id}}\" (line 10) both match some GET requests equally well; the one declared first wins"
+    )]);
+}
+
+#[test]
+fn every_error_in_every_file_is_reported_in_order() {
+    let gateway = GATEWAY
+        .replace("listen: 127.0.0.1:8080", "listen: localhost:8080")
+        .replace("kid: data-use-1", "kid: \"\"");
+    let broken = CONTRACTOR
+        .replace("kind: contractor", "kind: vendor")
+        .replace("[POST]", "[POST, TRACE]");
+    let src = source(&gateway, &[
+        ("zeta.yaml", "kind: contractor\n"),
+        ("acme-ship.yaml", &broken),
+        ("Bad_Name.yaml", "kind: contractor\npurpose: x\nupstream: http://a\nroutes: []\nallowed_callers: [a]\n"),
+        ("notes.txt", "kind: contractor\npurpose: x\nupstream: http://a\nroutes: []\nallowed_callers: [a]\n"),
+    ]);
+    assert_eq!(errors(&src, None), [
+        "policy/gateway.yaml:1: invalid listen address \"localhost:8080\": expected IP:PORT, such as 127.0.0.1:8080",
+        "policy/gateway.yaml:11: signing.kid is empty",
+        "policy/partners/Bad_Name.yaml:1: invalid partner id \"Bad_Name\" (the file name): expected lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+        "policy/partners/acme-ship.yaml:1: unknown kind \"vendor\" (expected one of: contractor, business_partner, co_branded, government)",
+        "policy/partners/acme-ship.yaml:6: method \"TRACE\" is never allowed: it echoes the request back",
+        "policy/partners/notes.txt:1: partner file name \"notes.txt\" must end in .yaml",
+        "policy/partners/zeta.yaml:1: missing field `purpose`",
+    ]);
+}
+
+#[test]
+fn gateway_mistakes() {
+    let f = "policy/gateway.yaml";
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: 127.0.0.1:8080"), vec![format!(
+            "{f}:2: admin_listen \"127.0.0.1:8080\" is the same address as listen (the admin API needs its own port)"
+        )]),
+        (format!("{GATEWAY}limits: {{ max_body_bytes: 0, max_depth: 0, upstream_timeout_ms: 0 }}\n"), vec![
+            format!("{f}:12: limits.max_body_bytes must be greater than 0"),
+            format!("{f}:12: limits.max_depth must be greater than 0"),
+            format!("{f}:12: limits.upstream_timeout_ms must be greater than 0"),
+        ]),
+        (format!("{GATEWAY}admin_token_env: 1TOKEN\n"), vec![format!(
+            "{f}:12: invalid environment variable name \"1TOKEN\" in admin_token_env (expected letters, digits and `_`, not starting with a digit)"
+        )]),
+        (GATEWAY.replace("  keys: certs/callers.jwks.json\n", "").replace("  issuer: https://auth.ohsoft.example\n", ""), vec![
+            format!("{f}:5: callers.issuer is missing (required unless allow_unauthenticated is true)"),
+            format!("{f}:5: callers needs `keys` (a JWKS file with the callers' public keys) or `hs256_secret_env`"),
+        ]),
+        (GATEWAY.replace("callers:\n  issuer: https://auth.ohsoft.example\n  audience: partner-gateway\n  keys: certs/callers.jwks.json\n", ""), vec![format!(
+            "{f}:1: no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
+        )]),
+        (format!("{GATEWAY}tls: {{}}\n"), vec![format!(
+            "{f}:12: unknown field `tls`, expected one of listen, admin_listen, limits, admin_token_env, optouts, callers, signing"
+        )]),
+    ];
+    for (gateway, want) in cases {
+        let got = errors(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None);
+        assert_eq!(got, want, "{gateway}");
+    }
+}
+
+#[test]
+fn unauthenticated_callers_are_allowed_with_a_warning() {
+    let gateway = "callers: { allow_unauthenticated: true }\n";
+    let loaded = load(&source(gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).expect("loads");
+    let callers = loaded.policy.gateway.callers.as_ref().unwrap();
+    assert!(callers.allow_unauthenticated);
+    assert_eq!(callers.keys, PathBuf::new());
+    assert_eq!(
+        loaded.policy.gateway.admin_listen.to_string(),
+        DEFAULT_ADMIN_LISTEN
+    );
+    assert!(loaded.policy.gateway.signing.is_none());
+    let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w, [
+        "policy/gateway.yaml:1: callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)"
+    ]);
+}
+
+#[test]
+fn hs256_callers_resolve_their_secret_in_serve_mode() {
+    let gateway = "callers: { issuer: i, audience: a, hs256_secret_env: CALLER_SECRET, groups_claim: groups }\n";
+    let src = source(gateway, &[]);
+    let loaded = load(&src, Some(&env(&[("CALLER_SECRET", "s3cret")]))).expect("loads");
+    let callers = loaded.policy.gateway.callers.unwrap();
+    assert_eq!(callers.hs256_secret.as_deref(), Some(&b"s3cret"[..]));
+    assert_eq!(callers.groups_claim.as_deref(), Some("groups"));
+    assert_eq!(errors(&src, Some(&env(&[]))), [
+        "policy/gateway.yaml:1: environment variable \"CALLER_SECRET\" named by callers.hs256_secret_env is not set"
+    ]);
+    assert!(load(&src, None)
+        .unwrap()
+        .policy
+        .gateway
+        .callers
+        .unwrap()
+        .hs256_secret
+        .is_none());
+}
+
+#[test]
+fn relative_paths_resolve_against_the_policy_directory_parent() {
+    let gateway = format!("{GATEWAY}  publish: [certs/old.pub, /etc/pg/other.pub]\n");
+    let cases = [
+        ("policy/", "certs/data-use-signing.pem", "data/optouts"),
+        ("policy", "certs/data-use-signing.pem", "data/optouts"),
+        (
+            "/srv/pg/policy",
+            "/srv/pg/certs/data-use-signing.pem",
+            "/srv/pg/data/optouts",
+        ),
+        (
+            "deploy/policy",
+            "deploy/certs/data-use-signing.pem",
+            "deploy/data/optouts",
+        ),
+        (".", "./../certs/data-use-signing.pem", "./../data/optouts"),
+    ];
+    for (dir, key, optouts) in cases {
+        let mut src = source(&gateway, &[]);
+        src.dir = PathBuf::from(dir);
+        let g = load(&src, None).expect("loads").policy.gateway;
+        let signing = g.signing.unwrap();
+        assert_eq!(signing.key, PathBuf::from(key), "{dir}");
+        assert_eq!(g.optouts.unwrap().path, PathBuf::from(optouts), "{dir}");
+        assert_eq!(signing.publish[1], PathBuf::from("/etc/pg/other.pub"));
+    }
+}
+
+const MARKETING: &str = "\
+kind: business_partner
+purpose: marketing
+upstream: https://api.brightmail.example
+routes:
+  - path: /v1/audiences
+    methods: [POST]
+    records: contacts[*]
+    subject: customer_id
+    allow:
+      - contacts[*].name
+      - contacts[*].email
+allowed_callers: [marketing-service]
+";
+
+#[test]
+fn business_partners_honour_optouts_by_default() {
+    let loaded = load(
+        &source(GATEWAY, &[("brightmail-offers.yaml", MARKETING)]),
+        None,
+    )
+    .expect("loads");
+    let p = &loaded.policy.partners["brightmail-offers"];
+    let scopes: Vec<&str> = p.honor_optouts.iter().map(Scope::as_str).collect();
+    assert_eq!(scopes, ["partner_sharing", "partner:brightmail-offers"]);
+    assert_eq!(
+        p.upstream,
+        Upstream {
+            tls: true,
+            host: "api.brightmail.example".into(),
+            port: 443
+        }
+    );
+}
+
+#[test]
+fn optout_rules() {
+    let f = "policy/partners/brightmail-offers.yaml";
+    let no_store = GATEWAY.replace("optouts: { path: data/optouts }\n", "");
+    let cases: Vec<(String, String, Vec<String>)> = vec![
+        (no_store.clone(), MARKETING.to_string(), vec![format!(
+            "{f}:1: this partner honours opt-outs (partner_sharing, partner:brightmail-offers) but gateway.yaml has no `optouts` store"
+        )]),
+        (GATEWAY.to_string(), MARKETING.replace("    records: contacts[*]\n    subject: customer_id\n", ""), vec![format!(
+            "{f}:5: route \"/v1/audiences\" must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped"
+        )]),
+        (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing]\n"), vec![format!(
+            "{f}:13: business_partner partners must honour \"partner:brightmail-offers\": the privacy policy promises it (honor_optouts may add scopes, not remove this one)"
+        )]),
+        (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing, \"partner:brightmail-offers\", Bad]\n"), vec![format!(
+            "{f}:13: invalid opt-out scope \"Bad\" (expected partner_sharing, partner:<id>, or a lowercase name)"
+        )]),
+        // a contractor that opts in to a scope needs the store and subjects too
+        (no_store.clone(), format!("{CONTRACTOR}honor_optouts: [new_use]\n"), vec![
+            "policy/partners/acme-ship.yaml:5: route \"/v1/shipments\" must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped".to_string(),
+            "policy/partners/acme-ship.yaml:15: this partner honours opt-outs (new_use) but gateway.yaml has no `optouts` store".to_string(),
+        ]),
+        // ... and one that honours nothing needs neither
+        (no_store, CONTRACTOR.to_string(), vec![]),
+    ];
+    for (gateway, partner, want) in cases {
+        let name = if partner.starts_with("kind: contractor") {
+            "acme-ship.yaml"
+        } else {
+            "brightmail-offers.yaml"
+        };
+        let got = errors(&source(&gateway, &[(name, &partner)]), None);
+        assert_eq!(got, want, "{partner}");
+    }
+}
+
+#[test]
+fn government_partners_get_a_legal_basis_header() {
+    let gov = "kind: government\npurpose: tax-reporting\nupstream: http://127.0.0.1:9005\nroutes:\n  - path: /v1/filings\n    methods: [POST]\n    allow: [year]\nallowed_callers: [finance-service]\n";
+    let p = load(&source(GATEWAY, &[("tax-authority.yaml", gov)]), None)
+        .expect("loads")
+        .policy
+        .partners["tax-authority"]
+        .legal_basis_header
+        .clone();
+    assert_eq!(p.as_deref(), Some(DEFAULT_LEGAL_BASIS_HEADER));
+    let custom = format!("{gov}legal_basis_header: X-Legal-Basis\n");
+    let p = load(&source(GATEWAY, &[("tax-authority.yaml", &custom)]), None)
+        .expect("loads")
+        .policy
+        .partners["tax-authority"]
+        .legal_basis_header
+        .clone();
+    assert_eq!(p.as_deref(), Some("x-legal-basis"));
+    let forbidden = format!("{gov}legal_basis_header: cookie\n");
+    assert_eq!(errors(&source(GATEWAY, &[("tax-authority.yaml", &forbidden)]), None), [
+        "policy/partners/tax-authority.yaml:9: header \"cookie\" may never be forwarded to a partner"
+    ]);
+}
+
+#[test]
+fn empty_partner_lists_warn() {
+    let text = "kind: contractor\npurpose: x\nupstream: http://127.0.0.1:9001\nroutes: []\n";
+    assert_eq!(warnings(&source(GATEWAY, &[("quiet.yaml", text)])), [
+        "policy/partners/quiet.yaml:1: no allowed_callers: every request to this partner will be refused",
+        "policy/partners/quiet.yaml:4: no routes: every request to this partner will be refused",
+    ]);
+}
+
+#[test]
+fn compile_errors_point_at_the_path_that_caused_them() {
+    let text = CONTRACTOR
+        .replace("[order_id, name]", "[order_id, name, address.**]")
+        .replace(
+            "      customer_id: pseudonymize\n",
+            "      customer_id: pseudonymize\n      address.street: mask\n",
+        );
+    let got = errors(&source(GATEWAY, &[("acme-ship.yaml", &text)]), None);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("policy/partners/acme-ship.yaml:10: \"address.street\": "),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn the_version_hashes_names_and_contents() {
+    let a = source(GATEWAY, &[("acme-ship.yaml", CONTRACTOR)]);
+    let version = |s: &PolicySource| load(s, None).expect("loads").policy.version;
+    let mut moved = a.clone();
+    moved.dir = PathBuf::from("/elsewhere/policy");
+    moved.gateway.path = "/elsewhere/policy/gateway.yaml".into();
+    moved.partners[0].path = "/elsewhere/policy/partners/acme-ship.yaml".into();
+    assert_eq!(version(&a), version(&moved));
+    let mut edited = a.clone();
+    edited.partners[0].text.push_str("# a comment\n");
+    assert_ne!(version(&a), version(&edited));
+    let mut renamed = a.clone();
+    renamed.partners[0].path = "policy/partners/acme-shipping.yaml".into();
+    assert_ne!(version(&a), version(&renamed));
+}
+
+#[test]
+fn duplicate_yaml_keys_are_errors() {
+    let text = CONTRACTOR.replace(
+        "    methods: [POST]\n",
+        "    methods: [POST]\n    methods: [PUT]\n",
+    );
+    assert_eq!(
+        errors(&source(GATEWAY, &[("acme-ship.yaml", &text)]), None),
+        ["policy/partners/acme-ship.yaml:7: duplicate key `methods`"]
+    );
+}
+
+#[test]
+fn upstreams_parse() {
+    let cases = [
+        ("http://127.0.0.1:9001", false, "127.0.0.1", 9001),
+        ("http://127.0.0.1:9001/", false, "127.0.0.1", 9001),
+        (
+            "https://API.Partner.example",
+            true,
+            "api.partner.example",
+            443,
+        ),
+        ("http://partner.example", false, "partner.example", 80),
+        ("http://[::1]:9001", false, "::1", 9001),
+        ("HTTPS://[2001:db8::1]", true, "2001:db8::1", 443),
+    ];
+    for (text, tls, host, port) in cases {
+        assert_eq!(
+            parse_upstream(text),
+            Ok(Upstream {
+                tls,
+                host: host.into(),
+                port
+            }),
+            "{text}"
+        );
+    }
+    for bad in [
+        "http://",
+        "http://a:0",
+        "http://a:x",
+        "http://[::1",
+        "http://[zz]:1",
+        "http://a b",
+        "http://a#f",
+        "http://a:+80",
+    ] {
+        assert!(parse_upstream(bad).is_err(), "{bad}");
+    }
+}

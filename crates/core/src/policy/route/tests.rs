@@ -1,0 +1,206 @@
+use super::*;
+use crate::policy::model::{PartnerKind, Upstream};
+
+#[test]
+fn normalises_or_refuses_request_paths() {
+    let cases: &[(&str, Result<&str, &str>)] = &[
+        ("/v1/shipments", Ok("/v1/shipments")),
+        ("/", Ok("/")),
+        ("/v1/shipments/", Ok("/v1/shipments/")),
+        // unreserved escapes are decoded, any case
+        ("/v1/ship%6dents", Ok("/v1/shipments")),
+        ("/v1/ship%6Dents", Ok("/v1/shipments")),
+        ("/v1/%41-%5f-%7E-%30", Ok("/v1/A-_-~-0")),
+        // other escapes stay as sent
+        ("/v1/a%20b", Ok("/v1/a%20b")),
+        ("/v1/caf%C3%A9", Ok("/v1/caf%C3%A9")),
+        ("/v1/a%3Ab%3a", Ok("/v1/a%3Ab%3a")),
+        ("/v1/100%25", Ok("/v1/100%25")),
+        ("/v1/100%25off", Ok("/v1/100%25off")),
+        ("/v1/a.b/c..d/.e", Ok("/v1/a.b/c..d/.e")),
+        ("/v1/a:b@c!$&'()*+,;=", Ok("/v1/a:b@c!$&'()*+,;=")),
+        // refused
+        ("", Err("does not start with `/`")),
+        ("v1/shipments", Err("does not start with `/`")),
+        ("/v1/../admin", Err("\"..\" path segment")),
+        ("/v1/./shipments", Err("\".\" path segment")),
+        ("/v1/shipments/..", Err("\"..\" path segment")),
+        ("/v1/shipments/.", Err("\".\" path segment")),
+        ("/v1//shipments", Err("empty path segment")),
+        ("//v1", Err("empty path segment")),
+        ("/v1/shipments//", Err("empty path segment")),
+        ("/v1\\shipments", Err("backslash")),
+        ("/v1%2fshipments", Err("percent-encoded '/'")),
+        ("/v1%2Fshipments", Err("percent-encoded '/'")),
+        ("/v1%5cshipments", Err("percent-encoded '\\\\'")),
+        ("/v1%5Cshipments", Err("percent-encoded '\\\\'")),
+        ("/v1/%2e%2e/admin", Err("percent-encoded '.'")),
+        ("/v1/%2E/admin", Err("percent-encoded '.'")),
+        ("/v1/.%2e/admin", Err("percent-encoded '.'")),
+        ("/v1/a%00", Err("control character")),
+        ("/v1/a%0a", Err("control character")),
+        ("/v1/a%7F", Err("control character")),
+        ("/v1/a\u{0}", Err("control character")),
+        ("/v1/a\tb", Err("control character")),
+        ("/v1/a%", Err("malformed percent escape")),
+        ("/v1/a%2", Err("malformed percent escape")),
+        ("/v1/a%zz", Err("malformed percent escape")),
+        ("/v1/a%%32%66", Err("malformed percent escape")),
+        ("/v1/a%252f", Err("double-encoded")),
+        ("/v1/a%252E", Err("double-encoded")),
+        ("/v1/a%25%32%66", Err("double-encoded")),
+        ("/v1/a b", Err("character ' '")),
+        ("/v1/a\"b", Err("character '\"'")),
+        ("/v1/é", Err("non-ASCII")),
+        ("/v1/a?b=c", Err("'?'")),
+        ("/v1/a#frag", Err("'#'")),
+    ];
+    for (raw, expected) in cases {
+        let got = normalize_path(raw);
+        match (expected, &got) {
+            (Ok(want), Ok(have)) => assert_eq!(have, want, "{raw:?}"),
+            (Err(want), Err(have)) => assert!(
+                have.contains(want),
+                "{raw:?}: {have:?} should mention {want:?}"
+            ),
+            _ => panic!("{raw:?}: expected {expected:?}, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn parses_route_templates() {
+    use RouteSegment::{Literal as L, Param as P};
+    let l = |s: &str| L(s.to_string());
+    let p = |s: &str| P(s.to_string());
+    let cases: Vec<(&str, Vec<RouteSegment>)> = vec![
+        ("/v1/shipments", vec![l("v1"), l("shipments")]),
+        ("/v1/tickets/{id}", vec![l("v1"), l("tickets"), p("id")]),
+        ("/v1/{a}/x/{b_2}", vec![l("v1"), p("a"), l("x"), p("b_2")]),
+        ("/v1/shipments/", vec![l("v1"), l("shipments"), l("")]),
+        ("/", vec![l("")]),
+        ("/v1/a.b:c@d", vec![l("v1"), l("a.b:c@d")]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_template(text), Ok(want), "{text}");
+    }
+    let bad: &[(&str, &str)] = &[
+        ("v1/x", "must start with `/`"),
+        ("", "must start with `/`"),
+        ("/v1/../x", "`..` segments"),
+        ("/v1/./x", "`.` segments"),
+        ("/v1//x", "empty segment"),
+        ("/v1/x%2f", "`%`"),
+        ("/v1\\x", "`\\`"),
+        ("/v1/{}", "empty parameter"),
+        ("/v1/{id", "must wrap a whole segment"),
+        ("/v1/x{id}", "must wrap a whole segment"),
+        ("/v1/{a-b}", "invalid parameter name"),
+        ("/v1/{1a}", "invalid parameter name"),
+        ("/v1/{id}/{id}", "appears twice"),
+        ("/v1/x?y", "`?`"),
+        ("/v1/a b", "can never appear"),
+        ("/v1/é", "can never appear"),
+    ];
+    for (text, want) in bad {
+        let err = parse_template(text).expect_err(text);
+        assert!(
+            err.contains(want),
+            "{text}: {err:?} should mention {want:?}"
+        );
+    }
+}
+
+fn route(template: &str, methods: &[&str]) -> Route {
+    Route {
+        template: template.to_string(),
+        segments: parse_template(template).expect(template),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        filter: None,
+        query: Vec::new(),
+        headers: Vec::new(),
+        json_types: Vec::new(),
+    }
+}
+
+fn partner(routes: Vec<Route>) -> Partner {
+    Partner {
+        id: "p".into(),
+        kind: PartnerKind::Contractor,
+        purpose: "testing".into(),
+        upstream: Upstream {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port: 9001,
+        },
+        routes,
+        allowed_callers: Vec::new(),
+        pseudonymize_key: None,
+        upstream_auth: None,
+        honor_optouts: Vec::new(),
+        legal_basis_header: None,
+    }
+}
+
+#[test]
+fn matches_routes_by_specificity_then_order() {
+    let p = partner(vec![
+        route("/v1/tickets/{id}", &["GET"]),
+        route("/v1/tickets/search", &["POST"]),
+        route("/v1/tickets", &["POST"]),
+        route("/v1/tickets/{ticket}", &["PUT"]),
+        route("/v1/orders/", &["POST"]),
+        route("/v1/a/{x}/c", &["GET"]),
+        route("/v1/a/b/{y}", &["GET", "POST"]),
+        route("/", &["GET"]),
+    ]);
+    // Ok(Some(template)) = found, Ok(None) = not found, Err(()) = method not allowed
+    type Want = Result<Option<String>, ()>;
+    let found = |template: &str| Some(template.to_string());
+    let cases: &[(&str, &str, Want)] = &[
+        ("/v1/tickets/42", "GET", Ok(found("/v1/tickets/{id}"))),
+        // the same shape with another method is another route
+        ("/v1/tickets/42", "PUT", Ok(found("/v1/tickets/{ticket}"))),
+        ("/v1/tickets/42", "POST", Err(())),
+        // a literal beats a parameter, whatever the order
+        (
+            "/v1/tickets/search",
+            "POST",
+            Ok(found("/v1/tickets/search")),
+        ),
+        // ... and then owns the path: GET is not forwarded as a ticket id
+        ("/v1/tickets/search", "GET", Err(())),
+        ("/v1/tickets", "POST", Ok(found("/v1/tickets"))),
+        ("/v1/tickets", "GET", Err(())),
+        // trailing slash is significant
+        ("/v1/tickets/", "POST", Ok(None)),
+        ("/v1/orders/", "POST", Ok(found("/v1/orders/"))),
+        ("/v1/orders", "POST", Ok(None)),
+        // a parameter needs a non-empty segment
+        ("/v1/tickets/42/x", "GET", Ok(None)),
+        // equal specificity: the first declared wins
+        ("/v1/a/b/c", "GET", Ok(found("/v1/a/{x}/c"))),
+        ("/v1/a/b/c", "POST", Err(())),
+        ("/v1/a/b/d", "POST", Ok(found("/v1/a/b/{y}"))),
+        ("/", "GET", Ok(found("/"))),
+        ("/v2", "GET", Ok(None)),
+        // methods are compared exactly (callers send uppercase)
+        ("/v1/tickets", "post", Err(())),
+    ];
+    for (path, method, want) in cases {
+        let got = match p.match_route(path, method) {
+            RouteMatch::Found(r) => Ok(Some(r.template.clone())),
+            RouteMatch::NotFound => Ok(None),
+            RouteMatch::MethodNotAllowed => Err(()),
+        };
+        assert_eq!(&got, want, "{method} {path}");
+    }
+}
+
+#[test]
+fn no_routes_means_not_found() {
+    assert!(matches!(
+        partner(Vec::new()).match_route("/x", "GET"),
+        RouteMatch::NotFound
+    ));
+}
