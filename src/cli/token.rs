@@ -1,0 +1,364 @@
+/*!
+`partner-gateway token` (mint a caller token for local testing) and `partner-gateway
+verify-token` (what a partner or an auditor runs to check an `ohsoft-data-use-token` and the
+body digest). The checks themselves live in `gateway_core::callers` and `gateway_core::tagging`;
+this file reads files, fetches the JWKS, reads the clock and draws randomness.
+*/
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use gateway_core::callers::{mint_caller_token, CallerTokenInput};
+use gateway_core::tagging::verify_data_use_token;
+
+/// Longest lifetime `token` mints: demo tokens are short-lived.
+pub const MAX_CALLER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Largest JWKS accepted by `verify-token`.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> Result<u64> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
+}
+
+/// A fresh `jti` for a data-use token: a random (version 4) UUID.
+pub fn new_jti() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// `300`, `300s`, `5m`, `1h`: a token lifetime, 1 s to 24 h.
+pub fn parse_ttl(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("invalid ttl {s:?}: expected e.g. 300s, 5m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => bail!("invalid ttl {s:?}: the unit must be s, m or h"),
+    };
+    let ttl = Duration::from_secs(secs.with_context(|| format!("invalid ttl {s:?}: too long"))?);
+    if ttl.is_zero() {
+        bail!("invalid ttl {s:?}: must be at least 1s");
+    }
+    if ttl > MAX_CALLER_TTL {
+        bail!("invalid ttl {s:?}: at most 24h");
+    }
+    Ok(ttl)
+}
+
+/// Mints a caller token signed with the private key in `key_file` (PKCS#8 Ed25519 or P-256, or
+/// RSA), for `partner-gateway token`. `kid` goes into the JWS header when given.
+pub fn mint(
+    key_file: &Path,
+    sub: &str,
+    ttl: Duration,
+    issuer: &str,
+    audience: &str,
+    kid: Option<&str>,
+) -> Result<String> {
+    let pem = std::fs::read(key_file)
+        .with_context(|| format!("cannot read key file {}", key_file.display()))?;
+    if ttl.is_zero() || ttl > MAX_CALLER_TTL {
+        bail!("ttl must be between 1s and 24h");
+    }
+    let input = CallerTokenInput {
+        issuer,
+        audience,
+        sub,
+        kid,
+        now_unix: now_unix()?,
+        ttl_secs: ttl.as_secs(),
+    };
+    mint_caller_token(&pem, &input)
+        .with_context(|| format!("cannot mint a token with {}", key_file.display()))
+}
+
+/// Checks a data-use token now: see [`verify_at`].
+pub fn verify(jwks: &str, body: Option<&Path>, token: &str) -> Result<serde_json::Value> {
+    verify_at(jwks, body, token, None)
+}
+
+/// Checks a data-use token against the JWKS at `jwks` (a file path or an `http://` URL):
+/// signature by `kid`, type, lifetime, expiry at `at_unix` (default: now) and, when `body` is
+/// given, that `body_sha256` is the digest of that file's exact bytes. Returns the claims.
+pub fn verify_at(
+    jwks: &str,
+    body: Option<&Path>,
+    token: &str,
+    at_unix: Option<u64>,
+) -> Result<serde_json::Value> {
+    let jwks_json = load_jwks(jwks)?;
+    let body = match body {
+        Some(p) => Some(
+            std::fs::read(p).with_context(|| format!("cannot read body file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let now = match at_unix {
+        Some(t) => t,
+        None => now_unix()?,
+    };
+    let claims = verify_data_use_token(&jwks_json, token.trim(), body.as_deref(), now)
+        .with_context(|| format!("token rejected (keys from {jwks})"))?;
+    serde_json::to_value(&claims).context("cannot render the claims")
+}
+
+/// `verify-token`: verifies, prints the claims as JSON on stdout and `body_sha256 matches`
+/// (or that no body was checked) on stderr.
+pub fn run_verify(jwks: &str, body: Option<&Path>, token: &str) -> Result<()> {
+    let claims = verify(jwks, body, token)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&claims).context("cannot render the claims")?
+    );
+    if body.is_some() {
+        eprintln!("signature valid, body_sha256 matches");
+    } else {
+        eprintln!("signature valid (no --body given: body_sha256 not checked)");
+    }
+    Ok(())
+}
+
+/// The JWKS document from a file, or from an `http://` URL (HTTP/1.1 GET, 200 required).
+pub fn load_jwks(src: &str) -> Result<String> {
+    let bytes = if let Some(rest) = src.strip_prefix("http://") {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            bail!("invalid JWKS URL {src:?}");
+        }
+        let addr = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let resp = crate::http1::send(&addr, "GET", path, &[("accept", "application/json")], None)
+            .with_context(|| format!("cannot fetch the JWKS from {src}"))?;
+        if resp.status != 200 {
+            bail!("fetching the JWKS from {src} answered HTTP {}", resp.status);
+        }
+        resp.body
+    } else if src.starts_with("https://") {
+        bail!("https JWKS URLs are not fetched by this tool; download it (curl -o jwks.json {src}) and pass the file");
+    } else {
+        std::fs::read(src).with_context(|| format!("cannot read JWKS file {src}"))?
+    };
+    if bytes.len() > MAX_JWKS_BYTES {
+        bail!("the JWKS from {src} is larger than {MAX_JWKS_BYTES} bytes");
+    }
+    String::from_utf8(bytes).with_context(|| format!("the JWKS from {src} is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+
+    use gateway_core::callers::{CallerKeys, CallerVerifier};
+    use gateway_core::tagging::{Jwks, TokenInput, TokenSigner};
+
+    use super::*;
+
+    fn certs(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("certs")
+            .join(name)
+    }
+
+    #[test]
+    fn ttl_forms() {
+        let ok = [
+            ("300", 300),
+            ("300s", 300),
+            ("5m", 300),
+            ("1h", 3600),
+            (" 24h ", 86_400),
+            ("1s", 1),
+        ];
+        for (s, secs) in ok {
+            assert_eq!(parse_ttl(s).unwrap(), Duration::from_secs(secs), "{s}");
+        }
+        for s in [
+            "",
+            "0",
+            "0s",
+            "5d",
+            "m",
+            "-5m",
+            "1.5h",
+            "25h",
+            "99999999999999999999h",
+            "5 m",
+        ] {
+            assert!(parse_ttl(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn jti_is_a_fresh_uuid() {
+        let (a, b) = (new_jti().unwrap(), new_jti().unwrap());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+    }
+
+    /// The committed demo keys fit together: `token` mints with callers-demo.pem what the
+    /// gateway accepts with callers.jwks.json, and the signing key loads.
+    #[test]
+    fn demo_keys_fit_together() {
+        let (iss, aud) = ("https://auth.ohsoft.example", "partner-gateway");
+        let jwks = std::fs::read(certs("callers.jwks.json")).unwrap();
+        let v = CallerVerifier::new(CallerKeys::parse(&jwks).unwrap(), iss, aud, None).unwrap();
+        for kid in [Some("callers-demo-1"), None] {
+            let t = mint(
+                &certs("callers-demo.pem"),
+                "orders-service",
+                parse_ttl("5m").unwrap(),
+                iss,
+                aud,
+                kid,
+            )
+            .unwrap();
+            let caller = v
+                .verify(Some(&format!("Bearer {t}")), now_unix().unwrap())
+                .unwrap();
+            assert_eq!(caller.sub, "orders-service");
+        }
+        let signing = std::fs::read(certs("data-use-signing.pem")).unwrap();
+        let signer = TokenSigner::from_pkcs8_pem(
+            &signing,
+            "data-use-1",
+            "https://partner-gateway.ohsoft.example",
+        )
+        .unwrap();
+        assert_eq!(signer.algorithm(), "EdDSA");
+        assert!(mint(
+            &certs("missing.pem"),
+            "x",
+            Duration::from_secs(60),
+            iss,
+            aud,
+            None
+        )
+        .is_err());
+    }
+
+    fn signed(body: &[u8]) -> (String, String) {
+        let signing = std::fs::read(certs("data-use-signing.pem")).unwrap();
+        let signer = TokenSigner::from_pkcs8_pem(
+            &signing,
+            "data-use-1",
+            "https://partner-gateway.ohsoft.example",
+        )
+        .unwrap();
+        let jti = new_jti().unwrap();
+        let token = signer
+            .sign(&TokenInput {
+                aud: "acme-ship",
+                sub: "orders-service",
+                use_: "on-behalf-of-ohsoft",
+                purpose: "shipping",
+                policy_version: "3f2a9c0d11e4",
+                body,
+                legal_basis: None,
+                now_unix: now_unix().unwrap(),
+                ttl_secs: 300,
+                jti: &jti,
+            })
+            .unwrap();
+        (Jwks::new(&signer).to_json(), token)
+    }
+
+    #[test]
+    fn verify_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = br#"{"order_id":"A-1"}"#;
+        let (jwks, token) = signed(body);
+        let jwks_path = dir.path().join("jwks.json");
+        let body_path = dir.path().join("body.json");
+        let other_path = dir.path().join("other.json");
+        std::fs::write(&jwks_path, jwks).unwrap();
+        std::fs::write(&body_path, body).unwrap();
+        std::fs::write(&other_path, br#"{"order_id":"A-2"}"#).unwrap();
+        let jwks_arg = jwks_path.to_str().unwrap();
+
+        let claims = verify(jwks_arg, Some(&body_path), &token).unwrap();
+        assert_eq!(claims["aud"], "acme-ship");
+        assert_eq!(claims["use"], "on-behalf-of-ohsoft");
+        assert!(verify(jwks_arg, None, &format!("{token}\n")).is_ok());
+        let err = format!(
+            "{:#}",
+            verify(jwks_arg, Some(&other_path), &token).unwrap_err()
+        );
+        assert!(err.contains("body_sha256 does not match"), "{err}");
+        let err = format!(
+            "{:#}",
+            verify_at(jwks_arg, None, &token, Some(now_unix().unwrap() + 3600)).unwrap_err()
+        );
+        assert!(err.contains("expired"), "{err}");
+        assert!(verify("/nonexistent/jwks.json", None, &token).is_err());
+        let err = format!(
+            "{:#}",
+            verify("https://example.invalid/jwks.json", None, &token).unwrap_err()
+        );
+        assert!(err.contains("download it"), "{err}");
+    }
+
+    #[test]
+    fn verify_from_http() {
+        let body = br#"{"order_id":"A-1"}"#;
+        let (jwks, token) = signed(body);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for status in ["200 OK", "404 Not Found"] {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap();
+                assert!(String::from_utf8_lossy(&buf[..n])
+                    .starts_with("GET /.well-known/jwks.json HTTP/1.1\r\n"));
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/jwk-set+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
+                    jwks.len()
+                );
+                s.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        let url = format!("http://{addr}/.well-known/jwks.json");
+        let dir = tempfile::tempdir().unwrap();
+        let body_path = dir.path().join("body.json");
+        std::fs::write(&body_path, body).unwrap();
+        assert_eq!(
+            verify(&url, Some(&body_path), &token).unwrap()["sub"],
+            "orders-service"
+        );
+        let err = format!("{:#}", verify(&url, None, &token).unwrap_err());
+        assert!(err.contains("HTTP 404"), "{err}");
+        server.join().unwrap();
+    }
+}
