@@ -1,0 +1,260 @@
+/*!
+The opt-out admin API (`/optouts/{customer_id}` on the admin listener) as one plain function:
+the HTTP server hands it the request's method, path, `Authorization` header and body, and
+sends back what it returns.
+
+- Every call needs `Authorization: Bearer <token>`, the token being read from the environment
+  variable `admin_token_env` names. Unset (or empty) → every call is refused with 403; a
+  missing or wrong token → 401 with `WWW-Authenticate`. Tokens are compared in constant time.
+- `PUT /optouts/{id}` `{"scopes": [..]}` adds scopes; 200 `{"customer_id", "scopes"}` with
+  every scope the customer now has, sent only once the change is on disk.
+- `GET /optouts/{id}` → 200 with the same shape, or 404 `not_found`.
+- `DELETE /optouts/{id}` with no body removes every scope; with `{"scopes": [..]}` only those;
+  200 with the scopes left (maybe `[]`), or 404 when the customer had none.
+- The id is one path segment, percent-decoded (`/optouts/a%2Fb` is customer `a/b`).
+- Bad JSON, unknown members, an empty or bad scope list, a bad id → 400 `bad_request`;
+  store not loaded → 503 `not_ready`; other methods → 405; a failed write → 500.
+*/
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use gateway_core::optout::{validate_customer_id, Scope};
+
+use crate::optout::OptOutStore;
+
+/// Most scopes one request may name.
+pub const MAX_SCOPES_PER_REQUEST: usize = 256;
+
+/// What to answer. The body is always JSON; when `www_authenticate` is set the server adds a
+/// `WWW-Authenticate: Bearer` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub www_authenticate: bool,
+}
+
+impl AdminResponse {
+    fn json(status: u16, value: &serde_json::Value) -> AdminResponse {
+        AdminResponse {
+            status,
+            body: serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()),
+            www_authenticate: false,
+        }
+    }
+
+    fn error(status: u16, code: &str, message: &str) -> AdminResponse {
+        Self::json(
+            status,
+            &serde_json::json!({"error": code, "message": message}),
+        )
+    }
+
+    fn scopes(id: &str, scopes: &[Scope]) -> AdminResponse {
+        let scopes: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+        Self::json(
+            200,
+            &serde_json::json!({"customer_id": id, "scopes": scopes}),
+        )
+    }
+}
+
+/// Handles one `/optouts...` request. `admin_token` is the value of the environment variable
+/// named `admin_token_env` (`None` when unset).
+pub fn handle(
+    store: Option<&OptOutStore>,
+    admin_token: Option<&str>,
+    admin_token_env: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> AdminResponse {
+    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
+        return AdminResponse::error(
+            403,
+            "admin_disabled",
+            &format!("the opt-out admin API is disabled: environment variable {admin_token_env} is not set"),
+        );
+    };
+    if !bearer_matches(authorization, token) {
+        let mut response = AdminResponse::error(
+            401,
+            "unauthenticated",
+            "missing or invalid admin token (send Authorization: Bearer <token>)",
+        );
+        response.www_authenticate = true;
+        return response;
+    }
+    if !matches!(method, "GET" | "PUT" | "DELETE") {
+        return AdminResponse::error(
+            405,
+            "method_not_allowed",
+            &format!(
+                "{method} is not allowed on /optouts/{{customer_id}} (use GET, PUT or DELETE)"
+            ),
+        );
+    }
+    let id = match customer_id_from_path(path) {
+        Ok(id) => id,
+        Err(Missing::NotOptouts) => {
+            return AdminResponse::error(404, "not_found", "no such admin endpoint")
+        }
+        Err(Missing::Bad(message)) => return AdminResponse::error(400, "bad_request", &message),
+    };
+    let Some(store) = store else {
+        return AdminResponse::error(503, "not_ready", "opt-out data is not loaded");
+    };
+    match method {
+        "GET" => match store.get(&id) {
+            Ok(Some(scopes)) => AdminResponse::scopes(&id, &scopes),
+            Ok(None) => not_found(&id),
+            Err(e) => internal(&e),
+        },
+        "PUT" => {
+            let scopes = match scopes_from_body(body) {
+                Ok(Some(scopes)) => scopes,
+                Ok(None) => {
+                    return AdminResponse::error(
+                        400,
+                        "bad_request",
+                        r#"expected a body {"scopes": [..]}"#,
+                    )
+                }
+                Err(message) => return AdminResponse::error(400, "bad_request", &message),
+            };
+            match store.put(&id, &scopes) {
+                Ok(now) => AdminResponse::scopes(&id, &now),
+                Err(e) => internal(&e),
+            }
+        }
+        _ => {
+            let scopes = match scopes_from_body(body) {
+                Ok(scopes) => scopes,
+                Err(message) => return AdminResponse::error(400, "bad_request", &message),
+            };
+            match store.delete(&id, scopes.as_deref()) {
+                Ok(Some(left)) => AdminResponse::scopes(&id, &left),
+                Ok(None) => not_found(&id),
+                Err(e) => internal(&e),
+            }
+        }
+    }
+}
+
+fn not_found(id: &str) -> AdminResponse {
+    AdminResponse::error(
+        404,
+        "not_found",
+        &format!("customer {id:?} has no opt-outs"),
+    )
+}
+
+fn internal(e: &anyhow::Error) -> AdminResponse {
+    log::error!("opt-out change failed: {e:#}");
+    AdminResponse::error(
+        500,
+        "internal_error",
+        &format!("the opt-out store failed: {e:#}"),
+    )
+}
+
+/// `Authorization: Bearer <token>` (scheme case-insensitive) with the right token. Both sides
+/// are hashed first so that neither the comparison nor the lengths leak timing.
+fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+    let Some((scheme, given)) = authorization.and_then(|a| a.trim().split_once(' ')) else {
+        return false;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return false;
+    }
+    let given = Sha256::digest(given.trim().as_bytes());
+    let want = Sha256::digest(token.as_bytes());
+    bool::from(given.ct_eq(&want))
+}
+
+enum Missing {
+    /// Not an `/optouts` path at all.
+    NotOptouts,
+    Bad(String),
+}
+
+/// The percent-decoded, validated id of `/optouts/{id}` (a query string is ignored).
+fn customer_id_from_path(path: &str) -> Result<String, Missing> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let rest = match path.strip_prefix("/optouts") {
+        Some("") | Some("/") => {
+            return Err(Missing::Bad(
+                "missing customer id: use /optouts/{customer_id}".into(),
+            ));
+        }
+        Some(rest) => rest.strip_prefix('/').ok_or(Missing::NotOptouts)?,
+        None => return Err(Missing::NotOptouts),
+    };
+    if rest.contains('/') {
+        return Err(Missing::Bad(format!(
+            "customer id {rest:?} must be one path segment (percent-encode '/' as %2F)"
+        )));
+    }
+    let bytes = rest.as_bytes();
+    for (i, _) in rest.match_indices('%') {
+        if !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return Err(Missing::Bad(format!(
+                "customer id {rest:?} has a malformed percent escape"
+            )));
+        }
+    }
+    let id = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map_err(|_| {
+            Missing::Bad(format!(
+                "customer id {rest:?} is not UTF-8 once percent-decoded"
+            ))
+        })?
+        .into_owned();
+    validate_customer_id(&id).map_err(|e| Missing::Bad(format!("invalid customer id: {e}")))?;
+    Ok(id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = r#"an object {"scopes": [..]}"#)]
+struct ScopesBody {
+    scopes: Vec<String>,
+}
+
+/// `{"scopes": [..]}` with at least one valid scope, or `None` for an empty body.
+fn scopes_from_body(body: &[u8]) -> Result<Option<Vec<Scope>>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(r#"expected a JSON object {"scopes": [..]}"#.into());
+    }
+    let parsed: ScopesBody =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    if parsed.scopes.is_empty() {
+        return Err(
+            "scopes is empty: list at least one scope (DELETE with no body removes every scope)"
+                .into(),
+        );
+    }
+    if parsed.scopes.len() > MAX_SCOPES_PER_REQUEST {
+        return Err(format!(
+            "too many scopes in one request (at most {MAX_SCOPES_PER_REQUEST})"
+        ));
+    }
+    parsed
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+#[cfg(test)]
+#[path = "optouts_tests.rs"]
+mod tests;
