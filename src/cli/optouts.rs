@@ -1,0 +1,222 @@
+/*!
+`partner-gateway optouts import|export|count`: bulk work on the opt-out store named by the
+policy's `optouts.path`, with the gateway stopped (import) or running (export, count).
+
+- `import FILE`: CSV (`customer_id,scope`) or NDJSON, detected from the extension or content
+  (or forced with a format). All or nothing: any bad line and nothing is imported; every error
+  is printed as `FILE:LINE: message`. Import needs the store to itself: while a gateway holds it,
+  the import is refused (use the admin API then).
+- `export`: every opt-out, sorted by customer id, as NDJSON (default) or CSV on stdout.
+- `count`: customers per scope and totals.
+*/
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use gateway_core::optout::bulk::{self, Format};
+
+use crate::optout::OptOutStore;
+
+/// `optouts import`: prints `imported N opt-outs (M customers)`, or every error and fails.
+/// `file` `-` reads standard input.
+pub fn import(store_dir: &Path, file: &Path, format: Option<Format>) -> Result<()> {
+    import_to(
+        store_dir,
+        file,
+        format,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+}
+
+/// [`import`] writing to the given streams.
+pub fn import_to(
+    store_dir: &Path,
+    file: &Path,
+    format: Option<Format>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    let shown = file.display().to_string();
+    let content = if shown == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {shown}"))?
+    };
+    let format = format.unwrap_or_else(|| Format::detect(&shown, &content));
+    let incoming = match bulk::parse(&content, format) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in &errors.errors {
+                writeln!(err, "{shown}:{}: {}", e.line, e.message)?;
+            }
+            if errors.omitted > 0 {
+                writeln!(err, "{shown}: ... and {} more errors", errors.omitted)?;
+            }
+            bail!(
+                "nothing imported: {} error(s) in {shown} ({} format)",
+                errors.total(),
+                format.name()
+            );
+        }
+    };
+    drop(content);
+    let store = OptOutStore::open(store_dir)
+        .with_context(|| format!("cannot open the opt-out store {}", store_dir.display()))?;
+    let summary = store
+        .import(&incoming)
+        .with_context(|| format!("nothing imported into {}", store_dir.display()))?;
+    writeln!(
+        out,
+        "imported {} opt-outs ({} customers)",
+        summary.opt_outs, summary.customers
+    )?;
+    Ok(())
+}
+
+/// `optouts export`: every opt-out in `format`, sorted by customer id.
+pub fn export(store_dir: &Path, format: Format, out: &mut dyn Write) -> Result<()> {
+    let store = OptOutStore::open_read_only(store_dir)
+        .with_context(|| format!("cannot open the opt-out store {}", store_dir.display()))?;
+    store.export(format, out)?;
+    Ok(())
+}
+
+/// `optouts count`: one `SCOPE<TAB>CUSTOMERS` line per scope in use, then the totals.
+pub fn count(store_dir: &Path) -> Result<()> {
+    count_to(store_dir, &mut std::io::stdout().lock())
+}
+
+/// [`count`] writing to `out`.
+pub fn count_to(store_dir: &Path, out: &mut dyn Write) -> Result<()> {
+    let store = OptOutStore::open_read_only(store_dir)
+        .with_context(|| format!("cannot open the opt-out store {}", store_dir.display()))?;
+    let set = store.read()?;
+    for (scope, n) in set.count_by_scope().into_iter().filter(|(_, n)| *n > 0) {
+        writeln!(out, "{scope}\t{n}")?;
+    }
+    writeln!(
+        out,
+        "total\t{} opt-outs ({} customers)",
+        set.opt_out_count(),
+        set.len()
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gateway_core::optout::Scope;
+
+    fn run_import(store: &Path, file: &Path) -> (Result<()>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let result = import_to(store, file, None, &mut out, &mut err);
+        (
+            result,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    #[test]
+    fn import_export_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("optouts");
+        let csv = tmp.path().join("optouts.csv");
+        std::fs::write(
+            &csv,
+            "customer_id,scope\n1,partner_sharing\n1,partner:acme\n\"2,x\",partner_sharing\n",
+        )
+        .unwrap();
+        let (result, out, err) = run_import(&store, &csv);
+        result.unwrap();
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            ("imported 3 opt-outs (2 customers)\n", "")
+        );
+
+        let ndjson = tmp.path().join("more.data");
+        std::fs::write(
+            &ndjson,
+            "{\"customer_id\": 3, \"scopes\": [\"research\"]}\n",
+        )
+        .unwrap();
+        let (result, out, _) = run_import(&store, &ndjson);
+        result.unwrap();
+        assert_eq!(out, "imported 1 opt-outs (1 customers)\n");
+
+        let mut exported = Vec::new();
+        export(&store, Format::Csv, &mut exported).unwrap();
+        assert_eq!(
+            String::from_utf8(exported).unwrap(),
+            "customer_id,scope\n1,partner:acme\n1,partner_sharing\n\"2,x\",partner_sharing\n3,research\n"
+        );
+        let mut counted = Vec::new();
+        count_to(&store, &mut counted).unwrap();
+        assert_eq!(
+            String::from_utf8(counted).unwrap(),
+            "partner:acme\t1\npartner_sharing\t2\nresearch\t1\ntotal\t4 opt-outs (3 customers)\n"
+        );
+    }
+
+    #[test]
+    fn a_bad_line_imports_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("optouts");
+        OptOutStore::open(&store)
+            .unwrap()
+            .put("0", &[Scope::parse("partner_sharing").unwrap()])
+            .unwrap();
+        let file = tmp.path().join("bad.ndjson");
+        std::fs::write(
+            &file,
+            "{\"customer_id\": \"1\", \"scopes\": [\"partner_sharing\"]}\n{\"customer_id\": 2.5, \"scopes\": [\"partner_sharing\"]}\n\n{\"customer_id\": \"3\", \"scopes\": []}\n",
+        )
+        .unwrap();
+        let (result, out, err) = run_import(&store, &file);
+        let shown = file.display();
+        assert_eq!(
+            err,
+            format!(
+                "{shown}:2: customer_id must be a string or an integer, found 2.5\n{shown}:4: scopes is empty: list at least one scope\n"
+            )
+        );
+        assert_eq!(out, "");
+        let message = format!("{:#}", result.unwrap_err());
+        assert!(
+            message.contains("nothing imported: 2 error(s)"),
+            "{message}"
+        );
+        let reader = OptOutStore::open_read_only(&store).unwrap();
+        assert_eq!(reader.customer_count().unwrap(), 1);
+        assert_eq!(reader.get("1").unwrap(), None);
+    }
+
+    #[test]
+    fn import_is_refused_while_the_store_is_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store_dir = tmp.path().join("optouts");
+        let _held = OptOutStore::open(&store_dir).unwrap();
+        let file = tmp.path().join("ok.csv");
+        std::fs::write(&file, "customer_id,scope\n1,partner_sharing\n").unwrap();
+        let (result, _, _) = run_import(&store_dir, &file);
+        let message = format!("{:#}", result.unwrap_err());
+        assert!(message.contains("in use by another process"), "{message}");
+    }
+
+    #[test]
+    fn export_and_count_need_a_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("none");
+        assert!(
+            format!("{:#}", count_to(&missing, &mut Vec::new()).unwrap_err())
+                .contains("no opt-out store at")
+        );
+        assert!(export(&missing, Format::Ndjson, &mut Vec::new()).is_err());
+    }
+}
