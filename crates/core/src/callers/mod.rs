@@ -9,7 +9,8 @@ Rules (DESIGN.md, issue 4):
 - `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present; clock leeway
   is [`LEEWAY_SECS`].
 - The algorithm comes from the configured key, looked up by the token's `kid` (a token
-  without `kid` may use the only key when exactly one is configured). A token whose `alg`
+  without `kid` may use the only key when exactly one is configured, or the one key without
+  a kid of its algorithm, e.g. an HS256 secret next to a key set). A token whose `alg`
   differs from its key's is refused, so `none` and RS/HS confusion cannot happen.
 - HS256 exists only when a secret is configured explicitly ([`CallerKeys::add_hs256_secret`]).
 
@@ -223,20 +224,25 @@ impl CallerKeys {
             .collect()
     }
 
-    /// The key a token names: by `kid`; without a match, the only key when exactly one is
-    /// configured and it has no kid; without a `kid`, the only key when exactly one is configured.
-    fn select(&self, kid: Option<&str>) -> Option<&PublicKey> {
-        match kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid() == Some(kid)).or_else(|| {
-                match self.keys.as_slice() {
-                    [only] if only.kid().is_none() => Some(only),
-                    _ => None,
-                }
-            }),
-            None => match self.keys.as_slice() {
-                [only] => Some(only),
-                _ => None,
-            },
+    /// The key for a token: the key with the token's `kid`; else the only key when exactly one
+    /// is configured; else the one key *without* a kid whose algorithm is the token's (an
+    /// HS256 secret next to a key set). The key's algorithm is then required of the token.
+    fn select(&self, kid: Option<&str>, alg: Algorithm) -> Option<&PublicKey> {
+        if let Some(kid) = kid {
+            if let Some(k) = self.keys.iter().find(|k| k.kid() == Some(kid)) {
+                return Some(k);
+            }
+        }
+        if let [only] = self.keys.as_slice() {
+            return Some(only);
+        }
+        let mut keyless = self
+            .keys
+            .iter()
+            .filter(|k| k.kid().is_none() && k.algorithm() == alg);
+        match (keyless.next(), keyless.next()) {
+            (Some(k), None) => Some(k),
+            _ => None,
         }
     }
 }
@@ -298,7 +304,7 @@ impl CallerVerifier {
         }
         let key = self
             .keys
-            .select(header.kid.as_deref())
+            .select(header.kid.as_deref(), header.alg)
             .ok_or(AuthError::UnknownKey)?;
         if header.alg != key.algorithm() {
             return Err(AuthError::WrongAlgorithm);

@@ -558,6 +558,26 @@ fn hs256_only_when_configured() {
     let t = sign(Algorithm::HS256, HS_SECRET, Some("hs"), &claims());
     assert!(v.verify(Some(&bearer(&t)), NOW).is_ok());
 
+    // An HS256 secret without a kid next to a key set: HS256 tokens without kid find it, and
+    // tokens naming the RSA key are still held to RS256.
+    let mut keys = CallerKeys::from_jwks_json(&jwks()).unwrap();
+    keys.add_hs256_secret(None, HS_SECRET).unwrap();
+    let v = CallerVerifier::new(keys, ISS, AUD, None).unwrap();
+    let t = sign(Algorithm::HS256, HS_SECRET, None, &claims());
+    assert!(v.verify(Some(&bearer(&t)), NOW).is_ok());
+    let t = sign(Algorithm::HS256, RSA_PUB, None, &claims());
+    assert_eq!(
+        v.verify(Some(&bearer(&t)), NOW),
+        Err(AuthError::BadSignature)
+    );
+    let t = sign(Algorithm::HS256, RSA_PUB, Some("rsa"), &claims());
+    assert_eq!(
+        v.verify(Some(&bearer(&t)), NOW),
+        Err(AuthError::WrongAlgorithm)
+    );
+    let t = sign(Algorithm::EdDSA, ED, None, &claims());
+    assert_eq!(v.verify(Some(&bearer(&t)), NOW), Err(AuthError::UnknownKey));
+
     assert_eq!(
         CallerKeys::new().add_hs256_secret(None, b"short"),
         Err(KeyError::WeakSecret(5))
@@ -581,10 +601,33 @@ fn single_pem_key_without_kid() {
 
 #[test]
 fn several_pem_keys() {
-    let both = [ED_PUB, EC_PUB, RSA_PUB].concat();
-    let keys = CallerKeys::parse(&both).unwrap();
+    // Keys without kids: a token without kid finds the one key of its algorithm.
+    let all = [ED_PUB, EC_PUB, RSA_PUB].concat();
+    let keys = CallerKeys::parse(&all).unwrap();
     assert_eq!(keys.len(), 3);
     let v = CallerVerifier::new(keys, ISS, AUD, None).unwrap();
+    for (alg, pem) in [
+        (Algorithm::EdDSA, ED),
+        (Algorithm::ES256, EC),
+        (Algorithm::RS256, RSA),
+    ] {
+        let t = sign(alg, pem, None, &claims());
+        assert!(v.verify(Some(&bearer(&t)), NOW).is_ok(), "{alg:?}");
+    }
+    let forged = sign(Algorithm::EdDSA, ED_OTHER, None, &claims());
+    assert_eq!(
+        v.verify(Some(&bearer(&forged)), NOW),
+        Err(AuthError::BadSignature)
+    );
+    let hs = sign(Algorithm::HS256, ED_PUB, None, &claims());
+    assert_eq!(
+        v.verify(Some(&bearer(&hs)), NOW),
+        Err(AuthError::UnknownKey)
+    );
+
+    // Two keys of the same algorithm without kids: ambiguous, refused.
+    let two = [ED_PUB, ED_OTHER_PUB].concat();
+    let v = CallerVerifier::new(CallerKeys::parse(&two).unwrap(), ISS, AUD, None).unwrap();
     let t = sign(Algorithm::EdDSA, ED, None, &claims());
     assert_eq!(v.verify(Some(&bearer(&t)), NOW), Err(AuthError::UnknownKey));
 }
