@@ -65,7 +65,12 @@ pub fn validate_customer_id(id: &str) -> Result<(), InvalidCustomerId> {
     if id.len() > MAX_ID_LEN {
         return Err(InvalidCustomerId::TooLong);
     }
-    if id.chars().any(char::is_control) {
+    let control = if id.is_ascii() {
+        id.bytes().any(|b| b.is_ascii_control())
+    } else {
+        id.chars().any(char::is_control)
+    };
+    if control {
         return Err(InvalidCustomerId::ControlCharacter(id.to_string()));
     }
     Ok(())
@@ -210,6 +215,11 @@ impl OptOutSet {
     /// Number of (customer, scope) opt-outs.
     pub fn opt_out_count(&self) -> u64 {
         self.pairs
+    }
+
+    /// Total bytes of the ids held (what an arena for a copy of this set needs).
+    pub fn id_bytes(&self) -> usize {
+        self.arena.len() - self.dead
     }
 
     /// Heap bytes held (table, arena, interning tables), for memory reports.
@@ -375,9 +385,17 @@ impl OptOutSet {
         if scopes.is_empty() {
             return Ok(false);
         }
-        let mut wanted: Vec<ScopeId> = scopes.to_vec();
-        wanted.sort_unstable();
-        wanted.dedup();
+        // Loading a snapshot passes sorted, distinct ids: use them as they are (no allocation).
+        let sorted;
+        let wanted: &[ScopeId] = if scopes.windows(2).all(|w| w[0] < w[1]) {
+            scopes
+        } else {
+            let mut v = scopes.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            sorted = v;
+            &sorted
+        };
 
         let hash = Self::hash(&self.hasher, id);
         let existing = {
@@ -414,7 +432,7 @@ impl OptOutSet {
                 if off + id.len() > MAX_ARENA {
                     return Err(OptOutError::Full);
                 }
-                let combo = self.intern_combo(&wanted)?;
+                let combo = self.intern_combo(wanted)?;
                 self.combos[combo as usize].refs += 1;
                 self.arena.push_str(id);
                 let slot = Slot {
@@ -427,7 +445,7 @@ impl OptOutSet {
                 let (arena, hasher) = (&self.arena, &self.hasher);
                 self.table
                     .insert_unique(hash, slot, |s| Self::hash(hasher, &arena[s.range()]));
-                for s in &wanted {
+                for s in wanted {
                     self.scope_counts[s.index()] += 1;
                 }
                 self.pairs += wanted.len() as u64;
@@ -619,6 +637,12 @@ impl Honouring<'_> {
                     .high
                     .iter()
                     .any(|h| combo.scopes.binary_search(h).is_ok()))
+    }
+}
+
+impl super::OptOutSource for OptOutSet {
+    fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool {
+        OptOutSet::is_opted_out(self, customer_id, scopes)
     }
 }
 
