@@ -5,6 +5,7 @@ core in `gateway_core`.
 - [`proxy`]: the pingora proxy — decide, then forward.
 - [`admin`]: metrics, health, JWKS and the opt-out API.
 - [`gateway`]: shared runtime state and policy swaps.
+- [`reload`]: watch the policy directory; validate, then swap.
 - [`loader`]: policy directory → validated policy.
 - [`metrics`]: every metric, registered once.
 - [`cli`]: one file per subcommand.
@@ -19,3 +20,4 @@ pub mod http1;
 pub mod loader;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;

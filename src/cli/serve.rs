@@ -58,6 +58,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let gateway = load_gateway(dir).with_context(|| format!("not starting: the policy in {} is not valid", dir.display()))?;
     let mut server = new_server()?;
     add_gateway_services(&mut server, &gateway);
+    crate::reload::watch(gateway.clone());
     let active = gateway.active();
     eprintln!(
         "partner-gateway: serving policy {} ({} partners) on {}, admin on {}",

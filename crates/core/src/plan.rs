@@ -144,8 +144,9 @@ pub fn plan(
             limits.max_body_bytes
         )));
     }
-    if let Some(encoding) = header_value(incoming.headers, "content-encoding") {
-        if !encoding.trim().eq_ignore_ascii_case("identity") {
+    // Every content-encoding header counts: a second one must not slip an encoding past the first.
+    for (_, encoding) in incoming.headers.iter().filter(|(n, _)| n == "content-encoding") {
+        if !encoding.split(',').all(|e| e.trim().eq_ignore_ascii_case("identity")) {
             return Err(Refusal::UnsupportedMediaType(format!(
                 "content-encoding {encoding:?} cannot be read by the gateway; send the body unencoded"
             )));
@@ -161,7 +162,11 @@ pub fn plan(
             )))
         }
         (Some(program), false) => {
-            check_json_content_type(header_value(incoming.headers, "content-type"))?;
+            let mut content_types = incoming.headers.iter().filter(|(n, _)| n == "content-type");
+            check_json_content_type(content_types.next().map(|(_, v)| v.as_str()))?;
+            if content_types.next().is_some() {
+                return Err(Refusal::UnsupportedMediaType("more than one content-type header".into()));
+            }
             let honoured;
             let lookup: Option<&dyn OptOutLookup> = if partner.honor_optouts.is_empty() || !program.has_subjects() {
                 None
@@ -215,10 +220,6 @@ pub fn plan(
     }
 
     Ok(Outgoing { path_and_query, headers, body, report, query_removed, headers_removed })
-}
-
-fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// Header names listed in `Connection`: hop-by-hop, never forwarded.

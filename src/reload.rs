@@ -1,0 +1,85 @@
+/*!
+Policy reloads: a watcher polls the policy directory, waits for edits to settle (a half-written
+file is not loaded), validates the new policy completely, and only then swaps it in. A policy
+that does not validate is logged with every `FILE:LINE: message`, counted as
+`policy_reloads_total{result="error"}`, and the old policy keeps serving.
+*/
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::gateway::{Active, Gateway};
+use crate::loader::{self, ProcessEnv};
+
+/// How often the policy directory is looked at.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What identifies a version of the policy files on disk: names, sizes and modification times.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut files = Vec::new();
+    let mut visit = |path: PathBuf| {
+        if let Ok(meta) = std::fs::metadata(&path) {
+            files.push((path, meta.len(), meta.modified().ok()));
+        }
+    };
+    visit(dir.join("gateway.yaml"));
+    if let Ok(entries) = std::fs::read_dir(dir.join("partners")) {
+        for entry in entries.flatten() {
+            visit(entry.path());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid. Returns whether it was.
+pub fn reload(gateway: &Gateway) -> bool {
+    let dir = &gateway.policy_dir;
+    let result = loader::load(dir, Some(&ProcessEnv))
+        .map_err(|d| loader::diagnostics_error(&d))
+        .and_then(|loaded| Active::build(loaded.policy, &ProcessEnv));
+    match result {
+        Ok(active) => {
+            let old = gateway.active();
+            let (old_gw, new_gw) = (&old.policy.gateway, &active.policy.gateway);
+            if old_gw.listen != new_gw.listen || old_gw.admin_listen != new_gw.admin_listen {
+                log::warn!("listen addresses changed in {}: they take effect at the next restart", dir.display());
+            }
+            log::info!("policy reloaded: version {}", active.policy.version);
+            gateway.replace_active(active);
+            gateway.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+            true
+        }
+        Err(e) => {
+            log::error!("policy reload rejected, the previous policy keeps serving: {e:#}");
+            gateway.metrics.policy_reloads.with_label_values(&["error"]).inc();
+            false
+        }
+    }
+}
+
+/// Starts the watcher thread for `gateway`'s policy directory.
+pub fn watch(gateway: Arc<Gateway>) {
+    std::thread::Builder::new()
+        .name("policy-watcher".into())
+        .spawn(move || {
+            let mut seen = fingerprint(&gateway.policy_dir);
+            loop {
+                std::thread::sleep(POLL_INTERVAL);
+                let now = fingerprint(&gateway.policy_dir);
+                if now == seen {
+                    continue;
+                }
+                // Debounce: load only once the files have stopped changing.
+                std::thread::sleep(POLL_INTERVAL);
+                let settled = fingerprint(&gateway.policy_dir);
+                if settled != now {
+                    continue;
+                }
+                seen = settled;
+                reload(&gateway);
+            }
+        })
+        .map(|_| ())
+        .unwrap_or_else(|e| log::error!("cannot start the policy watcher: {e}"));
+}
