@@ -211,6 +211,12 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str) -> YamlError {
         serde_saphyr::Error::DuplicateMappingKey { key: None, .. } => {
             Cow::Borrowed("duplicate key")
         }
+        // The YAML parser's own errors (validators, the other source, are not enabled).
+        parser @ serde_saphyr::Error::ExternalMessage { .. } => Cow::Owned(format!(
+            "invalid YAML: {}{}",
+            UserMessageFormatter.format_message(parser),
+            unclosed_bracket_hint(text, line)
+        )),
         other => UserMessageFormatter.format_message(other),
     };
     let message = one_line(&message);
@@ -235,6 +241,26 @@ fn innermost(err: &serde_saphyr::Error) -> &serde_saphyr::Error {
         err = error.without_snippet();
     }
     err
+}
+
+/// A syntax error often shows on the line after an unclosed `[` or `{`: say where it opened.
+fn unclosed_bracket_hint(text: &str, error_line: u64) -> String {
+    let before = text.lines().take(error_line.saturating_sub(1) as usize);
+    let Some((n, l)) = before
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .last()
+    else {
+        return String::new();
+    };
+    let content = l.split(" #").next().unwrap_or(l);
+    let count = |c: char| content.chars().filter(|&x| x == c).count();
+    for (open, close) in [('[', ']'), ('{', '}')] {
+        if count(open) > count(close) {
+            return format!(" (is the `{open}` on line {} closed?)", n + 1);
+        }
+    }
+    String::new()
 }
 
 fn is_blank(text: &str) -> bool {
@@ -328,7 +354,10 @@ mod tests {
             ("routes:\n  - path: /a\n    allow: [a, {b: c}]\n", 6, "invalid value: expected a string (found a mapping)"),
             ("routes: []\nupstream_auth: {header: authorization, env: [x]}\n", 5, "invalid value for `env`: expected a string (found a list)"),
             ("routes: []\nupstream_auth: {header: authorization}\n", 5, "missing field `env`"),
-            ("routes: 'x\n", 4, "unclosed quote"),
+            ("routes: 'x\n", 4, "invalid YAML: unclosed quote"),
+            ("routes:\n  - path: /a\n    methods: [POST]]\n", 6, "invalid YAML: misplaced bracket"),
+            ("routes:\n  - path: /a\n    methods: [POST\nallowed_callers: []\n", 7, "invalid YAML: illegal placement of ':' indicator (is the `[` on line 6 closed?)"),
+            ("routes:\n  - path: /a\n     methods: [POST]\n", 6, "invalid YAML: mapping values are not allowed in this context"),
         ];
         for (tail, line, message) in cases {
             let text = format!("{HEAD}{tail}");

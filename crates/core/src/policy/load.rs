@@ -1056,9 +1056,7 @@ fn validate_partner(
 
 /// `http(s)://host[:port]` with nothing else but an optional final `/`.
 fn parse_upstream(text: &str) -> Result<Upstream, String> {
-    let scheme_end = text
-        .find("://")
-        .ok_or_else(|| "missing http:// or https://".to_string())?;
+    let scheme_end = text.find("://").ok_or_else(|| "no scheme".to_string())?;
     let scheme = &text[..scheme_end];
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "http" => false,

@@ -195,7 +195,7 @@ fn partner_mistakes_are_reported_at_their_line() {
             "{f}:2: invalid purpose \"ship\\\"ping\": expected printable ASCII text without `\"` or `\\`"
         )]),
         ("http://127.0.0.1:9001", "127.0.0.1:9001", vec![format!(
-            "{f}:3: invalid upstream \"127.0.0.1:9001\": missing http:// or https:// (expected http(s)://host[:port])"
+            "{f}:3: invalid upstream \"127.0.0.1:9001\": no scheme (expected http(s)://host[:port])"
         )]),
         ("http://127.0.0.1:9001", "ftp://127.0.0.1:9001", vec![format!(
             "{f}:3: invalid upstream \"ftp://127.0.0.1:9001\": unsupported scheme \"ftp\" (expected http(s)://host[:port])"
