@@ -7,7 +7,7 @@ Opt-out store benchmark (plain `main`, `harness = false`): for N opted-out custo
 - lookups: ns per `is_opted_out`, hit and miss, through a route's precomputed `honouring`
   lookup and through the store's per-call `OptOutSource` path (read lock + scope resolution).
 
-`cargo bench --bench optouts` runs 1 M ids; `OPTOUT_BENCH_SIZES=1000000,10000000` picks sizes
+`cargo bench --bench optouts` runs 1 M ids (`cargo test --benches` only 10 000); `OPTOUT_BENCH_SIZES=1000000,10000000` picks sizes
 (10 M takes about a minute and ~1.5 GB of memory while generating).
 */
 
@@ -102,8 +102,14 @@ fn main() {
         child(dir, n);
         return;
     }
+    // `cargo bench` passes --bench; `cargo test --benches` does not: then only a smoke run.
+    let default = if args.iter().any(|a| a == "--bench") {
+        "1000000"
+    } else {
+        "10000"
+    };
     let sizes: Vec<u64> = std::env::var("OPTOUT_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000000".into())
+        .unwrap_or_else(|_| default.into())
         .split(',')
         .map(|s| {
             s.trim()

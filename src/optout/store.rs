@@ -64,7 +64,7 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use anyhow::{anyhow, bail, Context, Result};
 use gateway_core::optout::bulk::{self, Format};
 use gateway_core::optout::{
-    validate_customer_id, OptOutSet, OptOutSource, Scope, ScopeId, MAX_ID_LEN,
+    validate_customer_id, OptOutSet, OptOutSource, Scope, ScopeId, SetBuilder, MAX_ID_LEN,
 };
 
 const SNAPSHOT: &str = "snapshot";
@@ -841,14 +841,11 @@ fn load_snapshot(path: &Path, bytes: &[u8]) -> Result<(OptOutSet, u64)> {
         let id_bytes = c.u64("id byte count")?;
         // Counts come from the file: never reserve more than the file could hold.
         let room = body.len() / 5;
-        let mut set = OptOutSet::with_capacity(
+        let mut builder = SetBuilder::new(
+            &scopes,
             (customers as usize).min(room),
             (id_bytes as usize).min(body.len()),
-        );
-        let ids: Vec<ScopeId> = scopes
-            .iter()
-            .map(|s| set.intern(s))
-            .collect::<Result<_, _>>()?;
+        )?;
         let mut buf: Vec<ScopeId> = Vec::new();
         for _ in 0..customers {
             let at = c.pos;
@@ -858,17 +855,14 @@ fn load_snapshot(path: &Path, bytes: &[u8]) -> Result<(OptOutSet, u64)> {
             buf.clear();
             for _ in 0..n {
                 let i = usize::from(c.u16("scope index")?);
-                buf.push(
-                    *ids.get(i)
-                        .ok_or_else(|| anyhow!("scope index {i} out of range at byte {at}"))?,
-                );
+                let sid = ScopeId::from_index(i)
+                    .filter(|_| i < scopes.len())
+                    .ok_or_else(|| anyhow!("scope index {i} out of range at byte {at}"))?;
+                buf.push(sid);
             }
-            if !set
-                .insert_ids(id, &buf)
-                .with_context(|| format!("customer at byte {at}"))?
-            {
-                bail!("customer {id:?} at byte {at} is listed twice or has no scopes");
-            }
+            builder
+                .push(id, &buf)
+                .with_context(|| format!("customer at byte {at}"))?;
         }
         if c.pos != body.len() {
             bail!(
@@ -876,7 +870,7 @@ fn load_snapshot(path: &Path, bytes: &[u8]) -> Result<(OptOutSet, u64)> {
                 body.len() - c.pos
             );
         }
-        Ok((set, generation))
+        Ok((builder.finish()?, generation))
     };
     parse(&mut c).with_context(|| format!("{shown} is corrupted"))
 }

@@ -9,7 +9,7 @@ pub mod set;
 pub use bulk::{BulkErrors, Format, LineError};
 pub use set::{
     validate_customer_id, Honouring, InvalidCustomerId, OptOutError, OptOutSet, ScopeId, Scopes,
-    MAX_ID_LEN,
+    SetBuilder, MAX_ID_LEN,
 };
 
 /// An opt-out scope: `partner_sharing`, `partner:<id>`, or a named use announced by a policy change.

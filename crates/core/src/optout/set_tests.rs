@@ -306,3 +306,66 @@ fn iter_merge_and_eq() {
 fn slot_stays_small() {
     assert_eq!(std::mem::size_of::<Slot>(), 12);
 }
+
+#[test]
+fn builder_matches_one_by_one_inserts() {
+    let scopes = sc(&["partner_sharing", "partner:acme", "research"]);
+    let ids = |i: usize| -> Vec<ScopeId> {
+        match i % 4 {
+            0 => vec![ScopeId(0)],
+            1 => vec![ScopeId(2), ScopeId(0)],
+            2 => vec![ScopeId(1), ScopeId(1)],
+            _ => vec![ScopeId(0), ScopeId(1), ScopeId(2)],
+        }
+    };
+    for n in [0usize, 1, 5, 14, 15, 1000, 100_000] {
+        let mut builder = SetBuilder::new(&scopes, n, n * 8).unwrap();
+        let mut one_by_one = OptOutSet::new();
+        for s in &scopes {
+            one_by_one.intern(s).unwrap();
+        }
+        for i in 0..n {
+            let id = format!("{}", i * 7 + 3);
+            builder.push(&id, &ids(i)).unwrap();
+            one_by_one.insert_ids(&id, &ids(i)).unwrap();
+        }
+        let built = builder.finish().unwrap();
+        assert_eq!(built, one_by_one, "n = {n}");
+        assert_eq!(
+            built.count_by_scope(),
+            one_by_one.count_by_scope(),
+            "n = {n}"
+        );
+        for i in 0..n.min(2000) {
+            let id = format!("{}", i * 7 + 3);
+            assert_eq!(
+                built.is_opted_out(&id, &scopes[1..2]),
+                matches!(i % 4, 2 | 3),
+                "{id}"
+            );
+            assert!(!built.contains(&format!("{}", i * 7 + 4)));
+        }
+    }
+}
+
+#[test]
+fn builder_refuses_duplicates_and_empty_scopes() {
+    let scopes = sc(&["partner_sharing"]);
+    let mut builder = SetBuilder::new(&scopes, 2, 2).unwrap();
+    builder.push("1", &[ScopeId(0)]).unwrap();
+    builder.push("1", &[ScopeId(0)]).unwrap();
+    assert_eq!(
+        builder.finish().unwrap_err(),
+        OptOutError::Duplicate("1".into())
+    );
+    let mut builder = SetBuilder::new(&scopes, 1, 1).unwrap();
+    assert_eq!(
+        builder.push("1", &[]).unwrap_err(),
+        OptOutError::NoScopes("1".into())
+    );
+    assert_eq!(
+        builder.push("1", &[ScopeId(1)]).unwrap_err(),
+        OptOutError::UnknownScopeId(1)
+    );
+    assert!(SetBuilder::new(&sc(&["a", "a"]), 0, 0).is_err());
+}
