@@ -204,3 +204,43 @@ fn no_routes_means_not_found() {
         RouteMatch::NotFound
     ));
 }
+
+/// Whatever the input, an accepted path is in normal form: normalising it again changes
+/// nothing, and it holds none of the forms the gateway refuses.
+#[test]
+fn normalised_paths_are_stable_and_clean() {
+    let alphabet: Vec<char> = "/.%2fF5cCeE0aA\\-_~:%%//..".chars().collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let mut accepted = 0;
+    for _ in 0..20_000 {
+        let len = 1 + next() % 12;
+        let mut raw = String::from("/");
+        for _ in 0..len {
+            raw.push(alphabet[next() % alphabet.len()]);
+        }
+        let Ok(path) = normalize_path(&raw) else {
+            continue;
+        };
+        accepted += 1;
+        assert_eq!(
+            normalize_path(&path).as_deref(),
+            Ok(path.as_str()),
+            "{raw:?}"
+        );
+        let lower = path.to_ascii_lowercase();
+        for bad in ["//", "/./", "/../", "\\", "%2f", "%5c", "%2e", "%00"] {
+            assert!(!lower.contains(bad), "{raw:?} -> {path:?}");
+        }
+        assert!(
+            !path.ends_with("/.") && !path.ends_with("/.."),
+            "{raw:?} -> {path:?}"
+        );
+    }
+    assert!(accepted > 1000, "only {accepted} accepted");
+}
