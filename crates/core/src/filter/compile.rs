@@ -42,32 +42,67 @@ const LINEAR_MEMBERS: usize = 8;
 
 #[derive(Debug)]
 pub(super) struct Members {
-    named: Vec<(Box<[u8]>, NodeId)>,
+    /// Name, its [`fingerprint`], and the member's node.
+    named: Vec<(Box<[u8]>, u64, NodeId)>,
     index: Option<HashMap<Box<[u8]>, NodeId>>,
     any: Option<NodeId>,
 }
 
 impl Members {
-    fn new(named: Vec<(Box<[u8]>, NodeId)>, any: Option<NodeId>) -> Members {
-        let index = (named.len() > LINEAR_MEMBERS).then(|| named.iter().cloned().collect());
+    fn new(named: Vec<(Box<[u8]>, u64, NodeId)>, any: Option<NodeId>) -> Members {
+        let index = (named.len() > LINEAR_MEMBERS).then(|| {
+            named
+                .iter()
+                .map(|(name, _, id)| (name.clone(), *id))
+                .collect()
+        });
         Members { named, index, any }
     }
 
-    /// The node for an (unescaped) key, or `None` when the member is removed.
+    /// The node for an (unescaped) key with fingerprint `fp`, or `None` when the member is
+    /// removed.
     #[inline]
-    pub(super) fn lookup(&self, key: &[u8]) -> Option<NodeId> {
+    pub(super) fn lookup(&self, key: &[u8], fp: u64) -> Option<NodeId> {
         let named = match &self.index {
             Some(index) => index.get(key).copied(),
             None => self
                 .named
                 .iter()
-                .find(|(name, _)| **name == *key)
-                .map(|&(_, id)| id),
+                .find(|(name, name_fp, _)| *name_fp == fp && **name == *key)
+                .map(|&(_, _, id)| id),
         };
         // Named members never contain these bytes (compile refuses such names), so only the
         // wildcard needs the check.
         named.or_else(|| self.any.filter(|_| !key.iter().any(|&b| is_path_syntax(b))))
     }
+}
+
+/// A cheap summary of a key (length, first and last 8 bytes): keys with different fingerprints
+/// differ, so most comparisons never reach a byte-wise compare.
+#[inline]
+pub(super) fn fingerprint(key: &[u8]) -> u64 {
+    // Fixed-size (overlapping) loads only: a variable-length copy would cost a `memcpy` call.
+    let n = key.len();
+    let u32_at = |i: usize| {
+        key.get(i..i + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let u64_at = |i: usize| {
+        key.get(i..i + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
+    let (head, tail) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16,
+            0,
+        ),
+        4..=7 => (u64::from(u32_at(0)), u64::from(u32_at(n - 4))),
+        _ => (u64_at(0), u64_at(n - 8)),
+    };
+    head ^ tail.rotate_left(29) ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// A key containing one of these can never be named by a path, so it is never matched.
@@ -491,7 +526,11 @@ impl<'r> Builder<'r> {
                 .collect();
             member_ids.extend(&anys);
             let child = self.expand(&member_ids, &join(at, name));
-            named.push((Box::<[u8]>::from(name.as_bytes()), child));
+            named.push((
+                Box::<[u8]>::from(name.as_bytes()),
+                fingerprint(name.as_bytes()),
+                child,
+            ));
         }
         let any = (!anys.is_empty()).then(|| self.expand(&anys, &join(at, "*")));
         self.push(Kind::Object(Members::new(named, any)), records.is_some())

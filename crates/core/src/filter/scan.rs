@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use super::compile::{Kind, Members, NodeId};
+use super::compile::{fingerprint, Kind, Members, NodeId};
 use super::transform::{self, Hmac256};
 use super::{Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform};
 use crate::Refusal;
@@ -46,6 +46,8 @@ pub(super) struct Scanner<'a> {
     frames: Vec<Frame>,
     /// Keys of every open object, unescaped; each object's keys are a suffix run.
     keys: Vec<Cow<'a, [u8]>>,
+    /// The [`fingerprint`] of each of `keys`, at the same index.
+    fps: Vec<u64>,
     /// Hash sets of large open objects (`sets[..sets_used]`); the rest are cleared spares.
     sets: Vec<HashSet<Cow<'a, [u8]>>>,
     sets_used: usize,
@@ -195,6 +197,7 @@ impl<'a> Scanner<'a> {
             max_depth,
             frames: Vec::with_capacity(16),
             keys: Vec::with_capacity(64),
+            fps: Vec::with_capacity(64),
             sets: Vec::new(),
             sets_used: 0,
         }
@@ -307,6 +310,7 @@ impl<'a> Scanner<'a> {
         if let Some(frame) = self.frames.pop() {
             if frame.object {
                 self.keys.truncate(frame.key_base);
+                self.fps.truncate(frame.key_base);
                 if frame.set != NONE {
                     if let Some(set) = self.sets.get_mut(frame.set) {
                         set.clear();
@@ -325,13 +329,16 @@ impl<'a> Scanner<'a> {
     }
 
     /// Records a key of the innermost object, refusing duplicates.
-    fn add_key(&mut self, key: Cow<'a, [u8]>, at: usize) -> Result<(), Refusal> {
+    fn add_key(&mut self, key: Cow<'a, [u8]>, fp: u64, at: usize) -> Result<(), Refusal> {
         let Some(frame) = self.frames.last().copied() else {
             return Err(bad("internal error: a key outside an object".into()));
         };
         let duplicate = if frame.set == NONE {
             let seen = &self.keys[frame.key_base..];
-            let duplicate = seen.iter().any(|k| **k == *key);
+            let duplicate = self.fps[frame.key_base..]
+                .iter()
+                .zip(seen)
+                .any(|(&seen_fp, k)| seen_fp == fp && **k == *key);
             if !duplicate && seen.len() >= SMALL_OBJECT {
                 if self.sets_used == self.sets.len() {
                     self.sets.push(HashSet::with_capacity(2 * SMALL_OBJECT));
@@ -356,6 +363,7 @@ impl<'a> Scanner<'a> {
             )));
         }
         self.keys.push(key);
+        self.fps.push(fp);
         if let Some(f) = self.frames.last_mut() {
             f.cur = self.keys.len() - 1;
         }
@@ -537,7 +545,8 @@ impl<'a> Scanner<'a> {
         }
         let start = self.pos;
         let key = self.read_key()?;
-        self.add_key(key, start)?;
+        let fp = fingerprint(&key);
+        self.add_key(key, fp, start)?;
         if EMIT {
             out.extend_from_slice(&self.input[start..self.pos]);
             out.push(b':');
@@ -899,9 +908,10 @@ impl<'a, 'p> Filter<'a, 'p> {
                 let key_start = self.sc.pos;
                 let key = self.sc.read_key()?;
                 let key_end = self.sc.pos;
-                let child = members.lookup(&key);
+                let fp = fingerprint(&key);
+                let child = members.lookup(&key, fp);
                 let is_subject = want_subject && self.program.subject.as_deref() == Some(&*key);
-                self.sc.add_key(key, key_start)?;
+                self.sc.add_key(key, fp, key_start)?;
                 self.sc.skip_ws();
                 self.sc.expect(b':', "`:` after a member name")?;
                 self.sc.skip_ws();

@@ -63,6 +63,7 @@ fn last4(text: &[u8], out: &mut Vec<u8>) {
 
 fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(2 * bytes.len());
     for &b in bytes {
         out.push(HEX[usize::from(b >> 4)]);
         out.push(HEX[usize::from(b & 0x0f)]);
