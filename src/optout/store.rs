@@ -486,11 +486,18 @@ impl OptOutStore {
     /// of customers written.
     pub fn export(&self, format: Format, out: &mut dyn Write) -> Result<u64> {
         let set = self.read()?;
-        let mut entries: Vec<_> = set.iter().collect();
+        // 32 bytes per customer while sorting (an export of 10 M ids holds ~320 MB briefly).
+        let mut entries: Vec<(&str, &[ScopeId])> =
+            set.iter().map(|(id, s)| (id, s.ids())).collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let names = set.interned_scopes();
+        let mut scopes: Vec<&Scope> = Vec::new();
         let mut buf = bulk::export_header(format).to_vec();
-        for (id, scopes) in &entries {
-            bulk::export_record(format, id, scopes.sorted(), &mut buf);
+        for (id, ids) in &entries {
+            scopes.clear();
+            scopes.extend(ids.iter().map(|s| &names[s.index()]));
+            scopes.sort();
+            bulk::export_record(format, id, scopes.iter().copied(), &mut buf);
             if buf.len() >= 1 << 16 {
                 out.write_all(&buf).context("cannot write the export")?;
                 buf.clear();

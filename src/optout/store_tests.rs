@@ -481,3 +481,55 @@ fn a_change_is_visible_to_other_threads_as_soon_as_put_returns() {
     store.put("done", &honoured).unwrap();
     assert!(reader.join().unwrap());
 }
+
+/// Runs `put` in a child process (this test binary again), kills it with SIGKILL after it
+/// acknowledged some changes, and checks that every acknowledged change is there on reopen.
+#[test]
+fn kill_9_keeps_every_acknowledged_change() {
+    use std::io::{BufRead, BufReader};
+    const CHILD: &str = "PARTNER_GATEWAY_OPTOUT_KILL_CHILD";
+    let scopes = sc(&["partner_sharing"]);
+    if let Ok(dir) = std::env::var(CHILD) {
+        let store = OptOutStore::open(Path::new(&dir)).unwrap();
+        for i in 0u64.. {
+            store.put(&format!("c{i}"), &scopes).unwrap();
+            println!("ack {i}");
+        }
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let module = module_path!()
+        .split_once("::")
+        .map_or(module_path!(), |(_, rest)| rest);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            &format!("{module}::kill_9_keeps_every_acknowledged_change"),
+            "--nocapture",
+        ])
+        .env(CHILD, tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut last = None;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            last = Some(n.parse::<u64>().unwrap());
+            if last >= Some(200) {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let last = last.expect("the child acknowledged changes");
+    let store = OptOutStore::open(tmp.path()).unwrap();
+    for i in 0..=last {
+        assert!(
+            store.is_opted_out(&format!("c{i}"), &scopes),
+            "acknowledged c{i} lost"
+        );
+    }
+}
