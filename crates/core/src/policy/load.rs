@@ -5,7 +5,10 @@ Policy validation: the files' wire format ([`super::file`]) → the validated [`
 meaning of every value (addresses, paths, routes, transforms, opt-out rules), then the
 environment (secrets; skipped in check mode), then the filter programs. It never stops at the
 first mistake: every problem in every file comes back as a [`Diagnostic`] `FILE:LINE: message`,
-sorted by file and line. The core does no I/O: the shell reads the directory into a
+sorted by file and line (problems on one line keep the order they were found in). Only the
+filter-program layer waits: a route whose own paths, transforms or records do not parse is
+compiled once they are fixed, so its compile errors never repeat a mistake already reported.
+The core does no I/O: the shell reads the directory into a
 [`PolicySource`] and hands the process environment in through [`Env`].
 
 Choices where DESIGN.md is silent:
