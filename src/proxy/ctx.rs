@@ -20,6 +20,8 @@ pub struct RequestCtx {
     pub filter_time: Option<Duration>,
     /// `connect`, `timeout` or `protocol`, when talking to the partner failed.
     pub upstream_error: Option<&'static str>,
+    /// Set once the request is in the metrics.
+    pub counted: bool,
 }
 
 impl RequestCtx {
@@ -33,6 +35,7 @@ impl RequestCtx {
             report: None,
             filter_time: None,
             upstream_error: None,
+            counted: false,
         }
     }
 }

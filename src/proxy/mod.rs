@@ -39,7 +39,7 @@ impl PartnerProxy {
     }
 
     /// Decides and, if allowed, forwards. Every `Err` is a refusal still to be answered.
-    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(ResponseHeader, Bytes), Refusal> {
         let active = self.gateway.active();
         let policy = &active.policy;
         let req = session.req_header();
@@ -77,26 +77,27 @@ impl PartnerProxy {
                 ctx.upstream_error = Some(failure.kind);
                 failure.refusal
             })?;
-        ctx.status = response.status.as_u16();
         let mut header = response.header;
         if let Some(dropped) = ctx.report.as_ref().map(|r| r.records_dropped).filter(|n| *n > 0) {
             // Tells the caller why the partner saw fewer records than it sent.
             let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
         }
-        session
-            .write_response_header(Box::new(header), false)
-            .await
-            .map_err(|e| Refusal::UpstreamError(format!("writing the response failed: {e}")))?;
-        session
-            .write_response_body(Some(response.body), true)
-            .await
-            .map_err(|e| Refusal::UpstreamError(format!("writing the response failed: {e}")))?;
-        Ok(())
+        Ok((header, response.body))
+    }
+
+    /// Relays the partner's answer to the caller.
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, header: ResponseHeader, body: Bytes) {
+        ctx.status = header.status.as_u16();
+        self.record(ctx);
+        if session.write_response_header(Box::new(header), false).await.is_ok() {
+            let _ = session.write_response_body(Some(body), true).await;
+        }
     }
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) {
         ctx.status = refusal.status();
         ctx.refused = Some(refusal.code());
+        self.record(ctx);
         let body = refusal.to_json();
         let mut resp = match ResponseHeader::build(refusal.status(), Some(4)) {
             Ok(resp) => resp,
@@ -165,8 +166,9 @@ impl ProxyHttp for PartnerProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        if let Err(refusal) = self.handle(session, ctx).await {
-            self.refuse(session, ctx, &refusal).await;
+        match self.handle(session, ctx).await {
+            Ok((header, body)) => self.respond(session, ctx, header, body).await,
+            Err(refusal) => self.refuse(session, ctx, &refusal).await,
         }
         // Always answered here: pingora's own upstream phases are never used.
         Ok(true)
@@ -198,6 +200,18 @@ impl ProxyHttp for PartnerProxy {
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        // Requests answered by this proxy were counted before the answer went out (so a caller
+        // that reads /metrics right after its answer sees them); this catches the rest.
+        self.record(ctx);
+    }
+}
+
+impl PartnerProxy {
+    /// Counts one answered request, once.
+    fn record(&self, ctx: &mut RequestCtx) {
+        if std::mem::replace(&mut ctx.counted, true) {
+            return;
+        }
         let m = &self.gateway.metrics;
         let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
         let status = ctx.status.to_string();

@@ -3,7 +3,6 @@
 use bytes::{Bytes, BytesMut};
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::Refusal;
-use http::StatusCode;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -22,7 +21,6 @@ pub struct UpstreamClient {
 }
 
 pub struct UpstreamResponse {
-    pub status: StatusCode,
     pub header: ResponseHeader,
     pub body: Bytes,
 }
@@ -70,7 +68,6 @@ impl UpstreamClient {
         outgoing: Outgoing,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
         let partner = &target.partner;
-        let fail = |e: Box<Error>| UpstreamFailure::from_error(&partner.id, &e);
         let timeout = active.policy.gateway.limits.upstream_timeout;
 
         let header = self.request_header(active, target, method, caller, &outgoing).map_err(|refusal| UpstreamFailure {
@@ -85,10 +82,36 @@ impl UpstreamClient {
         peer.options.read_timeout = Some(timeout);
         peer.options.write_timeout = Some(timeout);
 
-        let (mut http, _reused) = self.connector.get_http_session(&peer).await.map_err(fail)?;
+        let exchange = self.exchange(&peer, header, outgoing.body, &partner.id);
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamFailure {
+                kind: "timeout",
+                refusal: Refusal::UpstreamTimeout(format!(
+                    "partner {:?} did not answer within {} ms",
+                    partner.id,
+                    timeout.as_millis()
+                )),
+            }),
+        }
+    }
+
+    /// Connect, send, and read the whole answer; bounded by the caller's deadline.
+    async fn exchange(
+        &self,
+        peer: &HttpPeer,
+        header: RequestHeader,
+        body: Vec<u8>,
+        partner: &str,
+    ) -> Result<UpstreamResponse, UpstreamFailure> {
+        let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
+        let timeout = peer.options.read_timeout;
+        let (mut http, _reused) = self.connector.get_http_session(peer).await.map_err(fail)?;
+        http.set_read_timeout(timeout);
+        http.set_write_timeout(timeout);
         http.write_request_header(Box::new(header)).await.map_err(fail)?;
-        if !outgoing.body.is_empty() {
-            http.write_request_body(Bytes::from(outgoing.body), true).await.map_err(fail)?;
+        if !body.is_empty() {
+            http.write_request_body(Bytes::from(body), true).await.map_err(fail)?;
         }
         http.finish_request_body().await.map_err(fail)?;
         http.read_response_header().await.map_err(fail)?;
@@ -102,13 +125,13 @@ impl UpstreamClient {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(UpstreamFailure {
                     kind: "protocol",
-                    refusal: Refusal::UpstreamError(format!("partner {:?} answered with more than {MAX_RESPONSE_BYTES} bytes", partner.id)),
+                    refusal: Refusal::UpstreamError(format!("partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes")),
                 });
             }
             body.extend_from_slice(&chunk);
         }
         if http.response_done() {
-            self.connector.release_http_session(http, &peer, Some(timeout)).await;
+            self.connector.release_http_session(http, peer, timeout).await;
         }
 
         let status = partner_header.status;
@@ -119,7 +142,7 @@ impl UpstreamClient {
             }
         }
         let _ = header.insert_header("content-length", body.len().to_string());
-        Ok(UpstreamResponse { status, header, body: body.freeze() })
+        Ok(UpstreamResponse { header, body: body.freeze() })
     }
 
     /// The request line and headers the partner receives: the allowed caller headers, then the
