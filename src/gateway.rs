@@ -6,36 +6,201 @@ listener and the reload watcher.
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use anyhow::Context;
+use gateway_core::callers::{AuthError, CallerKeys, CallerVerifier};
 use gateway_core::optout::OptOutSource;
-use gateway_core::plan::OptOuts;
+use gateway_core::plan::{OptOuts, Target};
 use gateway_core::policy::{Env, Partner, Policy};
+use gateway_core::tagging::{
+    DataUseTag, Jwks, TokenInput, TokenSigner, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER, MAX_TTL_SECS,
+};
 use gateway_core::Refusal;
 
+use crate::loader;
 use crate::metrics::Metrics;
+use crate::optout::OptOutStore;
+
+/// How callers are authenticated under the active policy.
+enum CallerAuth {
+    Verify(CallerVerifier),
+    /// `allow_unauthenticated: true`, local development only (logged loudly at start).
+    Unauthenticated,
+}
+
+/// The `sub` the data-use token names when the policy lets callers in unauthenticated.
+pub const UNAUTHENTICATED_SUB: &str = "unauthenticated";
 
 /// Everything built from one policy load: swapped as a unit so a request never sees half of two policies.
 pub struct Active {
     pub policy: Arc<Policy>,
+    callers: CallerAuth,
+    signer: Option<TokenSigner>,
+    jwks: Vec<u8>,
 }
 
 impl Active {
-    /// Builds the runtime pieces a validated policy names (keys, credentials).
+    /// Builds the runtime pieces a validated policy names: the callers' keys, the data-use
+    /// signing key and the JWKS. Any unreadable or unusable key stops the load.
     pub fn build(policy: Policy, _env: &dyn Env) -> anyhow::Result<Active> {
-        Ok(Active { policy: Arc::new(policy) })
+        let gw = &policy.gateway;
+        let callers = match &gw.callers {
+            Some(c) if c.allow_unauthenticated => {
+                log::warn!("callers.allow_unauthenticated is set: ANY local process may send customer data through this gateway (local development only)");
+                CallerAuth::Unauthenticated
+            }
+            Some(c) => {
+                let mut keys = if c.keys.as_os_str().is_empty() {
+                    CallerKeys::new()
+                } else {
+                    CallerKeys::parse(&loader::read_named_file(&c.keys, "callers.keys")?)
+                        .with_context(|| format!("callers.keys {}", c.keys.display()))?
+                };
+                if let Some(secret) = &c.hs256_secret {
+                    keys.add_hs256_secret(None, secret)
+                        .context("callers HS256 secret")?;
+                }
+                let verifier =
+                    CallerVerifier::new(keys, &c.issuer, &c.audience, c.groups_claim.clone())
+                        .context("callers: no usable verification key")?;
+                log::info!("caller keys: {}", verifier.keys().describe().join(", "));
+                CallerAuth::Verify(verifier)
+            }
+            None => anyhow::bail!("gateway.yaml has no `callers` section"),
+        };
+        let (signer, jwks) = match &gw.signing {
+            Some(s) => {
+                let pem = loader::read_named_file(&s.key, "signing.key")?;
+                let signer = TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
+                    .with_context(|| format!("signing.key {}", s.key.display()))?;
+                let mut jwks = Jwks::new(&signer);
+                for path in &s.publish {
+                    let kid = path
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.split('.').next())
+                        .unwrap_or("published");
+                    jwks.publish_file(&loader::read_named_file(path, "signing.publish")?, kid)
+                        .with_context(|| format!("signing.publish {}", path.display()))?;
+                }
+                (Some(signer), jwks.to_json().into_bytes())
+            }
+            None => {
+                log::warn!("gateway.yaml has no `signing` section: forwarded requests carry no data-use token");
+                (None, br#"{"keys":[]}"#.to_vec())
+            }
+        };
+        Ok(Active {
+            policy: Arc::new(policy),
+            callers,
+            signer,
+            jwks,
+        })
     }
 
-    /// Authenticates the caller; returns the caller's `sub` (or `None` when the policy allows
-    /// unauthenticated local development).
-    pub fn authenticate(&self, _partner: &Partner, _authorization: Option<&str>) -> Result<Option<String>, Refusal> {
-        Ok(None)
+    /// Authenticates the caller from its `Authorization` header(s) and checks it may use
+    /// `partner`. Returns the caller's `sub`. On 401 the error carries the `WWW-Authenticate` value.
+    pub fn authenticate(
+        &self,
+        partner: &Partner,
+        authorization: &[&str],
+    ) -> Result<String, (Refusal, Option<String>)> {
+        let verifier = match &self.callers {
+            CallerAuth::Unauthenticated => return Ok(UNAUTHENTICATED_SUB.to_string()),
+            CallerAuth::Verify(verifier) => verifier,
+        };
+        let result = match authorization {
+            [] => verifier.verify(None, now_unix()),
+            [one] => verifier.verify(Some(one), now_unix()),
+            _ => Err(AuthError::MalformedHeader),
+        };
+        let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
+        if caller.may_use(&partner.allowed_callers) {
+            Ok(caller.sub)
+        } else {
+            Err((
+                Refusal::CallerNotAllowed(format!(
+                    "caller {:?} may not send to partner {:?}",
+                    caller.sub, partner.id
+                )),
+                None,
+            ))
+        }
     }
+
+    /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
+    pub fn authorize(&self, partner: &Partner, sub: &str) -> Result<(), Refusal> {
+        if partner.allowed_callers.iter().any(|c| c == sub) {
+            Ok(())
+        } else {
+            Err(Refusal::CallerNotAllowed(format!(
+                "caller {sub:?} may not send to partner {:?}",
+                partner.id
+            )))
+        }
+    }
+
+    /// The `ohsoft-data-use` tag and the signed data-use token for one forwarded body.
+    pub fn data_use_headers(
+        &self,
+        target: &Target,
+        caller: &str,
+        body: &[u8],
+        legal_basis: Option<&str>,
+    ) -> Result<Vec<(String, String)>, Refusal> {
+        let partner = &target.partner;
+        let use_ = partner.kind.data_use();
+        let tag = DataUseTag {
+            use_,
+            purpose: &partner.purpose,
+            policy_version: &self.policy.version,
+            legal_basis,
+        };
+        let tag = tag
+            .to_header_value()
+            .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+        let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
+        if let Some(signer) = &self.signer {
+            let jti = crate::cli::token::new_jti()
+                .map_err(|e| Refusal::UpstreamError(format!("cannot draw a token id: {e:#}")))?;
+            let input = TokenInput {
+                aud: &partner.id,
+                sub: caller,
+                use_,
+                purpose: &partner.purpose,
+                policy_version: &self.policy.version,
+                body,
+                legal_basis,
+                now_unix: now_unix(),
+                ttl_secs: MAX_TTL_SECS,
+                jti: &jti,
+            };
+            let token = signer.sign(&input).map_err(|e| {
+                Refusal::UpstreamError(format!("cannot sign the data-use token: {e}"))
+            })?;
+            headers.push((DATA_USE_TOKEN_HEADER.to_string(), token));
+        }
+        Ok(headers)
+    }
+
+    /// The JWKS document with the public keys of data-use tokens.
+    pub fn jwks(&self) -> Vec<u8> {
+        self.jwks.clone()
+    }
+}
+
+/// Seconds since the epoch (0 if the clock is before 1970, which makes every token expired).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub struct Gateway {
     active: RwLock<Arc<Active>>,
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
-    optouts: RwLock<Option<Arc<dyn OptOutSource>>>,
+    optouts: RwLock<Option<Arc<OptOutStore>>>,
 }
 
 impl Gateway {
@@ -69,26 +234,52 @@ impl Gateway {
         *guard = Arc::new(active);
     }
 
-    pub fn set_optouts(&self, source: Arc<dyn OptOutSource>) {
+    pub fn set_optouts(&self, store: Arc<OptOutStore>) {
         let mut guard = match self.optouts.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *guard = Some(source);
+        *guard = Some(store);
+        drop(guard);
+        self.refresh_optout_gauge();
     }
 
-    /// The opt-out source, if loaded.
-    pub fn optout_source(&self) -> Option<Arc<dyn OptOutSource>> {
+    /// The opt-out store, if loaded.
+    pub fn optout_store(&self) -> Option<Arc<OptOutStore>> {
         match self.optouts.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
+    /// The opt-out store as the request path asks it.
+    pub fn optout_source(&self) -> Option<Arc<dyn OptOutSource>> {
+        self.optout_store().map(|s| s as Arc<dyn OptOutSource>)
+    }
+
+    /// Sets `partner_gateway_optouts{scope}` from the store's counters.
+    pub fn refresh_optout_gauge(&self) {
+        if let Some(store) = self.optout_store() {
+            if let Ok(counts) = store.count_by_scope() {
+                self.metrics.optouts.reset();
+                for (scope, count) in counts {
+                    self.metrics
+                        .optouts
+                        .with_label_values(&[scope.as_str()])
+                        .set(count as i64);
+                }
+            }
+        }
+    }
+
     /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out store too.
     pub fn ready(&self) -> Result<(), String> {
         let active = self.active();
-        let needs_optouts = active.policy.partners.values().any(|p| !p.honor_optouts.is_empty());
+        let needs_optouts = active
+            .policy
+            .partners
+            .values()
+            .any(|p| !p.honor_optouts.is_empty());
         if needs_optouts && self.optout_source().is_none() {
             return Err("opt-out data is not loaded".into());
         }
@@ -104,67 +295,52 @@ pub fn optouts_view(source: &Option<Arc<dyn OptOutSource>>) -> OptOuts<'_> {
     }
 }
 
-/// The challenge sent with every 401.
+/// The challenge sent with a 401 when the verifier gave none.
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"partner-gateway\"";
 
-impl Active {
-    /// The `ohsoft-data-use` tag and signed token for one forwarded body.
-    pub fn data_use_headers(
-        &self,
-        target: &gateway_core::plan::Target,
-        _caller: Option<&str>,
-        _body: &[u8],
-    ) -> Result<Vec<(String, String)>, Refusal> {
-        let partner = &target.partner;
-        let tag = format!(
-            "use=\"{}\", purpose=\"{}\", policy=\"{}\"",
-            partner.kind.data_use(),
-            partner.purpose,
-            self.policy.version
-        );
-        Ok(vec![("ohsoft-data-use".to_string(), tag)])
-    }
-}
-
-impl Active {
-    /// The JWKS document with the public keys of data-use tokens.
-    pub fn jwks(&self) -> Vec<u8> {
-        br#"{"keys":[]}"#.to_vec()
-    }
-}
-
-impl Active {
-    /// Whether the authenticated caller `sub` may send to `partner`.
-    pub fn authorize(&self, partner: &Partner, sub: &str) -> Result<(), Refusal> {
-        if partner.allowed_callers.iter().any(|c| c == sub) {
-            Ok(())
-        } else {
-            Err(Refusal::CallerNotAllowed(format!("caller {sub:?} may not send to partner {:?}", partner.id)))
+/// Opens the opt-out store read-only, for commands that run beside the server (`explain`).
+pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
+    let config = policy.gateway.optouts.as_ref()?;
+    match OptOutStore::open_read_only(&config.path) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(e) => {
+            log::warn!("opt-out data not loaded: {e:#}");
+            None
         }
     }
 }
 
-/// Opens the opt-out store the policy names, for commands that run without the server.
-pub fn open_optout_source(_policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
-    None
-}
+/// How often an opt-out store that would not open is tried again.
+const OPTOUT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens the opt-out store the policy names and makes it the gateway's opt-out source.
-pub fn open_optouts_into(_gateway: &Gateway) -> anyhow::Result<()> {
-    Ok(())
-}
-
-/// Opts `customer` out of partner sharing (the demo's example customer).
-pub fn demo_opt_out(_gateway: &Gateway, _customer: &str) -> anyhow::Result<()> {
-    Ok(())
-}
-
-/// A caller token for the demo, signed with the demo caller key.
-pub fn demo_caller_token(_gateway: &Gateway, _caller: &str) -> anyhow::Result<Option<String>> {
-    Ok(None)
-}
-
-/// Verifies a data-use token against the live JWKS and the body the partner received.
-pub fn demo_verify_token(_admin: std::net::SocketAddr, _token: &str, _body: &[u8]) -> anyhow::Result<()> {
-    Ok(())
+/// Opens the opt-out store the policy names and makes it the gateway's opt-out source. If it
+/// cannot be opened, the gateway stays not-ready for opt-out routes (503) and a background
+/// thread keeps trying; everything else serves meanwhile.
+pub fn open_optouts_into(gateway: &Arc<Gateway>) -> anyhow::Result<()> {
+    let Some(config) = gateway.active().policy.gateway.optouts.clone() else {
+        return Ok(());
+    };
+    match OptOutStore::open(&config.path) {
+        Ok(store) => {
+            gateway.set_optouts(Arc::new(store));
+            Ok(())
+        }
+        Err(e) => {
+            let error = e.context(format!("opt-out store {}", config.path.display()));
+            log::error!("{error:#}: routes that honour opt-outs answer 503 until it opens");
+            let gateway = gateway.clone();
+            std::thread::spawn(move || loop {
+                std::thread::sleep(OPTOUT_RETRY);
+                match OptOutStore::open(&config.path) {
+                    Ok(store) => {
+                        log::info!("opt-out store {} is open", config.path.display());
+                        gateway.set_optouts(Arc::new(store));
+                        return;
+                    }
+                    Err(e) => log::debug!("opt-out store still not open: {e:#}"),
+                }
+            });
+            Err(error)
+        }
+    }
 }

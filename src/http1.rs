@@ -17,7 +17,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -27,8 +30,15 @@ impl Response {
 
 /// Sends `METHOD target` with the given headers and body (`content-length` added when a body is
 /// given, `host` and `connection: close` always).
-pub fn send(addr: &str, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> io::Result<Response> {
-    let mut raw = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n").into_bytes();
+pub fn send(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> io::Result<Response> {
+    let mut raw =
+        format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n").into_bytes();
     for (name, value) in headers {
         raw.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
@@ -71,7 +81,9 @@ fn read_response(stream: TcpStream) -> io::Result<Response> {
         if trimmed.is_empty() {
             break;
         }
-        let (name, value) = trimmed.split_once(':').ok_or_else(|| bad("bad header line"))?;
+        let (name, value) = trimmed
+            .split_once(':')
+            .ok_or_else(|| bad("bad header line"))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
     let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
@@ -98,5 +110,9 @@ fn read_response(stream: TcpStream) -> io::Result<Response> {
     } else if status != 204 && status != 304 {
         reader.read_to_end(&mut body)?;
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }

@@ -32,8 +32,15 @@ pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
         std::fs::read_to_string(dir.join(relative))
-            .map(|text| SourceFile { path: shown.clone(), text })
-            .map_err(|e| Diagnostic { file: shown, line: 1, message: format!("cannot read file: {e}") })
+            .map(|text| SourceFile {
+                path: shown.clone(),
+                text,
+            })
+            .map_err(|e| Diagnostic {
+                file: shown,
+                line: 1,
+                message: format!("cannot read file: {e}"),
+            })
     };
     let mut errors = Vec::new();
     let gateway = read("gateway.yaml").map_err(|e| errors.push(e)).ok();
@@ -61,7 +68,11 @@ pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
         }
     }
     match gateway {
-        Some(gateway) if errors.is_empty() => Ok(PolicySource { dir: dir.to_path_buf(), gateway, partners }),
+        Some(gateway) if errors.is_empty() => Ok(PolicySource {
+            dir: dir.to_path_buf(),
+            gateway,
+            partners,
+        }),
         _ => Err(errors),
     }
 }

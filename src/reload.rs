@@ -43,16 +43,27 @@ pub fn reload(gateway: &Gateway) -> bool {
             let old = gateway.active();
             let (old_gw, new_gw) = (&old.policy.gateway, &active.policy.gateway);
             if old_gw.listen != new_gw.listen || old_gw.admin_listen != new_gw.admin_listen {
-                log::warn!("listen addresses changed in {}: they take effect at the next restart", dir.display());
+                log::warn!(
+                    "listen addresses changed in {}: they take effect at the next restart",
+                    dir.display()
+                );
             }
             log::info!("policy reloaded: version {}", active.policy.version);
             gateway.replace_active(active);
-            gateway.metrics.policy_reloads.with_label_values(&["ok"]).inc();
+            gateway
+                .metrics
+                .policy_reloads
+                .with_label_values(&["ok"])
+                .inc();
             true
         }
         Err(e) => {
             log::error!("policy reload rejected, the previous policy keeps serving: {e:#}");
-            gateway.metrics.policy_reloads.with_label_values(&["error"]).inc();
+            gateway
+                .metrics
+                .policy_reloads
+                .with_label_values(&["error"])
+                .inc();
             false
         }
     }

@@ -12,6 +12,8 @@ use pingora::protocols::http::ServerSession;
 
 use crate::gateway::Gateway;
 
+pub mod optouts;
+
 /// Largest admin request body (an opt-out change is a few hundred bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
@@ -24,18 +26,64 @@ impl AdminApp {
         AdminApp { gateway }
     }
 
-    fn route(&self, method: &str, path: &str, _authorization: Option<&str>, _body: &[u8]) -> (u16, &'static str, Vec<u8>) {
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> (u16, &'static str, Vec<u8>) {
+        if path == "/optouts" || path.starts_with("/optouts/") {
+            let active = self.gateway.active();
+            let env_name = active
+                .policy
+                .gateway
+                .admin_token_env
+                .as_deref()
+                .unwrap_or("admin_token_env");
+            let token = active
+                .policy
+                .gateway
+                .admin_token_env
+                .as_deref()
+                .and_then(|name| std::env::var(name).ok());
+            let store = self.gateway.optout_store();
+            let response = optouts::handle(
+                store.as_deref(),
+                token.as_deref(),
+                env_name,
+                method,
+                path,
+                authorization,
+                body,
+            );
+            if response.status == 200 && method != "GET" {
+                self.gateway.refresh_optout_gauge();
+            }
+            let status = if response.www_authenticate {
+                401
+            } else {
+                response.status
+            };
+            return (status, JSON, response.body);
+        }
         match (method, path) {
-            ("GET", "/metrics") => (200, "text/plain; version=0.0.4", self.gateway.metrics.render()),
+            ("GET", "/metrics") => (
+                200,
+                "text/plain; version=0.0.4",
+                self.gateway.metrics.render(),
+            ),
             ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
             ("GET", "/readyz") => match self.gateway.ready() {
                 Ok(()) => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
                 Err(why) => (503, JSON, json_error("not_ready", &why)),
             },
             ("GET", "/.well-known/jwks.json") => (200, JSON, self.gateway.active().jwks()),
-            (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => {
-                (405, JSON, json_error("method_not_allowed", "only GET is allowed here"))
-            }
+            (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
+                405,
+                JSON,
+                json_error("method_not_allowed", "only GET is allowed here"),
+            ),
             _ => (404, JSON, json_error("not_found", "no such admin endpoint")),
         }
     }
@@ -51,7 +99,9 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ADMIN_BODY => body.extend_from_slice(&chunk),
+            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ADMIN_BODY => {
+                body.extend_from_slice(&chunk)
+            }
             Ok(Some(_)) | Err(_) => return Err(()),
             Ok(None) => return Ok(body),
         }
@@ -64,10 +114,21 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         let path = req.uri.path().to_string();
-        let authorization = req.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let authorization = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let (status, content_type, body) = match read_body(session).await {
             Ok(body) => self.route(&method, &path, authorization.as_deref(), &body),
-            Err(()) => (413, JSON, json_error("body_too_large", "admin request bodies are limited to 64 KiB")),
+            Err(()) => (
+                413,
+                JSON,
+                json_error(
+                    "body_too_large",
+                    "admin request bodies are limited to 64 KiB",
+                ),
+            ),
         };
         let mut builder = Response::builder()
             .status(status)
@@ -76,6 +137,8 @@ impl ServeHttp for AdminApp {
         if status == 401 {
             builder = builder.header("www-authenticate", crate::gateway::WWW_AUTHENTICATE);
         }
-        builder.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+        builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }

@@ -8,7 +8,10 @@ pub fn run(dir: &Path) -> ExitCode {
     match loader::load(dir, None) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
-                eprintln!("{}:{}: warning: {}", warning.file, warning.line, warning.message);
+                eprintln!(
+                    "{}:{}: warning: {}",
+                    warning.file, warning.line, warning.message
+                );
             }
             let policy = &loaded.policy;
             let routes: usize = policy.partners.values().map(|p| p.routes.len()).sum();

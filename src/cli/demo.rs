@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use gateway_core::optout::Scope;
 use gateway_core::policy::{self, Env, Upstream};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cli::mock_partner::{self, MockPartner};
-use crate::cli::serve;
+use crate::cli::{serve, token};
 use crate::gateway::{Active, Gateway};
 use crate::http1;
 use crate::loader;
@@ -42,9 +43,15 @@ struct DemoEnv;
 
 impl Env for DemoEnv {
     fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().or_else(|| Some(format!("demo-only-{}", name.to_ascii_lowercase())))
+        std::env::var(name)
+            .ok()
+            .or_else(|| Some(format!("demo-only-{}", name.to_ascii_lowercase())))
     }
 }
+
+/// The demo caller key (DEMO ONLY, see certs/README.md) and its kid in certs/callers.jwks.json.
+const DEMO_CALLER_KEY: &str = "certs/callers-demo.pem";
+const DEMO_CALLER_KID: &str = "callers-demo-1";
 
 /// The customer the demo opts out of partner sharing.
 const OPTED_OUT_CUSTOMER: &str = "c-1002";
@@ -67,7 +74,8 @@ fn wait_for(addr: SocketAddr) -> anyhow::Result<()> {
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let source = loader::read_policy_dir(dir).map_err(|d| loader::diagnostics_error(&d))?;
-    let loaded = policy::load(&source, Some(&DemoEnv)).map_err(|d| loader::diagnostics_error(&d))?;
+    let loaded =
+        policy::load(&source, Some(&DemoEnv)).map_err(|d| loader::diagnostics_error(&d))?;
     let mut policy = loaded.policy;
 
     // Everything on free loopback ports, the opt-out store in a scratch directory.
@@ -83,14 +91,25 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     for (id, partner) in policy.partners.iter_mut() {
         let addr = free_port()?;
         let partner = Arc::get_mut(partner).context("policy is shared before the demo starts")?;
-        partner.upstream = Upstream { tls: false, host: addr.ip().to_string(), port: addr.port() };
+        partner.upstream = Upstream {
+            tls: false,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
         mocks.push((id.clone(), addr, MockPartner::new(id, Duration::ZERO)));
     }
 
     let active = Active::build(policy, &DemoEnv)?;
     let gateway = Arc::new(Gateway::new(active, dir));
     crate::gateway::open_optouts_into(&gateway).context("cannot open the demo opt-out store")?;
-    crate::gateway::demo_opt_out(&gateway, OPTED_OUT_CUSTOMER)?;
+    let store = gateway
+        .optout_store()
+        .context("the demo opt-out store is not open")?;
+    store.put(
+        OPTED_OUT_CUSTOMER,
+        &[Scope::parse(Scope::PARTNER_SHARING).map_err(anyhow::Error::msg)?],
+    )?;
+    gateway.refresh_optout_gauge();
 
     let mut server = serve::new_server()?;
     for (_, addr, mock) in &mocks {
@@ -104,7 +123,10 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         wait_for(*addr)?;
     }
 
-    println!("partner-gateway demo: gateway on {gateway_addr}, admin on {admin_addr}, policy {}", dir.display());
+    println!(
+        "partner-gateway demo: gateway on {gateway_addr}, admin on {admin_addr}, policy {}",
+        dir.display()
+    );
     println!("customer {OPTED_OUT_CUSTOMER:?} has opted out of partner_sharing\n");
 
     let manifest_path = dir.join("examples/requests.yaml");
@@ -147,14 +169,17 @@ fn show_sample(
         None => Vec::new(),
     };
     let token = match &sample.caller {
-        Some(caller) => crate::gateway::demo_caller_token(gateway, caller)?,
+        Some(caller) => demo_caller_token(dir, gateway, caller)?,
         None => None,
     };
     let mut headers: Vec<(&str, &str)> = vec![
         ("content-type", "application/json"),
         // What a browser-facing system might carry along: none of it may reach a partner.
         ("cookie", "ohsoft_session=8f14e45f"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) OhSoftWeb/3.1"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) OhSoftWeb/3.1",
+        ),
         ("x-forwarded-for", "203.0.113.7"),
         ("referer", "https://shop.ohsoft.example/checkout"),
     ];
@@ -166,10 +191,19 @@ fn show_sample(
         headers.push((name, value));
     }
     let target = format!("/{}{}", sample.partner, sample.path);
-    let response = http1::send(&gateway_addr.to_string(), &sample.method, &target, &headers, Some(&body).filter(|b| !b.is_empty()).map(|b| b.as_slice()))
-        .with_context(|| format!("sending {} {target}", sample.method))?;
+    let response = http1::send(
+        &gateway_addr.to_string(),
+        &sample.method,
+        &target,
+        &headers,
+        Some(&body).filter(|b| !b.is_empty()).map(|b| b.as_slice()),
+    )
+    .with_context(|| format!("sending {} {target}", sample.method))?;
 
-    println!("━━━ {} {} → partner {:?}: HTTP {}", sample.method, target, sample.partner, response.status);
+    println!(
+        "━━━ {} {} → partner {:?}: HTTP {}",
+        sample.method, target, sample.partner, response.status
+    );
     let received = response.json();
     let Some(record) = received.get("received") else {
         println!("refused: {}\n", String::from_utf8_lossy(&response.body));
@@ -178,7 +212,12 @@ fn show_sample(
     let sent_pretty = pretty(&body);
     let received_body = record.get("body").and_then(Value::as_str).unwrap_or("");
     let received_pretty = pretty(received_body.as_bytes());
-    side_by_side("OhSoft sent", &sent_pretty, &format!("{} received", sample.partner), &received_pretty);
+    side_by_side(
+        "OhSoft sent",
+        &sent_pretty,
+        &format!("{} received", sample.partner),
+        &received_pretty,
+    );
 
     if let Some(dropped) = response.header("ohsoft-records-dropped") {
         println!("  records dropped (opted out): {dropped}");
@@ -188,13 +227,21 @@ fn show_sample(
         .and_then(Value::as_array)
         .map(|hs| {
             hs.iter()
-                .filter_map(|h| Some((h.get(0)?.as_str()?.to_string(), h.get(1)?.as_str()?.to_string())))
+                .filter_map(|h| {
+                    Some((
+                        h.get(0)?.as_str()?.to_string(),
+                        h.get(1)?.as_str()?.to_string(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default();
     println!("  headers the partner received:");
     for (name, value) in &partner_headers {
-        let shown = if name == "ohsoft-data-use-token" || name == "authorization" || name.contains("api-key") {
+        let shown = if name == "ohsoft-data-use-token"
+            || name == "authorization"
+            || name.contains("api-key")
+        {
             format!("{}…", value.chars().take(24).collect::<String>())
         } else {
             value.clone()
@@ -207,8 +254,27 @@ fn show_sample(
             return Ok(false);
         }
     }
-    if let Some((_, token)) = partner_headers.iter().find(|(n, _)| n == "ohsoft-data-use-token") {
-        crate::gateway::demo_verify_token(admin_addr, token, received_body.as_bytes())?;
+    if let Some((_, token)) = partner_headers
+        .iter()
+        .find(|(n, _)| n == "ohsoft-data-use-token")
+    {
+        let jwks_url = format!("http://{admin_addr}/.well-known/jwks.json");
+        let claims = token::verify(&jwks_url, None, token)?;
+        let digest_ok =
+            claims["body_sha256"] == gateway_core::tagging::body_sha256(received_body.as_bytes());
+        println!(
+            "  data-use token verified against {jwks_url}: use={}, sub={}, body_sha256 {}",
+            claims["use"],
+            claims["sub"],
+            if digest_ok {
+                "matches the body received"
+            } else {
+                "DOES NOT MATCH"
+            }
+        );
+        if !digest_ok {
+            return Ok(false);
+        }
     }
     println!();
     Ok(true)
@@ -220,14 +286,61 @@ fn show_refusals(gateway_addr: SocketAddr) -> anyhow::Result<()> {
     let cases: [(&str, &str, &[u8]); 3] = [
         ("POST", "/no-such-partner/v1/x", b"{}"),
         ("POST", "/acme-ship/v1/shipments/../admin", b"{}"),
-        ("POST", "/acme-ship/v1/shipments", b"{\"order_id\": 1, \"order_id\": 2}"),
+        (
+            "POST",
+            "/acme-ship/v1/shipments",
+            b"{\"order_id\": 1, \"order_id\": 2}",
+        ),
     ];
     for (method, target, body) in cases {
-        let response = http1::send(&gateway_addr.to_string(), method, target, &[("content-type", "application/json")], Some(body))?;
-        println!("  {method} {target} → {} {}", response.status, String::from_utf8_lossy(&response.body));
+        let response = http1::send(
+            &gateway_addr.to_string(),
+            method,
+            target,
+            &[("content-type", "application/json")],
+            Some(body),
+        )?;
+        println!(
+            "  {method} {target} → {} {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        );
     }
     println!();
     Ok(())
+}
+
+/// A caller token for `caller`, signed with the demo caller key next to the policy's callers keys.
+fn demo_caller_token(
+    dir: &Path,
+    gateway: &Gateway,
+    caller: &str,
+) -> anyhow::Result<Option<String>> {
+    let active = gateway.active();
+    let Some(callers) = active
+        .policy
+        .gateway
+        .callers
+        .as_ref()
+        .filter(|c| !c.allow_unauthenticated)
+    else {
+        return Ok(None);
+    };
+    let base = dir
+        .canonicalize()?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let key = base.join(DEMO_CALLER_KEY);
+    token::mint(
+        &key,
+        caller,
+        Duration::from_secs(300),
+        &callers.issuer,
+        &callers.audience,
+        Some(DEMO_CALLER_KID),
+    )
+    .map(Some)
 }
 
 fn pretty(body: &[u8]) -> Vec<String> {
@@ -235,7 +348,11 @@ fn pretty(body: &[u8]) -> Vec<String> {
         return vec!["(no body)".to_string()];
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default().lines().map(str::to_string).collect(),
+        Ok(v) => serde_json::to_string_pretty(&v)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect(),
         Err(_) => vec![String::from_utf8_lossy(body).into_owned()],
     }
 }

@@ -50,15 +50,31 @@ pub fn run(
         if let Some(caller) = caller {
             active.authorize(&target.partner, caller)?;
         }
-        let incoming = Incoming { query, headers: &headers, body: &body };
-        let outgoing = plan::plan(&target, &incoming, &active.policy.gateway.limits, optouts_view(&optouts), true)?;
+        let incoming = Incoming {
+            query,
+            headers: &headers,
+            body: &body,
+        };
+        let outgoing = plan::plan(
+            &target,
+            &incoming,
+            &active.policy.gateway.limits,
+            optouts_view(&optouts),
+            true,
+        )?;
         Ok((target, outgoing))
     })();
 
     let mut err = std::io::stderr().lock();
     match decision {
         Err(refusal) => {
-            writeln!(err, "refused: {} {} ({})", refusal.status(), refusal.code(), refusal.message())?;
+            writeln!(
+                err,
+                "refused: {} {} ({})",
+                refusal.status(),
+                refusal.code(),
+                refusal.message()
+            )?;
             Ok(ExitCode::from(EXIT_REFUSED))
         }
         Ok((target, outgoing)) => {
@@ -78,9 +94,10 @@ pub fn run(
                     Change::Transformed { path, transform } => {
                         writeln!(err, "  transformed  {path} ({})", transform.name())?
                     }
-                    Change::RecordDropped { path, subject } => {
-                        writeln!(err, "  dropped      {path} (customer {subject:?} opted out)")?
-                    }
+                    Change::RecordDropped { path, subject } => writeln!(
+                        err,
+                        "  dropped      {path} (customer {subject:?} opted out)"
+                    )?,
                 }
             }
             for name in &outgoing.query_removed {
@@ -94,7 +111,15 @@ pub fn run(
                 "  records forwarded: {}, dropped: {}",
                 outgoing.report.records_forwarded, outgoing.report.records_dropped
             )?;
-            for (name, value) in active.data_use_headers(&target, caller, &outgoing.body).unwrap_or_default() {
+            for (name, value) in active
+                .data_use_headers(
+                    &target,
+                    caller.unwrap_or(crate::gateway::UNAUTHENTICATED_SUB),
+                    &outgoing.body,
+                    outgoing.legal_basis.as_deref(),
+                )
+                .unwrap_or_default()
+            {
                 writeln!(err, "  tag          {name}: {value}")?;
             }
             std::io::stdout().lock().write_all(&outgoing.body)?;

@@ -24,7 +24,11 @@ pub struct MockPartner {
 
 impl MockPartner {
     pub fn new(name: &str, delay: Duration) -> Arc<MockPartner> {
-        Arc::new(MockPartner { name: name.to_string(), delay, received: Mutex::new(Vec::new()) })
+        Arc::new(MockPartner {
+            name: name.to_string(),
+            delay,
+            received: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn received(&self) -> Vec<Value> {

@@ -6,7 +6,9 @@ pub mod check;
 pub mod demo;
 pub mod explain;
 pub mod mock_partner;
+pub mod optouts;
 pub mod serve;
+pub mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +17,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "partner-gateway", version, about = "A fail-closed reverse proxy that enforces OhSoft's privacy policy on data sent to partners")]
+#[command(
+    name = "partner-gateway",
+    version,
+    about = "A fail-closed reverse proxy that enforces OhSoft's privacy policy on data sent to partners"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,6 +63,40 @@ enum Command {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
     },
+    /// Bulk work on the opt-out store the policy names.
+    Optouts {
+        #[command(subcommand)]
+        command: OptoutsCommand,
+    },
+    /// Mint a caller token for local testing (signed with a caller private key).
+    Token {
+        /// PKCS#8 private key (e.g. the DEMO key certs/callers-demo.pem).
+        #[arg(long)]
+        key: PathBuf,
+        /// The calling system's name: the token's `sub`.
+        #[arg(long)]
+        sub: String,
+        #[arg(long, default_value = "5m")]
+        ttl: String,
+        /// Issuer and audience default to the policy's `callers` section.
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+        #[arg(long)]
+        issuer: Option<String>,
+        #[arg(long)]
+        audience: Option<String>,
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    /// Check a data-use token (and optionally the body it covers) against a JWKS file or http:// URL.
+    VerifyToken {
+        #[arg(long)]
+        jwks: String,
+        /// The exact body the partner received; its SHA-256 must match `body_sha256`.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        token: String,
+    },
     /// An upstream that answers each request with a JSON echo of what it received.
     MockPartner {
         #[arg(long)]
@@ -69,16 +109,126 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum OptoutsCommand {
+    /// Import a CSV (`customer_id,scope`) or NDJSON file: all or nothing (the gateway must be stopped).
+    Import {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+        file: PathBuf,
+    },
+    /// Write every opt-out to stdout.
+    Export {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+    },
+    /// Count customers per scope.
+    Count {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+    },
+}
+
+/// The opt-out store directory the policy names (validated as `check` would).
+fn optout_store_dir(policy: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let loaded =
+        crate::loader::load(policy, None).map_err(|d| crate::loader::diagnostics_error(&d))?;
+    loaded
+        .policy
+        .gateway
+        .optouts
+        .map(|o| o.path)
+        .ok_or_else(|| {
+            anyhow::anyhow!("{}/gateway.yaml has no `optouts` section", policy.display())
+        })
+}
+
+fn run_optouts(command: OptoutsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OptoutsCommand::Import { policy, file } => {
+            optouts::import(&optout_store_dir(&policy)?, &file, None)?
+        }
+        OptoutsCommand::Export { policy, format } => {
+            let format = match format.as_str() {
+                "ndjson" => gateway_core::optout::bulk::Format::Ndjson,
+                "csv" => gateway_core::optout::bulk::Format::Csv,
+                other => anyhow::bail!("unknown format {other:?} (expected ndjson or csv)"),
+            };
+            optouts::export(
+                &optout_store_dir(&policy)?,
+                format,
+                &mut std::io::stdout().lock(),
+            )?
+        }
+        OptoutsCommand::Count { policy } => optouts::count(&optout_store_dir(&policy)?)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { policy } => serve::run(&policy),
         Command::Check { policy } => Ok(check::run(&policy)),
-        Command::Explain { policy, partner, method, path, caller, headers } => {
-            explain::run(&policy, &partner, &method, &path, caller.as_deref(), &headers)
-        }
+        Command::Explain {
+            policy,
+            partner,
+            method,
+            path,
+            caller,
+            headers,
+        } => explain::run(
+            &policy,
+            &partner,
+            &method,
+            &path,
+            caller.as_deref(),
+            &headers,
+        ),
         Command::Demo { policy } => demo::run(&policy),
-        Command::MockPartner { listen, name, delay_ms } => {
+        Command::Optouts { command } => run_optouts(command),
+        Command::Token {
+            key,
+            sub,
+            ttl,
+            policy,
+            issuer,
+            audience,
+            kid,
+        } => {
+            let callers = crate::loader::load(&policy, None)
+                .ok()
+                .and_then(|l| l.policy.gateway.callers);
+            let issuer = issuer.or_else(|| callers.as_ref().map(|c| c.issuer.clone()));
+            let audience = audience.or_else(|| callers.as_ref().map(|c| c.audience.clone()));
+            let (Some(issuer), Some(audience)) = (issuer, audience) else {
+                anyhow::bail!(
+                    "no --issuer/--audience given and no `callers` section in {}",
+                    policy.display()
+                );
+            };
+            let token = token::mint(
+                &key,
+                &sub,
+                token::parse_ttl(&ttl)?,
+                &issuer,
+                &audience,
+                kid.as_deref(),
+            )?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyToken { jwks, body, token } => {
+            token::run_verify(&jwks, body.as_deref(), &token)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MockPartner {
+            listen,
+            name,
+            delay_ms,
+        } => {
             mock_partner::run(&listen, &name, Duration::from_millis(delay_ms))?;
             Ok(ExitCode::SUCCESS)
         }

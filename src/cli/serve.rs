@@ -15,10 +15,14 @@ use crate::proxy::PartnerProxy;
 
 /// A pingora server configured for this process (our own CLI, not pingora's argv parsing).
 pub fn new_server() -> anyhow::Result<Server> {
-    let mut conf = ServerConf::default();
-    conf.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let conf = ServerConf {
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     Ok(server)
@@ -31,7 +35,10 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }
     let active = Active::build(loaded.policy, &ProcessEnv)?;
-    Ok(Arc::new(Gateway::new(active, dir)))
+    let gateway = Arc::new(Gateway::new(active, dir));
+    // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
+    let _ = crate::gateway::open_optouts_into(&gateway);
+    Ok(gateway)
 }
 
 /// Adds the proxy and admin listeners for `gateway` to `server`.
@@ -55,7 +62,8 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) {
 }
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
-    let gateway = load_gateway(dir).with_context(|| format!("not starting: the policy in {} is not valid", dir.display()))?;
+    let gateway = load_gateway(dir)
+        .with_context(|| format!("not starting: the policy in {} is not valid", dir.display()))?;
     let mut server = new_server()?;
     add_gateway_services(&mut server, &gateway);
     crate::reload::watch(gateway.clone());

@@ -20,6 +20,8 @@ pub struct RequestCtx {
     pub filter_time: Option<Duration>,
     /// `connect`, `timeout` or `protocol`, when talking to the partner failed.
     pub upstream_error: Option<&'static str>,
+    /// The `WWW-Authenticate` challenge for a 401.
+    pub www_authenticate: Option<String>,
     /// Set once the request is in the metrics.
     pub counted: bool,
 }
@@ -35,6 +37,7 @@ impl RequestCtx {
             report: None,
             filter_time: None,
             upstream_error: None,
+            www_authenticate: None,
             counted: false,
         }
     }

@@ -35,11 +35,18 @@ pub struct PartnerProxy {
 
 impl PartnerProxy {
     pub fn new(gateway: Arc<Gateway>) -> PartnerProxy {
-        PartnerProxy { gateway, upstream: UpstreamClient::new() }
+        PartnerProxy {
+            gateway,
+            upstream: UpstreamClient::new(),
+        }
     }
 
     /// Decides and, if allowed, forwards. Every `Err` is a refusal still to be answered.
-    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<(ResponseHeader, Bytes), Refusal> {
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(ResponseHeader, Bytes), Refusal> {
         let active = self.gateway.active();
         let policy = &active.policy;
         let req = session.req_header();
@@ -56,29 +63,53 @@ impl PartnerProxy {
         ctx.partner = target.partner.id.clone();
         ctx.route = target.route().template.clone();
 
-        let authorization = headers.iter().find(|(n, _)| n == "authorization").map(|(_, v)| v.as_str());
-        let caller = active.authenticate(&target.partner, authorization)?;
+        let authorization: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let caller = active
+            .authenticate(&target.partner, &authorization)
+            .map_err(|(refusal, challenge)| {
+                ctx.www_authenticate = challenge;
+                refusal
+            })?;
 
         let body = read_body(session, policy.gateway.limits.max_body_bytes).await?;
 
         let optout_source = self.gateway.optout_source();
         let filter_started = Instant::now();
-        let incoming = Incoming { query: query.as_deref(), headers: &headers, body: &body };
-        let outcome = plan::plan(&target, &incoming, &policy.gateway.limits, optouts_view(&optout_source), false);
+        let incoming = Incoming {
+            query: query.as_deref(),
+            headers: &headers,
+            body: &body,
+        };
+        let outcome = plan::plan(
+            &target,
+            &incoming,
+            &policy.gateway.limits,
+            optouts_view(&optout_source),
+            false,
+        );
         ctx.filter_time = Some(filter_started.elapsed());
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
 
         let response = self
             .upstream
-            .send(&active, &target, &method, caller.as_deref(), outgoing)
+            .send(&active, &target, &method, &caller, outgoing)
             .await
             .map_err(|failure| {
                 ctx.upstream_error = Some(failure.kind);
                 failure.refusal
             })?;
         let mut header = response.header;
-        if let Some(dropped) = ctx.report.as_ref().map(|r| r.records_dropped).filter(|n| *n > 0) {
+        if let Some(dropped) = ctx
+            .report
+            .as_ref()
+            .map(|r| r.records_dropped)
+            .filter(|n| *n > 0)
+        {
             // Tells the caller why the partner saw fewer records than it sent.
             let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
         }
@@ -86,10 +117,20 @@ impl PartnerProxy {
     }
 
     /// Relays the partner's answer to the caller.
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, header: ResponseHeader, body: Bytes) {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        header: ResponseHeader,
+        body: Bytes,
+    ) {
         ctx.status = header.status.as_u16();
         self.record(ctx);
-        if session.write_response_header(Box::new(header), false).await.is_ok() {
+        if session
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_ok()
+        {
             let _ = session.write_response_body(Some(body), true).await;
         }
     }
@@ -106,11 +147,18 @@ impl PartnerProxy {
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
         if let Refusal::Unauthenticated(_) = refusal {
-            let _ = resp.insert_header("www-authenticate", crate::gateway::WWW_AUTHENTICATE);
+            let challenge = ctx.www_authenticate.take();
+            let challenge = challenge
+                .as_deref()
+                .unwrap_or(crate::gateway::WWW_AUTHENTICATE);
+            let _ = resp.insert_header("www-authenticate", challenge);
         }
         // write_error_response also turns keep-alive off: an unread request body must not be
         // taken for the next request on this connection.
-        let _ = session.as_downstream_mut().write_error_response(resp, Bytes::from(body)).await;
+        let _ = session
+            .as_downstream_mut()
+            .write_error_response(resp, Bytes::from(body))
+            .await;
     }
 }
 
@@ -124,14 +172,23 @@ fn partner_in_path(raw_path: &str) -> Option<&str> {
 fn request_headers(req: &pingora::http::RequestHeader) -> Vec<(String, String)> {
     req.headers
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_ascii_lowercase(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            Some((
+                name.as_str().to_ascii_lowercase(),
+                value.to_str().ok()?.to_string(),
+            ))
+        })
         .collect()
 }
 
 /// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
 /// announced by `content-length` or arriving chunked.
 async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refusal> {
-    let too_large = |n: usize| Refusal::BodyTooLarge(format!("body of at least {n} bytes is over the limit of {limit} bytes"));
+    let too_large = |n: usize| {
+        Refusal::BodyTooLarge(format!(
+            "body of at least {n} bytes is over the limit of {limit} bytes"
+        ))
+    };
     if let Some(length) = session.req_header().headers.get("content-length") {
         let length: usize = length
             .to_str()
@@ -152,7 +209,11 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refus
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(Refusal::BadRequest(format!("cannot read the request body: {e}"))),
+            Err(e) => {
+                return Err(Refusal::BadRequest(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
         }
     }
 }
@@ -174,8 +235,15 @@ impl ProxyHttp for PartnerProxy {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
-        Error::e_explain(InternalError, "partner-gateway forwards from request_filter only")
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        Error::e_explain(
+            InternalError,
+            "partner-gateway forwards from request_filter only",
+        )
     }
 
     async fn fail_to_proxy(
@@ -191,12 +259,22 @@ impl ProxyHttp for PartnerProxy {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 Refusal::UpstreamTimeout("the partner did not answer in time".into())
             }
-            ErrorType::HTTPStatus(code) if *code < 500 => Refusal::BadRequest(format!("bad request: {e}")),
-            ErrorType::InvalidHTTPHeader | ErrorType::ReadError => Refusal::BadRequest(format!("bad request: {e}")),
-            _ => Refusal::UpstreamError(format!("the request could not be proxied: {}", e.etype().as_str())),
+            ErrorType::HTTPStatus(code) if *code < 500 => {
+                Refusal::BadRequest(format!("bad request: {e}"))
+            }
+            ErrorType::InvalidHTTPHeader | ErrorType::ReadError => {
+                Refusal::BadRequest(format!("bad request: {e}"))
+            }
+            _ => Refusal::UpstreamError(format!(
+                "the request could not be proxied: {}",
+                e.etype().as_str()
+            )),
         };
         self.refuse(session, ctx, &refusal).await;
-        pingora::proxy::FailToProxy { error_code: refusal.status(), can_reuse_downstream: false }
+        pingora::proxy::FailToProxy {
+            error_code: refusal.status(),
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
@@ -215,12 +293,16 @@ impl PartnerProxy {
         let m = &self.gateway.metrics;
         let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
         let status = ctx.status.to_string();
-        m.requests.with_label_values(&[partner, route, &status]).inc();
+        m.requests
+            .with_label_values(&[partner, route, &status])
+            .inc();
         m.request_duration
             .with_label_values(&[partner, route])
             .observe(ctx.started.elapsed().as_secs_f64());
         if let Some(t) = ctx.filter_time {
-            m.filter_duration.with_label_values(&[partner, route]).observe(t.as_secs_f64());
+            m.filter_duration
+                .with_label_values(&[partner, route])
+                .observe(t.as_secs_f64());
         }
         if let Some(reason) = ctx.refused {
             m.refused.with_label_values(&[partner, reason]).inc();
@@ -230,7 +312,9 @@ impl PartnerProxy {
         }
         // Counted only for bodies that were really forwarded.
         if let (Some(report), None) = (&ctx.report, ctx.refused) {
-            m.fields_removed.with_label_values(&[partner, route]).inc_by(report.fields_removed);
+            m.fields_removed
+                .with_label_values(&[partner, route])
+                .inc_by(report.fields_removed);
             for (i, transform) in Transform::ALL.iter().enumerate() {
                 if report.transformed[i] > 0 {
                     m.fields_transformed
@@ -238,7 +322,9 @@ impl PartnerProxy {
                         .inc_by(report.transformed[i]);
                 }
             }
-            m.records_forwarded.with_label_values(&[partner, route]).inc_by(report.records_forwarded);
+            m.records_forwarded
+                .with_label_values(&[partner, route])
+                .inc_by(report.records_forwarded);
             if report.records_dropped > 0 {
                 m.records_dropped
                     .with_label_values(&[partner, route, "opted_out"])

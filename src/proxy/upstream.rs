@@ -13,8 +13,16 @@ use crate::gateway::Active;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Response headers that describe the partner's connection, not the answer.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "content-length"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "content-length",
+];
 
 pub struct UpstreamClient {
     connector: Connector,
@@ -34,21 +42,31 @@ pub struct UpstreamFailure {
 impl UpstreamFailure {
     fn from_error(partner: &str, e: &Error) -> UpstreamFailure {
         match e.etype() {
-            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::TLSHandshakeTimedout => {
-                UpstreamFailure {
-                    kind: "timeout",
-                    refusal: Refusal::UpstreamTimeout(format!("partner {partner:?} did not answer in time")),
-                }
-            }
-            ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError | ErrorType::TLSHandshakeFailure => {
-                UpstreamFailure {
-                    kind: "connect",
-                    refusal: Refusal::UpstreamError(format!("partner {partner:?} is unreachable: {}", e.etype().as_str())),
-                }
-            }
+            ErrorType::ConnectTimedout
+            | ErrorType::ReadTimedout
+            | ErrorType::WriteTimedout
+            | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
+                kind: "timeout",
+                refusal: Refusal::UpstreamTimeout(format!(
+                    "partner {partner:?} did not answer in time"
+                )),
+            },
+            ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError
+            | ErrorType::TLSHandshakeFailure => UpstreamFailure {
+                kind: "connect",
+                refusal: Refusal::UpstreamError(format!(
+                    "partner {partner:?} is unreachable: {}",
+                    e.etype().as_str()
+                )),
+            },
             _ => UpstreamFailure {
                 kind: "protocol",
-                refusal: Refusal::UpstreamError(format!("partner {partner:?} failed: {}", e.etype().as_str())),
+                refusal: Refusal::UpstreamError(format!(
+                    "partner {partner:?} failed: {}",
+                    e.etype().as_str()
+                )),
             },
         }
     }
@@ -56,7 +74,9 @@ impl UpstreamFailure {
 
 impl UpstreamClient {
     pub fn new() -> UpstreamClient {
-        UpstreamClient { connector: Connector::new(None) }
+        UpstreamClient {
+            connector: Connector::new(None),
+        }
     }
 
     pub async fn send(
@@ -64,16 +84,18 @@ impl UpstreamClient {
         active: &Active,
         target: &Target,
         method: &str,
-        caller: Option<&str>,
+        caller: &str,
         outgoing: Outgoing,
     ) -> Result<UpstreamResponse, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
 
-        let header = self.request_header(active, target, method, caller, &outgoing).map_err(|refusal| UpstreamFailure {
-            kind: "protocol",
-            refusal,
-        })?;
+        let header = self
+            .request_header(active, target, method, caller, &outgoing)
+            .map_err(|refusal| UpstreamFailure {
+                kind: "protocol",
+                refusal,
+            })?;
 
         let upstream = &partner.upstream;
         let mut peer = HttpPeer::new(upstream.authority(), upstream.tls, upstream.host.clone());
@@ -109,9 +131,13 @@ impl UpstreamClient {
         let (mut http, _reused) = self.connector.get_http_session(peer).await.map_err(fail)?;
         http.set_read_timeout(timeout);
         http.set_write_timeout(timeout);
-        http.write_request_header(Box::new(header)).await.map_err(fail)?;
+        http.write_request_header(Box::new(header))
+            .await
+            .map_err(fail)?;
         if !body.is_empty() {
-            http.write_request_body(Bytes::from(body), true).await.map_err(fail)?;
+            http.write_request_body(Bytes::from(body), true)
+                .await
+                .map_err(fail)?;
         }
         http.finish_request_body().await.map_err(fail)?;
         http.read_response_header().await.map_err(fail)?;
@@ -125,24 +151,32 @@ impl UpstreamClient {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(UpstreamFailure {
                     kind: "protocol",
-                    refusal: Refusal::UpstreamError(format!("partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes")),
+                    refusal: Refusal::UpstreamError(format!(
+                        "partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes"
+                    )),
                 });
             }
             body.extend_from_slice(&chunk);
         }
         if http.response_done() {
-            self.connector.release_http_session(http, peer, timeout).await;
+            self.connector
+                .release_http_session(http, peer, timeout)
+                .await;
         }
 
         let status = partner_header.status;
-        let mut header = ResponseHeader::build(status, Some(partner_header.headers.len() + 2)).map_err(fail)?;
+        let mut header =
+            ResponseHeader::build(status, Some(partner_header.headers.len() + 2)).map_err(fail)?;
         for (name, value) in partner_header.headers.iter() {
             if !HOP_BY_HOP.contains(&name.as_str()) {
                 let _ = header.append_header(name.clone(), value.clone());
             }
         }
         let _ = header.insert_header("content-length", body.len().to_string());
-        Ok(UpstreamResponse { header, body: body.freeze() })
+        Ok(UpstreamResponse {
+            header,
+            body: body.freeze(),
+        })
     }
 
     /// The request line and headers the partner receives: the allowed caller headers, then the
@@ -152,22 +186,38 @@ impl UpstreamClient {
         active: &Active,
         target: &Target,
         method: &str,
-        caller: Option<&str>,
+        caller: &str,
         outgoing: &Outgoing,
     ) -> Result<RequestHeader, Refusal> {
-        let internal = |e: Box<Error>| Refusal::UpstreamError(format!("cannot build the partner request: {e}"));
-        let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None).map_err(internal)?;
-        header.insert_header("host", target.partner.upstream.authority()).map_err(internal)?;
+        let internal = |e: Box<Error>| {
+            Refusal::UpstreamError(format!("cannot build the partner request: {e}"))
+        };
+        let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None)
+            .map_err(internal)?;
+        header
+            .insert_header("host", target.partner.upstream.authority())
+            .map_err(internal)?;
         for (name, value) in &outgoing.headers {
-            header.append_header(name.clone(), value.clone()).map_err(internal)?;
+            header
+                .append_header(name.clone(), value.clone())
+                .map_err(internal)?;
         }
-        for (name, value) in active.data_use_headers(target, caller, &outgoing.body)? {
+        for (name, value) in active.data_use_headers(
+            target,
+            caller,
+            &outgoing.body,
+            outgoing.legal_basis.as_deref(),
+        )? {
             header.insert_header(name, value).map_err(internal)?;
         }
         if let Some(auth) = &target.partner.upstream_auth {
-            header.insert_header(auth.header.clone(), auth.value.clone()).map_err(internal)?;
+            header
+                .insert_header(auth.header.clone(), auth.value.clone())
+                .map_err(internal)?;
         }
-        header.insert_header("content-length", outgoing.body.len().to_string()).map_err(internal)?;
+        header
+            .insert_header("content-length", outgoing.body.len().to_string())
+            .map_err(internal)?;
         Ok(header)
     }
 }

@@ -39,9 +39,12 @@ pub fn resolve(
     raw_path: &str,
 ) -> Result<Target, Refusal> {
     if method.eq_ignore_ascii_case("CONNECT") {
-        return Err(Refusal::BadRequest("CONNECT is not allowed: no tunnel bypasses the filter".into()));
+        return Err(Refusal::BadRequest(
+            "CONNECT is not allowed: no tunnel bypasses the filter".into(),
+        ));
     }
-    let path = normalize_path(raw_path).map_err(|reason| Refusal::BadRequest(format!("bad path: {reason}")))?;
+    let path = normalize_path(raw_path)
+        .map_err(|reason| Refusal::BadRequest(format!("bad path: {reason}")))?;
     let after_slash = &path[1..];
     let (partner_id, rest) = match after_slash.find('/') {
         Some(i) => (&after_slash[..i], &after_slash[i..]),
@@ -57,7 +60,11 @@ pub fn resolve(
                 .iter()
                 .position(|r| std::ptr::eq(r, route))
                 .ok_or_else(|| Refusal::RouteNotAllowed("route lookup failed".into()))?;
-            Ok(Target { partner: partner.clone(), route_index, upstream_path: rest.to_string() })
+            Ok(Target {
+                partner: partner.clone(),
+                route_index,
+                upstream_path: rest.to_string(),
+            })
         }
         RouteMatch::MethodNotAllowed => Err(Refusal::MethodNotAllowed(format!(
             "{method} is not allowed on {rest:?} for partner {partner_id:?}"
@@ -90,6 +97,8 @@ pub struct Outgoing {
     pub query_removed: Vec<String>,
     /// Request headers removed (names) — reported by `explain`.
     pub headers_removed: Vec<String>,
+    /// The legal-basis reference of a request to a government partner (goes into the token).
+    pub legal_basis: Option<String>,
 }
 
 /// Where the opt-out set stands for this request.
@@ -126,17 +135,39 @@ pub fn plan(
 
     let connection_named = connection_tokens(incoming.headers);
     if incoming.headers.iter().any(|(name, _)| name == "upgrade") {
-        return Err(Refusal::BadRequest("Upgrade is not allowed: no tunnel bypasses the filter".into()));
+        return Err(Refusal::BadRequest(
+            "Upgrade is not allowed: no tunnel bypasses the filter".into(),
+        ));
     }
-    if let Some(header) = &partner.legal_basis_header {
-        let present = incoming.headers.iter().any(|(n, v)| n == header && !v.trim().is_empty());
-        if !present {
-            return Err(Refusal::LegalBasisMissing(format!(
-                "partner {:?} is a government body: every request needs a legal-basis reference in the {header:?} header",
-                partner.id
-            )));
+    let legal_basis = match &partner.legal_basis_header {
+        None => None,
+        Some(header) => {
+            let mut values = incoming
+                .headers
+                .iter()
+                .filter(|(n, _)| n == header)
+                .map(|(_, v)| v.trim());
+            match (values.next(), values.next()) {
+                (Some(value), None) if !value.is_empty() => {
+                    if !crate::tagging::header::is_sf_string(value) {
+                        return Err(Refusal::BadRequest(format!(
+                            "the {header:?} header must be printable ASCII (a case or order reference)"
+                        )));
+                    }
+                    Some(value.to_string())
+                }
+                (Some(_), Some(_)) => {
+                    return Err(Refusal::BadRequest(format!("more than one {header:?} header")));
+                }
+                _ => {
+                    return Err(Refusal::LegalBasisMissing(format!(
+                        "partner {:?} is a government body: every request needs a legal-basis reference in the {header:?} header",
+                        partner.id
+                    )))
+                }
+            }
         }
-    }
+    };
     if incoming.body.len() > limits.max_body_bytes {
         return Err(Refusal::BodyTooLarge(format!(
             "body of {} bytes is over the limit of {} bytes",
@@ -145,8 +176,15 @@ pub fn plan(
         )));
     }
     // Every content-encoding header counts: a second one must not slip an encoding past the first.
-    for (_, encoding) in incoming.headers.iter().filter(|(n, _)| n == "content-encoding") {
-        if !encoding.split(',').all(|e| e.trim().eq_ignore_ascii_case("identity")) {
+    for (_, encoding) in incoming
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-encoding")
+    {
+        if !encoding
+            .split(',')
+            .all(|e| e.trim().eq_ignore_ascii_case("identity"))
+        {
             return Err(Refusal::UnsupportedMediaType(format!(
                 "content-encoding {encoding:?} cannot be read by the gateway; send the body unencoded"
             )));
@@ -165,10 +203,14 @@ pub fn plan(
             let mut content_types = incoming.headers.iter().filter(|(n, _)| n == "content-type");
             check_json_content_type(content_types.next().map(|(_, v)| v.as_str()))?;
             if content_types.next().is_some() {
-                return Err(Refusal::UnsupportedMediaType("more than one content-type header".into()));
+                return Err(Refusal::UnsupportedMediaType(
+                    "more than one content-type header".into(),
+                ));
             }
             let honoured;
-            let lookup: Option<&dyn OptOutLookup> = if partner.honor_optouts.is_empty() || !program.has_subjects() {
+            let lookup: Option<&dyn OptOutLookup> = if partner.honor_optouts.is_empty()
+                || !program.has_subjects()
+            {
                 None
             } else {
                 match optouts {
@@ -197,7 +239,9 @@ pub fn plan(
     let mut headers = Vec::new();
     let mut headers_removed = Vec::new();
     for (name, value) in incoming.headers {
-        let allowed = ALWAYS_ALLOWED_HEADERS.contains(&name.as_str()) || route.headers.iter().any(|h| h == name);
+        let allowed = ALWAYS_ALLOWED_HEADERS.contains(&name.as_str())
+            || route.headers.iter().any(|h| h == name)
+            || partner.legal_basis_header.as_ref() == Some(name);
         if allowed && !connection_named.iter().any(|c| c == name) {
             if name == "content-type" {
                 // Only JSON bodies are forwarded, and the gateway re-serialised them as UTF-8.
@@ -219,7 +263,15 @@ pub fn plan(
         path_and_query.push_str(&query);
     }
 
-    Ok(Outgoing { path_and_query, headers, body, report, query_removed, headers_removed })
+    Ok(Outgoing {
+        path_and_query,
+        headers,
+        body,
+        report,
+        query_removed,
+        headers_removed,
+        legal_basis,
+    })
 }
 
 /// Header names listed in `Connection`: hop-by-hop, never forwarded.
@@ -240,7 +292,9 @@ fn check_json_content_type(value: Option<&str>) -> Result<(), Refusal> {
             "{what}: a body on this route must be application/json (charset=utf-8 if given)"
         )))
     };
-    let Some(value) = value else { return refuse("no content-type") };
+    let Some(value) = value else {
+        return refuse("no content-type");
+    };
     let mut parts = value.split(';');
     let media = parts.next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case("application/json") {
@@ -272,7 +326,10 @@ fn filter_query(query: Option<&str>, allowed: &[String]) -> (String, Vec<String>
             None => (pair, None),
         };
         let name = percent_decode(raw_name);
-        if name.as_deref().is_some_and(|n| allowed.iter().any(|a| a == n)) {
+        if name
+            .as_deref()
+            .is_some_and(|n| allowed.iter().any(|a| a == n))
+        {
             let mut out = encode_query_part(raw_name);
             if let Some(v) = raw_value {
                 out.push('=');
@@ -331,7 +388,7 @@ mod tests {
         let allowed = vec!["page".to_string(), "q".to_string()];
         let cases = [
             ("page=2&secret=x", "page=2", vec!["secret"]),
-            ("page=2;secret=x", "page=2%3Bsecret=x", vec![]),
+            ("page=2;secret=x", "page=2%3Bsecret%3Dx", vec![]),
             ("p%61ge=3", "p%61ge=3", vec![]),
             ("q=a b&q=c%20d", "q=a%20b&q=c%20d", vec![]),
             ("&&page&", "page", vec![]),
@@ -346,10 +403,21 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        for ok in ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=\"UTF-8\""] {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
             assert!(check_json_content_type(Some(ok)).is_ok(), "{ok}");
         }
-        for bad in [None, Some("text/plain"), Some("application/json; charset=utf-16"), Some("application/vnd.x+json"), Some("application/json; boundary=x")] {
+        for bad in [
+            None,
+            Some("text/plain"),
+            Some("application/json; charset=utf-16"),
+            Some("application/vnd.x+json"),
+            Some("application/json; boundary=x"),
+        ] {
             assert!(check_json_content_type(bad).is_err(), "{bad:?}");
         }
     }
