@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use gateway_core::filter::Change;
 use gateway_core::optout::Scope;
+use gateway_core::plan::{self, Incoming};
 use gateway_core::policy::{self, Env, Upstream};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cli::mock_partner::{self, MockPartner};
 use crate::cli::{serve, token};
-use crate::gateway::{Active, Gateway};
+use crate::gateway::{optouts_view, Active, Gateway};
 use crate::http1;
 use crate::loader;
 
@@ -141,7 +143,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
             failures += 1;
         }
     }
-    show_refusals(gateway_addr)?;
+    show_refusals(dir, &gateway, gateway_addr)?;
     for (id, _, mock) in &mocks {
         println!("{id} received {} request(s) in all", mock.received().len());
     }
@@ -209,6 +211,15 @@ fn show_sample(
         println!("refused: {}\n", String::from_utf8_lossy(&response.body));
         return Ok(false);
     };
+    println!(
+        "  the partner got: {} {}{}",
+        record["method"].as_str().unwrap_or(""),
+        record["path"].as_str().unwrap_or(""),
+        record["query"]
+            .as_str()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default()
+    );
     let sent_pretty = pretty(&body);
     let received_body = record.get("body").and_then(Value::as_str).unwrap_or("");
     let received_pretty = pretty(received_body.as_bytes());
@@ -219,9 +230,7 @@ fn show_sample(
         &received_pretty,
     );
 
-    if let Some(dropped) = response.header("ohsoft-records-dropped") {
-        println!("  records dropped (opted out): {dropped}");
-    }
+    print_changes(gateway, sample, &headers, &body);
     let partner_headers: Vec<(String, String)> = record
         .get("headers")
         .and_then(Value::as_array)
@@ -280,28 +289,104 @@ fn show_sample(
     Ok(true)
 }
 
+/// What the filter did, as `explain` shows it: the same core call on the same input.
+fn print_changes(gateway: &Gateway, sample: &SampleRequest, headers: &[(&str, &str)], body: &[u8]) {
+    let active = gateway.active();
+    let (path, query) = match sample.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (sample.path.as_str(), None),
+    };
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let Ok(target) = plan::resolve(
+        &active.policy.partners,
+        &sample.method,
+        &format!("/{}{path}", sample.partner),
+    ) else {
+        return;
+    };
+    let source = gateway.optout_source();
+    let incoming = Incoming {
+        query,
+        headers: &headers,
+        body,
+    };
+    let Ok(outgoing) = plan::plan(
+        &target,
+        &incoming,
+        &active.policy.gateway.limits,
+        optouts_view(&source),
+        true,
+    ) else {
+        return;
+    };
+    let mut removed = Vec::new();
+    for change in &outgoing.report.changes {
+        match change {
+            Change::Removed { path } => removed.push(path.as_str()),
+            Change::Transformed { path, transform } => {
+                println!("  transformed: {path} → {}", transform.name())
+            }
+            Change::RecordDropped { path, subject } => {
+                println!("  dropped:     {path} (customer {subject} opted out)")
+            }
+        }
+    }
+    if !removed.is_empty() {
+        println!("  removed:     {}", removed.join(", "));
+    }
+    if !outgoing.query_removed.is_empty() {
+        println!(
+            "  removed query parameters: {}",
+            outgoing.query_removed.join(", ")
+        );
+    }
+    println!("  removed headers: {}", outgoing.headers_removed.join(", "));
+}
+
 /// A few requests the gateway must refuse, to show the partner receives nothing for them.
-fn show_refusals(gateway_addr: SocketAddr) -> anyhow::Result<()> {
+fn show_refusals(dir: &Path, gateway: &Gateway, gateway_addr: SocketAddr) -> anyhow::Result<()> {
     println!("━━━ requests the gateway refuses (nothing reaches a partner):");
-    let cases: [(&str, &str, &[u8]); 3] = [
-        ("POST", "/no-such-partner/v1/x", b"{}"),
-        ("POST", "/acme-ship/v1/shipments/../admin", b"{}"),
+    let token = demo_caller_token(dir, gateway, "orders-service")?;
+    let bearer = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
+    let marketing = demo_caller_token(dir, gateway, "marketing-service")?;
+    let marketing = marketing.map(|t| format!("Bearer {t}")).unwrap_or_default();
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("/no-such-partner/v1/x", b"{}", &bearer),
+        ("/acme-ship/v1/shipments/../admin", b"{}", &bearer),
+        ("/acme-ship/v1/shipments", b"{\"order_id\": \"o-1\"}", ""),
         (
-            "POST",
             "/acme-ship/v1/shipments",
-            b"{\"order_id\": 1, \"order_id\": 2}",
+            b"{\"order_id\": \"o-1\", \"order_id\": \"o-2\"}",
+            &bearer,
+        ),
+        (
+            "/acme-ship/v1/shipments",
+            b"{\"order_id\": {\"email\": \"ana.lima@example.com\"}}",
+            &bearer,
+        ),
+        (
+            "/brightmail-offers/v1/audiences",
+            b"{\"contacts\": [{\"name\": \"Ana Lima\"}]}",
+            &marketing,
         ),
     ];
-    for (method, target, body) in cases {
+    for (target, body, authorization) in cases {
+        let mut headers = vec![("content-type", "application/json")];
+        if !authorization.is_empty() {
+            headers.push(("authorization", authorization));
+        }
         let response = http1::send(
             &gateway_addr.to_string(),
-            method,
+            "POST",
             target,
-            &[("content-type", "application/json")],
+            &headers,
             Some(body),
         )?;
         println!(
-            "  {method} {target} → {} {}",
+            "  POST {target} → {} {}",
             response.status,
             String::from_utf8_lossy(&response.body)
         );
