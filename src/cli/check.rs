@@ -1,8 +1,43 @@
-//! `check`: validate a policy directory the way `serve` would, without secrets from the environment.
+//! `check`: validate a policy directory the way `serve` would, without secrets from the
+//! environment: the files, their meaning, and the key files they name.
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::loader;
+use gateway_core::policy::{Diagnostic, Policy};
+
+use crate::gateway::Active;
+use crate::loader::{self, ProcessEnv};
+
+/// Loads the key files the policy names (caller keys, signing key, published keys) as `serve`
+/// would; a problem is reported on the `gateway.yaml` line that names the file.
+fn check_key_files(dir: &Path, policy: Policy) -> Result<(), Diagnostic> {
+    let mut named = Vec::new();
+    if let Some(c) = &policy.gateway.callers {
+        named.push(c.keys.clone());
+    }
+    if let Some(s) = &policy.gateway.signing {
+        named.push(s.key.clone());
+        named.extend(s.publish.iter().cloned());
+    }
+    let error = match Active::build(policy, &ProcessEnv) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    let message = format!("{error:#}");
+    let file = dir.join("gateway.yaml");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let line = named
+        .iter()
+        .filter(|path| message.contains(&path.display().to_string()))
+        .filter_map(|path| path.file_name()?.to_str())
+        .find_map(|name| text.lines().position(|l| l.contains(name)))
+        .map_or(1, |i| i as u64 + 1);
+    Err(Diagnostic {
+        file: file.display().to_string(),
+        line,
+        message,
+    })
+}
 
 pub fn run(dir: &Path) -> ExitCode {
     match loader::load(dir, None) {
@@ -15,13 +50,18 @@ pub fn run(dir: &Path) -> ExitCode {
             }
             let policy = &loaded.policy;
             let routes: usize = policy.partners.values().map(|p| p.routes.len()).sum();
-            println!(
+            let summary = format!(
                 "{}: ok: {} partners, {} routes, policy version {}",
                 dir.display(),
                 policy.partners.len(),
                 routes,
                 policy.version
             );
+            if let Err(d) = check_key_files(dir, loaded.policy) {
+                println!("{d}");
+                return ExitCode::from(1);
+            }
+            println!("{summary}");
             ExitCode::SUCCESS
         }
         Err(diagnostics) => {
