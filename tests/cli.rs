@@ -12,7 +12,10 @@ fn check(policy: &str) -> (i32, String) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8(output.stdout).unwrap())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+    )
 }
 
 #[test]
@@ -25,7 +28,11 @@ fn bundled_policy_passes_check() {
 #[test]
 fn bad_fixtures_print_exactly_the_expected_errors() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies");
-    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     cases.sort();
     assert!(!cases.is_empty());
     for case in cases {

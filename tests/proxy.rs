@@ -66,29 +66,61 @@ fn partner_receives_exactly_the_allowed_fields() {
         ],
         Some(SHIPMENT.as_bytes()),
     );
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     assert_eq!(mock.only_body(), SHIPMENT_FILTERED);
     let received = &mock.received()[0];
     assert_eq!(received["path"], "/v1/shipments");
     assert_eq!(received["query"], "page=2&page=3%3Bdebug%3D1");
     let headers = mock.only_headers();
     let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
-    for banned in ["cookie", "user-agent", "referer", "x-forwarded-for", "forwarded", "x-real-ip", "x-secret"] {
-        assert!(!names.contains(&banned), "{banned} reached the partner: {names:?}");
+    for banned in [
+        "cookie",
+        "user-agent",
+        "referer",
+        "x-forwarded-for",
+        "forwarded",
+        "x-real-ip",
+        "x-secret",
+    ] {
+        assert!(
+            !names.contains(&banned),
+            "{banned} reached the partner: {names:?}"
+        );
     }
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
-    assert_eq!(get("authorization"), Some("Bearer partner-secret"), "the partner's credential, not the caller's");
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        get("authorization"),
+        Some("Bearer partner-secret"),
+        "the partner's credential, not the caller's"
+    );
     assert_eq!(get("x-request-id"), Some("req-7"));
     assert_eq!(get("content-type"), Some("application/json"));
-    assert_eq!(get("content-length"), Some(SHIPMENT_FILTERED.len().to_string().as_str()));
-    assert!(get("ohsoft-data-use").is_some_and(|v| v.contains("use=\"on-behalf-of-ohsoft\"") && v.contains("purpose=\"shipping\"")));
+    assert_eq!(
+        get("content-length"),
+        Some(SHIPMENT_FILTERED.len().to_string().as_str())
+    );
+    assert!(get("ohsoft-data-use").is_some_and(
+        |v| v.contains("use=\"on-behalf-of-ohsoft\"") && v.contains("purpose=\"shipping\"")
+    ));
 }
 
 #[test]
 fn chunked_and_large_bodies_are_filtered_whole() {
     let (mock, gateway) = start();
     // ~87 KiB: over pingora's 64 KiB retry buffer, under the 100 000 byte limit.
-    let names: Vec<String> = (0..1400).map(|i| format!(r#"{{"name":"customer number {i:05}","email":"e{i}@example.com"}}"#)).collect();
+    let names: Vec<String> = (0..1400)
+        .map(|i| format!(r#"{{"name":"customer number {i:05}","email":"e{i}@example.com"}}"#))
+        .collect();
     let body = format!(r#"{{"shipments":[{}]}}"#, names.join(","));
     assert!(body.len() > 64 * 1024);
     let mut raw = b"POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
@@ -99,9 +131,19 @@ fn chunked_and_large_bodies_are_filtered_whole() {
     }
     raw.extend_from_slice(b"0\r\n\r\n");
     let response = gateway.raw(&raw);
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
-    let expected: Vec<String> = (0..1400).map(|i| format!(r#"{{"name":"customer number {i:05}"}}"#)).collect();
-    assert_eq!(mock.only_body(), format!(r#"{{"shipments":[{}]}}"#, expected.join(",")));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let expected: Vec<String> = (0..1400)
+        .map(|i| format!(r#"{{"name":"customer number {i:05}"}}"#))
+        .collect();
+    assert_eq!(
+        mock.only_body(),
+        format!(r#"{{"shipments":[{}]}}"#, expected.join(","))
+    );
 }
 
 #[test]
@@ -110,21 +152,128 @@ fn refusals_are_json_and_reach_no_partner() {
     let json = [("content-type", "application/json")];
     let ok_body = br#"{"order_id": 1}"#;
     let cases: Vec<(Response, u16, &str)> = vec![
-        (gateway.send("POST", "/nobody/v1/shipments", &json, Some(ok_body)), 404, "unknown_partner"),
-        (gateway.send("POST", "/acme-ship/v1/other", &json, Some(ok_body)), 403, "route_not_allowed"),
-        (gateway.send("PUT", "/acme-ship/v1/shipments", &json, Some(ok_body)), 405, "method_not_allowed"),
-        (gateway.send("POST", "/acme-ship/v1/x/../shipments", &json, Some(ok_body)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1%2Fshipments", &json, Some(ok_body)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship//v1/shipments", &json, Some(ok_body)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &json, Some(b"{\"order_id\": ")), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &json, Some(br#"{"order_id":1,"order_id":2}"#)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &json, Some(br#"{"debug":{"a":1,"\u0061":2}}"#)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &json, Some(br#"{"order_id":{"id":1}}"#)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &[("content-type", "text/plain")], Some(ok_body)), 415, "unsupported_media_type"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &[("content-type", "application/json"), ("content-encoding", "gzip")], Some(ok_body)), 415, "unsupported_media_type"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &json, Some(&vec![b' '; 100_001])), 413, "body_too_large"),
-        (gateway.send("GET", "/acme-ship/v1/shipments/7", &json, Some(ok_body)), 400, "bad_request"),
-        (gateway.send("POST", "/acme-ship/v1/shipments", &[("content-type", "application/json"), ("upgrade", "websocket"), ("connection", "upgrade")], Some(ok_body)), 400, "bad_request"),
+        (
+            gateway.send("POST", "/nobody/v1/shipments", &json, Some(ok_body)),
+            404,
+            "unknown_partner",
+        ),
+        (
+            gateway.send("POST", "/acme-ship/v1/other", &json, Some(ok_body)),
+            403,
+            "route_not_allowed",
+        ),
+        (
+            gateway.send("PUT", "/acme-ship/v1/shipments", &json, Some(ok_body)),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            gateway.send("POST", "/acme-ship/v1/x/../shipments", &json, Some(ok_body)),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send("POST", "/acme-ship/v1%2Fshipments", &json, Some(ok_body)),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send("POST", "/acme-ship//v1/shipments", &json, Some(ok_body)),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &json,
+                Some(b"{\"order_id\": "),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &json,
+                Some(br#"{"order_id":1,"order_id":2}"#),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &json,
+                Some(br#"{"debug":{"a":1,"\u0061":2}}"#),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &json,
+                Some(br#"{"order_id":{"id":1}}"#),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &[("content-type", "text/plain")],
+                Some(ok_body),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &[
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip"),
+                ],
+                Some(ok_body),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &json,
+                Some(&vec![b' '; 100_001]),
+            ),
+            413,
+            "body_too_large",
+        ),
+        (
+            gateway.send("GET", "/acme-ship/v1/shipments/7", &json, Some(ok_body)),
+            400,
+            "bad_request",
+        ),
+        (
+            gateway.send(
+                "POST",
+                "/acme-ship/v1/shipments",
+                &[
+                    ("content-type", "application/json"),
+                    ("upgrade", "websocket"),
+                    ("connection", "upgrade"),
+                ],
+                Some(ok_body),
+            ),
+            400,
+            "bad_request",
+        ),
     ];
     for (response, status, code) in &cases {
         assert_refused(response, *status, code);
@@ -136,7 +285,11 @@ fn refusals_are_json_and_reach_no_partner() {
     }
     raw.extend_from_slice(b"0\r\n\r\n");
     assert_refused(&gateway.raw(&raw), 413, "body_too_large");
-    assert!(mock.received().is_empty(), "refused requests reached the partner: {:#?}", mock.received());
+    assert!(
+        mock.received().is_empty(),
+        "refused requests reached the partner: {:#?}",
+        mock.received()
+    );
     let metrics = gateway.metrics();
     assert!(metrics.contains(r#"partner_gateway_requests_refused_total{partner="unknown",reason="unknown_partner"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"partner_gateway_requests_refused_total{partner="acme-ship",reason="body_too_large"} 2"#), "{metrics}");
@@ -145,20 +298,42 @@ fn refusals_are_json_and_reach_no_partner() {
 #[test]
 fn upstream_down_is_502_and_slow_is_504() {
     let down = free_addr();
-    let gateway = Gateway::start("", &[("acme-ship", &ship_partner(&format!("http://{down}")))], SHIP_ENV);
-    assert_refused(&gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#), 502, "upstream_error");
+    let gateway = Gateway::start(
+        "",
+        &[("acme-ship", &ship_partner(&format!("http://{down}")))],
+        SHIP_ENV,
+    );
+    assert_refused(
+        &gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#),
+        502,
+        "upstream_error",
+    );
 
     let slow = Mock::start_with_delay(5000);
     let gateway = Gateway::start("", &[("acme-ship", &ship_partner(&slow.url()))], SHIP_ENV);
-    assert_refused(&gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#), 504, "upstream_timeout");
+    assert_refused(
+        &gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#),
+        504,
+        "upstream_timeout",
+    );
     let metrics = gateway.metrics();
-    assert!(metrics.contains(r#"partner_gateway_upstream_errors_total{kind="timeout",partner="acme-ship"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"partner_gateway_upstream_errors_total{kind="timeout",partner="acme-ship"} 1"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn metrics_count_with_policy_labels() {
     let (_mock, gateway) = start();
-    assert_eq!(gateway.post_json("/acme-ship/v1/shipments", SHIPMENT).status, 200);
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", SHIPMENT)
+            .status,
+        200
+    );
     let metrics = gateway.metrics();
     for line in [
         r#"partner_gateway_requests_total{partner="acme-ship",route="/v1/shipments",status="200"} 1"#,
@@ -178,24 +353,48 @@ fn metrics_count_with_policy_labels() {
 #[test]
 fn explain_prints_the_bytes_the_partner_receives() {
     let (mock, gateway) = start();
-    assert_eq!(gateway.post_json("/acme-ship/v1/shipments", SHIPMENT).status, 200);
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", SHIPMENT)
+            .status,
+        200
+    );
     let output = std::process::Command::new(BIN)
         .args(["explain", "--policy"])
         .arg(gateway.policy.policy())
-        .args(["--partner", "acme-ship", "--method", "POST", "--path", "/v1/shipments"])
+        .args([
+            "--partner",
+            "acme-ship",
+            "--method",
+            "POST",
+            "--path",
+            "/v1/shipments",
+        ])
         .env("SHIP_TOKEN", "partner-secret")
         .stdin(std::fs::File::open(write_temp(SHIPMENT)).unwrap())
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(String::from_utf8(output.stdout).unwrap(), mock.only_body());
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("shipments[0].email"), "{stderr}");
-    assert!(stderr.contains("shipments[0].card_number (last4)"), "{stderr}");
+    assert!(
+        stderr.contains("shipments[0].card_number (last4)"),
+        "{stderr}"
+    );
 }
 
 fn write_temp(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("pg-explain-{}-{}.json", std::process::id(), text.len()));
+    let path = std::env::temp_dir().join(format!(
+        "pg-explain-{}-{}.json",
+        std::process::id(),
+        text.len()
+    ));
     std::fs::write(&path, text).unwrap();
     path
 }

@@ -27,13 +27,37 @@ fn bad_reload_keeps_the_old_policy_and_good_reload_applies() {
     let file = gateway.policy.policy().join("partners/acme-ship.yaml");
 
     std::fs::write(&file, partner(&mock.url(), "order_id\n    alow: [x]")).unwrap();
-    wait_for_metric(&gateway, r#"partner_gateway_policy_reloads_total{result="error"}"#, 1.0);
-    assert_eq!(gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1,"name":"Ada"}"#).status, 200);
+    wait_for_metric(
+        &gateway,
+        r#"partner_gateway_policy_reloads_total{result="error"}"#,
+        1.0,
+    );
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", r#"{"order_id":1,"name":"Ada"}"#)
+            .status,
+        200
+    );
     assert_eq!(mock.only_body(), r#"{"order_id":1}"#);
 
     std::fs::write(&file, partner(&mock.url(), "order_id, name")).unwrap();
-    wait_for_metric(&gateway, r#"partner_gateway_policy_reloads_total{result="ok"}"#, 2.0);
-    assert_eq!(gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":2,"name":"Ada","email":"a@b"}"#).status, 200);
+    wait_for_metric(
+        &gateway,
+        r#"partner_gateway_policy_reloads_total{result="ok"}"#,
+        2.0,
+    );
+    assert_eq!(
+        gateway
+            .post_json(
+                "/acme-ship/v1/shipments",
+                r#"{"order_id":2,"name":"Ada","email":"a@b"}"#
+            )
+            .status,
+        200
+    );
     let received = mock.received();
-    assert_eq!(received.last().unwrap()["body"], r#"{"order_id":2,"name":"Ada"}"#);
+    assert_eq!(
+        received.last().unwrap()["body"],
+        r#"{"order_id":2,"name":"Ada"}"#
+    );
 }

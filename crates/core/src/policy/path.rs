@@ -34,7 +34,10 @@ pub struct PathError {
 impl FieldPath {
     /// The body root, `$`.
     pub fn root() -> Self {
-        FieldPath { segments: Vec::new(), subtree: false }
+        FieldPath {
+            segments: Vec::new(),
+            subtree: false,
+        }
     }
 
     pub fn is_root(&self) -> bool {
@@ -43,7 +46,10 @@ impl FieldPath {
 
     /// Parses `a.b[*].c`, `[*].a`, `a.*`, `a.**`, `$`, and `$.a` / `$[*]` (a leading `$` is the root).
     pub fn parse(text: &str) -> Result<FieldPath, PathError> {
-        let fail = |reason: &str| PathError { path: text.to_string(), reason: reason.to_string() };
+        let fail = |reason: &str| PathError {
+            path: text.to_string(),
+            reason: reason.to_string(),
+        };
         let mut rest = text.trim();
         if rest != text {
             return Err(fail("leading or trailing whitespace"));
@@ -111,7 +117,9 @@ impl FieldPath {
             first = false;
         }
         if subtree && segments.is_empty() {
-            return Err(fail("`**` alone would pass the whole body; list the members instead"));
+            return Err(fail(
+                "`**` alone would pass the whole body; list the members instead",
+            ));
         }
         Ok(FieldPath { segments, subtree })
     }
@@ -161,8 +169,16 @@ mod tests {
     fn parses_the_policy_language() {
         let cases: Vec<(&str, Vec<Segment>, bool)> = vec![
             ("order_id", vec![m("order_id")], false),
-            ("shipments[*].name", vec![m("shipments"), Elements, m("name")], false),
-            ("shipments[*].address.**", vec![m("shipments"), Elements, m("address")], true),
+            (
+                "shipments[*].name",
+                vec![m("shipments"), Elements, m("name")],
+                false,
+            ),
+            (
+                "shipments[*].address.**",
+                vec![m("shipments"), Elements, m("address")],
+                true,
+            ),
             ("a.*.b", vec![m("a"), AnyMember, m("b")], false),
             ("[*].id", vec![Elements, m("id")], false),
             ("a[*][*]", vec![m("a"), Elements, Elements], false),
@@ -178,14 +194,26 @@ mod tests {
 
     #[test]
     fn rejects_malformed_paths() {
-        for bad in ["", " a", "a.", ".a", "a..b", "a.**.b", "a[0]", "a[", "a*", "a]", "**", "$a", "a.[*]", "a.b c[", "x[*]y"] {
+        for bad in [
+            "", " a", "a.", ".a", "a..b", "a.**.b", "a[0]", "a[", "a*", "a]", "**", "$a", "a.[*]",
+            "a.b c[", "x[*]y",
+        ] {
             assert!(FieldPath::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 
     #[test]
     fn display_round_trips() {
-        for text in ["a", "a.b", "a[*].b", "a.*", "a.b.**", "[*].a", "$", "a[*][*].c"] {
+        for text in [
+            "a",
+            "a.b",
+            "a[*].b",
+            "a.*",
+            "a.b.**",
+            "[*].a",
+            "$",
+            "a[*][*].c",
+        ] {
             assert_eq!(FieldPath::parse(text).unwrap().to_string(), text);
         }
     }
