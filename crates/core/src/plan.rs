@@ -201,7 +201,10 @@ pub fn plan(
         }
         (Some(program), false) => {
             let mut content_types = incoming.headers.iter().filter(|(n, _)| n == "content-type");
-            check_json_content_type(content_types.next().map(|(_, v)| v.as_str()))?;
+            check_json_content_type(
+                content_types.next().map(|(_, v)| v.as_str()),
+                &route.json_types,
+            )?;
             if content_types.next().is_some() {
                 return Err(Refusal::UnsupportedMediaType(
                     "more than one content-type header".into(),
@@ -285,8 +288,9 @@ fn connection_tokens(headers: &[(String, String)]) -> Vec<String> {
         .collect()
 }
 
-/// Only `application/json`, optionally with `charset=utf-8`, is filtered; anything else is 415.
-fn check_json_content_type(value: Option<&str>) -> Result<(), Refusal> {
+/// Only `application/json` (or a `+json` type the route lists in `json_types`), optionally with
+/// `charset=utf-8`, is filtered; anything else is 415.
+fn check_json_content_type(value: Option<&str>, json_types: &[String]) -> Result<(), Refusal> {
     let refuse = |what: &str| {
         Err(Refusal::UnsupportedMediaType(format!(
             "{what}: a body on this route must be application/json (charset=utf-8 if given)"
@@ -296,8 +300,8 @@ fn check_json_content_type(value: Option<&str>) -> Result<(), Refusal> {
         return refuse("no content-type");
     };
     let mut parts = value.split(';');
-    let media = parts.next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/json") {
+    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    if media != "application/json" && !json_types.contains(&media) {
         return refuse(&format!("content-type {value:?}"));
     }
     for param in parts {
@@ -409,7 +413,7 @@ mod tests {
             "application/json; charset=utf-8",
             "application/json;charset=\"UTF-8\"",
         ] {
-            assert!(check_json_content_type(Some(ok)).is_ok(), "{ok}");
+            assert!(check_json_content_type(Some(ok), &[]).is_ok(), "{ok}");
         }
         for bad in [
             None,
@@ -418,8 +422,13 @@ mod tests {
             Some("application/vnd.x+json"),
             Some("application/json; boundary=x"),
         ] {
-            assert!(check_json_content_type(bad).is_err(), "{bad:?}");
+            assert!(check_json_content_type(bad, &[]).is_err(), "{bad:?}");
         }
+        let merge_patch = vec!["application/merge-patch+json".to_string()];
+        assert!(
+            check_json_content_type(Some("application/merge-patch+json"), &merge_patch).is_ok()
+        );
+        assert!(check_json_content_type(Some("application/vnd.x+json"), &merge_patch).is_err());
     }
 
     #[test]
