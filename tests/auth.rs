@@ -754,7 +754,6 @@ fn missing_or_bad_caller_credentials_are_401() {
 /// falls back to the only configured key even though that key has a different kid
 /// (`CallerKeys::select` in crates/core/src/callers/mod.rs), so this is currently accepted.
 #[test]
-#[ignore = "product bug: with one caller key configured, a token naming an unknown kid is accepted"]
 fn token_naming_an_unknown_kid_is_401() {
     let mock = Mock::start();
     let gw = AuthGateway::start(&mock);
@@ -1136,7 +1135,6 @@ fn serve_refuses_to_start_when_an_upstream_auth_variable_is_unset() {
 /// with a legal basis that the partner never sees as a header: either the gateway refuses it
 /// (nothing reaches the partner) or the partner receives `ohsoft-legal-basis` anyway.
 #[test]
-#[ignore = "product bug: `Connection: ohsoft-legal-basis` passes the legal-basis check but strips the header toward the partner"]
 fn legal_basis_named_in_connection_is_not_lost() {
     let mock = Mock::start();
     let gw = AuthGateway::start(&mock);

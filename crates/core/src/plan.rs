@@ -242,9 +242,11 @@ pub fn plan(
     let mut headers = Vec::new();
     let mut headers_removed = Vec::new();
     for (name, value) in incoming.headers {
+        if partner.legal_basis_header.as_ref() == Some(name) {
+            continue; // forwarded below, whatever `Connection` says: it is part of the tag
+        }
         let allowed = ALWAYS_ALLOWED_HEADERS.contains(&name.as_str())
-            || route.headers.iter().any(|h| h == name)
-            || partner.legal_basis_header.as_ref() == Some(name);
+            || route.headers.iter().any(|h| h == name);
         if allowed && !connection_named.iter().any(|c| c == name) {
             if name == "content-type" {
                 // Only JSON bodies are forwarded, and the gateway re-serialised them as UTF-8.
@@ -257,6 +259,10 @@ pub fn plan(
         } else if !headers_removed.contains(name) {
             headers_removed.push(name.clone());
         }
+    }
+
+    if let (Some(header), Some(value)) = (&partner.legal_basis_header, &legal_basis) {
+        headers.push((header.clone(), value.clone()));
     }
 
     let (query, query_removed) = filter_query(incoming.query, &route.query);

@@ -224,9 +224,11 @@ impl CallerKeys {
             .collect()
     }
 
-    /// The key for a token: the key with the token's `kid`; else the only key when exactly one
-    /// is configured; else the one key *without* a kid whose algorithm is the token's (an
-    /// HS256 secret next to a key set). The key's algorithm is then required of the token.
+    /// The key for a token: the key with the token's `kid`; else, when the token names no kid
+    /// or the only configured key has none, that only key; else the one key *without* a kid
+    /// whose algorithm is the token's (an HS256 secret next to a key set). A token naming a kid
+    /// that a kid-carrying key set does not have gets no key. The key's algorithm is then
+    /// required of the token.
     fn select(&self, kid: Option<&str>, alg: Algorithm) -> Option<&PublicKey> {
         if let Some(kid) = kid {
             if let Some(k) = self.keys.iter().find(|k| k.kid() == Some(kid)) {
@@ -234,7 +236,7 @@ impl CallerKeys {
             }
         }
         if let [only] = self.keys.as_slice() {
-            return Some(only);
+            return (kid.is_none() || only.kid().is_none()).then_some(only);
         }
         let mut keyless = self
             .keys
