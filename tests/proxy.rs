@@ -398,3 +398,39 @@ fn write_temp(text: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+#[test]
+fn government_requests_need_a_legal_basis_of_the_configured_format() {
+    let mock = Mock::start();
+    let partner = format!(
+        "kind: government\npurpose: tax-reporting\nupstream: {}\nroutes:\n  - path: /v1/filings\n    methods: [POST]\n    allow: [year]\nallowed_callers: [finance-service]\nlegal_basis_format: '(case|order)-[0-9]{{4}}-[0-9]+'\n",
+        mock.url()
+    );
+    let gateway = Gateway::start("", &[("tax", &partner)], &[]);
+    let send = |basis: Option<&str>| {
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(basis) = basis {
+            headers.push(("ohsoft-legal-basis", basis));
+        }
+        gateway.send(
+            "POST",
+            "/tax/v1/filings",
+            &headers,
+            Some(br#"{"year":2025,"name":"Ada"}"#),
+        )
+    };
+    assert_refused(&send(None), 403, "legal_basis_missing");
+    assert_refused(&send(Some("because")), 403, "legal_basis_missing");
+    assert_refused(
+        &send(Some("case-2026-0042; DROP")),
+        403,
+        "legal_basis_missing",
+    );
+    assert!(mock.received().is_empty());
+    assert_eq!(send(Some("order-2026-7")).status, 200);
+    let headers = mock.only_headers();
+    assert!(headers.contains(&("ohsoft-legal-basis".to_string(), "order-2026-7".to_string())));
+    assert!(headers.iter().any(|(n, v)| n == "ohsoft-data-use"
+        && v.contains(r#"use="legal-obligation""#)
+        && v.contains(r#"legal-basis="order-2026-7""#)));
+}

@@ -154,6 +154,14 @@ pub fn plan(
                             "the {header:?} header must be printable ASCII (a case or order reference)"
                         )));
                     }
+                    if let Some(format) = &partner.legal_basis_format {
+                        if !format.is_match(value) {
+                            return Err(Refusal::LegalBasisMissing(format!(
+                                "the {header:?} header {value:?} is not a legal-basis reference of the form partner {:?} requires",
+                                partner.id
+                            )));
+                        }
+                    }
                     Some(value.to_string())
                 }
                 (Some(_), Some(_)) => {

@@ -102,6 +102,8 @@ pub struct PartnerFile {
     pub honor_optouts: Option<Spanned<Vec<Spanned<String>>>>,
     /// Government partners: the header carrying the legal basis reference.
     pub legal_basis_header: Option<Spanned<String>>,
+    /// Government partners: a regular expression the whole reference must match.
+    pub legal_basis_format: Option<Spanned<String>>,
 }
 
 /// One entry of `routes:`.

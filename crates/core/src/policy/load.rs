@@ -282,6 +282,8 @@ enum Invalid {
         "route {0:?} must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped"
     )]
     NoSubjects(String),
+    #[error("invalid legal_basis_format {0:?}: {1}")]
+    LegalBasisFormat(String, String),
     #[error("legal_basis_header is only for government partners (this partner's kind is {0:?})")]
     LegalBasisNotGovernment(String),
     #[error("invalid header name {0:?}: expected letters, digits and !#$%&'*+-.^_`|~")]
@@ -992,6 +994,29 @@ fn validate_partner(
         (None, _) => None,
     };
 
+    let legal_basis_format = match (&p.legal_basis_format, kind) {
+        (Some(f), Some(k)) if k != PartnerKind::Government => {
+            d.error(
+                path,
+                line(f),
+                Invalid::LegalBasisNotGovernment(k.as_str().to_string()),
+            );
+            None
+        }
+        (Some(f), _) => match regex::Regex::new(&format!("^(?:{})$", f.value)) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                d.error(
+                    path,
+                    line(f),
+                    Invalid::LegalBasisFormat(f.value.clone(), e.to_string()),
+                );
+                None
+            }
+        },
+        (None, _) => None,
+    };
+
     // Routes.
     let ctx = RouteCtx {
         path,
@@ -1054,6 +1079,7 @@ fn validate_partner(
         upstream_auth,
         honor_optouts,
         legal_basis_header,
+        legal_basis_format,
     })
 }
 

@@ -153,6 +153,8 @@ pub struct Partner {
     pub honor_optouts: Vec<Scope>,
     /// Lowercase header name; `Some` for government partners.
     pub legal_basis_header: Option<String>,
+    /// What a legal-basis reference must look like (the whole value must match), if set.
+    pub legal_basis_format: Option<regex::Regex>,
 }
 
 #[derive(Debug)]

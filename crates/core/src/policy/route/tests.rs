@@ -139,6 +139,7 @@ fn partner(routes: Vec<Route>) -> Partner {
         upstream_auth: None,
         honor_optouts: Vec::new(),
         legal_basis_header: None,
+        legal_basis_format: None,
     }
 }
 
