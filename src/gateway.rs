@@ -160,8 +160,7 @@ impl Active {
             .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
         let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
         if let Some(signer) = &self.signer {
-            let jti = crate::cli::token::new_jti()
-                .map_err(|e| Refusal::UpstreamError(format!("cannot draw a token id: {e:#}")))?;
+            let jti = new_jti();
             let input = TokenInput {
                 aud: &partner.id,
                 sub: caller,
@@ -186,6 +185,11 @@ impl Active {
     pub fn jwks(&self) -> Vec<u8> {
         self.jwks.clone()
     }
+}
+
+/// A fresh `jti` for a data-use token: a random (version 4) UUID.
+pub fn new_jti() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Seconds since the epoch (0 if the clock is before 1970, which makes every token expired).

@@ -35,12 +35,24 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 /// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid. Returns whether it was.
 pub fn reload(gateway: &Gateway) -> bool {
     let dir = &gateway.policy_dir;
+    let old = gateway.active();
     let result = loader::load(dir, Some(&ProcessEnv))
         .map_err(|d| loader::diagnostics_error(&d))
-        .and_then(|loaded| Active::build(loaded.policy, &ProcessEnv));
+        .and_then(|loaded| {
+            // The open store is the one acknowledged opt-outs are written to: swapping the
+            // policy under it would send writes and reads to different places.
+            let store_path = |p: &gateway_core::policy::Policy| {
+                p.gateway.optouts.as_ref().map(|o| o.path.clone())
+            };
+            if store_path(&loaded.policy) != store_path(&old.policy) {
+                anyhow::bail!(
+                    "the `optouts` section changed: the opt-out store can only change at a restart"
+                );
+            }
+            Active::build(loaded.policy, &ProcessEnv)
+        });
     match result {
         Ok(active) => {
-            let old = gateway.active();
             let (old_gw, new_gw) = (&old.policy.gateway, &active.policy.gateway);
             if old_gw.listen != new_gw.listen || old_gw.admin_listen != new_gw.admin_listen {
                 log::warn!(

@@ -451,14 +451,21 @@ fn subject_ids_compare_as_strings_and_bad_ones_are_refused() {
             "subject_missing",
         );
     }
-    // An array or object subject is refused too, but as a bad shape first (400): these routes
-    // allow `customer_id` as a scalar path, and the filter checks shapes before subjects.
-    // (DESIGN.md lists arrays and objects under 422; the core chose shape-first on purpose.)
+    // An array or object subject is no id either (DESIGN: 422), even where the policy allows
+    // `customer_id` as a scalar path.
     for bad in ["[123]", "{\"id\": 123}"] {
         let body = contacts(&["\"124\"", bad]);
-        assert_refused_nothing_sent(gw, &s.bp, "bp", CONTACTS, &body, 400, "bad_request");
+        assert_refused_nothing_sent(gw, &s.bp, "bp", CONTACTS, &body, 422, "subject_missing");
         let single = format!(r#"{{"customer_id": {bad}, "name": "X"}}"#);
-        assert_refused_nothing_sent(gw, &s.bp, "bp", "/v1/contact", &single, 400, "bad_request");
+        assert_refused_nothing_sent(
+            gw,
+            &s.bp,
+            "bp",
+            "/v1/contact",
+            &single,
+            422,
+            "subject_missing",
+        );
     }
     // A contractor honours no opt-outs, so it needs no subject: the record passes as written.
     assert_forwarded(

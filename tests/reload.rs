@@ -61,3 +61,29 @@ fn bad_reload_keeps_the_old_policy_and_good_reload_applies() {
         r#"{"order_id":2,"name":"Ada"}"#
     );
 }
+
+#[test]
+fn a_reload_cannot_move_the_opt_out_store() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        "optouts: { path: data/a }\n",
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[],
+    );
+    let file = gateway.policy.policy().join("gateway.yaml");
+    let yaml = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("data/a", "data/b");
+    std::fs::write(&file, yaml).unwrap();
+    wait_for_metric(
+        &gateway,
+        r#"partner_gateway_policy_reloads_total{result="error"}"#,
+        1.0,
+    );
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#)
+            .status,
+        200
+    );
+}

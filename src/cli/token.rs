@@ -5,7 +5,7 @@ body digest). The checks themselves live in `gateway_core::callers` and `gateway
 this file reads files, fetches the JWKS, reads the clock and draws randomness.
 */
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use gateway_core::callers::{mint_caller_token, CallerTokenInput};
@@ -16,30 +16,7 @@ pub const MAX_CALLER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest JWKS accepted by `verify-token`.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> Result<u64> {
-    Ok(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")?
-        .as_secs())
-}
-
-/// A fresh `jti` for a data-use token: a random (version 4) UUID.
-pub fn new_jti() -> Result<String> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
-}
+pub use crate::gateway::{new_jti, now_unix};
 
 /// `300`, `300s`, `5m`, `1h`: a token lifetime, 1 s to 24 h.
 pub fn parse_ttl(s: &str) -> Result<Duration> {
@@ -85,7 +62,7 @@ pub fn mint(
         audience,
         sub,
         kid,
-        now_unix: now_unix()?,
+        now_unix: now_unix(),
         ttl_secs: ttl.as_secs(),
     };
     mint_caller_token(&pem, &input)
@@ -115,7 +92,7 @@ pub fn verify_at(
     };
     let now = match at_unix {
         Some(t) => t,
-        None => now_unix()?,
+        None => now_unix(),
     };
     let claims = verify_data_use_token(&jwks_json, token.trim(), body.as_deref(), now)
         .with_context(|| format!("token rejected (keys from {jwks})"))?;
@@ -244,9 +221,7 @@ mod tests {
                 kid,
             )
             .unwrap();
-            let caller = v
-                .verify(Some(&format!("Bearer {t}")), now_unix().unwrap())
-                .unwrap();
+            let caller = v.verify(Some(&format!("Bearer {t}")), now_unix()).unwrap();
             assert_eq!(caller.sub, "orders-service");
         }
         let signing = std::fs::read(certs("data-use-signing.pem")).unwrap();
@@ -286,7 +261,7 @@ mod tests {
                 policy_version: "3f2a9c0d11e4",
                 body,
                 legal_basis: None,
-                now_unix: now_unix().unwrap(),
+                now_unix: now_unix(),
                 ttl_secs: 300,
                 jti: &jti,
             })
@@ -318,7 +293,7 @@ mod tests {
         assert!(err.contains("body_sha256 does not match"), "{err}");
         let err = format!(
             "{:#}",
-            verify_at(jwks_arg, None, &token, Some(now_unix().unwrap() + 3600)).unwrap_err()
+            verify_at(jwks_arg, None, &token, Some(now_unix() + 3600)).unwrap_err()
         );
         assert!(err.contains("expired"), "{err}");
         assert!(verify("/nonexistent/jwks.json", None, &token).is_err());

@@ -343,11 +343,8 @@ fn filter_query(query: Option<&str>, allowed: &[String]) -> (String, Vec<String>
             Some((n, v)) => (n, Some(v)),
             None => (pair, None),
         };
-        let name = percent_decode(raw_name);
-        if name
-            .as_deref()
-            .is_some_and(|n| allowed.iter().any(|a| a == n))
-        {
+        let name = percent_encoding::percent_decode_str(raw_name).decode_utf8();
+        if name.is_ok_and(|n| allowed.iter().any(|a| *a == n)) {
             let mut out = encode_query_part(raw_name);
             if let Some(v) = raw_value {
                 out.push('=');
@@ -359,23 +356,6 @@ fn filter_query(query: Option<&str>, allowed: &[String]) -> (String, Vec<String>
         }
     }
     (kept.join("&"), removed)
-}
-
-fn percent_decode(raw: &str) -> Option<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn encode_query_part(raw: &str) -> String {

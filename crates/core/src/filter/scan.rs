@@ -916,6 +916,15 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.sc.expect(b':', "`:` after a member name")?;
                 self.sc.skip_ws();
                 let value_start = self.sc.pos;
+                if is_subject && matches!(self.sc.peek(), Some(b'{' | b'[')) {
+                    // DESIGN: an object or array where the customer id belongs is a missing
+                    // subject (422), whatever shape the policy allows for that member.
+                    return Err(Refusal::SubjectMissing(format!(
+                        "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
+                        self.sc.path(),
+                        String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
+                    )));
+                }
                 match child {
                     Some(child) => {
                         if !first {
