@@ -13,7 +13,10 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
 
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn wait_until_listening(addr: SocketAddr, child: &mut Child) {
@@ -56,13 +59,22 @@ impl Mock {
     pub fn start_with_delay(delay_ms: u64) -> Mock {
         let addr = free_addr();
         let mut child = Command::new(BIN)
-            .args(["mock-partner", "--listen", &addr.to_string(), "--delay-ms", &delay_ms.to_string()])
+            .args([
+                "mock-partner",
+                "--listen",
+                &addr.to_string(),
+                "--delay-ms",
+                &delay_ms.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         wait_until_listening(addr, &mut child);
-        Mock { addr, _proc: Proc { child } }
+        Mock {
+            addr,
+            _proc: Proc { child },
+        }
     }
 
     pub fn url(&self) -> String {
@@ -81,13 +93,21 @@ impl Mock {
     /// The body bytes of the only request received.
     pub fn only_body(&self) -> String {
         let received = self.received();
-        assert_eq!(received.len(), 1, "expected exactly one request at the partner: {received:#?}");
+        assert_eq!(
+            received.len(),
+            1,
+            "expected exactly one request at the partner: {received:#?}"
+        );
         received[0]["body"].as_str().unwrap().to_string()
     }
 
     pub fn only_headers(&self) -> Vec<(String, String)> {
         let received = self.received();
-        assert_eq!(received.len(), 1, "expected exactly one request at the partner: {received:#?}");
+        assert_eq!(
+            received.len(),
+            1,
+            "expected exactly one request at the partner: {received:#?}"
+        );
         headers_of(&received[0])
     }
 }
@@ -97,7 +117,12 @@ pub fn headers_of(record: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| (h[0].as_str().unwrap().to_string(), h[1].as_str().unwrap().to_string()))
+        .map(|h| {
+            (
+                h[0].as_str().unwrap().to_string(),
+                h[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -146,12 +171,25 @@ pub fn gateway_yaml(listen: SocketAddr, admin: SocketAddr, extra: &str) -> Strin
 
 impl Gateway {
     /// Starts `serve` on a policy made of `gateway.yaml` (see [`gateway_yaml`]) and partner files.
-    pub fn start(extra_gateway_yaml: &str, partners: &[(&str, &str)], env: &[(&str, &str)]) -> Gateway {
+    pub fn start(
+        extra_gateway_yaml: &str,
+        partners: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let addr = free_addr();
         let admin = free_addr();
         let policy = PolicyDir::new(&gateway_yaml(addr, admin, extra_gateway_yaml), partners);
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut gateway = Gateway { addr, admin, policy, proc: None, env };
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut gateway = Gateway {
+            addr,
+            admin,
+            policy,
+            proc: None,
+            env,
+        };
         gateway.spawn();
         gateway
     }
@@ -178,12 +216,23 @@ impl Gateway {
         self.proc = None;
     }
 
-    pub fn send(&self, method: &str, target: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
+    pub fn send(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Response {
         http1::send(&self.addr.to_string(), method, target, headers, body).unwrap()
     }
 
     pub fn post_json(&self, target: &str, body: &str) -> Response {
-        self.send("POST", target, &[("content-type", "application/json")], Some(body.as_bytes()))
+        self.send(
+            "POST",
+            target,
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
     }
 
     pub fn raw(&self, raw: &[u8]) -> Response {
@@ -201,16 +250,27 @@ impl Gateway {
 
 /// Asserts a JSON refusal with this status and code.
 pub fn assert_refused(response: &Response, status: u16, code: &str) {
-    assert_eq!(response.status, status, "body: {}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        status,
+        "body: {}",
+        String::from_utf8_lossy(&response.body)
+    );
     assert_eq!(response.header("content-type"), Some("application/json"));
     let body = response.json();
     assert_eq!(body["error"], code, "body: {body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "body: {body}"
+    );
 }
 
 /// The value of a metric line (exact name with labels), or 0.
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
