@@ -199,6 +199,23 @@ pub fn plan(
         }
     }
 
+    // The HTTP layer undoes `chunked` and nothing else: a body sent with another transfer
+    // coding (`gzip, chunked`) would be read as if it were not encoded.
+    for (_, coding) in incoming
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "transfer-encoding")
+    {
+        if !coding
+            .split(',')
+            .all(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        {
+            return Err(Refusal::UnsupportedMediaType(format!(
+                "transfer-encoding {coding:?} cannot be read by the gateway; send the body unencoded (chunked framing is fine)"
+            )));
+        }
+    }
+
     let (body, report) = match (&route.filter, incoming.body.is_empty()) {
         (_, true) => (Vec::new(), Report::default()),
         (None, false) => {
