@@ -62,6 +62,7 @@ impl PartnerProxy {
         let target = plan::resolve(&policy.partners, &method, &raw_path)?;
         ctx.partner = target.partner.id.clone();
         ctx.route = target.route().template.clone();
+        let headers = headers?;
 
         let authorization: Vec<&str> = headers
             .iter()
@@ -167,16 +168,21 @@ fn partner_in_path(raw_path: &str) -> Option<&str> {
     raw_path.strip_prefix('/')?.split('/').next()
 }
 
-/// Request headers with lowercase names; values that are not valid UTF-8 are dropped (such a
-/// header can never be on an allow-list's safe side).
-fn request_headers(req: &pingora::http::RequestHeader) -> Vec<(String, String)> {
+/// Request headers with lowercase names, every one of them: a header the gateway decides on
+/// (`upgrade`, `content-encoding`, a second `content-type`, the legal basis) must never drop out
+/// of the decision because its value is not plain ASCII. Values that are not UTF-8 at all are
+/// refused (400), so no header is ever silently ignored.
+fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, String)>, Refusal> {
     req.headers
         .iter()
-        .filter_map(|(name, value)| {
-            Some((
-                name.as_str().to_ascii_lowercase(),
-                value.to_str().ok()?.to_string(),
-            ))
+        .map(|(name, value)| {
+            let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
+                Refusal::BadRequest(format!(
+                    "the value of header {:?} is not valid UTF-8",
+                    name.as_str()
+                ))
+            })?;
+            Ok((name.as_str().to_ascii_lowercase(), text.to_string()))
         })
         .collect()
 }
