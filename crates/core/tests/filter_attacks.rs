@@ -70,8 +70,13 @@ fn run_opts(
     let Filtered { body, .. } = filter(program, body, options)?;
     let text = String::from_utf8(body).expect("the filter emits UTF-8");
     // Whatever passes must be one strict JSON value, so a partner cannot parse it differently.
-    serde_json::from_str::<serde_json::Value>(&text)
-        .unwrap_or_else(|e| panic!("the filter emitted invalid JSON {text:?}: {e}"));
+    // (serde_json cannot hold `1e400`, which is valid JSON.)
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+        assert!(
+            e.to_string().contains("out of range"),
+            "the filter emitted invalid JSON {text:?}: {e}"
+        );
+    }
     Ok(text)
 }
 
@@ -108,7 +113,7 @@ fn escaped_and_syntax_keys_never_match_an_allowed_name() {
         r#"{"__proto__":{"name":"SECRET"}}"#,
         r#"{"constructor":{"prototype":{"x":"SECRET"}}}"#,
         r#"{"meta.x":"SECRET"}"#,
-        r#"{"meta":{"a.b":"SECRET","c[0]":"SECRET","*":"SECRET","**":"SECRET","]":"SECRET","x\u002ey":"SECRET","\u002a":"SECRET"}}"#,
+        r#"{"meta":{"a.b":"SECRET","c[0]":"SECRET","*":"SECRET","**":"SECRET","]":"SECRET","x\u002ey":"SECRET","\u002a\u002a\u002a":"SECRET"}}"#,
         r#"{"blob.**":"SECRET","*":"SECRET","[*]":"SECRET","$":"SECRET"}"#,
         r#"{"meta[*]":"SECRET","meta.*":"SECRET"}"#,
     ] {
@@ -195,7 +200,7 @@ fn duplicate_keys_in_large_objects() {
     assert_bad(
         run(
             &program,
-            &format!("{{\"x\":[{{{big}}},{{{big},\"k39\":0}}}]}}"),
+            &format!("{{\"x\":[{{{big}}},{{{big},\"k39\":0}}]}}"),
         ),
         "dup in the second sibling",
     );

@@ -1,0 +1,1360 @@
+//! Adversarial requests against the real gateway in front of a recording partner. Each test
+//! tries to get a field the policy does not allow, an opted-out customer's record, a client
+//! header, or anything at all for a refused request past the gateway. A passing test documents
+//! a defence; an `#[ignore = "LEAK: .."]` or `#[ignore = "WRONG STATUS: .."]` one documents an
+//! open finding.
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use util::*;
+
+const SECRET: &str = "SECRET";
+
+fn ship_partner(upstream: &str) -> String {
+    format!(
+        r#"kind: contractor
+purpose: shipping
+upstream: {upstream}
+routes:
+  - path: /v1/shipments
+    methods: [POST]
+    records: shipments[*]
+    subject: customer_id
+    allow:
+      - order_id
+      - shipments[*].customer_id
+      - shipments[*].name
+      - shipments[*].address.**
+      - shipments[*].items[*].sku
+    transform:
+      shipments[*].card_number: last4
+    query: [page]
+    headers: [x-request-id]
+  - path: /v1/shipments/{{id}}
+    methods: [GET]
+allowed_callers: [orders-service]
+upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
+"#
+    )
+}
+
+fn biz_partner(upstream: &str) -> String {
+    format!(
+        r#"kind: business_partner
+purpose: marketing
+upstream: {upstream}
+routes:
+  - path: /v1/audiences
+    methods: [POST]
+    records: contacts[*]
+    subject: customer_id
+    allow:
+      - campaign
+      - contacts[*].customer_id
+      - contacts[*].name
+  - path: /v1/profile
+    methods: [POST]
+    records: $
+    subject: customer_id
+    allow:
+      - customer_id
+      - name
+allowed_callers: [marketing-service]
+upstream_auth: {{ header: x-api-key, env: BIZ_KEY }}
+"#
+    )
+}
+
+fn gov_partner(upstream: &str) -> String {
+    format!(
+        r#"kind: government
+purpose: tax-reporting
+upstream: {upstream}
+routes:
+  - path: /v1/filings
+    methods: [POST]
+    allow:
+      - year
+      - name
+legal_basis_header: ohsoft-legal-basis
+allowed_callers: [orders-service]
+"#
+    )
+}
+
+const ENV: &[(&str, &str)] = &[
+    ("SHIP_TOKEN", "partner-secret"),
+    ("BIZ_KEY", "biz-secret"),
+    ("ADV_ADMIN_TOKEN", "admin-secret"),
+];
+
+const EXTRA_YAML: &str = "admin_token_env: ADV_ADMIN_TOKEN\noptouts: { path: data/optouts }\n";
+
+/// An upstream that only counts connections: any connection at all is a failure.
+struct Tripwire {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Tripwire {
+    fn start() -> Tripwire {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Tripwire { addr, accepted }
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+struct Setup {
+    mock: Mock,
+    trip: Tripwire,
+    gateway: Gateway,
+}
+
+/// `acme-ship`, `biz` and `gov` in front of the recording mock; `trip-ship` (acme-ship's
+/// policy) in front of a tripwire that counts connections.
+fn start() -> Setup {
+    let mock = Mock::start();
+    let trip = Tripwire::start();
+    let gateway = Gateway::start(
+        EXTRA_YAML,
+        &[
+            ("acme-ship", &ship_partner(&mock.url())),
+            ("trip-ship", &ship_partner(&format!("http://{}", trip.addr))),
+            ("biz", &biz_partner(&mock.url())),
+            ("gov", &gov_partner(&mock.url())),
+        ],
+        ENV,
+    );
+    Setup {
+        mock,
+        trip,
+        gateway,
+    }
+}
+
+impl Setup {
+    #[track_caller]
+    fn assert_nothing_forwarded(&self) {
+        let received = self.mock.received();
+        assert!(
+            received.is_empty(),
+            "refused requests reached the partner: {received:#?}"
+        );
+        assert_eq!(
+            self.trip.connections(),
+            0,
+            "the gateway opened a connection to a partner for a refused request"
+        );
+    }
+
+    fn put_optout(&self, id: &str, scopes: &[&str]) {
+        let body = serde_json::json!({ "scopes": scopes }).to_string();
+        let r = http1::send(
+            &self.gateway.admin.to_string(),
+            "PUT",
+            &format!("/optouts/{id}"),
+            &[
+                ("authorization", "Bearer admin-secret"),
+                ("content-type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+/// A raw HTTP/1.1 request with `host`, `connection: close` and the given extra header lines.
+fn raw_request(request_line: &str, header_lines: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut raw = format!("{request_line}\r\nhost: gw\r\nconnection: close\r\n").into_bytes();
+    for line in header_lines {
+        raw.extend_from_slice(line.as_bytes());
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"\r\n");
+    raw.extend_from_slice(body);
+    raw
+}
+
+fn chunked(body: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in body.chunks(size) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// Writes `raw` on one connection and reads everything until the gateway closes it (or 3 s
+/// pass): returns the status code of every response seen.
+fn statuses_on_one_connection(addr: SocketAddr, raw: &[u8]) -> (Vec<u16>, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    stream.write_all(raw).unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let statuses = text
+        .match_indices("HTTP/1.")
+        .filter_map(|(i, _)| text[i..].split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    (statuses, text)
+}
+
+const SHIPMENT: &str = r#"{"order_id":7,"shipments":[{"customer_id":"c-1","name":"Ada","email":"SECRET","card_number":"4111 1111 1111 1234","address":{"street":"1 Main"},"items":[{"sku":"A","price":"SECRET"}]}]}"#;
+const SHIPMENT_FILTERED: &str = r#"{"order_id":7,"shipments":[{"customer_id":"c-1","name":"Ada","card_number":"***1234","address":{"street":"1 Main"},"items":[{"sku":"A"}]}]}"#;
+
+// ---------------------------------------------------------------------------------------
+// Headers
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn client_identifying_headers_never_reach_the_partner() {
+    let s = start();
+    let headers: &[(&str, &str)] = &[
+        ("content-type", "application/json; charset=UTF-8"),
+        ("authorization", "Bearer CALLER-SECRET"),
+        ("Authorization", "Basic Q0FMTEVSOlNFQ1JFVA=="),
+        ("proxy-authorization", "Basic SECRET"),
+        ("cookie", "session=SECRET"),
+        ("Cookie", "other=SECRET"),
+        ("cookie2", "SECRET"),
+        ("user-agent", "SECRET-UA"),
+        ("referer", "https://SECRET/"),
+        ("referrer", "https://SECRET/"),
+        ("origin", "https://SECRET"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("X-Forwarded-Host", "SECRET"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+        ("true-client-ip", "203.0.113.9"),
+        ("cf-connecting-ip", "203.0.113.9"),
+        ("x-client-ip", "203.0.113.9"),
+        ("client-ip", "203.0.113.9"),
+        ("x-cluster-client-ip", "203.0.113.9"),
+        ("x-original-forwarded-for", "203.0.113.9"),
+        ("via", "1.1 SECRET"),
+        ("sec-ch-ua", "SECRET"),
+        ("dnt", "1"),
+        ("x-http-method-override", "DELETE"),
+        ("x-original-url", "/SECRET"),
+        ("ohsoft-data-use", "use=\"SECRET\""),
+        ("ohsoft-data-use-token", "SECRET"),
+        ("x-api-key", "SECRET"),
+        ("te", "trailers"),
+        ("x-request-id", "req-1"),
+    ];
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments",
+        headers,
+        Some(SHIPMENT.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let received = s.mock.only_headers();
+    let text = format!("{received:?}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(!text.contains("203.0.113.9"), "{text}");
+    let names: Vec<&str> = received.iter().map(|(n, _)| n.as_str()).collect();
+    for name in &names {
+        assert!(
+            [
+                "host",
+                "content-type",
+                "content-length",
+                "x-request-id",
+                "authorization",
+                "ohsoft-data-use",
+                "ohsoft-data-use-token"
+            ]
+            .contains(name),
+            "unexpected header {name} at the partner: {received:?}"
+        );
+    }
+    let auth: Vec<_> = received
+        .iter()
+        .filter(|(n, _)| n == "authorization")
+        .collect();
+    assert_eq!(auth.len(), 1, "{received:?}");
+    assert_eq!(auth[0].1, "Bearer partner-secret");
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+
+    // A partner with another credential header: the caller's authorization must not ride along.
+    let s = start();
+    let r = s.gateway.send(
+        "POST",
+        "/biz/v1/audiences",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer CALLER-SECRET"),
+            ("x-api-key", "CALLER-SECRET"),
+        ],
+        Some(br#"{"contacts":[{"customer_id":1,"name":"a"}]}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let received = s.mock.only_headers();
+    assert!(
+        !format!("{received:?}").contains("CALLER-SECRET"),
+        "{received:?}"
+    );
+    assert!(received
+        .iter()
+        .any(|(n, v)| n == "x-api-key" && v == "biz-secret"));
+}
+
+#[test]
+fn connection_header_cannot_remove_what_the_gateway_adds() {
+    let s = start();
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments",
+        &[
+            ("content-type", "application/json"),
+            (
+                "connection",
+                "ohsoft-data-use-token, ohsoft-data-use, authorization, content-length, host",
+            ),
+            ("Connection", "x-request-id, keep-alive"),
+            ("x-request-id", "SECRET"),
+        ],
+        Some(SHIPMENT.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let headers = s.mock.only_headers();
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    assert!(get("ohsoft-data-use").is_some(), "{headers:?}");
+    assert_eq!(
+        get("authorization").as_deref(),
+        Some("Bearer partner-secret")
+    );
+    assert_eq!(
+        get("content-length"),
+        Some(SHIPMENT_FILTERED.len().to_string())
+    );
+    assert!(get("host").is_some(), "{headers:?}");
+    assert_eq!(get("x-request-id"), None, "named in Connection: hop-by-hop");
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+}
+
+#[test]
+fn legal_basis_header_tricks() {
+    let s = start();
+    let body: &[u8] = br#"{"year":2024,"name":"a","ssn":"SECRET"}"#;
+    let json = ("content-type", "application/json");
+    assert_refused(
+        &s.gateway
+            .send("POST", "/gov/v1/filings", &[json], Some(body)),
+        403,
+        "legal_basis_missing",
+    );
+    assert_refused(
+        &s.gateway.send(
+            "POST",
+            "/gov/v1/filings",
+            &[json, ("ohsoft-legal-basis", "  ")],
+            Some(body),
+        ),
+        403,
+        "legal_basis_missing",
+    );
+    assert_refused(
+        &s.gateway.send(
+            "POST",
+            "/gov/v1/filings",
+            &[
+                json,
+                ("ohsoft-legal-basis", "case-1"),
+                ("Ohsoft-Legal-Basis", "case-2"),
+            ],
+            Some(body),
+        ),
+        400,
+        "bad_request",
+    );
+    for bad in ["case-\u{e9}", "case\t1"] {
+        assert_refused(
+            &s.gateway.send(
+                "POST",
+                "/gov/v1/filings",
+                &[json, ("ohsoft-legal-basis", bad)],
+                Some(body),
+            ),
+            400,
+            "bad_request",
+        );
+    }
+    s.assert_nothing_forwarded();
+}
+
+/// The legal basis named in `Connection` would be dropped on the way out: the partner would get
+/// a request with no legal basis header. Either refuse or forward it anyway; never forward a
+/// government request without it.
+#[test]
+fn legal_basis_cannot_be_made_hop_by_hop() {
+    let s = start();
+    let r = s.gateway.send(
+        "POST",
+        "/gov/v1/filings",
+        &[
+            ("content-type", "application/json"),
+            ("ohsoft-legal-basis", "case-1"),
+            ("connection", "ohsoft-legal-basis"),
+        ],
+        Some(br#"{"year":2024}"#),
+    );
+    if r.status == 200 {
+        let headers = s.mock.only_headers();
+        assert!(
+            headers
+                .iter()
+                .any(|(n, v)| n == "ohsoft-legal-basis" && v == "case-1"),
+            "a government partner received a request without its legal basis: {headers:?}"
+        );
+    } else {
+        assert_refused(&r, 400, "bad_request");
+        s.assert_nothing_forwarded();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Media types and encodings
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn only_plain_utf8_json_bodies_are_filtered() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    for content_type in [
+        "application/json; charset=utf-16",
+        "application/json; charset=UTF-16LE",
+        "application/json; charset=utf-32",
+        "application/json; charset=iso-8859-1",
+        "application/json; charset=utf-8; charset=utf-16",
+        "application/json;charset=utf-8;x=1",
+        "application/json-seq",
+        "application/jsonl",
+        "application/x-ndjson",
+        "application/vnd.api+json",
+        "application/problem+json",
+        "application/json, text/plain",
+        "text/json",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "application /json",
+        "",
+    ] {
+        let r = s.gateway.send(
+            "POST",
+            "/trip-ship/v1/shipments",
+            &[("content-type", content_type)],
+            Some(body),
+        );
+        assert_refused(&r, 415, "unsupported_media_type");
+    }
+    // No content-type at all.
+    let r = s
+        .gateway
+        .send("POST", "/trip-ship/v1/shipments", &[], Some(body));
+    assert_refused(&r, 415, "unsupported_media_type");
+    // Two content-type headers, either order.
+    for pair in [
+        [
+            ("content-type", "application/json"),
+            ("content-type", "text/plain"),
+        ],
+        [
+            ("content-type", "text/plain"),
+            ("content-type", "application/json"),
+        ],
+        [
+            ("content-type", "application/json"),
+            ("Content-Type", "application/json"),
+        ],
+    ] {
+        let r = s
+            .gateway
+            .send("POST", "/trip-ship/v1/shipments", &pair, Some(body));
+        assert_refused(&r, 415, "unsupported_media_type");
+    }
+    // UTF-16 bytes under a UTF-8 label are malformed JSON.
+    let utf16: Vec<u8> = r#"{"order_id":1}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let r = s.gateway.send(
+        "POST",
+        "/trip-ship/v1/shipments",
+        &[("content-type", "application/json")],
+        Some(&utf16),
+    );
+    assert_refused(&r, 400, "bad_request");
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn content_encodings_the_gateway_cannot_read_are_refused() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    let json = ("content-type", "application/json");
+    for encodings in [
+        vec![("content-encoding", "gzip")],
+        vec![("content-encoding", "identity, gzip")],
+        vec![("content-encoding", "gzip, identity")],
+        vec![("content-encoding", "br")],
+        vec![("content-encoding", "x-gzip")],
+        vec![
+            ("content-encoding", "identity"),
+            ("content-encoding", "gzip"),
+        ],
+        vec![("content-encoding", "")],
+    ] {
+        let mut headers = vec![json];
+        headers.extend(encodings.iter().copied());
+        let r = s
+            .gateway
+            .send("POST", "/trip-ship/v1/shipments", &headers, Some(body));
+        assert_refused(&r, 415, "unsupported_media_type");
+    }
+    s.assert_nothing_forwarded();
+    // `identity` (any case) is no encoding at all.
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments",
+        &[json, ("content-encoding", "IDENTITY")],
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+}
+
+// ---------------------------------------------------------------------------------------
+// Framing
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn chunked_with_content_length_and_extensions_is_filtered_whole() {
+    let s = start();
+    // Transfer-Encoding wins over a lying Content-Length; chunk extensions and trailers are
+    // ignored. Whatever the framing, the partner sees the filtered body only.
+    let mut body = Vec::new();
+    for (i, chunk) in SHIPMENT.as_bytes().chunks(7).enumerate() {
+        body.extend_from_slice(format!("{:x};ext{i}=\"v\"\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\ncookie: SECRET\r\nx-forwarded-for: 203.0.113.9\r\n\r\n");
+    let raw = raw_request(
+        "POST /acme-ship/v1/shipments HTTP/1.1",
+        &[
+            "content-type: application/json",
+            "content-length: 5",
+            "transfer-encoding: chunked",
+        ],
+        &body,
+    );
+    let r = s.gateway.raw(&raw);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+    let headers = format!("{:?}", s.mock.only_headers());
+    assert!(!headers.contains("SECRET") && !headers.contains("203.0.113.9"));
+}
+
+#[test]
+fn framing_tricks_are_refused_before_any_connection() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "gzip, chunked transfer coding",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &[
+                    "content-type: application/json",
+                    "transfer-encoding: gzip, chunked",
+                ],
+                &chunked(body, 10),
+            ),
+        ),
+        (
+            "transfer-encoding gzip then chunked, two headers",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &[
+                    "content-type: application/json",
+                    "transfer-encoding: gzip",
+                    "transfer-encoding: chunked",
+                ],
+                &chunked(body, 10),
+            ),
+        ),
+        (
+            "non-chunked final transfer coding",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &["content-type: application/json", "transfer-encoding: gzip"],
+                body,
+            ),
+        ),
+        (
+            "chunked, identity",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &[
+                    "content-type: application/json",
+                    "transfer-encoding: chunked, identity",
+                ],
+                &chunked(body, 10),
+            ),
+        ),
+        (
+            "differing content-lengths",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &[
+                    "content-type: application/json",
+                    &format!("content-length: {}", body.len()),
+                    "content-length: 3",
+                ],
+                body,
+            ),
+        ),
+        (
+            "chunked with HTTP/1.0",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.0",
+                &[
+                    "content-type: application/json",
+                    "transfer-encoding: chunked",
+                ],
+                &chunked(body, 10),
+            ),
+        ),
+        (
+            "bad chunk size",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &[
+                    "content-type: application/json",
+                    "transfer-encoding: chunked",
+                ],
+                b"zz\r\n{}\r\n0\r\n\r\n",
+            ),
+        ),
+        (
+            "content-length not a number",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &["content-type: application/json", "content-length: 1e3"],
+                body,
+            ),
+        ),
+        (
+            "negative content-length",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &["content-type: application/json", "content-length: -1"],
+                body,
+            ),
+        ),
+    ];
+    for (what, raw) in cases {
+        let (statuses, text) = statuses_on_one_connection(s.gateway.addr, &raw);
+        assert!(
+            statuses.first().is_some_and(|s| (400..500).contains(s)),
+            "{what}: expected a 4xx refusal, got {statuses:?}: {text}"
+        );
+    }
+    // A body shorter than its content-length (the caller gives up): nothing is forwarded.
+    let mut stream = TcpStream::connect(s.gateway.addr).unwrap();
+    stream
+        .write_all(&raw_request(
+            "POST /trip-ship/v1/shipments HTTP/1.1",
+            &["content-type: application/json", "content-length: 500"],
+            br#"{"order_id":1}"#,
+        ))
+        .unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink);
+    std::thread::sleep(Duration::from_millis(200));
+    s.assert_nothing_forwarded();
+}
+
+/// DESIGN: every refusal is `{"error": code, "message": ..}` with its status. Framing errors are
+/// answered by pingora before any phase of the proxy runs, with an empty 400.
+#[test]
+#[ignore = "WRONG FORMAT: HTTP framing errors (transfer-encoding gzip, differing content-lengths, chunked over HTTP/1.0) are answered by pingora's read_request with a bare 400 without the JSON body; nothing reaches the partner"]
+fn framing_refusals_are_json() {
+    let s = start();
+    let raw = raw_request(
+        "POST /trip-ship/v1/shipments HTTP/1.1",
+        &["content-type: application/json", "transfer-encoding: gzip"],
+        SHIPMENT.as_bytes(),
+    );
+    assert_refused(&s.gateway.raw(&raw), 400, "bad_request");
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn expect_continue_is_filtered_or_refused_as_usual() {
+    let s = start();
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments",
+        &[
+            ("content-type", "application/json"),
+            ("expect", "100-continue"),
+        ],
+        Some(SHIPMENT.as_bytes()),
+    );
+    // The client sent the body without waiting; a 100 may precede the final answer.
+    assert!(
+        r.status == 200 || r.status == 100,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+    let headers = format!("{:?}", s.mock.only_headers());
+    assert!(!headers.contains("100-continue"), "{headers}");
+
+    // Refused before the body is read: answered at once, without waiting for the body.
+    let s = start();
+    let raw = raw_request(
+        "POST /trip-ship/v1/nothing HTTP/1.1",
+        &[
+            "content-type: application/json",
+            "expect: 100-continue",
+            "content-length: 10",
+        ],
+        b"",
+    );
+    let (statuses, text) = statuses_on_one_connection(s.gateway.addr, &raw);
+    assert_eq!(statuses, vec![403], "{text}");
+    assert!(text.contains("route_not_allowed"), "{text}");
+    // Refused after the body is read.
+    let raw = raw_request(
+        "POST /trip-ship/v1/shipments HTTP/1.1",
+        &[
+            "content-type: text/plain",
+            "expect: 100-continue",
+            "content-length: 2",
+        ],
+        b"{}",
+    );
+    let (statuses, text) = statuses_on_one_connection(s.gateway.addr, &raw);
+    assert_eq!(
+        statuses.iter().filter(|s| **s >= 200).collect::<Vec<_>>(),
+        vec![&415],
+        "{text}"
+    );
+    assert!(text.contains("unsupported_media_type"), "{text}");
+    s.assert_nothing_forwarded();
+}
+
+/// A refused request's unread body must never be parsed as a second request on the same
+/// connection (request smuggling past the refusal).
+#[test]
+fn body_of_a_refused_request_is_not_parsed_as_a_new_request() {
+    let s = start();
+    let smuggled = format!(
+        "POST /acme-ship/v1/shipments?page=smuggled HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{SHIPMENT}",
+        SHIPMENT.len()
+    );
+    let firsts: Vec<(&str, &str)> = vec![
+        (
+            "POST /nobody/v1/shipments HTTP/1.1",
+            "content-type: application/json",
+        ),
+        (
+            "POST /acme-ship/v1/nothing HTTP/1.1",
+            "content-type: application/json",
+        ),
+        (
+            "PUT /acme-ship/v1/shipments HTTP/1.1",
+            "content-type: application/json",
+        ),
+        (
+            "POST /acme-ship/v1/shipments HTTP/1.1",
+            "content-type: text/plain",
+        ),
+        (
+            "POST /acme-ship/v1/shipments HTTP/1.1",
+            "content-encoding: gzip",
+        ),
+        (
+            "POST /acme-ship/v1/../shipments HTTP/1.1",
+            "content-type: application/json",
+        ),
+        (
+            "POST /gov/v1/filings HTTP/1.1",
+            "content-type: application/json",
+        ),
+        ("POST /acme-ship/v1/shipments HTTP/1.1", "upgrade: h2c"),
+        (
+            "GET /acme-ship/v1/shipments/7 HTTP/1.1",
+            "content-type: application/json",
+        ),
+    ];
+    for (line, header) in &firsts {
+        for expect in [None, Some("expect: 100-continue")] {
+            let mut headers = vec![
+                *header,
+                // keep-alive on purpose: the connection must still not carry a second request.
+            ];
+            headers.extend(expect);
+            let length = format!("content-length: {}", smuggled.len());
+            headers.push(&length);
+            let mut raw = format!("{line}\r\nhost: gw\r\n").into_bytes();
+            for h in &headers {
+                raw.extend_from_slice(h.as_bytes());
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw.extend_from_slice(smuggled.as_bytes());
+            let (statuses, text) = statuses_on_one_connection(s.gateway.addr, &raw);
+            let finals: Vec<u16> = statuses.iter().copied().filter(|s| *s >= 200).collect();
+            assert_eq!(
+                finals.len(),
+                1,
+                "{line} / {header}: expected exactly one answer, got {statuses:?}: {text}"
+            );
+            assert!(finals[0] >= 400, "{line}: {text}");
+        }
+    }
+    // Over the limit by content-length: refused before reading, the body is never parsed.
+    let mut raw =
+        b"POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: 200000\r\n\r\n"
+            .to_vec();
+    raw.extend_from_slice(smuggled.as_bytes());
+    let (statuses, text) = statuses_on_one_connection(s.gateway.addr, &raw);
+    assert_eq!(statuses, vec![413], "{text}");
+    let received = s.mock.received();
+    assert!(
+        received.is_empty(),
+        "a smuggled request reached the partner: {received:#?}"
+    );
+    assert_eq!(s.trip.connections(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Request targets
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn request_target_tricks_are_refused() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    let json = [("content-type", "application/json")];
+    let cases: &[(&str, u16, &str)] = &[
+        ("/trip-ship/v1/%2e%2e/v1/shipments", 400, "bad_request"),
+        ("/trip-ship/v1/%2E%2E/v1/shipments", 400, "bad_request"),
+        ("/trip-ship/v1/x/%2e%2e/shipments", 400, "bad_request"),
+        ("/trip-ship/v1/./shipments", 400, "bad_request"),
+        ("/trip-ship/v1/x/../shipments", 400, "bad_request"),
+        ("/trip-ship/v1%2fshipments", 400, "bad_request"),
+        ("/trip-ship/v1%252fshipments", 400, "bad_request"),
+        ("/trip-ship/v1%25%32%66shipments", 400, "bad_request"),
+        ("/trip-ship/v1%5cshipments", 400, "bad_request"),
+        ("/trip-ship/v1\\shipments", 400, "bad_request"),
+        ("/trip-ship//v1/shipments", 400, "bad_request"),
+        ("//trip-ship/v1/shipments", 400, "bad_request"),
+        ("/trip-ship/v1/shipments%00", 400, "bad_request"),
+        ("/trip-ship/v1/shipments%2e", 400, "bad_request"),
+        ("/trip-ship%2fv1/shipments", 400, "bad_request"),
+        ("/trip-ship/v1/shipments/", 403, "route_not_allowed"),
+        ("/trip-ship/v1/shipments;x", 403, "route_not_allowed"),
+        ("/trip-ship/v1/shipments;/", 403, "route_not_allowed"),
+        ("/trip-ship/v1/SHIPMENTS", 403, "route_not_allowed"),
+        ("/trip-ship/v1/shipments.json", 403, "route_not_allowed"),
+        ("/trip-ship/V1/shipments", 403, "route_not_allowed"),
+        (
+            "/trip-ship/v1/shipments/7/../../shipments",
+            400,
+            "bad_request",
+        ),
+        ("/TRIP-SHIP/v1/shipments", 404, "unknown_partner"),
+        ("/trip-ship%20/v1/shipments", 404, "unknown_partner"),
+        ("/trip-ship", 403, "route_not_allowed"),
+        ("/trip-ship/", 403, "route_not_allowed"),
+        ("/", 404, "unknown_partner"),
+    ];
+    let mut failures = Vec::new();
+    for (target, status, code) in cases {
+        let r = s.gateway.send("POST", target, &json, Some(body));
+        let got = r.json();
+        if r.status != *status || got["error"] != *code {
+            failures.push(format!("{target}: {} {got}", r.status));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn odd_request_targets_that_are_forwarded_are_filtered() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    // Decoded unreserved escapes name the same route: filtered like any request.
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/ship%6Dents",
+        &[("content-type", "application/json")],
+        Some(body),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rec = &s.mock.received()[0];
+    assert_eq!(rec["path"], "/v1/shipments");
+    assert_eq!(rec["body"], SHIPMENT_FILTERED);
+
+    // Absolute-form target (Host matches the authority): routed by its path, filtered, and sent
+    // to the partner's own host.
+    let s = start();
+    let raw = format!(
+        "POST http://gw/acme-ship/v1/shipments?page=1&email=SECRET HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{SHIPMENT}",
+        SHIPMENT.len()
+    );
+    let r = s.gateway.raw(raw.as_bytes());
+    if r.status == 200 {
+        let rec = &s.mock.received()[0];
+        assert_eq!(rec["path"], "/v1/shipments");
+        assert_eq!(rec["query"], "page=1");
+        assert_eq!(rec["body"], SHIPMENT_FILTERED);
+        let headers = headers_of(rec);
+        let host = headers.iter().find(|(n, _)| n == "host").unwrap();
+        assert_eq!(host.1, s.mock.addr.to_string());
+    } else {
+        assert_refused(&r, 400, "bad_request");
+        s.assert_nothing_forwarded();
+    }
+    // Absolute-form with a Host that differs: refused by pingora, never forwarded.
+    let s = start();
+    let raw = format!(
+        "POST http://evil.example/trip-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{SHIPMENT}",
+        SHIPMENT.len()
+    );
+    let (statuses, text) = statuses_on_one_connection(s.gateway.addr, raw.as_bytes());
+    assert!(
+        statuses.first().is_some_and(|s| (400..500).contains(s)),
+        "{statuses:?} {text}"
+    );
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn query_smuggling_is_re_encoded() {
+    let s = start();
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments?page=1;email=SECRET&email=SECRET&page=2&pa%67e=3&page%3Demail=SECRET&PAGE=SECRET&page[]=SECRET&page.x=SECRET&%70age=4%26email%3DSECRET&;page=5&page=6%3bx=SECRET&page=a&page=%zz&page%00=SECRET",
+        &[("content-type", "application/json")],
+        Some(SHIPMENT.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rec = &s.mock.received()[0];
+    let query = rec["query"].as_str().unwrap().to_string();
+    // Every parameter the partner can split off by `&` or `;` must be named `page`.
+    for pair in query.split(['&', ';']) {
+        let name = pair.split('=').next().unwrap();
+        let decoded = name.replace("%67", "g").replace("%70", "p");
+        assert_eq!(decoded, "page", "parameter {pair:?} in {query:?}");
+    }
+    assert!(!query.contains(';'), "{query}");
+}
+
+#[test]
+fn upgrade_connect_and_http10() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    for headers in [
+        vec![
+            ("content-type", "application/json"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ],
+        vec![
+            ("content-type", "application/json"),
+            ("upgrade", "websocket"),
+        ],
+        vec![("content-type", "application/json"), ("Upgrade", "")],
+    ] {
+        let r = s
+            .gateway
+            .send("POST", "/trip-ship/v1/shipments", &headers, Some(body));
+        assert_refused(&r, 400, "bad_request");
+    }
+    // HTTP/2 prior knowledge on the HTTP/1 listener.
+    let (statuses, text) = statuses_on_one_connection(
+        s.gateway.addr,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    );
+    assert!(statuses.iter().all(|s| *s >= 400), "{statuses:?}: {text}");
+    // Upgrade over HTTP/1.0 is still an Upgrade.
+    let raw = raw_request(
+        "POST /trip-ship/v1/shipments HTTP/1.0",
+        &[
+            "content-type: application/json",
+            "upgrade: websocket",
+            &format!("content-length: {}", body.len()),
+        ],
+        body,
+    );
+    assert_refused(&s.gateway.raw(&raw), 400, "bad_request");
+    s.assert_nothing_forwarded();
+
+    // HTTP/1.0 with a content-length is filtered like HTTP/1.1.
+    let s = start();
+    let raw = raw_request(
+        "POST /acme-ship/v1/shipments HTTP/1.0",
+        &[
+            "content-type: application/json",
+            &format!("content-length: {}", body.len()),
+            "cookie: SECRET",
+        ],
+        body,
+    );
+    let r = s.gateway.raw(&raw);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+    assert!(!format!("{:?}", s.mock.only_headers()).contains("SECRET"));
+}
+
+#[test]
+fn connect_is_refused_before_any_connection() {
+    let s = start();
+    for target in [
+        "CONNECT trip-ship:443 HTTP/1.1",
+        "CONNECT /trip-ship/v1/shipments HTTP/1.1",
+    ] {
+        let (statuses, text) =
+            statuses_on_one_connection(s.gateway.addr, &raw_request(target, &[], b""));
+        assert!(
+            statuses.first().is_some_and(|s| (400..500).contains(s)),
+            "{target}: {statuses:?} {text}"
+        );
+    }
+    s.assert_nothing_forwarded();
+}
+
+/// DESIGN: "`Upgrade` requests and `CONNECT` are refused (400)" with the JSON body.
+#[test]
+#[ignore = "WRONG STATUS: CONNECT is answered by pingora itself (process_new_http) with a bare 405 and no JSON body, before request_filter runs; nothing reaches the partner. Fix: HttpServerOptions { allow_connect_method_proxying: true } in src/cli/serve.rs so plan::resolve refuses it with 400 bad_request"]
+fn connect_is_refused_with_400_json() {
+    let s = start();
+    let raw = raw_request("CONNECT /trip-ship/v1/shipments HTTP/1.1", &[], b"");
+    assert_refused(&s.gateway.raw(&raw), 400, "bad_request");
+    s.assert_nothing_forwarded();
+}
+
+#[test]
+fn bodyless_route_refuses_bodies_in_any_framing() {
+    let s = start();
+    let body = br#"{"email":"SECRET"}"#;
+    let r = s.gateway.raw(&raw_request(
+        "GET /trip-ship/v1/shipments/7 HTTP/1.1",
+        &[
+            "content-type: application/json",
+            "transfer-encoding: chunked",
+        ],
+        &chunked(body, 4),
+    ));
+    assert_refused(&r, 400, "bad_request");
+    let r = s.gateway.raw(&raw_request(
+        "GET /trip-ship/v1/shipments/7 HTTP/1.1",
+        &[
+            "content-type: text/plain",
+            &format!("content-length: {}", body.len()),
+        ],
+        body,
+    ));
+    assert_refused(&r, 400, "bad_request");
+    // Whitespace is a body too.
+    let r = s.gateway.raw(&raw_request(
+        "GET /trip-ship/v1/shipments/7 HTTP/1.1",
+        &["content-length: 1"],
+        b" ",
+    ));
+    assert_refused(&r, 400, "bad_request");
+    s.assert_nothing_forwarded();
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON through the whole gateway
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn json_tricks_through_the_gateway() {
+    let s = start();
+    let json = [("content-type", "application/json")];
+    let refused: Vec<Vec<u8>> = vec![
+        br#"{"order_id":1,"order_id":2}"#.to_vec(),
+        br#"{"shipments":[{"customer_id":"c","customer_id":"d"}]}"#.to_vec(),
+        br#"{"shipments":[{"customer_id":"c","customer\u005fid":"d"}]}"#.to_vec(),
+        br#"{"debug":{"a":{"b":1,"b":2}}}"#.to_vec(),
+        br#"{"shipments":[{"address":{"zip":1,"\u007aip":2}}]}"#.to_vec(),
+        br#"{"x":"\ud800"}"#.to_vec(),
+        b"{\"x\":\"\xc0\xaf\"}".to_vec(),
+        b"\xef\xbb\xbf{\"order_id\":1}".to_vec(),
+        b"{\"order_id\":1}\x00".to_vec(),
+        br#"{"order_id":1} {"order_id":2}"#.to_vec(),
+        br#"[{"order_id":1}]"#.to_vec(),
+        br#""SECRET""#.to_vec(),
+        br#"{"order_id":{"email":"SECRET"}}"#.to_vec(),
+        br#"{"shipments":[{"card_number":true}]}"#.to_vec(),
+        br#"{"shipments":[{"card_number":["4111111111111111"]}]}"#.to_vec(),
+        br#"{"shipments":["SECRET"]}"#.to_vec(),
+        br#"{"shipments":[null]}"#.to_vec(),
+        br#"{"shipments":{"0":{"name":"SECRET"}}}"#.to_vec(),
+        format!("{{\"x\":{}1{}}}", "[".repeat(16), "]".repeat(16)).into_bytes(),
+        format!(
+            "{{\"shipments\":[{{\"address\":{}1{}}}]}}",
+            "[".repeat(14),
+            "]".repeat(14)
+        )
+        .into_bytes(),
+        b"{\"order_id\":1,\"x\":\"\xed\xa0\x80\"}".to_vec(),
+    ];
+    for body in &refused {
+        let r = s
+            .gateway
+            .send("POST", "/trip-ship/v1/shipments", &json, Some(body));
+        assert!(
+            r.status == 400 && r.json()["error"] == "bad_request",
+            "{}: {} {}",
+            String::from_utf8_lossy(body),
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    s.assert_nothing_forwarded();
+    // Right at the depth limit (16 in the test gateway.yaml) inside a removed subtree: passes.
+    let at_limit = format!("{{\"x\":{}1{}}}", "[".repeat(15), "]".repeat(15));
+    let r = s.gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments",
+        &json,
+        Some(at_limit.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.only_body(), "{}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Opt-outs
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn opted_out_records_never_reach_a_business_partner() {
+    let s = start();
+    s.put_optout("123", &["partner_sharing"]);
+    s.put_optout("c-9", &["partner:biz"]);
+    let json = [("content-type", "application/json")];
+    for id in [
+        "123",
+        r#""123""#,
+        r#""\u0031\u0032\u0033""#,
+        r#""12\u0033""#,
+        r#""c-9""#,
+        r#""c\u002d9""#,
+    ] {
+        let body = format!(
+            r#"{{"campaign":"x","contacts":[{{"customer_id":{id},"name":"SECRET"}},{{"customer_id":5,"name":"ok"}}]}}"#
+        );
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+        assert_eq!(r.status, 200, "{id}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("ohsoft-records-dropped"), Some("1"), "{id}");
+        // The subject key spelled with escapes.
+        let body = format!(r#"{{"contacts":[{{"name":"SECRET","customer\u005fid":{id}}}]}}"#);
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+        assert_eq!(r.status, 200, "{id}: {}", String::from_utf8_lossy(&r.body));
+    }
+    for rec in s.mock.received() {
+        assert!(
+            !rec["body"].as_str().unwrap().contains(SECRET),
+            "opted-out record reached the partner: {rec}"
+        );
+    }
+    let forwarded = s.mock.received().len();
+
+    // Not a valid subject: 422; subject twice: 400. Nothing more reaches the partner.
+    for (id, status, code) in [
+        ("123.0", 422, "subject_missing"),
+        ("1.23e2", 422, "subject_missing"),
+        ("1e2", 422, "subject_missing"),
+        ("true", 422, "subject_missing"),
+        ("null", 422, "subject_missing"),
+        (r#""""#, 422, "subject_missing"),
+        ("0123", 400, "bad_request"),
+        ("[123]", 422, "subject_missing"),
+        (r#"{"id":123}"#, 422, "subject_missing"),
+    ] {
+        let body = format!(r#"{{"contacts":[{{"customer_id":{id},"name":"SECRET"}}]}}"#);
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+        assert_refused(&r, status, code);
+    }
+    for body in [
+        r#"{"contacts":[{"name":"SECRET"}]}"#,
+        r#"{"contacts":[{"Customer_id":1,"name":"SECRET"}]}"#,
+    ] {
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+        assert_refused(&r, 422, "subject_missing");
+    }
+    for body in [
+        r#"{"contacts":[{"customer_id":5,"customer_id":123,"name":"SECRET"}]}"#,
+        r#"{"contacts":[{"customer_id":5,"name":"SECRET","customer\u005fid":"123"}]}"#,
+    ] {
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+        assert_refused(&r, 400, "bad_request");
+    }
+    // A single-record body about an opted-out customer: 451.
+    for body in [
+        r#"{"customer_id":123,"name":"SECRET"}"#,
+        r#"{"name":"SECRET","customer_id":"\u0031\u0032\u0033"}"#,
+    ] {
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/profile", &json, Some(body.as_bytes()));
+        assert_refused(&r, 451, "subject_opted_out");
+    }
+    assert_eq!(
+        s.mock.received().len(),
+        forwarded,
+        "refused requests reached the partner"
+    );
+}
+
+/// pingora undoes `chunked` only: `gzip, chunked` reached the filter as if unencoded, and the
+/// request was forwarded instead of being refused like an unreadable content-encoding.
+#[test]
+fn transfer_codings_other_than_chunked_are_refused() {
+    let s = start();
+    for codings in [
+        vec!["transfer-encoding: gzip, chunked"],
+        vec!["transfer-encoding: deflate,chunked"],
+        vec!["transfer-encoding: gzip", "transfer-encoding: chunked"],
+        vec!["transfer-encoding: identity, chunked"],
+    ] {
+        let mut headers = vec!["content-type: application/json"];
+        headers.extend(codings.iter().copied());
+        let raw = raw_request(
+            "POST /trip-ship/v1/shipments HTTP/1.1",
+            &headers,
+            &chunked(SHIPMENT.as_bytes(), 10),
+        );
+        assert_refused(&s.gateway.raw(&raw), 415, "unsupported_media_type");
+    }
+    s.assert_nothing_forwarded();
+    // Chunked alone (any case) is plain framing.
+    let raw = raw_request(
+        "POST /acme-ship/v1/shipments HTTP/1.1",
+        &[
+            "content-type: application/json",
+            "transfer-encoding: Chunked",
+        ],
+        &chunked(SHIPMENT.as_bytes(), 10),
+    );
+    let r = s.gateway.raw(&raw);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
+}
+
+/// Header values that are not visible ASCII must not vanish from the decision: an `Upgrade`,
+/// `Content-Encoding` or second `Content-Type` the gateway cannot read as text still counts.
+#[test]
+fn non_ascii_header_values_still_count_for_refusals() {
+    let s = start();
+    let body = SHIPMENT.as_bytes();
+    let length = format!("content-length: {}", body.len());
+    let raw = |extra: &[&[u8]]| {
+        let mut raw = b"POST /trip-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\n".to_vec();
+        for line in extra {
+            raw.extend_from_slice(line);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(length.as_bytes());
+        raw.extend_from_slice(b"\r\n\r\n");
+        raw.extend_from_slice(body);
+        raw
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "upgrade, invalid UTF-8",
+            raw(&[b"upgrade: h2c\xff"]),
+            400,
+            "bad_request",
+        ),
+        (
+            "upgrade, UTF-8",
+            raw(&["upgrade: w\u{e9}bsocket".as_bytes()]),
+            400,
+            "bad_request",
+        ),
+        (
+            "content-encoding, invalid UTF-8",
+            raw(&[b"content-encoding: gzip\xff"]),
+            400,
+            "bad_request",
+        ),
+        (
+            "content-encoding, UTF-8",
+            raw(&["content-encoding: gzip\u{e9}".as_bytes()]),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "second content-type, UTF-8",
+            raw(&["content-type: text/plain; x=\u{e9}".as_bytes()]),
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, raw, status, code) in cases {
+        let r = s.gateway.raw(&raw);
+        if r.status != status || r.json()["error"] != code {
+            failures.push(format!(
+                "{what}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    s.assert_nothing_forwarded();
+}
