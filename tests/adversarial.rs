@@ -1064,7 +1064,6 @@ fn connect_is_refused_before_any_connection() {
 
 /// DESIGN: "`Upgrade` requests and `CONNECT` are refused (400)" with the JSON body.
 #[test]
-#[ignore = "WRONG STATUS: CONNECT is answered by pingora itself (process_new_http) with a bare 405 and no JSON body, before request_filter runs; nothing reaches the partner. Fix: HttpServerOptions { allow_connect_method_proxying: true } in src/cli/serve.rs so plan::resolve refuses it with 400 bad_request"]
 fn connect_is_refused_with_400_json() {
     let s = start();
     let raw = raw_request("CONNECT /trip-ship/v1/shipments HTTP/1.1", &[], b"");

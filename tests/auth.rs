@@ -34,7 +34,7 @@ fn cert(name: &str) -> PathBuf {
 }
 
 fn now() -> u64 {
-    partner_gateway::cli::token::now_unix().unwrap()
+    partner_gateway::cli::token::now_unix()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use pingora::apps::HttpServerOptions;
+use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
@@ -46,11 +48,15 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) {
     let active = gateway.active();
     let listen = active.policy.gateway.listen.to_string();
     let admin_listen = active.policy.gateway.admin_listen.to_string();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        PartnerProxy::new(gateway.clone()),
-        "partner-gateway proxy",
-    );
+    // CONNECT reaches request_filter, which refuses it with a JSON 400 (pingora's own answer
+    // would be a bare 405): no tunnel bypasses the filter either way.
+    let mut options = HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    let mut proxy =
+        ProxyServiceBuilder::new(&server.configuration, PartnerProxy::new(gateway.clone()))
+            .name("partner-gateway proxy")
+            .server_options(options)
+            .build();
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     let mut admin = pingora::services::listening::Service::new(
