@@ -126,7 +126,7 @@ fn main() {
     std::fs::write(
         dir.join("policy/partners/acme-ship.yaml"),
         format!(
-            "kind: contractor\npurpose: shipping\nupstream: http://{mock_addr}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    records: shipments[*]\n    subject: customer_id\n    allow: [order_id, shipments[*].name, shipments[*].address.**, shipments[*].items[*].sku, shipments[*].items[*].qty]\n    transform: {{ shipments[*].customer_id: pseudonymize, shipments[*].card_number: last4 }}\nallowed_callers: [orders-service]\npseudonymize_key_env: LOAD_PSEUDONYM_KEY\n"
+            "kind: contractor\npurpose: shipping\nupstream: http://{mock_addr}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    records: shipments[*]\n    subject: customer_id\n    allow: [order_id, \"shipments[*].name\", \"shipments[*].address.**\", \"shipments[*].items[*].sku\", \"shipments[*].items[*].qty\"]\n    transform: {{ \"shipments[*].customer_id\": pseudonymize, \"shipments[*].card_number\": last4 }}\nallowed_callers: [orders-service]\npseudonymize_key_env: LOAD_PSEUDONYM_KEY\n"
         ),
     )
     .unwrap();
@@ -138,7 +138,6 @@ fn main() {
                 "LOAD_PSEUDONYM_KEY",
                 "load-test-key-0123456789abcdef0123456789",
             )
-            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
