@@ -4,34 +4,6 @@ mod util;
 
 use util::*;
 
-fn ship_partner(upstream: &str) -> String {
-    format!(
-        r#"kind: contractor
-purpose: shipping
-upstream: {upstream}
-routes:
-  - path: /v1/shipments
-    methods: [POST]
-    records: shipments[*]
-    subject: customer_id
-    allow:
-      - order_id
-      - shipments[*].customer_id
-      - shipments[*].name
-      - shipments[*].address.**
-      - shipments[*].items[*].sku
-    transform:
-      shipments[*].card_number: last4
-    query: [page]
-    headers: [x-request-id]
-  - path: /v1/shipments/{{id}}
-    methods: [GET]
-allowed_callers: [orders-service]
-upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
-"#
-    )
-}
-
 const SHIP_ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "partner-secret")];
 
 fn start() -> (Mock, Gateway) {

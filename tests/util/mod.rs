@@ -274,3 +274,32 @@ pub fn metric(text: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// The shipping contractor most integration tests put in front of a mock partner.
+pub fn ship_partner(upstream: &str) -> String {
+    format!(
+        r#"kind: contractor
+purpose: shipping
+upstream: {upstream}
+routes:
+  - path: /v1/shipments
+    methods: [POST]
+    records: shipments[*]
+    subject: customer_id
+    allow:
+      - order_id
+      - shipments[*].customer_id
+      - shipments[*].name
+      - shipments[*].address.**
+      - shipments[*].items[*].sku
+    transform:
+      shipments[*].card_number: last4
+    query: [page]
+    headers: [x-request-id]
+  - path: /v1/shipments/{{id}}
+    methods: [GET]
+allowed_callers: [orders-service]
+upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
+"#
+    )
+}
