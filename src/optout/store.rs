@@ -62,6 +62,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use anyhow::{anyhow, bail, Context, Result};
+use gateway_core::filter::OptOutLookup;
 use gateway_core::optout::bulk::{self, Format};
 use gateway_core::optout::{
     validate_customer_id, OptOutSet, OptOutSource, Scope, ScopeId, SetBuilder, MAX_ID_LEN,
@@ -513,6 +514,21 @@ impl OptOutStore {
 impl OptOutSource for OptOutStore {
     fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool {
         OptOutStore::is_opted_out(self, customer_id, scopes)
+    }
+
+    /// One read lock for the whole request. Fails closed like [`OptOutStore::is_opted_out`]:
+    /// if the set is unusable, every customer counts as opted out.
+    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
+        struct Everyone;
+        impl OptOutLookup for Everyone {
+            fn is_opted_out(&self, _subject: &str) -> bool {
+                true
+            }
+        }
+        match self.set.read() {
+            Ok(set) => f(&set.honouring(scopes)),
+            Err(_) => f(&Everyone),
+        }
     }
 }
 

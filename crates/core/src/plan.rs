@@ -8,8 +8,8 @@ everything here is a pure function of the policy, the request and the opt-out se
 */
 use std::sync::Arc;
 
-use crate::filter::{self, FilterOptions, OptOutLookup, Report};
-use crate::optout::{OptOutSource, Scope};
+use crate::filter::{self, FilterOptions, Report};
+use crate::optout::OptOutSource;
 use crate::policy::route::{normalize_path, RouteMatch};
 use crate::policy::{Limits, Partner, Route};
 use crate::Refusal;
@@ -108,17 +108,6 @@ pub enum OptOuts<'a> {
     Loaded(&'a dyn OptOutSource),
     /// The store is not loaded (starting, unreadable): routes that honour opt-outs refuse with 503.
     NotLoaded,
-}
-
-struct Honoured<'a> {
-    source: &'a dyn OptOutSource,
-    scopes: &'a [Scope],
-}
-
-impl OptOutLookup for Honoured<'_> {
-    fn is_opted_out(&self, subject: &str) -> bool {
-        self.source.is_opted_out(subject, self.scopes)
-    }
 }
 
 /// Decides what `target`'s partner receives for this request. `detail` collects per-field
@@ -235,31 +224,32 @@ pub fn plan(
                     "more than one content-type header".into(),
                 ));
             }
-            let honoured;
-            let lookup: Option<&dyn OptOutLookup> = if partner.honor_optouts.is_empty()
-                || !program.has_subjects()
-            {
-                None
-            } else {
-                match optouts {
-                    OptOuts::Loaded(source) => {
-                        honoured = Honoured { source, scopes: &partner.honor_optouts };
-                        Some(&honoured)
-                    }
-                    OptOuts::NotLoaded => {
-                        return Err(Refusal::NotReady(
-                            "opt-out data is not loaded; routes that honour opt-outs are refused until it is".into(),
-                        ))
-                    }
-                }
-            };
             let options = FilterOptions {
                 max_depth: limits.max_depth,
                 pseudonymize_key: partner.pseudonymize_key.as_deref(),
-                optouts: lookup,
+                optouts: None,
                 detail,
             };
-            let filtered = filter::filter(program, incoming.body, &options)?;
+            let filtered = if partner.honor_optouts.is_empty() || !program.has_subjects() {
+                filter::filter(program, incoming.body, &options)?
+            } else {
+                let OptOuts::Loaded(source) = optouts else {
+                    return Err(Refusal::NotReady(
+                        "opt-out data is not loaded; routes that honour opt-outs are refused until it is".into(),
+                    ));
+                };
+                let mut outcome = None;
+                source.with_lookup(&partner.honor_optouts, &mut |lookup| {
+                    let options = FilterOptions {
+                        optouts: Some(lookup),
+                        ..options
+                    };
+                    outcome = Some(filter::filter(program, incoming.body, &options));
+                });
+                outcome.unwrap_or_else(|| {
+                    Err(Refusal::NotReady("opt-out data could not be read".into()))
+                })?
+            };
             (filtered.body, filtered.report)
         }
     };

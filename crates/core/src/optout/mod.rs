@@ -68,4 +68,23 @@ impl std::fmt::Display for Scope {
 /// The opt-out set as the request path sees it: does this customer opt out of any of these scopes?
 pub trait OptOutSource: Send + Sync {
     fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool;
+
+    /// Runs `f` with one lookup for a whole request honouring `scopes`, so every record of a
+    /// body is judged against the same view of the set (a store takes its lock once, a set
+    /// resolves the scopes once). The default asks [`Self::is_opted_out`] per record.
+    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn crate::filter::OptOutLookup)) {
+        struct PerRecord<'a, S: ?Sized> {
+            source: &'a S,
+            scopes: &'a [Scope],
+        }
+        impl<S: OptOutSource + ?Sized> crate::filter::OptOutLookup for PerRecord<'_, S> {
+            fn is_opted_out(&self, subject: &str) -> bool {
+                self.source.is_opted_out(subject, self.scopes)
+            }
+        }
+        f(&PerRecord {
+            source: self,
+            scopes,
+        })
+    }
 }

@@ -777,6 +777,10 @@ impl super::OptOutSource for OptOutSet {
     fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool {
         OptOutSet::is_opted_out(self, customer_id, scopes)
     }
+
+    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
+        f(&self.honouring(scopes))
+    }
 }
 
 impl OptOutLookup for Honouring<'_> {
