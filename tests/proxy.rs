@@ -406,3 +406,48 @@ fn government_requests_need_a_legal_basis_of_the_configured_format() {
         && v.contains(r#"use="legal-obligation""#)
         && v.contains(r#"legal-basis="order-2026-7""#)));
 }
+
+/// A partner that answers keep-alive but closes every connection right after: the gateway's
+/// pooled connection is dead by the next request, and it must retry on a fresh one, not 502.
+#[test]
+fn a_partner_closing_idle_connections_costs_no_request() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut stream = reader.into_inner();
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            );
+            // dropped: closed without saying so
+        }
+    });
+    let gateway = Gateway::start(
+        "",
+        &[("acme-ship", &ship_partner(&format!("http://{addr}")))],
+        SHIP_ENV,
+    );
+    for _ in 0..20 {
+        let response = gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#);
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+}

@@ -6,6 +6,7 @@ use gateway_core::Refusal;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession;
 
 use crate::gateway::Active;
 
@@ -128,23 +129,21 @@ impl UpstreamClient {
     ) -> Result<UpstreamResponse, UpstreamFailure> {
         let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
         let timeout = peer.options.read_timeout;
-        let (mut http, _reused) = self.connector.get_http_session(peer).await.map_err(fail)?;
-        http.set_read_timeout(timeout);
-        http.set_write_timeout(timeout);
-        http.write_request_header(Box::new(header))
-            .await
-            .map_err(fail)?;
-        if !body.is_empty() {
-            http.write_request_body(Bytes::from(body), true)
-                .await
-                .map_err(fail)?;
-        }
-        http.finish_request_body().await.map_err(fail)?;
-        http.read_response_header().await.map_err(fail)?;
-        let partner_header = http
-            .response_header()
-            .cloned()
-            .ok_or_else(|| fail(Error::new(ErrorType::InvalidHTTPHeader)))?;
+        let body = Bytes::from(body);
+        // A pooled connection the partner closed while idle fails before the partner saw the
+        // request; pingora marks such errors retryable, and one fresh attempt is safe.
+        let (mut http, partner_header) = match self.send_once(peer, &header, &body, timeout).await {
+            Err(mut e) if e.retry() => {
+                log::debug!(
+                    "partner {partner:?}: reused connection failed ({e}), retrying on a new one"
+                );
+                e.retry.decide_reuse(false);
+                self.send_once(peer, &header, &body, timeout)
+                    .await
+                    .map_err(fail)?
+            }
+            result => result.map_err(fail)?,
+        };
 
         let mut body = BytesMut::new();
         while let Some(chunk) = http.read_response_body().await.map_err(fail)? {
@@ -177,6 +176,46 @@ impl UpstreamClient {
             header,
             body: body.freeze(),
         })
+    }
+
+    /// Sends the request on a (possibly pooled) connection and reads the answer's header.
+    /// Errors have their retry decision made: retryable only when the connection was reused.
+    async fn send_once(
+        &self,
+        peer: &HttpPeer,
+        header: &RequestHeader,
+        body: &Bytes,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(HttpSession, ResponseHeader), Box<Error>> {
+        let (mut http, reused) = self
+            .connector
+            .get_http_session(peer)
+            .await
+            .map_err(|mut e| {
+                e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
+                e
+            })?;
+        http.set_read_timeout(timeout);
+        http.set_write_timeout(timeout);
+        let result = async {
+            http.write_request_header(Box::new(header.clone())).await?;
+            if !body.is_empty() {
+                http.write_request_body(body.clone(), true).await?;
+            }
+            http.finish_request_body().await?;
+            http.read_response_header().await?;
+            http.response_header()
+                .cloned()
+                .ok_or_else(|| Error::new(ErrorType::InvalidHTTPHeader))
+        }
+        .await;
+        match result {
+            Ok(partner_header) => Ok((http, partner_header)),
+            Err(mut e) => {
+                e.retry.decide_reuse(reused);
+                Err(e)
+            }
+        }
     }
 
     /// The request line and headers the partner receives: the allowed caller headers, then the
