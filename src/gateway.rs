@@ -212,6 +212,8 @@ impl Gateway {
         let metrics = Metrics::new();
         metrics.set_policy_version(&active.policy.version);
         metrics.policy_reloads.with_label_values(&["ok"]).inc();
+        metrics.policy_reloads.with_label_values(&["error"]);
+        metrics.register_policy(&active.policy);
         Gateway {
             active: RwLock::new(Arc::new(active)),
             policy_dir: policy_dir.to_path_buf(),
@@ -231,6 +233,7 @@ impl Gateway {
     /// Swaps in a new policy; in-flight requests finish on the one they started with.
     pub fn replace_active(&self, active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
+        self.metrics.register_policy(&active.policy);
         let mut guard = match self.active.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -261,18 +264,32 @@ impl Gateway {
         self.optout_store().map(|s| s as Arc<dyn OptOutSource>)
     }
 
-    /// Sets `partner_gateway_optouts{scope}` from the store's counters.
+    /// Sets `partner_gateway_optouts{scope}` from the store's counters, for the scopes the
+    /// policy honours only: label values come from the policy, never from admin input.
     pub fn refresh_optout_gauge(&self) {
-        if let Some(store) = self.optout_store() {
-            if let Ok(counts) = store.count_by_scope() {
-                self.metrics.optouts.reset();
-                for (scope, count) in counts {
-                    self.metrics
-                        .optouts
-                        .with_label_values(&[scope.as_str()])
-                        .set(count as i64);
-                }
-            }
+        let active = self.active();
+        let mut scopes: Vec<&str> = active
+            .policy
+            .partners
+            .values()
+            .flat_map(|p| p.honor_optouts.iter().map(|s| s.as_str()))
+            .collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        let counts = self
+            .optout_store()
+            .and_then(|store| store.count_by_scope().ok())
+            .unwrap_or_default();
+        self.metrics.optouts.reset();
+        for scope in scopes {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s.as_str() == scope)
+                .map_or(0, |(_, n)| *n);
+            self.metrics
+                .optouts
+                .with_label_values(&[scope])
+                .set(count as i64);
         }
     }
 

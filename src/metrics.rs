@@ -156,6 +156,38 @@ impl Metrics {
         out
     }
 
+    /// Creates every series the policy can produce at zero, so dashboards and alerts see each
+    /// partner and route (and every refusal reason) before the first request.
+    pub fn register_policy(&self, policy: &gateway_core::policy::Policy) {
+        for reason in gateway_core::Refusal::CODES {
+            self.refused.with_label_values(&[UNKNOWN, reason]);
+        }
+        for (id, partner) in &policy.partners {
+            for reason in gateway_core::Refusal::CODES {
+                self.refused.with_label_values(&[id.as_str(), reason]);
+            }
+            for kind in ["connect", "timeout", "protocol"] {
+                self.upstream_errors.with_label_values(&[id.as_str(), kind]);
+            }
+            for route in &partner.routes {
+                let labels = [id.as_str(), route.template.as_str()];
+                self.request_duration.with_label_values(&labels);
+                self.fields_removed.with_label_values(&labels);
+                self.records_forwarded.with_label_values(&labels);
+                if route.filter.is_some() {
+                    self.filter_duration.with_label_values(&labels);
+                }
+                if !partner.honor_optouts.is_empty() {
+                    self.records_dropped.with_label_values(&[
+                        id.as_str(),
+                        &route.template,
+                        "opted_out",
+                    ]);
+                }
+            }
+        }
+    }
+
     /// Marks `version` as the policy being served (and only it).
     pub fn set_policy_version(&self, version: &str) {
         self.policy_info.reset();

@@ -191,8 +191,8 @@ fn bad_requests() {
         (
             "PUT",
             "/optouts/1",
-            r#"{"scopes": ["Partner"]}"#,
-            "invalid opt-out scope \"Partner\"",
+            r#"{"scopes": ["Partner!"]}"#,
+            "invalid opt-out scope \"Partner!\"",
         ),
         (
             "PUT",

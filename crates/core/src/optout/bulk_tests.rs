@@ -85,7 +85,7 @@ fn csv_with_bom_and_only_a_header() {
 fn csv_errors_carry_line_numbers() {
     let input = "customer_id,scope\n\
                  1,partner_sharing\n\
-                 2,Partner_Sharing\n\
+                 2,partner sharing\n\
                  ,partner_sharing\n\
                  \"multi\nline\",partner_sharing\n\
                  4,partner_sharing,extra\n\
@@ -94,7 +94,7 @@ fn csv_errors_carry_line_numbers() {
     assert_eq!(
         errors(parse(input.as_bytes(), Format::Csv)),
         [
-            "3: invalid opt-out scope \"Partner_Sharing\" (expected partner_sharing, partner:<id>, or a lowercase name)",
+            "3: invalid opt-out scope \"partner sharing\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)",
             "4: invalid customer_id: customer id is empty",
             "5: invalid customer_id: customer id \"multi\\nline\" contains a control character",
             "7: expected 2 fields (customer_id,scope), found 3",
@@ -170,7 +170,7 @@ fn ndjson_errors_carry_line_numbers() {
 {"customer_id": null, "scopes": ["partner_sharing"]}
 {"customer_id": "", "scopes": ["partner_sharing"]}
 {"customer_id": "2", "scopes": []}
-{"customer_id": "3", "scopes": ["BAD"]}
+{"customer_id": "3", "scopes": ["BAD!"]}
 {"customer_id": "4", "scopes": ["partner_sharing"], "note": "x"}
 {"customer_id": "5", "customer_id": "6", "scopes": ["partner_sharing"]}
 {"customer_id": "7"}
@@ -188,7 +188,7 @@ not json
             "5: customer_id must be a string or an integer, found null",
             "6: invalid customer_id: customer id is empty",
             "7: scopes is empty: list at least one scope",
-            "8: invalid opt-out scope \"BAD\" (expected partner_sharing, partner:<id>, or a lowercase name)",
+            "8: invalid opt-out scope \"BAD!\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)",
             "9: unknown field `note`, expected `customer_id` or `scopes` (column 58)",
             "10: duplicate field `customer_id` (column 34)",
             "11: missing field `scopes` (column 20)",

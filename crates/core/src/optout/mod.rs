@@ -22,7 +22,10 @@ impl Scope {
     /// The longest scope accepted, in bytes (stores and the admin API rely on a bound).
     pub const MAX_LEN: usize = 128;
 
-    /// Accepts `[a-z0-9_]+` or `partner:<id>` with `<id>` of `[a-z0-9_-]+`, at most [`Scope::MAX_LEN`] bytes.
+    /// Accepts a name of ASCII letters, digits and `_` `-` `.` `:` (starting with a letter or
+    /// digit), at most [`Scope::MAX_LEN`] bytes: `partner_sharing`, `partner:<id>`, and the
+    /// names of new uses (`ai-training`, `news.v2`). Scopes are case-sensitive. The bound keeps
+    /// them safe in CSV, NDJSON, URLs and metric labels.
     pub fn parse(text: &str) -> Result<Scope, String> {
         if text.len() > Self::MAX_LEN {
             return Err(format!(
@@ -31,21 +34,16 @@ impl Scope {
                 Self::MAX_LEN
             ));
         }
-        let name_ok = |s: &str, extra: &[char]| {
-            !s.is_empty()
-                && s.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || extra.contains(&c)
-                })
-        };
-        let ok = match text.strip_prefix("partner:") {
-            Some(id) => name_ok(id, &['-']),
-            None => name_ok(text, &[]),
-        };
+        let ok = text.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+            && !text.ends_with(':');
         if ok {
             Ok(Scope(text.to_string()))
         } else {
             Err(format!(
-                "invalid opt-out scope {text:?} (expected partner_sharing, partner:<id>, or a lowercase name)"
+                "invalid opt-out scope {text:?} (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)"
             ))
         }
     }

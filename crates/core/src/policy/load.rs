@@ -19,8 +19,9 @@ Choices where DESIGN.md is silent:
   `--policy policy/`, `certs/x.pem` is `./certs/x.pem`.
 - `callers.issuer` and `callers.audience` are required, and `keys` or `hs256_secret_env`,
   unless `allow_unauthenticated: true` (then missing ones are empty).
-- `business_partner` and `co_branded` partners must honour `partner_sharing` and
-  `partner:<id>` even when `honor_optouts` is given: it may add scopes, not remove these.
+- `honor_optouts` replaces the kind's default scopes (DESIGN: it "overrides that"); leaving
+  `partner_sharing` or `partner:<id>` out for a `business_partner` or `co_branded` partner is
+  a warning, since the privacy policy promises those opt-outs.
 - Check mode (`env: None`) resolves no secret: the model's `pseudonymize_key`,
   `upstream_auth` and `callers.hs256_secret` are then `None`.
 - Partner files may end in `.yaml` or `.yml`; the id is the name without it.
@@ -273,7 +274,7 @@ enum Invalid {
     #[error("{0}")]
     Scope(String),
     #[error(
-        "{kind} partners must honour {scope:?}: the privacy policy promises it (honor_optouts may add scopes, not remove this one)"
+        "{kind} partners normally honour {scope:?}, which the privacy policy promises; this honor_optouts leaves it out"
     )]
     MustHonour { kind: &'static str, scope: String },
     #[error("this partner honours opt-outs ({0}) but gateway.yaml has no `optouts` store")]
@@ -946,7 +947,7 @@ fn validate_partner(
             for required in &default_scopes {
                 if !list.value.iter().any(|s| &s.value == required) {
                     let kind = kind.map_or("", PartnerKind::as_str);
-                    d.error(
+                    d.warn(
                         path,
                         line(list),
                         Invalid::MustHonour {

@@ -500,11 +500,10 @@ fn optout_rules() {
         (GATEWAY.to_string(), MARKETING.replace("    records: contacts[*]\n    subject: customer_id\n", ""), vec![format!(
             "{f}:5: route \"/v1/audiences\" must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped"
         )]),
-        (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing]\n"), vec![format!(
-            "{f}:13: business_partner partners must honour \"partner:brightmail-offers\": the privacy policy promises it (honor_optouts may add scopes, not remove this one)"
-        )]),
-        (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing, \"partner:brightmail-offers\", Bad]\n"), vec![format!(
-            "{f}:13: invalid opt-out scope \"Bad\" (expected partner_sharing, partner:<id>, or a lowercase name)"
+        // honor_optouts overrides the kind's default (leaving a promised scope out only warns)
+        (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing]\n"), vec![]),
+        (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing, \"partner:brightmail-offers\", \"bad scope\"]\n"), vec![format!(
+            "{f}:13: invalid opt-out scope \"bad scope\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)"
         )]),
         // a contractor that opts in to a scope needs the store and subjects too
         (no_store.clone(), format!("{CONTRACTOR}honor_optouts: [new_use]\n"), vec![
