@@ -187,6 +187,52 @@ pub fn parse_partner(text: &str) -> Result<PartnerFile, YamlError> {
     parse(text)
 }
 
+/// Most unknown keys reported for one file.
+const MAX_UNKNOWN_KEYS: usize = 50;
+
+/// Every error `parse` would report for `text`, not just the first: serde stops at the first
+/// unknown key, so each unknown key's block is blanked out (keeping line numbers) and the file
+/// is parsed again, until it parses or fails for another reason (which is reported too).
+pub fn all_errors<T: for<'de> Deserialize<'de>>(text: &str, first: YamlError) -> Vec<YamlError> {
+    let mut errors = vec![first];
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    while errors.len() < MAX_UNKNOWN_KEYS {
+        let last = &errors[errors.len() - 1];
+        let Some(key) = last
+            .message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            break;
+        };
+        let at = (last.line as usize).saturating_sub(1);
+        let Some(key_line) = lines.get(at) else { break };
+        let indent = key_line.len() - key_line.trim_start().len();
+        // Only a key that starts its own line can be cut out without changing anything else.
+        if !key_line.trim_start().starts_with(&format!("{key}:")) {
+            break;
+        }
+        let mut end = at + 1;
+        while end < lines.len() {
+            let l = &lines[end];
+            let l_indent = l.len() - l.trim_start().len();
+            if !l.trim().is_empty() && l_indent <= indent {
+                break;
+            }
+            end += 1;
+        }
+        for line in &mut lines[at..end] {
+            line.clear();
+        }
+        match parse::<T>(&lines.join("\n")) {
+            Ok(_) => break,
+            Err(e) if e.line == last.line && e.message == last.message => break,
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
 fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, YamlError> {
     let mut options = serde_saphyr::Options::default();
     // `yes`/`no`/`on`/`off` are strings, not booleans: `allow_unauthenticated: on` is a type error.

@@ -320,7 +320,9 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
     let gateway_file = match file::parse_gateway(&source.gateway.text) {
         Ok(g) => Some(g),
         Err(e) => {
-            d.error(&source.gateway.path, e.line, Invalid::Yaml(e));
+            for e in file::all_errors::<GatewayFile>(&source.gateway.text, e) {
+                d.error(&source.gateway.path, e.line, Invalid::Yaml(e));
+            }
             None
         }
     };
@@ -808,7 +810,9 @@ fn validate_partner(
     let p: PartnerFile = match file::parse_partner(text) {
         Ok(p) => p,
         Err(e) => {
-            d.error(path, e.line, Invalid::Yaml(e));
+            for e in file::all_errors::<PartnerFile>(text, e) {
+                d.error(path, e.line, Invalid::Yaml(e));
+            }
             return None;
         }
     };
