@@ -322,6 +322,14 @@ pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"partner-gateway\"";
 /// Opens the opt-out store read-only, for commands that run beside the server (`explain`).
 pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
     let config = policy.gateway.optouts.as_ref()?;
+    if !config.path.exists() {
+        // What a gateway starting now would have: a new, empty store.
+        log::info!(
+            "no opt-out store at {} yet: no customer has opted out",
+            config.path.display()
+        );
+        return Some(Arc::new(gateway_core::optout::OptOutSet::new()));
+    }
     match OptOutStore::open_read_only(&config.path) {
         Ok(store) => Some(Arc::new(store)),
         Err(e) => {

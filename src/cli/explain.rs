@@ -10,6 +10,8 @@ use gateway_core::plan::{self, Incoming, Outgoing, Target};
 use gateway_core::Refusal;
 
 use crate::gateway::{optouts_view, Active};
+use std::sync::Arc;
+
 use crate::loader::{self, ProcessEnv};
 
 /// Exit code when the request would be refused.
@@ -23,8 +25,21 @@ pub fn run(
     caller: Option<&str>,
     header_args: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|d| loader::diagnostics_error(&d))?;
-    let active = Active::build(loaded.policy, &ProcessEnv)?;
+    // Validated as `check` does; then only the secret that shapes this partner's body (its
+    // pseudonymisation key) is read: explaining needs no partner credentials.
+    let loaded = loader::load(dir, None).map_err(|d| loader::diagnostics_error(&d))?;
+    let mut policy = loaded.policy;
+    if let Some(p) = policy.partners.get_mut(partner).and_then(Arc::get_mut) {
+        if let Some(name) = p.pseudonymize_key_env.clone() {
+            match std::env::var(&name) {
+                Ok(key) if !key.is_empty() => p.pseudonymize_key = Some(key.into_bytes()),
+                _ => anyhow::bail!(
+                    "environment variable {name:?} (pseudonymize_key_env of partner {partner:?}) is not set: explain needs it to compute the pseudonyms the partner would receive"
+                ),
+            }
+        }
+    }
+    let active = Active::build(policy, &ProcessEnv)?;
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;
 

@@ -1081,6 +1081,7 @@ fn validate_partner(
         routes,
         allowed_callers,
         pseudonymize_key,
+        pseudonymize_key_env: p.pseudonymize_key_env.as_ref().map(|n| n.value.clone()),
         upstream_auth,
         honor_optouts,
         legal_basis_header,

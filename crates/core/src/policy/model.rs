@@ -148,6 +148,8 @@ pub struct Partner {
     pub allowed_callers: Vec<String>,
     /// HMAC key for `pseudonymize`, resolved from `pseudonymize_key_env`.
     pub pseudonymize_key: Option<Vec<u8>>,
+    /// The name of the variable the key comes from (`explain` resolves only the one it needs).
+    pub pseudonymize_key_env: Option<String>,
     pub upstream_auth: Option<UpstreamAuth>,
     /// Opt-out scopes this partner's routes honour (kind default, or `honor_optouts`).
     pub honor_optouts: Vec<Scope>,
