@@ -10,7 +10,7 @@ use anyhow::Context;
 use gateway_core::callers::{AuthError, CallerKeys, CallerVerifier};
 use gateway_core::optout::OptOutSource;
 use gateway_core::plan::{OptOuts, Target};
-use gateway_core::policy::{Env, Partner, Policy};
+use gateway_core::policy::{Partner, Policy};
 use gateway_core::tagging::{
     DataUseTag, Jwks, TokenInput, TokenSigner, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER, MAX_TTL_SECS,
 };
@@ -41,7 +41,7 @@ pub struct Active {
 impl Active {
     /// Builds the runtime pieces a validated policy names: the callers' keys, the data-use
     /// signing key and the JWKS. Any unreadable or unusable key stops the load.
-    pub fn build(policy: Policy, _env: &dyn Env) -> anyhow::Result<Active> {
+    pub fn build(policy: Policy) -> anyhow::Result<Active> {
         let gw = &policy.gateway;
         let callers = match &gw.callers {
             Some(c) if c.allow_unauthenticated => {

@@ -49,7 +49,7 @@ pub fn reload(gateway: &Gateway) -> bool {
                     "the `optouts` section changed: the opt-out store can only change at a restart"
                 );
             }
-            Active::build(loaded.policy, &ProcessEnv)
+            Active::build(loaded.policy)
         });
     match result {
         Ok(active) => {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use gateway_core::policy::{Diagnostic, Policy};
 
 use crate::gateway::Active;
-use crate::loader::{self, ProcessEnv};
+use crate::loader;
 
 /// Loads the key files the policy names (caller keys, signing key, published keys) as `serve`
 /// would; a problem is reported on the `gateway.yaml` line that names the file.
@@ -19,7 +19,7 @@ fn check_key_files(dir: &Path, policy: Policy) -> Result<(), Diagnostic> {
         named.push(s.key.clone());
         named.extend(s.publish.iter().cloned());
     }
-    let error = match Active::build(policy, &ProcessEnv) {
+    let error = match Active::build(policy) {
         Ok(_) => return Ok(()),
         Err(e) => e,
     };

@@ -101,7 +101,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         mocks.push((id.clone(), addr, MockPartner::new(id, Duration::ZERO)));
     }
 
-    let active = Active::build(policy, &DemoEnv)?;
+    let active = Active::build(policy)?;
     let gateway = Arc::new(Gateway::new(active, dir));
     crate::gateway::open_optouts_into(&gateway).context("cannot open the demo opt-out store")?;
     let store = gateway

@@ -12,7 +12,7 @@ use gateway_core::Refusal;
 use crate::gateway::{optouts_view, Active};
 use std::sync::Arc;
 
-use crate::loader::{self, ProcessEnv};
+use crate::loader;
 
 /// Exit code when the request would be refused.
 pub const EXIT_REFUSED: u8 = 3;
@@ -39,7 +39,7 @@ pub fn run(
             }
         }
     }
-    let active = Active::build(policy, &ProcessEnv)?;
+    let active = Active::build(policy)?;
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;
 

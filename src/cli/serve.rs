@@ -36,7 +36,7 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }
-    let active = Active::build(loaded.policy, &ProcessEnv)?;
+    let active = Active::build(loaded.policy)?;
     let gateway = Arc::new(Gateway::new(active, dir));
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
     let _ = crate::gateway::open_optouts_into(&gateway);
