@@ -451,3 +451,26 @@ fn a_partner_closing_idle_connections_costs_no_request() {
         );
     }
 }
+
+/// An upstream whose name does not resolve is a JSON 502 (or 504 if the resolver is slow), not a crash.
+#[test]
+fn an_unresolvable_partner_is_a_json_error() {
+    let gateway = Gateway::start(
+        "",
+        &[("acme-ship", &ship_partner("http://partner.invalid:9001"))],
+        SHIP_ENV,
+    );
+    let response = gateway.post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#);
+    let code = if response.status == 504 {
+        "upstream_timeout"
+    } else {
+        "upstream_error"
+    };
+    assert_refused(
+        &response,
+        if response.status == 504 { 504 } else { 502 },
+        code,
+    );
+    // The gateway is still serving.
+    assert_eq!(gateway.admin_get("/healthz").status, 200);
+}

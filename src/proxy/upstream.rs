@@ -99,13 +99,29 @@ impl UpstreamClient {
             })?;
 
         let upstream = &partner.upstream;
-        let mut peer = HttpPeer::new(upstream.authority(), upstream.tls, upstream.host.clone());
-        peer.options.connection_timeout = Some(timeout);
-        peer.options.total_connection_timeout = Some(timeout);
-        peer.options.read_timeout = Some(timeout);
-        peer.options.write_timeout = Some(timeout);
-
-        let exchange = self.exchange(&peer, header, outgoing.body, &partner.id);
+        let exchange = async {
+            // Resolved here, asynchronously and within the deadline: pingora's `HttpPeer::new`
+            // would block on DNS and panic when a name does not resolve.
+            let unreachable = |why: String| UpstreamFailure {
+                kind: "connect",
+                refusal: Refusal::UpstreamError(format!(
+                    "partner {:?} is unreachable: {why}",
+                    partner.id
+                )),
+            };
+            let address = tokio::net::lookup_host(upstream.authority())
+                .await
+                .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
+                .next()
+                .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
+            let mut peer = HttpPeer::new(address, upstream.tls, upstream.host.clone());
+            peer.options.connection_timeout = Some(timeout);
+            peer.options.total_connection_timeout = Some(timeout);
+            peer.options.read_timeout = Some(timeout);
+            peer.options.write_timeout = Some(timeout);
+            self.exchange(&peer, header, outgoing.body, &partner.id)
+                .await
+        };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
