@@ -51,6 +51,10 @@ pub(super) struct Scanner<'a> {
     /// Hash sets of large open objects (`sets[..sets_used]`); the rest are cleared spares.
     sets: Vec<HashSet<Cow<'a, [u8]>>>,
     sets_used: usize,
+    /// Members a copied `.**` subtree dropped because no path can name their key (`.`, `[`,
+    /// `]` or `*` in it): counted, and their paths kept when `hidden_paths` is on.
+    pub(super) hidden_removed: u64,
+    pub(super) hidden_paths: Option<Vec<String>>,
 }
 
 fn bad(message: String) -> Refusal {
@@ -200,6 +204,8 @@ impl<'a> Scanner<'a> {
             fps: Vec::with_capacity(64),
             sets: Vec::new(),
             sets_used: 0,
+            hidden_removed: 0,
+            hidden_paths: None,
         }
     }
 
@@ -539,45 +545,86 @@ impl<'a> Scanner<'a> {
     /// At `"` of a member (or where one must be): reads the key and the `:` after it, refusing
     /// duplicates; `emit` gets the key as written.
     #[inline]
-    fn member_key<const EMIT: bool>(&mut self, out: &mut Vec<u8>) -> Result<(), Refusal> {
+    /// Reads a member name and its `:`. When copying (`EMIT`, not `hidden`), writes the name —
+    /// after a `,` if the object already has a member in `out` — and returns whether the member
+    /// is written: a name no policy path can spell is dropped even inside a `.**` subtree.
+    fn member_key<const EMIT: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        hidden: bool,
+        wrote_member: Option<&mut bool>,
+    ) -> Result<bool, Refusal> {
         if self.peek() != Some(b'"') {
             return Err(self.unexpected("a member name in double quotes"));
         }
         let start = self.pos;
         let key = self.read_key()?;
+        let unnameable = EMIT && key.iter().any(|b| matches!(b, b'.' | b'[' | b']' | b'*'));
         let fp = fingerprint(&key);
         self.add_key(key, fp, start)?;
-        if EMIT {
+        let written = EMIT && !hidden && !unnameable;
+        if written {
+            if let Some(wrote) = wrote_member {
+                if *wrote {
+                    out.push(b',');
+                }
+                *wrote = true;
+            }
             out.extend_from_slice(&self.input[start..self.pos]);
             out.push(b':');
+        } else if EMIT && !hidden {
+            self.hidden_removed += 1;
+            if self.hidden_paths.is_some() {
+                let path = self.path();
+                if let Some(paths) = self.hidden_paths.as_mut() {
+                    paths.push(path);
+                }
+            }
         }
         self.skip_ws();
         self.expect(b':', "`:` after a member name")?;
         self.skip_ws();
-        Ok(())
+        Ok(written)
     }
 
     /// Validates one whole value at `pos` (which is not whitespace), copying it compactly to
-    /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack.
+    /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
+    /// copying, a member whose name no path can spell is validated but not written.
     fn skip_value<const EMIT: bool>(&mut self, out: &mut Vec<u8>) -> Result<(), Refusal> {
         let base = self.frames.len();
+        // Copying only: the depth of the member being dropped, and for each container opened
+        // here whether it has written a member yet (commas go before every written member).
+        let mut hidden_at: Option<usize> = None;
+        let mut wrote: Vec<bool> = Vec::new();
         'value: loop {
+            let hidden = hidden_at.is_some();
             match self.peek() {
                 Some(b'{') => {
                     self.open(true)?;
                     self.pos += 1;
                     if EMIT {
-                        out.push(b'{');
+                        wrote.push(false);
+                        if !hidden {
+                            out.push(b'{');
+                        }
                     }
                     self.skip_ws();
                     if self.peek() == Some(b'}') {
                         self.pos += 1;
                         if EMIT {
-                            out.push(b'}');
+                            wrote.pop();
+                            if !hidden {
+                                out.push(b'}');
+                            }
                         }
                         self.close();
                     } else {
-                        self.member_key::<EMIT>(out)?;
+                        if !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                            && EMIT
+                            && !hidden
+                        {
+                            hidden_at = Some(self.frames.len());
+                        }
                         continue 'value;
                     }
                 }
@@ -585,13 +632,19 @@ impl<'a> Scanner<'a> {
                     self.open(false)?;
                     self.pos += 1;
                     if EMIT {
-                        out.push(b'[');
+                        wrote.push(false);
+                        if !hidden {
+                            out.push(b'[');
+                        }
                     }
                     self.skip_ws();
                     if self.peek() == Some(b']') {
                         self.pos += 1;
                         if EMIT {
-                            out.push(b']');
+                            wrote.pop();
+                            if !hidden {
+                                out.push(b']');
+                            }
                         }
                         self.close();
                     } else {
@@ -600,28 +653,37 @@ impl<'a> Scanner<'a> {
                 }
                 _ => {
                     let (start, end) = self.scalar()?;
-                    if EMIT {
+                    if EMIT && !hidden {
                         out.extend_from_slice(&self.input[start..end]);
                     }
                 }
             }
             // After a value: close every container that ends here, then find the next value.
             loop {
+                if hidden_at.is_some_and(|depth| self.frames.len() <= depth) {
+                    hidden_at = None; // the dropped member's value has ended
+                }
                 if self.frames.len() <= base {
                     return Ok(());
                 }
+                let hidden = hidden_at.is_some();
                 self.skip_ws();
                 let object = self.frames.last().is_some_and(|f| f.object);
                 match self.peek() {
                     Some(b',') => {
                         self.pos += 1;
-                        if EMIT {
-                            out.push(b',');
-                        }
                         self.skip_ws();
                         if object {
-                            self.member_key::<EMIT>(out)?;
+                            if !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                                && EMIT
+                                && !hidden
+                            {
+                                hidden_at = Some(self.frames.len());
+                            }
                         } else {
+                            if EMIT && !hidden {
+                                out.push(b',');
+                            }
                             self.next_element();
                         }
                         continue 'value;
@@ -629,14 +691,20 @@ impl<'a> Scanner<'a> {
                     Some(b'}') if object => {
                         self.pos += 1;
                         if EMIT {
-                            out.push(b'}');
+                            wrote.pop();
+                            if !hidden {
+                                out.push(b'}');
+                            }
                         }
                         self.close();
                     }
                     Some(b']') if !object => {
                         self.pos += 1;
                         if EMIT {
-                            out.push(b']');
+                            wrote.pop();
+                            if !hidden {
+                                out.push(b']');
+                            }
                         }
                         self.close();
                     }
@@ -774,6 +842,9 @@ pub(super) fn filter(
         hmac,
         scratch: Vec::new(),
     };
+    if options.detail {
+        f.sc.hidden_paths = Some(Vec::new());
+    }
     f.sc.start()?;
     f.walk(program.root)?;
     f.sc.finish()?;
@@ -795,7 +866,16 @@ impl<'a, 'p> Filter<'a, 'p> {
         match &node.kind {
             Kind::Scalar => self.scalar().map(|()| true),
             Kind::Transform(t) => self.transform(*t).map(|()| true),
-            Kind::Subtree => self.sc.skip_value::<true>(&mut self.out).map(|()| true),
+            Kind::Subtree => {
+                self.sc.skip_value::<true>(&mut self.out)?;
+                self.report.fields_removed += std::mem::take(&mut self.sc.hidden_removed);
+                if let Some(paths) = self.sc.hidden_paths.as_mut() {
+                    self.report
+                        .changes
+                        .extend(paths.drain(..).map(|path| Change::Removed { path }));
+                }
+                Ok(true)
+            }
             Kind::Object(members) => self.object(members, node.records),
             Kind::Array { elements } => self.array(*elements).map(|()| true),
         }

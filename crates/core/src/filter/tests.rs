@@ -523,12 +523,53 @@ fn keys_match_after_unescaping_exactly() {
             "{allow:?} {input}"
         );
     }
-    // Keys that a path cannot name pass inside a subtree passed whole.
+    // Keys that a path cannot name are removed even inside a subtree passed whole (DESIGN:
+    // "always removed"), wherever they stand, whatever they hold; the rest keeps its order.
     let program = compile(&spec(&["a.**"], &[]));
+    let cases = [
+        (r#"{"a":{"x.y":1}}"#, r#"{"a":{}}"#),
+        (r#"{"a":{"x.y":1,"k":2}}"#, r#"{"a":{"k":2}}"#),
+        (
+            r#"{"a":{"k":2,"x*":[1,{"b":2}],"m":[3]}}"#,
+            r#"{"a":{"k":2,"m":[3]}}"#,
+        ),
+        (
+            r#"{"a":{"k":{"[0]":{"c":1},"d":[{"e]":1,"f":2}]}}}"#,
+            r#"{"a":{"k":{"d":[{"f":2}]}}}"#,
+        ),
+        (
+            r#"{"a":[{".":1},{"ok":true}]}"#,
+            r#"{"a":[{},{"ok":true}]}"#,
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(run(&program, input).as_deref(), Ok(expected), "{input}");
+    }
+    let filtered = run_with(
+        &program,
+        br#"{"a":{"k":{"[0]":{"c":1},"d":[{"e]":1,"f":2}]}}}"#,
+        &FilterOptions {
+            max_depth: 64,
+            pseudonymize_key: None,
+            optouts: None,
+            detail: true,
+        },
+    )
+    .expect("filtered");
+    assert_eq!(filtered.report.fields_removed, 2);
     assert_eq!(
-        run(&program, r#"{"a":{"x.y":1}}"#).as_deref(),
-        Ok(r#"{"a":{"x.y":1}}"#)
+        filtered.report.changes,
+        vec![
+            Change::Removed {
+                path: r#"a.k["[0]"]"#.into()
+            },
+            Change::Removed {
+                path: r#"a.k.d[0]["e]"]"#.into()
+            },
+        ]
     );
+    // Validation still covers what is dropped: a duplicate key inside is refused.
+    assert!(run(&program, r#"{"a":{"x.y":{"b":1,"b":2}}}"#).is_err());
 }
 
 #[test]
