@@ -50,11 +50,13 @@ pub fn run(dir: &Path) -> ExitCode {
             }
             let policy = &loaded.policy;
             let routes: usize = policy.partners.values().map(|p| p.routes.len()).sum();
+            let plural =
+                |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
             let summary = format!(
-                "{}: ok: {} partners, {} routes, policy version {}",
+                "{}: ok: {}, {}, policy version {}",
                 dir.display(),
-                policy.partners.len(),
-                routes,
+                plural(policy.partners.len(), "partner"),
+                plural(routes, "route"),
                 policy.version
             );
             if let Err(d) = check_key_files(dir, loaded.policy) {
