@@ -1329,3 +1329,454 @@ fn non_ascii_header_values_still_count_for_refusals() {
     assert!(failures.is_empty(), "{failures:#?}");
     s.assert_nothing_forwarded();
 }
+
+// ---------------------------------------------------------------------------------------
+// Second review: opt-outs end to end, the store failing mid-run, reloads, data-use tokens
+// ---------------------------------------------------------------------------------------
+
+fn admin_call(gw: &Gateway, method: &str, target: &str, body: Option<&str>) -> Response {
+    http1::send(
+        &gw.admin.to_string(),
+        method,
+        target,
+        &[
+            ("authorization", "Bearer admin-secret"),
+            ("content-type", "application/json"),
+        ],
+        body.map(str::as_bytes),
+    )
+    .unwrap()
+}
+
+/// Sends one contact with subject `id` (JSON as written) next to a control contact; returns
+/// whether the contact reached the partner (false when it was dropped). Anything but a 200
+/// fails the test.
+fn contact_forwarded(s: &Setup, id: &str) -> bool {
+    let body = format!(
+        r#"{{"campaign":"c","contacts":[{{"customer_id":{id},"name":"SECRET"}},{{"customer_id":"control","name":"ok"}}]}}"#
+    );
+    let before = s.mock.received().len();
+    let r = s.gateway.post_json("/biz/v1/audiences", &body);
+    assert_eq!(r.status, 200, "{id}: {}", String::from_utf8_lossy(&r.body));
+    let received = s.mock.received();
+    assert_eq!(received.len(), before + 1, "{id}");
+    let got = received[before]["body"].as_str().unwrap().to_string();
+    assert!(got.contains("control"), "{id}: {got}");
+    let forwarded = got.contains("SECRET");
+    assert_eq!(
+        r.header("ohsoft-records-dropped").is_some(),
+        !forwarded,
+        "{id}: {got}"
+    );
+    forwarded
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// An admin change is in force for the very next request, however the id is spelled in the
+/// admin URL (percent-escapes are decoded, `+` is not a space) or in the body (escapes,
+/// integer or string); a partial DELETE that leaves another honoured scope keeps dropping;
+/// malformed DELETE bodies never remove everything; `-0` never passes as customer 0.
+#[test]
+fn admin_opt_outs_hold_from_the_next_request_in_every_spelling() {
+    let s = start();
+    // Each PUT is followed at once by a request on a new connection: never a window.
+    for i in 0..15 {
+        let id = format!("race-{i}");
+        assert!(contact_forwarded(&s, &format!("\"{id}\"")), "{id} before");
+        s.put_optout(&id, &["partner_sharing"]);
+        assert!(
+            !contact_forwarded(&s, &format!("\"{id}\"")),
+            "{id} after PUT"
+        );
+    }
+    // Admin path spellings → body spellings of the same customer.
+    for (admin_id, body_ids) in [
+        ("c%2D1", vec![r#""c-1""#, r#""c\u002d1""#]),
+        ("%E2%82%AC9", vec!["\"\u{20ac}9\"", r#""\u20ac9""#]),
+        ("a%2Fb", vec![r#""a/b""#, r#""a\/b""#]),
+        ("a+b", vec![r#""a+b""#]),
+        ("%37%37", vec!["77", r#""77""#]),
+        ("0", vec!["0", r#""0""#]),
+    ] {
+        for id in &body_ids {
+            assert!(contact_forwarded(&s, id), "{admin_id} {id} before");
+        }
+        let r = admin_call(
+            &s.gateway,
+            "PUT",
+            &format!("/optouts/{admin_id}"),
+            Some(r#"{"scopes":["partner:biz"]}"#),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        for id in &body_ids {
+            assert!(!contact_forwarded(&s, id), "{admin_id} {id} after");
+        }
+    }
+    // `+` is not a space, and other spellings are other customers.
+    assert!(contact_forwarded(&s, r#""a b""#));
+    assert!(contact_forwarded(&s, r#""C-1""#));
+    // -0 is customer 0 to the partner: refused, never forwarded.
+    let before = s.mock.received().len();
+    let r = s.gateway.post_json(
+        "/biz/v1/audiences",
+        r#"{"contacts":[{"customer_id":-0,"name":"SECRET"}]}"#,
+    );
+    assert_refused(&r, 422, "subject_missing");
+    assert_eq!(s.mock.received().len(), before);
+
+    // Two honoured scopes; removing one keeps the record dropped.
+    s.put_optout("two", &["partner_sharing", "partner:biz"]);
+    assert!(!contact_forwarded(&s, r#""two""#));
+    let r = admin_call(
+        &s.gateway,
+        "DELETE",
+        "/optouts/two",
+        Some(r#"{"scopes":["partner_sharing"]}"#),
+    );
+    assert_eq!(r.status, 200);
+    assert!(!contact_forwarded(&s, r#""two""#));
+    // Bodies that are not a scope list are refused; they never mean "remove everything".
+    for body in [
+        "{}",
+        r#"{"scopes":[]}"#,
+        r#"{"scopes":null}"#,
+        "[]",
+        r#"{"scopes":["partner:biz"],"x":1}"#,
+        "null",
+    ] {
+        let r = admin_call(&s.gateway, "DELETE", "/optouts/two", Some(body));
+        assert_eq!(
+            r.status,
+            400,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(!contact_forwarded(&s, r#""two""#), "{body}");
+    }
+    // Scopes are case-sensitive and partner-specific: these do not concern `biz`.
+    for scope in [
+        "Partner_Sharing",
+        "partner:BIZ",
+        "partner:biz2",
+        "partner:acme-ship",
+    ] {
+        let id = format!("other-{}", scope.replace(':', "-"));
+        s.put_optout(&id, &[scope]);
+        assert!(contact_forwarded(&s, &format!("\"{id}\"")), "{scope}");
+    }
+}
+
+/// The journal cannot grow (the process's file size limit stands in for a full disk): every
+/// PUT that cannot be made durable answers 500, never 200, and is not applied; acknowledged
+/// opt-outs keep being enforced; after a restart exactly the acknowledged ones are there.
+#[test]
+fn a_journal_that_cannot_be_written_never_acknowledges() {
+    let mock = Mock::start();
+    let addr = free_addr();
+    let admin = free_addr();
+    let policy = PolicyDir::new(
+        &gateway_yaml(addr, admin, EXTRA_YAML),
+        &[("biz", &biz_partner(&mock.url()))],
+    );
+    // SIGXFSZ ignored (inherited through exec), files limited to one 512-byte block: a write
+    // past it fails with EFBIG, as on a full disk.
+    let mut child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"trap "" XFSZ; ulimit -f 1 || exit 99; exec "$0" serve --policy "$1""#,
+            BIN,
+        ])
+        .arg(policy.policy())
+        .current_dir(policy.root())
+        .envs(ENV.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the limited gateway listens", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the limited gateway exited: {status}");
+        }
+        TcpStream::connect(admin).is_ok() && TcpStream::connect(addr).is_ok()
+    });
+    let limited = Proc { child };
+    let admin_s = admin.to_string();
+    let put = |id: &str| {
+        http1::send(
+            &admin_s,
+            "PUT",
+            &format!("/optouts/{id}"),
+            &[("authorization", "Bearer admin-secret")],
+            Some(br#"{"scopes":["partner_sharing"]}"#),
+        )
+        .unwrap()
+    };
+    let forwarded = |id: &str| {
+        let before = mock.received().len();
+        let r = http1::send(
+            &addr.to_string(),
+            "POST",
+            "/biz/v1/audiences",
+            &[("content-type", "application/json")],
+            Some(
+                format!(r#"{{"contacts":[{{"customer_id":"{id}","name":"SECRET"}}]}}"#).as_bytes(),
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{id}: {}", String::from_utf8_lossy(&r.body));
+        let received = mock.received();
+        assert_eq!(received.len(), before + 1);
+        received[before]["body"]
+            .as_str()
+            .unwrap()
+            .contains("SECRET")
+    };
+    let mut acknowledged = Vec::new();
+    let mut failed = None;
+    for i in 0..100 {
+        let id = format!("c-{i:02}");
+        let r = put(&id);
+        match r.status {
+            200 => acknowledged.push(id),
+            500 => {
+                failed = Some(id);
+                break;
+            }
+            other => panic!("PUT {id}: {other} {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    let failed = failed.expect("the journal never filled up");
+    assert!(!acknowledged.is_empty());
+    // Not acknowledged, not applied (the admin knows to retry); later PUTs fail the same way.
+    let r = http1::send(
+        &admin_s,
+        "GET",
+        &format!("/optouts/{failed}"),
+        &[("authorization", "Bearer admin-secret")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    for i in 0..3 {
+        let r = put(&format!("later-{i}"));
+        assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // Acknowledged opt-outs are still enforced while the store cannot write.
+    for id in &acknowledged {
+        assert!(!forwarded(id), "{id}");
+    }
+    drop(limited);
+
+    // Restart without the limit on the same store.
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(policy.policy())
+        .current_dir(policy.root())
+        .envs(ENV.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the gateway listens again", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the gateway exited: {status}");
+        }
+        TcpStream::connect(admin).is_ok() && TcpStream::connect(addr).is_ok()
+    });
+    let _restarted = Proc { child };
+    wait_until("ready", || {
+        http1::send(&admin_s, "GET", "/readyz", &[], None).is_ok_and(|r| r.status == 200)
+    });
+    for id in &acknowledged {
+        assert!(!forwarded(id), "{id} after restart");
+    }
+    assert!(
+        forwarded(&failed),
+        "the unacknowledged {failed} appeared after restart"
+    );
+    // And the store writes again.
+    assert_eq!(put(&failed).status, 200);
+    assert!(!forwarded(&failed));
+}
+
+/// Reloads cannot switch opt-out enforcement off behind the gateway's back: removing the
+/// store, or a route's records/subject, is rejected and the old policy keeps dropping. (An
+/// explicit `honor_optouts: []` is the documented override; `check` warns about it.)
+#[test]
+fn reloads_that_would_stop_honouring_opt_outs_are_rejected() {
+    let s = start();
+    s.put_optout("gone", &["partner_sharing"]);
+    assert!(!contact_forwarded(&s, r#""gone""#));
+    let policy = s.gateway.policy.policy();
+    let gateway_file = policy.join("gateway.yaml");
+    let biz_file = policy.join("partners").join("biz.yaml");
+    let original_gateway = std::fs::read_to_string(&gateway_file).unwrap();
+    let original_biz = std::fs::read_to_string(&biz_file).unwrap();
+    let errors = |gw: &Gateway| {
+        metric(
+            &gw.metrics(),
+            r#"partner_gateway_policy_reloads_total{result="error"}"#,
+        )
+    };
+    let mut expected_errors = errors(&s.gateway);
+
+    let edits: Vec<(&std::path::Path, String)> = vec![
+        // No store any more.
+        (
+            &gateway_file,
+            original_gateway.replace("optouts: { path: data/optouts }\n", ""),
+        ),
+        // The store moved.
+        (
+            &gateway_file,
+            original_gateway.replace("data/optouts", "data/elsewhere"),
+        ),
+        // The route no longer names its records and subject.
+        (
+            &biz_file,
+            original_biz.replacen(
+                "    records: contacts[*]\n    subject: customer_id\n",
+                "",
+                1,
+            ),
+        ),
+        // Only the subject is gone.
+        (
+            &biz_file,
+            original_biz.replacen("    subject: customer_id\n", "", 1),
+        ),
+    ];
+    for (file, text) in edits {
+        assert_ne!(
+            text,
+            std::fs::read_to_string(file).unwrap(),
+            "the edit changed nothing"
+        );
+        std::fs::write(file, &text).unwrap();
+        expected_errors += 1.0;
+        wait_until("the reload is rejected", || {
+            errors(&s.gateway) >= expected_errors
+        });
+        assert!(!contact_forwarded(&s, r#""gone""#), "after {text}");
+        std::fs::write(&gateway_file, &original_gateway).unwrap();
+        std::fs::write(&biz_file, &original_biz).unwrap();
+        // Restoring the files is a good reload (or no change at all once it settles).
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!contact_forwarded(&s, r#""gone""#), "after restoring");
+    }
+}
+
+/// The data-use token covers exactly the bytes the partner received: after fields were removed
+/// and records dropped, for an empty GET body, and twice for one body (a fresh `jti` each
+/// time). A legal basis full of quotes and commas cannot add members to the tag or claims.
+#[test]
+fn data_use_tokens_cover_the_forwarded_bytes_and_resist_injection() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+    let mock = Mock::start();
+    let signing = format!(
+        "{EXTRA_YAML}signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {certs}/data-use-signing.pem\n  kid: data-use-1\n"
+    );
+    let gw = Gateway::start(
+        &signing,
+        &[
+            ("acme-ship", &ship_partner(&mock.url())),
+            ("biz", &biz_partner(&mock.url())),
+            ("gov", &gov_partner(&mock.url())),
+        ],
+        ENV,
+    );
+    let put = admin_call(
+        &gw,
+        "PUT",
+        "/optouts/out",
+        Some(r#"{"scopes":["partner_sharing"]}"#),
+    );
+    assert_eq!(put.status, 200);
+    let json = ("content-type", "application/json");
+    let biz_body = br#"{"campaign":"c","extra":"SECRET","contacts":[{"customer_id":"out","name":"SECRET"},{"customer_id":"in","name":"ok","email":"SECRET"}]}"#;
+    for _ in 0..2 {
+        let r = gw.send("POST", "/biz/v1/audiences", &[json], Some(biz_body));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let r = gw.send("GET", "/acme-ship/v1/shipments/A-1", &[], None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let basis = r#"case-1", use="partner-sharing", legal-basis="x"#;
+    let r = gw.send(
+        "POST",
+        "/gov/v1/filings",
+        &[json, ("ohsoft-legal-basis", basis)],
+        Some(br#"{"year":2024,"name":"a"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    let received = mock.received();
+    assert_eq!(received.len(), 4, "{received:#?}");
+    let jwks = format!("http://{}/.well-known/jwks.json", gw.admin);
+    let dir = tempfile::tempdir().unwrap();
+    let mut jtis = Vec::new();
+    for (i, rec) in received.iter().enumerate() {
+        let body = rec["body"].as_str().unwrap();
+        let headers = headers_of(rec);
+        let token = headers
+            .iter()
+            .filter(|(n, _)| n == "ohsoft-data-use-token")
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>();
+        assert_eq!(token.len(), 1, "request {i}: {headers:?}");
+        let body_file = dir.path().join(format!("body-{i}"));
+        std::fs::write(&body_file, body).unwrap();
+        let claims = partner_gateway::cli::token::verify(&jwks, Some(&body_file), &token[0])
+            .unwrap_or_else(|e| panic!("request {i}: {e:#}"));
+        let digest = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(body.as_bytes()));
+        assert_eq!(claims["body_sha256"], digest.as_str(), "request {i}");
+        // A token never verifies against the body the caller sent (when they differ).
+        if i < 2 {
+            assert!(!body.contains("SECRET"), "{body}");
+            std::fs::write(&body_file, biz_body).unwrap();
+            assert!(
+                partner_gateway::cli::token::verify(&jwks, Some(&body_file), &token[0]).is_err(),
+                "request {i}: the token also covers the unfiltered body"
+            );
+            assert_eq!(claims["aud"], "biz");
+            assert_eq!(claims["use"], "partner-sharing");
+        }
+        if i == 2 {
+            assert_eq!(body, "", "GET forwarded a body");
+            assert_eq!(claims["aud"], "acme-ship");
+        }
+        if i == 3 {
+            assert_eq!(claims["legal_basis"], basis);
+            assert_eq!(claims["use"], "legal-obligation");
+            assert_eq!(claims["aud"], "gov");
+            let version = claims["policy_version"].as_str().unwrap();
+            let tags: Vec<&String> = headers
+                .iter()
+                .filter(|(n, _)| n == "ohsoft-data-use")
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(
+                tags,
+                vec![&format!(
+                    r#"use="legal-obligation", purpose="tax-reporting", policy="{version}", legal-basis="case-1\", use=\"partner-sharing\", legal-basis=\"x""#
+                )],
+            );
+        }
+        jtis.push(claims["jti"].as_str().unwrap().to_string());
+    }
+    jtis.sort();
+    jtis.dedup();
+    assert_eq!(jtis.len(), 4, "a jti was reused");
+}

@@ -730,3 +730,422 @@ fn huge_strings_and_keys_pass_or_are_removed_exactly() {
     let out = run(&program, &format!("{{\"{big}\":1,\"name\":1}}")).unwrap();
     assert_eq!(out, r#"{"name":1}"#);
 }
+
+// ---------------------------------------------------------------------------------------
+// Second review: opt-outs, record dropping, and unnameable keys inside `.**` subtrees.
+// ---------------------------------------------------------------------------------------
+
+fn run_report(
+    program: &FilterProgram,
+    body: &str,
+    optouts: Option<&dyn OptOutLookup>,
+) -> Result<(String, gateway_core::filter::Report), Refusal> {
+    let opts = FilterOptions {
+        detail: true,
+        ..options(optouts)
+    };
+    let Filtered { body: out, report } = filter(program, body.as_bytes(), &opts)?;
+    let text = String::from_utf8(out).expect("the filter emits UTF-8");
+    serde_json::from_str::<serde_json::Value>(&text)
+        .unwrap_or_else(|e| panic!("invalid JSON {text:?} from {body:?}: {e}"));
+    Ok((text, report))
+}
+
+/// Inside a `.**` subtree, members whose (unescaped) key holds `.`, `[`, `]` or `*` are
+/// dropped: first, last, only, several in a row, holding containers, at several depths,
+/// spelled with escapes, between whitespace. The output is the input minus those members,
+/// compact, with commas and braces right.
+#[test]
+fn unnameable_keys_leave_a_subtree_with_valid_commas() {
+    let program = compile(&spec(&["blob.**", "n"], &[]));
+    let cases: &[(&str, &str)] = &[
+        (r#"{"blob":{"a.b":1}}"#, r#"{"blob":{}}"#),
+        (r#"{"blob":{"a.b":1,"c":2}}"#, r#"{"blob":{"c":2}}"#),
+        (r#"{"blob":{"c":2,"a.b":1}}"#, r#"{"blob":{"c":2}}"#),
+        (r#"{"blob":{"c":2,"a.b":1,"d":3}}"#, r#"{"blob":{"c":2,"d":3}}"#),
+        (
+            r#"{"blob":{"a.":1,".b":2,"[":3,"c":4,"]":5,"*":6}}"#,
+            r#"{"blob":{"c":4}}"#,
+        ),
+        (
+            r#"{"blob":{"a.b":{"x":[1,{"y.z":2}],"q":[]},"c":[{"[":1},{"]":2,"k":3},{}]}}"#,
+            r#"{"blob":{"c":[{},{"k":3},{}]}}"#,
+        ),
+        (
+            r#"{"blob":[{"*":1},{"*":[[],{}]},{"ok":{"a\u002eb":1,"b":[{"c*":{}}]}}],"n":1}"#,
+            r#"{"blob":[{},{},{"ok":{"b":[{}]}}],"n":1}"#,
+        ),
+        // Escaped spellings of the four characters, upper- and lowercase hex.
+        (
+            r#"{"blob":{"a\u002Eb":1,"\u005b0\u005d":2,"\u002a":3,"a\\.b":4,"k":"a.b"}}"#,
+            r#"{"blob":{"k":"a.b"}}"#,
+        ),
+        // A kept key spelled with escapes stays as written.
+        (
+            r#"{"blob":{"x.y":0,"\u0061":[],"z*":{}}}"#,
+            r#"{"blob":{"\u0061":[]}}"#,
+        ),
+        // Whitespace everywhere, hidden member last, first, with empty containers around.
+        (
+            "{ \"blob\" : { \"a.b\" : [ 1 , [ ] , { } ] , \"c\" : { } , \"d\" : [ ] , \"e.\" : { \"f\" : 1 } } , \"n\" : 2 }",
+            r#"{"blob":{"c":{},"d":[]},"n":2}"#,
+        ),
+        // Hidden keys at several depths, nested inside each other.
+        (
+            r#"{"blob":{"a":{"b":{"c.d":{"e.f":{"g":1}},"h":[{"i.j":[{"k":1}],"l":2}]}}}}"#,
+            r#"{"blob":{"a":{"b":{"h":[{"l":2}]}}}}"#,
+        ),
+        // Values and array elements that merely contain the characters are kept.
+        (
+            r#"{"blob":{"c":"a.b","d":["x.y","[*]"],"e":{"*":"*"}}}"#,
+            r#"{"blob":{"c":"a.b","d":["x.y","[*]"],"e":{}}}"#,
+        ),
+        // The subtree root itself a scalar, null or an empty container.
+        (r#"{"blob":"a.b"}"#, r#"{"blob":"a.b"}"#),
+        (r#"{"blob":null,"n":1}"#, r#"{"blob":null,"n":1}"#),
+        (r#"{"blob":[]}"#, r#"{"blob":[]}"#),
+        (r#"{"blob":{}}"#, r#"{"blob":{}}"#),
+        (r#"{"n":1,"blob":[[{"a.b":[[]]}],{}]}"#, r#"{"n":1,"blob":[[{}],{}]}"#),
+    ];
+    for (body, expected) in cases {
+        let (out, _) = run_report(&program, body, None).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        assert_eq!(&out, expected, "{body}");
+    }
+    // Each dropped member counts once (its contents are not counted again) and is reported.
+    let (_, report) = run_report(
+        &program,
+        r#"{"blob":{"a.b":{"c.d":1},"x":[{"*":1},{"]":2}]}}"#,
+        None,
+    )
+    .unwrap();
+    assert_eq!(report.fields_removed, 3, "{report:?}");
+    let removed: Vec<String> = report
+        .changes
+        .iter()
+        .map(|c| match c {
+            gateway_core::filter::Change::Removed { path } => path.clone(),
+            other => panic!("unexpected change {other:?}"),
+        })
+        .collect();
+    assert_eq!(removed.len(), 3, "{removed:?}");
+    // A dropped member is still validated strictly: nothing malformed passes by being hidden.
+    for body in [
+        r#"{"blob":{"a.b":[1,]}}"#,
+        r#"{"blob":{"a.b":{"x":1,}}}"#,
+        r#"{"blob":{"a.b":"\ud800"}}"#,
+        r#"{"blob":{"a.b":{"x":1,"x":2}}}"#,
+        r#"{"blob":{"a.b":1,"a.b":2}}"#,
+        r#"{"blob":{"a.b":1,"a\u002eb":2}}"#,
+        r#"{"blob":{"c":1,"a.b":2,}}"#,
+        r#"{"blob":{"a.b":2,,"c":1}}"#,
+        r#"{"blob":{"a.b":[[[[[[[[1]]]]]]]]}}"#,
+        r#"{"blob":{"a.b" 1}}"#,
+        r#"{"blob":{"a.b":tru}}"#,
+        r#"{"blob":{"a.b":01}}"#,
+    ] {
+        assert_bad(run(&program, body), body);
+    }
+}
+
+/// A tiny deterministic generator (xorshift) for the oracle test below.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+/// Writes a random value to `input` and, when `emit`, what the partner must receive to
+/// `expected`. Returns how many members the filter must report as removed.
+fn gen_value(
+    rng: &mut Rng,
+    depth: usize,
+    input: &mut String,
+    expected: &mut String,
+    emit: bool,
+) -> u64 {
+    // Keys as written; each has a distinct unescaped form. The second half are unnameable.
+    const PLAIN: [&str; 5] = ["a", "b", "c\\u0064", "\\u00e9", "s p"];
+    const HIDDEN: [&str; 7] = [
+        "a.b",
+        "[0]",
+        "]",
+        "*",
+        "x\\u002ey",
+        "\\u005b",
+        "\\u002A\\u002a",
+    ];
+    const SCALARS: [&str; 9] = [
+        "1",
+        "-0",
+        "1.5e3",
+        "true",
+        "false",
+        "null",
+        "\"s.t\"",
+        "\"\\u002e\"",
+        "\"[*]\"",
+    ];
+    const WS: [&str; 4] = ["", " ", "\n\t", "\r\n "];
+    let mut removed = 0;
+    let kind = if depth == 0 { 2 } else { rng.below(3) };
+    match kind {
+        0 => {
+            input.push('{');
+            if emit {
+                expected.push('{');
+            }
+            let mut keys: Vec<(&str, bool)> = PLAIN
+                .iter()
+                .map(|k| (*k, false))
+                .chain(HIDDEN.iter().map(|k| (*k, true)))
+                .collect();
+            let n = rng.below(5);
+            let mut wrote = false;
+            for i in 0..n {
+                let (key, hidden) = keys.remove(rng.below(keys.len()));
+                if i > 0 {
+                    input.push(',');
+                }
+                input.push_str(rng.pick(&WS));
+                input.push_str(&format!("\"{key}\""));
+                input.push_str(rng.pick(&WS));
+                input.push(':');
+                input.push_str(rng.pick(&WS));
+                let keep = emit && !hidden;
+                if keep {
+                    if wrote {
+                        expected.push(',');
+                    }
+                    wrote = true;
+                    expected.push_str(&format!("\"{key}\":"));
+                } else if emit {
+                    removed += 1;
+                }
+                removed += gen_value(rng, depth - 1, input, expected, keep);
+                input.push_str(rng.pick(&WS));
+            }
+            input.push('}');
+            if emit {
+                expected.push('}');
+            }
+        }
+        1 => {
+            input.push('[');
+            if emit {
+                expected.push('[');
+            }
+            let n = rng.below(4);
+            for i in 0..n {
+                if i > 0 {
+                    input.push(',');
+                    if emit {
+                        expected.push(',');
+                    }
+                }
+                input.push_str(rng.pick(&WS));
+                removed += gen_value(rng, depth - 1, input, expected, emit);
+                input.push_str(rng.pick(&WS));
+            }
+            input.push(']');
+            if emit {
+                expected.push(']');
+            }
+        }
+        _ => {
+            let s = rng.pick(&SCALARS);
+            input.push_str(s);
+            if emit {
+                expected.push_str(s);
+            }
+        }
+    }
+    removed
+}
+
+/// Oracle test: thousands of random subtrees mixing nameable and unnameable keys, containers,
+/// whitespace and escapes; the filter's output must be exactly the input minus the unnameable
+/// members (compact), and its count exactly the members dropped.
+#[test]
+fn unnameable_keys_in_random_subtrees_match_the_oracle() {
+    let program = compile(&spec(&["blob.**", "n"], &[]));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for round in 0..5000 {
+        let mut input = String::from("{\"blob\":");
+        let mut expected = String::from("{\"blob\":");
+        let removed = gen_value(&mut rng, 5, &mut input, &mut expected, true);
+        if round % 2 == 0 {
+            input.push_str(",\"n\":1");
+            expected.push_str(",\"n\":1");
+        }
+        input.push('}');
+        expected.push('}');
+        let (out, report) =
+            run_report(&program, &input, None).unwrap_or_else(|e| panic!("{input}: {e:?}"));
+        assert_eq!(out, expected, "round {round}: {input}");
+        assert_eq!(report.fields_removed, removed, "round {round}: {input}");
+    }
+}
+
+/// Records at several levels (`a[*].b[*]`, `[*]`): the first, last, only and every record
+/// dropped, next to `null` and empty arrays, always leave valid JSON with the other records
+/// in order.
+#[test]
+fn dropped_records_leave_valid_json_at_every_position() {
+    let optouts = opted_out(&["x"]);
+    let opts = options(Some(&optouts));
+    let nested = compile(&with_records(
+        spec(&["a[*].n", "a[*].b[*].id", "a[*].b[*].v"], &[]),
+        "a[*].b[*]",
+        "id",
+    ));
+    for (body, expected) in [
+        (
+            r#"{"a":[{"n":1,"b":[{"id":"x","v":"SECRET"}]}]}"#,
+            r#"{"a":[{"n":1,"b":[]}]}"#,
+        ),
+        (
+            r#"{"a":[{"b":[{"id":"x","v":"SECRET"},{"id":"y"},{"id":"x","v":"SECRET"}]},{"b":[{"id":"x"}]},{"b":null},{"b":[]}]}"#,
+            r#"{"a":[{"b":[{"id":"y"}]},{"b":[]},{"b":null},{"b":[]}]}"#,
+        ),
+        (
+            r#"{"a":[{"b":[{"id":"y"},{"id":"x","v":"SECRET"},{"id":"z"}]}]}"#,
+            r#"{"a":[{"b":[{"id":"y"},{"id":"z"}]}]}"#,
+        ),
+        (
+            r#"{"a":[{"b":[{"id":"x"},{"id":"x"},{"id":"x"}],"n":2},{"n":3,"b":[{"id":"x"},{"id":"w"}]}]}"#,
+            r#"{"a":[{"b":[],"n":2},{"n":3,"b":[{"id":"w"}]}]}"#,
+        ),
+        (
+            "{ \"a\" : [ { \"b\" : [ { \"id\" : \"x\" } , { \"id\" : 5 } ] } ] }",
+            r#"{"a":[{"b":[{"id":5}]}]}"#,
+        ),
+    ] {
+        let out =
+            run_opts(&nested, body.as_bytes(), &opts).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        assert_eq!(out, expected, "{body}");
+    }
+    // Records at the root of an array body.
+    let root = compile(&with_records(spec(&["[*].id", "[*].v"], &[]), "[*]", "id"));
+    for (body, expected) in [
+        (r#"[{"id":"x","v":"SECRET"}]"#, "[]"),
+        (r#"[{"id":"x","v":"SECRET"},{"id":"y"}]"#, r#"[{"id":"y"}]"#),
+        (r#"[{"id":"y"},{"id":"x","v":"SECRET"}]"#, r#"[{"id":"y"}]"#),
+        (
+            r#"[{"id":"x"},{"id":"y"},{"id":"x"},{"id":"z"},{"id":"x"}]"#,
+            r#"[{"id":"y"},{"id":"z"}]"#,
+        ),
+    ] {
+        let out =
+            run_opts(&root, body.as_bytes(), &opts).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        assert_eq!(out, expected, "{body}");
+    }
+    // A record passed whole whose nested members hold unnameable keys: dropped or trimmed alike.
+    let whole = compile(&with_records(spec(&["r[*].**"], &[]), "r[*]", "id"));
+    let out = run_opts(
+        &whole,
+        br#"{"r":[{"id":"x","a.b":"SECRET"},{"a.b":"gone","id":"y","m":{"c*":1,"d":2}},{"id":"x"}]}"#,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(out, r#"{"r":[{"id":"y","m":{"d":2}}]}"#);
+}
+
+/// `-0` is the integer 0 to any JSON reader: it must not pass as a customer distinct from `0`.
+/// (Before the fix it was compared as the text "-0", so customer 0's opt-out was bypassed.)
+#[test]
+fn negative_zero_is_not_a_subject_id() {
+    let program = compile(&with_records(
+        spec(&["r[*].id", "r[*].name"], &[]),
+        "r[*]",
+        "id",
+    ));
+    let optouts = opted_out(&["0"]);
+    let opts = options(Some(&optouts));
+    let body = br#"{"r":[{"id":-0,"name":"SECRET"}]}"#;
+    let result = run_opts(&program, body, &opts);
+    assert_no_secret(&result, SECRET_MARK, "-0");
+    match result {
+        Err(Refusal::SubjectMissing(_)) => {}
+        other => panic!("-0: expected 422, got {other:?}"),
+    }
+    // 0 itself, as an integer or a string, is customer "0".
+    for id in ["0", r#""0""#, r#""\u0030""#] {
+        let body = format!(r#"{{"r":[{{"id":{id},"name":"SECRET"}},{{"id":1}}]}}"#);
+        let out = run_opts(&program, body.as_bytes(), &opts).unwrap();
+        assert_eq!(out, r#"{"r":[{"id":1}]}"#, "{id}");
+    }
+    // A single record with -0 is refused too, never forwarded.
+    let single = compile(&with_records(spec(&["id", "name"], &[]), "$", "id"));
+    match run_opts(&single, br#"{"id":-0,"name":"SECRET"}"#, &opts) {
+        Err(Refusal::SubjectMissing(_)) => {}
+        other => panic!("single -0: expected 422, got {other:?}"),
+    }
+}
+
+const SECRET_MARK: &str = "SECRET";
+
+/// Ids are compared exactly after unescaping: huge integers match their own text (never a
+/// rounded float), and ids differing by case, whitespace or invisible characters are other
+/// customers (the store holds ids exactly as the admin API was given them).
+#[test]
+fn subject_ids_compare_exactly() {
+    let program = compile(&with_records(
+        spec(&["r[*].id", "r[*].name"], &[]),
+        "r[*]",
+        "id",
+    ));
+    let huge = "123456789012345678901234567890";
+    let optouts = opted_out(&[huge, "9007199254740993", "c-9", "-42"]);
+    let opts = options(Some(&optouts));
+    for id in [
+        huge.to_string(),
+        format!("\"{huge}\""),
+        "9007199254740993".to_string(),
+        "\"c-9\"".into(),
+        "\"c\\u002d9\"".into(),
+        "-42".into(),
+        "\"-42\"".into(),
+    ] {
+        let body = format!(r#"{{"r":[{{"id":{id},"name":"SECRET"}}]}}"#);
+        let out = run_opts(&program, body.as_bytes(), &opts).unwrap();
+        assert_eq!(out, r#"{"r":[]}"#, "{id}");
+    }
+    // Not the same text: not the same customer (and never a refusal).
+    for id in [
+        "9007199254740992",
+        "\"C-9\"",
+        "\" c-9\"",
+        "\"c-9 \"",
+        "\"c-9\\n\"",
+        "\"c\\u00ad-9\"",
+        "\"c\u{2011}9\"",
+    ] {
+        let body = format!(r#"{{"r":[{{"id":{id},"name":"ok"}}]}}"#);
+        let out = run_opts(&program, body.as_bytes(), &opts).unwrap();
+        assert!(out.contains("ok"), "{id}: {out}");
+    }
+    // Fractions and exponents of an opted-out integer are refused, never compared.
+    for id in [
+        format!("{huge}.0"),
+        format!("{huge}e0"),
+        "-42.0".into(),
+        "-4.2e1".into(),
+    ] {
+        let body = format!(r#"{{"r":[{{"id":{id},"name":"SECRET"}}]}}"#);
+        match run_opts(&program, body.as_bytes(), &opts) {
+            Err(Refusal::SubjectMissing(_)) => {}
+            other => panic!("{id}: expected 422, got {other:?}"),
+        }
+    }
+}
