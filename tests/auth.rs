@@ -465,6 +465,21 @@ fn valid_caller_reaches_partner_with_a_data_use_token_it_can_verify() {
             assert!(!ok, "a tampered body verified: {tampered}");
             assert!(stderr.contains("body_sha256"), "{stderr}");
         }
+        // A partner pinning its own id and the gateway's issuer: the right ones pass, another
+        // partner's id does not.
+        for (aud, ok_expected) in [("acme-ship", true), ("mail", false)] {
+            let out = Command::new(BIN)
+                .args(["verify-token", "--jwks", &gw.jwks_url(), "--aud", aud])
+                .args(["--iss", claims["iss"].as_str().unwrap(), token])
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.success(),
+                ok_expected,
+                "--aud {aud}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         // A token whose claims were edited does not verify either.
         let parts: Vec<&str> = token.split('.').collect();
         let mut forged_claims = claims.clone();

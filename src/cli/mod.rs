@@ -95,6 +95,12 @@ enum Command {
         /// The exact body the partner received; its SHA-256 must match `body_sha256`.
         #[arg(long)]
         body: Option<PathBuf>,
+        /// The partner id the token must be for (`aud`).
+        #[arg(long)]
+        aud: Option<String>,
+        /// The gateway issuer the token must come from (`iss`).
+        #[arg(long)]
+        iss: Option<String>,
         token: String,
     },
     /// An upstream that answers each request with a JSON echo of what it received.
@@ -220,8 +226,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::VerifyToken { jwks, body, token } => {
-            token::run_verify(&jwks, body.as_deref(), &token)?;
+        Command::VerifyToken {
+            jwks,
+            body,
+            aud,
+            iss,
+            token,
+        } => {
+            token::run_verify(&jwks, body.as_deref(), &token, &token::Expect { aud, iss })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::MockPartner {

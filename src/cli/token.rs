@@ -101,8 +101,23 @@ pub fn verify_at(
 
 /// `verify-token`: verifies, prints the claims as JSON on stdout and `body_sha256 matches`
 /// (or that no body was checked) on stderr.
-pub fn run_verify(jwks: &str, body: Option<&Path>, token: &str) -> Result<()> {
+/// What a partner expects of a token beyond its signature: its own id as `aud`, the gateway's `iss`.
+#[derive(Debug, Default, Clone)]
+pub struct Expect {
+    pub aud: Option<String>,
+    pub iss: Option<String>,
+}
+
+pub fn run_verify(jwks: &str, body: Option<&Path>, token: &str, expect: &Expect) -> Result<()> {
     let claims = verify(jwks, body, token)?;
+    for (claim, wanted) in [("aud", &expect.aud), ("iss", &expect.iss)] {
+        if let Some(wanted) = wanted {
+            let got = claims.get(claim).and_then(|v| v.as_str()).unwrap_or("");
+            if got != wanted {
+                bail!("token rejected: {claim} is {got:?}, expected {wanted:?}");
+            }
+        }
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&claims).context("cannot render the claims")?
