@@ -587,6 +587,50 @@ impl<'a> Scanner<'a> {
         Ok(written)
     }
 
+    /// Opens the container at `pos` (copying its bracket unless `hidden`); when it is empty,
+    /// closes it again and returns true.
+    fn enter<const EMIT: bool>(
+        &mut self,
+        object: bool,
+        hidden: bool,
+        out: &mut Vec<u8>,
+        wrote: &mut Vec<bool>,
+    ) -> Result<bool, Refusal> {
+        self.open(object)?;
+        let (open, close) = if object { (b'{', b'}') } else { (b'[', b']') };
+        self.pos += 1;
+        if EMIT {
+            wrote.push(false);
+            if !hidden {
+                out.push(open);
+            }
+        }
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.leave::<EMIT>(close, hidden, out, wrote);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Closes the container whose closing bracket `close` is at `pos`.
+    fn leave<const EMIT: bool>(
+        &mut self,
+        close: u8,
+        hidden: bool,
+        out: &mut Vec<u8>,
+        wrote: &mut Vec<bool>,
+    ) {
+        self.pos += 1;
+        if EMIT {
+            wrote.pop();
+            if !hidden {
+                out.push(close);
+            }
+        }
+        self.close();
+    }
+
     /// Validates one whole value at `pos` (which is not whitespace), copying it compactly to
     /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
     /// copying, a member whose name no path can spell is validated but not written.
@@ -599,55 +643,16 @@ impl<'a> Scanner<'a> {
         'value: loop {
             let hidden = hidden_at.is_some();
             match self.peek() {
-                Some(b'{') => {
-                    self.open(true)?;
-                    self.pos += 1;
-                    if EMIT {
-                        wrote.push(false);
-                        if !hidden {
-                            out.push(b'{');
-                        }
-                    }
-                    self.skip_ws();
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        if EMIT {
-                            wrote.pop();
-                            if !hidden {
-                                out.push(b'}');
-                            }
-                        }
-                        self.close();
-                    } else {
-                        if !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                Some(c @ (b'{' | b'[')) => {
+                    let object = c == b'{';
+                    if !self.enter::<EMIT>(object, hidden, out, &mut wrote)? {
+                        if object
+                            && !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
                             && EMIT
                             && !hidden
                         {
                             hidden_at = Some(self.frames.len());
                         }
-                        continue 'value;
-                    }
-                }
-                Some(b'[') => {
-                    self.open(false)?;
-                    self.pos += 1;
-                    if EMIT {
-                        wrote.push(false);
-                        if !hidden {
-                            out.push(b'[');
-                        }
-                    }
-                    self.skip_ws();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        if EMIT {
-                            wrote.pop();
-                            if !hidden {
-                                out.push(b']');
-                            }
-                        }
-                        self.close();
-                    } else {
                         continue 'value;
                     }
                 }
@@ -688,26 +693,8 @@ impl<'a> Scanner<'a> {
                         }
                         continue 'value;
                     }
-                    Some(b'}') if object => {
-                        self.pos += 1;
-                        if EMIT {
-                            wrote.pop();
-                            if !hidden {
-                                out.push(b'}');
-                            }
-                        }
-                        self.close();
-                    }
-                    Some(b']') if !object => {
-                        self.pos += 1;
-                        if EMIT {
-                            wrote.pop();
-                            if !hidden {
-                                out.push(b']');
-                            }
-                        }
-                        self.close();
-                    }
+                    Some(b'}') if object => self.leave::<EMIT>(b'}', hidden, out, &mut wrote),
+                    Some(b']') if !object => self.leave::<EMIT>(b']', hidden, out, &mut wrote),
                     _ => {
                         return Err(self.unexpected(if object {
                             "`,` or `}`"
