@@ -1782,11 +1782,9 @@ fn data_use_tokens_cover_the_forwarded_bytes_and_resist_injection() {
 }
 
 /// A business partner's route without a body (`GET /v1/contacts/{id}`, or a query parameter)
-/// carries the customer id in the URL, where no opt-out is checked: the id of a customer who
-/// opted out of partner sharing reaches the partner. `records`/`subject` only exist for
-/// bodies, and `check` accepts such a route on a partner that honours opt-outs.
+/// can carry a customer id in the URL: every path parameter and forwarded query value is
+/// checked against the opt-outs, so an opted-out customer's id never reaches the partner.
 #[test]
-#[ignore = "LEAK: ids in the path or query of a business partner's body-less route are never checked against opt-outs"]
 fn opted_out_ids_in_the_url_of_a_business_partner_route() {
     let mock = Mock::start();
     let partner = format!(
@@ -1814,9 +1812,16 @@ allowed_callers: [marketing-service]
         "/biz/v1/contacts/x?customer=c-404",
     ] {
         let r = gw.send("GET", target, &[], None);
-        assert_ne!(r.status, 200, "{target} was forwarded");
+        assert_refused(&r, 451, "subject_opted_out");
     }
     for rec in mock.received() {
         assert!(!rec.to_string().contains("c-404"), "{rec}");
     }
+    // Everyone else's URLs pass.
+    assert_eq!(
+        gw.send("GET", "/biz/v1/contacts/c-405?customer=c-406", &[], None)
+            .status,
+        200
+    );
+    assert_eq!(mock.received().len(), 1);
 }

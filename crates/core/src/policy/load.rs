@@ -277,10 +277,6 @@ enum Invalid {
         "{kind} partners normally honour {scope:?}, which the privacy policy promises; this honor_optouts leaves it out"
     )]
     MustHonour { kind: &'static str, scope: String },
-    #[error(
-        "route {0:?} passes path parameters or query parameters to a partner that honours opt-outs: opt-outs are checked on body records only, so a customer id must never travel there"
-    )]
-    SubjectOutsideBody(String),
     #[error("this partner honours opt-outs ({0}) but gateway.yaml has no `optouts` store")]
     NoOptOutStore(String),
     #[error(
@@ -1350,16 +1346,6 @@ fn validate_route(ctx: &RouteCtx<'_>, spanned: &Spanned<RouteFile>, d: &mut Diag
     if takes_body && ctx.honours && (r.records.is_none() || r.subject.is_none()) {
         d.error(path, route_line, Invalid::NoSubjects(template.clone()));
     }
-    let passes_query = r.query.as_ref().is_some_and(|q| !q.value.is_empty());
-    if ctx.honours && (template.contains('{') || passes_query) {
-        // Opt-outs are enforced on body records only; the policy writer must know that.
-        d.warn(
-            path,
-            route_line,
-            Invalid::SubjectOutsideBody(template.clone()),
-        );
-    }
-
     let mut query = Vec::new();
     for q in r.query.iter().flat_map(|q| &q.value) {
         let bad = q.value.is_empty()

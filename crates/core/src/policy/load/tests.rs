@@ -641,23 +641,3 @@ fn upstreams_parse() {
         assert!(parse_upstream(bad).is_err(), "{bad}");
     }
 }
-
-#[test]
-fn ids_in_paths_or_queries_of_opt_out_partners_are_warned_about() {
-    let partner = MARKETING.replace(
-        "allowed_callers:",
-        "  - path: /v1/contacts/{id}\n    methods: [GET]\nallowed_callers:",
-    );
-    let loaded = load(
-        &source(GATEWAY, &[("brightmail-offers.yaml", &partner)]),
-        None,
-    )
-    .expect("loads");
-    let messages: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("\"/v1/contacts/{id}\"") && m.contains("body records only")),
-        "{messages:?}"
-    );
-}
