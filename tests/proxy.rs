@@ -474,3 +474,21 @@ fn an_unresolvable_partner_is_a_json_error() {
     // The gateway is still serving.
     assert_eq!(gateway.admin_get("/healthz").status, 200);
 }
+
+#[test]
+fn head_requests_are_relayed_without_a_body() {
+    let mock = Mock::start();
+    let partner = format!(
+        "kind: contractor\npurpose: shipping\nupstream: {}\nroutes:\n  - path: /v1/status\n    methods: [HEAD, GET]\nallowed_callers: [orders-service]\n",
+        mock.url()
+    );
+    let gateway = Gateway::start("", &[("acme-ship", &partner)], &[]);
+    let head = gateway.send("HEAD", "/acme-ship/v1/status", &[], None);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        gateway
+            .send("GET", "/acme-ship/v1/status", &[], None)
+            .status,
+        200
+    );
+}
