@@ -309,6 +309,9 @@ fn check_url_for_opted_out_ids(
     optouts: OptOuts<'_>,
 ) -> Result<(), Refusal> {
     let partner = &target.partner;
+    if partner.honor_optouts.is_empty() {
+        return Ok(());
+    }
     let route = target.route();
     let decode = |raw: &str| {
         percent_encoding::percent_decode_str(raw)
@@ -328,7 +331,7 @@ fn check_url_for_opted_out_ids(
         .chain(query_values)
         .filter(|v| !v.is_empty())
         .collect();
-    if partner.honor_optouts.is_empty() || values.is_empty() {
+    if values.is_empty() {
         return Ok(());
     }
     let OptOuts::Loaded(source) = optouts else {
