@@ -394,17 +394,8 @@ impl OptOutSet {
         if scopes.is_empty() {
             return Ok(false);
         }
-        // Loading a snapshot passes sorted, distinct ids: use them as they are (no allocation).
-        let sorted;
-        let wanted: &[ScopeId] = if scopes.windows(2).all(|w| w[0] < w[1]) {
-            scopes
-        } else {
-            let mut v = scopes.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            sorted = v;
-            &sorted
-        };
+        let wanted = sorted_distinct(scopes);
+        let wanted: &[ScopeId] = &wanted;
 
         let hash = Self::hash(&self.hasher, id);
         let existing = {
@@ -613,16 +604,8 @@ impl SetBuilder {
         if let Some(bad) = scopes.iter().find(|s| s.index() >= set.scopes.len()) {
             return Err(OptOutError::UnknownScopeId(bad.index()));
         }
-        let sorted;
-        let wanted: &[ScopeId] = if scopes.windows(2).all(|w| w[0] < w[1]) {
-            scopes
-        } else {
-            let mut v = scopes.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            sorted = v;
-            &sorted
-        };
+        let wanted = sorted_distinct(scopes);
+        let wanted: &[ScopeId] = &wanted;
         if wanted.is_empty() {
             return Err(OptOutError::NoScopes(id.to_string()));
         }
@@ -786,6 +769,19 @@ impl super::OptOutSource for OptOutSet {
 impl OptOutLookup for Honouring<'_> {
     fn is_opted_out(&self, subject: &str) -> bool {
         Honouring::is_opted_out(self, subject)
+    }
+}
+
+/// The scope ids sorted and distinct; borrowed when they already are (loading a snapshot passes
+/// them so), so the common path allocates nothing.
+fn sorted_distinct(scopes: &[ScopeId]) -> std::borrow::Cow<'_, [ScopeId]> {
+    if scopes.windows(2).all(|w| w[0] < w[1]) {
+        std::borrow::Cow::Borrowed(scopes)
+    } else {
+        let mut v = scopes.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        std::borrow::Cow::Owned(v)
     }
 }
 
