@@ -285,8 +285,11 @@ enum Invalid {
     NoSubjects(String),
     #[error("invalid legal_basis_format {0:?}: {1}")]
     LegalBasisFormat(String, String),
-    #[error("legal_basis_header is only for government partners (this partner's kind is {0:?})")]
-    LegalBasisNotGovernment(String),
+    #[error("{key} is only for government partners (this partner's kind is {kind:?})")]
+    GovernmentOnly {
+        key: &'static str,
+        kind: &'static str,
+    },
     #[error("invalid header name {0:?}: expected letters, digits and !#$%&'*+-.^_`|~")]
     HeaderName(String),
     #[error("upstream_auth.prefix {0:?} holds characters not allowed in a header value")]
@@ -976,17 +979,24 @@ fn validate_partner(
         );
     }
 
-    // Legal basis.
-    let legal_basis_header = match (&p.legal_basis_header, kind) {
-        (Some(h), Some(k)) if k != PartnerKind::Government => {
+    // Legal basis: only government partners are asked for one.
+    let not_government = kind.filter(|k| *k != PartnerKind::Government);
+    let government_only = |key: &'static str, at: u64, d: &mut Diags| {
+        if let Some(k) = not_government {
             d.error(
                 path,
-                line(h),
-                Invalid::LegalBasisNotGovernment(k.as_str().to_string()),
+                at,
+                Invalid::GovernmentOnly {
+                    key,
+                    kind: k.as_str(),
+                },
             );
-            None
         }
-        (Some(h), _) => {
+        not_government.is_none()
+    };
+    let legal_basis_header = match &p.legal_basis_header {
+        Some(h) if !government_only("legal_basis_header", line(h), d) => None,
+        Some(h) => {
             let name = h.value.to_ascii_lowercase();
             if !is_token(&name) {
                 d.error(path, line(h), Invalid::HeaderName(h.value.clone()));
@@ -995,20 +1005,15 @@ fn validate_partner(
             }
             Some(name)
         }
-        (None, Some(PartnerKind::Government)) => Some(DEFAULT_LEGAL_BASIS_HEADER.to_string()),
-        (None, _) => None,
+        None if kind == Some(PartnerKind::Government) => {
+            Some(DEFAULT_LEGAL_BASIS_HEADER.to_string())
+        }
+        None => None,
     };
 
-    let legal_basis_format = match (&p.legal_basis_format, kind) {
-        (Some(f), Some(k)) if k != PartnerKind::Government => {
-            d.error(
-                path,
-                line(f),
-                Invalid::LegalBasisNotGovernment(k.as_str().to_string()),
-            );
-            None
-        }
-        (Some(f), _) => match regex::Regex::new(&format!("^(?:{})$", f.value)) {
+    let legal_basis_format = match &p.legal_basis_format {
+        Some(f) if !government_only("legal_basis_format", line(f), d) => None,
+        Some(f) => match regex::Regex::new(&format!("^(?:{})$", f.value)) {
             Ok(re) => Some(re),
             Err(e) => {
                 d.error(
@@ -1019,7 +1024,7 @@ fn validate_partner(
                 None
             }
         },
-        (None, _) => None,
+        None => None,
     };
 
     // Routes.
