@@ -302,6 +302,7 @@ fn bench_filter(c: &mut Criterion) {
         pseudonymize_key: Some(KEY),
         optouts: Some(&optouts),
         detail: false,
+        subjects: false,
     };
 
     for (label, target) in [("1KiB", 1024), ("1MiB", 1024 * 1024)] {

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub optouts: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
     pub policy_info: IntGaugeVec,
+    fields_disclosed: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,8 +144,22 @@ impl Metrics {
                 "The policy version being served (value is always 1)",
                 &["version"],
             ),
+            fields_disclosed: counter(
+                &registry,
+                "partner_gateway_fields_disclosed_total",
+                "Field values forwarded to partners, by the fideslang data category of their policy path (uncategorized when none)",
+                &["partner", "route", "category"],
+            ),
             registry,
         }
+    }
+
+    /// Counts `count` forwarded values of data category `category` (a policy-declared name or
+    /// `uncategorized`) on one partner route.
+    pub fn fields_disclosed(&self, partner: &str, route: &str, category: &str, count: u64) {
+        self.fields_disclosed
+            .with_label_values(&[partner, route, category])
+            .inc_by(count);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -176,6 +191,13 @@ impl Metrics {
                 self.records_forwarded.with_label_values(&labels);
                 if route.filter.is_some() {
                     self.filter_duration.with_label_values(&labels);
+                }
+                for field in &route.fields {
+                    let category = field
+                        .category
+                        .as_deref()
+                        .unwrap_or(gateway_core::policy::categories::UNCATEGORIZED);
+                    self.fields_disclosed(id, &route.template, category, 0);
                 }
                 if !partner.honor_optouts.is_empty() {
                     self.records_dropped.with_label_values(&[

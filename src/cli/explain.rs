@@ -126,6 +126,18 @@ pub fn run(
                 "  records forwarded: {}, dropped: {}",
                 outgoing.report.records_forwarded, outgoing.report.records_dropped
             )?;
+            let route = target.route();
+            for (field, n) in route.fields.iter().zip(&outgoing.report.matched) {
+                if *n > 0 {
+                    let category = field
+                        .category
+                        .as_deref()
+                        .unwrap_or(gateway_core::policy::categories::UNCATEGORIZED);
+                    writeln!(err, "  disclosed    {} ({category}) x{n}", field.path)?;
+                }
+            }
+            let (_, categories) = route.disclosed(&outgoing.report.matched);
+            writeln!(err, "  categories   {}", categories.join(", "))?;
             for (name, value) in active
                 .data_use_headers(
                     &target,

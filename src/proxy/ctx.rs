@@ -17,6 +17,8 @@ pub struct RequestCtx {
     pub refused: Option<&'static str>,
     /// What the filter did to the forwarded body.
     pub report: Option<Report>,
+    /// Values forwarded per data category (from the route's `categories:`).
+    pub disclosed: Vec<(String, u64)>,
     pub filter_time: Option<Duration>,
     /// `connect`, `timeout` or `protocol`, when talking to the partner failed.
     pub upstream_error: Option<&'static str>,
@@ -35,6 +37,7 @@ impl RequestCtx {
             status: 0,
             refused: None,
             report: None,
+            disclosed: Vec::new(),
             filter_time: None,
             upstream_error: None,
             www_authenticate: None,

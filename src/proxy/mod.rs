@@ -95,6 +95,9 @@ impl PartnerProxy {
         ctx.filter_time = Some(filter_started.elapsed());
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
+        ctx.disclosed = target
+            .route()
+            .disclosed_by_category(&outgoing.report.matched);
 
         let response = self
             .upstream
@@ -331,6 +334,9 @@ impl PartnerProxy {
             m.records_forwarded
                 .with_label_values(&[partner, route])
                 .inc_by(report.records_forwarded);
+            for (category, count) in &ctx.disclosed {
+                m.fields_disclosed(partner, route, category, *count);
+            }
             if report.records_dropped > 0 {
                 m.records_dropped
                     .with_label_values(&[partner, route, "opted_out"])

@@ -229,6 +229,8 @@ pub fn plan(
                 pseudonymize_key: partner.pseudonymize_key.as_deref(),
                 optouts: None,
                 detail,
+                // For the disclosure ledger: whose records went to the partner.
+                subjects: program.has_subjects(),
             };
             let filtered = if partner.honor_optouts.is_empty() || !program.has_subjects() {
                 filter::filter(program, incoming.body, &options)?

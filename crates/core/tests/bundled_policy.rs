@@ -105,7 +105,7 @@ fn bundled_policy_resolves_its_secrets_in_serve_mode() {
         "{messages:#?}"
     );
     assert!(messages.contains(
-        &"policy/partners/acme-ship.yaml:24: environment variable \"ACME_SHIP_PSEUDONYM_KEY\" named by pseudonymize_key_env is not set".to_string()
+        &"policy/partners/acme-ship.yaml:31: environment variable \"ACME_SHIP_PSEUDONYM_KEY\" named by pseudonymize_key_env is not set".to_string()
     ), "{messages:#?}");
 }
 
@@ -187,6 +187,7 @@ fn every_sample_request_reaches_a_route_and_filters_as_the_privacy_policy_says()
             pseudonymize_key: partner.pseudonymize_key.as_deref(),
             optouts: honours.then_some(&optouts as &dyn OptOutLookup),
             detail: false,
+            subjects: false,
         };
         let filtered = filter(program, &body, &options).unwrap_or_else(|r| panic!("{file}: {r:?}"));
         let out = String::from_utf8(filtered.body).unwrap();
@@ -224,4 +225,23 @@ fn every_sample_request_reaches_a_route_and_filters_as_the_privacy_policy_says()
         .flat_map(|p| p.routes.iter().map(|r| (p.id.clone(), r.template.clone())))
         .collect();
     assert_eq!(routes_covered.into_iter().collect::<Vec<_>>(), all_routes);
+}
+
+#[test]
+fn bundled_policy_categorises_every_field() {
+    let source = util::read_policy("policy/");
+    let loaded = policy::load(&source, None).expect("bundled policy is valid");
+    for partner in loaded.policy.partners.values() {
+        for route in &partner.routes {
+            for field in &route.fields {
+                assert!(
+                    field.category.is_some(),
+                    "{} {} {} has no category",
+                    partner.id,
+                    route.template,
+                    field.path
+                );
+            }
+        }
+    }
 }

@@ -51,6 +51,7 @@ fn options(optouts: Option<&dyn OptOutLookup>) -> FilterOptions<'_> {
         pseudonymize_key: Some(b"k"),
         optouts,
         detail: false,
+        subjects: false,
     }
 }
 

@@ -21,6 +21,9 @@ pub(super) struct Node {
     pub(super) kind: Kind,
     /// The value here is a customer record: it must be an object, and its subject is read.
     pub(super) records: bool,
+    /// The spec's allow/transform paths (allow indexes first, then transforms) that end here:
+    /// each value handled here is a match for them.
+    pub(super) sources: Box<[u16]>,
 }
 
 #[derive(Debug)]
@@ -120,8 +123,8 @@ enum Leaf {
 /// One node of the paths as written, before wildcards are combined.
 #[derive(Default)]
 struct Raw {
-    /// What paths ending here say, with each path's text for messages.
-    leaves: Vec<(Leaf, String)>,
+    /// What paths ending here say, with each path's text for messages and its source index.
+    leaves: Vec<(Leaf, String, u16)>,
     records: Option<String>,
     members: BTreeMap<String, usize>,
     any: Option<usize>,
@@ -165,6 +168,11 @@ fn insert(raw: &mut Vec<Raw>, path: &FieldPath) -> usize {
     at
 }
 
+/// A path's index in the spec (a policy has far fewer than 65,535 paths per route).
+fn source_index(index: usize) -> u16 {
+    u16::try_from(index).unwrap_or(u16::MAX)
+}
+
 fn error(path: impl Into<String>, message: impl Into<String>) -> CompileError {
     CompileError {
         path: path.into(),
@@ -194,7 +202,8 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
     let mut errors = Vec::new();
     let mut raw = vec![Raw::default()];
 
-    for path in &spec.allow {
+    for (index, path) in spec.allow.iter().enumerate() {
+        let source = source_index(index);
         let text = path.to_string();
         if path.segments.is_empty() {
             if path.subtree {
@@ -219,10 +228,11 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         } else {
             Leaf::Scalar
         };
-        raw[at].leaves.push((leaf, text));
+        raw[at].leaves.push((leaf, text, source));
     }
 
-    for (path, transform) in &spec.transforms {
+    for (index, (path, transform)) in spec.transforms.iter().enumerate() {
+        let source = source_index(spec.allow.len() + index);
         let text = path.to_string();
         if path.subtree {
             errors.push(error(
@@ -245,7 +255,9 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
             continue;
         }
         let at = insert(&mut raw, path);
-        raw[at].leaves.push((Leaf::Transform(*transform), text));
+        raw[at]
+            .leaves
+            .push((Leaf::Transform(*transform), text, source));
     }
 
     let mut single_record = false;
@@ -314,6 +326,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         takes_body: !spec.allow.is_empty() || !spec.transforms.is_empty(),
         subject,
         single_record,
+        sources: spec.allow.len() + spec.transforms.len(),
         uses_pseudonymize: spec
             .transforms
             .iter()
@@ -347,7 +360,15 @@ fn elements_of(at: &str) -> String {
 
 impl<'r> Builder<'r> {
     fn push(&mut self, kind: Kind, records: bool) -> NodeId {
-        self.nodes.push(Node { kind, records });
+        self.push_with(kind, records, Box::default())
+    }
+
+    fn push_with(&mut self, kind: Kind, records: bool, sources: Box<[u16]>) -> NodeId {
+        self.nodes.push(Node {
+            kind,
+            records,
+            sources,
+        });
         // A policy has far fewer than 2^32 nodes.
         NodeId::try_from(self.nodes.len() - 1).unwrap_or(NodeId::MAX)
     }
@@ -369,7 +390,7 @@ impl<'r> Builder<'r> {
         let mut stack: Vec<usize> = ids.iter().flat_map(|&id| self.raw[id].children()).collect();
         while let Some(id) = stack.pop() {
             let raw = &self.raw[id];
-            out.extend(raw.leaves.iter().map(|(_, text)| text.clone()));
+            out.extend(raw.leaves.iter().map(|(_, text, _)| text.clone()));
             out.extend(raw.records.iter().cloned());
             stack.extend(raw.children());
         }
@@ -384,7 +405,7 @@ impl<'r> Builder<'r> {
         let mut stack: Vec<usize> = ids.to_vec();
         while let Some(id) = stack.pop() {
             let raw = &self.raw[id];
-            for (leaf, text) in &raw.leaves {
+            for (leaf, text, _) in &raw.leaves {
                 if let Leaf::Transform(t) = leaf {
                     self.errors.push(error(
                         text.as_str(),
@@ -410,15 +431,25 @@ impl<'r> Builder<'r> {
     fn expand(&mut self, ids: &[usize], at: &str) -> NodeId {
         let raw = self.raw;
         let nodes: Vec<&Raw> = ids.iter().map(|&id| &raw[id]).collect();
-        let leaves: Vec<&(Leaf, String)> = nodes.iter().flat_map(|n| &n.leaves).collect();
+        let leaves: Vec<&(Leaf, String, u16)> = nodes.iter().flat_map(|n| &n.leaves).collect();
+        let sources_of = |leaves: &[&(Leaf, String, u16)], pick: &dyn Fn(Leaf) -> bool| {
+            let mut out: Vec<u16> = leaves
+                .iter()
+                .filter(|(leaf, _, _)| pick(*leaf))
+                .map(|(_, _, s)| *s)
+                .collect();
+            out.sort_unstable();
+            out.dedup();
+            out.into_boxed_slice()
+        };
         let records = nodes.iter().find_map(|n| n.records.as_deref());
         let names: BTreeSet<&String> = nodes.iter().flat_map(|n| n.members.keys()).collect();
         let anys: Vec<usize> = nodes.iter().filter_map(|n| n.any).collect();
         let elements: Vec<usize> = nodes.iter().filter_map(|n| n.elements).collect();
         let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
 
-        if let Some((_, subtree)) = leaves.iter().find(|(leaf, _)| *leaf == Leaf::Subtree) {
-            for (leaf, text) in &leaves {
+        if let Some((_, subtree, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Subtree) {
+            for (leaf, text, _) in &leaves {
                 if let Leaf::Transform(t) = leaf {
                     self.errors.push(error(
                         text.as_str(),
@@ -430,18 +461,23 @@ impl<'r> Builder<'r> {
                 }
             }
             self.beneath_subtree(&children, subtree);
+            let sources = sources_of(&leaves, &|leaf| leaf == Leaf::Subtree);
             if records.is_some() {
                 // A record passed whole still needs its subject read and its object shape
                 // enforced, so it becomes an object whose every member passes whole.
                 let any = self.subtree_node();
-                return self.push(Kind::Object(Members::new(Vec::new(), Some(any))), true);
+                return self.push_with(
+                    Kind::Object(Members::new(Vec::new(), Some(any))),
+                    true,
+                    sources,
+                );
             }
-            return self.subtree_node();
+            return self.push_with(Kind::Subtree, false, sources);
         }
 
         let mut transforms: Vec<(Transform, &str)> = leaves
             .iter()
-            .filter_map(|(leaf, text)| match leaf {
+            .filter_map(|(leaf, text, _)| match leaf {
                 Leaf::Transform(t) => Some((*t, text.as_str())),
                 _ => None,
             })
@@ -460,8 +496,8 @@ impl<'r> Builder<'r> {
         }
         let scalar = leaves
             .iter()
-            .find(|(leaf, _)| *leaf == Leaf::Scalar)
-            .map(|(_, text)| text.as_str());
+            .find(|(leaf, _, _)| *leaf == Leaf::Scalar)
+            .map(|(_, text, _)| text.as_str());
         let leaf = match (transforms.first(), scalar) {
             // Allowed plainly and transformed: the transform wins, failing closed.
             (Some(&(t, from)), _) => Some((
@@ -488,7 +524,8 @@ impl<'r> Builder<'r> {
                     format!("records must be objects, but `{from}` passes only a single value at `{at}`"),
                 ));
             }
-            return self.push(kind, false);
+            let sources = sources_of(&leaves, &|leaf| leaf != Leaf::Subtree);
+            return self.push_with(kind, false, sources);
         }
 
         let wants_object = !names.is_empty() || !anys.is_empty() || records.is_some();
@@ -544,7 +581,7 @@ impl<'r> Builder<'r> {
                 let raw = &self.raw[id];
                 raw.leaves
                     .iter()
-                    .map(|(_, text)| text.clone())
+                    .map(|(_, text, _)| text.clone())
                     .chain(raw.records.iter().cloned())
             })
             .collect();

@@ -20,6 +20,8 @@ mod scan;
 mod transform;
 
 #[cfg(test)]
+mod matched_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::policy::FieldPath;
@@ -108,6 +110,8 @@ pub struct FilterProgram {
     subject: Option<Box<[u8]>>,
     single_record: bool,
     uses_pseudonymize: bool,
+    /// How many allow + transform paths the spec had (the length of [`Report::matched`]).
+    sources: usize,
 }
 
 impl FilterProgram {
@@ -162,6 +166,10 @@ pub struct FilterOptions<'a> {
     pub optouts: Option<&'a dyn OptOutLookup>,
     /// Collect per-field [`Change`]s (for `explain`); counts are always collected.
     pub detail: bool,
+    /// Collect the subject id of every forwarded record into [`Report::subjects`] (for the
+    /// disclosure ledger). Without opt-outs, a record without a valid subject is not refused;
+    /// it just adds no id.
+    pub subjects: bool,
 }
 
 /// The body a partner receives and what it took to make it.
@@ -183,6 +191,12 @@ pub struct Report {
     pub records_dropped: u64,
     /// Only with `detail`: each change in document order, with its concrete path (`shipments[0].card_number`).
     pub changes: Vec<Change>,
+    /// Per allow path, then per transform path (spec order): how many forwarded values it
+    /// matched (a subtree passed whole counts once). Values of dropped records do not count.
+    pub matched: Vec<u64>,
+    /// With [`FilterOptions::subjects`]: the canonical subject id of every forwarded record
+    /// (the unescaped string, or an integer's literal text), in document order.
+    pub subjects: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

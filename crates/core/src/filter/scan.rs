@@ -790,8 +790,12 @@ struct Filter<'a, 'p> {
     program: &'p FilterProgram,
     detail: bool,
     optouts: Option<&'p dyn OptOutLookup>,
+    /// Collect forwarded records' subject ids.
+    subjects: bool,
     hmac: Option<Hmac256>,
     scratch: Vec<u8>,
+    /// `report.matched` at the start of the record being read (restored if it is dropped).
+    saved_matched: Vec<u64>,
 }
 
 pub(super) fn filter(
@@ -826,12 +830,17 @@ pub(super) fn filter(
     let mut f = Filter {
         sc: Scanner::new(text, options.max_depth),
         out: Vec::with_capacity(body.len()),
-        report: Report::default(),
+        report: Report {
+            matched: vec![0; program.sources],
+            ..Report::default()
+        },
         program,
         detail: options.detail,
         optouts: options.optouts,
+        subjects: options.subjects,
         hmac,
         scratch: Vec::new(),
+        saved_matched: Vec::new(),
     };
     if options.detail {
         f.sc.hidden_paths = Some(Vec::new());
@@ -854,6 +863,11 @@ impl<'a, 'p> Filter<'a, 'p> {
                 "internal error: the filter program is inconsistent".into()
             ));
         };
+        for &source in node.sources.iter() {
+            if let Some(n) = self.report.matched.get_mut(source as usize) {
+                *n += 1;
+            }
+        }
         match &node.kind {
             Kind::Scalar => self.scalar().map(|()| true),
             Kind::Transform(t) => self.transform(*t).map(|()| true),
@@ -967,7 +981,10 @@ impl<'a, 'p> Filter<'a, 'p> {
             transformed: self.report.transformed,
             changes: self.report.changes.len(),
         });
-        let want_subject = records && self.optouts.is_some();
+        let want_subject = records && (self.optouts.is_some() || self.subjects);
+        if records && self.optouts.is_some() {
+            self.saved_matched.clone_from(&self.report.matched);
+        }
         let mut subject: Option<Result<Cow<'a, str>, &'static str>> = None;
         let mut first = true;
         self.sc.skip_ws();
@@ -987,7 +1004,10 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.sc.expect(b':', "`:` after a member name")?;
                 self.sc.skip_ws();
                 let value_start = self.sc.pos;
-                if is_subject && matches!(self.sc.peek(), Some(b'{' | b'[')) {
+                if is_subject
+                    && self.optouts.is_some()
+                    && matches!(self.sc.peek(), Some(b'{' | b'['))
+                {
                     // DESIGN: an object or array where the customer id belongs is a missing
                     // subject (422), whatever shape the policy allows for that member.
                     return Err(Refusal::SubjectMissing(format!(
@@ -1048,7 +1068,16 @@ impl<'a, 'p> Filter<'a, 'p> {
         want_subject: bool,
         subject: Option<Result<Cow<'a, str>, &'static str>>,
     ) -> Result<bool, Refusal> {
-        if let (true, Some(optouts)) = (want_subject, self.optouts) {
+        let Some(optouts) = self.optouts.filter(|_| want_subject) else {
+            // Without opt-outs a record is never refused for its subject; the ledger just
+            // gets no id for it.
+            if let (true, Some(Ok(subject))) = (want_subject, subject) {
+                self.report.subjects.push(subject.into_owned());
+            }
+            self.report.records_forwarded += 1;
+            return Ok(true);
+        };
+        {
             let name = String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
                 .into_owned();
             let subject = match subject {
@@ -1076,6 +1105,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.report.fields_removed = snapshot.fields_removed;
                 self.report.transformed = snapshot.transformed;
                 self.report.changes.truncate(snapshot.changes);
+                self.report.matched.clone_from(&self.saved_matched);
                 self.report.records_dropped += 1;
                 if self.detail {
                     self.report.changes.push(Change::RecordDropped {
@@ -1084,6 +1114,9 @@ impl<'a, 'p> Filter<'a, 'p> {
                     });
                 }
                 return Ok(false);
+            }
+            if self.subjects {
+                self.report.subjects.push(subject.into_owned());
             }
         }
         self.report.records_forwarded += 1;

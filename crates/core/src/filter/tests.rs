@@ -48,6 +48,7 @@ fn options<'a>(optouts: Option<&'a dyn OptOutLookup>, detail: bool) -> FilterOpt
         pseudonymize_key: Some(KEY),
         optouts,
         detail,
+        subjects: false,
     }
 }
 
@@ -553,6 +554,7 @@ fn keys_match_after_unescaping_exactly() {
             pseudonymize_key: None,
             optouts: None,
             detail: true,
+            subjects: false,
         },
     )
     .expect("filtered");

@@ -127,7 +127,12 @@ pub struct RouteFile {
     pub headers: Option<Spanned<Vec<Spanned<String>>>>,
     /// `+json` media types filtered like `application/json`.
     pub json_types: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Allow or transform path (as written there) → fideslang data category name.
+    pub categories: Option<Spanned<CategoryMap>>,
 }
+
+/// `categories:` entries: field path → data category name, in the order written.
+pub type CategoryMap = Entries<Spanned<String>, Spanned<String>>;
 
 /// `transform:` entries: field path → transform name; `None` is an unquoted YAML null.
 pub type TransformMap = Entries<Spanned<String>, Spanned<Option<String>>>;
@@ -393,7 +398,7 @@ mod tests {
     #[test]
     fn wire_errors_are_one_line_with_the_field_named() {
         let cases: &[(&str, u64, &str)] = &[
-            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types"),
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, categories"),
             ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
             ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
             ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),

@@ -37,10 +37,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::categories;
 use super::file::{self, CallersFile, GatewayFile, PartnerFile, RouteFile, SigningFile, Spanned};
 use super::model::{
     CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, Partner, PartnerKind, Policy, Route,
-    RouteSegment, SigningConfig, Upstream, UpstreamAuth,
+    RouteField, RouteSegment, SigningConfig, Upstream, UpstreamAuth,
 };
 use super::path::{FieldPath, PathError};
 use super::route::{literal_count, parse_template, same_shape};
@@ -312,6 +313,16 @@ enum Invalid {
     JsonType(String),
     #[error("{path:?}: {message}")]
     Compile { path: String, message: String },
+    #[error("unknown data category {name:?} for {path:?}: not a fideslang data category (nearest: {nearest})")]
+    UnknownCategory {
+        path: String,
+        name: String,
+        nearest: String,
+    },
+    #[error("categories names {0:?}, which is neither an allow nor a transform path of this route (write it exactly as there)")]
+    CategoryPathNotDisclosed(String),
+    #[error("{0:?} has no data category: add it under this route's `categories:`")]
+    Uncategorized(String),
 }
 
 /// Loads and validates a policy. `env: None` is check mode: secrets are not resolved and unset
@@ -1208,6 +1219,54 @@ struct RouteDraft {
     query: Vec<String>,
     headers: Vec<String>,
     json_types: Vec<String>,
+    fields: Vec<RouteField>,
+}
+
+/// Checks a route's `categories:` against its allow/transform paths (`fields`, as written,
+/// with their lines) and the fideslang taxonomy; returns the fields with their categories.
+fn route_categories(
+    path: &str,
+    r: &RouteFile,
+    fields: Vec<(String, u64)>,
+    d: &mut Diags,
+) -> Vec<RouteField> {
+    let entries = r.categories.as_ref().map_or(&[][..], |c| &c.value.0[..]);
+    for (key, name) in entries {
+        if !fields.iter().any(|(written, _)| *written == key.value) {
+            d.error(
+                path,
+                line(key),
+                Invalid::CategoryPathNotDisclosed(key.value.clone()),
+            );
+        }
+        if !categories::is_known(&name.value) {
+            d.error(
+                path,
+                line(name),
+                Invalid::UnknownCategory {
+                    path: key.value.clone(),
+                    name: name.value.clone(),
+                    nearest: categories::nearest(&name.value, 3).join(", "),
+                },
+            );
+        }
+    }
+    fields
+        .into_iter()
+        .map(|(written, at)| {
+            let category = entries
+                .iter()
+                .find(|(k, _)| k.value == written)
+                .map(|(_, v)| v.value.clone());
+            if category.is_none() {
+                d.warn(path, at, Invalid::Uncategorized(written.clone()));
+            }
+            RouteField {
+                path: written,
+                category,
+            }
+        })
+        .collect()
 }
 
 fn validate_route(ctx: &RouteCtx<'_>, spanned: &Spanned<RouteFile>, d: &mut Diags) -> RouteDraft {
@@ -1279,9 +1338,14 @@ fn validate_route(ctx: &RouteCtx<'_>, spanned: &Spanned<RouteFile>, d: &mut Diag
             None
         }
     };
+    // Written allow paths, then transform paths, in the order the spec gets them.
+    let mut fields: Vec<(String, u64)> = Vec::new();
     for a in r.allow.iter().flat_map(|a| &a.value) {
         match field_path(a, d) {
-            Some(p) => spec.allow.push(p),
+            Some(p) => {
+                spec.allow.push(p);
+                fields.push((a.value.clone(), line(a)));
+            }
             None => spec_ok = false,
         }
     }
@@ -1308,6 +1372,7 @@ fn validate_route(ctx: &RouteCtx<'_>, spanned: &Spanned<RouteFile>, d: &mut Diag
                     pseudonymize_line = Some(line(value));
                 }
                 spec.transforms.push((p, t));
+                fields.push((key.value.clone(), line(key)));
             }
             // `remove`: not allowed, which is the default.
             (Some(_), Some(None)) => {}
@@ -1390,9 +1455,11 @@ fn validate_route(ctx: &RouteCtx<'_>, spanned: &Spanned<RouteFile>, d: &mut Diag
         }
     }
 
+    let fields = route_categories(path, r, fields, d);
     RouteDraft {
         template,
         line: route_line,
+        fields,
         segments,
         methods,
         spec: takes_body.then_some(spec),
@@ -1491,6 +1558,7 @@ fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Option<Route> 
         query: draft.query,
         headers: draft.headers,
         json_types: draft.json_types,
+        fields: draft.fields,
     })
 }
 

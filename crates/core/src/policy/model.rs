@@ -174,6 +174,49 @@ pub struct Route {
     pub headers: Vec<String>,
     /// `+json` media types (lowercase, no parameters) this route filters besides `application/json`.
     pub json_types: Vec<String>,
+    /// The route's allow paths, then its transform paths (`remove` excluded), as written, with
+    /// their data categories. Indexed like the filter's [`crate::filter::Report::matched`].
+    pub fields: Vec<RouteField>,
+}
+
+/// One allow or transform path of a route and the data category it discloses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteField {
+    /// The path as written in the policy.
+    pub path: String,
+    /// fideslang data category name, if the route's `categories:` gives one.
+    pub category: Option<String>,
+}
+
+impl Route {
+    /// The paths (sorted, distinct) and categories (sorted, distinct) of the fields that matched
+    /// at least one forwarded value, from a filter report's `matched` counts.
+    pub fn disclosed(&self, matched: &[u64]) -> (Vec<String>, Vec<String>) {
+        let mut paths = Vec::new();
+        let mut categories = Vec::new();
+        for (field, _) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
+            paths.push(field.path.clone());
+            categories.extend(field.category.clone());
+        }
+        paths.sort();
+        paths.dedup();
+        categories.sort();
+        categories.dedup();
+        (paths, categories)
+    }
+
+    /// Values forwarded per category (`uncategorized` for paths without one), sorted by name.
+    pub fn disclosed_by_category(&self, matched: &[u64]) -> Vec<(String, u64)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for (field, n) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
+            let category = field
+                .category
+                .as_deref()
+                .unwrap_or(super::categories::UNCATEGORIZED);
+            *counts.entry(category.to_string()).or_insert(0) += n;
+        }
+        counts.into_iter().collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
