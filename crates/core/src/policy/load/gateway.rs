@@ -10,13 +10,10 @@ use super::{
     env_secret, is_env_name, line, non_empty, resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN,
     DEFAULT_LISTEN,
 };
-use crate::policy::file::{CallersFile, GatewayFile, SigningFile, Spanned};
+use crate::policy::file::{CallersFile, GatewayFile, LimitsFile, SigningFile, Spanned};
 use crate::policy::model::{
     CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, SigningConfig,
 };
-
-// ---------------------------------------------------------------------------------------------
-// gateway.yaml
 
 pub(super) fn validate_gateway(
     path: &str,
@@ -44,39 +41,8 @@ pub(super) fn validate_gateway(
         }
     }
 
-    let mut limits = Limits::default();
-    if let Some(l) = &g.limits {
-        let l = &l.value;
-        if let Some(v) = limit(path, l.max_body_bytes.as_ref(), "max_body_bytes", d) {
-            limits.max_body_bytes = v;
-        }
-        if let Some(v) = limit(path, l.max_depth.as_ref(), "max_depth", d) {
-            limits.max_depth = v;
-        }
-        if let Some(v) = &l.upstream_timeout_ms {
-            if v.value == 0 {
-                d.error(path, line(v), Invalid::ZeroLimit("upstream_timeout_ms"));
-            }
-            limits.upstream_timeout = Duration::from_millis(v.value);
-        }
-    }
-
-    let admin_token_env = g.admin_token_env.as_ref().and_then(|name| {
-        // The token is read when an admin write arrives: unset means writes are refused.
-        if is_env_name(&name.value) {
-            Some(name.value.clone())
-        } else {
-            d.error(
-                path,
-                line(name),
-                Invalid::EnvName {
-                    field: "admin_token_env",
-                    value: name.value.clone(),
-                },
-            );
-            None
-        }
-    });
+    let limits = limits(path, g.limits.as_ref(), d);
+    let admin_token_env = admin_token_env(path, g.admin_token_env.as_ref(), d);
 
     let optouts = g
         .optouts
@@ -111,6 +77,40 @@ pub(super) fn validate_gateway(
         callers,
         signing,
     })
+}
+
+/// `limits`: each member given replaces its default.
+fn limits(path: &str, given: Option<&Spanned<LimitsFile>>, d: &mut Diags) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(l) = given {
+        let l = &l.value;
+        if let Some(v) = limit(path, l.max_body_bytes.as_ref(), "max_body_bytes", d) {
+            limits.max_body_bytes = v;
+        }
+        if let Some(v) = limit(path, l.max_depth.as_ref(), "max_depth", d) {
+            limits.max_depth = v;
+        }
+        if let Some(v) = &l.upstream_timeout_ms {
+            if v.value == 0 {
+                d.error(path, line(v), Invalid::ZeroLimit("upstream_timeout_ms"));
+            }
+            limits.upstream_timeout = Duration::from_millis(v.value);
+        }
+    }
+    limits
+}
+
+/// The admin token is read when an admin write arrives: unset means writes are refused.
+fn admin_token_env(path: &str, name: Option<&Spanned<String>>, d: &mut Diags) -> Option<String> {
+    let name = name?;
+    if is_env_name(&name.value) {
+        Some(name.value.clone())
+    } else {
+        let value = name.value.clone();
+        let field = "admin_token_env";
+        d.error(path, line(name), Invalid::EnvName { field, value });
+        None
+    }
 }
 
 fn listen_addr(

@@ -11,11 +11,8 @@ use super::{
     SourceFile, DEFAULT_LEGAL_BASIS_HEADER, MIN_KEY_BYTES, NOT_FOR_UPSTREAM_AUTH,
 };
 use crate::optout::Scope;
-use crate::policy::file::{self, PartnerFile};
-use crate::policy::model::{Partner, PartnerKind, Upstream, UpstreamAuth};
-
-// ---------------------------------------------------------------------------------------------
-// partners/<id>.yaml
+use crate::policy::file::{self, PartnerFile, Spanned, UpstreamAuthFile};
+use crate::policy::model::{Partner, PartnerKind, Route, Upstream, UpstreamAuth};
 
 pub(super) fn partner_id(file: &SourceFile, d: &mut Diags) -> Option<String> {
     let name = Path::new(&file.path)
@@ -53,6 +50,7 @@ fn parse_kind(s: &str) -> Option<PartnerKind> {
     }
 }
 
+/// Validates one partner file, section by section; `None` when any of it is wrong.
 pub(super) fn validate_partner(
     path: &str,
     text: &str,
@@ -71,37 +69,81 @@ pub(super) fn validate_partner(
         }
     };
     let before = d.errors.len();
-
     let kind = parse_kind(&p.kind.value);
     if kind.is_none() {
         d.error(path, line(&p.kind), Invalid::Kind(p.kind.value.clone()));
     }
-    let purpose = &p.purpose.value;
-    let purpose_ok = !purpose.is_empty()
-        && purpose.trim() == purpose
-        && purpose
+    check_purpose(path, &p.purpose, d);
+    let upstream = upstream(path, &p.upstream, d);
+    let allowed_callers = allowed_callers(path, p.allowed_callers.as_ref(), d);
+    let credential = credential(path, p.upstream_auth.as_ref(), env, d);
+    let optouts = opt_outs(path, &p, id, kind, has_optouts, d);
+    let legal_basis_header = legal_basis_header(path, &p, kind, d);
+    let legal_basis_format = legal_basis_format(path, &p, kind, d);
+    let ctx = RouteCtx {
+        path,
+        honours: optouts.honours,
+        credential_header: credential.header.as_deref(),
+    };
+    let (routes, pseudonymize_key) = routes(&ctx, &p, env, d);
+
+    if d.errors.len() > before {
+        return None;
+    }
+    Some(Partner {
+        id: id.to_string(),
+        kind: kind?,
+        purpose: p.purpose.value.clone(),
+        upstream: upstream?,
+        routes,
+        allowed_callers,
+        pseudonymize_key,
+        pseudonymize_key_env: p.pseudonymize_key_env.as_ref().map(|n| n.value.clone()),
+        upstream_auth: credential.auth,
+        honor_optouts: optouts.scopes,
+        legal_basis_header,
+        legal_basis_format,
+    })
+}
+
+/// Printable ASCII without `"` or a backslash, and no surrounding spaces (it goes into a header).
+fn check_purpose(path: &str, purpose: &Spanned<String>, d: &mut Diags) {
+    let text = &purpose.value;
+    let ok = !text.is_empty()
+        && text.trim() == text
+        && text
             .bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
-    if !purpose_ok {
-        d.error(path, line(&p.purpose), Invalid::Purpose(purpose.clone()));
+    if !ok {
+        d.error(path, line(purpose), Invalid::Purpose(text.clone()));
     }
-    let upstream = match parse_upstream(&p.upstream.value) {
+}
+
+fn upstream(path: &str, upstream: &Spanned<String>, d: &mut Diags) -> Option<Upstream> {
+    match parse_upstream(&upstream.value) {
         Ok(u) => Some(u),
         Err(reason) => {
             d.error(
                 path,
-                line(&p.upstream),
+                line(upstream),
                 Invalid::Upstream {
-                    value: p.upstream.value.clone(),
+                    value: upstream.value.clone(),
                     reason,
                 },
             );
             None
         }
-    };
+    }
+}
 
-    let mut allowed_callers = Vec::new();
-    for caller in p.allowed_callers.iter().flat_map(|c| &c.value) {
+/// Caller `sub`s without spaces, deduplicated; none at all is a warning.
+fn allowed_callers(
+    path: &str,
+    list: Option<&Spanned<Vec<Spanned<String>>>>,
+    d: &mut Diags,
+) -> Vec<String> {
+    let mut allowed = Vec::new();
+    for caller in list.iter().flat_map(|c| &c.value) {
         if caller.value.is_empty()
             || caller
                 .value
@@ -109,144 +151,183 @@ pub(super) fn validate_partner(
                 .any(|c| c.is_whitespace() || c.is_control())
         {
             d.error(path, line(caller), Invalid::Caller(caller.value.clone()));
-        } else if !allowed_callers.contains(&caller.value) {
-            allowed_callers.push(caller.value.clone());
+        } else if !allowed.contains(&caller.value) {
+            allowed.push(caller.value.clone());
         }
     }
-    if p.allowed_callers
-        .as_ref()
-        .is_none_or(|c| c.value.is_empty())
+    if list.is_none_or(|c| c.value.is_empty()) {
+        d.warn(path, list.map_or(1, line), Invalid::NoCallers);
+    }
+    allowed
+}
+
+/// The partner's credential (`upstream_auth`).
+struct Credential {
+    /// Resolved in serve mode only.
+    auth: Option<UpstreamAuth>,
+    /// The (valid, lowercase) header it travels in: callers may not send it.
+    header: Option<String>,
+}
+
+fn credential(
+    path: &str,
+    auth: Option<&Spanned<UpstreamAuthFile>>,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Credential {
+    let mut credential = Credential {
+        auth: None,
+        header: None,
+    };
+    let Some(auth) = auth else {
+        return credential;
+    };
+    let auth = &auth.value;
+    let header = auth.header.value.to_ascii_lowercase();
+    if !is_token(&header) {
+        d.error(
+            path,
+            line(&auth.header),
+            Invalid::HeaderName(auth.header.value.clone()),
+        );
+    } else if NOT_FOR_UPSTREAM_AUTH.contains(&header.as_str())
+        || header.starts_with("proxy-")
+        || header.starts_with("ohsoft-data-use")
     {
-        let at = p.allowed_callers.as_ref().map_or(1, line);
-        d.warn(path, at, Invalid::NoCallers);
+        d.error(
+            path,
+            line(&auth.header),
+            Invalid::ForbiddenAuthHeader(auth.header.value.clone()),
+        );
+    } else {
+        credential.header = Some(header.clone());
     }
-
-    // The partner's credential.
-    let mut upstream_auth = None;
-    let mut auth_header = None;
-    if let Some(auth) = &p.upstream_auth {
-        let auth = &auth.value;
-        let header = auth.header.value.to_ascii_lowercase();
-        if !is_token(&header) {
+    let prefix = auth
+        .prefix
+        .as_ref()
+        .map(|p| p.value.clone())
+        .unwrap_or_default();
+    if let Some(prefix_spanned) = &auth.prefix {
+        if !is_header_value(&prefix) {
             d.error(
                 path,
-                line(&auth.header),
-                Invalid::HeaderName(auth.header.value.clone()),
+                line(prefix_spanned),
+                Invalid::HeaderValue(prefix.clone()),
             );
-        } else if NOT_FOR_UPSTREAM_AUTH.contains(&header.as_str())
-            || header.starts_with("proxy-")
-            || header.starts_with("ohsoft-data-use")
-        {
-            d.error(
-                path,
-                line(&auth.header),
-                Invalid::ForbiddenAuthHeader(auth.header.value.clone()),
-            );
+        }
+    }
+    if let Some(secret) = env_secret(path, &auth.env, "upstream_auth.env", env, d) {
+        if is_header_value(&secret) {
+            credential.auth = Some(UpstreamAuth {
+                header,
+                value: format!("{prefix}{secret}"),
+            });
         } else {
-            auth_header = Some(header.clone());
-        }
-        let prefix = auth
-            .prefix
-            .as_ref()
-            .map(|p| p.value.clone())
-            .unwrap_or_default();
-        if let Some(prefix_spanned) = &auth.prefix {
-            if !is_header_value(&prefix) {
-                d.error(
-                    path,
-                    line(prefix_spanned),
-                    Invalid::HeaderValue(prefix.clone()),
-                );
-            }
-        }
-        if let Some(secret) = env_secret(path, &auth.env, "upstream_auth.env", env, d) {
-            if is_header_value(&secret) {
-                upstream_auth = Some(UpstreamAuth {
-                    header,
-                    value: format!("{prefix}{secret}"),
-                });
-            } else {
-                d.error(
-                    path,
-                    line(&auth.env),
-                    Invalid::EnvNotHeaderValue {
-                        field: "upstream_auth.env",
-                        name: auth.env.value.clone(),
-                    },
-                );
-            }
+            d.error(
+                path,
+                line(&auth.env),
+                Invalid::EnvNotHeaderValue {
+                    field: "upstream_auth.env",
+                    name: auth.env.value.clone(),
+                },
+            );
         }
     }
+    credential
+}
 
-    // Opt-outs.
+/// The opt-out scopes a partner honours.
+struct OptOuts {
+    scopes: Vec<Scope>,
+    /// Some scope is honoured as written (even one that does not parse).
+    honours: bool,
+}
+
+/// `honor_optouts`, or the kind's default scopes when it is absent.
+fn opt_outs(
+    path: &str,
+    p: &PartnerFile,
+    id: &str,
+    kind: Option<PartnerKind>,
+    has_optouts: Option<bool>,
+    d: &mut Diags,
+) -> OptOuts {
     let default_scopes = match kind {
         Some(PartnerKind::BusinessPartner | PartnerKind::CoBranded) => {
             vec![Scope::PARTNER_SHARING.to_string(), format!("partner:{id}")]
         }
         _ => Vec::new(),
     };
-    let mut honor_optouts: Vec<Scope> = Vec::new();
-    let scopes_line = p.honor_optouts.as_ref().map_or(line(&p.kind), line);
-    match &p.honor_optouts {
-        None => {
-            honor_optouts = default_scopes
+    let (scopes, written) = match &p.honor_optouts {
+        None => (
+            default_scopes
                 .iter()
                 .filter_map(|s| Scope::parse(s).ok())
-                .collect()
-        }
+                .collect(),
+            default_scopes,
+        ),
         Some(list) => {
-            for s in &list.value {
-                match Scope::parse(&s.value) {
-                    Ok(scope) if !honor_optouts.contains(&scope) => honor_optouts.push(scope),
-                    Ok(_) => {}
-                    Err(message) => d.error(path, line(s), Invalid::Scope(message)),
-                }
-            }
+            let scopes = written_scopes(path, list, d);
             for required in &default_scopes {
                 if !list.value.iter().any(|s| &s.value == required) {
                     let kind = kind.map_or("", PartnerKind::as_str);
-                    d.warn(
-                        path,
-                        line(list),
-                        Invalid::MustHonour {
-                            kind,
-                            scope: required.clone(),
-                        },
-                    );
+                    let scope = required.clone();
+                    d.warn(path, line(list), Invalid::MustHonour { kind, scope });
                 }
             }
+            let written = list.value.iter().map(|s| s.value.clone()).collect();
+            (scopes, written)
         }
-    }
-    let written: Vec<String> = match &p.honor_optouts {
-        Some(list) => list.value.iter().map(|s| s.value.clone()).collect(),
-        None => default_scopes.clone(),
     };
     let honours = !written.is_empty();
     if honours && has_optouts == Some(false) {
-        d.error(
-            path,
-            scopes_line,
-            Invalid::NoOptOutStore(written.join(", ")),
-        );
+        let at = p.honor_optouts.as_ref().map_or(line(&p.kind), line);
+        d.error(path, at, Invalid::NoOptOutStore(written.join(", ")));
     }
+    OptOuts { scopes, honours }
+}
 
-    // Legal basis: only government partners are asked for one.
-    let not_government = kind.filter(|k| *k != PartnerKind::Government);
-    let government_only = |key: &'static str, at: u64, d: &mut Diags| {
-        if let Some(k) = not_government {
-            d.error(
-                path,
-                at,
-                Invalid::GovernmentOnly {
-                    key,
-                    kind: k.as_str(),
-                },
-            );
+/// The scopes of an `honor_optouts` list, deduplicated.
+fn written_scopes(path: &str, list: &Spanned<Vec<Spanned<String>>>, d: &mut Diags) -> Vec<Scope> {
+    let mut scopes: Vec<Scope> = Vec::new();
+    for s in &list.value {
+        match Scope::parse(&s.value) {
+            Ok(scope) if !scopes.contains(&scope) => scopes.push(scope),
+            Ok(_) => {}
+            Err(message) => d.error(path, line(s), Invalid::Scope(message)),
         }
-        not_government.is_none()
-    };
-    let legal_basis_header = match &p.legal_basis_header {
-        Some(h) if !government_only("legal_basis_header", line(h), d) => None,
+    }
+    scopes
+}
+
+/// Only government partners are asked for a legal basis: its keys on any other kind are an
+/// error (reported at `at`). True when the key may be used.
+fn government_only(
+    path: &str,
+    kind: Option<PartnerKind>,
+    key: &'static str,
+    at: u64,
+    d: &mut Diags,
+) -> bool {
+    match kind.filter(|k| *k != PartnerKind::Government) {
+        Some(k) => {
+            let kind = k.as_str();
+            d.error(path, at, Invalid::GovernmentOnly { key, kind });
+            false
+        }
+        None => true,
+    }
+}
+
+/// The legal-basis header: as written, or the default for government partners.
+fn legal_basis_header(
+    path: &str,
+    p: &PartnerFile,
+    kind: Option<PartnerKind>,
+    d: &mut Diags,
+) -> Option<String> {
+    match &p.legal_basis_header {
+        Some(h) if !government_only(path, kind, "legal_basis_header", line(h), d) => None,
         Some(h) => {
             let name = h.value.to_ascii_lowercase();
             if !is_token(&name) {
@@ -260,89 +341,86 @@ pub(super) fn validate_partner(
             Some(DEFAULT_LEGAL_BASIS_HEADER.to_string())
         }
         None => None,
-    };
+    }
+}
 
-    let legal_basis_format = match &p.legal_basis_format {
-        Some(f) if !government_only("legal_basis_format", line(f), d) => None,
-        Some(f) => match regex::Regex::new(&format!("^(?:{})$", f.value)) {
-            Ok(re) => Some(re),
-            Err(e) => {
-                d.error(
-                    path,
-                    line(f),
-                    Invalid::LegalBasisFormat(f.value.clone(), e.to_string()),
-                );
-                None
-            }
-        },
-        None => None,
-    };
+/// The legal-basis format: a regular expression the whole value must match.
+fn legal_basis_format(
+    path: &str,
+    p: &PartnerFile,
+    kind: Option<PartnerKind>,
+    d: &mut Diags,
+) -> Option<regex::Regex> {
+    let f = p.legal_basis_format.as_ref()?;
+    if !government_only(path, kind, "legal_basis_format", line(f), d) {
+        return None;
+    }
+    match regex::Regex::new(&format!("^(?:{})$", f.value)) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            let problem = Invalid::LegalBasisFormat(f.value.clone(), e.to_string());
+            d.error(path, line(f), problem);
+            None
+        }
+    }
+}
 
-    // Routes.
-    let ctx = RouteCtx {
-        path,
-        honours,
-        credential_header: auth_header.as_deref(),
-    };
+/// Every route, the checks across routes, the pseudonymisation key the routes need, and the
+/// filter programs: compiled for every route whose own paths are sound, so their mistakes are
+/// reported alongside everything else.
+fn routes(
+    ctx: &RouteCtx<'_>,
+    p: &PartnerFile,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> (Vec<Route>, Option<Vec<u8>>) {
+    let path = ctx.path;
     let drafts: Vec<RouteDraft> = p
         .routes
         .value
         .iter()
-        .map(|r| validate_route(&ctx, r, d))
+        .map(|r| validate_route(ctx, r, d))
         .collect();
     if drafts.is_empty() {
         d.warn(path, line(&p.routes), Invalid::NoRoutes);
     }
     check_route_overlaps(path, &drafts, d);
+    let first_use = drafts.iter().find_map(|r| r.pseudonymize_line);
+    let key = pseudonymize_key(path, p.pseudonymize_key_env.as_ref(), first_use, env, d);
+    let routes = drafts
+        .into_iter()
+        .filter_map(|draft| compile_route(path, draft, d))
+        .collect();
+    (routes, key)
+}
 
-    let pseudonymize_lines: Vec<u64> = drafts.iter().filter_map(|r| r.pseudonymize_line).collect();
-    let mut pseudonymize_key = None;
-    match (&p.pseudonymize_key_env, pseudonymize_lines.first()) {
-        (None, Some(&first)) => d.error(path, first, Invalid::PseudonymizeWithoutKey),
-        (Some(name), used) => {
-            if used.is_none() {
-                d.warn(path, line(name), Invalid::UnusedKey);
-            }
-            if let Some(key) = env_secret(path, name, "pseudonymize_key_env", env, d) {
-                if key.len() < MIN_KEY_BYTES {
-                    d.warn(
-                        path,
-                        line(name),
-                        Invalid::ShortKey(name.value.clone(), key.len()),
-                    );
-                }
-                pseudonymize_key = Some(key.into_bytes());
-            }
+/// `pseudonymize_key_env`: required by a route that pseudonymises (`first_use` is its line),
+/// resolved in serve mode; a short key is a warning.
+fn pseudonymize_key(
+    path: &str,
+    name: Option<&Spanned<String>>,
+    first_use: Option<u64>,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Option<Vec<u8>> {
+    let Some(name) = name else {
+        if let Some(first) = first_use {
+            d.error(path, first, Invalid::PseudonymizeWithoutKey);
         }
-        (None, None) => {}
-    }
-
-    // Filter programs: compiled for every route whose own paths are sound, so their mistakes
-    // are reported alongside everything else.
-    let mut routes = Vec::new();
-    for draft in drafts {
-        if let Some(route) = compile_route(path, draft, d) {
-            routes.push(route);
-        }
-    }
-
-    if d.errors.len() > before {
         return None;
+    };
+    if first_use.is_none() {
+        d.warn(path, line(name), Invalid::UnusedKey);
     }
-    Some(Partner {
-        id: id.to_string(),
-        kind: kind?,
-        purpose: purpose.clone(),
-        upstream: upstream?,
-        routes,
-        allowed_callers,
-        pseudonymize_key,
-        pseudonymize_key_env: p.pseudonymize_key_env.as_ref().map(|n| n.value.clone()),
-        upstream_auth,
-        honor_optouts,
-        legal_basis_header,
-        legal_basis_format,
-    })
+    let key = env_secret(path, name, "pseudonymize_key_env", env, d)?;
+    if key.len() < MIN_KEY_BYTES {
+        d.warn(
+            path,
+            line(name),
+            Invalid::ShortKey(name.value.clone(), key.len()),
+        );
+    }
+    Some(key.into_bytes())
 }
 
 /// `http(s)://host[:port]` with nothing else but an optional final `/`.
