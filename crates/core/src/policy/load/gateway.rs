@@ -15,6 +15,35 @@ use crate::policy::model::{
     CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, SigningConfig,
 };
 
+/// What can be wrong in `gateway.yaml` itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InvalidGateway {
+    #[error("invalid {field} address {value:?}: expected IP:PORT, such as {example}")]
+    ListenAddress {
+        field: &'static str,
+        value: String,
+        example: &'static str,
+    },
+    #[error("admin_listen {0:?} is the same address as listen (the admin API needs its own port)")]
+    SameListen(String),
+    #[error("limits.{0} must be greater than 0")]
+    ZeroLimit(&'static str),
+    #[error("limits.{field} {value} is too large for this machine")]
+    LimitTooLarge { field: &'static str, value: u64 },
+    #[error("callers.{0} is missing (required unless allow_unauthenticated is true)")]
+    CallersFieldMissing(&'static str),
+    #[error(
+        "callers needs `keys` (a JWKS file with the callers' public keys) or `hs256_secret_env`"
+    )]
+    CallersNoKeys,
+    #[error(
+        "no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
+    )]
+    CallersMissing,
+    #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
+    Unauthenticated,
+}
+
 pub(super) fn validate_gateway(
     path: &str,
     g: GatewayFile,
@@ -36,7 +65,7 @@ pub(super) fn validate_gateway(
             d.error(
                 path,
                 line(spanned),
-                Invalid::SameListen(spanned.value.clone()),
+                InvalidGateway::SameListen(spanned.value.clone()),
             );
         }
     }
@@ -54,7 +83,7 @@ pub(super) fn validate_gateway(
 
     let callers = match &g.callers {
         None => {
-            d.error(path, 1, Invalid::CallersMissing);
+            d.error(path, 1, InvalidGateway::CallersMissing);
             None
         }
         Some(c) => validate_callers(path, &c.value, line(c), base, env, d),
@@ -92,7 +121,11 @@ fn limits(path: &str, given: Option<&Spanned<LimitsFile>>, d: &mut Diags) -> Lim
         }
         if let Some(v) = &l.upstream_timeout_ms {
             if v.value == 0 {
-                d.error(path, line(v), Invalid::ZeroLimit("upstream_timeout_ms"));
+                d.error(
+                    path,
+                    line(v),
+                    InvalidGateway::ZeroLimit("upstream_timeout_ms"),
+                );
             }
             limits.upstream_timeout = Duration::from_millis(v.value);
         }
@@ -129,7 +162,7 @@ fn listen_addr(
             d.error(
                 path,
                 line(value),
-                Invalid::ListenAddress {
+                InvalidGateway::ListenAddress {
                     field,
                     value: value.value.clone(),
                     example: default,
@@ -148,7 +181,7 @@ fn limit(
 ) -> Option<usize> {
     let value = value?;
     if value.value == 0 {
-        d.error(path, line(value), Invalid::ZeroLimit(field));
+        d.error(path, line(value), InvalidGateway::ZeroLimit(field));
         return None;
     }
     match usize::try_from(value.value) {
@@ -157,7 +190,7 @@ fn limit(
             d.error(
                 path,
                 line(value),
-                Invalid::LimitTooLarge {
+                InvalidGateway::LimitTooLarge {
                     field,
                     value: value.value,
                 },
@@ -177,7 +210,7 @@ fn validate_callers(
 ) -> Option<CallersConfig> {
     let allow_unauthenticated = c.allow_unauthenticated.as_ref().is_some_and(|b| b.value);
     if let Some(flag) = c.allow_unauthenticated.as_ref().filter(|b| b.value) {
-        d.warn(path, line(flag), Invalid::Unauthenticated);
+        d.warn(path, line(flag), InvalidGateway::Unauthenticated);
     }
     let required = |value: &Option<Spanned<String>>,
                     field: &'static str,
@@ -187,7 +220,11 @@ fn validate_callers(
             Some(v) => non_empty(path, v, full, d),
             None if allow_unauthenticated => Some(String::new()),
             None => {
-                d.error(path, section_line, Invalid::CallersFieldMissing(field));
+                d.error(
+                    path,
+                    section_line,
+                    InvalidGateway::CallersFieldMissing(field),
+                );
                 None
             }
         }
@@ -198,7 +235,7 @@ fn validate_callers(
         Some(k) => non_empty(path, k, "callers.keys", d).map(|k| resolve(base, &k)),
         None if allow_unauthenticated || c.hs256_secret_env.is_some() => Some(PathBuf::new()),
         None => {
-            d.error(path, section_line, Invalid::CallersNoKeys);
+            d.error(path, section_line, InvalidGateway::CallersNoKeys);
             None
         }
     };

@@ -14,6 +14,62 @@ use crate::optout::Scope;
 use crate::policy::file::{self, PartnerFile, Spanned, UpstreamAuthFile};
 use crate::policy::model::{Partner, PartnerKind, Route, Upstream, UpstreamAuth};
 
+/// What can be wrong with a partner, apart from its routes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InvalidPartner {
+    #[error(
+        "invalid partner id {0:?} (the file name): expected lowercase letters, digits, `_` and `-`, starting with a letter or digit"
+    )]
+    PartnerId(String),
+    #[error("partner file name {0:?} must end in .yaml")]
+    PartnerFileName(String),
+    #[error("partner {id:?} is also defined by {other}")]
+    DuplicatePartner { id: String, other: String },
+    #[error("unknown kind {0:?} (expected one of: contractor, business_partner, co_branded, government)")]
+    Kind(String),
+    #[error("invalid purpose {0:?}: expected printable ASCII text without `\"` or `\\`")]
+    Purpose(String),
+    #[error("invalid upstream {value:?}: {reason} (expected http(s)://host[:port])")]
+    Upstream { value: String, reason: String },
+    #[error("invalid caller {0:?} in allowed_callers: expected a caller `sub` without spaces")]
+    Caller(String),
+    #[error("no allowed_callers: every request to this partner will be refused")]
+    NoCallers,
+    #[error("no routes: every request to this partner will be refused")]
+    NoRoutes,
+    #[error(
+        "transform \"pseudonymize\" needs pseudonymize_key_env (the environment variable holding this partner's HMAC key)"
+    )]
+    PseudonymizeWithoutKey,
+    #[error("pseudonymize_key_env is set but no route uses pseudonymize")]
+    UnusedKey,
+    #[error("the key in {0:?} is {1} bytes long; use at least 32 random bytes")]
+    ShortKey(String, usize),
+    #[error("{0}")]
+    Scope(String),
+    #[error(
+        "{kind} partners normally honour {scope:?}, which the privacy policy promises; this honor_optouts leaves it out"
+    )]
+    MustHonour { kind: &'static str, scope: String },
+    #[error("this partner honours opt-outs ({0}) but gateway.yaml has no `optouts` store")]
+    NoOptOutStore(String),
+    #[error("invalid legal_basis_format {0:?}: {1}")]
+    LegalBasisFormat(String, String),
+    #[error("{key} is only for government partners (this partner's kind is {kind:?})")]
+    GovernmentOnly {
+        key: &'static str,
+        kind: &'static str,
+    },
+    #[error("upstream_auth.prefix {0:?} holds characters not allowed in a header value")]
+    HeaderValue(String),
+    #[error(
+        "upstream_auth.header {0:?} is not allowed: the gateway sets or strips that header itself"
+    )]
+    ForbiddenAuthHeader(String),
+    #[error("environment variable {name:?} named by {field} holds characters not allowed in a header value")]
+    EnvNotHeaderValue { field: &'static str, name: String },
+}
+
 pub(super) fn partner_id(file: &SourceFile, d: &mut Diags) -> Option<String> {
     let name = Path::new(&file.path)
         .file_name()
@@ -23,7 +79,7 @@ pub(super) fn partner_id(file: &SourceFile, d: &mut Diags) -> Option<String> {
         .strip_suffix(".yaml")
         .or_else(|| name.strip_suffix(".yml"))
     else {
-        d.error(&file.path, 1, Invalid::PartnerFileName(name));
+        d.error(&file.path, 1, InvalidPartner::PartnerFileName(name));
         return None;
     };
     let valid = id
@@ -34,7 +90,7 @@ pub(super) fn partner_id(file: &SourceFile, d: &mut Diags) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !valid {
-        d.error(&file.path, 1, Invalid::PartnerId(id.to_string()));
+        d.error(&file.path, 1, InvalidPartner::PartnerId(id.to_string()));
         return None;
     }
     Some(id.to_string())
@@ -71,7 +127,11 @@ pub(super) fn validate_partner(
     let before = d.errors.len();
     let kind = parse_kind(&p.kind.value);
     if kind.is_none() {
-        d.error(path, line(&p.kind), Invalid::Kind(p.kind.value.clone()));
+        d.error(
+            path,
+            line(&p.kind),
+            InvalidPartner::Kind(p.kind.value.clone()),
+        );
     }
     check_purpose(path, &p.purpose, d);
     let upstream = upstream(path, &p.upstream, d);
@@ -115,7 +175,7 @@ fn check_purpose(path: &str, purpose: &Spanned<String>, d: &mut Diags) {
             .bytes()
             .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
     if !ok {
-        d.error(path, line(purpose), Invalid::Purpose(text.clone()));
+        d.error(path, line(purpose), InvalidPartner::Purpose(text.clone()));
     }
 }
 
@@ -126,7 +186,7 @@ fn upstream(path: &str, upstream: &Spanned<String>, d: &mut Diags) -> Option<Ups
             d.error(
                 path,
                 line(upstream),
-                Invalid::Upstream {
+                InvalidPartner::Upstream {
                     value: upstream.value.clone(),
                     reason,
                 },
@@ -150,13 +210,17 @@ fn allowed_callers(
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         {
-            d.error(path, line(caller), Invalid::Caller(caller.value.clone()));
+            d.error(
+                path,
+                line(caller),
+                InvalidPartner::Caller(caller.value.clone()),
+            );
         } else if !allowed.contains(&caller.value) {
             allowed.push(caller.value.clone());
         }
     }
     if list.is_none_or(|c| c.value.is_empty()) {
-        d.warn(path, list.map_or(1, line), Invalid::NoCallers);
+        d.warn(path, list.map_or(1, line), InvalidPartner::NoCallers);
     }
     allowed
 }
@@ -197,7 +261,7 @@ fn credential(
         d.error(
             path,
             line(&auth.header),
-            Invalid::ForbiddenAuthHeader(auth.header.value.clone()),
+            InvalidPartner::ForbiddenAuthHeader(auth.header.value.clone()),
         );
     } else {
         credential.header = Some(header.clone());
@@ -212,7 +276,7 @@ fn credential(
             d.error(
                 path,
                 line(prefix_spanned),
-                Invalid::HeaderValue(prefix.clone()),
+                InvalidPartner::HeaderValue(prefix.clone()),
             );
         }
     }
@@ -226,7 +290,7 @@ fn credential(
             d.error(
                 path,
                 line(&auth.env),
-                Invalid::EnvNotHeaderValue {
+                InvalidPartner::EnvNotHeaderValue {
                     field: "upstream_auth.env",
                     name: auth.env.value.clone(),
                 },
@@ -272,7 +336,7 @@ fn opt_outs(
                 if !list.value.iter().any(|s| &s.value == required) {
                     let kind = kind.map_or("", PartnerKind::as_str);
                     let scope = required.clone();
-                    d.warn(path, line(list), Invalid::MustHonour { kind, scope });
+                    d.warn(path, line(list), InvalidPartner::MustHonour { kind, scope });
                 }
             }
             let written = list.value.iter().map(|s| s.value.clone()).collect();
@@ -282,7 +346,7 @@ fn opt_outs(
     let honours = !written.is_empty();
     if honours && has_optouts == Some(false) {
         let at = p.honor_optouts.as_ref().map_or(line(&p.kind), line);
-        d.error(path, at, Invalid::NoOptOutStore(written.join(", ")));
+        d.error(path, at, InvalidPartner::NoOptOutStore(written.join(", ")));
     }
     OptOuts { scopes, honours }
 }
@@ -294,7 +358,7 @@ fn written_scopes(path: &str, list: &Spanned<Vec<Spanned<String>>>, d: &mut Diag
         match Scope::parse(&s.value) {
             Ok(scope) if !scopes.contains(&scope) => scopes.push(scope),
             Ok(_) => {}
-            Err(message) => d.error(path, line(s), Invalid::Scope(message)),
+            Err(message) => d.error(path, line(s), InvalidPartner::Scope(message)),
         }
     }
     scopes
@@ -312,7 +376,7 @@ fn government_only(
     match kind.filter(|k| *k != PartnerKind::Government) {
         Some(k) => {
             let kind = k.as_str();
-            d.error(path, at, Invalid::GovernmentOnly { key, kind });
+            d.error(path, at, InvalidPartner::GovernmentOnly { key, kind });
             false
         }
         None => true,
@@ -358,7 +422,7 @@ fn legal_basis_format(
     match regex::Regex::new(&format!("^(?:{})$", f.value)) {
         Ok(re) => Some(re),
         Err(e) => {
-            let problem = Invalid::LegalBasisFormat(f.value.clone(), e.to_string());
+            let problem = InvalidPartner::LegalBasisFormat(f.value.clone(), e.to_string());
             d.error(path, line(f), problem);
             None
         }
@@ -382,7 +446,7 @@ fn routes(
         .map(|r| validate_route(ctx, r, d))
         .collect();
     if drafts.is_empty() {
-        d.warn(path, line(&p.routes), Invalid::NoRoutes);
+        d.warn(path, line(&p.routes), InvalidPartner::NoRoutes);
     }
     check_route_overlaps(path, &drafts, d);
     let first_use = drafts.iter().find_map(|r| r.pseudonymize_line);
@@ -405,19 +469,19 @@ fn pseudonymize_key(
 ) -> Option<Vec<u8>> {
     let Some(name) = name else {
         if let Some(first) = first_use {
-            d.error(path, first, Invalid::PseudonymizeWithoutKey);
+            d.error(path, first, InvalidPartner::PseudonymizeWithoutKey);
         }
         return None;
     };
     if first_use.is_none() {
-        d.warn(path, line(name), Invalid::UnusedKey);
+        d.warn(path, line(name), InvalidPartner::UnusedKey);
     }
     let key = env_secret(path, name, "pseudonymize_key_env", env, d)?;
     if key.len() < MIN_KEY_BYTES {
         d.warn(
             path,
             line(name),
-            Invalid::ShortKey(name.value.clone(), key.len()),
+            InvalidPartner::ShortKey(name.value.clone(), key.len()),
         );
     }
     Some(key.into_bytes())

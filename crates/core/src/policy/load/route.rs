@@ -9,8 +9,73 @@ use super::{is_never_forwarded, is_token, line, Diags, Invalid, METHODS};
 use crate::filter::{CompileError, FilterProgram, FilterSpec, Transform};
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{Route, RouteSegment};
-use crate::policy::path::FieldPath;
+use crate::policy::path::{FieldPath, PathError};
 use crate::policy::route::{literal_count, parse_template, same_shape};
+
+/// What can be wrong with a route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InvalidRoute {
+    #[error("invalid route path {path:?}: {reason}")]
+    RoutePath { path: String, reason: String },
+    #[error("route {0:?} has no methods (expected a list such as [POST])")]
+    NoMethods(String),
+    #[error(
+        "unknown method {0:?} (expected one of: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
+    )]
+    Method(String),
+    #[error("unknown method {0:?} (methods are uppercase: {1:?})")]
+    LowercaseMethod(String, String),
+    #[error("method {0:?} is never allowed: {1}")]
+    ForbiddenMethod(String, &'static str),
+    #[error("method {0:?} is listed twice")]
+    DuplicateMethod(String),
+    #[error("route {path:?} duplicates route {other:?} on line {other_line}: both take {methods}")]
+    DuplicateRoute {
+        path: String,
+        other: String,
+        other_line: u64,
+        methods: String,
+    },
+    #[error(
+        "routes {path:?} and {other:?} (line {other_line}) both match some {methods} requests equally well; the one declared first wins"
+    )]
+    AmbiguousRoutes {
+        path: String,
+        other: String,
+        other_line: u64,
+        methods: String,
+    },
+    #[error("{0}")]
+    FieldPath(PathError),
+    #[error(
+        "transform for {0:?} is an unquoted YAML null: write \"null\" in quotes to replace the value with null (or `remove`)"
+    )]
+    NullTransform(String),
+    #[error("{0}")]
+    Transform(String),
+    #[error("invalid subject {0:?}: expected the name of one member of each record")]
+    Subject(String),
+    #[error("subject {0:?} needs records (the path of the customer records; \"$\" when the body is one record)")]
+    SubjectWithoutRecords(String),
+    #[error("route {0:?} takes no body (no allow or transform), so records and subject have nothing to select")]
+    RecordsWithoutBody(String),
+    #[error(
+        "route {0:?} must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped"
+    )]
+    NoSubjects(String),
+    #[error(
+        "header {0:?} carries the partner's credential (upstream_auth); the caller may not send it"
+    )]
+    CredentialHeader(String),
+    #[error("invalid query parameter name {0:?}: expected a non-empty name without `&`, `=`, `#`, `%`, `+` or spaces")]
+    QueryName(String),
+    #[error(
+        "invalid json_types entry {0:?}: expected a lowercase media type ending in +json, such as application/merge-patch+json"
+    )]
+    JsonType(String),
+    #[error("{path:?}: {message}")]
+    Compile { path: String, message: String },
+}
 
 pub(super) struct RouteCtx<'a> {
     pub(super) path: &'a str,
@@ -50,7 +115,7 @@ pub(super) fn validate_route(
     let segments = match parse_template(&template) {
         Ok(s) => Some(s),
         Err(reason) => {
-            let problem = Invalid::RoutePath {
+            let problem = InvalidRoute::RoutePath {
                 path: template.clone(),
                 reason,
             };
@@ -87,40 +152,46 @@ fn methods(
 ) -> Vec<String> {
     let mut methods: Vec<String> = Vec::new();
     let Some(list) = list.filter(|l| !l.value.is_empty()) else {
-        d.error(path, route_line, Invalid::NoMethods(template.to_string()));
+        d.error(
+            path,
+            route_line,
+            InvalidRoute::NoMethods(template.to_string()),
+        );
         return methods;
     };
     for m in &list.value {
         let name = m.value.as_str();
         match method_problem(name) {
             Some(problem) => d.error(path, line(m), problem),
-            None if methods.iter().any(|x| x == name) => {
-                d.error(path, line(m), Invalid::DuplicateMethod(name.to_string()))
-            }
+            None if methods.iter().any(|x| x == name) => d.error(
+                path,
+                line(m),
+                InvalidRoute::DuplicateMethod(name.to_string()),
+            ),
             None => methods.push(name.to_string()),
         }
     }
     methods
 }
 
-fn method_problem(name: &str) -> Option<Invalid> {
+fn method_problem(name: &str) -> Option<InvalidRoute> {
     let upper = name.to_ascii_uppercase();
     if METHODS.contains(&name) {
         None
     } else if upper == "CONNECT" {
-        Some(Invalid::ForbiddenMethod(
+        Some(InvalidRoute::ForbiddenMethod(
             name.to_string(),
             "it would open a tunnel past the filter",
         ))
     } else if upper == "TRACE" {
-        Some(Invalid::ForbiddenMethod(
+        Some(InvalidRoute::ForbiddenMethod(
             name.to_string(),
             "it echoes the request back",
         ))
     } else if METHODS.contains(&upper.as_str()) {
-        Some(Invalid::LowercaseMethod(name.to_string(), upper))
+        Some(InvalidRoute::LowercaseMethod(name.to_string(), upper))
     } else {
-        Some(Invalid::Method(name.to_string()))
+        Some(InvalidRoute::Method(name.to_string()))
     }
 }
 
@@ -151,7 +222,7 @@ impl BodyDraft {
                 Some(p)
             }
             Err(e) => {
-                d.error(file, line(text), Invalid::FieldPath(e));
+                d.error(file, line(text), InvalidRoute::FieldPath(e));
                 None
             }
         }
@@ -180,11 +251,11 @@ fn body(ctx: &RouteCtx<'_>, r: &RouteFile, route_line: u64, d: &mut Diags) -> Bo
         d.error(
             path,
             route_line,
-            Invalid::RecordsWithoutBody(template.clone()),
+            InvalidRoute::RecordsWithoutBody(template.clone()),
         );
     }
     if body.takes_body && ctx.honours && (r.records.is_none() || r.subject.is_none()) {
-        d.error(path, route_line, Invalid::NoSubjects(template.clone()));
+        d.error(path, route_line, InvalidRoute::NoSubjects(template.clone()));
     }
     body
 }
@@ -194,13 +265,17 @@ fn transforms(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
         let p = body.field_path(path, key, d);
         let t = match &value.value {
             None => {
-                d.error(path, line(value), Invalid::NullTransform(key.value.clone()));
+                d.error(
+                    path,
+                    line(value),
+                    InvalidRoute::NullTransform(key.value.clone()),
+                );
                 None
             }
             Some(name) => match Transform::parse(name) {
                 Ok(t) => Some(t),
                 Err(message) => {
-                    d.error(path, line(value), Invalid::Transform(message));
+                    d.error(path, line(value), InvalidRoute::Transform(message));
                     None
                 }
             },
@@ -231,7 +306,7 @@ fn records_and_subject(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut 
     };
     let s = &subject.value;
     if s.is_empty() || s.contains(['.', '[', ']', '*', '$']) {
-        d.error(path, line(subject), Invalid::Subject(s.clone()));
+        d.error(path, line(subject), InvalidRoute::Subject(s.clone()));
         body.ok = false;
         return;
     }
@@ -241,7 +316,7 @@ fn records_and_subject(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut 
         d.error(
             path,
             line(subject),
-            Invalid::SubjectWithoutRecords(s.clone()),
+            InvalidRoute::SubjectWithoutRecords(s.clone()),
         );
         body.ok = false;
     }
@@ -256,7 +331,7 @@ fn query_names(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || "&=#%+".contains(c));
         if bad {
-            d.error(path, line(q), Invalid::QueryName(q.value.clone()));
+            d.error(path, line(q), InvalidRoute::QueryName(q.value.clone()));
         } else if !query.contains(&q.value) {
             query.push(q.value.clone());
         }
@@ -276,7 +351,11 @@ fn headers(ctx: &RouteCtx<'_>, list: Option<&List>, d: &mut Diags) -> Vec<String
         } else if is_never_forwarded(&name) {
             d.error(path, line(h), Invalid::ForbiddenHeader(h.value.clone()));
         } else if ctx.credential_header == Some(name.as_str()) {
-            d.error(path, line(h), Invalid::CredentialHeader(h.value.clone()));
+            d.error(
+                path,
+                line(h),
+                InvalidRoute::CredentialHeader(h.value.clone()),
+            );
         } else if !headers.contains(&name) {
             headers.push(name);
         }
@@ -292,7 +371,7 @@ fn json_types(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
             is_token(ty) && is_token(sub) && sub.ends_with("+json") && sub.len() > "+json".len()
         }) && t.value == t.value.to_ascii_lowercase();
         if !valid {
-            d.error(path, line(t), Invalid::JsonType(t.value.clone()));
+            d.error(path, line(t), InvalidRoute::JsonType(t.value.clone()));
         } else if !json_types.contains(&t.value) {
             json_types.push(t.value.clone());
         }
@@ -326,7 +405,7 @@ pub(super) fn check_route_overlaps(path: &str, drafts: &[RouteDraft], d: &mut Di
                 d.error(
                     path,
                     later.line,
-                    Invalid::DuplicateRoute {
+                    InvalidRoute::DuplicateRoute {
                         path: later.template.clone(),
                         other: earlier.template.clone(),
                         other_line: earlier.line,
@@ -339,7 +418,7 @@ pub(super) fn check_route_overlaps(path: &str, drafts: &[RouteDraft], d: &mut Di
                 d.warn(
                     path,
                     later.line,
-                    Invalid::AmbiguousRoutes {
+                    InvalidRoute::AmbiguousRoutes {
                         path: later.template.clone(),
                         other: earlier.template.clone(),
                         other_line: earlier.line,
@@ -370,7 +449,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
                 for e in errors {
                     let at = compile_error_line(&draft, &e);
                     let CompileError { path: p, message } = e;
-                    d.error(path, at, Invalid::Compile { path: p, message });
+                    d.error(path, at, InvalidRoute::Compile { path: p, message });
                 }
                 return None;
             }
