@@ -129,14 +129,7 @@ impl Active {
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
     pub fn authorize(&self, partner: &Partner, sub: &str) -> Result<(), Refusal> {
-        if partner.allowed_callers.iter().any(|c| c == sub) {
-            Ok(())
-        } else {
-            Err(Refusal::CallerNotAllowed(format!(
-                "caller {sub:?} may not send to partner {:?}",
-                partner.id
-            )))
-        }
+        gateway_core::plan::authorize(partner, sub)
     }
 
     /// The `ohsoft-data-use` tag and the signed data-use token for one forwarded body.

@@ -75,6 +75,19 @@ pub fn resolve(
     }
 }
 
+/// Whether caller `sub` may send to `partner` (its `allowed_callers`), for requests whose caller
+/// is known by name only (`explain --caller`, policy tests).
+pub fn authorize(partner: &Partner, sub: &str) -> Result<(), Refusal> {
+    if partner.allowed_callers.iter().any(|c| c == sub) {
+        Ok(())
+    } else {
+        Err(Refusal::CallerNotAllowed(format!(
+            "caller {sub:?} may not send to partner {:?}",
+            partner.id
+        )))
+    }
+}
+
 /// What arrived from the caller, besides method and path.
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
