@@ -26,9 +26,6 @@ mod legal_basis;
 mod query;
 mod url;
 
-/// Headers that pass to every partner; a route may add more with `headers: [...]`.
-pub const ALWAYS_ALLOWED_HEADERS: [&str; 2] = ["content-type", "accept"];
-
 /// A request's target: the partner and route it names, and the path to send upstream.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -84,19 +81,6 @@ pub fn resolve(
         RouteMatch::NotFound => Err(Refusal::RouteNotAllowed(format!(
             "{rest:?} is not a route of partner {partner_id:?}"
         ))),
-    }
-}
-
-/// Whether caller `sub` may send to `partner` (its `allowed_callers`), for requests whose caller
-/// is known by name only (`explain --caller`, policy tests).
-pub fn authorize(partner: &Partner, sub: &str) -> Result<(), Refusal> {
-    if partner.allowed_callers.iter().any(|c| c == sub) {
-        Ok(())
-    } else {
-        Err(Refusal::CallerNotAllowed(format!(
-            "caller {sub:?} may not send to partner {:?}",
-            partner.id
-        )))
     }
 }
 

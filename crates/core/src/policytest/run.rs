@@ -6,6 +6,7 @@ expectation, rendering a mismatch as a unified diff of indented JSON.
 use serde_json::Value;
 
 use super::file::{Body, Case, Expect, ExpectedBody};
+use crate::callers::Caller;
 use crate::optout::OptOutSet;
 use crate::plan::{self, Incoming, OptOuts, Outgoing};
 use crate::policy::Policy;
@@ -86,7 +87,7 @@ fn decide(
         &format!("/{}{raw_path}", case.partner),
     )?;
     if let Some(caller) = &case.caller {
-        plan::authorize(&target.partner, caller)?;
+        Caller::named(caller).check_partner(&target.partner)?;
     }
     let incoming = Incoming {
         query,
