@@ -109,13 +109,13 @@ impl Active {
             CallerAuth::Verify(verifier) => verifier,
         };
         let result = match authorization {
-            [] => verifier.verify(None, now_unix()),
-            [one] => verifier.verify(Some(one), now_unix()),
+            [] => verifier.verify_cached(None, now_unix()),
+            [one] => verifier.verify_cached(Some(one), now_unix()),
             _ => Err(AuthError::MalformedHeader),
         };
         let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
         caller.check_partner(partner).map_err(|r| (r, None))?;
-        Ok(caller.sub)
+        Ok(caller.sub.clone())
     }
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
