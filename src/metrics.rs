@@ -4,7 +4,8 @@ Every metric the gateway exports, registered once. Label values come from the po
 the policy does not know is counted as `unknown`, so callers cannot grow the series set.
 */
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Label value for a partner or route the policy does not know.
@@ -22,6 +23,8 @@ pub struct Metrics {
     pub records_dropped: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub optouts: IntGaugeVec,
+    /// Age of the opt-out copy in seconds (PostgreSQL backend; 0 for the embedded store).
+    pub optouts_staleness: Gauge,
     pub policy_reloads: IntCounterVec,
     pub policy_info: IntGaugeVec,
 }
@@ -131,6 +134,17 @@ impl Metrics {
                 "Customers opted out, by scope",
                 &["scope"],
             ),
+            optouts_staleness: {
+                let metric = Gauge::with_opts(Opts::new(
+                    "partner_gateway_optouts_staleness_seconds",
+                    "Age of this replica's copy of the opt-outs (0 with the embedded store)",
+                ))
+                .expect("metric definition is valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric registered once");
+                metric
+            },
             policy_reloads: counter(
                 &registry,
                 "partner_gateway_policy_reloads_total",

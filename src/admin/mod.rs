@@ -10,7 +10,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Readiness};
 
 pub mod optouts;
 
@@ -26,7 +26,7 @@ impl AdminApp {
         AdminApp { gateway }
     }
 
-    fn route(
+    async fn route(
         &self,
         method: &str,
         path: &str,
@@ -47,16 +47,17 @@ impl AdminApp {
                 .admin_token_env
                 .as_deref()
                 .and_then(|name| std::env::var(name).ok());
-            let store = self.gateway.optout_store();
+            let backend = self.gateway.optout_backend();
             let response = optouts::handle(
-                store.as_deref(),
+                backend.as_deref(),
                 token.as_deref(),
                 env_name,
                 method,
                 path,
                 authorization,
                 body,
-            );
+            )
+            .await;
             if response.status == 200 && method != "GET" {
                 self.gateway.refresh_optout_gauge();
             }
@@ -68,16 +69,16 @@ impl AdminApp {
             return (status, JSON, response.body);
         }
         match (method, path) {
-            ("GET", "/metrics") => (
-                200,
-                "text/plain; version=0.0.4",
-                self.gateway.metrics.render(),
-            ),
+            ("GET", "/metrics") => {
+                self.gateway.refresh_optout_metrics();
+                (
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.gateway.metrics.render(),
+                )
+            }
             ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
-            ("GET", "/readyz") => match self.gateway.ready() {
-                Ok(()) => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
-                Err(why) => (503, JSON, json_error("not_ready", &why)),
-            },
+            ("GET", "/readyz") => readyz(self.gateway.ready()),
             ("GET", "/.well-known/jwks.json") => (200, JSON, self.gateway.active().jwks()),
             (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
                 405,
@@ -90,6 +91,29 @@ impl AdminApp {
 }
 
 const JSON: &str = "application/json";
+
+/// `/readyz`: 200 `ready`; 503 until policy and opt-outs are loaded; 200 `degraded` while a
+/// PostgreSQL replica's copy is stale (`optout_routes` says whether they still serve).
+fn readyz(readiness: Readiness) -> (u16, &'static str, Vec<u8>) {
+    match readiness {
+        Readiness::Ready => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
+        Readiness::NotReady(why) => (503, JSON, json_error("not_ready", &why)),
+        Readiness::Degraded {
+            staleness,
+            max_staleness,
+            refusing,
+        } => {
+            let body = serde_json::json!({
+                "status": "degraded",
+                "optouts": "stale",
+                "staleness_seconds": staleness.as_secs(),
+                "max_staleness_seconds": max_staleness.as_secs(),
+                "optout_routes": if refusing { "refusing" } else { "serving" },
+            });
+            (200, JSON, serde_json::to_vec(&body).unwrap_or_default())
+        }
+    }
+}
 
 pub fn json_error(code: &str, message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"error": code, "message": message})).unwrap_or_default()
@@ -120,7 +144,10 @@ impl ServeHttp for AdminApp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let (status, content_type, body) = match read_body(session).await {
-            Ok(body) => self.route(&method, &path, authorization.as_deref(), &body),
+            Ok(body) => {
+                self.route(&method, &path, authorization.as_deref(), &body)
+                    .await
+            }
             Err(()) => (
                 413,
                 JSON,

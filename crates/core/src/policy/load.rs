@@ -37,10 +37,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::file::{self, CallersFile, GatewayFile, PartnerFile, RouteFile, SigningFile, Spanned};
+use super::file::{
+    self, CallersFile, GatewayFile, OptOutsFile, PartnerFile, RouteFile, SigningFile, Spanned,
+};
 use super::model::{
-    CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, Partner, PartnerKind, Policy, Route,
-    RouteSegment, SigningConfig, Upstream, UpstreamAuth,
+    CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, Partner, PartnerKind, Policy,
+    PostgresOptOuts, Route, RouteSegment, SigningConfig, Upstream, UpstreamAuth,
 };
 use super::path::{FieldPath, PathError};
 use super::route::{literal_count, parse_template, same_shape};
@@ -187,6 +189,12 @@ enum Invalid {
     EnvNotHeaderValue { field: &'static str, name: String },
     #[error("{0} is empty")]
     Empty(&'static str),
+    #[error("optouts needs exactly one of `path` (the embedded store) and `postgres` (a shared database)")]
+    OptOutsBackend,
+    #[error("invalid optouts.postgres.table {0:?} (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")]
+    TableName(String),
+    #[error("optouts.postgres.max_staleness_s must be greater than 0")]
+    ZeroStaleness,
     #[error("callers.{0} is missing (required unless allow_unauthenticated is true)")]
     CallersFieldMissing(&'static str),
     #[error(
@@ -588,10 +596,7 @@ fn validate_gateway(
     let optouts = g
         .optouts
         .as_ref()
-        .and_then(|o| non_empty(path, &o.value.path, "optouts.path", d))
-        .map(|p| OptOutStoreConfig {
-            path: resolve(base, &p),
-        });
+        .and_then(|o| validate_optouts(path, &o.value, line(o), base, env, d));
 
     let callers = match &g.callers {
         None => {
@@ -618,6 +623,57 @@ fn validate_gateway(
         callers,
         signing,
     })
+}
+
+/// `optouts:`: the embedded store's `path`, or `postgres` (never both, never neither).
+fn validate_optouts(
+    path: &str,
+    o: &OptOutsFile,
+    at: u64,
+    base: &Path,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Option<OptOutStoreConfig> {
+    match (&o.path, &o.postgres) {
+        (Some(p), None) => {
+            non_empty(path, p, "optouts.path", d).map(|p| OptOutStoreConfig::Embedded {
+                path: resolve(base, &p),
+            })
+        }
+        (None, Some(pg)) => {
+            let pg = &pg.value;
+            // Serve mode refuses to start without the URL; the URL itself stays out of the policy.
+            env_secret(path, &pg.url_env, "optouts.postgres.url_env", env, d);
+            let table = match &pg.table {
+                None => PostgresOptOuts::DEFAULT_TABLE.to_string(),
+                Some(t) if PostgresOptOuts::valid_table(&t.value) => t.value.clone(),
+                Some(t) => {
+                    d.error(path, line(t), Invalid::TableName(t.value.clone()));
+                    return None;
+                }
+            };
+            let max_staleness_s = match &pg.max_staleness_s {
+                None => PostgresOptOuts::DEFAULT_MAX_STALENESS_S,
+                Some(v) if v.value == 0 => {
+                    d.error(path, line(v), Invalid::ZeroStaleness);
+                    return None;
+                }
+                Some(v) => v.value,
+            };
+            if !is_env_name(&pg.url_env.value) {
+                return None;
+            }
+            Some(OptOutStoreConfig::Postgres(PostgresOptOuts {
+                url_env: pg.url_env.value.clone(),
+                table,
+                max_staleness: Duration::from_secs(max_staleness_s),
+            }))
+        }
+        _ => {
+            d.error(path, at, Invalid::OptOutsBackend);
+            None
+        }
+    }
 }
 
 fn listen_addr(
