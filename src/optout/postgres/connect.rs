@@ -83,6 +83,13 @@ impl Target {
         Ok(Target { config, tls })
     }
 
+    /// The same target under another `application_name` (shown in `pg_stat_activity`).
+    pub fn with_application(&self, application: &str) -> Target {
+        let mut target = self.clone();
+        target.config.application_name(application);
+        target
+    }
+
     /// One connection whose driver runs on the current runtime (ended when the client drops).
     pub async fn connect(&self) -> Result<Client> {
         let (client, mut connection) = self.connect_raw().await?;

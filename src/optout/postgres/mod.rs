@@ -54,7 +54,8 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PgOptOuts {
     config: PostgresOptOuts,
     tables: Tables,
-    target: Target,
+    /// Where the follower connects (`application_name` `partner-gateway-listen`).
+    listener: Target,
     pool: Pool,
     set: RwLock<OptOutSet>,
     /// The last change id applied to `set` (`-1` before the first load). Holding it
@@ -84,7 +85,7 @@ impl PgOptOuts {
         Ok(PgOptOuts {
             config: config.clone(),
             tables: Tables::new(&config.table),
-            target,
+            listener: target.with_application("partner-gateway-listen"),
             pool,
             set: RwLock::new(OptOutSet::new()),
             applied: tokio::sync::Mutex::new(-1),

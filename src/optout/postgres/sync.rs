@@ -42,7 +42,7 @@ impl PgOptOuts {
 
     /// One connection's life: migrate (once), LISTEN, load or catch up, then follow.
     async fn session(&self, migrated: &mut bool) -> Result<()> {
-        let (mut client, mut connection) = self.target.connect_raw().await?;
+        let (mut client, mut connection) = self.listener.connect_raw().await?;
         let (tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<()>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

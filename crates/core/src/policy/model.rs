@@ -60,6 +60,16 @@ pub enum OptOutStoreConfig {
     Postgres(PostgresOptOuts),
 }
 
+impl OptOutStoreConfig {
+    /// The embedded store's directory (`None` for PostgreSQL).
+    pub fn embedded_path(&self) -> Option<&std::path::Path> {
+        match self {
+            OptOutStoreConfig::Embedded { path } => Some(path),
+            OptOutStoreConfig::Postgres(_) => None,
+        }
+    }
+}
+
 /// `optouts: { postgres: { url_env, table, max_staleness_s } }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptOuts {
