@@ -6,6 +6,7 @@ tokens with) and the `/optouts` API. It never proxies anything to a partner.
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gateway_core::refusal::error_body;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -83,9 +84,9 @@ impl AdminApp {
             (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
                 405,
                 JSON,
-                json_error("method_not_allowed", "only GET is allowed here"),
+                error_body("method_not_allowed", "only GET is allowed here"),
             ),
-            _ => (404, JSON, json_error("not_found", "no such admin endpoint")),
+            _ => (404, JSON, error_body("not_found", "no such admin endpoint")),
         }
     }
 }
@@ -97,7 +98,7 @@ const JSON: &str = "application/json";
 fn readyz(readiness: Readiness) -> (u16, &'static str, Vec<u8>) {
     match readiness {
         Readiness::Ready => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
-        Readiness::NotReady(why) => (503, JSON, json_error("not_ready", &why)),
+        Readiness::NotReady(why) => (503, JSON, error_body("not_ready", &why)),
         Readiness::Degraded {
             staleness,
             max_staleness,
@@ -113,10 +114,6 @@ fn readyz(readiness: Readiness) -> (u16, &'static str, Vec<u8>) {
             (200, JSON, serde_json::to_vec(&body).unwrap_or_default())
         }
     }
-}
-
-pub fn json_error(code: &str, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"error": code, "message": message})).unwrap_or_default()
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
@@ -151,7 +148,7 @@ impl ServeHttp for AdminApp {
             Err(()) => (
                 413,
                 JSON,
-                json_error(
+                error_body(
                     "body_too_large",
                     "admin request bodies are limited to 64 KiB",
                 ),
@@ -162,7 +159,7 @@ impl ServeHttp for AdminApp {
             .header("content-type", content_type)
             .header("content-length", body.len());
         if status == 401 {
-            builder = builder.header("www-authenticate", crate::gateway::WWW_AUTHENTICATE);
+            builder = builder.header("www-authenticate", gateway_core::callers::BEARER_CHALLENGE);
         }
         builder
             .body(body)

@@ -10,13 +10,37 @@ use super::{
     env_secret, is_env_name, line, non_empty, resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN,
     DEFAULT_LISTEN,
 };
-use crate::policy::file::{CallersFile, GatewayFile, OptOutsFile, SigningFile, Spanned};
-use crate::policy::model::{
-    CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, PostgresOptOuts, SigningConfig,
-};
+use crate::policy::file::{CallersFile, GatewayFile, LimitsFile, SigningFile, Spanned};
+use crate::policy::model::{CallersConfig, GatewayConfig, Limits, SigningConfig};
 
-// ---------------------------------------------------------------------------------------------
-// gateway.yaml
+/// What can be wrong in `gateway.yaml` itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InvalidGateway {
+    #[error("invalid {field} address {value:?}: expected IP:PORT, such as {example}")]
+    ListenAddress {
+        field: &'static str,
+        value: String,
+        example: &'static str,
+    },
+    #[error("admin_listen {0:?} is the same address as listen (the admin API needs its own port)")]
+    SameListen(String),
+    #[error("limits.{0} must be greater than 0")]
+    ZeroLimit(&'static str),
+    #[error("limits.{field} {value} is too large for this machine")]
+    LimitTooLarge { field: &'static str, value: u64 },
+    #[error("callers.{0} is missing (required unless allow_unauthenticated is true)")]
+    CallersFieldMissing(&'static str),
+    #[error(
+        "callers needs `keys` (a JWKS file with the callers' public keys) or `hs256_secret_env`"
+    )]
+    CallersNoKeys,
+    #[error(
+        "no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
+    )]
+    CallersMissing,
+    #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
+    Unauthenticated,
+}
 
 pub(super) fn validate_gateway(
     path: &str,
@@ -39,53 +63,22 @@ pub(super) fn validate_gateway(
             d.error(
                 path,
                 line(spanned),
-                Invalid::SameListen(spanned.value.clone()),
+                InvalidGateway::SameListen(spanned.value.clone()),
             );
         }
     }
 
-    let mut limits = Limits::default();
-    if let Some(l) = &g.limits {
-        let l = &l.value;
-        if let Some(v) = limit(path, l.max_body_bytes.as_ref(), "max_body_bytes", d) {
-            limits.max_body_bytes = v;
-        }
-        if let Some(v) = limit(path, l.max_depth.as_ref(), "max_depth", d) {
-            limits.max_depth = v;
-        }
-        if let Some(v) = &l.upstream_timeout_ms {
-            if v.value == 0 {
-                d.error(path, line(v), Invalid::ZeroLimit("upstream_timeout_ms"));
-            }
-            limits.upstream_timeout = Duration::from_millis(v.value);
-        }
-    }
-
-    let admin_token_env = g.admin_token_env.as_ref().and_then(|name| {
-        // The token is read when an admin write arrives: unset means writes are refused.
-        if is_env_name(&name.value) {
-            Some(name.value.clone())
-        } else {
-            d.error(
-                path,
-                line(name),
-                Invalid::EnvName {
-                    field: "admin_token_env",
-                    value: name.value.clone(),
-                },
-            );
-            None
-        }
-    });
+    let limits = limits(path, g.limits.as_ref(), d);
+    let admin_token_env = admin_token_env(path, g.admin_token_env.as_ref(), d);
 
     let optouts = g
         .optouts
         .as_ref()
-        .and_then(|o| validate_optouts(path, &o.value, line(o), base, env, d));
+        .and_then(|o| super::optouts::validate_optouts(path, &o.value, line(o), base, env, d));
 
     let callers = match &g.callers {
         None => {
-            d.error(path, 1, Invalid::CallersMissing);
+            d.error(path, 1, InvalidGateway::CallersMissing);
             None
         }
         Some(c) => validate_callers(path, &c.value, line(c), base, env, d),
@@ -110,6 +103,44 @@ pub(super) fn validate_gateway(
     })
 }
 
+/// `limits`: each member given replaces its default.
+fn limits(path: &str, given: Option<&Spanned<LimitsFile>>, d: &mut Diags) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(l) = given {
+        let l = &l.value;
+        if let Some(v) = limit(path, l.max_body_bytes.as_ref(), "max_body_bytes", d) {
+            limits.max_body_bytes = v;
+        }
+        if let Some(v) = limit(path, l.max_depth.as_ref(), "max_depth", d) {
+            limits.max_depth = v;
+        }
+        if let Some(v) = &l.upstream_timeout_ms {
+            if v.value == 0 {
+                d.error(
+                    path,
+                    line(v),
+                    InvalidGateway::ZeroLimit("upstream_timeout_ms"),
+                );
+            }
+            limits.upstream_timeout = Duration::from_millis(v.value);
+        }
+    }
+    limits
+}
+
+/// The admin token is read when an admin write arrives: unset means writes are refused.
+fn admin_token_env(path: &str, name: Option<&Spanned<String>>, d: &mut Diags) -> Option<String> {
+    let name = name?;
+    if is_env_name(&name.value) {
+        Some(name.value.clone())
+    } else {
+        let value = name.value.clone();
+        let field = "admin_token_env";
+        d.error(path, line(name), Invalid::EnvName { field, value });
+        None
+    }
+}
+
 fn listen_addr(
     path: &str,
     value: Option<&Spanned<String>>,
@@ -126,7 +157,7 @@ fn listen_addr(
             d.error(
                 path,
                 line(value),
-                Invalid::ListenAddress {
+                InvalidGateway::ListenAddress {
                     field,
                     value: value.value.clone(),
                     example: default,
@@ -145,7 +176,7 @@ fn limit(
 ) -> Option<usize> {
     let value = value?;
     if value.value == 0 {
-        d.error(path, line(value), Invalid::ZeroLimit(field));
+        d.error(path, line(value), InvalidGateway::ZeroLimit(field));
         return None;
     }
     match usize::try_from(value.value) {
@@ -154,7 +185,7 @@ fn limit(
             d.error(
                 path,
                 line(value),
-                Invalid::LimitTooLarge {
+                InvalidGateway::LimitTooLarge {
                     field,
                     value: value.value,
                 },
@@ -174,7 +205,7 @@ fn validate_callers(
 ) -> Option<CallersConfig> {
     let allow_unauthenticated = c.allow_unauthenticated.as_ref().is_some_and(|b| b.value);
     if let Some(flag) = c.allow_unauthenticated.as_ref().filter(|b| b.value) {
-        d.warn(path, line(flag), Invalid::Unauthenticated);
+        d.warn(path, line(flag), InvalidGateway::Unauthenticated);
     }
     let required = |value: &Option<Spanned<String>>,
                     field: &'static str,
@@ -184,7 +215,11 @@ fn validate_callers(
             Some(v) => non_empty(path, v, full, d),
             None if allow_unauthenticated => Some(String::new()),
             None => {
-                d.error(path, section_line, Invalid::CallersFieldMissing(field));
+                d.error(
+                    path,
+                    section_line,
+                    InvalidGateway::CallersFieldMissing(field),
+                );
                 None
             }
         }
@@ -195,7 +230,7 @@ fn validate_callers(
         Some(k) => non_empty(path, k, "callers.keys", d).map(|k| resolve(base, &k)),
         None if allow_unauthenticated || c.hs256_secret_env.is_some() => Some(PathBuf::new()),
         None => {
-            d.error(path, section_line, Invalid::CallersNoKeys);
+            d.error(path, section_line, InvalidGateway::CallersNoKeys);
             None
         }
     };
@@ -251,55 +286,4 @@ fn validate_signing(
         kid: kid?,
         publish,
     })
-}
-
-/// `optouts:`: the embedded store's `path`, or `postgres` (never both, never neither).
-fn validate_optouts(
-    path: &str,
-    o: &OptOutsFile,
-    at: u64,
-    base: &Path,
-    env: Option<&dyn Env>,
-    d: &mut Diags,
-) -> Option<OptOutStoreConfig> {
-    match (&o.path, &o.postgres) {
-        (Some(p), None) => {
-            non_empty(path, p, "optouts.path", d).map(|p| OptOutStoreConfig::Embedded {
-                path: resolve(base, &p),
-            })
-        }
-        (None, Some(pg)) => {
-            let pg = &pg.value;
-            // Serve mode refuses to start without the URL; the URL itself stays out of the policy.
-            env_secret(path, &pg.url_env, "optouts.postgres.url_env", env, d);
-            let table = match &pg.table {
-                None => PostgresOptOuts::DEFAULT_TABLE.to_string(),
-                Some(t) if PostgresOptOuts::valid_table(&t.value) => t.value.clone(),
-                Some(t) => {
-                    d.error(path, line(t), Invalid::TableName(t.value.clone()));
-                    return None;
-                }
-            };
-            let max_staleness_s = match &pg.max_staleness_s {
-                None => PostgresOptOuts::DEFAULT_MAX_STALENESS_S,
-                Some(v) if v.value == 0 => {
-                    d.error(path, line(v), Invalid::ZeroStaleness);
-                    return None;
-                }
-                Some(v) => v.value,
-            };
-            if !is_env_name(&pg.url_env.value) {
-                return None;
-            }
-            Some(OptOutStoreConfig::Postgres(PostgresOptOuts {
-                url_env: pg.url_env.value.clone(),
-                table,
-                max_staleness: Duration::from_secs(max_staleness_s),
-            }))
-        }
-        _ => {
-            d.error(path, at, Invalid::OptOutsBackend);
-            None
-        }
-    }
 }

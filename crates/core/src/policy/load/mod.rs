@@ -37,9 +37,10 @@ use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
 use super::model::Policy;
-use super::path::PathError;
+use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
+mod optouts;
 mod partner;
 mod route;
 
@@ -110,70 +111,12 @@ pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
 /// Below this many bytes a pseudonymisation key draws a warning.
 pub const MIN_KEY_BYTES: usize = 32;
 
-/// Request headers that must never reach a partner, whatever a route says.
-const NEVER_FORWARDED: [&str; 24] = [
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-cluster-client-ip",
-    "via",
-    "user-agent",
-    "referer",
-    "host",
-    "connection",
-    "keep-alive",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-    "ohsoft-data-use",
-];
-const NEVER_FORWARDED_PREFIXES: [&str; 3] = ["x-forwarded-", "proxy-", "ohsoft-data-use"];
-
-/// Headers the partner credential may not use: the gateway sets or strips them itself.
-const NOT_FOR_UPSTREAM_AUTH: [&str; 14] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-    "forwarded",
-    "via",
-    "ohsoft-data-use",
-];
-
 /// Everything `check` can find wrong (or suspicious) in a policy; [`Diagnostic`] adds file and line.
+/// Each file part has its own type; what several parts share is here.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum Invalid {
     #[error("{}", .0.message)]
     Yaml(file::YamlError),
-    #[error("invalid {field} address {value:?}: expected IP:PORT, such as {example}")]
-    ListenAddress {
-        field: &'static str,
-        value: String,
-        example: &'static str,
-    },
-    #[error("admin_listen {0:?} is the same address as listen (the admin API needs its own port)")]
-    SameListen(String),
-    #[error("limits.{0} must be greater than 0")]
-    ZeroLimit(&'static str),
-    #[error("limits.{field} {value} is too large for this machine")]
-    LimitTooLarge { field: &'static str, value: u64 },
     #[error(
         "invalid environment variable name {value:?} in {field} (expected letters, digits and `_`, not starting with a digit)"
     )]
@@ -182,141 +125,20 @@ enum Invalid {
     EnvUnset { field: &'static str, name: String },
     #[error("environment variable {name:?} named by {field} is empty")]
     EnvEmpty { field: &'static str, name: String },
-    #[error("environment variable {name:?} named by {field} holds characters not allowed in a header value")]
-    EnvNotHeaderValue { field: &'static str, name: String },
     #[error("{0} is empty")]
     Empty(&'static str),
-    #[error("optouts needs exactly one of `path` (the embedded store) and `postgres` (a shared database)")]
-    OptOutsBackend,
-    #[error("invalid optouts.postgres.table {0:?} (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")]
-    TableName(String),
-    #[error("optouts.postgres.max_staleness_s must be greater than 0")]
-    ZeroStaleness,
-    #[error("callers.{0} is missing (required unless allow_unauthenticated is true)")]
-    CallersFieldMissing(&'static str),
-    #[error(
-        "callers needs `keys` (a JWKS file with the callers' public keys) or `hs256_secret_env`"
-    )]
-    CallersNoKeys,
-    #[error(
-        "no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
-    )]
-    CallersMissing,
-    #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
-    Unauthenticated,
-    #[error(
-        "invalid partner id {0:?} (the file name): expected lowercase letters, digits, `_` and `-`, starting with a letter or digit"
-    )]
-    PartnerId(String),
-    #[error("partner file name {0:?} must end in .yaml")]
-    PartnerFileName(String),
-    #[error("partner {id:?} is also defined by {other}")]
-    DuplicatePartner { id: String, other: String },
-    #[error("unknown kind {0:?} (expected one of: contractor, business_partner, co_branded, government)")]
-    Kind(String),
-    #[error("invalid purpose {0:?}: expected printable ASCII text without `\"` or `\\`")]
-    Purpose(String),
-    #[error("invalid upstream {value:?}: {reason} (expected http(s)://host[:port])")]
-    Upstream { value: String, reason: String },
-    #[error("invalid caller {0:?} in allowed_callers: expected a caller `sub` without spaces")]
-    Caller(String),
-    #[error("no allowed_callers: every request to this partner will be refused")]
-    NoCallers,
-    #[error("no routes: every request to this partner will be refused")]
-    NoRoutes,
-    #[error("invalid route path {path:?}: {reason}")]
-    RoutePath { path: String, reason: String },
-    #[error("route {0:?} has no methods (expected a list such as [POST])")]
-    NoMethods(String),
-    #[error(
-        "unknown method {0:?} (expected one of: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
-    )]
-    Method(String),
-    #[error("unknown method {0:?} (methods are uppercase: {1:?})")]
-    LowercaseMethod(String, String),
-    #[error("method {0:?} is never allowed: {1}")]
-    ForbiddenMethod(String, &'static str),
-    #[error("method {0:?} is listed twice")]
-    DuplicateMethod(String),
-    #[error("route {path:?} duplicates route {other:?} on line {other_line}: both take {methods}")]
-    DuplicateRoute {
-        path: String,
-        other: String,
-        other_line: u64,
-        methods: String,
-    },
-    #[error(
-        "routes {path:?} and {other:?} (line {other_line}) both match some {methods} requests equally well; the one declared first wins"
-    )]
-    AmbiguousRoutes {
-        path: String,
-        other: String,
-        other_line: u64,
-        methods: String,
-    },
-    #[error("{0}")]
-    FieldPath(PathError),
-    #[error(
-        "transform for {0:?} is an unquoted YAML null: write \"null\" in quotes to replace the value with null (or `remove`)"
-    )]
-    NullTransform(String),
-    #[error("{0}")]
-    Transform(String),
-    #[error("invalid subject {0:?}: expected the name of one member of each record")]
-    Subject(String),
-    #[error("subject {0:?} needs records (the path of the customer records; \"$\" when the body is one record)")]
-    SubjectWithoutRecords(String),
-    #[error("route {0:?} takes no body (no allow or transform), so records and subject have nothing to select")]
-    RecordsWithoutBody(String),
-    #[error(
-        "transform \"pseudonymize\" needs pseudonymize_key_env (the environment variable holding this partner's HMAC key)"
-    )]
-    PseudonymizeWithoutKey,
-    #[error("pseudonymize_key_env is set but no route uses pseudonymize")]
-    UnusedKey,
-    #[error("the key in {0:?} is {1} bytes long; use at least 32 random bytes")]
-    ShortKey(String, usize),
-    #[error("{0}")]
-    Scope(String),
-    #[error(
-        "{kind} partners normally honour {scope:?}, which the privacy policy promises; this honor_optouts leaves it out"
-    )]
-    MustHonour { kind: &'static str, scope: String },
-    #[error("this partner honours opt-outs ({0}) but gateway.yaml has no `optouts` store")]
-    NoOptOutStore(String),
-    #[error(
-        "route {0:?} must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped"
-    )]
-    NoSubjects(String),
-    #[error("invalid legal_basis_format {0:?}: {1}")]
-    LegalBasisFormat(String, String),
-    #[error("{key} is only for government partners (this partner's kind is {kind:?})")]
-    GovernmentOnly {
-        key: &'static str,
-        kind: &'static str,
-    },
     #[error("invalid header name {0:?}: expected letters, digits and !#$%&'*+-.^_`|~")]
     HeaderName(String),
-    #[error("upstream_auth.prefix {0:?} holds characters not allowed in a header value")]
-    HeaderValue(String),
     #[error("header {0:?} may never be forwarded to a partner")]
     ForbiddenHeader(String),
-    #[error(
-        "header {0:?} carries the partner's credential (upstream_auth); the caller may not send it"
-    )]
-    CredentialHeader(String),
-    #[error(
-        "upstream_auth.header {0:?} is not allowed: the gateway sets or strips that header itself"
-    )]
-    ForbiddenAuthHeader(String),
-    #[error("invalid query parameter name {0:?}: expected a non-empty name without `&`, `=`, `#`, `%`, `+` or spaces")]
-    QueryName(String),
-    #[error(
-        "invalid json_types entry {0:?}: expected a lowercase media type ending in +json, such as application/merge-patch+json"
-    )]
-    JsonType(String),
-    #[error("{path:?}: {message}")]
-    Compile { path: String, message: String },
+    #[error(transparent)]
+    Gateway(#[from] gateway::InvalidGateway),
+    #[error(transparent)]
+    OptOuts(#[from] optouts::InvalidOptOuts),
+    #[error(transparent)]
+    Partner(#[from] partner::InvalidPartner),
+    #[error(transparent)]
+    Route(#[from] route::InvalidRoute),
 }
 
 /// Loads and validates a policy. `env: None` is check mode: secrets are not resolved and unset
@@ -348,7 +170,7 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
                 d.error(
                     &file.path,
                     1,
-                    Invalid::DuplicatePartner {
+                    partner::InvalidPartner::DuplicatePartner {
                         id: id.clone(),
                         other,
                     },
@@ -394,19 +216,19 @@ struct Diags {
 }
 
 impl Diags {
-    fn error(&mut self, file: &str, line: u64, problem: Invalid) {
+    fn error(&mut self, file: &str, line: u64, problem: impl Into<Invalid>) {
         self.errors.push(Diagnostic {
             file: file.to_string(),
             line: line.max(1),
-            message: problem.to_string(),
+            message: problem.into().to_string(),
         });
     }
 
-    fn warn(&mut self, file: &str, line: u64, problem: Invalid) {
+    fn warn(&mut self, file: &str, line: u64, problem: impl Into<Invalid>) {
         self.warnings.push(Diagnostic {
             file: file.to_string(),
             line: line.max(1),
-            message: problem.to_string(),
+            message: problem.into().to_string(),
         });
     }
 }
@@ -537,10 +359,6 @@ fn is_token(s: &str) -> bool {
 fn is_header_value(s: &str) -> bool {
     s.bytes()
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
-}
-
-fn is_never_forwarded(name: &str) -> bool {
-    NEVER_FORWARDED.contains(&name) || NEVER_FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 #[cfg(test)]

@@ -9,8 +9,73 @@ use super::{is_never_forwarded, is_token, line, Diags, Invalid, METHODS};
 use crate::filter::{CompileError, FilterProgram, FilterSpec, Transform};
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{Route, RouteSegment};
-use crate::policy::path::FieldPath;
+use crate::policy::path::{FieldPath, PathError};
 use crate::policy::route::{literal_count, parse_template, same_shape};
+
+/// What can be wrong with a route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InvalidRoute {
+    #[error("invalid route path {path:?}: {reason}")]
+    RoutePath { path: String, reason: String },
+    #[error("route {0:?} has no methods (expected a list such as [POST])")]
+    NoMethods(String),
+    #[error(
+        "unknown method {0:?} (expected one of: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS)"
+    )]
+    Method(String),
+    #[error("unknown method {0:?} (methods are uppercase: {1:?})")]
+    LowercaseMethod(String, String),
+    #[error("method {0:?} is never allowed: {1}")]
+    ForbiddenMethod(String, &'static str),
+    #[error("method {0:?} is listed twice")]
+    DuplicateMethod(String),
+    #[error("route {path:?} duplicates route {other:?} on line {other_line}: both take {methods}")]
+    DuplicateRoute {
+        path: String,
+        other: String,
+        other_line: u64,
+        methods: String,
+    },
+    #[error(
+        "routes {path:?} and {other:?} (line {other_line}) both match some {methods} requests equally well; the one declared first wins"
+    )]
+    AmbiguousRoutes {
+        path: String,
+        other: String,
+        other_line: u64,
+        methods: String,
+    },
+    #[error("{0}")]
+    FieldPath(PathError),
+    #[error(
+        "transform for {0:?} is an unquoted YAML null: write \"null\" in quotes to replace the value with null (or `remove`)"
+    )]
+    NullTransform(String),
+    #[error("{0}")]
+    Transform(String),
+    #[error("invalid subject {0:?}: expected the name of one member of each record")]
+    Subject(String),
+    #[error("subject {0:?} needs records (the path of the customer records; \"$\" when the body is one record)")]
+    SubjectWithoutRecords(String),
+    #[error("route {0:?} takes no body (no allow or transform), so records and subject have nothing to select")]
+    RecordsWithoutBody(String),
+    #[error(
+        "route {0:?} must name records and subject: this partner honours opt-outs, and without them the records of customers who opted out could never be dropped"
+    )]
+    NoSubjects(String),
+    #[error(
+        "header {0:?} carries the partner's credential (upstream_auth); the caller may not send it"
+    )]
+    CredentialHeader(String),
+    #[error("invalid query parameter name {0:?}: expected a non-empty name without `&`, `=`, `#`, `%`, `+` or spaces")]
+    QueryName(String),
+    #[error(
+        "invalid json_types entry {0:?}: expected a lowercase media type ending in +json, such as application/merge-patch+json"
+    )]
+    JsonType(String),
+    #[error("{path:?}: {message}")]
+    Compile { path: String, message: String },
+}
 
 pub(super) struct RouteCtx<'a> {
     pub(super) path: &'a str,
@@ -37,6 +102,7 @@ pub(super) struct RouteDraft {
     json_types: Vec<String>,
 }
 
+/// Checks one route's parts, section by section, in the order they are written.
 pub(super) fn validate_route(
     ctx: &RouteCtx<'_>,
     spanned: &Spanned<RouteFile>,
@@ -49,191 +115,268 @@ pub(super) fn validate_route(
     let segments = match parse_template(&template) {
         Ok(s) => Some(s),
         Err(reason) => {
-            d.error(
-                path,
-                line(&r.path),
-                Invalid::RoutePath {
-                    path: template.clone(),
-                    reason,
-                },
-            );
+            let problem = InvalidRoute::RoutePath {
+                path: template.clone(),
+                reason,
+            };
+            d.error(path, line(&r.path), problem);
             None
         }
     };
+    let methods = methods(path, r.methods.as_ref(), route_line, &template, d);
+    let body = body(ctx, r, route_line, d);
+    RouteDraft {
+        template,
+        line: route_line,
+        segments,
+        methods,
+        spec: body.takes_body.then_some(body.spec),
+        spec_ok: body.ok,
+        path_lines: body.path_lines,
+        pseudonymize_line: body.pseudonymize_line,
+        query: query_names(path, r.query.as_ref(), d),
+        headers: headers(ctx, r.headers.as_ref(), d),
+        json_types: json_types(path, r.json_types.as_ref(), d),
+    }
+}
 
+type List = Spanned<Vec<Spanned<String>>>;
+
+/// Known uppercase methods, each once; never CONNECT or TRACE.
+fn methods(
+    path: &str,
+    list: Option<&List>,
+    route_line: u64,
+    template: &str,
+    d: &mut Diags,
+) -> Vec<String> {
     let mut methods: Vec<String> = Vec::new();
-    match &r.methods {
-        Some(list) if !list.value.is_empty() => {
-            for m in &list.value {
-                let name = m.value.as_str();
-                let upper = name.to_ascii_uppercase();
-                let problem = if METHODS.contains(&name) {
-                    None
-                } else if upper == "CONNECT" {
-                    Some(Invalid::ForbiddenMethod(
-                        name.to_string(),
-                        "it would open a tunnel past the filter",
-                    ))
-                } else if upper == "TRACE" {
-                    Some(Invalid::ForbiddenMethod(
-                        name.to_string(),
-                        "it echoes the request back",
-                    ))
-                } else if METHODS.contains(&upper.as_str()) {
-                    Some(Invalid::LowercaseMethod(name.to_string(), upper))
-                } else {
-                    Some(Invalid::Method(name.to_string()))
-                };
-                match problem {
-                    Some(problem) => d.error(path, line(m), problem),
-                    None if methods.iter().any(|x| x == name) => {
-                        d.error(path, line(m), Invalid::DuplicateMethod(name.to_string()))
-                    }
-                    None => methods.push(name.to_string()),
-                }
+    let Some(list) = list.filter(|l| !l.value.is_empty()) else {
+        d.error(
+            path,
+            route_line,
+            InvalidRoute::NoMethods(template.to_string()),
+        );
+        return methods;
+    };
+    for m in &list.value {
+        let name = m.value.as_str();
+        match method_problem(name) {
+            Some(problem) => d.error(path, line(m), problem),
+            None if methods.iter().any(|x| x == name) => d.error(
+                path,
+                line(m),
+                InvalidRoute::DuplicateMethod(name.to_string()),
+            ),
+            None => methods.push(name.to_string()),
+        }
+    }
+    methods
+}
+
+fn method_problem(name: &str) -> Option<InvalidRoute> {
+    let upper = name.to_ascii_uppercase();
+    if METHODS.contains(&name) {
+        None
+    } else if upper == "CONNECT" {
+        Some(InvalidRoute::ForbiddenMethod(
+            name.to_string(),
+            "it would open a tunnel past the filter",
+        ))
+    } else if upper == "TRACE" {
+        Some(InvalidRoute::ForbiddenMethod(
+            name.to_string(),
+            "it echoes the request back",
+        ))
+    } else if METHODS.contains(&upper.as_str()) {
+        Some(InvalidRoute::LowercaseMethod(name.to_string(), upper))
+    } else {
+        Some(InvalidRoute::Method(name.to_string()))
+    }
+}
+
+/// What a route says about the body: the filter spec and where each path was written.
+#[derive(Default)]
+struct BodyDraft {
+    spec: FilterSpec,
+    /// Every path parsed: only then is the spec compiled.
+    ok: bool,
+    /// As written, as displayed, line.
+    path_lines: Vec<(String, String, u64)>,
+    pseudonymize_line: Option<u64>,
+    /// As written: a route that names any allow or transform entry filters a body.
+    takes_body: bool,
+}
+
+impl BodyDraft {
+    fn field_path(
+        &mut self,
+        file: &str,
+        text: &Spanned<String>,
+        d: &mut Diags,
+    ) -> Option<FieldPath> {
+        match FieldPath::parse(&text.value) {
+            Ok(p) => {
+                self.path_lines
+                    .push((text.value.clone(), p.to_string(), line(text)));
+                Some(p)
+            }
+            Err(e) => {
+                d.error(file, line(text), InvalidRoute::FieldPath(e));
+                None
             }
         }
-        _ => d.error(path, route_line, Invalid::NoMethods(template.clone())),
     }
+}
 
-    let mut spec = FilterSpec::default();
-    let mut spec_ok = true;
-    let mut path_lines = Vec::new();
-    let mut field_path = |text: &Spanned<String>, d: &mut Diags| match FieldPath::parse(&text.value)
-    {
-        Ok(p) => {
-            path_lines.push((text.value.clone(), p.to_string(), line(text)));
-            Some(p)
-        }
-        Err(e) => {
-            d.error(path, line(text), Invalid::FieldPath(e));
-            None
-        }
+/// `allow`, `transform`, `records` and `subject`, and how they fit together.
+fn body(ctx: &RouteCtx<'_>, r: &RouteFile, route_line: u64, d: &mut Diags) -> BodyDraft {
+    let path = ctx.path;
+    let mut body = BodyDraft {
+        ok: true,
+        ..BodyDraft::default()
     };
     for a in r.allow.iter().flat_map(|a| &a.value) {
-        match field_path(a, d) {
-            Some(p) => spec.allow.push(p),
-            None => spec_ok = false,
+        match body.field_path(path, a, d) {
+            Some(p) => body.spec.allow.push(p),
+            None => body.ok = false,
         }
     }
-    let mut pseudonymize_line = None;
+    transforms(path, r, &mut body, d);
     let named_transforms = r.transform.as_ref().is_some_and(|t| !t.value.0.is_empty());
+    body.takes_body = r.allow.as_ref().is_some_and(|a| !a.value.is_empty()) || named_transforms;
+    records_and_subject(path, r, &mut body, d);
+    let template = &r.path.value;
+    if !body.takes_body && (r.records.is_some() || r.subject.is_some()) {
+        d.error(
+            path,
+            route_line,
+            InvalidRoute::RecordsWithoutBody(template.clone()),
+        );
+    }
+    if body.takes_body && ctx.honours && (r.records.is_none() || r.subject.is_none()) {
+        d.error(path, route_line, InvalidRoute::NoSubjects(template.clone()));
+    }
+    body
+}
+
+fn transforms(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
     for (key, value) in r.transform.iter().flat_map(|t| &t.value.0) {
-        let p = field_path(key, d);
+        let p = body.field_path(path, key, d);
         let t = match &value.value {
             None => {
-                d.error(path, line(value), Invalid::NullTransform(key.value.clone()));
+                d.error(
+                    path,
+                    line(value),
+                    InvalidRoute::NullTransform(key.value.clone()),
+                );
                 None
             }
             Some(name) => match Transform::parse(name) {
                 Ok(t) => Some(t),
                 Err(message) => {
-                    d.error(path, line(value), Invalid::Transform(message));
+                    d.error(path, line(value), InvalidRoute::Transform(message));
                     None
                 }
             },
         };
         match (p, t) {
             (Some(p), Some(Some(t))) => {
-                if t == Transform::Pseudonymize && pseudonymize_line.is_none() {
-                    pseudonymize_line = Some(line(value));
+                if t == Transform::Pseudonymize && body.pseudonymize_line.is_none() {
+                    body.pseudonymize_line = Some(line(value));
                 }
-                spec.transforms.push((p, t));
+                body.spec.transforms.push((p, t));
             }
             // `remove`: not allowed, which is the default.
             (Some(_), Some(None)) => {}
-            _ => spec_ok = false,
+            _ => body.ok = false,
         }
     }
-    // As written: a route that names any allow or transform entry filters a body.
-    let takes_body = r.allow.as_ref().is_some_and(|a| !a.value.is_empty()) || named_transforms;
+}
 
+fn records_and_subject(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
     if let Some(records) = &r.records {
-        match field_path(records, d) {
-            Some(p) => spec.records = Some(p),
-            None => spec_ok = false,
+        match body.field_path(path, records, d) {
+            Some(p) => body.spec.records = Some(p),
+            None => body.ok = false,
         }
     }
-    if let Some(subject) = &r.subject {
-        let s = &subject.value;
-        if s.is_empty() || s.contains(['.', '[', ']', '*', '$']) {
-            d.error(path, line(subject), Invalid::Subject(s.clone()));
-            spec_ok = false;
-        } else {
-            path_lines.push((s.clone(), s.clone(), line(subject)));
-            spec.subject = Some(s.clone());
-            if r.records.is_none() {
-                d.error(
-                    path,
-                    line(subject),
-                    Invalid::SubjectWithoutRecords(s.clone()),
-                );
-                spec_ok = false;
-            }
-        }
+    let Some(subject) = &r.subject else {
+        return;
+    };
+    let s = &subject.value;
+    if s.is_empty() || s.contains(['.', '[', ']', '*', '$']) {
+        d.error(path, line(subject), InvalidRoute::Subject(s.clone()));
+        body.ok = false;
+        return;
     }
-    if !takes_body && (r.records.is_some() || r.subject.is_some()) {
+    body.path_lines.push((s.clone(), s.clone(), line(subject)));
+    body.spec.subject = Some(s.clone());
+    if r.records.is_none() {
         d.error(
             path,
-            route_line,
-            Invalid::RecordsWithoutBody(template.clone()),
+            line(subject),
+            InvalidRoute::SubjectWithoutRecords(s.clone()),
         );
+        body.ok = false;
     }
-    if takes_body && ctx.honours && (r.records.is_none() || r.subject.is_none()) {
-        d.error(path, route_line, Invalid::NoSubjects(template.clone()));
-    }
+}
+
+/// Forwarded query parameter names, each once.
+fn query_names(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
     let mut query = Vec::new();
-    for q in r.query.iter().flat_map(|q| &q.value) {
+    for q in list.iter().flat_map(|q| &q.value) {
         let bad = q.value.is_empty()
             || q.value
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || "&=#%+".contains(c));
         if bad {
-            d.error(path, line(q), Invalid::QueryName(q.value.clone()));
+            d.error(path, line(q), InvalidRoute::QueryName(q.value.clone()));
         } else if !query.contains(&q.value) {
             query.push(q.value.clone());
         }
     }
+    query
+}
 
+/// Forwarded header names, lowercase, each once: never one the gateway strips or the
+/// partner's credential.
+fn headers(ctx: &RouteCtx<'_>, list: Option<&List>, d: &mut Diags) -> Vec<String> {
+    let path = ctx.path;
     let mut headers = Vec::new();
-    for h in r.headers.iter().flat_map(|h| &h.value) {
+    for h in list.iter().flat_map(|h| &h.value) {
         let name = h.value.to_ascii_lowercase();
         if !is_token(&name) {
             d.error(path, line(h), Invalid::HeaderName(h.value.clone()));
         } else if is_never_forwarded(&name) {
             d.error(path, line(h), Invalid::ForbiddenHeader(h.value.clone()));
         } else if ctx.credential_header == Some(name.as_str()) {
-            d.error(path, line(h), Invalid::CredentialHeader(h.value.clone()));
+            d.error(
+                path,
+                line(h),
+                InvalidRoute::CredentialHeader(h.value.clone()),
+            );
         } else if !headers.contains(&name) {
             headers.push(name);
         }
     }
+    headers
+}
 
+/// Extra JSON media types (`type/sub+json`, lowercase), each once.
+fn json_types(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
     let mut json_types = Vec::new();
-    for t in r.json_types.iter().flat_map(|t| &t.value) {
+    for t in list.iter().flat_map(|t| &t.value) {
         let valid = t.value.split_once('/').is_some_and(|(ty, sub)| {
             is_token(ty) && is_token(sub) && sub.ends_with("+json") && sub.len() > "+json".len()
         }) && t.value == t.value.to_ascii_lowercase();
         if !valid {
-            d.error(path, line(t), Invalid::JsonType(t.value.clone()));
+            d.error(path, line(t), InvalidRoute::JsonType(t.value.clone()));
         } else if !json_types.contains(&t.value) {
             json_types.push(t.value.clone());
         }
     }
-
-    RouteDraft {
-        template,
-        line: route_line,
-        segments,
-        methods,
-        spec: takes_body.then_some(spec),
-        spec_ok,
-        path_lines,
-        pseudonymize_line,
-        query,
-        headers,
-        json_types,
-    }
+    json_types
 }
 
 /// Two routes of the same template shape with a method in common are an error (which one
@@ -262,7 +405,7 @@ pub(super) fn check_route_overlaps(path: &str, drafts: &[RouteDraft], d: &mut Di
                 d.error(
                     path,
                     later.line,
-                    Invalid::DuplicateRoute {
+                    InvalidRoute::DuplicateRoute {
                         path: later.template.clone(),
                         other: earlier.template.clone(),
                         other_line: earlier.line,
@@ -275,7 +418,7 @@ pub(super) fn check_route_overlaps(path: &str, drafts: &[RouteDraft], d: &mut Di
                 d.warn(
                     path,
                     later.line,
-                    Invalid::AmbiguousRoutes {
+                    InvalidRoute::AmbiguousRoutes {
                         path: later.template.clone(),
                         other: earlier.template.clone(),
                         other_line: earlier.line,
@@ -306,7 +449,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
                 for e in errors {
                     let at = compile_error_line(&draft, &e);
                     let CompileError { path: p, message } = e;
-                    d.error(path, at, Invalid::Compile { path: p, message });
+                    d.error(path, at, InvalidRoute::Compile { path: p, message });
                 }
                 return None;
             }
