@@ -114,12 +114,12 @@ impl Target {
                 .config
                 .connect(NoTls)
                 .await
-                .map(|(c, conn)| (c, Connection::Plain(conn))),
+                .map(|(c, conn)| (c, Connection::Plain(Box::new(conn)))),
             Some(tls) => self
                 .config
                 .connect(tls.clone())
                 .await
-                .map(|(c, conn)| (c, Connection::Tls(conn))),
+                .map(|(c, conn)| (c, Connection::Tls(Box::new(conn)))),
         };
         result.map_err(|e| anyhow!("cannot connect to the opt-out database: {e}"))
     }
@@ -146,14 +146,18 @@ impl Target {
 
 /// A connection future, plain or TLS.
 pub enum Connection {
-    Plain(tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>),
+    Plain(
+        Box<tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>>,
+    ),
     Tls(
-        tokio_postgres::Connection<
+        Box<
+            tokio_postgres::Connection<
                 tokio_postgres::Socket,
                 <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
                     tokio_postgres::Socket,
                 >>::Stream,
             >,
+        >,
     ),
 }
 
