@@ -111,13 +111,13 @@ impl Active {
             CallerAuth::Verify(verifier) => verifier,
         };
         let result = match authorization {
-            [] => verifier.verify(None, now_unix()),
-            [one] => verifier.verify(Some(one), now_unix()),
+            [] => verifier.verify_cached(None, now_unix()),
+            [one] => verifier.verify_cached(Some(one), now_unix()),
             _ => Err(AuthError::MalformedHeader),
         };
         let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
         caller.check_partner(partner).map_err(|r| (r, None))?;
-        Ok(caller.sub)
+        Ok(caller.sub.clone())
     }
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
@@ -192,20 +192,21 @@ pub struct Gateway {
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
+    started: std::time::Instant,
 }
 
 impl Gateway {
     pub fn new(active: Active, policy_dir: &Path) -> Gateway {
         let metrics = Metrics::new();
         metrics.set_policy_version(&active.policy.version);
-        metrics.policy_reloads.with_label_values(&["ok"]).inc();
-        metrics.policy_reloads.with_label_values(&["error"]);
+        metrics.policy_reload(true);
         metrics.register_policy(&active.policy);
         Gateway {
             active: RwLock::new(Arc::new(active)),
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             optouts: RwLock::new(None),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -257,16 +258,6 @@ impl Gateway {
         self.optout_backend().map(|b| b.freshness())
     }
 
-    /// Sets the gauges that follow the opt-out data (counts per scope, staleness); called
-    /// before every metrics scrape, since replicas change without an admin call here.
-    pub fn refresh_optout_metrics(&self) {
-        self.refresh_optout_gauge();
-        let staleness = self
-            .optout_freshness()
-            .map_or(0.0, Freshness::staleness_seconds);
-        self.metrics.optouts_staleness.set(staleness);
-    }
-
     /// Sets `partner_gateway_optouts{scope}` from the store's counters, for the scopes the
     /// policy honours only: label values come from the policy, never from admin input.
     pub fn refresh_optout_gauge(&self) {
@@ -283,29 +274,43 @@ impl Gateway {
             .optout_backend()
             .map(|backend| backend.count_by_scope())
             .unwrap_or_default();
-        self.metrics.optouts.reset();
-        for scope in scopes {
+        self.metrics.set_optouts(scopes.into_iter().map(|scope| {
             let count = counts
                 .iter()
                 .find(|(s, _)| s.as_str() == scope)
                 .map_or(0, |(_, n)| *n);
-            self.metrics
-                .optouts
-                .with_label_values(&[scope])
-                .set(count as i64);
-        }
+            (scope, count as u64)
+        }));
+    }
+
+    /// Sets `partner_gateway_optouts_staleness_seconds`: the age of the opt-out copy (0 for the
+    /// embedded store; time since the last catch-up for a PostgreSQL replica); while opt-outs
+    /// some partner honours are not loaded, the time since start, so "opt-outs not loaded" is
+    /// visible without traffic.
+    pub fn refresh_optouts_staleness(&self) {
+        let age = match self.optout_freshness() {
+            Some(Freshness::Current { staleness } | Freshness::Stale { staleness, .. }) => {
+                staleness
+            }
+            None | Some(Freshness::NotLoaded) if self.needs_optouts() => self.started.elapsed(),
+            _ => std::time::Duration::ZERO,
+        };
+        self.metrics.set_optouts_staleness(age);
+    }
+
+    fn needs_optouts(&self) -> bool {
+        self.active()
+            .policy
+            .partners
+            .values()
+            .any(|p| !p.honor_optouts.is_empty())
     }
 
     /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out data
     /// has been loaded once. A PostgreSQL replica that lost its database stays ready (the
     /// contractor routes keep working) but reports itself degraded.
     pub fn ready(&self) -> Readiness {
-        let active = self.active();
-        let needs_optouts = active
-            .policy
-            .partners
-            .values()
-            .any(|p| !p.honor_optouts.is_empty());
+        let needs_optouts = self.needs_optouts();
         match self.optout_freshness() {
             None | Some(Freshness::NotLoaded) if needs_optouts => {
                 Readiness::NotReady("opt-out data is not loaded".into())

@@ -71,7 +71,9 @@ impl AdminApp {
         }
         match (method, path) {
             ("GET", "/metrics") => {
-                self.gateway.refresh_optout_metrics();
+                // Replicas change opt-outs without an admin call here: refresh at each scrape.
+                self.gateway.refresh_optout_gauge();
+                self.gateway.refresh_optouts_staleness();
                 (
                     200,
                     "text/plain; version=0.0.4",
