@@ -205,7 +205,14 @@ fn kubernetes_manifests_agree_with_the_policy_and_the_binary() {
     };
     assert_eq!(mount(Path::new(policy_dir))["name"], "policy");
     let loaded = partner_gateway::loader::load(&Path::new(ROOT).join("policy"), None).unwrap();
-    let optouts = loaded.policy.gateway.optouts.unwrap().path;
+    let optouts = loaded
+        .policy
+        .gateway
+        .optouts
+        .unwrap()
+        .embedded_path()
+        .unwrap()
+        .to_path_buf();
     let relative = optouts.strip_prefix(ROOT).unwrap();
     let data = mount(&base.join(relative));
     assert_eq!(data["name"], "data");
@@ -336,7 +343,14 @@ fn systemd_unit_agrees_with_the_policy_and_the_binary() {
     assert_eq!(Path::new(&one("WorkingDirectory")), base);
 
     let loaded = partner_gateway::loader::load(&Path::new(ROOT).join("policy"), None).unwrap();
-    let optouts = loaded.policy.gateway.optouts.unwrap().path;
+    let optouts = loaded
+        .policy
+        .gateway
+        .optouts
+        .unwrap()
+        .embedded_path()
+        .unwrap()
+        .to_path_buf();
     let store = base.join(optouts.strip_prefix(ROOT).unwrap());
     let writable = unit_values(&unit, "ReadWritePaths");
     assert!(
