@@ -212,7 +212,14 @@ fn kubernetes_manifests_agree_with_the_policy_and_the_binary() {
     };
     assert_eq!(mount(Path::new(policy_dir))["name"], "policy");
     let loaded = partner_gateway::loader::load(&Path::new(ROOT).join("policy"), None).unwrap();
-    let optouts = loaded.policy.gateway.optouts.unwrap().path;
+    let optouts = loaded
+        .policy
+        .gateway
+        .optouts
+        .unwrap()
+        .embedded_path()
+        .unwrap()
+        .to_path_buf();
     let relative = optouts.strip_prefix(ROOT).unwrap();
     let data = mount(&base.join(relative));
     assert_eq!(data["name"], "data");
@@ -343,7 +350,14 @@ fn systemd_unit_agrees_with_the_policy_and_the_binary() {
     assert_eq!(Path::new(&one("WorkingDirectory")), base);
 
     let loaded = partner_gateway::loader::load(&Path::new(ROOT).join("policy"), None).unwrap();
-    let optouts = loaded.policy.gateway.optouts.unwrap().path;
+    let optouts = loaded
+        .policy
+        .gateway
+        .optouts
+        .unwrap()
+        .embedded_path()
+        .unwrap()
+        .to_path_buf();
     let store = base.join(optouts.strip_prefix(ROOT).unwrap());
     let writable = unit_values(&unit, "ReadWritePaths");
     assert!(
@@ -465,7 +479,8 @@ fn the_replicas_variant_runs_three_replicas_on_postgres() {
     assert_eq!(secret["metadata"]["name"], "partner-gateway-database");
     assert!(secret["stringData"]["OPTOUTS_DATABASE_URL"].is_string());
 
-    let selector = &of_kind(&manifests(), "Deployment")["spec"]["selector"]["matchLabels"];
+    let base = manifests();
+    let selector = &of_kind(&base, "Deployment")["spec"]["selector"]["matchLabels"];
     let pdb = of_kind(&docs, "PodDisruptionBudget");
     assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
