@@ -8,7 +8,7 @@
 //! with a replica of an empty table; propagation is compared with the admin PUT's own round trip.
 //! Starts its own PostgreSQL cluster like the tests (`scripts/setup.sh` installs it).
 #[path = "../tests/util/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod util;
 
 use std::time::{Duration, Instant};
