@@ -32,6 +32,36 @@ pub struct GatewayFile {
     pub callers: Option<Spanned<CallersFile>>,
     /// The gateway's key for data-use tokens.
     pub signing: Option<Spanned<SigningFile>>,
+    /// TLS on the proxy listener (omitted = plain HTTP).
+    pub tls: Option<Spanned<ListenerTlsFile>>,
+}
+
+/// `tls:` in `gateway.yaml`: the proxy listener's certificate and, optionally, mTLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key (PKCS#8, SEC1 or RSA).
+    pub key: Spanned<String>,
+    /// PEM CA certificates every client certificate must chain to (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// `san_dns`: the client certificate's first DNS SAN is the caller `sub`.
+    pub client_identity: Option<Spanned<String>>,
+}
+
+/// `tls:` in a partner file: how the gateway verifies (and authenticates to) an `https` upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerTlsFile {
+    /// PEM CA certificates trusted instead of the system roots.
+    pub ca: Option<Spanned<String>>,
+    /// Name sent as SNI and verified, instead of the upstream's host.
+    pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain presented to the partner (mTLS).
+    pub client_cert: Option<Spanned<String>>,
+    /// Its private key.
+    pub client_key: Option<Spanned<String>>,
 }
 
 /// `limits:`; each member defaults to [`crate::policy::Limits::default`].
@@ -104,6 +134,8 @@ pub struct PartnerFile {
     pub legal_basis_header: Option<Spanned<String>>,
     /// Government partners: a regular expression the whole reference must match.
     pub legal_basis_format: Option<Spanned<String>>,
+    /// TLS toward an `https` upstream.
+    pub tls: Option<Spanned<PartnerTlsFile>>,
 }
 
 /// One entry of `routes:`.

@@ -312,6 +312,8 @@ enum Invalid {
     JsonType(String),
     #[error("{path:?}: {message}")]
     Compile { path: String, message: String },
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Loads and validates a policy. `env: None` is check mode: secrets are not resolved and unset
@@ -354,7 +356,7 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
         }
         let id = id.unwrap_or_default();
         if let Some(partner) =
-            validate_partner(&file.path, &file.text, &id, has_optouts, env, &mut d)
+            validate_partner(&file.path, &file.text, &id, has_optouts, &base, env, &mut d)
         {
             partners.insert(id, Arc::new(partner));
         }
@@ -419,7 +421,7 @@ fn base_dir(dir: &Path) -> PathBuf {
     }
 }
 
-fn resolve(base: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()
@@ -593,7 +595,25 @@ fn validate_gateway(
             path: resolve(base, &p),
         });
 
+    let tls = g.tls.as_ref().and_then(|t| {
+        let mut problems = Vec::new();
+        let tls = super::tls::listener(path, t, base, &mut problems);
+        for p in problems {
+            d.error(path, p.line, Invalid::Tls(p.message));
+        }
+        tls
+    });
+    if let (None, None, Some(listen)) = (&g.tls, &tls, listen) {
+        if let Some(warning) = super::tls::plain_listen_warning(listen) {
+            let at = g.listen.as_ref().map_or(1, line);
+            d.warn(path, at, Invalid::Tls(warning));
+        }
+    }
+    // A client certificate identity is a caller credential of its own.
+    let cert_callers = tls.as_ref().is_some_and(|t| t.client_identity.is_some());
+
     let callers = match &g.callers {
+        None if cert_callers => None,
         None => {
             d.error(path, 1, Invalid::CallersMissing);
             None
@@ -617,6 +637,7 @@ fn validate_gateway(
         optouts,
         callers,
         signing,
+        tls,
     })
 }
 
@@ -807,6 +828,7 @@ fn validate_partner(
     text: &str,
     id: &str,
     has_optouts: Option<bool>,
+    base: &Path,
     env: Option<&dyn Env>,
     d: &mut Diags,
 ) -> Option<Partner> {
@@ -848,6 +870,15 @@ fn validate_partner(
             None
         }
     };
+
+    let tls = p.tls.as_ref().and_then(|t| {
+        let mut problems = Vec::new();
+        let tls = super::tls::partner(path, t, upstream.as_ref(), base, &mut problems);
+        for p in problems {
+            d.error(path, p.line, Invalid::Tls(p.message));
+        }
+        tls
+    });
 
     let mut allowed_callers = Vec::new();
     for caller in p.allowed_callers.iter().flat_map(|c| &c.value) {
@@ -1091,6 +1122,7 @@ fn validate_partner(
         honor_optouts,
         legal_basis_header,
         legal_basis_format,
+        tls,
     })
 }
 

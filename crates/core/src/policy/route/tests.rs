@@ -140,6 +140,7 @@ fn partner(routes: Vec<Route>) -> Partner {
         honor_optouts: Vec::new(),
         legal_basis_header: None,
         legal_basis_format: None,
+        tls: None,
         pseudonymize_key_env: None,
     }
 }
