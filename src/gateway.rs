@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
-use gateway_core::callers::{AuthError, CallerKeys, CallerVerifier};
+use gateway_core::callers::{AuthError, Caller, CallerKeys, CallerVerifier};
 use gateway_core::optout::OptOutSource;
 use gateway_core::plan::{OptOuts, Target};
-use gateway_core::policy::{Partner, Policy};
+use gateway_core::policy::{ClientIdentity, Partner, Policy};
 use gateway_core::tagging::{
     DataUseTag, Jwks, TokenInput, TokenSigner, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER, MAX_TTL_SECS,
 };
@@ -19,12 +19,15 @@ use gateway_core::Refusal;
 use crate::loader;
 use crate::metrics::Metrics;
 use crate::optout::OptOutStore;
+use crate::tls::{ListenerTlsState, PeerIdentity, TlsMaterial};
 
 /// How callers are authenticated under the active policy.
 enum CallerAuth {
     Verify(CallerVerifier),
     /// `allow_unauthenticated: true`, local development only (logged loudly at start).
     Unauthenticated,
+    /// No `callers` section: the client certificate's identity is the only credential.
+    CertificateOnly,
 }
 
 /// The `sub` the data-use token names when the policy lets callers in unauthenticated.
@@ -36,6 +39,8 @@ pub struct Active {
     callers: CallerAuth,
     signer: Option<TokenSigner>,
     jwks: Vec<u8>,
+    /// Certificates and keys of both legs, read with this policy.
+    pub tls: TlsMaterial,
 }
 
 impl Active {
@@ -65,8 +70,16 @@ impl Active {
                 log::info!("caller keys: {}", verifier.keys().describe().join(", "));
                 CallerAuth::Verify(verifier)
             }
+            None if gw.tls.as_ref().is_some_and(|t| t.client_identity.is_some()) => {
+                CallerAuth::CertificateOnly
+            }
             None => anyhow::bail!("gateway.yaml has no `callers` section"),
         };
+        let (tls, tls_warnings) = TlsMaterial::load(&policy, now_unix() as i64)
+            .map_err(|d| loader::diagnostics_error(&d))?;
+        for w in &tls_warnings {
+            log::warn!("{w}");
+        }
         let (signer, jwks) = match &gw.signing {
             Some(s) => {
                 let pem = loader::read_named_file(&s.key, "signing.key")?;
@@ -94,26 +107,52 @@ impl Active {
             callers,
             signer,
             jwks,
+            tls,
         })
     }
 
-    /// Authenticates the caller from its `Authorization` header(s) and checks it may use
-    /// `partner`. Returns the caller's `sub`. On 401 the error carries the `WWW-Authenticate` value.
+    /// Authenticates the caller from its `Authorization` header(s) and, with
+    /// `tls.client_identity`, its client certificate (`peer`); when both are configured both
+    /// must pass and name the same caller. Checks it may use `partner` and returns its `sub`.
+    /// On 401 the error carries the `WWW-Authenticate` value.
     pub fn authenticate(
         &self,
         partner: &Partner,
         authorization: &[&str],
+        peer: Option<&PeerIdentity>,
     ) -> Result<String, (Refusal, Option<String>)> {
-        let verifier = match &self.callers {
-            CallerAuth::Unauthenticated => return Ok(UNAUTHENTICATED_SUB.to_string()),
-            CallerAuth::Verify(verifier) => verifier,
+        let certified = self.certificate_identity(peer)?;
+        let caller = match (&self.callers, certified) {
+            (CallerAuth::Verify(verifier), certified) => {
+                let result = match authorization {
+                    [] => verifier.verify(None, now_unix()),
+                    [one] => verifier.verify(Some(one), now_unix()),
+                    _ => Err(AuthError::MalformedHeader),
+                };
+                let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
+                if let Some(cert_sub) = certified.filter(|c| *c != caller.sub) {
+                    return Err((
+                        Refusal::CallerNotAllowed(format!(
+                            "the caller token's sub {:?} is not the client certificate's identity {cert_sub:?}",
+                            caller.sub
+                        )),
+                        None,
+                    ));
+                }
+                caller
+            }
+            (_, Some(sub)) => Caller {
+                sub,
+                groups: Vec::new(),
+            },
+            (CallerAuth::Unauthenticated, None) => return Ok(UNAUTHENTICATED_SUB.to_string()),
+            (CallerAuth::CertificateOnly, None) => {
+                return Err((
+                    Refusal::Unauthenticated("no client certificate identity".into()),
+                    None,
+                ))
+            }
         };
-        let result = match authorization {
-            [] => verifier.verify(None, now_unix()),
-            [one] => verifier.verify(Some(one), now_unix()),
-            _ => Err(AuthError::MalformedHeader),
-        };
-        let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
         if caller.may_use(&partner.allowed_callers) {
             Ok(caller.sub)
         } else {
@@ -124,6 +163,27 @@ impl Active {
                 )),
                 None,
             ))
+        }
+    }
+
+    /// The caller identity of the client certificate, when the policy takes one from it.
+    fn certificate_identity(
+        &self,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Option<String>, (Refusal, Option<String>)> {
+        let tls = self.policy.gateway.tls.as_ref();
+        match tls.and_then(|t| t.client_identity) {
+            None => Ok(None),
+            Some(ClientIdentity::SanDns) => match peer.and_then(|p| p.san_dns.clone()) {
+                Some(sub) => Ok(Some(sub)),
+                None => Err((
+                    Refusal::Unauthenticated(
+                        "the client certificate has no DNS subject alternative name to identify the caller"
+                            .into(),
+                    ),
+                    None,
+                )),
+            },
         }
     }
 
@@ -202,6 +262,8 @@ pub fn now_unix() -> u64 {
 
 pub struct Gateway {
     active: RwLock<Arc<Active>>,
+    /// The proxy listener's certificate and client CA, when it speaks TLS.
+    pub listener_tls: Option<ListenerTlsState>,
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
     optouts: RwLock<Option<Arc<OptOutStore>>>,
@@ -214,8 +276,15 @@ impl Gateway {
         metrics.policy_reloads.with_label_values(&["ok"]).inc();
         metrics.policy_reloads.with_label_values(&["error"]);
         metrics.register_policy(&active.policy);
+        metrics.set_certificate_expiries(&active.tls.expiries);
+        let listener_tls = active
+            .tls
+            .listener
+            .as_ref()
+            .map(|l| ListenerTlsState::new(l.cert.clone(), l.client_verifier.clone()));
         Gateway {
             active: RwLock::new(Arc::new(active)),
+            listener_tls,
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             optouts: RwLock::new(None),
@@ -230,10 +299,15 @@ impl Gateway {
         }
     }
 
-    /// Swaps in a new policy; in-flight requests finish on the one they started with.
+    /// Swaps in a new policy; in-flight requests finish on the one they started with, and new
+    /// TLS handshakes use its certificates (established connections keep theirs).
     pub fn replace_active(&self, active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
         self.metrics.register_policy(&active.policy);
+        self.metrics.set_certificate_expiries(&active.tls.expiries);
+        if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {
+            state.update(material.cert.clone(), material.client_verifier.clone());
+        }
         let mut guard = match self.active.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

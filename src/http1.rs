@@ -64,7 +64,8 @@ fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
-fn read_response(stream: TcpStream) -> io::Result<Response> {
+/// Reads one response from any byte stream (a TCP or TLS connection, possibly kept alive).
+pub fn read_response<R: Read>(stream: R) -> io::Result<Response> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;

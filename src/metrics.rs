@@ -24,6 +24,7 @@ pub struct Metrics {
     pub optouts: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
     pub policy_info: IntGaugeVec,
+    pub certificate_expiry: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -122,7 +123,7 @@ impl Metrics {
             upstream_errors: counter(
                 &registry,
                 "partner_gateway_upstream_errors_total",
-                "Failures talking to partners, by kind (connect, timeout, protocol)",
+                "Failures talking to partners, by kind (connect, timeout, tls, protocol)",
                 &["partner", "kind"],
             ),
             optouts: gauge(
@@ -142,6 +143,12 @@ impl Metrics {
                 "partner_gateway_policy_info",
                 "The policy version being served (value is always 1)",
                 &["version"],
+            ),
+            certificate_expiry: gauge(
+                &registry,
+                "partner_gateway_certificate_expiry_timestamp_seconds",
+                "notAfter of every loaded certificate, in Unix seconds (listener, client_ca, partner:<id>, partner:<id>:client)",
+                &["name"],
             ),
             registry,
         }
@@ -166,7 +173,7 @@ impl Metrics {
             for reason in gateway_core::Refusal::CODES {
                 self.refused.with_label_values(&[id.as_str(), reason]);
             }
-            for kind in ["connect", "timeout", "protocol"] {
+            for kind in ["connect", "timeout", "protocol", "tls"] {
                 self.upstream_errors.with_label_values(&[id.as_str(), kind]);
             }
             for route in &partner.routes {
@@ -185,6 +192,16 @@ impl Metrics {
                     ]);
                 }
             }
+        }
+    }
+
+    /// Exactly the certificates of the policy being served, by name (names come from the policy).
+    pub fn set_certificate_expiries(&self, expiries: &[(String, i64)]) {
+        self.certificate_expiry.reset();
+        for (name, not_after) in expiries {
+            self.certificate_expiry
+                .with_label_values(&[name.as_str()])
+                .set(*not_after);
         }
     }
 

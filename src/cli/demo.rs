@@ -117,7 +117,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     for (_, addr, mock) in &mocks {
         server.add_service(mock_partner::service(mock.clone(), &addr.to_string()));
     }
-    serve::add_gateway_services(&mut server, &gateway);
+    serve::add_gateway_services(&mut server, &gateway)?;
     std::thread::spawn(move || server.run(pingora::server::RunArgs::default()));
     wait_for(gateway_addr)?;
     wait_for(admin_addr)?;

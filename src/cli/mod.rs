@@ -112,6 +112,16 @@ enum Command {
         /// Wait this long before answering (to try timeouts).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Listen with TLS, presenting this PEM certificate chain (with --tls-key).
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates chaining to this PEM CA (mTLS); the log records each
+        /// request's client certificate DNS name as `client_cert`.
+        #[arg(long)]
+        tls_client_ca: Option<PathBuf>,
     },
 }
 
@@ -240,8 +250,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
             listen,
             name,
             delay_ms,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
-            mock_partner::run(&listen, &name, Duration::from_millis(delay_ms))?;
+            let tls = mock_partner::MockTls {
+                cert: tls_cert,
+                key: tls_key,
+                client_ca: tls_client_ca,
+            };
+            mock_partner::run(&listen, &name, Duration::from_millis(delay_ms), &tls)?;
             Ok(ExitCode::SUCCESS)
         }
     }

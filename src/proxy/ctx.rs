@@ -18,7 +18,7 @@ pub struct RequestCtx {
     /// What the filter did to the forwarded body.
     pub report: Option<Report>,
     pub filter_time: Option<Duration>,
-    /// `connect`, `timeout` or `protocol`, when talking to the partner failed.
+    /// `connect`, `timeout`, `tls` or `protocol`, when talking to the partner failed.
     pub upstream_error: Option<&'static str>,
     /// The `WWW-Authenticate` challenge for a 401.
     pub www_authenticate: Option<String>,

@@ -69,8 +69,9 @@ impl PartnerProxy {
             .filter(|(n, _)| n == "authorization")
             .map(|(_, v)| v.as_str())
             .collect();
+        let peer = crate::tls::peer_identity(session.as_downstream().digest());
         let caller = active
-            .authenticate(&target.partner, &authorization)
+            .authenticate(&target.partner, &authorization, peer.as_ref())
             .map_err(|(refusal, challenge)| {
                 ctx.www_authenticate = challenge;
                 refusal

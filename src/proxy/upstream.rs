@@ -35,7 +35,7 @@ pub struct UpstreamResponse {
 }
 
 pub struct UpstreamFailure {
-    /// `connect`, `timeout` or `protocol`: the `kind` label of `upstream_errors_total`.
+    /// `connect`, `timeout`, `tls` or `protocol`: the `kind` label of `upstream_errors_total`.
     pub kind: &'static str,
     pub refusal: Refusal,
 }
@@ -52,10 +52,17 @@ impl UpstreamFailure {
                     "partner {partner:?} did not answer in time"
                 )),
             },
+            // The partner's certificate did not verify (wrong CA, wrong name, expired) or the
+            // handshake failed otherwise: nothing of the request was sent.
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => UpstreamFailure {
+                kind: "tls",
+                refusal: Refusal::UpstreamError(format!(
+                    "partner {partner:?}: TLS handshake failed (its certificate did not verify, or it refused ours)"
+                )),
+            },
             ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure => UpstreamFailure {
+            | ErrorType::ConnectError => UpstreamFailure {
                 kind: "connect",
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} is unreachable: {}",
@@ -114,7 +121,23 @@ impl UpstreamClient {
                 .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
                 .next()
                 .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
-            let mut peer = HttpPeer::new(address, upstream.tls, upstream.host.clone());
+            // SNI and the name verified: never empty (pingora skips verification for an empty
+            // SNI); an IP address is verified against the certificate's IP SANs.
+            let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
+            if upstream.tls {
+                match active.tls.partners.get(&partner.id) {
+                    Some(tls) => tls.apply(&mut peer),
+                    None => {
+                        return Err(UpstreamFailure {
+                            kind: "tls",
+                            refusal: Refusal::UpstreamError(format!(
+                                "partner {:?}: no TLS settings loaded",
+                                partner.id
+                            )),
+                        })
+                    }
+                }
+            }
             peer.options.connection_timeout = Some(timeout);
             peer.options.total_connection_timeout = Some(timeout);
             peer.options.read_timeout = Some(timeout);

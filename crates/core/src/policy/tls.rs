@@ -144,10 +144,9 @@ pub(super) fn partner(
             message: "tls is set but the upstream is http://: use an https:// upstream".into(),
         });
     }
-    let ca = t
-        .ca
-        .as_ref()
-        .and_then(|c| named(source, "tls.ca", c, base, problems));
+    let ca =
+        t.ca.as_ref()
+            .and_then(|c| named(source, "tls.ca", c, base, problems));
     let server_name = t.server_name.as_ref().and_then(|n| {
         let name = n.value.to_ascii_lowercase();
         if valid_server_name(&name) {

@@ -657,10 +657,19 @@ fn listener_tls_loads_and_a_certificate_identity_can_replace_jwt_callers() {
     let tls = loaded.policy.gateway.tls.as_ref().unwrap();
     assert_eq!(tls.cert.path, PathBuf::from("certs/gw.pem"));
     assert_eq!((tls.cert.key, tls.cert.line), ("tls.cert", 3));
-    assert_eq!(tls.client_ca.as_ref().unwrap().path, PathBuf::from("certs/ca.pem"));
-    assert_eq!(tls.client_identity, Some(crate::policy::ClientIdentity::SanDns));
+    assert_eq!(
+        tls.client_ca.as_ref().unwrap().path,
+        PathBuf::from("certs/ca.pem")
+    );
+    assert_eq!(
+        tls.client_identity,
+        Some(crate::policy::ClientIdentity::SanDns)
+    );
     assert!(loaded.policy.gateway.callers.is_none());
-    assert!(!loaded.warnings.iter().any(|w| w.message.contains("not a loopback")));
+    assert!(!loaded
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("not a loopback")));
 }
 
 #[test]
@@ -684,16 +693,32 @@ fn partner_tls_mistakes() {
         (partner("https://a.example", "  ca: ''\n  verify: false\n"), vec![format!("{f}:10: unknown field `verify`, expected one of ca, server_name, client_cert, client_key")]),
     ];
     for (text, want) in cases {
-        assert_eq!(errors(&source(GATEWAY, &[("p.yaml", &text)]), None), want, "{text}");
+        assert_eq!(
+            errors(&source(GATEWAY, &[("p.yaml", &text)]), None),
+            want,
+            "{text}"
+        );
     }
-    let text = partner("https://10.0.0.7:8443", "  ca: certs/p-ca.pem\n  client_cert: certs/c.pem\n  client_key: certs/k.pem\n");
+    let text = partner(
+        "https://10.0.0.7:8443",
+        "  ca: certs/p-ca.pem\n  client_cert: certs/c.pem\n  client_key: certs/k.pem\n",
+    );
     let loaded = load(&source(GATEWAY, &[("p.yaml", &text)]), None).expect("loads");
     let p = &loaded.policy.partners["p"];
     let tls = p.tls.as_ref().unwrap();
-    assert_eq!(tls.ca.as_ref().unwrap().path, PathBuf::from("certs/p-ca.pem"));
+    assert_eq!(
+        tls.ca.as_ref().unwrap().path,
+        PathBuf::from("certs/p-ca.pem")
+    );
     assert_eq!(tls.client_cert.as_ref().unwrap().1.key, "tls.client_key");
     assert_eq!(p.server_name(), "10.0.0.7");
-    let named = partner("https://10.0.0.7:8443", "  server_name: API.Partner.example\n");
+    let named = partner(
+        "https://10.0.0.7:8443",
+        "  server_name: API.Partner.example\n",
+    );
     let loaded = load(&source(GATEWAY, &[("p.yaml", &named)]), None).expect("loads");
-    assert_eq!(loaded.policy.partners["p"].server_name(), "api.partner.example");
+    assert_eq!(
+        loaded.policy.partners["p"].server_name(),
+        "api.partner.example"
+    );
 }
