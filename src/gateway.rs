@@ -141,10 +141,7 @@ impl Active {
                 }
                 caller
             }
-            (_, Some(sub)) => Caller {
-                sub,
-                groups: Vec::new(),
-            },
+            (_, Some(sub)) => Caller::named(&sub),
             (CallerAuth::Unauthenticated, None) => return Ok(UNAUTHENTICATED_SUB.to_string()),
             (CallerAuth::CertificateOnly, None) => {
                 return Err((
@@ -153,17 +150,8 @@ impl Active {
                 ))
             }
         };
-        if caller.may_use(&partner.allowed_callers) {
-            Ok(caller.sub)
-        } else {
-            Err((
-                Refusal::CallerNotAllowed(format!(
-                    "caller {:?} may not send to partner {:?}",
-                    caller.sub, partner.id
-                )),
-                None,
-            ))
-        }
+        caller.check_partner(partner).map_err(|r| (r, None))?;
+        Ok(caller.sub)
     }
 
     /// The caller identity of the client certificate, when the policy takes one from it.
@@ -188,15 +176,9 @@ impl Active {
     }
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
+    /// Its groups are unknown without a token, so only its `sub` can admit it.
     pub fn authorize(&self, partner: &Partner, sub: &str) -> Result<(), Refusal> {
-        if partner.allowed_callers.iter().any(|c| c == sub) {
-            Ok(())
-        } else {
-            Err(Refusal::CallerNotAllowed(format!(
-                "caller {sub:?} may not send to partner {:?}",
-                partner.id
-            )))
-        }
+        Caller::named(sub).check_partner(partner)
     }
 
     /// The `ohsoft-data-use` tag and the signed data-use token for one forwarded body.
@@ -389,9 +371,6 @@ pub fn optouts_view(source: &Option<Arc<dyn OptOutSource>>) -> OptOuts<'_> {
         None => OptOuts::NotLoaded,
     }
 }
-
-/// The challenge sent with a 401 when the verifier gave none.
-pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"partner-gateway\"";
 
 /// Opens the opt-out store read-only, for commands that run beside the server (`explain`).
 pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {

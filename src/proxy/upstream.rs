@@ -1,6 +1,7 @@
 //! Talking to a partner: one connection per decided request (pooled for reuse), the filtered
 //! body with its exact `content-length`, and the partner's answer relayed back to the caller.
 use bytes::{Bytes, BytesMut};
+use gateway_core::headers::is_relayed_from_partner;
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::Refusal;
 use pingora::connectors::http::Connector;
@@ -12,18 +13,6 @@ use crate::gateway::Active;
 
 /// Largest partner answer relayed to the caller.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-
-/// Response headers that describe the partner's connection, not the answer.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "content-length",
-];
 
 pub struct UpstreamClient {
     connector: Connector,
@@ -206,7 +195,7 @@ impl UpstreamClient {
         let mut header =
             ResponseHeader::build(status, Some(partner_header.headers.len() + 2)).map_err(fail)?;
         for (name, value) in partner_header.headers.iter() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
+            if is_relayed_from_partner(name.as_str()) {
                 let _ = header.append_header(name.clone(), value.clone());
             }
         }

@@ -1,4 +1,7 @@
+use super::partner::parse_upstream;
 use super::*;
+use crate::optout::Scope;
+use crate::policy::model::{Limits, PartnerKind, RouteSegment, Upstream};
 
 const GATEWAY: &str = "\
 listen: 127.0.0.1:8080

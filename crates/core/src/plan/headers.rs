@@ -1,0 +1,58 @@
+/*!
+The request headers a partner receives: the always-allowed ones and those the route lists
+(never one of [`crate::headers::is_never_forwarded`]), minus any the caller named in
+`Connection` (hop-by-hop); `content-type` only with a body,
+and then as `application/json`; the legal-basis header last.
+*/
+use crate::headers::{is_never_forwarded, ALWAYS_ALLOWED};
+use crate::policy::{Partner, Route};
+
+/// The headers to forward, in arrival order, and the names removed (each once, for `explain`).
+pub(super) fn forward_headers(
+    partner: &Partner,
+    route: &Route,
+    incoming: &[(String, String)],
+    legal_basis: Option<&str>,
+    with_body: bool,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let connection_named = connection_tokens(incoming);
+    let mut headers = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for (name, value) in incoming {
+        if partner.legal_basis_header.as_ref() == Some(name) {
+            continue; // forwarded below, whatever `Connection` says: it is part of the tag
+        }
+        // The loader already refused routes that list a never-forwarded header; checked
+        // again here so that no policy, however it was built, can send one.
+        let allowed = (ALWAYS_ALLOWED.contains(&name.as_str())
+            || route.headers.iter().any(|h| h == name))
+            && !is_never_forwarded(name);
+        if allowed && !connection_named.iter().any(|c| c == name) {
+            if name == "content-type" {
+                // Only JSON bodies are forwarded, and the gateway re-serialised them as UTF-8.
+                if with_body {
+                    headers.push((name.clone(), "application/json".to_string()));
+                }
+            } else {
+                headers.push((name.clone(), value.clone()));
+            }
+        } else if !removed.contains(name) {
+            removed.push(name.clone());
+        }
+    }
+    if let (Some(header), Some(value)) = (&partner.legal_basis_header, legal_basis) {
+        headers.push((header.clone(), value.to_string()));
+    }
+    (headers, removed)
+}
+
+/// Header names listed in `Connection`: hop-by-hop, never forwarded.
+pub(super) fn connection_tokens(headers: &[(String, String)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
