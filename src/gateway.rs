@@ -125,8 +125,8 @@ impl Active {
         let caller = match (&self.callers, certified) {
             (CallerAuth::Verify(verifier), certified) => {
                 let result = match authorization {
-                    [] => verifier.verify(None, now_unix()),
-                    [one] => verifier.verify(Some(one), now_unix()),
+                    [] => verifier.verify_cached(None, now_unix()),
+                    [one] => verifier.verify_cached(Some(one), now_unix()),
                     _ => Err(AuthError::MalformedHeader),
                 };
                 let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
@@ -141,7 +141,7 @@ impl Active {
                 }
                 caller
             }
-            (_, Some(sub)) => Caller::named(&sub),
+            (_, Some(sub)) => Arc::new(Caller::named(&sub)),
             (CallerAuth::Unauthenticated, None) => return Ok(UNAUTHENTICATED_SUB.to_string()),
             (CallerAuth::CertificateOnly, None) => {
                 return Err((
@@ -151,7 +151,7 @@ impl Active {
             }
         };
         caller.check_partner(partner).map_err(|r| (r, None))?;
-        Ok(caller.sub)
+        Ok(caller.sub.clone())
     }
 
     /// The caller identity of the client certificate, when the policy takes one from it.
@@ -249,16 +249,16 @@ pub struct Gateway {
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
     optouts: RwLock<Option<Arc<OptOutStore>>>,
+    started: std::time::Instant,
 }
 
 impl Gateway {
     pub fn new(active: Active, policy_dir: &Path) -> Gateway {
         let metrics = Metrics::new();
         metrics.set_policy_version(&active.policy.version);
-        metrics.policy_reloads.with_label_values(&["ok"]).inc();
-        metrics.policy_reloads.with_label_values(&["error"]);
+        metrics.policy_reload(true);
         metrics.register_policy(&active.policy);
-        metrics.set_certificate_expiries(&active.tls.expiries);
+        set_certificate_expiries(&metrics, &active.tls.expiries);
         let listener_tls = active
             .tls
             .listener
@@ -270,6 +270,7 @@ impl Gateway {
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             optouts: RwLock::new(None),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -286,7 +287,7 @@ impl Gateway {
     pub fn replace_active(&self, active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
         self.metrics.register_policy(&active.policy);
-        self.metrics.set_certificate_expiries(&active.tls.expiries);
+        set_certificate_expiries(&self.metrics, &active.tls.expiries);
         if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {
             state.update(material.cert.clone(), material.client_verifier.clone());
         }
@@ -336,31 +337,50 @@ impl Gateway {
             .optout_store()
             .and_then(|store| store.count_by_scope().ok())
             .unwrap_or_default();
-        self.metrics.optouts.reset();
-        for scope in scopes {
+        self.metrics.set_optouts(scopes.into_iter().map(|scope| {
             let count = counts
                 .iter()
                 .find(|(s, _)| s.as_str() == scope)
                 .map_or(0, |(_, n)| *n);
-            self.metrics
-                .optouts
-                .with_label_values(&[scope])
-                .set(count as i64);
-        }
+            (scope, count as u64)
+        }));
+    }
+
+    /// Sets `partner_gateway_optouts_staleness_seconds` for the embedded store: 0 while it is
+    /// loaded (it is the opt-out data itself); while opt-outs some partner honours are not
+    /// loaded, the time since start, so "opt-outs not loaded" is visible without traffic.
+    pub fn refresh_optouts_staleness(&self) {
+        let missing = self.needs_optouts() && self.optout_source().is_none();
+        let age = if missing {
+            self.started.elapsed()
+        } else {
+            std::time::Duration::ZERO
+        };
+        self.metrics.set_optouts_staleness(age);
+    }
+
+    fn needs_optouts(&self) -> bool {
+        self.active()
+            .policy
+            .partners
+            .values()
+            .any(|p| !p.honor_optouts.is_empty())
     }
 
     /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out store too.
     pub fn ready(&self) -> Result<(), String> {
-        let active = self.active();
-        let needs_optouts = active
-            .policy
-            .partners
-            .values()
-            .any(|p| !p.honor_optouts.is_empty());
-        if needs_optouts && self.optout_source().is_none() {
+        if self.needs_optouts() && self.optout_source().is_none() {
             return Err("opt-out data is not loaded".into());
         }
         Ok(())
+    }
+}
+
+/// Exactly the certificates of the policy being served (names come from the policy).
+fn set_certificate_expiries(metrics: &Metrics, expiries: &[(String, i64)]) {
+    metrics.clear_certificate_expiry();
+    for (name, not_after) in expiries {
+        metrics.set_certificate_expiry(name, *not_after);
     }
 }
 

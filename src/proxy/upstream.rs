@@ -10,6 +10,7 @@ use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
 
 use crate::gateway::Active;
+use crate::metrics::UpstreamErrorKind;
 
 /// Largest partner answer relayed to the caller.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -24,8 +25,8 @@ pub struct UpstreamResponse {
 }
 
 pub struct UpstreamFailure {
-    /// `connect`, `timeout`, `tls` or `protocol`: the `kind` label of `upstream_errors_total`.
-    pub kind: &'static str,
+    /// The `kind` label of `upstream_errors_total`.
+    pub kind: UpstreamErrorKind,
     pub refusal: Refusal,
 }
 
@@ -36,7 +37,7 @@ impl UpstreamFailure {
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::UpstreamTimeout(format!(
                     "partner {partner:?} did not answer in time"
                 )),
@@ -44,7 +45,7 @@ impl UpstreamFailure {
             // The partner's certificate did not verify (wrong CA, wrong name, expired) or the
             // handshake failed otherwise: nothing of the request was sent.
             ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => UpstreamFailure {
-                kind: "tls",
+                kind: UpstreamErrorKind::Tls,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?}: TLS handshake failed (its certificate did not verify, or it refused ours)"
                 )),
@@ -52,14 +53,14 @@ impl UpstreamFailure {
             ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError => UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} is unreachable: {}",
                     e.etype().as_str()
                 )),
             },
             _ => UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} failed: {}",
                     e.etype().as_str()
@@ -90,7 +91,7 @@ impl UpstreamClient {
         let header = self
             .request_header(active, target, method, caller, &outgoing)
             .map_err(|refusal| UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal,
             })?;
 
@@ -99,7 +100,7 @@ impl UpstreamClient {
             // Resolved here, asynchronously and within the deadline: pingora's `HttpPeer::new`
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {:?} is unreachable: {why}",
                     partner.id
@@ -114,18 +115,16 @@ impl UpstreamClient {
             // SNI); an IP address is verified against the certificate's IP SANs.
             let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
             if upstream.tls {
-                match active.tls.partners.get(&partner.id) {
-                    Some(tls) => tls.apply(&mut peer),
-                    None => {
-                        return Err(UpstreamFailure {
-                            kind: "tls",
-                            refusal: Refusal::UpstreamError(format!(
-                                "partner {:?}: no TLS settings loaded",
-                                partner.id
-                            )),
-                        })
-                    }
-                }
+                let Some(tls) = active.tls.partners.get(&partner.id) else {
+                    return Err(UpstreamFailure {
+                        kind: UpstreamErrorKind::Tls,
+                        refusal: Refusal::UpstreamError(format!(
+                            "partner {:?}: no TLS settings loaded",
+                            partner.id
+                        )),
+                    });
+                };
+                tls.apply(&mut peer);
             }
             peer.options.connection_timeout = Some(timeout);
             peer.options.total_connection_timeout = Some(timeout);
@@ -137,7 +136,7 @@ impl UpstreamClient {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::UpstreamTimeout(format!(
                     "partner {:?} did not answer within {} ms",
                     partner.id,
@@ -177,7 +176,7 @@ impl UpstreamClient {
         while let Some(chunk) = http.read_response_body().await.map_err(fail)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(UpstreamFailure {
-                    kind: "protocol",
+                    kind: UpstreamErrorKind::Protocol,
                     refusal: Refusal::UpstreamError(format!(
                         "partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes"
                     )),
