@@ -3,15 +3,13 @@ The pure core of partner-gateway: everything that decides what may leave OhSoft,
 with no I/O, no clock reads it was not handed, and no pingora types.
 
 - [`policy`]: the policy files' wire format, their validation, and the validated model.
+- [`diff`]: what a policy change starts or stops disclosing, per partner and route.
 - [`filter`]: the streaming JSON filter that turns a caller's body into what a partner may see.
 - [`optout`]: the in-memory opt-out set and the scopes a route honours.
 - [`tagging`]: the `ohsoft-data-use` header and the signed data-use token.
 - [`plan`]: the whole decision for one request: target, filtered body, headers and query.
-<<<<<<< HEAD
-- [`policytest`]: policy tests (`policy/tests/` YAML files): a request in, the expected body or refusal out.
-=======
 - [`headers`]: the header rules: never forwarded, partner credential, always allowed, hop-by-hop.
->>>>>>> main
+- [`policytest`]: policy tests (`policy/tests/` YAML files): a request in, the expected body or refusal out.
 - [`refusal`]: every reason the gateway refuses a request, with its status and code.
 
 The shell crate (`partner-gateway`) reads files, listens on sockets and talks to partners;
@@ -20,6 +18,7 @@ it asks this crate every question whose answer decides what a partner receives.
 #![forbid(unsafe_code)]
 
 pub mod callers;
+pub mod diff;
 pub mod filter;
 pub mod headers;
 pub mod optout;
