@@ -26,6 +26,10 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written on stderr: `json` (one object per line) or `text` (for a
+    /// terminal). The level comes from RUST_LOG (default: info for serve, warn otherwise).
+    #[arg(long, global = true, value_enum, default_value = "json")]
+    log_format: crate::logs::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -123,7 +127,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OptoutsCommand {
-    /// Import a CSV (`customer_id,scope`) or NDJSON file: all or nothing (the gateway must be stopped).
+    /// Import a CSV (`customer_id,scope`) or NDJSON file: all or nothing (embedded store: the gateway must be stopped).
     Import {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
@@ -141,26 +145,29 @@ enum OptoutsCommand {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
     },
+    /// Create or update the PostgreSQL opt-out tables (idempotent; the gateway also does at start).
+    Migrate {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+    },
 }
 
-/// The opt-out store directory the policy names (validated as `check` would).
-fn optout_store_dir(policy: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// Where the policy keeps opt-outs (validated as `check` would).
+fn optout_config(
+    policy: &std::path::Path,
+) -> anyhow::Result<gateway_core::policy::OptOutStoreConfig> {
     let loaded =
         crate::loader::load(policy, None).map_err(|d| crate::loader::diagnostics_error(&d))?;
-    loaded
-        .policy
-        .gateway
-        .optouts
-        .map(|o| o.path)
-        .ok_or_else(|| {
-            anyhow::anyhow!("{}/gateway.yaml has no `optouts` section", policy.display())
-        })
+    loaded.policy.gateway.optouts.ok_or_else(|| {
+        anyhow::anyhow!("{}/gateway.yaml has no `optouts` section", policy.display())
+    })
 }
 
 fn run_optouts(command: OptoutsCommand) -> anyhow::Result<ExitCode> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     match command {
         OptoutsCommand::Import { policy, file } => {
-            optouts::import(&optout_store_dir(&policy)?, &file, None)?
+            optouts::import_into(&optout_config(&policy)?, &file, None, &mut out, &mut err)?
         }
         OptoutsCommand::Export { policy, format } => {
             let format = match format.as_str() {
@@ -168,19 +175,23 @@ fn run_optouts(command: OptoutsCommand) -> anyhow::Result<ExitCode> {
                 "csv" => gateway_core::optout::bulk::Format::Csv,
                 other => anyhow::bail!("unknown format {other:?} (expected ndjson or csv)"),
             };
-            optouts::export(
-                &optout_store_dir(&policy)?,
-                format,
-                &mut std::io::stdout().lock(),
-            )?
+            optouts::export_from(&optout_config(&policy)?, format, &mut out)?
         }
-        OptoutsCommand::Count { policy } => optouts::count(&optout_store_dir(&policy)?)?,
+        OptoutsCommand::Count { policy } => {
+            optouts::count_from(&optout_config(&policy)?, &mut out)?
+        }
+        OptoutsCommand::Migrate { policy } => optouts::migrate(&optout_config(&policy)?, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    crate::logs::init(cli.log_format, default_level);
     match cli.command {
         Command::Serve { policy } => serve::run(&policy),
         Command::Check { policy } => Ok(check::run(&policy)),

@@ -10,6 +10,7 @@ use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
 
 use crate::gateway::Active;
+use crate::metrics::UpstreamErrorKind;
 
 /// Largest partner answer relayed to the caller.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -24,8 +25,8 @@ pub struct UpstreamResponse {
 }
 
 pub struct UpstreamFailure {
-    /// `connect`, `timeout` or `protocol`: the `kind` label of `upstream_errors_total`.
-    pub kind: &'static str,
+    /// The `kind` label of `upstream_errors_total`.
+    pub kind: UpstreamErrorKind,
     pub refusal: Refusal,
 }
 
@@ -36,7 +37,7 @@ impl UpstreamFailure {
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::UpstreamTimeout(format!(
                     "partner {partner:?} did not answer in time"
                 )),
@@ -45,14 +46,14 @@ impl UpstreamFailure {
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
             | ErrorType::TLSHandshakeFailure => UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} is unreachable: {}",
                     e.etype().as_str()
                 )),
             },
             _ => UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} failed: {}",
                     e.etype().as_str()
@@ -83,7 +84,7 @@ impl UpstreamClient {
         let header = self
             .request_header(active, target, method, caller, &outgoing)
             .map_err(|refusal| UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal,
             })?;
 
@@ -92,7 +93,7 @@ impl UpstreamClient {
             // Resolved here, asynchronously and within the deadline: pingora's `HttpPeer::new`
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {:?} is unreachable: {why}",
                     partner.id
@@ -114,7 +115,7 @@ impl UpstreamClient {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::UpstreamTimeout(format!(
                     "partner {:?} did not answer within {} ms",
                     partner.id,
@@ -139,8 +140,10 @@ impl UpstreamClient {
         // request; pingora marks such errors retryable, and one fresh attempt is safe.
         let (mut http, partner_header) = match self.send_once(peer, &header, &body, timeout).await {
             Err(mut e) if e.retry() => {
+                // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
-                    "partner {partner:?}: reused connection failed ({e}), retrying on a new one"
+                    "partner {partner:?}: reused connection failed ({}), retrying on a new one",
+                    e.etype().as_str()
                 );
                 e.retry.decide_reuse(false);
                 self.send_once(peer, &header, &body, timeout)
@@ -154,7 +157,7 @@ impl UpstreamClient {
         while let Some(chunk) = http.read_response_body().await.map_err(fail)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(UpstreamFailure {
-                    kind: "protocol",
+                    kind: UpstreamErrorKind::Protocol,
                     refusal: Refusal::UpstreamError(format!(
                         "partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes"
                     )),
