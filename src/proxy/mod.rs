@@ -8,6 +8,7 @@ Why not pingora's own upstream phases: they send the request headers before
 `request_body_filter` sees the body, so a body that fails the filter would already have a
 connection and headers at the partner, and the data-use token's body digest could not be known.
 */
+mod answer;
 mod ctx;
 mod upstream;
 
@@ -26,7 +27,7 @@ use pingora::proxy::{ProxyHttp, Session};
 pub use ctx::RequestCtx;
 
 use crate::gateway::{optouts_view, Gateway};
-use upstream::UpstreamClient;
+use upstream::{RelayError, UpstreamAnswer, UpstreamClient};
 
 pub struct PartnerProxy {
     gateway: Arc<Gateway>,
@@ -46,7 +47,7 @@ impl PartnerProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<(ResponseHeader, Bytes), Refusal> {
+    ) -> Result<(ResponseHeader, UpstreamAnswer), Refusal> {
         let active = self.gateway.active();
         let policy = &active.policy;
         let req = session.req_header();
@@ -96,7 +97,7 @@ impl PartnerProxy {
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
 
-        let response = self
+        let answer = self
             .upstream
             .send(&active, &target, &method, &caller, outgoing)
             .await
@@ -104,7 +105,22 @@ impl PartnerProxy {
                 ctx.upstream_error = Some(failure.kind);
                 failure.refusal
             })?;
-        let mut header = response.header;
+        let caller_http10 = session.req_header().version == http::Version::HTTP_10;
+        let credential = target
+            .partner
+            .upstream_auth
+            .as_ref()
+            .map(|a| a.value.as_str());
+        let mut header = answer::caller_header(
+            &answer.header,
+            &target.route().response_headers,
+            credential,
+            answer::framing(&answer.header, caller_http10),
+        )
+        .map_err(|e| {
+            ctx.upstream_error = Some("protocol");
+            Refusal::UpstreamError(format!("the partner's answer cannot be relayed: {e}"))
+        })?;
         if let Some(dropped) = ctx
             .report
             .as_ref()
@@ -114,25 +130,43 @@ impl PartnerProxy {
             // Tells the caller why the partner saw fewer records than it sent.
             let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
         }
-        Ok((header, response.body))
+        Ok((header, answer))
     }
 
-    /// Relays the partner's answer to the caller.
+    /// Relays the partner's answer to the caller as it arrives. `Err` when the answer broke
+    /// off after its header went out: the caller's connection must be closed unfinished.
     async fn respond(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         header: ResponseHeader,
-        body: Bytes,
-    ) {
+        answer: UpstreamAnswer,
+    ) -> Result<()> {
         ctx.status = header.status.as_u16();
-        self.record(ctx);
+        if header.headers.get("transfer-encoding").is_none()
+            && header.headers.get("content-length").is_none()
+        {
+            session.set_keepalive(None); // close-delimited toward an HTTP/1.0 caller
+        }
         if session
             .write_response_header(Box::new(header), false)
             .await
-            .is_ok()
+            .is_err()
         {
-            let _ = session.write_response_body(Some(body), true).await;
+            self.record(ctx);
+            return Error::e_explain(WriteError, "the caller went away");
+        }
+        let relayed = self.upstream.relay(answer, session).await;
+        if let Err(RelayError::Partner(kind)) = relayed {
+            ctx.upstream_error = Some(kind);
+        }
+        self.record(ctx);
+        match relayed {
+            Ok(()) => Ok(()),
+            Err(RelayError::Partner(_)) => {
+                Error::e_explain(ReadError, "the partner broke off its answer")
+            }
+            Err(RelayError::Caller) => Error::e_explain(WriteError, "the caller went away"),
         }
     }
 
@@ -234,7 +268,7 @@ impl ProxyHttp for PartnerProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         match self.handle(session, ctx).await {
-            Ok((header, body)) => self.respond(session, ctx, header, body).await,
+            Ok((header, answer)) => self.respond(session, ctx, header, answer).await?,
             Err(refusal) => self.refuse(session, ctx, &refusal).await,
         }
         // Always answered here: pingora's own upstream phases are never used.
@@ -261,6 +295,15 @@ impl ProxyHttp for PartnerProxy {
     where
         Self::CTX: Send + Sync,
     {
+        if session.response_written().is_some() {
+            // The answer was under way: nothing more can be said, the connection just closes
+            // (the caller sees a truncated body, never a finished one).
+            self.record(ctx);
+            return pingora::proxy::FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let refusal = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 Refusal::UpstreamTimeout("the partner did not answer in time".into())

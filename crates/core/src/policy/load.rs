@@ -1491,6 +1491,7 @@ fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Option<Route> 
         query: draft.query,
         headers: draft.headers,
         json_types: draft.json_types,
+        response_headers: Vec::new(),
     })
 }
 

@@ -174,6 +174,8 @@ pub struct Route {
     pub headers: Vec<String>,
     /// `+json` media types (lowercase, no parameters) this route filters besides `application/json`.
     pub json_types: Vec<String>,
+    /// Partner answer headers relayed to the caller beyond the defaults, lowercase.
+    pub response_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
