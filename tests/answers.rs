@@ -235,3 +235,25 @@ fn a_request_written_whole_is_never_sent_twice() {
     // The gateway keeps serving on a fresh connection.
     assert_eq!(post(&gateway).status, 200);
 }
+
+#[test]
+fn a_route_may_relay_more_answer_headers() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::Answer(json_answer(
+            "200 OK",
+            "x-rate-limit-remaining: 41\r\nx-partner-trace: abc\r\nx-echo: partner-secret\r\n",
+            "{}",
+        ))
+    });
+    let policy = ship_partner(&partner.url()).replace(
+        "    headers: [x-request-id]\n",
+        "    headers: [x-request-id]\n    response_headers: [X-Rate-Limit-Remaining, x-echo]\n",
+    );
+    let gateway = Gateway::start("", &[("acme-ship", &policy)], ENV);
+    let r = post(&gateway);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-rate-limit-remaining"), Some("41"));
+    assert_eq!(r.header("x-partner-trace"), None);
+    // Listed, but it carries the credential the gateway injected toward the partner.
+    assert_eq!(r.header("x-echo"), None, "{:?}", r.headers);
+}

@@ -6,42 +6,9 @@ needs, and the route's `response_headers`. A partner's cookies, challenges, cred
 connection headers never reach OhSoft's callers, nor does any header carrying the credential
 the gateway injected toward that partner (a partner echoing request headers back).
 */
+use gateway_core::policy::answers;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
-
-/// Answer headers relayed from every partner.
-pub const DEFAULT_RESPONSE_HEADERS: [&str; 9] = [
-    "content-type",
-    "content-language",
-    "cache-control",
-    "etag",
-    "last-modified",
-    "expires",
-    "vary",
-    "location",
-    "retry-after",
-];
-
-/// Never relayed, whatever a route lists: credentials, cookies, challenges and connection
-/// headers (the framing the gateway sets itself is decided apart, in [`caller_header`]).
-pub fn never_relayed(name: &str) -> bool {
-    matches!(
-        name,
-        "set-cookie"
-            | "set-cookie2"
-            | "www-authenticate"
-            | "authorization"
-            | "cookie"
-            | "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "content-length"
-            | "host"
-    ) || name.starts_with("proxy-")
-}
 
 /// How the relayed body is framed toward the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +50,7 @@ pub fn caller_header(
     let mut header = ResponseHeader::build(partner.status, Some(partner.headers.len() + 2))?;
     for (name, value) in partner.headers.iter() {
         let name_text = name.as_str();
-        let listed = DEFAULT_RESPONSE_HEADERS.contains(&name_text)
-            || name_text == "content-encoding"
-            || route_headers.iter().any(|h| h == name_text);
-        if !listed || never_relayed(name_text) {
+        if !answers::relayed(name_text, route_headers) {
             continue;
         }
         if credential.is_some_and(|secret| carries(value.as_bytes(), secret.as_bytes())) {

@@ -110,7 +110,7 @@ impl PartnerProxy {
             .partner
             .upstream_auth
             .as_ref()
-            .map(|a| a.value.as_str());
+            .map(|a| a.secret.as_str());
         let mut header = answer::caller_header(
             &answer.header,
             &target.route().response_headers,

@@ -127,6 +127,8 @@ pub struct RouteFile {
     pub headers: Option<Spanned<Vec<Spanned<String>>>>,
     /// `+json` media types filtered like `application/json`.
     pub json_types: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Partner answer headers relayed to the caller beyond the defaults.
+    pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `transform:` entries: field path → transform name; `None` is an unquoted YAML null.
@@ -393,7 +395,7 @@ mod tests {
     #[test]
     fn wire_errors_are_one_line_with_the_field_named() {
         let cases: &[(&str, u64, &str)] = &[
-            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types"),
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers"),
             ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
             ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
             ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),

@@ -136,6 +136,8 @@ pub struct UpstreamAuth {
     pub header: String,
     /// The full header value (prefix + secret from the environment).
     pub value: String,
+    /// The secret alone: a partner answer header carrying it is never relayed.
+    pub secret: String,
 }
 
 #[derive(Debug)]

@@ -1,0 +1,102 @@
+/*!
+The body: none on a route that takes none; otherwise JSON of an allowed media type, run
+through the route's filter program, with the opt-out set when the partner honours opt-outs
+and the route names its records' subjects.
+*/
+use super::{Incoming, OptOuts, OPTOUTS_NOT_LOADED};
+use crate::filter::{self, FilterOptions, FilterProgram, Filtered, Report};
+use crate::policy::{Limits, Partner, Route};
+use crate::Refusal;
+
+/// What the body step needs besides the request.
+pub(super) struct BodyStep<'a> {
+    pub(super) partner: &'a Partner,
+    pub(super) route: &'a Route,
+    pub(super) limits: &'a Limits,
+    pub(super) optouts: OptOuts<'a>,
+    pub(super) detail: bool,
+}
+
+impl BodyStep<'_> {
+    /// The body to forward (empty when none arrived) and what the filter did.
+    pub(super) fn filter(&self, incoming: &Incoming<'_>) -> Result<(Vec<u8>, Report), Refusal> {
+        if incoming.body.is_empty() {
+            return Ok((Vec::new(), Report::default()));
+        }
+        let Some(program) = &self.route.filter else {
+            return Err(Refusal::BadRequest(format!(
+                "route {:?} of partner {:?} takes no body",
+                self.route.template, self.partner.id
+            )));
+        };
+        let mut content_types = incoming.headers.iter().filter(|(n, _)| n == "content-type");
+        check_json_content_type(
+            content_types.next().map(|(_, v)| v.as_str()),
+            &self.route.json_types,
+        )?;
+        if content_types.next().is_some() {
+            return Err(Refusal::UnsupportedMediaType(
+                "more than one content-type header".into(),
+            ));
+        }
+        let filtered = self.run(program, incoming.body)?;
+        Ok((filtered.body, filtered.report))
+    }
+
+    fn run(&self, program: &FilterProgram, body: &[u8]) -> Result<Filtered, Refusal> {
+        let options = FilterOptions {
+            max_depth: self.limits.max_depth,
+            pseudonymize_key: self.partner.pseudonymize_key.as_deref(),
+            optouts: None,
+            detail: self.detail,
+        };
+        if self.partner.honor_optouts.is_empty() || !program.has_subjects() {
+            return filter::filter(program, body, &options);
+        }
+        let OptOuts::Loaded(source) = self.optouts else {
+            return Err(Refusal::NotReady(OPTOUTS_NOT_LOADED.into()));
+        };
+        let mut outcome = None;
+        source.with_lookup(&self.partner.honor_optouts, &mut |lookup| {
+            let options = FilterOptions {
+                optouts: Some(lookup),
+                ..options
+            };
+            outcome = Some(filter::filter(program, body, &options));
+        });
+        outcome.unwrap_or_else(|| Err(Refusal::NotReady("opt-out data could not be read".into())))
+    }
+}
+
+/// Only `application/json` (or a `+json` type the route lists in `json_types`), optionally with
+/// `charset=utf-8`, is filtered; anything else is 415.
+pub(super) fn check_json_content_type(
+    value: Option<&str>,
+    json_types: &[String],
+) -> Result<(), Refusal> {
+    let refuse = |what: &str| {
+        Err(Refusal::UnsupportedMediaType(format!(
+            "{what}: a body on this route must be application/json (charset=utf-8 if given)"
+        )))
+    };
+    let Some(value) = value else {
+        return refuse("no content-type");
+    };
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    if media != "application/json" && !json_types.contains(&media) {
+        return refuse(&format!("content-type {value:?}"));
+    }
+    for param in parts {
+        let param = param.trim();
+        if param.is_empty() {
+            continue;
+        }
+        let (key, val) = param.split_once('=').unwrap_or((param, ""));
+        let val = val.trim().trim_matches('"');
+        if !(key.trim().eq_ignore_ascii_case("charset") && val.eq_ignore_ascii_case("utf-8")) {
+            return refuse(&format!("content-type {value:?}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+/*!
+How the request is framed: no protocol upgrade, a body within the limit, and no content or
+transfer coding the gateway cannot read (an encoded body would pass the filter unread).
+*/
+use crate::policy::Limits;
+use crate::Refusal;
+
+/// `Upgrade` would open a tunnel past the filter.
+pub(super) fn refuse_upgrade(headers: &[(String, String)]) -> Result<(), Refusal> {
+    if headers.iter().any(|(name, _)| name == "upgrade") {
+        return Err(Refusal::BadRequest(
+            "Upgrade is not allowed: no tunnel bypasses the filter".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_body_size(body: &[u8], limits: &Limits) -> Result<(), Refusal> {
+    if body.len() > limits.max_body_bytes {
+        return Err(Refusal::BodyTooLarge(format!(
+            "body of {} bytes is over the limit of {} bytes",
+            body.len(),
+            limits.max_body_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Only `identity` content codings, and only `chunked` transfer codings (the HTTP layer undoes
+/// `chunked` and nothing else: a body sent `gzip, chunked` would be read as if not encoded).
+/// Every header counts: a second one must not slip an encoding past the first.
+pub(super) fn check_codings(headers: &[(String, String)]) -> Result<(), Refusal> {
+    for (_, encoding) in headers.iter().filter(|(n, _)| n == "content-encoding") {
+        if !only(encoding, "identity") {
+            return Err(Refusal::UnsupportedMediaType(format!(
+                "content-encoding {encoding:?} cannot be read by the gateway; send the body unencoded"
+            )));
+        }
+    }
+    for (_, coding) in headers.iter().filter(|(n, _)| n == "transfer-encoding") {
+        if !only(coding, "chunked") {
+            return Err(Refusal::UnsupportedMediaType(format!(
+                "transfer-encoding {coding:?} cannot be read by the gateway; send the body unencoded (chunked framing is fine)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every entry of a comma-separated coding list is `coding` (any case).
+fn only(list: &str, coding: &str) -> bool {
+    list.split(',')
+        .all(|c| c.trim().eq_ignore_ascii_case(coding))
+}

@@ -1,0 +1,54 @@
+/*!
+The request headers a partner receives: the always-allowed ones and those the route lists,
+minus any the caller named in `Connection` (hop-by-hop); `content-type` only with a body,
+and then as `application/json`; the legal-basis header last.
+*/
+use super::ALWAYS_ALLOWED_HEADERS;
+use crate::policy::{Partner, Route};
+
+/// The headers to forward, in arrival order, and the names removed (each once, for `explain`).
+pub(super) fn forward_headers(
+    partner: &Partner,
+    route: &Route,
+    incoming: &[(String, String)],
+    legal_basis: Option<&str>,
+    with_body: bool,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let connection_named = connection_tokens(incoming);
+    let mut headers = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for (name, value) in incoming {
+        if partner.legal_basis_header.as_ref() == Some(name) {
+            continue; // forwarded below, whatever `Connection` says: it is part of the tag
+        }
+        let allowed = ALWAYS_ALLOWED_HEADERS.contains(&name.as_str())
+            || route.headers.iter().any(|h| h == name);
+        if allowed && !connection_named.iter().any(|c| c == name) {
+            if name == "content-type" {
+                // Only JSON bodies are forwarded, and the gateway re-serialised them as UTF-8.
+                if with_body {
+                    headers.push((name.clone(), "application/json".to_string()));
+                }
+            } else {
+                headers.push((name.clone(), value.clone()));
+            }
+        } else if !removed.contains(name) {
+            removed.push(name.clone());
+        }
+    }
+    if let (Some(header), Some(value)) = (&partner.legal_basis_header, legal_basis) {
+        headers.push((header.clone(), value.to_string()));
+    }
+    (headers, removed)
+}
+
+/// Header names listed in `Connection`: hop-by-hop, never forwarded.
+pub(super) fn connection_tokens(headers: &[(String, String)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}

@@ -1,0 +1,179 @@
+/*!
+The whole decision for one request, shared by the proxy and `explain`: which partner and
+route it targets ([`resolve`]), and exactly what that partner would receive ([`plan`]) —
+path, query, headers and filtered body — or the [`Refusal`] that stops it.
+
+[`plan`] is a short sequence of steps, one module each: `framing` (no upgrade, the body
+limit, content and transfer codings), `legal_basis`, `body` (content type, filter, opt-outs),
+`headers` (what is forwarded), `query` (what is forwarded, re-encoded) and `url` (no opted-out
+customer's id in the path or query).
+
+Caller authentication and the data-use tags are separate steps (they need keys and a clock);
+everything here is a pure function of the policy, the request and the opt-out set.
+*/
+use std::sync::Arc;
+
+use crate::filter::Report;
+use crate::optout::OptOutSource;
+use crate::policy::route::{normalize_path, RouteMatch};
+use crate::policy::{Limits, Partner, Route};
+use crate::Refusal;
+
+mod body;
+mod framing;
+mod headers;
+mod legal_basis;
+mod query;
+mod url;
+
+/// Headers that pass to every partner; a route may add more with `headers: [...]`.
+pub const ALWAYS_ALLOWED_HEADERS: [&str; 2] = ["content-type", "accept"];
+
+/// A request's target: the partner and route it names, and the path to send upstream.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub partner: Arc<Partner>,
+    pub route_index: usize,
+    /// The normalised path after the partner id, e.g. `/v1/shipments`.
+    pub upstream_path: String,
+}
+
+impl Target {
+    pub fn route(&self) -> &Route {
+        &self.partner.routes[self.route_index]
+    }
+}
+
+/// Finds the partner and route for `METHOD /{partner_id}{path}`; `raw_path` excludes the query.
+pub fn resolve(
+    partners: &std::collections::BTreeMap<String, Arc<Partner>>,
+    method: &str,
+    raw_path: &str,
+) -> Result<Target, Refusal> {
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return Err(Refusal::BadRequest(
+            "CONNECT is not allowed: no tunnel bypasses the filter".into(),
+        ));
+    }
+    let path = normalize_path(raw_path)
+        .map_err(|reason| Refusal::BadRequest(format!("bad path: {reason}")))?;
+    let after_slash = &path[1..];
+    let (partner_id, rest) = match after_slash.find('/') {
+        Some(i) => (&after_slash[..i], &after_slash[i..]),
+        None => (after_slash, "/"),
+    };
+    let partner = partners
+        .get(partner_id)
+        .ok_or_else(|| Refusal::UnknownPartner(format!("no partner {partner_id:?}")))?;
+    match partner.match_route(rest, method) {
+        RouteMatch::Found(route) => {
+            let route_index = partner
+                .routes
+                .iter()
+                .position(|r| std::ptr::eq(r, route))
+                .ok_or_else(|| Refusal::RouteNotAllowed("route lookup failed".into()))?;
+            Ok(Target {
+                partner: partner.clone(),
+                route_index,
+                upstream_path: rest.to_string(),
+            })
+        }
+        RouteMatch::MethodNotAllowed => Err(Refusal::MethodNotAllowed(format!(
+            "{method} is not allowed on {rest:?} for partner {partner_id:?}"
+        ))),
+        RouteMatch::NotFound => Err(Refusal::RouteNotAllowed(format!(
+            "{rest:?} is not a route of partner {partner_id:?}"
+        ))),
+    }
+}
+
+/// What arrived from the caller, besides method and path.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub query: Option<&'a str>,
+    /// Header names lowercase, in arrival order; repeated headers appear repeatedly.
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+/// Exactly what goes to the partner (before the data-use tags and the partner's credential).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Path plus the filtered query, e.g. `/v1/shipments?page=2`.
+    pub path_and_query: String,
+    /// Allowed request headers, lowercase names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub report: Report,
+    /// Query parameters removed (names as received) — reported by `explain`.
+    pub query_removed: Vec<String>,
+    /// Request headers removed (names) — reported by `explain`.
+    pub headers_removed: Vec<String>,
+    /// The legal-basis reference of a request to a government partner (goes into the token).
+    pub legal_basis: Option<String>,
+}
+
+/// Where the opt-out set stands for this request.
+#[derive(Clone, Copy)]
+pub enum OptOuts<'a> {
+    /// The store is loaded: ask it.
+    Loaded(&'a dyn OptOutSource),
+    /// The store is not loaded (starting, unreadable): routes that honour opt-outs refuse with 503.
+    NotLoaded,
+}
+
+/// Decides what `target`'s partner receives for this request. `detail` collects per-field
+/// changes for `explain`; the body is byte-identical either way. Each step either refuses
+/// or hands on what passes; the first refusal wins.
+pub fn plan(
+    target: &Target,
+    incoming: &Incoming<'_>,
+    limits: &Limits,
+    optouts: OptOuts<'_>,
+    detail: bool,
+) -> Result<Outgoing, Refusal> {
+    let partner = &target.partner;
+    let route = target.route();
+    framing::refuse_upgrade(incoming.headers)?;
+    let legal_basis = legal_basis::legal_basis(partner, incoming.headers)?;
+    framing::check_body_size(incoming.body, limits)?;
+    framing::check_codings(incoming.headers)?;
+    let step = body::BodyStep {
+        partner,
+        route,
+        limits,
+        optouts,
+        detail,
+    };
+    let (body, report) = step.filter(incoming)?;
+    let (headers, headers_removed) = headers::forward_headers(
+        partner,
+        route,
+        incoming.headers,
+        legal_basis.as_deref(),
+        !body.is_empty(),
+    );
+    let (query, query_removed) = query::filter_query(incoming.query, &route.query);
+    url::check_url_for_opted_out_ids(target, &query, optouts)?;
+    let mut path_and_query = target.upstream_path.clone();
+    if !query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    Ok(Outgoing {
+        path_and_query,
+        headers,
+        body,
+        report,
+        query_removed,
+        headers_removed,
+        legal_basis,
+    })
+}
+
+/// The message of a refusal for a route that honours opt-outs while the set is not loaded.
+const OPTOUTS_NOT_LOADED: &str =
+    "opt-out data is not loaded; routes that honour opt-outs are refused until it is";
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,578 @@
+//! Each step of [`plan`] on its own (tables of input → outcome), then [`resolve`] and [`plan`]
+//! as a whole, on a small policy loaded from YAML the way the gateway loads it.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::body::check_json_content_type;
+use super::headers::{connection_tokens, forward_headers};
+use super::legal_basis::legal_basis;
+use super::query::filter_query;
+use super::url::check_url_for_opted_out_ids;
+use super::*;
+use crate::optout::{OptOutSet, Scope};
+use crate::policy::{load, Policy, PolicySource, SourceFile};
+
+const GATEWAY: &str = "\
+optouts: { path: data/optouts }
+callers: { allow_unauthenticated: true }
+";
+
+/// A contractor: no opt-outs, one body route, one bodyless route with a query parameter.
+const SHOP: &str = "\
+kind: contractor
+purpose: shipping
+upstream: http://127.0.0.1:9001
+allowed_callers: [orders]
+routes:
+  - path: /v1/orders
+    methods: [POST]
+    allow: [order_id, name]
+    headers: [x-request-id]
+    json_types: [application/merge-patch+json]
+  - path: /v1/orders/{id}
+    methods: [GET, DELETE]
+    query: [page, q]
+";
+
+/// A business partner: honours `partner_sharing` and `partner:ads` by default.
+const ADS: &str = "\
+kind: business_partner
+purpose: advertising
+upstream: http://127.0.0.1:9002
+allowed_callers: [marketing]
+routes:
+  - path: /v1/customers
+    methods: [POST]
+    records: $
+    subject: customer_id
+    allow: [customer_id, city]
+  - path: /v1/customers/{id}
+    methods: [GET]
+    query: [ref]
+";
+
+/// A government body: a legal basis of the form `CASE-<digits>` on every request.
+const TAX: &str = "\
+kind: government
+purpose: tax audit
+upstream: http://127.0.0.1:9003
+allowed_callers: [finance]
+legal_basis_format: 'CASE-[0-9]+'
+routes:
+  - path: /v1/cases/{id}
+    methods: [GET]
+";
+
+fn policy() -> Policy {
+    let file = |name: &str, text: &str| SourceFile {
+        path: format!("policy/{name}"),
+        text: text.to_string(),
+    };
+    let source = PolicySource {
+        dir: PathBuf::from("policy"),
+        gateway: file("gateway.yaml", GATEWAY),
+        partners: vec![
+            file("partners/shop.yaml", SHOP),
+            file("partners/ads.yaml", ADS),
+            file("partners/tax.yaml", TAX),
+        ],
+    };
+    let env: BTreeMap<String, String> = BTreeMap::new();
+    match load(&source, Some(&env)) {
+        Ok(loaded) => loaded.policy,
+        Err(errors) => panic!("test policy does not load: {errors:?}"),
+    }
+}
+
+fn target(policy: &Policy, method: &str, path: &str) -> Target {
+    resolve(&policy.partners, method, path).unwrap_or_else(|r| panic!("{path}: {r}"))
+}
+
+fn headers(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// An opt-out set in which `c-out` opted out of `partner_sharing`.
+fn opted_out() -> OptOutSet {
+    let mut set = OptOutSet::new();
+    let scope = Scope::parse(Scope::PARTNER_SHARING).unwrap();
+    set.insert("c-out", &[scope]).unwrap();
+    set
+}
+
+/// The refusal code of an outcome, or "ok".
+fn code<T>(outcome: &Result<T, Refusal>) -> &'static str {
+    outcome.as_ref().map_or_else(Refusal::code, |_| "ok")
+}
+
+#[test]
+fn resolve_finds_partner_route_and_upstream_path() {
+    let policy = policy();
+    let cases = [
+        ("POST", "/shop/v1/orders", Ok(("shop", 0, "/v1/orders"))),
+        ("GET", "/shop/v1/orders/7", Ok(("shop", 1, "/v1/orders/7"))),
+        ("GET", "/shop/v1/./orders/7", Err("bad_request")),
+        (
+            "DELETE",
+            "/shop/v1/orders/7",
+            Ok(("shop", 1, "/v1/orders/7")),
+        ),
+        (
+            "GET",
+            "/ads/v1/customers/c-1",
+            Ok(("ads", 1, "/v1/customers/c-1")),
+        ),
+        ("GET", "/nobody/v1/orders", Err("unknown_partner")),
+        ("GET", "/shop/v1/orders", Err("method_not_allowed")),
+        ("GET", "/shop/v1/invoices", Err("route_not_allowed")),
+        ("GET", "/shop", Err("route_not_allowed")),
+        ("CONNECT", "/shop/v1/orders", Err("bad_request")),
+        ("connect", "/shop/v1/orders", Err("bad_request")),
+        ("GET", "/shop/v1/%2e%2e/x", Err("bad_request")),
+    ];
+    for (method, path, expected) in cases {
+        let got = resolve(&policy.partners, method, path);
+        match (&got, expected) {
+            (Ok(t), Ok((partner, route, upstream))) => {
+                assert_eq!(t.partner.id, partner, "{method} {path}");
+                assert_eq!(t.route_index, route, "{method} {path}");
+                assert_eq!(t.upstream_path, upstream, "{method} {path}");
+            }
+            (Err(r), Err(code)) => assert_eq!(r.code(), code, "{method} {path}: {r}"),
+            _ => panic!("{method} {path}: got {got:?}, expected {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn framing_refuses_upgrades_and_unreadable_codings() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "ok"),
+        (&[("upgrade", "websocket")], "bad_request"),
+        (&[("content-encoding", "identity")], "ok"),
+        (&[("content-encoding", "Identity, identity")], "ok"),
+        (&[("content-encoding", "gzip")], "unsupported_media_type"),
+        (
+            &[("content-encoding", "identity"), ("content-encoding", "br")],
+            "unsupported_media_type",
+        ),
+        (&[("transfer-encoding", "chunked")], "ok"),
+        (
+            &[("transfer-encoding", "gzip, chunked")],
+            "unsupported_media_type",
+        ),
+        (
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "gzip"),
+            ],
+            "unsupported_media_type",
+        ),
+    ];
+    for (list, expected) in cases {
+        let list = headers(list);
+        let outcome = framing::refuse_upgrade(&list).and_then(|()| framing::check_codings(&list));
+        assert_eq!(code(&outcome), *expected, "{list:?}");
+    }
+    let limits = Limits {
+        max_body_bytes: 4,
+        ..Limits::default()
+    };
+    for (body, expected) in [
+        (&b""[..], "ok"),
+        (b"1234", "ok"),
+        (b"12345", "body_too_large"),
+    ] {
+        assert_eq!(code(&framing::check_body_size(body, &limits)), expected);
+    }
+}
+
+#[test]
+fn legal_basis_is_one_well_formed_header_for_government_partners_only() {
+    let policy = policy();
+    let tax = &policy.partners["tax"];
+    let shop = &policy.partners["shop"];
+    let cases: &[(&[(&str, &str)], Result<Option<&str>, &str>)] = &[
+        (&[("ohsoft-legal-basis", "CASE-12")], Ok(Some("CASE-12"))),
+        (&[("ohsoft-legal-basis", "  CASE-12 ")], Ok(Some("CASE-12"))),
+        (&[], Err("legal_basis_missing")),
+        (&[("ohsoft-legal-basis", " ")], Err("legal_basis_missing")),
+        (
+            &[("ohsoft-legal-basis", "case-12")],
+            Err("legal_basis_missing"),
+        ),
+        (
+            &[("ohsoft-legal-basis", "CASE-12x")],
+            Err("legal_basis_missing"),
+        ),
+        (
+            &[
+                ("ohsoft-legal-basis", "CASE-1"),
+                ("ohsoft-legal-basis", "CASE-2"),
+            ],
+            Err("bad_request"),
+        ),
+        (
+            &[("ohsoft-legal-basis", "CASE-1\u{e9}")],
+            Err("bad_request"),
+        ),
+    ];
+    for (list, expected) in cases {
+        let got = legal_basis(tax, &headers(list));
+        match (&got, expected) {
+            (Ok(v), Ok(e)) => assert_eq!(v.as_deref(), *e, "{list:?}"),
+            (Err(r), Err(c)) => assert_eq!(r.code(), *c, "{list:?}: {r}"),
+            _ => panic!("{list:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+    let ignored = headers(&[("ohsoft-legal-basis", "anything")]);
+    assert_eq!(legal_basis(shop, &ignored).unwrap(), None);
+}
+
+#[test]
+fn body_step_filters_json_and_refuses_what_it_cannot_read() {
+    let policy = policy();
+    let json = [("content-type", "application/json")];
+    let merge = [("content-type", "application/merge-patch+json")];
+    let two = [
+        ("content-type", "application/json"),
+        ("content-type", "application/json"),
+    ];
+    let text = [("content-type", "text/plain")];
+    let cases: &[(&str, &[(&str, &str)], &str, Result<&str, &str>)] = &[
+        (
+            "/shop/v1/orders",
+            &json,
+            r#"{"order_id":1,"card":"4111"}"#,
+            Ok(r#"{"order_id":1}"#),
+        ),
+        (
+            "/shop/v1/orders",
+            &merge,
+            r#"{"name":"x"}"#,
+            Ok(r#"{"name":"x"}"#),
+        ),
+        ("/shop/v1/orders", &json, "", Ok("")),
+        ("/shop/v1/orders", &[], "", Ok("")),
+        ("/shop/v1/orders", &[], "{}", Err("unsupported_media_type")),
+        (
+            "/shop/v1/orders",
+            &text,
+            "{}",
+            Err("unsupported_media_type"),
+        ),
+        ("/shop/v1/orders", &two, "{}", Err("unsupported_media_type")),
+        ("/shop/v1/orders", &json, "{", Err("bad_request")),
+        ("/shop/v1/orders/7", &json, "{}", Err("bad_request")),
+    ];
+    for (path, list, body, expected) in cases {
+        let method = if path.ends_with('7') { "GET" } else { "POST" };
+        let t = target(&policy, method, path);
+        let list = headers(list);
+        let incoming = Incoming {
+            query: None,
+            headers: &list,
+            body: body.as_bytes(),
+        };
+        let step = body::BodyStep {
+            partner: &t.partner,
+            route: t.route(),
+            limits: &Limits::default(),
+            optouts: OptOuts::NotLoaded,
+            detail: false,
+        };
+        let got = step.filter(&incoming);
+        match (&got, expected) {
+            (Ok((b, _)), Ok(e)) => assert_eq!(String::from_utf8_lossy(b), *e, "{path} {body}"),
+            (Err(r), Err(c)) => assert_eq!(r.code(), *c, "{path} {body}: {r}"),
+            _ => panic!("{path} {body}: got {got:?}, expected {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn body_step_drops_opted_out_records_and_refuses_without_the_set() {
+    let policy = policy();
+    let t = target(&policy, "POST", "/ads/v1/customers");
+    let set = opted_out();
+    let list = headers(&[("content-type", "application/json")]);
+    let cases: &[(&str, OptOuts<'_>, Result<&str, &str>)] = &[
+        (
+            r#"{"customer_id":"c-in","city":"x"}"#,
+            OptOuts::Loaded(&set),
+            Ok(r#"{"customer_id":"c-in","city":"x"}"#),
+        ),
+        (
+            r#"{"customer_id":"c-out","city":"x"}"#,
+            OptOuts::Loaded(&set),
+            Err("subject_opted_out"),
+        ),
+        (
+            r#"{"city":"x"}"#,
+            OptOuts::Loaded(&set),
+            Err("subject_missing"),
+        ),
+        (
+            r#"{"customer_id":"c-in"}"#,
+            OptOuts::NotLoaded,
+            Err("not_ready"),
+        ),
+    ];
+    for (body, optouts, expected) in cases {
+        let incoming = Incoming {
+            query: None,
+            headers: &list,
+            body: body.as_bytes(),
+        };
+        let step = body::BodyStep {
+            partner: &t.partner,
+            route: t.route(),
+            limits: &Limits::default(),
+            optouts: *optouts,
+            detail: false,
+        };
+        let got = step.filter(&incoming);
+        match (&got, expected) {
+            (Ok((b, _)), Ok(e)) => assert_eq!(String::from_utf8_lossy(b), *e, "{body}"),
+            (Err(r), Err(c)) => assert_eq!(r.code(), *c, "{body}: {r}"),
+            _ => panic!("{body}: got {got:?}, expected {expected:?}"),
+        }
+    }
+}
+
+#[test]
+fn forwarded_headers_are_the_allowed_ones_minus_connection_names() {
+    let policy = policy();
+    let shop = target(&policy, "POST", "/shop/v1/orders");
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        bool,
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+    );
+    let cases: &[Case<'_>] = &[
+        (
+            &[
+                ("accept", "*/*"),
+                ("x-request-id", "r1"),
+                ("cookie", "s"),
+                ("x-other", "1"),
+            ],
+            false,
+            &[("accept", "*/*"), ("x-request-id", "r1")],
+            &["cookie", "x-other"],
+        ),
+        (
+            &[("content-type", "application/json; charset=UTF-8")],
+            true,
+            &[("content-type", "application/json")],
+            &[],
+        ),
+        (&[("content-type", "application/json")], false, &[], &[]),
+        (
+            &[
+                ("connection", "X-Request-Id"),
+                ("x-request-id", "r1"),
+                ("x-request-id", "r2"),
+            ],
+            false,
+            &[],
+            &["connection", "x-request-id"],
+        ),
+        (
+            &[("authorization", "Bearer t"), ("host", "h")],
+            false,
+            &[],
+            &["authorization", "host"],
+        ),
+    ];
+    for (incoming, with_body, kept, removed) in cases {
+        let (got, gone) = forward_headers(
+            &shop.partner,
+            shop.route(),
+            &headers(incoming),
+            None,
+            *with_body,
+        );
+        assert_eq!(got, headers(kept), "{incoming:?}");
+        assert_eq!(gone, *removed, "{incoming:?}");
+    }
+}
+
+#[test]
+fn the_legal_basis_header_goes_last_whatever_connection_says() {
+    let policy = policy();
+    let tax = target(&policy, "GET", "/tax/v1/cases/1");
+    let incoming = headers(&[
+        ("ohsoft-legal-basis", "CASE-1"),
+        ("connection", "ohsoft-legal-basis"),
+        ("accept", "*/*"),
+    ]);
+    let (got, gone) = forward_headers(&tax.partner, tax.route(), &incoming, Some("CASE-1"), false);
+    assert_eq!(
+        got,
+        headers(&[("accept", "*/*"), ("ohsoft-legal-basis", "CASE-1")])
+    );
+    assert_eq!(gone, ["connection"]);
+}
+
+#[test]
+fn connection_tokens_are_lowercased() {
+    let headers = headers(&[
+        ("connection", "X-Request-Id, close"),
+        ("connection", " ,te"),
+    ]);
+    assert_eq!(
+        connection_tokens(&headers),
+        vec!["x-request-id", "close", "te"]
+    );
+}
+
+#[test]
+fn query_keeps_allowed_parameters_and_encodes_semicolons() {
+    let allowed = vec!["page".to_string(), "q".to_string()];
+    let cases = [
+        ("page=2&secret=x", "page=2", vec!["secret"]),
+        ("page=2;secret=x", "page=2%3Bsecret%3Dx", vec![]),
+        ("p%61ge=3", "p%61ge=3", vec![]),
+        ("q=a b&q=c%20d", "q=a%20b&q=c%20d", vec![]),
+        ("&&page&", "page", vec![]),
+        ("email=a@b", "", vec!["email"]),
+        ("q=%zz", "q=%25zz", vec![]),
+    ];
+    for (query, expected, removed) in cases {
+        let (kept, gone) = filter_query(Some(query), &allowed);
+        assert_eq!(kept, expected, "{query}");
+        assert_eq!(gone, removed, "{query}");
+    }
+    assert_eq!(filter_query(None, &allowed), (String::new(), vec![]));
+}
+
+#[test]
+fn json_content_types() {
+    for ok in [
+        "application/json",
+        "Application/JSON",
+        "application/json; charset=utf-8",
+        "application/json;charset=\"UTF-8\"",
+    ] {
+        assert!(check_json_content_type(Some(ok), &[]).is_ok(), "{ok}");
+    }
+    for bad in [
+        None,
+        Some("text/plain"),
+        Some("application/json; charset=utf-16"),
+        Some("application/vnd.x+json"),
+        Some("application/json; boundary=x"),
+    ] {
+        assert!(check_json_content_type(bad, &[]).is_err(), "{bad:?}");
+    }
+    let merge_patch = vec!["application/merge-patch+json".to_string()];
+    assert!(check_json_content_type(Some("application/merge-patch+json"), &merge_patch).is_ok());
+    assert!(check_json_content_type(Some("application/vnd.x+json"), &merge_patch).is_err());
+}
+
+#[test]
+fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
+    let policy = policy();
+    let set = opted_out();
+    let loaded = OptOuts::Loaded(&set);
+    let cases: &[(&str, &str, OptOuts<'_>, &str)] = &[
+        ("/ads/v1/customers/c-in", "", loaded, "ok"),
+        ("/ads/v1/customers/c-out", "", loaded, "subject_opted_out"),
+        ("/ads/v1/customers/c%2Dout", "", loaded, "subject_opted_out"),
+        (
+            "/ads/v1/customers/c-in",
+            "ref=c-out",
+            loaded,
+            "subject_opted_out",
+        ),
+        (
+            "/ads/v1/customers/c-in",
+            "ref=c%2dout",
+            loaded,
+            "subject_opted_out",
+        ),
+        ("/ads/v1/customers/c-in", "ref=", loaded, "ok"),
+        (
+            "/ads/v1/customers/c-in",
+            "",
+            OptOuts::NotLoaded,
+            "not_ready",
+        ),
+        // A partner that honours no opt-outs needs no set at all.
+        (
+            "/shop/v1/orders/c-out",
+            "page=c-out",
+            OptOuts::NotLoaded,
+            "ok",
+        ),
+    ];
+    for (path, query, optouts, expected) in cases {
+        let t = target(&policy, "GET", path);
+        let outcome = check_url_for_opted_out_ids(&t, query, *optouts);
+        assert_eq!(code(&outcome), *expected, "{path}?{query}");
+    }
+}
+
+#[test]
+fn plan_runs_every_step_in_order() {
+    let policy = policy();
+    let set = opted_out();
+    let t = target(&policy, "GET", "/shop/v1/orders/7");
+    let list = headers(&[("accept", "*/*"), ("cookie", "s")]);
+    let incoming = Incoming {
+        query: Some("page=2&token=x"),
+        headers: &list,
+        body: b"",
+    };
+    let out = plan(
+        &t,
+        &incoming,
+        &Limits::default(),
+        OptOuts::Loaded(&set),
+        false,
+    )
+    .unwrap();
+    assert_eq!(out.path_and_query, "/v1/orders/7?page=2");
+    assert_eq!(out.headers, headers(&[("accept", "*/*")]));
+    assert_eq!(out.headers_removed, ["cookie"]);
+    assert_eq!(out.query_removed, ["token"]);
+    assert!(out.body.is_empty());
+    assert_eq!(out.legal_basis, None);
+
+    // The first refusal wins: an upgrade is refused before the missing legal basis is noticed.
+    let tax = target(&policy, "GET", "/tax/v1/cases/1");
+    let list = headers(&[("upgrade", "h2c")]);
+    let incoming = Incoming {
+        query: None,
+        headers: &list,
+        body: b"",
+    };
+    let outcome = plan(
+        &tax,
+        &incoming,
+        &Limits::default(),
+        OptOuts::NotLoaded,
+        false,
+    );
+    assert_eq!(code(&outcome), "bad_request");
+    let list = headers(&[("ohsoft-legal-basis", "CASE-9")]);
+    let incoming = Incoming {
+        query: None,
+        headers: &list,
+        body: b"",
+    };
+    let out = plan(
+        &tax,
+        &incoming,
+        &Limits::default(),
+        OptOuts::NotLoaded,
+        false,
+    )
+    .unwrap();
+    assert_eq!(out.legal_basis.as_deref(), Some("CASE-9"));
+    assert_eq!(out.headers, headers(&[("ohsoft-legal-basis", "CASE-9")]));
+}

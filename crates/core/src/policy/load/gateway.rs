@@ -1,0 +1,294 @@
+/*!
+`gateway.yaml`: listeners, limits, the admin token, the opt-out store, caller authentication
+and the data-use signing key.
+*/
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    env_secret, is_env_name, line, non_empty, resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_LISTEN,
+};
+use crate::policy::file::{CallersFile, GatewayFile, LimitsFile, SigningFile, Spanned};
+use crate::policy::model::{
+    CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, SigningConfig,
+};
+
+/// What can be wrong in `gateway.yaml` itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum InvalidGateway {
+    #[error("invalid {field} address {value:?}: expected IP:PORT, such as {example}")]
+    ListenAddress {
+        field: &'static str,
+        value: String,
+        example: &'static str,
+    },
+    #[error("admin_listen {0:?} is the same address as listen (the admin API needs its own port)")]
+    SameListen(String),
+    #[error("limits.{0} must be greater than 0")]
+    ZeroLimit(&'static str),
+    #[error("limits.{field} {value} is too large for this machine")]
+    LimitTooLarge { field: &'static str, value: u64 },
+    #[error("callers.{0} is missing (required unless allow_unauthenticated is true)")]
+    CallersFieldMissing(&'static str),
+    #[error(
+        "callers needs `keys` (a JWKS file with the callers' public keys) or `hs256_secret_env`"
+    )]
+    CallersNoKeys,
+    #[error(
+        "no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
+    )]
+    CallersMissing,
+    #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
+    Unauthenticated,
+}
+
+pub(super) fn validate_gateway(
+    path: &str,
+    g: GatewayFile,
+    base: &Path,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Option<GatewayConfig> {
+    let before = d.errors.len();
+    let listen = listen_addr(path, g.listen.as_ref(), "listen", DEFAULT_LISTEN, d);
+    let admin_listen = listen_addr(
+        path,
+        g.admin_listen.as_ref(),
+        "admin_listen",
+        DEFAULT_ADMIN_LISTEN,
+        d,
+    );
+    if let (Some(a), Some(b), Some(spanned)) = (listen, admin_listen, g.admin_listen.as_ref()) {
+        if a == b && a.port() != 0 {
+            d.error(
+                path,
+                line(spanned),
+                InvalidGateway::SameListen(spanned.value.clone()),
+            );
+        }
+    }
+
+    let limits = limits(path, g.limits.as_ref(), d);
+    let admin_token_env = admin_token_env(path, g.admin_token_env.as_ref(), d);
+
+    let optouts = g
+        .optouts
+        .as_ref()
+        .and_then(|o| non_empty(path, &o.value.path, "optouts.path", d))
+        .map(|p| OptOutStoreConfig {
+            path: resolve(base, &p),
+        });
+
+    let callers = match &g.callers {
+        None => {
+            d.error(path, 1, InvalidGateway::CallersMissing);
+            None
+        }
+        Some(c) => validate_callers(path, &c.value, line(c), base, env, d),
+    };
+
+    let signing = g
+        .signing
+        .as_ref()
+        .and_then(|s| validate_signing(path, &s.value, base, d));
+
+    if d.errors.len() > before {
+        return None;
+    }
+    Some(GatewayConfig {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        limits,
+        admin_token_env,
+        optouts,
+        callers,
+        signing,
+    })
+}
+
+/// `limits`: each member given replaces its default.
+fn limits(path: &str, given: Option<&Spanned<LimitsFile>>, d: &mut Diags) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(l) = given {
+        let l = &l.value;
+        if let Some(v) = limit(path, l.max_body_bytes.as_ref(), "max_body_bytes", d) {
+            limits.max_body_bytes = v;
+        }
+        if let Some(v) = limit(path, l.max_depth.as_ref(), "max_depth", d) {
+            limits.max_depth = v;
+        }
+        if let Some(v) = &l.upstream_timeout_ms {
+            if v.value == 0 {
+                d.error(
+                    path,
+                    line(v),
+                    InvalidGateway::ZeroLimit("upstream_timeout_ms"),
+                );
+            }
+            limits.upstream_timeout = Duration::from_millis(v.value);
+        }
+    }
+    limits
+}
+
+/// The admin token is read when an admin write arrives: unset means writes are refused.
+fn admin_token_env(path: &str, name: Option<&Spanned<String>>, d: &mut Diags) -> Option<String> {
+    let name = name?;
+    if is_env_name(&name.value) {
+        Some(name.value.clone())
+    } else {
+        let value = name.value.clone();
+        let field = "admin_token_env";
+        d.error(path, line(name), Invalid::EnvName { field, value });
+        None
+    }
+}
+
+fn listen_addr(
+    path: &str,
+    value: Option<&Spanned<String>>,
+    field: &'static str,
+    default: &'static str,
+    d: &mut Diags,
+) -> Option<SocketAddr> {
+    let Some(value) = value else {
+        return default.parse().ok();
+    };
+    match value.value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            d.error(
+                path,
+                line(value),
+                InvalidGateway::ListenAddress {
+                    field,
+                    value: value.value.clone(),
+                    example: default,
+                },
+            );
+            None
+        }
+    }
+}
+
+fn limit(
+    path: &str,
+    value: Option<&Spanned<u64>>,
+    field: &'static str,
+    d: &mut Diags,
+) -> Option<usize> {
+    let value = value?;
+    if value.value == 0 {
+        d.error(path, line(value), InvalidGateway::ZeroLimit(field));
+        return None;
+    }
+    match usize::try_from(value.value) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            d.error(
+                path,
+                line(value),
+                InvalidGateway::LimitTooLarge {
+                    field,
+                    value: value.value,
+                },
+            );
+            None
+        }
+    }
+}
+
+fn validate_callers(
+    path: &str,
+    c: &CallersFile,
+    section_line: u64,
+    base: &Path,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Option<CallersConfig> {
+    let allow_unauthenticated = c.allow_unauthenticated.as_ref().is_some_and(|b| b.value);
+    if let Some(flag) = c.allow_unauthenticated.as_ref().filter(|b| b.value) {
+        d.warn(path, line(flag), InvalidGateway::Unauthenticated);
+    }
+    let required = |value: &Option<Spanned<String>>,
+                    field: &'static str,
+                    full: &'static str,
+                    d: &mut Diags| {
+        match value {
+            Some(v) => non_empty(path, v, full, d),
+            None if allow_unauthenticated => Some(String::new()),
+            None => {
+                d.error(
+                    path,
+                    section_line,
+                    InvalidGateway::CallersFieldMissing(field),
+                );
+                None
+            }
+        }
+    };
+    let issuer = required(&c.issuer, "issuer", "callers.issuer", d);
+    let audience = required(&c.audience, "audience", "callers.audience", d);
+    let keys = match &c.keys {
+        Some(k) => non_empty(path, k, "callers.keys", d).map(|k| resolve(base, &k)),
+        None if allow_unauthenticated || c.hs256_secret_env.is_some() => Some(PathBuf::new()),
+        None => {
+            d.error(path, section_line, InvalidGateway::CallersNoKeys);
+            None
+        }
+    };
+    let mut hs256_secret = None;
+    let mut hs256_ok = true;
+    if let Some(name) = &c.hs256_secret_env {
+        let before = d.errors.len();
+        hs256_secret =
+            env_secret(path, name, "callers.hs256_secret_env", env, d).map(String::into_bytes);
+        hs256_ok = d.errors.len() == before;
+    }
+    let groups_claim = match &c.groups_claim {
+        Some(g) => Some(non_empty(path, g, "callers.groups_claim", d)?),
+        None => None,
+    };
+    if !hs256_ok {
+        return None;
+    }
+    Some(CallersConfig {
+        issuer: issuer?,
+        audience: audience?,
+        keys: keys?,
+        allow_unauthenticated,
+        hs256_secret_env: c.hs256_secret_env.as_ref().map(|n| n.value.clone()),
+        hs256_secret,
+        groups_claim,
+    })
+}
+
+fn validate_signing(
+    path: &str,
+    s: &SigningFile,
+    base: &Path,
+    d: &mut Diags,
+) -> Option<SigningConfig> {
+    let issuer = non_empty(path, &s.issuer, "signing.issuer", d);
+    let key = non_empty(path, &s.key, "signing.key", d);
+    let kid = non_empty(path, &s.kid, "signing.kid", d);
+    let mut publish = Vec::new();
+    let mut publish_ok = true;
+    for p in s.publish.iter().flat_map(|p| &p.value) {
+        match non_empty(path, p, "signing.publish entry", d) {
+            Some(p) => publish.push(resolve(base, &p)),
+            None => publish_ok = false,
+        }
+    }
+    if !publish_ok {
+        return None;
+    }
+    Some(SigningConfig {
+        issuer: issuer?,
+        key: resolve(base, &key?),
+        kid: kid?,
+        publish,
+    })
+}

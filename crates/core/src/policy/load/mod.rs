@@ -1,0 +1,412 @@
+/*!
+Policy validation: the files' wire format ([`super::file`]) → the validated [`Policy`].
+
+[`load`] works in layers, like `vector validate`: YAML (syntax, unknown keys, types), then the
+meaning of every value (addresses, paths, routes, transforms, opt-out rules), then the
+environment (secrets; skipped in check mode), then the filter programs. It never stops at the
+first mistake: every problem in every file comes back as a [`Diagnostic`] `FILE:LINE: message`,
+sorted by file and line (problems on one line keep the order they were found in). Only the
+filter-program layer waits: a route whose own paths, transforms or records do not parse is
+compiled once they are fixed, so its compile errors never repeat a mistake already reported.
+The core does no I/O: the shell reads the directory into a
+[`PolicySource`] and hands the process environment in through [`Env`].
+
+Choices where DESIGN.md is silent:
+- `listen` and `admin_listen` default to `127.0.0.1:8080` and `127.0.0.1:9090`; `limits`
+  members default to [`Limits::default`].
+- Relative file paths in `gateway.yaml` (`optouts.path`, `callers.keys`, `signing.key`,
+  `signing.publish`) are resolved against the parent of the policy directory, so with
+  `--policy policy/`, `certs/x.pem` is `./certs/x.pem`.
+- `callers.issuer` and `callers.audience` are required, and `keys` or `hs256_secret_env`,
+  unless `allow_unauthenticated: true` (then missing ones are empty).
+- `honor_optouts` replaces the kind's default scopes (DESIGN: it "overrides that"); leaving
+  `partner_sharing` or `partner:<id>` out for a `business_partner` or `co_branded` partner is
+  a warning, since the privacy policy promises those opt-outs.
+- Check mode (`env: None`) resolves no secret: the model's `pseudonymize_key`,
+  `upstream_auth` and `callers.hs256_secret` are then `None`.
+- Partner files may end in `.yaml` or `.yml`; the id is the name without it.
+- The policy version hashes `gateway.yaml` and `partners/<file name>` (relative names, so the
+  version does not depend on how `--policy` was spelled) with each file's text.
+*/
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::file::{self, GatewayFile, Spanned};
+use super::model::Policy;
+
+mod gateway;
+mod partner;
+mod route;
+
+use gateway::validate_gateway;
+use partner::{partner_id, validate_partner};
+
+/// A policy directory as read by the shell.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    /// The directory as given (`policy/`); relative paths in `gateway.yaml` resolve against its parent.
+    pub dir: PathBuf,
+    pub gateway: SourceFile,
+    /// `partners/*.yaml`, in any order.
+    pub partners: Vec<SourceFile>,
+}
+
+/// One policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// As displayed in diagnostics, e.g. `policy/partners/acme-ship.yaml`. Its file name gives the partner id.
+    pub path: String,
+    pub text: String,
+}
+
+/// Where secrets named by the policy come from (the process environment; a map in tests).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+impl<S: BuildHasher> Env for HashMap<String, String, S> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A valid policy, and what is suspicious about it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// One problem in one file: displayed as `FILE:LINE: message`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based; problems with a whole file are reported on line 1.
+    pub line: u64,
+    /// Lowercase, no trailing period, quotes what the file says.
+    pub message: String,
+}
+
+/// The default gateway listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// The legal-basis header of government partners, unless the policy names another.
+pub const DEFAULT_LEGAL_BASIS_HEADER: &str = "ohsoft-legal-basis";
+/// Methods a route may list.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/// Below this many bytes a pseudonymisation key draws a warning.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Request headers that must never reach a partner, whatever a route says.
+const NEVER_FORWARDED: [&str; 24] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "via",
+    "user-agent",
+    "referer",
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "ohsoft-data-use",
+];
+const NEVER_FORWARDED_PREFIXES: [&str; 3] = ["x-forwarded-", "proxy-", "ohsoft-data-use"];
+
+/// Headers the partner credential may not use: the gateway sets or strips them itself.
+const NOT_FOR_UPSTREAM_AUTH: [&str; 14] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "forwarded",
+    "via",
+    "ohsoft-data-use",
+];
+
+/// Everything `check` can find wrong (or suspicious) in a policy; [`Diagnostic`] adds file and line.
+/// Each file part has its own type; what several parts share is here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Invalid {
+    #[error("{}", .0.message)]
+    Yaml(file::YamlError),
+    #[error(
+        "invalid environment variable name {value:?} in {field} (expected letters, digits and `_`, not starting with a digit)"
+    )]
+    EnvName { field: &'static str, value: String },
+    #[error("environment variable {name:?} named by {field} is not set")]
+    EnvUnset { field: &'static str, name: String },
+    #[error("environment variable {name:?} named by {field} is empty")]
+    EnvEmpty { field: &'static str, name: String },
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("invalid header name {0:?}: expected letters, digits and !#$%&'*+-.^_`|~")]
+    HeaderName(String),
+    #[error("header {0:?} may never be forwarded to a partner")]
+    ForbiddenHeader(String),
+    #[error(transparent)]
+    Gateway(#[from] gateway::InvalidGateway),
+    #[error(transparent)]
+    Partner(#[from] partner::InvalidPartner),
+    #[error(transparent)]
+    Route(#[from] route::InvalidRoute),
+}
+
+/// Loads and validates a policy. `env: None` is check mode: secrets are not resolved and unset
+/// variables are not errors. `Some(env)` (serve, explain) resolves every secret the policy names.
+pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>> {
+    let mut d = Diags::default();
+    let base = base_dir(&source.dir);
+
+    let gateway_file = match file::parse_gateway(&source.gateway.text) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            for e in file::all_errors::<GatewayFile>(&source.gateway.text, e) {
+                d.error(&source.gateway.path, e.line, Invalid::Yaml(e));
+            }
+            None
+        }
+    };
+    let has_optouts = gateway_file.as_ref().map(|g| g.optouts.is_some());
+    let gateway =
+        gateway_file.and_then(|g| validate_gateway(&source.gateway.path, g, &base, env, &mut d));
+
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut partners = BTreeMap::new();
+    for file in &source.partners {
+        let id = partner_id(file, &mut d);
+        if let Some(id) = &id {
+            if let Some(other) = seen.get(id) {
+                let other = other.clone();
+                d.error(
+                    &file.path,
+                    1,
+                    partner::InvalidPartner::DuplicatePartner {
+                        id: id.clone(),
+                        other,
+                    },
+                );
+            } else {
+                seen.insert(id.clone(), file.path.clone());
+            }
+        }
+        let id = id.unwrap_or_default();
+        if let Some(partner) =
+            validate_partner(&file.path, &file.text, &id, has_optouts, env, &mut d)
+        {
+            partners.insert(id, Arc::new(partner));
+        }
+    }
+
+    d.errors
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    d.warnings
+        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    match gateway {
+        Some(gateway) if d.errors.is_empty() => Ok(Loaded {
+            policy: Policy {
+                version: policy_version(source),
+                gateway,
+                partners,
+            },
+            warnings: d.warnings,
+        }),
+        _ if d.errors.is_empty() => Err(vec![Diagnostic {
+            file: source.gateway.path.clone(),
+            line: 1,
+            message: "internal error: the policy could not be assembled".to_string(),
+        }]),
+        _ => Err(d.errors),
+    }
+}
+
+#[derive(Default)]
+struct Diags {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Diags {
+    fn error(&mut self, file: &str, line: u64, problem: impl Into<Invalid>) {
+        self.errors.push(Diagnostic {
+            file: file.to_string(),
+            line: line.max(1),
+            message: problem.into().to_string(),
+        });
+    }
+
+    fn warn(&mut self, file: &str, line: u64, problem: impl Into<Invalid>) {
+        self.warnings.push(Diagnostic {
+            file: file.to_string(),
+            line: line.max(1),
+            message: problem.into().to_string(),
+        });
+    }
+}
+
+fn line<T>(s: &Spanned<T>) -> u64 {
+    s.referenced.line().max(1)
+}
+
+/// Relative paths in `gateway.yaml` are relative to the policy directory's parent.
+fn base_dir(dir: &Path) -> PathBuf {
+    match dir.components().next_back() {
+        Some(Component::Normal(_)) => dir.parent().map(Path::to_path_buf).unwrap_or_default(),
+        Some(Component::RootDir | Component::Prefix(_)) => dir.to_path_buf(),
+        Some(Component::CurDir | Component::ParentDir) | None => dir.join(".."),
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// First 12 hex digits of SHA-256 over every file's relative name and text, in name order.
+fn policy_version(source: &PolicySource) -> String {
+    let mut files: Vec<(String, &str)> =
+        vec![("gateway.yaml".to_string(), source.gateway.text.as_str())];
+    for p in &source.partners {
+        let name = Path::new(&p.path)
+            .file_name()
+            .map_or_else(|| p.path.clone(), |n| n.to_string_lossy().into_owned());
+        files.push((format!("partners/{name}"), p.text.as_str()));
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for (name, text) in files {
+        for part in [name.as_bytes(), text.as_bytes()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+    }
+    hasher
+        .finalize()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn is_env_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks an env var name; in serve mode also reads it (unset or empty is an error).
+fn env_secret(
+    file: &str,
+    name: &Spanned<String>,
+    field: &'static str,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Option<String> {
+    if !is_env_name(&name.value) {
+        d.error(
+            file,
+            line(name),
+            Invalid::EnvName {
+                field,
+                value: name.value.clone(),
+            },
+        );
+        return None;
+    }
+    let env = env?;
+    match env.var(&name.value) {
+        None => {
+            d.error(
+                file,
+                line(name),
+                Invalid::EnvUnset {
+                    field,
+                    name: name.value.clone(),
+                },
+            );
+            None
+        }
+        Some(v) if v.is_empty() => {
+            d.error(
+                file,
+                line(name),
+                Invalid::EnvEmpty {
+                    field,
+                    name: name.value.clone(),
+                },
+            );
+            None
+        }
+        Some(v) => Some(v),
+    }
+}
+
+fn non_empty(
+    file: &str,
+    value: &Spanned<String>,
+    field: &'static str,
+    d: &mut Diags,
+) -> Option<String> {
+    if value.value.trim().is_empty() {
+        d.error(file, line(value), Invalid::Empty(field));
+        None
+    } else {
+        Some(value.value.clone())
+    }
+}
+
+/// RFC 9110 token (header names).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn is_header_value(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+}
+
+fn is_never_forwarded(name: &str) -> bool {
+    NEVER_FORWARDED.contains(&name) || NEVER_FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests;
