@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
-use gateway_core::callers::{AuthError, CallerKeys, CallerVerifier};
+use gateway_core::callers::{AuthError, Caller, CallerKeys, CallerVerifier};
 use gateway_core::optout::OptOutSource;
 use gateway_core::plan::{OptOuts, Target};
 use gateway_core::policy::{Partner, Policy};
@@ -114,29 +114,14 @@ impl Active {
             _ => Err(AuthError::MalformedHeader),
         };
         let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
-        if caller.may_use(&partner.allowed_callers) {
-            Ok(caller.sub)
-        } else {
-            Err((
-                Refusal::CallerNotAllowed(format!(
-                    "caller {:?} may not send to partner {:?}",
-                    caller.sub, partner.id
-                )),
-                None,
-            ))
-        }
+        caller.check_partner(partner).map_err(|r| (r, None))?;
+        Ok(caller.sub)
     }
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
+    /// Its groups are unknown without a token, so only its `sub` can admit it.
     pub fn authorize(&self, partner: &Partner, sub: &str) -> Result<(), Refusal> {
-        if partner.allowed_callers.iter().any(|c| c == sub) {
-            Ok(())
-        } else {
-            Err(Refusal::CallerNotAllowed(format!(
-                "caller {sub:?} may not send to partner {:?}",
-                partner.id
-            )))
-        }
+        Caller::named(sub).check_partner(partner)
     }
 
     /// The `ohsoft-data-use` tag and the signed data-use token for one forwarded body.
@@ -315,9 +300,6 @@ pub fn optouts_view(source: &Option<Arc<dyn OptOutSource>>) -> OptOuts<'_> {
         None => OptOuts::NotLoaded,
     }
 }
-
-/// The challenge sent with a 401 when the verifier gave none.
-pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"partner-gateway\"";
 
 /// Opens the opt-out store read-only, for commands that run beside the server (`explain`).
 pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {

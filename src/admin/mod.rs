@@ -6,6 +6,7 @@ tokens with) and the `/optouts` API. It never proxies anything to a partner.
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gateway_core::refusal::error_body;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
@@ -76,24 +77,20 @@ impl AdminApp {
             ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
             ("GET", "/readyz") => match self.gateway.ready() {
                 Ok(()) => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
-                Err(why) => (503, JSON, json_error("not_ready", &why)),
+                Err(why) => (503, JSON, error_body("not_ready", &why)),
             },
             ("GET", "/.well-known/jwks.json") => (200, JSON, self.gateway.active().jwks()),
             (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
                 405,
                 JSON,
-                json_error("method_not_allowed", "only GET is allowed here"),
+                error_body("method_not_allowed", "only GET is allowed here"),
             ),
-            _ => (404, JSON, json_error("not_found", "no such admin endpoint")),
+            _ => (404, JSON, error_body("not_found", "no such admin endpoint")),
         }
     }
 }
 
 const JSON: &str = "application/json";
-
-pub fn json_error(code: &str, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"error": code, "message": message})).unwrap_or_default()
-}
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
     let mut body = Vec::new();
@@ -124,7 +121,7 @@ impl ServeHttp for AdminApp {
             Err(()) => (
                 413,
                 JSON,
-                json_error(
+                error_body(
                     "body_too_large",
                     "admin request bodies are limited to 64 KiB",
                 ),
@@ -135,7 +132,7 @@ impl ServeHttp for AdminApp {
             .header("content-type", content_type)
             .header("content-length", body.len());
         if status == 401 {
-            builder = builder.header("www-authenticate", crate::gateway::WWW_AUTHENTICATE);
+            builder = builder.header("www-authenticate", gateway_core::callers::BEARER_CHALLENGE);
         }
         builder
             .body(body)

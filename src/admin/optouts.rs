@@ -46,10 +46,11 @@ impl AdminResponse {
     }
 
     fn error(status: u16, code: &str, message: &str) -> AdminResponse {
-        Self::json(
+        AdminResponse {
             status,
-            &serde_json::json!({"error": code, "message": message}),
-        )
+            body: gateway_core::refusal::error_body(code, message),
+            www_authenticate: false,
+        }
     }
 
     fn scopes(id: &str, scopes: &[Scope]) -> AdminResponse {
@@ -161,16 +162,13 @@ fn internal(e: &anyhow::Error) -> AdminResponse {
     )
 }
 
-/// `Authorization: Bearer <token>` (scheme case-insensitive) with the right token. Both sides
-/// are hashed first so that neither the comparison nor the lengths leak timing.
+/// `Authorization: Bearer <token>` (read as every bearer credential is) with the right token.
+/// Both sides are hashed first so that neither the comparison nor the lengths leak timing.
 fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
-    let Some((scheme, given)) = authorization.and_then(|a| a.trim().split_once(' ')) else {
+    let Ok(given) = gateway_core::callers::bearer_credentials(authorization) else {
         return false;
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
-    }
-    let given = Sha256::digest(given.trim().as_bytes());
+    let given = Sha256::digest(given.as_bytes());
     let want = Sha256::digest(token.as_bytes());
     bool::from(given.ct_eq(&want))
 }

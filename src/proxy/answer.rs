@@ -6,7 +6,7 @@ needs, and the route's `response_headers`. A partner's cookies, challenges, cred
 connection headers never reach OhSoft's callers, nor does any header carrying the credential
 the gateway injected toward that partner (a partner echoing request headers back).
 */
-use gateway_core::policy::answers;
+use gateway_core::headers::is_relayed_from_partner;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
@@ -50,7 +50,7 @@ pub fn caller_header(
     let mut header = ResponseHeader::build(partner.status, Some(partner.headers.len() + 2))?;
     for (name, value) in partner.headers.iter() {
         let name_text = name.as_str();
-        if !answers::relayed(name_text, route_headers) {
+        if !is_relayed_from_partner(name_text, route_headers) {
             continue;
         }
         if credential.is_some_and(|secret| carries(value.as_bytes(), secret.as_bytes())) {

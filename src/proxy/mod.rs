@@ -185,7 +185,7 @@ impl PartnerProxy {
             let challenge = ctx.www_authenticate.take();
             let challenge = challenge
                 .as_deref()
-                .unwrap_or(crate::gateway::WWW_AUTHENTICATE);
+                .unwrap_or(gateway_core::callers::BEARER_CHALLENGE);
             let _ = resp.insert_header("www-authenticate", challenge);
         }
         // write_error_response also turns keep-alive off: an unread request body must not be

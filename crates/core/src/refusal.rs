@@ -115,9 +115,15 @@ impl Refusal {
 
     /// The JSON error body: `{"error": "<code>", "message": "<human text>"}`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"error": self.code(), "message": self.message()}))
-            .unwrap_or_else(|_| br#"{"error":"bad_request","message":"refused"}"#.to_vec())
+        error_body(self.code(), self.message())
     }
+}
+
+/// Every JSON error body the gateway sends, refusals and admin errors alike:
+/// `{"error": "<code>", "message": "<human text>"}`.
+pub fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"error": code, "message": message}))
+        .unwrap_or_else(|_| br#"{"error":"internal_error","message":"refused"}"#.to_vec())
 }
 
 #[cfg(test)]

@@ -26,10 +26,14 @@ use serde_json::{Map, Value};
 
 pub use keys::{KeyError, PemBlock, PrivateKey, PublicKey};
 
+use crate::policy::Partner;
+use crate::Refusal;
+
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
-/// The realm named in `WWW-Authenticate`.
-pub const REALM: &str = "partner-gateway";
+/// The `WWW-Authenticate` challenge of a 401 that names no error (no credential at all), both
+/// for callers and for the admin API; a token error appends its `error` and description.
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"partner-gateway\"";
 /// Longest bearer token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The `typ` header of caller tokens minted by [`mint_caller_token`].
@@ -50,6 +54,26 @@ impl Caller {
         allowed
             .iter()
             .any(|a| *a == self.sub || self.groups.iter().any(|g| g == a))
+    }
+
+    /// A caller known by its `sub` alone (no token, so no groups): `explain --caller`.
+    pub fn named(sub: &str) -> Caller {
+        Caller {
+            sub: sub.to_string(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// Whether this caller may send to `partner`: the one check, for the proxy and `explain`.
+    pub fn check_partner(&self, partner: &Partner) -> Result<(), Refusal> {
+        if self.may_use(&partner.allowed_callers) {
+            Ok(())
+        } else {
+            Err(Refusal::CallerNotAllowed(format!(
+                "caller {:?} may not send to partner {:?}",
+                self.sub, partner.id
+            )))
+        }
     }
 }
 
@@ -99,21 +123,21 @@ impl AuthError {
     /// `Bearer realm="partner-gateway", error="invalid_token", error_description="the token has expired"`.
     pub fn www_authenticate(&self) -> String {
         match self.oauth_error() {
-            None => format!("Bearer realm=\"{REALM}\""),
+            None => BEARER_CHALLENGE.to_string(),
             Some(code) => {
                 let description: String = self
                     .to_string()
                     .chars()
                     .filter(|c| matches!(c, ' '..='~') && !matches!(c, '"' | '\\'))
                     .collect();
-                format!("Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{description}\"")
+                format!("{BEARER_CHALLENGE}, error=\"{code}\", error_description=\"{description}\"")
             }
         }
     }
 
     /// The refusal for the response body (401 `unauthenticated`).
-    pub fn to_refusal(&self) -> crate::Refusal {
-        crate::Refusal::Unauthenticated(self.to_string())
+    pub fn to_refusal(&self) -> Refusal {
+        Refusal::Unauthenticated(self.to_string())
     }
 }
 
@@ -347,8 +371,9 @@ impl CallerVerifier {
     }
 }
 
-/// The token of `Bearer <token>` (scheme case-insensitive).
-pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+/// The credentials of `Bearer <credentials>`, as any bearer scheme reads them (callers and
+/// the admin API): the scheme in any case, spaces or tabs around and between, nothing empty.
+pub fn bearer_credentials(authorization: Option<&str>) -> Result<&str, AuthError> {
     let value = authorization
         .ok_or(AuthError::Missing)?
         .trim_matches(|c| c == ' ' || c == '\t');
@@ -359,7 +384,17 @@ pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::NotBearer);
     }
-    let token = rest.trim_start_matches([' ', '\t']);
+    let credentials = rest.trim_start_matches([' ', '\t']);
+    if credentials.is_empty() {
+        return Err(AuthError::MalformedHeader);
+    }
+    Ok(credentials)
+}
+
+/// The token of `Bearer <token>`: [`bearer_credentials`] that are an RFC 6750 `b64token` of
+/// at most [`MAX_TOKEN_BYTES`].
+pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+    let token = bearer_credentials(authorization)?;
     // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
     let body = token.trim_end_matches('=');
     if body.is_empty()

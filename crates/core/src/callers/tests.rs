@@ -747,6 +747,71 @@ fn may_use() {
 }
 
 #[test]
+fn a_named_caller_is_admitted_by_its_sub_alone() {
+    let partner = |allowed: &[&str]| -> Partner {
+        let text = format!(
+            "kind: contractor\npurpose: x\nupstream: http://127.0.0.1:1\nallowed_callers: [{}]\nroutes: []\n",
+            allowed.join(", ")
+        );
+        let source = crate::policy::PolicySource {
+            dir: "policy".into(),
+            gateway: crate::policy::SourceFile {
+                path: "policy/gateway.yaml".into(),
+                text: "callers: {allow_unauthenticated: true}\n".into(),
+            },
+            partners: vec![crate::policy::SourceFile {
+                path: "policy/partners/p.yaml".into(),
+                text,
+            }],
+        };
+        let mut policy = crate::policy::load(&source, None).unwrap().policy;
+        let partner = policy.partners.remove("p").unwrap();
+        std::sync::Arc::try_unwrap(partner).unwrap()
+    };
+    let named = Caller::named("orders-service");
+    assert!(named.check_partner(&partner(&["orders-service"])).is_ok());
+    let refused = named.check_partner(&partner(&["shipping"])).unwrap_err();
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (403, "caller_not_allowed")
+    );
+    assert_eq!(
+        refused.message(),
+        r#"caller "orders-service" may not send to partner "p""#
+    );
+    let in_group = Caller {
+        sub: "orders-service".into(),
+        groups: vec!["shipping".into()],
+    };
+    assert!(in_group.check_partner(&partner(&["shipping"])).is_ok());
+}
+
+#[test]
+fn bearer_credentials_are_read_one_way() {
+    let cases: &[(Option<&str>, Result<&str, AuthError>)] = &[
+        (Some("Bearer abc"), Ok("abc")),
+        (Some("bearer abc"), Ok("abc")),
+        (Some("BEARER\tabc"), Ok("abc")),
+        (Some("  Bearer   abc \t"), Ok("abc")),
+        (Some("Bearer a!b"), Ok("a!b")),
+        (None, Err(AuthError::Missing)),
+        (Some(" \t "), Err(AuthError::Missing)),
+        (Some("Basic abc"), Err(AuthError::NotBearer)),
+        (Some("Bearer"), Err(AuthError::MalformedHeader)),
+        (Some("Bearer \t"), Err(AuthError::MalformedHeader)),
+    ];
+    for (header, want) in cases {
+        assert_eq!(bearer_credentials(*header), *want, "{header:?}");
+    }
+    // A caller token is also a b64token.
+    assert_eq!(
+        bearer_token(Some("Bearer a!b")),
+        Err(AuthError::MalformedHeader)
+    );
+    assert_eq!(bearer_token(Some("Bearer ab==")), Ok("ab=="));
+}
+
+#[test]
 fn www_authenticate_values() {
     assert_eq!(
         AuthError::Missing.www_authenticate(),

@@ -1,9 +1,10 @@
 /*!
-The request headers a partner receives: the always-allowed ones and those the route lists,
-minus any the caller named in `Connection` (hop-by-hop); `content-type` only with a body,
+The request headers a partner receives: the always-allowed ones and those the route lists
+(never one of [`crate::headers::is_never_forwarded`]), minus any the caller named in
+`Connection` (hop-by-hop); `content-type` only with a body,
 and then as `application/json`; the legal-basis header last.
 */
-use super::ALWAYS_ALLOWED_HEADERS;
+use crate::headers::{is_never_forwarded, ALWAYS_ALLOWED};
 use crate::policy::{Partner, Route};
 
 /// The headers to forward, in arrival order, and the names removed (each once, for `explain`).
@@ -21,8 +22,11 @@ pub(super) fn forward_headers(
         if partner.legal_basis_header.as_ref() == Some(name) {
             continue; // forwarded below, whatever `Connection` says: it is part of the tag
         }
-        let allowed = ALWAYS_ALLOWED_HEADERS.contains(&name.as_str())
-            || route.headers.iter().any(|h| h == name);
+        // The loader already refused routes that list a never-forwarded header; checked
+        // again here so that no policy, however it was built, can send one.
+        let allowed = (ALWAYS_ALLOWED.contains(&name.as_str())
+            || route.headers.iter().any(|h| h == name))
+            && !is_never_forwarded(name);
         if allowed && !connection_named.iter().any(|c| c == name) {
             if name == "content-type" {
                 // Only JSON bodies are forwarded, and the gateway re-serialised them as UTF-8.

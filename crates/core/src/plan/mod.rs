@@ -26,9 +26,6 @@ mod legal_basis;
 mod query;
 mod url;
 
-/// Headers that pass to every partner; a route may add more with `headers: [...]`.
-pub const ALWAYS_ALLOWED_HEADERS: [&str; 2] = ["content-type", "accept"];
-
 /// A request's target: the partner and route it names, and the path to send upstream.
 #[derive(Debug, Clone)]
 pub struct Target {

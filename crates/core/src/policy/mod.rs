@@ -3,7 +3,6 @@ Policy files → validated model. `file` mirrors the YAML (with line numbers), `
 it into `model`, which is what the gateway runs on, `path` is the field-path language, `route`
 normalises request paths and matches them against route templates.
 */
-pub mod answers;
 pub mod file;
 pub mod load;
 pub mod model;

@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
 use super::model::Policy;
+use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
 mod partner;
@@ -108,53 +109,6 @@ pub const DEFAULT_LEGAL_BASIS_HEADER: &str = "ohsoft-legal-basis";
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// Below this many bytes a pseudonymisation key draws a warning.
 pub const MIN_KEY_BYTES: usize = 32;
-
-/// Request headers that must never reach a partner, whatever a route says.
-const NEVER_FORWARDED: [&str; 24] = [
-    "authorization",
-    "cookie",
-    "set-cookie",
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "x-cluster-client-ip",
-    "via",
-    "user-agent",
-    "referer",
-    "host",
-    "connection",
-    "keep-alive",
-    "content-length",
-    "content-encoding",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-    "ohsoft-data-use",
-];
-const NEVER_FORWARDED_PREFIXES: [&str; 3] = ["x-forwarded-", "proxy-", "ohsoft-data-use"];
-
-/// Headers the partner credential may not use: the gateway sets or strips them itself.
-const NOT_FOR_UPSTREAM_AUTH: [&str; 14] = [
-    "host",
-    "connection",
-    "keep-alive",
-    "content-length",
-    "content-type",
-    "content-encoding",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-    "forwarded",
-    "via",
-    "ohsoft-data-use",
-];
 
 /// Everything `check` can find wrong (or suspicious) in a policy; [`Diagnostic`] adds file and line.
 /// Each file part has its own type; what several parts share is here.
@@ -402,10 +356,6 @@ fn is_token(s: &str) -> bool {
 fn is_header_value(s: &str) -> bool {
     s.bytes()
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
-}
-
-fn is_never_forwarded(name: &str) -> bool {
-    NEVER_FORWARDED.contains(&name) || NEVER_FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 #[cfg(test)]

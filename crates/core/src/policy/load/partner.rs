@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::route::{check_route_overlaps, compile_route, validate_route, RouteCtx, RouteDraft};
 use super::{
-    env_secret, is_header_value, is_never_forwarded, is_token, line, Diags, Env, Invalid,
-    SourceFile, DEFAULT_LEGAL_BASIS_HEADER, MIN_KEY_BYTES, NOT_FOR_UPSTREAM_AUTH,
+    env_secret, is_header_value, is_never_forwarded, is_token, line, may_carry_partner_credential,
+    Diags, Env, Invalid, SourceFile, DEFAULT_LEGAL_BASIS_HEADER, MIN_KEY_BYTES,
 };
 use crate::optout::Scope;
 use crate::policy::file::{self, PartnerFile, Spanned, UpstreamAuthFile};
@@ -254,10 +254,7 @@ fn credential(
             line(&auth.header),
             Invalid::HeaderName(auth.header.value.clone()),
         );
-    } else if NOT_FOR_UPSTREAM_AUTH.contains(&header.as_str())
-        || header.starts_with("proxy-")
-        || header.starts_with("ohsoft-data-use")
-    {
+    } else if !may_carry_partner_credential(&header) {
         d.error(
             path,
             line(&auth.header),

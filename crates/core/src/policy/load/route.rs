@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{is_never_forwarded, is_token, line, Diags, Invalid, METHODS};
 use crate::filter::{CompileError, FilterProgram, FilterSpec, Transform};
-use crate::policy::answers;
+use crate::headers::is_never_relayed;
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{Route, RouteSegment};
 use crate::policy::path::{FieldPath, PathError};
@@ -376,7 +376,7 @@ fn response_headers(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<Strin
         let name = h.value.to_ascii_lowercase();
         if !is_token(&name) {
             d.error(path, line(h), Invalid::HeaderName(h.value.clone()));
-        } else if answers::never_relayed(&name) {
+        } else if is_never_relayed(&name) {
             d.error(path, line(h), InvalidRoute::NeverRelayed(h.value.clone()));
         } else if !headers.contains(&name) {
             headers.push(name);

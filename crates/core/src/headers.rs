@@ -1,0 +1,122 @@
+/*!
+The header rules, written once: which request headers a partner may ever receive, which one
+may carry a partner's credential, which pass on every route, and which describe a connection
+rather than a message (never relayed in either direction).
+
+The policy loader refuses routes and credentials that break these rules; [`crate::plan`]
+forwards only [`ALWAYS_ALLOWED`] headers and the ones a route lists; the shell relays
+only what [`is_relayed_from_partner`] allows of a partner's answer.
+*/
+
+/// Headers that pass to every partner; a route may add more with `headers: [...]`.
+pub const ALWAYS_ALLOWED: [&str; 2] = ["content-type", "accept"];
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the
+/// non-standard `proxy-connection`).
+pub const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Framing and routing the gateway sets itself for the partner request.
+const SET_BY_GATEWAY: [&str; 4] = ["host", "content-length", "content-encoding", "expect"];
+
+/// What the caller's request says about the caller, the client or the route it took: never
+/// forwarded, whatever a route says.
+const ABOUT_THE_CALLER: [&str; 13] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "via",
+    "user-agent",
+    "referer",
+];
+
+/// Name prefixes never forwarded: proxy headers, forwarding chains, and the gateway's own
+/// data-use tag and token (`ohsoft-data-use`, `ohsoft-data-use-token`), which only it sets.
+const NEVER_FORWARDED_PREFIXES: [&str; 3] = ["x-forwarded-", "proxy-", "ohsoft-data-use"];
+
+/// Whether a request header (lowercase name) may never reach a partner: a route may not
+/// list it, and the legal-basis header may not be one.
+pub fn is_never_forwarded(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || SET_BY_GATEWAY.contains(&name)
+        || ABOUT_THE_CALLER.contains(&name)
+        || NEVER_FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Whether a header (lowercase name) may carry a partner's credential (`upstream_auth`): not
+/// one the gateway sets, strips or frames the body with. (`authorization` and `cookie` may:
+/// they are the usual places for a credential, and the caller's are never forwarded.)
+pub fn may_carry_partner_credential(name: &str) -> bool {
+    !(HOP_BY_HOP.contains(&name)
+        || SET_BY_GATEWAY.contains(&name)
+        || name == "content-type"
+        || name == "forwarded"
+        || name == "via"
+        || name.starts_with("proxy-")
+        || name.starts_with("ohsoft-data-use"))
+}
+
+/// Answer headers relayed from every partner; a route may add more with `response_headers`.
+pub const DEFAULT_RESPONSE_HEADERS: [&str; 9] = [
+    "content-type",
+    "content-language",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "expires",
+    "vary",
+    "location",
+    "retry-after",
+];
+
+/// Describes the relayed bytes themselves, so it passes with them (a body relayed unchanged
+/// stays in the encoding the partner chose).
+const RELAYED_FRAMING: &str = "content-encoding";
+
+/// What a partner's answer says that is not for OhSoft's callers: its cookies, challenges and
+/// credentials, and connection policy of its own. (`content-length` is set by the gateway.)
+const NEVER_RELAYED: [&str; 8] = [
+    "set-cookie",
+    "set-cookie2",
+    "www-authenticate",
+    "authorization",
+    "cookie",
+    "content-length",
+    "alt-svc",
+    "strict-transport-security",
+];
+
+/// Whether an answer header (lowercase name) may never reach a caller, whatever a route lists:
+/// a route may not list it.
+pub fn is_never_relayed(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || NEVER_RELAYED.contains(&name)
+        || name == "host"
+        || name.starts_with("proxy-")
+}
+
+/// Whether a header of a partner's answer (lowercase name) is relayed to the caller: the
+/// defaults, `content-encoding`, and the route's `response_headers`, never a never-relayed one.
+pub fn is_relayed_from_partner(name: &str, route_headers: &[String]) -> bool {
+    (DEFAULT_RESPONSE_HEADERS.contains(&name)
+        || name == RELAYED_FRAMING
+        || route_headers.iter().any(|h| h == name))
+        && !is_never_relayed(name)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+use super::*;
+
+/// The lists as they stood before the rules were written once: the rules must give the same
+/// answer for every name in them.
+const NEVER_FORWARDED_BEFORE: [&str; 24] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-cluster-client-ip",
+    "via",
+    "user-agent",
+    "referer",
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "ohsoft-data-use",
+];
+const NOT_FOR_CREDENTIAL_BEFORE: [&str; 14] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "forwarded",
+    "via",
+    "ohsoft-data-use",
+];
+
+#[test]
+fn never_forwarded() {
+    for name in NEVER_FORWARDED_BEFORE {
+        assert!(is_never_forwarded(name), "{name}");
+    }
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "proxy-authorization",
+        "proxy-connection",
+        "ohsoft-data-use-token",
+    ] {
+        assert!(is_never_forwarded(name), "{name}");
+    }
+    for name in [
+        "accept",
+        "content-type",
+        "x-request-id",
+        "accept-language",
+        "if-match",
+    ] {
+        assert!(!is_never_forwarded(name), "{name}");
+    }
+}
+
+#[test]
+fn partner_credential_headers() {
+    for name in NOT_FOR_CREDENTIAL_BEFORE {
+        assert!(!may_carry_partner_credential(name), "{name}");
+    }
+    for name in [
+        "proxy-authorization",
+        "proxy-connection",
+        "ohsoft-data-use-token",
+    ] {
+        assert!(!may_carry_partner_credential(name), "{name}");
+    }
+    for name in ["authorization", "x-api-key", "cookie", "x-partner-token"] {
+        assert!(may_carry_partner_credential(name), "{name}");
+    }
+}
+
+#[test]
+fn relayed_answer_headers() {
+    let route = vec!["x-rate-limit".to_string(), "set-cookie".to_string()];
+    for name in [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "content-length",
+        "set-cookie",
+        "www-authenticate",
+        "authorization",
+        "server",
+        "x-request-id",
+    ] {
+        assert!(!is_relayed_from_partner(name, &route), "{name}");
+    }
+    for name in [
+        "content-type",
+        "etag",
+        "cache-control",
+        "content-encoding",
+        "x-rate-limit",
+    ] {
+        assert!(is_relayed_from_partner(name, &route), "{name}");
+    }
+}
+
+#[test]
+fn always_allowed_headers_may_be_forwarded() {
+    for name in ALWAYS_ALLOWED {
+        assert!(!is_never_forwarded(name), "{name}");
+    }
+}
