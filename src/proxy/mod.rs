@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gateway_core::filter::Transform;
 use gateway_core::plan::{self, Incoming};
 use gateway_core::Refusal;
 use pingora::http::ResponseHeader;
@@ -27,6 +26,7 @@ use pingora::proxy::{ProxyHttp, Session};
 pub use ctx::RequestCtx;
 
 use crate::gateway::{optouts_view, Gateway};
+use crate::metrics::UpstreamErrorKind;
 use upstream::{RelayError, UpstreamAnswer, UpstreamClient};
 
 pub struct PartnerProxy {
@@ -51,6 +51,7 @@ impl PartnerProxy {
         let active = self.gateway.active();
         let policy = &active.policy;
         let req = session.req_header();
+        ctx.method = ctx::method_label(&req.method);
         let method = req.method.as_str().to_string();
         let raw_path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
@@ -77,7 +78,13 @@ impl PartnerProxy {
                 refusal
             })?;
 
-        let body = read_body(session, policy.gateway.limits.max_body_bytes).await?;
+        // Everything the head alone decides is decided before the body is asked for.
+        plan::check_head(&target, &headers, body_announced(session.req_header()))?;
+        check_announced_length(session, policy.gateway.limits.max_body_bytes)?;
+        if expects_continue(&headers) {
+            let _ = session.as_downstream_mut().write_continue_response().await;
+        }
+        let body = read_body(session, policy.gateway.limits.max_body_bytes, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
         let filter_started = Instant::now();
@@ -97,14 +104,17 @@ impl PartnerProxy {
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
 
+        ctx.bytes_out = outgoing.body.len() as u64;
+        let upstream_started = Instant::now();
         let answer = self
             .upstream
             .send(&active, &target, &method, &caller, outgoing)
-            .await
-            .map_err(|failure| {
-                ctx.upstream_error = Some(failure.kind);
-                failure.refusal
-            })?;
+            .await;
+        ctx.upstream_time = Some(upstream_started.elapsed());
+        let answer = answer.map_err(|failure| {
+            ctx.upstream_error = Some(failure.kind);
+            failure.refusal
+        })?;
         let caller_http10 = session.req_header().version == http::Version::HTTP_10;
         let credential = target
             .partner
@@ -118,7 +128,7 @@ impl PartnerProxy {
             answer::framing(&answer.header, caller_http10),
         )
         .map_err(|e| {
-            ctx.upstream_error = Some("protocol");
+            ctx.upstream_error = Some(UpstreamErrorKind::Protocol);
             Refusal::UpstreamError(format!("the partner's answer cannot be relayed: {e}"))
         })?;
         if let Some(dropped) = ctx
@@ -148,22 +158,21 @@ impl PartnerProxy {
         {
             session.set_keepalive(None); // close-delimited toward an HTTP/1.0 caller
         }
+        // Counted before the answer goes out, so a caller that reads /metrics right after its
+        // answer sees it; a partner breaking off later is counted on its own below.
+        self.record(ctx);
         if session
             .write_response_header(Box::new(header), false)
             .await
             .is_err()
         {
-            self.record(ctx);
             return Error::e_explain(WriteError, "the caller went away");
         }
-        let relayed = self.upstream.relay(answer, session).await;
-        if let Err(RelayError::Partner(kind)) = relayed {
-            ctx.upstream_error = Some(kind);
-        }
-        self.record(ctx);
-        match relayed {
+        match self.upstream.relay(answer, session).await {
             Ok(()) => Ok(()),
-            Err(RelayError::Partner(_)) => {
+            Err(RelayError::Partner(kind)) => {
+                ctx.upstream_error = Some(kind);
+                self.gateway.metrics.upstream_error(&ctx.partner, kind);
                 Error::e_explain(ReadError, "the partner broke off its answer")
             }
             Err(RelayError::Caller) => Error::e_explain(WriteError, "the caller went away"),
@@ -221,14 +230,26 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
         .collect()
 }
 
-/// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
-/// announced by `content-length` or arriving chunked.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refusal> {
-    let too_large = |n: usize| {
-        Refusal::BodyTooLarge(format!(
-            "body of at least {n} bytes is over the limit of {limit} bytes"
-        ))
-    };
+/// Whether the head announces a non-empty body: a `content-length` other than 0, or any
+/// transfer coding (chunked).
+fn body_announced(req: &pingora::http::RequestHeader) -> bool {
+    req.headers.contains_key("transfer-encoding")
+        || req
+            .headers
+            .get_all("content-length")
+            .iter()
+            .any(|v| v.as_bytes().iter().any(|b| *b != b'0' && *b != b' '))
+}
+
+/// `Expect: 100-continue`: the caller waits for a go-ahead before sending the body.
+fn expects_continue(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(n, v)| n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// Refuses a `content-length` over `limit` before any of the body is read.
+fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal> {
     if let Some(length) = session.req_header().headers.get("content-length") {
         let length: usize = length
             .to_str()
@@ -236,13 +257,31 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refus
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| Refusal::BadRequest("content-length is not a number".into()))?;
         if length > limit {
-            return Err(too_large(length));
+            return Err(Refusal::BodyTooLarge(format!(
+                "body of {length} bytes is over the limit of {limit} bytes"
+            )));
         }
     }
+    Ok(())
+}
+
+/// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
+/// announced by `content-length` or arriving chunked.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    ctx: &mut RequestCtx,
+) -> Result<Vec<u8>, Refusal> {
+    let too_large = |n: usize| {
+        Refusal::BodyTooLarge(format!(
+            "body of at least {n} bytes is over the limit of {limit} bytes"
+        ))
+    };
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
+                ctx.bytes_in += chunk.len() as u64;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(body.len() + chunk.len()));
                 }
@@ -295,7 +334,10 @@ impl ProxyHttp for PartnerProxy {
     where
         Self::CTX: Send + Sync,
     {
-        if session.response_written().is_some() {
+        if session
+            .response_written()
+            .is_some_and(|h| !h.status.is_informational())
+        {
             // The answer was under way: nothing more can be said, the connection just closes
             // (the caller sees a truncated body, never a finished one).
             self.record(ctx);
@@ -330,7 +372,38 @@ impl ProxyHttp for PartnerProxy {
         // Requests answered by this proxy were counted before the answer went out (so a caller
         // that reads /metrics right after its answer sees them); this catches the rest.
         self.record(ctx);
+        access_line(ctx);
     }
+
+    /// Names the request in pingora's own error lines: never its path, query or headers.
+    fn request_summary(&self, _session: &Session, ctx: &Self::CTX) -> String {
+        format!(
+            "request_id {} partner {} route {}",
+            ctx.request_id, ctx.partner, ctx.route
+        )
+    }
+}
+
+/// The access line: exactly these fields, each from the policy, the gateway or a count; never
+/// from request content (see `logs`).
+fn access_line(ctx: &RequestCtx) {
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let records = ctx.report.as_ref();
+    tracing::info!(
+        target: crate::logs::ACCESS_TARGET,
+        request_id = ctx.request_id.as_str(),
+        partner = ctx.partner.as_str(),
+        route = ctx.route.as_str(),
+        method = ctx.method,
+        status = ctx.status,
+        reason = ctx.refused,
+        duration_ms = ms(ctx.started.elapsed()),
+        upstream_ms = ctx.upstream_time.map(ms),
+        bytes_in = ctx.bytes_in,
+        bytes_out = ctx.bytes_out,
+        records_forwarded = records.map_or(0, |r| r.records_forwarded),
+        records_dropped = records.map_or(0, |r| r.records_dropped),
+    );
 }
 
 impl PartnerProxy {
@@ -341,44 +414,19 @@ impl PartnerProxy {
         }
         let m = &self.gateway.metrics;
         let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
-        let status = ctx.status.to_string();
-        m.requests
-            .with_label_values(&[partner, route, &status])
-            .inc();
-        m.request_duration
-            .with_label_values(&[partner, route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        m.request(partner, route, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
-            m.filter_duration
-                .with_label_values(&[partner, route])
-                .observe(t.as_secs_f64());
+            m.filter_time(partner, route, t);
         }
         if let Some(reason) = ctx.refused {
-            m.refused.with_label_values(&[partner, reason]).inc();
+            m.refused(partner, reason);
         }
         if let Some(kind) = ctx.upstream_error {
-            m.upstream_errors.with_label_values(&[partner, kind]).inc();
+            m.upstream_error(partner, kind);
         }
         // Counted only for bodies that were really forwarded.
         if let (Some(report), None) = (&ctx.report, ctx.refused) {
-            m.fields_removed
-                .with_label_values(&[partner, route])
-                .inc_by(report.fields_removed);
-            for (i, transform) in Transform::ALL.iter().enumerate() {
-                if report.transformed[i] > 0 {
-                    m.fields_transformed
-                        .with_label_values(&[partner, route, transform.name()])
-                        .inc_by(report.transformed[i]);
-                }
-            }
-            m.records_forwarded
-                .with_label_values(&[partner, route])
-                .inc_by(report.records_forwarded);
-            if report.records_dropped > 0 {
-                m.records_dropped
-                    .with_label_values(&[partner, route, "opted_out"])
-                    .inc_by(report.records_dropped);
-            }
+            m.forwarded(partner, route, report);
         }
     }
 }

@@ -11,6 +11,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 
 use crate::gateway::Active;
+use crate::metrics::UpstreamErrorKind;
 
 /// Informational answers (`100`, `103`, ...) consumed before a partner's final answer; more is
 /// a broken partner.
@@ -29,15 +30,15 @@ pub struct UpstreamAnswer {
 }
 
 pub struct UpstreamFailure {
-    /// `connect`, `timeout` or `protocol`: the `kind` label of `upstream_errors_total`.
-    pub kind: &'static str,
+    /// The `kind` label of `upstream_errors_total`.
+    pub kind: UpstreamErrorKind,
     pub refusal: Refusal,
 }
 
 /// Why relaying an answer body stopped early.
 pub enum RelayError {
     /// The partner broke off (the `kind` label of `upstream_errors_total`).
-    Partner(&'static str),
+    Partner(UpstreamErrorKind),
     /// The caller went away.
     Caller,
 }
@@ -89,7 +90,7 @@ impl UpstreamFailure {
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::UpstreamTimeout(format!(
                     "partner {partner:?} did not answer in time"
                 )),
@@ -98,14 +99,14 @@ impl UpstreamFailure {
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
             | ErrorType::TLSHandshakeFailure => UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} is unreachable: {}",
                     e.etype().as_str()
                 )),
             },
             _ => UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {partner:?} failed: {}",
                     e.etype().as_str()
@@ -136,7 +137,7 @@ impl UpstreamClient {
         let header = self
             .request_header(active, target, method, caller, &outgoing)
             .map_err(|refusal| UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal,
             })?;
 
@@ -145,7 +146,7 @@ impl UpstreamClient {
             // Resolved here, asynchronously and within the deadline: pingora's `HttpPeer::new`
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::UpstreamError(format!(
                     "partner {:?} is unreachable: {why}",
                     partner.id
@@ -167,7 +168,7 @@ impl UpstreamClient {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::UpstreamTimeout(format!(
                     "partner {:?} did not answer within {} ms",
                     partner.id,

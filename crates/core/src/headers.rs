@@ -70,6 +70,32 @@ pub fn may_carry_partner_credential(name: &str) -> bool {
         || name.starts_with("ohsoft-data-use"))
 }
 
+/// Request headers that hold one value: a second copy is refused (which one would be read?).
+/// (`content-type` and `content-encoding` have their own 415 rule.)
+/// (`authorization` is the caller authentication's to judge.)
+pub const SINGLE_VALUED: [&str; 4] = [
+    "content-length",
+    "x-request-id",
+    "x-correlation-id",
+    "idempotency-key",
+];
+
+/// Request-id headers: when a route forwards one, it must be an opaque token.
+pub const REQUEST_ID_HEADERS: [&str; 3] = ["x-request-id", "x-correlation-id", "idempotency-key"];
+
+/// Longest request id forwarded.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// A request id is 1 to 128 RFC 9110 token characters: no spaces, `@`, `:`, quotes or
+/// anything else that free text (an email address, a name) needs.
+pub fn is_valid_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Answer headers relayed from every partner; a route may add more with `response_headers`.
 pub const DEFAULT_RESPONSE_HEADERS: [&str; 9] = [
     "content-type",

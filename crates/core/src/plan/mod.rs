@@ -21,10 +21,13 @@ use crate::Refusal;
 
 mod body;
 mod framing;
+mod head;
 mod headers;
 mod legal_basis;
 mod query;
 mod url;
+
+pub use head::check_head;
 
 /// A request's target: the partner and route it names, and the path to send upstream.
 #[derive(Debug, Clone)]
@@ -131,10 +134,9 @@ pub fn plan(
 ) -> Result<Outgoing, Refusal> {
     let partner = &target.partner;
     let route = target.route();
-    framing::refuse_upgrade(incoming.headers)?;
-    let legal_basis = legal_basis::legal_basis(partner, incoming.headers)?;
     framing::check_body_size(incoming.body, limits)?;
-    framing::check_codings(incoming.headers)?;
+    head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
+    let legal_basis = legal_basis::legal_basis(partner, incoming.headers)?;
     let step = body::BodyStep {
         partner,
         route,
