@@ -41,9 +41,7 @@ pub fn reload(gateway: &Gateway) -> bool {
         .and_then(|loaded| {
             // The open store is the one acknowledged opt-outs are written to: swapping the
             // policy under it would send writes and reads to different places.
-            let store_path = |p: &gateway_core::policy::Policy| {
-                p.gateway.optouts.as_ref().map(|o| o.path.clone())
-            };
+            let store_path = |p: &gateway_core::policy::Policy| p.gateway.optouts.clone();
             if store_path(&loaded.policy) != store_path(&old.policy) {
                 anyhow::bail!(
                     "the `optouts` section changed: the opt-out store can only change at a restart"
@@ -73,8 +71,38 @@ pub fn reload(gateway: &Gateway) -> bool {
     }
 }
 
-/// Starts the watcher thread for `gateway`'s policy directory.
+/// Reloads on every SIGHUP (what `systemctl reload` sends), on a thread of its own.
+fn reload_on_sighup(gateway: Arc<Gateway>) {
+    let spawned = std::thread::Builder::new()
+        .name("sighup-reload".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut hangups = match signal(SignalKind::hangup()) {
+                    Ok(hangups) => hangups,
+                    Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
+                };
+                while hangups.recv().await.is_some() {
+                    log::info!("SIGHUP: reloading the policy");
+                    reload(&gateway);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the SIGHUP listener: {e}");
+    }
+}
+
+/// Starts the watcher thread for `gateway`'s policy directory, and reloads on SIGHUP.
 pub fn watch(gateway: Arc<Gateway>) {
+    reload_on_sighup(gateway.clone());
     std::thread::Builder::new()
         .name("policy-watcher".into())
         .spawn(move || {

@@ -195,8 +195,10 @@ impl UpstreamClient {
         // the partner may have acted on it, so it is never sent again (at most once).
         let http = match self.send_once(&peer, &header, &body, timeout).await {
             Err(SendError::NothingWritten(e)) if e.retry() => {
+                // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
-                    "partner {partner:?}: reused connection failed before the request was written ({e}), retrying on a new one"
+                    "partner {partner:?}: reused connection failed before the request was written ({}), retrying on a new one",
+                    e.etype().as_str()
                 );
                 self.send_once(&peer, &header, &body, timeout)
                     .await
