@@ -14,7 +14,7 @@ use gateway_core::policy::{Partner, Policy};
 use gateway_core::tagging::{
     DataUseTag, Jwks, TokenInput, TokenSigner, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER, MAX_TTL_SECS,
 };
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 
 use crate::loader;
 use crate::metrics::Metrics;
@@ -140,9 +140,12 @@ impl Active {
             policy_version: &self.policy.version,
             legal_basis,
         };
-        let tag = tag
-            .to_header_value()
-            .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+        let tag = tag.to_header_value().map_err(|e| {
+            Refusal::new(
+                RefusalKind::BadRequest,
+                format!("cannot tag this request: {e}"),
+            )
+        })?;
         let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
         if let Some(signer) = &self.signer {
             let jti = new_jti();
@@ -159,7 +162,10 @@ impl Active {
                 jti: &jti,
             };
             let token = signer.sign(&input).map_err(|e| {
-                Refusal::UpstreamError(format!("cannot sign the data-use token: {e}"))
+                Refusal::new(
+                    RefusalKind::Internal,
+                    format!("cannot sign the data-use token: {e}"),
+                )
             })?;
             headers.push((DATA_USE_TOKEN_HEADER.to_string(), token));
         }
@@ -196,8 +202,8 @@ impl Gateway {
     pub fn new(active: Active, policy_dir: &Path) -> Gateway {
         let metrics = Metrics::new();
         metrics.set_policy_version(&active.policy.version);
-        metrics.policy_reloads.with_label_values(&["ok"]).inc();
-        metrics.policy_reloads.with_label_values(&["error"]);
+        metrics.register_policy_reloads();
+        metrics.policy_loaded(true);
         metrics.register_policy(&active.policy);
         Gateway {
             active: RwLock::new(Arc::new(active)),
@@ -265,17 +271,17 @@ impl Gateway {
             .optout_store()
             .and_then(|store| store.count_by_scope().ok())
             .unwrap_or_default();
-        self.metrics.optouts.reset();
-        for scope in scopes {
-            let count = counts
-                .iter()
-                .find(|(s, _)| s.as_str() == scope)
-                .map_or(0, |(_, n)| *n);
-            self.metrics
-                .optouts
-                .with_label_values(&[scope])
-                .set(count as i64);
-        }
+        let counts: Vec<(&str, u64)> = scopes
+            .into_iter()
+            .map(|scope| {
+                let count = counts
+                    .iter()
+                    .find(|(s, _)| s.as_str() == scope)
+                    .map_or(0, |(_, n)| *n);
+                (scope, count)
+            })
+            .collect();
+        self.metrics.set_optouts(&counts);
     }
 
     /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out store too.

@@ -2,7 +2,15 @@
 Every metric the gateway exports, registered once. Label values come from the policy only
 (partner ids, route templates, transform names, refusal codes); anything a request names that
 the policy does not know is counted as `unknown`, so callers cannot grow the series set.
+
+The series are private: the rest of the gateway counts through typed methods
+([`Metrics::refused`], [`Metrics::answered`], …), so no label list can have the wrong length
+or order on the request path.
 */
+use std::time::Duration;
+
+use gateway_core::filter::{Report, Transform};
+use gateway_core::RefusalKind;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -12,19 +20,22 @@ pub const UNKNOWN: &str = "unknown";
 
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub filter_duration: HistogramVec,
-    pub refused: IntCounterVec,
-    pub fields_removed: IntCounterVec,
-    pub fields_transformed: IntCounterVec,
-    pub records_forwarded: IntCounterVec,
-    pub records_dropped: IntCounterVec,
-    pub upstream_errors: IntCounterVec,
-    pub optouts: IntGaugeVec,
-    pub policy_reloads: IntCounterVec,
-    pub policy_info: IntGaugeVec,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    filter_duration: HistogramVec,
+    refused: IntCounterVec,
+    fields_removed: IntCounterVec,
+    fields_transformed: IntCounterVec,
+    records_forwarded: IntCounterVec,
+    records_dropped: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    optouts: IntGaugeVec,
+    policy_reloads: IntCounterVec,
+    policy_info: IntGaugeVec,
 }
+
+/// The `kind` label values of `partner_gateway_upstream_errors_total`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric =
@@ -159,14 +170,14 @@ impl Metrics {
     /// Creates every series the policy can produce at zero, so dashboards and alerts see each
     /// partner and route (and every refusal reason) before the first request.
     pub fn register_policy(&self, policy: &gateway_core::policy::Policy) {
-        for reason in gateway_core::Refusal::CODES {
-            self.refused.with_label_values(&[UNKNOWN, reason]);
+        for kind in RefusalKind::ALL {
+            self.refused.with_label_values(&[UNKNOWN, kind.code()]);
         }
         for (id, partner) in &policy.partners {
-            for reason in gateway_core::Refusal::CODES {
-                self.refused.with_label_values(&[id.as_str(), reason]);
+            for kind in RefusalKind::ALL {
+                self.refused.with_label_values(&[id.as_str(), kind.code()]);
             }
-            for kind in ["connect", "timeout", "protocol"] {
+            for kind in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.with_label_values(&[id.as_str(), kind]);
             }
             for route in &partner.routes {
@@ -192,6 +203,82 @@ impl Metrics {
     pub fn set_policy_version(&self, version: &str) {
         self.policy_info.reset();
         self.policy_info.with_label_values(&[version]).set(1);
+    }
+
+    /// One request answered with `status` after `took`.
+    pub fn answered(&self, partner: &str, route: &str, status: u16, took: Duration) {
+        self.requests
+            .with_label_values(&[partner, route, &status.to_string()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[partner, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Time spent validating and filtering one body.
+    pub fn filtered(&self, partner: &str, route: &str, took: Duration) {
+        self.filter_duration
+            .with_label_values(&[partner, route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One request refused before anything reached the partner.
+    pub fn refused(&self, partner: &str, kind: RefusalKind) {
+        self.refused
+            .with_label_values(&[partner, kind.code()])
+            .inc();
+    }
+
+    /// One failure talking to a partner; `kind` is one of [`UPSTREAM_ERROR_KINDS`].
+    pub fn upstream_error(&self, partner: &str, kind: &'static str) {
+        self.upstream_errors
+            .with_label_values(&[partner, kind])
+            .inc();
+    }
+
+    /// What the filter did to a body that was really forwarded.
+    pub fn forwarded(&self, partner: &str, route: &str, report: &Report) {
+        self.fields_removed
+            .with_label_values(&[partner, route])
+            .inc_by(report.fields_removed);
+        for (i, transform) in Transform::ALL.iter().enumerate() {
+            if report.transformed[i] > 0 {
+                self.fields_transformed
+                    .with_label_values(&[partner, route, transform.name()])
+                    .inc_by(report.transformed[i]);
+            }
+        }
+        self.records_forwarded
+            .with_label_values(&[partner, route])
+            .inc_by(report.records_forwarded);
+        if report.records_dropped > 0 {
+            self.records_dropped
+                .with_label_values(&[partner, route, "opted_out"])
+                .inc_by(report.records_dropped);
+        }
+    }
+
+    /// One policy load or reload, and whether it was accepted.
+    pub fn policy_loaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.policy_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Creates both `policy_reloads_total` series at zero.
+    pub fn register_policy_reloads(&self) {
+        for result in ["ok", "error"] {
+            self.policy_reloads.with_label_values(&[result]);
+        }
+    }
+
+    /// The opt-out gauge: exactly these scopes, with these counts.
+    pub fn set_optouts(&self, counts: &[(&str, u64)]) {
+        self.optouts.reset();
+        for (scope, count) in counts {
+            self.optouts
+                .with_label_values(&[scope])
+                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+        }
     }
 }
 

@@ -62,20 +62,12 @@ pub fn reload(gateway: &Gateway) -> bool {
             }
             log::info!("policy reloaded: version {}", active.policy.version);
             gateway.replace_active(active);
-            gateway
-                .metrics
-                .policy_reloads
-                .with_label_values(&["ok"])
-                .inc();
+            gateway.metrics.policy_loaded(true);
             true
         }
         Err(e) => {
             log::error!("policy reload rejected, the previous policy keeps serving: {e:#}");
-            gateway
-                .metrics
-                .policy_reloads
-                .with_label_values(&["error"])
-                .inc();
+            gateway.metrics.policy_loaded(false);
             false
         }
     }

@@ -16,9 +16,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gateway_core::filter::Transform;
 use gateway_core::plan::{self, Incoming};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -138,7 +137,7 @@ impl PartnerProxy {
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) {
         ctx.status = refusal.status();
-        ctx.refused = Some(refusal.code());
+        ctx.refused = Some(refusal.kind);
         self.record(ctx);
         let body = refusal.to_json();
         let mut resp = match ResponseHeader::build(refusal.status(), Some(4)) {
@@ -147,7 +146,11 @@ impl PartnerProxy {
         };
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
-        if let Refusal::Unauthenticated(_) = refusal {
+        if let Refusal {
+            kind: RefusalKind::Unauthenticated,
+            ..
+        } = refusal
+        {
             let challenge = ctx.www_authenticate.take();
             let challenge = challenge
                 .as_deref()
@@ -177,10 +180,10 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
         .iter()
         .map(|(name, value)| {
             let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                Refusal::BadRequest(format!(
-                    "the value of header {:?} is not valid UTF-8",
-                    name.as_str()
-                ))
+                Refusal::new(
+                    RefusalKind::BadRequest,
+                    format!("the value of header {:?} is not valid UTF-8", name.as_str()),
+                )
             })?;
             Ok((name.as_str().to_ascii_lowercase(), text.to_string()))
         })
@@ -191,16 +194,19 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
 /// announced by `content-length` or arriving chunked.
 async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refusal> {
     let too_large = |n: usize| {
-        Refusal::BodyTooLarge(format!(
-            "body of at least {n} bytes is over the limit of {limit} bytes"
-        ))
+        Refusal::new(
+            RefusalKind::BodyTooLarge,
+            format!("body of at least {n} bytes is over the limit of {limit} bytes"),
+        )
     };
     if let Some(length) = session.req_header().headers.get("content-length") {
         let length: usize = length
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| Refusal::BadRequest("content-length is not a number".into()))?;
+            .ok_or_else(|| {
+                Refusal::new(RefusalKind::BadRequest, "content-length is not a number")
+            })?;
         if length > limit {
             return Err(too_large(length));
         }
@@ -216,9 +222,10 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refus
             }
             Ok(None) => return Ok(body),
             Err(e) => {
-                return Err(Refusal::BadRequest(format!(
-                    "cannot read the request body: {e}"
-                )))
+                return Err(Refusal::new(
+                    RefusalKind::BadRequest,
+                    format!("cannot read the request body: {e}"),
+                ))
             }
         }
     }
@@ -263,18 +270,21 @@ impl ProxyHttp for PartnerProxy {
     {
         let refusal = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                Refusal::UpstreamTimeout("the partner did not answer in time".into())
+                Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    "the partner did not answer in time",
+                )
             }
             ErrorType::HTTPStatus(code) if *code < 500 => {
-                Refusal::BadRequest(format!("bad request: {e}"))
+                Refusal::new(RefusalKind::BadRequest, format!("bad request: {e}"))
             }
             ErrorType::InvalidHTTPHeader | ErrorType::ReadError => {
-                Refusal::BadRequest(format!("bad request: {e}"))
+                Refusal::new(RefusalKind::BadRequest, format!("bad request: {e}"))
             }
-            _ => Refusal::UpstreamError(format!(
-                "the request could not be proxied: {}",
-                e.etype().as_str()
-            )),
+            _ => Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("the request could not be proxied: {}", e.etype().as_str()),
+            ),
         };
         self.refuse(session, ctx, &refusal).await;
         pingora::proxy::FailToProxy {
@@ -298,44 +308,19 @@ impl PartnerProxy {
         }
         let m = &self.gateway.metrics;
         let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
-        let status = ctx.status.to_string();
-        m.requests
-            .with_label_values(&[partner, route, &status])
-            .inc();
-        m.request_duration
-            .with_label_values(&[partner, route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        m.answered(partner, route, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
-            m.filter_duration
-                .with_label_values(&[partner, route])
-                .observe(t.as_secs_f64());
+            m.filtered(partner, route, t);
         }
-        if let Some(reason) = ctx.refused {
-            m.refused.with_label_values(&[partner, reason]).inc();
+        if let Some(kind) = ctx.refused {
+            m.refused(partner, kind);
         }
         if let Some(kind) = ctx.upstream_error {
-            m.upstream_errors.with_label_values(&[partner, kind]).inc();
+            m.upstream_error(partner, kind);
         }
         // Counted only for bodies that were really forwarded.
         if let (Some(report), None) = (&ctx.report, ctx.refused) {
-            m.fields_removed
-                .with_label_values(&[partner, route])
-                .inc_by(report.fields_removed);
-            for (i, transform) in Transform::ALL.iter().enumerate() {
-                if report.transformed[i] > 0 {
-                    m.fields_transformed
-                        .with_label_values(&[partner, route, transform.name()])
-                        .inc_by(report.transformed[i]);
-                }
-            }
-            m.records_forwarded
-                .with_label_values(&[partner, route])
-                .inc_by(report.records_forwarded);
-            if report.records_dropped > 0 {
-                m.records_dropped
-                    .with_label_values(&[partner, route, "opted_out"])
-                    .inc_by(report.records_dropped);
-            }
+            m.forwarded(partner, route, report);
         }
     }
 }

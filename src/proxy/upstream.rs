@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use gateway_core::headers::is_relayed_from_partner;
 use gateway_core::plan::{Outgoing, Target};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -37,26 +37,27 @@ impl UpstreamFailure {
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
                 kind: "timeout",
-                refusal: Refusal::UpstreamTimeout(format!(
-                    "partner {partner:?} did not answer in time"
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    format!("partner {partner:?} did not answer in time"),
+                ),
             },
             ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
             | ErrorType::TLSHandshakeFailure => UpstreamFailure {
                 kind: "connect",
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {partner:?} is unreachable: {}",
-                    e.etype().as_str()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {partner:?} is unreachable: {}", e.etype().as_str()),
+                ),
             },
             _ => UpstreamFailure {
                 kind: "protocol",
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {partner:?} failed: {}",
-                    e.etype().as_str()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {partner:?} failed: {}", e.etype().as_str()),
+                ),
             },
         }
     }
@@ -93,10 +94,10 @@ impl UpstreamClient {
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
                 kind: "connect",
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {:?} is unreachable: {why}",
-                    partner.id
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {:?} is unreachable: {why}", partner.id),
+                ),
             };
             let address = tokio::net::lookup_host(upstream.authority())
                 .await
@@ -115,11 +116,14 @@ impl UpstreamClient {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
                 kind: "timeout",
-                refusal: Refusal::UpstreamTimeout(format!(
-                    "partner {:?} did not answer within {} ms",
-                    partner.id,
-                    timeout.as_millis()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    format!(
+                        "partner {:?} did not answer within {} ms",
+                        partner.id,
+                        timeout.as_millis()
+                    ),
+                ),
             }),
         }
     }
@@ -155,9 +159,12 @@ impl UpstreamClient {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(UpstreamFailure {
                     kind: "protocol",
-                    refusal: Refusal::UpstreamError(format!(
+                    refusal: Refusal::new(
+                        RefusalKind::UpstreamError,
+                        format!(
                         "partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes"
-                    )),
+                    ),
+                    ),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -234,7 +241,10 @@ impl UpstreamClient {
         outgoing: &Outgoing,
     ) -> Result<RequestHeader, Refusal> {
         let internal = |e: Box<Error>| {
-            Refusal::UpstreamError(format!("cannot build the partner request: {e}"))
+            Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("cannot build the partner request: {e}"),
+            )
         };
         let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None)
             .map_err(internal)?;

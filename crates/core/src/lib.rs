@@ -24,4 +24,4 @@ pub mod policy;
 pub mod refusal;
 pub mod tagging;
 
-pub use refusal::Refusal;
+pub use refusal::{Refusal, RefusalKind};
