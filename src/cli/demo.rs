@@ -428,58 +428,12 @@ fn demo_caller_token(
     .map(Some)
 }
 
-/// Indents JSON text for reading, keeping it as written: member order and number literals are
-/// the bytes that were sent (a `serde_json::Value` round trip would sort keys and reformat numbers).
+/// Indents JSON text for reading, keeping member order and number literals as sent.
 fn pretty(body: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(body);
-    if text.trim().is_empty() {
-        return vec!["(no body)".to_string()];
-    }
-    let (mut lines, mut line) = (Vec::new(), String::new());
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let newline = |lines: &mut Vec<String>, line: &mut String, depth: usize| {
-        if !line.trim().is_empty() {
-            lines.push(std::mem::take(line));
-        }
-        *line = "  ".repeat(depth);
-    };
-    for c in text.chars() {
-        if in_string {
-            line.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                line.push(c);
-            }
-            '{' | '[' => {
-                line.push(c);
-                depth += 1;
-                newline(&mut lines, &mut line, depth);
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut lines, &mut line, depth);
-                line.push(c);
-            }
-            ',' => {
-                line.push(c);
-                newline(&mut lines, &mut line, depth);
-            }
-            ':' => line.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => line.push(c),
-        }
-    }
-    newline(&mut lines, &mut line, 0);
-    lines
+    gateway_core::policytest::pretty_json(body)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn side_by_side(left_title: &str, left: &[String], right_title: &str, right: &[String]) {

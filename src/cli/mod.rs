@@ -8,6 +8,7 @@ pub mod explain;
 pub mod mock_partner;
 pub mod optouts;
 pub mod serve;
+pub mod test;
 pub mod token;
 
 use std::path::PathBuf;
@@ -36,6 +37,11 @@ enum Command {
     },
     /// Validate every policy file: exit 0, or 1 listing every error as FILE:LINE: message.
     Check {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+    },
+    /// Run the policy tests in <policy>/tests/*.yaml: exit 0 when all pass, 1 listing each failure as FILE:LINE.
+    Test {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
     },
@@ -178,6 +184,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { policy } => serve::run(&policy),
         Command::Check { policy } => Ok(check::run(&policy)),
+        Command::Test { policy } => Ok(test::run(&policy)),
         Command::Explain {
             policy,
             partner,

@@ -1,0 +1,328 @@
+/*!
+Runs one policy test case: decides its request exactly as the proxy would (same
+[`plan::resolve`], caller check and [`plan::plan`]) and compares the outcome with the
+expectation, rendering a mismatch as a unified diff of indented JSON.
+*/
+use serde_json::Value;
+
+use super::file::{Body, Case, Expect, ExpectedBody};
+use crate::callers::Caller;
+use crate::optout::OptOutSet;
+use crate::plan::{self, Incoming, OptOuts, Outgoing};
+use crate::policy::Policy;
+use crate::tagging::{DataUseTag, DATA_USE_HEADER};
+use crate::Refusal;
+
+/// Why a case failed: the line to point at, what went wrong, and a diff when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub line: u64,
+    pub message: String,
+    /// Unified diff, `-` expected, `+` actual.
+    pub diff: Option<String>,
+}
+
+impl Failure {
+    fn at(line: u64, message: String) -> Failure {
+        Failure {
+            line,
+            message,
+            diff: None,
+        }
+    }
+}
+
+/// The pseudonymisation key policy tests use for a partner (never the real one, so expected
+/// pseudonyms are stable and reveal nothing): the bytes of `test-key:<partner id>`.
+pub fn test_pseudonymize_key(partner_id: &str) -> Vec<u8> {
+    format!("test-key:{partner_id}").into_bytes()
+}
+
+/// What the partner would get: the outgoing request plus the `ohsoft-data-use` tag.
+struct Forwarded {
+    outgoing: Outgoing,
+    tag: String,
+}
+
+/// Decides `case`'s request under `policy` (whose pseudonymisation keys are already set).
+/// `read` reads a file named by the case, relative to its test file.
+pub fn run_case(
+    policy: &Policy,
+    case: &Case,
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<(), Failure> {
+    let body = match &case.body {
+        Body::None => Vec::new(),
+        Body::Bytes(bytes) => bytes.clone(),
+        Body::File(name) => read(name)
+            .map_err(|e| Failure::at(case.line, format!("cannot read body_file {name:?}: {e}")))?,
+    };
+    let mut headers = case.headers.clone();
+    if !body.is_empty() && !headers.iter().any(|(n, _)| n == "content-type") {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    let mut set = OptOutSet::new();
+    for (id, scopes) in &case.optouts {
+        set.insert(id, scopes)
+            .map_err(|e| Failure::at(case.line, format!("optouts: {e}")))?;
+    }
+    let outcome = decide(policy, case, &headers, &body, &set);
+    compare(case, outcome, read)
+}
+
+fn decide(
+    policy: &Policy,
+    case: &Case,
+    headers: &[(String, String)],
+    body: &[u8],
+    optouts: &OptOutSet,
+) -> Result<Forwarded, Refusal> {
+    let (raw_path, query) = match case.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (case.path.as_str(), None),
+    };
+    let target = plan::resolve(
+        &policy.partners,
+        &case.method,
+        &format!("/{}{raw_path}", case.partner),
+    )?;
+    if let Some(caller) = &case.caller {
+        Caller::named(caller).check_partner(&target.partner)?;
+    }
+    let incoming = Incoming {
+        query,
+        headers,
+        body,
+    };
+    let outgoing = plan::plan(
+        &target,
+        &incoming,
+        &policy.gateway.limits,
+        OptOuts::Loaded(optouts),
+        false,
+    )?;
+    let partner = &target.partner;
+    let tag = DataUseTag {
+        use_: partner.kind.data_use(),
+        purpose: &partner.purpose,
+        policy_version: &policy.version,
+        legal_basis: outgoing.legal_basis.as_deref(),
+    }
+    .to_header_value()
+    .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+    Ok(Forwarded { outgoing, tag })
+}
+
+fn compare(
+    case: &Case,
+    outcome: Result<Forwarded, Refusal>,
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<(), Failure> {
+    match (&case.expect, outcome) {
+        (Expect::Refused { status, code, line }, Err(refusal)) => {
+            if refusal.status() == *status && refusal.code() == code {
+                Ok(())
+            } else {
+                Err(Failure::at(
+                    *line,
+                    format!(
+                        "expected refusal {status} {code}, got {} {} ({})",
+                        refusal.status(),
+                        refusal.code(),
+                        refusal.message()
+                    ),
+                ))
+            }
+        }
+        (Expect::Refused { status, code, line }, Ok(forwarded)) => Err(Failure {
+            line: *line,
+            message: format!(
+                "expected refusal {status} {code}, but the request would be forwarded with this body"
+            ),
+            diff: Some(pretty_json(&forwarded.outgoing.body)),
+        }),
+        (Expect::Forwarded { body_line, .. }, Err(refusal)) => Err(Failure::at(
+            *body_line,
+            format!(
+                "expected the request to be forwarded, but it would be refused: {} {} ({})",
+                refusal.status(),
+                refusal.code(),
+                refusal.message()
+            ),
+        )),
+        (expect @ Expect::Forwarded { .. }, Ok(forwarded)) => {
+            compare_forwarded(expect, &forwarded, read)
+        }
+    }
+}
+
+fn compare_forwarded(
+    expect: &Expect,
+    forwarded: &Forwarded,
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<(), Failure> {
+    let Expect::Forwarded {
+        body,
+        body_line,
+        headers,
+        headers_line,
+        path,
+    } = expect
+    else {
+        return Ok(());
+    };
+    let actual = &forwarded.outgoing.body;
+    compare_body(body, *body_line, actual, read)?;
+    for (name, want) in headers {
+        let got = if name == DATA_USE_HEADER {
+            Some(forwarded.tag.as_str())
+        } else {
+            forwarded
+                .outgoing
+                .headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if got != want.as_deref() {
+            let show = |v: Option<&str>| v.map_or("(not sent)".to_string(), |v| format!("{v:?}"));
+            return Err(Failure::at(
+                *headers_line,
+                format!(
+                    "header {name:?}: expected {}, got {}",
+                    show(want.as_deref()),
+                    show(got)
+                ),
+            ));
+        }
+    }
+    if let Some((want, line)) = path {
+        if *want != forwarded.outgoing.path_and_query {
+            return Err(Failure::at(
+                *line,
+                format!(
+                    "forwarded path: expected {want:?}, got {:?}",
+                    forwarded.outgoing.path_and_query
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compare_body(
+    expected: &ExpectedBody,
+    line: u64,
+    actual: &[u8],
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<(), Failure> {
+    let exact = |want: &[u8]| {
+        if want == actual {
+            Ok(())
+        } else {
+            Err(body_failure(line, &pretty_json(want), &pretty_json(actual)))
+        }
+    };
+    match expected {
+        ExpectedBody::Empty => exact(b""),
+        ExpectedBody::Exact(text) => exact(text.as_bytes()),
+        ExpectedBody::File(name) => {
+            let mut want = read(name)
+                .map_err(|e| Failure::at(line, format!("cannot read body_file {name:?}: {e}")))?;
+            if want.last() == Some(&b'\n') {
+                want.pop();
+            }
+            exact(&want)
+        }
+        ExpectedBody::Json(want) => {
+            let got: Option<Value> = serde_json::from_slice(actual).ok();
+            if got.as_ref() == Some(want) {
+                return Ok(());
+            }
+            let render = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+            let actual_text = got.as_ref().map_or_else(|| pretty_json(actual), render);
+            Err(body_failure(line, &render(want), &actual_text))
+        }
+    }
+}
+
+fn body_failure(line: u64, expected: &str, actual: &str) -> Failure {
+    Failure {
+        line,
+        message: "the partner would receive a different body (- expected, + actual)".into(),
+        diff: Some(unified_diff(expected, actual)),
+    }
+}
+
+/// A line diff: ` ` common, `-` only in `expected`, `+` only in `actual`.
+pub fn unified_diff(expected: &str, actual: &str) -> String {
+    let mut out = String::new();
+    let diff = similar::TextDiff::from_lines(expected, actual);
+    for change in diff.iter_all_changes() {
+        let sign = match change.tag() {
+            similar::ChangeTag::Equal => ' ',
+            similar::ChangeTag::Delete => '-',
+            similar::ChangeTag::Insert => '+',
+        };
+        out.push(sign);
+        out.push(' ');
+        out.push_str(change.value().trim_end_matches('\n'));
+        out.push('\n');
+    }
+    out
+}
+
+/// Indents JSON text for reading, keeping it as written: member order and number literals are
+/// the bytes that were sent (a `serde_json::Value` round trip would sort keys and reformat
+/// numbers). Not JSON-aware beyond strings: it only adds line breaks and indentation.
+pub fn pretty_json(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if text.trim().is_empty() {
+        return "(no body)".to_string();
+    }
+    let (mut lines, mut line) = (Vec::new(), String::new());
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let newline = |lines: &mut Vec<String>, line: &mut String, depth: usize| {
+        if !line.trim().is_empty() {
+            lines.push(std::mem::take(line));
+        }
+        *line = "  ".repeat(depth);
+    };
+    for c in text.chars() {
+        if in_string {
+            line.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                line.push(c);
+            }
+            '{' | '[' => {
+                line.push(c);
+                depth += 1;
+                newline(&mut lines, &mut line, depth);
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut lines, &mut line, depth);
+                line.push(c);
+            }
+            ',' => {
+                line.push(c);
+                newline(&mut lines, &mut line, depth);
+            }
+            ':' => line.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => line.push(c),
+        }
+    }
+    newline(&mut lines, &mut line, 0);
+    lines.join("\n")
+}
