@@ -134,18 +134,8 @@ impl Active {
     ) -> Result<Vec<(String, String)>, Refusal> {
         let partner = &target.partner;
         let use_ = partner.kind.data_use();
-        let tag = DataUseTag {
-            use_,
-            purpose: &partner.purpose,
-            policy_version: &self.policy.version,
-            legal_basis,
-        };
-        let tag = tag.to_header_value().map_err(|e| {
-            Refusal::new(
-                RefusalKind::BadRequest,
-                format!("cannot tag this request: {e}"),
-            )
-        })?;
+        let tag = DataUseTag::for_request(partner, &self.policy.version, legal_basis)
+            .request_header_value()?;
         let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
         if let Some(signer) = &self.signer {
             let jti = new_jti();
