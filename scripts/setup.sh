@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# Installs what the build needs beyond the Rust toolchain: cmake (pingora builds zlib-ng with it).
+# Installs what the build and tests need beyond the Rust toolchain:
+# - cmake (pingora builds zlib-ng with it);
+# - promtool (the alert rules' unit tests), unpacked from Debian's `prometheus` package into
+#   target/tools/prometheus without installing or starting the Prometheus daemon.
 set -euo pipefail
-if command -v cmake >/dev/null 2>&1; then
-  exit 0
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else return 1; fi
+}
+
+if ! command -v cmake >/dev/null 2>&1; then
+  echo "installing cmake (needed to build pingora's zlib-ng)..." >&2
+  if command -v apt-get >/dev/null 2>&1 && as_root true; then
+    as_root apt-get update -qq && as_root apt-get install -y -qq cmake >/dev/null
+  else
+    python3 -m pip install --quiet --user cmake
+    export PATH="$HOME/.local/bin:$PATH"
+  fi
+  command -v cmake >/dev/null 2>&1 || { echo "cmake is still missing; install it and retry" >&2; exit 1; }
 fi
-echo "installing cmake (needed to build pingora's zlib-ng)..." >&2
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && apt-get install -y -qq cmake >/dev/null
-elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
-  sudo apt-get update -qq && sudo apt-get install -y -qq cmake >/dev/null
-else
-  python3 -m pip install --quiet --user cmake
-  export PATH="$HOME/.local/bin:$PATH"
+
+tools="$PWD/target/tools/prometheus"
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/usr/bin/promtool" ]; then
+  echo "fetching promtool (Debian package prometheus, unpacked, no daemon)..." >&2
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 \
+      || { as_root apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; }) \
+    || { echo "cannot download the prometheus package; install promtool and retry" >&2; exit 1; }
+  mkdir -p "$tools"
+  dpkg -x "$work"/prometheus_*.deb "$tools"
+  "$tools/usr/bin/promtool" --version >/dev/null
 fi
-command -v cmake >/dev/null 2>&1 || { echo "cmake is still missing; install it and retry" >&2; exit 1; }

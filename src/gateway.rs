@@ -109,13 +109,13 @@ impl Active {
             CallerAuth::Verify(verifier) => verifier,
         };
         let result = match authorization {
-            [] => verifier.verify(None, now_unix()),
-            [one] => verifier.verify(Some(one), now_unix()),
+            [] => verifier.verify_cached(None, now_unix()),
+            [one] => verifier.verify_cached(Some(one), now_unix()),
             _ => Err(AuthError::MalformedHeader),
         };
         let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
         caller.check_partner(partner).map_err(|r| (r, None))?;
-        Ok(caller.sub)
+        Ok(caller.sub.clone())
     }
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
@@ -186,20 +186,21 @@ pub struct Gateway {
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
     optouts: RwLock<Option<Arc<OptOutStore>>>,
+    started: std::time::Instant,
 }
 
 impl Gateway {
     pub fn new(active: Active, policy_dir: &Path) -> Gateway {
         let metrics = Metrics::new();
         metrics.set_policy_version(&active.policy.version);
-        metrics.register_policy_reloads();
-        metrics.policy_loaded(true);
+        metrics.policy_reload(true);
         metrics.register_policy(&active.policy);
         Gateway {
             active: RwLock::new(Arc::new(active)),
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             optouts: RwLock::new(None),
+            started: std::time::Instant::now(),
         }
     }
 
@@ -261,28 +262,39 @@ impl Gateway {
             .optout_store()
             .and_then(|store| store.count_by_scope().ok())
             .unwrap_or_default();
-        let counts: Vec<(&str, u64)> = scopes
-            .into_iter()
-            .map(|scope| {
-                let count = counts
-                    .iter()
-                    .find(|(s, _)| s.as_str() == scope)
-                    .map_or(0, |(_, n)| *n);
-                (scope, count)
-            })
-            .collect();
-        self.metrics.set_optouts(&counts);
+        self.metrics.set_optouts(scopes.into_iter().map(|scope| {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s.as_str() == scope)
+                .map_or(0, |(_, n)| *n);
+            (scope, count as u64)
+        }));
+    }
+
+    /// Sets `partner_gateway_optouts_staleness_seconds` for the embedded store: 0 while it is
+    /// loaded (it is the opt-out data itself); while opt-outs some partner honours are not
+    /// loaded, the time since start, so "opt-outs not loaded" is visible without traffic.
+    pub fn refresh_optouts_staleness(&self) {
+        let missing = self.needs_optouts() && self.optout_source().is_none();
+        let age = if missing {
+            self.started.elapsed()
+        } else {
+            std::time::Duration::ZERO
+        };
+        self.metrics.set_optouts_staleness(age);
+    }
+
+    fn needs_optouts(&self) -> bool {
+        self.active()
+            .policy
+            .partners
+            .values()
+            .any(|p| !p.honor_optouts.is_empty())
     }
 
     /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out store too.
     pub fn ready(&self) -> Result<(), String> {
-        let active = self.active();
-        let needs_optouts = active
-            .policy
-            .partners
-            .values()
-            .any(|p| !p.honor_optouts.is_empty());
-        if needs_optouts && self.optout_source().is_none() {
+        if self.needs_optouts() && self.optout_source().is_none() {
             return Err("opt-out data is not loaded".into());
         }
         Ok(())

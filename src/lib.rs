@@ -8,6 +8,7 @@ core in `gateway_core`.
 - [`reload`]: watch the policy directory; validate, then swap.
 - [`loader`]: policy directory → validated policy.
 - [`metrics`]: every metric, registered once.
+- [`logs`]: JSON log lines, and what may never reach them.
 - [`optout`]: the durable opt-out store.
 - [`cli`]: one file per subcommand.
 - [`http1`]: a minimal HTTP/1.1 client for the demo and tests.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod gateway;
 pub mod http1;
 pub mod loader;
+pub mod logs;
 pub mod metrics;
 pub mod optout;
 pub mod proxy;

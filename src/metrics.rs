@@ -1,23 +1,131 @@
 /*!
-Every metric the gateway exports, registered once. Label values come from the policy only
-(partner ids, route templates, transform names, refusal codes); anything a request names that
-the policy does not know is counted as `unknown`, so callers cannot grow the series set.
+Every metric the gateway exports, registered once, behind typed methods: the rest of the
+gateway calls `metrics.refused(partner, reason)` and never builds label arrays itself.
 
-The series are private: the rest of the gateway counts through typed methods
-([`Metrics::refused`], [`Metrics::answered`], …), so no label list can have the wrong length
-or order on the request path.
+Label values come from the policy only (partner ids, route templates, transform names,
+refusal codes, category names) or from the closed enums in this module; anything a request
+names that the policy does not know is counted as `unknown`, so callers cannot grow the
+series set.
+
+Some series are fed by parts of the gateway that arrive separately; they are registered here
+already (so dashboards and alert rules always find them) and each has its one method:
+[`Metrics::set_certificate_expiry`] (TLS), [`Metrics::ledger_record`] and
+[`Metrics::ledger_error`] (disclosure ledger), [`Metrics::set_optouts_staleness`] (opt-out
+backends; 0 for the embedded store), [`Metrics::shadow_difference`] and
+[`Metrics::unknown_fields`] (shadow policy and drift), [`Metrics::connection_closed`]
+(connection limits), [`Metrics::fields_disclosed`] (data categories).
 */
 use std::time::Duration;
 
 use gateway_core::filter::{Report, Transform};
 use gateway_core::RefusalKind;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Label value for a partner or route the policy does not know.
 pub const UNKNOWN: &str = "unknown";
 
+/// `category` label value for a forwarded field whose path has no category.
+pub const UNCATEGORIZED: &str = "uncategorized";
+
+/// Histogram buckets (seconds) for both durations: 100 µs to 30 s.
+pub const DURATION_BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// The `kind` label of `partner_gateway_upstream_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// The partner could not be reached (refused, no route, DNS).
+    Connect,
+    /// The partner did not answer within `upstream_timeout_ms`.
+    Timeout,
+    /// The partner answered with something that is not valid HTTP, or too much of it.
+    Protocol,
+    /// The partner's certificate did not verify, or the TLS handshake failed.
+    Tls,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Protocol,
+        UpstreamErrorKind::Tls,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Protocol => "protocol",
+            UpstreamErrorKind::Tls => "tls",
+        }
+    }
+}
+
+/// The `reason` label of `partner_gateway_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClosed {
+    HeaderTimeout,
+    BodyTimeout,
+    TooManyConnections,
+    HeaderTooLarge,
+}
+
+impl ConnectionClosed {
+    pub const ALL: [ConnectionClosed; 4] = [
+        ConnectionClosed::HeaderTimeout,
+        ConnectionClosed::BodyTimeout,
+        ConnectionClosed::TooManyConnections,
+        ConnectionClosed::HeaderTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionClosed::HeaderTimeout => "header_timeout",
+            ConnectionClosed::BodyTimeout => "body_timeout",
+            ConnectionClosed::TooManyConnections => "too_many_connections",
+            ConnectionClosed::HeaderTooLarge => "header_too_large",
+        }
+    }
+}
+
+/// The `change` label of `partner_gateway_shadow_differences_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowChange {
+    FieldAdded,
+    FieldRemoved,
+    TransformChanged,
+    NewlyRefused,
+    NewlyForwarded,
+}
+
+impl ShadowChange {
+    pub const ALL: [ShadowChange; 5] = [
+        ShadowChange::FieldAdded,
+        ShadowChange::FieldRemoved,
+        ShadowChange::TransformChanged,
+        ShadowChange::NewlyRefused,
+        ShadowChange::NewlyForwarded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowChange::FieldAdded => "field_added",
+            ShadowChange::FieldRemoved => "field_removed",
+            ShadowChange::TransformChanged => "transform_changed",
+            ShadowChange::NewlyRefused => "newly_refused",
+            ShadowChange::NewlyForwarded => "newly_forwarded",
+        }
+    }
+}
+
+/// Every metric family; fields are private so label values only enter through the methods.
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -32,130 +140,118 @@ pub struct Metrics {
     optouts: IntGaugeVec,
     policy_reloads: IntCounterVec,
     policy_info: IntGaugeVec,
+    fields_disclosed: IntCounterVec,
+    certificate_expiry: IntGaugeVec,
+    ledger_records: IntCounter,
+    ledger_errors: IntCounter,
+    build_info: IntGaugeVec,
+    optouts_staleness: Gauge,
+    shadow_differences: IntCounterVec,
+    unknown_fields: IntCounterVec,
+    connections_closed: IntCounterVec,
 }
 
-/// The `kind` label values of `partner_gateway_upstream_errors_total`.
-pub const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
+/// Every metric family name the gateway exports (histograms without `_bucket`/`_sum`/`_count`),
+/// besides the `process_*` families.
+pub const NAMES: [&str; 21] = [
+    "partner_gateway_requests_total",
+    "partner_gateway_request_duration_seconds",
+    "partner_gateway_filter_duration_seconds",
+    "partner_gateway_requests_refused_total",
+    "partner_gateway_fields_removed_total",
+    "partner_gateway_fields_transformed_total",
+    "partner_gateway_records_forwarded_total",
+    "partner_gateway_records_dropped_total",
+    "partner_gateway_upstream_errors_total",
+    "partner_gateway_optouts",
+    "partner_gateway_policy_reloads_total",
+    "partner_gateway_policy_info",
+    "partner_gateway_fields_disclosed_total",
+    "partner_gateway_certificate_expiry_timestamp_seconds",
+    "partner_gateway_ledger_records_total",
+    "partner_gateway_ledger_errors_total",
+    "partner_gateway_build_info",
+    "partner_gateway_optouts_staleness_seconds",
+    "partner_gateway_shadow_differences_total",
+    "partner_gateway_unknown_fields_total",
+    "partner_gateway_connections_closed_total",
+];
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> C {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric =
         IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+    register(registry, metric)
 }
 
-fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let metric =
         IntGaugeVec::new(Opts::new(name, help), labels).expect("metric definition is valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+    register(registry, metric)
 }
 
-fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-    buckets: Vec<f64>,
-) -> HistogramVec {
-    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-        .expect("metric definition is valid");
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric registered once");
-    metric
+fn histograms(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
+    register(
+        registry,
+        HistogramVec::new(opts, labels).expect("metric definition is valid"),
+    )
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
-        let request_buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let filter_buckets = vec![
-            0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5,
-        ];
-        Metrics {
-            requests: counter(
-                &registry,
-                "partner_gateway_requests_total",
-                "Requests answered, by partner, route and HTTP status",
-                &["partner", "route", "status"],
-            ),
-            request_duration: histogram(
-                &registry,
-                "partner_gateway_request_duration_seconds",
-                "End-to-end request duration, including the partner's answer",
-                &["partner", "route"],
-                request_buckets,
-            ),
-            filter_duration: histogram(
-                &registry,
-                "partner_gateway_filter_duration_seconds",
-                "Time spent validating and filtering request bodies",
-                &["partner", "route"],
-                filter_buckets,
-            ),
-            refused: counter(
-                &registry,
-                "partner_gateway_requests_refused_total",
-                "Requests refused before anything reached a partner, by reason code",
-                &["partner", "reason"],
-            ),
-            fields_removed: counter(
-                &registry,
-                "partner_gateway_fields_removed_total",
-                "Body fields removed because the partner's policy does not allow them",
-                &["partner", "route"],
-            ),
-            fields_transformed: counter(
-                &registry,
-                "partner_gateway_fields_transformed_total",
-                "Body fields forwarded only in transformed form",
-                &["partner", "route", "transform"],
-            ),
-            records_forwarded: counter(
-                &registry,
-                "partner_gateway_records_forwarded_total",
-                "Customer records forwarded to partners",
-                &["partner", "route"],
-            ),
-            records_dropped: counter(
-                &registry,
-                "partner_gateway_records_dropped_total",
-                "Customer records dropped before forwarding, by reason",
-                &["partner", "route", "reason"],
-            ),
-            upstream_errors: counter(
-                &registry,
-                "partner_gateway_upstream_errors_total",
-                "Failures talking to partners, by kind (connect, timeout, protocol)",
-                &["partner", "kind"],
-            ),
-            optouts: gauge(
-                &registry,
-                "partner_gateway_optouts",
-                "Customers opted out, by scope",
-                &["scope"],
-            ),
-            policy_reloads: counter(
-                &registry,
-                "partner_gateway_policy_reloads_total",
-                "Policy loads and reloads, by result",
-                &["result"],
-            ),
-            policy_info: gauge(
-                &registry,
-                "partner_gateway_policy_info",
-                "The policy version being served (value is always 1)",
-                &["version"],
-            ),
-            registry,
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process metrics registered once");
+        let metrics = Metrics {
+            requests: counters(&r, NAMES[0], "Requests answered, by partner, route and HTTP status", &["partner", "route", "status"]),
+            request_duration: histograms(&r, NAMES[1], "End-to-end request duration, including the partner's answer", &["partner", "route"]),
+            filter_duration: histograms(&r, NAMES[2], "Time spent validating and filtering request bodies", &["partner", "route"]),
+            refused: counters(&r, NAMES[3], "Requests refused before anything reached a partner (and partner failures), by reason code", &["partner", "reason"]),
+            fields_removed: counters(&r, NAMES[4], "Body fields removed because the partner's policy does not allow them", &["partner", "route"]),
+            fields_transformed: counters(&r, NAMES[5], "Body fields forwarded only in transformed form", &["partner", "route", "transform"]),
+            records_forwarded: counters(&r, NAMES[6], "Customer records forwarded to partners", &["partner", "route"]),
+            records_dropped: counters(&r, NAMES[7], "Customer records dropped before forwarding, by reason", &["partner", "route", "reason"]),
+            upstream_errors: counters(&r, NAMES[8], "Failures talking to partners, by kind (connect, timeout, protocol, tls)", &["partner", "kind"]),
+            optouts: gauges(&r, NAMES[9], "Customers opted out, by scope", &["scope"]),
+            policy_reloads: counters(&r, NAMES[10], "Policy reloads, by result", &["result"]),
+            policy_info: gauges(&r, NAMES[11], "The policy version being served (value is always 1)", &["version"]),
+            fields_disclosed: counters(&r, NAMES[12], "Fields forwarded to partners, by data category (uncategorized when the path has none)", &["partner", "route", "category"]),
+            certificate_expiry: gauges(&r, NAMES[13], "notAfter of each loaded certificate, Unix seconds", &["name"]),
+            ledger_records: register(&r, IntCounter::new(NAMES[14], "Records appended to the disclosure ledger").expect("valid")),
+            ledger_errors: register(&r, IntCounter::new(NAMES[15], "Disclosure ledger writes that failed (the request was refused)").expect("valid")),
+            build_info: gauges(&r, NAMES[16], "The gateway's version (value is always 1)", &["version"]),
+            optouts_staleness: register(&r, Gauge::new(NAMES[17], "Age of this replica's opt-out data in seconds (0 for the embedded store; grows while opt-outs a partner honours are not loaded)").expect("valid")),
+            shadow_differences: counters(&r, NAMES[18], "Decisions of the shadow policy that differ from the active one", &["partner", "route", "change"]),
+            unknown_fields: counters(&r, NAMES[19], "Fields callers sent that no policy path names (removed by default)", &["partner", "route"]),
+            connections_closed: counters(&r, NAMES[20], "Client connections the gateway closed, by reason", &["reason"]),
+            registry: r,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for reason in ConnectionClosed::ALL {
+            metrics
+                .connections_closed
+                .with_label_values(&[reason.as_str()]);
         }
+        for result in ["ok", "error"] {
+            metrics.policy_reloads.with_label_values(&[result]);
+        }
+        for reason in RefusalKind::ALL.map(RefusalKind::code) {
+            metrics.refused.with_label_values(&[UNKNOWN, reason]);
+        }
+        metrics
     }
 
     /// The Prometheus text exposition of every metric.
@@ -170,45 +266,45 @@ impl Metrics {
     /// Creates every series the policy can produce at zero, so dashboards and alerts see each
     /// partner and route (and every refusal reason) before the first request.
     pub fn register_policy(&self, policy: &gateway_core::policy::Policy) {
-        for kind in RefusalKind::ALL {
-            self.refused.with_label_values(&[UNKNOWN, kind.code()]);
-        }
         for (id, partner) in &policy.partners {
-            for kind in RefusalKind::ALL {
-                self.refused.with_label_values(&[id.as_str(), kind.code()]);
+            let id = id.as_str();
+            for reason in RefusalKind::ALL.map(RefusalKind::code) {
+                self.refused.with_label_values(&[id, reason]);
             }
-            for kind in UPSTREAM_ERROR_KINDS {
-                self.upstream_errors.with_label_values(&[id.as_str(), kind]);
+            for kind in UpstreamErrorKind::ALL {
+                self.upstream_errors.with_label_values(&[id, kind.as_str()]);
             }
             for route in &partner.routes {
-                let labels = [id.as_str(), route.template.as_str()];
+                let labels = [id, route.template.as_str()];
                 self.request_duration.with_label_values(&labels);
                 self.fields_removed.with_label_values(&labels);
                 self.records_forwarded.with_label_values(&labels);
+                self.unknown_fields.with_label_values(&labels);
+                self.fields_disclosed
+                    .with_label_values(&[id, &route.template, UNCATEGORIZED]);
+                for change in ShadowChange::ALL {
+                    self.shadow_differences.with_label_values(&[
+                        id,
+                        &route.template,
+                        change.as_str(),
+                    ]);
+                }
                 if route.filter.is_some() {
                     self.filter_duration.with_label_values(&labels);
                 }
                 if !partner.honor_optouts.is_empty() {
-                    self.records_dropped.with_label_values(&[
-                        id.as_str(),
-                        &route.template,
-                        "opted_out",
-                    ]);
+                    self.records_dropped
+                        .with_label_values(&[id, &route.template, "opted_out"]);
                 }
             }
         }
     }
 
-    /// Marks `version` as the policy being served (and only it).
-    pub fn set_policy_version(&self, version: &str) {
-        self.policy_info.reset();
-        self.policy_info.with_label_values(&[version]).set(1);
-    }
-
-    /// One request answered with `status` after `took`.
-    pub fn answered(&self, partner: &str, route: &str, status: u16, took: Duration) {
+    /// One answered request: its status and end-to-end duration.
+    pub fn request(&self, partner: &str, route: &str, status: u16, took: Duration) {
+        let status = status.to_string();
         self.requests
-            .with_label_values(&[partner, route, &status.to_string()])
+            .with_label_values(&[partner, route, &status])
             .inc();
         self.request_duration
             .with_label_values(&[partner, route])
@@ -216,23 +312,21 @@ impl Metrics {
     }
 
     /// Time spent validating and filtering one body.
-    pub fn filtered(&self, partner: &str, route: &str, took: Duration) {
+    pub fn filter_time(&self, partner: &str, route: &str, took: Duration) {
         self.filter_duration
             .with_label_values(&[partner, route])
             .observe(took.as_secs_f64());
     }
 
-    /// One request refused before anything reached the partner.
+    /// One refusal.
     pub fn refused(&self, partner: &str, kind: RefusalKind) {
-        self.refused
-            .with_label_values(&[partner, kind.code()])
-            .inc();
+        let reason = kind.code();
+        self.refused.with_label_values(&[partner, reason]).inc();
     }
 
-    /// One failure talking to a partner; `kind` is one of [`UPSTREAM_ERROR_KINDS`].
-    pub fn upstream_error(&self, partner: &str, kind: &'static str) {
+    pub fn upstream_error(&self, partner: &str, kind: UpstreamErrorKind) {
         self.upstream_errors
-            .with_label_values(&[partner, kind])
+            .with_label_values(&[partner, kind.as_str()])
             .inc();
     }
 
@@ -258,32 +352,128 @@ impl Metrics {
         }
     }
 
-    /// One policy load or reload, and whether it was accepted.
-    pub fn policy_loaded(&self, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.policy_reloads.with_label_values(&[result]).inc();
+    /// `count` fields of data category `category` (a policy name, or [`UNCATEGORIZED`]) forwarded.
+    pub fn fields_disclosed(&self, partner: &str, route: &str, category: &str, count: u64) {
+        self.fields_disclosed
+            .with_label_values(&[partner, route, category])
+            .inc_by(count);
     }
 
-    /// Creates both `policy_reloads_total` series at zero.
-    pub fn register_policy_reloads(&self) {
-        for result in ["ok", "error"] {
-            self.policy_reloads.with_label_values(&[result]);
-        }
-    }
-
-    /// The opt-out gauge: exactly these scopes, with these counts.
-    pub fn set_optouts(&self, counts: &[(&str, u64)]) {
+    /// Replaces the per-scope opt-out counts (scopes the policy honours only).
+    pub fn set_optouts<'a>(&self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
         self.optouts.reset();
         for (scope, count) in counts {
             self.optouts
                 .with_label_values(&[scope])
-                .set(i64::try_from(*count).unwrap_or(i64::MAX));
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Age of the opt-out data this replica decides with (0 when current).
+    pub fn set_optouts_staleness(&self, age: Duration) {
+        self.optouts_staleness.set(age.as_secs_f64());
+    }
+
+    pub fn policy_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.policy_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Marks `version` as the policy being served (and only it).
+    pub fn set_policy_version(&self, version: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[version]).set(1);
+    }
+
+    /// The notAfter (Unix seconds) of the certificate called `name` (`listener`, `client_ca`,
+    /// `partner:<id>`, `partner:<id>:client`).
+    pub fn set_certificate_expiry(&self, name: &str, not_after_unix: i64) {
+        self.certificate_expiry
+            .with_label_values(&[name])
+            .set(not_after_unix);
+    }
+
+    /// Forgets every certificate (before a reload sets the new ones).
+    pub fn clear_certificate_expiry(&self) {
+        self.certificate_expiry.reset();
+    }
+
+    pub fn ledger_record(&self) {
+        self.ledger_records.inc();
+    }
+
+    pub fn ledger_error(&self) {
+        self.ledger_errors.inc();
+    }
+
+    pub fn shadow_difference(&self, partner: &str, route: &str, change: ShadowChange) {
+        self.shadow_differences
+            .with_label_values(&[partner, route, change.as_str()])
+            .inc();
+    }
+
+    pub fn unknown_fields(&self, partner: &str, route: &str, count: u64) {
+        self.unknown_fields
+            .with_label_values(&[partner, route])
+            .inc_by(count);
+    }
+
+    pub fn connection_closed(&self, reason: ConnectionClosed) {
+        self.connections_closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_before_any_traffic_except_per_certificate() {
+        let text = String::from_utf8(Metrics::new().render()).unwrap();
+        for name in NAMES {
+            let exported = text.contains(&format!("# TYPE {name} "));
+            let expected = name != "partner_gateway_certificate_expiry_timestamp_seconds"
+                && !name.contains("duration")
+                && !matches!(
+                    name,
+                    "partner_gateway_requests_total"
+                        | "partner_gateway_fields_removed_total"
+                        | "partner_gateway_fields_transformed_total"
+                        | "partner_gateway_records_forwarded_total"
+                        | "partner_gateway_records_dropped_total"
+                        | "partner_gateway_upstream_errors_total"
+                        | "partner_gateway_optouts"
+                        | "partner_gateway_policy_info"
+                        | "partner_gateway_fields_disclosed_total"
+                        | "partner_gateway_shadow_differences_total"
+                        | "partner_gateway_unknown_fields_total"
+                );
+            assert_eq!(exported, expected, "{name}\n{text}");
+        }
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+        assert!(text.contains("process_open_fds"), "{text}");
+        assert!(text.contains(&format!(
+            "partner_gateway_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+    }
+
+    #[test]
+    fn buckets_span_100_microseconds_to_30_seconds() {
+        let m = Metrics::new();
+        m.request("p", "/r", 200, Duration::from_micros(50));
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(r#"le="0.0001"} 1"#), "{text}");
+        assert!(text.contains(r#"le="30"} 1"#), "{text}");
+        assert!(text
+            .contains(r#"partner_gateway_requests_total{partner="p",route="/r",status="200"} 1"#));
     }
 }

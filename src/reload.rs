@@ -62,19 +62,49 @@ pub fn reload(gateway: &Gateway) -> bool {
             }
             log::info!("policy reloaded: version {}", active.policy.version);
             gateway.replace_active(active);
-            gateway.metrics.policy_loaded(true);
+            gateway.metrics.policy_reload(true);
             true
         }
         Err(e) => {
             log::error!("policy reload rejected, the previous policy keeps serving: {e:#}");
-            gateway.metrics.policy_loaded(false);
+            gateway.metrics.policy_reload(false);
             false
         }
     }
 }
 
-/// Starts the watcher thread for `gateway`'s policy directory.
+/// Reloads on every SIGHUP (what `systemctl reload` sends), on a thread of its own.
+fn reload_on_sighup(gateway: Arc<Gateway>) {
+    let spawned = std::thread::Builder::new()
+        .name("sighup-reload".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{signal, SignalKind};
+                let mut hangups = match signal(SignalKind::hangup()) {
+                    Ok(hangups) => hangups,
+                    Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
+                };
+                while hangups.recv().await.is_some() {
+                    log::info!("SIGHUP: reloading the policy");
+                    reload(&gateway);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the SIGHUP listener: {e}");
+    }
+}
+
+/// Starts the watcher thread for `gateway`'s policy directory, and reloads on SIGHUP.
 pub fn watch(gateway: Arc<Gateway>) {
+    reload_on_sighup(gateway.clone());
     std::thread::Builder::new()
         .name("policy-watcher".into())
         .spawn(move || {

@@ -69,11 +69,14 @@ impl AdminApp {
             return (status, JSON, response.body);
         }
         match (method, path) {
-            ("GET", "/metrics") => (
-                200,
-                "text/plain; version=0.0.4",
-                self.gateway.metrics.render(),
-            ),
+            ("GET", "/metrics") => {
+                self.gateway.refresh_optouts_staleness();
+                (
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.gateway.metrics.render(),
+                )
+            }
             ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
             ("GET", "/readyz") => match self.gateway.ready() {
                 Ok(()) => (200, JSON, br#"{"status":"ready"}"#.to_vec()),

@@ -26,6 +26,10 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written on stderr: `json` (one object per line) or `text` (for a
+    /// terminal). The level comes from RUST_LOG (default: info for serve, warn otherwise).
+    #[arg(long, global = true, value_enum, default_value = "json")]
+    log_format: crate::logs::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +185,11 @@ fn run_optouts(command: OptoutsCommand) -> anyhow::Result<ExitCode> {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    crate::logs::init(cli.log_format, default_level);
     match cli.command {
         Command::Serve { policy } => serve::run(&policy),
         Command::Check { policy } => Ok(check::run(&policy)),

@@ -74,12 +74,13 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     add_gateway_services(&mut server, &gateway);
     crate::reload::watch(gateway.clone());
     let active = gateway.active();
-    eprintln!(
-        "partner-gateway: serving policy {} ({} partners) on {}, admin on {}",
-        active.policy.version,
-        active.policy.partners.len(),
-        active.policy.gateway.listen,
-        active.policy.gateway.admin_listen
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        policy_version = %active.policy.version,
+        partners = active.policy.partners.len(),
+        listen = %active.policy.gateway.listen,
+        admin_listen = %active.policy.gateway.admin_listen,
+        "started"
     );
     server.run_forever();
 }

@@ -4,10 +4,20 @@ use std::time::{Duration, Instant};
 use gateway_core::filter::Report;
 use gateway_core::RefusalKind;
 
-use crate::metrics::UNKNOWN;
+use crate::metrics::{UpstreamErrorKind, UNKNOWN};
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// A fresh id for this request (never the caller's `x-request-id`: header values are not logged).
+    pub request_id: String,
+    /// The request method if it is a standard one, else `other` (a method is caller input).
+    pub method: &'static str,
+    /// Request body bytes read from the caller.
+    pub bytes_in: u64,
+    /// Body bytes sent to the partner.
+    pub bytes_out: u64,
+    /// Time spent with the partner, when one was contacted.
+    pub upstream_time: Option<Duration>,
     /// Partner id from the policy, or `unknown`.
     pub partner: String,
     /// Route template from the policy, or `unknown`.
@@ -19,8 +29,8 @@ pub struct RequestCtx {
     /// What the filter did to the forwarded body.
     pub report: Option<Report>,
     pub filter_time: Option<Duration>,
-    /// `connect`, `timeout` or `protocol`, when talking to the partner failed.
-    pub upstream_error: Option<&'static str>,
+    /// Set when talking to the partner failed.
+    pub upstream_error: Option<UpstreamErrorKind>,
     /// The `WWW-Authenticate` challenge for a 401.
     pub www_authenticate: Option<String>,
     /// Set once the request is in the metrics.
@@ -31,6 +41,11 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            method: "other",
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream_time: None,
             partner: UNKNOWN.to_string(),
             route: UNKNOWN.to_string(),
             status: 0,
@@ -48,4 +63,16 @@ impl Default for RequestCtx {
     fn default() -> Self {
         RequestCtx::new()
     }
+}
+
+/// The method as logged: a standard method's name, or `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method.as_str())
+        .copied()
+        .unwrap_or("other")
 }

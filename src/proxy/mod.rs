@@ -49,6 +49,7 @@ impl PartnerProxy {
         let active = self.gateway.active();
         let policy = &active.policy;
         let req = session.req_header();
+        ctx.method = ctx::method_label(&req.method);
         let method = req.method.as_str().to_string();
         let raw_path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
@@ -75,7 +76,7 @@ impl PartnerProxy {
                 refusal
             })?;
 
-        let body = read_body(session, policy.gateway.limits.max_body_bytes).await?;
+        let body = read_body(session, policy.gateway.limits.max_body_bytes, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
         let filter_started = Instant::now();
@@ -95,14 +96,17 @@ impl PartnerProxy {
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
 
+        ctx.bytes_out = outgoing.body.len() as u64;
+        let upstream_started = Instant::now();
         let response = self
             .upstream
             .send(&active, &target, &method, &caller, outgoing)
-            .await
-            .map_err(|failure| {
-                ctx.upstream_error = Some(failure.kind);
-                failure.refusal
-            })?;
+            .await;
+        ctx.upstream_time = Some(upstream_started.elapsed());
+        let response = response.map_err(|failure| {
+            ctx.upstream_error = Some(failure.kind);
+            failure.refusal
+        })?;
         let mut header = response.header;
         if let Some(dropped) = ctx
             .report
@@ -192,7 +196,11 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
 
 /// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
 /// announced by `content-length` or arriving chunked.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refusal> {
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    ctx: &mut RequestCtx,
+) -> Result<Vec<u8>, Refusal> {
     let too_large = |n: usize| {
         Refusal::new(
             RefusalKind::BodyTooLarge,
@@ -215,6 +223,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Vec<u8>, Refus
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
+                ctx.bytes_in += chunk.len() as u64;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(body.len() + chunk.len()));
                 }
@@ -297,7 +306,38 @@ impl ProxyHttp for PartnerProxy {
         // Requests answered by this proxy were counted before the answer went out (so a caller
         // that reads /metrics right after its answer sees them); this catches the rest.
         self.record(ctx);
+        access_line(ctx);
     }
+
+    /// Names the request in pingora's own error lines: never its path, query or headers.
+    fn request_summary(&self, _session: &Session, ctx: &Self::CTX) -> String {
+        format!(
+            "request_id {} partner {} route {}",
+            ctx.request_id, ctx.partner, ctx.route
+        )
+    }
+}
+
+/// The access line: exactly these fields, each from the policy, the gateway or a count; never
+/// from request content (see `logs`).
+fn access_line(ctx: &RequestCtx) {
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let records = ctx.report.as_ref();
+    tracing::info!(
+        target: crate::logs::ACCESS_TARGET,
+        request_id = ctx.request_id.as_str(),
+        partner = ctx.partner.as_str(),
+        route = ctx.route.as_str(),
+        method = ctx.method,
+        status = ctx.status,
+        reason = ctx.refused.map(RefusalKind::code),
+        duration_ms = ms(ctx.started.elapsed()),
+        upstream_ms = ctx.upstream_time.map(ms),
+        bytes_in = ctx.bytes_in,
+        bytes_out = ctx.bytes_out,
+        records_forwarded = records.map_or(0, |r| r.records_forwarded),
+        records_dropped = records.map_or(0, |r| r.records_dropped),
+    );
 }
 
 impl PartnerProxy {
@@ -308,12 +348,12 @@ impl PartnerProxy {
         }
         let m = &self.gateway.metrics;
         let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
-        m.answered(partner, route, ctx.status, ctx.started.elapsed());
+        m.request(partner, route, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
-            m.filtered(partner, route, t);
+            m.filter_time(partner, route, t);
         }
-        if let Some(kind) = ctx.refused {
-            m.refused(partner, kind);
+        if let Some(reason) = ctx.refused {
+            m.refused(partner, reason);
         }
         if let Some(kind) = ctx.upstream_error {
             m.upstream_error(partner, kind);

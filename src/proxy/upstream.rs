@@ -10,6 +10,7 @@ use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
 
 use crate::gateway::Active;
+use crate::metrics::UpstreamErrorKind;
 
 /// Largest partner answer relayed to the caller.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -24,8 +25,8 @@ pub struct UpstreamResponse {
 }
 
 pub struct UpstreamFailure {
-    /// `connect`, `timeout` or `protocol`: the `kind` label of `upstream_errors_total`.
-    pub kind: &'static str,
+    /// The `kind` label of `upstream_errors_total`.
+    pub kind: UpstreamErrorKind,
     pub refusal: Refusal,
 }
 
@@ -36,7 +37,7 @@ impl UpstreamFailure {
             | ErrorType::ReadTimedout
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::new(
                     RefusalKind::UpstreamTimeout,
                     format!("partner {partner:?} did not answer in time"),
@@ -46,14 +47,14 @@ impl UpstreamFailure {
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
             | ErrorType::TLSHandshakeFailure => UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::new(
                     RefusalKind::UpstreamError,
                     format!("partner {partner:?} is unreachable: {}", e.etype().as_str()),
                 ),
             },
             _ => UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal: Refusal::new(
                     RefusalKind::UpstreamError,
                     format!("partner {partner:?} failed: {}", e.etype().as_str()),
@@ -84,7 +85,7 @@ impl UpstreamClient {
         let header = self
             .request_header(active, target, method, caller, &outgoing)
             .map_err(|refusal| UpstreamFailure {
-                kind: "protocol",
+                kind: UpstreamErrorKind::Protocol,
                 refusal,
             })?;
 
@@ -93,7 +94,7 @@ impl UpstreamClient {
             // Resolved here, asynchronously and within the deadline: pingora's `HttpPeer::new`
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
-                kind: "connect",
+                kind: UpstreamErrorKind::Connect,
                 refusal: Refusal::new(
                     RefusalKind::UpstreamError,
                     format!("partner {:?} is unreachable: {why}", partner.id),
@@ -115,7 +116,7 @@ impl UpstreamClient {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
-                kind: "timeout",
+                kind: UpstreamErrorKind::Timeout,
                 refusal: Refusal::new(
                     RefusalKind::UpstreamTimeout,
                     format!(
@@ -158,7 +159,7 @@ impl UpstreamClient {
         while let Some(chunk) = http.read_response_body().await.map_err(fail)? {
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(UpstreamFailure {
-                    kind: "protocol",
+                    kind: UpstreamErrorKind::Protocol,
                     refusal: Refusal::new(
                         RefusalKind::UpstreamError,
                         format!(

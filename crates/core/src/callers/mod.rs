@@ -16,14 +16,18 @@ Rules (DESIGN.md, issue 4):
 
 Pure: the key material and the current time are handed in.
 */
+pub mod cache;
 pub mod keys;
 
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
+pub use cache::TokenCache;
 pub use keys::{KeyError, PemBlock, PrivateKey, PublicKey};
 
 use crate::policy::Partner;
@@ -283,6 +287,15 @@ pub struct CallerVerifier {
     issuer: String,
     audience: String,
     groups_claim: Option<String>,
+    /// Tokens this verifier has already verified (shared by its clones).
+    cache: Arc<TokenCache>,
+}
+
+/// A verified token: the caller, and the times every later use must still be checked against.
+struct Verified {
+    caller: Caller,
+    exp: u64,
+    nbf: Option<u64>,
 }
 
 impl CallerVerifier {
@@ -302,6 +315,7 @@ impl CallerVerifier {
             issuer: issuer.into(),
             audience: audience.into(),
             groups_claim,
+            cache: Arc::new(TokenCache::default()),
         })
     }
 
@@ -327,6 +341,35 @@ impl CallerVerifier {
     /// Checks the `Authorization` header value at time `now_unix` (seconds since the epoch).
     pub fn verify(&self, authorization: Option<&str>, now_unix: u64) -> Result<Caller, AuthError> {
         let token = bearer_token(authorization)?;
+        self.verify_token(token, now_unix).map(|v| v.caller)
+    }
+
+    /// [`CallerVerifier::verify`], remembering verified tokens by their exact bytes: a token
+    /// seen before skips the signature check, but `exp` and `nbf` are checked against
+    /// `now_unix` on every call (see [`cache`]).
+    pub fn verify_cached(
+        &self,
+        authorization: Option<&str>,
+        now_unix: u64,
+    ) -> Result<Arc<Caller>, AuthError> {
+        let token = bearer_token(authorization)?;
+        if let Some(hit) = self.cache.get(token, now_unix) {
+            return hit;
+        }
+        let verified = self.verify_token(token, now_unix)?;
+        let caller = Arc::new(verified.caller);
+        self.cache
+            .insert(token, caller.clone(), verified.exp, verified.nbf, now_unix);
+        Ok(caller)
+    }
+
+    /// The tokens remembered by [`CallerVerifier::verify_cached`].
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// The full check of one bearer token: header, key, signature, claims, time.
+    fn verify_token(&self, token: &str, now_unix: u64) -> Result<Verified, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.crit.is_some() {
             return Err(AuthError::Malformed);
@@ -355,11 +398,12 @@ impl CallerVerifier {
         if now_unix >= exp.saturating_add(LEEWAY_SECS) {
             return Err(AuthError::Expired);
         }
-        if let Some(nbf) = claims.get("nbf") {
-            let nbf = numeric_date(Some(nbf)).ok_or(AuthError::InvalidClaim("nbf"))?;
-            if nbf > now_unix.saturating_add(LEEWAY_SECS) {
-                return Err(AuthError::NotYetValid);
-            }
+        let nbf = match claims.get("nbf") {
+            None => None,
+            Some(nbf) => Some(numeric_date(Some(nbf)).ok_or(AuthError::InvalidClaim("nbf"))?),
+        };
+        if nbf.is_some_and(|nbf| nbf > now_unix.saturating_add(LEEWAY_SECS)) {
+            return Err(AuthError::NotYetValid);
         }
         let sub = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -370,7 +414,11 @@ impl CallerVerifier {
             .as_deref()
             .map(|c| groups(&claims, c))
             .unwrap_or_default();
-        Ok(Caller { sub, groups })
+        Ok(Verified {
+            caller: Caller { sub, groups },
+            exp,
+            nbf,
+        })
     }
 }
 

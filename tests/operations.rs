@@ -1,0 +1,352 @@
+//! What ops run beside the gateway, tested against the real thing: the alert rules with
+//! promtool (`check rules`, and the unit tests in alerts_test.yml), the Grafana dashboard's lint
+//! rules, every dashboard query parsed by promtool, and every metric the dashboard and the
+//! alerts name exported by a running gateway after some traffic.
+mod util;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use util::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// promtool: `$PROMTOOL`, the copy scripts/setup.sh unpacks, or the one on PATH.
+fn promtool() -> PathBuf {
+    if let Some(path) = std::env::var_os("PROMTOOL") {
+        return path.into();
+    }
+    let local = Path::new(ROOT).join("target/tools/prometheus/usr/bin/promtool");
+    if local.exists() {
+        return local;
+    }
+    let on_path = Command::new("promtool").arg("--version").output();
+    assert!(
+        on_path.is_ok_and(|o| o.status.success()),
+        "promtool not found: run `bash scripts/setup.sh` (it unpacks Debian's prometheus package \
+         into target/tools/prometheus) or set PROMTOOL"
+    );
+    "promtool".into()
+}
+
+fn run_promtool(args: &[&str], dir: &Path) {
+    let out = Command::new(promtool())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let dir = Path::new(ROOT).join("deploy/prometheus");
+    run_promtool(&["check", "rules", "alerts.yml"], &dir);
+    run_promtool(&["test", "rules", "alerts_test.yml"], &dir);
+}
+
+fn dashboard() -> Value {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("deploy/grafana/partner-gateway.json"))
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every panel that is not a row (rows of the classic model may also nest panels).
+fn panels(dashboard: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            out.extend(panel["panels"].as_array().into_iter().flatten());
+        } else {
+            out.push(panel);
+        }
+    }
+    out
+}
+
+fn exprs(dashboard: &Value) -> Vec<String> {
+    panels(dashboard)
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn dashboard_follows_the_lint_rules() {
+    let d = dashboard();
+    assert!(d["schemaVersion"].as_u64().unwrap() <= 42);
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name).unwrap();
+    assert_eq!(var("datasource")["type"], "datasource");
+    assert_eq!(var("datasource")["query"], "prometheus");
+    let partner = var("partner");
+    assert_eq!(partner["type"], "query");
+    assert_eq!(
+        partner["definition"],
+        "label_values(partner_gateway_requests_total, partner)"
+    );
+    assert_eq!(partner["datasource"]["uid"], "${datasource}");
+
+    let rows: Vec<&str> = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "row")
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        ["Traffic", "Latency", "Privacy", "Partners", "Health"]
+    );
+
+    let mut ids = BTreeSet::new();
+    for panel in panels(&d) {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "duplicate id: {title}"
+        );
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        assert_eq!(panel["datasource"]["type"], "prometheus", "{title}");
+        let unit = panel["fieldConfig"]["defaults"]["unit"].as_str();
+        assert!(unit.is_some_and(|u| !u.is_empty()), "no unit: {title}");
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "no query: {title}");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = target["expr"].as_str().unwrap();
+            for range in ranges(expr) {
+                assert_eq!(range, "$__rate_interval", "{title}: {expr}");
+            }
+            if expr.contains("partner=") {
+                assert!(expr.contains(r#"partner=~"$partner""#), "{title}: {expr}");
+            }
+        }
+    }
+}
+
+/// The range selectors (`[5m]`) of a PromQL expression.
+fn ranges(expr: &str) -> Vec<&str> {
+    expr.split('[')
+        .skip(1)
+        .filter_map(|rest| rest.split(']').next())
+        .collect()
+}
+
+/// Metric names in a PromQL expression: identifiers that are not functions, keywords, label
+/// names (inside `{..}`, `by (..)`, `on (..)`, …) or strings.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut cleaned = String::new();
+    let (mut in_string, mut braces) = (false, 0);
+    for c in expr.chars() {
+        match c {
+            '"' => in_string = !in_string,
+            '{' if !in_string => braces += 1,
+            '}' if !in_string => braces -= 1,
+            _ if in_string || braces > 0 => {}
+            _ => cleaned.push(c),
+        }
+    }
+    let mut names = BTreeSet::new();
+    let grouping = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let keywords = [
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+    ];
+    let chars: Vec<char> = cleaned.chars().collect();
+    let mut i = 0;
+    let mut skip_group = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() || c == '.' {
+            // A number or a duration (`5m`), never a name.
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || "_:".contains(chars[i])) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let next = chars[i..].iter().find(|c| !c.is_whitespace());
+            if grouping.contains(&word.as_str()) {
+                skip_group = true;
+            } else if next == Some(&'(') || keywords.contains(&word.as_str()) {
+            } else if !word.starts_with("$__") && !word.chars().all(|c| c.is_ascii_digit()) {
+                names.insert(word);
+            }
+            continue;
+        }
+        if c == '(' && skip_group {
+            // `by (a, b)`: label names, not metrics.
+            while i < chars.len() && chars[i] != ')' {
+                i += 1;
+            }
+            skip_group = false;
+        }
+        if c == '[' {
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+        }
+        i += 1;
+    }
+    names
+}
+
+#[test]
+fn metric_names_are_found_in_promql() {
+    let names = metric_names(
+        r#"sum by (partner, le) (rate(a_bucket{x="y(z)"}[$__rate_interval])) / on (instance) b - time() > 3 * c offset 5m"#,
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["a_bucket", "b", "c"]
+    );
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    // promtool parses each query as a recording rule, with Grafana's variables filled in.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs(&dashboard()).iter().enumerate() {
+        let expr = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$partner", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(&expr).unwrap()
+        ));
+    }
+    std::fs::write(dir.path().join("dashboard.yml"), rules).unwrap();
+    run_promtool(&["check", "rules", "dashboard.yml"], dir.path());
+}
+
+/// The metric names every alert expression uses.
+fn alert_metric_names() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/prometheus/alerts.yml")).unwrap();
+    let rules: Value = serde_saphyr::from_str(&text).unwrap();
+    let mut names = BTreeSet::new();
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            names.extend(metric_names(rule["expr"].as_str().unwrap()));
+        }
+    }
+    names
+}
+
+const OPTOUT_ENV: &str = "OPERATIONS_TEST_ADMIN_TOKEN";
+
+fn business_partner(upstream: &str) -> String {
+    format!(
+        r#"kind: business_partner
+purpose: marketing
+upstream: {upstream}
+routes:
+  - path: /v1/contacts
+    methods: [POST]
+    records: contacts[*]
+    subject: customer_id
+    allow:
+      - contacts[*].customer_id
+      - contacts[*].name
+    transform:
+      contacts[*].email: mask
+allowed_callers: [orders-service]
+"#
+    )
+}
+
+#[test]
+fn every_metric_the_dashboard_and_alerts_name_is_exported_after_traffic() {
+    let mock = Mock::start();
+    let gw = Gateway::start(
+        &format!("optouts: {{ path: data/optouts }}\nadmin_token_env: {OPTOUT_ENV}\n"),
+        &[
+            ("acme-ship", &ship_partner(&mock.url())),
+            ("bp", &business_partner(&mock.url())),
+        ],
+        &[("SHIP_TOKEN", "t"), (OPTOUT_ENV, "admin")],
+    );
+    let optout = http1::send(
+        &gw.admin.to_string(),
+        "PUT",
+        "/optouts/c-2",
+        &[("authorization", "Bearer admin")],
+        Some(br#"{"scopes":["partner_sharing"]}"#),
+    )
+    .unwrap();
+    assert_eq!(optout.status, 200);
+    let shipment = r#"{"order_id":"o1","shipments":[{"customer_id":"c-1","name":"A","card_number":"4111111111111111","secret":1}]}"#;
+    assert_eq!(
+        gw.post_json("/acme-ship/v1/shipments", shipment).status,
+        200
+    );
+    let contacts = r#"{"contacts":[{"customer_id":"c-1","name":"A","email":"a@x"},{"customer_id":"c-2","name":"B"}]}"#;
+    assert_eq!(gw.post_json("/bp/v1/contacts", contacts).status, 200);
+    assert_eq!(gw.post_json("/acme-ship/v1/shipments", "{").status, 400);
+    assert_eq!(gw.post_json("/nobody/v1/x", "{}").status, 404);
+
+    let metrics = gw.metrics();
+    let exported: BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    // One family has a series per loaded certificate only: with no TLS configured here it has
+    // none, so it is checked to be registered instead.
+    let per_certificate = "partner_gateway_certificate_expiry_timestamp_seconds";
+    assert!(partner_gateway::metrics::NAMES.contains(&per_certificate));
+
+    let mut named = alert_metric_names();
+    for expr in exprs(&dashboard()) {
+        named.extend(metric_names(&expr));
+    }
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| n.as_str() != per_certificate && !exported.contains(n.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}\n{metrics}");
+    // And the dashboard uses every family the gateway exports.
+    for name in partner_gateway::metrics::NAMES {
+        assert!(
+            named.iter().any(|n| n.starts_with(name)),
+            "{name} is on no dashboard panel and in no alert"
+        );
+    }
+}
