@@ -2,7 +2,8 @@
 # Installs what the build and tests need beyond the Rust toolchain:
 # - cmake (pingora builds zlib-ng with it);
 # - promtool (the alert rules' unit tests), unpacked from Debian's `prometheus` package into
-#   target/tools/prometheus without installing or starting the Prometheus daemon.
+#   target/tools/prometheus without installing or starting the Prometheus daemon;
+# - PostgreSQL server binaries (the multi-replica tests start a throwaway cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +33,13 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/usr/bin/promtool" ]; 
   mkdir -p "$tools"
   dpkg -x "$work"/prometheus_*.deb "$tools"
   "$tools/usr/bin/promtool" --version >/dev/null
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "installing PostgreSQL (the multi-replica tests start a throwaway cluster)..." >&2
+  if command -v apt-get >/dev/null 2>&1 && as_root true; then
+    as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || true
+  fi
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
+    { echo "PostgreSQL is still missing (no /usr/lib/postgresql/*/bin/initdb); install Debian's postgresql package and retry" >&2; exit 1; }
 fi

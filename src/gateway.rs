@@ -18,7 +18,9 @@ use gateway_core::{Refusal, RefusalKind};
 
 use crate::loader;
 use crate::metrics::Metrics;
-use crate::optout::OptOutStore;
+use crate::optout::postgres::PgOptOuts;
+use crate::optout::{Freshness, OptOutBackend, OptOutStore};
+use gateway_core::policy::OptOutStoreConfig;
 
 /// How callers are authenticated under the active policy.
 enum CallerAuth {
@@ -185,7 +187,7 @@ pub struct Gateway {
     active: RwLock<Arc<Active>>,
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
-    optouts: RwLock<Option<Arc<OptOutStore>>>,
+    optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
     started: std::time::Instant,
 }
 
@@ -223,27 +225,33 @@ impl Gateway {
         *guard = Arc::new(active);
     }
 
-    pub fn set_optouts(&self, store: Arc<OptOutStore>) {
+    pub fn set_optouts(&self, backend: Arc<dyn OptOutBackend>) {
         let mut guard = match self.optouts.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *guard = Some(store);
+        *guard = Some(backend);
         drop(guard);
         self.refresh_optout_gauge();
     }
 
-    /// The opt-out store, if loaded.
-    pub fn optout_store(&self) -> Option<Arc<OptOutStore>> {
+    /// Where opt-outs are kept, once opened.
+    pub fn optout_backend(&self) -> Option<Arc<dyn OptOutBackend>> {
         match self.optouts.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// The opt-out store as the request path asks it.
+    /// The opt-out set as the request path asks it: `None` when not loaded, or (PostgreSQL)
+    /// stale past `max_staleness_s`, so that routes honouring opt-outs answer 503.
     pub fn optout_source(&self) -> Option<Arc<dyn OptOutSource>> {
-        self.optout_store().map(|s| s as Arc<dyn OptOutSource>)
+        self.optout_backend().and_then(|b| b.source())
+    }
+
+    /// How fresh the opt-out copy is (`None`: no `optouts` section or not opened).
+    pub fn optout_freshness(&self) -> Option<Freshness> {
+        self.optout_backend().map(|b| b.freshness())
     }
 
     /// Sets `partner_gateway_optouts{scope}` from the store's counters, for the scopes the
@@ -259,8 +267,8 @@ impl Gateway {
         scopes.sort_unstable();
         scopes.dedup();
         let counts = self
-            .optout_store()
-            .and_then(|store| store.count_by_scope().ok())
+            .optout_backend()
+            .map(|backend| backend.count_by_scope())
             .unwrap_or_default();
         self.metrics.set_optouts(scopes.into_iter().map(|scope| {
             let count = counts
@@ -271,15 +279,17 @@ impl Gateway {
         }));
     }
 
-    /// Sets `partner_gateway_optouts_staleness_seconds` for the embedded store: 0 while it is
-    /// loaded (it is the opt-out data itself); while opt-outs some partner honours are not
-    /// loaded, the time since start, so "opt-outs not loaded" is visible without traffic.
+    /// Sets `partner_gateway_optouts_staleness_seconds`: the age of the opt-out copy (0 for the
+    /// embedded store; time since the last catch-up for a PostgreSQL replica); while opt-outs
+    /// some partner honours are not loaded, the time since start, so "opt-outs not loaded" is
+    /// visible without traffic.
     pub fn refresh_optouts_staleness(&self) {
-        let missing = self.needs_optouts() && self.optout_source().is_none();
-        let age = if missing {
-            self.started.elapsed()
-        } else {
-            std::time::Duration::ZERO
+        let age = match self.optout_freshness() {
+            Some(Freshness::Current { staleness } | Freshness::Stale { staleness, .. }) => {
+                staleness
+            }
+            None | Some(Freshness::NotLoaded) if self.needs_optouts() => self.started.elapsed(),
+            _ => std::time::Duration::ZERO,
         };
         self.metrics.set_optouts_staleness(age);
     }
@@ -292,13 +302,43 @@ impl Gateway {
             .any(|p| !p.honor_optouts.is_empty())
     }
 
-    /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out store too.
-    pub fn ready(&self) -> Result<(), String> {
-        if self.needs_optouts() && self.optout_source().is_none() {
-            return Err("opt-out data is not loaded".into());
+    /// Ready when the policy is loaded and, if any partner honours opt-outs, the opt-out data
+    /// has been loaded once. A PostgreSQL replica that lost its database stays ready (the
+    /// contractor routes keep working) but reports itself degraded.
+    pub fn ready(&self) -> Readiness {
+        let needs_optouts = self.needs_optouts();
+        match self.optout_freshness() {
+            None | Some(Freshness::NotLoaded) if needs_optouts => {
+                Readiness::NotReady("opt-out data is not loaded".into())
+            }
+            Some(
+                f @ Freshness::Stale {
+                    staleness,
+                    max_staleness,
+                },
+            ) => Readiness::Degraded {
+                staleness,
+                max_staleness,
+                refusing: needs_optouts && !f.usable(),
+            },
+            _ => Readiness::Ready,
         }
-        Ok(())
     }
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// 503: policy or opt-out data not loaded yet.
+    NotReady(String),
+    /// 200, but the opt-out copy is stale (the database is unreachable); past the bound
+    /// (`refusing`) routes that honour opt-outs answer 503.
+    Degraded {
+        staleness: std::time::Duration,
+        max_staleness: std::time::Duration,
+        refusing: bool,
+    },
 }
 
 /// Borrow helper so callers can hold the `Arc` while passing `OptOuts` down.
@@ -309,18 +349,29 @@ pub fn optouts_view(source: &Option<Arc<dyn OptOutSource>>) -> OptOuts<'_> {
     }
 }
 
-/// Opens the opt-out store read-only, for commands that run beside the server (`explain`).
+/// Opens the opt-out data read-only, for commands that run beside the server (`explain`).
 pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
-    let config = policy.gateway.optouts.as_ref()?;
-    if !config.path.exists() {
+    let path = match policy.gateway.optouts.as_ref()? {
+        OptOutStoreConfig::Embedded { path } => path,
+        OptOutStoreConfig::Postgres(pg) => {
+            return match crate::optout::postgres::bulk::load_once(pg) {
+                Ok(set) => Some(Arc::new(set)),
+                Err(e) => {
+                    log::warn!("opt-out data not loaded: {e:#}");
+                    None
+                }
+            };
+        }
+    };
+    if !path.exists() {
         // What a gateway starting now would have: a new, empty store.
         log::info!(
             "no opt-out store at {} yet: no customer has opted out",
-            config.path.display()
+            path.display()
         );
         return Some(Arc::new(gateway_core::optout::OptOutSet::new()));
     }
-    match OptOutStore::open_read_only(&config.path) {
+    match OptOutStore::open_read_only(path) {
         Ok(store) => Some(Arc::new(store)),
         Err(e) => {
             log::warn!("opt-out data not loaded: {e:#}");
@@ -332,27 +383,35 @@ pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
 /// How often an opt-out store that would not open is tried again.
 const OPTOUT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens the opt-out store the policy names and makes it the gateway's opt-out source. If it
-/// cannot be opened, the gateway stays not-ready for opt-out routes (503) and a background
-/// thread keeps trying; everything else serves meanwhile.
+/// Opens the opt-out data the policy names and makes it the gateway's opt-out source. If the
+/// embedded store cannot be opened, the gateway stays not-ready for opt-out routes (503) and a
+/// background thread keeps trying; everything else serves meanwhile. A PostgreSQL replica
+/// starts at once and loads in the background (not ready until the first complete load).
 pub fn open_optouts_into(gateway: &Arc<Gateway>) -> anyhow::Result<()> {
-    let Some(config) = gateway.active().policy.gateway.optouts.clone() else {
-        return Ok(());
+    let path = match gateway.active().policy.gateway.optouts.clone() {
+        None => return Ok(()),
+        Some(OptOutStoreConfig::Postgres(pg)) => {
+            let replica = PgOptOuts::start(&pg)
+                .with_context(|| format!("opt-out database (table {})", pg.table))?;
+            gateway.set_optouts(replica);
+            return Ok(());
+        }
+        Some(OptOutStoreConfig::Embedded { path }) => path,
     };
-    match OptOutStore::open(&config.path) {
+    match OptOutStore::open(&path) {
         Ok(store) => {
             gateway.set_optouts(Arc::new(store));
             Ok(())
         }
         Err(e) => {
-            let error = e.context(format!("opt-out store {}", config.path.display()));
+            let error = e.context(format!("opt-out store {}", path.display()));
             log::error!("{error:#}: routes that honour opt-outs answer 503 until it opens");
             let gateway = gateway.clone();
             std::thread::spawn(move || loop {
                 std::thread::sleep(OPTOUT_RETRY);
-                match OptOutStore::open(&config.path) {
+                match OptOutStore::open(&path) {
                     Ok(store) => {
-                        log::info!("opt-out store {} is open", config.path.display());
+                        log::info!("opt-out store {} is open", path.display());
                         gateway.set_optouts(Arc::new(store));
                         return;
                     }

@@ -41,9 +41,7 @@ pub fn reload(gateway: &Gateway) -> bool {
         .and_then(|loaded| {
             // The open store is the one acknowledged opt-outs are written to: swapping the
             // policy under it would send writes and reads to different places.
-            let store_path = |p: &gateway_core::policy::Policy| {
-                p.gateway.optouts.as_ref().map(|o| o.path.clone())
-            };
+            let store_path = |p: &gateway_core::policy::Policy| p.gateway.optouts.clone();
             if store_path(&loaded.policy) != store_path(&old.policy) {
                 anyhow::bail!(
                     "the `optouts` section changed: the opt-out store can only change at a restart"

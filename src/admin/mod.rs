@@ -11,7 +11,7 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Readiness};
 
 pub mod optouts;
 
@@ -27,7 +27,7 @@ impl AdminApp {
         AdminApp { gateway }
     }
 
-    fn route(
+    async fn route(
         &self,
         method: &str,
         path: &str,
@@ -48,16 +48,17 @@ impl AdminApp {
                 .admin_token_env
                 .as_deref()
                 .and_then(|name| std::env::var(name).ok());
-            let store = self.gateway.optout_store();
+            let backend = self.gateway.optout_backend();
             let response = optouts::handle(
-                store.as_deref(),
+                backend.as_deref(),
                 token.as_deref(),
                 env_name,
                 method,
                 path,
                 authorization,
                 body,
-            );
+            )
+            .await;
             if response.status == 200 && method != "GET" {
                 self.gateway.refresh_optout_gauge();
             }
@@ -70,6 +71,8 @@ impl AdminApp {
         }
         match (method, path) {
             ("GET", "/metrics") => {
+                // Replicas change opt-outs without an admin call here: refresh at each scrape.
+                self.gateway.refresh_optout_gauge();
                 self.gateway.refresh_optouts_staleness();
                 (
                     200,
@@ -78,10 +81,7 @@ impl AdminApp {
                 )
             }
             ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
-            ("GET", "/readyz") => match self.gateway.ready() {
-                Ok(()) => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
-                Err(why) => (503, JSON, error_body("not_ready", &why)),
-            },
+            ("GET", "/readyz") => readyz(self.gateway.ready()),
             ("GET", "/.well-known/jwks.json") => (200, JSON, self.gateway.active().jwks()),
             (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
                 405,
@@ -94,6 +94,29 @@ impl AdminApp {
 }
 
 const JSON: &str = "application/json";
+
+/// `/readyz`: 200 `ready`; 503 until policy and opt-outs are loaded; 200 `degraded` while a
+/// PostgreSQL replica's copy is stale (`optout_routes` says whether they still serve).
+fn readyz(readiness: Readiness) -> (u16, &'static str, Vec<u8>) {
+    match readiness {
+        Readiness::Ready => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
+        Readiness::NotReady(why) => (503, JSON, error_body("not_ready", &why)),
+        Readiness::Degraded {
+            staleness,
+            max_staleness,
+            refusing,
+        } => {
+            let body = serde_json::json!({
+                "status": "degraded",
+                "optouts": "stale",
+                "staleness_seconds": staleness.as_secs(),
+                "max_staleness_seconds": max_staleness.as_secs(),
+                "optout_routes": if refusing { "refusing" } else { "serving" },
+            });
+            (200, JSON, serde_json::to_vec(&body).unwrap_or_default())
+        }
+    }
+}
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
     let mut body = Vec::new();
@@ -120,7 +143,10 @@ impl ServeHttp for AdminApp {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let (status, content_type, body) = match read_body(session).await {
-            Ok(body) => self.route(&method, &path, authorization.as_deref(), &body),
+            Ok(body) => {
+                self.route(&method, &path, authorization.as_deref(), &body)
+                    .await
+            }
             Err(()) => (
                 413,
                 JSON,

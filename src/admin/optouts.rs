@@ -13,7 +13,8 @@ sends back what it returns.
   200 with the scopes left (maybe `[]`), or 404 when the customer had none.
 - The id is one path segment, percent-decoded (`/optouts/a%2Fb` is customer `a/b`).
 - Bad JSON, unknown members, an empty or bad scope list, a bad id → 400 `bad_request`;
-  store not loaded → 503 `not_ready`; other methods → 405; a failed write → 500.
+  store not loaded, or the opt-out database unreachable → 503 `not_ready` (nothing was
+  acknowledged; retry); other methods → 405; a failed write → 500.
 */
 
 use serde::Deserialize;
@@ -22,7 +23,7 @@ use subtle::ConstantTimeEq;
 
 use gateway_core::optout::{validate_customer_id, Scope};
 
-use crate::optout::OptOutStore;
+use crate::optout::{BackendError, OptOutBackend};
 
 /// Most scopes one request may name.
 pub const MAX_SCOPES_PER_REQUEST: usize = 256;
@@ -64,8 +65,8 @@ impl AdminResponse {
 
 /// Handles one `/optouts...` request. `admin_token` is the value of the environment variable
 /// named `admin_token_env` (`None` when unset).
-pub fn handle(
-    store: Option<&OptOutStore>,
+pub async fn handle(
+    store: Option<&dyn OptOutBackend>,
     admin_token: Option<&str>,
     admin_token_env: &str,
     method: &str,
@@ -109,7 +110,7 @@ pub fn handle(
         return AdminResponse::error(503, "not_ready", "opt-out data is not loaded");
     };
     match method {
-        "GET" => match store.get(&id) {
+        "GET" => match store.get(&id).await {
             Ok(Some(scopes)) => AdminResponse::scopes(&id, &scopes),
             Ok(None) => not_found(&id),
             Err(e) => internal(&e),
@@ -126,7 +127,7 @@ pub fn handle(
                 }
                 Err(message) => return AdminResponse::error(400, "bad_request", &message),
             };
-            match store.put(&id, &scopes) {
+            match store.put(&id, &scopes).await {
                 Ok(now) => AdminResponse::scopes(&id, &now),
                 Err(e) => internal(&e),
             }
@@ -136,7 +137,7 @@ pub fn handle(
                 Ok(scopes) => scopes,
                 Err(message) => return AdminResponse::error(400, "bad_request", &message),
             };
-            match store.delete(&id, scopes.as_deref()) {
+            match store.delete(&id, scopes.as_deref()).await {
                 Ok(Some(left)) => AdminResponse::scopes(&id, &left),
                 Ok(None) => not_found(&id),
                 Err(e) => internal(&e),
@@ -153,13 +154,17 @@ fn not_found(id: &str) -> AdminResponse {
     )
 }
 
-fn internal(e: &anyhow::Error) -> AdminResponse {
+fn internal(e: &BackendError) -> AdminResponse {
     log::error!("opt-out change failed: {e:#}");
-    AdminResponse::error(
-        500,
-        "internal_error",
-        &format!("the opt-out store failed: {e:#}"),
-    )
+    match e {
+        // Nothing was acknowledged: the caller retries (PUT and DELETE are idempotent).
+        BackendError::Unavailable(_) => AdminResponse::error(503, "not_ready", &e.to_string()),
+        BackendError::Failed(_) => AdminResponse::error(
+            500,
+            "internal_error",
+            &format!("the opt-out store failed: {e}"),
+        ),
+    }
 }
 
 /// `Authorization: Bearer <token>` (read as every bearer credential is) with the right token.

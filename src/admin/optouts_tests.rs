@@ -1,5 +1,32 @@
 use super::*;
 
+use crate::optout::OptOutStore;
+
+/// The async handler, run to completion (the embedded store never waits).
+fn handle(
+    store: Option<&OptOutStore>,
+    admin_token: Option<&str>,
+    admin_token_env: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> AdminResponse {
+    let backend = store.map(|s| s as &dyn OptOutBackend);
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(super::handle(
+            backend,
+            admin_token,
+            admin_token_env,
+            method,
+            path,
+            authorization,
+            body,
+        ))
+}
+
 const TOKEN: &str = "s3cret-token";
 const ENV: &str = "PARTNER_GATEWAY_ADMIN_TOKEN";
 const AUTH: Option<&str> = Some("Bearer s3cret-token");

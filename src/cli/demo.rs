@@ -87,7 +87,9 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     policy.gateway.admin_listen = admin_addr;
     let scratch = std::env::temp_dir().join(format!("partner-gateway-demo-{}", std::process::id()));
     if let Some(optouts) = policy.gateway.optouts.as_mut() {
-        optouts.path = scratch.join("optouts");
+        *optouts = gateway_core::policy::OptOutStoreConfig::Embedded {
+            path: scratch.join("optouts"),
+        };
     }
     let mut mocks = Vec::new();
     for (id, partner) in policy.partners.iter_mut() {
@@ -103,14 +105,15 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 
     let active = Active::build(policy)?;
     let gateway = Arc::new(Gateway::new(active, dir));
-    crate::gateway::open_optouts_into(&gateway).context("cannot open the demo opt-out store")?;
-    let store = gateway
-        .optout_store()
-        .context("the demo opt-out store is not open")?;
+    let store = Arc::new(
+        crate::optout::OptOutStore::open(&scratch.join("optouts"))
+            .context("cannot open the demo opt-out store")?,
+    );
     store.put(
         OPTED_OUT_CUSTOMER,
         &[Scope::parse(Scope::PARTNER_SHARING).map_err(anyhow::Error::msg)?],
     )?;
+    gateway.set_optouts(store);
     gateway.refresh_optout_gauge();
 
     let mut server = serve::new_server()?;

@@ -127,7 +127,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum OptoutsCommand {
-    /// Import a CSV (`customer_id,scope`) or NDJSON file: all or nothing (the gateway must be stopped).
+    /// Import a CSV (`customer_id,scope`) or NDJSON file: all or nothing (embedded store: the gateway must be stopped).
     Import {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
@@ -145,26 +145,29 @@ enum OptoutsCommand {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
     },
+    /// Create or update the PostgreSQL opt-out tables (idempotent; the gateway also does at start).
+    Migrate {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+    },
 }
 
-/// The opt-out store directory the policy names (validated as `check` would).
-fn optout_store_dir(policy: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// Where the policy keeps opt-outs (validated as `check` would).
+fn optout_config(
+    policy: &std::path::Path,
+) -> anyhow::Result<gateway_core::policy::OptOutStoreConfig> {
     let loaded =
         crate::loader::load(policy, None).map_err(|d| crate::loader::diagnostics_error(&d))?;
-    loaded
-        .policy
-        .gateway
-        .optouts
-        .map(|o| o.path)
-        .ok_or_else(|| {
-            anyhow::anyhow!("{}/gateway.yaml has no `optouts` section", policy.display())
-        })
+    loaded.policy.gateway.optouts.ok_or_else(|| {
+        anyhow::anyhow!("{}/gateway.yaml has no `optouts` section", policy.display())
+    })
 }
 
 fn run_optouts(command: OptoutsCommand) -> anyhow::Result<ExitCode> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     match command {
         OptoutsCommand::Import { policy, file } => {
-            optouts::import(&optout_store_dir(&policy)?, &file, None)?
+            optouts::import_into(&optout_config(&policy)?, &file, None, &mut out, &mut err)?
         }
         OptoutsCommand::Export { policy, format } => {
             let format = match format.as_str() {
@@ -172,13 +175,12 @@ fn run_optouts(command: OptoutsCommand) -> anyhow::Result<ExitCode> {
                 "csv" => gateway_core::optout::bulk::Format::Csv,
                 other => anyhow::bail!("unknown format {other:?} (expected ndjson or csv)"),
             };
-            optouts::export(
-                &optout_store_dir(&policy)?,
-                format,
-                &mut std::io::stdout().lock(),
-            )?
+            optouts::export_from(&optout_config(&policy)?, format, &mut out)?
         }
-        OptoutsCommand::Count { policy } => optouts::count(&optout_store_dir(&policy)?)?,
+        OptoutsCommand::Count { policy } => {
+            optouts::count_from(&optout_config(&policy)?, &mut out)?
+        }
+        OptoutsCommand::Migrate { policy } => optouts::migrate(&optout_config(&policy)?, &mut out)?,
     }
     Ok(ExitCode::SUCCESS)
 }

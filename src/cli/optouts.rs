@@ -1,6 +1,8 @@
 /*!
-`partner-gateway optouts import|export|count`: bulk work on the opt-out store named by the
-policy's `optouts.path`, with the gateway stopped (import) or running (export, count).
+`partner-gateway optouts import|export|count|migrate`: bulk work on the opt-out data the
+policy names: the embedded store (`optouts.path`; import needs the gateway stopped) or the
+PostgreSQL database (`optouts.postgres`; import, export and count stream with `COPY` while
+the gateways run, and every replica reloads after an import).
 
 - `import FILE`: CSV (`customer_id,scope`) or NDJSON, detected from the extension or content
   (or forced with a format). All or nothing: any bad line and nothing is imported; every error
@@ -8,6 +10,7 @@ policy's `optouts.path`, with the gateway stopped (import) or running (export, c
   the import is refused (use the admin API then).
 - `export`: every opt-out, sorted by customer id, as NDJSON (default) or CSV on stdout.
 - `count`: customers per scope and totals.
+- `migrate`: creates the database tables if missing (the gateway also does at start).
 */
 
 use std::io::Write;
@@ -16,6 +19,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use gateway_core::optout::bulk::{self, Format};
 
+use gateway_core::optout::OptOutSet;
+use gateway_core::policy::OptOutStoreConfig;
+
+use crate::optout::postgres::bulk as pg_bulk;
 use crate::optout::OptOutStore;
 
 /// `optouts import`: prints `imported N opt-outs (M customers)`, or every error and fails.
@@ -38,6 +45,44 @@ pub fn import_to(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
+    let config = OptOutStoreConfig::Embedded {
+        path: store_dir.to_path_buf(),
+    };
+    import_into(&config, file, format, out, err)
+}
+
+/// Parses `file` (every error printed, nothing imported on any), then imports it into the
+/// embedded store or the database `config` names.
+pub fn import_into(
+    config: &OptOutStoreConfig,
+    file: &Path,
+    format: Option<Format>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    let incoming = parse_file(file, format, err)?;
+    let summary = match config {
+        OptOutStoreConfig::Embedded { path } => {
+            let store = OptOutStore::open(path)
+                .with_context(|| format!("cannot open the opt-out store {}", path.display()))?;
+            store
+                .import(&incoming)
+                .with_context(|| format!("nothing imported into {}", path.display()))?
+        }
+        OptOutStoreConfig::Postgres(pg) => pg_bulk::with_client(pg, async |client, tables| {
+            pg_bulk::import(client, tables, &incoming).await
+        })
+        .with_context(|| format!("nothing imported into table {}", pg.table))?,
+    };
+    writeln!(
+        out,
+        "imported {} opt-outs ({} customers)",
+        summary.opt_outs, summary.customers
+    )?;
+    Ok(())
+}
+
+fn parse_file(file: &Path, format: Option<Format>, err: &mut dyn Write) -> Result<OptOutSet> {
     let shown = file.display().to_string();
     let content = if shown == "-" {
         let mut buf = Vec::new();
@@ -48,8 +93,8 @@ pub fn import_to(
         std::fs::read(file).with_context(|| format!("cannot read {shown}"))?
     };
     let format = format.unwrap_or_else(|| Format::detect(&shown, &content));
-    let incoming = match bulk::parse(&content, format) {
-        Ok(set) => set,
+    match bulk::parse(&content, format) {
+        Ok(set) => Ok(set),
         Err(errors) => {
             for e in &errors.errors {
                 writeln!(err, "{shown}:{}: {}", e.line, e.message)?;
@@ -63,18 +108,63 @@ pub fn import_to(
                 format.name()
             );
         }
-    };
-    drop(content);
-    let store = OptOutStore::open(store_dir)
-        .with_context(|| format!("cannot open the opt-out store {}", store_dir.display()))?;
-    let summary = store
-        .import(&incoming)
-        .with_context(|| format!("nothing imported into {}", store_dir.display()))?;
-    writeln!(
-        out,
-        "imported {} opt-outs ({} customers)",
-        summary.opt_outs, summary.customers
-    )?;
+    }
+}
+
+/// `optouts export` from either backend.
+pub fn export_from(config: &OptOutStoreConfig, format: Format, out: &mut dyn Write) -> Result<()> {
+    match config {
+        OptOutStoreConfig::Embedded { path } => export(path, format, out),
+        OptOutStoreConfig::Postgres(pg) => {
+            pg_bulk::with_client(pg, async |client, tables| {
+                pg_bulk::export(client, tables, format, out).await
+            })?;
+            Ok(())
+        }
+    }
+}
+
+/// `optouts count` from either backend.
+pub fn count_from(config: &OptOutStoreConfig, out: &mut dyn Write) -> Result<()> {
+    match config {
+        OptOutStoreConfig::Embedded { path } => count_to(path, out),
+        OptOutStoreConfig::Postgres(pg) => {
+            let (per_scope, opt_outs, customers) =
+                pg_bulk::with_client(pg, async |client, tables| {
+                    pg_bulk::count(client, tables).await
+                })?;
+            for (scope, n) in per_scope {
+                writeln!(out, "{scope}\t{n}")?;
+            }
+            writeln!(out, "total\t{opt_outs} opt-outs ({customers} customers)")?;
+            Ok(())
+        }
+    }
+}
+
+/// `optouts migrate`: creates or updates the database tables (idempotent). The embedded store
+/// needs no migration.
+pub fn migrate(config: &OptOutStoreConfig, out: &mut dyn Write) -> Result<()> {
+    match config {
+        OptOutStoreConfig::Embedded { path } => {
+            writeln!(
+                out,
+                "the embedded opt-out store {} needs no migration",
+                path.display()
+            )?;
+        }
+        OptOutStoreConfig::Postgres(pg) => {
+            let tables = pg_bulk::with_client(pg, async |_, tables| Ok(tables.clone()))?;
+            writeln!(
+                out,
+                "opt-out tables {}, {}, {} are at schema version {}",
+                tables.optouts,
+                tables.changes,
+                tables.seq,
+                crate::optout::postgres::schema::SCHEMA_VERSION
+            )?;
+        }
+    }
     Ok(())
 }
 

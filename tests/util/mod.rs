@@ -2,6 +2,8 @@
 //! driven with raw HTTP/1.1. Each process is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,11 +7,8 @@ with no I/O, no clock reads it was not handed, and no pingora types.
 - [`optout`]: the in-memory opt-out set and the scopes a route honours.
 - [`tagging`]: the `ohsoft-data-use` header and the signed data-use token.
 - [`plan`]: the whole decision for one request: target, filtered body, headers and query.
-<<<<<<< HEAD
 - [`policytest`]: policy tests (`policy/tests/` YAML files): a request in, the expected body or refusal out.
-=======
 - [`headers`]: the header rules: never forwarded, partner credential, always allowed, hop-by-hop.
->>>>>>> main
 - [`refusal`]: every reason the gateway refuses a request, with its status and code.
 
 The shell crate (`partner-gateway`) reads files, listens on sockets and talks to partners;

@@ -31,8 +31,8 @@ fn bundled_policy_passes_check_without_environment() {
     assert_eq!(policy.gateway.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(policy.gateway.admin_listen.to_string(), "127.0.0.1:9090");
     assert_eq!(
-        policy.gateway.optouts.as_ref().unwrap().path,
-        PathBuf::from("data/optouts")
+        policy.gateway.optouts.as_ref().unwrap().embedded_path(),
+        Some(PathBuf::from("data/optouts").as_path())
     );
     let signing = policy.gateway.signing.as_ref().unwrap();
     assert_eq!(signing.key, PathBuf::from("certs/data-use-signing.pem"));

@@ -43,12 +43,26 @@ pub struct LimitsFile {
     pub upstream_timeout_ms: Option<Spanned<u64>>,
 }
 
-/// `optouts:`.
+/// `optouts:`: exactly one of `path` and `postgres`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptOutsFile {
-    /// Directory of the store, relative to the policy directory's parent.
-    pub path: Spanned<String>,
+    /// Directory of the embedded store, relative to the policy directory's parent.
+    pub path: Option<Spanned<String>>,
+    /// A PostgreSQL database shared by several replicas.
+    pub postgres: Option<Spanned<PostgresFile>>,
+}
+
+/// `optouts.postgres:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    /// Env var holding the connection URL.
+    pub url_env: Spanned<String>,
+    /// Table of current opt-outs (default `optouts`).
+    pub table: Option<Spanned<String>>,
+    /// Past this age of a replica's copy, opt-out routes answer 503 (default 30).
+    pub max_staleness_s: Option<Spanned<u64>>,
 }
 
 /// `callers:`.

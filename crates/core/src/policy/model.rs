@@ -50,10 +50,57 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct OptOutStoreConfig {
-    /// Directory of the durable store, relative paths resolved against the policy directory's parent.
-    pub path: std::path::PathBuf,
+/// Where opt-outs are kept: `optouts: { path: .. }` or `optouts: { postgres: { .. } }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptOutStoreConfig {
+    /// The embedded durable store in one directory (relative paths resolved against the policy
+    /// directory's parent). One gateway process owns it.
+    Embedded { path: std::path::PathBuf },
+    /// A PostgreSQL database shared by several gateway replicas.
+    Postgres(PostgresOptOuts),
+}
+
+impl OptOutStoreConfig {
+    /// The embedded store's directory (`None` for PostgreSQL).
+    pub fn embedded_path(&self) -> Option<&std::path::Path> {
+        match self {
+            OptOutStoreConfig::Embedded { path } => Some(path),
+            OptOutStoreConfig::Postgres(_) => None,
+        }
+    }
+}
+
+/// `optouts: { postgres: { url_env, table, max_staleness_s } }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptOuts {
+    /// Env var holding the connection URL (`postgres://user:pass@host/db?sslmode=require`);
+    /// the URL itself is read by the shell when it connects and never kept in the policy.
+    pub url_env: String,
+    /// Table of current opt-outs; the change log is `{table}_changes`, the change counter
+    /// `{table}_seq` and the notification channel `{table}_changes`.
+    pub table: String,
+    /// Past this age of the in-memory copy, routes that honour opt-outs answer 503.
+    pub max_staleness: Duration,
+}
+
+impl PostgresOptOuts {
+    pub const DEFAULT_TABLE: &'static str = "optouts";
+    pub const DEFAULT_MAX_STALENESS_S: u64 = 30;
+    /// Longest table name: `{table}_changes` must fit PostgreSQL's 63-byte identifiers.
+    pub const MAX_TABLE_LEN: usize = 48;
+
+    /// A table name we put into SQL unquoted: lowercase ASCII letters, digits and `_`,
+    /// starting with a letter or `_`, at most [`Self::MAX_TABLE_LEN`] bytes.
+    pub fn valid_table(name: &str) -> bool {
+        name.len() <= Self::MAX_TABLE_LEN
+            && name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -11,9 +11,7 @@ use super::{
     DEFAULT_LISTEN,
 };
 use crate::policy::file::{CallersFile, GatewayFile, LimitsFile, SigningFile, Spanned};
-use crate::policy::model::{
-    CallersConfig, GatewayConfig, Limits, OptOutStoreConfig, SigningConfig,
-};
+use crate::policy::model::{CallersConfig, GatewayConfig, Limits, SigningConfig};
 
 /// What can be wrong in `gateway.yaml` itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,10 +74,7 @@ pub(super) fn validate_gateway(
     let optouts = g
         .optouts
         .as_ref()
-        .and_then(|o| non_empty(path, &o.value.path, "optouts.path", d))
-        .map(|p| OptOutStoreConfig {
-            path: resolve(base, &p),
-        });
+        .and_then(|o| super::optouts::validate_optouts(path, &o.value, line(o), base, env, d));
 
     let callers = match &g.callers {
         None => {

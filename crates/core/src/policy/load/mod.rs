@@ -40,6 +40,7 @@ use super::model::Policy;
 use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
+mod optouts;
 mod partner;
 mod route;
 
@@ -132,6 +133,8 @@ enum Invalid {
     ForbiddenHeader(String),
     #[error(transparent)]
     Gateway(#[from] gateway::InvalidGateway),
+    #[error(transparent)]
+    OptOuts(#[from] optouts::InvalidOptOuts),
     #[error(transparent)]
     Partner(#[from] partner::InvalidPartner),
     #[error(transparent)]

@@ -1,7 +1,9 @@
 use super::partner::parse_upstream;
 use super::*;
 use crate::optout::Scope;
-use crate::policy::model::{Limits, PartnerKind, RouteSegment, Upstream};
+use crate::policy::model::{
+    Limits, OptOutStoreConfig, PartnerKind, PostgresOptOuts, RouteSegment, Upstream,
+};
 
 const GATEWAY: &str = "\
 listen: 127.0.0.1:8080
@@ -87,8 +89,8 @@ fn a_sound_policy_loads_in_check_mode_without_secrets() {
     assert_eq!(g.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(g.limits, Limits::default());
     assert_eq!(
-        g.optouts.as_ref().unwrap().path,
-        PathBuf::from("data/optouts")
+        g.optouts.as_ref().unwrap().embedded_path(),
+        Some(PathBuf::from("data/optouts").as_path())
     );
     let callers = g.callers.as_ref().unwrap();
     assert_eq!(callers.keys, PathBuf::from("certs/callers.jwks.json"));
@@ -452,7 +454,11 @@ fn relative_paths_resolve_against_the_policy_directory_parent() {
         let g = load(&src, None).expect("loads").policy.gateway;
         let signing = g.signing.unwrap();
         assert_eq!(signing.key, PathBuf::from(key), "{dir}");
-        assert_eq!(g.optouts.unwrap().path, PathBuf::from(optouts), "{dir}");
+        assert_eq!(
+            g.optouts.unwrap().embedded_path(),
+            Some(PathBuf::from(optouts).as_path()),
+            "{dir}"
+        );
         assert_eq!(signing.publish[1], PathBuf::from("/etc/pg/other.pub"));
     }
 }
@@ -642,5 +648,42 @@ fn upstreams_parse() {
         "http://a:+80",
     ] {
         assert!(parse_upstream(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn optouts_in_postgres() {
+    let pg = GATEWAY.replace(
+        "optouts: { path: data/optouts }",
+        "optouts: { postgres: { url_env: OPTOUTS_DATABASE_URL, max_staleness_s: 12 } }",
+    );
+    let src = source(&pg, &[("acme-ship.yaml", CONTRACTOR)]);
+    let g = load(&src, None).expect("loads").policy.gateway;
+    assert_eq!(
+        g.optouts,
+        Some(OptOutStoreConfig::Postgres(PostgresOptOuts {
+            url_env: "OPTOUTS_DATABASE_URL".into(),
+            table: "optouts".into(),
+            max_staleness: std::time::Duration::from_secs(12),
+        }))
+    );
+    // Serve mode needs the URL (never copied into the policy).
+    let got = errors(&src, Some(&env(&[("ACME_KEY", "k"), ("ACME_TOKEN", "t")])));
+    assert!(
+        got.contains(&"policy/gateway.yaml:3: environment variable \"OPTOUTS_DATABASE_URL\" named by optouts.postgres.url_env is not set".to_string()),
+        "{got:?}"
+    );
+    let f = "policy/gateway.yaml";
+    let cases = [
+        ("optouts: { path: a, postgres: { url_env: U } }", format!("{f}:3: optouts needs exactly one of `path` (the embedded store) and `postgres` (a shared database)")),
+        ("optouts: {}", format!("{f}:3: optouts needs exactly one of `path` (the embedded store) and `postgres` (a shared database)")),
+        ("optouts: { postgres: { url_env: U, table: \"Opt-Outs\" } }", format!("{f}:3: invalid optouts.postgres.table \"Opt-Outs\" (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")),
+        ("optouts: { postgres: { url_env: U, max_staleness_s: 0 } }", format!("{f}:3: optouts.postgres.max_staleness_s must be greater than 0")),
+        ("optouts: { postgres: { url_env: 1U } }", format!("{f}:3: invalid environment variable name \"1U\" in optouts.postgres.url_env (expected letters, digits and `_`, not starting with a digit)")),
+    ];
+    for (section, want) in cases {
+        let gateway = GATEWAY.replace("optouts: { path: data/optouts }", section);
+        let got = errors(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None);
+        assert_eq!(got, vec![want], "{section}");
     }
 }

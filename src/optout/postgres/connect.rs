@@ -1,0 +1,302 @@
+//! Connecting to the opt-out database: the URL (with `sslmode` and an optional
+//! `sslrootcert`), rustls for TLS, the writers' pool, and the table names.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use gateway_core::policy::PostgresOptOuts;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How long connecting may take before the database counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Writers' connections per replica.
+const POOL_SIZE: usize = 8;
+
+/// A parsed connection URL and how to secure it.
+#[derive(Clone)]
+pub struct Target {
+    pub config: Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// The table names one `optouts.postgres` section uses.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Current opt-outs: one row per (customer, scope).
+    pub optouts: String,
+    /// The change log; also the `LISTEN` channel.
+    pub changes: String,
+    /// One row holding the last change id (its row lock orders writers).
+    pub seq: String,
+}
+
+impl Tables {
+    pub fn new(table: &str) -> Tables {
+        debug_assert!(PostgresOptOuts::valid_table(table));
+        Tables {
+            optouts: table.to_string(),
+            changes: format!("{table}_changes"),
+            seq: format!("{table}_seq"),
+        }
+    }
+}
+
+impl Target {
+    /// Reads the URL from `config.url_env`.
+    pub fn from_env(config: &PostgresOptOuts, application: &str) -> Result<Target> {
+        let url = std::env::var(&config.url_env).map_err(|_| {
+            anyhow!(
+                "environment variable {} (optouts.postgres.url_env) is not set",
+                config.url_env
+            )
+        })?;
+        Target::parse(&url, application)
+            .with_context(|| format!("the URL in {} is not usable", config.url_env))
+    }
+
+    /// `postgres://` URL or key=value string. Beyond what tokio-postgres reads, `sslrootcert=FILE`
+    /// (PEM roots to trust instead of the system's) and libpq's `sslmode=verify-ca|verify-full`
+    /// (both mean `require`: rustls always verifies the server's certificate and name).
+    /// Never put the URL itself into an error: it may hold a password.
+    pub fn parse(url: &str, application: &str) -> Result<Target> {
+        let (url, root_cert) = take_param(url, "sslrootcert");
+        let url = url
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| anyhow!("cannot parse the database URL: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives_idle(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name(application);
+        }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => None,
+            _ => Some(MakeRustlsConnect::new(rustls_config(root_cert.as_deref())?)),
+        };
+        Ok(Target { config, tls })
+    }
+
+    /// The same target under another `application_name` (shown in `pg_stat_activity`).
+    pub fn with_application(&self, application: &str) -> Target {
+        let mut target = self.clone();
+        target.config.application_name(application);
+        target
+    }
+
+    /// One connection whose driver runs on the current runtime (ended when the client drops).
+    pub async fn connect(&self) -> Result<Client> {
+        let (client, mut connection) = self.connect_raw().await?;
+        tokio::spawn(futures_util::future::poll_fn(move |cx| loop {
+            match connection.poll_message(cx) {
+                std::task::Poll::Ready(Some(Ok(_))) => continue,
+                std::task::Poll::Ready(Some(Err(e))) => {
+                    log::debug!("opt-out database connection closed: {e}");
+                    return std::task::Poll::Ready(());
+                }
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(()),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }));
+        Ok(client)
+    }
+
+    /// A client and its connection, for a caller that drives the connection itself (`LISTEN`).
+    pub async fn connect_raw(&self) -> Result<(Client, Connection)> {
+        let result = match &self.tls {
+            None => self
+                .config
+                .connect(NoTls)
+                .await
+                .map(|(c, conn)| (c, Connection::Plain(Box::new(conn)))),
+            Some(tls) => self
+                .config
+                .connect(tls.clone())
+                .await
+                .map(|(c, conn)| (c, Connection::Tls(Box::new(conn)))),
+        };
+        result.map_err(|e| anyhow!("cannot connect to the opt-out database: {e}"))
+    }
+
+    /// The writers' pool (connections are made on first use and replaced once closed).
+    pub fn pool(&self) -> Result<Pool> {
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &self.tls {
+            None => Manager::from_config(self.config.clone(), NoTls, manager_config),
+            Some(tls) => Manager::from_config(self.config.clone(), tls.clone(), manager_config),
+        };
+        Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .context("cannot build the opt-out database pool")
+    }
+}
+
+/// A connection future, plain or TLS.
+pub enum Connection {
+    Plain(
+        Box<tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>>,
+    ),
+    Tls(
+        Box<
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tokio_postgres::Socket,
+                >>::Stream,
+            >,
+        >,
+    ),
+}
+
+impl Connection {
+    /// Polls the connection for its next message (notices, notifications), driving it.
+    pub fn poll_message(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<tokio_postgres::AsyncMessage, tokio_postgres::Error>>> {
+        match self {
+            Connection::Plain(c) => c.poll_message(cx),
+            Connection::Tls(c) => c.poll_message(cx),
+        }
+    }
+}
+
+/// rustls with the ring provider, trusting `root_cert` (PEM file) or the system's roots.
+fn rustls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).with_context(|| format!("cannot read sslrootcert {path}"))?;
+            for cert in rustls_pemfile_certs(&pem).with_context(|| format!("sslrootcert {path}"))? {
+                roots
+                    .add(cert)
+                    .with_context(|| format!("sslrootcert {path}: unusable certificate"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no trusted root certificates for TLS to the opt-out database");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("rustls protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        anyhow::bail!("no certificate in the file");
+    }
+    Ok(certs)
+}
+
+/// Removes `name=value` from a URL's query (or a key=value string) and returns the value,
+/// percent-decoded.
+fn take_param(url: &str, name: &str) -> (String, Option<String>) {
+    let prefix = format!("{name}=");
+    if let Some((base, query)) = url.split_once('?') {
+        let mut value = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| match kv.strip_prefix(&prefix) {
+                Some(v) => {
+                    value = Some(
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    );
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (url, value);
+    }
+    if url.contains("://") {
+        return (url.to_string(), None);
+    }
+    let mut value = None;
+    let kept: Vec<&str> = url
+        .split_whitespace()
+        .filter(|kv| match kv.strip_prefix(&prefix) {
+            Some(v) => {
+                value = Some(v.to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (kept.join(" "), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslrootcert_is_taken_out_of_the_url() {
+        assert_eq!(
+            take_param(
+                "postgres://u@h/db?sslmode=require&sslrootcert=%2Ftmp%2Fca.pem",
+                "sslrootcert"
+            ),
+            (
+                "postgres://u@h/db?sslmode=require".to_string(),
+                Some("/tmp/ca.pem".to_string())
+            )
+        );
+        assert_eq!(
+            take_param("postgres://u@h/db?sslrootcert=x", "sslrootcert"),
+            ("postgres://u@h/db".to_string(), Some("x".to_string()))
+        );
+        assert_eq!(
+            take_param("host=h sslrootcert=/ca.pem user=u", "sslrootcert"),
+            ("host=h user=u".to_string(), Some("/ca.pem".to_string()))
+        );
+        assert_eq!(take_param("postgres://h/db", "sslrootcert").1, None);
+    }
+
+    #[test]
+    fn sslmode_comes_from_the_url() {
+        let plain = Target::parse("postgres://u@127.0.0.1:1/db?sslmode=disable", "t").unwrap();
+        assert!(plain.tls.is_none());
+        let tls = Target::parse("postgres://u@127.0.0.1:1/db?sslmode=verify-full", "t").unwrap();
+        assert!(tls.tls.is_some());
+        assert_eq!(tls.config.get_ssl_mode(), SslMode::Require);
+        let bad = Target::parse("postgres://u:secretpw@h/db?sslmode=bogus", "t")
+            .err()
+            .unwrap();
+        assert!(!format!("{bad:#}").contains("secretpw"));
+    }
+}

@@ -1,0 +1,224 @@
+/*!
+Opt-outs in PostgreSQL, shared by several gateway replicas ([`PgOptOuts`]).
+
+Each replica keeps the whole set in memory (the request path never waits for the database)
+and keeps it current from the change log (see [`schema`]):
+
+1. **Load**: at start, one `REPEATABLE READ` transaction reads the last change id and streams
+   the table with binary `COPY` into a new set (never one big result in memory).
+2. **Follow**: a dedicated connection `LISTEN`s on the change channel; each notification, and
+   a timer every [`POLL`] in case a notification was lost, runs a catch-up: apply every change
+   with an id above the last one applied, in order. A `reload` change (bulk import) reloads.
+3. **Reconnect**: a lost connection is retried with backoff; the catch-up after reconnecting
+   replays what changed meanwhile. A lost notification costs at most [`POLL`], never an opt-out.
+4. **Staleness**: the copy's age is the time since the last successful catch-up. Past
+   `max_staleness_s` the copy is not used: routes that honour opt-outs answer 503 while
+   contractor routes keep working (see [`OptOutBackend::source`]).
+
+Writes (admin `PUT`/`DELETE`) run in one transaction that takes the change counter's row lock,
+changes the table, appends the change and notifies; the answer is sent only after `COMMIT`
+returned. An unreachable database, or one that does not answer within [`WRITE_TIMEOUT`], is a
+503 and nothing is acknowledged. The writing replica then catches up at once, so its next
+lookup already sees the change.
+*/
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use gateway_core::filter::OptOutLookup;
+use gateway_core::optout::{validate_customer_id, OptOutSet, OptOutSource, Scope};
+use gateway_core::policy::PostgresOptOuts;
+
+use super::{BackendError, Freshness, OptOutBackend};
+
+pub mod bulk;
+pub mod connect;
+pub mod schema;
+mod sync;
+mod write;
+
+pub use connect::{Tables, Target};
+
+/// How often a replica asks for changes even without a notification.
+pub const POLL: Duration = Duration::from_millis(500);
+/// A replica whose last catch-up is older than this reports itself stale.
+pub const CURRENT_WITHIN: Duration = Duration::from_secs(3);
+/// Longest an admin write may wait for the database before it is answered 503.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One replica's view of the shared opt-outs. Share it behind an `Arc`.
+pub struct PgOptOuts {
+    config: PostgresOptOuts,
+    tables: Tables,
+    /// Where the follower connects (`application_name` `partner-gateway-listen`).
+    listener: Target,
+    pool: Pool,
+    set: RwLock<OptOutSet>,
+    /// The last change id applied to `set` (`-1` before the first load). Holding it
+    /// serialises applying changes.
+    applied: tokio::sync::Mutex<i64>,
+    loaded: AtomicBool,
+    started: Instant,
+    /// Milliseconds after `started` at which the last successful catch-up began.
+    fresh_at_ms: AtomicU64,
+    /// Wakes the follower (after a local write).
+    kick: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for PgOptOuts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptOuts")
+            .field("table", &self.tables.optouts)
+            .finish()
+    }
+}
+
+impl PgOptOuts {
+    /// A replica for `config` (the URL read from its environment variable), not yet loaded.
+    pub fn new(config: &PostgresOptOuts) -> anyhow::Result<PgOptOuts> {
+        let target = Target::from_env(config, "partner-gateway")?;
+        let pool = target.pool()?;
+        Ok(PgOptOuts {
+            config: config.clone(),
+            tables: Tables::new(&config.table),
+            listener: target.with_application("partner-gateway-listen"),
+            pool,
+            set: RwLock::new(OptOutSet::new()),
+            applied: tokio::sync::Mutex::new(-1),
+            loaded: AtomicBool::new(false),
+            started: Instant::now(),
+            fresh_at_ms: AtomicU64::new(0),
+            kick: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Starts the replica: a thread with its own runtime migrates the schema, loads the set
+    /// and follows changes for the life of the process.
+    pub fn start(config: &PostgresOptOuts) -> anyhow::Result<Arc<PgOptOuts>> {
+        let replica = Arc::new(PgOptOuts::new(config)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("optouts-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow!("cannot start the opt-out follower: {e}"))?;
+        let follower = replica.clone();
+        std::thread::Builder::new()
+            .name("optouts-pg".into())
+            .spawn(move || runtime.block_on(follower.follow()))
+            .map_err(|e| anyhow!("cannot start the opt-out follower: {e}"))?;
+        Ok(replica)
+    }
+
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Customers in the in-memory copy.
+    pub fn customer_count(&self) -> usize {
+        self.set.read().map_or(0, |s| s.len())
+    }
+
+    /// The last change id applied (`-1` before the first load).
+    pub fn applied_change(&self) -> i64 {
+        self.applied.try_lock().map_or(-1, |a| *a)
+    }
+
+    fn mark_fresh(&self, since: Instant) {
+        let ms = since.saturating_duration_since(self.started).as_millis() as u64;
+        self.fresh_at_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn staleness(&self) -> Duration {
+        let fresh_at =
+            self.started + Duration::from_millis(self.fresh_at_ms.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(fresh_at)
+    }
+
+    fn is_opted_out(&self, id: &str, honoured: &[Scope]) -> bool {
+        match self.set.read() {
+            Ok(set) => set.is_opted_out(id, honoured),
+            Err(_) => true,
+        }
+    }
+}
+
+impl OptOutSource for PgOptOuts {
+    fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool {
+        PgOptOuts::is_opted_out(self, customer_id, scopes)
+    }
+
+    /// One read lock for the whole request; an unusable set counts everyone as opted out.
+    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
+        struct Everyone;
+        impl OptOutLookup for Everyone {
+            fn is_opted_out(&self, _subject: &str) -> bool {
+                true
+            }
+        }
+        match self.set.read() {
+            Ok(set) => f(&set.honouring(scopes)),
+            Err(_) => f(&Everyone),
+        }
+    }
+}
+
+#[async_trait]
+impl OptOutBackend for PgOptOuts {
+    fn source(self: Arc<Self>) -> Option<Arc<dyn OptOutSource>> {
+        if self.freshness().usable() {
+            Some(self)
+        } else {
+            None
+        }
+    }
+
+    fn freshness(&self) -> Freshness {
+        if !self.loaded.load(Ordering::Acquire) {
+            return Freshness::NotLoaded;
+        }
+        let staleness = self.staleness();
+        if staleness <= CURRENT_WITHIN {
+            Freshness::Current { staleness }
+        } else {
+            Freshness::Stale {
+                staleness,
+                max_staleness: self.config.max_staleness,
+            }
+        }
+    }
+
+    fn count_by_scope(&self) -> Vec<(Scope, u64)> {
+        self.set
+            .read()
+            .map(|s| s.count_by_scope())
+            .unwrap_or_default()
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Vec<Scope>>, BackendError> {
+        validate_customer_id(id).map_err(|e| BackendError::Failed(e.into()))?;
+        self.read_scopes(id).await
+    }
+
+    async fn put(&self, id: &str, scopes: &[Scope]) -> Result<Vec<Scope>, BackendError> {
+        validate_customer_id(id).map_err(|e| BackendError::Failed(e.into()))?;
+        if scopes.is_empty() {
+            return Err(BackendError::Failed(anyhow!("no scopes to add")));
+        }
+        let now = self.write(id, write::Change::Put(scopes)).await?;
+        Ok(now.unwrap_or_default())
+    }
+
+    async fn delete(
+        &self,
+        id: &str,
+        scopes: Option<&[Scope]>,
+    ) -> Result<Option<Vec<Scope>>, BackendError> {
+        validate_customer_id(id).map_err(|e| BackendError::Failed(e.into()))?;
+        self.write(id, write::Change::Delete(scopes)).await
+    }
+}

@@ -1,0 +1,64 @@
+/*!
+The opt-out tables and their migration (idempotent: the gateway runs it at start and
+`partner-gateway optouts migrate` runs it on demand).
+
+- `{table}` (`customer_id`, `scope`): the current opt-outs, one row per pair; the truth.
+- `{table}_changes` (`id`, `customer_id`, `op`, `scopes`, `at`): one row per committed change,
+  `id` 1, 2, 3, … with no gaps and in commit order. `op` is `add` or `remove` (with the scopes
+  actually removed) or `reload` (a bulk import: replicas re-read the whole table).
+- `{table}_seq` (one row, `last`): the last change id. Every writer increments it first in its
+  transaction, so its row lock orders writers and a change's id is visible only after every
+  smaller one: a replica that has applied change N has applied all changes up to N.
+
+Every write transaction also calls `pg_notify('{table}_changes', id)`, delivered at commit.
+Ids compare with `COLLATE "C"` (bytewise), as the gateway compares them.
+*/
+use anyhow::{Context, Result};
+use tokio_postgres::Client;
+
+use super::connect::Tables;
+
+/// Schema version written into the table comment, for future migrations.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Creates the tables if missing. Safe to run concurrently from several replicas (an
+/// advisory lock serialises the DDL).
+pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
+    let Tables {
+        optouts,
+        changes,
+        seq,
+    } = tables;
+    let tx = client
+        .transaction()
+        .await
+        .context("cannot start the migration")?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&optouts])
+        .await
+        .context("cannot lock for the migration")?;
+    let ddl = format!(
+        "CREATE TABLE IF NOT EXISTS {optouts} (
+            customer_id text COLLATE \"C\" NOT NULL,
+            scope text COLLATE \"C\" NOT NULL,
+            PRIMARY KEY (customer_id, scope)
+        );
+        CREATE TABLE IF NOT EXISTS {changes} (
+            id bigint PRIMARY KEY,
+            customer_id text COLLATE \"C\",
+            op text NOT NULL CHECK (op IN ('add', 'remove', 'reload')),
+            scopes text[] NOT NULL DEFAULT '{{}}',
+            at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE IF NOT EXISTS {seq} (
+            one boolean PRIMARY KEY DEFAULT true CHECK (one),
+            last bigint NOT NULL
+        );
+        INSERT INTO {seq} (one, last) VALUES (true, 0) ON CONFLICT DO NOTHING;
+        COMMENT ON TABLE {optouts} IS 'partner-gateway opt-outs, schema {SCHEMA_VERSION}';"
+    );
+    tx.batch_execute(&ddl)
+        .await
+        .with_context(|| format!("cannot create the opt-out tables {optouts}, {changes}, {seq}"))?;
+    tx.commit().await.context("cannot commit the migration")?;
+    Ok(())
+}

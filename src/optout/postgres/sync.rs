@@ -1,0 +1,268 @@
+//! The follower: load the set, then keep it current from the change log (LISTEN/NOTIFY plus a
+//! poll), reconnecting with backoff.
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use gateway_core::optout::{OptOutSet, Scope, ScopeId};
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::Type;
+use tokio_postgres::{AsyncMessage, Client};
+
+use super::connect::Tables;
+use super::{schema, PgOptOuts, POLL};
+
+/// Most changes applied per catch-up query.
+const CATCH_UP_BATCH: i64 = 10_000;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl PgOptOuts {
+    /// Runs for the life of the process.
+    pub(super) async fn follow(&self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut migrated = false;
+        loop {
+            let began = Instant::now();
+            if let Err(e) = self.session(&mut migrated).await {
+                if self.loaded.load(Ordering::Acquire) {
+                    log::warn!("opt-out database: {e:#}; enforcing the last known opt-outs and reconnecting");
+                } else {
+                    log::error!("opt-out database: {e:#}; routes that honour opt-outs answer 503 until the first load");
+                }
+            }
+            if began.elapsed() > BACKOFF_MAX * 5 {
+                backoff = BACKOFF_MIN;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One connection's life: migrate (once), LISTEN, load or catch up, then follow.
+    async fn session(&self, migrated: &mut bool) -> Result<()> {
+        let (mut client, mut connection) = self.listener.connect_raw().await?;
+        let (tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        let _ = tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        log::debug!("opt-out listener connection: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        let _abort = AbortOnDrop(driver);
+        if !*migrated {
+            schema::migrate(&mut client, &self.tables).await?;
+            *migrated = true;
+        }
+        client
+            .batch_execute(&format!("LISTEN {}", self.tables.changes))
+            .await
+            .context("cannot LISTEN for opt-out changes")?;
+        if self.loaded.load(Ordering::Acquire) {
+            self.catch_up(&client).await?;
+        } else {
+            self.reload(&client).await?;
+            log::info!(
+                "opt-outs loaded from PostgreSQL table {}: {} customers",
+                self.tables.optouts,
+                self.customer_count()
+            );
+        }
+        loop {
+            tokio::select! {
+                got = notified.recv() => {
+                    if got.is_none() {
+                        bail!("the listening connection was closed");
+                    }
+                    while notified.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.kick.notified() => {}
+            }
+            match tokio::time::timeout(POLL * 4, self.catch_up(&client)).await {
+                Ok(result) => result?,
+                Err(_) => bail!("no answer to the catch-up query in time"),
+            }
+        }
+    }
+
+    /// Applies every change after the last one applied, in order.
+    pub(super) async fn catch_up(&self, client: &Client) -> Result<()> {
+        let began = Instant::now();
+        let mut applied = self.applied.lock().await;
+        if *applied < 0 {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT id, customer_id, op, scopes FROM {} WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}",
+            self.tables.changes
+        );
+        loop {
+            let rows = client
+                .query(&sql, &[&*applied])
+                .await
+                .context("cannot read opt-out changes")?;
+            // A bulk import, or changes we can no longer see (pruned): read it all again.
+            let must_reload = rows.iter().enumerate().any(|(i, row)| {
+                row.get::<_, i64>(0) != *applied + 1 + i as i64 || row.get::<_, &str>(2) == "reload"
+            });
+            if must_reload {
+                return self.reload_locked(client, &mut applied).await;
+            }
+            {
+                let mut set = self
+                    .set
+                    .write()
+                    .map_err(|_| anyhow::anyhow!("opt-out set poisoned"))?;
+                for row in &rows {
+                    let customer: Option<&str> = row.get(1);
+                    let scopes: Vec<&str> = row.get(3);
+                    apply(&mut set, row.get(2), customer.unwrap_or(""), &scopes);
+                    *applied = row.get(0);
+                }
+            }
+            if (rows.len() as i64) < CATCH_UP_BATCH {
+                break;
+            }
+        }
+        self.mark_fresh(began);
+        Ok(())
+    }
+
+    /// Reads the whole table again (first load, or after a bulk import).
+    async fn reload(&self, client: &Client) -> Result<()> {
+        let mut applied = self.applied.lock().await;
+        self.reload_locked(client, &mut applied).await
+    }
+
+    async fn reload_locked(&self, client: &Client, applied: &mut i64) -> Result<()> {
+        let began = Instant::now();
+        let (set, last) = load_set(client, &self.tables).await?;
+        self.replace_set(set)?;
+        *applied = last;
+        self.loaded.store(true, Ordering::Release);
+        self.mark_fresh(began);
+        Ok(())
+    }
+}
+
+impl PgOptOuts {
+    fn replace_set(&self, set: OptOutSet) -> Result<()> {
+        *self
+            .set
+            .write()
+            .map_err(|_| anyhow::anyhow!("opt-out set poisoned"))? = set;
+        Ok(())
+    }
+}
+
+/// Applies one logged change. Values that are not valid ids or scopes (written by hand) are
+/// skipped with a warning: no request can name them.
+fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&str]) {
+    let scopes: Vec<Scope> = scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
+    let result = match op {
+        "add" if !scopes.is_empty() => set.insert(customer, &scopes).map(|_| ()),
+        "remove" => {
+            set.remove(customer, Some(&scopes));
+            Ok(())
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        log::warn!("skipping an opt-out change the gateway cannot hold: {e}");
+    }
+}
+
+/// Streams the whole table into a new set, in one `REPEATABLE READ` snapshot together with
+/// the last change id it includes.
+pub async fn load_set(client: &Client, tables: &Tables) -> Result<(OptOutSet, i64)> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .context("cannot start the opt-out load")?;
+    let result = load_in_snapshot(client, tables).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = client.batch_execute(end).await;
+    let loaded = result?;
+    ended.context("cannot end the opt-out load")?;
+    Ok(loaded)
+}
+
+async fn load_in_snapshot(client: &Client, tables: &Tables) -> Result<(OptOutSet, i64)> {
+    let last: i64 = client
+        .query_one(&format!("SELECT last FROM {}", tables.seq), &[])
+        .await
+        .with_context(|| format!("cannot read {}", tables.seq))?
+        .get(0);
+    let estimate: f32 = client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::real FROM pg_class WHERE oid = $1::text::regclass",
+            &[&tables.optouts],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0.0);
+    let copy = format!(
+        "COPY (SELECT customer_id, scope FROM {} ORDER BY customer_id, scope) TO STDOUT (FORMAT binary)",
+        tables.optouts
+    );
+    let stream = client
+        .copy_out(&copy)
+        .await
+        .with_context(|| format!("cannot read {}", tables.optouts))?;
+    let rows = BinaryCopyOutStream::new(stream, &[Type::TEXT, Type::TEXT]);
+    futures_util::pin_mut!(rows);
+    let mut set = OptOutSet::with_capacity(estimate as usize, estimate as usize * 8);
+    let mut current = String::new();
+    let mut ids: Vec<ScopeId> = Vec::new();
+    let mut skipped = 0u64;
+    while let Some(row) = rows.next().await {
+        let row = row.with_context(|| format!("cannot read {}", tables.optouts))?;
+        let (customer, scope): (&str, &str) = (row.get(0), row.get(1));
+        if customer != current {
+            flush(&mut set, &current, &mut ids, &mut skipped);
+            current.clear();
+            current.push_str(customer);
+        }
+        match Scope::parse(scope)
+            .map_err(anyhow::Error::msg)
+            .and_then(|s| Ok(set.intern(&s)?))
+        {
+            Ok(id) => ids.push(id),
+            Err(_) => skipped += 1,
+        }
+    }
+    flush(&mut set, &current, &mut ids, &mut skipped);
+    if skipped > 0 {
+        log::warn!(
+            "{}: skipped {skipped} rows that are not valid customer ids or scopes",
+            tables.optouts
+        );
+    }
+    Ok((set, last))
+}
+
+fn flush(set: &mut OptOutSet, customer: &str, ids: &mut Vec<ScopeId>, skipped: &mut u64) {
+    if !ids.is_empty() && set.insert_ids(customer, ids).is_err() {
+        *skipped += 1;
+    }
+    ids.clear();
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

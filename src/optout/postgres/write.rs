@@ -1,0 +1,194 @@
+//! Admin reads and writes against the database: one transaction per change, acknowledged
+//! only after `COMMIT` returned.
+use std::time::Duration;
+
+use anyhow::anyhow;
+use gateway_core::optout::Scope;
+use tokio_postgres::Transaction;
+
+use super::{PgOptOuts, WRITE_TIMEOUT};
+use crate::optout::BackendError;
+
+/// What an admin call changes.
+pub enum Change<'a> {
+    Put(&'a [Scope]),
+    Delete(Option<&'a [Scope]>),
+}
+
+/// What a transaction did: the change id it committed (if it changed anything) and the
+/// customer's scopes afterwards (`None`: a DELETE of a customer without opt-outs).
+struct Outcome {
+    change: Option<i64>,
+    scopes: Option<Vec<Scope>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(anyhow!("{e}"))
+}
+
+fn scopes_of(rows: &[tokio_postgres::Row]) -> Vec<Scope> {
+    // Rows that are not valid scopes (written by hand) are left out, as the follower does.
+    rows.iter()
+        .filter_map(|r| Scope::parse(r.get::<_, &str>(0)).ok())
+        .collect()
+}
+
+impl PgOptOuts {
+    /// The customer's scopes as committed in the database.
+    pub(super) async fn read_scopes(&self, id: &str) -> Result<Option<Vec<Scope>>, BackendError> {
+        let sql = format!(
+            "SELECT scope FROM {} WHERE customer_id = $1 ORDER BY scope",
+            self.tables.optouts
+        );
+        let read = async {
+            let client = self.pool.get().await.map_err(unavailable)?;
+            client.query(&sql, &[&id]).await.map_err(unavailable)
+        };
+        let rows = tokio::time::timeout(WRITE_TIMEOUT, read)
+            .await
+            .map_err(|_| unavailable("no answer in time"))??;
+        let scopes = scopes_of(&rows);
+        Ok((!scopes.is_empty()).then_some(scopes))
+    }
+
+    /// Runs `change` in one transaction; retried once on a fresh connection when a pooled
+    /// connection turns out to be closed before `COMMIT` was sent (the database restarted).
+    pub(super) async fn write(
+        &self,
+        id: &str,
+        change: Change<'_>,
+    ) -> Result<Option<Vec<Scope>>, BackendError> {
+        let attempt = async {
+            let mut last = None;
+            for _ in 0..2 {
+                let mut client = self.pool.get().await.map_err(unavailable)?;
+                let tx = match client.transaction().await {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                };
+                let outcome = match self.run_change(&tx, id, &change).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        drop(tx);
+                        let closed = client.is_closed();
+                        last = Some(e);
+                        if closed {
+                            continue;
+                        }
+                        break;
+                    }
+                };
+                // From here an error means the commit's fate is unknown: never acknowledge.
+                match outcome.change {
+                    Some(_) => tx.commit().await.map_err(unavailable)?,
+                    None => tx.rollback().await.map_err(unavailable)?,
+                }
+                if outcome.change.is_some() {
+                    self.catch_up_after_write(&client).await;
+                }
+                return Ok(outcome.scopes);
+            }
+            Err(unavailable(last.map_or_else(
+                || "no connection".to_string(),
+                |e| e.to_string(),
+            )))
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(unavailable(format!(
+                "no answer within {}s; the change may or may not have been committed, retry it",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// The statements of one change, sent pipelined (they run in order on the server).
+    async fn run_change(
+        &self,
+        tx: &Transaction<'_>,
+        id: &str,
+        change: &Change<'_>,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let t = &self.tables;
+        let next = format!("UPDATE {} SET last = last + 1 RETURNING last", t.seq);
+        let current = format!(
+            "SELECT scope FROM {} WHERE customer_id = $1 ORDER BY scope",
+            t.optouts
+        );
+        let log = format!(
+            "INSERT INTO {} (id, customer_id, op, scopes) VALUES ($1, $2, $3, $4)",
+            t.changes
+        );
+        let notify = "SELECT pg_notify($1, $2::bigint::text)";
+        match change {
+            Change::Put(scopes) => {
+                let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+                let insert = format!(
+                    "INSERT INTO {} (customer_id, scope) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                    t.optouts
+                );
+                let seq = tx.query_one(&next, &[]).await?;
+                let change_id: i64 = seq.get(0);
+                let (_, _, _, rows) = futures_util::future::try_join4(
+                    tx.execute(&insert, &[&id, &names]),
+                    tx.execute(&log, &[&change_id, &id, &"add", &names]),
+                    tx.query(notify, &[&t.changes, &change_id]),
+                    tx.query(&current, &[&id]),
+                )
+                .await?;
+                Ok(Outcome {
+                    change: Some(change_id),
+                    scopes: Some(scopes_of(&rows)),
+                })
+            }
+            Change::Delete(only) => {
+                let names: Option<Vec<&str>> = only.map(|s| s.iter().map(Scope::as_str).collect());
+                let delete = format!(
+                    "DELETE FROM {} WHERE customer_id = $1 AND ($2::text[] IS NULL OR scope = ANY($2)) RETURNING scope",
+                    t.optouts
+                );
+                let seq = tx.query_one(&next, &[]).await?;
+                let change_id: i64 = seq.get(0);
+                let (gone, left) = futures_util::future::try_join(
+                    tx.query(&delete, &[&id, &names]),
+                    tx.query(&current, &[&id]),
+                )
+                .await?;
+                let gone: Vec<&str> = gone.iter().map(|r| r.get::<_, &str>(0)).collect();
+                let left = scopes_of(&left);
+                if gone.is_empty() {
+                    // Nothing to remove: roll back (the counter too).
+                    let scopes = (!left.is_empty()).then_some(left);
+                    return Ok(Outcome {
+                        change: None,
+                        scopes,
+                    });
+                }
+                futures_util::future::try_join(
+                    tx.execute(&log, &[&change_id, &id, &"remove", &gone]),
+                    tx.query(notify, &[&t.changes, &change_id]),
+                )
+                .await?;
+                Ok(Outcome {
+                    change: Some(change_id),
+                    scopes: Some(left),
+                })
+            }
+        }
+    }
+
+    /// Applies the committed change here at once (read-your-writes on this replica); if the
+    /// follower is busy (a long reload), it applies it soon instead.
+    async fn catch_up_after_write(&self, client: &tokio_postgres::Client) {
+        match tokio::time::timeout(Duration::from_millis(500), self.catch_up(client)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::debug!("catch-up after a write failed (the follower retries): {e:#}")
+            }
+            Err(_) => self.kick.notify_one(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Several gateway replicas sharing opt-outs through a real PostgreSQL (started by the test):
+//! propagation of PUT and DELETE across replicas within the promised bound, a database
+//! restart while serving, lost notifications caught by reconciliation, concurrent writes with
+//! a replica killed by SIGKILL (no acknowledged opt-out lost), and fail-closed staleness
+//! while the database is down (contractors keep working), then recovery.
+mod util;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use util::pg::Postgres;
+use util::*;
+
+const TOKEN_ENV: &str = "PG_REPLICAS_TEST_ADMIN_TOKEN";
+const URL_ENV: &str = "PG_REPLICAS_TEST_DATABASE_URL";
+const TOKEN: &str = "replica-admin-token";
+const AUTH: &str = "Bearer replica-admin-token";
+/// What the README promises: an acknowledged change is enforced by every healthy replica
+/// within this time.
+const BOUND: Duration = Duration::from_secs(1);
+
+fn partners(bp: &Mock, ctr: &Mock) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "bp",
+            format!(
+                "kind: business_partner\npurpose: marketing\nupstream: {}\nroutes:\n  - path: /v1/contact\n    methods: [POST]\n    records: $\n    subject: customer_id\n    allow: [customer_id, name]\nallowed_callers: [orders-service]\n",
+                bp.url()
+            ),
+        ),
+        (
+            "ctr",
+            format!(
+                "kind: contractor\npurpose: shipping\nupstream: {}\nroutes:\n  - path: /v1/contact\n    methods: [POST]\n    records: $\n    subject: customer_id\n    allow: [customer_id, name]\nallowed_callers: [orders-service]\n",
+                ctr.url()
+            ),
+        ),
+    ]
+}
+
+struct Cluster {
+    pg: Postgres,
+    bp: Mock,
+    ctr: Mock,
+    replicas: Vec<Gateway>,
+}
+
+fn cluster(replicas: usize, max_staleness_s: u64) -> Cluster {
+    let pg = Postgres::start();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    let yaml = format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: {max_staleness_s} }} }}\n"
+    );
+    let url = pg.url();
+    let owned = partners(&bp, &ctr);
+    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let replicas: Vec<Gateway> = (0..replicas)
+        .map(|_| Gateway::start(&yaml, &files, &[(TOKEN_ENV, TOKEN), (URL_ENV, &url)]))
+        .collect();
+    for gw in &replicas {
+        wait_ready(gw);
+    }
+    Cluster {
+        pg,
+        bp,
+        ctr,
+        replicas,
+    }
+}
+
+fn wait_ready(gw: &Gateway) {
+    eventually(
+        "the replica loaded its opt-outs",
+        Duration::from_secs(20),
+        || gw.admin_get("/readyz").status == 200,
+    );
+}
+
+fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out after {within:?} waiting until {what}");
+}
+
+fn admin(gw: &Gateway, method: &str, id: &str, body: Option<&str>) -> Response {
+    let mut headers = vec![("authorization", AUTH)];
+    if body.is_some() {
+        headers.push(("content-type", "application/json"));
+    }
+    http1::send(
+        &gw.admin.to_string(),
+        method,
+        &format!("/optouts/{id}"),
+        &headers,
+        body.map(str::as_bytes),
+    )
+    .unwrap()
+}
+
+fn put(gw: &Gateway, id: &str) -> Response {
+    admin(gw, "PUT", id, Some(r#"{"scopes":["partner_sharing"]}"#))
+}
+
+fn contact(gw: &Gateway, partner: &str, id: &str) -> Response {
+    gw.post_json(
+        &format!("/{partner}/v1/contact"),
+        &json!({"customer_id": id, "name": "N"}).to_string(),
+    )
+}
+
+/// PUT through `from`, then how long until `to` refuses the customer (451).
+fn propagation(from: &Gateway, to: &Gateway, id: &str) -> Duration {
+    assert_eq!(
+        contact(to, "bp", id).status,
+        200,
+        "{id} is not opted out yet"
+    );
+    let r = put(from, id);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let acked = Instant::now();
+    eventually(
+        &format!("{id} is enforced"),
+        Duration::from_secs(10),
+        || contact(to, "bp", id).status == 451,
+    );
+    acked.elapsed()
+}
+
+#[test]
+fn put_and_delete_reach_every_replica_within_the_bound_across_restarts_and_lost_notifications() {
+    let c = cluster(3, 30);
+    let [a, b, d] = [&c.replicas[0], &c.replicas[1], &c.replicas[2]];
+
+    // PUT via A: A enforces it on the very next request, B and C within the bound.
+    let r = put(a, "c-1");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"customer_id": "c-1", "scopes": ["partner_sharing"]})
+    );
+    assert_eq!(contact(a, "bp", "c-1").status, 451);
+    let mut took = Vec::new();
+    for (i, to) in [b, d].into_iter().enumerate() {
+        took.push(eventually("B and C enforce c-1", BOUND, || {
+            contact(to, "bp", "c-1").status == 451
+        }));
+        assert_eq!(
+            contact(to, "ctr", "c-1").status,
+            200,
+            "contractors ignore opt-outs ({i})"
+        );
+    }
+    for i in 0..20 {
+        took.push(propagation(
+            &c.replicas[i % 3],
+            &c.replicas[(i + 1) % 3],
+            &format!("p-{i}"),
+        ));
+    }
+    took.sort();
+    eprintln!(
+        "propagation over {} changes: p50 {:?}, max {:?}",
+        took.len(),
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+    assert!(took[took.len() - 1] < BOUND, "{took:?}");
+
+    // DELETE via B reaches A and C.
+    let r = admin(b, "DELETE", "c-1", None);
+    assert_eq!(r.json(), json!({"customer_id": "c-1", "scopes": []}));
+    for gw in [a, b, d] {
+        eventually("everyone forwards c-1 again", BOUND, || {
+            contact(gw, "bp", "c-1").status == 200
+        });
+    }
+    assert_eq!(admin(a, "GET", "c-1", None).status, 404);
+
+    // Notifications lost: kill every replica's listening connection, write at once.
+    let killed = c.pg.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'partner-gateway-listen'",
+    );
+    assert_eq!(killed, "3", "one LISTEN connection per replica");
+    let t = propagation(a, d, "lost-1");
+    assert!(
+        t < BOUND * 3,
+        "reconciliation after a lost connection took {t:?}"
+    );
+
+    // Database restart while serving: lookups go on from memory, writes come back.
+    c.pg.stop();
+    assert_eq!(contact(b, "bp", "lost-1").status, 451);
+    assert_eq!(contact(b, "bp", "c-9").status, 200);
+    let down = put(a, "during-restart");
+    assert_refused(&down, 503, "not_ready");
+    c.pg.start_again();
+    eventually("writes work again", Duration::from_secs(10), || {
+        put(a, "after-restart").status == 200
+    });
+    for gw in [b, d] {
+        eventually(
+            "after-restart is enforced everywhere",
+            Duration::from_secs(5),
+            || contact(gw, "bp", "after-restart").status == 451,
+        );
+    }
+    assert_eq!(
+        contact(d, "bp", "during-restart").status,
+        200,
+        "a 503 write is not applied"
+    );
+    let m = b.metrics();
+    assert!(
+        metric(&m, "partner_gateway_optouts_staleness_seconds") < 3.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn concurrent_puts_with_a_replica_killed_lose_no_acknowledged_opt_out() {
+    let mut c = cluster(3, 30);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let admins: Vec<String> = c.replicas.iter().map(|g| g.admin.to_string()).collect();
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (acked, next, admins) = (acked.clone(), next.clone(), admins.clone());
+            std::thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= 1000 {
+                    return;
+                }
+                let id = format!("k-{i}");
+                let addr = &admins[(i + w) % admins.len()];
+                let r = http1::send(
+                    addr,
+                    "PUT",
+                    &format!("/optouts/{id}"),
+                    &[
+                        ("authorization", AUTH),
+                        ("content-type", "application/json"),
+                    ],
+                    Some(br#"{"scopes":["partner_sharing"]}"#),
+                );
+                if let Ok(r) = r {
+                    if r.status == 200 {
+                        acked.lock().unwrap().push(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually(
+        "a third of the writes are done",
+        Duration::from_secs(30),
+        || next.load(Ordering::SeqCst) >= 330,
+    );
+    c.replicas[2].kill();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 600,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    let in_db: std::collections::HashSet<String> =
+        c.pg.psql("SELECT customer_id FROM optouts WHERE scope = 'partner_sharing'")
+            .lines()
+            .map(str::to_string)
+            .collect();
+    let lost: Vec<&String> = acked.iter().filter(|id| !in_db.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged but not committed: {lost:?}");
+    for gw in &c.replicas[..2] {
+        eventually(
+            "every committed opt-out is in memory",
+            Duration::from_secs(5),
+            || {
+                metric(
+                    &gw.metrics(),
+                    "partner_gateway_optouts{scope=\"partner_sharing\"}",
+                ) == in_db.len() as f64
+            },
+        );
+        for id in acked.iter().step_by(25) {
+            assert_eq!(contact(gw, "bp", id).status, 451, "{id}");
+        }
+    }
+    // The killed replica comes back with everything.
+    c.replicas[2].spawn();
+    wait_ready(&c.replicas[2]);
+    for id in acked.iter().step_by(25) {
+        assert_eq!(contact(&c.replicas[2], "bp", id).status, 451, "{id}");
+    }
+}
+
+#[test]
+fn database_down_past_the_bound_fails_closed_on_opt_out_routes_only_then_recovers() {
+    let c = cluster(1, 2);
+    let gw = &c.replicas[0];
+    assert_eq!(put(gw, "x-1").status, 200);
+    let ready = gw.admin_get("/readyz");
+    assert_eq!(
+        (ready.status, ready.json()["status"].clone()),
+        (200, json!("ready"))
+    );
+    assert!(metric(&gw.metrics(), "partner_gateway_optouts_staleness_seconds") < 2.0);
+
+    c.pg.stop();
+    // Within the bound: the last known set is enforced.
+    assert_eq!(contact(gw, "bp", "x-1").status, 451);
+    assert_eq!(contact(gw, "bp", "x-2").status, 200);
+    assert_refused(&put(gw, "x-3"), 503, "not_ready");
+    // Past it: opt-out routes fail closed, contractors keep working, /readyz stays 200.
+    eventually("opt-out routes refuse", Duration::from_secs(10), || {
+        contact(gw, "bp", "x-2").status == 503
+    });
+    assert_refused(&contact(gw, "bp", "x-2"), 503, "not_ready");
+    assert_eq!(contact(gw, "ctr", "x-1").status, 200);
+    let ready = gw.admin_get("/readyz");
+    assert_eq!(ready.status, 200);
+    let body = ready.json();
+    assert_eq!(
+        (body["status"].clone(), body["optouts"].clone()),
+        (json!("degraded"), json!("stale"))
+    );
+    assert!(metric(&gw.metrics(), "partner_gateway_optouts_staleness_seconds") > 2.0);
+    let before = c.bp.received().len();
+
+    c.pg.start_again();
+    eventually(
+        "opt-out routes serve again",
+        Duration::from_secs(10),
+        || contact(gw, "bp", "x-2").status == 200,
+    );
+    assert_eq!(contact(gw, "bp", "x-1").status, 451);
+    assert_eq!(gw.admin_get("/readyz").json()["status"], "ready");
+    assert_eq!(
+        c.bp.received().len(),
+        before + 1,
+        "nothing was forwarded while stale"
+    );
+    assert!(!c.ctr.received().is_empty(), "contractor traffic went on");
+}
