@@ -275,7 +275,7 @@ impl Gateway {
                 .iter()
                 .find(|(s, _)| s.as_str() == scope)
                 .map_or(0, |(_, n)| *n);
-            (scope, count as u64)
+            (scope, count)
         }));
     }
 

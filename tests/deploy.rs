@@ -96,11 +96,18 @@ fn generated_manifests_are_up_to_date() {
     }
 }
 
-/// Every document of every manifest, by kind.
+/// Every document of every manifest in `deploy/kubernetes` (not in its variant directories).
 fn manifests() -> Vec<Value> {
+    manifests_in("deploy/kubernetes")
+}
+
+fn manifests_in(dir: &str) -> Vec<Value> {
     let mut docs = Vec::new();
-    for entry in std::fs::read_dir(Path::new(ROOT).join("deploy/kubernetes")).unwrap() {
+    for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            continue;
+        }
         let text = std::fs::read_to_string(&path).unwrap();
         let parsed: Vec<Value> = serde_saphyr::from_multiple(&text)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -205,7 +212,14 @@ fn kubernetes_manifests_agree_with_the_policy_and_the_binary() {
     };
     assert_eq!(mount(Path::new(policy_dir))["name"], "policy");
     let loaded = partner_gateway::loader::load(&Path::new(ROOT).join("policy"), None).unwrap();
-    let optouts = loaded.policy.gateway.optouts.unwrap().path;
+    let optouts = loaded
+        .policy
+        .gateway
+        .optouts
+        .unwrap()
+        .embedded_path()
+        .unwrap()
+        .to_path_buf();
     let relative = optouts.strip_prefix(ROOT).unwrap();
     let data = mount(&base.join(relative));
     assert_eq!(data["name"], "data");
@@ -336,7 +350,14 @@ fn systemd_unit_agrees_with_the_policy_and_the_binary() {
     assert_eq!(Path::new(&one("WorkingDirectory")), base);
 
     let loaded = partner_gateway::loader::load(&Path::new(ROOT).join("policy"), None).unwrap();
-    let optouts = loaded.policy.gateway.optouts.unwrap().path;
+    let optouts = loaded
+        .policy
+        .gateway
+        .optouts
+        .unwrap()
+        .embedded_path()
+        .unwrap()
+        .to_path_buf();
     let store = base.join(optouts.strip_prefix(ROOT).unwrap());
     let writable = unit_values(&unit, "ReadWritePaths");
     assert!(
@@ -417,4 +438,80 @@ fn sighup_reloads_the_policy_and_keeps_serving() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The multi-replica variant: 3 replicas, a PodDisruptionBudget and a CPU autoscaler selecting
+/// the gateway's pods, the opt-out database URL from a Secret, no data volume, and a
+/// `gateway.yaml` that `check` accepts with the bundled partners and keeps opt-outs in PostgreSQL.
+#[test]
+fn the_replicas_variant_runs_three_replicas_on_postgres() {
+    let docs = manifests_in("deploy/kubernetes/replicas");
+    let kustomization = of_kind(&docs, "Kustomization");
+    let resources: Vec<&str> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(resources.contains(&"../"), "{resources:?}");
+    for r in &resources[1..] {
+        assert!(
+            Path::new(ROOT)
+                .join("deploy/kubernetes/replicas")
+                .join(r)
+                .exists(),
+            "{r}"
+        );
+    }
+    let deployment = of_kind(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env = container["env"].as_array().unwrap();
+    let url = env
+        .iter()
+        .find(|e| e["name"] == "OPTOUTS_DATABASE_URL")
+        .unwrap();
+    assert_eq!(
+        url["valueFrom"]["secretKeyRef"]["name"],
+        "partner-gateway-database"
+    );
+    let secret = of_kind(&docs, "Secret");
+    assert_eq!(secret["metadata"]["name"], "partner-gateway-database");
+    assert!(secret["stringData"]["OPTOUTS_DATABASE_URL"].is_string());
+
+    let base = manifests();
+    let selector = &of_kind(&base, "Deployment")["spec"]["selector"]["matchLabels"];
+    let pdb = of_kind(&docs, "PodDisruptionBudget");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let hpa = of_kind(&docs, "HorizontalPodAutoscaler");
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 3);
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["name"], "cpu");
+
+    // The variant's gateway.yaml, with the bundled partners and certificates, passes `check`.
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("policy");
+    std::fs::create_dir_all(policy.join("partners")).unwrap();
+    for (name, text) in partner_files() {
+        std::fs::write(policy.join("partners").join(format!("{name}.yaml")), text).unwrap();
+    }
+    let gateway = read("deploy/kubernetes/replicas/gateway.yaml");
+    assert!(gateway.contains("optouts: { postgres: { url_env: OPTOUTS_DATABASE_URL"));
+    std::fs::write(policy.join("gateway.yaml"), gateway).unwrap();
+    std::os::unix::fs::symlink(Path::new(ROOT).join("certs"), tmp.path().join("certs")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

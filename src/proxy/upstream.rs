@@ -144,8 +144,10 @@ impl UpstreamClient {
         // request; pingora marks such errors retryable, and one fresh attempt is safe.
         let (mut http, partner_header) = match self.send_once(peer, &header, &body, timeout).await {
             Err(mut e) if e.retry() => {
+                // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
-                    "partner {partner:?}: reused connection failed ({e}), retrying on a new one"
+                    "partner {partner:?}: reused connection failed ({}), retrying on a new one",
+                    e.etype().as_str()
                 );
                 e.retry.decide_reuse(false);
                 self.send_once(peer, &header, &body, timeout)

@@ -5,18 +5,23 @@ The policy files' wire format: a serde mirror of `gateway.yaml` and `partners/<i
 Nothing here decides whether a value is acceptable beyond its YAML type; that is
 [`super::load`]'s job. Unknown keys, duplicate keys, wrong types and YAML syntax errors are
 reported here, as one [`YamlError`] per file (parsing stops at the first).
+
+The same types generate the policy files' JSON Schema ([`gateway_schema`], [`partner_schema`],
+committed under `policy/schema/`): every struct here derives `JsonSchema` too, so a new key is
+in the schema as soon as it is in the wire format (regenerate with
+`UPDATE_SCHEMA=1 cargo test --test schema`).
 */
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use schemars::JsonSchema;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-pub use serde_saphyr::Spanned;
 use serde_saphyr::{MessageFormatter, UserMessageFormatter};
 
 /// `policy/gateway.yaml`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayFile {
     /// The proxy listener, `IP:PORT`; default `127.0.0.1:8080`.
@@ -35,7 +40,7 @@ pub struct GatewayFile {
 }
 
 /// `limits:`; each member defaults to [`crate::policy::Limits::default`].
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_body_bytes: Option<Spanned<u64>>,
@@ -44,7 +49,7 @@ pub struct LimitsFile {
 }
 
 /// `optouts:`: exactly one of `path` and `postgres`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptOutsFile {
     /// Directory of the embedded store, relative to the policy directory's parent.
@@ -54,7 +59,7 @@ pub struct OptOutsFile {
 }
 
 /// `optouts.postgres:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresFile {
     /// Env var holding the connection URL.
@@ -66,7 +71,7 @@ pub struct PostgresFile {
 }
 
 /// `callers:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallersFile {
     /// Expected `iss` of caller tokens.
@@ -84,7 +89,7 @@ pub struct CallersFile {
 }
 
 /// `signing:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningFile {
     pub issuer: Spanned<String>,
@@ -96,7 +101,7 @@ pub struct SigningFile {
 }
 
 /// `policy/partners/<id>.yaml`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartnerFile {
     /// `contractor | business_partner | co_branded | government`.
@@ -121,7 +126,7 @@ pub struct PartnerFile {
 }
 
 /// One entry of `routes:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     /// Template: literal segments and `{name}`.
@@ -147,7 +152,7 @@ pub struct RouteFile {
 pub type TransformMap = Entries<Spanned<String>, Spanned<Option<String>>>;
 
 /// `upstream_auth:`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAuthFile {
     pub header: Spanned<String>,
@@ -157,9 +162,67 @@ pub struct UpstreamAuthFile {
     pub env: Spanned<String>,
 }
 
+/// A value with where it was written. Deserializes exactly like `serde_saphyr::Spanned`; its
+/// JSON Schema is the value's.
+#[derive(Debug, Clone)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub referenced: serde_saphyr::Location,
+    pub defined: serde_saphyr::Location,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Spanned<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        Ok(Spanned {
+            value: s.value,
+            referenced: s.referenced,
+            defined: s.defined,
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+}
+
 /// A YAML mapping kept as its entries in document order (duplicate keys are refused by the parser).
 #[derive(Debug)]
 pub struct Entries<K, V>(pub Vec<(K, V)>);
+
+/// A mapping with string keys and `V` values.
+impl<K, V: JsonSchema> JsonSchema for Entries<K, V> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Owned(format!("Map_of_{}", V::schema_name()))
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<V>(),
+        })
+    }
+}
+
+/// The JSON Schema of `policy/gateway.yaml`.
+pub fn gateway_schema() -> serde_json::Value {
+    schemars::schema_for!(GatewayFile).to_value()
+}
+
+/// The JSON Schema of `policy/partners/<id>.yaml`.
+pub fn partner_schema() -> serde_json::Value {
+    schemars::schema_for!(PartnerFile).to_value()
+}
 
 impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries<K, V> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
