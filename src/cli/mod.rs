@@ -4,6 +4,7 @@ The command line: one file per subcommand, each a thin layer over the library. `
 */
 pub mod check;
 pub mod demo;
+pub mod diff;
 pub mod explain;
 pub mod mock_partner;
 pub mod optouts;
@@ -48,6 +49,20 @@ enum Command {
     Test {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
+    },
+    /// What a policy change starts or stops disclosing: exit 0 = nothing new, 4 = discloses more, 1 = invalid policy.
+    Diff {
+        /// The policy in force.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The candidate policy.
+        #[arg(long)]
+        against: PathBuf,
+        /// A directory of sample requests (policy-test format) to run through both policies.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// Show exactly what a partner would receive for a request body read from stdin.
     Explain {
@@ -196,6 +211,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve { policy } => serve::run(&policy),
         Command::Check { policy } => Ok(check::run(&policy)),
         Command::Test { policy } => Ok(test::run(&policy)),
+        Command::Diff {
+            policy,
+            against,
+            samples,
+            format,
+        } => Ok(diff::run(&policy, &against, samples.as_deref(), &format)),
         Command::Explain {
             policy,
             partner,
