@@ -18,7 +18,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_core::plan::{self, Incoming};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -129,7 +129,10 @@ impl PartnerProxy {
         )
         .map_err(|e| {
             ctx.upstream_error = Some(UpstreamErrorKind::Protocol);
-            Refusal::UpstreamError(format!("the partner's answer cannot be relayed: {e}"))
+            Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("the partner's answer cannot be relayed: {e}"),
+            )
         })?;
         if let Some(dropped) = ctx
             .report
@@ -181,7 +184,7 @@ impl PartnerProxy {
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) {
         ctx.status = refusal.status();
-        ctx.refused = Some(refusal.code());
+        ctx.refused = Some(refusal.kind);
         self.record(ctx);
         let body = refusal.to_json();
         let mut resp = match ResponseHeader::build(refusal.status(), Some(4)) {
@@ -190,7 +193,11 @@ impl PartnerProxy {
         };
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
-        if let Refusal::Unauthenticated(_) = refusal {
+        if let Refusal {
+            kind: RefusalKind::Unauthenticated,
+            ..
+        } = refusal
+        {
             let challenge = ctx.www_authenticate.take();
             let challenge = challenge
                 .as_deref()
@@ -220,10 +227,10 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
         .iter()
         .map(|(name, value)| {
             let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                Refusal::BadRequest(format!(
-                    "the value of header {:?} is not valid UTF-8",
-                    name.as_str()
-                ))
+                Refusal::new(
+                    RefusalKind::BadRequest,
+                    format!("the value of header {:?} is not valid UTF-8", name.as_str()),
+                )
             })?;
             Ok((name.as_str().to_ascii_lowercase(), text.to_string()))
         })
@@ -255,11 +262,17 @@ fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal
             .to_str()
             .ok()
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| Refusal::BadRequest("content-length is not a number".into()))?;
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::BadRequest,
+                    "content-length is not a number",
+                )
+            })?;
         if length > limit {
-            return Err(Refusal::BodyTooLarge(format!(
-                "body of {length} bytes is over the limit of {limit} bytes"
-            )));
+            return Err(Refusal::new(
+                RefusalKind::BodyTooLarge,
+                format!("body of {length} bytes is over the limit of {limit} bytes"),
+            ));
         }
     }
     Ok(())
@@ -273,9 +286,10 @@ async fn read_body(
     ctx: &mut RequestCtx,
 ) -> Result<Vec<u8>, Refusal> {
     let too_large = |n: usize| {
-        Refusal::BodyTooLarge(format!(
-            "body of at least {n} bytes is over the limit of {limit} bytes"
-        ))
+        Refusal::new(
+            RefusalKind::BodyTooLarge,
+            format!("body of at least {n} bytes is over the limit of {limit} bytes"),
+        )
     };
     let mut body = Vec::new();
     loop {
@@ -289,9 +303,10 @@ async fn read_body(
             }
             Ok(None) => return Ok(body),
             Err(e) => {
-                return Err(Refusal::BadRequest(format!(
-                    "cannot read the request body: {e}"
-                )))
+                return Err(Refusal::new(
+                    RefusalKind::BadRequest,
+                    format!("cannot read the request body: {e}"),
+                ))
             }
         }
     }
@@ -348,18 +363,21 @@ impl ProxyHttp for PartnerProxy {
         }
         let refusal = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                Refusal::UpstreamTimeout("the partner did not answer in time".into())
+                Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    "the partner did not answer in time",
+                )
             }
             ErrorType::HTTPStatus(code) if *code < 500 => {
-                Refusal::BadRequest(format!("bad request: {e}"))
+                Refusal::new(RefusalKind::BadRequest, format!("bad request: {e}"))
             }
             ErrorType::InvalidHTTPHeader | ErrorType::ReadError => {
-                Refusal::BadRequest(format!("bad request: {e}"))
+                Refusal::new(RefusalKind::BadRequest, format!("bad request: {e}"))
             }
-            _ => Refusal::UpstreamError(format!(
-                "the request could not be proxied: {}",
-                e.etype().as_str()
-            )),
+            _ => Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("the request could not be proxied: {}", e.etype().as_str()),
+            ),
         };
         self.refuse(session, ctx, &refusal).await;
         pingora::proxy::FailToProxy {
@@ -396,7 +414,7 @@ fn access_line(ctx: &RequestCtx) {
         route = ctx.route.as_str(),
         method = ctx.method,
         status = ctx.status,
-        reason = ctx.refused,
+        reason = ctx.refused.map(RefusalKind::code),
         duration_ms = ms(ctx.started.elapsed()),
         upstream_ms = ctx.upstream_time.map(ms),
         bytes_in = ctx.bytes_in,

@@ -3,7 +3,7 @@
 //! its final header (the body is relayed to the caller as it arrives, see [`super::answer`]).
 use bytes::Bytes;
 use gateway_core::plan::{Outgoing, Target};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -91,26 +91,27 @@ impl UpstreamFailure {
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
                 kind: UpstreamErrorKind::Timeout,
-                refusal: Refusal::UpstreamTimeout(format!(
-                    "partner {partner:?} did not answer in time"
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    format!("partner {partner:?} did not answer in time"),
+                ),
             },
             ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
             | ErrorType::TLSHandshakeFailure => UpstreamFailure {
                 kind: UpstreamErrorKind::Connect,
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {partner:?} is unreachable: {}",
-                    e.etype().as_str()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {partner:?} is unreachable: {}", e.etype().as_str()),
+                ),
             },
             _ => UpstreamFailure {
                 kind: UpstreamErrorKind::Protocol,
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {partner:?} failed: {}",
-                    e.etype().as_str()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {partner:?} failed: {}", e.etype().as_str()),
+                ),
             },
         }
     }
@@ -147,10 +148,10 @@ impl UpstreamClient {
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
                 kind: UpstreamErrorKind::Connect,
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {:?} is unreachable: {why}",
-                    partner.id
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {:?} is unreachable: {why}", partner.id),
+                ),
             };
             let address = tokio::net::lookup_host(upstream.authority())
                 .await
@@ -169,11 +170,14 @@ impl UpstreamClient {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
                 kind: UpstreamErrorKind::Timeout,
-                refusal: Refusal::UpstreamTimeout(format!(
-                    "partner {:?} did not answer within {} ms",
-                    partner.id,
-                    timeout.as_millis()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    format!(
+                        "partner {:?} did not answer within {} ms",
+                        partner.id,
+                        timeout.as_millis()
+                    ),
+                ),
             }),
         }
     }
@@ -318,7 +322,10 @@ impl UpstreamClient {
         outgoing: &Outgoing,
     ) -> Result<RequestHeader, Refusal> {
         let internal = |e: Box<Error>| {
-            Refusal::UpstreamError(format!("cannot build the partner request: {e}"))
+            Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("cannot build the partner request: {e}"),
+            )
         };
         let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None)
             .map_err(internal)?;

@@ -6,7 +6,7 @@ is announced, a route that takes one and a JSON content type.
 */
 use super::{body, framing, legal_basis, Target};
 use crate::headers::{is_valid_request_id, REQUEST_ID_HEADERS, SINGLE_VALUED};
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// Refuses what the head alone shows to be refused. `body_announced`: the request says a
 /// non-empty body follows (a `content-length` above 0, or chunked framing).
@@ -21,10 +21,13 @@ pub fn check_head(
     if body_announced {
         let route = target.route();
         if route.filter.is_none() {
-            return Err(Refusal::BadRequest(format!(
-                "route {:?} of partner {:?} takes no body",
-                route.template, target.partner.id
-            )));
+            return Err(Refusal::new(
+                RefusalKind::BadRequest,
+                format!(
+                    "route {:?} of partner {:?} takes no body",
+                    route.template, target.partner.id
+                ),
+            ));
         }
         let content_type = headers
             .iter()
@@ -43,9 +46,10 @@ fn refuse_duplicates(target: &Target, headers: &[(String, String)]) -> Result<()
     for (i, (name, _)) in headers.iter().enumerate() {
         let single = SINGLE_VALUED.contains(&name.as_str()) || Some(name.as_str()) == legal_basis;
         if single && headers[..i].iter().any(|(n, _)| n == name) {
-            return Err(Refusal::BadRequest(format!(
-                "more than one {name:?} header"
-            )));
+            return Err(Refusal::new(
+                RefusalKind::BadRequest,
+                format!("more than one {name:?} header"),
+            ));
         }
     }
     Ok(())
@@ -55,7 +59,7 @@ fn refuse_duplicates(target: &Target, headers: &[(String, String)]) -> Result<()
 fn check_request_ids(headers: &[(String, String)]) -> Result<(), Refusal> {
     for (name, value) in headers {
         if REQUEST_ID_HEADERS.contains(&name.as_str()) && !is_valid_request_id(value) {
-            return Err(Refusal::BadRequest(format!(
+            return Err(Refusal::new(RefusalKind::BadRequest, format!(
                 "the {name:?} header must be 1 to 128 token characters (letters, digits and !#$%&'*+-.^_`|~)"
             )));
         }
