@@ -263,10 +263,7 @@ fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal
             .ok()
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| {
-                Refusal::new(
-                    RefusalKind::BadRequest,
-                    "content-length is not a number",
-                )
+                Refusal::new(RefusalKind::BadRequest, "content-length is not a number")
             })?;
         if length > limit {
             return Err(Refusal::new(

@@ -5,7 +5,7 @@ A caller presents `Authorization: Bearer <JWT>`. [`CallerVerifier`] checks it ag
 configured issuer, audience and keys and yields a [`Caller`] (its `sub` and groups), which
 [`Caller::may_use`] matches against a partner's `allowed_callers`.
 
-Rules (DESIGN.md, issue 4):
+Rules (see the README, "Callers and data-use tokens"):
 - `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present; clock leeway
   is [`LEEWAY_SECS`].
 - The algorithm comes from the configured key, looked up by the token's `kid` (a token

@@ -1,6 +1,6 @@
 /*!
 The policy files' wire format: a serde mirror of `gateway.yaml` and `partners/<id>.yaml`
-(DESIGN.md "Policy files"), with the line of every value a later check may complain about.
+(README "Policy reference"), with the line of every value a later check may complain about.
 
 Nothing here decides whether a value is acceptable beyond its YAML type; that is
 [`super::load`]'s job. Unknown keys, duplicate keys, wrong types and YAML syntax errors are
