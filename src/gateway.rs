@@ -14,7 +14,7 @@ use gateway_core::policy::{ClientIdentity, Partner, Policy};
 use gateway_core::tagging::{
     DataUseTag, Jwks, TokenInput, TokenSigner, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER, MAX_TTL_SECS,
 };
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 
 use crate::loader;
 use crate::metrics::Metrics;
@@ -193,15 +193,8 @@ impl Active {
     ) -> Result<Vec<(String, String)>, Refusal> {
         let partner = &target.partner;
         let use_ = partner.kind.data_use();
-        let tag = DataUseTag {
-            use_,
-            purpose: &partner.purpose,
-            policy_version: &self.policy.version,
-            legal_basis,
-        };
-        let tag = tag
-            .to_header_value()
-            .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+        let tag = DataUseTag::for_request(partner, &self.policy.version, legal_basis)
+            .request_header_value()?;
         let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
         if let Some(signer) = &self.signer {
             let jti = new_jti();
@@ -218,7 +211,10 @@ impl Active {
                 jti: &jti,
             };
             let token = signer.sign(&input).map_err(|e| {
-                Refusal::UpstreamError(format!("cannot sign the data-use token: {e}"))
+                Refusal::new(
+                    RefusalKind::Internal,
+                    format!("cannot sign the data-use token: {e}"),
+                )
             })?;
             headers.push((DATA_USE_TOKEN_HEADER.to_string(), token));
         }

@@ -154,7 +154,7 @@ impl TlsConn {
         raw.extend_from_slice(body);
         self.stream.write_all(&raw)?;
         self.stream.flush()?;
-        http1::read_response(&mut self.stream)
+        http1::read_response(&mut self.stream, false)
     }
 
     pub fn post_json(&mut self, target: &str, body: &str) -> std::io::Result<Response> {

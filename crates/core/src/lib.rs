@@ -28,4 +28,4 @@ pub mod policytest;
 pub mod refusal;
 pub mod tagging;
 
-pub use refusal::Refusal;
+pub use refusal::{Refusal, RefusalKind};

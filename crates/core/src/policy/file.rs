@@ -1,6 +1,6 @@
 /*!
 The policy files' wire format: a serde mirror of `gateway.yaml` and `partners/<id>.yaml`
-(DESIGN.md "Policy files"), with the line of every value a later check may complain about.
+(README "Policy reference"), with the line of every value a later check may complain about.
 
 Nothing here decides whether a value is acceptable beyond its YAML type; that is
 [`super::load`]'s job. Unknown keys, duplicate keys, wrong types and YAML syntax errors are
@@ -178,6 +178,8 @@ pub struct RouteFile {
     pub headers: Option<Spanned<Vec<Spanned<String>>>>,
     /// `+json` media types filtered like `application/json`.
     pub json_types: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Partner answer headers relayed to the caller beyond the defaults.
+    pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `transform:` entries: field path → transform name; `None` is an unquoted YAML null.
@@ -508,7 +510,7 @@ mod tests {
     #[test]
     fn wire_errors_are_one_line_with_the_field_named() {
         let cases: &[(&str, u64, &str)] = &[
-            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types"),
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers"),
             ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
             ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
             ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),

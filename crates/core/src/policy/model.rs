@@ -222,6 +222,8 @@ pub struct UpstreamAuth {
     pub header: String,
     /// The full header value (prefix + secret from the environment).
     pub value: String,
+    /// The secret alone: a partner answer header carrying it is never relayed.
+    pub secret: String,
 }
 
 #[derive(Debug)]
@@ -273,6 +275,8 @@ pub struct Route {
     pub headers: Vec<String>,
     /// `+json` media types (lowercase, no parameters) this route filters besides `application/json`.
     pub json_types: Vec<String>,
+    /// Partner answer headers relayed to the caller beyond the defaults, lowercase.
+    pub response_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,14 +118,8 @@ fn decide(
         false,
     )?;
     let partner = &target.partner;
-    let tag = DataUseTag {
-        use_: partner.kind.data_use(),
-        purpose: &partner.purpose,
-        policy_version: &policy.version,
-        legal_basis: outgoing.legal_basis.as_deref(),
-    }
-    .to_header_value()
-    .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+    let tag = DataUseTag::for_request(partner, &policy.version, outgoing.legal_basis.as_deref())
+        .request_header_value()?;
     Ok(Forwarded { outgoing, tag })
 }
 

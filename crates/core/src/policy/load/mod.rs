@@ -11,7 +11,7 @@ compiled once they are fixed, so its compile errors never repeat a mistake alrea
 The core does no I/O: the shell reads the directory into a
 [`PolicySource`] and hands the process environment in through [`Env`].
 
-Choices where DESIGN.md is silent:
+Choices where the contract is silent (also in the README):
 - `listen` and `admin_listen` default to `127.0.0.1:8080` and `127.0.0.1:9090`; `limits`
   members default to [`Limits::default`].
 - Relative file paths in `gateway.yaml` (`optouts.path`, `callers.keys`, `signing.key`,

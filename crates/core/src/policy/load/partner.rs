@@ -292,6 +292,7 @@ fn credential(
             credential.auth = Some(UpstreamAuth {
                 header,
                 value: format!("{prefix}{secret}"),
+                secret,
             });
         } else {
             d.error(

@@ -120,6 +120,7 @@ fn route(template: &str, methods: &[&str]) -> Route {
         query: Vec::new(),
         headers: Vec::new(),
         json_types: Vec::new(),
+        response_headers: Vec::new(),
     }
 }
 
