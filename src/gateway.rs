@@ -10,16 +10,17 @@ use anyhow::Context;
 use gateway_core::callers::{AuthError, Caller, CallerKeys, CallerVerifier};
 use gateway_core::optout::OptOutSource;
 use gateway_core::plan::{OptOuts, Target};
-use gateway_core::policy::{Partner, Policy};
+use gateway_core::policy::{ClientIdentity, Partner, Policy};
 use gateway_core::tagging::{
     DataUseTag, Jwks, TokenInput, TokenSigner, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER, MAX_TTL_SECS,
 };
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 
 use crate::loader;
 use crate::metrics::Metrics;
 use crate::optout::postgres::PgOptOuts;
 use crate::optout::{Freshness, OptOutBackend, OptOutStore};
+use crate::tls::{ListenerTlsState, PeerIdentity, TlsMaterial};
 use gateway_core::policy::OptOutStoreConfig;
 
 /// How callers are authenticated under the active policy.
@@ -27,6 +28,8 @@ enum CallerAuth {
     Verify(CallerVerifier),
     /// `allow_unauthenticated: true`, local development only (logged loudly at start).
     Unauthenticated,
+    /// No `callers` section: the client certificate's identity is the only credential.
+    CertificateOnly,
 }
 
 /// The `sub` the data-use token names when the policy lets callers in unauthenticated.
@@ -38,6 +41,8 @@ pub struct Active {
     callers: CallerAuth,
     signer: Option<TokenSigner>,
     jwks: Vec<u8>,
+    /// Certificates and keys of both legs, read with this policy.
+    pub tls: TlsMaterial,
 }
 
 impl Active {
@@ -67,8 +72,16 @@ impl Active {
                 log::info!("caller keys: {}", verifier.keys().describe().join(", "));
                 CallerAuth::Verify(verifier)
             }
+            None if gw.tls.as_ref().is_some_and(|t| t.client_identity.is_some()) => {
+                CallerAuth::CertificateOnly
+            }
             None => anyhow::bail!("gateway.yaml has no `callers` section"),
         };
+        let (tls, tls_warnings) = TlsMaterial::load(&policy, now_unix() as i64)
+            .map_err(|d| loader::diagnostics_error(&d))?;
+        for w in &tls_warnings {
+            log::warn!("{w}");
+        }
         let (signer, jwks) = match &gw.signing {
             Some(s) => {
                 let pem = loader::read_named_file(&s.key, "signing.key")?;
@@ -96,28 +109,72 @@ impl Active {
             callers,
             signer,
             jwks,
+            tls,
         })
     }
 
-    /// Authenticates the caller from its `Authorization` header(s) and checks it may use
-    /// `partner`. Returns the caller's `sub`. On 401 the error carries the `WWW-Authenticate` value.
+    /// Authenticates the caller from its `Authorization` header(s) and, with
+    /// `tls.client_identity`, its client certificate (`peer`); when both are configured both
+    /// must pass and name the same caller. Checks it may use `partner` and returns its `sub`.
+    /// On 401 the error carries the `WWW-Authenticate` value.
     pub fn authenticate(
         &self,
         partner: &Partner,
         authorization: &[&str],
+        peer: Option<&PeerIdentity>,
     ) -> Result<String, (Refusal, Option<String>)> {
-        let verifier = match &self.callers {
-            CallerAuth::Unauthenticated => return Ok(UNAUTHENTICATED_SUB.to_string()),
-            CallerAuth::Verify(verifier) => verifier,
+        let certified = self.certificate_identity(peer)?;
+        let caller = match (&self.callers, certified) {
+            (CallerAuth::Verify(verifier), certified) => {
+                let result = match authorization {
+                    [] => verifier.verify_cached(None, now_unix()),
+                    [one] => verifier.verify_cached(Some(one), now_unix()),
+                    _ => Err(AuthError::MalformedHeader),
+                };
+                let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
+                if let Some(cert_sub) = certified.filter(|c| *c != caller.sub) {
+                    return Err((
+                        Refusal::CallerNotAllowed(format!(
+                            "the caller token's sub {:?} is not the client certificate's identity {cert_sub:?}",
+                            caller.sub
+                        )),
+                        None,
+                    ));
+                }
+                caller
+            }
+            (_, Some(sub)) => Arc::new(Caller::named(&sub)),
+            (CallerAuth::Unauthenticated, None) => return Ok(UNAUTHENTICATED_SUB.to_string()),
+            (CallerAuth::CertificateOnly, None) => {
+                return Err((
+                    Refusal::Unauthenticated("no client certificate identity".into()),
+                    None,
+                ))
+            }
         };
-        let result = match authorization {
-            [] => verifier.verify_cached(None, now_unix()),
-            [one] => verifier.verify_cached(Some(one), now_unix()),
-            _ => Err(AuthError::MalformedHeader),
-        };
-        let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
         caller.check_partner(partner).map_err(|r| (r, None))?;
         Ok(caller.sub.clone())
+    }
+
+    /// The caller identity of the client certificate, when the policy takes one from it.
+    fn certificate_identity(
+        &self,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Option<String>, (Refusal, Option<String>)> {
+        let tls = self.policy.gateway.tls.as_ref();
+        match tls.and_then(|t| t.client_identity) {
+            None => Ok(None),
+            Some(ClientIdentity::SanDns) => match peer.and_then(|p| p.san_dns.clone()) {
+                Some(sub) => Ok(Some(sub)),
+                None => Err((
+                    Refusal::Unauthenticated(
+                        "the client certificate has no DNS subject alternative name to identify the caller"
+                            .into(),
+                    ),
+                    None,
+                )),
+            },
+        }
     }
 
     /// Whether caller `sub` may send to `partner` (for `explain --caller`, which has no token).
@@ -136,15 +193,8 @@ impl Active {
     ) -> Result<Vec<(String, String)>, Refusal> {
         let partner = &target.partner;
         let use_ = partner.kind.data_use();
-        let tag = DataUseTag {
-            use_,
-            purpose: &partner.purpose,
-            policy_version: &self.policy.version,
-            legal_basis,
-        };
-        let tag = tag
-            .to_header_value()
-            .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+        let tag = DataUseTag::for_request(partner, &self.policy.version, legal_basis)
+            .request_header_value()?;
         let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
         if let Some(signer) = &self.signer {
             let jti = new_jti();
@@ -161,7 +211,10 @@ impl Active {
                 jti: &jti,
             };
             let token = signer.sign(&input).map_err(|e| {
-                Refusal::UpstreamError(format!("cannot sign the data-use token: {e}"))
+                Refusal::new(
+                    RefusalKind::Internal,
+                    format!("cannot sign the data-use token: {e}"),
+                )
             })?;
             headers.push((DATA_USE_TOKEN_HEADER.to_string(), token));
         }
@@ -189,6 +242,8 @@ pub fn now_unix() -> u64 {
 
 pub struct Gateway {
     active: RwLock<Arc<Active>>,
+    /// The proxy listener's certificate and client CA, when it speaks TLS.
+    pub listener_tls: Option<ListenerTlsState>,
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
@@ -201,8 +256,15 @@ impl Gateway {
         metrics.set_policy_version(&active.policy.version);
         metrics.policy_reload(true);
         metrics.register_policy(&active.policy);
+        set_certificate_expiries(&metrics, &active.tls.expiries);
+        let listener_tls = active
+            .tls
+            .listener
+            .as_ref()
+            .map(|l| ListenerTlsState::new(l.cert.clone(), l.client_verifier.clone()));
         Gateway {
             active: RwLock::new(Arc::new(active)),
+            listener_tls,
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             optouts: RwLock::new(None),
@@ -218,10 +280,15 @@ impl Gateway {
         }
     }
 
-    /// Swaps in a new policy; in-flight requests finish on the one they started with.
+    /// Swaps in a new policy; in-flight requests finish on the one they started with, and new
+    /// TLS handshakes use its certificates (established connections keep theirs).
     pub fn replace_active(&self, active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
         self.metrics.register_policy(&active.policy);
+        set_certificate_expiries(&self.metrics, &active.tls.expiries);
+        if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {
+            state.update(material.cert.clone(), material.client_verifier.clone());
+        }
         let mut guard = match self.active.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -327,6 +394,14 @@ impl Gateway {
             },
             _ => Readiness::Ready,
         }
+    }
+}
+
+/// Exactly the certificates of the policy being served (names come from the policy).
+fn set_certificate_expiries(metrics: &Metrics, expiries: &[(String, i64)]) {
+    metrics.clear_certificate_expiry();
+    for (name, not_after) in expiries {
+        metrics.set_certificate_expiry(name, *not_after);
     }
 }
 

@@ -57,14 +57,16 @@ pub fn send_raw(addr: &str, raw: &[u8]) -> io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.write_all(raw)?;
-    read_response(stream)
+    read_response(stream, raw.starts_with(b"HEAD "))
 }
 
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
-fn read_response(stream: TcpStream) -> io::Result<Response> {
+/// Reads one response from any byte stream (a TCP or TLS connection, possibly kept alive); an
+/// answer to `HEAD` has no body whatever its framing headers say.
+pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -88,7 +90,9 @@ fn read_response(stream: TcpStream) -> io::Result<Response> {
     }
     let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let mut body = Vec::new();
-    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if head {
+        // no body
+    } else if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
             line.clear();
             reader.read_line(&mut line)?;

@@ -11,6 +11,7 @@ core in `gateway_core`.
 - [`logs`]: JSON log lines, and what may never reach them.
 - [`optout`]: the durable opt-out store.
 - [`cli`]: one file per subcommand.
+- [`tls`]: certificates and keys for both legs, and their reloads.
 - [`http1`]: a minimal HTTP/1.1 client for the demo and tests.
 */
 #![forbid(unsafe_code)]
@@ -25,3 +26,4 @@ pub mod metrics;
 pub mod optout;
 pub mod proxy;
 pub mod reload;
+pub mod tls;

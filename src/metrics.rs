@@ -18,6 +18,7 @@ backends; 0 for the embedded store), [`Metrics::shadow_difference`] and
 use std::time::Duration;
 
 use gateway_core::filter::{Report, Transform};
+use gateway_core::RefusalKind;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -247,7 +248,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             metrics.policy_reloads.with_label_values(&[result]);
         }
-        for reason in gateway_core::Refusal::CODES {
+        for reason in RefusalKind::ALL.map(RefusalKind::code) {
             metrics.refused.with_label_values(&[UNKNOWN, reason]);
         }
         metrics
@@ -267,7 +268,7 @@ impl Metrics {
     pub fn register_policy(&self, policy: &gateway_core::policy::Policy) {
         for (id, partner) in &policy.partners {
             let id = id.as_str();
-            for reason in gateway_core::Refusal::CODES {
+            for reason in RefusalKind::ALL.map(RefusalKind::code) {
                 self.refused.with_label_values(&[id, reason]);
             }
             for kind in UpstreamErrorKind::ALL {
@@ -321,8 +322,9 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// One refusal; `reason` is a [`gateway_core::Refusal`] code.
-    pub fn refused(&self, partner: &str, reason: &'static str) {
+    /// One refusal.
+    pub fn refused(&self, partner: &str, kind: RefusalKind) {
+        let reason = kind.code();
         self.refused.with_label_values(&[partner, reason]).inc();
     }
 

@@ -263,7 +263,7 @@ fn no_request_content_reaches_any_log_line_at_trace_level() {
     let big = format!(r#"{{"a":"{}"}}"#, M.repeat(300));
     assert_eq!(gw.send("POST", &target, &headers, &big), 413);
     // 451: a customer (the marker) who opted out
-    let opted_out = format!(r#"{{"scopes":["partner_sharing"]}}"#);
+    let opted_out = r#"{"scopes":["partner_sharing"]}"#.to_string();
     assert_eq!(
         gw.admin(
             "PUT",

@@ -58,3 +58,141 @@ fn an_invalid_policy_fails_the_tests() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("partners/acme-ship.yaml:"), "{out}");
 }
+
+/// A copy of the bundled policy (partners, tests and examples) in a temporary directory, with
+/// `edit` applied to one partner file.
+fn edited_policy(partner: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["", "partners", "examples", "tests"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for entry in std::fs::read_dir(root.join(sub)).unwrap().flatten() {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let file = dir.path().join(format!("partners/{partner}.yaml"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(&file, edited).unwrap();
+    dir
+}
+
+#[test]
+fn diff_reports_a_newly_sent_field_in_words_and_exits_4() {
+    let new = edited_policy("acme-ship", |t| {
+        t.replace(
+            "      shipments[*].email: remove          # written out for the reader: not allowed anyway\n",
+            "",
+        )
+        .replace("      - shipments[*].name\n", "      - shipments[*].name\n      - shipments[*].email\n")
+    });
+    let new_dir = new.path().to_str().unwrap();
+    let (code, out, err) = run(&["diff", "--policy", "policy/", "--against", new_dir]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(
+            "+ acme-ship will START receiving shipments[*].email in clear on POST /v1/shipments"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("DISCLOSES MORE"), "{out}");
+
+    // the sample bodies show the new bytes
+    let (code, out, _) = run(&[
+        "diff",
+        "--policy",
+        "policy/",
+        "--against",
+        new_dir,
+        "--samples",
+        "policy/examples",
+    ]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("policy/examples/requests.yaml:7: a shipment: changed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+       \"email\": \"ana.lima@example.com\","),
+        "{out}"
+    );
+    assert!(out.contains(": a tax filing: same"), "{out}");
+
+    // the machine-readable form says the same
+    let (code, out, _) = run(&[
+        "diff",
+        "--policy",
+        "policy/",
+        "--against",
+        new_dir,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 4);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["discloses_more"], true);
+    assert_eq!(doc["changes"][0]["change"], "field_started");
+    assert_eq!(doc["changes"][0]["subject"], "shipments[*].email");
+    assert_eq!(doc["changes"][0]["route"], "POST /v1/shipments");
+}
+
+#[test]
+fn diff_of_a_removed_route_exits_0_and_the_way_back_exits_4() {
+    let new = edited_policy("fixit-support", |t| {
+        let start = t.find("  - path: /v1/tickets/{id}").unwrap();
+        let end = t.find("allowed_callers").unwrap();
+        format!("{}{}", &t[..start], &t[end..])
+    });
+    let new_dir = new.path().to_str().unwrap();
+    let (code, out, _) = run(&["diff", "--policy", "policy/", "--against", new_dir]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "- fixit-support will STOP receiving anything on GET /v1/tickets/{id} (route removed)"
+        ),
+        "{out}"
+    );
+    let (code, out, _) = run(&["diff", "--policy", new_dir, "--against", "policy/"]);
+    assert_eq!(code, 4, "{out}");
+}
+
+#[test]
+fn diff_of_a_dropped_opt_out_scope_exits_4_and_of_no_change_exits_0() {
+    let new = edited_policy("brightmail-offers", |t| {
+        t.replace(
+            "allowed_callers:",
+            "honor_optouts: [partner_sharing]\nallowed_callers:",
+        )
+    });
+    let (code, out, _) = run(&[
+        "diff",
+        "--policy",
+        "policy/",
+        "--against",
+        new.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        out.contains("NO LONGER honour the opt-out scope partner:brightmail-offers"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["diff", "--policy", "policy/", "--against", "policy/"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no change"), "{out}");
+}
+
+#[test]
+fn diff_against_an_invalid_policy_exits_1() {
+    let (code, out, _) = run(&[
+        "diff",
+        "--policy",
+        "policy/",
+        "--against",
+        "tests/fixtures/policies/misspelt-key",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("partners/acme-ship.yaml:"), "{out}");
+}

@@ -1,5 +1,7 @@
 //! `check`: validate a policy directory the way `serve` would, without secrets from the
-//! environment: the files, their meaning, and the key files they name.
+//! environment: the files, their meaning, and the key and certificate files they name
+//! (unreadable, not PEM, or a key that does not match its certificate is an error naming the
+//! file; an expired certificate is a warning).
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -59,6 +61,20 @@ pub fn run(dir: &Path) -> ExitCode {
                 plural(routes, "route"),
                 policy.version
             );
+            let now = crate::gateway::now_unix() as i64;
+            match crate::tls::TlsMaterial::load(policy, now) {
+                Ok((_, warnings)) => {
+                    for w in &warnings {
+                        eprintln!("{}:{}: warning: {}", w.file, w.line, w.message);
+                    }
+                }
+                Err(errors) => {
+                    for d in &errors {
+                        println!("{d}");
+                    }
+                    return ExitCode::from(1);
+                }
+            }
             if let Err(d) = check_key_files(dir, loaded.policy) {
                 println!("{d}");
                 return ExitCode::from(1);

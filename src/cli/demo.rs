@@ -30,10 +30,13 @@ use crate::loader;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SampleRequest {
+    /// What the sample shows (the same format as policy tests, so `diff --samples` reads it too).
+    #[allow(dead_code)]
+    name: String,
     partner: String,
     method: String,
     path: String,
-    body: Option<String>,
+    body_file: Option<String>,
     caller: Option<String>,
     #[serde(default)]
     headers: HashMap<String, String>,
@@ -120,7 +123,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     for (_, addr, mock) in &mocks {
         server.add_service(mock_partner::service(mock.clone(), &addr.to_string()));
     }
-    serve::add_gateway_services(&mut server, &gateway);
+    serve::add_gateway_services(&mut server, &gateway)?;
     std::thread::spawn(move || server.run(pingora::server::RunArgs::default()));
     wait_for(gateway_addr)?;
     wait_for(admin_addr)?;
@@ -166,7 +169,7 @@ fn show_sample(
     admin_addr: SocketAddr,
     sample: &SampleRequest,
 ) -> anyhow::Result<bool> {
-    let body = match &sample.body {
+    let body = match &sample.body_file {
         Some(file) => {
             let path: PathBuf = dir.join("examples").join(file);
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?

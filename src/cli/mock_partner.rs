@@ -3,6 +3,7 @@
 (method, path, query, headers, body), and keeps a log of them at `GET /_mock/requests` so tests
 and the demo can see exactly what reached the partner — or that nothing did.
 */
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,11 +37,34 @@ impl MockPartner {
     }
 }
 
+/// TLS for the mock: its certificate and, to require client certificates, a CA.
+#[derive(Debug, Clone, Default)]
+pub struct MockTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
+}
+
 /// A pingora service running `mock` on `addr`.
 pub fn service(mock: Arc<MockPartner>, addr: &str) -> Service<MockApp> {
     let mut service = Service::new(format!("mock partner {}", mock.name), MockApp(mock));
     service.add_tcp(addr);
     service
+}
+
+/// A pingora service running `mock` on `addr` over TLS (h1 and h2 by ALPN).
+pub fn tls_service(
+    mock: Arc<MockPartner>,
+    addr: &str,
+    tls: &MockTls,
+) -> anyhow::Result<Service<MockApp>> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        anyhow::bail!("--tls-cert and --tls-key go together");
+    };
+    let state = crate::tls::listener_from_files(cert, key, tls.client_ca.as_deref())?;
+    let mut service = Service::new(format!("mock partner {}", mock.name), MockApp(mock));
+    service.add_tls_with_settings(addr, None, state.settings()?);
+    Ok(service)
 }
 
 pub struct MockApp(Arc<MockPartner>);
@@ -58,6 +82,8 @@ impl ServeHttp for MockApp {
             .iter()
             .map(|(n, v)| json!([n.as_str(), String::from_utf8_lossy(v.as_bytes())]))
             .collect();
+        // The verified client certificate's first DNS name, when the mock asked for one.
+        let client_cert = crate::tls::peer_identity(session.digest()).and_then(|p| p.san_dns);
         let mut body = Vec::new();
         while let Ok(Some(chunk)) = session.read_request_body().await {
             body.extend_from_slice(&chunk);
@@ -74,6 +100,7 @@ impl ServeHttp for MockApp {
                 "headers": headers,
                 "body": text,
                 "json": serde_json::from_slice::<Value>(&body).ok(),
+                "client_cert": client_cert,
             });
             if let Ok(mut log) = mock.received.lock() {
                 log.push(record.clone());
@@ -94,9 +121,16 @@ impl ServeHttp for MockApp {
 }
 
 /// `partner-gateway mock-partner --listen ADDR`: runs until killed.
-pub fn run(listen: &str, name: &str, delay: Duration) -> anyhow::Result<()> {
+pub fn run(listen: &str, name: &str, delay: Duration, tls: &MockTls) -> anyhow::Result<()> {
     let mut server = crate::cli::serve::new_server()?;
-    server.add_service(service(MockPartner::new(name, delay), listen));
-    eprintln!("mock partner {name:?} listening on {listen}; log at http://{listen}{LOG_PATH}");
+    let mock = MockPartner::new(name, delay);
+    let scheme = if tls.cert.is_some() || tls.key.is_some() {
+        server.add_service(tls_service(mock, listen, tls)?);
+        "https"
+    } else {
+        server.add_service(service(mock, listen));
+        "http"
+    };
+    eprintln!("mock partner {name:?} listening on {listen}; log at {scheme}://{listen}{LOG_PATH}");
     server.run_forever();
 }

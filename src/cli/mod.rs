@@ -4,6 +4,7 @@ The command line: one file per subcommand, each a thin layer over the library. `
 */
 pub mod check;
 pub mod demo;
+pub mod diff;
 pub mod explain;
 pub mod mock_partner;
 pub mod optouts;
@@ -48,6 +49,20 @@ enum Command {
     Test {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
+    },
+    /// What a policy change starts or stops disclosing: exit 0 = nothing new, 4 = discloses more, 1 = invalid policy.
+    Diff {
+        /// The policy in force.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The candidate policy.
+        #[arg(long)]
+        against: PathBuf,
+        /// A directory of sample requests (policy-test format) to run through both policies.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// Show exactly what a partner would receive for a request body read from stdin.
     Explain {
@@ -122,6 +137,16 @@ enum Command {
         /// Wait this long before answering (to try timeouts).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Listen with TLS, presenting this PEM certificate chain (with --tls-key).
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates chaining to this PEM CA (mTLS); the log records each
+        /// request's client certificate DNS name as `client_cert`.
+        #[arg(long)]
+        tls_client_ca: Option<PathBuf>,
     },
 }
 
@@ -196,6 +221,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve { policy } => serve::run(&policy),
         Command::Check { policy } => Ok(check::run(&policy)),
         Command::Test { policy } => Ok(test::run(&policy)),
+        Command::Diff {
+            policy,
+            against,
+            samples,
+            format,
+        } => Ok(diff::run(&policy, &against, samples.as_deref(), &format)),
         Command::Explain {
             policy,
             partner,
@@ -258,8 +289,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
             listen,
             name,
             delay_ms,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
         } => {
-            mock_partner::run(&listen, &name, Duration::from_millis(delay_ms))?;
+            let tls = mock_partner::MockTls {
+                cert: tls_cert,
+                key: tls_key,
+                client_ca: tls_client_ca,
+            };
+            mock_partner::run(&listen, &name, Duration::from_millis(delay_ms), &tls)?;
             Ok(ExitCode::SUCCESS)
         }
     }

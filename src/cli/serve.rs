@@ -44,7 +44,7 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
 }
 
 /// Adds the proxy and admin listeners for `gateway` to `server`.
-pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) {
+pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyhow::Result<()> {
     let active = gateway.active();
     let listen = active.policy.gateway.listen.to_string();
     let admin_listen = active.policy.gateway.admin_listen.to_string();
@@ -57,7 +57,13 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) {
             .name("partner-gateway proxy")
             .server_options(options)
             .build();
-    proxy.add_tcp(&listen);
+    match &gateway.listener_tls {
+        Some(tls) => {
+            let settings = tls.settings()?;
+            proxy.add_tls_with_settings(&listen, None, settings);
+        }
+        None => proxy.add_tcp(&listen),
+    }
     server.add_service(proxy);
     let mut admin = pingora::services::listening::Service::new(
         "partner-gateway admin".to_string(),
@@ -65,13 +71,14 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) {
     );
     admin.add_tcp(&admin_listen);
     server.add_service(admin);
+    Ok(())
 }
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let gateway = load_gateway(dir)
         .with_context(|| format!("not starting: the policy in {} is not valid", dir.display()))?;
     let mut server = new_server()?;
-    add_gateway_services(&mut server, &gateway);
+    add_gateway_services(&mut server, &gateway)?;
     crate::reload::watch(gateway.clone());
     let active = gateway.active();
     tracing::info!(

@@ -11,13 +11,12 @@ use gateway_core::policytest::{self, Case};
 
 use crate::loader;
 
-/// The test files of a policy directory, sorted by name.
-fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let tests = dir.join("tests");
-    if !tests.is_dir() {
+/// The YAML files of a directory (`<policy>/tests`, or a samples directory), sorted by name.
+pub fn test_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
         return Ok(Vec::new());
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&tests)?
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
@@ -67,7 +66,7 @@ pub fn run(dir: &Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let files = match test_files(dir) {
+    let files = match test_files(&dir.join("tests")) {
         Ok(f) => f,
         Err(e) => {
             println!("{}: cannot list tests: {e}", dir.join("tests").display());

@@ -2,6 +2,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_core::filter::Report;
+use gateway_core::RefusalKind;
 
 use crate::metrics::{UpstreamErrorKind, UNKNOWN};
 
@@ -23,8 +24,8 @@ pub struct RequestCtx {
     pub route: String,
     /// Status sent to the caller.
     pub status: u16,
-    /// Refusal code, when the gateway refused the request.
-    pub refused: Option<&'static str>,
+    /// Why the gateway refused the request, when it did.
+    pub refused: Option<RefusalKind>,
     /// What the filter did to the forwarded body.
     pub report: Option<Report>,
     /// Values forwarded per data category (from the route's `categories:`).

@@ -8,6 +8,7 @@ Why not pingora's own upstream phases: they send the request headers before
 `request_body_filter` sees the body, so a body that fails the filter would already have a
 connection and headers at the partner, and the data-use token's body digest could not be known.
 */
+mod answer;
 mod ctx;
 mod upstream;
 
@@ -17,7 +18,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gateway_core::plan::{self, Incoming};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -25,7 +26,8 @@ use pingora::proxy::{ProxyHttp, Session};
 pub use ctx::RequestCtx;
 
 use crate::gateway::{optouts_view, Gateway};
-use upstream::UpstreamClient;
+use crate::metrics::UpstreamErrorKind;
+use upstream::{RelayError, UpstreamAnswer, UpstreamClient};
 
 pub struct PartnerProxy {
     gateway: Arc<Gateway>,
@@ -45,7 +47,7 @@ impl PartnerProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-    ) -> Result<(ResponseHeader, Bytes), Refusal> {
+    ) -> Result<(ResponseHeader, UpstreamAnswer), Refusal> {
         let active = self.gateway.active();
         let policy = &active.policy;
         let req = session.req_header();
@@ -69,13 +71,20 @@ impl PartnerProxy {
             .filter(|(n, _)| n == "authorization")
             .map(|(_, v)| v.as_str())
             .collect();
+        let peer = crate::tls::peer_identity(session.as_downstream().digest());
         let caller = active
-            .authenticate(&target.partner, &authorization)
+            .authenticate(&target.partner, &authorization, peer.as_ref())
             .map_err(|(refusal, challenge)| {
                 ctx.www_authenticate = challenge;
                 refusal
             })?;
 
+        // Everything the head alone decides is decided before the body is asked for.
+        plan::check_head(&target, &headers, body_announced(session.req_header()))?;
+        check_announced_length(session, policy.gateway.limits.max_body_bytes)?;
+        if expects_continue(&headers) {
+            let _ = session.as_downstream_mut().write_continue_response().await;
+        }
         let body = read_body(session, policy.gateway.limits.max_body_bytes, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
@@ -101,16 +110,34 @@ impl PartnerProxy {
 
         ctx.bytes_out = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
-        let response = self
+        let answer = self
             .upstream
             .send(&active, &target, &method, &caller, outgoing)
             .await;
         ctx.upstream_time = Some(upstream_started.elapsed());
-        let response = response.map_err(|failure| {
+        let answer = answer.map_err(|failure| {
             ctx.upstream_error = Some(failure.kind);
             failure.refusal
         })?;
-        let mut header = response.header;
+        let caller_http10 = session.req_header().version == http::Version::HTTP_10;
+        let credential = target
+            .partner
+            .upstream_auth
+            .as_ref()
+            .map(|a| a.secret.as_str());
+        let mut header = answer::caller_header(
+            &answer.header,
+            &target.route().response_headers,
+            credential,
+            answer::framing(&answer.header, caller_http10),
+        )
+        .map_err(|e| {
+            ctx.upstream_error = Some(UpstreamErrorKind::Protocol);
+            Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("the partner's answer cannot be relayed: {e}"),
+            )
+        })?;
         if let Some(dropped) = ctx
             .report
             .as_ref()
@@ -120,31 +147,48 @@ impl PartnerProxy {
             // Tells the caller why the partner saw fewer records than it sent.
             let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
         }
-        Ok((header, response.body))
+        Ok((header, answer))
     }
 
-    /// Relays the partner's answer to the caller.
+    /// Relays the partner's answer to the caller as it arrives. `Err` when the answer broke
+    /// off after its header went out: the caller's connection must be closed unfinished.
     async fn respond(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         header: ResponseHeader,
-        body: Bytes,
-    ) {
+        answer: UpstreamAnswer,
+    ) -> Result<()> {
         ctx.status = header.status.as_u16();
+        if header.headers.get("transfer-encoding").is_none()
+            && header.headers.get("content-length").is_none()
+        {
+            session.set_keepalive(None); // close-delimited toward an HTTP/1.0 caller
+        }
+        // Counted before the answer goes out, so a caller that reads /metrics right after its
+        // answer sees it; a partner breaking off later is counted on its own below.
         self.record(ctx);
         if session
             .write_response_header(Box::new(header), false)
             .await
-            .is_ok()
+            .is_err()
         {
-            let _ = session.write_response_body(Some(body), true).await;
+            return Error::e_explain(WriteError, "the caller went away");
+        }
+        match self.upstream.relay(answer, session).await {
+            Ok(()) => Ok(()),
+            Err(RelayError::Partner(kind)) => {
+                ctx.upstream_error = Some(kind);
+                self.gateway.metrics.upstream_error(&ctx.partner, kind);
+                Error::e_explain(ReadError, "the partner broke off its answer")
+            }
+            Err(RelayError::Caller) => Error::e_explain(WriteError, "the caller went away"),
         }
     }
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, refusal: &Refusal) {
         ctx.status = refusal.status();
-        ctx.refused = Some(refusal.code());
+        ctx.refused = Some(refusal.kind);
         self.record(ctx);
         let body = refusal.to_json();
         let mut resp = match ResponseHeader::build(refusal.status(), Some(4)) {
@@ -153,7 +197,11 @@ impl PartnerProxy {
         };
         let _ = resp.insert_header("content-type", "application/json");
         let _ = resp.insert_header("content-length", body.len().to_string());
-        if let Refusal::Unauthenticated(_) = refusal {
+        if let Refusal {
+            kind: RefusalKind::Unauthenticated,
+            ..
+        } = refusal
+        {
             let challenge = ctx.www_authenticate.take();
             let challenge = challenge
                 .as_deref()
@@ -183,14 +231,52 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
         .iter()
         .map(|(name, value)| {
             let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
-                Refusal::BadRequest(format!(
-                    "the value of header {:?} is not valid UTF-8",
-                    name.as_str()
-                ))
+                Refusal::new(
+                    RefusalKind::BadRequest,
+                    format!("the value of header {:?} is not valid UTF-8", name.as_str()),
+                )
             })?;
             Ok((name.as_str().to_ascii_lowercase(), text.to_string()))
         })
         .collect()
+}
+
+/// Whether the head announces a non-empty body: a `content-length` other than 0, or any
+/// transfer coding (chunked).
+fn body_announced(req: &pingora::http::RequestHeader) -> bool {
+    req.headers.contains_key("transfer-encoding")
+        || req
+            .headers
+            .get_all("content-length")
+            .iter()
+            .any(|v| v.as_bytes().iter().any(|b| *b != b'0' && *b != b' '))
+}
+
+/// `Expect: 100-continue`: the caller waits for a go-ahead before sending the body.
+fn expects_continue(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(n, v)| n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// Refuses a `content-length` over `limit` before any of the body is read.
+fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal> {
+    if let Some(length) = session.req_header().headers.get("content-length") {
+        let length: usize = length
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                Refusal::new(RefusalKind::BadRequest, "content-length is not a number")
+            })?;
+        if length > limit {
+            return Err(Refusal::new(
+                RefusalKind::BodyTooLarge,
+                format!("body of {length} bytes is over the limit of {limit} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
@@ -201,20 +287,11 @@ async fn read_body(
     ctx: &mut RequestCtx,
 ) -> Result<Vec<u8>, Refusal> {
     let too_large = |n: usize| {
-        Refusal::BodyTooLarge(format!(
-            "body of at least {n} bytes is over the limit of {limit} bytes"
-        ))
+        Refusal::new(
+            RefusalKind::BodyTooLarge,
+            format!("body of at least {n} bytes is over the limit of {limit} bytes"),
+        )
     };
-    if let Some(length) = session.req_header().headers.get("content-length") {
-        let length: usize = length
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| Refusal::BadRequest("content-length is not a number".into()))?;
-        if length > limit {
-            return Err(too_large(length));
-        }
-    }
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
@@ -227,9 +304,10 @@ async fn read_body(
             }
             Ok(None) => return Ok(body),
             Err(e) => {
-                return Err(Refusal::BadRequest(format!(
-                    "cannot read the request body: {e}"
-                )))
+                return Err(Refusal::new(
+                    RefusalKind::BadRequest,
+                    format!("cannot read the request body: {e}"),
+                ))
             }
         }
     }
@@ -245,7 +323,7 @@ impl ProxyHttp for PartnerProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         match self.handle(session, ctx).await {
-            Ok((header, body)) => self.respond(session, ctx, header, body).await,
+            Ok((header, answer)) => self.respond(session, ctx, header, answer).await?,
             Err(refusal) => self.refuse(session, ctx, &refusal).await,
         }
         // Always answered here: pingora's own upstream phases are never used.
@@ -272,20 +350,35 @@ impl ProxyHttp for PartnerProxy {
     where
         Self::CTX: Send + Sync,
     {
+        if session
+            .response_written()
+            .is_some_and(|h| !h.status.is_informational())
+        {
+            // The answer was under way: nothing more can be said, the connection just closes
+            // (the caller sees a truncated body, never a finished one).
+            self.record(ctx);
+            return pingora::proxy::FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let refusal = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                Refusal::UpstreamTimeout("the partner did not answer in time".into())
+                Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    "the partner did not answer in time",
+                )
             }
             ErrorType::HTTPStatus(code) if *code < 500 => {
-                Refusal::BadRequest(format!("bad request: {e}"))
+                Refusal::new(RefusalKind::BadRequest, format!("bad request: {e}"))
             }
             ErrorType::InvalidHTTPHeader | ErrorType::ReadError => {
-                Refusal::BadRequest(format!("bad request: {e}"))
+                Refusal::new(RefusalKind::BadRequest, format!("bad request: {e}"))
             }
-            _ => Refusal::UpstreamError(format!(
-                "the request could not be proxied: {}",
-                e.etype().as_str()
-            )),
+            _ => Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("the request could not be proxied: {}", e.etype().as_str()),
+            ),
         };
         self.refuse(session, ctx, &refusal).await;
         pingora::proxy::FailToProxy {
@@ -322,7 +415,7 @@ fn access_line(ctx: &RequestCtx) {
         route = ctx.route.as_str(),
         method = ctx.method,
         status = ctx.status,
-        reason = ctx.refused,
+        reason = ctx.refused.map(RefusalKind::code),
         duration_ms = ms(ctx.started.elapsed()),
         upstream_ms = ctx.upstream_time.map(ms),
         bytes_in = ctx.bytes_in,

@@ -1,33 +1,86 @@
 //! Talking to a partner: one connection per decided request (pooled for reuse), the filtered
-//! body with its exact `content-length`, and the partner's answer relayed back to the caller.
-use bytes::{Bytes, BytesMut};
-use gateway_core::headers::is_relayed_from_partner;
+//! body with its exact `content-length`, sent at most once, and the partner's answer read up to
+//! its final header (the body is relayed to the caller as it arrives, see [`super::answer`]).
+use bytes::Bytes;
 use gateway_core::plan::{Outgoing, Target};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
 
 use crate::gateway::Active;
 use crate::metrics::UpstreamErrorKind;
 
-/// Largest partner answer relayed to the caller.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Informational answers (`100`, `103`, ...) consumed before a partner's final answer; more is
+/// a broken partner.
+const MAX_INFORMATIONAL: usize = 16;
 
 pub struct UpstreamClient {
     connector: Connector,
 }
 
-pub struct UpstreamResponse {
+/// A partner's final answer header, its body still to be relayed.
+pub struct UpstreamAnswer {
     pub header: ResponseHeader,
-    pub body: Bytes,
+    http: HttpSession,
+    peer: HttpPeer,
+    timeout: Option<std::time::Duration>,
 }
 
 pub struct UpstreamFailure {
     /// The `kind` label of `upstream_errors_total`.
     pub kind: UpstreamErrorKind,
     pub refusal: Refusal,
+}
+
+/// Why relaying an answer body stopped early.
+pub enum RelayError {
+    /// The partner broke off (the `kind` label of `upstream_errors_total`).
+    Partner(UpstreamErrorKind),
+    /// The caller went away.
+    Caller,
+}
+
+/// A failed attempt, and whether any of the request reached the wire.
+enum SendError {
+    NothingWritten(Box<Error>),
+    Written(Box<Error>),
+}
+
+impl SendError {
+    fn into_inner(self) -> Box<Error> {
+        match self {
+            SendError::NothingWritten(e) | SendError::Written(e) => e,
+        }
+    }
+}
+
+/// Reads answer headers until the final one: informational answers (`1xx` but `101`) are
+/// consumed, not relayed; a `101` (nothing asked to switch protocols) is a broken answer.
+async fn read_final_header(http: &mut HttpSession) -> Result<()> {
+    for _ in 0..=MAX_INFORMATIONAL {
+        http.read_response_header().await?;
+        let status = http
+            .response_header()
+            .map(|h| h.status.as_u16())
+            .ok_or_else(|| Error::new(ErrorType::InvalidHTTPHeader))?;
+        match status {
+            101 => {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the partner switched protocols unasked (101)",
+                )
+            }
+            100..=199 => continue,
+            _ => return Ok(()),
+        }
+    }
+    Error::e_explain(
+        ErrorType::InvalidHTTPHeader,
+        "the partner sent too many informational answers",
+    )
 }
 
 impl UpstreamFailure {
@@ -38,26 +91,34 @@ impl UpstreamFailure {
             | ErrorType::WriteTimedout
             | ErrorType::TLSHandshakeTimedout => UpstreamFailure {
                 kind: UpstreamErrorKind::Timeout,
-                refusal: Refusal::UpstreamTimeout(format!(
-                    "partner {partner:?} did not answer in time"
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    format!("partner {partner:?} did not answer in time"),
+                ),
+            },
+            // The partner's certificate did not verify (wrong CA, wrong name, expired) or the
+            // handshake failed otherwise: nothing of the request was sent.
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => UpstreamFailure {
+                kind: UpstreamErrorKind::Tls,
+                refusal: Refusal::UpstreamError(format!(
+                    "partner {partner:?}: TLS handshake failed (its certificate did not verify, or it refused ours)"
                 )),
             },
             ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
-            | ErrorType::ConnectError
-            | ErrorType::TLSHandshakeFailure => UpstreamFailure {
+            | ErrorType::ConnectError => UpstreamFailure {
                 kind: UpstreamErrorKind::Connect,
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {partner:?} is unreachable: {}",
-                    e.etype().as_str()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {partner:?} is unreachable: {}", e.etype().as_str()),
+                ),
             },
             _ => UpstreamFailure {
                 kind: UpstreamErrorKind::Protocol,
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {partner:?} failed: {}",
-                    e.etype().as_str()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {partner:?} failed: {}", e.etype().as_str()),
+                ),
             },
         }
     }
@@ -77,7 +138,7 @@ impl UpstreamClient {
         method: &str,
         caller: &str,
         outgoing: Outgoing,
-    ) -> Result<UpstreamResponse, UpstreamFailure> {
+    ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
 
@@ -94,134 +155,179 @@ impl UpstreamClient {
             // would block on DNS and panic when a name does not resolve.
             let unreachable = |why: String| UpstreamFailure {
                 kind: UpstreamErrorKind::Connect,
-                refusal: Refusal::UpstreamError(format!(
-                    "partner {:?} is unreachable: {why}",
-                    partner.id
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {:?} is unreachable: {why}", partner.id),
+                ),
             };
             let address = tokio::net::lookup_host(upstream.authority())
                 .await
                 .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
                 .next()
                 .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
-            let mut peer = HttpPeer::new(address, upstream.tls, upstream.host.clone());
+            // SNI and the name verified: never empty (pingora skips verification for an empty
+            // SNI); an IP address is verified against the certificate's IP SANs.
+            let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
+            if upstream.tls {
+                let Some(tls) = active.tls.partners.get(&partner.id) else {
+                    return Err(UpstreamFailure {
+                        kind: UpstreamErrorKind::Tls,
+                        refusal: Refusal::UpstreamError(format!(
+                            "partner {:?}: no TLS settings loaded",
+                            partner.id
+                        )),
+                    });
+                };
+                tls.apply(&mut peer);
+            }
             peer.options.connection_timeout = Some(timeout);
             peer.options.total_connection_timeout = Some(timeout);
             peer.options.read_timeout = Some(timeout);
             peer.options.write_timeout = Some(timeout);
-            self.exchange(&peer, header, outgoing.body, &partner.id)
+            self.exchange(peer, header, outgoing.body, &partner.id)
                 .await
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(UpstreamFailure {
                 kind: UpstreamErrorKind::Timeout,
-                refusal: Refusal::UpstreamTimeout(format!(
-                    "partner {:?} did not answer within {} ms",
-                    partner.id,
-                    timeout.as_millis()
-                )),
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamTimeout,
+                    format!(
+                        "partner {:?} did not answer within {} ms",
+                        partner.id,
+                        timeout.as_millis()
+                    ),
+                ),
             }),
         }
     }
 
-    /// Connect, send, and read the whole answer; bounded by the caller's deadline.
+    /// Connects, sends, and reads the partner's final answer header (informational `1xx`
+    /// answers are consumed); the body is left for [`UpstreamClient::relay`].
     async fn exchange(
         &self,
-        peer: &HttpPeer,
+        peer: HttpPeer,
         header: RequestHeader,
         body: Vec<u8>,
         partner: &str,
-    ) -> Result<UpstreamResponse, UpstreamFailure> {
+    ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
         let timeout = peer.options.read_timeout;
         let body = Bytes::from(body);
-        // A pooled connection the partner closed while idle fails before the partner saw the
-        // request; pingora marks such errors retryable, and one fresh attempt is safe.
-        let (mut http, partner_header) = match self.send_once(peer, &header, &body, timeout).await {
-            Err(mut e) if e.retry() => {
+        // A pooled connection the partner closed while idle may fail before any byte of the
+        // request left: only then is one fresh attempt safe. Once the request head was written
+        // the partner may have acted on it, so it is never sent again (at most once).
+        let http = match self.send_once(&peer, &header, &body, timeout).await {
+            Err(SendError::NothingWritten(e)) if e.retry() => {
                 // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
-                    "partner {partner:?}: reused connection failed ({}), retrying on a new one",
+                    "partner {partner:?}: reused connection failed before the request was written ({}), retrying on a new one",
                     e.etype().as_str()
                 );
-                e.retry.decide_reuse(false);
-                self.send_once(peer, &header, &body, timeout)
+                self.send_once(&peer, &header, &body, timeout)
                     .await
-                    .map_err(fail)?
+                    .map_err(|e| fail(e.into_inner()))?
             }
-            result => result.map_err(fail)?,
+            result => result.map_err(|e| fail(e.into_inner()))?,
         };
-
-        let mut body = BytesMut::new();
-        while let Some(chunk) = http.read_response_body().await.map_err(fail)? {
-            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(UpstreamFailure {
-                    kind: UpstreamErrorKind::Protocol,
-                    refusal: Refusal::UpstreamError(format!(
-                        "partner {partner:?} answered with more than {MAX_RESPONSE_BYTES} bytes"
-                    )),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if http.response_done() {
-            self.connector
-                .release_http_session(http, peer, timeout)
-                .await;
-        }
-
-        let status = partner_header.status;
-        let mut header =
-            ResponseHeader::build(status, Some(partner_header.headers.len() + 2)).map_err(fail)?;
-        for (name, value) in partner_header.headers.iter() {
-            if is_relayed_from_partner(name.as_str()) {
-                let _ = header.append_header(name.clone(), value.clone());
-            }
-        }
-        let _ = header.insert_header("content-length", body.len().to_string());
-        Ok(UpstreamResponse {
-            header,
-            body: body.freeze(),
+        let partner_header = http
+            .response_header()
+            .cloned()
+            .ok_or_else(|| fail(Error::new(ErrorType::InvalidHTTPHeader)))?;
+        Ok(UpstreamAnswer {
+            header: partner_header,
+            http,
+            peer,
+            timeout,
         })
     }
 
-    /// Sends the request on a (possibly pooled) connection and reads the answer's header.
-    /// Errors have their retry decision made: retryable only when the connection was reused.
+    /// Relays the partner's answer body to the caller as it arrives. The caller's header must
+    /// have been written already. Returns `Err(kind)` when the partner broke off mid-body: the
+    /// caller's connection must then be closed without finishing the body.
+    pub async fn relay(
+        &self,
+        answer: UpstreamAnswer,
+        session: &mut Session,
+    ) -> Result<(), RelayError> {
+        let UpstreamAnswer {
+            mut http,
+            peer,
+            timeout,
+            ..
+        } = answer;
+        loop {
+            match http.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    if session
+                        .write_response_body(Some(chunk), false)
+                        .await
+                        .is_err()
+                    {
+                        return Err(RelayError::Caller);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(RelayError::Partner(
+                        UpstreamFailure::from_error("", &e).kind,
+                    ))
+                }
+            }
+        }
+        if http.response_done() {
+            self.connector
+                .release_http_session(http, &peer, timeout)
+                .await;
+        }
+        session
+            .write_response_body(None, true)
+            .await
+            .map_err(|_| RelayError::Caller)
+    }
+
+    /// Sends the request on a (possibly pooled) connection and reads the final answer's
+    /// header. Errors say whether any of the request was written (and, when not, whether the
+    /// connection was a reused one: only that is retryable).
     async fn send_once(
         &self,
         peer: &HttpPeer,
         header: &RequestHeader,
         body: &Bytes,
         timeout: Option<std::time::Duration>,
-    ) -> Result<(HttpSession, ResponseHeader), Box<Error>> {
+    ) -> Result<HttpSession, SendError> {
         let (mut http, reused) = self
             .connector
             .get_http_session(peer)
             .await
             .map_err(|mut e| {
                 e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
-                e
+                SendError::NothingWritten(e)
             })?;
         http.set_read_timeout(timeout);
         http.set_write_timeout(timeout);
+        if let Err(mut e) = http.write_request_header(Box::new(header.clone())).await {
+            // Nothing of the request reached a partner that had closed this idle connection.
+            e.retry = reused.into();
+            return Err(SendError::NothingWritten(e));
+        }
         let result = async {
-            http.write_request_header(Box::new(header.clone())).await?;
             if !body.is_empty() {
                 http.write_request_body(body.clone(), true).await?;
             }
             http.finish_request_body().await?;
-            http.read_response_header().await?;
-            http.response_header()
-                .cloned()
-                .ok_or_else(|| Error::new(ErrorType::InvalidHTTPHeader))
+            read_final_header(&mut http).await
         }
         .await;
         match result {
-            Ok(partner_header) => Ok((http, partner_header)),
+            Ok(()) => Ok(http),
             Err(mut e) => {
-                e.retry.decide_reuse(reused);
-                Err(e)
+                e.retry.decide_reuse(false);
+                Err(SendError::Written(e))
             }
         }
     }
@@ -237,7 +343,10 @@ impl UpstreamClient {
         outgoing: &Outgoing,
     ) -> Result<RequestHeader, Refusal> {
         let internal = |e: Box<Error>| {
-            Refusal::UpstreamError(format!("cannot build the partner request: {e}"))
+            Refusal::new(
+                RefusalKind::UpstreamError,
+                format!("cannot build the partner request: {e}"),
+            )
         };
         let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None)
             .map_err(internal)?;

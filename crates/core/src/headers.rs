@@ -4,8 +4,8 @@ may carry a partner's credential, which pass on every route, and which describe 
 rather than a message (never relayed in either direction).
 
 The policy loader refuses routes and credentials that break these rules; [`crate::plan`]
-forwards only [`ALWAYS_ALLOWED`] headers and the ones a route lists; the shell drops
-[`is_relayed_from_partner`]'s rejects from a partner's answer.
+forwards only [`ALWAYS_ALLOWED`] headers and the ones a route lists; the shell relays
+only what [`is_relayed_from_partner`] allows of a partner's answer.
 */
 
 /// Headers that pass to every partner; a route may add more with `headers: [...]`.
@@ -70,10 +70,78 @@ pub fn may_carry_partner_credential(name: &str) -> bool {
         || name.starts_with("ohsoft-data-use"))
 }
 
-/// Whether a header of a partner's answer (lowercase name) is relayed to the caller: not the
-/// hop-by-hop ones, and not `content-length` (the gateway sets it for the body it relays).
-pub fn is_relayed_from_partner(name: &str) -> bool {
-    !(HOP_BY_HOP.contains(&name) || name == "content-length")
+/// Request headers that hold one value: a second copy is refused (which one would be read?).
+/// (`content-type` and `content-encoding` have their own 415 rule.)
+/// (`authorization` is the caller authentication's to judge.)
+pub const SINGLE_VALUED: [&str; 4] = [
+    "content-length",
+    "x-request-id",
+    "x-correlation-id",
+    "idempotency-key",
+];
+
+/// Request-id headers: when a route forwards one, it must be an opaque token.
+pub const REQUEST_ID_HEADERS: [&str; 3] = ["x-request-id", "x-correlation-id", "idempotency-key"];
+
+/// Longest request id forwarded.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// A request id is 1 to 128 RFC 9110 token characters: no spaces, `@`, `:`, quotes or
+/// anything else that free text (an email address, a name) needs.
+pub fn is_valid_request_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_BYTES
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Answer headers relayed from every partner; a route may add more with `response_headers`.
+pub const DEFAULT_RESPONSE_HEADERS: [&str; 9] = [
+    "content-type",
+    "content-language",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "expires",
+    "vary",
+    "location",
+    "retry-after",
+];
+
+/// Describes the relayed bytes themselves, so it passes with them (a body relayed unchanged
+/// stays in the encoding the partner chose).
+const RELAYED_FRAMING: &str = "content-encoding";
+
+/// What a partner's answer says that is not for OhSoft's callers: its cookies, challenges and
+/// credentials, and connection policy of its own. (`content-length` is set by the gateway.)
+const NEVER_RELAYED: [&str; 8] = [
+    "set-cookie",
+    "set-cookie2",
+    "www-authenticate",
+    "authorization",
+    "cookie",
+    "content-length",
+    "alt-svc",
+    "strict-transport-security",
+];
+
+/// Whether an answer header (lowercase name) may never reach a caller, whatever a route lists:
+/// a route may not list it.
+pub fn is_never_relayed(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || NEVER_RELAYED.contains(&name)
+        || name == "host"
+        || name.starts_with("proxy-")
+}
+
+/// Whether a header of a partner's answer (lowercase name) is relayed to the caller: the
+/// defaults, `content-encoding`, and the route's `response_headers`, never a never-relayed one.
+pub fn is_relayed_from_partner(name: &str, route_headers: &[String]) -> bool {
+    (DEFAULT_RESPONSE_HEADERS.contains(&name)
+        || name == RELAYED_FRAMING
+        || route_headers.iter().any(|h| h == name))
+        && !is_never_relayed(name)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@ The pure core of partner-gateway: everything that decides what may leave OhSoft,
 with no I/O, no clock reads it was not handed, and no pingora types.
 
 - [`policy`]: the policy files' wire format, their validation, and the validated model.
+- [`diff`]: what a policy change starts or stops disclosing, per partner and route.
 - [`filter`]: the streaming JSON filter that turns a caller's body into what a partner may see.
 - [`optout`]: the in-memory opt-out set and the scopes a route honours.
 - [`tagging`]: the `ohsoft-data-use` header and the signed data-use token.
@@ -17,6 +18,7 @@ it asks this crate every question whose answer decides what a partner receives.
 #![forbid(unsafe_code)]
 
 pub mod callers;
+pub mod diff;
 pub mod filter;
 pub mod headers;
 pub mod optout;
@@ -26,4 +28,4 @@ pub mod policytest;
 pub mod refusal;
 pub mod tagging;
 
-pub use refusal::Refusal;
+pub use refusal::{Refusal, RefusalKind};

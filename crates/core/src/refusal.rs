@@ -1,116 +1,108 @@
 /*!
-The refusal table of DESIGN.md as one enum: each variant knows its HTTP status, its
-machine-readable code (also the `reason` label of `partner_gateway_requests_refused_total`)
-and carries the human message that goes into the JSON error body.
+Every reason the gateway refuses a request, in one table: each [`RefusalKind`] knows its HTTP
+status and its machine-readable code (also the `reason` label of
+`partner_gateway_requests_refused_total`); a [`Refusal`] adds the human message that goes
+into the JSON error body ([`error_body`], the one shape of every JSON error the gateway sends).
 */
 
-/// Why a request was refused. Nothing reaches the partner when one of these is returned.
+/// Why a request was refused: the row of the refusal table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalKind {
+    BadRequest,
+    Unauthenticated,
+    CallerNotAllowed,
+    RouteNotAllowed,
+    UnknownPartner,
+    MethodNotAllowed,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    LegalBasisMissing,
+    SubjectMissing,
+    SubjectOptedOut,
+    NotReady,
+    UpstreamError,
+    UpstreamTimeout,
+    /// A broken invariant inside the gateway (never the caller's fault): 500.
+    Internal,
+}
+
+impl RefusalKind {
+    /// Every kind, in table order; metrics pre-register one series per code.
+    pub const ALL: [RefusalKind; 15] = [
+        RefusalKind::BadRequest,
+        RefusalKind::Unauthenticated,
+        RefusalKind::CallerNotAllowed,
+        RefusalKind::RouteNotAllowed,
+        RefusalKind::UnknownPartner,
+        RefusalKind::MethodNotAllowed,
+        RefusalKind::BodyTooLarge,
+        RefusalKind::UnsupportedMediaType,
+        RefusalKind::LegalBasisMissing,
+        RefusalKind::SubjectMissing,
+        RefusalKind::SubjectOptedOut,
+        RefusalKind::NotReady,
+        RefusalKind::UpstreamError,
+        RefusalKind::UpstreamTimeout,
+        RefusalKind::Internal,
+    ];
+
+    /// The table: HTTP status and code.
+    const fn row(self) -> (u16, &'static str) {
+        match self {
+            RefusalKind::BadRequest => (400, "bad_request"),
+            RefusalKind::Unauthenticated => (401, "unauthenticated"),
+            RefusalKind::CallerNotAllowed => (403, "caller_not_allowed"),
+            RefusalKind::RouteNotAllowed => (403, "route_not_allowed"),
+            RefusalKind::UnknownPartner => (404, "unknown_partner"),
+            RefusalKind::MethodNotAllowed => (405, "method_not_allowed"),
+            RefusalKind::BodyTooLarge => (413, "body_too_large"),
+            RefusalKind::UnsupportedMediaType => (415, "unsupported_media_type"),
+            RefusalKind::LegalBasisMissing => (403, "legal_basis_missing"),
+            RefusalKind::SubjectMissing => (422, "subject_missing"),
+            RefusalKind::SubjectOptedOut => (451, "subject_opted_out"),
+            RefusalKind::NotReady => (503, "not_ready"),
+            RefusalKind::UpstreamError => (502, "upstream_error"),
+            RefusalKind::UpstreamTimeout => (504, "upstream_timeout"),
+            RefusalKind::Internal => (500, "internal_error"),
+        }
+    }
+
+    pub const fn status(self) -> u16 {
+        self.row().0
+    }
+
+    pub const fn code(self) -> &'static str {
+        self.row().1
+    }
+}
+
+/// A refused request: nothing reaches the partner when one of these is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Unauthenticated(String),
-    #[error("{0}")]
-    CallerNotAllowed(String),
-    #[error("{0}")]
-    RouteNotAllowed(String),
-    #[error("{0}")]
-    UnknownPartner(String),
-    #[error("{0}")]
-    MethodNotAllowed(String),
-    #[error("{0}")]
-    BodyTooLarge(String),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    #[error("{0}")]
-    LegalBasisMissing(String),
-    #[error("{0}")]
-    SubjectMissing(String),
-    #[error("{0}")]
-    SubjectOptedOut(String),
-    #[error("{0}")]
-    NotReady(String),
-    #[error("{0}")]
-    UpstreamError(String),
-    #[error("{0}")]
-    UpstreamTimeout(String),
+#[error("{message}")]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    /// Human text for the JSON body; never a field value, a token or a customer id.
+    pub message: String,
 }
 
 impl Refusal {
-    /// Every code, in table order; metrics pre-register one series per code.
-    pub const CODES: &'static [&'static str] = &[
-        "bad_request",
-        "unauthenticated",
-        "caller_not_allowed",
-        "route_not_allowed",
-        "unknown_partner",
-        "method_not_allowed",
-        "body_too_large",
-        "unsupported_media_type",
-        "legal_basis_missing",
-        "subject_missing",
-        "subject_opted_out",
-        "not_ready",
-        "upstream_error",
-        "upstream_timeout",
-    ];
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            message: message.into(),
+        }
+    }
 
     pub fn status(&self) -> u16 {
-        match self {
-            Refusal::BadRequest(_) => 400,
-            Refusal::Unauthenticated(_) => 401,
-            Refusal::CallerNotAllowed(_) => 403,
-            Refusal::RouteNotAllowed(_) => 403,
-            Refusal::UnknownPartner(_) => 404,
-            Refusal::MethodNotAllowed(_) => 405,
-            Refusal::BodyTooLarge(_) => 413,
-            Refusal::UnsupportedMediaType(_) => 415,
-            Refusal::LegalBasisMissing(_) => 403,
-            Refusal::SubjectMissing(_) => 422,
-            Refusal::SubjectOptedOut(_) => 451,
-            Refusal::NotReady(_) => 503,
-            Refusal::UpstreamError(_) => 502,
-            Refusal::UpstreamTimeout(_) => 504,
-        }
+        self.kind.status()
     }
 
     pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::BadRequest(_) => "bad_request",
-            Refusal::Unauthenticated(_) => "unauthenticated",
-            Refusal::CallerNotAllowed(_) => "caller_not_allowed",
-            Refusal::RouteNotAllowed(_) => "route_not_allowed",
-            Refusal::UnknownPartner(_) => "unknown_partner",
-            Refusal::MethodNotAllowed(_) => "method_not_allowed",
-            Refusal::BodyTooLarge(_) => "body_too_large",
-            Refusal::UnsupportedMediaType(_) => "unsupported_media_type",
-            Refusal::LegalBasisMissing(_) => "legal_basis_missing",
-            Refusal::SubjectMissing(_) => "subject_missing",
-            Refusal::SubjectOptedOut(_) => "subject_opted_out",
-            Refusal::NotReady(_) => "not_ready",
-            Refusal::UpstreamError(_) => "upstream_error",
-            Refusal::UpstreamTimeout(_) => "upstream_timeout",
-        }
+        self.kind.code()
     }
 
     pub fn message(&self) -> &str {
-        match self {
-            Refusal::BadRequest(m)
-            | Refusal::Unauthenticated(m)
-            | Refusal::CallerNotAllowed(m)
-            | Refusal::RouteNotAllowed(m)
-            | Refusal::UnknownPartner(m)
-            | Refusal::MethodNotAllowed(m)
-            | Refusal::BodyTooLarge(m)
-            | Refusal::UnsupportedMediaType(m)
-            | Refusal::LegalBasisMissing(m)
-            | Refusal::SubjectMissing(m)
-            | Refusal::SubjectOptedOut(m)
-            | Refusal::NotReady(m)
-            | Refusal::UpstreamError(m)
-            | Refusal::UpstreamTimeout(m) => m,
-        }
+        &self.message
     }
 
     /// The JSON error body: `{"error": "<code>", "message": "<human text>"}`.
@@ -131,30 +123,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_code_is_listed_once() {
-        let all = [
-            Refusal::BadRequest(String::new()),
-            Refusal::Unauthenticated(String::new()),
-            Refusal::CallerNotAllowed(String::new()),
-            Refusal::RouteNotAllowed(String::new()),
-            Refusal::UnknownPartner(String::new()),
-            Refusal::MethodNotAllowed(String::new()),
-            Refusal::BodyTooLarge(String::new()),
-            Refusal::UnsupportedMediaType(String::new()),
-            Refusal::LegalBasisMissing(String::new()),
-            Refusal::SubjectMissing(String::new()),
-            Refusal::SubjectOptedOut(String::new()),
-            Refusal::NotReady(String::new()),
-            Refusal::UpstreamError(String::new()),
-            Refusal::UpstreamTimeout(String::new()),
-        ];
-        let codes: Vec<_> = all.iter().map(Refusal::code).collect();
-        assert_eq!(codes, Refusal::CODES);
+    fn the_table() {
+        let rows: Vec<(u16, &str)> = RefusalKind::ALL
+            .iter()
+            .map(|k| (k.status(), k.code()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (400, "bad_request"),
+                (401, "unauthenticated"),
+                (403, "caller_not_allowed"),
+                (403, "route_not_allowed"),
+                (404, "unknown_partner"),
+                (405, "method_not_allowed"),
+                (413, "body_too_large"),
+                (415, "unsupported_media_type"),
+                (403, "legal_basis_missing"),
+                (422, "subject_missing"),
+                (451, "subject_opted_out"),
+                (503, "not_ready"),
+                (502, "upstream_error"),
+                (504, "upstream_timeout"),
+                (500, "internal_error"),
+            ]
+        );
     }
 
     #[test]
     fn json_body_has_code_and_message() {
-        let body = Refusal::UnknownPartner("no partner \"x\"".into()).to_json();
+        let body = Refusal::new(RefusalKind::UnknownPartner, "no partner \"x\"").to_json();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "unknown_partner");
         assert_eq!(v["message"], "no partner \"x\"");

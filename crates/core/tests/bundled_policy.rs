@@ -145,7 +145,7 @@ fn bundled_policy_tests_pass_and_cover_every_route() {
                     f.diff
                 ));
             }
-            if matches!(case.expect, policytest::Expect::Forwarded { .. }) {
+            if matches!(case.expect, Some(policytest::Expect::Forwarded { .. })) {
                 let partner = &policy.partners[&case.partner];
                 let path = normalize_path(case.path.split('?').next().unwrap()).unwrap();
                 if let RouteMatch::Found(route) = partner.match_route(&path, &case.method) {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use gateway_core::filter::{filter, FilterOptions, FilterProgram, FilterSpec, OptOutLookup};
 use gateway_core::filter::{Filtered, Transform};
 use gateway_core::policy::FieldPath;
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 
 fn path(text: &str) -> FieldPath {
     FieldPath::parse(text).unwrap_or_else(|e| panic!("{e}"))
@@ -84,7 +84,10 @@ fn run_opts(
 #[track_caller]
 fn assert_bad(result: Result<String, Refusal>, what: &str) {
     match result {
-        Err(Refusal::BadRequest(_)) => {}
+        Err(Refusal {
+            kind: RefusalKind::BadRequest,
+            ..
+        }) => {}
         other => panic!("{what}: expected 400 bad_request, got {other:?}"),
     }
 }
@@ -571,8 +574,14 @@ fn subject_id_forms() {
     ] {
         let body = format!(r#"{{"r":[{{"id":{id},"name":"SECRET"}}]}}"#);
         match run_opts(&program, body.as_bytes(), &opts) {
-            Err(Refusal::SubjectMissing(_)) => {}
-            Err(Refusal::BadRequest(_)) if id.starts_with(['[', '{']) => {
+            Err(Refusal {
+                kind: RefusalKind::SubjectMissing,
+                ..
+            }) => {}
+            Err(Refusal {
+                kind: RefusalKind::BadRequest,
+                ..
+            }) if id.starts_with(['[', '{']) => {
                 // `id` is allowed as a scalar, so a container there is a shape refusal.
             }
             other => panic!("{id}: expected 422, got {other:?}"),
@@ -591,7 +600,10 @@ fn subject_id_forms() {
         r#"{"r":[{"name":"SECRET","nested":{"id":123}}]}"#,
     ] {
         match run_opts(&program, body.as_bytes(), &opts) {
-            Err(Refusal::SubjectMissing(_)) => {}
+            Err(Refusal {
+                kind: RefusalKind::SubjectMissing,
+                ..
+            }) => {}
             other => panic!("{body}: expected 422, got {other:?}"),
         }
     }
@@ -615,7 +627,10 @@ fn opted_out_single_record_is_refused() {
         r#"{"name":"SECRET","id":"\u0031\u0032\u0033"}"#,
     ] {
         match run_opts(&program, body.as_bytes(), &options(Some(&optouts))) {
-            Err(Refusal::SubjectOptedOut(_)) => {}
+            Err(Refusal {
+                kind: RefusalKind::SubjectOptedOut,
+                ..
+            }) => {}
             other => panic!("{body}: expected 451, got {other:?}"),
         }
     }
@@ -1077,7 +1092,10 @@ fn negative_zero_is_not_a_subject_id() {
     let result = run_opts(&program, body, &opts);
     assert_no_secret(&result, SECRET_MARK, "-0");
     match result {
-        Err(Refusal::SubjectMissing(_)) => {}
+        Err(Refusal {
+            kind: RefusalKind::SubjectMissing,
+            ..
+        }) => {}
         other => panic!("-0: expected 422, got {other:?}"),
     }
     // 0 itself, as an integer or a string, is customer "0".
@@ -1089,7 +1107,10 @@ fn negative_zero_is_not_a_subject_id() {
     // A single record with -0 is refused too, never forwarded.
     let single = compile(&with_records(spec(&["id", "name"], &[]), "$", "id"));
     match run_opts(&single, br#"{"id":-0,"name":"SECRET"}"#, &opts) {
-        Err(Refusal::SubjectMissing(_)) => {}
+        Err(Refusal {
+            kind: RefusalKind::SubjectMissing,
+            ..
+        }) => {}
         other => panic!("single -0: expected 422, got {other:?}"),
     }
 }
@@ -1145,7 +1166,10 @@ fn subject_ids_compare_exactly() {
     ] {
         let body = format!(r#"{{"r":[{{"id":{id},"name":"SECRET"}}]}}"#);
         match run_opts(&program, body.as_bytes(), &opts) {
-            Err(Refusal::SubjectMissing(_)) => {}
+            Err(Refusal {
+                kind: RefusalKind::SubjectMissing,
+                ..
+            }) => {}
             other => panic!("{id}: expected 422, got {other:?}"),
         }
     }

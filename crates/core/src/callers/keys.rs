@@ -65,7 +65,7 @@ pub fn alg_name(alg: Algorithm) -> &'static str {
 
 /// Every asymmetric algorithm accepted for caller tokens.
 pub const CALLER_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
-/// Algorithms of the gateway's own data-use tokens (DESIGN.md: EdDSA or ES256).
+/// Algorithms of the gateway's own data-use tokens (EdDSA or ES256, see the README).
 pub const DATA_USE_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256];
 
 /// A verification key bound to one algorithm.

@@ -5,7 +5,7 @@ A caller presents `Authorization: Bearer <JWT>`. [`CallerVerifier`] checks it ag
 configured issuer, audience and keys and yields a [`Caller`] (its `sub` and groups), which
 [`Caller::may_use`] matches against a partner's `allowed_callers`.
 
-Rules (DESIGN.md, issue 4):
+Rules (see the README, "Callers and data-use tokens"):
 - `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present; clock leeway
   is [`LEEWAY_SECS`].
 - The algorithm comes from the configured key, looked up by the token's `kid` (a token
@@ -31,7 +31,7 @@ pub use cache::TokenCache;
 pub use keys::{KeyError, PemBlock, PrivateKey, PublicKey};
 
 use crate::policy::Partner;
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
@@ -73,10 +73,13 @@ impl Caller {
         if self.may_use(&partner.allowed_callers) {
             Ok(())
         } else {
-            Err(Refusal::CallerNotAllowed(format!(
-                "caller {:?} may not send to partner {:?}",
-                self.sub, partner.id
-            )))
+            Err(Refusal::new(
+                RefusalKind::CallerNotAllowed,
+                format!(
+                    "caller {:?} may not send to partner {:?}",
+                    self.sub, partner.id
+                ),
+            ))
         }
     }
 }
@@ -141,7 +144,7 @@ impl AuthError {
 
     /// The refusal for the response body (401 `unauthenticated`).
     pub fn to_refusal(&self) -> Refusal {
-        Refusal::Unauthenticated(self.to_string())
+        Refusal::new(RefusalKind::Unauthenticated, self.to_string())
     }
 }
 

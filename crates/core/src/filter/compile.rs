@@ -321,6 +321,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         return Err(errors);
     }
     Ok(FilterProgram {
+        spec: spec.clone(),
         nodes: builder.nodes,
         root,
         takes_body: !spec.allow.is_empty() || !spec.transforms.is_empty(),

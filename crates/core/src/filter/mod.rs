@@ -102,6 +102,8 @@ pub struct CompileError {
 /// A route's paths compiled into a matcher, built once per policy load.
 #[derive(Debug)]
 pub struct FilterProgram {
+    /// The paths as the policy wrote them (parsed): what `diff` compares.
+    spec: FilterSpec,
     nodes: Vec<compile::Node>,
     root: compile::NodeId,
     /// False when the spec has neither `allow` nor `transform`: such a route takes no body.
@@ -128,6 +130,11 @@ impl FilterProgram {
     /// error.
     pub fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileError>> {
         compile::compile(spec)
+    }
+
+    /// The spec this program was compiled from.
+    pub fn spec(&self) -> &FilterSpec {
+        &self.spec
     }
 
     /// True when some path uses `pseudonymize` (the partner then needs a key).

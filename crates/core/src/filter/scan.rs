@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use super::compile::{fingerprint, Kind, Members, NodeId};
 use super::transform::{self, Hmac256};
 use super::{Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform};
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// Objects with more keys than this switch from a linear duplicate check to a hash set.
 const SMALL_OBJECT: usize = 16;
@@ -58,7 +58,7 @@ pub(super) struct Scanner<'a> {
 }
 
 fn bad(message: String) -> Refusal {
-    Refusal::BadRequest(message)
+    Refusal::new(RefusalKind::BadRequest, message)
 }
 
 /// Checks the whole body is UTF-8 without a BOM, so the scanner can slice it as text.
@@ -811,19 +811,22 @@ pub(super) fn filter(
     let hmac = match (program.uses_pseudonymize, options.pseudonymize_key) {
         (false, _) => None,
         (true, Some(key)) => Some(transform::hmac_for(key).ok_or_else(|| {
-            Refusal::NotReady("this partner's pseudonymization key cannot be used".into())
+            Refusal::new(
+                RefusalKind::NotReady,
+                "this partner's pseudonymization key cannot be used",
+            )
         })?),
         (true, None) => {
-            return Err(Refusal::NotReady(
-                "the policy pseudonymizes a field but this partner has no pseudonymization key"
-                    .into(),
+            return Err(Refusal::new(
+                RefusalKind::NotReady,
+                "the policy pseudonymizes a field but this partner has no pseudonymization key",
             ))
         }
     };
     if options.optouts.is_some() && program.subject.is_none() {
-        return Err(Refusal::SubjectMissing(
+        return Err(Refusal::new(RefusalKind::SubjectMissing,
             "this route honours opt-outs but its policy names no records and subject, so opt-outs cannot be checked"
-                .into(),
+                ,
         ));
     }
     let text = check_text(body)?;
@@ -1010,7 +1013,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 {
                     // DESIGN: an object or array where the customer id belongs is a missing
                     // subject (422), whatever shape the policy allows for that member.
-                    return Err(Refusal::SubjectMissing(format!(
+                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
                         self.sc.path(),
                         String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
@@ -1083,13 +1086,13 @@ impl<'a, 'p> Filter<'a, 'p> {
             let subject = match subject {
                 Some(Ok(subject)) => subject,
                 Some(Err(what)) => {
-                    return Err(Refusal::SubjectMissing(format!(
+                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no valid subject id: `{name}` is {what} (expected a non-empty string or an integer)",
                         self.sc.path()
                     )))
                 }
                 None => {
-                    return Err(Refusal::SubjectMissing(format!(
+                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no subject id: member `{name}` is missing",
                         self.sc.path()
                     )))
@@ -1097,9 +1100,9 @@ impl<'a, 'p> Filter<'a, 'p> {
             };
             if optouts.is_opted_out(&subject) {
                 if self.program.single_record {
-                    return Err(Refusal::SubjectOptedOut(
-                        "the customer this record is about opted out of sharing with this partner"
-                            .into(),
+                    return Err(Refusal::new(
+                        RefusalKind::SubjectOptedOut,
+                        "the customer this record is about opted out of sharing with this partner",
                     ));
                 }
                 self.report.fields_removed = snapshot.fields_removed;

@@ -4,6 +4,7 @@ use hmac::Mac;
 
 use super::*;
 use crate::policy::Segment;
+use crate::RefusalKind;
 
 fn path(text: &str) -> FieldPath {
     FieldPath::parse(text).unwrap_or_else(|e| panic!("{e}"))
@@ -88,7 +89,10 @@ fn hmac_hex(text: &str) -> String {
 
 fn bad_request(result: Result<String, Refusal>) -> String {
     match result {
-        Err(Refusal::BadRequest(message)) => message,
+        Err(Refusal {
+            kind: RefusalKind::BadRequest,
+            message,
+        }) => message,
         other => panic!("expected a bad request, got {other:?}"),
     }
 }
@@ -361,7 +365,10 @@ fn strict_input_is_refused_everywhere() {
     for (input, needle) in MALFORMED {
         let shown = String::from_utf8_lossy(input);
         let message = match validate(input, 64) {
-            Err(Refusal::BadRequest(m)) => m,
+            Err(Refusal {
+                kind: RefusalKind::BadRequest,
+                message: m,
+            }) => m,
             other => panic!("validate({shown:?}) = {other:?}"),
         };
         assert!(message.contains(needle), "validate({shown:?}): {message}");
@@ -369,7 +376,10 @@ fn strict_input_is_refused_everywhere() {
             match filter(program, input, &options(None, false)) {
                 // Where the policy keeps a member, a shape refusal may come first; where it
                 // removes everything, the message is the validator's.
-                Err(Refusal::BadRequest(m)) => {
+                Err(Refusal {
+                    kind: RefusalKind::BadRequest,
+                    message: m,
+                }) => {
                     assert!(i != 1 || m.contains(needle), "filter({shown:?}): {m}")
                 }
                 other => panic!("filter({shown:?}) = {other:?}"),
@@ -669,7 +679,10 @@ fn transforms() {
                 assert_eq!(filtered.report.changes, changes);
             }
             Err(needle) => match result {
-                Err(Refusal::BadRequest(m)) => {
+                Err(Refusal {
+                    kind: RefusalKind::BadRequest,
+                    message: m,
+                }) => {
                     assert!(m.contains(needle), "{transform:?} {value}: {m}")
                 }
                 other => panic!("{transform:?} {value}: {other:?}"),
@@ -689,7 +702,10 @@ fn pseudonymize_without_a_key_fails_closed() {
     // Refused whether or not the field is present: the outcome never depends on the body.
     for body in [r#"{"id":"42"}"#, r#"{"a":1}"#] {
         match filter(&program, body.as_bytes(), &opts) {
-            Err(Refusal::NotReady(m)) => assert!(m.contains("no pseudonymization key"), "{m}"),
+            Err(Refusal {
+                kind: RefusalKind::NotReady,
+                message: m,
+            }) => assert!(m.contains("no pseudonymization key"), "{m}"),
             other => panic!("{other:?}"),
         }
     }
@@ -801,7 +817,10 @@ fn records_without_a_valid_subject_are_refused() {
     for (record, needle) in cases {
         let body = shipments(&[r#"{"customer_id":"ok"}"#, record]);
         match filter(&program, body.as_bytes(), &options(Some(&set), false)) {
-            Err(Refusal::SubjectMissing(m)) => assert!(m.contains(needle), "{record}: {m}"),
+            Err(Refusal {
+                kind: RefusalKind::SubjectMissing,
+                message: m,
+            }) => assert!(m.contains(needle), "{record}: {m}"),
             other => panic!("{record}: {other:?}"),
         }
     }
@@ -814,7 +833,10 @@ fn records_without_a_valid_subject_are_refused() {
     for record in [r#"{"customer_id":{"id":1}}"#, r#"{"customer_id":[]}"#] {
         let body = shipments(&[record]);
         match filter(&removed, body.as_bytes(), &options(Some(&set), false)) {
-            Err(Refusal::SubjectMissing(m)) => assert!(m.contains("`customer_id` is an"), "{m}"),
+            Err(Refusal {
+                kind: RefusalKind::SubjectMissing,
+                message: m,
+            }) => assert!(m.contains("`customer_id` is an"), "{m}"),
             other => panic!("{record}: {other:?}"),
         }
     }
@@ -867,7 +889,10 @@ fn single_record_bodies() {
         br#"{"name":"x","customer_id":9,"email":"e"}"#,
         &opts,
     ) {
-        Err(Refusal::SubjectOptedOut(_)) => {}
+        Err(Refusal {
+            kind: RefusalKind::SubjectOptedOut,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     let filtered = run_with(
@@ -880,7 +905,10 @@ fn single_record_bodies() {
     assert_eq!(filtered.report.records_forwarded, 1);
     assert!(matches!(
         filter(&program, br#"{"name":"x"}"#, &opts),
-        Err(Refusal::SubjectMissing(_))
+        Err(Refusal {
+            kind: RefusalKind::SubjectMissing,
+            ..
+        })
     ));
     assert!(bad_request(run(&program, "[]")).contains("record `$` is an array"));
     assert!(bad_request(run(&program, "null")).contains("record `$` is null"));
@@ -914,7 +942,10 @@ fn opt_outs_need_a_subject_in_the_policy() {
     let set = optouts(&[]);
     assert!(matches!(
         filter(&program, br#"{"a":1}"#, &options(Some(&set), false)),
-        Err(Refusal::SubjectMissing(_))
+        Err(Refusal {
+            kind: RefusalKind::SubjectMissing,
+            ..
+        })
     ));
 }
 
@@ -1346,7 +1377,11 @@ fn validator_agrees_with_serde_json() {
         };
         let ours = validate(&input, 1000);
         let theirs = serde_json::from_slice::<serde_json::Value>(&input);
-        if let Err(Refusal::BadRequest(m)) = &ours {
+        if let Err(Refusal {
+            kind: RefusalKind::BadRequest,
+            message: m,
+        }) = &ours
+        {
             // serde_json keeps the last of duplicate keys; the gateway refuses them.
             if m.contains("duplicate key") {
                 continue;

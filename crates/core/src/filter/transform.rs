@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Transform;
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 pub(super) type Hmac256 = Hmac<Sha256>;
 
@@ -29,9 +29,9 @@ pub(super) fn apply(
         Transform::Last4 => last4(text, out),
         Transform::Pseudonymize => {
             let Some(hmac) = hmac else {
-                return Err(Refusal::NotReady(
-                    "the policy pseudonymizes a field but this partner has no pseudonymization key"
-                        .into(),
+                return Err(Refusal::new(
+                    RefusalKind::NotReady,
+                    "the policy pseudonymizes a field but this partner has no pseudonymization key",
                 ));
             };
             let mut mac = hmac.clone();

@@ -6,7 +6,7 @@ and the route names its records' subjects.
 use super::{Incoming, OptOuts, OPTOUTS_NOT_LOADED};
 use crate::filter::{self, FilterOptions, FilterProgram, Filtered, Report};
 use crate::policy::{Limits, Partner, Route};
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// What the body step needs besides the request.
 pub(super) struct BodyStep<'a> {
@@ -24,10 +24,13 @@ impl BodyStep<'_> {
             return Ok((Vec::new(), Report::default()));
         }
         let Some(program) = &self.route.filter else {
-            return Err(Refusal::BadRequest(format!(
-                "route {:?} of partner {:?} takes no body",
-                self.route.template, self.partner.id
-            )));
+            return Err(Refusal::new(
+                RefusalKind::BadRequest,
+                format!(
+                    "route {:?} of partner {:?} takes no body",
+                    self.route.template, self.partner.id
+                ),
+            ));
         };
         let mut content_types = incoming.headers.iter().filter(|(n, _)| n == "content-type");
         check_json_content_type(
@@ -35,8 +38,9 @@ impl BodyStep<'_> {
             &self.route.json_types,
         )?;
         if content_types.next().is_some() {
-            return Err(Refusal::UnsupportedMediaType(
-                "more than one content-type header".into(),
+            return Err(Refusal::new(
+                RefusalKind::UnsupportedMediaType,
+                "more than one content-type header",
             ));
         }
         let filtered = self.run(program, incoming.body)?;
@@ -56,7 +60,7 @@ impl BodyStep<'_> {
             return filter::filter(program, body, &options);
         }
         let OptOuts::Loaded(source) = self.optouts else {
-            return Err(Refusal::NotReady(OPTOUTS_NOT_LOADED.into()));
+            return Err(Refusal::new(RefusalKind::NotReady, OPTOUTS_NOT_LOADED));
         };
         let mut outcome = None;
         source.with_lookup(&self.partner.honor_optouts, &mut |lookup| {
@@ -66,7 +70,12 @@ impl BodyStep<'_> {
             };
             outcome = Some(filter::filter(program, body, &options));
         });
-        outcome.unwrap_or_else(|| Err(Refusal::NotReady("opt-out data could not be read".into())))
+        outcome.unwrap_or_else(|| {
+            Err(Refusal::new(
+                RefusalKind::NotReady,
+                "opt-out data could not be read",
+            ))
+        })
     }
 }
 
@@ -77,9 +86,12 @@ pub(super) fn check_json_content_type(
     json_types: &[String],
 ) -> Result<(), Refusal> {
     let refuse = |what: &str| {
-        Err(Refusal::UnsupportedMediaType(format!(
-            "{what}: a body on this route must be application/json (charset=utf-8 if given)"
-        )))
+        Err(Refusal::new(
+            RefusalKind::UnsupportedMediaType,
+            format!(
+                "{what}: a body on this route must be application/json (charset=utf-8 if given)"
+            ),
+        ))
     };
     let Some(value) = value else {
         return refuse("no content-type");

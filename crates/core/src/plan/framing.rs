@@ -3,13 +3,14 @@ How the request is framed: no protocol upgrade, a body within the limit, and no 
 transfer coding the gateway cannot read (an encoded body would pass the filter unread).
 */
 use crate::policy::Limits;
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// `Upgrade` would open a tunnel past the filter.
 pub(super) fn refuse_upgrade(headers: &[(String, String)]) -> Result<(), Refusal> {
     if headers.iter().any(|(name, _)| name == "upgrade") {
-        return Err(Refusal::BadRequest(
-            "Upgrade is not allowed: no tunnel bypasses the filter".into(),
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            "Upgrade is not allowed: no tunnel bypasses the filter",
         ));
     }
     Ok(())
@@ -17,11 +18,14 @@ pub(super) fn refuse_upgrade(headers: &[(String, String)]) -> Result<(), Refusal
 
 pub(super) fn check_body_size(body: &[u8], limits: &Limits) -> Result<(), Refusal> {
     if body.len() > limits.max_body_bytes {
-        return Err(Refusal::BodyTooLarge(format!(
-            "body of {} bytes is over the limit of {} bytes",
-            body.len(),
-            limits.max_body_bytes
-        )));
+        return Err(Refusal::new(
+            RefusalKind::BodyTooLarge,
+            format!(
+                "body of {} bytes is over the limit of {} bytes",
+                body.len(),
+                limits.max_body_bytes
+            ),
+        ));
     }
     Ok(())
 }
@@ -32,14 +36,14 @@ pub(super) fn check_body_size(body: &[u8], limits: &Limits) -> Result<(), Refusa
 pub(super) fn check_codings(headers: &[(String, String)]) -> Result<(), Refusal> {
     for (_, encoding) in headers.iter().filter(|(n, _)| n == "content-encoding") {
         if !only(encoding, "identity") {
-            return Err(Refusal::UnsupportedMediaType(format!(
+            return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
                 "content-encoding {encoding:?} cannot be read by the gateway; send the body unencoded"
             )));
         }
     }
     for (_, coding) in headers.iter().filter(|(n, _)| n == "transfer-encoding") {
         if !only(coding, "chunked") {
-            return Err(Refusal::UnsupportedMediaType(format!(
+            return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
                 "transfer-encoding {coding:?} cannot be read by the gateway; send the body unencoded (chunked framing is fine)"
             )));
         }

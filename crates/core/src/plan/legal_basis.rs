@@ -3,7 +3,7 @@ The legal basis a government partner is asked for: exactly one non-empty header,
 ASCII (it goes into the data-use tag), matching the partner's `legal_basis_format` if it has one.
 */
 use crate::policy::Partner;
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// The reference to forward and record, or `None` when the partner asks for none.
 pub(super) fn legal_basis(
@@ -20,23 +20,24 @@ pub(super) fn legal_basis(
     let value = match (values.next(), values.next()) {
         (Some(value), None) if !value.is_empty() => value,
         (Some(_), Some(_)) => {
-            return Err(Refusal::BadRequest(format!("more than one {header:?} header")));
+            return Err(Refusal::new(RefusalKind::BadRequest, format!("more than one {header:?} header")));
         }
         _ => {
-            return Err(Refusal::LegalBasisMissing(format!(
+            return Err(Refusal::new(RefusalKind::LegalBasisMissing, format!(
                 "partner {:?} is a government body: every request needs a legal-basis reference in the {header:?} header",
                 partner.id
             )))
         }
     };
     if !crate::tagging::header::is_sf_string(value) {
-        return Err(Refusal::BadRequest(format!(
-            "the {header:?} header must be printable ASCII (a case or order reference)"
-        )));
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            format!("the {header:?} header must be printable ASCII (a case or order reference)"),
+        ));
     }
     if let Some(format) = &partner.legal_basis_format {
         if !format.is_match(value) {
-            return Err(Refusal::LegalBasisMissing(format!(
+            return Err(Refusal::new(RefusalKind::LegalBasisMissing, format!(
                 "the {header:?} header {value:?} is not a legal-basis reference of the form partner {:?} requires",
                 partner.id
             )));

@@ -17,14 +17,17 @@ use crate::filter::Report;
 use crate::optout::OptOutSource;
 use crate::policy::route::{normalize_path, RouteMatch};
 use crate::policy::{Limits, Partner, Route};
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 mod body;
 mod framing;
+mod head;
 mod headers;
 mod legal_basis;
 mod query;
 mod url;
+
+pub use head::check_head;
 
 /// A request's target: the partner and route it names, and the path to send upstream.
 #[derive(Debug, Clone)]
@@ -48,39 +51,45 @@ pub fn resolve(
     raw_path: &str,
 ) -> Result<Target, Refusal> {
     if method.eq_ignore_ascii_case("CONNECT") {
-        return Err(Refusal::BadRequest(
-            "CONNECT is not allowed: no tunnel bypasses the filter".into(),
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            "CONNECT is not allowed: no tunnel bypasses the filter",
         ));
     }
     let path = normalize_path(raw_path)
-        .map_err(|reason| Refusal::BadRequest(format!("bad path: {reason}")))?;
+        .map_err(|reason| Refusal::new(RefusalKind::BadRequest, format!("bad path: {reason}")))?;
     let after_slash = &path[1..];
     let (partner_id, rest) = match after_slash.find('/') {
         Some(i) => (&after_slash[..i], &after_slash[i..]),
         None => (after_slash, "/"),
     };
-    let partner = partners
-        .get(partner_id)
-        .ok_or_else(|| Refusal::UnknownPartner(format!("no partner {partner_id:?}")))?;
+    let partner = partners.get(partner_id).ok_or_else(|| {
+        Refusal::new(
+            RefusalKind::UnknownPartner,
+            format!("no partner {partner_id:?}"),
+        )
+    })?;
     match partner.match_route(rest, method) {
         RouteMatch::Found(route) => {
             let route_index = partner
                 .routes
                 .iter()
                 .position(|r| std::ptr::eq(r, route))
-                .ok_or_else(|| Refusal::RouteNotAllowed("route lookup failed".into()))?;
+                .ok_or_else(|| Refusal::new(RefusalKind::Internal, "route lookup failed"))?;
             Ok(Target {
                 partner: partner.clone(),
                 route_index,
                 upstream_path: rest.to_string(),
             })
         }
-        RouteMatch::MethodNotAllowed => Err(Refusal::MethodNotAllowed(format!(
-            "{method} is not allowed on {rest:?} for partner {partner_id:?}"
-        ))),
-        RouteMatch::NotFound => Err(Refusal::RouteNotAllowed(format!(
-            "{rest:?} is not a route of partner {partner_id:?}"
-        ))),
+        RouteMatch::MethodNotAllowed => Err(Refusal::new(
+            RefusalKind::MethodNotAllowed,
+            format!("{method} is not allowed on {rest:?} for partner {partner_id:?}"),
+        )),
+        RouteMatch::NotFound => Err(Refusal::new(
+            RefusalKind::RouteNotAllowed,
+            format!("{rest:?} is not a route of partner {partner_id:?}"),
+        )),
     }
 }
 
@@ -131,10 +140,9 @@ pub fn plan(
 ) -> Result<Outgoing, Refusal> {
     let partner = &target.partner;
     let route = target.route();
-    framing::refuse_upgrade(incoming.headers)?;
-    let legal_basis = legal_basis::legal_basis(partner, incoming.headers)?;
     framing::check_body_size(incoming.body, limits)?;
-    framing::check_codings(incoming.headers)?;
+    head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
+    let legal_basis = legal_basis::legal_basis(partner, incoming.headers)?;
     let step = body::BodyStep {
         partner,
         route,

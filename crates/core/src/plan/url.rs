@@ -4,7 +4,7 @@ in its URL either.
 */
 use super::{OptOuts, Target, OPTOUTS_NOT_LOADED};
 use crate::policy::RouteSegment;
-use crate::Refusal;
+use crate::{Refusal, RefusalKind};
 
 /// A partner that honours opt-outs never gets an opted-out customer's id in its URL either:
 /// every path parameter and every forwarded query value that is such an id refuses the request
@@ -42,15 +42,16 @@ pub(super) fn check_url_for_opted_out_ids(
         return Ok(());
     }
     let OptOuts::Loaded(source) = optouts else {
-        return Err(Refusal::NotReady(OPTOUTS_NOT_LOADED.into()));
+        return Err(Refusal::new(RefusalKind::NotReady, OPTOUTS_NOT_LOADED));
     };
     let mut opted_out = false;
     source.with_lookup(&partner.honor_optouts, &mut |lookup| {
         opted_out = values.iter().any(|v| lookup.is_opted_out(v));
     });
     if opted_out {
-        return Err(Refusal::SubjectOptedOut(
-            "the URL names a customer who opted out of sharing with this partner".into(),
+        return Err(Refusal::new(
+            RefusalKind::SubjectOptedOut,
+            "the URL names a customer who opted out of sharing with this partner",
         ));
     }
     Ok(())

@@ -1,6 +1,6 @@
 /*!
 The policy files' wire format: a serde mirror of `gateway.yaml` and `partners/<id>.yaml`
-(DESIGN.md "Policy files"), with the line of every value a later check may complain about.
+(README "Policy reference"), with the line of every value a later check may complain about.
 
 Nothing here decides whether a value is acceptable beyond its YAML type; that is
 [`super::load`]'s job. Unknown keys, duplicate keys, wrong types and YAML syntax errors are
@@ -37,6 +37,36 @@ pub struct GatewayFile {
     pub callers: Option<Spanned<CallersFile>>,
     /// The gateway's key for data-use tokens.
     pub signing: Option<Spanned<SigningFile>>,
+    /// TLS on the proxy listener (omitted = plain HTTP).
+    pub tls: Option<Spanned<ListenerTlsFile>>,
+}
+
+/// `tls:` in `gateway.yaml`: the proxy listener's certificate and, optionally, mTLS.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key (PKCS#8, SEC1 or RSA).
+    pub key: Spanned<String>,
+    /// PEM CA certificates every client certificate must chain to (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// `san_dns`: the client certificate's first DNS SAN is the caller `sub`.
+    pub client_identity: Option<Spanned<String>>,
+}
+
+/// `tls:` in a partner file: how the gateway verifies (and authenticates to) an `https` upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerTlsFile {
+    /// PEM CA certificates trusted instead of the system roots.
+    pub ca: Option<Spanned<String>>,
+    /// Name sent as SNI and verified, instead of the upstream's host.
+    pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain presented to the partner (mTLS).
+    pub client_cert: Option<Spanned<String>>,
+    /// Its private key.
+    pub client_key: Option<Spanned<String>>,
 }
 
 /// `limits:`; each member defaults to [`crate::policy::Limits::default`].
@@ -123,6 +153,8 @@ pub struct PartnerFile {
     pub legal_basis_header: Option<Spanned<String>>,
     /// Government partners: a regular expression the whole reference must match.
     pub legal_basis_format: Option<Spanned<String>>,
+    /// TLS toward an `https` upstream.
+    pub tls: Option<Spanned<PartnerTlsFile>>,
 }
 
 /// One entry of `routes:`.
@@ -146,6 +178,8 @@ pub struct RouteFile {
     pub headers: Option<Spanned<Vec<Spanned<String>>>>,
     /// `+json` media types filtered like `application/json`.
     pub json_types: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Partner answer headers relayed to the caller beyond the defaults.
+    pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
     /// Allow or transform path (as written there) → fideslang data category name.
     pub categories: Option<Spanned<CategoryMap>>,
 }
@@ -481,7 +515,7 @@ mod tests {
     #[test]
     fn wire_errors_are_one_line_with_the_field_named() {
         let cases: &[(&str, u64, &str)] = &[
-            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, categories"),
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, categories"),
             ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
             ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
             ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),

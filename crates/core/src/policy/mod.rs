@@ -9,6 +9,7 @@ pub mod load;
 pub mod model;
 pub mod path;
 pub mod route;
+mod tls;
 
 pub use load::{load, Diagnostic, Env, Loaded, PolicySource, SourceFile};
 pub use model::*;

@@ -31,6 +31,45 @@ pub struct GatewayConfig {
     pub optouts: Option<OptOutStoreConfig>,
     pub callers: Option<CallersConfig>,
     pub signing: Option<SigningConfig>,
+    /// TLS on the proxy listener; `None` = plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A file the policy names, with where it is named (for `FILE:LINE` diagnostics about its content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile {
+    /// Resolved against the directory that holds the policy directory.
+    pub path: std::path::PathBuf,
+    /// The key naming it, e.g. `tls.cert`.
+    pub key: &'static str,
+    /// The policy file that names it, as shown in diagnostics.
+    pub source: String,
+    pub line: u64,
+}
+
+/// How a caller is identified by its client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// The certificate's first DNS subject alternative name.
+    SanDns,
+}
+
+/// `tls:` of `gateway.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub cert: NamedFile,
+    pub key: NamedFile,
+    pub client_ca: Option<NamedFile>,
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// `tls:` of a partner file (an `https` upstream without one is verified against the system roots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerTls {
+    pub ca: Option<NamedFile>,
+    pub server_name: Option<String>,
+    /// Certificate and key presented to the partner; both or neither.
+    pub client_cert: Option<(NamedFile, NamedFile)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +222,8 @@ pub struct UpstreamAuth {
     pub header: String,
     /// The full header value (prefix + secret from the environment).
     pub value: String,
+    /// The secret alone: a partner answer header carrying it is never relayed.
+    pub secret: String,
 }
 
 #[derive(Debug)]
@@ -204,6 +245,19 @@ pub struct Partner {
     pub legal_basis_header: Option<String>,
     /// What a legal-basis reference must look like (the whole value must match), if set.
     pub legal_basis_format: Option<regex::Regex>,
+    /// TLS settings for an `https` upstream.
+    pub tls: Option<PartnerTls>,
+}
+
+impl Partner {
+    /// The name sent as SNI and verified in the partner's certificate: `tls.server_name`, or the
+    /// upstream's host (an IP address is verified against the certificate's IP SANs). Never empty.
+    pub fn server_name(&self) -> &str {
+        self.tls
+            .as_ref()
+            .and_then(|t| t.server_name.as_deref())
+            .unwrap_or(&self.upstream.host)
+    }
 }
 
 #[derive(Debug)]
@@ -221,6 +275,8 @@ pub struct Route {
     pub headers: Vec<String>,
     /// `+json` media types (lowercase, no parameters) this route filters besides `application/json`.
     pub json_types: Vec<String>,
+    /// Partner answer headers relayed to the caller beyond the defaults, lowercase.
+    pub response_headers: Vec<String>,
     /// The route's allow paths, then its transform paths (`remove` excluded), as written, with
     /// their data categories. Indexed like the filter's [`crate::filter::Report::matched`].
     pub fields: Vec<RouteField>,

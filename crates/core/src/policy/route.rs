@@ -3,7 +3,7 @@ Request paths and route templates: [`normalize_path`] turns the path a caller se
 form that is matched and forwarded (or refuses it), [`parse_template`] checks a route's `path:`
 from the policy, and [`Partner::match_route`] picks the route a normalised path belongs to.
 
-Rules (DESIGN.md "Requests through the gateway", plus the choices written down here):
+Rules (README "Requests through the gateway", plus the choices written down here):
 - A request path starts with `/`. `.` and `..` segments, empty segments (`//`), a backslash,
   control characters, characters outside RFC 3986 `pchar`, malformed `%` escapes, and escapes
   of `/` `\` `.` or a control character (`%2f` `%5C` `%2E` `%00`, any case) are refused.

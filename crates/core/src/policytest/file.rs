@@ -22,7 +22,8 @@ struct CaseFile {
     body: Option<Spanned<Value>>,
     body_file: Option<Spanned<String>>,
     optouts: Option<Entries<Spanned<String>, Vec<Spanned<String>>>>,
-    expect: Spanned<ExpectFile>,
+    /// Optional so that sample requests (`diff --samples`) can share the format.
+    expect: Option<Spanned<ExpectFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,7 +93,8 @@ pub struct Case {
     pub body: Body,
     /// Customers who opted out, with their scopes, while this case runs.
     pub optouts: Vec<(String, Vec<Scope>)>,
-    pub expect: Expect,
+    /// `None` for a sample request without an expectation (`test` reports it as a failure).
+    pub expect: Option<Expect>,
 }
 
 /// A test file that cannot be read as tests.
@@ -153,7 +155,7 @@ fn case(spanned: Spanned<CaseFile>) -> Result<Case, ParseError> {
         }
         optouts.push((id.value, parsed));
     }
-    let expect = expect(f.expect)?;
+    let expect = f.expect.map(expect).transpose()?;
     Ok(Case {
         name: f.name.value,
         line: at,

@@ -20,4 +20,6 @@ mod run;
 mod tests;
 
 pub use file::{parse, Body, Case, Expect, ExpectedBody, ParseError};
-pub use run::{pretty_json, run_case, test_pseudonymize_key, unified_diff, Failure};
+pub use run::{
+    decide_case, pretty_json, run_case, test_pseudonymize_key, unified_diff, Failure, Forwarded,
+};

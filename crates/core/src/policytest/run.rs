@@ -39,18 +39,19 @@ pub fn test_pseudonymize_key(partner_id: &str) -> Vec<u8> {
 }
 
 /// What the partner would get: the outgoing request plus the `ohsoft-data-use` tag.
-struct Forwarded {
-    outgoing: Outgoing,
-    tag: String,
+pub struct Forwarded {
+    pub outgoing: Outgoing,
+    pub tag: String,
 }
 
-/// Decides `case`'s request under `policy` (whose pseudonymisation keys are already set).
+/// Decides `case`'s request under `policy` (whose pseudonymisation keys are already set):
+/// the forwarded request or the refusal. `Err` when a file the case names cannot be read.
 /// `read` reads a file named by the case, relative to its test file.
-pub fn run_case(
+pub fn decide_case(
     policy: &Policy,
     case: &Case,
     read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
-) -> Result<(), Failure> {
+) -> Result<Result<Forwarded, Refusal>, Failure> {
     let body = match &case.body {
         Body::None => Vec::new(),
         Body::Bytes(bytes) => bytes.clone(),
@@ -66,8 +67,23 @@ pub fn run_case(
         set.insert(id, scopes)
             .map_err(|e| Failure::at(case.line, format!("optouts: {e}")))?;
     }
-    let outcome = decide(policy, case, &headers, &body, &set);
-    compare(case, outcome, read)
+    Ok(decide(policy, case, &headers, &body, &set))
+}
+
+/// Runs one test case: its decision must match its expectation.
+pub fn run_case(
+    policy: &Policy,
+    case: &Case,
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<(), Failure> {
+    let Some(expect) = &case.expect else {
+        return Err(Failure::at(
+            case.line,
+            "no `expect`: give the body the partner must receive, or the refusal".into(),
+        ));
+    };
+    let outcome = decide_case(policy, case, read)?;
+    compare(expect, outcome, read)
 }
 
 fn decide(
@@ -102,23 +118,17 @@ fn decide(
         false,
     )?;
     let partner = &target.partner;
-    let tag = DataUseTag {
-        use_: partner.kind.data_use(),
-        purpose: &partner.purpose,
-        policy_version: &policy.version,
-        legal_basis: outgoing.legal_basis.as_deref(),
-    }
-    .to_header_value()
-    .map_err(|e| Refusal::BadRequest(format!("cannot tag this request: {e}")))?;
+    let tag = DataUseTag::for_request(partner, &policy.version, outgoing.legal_basis.as_deref())
+        .request_header_value()?;
     Ok(Forwarded { outgoing, tag })
 }
 
 fn compare(
-    case: &Case,
+    expect: &Expect,
     outcome: Result<Forwarded, Refusal>,
     read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
 ) -> Result<(), Failure> {
-    match (&case.expect, outcome) {
+    match (expect, outcome) {
         (Expect::Refused { status, code, line }, Err(refusal)) => {
             if refusal.status() == *status && refusal.code() == code {
                 Ok(())
@@ -254,20 +264,39 @@ fn body_failure(line: u64, expected: &str, actual: &str) -> Failure {
     }
 }
 
-/// A line diff: ` ` common, `-` only in `expected`, `+` only in `actual`.
+/// A line diff: ` ` common, `-` only in `expected`, `+` only in `actual`; only changed lines
+/// and three lines around each are shown, `…` marks what is left out.
 pub fn unified_diff(expected: &str, actual: &str) -> String {
     let mut out = String::new();
     let diff = similar::TextDiff::from_lines(expected, actual);
-    for change in diff.iter_all_changes() {
-        let sign = match change.tag() {
-            similar::ChangeTag::Equal => ' ',
-            similar::ChangeTag::Delete => '-',
-            similar::ChangeTag::Insert => '+',
-        };
-        out.push(sign);
-        out.push(' ');
-        out.push_str(change.value().trim_end_matches('\n'));
-        out.push('\n');
+    let groups = diff.grouped_ops(3);
+    let total = expected.lines().count().max(actual.lines().count());
+    for (i, group) in groups.iter().enumerate() {
+        let starts_at_top = group
+            .first()
+            .is_some_and(|op| op.old_range().start == 0 && op.new_range().start == 0);
+        if i > 0 || !starts_at_top {
+            out.push_str("  …\n");
+        }
+        for op in group {
+            for change in diff.iter_changes(op) {
+                let sign = match change.tag() {
+                    similar::ChangeTag::Equal => ' ',
+                    similar::ChangeTag::Delete => '-',
+                    similar::ChangeTag::Insert => '+',
+                };
+                out.push(sign);
+                out.push(' ');
+                out.push_str(change.value().trim_end_matches('\n'));
+                out.push('\n');
+            }
+        }
+        let ends_at_bottom = group
+            .last()
+            .is_some_and(|op| op.old_range().end.max(op.new_range().end) >= total);
+        if i + 1 == groups.len() && !ends_at_bottom {
+            out.push_str("  …\n");
+        }
     }
     out
 }

@@ -27,7 +27,7 @@ fn parses_requests_and_both_kinds_of_expectation() {
     assert_eq!(first.method, "POST");
     assert_eq!(first.headers, vec![("x-request-id".into(), "t-1".into())]);
     assert_eq!(first.body, Body::Bytes(br#"{"order_id":7}"#.to_vec()));
-    match &first.expect {
+    match first.expect.as_ref().unwrap() {
         Expect::Forwarded {
             body,
             body_line,
@@ -46,7 +46,7 @@ fn parses_requests_and_both_kinds_of_expectation() {
     assert_eq!(cases[1].method, "GET");
     assert_eq!(cases[1].body, Body::Bytes(br#"{"a":1,"a":2}"#.to_vec()));
     assert_eq!(
-        cases[1].expect,
+        cases[1].expect.clone().unwrap(),
         Expect::Refused {
             status: 403,
             code: "route_not_allowed".into(),

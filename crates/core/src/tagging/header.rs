@@ -7,6 +7,8 @@ sf-strings hold printable ASCII only (0x20–0x7E); `"` and `\` are escaped. Any
 character is refused, never dropped or re-encoded: a tag must say exactly what the policy says.
 */
 use super::TagError;
+use crate::policy::Partner;
+use crate::{Refusal, RefusalKind};
 
 /// Header name of the data-use tag.
 pub const DATA_USE_HEADER: &str = "ohsoft-data-use";
@@ -26,7 +28,32 @@ pub struct DataUseTag<'a> {
     pub legal_basis: Option<&'a str>,
 }
 
-impl DataUseTag<'_> {
+impl<'a> DataUseTag<'a> {
+    /// The tag of one request to `partner` under policy `policy_version`.
+    pub fn for_request(
+        partner: &'a Partner,
+        policy_version: &'a str,
+        legal_basis: Option<&'a str>,
+    ) -> DataUseTag<'a> {
+        DataUseTag {
+            use_: partner.kind.data_use(),
+            purpose: &partner.purpose,
+            policy_version,
+            legal_basis,
+        }
+    }
+
+    /// The header value of a request's tag. Every member was validated before (the purpose by
+    /// the loader, the legal basis by the plan), so a failure is a broken invariant: 500.
+    pub fn request_header_value(&self) -> Result<String, Refusal> {
+        self.to_header_value().map_err(|e| {
+            Refusal::new(
+                RefusalKind::Internal,
+                format!("cannot tag this request: {e}"),
+            )
+        })
+    }
+
     /// The header value. Fails when a member is not printable ASCII.
     pub fn to_header_value(&self) -> Result<String, TagError> {
         let mut ser = sfv::DictSerializer::new();

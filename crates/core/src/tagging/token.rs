@@ -1,6 +1,6 @@
 /*!
 The `ohsoft-data-use-token`: a compact JWS signed with the gateway's key (EdDSA or ES256,
-`kid` in the header, `typ` [`DATA_USE_TOKEN_TYP`]) with the claims of DESIGN.md:
+`kid` in the header, `typ` [`DATA_USE_TOKEN_TYP`]) with the claims the README lists:
 `iss`, `aud` (partner id), `sub` (caller), `use`, `purpose`, `iat`, `exp` (at most
 [`MAX_TTL_SECS`] after `iat`), `jti`, `body_sha256` (base64url, no padding, of the exact bytes
 forwarded), `policy_version`, and `legal_basis` when the request carried one.
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::TagError;
 use crate::callers::keys::{alg_name, check_kid, PrivateKey, PublicKey};
 
-/// Longest token lifetime, in seconds (DESIGN.md: `exp` at most 5 minutes after `iat`).
+/// Longest token lifetime, in seconds (`exp` at most 5 minutes after `iat`).
 pub const MAX_TTL_SECS: u64 = 300;
 /// The JWS `typ` header of data-use tokens (explicit typing, RFC 8725 §3.11).
 pub const DATA_USE_TOKEN_TYP: &str = "ohsoft-data-use+jwt";

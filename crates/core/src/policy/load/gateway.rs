@@ -76,7 +76,25 @@ pub(super) fn validate_gateway(
         .as_ref()
         .and_then(|o| super::optouts::validate_optouts(path, &o.value, line(o), base, env, d));
 
+    let tls = g.tls.as_ref().and_then(|t| {
+        let mut problems = Vec::new();
+        let tls = crate::policy::tls::listener(path, t, base, &mut problems);
+        for p in problems {
+            d.error(path, p.line, Invalid::Tls(p.message));
+        }
+        tls
+    });
+    if let (None, None, Some(listen)) = (&g.tls, &tls, listen) {
+        if let Some(warning) = crate::policy::tls::plain_listen_warning(listen) {
+            let at = g.listen.as_ref().map_or(1, line);
+            d.warn(path, at, Invalid::Tls(warning));
+        }
+    }
+    // A client certificate identity is a caller credential of its own.
+    let cert_callers = tls.as_ref().is_some_and(|t| t.client_identity.is_some());
+
     let callers = match &g.callers {
+        None if cert_callers => None,
         None => {
             d.error(path, 1, InvalidGateway::CallersMissing);
             None
@@ -100,6 +118,7 @@ pub(super) fn validate_gateway(
         optouts,
         callers,
         signing,
+        tls,
     })
 }
 

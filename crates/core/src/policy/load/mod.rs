@@ -11,7 +11,7 @@ compiled once they are fixed, so its compile errors never repeat a mistake alrea
 The core does no I/O: the shell reads the directory into a
 [`PolicySource`] and hands the process environment in through [`Env`].
 
-Choices where DESIGN.md is silent:
+Choices where the contract is silent (also in the README):
 - `listen` and `admin_listen` default to `127.0.0.1:8080` and `127.0.0.1:9090`; `limits`
   members default to [`Limits::default`].
 - Relative file paths in `gateway.yaml` (`optouts.path`, `callers.keys`, `signing.key`,
@@ -131,6 +131,8 @@ enum Invalid {
     HeaderName(String),
     #[error("header {0:?} may never be forwarded to a partner")]
     ForbiddenHeader(String),
+    #[error("{0}")]
+    Tls(String),
     #[error(transparent)]
     Gateway(#[from] gateway::InvalidGateway),
     #[error(transparent)]
@@ -181,7 +183,7 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
         }
         let id = id.unwrap_or_default();
         if let Some(partner) =
-            validate_partner(&file.path, &file.text, &id, has_optouts, env, &mut d)
+            validate_partner(&file.path, &file.text, &id, has_optouts, &base, env, &mut d)
         {
             partners.insert(id, Arc::new(partner));
         }
@@ -246,7 +248,7 @@ fn base_dir(dir: &Path) -> PathBuf {
     }
 }
 
-fn resolve(base: &Path, path: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, path: &str) -> PathBuf {
     let path = Path::new(path);
     if path.is_absolute() {
         path.to_path_buf()

@@ -112,6 +112,7 @@ pub(super) fn validate_partner(
     text: &str,
     id: &str,
     has_optouts: Option<bool>,
+    base: &Path,
     env: Option<&dyn Env>,
     d: &mut Diags,
 ) -> Option<Partner> {
@@ -135,6 +136,14 @@ pub(super) fn validate_partner(
     }
     check_purpose(path, &p.purpose, d);
     let upstream = upstream(path, &p.upstream, d);
+    let tls = p.tls.as_ref().and_then(|t| {
+        let mut problems = Vec::new();
+        let tls = crate::policy::tls::partner(path, t, upstream.as_ref(), base, &mut problems);
+        for p in problems {
+            d.error(path, p.line, Invalid::Tls(p.message));
+        }
+        tls
+    });
     let allowed_callers = allowed_callers(path, p.allowed_callers.as_ref(), d);
     let credential = credential(path, p.upstream_auth.as_ref(), env, d);
     let optouts = opt_outs(path, &p, id, kind, has_optouts, d);
@@ -163,6 +172,7 @@ pub(super) fn validate_partner(
         honor_optouts: optouts.scopes,
         legal_basis_header,
         legal_basis_format,
+        tls,
     })
 }
 
@@ -282,6 +292,7 @@ fn credential(
             credential.auth = Some(UpstreamAuth {
                 header,
                 value: format!("{prefix}{secret}"),
+                secret,
             });
         } else {
             d.error(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{is_never_forwarded, is_token, line, Diags, Invalid, METHODS};
 use crate::filter::{CompileError, FilterProgram, FilterSpec, Transform};
+use crate::headers::is_never_relayed;
 use crate::policy::categories;
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{Route, RouteField, RouteSegment};
@@ -68,6 +69,8 @@ pub(super) enum InvalidRoute {
         "header {0:?} carries the partner's credential (upstream_auth); the caller may not send it"
     )]
     CredentialHeader(String),
+    #[error("answer header {0:?} is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)")]
+    NeverRelayed(String),
     #[error("invalid query parameter name {0:?}: expected a non-empty name without `&`, `=`, `#`, `%`, `+` or spaces")]
     QueryName(String),
     #[error(
@@ -111,6 +114,7 @@ pub(super) struct RouteDraft {
     query: Vec<String>,
     headers: Vec<String>,
     json_types: Vec<String>,
+    response_headers: Vec<String>,
     fields: Vec<RouteField>,
 }
 
@@ -150,6 +154,7 @@ pub(super) fn validate_route(
         query: query_names(path, r.query.as_ref(), d),
         headers: headers(ctx, r.headers.as_ref(), d),
         json_types: json_types(path, r.json_types.as_ref(), d),
+        response_headers: response_headers(path, r.response_headers.as_ref(), d),
         fields,
     }
 }
@@ -425,6 +430,23 @@ fn headers(ctx: &RouteCtx<'_>, list: Option<&List>, d: &mut Diags) -> Vec<String
     headers
 }
 
+/// Partner answer headers relayed beyond the defaults (lowercase, each once); never one that
+/// may never reach a caller.
+fn response_headers(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
+    let mut headers = Vec::new();
+    for h in list.iter().flat_map(|h| &h.value) {
+        let name = h.value.to_ascii_lowercase();
+        if !is_token(&name) {
+            d.error(path, line(h), Invalid::HeaderName(h.value.clone()));
+        } else if is_never_relayed(&name) {
+            d.error(path, line(h), InvalidRoute::NeverRelayed(h.value.clone()));
+        } else if !headers.contains(&name) {
+            headers.push(name);
+        }
+    }
+    headers
+}
+
 /// Extra JSON media types (`type/sub+json`, lowercase), each once.
 fn json_types(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
     let mut json_types = Vec::new();
@@ -527,6 +549,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
         query: draft.query,
         headers: draft.headers,
         json_types: draft.json_types,
+        response_headers: draft.response_headers,
         fields: draft.fields,
     })
 }

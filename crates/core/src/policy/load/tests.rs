@@ -293,6 +293,13 @@ fn partner_mistakes_are_reported_at_their_line() {
             format!("{f}:7: invalid json_types entry \"text/plain\": expected a lowercase media type ending in +json, such as application/merge-patch+json"),
             format!("{f}:7: invalid json_types entry \"Application/X+JSON\": expected a lowercase media type ending in +json, such as application/merge-patch+json"),
         ]),
+        ("    methods: [GET]\n", "    methods: [GET]\n    response_headers: [X-Rate-Limit, set-cookie, WWW-Authenticate, proxy-status, content-length, \"a b\"]\n", vec![
+            format!("{f}:12: answer header \"set-cookie\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
+            format!("{f}:12: answer header \"WWW-Authenticate\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
+            format!("{f}:12: answer header \"proxy-status\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
+            format!("{f}:12: answer header \"content-length\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
+            format!("{f}:12: invalid header name \"a b\": expected letters, digits and !#$%&'*+-.^_`|~"),
+        ]),
         ("kind: contractor", "kind: contractor\nlegal_basis_header: x-case", vec![format!(
             "{f}:2: legal_basis_header is only for government partners (this partner's kind is \"contractor\")"
         )]),
@@ -308,7 +315,7 @@ fn partner_mistakes_are_reported_at_their_line() {
         )]),
         ("    alow", "", vec![]),
         ("    allow: [order_id, name]\n", "    alow: [order_id, name]\n", vec![format!(
-            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, categories"
+            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, categories"
         )]),
     ];
     for (from, to, want) in cases {
@@ -396,8 +403,16 @@ fn gateway_mistakes() {
         (GATEWAY.replace("callers:\n  issuer: https://auth.ohsoft.example\n  audience: partner-gateway\n  keys: certs/callers.jwks.json\n", ""), vec![format!(
             "{f}:1: no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
         )]),
-        (format!("{GATEWAY}tls: {{}}\n"), vec![format!(
-            "{f}:12: unknown field `tls`, expected one of listen, admin_listen, limits, admin_token_env, optouts, callers, signing"
+        (format!("{GATEWAY}tls: {{}}\n"), vec![format!("{f}:12: missing field `cert`")]),
+        (format!("{GATEWAY}tls: {{ cert: a.pem, key: b.pem, client_identity: san_dns }}\n"), vec![format!(
+            "{f}:12: tls.client_identity needs tls.client_ca (the CA whose client certificates identify callers)"
+        )]),
+        (format!("{GATEWAY}tls:\n  cert: a.pem\n  key: ''\n  client_ca: ca.pem\n  client_identity: cn\n"), vec![
+            format!("{f}:14: tls.key is empty"),
+            format!("{f}:16: unknown tls.client_identity \"cn\" (expected san_dns)"),
+        ]),
+        (format!("{GATEWAY}tls: {{ cert: a.pem, key: b.pem, verify: false }}\n"), vec![format!(
+            "{f}:12: unknown field `verify`, expected one of cert, key, client_ca, client_identity"
         )]),
     ];
     for (gateway, want) in cases {
@@ -669,6 +684,79 @@ fn upstreams_parse() {
     ] {
         assert!(parse_upstream(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn listener_tls_loads_and_a_certificate_identity_can_replace_jwt_callers() {
+    let gateway = "listen: 0.0.0.0:8443\ntls:\n  cert: certs/gw.pem\n  key: certs/gw-key.pem\n  client_ca: certs/ca.pem\n  client_identity: san_dns\n";
+    let loaded = load(&source(gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).expect("loads");
+    let tls = loaded.policy.gateway.tls.as_ref().unwrap();
+    assert_eq!(tls.cert.path, PathBuf::from("certs/gw.pem"));
+    assert_eq!((tls.cert.key, tls.cert.line), ("tls.cert", 3));
+    assert_eq!(
+        tls.client_ca.as_ref().unwrap().path,
+        PathBuf::from("certs/ca.pem")
+    );
+    assert_eq!(
+        tls.client_identity,
+        Some(crate::policy::ClientIdentity::SanDns)
+    );
+    assert!(loaded.policy.gateway.callers.is_none());
+    assert!(!loaded
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("not a loopback")));
+}
+
+#[test]
+fn plain_http_off_loopback_is_a_warning() {
+    let gateway = GATEWAY.replace("listen: 127.0.0.1:8080", "listen: 0.0.0.0:8080");
+    let got = warnings(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]));
+    assert!(got.contains(&"policy/gateway.yaml:1: listen 0.0.0.0:8080 is not a loopback address and there is no `tls` section: customer data would cross the network unencrypted".to_string()), "{got:#?}");
+}
+
+#[test]
+fn partner_tls_mistakes() {
+    let partner = |upstream: &str, tls: &str| {
+        format!("kind: contractor\npurpose: shipping\nupstream: {upstream}\nroutes:\n  - path: /v1/a\n    methods: [GET]\nallowed_callers: [a]\ntls:\n{tls}")
+    };
+    let f = "policy/partners/p.yaml";
+    let cases = [
+        (partner("http://127.0.0.1:1", "  ca: ca.pem\n"), vec![format!("{f}:9: tls is set but the upstream is http://: use an https:// upstream")]),
+        (partner("https://a.example", "  client_cert: c.pem\n"), vec![format!("{f}:9: tls.client_cert needs tls.client_key")]),
+        (partner("https://a.example", "  client_key: k.pem\n"), vec![format!("{f}:9: tls.client_key needs tls.client_cert")]),
+        (partner("https://a.example", "  server_name: ''\n"), vec![format!("{f}:9: invalid tls.server_name \"\": expected a DNS name or an IP address")]),
+        (partner("https://a.example", "  ca: ''\n  verify: false\n"), vec![format!("{f}:10: unknown field `verify`, expected one of ca, server_name, client_cert, client_key")]),
+    ];
+    for (text, want) in cases {
+        assert_eq!(
+            errors(&source(GATEWAY, &[("p.yaml", &text)]), None),
+            want,
+            "{text}"
+        );
+    }
+    let text = partner(
+        "https://10.0.0.7:8443",
+        "  ca: certs/p-ca.pem\n  client_cert: certs/c.pem\n  client_key: certs/k.pem\n",
+    );
+    let loaded = load(&source(GATEWAY, &[("p.yaml", &text)]), None).expect("loads");
+    let p = &loaded.policy.partners["p"];
+    let tls = p.tls.as_ref().unwrap();
+    assert_eq!(
+        tls.ca.as_ref().unwrap().path,
+        PathBuf::from("certs/p-ca.pem")
+    );
+    assert_eq!(tls.client_cert.as_ref().unwrap().1.key, "tls.client_key");
+    assert_eq!(p.server_name(), "10.0.0.7");
+    let named = partner(
+        "https://10.0.0.7:8443",
+        "  server_name: API.Partner.example\n",
+    );
+    let loaded = load(&source(GATEWAY, &[("p.yaml", &named)]), None).expect("loads");
+    assert_eq!(
+        loaded.policy.partners["p"].server_name(),
+        "api.partner.example"
+    );
 }
 
 #[test]

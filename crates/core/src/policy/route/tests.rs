@@ -120,6 +120,7 @@ fn route(template: &str, methods: &[&str]) -> Route {
         query: Vec::new(),
         headers: Vec::new(),
         json_types: Vec::new(),
+        response_headers: Vec::new(),
         fields: Vec::new(),
     }
 }
@@ -141,6 +142,7 @@ fn partner(routes: Vec<Route>) -> Partner {
         honor_optouts: Vec::new(),
         legal_basis_header: None,
         legal_basis_format: None,
+        tls: None,
         pseudonymize_key_env: None,
     }
 }

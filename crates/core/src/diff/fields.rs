@@ -1,0 +1,283 @@
+/*!
+What a route discloses of one field path, read semantically from its allow and transform
+paths: `a.**` covers `a.b`, `*` covers every named member, and a transform wins over an allow
+that also names the field (the filter's rule). Comparing two routes field by field gives the
+fields that start or stop being sent or change transform.
+*/
+use crate::filter::{FilterSpec, Transform};
+use crate::policy::{FieldPath, Segment};
+
+/// How a field reaches the partner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disclosure {
+    /// Not at all (removed).
+    None,
+    /// Only some of what lies beneath (a `.**` path asked of a route that names members there).
+    Partial(Vec<String>),
+    Transformed(Transform),
+    /// In clear, a scalar.
+    Clear,
+    /// In clear, with everything beneath it.
+    Subtree,
+}
+
+impl Disclosure {
+    /// How much it reveals; `Transformed(last4)` and `Transformed(pseudonymize)` rank alike but
+    /// reveal different things, so a change between them still counts as disclosing more.
+    fn rank(&self) -> u8 {
+        match self {
+            Disclosure::None => 0,
+            Disclosure::Transformed(Transform::Null) => 1,
+            Disclosure::Transformed(Transform::Mask) => 2,
+            Disclosure::Partial(_) => 3,
+            Disclosure::Transformed(_) => 3,
+            Disclosure::Clear => 4,
+            Disclosure::Subtree => 5,
+        }
+    }
+
+    /// True when going from `self` to `new` lets the partner learn something it did not.
+    pub fn more(&self, new: &Disclosure) -> bool {
+        new.rank() > self.rank() || (new.rank() == self.rank() && new != self)
+    }
+
+    /// Words for a privacy officer: "in clear", "masked (mask)".
+    pub fn words(&self) -> String {
+        match self {
+            Disclosure::None => "not at all".into(),
+            Disclosure::Partial(paths) => format!("only in part ({})", paths.join(", ")),
+            Disclosure::Transformed(Transform::Mask) => "masked (mask)".into(),
+            Disclosure::Transformed(Transform::Last4) => "as its last 4 digits (last4)".into(),
+            Disclosure::Transformed(Transform::Pseudonymize) => {
+                "pseudonymised (pseudonymize)".into()
+            }
+            Disclosure::Transformed(Transform::Null) => "as null".into(),
+            Disclosure::Clear => "in clear".into(),
+            Disclosure::Subtree => "in clear, with everything beneath it".into(),
+        }
+    }
+
+    /// A short machine name: `none`, `partial`, `mask`, …, `clear`, `subtree`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Disclosure::None => "none",
+            Disclosure::Partial(_) => "partial",
+            Disclosure::Transformed(t) => t.name(),
+            Disclosure::Clear => "clear",
+            Disclosure::Subtree => "subtree",
+        }
+    }
+}
+
+/// Does policy segment `rule` cover request segment `asked` (`*` covers named members)?
+fn covers(rule: &Segment, asked: &Segment) -> bool {
+    match (rule, asked) {
+        (Segment::AnyMember, Segment::Member(_) | Segment::AnyMember) => true,
+        (a, b) => a == b,
+    }
+}
+
+fn covers_all(rule: &[Segment], asked: &[Segment]) -> bool {
+    rule.len() == asked.len() && rule.iter().zip(asked).all(|(r, a)| covers(r, a))
+}
+
+/// Could `rule` name something at or beneath `asked` (either may be a wildcard)?
+fn overlaps_beneath(rule: &[Segment], asked: &[Segment]) -> bool {
+    rule.len() >= asked.len()
+        && rule
+            .iter()
+            .zip(asked)
+            .all(|(r, a)| covers(r, a) || covers(a, r))
+}
+
+/// What `spec` (of a route that takes a body; `None` = no body at all) discloses at `asked`.
+pub fn disclosure(spec: Option<&FilterSpec>, asked: &FieldPath) -> Disclosure {
+    let Some(spec) = spec else {
+        return Disclosure::None;
+    };
+    let segs = &asked.segments;
+    if !asked.subtree {
+        if let Some((_, t)) = spec
+            .transforms
+            .iter()
+            .find(|(p, _)| !p.subtree && covers_all(&p.segments, segs))
+        {
+            return Disclosure::Transformed(*t);
+        }
+    }
+    let whole = spec.allow.iter().any(|p| {
+        p.subtree
+            && p.segments.len() <= segs.len()
+            && covers_all(&p.segments, &segs[..p.segments.len()])
+    });
+    if whole {
+        return Disclosure::Subtree;
+    }
+    if !asked.subtree {
+        if spec
+            .allow
+            .iter()
+            .any(|p| !p.subtree && covers_all(&p.segments, segs))
+        {
+            return Disclosure::Clear;
+        }
+        return Disclosure::None;
+    }
+    let mut beneath: Vec<String> = spec
+        .allow
+        .iter()
+        .chain(spec.transforms.iter().map(|(p, _)| p))
+        .filter(|p| overlaps_beneath(&p.segments, segs))
+        .map(ToString::to_string)
+        .collect();
+    beneath.sort();
+    beneath.dedup();
+    if beneath.is_empty() {
+        Disclosure::None
+    } else {
+        Disclosure::Partial(beneath)
+    }
+}
+
+/// Every path either spec writes, once each, in the order written (old first).
+pub fn written_paths(old: Option<&FilterSpec>, new: Option<&FilterSpec>) -> Vec<FieldPath> {
+    let mut out: Vec<FieldPath> = Vec::new();
+    for spec in [old, new].into_iter().flatten() {
+        let paths = spec
+            .allow
+            .iter()
+            .chain(spec.transforms.iter().map(|(p, _)| p));
+        for p in paths {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+/// One field whose disclosure changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChange {
+    pub path: FieldPath,
+    pub old: Disclosure,
+    pub new: Disclosure,
+}
+
+/// The fields whose disclosure differs between two routes' specs. A change beneath a path whose
+/// whole subtree changes is left out (the subtree's change says it, and a field beneath a
+/// subtree can never disclose more than the subtree does, so the direction is kept).
+pub fn compare(old: Option<&FilterSpec>, new: Option<&FilterSpec>) -> Vec<FieldChange> {
+    let mut changes: Vec<FieldChange> = written_paths(old, new)
+        .into_iter()
+        .map(|path| FieldChange {
+            old: disclosure(old, &path),
+            new: disclosure(new, &path),
+            path,
+        })
+        .filter(|c| c.old != c.new)
+        .collect();
+    let subtrees: Vec<Vec<Segment>> = changes
+        .iter()
+        .filter(|c| c.path.subtree)
+        .map(|c| c.path.segments.clone())
+        .collect();
+    changes.retain(|c| {
+        !subtrees.iter().any(|s| {
+            let inside = c.path.segments.len() > s.len()
+                || (c.path.segments.len() == s.len() && !c.path.subtree);
+            inside && covers_all(s, &c.path.segments[..s.len()])
+        })
+    });
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
+        FilterSpec {
+            allow: allow.iter().map(|p| FieldPath::parse(p).unwrap()).collect(),
+            transforms: transforms
+                .iter()
+                .map(|(p, t)| (FieldPath::parse(p).unwrap(), *t))
+                .collect(),
+            records: None,
+            subject: None,
+        }
+    }
+
+    fn at(s: &FilterSpec, p: &str) -> Disclosure {
+        disclosure(Some(s), &FieldPath::parse(p).unwrap())
+    }
+
+    #[test]
+    fn paths_are_read_semantically() {
+        let s = spec(
+            &["a.**", "b.*", "c[*].x", "d.e"],
+            &[("b.secret", Transform::Mask), ("d.*", Transform::Null)],
+        );
+        assert_eq!(at(&s, "a.b"), Disclosure::Subtree);
+        assert_eq!(at(&s, "a.b[*].c"), Disclosure::Subtree);
+        assert_eq!(at(&s, "b.name"), Disclosure::Clear);
+        assert_eq!(at(&s, "b.*"), Disclosure::Clear);
+        assert_eq!(at(&s, "b.secret"), Disclosure::Transformed(Transform::Mask));
+        assert_eq!(
+            at(&s, "d.e"),
+            Disclosure::Transformed(Transform::Null),
+            "transform wins"
+        );
+        assert_eq!(at(&s, "c[*].y"), Disclosure::None);
+        assert_eq!(at(&s, "c.**"), Disclosure::Partial(vec!["c[*].x".into()]));
+        assert_eq!(at(&s, "x"), Disclosure::None);
+        assert_eq!(
+            disclosure(None, &FieldPath::parse("a").unwrap()),
+            Disclosure::None
+        );
+    }
+
+    #[test]
+    fn comparing_routes_finds_what_starts_stops_and_changes() {
+        let old = spec(
+            &["id", "addr.street", "addr.city"],
+            &[("name", Transform::Mask)],
+        );
+        let new = spec(&["id", "addr.**", "name", "email"], &[]);
+        let changes = compare(Some(&old), Some(&new));
+        let summary: Vec<(String, &str, &str)> = changes
+            .iter()
+            .map(|c| (c.path.to_string(), c.old.name(), c.new.name()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("name".to_string(), "mask", "clear"),
+                ("addr.**".to_string(), "partial", "subtree"),
+                ("email".to_string(), "none", "clear"),
+            ]
+        );
+        assert!(changes.iter().all(|c| c.old.more(&c.new)));
+        let back = compare(Some(&new), Some(&old));
+        assert!(back.iter().all(|c| !c.old.more(&c.new)), "{back:?}");
+    }
+
+    #[test]
+    fn a_wildcard_covers_named_members() {
+        let old = spec(&["a.x"], &[]);
+        let new = spec(&["a.*"], &[]);
+        let changes = compare(Some(&old), Some(&new));
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].path.to_string(), "a.*");
+        assert_eq!(changes[0].old, Disclosure::None);
+        assert!(compare(Some(&new), Some(&spec(&["a.*", "a.x"], &[]))).is_empty());
+    }
+
+    #[test]
+    fn last4_to_pseudonymize_counts_as_more() {
+        let l = Disclosure::Transformed(Transform::Last4);
+        let p = Disclosure::Transformed(Transform::Pseudonymize);
+        assert!(l.more(&p) && p.more(&l));
+        assert!(!Disclosure::Clear.more(&Disclosure::Transformed(Transform::Mask)));
+    }
+}

@@ -1,0 +1,571 @@
+/*!
+What a policy change starts or stops disclosing, computed from two validated policies (not
+from their YAML text): per partner and route, the fields that start or stop being sent or
+change transform, callers added or removed, opt-out scopes honoured or dropped, legal-basis
+rules, routes, methods, query parameters and headers added or removed. Each [`Change`] says
+in a privacy officer's words what happens ("acme-ship will START receiving
+shipments[*].email (user.contact.email) in clear on POST /v1/shipments") and whether it
+discloses more: anything that lets a partner learn something it could not before does.
+
+- `fields`: what a route discloses of one field path, read semantically.
+*/
+mod fields;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+pub use fields::{disclosure, Disclosure, FieldChange};
+
+use crate::filter::FilterSpec;
+use crate::policy::{FieldPath, Partner, Policy, Route};
+
+/// One effect of a policy change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub partner: String,
+    /// `METHODS /template` of the route concerned, if the change is about one route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// What changed: `field_started`, `field_stopped`, `transform_changed`, `caller_added`, …
+    pub change: &'static str,
+    /// The field path (policy syntax), or the caller, scope, method, parameter or header name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// The partner can learn something it could not before.
+    pub discloses_more: bool,
+    /// The effect in plain words.
+    pub text: String,
+}
+
+/// Every effect of going from one policy to another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyDiff {
+    pub discloses_more: bool,
+    pub changes: Vec<Change>,
+}
+
+struct Builder {
+    changes: Vec<Change>,
+}
+
+impl Builder {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        partner: &str,
+        route: Option<&str>,
+        change: &'static str,
+        subject: Option<String>,
+        before_after: (Option<String>, Option<String>),
+        discloses_more: bool,
+        text: String,
+    ) {
+        self.changes.push(Change {
+            partner: partner.to_string(),
+            route: route.map(str::to_string),
+            change,
+            subject,
+            category: None,
+            before: before_after.0,
+            after: before_after.1,
+            discloses_more,
+            text,
+        });
+    }
+}
+
+/// Compares `old` with `new`.
+pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
+    let mut b = Builder {
+        changes: Vec::new(),
+    };
+    let unauth = |p: &Policy| {
+        p.gateway
+            .callers
+            .as_ref()
+            .is_some_and(|c| c.allow_unauthenticated)
+    };
+    if unauth(old) != unauth(new) {
+        let on = unauth(new);
+        b.push(
+            "*",
+            None,
+            if on { "unauthenticated_allowed" } else { "unauthenticated_refused" },
+            None,
+            (None, None),
+            on,
+            if on {
+                "ANY local process will be able to send through the gateway (callers.allow_unauthenticated)".into()
+            } else {
+                "callers must authenticate again (allow_unauthenticated removed)".into()
+            },
+        );
+    }
+    let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
+    for id in ids {
+        match (old.partners.get(id), new.partners.get(id)) {
+            (Some(o), Some(n)) => partner(&mut b, o, n),
+            (None, Some(n)) => {
+                b.push(
+                    id,
+                    None,
+                    "partner_added",
+                    None,
+                    (None, Some(n.kind.as_str().into())),
+                    true,
+                    format!(
+                        "{id} is a NEW recipient ({}, purpose {})",
+                        n.kind.as_str(),
+                        n.purpose
+                    ),
+                );
+                for r in &n.routes {
+                    route_added(&mut b, n, r);
+                }
+            }
+            (Some(_), None) => b.push(
+                id,
+                None,
+                "partner_removed",
+                None,
+                (None, None),
+                false,
+                format!("{id} will STOP receiving anything (partner removed)"),
+            ),
+            (None, None) => {}
+        }
+    }
+    PolicyDiff {
+        discloses_more: b.changes.iter().any(|c| c.discloses_more),
+        changes: b.changes,
+    }
+}
+
+/// `POST /v1/shipments`.
+fn route_label(r: &Route) -> String {
+    format!("{} {}", r.methods.join(", "), r.template)
+}
+
+fn spec(r: &Route) -> Option<&FilterSpec> {
+    r.filter.as_deref().map(|f| f.spec())
+}
+
+fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
+    let id = &n.id;
+    let mut attr =
+        |change: &'static str, before: String, after: String, more: bool, text: String| {
+            b.push(
+                id,
+                None,
+                change,
+                None,
+                (Some(before), Some(after)),
+                more,
+                text,
+            )
+        };
+    if o.kind != n.kind {
+        attr(
+            "kind_changed",
+            o.kind.as_str().into(),
+            n.kind.as_str().into(),
+            true,
+            format!(
+                "{id} will be a {} instead of a {} (use {} instead of {})",
+                n.kind.as_str(),
+                o.kind.as_str(),
+                n.kind.data_use(),
+                o.kind.data_use()
+            ),
+        );
+    }
+    if o.purpose != n.purpose {
+        attr(
+            "purpose_changed",
+            o.purpose.clone(),
+            n.purpose.clone(),
+            true,
+            format!(
+                "{id} will receive data for the purpose {:?} instead of {:?}",
+                n.purpose, o.purpose
+            ),
+        );
+    }
+    if o.upstream != n.upstream {
+        let show = |u: &crate::policy::Upstream| {
+            format!(
+                "{}://{}",
+                if u.tls { "https" } else { "http" },
+                u.authority()
+            )
+        };
+        attr(
+            "upstream_changed",
+            show(&o.upstream),
+            show(&n.upstream),
+            true,
+            format!(
+                "{id}'s data will go to {} instead of {}",
+                show(&n.upstream),
+                show(&o.upstream)
+            ),
+        );
+    }
+    names(
+        b,
+        id,
+        None,
+        "caller",
+        &o.allowed_callers,
+        &n.allowed_callers,
+        true,
+        |name, added| {
+            if added {
+                format!("caller {name} will be able to send to {id}")
+            } else {
+                format!("caller {name} will no longer be able to send to {id}")
+            }
+        },
+    );
+    let scopes = |p: &Partner| {
+        p.honor_optouts
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    names(
+        b,
+        id,
+        None,
+        "optout_scope",
+        &scopes(o),
+        &scopes(n),
+        false,
+        |scope, added| {
+            if added {
+                format!("{id} will honour the opt-out scope {scope}: records of customers who opted out of it STOP being sent")
+            } else {
+                format!("{id} will NO LONGER honour the opt-out scope {scope}: records of customers who opted out of it START being sent")
+            }
+        },
+    );
+    legal_basis(b, o, n);
+    for r in &n.routes {
+        match o.routes.iter().find(|x| x.template == r.template) {
+            Some(old_route) => route(b, n, old_route, r),
+            None => route_added(b, n, r),
+        }
+    }
+    for r in o
+        .routes
+        .iter()
+        .filter(|r| !n.routes.iter().any(|x| x.template == r.template))
+    {
+        b.push(
+            id,
+            Some(&route_label(r)),
+            "route_removed",
+            Some(r.template.clone()),
+            (None, None),
+            false,
+            format!(
+                "{id} will STOP receiving anything on {} (route removed)",
+                route_label(r)
+            ),
+        );
+    }
+}
+
+/// Names added or removed (callers, scopes, methods, parameters, headers). `added_is_more`:
+/// whether an added name discloses more (a dropped opt-out scope does, an added one does not).
+#[allow(clippy::too_many_arguments)]
+fn names(
+    b: &mut Builder,
+    partner: &str,
+    route: Option<&str>,
+    what: &'static str,
+    old: &[String],
+    new: &[String],
+    added_is_more: bool,
+    text: impl Fn(&str, bool) -> String,
+) {
+    let (added, removed): (&'static str, &'static str) = match what {
+        "caller" => ("caller_added", "caller_removed"),
+        "optout_scope" => ("optout_scope_added", "optout_scope_dropped"),
+        "method" => ("method_added", "method_removed"),
+        "query" => ("query_added", "query_removed"),
+        _ => ("header_added", "header_removed"),
+    };
+    for name in new.iter().filter(|x| !old.contains(x)) {
+        b.push(
+            partner,
+            route,
+            added,
+            Some(name.clone()),
+            (None, None),
+            added_is_more,
+            text(name, true),
+        );
+    }
+    for name in old.iter().filter(|x| !new.contains(x)) {
+        b.push(
+            partner,
+            route,
+            removed,
+            Some(name.clone()),
+            (None, None),
+            !added_is_more,
+            text(name, false),
+        );
+    }
+}
+
+fn legal_basis(b: &mut Builder, o: &Partner, n: &Partner) {
+    let id = &n.id;
+    if o.legal_basis_header != n.legal_basis_header {
+        let more = n.legal_basis_header.is_none();
+        let text = match (&o.legal_basis_header, &n.legal_basis_header) {
+            (_, None) => format!("{id} will receive requests WITHOUT a legal-basis reference"),
+            (None, Some(h)) => {
+                format!("every request to {id} will need a legal-basis reference in {h:?}")
+            }
+            (Some(a), Some(h)) => {
+                format!("{id}'s legal-basis reference will be read from {h:?} instead of {a:?}")
+            }
+        };
+        b.push(
+            id,
+            None,
+            "legal_basis_changed",
+            None,
+            (o.legal_basis_header.clone(), n.legal_basis_header.clone()),
+            more,
+            text,
+        );
+    }
+    let format = |p: &Partner| {
+        p.legal_basis_format
+            .as_ref()
+            .map(|r| r.as_str().to_string())
+    };
+    let (of, nf) = (format(o), format(n));
+    if of != nf {
+        let text = match (&of, &nf) {
+            (_, None) => format!(
+                "{id} will accept any legal-basis reference (format {} removed)",
+                of.clone().unwrap_or_default()
+            ),
+            (None, Some(f)) => {
+                format!("{id} will accept only legal-basis references of the form {f}")
+            }
+            (Some(a), Some(f)) => {
+                format!("{id} will accept legal-basis references of the form {f} instead of {a}")
+            }
+        };
+        // A different regular expression may accept references the old one refused.
+        let more = nf.is_none() || of.is_some();
+        b.push(
+            id,
+            None,
+            "legal_basis_format_changed",
+            None,
+            (of, nf),
+            more,
+            text,
+        );
+    }
+}
+
+fn route_added(b: &mut Builder, p: &Partner, r: &Route) {
+    let label = route_label(r);
+    b.push(
+        &p.id,
+        Some(&label),
+        "route_added",
+        Some(r.template.clone()),
+        (None, None),
+        true,
+        format!("{} will be reachable on the NEW route {label}", p.id),
+    );
+    for change in fields::compare(None, spec(r)) {
+        field(b, p, r, change);
+    }
+}
+
+fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
+    let id = &p.id;
+    let label = route_label(n);
+    let on = |what: String| format!("{what} on {label}");
+    names(
+        b,
+        id,
+        Some(&label),
+        "method",
+        &o.methods,
+        &n.methods,
+        true,
+        |m, added| {
+            if added {
+                format!("{id} will also accept {m} on {}", n.template)
+            } else {
+                format!("{id} will no longer accept {m} on {}", n.template)
+            }
+        },
+    );
+    names(
+        b,
+        id,
+        Some(&label),
+        "query",
+        &o.query,
+        &n.query,
+        true,
+        |q, added| {
+            on(format!(
+                "{id} will {} the query parameter {q}",
+                if added {
+                    "START receiving"
+                } else {
+                    "STOP receiving"
+                }
+            ))
+        },
+    );
+    names(
+        b,
+        id,
+        Some(&label),
+        "header",
+        &o.headers,
+        &n.headers,
+        true,
+        |h, added| {
+            on(format!(
+                "{id} will {} the header {h}",
+                if added {
+                    "START receiving"
+                } else {
+                    "STOP receiving"
+                }
+            ))
+        },
+    );
+    let records = |r: &Route| {
+        spec(r).map(|s| {
+            (
+                s.records.as_ref().map(ToString::to_string),
+                s.subject.clone(),
+            )
+        })
+    };
+    let (or, nr) = (records(o), records(n));
+    if or != nr && !p.honor_optouts.is_empty() {
+        let show = |r: &Option<(Option<String>, Option<String>)>| match r {
+            Some((Some(rec), Some(sub))) => format!("records {rec}, subject {sub}"),
+            _ => "no records".to_string(),
+        };
+        b.push(
+            id,
+            Some(&label),
+            "records_changed",
+            None,
+            (Some(show(&or)), Some(show(&nr))),
+            true,
+            on(format!(
+                "{id} will have opt-outs applied to {} instead of {}",
+                show(&nr),
+                show(&or)
+            )),
+        );
+    }
+    for change in fields::compare(spec(o), spec(n)) {
+        field(b, p, n, change);
+    }
+}
+
+fn field(b: &mut Builder, p: &Partner, r: &Route, c: FieldChange) {
+    let id = &p.id;
+    let label = route_label(r);
+    let category = category(r, &c.path);
+    let named = match &category {
+        Some(cat) => format!("{} ({cat})", c.path),
+        None => c.path.to_string(),
+    };
+    let (change, text) = match (&c.old, &c.new) {
+        (Disclosure::None, new) => (
+            "field_started",
+            format!(
+                "{id} will START receiving {named} {} on {label}",
+                new.words()
+            ),
+        ),
+        (old, Disclosure::None) => (
+            "field_stopped",
+            format!(
+                "{id} will STOP receiving {named} (was {}) on {label}",
+                old.words()
+            ),
+        ),
+        (old, new) => (
+            "transform_changed",
+            format!(
+                "{id} will receive {named} {} instead of {} on {label}",
+                new.words(),
+                old.words()
+            ),
+        ),
+    };
+    b.changes.push(Change {
+        partner: id.clone(),
+        route: Some(label),
+        change,
+        subject: Some(c.path.to_string()),
+        category,
+        before: Some(c.old.name().to_string()),
+        after: Some(c.new.name().to_string()),
+        discloses_more: c.old.more(&c.new),
+        text,
+    });
+}
+
+/// The data category the route gives a field path, if any.
+fn category(_route: &Route, _path: &FieldPath) -> Option<String> {
+    None
+}
+
+impl PolicyDiff {
+    /// The report as text: one line per change, grouped by partner, marked `+` when the change
+    /// discloses more and `-` otherwise, and a closing verdict.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let mut last: Option<&str> = None;
+        for c in &self.changes {
+            if last != Some(c.partner.as_str()) {
+                out.push_str(&format!("{}:\n", c.partner));
+                last = Some(&c.partner);
+            }
+            let mark = if c.discloses_more { '+' } else { '-' };
+            out.push_str(&format!("  {mark} {}\n", c.text));
+        }
+        if self.changes.is_empty() {
+            out.push_str("no change in what any partner receives\n");
+        } else if self.discloses_more {
+            out.push_str(
+                "this change DISCLOSES MORE: something starts being sent (sign-off needed)\n",
+            );
+        } else {
+            out.push_str("this change discloses nothing new\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

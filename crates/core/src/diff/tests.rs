@@ -1,0 +1,150 @@
+use super::*;
+use crate::policy::{load, PolicySource, SourceFile};
+
+const GATEWAY: &str = "optouts: { path: data/optouts }\ncallers: { issuer: i, audience: a, keys: k.json }\nsigning: { issuer: i, key: k.pem, kid: k }\n";
+
+/// A policy with one partner `acme` whose file is `partner`.
+fn policy(partner: &str) -> Policy {
+    let source = PolicySource {
+        dir: "policy".into(),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: GATEWAY.into(),
+        },
+        partners: vec![SourceFile {
+            path: "policy/partners/acme.yaml".into(),
+            text: partner.into(),
+        }],
+    };
+    load(&source, None)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .policy
+}
+
+fn contractor(allow: &str, transform: &str, callers: &str) -> String {
+    format!(
+        "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [{allow}]\n    transform: {{{transform}}}\nallowed_callers: [{callers}]\n"
+    )
+}
+
+fn texts(d: &PolicyDiff) -> Vec<String> {
+    d.changes.iter().map(|c| c.text.clone()).collect()
+}
+
+#[test]
+fn a_newly_allowed_field_starts_being_sent() {
+    let old = policy(&contractor("order_id", "", "orders"));
+    let new = policy(&contractor(
+        "order_id, \"shipments[*].email\"",
+        "",
+        "orders",
+    ));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more);
+    assert_eq!(
+        texts(&d),
+        ["acme will START receiving shipments[*].email in clear on POST /v1/shipments"]
+    );
+    assert_eq!(d.changes[0].change, "field_started");
+    assert!(
+        !diff(&new, &old).discloses_more,
+        "the way back discloses less"
+    );
+    assert_eq!(diff(&new, &old).changes[0].change, "field_stopped");
+}
+
+#[test]
+fn mask_to_clear_discloses_more() {
+    let old = policy(&contractor("order_id", "name: mask", "orders"));
+    let new = policy(&contractor("order_id, name", "", "orders"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more);
+    assert_eq!(
+        texts(&d),
+        ["acme will receive name in clear instead of masked (mask) on POST /v1/shipments"]
+    );
+    assert_eq!(d.changes[0].change, "transform_changed");
+    assert!(!diff(&new, &old).discloses_more);
+}
+
+#[test]
+fn widening_to_a_subtree_discloses_more() {
+    let old = policy(&contractor("address.street, address.city", "", "orders"));
+    let new = policy(&contractor("address.**", "", "orders"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more);
+    assert_eq!(
+        texts(&d),
+        ["acme will receive address.** in clear, with everything beneath it instead of only in part (address.city, address.street) on POST /v1/shipments"]
+    );
+    // the same fields, written differently, are no change at all
+    let same = policy(&contractor("address.**, address.city", "", "orders"));
+    assert!(
+        diff(&new, &same).changes.is_empty(),
+        "{:?}",
+        diff(&new, &same)
+    );
+}
+
+#[test]
+fn a_new_caller_discloses_more() {
+    let old = policy(&contractor("order_id", "", "orders"));
+    let new = policy(&contractor("order_id", "", "orders, marketing"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more);
+    assert_eq!(texts(&d), ["caller marketing will be able to send to acme"]);
+    assert!(!diff(&new, &old).discloses_more);
+}
+
+fn business(honor: &str) -> String {
+    format!(
+        "kind: business_partner\npurpose: marketing\nupstream: http://127.0.0.1:9004\nroutes:\n  - path: /v1/audiences\n    methods: [POST]\n    records: contacts[*]\n    subject: customer_id\n    allow: [\"contacts[*].email\"]\nallowed_callers: [marketing]\n{honor}"
+    )
+}
+
+#[test]
+fn a_dropped_opt_out_scope_discloses_more() {
+    let old = policy(&business(""));
+    let new = policy(&business("honor_optouts: [partner_sharing]\n"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more, "{d:?}");
+    assert_eq!(d.changes[0].change, "optout_scope_dropped");
+    assert_eq!(
+        texts(&d),
+        ["acme will NO LONGER honour the opt-out scope partner:acme: records of customers who opted out of it START being sent"]
+    );
+    let back = diff(&new, &old);
+    assert!(!back.discloses_more);
+    assert_eq!(back.changes[0].change, "optout_scope_added");
+}
+
+#[test]
+fn a_removed_route_discloses_nothing_new() {
+    let two = "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [order_id]\n  - path: /v1/returns\n    methods: [POST]\n    allow: [order_id, reason]\nallowed_callers: [orders]\n";
+    let old = policy(two);
+    let new = policy(&contractor("order_id", "", "orders"));
+    let d = diff(&old, &new);
+    assert!(!d.discloses_more, "{d:?}");
+    assert_eq!(
+        texts(&d),
+        ["acme will STOP receiving anything on POST /v1/returns (route removed)"]
+    );
+    let back = diff(&new, &old);
+    assert!(back.discloses_more);
+    assert_eq!(
+        texts(&back),
+        [
+            "acme will be reachable on the NEW route POST /v1/returns",
+            "acme will START receiving order_id in clear on POST /v1/returns",
+            "acme will START receiving reason in clear on POST /v1/returns",
+        ]
+    );
+}
+
+#[test]
+fn an_unchanged_policy_has_no_changes() {
+    let p = contractor("order_id, address.**", "name: mask", "orders");
+    let d = diff(&policy(&p), &policy(&p));
+    assert_eq!(d, PolicyDiff::default());
+    assert!(d.to_text().contains("no change"));
+}

@@ -1,0 +1,155 @@
+//! `diff`: what a policy change starts or stops disclosing, from the two compiled policies
+//! (the core's `diff`), in words a privacy officer reads; with `--samples DIR`, the sample
+//! requests in `DIR/*.yaml` (the policy-test format, `expect` optional) run through both
+//! policies and every difference in what the partner would receive is shown.
+//! Exit 0 = nothing new is disclosed, 4 = the change discloses more, 1 = an invalid policy.
+use std::path::Path;
+use std::process::ExitCode;
+
+use gateway_core::policy::Policy;
+use gateway_core::policytest::{self, Forwarded};
+use gateway_core::Refusal;
+use serde::Serialize;
+
+use crate::cli::test::{load_for_tests, read_cases, reader, test_files};
+
+/// Exit code when the change discloses more.
+pub const EXIT_DISCLOSES_MORE: u8 = 4;
+
+/// One sample request run through both policies.
+#[derive(Serialize)]
+struct SampleResult {
+    /// `FILE:LINE` of the sample.
+    at: String,
+    name: String,
+    /// `same`, `changed`, `newly_forwarded` or `newly_refused`.
+    outcome: &'static str,
+    old: String,
+    new: String,
+    /// Line diff of the bodies (`-` old, `+` new) when they differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_diff: Option<String>,
+}
+
+fn summary(outcome: &Result<Forwarded, Refusal>) -> String {
+    match outcome {
+        Ok(f) => format!(
+            "forwarded to {}, {} body bytes",
+            f.outgoing.path_and_query,
+            f.outgoing.body.len()
+        ),
+        Err(r) => format!("refused {} {}", r.status(), r.code()),
+    }
+}
+
+fn compare_sample(
+    at: String,
+    name: &str,
+    old: Result<Forwarded, Refusal>,
+    new: Result<Forwarded, Refusal>,
+) -> SampleResult {
+    let (outcome, body_diff) = match (&old, &new) {
+        (Ok(o), Ok(n)) => {
+            let same = o.outgoing.body == n.outgoing.body
+                && o.outgoing.path_and_query == n.outgoing.path_and_query
+                && o.outgoing.headers == n.outgoing.headers;
+            let diff = (o.outgoing.body != n.outgoing.body).then(|| {
+                policytest::unified_diff(
+                    &policytest::pretty_json(&o.outgoing.body),
+                    &policytest::pretty_json(&n.outgoing.body),
+                )
+            });
+            (if same { "same" } else { "changed" }, diff)
+        }
+        (Err(o), Err(n)) if o.code() == n.code() => ("same", None),
+        (Err(_), Err(_)) => ("changed", None),
+        (Err(_), Ok(_)) => ("newly_forwarded", None),
+        (Ok(_), Err(_)) => ("newly_refused", None),
+    };
+    SampleResult {
+        at,
+        name: name.to_string(),
+        outcome,
+        old: summary(&old),
+        new: summary(&new),
+        body_diff,
+    }
+}
+
+fn run_samples(dir: &Path, old: &Policy, new: &Policy) -> Result<Vec<SampleResult>, Vec<String>> {
+    let mut results = Vec::new();
+    let files = test_files(dir).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
+    if files.is_empty() {
+        return Err(vec![format!("{}: no sample files (*.yaml)", dir.display())]);
+    }
+    for file in &files {
+        let read = reader(file);
+        for case in read_cases(file)? {
+            let at = format!("{}:{}", file.display(), case.line);
+            let decide = |p: &Policy| {
+                policytest::decide_case(p, &case, &read)
+                    .map_err(|f| vec![format!("{}:{}: {}", file.display(), f.line, f.message)])
+            };
+            results.push(compare_sample(at, &case.name, decide(old)?, decide(new)?));
+        }
+    }
+    Ok(results)
+}
+
+fn print_text(report: &gateway_core::diff::PolicyDiff, samples: &[SampleResult]) {
+    print!("{}", report.to_text());
+    if samples.is_empty() {
+        return;
+    }
+    println!("samples:");
+    for s in samples {
+        if s.outcome == "same" {
+            println!("  {}: {}: same ({})", s.at, s.name, s.new);
+            continue;
+        }
+        println!("  {}: {}: {}", s.at, s.name, s.outcome.replace('_', " "));
+        println!("      old: {}", s.old);
+        println!("      new: {}", s.new);
+        for line in s.body_diff.iter().flat_map(|d| d.lines()) {
+            println!("      {line}");
+        }
+    }
+}
+
+pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: &str) -> ExitCode {
+    if format != "text" && format != "json" {
+        eprintln!("unknown --format {format:?} (expected text or json)");
+        return ExitCode::from(2);
+    }
+    let load = |dir: &Path| load_for_tests(dir).map_err(|e| println!("{}: {e:#}", dir.display()));
+    let (Ok(old), Ok(new)) = (load(old_dir), load(new_dir)) else {
+        return ExitCode::from(1);
+    };
+    let report = gateway_core::diff::diff(&old, &new);
+    let samples = match samples.map(|dir| run_samples(dir, &old, &new)) {
+        None => Vec::new(),
+        Some(Ok(s)) => s,
+        Some(Err(lines)) => {
+            for l in lines {
+                println!("{l}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let more = report.discloses_more || samples.iter().any(|s| s.outcome == "newly_forwarded");
+    if format == "json" {
+        let doc = serde_json::json!({
+            "discloses_more": more,
+            "changes": report.changes,
+            "samples": samples,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print_text(&report, &samples);
+    }
+    if more {
+        ExitCode::from(EXIT_DISCLOSES_MORE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,137 @@
+/*!
+What of a partner's answer reaches the caller. The status and the body are relayed as they
+arrive (never buffered whole); of the headers only an allow-list passes: the answer's own
+metadata (content type, language, caching, `location`, `retry-after`), the framing the body
+needs, and the route's `response_headers`. A partner's cookies, challenges, credentials and
+connection headers never reach OhSoft's callers, nor does any header carrying the credential
+the gateway injected toward that partner (a partner echoing request headers back).
+*/
+use gateway_core::headers::is_relayed_from_partner;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+
+/// How the relayed body is framed toward the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// The partner's exact `content-length` (the bytes are relayed unchanged).
+    Length(u64),
+    /// Chunked toward an HTTP/1.1 (or h2) caller: the length is not known in advance.
+    Chunked,
+    /// HTTP/1.0 caller, length unknown: the end of the body is the end of the connection.
+    Close,
+}
+
+/// The framing of the partner's answer, as the partner sent it: a `content-length` is kept only
+/// when the partner did not also send `transfer-encoding` (which overrides it).
+pub fn framing(partner: &ResponseHeader, caller_http10: bool) -> Framing {
+    let chunked = partner.headers.contains_key("transfer-encoding");
+    let length = partner
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (chunked, length) {
+        (false, Some(n)) => Framing::Length(n),
+        _ if caller_http10 => Framing::Close,
+        _ => Framing::Chunked,
+    }
+}
+
+/// The header sent to the caller for a partner's final answer.
+///
+/// `credential` is the secret the gateway sent to this partner (`upstream_auth`), if any: a
+/// header whose value contains it is dropped whatever its name.
+pub fn caller_header(
+    partner: &ResponseHeader,
+    route_headers: &[String],
+    credential: Option<&str>,
+    framing: Framing,
+) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(partner.status, Some(partner.headers.len() + 2))?;
+    for (name, value) in partner.headers.iter() {
+        let name_text = name.as_str();
+        if !is_relayed_from_partner(name_text, route_headers) {
+            continue;
+        }
+        if credential.is_some_and(|secret| carries(value.as_bytes(), secret.as_bytes())) {
+            log::warn!(
+                "a partner answer header {name_text:?} carried the partner credential; dropped"
+            );
+            continue;
+        }
+        header.append_header(name.clone(), value.clone())?;
+    }
+    match framing {
+        Framing::Length(n) => header.insert_header("content-length", n.to_string())?,
+        Framing::Chunked => header.insert_header("transfer-encoding", "chunked")?,
+        Framing::Close => {}
+    }
+    Ok(header)
+}
+
+/// Whether `value` contains `secret` (ASCII case-insensitively: a partner may echo it re-cased).
+fn carries(value: &[u8], secret: &[u8]) -> bool {
+    !secret.is_empty()
+        && value.len() >= secret.len()
+        && value
+            .windows(secret.len())
+            .any(|w| w.eq_ignore_ascii_case(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partner(headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut h = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in headers {
+            h.append_header(n.to_string(), *v).unwrap();
+        }
+        h
+    }
+
+    fn names(h: &ResponseHeader) -> Vec<String> {
+        h.headers.keys().map(|k| k.as_str().to_string()).collect()
+    }
+
+    #[test]
+    fn only_listed_headers_pass() {
+        let p = partner(&[
+            ("content-type", "application/json"),
+            ("set-cookie", "a=b"),
+            ("www-authenticate", "Bearer"),
+            ("x-rate", "5"),
+            ("proxy-authenticate", "x"),
+            ("server", "nginx"),
+            ("etag", "\"1\""),
+        ]);
+        let route = vec!["x-rate".to_string(), "set-cookie".to_string()];
+        let h = caller_header(&p, &route, None, Framing::Length(2)).unwrap();
+        assert_eq!(
+            names(&h),
+            vec!["content-type", "x-rate", "etag", "content-length"]
+        );
+    }
+
+    #[test]
+    fn a_header_carrying_the_credential_is_dropped() {
+        let p = partner(&[
+            ("content-type", "application/json"),
+            ("x-echo", "Bearer PARTNER-secret"),
+            ("location", "/x?token=partner-secret"),
+        ]);
+        let route = vec!["x-echo".to_string()];
+        let h = caller_header(&p, &route, Some("partner-secret"), Framing::Chunked).unwrap();
+        assert_eq!(names(&h), vec!["content-type", "transfer-encoding"]);
+    }
+
+    #[test]
+    fn framing_follows_the_partner() {
+        let cl = partner(&[("content-length", "12")]);
+        assert_eq!(framing(&cl, false), Framing::Length(12));
+        let te = partner(&[("content-length", "12"), ("transfer-encoding", "chunked")]);
+        assert_eq!(framing(&te, false), Framing::Chunked);
+        assert_eq!(framing(&te, true), Framing::Close);
+        assert_eq!(framing(&partner(&[]), false), Framing::Chunked);
+    }
+}

@@ -1,0 +1,121 @@
+//! Certificate and key files the policy names: read, parsed and checked before anything is
+//! built from them (pingora panics on bad files), each problem reported as `FILE:LINE: message`
+//! on the policy line that names the file, with the file's path in the message.
+use std::sync::Arc;
+
+use gateway_core::policy::{Diagnostic, NamedFile};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// A problem with one named file.
+pub fn problem(file: &NamedFile, message: impl std::fmt::Display) -> Diagnostic {
+    Diagnostic {
+        file: file.source.clone(),
+        line: file.line,
+        message: format!("{} {}: {message}", file.key, file.path.display()),
+    }
+}
+
+fn read(file: &NamedFile) -> Result<Vec<u8>, Diagnostic> {
+    std::fs::read(&file.path).map_err(|e| problem(file, format!("cannot read file: {e}")))
+}
+
+/// Every certificate in a PEM file (at least one; each one parseable X.509).
+pub fn read_certs(file: &NamedFile) -> Result<Vec<CertificateDer<'static>>, Diagnostic> {
+    let bytes = read(file)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem(file, format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(problem(
+            file,
+            "not a PEM certificate file (no -----BEGIN CERTIFICATE----- block)",
+        ));
+    }
+    for (i, cert) in certs.iter().enumerate() {
+        X509Certificate::from_der(cert.as_ref()).map_err(|e| {
+            problem(
+                file,
+                format!("certificate {} is not valid X.509: {e}", i + 1),
+            )
+        })?;
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file (PKCS#8, SEC1 or PKCS#1 RSA).
+pub fn read_key(file: &NamedFile) -> Result<PrivateKeyDer<'static>, Diagnostic> {
+    let bytes = read(file)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+        problem(
+            file,
+            format!("not a PEM private key (PKCS#8, SEC1 or RSA): {e}"),
+        )
+    })
+}
+
+/// The certificate's notAfter, in Unix seconds (the certificate was parsed by [`read_certs`]).
+pub fn not_after(cert: &CertificateDer<'_>) -> i64 {
+    X509Certificate::from_der(cert.as_ref())
+        .map(|(_, c)| c.validity().not_after.timestamp())
+        .unwrap_or(0)
+}
+
+/// The certificate's first DNS subject alternative name.
+pub fn first_dns_san(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+        _ => None,
+    })
+}
+
+/// A warning when the certificate has expired (`now` in Unix seconds).
+pub fn expiry_warning(
+    file: &NamedFile,
+    certs: &[CertificateDer<'_>],
+    now: i64,
+) -> Option<Diagnostic> {
+    let expired = certs.iter().map(not_after).filter(|t| *t < now).min()?;
+    Some(problem(
+        file,
+        format!(
+            "a certificate expired at {} (Unix time {expired}): handshakes with it will fail",
+            rfc3339(expired)
+        ),
+    ))
+}
+
+fn rfc3339(unix: i64) -> String {
+    x509_parser::time::ASN1Time::from_timestamp(unix)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| unix.to_string())
+}
+
+/// A certificate chain and its private key, checked to belong together.
+pub fn certified_key(cert: &NamedFile, key: &NamedFile) -> Result<Arc<CertifiedKey>, Diagnostic> {
+    let chain = read_certs(cert)?;
+    let der = read_key(key)?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| problem(key, format!("unusable private key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) => Ok(Arc::new(certified)),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(problem(
+                key,
+                format!("does not match the certificate in {}", cert.path.display()),
+            ))
+        }
+        Err(e) => Err(problem(
+            cert,
+            format!("cannot check the key against it: {e}"),
+        )),
+    }
+}

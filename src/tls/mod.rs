@@ -1,0 +1,130 @@
+/*!
+TLS on both legs. [`TlsMaterial::load`] reads every certificate and key file a policy names and
+checks it (readable, PEM, key matches certificate; expired is a warning) before anything is
+built from it, so a bad file is a `FILE:LINE: message` from `check`, `serve` and reloads, never a
+pingora panic. The listener's certificate and client CA live in [`ListenerTlsState`], swapped by
+reloads; partners' CA sets and client certificates travel with each policy ([`PartnerPeerTls`]).
+*/
+mod files;
+mod listener;
+mod partner;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gateway_core::policy::{Diagnostic, Policy};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::CertifiedKey;
+
+pub use files::first_dns_san;
+pub use listener::{ListenerTlsState, PeerIdentity};
+pub use partner::PartnerPeerTls;
+
+/// The listener's certificate and client-certificate verifier from one policy load.
+pub struct ListenerMaterial {
+    pub cert: Arc<CertifiedKey>,
+    pub client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+/// Everything TLS built from one policy load.
+#[derive(Default)]
+pub struct TlsMaterial {
+    pub listener: Option<ListenerMaterial>,
+    /// Partners with an `https` upstream, by id.
+    pub partners: HashMap<String, PartnerPeerTls>,
+    /// `(name, notAfter in Unix seconds)` for `certificate_expiry_timestamp_seconds{name}`.
+    pub expiries: Vec<(String, i64)>,
+}
+
+/// A listener's TLS from files given on the command line (`mock-partner --tls-cert ...`),
+/// checked like the policy's.
+pub fn listener_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> anyhow::Result<ListenerTlsState> {
+    let named = |path: &std::path::Path, key: &'static str| gateway_core::policy::NamedFile {
+        path: path.to_path_buf(),
+        key,
+        source: "command line".to_string(),
+        line: 1,
+    };
+    let fail = |d: Diagnostic| anyhow::anyhow!("{}", d.message);
+    let certified =
+        files::certified_key(&named(cert, "--tls-cert"), &named(key, "--tls-key")).map_err(fail)?;
+    let verifier = match client_ca {
+        None => None,
+        Some(ca) => {
+            let file = named(ca, "--tls-client-ca");
+            let certs = files::read_certs(&file).map_err(fail)?;
+            Some(listener::client_verifier(certs).map_err(|e| fail(files::problem(&file, e)))?)
+        }
+    };
+    Ok(ListenerTlsState::new(certified, verifier))
+}
+
+/// The identity the TLS handshake recorded for a connection's client certificate, if any.
+pub fn peer_identity(digest: Option<&pingora::protocols::Digest>) -> Option<PeerIdentity> {
+    let ssl = digest?.ssl_digest.as_ref()?;
+    ssl.extension.get::<PeerIdentity>().cloned()
+}
+
+/// What [`TlsMaterial::load`] found: the material and its warnings, or every error.
+pub type Loaded = Result<(TlsMaterial, Vec<Diagnostic>), Vec<Diagnostic>>;
+
+impl TlsMaterial {
+    /// Reads and checks every certificate and key file `policy` names. `now` (Unix seconds)
+    /// decides which certificates are reported as expired.
+    pub fn load(policy: &Policy, now: i64) -> Loaded {
+        let mut material = TlsMaterial::default();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        if let Some(tls) = &policy.gateway.tls {
+            let cert = files::certified_key(&tls.cert, &tls.key);
+            if let Ok(cert) = &cert {
+                warnings.extend(files::expiry_warning(&tls.cert, &cert.cert, now));
+                let leaf = cert.cert.first().map(files::not_after).unwrap_or(0);
+                material.expiries.push(("listener".to_string(), leaf));
+            }
+            let verifier = match &tls.client_ca {
+                None => Ok(None),
+                Some(ca) => files::read_certs(ca).and_then(|certs| {
+                    warnings.extend(files::expiry_warning(ca, &certs, now));
+                    let earliest = certs.iter().map(files::not_after).min().unwrap_or(0);
+                    material.expiries.push(("client_ca".to_string(), earliest));
+                    listener::client_verifier(certs)
+                        .map(Some)
+                        .map_err(|e| files::problem(ca, e))
+                }),
+            };
+            match (cert, verifier) {
+                (Ok(cert), Ok(client_verifier)) => {
+                    material.listener = Some(ListenerMaterial {
+                        cert,
+                        client_verifier,
+                    })
+                }
+                (cert, verifier) => {
+                    errors.extend(cert.err());
+                    errors.extend(verifier.err());
+                }
+            }
+        }
+        for partner in policy.partners.values().filter(|p| p.upstream.tls) {
+            match PartnerPeerTls::load(partner, now) {
+                Ok(loaded) => {
+                    warnings.extend(loaded.warnings);
+                    material.expiries.extend(loaded.expiries);
+                    material.partners.insert(partner.id.clone(), loaded.peer);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok((material, warnings))
+        } else {
+            errors.sort();
+            Err(errors)
+        }
+    }
+}

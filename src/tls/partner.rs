@@ -1,0 +1,136 @@
+//! TLS toward one partner: the CA set it is verified against, the client certificate presented
+//! to it, and the connection-pool isolation that keeps a connection verified under one trust
+//! setting from carrying a request under another.
+use std::sync::Arc;
+
+use gateway_core::policy::{Diagnostic, Partner, PartnerTls};
+use pingora::prelude::HttpPeer;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+use rustls::pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+
+use super::files;
+
+/// What a connection to one partner is built with.
+pub struct PartnerPeerTls {
+    /// Trusted roots instead of the system's; `None` = system roots.
+    ca: Option<Arc<[WrappedX509]>>,
+    client: Option<Arc<CertKey>>,
+    /// Pool isolation: pingora's pool key covers the client certificate's serial but not the CA
+    /// set, so every trust input (partner, server name, CA bytes, client certificate bytes) is
+    /// hashed into the peer's `group_key`, which the pool key does include. A rotated CA file
+    /// therefore never reuses a connection verified under the old one.
+    group_key: u64,
+}
+
+/// Certificates loaded for one partner, and their expiries as `(metric name, notAfter)`.
+pub struct LoadedPartner {
+    pub peer: PartnerPeerTls,
+    pub expiries: Vec<(String, i64)>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl PartnerPeerTls {
+    /// Reads and checks the files of `partner`'s `tls` section (`None` for an https upstream
+    /// without one: system roots, no client certificate).
+    pub fn load(partner: &Partner, now: i64) -> Result<LoadedPartner, Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut expiries = Vec::new();
+        let mut hasher = Sha256::new();
+        hasher.update(partner.id.as_bytes());
+        hasher.update([0]);
+        hasher.update(partner.server_name().as_bytes());
+        let tls = partner.tls.clone().unwrap_or(PartnerTls {
+            ca: None,
+            server_name: None,
+            client_cert: None,
+        });
+        let mut ca = None;
+        if let Some(file) = &tls.ca {
+            match files::read_certs(file) {
+                Ok(certs) => {
+                    warnings.extend(files::expiry_warning(file, &certs, now));
+                    let earliest = certs.iter().map(files::not_after).min().unwrap_or(0);
+                    expiries.push((format!("partner:{}", partner.id), earliest));
+                    hash_certs(&mut hasher, b"ca", &certs);
+                    ca = Some(wrap(&certs));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let mut client = None;
+        if let Some((cert, key)) = &tls.client_cert {
+            // Checked with rustls first: pingora's own conversion panics on a key it cannot use.
+            match files::certified_key(cert, key) {
+                Ok(certified) => {
+                    warnings.extend(files::expiry_warning(cert, &certified.cert, now));
+                    let leaf = certified.cert.first().map(files::not_after).unwrap_or(0);
+                    expiries.push((format!("partner:{}:client", partner.id), leaf));
+                    hash_certs(&mut hasher, b"client", &certified.cert);
+                    // pingora converts the key back with an unwrap at connect time: make sure
+                    // that conversion succeeds now.
+                    let key_der = files::read_key(key)
+                        .map(|k| k.secret_der().to_vec())
+                        .and_then(|der| {
+                            match rustls::pki_types::PrivateKeyDer::try_from(&der[..]) {
+                                Ok(_) => Ok(der),
+                                Err(e) => Err(files::problem(key, e)),
+                            }
+                        });
+                    match key_der {
+                        Ok(key_der) => {
+                            let chain = certified.cert.iter().map(|c| c.to_vec()).collect();
+                            client = Some(Arc::new(CertKey::new(chain, key_der)));
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let digest = hasher.finalize();
+        let mut group_key = [0u8; 8];
+        group_key.copy_from_slice(&digest[..8]);
+        Ok(LoadedPartner {
+            peer: PartnerPeerTls {
+                ca,
+                client,
+                group_key: u64::from_be_bytes(group_key),
+            },
+            expiries,
+            warnings,
+        })
+    }
+
+    /// Sets the peer's trust and client certificate. Verification stays on: pingora turns it
+    /// off for an empty SNI or `verify_cert = false`, and neither is ever set here.
+    pub fn apply(&self, peer: &mut HttpPeer) {
+        peer.options.ca = self.ca.clone();
+        peer.client_cert_key = self.client.clone();
+        peer.group_key = self.group_key;
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+    }
+}
+
+fn hash_certs(hasher: &mut Sha256, label: &[u8], certs: &[CertificateDer<'_>]) {
+    hasher.update(label);
+    for cert in certs {
+        hasher.update((cert.len() as u64).to_be_bytes());
+        hasher.update(cert.as_ref());
+    }
+}
+
+/// pingora's CA type. The certificates were parsed by [`files::read_certs`], so `parse_x509`
+/// (which panics on bad DER) cannot fail here.
+fn wrap(certs: &[CertificateDer<'_>]) -> Arc<[WrappedX509]> {
+    certs
+        .iter()
+        .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
+        .collect::<Vec<_>>()
+        .into()
+}

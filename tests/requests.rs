@@ -1,0 +1,229 @@
+//! What callers send on the wire, through the real gateway in front of the recording partner:
+//! pipelined requests, `Expect: 100-continue`, request ids and headers given twice.
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+const ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "partner-secret")];
+const SHIPMENT: &str = r#"{"order_id":7,"shipments":[{"customer_id":"c-1","name":"Ada"}]}"#;
+
+fn start() -> (Mock, Gateway) {
+    let mock = Mock::start();
+    let gateway = Gateway::start("", &[("acme-ship", &ship_partner(&mock.url()))], ENV);
+    (mock, gateway)
+}
+
+fn post_head(extra: &str, length: usize, close: bool) -> String {
+    format!(
+        "POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\n{}content-type: application/json\r\n{extra}content-length: {length}\r\n\r\n",
+        if close { "connection: close\r\n" } else { "" }
+    )
+}
+
+/// Reads until `done(text)` holds, the connection closes, or `wait` passes. Returns the text
+/// and whether the connection was closed by the gateway.
+fn read_until(
+    stream: &mut TcpStream,
+    wait: Duration,
+    done: impl Fn(&str) -> bool,
+) -> (String, bool) {
+    let deadline = Instant::now() + wait;
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (String::from_utf8_lossy(&all).into_owned(), false);
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&all).into_owned(), true),
+            Ok(n) => {
+                all.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&all).into_owned();
+                if done(&text) {
+                    return (text, false);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (String::from_utf8_lossy(&all).into_owned(), true)
+            }
+            Err(_) => return (String::from_utf8_lossy(&all).into_owned(), false),
+        }
+    }
+}
+
+fn status_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("HTTP/1."))
+        .map(str::to_string)
+        .collect()
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).unwrap()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_or_the_connection_closes() {
+    let (mock, gateway) = start();
+    let first = format!(
+        "{}{SHIPMENT}",
+        post_head("x-request-id: first\r\n", SHIPMENT.len(), false)
+    );
+    let second = format!(
+        "{}{SHIPMENT}",
+        post_head("x-request-id: second\r\n", SHIPMENT.len(), true)
+    );
+    let mut stream = connect(gateway.addr);
+    stream
+        .write_all(format!("{first}{second}").as_bytes())
+        .unwrap();
+    let (text, closed) = read_until(&mut stream, Duration::from_secs(5), |t| {
+        t.matches("HTTP/1.1 200").count() >= 2
+    });
+    let statuses = status_lines(&text);
+    let received = mock.received();
+    match statuses.len() {
+        // Answered both, in order: the partner saw both, in order.
+        2 => {
+            assert_eq!(received.len(), 2, "{received:#?}");
+            let ids: Vec<String> = received
+                .iter()
+                .map(|r| {
+                    headers_of(r)
+                        .into_iter()
+                        .find(|(n, _)| n == "x-request-id")
+                        .map(|(_, v)| v)
+                        .unwrap_or_default()
+                })
+                .collect();
+            assert_eq!(ids, vec!["first", "second"]);
+        }
+        // Answered the first and closed: the client knows to resend the second.
+        1 => {
+            assert!(closed, "one answer and the connection left open: {text}");
+            assert_eq!(received.len(), 1);
+        }
+        _ => panic!("{text}"),
+    }
+}
+
+#[test]
+fn expect_continue_is_answered_once_the_head_is_accepted() {
+    let (mock, gateway) = start();
+    let mut stream = connect(gateway.addr);
+    stream
+        .write_all(post_head("expect: 100-continue\r\n", SHIPMENT.len(), true).as_bytes())
+        .unwrap();
+    let (text, _) = read_until(&mut stream, Duration::from_secs(3), |t| {
+        t.contains("\r\n\r\n")
+    });
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "no 100 Continue before the body: {text:?}"
+    );
+    stream.write_all(SHIPMENT.as_bytes()).unwrap();
+    let (text, _) = read_until(&mut stream, Duration::from_secs(5), |t| {
+        t.contains(r#""shipments""#)
+    });
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(mock.received().len(), 1);
+}
+
+#[test]
+fn expect_continue_refusals_decided_by_the_head_come_first() {
+    let (mock, gateway) = start();
+    let heads = [
+        // Not JSON.
+        (
+            post_head("expect: 100-continue\r\n", 10, true)
+                .replace("application/json", "text/plain"),
+            "415",
+        ),
+        // Over the limit.
+        (post_head("expect: 100-continue\r\n", 10_000_000, true), "413"),
+        // No such route.
+        (
+            post_head("expect: 100-continue\r\n", 10, true).replace("/v1/shipments", "/v1/nope"),
+            "403",
+        ),
+        // A route that takes no body.
+        (
+            "POST /acme-ship/v1/shipments/1 HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n".to_string(),
+            "40",
+        ),
+        // An encoding the gateway cannot read.
+        (
+            post_head("expect: 100-continue\r\ncontent-encoding: zstd\r\n", 10, true),
+            "415",
+        ),
+    ];
+    for (head, status) in heads {
+        let mut stream = connect(gateway.addr);
+        stream.write_all(head.as_bytes()).unwrap();
+        let (text, _) = read_until(&mut stream, Duration::from_secs(3), |t| {
+            t.contains("\"message\"")
+        });
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{head}\n---\n{text}"
+        );
+        assert!(!text.contains("100 Continue"), "{text}");
+    }
+    assert!(mock.received().is_empty());
+}
+
+#[test]
+fn request_ids_toward_partners_are_tokens() {
+    let (mock, gateway) = start();
+    let send = |id: &str| {
+        gateway.send(
+            "POST",
+            "/acme-ship/v1/shipments",
+            &[("content-type", "application/json"), ("x-request-id", id)],
+            Some(SHIPMENT.as_bytes()),
+        )
+    };
+    for bad in [
+        "ada.lovelace@example.com",
+        "Ada Lovelace",
+        "a\"b",
+        &"x".repeat(129),
+    ] {
+        assert_refused(&send(bad), 400, "bad_request");
+    }
+    assert!(mock.received().is_empty());
+    let good = "7f3c2a1e-5b4d-4c3a-9e8f-1a2b3c4d5e6f";
+    assert_eq!(send(good).status, 200);
+    let headers = mock.only_headers();
+    assert!(headers.contains(&("x-request-id".to_string(), good.to_string())));
+}
+
+#[test]
+fn single_valued_headers_given_twice_are_refused() {
+    let (mock, gateway) = start();
+    for (name, a, b) in [
+        ("x-request-id", "one", "two"),
+        ("content-type", "application/json", "application/json"),
+        ("x-correlation-id", "a", "b"),
+    ] {
+        let r = gateway.send(
+            "POST",
+            "/acme-ship/v1/shipments",
+            &[("content-type", "application/json"), (name, a), (name, b)]
+                [usize::from(name == "content-type")..],
+            Some(SHIPMENT.as_bytes()),
+        );
+        assert!(
+            r.status == 400 || r.status == 415,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert!(mock.received().is_empty());
+}

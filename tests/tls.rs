@@ -1,0 +1,203 @@
+//! TLS on both legs with real handshakes on loopback: the gateway's listener (HTTP/1.1 and h2,
+//! mTLS, certificate identities) and partners over https (trust, names, expiry, client
+//! certificates), certificate rotation and the expiry metric.
+mod tls_util;
+mod util;
+
+use std::path::Path;
+
+use tls_util::*;
+use util::*;
+
+const BODY: &str =
+    r#"{"order_id":7,"shipments":[{"customer_id":"c1","name":"Ada","email":"ada@example.com"}]}"#;
+const FILTERED: &str = r#"{"order_id":7,"shipments":[{"customer_id":"c1","name":"Ada"}]}"#;
+
+/// `tls:` for gateway.yaml with absolute paths.
+fn listener_yaml(server: &Pair, client_ca: Option<&Path>, identity: bool) -> String {
+    let mut yaml = format!(
+        "tls:\n  cert: {}\n  key: {}\n",
+        server.cert.display(),
+        server.key.display()
+    );
+    if let Some(ca) = client_ca {
+        yaml.push_str(&format!("  client_ca: {}\n", ca.display()));
+    }
+    if identity {
+        yaml.push_str("  client_identity: san_dns\n");
+    }
+    yaml
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    ca_file: std::path::PathBuf,
+    server: Pair,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Test Gateway CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let server = ca.write_leaf(dir.path(), "gateway", &["localhost", "127.0.0.1"], false);
+    Setup {
+        dir,
+        ca_file,
+        server,
+    }
+}
+
+#[test]
+fn tls_listener_serves_http1_and_h2_through_the_same_decisions() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        &listener_yaml(&s.server, None, false),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+
+    let mut h1 = TlsConn::connect(
+        gateway.addr,
+        client_config(&s.ca_file, None, &[b"http/1.1"]),
+    )
+    .unwrap();
+    let r = h1.post_json("/acme-ship/v1/shipments", BODY).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Kept alive: a refusal on the same connection.
+    let r = h1.post_json("/acme-ship/v1/nothing-here", BODY).unwrap();
+    assert_refused(&r, 403, "route_not_allowed");
+
+    let (status, _, _) = h2_request(
+        gateway.addr,
+        client_config(&s.ca_file, None, &[b"h2"]),
+        "POST",
+        "/acme-ship/v1/shipments",
+        BODY.as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let received = mock.received();
+    assert_eq!(received.len(), 2, "{received:#?}");
+    for record in &received {
+        assert_eq!(record["body"], FILTERED);
+    }
+
+    // h2 refusals are the same JSON refusals, and reach nobody.
+    let (status, content_type, body) = h2_request(
+        gateway.addr,
+        client_config(&s.ca_file, None, &[b"h2"]),
+        "POST",
+        "/acme-ship/v1/shipments",
+        br#"{"order_id":1,"order_id":2}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "bad_request");
+    let (status, _, _) = h2_request(
+        gateway.addr,
+        client_config(&s.ca_file, None, &[b"h2"]),
+        "POST",
+        "/nobody/v1/x",
+        b"{}",
+    );
+    assert_eq!(status, 404);
+    assert_eq!(mock.received().len(), 2);
+
+    let metrics = gateway.metrics();
+    assert!(
+        metric(
+            &metrics,
+            r#"partner_gateway_certificate_expiry_timestamp_seconds{name="listener"}"#
+        ) > 3.0e9,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn plain_http_to_the_tls_port_gets_no_http_answer() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        &listener_yaml(&s.server, None, false),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let raw = format!(
+        "POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let answer = plain_text_answer(gateway.addr, raw.as_bytes());
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "got an HTTP answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(mock.received().is_empty());
+}
+
+#[test]
+fn client_certificates_must_chain_to_client_ca() {
+    let s = setup();
+    let callers_ca = Ca::new("Callers CA");
+    let callers_ca_file = callers_ca.write(s.dir.path(), "callers-ca.pem");
+    let good = callers_ca.write_leaf(s.dir.path(), "orders", &["orders-service"], false);
+    let stranger =
+        Ca::new("Other CA").write_leaf(s.dir.path(), "other", &["orders-service"], false);
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        &listener_yaml(&s.server, Some(&callers_ca_file), false),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let refused = |client: Option<&Pair>| {
+        let config = client_config(&s.ca_file, client, &[b"http/1.1"]);
+        match TlsConn::connect(gateway.addr, config) {
+            Err(_) => {}
+            Ok(mut conn) => {
+                let result = conn.post_json("/acme-ship/v1/shipments", BODY);
+                assert!(result.is_err(), "got an HTTP answer: {result:?}");
+            }
+        }
+    };
+    refused(None);
+    refused(Some(&stranger));
+    assert!(mock.received().is_empty());
+
+    let mut conn =
+        TlsConn::connect(gateway.addr, client_config(&s.ca_file, Some(&good), &[])).unwrap();
+    let r = conn.post_json("/acme-ship/v1/shipments", BODY).unwrap();
+    assert_eq!(r.status, 200);
+    let metrics = gateway.metrics();
+    assert!(
+        metric(
+            &metrics,
+            r#"partner_gateway_certificate_expiry_timestamp_seconds{name="client_ca"}"#
+        ) > 3.0e9
+    );
+}
+
+#[test]
+fn certificate_identity_is_the_caller_for_allowed_callers() {
+    let s = setup();
+    let callers_ca = Ca::new("Callers CA");
+    let callers_ca_file = callers_ca.write(s.dir.path(), "callers-ca.pem");
+    let orders = callers_ca.write_leaf(s.dir.path(), "orders", &["orders-service"], false);
+    let support = callers_ca.write_leaf(s.dir.path(), "support", &["support-desk"], false);
+    let nameless = callers_ca.write_leaf(s.dir.path(), "nameless", &["10.1.2.3"], false);
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        &listener_yaml(&s.server, Some(&callers_ca_file), true),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let send = |client: &Pair| {
+        let config = client_config(&s.ca_file, Some(client), &[]);
+        let mut conn = TlsConn::connect(gateway.addr, config).unwrap();
+        conn.post_json("/acme-ship/v1/shipments", BODY).unwrap()
+    };
+    assert_eq!(send(&orders).status, 200);
+    assert_refused(&send(&support), 403, "caller_not_allowed");
+    assert_refused(&send(&nameless), 401, "unauthenticated");
+    assert_eq!(mock.received().len(), 1);
+}
