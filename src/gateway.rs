@@ -134,7 +134,7 @@ impl Active {
                 let caller = result.map_err(|e| (e.to_refusal(), Some(e.www_authenticate())))?;
                 if let Some(cert_sub) = certified.filter(|c| *c != caller.sub) {
                     return Err((
-                        Refusal::CallerNotAllowed(format!(
+                        Refusal::new(RefusalKind::CallerNotAllowed, format!(
                             "the caller token's sub {:?} is not the client certificate's identity {cert_sub:?}",
                             caller.sub
                         )),
@@ -147,7 +147,10 @@ impl Active {
             (CallerAuth::Unauthenticated, None) => return Ok(UNAUTHENTICATED_SUB.to_string()),
             (CallerAuth::CertificateOnly, None) => {
                 return Err((
-                    Refusal::Unauthenticated("no client certificate identity".into()),
+                    Refusal::new(
+                        RefusalKind::Unauthenticated,
+                        "no client certificate identity",
+                    ),
                     None,
                 ))
             }
@@ -167,9 +170,8 @@ impl Active {
             Some(ClientIdentity::SanDns) => match peer.and_then(|p| p.san_dns.clone()) {
                 Some(sub) => Ok(Some(sub)),
                 None => Err((
-                    Refusal::Unauthenticated(
-                        "the client certificate has no DNS subject alternative name to identify the caller"
-                            .into(),
+                    Refusal::new(RefusalKind::Unauthenticated,
+                        "the client certificate has no DNS subject alternative name to identify the caller",
                     ),
                     None,
                 )),

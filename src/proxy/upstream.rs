@@ -100,7 +100,7 @@ impl UpstreamFailure {
             // handshake failed otherwise: nothing of the request was sent.
             ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => UpstreamFailure {
                 kind: UpstreamErrorKind::Tls,
-                refusal: Refusal::UpstreamError(format!(
+                refusal: Refusal::new(RefusalKind::UpstreamError, format!(
                     "partner {partner:?}: TLS handshake failed (its certificate did not verify, or it refused ours)"
                 )),
             },
@@ -172,10 +172,10 @@ impl UpstreamClient {
                 let Some(tls) = active.tls.partners.get(&partner.id) else {
                     return Err(UpstreamFailure {
                         kind: UpstreamErrorKind::Tls,
-                        refusal: Refusal::UpstreamError(format!(
-                            "partner {:?}: no TLS settings loaded",
-                            partner.id
-                        )),
+                        refusal: Refusal::new(
+                            RefusalKind::UpstreamError,
+                            format!("partner {:?}: no TLS settings loaded", partner.id),
+                        ),
                     });
                 };
                 tls.apply(&mut peer);
