@@ -783,7 +783,7 @@ fn subject_ids_are_canonical() {
         assert_eq!(filtered.report.records_dropped, 1);
     }
     // Not the same customer.
-    for subject in [r#""0123""#, r#"" 123""#, "1234"] {
+    for subject in [r#""1234""#, "1234", r#""c-123""#] {
         let body = shipments(&[&format!(r#"{{"customer_id":{subject}}}"#)]);
         let filtered =
             run_with(&program, body.as_bytes(), &options(Some(&set), false)).expect("filtered");
@@ -811,6 +811,18 @@ fn records_without_a_valid_subject_are_refused() {
             "a number with a fraction or exponent",
         ),
         (r#"{"customer_id":true}"#, "a boolean"),
+        // Forms a partner could read as another (opted-out) customer.
+        (r#"{"customer_id":"0123"}"#, "not in canonical integer form"),
+        (r#"{"customer_id":"+123"}"#, "not in canonical integer form"),
+        (
+            r#"{"customer_id":"123.0"}"#,
+            "not in canonical integer form",
+        ),
+        (r#"{"customer_id":" 123"}"#, "surrounding whitespace"),
+        (r#"{"customer_id":"c-200\u0000"}"#, "control character"),
+        (r#"{"customer_id":9007199254740993}"#, "beyond ±(2^53−1)"),
+        (r#"{"customer_id":-9007199254740992}"#, "beyond ±(2^53−1)"),
+        (r#"{"customer_id":"\uff43-200"}"#, "NFKC"),
         (r#"{"customer_id":[1]}"#, "is an object or array"),
         (r#"{"customer_id":{"id":1}}"#, "is an object or array"),
     ];
