@@ -14,6 +14,7 @@ fn path(text: &str) -> FieldPath {
 
 fn spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
     FilterSpec {
+        removes: Vec::new(),
         allow: allow.iter().map(|p| path(p)).collect(),
         transforms: transforms.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: None,
@@ -716,6 +717,7 @@ fn policy_combinations() {
     }
     // Paths that can never match a key with path syntax are refused at compile time.
     let raw = FilterSpec {
+        removes: Vec::new(),
         allow: vec![FieldPath {
             segments: vec![gateway_core::policy::Segment::Member("a.b".into())],
             subtree: false,

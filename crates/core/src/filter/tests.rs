@@ -12,6 +12,7 @@ fn path(text: &str) -> FieldPath {
 
 fn spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
     FilterSpec {
+        removes: Vec::new(),
         allow: allow.iter().map(|p| path(p)).collect(),
         transforms: transforms.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: None,
@@ -1054,6 +1055,7 @@ fn compile_errors() {
     use Transform::*;
     type Case<'a> = (FilterSpec, &'a [(&'a str, &'a str)]);
     let root_subtree = FilterSpec {
+        removes: Vec::new(),
         allow: vec![FieldPath {
             segments: vec![],
             subtree: true,
@@ -1061,6 +1063,7 @@ fn compile_errors() {
         ..FilterSpec::default()
     };
     let dotted_member = FilterSpec {
+        removes: Vec::new(),
         allow: vec![FieldPath {
             segments: vec![Segment::Member("a.b".into())],
             subtree: false,
@@ -1158,6 +1161,7 @@ fn compile_errors() {
         ),
         (
             FilterSpec {
+                removes: Vec::new(),
                 records: Some(path("s[*]")),
                 ..spec(&["s[*].a"], &[])
             },
@@ -1165,6 +1169,7 @@ fn compile_errors() {
         ),
         (
             FilterSpec {
+                removes: Vec::new(),
                 subject: Some("id".into()),
                 ..spec(&["s[*].a"], &[])
             },
@@ -1173,6 +1178,7 @@ fn compile_errors() {
         // Every mistake is reported, not just the first.
         (
             FilterSpec {
+                removes: Vec::new(),
                 subject: Some("id".into()),
                 ..spec(&["$", "a", "a.b", "c.**"], &[("c.d", Mask), ("e.**", Null)])
             },

@@ -360,8 +360,8 @@ fn transforms(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
                 body.spec.transforms.push((p, t));
                 body.fields.push((key.value.clone(), line(key)));
             }
-            // `remove`: not allowed, which is the default.
-            (Some(_), Some(None)) => {}
+            // `remove`: removed even where an `allow` path also names it.
+            (Some(p), Some(None)) => body.spec.removes.push(p),
             _ => body.ok = false,
         }
     }

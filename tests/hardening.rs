@@ -1,6 +1,6 @@
-//! Customer ids in other spellings, against the real gateway in front of a recording partner
-//! that honours opt-outs: whatever form an opted-out customer's id takes — in the URL, in a
-//! record, under a case-folded key — it never reaches the partner.
+//! Hardening against the real gateway in front of a recording partner that honours opt-outs:
+//! whatever form an opted-out customer's id takes — in the URL, in a record, under a
+//! case-folded key — it never reaches the partner, and an explicit `remove` beats `allow`.
 mod util;
 
 use util::*;
@@ -38,6 +38,14 @@ routes:
     query: [ref, q]
   - path: /v1/people/{{cid:subject}}
     methods: [GET]
+  - path: /v1/contacts
+    methods: [POST]
+    records: $
+    subject: customer_id
+    allow: [customer_id, Email, name, sl.x, sl.y]
+    transform:
+      Email: remove
+      sl.*: remove
 allowed_callers: [marketing-service]
 upstream_auth: {{ header: x-api-key, env: BIZ_KEY }}
 "#
@@ -192,4 +200,18 @@ fn subject_ids_a_partner_could_read_as_another_customer_are_refused() {
     let forwarded = s.mock.only_body();
     assert!(!forwarded.contains(SECRET), "{forwarded}");
     assert!(forwarded.contains("12345678901234567890"), "{forwarded}");
+}
+
+#[test]
+fn an_explicit_remove_beats_allow() {
+    let s = start();
+    let r = s.gateway.post_json(
+        "/biz/v1/contacts",
+        r#"{"customer_id":"c-1","Email":"SECRET@x","name":"ok","sl":{"x":"SECRET","y":"SECRET"}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        s.mock.only_body(),
+        r#"{"customer_id":"c-1","name":"ok","sl":{}}"#
+    );
 }
