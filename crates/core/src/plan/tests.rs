@@ -103,7 +103,7 @@ fn headers(list: &[(&str, &str)]) -> Vec<(String, String)> {
 fn opted_out() -> OptOutSet {
     let mut set = OptOutSet::new();
     let scope = Scope::parse(Scope::PARTNER_SHARING).unwrap();
-    set.insert("c-out", &[scope.clone()]).unwrap();
+    set.insert("c-out", std::slice::from_ref(&scope)).unwrap();
     set.insert("300", &[scope]).unwrap();
     set
 }
