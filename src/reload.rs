@@ -7,7 +7,7 @@ A reload reads and validates the whole policy (and re-reads every certificate an
 anything is swapped; a policy that does not validate is logged with every `FILE:LINE: message`,
 counted as `policy_reloads_total{result="error"}`, and the old policy keeps serving. What only a
 restart can change — the listen addresses, whether the proxy listener speaks TLS, the opt-out
-store — is refused the same way, rather than accepted and silently not applied.
+store, the disclosure ledger — is refused the same way, rather than accepted and silently not applied.
 */
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,6 +109,11 @@ fn restart_only_changes(dir: &Path, old: &Policy, new: &Policy) -> Vec<String> {
     // under it would send writes and reads to different places.
     if old_gw.optouts != new_gw.optouts {
         errors.push(at("optouts", "the `optouts` section changed: the opt-out store can only change at a restart (the previous policy keeps serving)".into()));
+    }
+    // The ledger is opened once: a policy that adds, moves or drops it would otherwise claim
+    // records the running gateway does not write.
+    if old_gw.ledger != new_gw.ledger {
+        errors.push(at("ledger", "the `ledger` section changed: the disclosure ledger can only change at a restart (the previous policy keeps serving)".into()));
     }
     errors
 }

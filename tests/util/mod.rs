@@ -226,15 +226,6 @@ impl Gateway {
         self.proc = Some(Proc { child });
     }
 
-    /// The process id of the running `serve`.
-    pub fn pid(&self) -> u32 {
-        self.proc
-            .as_ref()
-            .expect("the gateway is running")
-            .child
-            .id()
-    }
-
     /// SIGKILL, no goodbye.
     pub fn kill(&mut self) {
         self.proc = None;
