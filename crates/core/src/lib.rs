@@ -23,6 +23,7 @@ pub mod diff;
 pub mod filter;
 pub mod headers;
 pub mod jose;
+pub mod ledger;
 pub mod optout;
 pub mod plan;
 pub mod policy;
