@@ -218,6 +218,26 @@ impl Gateway {
         self.proc = None;
     }
 
+    /// The process id of the running `serve`.
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("running").child.id()
+    }
+
+    /// Waits (at most 20 s) for the process to exit on its own, e.g. after SIGTERM.
+    pub fn wait(&mut self) {
+        let Some(mut proc) = self.proc.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the gateway did not exit within 20 s");
+    }
+
     pub fn send(
         &self,
         method: &str,
