@@ -4,7 +4,7 @@ opt-out store, the keys, and the metrics. One [`Gateway`] is shared by the proxy
 listener and the reload watcher.
 */
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use anyhow::Context;
 use gateway_core::callers::{AuthError, Caller, CallerKeys, CallerVerifier};
@@ -257,6 +257,9 @@ pub struct Gateway {
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
     ledger: RwLock<Option<Arc<Ledger>>>,
     started: std::time::Instant,
+    /// Held for a whole reload (load, validate, swap): the watcher, SIGHUP and the admin API
+    /// reload one at a time, so an older load can never be swapped in after a newer one.
+    reloading: Mutex<()>,
 }
 
 impl Gateway {
@@ -279,6 +282,7 @@ impl Gateway {
             optouts: RwLock::new(None),
             ledger: RwLock::new(None),
             started: std::time::Instant::now(),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -287,6 +291,14 @@ impl Gateway {
         match self.active.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Serialises reloads: hold the guard from reading the files until the swap is done.
+    pub fn reload_guard(&self) -> MutexGuard<'_, ()> {
+        match self.reloading.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 

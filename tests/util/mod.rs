@@ -178,9 +178,22 @@ impl Gateway {
         partners: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_with(
+            |addr, admin| gateway_yaml(addr, admin, extra_gateway_yaml),
+            partners,
+            env,
+        )
+    }
+
+    /// Starts `serve` on a whole `gateway.yaml` made by `yaml(listen, admin)`.
+    pub fn start_with(
+        yaml: impl FnOnce(SocketAddr, SocketAddr) -> String,
+        partners: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let addr = free_addr();
         let admin = free_addr();
-        let policy = PolicyDir::new(&gateway_yaml(addr, admin, extra_gateway_yaml), partners);
+        let policy = PolicyDir::new(&yaml(addr, admin), partners);
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
