@@ -16,6 +16,7 @@ use gateway_core::tagging::{
 };
 use gateway_core::{Refusal, RefusalKind};
 
+use crate::drift::Drift;
 use crate::loader;
 use crate::metrics::Metrics;
 use crate::optout::postgres::PgOptOuts;
@@ -248,6 +249,8 @@ pub struct Gateway {
     pub listener_tls: Option<ListenerTlsState>,
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
+    /// Unknown fields seen per route (`/drift`).
+    pub drift: Drift,
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
     started: std::time::Instant,
 }
@@ -269,6 +272,7 @@ impl Gateway {
             listener_tls,
             policy_dir: policy_dir.to_path_buf(),
             metrics,
+            drift: Drift::new(),
             optouts: RwLock::new(None),
             started: std::time::Instant::now(),
         }

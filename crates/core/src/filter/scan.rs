@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use super::compile::{fingerprint, Kind, Members, NodeId};
 use super::transform::{self, Hmac256};
 use super::{Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform};
+use crate::drift::{self, Shapes};
 use crate::{Refusal, RefusalKind};
 
 /// Objects with more keys than this switch from a linear duplicate check to a hash set.
@@ -224,6 +225,18 @@ impl<'a> Scanner<'a> {
     /// The concrete path of the value being read (`shipments[0].card_number`, or `$`).
     fn path(&self) -> String {
         self.path_upto(self.frames.len())
+    }
+
+    /// The path of the member being read in drift syntax (see [`crate::drift`]).
+    fn drift_path(&self, out: &mut String) {
+        out.clear();
+        for frame in &self.frames {
+            if !frame.object {
+                drift::push_element(out);
+            } else if let Some(key) = self.keys.get(frame.cur) {
+                drift::push_member(out, key);
+            }
+        }
     }
 
     fn path_upto(&self, depth: usize) -> String {
@@ -796,6 +809,7 @@ struct Filter<'a, 'p> {
     scratch: Vec<u8>,
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
+    drift_scratch: String,
 }
 
 pub(super) fn filter(
@@ -844,6 +858,7 @@ pub(super) fn filter(
         hmac,
         scratch: Vec::new(),
         saved_matched: Vec::new(),
+        drift_scratch: String::new(),
     };
     if options.detail {
         f.sc.hidden_paths = Some(Vec::new());
@@ -1032,8 +1047,10 @@ impl<'a, 'p> Filter<'a, 'p> {
                         self.walk(child)?;
                     }
                     None => {
+                        let shapes = Shapes::of_first_byte(self.sc.peek());
                         self.sc.skip_value::<false>(&mut self.out)?;
                         self.report.fields_removed += 1;
+                        self.note_unknown(shapes);
                         if self.detail {
                             self.report.changes.push(Change::Removed {
                                 path: self.sc.path(),
@@ -1124,6 +1141,15 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         self.report.records_forwarded += 1;
         Ok(true)
+    }
+
+    /// Counts a member no path names, and notes its drift path.
+    fn note_unknown(&mut self, shapes: Shapes) {
+        self.report.unknown_fields += 1;
+        let mut path = std::mem::take(&mut self.drift_scratch);
+        self.sc.drift_path(&mut path);
+        drift::note(&mut self.report.unknown, &path, shapes);
+        self.drift_scratch = path;
     }
 
     fn array(&mut self, elements: NodeId) -> Result<(), Refusal> {
