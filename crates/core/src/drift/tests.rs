@@ -12,7 +12,10 @@ fn program(allow: &[&str], records: Option<&str>) -> FilterProgram {
     FilterProgram::compile(&spec).unwrap()
 }
 
-fn unknown(program: &FilterProgram, body: &str) -> (u64, Vec<(String, u64, Vec<&'static str>)>) {
+/// A drift path with its count and shape names.
+type Listed = (String, u64, Vec<&'static str>);
+
+fn unknown(program: &FilterProgram, body: &str) -> (u64, Vec<Listed>) {
     let options = FilterOptions {
         max_depth: 64,
         pseudonymize_key: None,
