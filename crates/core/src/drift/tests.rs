@@ -8,6 +8,7 @@ fn program(allow: &[&str], records: Option<&str>) -> FilterProgram {
         transforms: Vec::new(),
         records: records.map(|r| FieldPath::parse(r).unwrap()),
         subject: records.map(|_| "customer_id".to_string()),
+        ..FilterSpec::default()
     };
     FilterProgram::compile(&spec).unwrap()
 }
@@ -193,4 +194,17 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         Suggestion::DataLikeNames
     );
     assert_eq!(suggestion("*", scalar), Suggestion::DataLikeNames);
+}
+
+#[test]
+fn a_member_the_policy_removes_by_name_is_not_drift() {
+    let spec = FilterSpec {
+        allow: vec![FieldPath::parse("order_id").unwrap()],
+        removes: vec![FieldPath::parse("email").unwrap()],
+        ..FilterSpec::default()
+    };
+    let p = FilterProgram::compile(&spec).unwrap();
+    let (count, fields) = unknown(&p, r#"{"order_id":"o-1","email":"a","phone":"b"}"#);
+    assert_eq!(count, 1);
+    assert_eq!(fields, [("phone".to_string(), 1, vec!["scalar"])]);
 }

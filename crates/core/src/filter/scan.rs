@@ -1019,6 +1019,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 let key_end = self.sc.pos;
                 let fp = fingerprint(&key);
                 let child = members.lookup(&key, fp);
+                let known = child.is_some() || members.removed(&key, fp);
                 let is_subject = want_subject && self.program.subject.as_deref() == Some(&*key);
                 self.sc.add_key(key, fp, key_start)?;
                 self.sc.skip_ws();
@@ -1053,7 +1054,9 @@ impl<'a, 'p> Filter<'a, 'p> {
                         let shapes = Shapes::of_first_byte(self.sc.peek());
                         self.sc.skip_value::<false>(&mut self.out)?;
                         self.report.fields_removed += 1;
-                        self.note_unknown(shapes);
+                        if !known {
+                            self.note_unknown(shapes);
+                        }
                         if self.detail {
                             self.report.changes.push(Change::Removed {
                                 path: self.sc.path(),
