@@ -1,8 +1,9 @@
 /*!
 The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
 (policy and opt-out data loaded), `/.well-known/jwks.json` (keys partners verify data-use
-tokens with), the `/optouts` API, and behind the admin token the read-only reports `/drift`
-(unknown fields per route) and `/shadow` (where the candidate policy decides differently). It never proxies anything to a partner.
+tokens with), the `/optouts` API, `POST /reload`, and behind the admin token the read-only
+reports `/drift` (unknown fields per route) and `/shadow` (where the candidate policy decides
+differently). It never proxies anything to a partner.
 */
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use pingora::protocols::http::ServerSession;
 use crate::gateway::{Gateway, Readiness};
 
 pub mod optouts;
+mod reload;
 
 /// Largest admin request body (an opt-out change is a few hundred bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -62,6 +64,15 @@ impl AdminApp {
             return self.report(method, authorization, "drift", || {
                 self.gateway.drift.to_json()
             });
+        }
+        if path == "/reload" {
+            let response = reload::handle(&self.gateway, method, authorization).await;
+            let status = if response.www_authenticate {
+                401
+            } else {
+                response.status
+            };
+            return (status, JSON, response.body);
         }
         match (method, path) {
             ("GET", "/metrics") => {

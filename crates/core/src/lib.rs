@@ -23,6 +23,7 @@ pub mod diff;
 pub mod drift;
 pub mod filter;
 pub mod headers;
+pub mod ledger;
 pub mod optout;
 pub mod plan;
 pub mod policy;
