@@ -273,10 +273,7 @@ impl OptOutStore {
     /// True when `id` opted out of any of `honoured`. Fails closed: if the set is unusable,
     /// every customer counts as opted out.
     pub fn is_opted_out(&self, id: &str, honoured: &[Scope]) -> bool {
-        match self.set.read() {
-            Ok(set) => set.is_opted_out(id, honoured),
-            Err(_) => true,
-        }
+        OptOutSource::is_opted_out(&self.set, id, honoured)
     }
 
     /// The customer's scopes (sorted), or `None` when it has none.
@@ -519,16 +516,7 @@ impl OptOutSource for OptOutStore {
     /// One read lock for the whole request. Fails closed like [`OptOutStore::is_opted_out`]:
     /// if the set is unusable, every customer counts as opted out.
     fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
-        struct Everyone;
-        impl OptOutLookup for Everyone {
-            fn is_opted_out(&self, _subject: &str) -> bool {
-                true
-            }
-        }
-        match self.set.read() {
-            Ok(set) => f(&set.honouring(scopes)),
-            Err(_) => f(&Everyone),
-        }
+        self.set.with_lookup(scopes, f)
     }
 }
 

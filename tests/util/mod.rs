@@ -300,14 +300,20 @@ pub fn assert_refused(response: &Response, status: u16, code: &str) {
     );
 }
 
-/// The value of a metric line (exact name with labels), or 0.
+/// The value of one series (its whole name with labels, exactly as exposed); a series that is
+/// not exposed fails the test, so a misspelt name cannot pass as zero.
 pub fn metric(text: &str, series: &str) -> f64 {
+    let series = series.trim();
     text.lines()
         .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
         })
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| {
+            let family = series.split('{').next().unwrap_or(series);
+            let near: Vec<&str> = text.lines().filter(|l| l.starts_with(family)).collect();
+            panic!("no series {series} exposed; series of {family}: {near:#?}")
+        })
 }
 
 /// The shipping contractor most integration tests put in front of a mock partner.

@@ -140,10 +140,7 @@ impl PgOptOuts {
     }
 
     fn is_opted_out(&self, id: &str, honoured: &[Scope]) -> bool {
-        match self.set.read() {
-            Ok(set) => set.is_opted_out(id, honoured),
-            Err(_) => true,
-        }
+        OptOutSource::is_opted_out(&self.set, id, honoured)
     }
 }
 
@@ -154,16 +151,7 @@ impl OptOutSource for PgOptOuts {
 
     /// One read lock for the whole request; an unusable set counts everyone as opted out.
     fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
-        struct Everyone;
-        impl OptOutLookup for Everyone {
-            fn is_opted_out(&self, _subject: &str) -> bool {
-                true
-            }
-        }
-        match self.set.read() {
-            Ok(set) => f(&set.honouring(scopes)),
-            Err(_) => f(&Everyone),
-        }
+        self.set.with_lookup(scopes, f)
     }
 }
 

@@ -766,6 +766,32 @@ impl super::OptOutSource for OptOutSet {
     }
 }
 
+/// A set shared between request threads and its writer. Fails closed: if the lock is poisoned
+/// (a writer panicked mid-change), every customer counts as opted out. Both durable stores
+/// (file journal and PostgreSQL) answer through this.
+impl super::OptOutSource for std::sync::RwLock<OptOutSet> {
+    fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool {
+        match self.read() {
+            Ok(set) => set.is_opted_out(customer_id, scopes),
+            Err(_) => true,
+        }
+    }
+
+    /// One read lock for the whole request.
+    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
+        struct Everyone;
+        impl OptOutLookup for Everyone {
+            fn is_opted_out(&self, _subject: &str) -> bool {
+                true
+            }
+        }
+        match self.read() {
+            Ok(set) => f(&set.honouring(scopes)),
+            Err(_) => f(&Everyone),
+        }
+    }
+}
+
 impl OptOutLookup for Honouring<'_> {
     fn is_opted_out(&self, subject: &str) -> bool {
         Honouring::is_opted_out(self, subject)
