@@ -15,6 +15,7 @@ use crate::policy::{load, Policy, PolicySource, SourceFile};
 const GATEWAY: &str = "\
 optouts: { path: data/optouts }
 callers: { allow_unauthenticated: true }
+signing: { disabled: true }
 ";
 
 /// A contractor: no opt-outs, one body route, one bodyless route with a query parameter.
