@@ -231,3 +231,135 @@ pub fn h2_request(
         (status, content_type, out)
     })
 }
+
+/// A server-certificate verifier that accepts anything: only for reading a mock partner's own
+/// log in tests (its certificate may be expired or for another name on purpose).
+#[derive(Debug)]
+struct AcceptAnyServer;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client config that does not verify the server (mock logs only), presenting `client`.
+pub fn unverified_client_config(client: Option<&Pair>) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer));
+    match client {
+        Some(pair) => {
+            let chain = CertificateDer::pem_file_iter(&pair.cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&pair.key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    }
+}
+
+/// A `mock-partner` listening with TLS (`--tls-cert/--tls-key`, and `--tls-client-ca` to
+/// require client certificates).
+pub struct TlsMock {
+    pub addr: SocketAddr,
+    /// The client certificate the log is read with, when the mock requires one.
+    log_client: Option<Pair>,
+    child: std::process::Child,
+}
+
+impl Drop for TlsMock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsMock {
+    /// Starts a mock presenting `server`; with `client_ca`, it requires a client certificate
+    /// chaining to it, and its log is read presenting `log_client`.
+    pub fn start(server: &Pair, client_ca: Option<&Path>, log_client: Option<&Pair>) -> TlsMock {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_partner-gateway"));
+        command
+            .args(["mock-partner", "--listen", &addr.to_string(), "--tls-cert"])
+            .arg(&server.cert)
+            .arg("--tls-key")
+            .arg(&server.key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(ca) = client_ca {
+            command.arg("--tls-client-ca").arg(ca);
+        }
+        let mut child = command.spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mock-partner exited with {status}");
+            }
+            assert!(std::time::Instant::now() < deadline, "mock never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsMock {
+            addr,
+            log_client: log_client.cloned(),
+            child,
+        }
+    }
+
+    /// `https://{host}:{port}`.
+    pub fn url(&self, host: &str) -> String {
+        format!("https://{host}:{}", self.addr.port())
+    }
+
+    /// Every request the mock recorded, in order.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        let config = unverified_client_config(self.log_client.as_ref());
+        let mut conn = TlsConn::connect(self.addr, config).unwrap();
+        let r = conn.request("GET", "/_mock/requests", &[], None).unwrap();
+        assert_eq!(r.status, 200);
+        match serde_json::from_slice(&r.body).unwrap() {
+            serde_json::Value::Array(items) => items,
+            other => panic!("unexpected mock log {other}"),
+        }
+    }
+}

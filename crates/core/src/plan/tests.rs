@@ -12,6 +12,9 @@ use super::*;
 use crate::optout::{OptOutSet, Scope};
 use crate::policy::{load, Policy, PolicySource, SourceFile};
 
+/// Request headers of a test case.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 const GATEWAY: &str = "\
 optouts: { path: data/optouts }
 callers: { allow_unauthenticated: true }
@@ -195,7 +198,7 @@ fn legal_basis_is_one_well_formed_header_for_government_partners_only() {
     let policy = policy();
     let tax = &policy.partners["tax"];
     let shop = &policy.partners["shop"];
-    let cases: &[(&[(&str, &str)], Result<Option<&str>, &str>)] = &[
+    let cases: &[(Headers, Result<Option<&str>, &str>)] = &[
         (&[("ohsoft-legal-basis", "CASE-12")], Ok(Some("CASE-12"))),
         (&[("ohsoft-legal-basis", "  CASE-12 ")], Ok(Some("CASE-12"))),
         (&[], Err("legal_basis_missing")),
@@ -242,7 +245,7 @@ fn body_step_filters_json_and_refuses_what_it_cannot_read() {
         ("content-type", "application/json"),
     ];
     let text = [("content-type", "text/plain")];
-    let cases: &[(&str, &[(&str, &str)], &str, Result<&str, &str>)] = &[
+    let cases: &[(&str, Headers, &str, Result<&str, &str>)] = &[
         (
             "/shop/v1/orders",
             &json,

@@ -1,0 +1,250 @@
+//! TLS toward partners with real handshakes on loopback: a partner whose certificate does not
+//! verify (wrong CA, wrong name, expired) gets nothing and the caller gets 502; a partner that
+//! requires a client certificate gets ours; an IP upstream is verified by IP SAN; connections
+//! verified under one partner's trust never carry another partner's request.
+mod tls_util;
+mod util;
+
+use std::path::{Path, PathBuf};
+
+use tls_util::*;
+use util::*;
+
+const BODY: &str =
+    r#"{"order_id":7,"shipments":[{"customer_id":"c1","name":"Ada","email":"ada@example.com"}]}"#;
+const FILTERED: &str = r#"{"order_id":7,"shipments":[{"customer_id":"c1","name":"Ada"}]}"#;
+
+/// The shipping partner at `upstream` with a `tls:` section of `tls` lines.
+fn https_partner(upstream: &str, tls: &[(&str, &Path)]) -> String {
+    let mut yaml = ship_partner(upstream);
+    if !tls.is_empty() {
+        yaml.push_str("tls:\n");
+        for (key, path) in tls {
+            yaml.push_str(&format!("  {key}: {}\n", path.display()));
+        }
+    }
+    yaml
+}
+
+fn tls_errors(gateway: &Gateway, partner: &str) -> f64 {
+    metric(
+        &gateway.metrics(),
+        &format!(r#"partner_gateway_upstream_errors_total{{kind="tls",partner="{partner}"}}"#),
+    )
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    ca_file: PathBuf,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Partner CA");
+    let ca_file = ca.write(dir.path(), "partner-ca.pem");
+    Pki { dir, ca, ca_file }
+}
+
+#[test]
+fn a_partner_certificate_that_does_not_verify_gets_nothing() {
+    let p = pki();
+    let dir = p.dir.path();
+    let good = TlsMock::start(
+        &p.ca.write_leaf(dir, "good", &["localhost"], false),
+        None,
+        None,
+    );
+    let other_ca = TlsMock::start(
+        &Ca::new("Someone else's CA").write_leaf(dir, "stranger", &["localhost"], false),
+        None,
+        None,
+    );
+    let wrong_name = TlsMock::start(
+        &p.ca
+            .write_leaf(dir, "elsewhere", &["api.elsewhere.example"], false),
+        None,
+        None,
+    );
+    let expired = TlsMock::start(
+        &p.ca.write_leaf(dir, "expired", &["localhost"], true),
+        None,
+        None,
+    );
+    let trust = [("ca", p.ca_file.as_path())];
+    let gateway = Gateway::start(
+        "",
+        &[
+            ("good", &https_partner(&good.url("localhost"), &trust)),
+            (
+                "other-ca",
+                &https_partner(&other_ca.url("localhost"), &trust),
+            ),
+            (
+                "wrong-name",
+                &https_partner(&wrong_name.url("localhost"), &trust),
+            ),
+            ("expired", &https_partner(&expired.url("localhost"), &trust)),
+            // System roots do not know the test CA either.
+            ("system-roots", &https_partner(&good.url("localhost"), &[])),
+        ],
+        &[("SHIP_TOKEN", "t")],
+    );
+
+    let r = gateway.post_json("/good/v1/shipments", BODY);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(good.received().len(), 1);
+    assert_eq!(good.received()[0]["body"], FILTERED);
+
+    for partner in ["other-ca", "wrong-name", "expired", "system-roots"] {
+        let r = gateway.post_json(&format!("/{partner}/v1/shipments"), BODY);
+        assert_refused(&r, 502, "upstream_error");
+        assert_eq!(tls_errors(&gateway, partner), 1.0, "{partner}");
+    }
+    assert!(other_ca.received().is_empty());
+    assert!(wrong_name.received().is_empty());
+    assert!(expired.received().is_empty());
+    // The one the system-roots partner pointed at saw only the good partner's request.
+    assert_eq!(good.received().len(), 1);
+    assert_eq!(tls_errors(&gateway, "good"), 0.0);
+    let metrics = gateway.metrics();
+    assert!(
+        metric(
+            &metrics,
+            r#"partner_gateway_certificate_expiry_timestamp_seconds{name="partner:good"}"#
+        ) > 3.0e9,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_partner_that_requires_a_client_certificate_gets_ours() {
+    let p = pki();
+    let dir = p.dir.path();
+    let gw_ca = Ca::new("Gateway client CA");
+    let gw_ca_file = gw_ca.write(dir, "gw-client-ca.pem");
+    let ours = gw_ca.write_leaf(
+        dir,
+        "gw-to-partner",
+        &["partner-gateway.ohsoft.test"],
+        false,
+    );
+    let mock = TlsMock::start(
+        &p.ca.write_leaf(dir, "partner", &["localhost"], false),
+        Some(&gw_ca_file),
+        Some(&ours),
+    );
+    let gateway = Gateway::start(
+        "",
+        &[
+            (
+                "mtls",
+                &https_partner(
+                    &mock.url("localhost"),
+                    &[
+                        ("ca", &p.ca_file),
+                        ("client_cert", &ours.cert),
+                        ("client_key", &ours.key),
+                    ],
+                ),
+            ),
+            (
+                "no-client-cert",
+                &https_partner(&mock.url("localhost"), &[("ca", &p.ca_file)]),
+            ),
+        ],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let r = gateway.post_json("/mtls/v1/shipments", BODY);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let received = mock.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["client_cert"], "partner-gateway.ohsoft.test");
+    assert_eq!(received[0]["body"], FILTERED);
+
+    // Without our certificate the partner refuses the handshake: nothing is recorded.
+    let r = gateway.post_json("/no-client-cert/v1/shipments", BODY);
+    assert_refused(&r, 502, "upstream_error");
+    assert_eq!(mock.received().len(), 1);
+    let metrics = gateway.metrics();
+    assert!(
+        metric(
+            &metrics,
+            r#"partner_gateway_certificate_expiry_timestamp_seconds{name="partner:mtls:client"}"#
+        ) > 3.0e9,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_ip_upstream_is_verified_against_the_ip_san() {
+    let p = pki();
+    let dir = p.dir.path();
+    let by_ip = TlsMock::start(
+        &p.ca.write_leaf(dir, "by-ip", &["127.0.0.1"], false),
+        None,
+        None,
+    );
+    let by_name = TlsMock::start(
+        &p.ca.write_leaf(dir, "by-name", &["localhost"], false),
+        None,
+        None,
+    );
+    let trust = [("ca", p.ca_file.as_path())];
+    let gateway = Gateway::start(
+        "",
+        &[
+            ("ip-san", &https_partner(&by_ip.url("127.0.0.1"), &trust)),
+            (
+                "dns-only",
+                &https_partner(&by_name.url("127.0.0.1"), &trust),
+            ),
+        ],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let r = gateway.post_json("/ip-san/v1/shipments", BODY);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(by_ip.received().len(), 1);
+
+    let r = gateway.post_json("/dns-only/v1/shipments", BODY);
+    assert_refused(&r, 502, "upstream_error");
+    assert_eq!(tls_errors(&gateway, "dns-only"), 1.0);
+    assert!(by_name.received().is_empty());
+}
+
+#[test]
+fn partners_on_one_address_with_different_trust_never_share_a_connection() {
+    let p = pki();
+    let dir = p.dir.path();
+    let other_ca_file = Ca::new("Other CA").write(dir, "other-ca.pem");
+    let mock = TlsMock::start(
+        &p.ca.write_leaf(dir, "shared", &["localhost"], false),
+        None,
+        None,
+    );
+    let gateway = Gateway::start(
+        "",
+        &[
+            (
+                "trusting",
+                &https_partner(&mock.url("localhost"), &[("ca", &p.ca_file)]),
+            ),
+            (
+                "distrusting",
+                &https_partner(&mock.url("localhost"), &[("ca", &other_ca_file)]),
+            ),
+        ],
+        &[("SHIP_TOKEN", "t")],
+    );
+    for round in 1..=3 {
+        // The first answer leaves a verified connection in the pool.
+        let r = gateway.post_json("/trusting/v1/shipments", BODY);
+        assert_eq!(r.status, 200, "round {round}");
+        let r = gateway.post_json("/distrusting/v1/shipments", BODY);
+        assert_refused(&r, 502, "upstream_error");
+    }
+    assert_eq!(tls_errors(&gateway, "distrusting"), 3.0);
+    let received = mock.received();
+    assert_eq!(received.len(), 3, "{received:#?}");
+    assert!(received.iter().all(|r| r["body"] == FILTERED));
+}
