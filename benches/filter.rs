@@ -125,6 +125,7 @@ fn body(target: usize) -> Vec<u8> {
 fn spec() -> FilterSpec {
     let path = |p: &str| FieldPath::parse(p).expect("valid path");
     FilterSpec {
+        removes: Vec::new(),
         allow: ALLOW.iter().map(|p| path(p)).collect(),
         transforms: TRANSFORMS.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: Some(path("shipments[*]")),

@@ -1,112 +1,217 @@
-//! Hardening through the real binary: the data-use signing key is required (or disabled on
-//! purpose, visibly), RSA signing keys stay refused, slow or greedy clients are cut off, and
-//! framing the HTTP layer refuses never hangs.
+//! Hardening against the real gateway in front of a recording partner that honours opt-outs:
+//! whatever form an opted-out customer's id takes — in the URL, in a record, under a
+//! case-folded key — it never reaches the partner, and an explicit `remove` beats `allow`.
 mod util;
-
-use std::path::Path;
-use std::process::Command;
 
 use util::*;
 
-const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
-const RSA_KEY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/crates/core/src/callers/testdata/rsa.pem"
-);
+const SECRET: &str = "SECRET";
 
-fn contractor(upstream: &str) -> String {
+fn biz_partner(upstream: &str) -> String {
     format!(
-        "kind: contractor\npurpose: shipping\nupstream: {upstream}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [order_id]\nallowed_callers: [unauthenticated]\n"
+        r#"kind: business_partner
+purpose: marketing
+upstream: {upstream}
+routes:
+  - path: /v1/audiences
+    methods: [POST]
+    records: contacts[*]
+    subject: customer_id
+    allow:
+      - campaign
+      - contacts[*].customer_id
+      - contacts[*].name
+  - path: /v1/whole
+    methods: [POST]
+    records: records[*]
+    subject: customer_id
+    allow:
+      - records[*].**
+  - path: /v1/members
+    methods: [POST]
+    records: records[*]
+    subject: customer_id
+    allow:
+      - records[*].*
+  - path: /v1/customers/{{id}}
+    methods: [GET]
+    query: [ref, q]
+  - path: /v1/people/{{cid:subject}}
+    methods: [GET]
+  - path: /v1/contacts
+    methods: [POST]
+    records: $
+    subject: customer_id
+    allow: [customer_id, Email, name, sl.x, sl.y]
+    transform:
+      Email: remove
+      sl.*: remove
+allowed_callers: [marketing-service]
+upstream_auth: {{ header: x-api-key, env: BIZ_KEY }}
+"#
     )
 }
 
-/// `check` on a policy directory: (exit code, stdout).
-fn check(policy: &Path) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(["check", "--policy"])
-        .arg(policy)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+const ENV: &[(&str, &str)] = &[
+    ("BIZ_KEY", "biz-secret"),
+    ("IDS_ADMIN_TOKEN", "admin-secret"),
+];
+
+struct Setup {
+    mock: Mock,
+    gateway: Gateway,
 }
 
-const BASE: &str =
-    "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:1\ncallers: { allow_unauthenticated: true }\n";
-
-#[test]
-fn a_policy_without_signing_does_not_pass_check() {
-    let dir = PolicyDir::new(BASE, &[("acme-ship", &contractor("http://127.0.0.1:9"))]);
-    let (code, out) = check(&dir.policy());
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(
-            "gateway.yaml:1: no `signing` section: partners would receive no signed data-use token"
-        ),
-        "{out}"
-    );
-
-    let dir = PolicyDir::new(
-        &format!("{BASE}signing: {{ disabled: true }}\n"),
-        &[("acme-ship", &contractor("http://127.0.0.1:9"))],
-    );
-    let (code, out) = check(&dir.policy());
-    assert_eq!(code, 0, "{out}");
-}
-
-#[test]
-fn disabled_signing_shows_in_readyz_and_a_gauge() {
+/// `biz` (a business partner: honours `partner_sharing`) in front of the recording mock, with
+/// `c-200` and `300` opted out.
+fn start() -> Setup {
     let mock = Mock::start();
-    let gw = Gateway::start("", &[("acme-ship", &contractor(&mock.url()))], &[]);
-    let ready = gw.admin_get("/readyz");
-    assert_eq!(ready.status, 200);
-    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
-    assert_eq!(body["signing"], "disabled", "{body}");
-    assert_eq!(
-        metric(&gw.metrics(), "partner_gateway_signing_disabled"),
-        1.0
+    let gateway = Gateway::start(
+        "admin_token_env: IDS_ADMIN_TOKEN\noptouts: { path: data/optouts }\n",
+        &[("biz", &biz_partner(&mock.url()))],
+        ENV,
     );
-    let r = gw.post_json("/acme-ship/v1/shipments", r#"{"order_id":"A-1"}"#);
-    assert_eq!(r.status, 200);
-    assert!(mock
-        .only_headers()
-        .iter()
-        .all(|(n, _)| n != "ohsoft-data-use-token"));
+    let s = Setup { mock, gateway };
+    for id in ["c-200", "300"] {
+        let body = serde_json::json!({ "scopes": ["partner_sharing"] }).to_string();
+        let r = http1::send(
+            &s.gateway.admin.to_string(),
+            "PUT",
+            &format!("/optouts/{id}"),
+            &[
+                ("authorization", "Bearer admin-secret"),
+                ("content-type", "application/json"),
+            ],
+            Some(body.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    s
+}
 
-    let signing = format!(
-        "signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {CERTS}/data-use-signing.pem\n  kid: data-use-1\n"
-    );
-    let gw = Gateway::start(&signing, &[("acme-ship", &contractor(&mock.url()))], &[]);
-    let body: serde_json::Value = serde_json::from_slice(&gw.admin_get("/readyz").body).unwrap();
-    assert_eq!(body, serde_json::json!({"status": "ready"}));
+impl Setup {
+    #[track_caller]
+    fn assert_nothing_forwarded(&self) {
+        let received = self.mock.received();
+        assert!(
+            received.is_empty(),
+            "refused requests reached the partner: {received:#?}"
+        );
+    }
+
+    fn get(&self, target: &str) -> Response {
+        self.gateway.send("GET", target, &[], None)
+    }
+}
+
+#[test]
+fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
+    let s = start();
+    // The plain spellings pass the check (and are 451 when opted out).
+    let r = s.get("/biz/v1/customers/c-1?ref=c-2");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.received().len(), 1);
+    let r = s.get("/biz/v1/people/c-1");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.received().len(), 2);
+    let cases: &[(&str, u16, &str)] = &[
+        ("/biz/v1/customers/c-200", 451, "subject_opted_out"),
+        ("/biz/v1/customers/C-200", 451, "subject_opted_out"),
+        ("/biz/v1/customers/300", 451, "subject_opted_out"),
+        ("/biz/v1/customers/c-1?ref=c-200", 451, "subject_opted_out"),
+        ("/biz/v1/customers/c-1?ref=C-200", 451, "subject_opted_out"),
+        ("/biz/v1/customers/c-200;v=1", 400, "bad_request"),
+        ("/biz/v1/customers/c-200%3Bv=1", 400, "bad_request"),
+        ("/biz/v1/customers/0300", 400, "bad_request"),
+        ("/biz/v1/customers/+300", 400, "bad_request"),
+        ("/biz/v1/customers/300.0", 400, "bad_request"),
+        ("/biz/v1/customers/c-200%20", 400, "bad_request"),
+        ("/biz/v1/customers/%20c-200", 400, "bad_request"),
+        ("/biz/v1/customers/c-200+", 400, "bad_request"),
+        ("/biz/v1/customers/c-200%00", 400, "bad_request"),
+        ("/biz/v1/customers/c-1?ref=c-100,c-200", 400, "bad_request"),
+        (
+            "/biz/v1/customers/c-1?ref=c-100%2Cc-200",
+            400,
+            "bad_request",
+        ),
+        ("/biz/v1/customers/c-1?ref=c-200%00", 400, "bad_request"),
+        ("/biz/v1/customers/c-1?ref=c-200+", 400, "bad_request"),
+        ("/biz/v1/customers/c-1?ref=%2B300", 400, "bad_request"),
+        ("/biz/v1/customers/c-1?q=x&ref=0300", 400, "bad_request"),
+        ("/biz/v1/people/c-200", 451, "subject_opted_out"),
+        ("/biz/v1/people/0300", 422, "subject_missing"),
+        ("/biz/v1/people/c-200%20", 422, "subject_missing"),
+        ("/biz/v1/people/c-100;c-200", 422, "subject_missing"),
+    ];
+    for (target, status, code) in cases {
+        let r = s.get(target);
+        assert_eq!(
+            r.status,
+            *status,
+            "{target}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_refused(&r, *status, code);
+    }
     assert_eq!(
-        metric(&gw.metrics(), "partner_gateway_signing_disabled"),
-        0.0
+        s.mock.received().len(),
+        2,
+        "a refused request reached the partner"
     );
 }
 
-/// The `rsa` crate behind jsonwebtoken has an unfixed timing side channel when it signs
-/// (RUSTSEC-2023-0071): the gateway's own signing key must be Ed25519 or P-256.
 #[test]
-fn rsa_signing_keys_are_refused() {
-    let yaml = format!(
-        "{BASE}signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {RSA_KEY}\n  kid: data-use-1\n"
+fn subject_ids_a_partner_could_read_as_another_customer_are_refused() {
+    let s = start();
+    let json = [("content-type", "application/json")];
+    for id in [
+        r#""0300""#,
+        r#""+300""#,
+        r#""300.0""#,
+        r#""3e2""#,
+        r#"" 300""#,
+        r#""300 ""#,
+        r#""c-200\u0000""#,
+        r#""c-200\n""#,
+        r#""\uff43-200""#,
+        "9007199254740993",
+        "-9007199254740993",
+        "12345678901234567890",
+    ] {
+        let body = format!(
+            r#"{{"campaign":"x","contacts":[{{"customer_id":"c-1","name":"ok"}},{{"customer_id":{id},"name":"SECRET"}}]}}"#
+        );
+        let r = s
+            .gateway
+            .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+        assert_refused(&r, 422, "subject_missing");
+    }
+    s.assert_nothing_forwarded();
+    // The same ids in their one plain form: opted-out records dropped, the rest forwarded;
+    // a large integer passes as a string.
+    let body = r#"{"contacts":[{"customer_id":"300","name":"SECRET"},{"customer_id":300,"name":"SECRET"},{"customer_id":"C-200","name":"SECRET"},{"customer_id":"12345678901234567890","name":"ok"},{"customer_id":9007199254740991,"name":"ok"}]}"#;
+    let r = s
+        .gateway
+        .send("POST", "/biz/v1/audiences", &json, Some(body.as_bytes()));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("ohsoft-records-dropped"), Some("3"));
+    let forwarded = s.mock.only_body();
+    assert!(!forwarded.contains(SECRET), "{forwarded}");
+    assert!(forwarded.contains("12345678901234567890"), "{forwarded}");
+}
+
+#[test]
+fn an_explicit_remove_beats_allow() {
+    let s = start();
+    let r = s.gateway.post_json(
+        "/biz/v1/contacts",
+        r#"{"customer_id":"c-1","Email":"SECRET@x","name":"ok","sl":{"x":"SECRET","y":"SECRET"}}"#,
     );
-    let dir = PolicyDir::new(&yaml, &[("acme-ship", &contractor("http://127.0.0.1:9"))]);
-    let (code, out) = check(&dir.policy());
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("Ed25519 (EdDSA) or P-256 (ES256)"), "{out}");
-    let serve = Command::new(BIN)
-        .args(["serve", "--policy"])
-        .arg(dir.policy())
-        .output()
-        .unwrap();
-    assert!(!serve.status.success());
-    let stderr = String::from_utf8_lossy(&serve.stderr);
-    assert!(
-        stderr.contains("Ed25519 (EdDSA) or P-256 (ES256)"),
-        "{stderr}"
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        s.mock.only_body(),
+        r#"{"customer_id":"c-1","name":"ok","sl":{}}"#
     );
 }

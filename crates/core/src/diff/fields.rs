@@ -198,6 +198,7 @@ mod tests {
 
     fn spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
         FilterSpec {
+            removes: Vec::new(),
             allow: allow.iter().map(|p| FieldPath::parse(p).unwrap()).collect(),
             transforms: transforms
                 .iter()

@@ -76,7 +76,9 @@ impl Members {
         };
         // Named members never contain these bytes (compile refuses such names), so only the
         // wildcard needs the check.
-        named.or_else(|| self.any.filter(|_| !key.iter().any(|&b| is_path_syntax(b))))
+        named
+            .or_else(|| self.any.filter(|_| !key.iter().any(|&b| is_path_syntax(b))))
+            .filter(|&id| id != REMOVED)
     }
 }
 
@@ -118,7 +120,12 @@ enum Leaf {
     Scalar,
     Subtree,
     Transform(Transform),
+    /// An explicit `remove`: wins over everything else naming the same position.
+    Remove,
 }
+
+/// The node id of a member an explicit `remove` names: [`Members::lookup`] answers `None`.
+pub(super) const REMOVED: NodeId = NodeId::MAX;
 
 /// One node of the paths as written, before wildcards are combined.
 #[derive(Default)]
@@ -258,6 +265,25 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         raw[at]
             .leaves
             .push((Leaf::Transform(*transform), text, source));
+    }
+
+    for path in &spec.removes {
+        let text = path.to_string();
+        let last_is_member = matches!(
+            path.segments.last(),
+            Some(Segment::Member(_) | Segment::AnyMember)
+        );
+        if path.subtree || !last_is_member {
+            errors.push(error(
+                text,
+                "remove applies to object members: name a member (`a.b`, `a.*`), not `[*]` or `.**`",
+            ));
+            continue;
+        }
+        if check_names(path, &text, &mut errors) {
+            let at = insert(&mut raw, path);
+            raw[at].leaves.push((Leaf::Remove, text, u16::MAX));
+        }
     }
 
     let mut single_record = false;
@@ -407,12 +433,11 @@ impl<'r> Builder<'r> {
         while let Some(id) = stack.pop() {
             let raw = &self.raw[id];
             for (leaf, text, _) in &raw.leaves {
-                if let Leaf::Transform(t) = leaf {
+                if let Some(name) = transform_name(*leaf) {
                     self.errors.push(error(
                         text.as_str(),
                         format!(
-                            "transform {} sits beneath `{subtree}`, which passes whole; list the members instead of using `.**`",
-                            t.name()
+                            "transform {name} sits beneath `{subtree}`, which passes whole; list the members instead of using `.**`"
                         ),
                     ));
                 }
@@ -448,6 +473,23 @@ impl<'r> Builder<'r> {
         let anys: Vec<usize> = nodes.iter().filter_map(|n| n.any).collect();
         let elements: Vec<usize> = nodes.iter().filter_map(|n| n.elements).collect();
         let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
+
+        if let Some((_, remove, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Remove) {
+            // An explicit remove wins over `allow` and `*`: nothing at or below passes.
+            for below in self.sources_below(ids) {
+                self.errors.push(error(
+                    below,
+                    format!("can never match: `{remove}` removes `{at}` whole"),
+                ));
+            }
+            if let Some(records) = records {
+                self.errors.push(error(
+                    records,
+                    format!("records can never be forwarded: `{remove}` removes `{at}`"),
+                ));
+            }
+            return REMOVED;
+        }
 
         if let Some((_, subtree, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Subtree) {
             for (leaf, text, _) in &leaves {
@@ -553,6 +595,7 @@ impl<'r> Builder<'r> {
         }
         if !wants_object && !elements.is_empty() {
             let inner = self.expand(&elements, &elements_of(at));
+            // `remove` only names members, so array elements are never REMOVED.
             return self.push(Kind::Array { elements: inner }, false);
         }
 
@@ -590,5 +633,14 @@ impl<'r> Builder<'r> {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// The transform a leaf names, `remove` included.
+fn transform_name(leaf: Leaf) -> Option<&'static str> {
+    match leaf {
+        Leaf::Transform(t) => Some(t.name()),
+        Leaf::Remove => Some("remove"),
+        Leaf::Scalar | Leaf::Subtree => None,
     }
 }

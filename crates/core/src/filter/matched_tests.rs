@@ -14,6 +14,7 @@ fn program(
     records: Option<(&str, &str)>,
 ) -> FilterProgram {
     let spec = FilterSpec {
+        removes: Vec::new(),
         allow: allow.iter().map(|p| path(p)).collect(),
         transforms: transforms.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: records.map(|(r, _)| path(r)),

@@ -22,6 +22,8 @@ mod transform;
 #[cfg(test)]
 mod matched_tests;
 #[cfg(test)]
+mod remove_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::policy::FieldPath;
@@ -84,6 +86,9 @@ impl Transform {
 pub struct FilterSpec {
     pub allow: Vec<FieldPath>,
     pub transforms: Vec<(FieldPath, Transform)>,
+    /// Paths written `remove` under `transform`: what they match is removed even where an
+    /// `allow` path (or `*`) also names it.
+    pub removes: Vec<FieldPath>,
     /// Where the customer records are; `$` when the body is one record.
     pub records: Option<FieldPath>,
     /// Member of each record holding the customer id.

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use super::compile::{fingerprint, Kind, Members, NodeId};
 use super::transform::{self, Hmac256};
 use super::{Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform};
+use crate::optout::id::{self, BadId};
 use crate::{Refusal, RefusalKind};
 
 /// Objects with more keys than this switch from a linear duplicate check to a hash set.
@@ -714,19 +715,22 @@ impl<'a> Scanner<'a> {
             Some(b'"') => {
                 let inner = &raw[1..raw.len() - 1];
                 if inner.is_empty() {
-                    Err("an empty string")
-                } else if inner.contains(&b'\\') {
+                    return Err("an empty string");
+                }
+                let text = if inner.contains(&b'\\') {
                     let mut text = Vec::with_capacity(inner.len());
                     unescape(inner, &mut text);
                     String::from_utf8(text)
                         .map(Cow::Owned)
-                        .map_err(|_| "not valid text")
+                        .map_err(|_| "not valid text")?
                 } else {
                     self.text
                         .get(start + 1..self.pos - 1)
                         .map(Cow::Borrowed)
-                        .ok_or("not valid text")
-                }
+                        .ok_or("not valid text")?
+                };
+                id::check_string_id(&text).map_err(BadId::what)?;
+                Ok(text)
             }
             Some(b'-' | b'0'..=b'9') => {
                 if raw.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
@@ -736,10 +740,9 @@ impl<'a> Scanner<'a> {
                     // slip past customer 0's opt-out.
                     Err("-0, which JSON readers take for 0")
                 } else {
-                    self.text
-                        .get(start..self.pos)
-                        .map(Cow::Borrowed)
-                        .ok_or("not valid text")
+                    let text = self.text.get(start..self.pos).ok_or("not valid text")?;
+                    id::check_integer_literal(text).map_err(BadId::what)?;
+                    Ok(Cow::Borrowed(text))
                 }
             }
             other => Err(describe(other.copied())),
@@ -1098,7 +1101,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                     )))
                 }
             };
-            if optouts.is_opted_out(&subject) {
+            if id::is_opted_out(optouts, &subject) {
                 if self.program.single_record {
                     return Err(Refusal::new(
                         RefusalKind::SubjectOptedOut,

@@ -12,6 +12,7 @@ fn path(text: &str) -> FieldPath {
 
 fn spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
     FilterSpec {
+        removes: Vec::new(),
         allow: allow.iter().map(|p| path(p)).collect(),
         transforms: transforms.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: None,
@@ -783,7 +784,7 @@ fn subject_ids_are_canonical() {
         assert_eq!(filtered.report.records_dropped, 1);
     }
     // Not the same customer.
-    for subject in [r#""0123""#, r#"" 123""#, "1234"] {
+    for subject in [r#""1234""#, "1234", r#""c-123""#] {
         let body = shipments(&[&format!(r#"{{"customer_id":{subject}}}"#)]);
         let filtered =
             run_with(&program, body.as_bytes(), &options(Some(&set), false)).expect("filtered");
@@ -811,6 +812,18 @@ fn records_without_a_valid_subject_are_refused() {
             "a number with a fraction or exponent",
         ),
         (r#"{"customer_id":true}"#, "a boolean"),
+        // Forms a partner could read as another (opted-out) customer.
+        (r#"{"customer_id":"0123"}"#, "not in canonical integer form"),
+        (r#"{"customer_id":"+123"}"#, "not in canonical integer form"),
+        (
+            r#"{"customer_id":"123.0"}"#,
+            "not in canonical integer form",
+        ),
+        (r#"{"customer_id":" 123"}"#, "surrounding whitespace"),
+        (r#"{"customer_id":"c-200\u0000"}"#, "control character"),
+        (r#"{"customer_id":9007199254740993}"#, "beyond ±(2^53−1)"),
+        (r#"{"customer_id":-9007199254740992}"#, "beyond ±(2^53−1)"),
+        (r#"{"customer_id":"\uff43-200"}"#, "NFKC"),
         (r#"{"customer_id":[1]}"#, "is an object or array"),
         (r#"{"customer_id":{"id":1}}"#, "is an object or array"),
     ];
@@ -1042,6 +1055,7 @@ fn compile_errors() {
     use Transform::*;
     type Case<'a> = (FilterSpec, &'a [(&'a str, &'a str)]);
     let root_subtree = FilterSpec {
+        removes: Vec::new(),
         allow: vec![FieldPath {
             segments: vec![],
             subtree: true,
@@ -1049,6 +1063,7 @@ fn compile_errors() {
         ..FilterSpec::default()
     };
     let dotted_member = FilterSpec {
+        removes: Vec::new(),
         allow: vec![FieldPath {
             segments: vec![Segment::Member("a.b".into())],
             subtree: false,
@@ -1146,6 +1161,7 @@ fn compile_errors() {
         ),
         (
             FilterSpec {
+                removes: Vec::new(),
                 records: Some(path("s[*]")),
                 ..spec(&["s[*].a"], &[])
             },
@@ -1153,6 +1169,7 @@ fn compile_errors() {
         ),
         (
             FilterSpec {
+                removes: Vec::new(),
                 subject: Some("id".into()),
                 ..spec(&["s[*].a"], &[])
             },
@@ -1161,6 +1178,7 @@ fn compile_errors() {
         // Every mistake is reported, not just the first.
         (
             FilterSpec {
+                removes: Vec::new(),
                 subject: Some("id".into()),
                 ..spec(&["$", "a", "a.b", "c.**"], &[("c.d", Mask), ("e.**", Null)])
             },

@@ -53,6 +53,8 @@ routes:
   - path: /v1/customers/{id}
     methods: [GET]
     query: [ref]
+  - path: /v1/people/{cid:subject}
+    methods: [GET]
 ";
 
 /// A government body: a legal basis of the form `CASE-<digits>` on every request.
@@ -102,7 +104,8 @@ fn headers(list: &[(&str, &str)]) -> Vec<(String, String)> {
 fn opted_out() -> OptOutSet {
     let mut set = OptOutSet::new();
     let scope = Scope::parse(Scope::PARTNER_SHARING).unwrap();
-    set.insert("c-out", &[scope]).unwrap();
+    set.insert("c-out", std::slice::from_ref(&scope)).unwrap();
+    set.insert("300", &[scope]).unwrap();
     set
 }
 
@@ -500,6 +503,42 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
             "subject_opted_out",
         ),
         ("/ads/v1/customers/c-in", "ref=", loaded, "ok"),
+        // Spellings a partner may read as an opted-out id: refused, typed or not.
+        ("/ads/v1/customers/C-OUT", "", loaded, "subject_opted_out"),
+        ("/ads/v1/customers/300", "", loaded, "subject_opted_out"),
+        ("/ads/v1/customers/c-out;v=1", "", loaded, "bad_request"),
+        ("/ads/v1/customers/c-out%3Bv=1", "", loaded, "bad_request"),
+        ("/ads/v1/customers/0300", "", loaded, "bad_request"),
+        ("/ads/v1/customers/+300", "", loaded, "bad_request"),
+        ("/ads/v1/customers/300.0", "", loaded, "bad_request"),
+        ("/ads/v1/customers/c-out%20", "", loaded, "bad_request"),
+        ("/ads/v1/customers/c-out+", "", loaded, "bad_request"),
+        (
+            "/ads/v1/customers/c-in",
+            "ref=c-in,c-out",
+            loaded,
+            "bad_request",
+        ),
+        (
+            "/ads/v1/customers/c-in",
+            "ref=c-out%00",
+            loaded,
+            "bad_request",
+        ),
+        (
+            "/ads/v1/customers/c-in",
+            "ref=c-out+",
+            loaded,
+            "bad_request",
+        ),
+        ("/ads/v1/customers/c-in", "ref=%ff", loaded, "bad_request"),
+        ("/ads/v1/customers/c-in", "ref=a+b", loaded, "ok"),
+        ("/ads/v1/customers/c-in", "ref=12.5", loaded, "ok"),
+        ("/ads/v1/people/c-in", "", loaded, "ok"),
+        ("/ads/v1/people/c-out", "", loaded, "subject_opted_out"),
+        ("/ads/v1/people/0300", "", loaded, "subject_missing"),
+        ("/ads/v1/people/c-in%20", "", loaded, "subject_missing"),
+        ("/ads/v1/people/c-in,c-out", "", loaded, "subject_missing"),
         (
             "/ads/v1/customers/c-in",
             "",

@@ -1,8 +1,9 @@
 /*!
 The URL opt-out check: a partner that honours opt-outs never gets an opted-out customer's id
-in its URL either.
+in its URL either, in any spelling it might read as that id.
 */
 use super::{OptOuts, Target, OPTOUTS_NOT_LOADED};
+use crate::optout::id::{self, BadId};
 use crate::policy::RouteSegment;
 use crate::{Refusal, RefusalKind};
 
@@ -10,6 +11,13 @@ use crate::{Refusal, RefusalKind};
 /// every path parameter and every forwarded query value that is such an id refuses the request
 /// (451), whatever the parameter is called — the gateway cannot know which ones hold customer
 /// ids, so it treats them all as if they might.
+///
+/// Values are judged after percent-decoding, both as written and with `+` read as a space (as
+/// form decoders do). A value a partner might read as another id than the text compared —
+/// with `;` or `,`, control characters, surrounding whitespace, a non-canonical integer
+/// (`0300`, `+300`, `300.0`) or text NFKC changes — is refused: 400 `bad_request`, or 422
+/// `subject_missing` for a parameter the route types as a customer id (`{cid:subject}`),
+/// which must also be present and non-empty.
 pub(super) fn check_url_for_opted_out_ids(
     target: &Target,
     forwarded_query: &str,
@@ -20,24 +28,27 @@ pub(super) fn check_url_for_opted_out_ids(
         return Ok(());
     }
     let route = target.route();
-    let decode = |raw: &str| {
-        percent_encoding::percent_decode_str(raw)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    let path_values = route
+    let mut values = Vec::new();
+    let path_params = route
         .segments
         .iter()
         .zip(target.upstream_path.split('/').skip(1))
-        .filter(|(segment, _)| matches!(segment, RouteSegment::Param(_)))
-        .map(|(_, value)| decode(value));
-    let query_values = forwarded_query
+        .filter_map(|(segment, raw)| match segment {
+            RouteSegment::Param(name) => Some((name.as_str(), raw)),
+            RouteSegment::Literal(_) => None,
+        });
+    for (name, raw) in path_params {
+        let typed = route.subject_params.iter().any(|s| s == name);
+        let what = Param::Path(name);
+        collect(what, raw, typed, &mut values)?;
+    }
+    for (raw_name, raw) in forwarded_query
         .split('&')
-        .filter_map(|pair| pair.split_once('=').map(|(_, v)| decode(v)));
-    let values: Vec<String> = path_values
-        .chain(query_values)
-        .filter(|v| !v.is_empty())
-        .collect();
+        .filter_map(|pair| pair.split_once('='))
+    {
+        let name = decode(raw_name).unwrap_or_default();
+        collect(Param::Query(&name), raw, false, &mut values)?;
+    }
     if values.is_empty() {
         return Ok(());
     }
@@ -46,7 +57,7 @@ pub(super) fn check_url_for_opted_out_ids(
     };
     let mut opted_out = false;
     source.with_lookup(&partner.honor_optouts, &mut |lookup| {
-        opted_out = values.iter().any(|v| lookup.is_opted_out(v));
+        opted_out = values.iter().any(|v| id::is_opted_out(lookup, v));
     });
     if opted_out {
         return Err(Refusal::new(
@@ -55,4 +66,65 @@ pub(super) fn check_url_for_opted_out_ids(
         ));
     }
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Param<'a> {
+    Path(&'a str),
+    Query(&'a str),
+}
+
+impl std::fmt::Display for Param<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Param::Path(name) => write!(f, "path parameter `{name}`"),
+            Param::Query(name) => write!(f, "query parameter `{name}`"),
+        }
+    }
+}
+
+/// Adds the decoded forms of one raw value to `values`, or refuses a form that cannot be
+/// judged as an id.
+fn collect(
+    what: Param<'_>,
+    raw: &str,
+    typed: bool,
+    values: &mut Vec<String>,
+) -> Result<(), Refusal> {
+    let refuse = |problem: &str| {
+        if typed {
+            Refusal::new(
+                RefusalKind::SubjectMissing,
+                format!("{what} is not a valid customer id: it is {problem}"),
+            )
+        } else {
+            Refusal::new(
+                RefusalKind::BadRequest,
+                format!("{what} is {problem}; a partner that honours opt-outs only gets URL values in one plain form"),
+            )
+        }
+    };
+    let literal = decode(raw).ok_or_else(|| refuse("not UTF-8 once percent-decoded"))?;
+    if literal.is_empty() {
+        return if typed {
+            Err(refuse(BadId::Empty.what()))
+        } else {
+            Ok(())
+        };
+    }
+    let plus_as_space = decode(&raw.replace('+', " ")).unwrap_or_default();
+    for form in [literal, plus_as_space] {
+        id::check_url_value(&form).map_err(|bad| refuse(bad.what()))?;
+        if !values.contains(&form) {
+            values.push(form);
+        }
+    }
+    Ok(())
+}
+
+fn decode(raw: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }

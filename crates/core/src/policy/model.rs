@@ -283,6 +283,9 @@ pub struct Route {
     /// The path template as written (`/v1/tickets/{id}`): the `route` metric label.
     pub template: String,
     pub segments: Vec<RouteSegment>,
+    /// Path parameters typed as customer ids (`{cid:subject}`): on a partner that honours
+    /// opt-outs each must be a valid id (else 422) and is checked against the opt-outs.
+    pub subject_params: Vec<String>,
     /// Uppercase method names.
     pub methods: Vec<String>,
     /// `None`: the route takes no body (neither `allow` nor `transform`).

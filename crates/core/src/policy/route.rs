@@ -196,6 +196,12 @@ pub(crate) fn is_pchar(b: u8) -> bool {
 /// Parses a route template from the policy (`/v1/tickets/{id}`) into segments.
 /// The error is a reason, without the template (the caller quotes it).
 pub fn parse_template(template: &str) -> Result<Vec<RouteSegment>, String> {
+    parse_typed_template(template).map(|(segments, _)| segments)
+}
+
+/// Like [`parse_template`], also returning the parameters typed as customer ids
+/// (`{cid:subject}`), in order.
+pub fn parse_typed_template(template: &str) -> Result<(Vec<RouteSegment>, Vec<String>), String> {
     let Some(rest) = template.strip_prefix('/') else {
         return Err("must start with `/`".to_string());
     };
@@ -214,6 +220,7 @@ pub fn parse_template(template: &str) -> Result<Vec<RouteSegment>, String> {
     }
     let mut segments = Vec::new();
     let mut params: Vec<&str> = Vec::new();
+    let mut subjects = Vec::new();
     for segment in rest.split('/') {
         if segment == "." || segment == ".." {
             return Err(format!("`{segment}` segments are not allowed"));
@@ -223,6 +230,15 @@ pub fn parse_template(template: &str) -> Result<Vec<RouteSegment>, String> {
                 return Err(format!(
                     "`{{` and `}}` must wrap a whole segment, found {segment:?}"
                 ));
+            };
+            let (name, kind) = match name.split_once(':') {
+                Some((name, "subject")) => (name, Some(name)),
+                Some((_, kind)) => {
+                    return Err(format!(
+                        "unknown parameter type {kind:?} in {segment:?} (the only type is `subject`: `{{cid:subject}}`)"
+                    ))
+                }
+                None => (name, None),
             };
             if name.is_empty() {
                 return Err("empty parameter `{}`".to_string());
@@ -241,6 +257,7 @@ pub fn parse_template(template: &str) -> Result<Vec<RouteSegment>, String> {
                 return Err(format!("parameter `{{{name}}}` appears twice"));
             }
             params.push(name);
+            subjects.extend(kind.map(str::to_string));
             segments.push(RouteSegment::Param(name.to_string()));
             continue;
         }
@@ -259,7 +276,7 @@ pub fn parse_template(template: &str) -> Result<Vec<RouteSegment>, String> {
         }
         segments.push(RouteSegment::Literal(segment.to_string()));
     }
-    Ok(segments)
+    Ok((segments, subjects))
 }
 
 /// Does `path` (normalised) match these segments?

@@ -12,7 +12,7 @@ use crate::policy::categories;
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{ContentCoding, Route, RouteField, RouteSegment};
 use crate::policy::path::{FieldPath, PathError};
-use crate::policy::route::{literal_count, parse_template, same_shape};
+use crate::policy::route::{literal_count, parse_typed_template, same_shape};
 
 /// What can be wrong with a route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +106,7 @@ pub(super) struct RouteDraft {
     template: String,
     line: u64,
     segments: Option<Vec<RouteSegment>>,
+    subject_params: Vec<String>,
     methods: Vec<String>,
     /// `None`: the route takes no body. Only compiled when `spec_ok`.
     spec: Option<FilterSpec>,
@@ -131,8 +132,12 @@ pub(super) fn validate_route(
     let r = &spanned.value;
     let route_line = line(spanned);
     let template = r.path.value.clone();
-    let segments = match parse_template(&template) {
-        Ok(s) => Some(s),
+    let mut subject_params = Vec::new();
+    let segments = match parse_typed_template(&template) {
+        Ok((s, subjects)) => {
+            subject_params = subjects;
+            Some(s)
+        }
         Err(reason) => {
             let problem = InvalidRoute::RoutePath {
                 path: template.clone(),
@@ -149,6 +154,7 @@ pub(super) fn validate_route(
         template,
         line: route_line,
         segments,
+        subject_params,
         methods,
         spec: body.takes_body.then_some(body.spec),
         spec_ok: body.ok,
@@ -358,8 +364,8 @@ fn transforms(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
                 body.spec.transforms.push((p, t));
                 body.fields.push((key.value.clone(), line(key)));
             }
-            // `remove`: not allowed, which is the default.
-            (Some(_), Some(None)) => {}
+            // `remove`: removed even where an `allow` path also names it.
+            (Some(p), Some(None)) => body.spec.removes.push(p),
             _ => body.ok = false,
         }
     }
@@ -561,6 +567,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
     Some(Route {
         template: draft.template,
         segments: draft.segments?,
+        subject_params: draft.subject_params,
         methods: draft.methods,
         filter,
         query: draft.query,

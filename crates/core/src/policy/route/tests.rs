@@ -84,6 +84,13 @@ fn parses_route_templates() {
     for (text, want) in cases {
         assert_eq!(parse_template(text), Ok(want), "{text}");
     }
+    assert_eq!(
+        parse_typed_template("/v1/{a}/c/{cid:subject}"),
+        Ok((
+            vec![l("v1"), p("a"), l("c"), p("cid")],
+            vec!["cid".to_string()]
+        ))
+    );
     let bad: &[(&str, &str)] = &[
         ("v1/x", "must start with `/`"),
         ("", "must start with `/`"),
@@ -98,6 +105,9 @@ fn parses_route_templates() {
         ("/v1/{a-b}", "invalid parameter name"),
         ("/v1/{1a}", "invalid parameter name"),
         ("/v1/{id}/{id}", "appears twice"),
+        ("/v1/{id}/{id:subject}", "appears twice"),
+        ("/v1/{id:int}", "unknown parameter type"),
+        ("/v1/{:subject}", "empty parameter"),
         ("/v1/x?y", "`?`"),
         ("/v1/a b", "can never appear"),
         ("/v1/é", "can never appear"),
@@ -115,6 +125,7 @@ fn route(template: &str, methods: &[&str]) -> Route {
     Route {
         template: template.to_string(),
         segments: parse_template(template).expect(template),
+        subject_params: Vec::new(),
         methods: methods.iter().map(|m| m.to_string()).collect(),
         filter: None,
         query: Vec::new(),

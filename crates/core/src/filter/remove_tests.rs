@@ -1,0 +1,85 @@
+//! An explicit `remove` wins over `allow` and `*`, and paths it makes dead are compile errors.
+use super::*;
+
+fn path(text: &str) -> FieldPath {
+    FieldPath::parse(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn spec(allow: &[&str], removes: &[&str]) -> FilterSpec {
+    FilterSpec {
+        allow: allow.iter().map(|p| path(p)).collect(),
+        transforms: Vec::new(),
+        removes: removes.iter().map(|p| path(p)).collect(),
+        records: None,
+        subject: None,
+    }
+}
+
+fn run(spec: &FilterSpec, body: &str) -> String {
+    let program = FilterProgram::compile(spec).unwrap_or_else(|e| panic!("{e:?}"));
+    let options = FilterOptions {
+        max_depth: 64,
+        pseudonymize_key: None,
+        optouts: None,
+        detail: false,
+        subjects: false,
+    };
+    let out = filter(&program, body.as_bytes(), &options).unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8(out.body).unwrap()
+}
+
+#[test]
+fn explicit_remove_wins_over_allow() {
+    let body = r#"{"Email":"a@b","name":"n","sl":{"x":1,"y":2}}"#;
+    let objects = r#"{"sl":{"x":1,"y":2},"o":{"x":1,"y":2}}"#;
+    let cases: &[(&[&str], &[&str], &str, &str)] = &[
+        (&["Email", "name"], &["Email"], body, r#"{"name":"n"}"#),
+        (
+            &["sl.x", "name"],
+            &["sl.*"],
+            body,
+            r#"{"name":"n","sl":{}}"#,
+        ),
+        (&["sl.*"], &["sl.x"], body, r#"{"sl":{"y":2}}"#),
+        (&["name"], &["sl"], body, r#"{"name":"n"}"#),
+        (&["name"], &["nowhere"], body, r#"{"name":"n"}"#),
+        (&["*.x"], &["o.x"], objects, r#"{"sl":{"x":1},"o":{}}"#),
+        (&["*.x"], &["*.x"], objects, r#"{"sl":{},"o":{}}"#),
+    ];
+    for (allow, removes, body, want) in cases {
+        assert_eq!(
+            run(&spec(allow, removes), body),
+            *want,
+            "{allow:?} {removes:?}"
+        );
+    }
+}
+
+#[test]
+fn paths_a_remove_makes_dead_are_errors() {
+    let cases: &[(&[&str], &[&str], &str)] = &[
+        (
+            &["sl.x.y"],
+            &["sl.x"],
+            "can never match: `sl.x` removes `sl.x` whole",
+        ),
+        (
+            &["sl.**"],
+            &["sl.x"],
+            "transform remove sits beneath `sl.**`",
+        ),
+        (&[], &["a[*]"], "remove applies to object members"),
+        (&[], &["a.**"], "remove applies to object members"),
+    ];
+    for (allow, removes, want) in cases {
+        let errors = FilterProgram::compile(&spec(allow, removes)).expect_err(want);
+        assert!(
+            errors.iter().any(|e| e.to_string().contains(want)),
+            "{allow:?} {removes:?}: {errors:?}"
+        );
+    }
+    let mut with_records = spec(&["r[*].name"], &["r"]);
+    with_records.records = Some(path("r[*]"));
+    with_records.subject = Some("id".into());
+    assert!(FilterProgram::compile(&with_records).is_err());
+}

@@ -1,0 +1,178 @@
+/*!
+The wire forms a customer id may take where opt-outs are honoured, and the one way ids are
+looked up in the opt-out set.
+
+Partners do not all read ids the way the gateway compares them: a database column of
+integers takes `"0300"`, `"+300"` and `"300.0"` for customer 300, JavaScript rounds integers
+beyond 2^53, many servers trim whitespace or stop at a control character, and a `;` or `,` in
+a URL value splits it into several ids. So where an id is judged against opt-outs, any form
+that a reader could take for a *different* id than the text the gateway compares is refused
+instead of guessed at:
+
+- control characters and surrounding whitespace ([`BadId::ControlCharacter`],
+  [`BadId::SurroundingWhitespace`]);
+- number-like strings that are not a canonical integer: leading zeros, signs, fractions,
+  exponents, hex, and digits that NFKC maps to ASCII digits ([`BadId::NonCanonicalNumber`]);
+- text that Unicode NFKC normalisation changes (`ｃ-200`) ([`BadId::NotNfkc`]);
+- JSON integers beyond ±(2^53−1) ([`BadId::UnsafeInteger`]; as strings they are fine);
+- in URL values also `;` and `,` ([`BadId::Separator`]).
+
+What is left is compared exactly, and also in lowercase and uppercase ([`is_opted_out`]), so
+`C-200` is judged as `c-200` whichever case the opt-out was recorded in.
+*/
+
+use std::borrow::Cow;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::filter::OptOutLookup;
+
+/// The largest integer every JSON reader keeps exactly: 2^53 − 1.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Why a value cannot be judged as a customer id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadId {
+    Empty,
+    ControlCharacter,
+    SurroundingWhitespace,
+    NonCanonicalNumber,
+    NotNfkc,
+    UnsafeInteger,
+    Separator,
+}
+
+impl BadId {
+    /// What the value is, to follow "is" in a refusal message.
+    pub fn what(self) -> &'static str {
+        match self {
+            BadId::Empty => "an empty string",
+            BadId::ControlCharacter => "a string with a control character",
+            BadId::SurroundingWhitespace => "a string with surrounding whitespace",
+            BadId::NonCanonicalNumber => {
+                "a number not in canonical integer form (leading zeros, a sign, a fraction, an exponent)"
+            }
+            BadId::NotNfkc => "text that Unicode NFKC normalisation changes",
+            BadId::UnsafeInteger => {
+                "an integer beyond ±(2^53−1), which JavaScript readers round (send it as a string)"
+            }
+            BadId::Separator => "a value with `;` or `,`, which partners may split into several ids",
+        }
+    }
+}
+
+impl std::fmt::Display for BadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.what())
+    }
+}
+
+impl std::error::Error for BadId {}
+
+/// Checks a JSON string subject id (already unescaped).
+pub fn check_string_id(id: &str) -> Result<(), BadId> {
+    if id.is_empty() {
+        return Err(BadId::Empty);
+    }
+    if id.chars().any(char::is_control) {
+        return Err(BadId::ControlCharacter);
+    }
+    if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {
+        return Err(BadId::SurroundingWhitespace);
+    }
+    let normalised: Cow<'_, str> = if id.is_ascii() {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(id.nfkc().collect())
+    };
+    if denotes_integer(&normalised) && !is_canonical_integer(id) {
+        return Err(BadId::NonCanonicalNumber);
+    }
+    if normalised != id {
+        return Err(BadId::NotNfkc);
+    }
+    Ok(())
+}
+
+/// Checks a JSON integer literal used as a subject id (no fraction or exponent; the scanner
+/// refuses those before). `-0` and magnitudes beyond [`MAX_SAFE_INTEGER`] are refused.
+pub fn check_integer_literal(literal: &str) -> Result<(), BadId> {
+    if !is_canonical_integer(literal) {
+        return Err(BadId::NonCanonicalNumber);
+    }
+    let digits = literal.trim_start_matches('-');
+    let safe = digits.len() <= 16 && digits.parse::<u64>().is_ok_and(|n| n <= MAX_SAFE_INTEGER);
+    if !safe {
+        return Err(BadId::UnsafeInteger);
+    }
+    Ok(())
+}
+
+/// Checks a decoded path parameter or query value on an opt-out-honouring partner: the rules
+/// of [`check_string_id`] plus no `;` or `,`.
+pub fn check_url_value(value: &str) -> Result<(), BadId> {
+    if value.contains([';', ',']) {
+        return Err(BadId::Separator);
+    }
+    check_string_id(value)
+}
+
+/// `0` or `-?[1-9][0-9]*`, not `-0`.
+pub fn is_canonical_integer(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let well_formed = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    well_formed && text != "-0"
+}
+
+/// Would a lenient number reader take this for an integer? A sign, digits with an optional
+/// fraction (`300.`, `300.0`, `.5e1`), an optional exponent, or a `0x`/`0o`/`0b` literal —
+/// whose value is a whole number (`12.5` is no integer id in any reading).
+fn denotes_integer(text: &str) -> bool {
+    let unsigned = text
+        .strip_prefix(['+', '-'])
+        .unwrap_or(text)
+        .replace('_', "");
+    let lower = unsigned.to_ascii_lowercase();
+    for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return !rest.is_empty() && rest.chars().all(|c| c.is_digit(radix));
+        }
+    }
+    let (mantissa, exponent) = match lower.split_once('e') {
+        Some((m, e)) => (m, Some(e)),
+        None => (lower.as_str(), None),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits_ok = (!int.is_empty() || !frac.is_empty())
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    // Whole, or too long for a float to tell: refuse rather than guess.
+    digits_ok
+        && exponent_ok
+        && lower.parse::<f64>().map_or(true, |v| {
+            !v.is_finite() || v.fract() == 0.0 || lower.len() > 15
+        })
+}
+
+/// Is `id` opted out, compared exactly and in its lowercase and uppercase forms? The one
+/// lookup every opt-out check goes through.
+pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
+    if lookup.is_opted_out(id) {
+        return true;
+    }
+    let lower = id.to_lowercase();
+    if lower != id && lookup.is_opted_out(&lower) {
+        return true;
+    }
+    let upper = id.to_uppercase();
+    upper != id && lookup.is_opted_out(&upper)
+}
+
+#[cfg(test)]
+mod tests;

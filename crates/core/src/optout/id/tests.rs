@@ -1,0 +1,89 @@
+use super::*;
+
+#[test]
+fn string_ids() {
+    use BadId::*;
+    let cases: &[(&str, Result<(), BadId>)] = &[
+        ("c-200", Ok(())),
+        ("300", Ok(())),
+        ("-5", Ok(())),
+        ("0", Ok(())),
+        ("12345678901234567890123", Ok(())),
+        ("Müller-7", Ok(())),
+        ("1e5x", Ok(())),
+        ("12.5", Ok(())),
+        ("-0.25", Ok(())),
+        ("", Err(Empty)),
+        ("c-200\u{0}", Err(ControlCharacter)),
+        ("c-200\n", Err(ControlCharacter)),
+        ("c\u{85}200", Err(ControlCharacter)),
+        (" 300", Err(SurroundingWhitespace)),
+        ("c-200 ", Err(SurroundingWhitespace)),
+        ("c-200\u{a0}", Err(SurroundingWhitespace)),
+        ("\u{3000}c-200", Err(SurroundingWhitespace)),
+        ("0300", Err(NonCanonicalNumber)),
+        ("+300", Err(NonCanonicalNumber)),
+        ("-0", Err(NonCanonicalNumber)),
+        ("300.0", Err(NonCanonicalNumber)),
+        ("300.", Err(NonCanonicalNumber)),
+        (".5e1", Err(NonCanonicalNumber)),
+        (".5", Ok(())),
+        ("3e2", Err(NonCanonicalNumber)),
+        ("3E+2", Err(NonCanonicalNumber)),
+        ("0x12C", Err(NonCanonicalNumber)),
+        ("1_000", Err(NonCanonicalNumber)),
+        ("\u{ff13}\u{ff10}\u{ff10}", Err(NonCanonicalNumber)),
+        ("\u{ff43}-200", Err(NotNfkc)),
+        ("cu\u{17f}tomer", Err(NotNfkc)),
+    ];
+    for (id, want) in cases {
+        assert_eq!(check_string_id(id), *want, "{id:?}");
+    }
+}
+
+#[test]
+fn integer_literals() {
+    for ok in ["0", "300", "-300", "9007199254740991", "-9007199254740991"] {
+        assert_eq!(check_integer_literal(ok), Ok(()), "{ok}");
+    }
+    for unsafe_ in [
+        "9007199254740992",
+        "-9007199254740992",
+        "12345678901234567890",
+        "123456789012345678901234567890",
+    ] {
+        assert_eq!(
+            check_integer_literal(unsafe_),
+            Err(BadId::UnsafeInteger),
+            "{unsafe_}"
+        );
+    }
+    assert_eq!(check_integer_literal("-0"), Err(BadId::NonCanonicalNumber));
+}
+
+#[test]
+fn url_values() {
+    for bad in ["c-200;v=1", "c-100,c-200", ";", ","] {
+        assert_eq!(check_url_value(bad), Err(BadId::Separator), "{bad}");
+    }
+    assert_eq!(check_url_value("c-200"), Ok(()));
+    assert_eq!(check_url_value("0300"), Err(BadId::NonCanonicalNumber));
+}
+
+struct Set(&'static [&'static str]);
+impl OptOutLookup for Set {
+    fn is_opted_out(&self, subject: &str) -> bool {
+        self.0.contains(&subject)
+    }
+}
+
+#[test]
+fn lookups_ignore_case() {
+    let set = Set(&["c-200", "AB-7"]);
+    for id in ["c-200", "C-200", "ab-7", "AB-7"] {
+        assert!(is_opted_out(&set, id), "{id}");
+    }
+    for id in ["c-2000", "c-20", "ab-8"] {
+        assert!(!is_opted_out(&set, id), "{id}");
+    }
+}
