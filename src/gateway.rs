@@ -4,7 +4,7 @@ opt-out store, the keys, and the metrics. One [`Gateway`] is shared by the proxy
 listener and the reload watcher.
 */
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use anyhow::Context;
 use gateway_core::callers::{AuthError, Caller, CallerKeys, CallerVerifier};
@@ -16,6 +16,7 @@ use gateway_core::tagging::{
 };
 use gateway_core::{Refusal, RefusalKind};
 
+use crate::ledger::Ledger;
 use crate::loader;
 use crate::metrics::Metrics;
 use crate::optout::postgres::PgOptOuts;
@@ -195,6 +196,7 @@ impl Active {
         caller: &str,
         body: &[u8],
         legal_basis: Option<&str>,
+        jti: &str,
     ) -> Result<Vec<(String, String)>, Refusal> {
         let partner = &target.partner;
         let use_ = partner.kind.data_use();
@@ -202,7 +204,6 @@ impl Active {
             .request_header_value()?;
         let mut headers = vec![(DATA_USE_HEADER.to_string(), tag)];
         if let Some(signer) = &self.signer {
-            let jti = new_jti();
             let input = TokenInput {
                 aud: &partner.id,
                 sub: caller,
@@ -213,7 +214,7 @@ impl Active {
                 legal_basis,
                 now_unix: now_unix(),
                 ttl_secs: MAX_TTL_SECS,
-                jti: &jti,
+                jti,
             };
             let token = signer.sign(&input).map_err(|e| {
                 Refusal::new(
@@ -224,6 +225,11 @@ impl Active {
             headers.push((DATA_USE_TOKEN_HEADER.to_string(), token));
         }
         Ok(headers)
+    }
+
+    /// The data-use signing key (also signs the ledger's checkpoints), when there is one.
+    pub fn signer(&self) -> Option<&TokenSigner> {
+        self.signer.as_ref()
     }
 
     /// The JWKS document with the public keys of data-use tokens.
@@ -252,7 +258,11 @@ pub struct Gateway {
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
+    ledger: RwLock<Option<Arc<Ledger>>>,
     started: std::time::Instant,
+    /// Held for a whole reload (load, validate, swap): the watcher, SIGHUP and the admin API
+    /// reload one at a time, so an older load can never be swapped in after a newer one.
+    reloading: Mutex<()>,
 }
 
 impl Gateway {
@@ -273,7 +283,9 @@ impl Gateway {
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             optouts: RwLock::new(None),
+            ledger: RwLock::new(None),
             started: std::time::Instant::now(),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -282,6 +294,14 @@ impl Gateway {
         match self.active.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Serialises reloads: hold the guard from reading the files until the swap is done.
+    pub fn reload_guard(&self) -> MutexGuard<'_, ()> {
+        match self.reloading.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
@@ -309,6 +329,35 @@ impl Gateway {
         *guard = Some(backend);
         drop(guard);
         self.refresh_optout_gauge();
+    }
+
+    /// Opens the disclosure ledger the policy names (kept for the life of the process: a
+    /// reload that changes `ledger` takes effect at the next start).
+    pub fn open_ledger(&self) {
+        let active = self.active();
+        if let Some(config) = &active.policy.gateway.ledger {
+            let ledger = Ledger::start(config);
+            let mut guard = match self.ledger.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *guard = Some(ledger);
+        }
+    }
+
+    /// The disclosure ledger, when the policy has one.
+    pub fn ledger(&self) -> Option<Arc<Ledger>> {
+        match self.ledger.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Shutdown: the ledger's final checkpoint, signed with the active key.
+    pub fn close_ledger(&self) {
+        if let Some(ledger) = self.ledger() {
+            ledger.close(self.active().signer());
+        }
     }
 
     /// Where opt-outs are kept, once opened.
@@ -382,6 +431,9 @@ impl Gateway {
     /// has been loaded once. A PostgreSQL replica that lost its database stays ready (the
     /// contractor routes keep working) but reports itself degraded.
     pub fn ready(&self) -> Readiness {
+        if self.ledger().is_some_and(|l| !l.writable()) {
+            return Readiness::NotReady("the disclosure ledger cannot be written".into());
+        }
         let needs_optouts = self.needs_optouts();
         match self.optout_freshness() {
             None | Some(Freshness::NotLoaded) if needs_optouts => {

@@ -13,6 +13,7 @@ core in `gateway_core`.
 - [`cli`]: one file per subcommand.
 - [`tls`]: certificates and keys for both legs, and their reloads.
 - [`http1`]: a minimal HTTP/1.1 client for the demo and tests.
+- [`ledger`]: the disclosure ledger writer.
 */
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod cli;
 pub mod gateway;
 pub mod http1;
+pub mod ledger;
 pub mod loader;
 pub mod logs;
 pub mod metrics;

@@ -17,7 +17,7 @@ impl Env for ProcessEnv {
 }
 
 /// How a path under the policy directory is shown in diagnostics: as the user wrote `--policy`.
-fn display_path(dir: &Path, relative: &str) -> String {
+pub fn display_path(dir: &Path, relative: &str) -> String {
     let base = dir.to_string_lossy();
     let base = base.trim_end_matches('/');
     if base.is_empty() {

@@ -1,12 +1,20 @@
 /*!
-Policy reloads: a watcher polls the policy directory, waits for edits to settle (a half-written
-file is not loaded), validates the new policy completely, and only then swaps it in. A policy
-that does not validate is logged with every `FILE:LINE: message`, counted as
-`policy_reloads_total{result="error"}`, and the old policy keeps serving.
+Policy reloads, from three triggers: a watcher polling the policy directory and every file the
+policy names (certificates, keys, JWKS), `SIGHUP`, and `POST {admin}/reload`. One reload runs at a
+time (the gateway's reload lock), so an older load can never be swapped in after a newer one.
+
+A reload reads and validates the whole policy (and re-reads every certificate and key) before
+anything is swapped; a policy that does not validate is logged with every `FILE:LINE: message`,
+counted as `policy_reloads_total{result="error"}`, and the old policy keeps serving. What only a
+restart can change — the listen addresses, whether the proxy listener speaks TLS, the opt-out
+store, the disclosure ledger — is refused the same way, rather than accepted and silently not applied.
 */
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use gateway_core::policy::Policy;
+use sha2::{Digest, Sha256};
 
 use crate::gateway::{Active, Gateway};
 use crate::loader::{self, ProcessEnv};
@@ -14,61 +22,163 @@ use crate::loader::{self, ProcessEnv};
 /// How often the policy directory is looked at.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// What identifies a version of the policy files on disk: names, sizes and modification times.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut files = Vec::new();
-    let mut visit = |path: PathBuf| {
-        if let Ok(meta) = std::fs::metadata(&path) {
-            files.push((path, meta.len(), meta.modified().ok()));
+/// A refused reload: every problem, one line each (`FILE:LINE: message`).
+#[derive(Debug, Clone, Default)]
+pub struct Rejection {
+    pub errors: Vec<String>,
+    /// The files the refused policy names, when it could be read (the watcher keeps an eye on
+    /// them, so that creating a missing certificate file is noticed).
+    pub named_files: Vec<PathBuf>,
+}
+
+/// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid: `Ok(version)`.
+pub fn reload(gateway: &Gateway) -> Result<String, Rejection> {
+    let _one_at_a_time = gateway.reload_guard();
+    match candidate(gateway) {
+        Ok(active) => {
+            let version = active.policy.version.clone();
+            log::info!("policy reloaded: version {version}");
+            gateway.replace_active(active);
+            gateway.metrics.policy_reload(true);
+            Ok(version)
         }
-    };
-    visit(dir.join("gateway.yaml"));
-    if let Ok(entries) = std::fs::read_dir(dir.join("partners")) {
-        for entry in entries.flatten() {
-            visit(entry.path());
+        Err(rejection) => {
+            log::error!(
+                "policy reload rejected, the previous policy keeps serving:\n{}",
+                rejection.errors.join("\n")
+            );
+            gateway.metrics.policy_reload(false);
+            Err(rejection)
         }
     }
+}
+
+/// Reads, validates and builds the policy on disk, without swapping it in.
+fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
+    let dir = &gateway.policy_dir;
+    let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|diagnostics| Rejection {
+        errors: diagnostics.iter().map(ToString::to_string).collect(),
+        named_files: Vec::new(),
+    })?;
+    let named_files = named_files(&loaded.policy);
+    let reject = |errors: Vec<String>| Rejection {
+        errors,
+        named_files: named_files.clone(),
+    };
+    let restart_only = restart_only_changes(dir, &gateway.active().policy, &loaded.policy);
+    if !restart_only.is_empty() {
+        return Err(reject(restart_only));
+    }
+    Active::build(loaded.policy).map_err(|e| {
+        // Diagnostics arrive as "invalid policy:" and one `FILE:LINE: message` per line.
+        let text = format!("{e:#}");
+        reject(
+            text.lines()
+                .filter(|l| !l.trim().is_empty() && l.trim_end() != "invalid policy:")
+                .map(str::to_string)
+                .collect(),
+        )
+    })
+}
+
+/// What differs between `old` and `new` that only a restart can apply, as `FILE:LINE: message`.
+fn restart_only_changes(dir: &Path, old: &Policy, new: &Policy) -> Vec<String> {
+    let file = loader::display_path(dir, "gateway.yaml");
+    let text = std::fs::read_to_string(dir.join("gateway.yaml")).unwrap_or_default();
+    let at = |key: &str, message: String| format!("{file}:{}: {message}", key_line(&text, key));
+    let (old_gw, new_gw) = (&old.gateway, &new.gateway);
+    let mut errors = Vec::new();
+    if old_gw.listen != new_gw.listen {
+        errors.push(at("listen", format!(
+            "`listen` changed from {} to {}: listen addresses change only at a restart (the previous policy keeps serving)",
+            old_gw.listen, new_gw.listen
+        )));
+    }
+    if old_gw.admin_listen != new_gw.admin_listen {
+        errors.push(at("admin_listen", format!(
+            "`admin_listen` changed from {} to {}: listen addresses change only at a restart (the previous policy keeps serving)",
+            old_gw.admin_listen, new_gw.admin_listen
+        )));
+    }
+    match (&old_gw.tls, &new_gw.tls) {
+        (None, Some(_)) => errors.push(at("tls", "`tls` was added: the proxy listener was started in plain HTTP and can only switch to TLS at a restart (the previous policy keeps serving)".into())),
+        (Some(_), None) => errors.push(at("tls", "`tls` was removed: the proxy listener speaks TLS and can only switch to plain HTTP at a restart (the previous policy keeps serving)".into())),
+        _ => {}
+    }
+    // The open store is the one acknowledged opt-outs are written to: swapping the policy
+    // under it would send writes and reads to different places.
+    if old_gw.optouts != new_gw.optouts {
+        errors.push(at("optouts", "the `optouts` section changed: the opt-out store can only change at a restart (the previous policy keeps serving)".into()));
+    }
+    // The ledger is opened once: a policy that adds, moves or drops it would otherwise claim
+    // records the running gateway does not write.
+    if old_gw.ledger != new_gw.ledger {
+        errors.push(at("ledger", "the `ledger` section changed: the disclosure ledger can only change at a restart (the previous policy keeps serving)".into()));
+    }
+    errors
+}
+
+/// The 1-based line of top-level `key:` in a YAML text (1 when it is not there).
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|line| {
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// Every file outside the policy directory's YAML that a policy reads: certificates, keys,
+/// CA sets, the callers' JWKS, the signing key and published keys.
+pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
+    let gw = &policy.gateway;
+    let mut files = Vec::new();
+    if let Some(tls) = &gw.tls {
+        files.extend([tls.cert.path.clone(), tls.key.path.clone()]);
+        files.extend(tls.client_ca.iter().map(|f| f.path.clone()));
+    }
+    for partner in policy.partners.values() {
+        if let Some(tls) = &partner.tls {
+            files.extend(tls.ca.iter().map(|f| f.path.clone()));
+            if let Some((cert, key)) = &tls.client_cert {
+                files.extend([cert.path.clone(), key.path.clone()]);
+            }
+        }
+    }
+    if let Some(callers) = &gw.callers {
+        if !callers.keys.as_os_str().is_empty() {
+            files.push(callers.keys.clone());
+        }
+    }
+    if let Some(signing) = &gw.signing {
+        files.push(signing.key.clone());
+        files.extend(signing.publish.iter().cloned());
+    }
     files.sort();
+    files.dedup();
     files
 }
 
-/// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid. Returns whether it was.
-pub fn reload(gateway: &Gateway) -> bool {
-    let dir = &gateway.policy_dir;
-    let old = gateway.active();
-    let result = loader::load(dir, Some(&ProcessEnv))
-        .map_err(|d| loader::diagnostics_error(&d))
-        .and_then(|loaded| {
-            // The open store is the one acknowledged opt-outs are written to: swapping the
-            // policy under it would send writes and reads to different places.
-            let store_path = |p: &gateway_core::policy::Policy| p.gateway.optouts.clone();
-            if store_path(&loaded.policy) != store_path(&old.policy) {
-                anyhow::bail!(
-                    "the `optouts` section changed: the opt-out store can only change at a restart"
-                );
-            }
-            Active::build(loaded.policy)
-        });
-    match result {
-        Ok(active) => {
-            let (old_gw, new_gw) = (&old.policy.gateway, &active.policy.gateway);
-            if old_gw.listen != new_gw.listen || old_gw.admin_listen != new_gw.admin_listen {
-                log::warn!(
-                    "listen addresses changed in {}: they take effect at the next restart",
-                    dir.display()
-                );
-            }
-            log::info!("policy reloaded: version {}", active.policy.version);
-            gateway.replace_active(active);
-            gateway.metrics.policy_reload(true);
-            true
-        }
-        Err(e) => {
-            log::error!("policy reload rejected, the previous policy keeps serving: {e:#}");
-            gateway.metrics.policy_reload(false);
-            false
-        }
+/// What identifies a version of the policy on disk: each file and the SHA-256 of its bytes
+/// (`None` while unreadable). Contents rather than times, so a rotation that keeps sizes and
+/// times, or swaps a symlink (Kubernetes secret volumes), is still seen.
+type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
+
+fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
+    let mut paths = vec![dir.join("gateway.yaml")];
+    if let Ok(entries) = std::fs::read_dir(dir.join("partners")) {
+        paths.extend(entries.flatten().map(|e| e.path()));
     }
+    paths.extend(named.iter().cloned());
+    paths.sort();
+    paths.dedup();
+    paths
+        .into_iter()
+        .map(|path| {
+            let digest = std::fs::read(&path).ok().map(|b| Sha256::digest(b).into());
+            (path, digest)
+        })
+        .collect()
 }
 
 /// Reloads on every SIGHUP (what `systemctl reload` sends), on a thread of its own.
@@ -91,7 +201,7 @@ fn reload_on_sighup(gateway: Arc<Gateway>) {
                 };
                 while hangups.recv().await.is_some() {
                     log::info!("SIGHUP: reloading the policy");
-                    reload(&gateway);
+                    let _ = reload(&gateway);
                 }
             });
         });
@@ -100,29 +210,59 @@ fn reload_on_sighup(gateway: Arc<Gateway>) {
     }
 }
 
-/// Starts the watcher thread for `gateway`'s policy directory, and reloads on SIGHUP.
+/// Starts the watcher thread for `gateway`'s policy directory and the files the policy names,
+/// and reloads on SIGHUP.
 pub fn watch(gateway: Arc<Gateway>) {
     reload_on_sighup(gateway.clone());
     std::thread::Builder::new()
         .name("policy-watcher".into())
         .spawn(move || {
-            let mut seen = fingerprint(&gateway.policy_dir);
+            let dir = gateway.policy_dir.clone();
+            // Files named by the policy being served, and by the last one refused.
+            let mut refused_files: Vec<PathBuf> = Vec::new();
+            let watched = |refused: &[PathBuf]| {
+                let mut files = named_files(&gateway.active().policy);
+                files.extend(refused.iter().cloned());
+                files
+            };
+            let mut seen = fingerprint(&dir, &watched(&refused_files));
             loop {
                 std::thread::sleep(POLL_INTERVAL);
-                let now = fingerprint(&gateway.policy_dir);
+                let now = fingerprint(&dir, &watched(&refused_files));
                 if now == seen {
                     continue;
                 }
                 // Debounce: load only once the files have stopped changing.
                 std::thread::sleep(POLL_INTERVAL);
-                let settled = fingerprint(&gateway.policy_dir);
-                if settled != now {
+                if fingerprint(&dir, &watched(&refused_files)) != now {
                     continue;
                 }
-                seen = settled;
-                reload(&gateway);
+                refused_files = match reload(&gateway) {
+                    Ok(_) => Vec::new(),
+                    Err(rejection) => rejection.named_files,
+                };
+                // What was loaded is `now`; only when the new policy names other files is the
+                // fingerprint taken again (a change in the moment between is then missed).
+                let after = fingerprint(&dir, &watched(&refused_files));
+                let same_files = after.iter().map(|(p, _)| p).eq(now.iter().map(|(p, _)| p));
+                seen = if same_files { now } else { after };
             }
         })
         .map(|_| ())
         .unwrap_or_else(|e| log::error!("cannot start the policy watcher: {e}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_line;
+
+    #[test]
+    fn key_line_finds_top_level_keys_only() {
+        let text = "listen: 1\nadmin_listen: 2\nlimits: { a: 1 }\ntls:\n  cert: x\n";
+        assert_eq!(key_line(text, "listen"), 1);
+        assert_eq!(key_line(text, "admin_listen"), 2);
+        assert_eq!(key_line(text, "tls"), 4);
+        assert_eq!(key_line(text, "cert"), 1);
+        assert_eq!(key_line(text, "optouts"), 1);
+    }
 }

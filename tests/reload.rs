@@ -87,3 +87,138 @@ fn a_reload_cannot_move_the_opt_out_store() {
         200
     );
 }
+
+const ADMIN: &str = "admin_token_env: RELOAD_TEST_ADMIN_TOKEN\n";
+
+fn post_reload(gateway: &Gateway, token: Option<&str>) -> Response {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b)])
+        .unwrap_or_default();
+    http1::send(
+        &gateway.admin.to_string(),
+        "POST",
+        "/reload",
+        &headers,
+        Some(b""),
+    )
+    .unwrap()
+}
+
+#[test]
+fn admin_reload_answers_the_new_version_or_every_error() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    assert_refused(&post_reload(&gateway, None), 401, "unauthenticated");
+    assert_refused(
+        &post_reload(&gateway, Some("wrong")),
+        401,
+        "unauthenticated",
+    );
+    let get = gateway.admin_get("/reload");
+    assert_eq!(get.status, 401, "the token is checked first");
+
+    let r = post_reload(&gateway, Some("s3cret"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let first = r.json()["version"].as_str().unwrap().to_string();
+    assert!(
+        metric(
+            &gateway.metrics(),
+            &format!(r#"partner_gateway_policy_info{{version="{first}"}}"#)
+        ) == 1.0
+    );
+
+    // Two broken files: both errors, with file and line; the old policy keeps serving.
+    let policy = gateway.policy.policy();
+    let file = policy.join("partners/acme-ship.yaml");
+    std::fs::write(&file, partner(&mock.url(), "order_id, name\n    alow: [x]")).unwrap();
+    std::fs::write(policy.join("partners/second.yaml"), "kind: nobody\n").unwrap();
+    let r = post_reload(&gateway, Some("s3cret"));
+    assert_refused(&r, 422, "invalid_policy");
+    let errors: Vec<String> = r.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect();
+    let names_a_line = |file: &str| {
+        errors.iter().any(|e| {
+            e.split_once(&format!("{file}:")).is_some_and(|(_, rest)| {
+                rest.split(':')
+                    .next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+        })
+    };
+    assert!(names_a_line("partners/acme-ship.yaml"), "{errors:#?}");
+    assert!(names_a_line("partners/second.yaml"), "{errors:#?}");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("partners/second.yaml:"));
+    let body = r#"{"order_id":1,"name":"Ada"}"#;
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", body).status,
+        200
+    );
+    assert_eq!(mock.only_body(), r#"{"order_id":1}"#);
+
+    std::fs::remove_file(policy.join("partners/second.yaml")).unwrap();
+    std::fs::write(&file, partner(&mock.url(), "order_id, name")).unwrap();
+    let r = post_reload(&gateway, Some("s3cret"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let second = r.json()["version"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", body).status,
+        200
+    );
+    assert_eq!(mock.received().last().unwrap()["body"], body);
+}
+
+#[test]
+fn admin_reload_is_refused_without_a_configured_token() {
+    let mock = Mock::start();
+    let gateway = Gateway::start("", &[("acme-ship", &partner(&mock.url(), "order_id"))], &[]);
+    assert_refused(
+        &post_reload(&gateway, Some("anything")),
+        403,
+        "admin_disabled",
+    );
+}
+
+#[test]
+fn a_reload_cannot_move_the_listeners() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    let file = gateway.policy.policy().join("gateway.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let elsewhere = free_addr();
+    std::fs::write(
+        &file,
+        yaml.replace(&gateway.addr.to_string(), &elsewhere.to_string()),
+    )
+    .unwrap();
+    let r = post_reload(&gateway, Some("s3cret"));
+    assert_refused(&r, 422, "invalid_policy");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("gateway.yaml:1: `listen` changed"),
+        "{errors}"
+    );
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#)
+            .status,
+        200
+    );
+}

@@ -201,3 +201,72 @@ fn certificate_identity_is_the_caller_for_allowed_callers() {
     assert_refused(&send(&nameless), 401, "unauthenticated");
     assert_eq!(mock.received().len(), 1);
 }
+
+#[test]
+fn with_jwt_callers_too_the_token_and_the_certificate_must_name_the_same_caller() {
+    let s = setup();
+    let callers_ca = Ca::new("Callers CA");
+    let callers_ca_file = callers_ca.write(s.dir.path(), "callers-ca.pem");
+    let orders = callers_ca.write_leaf(s.dir.path(), "orders", &["orders-service"], false);
+    let support = callers_ca.write_leaf(s.dir.path(), "support", &["support-desk"], false);
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+    let tls = listener_yaml(&s.server, Some(&callers_ca_file), true);
+    let mock = Mock::start();
+    let gateway = Gateway::start_with(
+        |listen, admin| {
+            format!(
+                "listen: {listen}\nadmin_listen: {admin}\ncallers:\n  issuer: https://auth.ohsoft.example\n  audience: partner-gateway\n  keys: {certs}/callers.jwks.json\n{tls}"
+            )
+        },
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let token = |sub: &str| {
+        let jwt = partner_gateway::cli::token::mint(
+            &Path::new(certs).join("callers-demo.pem"),
+            sub,
+            std::time::Duration::from_secs(300),
+            "https://auth.ohsoft.example",
+            "partner-gateway",
+            Some("callers-demo-1"),
+        )
+        .unwrap();
+        format!("Bearer {jwt}")
+    };
+    let send = |client: &Pair, authorization: Option<&str>| {
+        let config = client_config(&s.ca_file, Some(client), &[]);
+        let mut conn = TlsConn::connect(gateway.addr, config).unwrap();
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(authorization.map(|a| ("authorization", a)));
+        conn.request(
+            "POST",
+            "/acme-ship/v1/shipments",
+            &headers,
+            Some(BODY.as_bytes()),
+        )
+        .unwrap()
+    };
+    let r = send(&orders, Some(&token("orders-service")));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(mock.only_body(), FILTERED);
+    // The token names another caller than the certificate.
+    assert_refused(
+        &send(&orders, Some(&token("support-desk"))),
+        403,
+        "caller_not_allowed",
+    );
+    assert_refused(
+        &send(&support, Some(&token("orders-service"))),
+        403,
+        "caller_not_allowed",
+    );
+    // The certificate alone is not enough when JWT callers are configured.
+    assert_refused(&send(&orders, None), 401, "unauthenticated");
+    // Both agree, but that caller may not use this partner.
+    assert_refused(
+        &send(&support, Some(&token("support-desk"))),
+        403,
+        "caller_not_allowed",
+    );
+    assert_eq!(mock.received().len(), 1);
+}

@@ -1,7 +1,7 @@
 /*!
 The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
 (policy and opt-out data loaded), `/.well-known/jwks.json` (keys partners verify data-use
-tokens with) and the `/optouts` API. It never proxies anything to a partner.
+tokens with), the `/optouts` API and `POST /reload`. It never proxies anything to a partner.
 */
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use pingora::protocols::http::ServerSession;
 use crate::gateway::{Gateway, Readiness};
 
 pub mod optouts;
+mod reload;
 
 /// Largest admin request body (an opt-out change is a few hundred bytes).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -62,6 +63,15 @@ impl AdminApp {
             if response.status == 200 && method != "GET" {
                 self.gateway.refresh_optout_gauge();
             }
+            let status = if response.www_authenticate {
+                401
+            } else {
+                response.status
+            };
+            return (status, JSON, response.body);
+        }
+        if path == "/reload" {
+            let response = reload::handle(&self.gateway, method, authorization).await;
             let status = if response.www_authenticate {
                 401
             } else {

@@ -169,7 +169,7 @@ fn internal(e: &BackendError) -> AdminResponse {
 
 /// `Authorization: Bearer <token>` (read as every bearer credential is) with the right token.
 /// Both sides are hashed first so that neither the comparison nor the lengths leak timing.
-fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+pub(crate) fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
     let Ok(given) = gateway_core::callers::bearer_credentials(authorization) else {
         return false;
     };

@@ -144,6 +144,7 @@ pub fn run(
                     caller.unwrap_or(crate::gateway::UNAUTHENTICATED_SUB),
                     &outgoing.body,
                     outgoing.legal_basis.as_deref(),
+                    &crate::gateway::new_jti(),
                 )
                 .unwrap_or_default()
             {

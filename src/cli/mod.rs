@@ -2,6 +2,7 @@
 The command line: one file per subcommand, each a thin layer over the library. `main` calls
 [`run`], which returns the exit code; errors are printed once, with their chain.
 */
+pub mod audit;
 pub mod check;
 pub mod demo;
 pub mod diff;
@@ -129,6 +130,11 @@ enum Command {
         token: String,
     },
     /// An upstream that answers each request with a JSON echo of what it received.
+    /// Read the disclosure ledger back.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     MockPartner {
         #[arg(long)]
         listen: String,
@@ -148,6 +154,42 @@ enum Command {
         #[arg(long)]
         tls_client_ca: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check ledger files (hash chain and signed checkpoints): exit 0, or 1 naming FILE:LINE
+    /// of the first break.
+    Verify {
+        /// Ledger files or directories (default: the ledger directory in gateway.yaml).
+        paths: Vec<PathBuf>,
+        /// Check checkpoint signatures with this JWKS (a file or an http:// URL).
+        #[arg(long)]
+        jwks: Option<String>,
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+}
+
+fn run_audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    match command {
+        AuditCommand::Verify {
+            paths,
+            jwks,
+            policy,
+            ledger,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![audit::ledger_dir(&policy, ledger.as_deref())?]
+            } else {
+                paths
+            };
+            audit::verify::run(&paths, jwks.as_deref(), &mut out, &mut err)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -244,6 +286,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         ),
         Command::Demo { policy } => demo::run(&policy),
         Command::Optouts { command } => run_optouts(command),
+        Command::Audit { command } => run_audit(command),
         Command::Token {
             key,
             sub,

@@ -8,7 +8,7 @@ use anyhow::Context;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminApp;
 use crate::gateway::{Active, Gateway};
@@ -40,6 +40,8 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     let gateway = Arc::new(Gateway::new(active, dir));
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
     let _ = crate::gateway::open_optouts_into(&gateway);
+    // Likewise a ledger that cannot be written: every request that would be forwarded is 503.
+    gateway.open_ledger();
     Ok(gateway)
 }
 
@@ -89,5 +91,8 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         admin_listen = %active.policy.gateway.admin_listen,
         "started"
     );
-    server.run_forever();
+    server.run(RunArgs::default());
+    // Every request has been answered: the shutdown checkpoint is the ledger's last line.
+    gateway.close_ledger();
+    std::process::exit(0)
 }

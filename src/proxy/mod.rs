@@ -10,6 +10,7 @@ connection and headers at the partner, and the data-use token's body digest coul
 */
 mod answer;
 mod ctx;
+mod disclose;
 mod upstream;
 
 use std::sync::Arc;
@@ -108,13 +109,23 @@ impl PartnerProxy {
             .route()
             .disclosed_by_category(&outgoing.report.matched);
 
+        // No forwarding without a record: the ledger line is written before any byte leaves.
+        let jti = crate::gateway::new_jti();
+        let request = (ctx.request_id.as_str(), caller.as_str(), method.as_str());
+        let seq = disclose::record(&self.gateway, &active, &target, request, &outgoing, &jti)?;
+
         ctx.bytes_out = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
         let answer = self
             .upstream
-            .send(&active, &target, &method, &caller, outgoing)
+            .send(&active, &target, &method, &caller, outgoing, &jti)
             .await;
         ctx.upstream_time = Some(upstream_started.elapsed());
+        let status = match &answer {
+            Ok(answer) => answer.header.status.as_u16(),
+            Err(failure) => failure.refusal.status(),
+        };
+        disclose::outcome(&self.gateway, &active, seq, status);
         let answer = answer.map_err(|failure| {
             ctx.upstream_error = Some(failure.kind);
             failure.refusal

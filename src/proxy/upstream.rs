@@ -138,12 +138,13 @@ impl UpstreamClient {
         method: &str,
         caller: &str,
         outgoing: Outgoing,
+        jti: &str,
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
 
         let header = self
-            .request_header(active, target, method, caller, &outgoing)
+            .request_header(active, target, method, caller, &outgoing, jti)
             .map_err(|refusal| UpstreamFailure {
                 kind: UpstreamErrorKind::Protocol,
                 refusal,
@@ -341,6 +342,7 @@ impl UpstreamClient {
         method: &str,
         caller: &str,
         outgoing: &Outgoing,
+        jti: &str,
     ) -> Result<RequestHeader, Refusal> {
         let internal = |e: Box<Error>| {
             Refusal::new(
@@ -363,6 +365,7 @@ impl UpstreamClient {
             caller,
             &outgoing.body,
             outgoing.legal_basis.as_deref(),
+            jti,
         )? {
             header.insert_header(name, value).map_err(internal)?;
         }

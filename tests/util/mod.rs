@@ -184,9 +184,22 @@ impl Gateway {
         partners: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_with(
+            |addr, admin| gateway_yaml(addr, admin, extra_gateway_yaml),
+            partners,
+            env,
+        )
+    }
+
+    /// Starts `serve` on a whole `gateway.yaml` made by `yaml(listen, admin)`.
+    pub fn start_with(
+        yaml: impl FnOnce(SocketAddr, SocketAddr) -> String,
+        partners: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let addr = free_addr();
         let admin = free_addr();
-        let policy = PolicyDir::new(&gateway_yaml(addr, admin, extra_gateway_yaml), partners);
+        let policy = PolicyDir::new(&yaml(addr, admin), partners);
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -222,6 +235,26 @@ impl Gateway {
     /// SIGKILL, no goodbye.
     pub fn kill(&mut self) {
         self.proc = None;
+    }
+
+    /// The process id of the running `serve`.
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("running").child.id()
+    }
+
+    /// Waits (at most 20 s) for the process to exit on its own, e.g. after SIGTERM.
+    pub fn wait(&mut self) {
+        let Some(mut proc) = self.proc.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the gateway did not exit within 20 s");
     }
 
     pub fn send(

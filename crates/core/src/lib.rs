@@ -21,6 +21,7 @@ pub mod callers;
 pub mod diff;
 pub mod filter;
 pub mod headers;
+pub mod ledger;
 pub mod optout;
 pub mod plan;
 pub mod policy;

@@ -39,6 +39,20 @@ pub struct GatewayFile {
     pub signing: Option<Spanned<SigningFile>>,
     /// TLS on the proxy listener (omitted = plain HTTP).
     pub tls: Option<Spanned<ListenerTlsFile>>,
+    /// The disclosure ledger: one record per forwarded request (omitted = no ledger).
+    pub ledger: Option<Spanned<LedgerFile>>,
+}
+
+/// `ledger:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerFile {
+    /// Directory of the hash-chained JSONL files, relative to the policy directory's parent.
+    pub path: Spanned<String>,
+    /// Env var holding the HMAC key for customer ids in the ledger.
+    pub subject_key_env: Spanned<String>,
+    /// Start a new file past this size in bytes (default 67108864); the chain continues.
+    pub rotate_bytes: Option<Spanned<u64>>,
 }
 
 /// `tls:` in `gateway.yaml`: the proxy listener's certificate and, optionally, mTLS.

@@ -34,6 +34,21 @@ pub struct GatewayConfig {
     pub signing: Option<SigningConfig>,
     /// TLS on the proxy listener; `None` = plain HTTP.
     pub tls: Option<ListenerTls>,
+    /// The disclosure ledger; `None` = off.
+    pub ledger: Option<LedgerConfig>,
+}
+
+/// `ledger:` in `gateway.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Directory of the ledger files (resolved against the policy directory's parent).
+    pub path: std::path::PathBuf,
+    /// Name of the env var holding the subject HMAC key.
+    pub subject_key_env: String,
+    /// The key's bytes, when the environment was read (serve; `None` for `check` without env).
+    pub subject_key: Option<Vec<u8>>,
+    /// A new file starts past this many bytes.
+    pub rotate_bytes: u64,
 }
 
 /// A file the policy names, with where it is named (for `FILE:LINE` diagnostics about its content).

@@ -139,6 +139,12 @@ impl TokenSigner {
             .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
     }
 
+    /// Signs other claims with this key and kid, as a compact JWS of type `typ` (the
+    /// disclosure ledger's checkpoints).
+    pub fn sign_claims<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, TagError> {
+        Ok(self.key.sign_jwt(Some(&self.kid), typ, claims)?)
+    }
+
     /// The claims [`TokenSigner::sign`] signs (for logs and `explain`).
     pub fn claims(&self, input: &TokenInput<'_>) -> DataUseClaims {
         DataUseClaims {

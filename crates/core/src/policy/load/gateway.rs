@@ -10,8 +10,8 @@ use super::{
     env_secret, is_env_name, line, non_empty, resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN,
     DEFAULT_LISTEN,
 };
-use crate::policy::file::{CallersFile, GatewayFile, LimitsFile, SigningFile, Spanned};
-use crate::policy::model::{CallersConfig, GatewayConfig, Limits, SigningConfig};
+use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
+use crate::policy::model::{CallersConfig, GatewayConfig, LedgerConfig, Limits, SigningConfig};
 
 /// What can be wrong in `gateway.yaml` itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +40,8 @@ pub(super) enum InvalidGateway {
         "no `callers` section: caller authentication is required (add `callers`, or `callers: {{allow_unauthenticated: true}}` for local development only)"
     )]
     CallersMissing,
+    #[error("ledger.rotate_bytes {0} is too small (at least 4096)")]
+    RotateTooSmall(u64),
     #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
     Unauthenticated,
     #[error(
@@ -124,6 +126,11 @@ pub(super) fn validate_gateway(
         Some(s) => validate_signing(path, s, base, d),
     };
 
+    let ledger = g
+        .ledger
+        .as_ref()
+        .and_then(|l| validate_ledger(path, &l.value, base, env, d));
+
     if d.errors.len() > before {
         return None;
     }
@@ -136,7 +143,47 @@ pub(super) fn validate_gateway(
         callers,
         signing,
         tls,
+        ledger,
     })
+}
+
+/// `ledger`: a directory, the subject key's variable (set and non-empty when the environment
+/// is read) and an optional rotation size.
+fn validate_ledger(
+    path: &str,
+    l: &LedgerFile,
+    base: &Path,
+    env: Option<&dyn Env>,
+    d: &mut Diags,
+) -> Option<LedgerConfig> {
+    let dir = non_empty(path, &l.path, "ledger.path", d);
+    let before = d.errors.len();
+    let subject_key = env_secret(path, &l.subject_key_env, "ledger.subject_key_env", env, d);
+    let key_ok = d.errors.len() == before;
+    let rotate_bytes = match &l.rotate_bytes {
+        None => gateway_ledger_default_rotate(),
+        Some(v) if v.value < MIN_ROTATE_BYTES => {
+            d.error(path, line(v), InvalidGateway::RotateTooSmall(v.value));
+            return None;
+        }
+        Some(v) => v.value,
+    };
+    if !key_ok {
+        return None;
+    }
+    Some(LedgerConfig {
+        path: resolve(base, &dir?),
+        subject_key_env: l.subject_key_env.value.clone(),
+        subject_key: subject_key.map(String::into_bytes),
+        rotate_bytes,
+    })
+}
+
+/// The smallest `ledger.rotate_bytes`: a file must hold a few records.
+const MIN_ROTATE_BYTES: u64 = 4096;
+
+fn gateway_ledger_default_rotate() -> u64 {
+    crate::ledger::DEFAULT_ROTATE_BYTES
 }
 
 /// `limits`: each member given replaces its default.

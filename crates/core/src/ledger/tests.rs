@@ -1,0 +1,250 @@
+use super::verify::ChainVerifier;
+use super::*;
+use crate::tagging::{Jwks, TokenSigner};
+
+const ED: &[u8] = include_bytes!("../callers/testdata/ed25519.pem");
+const ED_OTHER: &[u8] = include_bytes!("../callers/testdata/ed25519-other.pem");
+const ISS: &str = "https://partner-gateway.ohsoft.example";
+
+fn disclosure(n: u64) -> Disclosure {
+    Disclosure {
+        time: format!("2026-11-29T03:00:{:02}.000Z", n % 60),
+        request_id: format!("req-{n}"),
+        caller: "orders-service".into(),
+        partner: "acme-ship".into(),
+        kind: "contractor".into(),
+        route: "/v1/shipments".into(),
+        method: "POST".into(),
+        use_: "on-behalf-of-ohsoft".into(),
+        purpose: "shipping".into(),
+        legal_basis: None,
+        policy_version: "abc".into(),
+        token_jti: Some(format!("jti-{n}")),
+        body_sha256: "x".into(),
+        records_forwarded: 1,
+        records_dropped: 0,
+        fields: vec!["a".into()],
+        categories: vec!["user.name".into()],
+        subjects: vec![subject_hash(b"k", &n.to_string())],
+    }
+}
+
+/// A ledger of `n` records, each followed by its outcome, then a signed checkpoint.
+fn ledger(n: u64, signer: Option<&TokenSigner>) -> Vec<Vec<u8>> {
+    let mut chain = Chain::new();
+    let mut lines = Vec::new();
+    for i in 1..=n {
+        let record = chain.record(&disclosure(i));
+        chain.commit(&record);
+        let outcome = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z");
+        chain.commit(&outcome);
+        lines.push(record.bytes);
+        lines.push(outcome.bytes);
+    }
+    let cp = chain.checkpoint(signer, 1_800_000_000).unwrap();
+    chain.commit(&cp);
+    lines.push(cp.bytes);
+    lines
+}
+
+fn verify(lines: &[Vec<u8>], jwks: Option<&str>) -> Result<verify::Summary, verify::Break> {
+    let mut v = ChainVerifier::new(jwks).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        match line.strip_suffix(b"\n") {
+            Some(bytes) => v.line("f.jsonl", i as u64 + 1, bytes)?,
+            None => return Err(v.torn("f.jsonl", i as u64 + 1)),
+        }
+    }
+    v.finish()
+}
+
+fn signer() -> TokenSigner {
+    TokenSigner::from_pkcs8_pem(ED, "data-use-1", ISS).unwrap()
+}
+
+#[test]
+fn record_line_is_exactly_the_documented_format() {
+    let chain = Chain::new();
+    let line = chain.record(&disclosure(1));
+    let text = String::from_utf8(line.bytes.clone()).unwrap();
+    let expected = format!(
+        "{{\"seq\":1,\"time\":\"2026-11-29T03:00:01.000Z\",\"request_id\":\"req-1\",\"caller\":\"orders-service\",\"partner\":\"acme-ship\",\"kind\":\"contractor\",\"route\":\"/v1/shipments\",\"method\":\"POST\",\"use\":\"on-behalf-of-ohsoft\",\"purpose\":\"shipping\",\"legal_basis\":null,\"policy_version\":\"abc\",\"token_jti\":\"jti-1\",\"body_sha256\":\"x\",\"records_forwarded\":1,\"records_dropped\":0,\"fields\":[\"a\"],\"categories\":[\"user.name\"],\"subjects\":[\"{}\"],\"prev\":\"{ZERO_HASH}\"}}\n",
+        subject_hash(b"k", "1")
+    );
+    assert_eq!(text, expected);
+    match LedgerLine::parse(text.trim_end().as_bytes()).unwrap() {
+        LedgerLine::Record(r) => assert_eq!(r.disclosure, disclosure(1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn outcome_and_checkpoint_lines_chain_to_the_line_before() {
+    let lines = ledger(1, Some(&signer()));
+    let first_hash = line_hash(lines[0].strip_suffix(b"\n").unwrap());
+    let outcome = String::from_utf8(lines[1].clone()).unwrap();
+    assert_eq!(
+        outcome,
+        format!("{{\"seq\":2,\"outcome_of\":1,\"status\":200,\"time\":\"2026-11-29T03:00:00.000Z\",\"prev\":\"{first_hash}\"}}\n")
+    );
+    let second_hash = line_hash(lines[1].strip_suffix(b"\n").unwrap());
+    let cp: serde_json::Value = serde_json::from_slice(&lines[2]).unwrap();
+    assert_eq!(cp["seq"], 3);
+    assert_eq!(cp["checkpoint"]["through"], 2);
+    assert_eq!(cp["checkpoint"]["hash"], second_hash.as_str());
+    assert_eq!(cp["prev"], second_hash.as_str());
+    let keys: Vec<&str> = cp.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 4);
+}
+
+#[test]
+fn an_intact_ledger_verifies_with_and_without_the_key_set() {
+    let signer = signer();
+    let lines = ledger(5, Some(&signer));
+    let summary = verify(&lines, None).unwrap();
+    assert_eq!(
+        (summary.records, summary.outcomes, summary.checkpoints),
+        (5, 5, 1)
+    );
+    assert!(summary.ends_with_checkpoint);
+    let jwks = Jwks::new(&signer).to_json();
+    assert_eq!(verify(&lines, Some(&jwks)).unwrap().signatures_verified, 1);
+}
+
+#[test]
+fn another_key_fails_the_signature() {
+    let lines = ledger(2, Some(&signer()));
+    let other = TokenSigner::from_pkcs8_pem(ED_OTHER, "data-use-1", ISS).unwrap();
+    let jwks = Jwks::new(&other).to_json();
+    let err = verify(&lines, Some(&jwks)).unwrap_err();
+    assert_eq!(err.line, 5);
+    assert!(err.reason.contains("does not verify"), "{err}");
+}
+
+#[test]
+fn tampering_is_reported_at_the_line_it_touched() {
+    let lines = ledger(4, Some(&signer()));
+    // Edited field in line 3.
+    let mut edited = lines.clone();
+    edited[2] = String::from_utf8(edited[2].clone())
+        .unwrap()
+        .replace("acme-ship", "acme-shiq")
+        .into_bytes();
+    assert_eq!(verify(&edited, None).unwrap_err().line, 3);
+    // Edited last record (a checkpoint follows it).
+    let mut last = lines.clone();
+    last[7] = String::from_utf8(last[7].clone())
+        .unwrap()
+        .replace("200", "201")
+        .into_bytes();
+    assert_eq!(verify(&last, None).unwrap_err().line, 8);
+    // Line 4 deleted.
+    let mut deleted = lines.clone();
+    deleted.remove(3);
+    assert_eq!(verify(&deleted, None).unwrap_err().line, 4);
+    // Lines 5 and 6 swapped.
+    let mut swapped = lines.clone();
+    swapped.swap(4, 5);
+    assert_eq!(verify(&swapped, None).unwrap_err().line, 5);
+    // Cut in the middle of line 6.
+    let mut cut = lines[..6].to_vec();
+    cut[5].truncate(20);
+    assert_eq!(verify(&cut, None).unwrap_err().line, 6);
+    // A line inserted.
+    let mut inserted = lines.clone();
+    inserted.insert(3, lines[1].clone());
+    assert_eq!(verify(&inserted, None).unwrap_err().line, 4);
+    // The first line removed: the chain does not start.
+    assert_eq!(verify(&lines[1..], None).unwrap_err().line, 1);
+    // Both seq and prev rewritten in line 3 (a forged line): blamed, not line 2.
+    let mut forged = lines.clone();
+    let mut fake = Chain::new();
+    for l in &lines[..1] {
+        fake = Chain::resume(l.strip_suffix(b"\n").unwrap()).unwrap();
+    }
+    let mut d = disclosure(9);
+    d.partner = "evil".into();
+    forged[2] = fake.record(&d).bytes; // seq 2 where 3 expected
+    assert_eq!(verify(&forged, None).unwrap_err().line, 3);
+}
+
+#[test]
+fn a_forged_checkpoint_payload_is_caught() {
+    let lines = ledger(1, Some(&signer()));
+    let mut cp: serde_json::Value = serde_json::from_slice(&lines[2]).unwrap();
+    cp["checkpoint"]["through"] = 1.into();
+    let mut bad = lines.clone();
+    bad[2] = format!("{cp}\n").into_bytes();
+    assert_eq!(verify(&bad, None).unwrap_err().line, 3);
+    // Unsigned with a key set: refused.
+    let unsigned = ledger(1, None);
+    let jwks = Jwks::new(&signer()).to_json();
+    assert!(verify(&unsigned, None).is_ok());
+    assert!(verify(&unsigned, Some(&jwks))
+        .unwrap_err()
+        .reason
+        .contains("not signed"));
+}
+
+#[test]
+fn resume_continues_the_chain() {
+    let lines = ledger(2, None);
+    let chain = Chain::resume(lines[4].strip_suffix(b"\n").unwrap()).unwrap();
+    assert_eq!(chain.next_seq(), 6);
+    assert!(!chain.needs_checkpoint());
+    assert_eq!(
+        chain.head(),
+        line_hash(lines[4].strip_suffix(b"\n").unwrap())
+    );
+    assert!(Chain::resume(b"{\"seq\":1").is_err());
+}
+
+#[test]
+fn file_names_sort_in_chain_order() {
+    assert_eq!(file_name("2026-11-29", 3), "ledger-2026-11-29-3.jsonl");
+    assert_eq!(
+        parse_file_name("ledger-2026-11-29-12.jsonl"),
+        Some(("2026-11-29".into(), 12))
+    );
+    for bad in [
+        "ledger-2026-11-29.jsonl",
+        "ledger-2026-1-29-1.jsonl",
+        "x.jsonl",
+        "ledger-2026-11-29-1.json",
+    ] {
+        assert_eq!(parse_file_name(bad), None, "{bad}");
+    }
+    let names = [
+        "ledger-2026-11-30-1.jsonl",
+        "ledger-2026-11-29-10.jsonl",
+        "notes.txt",
+        "ledger-2026-11-29-2.jsonl",
+    ];
+    assert_eq!(
+        chain_order(names.iter().map(|s| s.to_string()).collect()),
+        [
+            "ledger-2026-11-29-2.jsonl",
+            "ledger-2026-11-29-10.jsonl",
+            "ledger-2026-11-30-1.jsonl"
+        ]
+    );
+}
+
+#[test]
+fn subjects_are_keyed_sorted_and_distinct() {
+    let ids = vec!["123".to_string(), "c-9".to_string(), "123".to_string()];
+    let hashes = subject_hashes(b"key", &ids);
+    assert_eq!(hashes.len(), 2);
+    assert!(hashes.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        hashes
+            .iter()
+            .filter(|h| **h == subject_hash(b"key", "123"))
+            .count(),
+        1
+    );
+    assert_ne!(subject_hash(b"key", "123"), subject_hash(b"other", "123"));
+    assert_eq!(subject_hash(b"key", "123").len(), 64);
+    assert_eq!(canonical_customer("\"123\""), "123");
+    assert_eq!(canonical_customer(" c-9 "), "c-9");
+}

@@ -1,0 +1,268 @@
+//! Checking a ledger: the chain across files and the checkpoint signatures.
+//!
+//! [`ChainVerifier`] is fed every line in chain order and stops at the first break, naming the
+//! line to blame. When a line's `prev` does not match the line before it, either that earlier
+//! line was edited or this one was: the verifier looks one line further to tell which (an
+//! edited line breaks both of its links, an edited predecessor only one).
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Validation;
+
+use super::line::{CheckpointClaims, CheckpointLine, LedgerLine, CHECKPOINT_TYP};
+use super::{line_hash, ZERO_HASH};
+use crate::callers::keys::{self, PublicKey, DATA_USE_ALGORITHMS};
+
+/// Where the chain breaks, printed as `FILE:LINE: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {reason}")]
+pub struct Break {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What a verified ledger holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub lines: u64,
+    pub records: u64,
+    pub outcomes: u64,
+    pub checkpoints: u64,
+    /// Checkpoints whose signature was checked against the key set.
+    pub signatures_verified: u64,
+    /// The seq and hash of the last line.
+    pub last_seq: u64,
+    pub head: String,
+    /// Whether the last line is a checkpoint (a clean shutdown).
+    pub ends_with_checkpoint: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Loc {
+    file: String,
+    line: u64,
+}
+
+/// A `prev` mismatch between `earlier` and `later`, waiting for the next line to tell which
+/// of the two was edited.
+#[derive(Debug)]
+struct Pending {
+    earlier: Loc,
+    later: Loc,
+}
+
+/// Verifies a chain fed line by line (see the module docs).
+pub struct ChainVerifier {
+    keys: Option<Vec<PublicKey>>,
+    expected_seq: u64,
+    prev_hash: String,
+    last: Option<Loc>,
+    pending: Option<Pending>,
+    summary: Summary,
+}
+
+impl ChainVerifier {
+    /// With `jwks_json`, every checkpoint signature is checked against it, and a checkpoint
+    /// without one is a break.
+    pub fn new(jwks_json: Option<&str>) -> Result<ChainVerifier, String> {
+        let keys = match jwks_json {
+            Some(json) => Some(
+                keys::parse_jwks(json, DATA_USE_ALGORITHMS).map_err(|e| format!("key set: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(ChainVerifier {
+            keys,
+            expected_seq: 1,
+            prev_hash: ZERO_HASH.to_string(),
+            last: None,
+            pending: None,
+            summary: Summary::default(),
+        })
+    }
+
+    /// Checks the next line (`bytes` without its newline), line `line` of `file`.
+    pub fn line(&mut self, file: &str, line: u64, bytes: &[u8]) -> Result<(), Break> {
+        let here = Loc {
+            file: file.to_string(),
+            line,
+        };
+        let parsed = LedgerLine::parse(bytes).map_err(|reason| self.blame(&here, reason))?;
+        let seq = parsed.seq();
+        if seq != self.expected_seq {
+            let reason = format!(
+                "seq {seq} where {} was expected: a line was removed, inserted or moved here",
+                self.expected_seq
+            );
+            return Err(self.blame(&here, reason));
+        }
+        let hash = line_hash(bytes);
+        if parsed.prev() != self.prev_hash {
+            if let Some(p) = self.pending.take() {
+                return Err(at(&p.later, format!(
+                    "edited: its prev does not match {}:{} and its hash does not match the prev of {}:{}",
+                    p.earlier.file, p.earlier.line, here.file, here.line
+                )));
+            }
+            match self.last.take() {
+                None => {
+                    return Err(at(
+                        &here,
+                        "the first line's prev is not 64 zeros: the chain does not start here",
+                    ))
+                }
+                Some(earlier) => {
+                    self.pending = Some(Pending {
+                        earlier,
+                        later: here.clone(),
+                    })
+                }
+            }
+        } else if let Some(p) = self.pending.take() {
+            return Err(edited(&p));
+        }
+        self.check_kind(&parsed, &here)?;
+        self.expected_seq = seq + 1;
+        self.prev_hash = hash;
+        self.last = Some(here);
+        let s = &mut self.summary;
+        s.lines += 1;
+        s.last_seq = seq;
+        s.ends_with_checkpoint = matches!(parsed, LedgerLine::Checkpoint(_));
+        match parsed {
+            LedgerLine::Record(_) => s.records += 1,
+            LedgerLine::Outcome(_) => s.outcomes += 1,
+            LedgerLine::Checkpoint(_) => s.checkpoints += 1,
+        }
+        Ok(())
+    }
+
+    /// A last line without its newline: cut off by a crash (the gateway removes it at start)
+    /// or by truncation.
+    pub fn torn(&mut self, file: &str, line: u64) -> Break {
+        let here = Loc {
+            file: file.to_string(),
+            line,
+        };
+        self.blame(
+            &here,
+            "incomplete line (no newline): the file was cut here (a gateway restart removes a line a crash cut off)".into(),
+        )
+    }
+
+    /// Ends the chain: a mismatch still pending blames the earlier line.
+    pub fn finish(mut self) -> Result<Summary, Break> {
+        if let Some(p) = self.pending.take() {
+            return Err(edited(&p));
+        }
+        self.summary.head = self.prev_hash;
+        Ok(self.summary)
+    }
+
+    /// A break at `here`, unless an earlier mismatch is pending (then that one, which comes first).
+    fn blame(&mut self, here: &Loc, reason: String) -> Break {
+        match self.pending.take() {
+            Some(p) => edited(&p),
+            None => at(here, reason),
+        }
+    }
+
+    fn check_kind(&mut self, parsed: &LedgerLine, here: &Loc) -> Result<(), Break> {
+        match parsed {
+            LedgerLine::Outcome(o) if o.outcome_of >= o.seq || o.outcome_of == 0 => Err(at(
+                here,
+                format!(
+                    "outcome of record {} which does not precede it",
+                    o.outcome_of
+                ),
+            )),
+            LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_checkpoint(&mut self, c: &CheckpointLine, here: &Loc) -> Result<(), Break> {
+        if c.checkpoint.through + 1 != c.seq || c.checkpoint.hash != c.prev {
+            return Err(at(
+                here,
+                "checkpoint does not cover the line before it (through/hash)",
+            ));
+        }
+        let claims = match (&self.keys, &c.sig) {
+            (Some(keys), Some(sig)) => {
+                let claims = verify_checkpoint_sig(keys, sig).map_err(|e| at(here, e))?;
+                self.summary.signatures_verified += 1;
+                claims
+            }
+            (Some(_), None) => return Err(at(here, "checkpoint is not signed")),
+            (None, Some(sig)) => unverified_claims(sig).map_err(|e| at(here, e))?,
+            (None, None) => return Ok(()),
+        };
+        if claims.through != c.checkpoint.through || claims.hash != c.checkpoint.hash {
+            return Err(at(
+                here,
+                "the signed checkpoint names another line than this line says",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn at(loc: &Loc, reason: impl Into<String>) -> Break {
+    Break {
+        file: loc.file.clone(),
+        line: loc.line,
+        reason: reason.into(),
+    }
+}
+
+fn edited(p: &Pending) -> Break {
+    at(
+        &p.earlier,
+        format!(
+            "edited: its hash is not the prev recorded by {}:{}",
+            p.later.file, p.later.line
+        ),
+    )
+}
+
+/// Checks a checkpoint signature with the key its `kid` names and returns its claims.
+pub fn verify_checkpoint_sig(keys: &[PublicKey], sig: &str) -> Result<CheckpointClaims, String> {
+    let header = jsonwebtoken::decode_header(sig)
+        .map_err(|e| format!("checkpoint signature is malformed: {e}"))?;
+    if header.typ.as_deref() != Some(CHECKPOINT_TYP) || header.crit.is_some() {
+        return Err(format!(
+            "checkpoint signature is not of type {CHECKPOINT_TYP}"
+        ));
+    }
+    let kid = header
+        .kid
+        .as_deref()
+        .ok_or("checkpoint signature has no kid")?;
+    let key = keys.iter().find(|k| k.kid() == Some(kid)).ok_or_else(|| {
+        format!("checkpoint signed by key {kid:?}, which the key set does not hold")
+    })?;
+    if header.alg != key.algorithm() {
+        return Err("checkpoint signature algorithm does not match its key".into());
+    }
+    let mut validation = Validation::new(key.algorithm());
+    validation.set_required_spec_claims::<&str>(&[]);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<CheckpointClaims>(sig, key.decoding_key(), &validation)
+        .map(|d| d.claims)
+        .map_err(|e| format!("checkpoint signature does not verify: {e}"))
+}
+
+/// The claims of a checkpoint signature, unchecked (no key set given).
+fn unverified_claims(sig: &str) -> Result<CheckpointClaims, String> {
+    let payload = sig
+        .split('.')
+        .nth(1)
+        .ok_or("checkpoint signature is not a compact JWS")?;
+    let json = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| "checkpoint signature payload is not base64url")?;
+    serde_json::from_slice(&json).map_err(|e| format!("checkpoint signature payload: {e}"))
+}

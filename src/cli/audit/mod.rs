@@ -1,0 +1,91 @@
+/*!
+`audit`: reading the disclosure ledger back. `verify` checks the chain and the checkpoint
+signatures; `who-received` lists the disclosures that carried one customer's record;
+`report` summarises processing per recipient. All of them stream the files line by line, so
+memory does not grow with the ledger.
+*/
+pub mod verify;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// The ledger directory: `--ledger`, or the one `gateway.yaml` names.
+pub fn ledger_dir(policy: &Path, ledger: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = ledger {
+        return Ok(dir.to_path_buf());
+    }
+    let loaded =
+        crate::loader::load(policy, None).map_err(|d| crate::loader::diagnostics_error(&d))?;
+    match loaded.policy.gateway.ledger {
+        Some(l) => Ok(l.path),
+        None => bail!(
+            "{}/gateway.yaml has no `ledger` section (or pass --ledger DIR)",
+            policy.display()
+        ),
+    }
+}
+
+/// The ledger files named by `paths` (files, or directories holding them), in chain order.
+pub fn ledger_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let names = crate::ledger::ledger_files(path)?;
+            files.extend(names.into_iter().map(|n| path.join(n)));
+        } else {
+            files.push(path.clone());
+        }
+    }
+    // A shell glob sorts `-10` before `-2`: put ledger files in chain order when every name
+    // is a ledger file name.
+    let keys: Option<Vec<_>> = files
+        .iter()
+        .map(|p| gateway_core::ledger::parse_file_name(p.file_name()?.to_str()?))
+        .collect();
+    if let Some(keys) = keys {
+        let mut keyed: Vec<_> = keys.into_iter().zip(files).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        files = keyed.into_iter().map(|(_, f)| f).collect();
+    }
+    if files.is_empty() {
+        bail!("no ledger files (ledger-<date>-<n>.jsonl) found");
+    }
+    Ok(files)
+}
+
+/// Calls `each(line_number, bytes, complete)` for every line of `file` (without its newline);
+/// `complete` is false for a last line that has no newline.
+pub fn each_line(
+    file: &Path,
+    mut each: impl FnMut(u64, &[u8], bool) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let handle =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    if !handle.metadata()?.is_file() {
+        bail!("{} is not a regular file", file.display());
+    }
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, handle);
+    let mut buf = Vec::with_capacity(1024);
+    let mut number = 0;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let complete = buf.last() == Some(&b'\n');
+        let bytes = if complete {
+            &buf[..buf.len() - 1]
+        } else {
+            &buf[..]
+        };
+        if !each(number, bytes, complete)? {
+            return Ok(());
+        }
+    }
+}

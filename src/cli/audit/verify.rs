@@ -1,0 +1,80 @@
+//! `audit verify PATH... [--jwks FILE_OR_URL]`: recomputes the chain across the files and
+//! checks the checkpoints (their signatures too, with a key set). Exit 0, or 1 with
+//! `FILE:LINE: reason` for the first break.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use gateway_core::ledger::verify::{Break, ChainVerifier};
+
+/// Runs the check; prints a summary (exit 0) or the first break (exit 1).
+pub fn run(
+    paths: &[PathBuf],
+    jwks: Option<&str>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let files = super::ledger_files(paths)?;
+    let jwks_json = jwks.map(crate::cli::token::load_jwks).transpose()?;
+    let mut verifier =
+        ChainVerifier::new(jwks_json.as_deref()).map_err(|e| anyhow::anyhow!("--jwks: {e}"))?;
+    let mut broken: Option<Break> = None;
+    for file in &files {
+        let name = file.display().to_string();
+        super::each_line(file, |number, bytes, complete| {
+            let result = if complete {
+                verifier.line(&name, number, bytes)
+            } else {
+                Err(verifier.torn(&name, number))
+            };
+            match result {
+                Ok(()) => Ok(true),
+                Err(b) => {
+                    broken = Some(b);
+                    Ok(false)
+                }
+            }
+        })?;
+        if broken.is_some() {
+            break;
+        }
+    }
+    let result = match broken {
+        Some(b) => Err(b),
+        None => verifier.finish(),
+    };
+    match result {
+        Err(b) => {
+            writeln!(out, "{b}")?;
+            Ok(ExitCode::from(1))
+        }
+        Ok(s) => {
+            writeln!(
+                out,
+                "ok: {} lines in {} files ({} records, {} outcomes, {} checkpoints), last seq {}, head {}",
+                s.lines,
+                files.len(),
+                s.records,
+                s.outcomes,
+                s.checkpoints,
+                s.last_seq,
+                s.head
+            )?;
+            match jwks {
+                Some(src) => writeln!(
+                    out,
+                    "{} checkpoint signatures verified with the keys from {src}",
+                    s.signatures_verified
+                )?,
+                None => writeln!(
+                    err,
+                    "note: checkpoint signatures not checked (give --jwks FILE_OR_URL)"
+                )?,
+            }
+            if s.lines > 0 && !s.ends_with_checkpoint {
+                writeln!(err, "note: the last line is not a checkpoint (the gateway is running, or it stopped without shutting down)")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

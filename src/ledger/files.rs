@@ -1,0 +1,150 @@
+//! The ledger directory on disk: finding the current file, repairing a line a crash cut off,
+//! and resuming the chain from the last complete line.
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use gateway_core::ledger::{self, Chain};
+
+/// The file records are appended to, and where the chain stands.
+pub struct Current {
+    pub file: File,
+    pub path: PathBuf,
+    pub date: String,
+    pub n: u32,
+    pub len: u64,
+    pub chain: Chain,
+}
+
+/// The ledger files of `dir` in chain order (names only).
+pub fn ledger_files(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(ledger::chain_order(names))
+}
+
+/// Opens the ledger in `dir` for appending (creating the directory and the first file of
+/// `today` when there is none). A last line without its newline (a crash cut it off before
+/// it was acknowledged) is removed, as the opt-out journal does.
+pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let names = ledger_files(dir)?;
+    let Some(last) = names.last() else {
+        return create(dir, today, 1, Chain::new());
+    };
+    let path = dir.join(last);
+    let (date, n) = ledger::parse_file_name(last).context("ledger file name")?;
+    let len = repair_tail(&path)?;
+    let mut chain = None;
+    for name in names.iter().rev() {
+        if let Some(line) = last_line(&dir.join(name))? {
+            chain = Some(Chain::resume(&line).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the last line is not a ledger line ({e}); run `partner-gateway audit verify`",
+                    dir.join(name).display()
+                )
+            })?);
+            break;
+        }
+    }
+    let file = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {} for appending", path.display()))?;
+    Ok(Current {
+        file,
+        path,
+        date,
+        n,
+        len,
+        chain: chain.unwrap_or_default(),
+    })
+}
+
+/// Starts file `n` of `date` (it must not exist yet).
+pub fn create(dir: &Path, date: &str, n: u32, chain: Chain) -> anyhow::Result<Current> {
+    let path = dir.join(ledger::file_name(date, n));
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    // The new name must survive a crash too.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Current {
+        file,
+        path,
+        date: date.to_string(),
+        n,
+        len: 0,
+        chain,
+    })
+}
+
+/// The next file number for `date` after the files already in `dir`.
+pub fn next_number(dir: &Path, date: &str) -> anyhow::Result<u32> {
+    let max = ledger_files(dir)?
+        .iter()
+        .filter_map(|n| ledger::parse_file_name(n))
+        .filter(|(d, _)| d == date)
+        .map(|(_, n)| n)
+        .max();
+    Ok(max.map_or(1, |n| n + 1))
+}
+
+/// Cuts a last line that has no newline; returns the file's length after.
+fn repair_tail(path: &Path) -> anyhow::Result<u64> {
+    let bytes = read_regular(path)?;
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(bytes.len() as u64);
+    }
+    let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    log::warn!(
+        "{}: removed an incomplete last line of {} bytes (cut off by a crash before it was acknowledged)",
+        path.display(),
+        bytes.len() - keep
+    );
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot repair {}", path.display()))?;
+    file.set_len(keep as u64)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot repair {}", path.display()))?;
+    Ok(keep as u64)
+}
+
+/// The last complete line of a ledger file (without its newline), if it has one.
+fn last_line(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let bytes = read_regular(path)?;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    Ok(Some(body[start..].to_vec()))
+}
+
+/// Reads a ledger file, refusing anything but a regular file (a device never ends).
+fn read_regular(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes)
+}

@@ -1,0 +1,352 @@
+/*!
+The disclosure ledger writer: one record per forwarded request, appended before the request's
+body leaves the gateway, its outcome after, and signed checkpoints every 1,000 records, at
+rotation and at shutdown. The line formats and the chain are the core's
+([`gateway_core::ledger`]); this module owns the files.
+
+Durability. A line is written with one `write(2)` under the ledger lock before the request is
+forwarded: once `record` returns, the line is in the kernel's page cache and survives the
+process being killed (`kill -9`). A background thread `fdatasync`s the file at least every
+[`SYNC_INTERVAL`] (group commit: one sync covers every line appended since the last), so an OS
+crash or power loss loses at most the lines of the last interval. The shutdown checkpoint is
+synced before the process exits.
+
+Failure. A write that fails (disk full, permissions, a file that cannot be created at
+rotation) makes the ledger broken: the failing request and every later one that would be
+forwarded are refused with 503 `not_ready` (nothing is forwarded unrecorded), the incident is
+logged once, and a background thread reopens the ledger (repairing a torn last line) every
+[`RETRY_INTERVAL`] until it can write again.
+*/
+mod files;
+
+pub use files::ledger_files;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use gateway_core::ledger::{Disclosure, SealedLine};
+use gateway_core::policy::LedgerConfig;
+use gateway_core::tagging::TokenSigner;
+
+use files::Current;
+
+/// The longest an appended line waits for `fdatasync`.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a broken ledger is reopened.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a line could not be appended (the request is refused with 503).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the disclosure ledger cannot be written: {0}")]
+    Broken(String),
+    #[error("the disclosure ledger is closed (the gateway is shutting down)")]
+    Closed,
+}
+
+enum State {
+    Open(Current),
+    Broken(String),
+    Closed,
+}
+
+/// The ledger of one gateway process.
+pub struct Ledger {
+    dir: PathBuf,
+    rotate_bytes: u64,
+    key: Vec<u8>,
+    state: Mutex<State>,
+    /// Lines appended since the last `fdatasync`.
+    dirty: AtomicBool,
+}
+
+/// Now, as the ledger writes it (RFC 3339 UTC, milliseconds), and its UTC date.
+pub fn now_text() -> (String, String) {
+    let now = Utc::now();
+    (
+        now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        now.format("%Y-%m-%d").to_string(),
+    )
+}
+
+impl Ledger {
+    /// Opens the ledger `config` names. One that cannot be opened is returned broken (every
+    /// forwarded request answers 503) and is retried in the background.
+    pub fn start(config: &LedgerConfig) -> Arc<Ledger> {
+        let (_, today) = now_text();
+        let state = match files::open(&config.path, &today) {
+            Ok(current) => {
+                log::info!(
+                    "disclosure ledger {} open at seq {}",
+                    current.path.display(),
+                    current.chain.next_seq()
+                );
+                State::Open(current)
+            }
+            Err(e) => {
+                log::error!("disclosure ledger: {e:#}: requests that would be forwarded answer 503 until it can be written");
+                State::Broken(format!("{e:#}"))
+            }
+        };
+        let ledger = Arc::new(Ledger {
+            dir: config.path.clone(),
+            rotate_bytes: config.rotate_bytes,
+            key: config.subject_key.clone().unwrap_or_default(),
+            state: Mutex::new(state),
+            dirty: AtomicBool::new(false),
+        });
+        spawn_background(Arc::downgrade(&ledger));
+        ledger
+    }
+
+    /// The HMAC key for customer ids.
+    pub fn subject_key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Whether the ledger can be written right now (for `/readyz`).
+    pub fn writable(&self) -> bool {
+        matches!(*self.lock(), State::Open(_))
+    }
+
+    /// Appends the record of one request about to be forwarded and returns its seq. Only
+    /// when this returns `Ok` may the request be forwarded.
+    pub fn record(
+        &self,
+        disclosure: &Disclosure,
+        signer: Option<&TokenSigner>,
+    ) -> Result<u64, LedgerError> {
+        let mut state = self.lock();
+        let current = self.writable_current(&mut state, signer, &disclosure.time)?;
+        let line = current.chain.record(disclosure);
+        let seq = line.seq;
+        self.append(&mut state, line, signer)?;
+        Ok(seq)
+    }
+
+    /// Appends the outcome of record `seq`: the partner's status, or 502/504.
+    pub fn outcome(
+        &self,
+        seq: u64,
+        status: u16,
+        signer: Option<&TokenSigner>,
+    ) -> Result<(), LedgerError> {
+        let (time, _) = now_text();
+        let mut state = self.lock();
+        let current = self.writable_current(&mut state, signer, &time)?;
+        let line = current.chain.outcome(seq, status, &time);
+        self.append(&mut state, line, signer)
+    }
+
+    /// Shutdown: appends the final checkpoint (the last line written), syncs, and refuses
+    /// every later append.
+    pub fn close(&self, signer: Option<&TokenSigner>) {
+        let mut state = self.lock();
+        if let State::Open(current) = &mut *state {
+            if current.chain.needs_checkpoint() {
+                if let Err(e) = write_checkpoint(current, signer) {
+                    log::error!("disclosure ledger: shutdown checkpoint not written: {e:#}");
+                }
+            }
+            if let Err(e) = current.file.sync_data() {
+                log::error!("disclosure ledger: final sync failed: {e}");
+            }
+            log::info!(
+                "disclosure ledger closed at seq {}",
+                current.chain.next_seq() - 1
+            );
+        }
+        *state = State::Closed;
+    }
+
+    /// Syncs the current file if anything was appended since the last sync.
+    pub fn sync(&self) {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let file = match &*self.lock() {
+            State::Open(current) => current.file.try_clone(),
+            _ => return,
+        };
+        // Synced outside the lock: appends go on meanwhile (and set `dirty` again).
+        if let Err(e) = file.and_then(|f| f.sync_data()) {
+            self.dirty.store(true, Ordering::Release);
+            log::warn!("disclosure ledger: fdatasync failed: {e}");
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The open file, rotated first when the UTC date changed.
+    fn writable_current<'a>(
+        &self,
+        state: &'a mut State,
+        signer: Option<&TokenSigner>,
+        time: &str,
+    ) -> Result<&'a mut Current, LedgerError> {
+        let date = time.get(..10).unwrap_or_default().to_string();
+        let new_day = matches!(&*state, State::Open(c) if c.date != date && c.len > 0);
+        if new_day {
+            self.rotate(state, signer, &date)?;
+        }
+        match state {
+            State::Open(current) => Ok(current),
+            State::Broken(why) => Err(LedgerError::Broken(why.clone())),
+            State::Closed => Err(LedgerError::Closed),
+        }
+    }
+
+    /// Writes `line` (rotating first when it would take the file past `rotate_bytes`), and a
+    /// checkpoint after it when one is due. Any failure breaks the ledger.
+    fn append(
+        &self,
+        state: &mut State,
+        line: SealedLine,
+        signer: Option<&TokenSigner>,
+    ) -> Result<(), LedgerError> {
+        let too_big = matches!(&*state, State::Open(c)
+            if c.len > 0 && c.len + line.bytes.len() as u64 > self.rotate_bytes);
+        if too_big {
+            let date = match &*state {
+                State::Open(c) => c.date.clone(),
+                _ => unreachable!("checked above"),
+            };
+            let (_, today) = now_text();
+            self.rotate(state, signer, if today > date { &today } else { &date })?;
+        }
+        let State::Open(current) = &mut *state else {
+            return Err(LedgerError::Closed);
+        };
+        let result = write_line(current, &line).and_then(|()| {
+            if current.chain.checkpoint_due() {
+                write_checkpoint(current, signer)
+            } else {
+                Ok(())
+            }
+        });
+        self.dirty.store(true, Ordering::Release);
+        result.map_err(|e| self.break_down(state, e))
+    }
+
+    /// Ends the current file with a checkpoint and continues the chain in a new one.
+    fn rotate(
+        &self,
+        state: &mut State,
+        signer: Option<&TokenSigner>,
+        date: &str,
+    ) -> Result<(), LedgerError> {
+        let State::Open(current) = &mut *state else {
+            return Ok(());
+        };
+        let result = (|| {
+            if current.chain.needs_checkpoint() {
+                write_checkpoint(current, signer)?;
+            }
+            current.file.sync_data()?;
+            let n = if current.date == date {
+                current.n + 1
+            } else {
+                files::next_number(&self.dir, date)?
+            };
+            let next = files::create(&self.dir, date, n, current.chain.clone())?;
+            log::info!("disclosure ledger continues in {}", next.path.display());
+            Ok(next)
+        })();
+        match result {
+            Ok(next) => {
+                *state = State::Open(next);
+                Ok(())
+            }
+            Err(e) => Err(self.break_down(state, e)),
+        }
+    }
+
+    /// Marks the ledger broken (logged once per incident).
+    fn break_down(&self, state: &mut State, e: anyhow::Error) -> LedgerError {
+        let why = format!("{e:#}");
+        if let State::Open(current) = &*state {
+            log::error!(
+                "disclosure ledger {}: {why}: requests that would be forwarded answer 503 until it can be written again",
+                current.path.display()
+            );
+            *state = State::Broken(why.clone());
+        }
+        LedgerError::Broken(why)
+    }
+
+    /// Reopens a broken ledger (called by the background thread).
+    fn retry(&self) {
+        if !matches!(*self.lock(), State::Broken(_)) {
+            return;
+        }
+        let (_, today) = now_text();
+        match files::open(&self.dir, &today) {
+            Ok(current) => {
+                let mut state = self.lock();
+                if matches!(*state, State::Broken(_)) {
+                    log::info!(
+                        "disclosure ledger {} is writable again (seq {})",
+                        current.path.display(),
+                        current.chain.next_seq()
+                    );
+                    *state = State::Open(current);
+                }
+            }
+            Err(e) => log::debug!("disclosure ledger still cannot be opened: {e:#}"),
+        }
+    }
+}
+
+/// Appends one line with a single write; on failure cuts the file back to its last complete
+/// line, so that a later append cannot follow a torn one.
+fn write_line(current: &mut Current, line: &SealedLine) -> anyhow::Result<()> {
+    if let Err(e) = current.file.write_all(&line.bytes) {
+        let _ = current.file.set_len(current.len);
+        return Err(
+            anyhow::Error::new(e).context(format!("cannot append to {}", current.path.display()))
+        );
+    }
+    current.len += line.bytes.len() as u64;
+    current.chain.commit(line);
+    Ok(())
+}
+
+fn write_checkpoint(current: &mut Current, signer: Option<&TokenSigner>) -> anyhow::Result<()> {
+    let iat = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let line = current
+        .chain
+        .checkpoint(signer, iat)
+        .map_err(|e| anyhow::anyhow!("cannot sign a checkpoint: {e}"))?;
+    write_line(current, &line)
+}
+
+/// Syncs every [`SYNC_INTERVAL`] and retries a broken ledger every [`RETRY_INTERVAL`], for
+/// as long as the ledger lives.
+fn spawn_background(ledger: Weak<Ledger>) {
+    let _ = std::thread::Builder::new()
+        .name("ledger-sync".into())
+        .spawn(move || {
+            let ticks_per_retry = (RETRY_INTERVAL.as_millis() / SYNC_INTERVAL.as_millis()).max(1);
+            let mut tick = 0u128;
+            loop {
+                std::thread::sleep(SYNC_INTERVAL);
+                let Some(ledger) = ledger.upgrade() else {
+                    return;
+                };
+                ledger.sync();
+                tick += 1;
+                if tick % ticks_per_retry == 0 {
+                    ledger.retry();
+                }
+            }
+        });
+}
