@@ -1,4 +1,4 @@
-//! Hardening through the real binary: the data-use signing key is required (or disabled on
+//! Intake hardening through the real binary: the data-use signing key is required (or disabled on
 //! purpose, visibly), RSA signing keys stay refused, slow or greedy clients are cut off, and
 //! framing the HTTP layer refuses never hangs.
 mod util;
