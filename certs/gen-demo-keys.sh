@@ -7,6 +7,13 @@
 #   certs/callers-demo.pub.pem       its public key
 #   certs/callers.jwks.json          JWKS with the callers' public key, kid callers-demo-1 (gateway.yaml callers.keys)
 #
+# TLS (`gen-demo-keys.sh tls` makes only these), P-256 keys, certificates valid 10 years:
+#   certs/demo-ca.pem                the DEMO CA: signs every certificate below (its key is thrown away)
+#   certs/gateway.pem, gateway-key.pem                  the gateway's listener (localhost, 127.0.0.1)
+#   certs/caller-orders-service.pem, ...-key.pem        a caller's client certificate (DNS SAN orders-service)
+#   certs/partner.pem, partner-key.pem                  the mock partners' server certificate (localhost, 127.0.0.1)
+#   certs/gw-to-partners.pem, gw-to-partners-key.pem    the gateway's client certificate toward partners
+#
 # Needs openssl 1.1.1 or later. Overwrites the files above.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,8 +32,42 @@ gen_ed25519() { # $1 = basename
     rm -f "$tmp"
 }
 
+gen_tls() {
+    local tmp
+    tmp=$(mktemp -d)
+    # $1 = basename, $2 = subjectAltName, $3 = extendedKeyUsage
+    leaf() {
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/$1-key.pem"
+        openssl req -new -key "$tmp/$1-key.pem" -subj "/O=DEMO ONLY partner-gateway/CN=DEMO $1" -out "$tmp/$1.csr"
+        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\nsubjectAltName=%s\n' "$3" "$2" > "$tmp/$1.ext"
+        openssl x509 -req -in "$tmp/$1.csr" -CA "$tmp/demo-ca.pem" -CAkey "$tmp/demo-ca-key.pem" -set_serial "0x$(openssl rand -hex 16)" \
+            -days 3650 -sha256 -extfile "$tmp/$1.ext" -out "$tmp/$1.pem" 2>/dev/null
+        { echo "$LABEL"; cat "$tmp/$1.pem"; } > "$1.pem"
+        { echo "$LABEL"; cat "$tmp/$1-key.pem"; } > "$1-key.pem"
+    }
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/demo-ca-key.pem"
+    openssl req -x509 -new -key "$tmp/demo-ca-key.pem" -sha256 -days 3650 \
+        -subj "/O=DEMO ONLY partner-gateway/CN=DEMO partner-gateway CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -out "$tmp/demo-ca.pem"
+    { echo "$LABEL"; cat "$tmp/demo-ca.pem"; } > demo-ca.pem
+    leaf gateway "DNS:localhost,IP:127.0.0.1" serverAuth
+    leaf caller-orders-service "DNS:orders-service" clientAuth
+    leaf partner "DNS:localhost,IP:127.0.0.1" serverAuth
+    leaf gw-to-partners "DNS:partner-gateway.ohsoft.example" clientAuth
+    rm -rf "$tmp"   # the CA key included: nothing more is ever signed with it
+}
+
+if [ "${1:-all}" = tls ]; then
+    gen_tls
+    chmod 644 ./*.pem
+    echo "gen-demo-keys: wrote DEMO ONLY TLS certificates to $(pwd)" >&2
+    exit 0
+fi
+
 gen_ed25519 data-use-signing
 gen_ed25519 callers-demo
+gen_tls
 
 # The raw 32-byte Ed25519 public key is the last 32 bytes of the 44-byte SPKI DER; JWK wants base64url.
 x=$(openssl pkey -pubin -in callers-demo.pub.pem -outform DER | tail -c 32 | openssl base64 -A | tr '+/' '-_' | tr -d '=')

@@ -270,3 +270,22 @@ fn with_jwt_callers_too_the_token_and_the_certificate_must_name_the_same_caller(
     );
     assert_eq!(mock.received().len(), 1);
 }
+
+#[test]
+fn the_demo_runs_both_legs_over_tls_with_the_demo_certificates() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(BIN)
+        .args(["demo", "--tls", "--policy"])
+        .arg(Path::new(root).join("policy"))
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("TLS on both legs"), "{stdout}");
+    assert!(
+        stdout.contains("the partner verified the gateway's client certificate (partner-gateway.ohsoft.example)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("every partner received only what its policy allows"));
+}

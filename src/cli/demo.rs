@@ -20,10 +20,10 @@ use gateway_core::policy::{self, Env, Upstream};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cli::demo_tls::{DemoCerts, DemoClient};
 use crate::cli::mock_partner::{self, MockPartner};
 use crate::cli::{serve, token};
 use crate::gateway::{optouts_view, Active, Gateway};
-use crate::http1;
 use crate::loader;
 
 /// One sample request of `policy/examples/requests.yaml`.
@@ -77,7 +77,8 @@ fn wait_for(addr: SocketAddr) -> anyhow::Result<()> {
     bail!("nothing is listening on {addr} after 15 s")
 }
 
-pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+/// Runs the demo; with `tls`, both legs speak TLS with the DEMO certificates in `certs/`.
+pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
     let source = loader::read_policy_dir(dir).map_err(|d| loader::diagnostics_error(&d))?;
     let loaded =
         policy::load(&source, Some(&DemoEnv)).map_err(|d| loader::diagnostics_error(&d))?;
@@ -105,6 +106,13 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         };
         mocks.push((id.clone(), addr, MockPartner::new(id, Duration::ZERO)));
     }
+    let certs = if tls {
+        let certs = DemoCerts::new(dir)?;
+        certs.apply(&mut policy)?;
+        Some(certs)
+    } else {
+        None
+    };
 
     let active = Active::build(policy)?;
     let gateway = Arc::new(Gateway::new(active, dir));
@@ -121,8 +129,20 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 
     let mut server = serve::new_server()?;
     for (_, addr, mock) in &mocks {
-        server.add_service(mock_partner::service(mock.clone(), &addr.to_string()));
+        let addr = addr.to_string();
+        let _ = match &certs {
+            Some(certs) => server.add_service(mock_partner::tls_service(
+                mock.clone(),
+                &addr,
+                &certs.mock(),
+            )?),
+            None => server.add_service(mock_partner::service(mock.clone(), &addr)),
+        };
     }
+    let client = DemoClient {
+        addr: gateway_addr,
+        tls: certs.as_ref().map(DemoCerts::client).transpose()?,
+    };
     serve::add_gateway_services(&mut server, &gateway)?;
     std::thread::spawn(move || server.run(pingora::server::RunArgs::default()));
     wait_for(gateway_addr)?;
@@ -135,6 +155,9 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         "partner-gateway demo: gateway on {gateway_addr}, admin on {admin_addr}, policy {}",
         dir.display()
     );
+    if tls {
+        println!("TLS on both legs (DEMO certificates in certs/): the demo presents a caller certificate to the gateway, the gateway verifies every partner against the demo CA and presents its own client certificate");
+    }
     println!("customer {OPTED_OUT_CUSTOMER:?} has opted out of partner_sharing\n");
 
     let manifest_path = dir.join("examples/requests.yaml");
@@ -145,11 +168,11 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 
     let mut failures = 0;
     for sample in &samples {
-        if !show_sample(dir, &gateway, gateway_addr, admin_addr, sample)? {
+        if !show_sample(dir, &gateway, &client, admin_addr, sample)? {
             failures += 1;
         }
     }
-    show_refusals(dir, &gateway, gateway_addr)?;
+    show_refusals(dir, &gateway, &client)?;
     for (id, _, mock) in &mocks {
         println!("{id} received {} request(s) in all", mock.received().len());
     }
@@ -165,7 +188,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
 fn show_sample(
     dir: &Path,
     gateway: &Gateway,
-    gateway_addr: SocketAddr,
+    client: &DemoClient,
     admin_addr: SocketAddr,
     sample: &SampleRequest,
 ) -> anyhow::Result<bool> {
@@ -199,14 +222,14 @@ fn show_sample(
         headers.push((name, value));
     }
     let target = format!("/{}{}", sample.partner, sample.path);
-    let response = http1::send(
-        &gateway_addr.to_string(),
-        &sample.method,
-        &target,
-        &headers,
-        Some(&body).filter(|b| !b.is_empty()).map(|b| b.as_slice()),
-    )
-    .with_context(|| format!("sending {} {target}", sample.method))?;
+    let response = client
+        .send(
+            &sample.method,
+            &target,
+            &headers,
+            Some(&body).filter(|b| !b.is_empty()).map(|b| b.as_slice()),
+        )
+        .with_context(|| format!("sending {} {target}", sample.method))?;
 
     println!(
         "━━━ {} {} → partner {:?}: HTTP {}",
@@ -226,6 +249,9 @@ fn show_sample(
             .map(|q| format!("?{q}"))
             .unwrap_or_default()
     );
+    if let Some(name) = record["client_cert"].as_str() {
+        println!("  over TLS; the partner verified the gateway's client certificate ({name})");
+    }
     let sent_pretty = pretty(&body);
     let received_body = record.get("body").and_then(Value::as_str).unwrap_or("");
     let received_pretty = pretty(received_body.as_bytes());
@@ -353,7 +379,7 @@ fn print_changes(gateway: &Gateway, sample: &SampleRequest, headers: &[(&str, &s
 }
 
 /// A few requests the gateway must refuse, to show the partner receives nothing for them.
-fn show_refusals(dir: &Path, gateway: &Gateway, gateway_addr: SocketAddr) -> anyhow::Result<()> {
+fn show_refusals(dir: &Path, gateway: &Gateway, client: &DemoClient) -> anyhow::Result<()> {
     println!("━━━ requests the gateway refuses (nothing reaches a partner):");
     let token = demo_caller_token(dir, gateway, "orders-service")?;
     let bearer = token.map(|t| format!("Bearer {t}")).unwrap_or_default();
@@ -384,13 +410,7 @@ fn show_refusals(dir: &Path, gateway: &Gateway, gateway_addr: SocketAddr) -> any
         if !authorization.is_empty() {
             headers.push(("authorization", authorization));
         }
-        let response = http1::send(
-            &gateway_addr.to_string(),
-            "POST",
-            target,
-            &headers,
-            Some(body),
-        )?;
+        let response = client.send("POST", target, &headers, Some(body))?;
         println!(
             "  POST {target} → {} {}",
             response.status,

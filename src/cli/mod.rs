@@ -5,6 +5,7 @@ The command line: one file per subcommand, each a thin layer over the library. `
 pub mod audit;
 pub mod check;
 pub mod demo;
+mod demo_tls;
 pub mod diff;
 pub mod explain;
 pub mod mock_partner;
@@ -88,6 +89,9 @@ enum Command {
     Demo {
         #[arg(long, default_value = "policy/")]
         policy: PathBuf,
+        /// Both legs over TLS (mTLS too) with the DEMO certificates in certs/.
+        #[arg(long)]
+        tls: bool,
     },
     /// Bulk work on the opt-out store the policy names.
     Optouts {
@@ -284,7 +288,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             caller.as_deref(),
             &headers,
         ),
-        Command::Demo { policy } => demo::run(&policy),
+        Command::Demo { policy, tls } => demo::run(&policy, tls),
         Command::Optouts { command } => run_optouts(command),
         Command::Audit { command } => run_audit(command),
         Command::Token {
