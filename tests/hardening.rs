@@ -215,3 +215,55 @@ fn an_explicit_remove_beats_allow() {
         r#"{"customer_id":"c-1","name":"ok","sl":{}}"#
     );
 }
+
+#[test]
+fn a_case_folded_subject_key_never_carries_an_opted_out_customer() {
+    let s = start();
+    for route in ["/biz/v1/whole", "/biz/v1/members"] {
+        for key in [
+            "Customer_Id",
+            "CUSTOMER_ID",
+            "cu\u{17f}tomer_id",
+            "cu\\u017ftomer_id",
+        ] {
+            let body = format!(
+                r#"{{"records":[{{"customer_id":"c-1","{key}":"c-200","name":"SECRET"}}]}}"#
+            );
+            let r = s.gateway.post_json(route, &body);
+            assert_refused(&r, 400, "bad_request");
+        }
+    }
+    s.assert_nothing_forwarded();
+    let r = s.gateway.post_json(
+        "/biz/v1/whole",
+        r#"{"records":[{"customer_id":"c-1","name":"ok"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[test]
+fn check_warns_about_wildcard_record_paths_on_opt_out_partners() {
+    let s = start();
+    let output = std::process::Command::new(BIN)
+        .args(["check", "--policy"])
+        .arg(s.gateway.policy.policy())
+        .current_dir(s.gateway.policy.root())
+        .env("BIZ_KEY", "k")
+        .env("IDS_ADMIN_TOKEN", "t")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    for path in ["records[*].**", "records[*].*"] {
+        assert!(
+            text.contains(&format!(
+                "{path:?} passes record members through a wildcard"
+            )),
+            "{path}: {text}"
+        );
+    }
+}

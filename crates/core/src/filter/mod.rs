@@ -20,6 +20,8 @@ mod scan;
 mod transform;
 
 #[cfg(test)]
+mod fold_tests;
+#[cfg(test)]
 mod matched_tests;
 #[cfg(test)]
 mod remove_tests;

@@ -992,6 +992,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             self.saved_matched.clone_from(&self.report.matched);
         }
         let mut subject: Option<Result<Cow<'a, str>, &'static str>> = None;
+        let mut folded: Option<Refusal> = None;
         let mut first = true;
         self.sc.skip_ws();
         if self.sc.peek() != Some(b'}') {
@@ -1005,6 +1006,9 @@ impl<'a, 'p> Filter<'a, 'p> {
                 let fp = fingerprint(&key);
                 let child = members.lookup(&key, fp);
                 let is_subject = want_subject && self.program.subject.as_deref() == Some(&*key);
+                if records && self.optouts.is_some() && !is_subject && folded.is_none() {
+                    folded = self.folded_subject(&key);
+                }
                 self.sc.add_key(key, fp, key_start)?;
                 self.sc.skip_ws();
                 self.sc.expect(b':', "`:` after a member name")?;
@@ -1063,8 +1067,26 @@ impl<'a, 'p> Filter<'a, 'p> {
         self.sc.close();
         match snapshot {
             None => Ok(true),
-            Some(snapshot) => self.finish_record(snapshot, want_subject, subject),
+            Some(snapshot) => self.finish_record(snapshot, want_subject, subject, folded),
         }
+    }
+
+    /// A record member that case-insensitive JSON readers take for the subject member
+    /// (`Customer_Id` next to `customer_id`) could make the partner judge the record by another
+    /// customer than the gateway did: the refusal (400) for it, given once the record's own
+    /// subject is known to be valid.
+    fn folded_subject(&self, key: &[u8]) -> Option<Refusal> {
+        let subject = self.program.subject.as_deref().unwrap_or_default();
+        let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject))
+        else {
+            return None;
+        };
+        id::folds_to_subject(key, subject).then(|| {
+            bad(format!(
+                "record `{}` has a member {key:?}, which case-insensitive JSON readers take for the subject `{subject}`",
+                self.sc.path()
+            ))
+        })
     }
 
     /// At the end of a record: checks its subject against the opt-outs and counts it.
@@ -1073,6 +1095,7 @@ impl<'a, 'p> Filter<'a, 'p> {
         snapshot: Snapshot,
         want_subject: bool,
         subject: Option<Result<Cow<'a, str>, &'static str>>,
+        folded: Option<Refusal>,
     ) -> Result<bool, Refusal> {
         let Some(optouts) = self.optouts.filter(|_| want_subject) else {
             // Without opt-outs a record is never refused for its subject; the ledger just
@@ -1101,6 +1124,9 @@ impl<'a, 'p> Filter<'a, 'p> {
                     )))
                 }
             };
+            if let Some(refusal) = folded {
+                return Err(refusal);
+            }
             if id::is_opted_out(optouts, &subject) {
                 if self.program.single_record {
                     return Err(Refusal::new(

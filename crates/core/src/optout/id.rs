@@ -18,7 +18,9 @@ instead of guessed at:
 - in URL values also `;` and `,` ([`BadId::Separator`]).
 
 What is left is compared exactly, and also in lowercase and uppercase ([`is_opted_out`]), so
-`C-200` is judged as `c-200` whichever case the opt-out was recorded in.
+`C-200` is judged as `c-200` whichever case the opt-out was recorded in. Inside a record, a
+second key that a case-insensitive reader takes for the subject member is found by
+[`folds_to_subject`].
 */
 
 use std::borrow::Cow;
@@ -158,6 +160,19 @@ fn denotes_integer(text: &str) -> bool {
         && lower.parse::<f64>().map_or(true, |v| {
             !v.is_finite() || v.fract() == 0.0 || lower.len() > 15
         })
+}
+
+/// Is `key` another spelling of the subject member `subject` for a case-insensitive JSON
+/// reader (Go's `encoding/json`, Jackson or .NET in case-insensitive mode): equal under Unicode
+/// case folding and NFKC (`Customer_Id`, `cuſtomer_id`), but not the same key?
+pub fn folds_to_subject(key: &str, subject: &str) -> bool {
+    if key == subject {
+        return false;
+    }
+    if key.is_ascii() && subject.is_ascii() {
+        return key.eq_ignore_ascii_case(subject);
+    }
+    caseless::compatibility_caseless_match_str(key, subject)
 }
 
 /// Is `id` opted out, compared exactly and in its lowercase and uppercase forms? The one

@@ -87,3 +87,19 @@ fn lookups_ignore_case() {
         assert!(!is_opted_out(&set, id), "{id}");
     }
 }
+
+#[test]
+fn keys_folding_to_the_subject() {
+    for key in [
+        "Customer_Id",
+        "CUSTOMER_ID",
+        "cu\u{17f}tomer_id",
+        "\u{ff43}ustomer_id",
+    ] {
+        assert!(folds_to_subject(key, "customer_id"), "{key}");
+    }
+    assert!(folds_to_subject("s\u{212a}u", "sku"));
+    for key in ["customer_id", "customer_ids", "customerid", "name"] {
+        assert!(!folds_to_subject(key, "customer_id"), "{key}");
+    }
+}

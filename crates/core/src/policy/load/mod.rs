@@ -365,3 +365,5 @@ fn is_header_value(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wildcard_tests;

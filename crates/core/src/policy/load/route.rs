@@ -11,7 +11,7 @@ use crate::headers::is_never_relayed;
 use crate::policy::categories;
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{ContentCoding, Route, RouteField, RouteSegment};
-use crate::policy::path::{FieldPath, PathError};
+use crate::policy::path::{FieldPath, PathError, Segment};
 use crate::policy::route::{literal_count, parse_typed_template, same_shape};
 
 /// What can be wrong with a route.
@@ -91,6 +91,10 @@ pub(super) enum InvalidRoute {
     CategoryPathNotDisclosed(String),
     #[error("{0:?} has no data category: add it under this route's `categories:`")]
     Uncategorized(String),
+    #[error(
+        "{0:?} passes record members through a wildcard on a partner that honours opt-outs: members the policy never names reach the partner (a second, case-folded subject key is refused, other look-alikes are not); list the members instead"
+    )]
+    WildcardRecords(String),
 }
 
 pub(super) struct RouteCtx<'a> {
@@ -322,6 +326,9 @@ fn body(ctx: &RouteCtx<'_>, r: &RouteFile, route_line: u64, d: &mut Diags) -> Bo
     let named_transforms = r.transform.as_ref().is_some_and(|t| !t.value.0.is_empty());
     body.takes_body = r.allow.as_ref().is_some_and(|a| !a.value.is_empty()) || named_transforms;
     records_and_subject(path, r, &mut body, d);
+    if ctx.honours {
+        warn_wildcard_records(path, r, &body.spec, d);
+    }
     let template = &r.path.value;
     if !body.takes_body && (r.records.is_some() || r.subject.is_some()) {
         d.error(
@@ -367,6 +374,32 @@ fn transforms(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
             // `remove`: removed even where an `allow` path also names it.
             (Some(p), Some(None)) => body.spec.removes.push(p),
             _ => body.ok = false,
+        }
+    }
+}
+
+/// On a partner that honours opt-outs, `records[*].*` and `records[*].**` pass members nobody
+/// named (look-alikes of the subject among them): a `check` warning.
+fn warn_wildcard_records(path: &str, r: &RouteFile, spec: &FilterSpec, d: &mut Diags) {
+    let Some(records) = &spec.records else {
+        return;
+    };
+    let n = records.segments.len();
+    for a in r.allow.iter().flat_map(|a| &a.value) {
+        let Ok(p) = FieldPath::parse(&a.value) else {
+            continue;
+        };
+        let under_records = p.segments.len() >= n && p.segments[..n] == records.segments[..];
+        let wildcard = match p.segments.get(n) {
+            None => p.subtree,
+            Some(seg) => *seg == Segment::AnyMember,
+        };
+        if under_records && wildcard {
+            d.warn(
+                path,
+                line(a),
+                InvalidRoute::WildcardRecords(a.value.clone()),
+            );
         }
     }
 }

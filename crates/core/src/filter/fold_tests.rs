@@ -1,0 +1,79 @@
+//! On routes that honour opt-outs, a record member that case-insensitive JSON readers take
+//! for the subject member is refused.
+use std::collections::HashSet;
+
+use super::*;
+use crate::RefusalKind;
+
+struct Set(HashSet<&'static str>);
+
+impl OptOutLookup for Set {
+    fn is_opted_out(&self, subject: &str) -> bool {
+        self.0.contains(subject)
+    }
+}
+
+fn program(allow: &str) -> FilterProgram {
+    let spec = FilterSpec {
+        allow: vec![FieldPath::parse(allow).unwrap()],
+        transforms: Vec::new(),
+        removes: Vec::new(),
+        records: Some(FieldPath::parse("records[*]").unwrap()),
+        subject: Some("customer_id".into()),
+    };
+    FilterProgram::compile(&spec).unwrap()
+}
+
+fn run(
+    program: &FilterProgram,
+    body: &str,
+    optouts: Option<&dyn OptOutLookup>,
+) -> Result<String, Refusal> {
+    let options = FilterOptions {
+        max_depth: 64,
+        pseudonymize_key: None,
+        optouts,
+        detail: false,
+        subjects: false,
+    };
+    filter(program, body.as_bytes(), &options).map(|f| String::from_utf8(f.body).unwrap())
+}
+
+#[test]
+fn case_folded_subject_keys_are_refused_on_opt_out_routes() {
+    let set = Set(["c-200"].into());
+    for allow in ["records[*].**", "records[*].*", "records[*].customer_id"] {
+        let program = program(allow);
+        for key in [
+            "Customer_Id",
+            "CUSTOMER_ID",
+            "cu\\u017ftomer_id",
+            "cuſtomer_id",
+            "\\uff43ustomer_id",
+        ] {
+            for body in [
+                format!(r#"{{"records":[{{"customer_id":"c-1","{key}":"c-200","x":1}}]}}"#),
+                format!(r#"{{"records":[{{"{key}":"c-200","customer_id":"c-1"}}]}}"#),
+            ] {
+                match run(&program, &body, Some(&set)) {
+                    Err(Refusal {
+                        kind: RefusalKind::BadRequest,
+                        message,
+                    }) => assert!(message.contains("case-insensitive"), "{message}"),
+                    other => panic!("{allow} {body}: {other:?}"),
+                }
+            }
+        }
+        // Without the real subject member: still a missing subject (422).
+        let body = r#"{"records":[{"Customer_Id":"c-200"}]}"#;
+        assert_eq!(
+            run(&program, body, Some(&set)).unwrap_err().kind,
+            RefusalKind::SubjectMissing
+        );
+        // Other keys pass; without opt-outs nothing is judged.
+        let body = r#"{"records":[{"customer_id":"c-1","customer_id2":"x"}]}"#;
+        assert!(run(&program, body, Some(&set)).is_ok());
+        let body = r#"{"records":[{"customer_id":"c-1","Customer_Id":"c-200"}]}"#;
+        assert!(run(&program, body, None).is_ok());
+    }
+}
