@@ -444,7 +444,7 @@ fn governing(rules: &[Rule], concrete: &[String]) -> (bool, Option<Action>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn no_key_outside_the_allow_list(
