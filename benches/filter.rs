@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gateway_core::filter::FieldPath;
 use gateway_core::filter::{
     self, FilterOptions, FilterProgram, FilterSpec, OptOutLookup, Transform,
 };
-use gateway_core::policy::FieldPath;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -150,13 +150,13 @@ fn rules() -> Rule {
         let mut at = root;
         for seg in &p.segments {
             at = match seg {
-                gateway_core::policy::Segment::Member(name) => match at {
+                gateway_core::filter::Segment::Member(name) => match at {
                     Rule::Object(m) => m
                         .entry(name.clone())
                         .or_insert_with(|| Rule::Object(BTreeMap::new())),
                     _ => unreachable!("bench policy has no conflicts"),
                 },
-                gateway_core::policy::Segment::Elements => {
+                gateway_core::filter::Segment::Elements => {
                     if !matches!(at, Rule::Array(_)) {
                         *at = Rule::Array(Box::new(Rule::Object(BTreeMap::new())));
                     }
@@ -165,7 +165,7 @@ fn rules() -> Rule {
                         _ => unreachable!(),
                     }
                 }
-                gateway_core::policy::Segment::AnyMember => unreachable!("bench policy has no `*`"),
+                gateway_core::filter::Segment::AnyMember => unreachable!("bench policy has no `*`"),
             };
         }
         *at = if p.subtree { Rule::Subtree } else { leaf };

@@ -251,7 +251,7 @@ fn good_claims(sub: &str) -> Value {
 /// Signs `claims` with the private key in `pem_file` (EdDSA), `kid` in the header.
 fn sign_with(pem_file: &str, kid: Option<&str>, claims: &Value) -> String {
     let pem = std::fs::read(pem_file).unwrap();
-    gateway_core::callers::PrivateKey::from_pem(&pem)
+    gateway_core::jose::PrivateKey::from_pem(&pem)
         .unwrap()
         .sign_jwt(kid, "JWT", claims)
         .unwrap()

@@ -6,6 +6,7 @@ with no I/O, no clock reads it was not handed, and no pingora types.
 - [`diff`]: what a policy change starts or stops disclosing, per partner and route.
 - [`filter`]: the streaming JSON filter that turns a caller's body into what a partner may see.
 - [`optout`]: the in-memory opt-out set and the scopes a route honours.
+- [`jose`]: key material, algorithms and clock leeway shared by caller tokens and data-use tokens.
 - [`tagging`]: the `ohsoft-data-use` header and the signed data-use token.
 - [`plan`]: the whole decision for one request: target, filtered body, headers and query.
 - [`policytest`]: policy tests (`policy/tests/` YAML files): a request in, the expected body or refusal out.
@@ -21,6 +22,7 @@ pub mod callers;
 pub mod diff;
 pub mod filter;
 pub mod headers;
+pub mod jose;
 pub mod ledger;
 pub mod optout;
 pub mod plan;

@@ -3,9 +3,9 @@
 //! must be refused, past `filter`. A passing test documents a defence.
 use std::collections::HashSet;
 
+use gateway_core::filter::FieldPath;
 use gateway_core::filter::{filter, FilterOptions, FilterProgram, FilterSpec, OptOutLookup};
 use gateway_core::filter::{Filtered, Transform};
-use gateway_core::policy::FieldPath;
 use gateway_core::{Refusal, RefusalKind};
 
 fn path(text: &str) -> FieldPath {
@@ -719,7 +719,7 @@ fn policy_combinations() {
     let raw = FilterSpec {
         removes: Vec::new(),
         allow: vec![FieldPath {
-            segments: vec![gateway_core::policy::Segment::Member("a.b".into())],
+            segments: vec![gateway_core::filter::Segment::Member("a.b".into())],
             subtree: false,
         }],
         ..FilterSpec::default()

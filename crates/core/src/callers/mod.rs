@@ -17,7 +17,6 @@ Rules (see the README, "Callers and data-use tokens"):
 Pure: the key material and the current time are handed in.
 */
 pub mod cache;
-pub mod keys;
 
 #[cfg(test)]
 mod tests;
@@ -28,13 +27,11 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 pub use cache::TokenCache;
-pub use keys::{KeyError, PemBlock, PrivateKey, PublicKey};
 
+use crate::jose::{self, KeyError, PrivateKey, PublicKey, LEEWAY_SECS};
 use crate::policy::Partner;
 use crate::{Refusal, RefusalKind};
 
-/// Clock skew tolerated on `exp` and `nbf`, in seconds.
-pub const LEEWAY_SECS: u64 = 30;
 /// The `WWW-Authenticate` challenge of a 401 that names no error (no credential at all), both
 /// for callers and for the admin API; a token error appends its `error` and description.
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"partner-gateway\"";
@@ -186,7 +183,7 @@ impl CallerKeys {
 
     /// Adds every signature key of a JWKS document; at least one is required.
     pub fn add_jwks_json(&mut self, json: &str) -> Result<(), KeyError> {
-        let found = keys::parse_jwks(json, keys::CALLER_ALGORITHMS)?;
+        let found = jose::parse_jwks(json, jose::CALLER_ALGORITHMS)?;
         if found.is_empty() {
             return Err(KeyError::Empty);
         }
@@ -198,7 +195,7 @@ impl CallerKeys {
     pub fn add_pem(&mut self, kid: Option<&str>, pem: &[u8]) -> Result<(), KeyError> {
         let text = std::str::from_utf8(pem)
             .map_err(|_| KeyError::Pem("the key file is not PEM text".into()))?;
-        let blocks = keys::pem_blocks(text)?;
+        let blocks = jose::pem_blocks(text)?;
         if blocks.is_empty() {
             return Err(KeyError::Pem("no PEM block found".into()));
         }
@@ -211,7 +208,7 @@ impl CallerKeys {
             self.push(PublicKey::from_public_pem(
                 kid,
                 block,
-                keys::CALLER_ALGORITHMS,
+                jose::CALLER_ALGORITHMS,
             )?)?;
         }
         Ok(())
@@ -249,7 +246,7 @@ impl CallerKeys {
                 format!(
                     "kid={} alg={}",
                     k.kid().unwrap_or("(none)"),
-                    keys::alg_name(k.algorithm())
+                    jose::alg_name(k.algorithm())
                 )
             })
             .collect()
@@ -535,7 +532,7 @@ pub fn mint_caller_token(
         return Err(KeyError::Signing("sub must not be empty".into()));
     }
     if let Some(kid) = input.kid {
-        keys::check_kid(kid)?;
+        jose::check_kid(kid)?;
     }
     let key = PrivateKey::from_pem(private_pem)?;
     let claims = serde_json::json!({
@@ -551,5 +548,5 @@ pub fn mint_caller_token(
 
 /// The algorithm names accepted for caller tokens.
 pub fn supported_algorithms() -> &'static [Algorithm] {
-    keys::CALLER_ALGORITHMS
+    jose::CALLER_ALGORITHMS
 }

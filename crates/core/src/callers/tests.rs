@@ -3,8 +3,8 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use super::keys::{pem_blocks, PublicKey, CALLER_ALGORITHMS};
 use super::*;
+use crate::jose::{pem_blocks, PublicKey, CALLER_ALGORITHMS};
 
 const ED: &[u8] = include_bytes!("testdata/ed25519.pem");
 const ED_PUB: &[u8] = include_bytes!("testdata/ed25519.pub.pem");

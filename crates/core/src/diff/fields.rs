@@ -4,8 +4,8 @@ paths: `a.**` covers `a.b`, `*` covers every named member, and a transform wins 
 that also names the field (the filter's rule). Comparing two routes field by field gives the
 fields that start or stop being sent or change transform.
 */
+use crate::filter::{FieldPath, Segment};
 use crate::filter::{FilterSpec, Transform};
-use crate::policy::{FieldPath, Segment};
 
 /// How a field reaches the partner.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,9 @@ use serde::Serialize;
 
 pub use fields::{disclosure, Disclosure, FieldChange};
 
+use crate::filter::FieldPath;
 use crate::filter::FilterSpec;
-use crate::policy::{FieldPath, Partner, Policy, Route};
+use crate::policy::{Partner, Policy, Route};
 
 /// One effect of a policy change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

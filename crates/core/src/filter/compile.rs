@@ -10,8 +10,8 @@ give `a` both `x` and `e`, and conflicts that only appear after combining (`a.x:
 */
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::path::{FieldPath, Segment};
 use super::{CompileError, FilterProgram, FilterSpec, Transform};
-use crate::policy::{FieldPath, Segment};
 
 pub(super) type NodeId = u32;
 

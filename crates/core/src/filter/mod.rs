@@ -7,6 +7,7 @@ a DOM: it validates strictly (UTF-8, no BOM, no duplicate keys at any depth, no 
 surrogates, depth limit, no trailing bytes), copies allowed values as raw JSON (numbers stay
 byte-identical), applies transforms, drops opted-out records, and reports what it did.
 
+- `path`: the field-path language the policy writes (`a.b`, `a[*]`, `a.*`, `a.**`, `$`).
 - `compile`: policy paths → a trie of nodes, with every policy mistake reported.
 - `scan`: the strict one-pass scanner that validates and emits at the same time.
 - `transform`: what `mask`, `last4`, `pseudonymize` and `null` write.
@@ -16,6 +17,7 @@ has depth 2; `max_depth` is the deepest nesting allowed.
 */
 
 mod compile;
+pub mod path;
 mod scan;
 mod transform;
 
@@ -28,8 +30,8 @@ mod remove_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::policy::FieldPath;
 use crate::Refusal;
+pub use path::{FieldPath, PathError, Segment};
 
 /// A transform applied to a value that may pass only in changed form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use hmac::Mac;
 
 use super::*;
-use crate::policy::Segment;
+use crate::filter::Segment;
 use crate::RefusalKind;
 
 fn path(text: &str) -> FieldPath {

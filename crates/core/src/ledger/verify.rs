@@ -10,7 +10,7 @@ use jsonwebtoken::Validation;
 
 use super::line::{CheckpointClaims, CheckpointLine, LedgerLine, CHECKPOINT_TYP};
 use super::{line_hash, ZERO_HASH};
-use crate::callers::keys::{self, PublicKey, DATA_USE_ALGORITHMS};
+use crate::jose::{self, PublicKey, DATA_USE_ALGORITHMS};
 
 /// Where the chain breaks, printed as `FILE:LINE: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +67,7 @@ impl ChainVerifier {
     pub fn new(jwks_json: Option<&str>) -> Result<ChainVerifier, String> {
         let keys = match jwks_json {
             Some(json) => Some(
-                keys::parse_jwks(json, DATA_USE_ALGORITHMS).map_err(|e| format!("key set: {e}"))?,
+                jose::parse_jwks(json, DATA_USE_ALGORITHMS).map_err(|e| format!("key set: {e}"))?,
             ),
             None => None,
         };

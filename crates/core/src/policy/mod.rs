@@ -1,17 +1,15 @@
 /*!
 Policy files → validated model. `file` mirrors the YAML (with line numbers), `load` validates
-it into `model`, which is what the gateway runs on, `path` is the field-path language, `route`
+it into `model`, which is what the gateway runs on, `route`
 normalises request paths and matches them against route templates.
 */
 pub mod categories;
 pub mod file;
 pub mod load;
 pub mod model;
-pub mod path;
 pub mod route;
 mod tls;
 
 pub use load::{load, Diagnostic, Env, Loaded, PolicySource, SourceFile};
 pub use model::*;
-pub use path::{FieldPath, PathError, Segment};
 pub use route::{normalize_path, RouteMatch};

@@ -12,8 +12,7 @@ use serde_json::Value;
 
 use super::token::{body_sha256, DataUseClaims, TokenSigner, DATA_USE_TOKEN_TYP, MAX_TTL_SECS};
 use super::TagError;
-use crate::callers::keys::{self, KeyError, PublicKey, DATA_USE_ALGORITHMS};
-use crate::callers::LEEWAY_SECS;
+use crate::jose::{self, KeyError, PublicKey, DATA_USE_ALGORITHMS, LEEWAY_SECS};
 
 /// The published public keys: the signing key first, then any extra keys (rotation).
 #[derive(Debug, Clone)]
@@ -31,10 +30,10 @@ impl Jwks {
 
     /// Publishes one more public key (PEM `PUBLIC KEY`, Ed25519 or P-256) under `kid`.
     pub fn publish_pem(&mut self, kid: &str, pem: &[u8]) -> Result<(), TagError> {
-        keys::check_kid(kid)?;
+        jose::check_kid(kid)?;
         let text = std::str::from_utf8(pem)
             .map_err(|_| KeyError::Pem("the key file is not PEM text".into()))?;
-        let blocks = keys::pem_blocks(text)?;
+        let blocks = jose::pem_blocks(text)?;
         let [block] = blocks.as_slice() else {
             return Err(KeyError::Pem(format!(
                 "expected one PEM public key, found {} PEM blocks",
@@ -51,7 +50,7 @@ impl Jwks {
 
     /// Publishes every key of a JWKS document; each must have a `kid`.
     pub fn publish_jwks_json(&mut self, json: &str) -> Result<(), TagError> {
-        for key in keys::parse_jwks(json, DATA_USE_ALGORITHMS)? {
+        for key in jose::parse_jwks(json, DATA_USE_ALGORITHMS)? {
             self.push(key)?;
         }
         Ok(())
@@ -136,7 +135,7 @@ pub fn verify_data_use_token(
     now_unix: u64,
 ) -> Result<DataUseClaims, TokenVerifyError> {
     let token = token.trim();
-    let published = keys::parse_jwks(jwks_json, DATA_USE_ALGORITHMS)?;
+    let published = jose::parse_jwks(jwks_json, DATA_USE_ALGORITHMS)?;
     let header = jsonwebtoken::decode_header(token)
         .map_err(|e| TokenVerifyError::Malformed(e.to_string()))?;
     if header.crit.is_some() {

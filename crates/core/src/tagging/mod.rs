@@ -21,7 +21,7 @@ pub use token::{
     body_sha256, DataUseClaims, TokenInput, TokenSigner, DATA_USE_TOKEN_TYP, MAX_TTL_SECS,
 };
 
-use crate::callers::KeyError;
+use crate::jose::KeyError;
 
 /// Why a data-use tag or token could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

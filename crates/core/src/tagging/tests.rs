@@ -4,7 +4,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::callers::KeyError;
+use crate::jose::KeyError;
 use crate::policy::model::PartnerKind;
 
 const ED: &[u8] = include_bytes!("../callers/testdata/ed25519.pem");

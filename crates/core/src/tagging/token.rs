@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::TagError;
-use crate::callers::keys::{alg_name, check_kid, PrivateKey, PublicKey};
+use crate::jose::{alg_name, check_kid, PrivateKey, PublicKey};
 
 /// Longest token lifetime, in seconds (`exp` at most 5 minutes after `iat`).
 pub const MAX_TTL_SECS: u64 = 300;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use super::{is_never_forwarded, is_token, line, Diags, Invalid, METHODS};
 use crate::filter::{CompileError, FilterProgram, FilterSpec, Transform};
+use crate::filter::{FieldPath, PathError, Segment};
 use crate::headers::is_never_relayed;
 use crate::policy::categories;
 use crate::policy::file::{RouteFile, Spanned};
 use crate::policy::model::{Route, RouteField, RouteSegment};
-use crate::policy::path::{FieldPath, PathError, Segment};
 use crate::policy::route::{literal_count, parse_typed_template, same_shape};
 
 /// What can be wrong with a route.

@@ -1,5 +1,7 @@
 /*!
-Key material: public keys from a JWKS document or PEM, private keys from PKCS#8 PEM.
+JOSE key material and the rules shared by every token the gateway reads or writes: public keys
+from a JWKS document or PEM, private keys from PKCS#8 PEM, the algorithms each kind of token may
+use, and the clock leeway.
 
 Every key carries the one algorithm it may be used with, fixed when the key is loaded
 (`OKP`/Ed25519 → EdDSA, `EC`/P-256 → ES256, `RSA` → RS256, an explicit secret → HS256).
@@ -15,6 +17,8 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{Map, Value};
 
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;
 /// Smallest HS256 secret accepted, in bytes (RFC 7518 §3.2: at least the hash size).
