@@ -20,8 +20,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gateway_core::filter::{filter, FilterOptions, FilterProgram, FilterSpec, Transform};
-use gateway_core::policy::{load, FieldPath, PolicySource, SourceFile};
+use gateway_core::filter::{
+    filter, FieldPath, FilterOptions, FilterProgram, FilterSpec, Transform,
+};
+use gateway_core::policy::{load, PolicySource, SourceFile};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
