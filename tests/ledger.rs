@@ -242,3 +242,411 @@ fn other_jwks(dir: &Path) -> PathBuf {
     std::fs::write(&path, gateway_core::tagging::Jwks::new(&signer).to_json()).unwrap();
     path
 }
+
+fn shipment(customer: &str) -> String {
+    format!(r#"{{"order_id": 1, "shipments": [{{"customer_id": "{customer}", "name": "N"}}]}}"#)
+}
+
+#[test]
+fn tampering_is_caught_at_the_line_it_touched_across_rotated_files() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "  rotate_bytes: 4096\n");
+    let dir = ledger_dir(&gateway);
+    for i in 0..24 {
+        let r = gateway.post_json("/acme-ship/v1/shipments", &shipment(&format!("c-{i}")));
+        assert_eq!(r.status, 200);
+    }
+    terminate(&mut gateway);
+    let files = files(&dir);
+    assert!(files.len() >= 3, "{files:?}");
+    // each rotated file ends with a checkpoint; the chain continues across files
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert!(last.get("checkpoint").is_some(), "{f:?} ends with {last}");
+    }
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+    // a shell glob of the files verifies too (put back in chain order)
+    let paths: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let mut args = vec!["verify"];
+    args.extend(paths.iter().map(String::as_str));
+    assert_eq!(audit(&args).0, 0);
+
+    let second = &files[1];
+    let second_name = second.display().to_string();
+    let original = std::fs::read_to_string(second).unwrap();
+    let tampered = |text: String| -> String {
+        std::fs::write(second, text).unwrap();
+        let (code, out) = verify(&dir, None);
+        std::fs::write(second, &original).unwrap();
+        assert_eq!(code, 1, "{out}");
+        out
+    };
+    let mut lines: Vec<String> = original.lines().map(str::to_string).collect();
+    let join = |lines: &[String]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+
+    // editing a field of line 3
+    let mut edited = lines.clone();
+    edited[2] = edited[2]
+        .replace("\"acme-ship\"", "\"acme-shiq\"")
+        .replace("\"outcome_of\":", "\"outcome_of\": ");
+    assert!(tampered(join(&edited)).starts_with(&format!("{second_name}:3: ")));
+    // deleting line 2
+    let mut deleted = lines.clone();
+    deleted.remove(1);
+    assert!(tampered(join(&deleted)).starts_with(&format!("{second_name}:2: ")));
+    // swapping lines 2 and 3
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    assert!(tampered(join(&swapped)).starts_with(&format!("{second_name}:2: ")));
+    // truncating the file in the middle of line 3
+    let cut: usize = lines[..2].iter().map(|l| l.len() + 1).sum::<usize>() + 10;
+    let out = tampered(original[..cut].to_string());
+    assert!(
+        out.starts_with(&format!("{second_name}:3: incomplete line")),
+        "{out}"
+    );
+    // deleting a whole rotated file: the next file's first line is named
+    std::fs::remove_file(second).unwrap();
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with(&format!("{}:1: seq", files[2].display())),
+        "{out}"
+    );
+    lines.clear();
+}
+
+#[test]
+fn a_ledger_that_cannot_be_written_refuses_and_nothing_reaches_the_partner() {
+    let mock = Mock::start();
+    // the ledger path is a regular file (gateway.yaml itself): no directory can be made there
+    let gateway = Gateway::start(
+        &ledger_yaml("").replace("path: data/ledger", "path: policy/gateway.yaml"),
+        &[("acme-ship", &partner(&mock.url()))],
+        ENV,
+    );
+    let r = gateway.post_json("/acme-ship/v1/shipments", &shipment("c-1"));
+    assert_refused(&r, 503, "not_ready");
+    assert!(mock.received().is_empty());
+    let metrics = gateway.metrics();
+    assert_eq!(metric(&metrics, "partner_gateway_ledger_errors_total"), 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "partner_gateway_requests_refused_total{partner=\"acme-ship\",reason=\"not_ready\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(gateway.admin_get("/readyz").status, 503);
+    // a refusal that never needed the ledger is still answered as before
+    assert_eq!(gateway.post_json("/acme-ship/v1/nothing", "{}").status, 403);
+}
+
+#[test]
+fn a_failure_at_rotation_refuses_from_then_on_and_recovers() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "  rotate_bytes: 4096\n");
+    let dir = ledger_dir(&gateway);
+    // the next file's name is taken by a directory: rotation cannot create it
+    let first = files(&dir)[0].clone();
+    let name = first.file_name().unwrap().to_str().unwrap().to_string();
+    let blocker = dir.join(name.replace("-1.jsonl", "-2.jsonl"));
+    std::fs::create_dir(&blocker).unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        statuses.push(
+            gateway
+                .post_json("/acme-ship/v1/shipments", &shipment(&format!("c-{i}")))
+                .status,
+        );
+    }
+    let forwarded = statuses.iter().filter(|s| **s == 200).count();
+    assert!(forwarded > 0 && statuses.contains(&503), "{statuses:?}");
+    let first_503 = statuses.iter().position(|s| *s == 503).unwrap();
+    assert!(
+        statuses[first_503..].iter().all(|s| *s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(mock.received().len(), forwarded);
+    assert_eq!(records(&dir).len(), forwarded);
+    // once the way is clear the gateway writes again (retried in the background)
+    std::fs::remove_dir(&blocker).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gateway
+        .post_json("/acme-ship/v1/shipments", &shipment("c-x"))
+        .status
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ledger never recovered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    terminate(&mut gateway);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(records(&dir).len(), mock.received().len());
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_record_and_restarts_clean() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "  rotate_bytes: 8192\n");
+    let dir = ledger_dir(&gateway);
+    let addr = gateway.addr.to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let body = shipment(&format!("w{w}-{i}"));
+                    match http1::send(
+                        &addr,
+                        "POST",
+                        "/acme-ship/v1/shipments",
+                        &[("content-type", "application/json")],
+                        Some(body.as_bytes()),
+                    ) {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        _ => {}
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    gateway.kill(); // SIGKILL mid-load
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(acknowledged > 5, "only {acknowledged} requests got through");
+    // every request that reached the partner, even one cut off by the kill, has its record
+    // (by its data-use token's jti), and every complete body its digest
+    let records = records(&dir);
+    let jtis: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r["token_jti"].as_str().unwrap())
+        .collect();
+    let digests: std::collections::HashSet<&str> = records
+        .iter()
+        .map(|r| r["body_sha256"].as_str().unwrap())
+        .collect();
+    let received = mock.received();
+    assert!(received.len() >= acknowledged);
+    for at_partner in &received {
+        let token = headers_of(at_partner)
+            .into_iter()
+            .find(|(n, _)| n == "ohsoft-data-use-token")
+            .unwrap()
+            .1;
+        let claims: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            jtis.contains(claims["jti"].as_str().unwrap()),
+            "no record for a request the partner received"
+        );
+        if !at_partner["json"].is_null() {
+            let body = at_partner["body"].as_str().unwrap();
+            let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(body.as_bytes()));
+            assert!(
+                digests.contains(digest.as_str()),
+                "no record for a body the partner received"
+            );
+        }
+    }
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+    // restart: the chain continues and still verifies
+    gateway.spawn();
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("after"))
+            .status,
+        200
+    );
+    terminate(&mut gateway);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn who_received_finds_exactly_the_disclosures_of_a_customer() {
+    const TOKEN: &str = "admin-secret";
+    let mock = Mock::start();
+    let bp = Mock::start();
+    let offers = ship_partner(&bp.url())
+        .replace("kind: contractor", "kind: business_partner")
+        .replace("purpose: shipping", "purpose: offers");
+    let mut env = ENV.to_vec();
+    env.push(("ADMIN_TOKEN", TOKEN));
+    let mut gateway = Gateway::start(
+        &ledger_yaml("optouts: { path: data/optouts }\nadmin_token_env: ADMIN_TOKEN\n"),
+        &[("acme-ship", &partner(&mock.url())), ("offers", &offers)],
+        &env,
+    );
+    let opt_out = http1::send(
+        &gateway.admin.to_string(),
+        "PUT",
+        "/optouts/c-out",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-type", "application/json"),
+        ],
+        Some(br#"{"scopes": ["partner_sharing"]}"#),
+    )
+    .unwrap();
+    assert_eq!(opt_out.status, 200);
+    let two = r#"{"order_id": 1, "shipments": [{"customer_id": "c-out", "name": "A"}, {"customer_id": 123, "name": "B"}]}"#;
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", two).status,
+        200
+    );
+    assert_eq!(gateway.post_json("/offers/v1/shipments", two).status, 200);
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-other"))
+            .status,
+        200
+    );
+    terminate(&mut gateway);
+
+    let policy = gateway.policy.policy();
+    let who = |customer: &str| -> Value {
+        let out = Command::new(BIN)
+            .args(["audit", "who-received", "--policy"])
+            .arg(&policy)
+            .args(["--customer", customer, "--format", "json"])
+            .env("LEDGER_KEY", KEY)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let partners = |v: &Value| -> Vec<String> {
+        v["disclosures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["partner"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // 123 went to both partners (given as a number in the body, asked as text)
+    let both = who("123");
+    assert_eq!(partners(&both), ["acme-ship", "offers"]);
+    assert_eq!(both["disclosures"][1]["kind"], "business_partner");
+    assert_eq!(both["disclosures"][1]["status"], 200);
+    // the opted-out customer reached the contractor only: the partner never got the record
+    assert_eq!(partners(&who("c-out")), ["acme-ship"]);
+    assert_eq!(partners(&who("c-other")), ["acme-ship"]);
+    assert!(partners(&who("nobody")).is_empty());
+    // without the key it refuses to guess
+    let out = Command::new(BIN)
+        .args(["audit", "who-received", "--policy"])
+        .arg(&policy)
+        .args(["--customer", "123"])
+        .env_remove("LEDGER_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // the report counts what the ledger holds
+    let out = Command::new(BIN)
+        .args(["audit", "report", "--policy"])
+        .arg(&policy)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let offers_row = report["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["partner"] == "offers")
+        .unwrap();
+    assert_eq!(offers_row["requests"], 1);
+    assert_eq!(offers_row["records_forwarded"], 1);
+    assert_eq!(offers_row["records_dropped"], 1);
+    assert_eq!(report["requests"], 3);
+    let acme = report["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["partner"] == "acme-ship")
+        .unwrap();
+    assert_eq!(acme["disclosed_categories"][0]["category"], "user.name");
+    assert_eq!(
+        acme["declared_unused"],
+        serde_json::json!(["user.contact.address", "user.financial.credit_card"])
+    );
+
+    // the HTML page: self-contained, and its data map shows every partner and category
+    let out = Command::new(BIN)
+        .args(["audit", "report", "--policy"])
+        .arg(&policy)
+        .args(["--format", "html"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    let svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
+    let texts = |class: &str| -> Vec<String> {
+        let open = format!("<text class=\"{class}\"");
+        svg.match_indices(&open)
+            .map(|(i, _)| {
+                let rest = &svg[i..];
+                let start = rest.find('>').unwrap() + 1;
+                let end = rest.find("</text>").unwrap();
+                rest[start..end].to_string()
+            })
+            .collect()
+    };
+    let partners_drawn = texts("partner");
+    for row in report["recipients"].as_array().unwrap() {
+        let id = row["partner"].as_str().unwrap();
+        assert!(
+            partners_drawn
+                .iter()
+                .any(|t| t.starts_with(&format!("{id} ("))),
+            "{id} not drawn"
+        );
+        for c in row["disclosed_categories"].as_array().unwrap() {
+            let c = c["category"].as_str().unwrap();
+            assert!(texts("category").iter().any(|t| t == c), "{c} not drawn");
+            assert!(
+                svg.contains(&format!("data-category=\"{c}\" data-partner=\"{id}\"")),
+                "no band {c} -> {id}"
+            );
+        }
+    }
+    let md = Command::new(BIN)
+        .args(["audit", "report", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let md = String::from_utf8(md.stdout).unwrap();
+    assert!(
+        md.contains("| offers | business_partner | offers | partner-sharing | 1 | 1 | 1 |"),
+        "{md}"
+    );
+}

@@ -175,6 +175,35 @@ enum AuditCommand {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
+    /// Every disclosure that carried this customer's record (the ledger key must be in the
+    /// environment).
+    WhoReceived {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+    /// Records of processing per recipient (GDPR Art. 30 style).
+    Report {
+        #[arg(long, default_value = "policy/")]
+        policy: PathBuf,
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value = "md")]
+        format: String,
+    },
 }
 
 fn run_audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -192,6 +221,53 @@ fn run_audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 paths
             };
             audit::verify::run(&paths, jwks.as_deref(), &mut out, &mut err)
+        }
+        AuditCommand::WhoReceived {
+            policy,
+            ledger,
+            customer,
+            since,
+            until,
+            format,
+        } => {
+            let config = crate::loader::load(&policy, None)
+                .ok()
+                .and_then(|l| l.policy.gateway.ledger);
+            let dir = match (&ledger, &config) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(c)) => c.path.clone(),
+                (None, None) => audit::ledger_dir(&policy, None)?,
+            };
+            let key_env = config.map_or_else(
+                || gateway_core::ledger::DEFAULT_SUBJECT_KEY_ENV.to_string(),
+                |c| c.subject_key_env,
+            );
+            let query = audit::who::Query {
+                customer: &customer,
+                since: since.map(|d| audit::bound(&d, false)).transpose()?,
+                until: until.map(|d| audit::bound(&d, true)).transpose()?,
+                format: &format,
+            };
+            let files = audit::ledger_files(&[dir])?;
+            audit::who::run(&files, &key_env, &query, &mut out)
+        }
+        AuditCommand::Report {
+            policy,
+            ledger,
+            since,
+            until,
+            format,
+        } => {
+            let loaded = crate::loader::load(&policy, None)
+                .map_err(|d| crate::loader::diagnostics_error(&d))?;
+            let dir = match ledger {
+                Some(dir) => dir,
+                None => audit::ledger_dir(&policy, None)?,
+            };
+            let files = audit::ledger_files(&[dir])?;
+            let since = since.map(|d| audit::bound(&d, false)).transpose()?;
+            let until = until.map(|d| audit::bound(&d, true)).transpose()?;
+            audit::report::run(&loaded.policy, &files, since, until, &format, &mut out)
         }
     }
 }

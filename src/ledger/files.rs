@@ -17,12 +17,13 @@ pub struct Current {
     pub chain: Chain,
 }
 
-/// The ledger files of `dir` in chain order (names only).
+/// The ledger files of `dir` in chain order (names only; regular files, or links to them).
 pub fn ledger_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        if let Some(name) = entry.file_name().to_str() {
+        // Only files (a directory that merely has a ledger file's name is no part of it).
+        if let (Some(name), true) = (entry.file_name().to_str(), entry.path().is_file()) {
             names.push(name.to_string());
         }
     }

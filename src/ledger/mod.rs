@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use gateway_core::ledger::{Disclosure, SealedLine};
+use gateway_core::ledger::{Chain, Disclosure, SealedLine};
 use gateway_core::policy::LedgerConfig;
 use gateway_core::tagging::TokenSigner;
 
@@ -120,12 +120,7 @@ impl Ledger {
         disclosure: &Disclosure,
         signer: Option<&TokenSigner>,
     ) -> Result<u64, LedgerError> {
-        let mut state = self.lock();
-        let current = self.writable_current(&mut state, signer, &disclosure.time)?;
-        let line = current.chain.record(disclosure);
-        let seq = line.seq;
-        self.append(&mut state, line, signer)?;
-        Ok(seq)
+        self.append(signer, &disclosure.time, &|chain| chain.record(disclosure))
     }
 
     /// Appends the outcome of record `seq`: the partner's status, or 502/504.
@@ -136,10 +131,8 @@ impl Ledger {
         signer: Option<&TokenSigner>,
     ) -> Result<(), LedgerError> {
         let (time, _) = now_text();
-        let mut state = self.lock();
-        let current = self.writable_current(&mut state, signer, &time)?;
-        let line = current.chain.outcome(seq, status, &time);
-        self.append(&mut state, line, signer)
+        self.append(signer, &time, &|chain| chain.outcome(seq, status, &time))
+            .map(|_| ())
     }
 
     /// Shutdown: appends the final checkpoint (the last line written), syncs, and refuses
@@ -205,23 +198,28 @@ impl Ledger {
         }
     }
 
-    /// Writes `line` (rotating first when it would take the file past `rotate_bytes`), and a
-    /// checkpoint after it when one is due. Any failure breaks the ledger.
+    /// Seals a line with `make` and writes it, rotating first when the UTC date changed or
+    /// the line would take the file past `rotate_bytes` (the line is then sealed again,
+    /// after the rotation checkpoint), and a checkpoint after it when one is due. Any
+    /// failure breaks the ledger. Returns the line's seq.
     fn append(
         &self,
-        state: &mut State,
-        line: SealedLine,
         signer: Option<&TokenSigner>,
-    ) -> Result<(), LedgerError> {
-        let too_big = matches!(&*state, State::Open(c)
-            if c.len > 0 && c.len + line.bytes.len() as u64 > self.rotate_bytes);
-        if too_big {
-            let date = match &*state {
-                State::Open(c) => c.date.clone(),
-                _ => unreachable!("checked above"),
-            };
-            let (_, today) = now_text();
+        time: &str,
+        make: &dyn Fn(&Chain) -> SealedLine,
+    ) -> Result<u64, LedgerError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let current = self.writable_current(state, signer, time)?;
+        let mut line = make(&current.chain);
+        if current.len > 0 && current.len + line.bytes.len() as u64 > self.rotate_bytes {
+            let date = current.date.clone();
+            let today = time.get(..10).unwrap_or_default().to_string();
             self.rotate(state, signer, if today > date { &today } else { &date })?;
+            let State::Open(current) = &*state else {
+                return Err(LedgerError::Closed);
+            };
+            line = make(&current.chain);
         }
         let State::Open(current) = &mut *state else {
             return Err(LedgerError::Closed);
@@ -234,7 +232,9 @@ impl Ledger {
             }
         });
         self.dirty.store(true, Ordering::Release);
-        result.map_err(|e| self.break_down(state, e))
+        result
+            .map(|()| line.seq)
+            .map_err(|e| self.break_down(state, e))
     }
 
     /// Ends the current file with a checkpoint and continues the chain in a new one.

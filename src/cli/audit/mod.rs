@@ -4,7 +4,9 @@ signatures; `who-received` lists the disclosures that carried one customer's rec
 `report` summarises processing per recipient. All of them stream the files line by line, so
 memory does not grow with the ledger.
 */
+pub mod report;
 pub mod verify;
+pub mod who;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -88,4 +90,25 @@ pub fn each_line(
             return Ok(());
         }
     }
+}
+
+/// A `--since`/`--until` DATE (RFC 3339 date or date-time) as the ledger writes times (UTC,
+/// milliseconds), so bounds compare as text. A date alone is the start of that UTC day for
+/// `--since`, and the end of it for `--until` (`end_of_day`).
+pub fn bound(date: &str, end_of_day: bool) -> anyhow::Result<String> {
+    use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
+    if let Ok(t) = DateTime::parse_from_rfc3339(date) {
+        return Ok(t
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("invalid DATE {date:?}: expected an RFC 3339 date (2026-11-29) or date-time (2026-11-29T10:00:00Z)"))?;
+    let day = if end_of_day {
+        day.checked_add_days(Days::new(1)).unwrap_or(day)
+    } else {
+        day
+    };
+    let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    Ok(start.to_rfc3339_opts(SecondsFormat::Millis, true))
 }

@@ -10,8 +10,10 @@ line's bytes without its newline ([`ZERO_HASH`] for the first), so that editing,
 removing or reordering any line breaks the chain at a line [`verify::ChainVerifier`] can name.
 */
 mod line;
+pub mod report;
 
 pub mod verify;
+pub mod who;
 
 #[cfg(test)]
 mod tests;

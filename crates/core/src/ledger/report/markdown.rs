@@ -1,0 +1,106 @@
+//! The report as Markdown, for people.
+use std::fmt::Write;
+
+use super::ProcessingReport;
+
+/// Markdown: a summary, then one section per recipient.
+pub fn markdown(r: &ProcessingReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Records of processing: disclosures to recipients\n");
+    let _ = writeln!(
+        s,
+        "Period: {} to {} (records from {} to {}); policy version {}.\n",
+        r.since.as_deref().unwrap_or("the start of the ledger"),
+        r.until.as_deref().unwrap_or("now"),
+        r.first_record.as_deref().unwrap_or("-"),
+        r.last_record.as_deref().unwrap_or("-"),
+        r.policy_version
+    );
+    let _ = writeln!(
+        s,
+        "| Recipient | Kind | Purpose | Use | Requests | Records forwarded | Records dropped (opt-outs) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|");
+    for p in &r.recipients {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            cell(&p.partner),
+            p.kind,
+            cell(&p.purpose),
+            p.use_,
+            p.requests,
+            p.records_forwarded,
+            p.records_dropped
+        );
+    }
+    for p in &r.recipients {
+        let _ = writeln!(s, "\n## {}\n", cell(&p.partner));
+        let _ = writeln!(
+            s,
+            "- Kind: {}; purpose: {}; use: {}",
+            p.kind,
+            cell(&p.purpose),
+            p.use_
+        );
+        if !p.in_policy {
+            let _ = writeln!(
+                s,
+                "- **Not in the current policy** (seen in the ledger only)"
+            );
+        }
+        if let Some(h) = &p.legal_basis_header {
+            let _ = writeln!(s, "- Legal basis required on every request (header `{h}`)");
+        }
+        if !p.legal_bases.is_empty() {
+            let _ = writeln!(s, "- Legal bases cited: {}", list(&p.legal_bases));
+        }
+        let _ = writeln!(s, "- Declared categories: {}", list(&p.declared_categories));
+        let disclosed: Vec<String> = p
+            .disclosed_categories
+            .iter()
+            .map(|c| format!("{} ({} requests)", c.category, c.requests))
+            .collect();
+        let _ = writeln!(s, "- Disclosed categories: {}", list(&disclosed));
+        if !p.declared_unused.is_empty() {
+            let _ = writeln!(
+                s,
+                "- Declared but not disclosed: {}",
+                list(&p.declared_unused)
+            );
+        }
+        if !p.disclosed_undeclared.is_empty() {
+            let _ = writeln!(
+                s,
+                "- **Disclosed but not declared**: {}",
+                list(&p.disclosed_undeclared)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "- Requests: {}; records forwarded: {}; records dropped for opt-outs: {}",
+            p.requests, p.records_forwarded, p.records_dropped
+        );
+        for route in &p.routes {
+            let _ = writeln!(
+                s,
+                "  - `{}`: {} requests, {} records",
+                route.route, route.requests, route.records_forwarded
+            );
+        }
+    }
+    s
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.iter().map(|i| cell(i)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Text safe inside a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
