@@ -377,7 +377,11 @@ fn check_against_rules(
                     .get(k)
                     .ok_or_else(|| format!("{concrete:?} was invented"))?;
                 match action {
-                    Some(Action::Allow) | Some(Action::Subtree) if v != original => {
+                    Some(Action::Allow) if v != original => {
+                        return Err(format!("{concrete:?} changed: {original} → {v}"));
+                    }
+                    // A subtree passes whole, less the keys no path can name.
+                    Some(Action::Subtree) if *v != reference::strip_unnameable(original) => {
                         return Err(format!("{concrete:?} changed: {original} → {v}"));
                     }
                     Some(Action::Mask) if !(v == "***" || v.is_null()) => {

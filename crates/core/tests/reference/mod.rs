@@ -101,6 +101,10 @@ pub fn apply(rules: &[Rule], value: &Value) -> Result<Value, String> {
 /// `rules`: the remaining segments of every path that reached this position.
 /// `Ok(None)`: the value is removed.
 fn at(rules: &[(&[Seg], Action)], value: &Value, here: &str) -> Result<Option<Value>, String> {
+    // Only `remove` paths lead here: nothing passes, and no shape is imposed.
+    if rules.iter().all(|(_, a)| *a == Action::Remove) {
+        return Ok(None);
+    }
     let ending: Vec<Action> = rules
         .iter()
         .filter(|(segs, _)| segs.is_empty())
@@ -186,7 +190,7 @@ fn at(rules: &[(&[Seg], Action)], value: &Value, here: &str) -> Result<Option<Va
 
 /// A subtree as it passes whole: keys no path can name (`.`, `[`, `]`, `*`) are removed at any
 /// depth, everything else is kept.
-fn strip_unnameable(value: &Value) -> Value {
+pub fn strip_unnameable(value: &Value) -> Value {
     match value {
         Value::Object(members) => Value::Object(
             members
