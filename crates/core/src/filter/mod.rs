@@ -167,11 +167,7 @@ impl FilterProgram {
     }
 }
 
-/// Asks whether a customer opted out of any scope the route honours.
-pub trait OptOutLookup {
-    /// `subject` is the canonical id: the unescaped string, or an integer's literal text.
-    fn is_opted_out(&self, subject: &str) -> bool;
-}
+pub use crate::optout::OptOutLookup;
 
 /// Per-request inputs besides the body.
 pub struct FilterOptions<'a> {
@@ -213,6 +209,12 @@ pub struct Report {
     /// With [`FilterOptions::subjects`]: the canonical subject id of every forwarded record
     /// (the unescaped string, or an integer's literal text), in document order.
     pub subjects: Vec<String>,
+    /// Members no path names (removed by default), every occurrence, also inside records that
+    /// were then dropped: what callers send that the policy does not know (drift).
+    pub unknown_fields: u64,
+    /// Their distinct paths (drift syntax: `[*]` indexes, data-like names as `*`), at most
+    /// [`crate::drift::MAX_PATHS_PER_REQUEST`]; never a value.
+    pub unknown: Vec<crate::drift::UnknownField>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
