@@ -127,12 +127,22 @@ fn plain_http_to_the_tls_port_gets_no_http_answer() {
         "POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
-    let answer = plain_text_answer(gateway.addr, raw.as_bytes());
-    assert!(
-        !answer.starts_with(b"HTTP/"),
-        "got an HTTP answer: {:?}",
-        String::from_utf8_lossy(&answer)
-    );
+    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c): neither gets an HTTP answer.
+    let h2c = [
+        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+        &[0, 0, 0, 4, 0, 0, 0, 0, 0][..],
+    ]
+    .concat();
+    for raw in [raw.as_bytes(), &h2c] {
+        let answer = plain_text_answer(gateway.addr, raw);
+        assert!(
+            !answer.starts_with(b"HTTP/") && !answer.windows(4).any(|w| w == b"HTTP"),
+            "got an HTTP answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        // An HTTP/2 SETTINGS frame would start with a 3-byte length and type 4.
+        assert!(answer.len() < 9 || answer[3] != 4, "{answer:?}");
+    }
     assert!(mock.received().is_empty());
 }
 
@@ -288,4 +298,111 @@ fn the_demo_runs_both_legs_over_tls_with_the_demo_certificates() {
         "{stdout}"
     );
     assert!(stdout.contains("every partner received only what its policy allows"));
+}
+
+/// `check` (and `serve`) on a policy whose certificate files are broken in every way: each
+/// problem is one `FILE:LINE: key PATH: message` line, and nothing panics.
+#[test]
+fn check_and_serve_name_every_bad_certificate_or_key_file() {
+    let s = setup();
+    let dir = s.dir.path();
+    let ca = Ca::new("Partner CA");
+    let partner_client = ca.write_leaf(dir, "client", &["gw.example"], false);
+    let other = ca.write_leaf(dir, "other", &["gw.example"], false);
+    let expired = ca.write_leaf(dir, "expired", &["localhost"], true);
+    std::fs::write(
+        dir.join("garbage.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("not-x509.pem"),
+        "-----BEGIN CERTIFICATE-----\nMIIBAA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let run = |tls_yaml: &str, partner_tls: &str| {
+        let policy = PolicyDir::new(
+            &gateway_yaml(free_addr(), free_addr(), tls_yaml),
+            &[(
+                "acme-ship",
+                &format!("{}{partner_tls}", ship_partner("https://127.0.0.1:1")),
+            )],
+        );
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--policy"])
+            .arg(policy.policy())
+            .output()
+            .unwrap();
+        let (code, stdout) = (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        );
+        if code == Some(0) {
+            return (code, stdout, String::new());
+        }
+        // An invalid policy: `serve` must refuse to start, with the same lines.
+        let serve = std::process::Command::new(BIN)
+            .args(["serve", "--policy"])
+            .arg(policy.policy())
+            .env("SHIP_TOKEN", "t")
+            .output()
+            .unwrap();
+        let serve_err = String::from_utf8_lossy(&serve.stderr).into_owned();
+        assert!(!serve.status.success(), "{serve_err}");
+        assert!(!serve_err.contains("panicked"), "{serve_err}");
+        (code, stdout, serve_err)
+    };
+    let tls = format!(
+        "tls:\n  cert: {}\n  key: {}\n  client_ca: {}\n",
+        dir.join("garbage.pem").display(),
+        s.server.key.display(),
+        dir.join("missing.pem").display()
+    );
+    let partner_tls = format!(
+        "tls:\n  ca: {}\n  client_cert: {}\n  client_key: {}\n",
+        dir.join("not-x509.pem").display(),
+        partner_client.cert.display(),
+        other.key.display()
+    );
+    let (code, out, serve_err) = run(&tls, &partner_tls);
+    assert_eq!(code, Some(1), "{out}");
+    for expected in [
+        format!(
+            "gateway.yaml:7: tls.cert {}: not a PEM certificate file",
+            dir.join("garbage.pem").display()
+        ),
+        format!(
+            "gateway.yaml:9: tls.client_ca {}: cannot read file",
+            dir.join("missing.pem").display()
+        ),
+        format!(
+            "acme-ship.yaml:24: tls.ca {}: certificate 1 is not valid X.509",
+            dir.join("not-x509.pem").display()
+        ),
+        format!(
+            "acme-ship.yaml:26: tls.client_key {}: does not match the certificate in {}",
+            other.key.display(),
+            partner_client.cert.display()
+        ),
+    ] {
+        assert!(out.contains(&expected), "{expected}\nin:\n{out}");
+        assert!(
+            serve_err.contains(&expected),
+            "{expected}\nin:\n{serve_err}"
+        );
+    }
+
+    // An expired certificate is only a warning for `check`.
+    let tls = format!(
+        "tls:\n  cert: {}\n  key: {}\n",
+        expired.cert.display(),
+        expired.key.display()
+    );
+    let (code, out, _) = run(&tls, "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("expired"), "{out}");
 }

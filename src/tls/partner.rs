@@ -48,7 +48,18 @@ impl PartnerPeerTls {
         });
         let mut ca = None;
         if let Some(file) = &tls.ca {
-            match files::read_certs(file) {
+            // pingora adds them to a root store at connect time: a certificate it cannot use
+            // as a trust anchor is an error now, not a 502 on every request.
+            let usable = files::read_certs(file).and_then(|certs| {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in &certs {
+                    roots.add(cert.clone()).map_err(|e| {
+                        files::problem(file, format!("not a usable CA certificate: {e}"))
+                    })?;
+                }
+                Ok(certs)
+            });
+            match usable {
                 Ok(certs) => {
                     warnings.extend(files::expiry_warning(file, &certs, now));
                     let earliest = certs.iter().map(files::not_after).min().unwrap_or(0);
