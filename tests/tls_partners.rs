@@ -248,3 +248,44 @@ fn partners_on_one_address_with_different_trust_never_share_a_connection() {
     assert_eq!(received.len(), 3, "{received:#?}");
     assert!(received.iter().all(|r| r["body"] == FILTERED));
 }
+
+#[test]
+fn a_changed_partner_ca_file_never_reuses_a_connection_verified_under_the_old_one() {
+    let p = pki();
+    let dir = p.dir.path();
+    let mock = TlsMock::start(
+        &p.ca.write_leaf(dir, "partner", &["localhost"], false),
+        None,
+        None,
+    );
+    let ca_file = dir.join("trusted.pem");
+    std::fs::copy(&p.ca_file, &ca_file).unwrap();
+    let gateway = Gateway::start(
+        "admin_token_env: TLS_PARTNERS_TEST_ADMIN_TOKEN\n",
+        &[(
+            "acme-ship",
+            &https_partner(&mock.url("localhost"), &[("ca", &ca_file)]),
+        )],
+        &[("SHIP_TOKEN", "t"), ("TLS_PARTNERS_TEST_ADMIN_TOKEN", "a")],
+    );
+    // A verified connection is now pooled.
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", BODY).status,
+        200
+    );
+    // The partner's CA is replaced by one that did not sign its certificate.
+    std::fs::write(&ca_file, Ca::new("Replacement CA").pem()).unwrap();
+    let r = http1::send(
+        &gateway.admin.to_string(),
+        "POST",
+        "/reload",
+        &[("authorization", "Bearer a")],
+        Some(b""),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = gateway.post_json("/acme-ship/v1/shipments", BODY);
+    assert_refused(&r, 502, "upstream_error");
+    assert_eq!(tls_errors(&gateway, "acme-ship"), 1.0);
+    assert_eq!(mock.received().len(), 1);
+}

@@ -154,10 +154,16 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
     };
     serve::add_gateway_services(&mut server, &gateway)?;
     std::thread::spawn(move || server.run(pingora::server::RunArgs::default()));
-    wait_for(gateway_addr)?;
+    // TLS ports are probed with a whole handshake: a bare connection would be logged as a
+    // failed one.
+    let ready = |addr: SocketAddr| match &client.tls {
+        Some(config) => DemoClient::wait_for_handshake(addr, config),
+        None => wait_for(addr),
+    };
+    ready(gateway_addr)?;
     wait_for(admin_addr)?;
     for (_, addr, _) in &mocks {
-        wait_for(*addr)?;
+        ready(*addr)?;
     }
 
     println!(

@@ -114,6 +114,37 @@ pub struct DemoClient {
 }
 
 impl DemoClient {
+    /// Waits (at most 15 s) until a TLS handshake with `addr` completes, then closes cleanly.
+    pub fn wait_for_handshake(
+        addr: SocketAddr,
+        config: &Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(tcp) = TcpStream::connect(addr) {
+                let conn = rustls::ClientConnection::new(
+                    config.clone(),
+                    ServerName::try_from("localhost")?,
+                )?;
+                let mut stream = rustls::StreamOwned::new(conn, tcp);
+                let mut handshake = Ok(0);
+                while stream.conn.is_handshaking() && handshake.is_ok() {
+                    handshake = stream.conn.complete_io(&mut stream.sock).map(|_| 0);
+                }
+                if handshake.is_ok() {
+                    stream.conn.send_close_notify();
+                    let _ = stream.conn.complete_io(&mut stream.sock);
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "no TLS handshake with {addr} after 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// One request on a new connection (`connection: close`), its answer read whole.
     pub fn send(
         &self,
