@@ -176,6 +176,9 @@ impl PostgresOptOuts {
     }
 }
 
+/// Longest caller token lifetime accepted unless `callers.max_token_lifetime_s` says otherwise (one day).
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
+
 #[derive(Debug, Clone)]
 pub struct CallersConfig {
     pub issuer: String,
