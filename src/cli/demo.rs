@@ -95,6 +95,14 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
             path: scratch.join("optouts"),
         };
     }
+    // The demo always keeps a disclosure ledger, in the scratch directory.
+    let ledger_key = b"demo-only-ledger-key".to_vec();
+    policy.gateway.ledger = Some(gateway_core::policy::LedgerConfig {
+        path: scratch.join("ledger"),
+        subject_key_env: gateway_core::ledger::DEFAULT_SUBJECT_KEY_ENV.to_string(),
+        subject_key: Some(ledger_key.clone()),
+        rotate_bytes: gateway_core::ledger::DEFAULT_ROTATE_BYTES,
+    });
     let mut mocks = Vec::new();
     for (id, partner) in policy.partners.iter_mut() {
         let addr = free_port()?;
@@ -126,6 +134,7 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
     )?;
     gateway.set_optouts(store);
     gateway.refresh_optout_gauge();
+    gateway.open_ledger();
 
     let mut server = serve::new_server()?;
     for (_, addr, mock) in &mocks {
@@ -182,13 +191,51 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
     for (id, _, mock) in &mocks {
         println!("{id} received {} request(s) in all", mock.received().len());
     }
+    let ledger_ok = show_ledger(&gateway, &scratch.join("ledger"), admin_addr, &ledger_key)?;
     let _ = std::fs::remove_dir_all(&scratch);
+    if !ledger_ok {
+        println!("\nthe disclosure ledger did not verify");
+        return Ok(ExitCode::from(1));
+    }
     if failures > 0 {
         println!("\n{failures} sample(s) did not reach their partner");
         return Ok(ExitCode::from(1));
     }
     println!("\nevery partner received only what its policy allows");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Closes the ledger (its shutdown checkpoint) and shows what an auditor and a customer get
+/// from it: `audit verify` against the live JWKS, and `audit who-received` for the customer
+/// who opted out of partner sharing.
+fn show_ledger(
+    gateway: &Gateway,
+    ledger: &Path,
+    admin_addr: SocketAddr,
+    key: &[u8],
+) -> anyhow::Result<bool> {
+    let jwks = format!("http://{admin_addr}/.well-known/jwks.json");
+    let jwks_file = ledger.with_file_name("jwks.json");
+    std::fs::write(&jwks_file, crate::cli::token::load_jwks(&jwks)?)?;
+    gateway.close_ledger();
+    let files = crate::cli::audit::ledger_files(&[ledger.to_path_buf()])?;
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    println!(
+        "\n== the disclosure ledger: partner-gateway audit verify {} --jwks {jwks}",
+        ledger.display()
+    );
+    let jwks_arg = jwks_file.display().to_string();
+    let verified = crate::cli::audit::verify::run(&files, Some(&jwks_arg), &mut out, &mut err)?;
+    println!("\n== partner-gateway audit who-received --customer {OPTED_OUT_CUSTOMER}");
+    let query = crate::cli::audit::who::Query {
+        customer: OPTED_OUT_CUSTOMER,
+        since: None,
+        until: None,
+        format: "text",
+    };
+    crate::cli::audit::who::run(&files, key, &query, &mut out)?;
+    println!("({OPTED_OUT_CUSTOMER} opted out of partner sharing: only contractors and authorities received their record)");
+    Ok(verified == ExitCode::SUCCESS)
 }
 
 fn show_sample(

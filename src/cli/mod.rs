@@ -263,7 +263,8 @@ fn run_audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 format: &format,
             };
             let files = audit::ledger_files(&[dir])?;
-            audit::who::run(&files, &key_env, &query, &mut out)
+            let key = audit::who::key_from_env(&key_env)?;
+            audit::who::run(&files, &key, &query, &mut out)
         }
         AuditCommand::Report {
             policy,

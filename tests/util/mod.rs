@@ -167,13 +167,16 @@ pub struct Gateway {
 /// A minimal gateway.yaml: no caller auth (local development mode), given limits, and no
 /// data-use tokens (`signing: { disabled: true }`) unless `extra` has a `signing` section.
 pub fn gateway_yaml(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    // Last, so the line numbers of `extra` stay those of a policy without it.
     let signing = if extra.contains("signing:") {
         ""
-    } else {
+    } else if extra.is_empty() || extra.ends_with('\n') {
         "signing: { disabled: true }\n"
+    } else {
+        "\nsigning: { disabled: true }\n"
     };
     format!(
-        "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500 }}\ncallers:\n  allow_unauthenticated: true\n{signing}{extra}"
+        "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500 }}\ncallers:\n  allow_unauthenticated: true\n{extra}{signing}"
     )
 }
 

@@ -16,21 +16,26 @@ pub struct Query<'a> {
     pub format: &'a str,
 }
 
+/// The ledger key from the environment variable `key_env` (never from a file or argument).
+pub fn key_from_env(key_env: &str) -> anyhow::Result<Vec<u8>> {
+    std::env::var(key_env)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .map(String::into_bytes)
+        .with_context(|| format!("the ledger key variable {key_env} is not set"))
+}
+
 /// Prints the disclosures found; exit 0 (also when there are none).
 pub fn run(
     files: &[PathBuf],
-    key_env: &str,
+    key: &[u8],
     q: &Query<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     if !matches!(q.format, "text" | "json") {
         bail!("unknown format {:?} (expected text or json)", q.format);
     }
-    let key = std::env::var(key_env)
-        .ok()
-        .filter(|k| !k.is_empty())
-        .with_context(|| format!("the ledger key variable {key_env} is not set"))?;
-    let subject = subject_hash(key.as_bytes(), &canonical_customer(q.customer));
+    let subject = subject_hash(key, &canonical_customer(q.customer));
     let mut who = WhoReceived::new(&subject, q.since.clone(), q.until.clone());
     for file in files {
         super::each_line(file, |_, bytes, complete| {

@@ -41,7 +41,9 @@ use crate::{Refusal, RefusalKind};
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"partner-gateway\"";
 /// Longest bearer token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-pub use crate::policy::DEFAULT_MAX_TOKEN_LIFETIME_SECS;
+/// Longest caller token lifetime accepted unless configured otherwise, in seconds (one day).
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 =
+    crate::policy::model::DEFAULT_MAX_TOKEN_LIFETIME_SECS;
 /// The `typ` header of caller tokens minted by [`mint_caller_token`].
 pub const CALLER_TOKEN_TYP: &str = "JWT";
 

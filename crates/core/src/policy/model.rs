@@ -38,10 +38,6 @@ pub struct GatewayConfig {
     pub ledger: Option<LedgerConfig>,
 }
 
-/// Longest caller token lifetime accepted unless `callers.max_token_lifetime_s` says otherwise,
-/// in seconds (one day).
-pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
-
 /// Default `ledger.rotate_bytes`: 64 MiB.
 pub const DEFAULT_LEDGER_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -179,6 +175,9 @@ impl PostgresOptOuts {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     }
 }
+
+/// Longest caller token lifetime accepted unless `callers.max_token_lifetime_s` says otherwise (one day).
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 
 #[derive(Debug, Clone)]
 pub struct CallersConfig {

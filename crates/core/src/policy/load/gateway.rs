@@ -352,7 +352,7 @@ fn validate_callers(
             return None;
         }
         Some(v) => v.value,
-        None => crate::policy::DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+        None => crate::policy::model::DEFAULT_MAX_TOKEN_LIFETIME_SECS,
     };
     if !hs256_ok {
         return None;

@@ -1,0 +1,154 @@
+//! Throughput with the disclosure ledger on vs off, in one run: two gateways with the same
+//! policy in front of one mock partner, one of them writing a ledger (a record and an outcome
+//! line per request, fdatasync every 100 ms). Rounds alternate between them so both see the
+//! same machine; the ratio is what matters, not the absolute numbers.
+//!
+//! `cargo bench --bench ledger` (env `LOAD_REQUESTS` per round, default 1000; `LOAD_THREADS`,
+//! default 4; `LOAD_ROUNDS`, default 3).
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use partner_gateway::http1;
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn wait_for(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn body(i: usize) -> Vec<u8> {
+    format!(
+        r#"{{"order_id":"o-{i}","shipments":[{{"customer_id":"c-{i}","name":"Ana Lima","email":"ana@example.com","card_number":"4111 1111 1111 1111","address":{{"street":"Rua das Flores 12","city":"Porto"}},"items":[{{"sku":"OHS-1","qty":1}}]}},{{"customer_id":{i},"name":"Bo","items":[{{"sku":"OHS-2","qty":2}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// Requests per second for `total` requests from `threads` threads.
+fn run(addr: SocketAddr, total: usize, threads: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            scope.spawn(move || {
+                for i in 0..total / threads {
+                    let r = http1::send(
+                        &addr.to_string(),
+                        "POST",
+                        "/acme-ship/v1/shipments",
+                        &[("content-type", "application/json")],
+                        Some(&body(t * total + i)),
+                    )
+                    .unwrap();
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                }
+            });
+        }
+    });
+    (total / threads * threads) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn gateway(dir: &Path, mock: SocketAddr, ledger: bool) -> (Killed, SocketAddr) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::create_dir_all(dir.join("policy/partners")).unwrap();
+    let (listen, admin) = (free_addr(), free_addr());
+    let ledger = if ledger {
+        "ledger: { path: data/ledger, subject_key_env: BENCH_LEDGER_KEY }\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("policy/gateway.yaml"),
+        format!(
+            "listen: {listen}\nadmin_listen: {admin}\ncallers: {{ allow_unauthenticated: true }}\nsigning: {{ issuer: https://partner-gateway.ohsoft.example, key: {root}/certs/data-use-signing.pem, kid: data-use-1 }}\n{ledger}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policy/partners/acme-ship.yaml"),
+        format!(
+            "kind: contractor\npurpose: shipping\nupstream: http://{mock}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    records: shipments[*]\n    subject: customer_id\n    allow: [order_id, \"shipments[*].customer_id\", \"shipments[*].name\", \"shipments[*].address.**\", \"shipments[*].items[*].sku\"]\n    transform: {{ \"shipments[*].card_number\": last4 }}\n    categories: {{ \"shipments[*].name\": user.name, \"shipments[*].address.**\": user.contact.address, \"shipments[*].card_number\": user.financial.credit_card }}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(dir.join("policy"))
+        .current_dir(dir)
+        .env("BENCH_LEDGER_KEY", "bench-ledger-key")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(listen);
+    (Killed(child), listen)
+}
+
+fn main() {
+    let total = env_or("LOAD_REQUESTS", 1000);
+    let threads = env_or("LOAD_THREADS", 4);
+    let rounds = env_or("LOAD_ROUNDS", 3);
+    let dir = std::env::temp_dir().join(format!("pg-ledger-bench-{}", std::process::id()));
+    let mock = free_addr();
+    let _mock = Killed(
+        Command::new(BIN)
+            .args(["mock-partner", "--listen", &mock.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(mock);
+    let (_off, off) = gateway(&dir.join("off"), mock, false);
+    let (_on, on) = gateway(&dir.join("on"), mock, true);
+    run(off, 200, threads);
+    run(on, 200, threads);
+    let (mut sum_off, mut sum_on) = (0.0, 0.0);
+    for round in 1..=rounds {
+        let a = run(off, total, threads);
+        let b = run(on, total, threads);
+        println!(
+            "round {round}: ledger off {a:8.0} req/s, on {b:8.0} req/s, on/off {:.3}",
+            b / a
+        );
+        sum_off += a;
+        sum_on += b;
+    }
+    println!(
+        "{rounds} rounds of {total} requests, {threads} client threads: ledger on / off throughput = {:.3}",
+        sum_on / sum_off
+    );
+    let ledger = dir.join("on/data/ledger");
+    let bytes: u64 = std::fs::read_dir(&ledger)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!("ledger written: {bytes} bytes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
