@@ -16,6 +16,7 @@ use gateway_core::tagging::{
 };
 use gateway_core::{Refusal, RefusalKind};
 
+use crate::drift::Drift;
 use crate::ledger::Ledger;
 use crate::loader;
 use crate::metrics::Metrics;
@@ -254,6 +255,8 @@ pub struct Gateway {
     pub listener_tls: Option<ListenerTlsState>,
     pub policy_dir: PathBuf,
     pub metrics: Metrics,
+    /// Unknown fields seen per route (`/drift`).
+    pub drift: Drift,
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
     ledger: RwLock<Option<Arc<Ledger>>>,
     started: std::time::Instant,
@@ -279,6 +282,7 @@ impl Gateway {
             listener_tls,
             policy_dir: policy_dir.to_path_buf(),
             metrics,
+            drift: Drift::new(),
             optouts: RwLock::new(None),
             ledger: RwLock::new(None),
             started: std::time::Instant::now(),

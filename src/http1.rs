@@ -60,6 +60,28 @@ pub fn send_raw(addr: &str, raw: &[u8]) -> io::Result<Response> {
     read_response(stream, raw.starts_with(b"HEAD "))
 }
 
+/// An `http://host[:port][/path]` URL as the address to connect to (port 80 by default) and
+/// the path (`/` when none); `None` for anything else.
+pub fn split_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    let addr = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Some((addr, path.to_string()))
+}
+
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }

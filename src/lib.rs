@@ -5,6 +5,7 @@ core in `gateway_core`.
 - [`proxy`]: the pingora proxy — decide, then forward.
 - [`admin`]: metrics, health, JWKS and the opt-out API.
 - [`gateway`]: shared runtime state and policy swaps.
+- [`drift`]: unknown fields seen per route (`/drift`).
 - [`reload`]: watch the policy directory; validate, then swap.
 - [`loader`]: policy directory → validated policy.
 - [`metrics`]: every metric, registered once.
@@ -19,6 +20,7 @@ core in `gateway_core`.
 
 pub mod admin;
 pub mod cli;
+pub mod drift;
 pub mod gateway;
 pub mod http1;
 pub mod ledger;

@@ -88,13 +88,17 @@ fn diff_reports_a_newly_sent_field_in_words_and_exits_4() {
             "",
         )
         .replace("      - shipments[*].name\n", "      - shipments[*].name\n      - shipments[*].email\n")
+        .replace(
+            "      shipments[*].name: user.name\n",
+            "      shipments[*].name: user.name\n      shipments[*].email: user.contact.email\n",
+        )
     });
     let new_dir = new.path().to_str().unwrap();
     let (code, out, err) = run(&["diff", "--policy", "policy/", "--against", new_dir]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
         out.contains(
-            "+ acme-ship will START receiving shipments[*].email in clear on POST /v1/shipments"
+            "+ acme-ship will START receiving shipments[*].email (user.contact.email) in clear on POST /v1/shipments"
         ),
         "{out}"
     );

@@ -1,7 +1,9 @@
 /*!
 The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
 (policy and opt-out data loaded), `/.well-known/jwks.json` (keys partners verify data-use
-tokens with), the `/optouts` API and `POST /reload`. It never proxies anything to a partner.
+tokens with), the `/optouts` API, `POST /reload`, and behind the admin token the read-only
+reports `/drift` (unknown fields per route) and `/shadow` (where the candidate policy decides
+differently). It never proxies anything to a partner.
 */
 use std::sync::Arc;
 
@@ -36,24 +38,12 @@ impl AdminApp {
         body: &[u8],
     ) -> (u16, &'static str, Vec<u8>) {
         if path == "/optouts" || path.starts_with("/optouts/") {
-            let active = self.gateway.active();
-            let env_name = active
-                .policy
-                .gateway
-                .admin_token_env
-                .as_deref()
-                .unwrap_or("admin_token_env");
-            let token = active
-                .policy
-                .gateway
-                .admin_token_env
-                .as_deref()
-                .and_then(|name| std::env::var(name).ok());
+            let (env_name, token) = self.admin_token();
             let backend = self.gateway.optout_backend();
             let response = optouts::handle(
                 backend.as_deref(),
                 token.as_deref(),
-                env_name,
+                &env_name,
                 method,
                 path,
                 authorization,
@@ -69,6 +59,11 @@ impl AdminApp {
                 response.status
             };
             return (status, JSON, response.body);
+        }
+        if path == "/drift" {
+            return self.report(method, authorization, "drift", || {
+                self.gateway.drift.to_json()
+            });
         }
         if path == "/reload" {
             let response = reload::handle(&self.gateway, method, authorization).await;
@@ -100,6 +95,47 @@ impl AdminApp {
             ),
             _ => (404, JSON, error_body("not_found", "no such admin endpoint")),
         }
+    }
+}
+
+impl AdminApp {
+    /// The name of the admin token's environment variable and its value, if set.
+    fn admin_token(&self) -> (String, Option<String>) {
+        let active = self.gateway.active();
+        let env_name = active.policy.gateway.admin_token_env.clone();
+        let token = env_name
+            .as_deref()
+            .and_then(|name| std::env::var(name).ok());
+        (env_name.unwrap_or_else(|| "admin_token_env".into()), token)
+    }
+
+    /// A read-only report behind the admin token (`/drift`, `/shadow`): GET only.
+    fn report(
+        &self,
+        method: &str,
+        authorization: Option<&str>,
+        api: &str,
+        body: impl FnOnce() -> serde_json::Value,
+    ) -> (u16, &'static str, Vec<u8>) {
+        let (env_name, token) = self.admin_token();
+        if let Err(refused) =
+            optouts::check_admin_token(token.as_deref(), &env_name, authorization, api)
+        {
+            let status = if refused.www_authenticate {
+                401
+            } else {
+                refused.status
+            };
+            return (status, JSON, refused.body);
+        }
+        if method != "GET" {
+            return (
+                405,
+                JSON,
+                error_body("method_not_allowed", "only GET is allowed here"),
+            );
+        }
+        (200, JSON, serde_json::to_vec(&body()).unwrap_or_default())
     }
 }
 

@@ -38,7 +38,7 @@ pub struct AdminResponse {
 }
 
 impl AdminResponse {
-    fn json(status: u16, value: &serde_json::Value) -> AdminResponse {
+    pub fn json(status: u16, value: &serde_json::Value) -> AdminResponse {
         AdminResponse {
             status,
             body: serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()),
@@ -46,7 +46,7 @@ impl AdminResponse {
         }
     }
 
-    fn error(status: u16, code: &str, message: &str) -> AdminResponse {
+    pub fn error(status: u16, code: &str, message: &str) -> AdminResponse {
         AdminResponse {
             status,
             body: gateway_core::refusal::error_body(code, message),
@@ -74,21 +74,9 @@ pub async fn handle(
     authorization: Option<&str>,
     body: &[u8],
 ) -> AdminResponse {
-    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
-        return AdminResponse::error(
-            403,
-            "admin_disabled",
-            &format!("the opt-out admin API is disabled: environment variable {admin_token_env} is not set"),
-        );
-    };
-    if !bearer_matches(authorization, token) {
-        let mut response = AdminResponse::error(
-            401,
-            "unauthenticated",
-            "missing or invalid admin token (send Authorization: Bearer <token>)",
-        );
-        response.www_authenticate = true;
-        return response;
+    if let Err(refused) = check_admin_token(admin_token, admin_token_env, authorization, "opt-out")
+    {
+        return refused;
     }
     if !matches!(method, "GET" | "PUT" | "DELETE") {
         return AdminResponse::error(
@@ -167,9 +155,37 @@ fn internal(e: &BackendError) -> AdminResponse {
     }
 }
 
+/// The admin bearer token check every admin endpoint but the public ones makes: `admin_token`
+/// is the value of the variable `admin_token_env` names. Unset or empty → 403 `admin_disabled`
+/// (`api` names what is disabled); missing or wrong → 401 with a `WWW-Authenticate` challenge.
+pub fn check_admin_token(
+    admin_token: Option<&str>,
+    admin_token_env: &str,
+    authorization: Option<&str>,
+    api: &str,
+) -> Result<(), AdminResponse> {
+    let Some(token) = admin_token.filter(|t| !t.is_empty()) else {
+        return Err(AdminResponse::error(
+            403,
+            "admin_disabled",
+            &format!("the {api} admin API is disabled: environment variable {admin_token_env} is not set"),
+        ));
+    };
+    if !bearer_matches(authorization, token) {
+        let mut response = AdminResponse::error(
+            401,
+            "unauthenticated",
+            "missing or invalid admin token (send Authorization: Bearer <token>)",
+        );
+        response.www_authenticate = true;
+        return Err(response);
+    }
+    Ok(())
+}
+
 /// `Authorization: Bearer <token>` (read as every bearer credential is) with the right token.
 /// Both sides are hashed first so that neither the comparison nor the lengths leak timing.
-pub(crate) fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
+fn bearer_matches(authorization: Option<&str>, token: &str) -> bool {
     let Ok(given) = gateway_core::callers::bearer_credentials(authorization) else {
         return false;
     };

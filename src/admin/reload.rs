@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use gateway_core::refusal::error_body;
 
-use super::optouts::{bearer_matches, AdminResponse};
+use super::optouts::{check_admin_token, AdminResponse};
 use crate::gateway::Gateway;
 
 pub async fn handle(
@@ -17,30 +17,10 @@ pub async fn handle(
     let env_name = gateway.active().policy.gateway.admin_token_env.clone();
     let token = env_name
         .as_deref()
-        .and_then(|name| std::env::var(name).ok())
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
-        let name = env_name.as_deref().unwrap_or("admin_token_env");
-        return response(
-            403,
-            error_body(
-                "admin_disabled",
-                &format!(
-            "reloading through the admin API is disabled: environment variable {name} is not set"
-        ),
-            ),
-        );
-    };
-    if !bearer_matches(authorization, &token) {
-        let mut denied = response(
-            401,
-            error_body(
-                "unauthenticated",
-                "missing or invalid admin token (send Authorization: Bearer <token>)",
-            ),
-        );
-        denied.www_authenticate = true;
-        return denied;
+        .and_then(|name| std::env::var(name).ok());
+    let name = env_name.as_deref().unwrap_or("admin_token_env");
+    if let Err(refused) = check_admin_token(token.as_deref(), name, authorization, "reload") {
+        return refused;
     }
     if method != "POST" {
         return response(

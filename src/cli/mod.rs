@@ -7,6 +7,7 @@ pub mod check;
 pub mod demo;
 mod demo_tls;
 pub mod diff;
+pub mod drift;
 pub mod explain;
 pub mod mock_partner;
 pub mod optouts;
@@ -65,6 +66,19 @@ enum Command {
         samples: Option<PathBuf>,
         #[arg(long, default_value = "text")]
         format: String,
+    },
+    /// List the fields callers send that no policy path names, from a running gateway's
+    /// admin listener; with --suggest, the allow-list lines that would pass them (never applied).
+    Drift {
+        /// The admin listener, e.g. http://127.0.0.1:9090.
+        #[arg(long)]
+        admin: String,
+        /// Print the allow-list lines that would pass the unknown fields.
+        #[arg(long)]
+        suggest: bool,
+        /// Environment variable holding the admin token.
+        #[arg(long, default_value = drift::DEFAULT_TOKEN_ENV)]
+        token_env: String,
     },
     /// Show exactly what a partner would receive for a request body read from stdin.
     Explain {
@@ -349,6 +363,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
             samples,
             format,
         } => Ok(diff::run(&policy, &against, samples.as_deref(), &format)),
+        Command::Drift {
+            admin,
+            suggest,
+            token_env,
+        } => drift::run(&admin, &token_env, suggest),
         Command::Explain {
             policy,
             partner,

@@ -132,22 +132,10 @@ pub fn run_verify(jwks: &str, body: Option<&Path>, token: &str, expect: &Expect)
 
 /// The JWKS document from a file, or from an `http://` URL (HTTP/1.1 GET, 200 required).
 pub fn load_jwks(src: &str) -> Result<String> {
-    let bytes = if let Some(rest) = src.strip_prefix("http://") {
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() {
-            bail!("invalid JWKS URL {src:?}");
-        }
-        let addr = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+    let bytes = if src.starts_with("http://") {
+        let (addr, path) = crate::http1::split_url(src)
+            .ok_or_else(|| anyhow::anyhow!("invalid JWKS URL {src:?}"))?;
+        let path = path.as_str();
         let resp = crate::http1::send(&addr, "GET", path, &[("accept", "application/json")], None)
             .with_context(|| format!("cannot fetch the JWKS from {src}"))?;
         if resp.status != 200 {

@@ -454,6 +454,10 @@ impl PartnerProxy {
         if let Some(kind) = ctx.upstream_error {
             m.upstream_error(partner, kind);
         }
+        // Whatever became of the request after the filter decided, its unknown fields arrived.
+        if let Some(report) = &ctx.report {
+            self.gateway.drift.record(m, partner, route, report);
+        }
         // Counted only for bodies that were really forwarded.
         if let (Some(report), None) = (&ctx.report, ctx.refused) {
             m.forwarded(partner, route, report);

@@ -4,6 +4,7 @@ with no I/O, no clock reads it was not handed, and no pingora types.
 
 - [`policy`]: the policy files' wire format, their validation, and the validated model.
 - [`diff`]: what a policy change starts or stops disclosing, per partner and route.
+- [`drift`]: fields callers send that no policy path names, as paths (never values).
 - [`filter`]: the streaming JSON filter that turns a caller's body into what a partner may see.
 - [`optout`]: the in-memory opt-out set and the scopes a route honours.
 - [`jose`]: key material, algorithms and clock leeway shared by caller tokens and data-use tokens.
@@ -20,6 +21,7 @@ it asks this crate every question whose answer decides what a partner receives.
 
 pub mod callers;
 pub mod diff;
+pub mod drift;
 pub mod filter;
 pub mod headers;
 pub mod jose;

@@ -396,7 +396,7 @@ fn route_added(b: &mut Builder, p: &Partner, r: &Route) {
         format!("{} will be reachable on the NEW route {label}", p.id),
     );
     for change in fields::compare(None, spec(r)) {
-        field(b, p, r, change);
+        field(b, p, (r, r), change);
     }
 }
 
@@ -487,14 +487,15 @@ fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
         );
     }
     for change in fields::compare(spec(o), spec(n)) {
-        field(b, p, n, change);
+        field(b, p, (o, n), change);
     }
 }
 
-fn field(b: &mut Builder, p: &Partner, r: &Route, c: FieldChange) {
+fn field(b: &mut Builder, p: &Partner, (o, r): (&Route, &Route), c: FieldChange) {
     let id = &p.id;
     let label = route_label(r);
-    let category = category(r, &c.path);
+    // The candidate's word for the field, else the one in force (a field that stops).
+    let category = category(r, &c.path).or_else(|| category(o, &c.path));
     let named = match &category {
         Some(cat) => format!("{} ({cat})", c.path),
         None => c.path.to_string(),
@@ -536,9 +537,27 @@ fn field(b: &mut Builder, p: &Partner, r: &Route, c: FieldChange) {
     });
 }
 
-/// The data category the route gives a field path, if any.
-fn category(_route: &Route, _path: &FieldPath) -> Option<String> {
-    None
+/// The data category the route gives a field path, if any: the category of the route field
+/// written as this path (compared parsed, so spelling does not matter), else of the `.**` path
+/// whose subtree holds it.
+fn category(route: &Route, path: &FieldPath) -> Option<String> {
+    let parsed = || {
+        route
+            .fields
+            .iter()
+            .filter_map(|f| Some((FieldPath::parse(&f.path).ok()?, f.category.as_ref()?)))
+    };
+    if let Some((_, cat)) = parsed().find(|(p, _)| p == path) {
+        return Some(cat.clone());
+    }
+    parsed()
+        .filter(|(p, _)| {
+            p.subtree
+                && p.segments.len() <= path.segments.len()
+                && p.segments[..] == path.segments[..p.segments.len()]
+        })
+        .max_by_key(|(p, _)| p.segments.len())
+        .map(|(_, cat)| cat.clone())
 }
 
 impl PolicyDiff {

@@ -148,3 +148,39 @@ fn an_unchanged_policy_has_no_changes() {
     assert_eq!(d, PolicyDiff::default());
     assert!(d.to_text().contains("no change"));
 }
+
+#[test]
+fn a_field_is_named_with_its_data_category() {
+    let route = |allow: &str, categories: &str| {
+        format!(
+            "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [{allow}]\n    categories: {{{categories}}}\nallowed_callers: [orders]\n"
+        )
+    };
+    let old = policy(&route(
+        "order_id, \"shipments[*].address.**\"",
+        "\"shipments[*].address.**\": user.contact.address",
+    ));
+    let new = policy(&route(
+        "order_id, \"shipments[*].email\", \"shipments[*].address.**\"",
+        "\"shipments[*].email\": user.contact.email, \"shipments[*].address.**\": user.contact.address",
+    ));
+    let d = diff(&old, &new);
+    assert_eq!(
+        texts(&d),
+        ["acme will START receiving shipments[*].email (user.contact.email) in clear on POST /v1/shipments"]
+    );
+    assert_eq!(d.changes[0].category.as_deref(), Some("user.contact.email"));
+    // A field that stops keeps the category the policy in force gave it.
+    let back = diff(&new, &old);
+    assert_eq!(
+        texts(&back),
+        ["acme will STOP receiving shipments[*].email (user.contact.email) (was in clear) on POST /v1/shipments"]
+    );
+    // A field beneath a `.**` path has that path's category.
+    let narrowed = policy(&route(
+        "order_id, \"shipments[*].address.city\"",
+        "\"shipments[*].address.city\": user.contact.address.city",
+    ));
+    let d = diff(&narrowed, &old);
+    assert!(d.changes.iter().all(|c| c.category.is_some()), "{d:#?}");
+}

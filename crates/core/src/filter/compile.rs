@@ -80,6 +80,20 @@ impl Members {
             .or_else(|| self.any.filter(|_| !key.iter().any(|&b| is_path_syntax(b))))
             .filter(|&id| id != REMOVED)
     }
+
+    /// Whether a member [`Members::lookup`] found nothing for is one a `remove` path names
+    /// (known to the policy, so not drift).
+    pub(super) fn removed(&self, key: &[u8], fp: u64) -> bool {
+        let named = match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self
+                .named
+                .iter()
+                .find(|(name, name_fp, _)| *name_fp == fp && **name == *key)
+                .map(|&(_, _, id)| id),
+        };
+        named.or(self.any) == Some(REMOVED)
+    }
 }
 
 /// A cheap summary of a key (length, first and last 8 bytes): keys with different fingerprints

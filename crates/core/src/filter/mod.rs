@@ -213,6 +213,12 @@ pub struct Report {
     /// With [`FilterOptions::subjects`]: the canonical subject id of every forwarded record
     /// (the unescaped string, or an integer's literal text), in document order.
     pub subjects: Vec<String>,
+    /// Members no path names (removed by default), every occurrence, also inside records that
+    /// were then dropped: what callers send that the policy does not know (drift).
+    pub unknown_fields: u64,
+    /// Their distinct paths (drift syntax: `[*]` indexes, data-like names as `*`), at most
+    /// [`crate::drift::MAX_PATHS_PER_REQUEST`]; never a value.
+    pub unknown: Vec<crate::drift::UnknownField>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use super::compile::{fingerprint, Kind, Members, NodeId};
 use super::transform::{self, Hmac256};
 use super::{Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform};
+use crate::drift::{self, Shapes};
 use crate::optout::id::{self, BadId};
 use crate::{Refusal, RefusalKind};
 
@@ -225,6 +226,18 @@ impl<'a> Scanner<'a> {
     /// The concrete path of the value being read (`shipments[0].card_number`, or `$`).
     fn path(&self) -> String {
         self.path_upto(self.frames.len())
+    }
+
+    /// The path of the member being read in drift syntax (see [`crate::drift`]).
+    fn drift_path(&self, out: &mut String) {
+        out.clear();
+        for frame in &self.frames {
+            if !frame.object {
+                drift::push_element(out);
+            } else if let Some(key) = self.keys.get(frame.cur) {
+                drift::push_member(out, key);
+            }
+        }
     }
 
     fn path_upto(&self, depth: usize) -> String {
@@ -799,6 +812,7 @@ struct Filter<'a, 'p> {
     scratch: Vec<u8>,
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
+    drift_scratch: String,
 }
 
 pub(super) fn filter(
@@ -847,6 +861,7 @@ pub(super) fn filter(
         hmac,
         scratch: Vec::new(),
         saved_matched: Vec::new(),
+        drift_scratch: String::new(),
     };
     if options.detail {
         f.sc.hidden_paths = Some(Vec::new());
@@ -1005,6 +1020,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 let key_end = self.sc.pos;
                 let fp = fingerprint(&key);
                 let child = members.lookup(&key, fp);
+                let known = child.is_some() || members.removed(&key, fp);
                 let is_subject = want_subject && self.program.subject.as_deref() == Some(&*key);
                 if records && self.optouts.is_some() && !is_subject && folded.is_none() {
                     folded = self.folded_subject(&key);
@@ -1039,8 +1055,12 @@ impl<'a, 'p> Filter<'a, 'p> {
                         self.walk(child)?;
                     }
                     None => {
+                        let shapes = Shapes::of_first_byte(self.sc.peek());
                         self.sc.skip_value::<false>(&mut self.out)?;
                         self.report.fields_removed += 1;
+                        if !known {
+                            self.note_unknown(shapes);
+                        }
                         if self.detail {
                             self.report.changes.push(Change::Removed {
                                 path: self.sc.path(),
@@ -1153,6 +1173,15 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         self.report.records_forwarded += 1;
         Ok(true)
+    }
+
+    /// Counts a member no path names, and notes its drift path.
+    fn note_unknown(&mut self, shapes: Shapes) {
+        self.report.unknown_fields += 1;
+        let mut path = std::mem::take(&mut self.drift_scratch);
+        self.sc.drift_path(&mut path);
+        drift::note(&mut self.report.unknown, &path, shapes);
+        self.drift_scratch = path;
     }
 
     fn array(&mut self, elements: NodeId) -> Result<(), Refusal> {

@@ -1,0 +1,252 @@
+/*!
+Drift: the fields callers send that no policy path names. The filter removes them (that is
+the default), and notes each one's path here in policy path syntax, with array indexes
+collapsed to `[*]` ([`UnknownField`]); [`DriftTable`] keeps, per partner and route, the
+distinct paths seen with counts and first and last seen, bounded in memory.
+
+A drift path carries field names only, never a value. Member names are caller input too, and
+some payloads key objects by data (`{"c-1042": {...}}`, `{"ana@example.com": ...}`): a
+member name is written as itself only when it looks like a field name
+([`is_field_name`]); any other name is written `*`, so such maps collapse into one path
+(`customers.*`) and no customer id, e-mail address or other datum is ever kept as a path.
+
+Time is handed in (Unix seconds): this crate reads no clock.
+*/
+use std::collections::BTreeMap;
+
+#[cfg(test)]
+mod tests;
+
+/// Longest member name written as itself; longer names are written `*`.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// Most digits a member name written as itself may hold (`address_line2` passes; customer
+/// ids, dates, UUIDs and phone numbers used as keys do not).
+pub const MAX_NAME_DIGITS: usize = 4;
+
+/// Most distinct unknown paths one request reports; further ones are counted, not listed.
+pub const MAX_PATHS_PER_REQUEST: usize = 256;
+
+/// Most distinct paths [`DriftTable`] keeps per route (the rest are counted as not listed).
+pub const MAX_PATHS_PER_ROUTE: usize = 512;
+
+/// What kind of value a field held (an object or array needs `.**` or named members to pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Shapes {
+    pub scalar: bool,
+    pub object: bool,
+    pub array: bool,
+}
+
+impl Shapes {
+    /// The shape of a JSON value from its first byte.
+    pub fn of_first_byte(byte: Option<u8>) -> Shapes {
+        match byte {
+            Some(b'{') => Shapes {
+                object: true,
+                ..Shapes::default()
+            },
+            Some(b'[') => Shapes {
+                array: true,
+                ..Shapes::default()
+            },
+            _ => Shapes {
+                scalar: true,
+                ..Shapes::default()
+            },
+        }
+    }
+
+    pub fn union(self, other: Shapes) -> Shapes {
+        Shapes {
+            scalar: self.scalar || other.scalar,
+            object: self.object || other.object,
+            array: self.array || other.array,
+        }
+    }
+
+    /// True when an object or array was seen there (a plain path would refuse it).
+    pub fn container(self) -> bool {
+        self.object || self.array
+    }
+
+    /// `scalar`, `object`, `array`, joined with `|` when several were seen.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        for (seen, name) in [
+            (self.scalar, "scalar"),
+            (self.object, "object"),
+            (self.array, "array"),
+        ] {
+            if seen {
+                names.push(name);
+            }
+        }
+        names
+    }
+}
+
+/// One distinct unknown field path in one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownField {
+    /// Policy path syntax, array indexes as `[*]`, data-like member names as `*`.
+    pub path: String,
+    /// How many times the request held it.
+    pub count: u64,
+    pub shapes: Shapes,
+}
+
+/// Whether a member name is written as itself in a drift path: 1 to [`MAX_NAME_BYTES`] bytes,
+/// an ASCII letter or `_` first, then ASCII letters, digits, `_` and `-`, with at most
+/// [`MAX_NAME_DIGITS`] digits. Everything else (data used as keys, and names no policy path
+/// can spell) is written `*`.
+pub fn is_field_name(name: &[u8]) -> bool {
+    let Some(first) = name.first() else {
+        return false;
+    };
+    name.len() <= MAX_NAME_BYTES
+        && (first.is_ascii_alphabetic() || *first == b'_')
+        && name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        && name.iter().filter(|b| b.is_ascii_digit()).count() <= MAX_NAME_DIGITS
+}
+
+/// Appends one member to a drift path: `.name`, or `.*` for a name that is not written.
+pub fn push_member(path: &mut String, name: &[u8]) {
+    if !path.is_empty() {
+        path.push('.');
+    }
+    match std::str::from_utf8(name) {
+        Ok(text) if is_field_name(name) => path.push_str(text),
+        _ => path.push('*'),
+    }
+}
+
+/// Appends one array element to a drift path.
+pub fn push_element(path: &mut String) {
+    path.push_str("[*]");
+}
+
+/// Adds one occurrence of `path` to a request's list of distinct unknown paths (at most
+/// [`MAX_PATHS_PER_REQUEST`]; returns false when it was full and the path new).
+pub fn note(unknown: &mut Vec<UnknownField>, path: &str, shapes: Shapes) -> bool {
+    if let Some(field) = unknown.iter_mut().find(|f| f.path == path) {
+        field.count += 1;
+        field.shapes = field.shapes.union(shapes);
+        return true;
+    }
+    if unknown.len() >= MAX_PATHS_PER_REQUEST {
+        return false;
+    }
+    unknown.push(UnknownField {
+        path: path.to_string(),
+        count: 1,
+        shapes,
+    });
+    true
+}
+
+/// What the table knows of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub count: u64,
+    /// Unix seconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub shapes: Shapes,
+}
+
+/// The unknown paths of one route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteDrift {
+    pub paths: BTreeMap<String, Seen>,
+    /// Occurrences of paths not listed because the route already had
+    /// [`MAX_PATHS_PER_ROUTE`] paths (or the request [`MAX_PATHS_PER_REQUEST`]).
+    pub not_listed: u64,
+}
+
+/// Every route's unknown paths, keyed by partner id and route template (names from the
+/// policy, never from the request).
+#[derive(Debug, Clone, Default)]
+pub struct DriftTable {
+    routes: BTreeMap<(String, String), RouteDrift>,
+}
+
+impl DriftTable {
+    pub fn new() -> DriftTable {
+        DriftTable::default()
+    }
+
+    /// Records one request's unknown fields on `partner`'s `route` at `now` (Unix seconds);
+    /// `not_listed` is what the request could not list itself.
+    pub fn record(
+        &mut self,
+        partner: &str,
+        route: &str,
+        unknown: &[UnknownField],
+        not_listed: u64,
+        now: i64,
+    ) {
+        if unknown.is_empty() && not_listed == 0 {
+            return;
+        }
+        let drift = self
+            .routes
+            .entry((partner.to_string(), route.to_string()))
+            .or_default();
+        drift.not_listed += not_listed;
+        for field in unknown {
+            if let Some(seen) = drift.paths.get_mut(&field.path) {
+                seen.count += field.count;
+                seen.last_seen = seen.last_seen.max(now);
+                seen.shapes = seen.shapes.union(field.shapes);
+            } else if drift.paths.len() < MAX_PATHS_PER_ROUTE {
+                drift.paths.insert(
+                    field.path.clone(),
+                    Seen {
+                        count: field.count,
+                        first_seen: now,
+                        last_seen: now,
+                        shapes: field.shapes,
+                    },
+                );
+            } else {
+                drift.not_listed += field.count;
+            }
+        }
+    }
+
+    /// Every route with drift, sorted by partner and route.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &str, &RouteDrift)> {
+        self.routes
+            .iter()
+            .map(|((partner, route), drift)| (partner.as_str(), route.as_str(), drift))
+    }
+}
+
+/// The allow-list line that would pass a drift path, and whether it can be suggested at all:
+/// a path with a `*` member stands for names that look like data, which no line should open
+/// up wholesale; an object or array passes only as a whole subtree (`.**`), which a reviewer
+/// should narrow to named members.
+pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
+    let wildcard = path.split(['.', '[']).any(|segment| segment == "*");
+    if wildcard {
+        Suggestion::DataLikeNames
+    } else if shapes.container() {
+        Suggestion::Subtree(format!("{path}.**"))
+    } else {
+        Suggestion::Allow(path.to_string())
+    }
+}
+
+/// See [`suggestion`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Suggestion {
+    /// A plain allow line for scalar values.
+    Allow(String),
+    /// The line that passes an object or array whole.
+    Subtree(String),
+    /// Not suggested: the path stands for member names that look like data.
+    DataLikeNames,
+}

@@ -1,0 +1,189 @@
+//! `drift --admin URL [--suggest]`: what a running gateway's `/drift` lists — the fields callers
+//! send that no policy path names, per partner and route — and, with `--suggest`, the
+//! allow-list lines that would pass them. It only prints: adding a line discloses more and is a
+//! privacy decision (`partner-gateway diff` reports it), so nothing is ever applied.
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use gateway_core::drift::{suggestion, Shapes, Suggestion};
+use serde_json::Value;
+
+/// Default environment variable holding the admin token.
+pub const DEFAULT_TOKEN_ENV: &str = "PARTNER_GATEWAY_ADMIN_TOKEN";
+
+/// Fetches `/drift` from the admin listener at `admin` (`http://host:port`, optionally with a
+/// path prefix) with the token in `token_env`, and prints the list or the suggestions.
+pub fn run(admin: &str, token_env: &str, suggest: bool) -> anyhow::Result<ExitCode> {
+    let report = fetch(admin, token_env)?;
+    let mut out = std::io::stdout().lock();
+    if suggest {
+        write_suggestions(&report, &mut out)?;
+    } else {
+        write_list(&report, &mut out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch(admin: &str, token_env: &str) -> anyhow::Result<Value> {
+    let url = if admin.contains("://") {
+        admin.to_string()
+    } else {
+        format!("http://{admin}")
+    };
+    let (addr, prefix) = crate::http1::split_url(&url)
+        .with_context(|| format!("--admin {admin:?} is not an http://host:port URL"))?;
+    let path = format!("{}/drift", prefix.trim_end_matches('/'));
+    let token = std::env::var(token_env).unwrap_or_default();
+    if token.is_empty() {
+        bail!("environment variable {token_env} (the admin token) is not set");
+    }
+    let bearer = format!("Bearer {token}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("accept", "application/json"),
+    ];
+    let response = crate::http1::send(&addr, "GET", &path, &headers, None)
+        .with_context(|| format!("cannot reach the admin listener at {url}"))?;
+    if response.status != 200 {
+        let body = response.json();
+        let message = body["message"].as_str().unwrap_or("");
+        bail!("GET {path} at {addr}: HTTP {} {message}", response.status);
+    }
+    serde_json::from_slice(&response.body).context("the /drift answer is not JSON")
+}
+
+fn routes(report: &Value) -> impl Iterator<Item = &Value> {
+    report["routes"].as_array().into_iter().flatten()
+}
+
+fn shapes(path: &Value) -> Shapes {
+    let names: Vec<&str> = path["shapes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    Shapes {
+        scalar: names.contains(&"scalar"),
+        object: names.contains(&"object"),
+        array: names.contains(&"array"),
+    }
+}
+
+/// One line per path: partner, route, path, count, first and last seen.
+fn write_list(report: &Value, out: &mut impl Write) -> std::io::Result<()> {
+    let mut any = false;
+    for route in routes(report) {
+        for path in route["paths"].as_array().into_iter().flatten() {
+            any = true;
+            writeln!(
+                out,
+                "{} {} {}  seen {} times, first {}, last {}",
+                route["partner"].as_str().unwrap_or("?"),
+                route["route"].as_str().unwrap_or("?"),
+                path["path"].as_str().unwrap_or("?"),
+                path["count"],
+                path["first_seen"].as_str().unwrap_or("?"),
+                path["last_seen"].as_str().unwrap_or("?"),
+            )?;
+        }
+        if route["not_listed"].as_u64().is_some_and(|n| n > 0) {
+            writeln!(
+                out,
+                "{} {} ({} more occurrences of paths not listed: the list is full)",
+                route["partner"].as_str().unwrap_or("?"),
+                route["route"].as_str().unwrap_or("?"),
+                route["not_listed"]
+            )?;
+        }
+    }
+    if !any {
+        writeln!(out, "no unknown fields seen since the gateway started")?;
+    }
+    Ok(())
+}
+
+/// Per route, the `allow:` lines that would pass its unknown fields, as YAML to paste into
+/// `partners/<id>.yaml` after review.
+fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()> {
+    let mut any = false;
+    for route in routes(report) {
+        let paths: Vec<&Value> = route["paths"].as_array().into_iter().flatten().collect();
+        if paths.is_empty() {
+            continue;
+        }
+        any = true;
+        let partner = route["partner"].as_str().unwrap_or("?");
+        writeln!(
+            out,
+            "# partners/{partner}.yaml, route {}: allow-list lines that would pass the unknown fields.",
+            route["route"].as_str().unwrap_or("?")
+        )?;
+        writeln!(
+            out,
+            "# Each one DISCLOSES MORE: review it, then run `partner-gateway diff`. Nothing was applied."
+        )?;
+        writeln!(out, "    allow:")?;
+        let mut held_back = Vec::new();
+        for path in paths {
+            let name = path["path"].as_str().unwrap_or("?");
+            let seen = format!(
+                "seen {} times, first {}",
+                path["count"],
+                path["first_seen"].as_str().unwrap_or("?")
+            );
+            match suggestion(name, shapes(path)) {
+                Suggestion::Allow(line) => writeln!(out, "      - {line:<40} # {seen}")?,
+                Suggestion::Subtree(line) => writeln!(
+                    out,
+                    "      - {line:<40} # {seen}; an object or array: passes whole, better list its members"
+                )?,
+                Suggestion::DataLikeNames => held_back.push(name.to_string()),
+            }
+        }
+        for name in held_back {
+            writeln!(
+                out,
+                "      # not suggested: {name} (member names that look like data, not field names)"
+            )?;
+        }
+    }
+    if !any {
+        writeln!(
+            out,
+            "# no unknown fields seen since the gateway started: nothing to suggest"
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_yaml_lines_with_data_like_names_held_back() {
+        let report = serde_json::json!({"routes": [{
+        "partner": "acme-ship", "route": "/v1/shipments", "not_listed": 0,
+        "paths": [
+            {"path": "shipments[*].phone", "count": 3, "first_seen": "2026-08-15T10:00:00Z", "last_seen": "2026-08-15T10:05:00Z", "shapes": ["scalar"]},
+            {"path": "shipments[*].meta", "count": 1, "first_seen": "2026-08-15T10:00:00Z", "last_seen": "2026-08-15T10:00:00Z", "shapes": ["object"]},
+            {"path": "by_customer.*", "count": 9, "first_seen": "2026-08-15T10:00:00Z", "last_seen": "2026-08-15T10:00:00Z", "shapes": ["scalar"]}
+        ]}]});
+        let mut out = Vec::new();
+        write_suggestions(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("# partners/acme-ship.yaml, route /v1/shipments"),
+            "{text}"
+        );
+        assert!(text.contains("      - shipments[*].phone "), "{text}");
+        assert!(text.contains("      - shipments[*].meta.** "), "{text}");
+        assert!(
+            text.contains("      # not suggested: by_customer.*"),
+            "{text}"
+        );
+        assert!(!text.contains("      - by_customer"), "{text}");
+    }
+}
