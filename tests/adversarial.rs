@@ -678,7 +678,7 @@ fn framing_tricks_are_refused_before_any_connection() {
     s.assert_nothing_forwarded();
 }
 
-/// DESIGN: every refusal is `{"error": code, "message": ..}` with its status. Framing errors are
+/// Every refusal is `{"error": code, "message": ..}` with its status. Framing errors are
 /// answered by pingora before any phase of the proxy runs, with an empty 400.
 #[test]
 #[ignore = "WRONG FORMAT: HTTP framing errors (transfer-encoding gzip, differing content-lengths, chunked over HTTP/1.0) are answered by pingora's read_request with a bare 400 without the JSON body; nothing reaches the partner"]
@@ -1034,7 +1034,7 @@ fn connect_is_refused_before_any_connection() {
     s.assert_nothing_forwarded();
 }
 
-/// DESIGN: "`Upgrade` requests and `CONNECT` are refused (400)" with the JSON body.
+/// `Upgrade` requests and `CONNECT` are refused (400) with the JSON body.
 #[test]
 fn connect_is_refused_with_400_json() {
     let s = start();

@@ -462,7 +462,7 @@ fn subject_ids_compare_as_strings_and_bad_ones_are_refused() {
             "subject_missing",
         );
     }
-    // An array or object subject is no id either (DESIGN: 422), even where the policy allows
+    // An array or object subject is no id either (422), even where the policy allows
     // `customer_id` as a scalar path.
     for bad in ["[123]", "{\"id\": 123}"] {
         let body = contacts(&["\"124\"", bad]);

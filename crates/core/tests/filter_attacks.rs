@@ -397,7 +397,7 @@ fn top_level_types_must_fit_the_paths() {
     for body in [r#"[{"name":"a"}]"#, r#""name""#, "1", "true", r#"[]"#] {
         assert_bad(run(&program, body), body);
     }
-    // `null` where an object is expected passes as `null` (DESIGN: null passes there as null).
+    // `null` where an object is expected passes as `null` (null passes there as null).
     assert_eq!(run(&program, "null").unwrap(), "null");
     // A root-array policy refuses an object.
     let array = compile(&spec(&["[*].name"], &[]));

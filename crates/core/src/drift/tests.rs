@@ -1,6 +1,6 @@
 use super::*;
+use crate::filter::FieldPath;
 use crate::filter::{self, FilterOptions, FilterProgram, FilterSpec};
-use crate::policy::FieldPath;
 
 fn program(allow: &[&str], records: Option<&str>) -> FilterProgram {
     let spec = FilterSpec {

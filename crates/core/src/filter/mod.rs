@@ -167,11 +167,7 @@ impl FilterProgram {
     }
 }
 
-/// Asks whether a customer opted out of any scope the route honours.
-pub trait OptOutLookup {
-    /// `subject` is the canonical id: the unescaped string, or an integer's literal text.
-    fn is_opted_out(&self, subject: &str) -> bool;
-}
+pub use crate::optout::OptOutLookup;
 
 /// Per-request inputs besides the body.
 pub struct FilterOptions<'a> {

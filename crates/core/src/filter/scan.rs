@@ -1034,7 +1034,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                     && self.optouts.is_some()
                     && matches!(self.sc.peek(), Some(b'{' | b'['))
                 {
-                    // DESIGN: an object or array where the customer id belongs is a missing
+                    // An object or array where the customer id belongs is a missing
                     // subject (422), whatever shape the policy allows for that member.
                     return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",

@@ -535,7 +535,7 @@ fn keys_match_after_unescaping_exactly() {
             "{allow:?} {input}"
         );
     }
-    // Keys that a path cannot name are removed even inside a subtree passed whole (DESIGN:
+    // Keys that a path cannot name are removed even inside a subtree passed whole (the rule:
     // "always removed"), wherever they stand, whatever they hold; the rest keeps its order.
     let program = compile(&spec(&["a.**"], &[]));
     let cases = [

@@ -29,8 +29,7 @@ pub use line::{
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// A checkpoint line is appended after this many records (and at rotation and shutdown).
 pub const CHECKPOINT_EVERY: u64 = 1000;
-/// Default `ledger.rotate_bytes`: 64 MiB.
-pub const DEFAULT_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+pub use crate::policy::DEFAULT_LEDGER_ROTATE_BYTES as DEFAULT_ROTATE_BYTES;
 /// The environment variable `ledger.subject_key_env` names by default.
 pub const DEFAULT_SUBJECT_KEY_ENV: &str = "PARTNER_GATEWAY_LEDGER_KEY";
 

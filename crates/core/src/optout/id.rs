@@ -27,7 +27,7 @@ use std::borrow::Cow;
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::filter::OptOutLookup;
+use super::OptOutLookup;
 
 /// The largest integer every JSON reader keeps exactly: 2^53 − 1.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;

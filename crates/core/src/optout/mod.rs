@@ -13,6 +13,13 @@ pub use set::{
     SetBuilder, MAX_ID_LEN,
 };
 
+/// Asks whether a customer opted out of any scope the route honours; the filter asks it per
+/// record.
+pub trait OptOutLookup {
+    /// `subject` is the canonical id: the unescaped string, or an integer's literal text.
+    fn is_opted_out(&self, subject: &str) -> bool;
+}
+
 /// An opt-out scope: `partner_sharing`, `partner:<id>`, or a named use announced by a policy change.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Scope(String);
@@ -71,12 +78,12 @@ pub trait OptOutSource: Send + Sync {
     /// Runs `f` with one lookup for a whole request honouring `scopes`, so every record of a
     /// body is judged against the same view of the set (a store takes its lock once, a set
     /// resolves the scopes once). The default asks [`Self::is_opted_out`] per record.
-    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn crate::filter::OptOutLookup)) {
+    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
         struct PerRecord<'a, S: ?Sized> {
             source: &'a S,
             scopes: &'a [Scope],
         }
-        impl<S: OptOutSource + ?Sized> crate::filter::OptOutLookup for PerRecord<'_, S> {
+        impl<S: OptOutSource + ?Sized> OptOutLookup for PerRecord<'_, S> {
             fn is_opted_out(&self, subject: &str) -> bool {
                 self.source.is_opted_out(subject, self.scopes)
             }

@@ -19,8 +19,8 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
+use super::OptOutLookup;
 use super::Scope;
-use crate::filter::OptOutLookup;
 
 /// The longest customer id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;

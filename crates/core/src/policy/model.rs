@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     pub ledger: Option<LedgerConfig>,
 }
 
+/// Default `ledger.rotate_bytes`: 64 MiB.
+pub const DEFAULT_LEDGER_ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// `ledger:` in `gateway.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerConfig {

@@ -166,7 +166,7 @@ fn validate_ledger(
 const MIN_ROTATE_BYTES: u64 = 4096;
 
 fn gateway_ledger_default_rotate() -> u64 {
-    crate::ledger::DEFAULT_ROTATE_BYTES
+    crate::policy::DEFAULT_LEDGER_ROTATE_BYTES
 }
 
 /// `limits`: each member given replaces its default.

@@ -19,7 +19,7 @@ Choices where the contract is silent (also in the README):
   `--policy policy/`, `certs/x.pem` is `./certs/x.pem`.
 - `callers.issuer` and `callers.audience` are required, and `keys` or `hs256_secret_env`,
   unless `allow_unauthenticated: true` (then missing ones are empty).
-- `honor_optouts` replaces the kind's default scopes (DESIGN: it "overrides that"); leaving
+- `honor_optouts` replaces the kind's default scopes; leaving
   `partner_sharing` or `partner:<id>` out for a `business_partner` or `co_branded` partner is
   a warning, since the privacy policy promises those opt-outs.
 - Check mode (`env: None`) resolves no secret: the model's `pseudonymize_key`,
