@@ -12,6 +12,7 @@ with no I/O, no clock reads it was not handed, and no pingora types.
 - [`plan`]: the whole decision for one request: target, filtered body, headers and query.
 - [`policytest`]: policy tests (`policy/tests/` YAML files): a request in, the expected body or refusal out.
 - [`headers`]: the header rules: never forwarded, partner credential, always allowed, hop-by-hop.
+- [`shadow`]: a candidate policy's decision compared with the active one, as field paths.
 - [`refusal`]: every reason the gateway refuses a request, with its status and code.
 
 The shell crate (`partner-gateway`) reads files, listens on sockets and talks to partners;
@@ -31,6 +32,7 @@ pub mod plan;
 pub mod policy;
 pub mod policytest;
 pub mod refusal;
+pub mod shadow;
 pub mod tagging;
 
 pub use refusal::{Refusal, RefusalKind};

@@ -620,15 +620,40 @@ impl<'r> Builder<'r> {
                 .filter_map(|n| n.members.get(name).copied())
                 .collect();
             member_ids.extend(&anys);
-            let child = self.expand(&member_ids, &join(at, name));
+            let child = if self.passes_anything(&member_ids) {
+                self.expand(&member_ids, &join(at, name))
+            } else {
+                REMOVED
+            };
             named.push((
                 Box::<[u8]>::from(name.as_bytes()),
                 fingerprint(name.as_bytes()),
                 child,
             ));
         }
-        let any = (!anys.is_empty()).then(|| self.expand(&anys, &join(at, "*")));
+        let any = (!anys.is_empty()).then(|| {
+            if self.passes_anything(&anys) {
+                self.expand(&anys, &join(at, "*"))
+            } else {
+                REMOVED
+            }
+        });
         self.push(Kind::Object(Members::new(named, any)), records.is_some())
+    }
+
+    /// Does any allow or transform path (or records) end at or below the raw nodes `ids`? A
+    /// position only `remove` paths lead to is removed, never passed as an empty shell.
+    fn passes_anything(&self, ids: &[usize]) -> bool {
+        let mut stack = ids.to_vec();
+        while let Some(id) = stack.pop() {
+            let raw = &self.raw[id];
+            if raw.records.is_some() || raw.leaves.iter().any(|(leaf, _, _)| *leaf != Leaf::Remove)
+            {
+                return true;
+            }
+            stack.extend(raw.children());
+        }
+        false
     }
 
     /// Every path text ending at or below the raw nodes `ids`.

@@ -43,6 +43,14 @@ fn explicit_remove_wins_over_allow() {
         (&["sl.*"], &["sl.x"], body, r#"{"sl":{"y":2}}"#),
         (&["name"], &["sl"], body, r#"{"name":"n"}"#),
         (&["name"], &["nowhere"], body, r#"{"name":"n"}"#),
+        // A member only `remove` paths lead to is removed, not passed as an empty shell.
+        (&["name"], &["sl.x"], body, r#"{"name":"n"}"#),
+        (
+            &["name"],
+            &["sl.*"],
+            r#"{"name":"n","sl":null}"#,
+            r#"{"name":"n"}"#,
+        ),
         (&["*.x"], &["o.x"], objects, r#"{"sl":{"x":1},"o":{}}"#),
         (&["*.x"], &["*.x"], objects, r#"{"sl":{},"o":{}}"#),
     ];

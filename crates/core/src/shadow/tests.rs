@@ -1,0 +1,124 @@
+use super::*;
+use crate::plan::{self, Incoming, OptOuts};
+use crate::policy::{load, Policy, PolicySource, SourceFile};
+
+const GATEWAY: &str = "callers: { issuer: i, audience: a, keys: k.json }\nsigning: { issuer: i, key: k.pem, kid: k }\n";
+
+fn policy(allow: &str, transform: &str) -> Policy {
+    let partner = format!(
+        "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [{allow}]\n    transform: {{{transform}}}\nallowed_callers: [orders]\n"
+    );
+    let source = PolicySource {
+        dir: "policy".into(),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: GATEWAY.into(),
+        },
+        partners: vec![SourceFile {
+            path: "policy/partners/acme.yaml".into(),
+            text: partner,
+        }],
+    };
+    load(&source, None)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .policy
+}
+
+fn decide(policy: &Policy, body: &str) -> Decision {
+    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let incoming = Incoming {
+        query: None,
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let outcome =
+        plan::resolve(&policy.partners, "POST", "/acme/v1/shipments").and_then(|target| {
+            plan::plan(
+                &target,
+                &incoming,
+                &policy.gateway.limits,
+                OptOuts::NotLoaded,
+                true,
+            )
+        });
+    Decision::of(&outcome)
+}
+
+const BODY: &str = r#"{"order_id":"o-1","shipments":[{"name":"Ana Lima","email":"ana@example.com","card":"4111 1111 1111 1111"},{"name":"B","email":"b@example.com","card":"4000 0000 0000 0002"}]}"#;
+
+#[test]
+fn field_differences_are_listed_once_per_path_without_values() {
+    let active = policy(
+        "order_id, \"shipments[*].name\"",
+        "\"shipments[*].card\": last4",
+    );
+    let shadow = policy(
+        "\"shipments[*].email\", \"shipments[*].name\"",
+        "\"shipments[*].card\": mask",
+    );
+    let diffs = compare(&decide(&active, BODY), &decide(&shadow, BODY));
+    let listed: Vec<(ShadowChange, &str, &str, &str)> = diffs
+        .iter()
+        .map(|d| {
+            (
+                d.change,
+                d.path.as_deref().unwrap(),
+                d.active.as_str(),
+                d.shadow.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (ShadowChange::FieldRemoved, "order_id", "clear", "removed"),
+            (
+                ShadowChange::TransformChanged,
+                "shipments[*].card",
+                "last4",
+                "mask"
+            ),
+            (
+                ShadowChange::FieldAdded,
+                "shipments[*].email",
+                "removed",
+                "clear"
+            ),
+        ]
+    );
+    let text = format!("{diffs:?}");
+    for value in ["Ana", "ana@", "4111", "o-1", "1111"] {
+        assert!(!text.contains(value), "{value} in {text}");
+    }
+    assert!(compare(&decide(&active, BODY), &decide(&active, BODY)).is_empty());
+}
+
+#[test]
+fn outcome_differences_name_status_and_code_only() {
+    let active = policy("order_id", "");
+    let shadow = policy("order_id", "");
+    let forwarded = decide(&active, r#"{"order_id":"o-1"}"#);
+    let refused = decide(&shadow, r#"{"order_id":{"nested":"Ana"}}"#);
+    assert_eq!(
+        compare(&forwarded, &refused),
+        [Difference {
+            change: ShadowChange::NewlyRefused,
+            path: None,
+            active: "forwarded".into(),
+            shadow: "400 bad_request".into(),
+        }]
+    );
+    assert_eq!(
+        compare(&refused, &forwarded)[0].change,
+        ShadowChange::NewlyForwarded
+    );
+    assert!(compare(&refused, &refused).is_empty());
+}
+
+#[test]
+fn concrete_paths_collapse_to_drift_syntax() {
+    assert_eq!(collapse("shipments[12].card"), "shipments[*].card");
+    assert_eq!(collapse("a[\"odd key\"].b"), "a.*.b");
+    assert_eq!(collapse("by_customer.c-104233"), "by_customer.*");
+    assert_eq!(collapse("a[0][1]"), "a[*][*]");
+}
