@@ -70,7 +70,8 @@ impl Active {
                 }
                 let verifier =
                     CallerVerifier::new(keys, &c.issuer, &c.audience, c.groups_claim.clone())
-                        .context("callers: no usable verification key")?;
+                        .context("callers: no usable verification key")?
+                        .with_max_lifetime(c.max_token_lifetime_s);
                 log::info!("caller keys: {}", verifier.keys().describe().join(", "));
                 CallerAuth::Verify(verifier)
             }
@@ -102,7 +103,9 @@ impl Active {
                 (Some(signer), jwks.to_json().into_bytes())
             }
             None => {
-                log::warn!("gateway.yaml has no `signing` section: forwarded requests carry no data-use token");
+                log::warn!(
+                    "signing.disabled is true: forwarded requests carry no signed data-use token"
+                );
                 (None, br#"{"keys":[]}"#.to_vec())
             }
         };
@@ -452,6 +455,11 @@ impl Gateway {
             },
             _ => Readiness::Ready,
         }
+    }
+
+    /// The policy says `signing: { disabled: true }`: partners get no data-use token.
+    pub fn signing_disabled(&self) -> bool {
+        self.active().policy.gateway.signing.is_none()
     }
 }
 

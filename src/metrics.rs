@@ -21,8 +21,8 @@ use gateway_core::filter::{Report, Transform};
 use gateway_core::RefusalKind;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Label value for a partner or route the policy does not know.
@@ -149,11 +149,12 @@ pub struct Metrics {
     shadow_differences: IntCounterVec,
     unknown_fields: IntCounterVec,
     connections_closed: IntCounterVec,
+    signing_disabled: IntGauge,
 }
 
 /// Every metric family name the gateway exports (histograms without `_bucket`/`_sum`/`_count`),
 /// besides the `process_*` families.
-pub const NAMES: [&str; 21] = [
+pub const NAMES: [&str; 22] = [
     "partner_gateway_requests_total",
     "partner_gateway_request_duration_seconds",
     "partner_gateway_filter_duration_seconds",
@@ -175,6 +176,7 @@ pub const NAMES: [&str; 21] = [
     "partner_gateway_shadow_differences_total",
     "partner_gateway_unknown_fields_total",
     "partner_gateway_connections_closed_total",
+    "partner_gateway_signing_disabled",
 ];
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> C {
@@ -234,6 +236,7 @@ impl Metrics {
             shadow_differences: counters(&r, NAMES[18], "Decisions of the shadow policy that differ from the active one", &["partner", "route", "change"]),
             unknown_fields: counters(&r, NAMES[19], "Fields callers sent that no policy path names (removed by default)", &["partner", "route"]),
             connections_closed: counters(&r, NAMES[20], "Client connections the gateway closed, by reason", &["reason"]),
+            signing_disabled: register(&r, IntGauge::new(NAMES[21], "1 when the policy says signing: {disabled: true} (partners get no signed data-use token), else 0").expect("valid")),
             registry: r,
         };
         metrics
@@ -266,6 +269,8 @@ impl Metrics {
     /// Creates every series the policy can produce at zero, so dashboards and alerts see each
     /// partner and route (and every refusal reason) before the first request.
     pub fn register_policy(&self, policy: &gateway_core::policy::Policy) {
+        self.signing_disabled
+            .set(i64::from(policy.gateway.signing.is_none()));
         for (id, partner) in &policy.partners {
             let id = id.as_str();
             for reason in RefusalKind::ALL.map(RefusalKind::code) {

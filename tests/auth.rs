@@ -1176,3 +1176,57 @@ fn legal_basis_named_in_connection_is_not_lost() {
         assert!(received.is_empty(), "{received:#?}");
     }
 }
+
+/// `iss` must be one string (an array holding the issuer was accepted), and a token may not
+/// live longer than `callers.max_token_lifetime_s` (default one day; a 100-year token was
+/// accepted). Asked twice, so the verified-token cache cannot let a second attempt through.
+#[test]
+fn issuer_arrays_and_overlong_caller_tokens_are_401() {
+    let mock = Mock::start();
+    let gw = AuthGateway::start(&mock);
+    let body = r#"{"order_id":"A-1","shipments":[]}"#;
+    let t = now();
+    let claims = |edit: &dyn Fn(&mut Value)| {
+        let mut c = good_claims("orders-service");
+        edit(&mut c);
+        demo_signed(&c)
+    };
+    let cases = [
+        ("iss as an array", claims(&|c| c["iss"] = json!([ISSUER]))),
+        (
+            "100 years",
+            claims(&|c| c["exp"] = json!(t + 100 * 365 * 86_400)),
+        ),
+        (
+            "a day and a minute",
+            claims(&|c| c["exp"] = json!(t + 86_460)),
+        ),
+        (
+            "a day and a minute, no iat",
+            claims(&|c| {
+                c.as_object_mut().unwrap().remove("iat");
+                c["exp"] = json!(t + 86_460);
+            }),
+        ),
+        (
+            "issued in the future",
+            claims(&|c| {
+                c["iat"] = json!(t + 30 * 86_400);
+                c["exp"] = json!(t + 30 * 86_400 + 60);
+            }),
+        ),
+    ];
+    for (case, token) in &cases {
+        for attempt in 0..2 {
+            let r = gw.post("/acme-ship/v1/shipments", token, &[], body);
+            assert_eq!(r.status, 401, "{case} (attempt {attempt})");
+            assert_refused(&r, 401, "unauthenticated");
+            assert_www_authenticate(&r, case, true);
+        }
+    }
+    assert!(mock.received().is_empty());
+    // Within the day it passes, on this same gateway.
+    let ok = claims(&|c| c["exp"] = json!(t + 82_800));
+    let r = gw.post("/acme-ship/v1/shipments", &ok, &[], body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

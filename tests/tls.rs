@@ -225,7 +225,7 @@ fn with_jwt_callers_too_the_token_and_the_certificate_must_name_the_same_caller(
     let gateway = Gateway::start_with(
         |listen, admin| {
             format!(
-                "listen: {listen}\nadmin_listen: {admin}\ncallers:\n  issuer: https://auth.ohsoft.example\n  audience: partner-gateway\n  keys: {certs}/callers.jwks.json\n{tls}"
+                "listen: {listen}\nadmin_listen: {admin}\ncallers:\n  issuer: https://auth.ohsoft.example\n  audience: partner-gateway\n  keys: {certs}/callers.jwks.json\nsigning: {{ disabled: true }}\n{tls}"
             )
         },
         &[("acme-ship", &ship_partner(&mock.url()))],

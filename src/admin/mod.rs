@@ -86,7 +86,7 @@ impl AdminApp {
                 )
             }
             ("GET", "/healthz") => (200, JSON, br#"{"status":"ok"}"#.to_vec()),
-            ("GET", "/readyz") => readyz(self.gateway.ready()),
+            ("GET", "/readyz") => readyz(self.gateway.ready(), self.gateway.signing_disabled()),
             ("GET", "/.well-known/jwks.json") => (200, JSON, self.gateway.active().jwks()),
             (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
                 405,
@@ -142,9 +142,15 @@ impl AdminApp {
 const JSON: &str = "application/json";
 
 /// `/readyz`: 200 `ready`; 503 until policy and opt-outs are loaded; 200 `degraded` while a
-/// PostgreSQL replica's copy is stale (`optout_routes` says whether they still serve).
-fn readyz(readiness: Readiness) -> (u16, &'static str, Vec<u8>) {
+/// PostgreSQL replica's copy is stale (`optout_routes` says whether they still serve). With
+/// `signing: { disabled: true }` a 200 also says `"signing": "disabled"`.
+fn readyz(readiness: Readiness, signing_disabled: bool) -> (u16, &'static str, Vec<u8>) {
     match readiness {
+        Readiness::Ready if signing_disabled => (
+            200,
+            JSON,
+            br#"{"status":"ready","signing":"disabled"}"#.to_vec(),
+        ),
         Readiness::Ready => (200, JSON, br#"{"status":"ready"}"#.to_vec()),
         Readiness::NotReady(why) => (503, JSON, error_body("not_ready", &why)),
         Readiness::Degraded {
@@ -152,13 +158,16 @@ fn readyz(readiness: Readiness) -> (u16, &'static str, Vec<u8>) {
             max_staleness,
             refusing,
         } => {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "status": "degraded",
                 "optouts": "stale",
                 "staleness_seconds": staleness.as_secs(),
                 "max_staleness_seconds": max_staleness.as_secs(),
                 "optout_routes": if refusing { "refusing" } else { "serving" },
             });
+            if signing_disabled {
+                body["signing"] = "disabled".into();
+            }
             (200, JSON, serde_json::to_vec(&body).unwrap_or_default())
         }
     }

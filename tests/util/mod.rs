@@ -164,10 +164,16 @@ pub struct Gateway {
     env: Vec<(String, String)>,
 }
 
-/// A minimal gateway.yaml: no caller auth (local development mode), given limits.
+/// A minimal gateway.yaml: no caller auth (local development mode), given limits, and no
+/// data-use tokens (`signing: { disabled: true }`) unless `extra` has a `signing` section.
 pub fn gateway_yaml(listen: SocketAddr, admin: SocketAddr, extra: &str) -> String {
+    let signing = if extra.contains("signing:") {
+        ""
+    } else {
+        "signing: { disabled: true }\n"
+    };
     format!(
-        "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500 }}\ncallers:\n  allow_unauthenticated: true\n{extra}"
+        "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500 }}\ncallers:\n  allow_unauthenticated: true\n{signing}{extra}"
     )
 }
 

@@ -7,7 +7,11 @@ configured issuer, audience and keys and yields a [`Caller`] (its `sub` and grou
 
 Rules (see the README, "Callers and data-use tokens"):
 - `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present; clock leeway
-  is [`LEEWAY_SECS`].
+  is [`LEEWAY_SECS`]. `iss` must be one string (RFC 7519), never an array that happens to
+  hold the expected issuer.
+- A token may not live longer than the verifier's maximum lifetime (`exp − iat`, or
+  `exp − now` for a token without `iat`; an `iat` in the future is refused), so a leaked
+  long-lived token is not a credential forever.
 - The algorithm comes from the configured key, looked up by the token's `kid` (a token
   without `kid` may use the only key when exactly one is configured, or the one key without
   a kid of its algorithm, e.g. an HS256 secret next to a key set). A token whose `alg`
@@ -37,6 +41,8 @@ use crate::{Refusal, RefusalKind};
 pub const BEARER_CHALLENGE: &str = "Bearer realm=\"partner-gateway\"";
 /// Longest bearer token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Longest caller token lifetime accepted unless configured otherwise, in seconds (one day).
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 /// The `typ` header of caller tokens minted by [`mint_caller_token`].
 pub const CALLER_TOKEN_TYP: &str = "JWT";
 
@@ -111,6 +117,8 @@ pub enum AuthError {
     MissingClaim(&'static str),
     #[error("the token claim {0} is invalid")]
     InvalidClaim(&'static str),
+    #[error("the token lives longer than the {0} seconds allowed")]
+    LifetimeTooLong(u64),
 }
 
 impl AuthError {
@@ -284,6 +292,8 @@ pub struct CallerVerifier {
     issuer: String,
     audience: String,
     groups_claim: Option<String>,
+    /// Longest accepted lifetime, in seconds.
+    max_lifetime: u64,
     /// Tokens this verifier has already verified (shared by its clones).
     cache: Arc<TokenCache>,
 }
@@ -312,8 +322,17 @@ impl CallerVerifier {
             issuer: issuer.into(),
             audience: audience.into(),
             groups_claim,
+            max_lifetime: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             cache: Arc::new(TokenCache::default()),
         })
+    }
+
+    /// Refuses tokens living longer than `secs` (default [`DEFAULT_MAX_TOKEN_LIFETIME_SECS`]).
+    /// Set it before the first verification: cached tokens were checked against the old value.
+    pub fn with_max_lifetime(mut self, secs: u64) -> Self {
+        self.max_lifetime = secs;
+        self.cache = Arc::new(TokenCache::default());
+        self
     }
 
     pub fn keys(&self) -> &CallerKeys {
@@ -390,11 +409,16 @@ impl CallerVerifier {
             jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation)
                 .map_err(map_jwt_error)?;
         let claims = data.claims;
+        // jsonwebtoken also accepts an array holding the issuer; RFC 7519 says a string.
+        if !matches!(claims.get("iss"), Some(Value::String(_))) {
+            return Err(AuthError::InvalidClaim("iss"));
+        }
 
         let exp = numeric_date(claims.get("exp")).ok_or(AuthError::InvalidClaim("exp"))?;
         if now_unix >= exp.saturating_add(LEEWAY_SECS) {
             return Err(AuthError::Expired);
         }
+        self.check_lifetime(&claims, exp, now_unix)?;
         let nbf = match claims.get("nbf") {
             None => None,
             Some(nbf) => Some(numeric_date(Some(nbf)).ok_or(AuthError::InvalidClaim("nbf"))?),
@@ -416,6 +440,34 @@ impl CallerVerifier {
             exp,
             nbf,
         })
+    }
+}
+
+impl CallerVerifier {
+    /// `exp − iat` (or `exp − now` without `iat`) within the maximum lifetime. An `iat` in the
+    /// future would let a short-looking token be used long before it was "issued": refused.
+    /// A cache hit needs no second check: with `iat` the lifetime is fixed, without it it
+    /// only shrinks as time passes.
+    fn check_lifetime(
+        &self,
+        claims: &Map<String, Value>,
+        exp: u64,
+        now_unix: u64,
+    ) -> Result<(), AuthError> {
+        let start = match claims.get("iat") {
+            None => now_unix,
+            Some(iat) => {
+                let iat = numeric_date(Some(iat)).ok_or(AuthError::InvalidClaim("iat"))?;
+                if iat > now_unix.saturating_add(LEEWAY_SECS) {
+                    return Err(AuthError::InvalidClaim("iat"));
+                }
+                iat
+            }
+        };
+        if exp.saturating_sub(start) > self.max_lifetime {
+            return Err(AuthError::LifetimeTooLong(self.max_lifetime));
+        }
+        Ok(())
     }
 }
 

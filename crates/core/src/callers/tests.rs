@@ -757,7 +757,7 @@ fn a_named_caller_is_admitted_by_its_sub_alone() {
             dir: "policy".into(),
             gateway: crate::policy::SourceFile {
                 path: "policy/gateway.yaml".into(),
-                text: "callers: {allow_unauthenticated: true}\n".into(),
+                text: "callers: {allow_unauthenticated: true}\nsigning: {disabled: true}\n".into(),
             },
             partners: vec![crate::policy::SourceFile {
                 path: "policy/partners/p.yaml".into(),
@@ -871,4 +871,80 @@ fn minted_tokens_verify() {
         .unwrap_err()
         .to_string()
         .contains("openssl pkcs8"));
+}
+
+#[test]
+fn iss_must_be_one_string() {
+    let v = verifier();
+    for iss in [json!([ISS]), json!([ISS, "https://other.example"])] {
+        let t = sign(
+            Algorithm::EdDSA,
+            ED,
+            Some("ed"),
+            &with(claims(), "iss", iss.clone()),
+        );
+        assert_eq!(
+            v.verify(Some(&bearer(&t)), NOW).unwrap_err(),
+            AuthError::InvalidClaim("iss"),
+            "{iss}"
+        );
+        assert!(v.verify_cached(Some(&bearer(&t)), NOW).is_err(), "{iss}");
+    }
+}
+
+#[test]
+fn token_lifetime_is_bounded() {
+    let v = verifier();
+    let day = DEFAULT_MAX_TOKEN_LIFETIME_SECS;
+    let token = |c: Value| bearer(&sign(Algorithm::EdDSA, ED, Some("ed"), &c));
+    // exp − iat: exactly a day passes, a second more does not.
+    let ok = with(claims(), "exp", json!(NOW + day));
+    assert!(v.verify(Some(&token(ok)), NOW).is_ok());
+    let long = with(claims(), "exp", json!(NOW + day + 1));
+    assert_eq!(
+        v.verify(Some(&token(long.clone())), NOW).unwrap_err(),
+        AuthError::LifetimeTooLong(day)
+    );
+    // Measured from iat, not from now: an old token that was issued for too long stays refused.
+    assert!(v.verify(Some(&token(long)), NOW + 10 * 3600).is_err());
+    let century = with(claims(), "exp", json!(NOW + 100 * 365 * day));
+    assert!(v.verify(Some(&token(century.clone())), NOW).is_err());
+    // Without iat: exp − now.
+    let no_iat = without(century, "iat");
+    assert_eq!(
+        v.verify_cached(Some(&token(no_iat)), NOW).unwrap_err(),
+        AuthError::LifetimeTooLong(day)
+    );
+    let no_iat_ok = without(with(claims(), "exp", json!(NOW + 3600)), "iat");
+    assert!(v.verify_cached(Some(&token(no_iat_ok)), NOW).is_ok());
+    // An iat in the future cannot shorten the measured lifetime.
+    let future = with(
+        with(claims(), "iat", json!(NOW + 50 * day)),
+        "exp",
+        json!(NOW + 50 * day + 60),
+    );
+    assert_eq!(
+        v.verify(Some(&token(future)), NOW).unwrap_err(),
+        AuthError::InvalidClaim("iat")
+    );
+    let bad_iat = with(claims(), "iat", json!("yesterday"));
+    assert_eq!(
+        v.verify(Some(&token(bad_iat)), NOW).unwrap_err(),
+        AuthError::InvalidClaim("iat")
+    );
+    // A configured maximum, also on the cached path.
+    let short = verifier().with_max_lifetime(60);
+    assert_eq!(
+        short
+            .verify_cached(Some(&token(claims())), NOW)
+            .unwrap_err(),
+        AuthError::LifetimeTooLong(60)
+    );
+    assert_eq!(
+        short
+            .verify_cached(Some(&token(claims())), NOW)
+            .unwrap_err(),
+        AuthError::LifetimeTooLong(60)
+    );
+    assert!(short.cache().is_empty());
 }

@@ -18,6 +18,7 @@ type Headers<'a> = &'a [(&'a str, &'a str)];
 const GATEWAY: &str = "\
 optouts: { path: data/optouts }
 callers: { allow_unauthenticated: true }
+signing: { disabled: true }
 ";
 
 /// A contractor: no opt-outs, one body route, one bodyless route with a query parameter.

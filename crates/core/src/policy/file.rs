@@ -90,6 +90,16 @@ pub struct LimitsFile {
     pub max_body_bytes: Option<Spanned<u64>>,
     pub max_depth: Option<Spanned<u64>>,
     pub upstream_timeout_ms: Option<Spanned<u64>>,
+    /// Deadline for a caller's whole request head, in milliseconds (default 10000).
+    pub header_timeout_ms: Option<Spanned<u64>>,
+    /// Deadline for a caller's whole request body, in milliseconds (default 30000).
+    pub body_timeout_ms: Option<Spanned<u64>>,
+    /// Largest request head (request line and headers), in bytes (default 65536).
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Most client connections open at once (default 10000).
+    pub max_connections: Option<Spanned<u64>>,
+    /// Largest body after undoing its Content-Encoding, in bytes (default `max_body_bytes`).
+    pub max_decoded_bytes: Option<Spanned<u64>>,
 }
 
 /// `optouts:`: exactly one of `path` and `postgres`.
@@ -130,16 +140,20 @@ pub struct CallersFile {
     pub hs256_secret_env: Option<Spanned<String>>,
     /// Claim listing the caller's groups.
     pub groups_claim: Option<Spanned<String>>,
+    /// Longest caller token lifetime accepted (`exp - iat`, or `exp - now` without `iat`), in seconds (default 86400).
+    pub max_token_lifetime_s: Option<Spanned<u64>>,
 }
 
 /// `signing:`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigningFile {
-    pub issuer: Spanned<String>,
+    /// `true`: run without data-use tokens (then no other key may be given).
+    pub disabled: Option<Spanned<bool>>,
+    pub issuer: Option<Spanned<String>>,
     /// PKCS#8 Ed25519 or P-256 private key file.
-    pub key: Spanned<String>,
-    pub kid: Spanned<String>,
+    pub key: Option<Spanned<String>>,
+    pub kid: Option<Spanned<String>>,
     /// Extra public key files to publish in the JWKS (key rotation).
     pub publish: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -194,6 +208,8 @@ pub struct RouteFile {
     pub json_types: Option<Spanned<Vec<Spanned<String>>>>,
     /// Partner answer headers relayed to the caller beyond the defaults.
     pub response_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Request Content-Encodings this route decodes before filtering: `gzip`, `deflate`, `br`.
+    pub decode: Option<Spanned<Vec<Spanned<String>>>>,
     /// Allow or transform path (as written there) → fideslang data category name.
     pub categories: Option<Spanned<CategoryMap>>,
 }
@@ -529,7 +545,7 @@ mod tests {
     #[test]
     fn wire_errors_are_one_line_with_the_field_named() {
         let cases: &[(&str, u64, &str)] = &[
-            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, categories"),
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories"),
             ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
             ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
             ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),

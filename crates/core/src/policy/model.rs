@@ -30,6 +30,7 @@ pub struct GatewayConfig {
     pub admin_token_env: Option<String>,
     pub optouts: Option<OptOutStoreConfig>,
     pub callers: Option<CallersConfig>,
+    /// `None` only with `signing: { disabled: true }` (a missing section is a `check` error).
     pub signing: Option<SigningConfig>,
     /// TLS on the proxy listener; `None` = plain HTTP.
     pub tls: Option<ListenerTls>,
@@ -95,6 +96,16 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_depth: usize,
     pub upstream_timeout: Duration,
+    /// The whole request head must arrive within this time.
+    pub header_timeout: Duration,
+    /// The whole request body must arrive within this time.
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Largest body after undoing its Content-Encoding, in bytes.
+    pub max_decoded_bytes: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +114,11 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             max_depth: 64,
             upstream_timeout: Duration::from_millis(10_000),
+            header_timeout: Duration::from_millis(10_000),
+            body_timeout: Duration::from_millis(30_000),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+            max_decoded_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -174,6 +190,8 @@ pub struct CallersConfig {
     pub hs256_secret: Option<Vec<u8>>,
     /// Claim listing the caller's groups, if callers may be allowed by group.
     pub groups_claim: Option<String>,
+    /// Longest caller token lifetime accepted, in seconds.
+    pub max_token_lifetime_s: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -298,9 +316,50 @@ pub struct Route {
     pub json_types: Vec<String>,
     /// Partner answer headers relayed to the caller beyond the defaults, lowercase.
     pub response_headers: Vec<String>,
+    /// Request Content-Encodings this route decodes before filtering (others are 415).
+    pub decode: Vec<ContentCoding>,
     /// The route's allow paths, then its transform paths (`remove` excluded), as written, with
     /// their data categories. Indexed like the filter's [`crate::filter::Report::matched`].
     pub fields: Vec<RouteField>,
+}
+
+/// A request Content-Encoding a route may decode (`decode: [gzip, deflate, br]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentCoding {
+    /// RFC 1952 gzip (also written `x-gzip`).
+    Gzip,
+    /// RFC 1950 zlib (HTTP's `deflate`).
+    Deflate,
+    /// RFC 7932 Brotli.
+    Br,
+}
+
+impl ContentCoding {
+    pub const ALL: [ContentCoding; 3] = [
+        ContentCoding::Gzip,
+        ContentCoding::Deflate,
+        ContentCoding::Br,
+    ];
+
+    /// The name in `decode:` and in `Content-Encoding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentCoding::Gzip => "gzip",
+            ContentCoding::Deflate => "deflate",
+            ContentCoding::Br => "br",
+        }
+    }
+
+    /// A `Content-Encoding` token (any case; `x-gzip` is gzip, RFC 9110 8.4.1.3).
+    pub fn parse(token: &str) -> Option<ContentCoding> {
+        let t = token.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "gzip" | "x-gzip" => Some(ContentCoding::Gzip),
+            "deflate" => Some(ContentCoding::Deflate),
+            "br" => Some(ContentCoding::Br),
+            _ => None,
+        }
+    }
 }
 
 /// One allow or transform path of a route and the data category it discloses.

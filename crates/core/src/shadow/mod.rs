@@ -155,7 +155,7 @@ fn collapse(concrete: &str) -> String {
         } else {
             let rest_trimmed = rest.strip_prefix('.').unwrap_or(rest);
             let end = rest_trimmed.find(['.', '[']).unwrap_or(rest_trimmed.len());
-            push_member(&mut out, rest_trimmed[..end].as_bytes());
+            push_member(&mut out, &rest_trimmed.as_bytes()[..end]);
             rest = &rest_trimmed[end..];
         }
     }

@@ -26,6 +26,8 @@ pub(super) enum InvalidGateway {
     SameListen(String),
     #[error("limits.{0} must be greater than 0")]
     ZeroLimit(&'static str),
+    #[error("{0} must be greater than 0")]
+    ZeroSetting(&'static str),
     #[error("limits.{field} {value} is too large for this machine")]
     LimitTooLarge { field: &'static str, value: u64 },
     #[error("callers.{0} is missing (required unless allow_unauthenticated is true)")]
@@ -42,6 +44,18 @@ pub(super) enum InvalidGateway {
     RotateTooSmall(u64),
     #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
     Unauthenticated,
+    #[error(
+        "no `signing` section: partners would receive no signed data-use token (add `signing` with issuer, key and kid, or `signing: {{disabled: true}}` to run without tokens explicitly)"
+    )]
+    SigningMissing,
+    #[error("signing.{0} is missing (required unless disabled is true)")]
+    SigningFieldMissing(&'static str),
+    #[error(
+        "signing.disabled is true, so signing.{0} has no use: remove it, or remove `disabled`"
+    )]
+    SigningDisabledWithKey(&'static str),
+    #[error("signing.disabled is true: forwarded requests carry no signed data-use token")]
+    SigningDisabled,
 }
 
 pub(super) fn validate_gateway(
@@ -104,10 +118,13 @@ pub(super) fn validate_gateway(
         Some(c) => validate_callers(path, &c.value, line(c), base, env, d),
     };
 
-    let signing = g
-        .signing
-        .as_ref()
-        .and_then(|s| validate_signing(path, &s.value, base, d));
+    let signing = match &g.signing {
+        None => {
+            d.error(path, 1, InvalidGateway::SigningMissing);
+            None
+        }
+        Some(s) => validate_signing(path, s, base, d),
+    };
 
     let ledger = g
         .ledger
@@ -180,15 +197,28 @@ fn limits(path: &str, given: Option<&Spanned<LimitsFile>>, d: &mut Diags) -> Lim
         if let Some(v) = limit(path, l.max_depth.as_ref(), "max_depth", d) {
             limits.max_depth = v;
         }
-        if let Some(v) = &l.upstream_timeout_ms {
-            if v.value == 0 {
-                d.error(
-                    path,
-                    line(v),
-                    InvalidGateway::ZeroLimit("upstream_timeout_ms"),
-                );
-            }
-            limits.upstream_timeout = Duration::from_millis(v.value);
+        let millis = |v: Option<&Spanned<u64>>, field: &'static str, d: &mut Diags| {
+            limit(path, v, field, d).map(|ms| Duration::from_millis(ms as u64))
+        };
+        if let Some(v) = millis(l.upstream_timeout_ms.as_ref(), "upstream_timeout_ms", d) {
+            limits.upstream_timeout = v;
+        }
+        if let Some(v) = millis(l.header_timeout_ms.as_ref(), "header_timeout_ms", d) {
+            limits.header_timeout = v;
+        }
+        if let Some(v) = millis(l.body_timeout_ms.as_ref(), "body_timeout_ms", d) {
+            limits.body_timeout = v;
+        }
+        if let Some(v) = limit(path, l.max_header_bytes.as_ref(), "max_header_bytes", d) {
+            limits.max_header_bytes = v;
+        }
+        if let Some(v) = limit(path, l.max_connections.as_ref(), "max_connections", d) {
+            limits.max_connections = v;
+        }
+        // Decoded bodies are bounded like raw ones unless the policy says otherwise.
+        limits.max_decoded_bytes = limits.max_body_bytes;
+        if let Some(v) = limit(path, l.max_decoded_bytes.as_ref(), "max_decoded_bytes", d) {
+            limits.max_decoded_bytes = v;
         }
     }
     limits
@@ -312,6 +342,18 @@ fn validate_callers(
         Some(g) => Some(non_empty(path, g, "callers.groups_claim", d)?),
         None => None,
     };
+    let max_token_lifetime_s = match &c.max_token_lifetime_s {
+        Some(v) if v.value == 0 => {
+            d.error(
+                path,
+                line(v),
+                InvalidGateway::ZeroSetting("callers.max_token_lifetime_s"),
+            );
+            return None;
+        }
+        Some(v) => v.value,
+        None => crate::callers::DEFAULT_MAX_TOKEN_LIFETIME_SECS,
+    };
     if !hs256_ok {
         return None;
     }
@@ -323,18 +365,52 @@ fn validate_callers(
         hs256_secret_env: c.hs256_secret_env.as_ref().map(|n| n.value.clone()),
         hs256_secret,
         groups_claim,
+        max_token_lifetime_s,
     })
 }
 
+/// `signing`: issuer, key and kid; or `disabled: true` and nothing else (then `None`, warned).
 fn validate_signing(
     path: &str,
-    s: &SigningFile,
+    section: &Spanned<SigningFile>,
     base: &Path,
     d: &mut Diags,
 ) -> Option<SigningConfig> {
-    let issuer = non_empty(path, &s.issuer, "signing.issuer", d);
-    let key = non_empty(path, &s.key, "signing.key", d);
-    let kid = non_empty(path, &s.kid, "signing.kid", d);
+    let s = &section.value;
+    let given: [(&'static str, bool); 4] = [
+        ("issuer", s.issuer.is_some()),
+        ("key", s.key.is_some()),
+        ("kid", s.kid.is_some()),
+        ("publish", s.publish.is_some()),
+    ];
+    if let Some(flag) = s.disabled.as_ref().filter(|f| f.value) {
+        d.warn(path, line(flag), InvalidGateway::SigningDisabled);
+        for (field, _) in given.iter().filter(|(_, given)| *given) {
+            d.error(
+                path,
+                line(flag),
+                InvalidGateway::SigningDisabledWithKey(field),
+            );
+        }
+        return None;
+    }
+    let required = |v: &Option<Spanned<String>>,
+                    field: &'static str,
+                    full: &'static str,
+                    d: &mut Diags| match v {
+        Some(v) => non_empty(path, v, full, d),
+        None => {
+            d.error(
+                path,
+                line(section),
+                InvalidGateway::SigningFieldMissing(field),
+            );
+            None
+        }
+    };
+    let issuer = required(&s.issuer, "issuer", "signing.issuer", d);
+    let key = required(&s.key, "key", "signing.key", d);
+    let kid = required(&s.kid, "kid", "signing.kid", d);
     let mut publish = Vec::new();
     let mut publish_ok = true;
     for p in s.publish.iter().flat_map(|p| &p.value) {

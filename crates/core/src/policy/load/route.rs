@@ -11,7 +11,7 @@ use crate::filter::{FieldPath, PathError, Segment};
 use crate::headers::is_never_relayed;
 use crate::policy::categories;
 use crate::policy::file::{RouteFile, Spanned};
-use crate::policy::model::{Route, RouteField, RouteSegment};
+use crate::policy::model::{ContentCoding, Route, RouteField, RouteSegment};
 use crate::policy::route::{literal_count, parse_typed_template, same_shape};
 
 /// What can be wrong with a route.
@@ -77,6 +77,8 @@ pub(super) enum InvalidRoute {
         "invalid json_types entry {0:?}: expected a lowercase media type ending in +json, such as application/merge-patch+json"
     )]
     JsonType(String),
+    #[error("invalid decode entry {0:?}: expected gzip, deflate or br")]
+    Decode(String),
     #[error("{path:?}: {message}")]
     Compile { path: String, message: String },
     #[error("unknown data category {name:?} for {path:?}: not a fideslang data category (nearest: {nearest})")]
@@ -120,6 +122,7 @@ pub(super) struct RouteDraft {
     headers: Vec<String>,
     json_types: Vec<String>,
     response_headers: Vec<String>,
+    decode: Vec<ContentCoding>,
     fields: Vec<RouteField>,
 }
 
@@ -165,6 +168,7 @@ pub(super) fn validate_route(
         headers: headers(ctx, r.headers.as_ref(), d),
         json_types: json_types(path, r.json_types.as_ref(), d),
         response_headers: response_headers(path, r.response_headers.as_ref(), d),
+        decode: decode(path, r.decode.as_ref(), d),
         fields,
     }
 }
@@ -486,6 +490,19 @@ fn response_headers(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<Strin
     headers
 }
 
+/// Content-Encodings the route decodes (`gzip`, `deflate`, `br`), each once.
+fn decode(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<ContentCoding> {
+    let mut codings = Vec::new();
+    for c in list.iter().flat_map(|c| &c.value) {
+        match ContentCoding::parse(&c.value).filter(|_| c.value == c.value.to_ascii_lowercase()) {
+            Some(coding) if !codings.contains(&coding) => codings.push(coding),
+            Some(_) => {}
+            None => d.error(path, line(c), InvalidRoute::Decode(c.value.clone())),
+        }
+    }
+    codings
+}
+
 /// Extra JSON media types (`type/sub+json`, lowercase), each once.
 fn json_types(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
     let mut json_types = Vec::new();
@@ -590,6 +607,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
         headers: draft.headers,
         json_types: draft.json_types,
         response_headers: draft.response_headers,
+        decode: draft.decode,
         fields: draft.fields,
     })
 }

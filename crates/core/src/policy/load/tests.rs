@@ -315,7 +315,7 @@ fn partner_mistakes_are_reported_at_their_line() {
         )]),
         ("    alow", "", vec![]),
         ("    allow: [order_id, name]\n", "    alow: [order_id, name]\n", vec![format!(
-            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, categories"
+            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories"
         )]),
     ];
     for (from, to, want) in cases {
@@ -423,7 +423,7 @@ fn gateway_mistakes() {
 
 #[test]
 fn unauthenticated_callers_are_allowed_with_a_warning() {
-    let gateway = "callers: { allow_unauthenticated: true }\n";
+    let gateway = "callers: { allow_unauthenticated: true }\nsigning: { disabled: true }\n";
     let loaded = load(&source(gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).expect("loads");
     let callers = loaded.policy.gateway.callers.as_ref().unwrap();
     assert!(callers.allow_unauthenticated);
@@ -440,13 +440,14 @@ fn unauthenticated_callers_are_allowed_with_a_warning() {
         .filter(|w| !w.contains("has no data category"))
         .collect();
     assert_eq!(w, [
-        "policy/gateway.yaml:1: callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)"
+        "policy/gateway.yaml:1: callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)",
+        "policy/gateway.yaml:2: signing.disabled is true: forwarded requests carry no signed data-use token",
     ]);
 }
 
 #[test]
 fn hs256_callers_resolve_their_secret_in_serve_mode() {
-    let gateway = "callers: { issuer: i, audience: a, hs256_secret_env: CALLER_SECRET, groups_claim: groups }\n";
+    let gateway = "callers: { issuer: i, audience: a, hs256_secret_env: CALLER_SECRET, groups_claim: groups }\nsigning: { disabled: true }\n";
     let src = source(gateway, &[]);
     let loaded = load(&src, Some(&env(&[("CALLER_SECRET", "s3cret")]))).expect("loads");
     let callers = loaded.policy.gateway.callers.unwrap();
@@ -688,7 +689,7 @@ fn upstreams_parse() {
 
 #[test]
 fn listener_tls_loads_and_a_certificate_identity_can_replace_jwt_callers() {
-    let gateway = "listen: 0.0.0.0:8443\ntls:\n  cert: certs/gw.pem\n  key: certs/gw-key.pem\n  client_ca: certs/ca.pem\n  client_identity: san_dns\n";
+    let gateway = "listen: 0.0.0.0:8443\ntls:\n  cert: certs/gw.pem\n  key: certs/gw-key.pem\n  client_ca: certs/ca.pem\n  client_identity: san_dns\nsigning: { disabled: true }\n";
     let loaded = load(&source(gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).expect("loads");
     let tls = loaded.policy.gateway.tls.as_ref().unwrap();
     assert_eq!(tls.cert.path, PathBuf::from("certs/gw.pem"));
@@ -841,5 +842,81 @@ fn optouts_in_postgres() {
         let gateway = GATEWAY.replace("optouts: { path: data/optouts }", section);
         let got = errors(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None);
         assert_eq!(got, vec![want], "{section}");
+    }
+}
+
+#[test]
+fn signing_is_required_unless_disabled_explicitly() {
+    let f = "policy/gateway.yaml";
+    let without = GATEWAY.replace(
+        "signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: certs/data-use-signing.pem\n  kid: data-use-1\n",
+        "",
+    );
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (without.clone(), vec![format!(
+            "{f}:1: no `signing` section: partners would receive no signed data-use token (add `signing` with issuer, key and kid, or `signing: {{disabled: true}}` to run without tokens explicitly)"
+        )]),
+        (format!("{without}signing: {{ disabled: false }}\n"), vec![
+            format!("{f}:8: signing.issuer is missing (required unless disabled is true)"),
+            format!("{f}:8: signing.key is missing (required unless disabled is true)"),
+            format!("{f}:8: signing.kid is missing (required unless disabled is true)"),
+        ]),
+        (format!("{without}signing: {{ disabled: true, key: k.pem }}\n"), vec![format!(
+            "{f}:8: signing.disabled is true, so signing.key has no use: remove it, or remove `disabled`"
+        )]),
+    ];
+    for (gateway, want) in cases {
+        let err = load(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap_err();
+        let got: Vec<String> = err.iter().map(ToString::to_string).collect();
+        assert_eq!(got, want, "{gateway}");
+    }
+    let disabled = format!("{without}signing: {{ disabled: true }}\n");
+    let loaded = load(&source(&disabled, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap();
+    assert!(loaded.policy.gateway.signing.is_none());
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.to_string() == format!("{f}:8: signing.disabled is true: forwarded requests carry no signed data-use token")));
+}
+
+#[test]
+fn slow_client_limits_and_token_lifetime_have_defaults_and_refuse_zero() {
+    let loaded = load(&source(GATEWAY, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap();
+    let g = &loaded.policy.gateway;
+    assert_eq!(g.limits, Limits::default());
+    assert_eq!(g.callers.as_ref().unwrap().max_token_lifetime_s, 86_400);
+    let gateway = GATEWAY.replace(
+        "optouts:",
+        "limits: { max_body_bytes: 1000, header_timeout_ms: 500, body_timeout_ms: 700, max_header_bytes: 4096, max_connections: 3 }\noptouts:",
+    ).replace("  keys: certs/callers.jwks.json\n", "  keys: certs/callers.jwks.json\n  max_token_lifetime_s: 600\n");
+    let loaded = load(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap();
+    let l = loaded.policy.gateway.limits;
+    assert_eq!(l.header_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(l.body_timeout, std::time::Duration::from_millis(700));
+    assert_eq!((l.max_header_bytes, l.max_connections), (4096, 3));
+    assert_eq!(l.max_decoded_bytes, 1000, "defaults to max_body_bytes");
+    assert_eq!(
+        loaded
+            .policy
+            .gateway
+            .callers
+            .as_ref()
+            .unwrap()
+            .max_token_lifetime_s,
+        600
+    );
+    for zero in [
+        "header_timeout_ms",
+        "body_timeout_ms",
+        "max_header_bytes",
+        "max_connections",
+        "max_decoded_bytes",
+    ] {
+        let gateway = GATEWAY.replace("optouts:", &format!("limits: {{ {zero}: 0 }}\noptouts:"));
+        let err = load(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap_err();
+        assert_eq!(
+            err[0].to_string(),
+            format!("policy/gateway.yaml:3: limits.{zero} must be greater than 0")
+        );
     }
 }

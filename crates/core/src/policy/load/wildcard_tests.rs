@@ -8,6 +8,7 @@ admin_listen: 127.0.0.1:9090
 optouts: { path: data/optouts }
 callers:
   allow_unauthenticated: true
+signing: { disabled: true }
 ";
 
 fn partner(kind: &str, allow: &str) -> String {

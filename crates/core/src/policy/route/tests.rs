@@ -132,6 +132,7 @@ fn route(template: &str, methods: &[&str]) -> Route {
         headers: Vec::new(),
         json_types: Vec::new(),
         response_headers: Vec::new(),
+        decode: Vec::new(),
         fields: Vec::new(),
     }
 }
