@@ -181,24 +181,30 @@ fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-/// Reloads on every SIGHUP (what `systemctl reload` sends), on a thread of its own.
+/// Reloads on every SIGHUP (what `systemctl reload` sends), on a thread of its own. The handler
+/// is registered before this returns, so a SIGHUP right after start reloads instead of ending
+/// the process (the signal's default).
 fn reload_on_sighup(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
+    };
+    let hangups = {
+        let _context = runtime.enter();
+        signal(SignalKind::hangup())
+    };
+    let mut hangups = match hangups {
+        Ok(hangups) => hangups,
+        Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
+    };
     let spawned = std::thread::Builder::new()
         .name("sighup-reload".into())
         .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
-            };
             runtime.block_on(async {
-                use tokio::signal::unix::{signal, SignalKind};
-                let mut hangups = match signal(SignalKind::hangup()) {
-                    Ok(hangups) => hangups,
-                    Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
-                };
                 while hangups.recv().await.is_some() {
                     log::info!("SIGHUP: reloading the policy");
                     let _ = reload(&gateway);

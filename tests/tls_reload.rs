@@ -83,8 +83,12 @@ fn pem_der(pem: &str) -> Vec<u8> {
 }
 
 fn start(pki: &Pki, client_ca: bool, partners: &[(&str, &str)]) -> Gateway {
-    Gateway::start(
-        &pki.tls_yaml(client_ca),
+    // A generous partner timeout: these tests run under load and must not see a 504.
+    Gateway::start_with(
+        |listen, admin| {
+            gateway_yaml(listen, admin, &pki.tls_yaml(client_ca))
+                .replace("upstream_timeout_ms: 1500", "upstream_timeout_ms: 10000")
+        },
         partners,
         &[("SHIP_TOKEN", "t"), (ADMIN_ENV, ADMIN_TOKEN)],
     )
@@ -106,6 +110,19 @@ fn try_connect(gateway: &Gateway, pki: &Pki, client: Option<&Pair>) -> Option<Tl
     let mut conn = TlsConn::connect(gateway.addr, client_config(&pki.trust, client, &[])).ok()?;
     let r = conn.post_json("/acme-ship/v1/shipments", BODY).ok()?;
     (r.status == 200).then_some(conn)
+}
+
+/// The first connection to a gateway just started (retried for a while: on a loaded machine the
+/// first request may time out at the partner).
+fn first_connection(gateway: &Gateway, pki: &Pki, client: Option<&Pair>) -> TlsConn {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(conn) = try_connect(gateway, pki, client) {
+            return conn;
+        }
+        assert!(Instant::now() < deadline, "no first connection");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Waits until a new handshake presents `cert_der`; returns that connection.
@@ -132,7 +149,7 @@ fn rotating_certificates_with_sighup_reaches_new_handshakes_and_keeps_open_conne
     let caller_v1 = callers_v1.write_leaf(pki.dir.path(), "orders-v1", &["orders-service"], false);
     let mock = Mock::start();
     let gateway = start(&pki, true, &[("acme-ship", &ship_partner(&mock.url()))]);
-    let mut open = try_connect(&gateway, &pki, Some(&caller_v1)).expect("first connection");
+    let mut open = first_connection(&gateway, &pki, Some(&caller_v1));
     let first_cert = open.server_cert();
 
     // New gateway certificate and a new callers CA (with a caller certificate from it).
@@ -178,7 +195,7 @@ fn rotated_certificate_files_are_noticed_without_a_signal() {
     let pki = Pki::new(&callers);
     let mock = Mock::start();
     let gateway = start(&pki, false, &[("acme-ship", &ship_partner(&mock.url()))]);
-    let mut open = try_connect(&gateway, &pki, None).expect("first connection");
+    let mut open = first_connection(&gateway, &pki, None);
     let new_cert = pki.rotate_server_cert();
     wait_for_cert(&gateway, &pki, None, &new_cert);
     assert_eq!(
@@ -195,7 +212,7 @@ fn admin_reload_rotates_and_bad_files_keep_the_old_certificate() {
     let pki = Pki::new(&callers);
     let mock = Mock::start();
     let gateway = start(&pki, false, &[("acme-ship", &ship_partner(&mock.url()))]);
-    let old_cert = try_connect(&gateway, &pki, None).unwrap().server_cert();
+    let old_cert = first_connection(&gateway, &pki, None).server_cert();
     let cert_line = std::fs::read_to_string(gateway.policy.policy().join("gateway.yaml"))
         .unwrap()
         .lines()
