@@ -344,7 +344,7 @@ fn spawn_background(ledger: Weak<Ledger>) {
                 };
                 ledger.sync();
                 tick += 1;
-                if tick % ticks_per_retry == 0 {
+                if tick.is_multiple_of(ticks_per_retry) {
                     ledger.retry();
                 }
             }
