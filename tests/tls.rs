@@ -372,11 +372,11 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
     assert_eq!(code, Some(1), "{out}");
     for expected in [
         format!(
-            "gateway.yaml:8: tls.cert {}: not a PEM certificate file",
+            "gateway.yaml:7: tls.cert {}: not a PEM certificate file",
             dir.join("garbage.pem").display()
         ),
         format!(
-            "gateway.yaml:10: tls.client_ca {}: cannot read file",
+            "gateway.yaml:9: tls.client_ca {}: cannot read file",
             dir.join("missing.pem").display()
         ),
         format!(

@@ -282,7 +282,13 @@ fn a_reload_cannot_switch_the_listener_between_tls_and_plain_http() {
     let tls_gateway = start(&pki, false, &[("acme-ship", &ship_partner(&mock.url()))]);
     let file = tls_gateway.policy.policy().join("gateway.yaml");
     let yaml = std::fs::read_to_string(&file).unwrap();
-    let without_tls = yaml.split("tls:").next().unwrap().to_string();
+    let mut without_tls = yaml.split("tls:").next().unwrap().to_string();
+    // Keep the top-level `signing` line that follows the `tls` section.
+    without_tls.extend(
+        yaml.lines()
+            .filter(|l| l.starts_with("signing"))
+            .map(|l| format!("{l}\n")),
+    );
     replace(&file, without_tls.as_bytes());
     let r = post_reload(&tls_gateway);
     assert_refused(&r, 422, "invalid_policy");
