@@ -95,35 +95,7 @@ impl ConnectionClosed {
     }
 }
 
-/// The `change` label of `partner_gateway_shadow_differences_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShadowChange {
-    FieldAdded,
-    FieldRemoved,
-    TransformChanged,
-    NewlyRefused,
-    NewlyForwarded,
-}
-
-impl ShadowChange {
-    pub const ALL: [ShadowChange; 5] = [
-        ShadowChange::FieldAdded,
-        ShadowChange::FieldRemoved,
-        ShadowChange::TransformChanged,
-        ShadowChange::NewlyRefused,
-        ShadowChange::NewlyForwarded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShadowChange::FieldAdded => "field_added",
-            ShadowChange::FieldRemoved => "field_removed",
-            ShadowChange::TransformChanged => "transform_changed",
-            ShadowChange::NewlyRefused => "newly_refused",
-            ShadowChange::NewlyForwarded => "newly_forwarded",
-        }
-    }
-}
+pub use gateway_core::shadow::ShadowChange;
 
 /// Every metric family; fields are private so label values only enter through the methods.
 pub struct Metrics {
