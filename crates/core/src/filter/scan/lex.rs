@@ -1,0 +1,305 @@
+//! Tokens: the whole-body text check, strings (with their escapes), numbers, literals, and
+//! the small classifiers the error messages use.
+use std::borrow::Cow;
+
+use super::{bad, Scanner, BOM};
+use crate::Refusal;
+
+/// Checks the whole body is UTF-8 without a BOM, so the scanner can slice it as text.
+pub(super) fn check_text(body: &[u8]) -> Result<&str, Refusal> {
+    if body.starts_with(BOM) {
+        return Err(bad(
+            "the body starts with a UTF-8 byte order mark; send JSON without a BOM".into(),
+        ));
+    }
+    std::str::from_utf8(body).map_err(|e| {
+        bad(format!(
+            "the body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// Bit 7 of each byte of the result is set where `w` holds `"`, `\` or a control character.
+/// Bits above a true hit may be false positives (borrows run upward), so only the lowest set
+/// bit is exact, and that is the only one used.
+#[inline]
+fn string_specials(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let q = quote.wrapping_sub(ONES) & !quote;
+    let b = backslash.wrapping_sub(ONES) & !backslash;
+    let c = w.wrapping_sub(ONES * 0x20) & !w;
+    (q | b | c) & HIGH
+}
+
+fn hex_value(b: u8) -> Option<u16> {
+    match b {
+        b'0'..=b'9' => Some(u16::from(b - b'0')),
+        b'a'..=b'f' => Some(u16::from(b - b'a' + 10)),
+        b'A'..=b'F' => Some(u16::from(b - b'A' + 10)),
+        _ => None,
+    }
+}
+
+fn hex4(bytes: &[u8]) -> Option<u16> {
+    match bytes {
+        [a, b, c, d, ..] => {
+            Some(hex_value(*a)? << 12 | hex_value(*b)? << 8 | hex_value(*c)? << 4 | hex_value(*d)?)
+        }
+        _ => None,
+    }
+}
+
+/// Decodes the inside of a string the scanner already validated.
+pub(in crate::filter) fn unescape(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(rel) = raw[i..].iter().position(|&b| b == b'\\') else {
+            out.extend_from_slice(&raw[i..]);
+            return;
+        };
+        out.extend_from_slice(&raw[i..i + rel]);
+        i += rel;
+        let simple = match raw.get(i + 1) {
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            Some(b'/') => Some(b'/'),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0c),
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            i += 2;
+            continue;
+        }
+        let unit = hex4(raw.get(i + 2..).unwrap_or_default()).unwrap_or(0xFFFD);
+        i += 6;
+        let code = if (0xD800..0xDC00).contains(&unit) {
+            let low = hex4(raw.get(i + 2..).unwrap_or_default()).unwrap_or(0xFFFD);
+            i += 6;
+            0x10000
+                + ((u32::from(unit) - 0xD800) << 10)
+                + (u32::from(low).wrapping_sub(0xDC00) & 0x3FF)
+        } else {
+            u32::from(unit)
+        };
+        let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+}
+
+pub(super) fn starts_value(byte: Option<u8>) -> bool {
+    matches!(
+        byte,
+        Some(b'{' | b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9')
+    )
+}
+
+pub(super) fn describe(byte: Option<u8>) -> &'static str {
+    match byte {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "not a JSON value",
+    }
+}
+
+/// Appends one key to a rendered path: plain when the path language could spell it,
+/// `["..."]` otherwise, so the rendering is never ambiguous.
+pub(super) fn push_key(path: &mut String, key: &[u8]) {
+    let key = String::from_utf8_lossy(key);
+    let plain = !key.is_empty()
+        && key.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(c, '.' | '[' | ']' | '*' | '"' | '\\')
+        });
+    if plain {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&key);
+    } else {
+        path.push('[');
+        path.push_str(&serde_json::to_string(&key).unwrap_or_else(|_| format!("{key:?}")));
+        path.push(']');
+    }
+}
+
+impl<'a> Scanner<'a> {
+    /// At `\`: validates one escape and returns the index after it.
+    pub(super) fn escape(&self, i: usize) -> Result<usize, Refusal> {
+        match self.input.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+            Some(b'u') => {
+                let bad_hex = || self.syntax_at(i, "`\\u` must be followed by 4 hex digits");
+                let unit = hex4(self.input.get(i + 2..).unwrap_or_default()).ok_or_else(bad_hex)?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        let low = match self.input.get(i + 6..i + 8) {
+                            Some(b"\\u") => hex4(self.input.get(i + 8..).unwrap_or_default()),
+                            _ => None,
+                        };
+                        match low {
+                            Some(0xDC00..=0xDFFF) => Ok(i + 12),
+                            _ => Err(self.syntax_at(
+                                i,
+                                &format!("lone surrogate `\\u{unit:04x}`: a high surrogate must be followed by a low one"),
+                            )),
+                        }
+                    }
+                    0xDC00..=0xDFFF => Err(self.syntax_at(
+                        i,
+                        &format!(
+                            "lone surrogate `\\u{unit:04x}`: a low surrogate without a high one"
+                        ),
+                    )),
+                    _ => Ok(i + 6),
+                }
+            }
+            Some(&b) if b.is_ascii_graphic() => {
+                Err(self.syntax_at(i, &format!("invalid escape `\\{}`", char::from(b))))
+            }
+            Some(_) => Err(self.syntax_at(i, "invalid escape")),
+            None => Err(self.syntax_at(i, "unterminated string")),
+        }
+    }
+
+    /// At `"`: validates a string, leaves `pos` after its closing quote, and says whether it
+    /// holds escapes.
+    #[inline]
+    pub(super) fn scan_string(&mut self) -> Result<bool, Refusal> {
+        let input = self.input;
+        let mut i = self.pos + 1;
+        let mut escaped = false;
+        loop {
+            while let Some(chunk) = input.get(i..i + 8) {
+                let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+                    break;
+                };
+                let hits = string_specials(u64::from_le_bytes(word));
+                if hits != 0 {
+                    i += (hits.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            match input.get(i) {
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(escaped);
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    i = self.escape(i)?;
+                }
+                Some(&b) if b < 0x20 => {
+                    return Err(self.syntax_at(
+                        i,
+                        &format!("control character 0x{b:02x} in a string must be escaped"),
+                    ))
+                }
+                Some(_) => i += 1,
+                None => return Err(self.syntax_at(self.pos, "unterminated string")),
+            }
+        }
+    }
+
+    /// At `"` of a key: validates it and returns it unescaped (borrowed unless it has escapes).
+    #[inline]
+    pub(super) fn read_key(&mut self) -> Result<Cow<'a, [u8]>, Refusal> {
+        let start = self.pos;
+        let escaped = self.scan_string()?;
+        let raw = &self.input[start + 1..self.pos - 1];
+        if escaped {
+            let mut key = Vec::with_capacity(raw.len());
+            unescape(raw, &mut key);
+            Ok(Cow::Owned(key))
+        } else {
+            Ok(Cow::Borrowed(raw))
+        }
+    }
+
+    /// At `-` or a digit: validates an RFC 8259 number and leaves `pos` after it.
+    #[inline]
+    pub(super) fn scan_number(&mut self) -> Result<(), Refusal> {
+        let input = self.input;
+        let start = self.pos;
+        let mut i = self.pos;
+        let digits = |mut i: usize| {
+            while input.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            i
+        };
+        if input.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match input.get(i) {
+            Some(b'0') => {
+                i += 1;
+                if input.get(i).is_some_and(u8::is_ascii_digit) {
+                    return Err(self.syntax_at(start, "numbers must not have leading zeros"));
+                }
+            }
+            Some(b'1'..=b'9') => i = digits(i + 1),
+            _ => return Err(self.syntax_at(i, "expected a digit in a number")),
+        }
+        if input.get(i) == Some(&b'.') {
+            let after = digits(i + 1);
+            if after == i + 1 {
+                return Err(self.syntax_at(i, "expected a digit after `.` in a number"));
+            }
+            i = after;
+        }
+        if let Some(b'e' | b'E') = input.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = input.get(i) {
+                i += 1;
+            }
+            let after = digits(i);
+            if after == i {
+                return Err(self.syntax_at(i, "expected a digit in a number's exponent"));
+            }
+            i = after;
+        }
+        self.pos = i;
+        Ok(())
+    }
+
+    pub(super) fn literal(&mut self, word: &'static [u8]) -> Result<(), Refusal> {
+        if self.input[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(self.unexpected("a JSON value"))
+        }
+    }
+
+    /// Reads one scalar at `pos` (already known not to be a container) and returns its span.
+    #[inline]
+    pub(super) fn scalar(&mut self) -> Result<(usize, usize), Refusal> {
+        let start = self.pos;
+        match self.peek() {
+            Some(b'"') => {
+                self.scan_string()?;
+            }
+            Some(b'-' | b'0'..=b'9') => self.scan_number()?,
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'n') => self.literal(b"null")?,
+            _ => return Err(self.unexpected("a JSON value")),
+        }
+        Ok((start, self.pos))
+    }
+}

@@ -1,0 +1,336 @@
+/*!
+The strict one-pass scanner. [`Scanner`] owns the input position, the stack of open containers
+and the keys seen in each open object, and validates as it goes; [`Filter`] follows the
+compiled trie on top of it and writes the partner's body.
+
+Where the trie ends (a removed member, a subtree passed whole) the scanner takes over with an
+iterative loop, so arbitrarily deep input never deepens the Rust stack: recursion is bounded by
+the policy's path lengths, nesting by `max_depth`.
+
+Kept values are copied byte-for-byte from the input (numbers stay as written, strings keep
+their escapes); only whitespace is dropped.
+*/
+mod lex;
+mod skip;
+mod walk;
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use crate::drift;
+use crate::optout::id::{self, BadId};
+use crate::{Refusal, RefusalKind};
+
+pub(in crate::filter) use lex::unescape;
+use lex::{check_text, describe, push_key};
+pub(in crate::filter) use walk::filter;
+
+/// Objects with more keys than this switch from a linear duplicate check to a hash set.
+const SMALL_OBJECT: usize = 16;
+const NONE: usize = usize::MAX;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One open container.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    object: bool,
+    /// Objects: where this object's keys start in `Scanner::keys`.
+    key_base: usize,
+    /// Objects: index in `keys` of the member being read (`NONE` before the first).
+    /// Arrays: index of the element being read.
+    cur: usize,
+    /// Objects with many keys: index of their hash set in `Scanner::sets`.
+    set: usize,
+}
+
+pub(super) struct Scanner<'a> {
+    input: &'a [u8],
+    text: &'a str,
+    pos: usize,
+    max_depth: usize,
+    frames: Vec<Frame>,
+    /// Keys of every open object, unescaped; each object's keys are a suffix run.
+    keys: Vec<Cow<'a, [u8]>>,
+    /// The [`fingerprint`] of each of `keys`, at the same index.
+    fps: Vec<u64>,
+    /// Hash sets of large open objects (`sets[..sets_used]`); the rest are cleared spares.
+    sets: Vec<HashSet<Cow<'a, [u8]>>>,
+    sets_used: usize,
+    /// Members a copied `.**` subtree dropped because no path can name their key (`.`, `[`,
+    /// `]` or `*` in it): counted, and their paths kept when `hidden_paths` is on.
+    pub(super) hidden_removed: u64,
+    pub(super) hidden_paths: Option<Vec<String>>,
+}
+
+fn bad(message: String) -> Refusal {
+    Refusal::new(RefusalKind::BadRequest, message)
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str, max_depth: usize) -> Self {
+        Scanner {
+            input: text.as_bytes(),
+            text,
+            pos: 0,
+            max_depth,
+            frames: Vec::with_capacity(16),
+            keys: Vec::with_capacity(64),
+            fps: Vec::with_capacity(64),
+            sets: Vec::new(),
+            sets_used: 0,
+            hidden_removed: 0,
+            hidden_paths: None,
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.input.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The concrete path of the value being read (`shipments[0].card_number`, or `$`).
+    fn path(&self) -> String {
+        self.path_upto(self.frames.len())
+    }
+
+    /// The path of the member being read in drift syntax (see [`crate::drift`]).
+    fn drift_path(&self, out: &mut String) {
+        out.clear();
+        for frame in &self.frames {
+            if !frame.object {
+                drift::push_element(out);
+            } else if let Some(key) = self.keys.get(frame.cur) {
+                drift::push_member(out, key);
+            }
+        }
+    }
+
+    fn path_upto(&self, depth: usize) -> String {
+        let mut path = String::new();
+        for frame in &self.frames[..depth.min(self.frames.len())] {
+            if frame.object {
+                if let Some(key) = self.keys.get(frame.cur) {
+                    push_key(&mut path, key);
+                }
+            } else {
+                let _ = write!(path, "[{}]", frame.cur);
+            }
+        }
+        if path.is_empty() {
+            path.push('$');
+        }
+        path
+    }
+
+    fn where_(&self) -> String {
+        if self.frames.is_empty() {
+            String::new()
+        } else {
+            format!(" in `{}`", self.path())
+        }
+    }
+
+    fn syntax_at(&self, at: usize, what: &str) -> Refusal {
+        bad(format!(
+            "malformed JSON at byte {at}{}: {what}",
+            self.where_()
+        ))
+    }
+
+    fn unexpected(&self, expected: &str) -> Refusal {
+        match self.peek() {
+            None => self.syntax_at(
+                self.pos,
+                &format!("unexpected end of body, expected {expected}"),
+            ),
+            Some(b) if b.is_ascii_graphic() => self.syntax_at(
+                self.pos,
+                &format!("unexpected `{}`, expected {expected}", char::from(b)),
+            ),
+            Some(b) if b < 0x80 => self.syntax_at(
+                self.pos,
+                &format!("unexpected byte 0x{b:02x}, expected {expected}"),
+            ),
+            Some(_) => {
+                let c = self
+                    .text
+                    .get(self.pos..)
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or(char::REPLACEMENT_CHARACTER);
+                self.syntax_at(self.pos, &format!("unexpected {c:?}, expected {expected}"))
+            }
+        }
+    }
+
+    #[inline]
+    fn expect(&mut self, byte: u8, expected: &str) -> Result<(), Refusal> {
+        if self.peek() == Some(byte) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.unexpected(expected))
+        }
+    }
+
+    fn open(&mut self, object: bool) -> Result<(), Refusal> {
+        if self.frames.len() >= self.max_depth {
+            return Err(bad(format!(
+                "nesting deeper than {} levels at byte {}{}",
+                self.max_depth,
+                self.pos,
+                self.where_()
+            )));
+        }
+        let cur = if object { NONE } else { 0 };
+        self.frames.push(Frame {
+            object,
+            key_base: self.keys.len(),
+            cur,
+            set: NONE,
+        });
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        if let Some(frame) = self.frames.pop() {
+            if frame.object {
+                self.keys.truncate(frame.key_base);
+                self.fps.truncate(frame.key_base);
+                if frame.set != NONE {
+                    if let Some(set) = self.sets.get_mut(frame.set) {
+                        set.clear();
+                    }
+                    self.sets_used -= 1;
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn next_element(&mut self) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.cur += 1;
+        }
+    }
+
+    /// Records a key of the innermost object, refusing duplicates.
+    fn add_key(&mut self, key: Cow<'a, [u8]>, fp: u64, at: usize) -> Result<(), Refusal> {
+        let Some(frame) = self.frames.last().copied() else {
+            return Err(bad("internal error: a key outside an object".into()));
+        };
+        let duplicate = if frame.set == NONE {
+            let seen = &self.keys[frame.key_base..];
+            let duplicate = self.fps[frame.key_base..]
+                .iter()
+                .zip(seen)
+                .any(|(&seen_fp, k)| seen_fp == fp && **k == *key);
+            if !duplicate && seen.len() >= SMALL_OBJECT {
+                if self.sets_used == self.sets.len() {
+                    self.sets.push(HashSet::with_capacity(2 * SMALL_OBJECT));
+                }
+                let set = &mut self.sets[self.sets_used];
+                set.extend(seen.iter().cloned());
+                set.insert(key.clone());
+                if let Some(f) = self.frames.last_mut() {
+                    f.set = self.sets_used;
+                }
+                self.sets_used += 1;
+            }
+            duplicate
+        } else {
+            !self.sets[frame.set].insert(key.clone())
+        };
+        if duplicate {
+            let object = self.path_upto(self.frames.len() - 1);
+            let name = String::from_utf8_lossy(&key);
+            return Err(bad(format!(
+                "duplicate key {name:?} at byte {at} in the object at `{object}`"
+            )));
+        }
+        self.keys.push(key);
+        self.fps.push(fp);
+        if let Some(f) = self.frames.last_mut() {
+            f.cur = self.keys.len() - 1;
+        }
+        Ok(())
+    }
+
+    /// Classifies the subject value at `start..pos`: its canonical id, or what it is instead.
+    fn subject_id(&self, start: usize) -> Result<Cow<'a, str>, &'static str> {
+        let raw = &self.input[start..self.pos];
+        match raw.first() {
+            Some(b'"') => {
+                let inner = &raw[1..raw.len() - 1];
+                if inner.is_empty() {
+                    return Err("an empty string");
+                }
+                let text = if inner.contains(&b'\\') {
+                    let mut text = Vec::with_capacity(inner.len());
+                    unescape(inner, &mut text);
+                    String::from_utf8(text)
+                        .map(Cow::Owned)
+                        .map_err(|_| "not valid text")?
+                } else {
+                    self.text
+                        .get(start + 1..self.pos - 1)
+                        .map(Cow::Borrowed)
+                        .ok_or("not valid text")?
+                };
+                id::check_string_id(&text).map_err(BadId::what)?;
+                Ok(text)
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                if raw.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+                    Err("a number with a fraction or exponent")
+                } else if raw == b"-0" {
+                    // Any JSON reader takes `-0` for 0: compared as the text "-0" it would
+                    // slip past customer 0's opt-out.
+                    Err("-0, which JSON readers take for 0")
+                } else {
+                    let text = self.text.get(start..self.pos).ok_or("not valid text")?;
+                    id::check_integer_literal(text).map_err(BadId::what)?;
+                    Ok(Cow::Borrowed(text))
+                }
+            }
+            other => Err(describe(other.copied())),
+        }
+    }
+
+    /// After the top-level value: only whitespace may follow.
+    fn finish(&mut self) -> Result<(), Refusal> {
+        self.skip_ws();
+        if self.pos < self.input.len() {
+            return Err(self.syntax_at(self.pos, "unexpected data after the JSON value"));
+        }
+        Ok(())
+    }
+
+    /// Before the top-level value.
+    fn start(&mut self) -> Result<(), Refusal> {
+        if self.input.is_empty() {
+            return Err(bad("the body is empty".into()));
+        }
+        self.skip_ws();
+        if self.pos == self.input.len() {
+            return Err(bad("the body holds only whitespace, no JSON value".into()));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn validate(body: &[u8], max_depth: usize) -> Result<(), Refusal> {
+    let text = check_text(body)?;
+    let mut sc = Scanner::new(text, max_depth);
+    sc.start()?;
+    sc.skip_value::<false>(&mut Vec::new())?;
+    sc.finish()
+}

@@ -1,0 +1,173 @@
+//! Values the trie does not walk: removed members (validated, not copied) and `.**` subtrees
+//! (validated and copied compactly), in one iterative loop.
+use super::super::compile::fingerprint;
+use super::Scanner;
+use crate::Refusal;
+
+impl<'a> Scanner<'a> {
+    /// Reads a member name and its `:`. When copying (`EMIT`, not `hidden`), writes the name —
+    /// after a `,` if the object already has a member in `out` — and returns whether the member
+    /// is written: a name no policy path can spell is dropped even inside a `.**` subtree.
+    #[inline]
+    pub(super) fn member_key<const EMIT: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        hidden: bool,
+        wrote_member: Option<&mut bool>,
+    ) -> Result<bool, Refusal> {
+        if self.peek() != Some(b'"') {
+            return Err(self.unexpected("a member name in double quotes"));
+        }
+        let start = self.pos;
+        let key = self.read_key()?;
+        let unnameable = EMIT && key.iter().any(|b| matches!(b, b'.' | b'[' | b']' | b'*'));
+        let fp = fingerprint(&key);
+        self.add_key(key, fp, start)?;
+        let written = EMIT && !hidden && !unnameable;
+        if written {
+            if let Some(wrote) = wrote_member {
+                if *wrote {
+                    out.push(b',');
+                }
+                *wrote = true;
+            }
+            out.extend_from_slice(&self.input[start..self.pos]);
+            out.push(b':');
+        } else if EMIT && !hidden {
+            self.hidden_removed += 1;
+            if self.hidden_paths.is_some() {
+                let path = self.path();
+                if let Some(paths) = self.hidden_paths.as_mut() {
+                    paths.push(path);
+                }
+            }
+        }
+        self.skip_ws();
+        self.expect(b':', "`:` after a member name")?;
+        self.skip_ws();
+        Ok(written)
+    }
+
+    /// Opens the container at `pos` (copying its bracket unless `hidden`); when it is empty,
+    /// closes it again and returns true.
+    pub(super) fn enter<const EMIT: bool>(
+        &mut self,
+        object: bool,
+        hidden: bool,
+        out: &mut Vec<u8>,
+        wrote: &mut Vec<bool>,
+    ) -> Result<bool, Refusal> {
+        self.open(object)?;
+        let (open, close) = if object { (b'{', b'}') } else { (b'[', b']') };
+        self.pos += 1;
+        if EMIT {
+            wrote.push(false);
+            if !hidden {
+                out.push(open);
+            }
+        }
+        self.skip_ws();
+        if self.peek() == Some(close) {
+            self.leave::<EMIT>(close, hidden, out, wrote);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Closes the container whose closing bracket `close` is at `pos`.
+    pub(super) fn leave<const EMIT: bool>(
+        &mut self,
+        close: u8,
+        hidden: bool,
+        out: &mut Vec<u8>,
+        wrote: &mut Vec<bool>,
+    ) {
+        self.pos += 1;
+        if EMIT {
+            wrote.pop();
+            if !hidden {
+                out.push(close);
+            }
+        }
+        self.close();
+    }
+
+    /// Validates one whole value at `pos` (which is not whitespace), copying it compactly to
+    /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
+    /// copying, a member whose name no path can spell is validated but not written.
+    pub(super) fn skip_value<const EMIT: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        let base = self.frames.len();
+        // Copying only: the depth of the member being dropped, and for each container opened
+        // here whether it has written a member yet (commas go before every written member).
+        let mut hidden_at: Option<usize> = None;
+        let mut wrote: Vec<bool> = Vec::new();
+        'value: loop {
+            let hidden = hidden_at.is_some();
+            match self.peek() {
+                Some(c @ (b'{' | b'[')) => {
+                    let object = c == b'{';
+                    if !self.enter::<EMIT>(object, hidden, out, &mut wrote)? {
+                        if object
+                            && !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                            && EMIT
+                            && !hidden
+                        {
+                            hidden_at = Some(self.frames.len());
+                        }
+                        continue 'value;
+                    }
+                }
+                _ => {
+                    let (start, end) = self.scalar()?;
+                    if EMIT && !hidden {
+                        out.extend_from_slice(&self.input[start..end]);
+                    }
+                }
+            }
+            // After a value: close every container that ends here, then find the next value.
+            loop {
+                if hidden_at.is_some_and(|depth| self.frames.len() <= depth) {
+                    hidden_at = None; // the dropped member's value has ended
+                }
+                if self.frames.len() <= base {
+                    return Ok(());
+                }
+                let hidden = hidden_at.is_some();
+                self.skip_ws();
+                let object = self.frames.last().is_some_and(|f| f.object);
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        self.skip_ws();
+                        if object {
+                            if !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                                && EMIT
+                                && !hidden
+                            {
+                                hidden_at = Some(self.frames.len());
+                            }
+                        } else {
+                            if EMIT && !hidden {
+                                out.push(b',');
+                            }
+                            self.next_element();
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if object => self.leave::<EMIT>(b'}', hidden, out, &mut wrote),
+                    Some(b']') if !object => self.leave::<EMIT>(b']', hidden, out, &mut wrote),
+                    _ => {
+                        return Err(self.unexpected(if object {
+                            "`,` or `}`"
+                        } else {
+                            "`,` or `]`"
+                        }))
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! [`Filter`]: follows the compiled trie over the [`Scanner`] and writes the partner's body,
+//! the report, and the per-record opt-out decision.
+use std::borrow::Cow;
+
+use super::super::compile::{fingerprint, Kind, Members, NodeId};
+use super::super::transform::{self, Hmac256};
+use super::super::{
+    Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform,
+};
+use super::lex::{check_text, describe, starts_value};
+use super::{bad, unescape, Scanner};
+use crate::drift::{self, Shapes};
+use crate::optout::id;
+use crate::{Refusal, RefusalKind};
+
+/// Report counters at the start of a record, restored when the record is dropped.
+struct Snapshot {
+    fields_removed: u64,
+    transformed: [u64; 4],
+    changes: usize,
+}
+
+struct Filter<'a, 'p> {
+    sc: Scanner<'a>,
+    out: Vec<u8>,
+    report: Report,
+    program: &'p FilterProgram,
+    detail: bool,
+    optouts: Option<&'p dyn OptOutLookup>,
+    /// Collect forwarded records' subject ids.
+    subjects: bool,
+    hmac: Option<Hmac256>,
+    scratch: Vec<u8>,
+    /// `report.matched` at the start of the record being read (restored if it is dropped).
+    saved_matched: Vec<u64>,
+    drift_scratch: String,
+}
+
+pub(in crate::filter) fn filter(
+    program: &FilterProgram,
+    body: &[u8],
+    options: &FilterOptions<'_>,
+) -> Result<Filtered, Refusal> {
+    if !program.takes_body {
+        return Err(bad("this route takes no body".into()));
+    }
+    // Decided before reading the body, so the outcome never depends on whether a
+    // pseudonymized field happens to be present.
+    let hmac = match (program.uses_pseudonymize, options.pseudonymize_key) {
+        (false, _) => None,
+        (true, Some(key)) => Some(transform::hmac_for(key).ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotReady,
+                "this partner's pseudonymization key cannot be used",
+            )
+        })?),
+        (true, None) => {
+            return Err(Refusal::new(
+                RefusalKind::NotReady,
+                "the policy pseudonymizes a field but this partner has no pseudonymization key",
+            ))
+        }
+    };
+    if options.optouts.is_some() && program.subject.is_none() {
+        return Err(Refusal::new(RefusalKind::SubjectMissing,
+            "this route honours opt-outs but its policy names no records and subject, so opt-outs cannot be checked"
+                ,
+        ));
+    }
+    let text = check_text(body)?;
+    let mut f = Filter {
+        sc: Scanner::new(text, options.max_depth),
+        out: Vec::with_capacity(body.len()),
+        report: Report {
+            matched: vec![0; program.sources],
+            ..Report::default()
+        },
+        program,
+        detail: options.detail,
+        optouts: options.optouts,
+        subjects: options.subjects,
+        hmac,
+        scratch: Vec::new(),
+        saved_matched: Vec::new(),
+        drift_scratch: String::new(),
+    };
+    if options.detail {
+        f.sc.hidden_paths = Some(Vec::new());
+    }
+    f.sc.start()?;
+    f.walk(program.root)?;
+    f.sc.finish()?;
+    Ok(Filtered {
+        body: f.out,
+        report: f.report,
+    })
+}
+
+impl<'a, 'p> Filter<'a, 'p> {
+    /// Handles the value at `pos` as node `id` says; false when it is a record that was dropped.
+    fn walk(&mut self, id: NodeId) -> Result<bool, Refusal> {
+        let program = self.program;
+        let Some(node) = program.nodes.get(id as usize) else {
+            return Err(bad(
+                "internal error: the filter program is inconsistent".into()
+            ));
+        };
+        for &source in node.sources.iter() {
+            if let Some(n) = self.report.matched.get_mut(source as usize) {
+                *n += 1;
+            }
+        }
+        match &node.kind {
+            Kind::Scalar => self.scalar().map(|()| true),
+            Kind::Transform(t) => self.transform(*t).map(|()| true),
+            Kind::Subtree => {
+                self.sc.skip_value::<true>(&mut self.out)?;
+                self.report.fields_removed += std::mem::take(&mut self.sc.hidden_removed);
+                if let Some(paths) = self.sc.hidden_paths.as_mut() {
+                    self.report
+                        .changes
+                        .extend(paths.drain(..).map(|path| Change::Removed { path }));
+                }
+                Ok(true)
+            }
+            Kind::Object(members) => self.object(members, node.records),
+            Kind::Array { elements } => self.array(*elements).map(|()| true),
+        }
+    }
+
+    fn scalar(&mut self) -> Result<(), Refusal> {
+        if let Some(b'{' | b'[') = self.sc.peek() {
+            return Err(bad(format!(
+                "`{}` holds {}, but the policy passes only a string, number, boolean or null there",
+                self.sc.path(),
+                describe(self.sc.peek())
+            )));
+        }
+        let (start, end) = self.sc.scalar()?;
+        self.out.extend_from_slice(&self.sc.input[start..end]);
+        Ok(())
+    }
+
+    fn transform(&mut self, t: Transform) -> Result<(), Refusal> {
+        let input = self.sc.input;
+        let start = self.sc.pos;
+        match self.sc.peek() {
+            Some(b'"') => {
+                let escaped = self.sc.scan_string()?;
+                let inner = &input[start + 1..self.sc.pos - 1];
+                if escaped {
+                    self.scratch.clear();
+                    unescape(inner, &mut self.scratch);
+                    transform::apply(t, &self.scratch, self.hmac.as_ref(), &mut self.out)?;
+                } else {
+                    transform::apply(t, inner, self.hmac.as_ref(), &mut self.out)?;
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                self.sc.scan_number()?;
+                transform::apply(
+                    t,
+                    &input[start..self.sc.pos],
+                    self.hmac.as_ref(),
+                    &mut self.out,
+                )?;
+            }
+            Some(b'n') => {
+                self.sc.literal(b"null")?;
+                self.out.extend_from_slice(b"null");
+                return Ok(());
+            }
+            Some(b'{' | b'[' | b't' | b'f') => {
+                return Err(bad(format!(
+                    "`{}` holds {}, but transform {} accepts only a string, number or null",
+                    self.sc.path(),
+                    describe(self.sc.peek()),
+                    t.name()
+                )))
+            }
+            _ => return Err(self.sc.unexpected("a JSON value")),
+        }
+        self.report.transformed[t as usize] += 1;
+        if self.detail {
+            self.report.changes.push(Change::Transformed {
+                path: self.sc.path(),
+                transform: t,
+            });
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, members: &'p Members, records: bool) -> Result<bool, Refusal> {
+        match self.sc.peek() {
+            Some(b'{') => {}
+            Some(b'n') if !records => {
+                self.sc.literal(b"null")?;
+                self.out.extend_from_slice(b"null");
+                return Ok(true);
+            }
+            other if !starts_value(other) => return Err(self.sc.unexpected("a JSON value")),
+            other if records => {
+                return Err(bad(format!(
+                    "record `{}` is {}, but records must be objects",
+                    self.sc.path(),
+                    describe(other)
+                )))
+            }
+            other => {
+                return Err(bad(format!(
+                    "`{}` is {}, but the policy expects an object there",
+                    self.sc.path(),
+                    describe(other)
+                )))
+            }
+        }
+        let input = self.sc.input;
+        self.sc.open(true)?;
+        self.sc.pos += 1;
+        self.out.push(b'{');
+        let snapshot = records.then_some(Snapshot {
+            fields_removed: self.report.fields_removed,
+            transformed: self.report.transformed,
+            changes: self.report.changes.len(),
+        });
+        let want_subject = records && (self.optouts.is_some() || self.subjects);
+        if records && self.optouts.is_some() {
+            self.saved_matched.clone_from(&self.report.matched);
+        }
+        let mut subject: Option<Result<Cow<'a, str>, &'static str>> = None;
+        let mut folded: Option<Refusal> = None;
+        let mut first = true;
+        self.sc.skip_ws();
+        if self.sc.peek() != Some(b'}') {
+            loop {
+                if self.sc.peek() != Some(b'"') {
+                    return Err(self.sc.unexpected("a member name in double quotes"));
+                }
+                let key_start = self.sc.pos;
+                let key = self.sc.read_key()?;
+                let key_end = self.sc.pos;
+                let fp = fingerprint(&key);
+                let child = members.lookup(&key, fp);
+                let known = child.is_some() || members.removed(&key, fp);
+                let is_subject = want_subject && self.program.subject.as_deref() == Some(&*key);
+                if records && self.optouts.is_some() && !is_subject && folded.is_none() {
+                    folded = self.folded_subject(&key);
+                }
+                self.sc.add_key(key, fp, key_start)?;
+                self.sc.skip_ws();
+                self.sc.expect(b':', "`:` after a member name")?;
+                self.sc.skip_ws();
+                let value_start = self.sc.pos;
+                if is_subject
+                    && self.optouts.is_some()
+                    && matches!(self.sc.peek(), Some(b'{' | b'['))
+                {
+                    // An object or array where the customer id belongs is a missing
+                    // subject (422), whatever shape the policy allows for that member.
+                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+                        "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
+                        self.sc.path(),
+                        String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
+                    )));
+                }
+                match child {
+                    Some(child) => {
+                        if !first {
+                            self.out.push(b',');
+                        }
+                        first = false;
+                        self.out.extend_from_slice(&input[key_start..key_end]);
+                        self.out.push(b':');
+                        // Records are array elements or the root, never members: nothing
+                        // beneath a member is dropped.
+                        self.walk(child)?;
+                    }
+                    None => {
+                        let shapes = Shapes::of_first_byte(self.sc.peek());
+                        self.sc.skip_value::<false>(&mut self.out)?;
+                        self.report.fields_removed += 1;
+                        if !known {
+                            self.note_unknown(shapes);
+                        }
+                        if self.detail {
+                            self.report.changes.push(Change::Removed {
+                                path: self.sc.path(),
+                            });
+                        }
+                    }
+                }
+                if is_subject {
+                    subject = Some(self.sc.subject_id(value_start));
+                }
+                self.sc.skip_ws();
+                match self.sc.peek() {
+                    Some(b',') => {
+                        self.sc.pos += 1;
+                        self.sc.skip_ws();
+                    }
+                    Some(b'}') => break,
+                    _ => return Err(self.sc.unexpected("`,` or `}`")),
+                }
+            }
+        }
+        self.sc.pos += 1;
+        self.out.push(b'}');
+        self.sc.close();
+        match snapshot {
+            None => Ok(true),
+            Some(snapshot) => self.finish_record(snapshot, want_subject, subject, folded),
+        }
+    }
+
+    /// A record member that case-insensitive JSON readers take for the subject member
+    /// (`Customer_Id` next to `customer_id`) could make the partner judge the record by another
+    /// customer than the gateway did: the refusal (400) for it, given once the record's own
+    /// subject is known to be valid.
+    fn folded_subject(&self, key: &[u8]) -> Option<Refusal> {
+        let subject = self.program.subject.as_deref().unwrap_or_default();
+        let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject))
+        else {
+            return None;
+        };
+        id::folds_to_subject(key, subject).then(|| {
+            bad(format!(
+                "record `{}` has a member {key:?}, which case-insensitive JSON readers take for the subject `{subject}`",
+                self.sc.path()
+            ))
+        })
+    }
+
+    /// At the end of a record: checks its subject against the opt-outs and counts it.
+    fn finish_record(
+        &mut self,
+        snapshot: Snapshot,
+        want_subject: bool,
+        subject: Option<Result<Cow<'a, str>, &'static str>>,
+        folded: Option<Refusal>,
+    ) -> Result<bool, Refusal> {
+        let Some(optouts) = self.optouts.filter(|_| want_subject) else {
+            // Without opt-outs a record is never refused for its subject; the ledger just
+            // gets no id for it.
+            if let (true, Some(Ok(subject))) = (want_subject, subject) {
+                self.report.subjects.push(subject.into_owned());
+            }
+            self.report.records_forwarded += 1;
+            return Ok(true);
+        };
+        {
+            let name = String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
+                .into_owned();
+            let subject = match subject {
+                Some(Ok(subject)) => subject,
+                Some(Err(what)) => {
+                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+                        "record `{}` has no valid subject id: `{name}` is {what} (expected a non-empty string or an integer)",
+                        self.sc.path()
+                    )))
+                }
+                None => {
+                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+                        "record `{}` has no subject id: member `{name}` is missing",
+                        self.sc.path()
+                    )))
+                }
+            };
+            if let Some(refusal) = folded {
+                return Err(refusal);
+            }
+            if id::is_opted_out(optouts, &subject) {
+                if self.program.single_record {
+                    return Err(Refusal::new(
+                        RefusalKind::SubjectOptedOut,
+                        "the customer this record is about opted out of sharing with this partner",
+                    ));
+                }
+                self.report.fields_removed = snapshot.fields_removed;
+                self.report.transformed = snapshot.transformed;
+                self.report.changes.truncate(snapshot.changes);
+                self.report.matched.clone_from(&self.saved_matched);
+                self.report.records_dropped += 1;
+                if self.detail {
+                    self.report.changes.push(Change::RecordDropped {
+                        path: self.sc.path(),
+                        subject: subject.into_owned(),
+                    });
+                }
+                return Ok(false);
+            }
+            if self.subjects {
+                self.report.subjects.push(subject.into_owned());
+            }
+        }
+        self.report.records_forwarded += 1;
+        Ok(true)
+    }
+
+    /// Counts a member no path names, and notes its drift path.
+    fn note_unknown(&mut self, shapes: Shapes) {
+        self.report.unknown_fields += 1;
+        let mut path = std::mem::take(&mut self.drift_scratch);
+        self.sc.drift_path(&mut path);
+        drift::note(&mut self.report.unknown, &path, shapes);
+        self.drift_scratch = path;
+    }
+
+    fn array(&mut self, elements: NodeId) -> Result<(), Refusal> {
+        match self.sc.peek() {
+            Some(b'[') => {}
+            Some(b'n') => {
+                self.sc.literal(b"null")?;
+                self.out.extend_from_slice(b"null");
+                return Ok(());
+            }
+            other if !starts_value(other) => return Err(self.sc.unexpected("a JSON value")),
+            other => {
+                return Err(bad(format!(
+                    "`{}` is {}, but the policy expects an array there",
+                    self.sc.path(),
+                    describe(other)
+                )))
+            }
+        }
+        self.sc.open(false)?;
+        self.sc.pos += 1;
+        self.out.push(b'[');
+        self.sc.skip_ws();
+        if self.sc.peek() != Some(b']') {
+            let mut any_kept = false;
+            loop {
+                // A dropped record takes its comma with it.
+                let mark = self.out.len();
+                if any_kept {
+                    self.out.push(b',');
+                }
+                if self.walk(elements)? {
+                    any_kept = true;
+                } else {
+                    self.out.truncate(mark);
+                }
+                self.sc.skip_ws();
+                match self.sc.peek() {
+                    Some(b',') => {
+                        self.sc.pos += 1;
+                        self.sc.skip_ws();
+                        self.sc.next_element();
+                    }
+                    Some(b']') => break,
+                    _ => return Err(self.sc.unexpected("`,` or `]`")),
+                }
+            }
+        }
+        self.sc.pos += 1;
+        self.out.push(b']');
+        self.sc.close();
+        Ok(())
+    }
+}
