@@ -29,6 +29,9 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::OptOutLookup;
 
+/// ASCII ids up to this length are re-cased on the stack by [`is_opted_out`].
+pub const CASE_BUFFER: usize = 128;
+
 /// The largest integer every JSON reader keeps exactly: 2^53 − 1.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
@@ -177,9 +180,36 @@ pub fn folds_to_subject(key: &str, subject: &str) -> bool {
 
 /// Is `id` opted out, compared exactly and in its lowercase and uppercase forms? The one
 /// lookup every opt-out check goes through.
+///
+/// Allocation-free for the usual ids: one without cased letters (digits, `c-200`'s separators)
+/// has no other case to look up, and an ASCII id of up to [`CASE_BUFFER`] bytes is re-cased
+/// on the stack.
 pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
     if lookup.is_opted_out(id) {
         return true;
+    }
+    if id.is_ascii() {
+        if !id.bytes().any(|b| b.is_ascii_alphabetic()) {
+            return false;
+        }
+        if id.len() <= CASE_BUFFER {
+            let mut buffer = [0u8; CASE_BUFFER];
+            for upper in [false, true] {
+                let out = &mut buffer[..id.len()];
+                out.copy_from_slice(id.as_bytes());
+                if upper {
+                    out.make_ascii_uppercase();
+                } else {
+                    out.make_ascii_lowercase();
+                }
+                if let Ok(text) = std::str::from_utf8(out) {
+                    if text != id && lookup.is_opted_out(text) {
+                        return true;
+                    }
+                }
+            }
+            return false;
+        }
     }
     let lower = id.to_lowercase();
     if lower != id && lookup.is_opted_out(&lower) {
