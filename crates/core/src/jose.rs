@@ -356,6 +356,33 @@ pub struct PrivateKey {
     alg: Algorithm,
     key: EncodingKey,
     public: PublicKey,
+    /// The parsed signing key, made once: `jsonwebtoken::encode` parses the PKCS#8 key and
+    /// derives its public key (a scalar multiplication as costly as the signature itself) on
+    /// every call.
+    signer: Signer,
+}
+
+/// A signing key ready to sign (RSA keys sign through `jsonwebtoken`, never on a request path).
+enum Signer {
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    P256(Box<p256::ecdsa::SigningKey>),
+    Other,
+}
+
+impl Signer {
+    fn new(alg: Algorithm, key: &EncodingKey) -> Result<Signer, KeyError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+        let invalid = |_| KeyError::PrivateKey(format!("{} key is invalid", alg_name(alg)));
+        Ok(match alg {
+            Algorithm::EdDSA => Signer::Ed25519(Box::new(
+                ed25519_dalek::SigningKey::from_pkcs8_der(key.as_bytes()).map_err(invalid)?,
+            )),
+            Algorithm::ES256 => Signer::P256(Box::new(
+                p256::ecdsa::SigningKey::from_pkcs8_der(key.as_bytes()).map_err(invalid)?,
+            )),
+            _ => Signer::Other,
+        })
+    }
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -431,7 +458,13 @@ impl PrivateKey {
         let public = PublicKey::from_jwk(&value, "private key", CALLER_ALGORITHMS)
             .map_err(|e| KeyError::PrivateKey(e.to_string()))?
             .ok_or_else(|| KeyError::PrivateKey("not a signature key".into()))?;
-        let pk = PrivateKey { alg, key, public };
+        let signer = Signer::new(alg, &key)?;
+        let pk = PrivateKey {
+            alg,
+            key,
+            public,
+            signer,
+        };
         pk.self_test()?;
         Ok(pk)
     }
@@ -455,14 +488,33 @@ impl PrivateKey {
         let mut header = jsonwebtoken::Header::new(self.alg);
         header.typ = Some(typ.to_string());
         header.kid = kid.map(str::to_string);
-        jsonwebtoken::encode(&header, claims, &self.key)
-            .map_err(|e| KeyError::Signing(e.to_string()))
+        let signing = |e: serde_json::Error| KeyError::Signing(e.to_string());
+        let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(signing)?);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(signing)?, &mut jws);
+        let signature = self.sign(jws.as_bytes())?;
+        jws.push('.');
+        jws.push_str(&signature);
+        Ok(jws)
+    }
+
+    /// The base64url signature of `message` (the JWS signing input).
+    fn sign(&self, message: &[u8]) -> Result<String, KeyError> {
+        use ed25519_dalek::Signer as _;
+        Ok(match &self.signer {
+            Signer::Ed25519(key) => URL_SAFE_NO_PAD.encode(key.sign(message).to_bytes()),
+            Signer::P256(key) => {
+                let signature: p256::ecdsa::Signature = key.sign(message);
+                URL_SAFE_NO_PAD.encode(signature.to_bytes())
+            }
+            Signer::Other => jsonwebtoken::crypto::sign(message, &self.key, self.alg)
+                .map_err(|e| KeyError::Signing(e.to_string()))?,
+        })
     }
 
     fn self_test(&self) -> Result<(), KeyError> {
         let msg = b"partner-gateway key self-test";
-        let sig = jsonwebtoken::crypto::sign(msg, &self.key, self.alg)
-            .map_err(|e| KeyError::Signing(e.to_string()))?;
+        let sig = self.sign(msg)?;
         match jsonwebtoken::crypto::verify(&sig, msg, &self.public.key, self.alg) {
             Ok(true) => Ok(()),
             _ => Err(KeyError::PrivateKey(
