@@ -68,7 +68,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let started = Instant::now();
-        let limits = self.gateway.active().policy.gateway.limits.clone();
+        let limits = self.gateway.active().policy.gateway.limits;
         let already_open = self.open.fetch_add(1, Ordering::AcqRel);
         let open = OpenConnection(self.open.clone());
         if already_open >= limits.max_connections {
