@@ -7,6 +7,7 @@ core in `gateway_core`.
 - [`gateway`]: shared runtime state and policy swaps.
 - [`conn_limits`]: per-connection limits: head deadline and size, connection count.
 - [`drift`]: unknown fields seen per route (`/drift`).
+- [`shadow`]: the candidate policy decided beside the active one (`/shadow`).
 - [`reload`]: watch the policy directory; validate, then swap.
 - [`loader`]: policy directory → validated policy.
 - [`metrics`]: every metric, registered once.
@@ -32,4 +33,5 @@ pub mod metrics;
 pub mod optout;
 pub mod proxy;
 pub mod reload;
+pub mod shadow;
 pub mod tls;
