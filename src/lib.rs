@@ -6,6 +6,7 @@ core in `gateway_core`.
 - [`admin`]: metrics, health, JWKS and the opt-out API.
 - [`gateway`]: shared runtime state and policy swaps.
 - [`drift`]: unknown fields seen per route (`/drift`).
+- [`shadow`]: the candidate policy decided beside the active one (`/shadow`).
 - [`reload`]: watch the policy directory; validate, then swap.
 - [`loader`]: policy directory → validated policy.
 - [`metrics`]: every metric, registered once.
@@ -30,4 +31,5 @@ pub mod metrics;
 pub mod optout;
 pub mod proxy;
 pub mod reload;
+pub mod shadow;
 pub mod tls;

@@ -36,7 +36,19 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }
-    let active = Active::build(loaded.policy)?;
+    let candidate = loader::load_shadow(&loaded.policy, Some(&ProcessEnv))
+        .map_err(|d| loader::diagnostics_error(&d))?;
+    let candidate = candidate.map(|c| {
+        for warning in &c.warnings {
+            log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
+        }
+        log::info!(
+            "shadow policy: version {} is decided beside the active one",
+            c.policy.version
+        );
+        c.policy
+    });
+    let active = Active::build(loaded.policy)?.with_shadow(candidate);
     let gateway = Arc::new(Gateway::new(active, dir));
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
     let _ = crate::gateway::open_optouts_into(&gateway);

@@ -26,8 +26,9 @@ use pingora::proxy::{ProxyHttp, Session};
 
 pub use ctx::RequestCtx;
 
-use crate::gateway::{optouts_view, Gateway};
+use crate::gateway::{optouts_view, Active, Gateway};
 use crate::metrics::UpstreamErrorKind;
+use crate::shadow::{self, Shadow};
 use upstream::{RelayError, UpstreamAnswer, UpstreamClient};
 
 pub struct PartnerProxy {
@@ -57,31 +58,32 @@ impl PartnerProxy {
         let raw_path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
         let headers = request_headers(req);
-
-        // Labels come from the policy: an id the policy does not know stays `unknown`.
-        if let Some(partner) = partner_in_path(&raw_path).and_then(|id| policy.partners.get(id)) {
-            ctx.partner = partner.id.clone();
-        }
-        let target = plan::resolve(&policy.partners, &method, &raw_path)?;
-        ctx.partner = target.partner.id.clone();
-        ctx.route = target.route().template.clone();
-        let headers = headers?;
-
-        let authorization: Vec<&str> = headers
-            .iter()
-            .filter(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.as_str())
-            .collect();
         let peer = crate::tls::peer_identity(session.as_downstream().digest());
-        let caller = active
-            .authenticate(&target.partner, &authorization, peer.as_ref())
-            .map_err(|(refusal, challenge)| {
-                ctx.www_authenticate = challenge;
-                refusal
-            })?;
 
-        // Everything the head alone decides is decided before the body is asked for.
-        plan::check_head(&target, &headers, body_announced(session.req_header()))?;
+        let admitted = self.admit(session, ctx, &active, (&method, &raw_path), &headers, &peer);
+        let (target, caller) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let (Some(_), Ok(headers)) = (&active.shadow, headers) {
+                    let body_announced = body_announced(session.req_header());
+                    let job = shadow::Job {
+                        active: active.clone(),
+                        method,
+                        method_label: ctx.method,
+                        raw_path,
+                        query,
+                        headers,
+                        peer,
+                        body: None,
+                        body_announced,
+                        optouts: self.gateway.optout_source(),
+                    };
+                    Shadow::submit(&self.gateway, job);
+                }
+                return Err(refusal);
+            }
+        };
+        let headers = headers?;
         check_announced_length(session, policy.gateway.limits.max_body_bytes)?;
         if expects_continue(&headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
@@ -103,6 +105,22 @@ impl PartnerProxy {
             false,
         );
         ctx.filter_time = Some(filter_started.elapsed());
+        if active.shadow.is_some() {
+            // After the real decision and off its path: the body moves, it is not copied.
+            let job = shadow::Job {
+                active: active.clone(),
+                method: method.clone(),
+                method_label: ctx.method,
+                raw_path,
+                query,
+                headers,
+                peer,
+                body: Some(body),
+                body_announced: true,
+                optouts: optout_source,
+            };
+            Shadow::submit(&self.gateway, job);
+        }
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
         ctx.disclosed = target
@@ -159,6 +177,42 @@ impl PartnerProxy {
             let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
         }
         Ok((header, answer))
+    }
+
+    /// What the head alone decides, before the body is asked for: the target, the caller
+    /// (authenticated and allowed to use the partner) and the head checks.
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        active: &Active,
+        (method, raw_path): (&str, &str),
+        headers: &Result<Vec<(String, String)>, Refusal>,
+        peer: &Option<crate::tls::PeerIdentity>,
+    ) -> Result<(plan::Target, String), Refusal> {
+        let policy = &active.policy;
+        // Labels come from the policy: an id the policy does not know stays `unknown`.
+        if let Some(partner) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
+            ctx.partner = partner.id.clone();
+        }
+        let target = plan::resolve(&policy.partners, method, raw_path)?;
+        ctx.partner = target.partner.id.clone();
+        ctx.route = target.route().template.clone();
+        let headers = headers.as_ref().map_err(Clone::clone)?;
+
+        let authorization: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let caller = active
+            .authenticate(&target.partner, &authorization, peer.as_ref())
+            .map_err(|(refusal, challenge)| {
+                ctx.www_authenticate = challenge;
+                refusal
+            })?;
+        plan::check_head(&target, headers, body_announced(session.req_header()))?;
+        Ok((target, caller))
     }
 
     /// Relays the partner's answer to the caller as it arrives. `Err` when the answer broke

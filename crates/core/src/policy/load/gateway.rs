@@ -131,6 +131,12 @@ pub(super) fn validate_gateway(
         .as_ref()
         .and_then(|l| validate_ledger(path, &l.value, base, env, d));
 
+    let shadow = g
+        .shadow
+        .as_ref()
+        .and_then(|s| non_empty(path, &s.value.policy, "shadow.policy", d))
+        .map(|dir| resolve(base, &dir));
+
     if d.errors.len() > before {
         return None;
     }
@@ -144,6 +150,7 @@ pub(super) fn validate_gateway(
         signing,
         tls,
         ledger,
+        shadow,
     })
 }
 
