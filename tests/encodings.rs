@@ -65,6 +65,9 @@ fn br(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A refused case: path, content codings, body, status, code.
+type Refused<'a> = (&'a str, &'a [&'a str], Vec<u8>, u16, &'a str);
+
 fn post(gateway: &Gateway, path: &str, codings: &[&str], body: &[u8]) -> Response {
     let mut headers = vec![("content-type", "application/json")];
     headers.extend(codings.iter().map(|c| ("content-encoding", *c)));
@@ -157,7 +160,7 @@ fn bombs_and_codings_the_route_does_not_decode_never_reach_the_partner() {
         assert_refused(&r, 413, "body_too_large");
     }
     let twice = gzip(&gzip(SENT));
-    let refused: [(&str, &[&str], Vec<u8>, u16, &str); 8] = [
+    let refused: [Refused; 8] = [
         (
             "/ship/v1/shipments",
             &["gzip, gzip"],

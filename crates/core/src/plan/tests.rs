@@ -186,7 +186,7 @@ fn framing_refuses_upgrades_and_unreadable_codings() {
     }
     // A route that decodes gzip: exactly one gzip coding, nothing stacked, nothing else.
     let gzip = [crate::policy::ContentCoding::Gzip];
-    let decodes: &[(&[(&str, &str)], Option<&str>)] = &[
+    let decodes: &[(Headers, Option<&str>)] = &[
         (&[("content-encoding", "gzip")], Some("gzip")),
         (&[("content-encoding", "X-GZIP")], Some("gzip")),
         (&[("content-encoding", "identity, gzip")], Some("gzip")),
