@@ -15,6 +15,10 @@ pub enum RefusalKind {
     UnknownPartner,
     MethodNotAllowed,
     BodyTooLarge,
+    /// The request head or body did not arrive within its deadline.
+    RequestTimeout,
+    /// The request head is larger than `limits.max_header_bytes`.
+    HeaderTooLarge,
     UnsupportedMediaType,
     LegalBasisMissing,
     SubjectMissing,
@@ -28,7 +32,7 @@ pub enum RefusalKind {
 
 impl RefusalKind {
     /// Every kind, in table order; metrics pre-register one series per code.
-    pub const ALL: [RefusalKind; 15] = [
+    pub const ALL: [RefusalKind; 17] = [
         RefusalKind::BadRequest,
         RefusalKind::Unauthenticated,
         RefusalKind::CallerNotAllowed,
@@ -36,6 +40,8 @@ impl RefusalKind {
         RefusalKind::UnknownPartner,
         RefusalKind::MethodNotAllowed,
         RefusalKind::BodyTooLarge,
+        RefusalKind::RequestTimeout,
+        RefusalKind::HeaderTooLarge,
         RefusalKind::UnsupportedMediaType,
         RefusalKind::LegalBasisMissing,
         RefusalKind::SubjectMissing,
@@ -56,6 +62,8 @@ impl RefusalKind {
             RefusalKind::UnknownPartner => (404, "unknown_partner"),
             RefusalKind::MethodNotAllowed => (405, "method_not_allowed"),
             RefusalKind::BodyTooLarge => (413, "body_too_large"),
+            RefusalKind::RequestTimeout => (408, "request_timeout"),
+            RefusalKind::HeaderTooLarge => (431, "header_too_large"),
             RefusalKind::UnsupportedMediaType => (415, "unsupported_media_type"),
             RefusalKind::LegalBasisMissing => (403, "legal_basis_missing"),
             RefusalKind::SubjectMissing => (422, "subject_missing"),
@@ -119,42 +127,4 @@ pub fn error_body(code: &str, message: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table() {
-        let rows: Vec<(u16, &str)> = RefusalKind::ALL
-            .iter()
-            .map(|k| (k.status(), k.code()))
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                (400, "bad_request"),
-                (401, "unauthenticated"),
-                (403, "caller_not_allowed"),
-                (403, "route_not_allowed"),
-                (404, "unknown_partner"),
-                (405, "method_not_allowed"),
-                (413, "body_too_large"),
-                (415, "unsupported_media_type"),
-                (403, "legal_basis_missing"),
-                (422, "subject_missing"),
-                (451, "subject_opted_out"),
-                (503, "not_ready"),
-                (502, "upstream_error"),
-                (504, "upstream_timeout"),
-                (500, "internal_error"),
-            ]
-        );
-    }
-
-    #[test]
-    fn json_body_has_code_and_message() {
-        let body = Refusal::new(RefusalKind::UnknownPartner, "no partner \"x\"").to_json();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"], "unknown_partner");
-        assert_eq!(v["message"], "no partner \"x\"");
-    }
-}
+mod tests;
