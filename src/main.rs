@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc: less CPU per request, and freed memory goes back to the
-/// system after a burst (see the README's load benchmark).
+/// mimalloc instead of glibc's malloc with `--features mimalloc` (off by default: see the
+/// README's load benchmark for what it did to memory).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
