@@ -537,7 +537,7 @@ pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
         return Some(Arc::new(gateway_core::optout::OptOutSet::new()));
     }
     match OptOutStore::open_read_only(path) {
-        Ok(store) => Some(Arc::new(store)),
+        Ok(store) => Some(store.in_memory()),
         Err(e) => {
             log::warn!("opt-out data not loaded: {e:#}");
             None
