@@ -5,6 +5,7 @@ core in `gateway_core`.
 - [`proxy`]: the pingora proxy — decide, then forward.
 - [`admin`]: metrics, health, JWKS and the opt-out API.
 - [`gateway`]: shared runtime state and policy swaps.
+- [`conn_limits`]: per-connection limits: head deadline and size, connection count.
 - [`drift`]: unknown fields seen per route (`/drift`).
 - [`shadow`]: the candidate policy decided beside the active one (`/shadow`).
 - [`reload`]: watch the policy directory; validate, then swap.
@@ -21,6 +22,7 @@ core in `gateway_core`.
 
 pub mod admin;
 pub mod cli;
+pub mod conn_limits;
 pub mod drift;
 pub mod gateway;
 pub mod http1;

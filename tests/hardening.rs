@@ -8,20 +8,9 @@ use util::*;
 const SECRET: &str = "SECRET";
 
 fn biz_partner(upstream: &str) -> String {
-    format!(
-        r#"kind: business_partner
-purpose: marketing
-upstream: {upstream}
-routes:
-  - path: /v1/audiences
-    methods: [POST]
-    records: contacts[*]
-    subject: customer_id
-    allow:
-      - campaign
-      - contacts[*].customer_id
-      - contacts[*].name
-  - path: /v1/whole
+    marketing_partner(
+        upstream,
+        r#"  - path: /v1/whole
     methods: [POST]
     records: records[*]
     subject: customer_id
@@ -33,10 +22,10 @@ routes:
     subject: customer_id
     allow:
       - records[*].*
-  - path: /v1/customers/{{id}}
+  - path: /v1/customers/{id}
     methods: [GET]
     query: [ref, q]
-  - path: /v1/people/{{cid:subject}}
+  - path: /v1/people/{cid:subject}
     methods: [GET]
   - path: /v1/contacts
     methods: [POST]
@@ -47,8 +36,8 @@ routes:
       Email: remove
       sl.*: remove
 allowed_callers: [marketing-service]
-upstream_auth: {{ header: x-api-key, env: BIZ_KEY }}
-"#
+upstream_auth: { header: x-api-key, env: BIZ_KEY }
+"#,
     )
 }
 

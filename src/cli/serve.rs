@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminApp;
+use crate::conn_limits::LimitedApp;
 use crate::gateway::{Active, Gateway};
 use crate::loader::{self, ProcessEnv};
 use crate::proxy::PartnerProxy;
@@ -66,11 +66,13 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
     // would be a bare 405): no tunnel bypasses the filter either way.
     let mut options = HttpServerOptions::default();
     options.allow_connect_method_proxying = true;
-    let mut proxy =
-        ProxyServiceBuilder::new(&server.configuration, PartnerProxy::new(gateway.clone()))
-            .name("partner-gateway proxy")
-            .server_options(options)
-            .build();
+    let mut app =
+        pingora::proxy::http_proxy(&server.configuration, PartnerProxy::new(gateway.clone()));
+    app.server_options = Some(options);
+    let mut proxy = pingora::services::listening::Service::new(
+        "partner-gateway proxy".to_string(),
+        LimitedApp::new(app, gateway.clone()),
+    );
     match &gateway.listener_tls {
         Some(tls) => {
             let settings = tls.settings()?;

@@ -88,7 +88,7 @@ impl PartnerProxy {
         if expects_continue(&headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
-        let body = read_body(session, policy.gateway.limits.max_body_bytes, ctx).await?;
+        let body = read_body(session, &policy.gateway.limits, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
         let filter_started = Instant::now();
@@ -344,13 +344,16 @@ fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal
     Ok(())
 }
 
-/// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
-/// announced by `content-length` or arriving chunked.
+/// Reads the whole request body, refusing as soon as it is known to exceed the body limit,
+/// whether announced by `content-length` or arriving chunked, and when it has not all arrived
+/// within the body deadline (a slow body, or framing pingora waits on).
 async fn read_body(
     session: &mut Session,
-    limit: usize,
+    limits: &gateway_core::policy::Limits,
     ctx: &mut RequestCtx,
 ) -> Result<Vec<u8>, Refusal> {
+    let limit = limits.max_body_bytes;
+    let deadline = crate::conn_limits::body_deadline(limits);
     let too_large = |n: usize| {
         Refusal::new(
             RefusalKind::BodyTooLarge,
@@ -359,21 +362,23 @@ async fn read_body(
     };
     let mut body = Vec::new();
     loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
+        let chunk = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+        match chunk {
+            Ok(Ok(Some(chunk))) => {
                 ctx.bytes_in += chunk.len() as u64;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(body.len() + chunk.len()));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(body),
-            Err(e) => {
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Err(e)) => {
                 return Err(Refusal::new(
                     RefusalKind::BadRequest,
                     format!("cannot read the request body: {e}"),
                 ))
             }
+            Err(_) => return Err(crate::conn_limits::body_timed_out(limits)),
         }
     }
 }
@@ -384,6 +389,15 @@ impl ProxyHttp for PartnerProxy {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx::new()
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        crate::conn_limits::head_done(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -452,7 +466,8 @@ impl ProxyHttp for PartnerProxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        crate::conn_limits::request_done(session);
         // Requests answered by this proxy were counted before the answer went out (so a caller
         // that reads /metrics right after its answer sees them); this catches the rest.
         self.record(ctx);
@@ -504,6 +519,10 @@ impl PartnerProxy {
         }
         if let Some(reason) = ctx.refused {
             m.refused(partner, reason);
+            if reason == RefusalKind::RequestTimeout {
+                // Only a body misses its deadline here (heads are the connection's business).
+                m.connection_closed(crate::metrics::ConnectionClosed::BodyTimeout);
+            }
         }
         if let Some(kind) = ctx.upstream_error {
             m.upstream_error(partner, kind);

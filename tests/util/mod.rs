@@ -365,3 +365,46 @@ upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
 "#
     )
 }
+
+/// The repository's DEMO certificates and keys.
+pub const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+/// Issuer and audience of caller tokens signed with the DEMO caller key (`certs/callers.jwks.json`).
+pub const CALLER_ISSUER: &str = "https://auth.ohsoft.example";
+pub const CALLER_AUDIENCE: &str = "partner-gateway";
+/// The issuer of the gateway's data-use tokens in [`signing_yaml`].
+pub const SIGNING_ISSUER: &str = "https://partner-gateway.ohsoft.example";
+
+/// The `signing` section of a gateway.yaml, with the DEMO data-use signing key.
+pub fn signing_yaml() -> String {
+    format!(
+        "signing:\n  issuer: {SIGNING_ISSUER}\n  key: {CERTS}/data-use-signing.pem\n  kid: data-use-1\n"
+    )
+}
+
+/// Real caller authentication (tokens checked against `certs/callers.jwks.json`), then
+/// [`signing_yaml`].
+pub fn callers_and_signing_yaml() -> String {
+    format!(
+        "callers:\n  issuer: {CALLER_ISSUER}\n  audience: {CALLER_AUDIENCE}\n  keys: {CERTS}/callers.jwks.json\n{}",
+        signing_yaml()
+    )
+}
+
+/// The marketing partner's audiences route: a campaign and its contacts, one record each.
+pub const AUDIENCES_ROUTE: &str = "  - path: /v1/audiences
+    methods: [POST]
+    records: contacts[*]
+    subject: customer_id
+    allow:
+      - campaign
+      - contacts[*].customer_id
+      - contacts[*].name
+";
+
+/// A marketing business partner: [`AUDIENCES_ROUTE`] first, then `rest` (more routes, then
+/// the partner's other keys).
+pub fn marketing_partner(upstream: &str, rest: &str) -> String {
+    format!(
+        "kind: business_partner\npurpose: marketing\nupstream: {upstream}\nroutes:\n{AUDIENCES_ROUTE}{rest}"
+    )
+}
