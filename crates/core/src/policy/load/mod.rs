@@ -365,5 +365,3 @@ fn is_header_value(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod wildcard_tests;
