@@ -17,7 +17,7 @@ pub fn check_head(
 ) -> Result<(), Refusal> {
     framing::refuse_upgrade(headers)?;
     legal_basis::legal_basis(&target.partner, headers)?;
-    framing::check_codings(headers)?;
+    framing::check_codings(headers, &target.route().decode)?;
     if body_announced {
         let route = target.route();
         if route.filter.is_none() {

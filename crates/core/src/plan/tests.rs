@@ -180,8 +180,32 @@ fn framing_refuses_upgrades_and_unreadable_codings() {
     ];
     for (list, expected) in cases {
         let list = headers(list);
-        let outcome = framing::refuse_upgrade(&list).and_then(|()| framing::check_codings(&list));
+        let outcome =
+            framing::refuse_upgrade(&list).and_then(|()| framing::check_codings(&list, &[]));
         assert_eq!(code(&outcome), *expected, "{list:?}");
+    }
+    // A route that decodes gzip: exactly one gzip coding, nothing stacked, nothing else.
+    let gzip = [crate::policy::ContentCoding::Gzip];
+    let decodes: &[(Headers, Option<&str>)] = &[
+        (&[("content-encoding", "gzip")], Some("gzip")),
+        (&[("content-encoding", "X-GZIP")], Some("gzip")),
+        (&[("content-encoding", "identity, gzip")], Some("gzip")),
+        (&[("content-encoding", "gzip, gzip")], None),
+        (&[("content-encoding", "gzip,")], None),
+        (
+            &[("content-encoding", "gzip"), ("content-encoding", "gzip")],
+            None,
+        ),
+        (&[("content-encoding", "br")], None),
+        (&[("content-encoding", "compress")], None),
+    ];
+    for (list, expected) in decodes {
+        let outcome = framing::check_codings(&headers(list), &gzip);
+        match (outcome, expected) {
+            (Ok(Some(c)), Some(name)) => assert_eq!(c.as_str(), *name, "{list:?}"),
+            (Err(r), None) => assert_eq!(r.code(), "unsupported_media_type", "{list:?}"),
+            (other, _) => panic!("{list:?}: {other:?}"),
+        }
     }
     let limits = Limits {
         max_body_bytes: 4,
