@@ -27,6 +27,9 @@ fn biz_partner(upstream: &str) -> String {
     query: [ref, q]
   - path: /v1/people/{cid:subject}
     methods: [GET]
+  - path: /v1/lookup
+    methods: [GET]
+    query: [ref:subject, q]
   - path: /v1/contacts
     methods: [POST]
     records: $
@@ -103,7 +106,9 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
     assert_eq!(s.mock.received().len(), 1);
     let r = s.get("/biz/v1/people/c-1");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(s.mock.received().len(), 2);
+    let r = s.get("/biz/v1/lookup?ref=c-1&q=x&other=y");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.received().len(), 3);
     let cases: &[(&str, u16, &str)] = &[
         ("/biz/v1/customers/c-200", 451, "subject_opted_out"),
         ("/biz/v1/customers/C-200", 451, "subject_opted_out"),
@@ -133,6 +138,12 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
         ("/biz/v1/people/0300", 422, "subject_missing"),
         ("/biz/v1/people/c-200%20", 422, "subject_missing"),
         ("/biz/v1/people/c-100;c-200", 422, "subject_missing"),
+        // A query parameter typed as the customer id: bad forms are 422, like a typed path.
+        ("/biz/v1/lookup?ref=c-200", 451, "subject_opted_out"),
+        ("/biz/v1/lookup?ref=0300", 422, "subject_missing"),
+        ("/biz/v1/lookup?ref=c-200%20", 422, "subject_missing"),
+        ("/biz/v1/lookup?ref=", 422, "subject_missing"),
+        ("/biz/v1/lookup?q=x&ref=c-100,c-200", 422, "subject_missing"),
     ];
     for (target, status, code) in cases {
         let r = s.get(target);
@@ -146,7 +157,7 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
     }
     assert_eq!(
         s.mock.received().len(),
-        2,
+        3,
         "a refused request reached the partner"
     );
 }

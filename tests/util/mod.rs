@@ -14,11 +14,25 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
 
+/// A loopback address nothing listens on, for a child process to bind.
+///
+/// The port comes from below the kernel's ephemeral range (32768 and up), so neither another
+/// `bind(0)` nor an outgoing connection can take it between this check and the child's bind,
+/// and one test process never hands out the same port twice (tests run in parallel threads).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7_919) % COUNT;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < COUNT, "no free loopback port left");
+        let port = FIRST + (offset + n) % COUNT;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 fn wait_until_listening(addr: SocketAddr, child: &mut Child) {

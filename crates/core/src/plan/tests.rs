@@ -55,6 +55,9 @@ routes:
     query: [ref]
   - path: /v1/people/{cid:subject}
     methods: [GET]
+  - path: /v1/lookup
+    methods: [GET]
+    query: [ref:subject, page]
 ";
 
 /// A government body: a legal basis of the form `CASE-<digits>` on every request.
@@ -563,6 +566,15 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
         ("/ads/v1/people/0300", "", loaded, "subject_missing"),
         ("/ads/v1/people/c-in%20", "", loaded, "subject_missing"),
         ("/ads/v1/people/c-in,c-out", "", loaded, "subject_missing"),
+        // A query parameter typed as the customer id (`query: [ref:subject]`).
+        ("/ads/v1/lookup", "ref=c-in&page=2", loaded, "ok"),
+        ("/ads/v1/lookup", "ref=c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "ref=C-OUT", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "ref=0300", loaded, "subject_missing"),
+        ("/ads/v1/lookup", "ref=", loaded, "subject_missing"),
+        ("/ads/v1/lookup", "ref=c-in%20", loaded, "subject_missing"),
+        ("/ads/v1/lookup", "page=0300", loaded, "bad_request"),
+        ("/ads/v1/lookup", "page=c-out", loaded, "subject_opted_out"),
         (
             "/ads/v1/customers/c-in",
             "",
