@@ -20,7 +20,7 @@ fn disclosure(n: u64) -> Disclosure {
         legal_basis: None,
         policy_version: "abc".into(),
         token_jti: Some(format!("jti-{n}")),
-        body_sha256: "x".into(),
+        body_sha256: Some("x".into()),
         records_forwarded: 1,
         records_dropped: 0,
         fields: vec!["a".into()],
@@ -36,7 +36,7 @@ fn ledger(n: u64, signer: Option<&TokenSigner>) -> Vec<Vec<u8>> {
     for i in 1..=n {
         let record = chain.record(&disclosure(i));
         chain.commit(&record);
-        let outcome = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z");
+        let outcome = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z", None);
         chain.commit(&outcome);
         lines.push(record.bytes);
         lines.push(outcome.bytes);

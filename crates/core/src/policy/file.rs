@@ -212,6 +212,9 @@ pub struct RouteFile {
     pub decode: Option<Spanned<Vec<Spanned<String>>>>,
     /// Allow or transform path (as written there) → fideslang data category name.
     pub categories: Option<Spanned<CategoryMap>>,
+    /// `ndjson`: the body is a stream of records, one JSON object per line, each filtered on
+    /// its own and forwarded chunked as soon as it is decided.
+    pub stream: Option<Spanned<String>>,
 }
 
 /// `categories:` entries: field path → data category name, in the order written.
@@ -545,7 +548,7 @@ mod tests {
     #[test]
     fn wire_errors_are_one_line_with_the_field_named() {
         let cases: &[(&str, u64, &str)] = &[
-            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories"),
+            ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories, stream"),
             ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
             ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
             ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),
