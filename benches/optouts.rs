@@ -11,17 +11,13 @@ Opt-out store benchmark (plain `main`, `harness = false`): for N opted-out custo
 (10 M takes about a minute and ~1.5 GB of memory while generating).
 */
 
-#[allow(dead_code)]
-#[path = "../src/optout/store.rs"]
-mod store;
-
 use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use gateway_core::optout::{OptOutSet, OptOutSource, Scope};
-use store::OptOutStore;
+use gateway_core::optout::{OptOutSet, Scope};
+use partner_gateway::optout::OptOutStore;
 
 /// Customer id number `i`: 9–10 digit numeric text, like a real customer number.
 fn id(i: u64) -> String {
@@ -83,7 +79,7 @@ fn child(dir: &Path, n: u64) {
     let (hit_ns, found) = time(&hits, &|q| lookup.is_opted_out(q));
     let (miss_ns, _) = time(&misses, &|q| lookup.is_opted_out(q));
     drop(set);
-    let source: &dyn OptOutSource = &store;
+    let source = store.in_memory();
     let (store_hit_ns, _) = time(&hits, &|q| source.is_opted_out(q, &honoured));
     let (store_miss_ns, _) = time(&misses, &|q| source.is_opted_out(q, &honoured));
     // Every generated customer holds partner_sharing or partner:acme-ship.

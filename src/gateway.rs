@@ -22,6 +22,7 @@ use crate::loader;
 use crate::metrics::Metrics;
 use crate::optout::postgres::PgOptOuts;
 use crate::optout::{Freshness, OptOutBackend, OptOutStore};
+use crate::shadow::Shadow;
 use crate::tls::{ListenerTlsState, PeerIdentity, TlsMaterial};
 use gateway_core::policy::OptOutStoreConfig;
 
@@ -45,6 +46,9 @@ pub struct Active {
     jwks: Vec<u8>,
     /// Certificates and keys of both legs, read with this policy.
     pub tls: TlsMaterial,
+    /// The candidate policy `shadow.policy` names, decided beside this one (never forwarded);
+    /// swapped with it as a unit.
+    pub shadow: Option<Arc<Policy>>,
 }
 
 impl Active {
@@ -115,7 +119,14 @@ impl Active {
             signer,
             jwks,
             tls,
+            shadow: None,
         })
+    }
+
+    /// The same, deciding `candidate` beside it (`shadow`).
+    pub fn with_shadow(mut self, candidate: Option<Policy>) -> Active {
+        self.shadow = candidate.map(Arc::new);
+        self
     }
 
     /// Authenticates the caller from its `Authorization` header(s) and, with
@@ -288,6 +299,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Unknown fields seen per route (`/drift`).
     pub drift: Drift,
+    /// The candidate policy's evaluation queue and differences (`/shadow`).
+    pub shadow: Shadow,
     optouts: RwLock<Option<Arc<dyn OptOutBackend>>>,
     ledger: RwLock<Option<Arc<Ledger>>>,
     started: std::time::Instant,
@@ -302,6 +315,9 @@ impl Gateway {
         metrics.set_policy_version(&active.policy.version);
         metrics.policy_reload(true);
         metrics.register_policy(&active.policy);
+        if let Some(candidate) = &active.shadow {
+            metrics.register_shadow(&active.policy, candidate);
+        }
         set_certificate_expiries(&metrics, &active.tls.expiries);
         let listener_tls = active
             .tls
@@ -314,6 +330,7 @@ impl Gateway {
             policy_dir: policy_dir.to_path_buf(),
             metrics,
             drift: Drift::new(),
+            shadow: Shadow::new(),
             optouts: RwLock::new(None),
             ledger: RwLock::new(None),
             started: std::time::Instant::now(),
@@ -342,6 +359,9 @@ impl Gateway {
     pub fn replace_active(&self, active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
         self.metrics.register_policy(&active.policy);
+        if let Some(candidate) = &active.shadow {
+            self.metrics.register_shadow(&active.policy, candidate);
+        }
         set_certificate_expiries(&self.metrics, &active.tls.expiries);
         if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {
             state.update(material.cert.clone(), material.client_verifier.clone());
@@ -545,7 +565,7 @@ pub fn open_optout_source(policy: &Policy) -> Option<Arc<dyn OptOutSource>> {
         return Some(Arc::new(gateway_core::optout::OptOutSet::new()));
     }
     match OptOutStore::open_read_only(path) {
-        Ok(store) => Some(Arc::new(store)),
+        Ok(store) => Some(store.in_memory()),
         Err(e) => {
             log::warn!("opt-out data not loaded: {e:#}");
             None

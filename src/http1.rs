@@ -86,10 +86,8 @@ fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 
-/// Reads one response from any byte stream (a TCP or TLS connection, possibly kept alive); an
-/// answer to `HEAD` has no body whatever its framing headers say.
-pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
-    let mut reader = BufReader::new(stream);
+/// Reads one status line and its header lines.
+fn read_head<R: BufRead>(reader: &mut R) -> io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status: u16 = line
@@ -110,6 +108,21 @@ pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
             .ok_or_else(|| bad("bad header line"))?;
         headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
     }
+    Ok((status, headers))
+}
+
+/// Reads one response from any byte stream (a TCP or TLS connection, possibly kept alive); an
+/// answer to `HEAD` has no body whatever its framing headers say. Interim `1xx` answers (a
+/// `100 Continue`) are skipped: the response is the final one.
+pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = loop {
+        let (status, headers) = read_head(&mut reader)?;
+        if !(100..200).contains(&status) || status == 101 {
+            break (status, headers);
+        }
+    };
+    let mut line = String::new();
     let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let mut body = Vec::new();
     if head {

@@ -5,7 +5,9 @@ core in `gateway_core`.
 - [`proxy`]: the pingora proxy — decide, then forward.
 - [`admin`]: metrics, health, JWKS and the opt-out API.
 - [`gateway`]: shared runtime state and policy swaps.
+- [`conn_limits`]: per-connection limits: head deadline and size, connection count.
 - [`drift`]: unknown fields seen per route (`/drift`).
+- [`shadow`]: the candidate policy decided beside the active one (`/shadow`).
 - [`reload`]: watch the policy directory; validate, then swap.
 - [`loader`]: policy directory → validated policy.
 - [`metrics`]: every metric, registered once.
@@ -20,6 +22,7 @@ core in `gateway_core`.
 
 pub mod admin;
 pub mod cli;
+pub mod conn_limits;
 pub mod drift;
 pub mod gateway;
 pub mod http1;
@@ -30,4 +33,5 @@ pub mod metrics;
 pub mod optout;
 pub mod proxy;
 pub mod reload;
+pub mod shadow;
 pub mod tls;

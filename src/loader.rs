@@ -5,7 +5,7 @@ Reads a policy directory from disk and hands it to the core loader. `check`, `se
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gateway_core::policy::{self, Diagnostic, Env, Loaded, PolicySource, SourceFile};
+use gateway_core::policy::{self, Diagnostic, Env, Loaded, Policy, PolicySource, SourceFile};
 
 /// The process environment, where secrets named by the policy live.
 pub struct ProcessEnv;
@@ -92,4 +92,18 @@ pub fn diagnostics_error(diagnostics: &[Diagnostic]) -> anyhow::Error {
 /// Reads a file the policy names (keys, JWKS), with the path in the error.
 pub fn read_named_file(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+}
+
+/// Loads and validates the candidate policy `shadow.policy` names, like any policy directory
+/// (its files named in every diagnostic); `Ok(None)` without a `shadow` key. Only its partners,
+/// routes and limits are used: its own listeners, TLS, ledger, opt-out store, keys and `shadow`
+/// are never opened.
+pub fn load_shadow(
+    policy: &Policy,
+    env: Option<&dyn Env>,
+) -> Result<Option<Loaded>, Vec<Diagnostic>> {
+    match &policy.gateway.shadow {
+        None => Ok(None),
+        Some(dir) => load(dir, env).map(Some),
+    }
 }

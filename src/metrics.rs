@@ -263,19 +263,34 @@ impl Metrics {
                     self.fields_disclosed
                         .with_label_values(&[id, &route.template, category]);
                 }
-                for change in ShadowChange::ALL {
-                    self.shadow_differences.with_label_values(&[
-                        id,
-                        &route.template,
-                        change.as_str(),
-                    ]);
-                }
                 if route.filter.is_some() {
                     self.filter_duration.with_label_values(&labels);
                 }
                 if !partner.honor_optouts.is_empty() {
                     self.records_dropped
                         .with_label_values(&[id, &route.template, "opted_out"]);
+                }
+            }
+        }
+    }
+
+    /// With a shadow policy: every route of both policies at zero for each change, so the
+    /// differences are visible before the first one. Without one the family stays empty.
+    pub fn register_shadow(
+        &self,
+        active: &gateway_core::policy::Policy,
+        candidate: &gateway_core::policy::Policy,
+    ) {
+        for policy in [active, candidate] {
+            for (id, partner) in &policy.partners {
+                for route in &partner.routes {
+                    for change in ShadowChange::ALL {
+                        self.shadow_differences.with_label_values(&[
+                            id,
+                            &route.template,
+                            change.as_str(),
+                        ]);
+                    }
                 }
             }
         }

@@ -5,7 +5,9 @@ time (the gateway's reload lock), so an older load can never be swapped in after
 
 A reload reads and validates the whole policy (and re-reads every certificate and key) before
 anything is swapped; a policy that does not validate is logged with every `FILE:LINE: message`,
-counted as `policy_reloads_total{result="error"}`, and the old policy keeps serving. What only a
+counted as `policy_reloads_total{result="error"}`, and the old policy keeps serving. The shadow
+policy (`shadow.policy`) is part of the load: an invalid candidate refuses the whole reload the
+same way, so the old active policy and the old candidate keep serving together. What only a
 restart can change — the listen addresses, whether the proxy listener speaks TLS, the opt-out
 store, the disclosure ledger — is refused the same way, rather than accepted and silently not applied.
 */
@@ -69,7 +71,10 @@ fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
     if !restart_only.is_empty() {
         return Err(reject(restart_only));
     }
-    Active::build(loaded.policy).map_err(|e| {
+    let shadow = loader::load_shadow(&loaded.policy, Some(&ProcessEnv))
+        .map_err(|diagnostics| reject(diagnostics.iter().map(ToString::to_string).collect()))?;
+    let shadow = shadow.map(|s| s.policy);
+    let active = Active::build(loaded.policy).map_err(|e| {
         // Diagnostics arrive as "invalid policy:" and one `FILE:LINE: message` per line.
         let text = format!("{e:#}");
         reject(
@@ -78,7 +83,8 @@ fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
                 .map(str::to_string)
                 .collect(),
         )
-    })
+    })?;
+    Ok(active.with_shadow(shadow))
 }
 
 /// What differs between `old` and `new` that only a restart can apply, as `FILE:LINE: message`.
@@ -129,7 +135,8 @@ fn key_line(text: &str, key: &str) -> usize {
 }
 
 /// Every file outside the policy directory's YAML that a policy reads: certificates, keys,
-/// CA sets, the callers' JWKS, the signing key and published keys.
+/// CA sets, the callers' JWKS, the signing key and published keys, and the shadow policy's
+/// `gateway.yaml` and partner files.
 pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
     let gw = &policy.gateway;
     let mut files = Vec::new();
@@ -153,6 +160,13 @@ pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
     if let Some(signing) = &gw.signing {
         files.push(signing.key.clone());
         files.extend(signing.publish.iter().cloned());
+    }
+    // The candidate policy's own files: editing it reloads both.
+    if let Some(shadow) = &gw.shadow {
+        files.push(shadow.join("gateway.yaml"));
+        if let Ok(entries) = std::fs::read_dir(shadow.join("partners")) {
+            files.extend(entries.flatten().map(|e| e.path()));
+        }
     }
     files.sort();
     files.dedup();

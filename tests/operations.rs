@@ -296,7 +296,8 @@ allowed_callers: [orders-service]
 fn every_metric_the_dashboard_and_alerts_name_is_exported_after_traffic() {
     let mock = Mock::start();
     let gw = Gateway::start(
-        &format!("optouts: {{ path: data/optouts }}\nadmin_token_env: {OPTOUT_ENV}\n"),
+        // The policy is its own shadow: the shadow family is exported only with one.
+        &format!("optouts: {{ path: data/optouts }}\nadmin_token_env: {OPTOUT_ENV}\nshadow: {{ policy: policy }}\n"),
         &[
             ("acme-ship", &ship_partner(&mock.url())),
             ("bp", &business_partner(&mock.url())),

@@ -62,7 +62,20 @@ impl AdminApp {
         }
         if path == "/drift" {
             return self.report(method, authorization, "drift", || {
-                self.gateway.drift.to_json()
+                (200, self.gateway.drift.to_json())
+            });
+        }
+        if path == "/shadow" {
+            return self.report(method, authorization, "shadow", || {
+                let active = self.gateway.active();
+                match &active.shadow {
+                    Some(_) => (200, self.gateway.shadow.to_json(&active)),
+                    None => (404, serde_json::json!({
+                        "error": "not_configured",
+                        "message": "no shadow policy is configured: add `shadow: { policy: DIR }` to gateway.yaml",
+                        "shadow": false,
+                    })),
+                }
             });
         }
         if path == "/reload" {
@@ -115,7 +128,7 @@ impl AdminApp {
         method: &str,
         authorization: Option<&str>,
         api: &str,
-        body: impl FnOnce() -> serde_json::Value,
+        body: impl FnOnce() -> (u16, serde_json::Value),
     ) -> (u16, &'static str, Vec<u8>) {
         let (env_name, token) = self.admin_token();
         if let Err(refused) =
@@ -135,7 +148,8 @@ impl AdminApp {
                 error_body("method_not_allowed", "only GET is allowed here"),
             );
         }
-        (200, JSON, serde_json::to_vec(&body()).unwrap_or_default())
+        let (status, body) = body();
+        (status, JSON, serde_json::to_vec(&body).unwrap_or_default())
     }
 }
 

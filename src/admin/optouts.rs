@@ -275,5 +275,4 @@ fn scopes_from_body(body: &[u8]) -> Result<Option<Vec<Scope>>, String> {
 }
 
 #[cfg(test)]
-#[path = "optouts_tests.rs"]
 mod tests;

@@ -41,6 +41,30 @@ fn check_key_files(dir: &Path, policy: Policy) -> Result<(), Diagnostic> {
     })
 }
 
+/// The candidate policy `shadow.policy` names, validated as a policy directory of its own
+/// (its files in every diagnostic): the summary line, or its errors.
+fn check_shadow(policy: &Policy) -> Result<Option<String>, Vec<Diagnostic>> {
+    let Some(loaded) = loader::load_shadow(policy, None)? else {
+        return Ok(None);
+    };
+    for warning in &loaded.warnings {
+        eprintln!(
+            "{}:{}: warning: {}",
+            warning.file, warning.line, warning.message
+        );
+    }
+    let candidate = &loaded.policy;
+    let routes: usize = candidate.partners.values().map(|p| p.routes.len()).sum();
+    let dir = policy.gateway.shadow.as_deref().unwrap_or(Path::new(""));
+    Ok(Some(format!(
+        "{}: ok (shadow policy): {} partner(s), {} route(s), policy version {}",
+        dir.display(),
+        candidate.partners.len(),
+        routes,
+        candidate.version
+    )))
+}
+
 pub fn run(dir: &Path) -> ExitCode {
     match loader::load(dir, None) {
         Ok(loaded) => {
@@ -54,13 +78,23 @@ pub fn run(dir: &Path) -> ExitCode {
             let routes: usize = policy.partners.values().map(|p| p.routes.len()).sum();
             let plural =
                 |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-            let summary = format!(
+            let mut summary = format!(
                 "{}: ok: {}, {}, policy version {}",
                 dir.display(),
                 plural(policy.partners.len(), "partner"),
                 plural(routes, "route"),
                 policy.version
             );
+            match check_shadow(policy) {
+                Ok(Some(line)) => summary.push_str(&format!("\n{line}")),
+                Ok(None) => {}
+                Err(errors) => {
+                    for d in &errors {
+                        println!("{d}");
+                    }
+                    return ExitCode::from(1);
+                }
+            }
             let now = crate::gateway::now_unix() as i64;
             match crate::tls::TlsMaterial::load(policy, now) {
                 Ok((_, warnings)) => {

@@ -3,7 +3,7 @@
 //! requests in `DIR/*.yaml` (the policy-test format, `expect` optional) run through both
 //! policies and every difference in what the partner would receive is shown.
 //! Exit 0 = nothing new is disclosed, 4 = the change discloses more, 1 = an invalid policy.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use gateway_core::policy::Policy;
@@ -11,7 +11,24 @@ use gateway_core::policytest::{self, Forwarded};
 use gateway_core::Refusal;
 use serde::Serialize;
 
+use crate::cli::args::TextOrJson;
 use crate::cli::test::{load_for_tests, read_cases, reader, test_files};
+
+/// `diff --policy OLD --against NEW [--samples DIR] [--format text|json]`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The policy in force.
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// The candidate policy.
+    #[arg(long)]
+    pub against: PathBuf,
+    /// A directory of sample requests (policy-test format) to run through both policies.
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: TextOrJson,
+}
 
 /// Exit code when the change discloses more.
 pub const EXIT_DISCLOSES_MORE: u8 = 4;
@@ -116,11 +133,7 @@ fn print_text(report: &gateway_core::diff::PolicyDiff, samples: &[SampleResult])
     }
 }
 
-pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: &str) -> ExitCode {
-    if format != "text" && format != "json" {
-        eprintln!("unknown --format {format:?} (expected text or json)");
-        return ExitCode::from(2);
-    }
+pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: TextOrJson) -> ExitCode {
     let load = |dir: &Path| load_for_tests(dir).map_err(|e| println!("{}: {e:#}", dir.display()));
     let (Ok(old), Ok(new)) = (load(old_dir), load(new_dir)) else {
         return ExitCode::from(1);
@@ -137,7 +150,7 @@ pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: &str)
         }
     };
     let more = report.discloses_more || samples.iter().any(|s| s.outcome == "newly_forwarded");
-    if format == "json" {
+    if format == TextOrJson::Json {
         let doc = serde_json::json!({
             "discloses_more": more,
             "changes": report.changes,

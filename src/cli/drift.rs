@@ -9,8 +9,15 @@ use anyhow::{bail, Context};
 use gateway_core::drift::{suggestion, Shapes, Suggestion};
 use serde_json::Value;
 
-/// Default environment variable holding the admin token.
-pub const DEFAULT_TOKEN_ENV: &str = "PARTNER_GATEWAY_ADMIN_TOKEN";
+/// `drift --admin URL [--token-env NAME] [--suggest]`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub admin: crate::cli::args::AdminArgs,
+    /// Print the allow-list lines that would pass the unknown fields.
+    #[arg(long)]
+    pub suggest: bool,
+}
 
 /// Fetches `/drift` from the admin listener at `admin` (`http://host:port`, optionally with a
 /// path prefix) with the token in `token_env`, and prints the list or the suggestions.

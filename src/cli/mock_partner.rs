@@ -14,6 +14,45 @@ use pingora::protocols::http::ServerSession;
 use pingora::services::listening::Service;
 use serde_json::{json, Value};
 
+/// `mock-partner --listen ADDR [--name NAME] [--delay-ms MS] [--tls-cert PEM --tls-key PEM
+/// [--tls-client-ca PEM]]`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub listen: String,
+    #[arg(long, default_value = "mock")]
+    pub name: String,
+    /// Wait this long before answering (to try timeouts).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Listen with TLS, presenting this PEM certificate chain (with --tls-key).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates chaining to this PEM CA (mTLS); the log records each
+    /// request's client certificate DNS name as `client_cert`.
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Runs the mock partner of `args` until the process ends.
+pub fn run_args(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let tls = MockTls {
+        cert: args.tls_cert,
+        key: args.tls_key,
+        client_ca: args.tls_client_ca,
+    };
+    run(
+        &args.listen,
+        &args.name,
+        Duration::from_millis(args.delay_ms),
+        &tls,
+    )?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// The mock's own log endpoint; requests to it are not recorded.
 pub const LOG_PATH: &str = "/_mock/requests";
 

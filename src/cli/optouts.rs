@@ -14,7 +14,8 @@ the gateways run, and every replica reloads after an import).
 */
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use gateway_core::optout::bulk::{self, Format};
@@ -22,8 +23,59 @@ use gateway_core::optout::bulk::{self, Format};
 use gateway_core::optout::OptOutSet;
 use gateway_core::policy::OptOutStoreConfig;
 
+use crate::cli::args::{ExportFormat, PolicyArg};
 use crate::optout::postgres::bulk as pg_bulk;
 use crate::optout::OptOutStore;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Import a CSV (`customer_id,scope`) or NDJSON file: all or nothing (embedded store: the gateway must be stopped).
+    Import {
+        #[command(flatten)]
+        policy: PolicyArg,
+        file: PathBuf,
+    },
+    /// Write every opt-out to stdout.
+    Export {
+        #[command(flatten)]
+        policy: PolicyArg,
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: ExportFormat,
+    },
+    /// Count customers per scope.
+    Count(PolicyArg),
+    /// Create or update the PostgreSQL opt-out tables (idempotent; the gateway also does at start).
+    Migrate(PolicyArg),
+}
+
+/// Where the policy keeps opt-outs (validated as `check` would).
+fn optout_config(policy: &Path) -> Result<OptOutStoreConfig> {
+    let loaded =
+        crate::loader::load(policy, None).map_err(|d| crate::loader::diagnostics_error(&d))?;
+    loaded.policy.gateway.optouts.ok_or_else(|| {
+        anyhow::anyhow!("{}/gateway.yaml has no `optouts` section", policy.display())
+    })
+}
+
+/// Runs one `optouts` subcommand.
+pub fn run(command: Command) -> Result<ExitCode> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    match command {
+        Command::Import { policy, file } => import_into(
+            &optout_config(&policy.policy)?,
+            &file,
+            None,
+            &mut out,
+            &mut err,
+        )?,
+        Command::Export { policy, format } => {
+            export_from(&optout_config(&policy.policy)?, format.into(), &mut out)?
+        }
+        Command::Count(policy) => count_from(&optout_config(&policy.policy)?, &mut out)?,
+        Command::Migrate(policy) => migrate(&optout_config(&policy.policy)?, &mut out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `optouts import`: prints `imported N opt-outs (M customers)`, or every error and fails.
 /// `file` `-` reads standard input.

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminApp;
+use crate::conn_limits::LimitedApp;
 use crate::gateway::{Active, Gateway};
 use crate::loader::{self, ProcessEnv};
 use crate::proxy::PartnerProxy;
@@ -36,7 +36,19 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }
-    let active = Active::build(loaded.policy)?;
+    let candidate = loader::load_shadow(&loaded.policy, Some(&ProcessEnv))
+        .map_err(|d| loader::diagnostics_error(&d))?;
+    let candidate = candidate.map(|c| {
+        for warning in &c.warnings {
+            log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
+        }
+        log::info!(
+            "shadow policy: version {} is decided beside the active one",
+            c.policy.version
+        );
+        c.policy
+    });
+    let active = Active::build(loaded.policy)?.with_shadow(candidate);
     let gateway = Arc::new(Gateway::new(active, dir));
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
     let _ = crate::gateway::open_optouts_into(&gateway);
@@ -54,11 +66,13 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
     // would be a bare 405): no tunnel bypasses the filter either way.
     let mut options = HttpServerOptions::default();
     options.allow_connect_method_proxying = true;
-    let mut proxy =
-        ProxyServiceBuilder::new(&server.configuration, PartnerProxy::new(gateway.clone()))
-            .name("partner-gateway proxy")
-            .server_options(options)
-            .build();
+    let mut app =
+        pingora::proxy::http_proxy(&server.configuration, PartnerProxy::new(gateway.clone()));
+    app.server_options = Some(options);
+    let mut proxy = pingora::services::listening::Service::new(
+        "partner-gateway proxy".to_string(),
+        LimitedApp::new(app, gateway.clone()),
+    );
     match &gateway.listener_tls {
         Some(tls) => {
             let settings = tls.settings()?;

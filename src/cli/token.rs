@@ -4,7 +4,8 @@ verify-token` (what a partner or an auditor runs to check an `ohsoft-data-use-to
 body digest). The checks themselves live in `gateway_core::callers` and `gateway_core::tagging`;
 this file reads files, fetches the JWKS, reads the clock and draws randomness.
 */
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -17,6 +18,85 @@ pub const MAX_CALLER_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 pub use crate::gateway::{new_jti, now_unix};
+
+/// `token --key PEM --sub NAME [--ttl 5m] [--policy DIR] [--issuer ..] [--audience ..] [--kid ..]`.
+#[derive(clap::Args)]
+pub struct MintArgs {
+    /// PKCS#8 private key (e.g. the DEMO key certs/callers-demo.pem).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The calling system's name: the token's `sub`.
+    #[arg(long)]
+    pub sub: String,
+    #[arg(long, default_value = "5m", value_parser = crate::cli::args::ttl)]
+    pub ttl: Duration,
+    /// Issuer and audience default to the policy's `callers` section.
+    #[command(flatten)]
+    pub policy: crate::cli::args::PolicyArg,
+    #[arg(long)]
+    pub issuer: Option<String>,
+    #[arg(long)]
+    pub audience: Option<String>,
+    #[arg(long)]
+    pub kid: Option<String>,
+}
+
+/// `verify-token --jwks FILE|URL [--body FILE] [--aud ID] [--iss ISSUER] TOKEN`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub jwks: String,
+    /// The exact body the partner received; its SHA-256 must match `body_sha256`.
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+    /// The partner id the token must be for (`aud`).
+    #[arg(long)]
+    pub aud: Option<String>,
+    /// The gateway issuer the token must come from (`iss`).
+    #[arg(long)]
+    pub iss: Option<String>,
+    pub token: String,
+}
+
+/// `token`: mints a token (issuer and audience from the policy unless given) and prints it.
+pub fn run_mint(args: MintArgs) -> Result<ExitCode> {
+    let policy = &args.policy.policy;
+    let callers = crate::loader::load(policy, None)
+        .ok()
+        .and_then(|l| l.policy.gateway.callers);
+    let issuer = args
+        .issuer
+        .or_else(|| callers.as_ref().map(|c| c.issuer.clone()));
+    let audience = args
+        .audience
+        .or_else(|| callers.as_ref().map(|c| c.audience.clone()));
+    let (Some(issuer), Some(audience)) = (issuer, audience) else {
+        bail!(
+            "no --issuer/--audience given and no `callers` section in {}",
+            policy.display()
+        );
+    };
+    let token = mint(
+        &args.key,
+        &args.sub,
+        args.ttl,
+        &issuer,
+        &audience,
+        args.kid.as_deref(),
+    )?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify-token`: exit 0 when the token (and body) check out.
+pub fn run_verify_args(args: VerifyArgs) -> Result<ExitCode> {
+    let expect = Expect {
+        aud: args.aud,
+        iss: args.iss,
+    };
+    run_verify(&args.jwks, args.body.as_deref(), &args.token, &expect)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `300`, `300s`, `5m`, `1h`: a token lifetime, 1 s to 24 h.
 pub fn parse_ttl(s: &str) -> Result<Duration> {

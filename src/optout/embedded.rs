@@ -11,7 +11,7 @@ use super::{BackendError, Freshness, OptOutBackend, OptOutStore};
 #[async_trait]
 impl OptOutBackend for OptOutStore {
     fn source(self: Arc<Self>) -> Option<Arc<dyn OptOutSource>> {
-        Some(self)
+        Some(self.in_memory())
     }
 
     fn freshness(&self) -> Freshness {

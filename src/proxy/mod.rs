@@ -29,8 +29,9 @@ use pingora::proxy::{ProxyHttp, Session};
 
 pub use ctx::RequestCtx;
 
-use crate::gateway::{optouts_view, Gateway};
+use crate::gateway::{optouts_view, Active, Gateway};
 use crate::metrics::UpstreamErrorKind;
+use crate::shadow::{self, Shadow};
 use upstream::{RelayError, UpstreamAnswer, UpstreamClient};
 
 pub struct PartnerProxy {
@@ -60,30 +61,34 @@ impl PartnerProxy {
         let raw_path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
         let headers = request_headers(req);
-
-        // Labels come from the policy: an id the policy does not know stays `unknown`.
-        if let Some(partner) = partner_in_path(&raw_path).and_then(|id| policy.partners.get(id)) {
-            ctx.partner = partner.id.clone();
-        }
-        let target = plan::resolve(&policy.partners, &method, &raw_path)?;
-        ctx.partner = target.partner.id.clone();
-        ctx.route = target.route().template.clone();
-        let headers = headers?;
-
-        let authorization: Vec<&str> = headers
-            .iter()
-            .filter(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.as_str())
-            .collect();
         let peer = crate::tls::peer_identity(session.as_downstream().digest());
-        let caller = active
-            .authenticate(&target.partner, &authorization, peer.as_ref())
-            .map_err(|(refusal, challenge)| {
-                ctx.www_authenticate = challenge;
-                refusal
-            })?;
 
+        let admitted = self.admit(session, ctx, &active, (&method, &raw_path), &headers, &peer);
+        let (target, caller) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let (Some(_), Ok(headers)) = (&active.shadow, headers) {
+                    let body_announced = body_announced(session.req_header());
+                    let job = shadow::Job {
+                        active: active.clone(),
+                        method,
+                        method_label: ctx.method,
+                        raw_path,
+                        query,
+                        headers,
+                        peer,
+                        body: None,
+                        body_announced,
+                        optouts: self.gateway.optout_source(),
+                    };
+                    Shadow::submit(&self.gateway, job);
+                }
+                return Err(refusal);
+            }
+        };
+        let headers = headers?;
         if target.route().stream.is_some() {
+            // Streams are not shadowed: their body is never held whole.
             let request = stream::StreamRequest {
                 active: &active,
                 target: &target,
@@ -95,14 +100,11 @@ impl PartnerProxy {
             let answer = self.stream(session, ctx, request).await?;
             return self.caller_answer(session, ctx, &target, answer);
         }
-
-        // Everything the head alone decides is decided before the body is asked for.
-        plan::check_head(&target, &headers, body_announced(session.req_header()))?;
         check_announced_length(session, policy.gateway.limits.max_body_bytes)?;
         if expects_continue(&headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
-        let body = read_body(session, policy.gateway.limits.max_body_bytes, ctx).await?;
+        let body = read_body(session, &policy.gateway.limits, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
         let filter_started = Instant::now();
@@ -119,6 +121,22 @@ impl PartnerProxy {
             false,
         );
         ctx.filter_time = Some(filter_started.elapsed());
+        if active.shadow.is_some() {
+            // After the real decision and off its path: the body moves, it is not copied.
+            let job = shadow::Job {
+                active: active.clone(),
+                method: method.clone(),
+                method_label: ctx.method,
+                raw_path,
+                query,
+                headers,
+                peer,
+                body: Some(body),
+                body_announced: true,
+                optouts: optout_source,
+            };
+            Shadow::submit(&self.gateway, job);
+        }
         let outgoing = outcome?;
         ctx.report = Some(outgoing.report.clone());
         ctx.disclosed = target
@@ -186,6 +204,42 @@ impl PartnerProxy {
             let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
         }
         Ok((header, answer))
+    }
+
+    /// What the head alone decides, before the body is asked for: the target, the caller
+    /// (authenticated and allowed to use the partner) and the head checks.
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        active: &Active,
+        (method, raw_path): (&str, &str),
+        headers: &Result<Vec<(String, String)>, Refusal>,
+        peer: &Option<crate::tls::PeerIdentity>,
+    ) -> Result<(plan::Target, String), Refusal> {
+        let policy = &active.policy;
+        // Labels come from the policy: an id the policy does not know stays `unknown`.
+        if let Some(partner) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
+            ctx.partner = partner.id.clone();
+        }
+        let target = plan::resolve(&policy.partners, method, raw_path)?;
+        ctx.partner = target.partner.id.clone();
+        ctx.route = target.route().template.clone();
+        let headers = headers.as_ref().map_err(Clone::clone)?;
+
+        let authorization: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let caller = active
+            .authenticate(&target.partner, &authorization, peer.as_ref())
+            .map_err(|(refusal, challenge)| {
+                ctx.www_authenticate = challenge;
+                refusal
+            })?;
+        plan::check_head(&target, headers, body_announced(session.req_header()))?;
+        Ok((target, caller))
     }
 
     /// Relays the partner's answer to the caller as it arrives. `Err` when the answer broke
@@ -317,13 +371,16 @@ fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal
     Ok(())
 }
 
-/// Reads the whole request body, refusing as soon as it is known to exceed `limit`, whether
-/// announced by `content-length` or arriving chunked.
+/// Reads the whole request body, refusing as soon as it is known to exceed the body limit,
+/// whether announced by `content-length` or arriving chunked, and when it has not all arrived
+/// within the body deadline (a slow body, or framing pingora waits on).
 async fn read_body(
     session: &mut Session,
-    limit: usize,
+    limits: &gateway_core::policy::Limits,
     ctx: &mut RequestCtx,
 ) -> Result<Vec<u8>, Refusal> {
+    let limit = limits.max_body_bytes;
+    let deadline = crate::conn_limits::body_deadline(limits);
     let too_large = |n: usize| {
         Refusal::new(
             RefusalKind::BodyTooLarge,
@@ -332,21 +389,23 @@ async fn read_body(
     };
     let mut body = Vec::new();
     loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
+        let chunk = tokio::time::timeout_at(deadline, session.read_request_body()).await;
+        match chunk {
+            Ok(Ok(Some(chunk))) => {
                 ctx.bytes_in += chunk.len() as u64;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(body.len() + chunk.len()));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(body),
-            Err(e) => {
+            Ok(Ok(None)) => return Ok(body),
+            Ok(Err(e)) => {
                 return Err(Refusal::new(
                     RefusalKind::BadRequest,
                     format!("cannot read the request body: {e}"),
                 ))
             }
+            Err(_) => return Err(crate::conn_limits::body_timed_out(limits)),
         }
     }
 }
@@ -357,6 +416,15 @@ impl ProxyHttp for PartnerProxy {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx::new()
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        crate::conn_limits::head_done(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -425,7 +493,8 @@ impl ProxyHttp for PartnerProxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        crate::conn_limits::request_done(session);
         // Requests answered by this proxy were counted before the answer went out (so a caller
         // that reads /metrics right after its answer sees them); this catches the rest.
         self.record(ctx);
@@ -477,6 +546,10 @@ impl PartnerProxy {
         }
         if let Some(reason) = ctx.refused {
             m.refused(partner, reason);
+            if reason == RefusalKind::RequestTimeout {
+                // Only a body misses its deadline here (heads are the connection's business).
+                m.connection_closed(crate::metrics::ConnectionClosed::BodyTimeout);
+            }
         }
         if let Some(kind) = ctx.upstream_error {
             m.upstream_error(partner, kind);

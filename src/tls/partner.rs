@@ -3,7 +3,7 @@
 //! setting from carrying a request under another.
 use std::sync::Arc;
 
-use gateway_core::policy::{Diagnostic, Partner, PartnerTls};
+use gateway_core::policy::{Diagnostic, NamedFile, Partner, PartnerTls};
 use pingora::prelude::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls::pki_types::CertificateDer;
@@ -34,76 +34,30 @@ impl PartnerPeerTls {
     /// Reads and checks the files of `partner`'s `tls` section (`None` for an https upstream
     /// without one: system roots, no client certificate).
     pub fn load(partner: &Partner, now: i64) -> Result<LoadedPartner, Vec<Diagnostic>> {
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let mut expiries = Vec::new();
-        let mut hasher = Sha256::new();
-        hasher.update(partner.id.as_bytes());
-        hasher.update([0]);
-        hasher.update(partner.server_name().as_bytes());
+        let mut out = Loading {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            expiries: Vec::new(),
+            hasher: Sha256::new(),
+            now,
+        };
+        out.hasher.update(partner.id.as_bytes());
+        out.hasher.update([0]);
+        out.hasher.update(partner.server_name().as_bytes());
         let tls = partner.tls.clone().unwrap_or(PartnerTls {
             ca: None,
             server_name: None,
             client_cert: None,
         });
-        let mut ca = None;
-        if let Some(file) = &tls.ca {
-            // pingora adds them to a root store at connect time: a certificate it cannot use
-            // as a trust anchor is an error now, not a 502 on every request.
-            let usable = files::read_certs(file).and_then(|certs| {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in &certs {
-                    roots.add(cert.clone()).map_err(|e| {
-                        files::problem(file, format!("not a usable CA certificate: {e}"))
-                    })?;
-                }
-                Ok(certs)
-            });
-            match usable {
-                Ok(certs) => {
-                    warnings.extend(files::expiry_warning(file, &certs, now));
-                    let earliest = certs.iter().map(files::not_after).min().unwrap_or(0);
-                    expiries.push((format!("partner:{}", partner.id), earliest));
-                    hash_certs(&mut hasher, b"ca", &certs);
-                    ca = Some(wrap(&certs));
-                }
-                Err(e) => errors.push(e),
-            }
+        let ca = tls.ca.as_ref().and_then(|file| out.ca(&partner.id, file));
+        let client = tls
+            .client_cert
+            .as_ref()
+            .and_then(|(cert, key)| out.client(&partner.id, cert, key));
+        if !out.errors.is_empty() {
+            return Err(out.errors);
         }
-        let mut client = None;
-        if let Some((cert, key)) = &tls.client_cert {
-            // Checked with rustls first: pingora's own conversion panics on a key it cannot use.
-            match files::certified_key(cert, key) {
-                Ok(certified) => {
-                    warnings.extend(files::expiry_warning(cert, &certified.cert, now));
-                    let leaf = certified.cert.first().map(files::not_after).unwrap_or(0);
-                    expiries.push((format!("partner:{}:client", partner.id), leaf));
-                    hash_certs(&mut hasher, b"client", &certified.cert);
-                    // pingora converts the key back with an unwrap at connect time: make sure
-                    // that conversion succeeds now.
-                    let key_der = files::read_key(key)
-                        .map(|k| k.secret_der().to_vec())
-                        .and_then(|der| {
-                            match rustls::pki_types::PrivateKeyDer::try_from(&der[..]) {
-                                Ok(_) => Ok(der),
-                                Err(e) => Err(files::problem(key, e)),
-                            }
-                        });
-                    match key_der {
-                        Ok(key_der) => {
-                            let chain = certified.cert.iter().map(|c| c.to_vec()).collect();
-                            client = Some(Arc::new(CertKey::new(chain, key_der)));
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let digest = hasher.finalize();
+        let digest = out.hasher.finalize();
         let mut group_key = [0u8; 8];
         group_key.copy_from_slice(&digest[..8]);
         Ok(LoadedPartner {
@@ -112,8 +66,8 @@ impl PartnerPeerTls {
                 client,
                 group_key: u64::from_be_bytes(group_key),
             },
-            expiries,
-            warnings,
+            expiries: out.expiries,
+            warnings: out.warnings,
         })
     }
 
@@ -144,4 +98,82 @@ fn wrap(certs: &[CertificateDer<'_>]) -> Arc<[WrappedX509]> {
         .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
         .collect::<Vec<_>>()
         .into()
+}
+
+/// What loading one partner's files collects: problems, expiry warnings and dates, and the
+/// hash of every trust input (for the pool's `group_key`).
+struct Loading {
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    expiries: Vec<(String, i64)>,
+    hasher: Sha256,
+    now: i64,
+}
+
+impl Loading {
+    /// The partner's CA set. pingora adds it to a root store at connect time: a certificate it
+    /// cannot use as a trust anchor is an error now, not a 502 on every request.
+    fn ca(&mut self, partner: &str, file: &NamedFile) -> Option<Arc<[WrappedX509]>> {
+        let usable = files::read_certs(file).and_then(|certs| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in &certs {
+                roots.add(cert.clone()).map_err(|e| {
+                    files::problem(file, format!("not a usable CA certificate: {e}"))
+                })?;
+            }
+            Ok(certs)
+        });
+        match usable {
+            Ok(certs) => {
+                self.warnings
+                    .extend(files::expiry_warning(file, &certs, self.now));
+                let earliest = certs.iter().map(files::not_after).min().unwrap_or(0);
+                self.expiries.push((format!("partner:{partner}"), earliest));
+                hash_certs(&mut self.hasher, b"ca", &certs);
+                Some(wrap(&certs))
+            }
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+
+    /// The client certificate presented to the partner. Checked with rustls first: pingora's
+    /// own conversion panics on a key it cannot use.
+    fn client(&mut self, partner: &str, cert: &NamedFile, key: &NamedFile) -> Option<Arc<CertKey>> {
+        let certified = match files::certified_key(cert, key) {
+            Ok(certified) => certified,
+            Err(e) => {
+                self.errors.push(e);
+                return None;
+            }
+        };
+        self.warnings
+            .extend(files::expiry_warning(cert, &certified.cert, self.now));
+        let leaf = certified.cert.first().map(files::not_after).unwrap_or(0);
+        self.expiries
+            .push((format!("partner:{partner}:client"), leaf));
+        hash_certs(&mut self.hasher, b"client", &certified.cert);
+        // pingora converts the key back with an unwrap at connect time: make sure that
+        // conversion succeeds now.
+        let key_der = files::read_key(key)
+            .map(|k| k.secret_der().to_vec())
+            .and_then(
+                |der| match rustls::pki_types::PrivateKeyDer::try_from(&der[..]) {
+                    Ok(_) => Ok(der),
+                    Err(e) => Err(files::problem(key, e)),
+                },
+            );
+        match key_der {
+            Ok(key_der) => {
+                let chain = certified.cert.iter().map(|c| c.to_vec()).collect();
+                Some(Arc::new(CertKey::new(chain, key_der)))
+            }
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
 }

@@ -200,9 +200,21 @@ impl Gateway {
         partners: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> Gateway {
+        Gateway::start_prepared(yaml, partners, env, |_| {})
+    }
+
+    /// Like [`Gateway::start_with`], with `prepare(root)` run on the directory that holds
+    /// `policy/` before the gateway starts (to add files the policy names).
+    pub fn start_prepared(
+        yaml: impl FnOnce(SocketAddr, SocketAddr) -> String,
+        partners: &[(&str, &str)],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> Gateway {
         let addr = free_addr();
         let admin = free_addr();
         let policy = PolicyDir::new(&yaml(addr, admin), partners);
+        prepare(policy.root());
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -150,14 +150,7 @@ impl PublicKey {
         let obj = jwk
             .as_object()
             .ok_or_else(|| bad(label, "is not a JSON object"))?;
-        let kid = match obj.get("kid") {
-            None => None,
-            Some(Value::String(s)) => {
-                check_kid(s)?;
-                Some(s.clone())
-            }
-            Some(_) => return Err(bad(label, "kid must be a string")),
-        };
+        let kid = jwk_kid(obj, label)?;
         let label = kid
             .as_deref()
             .map(|k| format!("{k:?}"))
@@ -176,63 +169,12 @@ impl PublicKey {
             Some(_) => return Err(bad(label, "alg must be a string")),
         };
         if kty != "oct" {
-            for private in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
-                if obj.contains_key(private) {
-                    return Err(bad(
-                        label,
-                        "holds private key material; a key set must hold public keys only",
-                    ));
-                }
-            }
+            check_public_only(obj, label)?;
         }
         let (alg, key, public) = match kty {
-            "OKP" => {
-                let crv = str_member(obj, "crv", label)?;
-                if crv != "Ed25519" {
-                    return Err(bad(label, format!("curve {crv:?} is not supported (use Ed25519)")));
-                }
-                let x = b64_member(obj, "x", label)?;
-                if x.len() != 32 {
-                    return Err(bad(label, "x must be 32 bytes for Ed25519"));
-                }
-                let x = URL_SAFE_NO_PAD.encode(&x);
-                let key = DecodingKey::from_ed_components(&x).map_err(|e| bad(label, e.to_string()))?;
-                let public = jwk_map([("kty", "OKP"), ("crv", "Ed25519"), ("x", &x)]);
-                (Algorithm::EdDSA, key, public)
-            }
-            "EC" => {
-                let crv = str_member(obj, "crv", label)?;
-                if crv != "P-256" {
-                    return Err(bad(label, format!("curve {crv:?} is not supported (use P-256)")));
-                }
-                let x = b64_member(obj, "x", label)?;
-                let y = b64_member(obj, "y", label)?;
-                if x.len() != 32 || y.len() != 32 {
-                    return Err(bad(label, "x and y must be 32 bytes each for P-256"));
-                }
-                let (x, y) = (URL_SAFE_NO_PAD.encode(&x), URL_SAFE_NO_PAD.encode(&y));
-                let key = DecodingKey::from_ec_components(&x, &y).map_err(|e| bad(label, e.to_string()))?;
-                let public = jwk_map([("kty", "EC"), ("crv", "P-256"), ("x", &x), ("y", &y)]);
-                (Algorithm::ES256, key, public)
-            }
-            "RSA" => {
-                let n = b64_member(obj, "n", label)?;
-                let e = b64_member(obj, "e", label)?;
-                let bits = bit_len(&n);
-                if bits < MIN_RSA_BITS {
-                    return Err(bad(
-                        label,
-                        format!("RSA modulus has {bits} bits; at least {MIN_RSA_BITS} are required"),
-                    ));
-                }
-                if e.is_empty() || e.len() > 8 || bit_len(&e) < 2 {
-                    return Err(bad(label, "RSA exponent is invalid"));
-                }
-                let (n, e) = (URL_SAFE_NO_PAD.encode(trim_zeros(&n)), URL_SAFE_NO_PAD.encode(trim_zeros(&e)));
-                let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| bad(label, e.to_string()))?;
-                let public = jwk_map([("kty", "RSA"), ("n", &n), ("e", &e)]);
-                (Algorithm::RS256, key, public)
-            }
+            "OKP" => okp_key(obj, label)?,
+            "EC" => ec_key(obj, label)?,
+            "RSA" => rsa_key(obj, label)?,
             "oct" => {
                 return Err(bad(
                     label,
@@ -492,6 +434,96 @@ pub(crate) fn check_kid(kid: &str) -> Result<(), KeyError> {
         });
     }
     Ok(())
+}
+
+/// A JWK's `kid`, checked.
+fn jwk_kid(obj: &Map<String, Value>, label: &str) -> Result<Option<String>, KeyError> {
+    match obj.get("kid") {
+        None => Ok(None),
+        Some(Value::String(s)) => {
+            check_kid(s)?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(bad(label, "kid must be a string")),
+    }
+}
+
+/// A key set holds public keys only: any private member refuses the key.
+fn check_public_only(obj: &Map<String, Value>, label: &str) -> Result<(), KeyError> {
+    for private in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
+        if obj.contains_key(private) {
+            return Err(bad(
+                label,
+                "holds private key material; a key set must hold public keys only",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A key, its algorithm and its public JWK as published.
+type JwkKey = (Algorithm, DecodingKey, Map<String, Value>);
+
+/// An Ed25519 `OKP` key.
+fn okp_key(obj: &Map<String, Value>, label: &str) -> Result<JwkKey, KeyError> {
+    let crv = str_member(obj, "crv", label)?;
+    if crv != "Ed25519" {
+        return Err(bad(
+            label,
+            format!("curve {crv:?} is not supported (use Ed25519)"),
+        ));
+    }
+    let x = b64_member(obj, "x", label)?;
+    if x.len() != 32 {
+        return Err(bad(label, "x must be 32 bytes for Ed25519"));
+    }
+    let x = URL_SAFE_NO_PAD.encode(&x);
+    let key = DecodingKey::from_ed_components(&x).map_err(|e| bad(label, e.to_string()))?;
+    let public = jwk_map([("kty", "OKP"), ("crv", "Ed25519"), ("x", &x)]);
+    Ok((Algorithm::EdDSA, key, public))
+}
+
+/// A P-256 `EC` key.
+fn ec_key(obj: &Map<String, Value>, label: &str) -> Result<JwkKey, KeyError> {
+    let crv = str_member(obj, "crv", label)?;
+    if crv != "P-256" {
+        return Err(bad(
+            label,
+            format!("curve {crv:?} is not supported (use P-256)"),
+        ));
+    }
+    let x = b64_member(obj, "x", label)?;
+    let y = b64_member(obj, "y", label)?;
+    if x.len() != 32 || y.len() != 32 {
+        return Err(bad(label, "x and y must be 32 bytes each for P-256"));
+    }
+    let (x, y) = (URL_SAFE_NO_PAD.encode(&x), URL_SAFE_NO_PAD.encode(&y));
+    let key = DecodingKey::from_ec_components(&x, &y).map_err(|e| bad(label, e.to_string()))?;
+    let public = jwk_map([("kty", "EC"), ("crv", "P-256"), ("x", &x), ("y", &y)]);
+    Ok((Algorithm::ES256, key, public))
+}
+
+/// An `RSA` key of at least [`MIN_RSA_BITS`] bits.
+fn rsa_key(obj: &Map<String, Value>, label: &str) -> Result<JwkKey, KeyError> {
+    let n = b64_member(obj, "n", label)?;
+    let e = b64_member(obj, "e", label)?;
+    let bits = bit_len(&n);
+    if bits < MIN_RSA_BITS {
+        return Err(bad(
+            label,
+            format!("RSA modulus has {bits} bits; at least {MIN_RSA_BITS} are required"),
+        ));
+    }
+    if e.is_empty() || e.len() > 8 || bit_len(&e) < 2 {
+        return Err(bad(label, "RSA exponent is invalid"));
+    }
+    let (n, e) = (
+        URL_SAFE_NO_PAD.encode(trim_zeros(&n)),
+        URL_SAFE_NO_PAD.encode(trim_zeros(&e)),
+    );
+    let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| bad(label, e.to_string()))?;
+    let public = jwk_map([("kty", "RSA"), ("n", &n), ("e", &e)]);
+    Ok((Algorithm::RS256, key, public))
 }
 
 fn str_member<'a>(

@@ -15,6 +15,10 @@ pub enum RefusalKind {
     UnknownPartner,
     MethodNotAllowed,
     BodyTooLarge,
+    /// The request head or body did not arrive within its deadline.
+    RequestTimeout,
+    /// The request head is larger than `limits.max_header_bytes`.
+    HeaderTooLarge,
     UnsupportedMediaType,
     LegalBasisMissing,
     SubjectMissing,
@@ -28,7 +32,7 @@ pub enum RefusalKind {
 
 impl RefusalKind {
     /// Every kind, in table order; metrics pre-register one series per code.
-    pub const ALL: [RefusalKind; 15] = [
+    pub const ALL: [RefusalKind; 17] = [
         RefusalKind::BadRequest,
         RefusalKind::Unauthenticated,
         RefusalKind::CallerNotAllowed,
@@ -36,6 +40,8 @@ impl RefusalKind {
         RefusalKind::UnknownPartner,
         RefusalKind::MethodNotAllowed,
         RefusalKind::BodyTooLarge,
+        RefusalKind::RequestTimeout,
+        RefusalKind::HeaderTooLarge,
         RefusalKind::UnsupportedMediaType,
         RefusalKind::LegalBasisMissing,
         RefusalKind::SubjectMissing,
@@ -56,6 +62,8 @@ impl RefusalKind {
             RefusalKind::UnknownPartner => (404, "unknown_partner"),
             RefusalKind::MethodNotAllowed => (405, "method_not_allowed"),
             RefusalKind::BodyTooLarge => (413, "body_too_large"),
+            RefusalKind::RequestTimeout => (408, "request_timeout"),
+            RefusalKind::HeaderTooLarge => (431, "header_too_large"),
             RefusalKind::UnsupportedMediaType => (415, "unsupported_media_type"),
             RefusalKind::LegalBasisMissing => (403, "legal_basis_missing"),
             RefusalKind::SubjectMissing => (422, "subject_missing"),
@@ -138,6 +146,8 @@ mod tests {
                 (404, "unknown_partner"),
                 (405, "method_not_allowed"),
                 (413, "body_too_large"),
+                (408, "request_timeout"),
+                (431, "header_too_large"),
                 (415, "unsupported_media_type"),
                 (403, "legal_basis_missing"),
                 (422, "subject_missing"),

@@ -10,8 +10,113 @@ pub mod who;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+
+use crate::cli::args::{LedgerArgs, PeriodArgs, PolicyArg, ReportFormat, TextOrJson};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Check ledger files (hash chain and signed checkpoints): exit 0, or 1 naming FILE:LINE
+    /// of the first break.
+    Verify {
+        /// Ledger files or directories (default: the ledger directory in gateway.yaml).
+        paths: Vec<PathBuf>,
+        /// Check checkpoint signatures with this JWKS (a file or an http:// URL).
+        #[arg(long)]
+        jwks: Option<String>,
+        #[command(flatten)]
+        ledger: LedgerArgs,
+    },
+    /// Every disclosure that carried this customer's record (the ledger key must be in the
+    /// environment).
+    WhoReceived {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[arg(long)]
+        customer: String,
+        #[command(flatten)]
+        period: PeriodArgs,
+        #[arg(long, value_enum, default_value = "text")]
+        format: TextOrJson,
+    },
+    /// Records of processing per recipient (GDPR Art. 30 style).
+    Report {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(flatten)]
+        period: PeriodArgs,
+        #[arg(long, value_enum, default_value = "md")]
+        format: ReportFormat,
+    },
+}
+
+/// Runs one `audit` subcommand.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    match command {
+        Command::Verify {
+            paths,
+            jwks,
+            ledger,
+        } => {
+            let paths = if paths.is_empty() {
+                vec![ledger_dir(&ledger.policy.policy, ledger.ledger.as_deref())?]
+            } else {
+                paths
+            };
+            verify::run(&paths, jwks.as_deref(), &mut out, &mut err)
+        }
+        Command::WhoReceived {
+            ledger,
+            customer,
+            period,
+            format,
+        } => {
+            let (dir, key_env) = who_received_ledger(&ledger)?;
+            let query = who::Query {
+                customer: &customer,
+                since: period.since,
+                until: period.until,
+                format,
+            };
+            let files = ledger_files(&[dir])?;
+            let key = who::key_from_env(&key_env)?;
+            who::run(&files, &key, &query, &mut out)
+        }
+        Command::Report {
+            ledger,
+            period,
+            format,
+        } => {
+            let PolicyArg { policy } = &ledger.policy;
+            let loaded = crate::loader::load(policy, None)
+                .map_err(|d| crate::loader::diagnostics_error(&d))?;
+            let files = ledger_files(&[ledger_dir(policy, ledger.ledger.as_deref())?])?;
+            report::run(&loaded.policy, &files, period, format, &mut out)
+        }
+    }
+}
+
+/// `who-received`'s ledger directory and the variable holding its subject key: `--ledger`,
+/// or the policy's `ledger` section, read without failing on other policy errors.
+fn who_received_ledger(args: &LedgerArgs) -> anyhow::Result<(PathBuf, String)> {
+    let policy = &args.policy.policy;
+    let config = crate::loader::load(policy, None)
+        .ok()
+        .and_then(|l| l.policy.gateway.ledger);
+    let dir = match (&args.ledger, &config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(c)) => c.path.clone(),
+        (None, None) => ledger_dir(policy, None)?,
+    };
+    let key_env = config.map_or_else(
+        || gateway_core::ledger::DEFAULT_SUBJECT_KEY_ENV.to_string(),
+        |c| c.subject_key_env,
+    );
+    Ok((dir, key_env))
+}
 
 /// The ledger directory: `--ledger`, or the one `gateway.yaml` names.
 pub fn ledger_dir(policy: &Path, ledger: Option<&Path>) -> anyhow::Result<PathBuf> {

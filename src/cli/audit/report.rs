@@ -4,22 +4,19 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use gateway_core::ledger::report::{self, ReportBuilder};
 use gateway_core::policy::Policy;
+
+use crate::cli::args::{PeriodArgs, ReportFormat};
 
 pub fn run(
     policy: &Policy,
     files: &[PathBuf],
-    since: Option<String>,
-    until: Option<String>,
-    format: &str,
+    period: PeriodArgs,
+    format: ReportFormat,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    if !matches!(format, "md" | "json" | "html") {
-        bail!("unknown format {format:?} (expected md, json or html)");
-    }
-    let mut builder = ReportBuilder::new(since, until);
+    let mut builder = ReportBuilder::new(period.since, period.until);
     for file in files {
         super::each_line(file, |_, bytes, complete| {
             if complete {
@@ -30,9 +27,9 @@ pub fn run(
     }
     let r = builder.finish(policy);
     match format {
-        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?,
-        "html" => write!(out, "{}", report::html::html(&r))?,
-        _ => write!(out, "{}", report::markdown(&r))?,
+        ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?,
+        ReportFormat::Html => write!(out, "{}", report::html::html(&r))?,
+        ReportFormat::Md => write!(out, "{}", report::markdown(&r))?,
     }
     Ok(ExitCode::SUCCESS)
 }

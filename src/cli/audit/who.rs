@@ -5,15 +5,17 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use gateway_core::ledger::who::{Received, WhoReceived};
 use gateway_core::ledger::{canonical_customer, subject_hash};
+
+use crate::cli::args::TextOrJson;
 
 pub struct Query<'a> {
     pub customer: &'a str,
     pub since: Option<String>,
     pub until: Option<String>,
-    pub format: &'a str,
+    pub format: TextOrJson,
 }
 
 /// The ledger key from the environment variable `key_env` (never from a file or argument).
@@ -32,9 +34,6 @@ pub fn run(
     q: &Query<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    if !matches!(q.format, "text" | "json") {
-        bail!("unknown format {:?} (expected text or json)", q.format);
-    }
     let subject = subject_hash(key, &canonical_customer(q.customer));
     let mut who = WhoReceived::new(&subject, q.since.clone(), q.until.clone());
     for file in files {
@@ -46,7 +45,7 @@ pub fn run(
         })?;
     }
     let found = who.finish();
-    if q.format == "json" {
+    if q.format == TextOrJson::Json {
         let doc = serde_json::json!({
             "subject": subject,
             "since": q.since,

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use gateway_core::filter::OptOutLookup;
 use gateway_core::optout::{validate_customer_id, OptOutSet, OptOutSource, Scope};
 use gateway_core::policy::PostgresOptOuts;
 
@@ -57,7 +56,9 @@ pub struct PgOptOuts {
     /// Where the follower connects (`application_name` `partner-gateway-listen`).
     listener: Target,
     pool: Pool,
-    set: RwLock<OptOutSet>,
+    /// What the request path asks (one read lock per request; an unusable set counts
+    /// everyone as opted out).
+    set: Arc<RwLock<OptOutSet>>,
     /// The last change id applied to `set` (`-1` before the first load). Holding it
     /// serialises applying changes.
     applied: tokio::sync::Mutex<i64>,
@@ -87,7 +88,7 @@ impl PgOptOuts {
             tables: Tables::new(&config.table),
             listener: target.with_application("partner-gateway-listen"),
             pool,
-            set: RwLock::new(OptOutSet::new()),
+            set: Arc::new(RwLock::new(OptOutSet::new())),
             applied: tokio::sync::Mutex::new(-1),
             loaded: AtomicBool::new(false),
             started: Instant::now(),
@@ -138,28 +139,13 @@ impl PgOptOuts {
             self.started + Duration::from_millis(self.fresh_at_ms.load(Ordering::Relaxed));
         Instant::now().saturating_duration_since(fresh_at)
     }
-
-    fn is_opted_out(&self, id: &str, honoured: &[Scope]) -> bool {
-        OptOutSource::is_opted_out(&self.set, id, honoured)
-    }
-}
-
-impl OptOutSource for PgOptOuts {
-    fn is_opted_out(&self, customer_id: &str, scopes: &[Scope]) -> bool {
-        PgOptOuts::is_opted_out(self, customer_id, scopes)
-    }
-
-    /// One read lock for the whole request; an unusable set counts everyone as opted out.
-    fn with_lookup(&self, scopes: &[Scope], f: &mut dyn FnMut(&dyn OptOutLookup)) {
-        self.set.with_lookup(scopes, f)
-    }
 }
 
 #[async_trait]
 impl OptOutBackend for PgOptOuts {
     fn source(self: Arc<Self>) -> Option<Arc<dyn OptOutSource>> {
         if self.freshness().usable() {
-            Some(self)
+            Some(self.set.clone())
         } else {
             None
         }

@@ -159,6 +159,14 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
 }
 
 fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
+    attributes(b, o, n);
+    access(b, o, n);
+    legal_basis(b, o, n);
+    routes(b, o, n);
+}
+
+/// Kind, purpose and upstream: each change discloses more (to someone else, or for another use).
+fn attributes(b: &mut Builder, o: &Partner, n: &Partner) {
     let id = &n.id;
     let mut attr =
         |change: &'static str, before: String, after: String, more: bool, text: String| {
@@ -219,6 +227,11 @@ fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
             ),
         );
     }
+}
+
+/// Who may send to the partner, and which opt-out scopes it honours.
+fn access(b: &mut Builder, o: &Partner, n: &Partner) {
+    let id = &n.id;
     names(
         b,
         id,
@@ -257,7 +270,11 @@ fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
             }
         },
     );
-    legal_basis(b, o, n);
+}
+
+/// Routes kept (compared), added and removed.
+fn routes(b: &mut Builder, o: &Partner, n: &Partner) {
+    let id = &n.id;
     for r in &n.routes {
         match o.routes.iter().find(|x| x.template == r.template) {
             Some(old_route) => route(b, n, old_route, r),
@@ -420,44 +437,29 @@ fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
             }
         },
     );
-    names(
-        b,
-        id,
-        Some(&label),
-        "query",
-        &o.query,
-        &n.query,
-        true,
-        |q, added| {
-            on(format!(
-                "{id} will {} the query parameter {q}",
-                if added {
-                    "START receiving"
-                } else {
-                    "STOP receiving"
-                }
-            ))
-        },
-    );
-    names(
-        b,
-        id,
-        Some(&label),
-        "header",
-        &o.headers,
-        &n.headers,
-        true,
-        |h, added| {
-            on(format!(
-                "{id} will {} the header {h}",
-                if added {
-                    "START receiving"
-                } else {
-                    "STOP receiving"
-                }
-            ))
-        },
-    );
+    let forwarded = [
+        ("query", "query parameter", &o.query, &n.query),
+        ("header", "header", &o.headers, &n.headers),
+    ];
+    for (what, noun, old, new) in forwarded {
+        names(b, id, Some(&label), what, old, new, true, |name, added| {
+            let starts = if added {
+                "START receiving"
+            } else {
+                "STOP receiving"
+            };
+            on(format!("{id} will {starts} the {noun} {name}"))
+        });
+    }
+    records_changed(b, p, o, n);
+    for change in fields::compare(spec(o), spec(n)) {
+        field(b, p, (o, n), change);
+    }
+}
+
+/// Where a route's records and their subject are: opt-outs apply there (only matters when the
+/// partner honours opt-outs).
+fn records_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
     let records = |r: &Route| {
         spec(r).map(|s| {
             (
@@ -467,28 +469,28 @@ fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
         })
     };
     let (or, nr) = (records(o), records(n));
-    if or != nr && !p.honor_optouts.is_empty() {
-        let show = |r: &Option<(Option<String>, Option<String>)>| match r {
-            Some((Some(rec), Some(sub))) => format!("records {rec}, subject {sub}"),
-            _ => "no records".to_string(),
-        };
-        b.push(
-            id,
-            Some(&label),
-            "records_changed",
-            None,
-            (Some(show(&or)), Some(show(&nr))),
-            true,
-            on(format!(
-                "{id} will have opt-outs applied to {} instead of {}",
-                show(&nr),
-                show(&or)
-            )),
-        );
+    if or == nr || p.honor_optouts.is_empty() {
+        return;
     }
-    for change in fields::compare(spec(o), spec(n)) {
-        field(b, p, (o, n), change);
-    }
+    let show = |r: &Option<(Option<String>, Option<String>)>| match r {
+        Some((Some(rec), Some(sub))) => format!("records {rec}, subject {sub}"),
+        _ => "no records".to_string(),
+    };
+    let id = &p.id;
+    let label = route_label(n);
+    b.push(
+        id,
+        Some(&label),
+        "records_changed",
+        None,
+        (Some(show(&or)), Some(show(&nr))),
+        true,
+        format!(
+            "{id} will have opt-outs applied to {} instead of {} on {label}",
+            show(&nr),
+            show(&or)
+        ),
+    );
 }
 
 fn field(b: &mut Builder, p: &Partner, (o, r): (&Route, &Route), c: FieldChange) {

@@ -145,7 +145,7 @@ pub(super) const REMOVED: NodeId = NodeId::MAX;
 #[derive(Default)]
 struct Raw {
     /// What paths ending here say, with each path's text for messages and its source index.
-    leaves: Vec<(Leaf, String, u16)>,
+    leaves: Vec<LeafOf>,
     records: Option<String>,
     members: BTreeMap<String, usize>,
     any: Option<usize>,
@@ -160,6 +160,21 @@ impl Raw {
             .chain(self.any)
             .chain(self.elements)
     }
+}
+
+/// A path ending at a raw node: what it says, its text (for messages), its source index.
+type LeafOf = (Leaf, String, u16);
+
+/// The sorted, distinct source indices of the `leaves` that `pick` selects.
+fn sources_of(leaves: &[&LeafOf], pick: &dyn Fn(Leaf) -> bool) -> Box<[u16]> {
+    let mut out: Vec<u16> = leaves
+        .iter()
+        .filter(|(leaf, _, _)| pick(*leaf))
+        .map(|(_, _, s)| *s)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out.into_boxed_slice()
 }
 
 fn insert(raw: &mut Vec<Raw>, path: &FieldPath) -> usize {
@@ -222,128 +237,11 @@ fn check_names(path: &FieldPath, text: &str, errors: &mut Vec<CompileError>) -> 
 pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileError>> {
     let mut errors = Vec::new();
     let mut raw = vec![Raw::default()];
-
-    for (index, path) in spec.allow.iter().enumerate() {
-        let source = source_index(index);
-        let text = path.to_string();
-        if path.segments.is_empty() {
-            if path.subtree {
-                errors.push(error(
-                    "**",
-                    "`**` on the body root would pass everything; list the members instead",
-                ));
-            } else {
-                errors.push(error(
-                    text,
-                    "`$` names the whole body; allow its members instead",
-                ));
-            }
-            continue;
-        }
-        if !check_names(path, &text, &mut errors) {
-            continue;
-        }
-        let at = insert(&mut raw, path);
-        let leaf = if path.subtree {
-            Leaf::Subtree
-        } else {
-            Leaf::Scalar
-        };
-        raw[at].leaves.push((leaf, text, source));
-    }
-
-    for (index, (path, transform)) in spec.transforms.iter().enumerate() {
-        let source = source_index(spec.allow.len() + index);
-        let text = path.to_string();
-        if path.subtree {
-            errors.push(error(
-                text,
-                format!(
-                    "transform {} applies to single values, not to a subtree (`.**`); list the members instead",
-                    transform.name()
-                ),
-            ));
-            continue;
-        }
-        if path.segments.is_empty() {
-            errors.push(error(
-                text,
-                "a transform cannot apply to the whole body; name a member or element",
-            ));
-            continue;
-        }
-        if !check_names(path, &text, &mut errors) {
-            continue;
-        }
-        let at = insert(&mut raw, path);
-        raw[at]
-            .leaves
-            .push((Leaf::Transform(*transform), text, source));
-    }
-
-    for path in &spec.removes {
-        let text = path.to_string();
-        let last_is_member = matches!(
-            path.segments.last(),
-            Some(Segment::Member(_) | Segment::AnyMember)
-        );
-        if path.subtree || !last_is_member {
-            errors.push(error(
-                text,
-                "remove applies to object members: name a member (`a.b`, `a.*`), not `[*]` or `.**`",
-            ));
-            continue;
-        }
-        if check_names(path, &text, &mut errors) {
-            let at = insert(&mut raw, path);
-            raw[at].leaves.push((Leaf::Remove, text, u16::MAX));
-        }
-    }
-
-    let mut single_record = false;
-    if let Some(records) = &spec.records {
-        let text = records.to_string();
-        if records.subtree {
-            errors.push(error(
-                text,
-                "records cannot end in `.**`; use `$` or a path ending in `[*]`",
-            ));
-        } else if !records.is_root() && records.segments.last() != Some(&Segment::Elements) {
-            errors.push(error(
-                text,
-                "records must be `$` (the body is one record) or a path ending in `[*]`",
-            ));
-        } else if check_names(records, &text, &mut errors) {
-            single_record = records.is_root();
-            let at = insert(&mut raw, records);
-            raw[at].records = Some(text);
-        }
-    }
-
-    let mut subject = None;
-    match (&spec.records, &spec.subject) {
-        (Some(records), None) => errors.push(error(
-            records.to_string(),
-            "records given without subject: name the member of each record holding the customer id",
-        )),
-        (None, Some(name)) => errors.push(error(
-            name.as_str(),
-            "subject given without records: say where the records are (`$` or a path ending in `[*]`)",
-        )),
-        (Some(_), Some(name)) => {
-            if name.is_empty() {
-                errors.push(error(name.as_str(), "subject is empty"));
-            } else if name.bytes().any(is_path_syntax) {
-                errors.push(error(
-                    name.as_str(),
-                    "subject contains `.`, `[`, `]` or `*`: it names one member of each record and can never match such a key",
-                ));
-            } else {
-                subject = Some(name.as_bytes().into());
-            }
-        }
-        (None, None) => {}
-    }
+    add_allowed(spec, &mut raw, &mut errors);
+    add_transforms(spec, &mut raw, &mut errors);
+    add_removes(spec, &mut raw, &mut errors);
+    let single_record = add_records(spec, &mut raw, &mut errors);
+    let subject = subject(spec, &mut errors);
 
     let mut builder = Builder {
         raw: &raw,
@@ -373,6 +271,144 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
             .iter()
             .any(|(_, t)| *t == Transform::Pseudonymize),
     })
+}
+
+/// The `allow` paths, as scalar or subtree leaves.
+fn add_allowed(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<CompileError>) {
+    for (index, path) in spec.allow.iter().enumerate() {
+        let source = source_index(index);
+        let text = path.to_string();
+        if path.segments.is_empty() {
+            if path.subtree {
+                errors.push(error(
+                    "**",
+                    "`**` on the body root would pass everything; list the members instead",
+                ));
+            } else {
+                errors.push(error(
+                    text,
+                    "`$` names the whole body; allow its members instead",
+                ));
+            }
+            continue;
+        }
+        if !check_names(path, &text, errors) {
+            continue;
+        }
+        let at = insert(raw, path);
+        let leaf = if path.subtree {
+            Leaf::Subtree
+        } else {
+            Leaf::Scalar
+        };
+        raw[at].leaves.push((leaf, text, source));
+    }
+}
+
+/// The `transforms`, each on single values (numbered after the `allow` paths).
+fn add_transforms(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<CompileError>) {
+    for (index, (path, transform)) in spec.transforms.iter().enumerate() {
+        let source = source_index(spec.allow.len() + index);
+        let text = path.to_string();
+        if path.subtree {
+            errors.push(error(
+                text,
+                format!(
+                    "transform {} applies to single values, not to a subtree (`.**`); list the members instead",
+                    transform.name()
+                ),
+            ));
+            continue;
+        }
+        if path.segments.is_empty() {
+            errors.push(error(
+                text,
+                "a transform cannot apply to the whole body; name a member or element",
+            ));
+            continue;
+        }
+        if !check_names(path, &text, errors) {
+            continue;
+        }
+        let at = insert(raw, path);
+        raw[at]
+            .leaves
+            .push((Leaf::Transform(*transform), text, source));
+    }
+}
+
+/// The `remove` paths: object members only.
+fn add_removes(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<CompileError>) {
+    for path in &spec.removes {
+        let text = path.to_string();
+        let last_is_member = matches!(
+            path.segments.last(),
+            Some(Segment::Member(_) | Segment::AnyMember)
+        );
+        if path.subtree || !last_is_member {
+            errors.push(error(
+                text,
+                "remove applies to object members: name a member (`a.b`, `a.*`), not `[*]` or `.**`",
+            ));
+            continue;
+        }
+        if check_names(path, &text, errors) {
+            let at = insert(raw, path);
+            raw[at].leaves.push((Leaf::Remove, text, u16::MAX));
+        }
+    }
+}
+
+/// Where the records are; true when the whole body is one record.
+fn add_records(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<CompileError>) -> bool {
+    let Some(records) = &spec.records else {
+        return false;
+    };
+    let text = records.to_string();
+    if records.subtree {
+        errors.push(error(
+            text,
+            "records cannot end in `.**`; use `$` or a path ending in `[*]`",
+        ));
+    } else if !records.is_root() && records.segments.last() != Some(&Segment::Elements) {
+        errors.push(error(
+            text,
+            "records must be `$` (the body is one record) or a path ending in `[*]`",
+        ));
+    } else if check_names(records, &text, errors) {
+        let at = insert(raw, records);
+        raw[at].records = Some(text);
+        return records.is_root();
+    }
+    false
+}
+
+/// The member of each record holding the customer id; records and subject come together.
+fn subject(spec: &FilterSpec, errors: &mut Vec<CompileError>) -> Option<Box<[u8]>> {
+    match (&spec.records, &spec.subject) {
+        (Some(records), None) => errors.push(error(
+            records.to_string(),
+            "records given without subject: name the member of each record holding the customer id",
+        )),
+        (None, Some(name)) => errors.push(error(
+            name.as_str(),
+            "subject given without records: say where the records are (`$` or a path ending in `[*]`)",
+        )),
+        (Some(_), Some(name)) => {
+            if name.is_empty() {
+                errors.push(error(name.as_str(), "subject is empty"));
+            } else if name.bytes().any(is_path_syntax) {
+                errors.push(error(
+                    name.as_str(),
+                    "subject contains `.`, `[`, `]` or `*`: it names one member of each record and can never match such a key",
+                ));
+            } else {
+                return Some(name.as_bytes().into());
+            }
+        }
+        (None, None) => {}
+    }
+    None
 }
 
 struct Builder<'r> {
@@ -470,68 +506,112 @@ impl<'r> Builder<'r> {
     /// `*` that also matches it). `at` is the position for messages.
     fn expand(&mut self, ids: &[usize], at: &str) -> NodeId {
         let raw = self.raw;
-        let nodes: Vec<&Raw> = ids.iter().map(|&id| &raw[id]).collect();
-        let leaves: Vec<&(Leaf, String, u16)> = nodes.iter().flat_map(|n| &n.leaves).collect();
-        let sources_of = |leaves: &[&(Leaf, String, u16)], pick: &dyn Fn(Leaf) -> bool| {
-            let mut out: Vec<u16> = leaves
-                .iter()
-                .filter(|(leaf, _, _)| pick(*leaf))
-                .map(|(_, _, s)| *s)
-                .collect();
-            out.sort_unstable();
-            out.dedup();
-            out.into_boxed_slice()
-        };
+        let nodes: Vec<&'r Raw> = ids.iter().map(|&id| &raw[id]).collect();
+        let leaves: Vec<&'r LeafOf> = nodes.iter().flat_map(|n| &n.leaves).collect();
         let records = nodes.iter().find_map(|n| n.records.as_deref());
-        let names: BTreeSet<&String> = nodes.iter().flat_map(|n| n.members.keys()).collect();
-        let anys: Vec<usize> = nodes.iter().filter_map(|n| n.any).collect();
-        let elements: Vec<usize> = nodes.iter().filter_map(|n| n.elements).collect();
-        let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
-
         if let Some((_, remove, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Remove) {
-            // An explicit remove wins over `allow` and `*`: nothing at or below passes.
-            for below in self.sources_below(ids) {
-                self.errors.push(error(
-                    below,
-                    format!("can never match: `{remove}` removes `{at}` whole"),
-                ));
-            }
-            if let Some(records) = records {
-                self.errors.push(error(
-                    records,
-                    format!("records can never be forwarded: `{remove}` removes `{at}`"),
-                ));
-            }
-            return REMOVED;
+            return self.removed(ids, at, remove, records);
         }
-
         if let Some((_, subtree, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Subtree) {
-            for (leaf, text, _) in &leaves {
-                if let Leaf::Transform(t) = leaf {
-                    self.errors.push(error(
-                        text.as_str(),
-                        format!(
-                            "transform {} conflicts with `{subtree}`, which passes `{at}` whole; list the members instead of using `.**`",
-                            t.name()
-                        ),
-                    ));
-                }
-            }
-            self.beneath_subtree(&children, subtree);
-            let sources = sources_of(&leaves, &|leaf| leaf == Leaf::Subtree);
-            if records.is_some() {
-                // A record passed whole still needs its subject read and its object shape
-                // enforced, so it becomes an object whose every member passes whole.
-                let any = self.subtree_node();
-                return self.push_with(
-                    Kind::Object(Members::new(Vec::new(), Some(any))),
-                    true,
-                    sources,
-                );
-            }
-            return self.push_with(Kind::Subtree, false, sources);
+            let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
+            return self.whole(&children, at, subtree, &leaves, records);
         }
+        if let Some(node) = self.single_value(ids, at, &leaves, records) {
+            return node;
+        }
+        self.container(&nodes, at, records)
+    }
 
+    /// An explicit remove wins over `allow` and `*`: nothing at or below passes.
+    fn removed(&mut self, ids: &[usize], at: &str, remove: &str, records: Option<&str>) -> NodeId {
+        for below in self.sources_below(ids) {
+            self.errors.push(error(
+                below,
+                format!("can never match: `{remove}` removes `{at}` whole"),
+            ));
+        }
+        if let Some(records) = records {
+            self.errors.push(error(
+                records,
+                format!("records can never be forwarded: `{remove}` removes `{at}`"),
+            ));
+        }
+        REMOVED
+    }
+
+    /// `subtree` (`at.**`) passes `at` whole: transforms at or below it conflict.
+    fn whole(
+        &mut self,
+        children: &[usize],
+        at: &str,
+        subtree: &str,
+        leaves: &[&LeafOf],
+        records: Option<&str>,
+    ) -> NodeId {
+        for (leaf, text, _) in leaves {
+            if let Leaf::Transform(t) = leaf {
+                self.errors.push(error(
+                    text.as_str(),
+                    format!(
+                        "transform {} conflicts with `{subtree}`, which passes `{at}` whole; list the members instead of using `.**`",
+                        t.name()
+                    ),
+                ));
+            }
+        }
+        self.beneath_subtree(children, subtree);
+        let sources = sources_of(leaves, &|leaf| leaf == Leaf::Subtree);
+        if records.is_some() {
+            // A record passed whole still needs its subject read and its object shape
+            // enforced, so it becomes an object whose every member passes whole.
+            let any = self.subtree_node();
+            return self.push_with(
+                Kind::Object(Members::new(Vec::new(), Some(any))),
+                true,
+                sources,
+            );
+        }
+        self.push_with(Kind::Subtree, false, sources)
+    }
+
+    /// A position allowed as a scalar or transformed holds one value: paths below it can never
+    /// match. `None` when no path ends here as a single value.
+    fn single_value(
+        &mut self,
+        ids: &[usize],
+        at: &str,
+        leaves: &[&LeafOf],
+        records: Option<&str>,
+    ) -> Option<NodeId> {
+        let (kind, from, what) = self.single_value_kind(at, leaves)?;
+        for below in self.sources_below(ids) {
+            self.errors.push(error(
+                below,
+                format!(
+                    "can never match: `{from}` is {what}, so `{at}` must hold a string, number, boolean or null; \
+                     allow `{at}.**` instead to pass a subtree"
+                ),
+            ));
+        }
+        if let Some(records) = records {
+            self.errors.push(error(
+                records,
+                format!(
+                    "records must be objects, but `{from}` passes only a single value at `{at}`"
+                ),
+            ));
+        }
+        let sources = sources_of(leaves, &|leaf| leaf != Leaf::Subtree);
+        Some(self.push_with(kind, false, sources))
+    }
+
+    /// The kind of a single-value position, the path that made it one, and what it is.
+    /// Allowed plainly and transformed: the transform wins, failing closed.
+    fn single_value_kind<'a>(
+        &mut self,
+        at: &str,
+        leaves: &[&'a LeafOf],
+    ) -> Option<(Kind, &'a str, String)> {
         let mut transforms: Vec<(Transform, &str)> = leaves
             .iter()
             .filter_map(|(leaf, text, _)| match leaf {
@@ -555,8 +635,7 @@ impl<'r> Builder<'r> {
             .iter()
             .find(|(leaf, _, _)| *leaf == Leaf::Scalar)
             .map(|(_, text, _)| text.as_str());
-        let leaf = match (transforms.first(), scalar) {
-            // Allowed plainly and transformed: the transform wins, failing closed.
+        match (transforms.first(), scalar) {
             (Some(&(t, from)), _) => Some((
                 Kind::Transform(t),
                 from,
@@ -564,55 +643,23 @@ impl<'r> Builder<'r> {
             )),
             (None, Some(from)) => Some((Kind::Scalar, from, "allowed as a scalar".to_string())),
             (None, None) => None,
-        };
-        if let Some((kind, from, what)) = leaf {
-            for below in self.sources_below(ids) {
-                self.errors.push(error(
-                    below,
-                    format!(
-                        "can never match: `{from}` is {what}, so `{at}` must hold a string, number, boolean or null; \
-                         allow `{at}.**` instead to pass a subtree"
-                    ),
-                ));
-            }
-            if let Some(records) = records {
-                self.errors.push(error(
-                    records,
-                    format!("records must be objects, but `{from}` passes only a single value at `{at}`"),
-                ));
-            }
-            let sources = sources_of(&leaves, &|leaf| leaf != Leaf::Subtree);
-            return self.push_with(kind, false, sources);
         }
+    }
 
+    /// An object (members, `*`, or records) or an array (`[*]`); a position cannot be both.
+    fn container(&mut self, nodes: &[&Raw], at: &str, records: Option<&str>) -> NodeId {
+        let names: BTreeSet<&String> = nodes.iter().flat_map(|n| n.members.keys()).collect();
+        let anys: Vec<usize> = nodes.iter().filter_map(|n| n.any).collect();
+        let elements: Vec<usize> = nodes.iter().filter_map(|n| n.elements).collect();
         let wants_object = !names.is_empty() || !anys.is_empty() || records.is_some();
         if wants_object && !elements.is_empty() {
-            let object_from = match records {
-                Some(records) => records.to_string(),
-                None => {
-                    let members: Vec<usize> = nodes
-                        .iter()
-                        .flat_map(|n| n.members.values().copied().chain(n.any))
-                        .collect();
-                    self.sources_below_ids(&members)
-                        .into_iter()
-                        .next()
-                        .unwrap_or_else(|| at.to_string())
-                }
-            };
-            for below in self.sources_below_ids(&elements) {
-                self.errors.push(error(
-                    below,
-                    format!("can never match: `{object_from}` expects an object at `{at}`, but this path expects an array there"),
-                ));
-            }
+            self.object_or_array(nodes, &elements, at, records);
         }
         if !wants_object && !elements.is_empty() {
             let inner = self.expand(&elements, &elements_of(at));
             // `remove` only names members, so array elements are never REMOVED.
             return self.push(Kind::Array { elements: inner }, false);
         }
-
         let mut named = Vec::with_capacity(names.len());
         for name in names {
             let mut member_ids: Vec<usize> = nodes
@@ -639,6 +686,35 @@ impl<'r> Builder<'r> {
             }
         });
         self.push(Kind::Object(Members::new(named, any)), records.is_some())
+    }
+
+    /// Paths expect an object at `at` and others an array: the array ones can never match.
+    fn object_or_array(
+        &mut self,
+        nodes: &[&Raw],
+        elements: &[usize],
+        at: &str,
+        records: Option<&str>,
+    ) {
+        let object_from = match records {
+            Some(records) => records.to_string(),
+            None => {
+                let members: Vec<usize> = nodes
+                    .iter()
+                    .flat_map(|n| n.members.values().copied().chain(n.any))
+                    .collect();
+                self.sources_below_ids(&members)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| at.to_string())
+            }
+        };
+        for below in self.sources_below_ids(elements) {
+            self.errors.push(error(
+                below,
+                format!("can never match: `{object_from}` expects an object at `{at}`, but this path expects an array there"),
+            ));
+        }
     }
 
     /// Does any allow or transform path (or records) end at or below the raw nodes `ids`? A

@@ -413,5 +413,4 @@ fn csv_field(s: &str, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-#[path = "bulk_tests.rs"]
 mod tests;

@@ -4,6 +4,7 @@ and which scopes a partner honours.
 */
 
 pub mod bulk;
+pub mod codec;
 pub mod id;
 pub mod set;
 

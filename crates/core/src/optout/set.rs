@@ -22,6 +22,10 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use super::OptOutLookup;
 use super::Scope;
 
+mod builder;
+
+pub use builder::SetBuilder;
+
 /// The longest customer id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 
@@ -567,122 +571,6 @@ impl OptOutSet {
     }
 }
 
-/// Builds an [`OptOutSet`] from distinct customers (a snapshot) several times faster than
-/// inserting them one by one: ids go to the arena in order, then the table slots are sorted
-/// by the table region they land in and inserted region by region, so the table is written
-/// almost sequentially instead of with a cache miss or two per customer.
-#[derive(Debug)]
-pub struct SetBuilder {
-    set: OptOutSet,
-    pending: Vec<(u64, Slot)>,
-}
-
-impl SetBuilder {
-    /// A builder for about `customers` customers whose ids total `id_bytes`, with `scopes`
-    /// interned in order (`ScopeId` `i` is `scopes[i]`).
-    pub fn new(
-        scopes: &[Scope],
-        customers: usize,
-        id_bytes: usize,
-    ) -> Result<SetBuilder, OptOutError> {
-        let mut set = OptOutSet::with_capacity(0, id_bytes);
-        for (i, scope) in scopes.iter().enumerate() {
-            if set.intern(scope)?.index() != i {
-                return Err(OptOutError::Duplicate(scope.to_string()));
-            }
-        }
-        Ok(SetBuilder {
-            set,
-            pending: Vec::with_capacity(customers),
-        })
-    }
-
-    /// Adds a customer not added before (checked in [`SetBuilder::finish`]).
-    pub fn push(&mut self, id: &str, scopes: &[ScopeId]) -> Result<(), OptOutError> {
-        validate_customer_id(id)?;
-        let set = &mut self.set;
-        if let Some(bad) = scopes.iter().find(|s| s.index() >= set.scopes.len()) {
-            return Err(OptOutError::UnknownScopeId(bad.index()));
-        }
-        let wanted = sorted_distinct(scopes);
-        let wanted: &[ScopeId] = &wanted;
-        if wanted.is_empty() {
-            return Err(OptOutError::NoScopes(id.to_string()));
-        }
-        let off = set.arena.len();
-        if off + id.len() > MAX_ARENA {
-            return Err(OptOutError::Full);
-        }
-        let combo = set.intern_combo(wanted)?;
-        set.combos[combo as usize].refs += 1;
-        for s in wanted {
-            set.scope_counts[s.index()] += 1;
-        }
-        set.pairs += wanted.len() as u64;
-        set.arena.push_str(id);
-        let slot = Slot {
-            off_lo: (off & 0xffff_ffff) as u32,
-            off_hi: (off >> 32) as u16,
-            len: id.len() as u16,
-            combo,
-        };
-        self.pending.push((OptOutSet::hash(&set.hasher, id), slot));
-        Ok(())
-    }
-
-    /// The finished set; fails if a customer was pushed twice.
-    pub fn finish(self) -> Result<OptOutSet, OptOutError> {
-        let SetBuilder {
-            mut set,
-            mut pending,
-        } = self;
-        set.table = HashTable::with_capacity(pending.len());
-        // hashbrown probes from `hash & (buckets - 1)`; buckets = capacity * 8 / 7 once past 14.
-        let buckets = (set.table.capacity() / 7 * 8).next_power_of_two().max(1) as u64;
-        let bits = buckets.trailing_zeros();
-        let shift = bits.saturating_sub(12);
-        let region = |h: u64| ((h & (buckets - 1)) >> shift) as usize;
-        sort_by_region(&mut pending, 1 << (bits - shift), region);
-        let OptOutSet {
-            table,
-            arena,
-            hasher,
-            ..
-        } = &mut set;
-        for (hash, slot) in pending {
-            let id = &arena[slot.range()];
-            if table.find(hash, |s| &arena[s.range()] == id).is_some() {
-                return Err(OptOutError::Duplicate(id.to_string()));
-            }
-            table.insert_unique(hash, slot, |s| OptOutSet::hash(hasher, &arena[s.range()]));
-        }
-        Ok(set)
-    }
-}
-
-/// In-place one-pass radix sort of `items` into `regions` buckets (American flag sort).
-fn sort_by_region(items: &mut [(u64, Slot)], regions: usize, region: impl Fn(u64) -> usize) {
-    let mut start = vec![0usize; regions + 1];
-    for (h, _) in items.iter() {
-        start[region(*h) + 1] += 1;
-    }
-    for r in 0..regions {
-        start[r + 1] += start[r];
-    }
-    let mut next = start.clone();
-    for r in 0..regions {
-        while next[r] < start[r + 1] {
-            let target = region(items[next[r]].0);
-            if target == r {
-                next[r] += 1;
-            } else {
-                items.swap(next[r], next[target]);
-                next[target] += 1;
-            }
-        }
-    }
-}
-
 /// One customer's scopes, borrowed from an [`OptOutSet`]; iterates in interning order.
 #[derive(Debug, Clone, Copy)]
 pub struct Scopes<'a> {
@@ -812,5 +700,4 @@ fn sorted_distinct(scopes: &[ScopeId]) -> std::borrow::Cow<'_, [ScopeId]> {
 }
 
 #[cfg(test)]
-#[path = "set_tests.rs"]
 mod tests;

@@ -93,6 +93,9 @@ pub fn plan_stream_head(
     })
 }
 
+/// Called with each complete line's number (1-based) and bytes (without `\n`).
+pub type EachLine<'a> = dyn FnMut(u64, &[u8]) -> Result<(), Refusal> + 'a;
+
 /// Cuts a byte stream into lines. Holds at most one unfinished line (plus the chunk that is
 /// being cut), and refuses a line longer than `max_line` bytes (not counting its `\n` or
 /// `\r\n`) as soon as more than that many bytes of it have arrived.
@@ -123,11 +126,7 @@ impl LineSplitter {
 
     /// Appends `chunk` and calls `each` with every line it completes (without `\n`), in order.
     /// Stops at the first error (from `each`, or 413 for an overlong line).
-    pub fn feed(
-        &mut self,
-        chunk: &[u8],
-        each: &mut dyn FnMut(u64, &[u8]) -> Result<(), Refusal>,
-    ) -> Result<(), Refusal> {
+    pub fn feed(&mut self, chunk: &[u8], each: &mut EachLine<'_>) -> Result<(), Refusal> {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -168,10 +167,7 @@ impl LineSplitter {
     }
 
     /// At the end of the body: the last line, when it has no `\n`.
-    pub fn finish(
-        &mut self,
-        each: &mut dyn FnMut(u64, &[u8]) -> Result<(), Refusal>,
-    ) -> Result<(), Refusal> {
+    pub fn finish(&mut self, each: &mut EachLine<'_>) -> Result<(), Refusal> {
         if self.start >= self.buf.len() {
             return Ok(());
         }

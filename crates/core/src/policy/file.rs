@@ -41,6 +41,17 @@ pub struct GatewayFile {
     pub tls: Option<Spanned<ListenerTlsFile>>,
     /// The disclosure ledger: one record per forwarded request (omitted = no ledger).
     pub ledger: Option<Spanned<LedgerFile>>,
+    /// A candidate policy decided beside the active one on live traffic, never forwarded.
+    pub shadow: Option<Spanned<ShadowFile>>,
+}
+
+/// `shadow:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowFile {
+    /// The candidate policy directory (with its own `gateway.yaml` and `partners/`), relative to
+    /// the policy directory's parent. Only its partners, routes and limits decide.
+    pub policy: Spanned<String>,
 }
 
 /// `ledger:`.

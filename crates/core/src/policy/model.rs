@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub tls: Option<ListenerTls>,
     /// The disclosure ledger; `None` = off.
     pub ledger: Option<LedgerConfig>,
+    /// `shadow.policy`: the candidate policy directory (resolved against the policy directory's
+    /// parent); `None` = no shadow policy.
+    pub shadow: Option<std::path::PathBuf>,
 }
 
 /// Default `ledger.rotate_bytes`: 64 MiB.

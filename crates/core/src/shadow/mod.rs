@@ -73,6 +73,10 @@ pub enum Decision {
         status: u16,
         code: &'static str,
     },
+    /// The request's head passes (partner, route, method, caller, headers), and the body was
+    /// never read: the active policy refused the request on its head alone, before asking for
+    /// the body, so what would be forwarded is not known.
+    Admitted,
 }
 
 impl Decision {
@@ -162,6 +166,9 @@ fn collapse(concrete: &str) -> String {
     out
 }
 
+/// The candidate's side of a `newly_forwarded` decided on the head alone.
+pub const ADMITTED: &str = "admitted (body not read)";
+
 /// One difference between the active decision and the candidate's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {
@@ -175,11 +182,20 @@ pub struct Difference {
 }
 
 /// Every difference, field paths in order; at most one outcome difference. Two refusals
-/// (whatever their codes) are no difference: nothing is forwarded either way.
+/// (whatever their codes) are no difference: nothing is forwarded either way. A head the
+/// candidate admits where the active policy refused it is `newly_forwarded` (its body was never
+/// read); [`Decision::Admitted`] against anything but a refusal says nothing.
 pub fn compare(active: &Decision, shadow: &Decision) -> Vec<Difference> {
     let refused = |status: &u16, code: &str| format!("{status} {code}");
     match (active, shadow) {
         (Decision::Refused { .. }, Decision::Refused { .. }) => Vec::new(),
+        (Decision::Refused { status, code }, Decision::Admitted) => vec![Difference {
+            change: ShadowChange::NewlyForwarded,
+            path: None,
+            active: refused(status, code),
+            shadow: ADMITTED.into(),
+        }],
+        (Decision::Admitted, _) | (_, Decision::Admitted) => Vec::new(),
         (Decision::Forwarded(_), Decision::Refused { status, code }) => vec![Difference {
             change: ShadowChange::NewlyRefused,
             path: None,
@@ -216,6 +232,9 @@ pub fn compare(active: &Decision, shadow: &Decision) -> Vec<Difference> {
         }
     }
 }
+
+mod recent;
+pub use recent::{Entry, Recent};
 
 #[cfg(test)]
 mod tests;

@@ -122,3 +122,51 @@ fn concrete_paths_collapse_to_drift_syntax() {
     assert_eq!(collapse("by_customer.c-104233"), "by_customer.*");
     assert_eq!(collapse("a[0][1]"), "a[*][*]");
 }
+
+#[test]
+fn a_head_the_candidate_admits_is_newly_forwarded_and_nothing_else() {
+    let refused = Decision::Refused {
+        status: 404,
+        code: "route_not_allowed",
+    };
+    let listed = compare(&refused, &Decision::Admitted);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].change, ShadowChange::NewlyForwarded);
+    assert_eq!(listed[0].active, "404 route_not_allowed");
+    assert_eq!(listed[0].shadow, ADMITTED);
+    let forwarded = Decision::Forwarded(BTreeMap::new());
+    for (a, s) in [
+        (&Decision::Admitted, &refused),
+        (&Decision::Admitted, &Decision::Admitted),
+        (&forwarded, &Decision::Admitted),
+        (&Decision::Admitted, &forwarded),
+    ] {
+        assert!(compare(a, s).is_empty(), "{a:?} {s:?}");
+    }
+}
+
+#[test]
+fn the_recent_list_is_bounded_newest_first_and_counts_everything() {
+    let active = policy("order_id", "");
+    let shadow = policy("order_id, \"shipments[*].name\"", "");
+    let diffs = compare(&decide(&active, BODY), &decide(&shadow, BODY));
+    assert_eq!(diffs.len(), 1);
+    let mut recent = Recent::new(3);
+    for time in 0..5 {
+        recent.push(("acme", "/v1/shipments", "POST"), &diffs, time);
+    }
+    assert_eq!(recent.total, 5);
+    assert_eq!(recent.len(), 3);
+    let times: Vec<i64> = recent.newest_first().map(|e| e.time).collect();
+    assert_eq!(times, [4, 3, 2]);
+    let entry = recent.newest_first().next().unwrap();
+    assert_eq!(entry.path.as_deref(), Some("shipments[*].name"));
+    assert_eq!(entry.change, ShadowChange::FieldAdded);
+    let text = format!("{:?}", recent.newest_first().collect::<Vec<_>>());
+    for value in ["Ana", "Lima", "o-1"] {
+        assert!(!text.contains(value), "{value} in {text}");
+    }
+    let mut none = Recent::new(0);
+    none.push(("acme", "/v1/shipments", "POST"), &diffs, 1);
+    assert_eq!((none.total, none.len()), (1, 0));
+}

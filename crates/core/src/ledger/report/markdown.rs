@@ -35,61 +35,66 @@ pub fn markdown(r: &ProcessingReport) -> String {
         );
     }
     for p in &r.recipients {
-        let _ = writeln!(s, "\n## {}\n", cell(&p.partner));
-        let _ = writeln!(
-            s,
-            "- Kind: {}; purpose: {}; use: {}",
-            p.kind,
-            cell(&p.purpose),
-            p.use_
-        );
-        if !p.in_policy {
-            let _ = writeln!(
-                s,
-                "- **Not in the current policy** (seen in the ledger only)"
-            );
-        }
-        if let Some(h) = &p.legal_basis_header {
-            let _ = writeln!(s, "- Legal basis required on every request (header `{h}`)");
-        }
-        if !p.legal_bases.is_empty() {
-            let _ = writeln!(s, "- Legal bases cited: {}", list(&p.legal_bases));
-        }
-        let _ = writeln!(s, "- Declared categories: {}", list(&p.declared_categories));
-        let disclosed: Vec<String> = p
-            .disclosed_categories
-            .iter()
-            .map(|c| format!("{} ({} requests)", c.category, c.requests))
-            .collect();
-        let _ = writeln!(s, "- Disclosed categories: {}", list(&disclosed));
-        if !p.declared_unused.is_empty() {
-            let _ = writeln!(
-                s,
-                "- Declared but not disclosed: {}",
-                list(&p.declared_unused)
-            );
-        }
-        if !p.disclosed_undeclared.is_empty() {
-            let _ = writeln!(
-                s,
-                "- **Disclosed but not declared**: {}",
-                list(&p.disclosed_undeclared)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "- Requests: {}; records forwarded: {}; records dropped for opt-outs: {}",
-            p.requests, p.records_forwarded, p.records_dropped
-        );
-        for route in &p.routes {
-            let _ = writeln!(
-                s,
-                "  - `{}`: {} requests, {} records",
-                route.route, route.requests, route.records_forwarded
-            );
-        }
+        recipient(&mut s, p);
     }
     s
+}
+
+/// One recipient's section: what it is, the legal bases and categories, the volumes per route.
+fn recipient(s: &mut String, p: &super::Recipient) {
+    let _ = writeln!(s, "\n## {}\n", cell(&p.partner));
+    let _ = writeln!(
+        s,
+        "- Kind: {}; purpose: {}; use: {}",
+        p.kind,
+        cell(&p.purpose),
+        p.use_
+    );
+    if !p.in_policy {
+        let _ = writeln!(
+            s,
+            "- **Not in the current policy** (seen in the ledger only)"
+        );
+    }
+    if let Some(h) = &p.legal_basis_header {
+        let _ = writeln!(s, "- Legal basis required on every request (header `{h}`)");
+    }
+    if !p.legal_bases.is_empty() {
+        let _ = writeln!(s, "- Legal bases cited: {}", list(&p.legal_bases));
+    }
+    let _ = writeln!(s, "- Declared categories: {}", list(&p.declared_categories));
+    let disclosed: Vec<String> = p
+        .disclosed_categories
+        .iter()
+        .map(|c| format!("{} ({} requests)", c.category, c.requests))
+        .collect();
+    let _ = writeln!(s, "- Disclosed categories: {}", list(&disclosed));
+    if !p.declared_unused.is_empty() {
+        let _ = writeln!(
+            s,
+            "- Declared but not disclosed: {}",
+            list(&p.declared_unused)
+        );
+    }
+    if !p.disclosed_undeclared.is_empty() {
+        let _ = writeln!(
+            s,
+            "- **Disclosed but not declared**: {}",
+            list(&p.disclosed_undeclared)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "- Requests: {}; records forwarded: {}; records dropped for opt-outs: {}",
+        p.requests, p.records_forwarded, p.records_dropped
+    );
+    for route in &p.routes {
+        let _ = writeln!(
+            s,
+            "  - `{}`: {} requests, {} records",
+            route.route, route.requests, route.records_forwarded
+        );
+    }
 }
 
 fn list(items: &[String]) -> String {

@@ -315,7 +315,7 @@ fn stream_speed() {
     let policy = policy();
     let set = opted_out();
     let target = resolve(&policy.partners, "POST", "/ads/v1/customers").unwrap();
-    let mut limits = policy.gateway.limits.clone();
+    let mut limits = policy.gateway.limits;
     limits.max_body_bytes = 1 << 16;
     let body: String = (0..100_000)
         .map(|i| {

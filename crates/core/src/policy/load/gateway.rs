@@ -11,7 +11,9 @@ use super::{
     DEFAULT_LISTEN,
 };
 use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
-use crate::policy::model::{CallersConfig, GatewayConfig, LedgerConfig, Limits, SigningConfig};
+use crate::policy::model::{
+    CallersConfig, GatewayConfig, LedgerConfig, Limits, ListenerTls, SigningConfig,
+};
 
 /// What can be wrong in `gateway.yaml` itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,24 +68,7 @@ pub(super) fn validate_gateway(
     d: &mut Diags,
 ) -> Option<GatewayConfig> {
     let before = d.errors.len();
-    let listen = listen_addr(path, g.listen.as_ref(), "listen", DEFAULT_LISTEN, d);
-    let admin_listen = listen_addr(
-        path,
-        g.admin_listen.as_ref(),
-        "admin_listen",
-        DEFAULT_ADMIN_LISTEN,
-        d,
-    );
-    if let (Some(a), Some(b), Some(spanned)) = (listen, admin_listen, g.admin_listen.as_ref()) {
-        if a == b && a.port() != 0 {
-            d.error(
-                path,
-                line(spanned),
-                InvalidGateway::SameListen(spanned.value.clone()),
-            );
-        }
-    }
-
+    let (listen, admin_listen) = listeners(path, &g, d);
     let limits = limits(path, g.limits.as_ref(), d);
     let admin_token_env = admin_token_env(path, g.admin_token_env.as_ref(), d);
 
@@ -92,20 +77,7 @@ pub(super) fn validate_gateway(
         .as_ref()
         .and_then(|o| super::optouts::validate_optouts(path, &o.value, line(o), base, env, d));
 
-    let tls = g.tls.as_ref().and_then(|t| {
-        let mut problems = Vec::new();
-        let tls = crate::policy::tls::listener(path, t, base, &mut problems);
-        for p in problems {
-            d.error(path, p.line, Invalid::Tls(p.message));
-        }
-        tls
-    });
-    if let (None, None, Some(listen)) = (&g.tls, &tls, listen) {
-        if let Some(warning) = crate::policy::tls::plain_listen_warning(listen) {
-            let at = g.listen.as_ref().map_or(1, line);
-            d.warn(path, at, Invalid::Tls(warning));
-        }
-    }
+    let tls = listener_tls(path, &g, listen, base, d);
     // A client certificate identity is a caller credential of its own.
     let cert_callers = tls.as_ref().is_some_and(|t| t.client_identity.is_some());
 
@@ -131,6 +103,12 @@ pub(super) fn validate_gateway(
         .as_ref()
         .and_then(|l| validate_ledger(path, &l.value, base, env, d));
 
+    let shadow = g
+        .shadow
+        .as_ref()
+        .and_then(|s| non_empty(path, &s.value.policy, "shadow.policy", d))
+        .map(|dir| resolve(base, &dir));
+
     if d.errors.len() > before {
         return None;
     }
@@ -144,7 +122,59 @@ pub(super) fn validate_gateway(
         signing,
         tls,
         ledger,
+        shadow,
     })
+}
+
+/// `listen` and `admin_listen`, which may not be the same address.
+fn listeners(
+    path: &str,
+    g: &GatewayFile,
+    d: &mut Diags,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let listen = listen_addr(path, g.listen.as_ref(), "listen", DEFAULT_LISTEN, d);
+    let admin_listen = listen_addr(
+        path,
+        g.admin_listen.as_ref(),
+        "admin_listen",
+        DEFAULT_ADMIN_LISTEN,
+        d,
+    );
+    if let (Some(a), Some(b), Some(spanned)) = (listen, admin_listen, g.admin_listen.as_ref()) {
+        if a == b && a.port() != 0 {
+            d.error(
+                path,
+                line(spanned),
+                InvalidGateway::SameListen(spanned.value.clone()),
+            );
+        }
+    }
+    (listen, admin_listen)
+}
+
+/// `tls` of the proxy listener; without it, a warning when `listen` is not loopback.
+fn listener_tls(
+    path: &str,
+    g: &GatewayFile,
+    listen: Option<SocketAddr>,
+    base: &Path,
+    d: &mut Diags,
+) -> Option<ListenerTls> {
+    let tls = g.tls.as_ref().and_then(|t| {
+        let mut problems = Vec::new();
+        let tls = crate::policy::tls::listener(path, t, base, &mut problems);
+        for p in problems {
+            d.error(path, p.line, Invalid::Tls(p.message));
+        }
+        tls
+    });
+    if let (None, None, Some(listen)) = (&g.tls, &tls, listen) {
+        if let Some(warning) = crate::policy::tls::plain_listen_warning(listen) {
+            let at = g.listen.as_ref().map_or(1, line);
+            d.warn(path, at, Invalid::Tls(warning));
+        }
+    }
+    tls
 }
 
 /// `ledger`: a directory, the subject key's variable (set and non-empty when the environment

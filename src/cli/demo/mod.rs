@@ -13,18 +13,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gateway_core::filter::Change;
 use gateway_core::optout::Scope;
-use gateway_core::plan::{self, Incoming};
-use gateway_core::policy::{self, Env, Upstream};
+use gateway_core::policy::{self, Env, Policy, Upstream};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::demo_tls::{DemoCerts, DemoClient};
+mod leaks;
+mod render;
+mod tls;
+
 use crate::cli::mock_partner::{self, MockPartner};
 use crate::cli::{serve, token};
-use crate::gateway::{optouts_view, Active, Gateway};
+use crate::gateway::{Active, Gateway};
 use crate::loader;
+use tls::{DemoCerts, DemoClient};
 
 /// One sample request of `policy/examples/requests.yaml`.
 #[derive(Debug, Deserialize)]
@@ -77,30 +79,97 @@ fn wait_for(addr: SocketAddr) -> anyhow::Result<()> {
     bail!("nothing is listening on {addr} after 15 s")
 }
 
+/// Everything the demo started: the gateway, its client and the mock partners.
+struct Demo {
+    gateway: Arc<Gateway>,
+    client: DemoClient,
+    gateway_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    mocks: Mocks,
+    /// The opt-out store and the ledger, removed at the end.
+    scratch: PathBuf,
+    ledger_key: Vec<u8>,
+}
+
+/// `demo [--policy DIR] [--tls]`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub policy: crate::cli::args::PolicyArg,
+    /// Both legs over TLS (mTLS too) with the DEMO certificates in certs/.
+    #[arg(long)]
+    pub tls: bool,
+}
+
 /// Runs the demo; with `tls`, both legs speak TLS with the DEMO certificates in `certs/`.
 pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
+    let demo = start(dir, tls)?;
+    println!(
+        "partner-gateway demo: gateway on {}, admin on {}, policy {}",
+        demo.gateway_addr,
+        demo.admin_addr,
+        dir.display()
+    );
+    if tls {
+        println!("TLS on both legs (DEMO certificates in certs/): the demo presents a caller certificate to the gateway, the gateway verifies every partner against the demo CA and presents its own client certificate");
+    }
+    println!("customer {OPTED_OUT_CUSTOMER:?} has opted out of partner sharing\n");
+
+    let mut failures = 0;
+    for sample in &read_samples(dir)? {
+        if !show_sample(dir, &demo, sample)? {
+            failures += 1;
+        }
+    }
+    show_refusals(dir, &demo.gateway, &demo.client)?;
+    for (id, _, mock) in &demo.mocks {
+        println!("{id} received {} request(s) in all", mock.received().len());
+    }
+    let ledger = demo.scratch.join("ledger");
+    let ledger_ok = show_ledger(&demo.gateway, &ledger, demo.admin_addr, &demo.ledger_key)?;
+    let _ = std::fs::remove_dir_all(&demo.scratch);
+    if !ledger_ok {
+        println!("\nthe disclosure ledger did not verify");
+        return Ok(ExitCode::from(1));
+    }
+    if failures > 0 {
+        println!("\n{failures} sample(s) did not reach their partner");
+        return Ok(ExitCode::from(1));
+    }
+    println!("\nevery partner received only what its policy allows");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_samples(dir: &Path) -> anyhow::Result<Vec<SampleRequest>> {
+    let manifest_path = dir.join("examples/requests.yaml");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    serde_saphyr::from_str(&manifest)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", manifest_path.display()))
+}
+
+/// Each partner's mock: its id, address and recorder.
+type Mocks = Vec<(String, SocketAddr, Arc<MockPartner>)>;
+
+/// The bundled policy, with every listener and partner on a free loopback port, the opt-out
+/// store and a disclosure ledger in `scratch`, and (with `tls`) the DEMO certificates.
+fn demo_policy(dir: &Path, scratch: &Path, ledger_key: &[u8]) -> anyhow::Result<(Policy, Mocks)> {
     let source = loader::read_policy_dir(dir).map_err(|d| loader::diagnostics_error(&d))?;
     let loaded =
         policy::load(&source, Some(&DemoEnv)).map_err(|d| loader::diagnostics_error(&d))?;
     let mut policy = loaded.policy;
-
-    // Everything on free loopback ports, the opt-out store in a scratch directory.
-    let gateway_addr = free_port()?;
-    let admin_addr = free_port()?;
-    policy.gateway.listen = gateway_addr;
-    policy.gateway.admin_listen = admin_addr;
-    let scratch = std::env::temp_dir().join(format!("partner-gateway-demo-{}", std::process::id()));
+    policy.gateway.listen = free_port()?;
+    policy.gateway.admin_listen = free_port()?;
     if let Some(optouts) = policy.gateway.optouts.as_mut() {
         *optouts = gateway_core::policy::OptOutStoreConfig::Embedded {
             path: scratch.join("optouts"),
         };
     }
     // The demo always keeps a disclosure ledger, in the scratch directory.
-    let ledger_key = b"demo-only-ledger-key".to_vec();
     policy.gateway.ledger = Some(gateway_core::policy::LedgerConfig {
         path: scratch.join("ledger"),
         subject_key_env: gateway_core::ledger::DEFAULT_SUBJECT_KEY_ENV.to_string(),
-        subject_key: Some(ledger_key.clone()),
+        subject_key: Some(ledger_key.to_vec()),
         rotate_bytes: gateway_core::ledger::DEFAULT_ROTATE_BYTES,
     });
     let mut mocks = Vec::new();
@@ -114,6 +183,15 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
         };
         mocks.push((id.clone(), addr, MockPartner::new(id, Duration::ZERO)));
     }
+    Ok((policy, mocks))
+}
+
+/// The gateway with one opted-out customer, behind a pingora server that also runs the mock
+/// partners; returns once everything accepts connections.
+fn start(dir: &Path, tls: bool) -> anyhow::Result<Demo> {
+    let scratch = std::env::temp_dir().join(format!("partner-gateway-demo-{}", std::process::id()));
+    let ledger_key = b"demo-only-ledger-key".to_vec();
+    let (mut policy, mocks) = demo_policy(dir, &scratch, &ledger_key)?;
     let certs = if tls {
         let certs = DemoCerts::new(dir)?;
         certs.apply(&mut policy)?;
@@ -121,9 +199,8 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-
-    let active = Active::build(policy)?;
-    let gateway = Arc::new(Gateway::new(active, dir));
+    let (gateway_addr, admin_addr) = (policy.gateway.listen, policy.gateway.admin_listen);
+    let gateway = Arc::new(Gateway::new(Active::build(policy)?, dir));
     let store = Arc::new(
         crate::optout::OptOutStore::open(&scratch.join("optouts"))
             .context("cannot open the demo opt-out store")?,
@@ -165,44 +242,15 @@ pub fn run(dir: &Path, tls: bool) -> anyhow::Result<ExitCode> {
     for (_, addr, _) in &mocks {
         ready(*addr)?;
     }
-
-    println!(
-        "partner-gateway demo: gateway on {gateway_addr}, admin on {admin_addr}, policy {}",
-        dir.display()
-    );
-    if tls {
-        println!("TLS on both legs (DEMO certificates in certs/): the demo presents a caller certificate to the gateway, the gateway verifies every partner against the demo CA and presents its own client certificate");
-    }
-    println!("customer {OPTED_OUT_CUSTOMER:?} has opted out of partner_sharing\n");
-
-    let manifest_path = dir.join("examples/requests.yaml");
-    let manifest = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let samples: Vec<SampleRequest> = serde_saphyr::from_str(&manifest)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", manifest_path.display()))?;
-
-    let mut failures = 0;
-    for sample in &samples {
-        if !show_sample(dir, &gateway, &client, admin_addr, sample)? {
-            failures += 1;
-        }
-    }
-    show_refusals(dir, &gateway, &client)?;
-    for (id, _, mock) in &mocks {
-        println!("{id} received {} request(s) in all", mock.received().len());
-    }
-    let ledger_ok = show_ledger(&gateway, &scratch.join("ledger"), admin_addr, &ledger_key)?;
-    let _ = std::fs::remove_dir_all(&scratch);
-    if !ledger_ok {
-        println!("\nthe disclosure ledger did not verify");
-        return Ok(ExitCode::from(1));
-    }
-    if failures > 0 {
-        println!("\n{failures} sample(s) did not reach their partner");
-        return Ok(ExitCode::from(1));
-    }
-    println!("\nevery partner received only what its policy allows");
-    Ok(ExitCode::SUCCESS)
+    Ok(Demo {
+        gateway,
+        client,
+        gateway_addr,
+        admin_addr,
+        mocks,
+        scratch,
+        ledger_key,
+    })
 }
 
 /// Closes the ledger (its shutdown checkpoint) and shows what an auditor and a customer get
@@ -231,20 +279,16 @@ fn show_ledger(
         customer: OPTED_OUT_CUSTOMER,
         since: None,
         until: None,
-        format: "text",
+        format: crate::cli::args::TextOrJson::Text,
     };
     crate::cli::audit::who::run(&files, key, &query, &mut out)?;
     println!("({OPTED_OUT_CUSTOMER} opted out of partner sharing: only contractors and authorities received their record)");
     Ok(verified == ExitCode::SUCCESS)
 }
 
-fn show_sample(
-    dir: &Path,
-    gateway: &Gateway,
-    client: &DemoClient,
-    admin_addr: SocketAddr,
-    sample: &SampleRequest,
-) -> anyhow::Result<bool> {
+/// Sends one sample through the gateway and shows what the partner received. False when it
+/// did not reach the partner, or the partner received something it should not have.
+fn show_sample(dir: &Path, demo: &Demo, sample: &SampleRequest) -> anyhow::Result<bool> {
     let body = match &sample.body_file {
         Some(file) => {
             let path: PathBuf = dir.join("examples").join(file);
@@ -253,20 +297,12 @@ fn show_sample(
         None => Vec::new(),
     };
     let token = match &sample.caller {
-        Some(caller) => demo_caller_token(dir, gateway, caller)?,
+        Some(caller) => demo_caller_token(dir, &demo.gateway, caller)?,
         None => None,
     };
-    let mut headers: Vec<(&str, &str)> = vec![
-        ("content-type", "application/json"),
-        // What a browser-facing system might carry along: none of it may reach a partner.
-        ("cookie", "ohsoft_session=8f14e45f"),
-        (
-            "user-agent",
-            "Mozilla/5.0 (X11; Linux x86_64) OhSoftWeb/3.1",
-        ),
-        ("x-forwarded-for", "203.0.113.7"),
-        ("referer", "https://shop.ohsoft.example/checkout"),
-    ];
+    // What a browser-facing system might carry along: none of it may reach a partner.
+    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+    headers.extend(leaks::BROWSER_HEADERS);
     let bearer = token.as_ref().map(|t| format!("Bearer {t}"));
     if let Some(bearer) = &bearer {
         headers.push(("authorization", bearer));
@@ -275,7 +311,8 @@ fn show_sample(
         headers.push((name, value));
     }
     let target = format!("/{}{}", sample.partner, sample.path);
-    let response = client
+    let response = demo
+        .client
         .send(
             &sample.method,
             &target,
@@ -293,142 +330,19 @@ fn show_sample(
         println!("refused: {}\n", String::from_utf8_lossy(&response.body));
         return Ok(false);
     };
-    println!(
-        "  the partner got: {} {}{}",
-        record["method"].as_str().unwrap_or(""),
-        record["path"].as_str().unwrap_or(""),
-        record["query"]
-            .as_str()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default()
-    );
-    if let Some(name) = record["client_cert"].as_str() {
-        println!("  over TLS; the partner verified the gateway's client certificate ({name})");
-    }
-    let sent_pretty = pretty(&body);
+    render::print_request(record);
     let received_body = record.get("body").and_then(Value::as_str).unwrap_or("");
-    let received_pretty = pretty(received_body.as_bytes());
-    side_by_side(
-        "OhSoft sent",
-        &sent_pretty,
-        &format!("{} received", sample.partner),
-        &received_pretty,
-    );
-
-    print_changes(gateway, sample, &headers, &body);
-    let partner_headers: Vec<(String, String)> = record
-        .get("headers")
-        .and_then(Value::as_array)
-        .map(|hs| {
-            hs.iter()
-                .filter_map(|h| {
-                    Some((
-                        h.get(0)?.as_str()?.to_string(),
-                        h.get(1)?.as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    println!("  headers the partner received:");
-    for (name, value) in &partner_headers {
-        let shown = if name == "ohsoft-data-use-token"
-            || name == "authorization"
-            || name.contains("api-key")
-        {
-            format!("{}…", value.chars().take(24).collect::<String>())
-        } else {
-            value.clone()
-        };
-        println!("    {name}: {shown}");
+    let partner = format!("{} received", sample.partner);
+    render::side_by_side("OhSoft sent", &body, &partner, received_body.as_bytes());
+    render::print_changes(&demo.gateway, sample, &headers, &body);
+    let partner_headers = render::received_headers(record);
+    render::print_headers(&partner_headers);
+    let ok =
+        leaks::received_only_allowed(&partner_headers, received_body.as_bytes(), demo.admin_addr)?;
+    if ok {
+        println!();
     }
-    for leaked in ["cookie", "user-agent", "x-forwarded-for", "referer"] {
-        if partner_headers.iter().any(|(n, _)| n == leaked) {
-            println!("  LEAK: {leaked} reached the partner");
-            return Ok(false);
-        }
-    }
-    if let Some((_, token)) = partner_headers
-        .iter()
-        .find(|(n, _)| n == "ohsoft-data-use-token")
-    {
-        let jwks_url = format!("http://{admin_addr}/.well-known/jwks.json");
-        let claims = token::verify(&jwks_url, None, token)?;
-        let digest_ok =
-            claims["body_sha256"] == gateway_core::tagging::body_sha256(received_body.as_bytes());
-        println!(
-            "  data-use token verified against {jwks_url}: use={}, sub={}, body_sha256 {}",
-            claims["use"],
-            claims["sub"],
-            if digest_ok {
-                "matches the body received"
-            } else {
-                "DOES NOT MATCH"
-            }
-        );
-        if !digest_ok {
-            return Ok(false);
-        }
-    }
-    println!();
-    Ok(true)
-}
-
-/// What the filter did, as `explain` shows it: the same core call on the same input.
-fn print_changes(gateway: &Gateway, sample: &SampleRequest, headers: &[(&str, &str)], body: &[u8]) {
-    let active = gateway.active();
-    let (path, query) = match sample.path.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (sample.path.as_str(), None),
-    };
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    let Ok(target) = plan::resolve(
-        &active.policy.partners,
-        &sample.method,
-        &format!("/{}{path}", sample.partner),
-    ) else {
-        return;
-    };
-    let source = gateway.optout_source();
-    let incoming = Incoming {
-        query,
-        headers: &headers,
-        body,
-    };
-    let Ok(outgoing) = plan::plan(
-        &target,
-        &incoming,
-        &active.policy.gateway.limits,
-        optouts_view(&source),
-        true,
-    ) else {
-        return;
-    };
-    let mut removed = Vec::new();
-    for change in &outgoing.report.changes {
-        match change {
-            Change::Removed { path } => removed.push(path.as_str()),
-            Change::Transformed { path, transform } => {
-                println!("  transformed: {path} → {}", transform.name())
-            }
-            Change::RecordDropped { path, subject } => {
-                println!("  dropped:     {path} (customer {subject} opted out)")
-            }
-        }
-    }
-    if !removed.is_empty() {
-        println!("  removed:     {}", removed.join(", "));
-    }
-    if !outgoing.query_removed.is_empty() {
-        println!(
-            "  removed query parameters: {}",
-            outgoing.query_removed.join(", ")
-        );
-    }
-    println!("  removed headers: {}", outgoing.headers_removed.join(", "));
+    Ok(ok)
 }
 
 /// A few requests the gateway must refuse, to show the partner receives nothing for them.
@@ -505,30 +419,4 @@ fn demo_caller_token(
         Some(DEMO_CALLER_KID),
     )
     .map(Some)
-}
-
-/// Indents JSON text for reading, keeping member order and number literals as sent.
-fn pretty(body: &[u8]) -> Vec<String> {
-    gateway_core::policytest::pretty_json(body)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn side_by_side(left_title: &str, left: &[String], right_title: &str, right: &[String]) {
-    const WIDTH: usize = 58;
-    let clip = |s: &str| -> String {
-        if s.chars().count() > WIDTH {
-            format!("{}…", s.chars().take(WIDTH - 1).collect::<String>())
-        } else {
-            s.to_string()
-        }
-    };
-    println!("  {:<WIDTH$} │ {}", left_title, right_title);
-    println!("  {:─<WIDTH$}─┼─{:─<WIDTH$}", "", "");
-    for i in 0..left.len().max(right.len()) {
-        let l = left.get(i).map(|s| clip(s)).unwrap_or_default();
-        let r = right.get(i).map(|s| clip(s)).unwrap_or_default();
-        println!("  {l:<WIDTH$} │ {r}");
-    }
 }

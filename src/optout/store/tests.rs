@@ -1,4 +1,8 @@
+use super::files::{JOURNAL, SNAPSHOT, SNAPSHOT_TMP};
 use super::*;
+use gateway_core::optout::codec::journal::{
+    frame_at, FRAME_HEADER_LEN, HEADER_LEN as JOURNAL_HEADER_LEN,
+};
 
 fn sc(list: &[&str]) -> Vec<Scope> {
     list.iter()
@@ -40,7 +44,7 @@ fn put_get_delete() {
     );
     assert!(store.is_opted_out("1", &sc(&["partner:acme"])));
     assert!(!store.is_opted_out("2", &sc(&["partner:acme"])));
-    let source: &dyn OptOutSource = &store;
+    let source = store.in_memory();
     assert!(source.is_opted_out("1", &sc(&["partner_sharing"])));
 
     assert_eq!(

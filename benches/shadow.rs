@@ -1,0 +1,305 @@
+/*!
+What a shadow policy costs, as ratios against shadow off in the same run.
+
+1. In process (CPU per request): the live decision alone (`plan::plan`, what the proxy runs on
+   the request path), against the live decision plus everything the shadow thread does for the
+   same request (the live and the candidate decision again with detail, both read into
+   `shadow::Decision`, and `compare`), on a realistic ~1 KiB shipment batch. This is the work
+   shadow mode adds to the machine, though not to the request path.
+2. Through the gateway (throughput): the same load against one gateway without `shadow` and one
+   with a candidate that differs on every request, both in front of one mock partner, measured
+   alternately (off, on, off, on) so drift of the machine hits both alike.
+
+`cargo bench --bench shadow` (env `LOAD_REQUESTS`, default 2000; `LOAD_THREADS`, default 4;
+`SHADOW_ROUNDS`, default 3). Nothing is asserted: the numbers are printed.
+*/
+use std::hint::black_box;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gateway_core::plan::{self, Incoming, OptOuts};
+use gateway_core::policy::{load, Policy, PolicySource, SourceFile};
+use gateway_core::shadow::{compare, Decision};
+use partner_gateway::http1;
+
+const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
+
+const ACTIVE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
+    transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": last4 }
+"#;
+/// Sends `email` and `phone` too, masks the card instead: three differences per record.
+const CANDIDATE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].email", "shipments[*].phone", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
+    transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": mask }
+"#;
+
+fn partner(upstream: &str, route: &str) -> String {
+    format!(
+        "kind: contractor\npurpose: shipping\nupstream: {upstream}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    records: shipments[*]\n    subject: customer_id\n{route}allowed_callers: [orders-service]\npseudonymize_key_env: LOAD_PSEUDONYM_KEY\n"
+    )
+}
+
+const KEY: &str = "load-test-key-0123456789abcdef0123456789";
+
+/// A realistic ~1 KiB shipment batch: two customers with the personal data the policy names.
+fn body() -> Vec<u8> {
+    let record = |id: u32| {
+        format!(
+            r#"{{"customer_id":"c-{id}","name":"Ana Lima","email":"ana{id}@example.com","phone":"+351 912 345 678","card_number":"4111 1111 1111 1111","address":{{"street":"Rua das Flores 12","city":"Porto","postal_code":"4050-262","country":"PT"}},"items":[{{"sku":"OHS-LAPTOP-14","qty":1,"unit_price":1299.00}},{{"sku":"OHS-SLEEVE-14","qty":1,"unit_price":39.90}}],"client":{{"ip_address":"203.0.113.7","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/128.0"}}}}"#
+        )
+    };
+    format!(
+        r#"{{"order_id":"o-20260815-0042","shipments":[{},{}]}}"#,
+        record(1001),
+        record(1002)
+    )
+    .into_bytes()
+}
+
+fn in_process_policy(route: &str) -> Policy {
+    let env: std::collections::BTreeMap<String, String> =
+        [("LOAD_PSEUDONYM_KEY".to_string(), KEY.to_string())].into();
+    let source = PolicySource {
+        dir: "policy".into(),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: "callers: { allow_unauthenticated: true }\nsigning: { disabled: true }\n".into(),
+        },
+        partners: vec![SourceFile {
+            path: "policy/partners/acme-ship.yaml".into(),
+            text: partner("http://127.0.0.1:9", route),
+        }],
+    };
+    load(&source, Some(&env)).expect("bench policy").policy
+}
+
+fn decide(
+    policy: &Policy,
+    body: &[u8],
+    detail: bool,
+) -> Result<plan::Outgoing, gateway_core::Refusal> {
+    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let incoming = Incoming {
+        query: None,
+        headers: &headers,
+        body,
+    };
+    let target = plan::resolve(&policy.partners, "POST", "/acme-ship/v1/shipments")?;
+    plan::plan(
+        &target,
+        &incoming,
+        &policy.gateway.limits,
+        OptOuts::NotLoaded,
+        detail,
+    )
+}
+
+/// Nanoseconds per iteration of `f`, the median of `rounds` rounds of about 300 ms.
+fn time(rounds: usize, mut f: impl FnMut()) -> f64 {
+    let mut per_round = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_millis(300) {
+            for _ in 0..64 {
+                f();
+            }
+            n += 64;
+        }
+        per_round.push(started.elapsed().as_nanos() as f64 / n as f64);
+    }
+    per_round.sort_by(f64::total_cmp);
+    per_round[per_round.len() / 2]
+}
+
+fn in_process(rounds: usize) {
+    let active = in_process_policy(ACTIVE_ROUTE);
+    let candidate = in_process_policy(CANDIDATE_ROUTE);
+    let body = body();
+    let differences = compare(
+        &Decision::of(&decide(&active, &body, true)),
+        &Decision::of(&decide(&candidate, &body, true)),
+    );
+    let live = || {
+        black_box(decide(&active, black_box(&body), false).is_ok());
+    };
+    let shadow_work = || {
+        let a = Decision::of(&decide(&active, &body, true));
+        let s = Decision::of(&decide(&candidate, &body, true));
+        black_box(compare(&a, &s));
+    };
+    let mut live_ns = Vec::new();
+    let mut both_ns = Vec::new();
+    // Interleaved, so both see the same machine.
+    for _ in 0..rounds {
+        live_ns.push(time(1, live));
+        both_ns.push(time(1, || {
+            live();
+            shadow_work();
+        }));
+    }
+    live_ns.sort_by(f64::total_cmp);
+    both_ns.sort_by(f64::total_cmp);
+    let (l, b) = (live_ns[rounds / 2], both_ns[rounds / 2]);
+    println!(
+        "in process, {} byte body, {} differences per request:",
+        body.len(),
+        differences.len()
+    );
+    println!("  live decision alone             : {:8.2} µs", l / 1e3);
+    println!("  live + shadow decision + compare: {:8.2} µs", b / 1e3);
+    println!("  CPU ratio (shadow on / off)     : {:.2}", b / l);
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn wait_for(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listening on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A gateway in `dir` in front of `upstream`, with a shadow policy when `shadow`.
+fn gateway(dir: &Path, upstream: &str, shadow: bool) -> (Killed, SocketAddr, SocketAddr) {
+    let (listen, admin) = (free_addr(), free_addr());
+    let minimal = "callers: { allow_unauthenticated: true }\nsigning: { disabled: true }\n";
+    for (name, route) in [("policy", ACTIVE_ROUTE), ("policy-next", CANDIDATE_ROUTE)] {
+        std::fs::create_dir_all(dir.join(name).join("partners")).unwrap();
+        std::fs::write(
+            dir.join(name).join("partners/acme-ship.yaml"),
+            partner(upstream, route),
+        )
+        .unwrap();
+        std::fs::write(dir.join(name).join("gateway.yaml"), minimal).unwrap();
+    }
+    let shadow = if shadow {
+        "shadow: { policy: policy-next }\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        dir.join("policy/gateway.yaml"),
+        format!("listen: {listen}\nadmin_listen: {admin}\nadmin_token_env: BENCH_ADMIN_TOKEN\n{shadow}{minimal}"),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(dir.join("policy"))
+        .env("LOAD_PSEUDONYM_KEY", KEY)
+        .env("BENCH_ADMIN_TOKEN", "bench")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(listen);
+    wait_for(admin);
+    (Killed(child), listen, admin)
+}
+
+/// Sends `total` requests from `threads` threads; returns requests per second.
+fn drive(addr: SocketAddr, total: usize, threads: usize) -> f64 {
+    let body = body();
+    let headers = [("content-type", "application/json")];
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..total / threads {
+                    let r = http1::send(
+                        &addr.to_string(),
+                        "POST",
+                        "/acme-ship/v1/shipments",
+                        &headers,
+                        Some(&body),
+                    )
+                    .unwrap();
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                }
+            });
+        }
+    });
+    (total / threads * threads) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn shadow_report(admin: SocketAddr) -> serde_json::Value {
+    let r = http1::send(
+        &admin.to_string(),
+        "GET",
+        "/shadow",
+        &[("authorization", "Bearer bench")],
+        None,
+    )
+    .unwrap();
+    serde_json::from_slice(&r.body).unwrap_or_default()
+}
+
+fn through_the_gateway(rounds: usize) {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (total, threads) = (env("LOAD_REQUESTS", 2000), env("LOAD_THREADS", 4));
+    let root = std::env::temp_dir().join(format!("pg-shadow-bench-{}", std::process::id()));
+    let mock_addr = free_addr();
+    let _mock = Killed(
+        Command::new(BIN)
+            .args(["mock-partner", "--listen", &mock_addr.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(mock_addr);
+    let upstream = format!("http://{mock_addr}");
+    let (_off, off_addr, _) = gateway(&root.join("off"), &upstream, false);
+    let (_on, on_addr, on_admin) = gateway(&root.join("on"), &upstream, true);
+    drive(off_addr, 200, threads);
+    drive(on_addr, 200, threads);
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        off.push(drive(off_addr, total, threads));
+        on.push(drive(on_addr, total, threads));
+    }
+    off.sort_by(f64::total_cmp);
+    on.sort_by(f64::total_cmp);
+    let (off, on) = (off[rounds / 2], on[rounds / 2]);
+    let report = shadow_report(on_admin);
+    println!(
+        "through the gateway, {total} requests x {rounds} rounds, {threads} client threads, a new connection per request:"
+    );
+    println!("  shadow off                  : {off:8.0} req/s (median)");
+    println!("  shadow on                   : {on:8.0} req/s (median)");
+    println!("  throughput ratio (on / off) : {:.3}", on / off);
+    println!(
+        "  shadow thread: {} decided, {} skipped (queue full), {} differences",
+        report["evaluated"], report["skipped"], report["differences_total"]
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+fn main() {
+    let rounds = std::env::var("SHADOW_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize)
+        .max(1);
+    in_process(rounds * 3);
+    through_the_gateway(rounds);
+}

@@ -1,0 +1,244 @@
+/*!
+Shadow mode as the running gateway does it: every request the active policy decided is handed,
+after that decision, to one background thread that decides it again under the active policy and
+under the candidate (`shadow: { policy: DIR }`), with the same functions the proxy uses
+([`plan::resolve`], the caller check, [`plan::plan`]), and compares the two with
+[`gateway_core::shadow::compare`]. Differences are counted in
+`partner_gateway_shadow_differences_total{partner,route,change}` and the latest
+[`RECENT_CAPACITY`] are kept for `GET {admin}/shadow`: paths, forms, status and code only.
+
+Nothing of the candidate's decision leaves this module: it sends no byte upstream, writes no
+ledger record, signs no token and logs no request content.
+
+Off the request path: the request hands its job over with a non-blocking `try_send` into a
+bounded queue ([`QUEUE_JOBS`] jobs and [`QUEUE_BYTES`] body bytes at most). When the queue is
+full the job is dropped, counted (`skipped` at `/shadow`) and, at most every 10 s, logged. The
+body moves into the job (no copy); the request never waits for the candidate.
+*/
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::Utc;
+use gateway_core::optout::OptOutSource;
+use gateway_core::plan::{self, Incoming, OptOuts};
+use gateway_core::policy::Policy;
+use gateway_core::shadow::{compare, Decision, Recent};
+use serde_json::{json, Value};
+
+use crate::gateway::{optouts_view, Active, Gateway};
+use crate::metrics::{Metrics, UNKNOWN};
+use crate::tls::PeerIdentity;
+
+/// How many differences `/shadow` lists (the newest).
+pub const RECENT_CAPACITY: usize = 256;
+/// Jobs waiting for the shadow thread at most.
+pub const QUEUE_JOBS: usize = 1024;
+/// Body bytes held by waiting jobs at most.
+pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
+/// Seconds between two "queue full" log lines.
+const SKIP_LOG_EVERY_S: i64 = 10;
+
+/// One request to decide again: what the active policy saw, moved here after its decision.
+pub struct Job {
+    /// The active policy (and its candidate) the request was decided under.
+    pub active: Arc<Active>,
+    pub method: String,
+    /// The standard method's name, or `other` (what `/shadow` shows).
+    pub method_label: &'static str,
+    pub raw_path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub peer: Option<PeerIdentity>,
+    /// `None`: the active policy refused the request on its head, the body was never read.
+    pub body: Option<Vec<u8>>,
+    /// The head announces a body (for the head-only decision).
+    pub body_announced: bool,
+    /// The opt-out set the active decision used.
+    pub optouts: Option<Arc<dyn OptOutSource>>,
+}
+
+/// The shadow thread's queue and what it found.
+#[derive(Default)]
+pub struct Shadow {
+    queue: OnceLock<SyncSender<Job>>,
+    queued_bytes: Arc<AtomicUsize>,
+    recent: Mutex<Option<Recent>>,
+    evaluated: AtomicU64,
+    skipped: AtomicU64,
+    last_skip_log: AtomicI64,
+}
+
+impl Shadow {
+    pub fn new() -> Shadow {
+        Shadow::default()
+    }
+
+    /// Hands `job` to the shadow thread (started on the first job) without waiting: a full
+    /// queue drops the job and counts it.
+    pub fn submit(gateway: &Arc<Gateway>, job: Job) {
+        let shadow = &gateway.shadow;
+        let size = job.body.as_ref().map_or(0, Vec::len);
+        let held = shadow.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if held + size > QUEUE_BYTES && held > 0 {
+            shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return shadow.skip();
+        }
+        let queue = shadow.queue.get_or_init(|| start(gateway.clone()));
+        match queue.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                shadow.skip();
+            }
+        }
+    }
+
+    fn skip(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now().timestamp();
+        let last = self.last_skip_log.load(Ordering::Relaxed);
+        if now - last >= SKIP_LOG_EVERY_S
+            && self
+                .last_skip_log
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!(
+                "shadow policy: the evaluation queue is full, requests are served without shadow decisions ({} skipped so far)",
+                self.skipped.load(Ordering::Relaxed)
+            );
+        }
+    }
+
+    /// Decides `job` under both policies and notes the differences.
+    fn evaluate(&self, metrics: &Metrics, job: &Job) {
+        let Some(candidate) = job.active.shadow.as_ref() else {
+            return;
+        };
+        let optouts = optouts_view(&job.optouts);
+        let (live_labels, live) = decide(&job.active.policy, job, optouts);
+        let (shadow_labels, shadow) = decide(candidate, job, optouts);
+        self.evaluated.fetch_add(1, Ordering::Relaxed);
+        let differences = compare(&live, &shadow);
+        if differences.is_empty() {
+            return;
+        }
+        let (partner, route) = live_labels
+            .or(shadow_labels)
+            .unwrap_or_else(|| (UNKNOWN.into(), UNKNOWN.into()));
+        for d in &differences {
+            metrics.shadow_difference(&partner, &route, d.change);
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .get_or_insert_with(|| Recent::new(RECENT_CAPACITY))
+            .push(
+                (&partner, &route, job.method_label),
+                &differences,
+                Utc::now().timestamp(),
+            );
+    }
+
+    /// `GET /shadow` while a candidate is configured: the newest differences first.
+    pub fn to_json(&self, active: &Active) -> Value {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let differences: Vec<Value> = recent
+            .iter()
+            .flat_map(Recent::newest_first)
+            .map(|e| {
+                json!({
+                    "time": crate::drift::rfc3339(e.time),
+                    "partner": e.partner,
+                    "route": e.route,
+                    "method": e.method,
+                    "change": e.change.as_str(),
+                    "path": e.path,
+                    "active": e.active,
+                    "shadow": e.shadow,
+                })
+            })
+            .collect();
+        json!({
+            "shadow": true,
+            "policy": active.policy.gateway.shadow.as_ref().map(|p| p.display().to_string()),
+            "active_version": active.policy.version,
+            "shadow_version": active.shadow.as_ref().map(|p| p.version.clone()),
+            "evaluated": self.evaluated.load(Ordering::Relaxed),
+            "skipped": self.skipped.load(Ordering::Relaxed),
+            "differences_total": recent.as_ref().map_or(0, |r| r.total),
+            "differences": differences,
+        })
+    }
+}
+
+/// Starts the shadow thread; its end of the queue lives as long as the process.
+fn start(gateway: Arc<Gateway>) -> SyncSender<Job> {
+    let (sender, receiver) = sync_channel(QUEUE_JOBS);
+    let spawned = std::thread::Builder::new()
+        .name("shadow-policy".into())
+        .spawn(move || run(&gateway, receiver));
+    if let Err(e) = spawned {
+        log::error!("cannot start the shadow policy thread: {e}");
+    }
+    sender
+}
+
+fn run(gateway: &Gateway, jobs: Receiver<Job>) {
+    let shadow = &gateway.shadow;
+    for job in jobs {
+        let size = job.body.as_ref().map_or(0, Vec::len);
+        // A decision that panics loses this job only; the request was answered long ago.
+        let outcome =
+            std::panic::catch_unwind(AssertUnwindSafe(|| shadow.evaluate(&gateway.metrics, &job)));
+        drop(job);
+        shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+        if outcome.is_err() {
+            log::error!("shadow policy: a shadow decision failed; the request was not affected");
+        }
+    }
+}
+
+/// One policy's decision on `job`, and the partner and route it names (labels from that
+/// policy). The same steps as the proxy: resolve, the caller check (with the gateway's own
+/// caller authentication), then the head alone or the whole [`plan::plan`].
+fn decide(
+    policy: &Policy,
+    job: &Job,
+    optouts: OptOuts<'_>,
+) -> (Option<(String, String)>, Decision) {
+    let target = match plan::resolve(&policy.partners, &job.method, &job.raw_path) {
+        Ok(target) => target,
+        Err(refusal) => return (None, Decision::of(&Err(refusal))),
+    };
+    let labels = Some((target.partner.id.clone(), target.route().template.clone()));
+    let authorization: Vec<&str> = job
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let admitted = job
+        .active
+        .authenticate(&target.partner, &authorization, job.peer.as_ref());
+    if let Err((refusal, _)) = admitted {
+        return (labels, Decision::of(&Err(refusal)));
+    }
+    let decision = match &job.body {
+        None => match plan::check_head(&target, &job.headers, job.body_announced) {
+            Ok(()) => Decision::Admitted,
+            Err(refusal) => Decision::of(&Err(refusal)),
+        },
+        Some(body) => {
+            let incoming = Incoming {
+                query: job.query.as_deref(),
+                headers: &job.headers,
+                body,
+            };
+            let limits = &policy.gateway.limits;
+            Decision::of(&plan::plan(&target, &incoming, limits, optouts, true))
+        }
+    };
+    (labels, decision)
+}

@@ -1,0 +1,414 @@
+//! Shadow mode through the real gateway and a real mock partner: a candidate policy
+//! (`shadow: { policy: policy-next }`) is decided beside the active one on live traffic. The
+//! partner only ever gets what the active policy forwards; differences are counted in
+//! `partner_gateway_shadow_differences_total` and listed at `/shadow` as paths only.
+mod util;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::*;
+
+const TOKEN_ENV: &str = "SHADOW_ADMIN_TOKEN";
+const TOKEN: &str = "shadow-admin-token";
+
+/// Values planted in requests: none may appear in `/shadow`, the metrics or the logs' paths.
+const VALUES: [&str; 7] = [
+    "Ana Lima",
+    "+351 912 345 678",
+    "c-104233",
+    "Rua das Flores",
+    "4111",
+    "secret note",
+    "o-77",
+];
+
+const BODY: &str = r#"{"order_id":"o-77","channel":"secret note","shipments":[{"customer_id":"c-104233","name":"Ana Lima","phone":"+351 912 345 678","card_number":"4111 1111 1111 1111","address":{"street":"Rua das Flores 12"}}]}"#;
+
+/// What the active policy (`ship_partner`) forwards of [`BODY`], byte for byte.
+const FORWARDED: &str = r#"{"order_id":"o-77","shipments":[{"customer_id":"c-104233","name":"Ana Lima","card_number":"***1111","address":{"street":"Rua das Flores 12"}}]}"#;
+
+/// A candidate that lets every member of every body through in clear.
+fn allow_everything(upstream: &str) -> String {
+    format!(
+        r#"kind: contractor
+purpose: shipping
+upstream: {upstream}
+routes:
+  - path: /v1/shipments
+    methods: [POST]
+    allow: ["*.**"]
+  - path: /v1/shipments/{{id}}
+    methods: [GET]
+allowed_callers: [orders-service]
+upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
+"#
+    )
+}
+
+/// A candidate that changes one thing of each kind: `name` no longer sent, `phone` sent,
+/// `card_number` masked instead of last4, `order_id` as a whole subtree, the GET route gone,
+/// and a new `/v1/returns` route.
+fn one_of_each(upstream: &str) -> String {
+    format!(
+        r#"kind: contractor
+purpose: shipping
+upstream: {upstream}
+routes:
+  - path: /v1/shipments
+    methods: [POST]
+    records: shipments[*]
+    subject: customer_id
+    allow:
+      - order_id.**
+      - shipments[*].customer_id
+      - shipments[*].phone
+      - shipments[*].address.**
+      - shipments[*].items[*].sku
+    transform:
+      shipments[*].card_number: mask
+    query: [page]
+    headers: [x-request-id]
+  - path: /v1/returns
+    methods: [POST]
+    allow: [order_id]
+allowed_callers: [orders-service]
+upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
+"#
+    )
+}
+
+/// Writes the candidate policy directory `policy-next/` beside `policy/`.
+fn write_candidate(root: &Path, partner: &str) {
+    let dir = root.join("policy-next");
+    std::fs::create_dir_all(dir.join("partners")).unwrap();
+    let gateway = "callers:\n  allow_unauthenticated: true\nsigning: { disabled: true }\n";
+    std::fs::write(dir.join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(dir.join("partners/acme-ship.yaml"), partner).unwrap();
+}
+
+fn start(mock: &Mock, candidate: Option<String>) -> Gateway {
+    let shadow = if candidate.is_some() {
+        "shadow: { policy: policy-next }\n"
+    } else {
+        ""
+    };
+    let extra = format!("admin_token_env: {TOKEN_ENV}\n{shadow}");
+    Gateway::start_prepared(
+        |listen: SocketAddr, admin: SocketAddr| gateway_yaml(listen, admin, &extra),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t"), (TOKEN_ENV, TOKEN)],
+        |root| {
+            if let Some(candidate) = &candidate {
+                write_candidate(root, candidate);
+            }
+        },
+    )
+}
+
+fn admin(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
+    http1::send(&gw.admin.to_string(), method, path, &headers, None).unwrap()
+}
+
+fn shadow_report(gw: &Gateway) -> Value {
+    let r = admin(gw, "GET", "/shadow", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+fn differences(gw: &Gateway, route: &str, change: &str) -> f64 {
+    metric(
+        &gw.metrics(),
+        &format!(
+            r#"partner_gateway_shadow_differences_total{{change="{change}",partner="acme-ship",route="{route}"}}"#
+        ),
+    )
+}
+
+/// Waits until the shadow thread has decided `n` requests (it runs off the request path).
+fn wait_evaluated(gw: &Gateway, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = shadow_report(gw);
+        let done = report["evaluated"].as_u64().unwrap();
+        assert_eq!(report["skipped"], 0, "{report}");
+        if done >= n {
+            assert_eq!(done, n, "{report}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {done} of {n}: {report}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_no_values(text: &str) {
+    for value in VALUES {
+        assert!(!text.contains(value), "{value:?} leaked into: {text}");
+    }
+}
+
+#[test]
+fn a_candidate_that_allows_everything_changes_nothing_the_partner_receives() {
+    let mock = Mock::start();
+    let gw = start(&mock, Some(allow_everything(&mock.url())));
+    let r = gw.post_json("/acme-ship/v1/shipments", BODY);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(mock.only_body(), FORWARDED);
+    wait_evaluated(&gw, 1);
+
+    // Fields the candidate would add are counted, and only counted.
+    let route = "/v1/shipments";
+    assert_eq!(differences(&gw, route, "field_added"), 2.0); // channel, phone
+    assert_eq!(differences(&gw, route, "transform_changed"), 1.0); // card_number
+    assert_eq!(differences(&gw, route, "field_removed"), 0.0);
+    assert_eq!(differences(&gw, route, "newly_refused"), 0.0);
+
+    // Concurrent load: every request is decided under both policies and counted once.
+    const N: usize = 48;
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = gw.addr.to_string();
+            std::thread::spawn(move || {
+                for _ in 0..N / 8 {
+                    let r = http1::send(
+                        &addr,
+                        "POST",
+                        "/acme-ship/v1/shipments",
+                        &[("content-type", "application/json")],
+                        Some(BODY.as_bytes()),
+                    )
+                    .unwrap();
+                    assert_eq!(r.status, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_evaluated(&gw, N as u64 + 1);
+    assert_eq!(
+        differences(&gw, route, "field_added"),
+        2.0 * (N as f64 + 1.0)
+    );
+    assert_eq!(differences(&gw, route, "transform_changed"), N as f64 + 1.0);
+    assert_eq!(differences(&gw, route, "field_removed"), 0.0);
+
+    // The partner got exactly the active policy's bytes every time.
+    let received = mock.received();
+    assert_eq!(received.len(), N + 1);
+    for request in &received {
+        assert_eq!(request["body"].as_str().unwrap(), FORWARDED);
+        for (name, _) in headers_of(request) {
+            assert!(!name.contains("shadow"), "{request}");
+        }
+    }
+    let report = shadow_report(&gw);
+    assert_eq!(report["differences_total"], 3 * (N as u64 + 1), "{report}");
+    assert_eq!(report["differences"].as_array().unwrap().len(), 3 * (N + 1));
+}
+
+#[test]
+fn each_kind_of_difference_is_counted_and_listed_as_paths_only() {
+    let mock = Mock::start();
+    let gw = start(&mock, Some(one_of_each(&mock.url())));
+    assert_eq!(gw.post_json("/acme-ship/v1/shipments", BODY).status, 200);
+    // Refused by the active policy on its head (no such route): the candidate would take it.
+    let returns = gw.post_json("/acme-ship/v1/returns", r#"{"order_id":"o-77"}"#);
+    assert_refused(&returns, 403, "route_not_allowed");
+    // Refused by the active policy for its body (an object where a scalar goes).
+    let nested = r#"{"order_id":{"ref":"o-77"},"shipments":[]}"#;
+    assert_refused(
+        &gw.post_json("/acme-ship/v1/shipments", nested),
+        400,
+        "bad_request",
+    );
+    // Forwarded by the active policy; the candidate has no such route.
+    assert_eq!(
+        gw.send("GET", "/acme-ship/v1/shipments/s-1", &[], None)
+            .status,
+        200
+    );
+    wait_evaluated(&gw, 4);
+
+    let route = "/v1/shipments";
+    assert_eq!(differences(&gw, route, "field_removed"), 1.0); // name
+    assert_eq!(differences(&gw, route, "field_added"), 1.0); // phone
+    assert_eq!(differences(&gw, route, "transform_changed"), 1.0); // card_number
+    assert_eq!(differences(&gw, route, "newly_forwarded"), 1.0); // nested order_id
+    assert_eq!(differences(&gw, "/v1/returns", "newly_forwarded"), 1.0);
+    assert_eq!(differences(&gw, "/v1/shipments/{id}", "newly_refused"), 1.0);
+    // The partner saw only what the active policy forwards.
+    let received = mock.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0]["body"].as_str().unwrap(), FORWARDED);
+
+    // `/shadow`: the admin token, GET only, paths and forms, never a value.
+    assert_eq!(admin(&gw, "GET", "/shadow", None).status, 401);
+    assert_eq!(admin(&gw, "GET", "/shadow", Some("wrong")).status, 401);
+    assert_eq!(admin(&gw, "POST", "/shadow", Some(TOKEN)).status, 405);
+    let r = admin(&gw, "GET", "/shadow", Some(TOKEN));
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    assert_no_values(&text);
+    assert_no_values(&gw.metrics());
+    let report = r.json();
+    assert_eq!(report["shadow"], true);
+    assert!(
+        report["policy"].as_str().unwrap().ends_with("policy-next"),
+        "{report}"
+    );
+    let listed: Vec<(String, String, String, String)> = report["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            assert_eq!(d["partner"], "acme-ship");
+            assert!(d["time"].as_str().unwrap().ends_with('Z'));
+            let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
+            (
+                s("change"),
+                s("route"),
+                s("path"),
+                format!("{} -> {}", s("active"), s("shadow")),
+            )
+        })
+        .collect();
+    let expect = |change: &str, route: &str, path: &str, forms: &str| {
+        let entry = (change.into(), route.into(), path.into(), forms.into());
+        assert!(listed.contains(&entry), "{entry:?} not in {listed:#?}");
+    };
+    expect(
+        "field_removed",
+        route,
+        "shipments[*].name",
+        "clear -> removed",
+    );
+    expect(
+        "field_added",
+        route,
+        "shipments[*].phone",
+        "removed -> clear",
+    );
+    expect(
+        "transform_changed",
+        route,
+        "shipments[*].card_number",
+        "last4 -> mask",
+    );
+    expect(
+        "newly_forwarded",
+        route,
+        "-",
+        "400 bad_request -> forwarded",
+    );
+    expect(
+        "newly_forwarded",
+        "/v1/returns",
+        "-",
+        "403 route_not_allowed -> admitted (body not read)",
+    );
+    expect(
+        "newly_refused",
+        "/v1/shipments/{id}",
+        "-",
+        "forwarded -> 403 route_not_allowed",
+    );
+    assert_eq!(listed.len(), 6, "{listed:#?}");
+    // Newest first.
+    assert_eq!(listed[0].0, "newly_refused");
+}
+
+#[test]
+fn an_invalid_candidate_fails_check_and_a_reload_keeps_both_policies_serving() {
+    let mock = Mock::start();
+    let gw = start(&mock, Some(allow_everything(&mock.url())));
+    let candidate_file = gw.policy.root().join("policy-next/partners/acme-ship.yaml");
+    let broken = allow_everything(&mock.url()).replace(
+        "    allow: [\"*.**\"]\n",
+        "    allow: [\"*.**\"]\n    alow: [x]\n",
+    );
+    std::fs::write(&candidate_file, &broken).unwrap();
+
+    // `check` names the candidate's file and line.
+    let out = Command::new(BIN)
+        .args(["check", "--policy", "policy"])
+        .current_dir(gw.policy.root())
+        .env("SHIP_TOKEN", "t")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("policy-next/partners/acme-ship.yaml:8:"),
+        "{stdout}"
+    );
+
+    // The reload is refused with the same line; the old active and candidate keep serving.
+    let r = http1::send(
+        &gw.admin.to_string(),
+        "POST",
+        "/reload",
+        &[("authorization", &format!("Bearer {TOKEN}"))],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("policy-next/partners/acme-ship.yaml:8:"),
+        "{errors}"
+    );
+    let metrics = gw.metrics();
+    assert!(
+        metric(
+            &metrics,
+            r#"partner_gateway_policy_reloads_total{result="error"}"#
+        ) >= 1.0
+    );
+    assert_eq!(gw.post_json("/acme-ship/v1/shipments", BODY).status, 200);
+    assert_eq!(mock.only_body(), FORWARDED);
+    wait_evaluated(&gw, 1);
+    assert_eq!(differences(&gw, "/v1/shipments", "field_added"), 2.0);
+
+    // Fixing the candidate's file is noticed by the watcher: the new candidate decides.
+    let before = shadow_report(&gw)["shadow_version"].clone();
+    std::fs::write(&candidate_file, one_of_each(&mock.url())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shadow_report(&gw)["shadow_version"] == before {
+        assert!(Instant::now() < deadline, "the candidate was not reloaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gw.post_json("/acme-ship/v1/shipments", BODY).status, 200);
+    wait_evaluated(&gw, 2);
+    assert_eq!(differences(&gw, "/v1/shipments", "field_removed"), 1.0);
+}
+
+#[test]
+fn without_a_shadow_policy_nothing_is_counted_and_shadow_says_so() {
+    let mock = Mock::start();
+    let gw = start(&mock, None);
+    assert_eq!(gw.post_json("/acme-ship/v1/shipments", BODY).status, 200);
+    assert_refused(
+        &gw.post_json("/acme-ship/v1/returns", "{}"),
+        403,
+        "route_not_allowed",
+    );
+    let metrics = gw.metrics();
+    assert!(
+        !metrics.contains("partner_gateway_shadow_differences_total"),
+        "{metrics}"
+    );
+    assert_eq!(admin(&gw, "GET", "/shadow", None).status, 401);
+    let r = admin(&gw, "GET", "/shadow", Some(TOKEN));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_configured");
+    assert_eq!(r.json()["shadow"], false);
+}

@@ -1,0 +1,275 @@
+//! Slow and greedy clients against the real gateway in front of the recording partner: a head
+//! that never finishes, a body that trickles, a head that keeps growing, too many connections,
+//! and framing pingora refuses before any proxy phase. Each ends in a bounded time with a JSON
+//! answer (or a plain close where there is no request to answer), counted, and nothing reaches
+//! the partner; keep-alive between requests keeps working.
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+const ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "ship-secret")];
+const GOOD: &str = r#"{"order_id":"o-1","shipments":[{"customer_id":"c-1","name":"Ann"}]}"#;
+
+/// The shipping partner behind a gateway with short head and body deadlines.
+fn start(max_connections: usize) -> (Mock, Gateway) {
+    let mock = Mock::start();
+    let gateway = Gateway::start_with(
+        |listen, admin| {
+            format!(
+                "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, \
+                 max_depth: 16, upstream_timeout_ms: 1500, header_timeout_ms: 300, \
+                 body_timeout_ms: 400, max_header_bytes: 4096, max_connections: {max_connections} }}\n\
+                 callers:\n  allow_unauthenticated: true\nsigning: {{ disabled: true }}\n"
+            )
+        },
+        &[("ship", &ship_partner(&mock.url()))],
+        ENV,
+    );
+    (mock, gateway)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+fn closed(text: &str, reason: &str) -> f64 {
+    metric(
+        text,
+        &format!("partner_gateway_connections_closed_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Reads until the gateway closes the connection (or 10 s pass): everything it sent.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn parse(bytes: &[u8]) -> Response {
+    http1::read_response(bytes, false).unwrap()
+}
+
+const HEAD_START: &[u8] =
+    b"POST /ship/v1/shipments HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n";
+
+#[test]
+fn a_head_that_never_finishes_is_answered_408_within_the_head_deadline() {
+    let (mock, gateway) = start(100);
+    // All at once but unfinished, and as a drip of one byte every 50 ms (each byte would
+    // restart a per-read timeout; the head deadline is for the whole head).
+    let mut waiting = connect(gateway.addr);
+    waiting.write_all(HEAD_START).unwrap();
+    let mut drip = connect(gateway.addr);
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        if drip
+            .write_all(&HEAD_START[sent % HEAD_START.len()..][..1])
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let dripped = read_to_close(&mut drip);
+    assert!(sent < 20, "the drip was not cut off: {sent} bytes sent");
+    assert_refused(&parse(&dripped), 408, "request_timeout");
+    let answer = read_to_close(&mut waiting);
+    let answer = parse(&answer);
+    assert_refused(&answer, 408, "request_timeout");
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A connection that never sends a byte is closed at the deadline without an answer.
+    let mut silent = connect(gateway.addr);
+    let opened = Instant::now();
+    assert!(read_to_close(&mut silent).is_empty());
+    assert!(opened.elapsed() < Duration::from_secs(3));
+
+    let text = gateway.metrics();
+    assert_eq!(closed(&text, "header_timeout"), 3.0);
+    assert_eq!(
+        metric(
+            &text,
+            r#"partner_gateway_requests_refused_total{partner="unknown",reason="request_timeout"}"#
+        ),
+        2.0
+    );
+    assert!(mock.received().is_empty());
+}
+
+#[test]
+fn a_head_over_max_header_bytes_is_431_and_one_under_it_passes() {
+    let (mock, gateway) = start(100);
+    let mut big = HEAD_START.to_vec();
+    for i in 0..100 {
+        big.extend_from_slice(format!("x-filler-{i}: {}\r\n", "a".repeat(60)).as_bytes());
+    }
+    // Never finished: the gateway must stop reading at the limit, not at the deadline.
+    let mut stream = connect(gateway.addr);
+    let started = Instant::now();
+    let _ = stream.write_all(&big);
+    let answer = parse(&read_to_close(&mut stream));
+    assert_refused(&answer, 431, "header_too_large");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "answered by size, not time"
+    );
+
+    // A head of about 3.5 KiB is fine.
+    let filler = "b".repeat(3000);
+    let r = gateway.send(
+        "POST",
+        "/ship/v1/shipments",
+        &[("content-type", "application/json"), ("x-filler", &filler)],
+        Some(GOOD.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(mock.received().len(), 1);
+    assert_eq!(closed(&gateway.metrics(), "header_too_large"), 1.0);
+}
+
+#[test]
+fn a_body_that_trickles_is_408_and_nothing_reaches_the_partner() {
+    let (mock, gateway) = start(100);
+    let mut stream = connect(gateway.addr);
+    let mut head = HEAD_START.to_vec();
+    head.extend_from_slice(format!("content-length: {}\r\n\r\n", GOOD.len()).as_bytes());
+    stream.write_all(&head).unwrap();
+    let started = Instant::now();
+    for byte in GOOD.as_bytes()[..GOOD.len() - 1].iter() {
+        if stream.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let answer = parse(&read_to_close(&mut stream));
+    assert_refused(&answer, 408, "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let text = gateway.metrics();
+    assert_eq!(closed(&text, "body_timeout"), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            r#"partner_gateway_requests_refused_total{partner="ship",reason="request_timeout"}"#
+        ),
+        1.0
+    );
+    assert!(mock.received().is_empty());
+}
+
+#[test]
+fn a_bare_lf_in_a_chunk_extension_ends_within_the_body_deadline() {
+    let (mock, gateway) = start(100);
+    let mut stream = connect(gateway.addr);
+    let mut raw = HEAD_START.to_vec();
+    raw.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n5;ext\n{\"a\":\r\n");
+    stream.write_all(&raw).unwrap();
+    let started = Instant::now();
+    let answer = parse(&read_to_close(&mut stream));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        [400, 408].contains(&answer.status),
+        "status {}",
+        answer.status
+    );
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert!(mock.received().is_empty());
+}
+
+#[test]
+fn framing_pingora_refuses_before_any_phase_is_a_counted_json_400() {
+    let (mock, gateway) = start(100);
+    let cases: [&[u8]; 3] = [
+        b"POST /ship/v1/shipments HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+        b"POST /ship/v1/shipments HTTP/1.0\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"POST /ship/v1/shipments HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: gzip\r\n\r\n",
+    ];
+    for raw in cases {
+        let r = gateway.raw(raw);
+        assert_refused(&r, 400, "bad_request");
+    }
+    let text = gateway.metrics();
+    assert_eq!(
+        metric(
+            &text,
+            r#"partner_gateway_requests_refused_total{partner="unknown",reason="bad_request"}"#
+        ),
+        3.0
+    );
+    assert!(mock.received().is_empty());
+}
+
+/// Sends one keep-alive GET on `stream` and reads its answer.
+fn keepalive_get(stream: &mut TcpStream, path: &str) -> Response {
+    let raw = format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n");
+    stream.write_all(raw.as_bytes()).unwrap();
+    http1::read_response(&mut *stream, false).unwrap()
+}
+
+#[test]
+fn idle_time_between_keep_alive_requests_is_not_head_time() {
+    let (mock, gateway) = start(100);
+    let mut stream = connect(gateway.addr);
+    for (i, pause) in [0, 700, 100].into_iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(pause));
+        let r = keepalive_get(&mut stream, &format!("/ship/v1/shipments/s-{i}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    // A later head on the same connection has its own deadline, counted from its first byte.
+    stream
+        .write_all(b"GET /ship/v1/shipments/s-9 HTTP/1.1\r\n")
+        .unwrap();
+    assert_refused(&parse(&read_to_close(&mut stream)), 408, "request_timeout");
+    assert_eq!(mock.received().len(), 3);
+    assert_eq!(closed(&gateway.metrics(), "header_timeout"), 1.0);
+}
+
+#[test]
+fn connections_over_max_connections_are_closed_and_counted() {
+    let (mock, gateway) = start(3);
+    // Three keep-alive connections, each idle after one answered request.
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(gateway.addr)).collect();
+    for (i, stream) in held.iter_mut().enumerate() {
+        let r = keepalive_get(stream, &format!("/ship/v1/shipments/h-{i}"));
+        assert_eq!(r.status, 200);
+    }
+    let mut extra = connect(gateway.addr);
+    let _ = extra.write_all(b"GET /ship/v1/shipments/s-1 HTTP/1.1\r\nhost: gw\r\n\r\n");
+    assert!(
+        read_to_close(&mut extra).is_empty(),
+        "no answer over the limit"
+    );
+    // At least this one (the harness's own probe connection may still be counted as open).
+    assert!(closed(&gateway.metrics(), "too_many_connections") >= 1.0);
+    // The held ones still work (idle time is no head time), and once they are gone there is
+    // room again.
+    std::thread::sleep(Duration::from_millis(400));
+    let r = keepalive_get(&mut held[0], "/ship/v1/shipments/s-2");
+    assert_eq!(r.status, 200);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    let r = gateway.send("GET", "/ship/v1/shipments/s-3", &[], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(mock.received().len(), 5);
+}
