@@ -5,38 +5,16 @@
 //!
 //! `cargo bench --bench ledger` (env `LOAD_REQUESTS` per round, default 1000; `LOAD_THREADS`,
 //! default 4; `LOAD_ROUNDS`, default 3).
-use std::net::{SocketAddr, TcpListener, TcpStream};
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use partner_gateway::http1;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use procs::{free_addr, wait_for, Killed, BIN};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)

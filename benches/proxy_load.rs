@@ -4,52 +4,15 @@
 //! hop), not absolute numbers: both sides share the machine.
 //!
 //! `cargo bench --bench proxy_load` (env `LOAD_REQUESTS`, default 2000; `LOAD_THREADS`, default 2).
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use partner_gateway::http1;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A realistic ~1 KiB shipment batch: two customers with the personal data the policy names.
-fn body() -> Vec<u8> {
-    let record = |id: u32| {
-        format!(
-            r#"{{"customer_id":"c-{id}","name":"Ana Lima","email":"ana{id}@example.com","phone":"+351 912 345 678","card_number":"4111 1111 1111 1111","address":{{"street":"Rua das Flores 12","city":"Porto","postal_code":"4050-262","country":"PT"}},"items":[{{"sku":"OHS-LAPTOP-14","qty":1,"unit_price":1299.00}},{{"sku":"OHS-SLEEVE-14","qty":1,"unit_price":39.90}}],"client":{{"ip_address":"203.0.113.7","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/128.0"}}}}"#
-        )
-    };
-    format!(
-        r#"{{"order_id":"o-20260815-0042","shipments":[{},{}]}}"#,
-        record(1001),
-        record(1002)
-    )
-    .into_bytes()
-}
+use procs::{body, free_addr, wait_for, Killed, BIN};
 
 /// Sends `total` requests from `threads` threads; returns (requests per second, p50, p99).
 fn run(

@@ -13,18 +13,20 @@ What a shadow policy costs, as ratios against shadow off in the same run.
 `cargo bench --bench shadow` (env `LOAD_REQUESTS`, default 2000; `LOAD_THREADS`, default 4;
 `SHADOW_ROUNDS`, default 3). Nothing is asserted: the numbers are printed.
 */
+#[path = "support/procs.rs"]
+mod procs;
+
 use std::hint::black_box;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway_core::plan::{self, Incoming, OptOuts};
 use gateway_core::policy::{load, Policy, PolicySource, SourceFile};
 use gateway_core::shadow::{compare, Decision};
 use partner_gateway::http1;
-
-const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
+use procs::{body, free_addr, wait_for, Killed, BIN};
 
 const ACTIVE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
     transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": last4 }
@@ -41,21 +43,6 @@ fn partner(upstream: &str, route: &str) -> String {
 }
 
 const KEY: &str = "load-test-key-0123456789abcdef0123456789";
-
-/// A realistic ~1 KiB shipment batch: two customers with the personal data the policy names.
-fn body() -> Vec<u8> {
-    let record = |id: u32| {
-        format!(
-            r#"{{"customer_id":"c-{id}","name":"Ana Lima","email":"ana{id}@example.com","phone":"+351 912 345 678","card_number":"4111 1111 1111 1111","address":{{"street":"Rua das Flores 12","city":"Porto","postal_code":"4050-262","country":"PT"}},"items":[{{"sku":"OHS-LAPTOP-14","qty":1,"unit_price":1299.00}},{{"sku":"OHS-SLEEVE-14","qty":1,"unit_price":39.90}}],"client":{{"ip_address":"203.0.113.7","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/128.0"}}}}"#
-        )
-    };
-    format!(
-        r#"{{"order_id":"o-20260815-0042","shipments":[{},{}]}}"#,
-        record(1001),
-        record(1002)
-    )
-    .into_bytes()
-}
 
 fn in_process_policy(route: &str) -> Policy {
     let env: std::collections::BTreeMap<String, String> =
@@ -150,30 +137,6 @@ fn in_process(rounds: usize) {
     println!("  live decision alone             : {:8.2} µs", l / 1e3);
     println!("  live + shadow decision + compare: {:8.2} µs", b / 1e3);
     println!("  CPU ratio (shadow on / off)     : {:.2}", b / l);
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A gateway in `dir` in front of `upstream`, with a shadow policy when `shadow`.

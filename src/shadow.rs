@@ -173,16 +173,42 @@ impl Shadow {
     }
 }
 
+/// The shadow thread's name (its panics are reported without their message).
+const THREAD: &str = "shadow-policy";
+
 /// Starts the shadow thread; its end of the queue lives as long as the process.
 fn start(gateway: Arc<Gateway>) -> SyncSender<Job> {
+    quiet_panics();
     let (sender, receiver) = sync_channel(QUEUE_JOBS);
     let spawned = std::thread::Builder::new()
-        .name("shadow-policy".into())
+        .name(THREAD.into())
         .spawn(move || run(&gateway, receiver));
     if let Err(e) = spawned {
         log::error!("cannot start the shadow policy thread: {e}");
     }
     sender
+}
+
+/// A panic message can quote what it was handling: on the shadow thread only its place is
+/// logged. Other threads keep the hook they had.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some(THREAD) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()));
+                log::error!(
+                    "shadow policy: a shadow decision panicked at {}; the request was not affected",
+                    at.as_deref().unwrap_or("an unknown place")
+                );
+            } else {
+                previous(info);
+            }
+        }));
+    });
 }
 
 fn run(gateway: &Gateway, jobs: Receiver<Job>) {
@@ -194,9 +220,8 @@ fn run(gateway: &Gateway, jobs: Receiver<Job>) {
             std::panic::catch_unwind(AssertUnwindSafe(|| shadow.evaluate(&gateway.metrics, &job)));
         drop(job);
         shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-        if outcome.is_err() {
-            log::error!("shadow policy: a shadow decision failed; the request was not affected");
-        }
+        // A panic was logged by the hook above; the thread goes on with the next job.
+        let _ = outcome;
     }
 }
 

@@ -15,20 +15,9 @@ use util::*;
 const SECRET: &str = "SECRET";
 
 fn biz_partner(upstream: &str) -> String {
-    format!(
-        r#"kind: business_partner
-purpose: marketing
-upstream: {upstream}
-routes:
-  - path: /v1/audiences
-    methods: [POST]
-    records: contacts[*]
-    subject: customer_id
-    allow:
-      - campaign
-      - contacts[*].customer_id
-      - contacts[*].name
-  - path: /v1/profile
+    marketing_partner(
+        upstream,
+        r#"  - path: /v1/profile
     methods: [POST]
     records: $
     subject: customer_id
@@ -36,8 +25,8 @@ routes:
       - customer_id
       - name
 allowed_callers: [marketing-service]
-upstream_auth: {{ header: x-api-key, env: BIZ_KEY }}
-"#
+upstream_auth: { header: x-api-key, env: BIZ_KEY }
+"#,
     )
 }
 
@@ -1684,11 +1673,8 @@ fn reloads_that_would_stop_honouring_opt_outs_are_rejected() {
 fn data_use_tokens_cover_the_forwarded_bytes_and_resist_injection() {
     use base64::Engine as _;
     use sha2::Digest as _;
-    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
     let mock = Mock::start();
-    let signing = format!(
-        "{EXTRA_YAML}signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {certs}/data-use-signing.pem\n  kid: data-use-1\n"
-    );
+    let signing = format!("{EXTRA_YAML}{}", signing_yaml());
     let gw = Gateway::start(
         &signing,
         &[

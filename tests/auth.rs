@@ -6,7 +6,7 @@ mod util;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,16 +15,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use util::*;
 
-const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
 /// A second Ed25519 key that is not the demo caller's (the core's test data).
 const OTHER_ED25519: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/crates/core/src/callers/testdata/ed25519-other.pem"
 );
-const ISSUER: &str = "https://auth.ohsoft.example";
-const AUDIENCE: &str = "partner-gateway";
 const CALLER_KID: &str = "callers-demo-1";
-const SIGNING_ISSUER: &str = "https://partner-gateway.ohsoft.example";
 const SHIP_TOKEN: &str = "ship-secret-123";
 const TAX_KEY: &str = "tax-key-456";
 const ADMIN_TOKEN: &str = "admin-token-789";
@@ -48,15 +44,8 @@ admin_listen: {admin}
 limits: {{ max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500 }}
 admin_token_env: AUTH_TEST_ADMIN_TOKEN
 optouts: {{ path: data/optouts }}
-callers:
-  issuer: {ISSUER}
-  audience: {AUDIENCE}
-  keys: {CERTS}/callers.jwks.json
-signing:
-  issuer: {SIGNING_ISSUER}
-  key: {CERTS}/data-use-signing.pem
-  kid: data-use-1
-"#
+{}"#,
+        callers_and_signing_yaml()
     )
 }
 
@@ -99,77 +88,36 @@ upstream_auth: {{ header: x-api-key, env: AUTH_TEST_TAX_KEY }}
 }
 
 fn mail_partner(upstream: &str) -> String {
-    format!(
-        r#"kind: business_partner
-purpose: marketing
-upstream: {upstream}
-routes:
-  - path: /v1/audiences
-    methods: [POST]
-    records: contacts[*]
-    subject: customer_id
-    allow:
-      - campaign
-      - contacts[*].customer_id
-      - contacts[*].name
-allowed_callers: [marketing-service]
-"#
-    )
-}
-
-fn wait_listening(addr: SocketAddr, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("gateway exited with {status} before listening on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listening on {addr}");
+    marketing_partner(upstream, "allowed_callers: [marketing-service]\n")
 }
 
 struct AuthGateway {
     addr: SocketAddr,
     admin: SocketAddr,
-    policy: PolicyDir,
-    _proc: Proc,
+    gateway: Gateway,
 }
 
 impl AuthGateway {
     /// `serve` with [`auth_gateway_yaml`] and the three partners, all pointing at `mock`.
     fn start(mock: &Mock) -> AuthGateway {
-        let addr = free_addr();
-        let admin = free_addr();
         let up = mock.url();
-        let policy = PolicyDir::new(
-            &auth_gateway_yaml(addr, admin),
+        let gateway = Gateway::start_with(
+            auth_gateway_yaml,
             &[
                 ("acme-ship", &ship_partner(&up)),
                 ("tax", &tax_partner(&up)),
                 ("mail", &mail_partner(&up)),
             ],
+            &[
+                ("AUTH_TEST_SHIP_TOKEN", SHIP_TOKEN),
+                ("AUTH_TEST_TAX_KEY", TAX_KEY),
+                ("AUTH_TEST_ADMIN_TOKEN", ADMIN_TOKEN),
+            ],
         );
-        let mut child = Command::new(BIN)
-            .args(["serve", "--policy"])
-            .arg(policy.policy())
-            .current_dir(policy.root())
-            .env("AUTH_TEST_SHIP_TOKEN", SHIP_TOKEN)
-            .env("AUTH_TEST_TAX_KEY", TAX_KEY)
-            .env("AUTH_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        wait_listening(addr, &mut child);
-        wait_listening(admin, &mut child);
         AuthGateway {
-            addr,
-            admin,
-            policy,
-            _proc: Proc { child },
+            addr: gateway.addr,
+            admin: gateway.admin,
+            gateway,
         }
     }
 
@@ -235,8 +183,8 @@ fn caller_token(sub: &str) -> String {
         &cert("callers-demo.pem"),
         sub,
         Duration::from_secs(300),
-        ISSUER,
-        AUDIENCE,
+        CALLER_ISSUER,
+        CALLER_AUDIENCE,
         Some(CALLER_KID),
     )
     .unwrap()
@@ -245,7 +193,7 @@ fn caller_token(sub: &str) -> String {
 /// Claims of a normal caller token, to be spoiled.
 fn good_claims(sub: &str) -> Value {
     let t = now();
-    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": t, "nbf": t, "exp": t + 300})
+    json!({"iss": CALLER_ISSUER, "aud": CALLER_AUDIENCE, "sub": sub, "iat": t, "nbf": t, "exp": t + 300})
 }
 
 /// Signs `claims` with the private key in `pem_file` (EdDSA), `kid` in the header.
@@ -392,7 +340,7 @@ fn valid_caller_reaches_partner_with_a_data_use_token_it_can_verify() {
         .args(["token", "--key"])
         .arg(cert("callers-demo.pem"))
         .args(["--sub", "orders-service", "--ttl", "5m", "--policy"])
-        .arg(gw.policy.policy())
+        .arg(gw.gateway.policy.policy())
         .output()
         .unwrap();
     assert!(
@@ -630,7 +578,7 @@ fn missing_or_bad_caller_credentials_are_401() {
                     &cert("callers-demo.pem"),
                     "orders-service",
                     Duration::from_secs(300),
-                    ISSUER,
+                    CALLER_ISSUER,
                     "some-other-service",
                     Some(CALLER_KID),
                 )
@@ -646,7 +594,7 @@ fn missing_or_bad_caller_credentials_are_401() {
                     "orders-service",
                     Duration::from_secs(300),
                     "https://evil.example",
-                    AUDIENCE,
+                    CALLER_AUDIENCE,
                     Some(CALLER_KID),
                 )
                 .unwrap(),
@@ -1185,7 +1133,10 @@ fn issuer_arrays_and_overlong_caller_tokens_are_401() {
         demo_signed(&c)
     };
     let cases = [
-        ("iss as an array", claims(&|c| c["iss"] = json!([ISSUER]))),
+        (
+            "iss as an array",
+            claims(&|c| c["iss"] = json!([CALLER_ISSUER])),
+        ),
         (
             "100 years",
             claims(&|c| c["exp"] = json!(t + 100 * 365 * 86_400)),

@@ -8,20 +8,9 @@ use util::*;
 const SECRET: &str = "SECRET";
 
 fn biz_partner(upstream: &str) -> String {
-    format!(
-        r#"kind: business_partner
-purpose: marketing
-upstream: {upstream}
-routes:
-  - path: /v1/audiences
-    methods: [POST]
-    records: contacts[*]
-    subject: customer_id
-    allow:
-      - campaign
-      - contacts[*].customer_id
-      - contacts[*].name
-  - path: /v1/whole
+    marketing_partner(
+        upstream,
+        r#"  - path: /v1/whole
     methods: [POST]
     records: records[*]
     subject: customer_id
@@ -33,11 +22,14 @@ routes:
     subject: customer_id
     allow:
       - records[*].*
-  - path: /v1/customers/{{id}}
+  - path: /v1/customers/{id}
     methods: [GET]
     query: [ref, q]
-  - path: /v1/people/{{cid:subject}}
+  - path: /v1/people/{cid:subject}
     methods: [GET]
+  - path: /v1/lookup
+    methods: [GET]
+    query: [ref:subject, q]
   - path: /v1/contacts
     methods: [POST]
     records: $
@@ -47,8 +39,8 @@ routes:
       Email: remove
       sl.*: remove
 allowed_callers: [marketing-service]
-upstream_auth: {{ header: x-api-key, env: BIZ_KEY }}
-"#
+upstream_auth: { header: x-api-key, env: BIZ_KEY }
+"#,
     )
 }
 
@@ -114,7 +106,9 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
     assert_eq!(s.mock.received().len(), 1);
     let r = s.get("/biz/v1/people/c-1");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(s.mock.received().len(), 2);
+    let r = s.get("/biz/v1/lookup?ref=c-1&q=x&other=y");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(s.mock.received().len(), 3);
     let cases: &[(&str, u16, &str)] = &[
         ("/biz/v1/customers/c-200", 451, "subject_opted_out"),
         ("/biz/v1/customers/C-200", 451, "subject_opted_out"),
@@ -144,6 +138,12 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
         ("/biz/v1/people/0300", 422, "subject_missing"),
         ("/biz/v1/people/c-200%20", 422, "subject_missing"),
         ("/biz/v1/people/c-100;c-200", 422, "subject_missing"),
+        // A query parameter typed as the customer id: bad forms are 422, like a typed path.
+        ("/biz/v1/lookup?ref=c-200", 451, "subject_opted_out"),
+        ("/biz/v1/lookup?ref=0300", 422, "subject_missing"),
+        ("/biz/v1/lookup?ref=c-200%20", 422, "subject_missing"),
+        ("/biz/v1/lookup?ref=", 422, "subject_missing"),
+        ("/biz/v1/lookup?q=x&ref=c-100,c-200", 422, "subject_missing"),
     ];
     for (target, status, code) in cases {
         let r = s.get(target);
@@ -157,7 +157,7 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
     }
     assert_eq!(
         s.mock.received().len(),
-        2,
+        3,
         "a refused request reached the partner"
     );
 }

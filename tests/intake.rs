@@ -8,7 +8,6 @@ use std::process::Command;
 
 use util::*;
 
-const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
 const RSA_KEY: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/crates/core/src/callers/testdata/rsa.pem"
@@ -75,9 +74,7 @@ fn disabled_signing_shows_in_readyz_and_a_gauge() {
         .iter()
         .all(|(n, _)| n != "ohsoft-data-use-token"));
 
-    let signing = format!(
-        "signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {CERTS}/data-use-signing.pem\n  kid: data-use-1\n"
-    );
+    let signing = signing_yaml();
     let gw = Gateway::start(&signing, &[("acme-ship", &contractor(&mock.url()))], &[]);
     let body: serde_json::Value = serde_json::from_slice(&gw.admin_get("/readyz").body).unwrap();
     assert_eq!(body, serde_json::json!({"status": "ready"}));

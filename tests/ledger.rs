@@ -12,13 +12,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use util::*;
 
-const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
 const KEY: &str = "ledger-test-key";
 const ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "partner-secret"), ("LEDGER_KEY", KEY)];
 
 fn ledger_yaml(extra: &str) -> String {
     format!(
-        "signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {CERTS}/data-use-signing.pem\n  kid: data-use-1\nledger:\n  path: data/ledger\n  subject_key_env: LEDGER_KEY\n{extra}"
+        "{}ledger:\n  path: data/ledger\n  subject_key_env: LEDGER_KEY\n{extra}",
+        signing_yaml()
     )
 }
 

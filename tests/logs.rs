@@ -16,9 +16,6 @@ use serde_json::Value;
 use util::*;
 
 const M: &str = "LEAKMARKER7731";
-const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
-const ISSUER: &str = "https://auth.ohsoft.example";
-const AUDIENCE: &str = "partner-gateway";
 const ADMIN_ENV: &str = "LOGS_TEST_ADMIN_TOKEN";
 const ADMIN_TOKEN: &str = "logs-admin-token";
 
@@ -46,15 +43,8 @@ admin_listen: {admin}
 limits: {{ max_body_bytes: 2000, max_depth: 16, upstream_timeout_ms: 400 }}
 admin_token_env: {ADMIN_ENV}
 optouts: {{ path: data/optouts }}
-callers:
-  issuer: {ISSUER}
-  audience: {AUDIENCE}
-  keys: {CERTS}/callers.jwks.json
-signing:
-  issuer: https://partner-gateway.ohsoft.example
-  key: {CERTS}/data-use-signing.pem
-  kid: data-use-1
-"#
+{}"#,
+        callers_and_signing_yaml()
     )
 }
 
@@ -95,8 +85,8 @@ fn token() -> String {
         &PathBuf::from(CERTS).join("callers-demo.pem"),
         "orders-service",
         Duration::from_secs(300),
-        ISSUER,
-        AUDIENCE,
+        CALLER_ISSUER,
+        CALLER_AUDIENCE,
         Some("callers-demo-1"),
     )
     .unwrap()

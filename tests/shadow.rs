@@ -330,6 +330,23 @@ fn each_kind_of_difference_is_counted_and_listed_as_paths_only() {
 fn an_invalid_candidate_fails_check_and_a_reload_keeps_both_policies_serving() {
     let mock = Mock::start();
     let gw = start(&mock, Some(allow_everything(&mock.url())));
+    let check = || {
+        Command::new(BIN)
+            .args(["check", "--policy", "policy"])
+            .current_dir(gw.policy.root())
+            .env("SHIP_TOKEN", "t")
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("policy-next: ok: 1 partner, 2 routes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(shadow policy)"), "{stdout}");
+
     let candidate_file = gw.policy.root().join("policy-next/partners/acme-ship.yaml");
     let broken = allow_everything(&mock.url()).replace(
         "    allow: [\"*.**\"]\n",
@@ -338,12 +355,7 @@ fn an_invalid_candidate_fails_check_and_a_reload_keeps_both_policies_serving() {
     std::fs::write(&candidate_file, &broken).unwrap();
 
     // `check` names the candidate's file and line.
-    let out = Command::new(BIN)
-        .args(["check", "--policy", "policy"])
-        .current_dir(gw.policy.root())
-        .env("SHIP_TOKEN", "t")
-        .output()
-        .unwrap();
+    let out = check();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
@@ -411,4 +423,71 @@ fn without_a_shadow_policy_nothing_is_counted_and_shadow_says_so() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "not_configured");
     assert_eq!(r.json()["shadow"], false);
+}
+
+#[test]
+fn the_logs_hold_no_value_of_a_shadowed_request() {
+    let mock = Mock::start();
+    let (listen, admin_addr) = (free_addr(), free_addr());
+    let extra = format!("admin_token_env: {TOKEN_ENV}\nshadow: {{ policy: policy-next }}\n");
+    let policy = PolicyDir::new(
+        &gateway_yaml(listen, admin_addr, &extra),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+    );
+    write_candidate(policy.root(), &one_of_each(&mock.url()));
+    let log = policy.root().join("stderr.log");
+    let child = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(policy.policy())
+        .current_dir(policy.root())
+        .env("SHIP_TOKEN", "t")
+        .env(TOKEN_ENV, TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _proc = Proc { child };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(listen).is_err()
+        || std::net::TcpStream::connect(admin_addr).is_err()
+    {
+        assert!(Instant::now() < deadline, "the gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let send = |path: &str, body: &str| {
+        http1::send(
+            &listen.to_string(),
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(send("/acme-ship/v1/shipments?page=Ana%20Lima", BODY), 200);
+    assert_eq!(send("/acme-ship/v1/returns", r#"{"order_id":"o-77"}"#), 403);
+    let nested = r#"{"order_id":{"ref":"o-77","note":"secret note"},"shipments":[]}"#;
+    assert_eq!(send("/acme-ship/v1/shipments", nested), 400);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http1::send(
+            &admin_addr.to_string(),
+            "GET",
+            "/shadow",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            None,
+        )
+        .unwrap();
+        if r.json()["evaluated"] == 3 {
+            assert_no_values(&String::from_utf8_lossy(&r.body));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not evaluated: {:?}", r.json());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(logs.contains("shadow policy"), "{logs}");
+    assert_no_values(&logs);
+    assert!(!logs.contains("panicked"), "{logs}");
 }

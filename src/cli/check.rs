@@ -41,6 +41,19 @@ fn check_key_files(dir: &Path, policy: Policy) -> Result<(), Diagnostic> {
     })
 }
 
+/// `DIR: ok: N partners, M routes, policy version V`.
+fn summary(dir: &Path, policy: &Policy) -> String {
+    let routes: usize = policy.partners.values().map(|p| p.routes.len()).sum();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    format!(
+        "{}: ok: {}, {}, policy version {}",
+        dir.display(),
+        plural(policy.partners.len(), "partner"),
+        plural(routes, "route"),
+        policy.version
+    )
+}
+
 /// The candidate policy `shadow.policy` names, validated as a policy directory of its own
 /// (its files in every diagnostic): the summary line, or its errors.
 fn check_shadow(policy: &Policy) -> Result<Option<String>, Vec<Diagnostic>> {
@@ -53,15 +66,10 @@ fn check_shadow(policy: &Policy) -> Result<Option<String>, Vec<Diagnostic>> {
             warning.file, warning.line, warning.message
         );
     }
-    let candidate = &loaded.policy;
-    let routes: usize = candidate.partners.values().map(|p| p.routes.len()).sum();
     let dir = policy.gateway.shadow.as_deref().unwrap_or(Path::new(""));
     Ok(Some(format!(
-        "{}: ok (shadow policy): {} partner(s), {} route(s), policy version {}",
-        dir.display(),
-        candidate.partners.len(),
-        routes,
-        candidate.version
+        "{} (shadow policy)",
+        summary(dir, &loaded.policy)
     )))
 }
 
@@ -75,16 +83,7 @@ pub fn run(dir: &Path) -> ExitCode {
                 );
             }
             let policy = &loaded.policy;
-            let routes: usize = policy.partners.values().map(|p| p.routes.len()).sum();
-            let plural =
-                |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-            let mut summary = format!(
-                "{}: ok: {}, {}, policy version {}",
-                dir.display(),
-                plural(policy.partners.len(), "partner"),
-                plural(routes, "route"),
-                policy.version
-            );
+            let mut summary = summary(dir, policy);
             match check_shadow(policy) {
                 Ok(Some(line)) => summary.push_str(&format!("\n{line}")),
                 Ok(None) => {}

@@ -315,10 +315,7 @@ impl TlsMock {
     /// Starts a mock presenting `server`; with `client_ca`, it requires a client certificate
     /// chaining to it, and its log is read presenting `log_client`.
     pub fn start(server: &Pair, client_ca: Option<&Path>, log_client: Option<&Pair>) -> TlsMock {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = crate::util::free_addr();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_partner-gateway"));
         command
             .args(["mock-partner", "--listen", &addr.to_string(), "--tls-cert"])

@@ -14,11 +14,25 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
 
+/// A loopback address nothing listens on, for a child process to bind.
+///
+/// The port comes from below the kernel's ephemeral range (32768 and up), so neither another
+/// `bind(0)` nor an outgoing connection can take it between this check and the child's bind,
+/// and one test process never hands out the same port twice (tests run in parallel threads).
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(7_919) % COUNT;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < COUNT, "no free loopback port left");
+        let port = FIRST + (offset + n) % COUNT;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 fn wait_until_listening(addr: SocketAddr, child: &mut Child) {
@@ -363,5 +377,48 @@ routes:
 allowed_callers: [orders-service]
 upstream_auth: {{ header: authorization, prefix: "Bearer ", env: SHIP_TOKEN }}
 "#
+    )
+}
+
+/// The repository's DEMO certificates and keys.
+pub const CERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/certs");
+/// Issuer and audience of caller tokens signed with the DEMO caller key (`certs/callers.jwks.json`).
+pub const CALLER_ISSUER: &str = "https://auth.ohsoft.example";
+pub const CALLER_AUDIENCE: &str = "partner-gateway";
+/// The issuer of the gateway's data-use tokens in [`signing_yaml`].
+pub const SIGNING_ISSUER: &str = "https://partner-gateway.ohsoft.example";
+
+/// The `signing` section of a gateway.yaml, with the DEMO data-use signing key.
+pub fn signing_yaml() -> String {
+    format!(
+        "signing:\n  issuer: {SIGNING_ISSUER}\n  key: {CERTS}/data-use-signing.pem\n  kid: data-use-1\n"
+    )
+}
+
+/// Real caller authentication (tokens checked against `certs/callers.jwks.json`), then
+/// [`signing_yaml`].
+pub fn callers_and_signing_yaml() -> String {
+    format!(
+        "callers:\n  issuer: {CALLER_ISSUER}\n  audience: {CALLER_AUDIENCE}\n  keys: {CERTS}/callers.jwks.json\n{}",
+        signing_yaml()
+    )
+}
+
+/// The marketing partner's audiences route: a campaign and its contacts, one record each.
+pub const AUDIENCES_ROUTE: &str = "  - path: /v1/audiences
+    methods: [POST]
+    records: contacts[*]
+    subject: customer_id
+    allow:
+      - campaign
+      - contacts[*].customer_id
+      - contacts[*].name
+";
+
+/// A marketing business partner: [`AUDIENCES_ROUTE`] first, then `rest` (more routes, then
+/// the partner's other keys).
+pub fn marketing_partner(upstream: &str, rest: &str) -> String {
+    format!(
+        "kind: business_partner\npurpose: marketing\nupstream: {upstream}\nroutes:\n{AUDIENCES_ROUTE}{rest}"
     )
 }

@@ -62,18 +62,24 @@ impl Members {
         Members { named, index, any }
     }
 
-    /// The node for an (unescaped) key with fingerprint `fp`, or `None` when the member is
-    /// removed.
+    /// The node of the member named `key` (fingerprint `fp`), if the policy names it.
     #[inline]
-    pub(super) fn lookup(&self, key: &[u8], fp: u64) -> Option<NodeId> {
-        let named = match &self.index {
+    fn named(&self, key: &[u8], fp: u64) -> Option<NodeId> {
+        match &self.index {
             Some(index) => index.get(key).copied(),
             None => self
                 .named
                 .iter()
                 .find(|(name, name_fp, _)| *name_fp == fp && **name == *key)
                 .map(|&(_, _, id)| id),
-        };
+        }
+    }
+
+    /// The node for an (unescaped) key with fingerprint `fp`, or `None` when the member is
+    /// removed.
+    #[inline]
+    pub(super) fn lookup(&self, key: &[u8], fp: u64) -> Option<NodeId> {
+        let named = self.named(key, fp);
         // Named members never contain these bytes (compile refuses such names), so only the
         // wildcard needs the check.
         named
@@ -84,14 +90,7 @@ impl Members {
     /// Whether a member [`Members::lookup`] found nothing for is one a `remove` path names
     /// (known to the policy, so not drift).
     pub(super) fn removed(&self, key: &[u8], fp: u64) -> bool {
-        let named = match &self.index {
-            Some(index) => index.get(key).copied(),
-            None => self
-                .named
-                .iter()
-                .find(|(name, name_fp, _)| *name_fp == fp && **name == *key)
-                .map(|&(_, _, id)| id),
-        };
+        let named = self.named(key, fp);
         named.or(self.any) == Some(REMOVED)
     }
 }
@@ -292,15 +291,26 @@ fn add_allowed(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<CompileEr
             }
             continue;
         }
-        if !check_names(path, &text, errors) {
-            continue;
-        }
-        let at = insert(raw, path);
         let leaf = if path.subtree {
             Leaf::Subtree
         } else {
             Leaf::Scalar
         };
+        add_leaf(raw, errors, path, text, leaf, source);
+    }
+}
+
+/// Adds the leaf a path ends in, unless one of its member names can never match.
+fn add_leaf(
+    raw: &mut Vec<Raw>,
+    errors: &mut Vec<CompileError>,
+    path: &FieldPath,
+    text: String,
+    leaf: Leaf,
+    source: u16,
+) {
+    if check_names(path, &text, errors) {
+        let at = insert(raw, path);
         raw[at].leaves.push((leaf, text, source));
     }
 }
@@ -327,13 +337,7 @@ fn add_transforms(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<Compil
             ));
             continue;
         }
-        if !check_names(path, &text, errors) {
-            continue;
-        }
-        let at = insert(raw, path);
-        raw[at]
-            .leaves
-            .push((Leaf::Transform(*transform), text, source));
+        add_leaf(raw, errors, path, text, Leaf::Transform(*transform), source);
     }
 }
 
@@ -352,10 +356,7 @@ fn add_removes(spec: &FilterSpec, raw: &mut Vec<Raw>, errors: &mut Vec<CompileEr
             ));
             continue;
         }
-        if check_names(path, &text, errors) {
-            let at = insert(raw, path);
-            raw[at].leaves.push((Leaf::Remove, text, u16::MAX));
-        }
+        add_leaf(raw, errors, path, text, Leaf::Remove, u16::MAX);
     }
 }
 

@@ -22,12 +22,6 @@ mod scan;
 mod transform;
 
 #[cfg(test)]
-mod fold_tests;
-#[cfg(test)]
-mod matched_tests;
-#[cfg(test)]
-mod remove_tests;
-#[cfg(test)]
 mod tests;
 
 use crate::Refusal;

@@ -1,3 +1,7 @@
+mod fold;
+mod matched;
+mod remove;
+
 use std::collections::HashSet;
 
 use hmac::Mac;

@@ -432,30 +432,36 @@ impl OptOutSet {
                 self.pairs += added.len() as u64;
             }
             None => {
-                let off = self.arena.len();
-                if off + id.len() > MAX_ARENA {
-                    return Err(OptOutError::Full);
-                }
-                let combo = self.intern_combo(wanted)?;
-                self.combos[combo as usize].refs += 1;
-                self.arena.push_str(id);
-                let slot = Slot {
-                    off_lo: (off & 0xffff_ffff) as u32,
-                    off_hi: (off >> 32) as u16,
-                    // validate_customer_id bounds the length by MAX_ID_LEN
-                    len: id.len() as u16,
-                    combo,
-                };
+                let slot = self.add_new(id, wanted)?;
                 let (arena, hasher) = (&self.arena, &self.hasher);
                 self.table
                     .insert_unique(hash, slot, |s| Self::hash(hasher, &arena[s.range()]));
-                for s in wanted {
-                    self.scope_counts[s.index()] += 1;
-                }
-                self.pairs += wanted.len() as u64;
             }
         }
         Ok(true)
+    }
+
+    /// Counts a customer not in the set yet with the sorted, distinct `wanted` scopes and
+    /// appends its id to the arena; the caller puts the returned slot into the table.
+    fn add_new(&mut self, id: &str, wanted: &[ScopeId]) -> Result<Slot, OptOutError> {
+        let off = self.arena.len();
+        if off + id.len() > MAX_ARENA {
+            return Err(OptOutError::Full);
+        }
+        let combo = self.intern_combo(wanted)?;
+        self.combos[combo as usize].refs += 1;
+        for s in wanted {
+            self.scope_counts[s.index()] += 1;
+        }
+        self.pairs += wanted.len() as u64;
+        self.arena.push_str(id);
+        Ok(Slot {
+            off_lo: (off & 0xffff_ffff) as u32,
+            off_hi: (off >> 32) as u16,
+            // validate_customer_id bounds the length by MAX_ID_LEN
+            len: id.len() as u16,
+            combo,
+        })
     }
 
     /// Removes some (`Some(scopes)`) or all (`None`) of the customer's opt-outs.

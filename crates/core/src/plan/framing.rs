@@ -2,7 +2,7 @@
 How the request is framed: no protocol upgrade, a body within the limit, and no content or
 transfer coding the gateway cannot read (an encoded body would pass the filter unread).
 */
-use crate::policy::Limits;
+use crate::policy::{ContentCoding, Limits};
 use crate::{Refusal, RefusalKind};
 
 /// `Upgrade` would open a tunnel past the filter.
@@ -30,17 +30,34 @@ pub(super) fn check_body_size(body: &[u8], limits: &Limits) -> Result<(), Refusa
     Ok(())
 }
 
-/// Only `identity` content codings, and only `chunked` transfer codings (the HTTP layer undoes
-/// `chunked` and nothing else: a body sent `gzip, chunked` would be read as if not encoded).
-/// Every header counts: a second one must not slip an encoding past the first.
-pub(super) fn check_codings(headers: &[(String, String)]) -> Result<(), Refusal> {
-    for (_, encoding) in headers.iter().filter(|(n, _)| n == "content-encoding") {
-        if !only(encoding, "identity") {
-            return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
-                "content-encoding {encoding:?} cannot be read by the gateway; send the body unencoded"
-            )));
-        }
-    }
+/// The one content coding the body must be decoded from, if any: `identity` alone, or exactly
+/// one coding the route lists in `decode` (`decodable`). Stacked codings (`gzip, gzip`, or two
+/// headers) and codings the route does not list are 415. Transfer codings: only `chunked` (the
+/// HTTP layer undoes `chunked` and nothing else: a body sent `gzip, chunked` would be read as if
+/// not encoded). Every header counts: a second one must not slip an encoding past the first.
+pub(super) fn check_codings(
+    headers: &[(String, String)],
+    decodable: &[ContentCoding],
+) -> Result<Option<ContentCoding>, Refusal> {
+    let codings: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n == "content-encoding")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|c| !c.eq_ignore_ascii_case("identity"))
+        .collect();
+    let coding = match codings.as_slice() {
+        [] => None,
+        [one] => match ContentCoding::parse(one).filter(|c| decodable.contains(c)) {
+            Some(coding) => Some(coding),
+            None => return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
+                "content-encoding {one:?} is not decoded on this route; send the body unencoded"
+            ))),
+        },
+        more => return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
+            "stacked content-encodings {more:?} are not decoded; send the body unencoded or with one coding"
+        ))),
+    };
     for (_, coding) in headers.iter().filter(|(n, _)| n == "transfer-encoding") {
         if !only(coding, "chunked") {
             return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
@@ -48,7 +65,7 @@ pub(super) fn check_codings(headers: &[(String, String)]) -> Result<(), Refusal>
             )));
         }
     }
-    Ok(())
+    Ok(coding)
 }
 
 /// Every entry of a comma-separated coding list is `coding` (any case).

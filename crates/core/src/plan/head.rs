@@ -17,7 +17,7 @@ pub fn check_head(
 ) -> Result<(), Refusal> {
     framing::refuse_upgrade(headers)?;
     legal_basis::legal_basis(&target.partner, headers)?;
-    framing::check_codings(headers)?;
+    framing::check_codings(headers, &target.route().decode)?;
     if let Some(format) = target.route().stream {
         super::stream::check_stream_content_type(format, headers)?;
     } else if body_announced {

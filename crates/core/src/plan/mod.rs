@@ -4,7 +4,8 @@ route it targets ([`resolve`]), and exactly what that partner would receive ([`p
 path, query, headers and filtered body — or the [`Refusal`] that stops it.
 
 [`plan`] is a short sequence of steps, one module each: `framing` (no upgrade, the body
-limit, content and transfer codings), `legal_basis`, `body` (content type, filter, opt-outs),
+limit, content and transfer codings), `decode` (undo a content coding the route decodes, bounded),
+`legal_basis`, `body` (content type, filter, opt-outs),
 `headers` (what is forwarded), `query` (what is forwarded, re-encoded) and `url` (no opted-out
 customer's id in the path or query).
 
@@ -20,6 +21,7 @@ use crate::policy::{Limits, Partner, Route};
 use crate::{Refusal, RefusalKind};
 
 mod body;
+mod decode;
 mod framing;
 mod head;
 mod headers;
@@ -146,6 +148,12 @@ pub fn plan(
         framing::check_body_size(incoming.body, limits)?;
     }
     head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
+    let coding = framing::check_codings(incoming.headers, &route.decode)?;
+    let decoded = decode::decode_body(coding, incoming.body, limits)?;
+    let incoming = &Incoming {
+        body: &decoded,
+        ..*incoming
+    };
     let legal_basis = legal_basis::legal_basis(partner, incoming.headers)?;
     let step = body::BodyStep {
         partner,

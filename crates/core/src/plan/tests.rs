@@ -55,6 +55,9 @@ routes:
     query: [ref]
   - path: /v1/people/{cid:subject}
     methods: [GET]
+  - path: /v1/lookup
+    methods: [GET]
+    query: [ref:subject, page]
 ";
 
 /// A government body: a legal basis of the form `CASE-<digits>` on every request.
@@ -180,8 +183,32 @@ fn framing_refuses_upgrades_and_unreadable_codings() {
     ];
     for (list, expected) in cases {
         let list = headers(list);
-        let outcome = framing::refuse_upgrade(&list).and_then(|()| framing::check_codings(&list));
+        let outcome =
+            framing::refuse_upgrade(&list).and_then(|()| framing::check_codings(&list, &[]));
         assert_eq!(code(&outcome), *expected, "{list:?}");
+    }
+    // A route that decodes gzip: exactly one gzip coding, nothing stacked, nothing else.
+    let gzip = [crate::policy::ContentCoding::Gzip];
+    let decodes: &[(Headers, Option<&str>)] = &[
+        (&[("content-encoding", "gzip")], Some("gzip")),
+        (&[("content-encoding", "X-GZIP")], Some("gzip")),
+        (&[("content-encoding", "identity, gzip")], Some("gzip")),
+        (&[("content-encoding", "gzip, gzip")], None),
+        (&[("content-encoding", "gzip,")], None),
+        (
+            &[("content-encoding", "gzip"), ("content-encoding", "gzip")],
+            None,
+        ),
+        (&[("content-encoding", "br")], None),
+        (&[("content-encoding", "compress")], None),
+    ];
+    for (list, expected) in decodes {
+        let outcome = framing::check_codings(&headers(list), &gzip);
+        match (outcome, expected) {
+            (Ok(Some(c)), Some(name)) => assert_eq!(c.as_str(), *name, "{list:?}"),
+            (Err(r), None) => assert_eq!(r.code(), "unsupported_media_type", "{list:?}"),
+            (other, _) => panic!("{list:?}: {other:?}"),
+        }
     }
     let limits = Limits {
         max_body_bytes: 4,
@@ -539,6 +566,15 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
         ("/ads/v1/people/0300", "", loaded, "subject_missing"),
         ("/ads/v1/people/c-in%20", "", loaded, "subject_missing"),
         ("/ads/v1/people/c-in,c-out", "", loaded, "subject_missing"),
+        // A query parameter typed as the customer id (`query: [ref:subject]`).
+        ("/ads/v1/lookup", "ref=c-in&page=2", loaded, "ok"),
+        ("/ads/v1/lookup", "ref=c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "ref=C-OUT", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "ref=0300", loaded, "subject_missing"),
+        ("/ads/v1/lookup", "ref=", loaded, "subject_missing"),
+        ("/ads/v1/lookup", "ref=c-in%20", loaded, "subject_missing"),
+        ("/ads/v1/lookup", "page=0300", loaded, "bad_request"),
+        ("/ads/v1/lookup", "page=c-out", loaded, "subject_opted_out"),
         (
             "/ads/v1/customers/c-in",
             "",

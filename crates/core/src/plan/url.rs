@@ -16,8 +16,8 @@ use crate::{Refusal, RefusalKind};
 /// form decoders do). A value a partner might read as another id than the text compared —
 /// with `;` or `,`, control characters, surrounding whitespace, a non-canonical integer
 /// (`0300`, `+300`, `300.0`) or text NFKC changes — is refused: 400 `bad_request`, or 422
-/// `subject_missing` for a parameter the route types as a customer id (`{cid:subject}`),
-/// which must also be present and non-empty.
+/// `subject_missing` for a parameter the route types as a customer id (`{cid:subject}` in the
+/// path, `query: [ref:subject]`), which must also be non-empty.
 pub(super) fn check_url_for_opted_out_ids(
     target: &Target,
     forwarded_query: &str,
@@ -47,7 +47,8 @@ pub(super) fn check_url_for_opted_out_ids(
         .filter_map(|pair| pair.split_once('='))
     {
         let name = decode(raw_name).unwrap_or_default();
-        collect(Param::Query(&name), raw, false, &mut values)?;
+        let typed = route.subject_query.contains(&name);
+        collect(Param::Query(&name), raw, typed, &mut values)?;
     }
     if values.is_empty() {
         return Ok(());

@@ -310,6 +310,8 @@ pub struct Route {
     /// Path parameters typed as customer ids (`{cid:subject}`): on a partner that honours
     /// opt-outs each must be a valid id (else 422) and is checked against the opt-outs.
     pub subject_params: Vec<String>,
+    /// Query parameters typed as customer ids (`query: [ref:subject]`), likewise.
+    pub subject_query: Vec<String>,
     /// Uppercase method names.
     pub methods: Vec<String>,
     /// `None`: the route takes no body (neither `allow` nor `transform`).

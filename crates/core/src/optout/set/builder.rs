@@ -3,9 +3,7 @@
 
 use hashbrown::HashTable;
 
-use super::{
-    sorted_distinct, validate_customer_id, OptOutError, OptOutSet, ScopeId, Slot, MAX_ARENA,
-};
+use super::{sorted_distinct, validate_customer_id, OptOutError, OptOutSet, ScopeId, Slot};
 use crate::optout::Scope;
 
 /// Builds an [`OptOutSet`] from distinct customers (a snapshot) several times faster than
@@ -50,23 +48,7 @@ impl SetBuilder {
         if wanted.is_empty() {
             return Err(OptOutError::NoScopes(id.to_string()));
         }
-        let off = set.arena.len();
-        if off + id.len() > MAX_ARENA {
-            return Err(OptOutError::Full);
-        }
-        let combo = set.intern_combo(wanted)?;
-        set.combos[combo as usize].refs += 1;
-        for s in wanted {
-            set.scope_counts[s.index()] += 1;
-        }
-        set.pairs += wanted.len() as u64;
-        set.arena.push_str(id);
-        let slot = Slot {
-            off_lo: (off & 0xffff_ffff) as u32,
-            off_hi: (off >> 32) as u16,
-            len: id.len() as u16,
-            combo,
-        };
+        let slot = set.add_new(id, wanted)?;
         self.pending.push((OptOutSet::hash(&set.hasher, id), slot));
         Ok(())
     }

@@ -368,5 +368,3 @@ fn is_header_value(s: &str) -> bool {
 mod stream_tests;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod wildcard_tests;

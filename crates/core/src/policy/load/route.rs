@@ -121,6 +121,7 @@ pub(super) struct RouteDraft {
     path_lines: Vec<(String, String, u64)>,
     pub(super) pseudonymize_line: Option<u64>,
     query: Vec<String>,
+    subject_query: Vec<String>,
     headers: Vec<String>,
     json_types: Vec<String>,
     response_headers: Vec<String>,
@@ -162,6 +163,7 @@ pub(super) fn validate_route(
         super::stream::check_stream_route(path, r, body.takes_body, d);
     }
     let fields = route_categories(path, r, std::mem::take(&mut body.fields), d);
+    let (query, subject_query) = query_names(path, r.query.as_ref(), d);
     RouteDraft {
         template,
         line: route_line,
@@ -172,7 +174,8 @@ pub(super) fn validate_route(
         spec_ok: body.ok,
         path_lines: body.path_lines,
         pseudonymize_line: body.pseudonymize_line,
-        query: query_names(path, r.query.as_ref(), d),
+        query,
+        subject_query,
         headers: headers(ctx, r.headers.as_ref(), d),
         json_types: json_types(path, r.json_types.as_ref(), d),
         response_headers: response_headers(path, r.response_headers.as_ref(), d),
@@ -462,21 +465,32 @@ fn records_and_subject(
     }
 }
 
-/// Forwarded query parameter names, each once.
-fn query_names(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
+/// Forwarded query parameter names, each once, and those typed as customer ids
+/// (`name:subject`, written like a typed path parameter).
+fn query_names(path: &str, list: Option<&List>, d: &mut Diags) -> (Vec<String>, Vec<String>) {
     let mut query = Vec::new();
+    let mut subjects = Vec::new();
     for q in list.iter().flat_map(|q| &q.value) {
-        let bad = q.value.is_empty()
-            || q.value
+        let (name, typed) = match q.value.strip_suffix(":subject") {
+            Some(name) => (name, true),
+            None => (q.value.as_str(), false),
+        };
+        let bad = name.is_empty()
+            || name
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control() || "&=#%+".contains(c));
         if bad {
             d.error(path, line(q), InvalidRoute::QueryName(q.value.clone()));
-        } else if !query.contains(&q.value) {
-            query.push(q.value.clone());
+            continue;
+        }
+        if !query.iter().any(|n| n == name) {
+            query.push(name.to_string());
+        }
+        if typed && !subjects.iter().any(|n| n == name) {
+            subjects.push(name.to_string());
         }
     }
-    query
+    (query, subjects)
 }
 
 /// Forwarded header names, lowercase, each once: never one the gateway strips or the
@@ -634,6 +648,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
         methods: draft.methods,
         filter,
         query: draft.query,
+        subject_query: draft.subject_query,
         headers: draft.headers,
         json_types: draft.json_types,
         response_headers: draft.response_headers,

@@ -1,3 +1,5 @@
+mod wildcard;
+
 use super::partner::parse_upstream;
 use super::*;
 use crate::optout::Scope;

@@ -126,6 +126,7 @@ fn route(template: &str, methods: &[&str]) -> Route {
         template: template.to_string(),
         segments: parse_template(template).expect(template),
         subject_params: Vec::new(),
+        subject_query: Vec::new(),
         methods: methods.iter().map(|m| m.to_string()).collect(),
         filter: None,
         query: Vec::new(),

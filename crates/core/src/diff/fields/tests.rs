@@ -1,0 +1,87 @@
+use super::*;
+
+fn spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
+    FilterSpec {
+        removes: Vec::new(),
+        allow: allow.iter().map(|p| FieldPath::parse(p).unwrap()).collect(),
+        transforms: transforms
+            .iter()
+            .map(|(p, t)| (FieldPath::parse(p).unwrap(), *t))
+            .collect(),
+        records: None,
+        subject: None,
+    }
+}
+
+fn at(s: &FilterSpec, p: &str) -> Disclosure {
+    disclosure(Some(s), &FieldPath::parse(p).unwrap())
+}
+
+#[test]
+fn paths_are_read_semantically() {
+    let s = spec(
+        &["a.**", "b.*", "c[*].x", "d.e"],
+        &[("b.secret", Transform::Mask), ("d.*", Transform::Null)],
+    );
+    assert_eq!(at(&s, "a.b"), Disclosure::Subtree);
+    assert_eq!(at(&s, "a.b[*].c"), Disclosure::Subtree);
+    assert_eq!(at(&s, "b.name"), Disclosure::Clear);
+    assert_eq!(at(&s, "b.*"), Disclosure::Clear);
+    assert_eq!(at(&s, "b.secret"), Disclosure::Transformed(Transform::Mask));
+    assert_eq!(
+        at(&s, "d.e"),
+        Disclosure::Transformed(Transform::Null),
+        "transform wins"
+    );
+    assert_eq!(at(&s, "c[*].y"), Disclosure::None);
+    assert_eq!(at(&s, "c.**"), Disclosure::Partial(vec!["c[*].x".into()]));
+    assert_eq!(at(&s, "x"), Disclosure::None);
+    assert_eq!(
+        disclosure(None, &FieldPath::parse("a").unwrap()),
+        Disclosure::None
+    );
+}
+
+#[test]
+fn comparing_routes_finds_what_starts_stops_and_changes() {
+    let old = spec(
+        &["id", "addr.street", "addr.city"],
+        &[("name", Transform::Mask)],
+    );
+    let new = spec(&["id", "addr.**", "name", "email"], &[]);
+    let changes = compare(Some(&old), Some(&new));
+    let summary: Vec<(String, &str, &str)> = changes
+        .iter()
+        .map(|c| (c.path.to_string(), c.old.name(), c.new.name()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("name".to_string(), "mask", "clear"),
+            ("addr.**".to_string(), "partial", "subtree"),
+            ("email".to_string(), "none", "clear"),
+        ]
+    );
+    assert!(changes.iter().all(|c| c.old.more(&c.new)));
+    let back = compare(Some(&new), Some(&old));
+    assert!(back.iter().all(|c| !c.old.more(&c.new)), "{back:?}");
+}
+
+#[test]
+fn a_wildcard_covers_named_members() {
+    let old = spec(&["a.x"], &[]);
+    let new = spec(&["a.*"], &[]);
+    let changes = compare(Some(&old), Some(&new));
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].path.to_string(), "a.*");
+    assert_eq!(changes[0].old, Disclosure::None);
+    assert!(compare(Some(&new), Some(&spec(&["a.*", "a.x"], &[]))).is_empty());
+}
+
+#[test]
+fn last4_to_pseudonymize_counts_as_more() {
+    let l = Disclosure::Transformed(Transform::Last4);
+    let p = Disclosure::Transformed(Transform::Pseudonymize);
+    assert!(l.more(&p) && p.more(&l));
+    assert!(!Disclosure::Clear.more(&Disclosure::Transformed(Transform::Mask)));
+}

@@ -1,0 +1,114 @@
+use super::*;
+
+fn partner_err(text: &str) -> YamlError {
+    parse_partner(text).expect_err(text)
+}
+
+const HEAD: &str = "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\n";
+
+#[test]
+fn wire_errors_are_one_line_with_the_field_named() {
+    let cases: &[(&str, u64, &str)] = &[
+        ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories, stream"),
+        ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
+        ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
+        ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),
+        ("routes:\n  - path: /a\n    methods: GET\n", 6, "invalid value for `methods`: expected a list, found `GET`"),
+        ("routes:\n  - path: [x]\n", 5, "invalid value for `path`: expected a string (found a list)"),
+        ("routes:\n  - path: /a\n    allow: [a, {b: c}]\n", 6, "invalid value: expected a string (found a mapping)"),
+        ("routes: []\nupstream_auth: {header: authorization, env: [x]}\n", 5, "invalid value for `env`: expected a string (found a list)"),
+        ("routes: []\nupstream_auth: {header: authorization}\n", 5, "missing field `env`"),
+        ("routes: 'x\n", 4, "invalid YAML: unclosed quote"),
+        ("routes:\n  - path: /a\n    methods: [POST]]\n", 6, "invalid YAML: misplaced bracket"),
+        ("routes:\n  - path: /a\n    methods: [POST\nallowed_callers: []\n", 7, "invalid YAML: illegal placement of ':' indicator (is the `[` on line 6 closed?)"),
+        ("routes:\n  - path: /a\n     methods: [POST]\n", 6, "invalid YAML: mapping values are not allowed in this context"),
+    ];
+    for (tail, line, message) in cases {
+        let text = format!("{HEAD}{tail}");
+        let err = partner_err(&text);
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (*line, *message),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn gateway_type_errors_quote_the_value() {
+    let err = parse_gateway("limits: {max_body_bytes: -3}\n").unwrap_err();
+    assert_eq!(err.line, 1);
+    assert_eq!(
+        err.message,
+        "invalid value for `max_body_bytes`: expected a whole number of at least 0, found `-3`"
+    );
+    let err = parse_gateway("callers:\n  allow_unauthenticated: yes\n").unwrap_err();
+    assert_eq!(err.line, 2);
+    assert_eq!(
+        err.message,
+        "invalid value for `allow_unauthenticated`: expected true or false, found `yes`"
+    );
+    let err = parse_gateway("listen: 127.0.0.1:8080\nlisten: 127.0.0.1:8081\n").unwrap_err();
+    assert_eq!(
+        (err.line, err.message.as_str()),
+        (2, "duplicate key `listen`")
+    );
+}
+
+#[test]
+fn star_paths_in_flow_lists_get_a_hint() {
+    let text = format!("{HEAD}routes:\n  - path: /a\n    allow: [contacts[*].name]\n");
+    let err = partner_err(&text);
+    assert_eq!(err.line, 6);
+    assert!(
+        err.message.ends_with(
+            "(inside `[...]`, quote paths that use `[*]`, or write one per line as `- a[*].b`)"
+        ),
+        "{}",
+        err.message
+    );
+    let quoted =
+        format!("{HEAD}routes:\n  - path: /a\n    allow: [\"contacts[*].name\", '[*].x']\n");
+    let file = parse_partner(&quoted).unwrap();
+    let allow = &file.routes.value[0].value.allow.as_ref().unwrap().value;
+    assert_eq!(allow[0].value, "contacts[*].name");
+    assert_eq!(allow[1].value, "[*].x");
+}
+
+#[test]
+fn empty_file_says_so() {
+    for text in ["", "\n", "# nothing yet\n"] {
+        let err = parse_partner(text).unwrap_err();
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (1, "the file is empty (expected a mapping of settings)")
+        );
+    }
+}
+
+#[test]
+fn unquoted_null_transform_survives_parsing_as_none() {
+    let text = format!("{HEAD}routes:\n  - path: /a\n    transform:\n      a: null\n      b: \"null\"\n      c: ~\n");
+    let file = parse_partner(&text).unwrap();
+    let route = &file.routes.value[0].value;
+    let entries = &route.transform.as_ref().unwrap().value.0;
+    let got: Vec<(&str, Option<&str>, u64)> = entries
+        .iter()
+        .map(|(k, v)| (k.value.as_str(), v.value.as_deref(), v.referenced.line()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("a", None, 7), ("b", Some("null"), 8), ("c", None, 9)]
+    );
+}
+
+#[test]
+fn lines_are_recorded() {
+    let text = format!("{HEAD}routes:\n  - path: /a\n    methods: [POST]\n  - path: /b\n");
+    let file = parse_partner(&text).unwrap();
+    assert_eq!(file.upstream.referenced.line(), 3);
+    assert_eq!(file.routes.value[0].referenced.line(), 5);
+    assert_eq!(file.routes.value[1].value.path.referenced.line(), 7);
+    let methods = file.routes.value[0].value.methods.as_ref().unwrap();
+    assert_eq!(methods.value[0].referenced.line(), 6);
+}
