@@ -1,14 +1,9 @@
 /*!
-What a shadow policy costs, as ratios against shadow off in the same run.
-
-1. In process (CPU per request): the live decision alone (`plan::plan`, what the proxy runs on
-   the request path), against the live decision plus everything the shadow thread does for the
-   same request (the live and the candidate decision again with detail, both read into
-   `shadow::Decision`, and `compare`), on a realistic ~1 KiB shipment batch. This is the work
-   shadow mode adds to the machine, though not to the request path.
-2. Through the gateway (throughput): the same load against one gateway without `shadow` and one
-   with a candidate that differs on every request, both in front of one mock partner, measured
-   alternately (off, on, off, on) so drift of the machine hits both alike.
+What a shadow policy costs in throughput, as a ratio against shadow off in the same run: the same
+load against one gateway without `shadow` and one with a candidate that differs in 3 paths on
+every request, both in front of one mock partner, measured alternately (off, on, off, on) so
+drift of the machine hits both alike. The CPU the shadow thread spends per request is measured
+in process by `cargo bench -p partner-gateway-core --bench shadow_decide`.
 
 `cargo bench --bench shadow` (env `LOAD_REQUESTS`, default 2000; `LOAD_THREADS`, default 4;
 `SHADOW_ROUNDS`, default 3). Nothing is asserted: the numbers are printed.
@@ -16,15 +11,11 @@ What a shadow policy costs, as ratios against shadow off in the same run.
 #[path = "support/procs.rs"]
 mod procs;
 
-use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use gateway_core::plan::{self, Incoming, OptOuts};
-use gateway_core::policy::{load, Policy, PolicySource, SourceFile};
-use gateway_core::shadow::{compare, Decision};
 use partner_gateway::http1;
 use procs::{body, free_addr, wait_for, Killed, BIN};
 
@@ -43,101 +34,6 @@ fn partner(upstream: &str, route: &str) -> String {
 }
 
 const KEY: &str = "load-test-key-0123456789abcdef0123456789";
-
-fn in_process_policy(route: &str) -> Policy {
-    let env: std::collections::BTreeMap<String, String> =
-        [("LOAD_PSEUDONYM_KEY".to_string(), KEY.to_string())].into();
-    let source = PolicySource {
-        dir: "policy".into(),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: "callers: { allow_unauthenticated: true }\nsigning: { disabled: true }\n".into(),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/acme-ship.yaml".into(),
-            text: partner("http://127.0.0.1:9", route),
-        }],
-    };
-    load(&source, Some(&env)).expect("bench policy").policy
-}
-
-fn decide(
-    policy: &Policy,
-    body: &[u8],
-    detail: bool,
-) -> Result<plan::Outgoing, gateway_core::Refusal> {
-    let headers = vec![("content-type".to_string(), "application/json".to_string())];
-    let incoming = Incoming {
-        query: None,
-        headers: &headers,
-        body,
-    };
-    let target = plan::resolve(&policy.partners, "POST", "/acme-ship/v1/shipments")?;
-    plan::plan(
-        &target,
-        &incoming,
-        &policy.gateway.limits,
-        OptOuts::NotLoaded,
-        detail,
-    )
-}
-
-/// Nanoseconds per iteration of `f`, the median of `rounds` rounds of about 300 ms.
-fn time(rounds: usize, mut f: impl FnMut()) -> f64 {
-    let mut per_round = Vec::new();
-    for _ in 0..rounds {
-        let started = Instant::now();
-        let mut n = 0u64;
-        while started.elapsed() < Duration::from_millis(300) {
-            for _ in 0..64 {
-                f();
-            }
-            n += 64;
-        }
-        per_round.push(started.elapsed().as_nanos() as f64 / n as f64);
-    }
-    per_round.sort_by(f64::total_cmp);
-    per_round[per_round.len() / 2]
-}
-
-fn in_process(rounds: usize) {
-    let active = in_process_policy(ACTIVE_ROUTE);
-    let candidate = in_process_policy(CANDIDATE_ROUTE);
-    let body = body();
-    let differences = compare(
-        &Decision::of(&decide(&active, &body, true)),
-        &Decision::of(&decide(&candidate, &body, true)),
-    );
-    let live = || {
-        black_box(decide(&active, black_box(&body), false).is_ok());
-    };
-    let shadow_work = || {
-        let a = Decision::of(&decide(&active, &body, true));
-        let s = Decision::of(&decide(&candidate, &body, true));
-        black_box(compare(&a, &s));
-    };
-    let mut live_ns = Vec::new();
-    let mut both_ns = Vec::new();
-    // Interleaved, so both see the same machine.
-    for _ in 0..rounds {
-        live_ns.push(time(1, live));
-        both_ns.push(time(1, || {
-            live();
-            shadow_work();
-        }));
-    }
-    live_ns.sort_by(f64::total_cmp);
-    both_ns.sort_by(f64::total_cmp);
-    let (l, b) = (live_ns[rounds / 2], both_ns[rounds / 2]);
-    println!(
-        "in process, {} byte body, {} differences per request:",
-        body.len(),
-        differences.len()
-    );
-    println!("  live decision alone             : {:8.2} µs", l / 1e3);
-    println!("  live + shadow decision + compare: {:8.2} µs", b / 1e3);
-    println!("  CPU ratio (shadow on / off)     : {:.2}", b / l);
-}
 
 /// A gateway in `dir` in front of `upstream`, with a shadow policy when `shadow`.
 fn gateway(dir: &Path, upstream: &str, shadow: bool) -> (Killed, SocketAddr, SocketAddr) {
@@ -263,6 +159,5 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3usize)
         .max(1);
-    in_process(rounds * 3);
     through_the_gateway(rounds);
 }

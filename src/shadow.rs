@@ -212,6 +212,12 @@ fn quiet_panics() {
 }
 
 fn run(gateway: &Gateway, jobs: Receiver<Job>) {
+    // Serving comes first: this thread runs at the lowest CPU priority, so on a busy machine it
+    // falls behind, its queue fills and shadow decisions are skipped rather than slowing requests.
+    let lowest = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+    if let Err(e) = lowest {
+        log::warn!("shadow policy: cannot lower the shadow thread's priority: {e}");
+    }
     let shadow = &gateway.shadow;
     for job in jobs {
         let size = job.body.as_ref().map_or(0, Vec::len);
