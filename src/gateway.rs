@@ -210,6 +210,30 @@ impl Active {
         legal_basis: Option<&str>,
         jti: &str,
     ) -> Result<Vec<(String, String)>, Refusal> {
+        self.data_use_headers_for(target, caller, Some(body), legal_basis, jti)
+    }
+
+    /// The data-use headers of a streamed request: its token says `"stream": true` and binds
+    /// no body digest (the disclosure ledger records the digest of what was sent).
+    pub fn stream_data_use_headers(
+        &self,
+        target: &Target,
+        caller: &str,
+        legal_basis: Option<&str>,
+        jti: &str,
+    ) -> Result<Vec<(String, String)>, Refusal> {
+        self.data_use_headers_for(target, caller, None, legal_basis, jti)
+    }
+
+    /// `body`: the exact bytes forwarded, or `None` for a stream.
+    fn data_use_headers_for(
+        &self,
+        target: &Target,
+        caller: &str,
+        body: Option<&[u8]>,
+        legal_basis: Option<&str>,
+        jti: &str,
+    ) -> Result<Vec<(String, String)>, Refusal> {
         let partner = &target.partner;
         let use_ = partner.kind.data_use();
         let tag = DataUseTag::for_request(partner, &self.policy.version, legal_basis)
@@ -222,13 +246,17 @@ impl Active {
                 use_,
                 purpose: &partner.purpose,
                 policy_version: &self.policy.version,
-                body,
+                body: body.unwrap_or_default(),
                 legal_basis,
                 now_unix: now_unix(),
                 ttl_secs: MAX_TTL_SECS,
                 jti,
             };
-            let token = signer.sign(&input).map_err(|e| {
+            let token = match body {
+                Some(_) => signer.sign(&input),
+                None => signer.sign_stream(&input),
+            };
+            let token = token.map_err(|e| {
                 Refusal::new(
                     RefusalKind::Internal,
                     format!("cannot sign the data-use token: {e}"),

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
-use gateway_core::ledger::{Chain, Disclosure, SealedLine};
+use gateway_core::ledger::{Chain, Disclosure, SealedLine, StreamForwarded};
 use gateway_core::policy::LedgerConfig;
 use gateway_core::tagging::TokenSigner;
 
@@ -123,16 +123,20 @@ impl Ledger {
         self.append(signer, &disclosure.time, &|chain| chain.record(disclosure))
     }
 
-    /// Appends the outcome of record `seq`: the partner's status, or 502/504.
+    /// Appends the outcome of record `seq`: the partner's status, or 502/504 (and, for a
+    /// stream, what it forwarded).
     pub fn outcome(
         &self,
         seq: u64,
         status: u16,
+        stream: Option<&StreamForwarded>,
         signer: Option<&TokenSigner>,
     ) -> Result<(), LedgerError> {
         let (time, _) = now_text();
-        self.append(signer, &time, &|chain| chain.outcome(seq, status, &time))
-            .map(|_| ())
+        self.append(signer, &time, &|chain| {
+            chain.outcome(seq, status, &time, stream)
+        })
+        .map(|_| ())
     }
 
     /// Shutdown: appends the final checkpoint (the last line written), syncs, and refuses

@@ -1,6 +1,8 @@
 //! The proxy's side of the disclosure ledger: the record of a request about to be forwarded
-//! (written before any byte goes to the partner) and its outcome.
-use gateway_core::ledger::{subject_hashes, Disclosure};
+//! (written before any byte goes to the partner) and its outcome. A streamed request's record
+//! says `"stream": true` and leaves what was forwarded (digest, counts, fields, subjects) to
+//! its outcome line, written once the stream ended.
+use gateway_core::ledger::{subject_hashes, Disclosure, StreamForwarded};
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::{Refusal, RefusalKind};
 
@@ -15,30 +17,48 @@ pub fn disclosure(
     outgoing: &Outgoing,
     subject_key: &[u8],
 ) -> Disclosure {
+    let report = &outgoing.report;
+    let (fields, categories) = target.route().disclosed(&report.matched);
+    Disclosure {
+        body_sha256: Some(gateway_core::tagging::body_sha256(&outgoing.body)),
+        records_forwarded: report.records_forwarded,
+        records_dropped: report.records_dropped,
+        fields,
+        categories,
+        subjects: subject_hashes(subject_key, &report.subjects),
+        ..who_and_why(active, target, request, outgoing.legal_basis.as_deref())
+    }
+}
+
+/// Who sends to whom, why, under which policy: a record with nothing forwarded yet.
+fn who_and_why(
+    active: &Active,
+    target: &Target,
+    request: (&str, &str, &str),
+    legal_basis: Option<&str>,
+) -> Disclosure {
     let (request_id, caller, method) = request;
     let partner = &target.partner;
-    let route = target.route();
-    let report = &outgoing.report;
-    let (fields, categories) = route.disclosed(&report.matched);
     Disclosure {
         time: now_text().0,
         request_id: request_id.to_string(),
         caller: caller.to_string(),
         partner: partner.id.clone(),
         kind: partner.kind.as_str().to_string(),
-        route: route.template.clone(),
+        route: target.route().template.clone(),
         method: method.to_string(),
         use_: partner.kind.data_use().to_string(),
         purpose: partner.purpose.clone(),
-        legal_basis: outgoing.legal_basis.clone(),
+        legal_basis: legal_basis.map(str::to_string),
         policy_version: active.policy.version.clone(),
         token_jti: None,
-        body_sha256: gateway_core::tagging::body_sha256(&outgoing.body),
-        records_forwarded: report.records_forwarded,
-        records_dropped: report.records_dropped,
-        fields,
-        categories,
-        subjects: subject_hashes(subject_key, &report.subjects),
+        body_sha256: None,
+        records_forwarded: 0,
+        records_dropped: 0,
+        fields: Vec::new(),
+        categories: Vec::new(),
+        subjects: Vec::new(),
+        stream: false,
     }
 }
 
@@ -56,7 +76,38 @@ pub fn record(
     let Some(ledger) = gateway.ledger() else {
         return Ok(None);
     };
-    let mut d = disclosure(active, target, request, outgoing, ledger.subject_key());
+    let d = disclosure(active, target, request, outgoing, ledger.subject_key());
+    append(gateway, active, d, jti)
+}
+
+/// Records a streamed request before its head goes to the partner (see [`record`]).
+pub fn record_stream(
+    gateway: &Gateway,
+    active: &Active,
+    target: &Target,
+    request: (&str, &str, &str),
+    legal_basis: Option<&str>,
+    jti: &str,
+) -> Result<Option<u64>, Refusal> {
+    if gateway.ledger().is_none() {
+        return Ok(None);
+    }
+    let d = Disclosure {
+        stream: true,
+        ..who_and_why(active, target, request, legal_basis)
+    };
+    append(gateway, active, d, jti)
+}
+
+fn append(
+    gateway: &Gateway,
+    active: &Active,
+    mut d: Disclosure,
+    jti: &str,
+) -> Result<Option<u64>, Refusal> {
+    let Some(ledger) = gateway.ledger() else {
+        return Ok(None);
+    };
     d.token_jti = active.signer().map(|_| jti.to_string());
     match ledger.record(&d, active.signer()) {
         Ok(seq) => {
@@ -73,10 +124,32 @@ pub fn record(
 /// Writes the outcome line of record `seq`. The request has left already, so a failure is
 /// only counted and logged (the ledger is then broken and refuses the next requests).
 pub fn outcome(gateway: &Gateway, active: &Active, seq: Option<u64>, status: u16) {
+    write_outcome(gateway, active, seq, status, None);
+}
+
+/// The outcome of a streamed request: the status (the partner's, or the refusal that stopped
+/// the stream) and what was actually sent.
+pub fn outcome_stream(
+    gateway: &Gateway,
+    active: &Active,
+    seq: Option<u64>,
+    status: u16,
+    forwarded: StreamForwarded,
+) {
+    write_outcome(gateway, active, seq, status, Some(&forwarded));
+}
+
+fn write_outcome(
+    gateway: &Gateway,
+    active: &Active,
+    seq: Option<u64>,
+    status: u16,
+    stream: Option<&StreamForwarded>,
+) {
     let (Some(seq), Some(ledger)) = (seq, gateway.ledger()) else {
         return;
     };
-    if let Err(e) = ledger.outcome(seq, status, active.signer()) {
+    if let Err(e) = ledger.outcome(seq, status, stream, active.signer()) {
         gateway.metrics.ledger_error();
         log::debug!("outcome of ledger record {seq} not written: {e}");
     }

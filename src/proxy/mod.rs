@@ -3,6 +3,8 @@ The pingora shell around the core. One phase does all the deciding: `request_fil
 the target, authenticates the caller, reads the whole body (up to the limit), asks the core for
 exactly what the partner may receive, and only then connects to the partner and sends it
 (see [`upstream`]). A refusal is answered from here and opens no connection. `logging` counts.
+Streaming routes decide their head the same way, then stream the body line by line
+(see [`stream`]).
 
 Why not pingora's own upstream phases: they send the request headers before
 `request_body_filter` sees the body, so a body that fails the filter would already have a
@@ -11,6 +13,7 @@ connection and headers at the partner, and the data-use token's body digest coul
 mod answer;
 mod ctx;
 mod disclose;
+mod stream;
 mod upstream;
 
 use std::sync::Arc;
@@ -84,6 +87,19 @@ impl PartnerProxy {
             }
         };
         let headers = headers?;
+        if target.route().stream.is_some() {
+            // Streams are not shadowed: their body is never held whole.
+            let request = stream::StreamRequest {
+                active: &active,
+                target: &target,
+                caller: &caller,
+                method: &method,
+                query: query.as_deref(),
+                headers: &headers,
+            };
+            let answer = self.stream(session, ctx, request).await?;
+            return self.caller_answer(session, ctx, &target, answer);
+        }
         check_announced_length(session, policy.gateway.limits.max_body_bytes)?;
         if expects_continue(&headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
@@ -148,6 +164,17 @@ impl PartnerProxy {
             ctx.upstream_error = Some(failure.kind);
             failure.refusal
         })?;
+        self.caller_answer(session, ctx, &target, answer)
+    }
+
+    /// The header the caller gets for the partner's answer (its body is relayed later).
+    fn caller_answer(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        target: &plan::Target,
+        answer: UpstreamAnswer,
+    ) -> Result<(ResponseHeader, UpstreamAnswer), Refusal> {
         let caller_http10 = session.req_header().version == http::Version::HTTP_10;
         let credential = target
             .partner

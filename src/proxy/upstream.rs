@@ -24,9 +24,22 @@ pub struct UpstreamClient {
 /// A partner's final answer header, its body still to be relayed.
 pub struct UpstreamAnswer {
     pub header: ResponseHeader,
-    http: HttpSession,
-    peer: HttpPeer,
-    timeout: Option<std::time::Duration>,
+    pub(super) http: HttpSession,
+    pub(super) peer: HttpPeer,
+    pub(super) timeout: Option<std::time::Duration>,
+}
+
+/// What the head of a partner request is built from.
+pub(super) struct PartnerHead<'a> {
+    pub method: &'a str,
+    pub caller: &'a str,
+    pub path_and_query: &'a str,
+    /// The allowed caller headers.
+    pub headers: &'a [(String, String)],
+    pub legal_basis: Option<&'a str>,
+    /// The whole body (sent with its `content-length`), or `None` for a stream (chunked).
+    pub body: Option<&'a [u8]>,
+    pub jti: &'a str,
 }
 
 pub struct UpstreamFailure {
@@ -59,7 +72,7 @@ impl SendError {
 
 /// Reads answer headers until the final one: informational answers (`1xx` but `101`) are
 /// consumed, not relayed; a `101` (nothing asked to switch protocols) is a broken answer.
-async fn read_final_header(http: &mut HttpSession) -> Result<()> {
+pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
     for _ in 0..=MAX_INFORMATIONAL {
         http.read_response_header().await?;
         let status = http
@@ -84,7 +97,7 @@ async fn read_final_header(http: &mut HttpSession) -> Result<()> {
 }
 
 impl UpstreamFailure {
-    fn from_error(partner: &str, e: &Error) -> UpstreamFailure {
+    pub(super) fn from_error(partner: &str, e: &Error) -> UpstreamFailure {
         match e.etype() {
             ErrorType::ConnectTimedout
             | ErrorType::ReadTimedout
@@ -143,48 +156,22 @@ impl UpstreamClient {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
 
-        let header = self
-            .request_header(active, target, method, caller, &outgoing, jti)
-            .map_err(|refusal| UpstreamFailure {
-                kind: UpstreamErrorKind::Protocol,
-                refusal,
-            })?;
+        let head = PartnerHead {
+            method,
+            caller,
+            path_and_query: &outgoing.path_and_query,
+            headers: &outgoing.headers,
+            legal_basis: outgoing.legal_basis.as_deref(),
+            body: Some(&outgoing.body),
+            jti,
+        };
+        let header = request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
+            kind: UpstreamErrorKind::Protocol,
+            refusal,
+        })?;
 
-        let upstream = &partner.upstream;
         let exchange = async {
-            // Resolved here, asynchronously and within the deadline: pingora's `HttpPeer::new`
-            // would block on DNS and panic when a name does not resolve.
-            let unreachable = |why: String| UpstreamFailure {
-                kind: UpstreamErrorKind::Connect,
-                refusal: Refusal::new(
-                    RefusalKind::UpstreamError,
-                    format!("partner {:?} is unreachable: {why}", partner.id),
-                ),
-            };
-            let address = tokio::net::lookup_host(upstream.authority())
-                .await
-                .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
-                .next()
-                .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
-            // SNI and the name verified: never empty (pingora skips verification for an empty
-            // SNI); an IP address is verified against the certificate's IP SANs.
-            let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
-            if upstream.tls {
-                let Some(tls) = active.tls.partners.get(&partner.id) else {
-                    return Err(UpstreamFailure {
-                        kind: UpstreamErrorKind::Tls,
-                        refusal: Refusal::new(
-                            RefusalKind::UpstreamError,
-                            format!("partner {:?}: no TLS settings loaded", partner.id),
-                        ),
-                    });
-                };
-                tls.apply(&mut peer);
-            }
-            peer.options.connection_timeout = Some(timeout);
-            peer.options.total_connection_timeout = Some(timeout);
-            peer.options.read_timeout = Some(timeout);
-            peer.options.write_timeout = Some(timeout);
+            let peer = peer(active, target).await?;
             self.exchange(peer, header, outgoing.body, &partner.id)
                 .await
         };
@@ -333,50 +320,113 @@ impl UpstreamClient {
         }
     }
 
-    /// The request line and headers the partner receives: the allowed caller headers, then the
-    /// gateway's own (added last, so nothing the caller sent can remove or shadow them).
-    fn request_header(
+    /// Opens a (possibly pooled) connection for a streamed request and writes its head. A
+    /// pooled connection that fails before the head is written is replaced once by a new one
+    /// (nothing of the request left); after that, the request is never sent again.
+    pub(super) async fn open_stream(
         &self,
-        active: &Active,
-        target: &Target,
-        method: &str,
-        caller: &str,
-        outgoing: &Outgoing,
-        jti: &str,
-    ) -> Result<RequestHeader, Refusal> {
-        let internal = |e: Box<Error>| {
-            Refusal::new(
-                RefusalKind::UpstreamError,
-                format!("cannot build the partner request: {e}"),
-            )
-        };
-        let mut header = RequestHeader::build(method, outgoing.path_and_query.as_bytes(), None)
-            .map_err(internal)?;
-        header
-            .insert_header("host", target.partner.upstream.authority())
-            .map_err(internal)?;
-        for (name, value) in &outgoing.headers {
-            header
-                .append_header(name.clone(), value.clone())
-                .map_err(internal)?;
+        peer: &HttpPeer,
+        header: &RequestHeader,
+        partner: &str,
+    ) -> Result<HttpSession, UpstreamFailure> {
+        let timeout = peer.options.read_timeout;
+        let mut retried = false;
+        loop {
+            let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
+            let (mut http, reused) = self.connector.get_http_session(peer).await.map_err(fail)?;
+            http.set_read_timeout(timeout);
+            http.set_write_timeout(timeout);
+            match http.write_request_header(Box::new(header.clone())).await {
+                Ok(()) => return Ok(http),
+                Err(_) if reused && !retried => retried = true,
+                Err(e) => return Err(fail(e)),
+            }
         }
-        for (name, value) in active.data_use_headers(
-            target,
-            caller,
-            &outgoing.body,
-            outgoing.legal_basis.as_deref(),
-            jti,
-        )? {
-            header.insert_header(name, value).map_err(internal)?;
-        }
-        if let Some(auth) = &target.partner.upstream_auth {
-            header
-                .insert_header(auth.header.clone(), auth.value.clone())
-                .map_err(internal)?;
-        }
-        header
-            .insert_header("content-length", outgoing.body.len().to_string())
-            .map_err(internal)?;
-        Ok(header)
     }
+}
+
+/// The partner's address (resolved here, asynchronously: pingora's `HttpPeer::new` would block
+/// on DNS and panic when a name does not resolve), TLS settings and timeouts.
+pub(super) async fn peer(active: &Active, target: &Target) -> Result<HttpPeer, UpstreamFailure> {
+    let partner = &target.partner;
+    let upstream = &partner.upstream;
+    let timeout = active.policy.gateway.limits.upstream_timeout;
+    let unreachable = |why: String| UpstreamFailure {
+        kind: UpstreamErrorKind::Connect,
+        refusal: Refusal::new(
+            RefusalKind::UpstreamError,
+            format!("partner {:?} is unreachable: {why}", partner.id),
+        ),
+    };
+    let address = tokio::net::lookup_host(upstream.authority())
+        .await
+        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
+        .next()
+        .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
+    // SNI and the name verified: never empty (pingora skips verification for an empty
+    // SNI); an IP address is verified against the certificate's IP SANs.
+    let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
+    if upstream.tls {
+        let Some(tls) = active.tls.partners.get(&partner.id) else {
+            return Err(UpstreamFailure {
+                kind: UpstreamErrorKind::Tls,
+                refusal: Refusal::new(
+                    RefusalKind::UpstreamError,
+                    format!("partner {:?}: no TLS settings loaded", partner.id),
+                ),
+            });
+        };
+        tls.apply(&mut peer);
+    }
+    peer.options.connection_timeout = Some(timeout);
+    peer.options.total_connection_timeout = Some(timeout);
+    peer.options.read_timeout = Some(timeout);
+    peer.options.write_timeout = Some(timeout);
+    Ok(peer)
+}
+
+/// The request line and headers the partner receives: the allowed caller headers, then the
+/// gateway's own (added last, so nothing the caller sent can remove or shadow them), and the
+/// framing: the body's exact `content-length`, or `transfer-encoding: chunked` for a stream.
+pub(super) fn request_header(
+    active: &Active,
+    target: &Target,
+    head: &PartnerHead<'_>,
+) -> Result<RequestHeader, Refusal> {
+    let internal = |e: Box<Error>| {
+        Refusal::new(
+            RefusalKind::UpstreamError,
+            format!("cannot build the partner request: {e}"),
+        )
+    };
+    let mut header = RequestHeader::build(head.method, head.path_and_query.as_bytes(), None)
+        .map_err(internal)?;
+    header
+        .insert_header("host", target.partner.upstream.authority())
+        .map_err(internal)?;
+    for (name, value) in head.headers {
+        header
+            .append_header(name.clone(), value.clone())
+            .map_err(internal)?;
+    }
+    let tags = match head.body {
+        Some(body) => {
+            active.data_use_headers(target, head.caller, body, head.legal_basis, head.jti)
+        }
+        None => active.stream_data_use_headers(target, head.caller, head.legal_basis, head.jti),
+    };
+    for (name, value) in tags? {
+        header.insert_header(name, value).map_err(internal)?;
+    }
+    if let Some(auth) = &target.partner.upstream_auth {
+        header
+            .insert_header(auth.header.clone(), auth.value.clone())
+            .map_err(internal)?;
+    }
+    match head.body {
+        Some(body) => header.insert_header("content-length", body.len().to_string()),
+        None => header.insert_header("transfer-encoding", "chunked"),
+    }
+    .map_err(internal)?;
+    Ok(header)
 }

@@ -3,7 +3,11 @@
 //! - a record: `{"seq", "time", "request_id", "caller", "partner", "kind", "route", "method",
 //!   "use", "purpose", "legal_basis", "policy_version", "token_jti", "body_sha256",
 //!   "records_forwarded", "records_dropped", "fields", "categories", "subjects", "prev"}`;
-//! - an outcome: `{"seq", "outcome_of", "status", "time", "prev"}`;
+//! - an outcome: `{"seq", "outcome_of", "status", "time", "prev"}`; the outcome of a streamed
+//!   request also says what was forwarded, known only once the stream ended: `body_sha256`
+//!   (of the bytes actually sent), `records_forwarded`, `records_dropped`, `fields`,
+//!   `categories` and `subjects` (its record line, written before the first byte left, has
+//!   `"stream": true`, `"body_sha256": null`, zero counts and empty lists);
 //! - a checkpoint: `{"seq", "checkpoint": {"through", "hash"}, "sig", "prev"}`, where `through`
 //!   is the seq of the line before it, `hash` that line's hash (so also its own `prev`), and
 //!   `sig` a compact JWS by the gateway's signing key over [`CheckpointClaims`].
@@ -36,8 +40,9 @@ pub struct Disclosure {
     pub policy_version: String,
     /// The data-use token's `jti` (`null` when the gateway signs no tokens).
     pub token_jti: Option<String>,
-    /// base64url SHA-256 of the forwarded body, as in the data-use token.
-    pub body_sha256: String,
+    /// base64url SHA-256 of the forwarded body, as in the data-use token; `None` on a
+    /// stream's record (its outcome line has the digest).
+    pub body_sha256: Option<String>,
     pub records_forwarded: u64,
     pub records_dropped: u64,
     /// Sorted policy paths that matched at least one forwarded value.
@@ -45,6 +50,38 @@ pub struct Disclosure {
     /// Their categories, sorted.
     pub categories: Vec<String>,
     /// Keyed hashes of the forwarded records' customer ids, sorted.
+    pub subjects: Vec<String>,
+    /// A streamed request: what it forwarded is in its outcome line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+}
+
+impl Disclosure {
+    /// A stream's record completed with what its outcome line says was forwarded.
+    pub fn complete(&mut self, outcome: &Outcome) {
+        let Some(s) = &outcome.stream else {
+            return;
+        };
+        self.body_sha256 = Some(s.body_sha256.clone());
+        self.records_forwarded = s.records_forwarded;
+        self.records_dropped = s.records_dropped;
+        self.fields.clone_from(&s.fields);
+        self.categories.clone_from(&s.categories);
+        self.subjects.clone_from(&s.subjects);
+    }
+}
+
+/// What a streamed request forwarded, in its outcome line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamForwarded {
+    /// base64url SHA-256 of the bytes actually sent (an aborted stream's partial body too).
+    pub body_sha256: String,
+    pub records_forwarded: u64,
+    pub records_dropped: u64,
+    /// Sorted policy paths that matched at least one forwarded value.
+    pub fields: Vec<String>,
+    pub categories: Vec<String>,
+    /// Keyed hashes of the forwarded records' customer ids, sorted, each once.
     pub subjects: Vec<String>,
 }
 
@@ -59,13 +96,16 @@ pub struct Record {
 
 /// An outcome line: what became of record `outcome_of`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Outcome {
     pub seq: u64,
     pub outcome_of: u64,
-    /// The partner's status, or 502/504 when it failed or timed out.
+    /// The partner's status, or 502/504 when it failed or timed out (or the gateway's
+    /// refusal status when it stopped a stream at a bad line).
     pub status: u16,
     pub time: String,
+    /// Only for a streamed request.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamForwarded>,
     pub prev: String,
 }
 
@@ -234,13 +274,20 @@ impl Chain {
         self.seal(to_json(&out), true, false)
     }
 
-    /// The outcome line of record `outcome_of`.
-    pub fn outcome(&self, outcome_of: u64, status: u16, time: &str) -> SealedLine {
+    /// The outcome line of record `outcome_of` (with what a stream forwarded).
+    pub fn outcome(
+        &self,
+        outcome_of: u64,
+        status: u16,
+        time: &str,
+        stream: Option<&StreamForwarded>,
+    ) -> SealedLine {
         let out = Outcome {
             seq: self.next_seq,
             outcome_of,
             status,
             time: time.to_string(),
+            stream: stream.cloned(),
             prev: self.prev.clone(),
         };
         self.seal(to_json(&out), false, false)

@@ -22,7 +22,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 pub use line::{
-    Chain, CheckpointClaims, Disclosure, LedgerLine, Outcome, Record, SealedLine, CHECKPOINT_TYP,
+    Chain, CheckpointClaims, Disclosure, LedgerLine, Outcome, Record, SealedLine, StreamForwarded,
+    CHECKPOINT_TYP,
 };
 
 /// `prev` of the very first line.

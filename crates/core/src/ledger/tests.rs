@@ -20,12 +20,13 @@ fn disclosure(n: u64) -> Disclosure {
         legal_basis: None,
         policy_version: "abc".into(),
         token_jti: Some(format!("jti-{n}")),
-        body_sha256: "x".into(),
+        body_sha256: Some("x".into()),
         records_forwarded: 1,
         records_dropped: 0,
         fields: vec!["a".into()],
         categories: vec!["user.name".into()],
         subjects: vec![subject_hash(b"k", &n.to_string())],
+        stream: false,
     }
 }
 
@@ -36,7 +37,7 @@ fn ledger(n: u64, signer: Option<&TokenSigner>) -> Vec<Vec<u8>> {
     for i in 1..=n {
         let record = chain.record(&disclosure(i));
         chain.commit(&record);
-        let outcome = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z");
+        let outcome = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z", None);
         chain.commit(&outcome);
         lines.push(record.bytes);
         lines.push(outcome.bytes);
@@ -247,4 +248,59 @@ fn subjects_are_keyed_sorted_and_distinct() {
     assert_eq!(subject_hash(b"key", "123").len(), 64);
     assert_eq!(canonical_customer("\"123\""), "123");
     assert_eq!(canonical_customer(" c-9 "), "c-9");
+}
+
+#[test]
+fn a_streams_outcome_completes_its_record_for_audits() {
+    let mut chain = Chain::new();
+    let mut d = disclosure(1);
+    d.stream = true;
+    d.body_sha256 = None;
+    d.records_forwarded = 0;
+    d.fields.clear();
+    d.categories.clear();
+    d.subjects.clear();
+    let record = chain.record(&d);
+    chain.commit(&record);
+    let text = String::from_utf8(record.bytes.clone()).unwrap();
+    assert!(
+        text.contains("\"body_sha256\":null") && text.contains("\"stream\":true"),
+        "{text}"
+    );
+    let forwarded = StreamForwarded {
+        body_sha256: "digest".into(),
+        records_forwarded: 3,
+        records_dropped: 1,
+        fields: vec!["a".into()],
+        categories: vec!["user.name".into()],
+        subjects: vec![subject_hash(b"k", "7")],
+    };
+    let outcome = chain.outcome(
+        record.seq,
+        200,
+        "2026-11-29T03:00:02.000Z",
+        Some(&forwarded),
+    );
+    chain.commit(&outcome);
+    let line = &outcome.bytes[..outcome.bytes.len() - 1];
+    let LedgerLine::Outcome(o) = LedgerLine::parse(line).unwrap() else {
+        panic!("not an outcome");
+    };
+    assert_eq!(o.stream.as_ref(), Some(&forwarded));
+    // A plain outcome has no stream part, and parses back without one.
+    let plain = chain.outcome(record.seq, 200, "2026-11-29T03:00:02.000Z", None);
+    let LedgerLine::Outcome(p) = LedgerLine::parse(&plain.bytes[..plain.bytes.len() - 1]).unwrap()
+    else {
+        panic!("not an outcome");
+    };
+    assert_eq!(p.stream, None);
+
+    let mut who = who::WhoReceived::new(&subject_hash(b"k", "7"), None, None);
+    who.line(&record.bytes[..record.bytes.len() - 1]);
+    who.line(line);
+    let found = who.finish();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].disclosure.records_forwarded, 3);
+    assert_eq!(found[0].disclosure.body_sha256.as_deref(), Some("digest"));
+    assert_eq!(found[0].status, Some(200));
 }

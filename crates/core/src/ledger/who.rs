@@ -1,6 +1,7 @@
 //! `who-received`: the disclosures that carried one customer's record, found by the keyed
 //! hash of their id. Lines are fed in chain order; a line that cannot hold the hash is skipped
-//! with a substring test before any parsing, so a year of ledgers streams quickly.
+//! with a substring test before any parsing, so a year of ledgers streams quickly. A streamed
+//! request's subjects are in its outcome line: its record is held until that line comes.
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -25,6 +26,8 @@ pub struct WhoReceived {
     until: Option<String>,
     found: Vec<Received>,
     by_seq: HashMap<u64, usize>,
+    /// Records of streamed requests in range, waiting for their outcome line.
+    streams: HashMap<u64, Disclosure>,
 }
 
 impl WhoReceived {
@@ -38,6 +41,7 @@ impl WhoReceived {
             until,
             found: Vec::new(),
             by_seq: HashMap::new(),
+            streams: HashMap::new(),
         }
     }
 
@@ -48,17 +52,25 @@ impl WhoReceived {
             return;
         };
         if text.contains(&self.needle) {
+            match LedgerLine::parse(bytes) {
+                Ok(LedgerLine::Record(r)) => {
+                    let d = r.disclosure;
+                    if self.in_range(&d) && d.subjects.contains(&self.subject) {
+                        self.by_seq.insert(r.seq, self.found.len());
+                        self.found.push(Received {
+                            seq: r.seq,
+                            disclosure: d,
+                            status: None,
+                        });
+                    }
+                }
+                Ok(LedgerLine::Outcome(o)) => self.stream_outcome(&o),
+                _ => {}
+            }
+        } else if text.contains("\"stream\":true") {
             if let Ok(LedgerLine::Record(r)) = LedgerLine::parse(bytes) {
-                let d = r.disclosure;
-                let in_range = self.since.as_ref().is_none_or(|s| d.time >= *s)
-                    && self.until.as_ref().is_none_or(|u| d.time < *u);
-                if in_range && d.subjects.contains(&self.subject) {
-                    self.by_seq.insert(r.seq, self.found.len());
-                    self.found.push(Received {
-                        seq: r.seq,
-                        disclosure: d,
-                        status: None,
-                    });
+                if r.disclosure.stream && self.in_range(&r.disclosure) {
+                    self.streams.insert(r.seq, r.disclosure);
                 }
             }
         } else if !self.by_seq.is_empty() && text.contains("\"outcome_of\":") {
@@ -67,6 +79,27 @@ impl WhoReceived {
                     self.found[i].status = Some(o.status);
                 }
             }
+        }
+    }
+
+    fn in_range(&self, d: &Disclosure) -> bool {
+        self.since.as_ref().is_none_or(|s| d.time >= *s)
+            && self.until.as_ref().is_none_or(|u| d.time < *u)
+    }
+
+    /// The outcome of a streamed request that carried the subject.
+    fn stream_outcome(&mut self, o: &super::Outcome) {
+        let carried = o
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.subjects.contains(&self.subject));
+        if let (true, Some(mut d)) = (carried, self.streams.remove(&o.outcome_of)) {
+            d.complete(o);
+            self.found.push(Received {
+                seq: o.outcome_of,
+                disclosure: d,
+                status: Some(o.status),
+            });
         }
     }
 

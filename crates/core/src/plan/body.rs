@@ -47,7 +47,7 @@ impl BodyStep<'_> {
         Ok((filtered.body, filtered.report))
     }
 
-    fn run(&self, program: &FilterProgram, body: &[u8]) -> Result<Filtered, Refusal> {
+    pub(super) fn run(&self, program: &FilterProgram, body: &[u8]) -> Result<Filtered, Refusal> {
         let options = FilterOptions {
             max_depth: self.limits.max_depth,
             pseudonymize_key: self.partner.pseudonymize_key.as_deref(),
@@ -85,12 +85,22 @@ pub(super) fn check_json_content_type(
     value: Option<&str>,
     json_types: &[String],
 ) -> Result<(), Refusal> {
+    check_media_type(value, "application/json", &|media| {
+        media == "application/json" || json_types.iter().any(|t| t == media)
+    })
+}
+
+/// The content-type rule of every body the gateway reads: a media type `accepts` (compared
+/// lowercase), with no parameter but `charset=utf-8`; anything else is 415 naming `expected`.
+pub(super) fn check_media_type(
+    value: Option<&str>,
+    expected: &str,
+    accepts: &dyn Fn(&str) -> bool,
+) -> Result<(), Refusal> {
     let refuse = |what: &str| {
         Err(Refusal::new(
             RefusalKind::UnsupportedMediaType,
-            format!(
-                "{what}: a body on this route must be application/json (charset=utf-8 if given)"
-            ),
+            format!("{what}: a body on this route must be {expected} (charset=utf-8 if given)"),
         ))
     };
     let Some(value) = value else {
@@ -98,7 +108,7 @@ pub(super) fn check_json_content_type(
     };
     let mut parts = value.split(';');
     let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-    if media != "application/json" && !json_types.contains(&media) {
+    if !accepts(&media) {
         return refuse(&format!("content-type {value:?}"));
     }
     for param in parts {

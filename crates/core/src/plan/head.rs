@@ -18,7 +18,9 @@ pub fn check_head(
     framing::refuse_upgrade(headers)?;
     legal_basis::legal_basis(&target.partner, headers)?;
     framing::check_codings(headers, &target.route().decode)?;
-    if body_announced {
+    if let Some(format) = target.route().stream {
+        super::stream::check_stream_content_type(format, headers)?;
+    } else if body_announced {
         let route = target.route();
         if route.filter.is_none() {
             return Err(Refusal::new(

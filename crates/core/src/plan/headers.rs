@@ -29,9 +29,11 @@ pub(super) fn forward_headers(
             && !is_never_forwarded(name);
         if allowed && !connection_named.iter().any(|c| c == name) {
             if name == "content-type" {
-                // Only JSON bodies are forwarded, and the gateway re-serialised them as UTF-8.
+                // Only JSON bodies (or NDJSON streams of them) are forwarded, and the gateway
+                // re-serialised them as UTF-8.
+                let media = route.stream.map_or("application/json", |s| s.media_type());
                 if with_body {
-                    headers.push((name.clone(), "application/json".to_string()));
+                    headers.push((name.clone(), media.to_string()));
                 }
             } else {
                 headers.push((name.clone(), value.clone()));

@@ -27,6 +27,7 @@ mod head;
 mod headers;
 mod legal_basis;
 mod query;
+pub mod stream;
 mod url;
 
 pub use head::check_head;
@@ -142,7 +143,10 @@ pub fn plan(
 ) -> Result<Outgoing, Refusal> {
     let partner = &target.partner;
     let route = target.route();
-    framing::check_body_size(incoming.body, limits)?;
+    // A stream's limit is per line (checked line by line).
+    if route.stream.is_none() {
+        framing::check_body_size(incoming.body, limits)?;
+    }
     head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
     let coding = framing::check_codings(incoming.headers, &route.decode)?;
     let decoded = decode::decode_body(coding, incoming.body, limits)?;
@@ -158,7 +162,12 @@ pub fn plan(
         optouts,
         detail,
     };
-    let (body, report) = step.filter(incoming)?;
+    let (body, report) = match route.stream {
+        Some(_) if !incoming.body.is_empty() => {
+            stream::filter_whole(target, incoming, limits, optouts)?
+        }
+        _ => step.filter(incoming)?,
+    };
     let (headers, headers_removed) = headers::forward_headers(
         partner,
         route,

@@ -223,6 +223,9 @@ pub struct RouteFile {
     pub decode: Option<Spanned<Vec<Spanned<String>>>>,
     /// Allow or transform path (as written there) → fideslang data category name.
     pub categories: Option<Spanned<CategoryMap>>,
+    /// `ndjson`: the body is a stream of records, one JSON object per line, each filtered on
+    /// its own and forwarded chunked as soon as it is decided.
+    pub stream: Option<Spanned<String>>,
 }
 
 /// `categories:` entries: field path → data category name, in the order written.

@@ -329,6 +329,31 @@ pub struct Route {
     /// The route's allow paths, then its transform paths (`remove` excluded), as written, with
     /// their data categories. Indexed like the filter's [`crate::filter::Report::matched`].
     pub fields: Vec<RouteField>,
+    /// `Some` on a streaming route (`stream: ndjson`): the body is taken record by record.
+    pub stream: Option<StreamFormat>,
+}
+
+/// How a streaming route's body is framed (`stream:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// `application/x-ndjson`: one JSON object per line, each line one record.
+    Ndjson,
+}
+
+impl StreamFormat {
+    /// The name in `stream:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFormat::Ndjson => "ndjson",
+        }
+    }
+
+    /// The media type of such a body, as received and as forwarded.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            StreamFormat::Ndjson => "application/x-ndjson",
+        }
+    }
 }
 
 /// A request Content-Encoding a route may decode (`decode: [gzip, deflate, br]`).

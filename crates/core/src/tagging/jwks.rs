@@ -189,11 +189,24 @@ pub fn verify_data_use_token(
             now: now_unix,
         });
     }
+    // A token binds its body's digest, or says it is a stream's (which binds none): never
+    // both, never neither.
+    match (&claims.body_sha256, claims.stream) {
+        (Some(_), false) | (None, true) => {}
+        (None, false) => return Err(TokenVerifyError::Claims("missing body_sha256".into())),
+        (Some(_), true) => {
+            return Err(TokenVerifyError::Claims(
+                "a stream token carries no body_sha256".into(),
+            ))
+        }
+    }
     if let Some(body) = expected_body {
         let digest = body_sha256(body);
-        if digest != claims.body_sha256 {
+        if claims.body_sha256.as_deref() != Some(digest.as_str()) {
             return Err(TokenVerifyError::BodyMismatch {
-                token: claims.body_sha256,
+                token: claims
+                    .body_sha256
+                    .unwrap_or_else(|| "nothing (a stream token)".into()),
                 body: digest,
             });
         }

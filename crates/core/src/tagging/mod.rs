@@ -18,7 +18,8 @@ mod tests;
 pub use header::{DataUseTag, DATA_USE_HEADER, DATA_USE_TOKEN_HEADER};
 pub use jwks::{verify_data_use_token, Jwks, TokenVerifyError};
 pub use token::{
-    body_sha256, DataUseClaims, TokenInput, TokenSigner, DATA_USE_TOKEN_TYP, MAX_TTL_SECS,
+    body_sha256, body_sha256_of, DataUseClaims, TokenInput, TokenSigner, DATA_USE_TOKEN_TYP,
+    MAX_TTL_SECS,
 };
 
 use crate::jose::KeyError;

@@ -139,7 +139,7 @@ fn sign_and_verify_round_trip() {
         assert_eq!(claims.aud, "acme-ship");
         assert_eq!(claims.sub, "orders-service");
         assert_eq!(claims.use_, "on-behalf-of-ohsoft");
-        assert_eq!(claims.body_sha256, body_sha256(BODY));
+        assert_eq!(claims.body_sha256, Some(body_sha256(BODY)));
         assert!(claims.exp - claims.iat <= MAX_TTL_SECS);
         let raw = payload(&token);
         let mut names: Vec<&str> = raw
@@ -443,4 +443,25 @@ fn signer_key_errors() {
         }),
         Err(TagError::Empty("sub"))
     );
+}
+
+#[test]
+fn stream_tokens_say_stream_and_bind_no_body() {
+    let signer = TokenSigner::from_pkcs8_pem(ED, "data-use-1", ISS).unwrap();
+    let jwks = Jwks::new(&signer).to_json();
+    let token = signer.sign_stream(&input(BODY, None)).unwrap();
+    let raw = payload(&token);
+    assert_eq!(raw["stream"], true);
+    assert!(raw.get("body_sha256").is_none(), "{raw}");
+    let claims = verify_data_use_token(&jwks, &token, None, NOW + 10).unwrap();
+    assert!(claims.stream && claims.body_sha256.is_none());
+    // A stream token can never stand for a given body.
+    let err = verify_data_use_token(&jwks, &token, Some(BODY), NOW + 10).unwrap_err();
+    assert!(
+        matches!(err, TokenVerifyError::BodyMismatch { .. }),
+        "{err}"
+    );
+    // Ordinary tokens carry no `stream` claim.
+    let plain = payload(&signer.sign(&input(BODY, None)).unwrap());
+    assert!(plain.get("stream").is_none(), "{plain}");
 }

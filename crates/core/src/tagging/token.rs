@@ -3,7 +3,9 @@ The `ohsoft-data-use-token`: a compact JWS signed with the gateway's key (EdDSA 
 `kid` in the header, `typ` [`DATA_USE_TOKEN_TYP`]) with the claims the README lists:
 `iss`, `aud` (partner id), `sub` (caller), `use`, `purpose`, `iat`, `exp` (at most
 [`MAX_TTL_SECS`] after `iat`), `jti`, `body_sha256` (base64url, no padding, of the exact bytes
-forwarded), `policy_version`, and `legal_basis` when the request carried one.
+forwarded), `policy_version`, and `legal_basis` when the request carried one. A streamed
+request's token ([`TokenSigner::sign_stream`]) has `"stream": true` instead of `body_sha256`:
+it is signed before the body exists (the disclosure ledger records the digest afterwards).
 */
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -31,7 +33,12 @@ pub struct DataUseClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
-    pub body_sha256: String,
+    /// Absent only on a streamed request's token (`stream: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
+    /// True on a streamed request's token, which binds no body digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
     pub policy_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legal_basis: Option<String>,
@@ -62,6 +69,11 @@ pub struct TokenInput<'a> {
 /// base64url (no padding) of the SHA-256 of `body`: the `body_sha256` claim.
 pub fn body_sha256(body: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(body))
+}
+
+/// The `body_sha256` text of a body hashed as it went out, piece by piece.
+pub fn body_sha256_of(hasher: Sha256) -> String {
+    URL_SAFE_NO_PAD.encode(hasher.finalize())
 }
 
 /// The gateway's data-use token signer.
@@ -139,6 +151,25 @@ impl TokenSigner {
             .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
     }
 
+    /// Signs the token of a streamed request: `"stream": true` and no `body_sha256`
+    /// (`input.body` is not read).
+    pub fn sign_stream(&self, input: &TokenInput<'_>) -> Result<String, TagError> {
+        let mut claims = self.claims(&TokenInput {
+            body: b"",
+            ..*input
+        });
+        claims.body_sha256 = None;
+        claims.stream = true;
+        for (name, value) in [("aud", input.aud), ("sub", input.sub), ("jti", input.jti)] {
+            if value.is_empty() {
+                return Err(TagError::Empty(name));
+            }
+        }
+        Ok(self
+            .key
+            .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
+    }
+
     /// Signs other claims with this key and kid, as a compact JWS of type `typ` (the
     /// disclosure ledger's checkpoints).
     pub fn sign_claims<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, TagError> {
@@ -158,7 +189,8 @@ impl TokenSigner {
                 .now_unix
                 .saturating_add(input.ttl_secs.clamp(1, MAX_TTL_SECS)),
             jti: input.jti.to_string(),
-            body_sha256: body_sha256(input.body),
+            body_sha256: Some(body_sha256(input.body)),
+            stream: false,
             policy_version: input.policy_version.to_string(),
             legal_basis: input.legal_basis.map(str::to_string),
         }

@@ -94,6 +94,8 @@ pub struct ReportBuilder {
     first: Option<String>,
     last: Option<String>,
     partners: BTreeMap<String, Usage>,
+    /// Records of streamed requests waiting for their outcome line.
+    streams: std::collections::HashMap<u64, super::Disclosure>,
 }
 
 impl ReportBuilder {
@@ -105,16 +107,30 @@ impl ReportBuilder {
             first: None,
             last: None,
             partners: BTreeMap::new(),
+            streams: std::collections::HashMap::new(),
         }
     }
 
-    /// Counts one line (without its newline); outcomes, checkpoints and unparseable lines
-    /// are skipped (`audit verify` judges integrity).
+    /// Counts one line (without its newline); checkpoints and unparseable lines are skipped
+    /// (`audit verify` judges integrity). A streamed request counts once its outcome line
+    /// says what it forwarded (or, without one, as its record says, at [`Self::finish`]).
     pub fn line(&mut self, bytes: &[u8]) {
-        let Ok(LedgerLine::Record(r)) = LedgerLine::parse(bytes) else {
-            return;
-        };
-        let d = r.disclosure;
+        match LedgerLine::parse(bytes) {
+            Ok(LedgerLine::Record(r)) if r.disclosure.stream => {
+                self.streams.insert(r.seq, r.disclosure);
+            }
+            Ok(LedgerLine::Record(r)) => self.count(r.disclosure),
+            Ok(LedgerLine::Outcome(o)) => {
+                if let Some(mut d) = self.streams.remove(&o.outcome_of) {
+                    d.complete(&o);
+                    self.count(d);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn count(&mut self, d: super::Disclosure) {
         if self.since.as_ref().is_some_and(|s| d.time < *s)
             || self.until.as_ref().is_some_and(|u| d.time >= *u)
         {
@@ -144,7 +160,12 @@ impl ReportBuilder {
 
     /// The report: every partner of `policy` (with or without traffic), then partners seen
     /// only in the ledger.
-    pub fn finish(self, policy: &Policy) -> ProcessingReport {
+    pub fn finish(mut self, policy: &Policy) -> ProcessingReport {
+        let mut pending: Vec<_> = std::mem::take(&mut self.streams).into_iter().collect();
+        pending.sort_by_key(|(seq, _)| *seq);
+        for (_, d) in pending {
+            self.count(d);
+        }
         let mut partners = self.partners;
         let mut recipients = Vec::new();
         let mut ids: Vec<&String> = policy.partners.keys().collect();

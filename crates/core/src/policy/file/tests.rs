@@ -9,7 +9,7 @@ const HEAD: &str = "kind: contractor\npurpose: shipping\nupstream: http://127.0.
 #[test]
 fn wire_errors_are_one_line_with_the_field_named() {
     let cases: &[(&str, u64, &str)] = &[
-        ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories"),
+        ("routes:\n  - path: /a\n    alow: [a]\n", 6, "unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories, stream"),
         ("routes:\n  - path: /a\n    allow: [a]\n    allow: [b]\n", 7, "duplicate key `allow`"),
         ("routes: []\nroutes: []\n", 5, "duplicate key `routes`"),
         ("routes:\n  - path: /a\n    transform:\n      a: mask\n      a: last4\n", 8, "duplicate key `a`"),

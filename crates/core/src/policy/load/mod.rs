@@ -43,6 +43,7 @@ mod gateway;
 mod optouts;
 mod partner;
 mod route;
+mod stream;
 
 use gateway::validate_gateway;
 use partner::{partner_id, validate_partner};
@@ -363,5 +364,7 @@ fn is_header_value(s: &str) -> bool {
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use crate::filter::{FieldPath, PathError, Segment};
 use crate::headers::is_never_relayed;
 use crate::policy::categories;
 use crate::policy::file::{RouteFile, Spanned};
-use crate::policy::model::{ContentCoding, Route, RouteField, RouteSegment};
+use crate::policy::model::{ContentCoding, Route, RouteField, RouteSegment, StreamFormat};
 use crate::policy::route::{literal_count, parse_typed_template, same_shape};
 
 /// What can be wrong with a route.
@@ -91,6 +91,8 @@ pub(super) enum InvalidRoute {
     CategoryPathNotDisclosed(String),
     #[error("{0:?} has no data category: add it under this route's `categories:`")]
     Uncategorized(String),
+    #[error("{0}")]
+    Stream(super::stream::InvalidStream),
     #[error(
         "{0:?} passes record members through a wildcard on a partner that honours opt-outs: members the policy never names reach the partner (a second, case-folded subject key is refused, other look-alikes are not); list the members instead"
     )]
@@ -125,6 +127,7 @@ pub(super) struct RouteDraft {
     response_headers: Vec<String>,
     decode: Vec<ContentCoding>,
     fields: Vec<RouteField>,
+    stream: Option<StreamFormat>,
 }
 
 /// Checks one route's parts, section by section, in the order they are written.
@@ -153,7 +156,12 @@ pub(super) fn validate_route(
         }
     };
     let methods = methods(path, r.methods.as_ref(), route_line, &template, d);
-    let mut body = body(ctx, r, route_line, d);
+    // A bad `stream:` value is reported once; the rest is checked as a streaming route.
+    let stream = super::stream::stream_format(path, r.stream.as_ref(), d);
+    let mut body = body(ctx, r, route_line, r.stream.is_some(), d);
+    if r.stream.is_some() {
+        super::stream::check_stream_route(path, r, body.takes_body, d);
+    }
     let fields = route_categories(path, r, std::mem::take(&mut body.fields), d);
     let (query, subject_query) = query_names(path, r.query.as_ref(), d);
     RouteDraft {
@@ -173,6 +181,7 @@ pub(super) fn validate_route(
         response_headers: response_headers(path, r.response_headers.as_ref(), d),
         decode: decode(path, r.decode.as_ref(), d),
         fields,
+        stream,
     }
 }
 
@@ -309,8 +318,15 @@ impl BodyDraft {
     }
 }
 
-/// `allow`, `transform`, `records` and `subject`, and how they fit together.
-fn body(ctx: &RouteCtx<'_>, r: &RouteFile, route_line: u64, d: &mut Diags) -> BodyDraft {
+/// `allow`, `transform`, `records` and `subject`, and how they fit together. On a streaming
+/// route each line is one record: `records` is implied (`$`) and may not be written.
+fn body(
+    ctx: &RouteCtx<'_>,
+    r: &RouteFile,
+    route_line: u64,
+    stream: bool,
+    d: &mut Diags,
+) -> BodyDraft {
     let path = ctx.path;
     let mut body = BodyDraft {
         ok: true,
@@ -328,7 +344,7 @@ fn body(ctx: &RouteCtx<'_>, r: &RouteFile, route_line: u64, d: &mut Diags) -> Bo
     transforms(path, r, &mut body, d);
     let named_transforms = r.transform.as_ref().is_some_and(|t| !t.value.0.is_empty());
     body.takes_body = r.allow.as_ref().is_some_and(|a| !a.value.is_empty()) || named_transforms;
-    records_and_subject(path, r, &mut body, d);
+    records_and_subject(path, r, stream, &mut body, d);
     if ctx.honours {
         warn_wildcard_records(path, r, &body.spec, d);
     }
@@ -340,7 +356,8 @@ fn body(ctx: &RouteCtx<'_>, r: &RouteFile, route_line: u64, d: &mut Diags) -> Bo
             InvalidRoute::RecordsWithoutBody(template.clone()),
         );
     }
-    if body.takes_body && ctx.honours && (r.records.is_none() || r.subject.is_none()) {
+    let records_named = r.records.is_some() || stream;
+    if body.takes_body && ctx.honours && (!records_named || r.subject.is_none()) {
         d.error(path, route_line, InvalidRoute::NoSubjects(template.clone()));
     }
     body
@@ -407,8 +424,21 @@ fn warn_wildcard_records(path: &str, r: &RouteFile, spec: &FilterSpec, d: &mut D
     }
 }
 
-fn records_and_subject(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut Diags) {
-    if let Some(records) = &r.records {
+fn records_and_subject(
+    path: &str,
+    r: &RouteFile,
+    stream: bool,
+    body: &mut BodyDraft,
+    d: &mut Diags,
+) {
+    if stream {
+        // Reported by the stream checks when written; each line is the record.
+        if r.records.is_some() {
+            body.ok = false;
+        } else if r.subject.is_some() {
+            body.spec.records = Some(FieldPath::parse("$").expect("`$` parses"));
+        }
+    } else if let Some(records) = &r.records {
         match body.field_path(path, records, d) {
             Some(p) => body.spec.records = Some(p),
             None => body.ok = false,
@@ -425,7 +455,7 @@ fn records_and_subject(path: &str, r: &RouteFile, body: &mut BodyDraft, d: &mut 
     }
     body.path_lines.push((s.clone(), s.clone(), line(subject)));
     body.spec.subject = Some(s.clone());
-    if r.records.is_none() {
+    if r.records.is_none() && !stream {
         d.error(
             path,
             line(subject),
@@ -624,6 +654,7 @@ pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Opt
         response_headers: draft.response_headers,
         decode: draft.decode,
         fields: draft.fields,
+        stream: draft.stream,
     })
 }
 

@@ -317,7 +317,7 @@ fn partner_mistakes_are_reported_at_their_line() {
         )]),
         ("    alow", "", vec![]),
         ("    allow: [order_id, name]\n", "    alow: [order_id, name]\n", vec![format!(
-            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories"
+            "{f}:7: unknown field `alow`, expected one of path, methods, records, subject, allow, transform, query, headers, json_types, response_headers, decode, categories, stream"
         )]),
     ];
     for (from, to, want) in cases {

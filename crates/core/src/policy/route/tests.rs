@@ -135,6 +135,7 @@ fn route(template: &str, methods: &[&str]) -> Route {
         response_headers: Vec::new(),
         decode: Vec::new(),
         fields: Vec::new(),
+        stream: None,
     }
 }
 

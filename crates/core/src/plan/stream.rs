@@ -1,0 +1,335 @@
+/*!
+Streaming routes (`stream: ndjson`): a body of any size taken one line at a time. Each line is
+one record, a JSON object, decided on its own by the same body step as a whole JSON body
+(the same filter program, shape rules, duplicate-key and depth checks, opt-outs and subject
+rules); nothing here is a second copy of a filter rule. What this module adds is framing:
+
+- [`LineSplitter`] cuts arriving chunks into lines and holds at most one unfinished line, never
+  more than `max_body_bytes` of it (413 `body_too_large` as soon as a line grows past that).
+- [`NdjsonStream`] decides each complete line: forwarded (the filtered object plus `\n`),
+  dropped (its customer opted out: counted in `records_dropped`, nothing written), skipped
+  (a blank line), or refused, which ends the stream.
+- [`plan_stream_head`] is everything decided before the partner is contacted: the head checks
+  of [`super::plan`], the legal basis, the headers and query forwarded, and, on a route that
+  honours opt-outs, that the opt-out set is loaded.
+
+Line rules: a line ends at `\n`; one `\r` before it is dropped (CRLF files); a line holding
+only spaces, tabs or `\r` is skipped; a last line without `\n` is a record like the others;
+anything else (a BOM, a NUL, a `\r` inside a line, two values on one line) is whatever the
+strict JSON scanner makes of it, which is a refusal.
+*/
+use super::body::{check_media_type, BodyStep};
+use super::{headers, legal_basis, query, url, Incoming, OptOuts, Target, OPTOUTS_NOT_LOADED};
+use crate::filter::Report;
+use crate::policy::{Limits, StreamFormat};
+use crate::{Refusal, RefusalKind};
+
+/// The content type of a streaming route's body: its format's media type, `charset=utf-8` if
+/// given. Checked whether or not a body is announced (an empty stream is still a stream).
+pub(super) fn check_stream_content_type(
+    format: StreamFormat,
+    headers: &[(String, String)],
+) -> Result<(), Refusal> {
+    let mut types = headers.iter().filter(|(n, _)| n == "content-type");
+    let first = types.next().map(|(_, v)| v.as_str());
+    check_media_type(first, format.media_type(), &|m| m == format.media_type())?;
+    if types.next().is_some() {
+        return Err(Refusal::new(
+            RefusalKind::UnsupportedMediaType,
+            "more than one content-type header",
+        ));
+    }
+    Ok(())
+}
+
+/// What goes to the partner ahead of a streamed body.
+#[derive(Debug, Clone)]
+pub struct StreamHead {
+    /// Path plus the filtered query.
+    pub path_and_query: String,
+    /// Allowed request headers (`content-type` as the stream's media type).
+    pub headers: Vec<(String, String)>,
+    pub legal_basis: Option<String>,
+}
+
+/// Decides a streaming request's head, before any of its body is read and before the partner
+/// is contacted. `target` must be a streaming route.
+pub fn plan_stream_head(
+    target: &Target,
+    query: Option<&str>,
+    incoming_headers: &[(String, String)],
+    optouts: OptOuts<'_>,
+) -> Result<StreamHead, Refusal> {
+    let partner = &target.partner;
+    let route = target.route();
+    if route.stream.is_none() || route.filter.is_none() {
+        return Err(Refusal::new(RefusalKind::Internal, "not a streaming route"));
+    }
+    super::check_head(target, incoming_headers, true)?;
+    let legal_basis = legal_basis::legal_basis(partner, incoming_headers)?;
+    let honours = !partner.honor_optouts.is_empty()
+        && route.filter.as_ref().is_some_and(|p| p.has_subjects());
+    if honours && matches!(optouts, OptOuts::NotLoaded) {
+        return Err(Refusal::new(RefusalKind::NotReady, OPTOUTS_NOT_LOADED));
+    }
+    let (headers, _) = headers::forward_headers(
+        partner,
+        route,
+        incoming_headers,
+        legal_basis.as_deref(),
+        true,
+    );
+    let (query, _) = query::filter_query(query, &route.query);
+    url::check_url_for_opted_out_ids(target, &query, optouts)?;
+    let mut path_and_query = target.upstream_path.clone();
+    if !query.is_empty() {
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    Ok(StreamHead {
+        path_and_query,
+        headers,
+        legal_basis,
+    })
+}
+
+/// Called with each complete line's number (1-based) and bytes (without `\n`).
+pub type EachLine<'a> = dyn FnMut(u64, &[u8]) -> Result<(), Refusal> + 'a;
+
+/// Cuts a byte stream into lines. Holds at most one unfinished line (plus the chunk that is
+/// being cut), and refuses a line longer than `max_line` bytes (not counting its `\n` or
+/// `\r\n`) as soon as more than that many bytes of it have arrived.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    /// Start of the unfinished line in `buf`.
+    start: usize,
+    max_line: usize,
+    /// Lines handed out so far (for messages: "line 3").
+    lines: u64,
+}
+
+impl LineSplitter {
+    pub fn new(max_line: usize) -> LineSplitter {
+        LineSplitter {
+            buf: Vec::new(),
+            start: 0,
+            max_line,
+            lines: 0,
+        }
+    }
+
+    /// The number of the line handed out last (1-based).
+    pub fn line_number(&self) -> u64 {
+        self.lines
+    }
+
+    /// Appends `chunk` and calls `each` with every line it completes (without `\n`), in order.
+    /// Stops at the first error (from `each`, or 413 for an overlong line).
+    pub fn feed(&mut self, chunk: &[u8], each: &mut EachLine<'_>) -> Result<(), Refusal> {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        let scan_from = self.buf.len();
+        self.buf.extend_from_slice(chunk);
+        let mut from = scan_from;
+        while let Some(i) = self.buf[from..].iter().position(|b| *b == b'\n') {
+            let end = from + i;
+            self.lines += 1;
+            let line = &self.buf[self.start..end];
+            if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
+                return Err(self.too_long(line.len()));
+            }
+            each(self.lines, line)?;
+            self.start = end + 1;
+            from = end + 1;
+        }
+        // An unfinished line may hold one `\r` more: the start of its CRLF.
+        let pending = self.buf.len() - self.start;
+        let cr = self.buf.last() == Some(&b'\r');
+        if pending > self.max_line + usize::from(cr) {
+            return Err(Refusal::new(
+                RefusalKind::BodyTooLarge,
+                format!(
+                    "line {}: over the limit of {} bytes per line",
+                    self.lines + 1,
+                    self.max_line
+                ),
+            ));
+        }
+        // Keep only the unfinished line: memory stays at one line plus one chunk.
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Ok(())
+    }
+
+    /// At the end of the body: the last line, when it has no `\n`.
+    pub fn finish(&mut self, each: &mut EachLine<'_>) -> Result<(), Refusal> {
+        if self.start >= self.buf.len() {
+            return Ok(());
+        }
+        self.lines += 1;
+        let line = std::mem::take(&mut self.buf);
+        self.start = 0;
+        each(self.lines, &line[..])
+    }
+
+    fn too_long(&self, len: usize) -> Refusal {
+        Refusal::new(
+            RefusalKind::BodyTooLarge,
+            format!(
+                "line {}: {len} bytes is over the limit of {} bytes per line",
+                self.lines, self.max_line
+            ),
+        )
+    }
+}
+
+/// What became of one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// Forwarded: the filtered record (and `\n`) was appended to the output.
+    Forwarded,
+    /// Its customer opted out: nothing written, counted in `records_dropped`.
+    Dropped,
+    /// A blank line: nothing written, not counted.
+    Blank,
+}
+
+/// Decides the lines of one streamed body, keeping the counts of what was forwarded. The
+/// counts of all lines are summed in [`NdjsonStream::report`]; subject ids are not kept there
+/// (a stream may carry millions): [`NdjsonStream::decide`] hands each forwarded line's own
+/// report to the caller instead.
+pub struct NdjsonStream<'a> {
+    target: &'a Target,
+    limits: &'a Limits,
+    /// The sum over all lines decided so far.
+    pub report: Report,
+}
+
+impl<'a> NdjsonStream<'a> {
+    /// The lines of one body for `target` (a streaming route).
+    pub fn new(target: &'a Target, limits: &'a Limits) -> NdjsonStream<'a> {
+        NdjsonStream {
+            target,
+            limits,
+            report: Report::default(),
+        }
+    }
+
+    /// Decides line `number` (`line` without its `\n`) of a body for `target`; a forwarded
+    /// record is appended to `out` with a `\n`. `on_record` sees the line's own report (its
+    /// subject ids, for the ledger). A refusal names the line and ends the stream.
+    pub fn decide(
+        &mut self,
+        optouts: OptOuts<'_>,
+        number: u64,
+        line: &[u8],
+        out: &mut Vec<u8>,
+        on_record: &mut dyn FnMut(&Report),
+    ) -> Result<LineOutcome, Refusal> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+            return Ok(LineOutcome::Blank);
+        }
+        let at_line = |r: Refusal| Refusal::new(r.kind, format!("line {number}: {}", r.message));
+        let first = line.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r'));
+        if first != Some(&b'{') {
+            return Err(at_line(Refusal::new(
+                RefusalKind::BadRequest,
+                "each line of the stream must be one record, a JSON object",
+            )));
+        }
+        let target = self.target;
+        let (Some(program), Some(_)) = (&target.route().filter, target.route().stream) else {
+            return Err(Refusal::new(RefusalKind::Internal, "not a streaming route"));
+        };
+        let step = BodyStep {
+            partner: &target.partner,
+            route: target.route(),
+            limits: self.limits,
+            optouts,
+            detail: false,
+        };
+        match step.run(program, line) {
+            Ok(filtered) => {
+                out.extend_from_slice(&filtered.body);
+                out.push(b'\n');
+                on_record(&filtered.report);
+                absorb(&mut self.report, filtered.report);
+                Ok(LineOutcome::Forwarded)
+            }
+            // The line is its own record: its customer opted out, so it is dropped, as a
+            // record of a whole body would be.
+            Err(r) if r.kind == RefusalKind::SubjectOptedOut => {
+                self.report.records_dropped += 1;
+                Ok(LineOutcome::Dropped)
+            }
+            Err(r) => Err(at_line(r)),
+        }
+    }
+}
+
+/// Adds one forwarded line's counts to the running total (subject ids and per-field changes
+/// excepted). Every forwarded line is one record, whether or not the route names a subject.
+fn absorb(total: &mut Report, line: Report) {
+    total.fields_removed += line.fields_removed;
+    for (t, n) in total.transformed.iter_mut().zip(line.transformed) {
+        *t += n;
+    }
+    total.records_forwarded += 1;
+    if total.matched.len() < line.matched.len() {
+        total.matched.resize(line.matched.len(), 0);
+    }
+    for (t, n) in total.matched.iter_mut().zip(line.matched) {
+        *t += n;
+    }
+    total.unknown_fields += line.unknown_fields;
+    for field in line.unknown {
+        let at = total.unknown.iter().position(|f| f.path == field.path);
+        match at {
+            Some(i) => {
+                total.unknown[i].count += field.count;
+                total.unknown[i].shapes = total.unknown[i].shapes.union(field.shapes);
+            }
+            None if total.unknown.len() < crate::drift::MAX_PATHS_PER_REQUEST => {
+                total.unknown.push(field)
+            }
+            None => {}
+        }
+    }
+}
+
+/// A whole streamed body decided at once (for `explain` and policy tests, which hold the body
+/// anyway): the bytes the partner would receive and the summed report.
+pub(super) fn filter_whole(
+    target: &Target,
+    incoming: &Incoming<'_>,
+    limits: &Limits,
+    optouts: OptOuts<'_>,
+) -> Result<(Vec<u8>, Report), Refusal> {
+    let mut stream = NdjsonStream::new(target, limits);
+    let mut splitter = LineSplitter::new(limits.max_body_bytes);
+    let mut out = Vec::with_capacity(incoming.body.len());
+    let mut subjects = Vec::new();
+    {
+        let mut each = |n: u64, line: &[u8]| {
+            stream
+                .decide(optouts, n, line, &mut out, &mut |r| {
+                    subjects.extend(r.subjects.iter().cloned())
+                })
+                .map(|_| ())
+        };
+        splitter.feed(incoming.body, &mut each)?;
+        splitter.finish(&mut each)?;
+    }
+    let mut report = stream.report;
+    report.subjects = subjects;
+    Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+/*!
+Streaming routes (`stream: ndjson`): the one exception to deciding the whole body before
+connecting. Everything the head decides (partner, route, method, caller, content type, legal
+basis, opt-outs loaded) is decided first, and a refusal there opens no connection. Then the
+ledger record is written, the partner gets the head (`transfer-encoding: chunked`, a data-use
+token with `"stream": true` and no `body_sha256`), and the body follows one input chunk at a
+time: its complete lines are decided by the core ([`gateway_core::plan::stream`]) and what
+passes is written as one chunk, so memory holds one line plus one chunk whatever the body size.
+
+A line that fails stops everything: the partner connection is dropped without the last chunk
+(`0\r\n\r\n`), so the partner sees an incomplete body; nothing of that line or any later one is
+written; the caller gets the refusal. pingora's own body pipe is not used for this: when its
+sender side goes away it finishes the body (`send_body_to1` in pingora-proxy 0.9.1 treats a
+dropped sender as the end and calls `finish_body`), which would make a cut-off stream look
+complete.
+*/
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gateway_core::ledger::{subject_hashes, StreamForwarded};
+use gateway_core::plan::stream::{plan_stream_head, LineSplitter, NdjsonStream, StreamHead};
+use gateway_core::plan::Target;
+use gateway_core::{Refusal, RefusalKind};
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use sha2::{Digest, Sha256};
+
+use super::upstream::{self, PartnerHead, UpstreamAnswer, UpstreamFailure};
+use super::{disclose, PartnerProxy, RequestCtx};
+use crate::gateway::{optouts_view, Active};
+
+/// Who sends what to whom: the parts of a request decided before the stream starts.
+pub(super) struct StreamRequest<'a> {
+    pub active: &'a Arc<Active>,
+    pub target: &'a Target,
+    pub caller: &'a str,
+    pub method: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a [(String, String)],
+}
+
+/// What went through so far: the bytes written to the partner and their digest, the lines'
+/// counts, and (with a ledger) the distinct subject ids of forwarded records.
+struct Progress<'a> {
+    splitter: LineSplitter,
+    lines: NdjsonStream<'a>,
+    sent: Sha256,
+    subjects: Option<HashSet<String>>,
+    filter_time: Duration,
+}
+
+impl PartnerProxy {
+    /// Decides the head, then streams the body line by line to the partner and reads its
+    /// answer header. `Err` is a refusal still to be answered (the partner, if contacted, got
+    /// an incomplete body).
+    pub(super) async fn stream(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        req: StreamRequest<'_>,
+    ) -> Result<UpstreamAnswer, Refusal> {
+        let (active, target) = (req.active, req.target);
+        let optout_source = self.gateway.optout_source();
+        let head = plan_stream_head(target, req.query, req.headers, optouts_view(&optout_source))?;
+        if super::expects_continue(req.headers) {
+            let _ = session.as_downstream_mut().write_continue_response().await;
+        }
+        let jti = crate::gateway::new_jti();
+        let seq = disclose::record_stream(
+            &self.gateway,
+            active,
+            target,
+            (ctx.request_id.as_str(), req.caller, req.method),
+            head.legal_basis.as_deref(),
+            &jti,
+        )?;
+        let mut progress = Progress {
+            splitter: LineSplitter::new(active.policy.gateway.limits.max_body_bytes),
+            lines: NdjsonStream::new(target, &active.policy.gateway.limits),
+            sent: Sha256::new(),
+            subjects: seq.map(|_| HashSet::new()),
+            filter_time: Duration::ZERO,
+        };
+        let started = Instant::now();
+        let result = self
+            .stream_body(session, ctx, &req, &head, &jti, &mut progress)
+            .await;
+        ctx.upstream_time = Some(started.elapsed());
+        ctx.filter_time = Some(progress.filter_time);
+        let status = match &result {
+            Ok(answer) => answer.header.status.as_u16(),
+            Err(refusal) => refusal.status(),
+        };
+        let report = &progress.lines.report;
+        let (fields, categories) = target.route().disclosed(&report.matched);
+        let forwarded = StreamForwarded {
+            body_sha256: gateway_core::tagging::body_sha256_of(progress.sent),
+            records_forwarded: report.records_forwarded,
+            records_dropped: report.records_dropped,
+            fields,
+            categories,
+            subjects: self.subject_hashes(progress.subjects),
+        };
+        disclose::outcome_stream(&self.gateway, active, seq, status, forwarded);
+        if result.is_ok() {
+            ctx.disclosed = target.route().disclosed_by_category(&report.matched);
+        }
+        ctx.report = Some(progress.lines.report);
+        result
+    }
+
+    fn subject_hashes(&self, ids: Option<HashSet<String>>) -> Vec<String> {
+        let (Some(ids), Some(ledger)) = (ids, self.gateway.ledger()) else {
+            return Vec::new();
+        };
+        let ids: Vec<String> = ids.into_iter().collect();
+        subject_hashes(ledger.subject_key(), &ids)
+    }
+
+    /// Connects, sends the head, then the body as it is decided; on the caller's last byte,
+    /// the last chunk, and the partner's answer header.
+    async fn stream_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        req: &StreamRequest<'_>,
+        head: &StreamHead,
+        jti: &str,
+        progress: &mut Progress<'_>,
+    ) -> Result<UpstreamAnswer, Refusal> {
+        let (active, target) = (req.active, req.target);
+        let partner = target.partner.id.as_str();
+        let partner_head = PartnerHead {
+            method: req.method,
+            caller: req.caller,
+            path_and_query: &head.path_and_query,
+            headers: &head.headers,
+            legal_basis: head.legal_basis.as_deref(),
+            body: None,
+            jti,
+        };
+        let header = upstream::request_header(active, target, &partner_head)?;
+        let peer = upstream::peer(active, target)
+            .await
+            .map_err(|f| failed(ctx, f))?;
+        let mut http = self
+            .upstream
+            .open_stream(&peer, &header, partner)
+            .await
+            .map_err(|f| failed(ctx, f))?;
+        let idle = active.policy.gateway.limits.body_timeout;
+        loop {
+            let chunk = match tokio::time::timeout(idle, session.read_request_body()).await {
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => return Err(unreadable(format!("{e}"))),
+                Err(_) => return Err(unreadable(format!("nothing arrived for {idle:?}"))),
+            };
+            let last = chunk.is_none();
+            if let Some(chunk) = &chunk {
+                ctx.bytes_in += chunk.len() as u64;
+            }
+            // A refusal returns here: `http` is dropped unfinished, never given back to the
+            // pool, so the partner's connection closes without the last chunk.
+            let out = self.decide(progress, chunk.as_deref())?;
+            if !out.is_empty() {
+                progress.sent.update(&out);
+                ctx.bytes_out += out.len() as u64;
+                http.write_request_body(Bytes::from(out), false)
+                    .await
+                    .map_err(|e| failed(ctx, UpstreamFailure::from_error(partner, &e)))?;
+            }
+            if last {
+                break;
+            }
+        }
+        finish(&mut http, partner)
+            .await
+            .map_err(|f| failed(ctx, f))?;
+        let header = http
+            .response_header()
+            .cloned()
+            .ok_or_else(|| Refusal::new(RefusalKind::UpstreamError, "no answer header"))?;
+        Ok(UpstreamAnswer {
+            header,
+            http,
+            peer,
+            timeout: Some(active.policy.gateway.limits.upstream_timeout),
+        })
+    }
+
+    /// Decides the lines `chunk` completes (`None`: the body ended, so also a last line
+    /// without `\n`) and returns the bytes to send for them.
+    fn decide(
+        &self,
+        progress: &mut Progress<'_>,
+        chunk: Option<&[u8]>,
+    ) -> Result<Vec<u8>, Refusal> {
+        let started = Instant::now();
+        let optout_source = self.gateway.optout_source();
+        let optouts = optouts_view(&optout_source);
+        let mut out = Vec::with_capacity(chunk.map_or(0, <[u8]>::len));
+        let Progress {
+            splitter,
+            lines,
+            subjects,
+            ..
+        } = progress;
+        let mut each = |n: u64, line: &[u8]| {
+            let mut keep = |r: &gateway_core::filter::Report| {
+                if let Some(set) = subjects.as_mut() {
+                    set.extend(r.subjects.iter().cloned());
+                }
+            };
+            lines
+                .decide(optouts, n, line, &mut out, &mut keep)
+                .map(|_| ())
+        };
+        let result = match chunk {
+            Some(chunk) => splitter.feed(chunk, &mut each),
+            None => splitter.finish(&mut each),
+        };
+        progress.filter_time += started.elapsed();
+        result.map(|()| out)
+    }
+}
+
+/// The last chunk, then the partner's answer header.
+async fn finish(http: &mut HttpSession, partner: &str) -> Result<(), UpstreamFailure> {
+    let fail = |e: Box<pingora::Error>| UpstreamFailure::from_error(partner, &e);
+    http.finish_request_body().await.map_err(fail)?;
+    upstream::read_final_header(http).await.map_err(fail)
+}
+
+/// A partner failure: counted by kind, answered as its refusal (502/504).
+fn failed(ctx: &mut RequestCtx, failure: UpstreamFailure) -> Refusal {
+    ctx.upstream_error = Some(failure.kind);
+    failure.refusal
+}
+
+/// The caller's body broke off or stalled: the stream ends unfinished.
+fn unreadable(why: String) -> Refusal {
+    Refusal::new(
+        RefusalKind::BadRequest,
+        format!("cannot read the request body: {why}"),
+    )
+}
