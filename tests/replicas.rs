@@ -193,6 +193,9 @@ fn put_and_delete_reach_every_replica_within_the_bound_across_restarts_and_lost_
         t < BOUND * 3,
         "reconciliation after a lost connection took {t:?}"
     );
+    eventually("B reconciles lost-1 too", BOUND * 3, || {
+        contact(b, "bp", "lost-1").status == 451
+    });
 
     // Database restart while serving: lookups go on from memory, writes come back.
     c.pg.stop();

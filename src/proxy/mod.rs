@@ -39,6 +39,15 @@ pub struct PartnerProxy {
     upstream: UpstreamClient,
 }
 
+/// What a request's head tells the shadow policy (moved there after the real decision).
+struct ShadowHead {
+    method: String,
+    raw_path: String,
+    query: Option<String>,
+    headers: Vec<(String, String)>,
+    peer: Option<crate::tls::PeerIdentity>,
+}
+
 impl PartnerProxy {
     pub fn new(gateway: Arc<Gateway>) -> PartnerProxy {
         PartnerProxy {
@@ -69,19 +78,15 @@ impl PartnerProxy {
             Err(refusal) => {
                 if let (Some(_), Ok(headers)) = (&active.shadow, headers) {
                     let body_announced = body_announced(session.req_header());
-                    let job = shadow::Job {
-                        active: active.clone(),
+                    let head = ShadowHead {
                         method,
-                        method_label: ctx.method,
                         raw_path,
                         query,
                         headers,
                         peer,
-                        body: None,
-                        body_announced,
-                        optouts: self.gateway.optout_source(),
                     };
-                    Shadow::submit(&self.gateway, job);
+                    let optouts = self.gateway.optout_source();
+                    self.shadow(&active, ctx, head, (None, body_announced), optouts);
                 }
                 return Err(refusal);
             }
@@ -100,71 +105,101 @@ impl PartnerProxy {
             let answer = self.stream(session, ctx, request).await?;
             return self.caller_answer(session, ctx, &target, answer);
         }
-        check_announced_length(session, policy.gateway.limits.max_body_bytes)?;
+        let limits = &policy.gateway.limits;
+        check_announced_length(session, limits.max_body_bytes)?;
         if expects_continue(&headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
-        let body = read_body(session, &policy.gateway.limits, ctx).await?;
+        let body = read_body(session, limits, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
-        let filter_started = Instant::now();
         let incoming = Incoming {
             query: query.as_deref(),
             headers: &headers,
             body: &body,
         };
-        let outcome = plan::plan(
-            &target,
-            &incoming,
-            &policy.gateway.limits,
-            optouts_view(&optout_source),
-            false,
-        );
-        ctx.filter_time = Some(filter_started.elapsed());
+        let outcome = decide(ctx, &target, limits, &incoming, &optout_source);
         if active.shadow.is_some() {
             // After the real decision and off its path: the body moves, it is not copied.
-            let job = shadow::Job {
-                active: active.clone(),
+            let head = ShadowHead {
                 method: method.clone(),
-                method_label: ctx.method,
                 raw_path,
                 query,
                 headers,
                 peer,
-                body: Some(body),
-                body_announced: true,
-                optouts: optout_source,
             };
-            Shadow::submit(&self.gateway, job);
+            self.shadow(&active, ctx, head, (Some(body), true), optout_source);
         }
         let outgoing = outcome?;
+        let answer = self
+            .forward(ctx, &active, &target, (&caller, &method), outgoing)
+            .await?;
+        self.caller_answer(session, ctx, &target, answer)
+    }
+
+    /// Hands the request to the shadow policy (when one is configured), after the real
+    /// decision: `body` is `None` when the head alone was refused and the body never read.
+    fn shadow(
+        &self,
+        active: &Arc<Active>,
+        ctx: &RequestCtx,
+        head: ShadowHead,
+        (body, body_announced): (Option<Vec<u8>>, bool),
+        optouts: Option<Arc<dyn gateway_core::optout::OptOutSource>>,
+    ) {
+        if active.shadow.is_none() {
+            return;
+        }
+        let job = shadow::Job {
+            active: active.clone(),
+            method: head.method,
+            method_label: ctx.method,
+            raw_path: head.raw_path,
+            query: head.query,
+            headers: head.headers,
+            peer: head.peer,
+            body,
+            body_announced,
+            optouts,
+        };
+        Shadow::submit(&self.gateway, job);
+    }
+
+    /// Sends an allowed request: the ledger record first (no forwarding without a record),
+    /// then the partner, then the record's outcome.
+    async fn forward(
+        &self,
+        ctx: &mut RequestCtx,
+        active: &Active,
+        target: &plan::Target,
+        (caller, method): (&str, &str),
+        outgoing: plan::Outgoing,
+    ) -> Result<UpstreamAnswer, Refusal> {
         ctx.report = Some(outgoing.report.clone());
         ctx.disclosed = target
             .route()
             .disclosed_by_category(&outgoing.report.matched);
 
-        // No forwarding without a record: the ledger line is written before any byte leaves.
         let jti = crate::gateway::new_jti();
-        let request = (ctx.request_id.as_str(), caller.as_str(), method.as_str());
-        let seq = disclose::record(&self.gateway, &active, &target, request, &outgoing, &jti)?;
+        let request = (ctx.request_id.as_str(), caller, method);
+        let seq = disclose::record(&self.gateway, active, target, request, &outgoing, &jti)?;
 
         ctx.bytes_out = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
         let answer = self
             .upstream
-            .send(&active, &target, &method, &caller, outgoing, &jti)
+            .send(active, target, method, caller, outgoing, &jti)
             .await;
         ctx.upstream_time = Some(upstream_started.elapsed());
         let status = match &answer {
             Ok(answer) => answer.header.status.as_u16(),
             Err(failure) => failure.refusal.status(),
         };
-        disclose::outcome(&self.gateway, &active, seq, status);
-        let answer = answer.map_err(|failure| {
+        disclose::outcome(&self.gateway, active, seq, status);
+        answer.map_err(|failure| {
             ctx.upstream_error = Some(failure.kind);
             failure.refusal
-        })?;
-        self.caller_answer(session, ctx, &target, answer)
+        })
     }
 
     /// The header the caller gets for the partner's answer (its body is relayed later).
@@ -307,6 +342,20 @@ impl PartnerProxy {
             .write_error_response(resp, Bytes::from(body))
             .await;
     }
+}
+
+/// The real decision on the whole request ([`plan::plan`]), timed as filtering.
+fn decide(
+    ctx: &mut RequestCtx,
+    target: &plan::Target,
+    limits: &gateway_core::policy::Limits,
+    incoming: &Incoming<'_>,
+    optouts: &Option<Arc<dyn gateway_core::optout::OptOutSource>>,
+) -> Result<plan::Outgoing, Refusal> {
+    let started = Instant::now();
+    let outcome = plan::plan(target, incoming, limits, optouts_view(optouts), false);
+    ctx.filter_time = Some(started.elapsed());
+    outcome
 }
 
 /// The first path segment, as received (only used to label metrics with a known partner id).

@@ -171,6 +171,14 @@ pub fn verify_data_use_token(
             }
         })?;
     let claims = data.claims;
+    check_times(&claims, now_unix)?;
+    check_body(&claims, expected_body)?;
+    Ok(claims)
+}
+
+/// `iat` not in the future, `exp` after `iat` within [`MAX_TTL_SECS`], and not expired (all
+/// with [`LEEWAY_SECS`]).
+fn check_times(claims: &DataUseClaims, now_unix: u64) -> Result<(), TokenVerifyError> {
     if claims.iat > now_unix.saturating_add(LEEWAY_SECS) {
         return Err(TokenVerifyError::IssuedInFuture {
             iat: claims.iat,
@@ -189,6 +197,14 @@ pub fn verify_data_use_token(
             now: now_unix,
         });
     }
+    Ok(())
+}
+
+/// The body the token binds: its digest, or none for a stream's token.
+fn check_body(
+    claims: &DataUseClaims,
+    expected_body: Option<&[u8]>,
+) -> Result<(), TokenVerifyError> {
     // A token binds its body's digest, or says it is a stream's (which binds none): never
     // both, never neither.
     match (&claims.body_sha256, claims.stream) {
@@ -206,10 +222,11 @@ pub fn verify_data_use_token(
             return Err(TokenVerifyError::BodyMismatch {
                 token: claims
                     .body_sha256
+                    .clone()
                     .unwrap_or_else(|| "nothing (a stream token)".into()),
                 body: digest,
             });
         }
     }
-    Ok(claims)
+    Ok(())
 }

@@ -190,29 +190,33 @@ impl<'a, 'p> Filter<'a, 'p> {
         Ok(())
     }
 
-    fn object(&mut self, members: &'p Members, records: bool) -> Result<bool, Refusal> {
+    /// Where the policy expects an object: `false` when the value is a `null` the policy
+    /// allows there (written out already), `true` at an object's `{`; a refusal otherwise.
+    fn object_expected(&mut self, records: bool) -> Result<bool, Refusal> {
         match self.sc.peek() {
-            Some(b'{') => {}
+            Some(b'{') => Ok(true),
             Some(b'n') if !records => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
-                return Ok(true);
+                Ok(false)
             }
-            other if !starts_value(other) => return Err(self.sc.unexpected("a JSON value")),
-            other if records => {
-                return Err(bad(format!(
-                    "record `{}` is {}, but records must be objects",
-                    self.sc.path(),
-                    describe(other)
-                )))
-            }
-            other => {
-                return Err(bad(format!(
-                    "`{}` is {}, but the policy expects an object there",
-                    self.sc.path(),
-                    describe(other)
-                )))
-            }
+            other if !starts_value(other) => Err(self.sc.unexpected("a JSON value")),
+            other if records => Err(bad(format!(
+                "record `{}` is {}, but records must be objects",
+                self.sc.path(),
+                describe(other)
+            ))),
+            other => Err(bad(format!(
+                "`{}` is {}, but the policy expects an object there",
+                self.sc.path(),
+                describe(other)
+            ))),
+        }
+    }
+
+    fn object(&mut self, members: &'p Members, records: bool) -> Result<bool, Refusal> {
+        if !self.object_expected(records)? {
+            return Ok(true);
         }
         let input = self.sc.input;
         self.sc.open(true)?;
@@ -251,17 +255,8 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.sc.expect(b':', "`:` after a member name")?;
                 self.sc.skip_ws();
                 let value_start = self.sc.pos;
-                if is_subject
-                    && self.optouts.is_some()
-                    && matches!(self.sc.peek(), Some(b'{' | b'['))
-                {
-                    // An object or array where the customer id belongs is a missing
-                    // subject (422), whatever shape the policy allows for that member.
-                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
-                        "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
-                        self.sc.path(),
-                        String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
-                    )));
+                if is_subject && self.optouts.is_some() {
+                    self.subject_is_scalar()?;
                 }
                 match child {
                     Some(child) => {
@@ -275,19 +270,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                         // beneath a member is dropped.
                         self.walk(child)?;
                     }
-                    None => {
-                        let shapes = Shapes::of_first_byte(self.sc.peek());
-                        self.sc.skip_value::<false>(&mut self.out)?;
-                        self.report.fields_removed += 1;
-                        if !known {
-                            self.note_unknown(shapes);
-                        }
-                        if self.detail {
-                            self.report.changes.push(Change::Removed {
-                                path: self.sc.path(),
-                            });
-                        }
-                    }
+                    None => self.remove_member(known)?,
                 }
                 if is_subject {
                     subject = Some(self.sc.subject_id(value_start));
@@ -310,6 +293,36 @@ impl<'a, 'p> Filter<'a, 'p> {
             None => Ok(true),
             Some(snapshot) => self.finish_record(snapshot, want_subject, subject, folded),
         }
+    }
+
+    /// An object or array where the customer id belongs is a missing subject (422), whatever
+    /// shape the policy allows for that member.
+    fn subject_is_scalar(&self) -> Result<(), Refusal> {
+        if !matches!(self.sc.peek(), Some(b'{' | b'[')) {
+            return Ok(());
+        }
+        Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+            "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
+            self.sc.path(),
+            String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
+        )))
+    }
+
+    /// Skips (and checks) a member no path keeps; `known` when a path names it for removal,
+    /// otherwise it is drift.
+    fn remove_member(&mut self, known: bool) -> Result<(), Refusal> {
+        let shapes = Shapes::of_first_byte(self.sc.peek());
+        self.sc.skip_value::<false>(&mut self.out)?;
+        self.report.fields_removed += 1;
+        if !known {
+            self.note_unknown(shapes);
+        }
+        if self.detail {
+            self.report.changes.push(Change::Removed {
+                path: self.sc.path(),
+            });
+        }
+        Ok(())
     }
 
     /// A record member that case-insensitive JSON readers take for the subject member
