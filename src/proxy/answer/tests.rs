@@ -1,0 +1,54 @@
+use super::*;
+
+fn partner(headers: &[(&str, &str)]) -> ResponseHeader {
+    let mut h = ResponseHeader::build(200, None).unwrap();
+    for (n, v) in headers {
+        h.append_header(n.to_string(), *v).unwrap();
+    }
+    h
+}
+
+fn names(h: &ResponseHeader) -> Vec<String> {
+    h.headers.keys().map(|k| k.as_str().to_string()).collect()
+}
+
+#[test]
+fn only_listed_headers_pass() {
+    let p = partner(&[
+        ("content-type", "application/json"),
+        ("set-cookie", "a=b"),
+        ("www-authenticate", "Bearer"),
+        ("x-rate", "5"),
+        ("proxy-authenticate", "x"),
+        ("server", "nginx"),
+        ("etag", "\"1\""),
+    ]);
+    let route = vec!["x-rate".to_string(), "set-cookie".to_string()];
+    let h = caller_header(&p, &route, None, Framing::Length(2)).unwrap();
+    assert_eq!(
+        names(&h),
+        vec!["content-type", "x-rate", "etag", "content-length"]
+    );
+}
+
+#[test]
+fn a_header_carrying_the_credential_is_dropped() {
+    let p = partner(&[
+        ("content-type", "application/json"),
+        ("x-echo", "Bearer PARTNER-secret"),
+        ("location", "/x?token=partner-secret"),
+    ]);
+    let route = vec!["x-echo".to_string()];
+    let h = caller_header(&p, &route, Some("partner-secret"), Framing::Chunked).unwrap();
+    assert_eq!(names(&h), vec!["content-type", "transfer-encoding"]);
+}
+
+#[test]
+fn framing_follows_the_partner() {
+    let cl = partner(&[("content-length", "12")]);
+    assert_eq!(framing(&cl, false), Framing::Length(12));
+    let te = partner(&[("content-length", "12"), ("transfer-encoding", "chunked")]);
+    assert_eq!(framing(&te, false), Framing::Chunked);
+    assert_eq!(framing(&te, true), Framing::Close);
+    assert_eq!(framing(&partner(&[]), false), Framing::Chunked);
+}
