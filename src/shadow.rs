@@ -112,15 +112,20 @@ impl Shadow {
         }
     }
 
-    /// Decides `job` under both policies and notes the differences.
+    /// Decides `job` under both policies and notes the differences; counted as evaluated only
+    /// once they are noted, so a reader that sees the count also sees its differences.
     fn evaluate(&self, metrics: &Metrics, job: &Job) {
         let Some(candidate) = job.active.shadow.as_ref() else {
             return;
         };
+        self.note_differences(metrics, job, candidate);
+        self.evaluated.fetch_add(1, Ordering::Release);
+    }
+
+    fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) {
         let optouts = optouts_view(&job.optouts);
         let (live_labels, live) = decide(&job.active.policy, job, optouts);
         let (shadow_labels, shadow) = decide(candidate, job, optouts);
-        self.evaluated.fetch_add(1, Ordering::Relaxed);
         let differences = compare(&live, &shadow);
         if differences.is_empty() {
             return;
@@ -165,7 +170,7 @@ impl Shadow {
             "policy": active.policy.gateway.shadow.as_ref().map(|p| p.display().to_string()),
             "active_version": active.policy.version,
             "shadow_version": active.shadow.as_ref().map(|p| p.version.clone()),
-            "evaluated": self.evaluated.load(Ordering::Relaxed),
+            "evaluated": self.evaluated.load(Ordering::Acquire),
             "skipped": self.skipped.load(Ordering::Relaxed),
             "differences_total": recent.as_ref().map_or(0, |r| r.total),
             "differences": differences,
