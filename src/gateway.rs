@@ -132,13 +132,20 @@ impl Active {
     /// Authenticates the caller from its `Authorization` header(s) and, with
     /// `tls.client_identity`, its client certificate (`peer`); when both are configured both
     /// must pass and name the same caller. Checks it may use `partner` and returns its `sub`.
-    /// On 401 the error carries the `WWW-Authenticate` value.
+    /// On 401 the error carries the `WWW-Authenticate` value. `headers` are the request's, names
+    /// lowercase: every `authorization` header counts (more than one is refused).
     pub fn authenticate(
         &self,
         partner: &Partner,
-        authorization: &[&str],
+        headers: &[(String, String)],
         peer: Option<&PeerIdentity>,
     ) -> Result<String, (Refusal, Option<String>)> {
+        let authorization: Vec<&str> = headers
+            .iter()
+            .filter(|(n, _)| n == "authorization")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let authorization = authorization.as_slice();
         let certified = self.certificate_identity(peer)?;
         let caller = match (&self.callers, certified) {
             (CallerAuth::Verify(verifier), certified) => {

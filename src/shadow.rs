@@ -249,15 +249,9 @@ fn decide(
         Err(refusal) => return (None, Decision::of(&Err(refusal))),
     };
     let labels = Some((target.partner.id.clone(), target.route().template.clone()));
-    let authorization: Vec<&str> = job
-        .headers
-        .iter()
-        .filter(|(n, _)| n == "authorization")
-        .map(|(_, v)| v.as_str())
-        .collect();
     let admitted = job
         .active
-        .authenticate(&target.partner, &authorization, job.peer.as_ref());
+        .authenticate(&target.partner, &job.headers, job.peer.as_ref());
     if let Err((refusal, _)) = admitted {
         return (labels, Decision::of(&Err(refusal)));
     }

@@ -262,13 +262,8 @@ impl PartnerProxy {
         ctx.route = target.route().template.clone();
         let headers = headers.as_ref().map_err(Clone::clone)?;
 
-        let authorization: Vec<&str> = headers
-            .iter()
-            .filter(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.as_str())
-            .collect();
         let caller = active
-            .authenticate(&target.partner, &authorization, peer.as_ref())
+            .authenticate(&target.partner, headers, peer.as_ref())
             .map_err(|(refusal, challenge)| {
                 ctx.www_authenticate = challenge;
                 refusal
