@@ -18,6 +18,7 @@ struct Snapshot {
     fields_removed: u64,
     transformed: [u64; 4],
     changes: usize,
+    forwarded: crate::shadow::forwarded::Mark,
 }
 
 struct Filter<'a, 'p> {
@@ -34,12 +35,15 @@ struct Filter<'a, 'p> {
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
     drift_scratch: String,
+    /// Note every forwarded value in `report.forwarded`.
+    forwarded: bool,
 }
 
 pub(in crate::filter) fn filter(
     program: &FilterProgram,
     body: &[u8],
     options: &FilterOptions<'_>,
+    forwarded: bool,
 ) -> Result<Filtered, Refusal> {
     if !program.takes_body {
         return Err(bad("this route takes no body".into()));
@@ -83,9 +87,13 @@ pub(in crate::filter) fn filter(
         scratch: Vec::new(),
         saved_matched: Vec::new(),
         drift_scratch: String::new(),
+        forwarded,
     };
     if options.detail {
         f.sc.hidden_paths = Some(Vec::new());
+    }
+    if forwarded {
+        f.report.forwarded = crate::shadow::Forwarded::for_body(body.len());
     }
     f.sc.start()?;
     f.walk(program.root)?;
@@ -114,7 +122,11 @@ impl<'a, 'p> Filter<'a, 'p> {
             Kind::Scalar => self.scalar().map(|()| true),
             Kind::Transform(t) => self.transform(*t).map(|()| true),
             Kind::Subtree => {
+                let start = self.out.len();
                 self.sc.skip_value::<true>(&mut self.out)?;
+                if self.forwarded {
+                    self.report.forwarded.subtree(&self.out[start..]);
+                }
                 self.report.fields_removed += std::mem::take(&mut self.sc.hidden_removed);
                 if let Some(paths) = self.sc.hidden_paths.as_mut() {
                     self.report
@@ -138,7 +150,15 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let (start, end) = self.sc.scalar()?;
         self.out.extend_from_slice(&self.sc.input[start..end]);
+        self.kept(None);
         Ok(())
+    }
+
+    /// Notes a forwarded value at the current path (when asked to).
+    fn kept(&mut self, transform: Option<Transform>) {
+        if self.forwarded {
+            self.report.forwarded.value(transform);
+        }
     }
 
     fn transform(&mut self, t: Transform) -> Result<(), Refusal> {
@@ -168,6 +188,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Some(b'n') => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
+                self.kept(None);
                 return Ok(());
             }
             Some(b'{' | b'[' | b't' | b'f') => {
@@ -181,6 +202,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             _ => return Err(self.sc.unexpected("a JSON value")),
         }
         self.report.transformed[t as usize] += 1;
+        self.kept(Some(t));
         if self.detail {
             self.report.changes.push(Change::Transformed {
                 path: self.sc.path(),
@@ -198,6 +220,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Some(b'n') if !records => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
+                self.kept(None);
                 Ok(false)
             }
             other if !starts_value(other) => Err(self.sc.unexpected("a JSON value")),
@@ -226,6 +249,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             fields_removed: self.report.fields_removed,
             transformed: self.report.transformed,
             changes: self.report.changes.len(),
+            forwarded: self.report.forwarded.mark(),
         });
         let want_subject = records && (self.optouts.is_some() || self.subjects);
         if records && self.optouts.is_some() {
@@ -264,11 +288,18 @@ impl<'a, 'p> Filter<'a, 'p> {
                             self.out.push(b',');
                         }
                         first = false;
-                        self.out.extend_from_slice(&input[key_start..key_end]);
+                        let name = &input[key_start..key_end];
+                        self.out.extend_from_slice(name);
                         self.out.push(b':');
+                        let depth = self
+                            .forwarded
+                            .then(|| self.report.forwarded.enter_member(name));
                         // Records are array elements or the root, never members: nothing
                         // beneath a member is dropped.
                         self.walk(child)?;
+                        if let Some(depth) = depth {
+                            self.report.forwarded.leave(depth);
+                        }
                     }
                     None => self.remove_member(known)?,
                 }
@@ -289,6 +320,9 @@ impl<'a, 'p> Filter<'a, 'p> {
         self.sc.pos += 1;
         self.out.push(b'}');
         self.sc.close();
+        if first {
+            self.kept(None); // `{}`
+        }
         match snapshot {
             None => Ok(true),
             Some(snapshot) => self.finish_record(snapshot, want_subject, subject, folded),
@@ -391,6 +425,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.report.fields_removed = snapshot.fields_removed;
                 self.report.transformed = snapshot.transformed;
                 self.report.changes.truncate(snapshot.changes);
+                self.report.forwarded.truncate(snapshot.forwarded);
                 self.report.matched.clone_from(&self.saved_matched);
                 self.report.records_dropped += 1;
                 if self.detail {
@@ -424,6 +459,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Some(b'n') => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
+                self.kept(None);
                 return Ok(());
             }
             other if !starts_value(other) => return Err(self.sc.unexpected("a JSON value")),
@@ -439,8 +475,11 @@ impl<'a, 'p> Filter<'a, 'p> {
         self.sc.pos += 1;
         self.out.push(b'[');
         self.sc.skip_ws();
+        let mut any_kept = false;
+        let depth = self
+            .forwarded
+            .then(|| self.report.forwarded.enter_element());
         if self.sc.peek() != Some(b']') {
-            let mut any_kept = false;
             loop {
                 // A dropped record takes its comma with it.
                 let mark = self.out.len();
@@ -464,9 +503,15 @@ impl<'a, 'p> Filter<'a, 'p> {
                 }
             }
         }
+        if let Some(depth) = depth {
+            self.report.forwarded.leave(depth);
+        }
         self.sc.pos += 1;
         self.out.push(b']');
         self.sc.close();
+        if !any_kept {
+            self.kept(None); // `[]`, or every record dropped
+        }
         Ok(())
     }
 }
