@@ -46,6 +46,8 @@ impl<'a> Unknowns<'a> {
     /// One occurrence of member `name` (fingerprint `fp`, holding `shapes`) of an object at
     /// node `node` (`None` unless the node stands for one drift path). `path_of` writes the
     /// member's drift path; it is called only when the answer is not remembered.
+    // `name` stays a `Cow` so that remembering a name borrowed from the body copies nothing.
+    #[allow(clippy::ptr_arg)]
     pub(super) fn note(
         &mut self,
         unknown: &mut Vec<UnknownField>,
