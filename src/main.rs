@@ -17,11 +17,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc's malloc gives memory back (README "Memory"): allocations of 256 KiB and more (large
-/// request bodies) get their own mapping, unmapped when freed; a fixed threshold also stops
-/// glibc from raising it to the largest block freed so far, which kept every later body in
-/// the heap. What is left in the heaps after a burst is trimmed once the gateway is quiet
-/// (`partner_gateway::memory`).
+/// glibc's malloc gives memory back (README "Memory after a burst"): allocations of 256 KiB
+/// and more (large request bodies) get their own mapping, unmapped when freed; a fixed
+/// threshold also stops glibc from raising it to the largest block freed so far, which kept
+/// every later body in the heap. What is left in the heaps after a burst is trimmed once the
+/// gateway is quiet (`partner_gateway::memory`).
 #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
 fn tune_allocator() {
     const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
