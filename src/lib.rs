@@ -17,6 +17,7 @@ core in `gateway_core`.
 - [`tls`]: certificates and keys for both legs, and their reloads.
 - [`http1`]: a minimal HTTP/1.1 client for the demo and tests.
 - [`ledger`]: the disclosure ledger writer.
+- [`memory`]: when memory is given back to the system after a burst.
 */
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod http1;
 pub mod ledger;
 pub mod loader;
 pub mod logs;
+pub mod memory;
 pub mod metrics;
 pub mod optout;
 pub mod proxy;

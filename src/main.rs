@@ -7,6 +7,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    tune_allocator();
     match partner_gateway::cli::run() {
         Ok(code) => code,
         Err(e) => {
@@ -15,3 +16,22 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// glibc's malloc gives memory back (README "Memory after a burst"): allocations of 256 KiB
+/// and more (large request bodies) get their own mapping, unmapped when freed; a fixed
+/// threshold also stops glibc from raising it to the largest block freed so far, which kept
+/// every later body in the heap. What is left in the heaps after a burst is trimmed once the
+/// gateway is quiet (`partner_gateway::memory`).
+#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
+fn tune_allocator() {
+    const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+    // SAFETY: mallopt takes two integers and is called before any other thread exists.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+    partner_gateway::memory::set_give_back(|| {
+        // SAFETY: malloc_trim takes an integer and locks each arena itself.
+        unsafe { libc::malloc_trim(0) };
+    });
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
+fn tune_allocator() {}

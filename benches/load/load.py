@@ -465,6 +465,9 @@ PORTS = {}
 WORK = ""
 
 
+IDLE_BOUND_KIB = 64 * 1024  # an idle gateway's RSS within 10 s of a burst
+
+
 def memory_bench(name, proc, auth, path):
     """64 concurrent 8 MiB bodies through the gateway: peak RSS, then RSS 10 s after the burst."""
     data = body(8 * 1024 * 1024)
@@ -494,6 +497,10 @@ def memory_bench(name, proc, auth, path):
           f"(bound 64 MiB + 1.2 × {in_flight / 2**20:.0f} MiB in flight = {bound / 2**20:.0f} MiB)")
     print(f"RSS right after: {after0 / 1024:.0f} MiB; each second after: "
           + " ".join(f"{s / 1024:.0f}" for s in samples) + " MiB")
+    back = next((i + 1 for i, s in enumerate(samples) if s < IDLE_BOUND_KIB), None)
+    print(f"peak {hwm / 1024:.0f} MiB {'<' if hwm * 1024 < bound else '>='} bound {bound / 2**20:.0f} MiB: "
+          f"{'met' if hwm * 1024 < bound else 'NOT met'}; RSS < {IDLE_BOUND_KIB // 1024} MiB within 10 s: "
+          + (f"met after {back} s" if back else "NOT met"))
 
 
 def main():

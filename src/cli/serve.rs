@@ -96,6 +96,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let mut server = new_server()?;
     add_gateway_services(&mut server, &gateway)?;
     crate::reload::watch(gateway.clone());
+    crate::memory::start();
     let active = gateway.active();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

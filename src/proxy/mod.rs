@@ -556,6 +556,7 @@ impl ProxyHttp for PartnerProxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         crate::conn_limits::request_done(session);
+        crate::memory::request_done();
         // Requests answered by this proxy were counted before the answer went out (so a caller
         // that reads /metrics right after its answer sees them); this catches the rest.
         self.record(ctx);

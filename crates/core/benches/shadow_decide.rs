@@ -118,6 +118,9 @@ fn shadow_work(live: &Noted, candidate: &Policy, body: &[u8]) -> usize {
     compare_noted(live, &shadow).len()
 }
 
+/// A measured case: its name, and one iteration.
+type Case<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
 fn in_process(rounds: usize) {
     let active = in_process_policy(ACTIVE_ROUTE);
     let candidate = in_process_policy(CANDIDATE_ROUTE);
@@ -125,7 +128,7 @@ fn in_process(rounds: usize) {
     let live = Noted::take(&mut decide(&active, &body, true));
     let shadow = Noted::take(&mut decide(&candidate, &body, true));
     let differences = shadow_work(&live, &candidate, &body);
-    let mut cases: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+    let mut cases: Vec<Case<'_>> = vec![
         (
             "live decision, shadow off (plan)",
             Box::new(|| {

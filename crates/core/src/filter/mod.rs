@@ -17,6 +17,7 @@ has depth 2; `max_depth` is the deepest nesting allowed.
 */
 
 mod compile;
+pub mod forwarded;
 pub mod path;
 mod scan;
 mod transform;
@@ -159,6 +160,16 @@ impl FilterProgram {
     pub fn takes_body(&self) -> bool {
         self.takes_body
     }
+
+    /// Tests: the same program with every unknown member's drift path built and looked up
+    /// anew (no node stands for one drift path), to compare against the remembered answers.
+    #[cfg(test)]
+    fn without_drift_memo(mut self) -> FilterProgram {
+        for node in &mut self.nodes {
+            node.one_path = false;
+        }
+        self
+    }
 }
 
 pub use crate::optout::OptOutLookup;
@@ -211,7 +222,7 @@ pub struct Report {
     pub unknown: Vec<crate::drift::UnknownField>,
     /// Only from [`filter_forwarded`]: every value the partner receives, path and form (what a
     /// shadow decision compares).
-    pub forwarded: crate::shadow::Forwarded,
+    pub forwarded: forwarded::Forwarded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

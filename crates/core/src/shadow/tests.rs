@@ -2,7 +2,7 @@ use super::*;
 use crate::plan::{self, Incoming, OptOuts};
 use crate::policy::{load, Policy, PolicySource, SourceFile};
 
-mod parsed;
+mod oracle_tests;
 
 const GATEWAY: &str = "callers: { issuer: i, audience: a, keys: k.json }\nsigning: { issuer: i, key: k.pem, kid: k }\n";
 
