@@ -34,7 +34,12 @@ struct Item {
 }
 
 impl RawSet {
-    fn of(forwarded: &Forwarded) -> RawSet {
+    /// `None` when the note is incomplete or its paths would take more than its read budget.
+    fn of(forwarded: &Forwarded) -> Option<RawSet> {
+        if !forwarded.complete() {
+            return None;
+        }
+        let budget = forwarded.read_budget();
         let mut set = RawSet {
             arena: Vec::with_capacity(1024),
             items: Vec::with_capacity(64),
@@ -47,11 +52,18 @@ impl RawSet {
             Err(json) => {
                 raw.clear();
                 raw.extend_from_slice(at);
-                forwarded::subtree_leaves(json, &mut raw, &mut |leaf| set.push(leaf, Form::Clear));
+                forwarded::subtree_leaves(json, &mut raw, &mut |leaf| {
+                    if set.arena.len() <= budget {
+                        set.push(leaf, Form::Clear)
+                    }
+                });
             }
         });
+        if set.arena.len() > budget {
+            return None;
+        }
         set.sort();
-        set
+        Some(set)
     }
 
     fn push(&mut self, raw: &[u8], form: Form) {
@@ -125,11 +137,13 @@ fn hash(bytes: &[u8]) -> u64 {
 }
 
 /// The differences between the values two decisions on one request forwarded, field paths in
-/// order: the same list as [`compare`] of both sides' [`Fields`](super::Fields).
-pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Vec<Difference> {
-    let (a, s) = (RawSet::of(active), RawSet::of(shadow));
+/// order: the same list as [`compare`] of both sides' [`Fields`](super::Fields). `None` when a
+/// note is too large to read (see [`Forwarded::read_budget`]).
+pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Option<Vec<Difference>> {
+    let (a, s) = (RawSet::of(active)?, RawSet::of(shadow)?);
     if !(a.one_to_one && s.one_to_one) {
-        return compare(&Decision::forwarded(active), &Decision::forwarded(shadow));
+        let (a, s) = (Decision::forwarded(active)?, Decision::forwarded(shadow)?);
+        return Some(compare(&a, &s));
     }
     let mut out = Vec::new();
     let mut rendered = Rendered::default();
@@ -172,5 +186,5 @@ pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Vec<D
         }
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
-    out
+    Some(out)
 }
