@@ -241,12 +241,12 @@ pub fn filter(
     body: &[u8],
     options: &FilterOptions<'_>,
 ) -> Result<Filtered, Refusal> {
-    scan::filter(program, body, options)
+    scan::filter(program, body, options).map_err(|refusal| *refusal)
 }
 
 /// Checks that `body` is one strict JSON value (the same rules as [`filter`]: UTF-8 without a
 /// BOM, RFC 8259 syntax, no lone surrogates, no duplicate keys, at most `max_depth` levels, no
 /// trailing bytes) without filtering it.
 pub fn validate(body: &[u8], max_depth: usize) -> Result<(), Refusal> {
-    scan::validate(body, max_depth)
+    scan::validate(body, max_depth).map_err(|refusal| *refusal)
 }
