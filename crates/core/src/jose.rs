@@ -308,7 +308,16 @@ pub struct PrivateKey {
 enum Signer {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     P256(Box<p256::ecdsa::SigningKey>),
+    /// A backend the shell installed with [`PrivateKey::use_signer`].
+    External(Box<dyn RawSigner>),
     Other,
+}
+
+/// Signs a JWS signing input with a backend the core cannot hold itself (the shell's ES256
+/// through ring, which draws each nonce from the system's random numbers). Returns the raw
+/// signature: for ES256 `r || s`, 64 bytes.
+pub trait RawSigner: Send + Sync {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 impl Signer {
@@ -420,6 +429,22 @@ impl PrivateKey {
         &self.public
     }
 
+    /// The key as PKCS#8 DER, for Ed25519 and P-256 keys (to build another backend from).
+    pub fn pkcs8_der(&self) -> Option<&[u8]> {
+        matches!(self.alg, Algorithm::EdDSA | Algorithm::ES256).then(|| self.key.as_bytes())
+    }
+
+    /// Signs through `signer` from now on, once a signature it made has verified with this
+    /// key's public key; on any failure the key keeps signing as before.
+    pub fn use_signer(&mut self, signer: Box<dyn RawSigner>) -> Result<(), KeyError> {
+        let before = std::mem::replace(&mut self.signer, Signer::External(signer));
+        if let Err(e) = self.self_test() {
+            self.signer = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Signs `header.claims` as a compact JWS with this key's algorithm.
     pub fn sign_jwt<T: serde::Serialize>(
         &self,
@@ -448,6 +473,9 @@ impl PrivateKey {
             Signer::P256(key) => {
                 let signature: p256::ecdsa::Signature = key.sign(message);
                 URL_SAFE_NO_PAD.encode(signature.to_bytes())
+            }
+            Signer::External(signer) => {
+                URL_SAFE_NO_PAD.encode(signer.sign(message).map_err(KeyError::Signing)?)
             }
             Signer::Other => jsonwebtoken::crypto::sign(message, &self.key, self.alg)
                 .map_err(|e| KeyError::Signing(e.to_string()))?,

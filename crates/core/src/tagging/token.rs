@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::TagError;
-use crate::jose::{alg_name, check_kid, PrivateKey, PublicKey};
+use crate::jose::{alg_name, check_kid, PrivateKey, PublicKey, RawSigner};
 
 /// Longest token lifetime, in seconds (`exp` at most 5 minutes after `iat`).
 pub const MAX_TTL_SECS: u64 = 300;
@@ -121,6 +121,17 @@ impl TokenSigner {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The signing key as PKCS#8 DER (for a faster backend the shell builds from it).
+    pub fn pkcs8_der(&self) -> Option<&[u8]> {
+        self.key.pkcs8_der()
+    }
+
+    /// Signs through `signer` from now on, once it has shown that its signatures verify with
+    /// this signer's public key (see [`PrivateKey::use_signer`]).
+    pub fn use_signer(&mut self, signer: Box<dyn RawSigner>) -> Result<(), TagError> {
+        Ok(self.key.use_signer(signer)?)
     }
 
     /// `EdDSA` or `ES256`.
