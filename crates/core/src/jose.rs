@@ -452,13 +452,33 @@ impl PrivateKey {
         typ: &str,
         claims: &T,
     ) -> Result<String, KeyError> {
+        self.sign_jws(&self.jws_header(kid, typ)?, claims)
+    }
+
+    /// The base64url JWS header [`PrivateKey::sign_jwt`] writes for `kid` and `typ`: a signer
+    /// that signs many tokens of one kind makes it once and calls [`PrivateKey::sign_jws`].
+    pub fn jws_header(&self, kid: Option<&str>, typ: &str) -> Result<String, KeyError> {
         let mut header = jsonwebtoken::Header::new(self.alg);
         header.typ = Some(typ.to_string());
         header.kid = kid.map(str::to_string);
-        let signing = |e: serde_json::Error| KeyError::Signing(e.to_string());
-        let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(signing)?);
+        let json = serde_json::to_vec(&header).map_err(|e| KeyError::Signing(e.to_string()))?;
+        Ok(URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// Signs `header.claims` as a compact JWS, `header` made by [`PrivateKey::jws_header`].
+    pub fn sign_jws<T: serde::Serialize>(
+        &self,
+        header: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        let mut payload = Vec::with_capacity(512);
+        serde_json::to_writer(&mut payload, claims)
+            .map_err(|e| KeyError::Signing(e.to_string()))?;
+        // header . payload . signature (an ES256 or EdDSA signature is 86 characters).
+        let mut jws = String::with_capacity(header.len() + payload.len().div_ceil(3) * 4 + 96);
+        jws.push_str(header);
         jws.push('.');
-        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(signing)?, &mut jws);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
         let signature = self.sign(jws.as_bytes())?;
         jws.push('.');
         jws.push_str(&signature);

@@ -80,6 +80,8 @@ pub fn body_sha256_of(hasher: Sha256) -> String {
 pub struct TokenSigner {
     key: PrivateKey,
     kid: String,
+    /// The base64url JWS header of every data-use token (made once).
+    header: String,
     issuer: String,
     public: PublicKey,
 }
@@ -107,9 +109,11 @@ impl TokenSigner {
         }
         let mut public = key.public_key().clone();
         public.set_kid(Some(kid))?;
+        let header = key.jws_header(Some(kid), DATA_USE_TOKEN_TYP)?;
         Ok(TokenSigner {
             key,
             kid: kid.to_string(),
+            header,
             issuer: issuer.to_string(),
             public,
         })
@@ -157,9 +161,7 @@ impl TokenSigner {
             }
         }
         let claims = self.claims(input);
-        Ok(self
-            .key
-            .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
+        Ok(self.key.sign_jws(&self.header, &claims)?)
     }
 
     /// Signs the token of a streamed request: `"stream": true` and no `body_sha256`
@@ -176,9 +178,7 @@ impl TokenSigner {
                 return Err(TagError::Empty(name));
             }
         }
-        Ok(self
-            .key
-            .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
+        Ok(self.key.sign_jws(&self.header, &claims)?)
     }
 
     /// Signs other claims with this key and kid, as a compact JWS of type `typ` (the
