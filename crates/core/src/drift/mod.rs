@@ -96,6 +96,14 @@ pub struct UnknownField {
     pub shapes: Shapes,
 }
 
+impl UnknownField {
+    /// One more occurrence of this path, holding a value of `shapes`.
+    pub fn seen_again(&mut self, shapes: Shapes) {
+        self.count += 1;
+        self.shapes = self.shapes.union(shapes);
+    }
+}
+
 /// Whether a member name is written as itself in a drift path: 1 to [`MAX_NAME_BYTES`] bytes,
 /// an ASCII letter or `_` first, then ASCII letters, digits, `_` and `-`, with at most
 /// [`MAX_NAME_DIGITS`] digits. Everything else (data used as keys, and names no policy path
@@ -129,22 +137,23 @@ pub fn push_element(path: &mut String) {
 }
 
 /// Adds one occurrence of `path` to a request's list of distinct unknown paths (at most
-/// [`MAX_PATHS_PER_REQUEST`]; returns false when it was full and the path new).
-pub fn note(unknown: &mut Vec<UnknownField>, path: &str, shapes: Shapes) -> bool {
-    if let Some(field) = unknown.iter_mut().find(|f| f.path == path) {
-        field.count += 1;
-        field.shapes = field.shapes.union(shapes);
-        return true;
+/// [`MAX_PATHS_PER_REQUEST`]). Returns the index of the path's entry, or `None` when the list
+/// was full and the path new (it is then counted nowhere else; the list never shrinks, so the
+/// same path would be refused again).
+pub fn note(unknown: &mut Vec<UnknownField>, path: &str, shapes: Shapes) -> Option<usize> {
+    if let Some(index) = unknown.iter().position(|f| f.path == path) {
+        unknown[index].seen_again(shapes);
+        return Some(index);
     }
     if unknown.len() >= MAX_PATHS_PER_REQUEST {
-        return false;
+        return None;
     }
     unknown.push(UnknownField {
         path: path.to_string(),
         count: 1,
         shapes,
     });
-    true
+    Some(unknown.len() - 1)
 }
 
 /// What the table knows of one path.

@@ -8,10 +8,13 @@ where paths combine: the `*` subtrie is merged into every named sibling, so `a.x
 give `a` both `x` and `e`, and conflicts that only appear after combining (`a.x: mask` with
 `*.x: last4`) are found at compile time rather than per request.
 */
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+mod members;
 
 use super::path::{FieldPath, Segment};
 use super::{CompileError, FilterProgram, FilterSpec, Transform};
+pub(super) use members::{fingerprint, is_path_syntax, same_key, Found, Members};
 
 pub(super) type NodeId = u32;
 
@@ -24,6 +27,9 @@ pub(super) struct Node {
     /// The spec's allow/transform paths (allow indexes first, then transforms) that end here:
     /// each value handled here is a match for them.
     pub(super) sources: Box<[u16]>,
+    /// Every value handled here sits at the same drift path (no `*` member on the way from the
+    /// root, and one way there): the node can stand for that path (see [`mark_one_path`]).
+    pub(super) one_path: bool,
 }
 
 #[derive(Debug)]
@@ -38,94 +44,6 @@ pub(super) enum Kind {
     Object(Members),
     /// An array (or null); every element goes through `elements`.
     Array { elements: NodeId },
-}
-
-/// Above this many named members a hash map beats a linear scan.
-const LINEAR_MEMBERS: usize = 8;
-
-#[derive(Debug)]
-pub(super) struct Members {
-    /// Name, its [`fingerprint`], and the member's node.
-    named: Vec<(Box<[u8]>, u64, NodeId)>,
-    index: Option<HashMap<Box<[u8]>, NodeId>>,
-    any: Option<NodeId>,
-}
-
-impl Members {
-    fn new(named: Vec<(Box<[u8]>, u64, NodeId)>, any: Option<NodeId>) -> Members {
-        let index = (named.len() > LINEAR_MEMBERS).then(|| {
-            named
-                .iter()
-                .map(|(name, _, id)| (name.clone(), *id))
-                .collect()
-        });
-        Members { named, index, any }
-    }
-
-    /// The node of the member named `key` (fingerprint `fp`), if the policy names it.
-    #[inline]
-    fn named(&self, key: &[u8], fp: u64) -> Option<NodeId> {
-        match &self.index {
-            Some(index) => index.get(key).copied(),
-            None => self
-                .named
-                .iter()
-                .find(|(name, name_fp, _)| *name_fp == fp && **name == *key)
-                .map(|&(_, _, id)| id),
-        }
-    }
-
-    /// The node for an (unescaped) key with fingerprint `fp`, or `None` when the member is
-    /// removed.
-    #[inline]
-    pub(super) fn lookup(&self, key: &[u8], fp: u64) -> Option<NodeId> {
-        let named = self.named(key, fp);
-        // Named members never contain these bytes (compile refuses such names), so only the
-        // wildcard needs the check.
-        named
-            .or_else(|| self.any.filter(|_| !key.iter().any(|&b| is_path_syntax(b))))
-            .filter(|&id| id != REMOVED)
-    }
-
-    /// Whether a member [`Members::lookup`] found nothing for is one a `remove` path names
-    /// (known to the policy, so not drift).
-    pub(super) fn removed(&self, key: &[u8], fp: u64) -> bool {
-        let named = self.named(key, fp);
-        named.or(self.any) == Some(REMOVED)
-    }
-}
-
-/// A cheap summary of a key (length, first and last 8 bytes): keys with different fingerprints
-/// differ, so most comparisons never reach a byte-wise compare.
-#[inline]
-pub(super) fn fingerprint(key: &[u8]) -> u64 {
-    // Fixed-size (overlapping) loads only: a variable-length copy would cost a `memcpy` call.
-    let n = key.len();
-    let u32_at = |i: usize| {
-        key.get(i..i + 4)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map_or(0, u32::from_le_bytes)
-    };
-    let u64_at = |i: usize| {
-        key.get(i..i + 8)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map_or(0, u64::from_le_bytes)
-    };
-    let (head, tail) = match n {
-        0 => (0, 0),
-        1..=3 => (
-            u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16,
-            0,
-        ),
-        4..=7 => (u64::from(u32_at(0)), u64::from(u32_at(n - 4))),
-        _ => (u64_at(0), u64_at(n - 8)),
-    };
-    head ^ tail.rotate_left(29) ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-/// A key containing one of these can never be named by a path, so it is never matched.
-pub(super) fn is_path_syntax(b: u8) -> bool {
-    matches!(b, b'.' | b'[' | b']' | b'*')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +167,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         subtree: None,
     };
     let root = builder.expand(&[0], "$");
+    mark_one_path(&mut builder.nodes, root);
     let mut errors = builder.errors;
 
     // Combining `*` into every sibling can report one mistake several times.
@@ -270,6 +189,34 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
             .iter()
             .any(|(_, t)| *t == Transform::Pseudonymize),
     })
+}
+
+/// Sets [`Node::one_path`] on the nodes reached exactly once from `root`, through named
+/// members and array elements only. A node under a `*` member is reached by many keys, so the
+/// drift path of what it holds depends on the key, not on the node.
+fn mark_one_path(nodes: &mut [Node], root: NodeId) {
+    // Per node: times reached, and whether every way there was through named members.
+    let mut visits = vec![(0u32, true); nodes.len()];
+    let mut stack = vec![(root, true)];
+    while let Some((id, named)) = stack.pop() {
+        let (Some(visit), Some(node)) = (visits.get_mut(id as usize), nodes.get(id as usize))
+        else {
+            continue; // REMOVED
+        };
+        visit.0 += 1;
+        visit.1 &= named;
+        match &node.kind {
+            Kind::Object(members) => {
+                stack.extend(members.named.iter().map(|&(_, _, child)| (child, named)));
+                stack.extend(members.any.map(|child| (child, false)));
+            }
+            Kind::Array { elements } => stack.push((*elements, named)),
+            Kind::Scalar | Kind::Transform(_) | Kind::Subtree => {}
+        }
+    }
+    for (node, (count, named)) in nodes.iter_mut().zip(visits) {
+        node.one_path = count == 1 && named;
+    }
 }
 
 /// The `allow` paths, as scalar or subtree leaves.
@@ -446,6 +393,7 @@ impl<'r> Builder<'r> {
             kind,
             records,
             sources,
+            one_path: false,
         });
         // A policy has far fewer than 2^32 nodes.
         NodeId::try_from(self.nodes.len() - 1).unwrap_or(NodeId::MAX)

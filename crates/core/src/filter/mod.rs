@@ -159,6 +159,16 @@ impl FilterProgram {
     pub fn takes_body(&self) -> bool {
         self.takes_body
     }
+
+    /// Tests: the same program with every unknown member's drift path built and looked up
+    /// anew (no node stands for one drift path), to compare against the remembered answers.
+    #[cfg(test)]
+    fn without_drift_memo(mut self) -> FilterProgram {
+        for node in &mut self.nodes {
+            node.one_path = false;
+        }
+        self
+    }
 }
 
 pub use crate::optout::OptOutLookup;

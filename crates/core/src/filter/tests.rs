@@ -1,6 +1,8 @@
 mod fold;
 mod matched;
 mod remove;
+mod skipped;
+mod unknown;
 
 use std::collections::HashSet;
 

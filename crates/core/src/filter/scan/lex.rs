@@ -12,7 +12,7 @@ pub(super) fn check_text(body: &[u8]) -> Result<&str, Refusal> {
             "the body starts with a UTF-8 byte order mark; send JSON without a BOM".into(),
         ));
     }
-    std::str::from_utf8(body).map_err(|e| {
+    simdutf8::compat::from_utf8(body).map_err(|e| {
         bad(format!(
             "the body is not valid UTF-8 (at byte {})",
             e.valid_up_to()

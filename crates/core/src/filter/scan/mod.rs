@@ -12,6 +12,7 @@ their escapes); only whitespace is dropped.
 */
 mod lex;
 mod skip;
+mod unknown;
 mod walk;
 
 use std::borrow::Cow;
@@ -43,6 +44,14 @@ struct Frame {
     cur: usize,
     /// Objects with many keys: index of their hash set in `Scanner::sets`.
     set: usize,
+    /// Objects: one bit per key seen ([`key_bit`]); a key whose bit is clear is no duplicate.
+    bits: u64,
+}
+
+/// The bit of [`Frame::bits`] a key with fingerprint `fp` sets.
+#[inline]
+fn key_bit(fp: u64) -> u64 {
+    1 << (fp.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
 }
 
 pub(super) struct Scanner<'a> {
@@ -112,6 +121,12 @@ impl<'a> Scanner<'a> {
                 drift::push_member(out, key);
             }
         }
+    }
+
+    /// The name of the member being read in the innermost object.
+    fn current_key(&self) -> Option<&Cow<'a, [u8]>> {
+        let frame = self.frames.last().filter(|f| f.object)?;
+        self.keys.get(frame.cur)
     }
 
     fn path_upto(&self, depth: usize) -> String {
@@ -196,6 +211,7 @@ impl<'a> Scanner<'a> {
             key_base: self.keys.len(),
             cur,
             set: NONE,
+            bits: 0,
         });
         Ok(())
     }
@@ -227,12 +243,14 @@ impl<'a> Scanner<'a> {
         let Some(frame) = self.frames.last().copied() else {
             return Err(bad("internal error: a key outside an object".into()));
         };
+        let bit = key_bit(fp);
         let duplicate = if frame.set == NONE {
             let seen = &self.keys[frame.key_base..];
-            let duplicate = self.fps[frame.key_base..]
-                .iter()
-                .zip(seen)
-                .any(|(&seen_fp, k)| seen_fp == fp && **k == *key);
+            let duplicate = frame.bits & bit != 0
+                && self.fps[frame.key_base..]
+                    .iter()
+                    .zip(seen)
+                    .any(|(&seen_fp, k)| seen_fp == fp && **k == *key);
             if !duplicate && seen.len() >= SMALL_OBJECT {
                 if self.sets_used == self.sets.len() {
                     self.sets.push(HashSet::with_capacity(2 * SMALL_OBJECT));
@@ -260,6 +278,7 @@ impl<'a> Scanner<'a> {
         self.fps.push(fp);
         if let Some(f) = self.frames.last_mut() {
             f.cur = self.keys.len() - 1;
+            f.bits |= bit;
         }
         Ok(())
     }

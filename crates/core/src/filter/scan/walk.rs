@@ -2,14 +2,15 @@
 //! the report, and the per-record opt-out decision.
 use std::borrow::Cow;
 
-use super::super::compile::{fingerprint, Kind, Members, NodeId};
+use super::super::compile::{fingerprint, same_key, Found, Kind, Members, NodeId};
 use super::super::transform::{self, Hmac256};
 use super::super::{
     Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform,
 };
 use super::lex::{check_text, describe, starts_value};
+use super::unknown::Unknowns;
 use super::{bad, unescape, Scanner};
-use crate::drift::{self, Shapes};
+use crate::drift::Shapes;
 use crate::optout::id;
 use crate::{Refusal, RefusalKind};
 
@@ -18,6 +19,20 @@ struct Snapshot {
     fields_removed: u64,
     transformed: [u64; 4],
     changes: usize,
+}
+
+/// What an object being read has seen so far.
+struct Open<'a> {
+    records: bool,
+    /// A record whose subject id is read (for opt-outs or the ledger).
+    want_subject: bool,
+    /// The object's node when it stands for one drift path.
+    at: Option<NodeId>,
+    /// No member written yet.
+    first: bool,
+    subject: Option<Result<Cow<'a, str>, &'static str>>,
+    /// A member case-insensitive readers take for the subject.
+    folded: Option<Refusal>,
 }
 
 struct Filter<'a, 'p> {
@@ -33,7 +48,7 @@ struct Filter<'a, 'p> {
     scratch: Vec<u8>,
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
-    drift_scratch: String,
+    unknowns: Unknowns<'a>,
 }
 
 pub(in crate::filter) fn filter(
@@ -82,7 +97,7 @@ pub(in crate::filter) fn filter(
         hmac,
         scratch: Vec::new(),
         saved_matched: Vec::new(),
-        drift_scratch: String::new(),
+        unknowns: Unknowns::default(),
     };
     if options.detail {
         f.sc.hidden_paths = Some(Vec::new());
@@ -123,7 +138,10 @@ impl<'a, 'p> Filter<'a, 'p> {
                 }
                 Ok(true)
             }
-            Kind::Object(members) => self.object(members, node.records),
+            Kind::Object(members) => {
+                let at = node.one_path.then_some(id);
+                self.object(members, node.records, at)
+            }
             Kind::Array { elements } => self.array(*elements).map(|()| true),
         }
     }
@@ -214,11 +232,16 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
     }
 
-    fn object(&mut self, members: &'p Members, records: bool) -> Result<bool, Refusal> {
+    /// `at`: the object's node when it stands for one drift path.
+    fn object(
+        &mut self,
+        members: &'p Members,
+        records: bool,
+        at: Option<NodeId>,
+    ) -> Result<bool, Refusal> {
         if !self.object_expected(records)? {
             return Ok(true);
         }
-        let input = self.sc.input;
         self.sc.open(true)?;
         self.sc.pos += 1;
         self.out.push(b'{');
@@ -227,54 +250,21 @@ impl<'a, 'p> Filter<'a, 'p> {
             transformed: self.report.transformed,
             changes: self.report.changes.len(),
         });
-        let want_subject = records && (self.optouts.is_some() || self.subjects);
         if records && self.optouts.is_some() {
             self.saved_matched.clone_from(&self.report.matched);
         }
-        let mut subject: Option<Result<Cow<'a, str>, &'static str>> = None;
-        let mut folded: Option<Refusal> = None;
-        let mut first = true;
+        let mut open = Open {
+            records,
+            want_subject: records && (self.optouts.is_some() || self.subjects),
+            at,
+            first: true,
+            subject: None,
+            folded: None,
+        };
         self.sc.skip_ws();
         if self.sc.peek() != Some(b'}') {
             loop {
-                if self.sc.peek() != Some(b'"') {
-                    return Err(self.sc.unexpected("a member name in double quotes"));
-                }
-                let key_start = self.sc.pos;
-                let key = self.sc.read_key()?;
-                let key_end = self.sc.pos;
-                let fp = fingerprint(&key);
-                let child = members.lookup(&key, fp);
-                let known = child.is_some() || members.removed(&key, fp);
-                let is_subject = want_subject && self.program.subject.as_deref() == Some(&*key);
-                if records && self.optouts.is_some() && !is_subject && folded.is_none() {
-                    folded = self.folded_subject(&key);
-                }
-                self.sc.add_key(key, fp, key_start)?;
-                self.sc.skip_ws();
-                self.sc.expect(b':', "`:` after a member name")?;
-                self.sc.skip_ws();
-                let value_start = self.sc.pos;
-                if is_subject && self.optouts.is_some() {
-                    self.subject_is_scalar()?;
-                }
-                match child {
-                    Some(child) => {
-                        if !first {
-                            self.out.push(b',');
-                        }
-                        first = false;
-                        self.out.extend_from_slice(&input[key_start..key_end]);
-                        self.out.push(b':');
-                        // Records are array elements or the root, never members: nothing
-                        // beneath a member is dropped.
-                        self.walk(child)?;
-                    }
-                    None => self.remove_member(known)?,
-                }
-                if is_subject {
-                    subject = Some(self.sc.subject_id(value_start));
-                }
+                self.member(members, &mut open)?;
                 self.sc.skip_ws();
                 match self.sc.peek() {
                     Some(b',') => {
@@ -291,8 +281,60 @@ impl<'a, 'p> Filter<'a, 'p> {
         self.sc.close();
         match snapshot {
             None => Ok(true),
-            Some(snapshot) => self.finish_record(snapshot, want_subject, subject, folded),
+            Some(snapshot) => {
+                self.finish_record(snapshot, open.want_subject, open.subject, open.folded)
+            }
         }
+    }
+
+    /// Reads one member of an object (at its name's `"`): keeps it through its node, or
+    /// removes it.
+    fn member(&mut self, members: &'p Members, open: &mut Open<'a>) -> Result<(), Refusal> {
+        if self.sc.peek() != Some(b'"') {
+            return Err(self.sc.unexpected("a member name in double quotes"));
+        }
+        let input = self.sc.input;
+        let key_start = self.sc.pos;
+        let key = self.sc.read_key()?;
+        let key_end = self.sc.pos;
+        let fp = fingerprint(&key);
+        let found = members.find(&key, fp);
+        let is_subject = open.want_subject
+            && self
+                .program
+                .subject
+                .as_deref()
+                .is_some_and(|subject| same_key(subject, &key));
+        if open.records && self.optouts.is_some() && !is_subject && open.folded.is_none() {
+            open.folded = self.folded_subject(&key);
+        }
+        self.sc.add_key(key, fp, key_start)?;
+        self.sc.skip_ws();
+        self.sc.expect(b':', "`:` after a member name")?;
+        self.sc.skip_ws();
+        let value_start = self.sc.pos;
+        if is_subject && self.optouts.is_some() {
+            self.subject_is_scalar()?;
+        }
+        match found {
+            Found::Child(child) => {
+                if !open.first {
+                    self.out.push(b',');
+                }
+                open.first = false;
+                self.out.extend_from_slice(&input[key_start..key_end]);
+                self.out.push(b':');
+                // Records are array elements or the root, never members: nothing beneath a
+                // member is dropped.
+                self.walk(child)?;
+            }
+            Found::Removed => self.remove_member(true, open.at, fp)?,
+            Found::Unknown => self.remove_member(false, open.at, fp)?,
+        }
+        if is_subject {
+            open.subject = Some(self.sc.subject_id(value_start));
+        }
+        Ok(())
     }
 
     /// An object or array where the customer id belongs is a missing subject (422), whatever
@@ -310,12 +352,16 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// Skips (and checks) a member no path keeps; `known` when a path names it for removal,
     /// otherwise it is drift.
-    fn remove_member(&mut self, known: bool) -> Result<(), Refusal> {
+    fn remove_member(&mut self, known: bool, at: Option<NodeId>, fp: u64) -> Result<(), Refusal> {
         let shapes = Shapes::of_first_byte(self.sc.peek());
-        self.sc.skip_value::<false>(&mut self.out)?;
+        if shapes.scalar {
+            self.sc.scalar()?;
+        } else {
+            self.sc.skip_value::<false>(&mut self.out)?;
+        }
         self.report.fields_removed += 1;
         if !known {
-            self.note_unknown(shapes);
+            self.note_unknown(shapes, at, fp);
         }
         if self.detail {
             self.report.changes.push(Change::Removed {
@@ -331,6 +377,11 @@ impl<'a, 'p> Filter<'a, 'p> {
     /// subject is known to be valid.
     fn folded_subject(&self, key: &[u8]) -> Option<Refusal> {
         let subject = self.program.subject.as_deref().unwrap_or_default();
+        // Two ASCII names fold together only when they are equal ignoring ASCII case
+        // (`id::folds_to_subject` says so too): the usual key is settled without a text check.
+        if key.is_ascii() && subject.is_ascii() && !key.eq_ignore_ascii_case(subject) {
+            return None;
+        }
         let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject))
         else {
             return None;
@@ -409,13 +460,18 @@ impl<'a, 'p> Filter<'a, 'p> {
         Ok(true)
     }
 
-    /// Counts a member no path names, and notes its drift path.
-    fn note_unknown(&mut self, shapes: Shapes) {
+    /// Counts the member just read, which no path names, and notes its drift path; `at` and
+    /// `fp` as in [`Unknowns::note`].
+    fn note_unknown(&mut self, shapes: Shapes, at: Option<NodeId>, fp: u64) {
         self.report.unknown_fields += 1;
-        let mut path = std::mem::take(&mut self.drift_scratch);
-        self.sc.drift_path(&mut path);
-        drift::note(&mut self.report.unknown, &path, shapes);
-        self.drift_scratch = path;
+        let sc = &self.sc;
+        let Some(name) = sc.current_key() else {
+            return;
+        };
+        self.unknowns
+            .note(&mut self.report.unknown, at, name, fp, shapes, |path| {
+                sc.drift_path(path)
+            });
     }
 
     fn array(&mut self, elements: NodeId) -> Result<(), Refusal> {
