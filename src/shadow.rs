@@ -1,9 +1,11 @@
 /*!
 Shadow mode as the running gateway does it: every request the active policy decided is handed,
-after that decision, to one background thread that decides it again under the active policy and
-under the candidate (`shadow: { policy: DIR }`), with the same functions the proxy uses
-([`plan::resolve`], the caller check, [`plan::plan`]), and compares the two with
-[`gateway_core::shadow::compare`]. Differences are counted in
+after that decision, to one background thread that decides it under the candidate
+(`shadow: { policy: DIR }`) with the same functions the proxy uses ([`plan::resolve`], the
+caller check, [`plan::plan_forwarded`]), and compares that with the active policy's decision
+with [`gateway_core::shadow::compare`]. The active decision is the request's own ([`Live`]:
+while a shadow is configured the request path's filter notes what it forwards); only a request
+refused on its head is decided again under the active policy, on its head alone. Differences are counted in
 `partner_gateway_shadow_differences_total{partner,route,change}` and the latest
 [`RECENT_CAPACITY`] are kept for `GET {admin}/shadow`: paths, forms, status and code only.
 
@@ -23,8 +25,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use chrono::Utc;
 use gateway_core::optout::OptOutSource;
 use gateway_core::plan::{self, Incoming, OptOuts};
-use gateway_core::policy::Policy;
-use gateway_core::shadow::{compare, Decision, Recent};
+use gateway_core::policy::{Partner, Policy};
+use gateway_core::shadow::{compare_noted, Decision, Noted, Recent};
+use gateway_core::Refusal;
 use serde_json::{json, Value};
 
 use crate::gateway::{optouts_view, Active, Gateway};
@@ -57,6 +60,34 @@ pub struct Job {
     pub body_announced: bool,
     /// The opt-out set the active decision used.
     pub optouts: Option<Arc<dyn OptOutSource>>,
+    /// The active policy's decision on the whole request, when the body was read.
+    pub live: Option<Live>,
+}
+
+/// The active policy's decision on a request whose body it read, as the request path made it.
+pub struct Live {
+    /// The partner and route (index) the request targets.
+    pub partner: Arc<Partner>,
+    pub route: usize,
+    /// What the partner receives ([`plan::plan_forwarded`]'s note), or the refusal.
+    pub outcome: Noted,
+}
+
+impl Live {
+    /// Takes what the shadow thread needs from the request path's `outcome` (made with
+    /// [`plan::plan_forwarded`]): the forwarded values move out of its report.
+    pub fn take(target: &plan::Target, outcome: &mut Result<plan::Outgoing, Refusal>) -> Live {
+        Live {
+            partner: target.partner.clone(),
+            route: target.route_index,
+            outcome: Noted::take(outcome),
+        }
+    }
+
+    fn labels(&self) -> Option<(String, String)> {
+        let route = self.partner.routes.get(self.route)?;
+        Some((self.partner.id.clone(), route.template.clone()))
+    }
 }
 
 /// The shadow thread's queue and what it found.
@@ -124,9 +155,16 @@ impl Shadow {
 
     fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) {
         let optouts = optouts_view(&job.optouts);
-        let (live_labels, live) = decide(&job.active.policy, job, optouts);
+        let decided;
+        let (live_labels, live) = match &job.live {
+            Some(live) => (live.labels(), &live.outcome),
+            None => {
+                decided = decide(&job.active.policy, job, optouts);
+                (decided.0.clone(), &decided.1)
+            }
+        };
         let (shadow_labels, shadow) = decide(candidate, job, optouts);
-        let differences = compare(&live, &shadow);
+        let differences = compare_noted(live, &shadow);
         if differences.is_empty() {
             return;
         }
@@ -238,27 +276,24 @@ fn run(gateway: &Gateway, jobs: Receiver<Job>) {
 
 /// One policy's decision on `job`, and the partner and route it names (labels from that
 /// policy). The same steps as the proxy: resolve, the caller check (with the gateway's own
-/// caller authentication), then the head alone or the whole [`plan::plan`].
-fn decide(
-    policy: &Policy,
-    job: &Job,
-    optouts: OptOuts<'_>,
-) -> (Option<(String, String)>, Decision) {
+/// caller authentication), then the head alone or the whole [`plan::plan_forwarded`].
+fn decide(policy: &Policy, job: &Job, optouts: OptOuts<'_>) -> (Option<(String, String)>, Noted) {
+    let refused = |refusal: Refusal| Noted::Decided(Decision::refused(&refusal));
     let target = match plan::resolve(&policy.partners, &job.method, &job.raw_path) {
         Ok(target) => target,
-        Err(refusal) => return (None, Decision::of(&Err(refusal))),
+        Err(refusal) => return (None, refused(refusal)),
     };
     let labels = Some((target.partner.id.clone(), target.route().template.clone()));
     let admitted = job
         .active
         .authenticate(&target.partner, &job.headers, job.peer.as_ref());
     if let Err((refusal, _)) = admitted {
-        return (labels, Decision::of(&Err(refusal)));
+        return (labels, refused(refusal));
     }
     let decision = match &job.body {
         None => match plan::check_head(&target, &job.headers, job.body_announced) {
-            Ok(()) => Decision::Admitted,
-            Err(refusal) => Decision::of(&Err(refusal)),
+            Ok(()) => Noted::Decided(Decision::Admitted),
+            Err(refusal) => refused(refusal),
         },
         Some(body) => {
             let incoming = Incoming {
@@ -267,7 +302,9 @@ fn decide(
                 body,
             };
             let limits = &policy.gateway.limits;
-            Decision::of(&plan::plan(&target, &incoming, limits, optouts, true))
+            Noted::take(&mut plan::plan_forwarded(
+                &target, &incoming, limits, optouts,
+            ))
         }
     };
     (labels, decision)

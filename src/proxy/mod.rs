@@ -86,7 +86,8 @@ impl PartnerProxy {
                         peer,
                     };
                     let optouts = self.gateway.optout_source();
-                    self.shadow(&active, ctx, head, (None, body_announced), optouts);
+                    let body = (None, body_announced);
+                    self.shadow(&active, ctx, head, body, (optouts, None));
                 }
                 return Err(refusal);
             }
@@ -118,9 +119,11 @@ impl PartnerProxy {
             headers: &headers,
             body: &body,
         };
-        let outcome = decide(ctx, &target, limits, &incoming, &optout_source);
-        if active.shadow.is_some() {
-            // After the real decision and off its path: the body moves, it is not copied.
+        let shadowed = active.shadow.is_some();
+        let mut outcome = decide(ctx, &target, limits, &incoming, (&optout_source, shadowed));
+        if shadowed {
+            // After the real decision and off its path: the body moves, it is not copied, and
+            // the decision goes along so the shadow thread need not make it again.
             let head = ShadowHead {
                 method: method.clone(),
                 raw_path,
@@ -128,7 +131,9 @@ impl PartnerProxy {
                 headers,
                 peer,
             };
-            self.shadow(&active, ctx, head, (Some(body), true), optout_source);
+            let live = shadow::Live::take(&target, &mut outcome);
+            let body = (Some(body), true);
+            self.shadow(&active, ctx, head, body, (optout_source, Some(live)));
         }
         let outgoing = outcome?;
         let answer = self
@@ -138,14 +143,18 @@ impl PartnerProxy {
     }
 
     /// Hands the request to the shadow policy (when one is configured), after the real
-    /// decision: `body` is `None` when the head alone was refused and the body never read.
+    /// decision: `body` is `None` when the head alone was refused and the body never read;
+    /// `live` is that decision when the body was read.
     fn shadow(
         &self,
         active: &Arc<Active>,
         ctx: &RequestCtx,
         head: ShadowHead,
         (body, body_announced): (Option<Vec<u8>>, bool),
-        optouts: Option<Arc<dyn gateway_core::optout::OptOutSource>>,
+        (optouts, live): (
+            Option<Arc<dyn gateway_core::optout::OptOutSource>>,
+            Option<shadow::Live>,
+        ),
     ) {
         if active.shadow.is_none() {
             return;
@@ -161,6 +170,7 @@ impl PartnerProxy {
             body,
             body_announced,
             optouts,
+            live,
         };
         Shadow::submit(&self.gateway, job);
     }
@@ -254,12 +264,13 @@ impl PartnerProxy {
     ) -> Result<(plan::Target, String), Refusal> {
         let policy = &active.policy;
         // Labels come from the policy: an id the policy does not know stays `unknown`.
-        if let Some(partner) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
-            ctx.partner = partner.id.clone();
-        }
-        let target = plan::resolve(&policy.partners, method, raw_path)?;
-        ctx.partner = target.partner.id.clone();
-        ctx.route = target.route().template.clone();
+        let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|_| {
+            if let Some(p) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
+                ctx.partner = p.id.clone().into();
+            }
+        })?;
+        ctx.partner = target.partner.id.clone().into();
+        ctx.route = target.route().template.clone().into();
         let headers = headers.as_ref().map_err(Clone::clone)?;
 
         let caller = active
@@ -339,16 +350,23 @@ impl PartnerProxy {
     }
 }
 
-/// The real decision on the whole request ([`plan::plan`]), timed as filtering.
+/// The real decision on the whole request ([`plan::plan`]), timed as filtering. With a shadow
+/// policy the filter also notes what it forwards ([`plan::plan_forwarded`]), for the shadow
+/// thread to compare; the outcome is the same.
 fn decide(
     ctx: &mut RequestCtx,
     target: &plan::Target,
     limits: &gateway_core::policy::Limits,
     incoming: &Incoming<'_>,
-    optouts: &Option<Arc<dyn gateway_core::optout::OptOutSource>>,
+    (optouts, shadowed): (&Option<Arc<dyn gateway_core::optout::OptOutSource>>, bool),
 ) -> Result<plan::Outgoing, Refusal> {
     let started = Instant::now();
-    let outcome = plan::plan(target, incoming, limits, optouts_view(optouts), false);
+    let optouts = optouts_view(optouts);
+    let outcome = if shadowed {
+        plan::plan_forwarded(target, incoming, limits, optouts)
+    } else {
+        plan::plan(target, incoming, limits, optouts, false)
+    };
     ctx.filter_time = Some(started.elapsed());
     outcome
 }
@@ -563,8 +581,8 @@ fn access_line(ctx: &RequestCtx) {
     tracing::info!(
         target: crate::logs::ACCESS_TARGET,
         request_id = ctx.request_id.as_str(),
-        partner = ctx.partner.as_str(),
-        route = ctx.route.as_str(),
+        partner = ctx.partner.as_ref(),
+        route = ctx.route.as_ref(),
         method = ctx.method,
         status = ctx.status,
         reason = ctx.refused.map(RefusalKind::code),
@@ -584,7 +602,7 @@ impl PartnerProxy {
             return;
         }
         let m = &self.gateway.metrics;
-        let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
+        let (partner, route) = (ctx.partner.as_ref(), ctx.route.as_ref());
         m.request(partner, route, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
             m.filter_time(partner, route, t);

@@ -17,6 +17,7 @@ has depth 2; `max_depth` is the deepest nesting allowed.
 */
 
 mod compile;
+pub mod forwarded;
 pub mod path;
 mod scan;
 mod transform;
@@ -219,6 +220,9 @@ pub struct Report {
     /// Their distinct paths (drift syntax: `[*]` indexes, data-like names as `*`), at most
     /// [`crate::drift::MAX_PATHS_PER_REQUEST`]; never a value.
     pub unknown: Vec<crate::drift::UnknownField>,
+    /// Only from [`filter_forwarded`]: every value the partner receives, path and form (what a
+    /// shadow decision compares).
+    pub forwarded: forwarded::Forwarded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +245,22 @@ pub fn filter(
     body: &[u8],
     options: &FilterOptions<'_>,
 ) -> Result<Filtered, Refusal> {
-    scan::filter(program, body, options).map_err(|refusal| *refusal)
+    scan::filter(program, body, options, false).map_err(|refusal| *refusal)
+}
+
+/// [`filter`], also noting in [`Report::forwarded`] every value the partner receives (for
+/// shadow decisions). The body and everything else in the report are the same.
+pub fn filter_forwarded(
+    program: &FilterProgram,
+    body: &[u8],
+    options: &FilterOptions<'_>,
+) -> Result<Filtered, Refusal> {
+    scan::filter(program, body, options, true).map_err(|refusal| *refusal)
+}
+
+/// Decodes the inside of a JSON string the filter wrote (or validated).
+pub(crate) fn unescape_string(raw: &[u8], out: &mut Vec<u8>) {
+    scan::unescape(raw, out)
 }
 
 /// Checks that `body` is one strict JSON value (the same rules as [`filter`]: UTF-8 without a

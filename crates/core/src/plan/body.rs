@@ -15,6 +15,8 @@ pub(super) struct BodyStep<'a> {
     pub(super) limits: &'a Limits,
     pub(super) optouts: OptOuts<'a>,
     pub(super) detail: bool,
+    /// Note every forwarded value ([`filter::filter_forwarded`]).
+    pub(super) forwarded: bool,
 }
 
 impl BodyStep<'_> {
@@ -56,8 +58,13 @@ impl BodyStep<'_> {
             // For the disclosure ledger: whose records went to the partner.
             subjects: program.has_subjects(),
         };
+        let run = if self.forwarded {
+            filter::filter_forwarded
+        } else {
+            filter::filter
+        };
         if self.partner.honor_optouts.is_empty() || !program.has_subjects() {
-            return filter::filter(program, body, &options);
+            return run(program, body, &options);
         }
         let OptOuts::Loaded(source) = self.optouts else {
             return Err(Refusal::new(RefusalKind::NotReady, OPTOUTS_NOT_LOADED));
@@ -68,7 +75,7 @@ impl BodyStep<'_> {
                 optouts: Some(lookup),
                 ..options
             };
-            outcome = Some(filter::filter(program, body, &options));
+            outcome = Some(run(program, body, &options));
         });
         outcome.unwrap_or_else(|| {
             Err(Refusal::new(

@@ -141,6 +141,28 @@ pub fn plan(
     optouts: OptOuts<'_>,
     detail: bool,
 ) -> Result<Outgoing, Refusal> {
+    decide(target, incoming, limits, optouts, (detail, false))
+}
+
+/// [`plan`] without per-field changes, also noting in the report's
+/// [`Report::forwarded`] every value the partner receives (what a shadow decision compares;
+/// see [`crate::shadow::Decision::of`]). The outcome is otherwise the same.
+pub fn plan_forwarded(
+    target: &Target,
+    incoming: &Incoming<'_>,
+    limits: &Limits,
+    optouts: OptOuts<'_>,
+) -> Result<Outgoing, Refusal> {
+    decide(target, incoming, limits, optouts, (false, true))
+}
+
+fn decide(
+    target: &Target,
+    incoming: &Incoming<'_>,
+    limits: &Limits,
+    optouts: OptOuts<'_>,
+    (detail, forwarded): (bool, bool),
+) -> Result<Outgoing, Refusal> {
     let partner = &target.partner;
     let route = target.route();
     // A stream's limit is per line (checked line by line).
@@ -161,6 +183,7 @@ pub fn plan(
         limits,
         optouts,
         detail,
+        forwarded,
     };
     let (body, report) = match route.stream {
         Some(_) if !incoming.body.is_empty() => {

@@ -253,6 +253,7 @@ impl<'a> NdjsonStream<'a> {
             limits: self.limits,
             optouts,
             detail: false,
+            forwarded: false,
         };
         match step.run(program, line) {
             Ok(filtered) => {

@@ -316,6 +316,7 @@ fn body_step_filters_json_and_refuses_what_it_cannot_read() {
             limits: &Limits::default(),
             optouts: OptOuts::NotLoaded,
             detail: false,
+            forwarded: false,
         };
         let got = step.filter(&incoming);
         match (&got, expected) {
@@ -366,6 +367,7 @@ fn body_step_drops_opted_out_records_and_refuses_without_the_set() {
             limits: &Limits::default(),
             optouts: *optouts,
             detail: false,
+            forwarded: false,
         };
         let got = step.filter(&incoming);
         match (&got, expected) {

@@ -1,15 +1,13 @@
 /*!
 Shadow decisions: what a candidate policy would have done with a request, compared with what
-the active policy did. Both decisions come from the same [`crate::plan::plan`] call; this
-module only reads them: the fields each would forward (paths in drift syntax, array indexes as
+the active policy did. Both decisions come from the same [`crate::plan::plan_forwarded`] call,
+whose filter notes every value it forwards ([`Forwarded`]); this module only reads them: the
+fields each would forward (paths in drift syntax, array indexes as
 `[*]`, data-like member names as `*`; see [`crate::drift`]) and how (in clear or transformed),
 or the refusal. [`compare`] lists the differences as field paths only, never a value, and no
 refusal message (messages can quote request input), only status and code.
 */
-use std::collections::BTreeMap;
-
-use crate::drift::{push_element, push_member};
-use crate::filter::{Change, Transform};
+use crate::filter::Transform;
 use crate::plan::Outgoing;
 use crate::Refusal;
 
@@ -68,7 +66,7 @@ impl Form {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Every field path the partner would receive (leaves and empty containers) and its form.
-    Forwarded(BTreeMap<String, Form>),
+    Forwarded(Fields),
     Refused {
         status: u16,
         code: &'static str,
@@ -80,90 +78,64 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Reads a [`crate::plan::plan`] outcome made with `detail` (the transforms' paths come
-    /// from the report's changes).
+    /// Reads a [`crate::plan::plan_forwarded`] outcome (the forwarded values come from its
+    /// report's [`Forwarded`]; an outcome of [`crate::plan::plan`] lists none).
     pub fn of(outcome: &Result<Outgoing, Refusal>) -> Decision {
         match outcome {
-            Err(refusal) => Decision::Refused {
-                status: refusal.status(),
-                code: refusal.code(),
-            },
-            Ok(outgoing) => {
-                let mut fields = BTreeMap::new();
-                if !outgoing.body.is_empty() {
-                    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&outgoing.body) {
-                        leaves(&value, &mut String::new(), &mut fields);
-                    }
-                }
-                for change in &outgoing.report.changes {
-                    if let Change::Transformed { path, transform } = change {
-                        fields.insert(collapse(path), Form::Transformed(*transform));
-                    }
-                }
-                Decision::Forwarded(fields)
-            }
+            Err(refusal) => Decision::refused(refusal),
+            Ok(outgoing) => Decision::forwarded(&outgoing.report.forwarded),
+        }
+    }
+
+    pub fn refused(refusal: &Refusal) -> Decision {
+        Decision::Refused {
+            status: refusal.status(),
+            code: refusal.code(),
+        }
+    }
+
+    /// Every path `forwarded` noted, the leaves of its subtrees included ([`Fields::of`]).
+    pub fn forwarded(forwarded: &Forwarded) -> Decision {
+        Decision::Forwarded(Fields::of(forwarded))
+    }
+}
+
+/// A decision as the request left it: what the filter forwarded, not read yet (reading is
+/// left to the shadow thread, and skipped when both sides forwarded the same), or any other
+/// decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Noted {
+    Forwarded(Forwarded),
+    Decided(Decision),
+}
+
+impl Noted {
+    /// Takes what a [`crate::plan::plan_forwarded`] outcome forwarded out of its report, or
+    /// reads its refusal.
+    pub fn take(outcome: &mut Result<Outgoing, Refusal>) -> Noted {
+        match outcome {
+            Ok(outgoing) => Noted::Forwarded(std::mem::take(&mut outgoing.report.forwarded)),
+            Err(refusal) => Noted::Decided(Decision::refused(refusal)),
+        }
+    }
+
+    pub fn read(&self) -> Decision {
+        match self {
+            Noted::Forwarded(forwarded) => Decision::forwarded(forwarded),
+            Noted::Decided(decision) => decision.clone(),
         }
     }
 }
 
-fn leaves(value: &serde_json::Value, path: &mut String, out: &mut BTreeMap<String, Form>) {
-    let len = path.len();
-    match value {
-        serde_json::Value::Object(members) if !members.is_empty() => {
-            for (name, member) in members {
-                push_member(path, name.as_bytes());
-                leaves(member, path, out);
-                path.truncate(len);
-            }
-        }
-        serde_json::Value::Array(elements) if !elements.is_empty() => {
-            for element in elements {
-                push_element(path);
-                leaves(element, path, out);
-                path.truncate(len);
-            }
-        }
-        _ => {
-            let key = if path.is_empty() { "$" } else { path.as_str() };
-            out.insert(key.to_string(), Form::Clear);
-        }
+/// [`compare`] of two noted decisions on one request. Nothing is read when both forwarded the
+/// same values (same paths as received, same forms, same subtrees); two forwarded bodies are
+/// compared on the paths as received, and only differing paths are written in drift syntax.
+pub fn compare_noted(active: &Noted, shadow: &Noted) -> Vec<Difference> {
+    match (active, shadow) {
+        (Noted::Forwarded(a), Noted::Forwarded(s)) if a.same_values(s) => Vec::new(),
+        (Noted::Forwarded(a), Noted::Forwarded(s)) => raw::compare_forwarded(a, s),
+        _ => compare(&active.read(), &shadow.read()),
     }
-}
-
-/// A concrete filter path (`shipments[0].card_number`, `a["odd key"]`) in drift syntax.
-fn collapse(concrete: &str) -> String {
-    let mut out = String::new();
-    let mut rest = concrete;
-    while !rest.is_empty() {
-        if let Some(after) = rest.strip_prefix("[\"") {
-            // A quoted member name: up to the closing `"]` (escapes inside never end it).
-            let mut end = None;
-            let bytes = after.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' => i += 2,
-                    b'"' if bytes.get(i + 1) == Some(&b']') => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => i += 1,
-                }
-            }
-            let end = end.unwrap_or(after.len());
-            push_member(&mut out, b"\0"); // never a field name: written `*`
-            rest = after.get(end + 2..).unwrap_or("");
-        } else if let Some(after) = rest.strip_prefix('[') {
-            push_element(&mut out);
-            rest = after.split_once(']').map_or("", |(_, r)| r);
-        } else {
-            let rest_trimmed = rest.strip_prefix('.').unwrap_or(rest);
-            let end = rest_trimmed.find(['.', '[']).unwrap_or(rest_trimmed.len());
-            push_member(&mut out, &rest_trimmed.as_bytes()[..end]);
-            rest = &rest_trimmed[end..];
-        }
-    }
-    out
 }
 
 /// The candidate's side of a `newly_forwarded` decided on the head alone.
@@ -210,30 +182,32 @@ pub fn compare(active: &Decision, shadow: &Decision) -> Vec<Difference> {
         }],
         (Decision::Forwarded(a), Decision::Forwarded(s)) => {
             let mut out = Vec::new();
-            let mut paths: Vec<&String> = a.keys().chain(s.keys()).collect();
-            paths.sort();
-            paths.dedup();
-            for path in paths {
-                let change = match (a.get(path), s.get(path)) {
+            let name = |f: Option<Form>| f.map_or("removed", |f| f.name()).to_string();
+            a.merge(s, &mut |path, active, shadow| {
+                let change = match (active, shadow) {
                     (Some(_), None) => ShadowChange::FieldRemoved,
                     (None, Some(_)) => ShadowChange::FieldAdded,
                     (Some(x), Some(y)) if x != y => ShadowChange::TransformChanged,
-                    _ => continue,
+                    _ => return,
                 };
-                let name = |f: Option<&Form>| f.map_or("removed", |f| f.name()).to_string();
                 out.push(Difference {
                     change,
-                    path: Some(path.clone()),
-                    active: name(a.get(path)),
-                    shadow: name(s.get(path)),
+                    path: Some(path.to_string()),
+                    active: name(active),
+                    shadow: name(shadow),
                 });
-            }
+            });
             out
         }
     }
 }
 
+mod fields;
+pub mod forwarded;
+mod raw;
 mod recent;
+pub use fields::Fields;
+pub use forwarded::Forwarded;
 pub use recent::{Entry, Recent};
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ struct Snapshot {
     fields_removed: u64,
     transformed: [u64; 4],
     changes: usize,
+    forwarded: super::super::forwarded::Mark,
 }
 
 /// What an object being read has seen so far.
@@ -49,12 +50,15 @@ struct Filter<'a, 'p> {
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
     unknowns: Unknowns<'a>,
+    /// Note every forwarded value in `report.forwarded`.
+    forwarded: bool,
 }
 
 pub(in crate::filter) fn filter(
     program: &FilterProgram,
     body: &[u8],
     options: &FilterOptions<'_>,
+    forwarded: bool,
 ) -> Result<Filtered, Fail> {
     if !program.takes_body {
         return Err(bad("this route takes no body".into()));
@@ -98,9 +102,13 @@ pub(in crate::filter) fn filter(
         scratch: Vec::new(),
         saved_matched: Vec::new(),
         unknowns: Unknowns::default(),
+        forwarded,
     };
     if options.detail {
         f.sc.hidden_paths = Some(Vec::new());
+    }
+    if forwarded {
+        f.report.forwarded = super::super::forwarded::Forwarded::for_body(body.len());
     }
     f.sc.start()?;
     f.walk(program.root)?;
@@ -141,7 +149,11 @@ impl<'a, 'p> Filter<'a, 'p> {
     // a small `walk` keeps the call per scalar cheap.
     #[inline(never)]
     fn subtree(&mut self) -> Result<(), Fail> {
+        let start = self.out.len();
         self.sc.skip_value::<true>(&mut self.out)?;
+        if self.forwarded {
+            self.report.forwarded.subtree(&self.out[start..]);
+        }
         self.report.fields_removed += std::mem::take(&mut self.sc.hidden_removed);
         if let Some(paths) = self.sc.hidden_paths.as_mut() {
             self.report
@@ -162,7 +174,16 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let (start, end) = self.sc.scalar()?;
         self.out.extend_from_slice(&self.sc.input[start..end]);
+        self.kept(None);
         Ok(())
+    }
+
+    /// Notes a forwarded value at the current path (when asked to).
+    #[inline]
+    fn kept(&mut self, transform: Option<Transform>) {
+        if self.forwarded {
+            self.report.forwarded.value(transform);
+        }
     }
 
     #[inline(never)]
@@ -193,6 +214,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Some(b'n') => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
+                self.kept(None);
                 return Ok(());
             }
             Some(b'{' | b'[' | b't' | b'f') => {
@@ -206,6 +228,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             _ => return Err(self.sc.unexpected("a JSON value")),
         }
         self.report.transformed[t as usize] += 1;
+        self.kept(Some(t));
         if self.detail {
             self.report.changes.push(Change::Transformed {
                 path: self.sc.path(),
@@ -223,6 +246,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Some(b'n') if !records => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
+                self.kept(None);
                 Ok(false)
             }
             other if !starts_value(other) => Err(self.sc.unexpected("a JSON value")),
@@ -257,6 +281,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             fields_removed: self.report.fields_removed,
             transformed: self.report.transformed,
             changes: self.report.changes.len(),
+            forwarded: self.report.forwarded.mark(),
         });
         if records && self.optouts.is_some() {
             self.saved_matched.clone_from(&self.report.matched);
@@ -287,6 +312,9 @@ impl<'a, 'p> Filter<'a, 'p> {
         self.sc.pos += 1;
         self.out.push(b'}');
         self.sc.close();
+        if open.first {
+            self.kept(None); // `{}`
+        }
         match snapshot {
             None => Ok(true),
             Some(snapshot) => {
@@ -330,11 +358,18 @@ impl<'a, 'p> Filter<'a, 'p> {
                     self.out.push(b',');
                 }
                 open.first = false;
-                self.out.extend_from_slice(&input[key_start..key_end]);
+                let name = &input[key_start..key_end];
+                self.out.extend_from_slice(name);
                 self.out.push(b':');
+                let depth = self
+                    .forwarded
+                    .then(|| self.report.forwarded.enter_member(name));
                 // Records are array elements or the root, never members: nothing beneath a
                 // member is dropped.
                 self.walk(child)?;
+                if let Some(depth) = depth {
+                    self.report.forwarded.leave(depth);
+                }
             }
             Found::Removed => self.remove_member(true, open.at, fp)?,
             Found::Unknown => self.remove_member(false, open.at, fp)?,
@@ -450,6 +485,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.report.fields_removed = snapshot.fields_removed;
                 self.report.transformed = snapshot.transformed;
                 self.report.changes.truncate(snapshot.changes);
+                self.report.forwarded.truncate(snapshot.forwarded);
                 self.report.matched.clone_from(&self.saved_matched);
                 self.report.records_dropped += 1;
                 if self.detail {
@@ -489,6 +525,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Some(b'n') => {
                 self.sc.literal(b"null")?;
                 self.out.extend_from_slice(b"null");
+                self.kept(None);
                 return Ok(());
             }
             other if !starts_value(other) => return Err(self.sc.unexpected("a JSON value")),
@@ -504,8 +541,11 @@ impl<'a, 'p> Filter<'a, 'p> {
         self.sc.pos += 1;
         self.out.push(b'[');
         self.sc.skip_ws();
+        let mut any_kept = false;
+        let depth = self
+            .forwarded
+            .then(|| self.report.forwarded.enter_element());
         if self.sc.peek() != Some(b']') {
-            let mut any_kept = false;
             loop {
                 // A dropped record takes its comma with it.
                 let mark = self.out.len();
@@ -529,9 +569,15 @@ impl<'a, 'p> Filter<'a, 'p> {
                 }
             }
         }
+        if let Some(depth) = depth {
+            self.report.forwarded.leave(depth);
+        }
         self.sc.pos += 1;
         self.out.push(b']');
         self.sc.close();
+        if !any_kept {
+            self.kept(None); // `[]`, or every record dropped
+        }
         Ok(())
     }
 }

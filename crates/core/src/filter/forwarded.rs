@@ -1,0 +1,148 @@
+/*!
+[`Forwarded`]: what a filter run passed to the partner, value by value, noted while the body is
+written (only when asked: [`super::filter_forwarded`], for shadow decisions). Each entry is a
+raw path and the value's form; a subtree passed whole (`.**`) is kept as the bytes the partner
+receives. Noting only copies bytes: writing paths in drift syntax and reading subtrees into
+leaves are left to the reader (`crate::shadow`, on the shadow thread).
+*/
+use super::Transform;
+
+/// Every value a filter run forwarded: paths and forms.
+///
+/// The request path only copies bytes: a path is kept raw, as the member names appear in the
+/// body (quoted, escapes and all) with a mark per array element, and written in drift syntax
+/// only when [`Forwarded::each`] reads it (on the shadow thread).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The path of the value being read, raw: [`MEMBER`] + length (4 bytes, little endian) +
+    /// the quoted name as received, or [`ELEMENT`], per level.
+    stack: Vec<u8>,
+    /// The entries' raw paths, one after the other.
+    paths: Vec<u8>,
+    entries: Vec<Entry>,
+    /// The entries' subtrees as forwarded (compact JSON), one after the other.
+    subtrees: Vec<u8>,
+}
+
+/// A raw path's level: a member (then its quoted name's length and the name).
+pub const MEMBER: u8 = b'.';
+/// A raw path's level: an array element.
+pub const ELEMENT: u8 = b'[';
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// Where the path ends in `paths` (it starts where the previous one ends).
+    path_end: usize,
+    kept: Kept,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// A scalar, `null` or empty container, as received.
+    Clear,
+    Transformed(Transform),
+    /// A subtree passed whole: its bytes end there in `subtrees`.
+    Subtree(usize),
+}
+
+/// A point to go back to ([`Forwarded::truncate`]), when a record is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark(usize, usize, usize);
+
+/// One value as [`Forwarded::each`] hands it over: `Err` holds a subtree's JSON.
+pub type Value<'a> = Result<Option<Transform>, &'a [u8]>;
+
+impl Forwarded {
+    /// Room for what a body of `len` bytes usually forwards, so noting rarely reallocates.
+    pub fn for_body(len: usize) -> Forwarded {
+        Forwarded {
+            stack: Vec::with_capacity(256),
+            paths: Vec::with_capacity(len),
+            entries: Vec::with_capacity(len / 24),
+            subtrees: Vec::new(),
+        }
+    }
+
+    /// Steps into the member whose name is `quoted` (as in the body, with its quotes);
+    /// returns the depth to [`Forwarded::leave`] to.
+    pub fn enter_member(&mut self, quoted: &[u8]) -> usize {
+        let depth = self.stack.len();
+        self.stack.push(MEMBER);
+        let len = u32::try_from(quoted.len()).unwrap_or(u32::MAX);
+        self.stack.extend_from_slice(&len.to_le_bytes());
+        self.stack.extend_from_slice(&quoted[..len as usize]);
+        depth
+    }
+
+    /// Steps into the elements of an array.
+    pub fn enter_element(&mut self) -> usize {
+        let depth = self.stack.len();
+        self.stack.push(ELEMENT);
+        depth
+    }
+
+    pub fn leave(&mut self, depth: usize) {
+        self.stack.truncate(depth);
+    }
+
+    /// The value at the current path is forwarded in clear (`None`) or transformed.
+    pub fn value(&mut self, transform: Option<Transform>) {
+        let kept = transform.map_or(Kept::Clear, Kept::Transformed);
+        self.push(kept);
+    }
+
+    /// The value at the current path is a subtree forwarded whole, as `json`.
+    pub fn subtree(&mut self, json: &[u8]) {
+        self.subtrees.extend_from_slice(json);
+        self.push(Kept::Subtree(self.subtrees.len()));
+    }
+
+    fn push(&mut self, kept: Kept) {
+        self.paths.extend_from_slice(&self.stack);
+        self.entries.push(Entry {
+            path_end: self.paths.len(),
+            kept,
+        });
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark(self.paths.len(), self.entries.len(), self.subtrees.len())
+    }
+
+    /// Forgets what was noted since `mark` (a record that was then dropped).
+    pub fn truncate(&mut self, Mark(paths, entries, subtrees): Mark) {
+        self.paths.truncate(paths);
+        self.entries.truncate(entries);
+        self.subtrees.truncate(subtrees);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// True when `other` noted the same values: same paths as received, same forms, same
+    /// subtrees (then both decisions read alike).
+    pub fn same_values(&self, other: &Forwarded) -> bool {
+        self.entries == other.entries
+            && self.paths == other.paths
+            && self.subtrees == other.subtrees
+    }
+
+    /// Every entry in document order: its raw path (see [`Forwarded`]) and its form, or its
+    /// subtree's JSON.
+    pub fn each(&self, f: &mut dyn FnMut(&[u8], Value<'_>)) {
+        let (mut path_start, mut subtree_start) = (0, 0);
+        for entry in &self.entries {
+            let raw = &self.paths[path_start..entry.path_end];
+            path_start = entry.path_end;
+            match entry.kept {
+                Kept::Clear => f(raw, Ok(None)),
+                Kept::Transformed(t) => f(raw, Ok(Some(t))),
+                Kept::Subtree(end) => {
+                    f(raw, Err(&self.subtrees[subtree_start..end]));
+                    subtree_start = end;
+                }
+            }
+        }
+    }
+}
