@@ -92,8 +92,9 @@ impl Active {
         let (signer, jwks) = match &gw.signing {
             Some(s) => {
                 let pem = loader::read_named_file(&s.key, "signing.key")?;
-                let signer = TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
+                let mut signer = TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
                     .with_context(|| format!("signing.key {}", s.key.display()))?;
+                crate::signing::use_fastest_backend(&mut signer);
                 let mut jwks = Jwks::new(&signer);
                 for path in &s.publish {
                     let kid = path

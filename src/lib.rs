@@ -18,6 +18,7 @@ core in `gateway_core`.
 - [`http1`]: a minimal HTTP/1.1 client for the demo and tests.
 - [`ledger`]: the disclosure ledger writer.
 - [`memory`]: when memory is given back to the system after a burst.
+- [`signing`]: ES256 data-use signatures through ring.
 */
 #![forbid(unsafe_code)]
 
@@ -36,4 +37,5 @@ pub mod optout;
 pub mod proxy;
 pub mod reload;
 pub mod shadow;
+pub mod signing;
 pub mod tls;

@@ -107,3 +107,62 @@ fn rsa_signing_keys_are_refused() {
         "{stderr}"
     );
 }
+
+/// A P-256 data-use key signs ES256 tokens (through ring in the shell) that `verify-token`
+/// accepts against the live JWKS and the exact body the partner received; two requests get
+/// two different signatures (ES256 signatures are randomized).
+#[test]
+fn es256_data_use_tokens_verify_with_verify_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("p256.pem");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&key, pair.serialize_pem()).unwrap();
+    let signing = format!(
+        "signing:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {}\n  kid: es-1\n",
+        key.display()
+    );
+    let mock = Mock::start();
+    let gw = Gateway::start(&signing, &[("acme-ship", &contractor(&mock.url()))], &[]);
+    let mut signatures = Vec::new();
+    for id in ["A-1", "A-2"] {
+        let r = gw.post_json(
+            "/acme-ship/v1/shipments",
+            &format!(r#"{{"order_id":"{id}","email":"x@example.com"}}"#),
+        );
+        assert_eq!(r.status, 200);
+        let received = mock.received();
+        let last = received.last().unwrap();
+        let body = last["body"].as_str().unwrap();
+        assert_eq!(body, format!(r#"{{"order_id":"{id}"}}"#));
+        let token = headers_of(last)
+            .into_iter()
+            .find(|(n, _)| n == "ohsoft-data-use-token")
+            .map(|(_, v)| v)
+            .expect("a data-use token");
+        let body_file = dir.path().join("body.json");
+        std::fs::write(&body_file, body).unwrap();
+        let out = Command::new(BIN)
+            .args(["verify-token", "--jwks"])
+            .arg(format!("http://{}/.well-known/jwks.json", gw.admin))
+            .arg("--body")
+            .arg(&body_file)
+            .arg(&token)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "verify-token refused: {stderr}");
+        assert!(stderr.contains("body_sha256 matches"), "{stderr}");
+        let header = token.split('.').next().unwrap();
+        let header: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (&header["alg"], &header["kid"]),
+            (&"ES256".into(), &"es-1".into())
+        );
+        signatures.push(token.rsplit('.').next().unwrap().to_string());
+    }
+    assert_ne!(signatures[0], signatures[1]);
+}

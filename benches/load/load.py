@@ -256,14 +256,27 @@ def start_targets(names, ports, token_file):
         procs["pingora"] = Proc("pingora", [PASSTHROUGH, f"127.0.0.1:{ports['pingora']}", f"127.0.0.1:{sink_port}"])
     for name in names:
         if name.startswith("gateway"):
-            binary = EXTRA.get(name, GATEWAY)
+            binary = binary_of(name)
             policy = write_policy(binary, name, ports[name], free_port(), sink_port,
-                                  signing=signing_key(name))
+                                  signing=signing_key(name.split("@")[0]))
             env = dict(os.environ, LOAD_PSEUDONYM_KEY=PSEUDONYM_KEY, RUST_LOG="error")
             procs[name] = Proc(name, [binary, "serve", "--policy", policy], env=env)
     for name in names:
         wait_port(ports[name], procs[name].p)
     return procs
+
+
+def binary_of(name):
+    """The gateway binary of a target: `gateway_es256@before` is the `before` build with an ES256 key."""
+    label = name.partition("@")[2]
+    return EXTRA.get(f"gateway@{label}", GATEWAY) if label else GATEWAY
+
+
+def label_of(name):
+    if name in LABELS:
+        return LABELS[name]
+    base, _, label = name.partition("@")
+    return f"{LABELS.get(base, base)}, build {label!r}"
 
 
 def signing_key(name):
@@ -433,7 +446,7 @@ def summarize(results, targets, sizes, rounds, duration, conns):
             rps = [r["rps"] for r in rs]
             mean[t] = statistics.mean(rps)
             cpu = statistics.mean(r["cpu_us"] for r in rs)
-            print(f"| {LABELS[t]} | {mean[t]:,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) "
+            print(f"| {label_of(t)} | {mean[t]:,.0f} ({min(rps):,.0f}-{max(rps):,.0f}) "
                   f"| {statistics.median(r['p50_ms'] for r in rs):.2f} "
                   f"| {statistics.median(r['p99_ms'] for r in rs):.2f} | {cpu:,.0f} "
                   f"| {PEAK[t] / 1024:.0f} | {sum(r['errors'] for r in rs)} |")
@@ -441,7 +454,7 @@ def summarize(results, targets, sizes, rounds, duration, conns):
         for g in [t for t in targets if t.startswith("gateway")]:
             for base in ["pingora", "nginx", "nginx_lua"]:
                 if g in mean and base in mean:
-                    print(f"{LABELS[g]} / {LABELS[base]}: {mean[g] / mean[base]:.2f}×")
+                    print(f"{label_of(g)} / {LABELS[base]}: {mean[g] / mean[base]:.2f}×")
 
 
 LABELS = {
@@ -455,6 +468,7 @@ LABELS = {
 }
 FILTERING = ("nginx_lua", "gateway", "gateway_nosign", "gateway_es256")
 # EXTRA_GATEWAYS="before=/path/to/partner-gateway glibc=/path/..." adds other builds of the
+# gateway; `TARGETS=... gateway_es256@before` runs a variant target on such a build.
 # gateway (auth, filter, signed token) as targets `gateway@before`, ...: before/after in one run.
 EXTRA = {f"gateway@{label}": path for label, _, path in
          (item.partition("=") for item in os.environ.get("EXTRA_GATEWAYS", "").split()) if path}
@@ -491,7 +505,7 @@ def memory_bench(name, proc, auth, path):
         samples.append(proc.status_kib("VmRSS"))
     in_flight = 64 * len(data)
     bound = 64 * 1024 * 1024 + 1.2 * in_flight
-    print(f"\n### memory: 64 concurrent {len(data) / 2**20:.1f} MiB bodies through {LABELS[name]}\n")
+    print(f"\n### memory: 64 concurrent {len(data) / 2**20:.1f} MiB bodies through {label_of(name)}\n")
     print(f"statuses: {sorted(set(statuses))}")
     print(f"RSS before: {before / 1024:.0f} MiB; peak (VmHWM): {hwm / 1024:.0f} MiB "
           f"(bound 64 MiB + 1.2 × {in_flight / 2**20:.0f} MiB in flight = {bound / 2**20:.0f} MiB)")

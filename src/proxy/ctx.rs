@@ -1,4 +1,5 @@
 //! Per-request state, filled in as the request moves through the phases and read by `logging`.
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use gateway_core::filter::Report;
@@ -19,9 +20,9 @@ pub struct RequestCtx {
     /// Time spent with the partner, when one was contacted.
     pub upstream_time: Option<Duration>,
     /// Partner id from the policy, or `unknown`.
-    pub partner: String,
+    pub partner: Cow<'static, str>,
     /// Route template from the policy, or `unknown`.
-    pub route: String,
+    pub route: Cow<'static, str>,
     /// Status sent to the caller.
     pub status: u16,
     /// Why the gateway refused the request, when it did.
@@ -48,8 +49,8 @@ impl RequestCtx {
             bytes_in: 0,
             bytes_out: 0,
             upstream_time: None,
-            partner: UNKNOWN.to_string(),
-            route: UNKNOWN.to_string(),
+            partner: Cow::Borrowed(UNKNOWN),
+            route: Cow::Borrowed(UNKNOWN),
             status: 0,
             refused: None,
             report: None,

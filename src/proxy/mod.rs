@@ -264,12 +264,13 @@ impl PartnerProxy {
     ) -> Result<(plan::Target, String), Refusal> {
         let policy = &active.policy;
         // Labels come from the policy: an id the policy does not know stays `unknown`.
-        if let Some(partner) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
-            ctx.partner = partner.id.clone();
-        }
-        let target = plan::resolve(&policy.partners, method, raw_path)?;
-        ctx.partner = target.partner.id.clone();
-        ctx.route = target.route().template.clone();
+        let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|_| {
+            if let Some(p) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
+                ctx.partner = p.id.clone().into();
+            }
+        })?;
+        ctx.partner = target.partner.id.clone().into();
+        ctx.route = target.route().template.clone().into();
         let headers = headers.as_ref().map_err(Clone::clone)?;
 
         let caller = active
@@ -580,8 +581,8 @@ fn access_line(ctx: &RequestCtx) {
     tracing::info!(
         target: crate::logs::ACCESS_TARGET,
         request_id = ctx.request_id.as_str(),
-        partner = ctx.partner.as_str(),
-        route = ctx.route.as_str(),
+        partner = ctx.partner.as_ref(),
+        route = ctx.route.as_ref(),
         method = ctx.method,
         status = ctx.status,
         reason = ctx.refused.map(RefusalKind::code),
@@ -601,7 +602,7 @@ impl PartnerProxy {
             return;
         }
         let m = &self.gateway.metrics;
-        let (partner, route) = (ctx.partner.as_str(), ctx.route.as_str());
+        let (partner, route) = (ctx.partner.as_ref(), ctx.route.as_ref());
         m.request(partner, route, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
             m.filter_time(partner, route, t);

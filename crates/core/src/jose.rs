@@ -308,7 +308,16 @@ pub struct PrivateKey {
 enum Signer {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     P256(Box<p256::ecdsa::SigningKey>),
+    /// A backend the shell installed with [`PrivateKey::use_signer`].
+    External(Box<dyn RawSigner>),
     Other,
+}
+
+/// Signs a JWS signing input with a backend the core cannot hold itself (the shell's ES256
+/// through ring, which draws each nonce from the system's random numbers). Returns the raw
+/// signature: for ES256 `r || s`, 64 bytes.
+pub trait RawSigner: Send + Sync {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
 }
 
 impl Signer {
@@ -420,6 +429,22 @@ impl PrivateKey {
         &self.public
     }
 
+    /// The key as PKCS#8 DER, for Ed25519 and P-256 keys (to build another backend from).
+    pub fn pkcs8_der(&self) -> Option<&[u8]> {
+        matches!(self.alg, Algorithm::EdDSA | Algorithm::ES256).then(|| self.key.as_bytes())
+    }
+
+    /// Signs through `signer` from now on, once a signature it made has verified with this
+    /// key's public key; on any failure the key keeps signing as before.
+    pub fn use_signer(&mut self, signer: Box<dyn RawSigner>) -> Result<(), KeyError> {
+        let before = std::mem::replace(&mut self.signer, Signer::External(signer));
+        if let Err(e) = self.self_test() {
+            self.signer = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Signs `header.claims` as a compact JWS with this key's algorithm.
     pub fn sign_jwt<T: serde::Serialize>(
         &self,
@@ -427,13 +452,33 @@ impl PrivateKey {
         typ: &str,
         claims: &T,
     ) -> Result<String, KeyError> {
+        self.sign_jws(&self.jws_header(kid, typ)?, claims)
+    }
+
+    /// The base64url JWS header [`PrivateKey::sign_jwt`] writes for `kid` and `typ`: a signer
+    /// that signs many tokens of one kind makes it once and calls [`PrivateKey::sign_jws`].
+    pub fn jws_header(&self, kid: Option<&str>, typ: &str) -> Result<String, KeyError> {
         let mut header = jsonwebtoken::Header::new(self.alg);
         header.typ = Some(typ.to_string());
         header.kid = kid.map(str::to_string);
-        let signing = |e: serde_json::Error| KeyError::Signing(e.to_string());
-        let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(signing)?);
+        let json = serde_json::to_vec(&header).map_err(|e| KeyError::Signing(e.to_string()))?;
+        Ok(URL_SAFE_NO_PAD.encode(json))
+    }
+
+    /// Signs `header.claims` as a compact JWS, `header` made by [`PrivateKey::jws_header`].
+    pub fn sign_jws<T: serde::Serialize>(
+        &self,
+        header: &str,
+        claims: &T,
+    ) -> Result<String, KeyError> {
+        let mut payload = Vec::with_capacity(512);
+        serde_json::to_writer(&mut payload, claims)
+            .map_err(|e| KeyError::Signing(e.to_string()))?;
+        // header . payload . signature (an ES256 or EdDSA signature is 86 characters).
+        let mut jws = String::with_capacity(header.len() + payload.len().div_ceil(3) * 4 + 96);
+        jws.push_str(header);
         jws.push('.');
-        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(signing)?, &mut jws);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut jws);
         let signature = self.sign(jws.as_bytes())?;
         jws.push('.');
         jws.push_str(&signature);
@@ -448,6 +493,9 @@ impl PrivateKey {
             Signer::P256(key) => {
                 let signature: p256::ecdsa::Signature = key.sign(message);
                 URL_SAFE_NO_PAD.encode(signature.to_bytes())
+            }
+            Signer::External(signer) => {
+                URL_SAFE_NO_PAD.encode(signer.sign(message).map_err(KeyError::Signing)?)
             }
             Signer::Other => jsonwebtoken::crypto::sign(message, &self.key, self.alg)
                 .map_err(|e| KeyError::Signing(e.to_string()))?,

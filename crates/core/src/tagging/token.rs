@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::TagError;
-use crate::jose::{alg_name, check_kid, PrivateKey, PublicKey};
+use crate::jose::{alg_name, check_kid, PrivateKey, PublicKey, RawSigner};
 
 /// Longest token lifetime, in seconds (`exp` at most 5 minutes after `iat`).
 pub const MAX_TTL_SECS: u64 = 300;
@@ -80,6 +80,8 @@ pub fn body_sha256_of(hasher: Sha256) -> String {
 pub struct TokenSigner {
     key: PrivateKey,
     kid: String,
+    /// The base64url JWS header of every data-use token (made once).
+    header: String,
     issuer: String,
     public: PublicKey,
 }
@@ -107,9 +109,11 @@ impl TokenSigner {
         }
         let mut public = key.public_key().clone();
         public.set_kid(Some(kid))?;
+        let header = key.jws_header(Some(kid), DATA_USE_TOKEN_TYP)?;
         Ok(TokenSigner {
             key,
             kid: kid.to_string(),
+            header,
             issuer: issuer.to_string(),
             public,
         })
@@ -121,6 +125,17 @@ impl TokenSigner {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The signing key as PKCS#8 DER (for a faster backend the shell builds from it).
+    pub fn pkcs8_der(&self) -> Option<&[u8]> {
+        self.key.pkcs8_der()
+    }
+
+    /// Signs through `signer` from now on, once it has shown that its signatures verify with
+    /// this signer's public key (see [`PrivateKey::use_signer`]).
+    pub fn use_signer(&mut self, signer: Box<dyn RawSigner>) -> Result<(), TagError> {
+        Ok(self.key.use_signer(signer)?)
     }
 
     /// `EdDSA` or `ES256`.
@@ -146,9 +161,7 @@ impl TokenSigner {
             }
         }
         let claims = self.claims(input);
-        Ok(self
-            .key
-            .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
+        Ok(self.key.sign_jws(&self.header, &claims)?)
     }
 
     /// Signs the token of a streamed request: `"stream": true` and no `body_sha256`
@@ -165,9 +178,7 @@ impl TokenSigner {
                 return Err(TagError::Empty(name));
             }
         }
-        Ok(self
-            .key
-            .sign_jwt(Some(&self.kid), DATA_USE_TOKEN_TYP, &claims)?)
+        Ok(self.key.sign_jws(&self.header, &claims)?)
     }
 
     /// Signs other claims with this key and kid, as a compact JWS of type `typ` (the
