@@ -245,7 +245,7 @@ pub fn filter(
     body: &[u8],
     options: &FilterOptions<'_>,
 ) -> Result<Filtered, Refusal> {
-    scan::filter(program, body, options, false)
+    scan::filter(program, body, options, false).map_err(|refusal| *refusal)
 }
 
 /// [`filter`], also noting in [`Report::forwarded`] every value the partner receives (for
@@ -255,7 +255,7 @@ pub fn filter_forwarded(
     body: &[u8],
     options: &FilterOptions<'_>,
 ) -> Result<Filtered, Refusal> {
-    scan::filter(program, body, options, true)
+    scan::filter(program, body, options, true).map_err(|refusal| *refusal)
 }
 
 /// Decodes the inside of a JSON string the filter wrote (or validated).
@@ -267,5 +267,5 @@ pub(crate) fn unescape_string(raw: &[u8], out: &mut Vec<u8>) {
 /// BOM, RFC 8259 syntax, no lone surrogates, no duplicate keys, at most `max_depth` levels, no
 /// trailing bytes) without filtering it.
 pub fn validate(body: &[u8], max_depth: usize) -> Result<(), Refusal> {
-    scan::validate(body, max_depth)
+    scan::validate(body, max_depth).map_err(|refusal| *refusal)
 }

@@ -37,7 +37,7 @@ pub(super) fn apply(
             let mut mac = hmac.clone();
             mac.update(text);
             out.push(b'"');
-            push_hex(&mac.finalize().into_bytes(), out);
+            push_hex(&mac.finalize().into_bytes().into(), out);
             out.push(b'"');
         }
     }
@@ -48,26 +48,27 @@ fn last4(text: &[u8], out: &mut Vec<u8>) {
     let digits = text.iter().filter(|b| b.is_ascii_digit()).count();
     out.extend_from_slice(b"\"***");
     if digits >= LAST4_MIN_DIGITS {
-        let mut last: Vec<u8> = text
-            .iter()
+        let mut last = [0u8; 4];
+        for (slot, &digit) in last
+            .iter_mut()
             .rev()
-            .filter(|b| b.is_ascii_digit())
-            .take(4)
-            .copied()
-            .collect();
-        last.reverse();
+            .zip(text.iter().rev().filter(|b| b.is_ascii_digit()))
+        {
+            *slot = digit;
+        }
         out.extend_from_slice(&last);
     }
     out.push(b'"');
 }
 
-fn push_hex(bytes: &[u8], out: &mut Vec<u8>) {
+fn push_hex(bytes: &[u8; 32], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(2 * bytes.len());
-    for &b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0x0f)]);
+    let mut text = [0u8; 64];
+    for (pair, &b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
+    out.extend_from_slice(&text);
 }
 
 /// The keyed state for `pseudonymize`, built once per request.

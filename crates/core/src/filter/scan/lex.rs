@@ -2,11 +2,10 @@
 //! the small classifiers the error messages use.
 use std::borrow::Cow;
 
-use super::{bad, Scanner, BOM};
-use crate::Refusal;
+use super::{bad, Fail, Scanner, BOM};
 
 /// Checks the whole body is UTF-8 without a BOM, so the scanner can slice it as text.
-pub(super) fn check_text(body: &[u8]) -> Result<&str, Refusal> {
+pub(super) fn check_text(body: &[u8]) -> Result<&str, Fail> {
     if body.starts_with(BOM) {
         return Err(bad(
             "the body starts with a UTF-8 byte order mark; send JSON without a BOM".into(),
@@ -138,7 +137,7 @@ pub(super) fn push_key(path: &mut String, key: &[u8]) {
 
 impl<'a> Scanner<'a> {
     /// At `\`: validates one escape and returns the index after it.
-    pub(super) fn escape(&self, i: usize) -> Result<usize, Refusal> {
+    pub(super) fn escape(&self, i: usize) -> Result<usize, Fail> {
         match self.input.get(i + 1) {
             Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
             Some(b'u') => {
@@ -178,7 +177,7 @@ impl<'a> Scanner<'a> {
     /// At `"`: validates a string, leaves `pos` after its closing quote, and says whether it
     /// holds escapes.
     #[inline]
-    pub(super) fn scan_string(&mut self) -> Result<bool, Refusal> {
+    pub(super) fn scan_string(&mut self) -> Result<bool, Fail> {
         let input = self.input;
         let mut i = self.pos + 1;
         let mut escaped = false;
@@ -217,7 +216,7 @@ impl<'a> Scanner<'a> {
 
     /// At `"` of a key: validates it and returns it unescaped (borrowed unless it has escapes).
     #[inline]
-    pub(super) fn read_key(&mut self) -> Result<Cow<'a, [u8]>, Refusal> {
+    pub(super) fn read_key(&mut self) -> Result<Cow<'a, [u8]>, Fail> {
         let start = self.pos;
         let escaped = self.scan_string()?;
         let raw = &self.input[start + 1..self.pos - 1];
@@ -232,7 +231,7 @@ impl<'a> Scanner<'a> {
 
     /// At `-` or a digit: validates an RFC 8259 number and leaves `pos` after it.
     #[inline]
-    pub(super) fn scan_number(&mut self) -> Result<(), Refusal> {
+    pub(super) fn scan_number(&mut self) -> Result<(), Fail> {
         let input = self.input;
         let start = self.pos;
         let mut i = self.pos;
@@ -277,7 +276,7 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    pub(super) fn literal(&mut self, word: &'static [u8]) -> Result<(), Refusal> {
+    pub(super) fn literal(&mut self, word: &'static [u8]) -> Result<(), Fail> {
         if self.input[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(())
@@ -288,7 +287,7 @@ impl<'a> Scanner<'a> {
 
     /// Reads one scalar at `pos` (already known not to be a container) and returns its span.
     #[inline]
-    pub(super) fn scalar(&mut self) -> Result<(usize, usize), Refusal> {
+    pub(super) fn scalar(&mut self) -> Result<(usize, usize), Fail> {
         let start = self.pos;
         match self.peek() {
             Some(b'"') => {

@@ -8,7 +8,20 @@ iterative loop, so arbitrarily deep input never deepens the Rust stack: recursio
 the policy's path lengths, nesting by `max_depth`.
 
 Kept values are copied byte-for-byte from the input (numbers stay as written, strings keep
-their escapes); only whitespace is dropped.
+their escapes); only whitespace is dropped. The output is reserved at the input's length up
+front and every kept byte is copied once, straight from the input.
+
+What is removed is validated as strictly as what is kept (the same string, number, escape,
+depth and duplicate-key checks), only nothing is written.
+
+- `lex`: tokens (strings 8 bytes at a time, escapes, numbers, literals) and message helpers.
+- `skip`: values the trie does not walk — removed members and `.**` subtrees.
+- `walk`: [`Filter`], the trie walk, records, subjects and the report.
+- `unknown`: drift bookkeeping for members no path names, remembered per (node, name).
+
+Duplicate keys: each open object keeps a 64-bit set of its keys' fingerprint bits, so a new key
+whose bit is clear is settled without comparing; objects past [`SMALL_OBJECT`] keys switch to
+a hash set. Errors travel as [`Fail`] (a boxed [`Refusal`]) to keep the hot `Result`s small.
 */
 mod lex;
 mod skip;
@@ -73,8 +86,16 @@ pub(super) struct Scanner<'a> {
     pub(super) hidden_paths: Option<Vec<String>>,
 }
 
-fn bad(message: String) -> Refusal {
-    Refusal::new(RefusalKind::BadRequest, message)
+/// A refusal on its way out of the scanner, boxed so that the `Result`s of the hot path stay
+/// small (one word for `Result<(), Fail>`).
+pub(in crate::filter) type Fail = Box<Refusal>;
+
+fn fail(kind: RefusalKind, message: impl Into<String>) -> Fail {
+    Box::new(Refusal::new(kind, message))
+}
+
+fn bad(message: String) -> Fail {
+    fail(RefusalKind::BadRequest, message)
 }
 
 impl<'a> Scanner<'a> {
@@ -101,6 +122,10 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn skip_ws(&mut self) {
+        // Compact bodies have no whitespace: one compare settles the usual case.
+        if self.input.get(self.pos).is_some_and(|&b| b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.input.get(self.pos) {
             self.pos += 1;
         }
@@ -154,14 +179,14 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn syntax_at(&self, at: usize, what: &str) -> Refusal {
+    fn syntax_at(&self, at: usize, what: &str) -> Fail {
         bad(format!(
             "malformed JSON at byte {at}{}: {what}",
             self.where_()
         ))
     }
 
-    fn unexpected(&self, expected: &str) -> Refusal {
+    fn unexpected(&self, expected: &str) -> Fail {
         match self.peek() {
             None => self.syntax_at(
                 self.pos,
@@ -187,7 +212,7 @@ impl<'a> Scanner<'a> {
     }
 
     #[inline]
-    fn expect(&mut self, byte: u8, expected: &str) -> Result<(), Refusal> {
+    fn expect(&mut self, byte: u8, expected: &str) -> Result<(), Fail> {
         if self.peek() == Some(byte) {
             self.pos += 1;
             Ok(())
@@ -196,7 +221,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn open(&mut self, object: bool) -> Result<(), Refusal> {
+    fn open(&mut self, object: bool) -> Result<(), Fail> {
         if self.frames.len() >= self.max_depth {
             return Err(bad(format!(
                 "nesting deeper than {} levels at byte {}{}",
@@ -239,7 +264,8 @@ impl<'a> Scanner<'a> {
     }
 
     /// Records a key of the innermost object, refusing duplicates.
-    fn add_key(&mut self, key: Cow<'a, [u8]>, fp: u64, at: usize) -> Result<(), Refusal> {
+    #[inline]
+    fn add_key(&mut self, key: Cow<'a, [u8]>, fp: u64, at: usize) -> Result<(), Fail> {
         let Some(frame) = self.frames.last().copied() else {
             return Err(bad("internal error: a key outside an object".into()));
         };
@@ -325,7 +351,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// After the top-level value: only whitespace may follow.
-    fn finish(&mut self) -> Result<(), Refusal> {
+    fn finish(&mut self) -> Result<(), Fail> {
         self.skip_ws();
         if self.pos < self.input.len() {
             return Err(self.syntax_at(self.pos, "unexpected data after the JSON value"));
@@ -334,7 +360,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Before the top-level value.
-    fn start(&mut self) -> Result<(), Refusal> {
+    fn start(&mut self) -> Result<(), Fail> {
         if self.input.is_empty() {
             return Err(bad("the body is empty".into()));
         }
@@ -346,7 +372,7 @@ impl<'a> Scanner<'a> {
     }
 }
 
-pub(super) fn validate(body: &[u8], max_depth: usize) -> Result<(), Refusal> {
+pub(super) fn validate(body: &[u8], max_depth: usize) -> Result<(), Fail> {
     let text = check_text(body)?;
     let mut sc = Scanner::new(text, max_depth);
     sc.start()?;

@@ -1,8 +1,7 @@
 //! Values the trie does not walk: removed members (validated, not copied) and `.**` subtrees
 //! (validated and copied compactly), in one iterative loop.
 use super::super::compile::fingerprint;
-use super::Scanner;
-use crate::Refusal;
+use super::{Fail, Scanner};
 
 impl<'a> Scanner<'a> {
     /// Reads a member name and its `:`. When copying (`EMIT`, not `hidden`), writes the name —
@@ -14,7 +13,7 @@ impl<'a> Scanner<'a> {
         out: &mut Vec<u8>,
         hidden: bool,
         wrote_member: Option<&mut bool>,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, Fail> {
         if self.peek() != Some(b'"') {
             return Err(self.unexpected("a member name in double quotes"));
         }
@@ -56,7 +55,7 @@ impl<'a> Scanner<'a> {
         hidden: bool,
         out: &mut Vec<u8>,
         wrote: &mut Vec<bool>,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, Fail> {
         self.open(object)?;
         let (open, close) = if object { (b'{', b'}') } else { (b'[', b']') };
         self.pos += 1;
@@ -95,10 +94,7 @@ impl<'a> Scanner<'a> {
     /// Validates one whole value at `pos` (which is not whitespace), copying it compactly to
     /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
     /// copying, a member whose name no path can spell is validated but not written.
-    pub(super) fn skip_value<const EMIT: bool>(
-        &mut self,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Refusal> {
+    pub(super) fn skip_value<const EMIT: bool>(&mut self, out: &mut Vec<u8>) -> Result<(), Fail> {
         let base = self.frames.len();
         // Copying only: the depth of the member being dropped, and for each container opened
         // here whether it has written a member yet (commas go before every written member).

@@ -7,25 +7,24 @@
 //! trie node stands for one drift path ([`Node::one_path`](super::super::compile::Node)), the
 //! pair (node, member name) remembers the entry the path went to — or that the full list refused
 //! it, which it would do again, since the list only grows. Later occurrences add to that entry
-//! directly. Objects under a `*` member (whose path depends on the key above them), names not
-//! yet remembered, and names past [`MAX_REMEMBERED`] take the slow path.
+//! directly. The memory is direct-mapped ([`SLOTS`] slots, a newer pair evicts an older one
+//! in its slot), so it stays small however many names a body holds. Objects under a `*`
+//! member (whose path depends on the key above them) and pairs not (or no longer) remembered
+//! take the slow path, which gives the same answer.
 use std::borrow::Cow;
 
-use hashbrown::HashTable;
-
-use super::super::compile::NodeId;
+use super::super::compile::{same_key, NodeId};
 use crate::drift::{self, Shapes, UnknownField};
 
-/// Most (node, name) pairs remembered per request: bodies keyed by data (`{"c-1042": …}`) stop
-/// filling the table here, and keep being counted exactly on the slow path.
-pub(super) const MAX_REMEMBERED: usize = 1024;
+/// How many (node, name) pairs can be remembered at once (a power of two).
+pub(super) const SLOTS: usize = 64;
 
 /// The list was full when this path was first seen: it is not listed.
 const NOT_LISTED: u32 = u32::MAX;
 
 struct Remembered<'a> {
-    hash: u64,
     node: NodeId,
+    fp: u64,
     name: Cow<'a, [u8]>,
     entry: u32,
 }
@@ -33,7 +32,8 @@ struct Remembered<'a> {
 /// What one request has learned about where its unknown members' paths went.
 #[derive(Default)]
 pub(super) struct Unknowns<'a> {
-    remembered: HashTable<Remembered<'a>>,
+    /// Empty until the first unknown member of an object that stands for one path.
+    remembered: Vec<Option<Remembered<'a>>>,
     /// Reused for the drift paths the slow path builds.
     path: String,
 }
@@ -62,31 +62,29 @@ impl<'a> Unknowns<'a> {
             drift::note(unknown, &self.path, shapes);
             return;
         };
-        let hash = hash_of(node, fp);
-        let same = |r: &Remembered<'a>| r.node == node && *r.name == **name;
-        if let Some(r) = self.remembered.find(hash, same) {
-            if let Some(field) = unknown.get_mut(r.entry as usize) {
-                field.seen_again(shapes);
+        let slot = (hash_of(node, fp) >> 32) as usize & (SLOTS - 1);
+        if self.remembered.is_empty() {
+            self.remembered.resize_with(SLOTS, || None);
+        }
+        if let Some(Some(r)) = self.remembered.get(slot) {
+            if r.node == node && r.fp == fp && same_key(&r.name, name) {
+                if let Some(field) = unknown.get_mut(r.entry as usize) {
+                    field.seen_again(shapes);
+                }
+                return;
             }
-            return;
         }
         path_of(&mut self.path);
         let entry = drift::note(unknown, &self.path, shapes);
-        if self.remembered.len() < MAX_REMEMBERED {
-            let entry = entry
-                .and_then(|e| u32::try_from(e).ok())
-                .unwrap_or(NOT_LISTED);
-            let name = name.clone();
-            self.remembered.insert_unique(
-                hash,
-                Remembered {
-                    hash,
-                    node,
-                    name,
-                    entry,
-                },
-                |r| r.hash,
-            );
+        if let Some(remembered) = self.remembered.get_mut(slot) {
+            *remembered = Some(Remembered {
+                node,
+                fp,
+                name: name.clone(),
+                entry: entry
+                    .and_then(|e| u32::try_from(e).ok())
+                    .unwrap_or(NOT_LISTED),
+            });
         }
     }
 }

@@ -9,10 +9,10 @@ use super::super::{
 };
 use super::lex::{check_text, describe, starts_value};
 use super::unknown::Unknowns;
-use super::{bad, unescape, Scanner};
+use super::{bad, fail, unescape, Fail, Scanner};
 use crate::drift::Shapes;
 use crate::optout::id;
-use crate::{Refusal, RefusalKind};
+use crate::RefusalKind;
 
 /// Report counters at the start of a record, restored when the record is dropped.
 struct Snapshot {
@@ -33,7 +33,7 @@ struct Open<'a> {
     first: bool,
     subject: Option<Result<Cow<'a, str>, &'static str>>,
     /// A member case-insensitive readers take for the subject.
-    folded: Option<Refusal>,
+    folded: Option<Fail>,
 }
 
 struct Filter<'a, 'p> {
@@ -59,7 +59,7 @@ pub(in crate::filter) fn filter(
     body: &[u8],
     options: &FilterOptions<'_>,
     forwarded: bool,
-) -> Result<Filtered, Refusal> {
+) -> Result<Filtered, Fail> {
     if !program.takes_body {
         return Err(bad("this route takes no body".into()));
     }
@@ -68,20 +68,20 @@ pub(in crate::filter) fn filter(
     let hmac = match (program.uses_pseudonymize, options.pseudonymize_key) {
         (false, _) => None,
         (true, Some(key)) => Some(transform::hmac_for(key).ok_or_else(|| {
-            Refusal::new(
+            fail(
                 RefusalKind::NotReady,
                 "this partner's pseudonymization key cannot be used",
             )
         })?),
         (true, None) => {
-            return Err(Refusal::new(
+            return Err(fail(
                 RefusalKind::NotReady,
                 "the policy pseudonymizes a field but this partner has no pseudonymization key",
             ))
         }
     };
     if options.optouts.is_some() && program.subject.is_none() {
-        return Err(Refusal::new(RefusalKind::SubjectMissing,
+        return Err(fail(RefusalKind::SubjectMissing,
             "this route honours opt-outs but its policy names no records and subject, so opt-outs cannot be checked"
                 ,
         ));
@@ -121,7 +121,7 @@ pub(in crate::filter) fn filter(
 
 impl<'a, 'p> Filter<'a, 'p> {
     /// Handles the value at `pos` as node `id` says; false when it is a record that was dropped.
-    fn walk(&mut self, id: NodeId) -> Result<bool, Refusal> {
+    fn walk(&mut self, id: NodeId) -> Result<bool, Fail> {
         let program = self.program;
         let Some(node) = program.nodes.get(id as usize) else {
             return Err(bad(
@@ -136,20 +136,7 @@ impl<'a, 'p> Filter<'a, 'p> {
         match &node.kind {
             Kind::Scalar => self.scalar().map(|()| true),
             Kind::Transform(t) => self.transform(*t).map(|()| true),
-            Kind::Subtree => {
-                let start = self.out.len();
-                self.sc.skip_value::<true>(&mut self.out)?;
-                if self.forwarded {
-                    self.report.forwarded.subtree(&self.out[start..]);
-                }
-                self.report.fields_removed += std::mem::take(&mut self.sc.hidden_removed);
-                if let Some(paths) = self.sc.hidden_paths.as_mut() {
-                    self.report
-                        .changes
-                        .extend(paths.drain(..).map(|path| Change::Removed { path }));
-                }
-                Ok(true)
-            }
+            Kind::Subtree => self.subtree().map(|()| true),
             Kind::Object(members) => {
                 let at = node.one_path.then_some(id);
                 self.object(members, node.records, at)
@@ -158,7 +145,26 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
     }
 
-    fn scalar(&mut self) -> Result<(), Refusal> {
+    // Containers and transforms are not inlined into `walk`, which every value goes through:
+    // a small `walk` keeps the call per scalar cheap.
+    #[inline(never)]
+    fn subtree(&mut self) -> Result<(), Fail> {
+        let start = self.out.len();
+        self.sc.skip_value::<true>(&mut self.out)?;
+        if self.forwarded {
+            self.report.forwarded.subtree(&self.out[start..]);
+        }
+        self.report.fields_removed += std::mem::take(&mut self.sc.hidden_removed);
+        if let Some(paths) = self.sc.hidden_paths.as_mut() {
+            self.report
+                .changes
+                .extend(paths.drain(..).map(|path| Change::Removed { path }));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn scalar(&mut self) -> Result<(), Fail> {
         if let Some(b'{' | b'[') = self.sc.peek() {
             return Err(bad(format!(
                 "`{}` holds {}, but the policy passes only a string, number, boolean or null there",
@@ -173,13 +179,15 @@ impl<'a, 'p> Filter<'a, 'p> {
     }
 
     /// Notes a forwarded value at the current path (when asked to).
+    #[inline]
     fn kept(&mut self, transform: Option<Transform>) {
         if self.forwarded {
             self.report.forwarded.value(transform);
         }
     }
 
-    fn transform(&mut self, t: Transform) -> Result<(), Refusal> {
+    #[inline(never)]
+    fn transform(&mut self, t: Transform) -> Result<(), Fail> {
         let input = self.sc.input;
         let start = self.sc.pos;
         match self.sc.peek() {
@@ -232,7 +240,7 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// Where the policy expects an object: `false` when the value is a `null` the policy
     /// allows there (written out already), `true` at an object's `{`; a refusal otherwise.
-    fn object_expected(&mut self, records: bool) -> Result<bool, Refusal> {
+    fn object_expected(&mut self, records: bool) -> Result<bool, Fail> {
         match self.sc.peek() {
             Some(b'{') => Ok(true),
             Some(b'n') if !records => {
@@ -256,12 +264,13 @@ impl<'a, 'p> Filter<'a, 'p> {
     }
 
     /// `at`: the object's node when it stands for one drift path.
+    #[inline(never)]
     fn object(
         &mut self,
         members: &'p Members,
         records: bool,
         at: Option<NodeId>,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<bool, Fail> {
         if !self.object_expected(records)? {
             return Ok(true);
         }
@@ -316,7 +325,7 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// Reads one member of an object (at its name's `"`): keeps it through its node, or
     /// removes it.
-    fn member(&mut self, members: &'p Members, open: &mut Open<'a>) -> Result<(), Refusal> {
+    fn member(&mut self, members: &'p Members, open: &mut Open<'a>) -> Result<(), Fail> {
         if self.sc.peek() != Some(b'"') {
             return Err(self.sc.unexpected("a member name in double quotes"));
         }
@@ -373,11 +382,11 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// An object or array where the customer id belongs is a missing subject (422), whatever
     /// shape the policy allows for that member.
-    fn subject_is_scalar(&self) -> Result<(), Refusal> {
+    fn subject_is_scalar(&self) -> Result<(), Fail> {
         if !matches!(self.sc.peek(), Some(b'{' | b'[')) {
             return Ok(());
         }
-        Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+        Err(fail(RefusalKind::SubjectMissing, format!(
             "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
             self.sc.path(),
             String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
@@ -386,7 +395,7 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// Skips (and checks) a member no path keeps; `known` when a path names it for removal,
     /// otherwise it is drift.
-    fn remove_member(&mut self, known: bool, at: Option<NodeId>, fp: u64) -> Result<(), Refusal> {
+    fn remove_member(&mut self, known: bool, at: Option<NodeId>, fp: u64) -> Result<(), Fail> {
         let shapes = Shapes::of_first_byte(self.sc.peek());
         if shapes.scalar {
             self.sc.scalar()?;
@@ -409,7 +418,7 @@ impl<'a, 'p> Filter<'a, 'p> {
     /// (`Customer_Id` next to `customer_id`) could make the partner judge the record by another
     /// customer than the gateway did: the refusal (400) for it, given once the record's own
     /// subject is known to be valid.
-    fn folded_subject(&self, key: &[u8]) -> Option<Refusal> {
+    fn folded_subject(&self, key: &[u8]) -> Option<Fail> {
         let subject = self.program.subject.as_deref().unwrap_or_default();
         // Two ASCII names fold together only when they are equal ignoring ASCII case
         // (`id::folds_to_subject` says so too): the usual key is settled without a text check.
@@ -434,8 +443,8 @@ impl<'a, 'p> Filter<'a, 'p> {
         snapshot: Snapshot,
         want_subject: bool,
         subject: Option<Result<Cow<'a, str>, &'static str>>,
-        folded: Option<Refusal>,
-    ) -> Result<bool, Refusal> {
+        folded: Option<Fail>,
+    ) -> Result<bool, Fail> {
         let Some(optouts) = self.optouts.filter(|_| want_subject) else {
             // Without opt-outs a record is never refused for its subject; the ledger just
             // gets no id for it.
@@ -451,13 +460,13 @@ impl<'a, 'p> Filter<'a, 'p> {
             let subject = match subject {
                 Some(Ok(subject)) => subject,
                 Some(Err(what)) => {
-                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+                    return Err(fail(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no valid subject id: `{name}` is {what} (expected a non-empty string or an integer)",
                         self.sc.path()
                     )))
                 }
                 None => {
-                    return Err(Refusal::new(RefusalKind::SubjectMissing, format!(
+                    return Err(fail(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no subject id: member `{name}` is missing",
                         self.sc.path()
                     )))
@@ -468,7 +477,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             }
             if id::is_opted_out(optouts, &subject) {
                 if self.program.single_record {
-                    return Err(Refusal::new(
+                    return Err(fail(
                         RefusalKind::SubjectOptedOut,
                         "the customer this record is about opted out of sharing with this partner",
                     ));
@@ -509,7 +518,8 @@ impl<'a, 'p> Filter<'a, 'p> {
             });
     }
 
-    fn array(&mut self, elements: NodeId) -> Result<(), Refusal> {
+    #[inline(never)]
+    fn array(&mut self, elements: NodeId) -> Result<(), Fail> {
         match self.sc.peek() {
             Some(b'[') => {}
             Some(b'n') => {

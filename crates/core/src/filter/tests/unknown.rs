@@ -10,6 +10,12 @@ fn both(program_spec: &FilterSpec, body: &[u8], options: &FilterOptions<'_>) -> 
     let a = filter(&memo, body, options);
     let b = filter(&fresh, body, options);
     assert_eq!(a, b, "{:?}", String::from_utf8_lossy(body));
+    assert_eq!(
+        filter_forwarded(&memo, body, options),
+        filter_forwarded(&fresh, body, options),
+        "{:?}",
+        String::from_utf8_lossy(body)
+    );
     a.ok().map(|f| f.report)
 }
 
