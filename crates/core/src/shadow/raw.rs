@@ -69,16 +69,14 @@ impl RawSet {
     fn push(&mut self, raw: &[u8], form: Form) {
         let start = self.arena.len();
         if self.one_to_one {
-            // Paths come in document order: most levels repeat the previous path's.
+            // Paths come in document order: most levels repeat the previous path's (checked).
             let last = &self.arena[self.last.clone()];
-            let shared = raw.iter().zip(last).take_while(|(a, b)| a == b).count();
-            let mut end = 0;
+            let mut previous = forwarded::levels(last);
+            let mut shared = true;
             for level in forwarded::levels(raw) {
-                end += level.map_or(1, |quoted| 5 + quoted.len());
-                if end > shared {
-                    if let Some(quoted) = level {
-                        self.one_to_one &= is_field_name(forwarded::unquoted(quoted));
-                    }
+                shared = shared && previous.next() == Some(level);
+                if let (false, Some(quoted)) = (shared, level) {
+                    self.one_to_one &= is_field_name(forwarded::unquoted(quoted));
                 }
             }
         }
