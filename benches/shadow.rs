@@ -1,9 +1,17 @@
 /*!
-What a shadow policy costs in throughput, as a ratio against shadow off in the same run: the same
-load against one gateway without `shadow` and one with a candidate that differs in 3 paths on
-every request, both in front of one mock partner, measured alternately (off, on, off, on) so
-drift of the machine hits both alike. The CPU the shadow thread spends per request is measured
-in process by `cargo bench -p partner-gateway-core --bench shadow_decide`.
+What a shadow policy costs, as ratios against shadow off in the same run: the same load against
+one gateway without `shadow` and one with a candidate that differs in 3 paths on every request,
+both in front of one mock partner, measured alternately (off, on, off, on) so drift of the
+machine hits both alike. Printed per gateway:
+- requests per second (median of the rounds);
+- CPU per request, from the kernel's per-thread run time (`schedstat` of every thread in `/proc/PID/task`): the
+  whole process, and of it the shadow thread (`shadow-policy`). CPU per request is what a
+  CPU-bound machine's throughput follows, and other processes on a busy machine change it
+  little, unlike requests per second;
+- from `GET {admin}/shadow`: requests the shadow thread decided and skipped (queue full).
+
+The CPU the decisions take in process is measured by
+`cargo bench -p partner-gateway-core --bench shadow_decide`.
 
 `cargo bench --bench shadow` (env `LOAD_REQUESTS`, default 2000; `LOAD_THREADS`, default 4;
 `SHADOW_ROUNDS`, default 3). Nothing is asserted: the numbers are printed.
@@ -71,6 +79,69 @@ fn gateway(dir: &Path, upstream: &str, shadow: bool) -> (Killed, SocketAddr, Soc
     (Killed(child), listen, admin)
 }
 
+/// Nanoseconds of CPU the threads of process `pid` have run, in all and on threads named
+/// `name` (the kernel's `schedstat`; threads that ended are not counted: the gateway's live
+/// as long as it does).
+fn cpu_ns(pid: u32, name: &str) -> (u64, u64) {
+    let (mut all, mut named) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        let ns: u64 = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        all += ns;
+        if read("comm").trim() == name {
+            named += ns;
+        }
+    }
+    (all, named)
+}
+
+/// One gateway's measurements over the rounds.
+#[derive(Default)]
+struct Measured {
+    rps: Vec<f64>,
+    requests: u64,
+    cpu_ns: u64,
+    shadow_ns: u64,
+}
+
+impl Measured {
+    /// One round of `total` requests against `addr`, served by process `pid`.
+    fn round(&mut self, pid: u32, addr: SocketAddr, total: usize, threads: usize) {
+        let before = cpu_ns(pid, "shadow-policy");
+        self.rps.push(drive(addr, total, threads));
+        let after = cpu_ns(pid, "shadow-policy");
+        self.requests += (total / threads * threads) as u64;
+        self.cpu_ns += after.0 - before.0;
+        self.shadow_ns += after.1 - before.1;
+    }
+
+    fn median_rps(&mut self) -> f64 {
+        self.rps.sort_by(f64::total_cmp);
+        self.rps[self.rps.len() / 2]
+    }
+
+    /// Microseconds of CPU per request: the whole process, and the shadow thread.
+    fn cpu_us(&self) -> (f64, f64) {
+        let per = |ns: u64| ns as f64 / 1e3 / self.requests.max(1) as f64;
+        (per(self.cpu_ns), per(self.shadow_ns))
+    }
+}
+
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Sends `total` requests from `threads` threads; returns requests per second.
 fn drive(addr: SocketAddr, total: usize, threads: usize) -> f64 {
     let body = body();
@@ -127,28 +198,44 @@ fn through_the_gateway(rounds: usize) {
     );
     wait_for(mock_addr);
     let upstream = format!("http://{mock_addr}");
-    let (_off, off_addr, _) = gateway(&root.join("off"), &upstream, false);
-    let (_on, on_addr, on_admin) = gateway(&root.join("on"), &upstream, true);
+    let (off_child, off_addr, _) = gateway(&root.join("off"), &upstream, false);
+    let (on_child, on_addr, on_admin) = gateway(&root.join("on"), &upstream, true);
+    let (off_pid, on_pid) = (off_child.0.id(), on_child.0.id());
     drive(off_addr, 200, threads);
     drive(on_addr, 200, threads);
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let before = shadow_report(on_admin);
+    let load_before = load_average();
+    let (mut off, mut on) = (Measured::default(), Measured::default());
     for _ in 0..rounds {
-        off.push(drive(off_addr, total, threads));
-        on.push(drive(on_addr, total, threads));
+        off.round(off_pid, off_addr, total, threads);
+        on.round(on_pid, on_addr, total, threads);
     }
-    off.sort_by(f64::total_cmp);
-    on.sort_by(f64::total_cmp);
-    let (off, on) = (off[rounds / 2], on[rounds / 2]);
+    // Let the shadow thread finish its queue before reading its counts.
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let report = shadow_report(on_admin);
+    let count =
+        |name: &str| report[name].as_u64().unwrap_or(0) - before[name].as_u64().unwrap_or(0);
+    let (off_rps, on_rps) = (off.median_rps(), on.median_rps());
+    let ((off_cpu, _), (on_cpu, on_shadow)) = (off.cpu_us(), on.cpu_us());
     println!(
-        "through the gateway, {total} requests x {rounds} rounds, {threads} client threads, a new connection per request:"
+        "through the gateway, {total} requests x {rounds} rounds, {threads} client threads, a new connection per request"
     );
-    println!("  shadow off                  : {off:8.0} req/s (median)");
-    println!("  shadow on                   : {on:8.0} req/s (median)");
-    println!("  throughput ratio (on / off) : {:.3}", on / off);
     println!(
-        "  shadow thread: {} decided, {} skipped (queue full), {} differences",
-        report["evaluated"], report["skipped"], report["differences_total"]
+        "  load average before / after : {load_before} / {}",
+        load_average()
+    );
+    println!("  shadow off                  : {off_rps:8.0} req/s (median), {off_cpu:6.1} µs CPU per request");
+    println!(
+        "  shadow on                   : {on_rps:8.0} req/s (median), {on_cpu:6.1} µs CPU per request ({on_shadow:.1} on the shadow thread)"
+    );
+    println!("  throughput ratio (on / off) : {:.3}", on_rps / off_rps);
+    println!("  CPU per request (on / off)  : {:.3}", on_cpu / off_cpu);
+    println!(
+        "  shadow thread: {} of {} requests decided, {} skipped (queue full), {} differences",
+        count("evaluated"),
+        on.requests,
+        count("skipped"),
+        count("differences_total"),
     );
     let _ = std::fs::remove_dir_all(&root);
 }

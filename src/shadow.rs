@@ -40,8 +40,11 @@ pub const RECENT_CAPACITY: usize = 256;
 pub const QUEUE_JOBS: usize = 1024;
 /// Body bytes held by waiting jobs at most.
 pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
-/// Seconds between two "queue full" log lines.
+/// Seconds between two "skipped" log lines.
 const SKIP_LOG_EVERY_S: i64 = 10;
+const QUEUE_FULL: &str = "the evaluation queue is full";
+const TOO_LARGE: &str =
+    "a request's forwarded field paths were too large to compare (deep paths with long names)";
 
 /// One request to decide again: what the active policy saw, moved here after its decision.
 pub struct Job {
@@ -114,19 +117,21 @@ impl Shadow {
         let held = shadow.queued_bytes.fetch_add(size, Ordering::AcqRel);
         if held + size > QUEUE_BYTES && held > 0 {
             shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-            return shadow.skip();
+            return shadow.skip(QUEUE_FULL);
         }
         let queue = shadow.queue.get_or_init(|| start(gateway.clone()));
         match queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-                shadow.skip();
+                shadow.skip(QUEUE_FULL);
             }
         }
     }
 
-    fn skip(&self) {
+    /// Counts a request the candidate did not decide (`skipped` at `/shadow`) and logs `why`
+    /// at most every [`SKIP_LOG_EVERY_S`] seconds.
+    fn skip(&self, why: &str) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         let now = Utc::now().timestamp();
         let last = self.last_skip_log.load(Ordering::Relaxed);
@@ -137,7 +142,7 @@ impl Shadow {
                 .is_ok()
         {
             log::warn!(
-                "shadow policy: the evaluation queue is full, requests are served without shadow decisions ({} skipped so far)",
+                "shadow policy: {why}, requests are served without shadow decisions ({} skipped so far)",
                 self.skipped.load(Ordering::Relaxed)
             );
         }
@@ -149,11 +154,15 @@ impl Shadow {
         let Some(candidate) = job.active.shadow.as_ref() else {
             return;
         };
-        self.note_differences(metrics, job, candidate);
-        self.evaluated.fetch_add(1, Ordering::Release);
+        if self.note_differences(metrics, job, candidate) {
+            self.evaluated.fetch_add(1, Ordering::Release);
+        } else {
+            self.skip(TOO_LARGE);
+        }
     }
 
-    fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) {
+    /// False when the request's decisions were too large to compare (nothing noted).
+    fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) -> bool {
         let optouts = optouts_view(&job.optouts);
         let decided;
         let (live_labels, live) = match &job.live {
@@ -164,9 +173,11 @@ impl Shadow {
             }
         };
         let (shadow_labels, shadow) = decide(candidate, job, optouts);
-        let differences = compare_noted(live, &shadow);
+        let Some(differences) = compare_noted(live, &shadow) else {
+            return false;
+        };
         if differences.is_empty() {
-            return;
+            return true;
         }
         let (partner, route) = live_labels
             .or(shadow_labels)
@@ -182,6 +193,7 @@ impl Shadow {
                 &differences,
                 Utc::now().timestamp(),
             );
+        true
     }
 
     /// `GET /shadow` while a candidate is configured: the newest differences first.
@@ -262,7 +274,7 @@ fn run(gateway: &Gateway, jobs: Receiver<Job>) {
         log::warn!("shadow policy: cannot lower the shadow thread's priority: {e}");
     }
     let shadow = &gateway.shadow;
-    for job in jobs {
+    while let Some(job) = next_job(&jobs) {
         let size = job.body.as_ref().map_or(0, Vec::len);
         // A decision that panics loses this job only; the request was answered long ago.
         let outcome =
@@ -272,6 +284,25 @@ fn run(gateway: &Gateway, jobs: Receiver<Job>) {
         // A panic was logged by the hook above; the thread goes on with the next job.
         let _ = outcome;
     }
+}
+
+/// Polls of an empty queue, [`IDLE_POLL`] apart, before the thread blocks until the next job.
+const IDLE_POLLS: u32 = 100;
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The next job; `None` once the queue's sending end is gone. While traffic flows the thread
+/// polls (sleeping [`IDLE_POLL`] when the queue is empty) instead of blocking on the queue: a
+/// request's `try_send` then never has to wake it, which would cost the request path a system
+/// call. After [`IDLE_POLLS`] empty polls (idle traffic) it blocks.
+fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
+    for _ in 0..IDLE_POLLS {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(std::sync::mpsc::TryRecvError::Empty) => std::thread::sleep(IDLE_POLL),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    jobs.recv().ok()
 }
 
 /// One policy's decision on `job`, and the partner and route it names (labels from that

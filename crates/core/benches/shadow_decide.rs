@@ -115,7 +115,7 @@ fn time(rounds: usize, mut f: impl FnMut()) -> f64 {
 /// path noted, the candidate's decision, and the comparison.
 fn shadow_work(live: &Noted, candidate: &Policy, body: &[u8]) -> usize {
     let shadow = Noted::take(&mut decide(candidate, body, true));
-    compare_noted(live, &shadow).len()
+    compare_noted(live, &shadow).map_or(0, |d| d.len())
 }
 
 /// A measured case: its name, and one iteration.

@@ -22,7 +22,16 @@ pub struct Forwarded {
     entries: Vec<Entry>,
     /// The entries' subtrees as forwarded (compact JSON), one after the other.
     subtrees: Vec<u8>,
+    /// Most bytes `paths` may hold: every value copies its whole path, so deep paths with long
+    /// names could otherwise take many times the body's size.
+    budget: usize,
+    /// A value was not noted for want of room: the note is incomplete.
+    overflowed: bool,
 }
+
+/// How many times its body's size (plus [`BUDGET_SLACK`]) a note's paths may take.
+pub const BUDGET_PER_BODY_BYTE: usize = 4;
+pub const BUDGET_SLACK: usize = 64 * 1024;
 
 /// A raw path's level: a member (then its quoted name's length and the name).
 pub const MEMBER: u8 = b'.';
@@ -54,13 +63,25 @@ pub type Value<'a> = Result<Option<Transform>, &'a [u8]>;
 
 impl Forwarded {
     /// Room for what a body of `len` bytes usually forwards, so noting rarely reallocates.
+    /// Also sets the budget for its paths ([`BUDGET_PER_BODY_BYTE`] × `len` + [`BUDGET_SLACK`]).
     pub fn for_body(len: usize) -> Forwarded {
+        let room = len.min(BUDGET_SLACK);
         Forwarded {
             stack: Vec::with_capacity(256),
-            paths: Vec::with_capacity(len),
-            entries: Vec::with_capacity(len / 24),
+            paths: Vec::with_capacity(room),
+            entries: Vec::with_capacity(room / 24),
             subtrees: Vec::new(),
+            budget: len
+                .saturating_mul(BUDGET_PER_BODY_BYTE)
+                .saturating_add(BUDGET_SLACK),
+            overflowed: false,
         }
+    }
+
+    /// False when some value could not be noted (see [`Forwarded::for_body`]): then the note
+    /// cannot be compared.
+    pub fn complete(&self) -> bool {
+        !self.overflowed
     }
 
     /// Steps into the member whose name is `quoted` (as in the body, with its quotes);
@@ -98,6 +119,10 @@ impl Forwarded {
     }
 
     fn push(&mut self, kept: Kept) {
+        if self.overflowed || self.paths.len() + self.stack.len() > self.budget {
+            self.overflowed = true;
+            return;
+        }
         self.paths.extend_from_slice(&self.stack);
         self.entries.push(Entry {
             path_end: self.paths.len(),
@@ -120,10 +145,20 @@ impl Forwarded {
         self.entries.is_empty()
     }
 
+    /// Most bytes a reader should let paths read from this note take (subtrees expanded):
+    /// more means a note built to be expensive to read.
+    pub fn read_budget(&self) -> usize {
+        (self.paths.len() + self.subtrees.len())
+            .saturating_mul(BUDGET_PER_BODY_BYTE)
+            .saturating_add(BUDGET_SLACK)
+    }
+
     /// True when `other` noted the same values: same paths as received, same forms, same
     /// subtrees (then both decisions read alike).
     pub fn same_values(&self, other: &Forwarded) -> bool {
-        self.entries == other.entries
+        self.complete()
+            && other.complete()
+            && self.entries == other.entries
             && self.paths == other.paths
             && self.subtrees == other.subtrees
     }

@@ -20,10 +20,17 @@ impl Fields {
     /// Every path `forwarded` noted, the leaves of its subtrees included. A path forwarded
     /// both in clear and transformed (paths collapse: `[*]`, `*`) is transformed, by the last
     /// transform in document order.
-    pub fn of(forwarded: &Forwarded) -> Fields {
+    /// `None` when the note is incomplete or its raw paths (subtrees' leaves included) add up
+    /// to more than its read budget.
+    pub fn of(forwarded: &Forwarded) -> Option<Fields> {
+        if !forwarded.complete() {
+            return None;
+        }
+        let budget = forwarded.read_budget();
         let mut out = Fields::default();
         let mut rendered = Rendered::default();
         let mut raw = Vec::new();
+        let mut walked = 0usize;
         forwarded.each(&mut |at, value| match value {
             Ok(transform) => {
                 let form = transform.map_or(Form::Clear, Form::Transformed);
@@ -33,12 +40,18 @@ impl Fields {
                 raw.clear();
                 raw.extend_from_slice(at);
                 forwarded::subtree_leaves(json, &mut raw, &mut |leaf| {
-                    out.push(rendered.render(leaf), Form::Clear)
+                    walked = walked.saturating_add(leaf.len());
+                    if walked <= budget {
+                        out.push(rendered.render(leaf), Form::Clear)
+                    }
                 });
             }
         });
+        if walked > budget {
+            return None;
+        }
         out.sort();
-        out
+        Some(out)
     }
 
     fn push(&mut self, path: &str, form: Form) {

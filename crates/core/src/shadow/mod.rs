@@ -80,9 +80,10 @@ pub enum Decision {
 impl Decision {
     /// Reads a [`crate::plan::plan_forwarded`] outcome (the forwarded values come from its
     /// report's [`Forwarded`]; an outcome of [`crate::plan::plan`] lists none).
-    pub fn of(outcome: &Result<Outgoing, Refusal>) -> Decision {
+    /// `None` when what it forwarded is too large to read ([`Fields::of`]).
+    pub fn of(outcome: &Result<Outgoing, Refusal>) -> Option<Decision> {
         match outcome {
-            Err(refusal) => Decision::refused(refusal),
+            Err(refusal) => Some(Decision::refused(refusal)),
             Ok(outgoing) => Decision::forwarded(&outgoing.report.forwarded),
         }
     }
@@ -95,8 +96,8 @@ impl Decision {
     }
 
     /// Every path `forwarded` noted, the leaves of its subtrees included ([`Fields::of`]).
-    pub fn forwarded(forwarded: &Forwarded) -> Decision {
-        Decision::Forwarded(Fields::of(forwarded))
+    pub fn forwarded(forwarded: &Forwarded) -> Option<Decision> {
+        Fields::of(forwarded).map(Decision::Forwarded)
     }
 }
 
@@ -119,10 +120,11 @@ impl Noted {
         }
     }
 
-    pub fn read(&self) -> Decision {
+    /// `None` when what it forwarded is too large to read.
+    pub fn read(&self) -> Option<Decision> {
         match self {
             Noted::Forwarded(forwarded) => Decision::forwarded(forwarded),
-            Noted::Decided(decision) => decision.clone(),
+            Noted::Decided(decision) => Some(decision.clone()),
         }
     }
 }
@@ -130,11 +132,13 @@ impl Noted {
 /// [`compare`] of two noted decisions on one request. Nothing is read when both forwarded the
 /// same values (same paths as received, same forms, same subtrees); two forwarded bodies are
 /// compared on the paths as received, and only differing paths are written in drift syntax.
-pub fn compare_noted(active: &Noted, shadow: &Noted) -> Vec<Difference> {
+/// `None` when a note is incomplete or too large to read: a body whose forwarded paths would
+/// take many times its size is not compared.
+pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> {
     match (active, shadow) {
-        (Noted::Forwarded(a), Noted::Forwarded(s)) if a.same_values(s) => Vec::new(),
+        (Noted::Forwarded(a), Noted::Forwarded(s)) if a.same_values(s) => Some(Vec::new()),
         (Noted::Forwarded(a), Noted::Forwarded(s)) => raw::compare_forwarded(a, s),
-        _ => compare(&active.read(), &shadow.read()),
+        _ => Some(compare(&active.read()?, &shadow.read()?)),
     }
 }
 

@@ -21,6 +21,10 @@ use crate::drift::is_field_name;
 struct RawSet {
     arena: Vec<u8>,
     items: Vec<Item>,
+    /// Every member name is a field name written as itself.
+    one_to_one: bool,
+    /// The last path pushed: the levels it shares with the next were checked already.
+    last: Range<usize>,
 }
 
 struct Item {
@@ -30,10 +34,17 @@ struct Item {
 }
 
 impl RawSet {
-    fn of(forwarded: &Forwarded) -> RawSet {
+    /// `None` when the note is incomplete or its paths would take more than its read budget.
+    fn of(forwarded: &Forwarded) -> Option<RawSet> {
+        if !forwarded.complete() {
+            return None;
+        }
+        let budget = forwarded.read_budget();
         let mut set = RawSet {
             arena: Vec::with_capacity(1024),
             items: Vec::with_capacity(64),
+            one_to_one: true,
+            last: 0..0,
         };
         let mut raw = Vec::new();
         forwarded.each(&mut |at, value| match value {
@@ -41,15 +52,37 @@ impl RawSet {
             Err(json) => {
                 raw.clear();
                 raw.extend_from_slice(at);
-                forwarded::subtree_leaves(json, &mut raw, &mut |leaf| set.push(leaf, Form::Clear));
+                forwarded::subtree_leaves(json, &mut raw, &mut |leaf| {
+                    if set.arena.len() <= budget {
+                        set.push(leaf, Form::Clear)
+                    }
+                });
             }
         });
+        if set.arena.len() > budget {
+            return None;
+        }
         set.sort();
-        set
+        Some(set)
     }
 
     fn push(&mut self, raw: &[u8], form: Form) {
         let start = self.arena.len();
+        if self.one_to_one {
+            // Paths come in document order: most levels repeat the previous path's.
+            let last = &self.arena[self.last.clone()];
+            let shared = raw.iter().zip(last).take_while(|(a, b)| a == b).count();
+            let mut end = 0;
+            for level in forwarded::levels(raw) {
+                end += level.map_or(1, |quoted| 5 + quoted.len());
+                if end > shared {
+                    if let Some(quoted) = level {
+                        self.one_to_one &= is_field_name(forwarded::unquoted(quoted));
+                    }
+                }
+            }
+        }
+        self.last = start..start + raw.len();
         self.arena.extend_from_slice(raw);
         self.items.push(Item {
             hash: hash(raw),
@@ -86,15 +119,6 @@ impl RawSet {
         }
         self.items = kept;
     }
-
-    /// True when every member name is a field name written as itself.
-    fn one_to_one(&self) -> bool {
-        self.items.iter().all(|item| {
-            forwarded::levels(self.raw(item))
-                .flatten()
-                .all(|quoted| is_field_name(forwarded::unquoted(quoted)))
-        })
-    }
 }
 
 /// FxHash over 8-byte words: quick, and collisions only cost a byte comparison.
@@ -113,11 +137,13 @@ fn hash(bytes: &[u8]) -> u64 {
 }
 
 /// The differences between the values two decisions on one request forwarded, field paths in
-/// order: the same list as [`compare`] of both sides' [`Fields`](super::Fields).
-pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Vec<Difference> {
-    let (a, s) = (RawSet::of(active), RawSet::of(shadow));
-    if !(a.one_to_one() && s.one_to_one()) {
-        return compare(&Decision::forwarded(active), &Decision::forwarded(shadow));
+/// order: the same list as [`compare`] of both sides' [`Fields`](super::Fields). `None` when a
+/// note is too large to read (see [`Forwarded::read_budget`]).
+pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Option<Vec<Difference>> {
+    let (a, s) = (RawSet::of(active)?, RawSet::of(shadow)?);
+    if !(a.one_to_one && s.one_to_one) {
+        let (a, s) = (Decision::forwarded(active)?, Decision::forwarded(shadow)?);
+        return Some(compare(&a, &s));
     }
     let mut out = Vec::new();
     let mut rendered = Rendered::default();
@@ -160,5 +186,5 @@ pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Vec<D
         }
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
-    out
+    Some(out)
 }

@@ -42,7 +42,7 @@ fn decide(policy: &Policy, body: &str) -> Decision {
                 OptOuts::NotLoaded,
             )
         });
-    Decision::of(&outcome)
+    Decision::of(&outcome).expect("a small body is read")
 }
 
 const BODY: &str = r#"{"order_id":"o-1","shipments":[{"name":"Ana Lima","email":"ana@example.com","card":"4111 1111 1111 1111"},{"name":"B","email":"b@example.com","card":"4000 0000 0000 0002"}]}"#;

@@ -13,7 +13,7 @@ use crate::policy::{load, Policy, PolicySource, SourceFile};
 /// The decision read back from a [`plan::plan`] outcome made with `detail`.
 fn by_parsing(outcome: &Result<Outgoing, Refusal>) -> Decision {
     let Ok(outgoing) = outcome else {
-        return Decision::of(outcome);
+        return Decision::of(outcome).unwrap();
     };
     let mut fields = BTreeMap::new();
     if !outgoing.body.is_empty() {
@@ -185,7 +185,7 @@ fn forwarded_values_decide_like_the_forwarded_body_read_back() {
             let noted = plan::plan_forwarded(&target, &incoming, limits, optouts);
             let detailed = plan::plan(&target, &incoming, limits, optouts, true);
             assert_eq!(
-                Decision::of(&noted),
+                Decision::of(&noted).unwrap(),
                 by_parsing(&detailed),
                 "{route}\n{body}"
             );
@@ -234,9 +234,9 @@ fn noted_decisions_compare_like_decisions_read_in_full() {
             .collect();
         for a in &outcomes {
             for s in &outcomes {
-                let full = compare(&Decision::of(a), &Decision::of(s));
+                let full = compare(&Decision::of(a).unwrap(), &Decision::of(s).unwrap());
                 let (mut a, mut s) = (a.clone(), s.clone());
-                let quick = compare_noted(&Noted::take(&mut a), &Noted::take(&mut s));
+                let quick = compare_noted(&Noted::take(&mut a), &Noted::take(&mut s)).unwrap();
                 assert_eq!(quick, full, "{body}");
                 differing += usize::from(!full.is_empty());
             }
@@ -256,4 +256,53 @@ fn subtree_leaves_unescape_names_and_list_empty_containers() {
     });
     assert_eq!(listed, ["a.b1[*]", "a.b1[*]", "a.b1[*]", "a.*", "a.c", "d"]);
     assert!(raw.is_empty());
+}
+
+/// Every value copies its whole path: a long name above many values would make a note (or its
+/// reading) take many times the body. Such notes stop growing, and are not compared.
+#[test]
+fn notes_too_large_to_read_are_not_compared() {
+    let set = opted_out();
+    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let name = "n".repeat(5000);
+    let ones = vec!["1"; 20_000].join(",");
+    let cases = [
+        // On the request path: `m.*[*]` notes the long name with every element.
+        (
+            policy(
+                "    records: \"shipments[*]\"\n    subject: customer_id\n    allow: [\"shipments[*].m.*[*]\"]\n",
+            ),
+            format!(r#"{{"shipments":[{{"customer_id":"c-1","m":{{"{name}":[{ones}]}}}}]}}"#),
+            false,
+        ),
+        // On reading: the subtree is noted as its bytes, its leaves would repeat the name.
+        (
+            policy(WIDE),
+            format!(r#"{{"shipments":[{{"customer_id":"c-1","address":{{"{name}":[{ones}]}}}}]}}"#),
+            true,
+        ),
+    ];
+    let middle = policy(MIDDLE);
+    for (policy, body, complete) in cases {
+        let target = plan::resolve(&policy.partners, "POST", "/acme/v1/shipments").unwrap();
+        let incoming = Incoming {
+            query: None,
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let (limits, optouts) = (&policy.gateway.limits, OptOuts::Loaded(&set));
+        let mut noted = plan::plan_forwarded(&target, &incoming, limits, optouts);
+        let plain = plan::plan(&target, &incoming, limits, optouts, false).unwrap();
+        let outgoing = noted.as_ref().unwrap();
+        assert_eq!(outgoing.body, plain.body);
+        let note = &outgoing.report.forwarded;
+        assert_eq!(note.complete(), complete);
+        assert!(note.read_budget() < 8 * body.len() + (1 << 20));
+        assert!(Decision::of(&noted).is_none());
+        let other = plan::resolve(&middle.partners, "POST", "/acme/v1/shipments").unwrap();
+        let mut other = plan::plan_forwarded(&other, &incoming, &middle.gateway.limits, optouts);
+        let (a, s) = (Noted::take(&mut noted), Noted::take(&mut other));
+        assert_eq!(compare_noted(&a, &s), None);
+        assert_eq!(compare_noted(&s, &a), None);
+    }
 }
