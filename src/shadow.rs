@@ -13,9 +13,9 @@ Nothing of the candidate's decision leaves this module: it sends no byte upstrea
 ledger record, signs no token and logs no request content.
 
 Off the request path: the request hands its job over with a non-blocking `try_send` into a
-bounded queue ([`QUEUE_JOBS`] jobs and [`QUEUE_BYTES`] body bytes at most). When the queue is
-full the job is dropped, counted (`skipped` at `/shadow`) and, at most every 10 s, logged. The
-body moves into the job (no copy); the request never waits for the candidate.
+bounded queue ([`QUEUE_JOBS`] jobs and [`QUEUE_BYTES`] bytes of bodies and notes at most). When
+the queue is full the job is dropped, counted (`skipped` at `/shadow`) and, at most every 10 s,
+logged. The body moves into the job (no copy); the request never waits for the candidate.
 */
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -38,7 +38,7 @@ use crate::tls::PeerIdentity;
 pub const RECENT_CAPACITY: usize = 256;
 /// Jobs waiting for the shadow thread at most.
 pub const QUEUE_JOBS: usize = 1024;
-/// Body bytes held by waiting jobs at most.
+/// Bytes held by waiting jobs at most (their bodies and notes).
 pub const QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// Seconds between two "skipped" log lines.
 const SKIP_LOG_EVERY_S: i64 = 10;
@@ -65,6 +65,21 @@ pub struct Job {
     pub optouts: Option<Arc<dyn OptOutSource>>,
     /// The active policy's decision on the whole request, when the body was read.
     pub live: Option<Live>,
+}
+
+impl Job {
+    /// What this job holds while it waits: its body and the request path's note of what it
+    /// forwarded (which can be several times the body's size). Counted against [`QUEUE_BYTES`].
+    fn held_bytes(&self) -> usize {
+        let note = match &self.live {
+            Some(Live {
+                outcome: Noted::Forwarded(forwarded),
+                ..
+            }) => forwarded.heap_bytes(),
+            _ => 0,
+        };
+        self.body.as_ref().map_or(0, Vec::capacity) + note
+    }
 }
 
 /// The active policy's decision on a request whose body it read, as the request path made it.
@@ -113,7 +128,7 @@ impl Shadow {
     /// queue drops the job and counts it.
     pub fn submit(gateway: &Arc<Gateway>, job: Job) {
         let shadow = &gateway.shadow;
-        let size = job.body.as_ref().map_or(0, Vec::len);
+        let size = job.held_bytes();
         let held = shadow.queued_bytes.fetch_add(size, Ordering::AcqRel);
         if held + size > QUEUE_BYTES && held > 0 {
             shadow.queued_bytes.fetch_sub(size, Ordering::AcqRel);
@@ -163,6 +178,16 @@ impl Shadow {
 
     /// False when the request's decisions were too large to compare (nothing noted).
     fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) -> bool {
+        if let Some(Live {
+            outcome: Noted::Forwarded(forwarded),
+            ..
+        }) = &job.live
+        {
+            if !forwarded.complete() {
+                // Not comparable whatever the candidate does: do not decide it for nothing.
+                return false;
+            }
+        }
         let optouts = optouts_view(&job.optouts);
         let decided;
         let (live_labels, live) = match &job.live {
@@ -275,7 +300,7 @@ fn run(gateway: &Gateway, jobs: Receiver<Job>) {
     }
     let shadow = &gateway.shadow;
     while let Some(job) = next_job(&jobs) {
-        let size = job.body.as_ref().map_or(0, Vec::len);
+        let size = job.held_bytes();
         // A decision that panics loses this job only; the request was answered long ago.
         let outcome =
             std::panic::catch_unwind(AssertUnwindSafe(|| shadow.evaluate(&gateway.metrics, &job)));

@@ -22,14 +22,15 @@ pub struct Forwarded {
     entries: Vec<Entry>,
     /// The entries' subtrees as forwarded (compact JSON), one after the other.
     subtrees: Vec<u8>,
-    /// Most bytes `paths` may hold: every value copies its whole path, so deep paths with long
-    /// names could otherwise take many times the body's size.
+    /// Most bytes the note may hold (paths, subtrees and entry records): every value copies its
+    /// whole path and has a record, so deep paths with long names or many tiny values could
+    /// otherwise take many times the body's size.
     budget: usize,
     /// A value was not noted for want of room: the note is incomplete.
     overflowed: bool,
 }
 
-/// How many times its body's size (plus [`BUDGET_SLACK`]) a note's paths may take.
+/// How many times its body's size (plus [`BUDGET_SLACK`]) a note may take.
 pub const BUDGET_PER_BODY_BYTE: usize = 4;
 pub const BUDGET_SLACK: usize = 64 * 1024;
 
@@ -63,7 +64,7 @@ pub type Value<'a> = Result<Option<Transform>, &'a [u8]>;
 
 impl Forwarded {
     /// Room for what a body of `len` bytes usually forwards, so noting rarely reallocates.
-    /// Also sets the budget for its paths ([`BUDGET_PER_BODY_BYTE`] × `len` + [`BUDGET_SLACK`]).
+    /// Also sets the note's budget ([`BUDGET_PER_BODY_BYTE`] × `len` + [`BUDGET_SLACK`]).
     pub fn for_body(len: usize) -> Forwarded {
         let room = len.min(BUDGET_SLACK);
         Forwarded {
@@ -114,13 +115,24 @@ impl Forwarded {
 
     /// The value at the current path is a subtree forwarded whole, as `json`.
     pub fn subtree(&mut self, json: &[u8]) {
+        if self.overflowed {
+            return;
+        }
         self.subtrees.extend_from_slice(json);
         self.push(Kept::Subtree(self.subtrees.len()));
     }
 
     fn push(&mut self, kept: Kept) {
-        if self.overflowed || self.paths.len() + self.stack.len() > self.budget {
+        if self.overflowed {
+            return;
+        }
+        if self.held() > self.budget {
+            // An incomplete note is never read: give its memory back now rather than carry it
+            // to the shadow thread (it can be many times the body's size).
             self.overflowed = true;
+            self.paths = Vec::new();
+            self.entries = Vec::new();
+            self.subtrees = Vec::new();
             return;
         }
         self.paths.extend_from_slice(&self.stack);
@@ -139,6 +151,24 @@ impl Forwarded {
         self.paths.truncate(paths);
         self.entries.truncate(entries);
         self.subtrees.truncate(subtrees);
+    }
+
+    /// What the note holds once one more value is noted: every path byte, every subtree byte
+    /// and every entry record (the budget counts them all, so a body of many tiny values cannot
+    /// make a note many times its size).
+    fn held(&self) -> usize {
+        self.paths.len()
+            + self.stack.len()
+            + self.subtrees.len()
+            + (self.entries.len() + 1) * std::mem::size_of::<Entry>()
+    }
+
+    /// Heap bytes this note holds (what a queue that keeps it must count, besides the body).
+    pub fn heap_bytes(&self) -> usize {
+        self.stack.capacity()
+            + self.paths.capacity()
+            + self.subtrees.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -179,5 +209,51 @@ impl Forwarded {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A note that ran out of room is never read: it gives its memory back at once instead of
+    /// travelling to the shadow thread (an array of one-digit numbers under a long name noted
+    /// about 24 times its body's size before).
+    #[test]
+    fn an_overflowed_note_holds_no_memory() {
+        let body_len = 1 << 20;
+        let mut note = Forwarded::for_body(body_len);
+        let name = format!("\"{}\"", "a".repeat(64));
+        let depth = note.enter_member(name.as_bytes());
+        for _ in 0..body_len / 2 {
+            let element = note.enter_element();
+            note.value(None);
+            note.leave(element);
+        }
+        note.subtree(b"{\"x\":1}");
+        note.leave(depth);
+        assert!(!note.complete());
+        assert!(note.heap_bytes() < 4096, "{} bytes held", note.heap_bytes());
+    }
+
+    /// Many one-digit values in a top-level array copy tiny paths, but each has an entry record:
+    /// those count too, so the note never holds more than its budget (plus one doubling).
+    #[test]
+    fn entry_records_count_against_the_budget() {
+        let body_len = 1 << 20;
+        let mut note = Forwarded::for_body(body_len);
+        let budget = body_len * BUDGET_PER_BODY_BYTE + BUDGET_SLACK;
+        let mut most = 0;
+        for _ in 0..body_len / 2 {
+            let element = note.enter_element();
+            note.value(None);
+            note.leave(element);
+            most = most.max(note.heap_bytes());
+        }
+        assert!(!note.complete());
+        assert!(
+            most <= 2 * budget,
+            "{most} bytes held for a budget of {budget}"
+        );
     }
 }
