@@ -18,6 +18,8 @@ The CPU the decisions take in process is measured by
 */
 #[path = "support/procs.rs"]
 mod procs;
+#[path = "support/shadow_workload.rs"]
+mod shadow_workload;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,22 +28,7 @@ use std::time::Instant;
 
 use partner_gateway::http1;
 use procs::{body, free_addr, wait_for, Killed, BIN};
-
-const ACTIVE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
-    transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": last4 }
-"#;
-/// Sends `email` and `phone` too, masks the card instead: three differences per record.
-const CANDIDATE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].email", "shipments[*].phone", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
-    transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": mask }
-"#;
-
-fn partner(upstream: &str, route: &str) -> String {
-    format!(
-        "kind: contractor\npurpose: shipping\nupstream: {upstream}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    records: shipments[*]\n    subject: customer_id\n{route}allowed_callers: [orders-service]\npseudonymize_key_env: LOAD_PSEUDONYM_KEY\n"
-    )
-}
-
-const KEY: &str = "load-test-key-0123456789abcdef0123456789";
+use shadow_workload::{partner, ACTIVE_ROUTE, CANDIDATE_ROUTE, KEY};
 
 /// A gateway in `dir` in front of `upstream`, with a shadow policy when `shadow`.
 fn gateway(dir: &Path, upstream: &str, shadow: bool) -> (Killed, SocketAddr, SocketAddr) {

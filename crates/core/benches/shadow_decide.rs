@@ -21,37 +21,13 @@ use gateway_core::policy::{load, Policy, PolicySource, SourceFile};
 use gateway_core::shadow::{compare_noted, Noted};
 use gateway_core::Refusal;
 
-const ACTIVE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
-    transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": last4 }
-"#;
-/// Sends `email` and `phone` too, masks the card instead: three differences per record.
-const CANDIDATE_ROUTE: &str = r#"    allow: [order_id, "shipments[*].name", "shipments[*].email", "shipments[*].phone", "shipments[*].address.**", "shipments[*].items[*].sku", "shipments[*].items[*].qty"]
-    transform: { "shipments[*].customer_id": pseudonymize, "shipments[*].card_number": mask }
-"#;
+#[path = "../../../benches/support/sample.rs"]
+mod sample;
+#[path = "../../../benches/support/shadow_workload.rs"]
+mod shadow_workload;
 
-fn partner(upstream: &str, route: &str) -> String {
-    format!(
-        "kind: contractor\npurpose: shipping\nupstream: {upstream}\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    records: shipments[*]\n    subject: customer_id\n{route}allowed_callers: [orders-service]\npseudonymize_key_env: LOAD_PSEUDONYM_KEY\n"
-    )
-}
-
-const KEY: &str = "load-test-key-0123456789abcdef0123456789";
-
-/// A realistic ~1 KiB shipment batch: two customers with the personal data the policy names
-/// (the same body as the workspace's load benchmarks).
-fn body() -> Vec<u8> {
-    let record = |id: u32| {
-        format!(
-            r#"{{"customer_id":"c-{id}","name":"Ana Lima","email":"ana{id}@example.com","phone":"+351 912 345 678","card_number":"4111 1111 1111 1111","address":{{"street":"Rua das Flores 12","city":"Porto","postal_code":"4050-262","country":"PT"}},"items":[{{"sku":"OHS-LAPTOP-14","qty":1,"unit_price":1299.00}},{{"sku":"OHS-SLEEVE-14","qty":1,"unit_price":39.90}}],"client":{{"ip_address":"203.0.113.7","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/128.0"}}}}"#
-        )
-    };
-    format!(
-        r#"{{"order_id":"o-20260815-0042","shipments":[{},{}]}}"#,
-        record(1001),
-        record(1002)
-    )
-    .into_bytes()
-}
+use sample::body;
+use shadow_workload::{partner, ACTIVE_ROUTE, CANDIDATE_ROUTE, KEY};
 
 fn in_process_policy(route: &str) -> Policy {
     let env: std::collections::BTreeMap<String, String> =
