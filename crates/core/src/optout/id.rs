@@ -135,10 +135,14 @@ pub fn is_canonical_integer(text: &str) -> bool {
 /// fraction (`300.`, `300.0`, `.5e1`), an optional exponent, or a `0x`/`0o`/`0b` literal —
 /// whose value is a whole number (`12.5` is no integer id in any reading).
 fn denotes_integer(text: &str) -> bool {
-    let unsigned = text
-        .strip_prefix(['+', '-'])
-        .unwrap_or(text)
-        .replace('_', "");
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    // Every reading below starts, after the sign and any `_`, with a digit or a `.`: most ids
+    // (`c-1000`, `ana@example.com`) are told apart here, without allocating.
+    let lead = unsigned.trim_start_matches('_');
+    if !lead.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return false;
+    }
+    let unsigned = unsigned.replace('_', "");
     let lower = unsigned.to_ascii_lowercase();
     for (prefix, radix) in [("0x", 16), ("0o", 8), ("0b", 2)] {
         if let Some(rest) = lower.strip_prefix(prefix) {
