@@ -1,7 +1,9 @@
 /*!
 The filter engine against the obvious alternative: parse into a `serde_json::Value`, remove and
 transform per the same policy, serialize again. Both run the same shipping-partner policy
-(allow list, `last4`, `pseudonymize`, opt-out dropping) on realistic bodies of ~1 KiB and ~1 MiB.
+(allow list, `last4`, `pseudonymize`, opt-out dropping) on realistic bodies of ~1 KiB and ~1 MiB,
+and then the load benchmark's route policy on its bodies (`load-1KiB`, `load-1MiB`: records that
+repeat one shape, opt-outs checked against an empty store, subjects collected).
 
 Run with `cargo bench --bench filter` (add `-- --quick` for a fast look).
 */
@@ -17,7 +19,10 @@ use sha2::{Digest, Sha256};
 #[path = "support/filter_workload.rs"]
 mod workload;
 
-use workload::{body, optouts, spec, OptOuts, ALLOW, KEY, TRANSFORMS};
+#[path = "support/load_workload.rs"]
+mod load_workload;
+
+use workload::KEY;
 
 // ---- The baseline: a DOM filter over serde_json::Value with the same policy. ----
 
@@ -29,7 +34,7 @@ enum Rule {
     Array(Box<Rule>),
 }
 
-fn rules() -> Rule {
+fn policy_rules(allow: &[&str], transforms: &[(&str, Transform)]) -> Rule {
     let mut root = Rule::Object(BTreeMap::new());
     let add = |root: &mut Rule, path: &str, leaf: Rule| {
         let p = FieldPath::parse(path).expect("valid path");
@@ -56,10 +61,10 @@ fn rules() -> Rule {
         }
         *at = if p.subtree { Rule::Subtree } else { leaf };
     };
-    for p in ALLOW {
+    for p in allow {
         add(&mut root, p, Rule::Scalar);
     }
-    for (p, t) in TRANSFORMS {
+    for (p, t) in transforms {
         add(&mut root, p, Rule::Transform(*t));
     }
     root
@@ -114,7 +119,12 @@ enum At {
     Other,
 }
 
-fn apply(rule: &Rule, v: Value, optouts: &OptOuts, at: At) -> Result<Option<Value>, String> {
+fn apply(
+    rule: &Rule,
+    v: Value,
+    optouts: &dyn OptOutLookup,
+    at: At,
+) -> Result<Option<Value>, String> {
     Ok(Some(match (rule, v) {
         (Rule::Subtree, v) => v,
         (Rule::Scalar, v @ (Value::Object(_) | Value::Array(_))) => {
@@ -167,7 +177,7 @@ fn apply(rule: &Rule, v: Value, optouts: &OptOuts, at: At) -> Result<Option<Valu
     }))
 }
 
-fn baseline(rules: &Rule, body: &[u8], optouts: &OptOuts) -> Vec<u8> {
+fn baseline(rules: &Rule, body: &[u8], optouts: &dyn OptOutLookup) -> Vec<u8> {
     let value: Value = serde_json::from_slice(body).expect("valid JSON");
     let filtered = apply(rules, value, optouts, At::Root)
         .expect("fits the policy")
@@ -175,10 +185,41 @@ fn baseline(rules: &Rule, body: &[u8], optouts: &OptOuts) -> Vec<u8> {
     serde_json::to_vec(&filtered).expect("serializable")
 }
 
+/// Runs the engine and the baseline on `body` under one group name, after checking that both
+/// forward the same thing.
+fn bench_one(
+    c: &mut Criterion,
+    label: &str,
+    body: &[u8],
+    (program, options): (&FilterProgram, &FilterOptions<'_>),
+    (rules, optouts): (&Rule, &dyn OptOutLookup),
+) {
+    // Both sides must do the same job before their speed is compared.
+    let ours = filter::filter(program, body, options).expect("bench body passes the filter");
+    let ours: Value = serde_json::from_slice(&ours.body).expect("valid output");
+    let theirs: Value =
+        serde_json::from_slice(&baseline(rules, body, optouts)).expect("valid output");
+    assert_eq!(
+        ours, theirs,
+        "gateway and baseline disagree on the {label} body"
+    );
+    let mut group = c.benchmark_group(format!("filter/{label}"));
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_with_input(BenchmarkId::new("gateway", body.len()), body, |b, body| {
+        b.iter(|| filter::filter(program, black_box(body), options).map(|f| f.body.len()))
+    });
+    group.bench_with_input(
+        BenchmarkId::new("serde_json_value", body.len()),
+        body,
+        |b, body| b.iter(|| baseline(rules, black_box(body), optouts).len()),
+    );
+    group.finish();
+}
+
 fn bench_filter(c: &mut Criterion) {
-    let program = FilterProgram::compile(&spec()).expect("bench policy compiles");
-    let rules = rules();
-    let optouts = optouts();
+    let program = FilterProgram::compile(&workload::spec()).expect("bench policy compiles");
+    let rules = policy_rules(workload::ALLOW, workload::TRANSFORMS);
+    let optouts = workload::optouts();
     let options = FilterOptions {
         max_depth: 64,
         pseudonymize_key: Some(KEY),
@@ -186,30 +227,18 @@ fn bench_filter(c: &mut Criterion) {
         detail: false,
         subjects: false,
     };
-
     for (label, target) in [("1KiB", 1024), ("1MiB", 1024 * 1024)] {
-        let body = body(target);
-        // Both sides must do the same job before their speed is compared.
-        let ours = filter::filter(&program, &body, &options).expect("bench body passes the filter");
-        let ours: Value = serde_json::from_slice(&ours.body).expect("valid output");
-        let theirs: Value =
-            serde_json::from_slice(&baseline(&rules, &body, &optouts)).expect("valid output");
-        assert_eq!(
-            ours, theirs,
-            "gateway and baseline disagree on the {label} body"
-        );
+        let body = workload::body(target);
+        bench_one(c, label, &body, (&program, &options), (&rules, &optouts));
+    }
 
-        let mut group = c.benchmark_group(format!("filter/{label}"));
-        group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_with_input(BenchmarkId::new("gateway", body.len()), &body, |b, body| {
-            b.iter(|| filter::filter(&program, black_box(body), &options).map(|f| f.body.len()))
-        });
-        group.bench_with_input(
-            BenchmarkId::new("serde_json_value", body.len()),
-            &body,
-            |b, body| b.iter(|| baseline(&rules, black_box(body), &optouts).len()),
-        );
-        group.finish();
+    let program = FilterProgram::compile(&load_workload::spec()).expect("load policy compiles");
+    let rules = policy_rules(load_workload::ALLOW, load_workload::TRANSFORMS);
+    let optouts = load_workload::NoOptOuts;
+    let options = load_workload::options(&optouts);
+    for (label, target) in [("load-1KiB", 1024), ("load-1MiB", 1024 * 1024)] {
+        let body = load_workload::body(target);
+        bench_one(c, label, &body, (&program, &options), (&rules, &optouts));
     }
 }
 

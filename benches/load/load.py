@@ -51,6 +51,9 @@ def wait_port(port, proc=None, timeout=30):
 
 
 def record(i):
+    """Record `i` of the shipment batch. benches/support/load_workload.rs writes the same bytes in
+    Rust (with `body()` below and the route policy of `write_policy()`), so the filter engine can
+    be timed on this workload alone: keep the two in step."""
     return {
         "customer_id": f"c-{1000 + i}",
         "name": "Ana Lima",

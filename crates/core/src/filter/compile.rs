@@ -183,6 +183,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         takes_body: !spec.allow.is_empty() || !spec.transforms.is_empty(),
         subject,
         single_record,
+        predict_keys: true,
         sources: spec.allow.len() + spec.transforms.len(),
         uses_pseudonymize: spec
             .transforms

@@ -1,5 +1,6 @@
 mod fold;
 mod matched;
+mod predict;
 mod remove;
 mod skipped;
 mod unknown;

@@ -206,8 +206,11 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
                 } else {
                     out.make_ascii_lowercase();
                 }
+                if out == id.as_bytes() {
+                    continue; // no letter of this case to change: nothing new to look up
+                }
                 if let Ok(text) = std::str::from_utf8(out) {
-                    if text != id && lookup.is_opted_out(text) {
+                    if lookup.is_opted_out(text) {
                         return true;
                     }
                 }

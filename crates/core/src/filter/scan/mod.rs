@@ -18,12 +18,15 @@ depth and duplicate-key checks), only nothing is written.
 - `skip`: values the trie does not walk — removed members and `.**` subtrees.
 - `walk`: [`Filter`], the trie walk, records, subjects and the report.
 - `unknown`: drift bookkeeping for members no path names, remembered per (node, name).
+- `predict`: key-order prediction, which takes over a member's decision when its key repeats
+  the key order of the node's last objects.
 
 Duplicate keys: each open object keeps a 64-bit set of its keys' fingerprint bits, so a new key
 whose bit is clear is settled without comparing; objects past [`SMALL_OBJECT`] keys switch to
 a hash set. Errors travel as [`Fail`] (a boxed [`Refusal`]) to keep the hot `Result`s small.
 */
 mod lex;
+mod predict;
 mod skip;
 mod unknown;
 mod walk;
@@ -307,6 +310,19 @@ impl<'a> Scanner<'a> {
             f.bits |= bit;
         }
         Ok(())
+    }
+
+    /// Records a key known to be no duplicate of the innermost object's keys, which are fewer
+    /// than [`SMALL_OBJECT`] (a key order prediction hit, see `predict`): what [`Self::add_key`]
+    /// does for such a key, without the check.
+    #[inline]
+    fn push_known_key(&mut self, key: Cow<'a, [u8]>, fp: u64) {
+        self.keys.push(key);
+        self.fps.push(fp);
+        if let Some(f) = self.frames.last_mut() {
+            f.cur = self.keys.len() - 1;
+            f.bits |= key_bit(fp);
+        }
     }
 
     /// Classifies the subject value at `start..pos`: its canonical id, or what it is instead.

@@ -8,6 +8,7 @@ use super::super::{
     Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform,
 };
 use super::lex::{check_text, describe, starts_value};
+use super::predict::{Cursor, KeyOrders, Known};
 use super::unknown::Unknowns;
 use super::{bad, fail, unescape, Fail, Scanner};
 use crate::drift::Shapes;
@@ -34,6 +35,8 @@ struct Open<'a> {
     subject: Option<Result<Cow<'a, str>, &'static str>>,
     /// A member case-insensitive readers take for the subject.
     folded: Option<Fail>,
+    /// Where the object is in its node's remembered key order.
+    keys: Cursor,
 }
 
 struct Filter<'a, 'p> {
@@ -50,6 +53,7 @@ struct Filter<'a, 'p> {
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
     unknowns: Unknowns<'a>,
+    orders: KeyOrders,
     /// Note every forwarded value in `report.forwarded`.
     forwarded: bool,
 }
@@ -102,6 +106,7 @@ pub(in crate::filter) fn filter(
         scratch: Vec::new(),
         saved_matched: Vec::new(),
         unknowns: Unknowns::default(),
+        orders: KeyOrders::default(),
         forwarded,
     };
     if options.detail {
@@ -139,7 +144,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             Kind::Subtree => self.subtree().map(|()| true),
             Kind::Object(members) => {
                 let at = node.one_path.then_some(id);
-                self.object(members, node.records, at)
+                self.object(id, members, node.records, at)
             }
             Kind::Array { elements } => self.array(*elements).map(|()| true),
         }
@@ -267,6 +272,7 @@ impl<'a, 'p> Filter<'a, 'p> {
     #[inline(never)]
     fn object(
         &mut self,
+        id: NodeId,
         members: &'p Members,
         records: bool,
         at: Option<NodeId>,
@@ -293,6 +299,9 @@ impl<'a, 'p> Filter<'a, 'p> {
             first: true,
             subject: None,
             folded: None,
+            keys: self
+                .orders
+                .cursor(id, self.program.nodes.len(), self.program.predict_keys),
         };
         self.sc.skip_ws();
         if self.sc.peek() != Some(b'}') {
@@ -331,20 +340,17 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let input = self.sc.input;
         let key_start = self.sc.pos;
-        let key = self.sc.read_key()?;
+        let (fp, found, is_subject) = match self.orders.hit(&open.keys, input, key_start) {
+            Some(known) => {
+                self.sc.pos = key_start + known.len + 2;
+                let key = &input[key_start + 1..key_start + 1 + known.len];
+                self.sc.push_known_key(Cow::Borrowed(key), known.fp);
+                open.keys.at += 1;
+                (known.fp, known.found, open.want_subject && known.subject)
+            }
+            None => self.member_name(members, open)?,
+        };
         let key_end = self.sc.pos;
-        let fp = fingerprint(&key);
-        let found = members.find(&key, fp);
-        let is_subject = open.want_subject
-            && self
-                .program
-                .subject
-                .as_deref()
-                .is_some_and(|subject| same_key(subject, &key));
-        if open.records && self.optouts.is_some() && !is_subject && open.folded.is_none() {
-            open.folded = self.folded_subject(&key);
-        }
-        self.sc.add_key(key, fp, key_start)?;
         self.sc.skip_ws();
         self.sc.expect(b':', "`:` after a member name")?;
         self.sc.skip_ws();
@@ -378,6 +384,49 @@ impl<'a, 'p> Filter<'a, 'p> {
             open.subject = Some(self.sc.subject_id(value_start));
         }
         Ok(())
+    }
+
+    /// Reads the name of a member (at its `"`) that key-order prediction did not foresee,
+    /// checks it and records it: its fingerprint, what the policy says about it, and whether
+    /// it holds the record's subject.
+    #[inline(never)]
+    fn member_name(
+        &mut self,
+        members: &'p Members,
+        open: &mut Open<'a>,
+    ) -> Result<(u64, Found, bool), Fail> {
+        let key_start = self.sc.pos;
+        let key = self.sc.read_key()?;
+        let fp = fingerprint(&key);
+        let found = members.find(&key, fp);
+        let subject_key = self
+            .program
+            .subject
+            .as_deref()
+            .is_some_and(|subject| same_key(subject, &key));
+        let is_subject = open.want_subject && subject_key;
+        let check_fold =
+            open.records && self.optouts.is_some() && !is_subject && open.folded.is_none();
+        let learning = KeyOrders::learning(&open.keys);
+        let mut folds = false;
+        if check_fold || (learning && !subject_key) {
+            let folded = self.folded_subject(&key);
+            folds = folded.is_some();
+            if check_fold {
+                open.folded = folded;
+            }
+        }
+        let known = (learning && !folds && matches!(key, Cow::Borrowed(_))).then(|| Known {
+            start: key_start + 1,
+            len: key.len(),
+            fp,
+            found,
+            subject: subject_key,
+        });
+        self.sc.add_key(key, fp, key_start)?;
+        self.orders.learn(&mut open.keys, known);
+        open.keys.at += 1;
+        Ok((fp, found, is_subject))
     }
 
     /// An object or array where the customer id belongs is a missing subject (422), whatever
@@ -455,20 +504,23 @@ impl<'a, 'p> Filter<'a, 'p> {
             return Ok(true);
         };
         {
-            let name = String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
-                .into_owned();
+            // The subject member's name, for the refusals only.
+            let name =
+                || String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default());
             let subject = match subject {
                 Some(Ok(subject)) => subject,
                 Some(Err(what)) => {
                     return Err(fail(RefusalKind::SubjectMissing, format!(
-                        "record `{}` has no valid subject id: `{name}` is {what} (expected a non-empty string or an integer)",
-                        self.sc.path()
+                        "record `{}` has no valid subject id: `{}` is {what} (expected a non-empty string or an integer)",
+                        self.sc.path(),
+                        name()
                     )))
                 }
                 None => {
                     return Err(fail(RefusalKind::SubjectMissing, format!(
-                        "record `{}` has no subject id: member `{name}` is missing",
-                        self.sc.path()
+                        "record `{}` has no subject id: member `{}` is missing",
+                        self.sc.path(),
+                        name()
                     )))
                 }
             };

@@ -1,0 +1,298 @@
+//! Key-order prediction: records that repeat, diverge half-way, hold duplicates, escaped or
+//! subject-folding keys, or more keys than prediction covers give exactly what reading every
+//! key anew gives — body, report, refusal.
+use super::*;
+
+/// Filters `body` with and without key-order prediction; they must agree in everything.
+fn both(
+    predicting: &FilterProgram,
+    reading: &FilterProgram,
+    body: &[u8],
+    options: &FilterOptions<'_>,
+) -> bool {
+    let a = filter(predicting, body, options);
+    assert_eq!(
+        a,
+        filter(reading, body, options),
+        "{:?}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(
+        filter_forwarded(predicting, body, options),
+        filter_forwarded(reading, body, options),
+        "{:?}",
+        String::from_utf8_lossy(body)
+    );
+    a.is_ok()
+}
+
+/// Record member names: policy names, unknown ones, an escaped spelling of `name`, one that
+/// case-insensitive readers take for the subject `id`, an unnameable one, filler.
+const NAMES: &[&str] = &[
+    "id",
+    "name",
+    "a",
+    "meta",
+    "card",
+    "email",
+    "phone",
+    "n\\u0061me",
+    "ID",
+    "x.y",
+    "",
+    "k0",
+    "k1",
+    "k2",
+    "k3",
+    "k4",
+    "k5",
+    "k6",
+    "k7",
+    "k8",
+    "k9",
+    "k10",
+    "k11",
+    "k12",
+    "k13",
+    "k14",
+    "k15",
+];
+/// Names inside `a` and `meta`.
+const INNER: &[&str] = &["name", "b", "c", "b\\u0061", "x"];
+
+/// A record value for member `name`.
+fn gen_member_value(rng: &mut Rng, name: &str, out: &mut String) {
+    match name {
+        "id" if rng.below(40) == 0 => out.push_str(rng.pick(&["{}", "1.5", "\"\""])),
+        "id" => out.push_str(rng.pick(&["1", "2", "3", "\"c-1\"", "\"C-2\"", "4"])),
+        "a" | "meta" if rng.below(8) != 0 => {
+            out.push('{');
+            let n = rng.below(5);
+            let order: Vec<&str> = (0..n).map(|i| INNER[i % INNER.len()]).collect();
+            for (i, key) in order.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                // Now and then a duplicate (also one that only unescapes alike) or a new name.
+                let key = match rng.below(12) {
+                    0 => rng.pick(INNER),
+                    _ => key,
+                };
+                out.push_str(&format!("\"{key}\":"));
+                gen_member_value(rng, "", out);
+            }
+            out.push('}');
+        }
+        "card" => out.push_str(rng.pick(&["\"4111 1111 1111 1234\"", "12345678", "null"])),
+        // Mostly scalars, as in real records (containers where a scalar is allowed are refused).
+        _ if rng.below(12) != 0 => out.push_str(rng.pick(&["1", "\"x\"", "null", "\"\\u00e9\""])),
+        _ => gen_value(rng, 3, out),
+    }
+}
+
+/// A name `keys` does not hold yet (one time in 16, any name).
+fn other_name(rng: &mut Rng, keys: &[&str]) -> &'static str {
+    loop {
+        let name = rng.pick(NAMES);
+        if !keys.contains(&name) || rng.below(16) == 0 {
+            return name;
+        }
+    }
+}
+
+/// A record whose keys follow `base`, with the edits bodies really have now and then: another
+/// order from some point on, a key left out, a repeated key, a random order.
+fn gen_record(rng: &mut Rng, base: &[&str], out: &mut String) {
+    let mut keys: Vec<&str> = base.to_vec();
+    match rng.below(10) {
+        0 | 1 => {
+            let from = rng.below(keys.len() + 1);
+            keys.truncate(from);
+            for _ in 0..rng.below(6) {
+                keys.push(other_name(rng, &keys));
+            }
+        }
+        2 if !keys.is_empty() => {
+            keys.remove(rng.below(keys.len()));
+        }
+        3 if !keys.is_empty() => {
+            let dup = keys[rng.below(keys.len())];
+            keys.insert(rng.below(keys.len() + 1), dup);
+        }
+        4 => {
+            keys = vec!["id"];
+            for _ in 0..rng.below(20) {
+                keys.push(other_name(rng, &keys));
+            }
+        }
+        _ => {}
+    }
+    out.push('{');
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push_str(rng.pick(&[",", ",", ",", ", "]));
+        }
+        out.push_str(&format!("\"{key}\":"));
+        gen_member_value(rng, key, out);
+    }
+    out.push('}');
+}
+
+fn gen_body(rng: &mut Rng) -> String {
+    // Each body has its own usual key order, sometimes longer than prediction covers.
+    let longest = if rng.below(4) == 0 { 27 } else { 8 };
+    let len = 1 + rng.below(longest);
+    let mut base: Vec<&str> = vec!["id"];
+    while base.len() < len {
+        let name = rng.pick(NAMES);
+        // The usual order has no duplicates (a rare edit above adds them).
+        let unescapes_alike = match name {
+            "name" => base.contains(&"n\\u0061me"),
+            "n\\u0061me" => base.contains(&"name"),
+            _ => false,
+        };
+        if !base.contains(&name) && !unescapes_alike {
+            base.push(name);
+        }
+        if base.len() == NAMES.len() - 1 {
+            break;
+        }
+    }
+    // The subject member first, last or anywhere.
+    let id = base.remove(0);
+    let at = rng.below(base.len() + 1);
+    base.insert(at, id);
+    let mut body = String::from("{\"r\":[");
+    for i in 0..rng.below(7) {
+        if i > 0 {
+            body.push(',');
+        }
+        gen_record(rng, &base, &mut body);
+    }
+    body.push_str("],\"top\":");
+    body.push_str(rng.pick(&["{\"name\":1,\"b\":[]}", "null", "{}", "{\"x\":{}}"]));
+    body.push('}');
+    body
+}
+
+#[test]
+fn predicted_keys_give_what_reading_every_key_gives() {
+    let specs = [
+        records(
+            spec(
+                &[
+                    "r[*].id",
+                    "r[*].name",
+                    "r[*].a.name",
+                    "r[*].a.b",
+                    "r[*].meta.**",
+                    "top.name",
+                ],
+                &[("r[*].card", Transform::Last4)],
+            ),
+            "r[*]",
+            "id",
+        ),
+        records(
+            spec(&["r[*].id", "r[*].a.*", "r[*].meta.*"], &[]),
+            "r[*]",
+            "id",
+        ),
+        FilterSpec {
+            removes: vec![path("r[*].phone"), path("r[*].a.c")],
+            ..records(
+                spec(&["r[*].id", "r[*].name", "r[*].a.*"], &[]),
+                "r[*]",
+                "id",
+            )
+        },
+        spec(
+            &["r[*].name", "r[*].a.b", "top.*"],
+            &[("r[*].id", Transform::Mask)],
+        ),
+    ];
+    let programs: Vec<(FilterProgram, FilterProgram)> = specs
+        .iter()
+        .map(|s| (compile(s), compile(s).without_key_prediction()))
+        .collect();
+    let optouts = optouts(&["2", "c-1"]);
+    let mut rng = Rng(0x5EED_0F0D_E5E5_0001);
+    let (mut passed, mut refused) = (0, 0);
+    for round in 0..6000 {
+        let (predicting, reading) = &programs[round % programs.len()];
+        let body = gen_body(&mut rng);
+        let body = if round % 7 == 0 {
+            mutate(&mut rng, &body)
+        } else {
+            body.into_bytes()
+        };
+        let lookup: Option<&dyn OptOutLookup> =
+            (predicting.has_subjects() && round % 2 == 0).then_some(&optouts);
+        let options = FilterOptions {
+            subjects: round % 3 == 0,
+            ..options(lookup, round % 5 == 0)
+        };
+        if both(predicting, reading, &body, &options) {
+            passed += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(
+        passed > 1800 && refused > 500,
+        "{passed} passed, {refused} refused"
+    );
+}
+
+#[test]
+fn keys_past_what_prediction_covers_are_still_checked_for_duplicates() {
+    let names: Vec<String> = (0..20).map(|i| format!("\"k{i}\":{i}")).collect();
+    let record = format!("{{\"id\":1,{}}}", names.join(","));
+    let spec = records(spec(&["r[*].id", "r[*].k3", "r[*].k19"], &[]), "r[*]", "id");
+    let (predicting, reading) = (compile(&spec), compile(&spec).without_key_prediction());
+    for extra in [
+        "",
+        ",\"k0\":0",
+        ",\"k17\":0",
+        ",\"id\":2",
+        ",\"k\\u0031\":0",
+        ",\"Id\":1",
+    ] {
+        let again = format!("{}{extra}}}", &record[..record.len() - 1]);
+        let body = format!("{{\"r\":[{record},{again},{record}]}}");
+        for lookup in [None, Some(&optouts(&["1"]) as &dyn OptOutLookup)] {
+            let ok = both(
+                &predicting,
+                &reading,
+                body.as_bytes(),
+                &options(lookup, true),
+            );
+            assert_eq!(
+                ok,
+                extra.is_empty() || (extra == ",\"Id\":1" && lookup.is_none())
+            );
+        }
+    }
+}
+
+#[test]
+fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
+    let spec = records(spec(&["r[*].id", "r[*].name"], &[]), "r[*]", "id");
+    let (predicting, reading) = (compile(&spec), compile(&spec).without_key_prediction());
+    let lookup = optouts(&[]);
+    for body in [
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b","name":"c"}]}"#,
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"id":3}]}"#,
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"n\u0061me":"b","name":"c"}]}"#,
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b","ID":2}]}"#,
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b"},{"Id":3,"id":3}]}"#,
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b"},{"id":3,"name"}]}"#,
+        r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b"},{"id":3,"nam"#,
+    ] {
+        let options = options(Some(&lookup), false);
+        assert!(
+            !both(&predicting, &reading, body.as_bytes(), &options),
+            "{body}"
+        );
+    }
+}
