@@ -107,11 +107,11 @@ impl PartnerProxy {
             return self.caller_answer(session, ctx, &target, answer);
         }
         let limits = &policy.gateway.limits;
-        check_announced_length(session, limits.max_body_bytes)?;
+        let announced = announced_length(session, limits.max_body_bytes)?;
         if expects_continue(&headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
-        let body = read_body(session, limits, ctx).await?;
+        let body = read_body(session, limits, announced, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
         let incoming = Incoming {
@@ -183,16 +183,18 @@ impl PartnerProxy {
         active: &Active,
         target: &plan::Target,
         (caller, method): (&str, &str),
-        outgoing: plan::Outgoing,
+        mut outgoing: plan::Outgoing,
     ) -> Result<UpstreamAnswer, Refusal> {
-        ctx.report = Some(outgoing.report.clone());
         ctx.disclosed = target
             .route()
             .disclosed_by_category(&outgoing.report.matched);
 
         let jti = crate::gateway::new_jti();
         let request = (ctx.request_id.as_str(), caller, method);
-        let seq = disclose::record(&self.gateway, active, target, request, &outgoing, &jti)?;
+        let seq = disclose::record(&self.gateway, active, target, request, &outgoing, &jti);
+        // Moved, not copied: the partner's request needs the body, not the report.
+        ctx.report = Some(std::mem::take(&mut outgoing.report));
+        let seq = seq?;
 
         ctx.bytes_out = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
@@ -413,32 +415,34 @@ fn expects_continue(headers: &[(String, String)]) -> bool {
         .any(|(n, v)| n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
-/// Refuses a `content-length` over `limit` before any of the body is read.
-fn check_announced_length(session: &Session, limit: usize) -> Result<(), Refusal> {
-    if let Some(length) = session.req_header().headers.get("content-length") {
-        let length: usize = length
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| {
-                Refusal::new(RefusalKind::BadRequest, "content-length is not a number")
-            })?;
-        if length > limit {
-            return Err(Refusal::new(
-                RefusalKind::BodyTooLarge,
-                format!("body of {length} bytes is over the limit of {limit} bytes"),
-            ));
-        }
+/// The body's `content-length`, refused when over `limit` before any of the body is read.
+fn announced_length(session: &Session, limit: usize) -> Result<Option<usize>, Refusal> {
+    let Some(length) = session.req_header().headers.get("content-length") else {
+        return Ok(None);
+    };
+    let length: usize = length
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Refusal::new(RefusalKind::BadRequest, "content-length is not a number"))?;
+    if length > limit {
+        return Err(Refusal::new(
+            RefusalKind::BodyTooLarge,
+            format!("body of {length} bytes is over the limit of {limit} bytes"),
+        ));
     }
-    Ok(())
+    Ok(Some(length))
 }
 
 /// Reads the whole request body, refusing as soon as it is known to exceed the body limit,
 /// whether announced by `content-length` or arriving chunked, and when it has not all arrived
-/// within the body deadline (a slow body, or framing pingora waits on).
+/// within the body deadline (a slow body, or framing pingora waits on). An announced length
+/// (already checked against the limit) is reserved at once, so the body is copied once; the
+/// reservation is address space, its pages are touched only as bytes arrive.
 async fn read_body(
     session: &mut Session,
     limits: &gateway_core::policy::Limits,
+    announced: Option<usize>,
     ctx: &mut RequestCtx,
 ) -> Result<Vec<u8>, Refusal> {
     let limit = limits.max_body_bytes;
@@ -449,7 +453,7 @@ async fn read_body(
             format!("body of at least {n} bytes is over the limit of {limit} bytes"),
         )
     };
-    let mut body = Vec::new();
+    let mut body = Vec::with_capacity(announced.unwrap_or(0));
     loop {
         let chunk = tokio::time::timeout_at(deadline, session.read_request_body()).await;
         match chunk {
