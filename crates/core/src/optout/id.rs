@@ -76,6 +76,32 @@ impl std::error::Error for BadId {}
 
 /// Checks a JSON string subject id (already unescaped).
 pub fn check_string_id(id: &str) -> Result<(), BadId> {
+    if id.is_ascii() && !id.is_empty() {
+        check_ascii_id(id)
+    } else {
+        check_any_id(id)
+    }
+}
+
+/// [`check_string_id`] for a non-empty ASCII id, byte by byte (one such id per record): NFKC
+/// leaves ASCII as it is, the ASCII control characters are those below 0x20 and 0x7f, and
+/// the only ASCII whitespace that is not one of them is the space.
+fn check_ascii_id(id: &str) -> Result<(), BadId> {
+    let bytes = id.as_bytes();
+    if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(BadId::ControlCharacter);
+    }
+    if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') {
+        return Err(BadId::SurroundingWhitespace);
+    }
+    if denotes_integer(id) && !is_canonical_integer(id) {
+        return Err(BadId::NonCanonicalNumber);
+    }
+    Ok(())
+}
+
+/// [`check_string_id`] for any id.
+fn check_any_id(id: &str) -> Result<(), BadId> {
     if id.is_empty() {
         return Err(BadId::Empty);
     }

@@ -91,6 +91,8 @@ pub(super) struct Scanner<'a> {
     /// read without copying: the value being checked would not be copied as it stands.
     pub(super) altered: bool,
     pub(super) watch_names: bool,
+    /// Remembered key orders (see `predict`).
+    orders: predict::KeyOrders,
 }
 
 /// A refusal on its way out of the scanner, boxed so that the `Result`s of the hot path stay
@@ -121,6 +123,7 @@ impl<'a> Scanner<'a> {
             hidden_paths: None,
             altered: false,
             watch_names: false,
+            orders: predict::KeyOrders::default(),
         }
     }
 
@@ -399,6 +402,6 @@ pub(super) fn validate(body: &[u8], max_depth: usize) -> Result<(), Fail> {
     let text = check_text(body)?;
     let mut sc = Scanner::new(text, max_depth);
     sc.start()?;
-    sc.skip_value::<false>(&mut Vec::new())?;
+    sc.skip_value::<false>(&mut Vec::new(), None)?;
     sc.finish()
 }

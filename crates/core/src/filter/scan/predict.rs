@@ -18,9 +18,24 @@
 //! - Positions stop at [`SMALL_OBJECT`]: beyond, duplicate checks go through a hash set that is
 //!   built from the keys, which the slow path does.
 //!
-//! A node's objects never nest inside one another (the trie has no cycles), so no other object
-//! rewrites a node's order while one of its objects is open.
+//! Each object node has a slot of remembered keys. So do the top objects of the values the trie
+//! does not walk: a subtree passed whole (in its node's slot) and a removed member (in one of
+//! [`REMOVED_SLOTS`] slots chosen by its object's node and its name; names that share a slot
+//! only predict each other badly). Whatever fills a slot, every entry was checked as above.
+//! A node's objects never nest inside one another (the trie has no cycles), and the values the
+//! trie does not walk are read in one loop that predicts only its top object, so no other object
+//! rewrites a slot's order while one of its objects is open.
 use super::super::compile::{same_key, Found, NodeId};
+
+/// Slots for the objects of removed members, after one slot per node.
+pub(super) const REMOVED_SLOTS: usize = 16;
+
+/// The slot of the objects of removed member `fp` in objects at `node`, of `nodes` nodes.
+#[inline]
+pub(super) fn removed_slot(nodes: usize, node: NodeId, fp: u64) -> usize {
+    let hash = (fp ^ u64::from(node)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    nodes + (hash >> 60) as usize % REMOVED_SLOTS
+}
 use super::SMALL_OBJECT;
 
 /// One remembered key: where its bytes are in this request's input, and its decision.
@@ -52,22 +67,22 @@ pub(super) struct KeyOrders {
 }
 
 impl KeyOrders {
-    /// A cursor for a new object at `node` (of `nodes`); off when prediction is not used.
+    /// A cursor for a new object whose keys are remembered in `slot` (of `slots`); off when
+    /// prediction is not used.
     #[inline]
-    pub(super) fn cursor(&mut self, node: NodeId, nodes: usize, enabled: bool) -> Cursor {
-        let node = node as usize;
-        if !enabled || node >= nodes {
+    pub(super) fn cursor(&mut self, slot: usize, slots: usize, enabled: bool) -> Cursor {
+        if !enabled || slot >= slots {
             return Cursor {
-                node,
+                node: slot,
                 at: 0,
                 on: false,
             };
         }
-        if self.by_node.len() < nodes {
-            self.by_node.resize_with(nodes, Vec::new);
+        if self.by_node.len() < slots {
+            self.by_node.resize_with(slots, Vec::new);
         }
         Cursor {
-            node,
+            node: slot,
             at: 0,
             on: true,
         }

@@ -1,30 +1,45 @@
 //! Values the trie does not walk: removed members (validated, not copied) and `.**` subtrees
 //! (validated and copied compactly), in one iterative loop.
-use super::super::compile::{fingerprint, is_path_syntax};
+use std::borrow::Cow;
+
+use super::super::compile::{fingerprint, is_path_syntax, Found};
+use super::predict::{Cursor, KeyOrders, Known};
 use super::{Fail, Scanner};
 
 impl<'a> Scanner<'a> {
     /// Reads a member name and its `:`. When copying (`EMIT`, not `hidden`), writes the name —
     /// after a `,` if the object already has a member in `out` — and returns whether the member
     /// is written: a name no policy path can spell is dropped even inside a `.**` subtree.
+    /// `keys`: the key-order cursor of a top object that is only checked (see `predict`).
     #[inline]
     pub(super) fn member_key<const EMIT: bool>(
         &mut self,
         out: &mut Vec<u8>,
         hidden: bool,
         wrote_member: Option<&mut bool>,
+        keys: Option<&mut Cursor>,
     ) -> Result<bool, Fail> {
         if self.peek() != Some(b'"') {
             return Err(self.unexpected("a member name in double quotes"));
         }
         let start = self.pos;
-        let key = self.read_key()?;
-        let unnameable = (EMIT || self.watch_names) && key.iter().any(|&b| is_path_syntax(b));
-        if !EMIT && unnameable {
-            self.altered = true;
-        }
-        let fp = fingerprint(&key);
-        self.add_key(key, fp, start)?;
+        let unnameable = match keys {
+            Some(keys) if !EMIT => {
+                self.checked_key(keys)?;
+                false
+            }
+            _ => {
+                let key = self.read_key()?;
+                let unnameable =
+                    (EMIT || self.watch_names) && key.iter().any(|&b| is_path_syntax(b));
+                if !EMIT && unnameable {
+                    self.altered = true;
+                }
+                let fp = fingerprint(&key);
+                self.add_key(key, fp, start)?;
+                unnameable
+            }
+        };
         let written = EMIT && !hidden && !unnameable;
         if written {
             if let Some(wrote) = wrote_member {
@@ -48,6 +63,39 @@ impl<'a> Scanner<'a> {
         self.expect(b':', "`:` after a member name")?;
         self.skip_ws();
         Ok(written)
+    }
+
+    /// Reads and records the name of a member of a top object that is only checked, with
+    /// key-order prediction (see `predict`); a name no path can spell is noted in `altered`
+    /// when `watch_names` asks.
+    fn checked_key(&mut self, keys: &mut Cursor) -> Result<(), Fail> {
+        let start = self.pos;
+        let input = self.input;
+        if let Some(known) = self.orders.hit(keys, input, start) {
+            self.pos = start + known.len + 2;
+            let key = &input[start + 1..start + 1 + known.len];
+            self.push_known_key(Cow::Borrowed(key), known.fp);
+            keys.at += 1;
+            return Ok(());
+        }
+        let key = self.read_key()?;
+        let unnameable = key.iter().any(|&b| is_path_syntax(b));
+        if unnameable && self.watch_names {
+            self.altered = true;
+        }
+        let fp = fingerprint(&key);
+        let learnable = KeyOrders::learning(keys) && !unnameable;
+        let known = (learnable && matches!(key, Cow::Borrowed(_))).then(|| Known {
+            start: start + 1,
+            len: key.len(),
+            fp,
+            found: Found::Unknown,
+            subject: false,
+        });
+        self.add_key(key, fp, start)?;
+        self.orders.learn(keys, known);
+        keys.at += 1;
+        Ok(())
     }
 
     /// Opens the container at `pos` (copying its bracket unless `hidden`); when it is empty,
@@ -97,7 +145,14 @@ impl<'a> Scanner<'a> {
     /// Validates one whole value at `pos` (which is not whitespace), copying it compactly to
     /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
     /// copying, a member whose name no path can spell is validated but not written.
-    pub(super) fn skip_value<const EMIT: bool>(&mut self, out: &mut Vec<u8>) -> Result<(), Fail> {
+    ///
+    /// `top`: the key-order cursor for the value's members when it is an object that is only
+    /// checked (not copied); objects inside it are read without prediction.
+    pub(super) fn skip_value<const EMIT: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        mut top: Option<Cursor>,
+    ) -> Result<(), Fail> {
         let base = self.frames.len();
         // Copying only: the depth of the member being dropped, and for each container opened
         // here whether it has written a member yet (commas go before every written member).
@@ -109,8 +164,9 @@ impl<'a> Scanner<'a> {
                 Some(c @ (b'{' | b'[')) => {
                     let object = c == b'{';
                     if !self.enter::<EMIT>(object, hidden, out, &mut wrote)? {
+                        let keys = top.as_mut().filter(|_| self.frames.len() == base + 1);
                         if object
-                            && !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                            && !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)?
                             && EMIT
                             && !hidden
                         {
@@ -142,7 +198,8 @@ impl<'a> Scanner<'a> {
                         self.pos += 1;
                         self.skip_ws();
                         if object {
-                            if !self.member_key::<EMIT>(out, hidden, wrote.last_mut())?
+                            let keys = top.as_mut().filter(|_| self.frames.len() == base + 1);
+                            if !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)?
                                 && EMIT
                                 && !hidden
                             {

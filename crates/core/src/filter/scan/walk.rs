@@ -8,7 +8,7 @@ use super::super::{
     Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform,
 };
 use super::lex::{check_text, describe, starts_value};
-use super::predict::{Cursor, KeyOrders, Known};
+use super::predict::{removed_slot, Cursor, KeyOrders, Known, REMOVED_SLOTS};
 use super::unknown::Unknowns;
 use super::{bad, fail, unescape, Fail, Scanner};
 use crate::drift::Shapes;
@@ -37,6 +37,7 @@ struct Open<'a> {
     folded: Option<Fail>,
     /// Where the object is in its node's remembered key order.
     keys: Cursor,
+    node: NodeId,
 }
 
 struct Filter<'a, 'p> {
@@ -53,7 +54,6 @@ struct Filter<'a, 'p> {
     /// `report.matched` at the start of the record being read (restored if it is dropped).
     saved_matched: Vec<u64>,
     unknowns: Unknowns<'a>,
-    orders: KeyOrders,
     /// Until a subtree passed whole is found not to be copied as it stands.
     verbatim_subtrees: bool,
     /// Note every forwarded value in `report.forwarded`.
@@ -108,7 +108,6 @@ pub(in crate::filter) fn filter(
         scratch: Vec::new(),
         saved_matched: Vec::new(),
         unknowns: Unknowns::default(),
-        orders: KeyOrders::default(),
         verbatim_subtrees: true,
         forwarded,
     };
@@ -144,7 +143,7 @@ impl<'a, 'p> Filter<'a, 'p> {
         match &node.kind {
             Kind::Scalar => self.scalar().map(|()| true),
             Kind::Transform(t) => self.transform(*t).map(|()| true),
-            Kind::Subtree => self.subtree().map(|()| true),
+            Kind::Subtree => self.subtree(id).map(|()| true),
             Kind::Object(members) => {
                 let at = node.one_path.then_some(id);
                 self.object(id, members, node.records, at)
@@ -156,10 +155,10 @@ impl<'a, 'p> Filter<'a, 'p> {
     // Containers and transforms are not inlined into `walk`, which every value goes through:
     // a small `walk` keeps the call per scalar cheap.
     #[inline(never)]
-    fn subtree(&mut self) -> Result<(), Fail> {
+    fn subtree(&mut self, id: NodeId) -> Result<(), Fail> {
         let start = self.out.len();
-        if !self.verbatim_subtrees || !self.subtree_verbatim()? {
-            self.sc.skip_value::<true>(&mut self.out)?;
+        if !self.verbatim_subtrees || !self.subtree_verbatim(id)? {
+            self.sc.skip_value::<true>(&mut self.out, None)?;
         }
         if self.forwarded {
             self.report.forwarded.subtree(&self.out[start..]);
@@ -177,11 +176,12 @@ impl<'a, 'p> Filter<'a, 'p> {
     /// nameable): checks it without copying and, if so, copies its bytes in one go; otherwise
     /// returns false with the position back at its start (and the next subtrees of the request
     /// are copied piece by piece at once).
-    fn subtree_verbatim(&mut self) -> Result<bool, Fail> {
+    fn subtree_verbatim(&mut self, id: NodeId) -> Result<bool, Fail> {
         let start = self.sc.pos;
+        let keys = self.cursor(id as usize);
         self.sc.altered = false;
         self.sc.watch_names = true;
-        let checked = self.sc.skip_value::<false>(&mut self.out);
+        let checked = self.sc.skip_value::<false>(&mut self.out, Some(keys));
         self.sc.watch_names = false;
         checked?;
         if self.sc.altered {
@@ -325,9 +325,8 @@ impl<'a, 'p> Filter<'a, 'p> {
             first: true,
             subject: None,
             folded: None,
-            keys: self
-                .orders
-                .cursor(id, self.program.nodes.len(), self.program.predict_keys),
+            keys: self.cursor(id as usize),
+            node: id,
         };
         self.sc.skip_ws();
         if self.sc.peek() != Some(b'}') {
@@ -366,7 +365,7 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let input = self.sc.input;
         let key_start = self.sc.pos;
-        let (fp, found, is_subject) = match self.orders.hit(&open.keys, input, key_start) {
+        let (fp, found, is_subject) = match self.sc.orders.hit(&open.keys, input, key_start) {
             Some(known) => {
                 self.sc.pos = key_start + known.len + 2;
                 let key = &input[key_start + 1..key_start + 1 + known.len];
@@ -403,13 +402,22 @@ impl<'a, 'p> Filter<'a, 'p> {
                     self.report.forwarded.leave(depth);
                 }
             }
-            Found::Removed => self.remove_member(true, open.at, fp)?,
-            Found::Unknown => self.remove_member(false, open.at, fp)?,
+            Found::Removed => self.remove_member(true, open, fp)?,
+            Found::Unknown => self.remove_member(false, open, fp)?,
         }
         if is_subject {
             open.subject = Some(self.sc.subject_id(value_start));
         }
         Ok(())
+    }
+
+    /// A key-order cursor for a new object remembered in `slot` (see `predict`).
+    #[inline]
+    fn cursor(&mut self, slot: usize) -> Cursor {
+        let slots = self.program.nodes.len() + REMOVED_SLOTS;
+        self.sc
+            .orders
+            .cursor(slot, slots, self.program.predict_keys)
     }
 
     /// Reads the name of a member (at its `"`) that key-order prediction did not foresee,
@@ -450,7 +458,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             subject: subject_key,
         });
         self.sc.add_key(key, fp, key_start)?;
-        self.orders.learn(&mut open.keys, known);
+        self.sc.orders.learn(&mut open.keys, known);
         open.keys.at += 1;
         Ok((fp, found, is_subject))
     }
@@ -470,12 +478,15 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// Skips (and checks) a member no path keeps; `known` when a path names it for removal,
     /// otherwise it is drift.
-    fn remove_member(&mut self, known: bool, at: Option<NodeId>, fp: u64) -> Result<(), Fail> {
+    fn remove_member(&mut self, known: bool, open: &Open<'a>, fp: u64) -> Result<(), Fail> {
+        let at = open.at;
         let shapes = Shapes::of_first_byte(self.sc.peek());
         if shapes.scalar {
             self.sc.scalar()?;
         } else {
-            self.sc.skip_value::<false>(&mut self.out)?;
+            let slot = removed_slot(self.program.nodes.len(), open.node, fp);
+            let keys = self.cursor(slot);
+            self.sc.skip_value::<false>(&mut self.out, Some(keys))?;
         }
         self.report.fields_removed += 1;
         if !known {

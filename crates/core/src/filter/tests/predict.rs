@@ -1,6 +1,7 @@
 //! Key-order prediction: records that repeat, diverge half-way, hold duplicates, escaped or
 //! subject-folding keys, or more keys than prediction covers give exactly what reading every
-//! key anew gives — body, report, refusal.
+//! key anew gives — body, report, refusal — in walked objects, in subtrees passed whole and in
+//! removed members.
 use super::*;
 
 /// Filters `body` with and without key-order prediction; they must agree in everything.
@@ -33,6 +34,7 @@ const NAMES: &[&str] = &[
     "name",
     "a",
     "meta",
+    "client",
     "card",
     "email",
     "phone",
@@ -57,15 +59,17 @@ const NAMES: &[&str] = &[
     "k14",
     "k15",
 ];
-/// Names inside `a` and `meta`.
-const INNER: &[&str] = &["name", "b", "c", "b\\u0061", "x"];
+/// Names inside `a`, `meta` and `client` (`p.q`: no path can name it).
+const INNER: &[&str] = &["name", "b", "c", "b\\u0061", "x", "p.q"];
 
 /// A record value for member `name`.
 fn gen_member_value(rng: &mut Rng, name: &str, out: &mut String) {
     match name {
         "id" if rng.below(40) == 0 => out.push_str(rng.pick(&["{}", "1.5", "\"\""])),
         "id" => out.push_str(rng.pick(&["1", "2", "3", "\"c-1\"", "\"C-2\"", "4"])),
-        "a" | "meta" if rng.below(8) != 0 => {
+        // Objects under `a` and `meta` are walked, passed whole or removed (by policy); those
+        // under `client` are removed: their keys are predicted from earlier ones too.
+        "a" | "meta" | "client" if rng.below(8) != 0 => {
             out.push('{');
             let n = rng.below(5);
             let order: Vec<&str> = (0..n).map(|i| INNER[i % INNER.len()]).collect();
@@ -277,7 +281,11 @@ fn keys_past_what_prediction_covers_are_still_checked_for_duplicates() {
 
 #[test]
 fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
-    let spec = records(spec(&["r[*].id", "r[*].name"], &[]), "r[*]", "id");
+    let spec = records(
+        spec(&["r[*].id", "r[*].name", "r[*].meta.**"], &[]),
+        "r[*]",
+        "id",
+    );
     let (predicting, reading) = (compile(&spec), compile(&spec).without_key_prediction());
     let lookup = optouts(&[]);
     for body in [
@@ -288,6 +296,12 @@ fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
         r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b"},{"Id":3,"id":3}]}"#,
         r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b"},{"id":3,"name"}]}"#,
         r#"{"r":[{"id":1,"name":"a"},{"id":2,"name":"b"},{"id":3,"nam"#,
+        // Removed members' objects (`client`) and subtrees passed whole (`meta`).
+        r#"{"r":[{"id":1,"client":{"a":1,"b":2}},{"id":2,"client":{"a":1,"b":2,"a":3}}]}"#,
+        r#"{"r":[{"id":1,"client":{"a":1,"b":2}},{"id":2,"client":{"a":1,"\u0061":3}}]}"#,
+        r#"{"r":[{"id":1,"meta":{"a":1,"b":2}},{"id":2,"meta":{"a":1,"b":2,"b":3}}]}"#,
+        r#"{"r":[{"id":1,"meta":{"a":1,"b":2}},{"id":2,"meta":{"a":1,"b":{"b":1,"b":2}}}]}"#,
+        r#"{"r":[{"id":1,"meta":{"a":1,"b":2}},{"id":2,"meta":{"a":1,"b":2"#,
     ] {
         let options = options(Some(&lookup), false);
         assert!(

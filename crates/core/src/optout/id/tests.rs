@@ -110,3 +110,38 @@ fn keys_folding_to_the_subject() {
         assert!(!folds_to_subject(key, "customer_id"), "{key}");
     }
 }
+
+#[test]
+fn ascii_ids_are_judged_as_any_id() {
+    // Every ASCII id of up to 3 bytes from a set of telling bytes, and longer random ones.
+    const BYTES: &[u8] = b" \t\n\x0b\x0c\r\x00\x1f\x7f+-._0129aexXob,;cC@";
+    let mut ids: Vec<String> = vec![String::new()];
+    for len in 1..=3 {
+        let mut idx = vec![0usize; len];
+        loop {
+            ids.push(idx.iter().map(|&i| char::from(BYTES[i])).collect());
+            let Some(at) = idx.iter().rposition(|&i| i + 1 < BYTES.len()) else {
+                break;
+            };
+            idx[at] += 1;
+            idx[at + 1..].iter_mut().for_each(|i| *i = 0);
+        }
+    }
+    let mut state = 0x1234_5678_9ABC_DEF1_u64;
+    for _ in 0..20_000 {
+        let len = (state % 12) as usize;
+        let id: String = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(BYTES[(state % BYTES.len() as u64) as usize])
+            })
+            .collect();
+        ids.push(id);
+    }
+    ids.extend(["c-1000", "1000", "0x1F", "1e3", " 1", "300.0", "_1", "+5"].map(String::from));
+    for id in &ids {
+        assert_eq!(check_string_id(id), check_any_id(id), "{id:?}");
+    }
+}
