@@ -3,6 +3,7 @@ mod matched;
 mod predict;
 mod remove;
 mod skipped;
+mod subtree;
 mod unknown;
 
 use std::collections::HashSet;

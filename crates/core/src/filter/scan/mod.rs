@@ -87,6 +87,10 @@ pub(super) struct Scanner<'a> {
     /// `]` or `*` in it): counted, and their paths kept when `hidden_paths` is on.
     pub(super) hidden_removed: u64,
     pub(super) hidden_paths: Option<Vec<String>>,
+    /// Set when whitespace is skipped, and (with `watch_names`) when a key no path can name is
+    /// read without copying: the value being checked would not be copied as it stands.
+    pub(super) altered: bool,
+    pub(super) watch_names: bool,
 }
 
 /// A refusal on its way out of the scanner, boxed so that the `Result`s of the hot path stay
@@ -115,6 +119,8 @@ impl<'a> Scanner<'a> {
             sets_used: 0,
             hidden_removed: 0,
             hidden_paths: None,
+            altered: false,
+            watch_names: false,
         }
     }
 
@@ -131,6 +137,7 @@ impl<'a> Scanner<'a> {
         }
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.input.get(self.pos) {
             self.pos += 1;
+            self.altered = true;
         }
     }
 

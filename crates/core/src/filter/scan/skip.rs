@@ -1,6 +1,6 @@
 //! Values the trie does not walk: removed members (validated, not copied) and `.**` subtrees
 //! (validated and copied compactly), in one iterative loop.
-use super::super::compile::fingerprint;
+use super::super::compile::{fingerprint, is_path_syntax};
 use super::{Fail, Scanner};
 
 impl<'a> Scanner<'a> {
@@ -19,7 +19,10 @@ impl<'a> Scanner<'a> {
         }
         let start = self.pos;
         let key = self.read_key()?;
-        let unnameable = EMIT && key.iter().any(|b| matches!(b, b'.' | b'[' | b']' | b'*'));
+        let unnameable = (EMIT || self.watch_names) && key.iter().any(|&b| is_path_syntax(b));
+        if !EMIT && unnameable {
+            self.altered = true;
+        }
         let fp = fingerprint(&key);
         self.add_key(key, fp, start)?;
         let written = EMIT && !hidden && !unnameable;

@@ -54,6 +54,8 @@ struct Filter<'a, 'p> {
     saved_matched: Vec<u64>,
     unknowns: Unknowns<'a>,
     orders: KeyOrders,
+    /// Until a subtree passed whole is found not to be copied as it stands.
+    verbatim_subtrees: bool,
     /// Note every forwarded value in `report.forwarded`.
     forwarded: bool,
 }
@@ -107,6 +109,7 @@ pub(in crate::filter) fn filter(
         saved_matched: Vec::new(),
         unknowns: Unknowns::default(),
         orders: KeyOrders::default(),
+        verbatim_subtrees: true,
         forwarded,
     };
     if options.detail {
@@ -155,7 +158,9 @@ impl<'a, 'p> Filter<'a, 'p> {
     #[inline(never)]
     fn subtree(&mut self) -> Result<(), Fail> {
         let start = self.out.len();
-        self.sc.skip_value::<true>(&mut self.out)?;
+        if !self.verbatim_subtrees || !self.subtree_verbatim()? {
+            self.sc.skip_value::<true>(&mut self.out)?;
+        }
         if self.forwarded {
             self.report.forwarded.subtree(&self.out[start..]);
         }
@@ -166,6 +171,27 @@ impl<'a, 'p> Filter<'a, 'p> {
                 .extend(paths.drain(..).map(|path| Change::Removed { path }));
         }
         Ok(())
+    }
+
+    /// A subtree passed whole is usually copied as it stands (no whitespace, every key
+    /// nameable): checks it without copying and, if so, copies its bytes in one go; otherwise
+    /// returns false with the position back at its start (and the next subtrees of the request
+    /// are copied piece by piece at once).
+    fn subtree_verbatim(&mut self) -> Result<bool, Fail> {
+        let start = self.sc.pos;
+        self.sc.altered = false;
+        self.sc.watch_names = true;
+        let checked = self.sc.skip_value::<false>(&mut self.out);
+        self.sc.watch_names = false;
+        checked?;
+        if self.sc.altered {
+            self.sc.pos = start;
+            self.verbatim_subtrees = false;
+            return Ok(false);
+        }
+        let input = self.sc.input;
+        self.out.extend_from_slice(&input[start..self.sc.pos]);
+        Ok(true)
     }
 
     #[inline]
