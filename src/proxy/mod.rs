@@ -119,9 +119,13 @@ impl PartnerProxy {
             headers: &headers,
             body: &body,
         };
-        let shadowed = active.shadow.is_some();
-        let mut outcome = decide(ctx, &target, limits, &incoming, (&optout_source, shadowed));
-        if shadowed {
+        let collect = plan::Collect {
+            detail: false,
+            forwarded: active.shadow.is_some(),
+            subjects: self.gateway.ledger().is_some(),
+        };
+        let mut outcome = decide(ctx, &target, limits, &incoming, (&optout_source, collect));
+        if collect.forwarded {
             // After the real decision and off its path: the body moves, it is not copied, and
             // the decision goes along so the shadow thread need not make it again.
             let head = ShadowHead {
@@ -352,23 +356,22 @@ impl PartnerProxy {
     }
 }
 
-/// The real decision on the whole request ([`plan::plan`]), timed as filtering. With a shadow
-/// policy the filter also notes what it forwards ([`plan::plan_forwarded`]), for the shadow
-/// thread to compare; the outcome is the same.
+/// The real decision on the whole request ([`plan::plan_noting`]), timed as filtering. With a
+/// shadow policy the filter also notes what it forwards, for the shadow thread to compare;
+/// with a ledger, whose records it forwards. The outcome is the same.
 fn decide(
     ctx: &mut RequestCtx,
     target: &plan::Target,
     limits: &gateway_core::policy::Limits,
     incoming: &Incoming<'_>,
-    (optouts, shadowed): (&Option<Arc<dyn gateway_core::optout::OptOutSource>>, bool),
+    (optouts, collect): (
+        &Option<Arc<dyn gateway_core::optout::OptOutSource>>,
+        plan::Collect,
+    ),
 ) -> Result<plan::Outgoing, Refusal> {
     let started = Instant::now();
     let optouts = optouts_view(optouts);
-    let outcome = if shadowed {
-        plan::plan_forwarded(target, incoming, limits, optouts)
-    } else {
-        plan::plan(target, incoming, limits, optouts, false)
-    };
+    let outcome = plan::plan_noting(target, incoming, limits, optouts, collect);
     ctx.filter_time = Some(started.elapsed());
     outcome
 }

@@ -3,7 +3,7 @@ The body: none on a route that takes none; otherwise JSON of an allowed media ty
 through the route's filter program, with the opt-out set when the partner honours opt-outs
 and the route names its records' subjects.
 */
-use super::{Incoming, OptOuts, OPTOUTS_NOT_LOADED};
+use super::{Collect, Incoming, OptOuts, OPTOUTS_NOT_LOADED};
 use crate::filter::{self, FilterOptions, FilterProgram, Filtered, Report};
 use crate::policy::{Limits, Partner, Route};
 use crate::{Refusal, RefusalKind};
@@ -14,9 +14,8 @@ pub(super) struct BodyStep<'a> {
     pub(super) route: &'a Route,
     pub(super) limits: &'a Limits,
     pub(super) optouts: OptOuts<'a>,
-    pub(super) detail: bool,
-    /// Note every forwarded value ([`filter::filter_forwarded`]).
-    pub(super) forwarded: bool,
+    /// What the report notes (every forwarded value: [`filter::filter_forwarded`]).
+    pub(super) collect: Collect,
 }
 
 impl BodyStep<'_> {
@@ -54,11 +53,11 @@ impl BodyStep<'_> {
             max_depth: self.limits.max_depth,
             pseudonymize_key: self.partner.pseudonymize_key.as_deref(),
             optouts: None,
-            detail: self.detail,
+            detail: self.collect.detail,
             // For the disclosure ledger: whose records went to the partner.
-            subjects: program.has_subjects(),
+            subjects: self.collect.subjects && program.has_subjects(),
         };
-        let run = if self.forwarded {
+        let run = if self.collect.forwarded {
             filter::filter_forwarded
         } else {
             filter::filter

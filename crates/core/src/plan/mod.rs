@@ -131,6 +131,20 @@ pub enum OptOuts<'a> {
     NotLoaded,
 }
 
+/// What a decision notes in its [`Report`](crate::filter::Report) besides the counts; the
+/// outgoing request is byte-identical whatever is noted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collect {
+    /// Per-field changes ([`crate::filter::Report::changes`]), for `explain`.
+    pub detail: bool,
+    /// Every value the partner receives ([`crate::filter::Report::forwarded`]), for a shadow
+    /// decision to compare.
+    pub forwarded: bool,
+    /// The subject id of every forwarded record ([`crate::filter::Report::subjects`]), for
+    /// the disclosure ledger: one string per record, so only asked for when there is a ledger.
+    pub subjects: bool,
+}
+
 /// Decides what `target`'s partner receives for this request. `detail` collects per-field
 /// changes for `explain`; the body is byte-identical either way. Each step either refuses
 /// or hands on what passes; the first refusal wins.
@@ -141,7 +155,12 @@ pub fn plan(
     optouts: OptOuts<'_>,
     detail: bool,
 ) -> Result<Outgoing, Refusal> {
-    decide(target, incoming, limits, optouts, (detail, false))
+    let collect = Collect {
+        detail,
+        forwarded: false,
+        subjects: true,
+    };
+    plan_noting(target, incoming, limits, optouts, collect)
 }
 
 /// [`plan`] without per-field changes, also noting in the report's
@@ -153,15 +172,21 @@ pub fn plan_forwarded(
     limits: &Limits,
     optouts: OptOuts<'_>,
 ) -> Result<Outgoing, Refusal> {
-    decide(target, incoming, limits, optouts, (false, true))
+    let collect = Collect {
+        detail: false,
+        forwarded: true,
+        subjects: true,
+    };
+    plan_noting(target, incoming, limits, optouts, collect)
 }
 
-fn decide(
+/// [`plan`], noting in the report what `collect` asks for. The outcome is otherwise the same.
+pub fn plan_noting(
     target: &Target,
     incoming: &Incoming<'_>,
     limits: &Limits,
     optouts: OptOuts<'_>,
-    (detail, forwarded): (bool, bool),
+    collect: Collect,
 ) -> Result<Outgoing, Refusal> {
     let partner = &target.partner;
     let route = target.route();
@@ -182,8 +207,7 @@ fn decide(
         route,
         limits,
         optouts,
-        detail,
-        forwarded,
+        collect,
     };
     let (body, report) = match route.stream {
         Some(_) if !incoming.body.is_empty() => {

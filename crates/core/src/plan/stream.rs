@@ -19,7 +19,9 @@ anything else (a BOM, a NUL, a `\r` inside a line, two values on one line) is wh
 strict JSON scanner makes of it, which is a refusal.
 */
 use super::body::{check_media_type, BodyStep};
-use super::{headers, legal_basis, query, url, Incoming, OptOuts, Target, OPTOUTS_NOT_LOADED};
+use super::{
+    headers, legal_basis, query, url, Collect, Incoming, OptOuts, Target, OPTOUTS_NOT_LOADED,
+};
 use crate::filter::Report;
 use crate::policy::{Limits, StreamFormat};
 use crate::{Refusal, RefusalKind};
@@ -252,8 +254,11 @@ impl<'a> NdjsonStream<'a> {
             route: target.route(),
             limits: self.limits,
             optouts,
-            detail: false,
-            forwarded: false,
+            collect: Collect {
+                detail: false,
+                forwarded: false,
+                subjects: true,
+            },
         };
         match step.run(program, line) {
             Ok(filtered) => {

@@ -315,8 +315,11 @@ fn body_step_filters_json_and_refuses_what_it_cannot_read() {
             route: t.route(),
             limits: &Limits::default(),
             optouts: OptOuts::NotLoaded,
-            detail: false,
-            forwarded: false,
+            collect: Collect {
+                detail: false,
+                forwarded: false,
+                subjects: true,
+            },
         };
         let got = step.filter(&incoming);
         match (&got, expected) {
@@ -366,8 +369,11 @@ fn body_step_drops_opted_out_records_and_refuses_without_the_set() {
             route: t.route(),
             limits: &Limits::default(),
             optouts: *optouts,
-            detail: false,
-            forwarded: false,
+            collect: Collect {
+                detail: false,
+                forwarded: false,
+                subjects: true,
+            },
         };
         let got = step.filter(&incoming);
         match (&got, expected) {
