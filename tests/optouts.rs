@@ -588,6 +588,56 @@ fn when_every_record_is_dropped_the_partner_receives_an_empty_array() {
 }
 
 #[test]
+fn records_after_a_primed_key_order_are_still_judged_one_by_one() {
+    // Compact records repeat their key order (the filter's fast path); the ones that then
+    // spell, move, re-case or repeat the subject are judged as if read alone.
+    let s = setup();
+    let gw = &s.gw;
+    opt_out(gw, "c-1", &["partner_sharing"]);
+    opt_out(gw, "7", &["partner_sharing"]);
+    let primer = r#"{"customer_id":"c-2","name":"A"}"#;
+    let body = format!(
+        r#"{{"contacts":[{primer},{primer},{}]}}"#,
+        [
+            r#"{"customer\u005fid":"c-1","name":"C"}"#,
+            r#"{"name":"D","customer_id":"c-1"}"#,
+            r#"{"customer_id":"C-1","name":"E"}"#,
+            r#"{"customer_id":"c\u002d1","name":"F"}"#,
+            r#"{"customer_id":7,"name":"G"}"#,
+            r#"{"customer_id":"c-3","names":"x","nam":"y","name":"H"}"#,
+            r#"{"customer_id":"c-3","n\u0061me":"I"}"#,
+        ]
+        .join(",")
+    );
+    let expected = format!(
+        r#"{{"contacts":[{primer},{primer},{},{}]}}"#,
+        r#"{"customer_id":"c-3","name":"H"}"#, r#"{"customer_id":"c-3","n\u0061me":"I"}"#
+    );
+    assert_forwarded(gw, &s.bp, "bp", &body, 5, &expected);
+    for trick in [
+        r#"{"customer_id":"c-2","name":"B","customer_id":"c-1"}"#,
+        r#"{"customer_id":"c-2","customer_id":"c-1"}"#,
+        r#"{"customer_id":"c-2","name":"B","customer\u005fid":"c-1"}"#,
+        r#"{"customer_id":"c-2","name":"B","Customer_Id":"c-1"}"#,
+        r#"{"customer_id":"c-2","name":"B","cuſtomer_id":"c-1"}"#,
+        r#"{"customer_id":"c-2","name":"B","n\u0061me":"C"}"#,
+    ] {
+        let body = format!(r#"{{"contacts":[{primer},{primer},{trick}]}}"#);
+        assert_refused_nothing_sent(gw, &s.bp, "bp", CONTACTS, &body, 400, "bad_request");
+    }
+    for trick in [
+        r#"{"name":"B"}"#,
+        r#"{"customer_id":"_7","name":"B"}"#,
+        r#"{"customer_id":"+_7","name":"B"}"#,
+        r#"{"customer_id":"7.0","name":"B"}"#,
+        r#"{"customer_id":"\uff17","name":"B"}"#,
+    ] {
+        let body = format!(r#"{{"contacts":[{primer},{primer},{trick}]}}"#);
+        assert_refused_nothing_sent(gw, &s.bp, "bp", CONTACTS, &body, 422, "subject_missing");
+    }
+}
+
+#[test]
 fn admin_api_needs_the_token_and_valid_input() {
     // The policy names a token variable, but it is not set: every /optouts call is refused.
     let s = setup_with(OPTOUTS_YAML, &[]);

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Filters `body` with and without key-order prediction; they must agree in everything.
-fn both(
+pub(super) fn both(
     predicting: &FilterProgram,
     reading: &FilterProgram,
     body: &[u8],
