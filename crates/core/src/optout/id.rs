@@ -219,12 +219,20 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
         return true;
     }
     if id.is_ascii() {
-        if !id.bytes().any(|b| b.is_ascii_alphabetic()) {
-            return false;
-        }
+        // An id with an uppercase letter has a lowercase form to look up, one with a lowercase
+        // letter an uppercase form; an id without letters has no other case.
+        let (has_lower, has_upper) = id.bytes().fold((false, false), |(lower, upper), b| {
+            (
+                lower || b.is_ascii_lowercase(),
+                upper || b.is_ascii_uppercase(),
+            )
+        });
         if id.len() <= CASE_BUFFER {
             let mut buffer = [0u8; CASE_BUFFER];
-            for upper in [false, true] {
+            for (upper, differs) in [(false, has_upper), (true, has_lower)] {
+                if !differs {
+                    continue;
+                }
                 let out = &mut buffer[..id.len()];
                 out.copy_from_slice(id.as_bytes());
                 if upper {
@@ -232,15 +240,15 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
                 } else {
                     out.make_ascii_lowercase();
                 }
-                if out == id.as_bytes() {
-                    continue; // no letter of this case to change: nothing new to look up
-                }
                 if let Ok(text) = std::str::from_utf8(out) {
                     if lookup.is_opted_out(text) {
                         return true;
                     }
                 }
             }
+            return false;
+        }
+        if !has_lower && !has_upper {
             return false;
         }
     }

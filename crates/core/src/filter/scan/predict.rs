@@ -60,10 +60,24 @@ pub(super) struct Cursor {
     on: bool,
 }
 
-/// Each node's remembered key order, for one request.
+/// A slot no object has used yet: the first object of a slot is read without prediction, so
+/// a body with one record pays nothing for it.
+const UNUSED: u32 = u32::MAX;
+/// A slot that has not remembered a key yet.
+const NO_BLOCK: u32 = u32::MAX - 1;
+
+/// Blocks room is made for at once (a small body uses a few; one allocation).
+const FIRST_BLOCKS: usize = 8;
+
+/// Each slot's remembered key order, for one request: few allocations, since a small body
+/// must not pay for prediction it hardly uses.
 #[derive(Default)]
 pub(super) struct KeyOrders {
-    by_node: Vec<Vec<Known>>,
+    /// Per slot: its block in `known` (or [`UNUSED`], [`NO_BLOCK`]), and how many keys it
+    /// remembers.
+    slots: Vec<(u32, u8)>,
+    /// Blocks of [`SMALL_OBJECT`] keys, one per slot that has remembered a key.
+    known: Vec<Known>,
 }
 
 impl KeyOrders {
@@ -78,13 +92,20 @@ impl KeyOrders {
                 on: false,
             };
         }
-        if self.by_node.len() < slots {
-            self.by_node.resize_with(slots, Vec::new);
+        if self.slots.len() < slots {
+            self.slots.resize(slots, (UNUSED, 0));
         }
+        let first = self.slots.get_mut(slot).is_some_and(|(block, _)| {
+            let first = *block == UNUSED;
+            if first {
+                *block = NO_BLOCK;
+            }
+            first
+        });
         Cursor {
             node: slot,
             at: 0,
-            on: true,
+            on: !first,
         }
     }
 
@@ -95,7 +116,11 @@ impl KeyOrders {
         if !cursor.on {
             return None;
         }
-        let known = *self.by_node.get(cursor.node)?.get(cursor.at)?;
+        let &(block, len) = self.slots.get(cursor.node)?;
+        if cursor.at >= usize::from(len) {
+            return None;
+        }
+        let known = *self.known.get(block as usize * SMALL_OBJECT + cursor.at)?;
         let n = known.len + 1;
         let here = input.get(quote + 1..quote + 1 + n)?;
         let there = input.get(known.start..known.start + n)?;
@@ -109,14 +134,35 @@ impl KeyOrders {
         if !cursor.on {
             return;
         }
-        let Some(order) = self.by_node.get_mut(cursor.node) else {
+        let Some((block, len)) = self.slots.get_mut(cursor.node) else {
             cursor.on = false;
             return;
         };
-        order.truncate(cursor.at);
-        match key {
-            Some(key) if cursor.at < SMALL_OBJECT => order.push(key),
-            _ => cursor.on = false,
+        *len = (*len).min(u8::try_from(cursor.at).unwrap_or(u8::MAX));
+        let Some(key) = key.filter(|_| cursor.at < SMALL_OBJECT) else {
+            cursor.on = false;
+            return;
+        };
+        if *block >= NO_BLOCK {
+            let Ok(next) = u32::try_from(self.known.len() / SMALL_OBJECT) else {
+                cursor.on = false;
+                return;
+            };
+            if self.known.capacity() == 0 {
+                self.known.reserve_exact(FIRST_BLOCKS * SMALL_OBJECT);
+            }
+            // Entries past a slot's length are never read: any key fills them.
+            self.known.extend(std::iter::repeat_n(key, SMALL_OBJECT));
+            *block = next;
+        }
+        if let Some(entry) = self
+            .known
+            .get_mut(*block as usize * SMALL_OBJECT + cursor.at)
+        {
+            *entry = key;
+            *len = u8::try_from(cursor.at + 1).unwrap_or(u8::MAX);
+        } else {
+            cursor.on = false;
         }
     }
 

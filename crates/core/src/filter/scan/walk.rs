@@ -2,7 +2,7 @@
 //! the report, and the per-record opt-out decision.
 use std::borrow::Cow;
 
-use super::super::compile::{fingerprint, same_key, Found, Kind, Members, NodeId};
+use super::super::compile::{fingerprint, same_key, Found, Kind, Members, Node, NodeId};
 use super::super::transform::{self, Hmac256};
 use super::super::{
     Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform,
@@ -135,11 +135,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 "internal error: the filter program is inconsistent".into()
             ));
         };
-        for &source in node.sources.iter() {
-            if let Some(n) = self.report.matched.get_mut(source as usize) {
-                *n += 1;
-            }
-        }
+        self.matched(node);
         match &node.kind {
             Kind::Scalar => self.scalar().map(|()| true),
             Kind::Transform(t) => self.transform(*t).map(|()| true),
@@ -150,6 +146,33 @@ impl<'a, 'p> Filter<'a, 'p> {
             }
             Kind::Array { elements } => self.array(*elements).map(|()| true),
         }
+    }
+
+    /// Counts a forwarded value of `node` for the paths it stands for.
+    #[inline]
+    fn matched(&mut self, node: &Node) {
+        for &source in node.sources.iter() {
+            if let Some(n) = self.report.matched.get_mut(source as usize) {
+                *n += 1;
+            }
+        }
+    }
+
+    /// A member whose node passes a scalar, written `"name":value` (no whitespace) from
+    /// `key_start`: what `walk` does for its value, with name and value copied in one piece.
+    /// False, having done nothing, when the node is not one that passes a scalar.
+    #[inline]
+    fn scalar_member(&mut self, child: NodeId, key_start: usize) -> Result<bool, Fail> {
+        let program = self.program;
+        let Some(node) = program.nodes.get(child as usize) else {
+            return Ok(false);
+        };
+        if !matches!(node.kind, Kind::Scalar) {
+            return Ok(false);
+        }
+        self.matched(node);
+        self.scalar_from(key_start)?;
+        Ok(true)
     }
 
     // Containers and transforms are not inlined into `walk`, which every value goes through:
@@ -196,6 +219,12 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     #[inline]
     fn scalar(&mut self) -> Result<(), Fail> {
+        self.scalar_from(self.sc.pos)
+    }
+
+    /// Reads the scalar at `pos` and copies the input from `from` to its end.
+    #[inline]
+    fn scalar_from(&mut self, from: usize) -> Result<(), Fail> {
         if let Some(b'{' | b'[') = self.sc.peek() {
             return Err(bad(format!(
                 "`{}` holds {}, but the policy passes only a string, number, boolean or null there",
@@ -203,8 +232,8 @@ impl<'a, 'p> Filter<'a, 'p> {
                 describe(self.sc.peek())
             )));
         }
-        let (start, end) = self.sc.scalar()?;
-        self.out.extend_from_slice(&self.sc.input[start..end]);
+        let (_, end) = self.sc.scalar()?;
+        self.out.extend_from_slice(&self.sc.input[from..end]);
         self.kept(None);
         Ok(())
     }
@@ -389,17 +418,23 @@ impl<'a, 'p> Filter<'a, 'p> {
                     self.out.push(b',');
                 }
                 open.first = false;
-                let name = &input[key_start..key_end];
-                self.out.extend_from_slice(name);
-                self.out.push(b':');
-                let depth = self
-                    .forwarded
-                    .then(|| self.report.forwarded.enter_member(name));
-                // Records are array elements or the root, never members: nothing beneath a
-                // member is dropped.
-                self.walk(child)?;
-                if let Some(depth) = depth {
-                    self.report.forwarded.leave(depth);
+                // A scalar written `"name":value` is copied in one piece.
+                let whole = value_start == key_end + 1
+                    && !self.forwarded
+                    && self.scalar_member(child, key_start)?;
+                if !whole {
+                    let name = &input[key_start..key_end];
+                    self.out.extend_from_slice(name);
+                    self.out.push(b':');
+                    let depth = self
+                        .forwarded
+                        .then(|| self.report.forwarded.enter_member(name));
+                    // Records are array elements or the root, never members: nothing beneath a
+                    // member is dropped.
+                    self.walk(child)?;
+                    if let Some(depth) = depth {
+                        self.report.forwarded.leave(depth);
+                    }
                 }
             }
             Found::Removed => self.remove_member(true, open, fp)?,
