@@ -553,7 +553,8 @@ impl<'a, 'p> Filter<'a, 'p> {
         id::folds_to_subject(key, subject).then(|| {
             bad(format!(
                 "record `{}` has a member {key:?}, which case-insensitive JSON readers take for the subject `{subject}`",
-                self.sc.path()
+                // The record, not the member read before this one.
+                self.sc.path_upto(self.sc.frames.len().saturating_sub(1))
             ))
         })
     }
