@@ -116,11 +116,17 @@ pub fn body(target: usize) -> Vec<u8> {
 }
 
 pub fn spec() -> FilterSpec {
+    shipments_spec(ALLOW, TRANSFORMS)
+}
+
+/// A policy with `allow` and `transforms` over `shipments[*]` records whose subject is
+/// `customer_id` (this workload's, and the load benchmark's in `load_workload`).
+pub fn shipments_spec(allow: &[&str], transforms: &[(&str, Transform)]) -> FilterSpec {
     let path = |p: &str| FieldPath::parse(p).expect("valid path");
     FilterSpec {
         removes: Vec::new(),
-        allow: ALLOW.iter().map(|p| path(p)).collect(),
-        transforms: TRANSFORMS.iter().map(|(p, t)| (path(p), *t)).collect(),
+        allow: allow.iter().map(|p| path(p)).collect(),
+        transforms: transforms.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: Some(path("shipments[*]")),
         subject: Some("customer_id".into()),
     }

@@ -8,9 +8,9 @@ the gateway runs it (the load bench configures no ledger, so no subject ids are 
 `unit_price` are unknown to the policy: removed, and counted as drift.
 
 Shared by `benches/filter.rs` (criterion, against a `serde_json::Value` baseline) and the core's
-`filter_speed` example.
+`filter_speed` example, which both include it next to `filter_workload.rs` as `workload`.
 */
-use gateway_core::filter::{FieldPath, FilterOptions, FilterSpec, OptOutLookup, Transform};
+use gateway_core::filter::{FilterOptions, FilterSpec, OptOutLookup, Transform};
 
 pub const ALLOW: &[&str] = &[
     "order_id",
@@ -32,14 +32,7 @@ impl OptOutLookup for NoOptOuts {
 }
 
 pub fn spec() -> FilterSpec {
-    let path = |p: &str| FieldPath::parse(p).expect("valid path");
-    FilterSpec {
-        removes: Vec::new(),
-        allow: ALLOW.iter().map(|p| path(p)).collect(),
-        transforms: TRANSFORMS.iter().map(|(p, t)| (path(p), *t)).collect(),
-        records: Some(path("shipments[*]")),
-        subject: Some("customer_id".into()),
-    }
+    super::workload::shipments_spec(ALLOW, TRANSFORMS)
 }
 
 /// The options the gateway filters the load bench's requests with.
