@@ -25,7 +25,10 @@
 //! A node's objects never nest inside one another (the trie has no cycles), and the values the
 //! trie does not walk are read in one loop that predicts only its top object, so no other object
 //! rewrites a slot's order while one of its objects is open.
+use std::borrow::Cow;
+
 use super::super::compile::{same_key, Found, NodeId};
+use super::SMALL_OBJECT;
 
 /// Slots for the objects of removed members, after one slot per node.
 pub(super) const REMOVED_SLOTS: usize = 16;
@@ -36,7 +39,6 @@ pub(super) fn removed_slot(nodes: usize, node: NodeId, fp: u64) -> usize {
     let hash = (fp ^ u64::from(node)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     nodes + (hash >> 60) as usize % REMOVED_SLOTS
 }
-use super::SMALL_OBJECT;
 
 /// One remembered key: where its bytes are in this request's input, and its decision.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +50,31 @@ pub(super) struct Known {
     pub(super) found: Found,
     /// The key is the subject member's name.
     pub(super) subject: bool,
+}
+
+impl Known {
+    /// What to remember about a name read from `quote` (its opening quote): nothing when it
+    /// has escapes, as its raw bytes then differ from the name.
+    #[inline]
+    #[allow(
+        clippy::ptr_arg,
+        reason = "whether the name was borrowed is what tells escapes"
+    )]
+    pub(super) fn of(
+        quote: usize,
+        key: &Cow<'_, [u8]>,
+        fp: u64,
+        found: Found,
+        subject: bool,
+    ) -> Option<Known> {
+        matches!(key, Cow::Borrowed(_)).then(|| Known {
+            start: quote + 1,
+            len: key.len(),
+            fp,
+            found,
+            subject,
+        })
+    }
 }
 
 /// Where an open object is in its node's remembered order.

@@ -1,7 +1,5 @@
 //! Values the trie does not walk: removed members (validated, not copied) and `.**` subtrees
 //! (validated and copied compactly), in one iterative loop.
-use std::borrow::Cow;
-
 use super::super::compile::{fingerprint, is_path_syntax, Found};
 use super::predict::{Cursor, KeyOrders, Known};
 use super::{Fail, Scanner};
@@ -69,15 +67,10 @@ impl<'a> Scanner<'a> {
     /// key-order prediction (see `predict`); a name no path can spell is noted in `altered`
     /// when `watch_names` asks.
     fn checked_key(&mut self, keys: &mut Cursor) -> Result<(), Fail> {
-        let start = self.pos;
-        let input = self.input;
-        if let Some(known) = self.orders.hit(keys, input, start) {
-            self.pos = start + known.len + 2;
-            let key = &input[start + 1..start + 1 + known.len];
-            self.push_known_key(Cow::Borrowed(key), known.fp);
-            keys.at += 1;
+        if self.take_predicted_key(keys).is_some() {
             return Ok(());
         }
+        let start = self.pos;
         let key = self.read_key()?;
         let unnameable = key.iter().any(|&b| is_path_syntax(b));
         if unnameable && self.watch_names {
@@ -85,17 +78,10 @@ impl<'a> Scanner<'a> {
         }
         let fp = fingerprint(&key);
         let learnable = KeyOrders::learning(keys) && !unnameable;
-        let known = (learnable && matches!(key, Cow::Borrowed(_))).then(|| Known {
-            start: start + 1,
-            len: key.len(),
-            fp,
-            found: Found::Unknown,
-            subject: false,
-        });
-        self.add_key(key, fp, start)?;
-        self.orders.learn(keys, known);
-        keys.at += 1;
-        Ok(())
+        let known = learnable
+            .then(|| Known::of(start, &key, fp, Found::Unknown, false))
+            .flatten();
+        self.add_unforeseen_key(keys, (key, fp, start), known)
     }
 
     /// Opens the container at `pos` (copying its bracket unless `hidden`); when it is empty,

@@ -394,14 +394,8 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let input = self.sc.input;
         let key_start = self.sc.pos;
-        let (fp, found, is_subject) = match self.sc.orders.hit(&open.keys, input, key_start) {
-            Some(known) => {
-                self.sc.pos = key_start + known.len + 2;
-                let key = &input[key_start + 1..key_start + 1 + known.len];
-                self.sc.push_known_key(Cow::Borrowed(key), known.fp);
-                open.keys.at += 1;
-                (known.fp, known.found, open.want_subject && known.subject)
-            }
+        let (fp, found, is_subject) = match self.sc.take_predicted_key(&mut open.keys) {
+            Some(known) => (known.fp, known.found, open.want_subject && known.subject),
             None => self.member_name(members, open)?,
         };
         let key_end = self.sc.pos;
@@ -485,16 +479,11 @@ impl<'a, 'p> Filter<'a, 'p> {
                 open.folded = folded;
             }
         }
-        let known = (learning && !folds && matches!(key, Cow::Borrowed(_))).then(|| Known {
-            start: key_start + 1,
-            len: key.len(),
-            fp,
-            found,
-            subject: subject_key,
-        });
-        self.sc.add_key(key, fp, key_start)?;
-        self.sc.orders.learn(&mut open.keys, known);
-        open.keys.at += 1;
+        let known = (learning && !folds)
+            .then(|| Known::of(key_start, &key, fp, found, subject_key))
+            .flatten();
+        self.sc
+            .add_unforeseen_key(&mut open.keys, (key, fp, key_start), known)?;
         Ok((fp, found, is_subject))
     }
 
