@@ -199,13 +199,22 @@ fn denotes_integer(text: &str) -> bool {
 /// reader (Go's `encoding/json`, Jackson or .NET in case-insensitive mode): equal under Unicode
 /// case folding and NFKC (`Customer_Id`, `cuſtomer_id`), but not the same key?
 pub fn folds_to_subject(key: &str, subject: &str) -> bool {
+    name_folds_to_subject(key.as_bytes(), subject.as_bytes())
+}
+
+/// [`folds_to_subject`] on member names as they stand in the body (already checked to be
+/// UTF-8): the usual ASCII name is settled without a text conversion.
+pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
     if key == subject {
         return false;
     }
     if key.is_ascii() && subject.is_ascii() {
         return key.eq_ignore_ascii_case(subject);
     }
-    caseless::compatibility_caseless_match_str(key, subject)
+    match (std::str::from_utf8(key), std::str::from_utf8(subject)) {
+        (Ok(key), Ok(subject)) => caseless::compatibility_caseless_match_str(key, subject),
+        _ => false,
+    }
 }
 
 /// Is `id` opted out, compared exactly and in its lowercase and uppercase forms? The one

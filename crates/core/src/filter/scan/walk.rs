@@ -530,16 +530,8 @@ impl<'a, 'p> Filter<'a, 'p> {
     /// subject is known to be valid.
     fn folded_subject(&self, key: &[u8]) -> Option<Fail> {
         let subject = self.program.subject.as_deref().unwrap_or_default();
-        // Two ASCII names fold together only when they are equal ignoring ASCII case
-        // (`id::folds_to_subject` says so too): the usual key is settled without a text check.
-        if key.is_ascii() && subject.is_ascii() && !key.eq_ignore_ascii_case(subject) {
-            return None;
-        }
-        let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject))
-        else {
-            return None;
-        };
-        id::folds_to_subject(key, subject).then(|| {
+        id::name_folds_to_subject(key, subject).then(|| {
+            let (key, subject) = (String::from_utf8_lossy(key), String::from_utf8_lossy(subject));
             bad(format!(
                 "record `{}` has a member {key:?}, which case-insensitive JSON readers take for the subject `{subject}`",
                 // The record, not the member read before this one.
