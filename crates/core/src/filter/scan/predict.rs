@@ -23,8 +23,10 @@
 //! [`REMOVED_SLOTS`] slots chosen by its object's node and its name; names that share a slot
 //! only predict each other badly). Whatever fills a slot, every entry was checked as above.
 //! A node's objects never nest inside one another (the trie has no cycles), and the values the
-//! trie does not walk are read in one loop that predicts only its top object, so no other object
-//! rewrites a slot's order while one of its objects is open.
+//! trie does not walk are read in one loop that predicts only its top object, or the object
+//! elements of its top array (one after another; the first in the value's slot, the next ones
+//! in removed-member slots by position), so no other object rewrites a slot's order while one
+//! of its objects is open.
 use std::borrow::Cow;
 
 use super::super::compile::{same_key, Found, NodeId};
@@ -32,6 +34,9 @@ use super::SMALL_OBJECT;
 
 /// Slots for the objects of removed members, after one slot per node.
 pub(super) const REMOVED_SLOTS: usize = 16;
+
+/// Array elements from this position on share their slot (see [`KeyOrders::element`]).
+const ELEMENT_POSITIONS: usize = 3;
 
 /// The slot of the objects of removed member `fp` in objects at `node`, of `nodes` nodes.
 #[inline]
@@ -85,6 +90,8 @@ pub(super) struct Cursor {
     pub(super) at: usize,
     /// The object's keys so far are the remembered ones before `at`.
     on: bool,
+    /// Prediction is used for this slot (see [`KeyOrders::element`]).
+    enabled: bool,
 }
 
 /// A slot no object has used yet: the first object of a slot is read without prediction, so
@@ -117,11 +124,38 @@ impl KeyOrders {
                 node: slot,
                 at: 0,
                 on: false,
+                enabled: false,
             };
         }
         if self.slots.len() < slots {
             self.slots.resize(slots, (UNUSED, 0));
         }
+        self.start(slot)
+    }
+
+    /// A cursor for the object that is element `index` of an array whose own cursor is `home`
+    /// (the top of a value the trie does not walk): the first element is remembered in
+    /// `home`'s slot, the next ones in removed-member slots chosen by their position, since
+    /// arrays often hold objects of a few shapes in a fixed order.
+    #[inline]
+    pub(super) fn element(&mut self, home: &Cursor, index: usize) -> Cursor {
+        if !home.enabled {
+            return Cursor { at: 0, ..*home };
+        }
+        let slot = if index == 0 {
+            home.node
+        } else {
+            let removed = self.slots.len().saturating_sub(REMOVED_SLOTS);
+            let position = index.min(ELEMENT_POSITIONS) as u64;
+            let hash = (home.node as u64 ^ position << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            removed + (hash >> 60) as usize % REMOVED_SLOTS
+        };
+        self.start(slot)
+    }
+
+    /// A cursor at the start of `slot` (in range): off for the slot's first object.
+    #[inline]
+    fn start(&mut self, slot: usize) -> Cursor {
         let first = self.slots.get_mut(slot).is_some_and(|(block, _)| {
             let first = *block == UNUSED;
             if first {
@@ -133,6 +167,7 @@ impl KeyOrders {
             node: slot,
             at: 0,
             on: !first,
+            enabled: true,
         }
     }
 

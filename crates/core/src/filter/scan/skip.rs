@@ -132,14 +132,19 @@ impl<'a> Scanner<'a> {
     /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
     /// copying, a member whose name no path can spell is validated but not written.
     ///
-    /// `top`: the key-order cursor for the value's members when it is an object that is only
-    /// checked (not copied); objects inside it are read without prediction.
+    /// `top`: the key-order cursor for the members of the value when it is an object that is
+    /// only checked (not copied), or of each object element when it is an array (see
+    /// `KeyOrders::element`); objects deeper inside are read without prediction.
     pub(super) fn skip_value<const EMIT: bool>(
         &mut self,
         out: &mut Vec<u8>,
-        mut top: Option<Cursor>,
+        top: Option<Cursor>,
     ) -> Result<(), Fail> {
         let base = self.frames.len();
+        // The depth of the objects a cursor predicts, and the cursor of the one being read.
+        let array_top = self.peek() == Some(b'[');
+        let top_depth = base + 1 + usize::from(array_top);
+        let mut cursor = if array_top { None } else { top };
         // Copying only: the depth of the member being dropped, and for each container opened
         // here whether it has written a member yet (commas go before every written member).
         let mut hidden_at: Option<usize> = None;
@@ -150,7 +155,12 @@ impl<'a> Scanner<'a> {
                 Some(c @ (b'{' | b'[')) => {
                     let object = c == b'{';
                     if !self.enter::<EMIT>(object, hidden, out, &mut wrote)? {
-                        let keys = top.as_mut().filter(|_| self.frames.len() == base + 1);
+                        let predicted = object && self.frames.len() == top_depth;
+                        if let Some(home) = top.as_ref().filter(|_| predicted && array_top) {
+                            let index = self.frames.get(base).map_or(0, |f| f.cur);
+                            cursor = Some(self.orders.element(home, index));
+                        }
+                        let keys = cursor.as_mut().filter(|_| predicted);
                         if object
                             && !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)?
                             && EMIT
@@ -184,7 +194,7 @@ impl<'a> Scanner<'a> {
                         self.pos += 1;
                         self.skip_ws();
                         if object {
-                            let keys = top.as_mut().filter(|_| self.frames.len() == base + 1);
+                            let keys = cursor.as_mut().filter(|_| self.frames.len() == top_depth);
                             if !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)?
                                 && EMIT
                                 && !hidden

@@ -76,29 +76,48 @@ fn gen_member_value(rng: &mut Rng, name: &str, out: &mut String) {
         "id" => out.push_str(rng.pick(&["1", "2", "3", "\"c-1\"", "\"C-2\"", "4"])),
         // Objects under `a` and `meta` are walked, passed whole or removed (by policy); those
         // under `client` are removed: their keys are predicted from earlier ones too.
-        "a" | "meta" | "client" if rng.below(8) != 0 => {
-            out.push('{');
-            let n = rng.below(5);
-            let order: Vec<&str> = (0..n).map(|i| INNER[i % INNER.len()]).collect();
-            for (i, key) in order.iter().enumerate() {
+        // Now and then an array of such objects, whose key orders depend on their position
+        // (the objects of an array passed whole or removed are predicted too).
+        "meta" | "client" if rng.below(4) == 0 => {
+            out.push('[');
+            for i in 0..rng.below(6) {
                 if i > 0 {
                     out.push(',');
                 }
-                // Now and then a duplicate (also one that only unescapes alike) or a new name.
-                let key = match rng.below(12) {
-                    0 => rng.pick(INNER),
-                    _ => key,
-                };
-                out.push_str(&format!("\"{key}\":"));
-                gen_member_value(rng, "", out);
+                if rng.below(10) == 0 {
+                    gen_member_value(rng, "", out);
+                } else {
+                    gen_inner_object(rng, i, out);
+                }
             }
-            out.push('}');
+            out.push(']');
         }
+        "a" | "meta" | "client" if rng.below(8) != 0 => gen_inner_object(rng, 0, out),
         "card" => out.push_str(rng.pick(&["\"4111 1111 1111 1234\"", "12345678", "null"])),
         // Mostly scalars, as in real records (containers where a scalar is allowed are refused).
         _ if rng.below(12) != 0 => out.push_str(rng.pick(&["1", "\"x\"", "null", "\"\\u00e9\""])),
         _ => gen_value(rng, 3, out),
     }
+}
+
+/// An object of [`INNER`] names in their usual order for position `at` of an array.
+fn gen_inner_object(rng: &mut Rng, at: usize, out: &mut String) {
+    out.push('{');
+    let n = rng.below(5);
+    let order: Vec<&str> = (0..n).map(|i| INNER[(i + at) % INNER.len()]).collect();
+    for (i, key) in order.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Now and then a duplicate (also one that only unescapes alike) or a new name.
+        let key = match rng.below(12) {
+            0 => rng.pick(INNER),
+            _ => key,
+        };
+        out.push_str(&format!("\"{key}\":"));
+        gen_member_value(rng, "", out);
+    }
+    out.push('}');
 }
 
 /// A name `keys` does not hold yet (one time in 16, any name).
@@ -315,5 +334,48 @@ fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
             !both(&predicting, &reading, body.as_bytes(), &options),
             "{body}"
         );
+    }
+    // Arrays of objects removed (`client`) or passed whole (`meta`): after three records that
+    // teach each position its key order, a duplicate, an escaped twin or a cut in any element.
+    let primed = |member: &str| {
+        let elements = r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f":7},{"e":8}]"#;
+        let records: Vec<String> = (1..=3)
+            .map(|i| format!(r#"{{"id":{i},"{member}":{elements}}}"#))
+            .collect();
+        records.join(",")
+    };
+    for member in ["client", "meta"] {
+        for last in [
+            r#"[{"a":1,"b":2,"a":3}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4],"c":5}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"\u0063":5}]"#,
+            r#"[{"a":1,"b":2},{"c":3},{"e":5,"e":6}]"#,
+            // Each element starts again: the keys of the elements before it are not its own.
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5,"e":6}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f":7,"e":8}]"#,
+            r#"[{"a":1,"b":2},{"c":3},{"e":5},{"e":6,"f":7,"e":8}]"#,
+            r#"[{"a":1,"b":2},{"c":3},{"e":5},{"e":6},{"e":8,"e":9}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f":7},{"e":8},{"e":1,"e":2}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f"}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f":07}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":{"x":1,"x":2}}]"#,
+        ] {
+            let body = format!(
+                r#"{{"r":[{},{{"id":4,"{member}":{last}}}]}}"#,
+                primed(member)
+            );
+            let options = options(Some(&lookup), false);
+            assert!(
+                !both(&predicting, &reading, body.as_bytes(), &options),
+                "{body}"
+            );
+        }
+        let body = format!(r#"{{"r":[{}]}}"#, primed(member));
+        assert!(both(
+            &predicting,
+            &reading,
+            body.as_bytes(),
+            &options(Some(&lookup), false)
+        ));
     }
 }
