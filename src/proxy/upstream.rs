@@ -358,11 +358,15 @@ pub(super) async fn peer(active: &Active, target: &Target) -> Result<HttpPeer, U
             format!("partner {:?} is unreachable: {why}", partner.id),
         ),
     };
-    let address = tokio::net::lookup_host(upstream.authority())
-        .await
-        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
-        .next()
-        .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
+    let address = match upstream.host.parse::<std::net::IpAddr>() {
+        // An address needs no resolver (nor the authority string it would parse).
+        Ok(ip) => std::net::SocketAddr::new(ip, upstream.port),
+        Err(_) => tokio::net::lookup_host(upstream.authority())
+            .await
+            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
+            .next()
+            .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?,
+    };
     // SNI and the name verified: never empty (pingora skips verification for an empty
     // SNI); an IP address is verified against the certificate's IP SANs.
     let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
