@@ -21,6 +21,9 @@ pub struct UpstreamClient {
     connector: Connector,
 }
 
+/// Builds a partner request's head again (see [`UpstreamClient::exchange`]).
+type HeaderBuilder<'a> = dyn Fn() -> Result<RequestHeader, UpstreamFailure> + Send + Sync + 'a;
+
 /// A partner's final answer header, its body still to be relayed.
 pub struct UpstreamAnswer {
     pub header: ResponseHeader,
@@ -155,6 +158,7 @@ impl UpstreamClient {
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
+        let body = Bytes::from(outgoing.body);
 
         let head = PartnerHead {
             method,
@@ -162,7 +166,7 @@ impl UpstreamClient {
             path_and_query: &outgoing.path_and_query,
             headers: &outgoing.headers,
             legal_basis: outgoing.legal_basis.as_deref(),
-            body: Some(&outgoing.body),
+            body: Some(&body),
             jti,
         };
         let header = request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
@@ -170,9 +174,16 @@ impl UpstreamClient {
             refusal,
         })?;
 
+        // Built again (never cloned) for the one retry a closed pooled connection allows.
+        let rebuild = || {
+            request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
+                kind: UpstreamErrorKind::Protocol,
+                refusal,
+            })
+        };
         let exchange = async {
             let peer = peer(active, target).await?;
-            self.exchange(peer, header, outgoing.body, &partner.id)
+            self.exchange(peer, (header, &rebuild), body.clone(), &partner.id)
                 .await
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -196,24 +207,23 @@ impl UpstreamClient {
     async fn exchange(
         &self,
         peer: HttpPeer,
-        header: RequestHeader,
-        body: Vec<u8>,
+        (header, rebuild): (RequestHeader, &HeaderBuilder<'_>),
+        body: Bytes,
         partner: &str,
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
         let timeout = peer.options.read_timeout;
-        let body = Bytes::from(body);
         // A pooled connection the partner closed while idle may fail before any byte of the
         // request left: only then is one fresh attempt safe. Once the request head was written
         // the partner may have acted on it, so it is never sent again (at most once).
-        let http = match self.send_once(&peer, &header, &body, timeout).await {
+        let http = match self.send_once(&peer, header, &body).await {
             Err(SendError::NothingWritten(e)) if e.retry() => {
                 // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
                     "partner {partner:?}: reused connection failed before the request was written ({}), retrying on a new one",
                     e.etype().as_str()
                 );
-                self.send_once(&peer, &header, &body, timeout)
+                self.send_once(&peer, rebuild()?, &body)
                     .await
                     .map_err(|e| fail(e.into_inner()))?
             }
@@ -245,6 +255,8 @@ impl UpstreamClient {
             timeout,
             ..
         } = answer;
+        // Each read of the answer's body waits at most the partner timeout.
+        http.set_read_timeout(timeout);
         loop {
             match http.read_response_body().await {
                 Ok(Some(chunk)) => {
@@ -284,9 +296,8 @@ impl UpstreamClient {
     async fn send_once(
         &self,
         peer: &HttpPeer,
-        header: &RequestHeader,
+        header: RequestHeader,
         body: &Bytes,
-        timeout: Option<std::time::Duration>,
     ) -> Result<HttpSession, SendError> {
         let (mut http, reused) = self
             .connector
@@ -296,9 +307,10 @@ impl UpstreamClient {
                 e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
                 SendError::NothingWritten(e)
             })?;
-        http.set_read_timeout(timeout);
-        http.set_write_timeout(timeout);
-        if let Err(mut e) = http.write_request_header(Box::new(header.clone())).await {
+        // No timer per read and write: `send` bounds the whole exchange with one timeout.
+        http.set_read_timeout(None);
+        http.set_write_timeout(None);
+        if let Err(mut e) = http.write_request_header(Box::new(header)).await {
             // Nothing of the request reached a partner that had closed this idle connection.
             e.retry = reused.into();
             return Err(SendError::NothingWritten(e));
