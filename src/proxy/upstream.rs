@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::{Refusal, RefusalKind};
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
@@ -18,6 +18,7 @@ use crate::metrics::UpstreamErrorKind;
 const MAX_INFORMATIONAL: usize = 16;
 
 pub struct UpstreamClient {
+    /// HTTP/1.1 only: partner peers never offer h2 by ALPN.
     connector: Connector,
 }
 
@@ -279,7 +280,7 @@ impl UpstreamClient {
                 }
             }
         }
-        if http.response_done() {
+        if let (true, HttpSession::H1(http)) = (http.response_done(), http) {
             self.connector
                 .release_http_session(http, &peer, timeout)
                 .await;
@@ -299,14 +300,10 @@ impl UpstreamClient {
         header: RequestHeader,
         body: &Bytes,
     ) -> Result<HttpSession, SendError> {
-        let (mut http, reused) = self
-            .connector
-            .get_http_session(peer)
-            .await
-            .map_err(|mut e| {
-                e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
-                SendError::NothingWritten(e)
-            })?;
+        let (mut http, reused) = self.session(peer).await.map_err(|mut e| {
+            e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
+            SendError::NothingWritten(e)
+        })?;
         // No timer per read and write: `send` bounds the whole exchange with one timeout.
         http.set_read_timeout(None);
         http.set_write_timeout(None);
@@ -332,6 +329,17 @@ impl UpstreamClient {
         }
     }
 
+    /// A pooled connection to `peer` (`true`), else a new one. Connecting (TCP, TLS) is a
+    /// large future that pooled requests never need: it is boxed, so that it does not grow
+    /// the state every request allocates and copies.
+    async fn session(&self, peer: &HttpPeer) -> Result<(HttpSession, bool)> {
+        if let Some(http) = self.connector.reused_http_session(peer).await {
+            return Ok((HttpSession::H1(http), true));
+        }
+        let (http, reused) = Box::pin(self.connector.get_http_session(peer)).await?;
+        Ok((HttpSession::H1(http), reused))
+    }
+
     /// Opens a (possibly pooled) connection for a streamed request and writes its head. A
     /// pooled connection that fails before the head is written is replaced once by a new one
     /// (nothing of the request left); after that, the request is never sent again.
@@ -345,7 +353,7 @@ impl UpstreamClient {
         let mut retried = false;
         loop {
             let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
-            let (mut http, reused) = self.connector.get_http_session(peer).await.map_err(fail)?;
+            let (mut http, reused) = self.session(peer).await.map_err(fail)?;
             http.set_read_timeout(timeout);
             http.set_write_timeout(timeout);
             match http.write_request_header(Box::new(header.clone())).await {
