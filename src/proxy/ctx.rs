@@ -1,8 +1,10 @@
 //! Per-request state, filled in as the request moves through the phases and read by `logging`.
-use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_core::filter::Report;
+use gateway_core::plan::Target;
+use gateway_core::policy::{Partner, Route};
 use gateway_core::RefusalKind;
 
 use crate::metrics::{UpstreamErrorKind, UNKNOWN};
@@ -19,18 +21,19 @@ pub struct RequestCtx {
     pub bytes_out: u64,
     /// Time spent with the partner, when one was contacted.
     pub upstream_time: Option<Duration>,
-    /// Partner id from the policy, or `unknown`.
-    pub partner: Cow<'static, str>,
-    /// Route template from the policy, or `unknown`.
-    pub route: Cow<'static, str>,
+    /// The partner (and its route) from the policy, once known: the labels of the request's
+    /// logs and metrics are borrowed from it, not copied per request.
+    partner: Option<Arc<Partner>>,
+    route_index: Option<usize>,
     /// Status sent to the caller.
     pub status: u16,
     /// Why the gateway refused the request, when it did.
     pub refused: Option<RefusalKind>,
     /// What the filter did to the forwarded body.
     pub report: Option<Report>,
-    /// Values forwarded per data category (from the route's `categories:`).
-    pub disclosed: Vec<(String, u64)>,
+    /// Whether the fields `report` matched really went to the partner (counted per data
+    /// category, from the route's `categories:`).
+    pub disclosed: bool,
     pub filter_time: Option<Duration>,
     /// Set when talking to the partner failed.
     pub upstream_error: Option<UpstreamErrorKind>,
@@ -44,23 +47,62 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: new_request_id(),
             method: "other",
             bytes_in: 0,
             bytes_out: 0,
             upstream_time: None,
-            partner: Cow::Borrowed(UNKNOWN),
-            route: Cow::Borrowed(UNKNOWN),
+            partner: None,
+            route_index: None,
             status: 0,
             refused: None,
             report: None,
-            disclosed: Vec::new(),
+            disclosed: false,
             filter_time: None,
             upstream_error: None,
             www_authenticate: None,
             counted: false,
         }
     }
+}
+
+impl RequestCtx {
+    /// The request names `partner` (its route is not known, or not yet).
+    pub fn set_partner(&mut self, partner: &Arc<Partner>) {
+        self.partner = Some(partner.clone());
+        self.route_index = None;
+    }
+
+    /// The request names this partner and route.
+    pub fn set_target(&mut self, target: &Target) {
+        self.partner = Some(target.partner.clone());
+        self.route_index = Some(target.route_index);
+    }
+
+    /// The partner id for logs and metrics: from the policy, or `unknown`.
+    pub fn partner(&self) -> &str {
+        self.partner.as_ref().map_or(UNKNOWN, |p| p.id.as_str())
+    }
+
+    /// The route template for logs and metrics: from the policy, or `unknown`.
+    pub fn route(&self) -> &str {
+        self.route_policy().map_or(UNKNOWN, |r| r.template.as_str())
+    }
+
+    /// The route's policy, once the route is known.
+    pub fn route_policy(&self) -> Option<&Route> {
+        let partner = self.partner.as_ref()?;
+        partner.routes.get(self.route_index?)
+    }
+}
+
+/// A fresh random (v4) UUID, hyphenated, in one allocation.
+fn new_request_id() -> String {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 impl Default for RequestCtx {

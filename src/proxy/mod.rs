@@ -189,9 +189,7 @@ impl PartnerProxy {
         (caller, method): (&str, &str),
         mut outgoing: plan::Outgoing,
     ) -> Result<UpstreamAnswer, Refusal> {
-        ctx.disclosed = target
-            .route()
-            .disclosed_by_category(&outgoing.report.matched);
+        ctx.disclosed = true;
 
         let jti = crate::gateway::new_jti();
         let request = (ctx.request_id.as_str(), caller, method);
@@ -272,11 +270,10 @@ impl PartnerProxy {
         // Labels come from the policy: an id the policy does not know stays `unknown`.
         let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|_| {
             if let Some(p) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
-                ctx.partner = p.id.clone().into();
+                ctx.set_partner(p);
             }
         })?;
-        ctx.partner = target.partner.id.clone().into();
-        ctx.route = target.route().template.clone().into();
+        ctx.set_target(&target);
         let headers = headers.as_ref().map_err(Clone::clone)?;
 
         let caller = active
@@ -318,7 +315,7 @@ impl PartnerProxy {
             Ok(()) => Ok(()),
             Err(RelayError::Partner(kind)) => {
                 ctx.upstream_error = Some(kind);
-                self.gateway.metrics.upstream_error(&ctx.partner, kind);
+                self.gateway.metrics.upstream_error(ctx.partner(), kind);
                 Error::e_explain(ReadError, "the partner broke off its answer")
             }
             Err(RelayError::Caller) => Error::e_explain(WriteError, "the caller went away"),
@@ -575,7 +572,9 @@ impl ProxyHttp for PartnerProxy {
     fn request_summary(&self, _session: &Session, ctx: &Self::CTX) -> String {
         format!(
             "request_id {} partner {} route {}",
-            ctx.request_id, ctx.partner, ctx.route
+            ctx.request_id,
+            ctx.partner(),
+            ctx.route()
         )
     }
 }
@@ -588,8 +587,8 @@ fn access_line(ctx: &RequestCtx) {
     tracing::info!(
         target: crate::logs::ACCESS_TARGET,
         request_id = ctx.request_id.as_str(),
-        partner = ctx.partner.as_ref(),
-        route = ctx.route.as_ref(),
+        partner = ctx.partner(),
+        route = ctx.route(),
         method = ctx.method,
         status = ctx.status,
         reason = ctx.refused.map(RefusalKind::code),
@@ -609,7 +608,7 @@ impl PartnerProxy {
             return;
         }
         let m = &self.gateway.metrics;
-        let (partner, route) = (ctx.partner.as_ref(), ctx.route.as_ref());
+        let (partner, route) = (ctx.partner(), ctx.route());
         m.request(partner, route, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
             m.filter_time(partner, route, t);
@@ -631,8 +630,10 @@ impl PartnerProxy {
         // Counted only for bodies that were really forwarded.
         if let (Some(report), None) = (&ctx.report, ctx.refused) {
             m.forwarded(partner, route, report);
-            for (category, count) in &ctx.disclosed {
-                m.fields_disclosed(partner, route, category, *count);
+            if let (true, Some(policy)) = (ctx.disclosed, ctx.route_policy()) {
+                for (category, count) in policy.disclosed_by_category(&report.matched) {
+                    m.fields_disclosed(partner, route, category, count);
+                }
             }
         }
     }

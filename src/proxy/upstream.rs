@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::{Refusal, RefusalKind};
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
@@ -18,8 +18,12 @@ use crate::metrics::UpstreamErrorKind;
 const MAX_INFORMATIONAL: usize = 16;
 
 pub struct UpstreamClient {
+    /// HTTP/1.1 only: partner peers never offer h2 by ALPN.
     connector: Connector,
 }
+
+/// Builds a partner request's head again (see [`UpstreamClient::exchange`]).
+type HeaderBuilder<'a> = dyn Fn() -> Result<RequestHeader, UpstreamFailure> + Send + Sync + 'a;
 
 /// A partner's final answer header, its body still to be relayed.
 pub struct UpstreamAnswer {
@@ -155,6 +159,7 @@ impl UpstreamClient {
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
+        let body = Bytes::from(outgoing.body);
 
         let head = PartnerHead {
             method,
@@ -162,7 +167,7 @@ impl UpstreamClient {
             path_and_query: &outgoing.path_and_query,
             headers: &outgoing.headers,
             legal_basis: outgoing.legal_basis.as_deref(),
-            body: Some(&outgoing.body),
+            body: Some(&body),
             jti,
         };
         let header = request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
@@ -170,9 +175,16 @@ impl UpstreamClient {
             refusal,
         })?;
 
+        // Built again (never cloned) for the one retry a closed pooled connection allows.
+        let rebuild = || {
+            request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
+                kind: UpstreamErrorKind::Protocol,
+                refusal,
+            })
+        };
         let exchange = async {
             let peer = peer(active, target).await?;
-            self.exchange(peer, header, outgoing.body, &partner.id)
+            self.exchange(peer, (header, &rebuild), body.clone(), &partner.id)
                 .await
         };
         match tokio::time::timeout(timeout, exchange).await {
@@ -196,24 +208,23 @@ impl UpstreamClient {
     async fn exchange(
         &self,
         peer: HttpPeer,
-        header: RequestHeader,
-        body: Vec<u8>,
+        (header, rebuild): (RequestHeader, &HeaderBuilder<'_>),
+        body: Bytes,
         partner: &str,
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
         let timeout = peer.options.read_timeout;
-        let body = Bytes::from(body);
         // A pooled connection the partner closed while idle may fail before any byte of the
         // request left: only then is one fresh attempt safe. Once the request head was written
         // the partner may have acted on it, so it is never sent again (at most once).
-        let http = match self.send_once(&peer, &header, &body, timeout).await {
+        let http = match self.send_once(&peer, header, &body).await {
             Err(SendError::NothingWritten(e)) if e.retry() => {
                 // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
                     "partner {partner:?}: reused connection failed before the request was written ({}), retrying on a new one",
                     e.etype().as_str()
                 );
-                self.send_once(&peer, &header, &body, timeout)
+                self.send_once(&peer, rebuild()?, &body)
                     .await
                     .map_err(|e| fail(e.into_inner()))?
             }
@@ -245,6 +256,8 @@ impl UpstreamClient {
             timeout,
             ..
         } = answer;
+        // Each read of the answer's body waits at most the partner timeout.
+        http.set_read_timeout(timeout);
         loop {
             match http.read_response_body().await {
                 Ok(Some(chunk)) => {
@@ -267,7 +280,7 @@ impl UpstreamClient {
                 }
             }
         }
-        if http.response_done() {
+        if let (true, HttpSession::H1(http)) = (http.response_done(), http) {
             self.connector
                 .release_http_session(http, &peer, timeout)
                 .await;
@@ -284,21 +297,17 @@ impl UpstreamClient {
     async fn send_once(
         &self,
         peer: &HttpPeer,
-        header: &RequestHeader,
+        header: RequestHeader,
         body: &Bytes,
-        timeout: Option<std::time::Duration>,
     ) -> Result<HttpSession, SendError> {
-        let (mut http, reused) = self
-            .connector
-            .get_http_session(peer)
-            .await
-            .map_err(|mut e| {
-                e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
-                SendError::NothingWritten(e)
-            })?;
-        http.set_read_timeout(timeout);
-        http.set_write_timeout(timeout);
-        if let Err(mut e) = http.write_request_header(Box::new(header.clone())).await {
+        let (mut http, reused) = self.session(peer).await.map_err(|mut e| {
+            e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
+            SendError::NothingWritten(e)
+        })?;
+        // No timer per read and write: `send` bounds the whole exchange with one timeout.
+        http.set_read_timeout(None);
+        http.set_write_timeout(None);
+        if let Err(mut e) = http.write_request_header(Box::new(header)).await {
             // Nothing of the request reached a partner that had closed this idle connection.
             e.retry = reused.into();
             return Err(SendError::NothingWritten(e));
@@ -320,6 +329,17 @@ impl UpstreamClient {
         }
     }
 
+    /// A pooled connection to `peer` (`true`), else a new one. Connecting (TCP, TLS) is a
+    /// large future that pooled requests never need: it is boxed, so that it does not grow
+    /// the state every request allocates and copies.
+    async fn session(&self, peer: &HttpPeer) -> Result<(HttpSession, bool)> {
+        if let Some(http) = self.connector.reused_http_session(peer).await {
+            return Ok((HttpSession::H1(http), true));
+        }
+        let (http, reused) = Box::pin(self.connector.get_http_session(peer)).await?;
+        Ok((HttpSession::H1(http), reused))
+    }
+
     /// Opens a (possibly pooled) connection for a streamed request and writes its head. A
     /// pooled connection that fails before the head is written is replaced once by a new one
     /// (nothing of the request left); after that, the request is never sent again.
@@ -333,7 +353,7 @@ impl UpstreamClient {
         let mut retried = false;
         loop {
             let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
-            let (mut http, reused) = self.connector.get_http_session(peer).await.map_err(fail)?;
+            let (mut http, reused) = self.session(peer).await.map_err(fail)?;
             http.set_read_timeout(timeout);
             http.set_write_timeout(timeout);
             match http.write_request_header(Box::new(header.clone())).await {
@@ -358,11 +378,15 @@ pub(super) async fn peer(active: &Active, target: &Target) -> Result<HttpPeer, U
             format!("partner {:?} is unreachable: {why}", partner.id),
         ),
     };
-    let address = tokio::net::lookup_host(upstream.authority())
-        .await
-        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
-        .next()
-        .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?;
+    let address = match upstream.host.parse::<std::net::IpAddr>() {
+        // An address needs no resolver (nor the authority string it would parse).
+        Ok(ip) => std::net::SocketAddr::new(ip, upstream.port),
+        Err(_) => tokio::net::lookup_host(upstream.authority())
+            .await
+            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", upstream.host)))?
+            .next()
+            .ok_or_else(|| unreachable(format!("{} has no address", upstream.host)))?,
+    };
     // SNI and the name verified: never empty (pingora skips verification for an empty
     // SNI); an IP address is verified against the certificate's IP SANs.
     let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());

@@ -179,7 +179,8 @@ pub struct RouteDrift {
 /// policy, never from the request).
 #[derive(Debug, Clone, Default)]
 pub struct DriftTable {
-    routes: BTreeMap<(String, String), RouteDrift>,
+    /// Partner id, then route template: a request's lookup borrows both names.
+    routes: BTreeMap<String, BTreeMap<String, RouteDrift>>,
 }
 
 impl DriftTable {
@@ -200,10 +201,7 @@ impl DriftTable {
         if unknown.is_empty() && not_listed == 0 {
             return;
         }
-        let drift = self
-            .routes
-            .entry((partner.to_string(), route.to_string()))
-            .or_default();
+        let drift = self.route_mut(partner, route);
         drift.not_listed += not_listed;
         for field in unknown {
             if let Some(seen) = drift.paths.get_mut(&field.path) {
@@ -226,11 +224,25 @@ impl DriftTable {
         }
     }
 
+    /// The route's entry, made on its first drift (names are copied only then).
+    fn route_mut(&mut self, partner: &str, route: &str) -> &mut RouteDrift {
+        if !self.routes.contains_key(partner) {
+            self.routes.insert(partner.to_string(), BTreeMap::new());
+        }
+        let routes = self.routes.get_mut(partner).expect("inserted above");
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), RouteDrift::default());
+        }
+        routes.get_mut(route).expect("inserted above")
+    }
+
     /// Every route with drift, sorted by partner and route.
     pub fn routes(&self) -> impl Iterator<Item = (&str, &str, &RouteDrift)> {
-        self.routes
-            .iter()
-            .map(|((partner, route), drift)| (partner.as_str(), route.as_str(), drift))
+        self.routes.iter().flat_map(|(partner, routes)| {
+            routes
+                .iter()
+                .map(move |(route, drift)| (partner.as_str(), route.as_str(), drift))
+        })
     }
 }
 

@@ -113,7 +113,12 @@ pub(super) fn check_media_type(
         return refuse("no content-type");
     };
     let mut parts = value.split(';');
-    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = parts.next().unwrap_or("").trim();
+    let media = if media.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(media.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(media)
+    };
     if !accepts(&media) {
         return refuse(&format!("content-type {value:?}"));
     }

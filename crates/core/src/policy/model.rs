@@ -422,14 +422,14 @@ impl Route {
     }
 
     /// Values forwarded per category (`uncategorized` for paths without one), sorted by name.
-    pub fn disclosed_by_category(&self, matched: &[u64]) -> Vec<(String, u64)> {
+    pub fn disclosed_by_category(&self, matched: &[u64]) -> Vec<(&str, u64)> {
         let mut counts = std::collections::BTreeMap::new();
         for (field, n) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
             let category = field
                 .category
                 .as_deref()
                 .unwrap_or(super::categories::UNCATEGORIZED);
-            *counts.entry(category.to_string()).or_insert(0) += n;
+            *counts.entry(category).or_insert(0) += n;
         }
         counts.into_iter().collect()
     }
