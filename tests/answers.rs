@@ -258,3 +258,115 @@ fn a_route_may_relay_more_answer_headers() {
     // Listed, but it carries the credential the gateway injected toward the partner.
     assert_eq!(r.header("x-echo"), None, "{:?}", r.headers);
 }
+
+/// The partner timeout of [`gateway_for`]'s policy, and what a refusal may take beyond it.
+const TIMEOUT: Duration = Duration::from_millis(1500);
+const GRACE: Duration = Duration::from_millis(1500);
+
+#[test]
+fn an_answer_header_trickled_past_the_timeout_is_a_504_in_time() {
+    // Every byte comes well within the timeout; the whole header does not.
+    let partner = Scripted::start(|_, _, _| {
+        Act::Trickle(json_answer("200 OK", "", "{}"), Duration::from_millis(40))
+    });
+    let gateway = gateway_for(&partner);
+    let started = Instant::now();
+    assert_refused(&post(&gateway), 504, "upstream_timeout");
+    assert!(
+        started.elapsed() < TIMEOUT + GRACE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(partner.requests().len(), 1, "the request was sent again");
+    assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
+}
+
+#[test]
+fn an_answer_body_that_stalls_is_never_finished_toward_the_caller() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::AnswerSlowly(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10\r\n\r\n[1,2,"
+                .to_vec(),
+            Duration::from_secs(6),
+            b"3,4]".to_vec(),
+        )
+    });
+    let gateway = gateway_for(&partner);
+    let started = Instant::now();
+    let text = everything_on_one_connection(gateway.addr, &post_raw());
+    assert!(
+        started.elapsed() < TIMEOUT + GRACE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("[1,2,"),
+        "a stalled answer was finished: {text}"
+    );
+    assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
+}
+
+#[test]
+fn a_partner_that_never_reads_a_large_body_is_a_504_in_time() {
+    // Accepts, then reads nothing: the gateway's write of the body blocks once the socket
+    // buffers are full.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = listener.incoming().flatten().take(4).collect();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(held);
+    });
+    let gateway = Gateway::start_with(
+        |listen, admin| {
+            gateway_yaml(listen, admin, "")
+                .replace("max_body_bytes: 100000", "max_body_bytes: 16000000")
+        },
+        &[("acme-ship", &ship_partner(&format!("http://{addr}")))],
+        ENV,
+    );
+    let name = "n".repeat(8000);
+    let records: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"customer_id":"c-{i}","name":"{name}"}}"#))
+        .collect();
+    let body = format!(r#"{{"order_id":7,"shipments":[{}]}}"#, records.join(","));
+    let started = Instant::now();
+    let response = gateway.post_json("/acme-ship/v1/shipments", &body);
+    // The filter's own time (a debug build) comes on top of the partner's timeout.
+    assert_refused(&response, 504, "upstream_timeout");
+    assert!(
+        started.elapsed() < TIMEOUT + GRACE + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
+}
+
+#[test]
+fn partners_named_by_ipv6_address_or_host_name_are_reached() {
+    let v6 = Scripted::start_at("[::1]:0", |_, _, _| {
+        Act::Answer(json_answer("200 OK", "", "{}"))
+    });
+    assert!(v6.url().starts_with("http://[::1]:"), "{}", v6.url());
+    let v4 = Scripted::start(|_, _, _| Act::Answer(json_answer("200 OK", "", "{}")));
+    let by_name = format!("http://localhost:{}", v4.addr.port());
+    for (partner, upstream) in [(&v6, v6.url()), (&v4, by_name)] {
+        let gateway = Gateway::start("", &[("acme-ship", &ship_partner(&upstream))], ENV);
+        for _ in 0..2 {
+            let r = post(&gateway);
+            assert_eq!(
+                r.status,
+                200,
+                "{upstream}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        let request = String::from_utf8_lossy(&partner.requests()[0]).to_ascii_lowercase();
+        let authority = upstream.strip_prefix("http://").unwrap();
+        assert!(
+            request.contains(&format!("host: {authority}\r\n")),
+            "{request}"
+        );
+    }
+}

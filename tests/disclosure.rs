@@ -54,3 +54,101 @@ fn forwarded_fields_are_counted_by_category() {
     // order_id, two customer ids and one sku have no category
     assert_eq!(metric(&metrics, &series("uncategorized")), 4.0);
 }
+
+const ADMIN: &str = "admin_token_env: DISCLOSURE_TEST_ADMIN_TOKEN\n";
+
+/// A request counts its categories by the policy it started with, even when a reload renamed
+/// the route and changed its categories while the partner was still answering.
+#[test]
+fn a_reload_mid_request_counts_by_the_policy_the_request_started_with() {
+    let mock = Mock::start_with_delay(800);
+    let mut env = SHIP_ENV.to_vec();
+    env.push(("DISCLOSURE_TEST_ADMIN_TOKEN", "s3cret"));
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &categorised_ship_partner(&mock.url()))],
+        &env,
+    );
+    let addr = gateway.addr.to_string();
+    let request = std::thread::spawn(move || {
+        http1::send(
+            &addr,
+            "POST",
+            "/acme-ship/v1/shipments",
+            &[("content-type", "application/json")],
+            Some(SHIPMENT.as_bytes()),
+        )
+        .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let renamed = categorised_ship_partner(&mock.url())
+        .replace("- path: /v1/shipments\n", "- path: /v1/parcels\n")
+        .replace(
+            "shipments[*].name: user.name",
+            "shipments[*].name: user.contact.address",
+        );
+    let file = gateway.policy.policy().join("partners/acme-ship.yaml");
+    std::fs::write(file, renamed).unwrap();
+    let reload = http1::send(
+        &gateway.admin.to_string(),
+        "POST",
+        "/reload",
+        &[("authorization", "Bearer s3cret")],
+        Some(b""),
+    )
+    .unwrap();
+    assert_eq!(
+        reload.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reload.body)
+    );
+    assert_eq!(request.join().unwrap().status, 200);
+
+    let metrics = gateway.metrics();
+    let series = |route: &str, category: &str| {
+        format!(
+            "partner_gateway_fields_disclosed_total{{category=\"{category}\",partner=\"acme-ship\",route=\"{route}\"}}"
+        )
+    };
+    assert_eq!(metric(&metrics, &series("/v1/shipments", "user.name")), 2.0);
+    assert_eq!(
+        metric(&metrics, &series("/v1/shipments", "user.contact.address")),
+        1.0
+    );
+    assert_eq!(
+        metric(&metrics, &series("/v1/shipments", "uncategorized")),
+        4.0
+    );
+    assert_eq!(
+        metric(&metrics, &series("/v1/parcels", "user.contact.address")),
+        0.0
+    );
+    assert!(
+        metrics.contains(r#"partner_gateway_requests_total{partner="acme-ship",route="/v1/shipments",status="200"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// Nothing counts as disclosed when the partner could not be reached or did not answer.
+#[test]
+fn upstream_errors_disclose_nothing() {
+    let down = free_addr();
+    let slow = Mock::start_with_delay(5000);
+    for upstream in [format!("http://{down}"), slow.url()] {
+        let gateway = Gateway::start(
+            "",
+            &[("acme-ship", &categorised_ship_partner(&upstream))],
+            SHIP_ENV,
+        );
+        let response = gateway.post_json("/acme-ship/v1/shipments", SHIPMENT);
+        assert!(matches!(response.status, 502 | 504), "{}", response.status);
+        let metrics = gateway.metrics();
+        for category in ["user.name", "uncategorized"] {
+            let series = format!(
+                "partner_gateway_fields_disclosed_total{{category=\"{category}\",partner=\"acme-ship\",route=\"/v1/shipments\"}}"
+            );
+            assert_eq!(metric(&metrics, &series), 0.0, "{upstream}");
+        }
+    }
+}

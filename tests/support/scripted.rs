@@ -18,6 +18,8 @@ pub enum Act {
     AnswerSlowly(Vec<u8>, Duration, Vec<u8>),
     /// Close without answering (the request was read whole).
     Close,
+    /// Write the bytes one at a time, waiting between them, then close.
+    Trickle(Vec<u8>, Duration),
 }
 
 /// `(connection number, request number on that connection, raw request) -> what to do`.
@@ -31,7 +33,15 @@ pub struct Scripted {
 
 impl Scripted {
     pub fn start(script: impl Fn(usize, usize, &[u8]) -> Act + Send + Sync + 'static) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Scripted::start_at("127.0.0.1:0", script)
+    }
+
+    /// Like [`Scripted::start`], listening on `bind` (e.g. `[::1]:0`).
+    pub fn start_at(
+        bind: &str,
+        script: impl Fn(usize, usize, &[u8]) -> Act + Send + Sync + 'static,
+    ) -> Scripted {
+        let listener = TcpListener::bind(bind).unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
@@ -98,6 +108,15 @@ fn serve(mut stream: TcpStream, conn: usize, script: &Script, log: &Mutex<Vec<Ve
                 return;
             }
             Act::Close => return,
+            Act::Trickle(bytes, wait) => {
+                for byte in bytes {
+                    if stream.write_all(&[byte]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(wait);
+                }
+                return;
+            }
         }
     }
 }

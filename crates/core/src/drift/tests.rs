@@ -208,3 +208,34 @@ fn a_member_the_policy_removes_by_name_is_not_drift() {
     assert_eq!(count, 1);
     assert_eq!(fields, [("phone".to_string(), 1, vec!["scalar"])]);
 }
+
+#[test]
+fn the_table_lists_routes_sorted_by_partner_then_route() {
+    let field = |path: &str| UnknownField {
+        path: path.to_string(),
+        count: 1,
+        shapes: Shapes::of_first_byte(Some(b'1')),
+    };
+    let partners = ["b", "a-b", "ab", "a", "a.b", "Z"];
+    let routes = ["/v1/s/{id}", "/v1/s", "/v1", "/v2/s", "/V1/s"];
+    let mut table = DriftTable::new();
+    let mut expected = Vec::new();
+    for (i, partner) in partners.iter().enumerate() {
+        for (j, route) in routes.iter().enumerate().skip(i % 2) {
+            table.record(partner, route, &[field(&format!("f{j}"))], i as u64, 7);
+            expected.push((partner.to_string(), route.to_string(), j, i as u64));
+        }
+        // Nothing unknown: no entry.
+        table.record(partner, "/quiet", &[], 0, 7);
+    }
+    expected.sort();
+    let listed: Vec<_> = table
+        .routes()
+        .map(|(p, r, d)| {
+            let path = d.paths.keys().next().unwrap();
+            let j: usize = path[1..].parse().unwrap();
+            (p.to_string(), r.to_string(), j, d.not_listed)
+        })
+        .collect();
+    assert_eq!(listed, expected);
+}

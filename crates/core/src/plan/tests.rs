@@ -499,8 +499,22 @@ fn json_content_types() {
         "Application/JSON",
         "application/json; charset=utf-8",
         "application/json;charset=\"UTF-8\"",
+        "Application/JSON; charset=UTF-8",
+        "application/json ;charset=\"utf-8\"",
+        " APPLICATION/json ; ; CHARSET = \"Utf-8\" ;",
+        "application/json;",
     ] {
         assert!(check_json_content_type(Some(ok), &[]).is_ok(), "{ok}");
+    }
+    // Only ASCII letters are folded: nothing non-ASCII may pass for the media type.
+    for bad in [
+        "applicatión/json",
+        "APPLİCATION/JSON",
+        "application/jſon",
+        "application/json; charset=utf-8; q=1",
+        "application/json, text/plain",
+    ] {
+        assert!(check_json_content_type(Some(bad), &[]).is_err(), "{bad}");
     }
     for bad in [
         None,
@@ -513,6 +527,7 @@ fn json_content_types() {
     }
     let merge_patch = vec!["application/merge-patch+json".to_string()];
     assert!(check_json_content_type(Some("application/merge-patch+json"), &merge_patch).is_ok());
+    assert!(check_json_content_type(Some("Application/Merge-Patch+JSON"), &merge_patch).is_ok());
     assert!(check_json_content_type(Some("application/vnd.x+json"), &merge_patch).is_err());
 }
 
