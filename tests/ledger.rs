@@ -357,6 +357,14 @@ fn a_ledger_that_cannot_be_written_refuses_and_nothing_reaches_the_partner() {
         1.0,
         "{metrics}"
     );
+    // nothing was disclosed
+    assert_eq!(
+        metric(
+            &metrics,
+            "partner_gateway_fields_disclosed_total{category=\"uncategorized\",partner=\"acme-ship\",route=\"/v1/shipments\"}"
+        ),
+        0.0
+    );
     assert_eq!(gateway.admin_get("/readyz").status, 503);
     // a refusal that never needed the ledger is still answered as before
     assert_eq!(gateway.post_json("/acme-ship/v1/nothing", "{}").status, 403);
