@@ -206,7 +206,7 @@ impl PartnerProxy {
             .await;
         ctx.upstream_time = Some(upstream_started.elapsed());
         let status = match &answer {
-            Ok(answer) => answer.header.status.as_u16(),
+            Ok(answer) => answer.status(),
             Err(failure) => failure.refusal.status(),
         };
         disclose::outcome(&self.gateway, active, seq, status);
@@ -230,19 +230,23 @@ impl PartnerProxy {
             .upstream_auth
             .as_ref()
             .map(|a| a.secret.as_str());
-        let mut header = answer::caller_header(
-            &answer.header,
-            &target.route().response_headers,
-            credential,
-            answer::framing(&answer.header, caller_http10),
-        )
-        .map_err(|e| {
+        let unrelayable = |ctx: &mut RequestCtx, why: String| {
             ctx.upstream_error = Some(UpstreamErrorKind::Protocol);
             Refusal::new(
                 RefusalKind::UpstreamError,
-                format!("the partner's answer cannot be relayed: {e}"),
+                format!("the partner's answer cannot be relayed: {why}"),
             )
-        })?;
+        };
+        let Some(partner_header) = answer.header() else {
+            return Err(unrelayable(ctx, "no answer header".into()));
+        };
+        let mut header = answer::caller_header(
+            partner_header,
+            &target.route().response_headers,
+            credential,
+            answer::framing(partner_header, caller_http10),
+        )
+        .map_err(|e| unrelayable(ctx, e.to_string()))?;
         if let Some(dropped) = ctx
             .report
             .as_ref()

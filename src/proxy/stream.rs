@@ -90,7 +90,7 @@ impl PartnerProxy {
         ctx.upstream_time = Some(started.elapsed());
         ctx.filter_time = Some(progress.filter_time);
         let status = match &result {
-            Ok(answer) => answer.header.status.as_u16(),
+            Ok(answer) => answer.status(),
             Err(refusal) => refusal.status(),
         };
         let report = &progress.lines.report;
@@ -178,12 +178,10 @@ impl PartnerProxy {
         finish(&mut http, partner)
             .await
             .map_err(|f| failed(ctx, f))?;
-        let header = http
-            .response_header()
-            .cloned()
-            .ok_or_else(|| Refusal::new(RefusalKind::UpstreamError, "no answer header"))?;
+        if http.response_header().is_none() {
+            return Err(Refusal::new(RefusalKind::UpstreamError, "no answer header"));
+        }
         Ok(UpstreamAnswer {
-            header,
             http,
             peer,
             timeout: Some(active.policy.gateway.limits.upstream_timeout),

@@ -27,10 +27,22 @@ type HeaderBuilder<'a> = dyn Fn() -> Result<RequestHeader, UpstreamFailure> + Se
 
 /// A partner's final answer header, its body still to be relayed.
 pub struct UpstreamAnswer {
-    pub header: ResponseHeader,
+    /// Holds the answer header (read, not copied: see [`UpstreamAnswer::header`]).
     pub(super) http: HttpSession,
     pub(super) peer: HttpPeer,
     pub(super) timeout: Option<std::time::Duration>,
+}
+
+impl UpstreamAnswer {
+    /// The partner's final answer header (always read before an answer is made).
+    pub fn header(&self) -> Option<&ResponseHeader> {
+        self.http.response_header()
+    }
+
+    /// The partner's status for the ledger: a missing header counts as a bad gateway.
+    pub fn status(&self) -> u16 {
+        self.header().map_or(502, |h| h.status.as_u16())
+    }
 }
 
 /// What the head of a partner request is built from.
@@ -230,12 +242,10 @@ impl UpstreamClient {
             }
             result => result.map_err(|e| fail(e.into_inner()))?,
         };
-        let partner_header = http
-            .response_header()
-            .cloned()
-            .ok_or_else(|| fail(Error::new(ErrorType::InvalidHTTPHeader)))?;
+        if http.response_header().is_none() {
+            return Err(fail(Error::new(ErrorType::InvalidHTTPHeader)));
+        }
         Ok(UpstreamAnswer {
-            header: partner_header,
             http,
             peer,
             timeout,
