@@ -359,6 +359,19 @@ fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
             r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f"}]"#,
             r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f":07}]"#,
             r#"[{"a":1,"b":2},{"c":3,"d":{"x":1,"x":2}}]"#,
+            // Every other kind of invalid input, in an element whose keys are predicted.
+            r#"[{"a":1,"b":2},{"c":3,"d":["\ud800"]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":["\udc00\ud800"]}]"#,
+            "[{\"a\":1,\"b\":2},{\"c\":3,\"d\":[\"\u{1}\"]}]",
+            r#"[{"a":1,"b":2},{"c":3,"d":["\x"]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[tru]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[1.]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[-]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4,]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]}{"e":5}]"#,
+            r#"[{"a":1,"b":2},{"c":3 "d":[4]}]"#,
+            r#"[{"a":1,"b":2},{"c":3,"d":[4]},{"e":5},{"e":6,"f"7}]"#,
         ] {
             let body = format!(
                 r#"{{"r":[{},{{"id":4,"{member}":{last}}}]}}"#,
@@ -370,6 +383,22 @@ fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
                 "{body}"
             );
         }
+        // Nesting deeper than allowed inside a predicted element.
+        let deep = format!(
+            r#"[{{"a":1,"b":2}},{{"c":{}1{}}}]"#,
+            "[".repeat(64),
+            "]".repeat(64)
+        );
+        let body = format!(
+            r#"{{"r":[{},{{"id":4,"{member}":{deep}}}]}}"#,
+            primed(member)
+        );
+        assert!(!both(
+            &predicting,
+            &reading,
+            body.as_bytes(),
+            &options(Some(&lookup), false)
+        ));
         let body = format!(r#"{{"r":[{}]}}"#, primed(member));
         assert!(both(
             &predicting,
