@@ -377,3 +377,36 @@ fn partners_named_by_ipv6_address_or_host_name_are_reached() {
         );
     }
 }
+
+/// A streaming route in front of `partner` (contractors honour no opt-outs: none to load).
+fn stream_gateway_for(partner: &Scripted) -> Gateway {
+    let policy = format!(
+        "kind: contractor\npurpose: shipping\nupstream: {}\nroutes:\n  - path: /v1/lines\n    methods: [POST]\n    stream: ndjson\n    allow: [order_id]\nallowed_callers: [orders-service]\n",
+        partner.url()
+    );
+    Gateway::start("", &[("acme-ship", &policy)], ENV)
+}
+
+#[test]
+fn a_streamed_request_whose_answer_header_trickles_is_a_504_in_time() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::Trickle(json_answer("200 OK", "", "{}"), Duration::from_millis(40))
+    });
+    let gateway = stream_gateway_for(&partner);
+    let line = "{\"order_id\":1,\"email\":\"a@b\"}\n";
+    let body = format!("{:x}\r\n{line}\r\n0\r\n\r\n", line.len());
+    let raw = format!(
+        "POST /acme-ship/v1/lines HTTP/1.1\r\nhost: gw\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n{body}"
+    );
+    let started = Instant::now();
+    let response = gateway.raw(raw.as_bytes());
+    assert!(
+        started.elapsed() < TIMEOUT + GRACE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_refused(&response, 504, "upstream_timeout");
+    assert_eq!(partner.requests().len(), 1);
+    assert!(String::from_utf8_lossy(&partner.requests()[0]).contains("{\"order_id\":1}\n"));
+    assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
+}

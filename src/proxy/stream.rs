@@ -175,7 +175,9 @@ impl PartnerProxy {
                 break;
             }
         }
-        finish(&mut http, partner)
+        // The body took the caller's time; the partner's answer header takes at most its own.
+        let timeout = active.policy.gateway.limits.upstream_timeout;
+        upstream::within(timeout, partner, finish(&mut http, partner))
             .await
             .map_err(|f| failed(ctx, f))?;
         if http.response_header().is_none() {
@@ -184,7 +186,7 @@ impl PartnerProxy {
         Ok(UpstreamAnswer {
             http,
             peer,
-            timeout: Some(active.policy.gateway.limits.upstream_timeout),
+            timeout: Some(timeout),
         })
     }
 

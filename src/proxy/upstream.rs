@@ -112,6 +112,27 @@ pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
     )
 }
 
+/// Runs `exchange` for at most `timeout`: past it, the partner's timeout (504).
+pub(super) async fn within<T>(
+    timeout: std::time::Duration,
+    partner: &str,
+    exchange: impl std::future::Future<Output = Result<T, UpstreamFailure>>,
+) -> Result<T, UpstreamFailure> {
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(UpstreamFailure {
+            kind: UpstreamErrorKind::Timeout,
+            refusal: Refusal::new(
+                RefusalKind::UpstreamTimeout,
+                format!(
+                    "partner {partner:?} did not answer within {} ms",
+                    timeout.as_millis()
+                ),
+            ),
+        }),
+    }
+}
+
 impl UpstreamFailure {
     pub(super) fn from_error(partner: &str, e: &Error) -> UpstreamFailure {
         match e.etype() {
@@ -199,20 +220,7 @@ impl UpstreamClient {
             self.exchange(peer, (header, &rebuild), body.clone(), &partner.id)
                 .await
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamFailure {
-                kind: UpstreamErrorKind::Timeout,
-                refusal: Refusal::new(
-                    RefusalKind::UpstreamTimeout,
-                    format!(
-                        "partner {:?} did not answer within {} ms",
-                        partner.id,
-                        timeout.as_millis()
-                    ),
-                ),
-            }),
-        }
+        within(timeout, &partner.id, exchange).await
     }
 
     /// Connects, sends, and reads the partner's final answer header (informational `1xx`
