@@ -468,6 +468,23 @@ fn only_plain_utf8_json_bodies_are_filtered() {
             .send("POST", "/trip-ship/v1/shipments", &pair, Some(body));
         assert_refused(&r, 415, "unsupported_media_type");
     }
+    // Bytes that are not ASCII in the media type: never taken for JSON.
+    for content_type in [
+        &b"application/json\xc3\xa9"[..],
+        b"APPLICATION/JSON\xff",
+        b"\xc3\x84pplication/json",
+    ] {
+        let mut raw = format!(
+            "POST /trip-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-length: {}\r\ncontent-type: ",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(content_type);
+        raw.extend_from_slice(b"\r\n\r\n");
+        raw.extend_from_slice(body);
+        let r = s.gateway.raw(&raw);
+        assert!(matches!(r.status, 400 | 415), "{}", r.status);
+    }
     // UTF-16 bytes under a UTF-8 label are malformed JSON.
     let utf16: Vec<u8> = r#"{"order_id":1}"#.encode_utf16().flat_map(u16::to_le_bytes).collect();
     let r = s.gateway.send(
