@@ -41,7 +41,13 @@ const ELEMENT_POSITIONS: usize = 3;
 /// The slot of the objects of removed member `fp` in objects at `node`, of `nodes` nodes.
 #[inline]
 pub(super) fn removed_slot(nodes: usize, node: NodeId, fp: u64) -> usize {
-    let hash = (fp ^ u64::from(node)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    spread(nodes, fp ^ u64::from(node))
+}
+
+/// One of the [`REMOVED_SLOTS`] slots after the first `nodes`, chosen by `key`.
+#[inline]
+fn spread(nodes: usize, key: u64) -> usize {
+    let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     nodes + (hash >> 60) as usize % REMOVED_SLOTS
 }
 
@@ -145,10 +151,9 @@ impl KeyOrders {
         let slot = if index == 0 {
             home.node
         } else {
-            let removed = self.slots.len().saturating_sub(REMOVED_SLOTS);
+            let nodes = self.slots.len().saturating_sub(REMOVED_SLOTS);
             let position = index.min(ELEMENT_POSITIONS) as u64;
-            let hash = (home.node as u64 ^ position << 32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            removed + (hash >> 60) as usize % REMOVED_SLOTS
+            spread(nodes, home.node as u64 ^ position << 32)
         };
         self.start(slot)
     }
