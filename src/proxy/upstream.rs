@@ -203,21 +203,17 @@ impl UpstreamClient {
             body: Some(&body),
             jti,
         };
-        let header = request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
-            kind: UpstreamErrorKind::Protocol,
-            refusal,
-        })?;
-
         // Built again (never cloned) for the one retry a closed pooled connection allows.
-        let rebuild = || {
+        let build = || {
             request_header(active, target, &head).map_err(|refusal| UpstreamFailure {
                 kind: UpstreamErrorKind::Protocol,
                 refusal,
             })
         };
+        let header = build()?;
         let exchange = async {
             let peer = peer(active, target).await?;
-            self.exchange(peer, (header, &rebuild), body.clone(), &partner.id)
+            self.exchange(peer, (header, &build), body.clone(), &partner.id)
                 .await
         };
         within(timeout, &partner.id, exchange).await
