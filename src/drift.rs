@@ -12,7 +12,7 @@ use gateway_core::drift::DriftTable;
 use gateway_core::filter::Report;
 use serde_json::{json, Value};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Series};
 
 /// The gateway's drift table (in memory: a restart starts it afresh).
 #[derive(Default)]
@@ -25,13 +25,13 @@ impl Drift {
         Drift::default()
     }
 
-    /// Notes what the filter found unknown in one request to `partner`'s `route` (names from
-    /// the policy): the counter, then the table.
-    pub fn record(&self, metrics: &Metrics, partner: &str, route: &str, report: &Report) {
+    /// Notes what the filter found unknown in one request to `series`' partner and route
+    /// (names from the policy): the counter, then the table.
+    pub fn record(&self, metrics: &Metrics, series: Series, report: &Report) {
         if report.unknown_fields == 0 {
             return;
         }
-        metrics.unknown_fields(partner, route, report.unknown_fields);
+        metrics.unknown_fields(series, report.unknown_fields);
         let listed: u64 = report.unknown.iter().map(|f| f.count).sum();
         let not_listed = report.unknown_fields.saturating_sub(listed);
         let now = Utc::now().timestamp();
@@ -39,7 +39,13 @@ impl Drift {
             Ok(table) => table,
             Err(poisoned) => poisoned.into_inner(),
         };
-        table.record(partner, route, &report.unknown, not_listed, now);
+        table.record(
+            series.partner,
+            series.route,
+            &report.unknown,
+            not_listed,
+            now,
+        );
     }
 
     /// `GET /drift`: `{"routes": [{"partner", "route", "paths": [{"path", "count",

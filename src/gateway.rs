@@ -19,7 +19,7 @@ use gateway_core::{Refusal, RefusalKind};
 use crate::drift::Drift;
 use crate::ledger::Ledger;
 use crate::loader;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicySeries};
 use crate::optout::postgres::PgOptOuts;
 use crate::optout::{Freshness, OptOutBackend, OptOutStore};
 use crate::shadow::Shadow;
@@ -49,6 +49,8 @@ pub struct Active {
     /// The candidate policy `shadow.policy` names, decided beside this one (never forwarded);
     /// swapped with it as a unit.
     pub shadow: Option<Arc<Policy>>,
+    /// The metric series of this policy's partners and routes, resolved when it was loaded.
+    pub series: PolicySeries,
 }
 
 impl Active {
@@ -121,6 +123,7 @@ impl Active {
             jwks,
             tls,
             shadow: None,
+            series: PolicySeries::default(),
         })
     }
 
@@ -318,11 +321,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(active: Active, policy_dir: &Path) -> Gateway {
+    pub fn new(mut active: Active, policy_dir: &Path) -> Gateway {
         let metrics = Metrics::new();
         metrics.set_policy_version(&active.policy.version);
         metrics.policy_reload(true);
-        metrics.register_policy(&active.policy);
+        active.series = metrics.register_policy(&active.policy);
         if let Some(candidate) = &active.shadow {
             metrics.register_shadow(&active.policy, candidate);
         }
@@ -364,9 +367,9 @@ impl Gateway {
 
     /// Swaps in a new policy; in-flight requests finish on the one they started with, and new
     /// TLS handshakes use its certificates (established connections keep theirs).
-    pub fn replace_active(&self, active: Active) {
+    pub fn replace_active(&self, mut active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
-        self.metrics.register_policy(&active.policy);
+        active.series = self.metrics.register_policy(&active.policy);
         if let Some(candidate) = &active.shadow {
             self.metrics.register_shadow(&active.policy, candidate);
         }

@@ -18,12 +18,18 @@ backends; 0 for the embedded store), [`Metrics::shadow_difference`] and
 use std::time::Duration;
 
 use gateway_core::filter::{Report, Transform};
+use gateway_core::policy::{Partner, Route};
 use gateway_core::RefusalKind;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+mod series;
+
+use series::{Cell, RouteSeries};
+pub use series::{PartnerSeries, PolicySeries, Series};
 
 /// Label value for a partner or route the policy does not know.
 pub const UNKNOWN: &str = "unknown";
@@ -239,38 +245,61 @@ impl Metrics {
     }
 
     /// Creates every series the policy can produce at zero, so dashboards and alerts see each
-    /// partner and route (and every refusal reason) before the first request.
-    pub fn register_policy(&self, policy: &gateway_core::policy::Policy) {
+    /// partner and route (and every refusal reason) before the first request, and returns
+    /// their handles, to be kept with the policy.
+    pub fn register_policy(&self, policy: &gateway_core::policy::Policy) -> PolicySeries {
         self.signing_disabled
             .set(i64::from(policy.gateway.signing.is_none()));
+        let mut series = PolicySeries::default();
         for (id, partner) in &policy.partners {
-            let id = id.as_str();
-            for reason in RefusalKind::ALL.map(RefusalKind::code) {
-                self.refused.with_label_values(&[id, reason]);
-            }
-            for kind in UpstreamErrorKind::ALL {
-                self.upstream_errors.with_label_values(&[id, kind.as_str()]);
-            }
-            for route in &partner.routes {
-                let labels = [id, route.template.as_str()];
-                self.request_duration.with_label_values(&labels);
-                self.fields_removed.with_label_values(&labels);
-                self.records_forwarded.with_label_values(&labels);
-                self.unknown_fields.with_label_values(&labels);
-                self.fields_disclosed
-                    .with_label_values(&[id, &route.template, UNCATEGORIZED]);
-                for category in route.fields.iter().filter_map(|f| f.category.as_deref()) {
-                    self.fields_disclosed
-                        .with_label_values(&[id, &route.template, category]);
-                }
-                if route.filter.is_some() {
-                    self.filter_duration.with_label_values(&labels);
-                }
-                if !partner.honor_optouts.is_empty() {
-                    self.records_dropped
-                        .with_label_values(&[id, &route.template, "opted_out"]);
-                }
-            }
+            series.insert(id, self.register_partner(partner));
+        }
+        series
+    }
+
+    fn register_partner(&self, partner: &Partner) -> PartnerSeries {
+        let handles = PartnerSeries::new(partner);
+        let id = partner.id.as_str();
+        for (kind, cell) in RefusalKind::ALL.iter().zip(&handles.refused) {
+            cell.get_or_init(|| self.refused.with_label_values(&[id, kind.code()]));
+        }
+        for (kind, cell) in UpstreamErrorKind::ALL.iter().zip(&handles.upstream_errors) {
+            cell.get_or_init(|| self.upstream_errors.with_label_values(&[id, kind.as_str()]));
+        }
+        for (route, cells) in partner.routes.iter().zip(&handles.routes) {
+            self.register_route(partner, route, cells);
+        }
+        handles
+    }
+
+    fn register_route(&self, partner: &Partner, route: &Route, cells: &RouteSeries) {
+        let labels = [partner.id.as_str(), route.template.as_str()];
+        cells
+            .request_duration
+            .get_or_init(|| self.request_duration.with_label_values(&labels));
+        cells
+            .fields_removed
+            .get_or_init(|| self.fields_removed.with_label_values(&labels));
+        cells
+            .records_forwarded
+            .get_or_init(|| self.records_forwarded.with_label_values(&labels));
+        cells
+            .unknown_fields
+            .get_or_init(|| self.unknown_fields.with_label_values(&labels));
+        for (category, cell) in cells.disclosed_names.iter().zip(&cells.disclosed) {
+            let labels = [labels[0], labels[1], category.as_str()];
+            cell.get_or_init(|| self.fields_disclosed.with_label_values(&labels));
+        }
+        if route.filter.is_some() {
+            cells
+                .filter_duration
+                .get_or_init(|| self.filter_duration.with_label_values(&labels));
+        }
+        if !partner.honor_optouts.is_empty() {
+            let labels = [labels[0], labels[1], "opted_out"];
+            cells
+                .records_dropped
+                .get_or_init(|| self.records_dropped.with_label_values(&labels));
         }
     }
 
@@ -297,62 +326,95 @@ impl Metrics {
     }
 
     /// One answered request: its status and end-to-end duration.
-    pub fn request(&self, partner: &str, route: &str, status: u16, took: Duration) {
-        let status = status.to_string();
-        self.requests
-            .with_label_values(&[partner, route, &status])
-            .inc();
-        self.request_duration
-            .with_label_values(&[partner, route])
-            .observe(took.as_secs_f64());
+    pub fn request(&self, s: Series, status: u16, took: Duration) {
+        let lookup = || {
+            let status = status.to_string();
+            self.requests
+                .with_label_values(&[s.partner, s.route, &status])
+        };
+        inc_by(s.of_route.and_then(|r| r.requests(status)), lookup, 1);
+        let lookup = || {
+            self.request_duration
+                .with_label_values(&[s.partner, s.route])
+        };
+        observe(s.of_route.map(|r| &r.request_duration), lookup, took);
     }
 
     /// Time spent validating and filtering one body.
-    pub fn filter_time(&self, partner: &str, route: &str, took: Duration) {
-        self.filter_duration
-            .with_label_values(&[partner, route])
-            .observe(took.as_secs_f64());
+    pub fn filter_time(&self, s: Series, took: Duration) {
+        let lookup = || {
+            self.filter_duration
+                .with_label_values(&[s.partner, s.route])
+        };
+        observe(s.of_route.map(|r| &r.filter_duration), lookup, took);
     }
 
     /// One refusal.
-    pub fn refused(&self, partner: &str, kind: RefusalKind) {
-        let reason = kind.code();
-        self.refused.with_label_values(&[partner, reason]).inc();
+    pub fn refused(&self, s: Series, kind: RefusalKind) {
+        let lookup = || self.refused.with_label_values(&[s.partner, kind.code()]);
+        inc_by(s.of_partner.and_then(|p| p.refused(kind)), lookup, 1);
     }
 
-    pub fn upstream_error(&self, partner: &str, kind: UpstreamErrorKind) {
-        self.upstream_errors
-            .with_label_values(&[partner, kind.as_str()])
-            .inc();
+    pub fn upstream_error(&self, s: Series, kind: UpstreamErrorKind) {
+        let lookup = || {
+            self.upstream_errors
+                .with_label_values(&[s.partner, kind.as_str()])
+        };
+        inc_by(s.of_partner.and_then(|p| p.upstream_error(kind)), lookup, 1);
     }
 
     /// What the filter did to a body that was really forwarded.
-    pub fn forwarded(&self, partner: &str, route: &str, report: &Report) {
-        self.fields_removed
-            .with_label_values(&[partner, route])
-            .inc_by(report.fields_removed);
+    pub fn forwarded(&self, s: Series, report: &Report) {
+        let labels = [s.partner, s.route];
+        let route = s.of_route;
+        let lookup = || self.fields_removed.with_label_values(&labels);
+        inc_by(
+            route.map(|r| &r.fields_removed),
+            lookup,
+            report.fields_removed,
+        );
         for (i, transform) in Transform::ALL.iter().enumerate() {
             if report.transformed[i] > 0 {
-                self.fields_transformed
-                    .with_label_values(&[partner, route, transform.name()])
-                    .inc_by(report.transformed[i]);
+                let labels = [s.partner, s.route, transform.name()];
+                let lookup = || self.fields_transformed.with_label_values(&labels);
+                let cell = route.and_then(|r| r.fields_transformed.get(i));
+                inc_by(cell, lookup, report.transformed[i]);
             }
         }
-        self.records_forwarded
-            .with_label_values(&[partner, route])
-            .inc_by(report.records_forwarded);
+        let lookup = || self.records_forwarded.with_label_values(&labels);
+        inc_by(
+            route.map(|r| &r.records_forwarded),
+            lookup,
+            report.records_forwarded,
+        );
         if report.records_dropped > 0 {
-            self.records_dropped
-                .with_label_values(&[partner, route, "opted_out"])
-                .inc_by(report.records_dropped);
+            let labels = [s.partner, s.route, "opted_out"];
+            let lookup = || self.records_dropped.with_label_values(&labels);
+            inc_by(
+                route.map(|r| &r.records_dropped),
+                lookup,
+                report.records_dropped,
+            );
         }
     }
 
-    /// `count` fields of data category `category` (a policy name, or [`UNCATEGORIZED`]) forwarded.
-    pub fn fields_disclosed(&self, partner: &str, route: &str, category: &str, count: u64) {
-        self.fields_disclosed
-            .with_label_values(&[partner, route, category])
-            .inc_by(count);
+    /// The fields forwarded on `route` (the request's route policy), by data category (a
+    /// policy name, or [`UNCATEGORIZED`]): `matched` counts them per field of the route.
+    pub fn fields_disclosed(&self, s: Series, route: &Route, matched: &[u64]) {
+        let Some(cells) = s.of_route else {
+            for (category, count) in route.disclosed_by_category(matched) {
+                self.fields_disclosed
+                    .with_label_values(&[s.partner, s.route, category])
+                    .inc_by(count);
+            }
+            return;
+        };
+        let counted = cells.field_category.iter().zip(matched);
+        for (&slot, &count) in counted.filter(|(_, n)| **n > 0) {
+            let labels = [s.partner, s.route, cells.disclosed_names[slot].as_str()];
+            let lookup = || self.fields_disclosed.with_label_values(&labels);
+            inc_by(cells.disclosed.get(slot), lookup, count);
+        }
     }
 
     /// Replaces the per-scope opt-out counts (scopes the policy honours only).
@@ -408,16 +470,32 @@ impl Metrics {
             .inc();
     }
 
-    pub fn unknown_fields(&self, partner: &str, route: &str, count: u64) {
-        self.unknown_fields
-            .with_label_values(&[partner, route])
-            .inc_by(count);
+    pub fn unknown_fields(&self, s: Series, count: u64) {
+        let lookup = || self.unknown_fields.with_label_values(&[s.partner, s.route]);
+        inc_by(s.of_route.map(|r| &r.unknown_fields), lookup, count);
     }
 
     pub fn connection_closed(&self, reason: ConnectionClosed) {
         self.connections_closed
             .with_label_values(&[reason.as_str()])
             .inc();
+    }
+}
+
+/// Counts `n` in the series `cell` holds (found with `lookup` on its first use), or, for a
+/// request without handles, in the series `lookup` finds.
+fn inc_by(cell: Option<&Cell<IntCounter>>, lookup: impl FnOnce() -> IntCounter, n: u64) {
+    match cell {
+        Some(cell) => cell.get_or_init(lookup).inc_by(n),
+        None => lookup().inc_by(n),
+    }
+}
+
+/// [`inc_by`] for a duration histogram.
+fn observe(cell: Option<&Cell<Histogram>>, lookup: impl FnOnce() -> Histogram, took: Duration) {
+    match cell {
+        Some(cell) => cell.get_or_init(lookup).observe(took.as_secs_f64()),
+        None => lookup().observe(took.as_secs_f64()),
     }
 }
 

@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::gateway::Gateway;
-use crate::metrics::{ConnectionClosed, UNKNOWN};
+use crate::metrics::{ConnectionClosed, Series};
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
@@ -206,9 +206,9 @@ impl GuardedStream {
     /// Queues `refusal` as a complete HTTP/1.1 answer that closes the connection, and counts it.
     fn answer(&mut self, refusal: &Refusal) {
         let metrics = &self.gateway.metrics;
-        metrics.refused(UNKNOWN, refusal.kind);
+        metrics.refused(Series::UNKNOWN, refusal.kind);
         let took = self.head_started.elapsed();
-        metrics.request(UNKNOWN, UNKNOWN, refusal.status(), took);
+        metrics.request(Series::UNKNOWN, refusal.status(), took);
         let body = refusal.to_json();
         let reason = http::StatusCode::from_u16(refusal.status())
             .ok()

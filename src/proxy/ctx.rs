@@ -7,7 +7,7 @@ use gateway_core::plan::Target;
 use gateway_core::policy::{Partner, Route};
 use gateway_core::RefusalKind;
 
-use crate::metrics::{UpstreamErrorKind, UNKNOWN};
+use crate::metrics::{PartnerSeries, Series, UpstreamErrorKind, UNKNOWN};
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -25,6 +25,8 @@ pub struct RequestCtx {
     /// logs and metrics are borrowed from it, not copied per request.
     partner: Option<Arc<Partner>>,
     route_index: Option<usize>,
+    /// The partner's metric series, resolved when its policy was loaded.
+    series: Option<Arc<PartnerSeries>>,
     /// Status sent to the caller.
     pub status: u16,
     /// Why the gateway refused the request, when it did.
@@ -54,6 +56,7 @@ impl RequestCtx {
             upstream_time: None,
             partner: None,
             route_index: None,
+            series: None,
             status: 0,
             refused: None,
             report: None,
@@ -67,16 +70,27 @@ impl RequestCtx {
 }
 
 impl RequestCtx {
-    /// The request names `partner` (its route is not known, or not yet).
-    pub fn set_partner(&mut self, partner: &Arc<Partner>) {
+    /// The request names `partner` (its route is not known, or not yet); `series` are its
+    /// metric handles from the same policy.
+    pub fn set_partner(&mut self, partner: &Arc<Partner>, series: Option<Arc<PartnerSeries>>) {
         self.partner = Some(partner.clone());
         self.route_index = None;
+        self.series = series;
     }
 
-    /// The request names this partner and route.
-    pub fn set_target(&mut self, target: &Target) {
+    /// The request names this partner and route; `series` as for [`Self::set_partner`].
+    pub fn set_target(&mut self, target: &Target, series: Option<Arc<PartnerSeries>>) {
         self.partner = Some(target.partner.clone());
         self.route_index = Some(target.route_index);
+        self.series = series;
+    }
+
+    /// The request's metric series: labels from the policy (or `unknown`), with handles.
+    pub fn series(&self) -> Series<'_> {
+        match &self.partner {
+            Some(partner) => Series::of(partner, self.route_index, self.series.as_deref()),
+            None => Series::UNKNOWN,
+        }
     }
 
     /// The partner id for logs and metrics: from the policy, or `unknown`.

@@ -274,10 +274,10 @@ impl PartnerProxy {
         // Labels come from the policy: an id the policy does not know stays `unknown`.
         let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|_| {
             if let Some(p) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
-                ctx.set_partner(p);
+                ctx.set_partner(p, active.series.partner(&p.id));
             }
         })?;
-        ctx.set_target(&target);
+        ctx.set_target(&target, active.series.partner(&target.partner.id));
         let headers = headers.as_ref().map_err(Clone::clone)?;
 
         let caller = active
@@ -319,7 +319,7 @@ impl PartnerProxy {
             Ok(()) => Ok(()),
             Err(RelayError::Partner(kind)) => {
                 ctx.upstream_error = Some(kind);
-                self.gateway.metrics.upstream_error(ctx.partner(), kind);
+                self.gateway.metrics.upstream_error(ctx.series(), kind);
                 Error::e_explain(ReadError, "the partner broke off its answer")
             }
             Err(RelayError::Caller) => Error::e_explain(WriteError, "the caller went away"),
@@ -612,32 +612,30 @@ impl PartnerProxy {
             return;
         }
         let m = &self.gateway.metrics;
-        let (partner, route) = (ctx.partner(), ctx.route());
-        m.request(partner, route, ctx.status, ctx.started.elapsed());
+        let series = ctx.series();
+        m.request(series, ctx.status, ctx.started.elapsed());
         if let Some(t) = ctx.filter_time {
-            m.filter_time(partner, route, t);
+            m.filter_time(series, t);
         }
         if let Some(reason) = ctx.refused {
-            m.refused(partner, reason);
+            m.refused(series, reason);
             if reason == RefusalKind::RequestTimeout {
                 // Only a body misses its deadline here (heads are the connection's business).
                 m.connection_closed(crate::metrics::ConnectionClosed::BodyTimeout);
             }
         }
         if let Some(kind) = ctx.upstream_error {
-            m.upstream_error(partner, kind);
+            m.upstream_error(series, kind);
         }
         // Whatever became of the request after the filter decided, its unknown fields arrived.
         if let Some(report) = &ctx.report {
-            self.gateway.drift.record(m, partner, route, report);
+            self.gateway.drift.record(m, series, report);
         }
         // Counted only for bodies that were really forwarded.
         if let (Some(report), None) = (&ctx.report, ctx.refused) {
-            m.forwarded(partner, route, report);
+            m.forwarded(series, report);
             if let (true, Some(policy)) = (ctx.disclosed, ctx.route_policy()) {
-                for (category, count) in policy.disclosed_by_category(&report.matched) {
-                    m.fields_disclosed(partner, route, category, count);
-                }
+                m.fields_disclosed(series, policy, &report.matched);
             }
         }
     }
