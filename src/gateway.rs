@@ -141,13 +141,13 @@ impl Active {
     pub fn authenticate(
         &self,
         partner: &Partner,
-        headers: &[(String, String)],
+        headers: &[(&str, &str)],
         peer: Option<&PeerIdentity>,
     ) -> Result<String, (Refusal, Option<String>)> {
         let authorization: Vec<&str> = headers
             .iter()
-            .filter(|(n, _)| n == "authorization")
-            .map(|(_, v)| v.as_str())
+            .filter(|(n, _)| *n == "authorization")
+            .map(|(_, v)| *v)
             .collect();
         let authorization = authorization.as_slice();
         let certified = self.certificate_identity(peer)?;

@@ -340,21 +340,22 @@ fn decide(policy: &Policy, job: &Job, optouts: OptOuts<'_>) -> (Option<(String, 
         Err(refusal) => return (None, refused(refusal)),
     };
     let labels = Some((target.partner.id.clone(), target.route().template.clone()));
+    let headers = gateway_core::headers::borrowed(&job.headers);
     let admitted = job
         .active
-        .authenticate(&target.partner, &job.headers, job.peer.as_ref());
+        .authenticate(&target.partner, &headers, job.peer.as_ref());
     if let Err((refusal, _)) = admitted {
         return (labels, refused(refusal));
     }
     let decision = match &job.body {
-        None => match plan::check_head(&target, &job.headers, job.body_announced) {
+        None => match plan::check_head(&target, &headers, job.body_announced) {
             Ok(()) => Noted::Decided(Decision::Admitted),
             Err(refusal) => refused(refusal),
         },
         Some(body) => {
             let incoming = Incoming {
                 query: job.query.as_deref(),
-                headers: &job.headers,
+                headers: &headers,
                 body,
             };
             let limits = &policy.gateway.limits;

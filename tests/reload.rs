@@ -222,3 +222,104 @@ fn a_reload_cannot_move_the_listeners() {
         200
     );
 }
+
+/// A reload that removes a route and a partner and adds others: requests count under the new
+/// policy's partners and routes (series created at zero when it is loaded, others on first
+/// use), and the removed ones' series keep the values they had.
+#[test]
+fn after_a_reload_requests_count_under_the_new_policy_and_old_series_keep_their_values() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        "admin_token_env: RELOAD_TEST_ADMIN_TOKEN\n",
+        &[
+            ("acme-ship", &partner(&mock.url(), "order_id, name")),
+            ("old-ship", &partner(&mock.url(), "order_id")),
+        ],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    let post = |target: &str, body: &str| gateway.post_json(target, body).status;
+    assert_eq!(
+        post("/acme-ship/v1/shipments", r#"{"order_id":1,"x":2}"#),
+        200
+    );
+    assert_eq!(
+        post("/old-ship/v1/shipments", r#"{"order_id":1,"name":"A"}"#),
+        200
+    );
+    assert_eq!(post("/old-ship/v1/shipments", "{"), 400);
+
+    let partners = gateway.policy.policy().join("partners");
+    let parcels = partner(&mock.url(), "order_id")
+        .replace("- path: /v1/shipments\n", "- path: /v1/parcels\n")
+        .replace(
+            "allowed_callers:",
+            "    transform: {name: mask}\nallowed_callers:",
+        );
+    std::fs::write(partners.join("acme-ship.yaml"), parcels).unwrap();
+    std::fs::remove_file(partners.join("old-ship.yaml")).unwrap();
+    std::fs::write(
+        partners.join("new-ship.yaml"),
+        partner(&mock.url(), "order_id"),
+    )
+    .unwrap();
+    let reload = post_reload(&gateway, Some("s3cret"));
+    assert_eq!(
+        reload.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reload.body)
+    );
+
+    for _ in 0..2 {
+        let body = r#"{"order_id":1,"name":"Ada","y":3}"#;
+        assert_eq!(post("/acme-ship/v1/parcels", body), 200);
+    }
+    assert_eq!(post("/new-ship/v1/shipments", r#"{"order_id":1}"#), 200);
+    assert_eq!(post("/new-ship/v1/shipments", "["), 400);
+    assert_ne!(post("/acme-ship/v1/shipments", r#"{"order_id":1}"#), 200);
+    assert_eq!(post("/old-ship/v1/shipments", r#"{"order_id":1}"#), 404);
+
+    let metrics = gateway.metrics();
+    let value = |series: &str| metric(&metrics, series);
+    let requests = |partner: &str, route: &str, status: u16| {
+        value(&format!(
+            r#"partner_gateway_requests_total{{partner="{partner}",route="{route}",status="{status}"}}"#
+        ))
+    };
+    // The removed route and partner: what they counted before the reload, unchanged.
+    assert_eq!(requests("acme-ship", "/v1/shipments", 200), 1.0);
+    assert_eq!(requests("old-ship", "/v1/shipments", 200), 1.0);
+    assert_eq!(requests("old-ship", "/v1/shipments", 400), 1.0);
+    let removed =
+        r#"partner_gateway_fields_removed_total{partner="acme-ship",route="/v1/shipments"}"#;
+    assert_eq!(value(removed), 1.0);
+    let refused =
+        r#"partner_gateway_requests_refused_total{partner="old-ship",reason="bad_request"}"#;
+    assert_eq!(value(refused), 1.0);
+    // The new policy's route and partner.
+    assert_eq!(requests("acme-ship", "/v1/parcels", 200), 2.0);
+    let removed =
+        r#"partner_gateway_fields_removed_total{partner="acme-ship",route="/v1/parcels"}"#;
+    assert_eq!(value(removed), 2.0);
+    let masked = r#"partner_gateway_fields_transformed_total{partner="acme-ship",route="/v1/parcels",transform="mask"}"#;
+    assert_eq!(value(masked), 2.0);
+    let forwarded =
+        r#"partner_gateway_records_forwarded_total{partner="acme-ship",route="/v1/parcels"}"#;
+    assert_eq!(value(forwarded), 2.0);
+    assert_eq!(requests("new-ship", "/v1/shipments", 200), 1.0);
+    assert_eq!(requests("new-ship", "/v1/shipments", 400), 1.0);
+    let refused =
+        r#"partner_gateway_requests_refused_total{partner="new-ship",reason="bad_request"}"#;
+    assert_eq!(value(refused), 1.0);
+    // A route and a partner the new policy does not have are `unknown`.
+    assert!(
+        metrics.contains(
+            r#"partner_gateway_requests_total{partner="acme-ship",route="unknown",status="#
+        ),
+        "{metrics}"
+    );
+    assert_eq!(requests("unknown", "unknown", 404), 1.0);
+    let unknown =
+        r#"partner_gateway_requests_refused_total{partner="unknown",reason="unknown_partner"}"#;
+    assert_eq!(value(unknown), 1.0);
+}

@@ -41,9 +41,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let active = load_active(&args.policy.policy, &args.partner)?;
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;
-    let mut headers = args.headers.clone();
-    if !body.is_empty() && !headers.iter().any(|(n, _)| n == "content-type") {
-        headers.push(("content-type".to_string(), "application/json".to_string()));
+    let mut headers = gateway_core::headers::borrowed(&args.headers);
+    if !body.is_empty() && !headers.iter().any(|(n, _)| *n == "content-type") {
+        headers.push(("content-type", "application/json"));
     }
     let optouts = crate::gateway::open_optout_source(&active.policy);
     let (path, query) = match args.path.split_once('?') {

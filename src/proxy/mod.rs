@@ -69,20 +69,21 @@ impl PartnerProxy {
         let method = req.method.as_str().to_string();
         let raw_path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
-        let headers = request_headers(req);
+        let held = hold_headers(req);
+        let headers = request_headers(&held);
         let peer = crate::tls::peer_identity(session.as_downstream().digest());
 
         let admitted = self.admit(session, ctx, &active, (&method, &raw_path), &headers, &peer);
         let (target, caller) = match admitted {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                if let (Some(_), Ok(headers)) = (&active.shadow, headers) {
+                if let (Some(_), Ok(headers)) = (&active.shadow, &headers) {
                     let body_announced = body_announced(session.req_header());
                     let head = ShadowHead {
                         method,
                         raw_path,
                         query,
-                        headers,
+                        headers: owned_headers(headers),
                         peer,
                     };
                     let optouts = self.gateway.optout_source();
@@ -132,7 +133,7 @@ impl PartnerProxy {
                 method: method.clone(),
                 raw_path,
                 query,
-                headers,
+                headers: owned_headers(&headers),
                 peer,
             };
             let live = shadow::Live::take(&target, &mut outcome);
@@ -267,7 +268,7 @@ impl PartnerProxy {
         ctx: &mut RequestCtx,
         active: &Active,
         (method, raw_path): (&str, &str),
-        headers: &Result<Vec<(String, String)>, Refusal>,
+        headers: &Result<Vec<(&str, &str)>, Refusal>,
         peer: &Option<crate::tls::PeerIdentity>,
     ) -> Result<(plan::Target, String), Refusal> {
         let policy = &active.policy;
@@ -382,13 +383,25 @@ fn partner_in_path(raw_path: &str) -> Option<&str> {
     raw_path.strip_prefix('/')?.split('/').next()
 }
 
-/// Request headers with lowercase names, every one of them: a header the gateway decides on
-/// (`upgrade`, `content-encoding`, a second `content-type`, the legal basis) must never drop out
-/// of the decision because its value is not plain ASCII. Values that are not UTF-8 at all are
-/// refused (400), so no header is ever silently ignored.
-fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, String)>, Refusal> {
+/// The caller's request headers, every one of them, held apart from the session so its body
+/// can be read while the decision reads them: each name and value shares the bytes the HTTP
+/// layer parsed (a reference count, not a copy).
+type HeldHeaders = Vec<(http::HeaderName, http::HeaderValue)>;
+
+fn hold_headers(req: &pingora::http::RequestHeader) -> HeldHeaders {
     req.headers
         .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// The held headers as the core reads them, borrowed: names lowercase (as the HTTP layer keeps
+/// them), in arrival order. A header the gateway decides on (`upgrade`, `content-encoding`, a
+/// second `content-type`, the legal basis) must never drop out of the decision because its
+/// value is not plain ASCII: values that are not UTF-8 at all are refused (400), so no header
+/// is ever silently ignored.
+fn request_headers(held: &HeldHeaders) -> Result<Vec<(&str, &str)>, Refusal> {
+    held.iter()
         .map(|(name, value)| {
             let text = std::str::from_utf8(value.as_bytes()).map_err(|_| {
                 Refusal::new(
@@ -396,8 +409,16 @@ fn request_headers(req: &pingora::http::RequestHeader) -> Result<Vec<(String, St
                     format!("the value of header {:?} is not valid UTF-8", name.as_str()),
                 )
             })?;
-            Ok((name.as_str().to_ascii_lowercase(), text.to_string()))
+            Ok((name.as_str(), text))
         })
+        .collect()
+}
+
+/// Owned copies for the shadow thread (only when a shadow policy is configured).
+fn owned_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect()
 }
 
@@ -413,10 +434,10 @@ fn body_announced(req: &pingora::http::RequestHeader) -> bool {
 }
 
 /// `Expect: 100-continue`: the caller waits for a go-ahead before sending the body.
-fn expects_continue(headers: &[(String, String)]) -> bool {
+fn expects_continue(headers: &[(&str, &str)]) -> bool {
     headers
         .iter()
-        .any(|(n, v)| n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
+        .any(|(n, v)| *n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 /// The body's `content-length`, refused when over `limit` before any of the body is read.

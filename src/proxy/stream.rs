@@ -38,7 +38,7 @@ pub(super) struct StreamRequest<'a> {
     pub caller: &'a str,
     pub method: &'a str,
     pub query: Option<&'a str>,
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// What went through so far: the bytes written to the partner and their digest, the lines'

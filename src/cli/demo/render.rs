@@ -69,10 +69,6 @@ pub(super) fn print_changes(
         Some((p, q)) => (p, Some(q)),
         None => (sample.path.as_str(), None),
     };
-    let headers: Vec<(String, String)> = headers
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
     let Ok(target) = plan::resolve(
         &active.policy.partners,
         &sample.method,
@@ -83,7 +79,7 @@ pub(super) fn print_changes(
     let source = gateway.optout_source();
     let incoming = Incoming {
         query,
-        headers: &headers,
+        headers,
         body,
     };
     let Ok(outgoing) = plan::plan(

@@ -33,9 +33,12 @@ impl BodyStep<'_> {
                 ),
             ));
         };
-        let mut content_types = incoming.headers.iter().filter(|(n, _)| n == "content-type");
+        let mut content_types = incoming
+            .headers
+            .iter()
+            .filter(|(n, _)| *n == "content-type");
         check_json_content_type(
-            content_types.next().map(|(_, v)| v.as_str()),
+            content_types.next().map(|(_, v)| *v),
             &self.route.json_types,
         )?;
         if content_types.next().is_some() {

@@ -6,8 +6,8 @@ use crate::policy::{ContentCoding, Limits};
 use crate::{Refusal, RefusalKind};
 
 /// `Upgrade` would open a tunnel past the filter.
-pub(super) fn refuse_upgrade(headers: &[(String, String)]) -> Result<(), Refusal> {
-    if headers.iter().any(|(name, _)| name == "upgrade") {
+pub(super) fn refuse_upgrade(headers: &[(&str, &str)]) -> Result<(), Refusal> {
+    if headers.iter().any(|(name, _)| *name == "upgrade") {
         return Err(Refusal::new(
             RefusalKind::BadRequest,
             "Upgrade is not allowed: no tunnel bypasses the filter",
@@ -36,12 +36,12 @@ pub(super) fn check_body_size(body: &[u8], limits: &Limits) -> Result<(), Refusa
 /// HTTP layer undoes `chunked` and nothing else: a body sent `gzip, chunked` would be read as if
 /// not encoded). Every header counts: a second one must not slip an encoding past the first.
 pub(super) fn check_codings(
-    headers: &[(String, String)],
+    headers: &[(&str, &str)],
     decodable: &[ContentCoding],
 ) -> Result<Option<ContentCoding>, Refusal> {
     let codings: Vec<&str> = headers
         .iter()
-        .filter(|(n, _)| n == "content-encoding")
+        .filter(|(n, _)| *n == "content-encoding")
         .flat_map(|(_, v)| v.split(','))
         .map(str::trim)
         .filter(|c| !c.eq_ignore_ascii_case("identity"))
@@ -58,7 +58,7 @@ pub(super) fn check_codings(
             "stacked content-encodings {more:?} are not decoded; send the body unencoded or with one coding"
         ))),
     };
-    for (_, coding) in headers.iter().filter(|(n, _)| n == "transfer-encoding") {
+    for (_, coding) in headers.iter().filter(|(n, _)| *n == "transfer-encoding") {
         if !only(coding, "chunked") {
             return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
                 "transfer-encoding {coding:?} cannot be read by the gateway; send the body unencoded (chunked framing is fine)"

@@ -12,7 +12,7 @@ use crate::{Refusal, RefusalKind};
 /// non-empty body follows (a `content-length` above 0, or chunked framing).
 pub fn check_head(
     target: &Target,
-    headers: &[(String, String)],
+    headers: &[(&str, &str)],
     body_announced: bool,
 ) -> Result<(), Refusal> {
     framing::refuse_upgrade(headers)?;
@@ -33,8 +33,8 @@ pub fn check_head(
         }
         let content_type = headers
             .iter()
-            .find(|(n, _)| n == "content-type")
-            .map(|(_, v)| v.as_str());
+            .find(|(n, _)| *n == "content-type")
+            .map(|(_, v)| *v);
         body::check_json_content_type(content_type, &route.json_types)?;
     }
     refuse_duplicates(target, headers)?;
@@ -43,10 +43,10 @@ pub fn check_head(
 
 /// A header that holds one value, given twice, is ambiguous: which copy would the partner,
 /// or the gateway's own check, read?
-fn refuse_duplicates(target: &Target, headers: &[(String, String)]) -> Result<(), Refusal> {
+fn refuse_duplicates(target: &Target, headers: &[(&str, &str)]) -> Result<(), Refusal> {
     let legal_basis = target.partner.legal_basis_header.as_deref();
     for (i, (name, _)) in headers.iter().enumerate() {
-        let single = SINGLE_VALUED.contains(&name.as_str()) || Some(name.as_str()) == legal_basis;
+        let single = SINGLE_VALUED.contains(name) || Some(*name) == legal_basis;
         if single && headers[..i].iter().any(|(n, _)| n == name) {
             return Err(Refusal::new(
                 RefusalKind::BadRequest,
@@ -58,9 +58,9 @@ fn refuse_duplicates(target: &Target, headers: &[(String, String)]) -> Result<()
 }
 
 /// Request ids travel to partners: an opaque token, never free text.
-fn check_request_ids(headers: &[(String, String)]) -> Result<(), Refusal> {
+fn check_request_ids(headers: &[(&str, &str)]) -> Result<(), Refusal> {
     for (name, value) in headers {
-        if REQUEST_ID_HEADERS.contains(&name.as_str()) && !is_valid_request_id(value) {
+        if REQUEST_ID_HEADERS.contains(name) && !is_valid_request_id(value) {
             return Err(Refusal::new(RefusalKind::BadRequest, format!(
                 "the {name:?} header must be 1 to 128 token characters (letters, digits and !#$%&'*+-.^_`|~)"
             )));

@@ -11,21 +11,20 @@ use crate::policy::{Partner, Route};
 pub(super) fn forward_headers(
     partner: &Partner,
     route: &Route,
-    incoming: &[(String, String)],
+    incoming: &[(&str, &str)],
     legal_basis: Option<&str>,
     with_body: bool,
 ) -> (Vec<(String, String)>, Vec<String>) {
     let connection_named = connection_tokens(incoming);
     let mut headers = Vec::new();
     let mut removed: Vec<String> = Vec::new();
-    for (name, value) in incoming {
-        if partner.legal_basis_header.as_ref() == Some(name) {
+    for &(name, value) in incoming {
+        if partner.legal_basis_header.as_deref() == Some(name) {
             continue; // forwarded below, whatever `Connection` says: it is part of the tag
         }
         // The loader already refused routes that list a never-forwarded header; checked
         // again here so that no policy, however it was built, can send one.
-        let allowed = (ALWAYS_ALLOWED.contains(&name.as_str())
-            || route.headers.iter().any(|h| h == name))
+        let allowed = (ALWAYS_ALLOWED.contains(&name) || route.headers.iter().any(|h| h == name))
             && !is_never_forwarded(name);
         if allowed && !connection_named.iter().any(|c| c == name) {
             if name == "content-type" {
@@ -33,13 +32,13 @@ pub(super) fn forward_headers(
                 // re-serialised them as UTF-8.
                 let media = route.stream.map_or("application/json", |s| s.media_type());
                 if with_body {
-                    headers.push((name.clone(), media.to_string()));
+                    headers.push((name.to_string(), media.to_string()));
                 }
             } else {
-                headers.push((name.clone(), value.clone()));
+                headers.push((name.to_string(), value.to_string()));
             }
-        } else if !removed.contains(name) {
-            removed.push(name.clone());
+        } else if !removed.iter().any(|r| r == name) {
+            removed.push(name.to_string());
         }
     }
     if let (Some(header), Some(value)) = (&partner.legal_basis_header, legal_basis) {
@@ -49,10 +48,10 @@ pub(super) fn forward_headers(
 }
 
 /// Header names listed in `Connection`: hop-by-hop, never forwarded.
-pub(super) fn connection_tokens(headers: &[(String, String)]) -> Vec<String> {
+pub(super) fn connection_tokens(headers: &[(&str, &str)]) -> Vec<String> {
     headers
         .iter()
-        .filter(|(n, _)| n == "connection")
+        .filter(|(n, _)| *n == "connection")
         .flat_map(|(_, v)| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())

@@ -8,7 +8,7 @@ use crate::{Refusal, RefusalKind};
 /// The reference to forward and record, or `None` when the partner asks for none.
 pub(super) fn legal_basis(
     partner: &Partner,
-    headers: &[(String, String)],
+    headers: &[(&str, &str)],
 ) -> Result<Option<String>, Refusal> {
     let Some(header) = &partner.legal_basis_header else {
         return Ok(None);

@@ -101,7 +101,7 @@ pub fn resolve(
 pub struct Incoming<'a> {
     pub query: Option<&'a str>,
     /// Header names lowercase, in arrival order; repeated headers appear repeatedly.
-    pub headers: &'a [(String, String)],
+    pub headers: &'a [(&'a str, &'a str)],
     pub body: &'a [u8],
 }
 

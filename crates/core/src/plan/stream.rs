@@ -30,10 +30,10 @@ use crate::{Refusal, RefusalKind};
 /// given. Checked whether or not a body is announced (an empty stream is still a stream).
 pub(super) fn check_stream_content_type(
     format: StreamFormat,
-    headers: &[(String, String)],
+    headers: &[(&str, &str)],
 ) -> Result<(), Refusal> {
-    let mut types = headers.iter().filter(|(n, _)| n == "content-type");
-    let first = types.next().map(|(_, v)| v.as_str());
+    let mut types = headers.iter().filter(|(n, _)| *n == "content-type");
+    let first = types.next().map(|(_, v)| *v);
     check_media_type(first, format.media_type(), &|m| m == format.media_type())?;
     if types.next().is_some() {
         return Err(Refusal::new(
@@ -59,7 +59,7 @@ pub struct StreamHead {
 pub fn plan_stream_head(
     target: &Target,
     query: Option<&str>,
-    incoming_headers: &[(String, String)],
+    incoming_headers: &[(&str, &str)],
     optouts: OptOuts<'_>,
 ) -> Result<StreamHead, Refusal> {
     let partner = &target.partner;

@@ -182,7 +182,7 @@ fn framing_refuses_upgrades_and_unreadable_codings() {
         ),
     ];
     for (list, expected) in cases {
-        let list = headers(list);
+        let list = list.to_vec();
         let outcome =
             framing::refuse_upgrade(&list).and_then(|()| framing::check_codings(&list, &[]));
         assert_eq!(code(&outcome), *expected, "{list:?}");
@@ -203,7 +203,7 @@ fn framing_refuses_upgrades_and_unreadable_codings() {
         (&[("content-encoding", "compress")], None),
     ];
     for (list, expected) in decodes {
-        let outcome = framing::check_codings(&headers(list), &gzip);
+        let outcome = framing::check_codings(list, &gzip);
         match (outcome, expected) {
             (Ok(Some(c)), Some(name)) => assert_eq!(c.as_str(), *name, "{list:?}"),
             (Err(r), None) => assert_eq!(r.code(), "unsupported_media_type", "{list:?}"),
@@ -254,14 +254,14 @@ fn legal_basis_is_one_well_formed_header_for_government_partners_only() {
         ),
     ];
     for (list, expected) in cases {
-        let got = legal_basis(tax, &headers(list));
+        let got = legal_basis(tax, list);
         match (&got, expected) {
             (Ok(v), Ok(e)) => assert_eq!(v.as_deref(), *e, "{list:?}"),
             (Err(r), Err(c)) => assert_eq!(r.code(), *c, "{list:?}: {r}"),
             _ => panic!("{list:?}: got {got:?}, expected {expected:?}"),
         }
     }
-    let ignored = headers(&[("ohsoft-legal-basis", "anything")]);
+    let ignored = [("ohsoft-legal-basis", "anything")];
     assert_eq!(legal_basis(shop, &ignored).unwrap(), None);
 }
 
@@ -304,7 +304,7 @@ fn body_step_filters_json_and_refuses_what_it_cannot_read() {
     for (path, list, body, expected) in cases {
         let method = if path.ends_with('7') { "GET" } else { "POST" };
         let t = target(&policy, method, path);
-        let list = headers(list);
+        let list = list.to_vec();
         let incoming = Incoming {
             query: None,
             headers: &list,
@@ -335,7 +335,7 @@ fn body_step_drops_opted_out_records_and_refuses_without_the_set() {
     let policy = policy();
     let t = target(&policy, "POST", "/ads/v1/customers");
     let set = opted_out();
-    let list = headers(&[("content-type", "application/json")]);
+    let list = [("content-type", "application/json")];
     let cases: &[(&str, OptOuts<'_>, Result<&str, &str>)] = &[
         (
             r#"{"customer_id":"c-in","city":"x"}"#,
@@ -431,13 +431,7 @@ fn forwarded_headers_are_the_allowed_ones_minus_connection_names() {
         ),
     ];
     for (incoming, with_body, kept, removed) in cases {
-        let (got, gone) = forward_headers(
-            &shop.partner,
-            shop.route(),
-            &headers(incoming),
-            None,
-            *with_body,
-        );
+        let (got, gone) = forward_headers(&shop.partner, shop.route(), incoming, None, *with_body);
         assert_eq!(got, headers(kept), "{incoming:?}");
         assert_eq!(gone, *removed, "{incoming:?}");
     }
@@ -447,11 +441,11 @@ fn forwarded_headers_are_the_allowed_ones_minus_connection_names() {
 fn the_legal_basis_header_goes_last_whatever_connection_says() {
     let policy = policy();
     let tax = target(&policy, "GET", "/tax/v1/cases/1");
-    let incoming = headers(&[
+    let incoming = [
         ("ohsoft-legal-basis", "CASE-1"),
         ("connection", "ohsoft-legal-basis"),
         ("accept", "*/*"),
-    ]);
+    ];
     let (got, gone) = forward_headers(&tax.partner, tax.route(), &incoming, Some("CASE-1"), false);
     assert_eq!(
         got,
@@ -462,10 +456,10 @@ fn the_legal_basis_header_goes_last_whatever_connection_says() {
 
 #[test]
 fn connection_tokens_are_lowercased() {
-    let headers = headers(&[
+    let headers = [
         ("connection", "X-Request-Id, close"),
         ("connection", " ,te"),
-    ]);
+    ];
     assert_eq!(
         connection_tokens(&headers),
         vec!["x-request-id", "close", "te"]
@@ -624,7 +618,7 @@ fn plan_runs_every_step_in_order() {
     let policy = policy();
     let set = opted_out();
     let t = target(&policy, "GET", "/shop/v1/orders/7");
-    let list = headers(&[("accept", "*/*"), ("cookie", "s")]);
+    let list = [("accept", "*/*"), ("cookie", "s")];
     let incoming = Incoming {
         query: Some("page=2&token=x"),
         headers: &list,
@@ -647,7 +641,7 @@ fn plan_runs_every_step_in_order() {
 
     // The first refusal wins: an upgrade is refused before the missing legal basis is noticed.
     let tax = target(&policy, "GET", "/tax/v1/cases/1");
-    let list = headers(&[("upgrade", "h2c")]);
+    let list = [("upgrade", "h2c")];
     let incoming = Incoming {
         query: None,
         headers: &list,
@@ -661,7 +655,7 @@ fn plan_runs_every_step_in_order() {
         false,
     );
     assert_eq!(code(&outcome), "bad_request");
-    let list = headers(&[("ohsoft-legal-basis", "CASE-9")]);
+    let list = [("ohsoft-legal-basis", "CASE-9")];
     let incoming = Incoming {
         query: None,
         headers: &list,

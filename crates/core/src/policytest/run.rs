@@ -58,9 +58,9 @@ pub fn decide_case(
         Body::File(name) => read(name)
             .map_err(|e| Failure::at(case.line, format!("cannot read body_file {name:?}: {e}")))?,
     };
-    let mut headers = case.headers.clone();
-    if !body.is_empty() && !headers.iter().any(|(n, _)| n == "content-type") {
-        headers.push(("content-type".into(), "application/json".into()));
+    let mut headers = crate::headers::borrowed(&case.headers);
+    if !body.is_empty() && !headers.iter().any(|(n, _)| *n == "content-type") {
+        headers.push(("content-type", "application/json"));
     }
     let mut set = OptOutSet::new();
     for (id, scopes) in &case.optouts {
@@ -89,7 +89,7 @@ pub fn run_case(
 fn decide(
     policy: &Policy,
     case: &Case,
-    headers: &[(String, String)],
+    headers: &[(&str, &str)],
     body: &[u8],
     optouts: &OptOutSet,
 ) -> Result<Forwarded, Refusal> {

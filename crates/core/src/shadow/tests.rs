@@ -27,7 +27,7 @@ fn policy(allow: &str, transform: &str) -> Policy {
 }
 
 fn decide(policy: &Policy, body: &str) -> Decision {
-    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let headers = [("content-type", "application/json")];
     let incoming = Incoming {
         query: None,
         headers: &headers,

@@ -235,7 +235,7 @@ fn the_head_is_decided_before_any_line() {
     let policy = policy();
     let t = resolve(&policy.partners, "POST", "/ads/v1/customers").unwrap();
     let set = opted_out();
-    let h = |ct: &str| vec![("content-type".to_string(), ct.to_string())];
+    let h = |ct| [("content-type", ct)];
     let head = plan_stream_head(&t, None, &h("application/x-ndjson"), OptOuts::Loaded(&set));
     let head = head.unwrap();
     assert_eq!(head.path_and_query, "/v1/customers");
@@ -263,12 +263,9 @@ fn the_head_is_decided_before_any_line() {
     assert_eq!(got.unwrap_err().code(), "unsupported_media_type");
     let got = plan_stream_head(&t, None, &h("application/x-ndjson"), OptOuts::NotLoaded);
     assert_eq!(got.unwrap_err().code(), "not_ready");
-    let gzip = vec![
-        (
-            "content-type".to_string(),
-            "application/x-ndjson".to_string(),
-        ),
-        ("content-encoding".to_string(), "gzip".to_string()),
+    let gzip = [
+        ("content-type", "application/x-ndjson"),
+        ("content-encoding", "gzip"),
     ];
     let got = plan_stream_head(&t, None, &gzip, OptOuts::Loaded(&set));
     assert_eq!(got.unwrap_err().code(), "unsupported_media_type");
@@ -279,10 +276,7 @@ fn plan_decides_a_whole_stream_like_the_proxy() {
     let policy = policy();
     let t = resolve(&policy.partners, "POST", "/ads/v1/customers").unwrap();
     let set = opted_out();
-    let headers = vec![(
-        "content-type".to_string(),
-        "application/x-ndjson".to_string(),
-    )];
+    let headers = [("content-type", "application/x-ndjson")];
     // Bigger than max_body_bytes as a whole: the limit is per line.
     let body = "{\"customer_id\":\"c-1\",\"city\":\"x\"}\n{\"customer_id\":\"c-out\"}\n".repeat(3);
     let incoming = Incoming {

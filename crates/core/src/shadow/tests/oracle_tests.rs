@@ -169,7 +169,7 @@ const BODIES: &[&str] = &[
 #[test]
 fn forwarded_values_decide_like_the_forwarded_body_read_back() {
     let set = opted_out();
-    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let headers = [("content-type", "application/json")];
     let mut forwarded_bodies = 0;
     for route in [WIDE, NARROW, MIDDLE] {
         let policy = policy(route);
@@ -216,7 +216,7 @@ fn opted_out() -> OptOutSet {
 #[test]
 fn noted_decisions_compare_like_decisions_read_in_full() {
     let set = opted_out();
-    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let headers = [("content-type", "application/json")];
     let policies: Vec<Policy> = [WIDE, NARROW, MIDDLE].into_iter().map(policy).collect();
     let mut differing = 0;
     for body in BODIES {
@@ -263,7 +263,7 @@ fn subtree_leaves_unescape_names_and_list_empty_containers() {
 #[test]
 fn notes_too_large_to_read_are_not_compared() {
     let set = opted_out();
-    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let headers = [("content-type", "application/json")];
     let name = "n".repeat(5000);
     let ones = vec!["1"; 20_000].join(",");
     let cases = [
