@@ -303,9 +303,9 @@ fn after_a_reload_requests_count_under_the_new_policy_and_old_series_keep_their_
     assert_eq!(value(removed), 2.0);
     let masked = r#"partner_gateway_fields_transformed_total{partner="acme-ship",route="/v1/parcels",transform="mask"}"#;
     assert_eq!(value(masked), 2.0);
-    let forwarded =
-        r#"partner_gateway_records_forwarded_total{partner="acme-ship",route="/v1/parcels"}"#;
-    assert_eq!(value(forwarded), 2.0);
+    let filtered =
+        r#"partner_gateway_filter_duration_seconds_count{partner="acme-ship",route="/v1/parcels"}"#;
+    assert_eq!(value(filtered), 2.0);
     assert_eq!(requests("new-ship", "/v1/shipments", 200), 1.0);
     assert_eq!(requests("new-ship", "/v1/shipments", 400), 1.0);
     let refused =
