@@ -47,7 +47,7 @@ fn in_process_policy(route: &str) -> Policy {
 }
 
 fn decide(policy: &Policy, body: &[u8], noting: bool) -> Result<plan::Outgoing, Refusal> {
-    let headers = vec![("content-type".to_string(), "application/json".to_string())];
+    let headers = [("content-type", "application/json")];
     let incoming = Incoming {
         query: None,
         headers: &headers,
