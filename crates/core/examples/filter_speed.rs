@@ -6,8 +6,10 @@ change to the engine rebuilds in a minute or two), on two workloads:
 - `load`: the body and route policy of the load benchmark, `benches/load` (mirrored in
   `benches/support/load_workload.rs`).
 
-    cargo run --release -p partner-gateway-core --example filter_speed -- [SECONDS] [bench|load] [filter]
-    cargo run --release -p partner-gateway-core --example filter_speed -- dump DIR
+```text
+cargo run --release -p partner-gateway-core --example filter_speed -- [SECONDS] [bench|load] [filter]
+cargo run --release -p partner-gateway-core --example filter_speed -- dump DIR
+```
 
 For each workload (both unless one is named) it prints the best time of one 1 MiB filter call
 (and GB/s), of `validate` and of serde_json skipping the same body (`IgnoredAny`, a yardstick
