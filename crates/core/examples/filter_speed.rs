@@ -6,7 +6,10 @@ change to the engine rebuilds in a minute or two), on two workloads:
 - `load`: the body and route policy of the load benchmark, `benches/load` (mirrored in
   `benches/support/load_workload.rs`).
 
-    cargo run --release -p partner-gateway-core --example filter_speed -- [SECONDS] [bench|load] [filter]
+```text
+cargo run --release -p partner-gateway-core --example filter_speed -- [SECONDS] [bench|load] [filter]
+cargo run --release -p partner-gateway-core --example filter_speed -- dump DIR
+```
 
 For each workload (both unless one is named) it prints the best time of one 1 MiB filter call
 (and GB/s), of `validate` and of serde_json skipping the same body (`IgnoredAny`, a yardstick
@@ -85,8 +88,47 @@ fn time(
     );
 }
 
+/// Writes the `bench` workload to `dir` (see the module docs).
+fn dump(dir: &std::path::Path) -> std::io::Result<()> {
+    let spec = workload::spec();
+    let mut policy = String::new();
+    for path in &spec.allow {
+        policy += &format!("allow {path}\n");
+    }
+    for (path, t) in &spec.transforms {
+        policy += &format!("transform {path} {}\n", t.name());
+    }
+    if let (Some(records), Some(subject)) = (&spec.records, &spec.subject) {
+        policy += &format!("records {records}\nsubject {subject}\n");
+    }
+    policy += &format!("key {}\n", String::from_utf8_lossy(workload::KEY));
+    for id in &workload::optouts().0 {
+        policy += &format!("optout {id}\n");
+    }
+    let program = FilterProgram::compile(&spec).expect("bench policy compiles");
+    let optouts = workload::optouts();
+    let body = workload::body(1024 * 1024);
+    let options = FilterOptions {
+        max_depth: 64,
+        pseudonymize_key: Some(workload::KEY),
+        optouts: Some(&optouts),
+        detail: false,
+        subjects: false,
+    };
+    let filtered = filter::filter(&program, &body, &options).expect("the workload passes");
+    std::fs::write(dir.join("body.json"), &body)?;
+    std::fs::write(dir.join("filtered.json"), &filtered.body)?;
+    std::fs::write(dir.join("policy.txt"), policy)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [first, dir] = args.as_slice() {
+        if first == "dump" {
+            dump(std::path::Path::new(dir)).expect("the workload is written");
+            return;
+        }
+    }
     let secs: f64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let has = |word: &str| args.iter().any(|a| a == word);
     let only_filter = has("filter");
