@@ -236,3 +236,41 @@ fn single_valued_headers_given_twice_are_refused() {
     }
     assert!(mock.received().is_empty());
 }
+
+/// Header names are decided on whatever their case on the wire: a refusal a lowercase name
+/// gets, the same name in capitals gets too, and an allowed one reaches the partner lowercase.
+#[test]
+fn header_names_in_any_case_are_decided_and_forwarded_as_lowercase() {
+    let (mock, gateway) = start();
+    let send = |headers: &[(&str, &str)]| {
+        let mut all = vec![("Content-Type", "application/json")];
+        all.extend_from_slice(headers);
+        gateway.send(
+            "POST",
+            "/acme-ship/v1/shipments",
+            &all,
+            Some(SHIPMENT.as_bytes()),
+        )
+    };
+    assert_refused(&send(&[("UPGRADE", "h2c")]), 400, "bad_request");
+    assert_refused(
+        &send(&[("Content-Encoding", "br")]),
+        415,
+        "unsupported_media_type",
+    );
+    let twice = [("X-Request-Id", "one"), ("x-request-id", "two")];
+    assert_refused(&send(&twice), 400, "bad_request");
+    assert_refused(&send(&[("X-Request-ID", "a b")]), 400, "bad_request");
+    assert!(mock.received().is_empty());
+
+    assert_eq!(send(&[("X-Request-ID", "abc-1")]).status, 200);
+    let headers = mock.only_headers();
+    assert!(
+        headers.contains(&("x-request-id".to_string(), "abc-1".to_string())),
+        "{headers:?}"
+    );
+    assert!(
+        headers.contains(&("content-type".to_string(), "application/json".to_string())),
+        "{headers:?}"
+    );
+}
