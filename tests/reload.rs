@@ -347,6 +347,9 @@ fn write_partner(dir: &std::path::Path, id: &str, yaml: &str) {
     std::fs::rename(&tmp, dir.join(format!("{id}.yaml"))).unwrap();
 }
 
+/// One request a client sent: target, body, status and the refusal's `error`.
+type Seen<'a> = (&'a str, &'a str, u16, Value);
+
 /// Requests in parallel with repeated reloads, some still at the partner while a reload removes
 /// it or moves its routes: every request is counted once, under the partner and route of the
 /// policy that decided it, and the disclosed fields under that policy's categories.
@@ -427,9 +430,7 @@ fn counts_add_up_across_parallel_requests_and_repeated_reloads() {
     });
     assert!(reloads >= 10, "only {reloads} reloads while requests ran");
     let sent = (THREADS * EACH) as f64;
-    let count = |f: &dyn Fn(&(&str, &str, u16, Value)) -> bool| {
-        tally.iter().filter(|r| f(r)).count() as f64
-    };
+    let count = |f: &dyn Fn(&Seen) -> bool| tally.iter().filter(|r| f(r)).count() as f64;
 
     let text = gateway.metrics();
     let sum = |family: &str, labels: &[(&str, &str)]| sum_series(&text, family, labels);
