@@ -149,3 +149,6 @@ pub fn method_label(method: &http::Method) -> &'static str {
         .copied()
         .unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests;
