@@ -12,7 +12,7 @@ use crate::metrics::{PartnerSeries, Series, UpstreamErrorKind, UNKNOWN};
 pub struct RequestCtx {
     pub started: Instant,
     /// A fresh id for this request (never the caller's `x-request-id`: header values are not logged).
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The request method if it is a standard one, else `other` (a method is caller input).
     pub method: &'static str,
     /// Request body bytes read from the caller.
@@ -49,7 +49,7 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            request_id: new_request_id(),
+            request_id: RequestId::new(),
             method: "other",
             bytes_in: 0,
             bytes_out: 0,
@@ -110,13 +110,26 @@ impl RequestCtx {
     }
 }
 
-/// A fresh random (v4) UUID, hyphenated, in one allocation.
-fn new_request_id() -> String {
-    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4()
-        .hyphenated()
-        .encode_lower(&mut text)
-        .to_owned()
+/// A request's id: a fresh random (v4) UUID, hyphenated, kept inline (no allocation).
+pub struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl RequestId {
+    fn new() -> RequestId {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        RequestId(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always ASCII (hex digits and hyphens), so never the empty fallback.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for RequestCtx {
@@ -136,3 +149,6 @@ pub fn method_label(method: &http::Method) -> &'static str {
         .copied()
         .unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests;
