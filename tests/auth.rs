@@ -1174,3 +1174,131 @@ fn issuer_arrays_and_overlong_caller_tokens_are_401() {
     let r = gw.post("/acme-ship/v1/shipments", &ok, &[], body);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// The caller's `Authorization` header as it comes on the wire: the name in any case, spaces
+/// and tabs around the token, and the same header given twice in two spellings. What one
+/// spelling lets through, another does too; anything else is refused before any partner, and a
+/// token the gateway has already verified does not vouch for bytes around it.
+#[test]
+fn caller_credentials_are_decided_the_same_in_any_spelling_of_the_header() {
+    let mock = Mock::start();
+    let gw = AuthGateway::start(&mock);
+    let token = caller_token("orders-service");
+    let body = r#"{"order_id":"A-1","shipments":[{"customer_id":"c-1","name":"Ann"}]}"#;
+    let raw = |lines: &[&[u8]]| {
+        let mut raw = format!(
+            "POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        for line in lines {
+            raw.extend_from_slice(line);
+            raw.extend_from_slice(b"\r\n");
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw.extend_from_slice(body.as_bytes());
+        gw.gateway.raw(&raw)
+    };
+    let line = |name: &str, value: &str| format!("{name}: {value}").into_bytes();
+
+    let accepted = [
+        line("AUTHORIZATION", &format!("Bearer {token}")),
+        line("Authorization", &format!("bearer {token}")),
+        line("aUtHoRiZaTiOn", &format!("BEARER  {token}  ")),
+        line("authorization", &format!("Bearer\t{token}")),
+        format!("authorization:Bearer {token}").into_bytes(),
+    ];
+    for (i, spelling) in accepted.iter().enumerate() {
+        let r = raw(&[spelling]);
+        let shown = String::from_utf8_lossy(spelling);
+        assert_eq!(
+            r.status,
+            200,
+            "{shown}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let received = mock.received();
+        assert_eq!(received.len(), i + 1, "{shown}");
+        let headers = headers_of(received.last().unwrap());
+        // The partner's credential, once, never the caller's token.
+        assert_eq!(
+            header_values(&headers, "authorization"),
+            [format!("Bearer {SHIP_TOKEN}")]
+        );
+        for (n, v) in &headers {
+            assert!(!v.contains(&token), "{shown}: the caller's token in {n}");
+        }
+    }
+
+    let good = format!("Bearer {token}");
+    let max = gateway_core::callers::MAX_TOKEN_BYTES;
+    let long = format!("Bearer {}", "a".repeat(max + 1));
+    let auth = |value: &str| line("authorization", value);
+    let unauthenticated = (401, "unauthenticated");
+    let refused: Vec<(&str, Vec<Vec<u8>>, (u16, &str))> = vec![
+        (
+            "twice, two spellings",
+            vec![line("Authorization", &good), line("AUTHORIZATION", &good)],
+            unauthenticated,
+        ),
+        (
+            "twice, one empty",
+            vec![auth(&good), b"authorization:".to_vec()],
+            unauthenticated,
+        ),
+        ("empty", vec![b"Authorization:".to_vec()], unauthenticated),
+        (
+            "only spaces",
+            vec![b"Authorization:    ".to_vec()],
+            unauthenticated,
+        ),
+        (
+            "two tokens in one",
+            vec![auth(&format!("{good}, {good}"))],
+            unauthenticated,
+        ),
+        (
+            "the verified token with more after it",
+            vec![auth(&format!("{good}x"))],
+            unauthenticated,
+        ),
+        (
+            "the verified token, then a word",
+            vec![auth(&format!("{good} x"))],
+            unauthenticated,
+        ),
+        (
+            "another scheme, the same token",
+            vec![auth(&format!("Token {token}"))],
+            unauthenticated,
+        ),
+        (
+            "non-ASCII UTF-8 after the token",
+            vec![auth(&format!("{good}\u{e9}"))],
+            unauthenticated,
+        ),
+        ("too long", vec![auth(&long)], unauthenticated),
+        // Not text at all: refused as a malformed request (no header drops out of a decision).
+        (
+            "a byte that is not UTF-8",
+            vec![[auth(&good).as_slice(), b"\xff"].concat()],
+            (400, "bad_request"),
+        ),
+    ];
+    for (case, lines, (status, code)) in &refused {
+        let lines: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+        let r = raw(&lines);
+        assert_eq!(
+            r.status,
+            *status,
+            "{case}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_refused(&r, *status, code);
+    }
+    assert_eq!(
+        mock.received().len(),
+        accepted.len(),
+        "a refused request reached the partner"
+    );
+}
