@@ -274,3 +274,86 @@ fn header_names_in_any_case_are_decided_and_forwarded_as_lowercase() {
         "{headers:?}"
     );
 }
+
+/// What reaches the partner of a caller's headers, whatever their spelling: allowed ones
+/// given twice both arrive, in order and byte for byte; hop-by-hop, caller-identifying and
+/// `Connection`-named ones never do; and a value that is not UTF-8 refuses the request even in
+/// a header that would have been stripped.
+#[test]
+fn headers_toward_the_partner_in_any_spelling() {
+    let (mock, gateway) = start();
+    let raw = |lines: &[&[u8]]| {
+        let mut raw = post_head("", SHIPMENT.len(), true).into_bytes();
+        let end = raw.len() - 2; // before the blank line
+        let mut extra = Vec::new();
+        for line in lines {
+            extra.extend_from_slice(line);
+            extra.extend_from_slice(b"\r\n");
+        }
+        raw.splice(end..end, extra);
+        raw.extend_from_slice(SHIPMENT.as_bytes());
+        gateway.raw(&raw)
+    };
+
+    for value in [&b"s=\xff"[..], b"\xc3\x28", b"\x80"] {
+        let line = [&b"Cookie: "[..], value].concat();
+        let r = raw(&[&line]);
+        assert_refused(&r, 400, "bad_request");
+    }
+    assert!(mock.received().is_empty());
+
+    let r = raw(&[
+        b"Accept: application/json",
+        b"ACCEPT: text/x-caf\xc3\xa9",
+        b"TE: trailers",
+        b"Keep-Alive: timeout=5",
+        b"Proxy-Connection: keep-alive",
+        b"Trailer: X-Secret",
+        b"Via: 1.1 caller-proxy",
+        b"X-Forwarded-For: 203.0.113.7",
+        b"Forwarded: for=203.0.113.7",
+        b"User-Agent: caller/1.0",
+        b"Cookie: s=1",
+        b"X-Secret: s3cr3t",
+        b"X-Request-Id: abc-1",
+        b"Connection: X-REQUEST-ID, close",
+    ]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let headers = mock.only_headers();
+    let values = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(
+        values("accept"),
+        ["application/json", "text/x-caf\u{e9}"],
+        "{headers:?}"
+    );
+    for name in [
+        "te",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "via",
+        "x-forwarded-for",
+        "forwarded",
+        "user-agent",
+        "cookie",
+        "x-secret",
+        "x-request-id",
+    ] {
+        assert!(
+            values(name).is_empty(),
+            "{name} reached the partner: {headers:?}"
+        );
+    }
+    for (n, v) in &headers {
+        assert!(
+            !v.contains("203.0.113.7") && !v.contains("s3cr3t"),
+            "{n}: {v}"
+        );
+    }
+}
