@@ -1175,6 +1175,9 @@ fn issuer_arrays_and_overlong_caller_tokens_are_401() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
+/// A refusal's status and error code.
+type Answer<'a> = (u16, &'a str);
+
 /// The caller's `Authorization` header as it comes on the wire: the name in any case, spaces
 /// and tabs around the token, and the same header given twice in two spellings. What one
 /// spelling lets through, another does too; anything else is refused before any partner, and a
@@ -1235,7 +1238,7 @@ fn caller_credentials_are_decided_the_same_in_any_spelling_of_the_header() {
     let long = format!("Bearer {}", "a".repeat(max + 1));
     let auth = |value: &str| line("authorization", value);
     let unauthenticated = (401, "unauthenticated");
-    let refused: Vec<(&str, Vec<Vec<u8>>, (u16, &str))> = vec![
+    let refused: Vec<(&str, Vec<Vec<u8>>, Answer)> = vec![
         (
             "twice, two spellings",
             vec![line("Authorization", &good), line("AUTHORIZATION", &good)],

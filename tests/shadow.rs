@@ -491,3 +491,56 @@ fn the_logs_hold_no_value_of_a_shadowed_request() {
     assert_no_values(&logs);
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+/// The shadow thread decides on the very headers the live decision saw. The candidate is the
+/// active policy plus `decode: [gzip]`: a gzip body refused on its head alone is the one
+/// difference (which the shadow thread can only see from the request's own headers, whatever
+/// their spelling); every other request the headers decide is decided the same under both.
+#[test]
+fn the_shadow_decides_on_the_headers_the_live_decision_saw() {
+    let mock = Mock::start();
+    let gzip = ship_partner(&mock.url()).replace(
+        "    headers: [x-request-id]\n",
+        "    headers: [x-request-id]\n    decode: [gzip]\n",
+    );
+    let gw = start(&mock, Some(gzip));
+    let post = |headers: &[(&str, &str)]| {
+        gw.send(
+            "POST",
+            "/acme-ship/v1/shipments",
+            headers,
+            Some(BODY.as_bytes()),
+        )
+    };
+    let json = ("Content-Type", "application/json");
+    assert_eq!(post(&[json, ("X-Request-Id", "abc-1")]).status, 200);
+    let refused: [(&[(&str, &str)], u16); 7] = [
+        (&[json, ("CONTENT-ENCODING", "gzip")], 415),
+        (&[json, ("Content-Encoding", "br")], 415),
+        (
+            &[json, ("X-Request-Id", "one"), ("x-request-id", "two")],
+            400,
+        ),
+        (&[json, ("X-REQUEST-ID", "a b")], 400),
+        (&[json, ("Upgrade", "h2c")], 400),
+        (&[("CONTENT-TYPE", "text/plain")], 415),
+        (&[json, ("content-type", "application/json")], 415),
+    ];
+    for (headers, status) in refused {
+        let r = post(headers);
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, status, "{headers:?}: {body}");
+    }
+    wait_evaluated(&gw, 8);
+    let report = shadow_report(&gw);
+    assert_eq!(report["differences_total"], 1, "{report}");
+    let only = &report["differences"][0];
+    assert_eq!(only["change"], "newly_forwarded", "{report}");
+    assert_eq!(only["active"], "415 unsupported_media_type", "{report}");
+    let route = "/v1/shipments";
+    assert_eq!(differences(&gw, route, "newly_forwarded"), 1.0);
+    assert_eq!(differences(&gw, route, "newly_refused"), 0.0);
+    let received = mock.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["body"].as_str().unwrap(), FORWARDED);
+}
