@@ -2,6 +2,8 @@
 //! promtool (`check rules`, and the unit tests in alerts_test.yml), the Grafana dashboard's lint
 //! rules, every dashboard query parsed by promtool, and every metric the dashboard and the
 //! alerts name exported by a running gateway after some traffic.
+#[path = "support/scripted.rs"]
+mod scripted;
 mod util;
 
 use std::collections::BTreeSet;
@@ -324,6 +326,7 @@ fn every_metric_the_dashboard_and_alerts_name_is_exported_after_traffic() {
     assert_eq!(gw.post_json("/nobody/v1/x", "{}").status, 404);
 
     let metrics = gw.metrics();
+    check_metrics(&metrics);
     let exported: BTreeSet<&str> = metrics
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -350,4 +353,130 @@ fn every_metric_the_dashboard_and_alerts_name_is_exported_after_traffic() {
             "{name} is on no dashboard panel and in no alert"
         );
     }
+}
+
+/// `promtool check metrics` on one `/metrics` text: the exposition format and its lint rules.
+fn check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Statuses a partner or the gateway rarely answers are counted like the common ones, under the
+/// partner and route that decided them (or `unknown`), and `/metrics` stays valid before and
+/// after.
+#[test]
+fn uncommon_statuses_are_counted_under_their_labels_and_metrics_pass_promtool() {
+    use scripted::{json_answer, Act, Scripted};
+    let statuses = ["418 I'm a teapot", "207 Multi-Status", "299 Odd", "200 OK"];
+    // The partner answers each request it reads with the next of `statuses`.
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let partner = Scripted::start(move |_, _, _| {
+        let n = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Act::Answer(json_answer(statuses[n.min(statuses.len() - 1)], "", "{}"))
+    });
+    let gw = Gateway::start(
+        "",
+        &[("acme-ship", &ship_partner(&partner.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    check_metrics(&gw.metrics());
+
+    let shipment = r#"{"order_id":"o1","shipments":[{"customer_id":"c-1","name":"A"}]}"#;
+    let post = |target: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        gw.send("POST", target, &all, Some(body)).status
+    };
+    let ship = "/acme-ship/v1/shipments";
+    for want in [418, 207, 299, 200] {
+        assert_eq!(post(ship, &[], shipment.as_bytes()), want);
+    }
+    let too_large = vec![b' '; 200_000];
+    assert_eq!(post(ship, &[], &too_large), 413);
+    assert_eq!(post(ship, &[("content-type", "text/plain")], b"{}"), 415);
+    let get = gw.send("GET", ship, &[], None).status;
+    assert_eq!(get, 405);
+    assert_eq!(post("/acme-ship/v1/nothing", &[], b"{}"), 403);
+    assert_eq!(post("/nobody/v1/shipments", &[], b"{}"), 404);
+    // A head too large for the gateway: answered before any partner or route is known.
+    let mut head = format!("POST {ship} HTTP/1.1\r\nhost: gw\r\n").into_bytes();
+    head.extend_from_slice(format!("x-filler: {}\r\n", "a".repeat(200_000)).as_bytes());
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    let _ = std::io::Write::write_all(&mut stream, &head);
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let text = gw.metrics();
+    check_metrics(&text);
+    let requests = |partner: &str, route: &str, status: u16| {
+        metric(
+            &text,
+            &format!(
+                r#"partner_gateway_requests_total{{partner="{partner}",route="{route}",status="{status}"}}"#
+            ),
+        )
+    };
+    for status in [418, 207, 299, 200, 413, 415] {
+        assert_eq!(
+            requests("acme-ship", "/v1/shipments", status),
+            1.0,
+            "{status}\n{text}"
+        );
+    }
+    // A method or a path the partner's routes do not have: the route is not known.
+    assert_eq!(requests("acme-ship", "unknown", 405), 1.0, "{text}");
+    assert_eq!(requests("acme-ship", "unknown", 403), 1.0, "{text}");
+    assert_eq!(requests("unknown", "unknown", 404), 1.0, "{text}");
+    assert_eq!(requests("unknown", "unknown", 431), 1.0, "{text}");
+    let total: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("partner_gateway_requests_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, 10.0, "{text}");
+    let refused = |partner: &str, reason: &str| {
+        metric(
+            &text,
+            &format!(
+                r#"partner_gateway_requests_refused_total{{partner="{partner}",reason="{reason}"}}"#
+            ),
+        )
+    };
+    assert_eq!(refused("acme-ship", "body_too_large"), 1.0, "{text}");
+    assert_eq!(
+        refused("acme-ship", "unsupported_media_type"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(refused("acme-ship", "method_not_allowed"), 1.0, "{text}");
+    assert_eq!(refused("acme-ship", "route_not_allowed"), 1.0, "{text}");
+    assert_eq!(refused("unknown", "unknown_partner"), 1.0, "{text}");
+    assert_eq!(refused("unknown", "header_too_large"), 1.0, "{text}");
+    let durations = r#"partner_gateway_request_duration_seconds_count{partner="acme-ship",route="/v1/shipments"}"#;
+    assert_eq!(metric(&text, durations), 6.0, "{text}");
+    assert_eq!(partner.requests().len(), 4);
 }

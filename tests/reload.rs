@@ -3,6 +3,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use util::*;
 
 fn partner(upstream: &str, allow: &str) -> String {
@@ -322,4 +323,188 @@ fn after_a_reload_requests_count_under_the_new_policy_and_old_series_keep_their_
     let unknown =
         r#"partner_gateway_requests_refused_total{partner="unknown",reason="unknown_partner"}"#;
     assert_eq!(value(unknown), 1.0);
+}
+
+/// The sum of the samples of `family` whose labels include every `(name, value)` of `labels`.
+fn sum_series(text: &str, family: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(family)?.strip_prefix('{'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(set, value)| (set.trim_end_matches('}'), value))
+        .filter(|(set, _)| {
+            labels
+                .iter()
+                .all(|(n, v)| set.split(',').any(|l| l == format!("{n}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse::<f64>().unwrap())
+        .sum()
+}
+
+/// Writes a partner file whole (a rename), so no reload reads it half written.
+fn write_partner(dir: &std::path::Path, id: &str, yaml: &str) {
+    let tmp = dir.join(format!(".{id}.tmp"));
+    std::fs::write(&tmp, yaml).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{id}.yaml"))).unwrap();
+}
+
+/// One request a client sent: target, body, status and the refusal's `error`.
+type Seen<'a> = (&'a str, &'a str, u16, Value);
+
+/// Requests in parallel with repeated reloads, some still at the partner while a reload removes
+/// it or moves its routes: every request is counted once, under the partner and route of the
+/// policy that decided it, and the disclosed fields under that policy's categories.
+#[test]
+fn counts_add_up_across_parallel_requests_and_repeated_reloads() {
+    let mock = Mock::start_with_delay(15);
+    let shipments = |category: &str| {
+        format!(
+            "  - path: /v1/shipments\n    methods: [POST]\n    allow: [order_id, name]\n    categories: {{ name: {category} }}\n"
+        )
+    };
+    let parcels = "  - path: /v1/parcels\n    methods: [POST]\n    allow: [order_id]\n";
+    let acme = |routes: &str| {
+        format!("kind: contractor\npurpose: shipping\nupstream: {}\nroutes:\n{routes}allowed_callers: [orders-service]\n", mock.url())
+    };
+    // Policy A: acme-ship with one route, and gone-ship. Policy B: acme-ship with a route
+    // before the first (its index moves) and other categories, and no gone-ship.
+    let acme_a = acme(&shipments("user.name"));
+    let acme_b = acme(&format!("{parcels}{}", shipments("user.contact")));
+    let gone = partner(&mock.url(), "order_id");
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &acme_a), ("gone-ship", &gone)],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    let dir = gateway.policy.policy().join("partners");
+
+    const THREADS: usize = 16;
+    const EACH: usize = 125;
+    let targets = [
+        (
+            "/acme-ship/v1/shipments",
+            r#"{"order_id":1,"name":"Ada","x":1}"#,
+        ),
+        ("/acme-ship/v1/parcels", r#"{"order_id":1,"name":"Ada"}"#),
+        ("/gone-ship/v1/shipments", r#"{"order_id":1,"name":"Ada"}"#),
+        ("/acme-ship/v1/shipments", "{"),
+    ];
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let (tally, reloads) = std::thread::scope(|scope| {
+        let reloader = scope.spawn(|| {
+            let mut reloads = 0;
+            while running.load(std::sync::atomic::Ordering::Relaxed) && reloads < 20 {
+                std::thread::sleep(Duration::from_millis(120));
+                if reloads % 2 == 0 {
+                    write_partner(&dir, "acme-ship", &acme_b);
+                    std::fs::remove_file(dir.join("gone-ship.yaml")).unwrap();
+                } else {
+                    write_partner(&dir, "acme-ship", &acme_a);
+                    write_partner(&dir, "gone-ship", &gone);
+                }
+                let r = post_reload(&gateway, Some("s3cret"));
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                reloads += 1;
+            }
+            reloads
+        });
+        let clients: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (gateway, targets) = (&gateway, &targets);
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    for i in 0..EACH {
+                        let (target, body) = targets[(t + i) % targets.len()];
+                        let r = gateway.post_json(target, body);
+                        seen.push((target, body, r.status, r.json()["error"].clone()));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let tally: Vec<_> = clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect();
+        running.store(false, std::sync::atomic::Ordering::Relaxed);
+        (tally, reloader.join().unwrap())
+    });
+    assert!(reloads >= 10, "only {reloads} reloads while requests ran");
+    let sent = (THREADS * EACH) as f64;
+    let count = |f: &dyn Fn(&Seen) -> bool| tally.iter().filter(|r| f(r)).count() as f64;
+
+    let text = gateway.metrics();
+    let sum = |family: &str, labels: &[(&str, &str)]| sum_series(&text, family, labels);
+    let requests = "partner_gateway_requests_total";
+    assert_eq!(sum(requests, &[]), sent, "{text}");
+    let durations = "partner_gateway_request_duration_seconds_count";
+    assert_eq!(sum(durations, &[]), sent, "{text}");
+    // Each status the callers saw, counted as often.
+    for status in [200, 400, 404] {
+        let s = status.to_string();
+        let seen = count(&|r| r.2 == status);
+        assert_eq!(sum(requests, &[("status", &s)]), seen, "{status}: {text}");
+    }
+    // By partner: acme-ship always exists; gone-ship counts under its name while it exists
+    // (requests it was still answering when a reload removed it included), `unknown` after.
+    let acme_sent = count(&|r| r.0.starts_with("/acme-ship/"));
+    let acme = [("partner", "acme-ship")];
+    assert_eq!(sum(requests, &acme), acme_sent, "{text}");
+    let gone_unknown = count(&|r| r.0.starts_with("/gone-ship/") && r.3 == "unknown_partner");
+    let gone_known = count(&|r| r.0.starts_with("/gone-ship/")) - gone_unknown;
+    assert!(gone_unknown > 0.0 && gone_known > 0.0, "{text}");
+    let gone = [("partner", "gone-ship"), ("status", "200")];
+    assert_eq!(sum(requests, &gone), gone_known, "{text}");
+    let unknown = [
+        ("partner", "unknown"),
+        ("route", "unknown"),
+        ("status", "404"),
+    ];
+    assert_eq!(sum(requests, &unknown), gone_unknown, "{text}");
+    let refused = "partner_gateway_requests_refused_total";
+    let unknown_partner = [("partner", "unknown"), ("reason", "unknown_partner")];
+    assert_eq!(sum(refused, &unknown_partner), gone_unknown, "{text}");
+
+    // By route: each request under the route that decided it, whatever the index it had.
+    let ok_to = |target: &str| count(&|r| r.0 == target && r.2 == 200);
+    let labels = |route| {
+        [
+            ("partner", "acme-ship"),
+            ("route", route),
+            ("status", "200"),
+        ]
+    };
+    let shipped = ok_to("/acme-ship/v1/shipments");
+    let parcels_ok = ok_to("/acme-ship/v1/parcels");
+    assert!(shipped > 0.0 && parcels_ok > 0.0, "{text}");
+    assert_eq!(sum(requests, &labels("/v1/shipments")), shipped, "{text}");
+    assert_eq!(sum(requests, &labels("/v1/parcels")), parcels_ok, "{text}");
+    let bad = count(&|r| r.1 == "{");
+    let bad_labels = [
+        ("partner", "acme-ship"),
+        ("route", "/v1/shipments"),
+        ("status", "400"),
+    ];
+    assert_eq!(sum(requests, &bad_labels), bad, "{text}");
+    let acme_bad = [("partner", "acme-ship"), ("reason", "bad_request")];
+    assert_eq!(sum(refused, &acme_bad), bad, "{text}");
+
+    // Fields: each forwarded shipment discloses `order_id` (uncategorized) and `name`, under
+    // the category of the policy that decided it; `x` is removed.
+    let route = ("route", "/v1/shipments");
+    let disclosed = "partner_gateway_fields_disclosed_total";
+    let of = |category| {
+        sum(
+            disclosed,
+            &[("partner", "acme-ship"), route, ("category", category)],
+        )
+    };
+    assert_eq!(of("uncategorized"), shipped, "{text}");
+    assert_eq!(of("user.name") + of("user.contact"), shipped, "{text}");
+    assert!(of("user.name") > 0.0 && of("user.contact") > 0.0, "{text}");
+    let removed = "partner_gateway_fields_removed_total";
+    assert_eq!(
+        sum(removed, &[("partner", "acme-ship"), route]),
+        shipped,
+        "{text}"
+    );
 }
