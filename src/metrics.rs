@@ -34,8 +34,9 @@ pub use series::{PartnerSeries, PolicySeries, Series};
 /// Label value for a partner or route the policy does not know.
 pub const UNKNOWN: &str = "unknown";
 
-/// `category` label value for a forwarded field whose path has no category.
-pub const UNCATEGORIZED: &str = "uncategorized";
+/// `category` label value for a forwarded field whose path has no category (the policy's own
+/// name for it, so the label and the policy's category counts agree).
+pub use gateway_core::policy::categories::UNCATEGORIZED;
 
 /// Histogram buckets (seconds) for both durations: 100 µs to 30 s.
 pub const DURATION_BUCKETS: [f64; 17] = [
