@@ -1,4 +1,4 @@
-//! Issue 4 end to end, on the real binary: caller authentication (401/403), the data-use tag
+//! End to end, on the real binary: caller authentication (401/403), the data-use tag
 //! and the signed data-use token as the partner receives them (verified partner-side with
 //! `verify-token` against the live JWKS), header hygiene, government legal basis, and
 //! `upstream_auth` secrets. Every refusal is also checked to have reached no partner.
