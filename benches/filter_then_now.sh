@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 SECS="${1:-3}"
 ROUNDS="${2:-4}"
 THEN_REV="${FILTER_THEN_REV:-ae91c34}"
+# Both engines built the same way: the release profile of today's workspace (fat LTO, one
+# codegen unit), whatever the earlier commit's Cargo.toml said.
+export CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 WORK="$(mktemp -d)"
 cleanup() {
   git worktree remove --force "$WORK/then" 2>/dev/null || true
