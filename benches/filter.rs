@@ -220,13 +220,7 @@ fn bench_filter(c: &mut Criterion) {
     let program = FilterProgram::compile(&workload::spec()).expect("bench policy compiles");
     let rules = policy_rules(workload::ALLOW, workload::TRANSFORMS);
     let optouts = workload::optouts();
-    let options = FilterOptions {
-        max_depth: 64,
-        pseudonymize_key: Some(KEY),
-        optouts: Some(&optouts),
-        detail: false,
-        subjects: false,
-    };
+    let options = workload::options(&optouts);
     for (label, target) in [("1KiB", 1024), ("1MiB", 1024 * 1024)] {
         let body = workload::body(target);
         bench_one(c, label, &body, (&program, &options), (&rules, &optouts));

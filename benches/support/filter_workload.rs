@@ -6,7 +6,7 @@ dropping), its opted-out customers, and deterministic bodies of a given size.
 */
 use std::collections::HashSet;
 
-use gateway_core::filter::{FieldPath, FilterSpec, OptOutLookup, Transform};
+use gateway_core::filter::{FieldPath, FilterOptions, FilterSpec, OptOutLookup, Transform};
 use serde_json::{json, Value};
 
 pub const KEY: &[u8] = b"bench-pseudonym-key";
@@ -129,6 +129,18 @@ pub fn shipments_spec(allow: &[&str], transforms: &[(&str, Transform)]) -> Filte
         transforms: transforms.iter().map(|(p, t)| (path(p), *t)).collect(),
         records: Some(path("shipments[*]")),
         subject: Some("customer_id".into()),
+    }
+}
+
+/// How the workload is filtered: pseudonymized with [`KEY`], opt-outs checked against
+/// `optouts`, no detail and no subject ids collected.
+pub fn options(optouts: &OptOuts) -> FilterOptions<'_> {
+    FilterOptions {
+        max_depth: 64,
+        pseudonymize_key: Some(KEY),
+        optouts: Some(optouts),
+        detail: false,
+        subjects: false,
     }
 }
 

@@ -102,19 +102,13 @@ fn dump(dir: &std::path::Path) -> std::io::Result<()> {
         policy += &format!("records {records}\nsubject {subject}\n");
     }
     policy += &format!("key {}\n", String::from_utf8_lossy(workload::KEY));
-    for id in &workload::optouts().0 {
+    let optouts = workload::optouts();
+    for id in &optouts.0 {
         policy += &format!("optout {id}\n");
     }
     let program = FilterProgram::compile(&spec).expect("bench policy compiles");
-    let optouts = workload::optouts();
     let body = workload::body(1024 * 1024);
-    let options = FilterOptions {
-        max_depth: 64,
-        pseudonymize_key: Some(workload::KEY),
-        optouts: Some(&optouts),
-        detail: false,
-        subjects: false,
-    };
+    let options = workload::options(&optouts);
     let filtered = filter::filter(&program, &body, &options).expect("the workload passes");
     std::fs::write(dir.join("body.json"), &body)?;
     std::fs::write(dir.join("filtered.json"), &filtered.body)?;
@@ -136,13 +130,7 @@ fn main() {
     if both || has("bench") {
         let program = FilterProgram::compile(&workload::spec()).expect("bench policy compiles");
         let optouts = workload::optouts();
-        let options = FilterOptions {
-            max_depth: 64,
-            pseudonymize_key: Some(workload::KEY),
-            optouts: Some(&optouts),
-            detail: false,
-            subjects: false,
-        };
+        let options = workload::options(&optouts);
         time(
             "bench",
             &program,
