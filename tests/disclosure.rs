@@ -89,14 +89,7 @@ fn a_reload_mid_request_counts_by_the_policy_the_request_started_with() {
         );
     let file = gateway.policy.policy().join("partners/acme-ship.yaml");
     std::fs::write(file, renamed).unwrap();
-    let reload = http1::send(
-        &gateway.admin.to_string(),
-        "POST",
-        "/reload",
-        &[("authorization", "Bearer s3cret")],
-        Some(b""),
-    )
-    .unwrap();
+    let reload = gateway.reload(Some("s3cret"));
     assert_eq!(
         reload.status,
         200,

@@ -91,22 +91,6 @@ fn a_reload_cannot_move_the_opt_out_store() {
 
 const ADMIN: &str = "admin_token_env: RELOAD_TEST_ADMIN_TOKEN\n";
 
-fn post_reload(gateway: &Gateway, token: Option<&str>) -> Response {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer
-        .as_deref()
-        .map(|b| vec![("authorization", b)])
-        .unwrap_or_default();
-    http1::send(
-        &gateway.admin.to_string(),
-        "POST",
-        "/reload",
-        &headers,
-        Some(b""),
-    )
-    .unwrap()
-}
-
 #[test]
 fn admin_reload_answers_the_new_version_or_every_error() {
     let mock = Mock::start();
@@ -115,16 +99,12 @@ fn admin_reload_answers_the_new_version_or_every_error() {
         &[("acme-ship", &partner(&mock.url(), "order_id"))],
         &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
     );
-    assert_refused(&post_reload(&gateway, None), 401, "unauthenticated");
-    assert_refused(
-        &post_reload(&gateway, Some("wrong")),
-        401,
-        "unauthenticated",
-    );
+    assert_refused(&gateway.reload(None), 401, "unauthenticated");
+    assert_refused(&gateway.reload(Some("wrong")), 401, "unauthenticated");
     let get = gateway.admin_get("/reload");
     assert_eq!(get.status, 401, "the token is checked first");
 
-    let r = post_reload(&gateway, Some("s3cret"));
+    let r = gateway.reload(Some("s3cret"));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let first = r.json()["version"].as_str().unwrap().to_string();
     assert!(
@@ -139,7 +119,7 @@ fn admin_reload_answers_the_new_version_or_every_error() {
     let file = policy.join("partners/acme-ship.yaml");
     std::fs::write(&file, partner(&mock.url(), "order_id, name\n    alow: [x]")).unwrap();
     std::fs::write(policy.join("partners/second.yaml"), "kind: nobody\n").unwrap();
-    let r = post_reload(&gateway, Some("s3cret"));
+    let r = gateway.reload(Some("s3cret"));
     assert_refused(&r, 422, "invalid_policy");
     let errors: Vec<String> = r.json()["errors"]
         .as_array()
@@ -171,7 +151,7 @@ fn admin_reload_answers_the_new_version_or_every_error() {
 
     std::fs::remove_file(policy.join("partners/second.yaml")).unwrap();
     std::fs::write(&file, partner(&mock.url(), "order_id, name")).unwrap();
-    let r = post_reload(&gateway, Some("s3cret"));
+    let r = gateway.reload(Some("s3cret"));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let second = r.json()["version"].as_str().unwrap().to_string();
     assert_ne!(first, second);
@@ -186,11 +166,7 @@ fn admin_reload_answers_the_new_version_or_every_error() {
 fn admin_reload_is_refused_without_a_configured_token() {
     let mock = Mock::start();
     let gateway = Gateway::start("", &[("acme-ship", &partner(&mock.url(), "order_id"))], &[]);
-    assert_refused(
-        &post_reload(&gateway, Some("anything")),
-        403,
-        "admin_disabled",
-    );
+    assert_refused(&gateway.reload(Some("anything")), 403, "admin_disabled");
 }
 
 #[test]
@@ -209,7 +185,7 @@ fn a_reload_cannot_move_the_listeners() {
         yaml.replace(&gateway.addr.to_string(), &elsewhere.to_string()),
     )
     .unwrap();
-    let r = post_reload(&gateway, Some("s3cret"));
+    let r = gateway.reload(Some("s3cret"));
     assert_refused(&r, 422, "invalid_policy");
     let errors = r.json()["errors"].to_string();
     assert!(
@@ -263,7 +239,7 @@ fn after_a_reload_requests_count_under_the_new_policy_and_old_series_keep_their_
         partner(&mock.url(), "order_id"),
     )
     .unwrap();
-    let reload = post_reload(&gateway, Some("s3cret"));
+    let reload = gateway.reload(Some("s3cret"));
     assert_eq!(
         reload.status,
         200,
@@ -401,7 +377,7 @@ fn counts_add_up_across_parallel_requests_and_repeated_reloads() {
                     write_partner(&dir, "acme-ship", &acme_a);
                     write_partner(&dir, "gone-ship", &gone);
                 }
-                let r = post_reload(&gateway, Some("s3cret"));
+                let r = gateway.reload(Some("s3cret"));
                 assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
                 reloads += 1;
             }

@@ -275,14 +275,7 @@ fn a_changed_partner_ca_file_never_reuses_a_connection_verified_under_the_old_on
     );
     // The partner's CA is replaced by one that did not sign its certificate.
     std::fs::write(&ca_file, Ca::new("Replacement CA").pem()).unwrap();
-    let r = http1::send(
-        &gateway.admin.to_string(),
-        "POST",
-        "/reload",
-        &[("authorization", "Bearer a")],
-        Some(b""),
-    )
-    .unwrap();
+    let r = gateway.reload(Some("a"));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = gateway.post_json("/acme-ship/v1/shipments", BODY);
     assert_refused(&r, 502, "upstream_error");

@@ -95,14 +95,7 @@ fn start(pki: &Pki, client_ca: bool, partners: &[(&str, &str)]) -> Gateway {
 }
 
 fn post_reload(gateway: &Gateway) -> Response {
-    http1::send(
-        &gateway.admin.to_string(),
-        "POST",
-        "/reload",
-        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
-        Some(b""),
-    )
-    .unwrap()
+    gateway.reload(Some(ADMIN_TOKEN))
 }
 
 /// A new connection presenting `client`, if the handshake and one request succeed.

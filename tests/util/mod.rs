@@ -316,6 +316,23 @@ impl Gateway {
     pub fn metrics(&self) -> String {
         String::from_utf8(self.admin_get("/metrics").body).unwrap()
     }
+
+    /// `POST /reload` on the admin port, with `Bearer <token>` when given.
+    pub fn reload(&self, token: Option<&str>) -> Response {
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| vec![("authorization", b)])
+            .unwrap_or_default();
+        http1::send(
+            &self.admin.to_string(),
+            "POST",
+            "/reload",
+            &headers,
+            Some(b""),
+        )
+        .unwrap()
+    }
 }
 
 /// Asserts a JSON refusal with this status and code.
