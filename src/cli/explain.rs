@@ -157,10 +157,7 @@ fn write_disclosed(
     let route = target.route();
     for (field, n) in route.fields.iter().zip(&outgoing.report.matched) {
         if *n > 0 {
-            let category = field
-                .category
-                .as_deref()
-                .unwrap_or(gateway_core::policy::categories::UNCATEGORIZED);
+            let category = field.category_label();
             writeln!(err, "  disclosed    {} ({category}) x{n}", field.path)?;
         }
     }

@@ -101,7 +101,7 @@ impl RouteSeries {
             .fields
             .iter()
             .map(|field| {
-                let name = field.category.as_deref().unwrap_or(super::UNCATEGORIZED);
+                let name = field.category_label();
                 match names.iter().position(|n| n == name) {
                     Some(slot) => slot,
                     None => {

@@ -404,6 +404,15 @@ pub struct RouteField {
     pub category: Option<String>,
 }
 
+impl RouteField {
+    /// The category its values are counted under: its own, or `uncategorized`.
+    pub fn category_label(&self) -> &str {
+        self.category
+            .as_deref()
+            .unwrap_or(super::categories::UNCATEGORIZED)
+    }
+}
+
 impl Route {
     /// The paths (sorted, distinct) and categories (sorted, distinct) of the fields that matched
     /// at least one forwarded value, from a filter report's `matched` counts.
@@ -425,11 +434,7 @@ impl Route {
     pub fn disclosed_by_category(&self, matched: &[u64]) -> Vec<(&str, u64)> {
         let mut counts = std::collections::BTreeMap::new();
         for (field, n) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
-            let category = field
-                .category
-                .as_deref()
-                .unwrap_or(super::categories::UNCATEGORIZED);
-            *counts.entry(category).or_insert(0) += n;
+            *counts.entry(field.category_label()).or_insert(0) += n;
         }
         counts.into_iter().collect()
     }
