@@ -340,7 +340,7 @@ fn decide(policy: &Policy, job: &Job, optouts: OptOuts<'_>) -> (Option<(String, 
         Err(refusal) => return (None, refused(refusal)),
     };
     let labels = Some((target.partner.id.clone(), target.route().template.clone()));
-    let headers = gateway_core::headers::borrowed(&job.headers);
+    let headers = gateway_core::plan::borrowed_headers(&job.headers);
     let admitted = job
         .active
         .authenticate(&target.partner, &headers, job.peer.as_ref());

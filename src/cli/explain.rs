@@ -41,7 +41,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let active = load_active(&args.policy.policy, &args.partner)?;
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;
-    let mut headers = gateway_core::headers::borrowed(&args.headers);
+    let mut headers = gateway_core::plan::borrowed_headers(&args.headers);
     if !body.is_empty() && !headers.iter().any(|(n, _)| *n == "content-type") {
         headers.push(("content-type", "application/json"));
     }

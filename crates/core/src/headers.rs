@@ -8,15 +8,6 @@ forwards only [`ALWAYS_ALLOWED`] headers and the ones a route lists; the shell r
 only what [`is_relayed_from_partner`] allows of a partner's answer.
 */
 
-/// A request's headers as the core reads them ([`crate::plan::Incoming::headers`]) from a list
-/// its owner keeps: lowercase names and their values, in arrival order, borrowed.
-pub fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
-    headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect()
-}
-
 /// Headers that pass to every partner; a route may add more with `headers: [...]`.
 pub const ALWAYS_ALLOWED: [&str; 2] = ["content-type", "accept"];
 

@@ -105,6 +105,15 @@ pub struct Incoming<'a> {
     pub body: &'a [u8],
 }
 
+/// Headers as [`Incoming::headers`] reads them, from a list its owner keeps (lowercase names
+/// and their values, in arrival order), borrowed.
+pub fn borrowed_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
 /// Exactly what goes to the partner (before the data-use tags and the partner's credential).
 #[derive(Debug, Clone)]
 pub struct Outgoing {

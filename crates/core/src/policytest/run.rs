@@ -58,11 +58,7 @@ pub fn decide_case(
         Body::File(name) => read(name)
             .map_err(|e| Failure::at(case.line, format!("cannot read body_file {name:?}: {e}")))?,
     };
-    let mut headers: Vec<(&str, &str)> = case
-        .headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect();
+    let mut headers = crate::plan::borrowed_headers(&case.headers);
     if !body.is_empty() && !headers.iter().any(|(n, _)| *n == "content-type") {
         headers.push(("content-type", "application/json"));
     }
