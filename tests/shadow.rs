@@ -155,6 +155,17 @@ fn assert_no_values(text: &str) {
     }
 }
 
+/// `/shadow`'s report as text without the two policy versions: they are content hashes in hex,
+/// which can spell a planted digit run such as `4111` by chance.
+fn report_text(body: &[u8]) -> String {
+    let mut report: Value = serde_json::from_slice(body).unwrap();
+    for version in ["active_version", "shadow_version"] {
+        assert!(report[version].is_string(), "{report}");
+        report[version] = Value::Null;
+    }
+    report.to_string()
+}
+
 #[test]
 fn a_candidate_that_allows_everything_changes_nothing_the_partner_receives() {
     let mock = Mock::start();
@@ -256,8 +267,7 @@ fn each_kind_of_difference_is_counted_and_listed_as_paths_only() {
     assert_eq!(admin(&gw, "GET", "/shadow", Some("wrong")).status, 401);
     assert_eq!(admin(&gw, "POST", "/shadow", Some(TOKEN)).status, 405);
     let r = admin(&gw, "GET", "/shadow", Some(TOKEN));
-    let text = String::from_utf8(r.body.clone()).unwrap();
-    assert_no_values(&text);
+    assert_no_values(&report_text(&r.body));
     assert_no_values(&gw.metrics());
     let report = r.json();
     assert_eq!(report["shadow"], true);
@@ -480,7 +490,7 @@ fn the_logs_hold_no_value_of_a_shadowed_request() {
         )
         .unwrap();
         if r.json()["evaluated"] == 3 {
-            assert_no_values(&String::from_utf8_lossy(&r.body));
+            assert_no_values(&report_text(&r.body));
             break;
         }
         assert!(Instant::now() < deadline, "not evaluated: {:?}", r.json());
