@@ -177,7 +177,7 @@ impl PartnerProxy {
         }
         // The body took the caller's time; the partner's answer header takes at most its own.
         let timeout = active.policy.gateway.limits.upstream_timeout;
-        upstream::within(timeout, partner, finish(&mut http, partner))
+        upstream::within(timeout, partner, || finish(&mut http, partner))
             .await
             .map_err(|f| failed(ctx, f))?;
         if http.response_header().is_none() {

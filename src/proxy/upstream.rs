@@ -23,13 +23,13 @@ pub struct UpstreamClient {
 }
 
 /// Builds a partner request's head again (see [`UpstreamClient::exchange`]).
-type HeaderBuilder<'a> = dyn Fn() -> Result<RequestHeader, UpstreamFailure> + Send + Sync + 'a;
+type HeaderBuilder<'a> = dyn Fn() -> Result<Box<RequestHeader>, UpstreamFailure> + Send + Sync + 'a;
 
 /// A partner's final answer header, its body still to be relayed.
 pub struct UpstreamAnswer {
     /// Holds the answer header (read, not copied: see [`UpstreamAnswer::header`]).
     pub(super) http: HttpSession,
-    pub(super) peer: HttpPeer,
+    pub(super) peer: Box<HttpPeer>,
     pub(super) timeout: Option<std::time::Duration>,
 }
 
@@ -112,13 +112,19 @@ pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
     )
 }
 
-/// Runs `exchange` for at most `timeout`: past it, the partner's timeout (504).
-pub(super) async fn within<T>(
+/// Runs the exchange `start` makes for at most `timeout`: past it, the partner's timeout (504).
+/// The exchange is made here, inside the timer, not passed in made: a future passed by value
+/// is held once as the argument and again inside the timer, and the exchange's is the largest
+/// state of the request (a few KiB, copied on every move).
+pub(super) async fn within<T, F>(
     timeout: std::time::Duration,
     partner: &str,
-    exchange: impl std::future::Future<Output = Result<T, UpstreamFailure>>,
-) -> Result<T, UpstreamFailure> {
-    match tokio::time::timeout(timeout, exchange).await {
+    start: impl FnOnce() -> F,
+) -> Result<T, UpstreamFailure>
+where
+    F: std::future::Future<Output = Result<T, UpstreamFailure>>,
+{
+    match tokio::time::timeout(timeout, start()).await {
         Ok(result) => result,
         Err(_) => Err(UpstreamFailure {
             kind: UpstreamErrorKind::Timeout,
@@ -211,20 +217,21 @@ impl UpstreamClient {
             })
         };
         let header = build()?;
-        let exchange = async {
+        let (build, body) = (&build, &body);
+        within(timeout, &partner.id, move || async move {
             let peer = peer(active, target).await?;
-            self.exchange(peer, (header, &build), body.clone(), &partner.id)
+            self.exchange(peer, (header, build), body.clone(), &partner.id)
                 .await
-        };
-        within(timeout, &partner.id, exchange).await
+        })
+        .await
     }
 
     /// Connects, sends, and reads the partner's final answer header (informational `1xx`
     /// answers are consumed); the body is left for [`UpstreamClient::relay`].
     async fn exchange(
         &self,
-        peer: HttpPeer,
-        (header, rebuild): (RequestHeader, &HeaderBuilder<'_>),
+        peer: Box<HttpPeer>,
+        (header, rebuild): (Box<RequestHeader>, &HeaderBuilder<'_>),
         body: Bytes,
         partner: &str,
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
@@ -296,7 +303,7 @@ impl UpstreamClient {
         }
         if let (true, HttpSession::H1(http)) = (http.response_done(), http) {
             self.connector
-                .release_http_session(http, &peer, timeout)
+                .release_http_session(http, &*peer, timeout)
                 .await;
         }
         session
@@ -311,7 +318,7 @@ impl UpstreamClient {
     async fn send_once(
         &self,
         peer: &HttpPeer,
-        header: RequestHeader,
+        header: Box<RequestHeader>,
         body: &Bytes,
     ) -> Result<HttpSession, SendError> {
         let (mut http, reused) = self.session(peer).await.map_err(|mut e| {
@@ -321,7 +328,7 @@ impl UpstreamClient {
         // No timer per read and write: `send` bounds the whole exchange with one timeout.
         http.set_read_timeout(None);
         http.set_write_timeout(None);
-        if let Err(mut e) = http.write_request_header(Box::new(header)).await {
+        if let Err(mut e) = http.write_request_header(header).await {
             // Nothing of the request reached a partner that had closed this idle connection.
             e.retry = reused.into();
             return Err(SendError::NothingWritten(e));
@@ -381,7 +388,10 @@ impl UpstreamClient {
 
 /// The partner's address (resolved here, asynchronously: pingora's `HttpPeer::new` would block
 /// on DNS and panic when a name does not resolve), TLS settings and timeouts.
-pub(super) async fn peer(active: &Active, target: &Target) -> Result<HttpPeer, UpstreamFailure> {
+pub(super) async fn peer(
+    active: &Active,
+    target: &Target,
+) -> Result<Box<HttpPeer>, UpstreamFailure> {
     let partner = &target.partner;
     let upstream = &partner.upstream;
     let timeout = active.policy.gateway.limits.upstream_timeout;
@@ -403,7 +413,11 @@ pub(super) async fn peer(active: &Active, target: &Target) -> Result<HttpPeer, U
     };
     // SNI and the name verified: never empty (pingora skips verification for an empty
     // SNI); an IP address is verified against the certificate's IP SANs.
-    let mut peer = HttpPeer::new(address, upstream.tls, partner.server_name().to_string());
+    let mut peer = Box::new(HttpPeer::new(
+        address,
+        upstream.tls,
+        partner.server_name().to_string(),
+    ));
     if upstream.tls {
         let Some(tls) = active.tls.partners.get(&partner.id) else {
             return Err(UpstreamFailure {
@@ -430,15 +444,17 @@ pub(super) fn request_header(
     active: &Active,
     target: &Target,
     head: &PartnerHead<'_>,
-) -> Result<RequestHeader, Refusal> {
+) -> Result<Box<RequestHeader>, Refusal> {
     let internal = |e: Box<Error>| {
         Refusal::new(
             RefusalKind::UpstreamError,
             format!("cannot build the partner request: {e}"),
         )
     };
-    let mut header = RequestHeader::build(head.method, head.path_and_query.as_bytes(), None)
-        .map_err(internal)?;
+    let mut header = Box::new(
+        RequestHeader::build(head.method, head.path_and_query.as_bytes(), None)
+            .map_err(internal)?,
+    );
     header
         .insert_header("host", target.partner.upstream.authority())
         .map_err(internal)?;
