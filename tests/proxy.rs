@@ -343,7 +343,7 @@ fn explain_prints_the_bytes_the_partner_receives() {
             "/v1/shipments",
         ])
         .env("SHIP_TOKEN", "partner-secret")
-        .stdin(std::fs::File::open(write_temp(SHIPMENT)).unwrap())
+        .stdin(body_file(SHIPMENT).reopen().unwrap())
         .output()
         .unwrap();
     assert_eq!(
@@ -361,14 +361,11 @@ fn explain_prints_the_bytes_the_partner_receives() {
     );
 }
 
-fn write_temp(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "pg-explain-{}-{}.json",
-        std::process::id(),
-        text.len()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
+/// `text` in a temporary file, removed when the handle is dropped.
+fn body_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file
 }
 
 #[test]
