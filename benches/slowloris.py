@@ -2,7 +2,8 @@
 """Slow-client memory benchmark (not part of the test command).
 
 Opens N connections to a real `partner-gateway serve`, each sending HEAD_KIB KiB of a request head
-that never finishes, and reports the gateway's RSS (VmRSS) before, at the peak of the attack and
+that never finishes (with --body: a whole head and the first KiB of a 64 KiB body that never
+finishes, so each request waits inside the gateway's handler), and reports the gateway's RSS (VmRSS) before, at the peak of the attack and
 after the head deadline, its peak RSS (VmHWM), how many connections the gateway closed and the
 `partner_gateway_connections_closed_total` counters.
 
@@ -13,7 +14,7 @@ Two gateways run in the same invocation, the same binary with different limits:
             --header-timeout-ms / --max-header-bytes / --max-connections say.
 
 Usage: python3 benches/slowloris.py [--bin target/release/partner-gateway] [--connections 1500]
-       [--head-kib 60] [--header-timeout-ms 10000]
+       [--head-kib 60] [--header-timeout-ms 10000] [--body]
 Takes about (header timeout + 15 s) per run; needs `ulimit -n` above 2 x connections.
 """
 import argparse
@@ -37,7 +38,7 @@ def status(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(key + ":"):
-                return int(line.split()[1]) // 1024  # MiB
+                return round(int(line.split()[1]) / 1024, 1)  # MiB
     return -1
 
 
@@ -91,11 +92,15 @@ def closed_counters(admin):
     }
 
 
-def attack(port, connections, head_kib):
+def attack(port, connections, head_kib, body):
     head = b"POST /ship/v1/shipments HTTP/1.1\r\nhost: gw\r\n"
-    filler = b"x-filler: " + b"a" * 1000 + b"\r\n"
-    while len(head) + len(filler) <= head_kib * 1024:
-        head += filler
+    if body:
+        head += b"content-type: application/json\r\ncontent-length: 65536\r\n\r\n"
+        head += b'{"order_id":1,"pad":"' + b"a" * 1000
+    else:
+        filler = b"x-filler: " + b"a" * 1000 + b"\r\n"
+        while len(head) + len(filler) <= head_kib * 1024:
+            head += filler
     socks = []
     for _ in range(connections):
         try:
@@ -131,7 +136,7 @@ def run(name, binary, limits, args, wait_s):
         time.sleep(0.5)
         before = status(proc.pid, "VmRSS")
         started = time.time()
-        socks = attack(port, args.connections, args.head_kib)
+        socks = attack(port, args.connections, args.head_kib, args.body)
         time.sleep(2)
         peak_rss = status(proc.pid, "VmRSS")
         open_during = still_open(socks)
@@ -144,10 +149,11 @@ def run(name, binary, limits, args, wait_s):
             s.close()
         print(
             f"{name:9} connections={len(socks)} rss_before={before}MiB rss_during={peak_rss}MiB "
+            f"({(peak_rss - before) * 1024 / max(len(socks), 1):.1f} KiB per connection) "
             f"rss_after_{wait_s:.0f}s={after}MiB vmhwm={hwm}MiB open_during={open_during} "
             f"open_after={open_after} closed={counters}"
         )
-        return hwm - before
+        return round(hwm - before, 1)
     finally:
         proc.kill()
         proc.wait()
@@ -161,6 +167,7 @@ def main():
     p.add_argument("--header-timeout-ms", type=int, default=10000)
     p.add_argument("--max-header-bytes", type=int, default=65536)
     p.add_argument("--max-connections", type=int, default=10000)
+    p.add_argument("--body", action="store_true", help="stall inside the body, not the head")
     args = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
