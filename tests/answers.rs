@@ -411,3 +411,145 @@ fn a_streamed_request_whose_answer_header_trickles_is_a_504_in_time() {
     assert!(String::from_utf8_lossy(&partner.requests()[0]).contains("{\"order_id\":1}\n"));
     assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
 }
+
+/// A partner that reads the request whole and never answers: one timeout, one request, a 504.
+#[test]
+fn a_partner_that_never_answers_is_a_504_in_time() {
+    let partner = Scripted::start(|_, _, _| Act::Silent(Duration::from_secs(10)));
+    let gateway = gateway_for(&partner);
+    let started = Instant::now();
+    assert_refused(&post(&gateway), 504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    assert_eq!(partner.requests().len(), 1, "the request was sent again");
+    assert_eq!(partner.connections(), 1);
+    assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
+}
+
+/// The streamed twin: the whole body reaches the partner, whose answer header never comes.
+#[test]
+fn a_streamed_request_the_partner_never_answers_is_a_504_in_time() {
+    let partner = Scripted::start(|_, _, _| Act::Silent(Duration::from_secs(10)));
+    let gateway = stream_gateway_for(&partner);
+    let started = Instant::now();
+    assert_refused(&gateway.raw(&stream_raw()), 504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    let requests = partner.requests();
+    assert_eq!(requests.len(), 1, "the request was sent again");
+    assert!(String::from_utf8_lossy(&requests[0]).ends_with("{\"order_id\":1}\n\r\n0\r\n\r\n"));
+    assert_eq!(partner.connections(), 1);
+    assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
+}
+
+/// One NDJSON line, chunked, to [`stream_gateway_for`]'s route.
+fn stream_raw() -> Vec<u8> {
+    let line = "{\"order_id\":1,\"email\":\"a@b\"}\n";
+    format!(
+        "POST /acme-ship/v1/lines HTTP/1.1\r\nhost: gw\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{line}\r\n0\r\n\r\n",
+        line.len()
+    )
+    .into_bytes()
+}
+
+/// A partner address whose accept queue is full and never drained: the kernel drops the
+/// gateway's SYNs, so connecting hangs (a partner host gone behind a silent firewall). The
+/// connections that filled the queue are returned with it, to be kept open.
+fn a_partner_that_never_accepts() -> (std::net::TcpListener, Vec<TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Listening again on Linux only changes the backlog: one queued connection fills it.
+    // SAFETY: `listen` on a socket this function owns; no memory is passed.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => queued.push(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, queued),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the accept queue never filled");
+}
+
+#[test]
+fn a_partner_that_never_accepts_the_connection_is_a_504_in_time() {
+    let (listener, _queued) = a_partner_that_never_accepts();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let contractor = "kind: contractor\npurpose: shipping\nupstream: URL\nroutes:\n  - path: /v1/lines\n    methods: [POST]\n    stream: ndjson\n    allow: [order_id]\nallowed_callers: [orders-service]\n";
+    let gateway = Gateway::start(
+        "",
+        &[
+            ("acme-ship", &ship_partner(&url)),
+            ("acme-lines", &contractor.replace("URL", &url)),
+        ],
+        ENV,
+    );
+    let lines = String::from_utf8(stream_raw())
+        .unwrap()
+        .replace("/acme-ship/v1/lines", "/acme-lines/v1/lines");
+    let started = Instant::now();
+    assert_refused(&post(&gateway), 504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    let started = Instant::now();
+    assert_refused(&gateway.raw(lines.as_bytes()), 504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    let metrics = gateway.metrics();
+    for partner in ["acme-ship", "acme-lines"] {
+        let series = format!(
+            r#"partner_gateway_upstream_errors_total{{kind="timeout",partner="{partner}"}}"#
+        );
+        assert_eq!(metric(&metrics, &series), 1.0, "{partner}");
+    }
+}
+
+/// Every partner connection answers one request as if kept alive, then closes after a delay
+/// that differs from one connection to the next (0 to 3 ms): the gateway's pooled connection
+/// dies before, while or after it is taken again. Whatever the moment, no request reaches the
+/// partner twice, and every answered one reached it once.
+#[test]
+fn a_partner_closing_pooled_connections_at_any_moment_gets_each_request_at_most_once() {
+    let partner = Scripted::start(|conn, _, _| {
+        let after = Duration::from_micros((conn as u64 * 769) % 3000);
+        Act::AnswerSlowly(json_answer("200 OK", "", "{}"), after, Vec::new())
+    });
+    let gateway = gateway_for(&partner);
+    let mut answered = Vec::new();
+    for order in 0..80 {
+        let body = format!(r#"{{"order_id":{order},"shipments":[]}}"#);
+        let response = gateway.post_json("/acme-ship/v1/shipments", &body);
+        match response.status {
+            200 => answered.push(order),
+            // The pooled connection closed after the request head was written: not resent.
+            502 => assert_refused(&response, 502, "upstream_error"),
+            other => panic!("{other}: {}", String::from_utf8_lossy(&response.body)),
+        }
+    }
+    let seen: Vec<u64> = partner
+        .requests()
+        .iter()
+        .map(|raw| {
+            let text = String::from_utf8_lossy(raw);
+            let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+            serde_json::from_str::<serde_json::Value>(body).unwrap()["order_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    for order in 0..80 {
+        let times = seen.iter().filter(|&&o| o == order).count();
+        assert!(
+            times <= 1,
+            "order {order} reached the partner {times} times"
+        );
+        if answered.contains(&order) {
+            assert_eq!(times, 1, "order {order} was answered unseen");
+        }
+    }
+    // A request the partner read is answered: only requests written into a closing
+    // connection (never read by the partner) are refused.
+    assert_eq!(seen.len(), answered.len(), "{seen:?} vs {answered:?}");
+}

@@ -20,6 +20,9 @@ pub enum Act {
     Close,
     /// Write the bytes one at a time, waiting between them, then close.
     Trickle(Vec<u8>, Duration),
+    /// Answer nothing: hold the connection open this long (the request was read whole), then
+    /// close.
+    Silent(Duration),
 }
 
 /// `(connection number, request number on that connection, raw request) -> what to do`.
@@ -108,6 +111,10 @@ fn serve(mut stream: TcpStream, conn: usize, script: &Script, log: &Mutex<Vec<Ve
                 return;
             }
             Act::Close => return,
+            Act::Silent(wait) => {
+                std::thread::sleep(wait);
+                return;
+            }
             Act::Trickle(bytes, wait) => {
                 for byte in bytes {
                     if stream.write_all(&[byte]).is_err() {
