@@ -15,6 +15,7 @@ BIN="${GATEWAY_BIN:-target/release/partner-gateway}"
 if [[ ! -x "$BIN" ]]; then
   cargo build --release --bin partner-gateway
 fi
+BIN="$(realpath "$BIN")" # GATEWAY_BIN may be relative or absolute; the gateway runs elsewhere
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {
@@ -126,7 +127,7 @@ routes:
       phone: last4
 allowed_callers: [marketing]
 YAML
-(cd "$WORK" && BENCH_LEDGER_KEY=bench exec "$OLDPWD/$BIN" serve --policy policy/ 2>"$WORK/gateway.log") &
+(cd "$WORK" && BENCH_LEDGER_KEY=bench exec "$BIN" serve --policy policy/ 2>"$WORK/gateway.log") &
 GW=$!
 PIDS+=($GW)
 for _ in $(seq 100); do

@@ -78,7 +78,7 @@ impl PartnerProxy {
         )?;
         let mut progress = Progress {
             splitter: LineSplitter::new(active.policy.gateway.limits.max_body_bytes),
-            lines: NdjsonStream::new(target, &active.policy.gateway.limits),
+            lines: NdjsonStream::new(target, &active.policy.gateway.limits, seq.is_some()),
             sent: Sha256::new(),
             subjects: seq.map(|_| HashSet::new()),
             filter_time: Duration::ZERO,
@@ -142,7 +142,10 @@ impl PartnerProxy {
             jti,
         };
         let header = upstream::request_header(active, target, &partner_head)?;
-        let peer = upstream::peer(active, target)
+        // Resolving the partner's name is bounded like a whole body's exchange (504 past it);
+        // connecting and each write after it have the peer's own timeouts.
+        let timeout = active.policy.gateway.limits.upstream_timeout;
+        let peer = upstream::within(timeout, partner, || upstream::peer(active, target))
             .await
             .map_err(|f| failed(ctx, f))?;
         let mut http = self
@@ -176,7 +179,6 @@ impl PartnerProxy {
             }
         }
         // The body took the caller's time; the partner's answer header takes at most its own.
-        let timeout = active.policy.gateway.limits.upstream_timeout;
         upstream::within(timeout, partner, || finish(&mut http, partner))
             .await
             .map_err(|f| failed(ctx, f))?;

@@ -103,9 +103,8 @@ pub type EachLine<'a> = dyn FnMut(u64, &[u8]) -> Result<(), Refusal> + 'a;
 /// `\r\n`) as soon as more than that many bytes of it have arrived.
 #[derive(Debug)]
 pub struct LineSplitter {
-    buf: Vec<u8>,
-    /// Start of the unfinished line in `buf`.
-    start: usize,
+    /// The unfinished line: the bytes after the last `\n` so far.
+    pending: Vec<u8>,
     max_line: usize,
     /// Lines handed out so far (for messages: "line 3").
     lines: u64,
@@ -114,8 +113,7 @@ pub struct LineSplitter {
 impl LineSplitter {
     pub fn new(max_line: usize) -> LineSplitter {
         LineSplitter {
-            buf: Vec::new(),
-            start: 0,
+            pending: Vec::new(),
             max_line,
             lines: 0,
         }
@@ -126,31 +124,57 @@ impl LineSplitter {
         self.lines
     }
 
-    /// Appends `chunk` and calls `each` with every line it completes (without `\n`), in order.
-    /// Stops at the first error (from `each`, or 413 for an overlong line).
+    /// Calls `each` with every line `chunk` completes (without `\n`), in order, and keeps the
+    /// unfinished rest. Lines inside the chunk are handed out where they are; only a line that
+    /// spans chunks is copied. Stops at the first error (from `each`, or 413 for an overlong
+    /// line).
     pub fn feed(&mut self, chunk: &[u8], each: &mut EachLine<'_>) -> Result<(), Refusal> {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
+        let mut rest = chunk;
+        if !self.pending.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', rest) else {
+                self.pending.extend_from_slice(rest);
+                return self.check_pending();
+            };
+            self.pending.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            let line = std::mem::take(&mut self.pending);
+            self.line(&line, each)?;
+            // The allocation is kept for the next line that spans chunks.
+            self.pending = line;
+            self.pending.clear();
         }
-        let scan_from = self.buf.len();
-        self.buf.extend_from_slice(chunk);
-        let mut from = scan_from;
-        while let Some(i) = self.buf[from..].iter().position(|b| *b == b'\n') {
-            let end = from + i;
-            self.lines += 1;
-            let line = &self.buf[self.start..end];
-            if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
-                return Err(self.too_long(line.len()));
-            }
-            each(self.lines, line)?;
-            self.start = end + 1;
-            from = end + 1;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            self.line(&rest[..end], each)?;
+            rest = &rest[end + 1..];
         }
-        // An unfinished line may hold one `\r` more: the start of its CRLF.
-        let pending = self.buf.len() - self.start;
-        let cr = self.buf.last() == Some(&b'\r');
-        if pending > self.max_line + usize::from(cr) {
+        self.pending.extend_from_slice(rest);
+        self.check_pending()
+    }
+
+    /// At the end of the body: the last line, when it has no `\n`.
+    pub fn finish(&mut self, each: &mut EachLine<'_>) -> Result<(), Refusal> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.pending);
+        self.lines += 1;
+        each(self.lines, &line[..])
+    }
+
+    /// Hands out one complete line.
+    fn line(&mut self, line: &[u8], each: &mut EachLine<'_>) -> Result<(), Refusal> {
+        self.lines += 1;
+        if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
+            return Err(self.too_long(line.len()));
+        }
+        each(self.lines, line)
+    }
+
+    /// The unfinished line is refused as soon as it is over the limit (it may hold one `\r`
+    /// more: the start of its CRLF).
+    fn check_pending(&self) -> Result<(), Refusal> {
+        let cr = self.pending.last() == Some(&b'\r');
+        if self.pending.len() > self.max_line + usize::from(cr) {
             return Err(Refusal::new(
                 RefusalKind::BodyTooLarge,
                 format!(
@@ -160,23 +184,7 @@ impl LineSplitter {
                 ),
             ));
         }
-        // Keep only the unfinished line: memory stays at one line plus one chunk.
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
         Ok(())
-    }
-
-    /// At the end of the body: the last line, when it has no `\n`.
-    pub fn finish(&mut self, each: &mut EachLine<'_>) -> Result<(), Refusal> {
-        if self.start >= self.buf.len() {
-            return Ok(());
-        }
-        self.lines += 1;
-        let line = std::mem::take(&mut self.buf);
-        self.start = 0;
-        each(self.lines, &line[..])
     }
 
     fn too_long(&self, len: usize) -> Refusal {
@@ -208,23 +216,27 @@ pub enum LineOutcome {
 pub struct NdjsonStream<'a> {
     target: &'a Target,
     limits: &'a Limits,
+    /// Whether each forwarded line's report names its subject ids (for a ledger).
+    subjects: bool,
     /// The sum over all lines decided so far.
     pub report: Report,
 }
 
 impl<'a> NdjsonStream<'a> {
-    /// The lines of one body for `target` (a streaming route).
-    pub fn new(target: &'a Target, limits: &'a Limits) -> NdjsonStream<'a> {
+    /// The lines of one body for `target` (a streaming route); `subjects`: whether each
+    /// forwarded line's report names its subject ids (reading them costs a string per line).
+    pub fn new(target: &'a Target, limits: &'a Limits, subjects: bool) -> NdjsonStream<'a> {
         NdjsonStream {
             target,
             limits,
+            subjects,
             report: Report::default(),
         }
     }
 
     /// Decides line `number` (`line` without its `\n`) of a body for `target`; a forwarded
     /// record is appended to `out` with a `\n`. `on_record` sees the line's own report (its
-    /// subject ids, for the ledger). A refusal names the line and ends the stream.
+    /// subject ids when asked for, for the ledger). A refusal names the line and ends the stream.
     pub fn decide(
         &mut self,
         optouts: OptOuts<'_>,
@@ -257,7 +269,7 @@ impl<'a> NdjsonStream<'a> {
             collect: Collect {
                 detail: false,
                 forwarded: false,
-                subjects: true,
+                subjects: self.subjects,
             },
         };
         match step.run(program, line) {
@@ -317,7 +329,7 @@ pub(super) fn filter_whole(
     limits: &Limits,
     optouts: OptOuts<'_>,
 ) -> Result<(Vec<u8>, Report), Refusal> {
-    let mut stream = NdjsonStream::new(target, limits);
+    let mut stream = NdjsonStream::new(target, limits, true);
     let mut splitter = LineSplitter::new(limits.max_body_bytes);
     let mut out = Vec::with_capacity(incoming.body.len());
     let mut subjects = Vec::new();

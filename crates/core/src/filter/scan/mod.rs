@@ -114,9 +114,11 @@ impl<'a> Scanner<'a> {
             text,
             pos: 0,
             max_depth,
-            frames: Vec::with_capacity(16),
-            keys: Vec::with_capacity(64),
-            fps: Vec::with_capacity(64),
+            // Small, so that a small body's scanner takes three small allocations (a thread's
+            // cache serves those); a large body grows them a few times.
+            frames: Vec::with_capacity(8),
+            keys: Vec::with_capacity(16),
+            fps: Vec::with_capacity(16),
             sets: Vec::new(),
             sets_used: 0,
             hidden_removed: 0,

@@ -10,7 +10,8 @@
 //! directly. The memory is direct-mapped ([`SLOTS`] slots, a newer pair evicts an older one
 //! in its slot), so it stays small however many names a body holds. Objects under a `*`
 //! member (whose path depends on the key above them) and pairs not (or no longer) remembered
-//! take the slow path, which gives the same answer.
+//! take the slow path, which gives the same answer; so does a body's first unknown member, so
+//! that a body with only one never allocates the memory.
 use std::borrow::Cow;
 
 use super::super::compile::{same_key, NodeId};
@@ -36,6 +37,9 @@ pub(super) struct Unknowns<'a> {
     remembered: Vec<Option<Remembered<'a>>>,
     /// Reused for the drift paths the slow path builds.
     path: String,
+    /// Whether one unknown member was noted already: the first is not remembered, so that a
+    /// body with a single one (an NDJSON line, a small request) never allocates the memory.
+    noted_one: bool,
 }
 
 fn hash_of(node: NodeId, fp: u64) -> u64 {
@@ -64,6 +68,11 @@ impl<'a> Unknowns<'a> {
         };
         let slot = (hash_of(node, fp) >> 32) as usize & (SLOTS - 1);
         if self.remembered.is_empty() {
+            if !std::mem::replace(&mut self.noted_one, true) {
+                path_of(&mut self.path);
+                drift::note(unknown, &self.path, shapes);
+                return;
+            }
             self.remembered.resize_with(SLOTS, || None);
         }
         if let Some(Some(r)) = self.remembered.get(slot) {

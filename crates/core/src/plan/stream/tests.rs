@@ -79,7 +79,7 @@ fn run(
     let target = resolve(&policy.partners, "POST", path).unwrap();
     let limits = &policy.gateway.limits;
     let mut splitter = LineSplitter::new(limits.max_body_bytes);
-    let mut stream = NdjsonStream::new(&target, limits);
+    let mut stream = NdjsonStream::new(&target, limits, true);
     let mut out = Vec::new();
     let mut refusal = None;
     {
@@ -318,7 +318,7 @@ fn stream_speed() {
         .collect();
     for optouts in [OptOuts::NotLoaded, OptOuts::Loaded(&set)] {
         let t = std::time::Instant::now();
-        let mut stream = NdjsonStream::new(&target, &limits);
+        let mut stream = NdjsonStream::new(&target, &limits, true);
         let mut splitter = LineSplitter::new(limits.max_body_bytes);
         let mut out = Vec::new();
         let mut each = |n: u64, line: &[u8]| {
