@@ -130,10 +130,17 @@ fn lines_are_filtered_one_by_one_and_opted_out_ones_dropped() {
 fn blank_lines_crlf_and_a_last_line_without_newline() {
     let policy = policy();
     let body: &[u8] = b"\r\n{\"order_id\":1}\r\n  \n\t\r\n{\"order_id\":2,\"x\":3}";
-    let (out, report, refusal) = run(&policy, "/shop/v1/orders", &[body], OptOuts::NotLoaded);
-    assert_eq!(refusal, None);
-    assert_eq!(out, b"{\"order_id\":1}\n{\"order_id\":2}\n");
-    assert_eq!(report.records_forwarded, 2);
+    // Any cut, a CRLF split between two chunks included.
+    for cut in [1, 2, 3, 16, body.len()] {
+        let chunks: Vec<&[u8]> = body.chunks(cut).collect();
+        let (out, report, refusal) = run(&policy, "/shop/v1/orders", &chunks, OptOuts::NotLoaded);
+        assert_eq!(refusal, None, "chunks of {cut}");
+        assert_eq!(
+            out, b"{\"order_id\":1}\n{\"order_id\":2}\n",
+            "chunks of {cut}"
+        );
+        assert_eq!(report.records_forwarded, 2);
+    }
 }
 
 #[test]
@@ -217,17 +224,29 @@ fn max_body_bytes_limits_one_line() {
     assert_eq!(r.code(), "body_too_large");
     assert!(r.message.starts_with("line 2"), "{r}");
     assert_eq!(out, short.as_bytes());
-    // Exactly 64 bytes before `\n` (and a `\r`) pass.
+    // The same when the long line arrives in pieces after a whole line.
+    for cut in [1, 7, 40] {
+        let chunks: Vec<&[u8]> = body.as_bytes()[..short.len() + 65].chunks(cut).collect();
+        let (out, _, refusal) = run(&policy, "/shop/v1/orders", &chunks, OptOuts::NotLoaded);
+        let r = refusal.unwrap();
+        assert_eq!(r.code(), "body_too_large", "chunks of {cut}");
+        assert!(r.message.starts_with("line 2"), "{r}");
+        assert_eq!(out, short.as_bytes());
+    }
+    // Exactly 64 bytes before `\n` (and a `\r`) pass, however they arrive.
     let exact = format!("{{\"order_id\":\"{}\"}}", "a".repeat(49));
     assert_eq!(exact.len(), 64);
-    let body = format!("{exact}\r\n");
-    let (_, _, refusal) = run(
-        &policy,
-        "/shop/v1/orders",
-        &[body.as_bytes()],
-        OptOuts::NotLoaded,
-    );
-    assert_eq!(refusal, None);
+    let body = format!("{short}{exact}\r\n");
+    for cut in [1, 64, 65, short.len() + 64, short.len() + 65, body.len()] {
+        let chunks: Vec<&[u8]> = body.as_bytes().chunks(cut).collect();
+        let (out, _, refusal) = run(&policy, "/shop/v1/orders", &chunks, OptOuts::NotLoaded);
+        assert_eq!(refusal, None, "chunks of {cut}");
+        assert_eq!(
+            out,
+            format!("{short}{exact}\n").as_bytes(),
+            "chunks of {cut}"
+        );
+    }
 }
 
 #[test]
