@@ -10,6 +10,8 @@
 //! - `stream_decides_the_same_whole_or_cut_with_or_without_subjects`: whole lines decided by
 //!   the route: the same bytes forwarded, the same counts and drift, no opted-out customer's
 //!   line forwarded, and the subject ids of forwarded records named exactly when asked for.
+//! - `stream_refuses_the_same_whole_or_cut`: bodies with framing troubles (lone `\r`, NUL, BOM,
+//!   two records on a line) are decided the same whole or cut; no opted-out line goes out.
 //! - `drift_counts_match_a_count_by_hand`: a body's unknown members (none, one, two, or
 //!   hundreds, repeated or not) are counted and listed as counted by hand.
 use std::collections::BTreeMap;
@@ -177,6 +179,8 @@ fn cut<'b>(body: &'b [u8], cuts: &[usize]) -> Vec<&'b [u8]> {
 const PIECES: &[&[u8]] = &[
     b"{\"order_id\":1}",
     b"{\"customer_id\":\"c-1\",\"city\":\"x\"}",
+    b"{\"customer_id\":\"c-out\",\"city\":\"y\"}",
+    b"{\"customer_id\":\"c-2\",\"zz\":[1]}",
     b"\n",
     b"\n",
     b"\n",
@@ -523,6 +527,34 @@ proptest! {
         prop_assert_eq!(report.unknown_fields, total);
         let listed: Vec<(String, u64)> = report.unknown.iter().map(|f| (f.path.clone(), f.count)).collect();
         prop_assert_eq!(listed, by_hand);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Bodies with framing troubles (lone `\r`, NUL, BOM, two records on a line, blanks):
+    /// decided the same whole or cut, and an opted-out customer's line never goes out.
+    #[test]
+    fn stream_refuses_the_same_whole_or_cut(body in raw_body(), cuts in cuts()) {
+        let policy = policy();
+        let set = opted_out();
+        let optouts = OptOuts::Loaded(&set);
+        let (out, report, ids, refusal) = decide_all(&policy, &[&body], optouts, true);
+        let chunks = cut(&body, &cuts);
+        for subjects in [true, false] {
+            let (o, r, i, f) = decide_all(&policy, &chunks, optouts, subjects);
+            prop_assert_eq!(&o, &out);
+            prop_assert_eq!(&f, &refusal);
+            prop_assert_eq!(r.records_forwarded, report.records_forwarded);
+            prop_assert_eq!(r.records_dropped, report.records_dropped);
+            prop_assert_eq!(r.unknown_fields, report.unknown_fields);
+            prop_assert_eq!(&r.unknown, &report.unknown);
+            prop_assert_eq!(i.len(), if subjects { ids.len() } else { 0 });
+        }
+        let text = String::from_utf8_lossy(&out);
+        prop_assert!(!text.contains("c-out"), "an opted-out customer's line went out: {text}");
+        prop_assert_eq!(ids.len() as u64, report.records_forwarded);
     }
 }
 
