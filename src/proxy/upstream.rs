@@ -113,9 +113,10 @@ pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
 }
 
 /// Runs the exchange `start` makes for at most `timeout`: past it, the partner's timeout (504).
-/// The exchange is made here, inside the timer, not passed in made: a future passed by value
-/// is held once as the argument and again inside the timer, and the exchange's is the largest
-/// state of the request (a few KiB, copied on every move).
+/// The exchange's future is made here, as the timer is set, and all of its work runs inside
+/// the timer (`start` must only make the future, not do work): a future passed in made is held
+/// once as the argument and again inside the timer, and the exchange's is the largest state of
+/// the request (a few KiB, copied on every move).
 pub(super) async fn within<T, F>(
     timeout: std::time::Duration,
     partner: &str,
