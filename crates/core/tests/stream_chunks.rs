@@ -209,7 +209,11 @@ fn cuts() -> impl Strategy<Value = Vec<usize>> {
 fn limit_for(body: &[u8], pick: usize, delta: usize) -> usize {
     let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
     let line = lines[pick % lines.len()];
-    let len = if pick % 5 == 0 { pick % 60 } else { line.len() };
+    let len = if pick.is_multiple_of(5) {
+        pick % 60
+    } else {
+        line.len()
+    };
     (len + delta).saturating_sub(1)
 }
 
