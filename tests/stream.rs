@@ -363,17 +363,22 @@ fn hmac(id: &str) -> String {
 fn records_are_filtered_line_by_line_and_forwarded_chunked() {
     let s = setup("");
     opt_out(&s.gateway, "c-out");
+    // Records cut anywhere between chunks (inside a subject id, the opted-out one's included,
+    // and between `\r` and `\n`), each chunk sent on its own.
     let body = [
-        "{\"customer_id\":\"c-1\",\"city\":\"Ulm\",\"email\":\"a@x\",\"phone\":\"SECRET-1\"}\n",
-        "{\"customer_id\":\"c-out\",\"city\":\"SECRET-2\"}\r\n\r\n",
-        "{\"customer_id\":2,\"tags\":[\"a\",\"b\"],\"ip\":\"SECRET-3\"}\n   \n",
-        "{\"customer_id\":\"c-3\",\"city\":\"Bonn\"}",
+        "{\"customer_id\":\"c-",
+        "1\",\"city\":\"Ulm\",\"email\":\"a@x\",\"phone\":\"SECRET-1\"}\n{\"customer_id\":\"c-o",
+        "ut\",\"city\":\"SECRET-2\"}\r",
+        "\n\r\n{\"customer_id\":2,\"tags\":[\"a\",\"b\"],\"ip\":\"SECRET-3\"}\n ",
+        "  \n{\"customer_id\":\"c-3\",\"city\":\"Bo",
+        "nn\"}",
     ];
+    let paced = chunks(&body).inspect(|_| std::thread::sleep(Duration::from_millis(20)));
     let r = stream_request(
         s.gateway.addr,
         "/ads/v1/contacts?batch=7&secret=SECRET-4",
         "application/x-ndjson",
-        chunks(&body),
+        paced,
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
