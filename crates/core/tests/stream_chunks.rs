@@ -13,7 +13,8 @@
 //! - `stream_refuses_the_same_whole_or_cut`: bodies with framing troubles (lone `\r`, NUL, BOM,
 //!   two records on a line) are decided the same whole or cut; no opted-out line goes out.
 //! - `drift_counts_match_a_count_by_hand`: a body's unknown members (none, one, two, or
-//!   hundreds, repeated or not) are counted and listed as counted by hand.
+//!   hundreds, repeated or not, some under a `*` path first) are counted and listed as counted
+//!   by hand.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -562,10 +563,21 @@ proptest! {
     }
 }
 
-/// The unknown members of one JSON body with records under `items`: `top` distinct names at
-/// the top, then per item the names given (an item's names are distinct).
-fn drift_body(top: usize, items: &[Vec<usize>]) -> String {
+/// The unknown members of one JSON body with records under `items`: first per member of
+/// `attrs` (an object under a `*` path, whose drift paths depend on its keys) the names given,
+/// then `top` distinct names at the top, then per item the names given (names are distinct).
+fn drift_body(attrs: &[Vec<usize>], top: usize, items: &[Vec<usize>]) -> String {
     let mut members = vec!["\"order_id\":1".to_string()];
+    let attrs: Vec<String> = attrs
+        .iter()
+        .enumerate()
+        .map(|(j, names)| {
+            let mut m = vec!["\"k\":1".to_string()];
+            m.extend(names.iter().map(|n| format!("\"z{n}\":true")));
+            format!("\"a{j}\":{{{}}}", m.join(","))
+        })
+        .collect();
+    members.push(format!("\"attrs\":{{{}}}", attrs.join(",")));
     members.extend((0..top).map(|i| format!("\"t{i}\":{{\"deep\":{i}}}")));
     let items: Vec<String> = items
         .iter()
@@ -588,6 +600,7 @@ proptest! {
 
     #[test]
     fn drift_counts_match_a_count_by_hand(
+        attrs in proptest::collection::vec(distinct_names(3, 4), 0..3),
         top in prop_oneof![0usize..3, 0usize..300],
         items in prop_oneof![
             proptest::collection::vec(distinct_names(3, 3), 0..3),
@@ -595,7 +608,7 @@ proptest! {
         ],
     ) {
         let mut spec = FilterSpec::default();
-        for p in ["order_id", "items[*].sku"] {
+        for p in ["order_id", "items[*].sku", "attrs.*.k"] {
             spec.allow.push(FieldPath::parse(p).unwrap());
         }
         let program = FilterProgram::compile(&spec).unwrap();
@@ -606,9 +619,13 @@ proptest! {
             detail: false,
             subjects: false,
         };
-        let body = drift_body(top, &items);
+        let body = drift_body(&attrs, top, &items);
         let got = filter(&program, body.as_bytes(), &options).unwrap();
-        let mut by_hand: Vec<(String, u64)> = (0..top).map(|i| (format!("t{i}"), 1)).collect();
+        let mut by_hand: Vec<(String, u64)> = Vec::new();
+        for (j, names) in attrs.iter().enumerate() {
+            by_hand.extend(names.iter().map(|n| (format!("attrs.a{j}.z{n}"), 1)));
+        }
+        by_hand.extend((0..top).map(|i| (format!("t{i}"), 1)));
         for names in &items {
             for n in names {
                 let path = format!("items[*].n{n}");
