@@ -405,12 +405,16 @@ fn government_requests_need_a_legal_basis_of_the_configured_format() {
 }
 
 /// A partner that answers keep-alive but closes every connection right after: the gateway's
-/// pooled connection is dead by the next request, and it must retry on a fresh one, not 502.
+/// pooled connection is dead by the next request, and it must take a fresh one, not 502.
+/// Each request waits until the partner has closed the last connection: a close that races
+/// the next request's head is the keep-alive race no client can win for a POST, which is
+/// answered 502 and never sent twice (see `tests/answers.rs`).
 #[test]
 fn a_partner_closing_idle_connections_costs_no_request() {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let (closed, partner_closed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut reader = BufReader::new(stream);
@@ -430,7 +434,8 @@ fn a_partner_closing_idle_connections_costs_no_request() {
             let _ = stream.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
             );
-            // dropped: closed without saying so
+            drop(stream); // closed without saying so
+            let _ = closed.send(());
         }
     });
     let gateway = Gateway::start(
@@ -446,6 +451,12 @@ fn a_partner_closing_idle_connections_costs_no_request() {
             "{}",
             String::from_utf8_lossy(&response.body)
         );
+        partner_closed
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the partner closed the connection");
+        // Idle for a moment, as a pooled connection is between requests: the close has
+        // reached the gateway before the next request does.
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
