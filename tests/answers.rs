@@ -412,15 +412,21 @@ fn a_streamed_request_whose_answer_header_trickles_is_a_504_in_time() {
     assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
 }
 
+/// Sends with `send` and checks the answer is the partner timeout's 504, given once the
+/// timeout has passed and not much later.
+fn answered_504_in_time(send: impl FnOnce() -> Response) {
+    let started = Instant::now();
+    assert_refused(&send(), 504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+}
+
 /// A partner that reads the request whole and never answers: one timeout, one request, a 504.
 #[test]
 fn a_partner_that_never_answers_is_a_504_in_time() {
     let partner = Scripted::start(|_, _, _| Act::Silent(Duration::from_secs(10)));
     let gateway = gateway_for(&partner);
-    let started = Instant::now();
-    assert_refused(&post(&gateway), 504, "upstream_timeout");
-    let took = started.elapsed();
-    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    answered_504_in_time(|| post(&gateway));
     assert_eq!(partner.requests().len(), 1, "the request was sent again");
     assert_eq!(partner.connections(), 1);
     assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
@@ -431,10 +437,7 @@ fn a_partner_that_never_answers_is_a_504_in_time() {
 fn a_streamed_request_the_partner_never_answers_is_a_504_in_time() {
     let partner = Scripted::start(|_, _, _| Act::Silent(Duration::from_secs(10)));
     let gateway = stream_gateway_for(&partner);
-    let started = Instant::now();
-    assert_refused(&gateway.raw(&stream_raw()), 504, "upstream_timeout");
-    let took = started.elapsed();
-    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    answered_504_in_time(|| gateway.raw(&stream_raw()));
     let requests = partner.requests();
     assert_eq!(requests.len(), 1, "the request was sent again");
     assert!(String::from_utf8_lossy(&requests[0]).ends_with("{\"order_id\":1}\n\r\n0\r\n\r\n"));
@@ -489,14 +492,8 @@ fn a_partner_that_never_accepts_the_connection_is_a_504_in_time() {
     let lines = String::from_utf8(stream_raw())
         .unwrap()
         .replace("/acme-ship/v1/lines", "/acme-lines/v1/lines");
-    let started = Instant::now();
-    assert_refused(&post(&gateway), 504, "upstream_timeout");
-    let took = started.elapsed();
-    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
-    let started = Instant::now();
-    assert_refused(&gateway.raw(lines.as_bytes()), 504, "upstream_timeout");
-    let took = started.elapsed();
-    assert!(took >= TIMEOUT && took < TIMEOUT + GRACE, "{took:?}");
+    answered_504_in_time(|| post(&gateway));
+    answered_504_in_time(|| gateway.raw(lines.as_bytes()));
     let metrics = gateway.metrics();
     for partner in ["acme-ship", "acme-lines"] {
         let series = format!(
