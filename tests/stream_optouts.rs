@@ -10,9 +10,11 @@ use util::*;
 
 const TOKEN: &str = "stream-optouts-admin";
 
+/// The marketing partner with a streaming contacts route.
 fn partner(upstream: &str) -> String {
-    format!(
-        "kind: business_partner\npurpose: marketing\nupstream: {upstream}\nroutes:\n  - path: /v1/contacts\n    methods: [POST]\n    stream: ndjson\n    subject: customer_id\n    allow: [customer_id, city]\nallowed_callers: [marketing]\n"
+    marketing_partner(
+        upstream,
+        "  - path: /v1/contacts\n    methods: [POST]\n    stream: ndjson\n    subject: customer_id\n    allow: [customer_id, city]\nallowed_callers: [marketing]\n",
     )
 }
 
