@@ -303,7 +303,7 @@ fn connection_header_cannot_remove_what_the_gateway_adds() {
             ("content-type", "application/json"),
             (
                 "connection",
-                "ohsoft-data-use-token, ohsoft-data-use, authorization, content-length, host",
+                "ohsoft-data-use-token, ohsoft-data-use, authorization, content-length, host, content-type",
             ),
             ("Connection", "x-request-id, keep-alive"),
             ("x-request-id", "SECRET"),
@@ -323,6 +323,8 @@ fn connection_header_cannot_remove_what_the_gateway_adds() {
         Some(SHIPMENT_FILTERED.len().to_string())
     );
     assert!(get("host").is_some(), "{headers:?}");
+    // The gateway describes the body it made, whatever the caller's `Connection` says.
+    assert_eq!(get("content-type").as_deref(), Some("application/json"));
     assert_eq!(get("x-request-id"), None, "named in Connection: hop-by-hop");
     assert_eq!(s.mock.only_body(), SHIPMENT_FILTERED);
 }

@@ -260,6 +260,70 @@ fn a_route_may_relay_more_answer_headers() {
     assert_eq!(r.header("x-echo"), None, "{:?}", r.headers);
 }
 
+/// Headers a partner names in its own `Connection` are hop-by-hop: not relayed, even the
+/// default ones or one the route lists.
+#[test]
+fn answer_headers_the_partner_names_in_connection_are_not_relayed() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::Answer(json_answer(
+            "200 OK",
+            "connection: ETag, x-rate-limit-remaining\r\n\
+             etag: \"v1\"\r\n\
+             x-rate-limit-remaining: 41\r\n\
+             cache-control: no-store\r\n",
+            "{}",
+        ))
+    });
+    let policy = ship_partner(&partner.url()).replace(
+        "    headers: [x-request-id]\n",
+        "    headers: [x-request-id]\n    response_headers: [x-rate-limit-remaining]\n",
+    );
+    let gateway = Gateway::start("", &[("acme-ship", &policy)], ENV);
+    let r = post(&gateway);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), None, "{:?}", r.headers);
+    assert_eq!(r.header("x-rate-limit-remaining"), None, "{:?}", r.headers);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.body, b"{}");
+}
+
+/// A partner's `204` reaches the caller as a `204` without framing headers (no
+/// `transfer-encoding`, no `content-length`: RFC 9110 forbids both on a 204), and the
+/// caller's connection stays usable for its next request.
+#[test]
+fn a_no_content_answer_is_relayed_without_framing_and_keeps_the_connection() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::Answer(b"HTTP/1.1 204 No Content\r\netag: \"v2\"\r\n\r\n".to_vec())
+    });
+    let gateway = gateway_for(&partner);
+    let keep_alive = String::from_utf8(post_raw())
+        .unwrap()
+        .replace("connection: close\r\n", "");
+    let mut stream = TcpStream::connect(gateway.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(keep_alive.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    assert!(head.contains("etag: \"v2\""), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    // Nothing follows the head, and the next request on the connection is answered.
+    stream.write_all(&post_raw()).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 204"), "{rest}");
+    assert_eq!(partner.requests().len(), 2);
+}
+
 /// The partner timeout of [`gateway_for`]'s policy, and what a refusal may take beyond it.
 const TIMEOUT: Duration = Duration::from_millis(1500);
 const GRACE: Duration = Duration::from_millis(1500);

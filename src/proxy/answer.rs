@@ -3,10 +3,11 @@ What of a partner's answer reaches the caller. The status and the body are relay
 arrive (never buffered whole); of the headers only an allow-list passes: the answer's own
 metadata (content type, language, caching, `location`, `retry-after`), the framing the body
 needs, and the route's `response_headers`. A partner's cookies, challenges, credentials and
-connection headers never reach OhSoft's callers, nor does any header carrying the credential
-the gateway injected toward that partner (a partner echoing request headers back).
+connection headers (those it names in its own `Connection` too) never reach OhSoft's callers,
+nor does any header carrying the credential the gateway injected toward that partner (a
+partner echoing request headers back).
 */
-use gateway_core::headers::is_relayed_from_partner;
+use gateway_core::headers::{connection_tokens, is_relayed_from_partner};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
@@ -19,11 +20,17 @@ pub enum Framing {
     Chunked,
     /// HTTP/1.0 caller, length unknown: the end of the body is the end of the connection.
     Close,
+    /// An answer that never has a body (`204`, or `304` without a length): no framing header
+    /// at all (a `204` may carry neither `content-length` nor `transfer-encoding`).
+    Bodiless,
 }
 
 /// The framing of the partner's answer, as the partner sent it: a `content-length` is kept only
 /// when the partner did not also send `transfer-encoding` (which overrides it).
 pub fn framing(partner: &ResponseHeader, caller_http10: bool) -> Framing {
+    if partner.status == 204 {
+        return Framing::Bodiless;
+    }
     let chunked = partner.headers.contains_key("transfer-encoding");
     let length = partner
         .headers
@@ -32,6 +39,7 @@ pub fn framing(partner: &ResponseHeader, caller_http10: bool) -> Framing {
         .and_then(|v| v.trim().parse::<u64>().ok());
     match (chunked, length) {
         (false, Some(n)) => Framing::Length(n),
+        _ if partner.status == 304 => Framing::Bodiless,
         _ if caller_http10 => Framing::Close,
         _ => Framing::Chunked,
     }
@@ -40,7 +48,8 @@ pub fn framing(partner: &ResponseHeader, caller_http10: bool) -> Framing {
 /// The header sent to the caller for a partner's final answer.
 ///
 /// `credential` is the secret the gateway sent to this partner (`upstream_auth`), if any: a
-/// header whose value contains it is dropped whatever its name.
+/// header whose value contains it is dropped whatever its name. Headers the partner names in
+/// its `Connection` are hop-by-hop: dropped whatever the allow-list says.
 pub fn caller_header(
     partner: &ResponseHeader,
     route_headers: &[String],
@@ -48,9 +57,18 @@ pub fn caller_header(
     framing: Framing,
 ) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(partner.status, Some(partner.headers.len() + 2))?;
+    let hop_by_hop = connection_tokens(
+        partner
+            .headers
+            .get_all("connection")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     for (name, value) in partner.headers.iter() {
         let name_text = name.as_str();
-        if !is_relayed_from_partner(name_text, route_headers) {
+        if !is_relayed_from_partner(name_text, route_headers)
+            || hop_by_hop.iter().any(|h| h == name_text)
+        {
             continue;
         }
         if credential.is_some_and(|secret| carries(value.as_bytes(), secret.as_bytes())) {
@@ -64,7 +82,7 @@ pub fn caller_header(
     match framing {
         Framing::Length(n) => header.insert_header("content-length", n.to_string())?,
         Framing::Chunked => header.insert_header("transfer-encoding", "chunked")?,
-        Framing::Close => {}
+        Framing::Close | Framing::Bodiless => {}
     }
     Ok(header)
 }

@@ -303,6 +303,7 @@ impl PartnerProxy {
         ctx.status = header.status.as_u16();
         if header.headers.get("transfer-encoding").is_none()
             && header.headers.get("content-length").is_none()
+            && !matches!(ctx.status, 204 | 304)
         {
             session.set_keepalive(None); // close-delimited toward an HTTP/1.0 caller
         }

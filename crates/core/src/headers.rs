@@ -23,6 +23,17 @@ pub const HOP_BY_HOP: [&str; 7] = [
     "upgrade",
 ];
 
+/// The header names a `Connection` header lists (its values, comma-separated tokens), lowercase:
+/// hop-by-hop for that one connection, so never passed on in either direction.
+pub fn connection_tokens<'a>(connection_values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    connection_values
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 /// Framing and routing the gateway sets itself for the partner request.
 const SET_BY_GATEWAY: [&str; 4] = ["host", "content-length", "content-encoding", "expect"];
 

@@ -52,3 +52,38 @@ fn framing_follows_the_partner() {
     assert_eq!(framing(&te, true), Framing::Close);
     assert_eq!(framing(&partner(&[]), false), Framing::Chunked);
 }
+
+#[test]
+fn answers_without_a_body_get_no_framing_header() {
+    let status = |code: u16, headers: &[(&str, &str)]| {
+        let mut h = partner(headers);
+        h.set_status(code).unwrap();
+        h
+    };
+    let no_content = status(204, &[("content-length", "0")]);
+    assert_eq!(framing(&no_content, false), Framing::Bodiless);
+    assert_eq!(framing(&status(204, &[]), true), Framing::Bodiless);
+    assert_eq!(framing(&status(304, &[]), false), Framing::Bodiless);
+    let sized = status(304, &[("content-length", "12")]);
+    assert_eq!(framing(&sized, false), Framing::Length(12));
+    let h = caller_header(&no_content, &[], None, Framing::Bodiless).unwrap();
+    assert!(names(&h).is_empty(), "{:?}", names(&h));
+}
+
+#[test]
+fn headers_the_partner_names_in_connection_are_not_relayed() {
+    let p = partner(&[
+        ("connection", "ETag, x-rate"),
+        ("Connection", "close"),
+        ("content-type", "application/json"),
+        ("etag", "\"1\""),
+        ("x-rate", "5"),
+        ("cache-control", "no-store"),
+    ]);
+    let route = vec!["x-rate".to_string()];
+    let h = caller_header(&p, &route, None, Framing::Length(2)).unwrap();
+    assert_eq!(
+        names(&h),
+        vec!["content-type", "cache-control", "content-length"]
+    );
+}

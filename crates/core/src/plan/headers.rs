@@ -1,8 +1,9 @@
 /*!
 The request headers a partner receives: the always-allowed ones and those the route lists
 (never one of [`crate::headers::is_never_forwarded`]), minus any the caller named in
-`Connection` (hop-by-hop); `content-type` only with a body,
-and then as `application/json`; the legal-basis header last.
+`Connection` (hop-by-hop); `content-type` only with a body, and then as `application/json`
+(the gateway describes the body it made, so a caller naming it in `Connection` cannot drop
+it); the legal-basis header last.
 */
 use crate::headers::{is_never_forwarded, ALWAYS_ALLOWED};
 use crate::policy::{Partner, Route};
@@ -26,7 +27,8 @@ pub(super) fn forward_headers(
         // again here so that no policy, however it was built, can send one.
         let allowed = (ALWAYS_ALLOWED.contains(&name) || route.headers.iter().any(|h| h == name))
             && !is_never_forwarded(name);
-        if allowed && !connection_named.iter().any(|c| c == name) {
+        let hop_by_hop = name != "content-type" && connection_named.iter().any(|c| c == name);
+        if allowed && !hop_by_hop {
             if name == "content-type" {
                 // Only JSON bodies (or NDJSON streams of them) are forwarded, and the gateway
                 // re-serialised them as UTF-8.
@@ -47,13 +49,12 @@ pub(super) fn forward_headers(
     (headers, removed)
 }
 
-/// Header names listed in `Connection`: hop-by-hop, never forwarded.
+/// Header names the caller listed in `Connection`: hop-by-hop, never forwarded.
 pub(super) fn connection_tokens(headers: &[(&str, &str)]) -> Vec<String> {
-    headers
-        .iter()
-        .filter(|(n, _)| *n == "connection")
-        .flat_map(|(_, v)| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+    crate::headers::connection_tokens(
+        headers
+            .iter()
+            .filter(|(n, _)| *n == "connection")
+            .map(|(_, v)| *v),
+    )
 }
