@@ -353,3 +353,37 @@ fn database_down_past_the_bound_fails_closed_on_opt_out_routes_only_then_recover
     );
     assert!(!c.ctr.received().is_empty(), "contractor traffic went on");
 }
+
+#[test]
+fn a_replica_started_while_the_database_is_down_is_not_ready_until_its_first_load() {
+    let pg = Postgres::start();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    pg.stop();
+    // A table name of the operator's choosing.
+    let yaml = format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: customer_optouts, max_staleness_s: 30 }} }}\n"
+    );
+    let owned = partners(&bp, &ctr);
+    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let gw = Gateway::start(&yaml, &files, &[(TOKEN_ENV, TOKEN), (URL_ENV, &pg.url())]);
+    std::thread::sleep(Duration::from_millis(500));
+    let ready = gw.admin_get("/readyz");
+    assert_eq!(
+        ready.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_refused(&contact(&gw, "bp", "y-1"), 503, "not_ready");
+    assert_refused(&put(&gw, "y-1"), 503, "not_ready");
+    assert!(bp.received().is_empty(), "nothing reaches the partner");
+
+    pg.start_again();
+    wait_ready(&gw);
+    assert_eq!(gw.admin_get("/readyz").json()["status"], "ready");
+    assert_eq!(put(&gw, "y-1").status, 200);
+    assert_eq!(contact(&gw, "bp", "y-1").status, 451);
+    assert_eq!(contact(&gw, "bp", "y-2").status, 200);
+    let rows = pg.psql("SELECT count(*) FROM customer_optouts");
+    assert!(rows.trim().parse::<u64>().unwrap() >= 1, "{rows}");
+}

@@ -606,6 +606,33 @@ fn a_bad_line_cuts_the_stream_off_without_the_last_chunk() {
 }
 
 #[test]
+fn lines_decided_before_a_bad_one_in_the_same_chunk_are_sent_and_ledgered_as_sent() {
+    let s = setup("");
+    let good =
+        "{\"customer_id\":\"c-1\",\"city\":\"GOOD\"}\n{\"customer_id\":2,\"city\":\"GOOD\"}\n";
+    let body =
+        format!("{good}{{\"city\":\"BAD\"}}\n{{\"customer_id\":\"c-3\",\"city\":\"LATER\"}}\n");
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        chunks(&[body.as_str()]),
+    );
+    assert_refused(&r, 422, "subject_missing");
+    assert!(r.json()["message"].as_str().unwrap().starts_with("line 3:"));
+    let c = &s.partner.wait_done(1)[0];
+    assert!(!c.complete, "the partner must see an incomplete body");
+    assert_eq!(String::from_utf8_lossy(&c.body), good);
+    let (_, outcome) = record_and_outcome(&s.gateway);
+    assert_eq!(outcome["status"], 422);
+    assert_eq!(outcome["body_sha256"], c.body_sha256.as_str());
+    assert_eq!(outcome["records_forwarded"], 2);
+    let mut subjects = vec![hmac("c-1"), hmac("2")];
+    subjects.sort();
+    assert_eq!(outcome["subjects"], serde_json::json!(subjects));
+}
+
+#[test]
 fn limits_and_refusals_before_connecting() {
     let s = setup("limits: { max_body_bytes: 64, max_depth: 16, upstream_timeout_ms: 1500 }");
     // A line over max_body_bytes: 413, the stream cut off, even though the line never ends.

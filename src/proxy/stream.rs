@@ -164,16 +164,20 @@ impl PartnerProxy {
             if let Some(chunk) = &chunk {
                 ctx.bytes_in += chunk.len() as u64;
             }
-            // A refusal returns here: `http` is dropped unfinished, never given back to the
-            // pool, so the partner's connection closes without the last chunk.
-            let out = self.decide(progress, chunk.as_deref())?;
+            // The lines decided before a bad one are sent (as if the chunk had been cut
+            // there), so what the ledger counts is what the partner got. A refusal returns
+            // after that: `http` is dropped unfinished, never given back to the pool, so the
+            // partner's connection closes without the last chunk.
+            let (out, decided) = self.decide(progress, chunk.as_deref());
             if !out.is_empty() {
                 progress.sent.update(&out);
                 ctx.bytes_out += out.len() as u64;
-                http.write_request_body(Bytes::from(out), false)
-                    .await
-                    .map_err(|e| failed(ctx, UpstreamFailure::from_error(partner, &e)))?;
+                let written = http.write_request_body(Bytes::from(out), false).await;
+                if decided.is_ok() {
+                    written.map_err(|e| failed(ctx, UpstreamFailure::from_error(partner, &e)))?;
+                }
             }
+            decided?;
             if last {
                 break;
             }
@@ -193,12 +197,13 @@ impl PartnerProxy {
     }
 
     /// Decides the lines `chunk` completes (`None`: the body ended, so also a last line
-    /// without `\n`) and returns the bytes to send for them.
+    /// without `\n`) and returns the bytes to send for them: with a refusal, those of the
+    /// lines decided before the one that failed.
     fn decide(
         &self,
         progress: &mut Progress<'_>,
         chunk: Option<&[u8]>,
-    ) -> Result<Vec<u8>, Refusal> {
+    ) -> (Vec<u8>, Result<(), Refusal>) {
         let started = Instant::now();
         let optout_source = self.gateway.optout_source();
         let optouts = optouts_view(&optout_source);
@@ -224,7 +229,7 @@ impl PartnerProxy {
             None => splitter.finish(&mut each),
         };
         progress.filter_time += started.elapsed();
-        result.map(|()| out)
+        (out, result)
     }
 }
 

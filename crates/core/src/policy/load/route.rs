@@ -319,7 +319,7 @@ impl BodyDraft {
 }
 
 /// `allow`, `transform`, `records` and `subject`, and how they fit together. On a streaming
-/// route each line is one record: `records` is implied (`$`) and may not be written.
+/// route each line is one record: `records` is implied (`$`), and `$` is the only value it may have.
 fn body(
     ctx: &RouteCtx<'_>,
     r: &RouteFile,
@@ -432,8 +432,9 @@ fn records_and_subject(
     d: &mut Diags,
 ) {
     if stream {
-        // Reported by the stream checks when written; each line is the record.
-        if r.records.is_some() {
+        // Each line is the record: `records` is `$` when written (anything else is reported
+        // by the stream checks).
+        if r.records.as_ref().is_some_and(|x| x.value.trim() != "$") {
             body.ok = false;
         } else if r.subject.is_some() {
             body.spec.records = Some(FieldPath::parse("$").expect("`$` parses"));

@@ -1,7 +1,7 @@
 /*!
 `stream:` on a route, and what a streaming route cannot also be. Each line of a streamed body
 is one record (a JSON object) filtered on its own, so settings about a whole body do not fit:
-- `records` (each line is the record; only `subject` is written);
+- `records` other than `$` (each line is the record; `records: $` may be written, or only `subject`);
 - a route without `allow` or `transform` (it would take no body);
 - methods without a body (`GET`, `HEAD`, `DELETE`, `OPTIONS`);
 - `decode` (decoding is bounded by `max_decoded_bytes` over a whole body) and `json_types`
@@ -21,7 +21,9 @@ const STREAM_METHODS: [&str; 3] = ["POST", "PUT", "PATCH"];
 pub(super) enum InvalidStream {
     #[error("unknown stream format {0:?} (expected ndjson)")]
     Format(String),
-    #[error("a streaming route takes no records: each line is one record (name only its subject)")]
+    #[error(
+        "a streaming route's records are its lines: write `records: $` or name only its subject"
+    )]
     Records,
     #[error("a streaming route needs allow or transform: it takes a body")]
     NoBody,
@@ -59,7 +61,7 @@ pub(super) fn stream_format(
 
 /// Reports every setting a streaming route cannot have, each on its own line.
 pub(super) fn check_stream_route(path: &str, r: &RouteFile, takes_body: bool, d: &mut Diags) {
-    if let Some(records) = &r.records {
+    if let Some(records) = r.records.as_ref().filter(|x| x.value.trim() != "$") {
         d.error(path, line(records), InvalidStream::Records);
     }
     if !takes_body {

@@ -46,6 +46,17 @@ fn a_streaming_route_loads_with_subject_and_implied_records() {
 }
 
 #[test]
+fn records_dollar_on_a_streaming_route_says_what_is_implied() {
+    let policy = check(&partner(
+        "    records: $\n    subject: customer_id\n    allow: [customer_id, city]\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e:#?}"));
+    let route = &policy.partners["p"].routes[0];
+    let program = route.filter.as_ref().unwrap();
+    assert!(program.single_record() && program.has_subjects());
+}
+
+#[test]
 fn invalid_stream_settings_name_their_line() {
     let f = "policy/partners/p.yaml";
     let cases: Vec<(String, Vec<String>)> = vec![
@@ -54,8 +65,8 @@ fn invalid_stream_settings_name_their_line() {
             vec![format!("{f}:8: unknown stream format \"csv\" (expected ndjson)")],
         ),
         (
-            partner("    records: $\n    subject: customer_id\n    allow: [customer_id]\n"),
-            vec![format!("{f}:9: a streaming route takes no records: each line is one record (name only its subject)")],
+            partner("    records: \"items[*]\"\n    subject: customer_id\n    allow: [customer_id]\n"),
+            vec![format!("{f}:9: a streaming route's records are its lines: write `records: $` or name only its subject")],
         ),
         (
             partner("    subject: customer_id\n    allow: [customer_id]\n")
