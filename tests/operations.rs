@@ -346,13 +346,152 @@ fn every_metric_the_dashboard_and_alerts_name_is_exported_after_traffic() {
         .filter(|n| n.as_str() != per_certificate && !exported.contains(n.as_str()))
         .collect();
     assert!(missing.is_empty(), "not exported: {missing:?}\n{metrics}");
-    // And the dashboard uses every family the gateway exports.
-    for name in partner_gateway::metrics::NAMES {
+    // The dashboard and the alerts use only the documented metric names, and every documented
+    // family is on a panel or in an alert.
+    let undocumented: Vec<&String> = named
+        .iter()
+        .filter(|n| !n.starts_with("process_"))
+        .filter(|n| !DOCUMENTED.iter().any(|(d, _)| family_of(n) == *d))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "the dashboard or the alerts use metrics outside the documented list: {undocumented:?}"
+    );
+    for (name, _) in DOCUMENTED {
         assert!(
-            named.iter().any(|n| n.starts_with(name)),
+            named.iter().any(|n| family_of(n) == name),
             "{name} is on no dashboard panel and in no alert"
         );
+        assert!(
+            partner_gateway::metrics::NAMES.contains(&name),
+            "{name} is documented but not registered"
+        );
     }
+    // Every exported series of a documented family has exactly the documented labels.
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        let series = line.split(['{', ' ']).next().unwrap_or_default();
+        let Some((_, want)) = DOCUMENTED.iter().find(|(d, _)| family_of(series) == *d) else {
+            continue;
+        };
+        let mut got: Vec<&str> = line
+            .split_once('{')
+            .map(|(_, rest)| rest.split('}').next().unwrap_or_default())
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once('=').map(|(k, _)| k))
+            .filter(|k| *k != "le")
+            .collect();
+        got.sort_unstable();
+        let mut want = want.to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want, "labels of {line}");
+    }
+    // And the documented type.
+    for line in metrics.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut words = line.split(' ').skip(2);
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if DOCUMENTED.iter().any(|(d, _)| *d == name) {
+            assert_eq!(kind, documented_type(name), "{line}");
+        }
+    }
+}
+
+/// The documented type of a family: two histograms, five gauges, counters otherwise.
+fn documented_type(family: &str) -> &'static str {
+    match family {
+        "partner_gateway_request_duration_seconds" | "partner_gateway_filter_duration_seconds" => {
+            "histogram"
+        }
+        "partner_gateway_optouts"
+        | "partner_gateway_policy_info"
+        | "partner_gateway_certificate_expiry_timestamp_seconds"
+        | "partner_gateway_build_info"
+        | "partner_gateway_optouts_staleness_seconds" => "gauge",
+        _ => "counter",
+    }
+}
+
+/// The metric families the README's metrics table documents (histograms without their
+/// `_bucket`/`_sum`/`_count` series), besides `process_*`, with their labels (a histogram's
+/// buckets add `le`): what the shipped dashboard and alerts may use. The gateway may export
+/// more (`partner_gateway_signing_disabled`).
+const DOCUMENTED: [(&str, &[&str]); 21] = [
+    (
+        "partner_gateway_requests_total",
+        &["partner", "route", "status"],
+    ),
+    (
+        "partner_gateway_request_duration_seconds",
+        &["partner", "route"],
+    ),
+    (
+        "partner_gateway_filter_duration_seconds",
+        &["partner", "route"],
+    ),
+    (
+        "partner_gateway_requests_refused_total",
+        &["partner", "reason"],
+    ),
+    (
+        "partner_gateway_fields_removed_total",
+        &["partner", "route"],
+    ),
+    (
+        "partner_gateway_fields_transformed_total",
+        &["partner", "route", "transform"],
+    ),
+    (
+        "partner_gateway_records_forwarded_total",
+        &["partner", "route"],
+    ),
+    (
+        "partner_gateway_records_dropped_total",
+        &["partner", "route", "reason"],
+    ),
+    (
+        "partner_gateway_upstream_errors_total",
+        &["partner", "kind"],
+    ),
+    ("partner_gateway_optouts", &["scope"]),
+    ("partner_gateway_policy_reloads_total", &["result"]),
+    ("partner_gateway_policy_info", &["version"]),
+    (
+        "partner_gateway_fields_disclosed_total",
+        &["partner", "route", "category"],
+    ),
+    (
+        "partner_gateway_certificate_expiry_timestamp_seconds",
+        &["name"],
+    ),
+    ("partner_gateway_ledger_records_total", &[]),
+    ("partner_gateway_ledger_errors_total", &[]),
+    ("partner_gateway_build_info", &["version"]),
+    ("partner_gateway_optouts_staleness_seconds", &[]),
+    (
+        "partner_gateway_shadow_differences_total",
+        &["partner", "route", "change"],
+    ),
+    (
+        "partner_gateway_unknown_fields_total",
+        &["partner", "route"],
+    ),
+    ("partner_gateway_connections_closed_total", &["reason"]),
+];
+
+/// A series name's family: a histogram's `_bucket`, `_sum` and `_count` belong to it.
+fn family_of(series: &str) -> &str {
+    for histogram in [
+        "partner_gateway_request_duration_seconds",
+        "partner_gateway_filter_duration_seconds",
+    ] {
+        let suffix = series.strip_prefix(histogram);
+        if suffix.is_some_and(|s| ["", "_bucket", "_sum", "_count"].contains(&s)) {
+            return histogram;
+        }
+    }
+    series
 }
 
 /// `promtool check metrics` on one `/metrics` text: the exposition format and its lint rules.

@@ -42,8 +42,9 @@ pub enum InvalidCustomerId {
     Empty,
     #[error("customer id is longer than {MAX_ID_LEN} bytes")]
     TooLong,
-    #[error("customer id {0:?} contains a control character")]
-    ControlCharacter(String),
+    // Errors name no customer id: they can reach log lines, and a customer id never may.
+    #[error("customer id contains a control character")]
+    ControlCharacter,
 }
 
 /// Why the set refused a change.
@@ -57,10 +58,12 @@ pub enum OptOutError {
     Full,
     #[error("unknown scope id {0}")]
     UnknownScopeId(usize),
-    #[error("customer {0:?} is listed twice")]
-    Duplicate(String),
-    #[error("customer {0:?} has no scopes")]
-    NoScopes(String),
+    #[error("a customer is listed twice")]
+    Duplicate,
+    #[error("opt-out scope {0} is listed twice")]
+    DuplicateScope(String),
+    #[error("a customer has no scopes")]
+    NoScopes,
 }
 
 /// Checks that `id` can be a customer id: non-empty, at most [`MAX_ID_LEN`] bytes, no control
@@ -79,7 +82,7 @@ pub fn validate_customer_id(id: &str) -> Result<(), InvalidCustomerId> {
         id.chars().any(char::is_control)
     };
     if control {
-        return Err(InvalidCustomerId::ControlCharacter(id.to_string()));
+        return Err(InvalidCustomerId::ControlCharacter);
     }
     Ok(())
 }

@@ -96,7 +96,7 @@ fn csv_errors_carry_line_numbers() {
         [
             "3: invalid opt-out scope \"partner sharing\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)",
             "4: invalid customer_id: customer id is empty",
-            "5: invalid customer_id: customer id \"multi\\nline\" contains a control character",
+            "5: invalid customer_id: customer id contains a control character",
             "7: expected 2 fields (customer_id,scope), found 3",
             "8: expected 2 fields (customer_id,scope), found 1",
         ]
@@ -195,7 +195,7 @@ not json
             "12: expected an object {\"customer_id\": .., \"scopes\": [..]}",
             "13: invalid type: string \"partner_sharing\", expected a sequence (column 48)",
             "14: expected an object {\"customer_id\": .., \"scopes\": [..]}",
-            "15: invalid customer_id: customer id \"a\\0b\" contains a control character",
+            "15: invalid customer_id: customer id contains a control character",
         ]
     );
 }

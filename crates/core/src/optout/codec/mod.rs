@@ -58,8 +58,8 @@ pub enum CodecError {
     TooManyDistinctScopes(usize),
     #[error("scope index {index} out of range at byte {at}")]
     ScopeIndex { index: usize, at: usize },
-    #[error("cannot write customer {0:?} to a snapshot")]
-    Unwritable(String),
+    #[error("cannot write a customer to a snapshot (an id longer than the limit, or no scopes)")]
+    Unwritable,
     #[error("snapshot has {written} customers, expected {expected}")]
     CustomerCount { written: u64, expected: u64 },
     #[error(transparent)]

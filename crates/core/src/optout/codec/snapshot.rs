@@ -132,7 +132,7 @@ impl<'a, E: From<CodecError>> Encoder<'a, E> {
         let mut buf = [0u8; 2 + MAX_ID_LEN + 2];
         let id_len = id.len();
         if id_len > MAX_ID_LEN || scopes.is_empty() {
-            return Err(CodecError::Unwritable(id.to_string()).into());
+            return Err(CodecError::Unwritable.into());
         }
         buf[..2].copy_from_slice(&(id_len as u16).to_le_bytes());
         buf[2..2 + id_len].copy_from_slice(id.as_bytes());

@@ -27,7 +27,7 @@ impl SetBuilder {
         let mut set = OptOutSet::with_capacity(0, id_bytes);
         for (i, scope) in scopes.iter().enumerate() {
             if set.intern(scope)?.index() != i {
-                return Err(OptOutError::Duplicate(scope.to_string()));
+                return Err(OptOutError::DuplicateScope(scope.to_string()));
             }
         }
         Ok(SetBuilder {
@@ -46,7 +46,7 @@ impl SetBuilder {
         let wanted = sorted_distinct(scopes);
         let wanted: &[ScopeId] = &wanted;
         if wanted.is_empty() {
-            return Err(OptOutError::NoScopes(id.to_string()));
+            return Err(OptOutError::NoScopes);
         }
         let slot = set.add_new(id, wanted)?;
         self.pending.push((OptOutSet::hash(&set.hasher, id), slot));
@@ -75,7 +75,7 @@ impl SetBuilder {
         for (hash, slot) in pending {
             let id = &arena[slot.range()];
             if table.find(hash, |s| &arena[s.range()] == id).is_some() {
-                return Err(OptOutError::Duplicate(id.to_string()));
+                return Err(OptOutError::Duplicate);
             }
             table.insert_unique(hash, slot, |s| OptOutSet::hash(hasher, &arena[s.range()]));
         }

@@ -22,18 +22,9 @@ fn validate_customer_id_table() {
         (&max, Ok(())),
         ("", Err(InvalidCustomerId::Empty)),
         (&long, Err(InvalidCustomerId::TooLong)),
-        (
-            "a\nb",
-            Err(InvalidCustomerId::ControlCharacter("a\nb".into())),
-        ),
-        (
-            "a\u{7f}",
-            Err(InvalidCustomerId::ControlCharacter("a\u{7f}".into())),
-        ),
-        (
-            "a\u{85}",
-            Err(InvalidCustomerId::ControlCharacter("a\u{85}".into())),
-        ),
+        ("a\nb", Err(InvalidCustomerId::ControlCharacter)),
+        ("a\u{7f}", Err(InvalidCustomerId::ControlCharacter)),
+        ("a\u{85}", Err(InvalidCustomerId::ControlCharacter)),
     ];
     for (id, want) in cases {
         assert_eq!(&validate_customer_id(id), want, "{id:?}");
@@ -354,18 +345,38 @@ fn builder_refuses_duplicates_and_empty_scopes() {
     let mut builder = SetBuilder::new(&scopes, 2, 2).unwrap();
     builder.push("1", &[ScopeId(0)]).unwrap();
     builder.push("1", &[ScopeId(0)]).unwrap();
-    assert_eq!(
-        builder.finish().unwrap_err(),
-        OptOutError::Duplicate("1".into())
-    );
+    assert_eq!(builder.finish().unwrap_err(), OptOutError::Duplicate);
     let mut builder = SetBuilder::new(&scopes, 1, 1).unwrap();
-    assert_eq!(
-        builder.push("1", &[]).unwrap_err(),
-        OptOutError::NoScopes("1".into())
-    );
+    assert_eq!(builder.push("1", &[]).unwrap_err(), OptOutError::NoScopes);
     assert_eq!(
         builder.push("1", &[ScopeId(1)]).unwrap_err(),
         OptOutError::UnknownScopeId(1)
     );
     assert!(SetBuilder::new(&sc(&["a", "a"]), 0, 0).is_err());
+}
+
+/// These errors reach log lines (a damaged store, a change from the shared database the set
+/// cannot hold), and a log line never names a customer: no error text quotes the id.
+#[test]
+fn errors_never_quote_the_customer_id() {
+    let id = "c-SECRET-7\n";
+    let invalid = validate_customer_id(id).unwrap_err();
+    let mut set = OptOutSet::new();
+    let refused = set.insert(id, &sc(&["partner_sharing"])).unwrap_err();
+    let scopes = sc(&["partner_sharing"]);
+    let mut builder = SetBuilder::new(&scopes, 2, 40).unwrap();
+    builder.push("c-SECRET-8", &[ScopeId(0)]).unwrap();
+    builder.push("c-SECRET-8", &[ScopeId(0)]).unwrap();
+    let duplicate = builder.finish().unwrap_err();
+    let mut builder = SetBuilder::new(&scopes, 1, 40).unwrap();
+    let no_scopes = builder.push("c-SECRET-9", &[]).unwrap_err();
+    for text in [
+        invalid.to_string(),
+        refused.to_string(),
+        duplicate.to_string(),
+        no_scopes.to_string(),
+        crate::optout::codec::CodecError::Unwritable.to_string(),
+    ] {
+        assert!(!text.contains("SECRET"), "{text}");
+    }
 }
