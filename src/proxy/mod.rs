@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use gateway_core::headers::RECORDS_DROPPED;
 use gateway_core::plan::{self, Incoming};
 use gateway_core::{Refusal, RefusalKind};
 use pingora::http::ResponseHeader;
@@ -257,7 +258,7 @@ impl PartnerProxy {
             .filter(|n| *n > 0)
         {
             // Tells the caller why the partner saw fewer records than it sent.
-            let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
+            let _ = header.insert_header(RECORDS_DROPPED, dropped.to_string());
         }
         Ok((header, answer))
     }
