@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use gateway_core::headers::RECORDS_DROPPED;
 use gateway_core::plan::{self, Incoming};
 use gateway_core::{Refusal, RefusalKind};
 use pingora::http::ResponseHeader;
@@ -95,14 +96,16 @@ impl PartnerProxy {
         };
         let headers = headers?;
         if target.route().stream.is_some() {
-            // Streams are not shadowed: their body is never held whole.
+            // A shadow policy decides the stream's first lines (its body is never held whole).
             let request = stream::StreamRequest {
                 active: &active,
                 target: &target,
                 caller: &caller,
                 method: &method,
+                raw_path: &raw_path,
                 query: query.as_deref(),
                 headers: &headers,
+                peer: &peer,
             };
             let answer = self.stream(session, ctx, request).await?;
             return self.caller_answer(session, ctx, &target, answer);
@@ -255,7 +258,7 @@ impl PartnerProxy {
             .filter(|n| *n > 0)
         {
             // Tells the caller why the partner saw fewer records than it sent.
-            let _ = header.insert_header("ohsoft-records-dropped", dropped.to_string());
+            let _ = header.insert_header(RECORDS_DROPPED, dropped.to_string());
         }
         Ok((header, answer))
     }

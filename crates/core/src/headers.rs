@@ -137,11 +137,16 @@ const NEVER_RELAYED: [&str; 8] = [
     "strict-transport-security",
 ];
 
+/// The answer header the gateway adds when it dropped opted-out records: its own word to the
+/// caller, so a partner's header of that name is never relayed.
+pub const RECORDS_DROPPED: &str = "ohsoft-records-dropped";
+
 /// Whether an answer header (lowercase name) may never reach a caller, whatever a route lists:
 /// a route may not list it.
 pub fn is_never_relayed(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
         || NEVER_RELAYED.contains(&name)
+        || name == RECORDS_DROPPED
         || name == "host"
         || name.starts_with("proxy-")
 }

@@ -89,8 +89,13 @@ fn partner_credential_headers() {
 
 #[test]
 fn relayed_answer_headers() {
-    let route = vec!["x-rate-limit".to_string(), "set-cookie".to_string()];
+    let route = vec![
+        "x-rate-limit".to_string(),
+        "set-cookie".to_string(),
+        RECORDS_DROPPED.to_string(),
+    ];
     for name in [
+        RECORDS_DROPPED,
         "connection",
         "keep-alive",
         "transfer-encoding",

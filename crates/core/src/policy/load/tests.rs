@@ -295,12 +295,13 @@ fn partner_mistakes_are_reported_at_their_line() {
             format!("{f}:7: invalid json_types entry \"text/plain\": expected a lowercase media type ending in +json, such as application/merge-patch+json"),
             format!("{f}:7: invalid json_types entry \"Application/X+JSON\": expected a lowercase media type ending in +json, such as application/merge-patch+json"),
         ]),
-        ("    methods: [GET]\n", "    methods: [GET]\n    response_headers: [X-Rate-Limit, set-cookie, WWW-Authenticate, proxy-status, content-length, \"a b\"]\n", vec![
+        ("    methods: [GET]\n", "    methods: [GET]\n    response_headers: [X-Rate-Limit, set-cookie, WWW-Authenticate, proxy-status, content-length, \"a b\", ohsoft-records-dropped]\n", vec![
             format!("{f}:12: answer header \"set-cookie\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
             format!("{f}:12: answer header \"WWW-Authenticate\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
             format!("{f}:12: answer header \"proxy-status\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
             format!("{f}:12: answer header \"content-length\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
             format!("{f}:12: invalid header name \"a b\": expected letters, digits and !#$%&'*+-.^_`|~"),
+            format!("{f}:12: answer header \"ohsoft-records-dropped\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)"),
         ]),
         ("kind: contractor", "kind: contractor\nlegal_basis_header: x-case", vec![format!(
             "{f}:2: legal_basis_header is only for government partners (this partner's kind is \"contractor\")"
