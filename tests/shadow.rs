@@ -554,3 +554,94 @@ fn the_shadow_decides_on_the_headers_the_live_decision_saw() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0]["body"].as_str().unwrap(), FORWARDED);
 }
+
+/// A contractor's streaming route: `allow` and `transform` lines given.
+fn stream_partner(upstream: &str, allow: &str, transform: &str) -> String {
+    format!(
+        "kind: contractor\npurpose: shipping\nupstream: {upstream}\nroutes:\n  - path: /v1/contacts\n    methods: [POST]\n    stream: ndjson\n    allow: [{allow}]\n    transform: {{ {transform} }}\nallowed_callers: [orders-service]\n"
+    )
+}
+
+#[test]
+fn a_streamed_request_is_decided_under_the_candidate_too() {
+    let mock = Mock::start();
+    let extra = format!("admin_token_env: {TOKEN_ENV}\nshadow: {{ policy: policy-next }}\n");
+    let active = stream_partner(&mock.url(), "customer_id, city", "card: last4");
+    let candidate = stream_partner(&mock.url(), "customer_id, phone", "card: mask");
+    let gw = Gateway::start_prepared(
+        |listen: SocketAddr, admin: SocketAddr| gateway_yaml(listen, admin, &extra),
+        &[("ads", &active)],
+        &[(TOKEN_ENV, TOKEN)],
+        |root| {
+            write_candidate(root, &candidate);
+            std::fs::rename(
+                root.join("policy-next/partners/acme-ship.yaml"),
+                root.join("policy-next/partners/ads.yaml"),
+            )
+            .unwrap();
+        },
+    );
+    let line = r#"{"customer_id":"c-104233","city":"Rua das Flores","phone":"+351 912 345 678","card":"4111 1111 1111 1111"}"#;
+    let body = format!("{line}\n{line}\n{line}\n");
+    let headers = [("content-type", "application/x-ndjson")];
+    let r = http1::send(
+        &gw.addr.to_string(),
+        "POST",
+        "/ads/v1/contacts",
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let sent = r#"{"customer_id":"c-104233","city":"Rua das Flores","card":"***1111"}"#;
+    assert_eq!(mock.only_body(), format!("{sent}\n{sent}\n{sent}\n"));
+    // A bad line: both policies refuse the stream, which is no difference.
+    let bad = format!("{line}\n{{\"city\":\n");
+    let r = http1::send(
+        &gw.addr.to_string(),
+        "POST",
+        "/ads/v1/contacts",
+        &headers,
+        Some(bad.as_bytes()),
+    )
+    .unwrap();
+    assert_refused(&r, 400, "bad_request");
+    wait_evaluated(&gw, 2);
+
+    let count = |change: &str| {
+        metric(
+            &gw.metrics(),
+            &format!(
+                r#"partner_gateway_shadow_differences_total{{change="{change}",partner="ads",route="/v1/contacts"}}"#
+            ),
+        )
+    };
+    assert_eq!(count("field_added"), 1.0);
+    assert_eq!(count("field_removed"), 1.0);
+    assert_eq!(count("transform_changed"), 1.0);
+    assert_eq!(count("newly_refused") + count("newly_forwarded"), 0.0);
+    let report = admin(&gw, "GET", "/shadow", Some(TOKEN));
+    let text = report_text(&report.body);
+    assert_no_values(&text);
+    let listed: Vec<(String, String)> = report.json()["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["change"].as_str().unwrap().to_string(),
+                d["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (change, path) in [
+        ("field_added", "phone"),
+        ("field_removed", "city"),
+        ("transform_changed", "card"),
+    ] {
+        assert!(
+            listed.contains(&(change.to_string(), path.to_string())),
+            "{listed:?}"
+        );
+    }
+}

@@ -177,6 +177,56 @@ fn a_partner_that_requires_a_client_certificate_gets_ours() {
 }
 
 #[test]
+fn server_name_is_the_name_sent_and_verified_instead_of_the_upstream_host() {
+    let p = pki();
+    let dir = p.dir.path();
+    let named = TlsMock::start(
+        &p.ca
+            .write_leaf(dir, "named", &["api.partner.example"], false),
+        None,
+        None,
+    );
+    let ca = ("ca", p.ca_file.as_path());
+    let name = |n: &'static str| ("server_name", Path::new(n));
+    let gateway = Gateway::start(
+        "",
+        &[
+            // Reached by IP or by a name the certificate does not hold: verified as server_name.
+            (
+                "by-ip",
+                &https_partner(&named.url("127.0.0.1"), &[ca, name("api.partner.example")]),
+            ),
+            (
+                "by-host",
+                &https_partner(&named.url("localhost"), &[ca, name("api.partner.example")]),
+            ),
+            ("no-name", &https_partner(&named.url("localhost"), &[ca])),
+            (
+                "other-name",
+                &https_partner(&named.url("localhost"), &[ca, name("api.other.example")]),
+            ),
+        ],
+        &[("SHIP_TOKEN", "t")],
+    );
+    for partner in ["by-ip", "by-host"] {
+        let r = gateway.post_json(&format!("/{partner}/v1/shipments"), BODY);
+        assert_eq!(
+            r.status,
+            200,
+            "{partner}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(named.received().len(), 2);
+    for partner in ["no-name", "other-name"] {
+        let r = gateway.post_json(&format!("/{partner}/v1/shipments"), BODY);
+        assert_refused(&r, 502, "upstream_error");
+        assert_eq!(tls_errors(&gateway, partner), 1.0, "{partner}");
+    }
+    assert_eq!(named.received().len(), 2, "no request bytes reached it");
+}
+
+#[test]
 fn an_ip_upstream_is_verified_against_the_ip_san() {
     let p = pki();
     let dir = p.dir.path();

@@ -96,14 +96,16 @@ impl PartnerProxy {
         };
         let headers = headers?;
         if target.route().stream.is_some() {
-            // Streams are not shadowed: their body is never held whole.
+            // A shadow policy decides the stream's first lines (its body is never held whole).
             let request = stream::StreamRequest {
                 active: &active,
                 target: &target,
                 caller: &caller,
                 method: &method,
+                raw_path: &raw_path,
                 query: query.as_deref(),
                 headers: &headers,
+                peer: &peer,
             };
             let answer = self.stream(session, ctx, request).await?;
             return self.caller_answer(session, ctx, &target, answer);

@@ -37,9 +37,15 @@ pub(super) struct StreamRequest<'a> {
     pub target: &'a Target,
     pub caller: &'a str,
     pub method: &'a str,
+    pub raw_path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a [(&'a str, &'a str)],
+    pub peer: &'a Option<crate::tls::PeerIdentity>,
 }
+
+/// The most bytes of a stream's first lines a shadow policy decides again (whole lines only):
+/// a stream is never held whole, so the candidate judges this sample of it.
+pub const SHADOW_SAMPLE_BYTES: usize = 1 << 20;
 
 /// What went through so far: the bytes written to the partner and their digest, the lines'
 /// counts, and (with a ledger) the distinct subject ids of forwarded records.
@@ -49,6 +55,8 @@ struct Progress<'a> {
     sent: Sha256,
     subjects: Option<HashSet<String>>,
     filter_time: Duration,
+    /// With a shadow policy: the first lines as received (up to [`SHADOW_SAMPLE_BYTES`]).
+    sample: Option<Vec<u8>>,
 }
 
 impl PartnerProxy {
@@ -82,6 +90,7 @@ impl PartnerProxy {
             sent: Sha256::new(),
             subjects: seq.map(|_| HashSet::new()),
             filter_time: Duration::ZERO,
+            sample: active.shadow.as_ref().map(|_| Vec::new()),
         };
         let started = Instant::now();
         let result = self
@@ -108,7 +117,24 @@ impl PartnerProxy {
             ctx.disclosed = true;
         }
         ctx.report = Some(progress.lines.report);
+        if let Some(sample) = progress.sample {
+            self.shadow_stream(ctx, &req, sample);
+        }
         result
+    }
+
+    /// Hands the stream's first lines to the shadow policy, decided there again under both
+    /// policies as one body (after the real decision; nothing of it is sent anywhere).
+    fn shadow_stream(&self, ctx: &RequestCtx, req: &StreamRequest<'_>, sample: Vec<u8>) {
+        let head = super::ShadowHead {
+            method: req.method.to_string(),
+            raw_path: req.raw_path.to_string(),
+            query: req.query.map(str::to_string),
+            headers: super::owned_headers(req.headers),
+            peer: req.peer.clone(),
+        };
+        let optouts = self.gateway.optout_source();
+        self.shadow(req.active, ctx, head, (Some(sample), true), (optouts, None));
     }
 
     fn subject_hashes(&self, ids: Option<HashSet<String>>) -> Vec<String> {
@@ -212,9 +238,16 @@ impl PartnerProxy {
             splitter,
             lines,
             subjects,
+            sample,
             ..
         } = progress;
         let mut each = |n: u64, line: &[u8]| {
+            if let Some(sample) = sample.as_mut() {
+                if sample.len() + line.len() < SHADOW_SAMPLE_BYTES {
+                    sample.extend_from_slice(line);
+                    sample.push(b'\n');
+                }
+            }
             let mut keep = |r: &gateway_core::filter::Report| {
                 if let Some(set) = subjects.as_mut() {
                     set.extend(r.subjects.iter().cloned());

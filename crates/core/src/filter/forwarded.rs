@@ -142,6 +142,35 @@ impl Forwarded {
         });
     }
 
+    /// Adds what `other` noted after what this note holds (the records of a stream, each
+    /// noted from its own root). An incomplete `other`, or one that takes this note past its
+    /// budget, makes this note incomplete.
+    pub fn append(&mut self, other: &Forwarded) {
+        if self.overflowed {
+            return;
+        }
+        let more = other.paths.len()
+            + other.subtrees.len()
+            + other.entries.len() * std::mem::size_of::<Entry>();
+        if !other.complete() || self.held().saturating_add(more) > self.budget {
+            self.overflowed = true;
+            self.paths = Vec::new();
+            self.entries = Vec::new();
+            self.subtrees = Vec::new();
+            return;
+        }
+        let (paths, subtrees) = (self.paths.len(), self.subtrees.len());
+        self.entries.extend(other.entries.iter().map(|e| Entry {
+            path_end: e.path_end + paths,
+            kept: match e.kept {
+                Kept::Subtree(end) => Kept::Subtree(end + subtrees),
+                kept => kept,
+            },
+        }));
+        self.paths.extend_from_slice(&other.paths);
+        self.subtrees.extend_from_slice(&other.subtrees);
+    }
+
     pub fn mark(&self) -> Mark {
         Mark(self.paths.len(), self.entries.len(), self.subtrees.len())
     }
@@ -219,6 +248,42 @@ mod tests {
     /// A note that ran out of room is never read: it gives its memory back at once instead of
     /// travelling to the shadow thread (an array of one-digit numbers under a long name noted
     /// about 24 times its body's size before).
+    #[test]
+    fn appended_notes_read_as_one_in_order() {
+        let note = |name: &str, subtree: Option<&str>| {
+            let mut n = Forwarded::for_body(64);
+            let quoted = format!("\"{name}\"");
+            let depth = n.enter_member(quoted.as_bytes());
+            match subtree {
+                Some(json) => n.subtree(json.as_bytes()),
+                None => n.value(Some(Transform::Mask)),
+            }
+            n.leave(depth);
+            n
+        };
+        let mut all = Forwarded::for_body(1024);
+        all.append(&note("a", Some("{\"x\":1}")));
+        all.append(&note("b", None));
+        all.append(&note("c", Some("[2]")));
+        let mut seen = Vec::new();
+        all.each(&mut |raw, v| {
+            let name = String::from_utf8_lossy(&raw[6..raw.len() - 1]).into_owned();
+            seen.push((name, v.map_err(|j| String::from_utf8_lossy(j).into_owned())));
+        });
+        assert_eq!(
+            seen,
+            vec![
+                ("a".to_string(), Err("{\"x\":1}".to_string())),
+                ("b".to_string(), Ok(Some(Transform::Mask))),
+                ("c".to_string(), Err("[2]".to_string())),
+            ]
+        );
+        let mut small = Forwarded::for_body(0);
+        small.budget = 8;
+        small.append(&note("a", None));
+        assert!(!small.complete());
+    }
+
     #[test]
     fn an_overflowed_note_holds_no_memory() {
         let body_len = 1 << 20;

@@ -220,7 +220,7 @@ pub fn plan_noting(
     };
     let (body, report) = match route.stream {
         Some(_) if !incoming.body.is_empty() => {
-            stream::filter_whole(target, incoming, limits, optouts)?
+            stream::filter_whole(target, incoming, limits, optouts, collect)?
         }
         _ => step.filter(incoming)?,
     };

@@ -218,6 +218,9 @@ pub struct NdjsonStream<'a> {
     limits: &'a Limits,
     /// Whether each forwarded line's report names its subject ids (for a ledger).
     subjects: bool,
+    /// Whether what each forwarded line passes is noted in `report.forwarded` (for a shadow
+    /// policy to compare; see [`NdjsonStream::note_forwarded`]).
+    forwarded: bool,
     /// The sum over all lines decided so far.
     pub report: Report,
 }
@@ -230,8 +233,17 @@ impl<'a> NdjsonStream<'a> {
             target,
             limits,
             subjects,
+            forwarded: false,
             report: Report::default(),
         }
+    }
+
+    /// Also notes every value the forwarded lines pass, one record after the other, in
+    /// `report.forwarded` (at most what a body of `len` bytes may note; past that the note is
+    /// incomplete and is not compared).
+    pub fn note_forwarded(&mut self, len: usize) {
+        self.forwarded = true;
+        self.report.forwarded = crate::filter::forwarded::Forwarded::for_body(len);
     }
 
     /// Decides line `number` (`line` without its `\n`) of a body for `target`; a forwarded
@@ -268,7 +280,7 @@ impl<'a> NdjsonStream<'a> {
             optouts,
             collect: Collect {
                 detail: false,
-                forwarded: false,
+                forwarded: self.forwarded,
                 subjects: self.subjects,
             },
         };
@@ -299,6 +311,9 @@ fn absorb(total: &mut Report, line: Report) {
         *t += n;
     }
     total.records_forwarded += 1;
+    if !line.forwarded.is_empty() || !line.forwarded.complete() {
+        total.forwarded.append(&line.forwarded);
+    }
     if total.matched.len() < line.matched.len() {
         total.matched.resize(line.matched.len(), 0);
     }
@@ -321,15 +336,20 @@ fn absorb(total: &mut Report, line: Report) {
     }
 }
 
-/// A whole streamed body decided at once (for `explain` and policy tests, which hold the body
-/// anyway): the bytes the partner would receive and the summed report.
+/// A whole streamed body decided at once (for `explain`, policy tests and a shadow policy's
+/// sample of a stream, which hold the body anyway): the bytes the partner would receive and the
+/// summed report (with what was forwarded noted when `collect` asks for it).
 pub(super) fn filter_whole(
     target: &Target,
     incoming: &Incoming<'_>,
     limits: &Limits,
     optouts: OptOuts<'_>,
+    collect: Collect,
 ) -> Result<(Vec<u8>, Report), Refusal> {
     let mut stream = NdjsonStream::new(target, limits, true);
+    if collect.forwarded {
+        stream.note_forwarded(incoming.body.len());
+    }
     let mut splitter = LineSplitter::new(limits.max_body_bytes);
     let mut out = Vec::with_capacity(incoming.body.len());
     let mut subjects = Vec::new();
