@@ -357,3 +357,45 @@ fn headers_toward_the_partner_in_any_spelling() {
         );
     }
 }
+
+/// A `+json` type a route lists in `json_types` is filtered like `application/json` and reaches
+/// the partner as itself (a JSON merge patch stays a merge patch); a route that does not list it
+/// refuses it.
+#[test]
+fn listed_json_types_are_filtered_and_forwarded_as_themselves() {
+    let mock = Mock::start();
+    let patching = ship_partner(&mock.url()).replace(
+        "    headers: [x-request-id]\n",
+        "    headers: [x-request-id]\n    json_types: [application/merge-patch+json]\n",
+    );
+    let gateway = Gateway::start("", &[("acme-ship", &patching)], ENV);
+    let body = r#"{"order_id":7,"secret":"s3cr3t"}"#;
+    let send = |content_type: &str| {
+        gateway.send(
+            "POST",
+            "/acme-ship/v1/shipments",
+            &[("content-type", content_type)],
+            Some(body.as_bytes()),
+        )
+    };
+    let r = send("application/merge-patch+json; charset=UTF-8");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(mock.only_body(), r#"{"order_id":7}"#);
+    let types: Vec<String> = mock
+        .only_headers()
+        .into_iter()
+        .filter(|(n, _)| n == "content-type")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(types, ["application/merge-patch+json"]);
+
+    let (mock, gateway) = start();
+    let r = gateway.send(
+        "POST",
+        "/acme-ship/v1/shipments",
+        &[("content-type", "application/merge-patch+json")],
+        Some(body.as_bytes()),
+    );
+    assert_refused(&r, 415, "unsupported_media_type");
+    assert!(mock.received().is_empty());
+}

@@ -2,8 +2,8 @@
 The request headers a partner receives: the always-allowed ones and those the route lists
 (never one of [`crate::headers::is_never_forwarded`]), minus any the caller named in
 `Connection` (hop-by-hop); `content-type` only with a body, and then as `application/json`
-(the gateway describes the body it made, so a caller naming it in `Connection` cannot drop
-it); the legal-basis header last.
+(or the route's `+json` type the caller used): the gateway describes the body it made, so a
+caller naming it in `Connection` cannot drop it; the legal-basis header last.
 */
 use crate::headers::{is_never_forwarded, ALWAYS_ALLOWED};
 use crate::policy::{Partner, Route};
@@ -30,10 +30,8 @@ pub(super) fn forward_headers(
         let hop_by_hop = name != "content-type" && connection_named.iter().any(|c| c == name);
         if allowed && !hop_by_hop {
             if name == "content-type" {
-                // Only JSON bodies (or NDJSON streams of them) are forwarded, and the gateway
-                // re-serialised them as UTF-8.
-                let media = route.stream.map_or("application/json", |s| s.media_type());
                 if with_body {
+                    let media = forwarded_media_type(route, value);
                     headers.push((name.to_string(), media.to_string()));
                 }
             } else {
@@ -47,6 +45,22 @@ pub(super) fn forward_headers(
         headers.push((header.clone(), value.to_string()));
     }
     (headers, removed)
+}
+
+/// The media type of a forwarded body. Only JSON bodies (or NDJSON streams of them) are
+/// forwarded, re-serialised as UTF-8 (so no `charset`): `application/json`, or the `+json`
+/// type the caller used when the route lists it in `json_types` (a JSON merge patch stays a
+/// merge patch for the partner).
+fn forwarded_media_type<'a>(route: &'a Route, caller_value: &str) -> &'a str {
+    if let Some(stream) = route.stream {
+        return stream.media_type();
+    }
+    let media = caller_value.split(';').next().unwrap_or("").trim();
+    route
+        .json_types
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(media))
+        .map_or("application/json", |t| t.as_str())
 }
 
 /// Header names the caller listed in `Connection`: hop-by-hop, never forwarded.

@@ -413,6 +413,16 @@ fn forwarded_headers_are_the_allowed_ones_minus_connection_names() {
             &[],
         ),
         (&[("content-type", "application/json")], false, &[], &[]),
+        // A `+json` type the route lists reaches the partner as itself, without parameters.
+        (
+            &[(
+                "content-type",
+                "Application/Merge-Patch+JSON; charset=utf-8",
+            )],
+            true,
+            &[("content-type", "application/merge-patch+json")],
+            &[],
+        ),
         (
             &[
                 ("connection", "X-Request-Id"),

@@ -359,8 +359,15 @@ const MAX_UNKNOWN_KEYS: usize = 50;
 /// Every error `parse` would report for `text`, not just the first: serde stops at the first
 /// unknown key, so each unknown key's block is blanked out (keeping line numbers) and the file
 /// is parsed again, until it parses or fails for another reason (which is reported too).
-pub fn all_errors<T: for<'de> Deserialize<'de>>(text: &str, first: YamlError) -> Vec<YamlError> {
+///
+/// When the file parses once its unknown keys are blanked out, that parse comes back too, so
+/// the caller can report the file's other (semantic) errors in the same run.
+pub fn all_errors<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    first: YamlError,
+) -> (Vec<YamlError>, Option<T>) {
     let mut errors = vec![first];
+    let mut rest = None;
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     while errors.len() < MAX_UNKNOWN_KEYS {
         let last = &errors[errors.len() - 1];
@@ -391,12 +398,15 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(text: &str, first: YamlError) ->
             line.clear();
         }
         match parse::<T>(&lines.join("\n")) {
-            Ok(_) => break,
+            Ok(parsed) => {
+                rest = Some(parsed);
+                break;
+            }
             Err(e) if e.line == last.line && e.message == last.message => break,
             Err(e) => errors.push(e),
         }
     }
-    errors
+    (errors, rest)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, YamlError> {

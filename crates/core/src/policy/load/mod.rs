@@ -153,10 +153,13 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
     let gateway_file = match file::parse_gateway(&source.gateway.text) {
         Ok(g) => Some(g),
         Err(e) => {
-            for e in file::all_errors::<GatewayFile>(&source.gateway.text, e) {
+            let (errors, rest) = file::all_errors::<GatewayFile>(&source.gateway.text, e);
+            for e in errors {
                 d.error(&source.gateway.path, e.line, Invalid::Yaml(e));
             }
-            None
+            // Only unknown keys were wrong: the rest is still checked; the policy is refused
+            // anyway, as errors were recorded.
+            rest
         }
     };
     let has_optouts = gateway_file.as_ref().map(|g| g.optouts.is_some());

@@ -116,16 +116,19 @@ pub(super) fn validate_partner(
     env: Option<&dyn Env>,
     d: &mut Diags,
 ) -> Option<Partner> {
+    let before = d.errors.len();
     let p: PartnerFile = match file::parse_partner(text) {
         Ok(p) => p,
         Err(e) => {
-            for e in file::all_errors::<PartnerFile>(text, e) {
+            let (errors, rest) = file::all_errors::<PartnerFile>(text, e);
+            for e in errors {
                 d.error(path, e.line, Invalid::Yaml(e));
             }
-            return None;
+            // Only unknown keys were wrong: the rest of the file is still checked (and the
+            // partner is refused below, as errors were recorded).
+            rest?
         }
     };
-    let before = d.errors.len();
     let kind = parse_kind(&p.kind.value);
     if kind.is_none() {
         d.error(

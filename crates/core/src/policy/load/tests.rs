@@ -730,7 +730,11 @@ fn partner_tls_mistakes() {
         (partner("https://a.example", "  client_cert: c.pem\n"), vec![format!("{f}:9: tls.client_cert needs tls.client_key")]),
         (partner("https://a.example", "  client_key: k.pem\n"), vec![format!("{f}:9: tls.client_key needs tls.client_cert")]),
         (partner("https://a.example", "  server_name: ''\n"), vec![format!("{f}:9: invalid tls.server_name \"\": expected a DNS name or an IP address")]),
-        (partner("https://a.example", "  ca: ''\n  verify: false\n"), vec![format!("{f}:10: unknown field `verify`, expected one of ca, server_name, client_cert, client_key")]),
+        // An unknown key does not hide the file's other mistakes.
+        (partner("https://a.example", "  ca: ''\n  verify: false\n"), vec![
+            format!("{f}:9: tls.ca is empty"),
+            format!("{f}:10: unknown field `verify`, expected one of ca, server_name, client_cert, client_key"),
+        ]),
     ];
     for (text, want) in cases {
         assert_eq!(
