@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use gateway_core::policy::{self, Diagnostic, Env, Loaded, Policy, PolicySource, SourceFile};
 
+use crate::gateway::Active;
+
 /// The process environment, where secrets named by the policy live.
 pub struct ProcessEnv;
 
@@ -86,8 +88,50 @@ pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>
 /// Joins every diagnostic into one error, one `FILE:LINE: message` per line.
 pub fn diagnostics_error(diagnostics: &[Diagnostic]) -> anyhow::Error {
     let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-    anyhow::anyhow!("invalid policy:\n{}", lines.join("\n"))
+    anyhow::anyhow!("{INVALID_POLICY}{}", lines.join("\n"))
 }
+
+/// Builds the runtime pieces of a validated policy ([`Active::build`]), reporting what fails as
+/// `FILE:LINE: message` lines like every other policy problem (`check`, `serve` and reloads
+/// agree): TLS problems arrive as such lines already; an unusable key file the policy names
+/// (`callers.keys`, `signing.key`, `signing.publish`) is reported on the `gateway.yaml` line
+/// that names it.
+pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
+    let mut named = Vec::new();
+    if let Some(c) = &policy.gateway.callers {
+        named.push(c.keys.clone());
+    }
+    if let Some(s) = &policy.gateway.signing {
+        named.push(s.key.clone());
+        named.extend(s.publish.iter().cloned());
+    }
+    let error = match Active::build(policy) {
+        Ok(active) => return Ok(active),
+        Err(e) => e,
+    };
+    let message = format!("{error:#}");
+    if let Some(lines) = message.strip_prefix(INVALID_POLICY) {
+        return Err(lines
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect());
+    }
+    let text = std::fs::read_to_string(dir.join("gateway.yaml")).unwrap_or_default();
+    let line = named
+        .iter()
+        .filter(|path| message.contains(&path.display().to_string()))
+        .filter_map(|path| path.file_name()?.to_str())
+        .find_map(|name| text.lines().position(|l| l.contains(name)))
+        .map_or(1, |i| i + 1);
+    Err(vec![format!(
+        "{}:{line}: {message}",
+        display_path(dir, "gateway.yaml")
+    )])
+}
+
+/// How [`diagnostics_error`] starts, before one `FILE:LINE: message` per line.
+const INVALID_POLICY: &str = "invalid policy:\n";
 
 /// Reads a file the policy names (keys, JWKS), with the path in the error.
 pub fn read_named_file(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {

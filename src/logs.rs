@@ -13,6 +13,9 @@ What may reach a line is decided here, once:
   that carries runtime values is replaced by a fixed text naming where it came from
   (`target` and source line); only messages that are constant text pass as written.
   Library events that use tracing directly are capped the same way and keep no message.
+- A panic (ours or a library's, on any thread) is one error line naming where it happened and
+  on which thread; its message passes only when it is constant text, since a formatted one can
+  quote what the code was handling (Rust's default hook would print it as plain text).
 */
 use std::fmt;
 
@@ -71,6 +74,11 @@ pub fn init(format: LogFormat, default_directive: &str) {
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         return;
     }
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let message = info.payload().downcast_ref::<&'static str>().copied();
+        log::error!("{}", panic_line(info.location(), thread.name(), message));
+    }));
     if log::set_boxed_logger(Box::new(Bridge)).is_ok() {
         let max = match LevelFilter::current().into_level() {
             None => log::LevelFilter::Off,
@@ -82,6 +90,25 @@ pub fn init(format: LogFormat, default_directive: &str) {
         };
         log::set_max_level(max);
     }
+}
+
+/// The log line of a panic: where, on which thread, and its message only when it is constant
+/// text (`panic!("literal")`); a formatted message (`unwrap`, `expect`, `panic!("{x}")`) is
+/// withheld.
+fn panic_line(
+    location: Option<&std::panic::Location<'_>>,
+    thread: Option<&str>,
+    constant_message: Option<&'static str>,
+) -> String {
+    let at = location.map_or_else(
+        || "an unknown place".to_string(),
+        |l| format!("{}:{}", l.file(), l.line()),
+    );
+    let message = constant_message.unwrap_or("message withheld (it may carry request data)");
+    format!(
+        "panicked at {at} on thread {:?}: {message}",
+        thread.unwrap_or("unnamed")
+    )
 }
 
 /// The `log` → tracing bridge, with the library rule of this module applied first.

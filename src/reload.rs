@@ -74,16 +74,7 @@ fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
     let shadow = loader::load_shadow(&loaded.policy, Some(&ProcessEnv))
         .map_err(|diagnostics| reject(diagnostics.iter().map(ToString::to_string).collect()))?;
     let shadow = shadow.map(|s| s.policy);
-    let active = Active::build(loaded.policy).map_err(|e| {
-        // Diagnostics arrive as "invalid policy:" and one `FILE:LINE: message` per line.
-        let text = format!("{e:#}");
-        reject(
-            text.lines()
-                .filter(|l| !l.trim().is_empty() && l.trim_end() != "invalid policy:")
-                .map(str::to_string)
-                .collect(),
-        )
-    })?;
+    let active = loader::build_active(dir, loaded.policy).map_err(reject)?;
     Ok(active.with_shadow(shadow))
 }
 

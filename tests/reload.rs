@@ -162,6 +162,71 @@ fn admin_reload_answers_the_new_version_or_every_error() {
     assert_eq!(mock.received().last().unwrap()["body"], body);
 }
 
+/// A key file that stops being usable refuses the reload with its `FILE:LINE` (the
+/// `gateway.yaml` line naming it), like any other policy error; the old key keeps signing.
+#[test]
+fn an_unusable_key_file_refuses_the_reload_naming_its_line() {
+    let mock = Mock::start();
+    // The signing section starts at line 7 of the gateway.yaml (after the five fixed lines and
+    // the admin token line); its `key` is line 9.
+    let extra = format!(
+        "{ADMIN}signing:\n  issuer: https://gw.example\n  key: keys/signing.pem\n  kid: k1\n"
+    );
+    let gateway = Gateway::start_prepared(
+        |addr, admin| gateway_yaml(addr, admin, &extra),
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+        |root| {
+            std::fs::create_dir_all(root.join("keys")).unwrap();
+            std::fs::copy(
+                format!("{CERTS}/data-use-signing.pem"),
+                root.join("keys/signing.pem"),
+            )
+            .unwrap();
+        },
+    );
+    let yaml = std::fs::read_to_string(gateway.policy.policy().join("gateway.yaml")).unwrap();
+    let key_line = yaml
+        .lines()
+        .position(|l| l.contains("keys/signing.pem"))
+        .unwrap()
+        + 1;
+
+    std::fs::write(
+        gateway.policy.root().join("keys/signing.pem"),
+        "not a key\n",
+    )
+    .unwrap();
+    let r = gateway.reload(Some("s3cret"));
+    assert_refused(&r, 422, "invalid_policy");
+    let errors = r.json()["errors"].clone();
+    let first = errors[0].as_str().unwrap_or_default();
+    let (file, rest) = first.split_once(':').unwrap_or_default();
+    assert!(file.ends_with("gateway.yaml"), "{errors:#}");
+    assert!(
+        rest.starts_with(&format!("{key_line}: signing.key ")),
+        "{errors:#}"
+    );
+    assert_eq!(
+        first.matches("no PEM private key found").count(),
+        1,
+        "said once: {first}"
+    );
+    // (The watcher may count the same change once more.)
+    assert!(
+        metric(
+            &gateway.metrics(),
+            r#"partner_gateway_policy_reloads_total{result="error"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", r#"{"order_id":1}"#)
+            .status,
+        200
+    );
+}
+
 #[test]
 fn admin_reload_is_refused_without_a_configured_token() {
     let mock = Mock::start();

@@ -6,6 +6,7 @@ mod util;
 
 use std::path::Path;
 
+use std::time::Duration;
 use tls_util::*;
 use util::*;
 
@@ -112,6 +113,44 @@ fn tls_listener_serves_http1_and_h2_through_the_same_decisions() {
         ) > 3.0e9,
         "{metrics}"
     );
+}
+
+#[test]
+fn h2_refusals_decided_before_the_body_arrives_end_without_a_reset() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        &listener_yaml(&s.server, None, false),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let cases = [
+        (
+            "/acme-ship/v1/nothing-here",
+            "application/json",
+            403,
+            "route_not_allowed",
+        ),
+        ("/nobody/v1/x", "application/json", 404, "unknown_partner"),
+    ];
+    for (path, content_type, status, code) in cases {
+        let (got, ct, body, reset) = h2_refused_before_the_body(
+            gateway.addr,
+            client_config(&s.ca_file, None, &[b"h2"]),
+            path,
+            content_type,
+            BODY.as_bytes(),
+            Duration::from_millis(100),
+        );
+        assert_eq!(got, status, "{path}");
+        assert_eq!(ct.as_deref(), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], code, "{path}");
+        // The gateway waits for the rest of the body instead of resetting the stream at once
+        // (curl 7.x reports a reset stream as a failure, losing the refusal).
+        assert_eq!(reset, None, "{path}");
+    }
+    assert!(mock.received().is_empty());
 }
 
 #[test]

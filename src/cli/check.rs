@@ -7,39 +7,7 @@ use std::process::ExitCode;
 
 use gateway_core::policy::{Diagnostic, Policy};
 
-use crate::gateway::Active;
 use crate::loader;
-
-/// Loads the key files the policy names (caller keys, signing key, published keys) as `serve`
-/// would; a problem is reported on the `gateway.yaml` line that names the file.
-fn check_key_files(dir: &Path, policy: Policy) -> Result<(), Diagnostic> {
-    let mut named = Vec::new();
-    if let Some(c) = &policy.gateway.callers {
-        named.push(c.keys.clone());
-    }
-    if let Some(s) = &policy.gateway.signing {
-        named.push(s.key.clone());
-        named.extend(s.publish.iter().cloned());
-    }
-    let error = match Active::build(policy) {
-        Ok(_) => return Ok(()),
-        Err(e) => e,
-    };
-    let message = format!("{error:#}");
-    let file = dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
-    let line = named
-        .iter()
-        .filter(|path| message.contains(&path.display().to_string()))
-        .filter_map(|path| path.file_name()?.to_str())
-        .find_map(|name| text.lines().position(|l| l.contains(name)))
-        .map_or(1, |i| i as u64 + 1);
-    Err(Diagnostic {
-        file: file.display().to_string(),
-        line,
-        message,
-    })
-}
 
 /// `DIR: ok: N partners, M routes, policy version V`.
 fn summary(dir: &Path, policy: &Policy) -> String {
@@ -108,8 +76,12 @@ pub fn run(dir: &Path) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
-            if let Err(d) = check_key_files(dir, loaded.policy) {
-                println!("{d}");
+            // The key files the policy names (caller keys, signing key, published keys), loaded
+            // as `serve` would.
+            if let Err(lines) = loader::build_active(dir, loaded.policy) {
+                for line in lines {
+                    println!("{line}");
+                }
                 return ExitCode::from(1);
             }
             println!("{summary}");

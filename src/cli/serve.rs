@@ -11,7 +11,7 @@ use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminApp;
 use crate::conn_limits::LimitedApp;
-use crate::gateway::{Active, Gateway};
+use crate::gateway::Gateway;
 use crate::loader::{self, ProcessEnv};
 use crate::proxy::PartnerProxy;
 
@@ -48,7 +48,9 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
         );
         c.policy
     });
-    let active = Active::build(loaded.policy)?.with_shadow(candidate);
+    let active = loader::build_active(dir, loaded.policy)
+        .map_err(|lines| anyhow::anyhow!("invalid policy:\n{}", lines.join("\n")))?
+        .with_shadow(candidate);
     let gateway = Arc::new(Gateway::new(active, dir));
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
     let _ = crate::gateway::open_optouts_into(&gateway);

@@ -33,3 +33,22 @@ fn text_lines_show_message_then_fields() {
         r#"2026-01-01T00:00:00.000Z INFO  partner_gateway::reload: policy reloaded version="abc" partners=3"#
     );
 }
+
+#[test]
+fn a_panic_line_names_the_place_and_withholds_formatted_messages() {
+    let here = std::panic::Location::caller();
+    let line = panic_line(Some(here), Some("worker"), None);
+    assert_eq!(
+        line,
+        format!(
+            "panicked at {}:{} on thread \"worker\": message withheld (it may carry request data)",
+            here.file(),
+            here.line()
+        )
+    );
+    let constant = panic_line(None, None, Some("constant text"));
+    assert_eq!(
+        constant,
+        "panicked at an unknown place on thread \"unnamed\": constant text"
+    );
+}

@@ -359,7 +359,35 @@ impl PartnerProxy {
             .as_downstream_mut()
             .write_error_response(resp, Bytes::from(body))
             .await;
+        drain_h2_body(session).await;
     }
+}
+
+/// Most of an unread HTTP/2 request body read (and thrown away) after a refusal, and for how
+/// long at most.
+const H2_DRAIN_BYTES: usize = 1 << 20;
+const H2_DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// After a refusal on HTTP/2, reads what is left of the request body for a moment before the
+/// stream is dropped: an unread body makes the stream end with `RST_STREAM(NO_ERROR)`, which
+/// the protocol allows after a complete answer but which some clients (curl 7.x) take for a
+/// failed request and then drop the refusal they already received. Nothing read here goes
+/// anywhere; HTTP/1.1 closes the connection instead.
+async fn drain_h2_body(session: &mut Session) {
+    let downstream = session.as_downstream_mut();
+    if !downstream.is_http2() || downstream.is_body_done() {
+        return;
+    }
+    let drain = async {
+        let mut read = 0;
+        while read < H2_DRAIN_BYTES {
+            match downstream.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(H2_DRAIN_TIME, drain).await;
 }
 
 /// The real decision on the whole request ([`plan::plan_noting`]), timed as filtering. With a

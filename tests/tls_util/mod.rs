@@ -360,3 +360,59 @@ impl TlsMock {
         }
     }
 }
+
+/// One HTTP/2 request refused on its head: the head goes first, and its body only once the
+/// whole answer arrived and the gateway had `wait` to reset the stream (which some clients
+/// take for a failure). Status, `content-type`, body, and the reset the gateway sent, if any.
+pub fn h2_refused_before_the_body(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    wait: Duration,
+) -> (u16, Option<String>, Vec<u8>, Option<h2::Reason>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (client, connection) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", content_type)
+            .body(())
+            .unwrap();
+        let (response, mut send) = client.send_request(request, false).unwrap();
+        let response = response.await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let mut recv = response.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = recv.data().await {
+            let chunk = chunk.unwrap();
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        let reset = tokio::time::timeout(wait, std::future::poll_fn(|cx| send.poll_reset(cx)))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if reset.is_none() {
+            let _ = send.send_data(bytes::Bytes::copy_from_slice(body), true);
+        }
+        (status, content_type, out, reset)
+    })
+}

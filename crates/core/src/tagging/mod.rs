@@ -29,10 +29,17 @@ use crate::jose::KeyError;
 pub enum TagError {
     #[error("data-use member {member} {value:?} is not a printable ASCII string")]
     InvalidValue { member: &'static str, value: String },
+    /// Not a `source`: the message already holds it, and `{:#}` would print it twice.
     #[error("signing key: {0}")]
-    Key(#[from] KeyError),
+    Key(KeyError),
     #[error("signing key must be Ed25519 (EdDSA) or P-256 (ES256), not {0}")]
     UnsupportedKey(&'static str),
     #[error("{0} must not be empty")]
     Empty(&'static str),
+}
+
+impl From<KeyError> for TagError {
+    fn from(e: KeyError) -> Self {
+        TagError::Key(e)
+    }
 }
