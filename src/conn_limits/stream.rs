@@ -209,6 +209,7 @@ impl GuardedStream {
         metrics.refused(Series::UNKNOWN, refusal.kind);
         let took = self.head_started.elapsed();
         metrics.request(Series::UNKNOWN, refusal.status(), took);
+        crate::proxy::head_refused_access_line(refusal, self.head_started.into_std());
         let body = refusal.to_json();
         let reason = http::StatusCode::from_u16(refusal.status())
             .ok()

@@ -636,6 +636,17 @@ impl ProxyHttp for PartnerProxy {
     }
 }
 
+/// The access line of a request the gateway answered before its head was parsed (too large,
+/// too slow, malformed framing): no partner, route or method is known, so they are `unknown`
+/// and `other`, like for any request the policy does not know.
+pub fn head_refused_access_line(refusal: &Refusal, started: std::time::Instant) {
+    let mut ctx = RequestCtx::new();
+    ctx.started = started;
+    ctx.status = refusal.status();
+    ctx.refused = Some(refusal.kind);
+    access_line(&ctx);
+}
+
 /// The access line: exactly these fields, each from the policy, the gateway or a count; never
 /// from request content (see `logs`).
 fn access_line(ctx: &RequestCtx) {
