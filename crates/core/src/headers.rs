@@ -55,9 +55,26 @@ const ABOUT_THE_CALLER: [&str; 13] = [
     "referer",
 ];
 
-/// Name prefixes never forwarded: proxy headers, forwarding chains, and the gateway's own
-/// data-use tag and token (`ohsoft-data-use`, `ohsoft-data-use-token`), which only it sets.
-const NEVER_FORWARDED_PREFIXES: [&str; 3] = ["x-forwarded-", "proxy-", "ohsoft-data-use"];
+/// Name prefixes never forwarded: proxy headers, forwarding chains, the gateway's own
+/// data-use tag and token (`ohsoft-data-use`, `ohsoft-data-use-token`), which only it sets,
+/// and the browser's client hints and fetch metadata (`sec-ch-ua`, `sec-fetch-site`).
+const NEVER_FORWARDED_PREFIXES: [&str; 5] = [
+    "x-forwarded-",
+    "proxy-",
+    "ohsoft-data-use",
+    "sec-ch-",
+    "sec-fetch-",
+];
+
+/// Name parts that mark the client's address, browser or cookies under whatever name a CDN,
+/// load balancer or app gives them (`x-original-forwarded-for`, `cookie2`,
+/// `x-device-user-agent`, `x-referrer`).
+const NEVER_FORWARDED_PARTS: [&str; 5] =
+    ["forwarded", "cookie", "user-agent", "referer", "referrer"];
+
+/// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,
+/// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`).
+const NEVER_FORWARDED_SUFFIXES: [&str; 5] = ["-ip", "-ips", "-ipv6", "-address", "-addr"];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not
 /// list it, and the legal-basis header may not be one.
@@ -66,6 +83,8 @@ pub fn is_never_forwarded(name: &str) -> bool {
         || SET_BY_GATEWAY.contains(&name)
         || ABOUT_THE_CALLER.contains(&name)
         || NEVER_FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p))
+        || NEVER_FORWARDED_PARTS.iter().any(|p| name.contains(p))
+        || NEVER_FORWARDED_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 /// Whether a header (lowercase name) may carry a partner's credential (`upstream_auth`): not

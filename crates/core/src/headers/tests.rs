@@ -59,8 +59,30 @@ fn never_forwarded() {
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }
+    // The client's address, browser and cookies under the names CDNs, proxies and browsers use.
+    for name in [
+        "x-forwarded",
+        "x-original-forwarded-for",
+        "x-originating-ip",
+        "fastly-client-ip",
+        "cf-connecting-ipv6",
+        "x-envoy-external-address",
+        "x-remote-addr",
+        "cookie2",
+        "x-device-user-agent",
+        "x-referrer",
+        "sec-ch-ua",
+        "sec-ch-ua-platform",
+        "sec-fetch-site",
+    ] {
+        assert!(is_never_forwarded(name), "{name}");
+    }
     for name in [
         "accept",
+        "x-ship",
+        "x-zip",
+        "x-api-key",
+        "if-none-match",
         "content-type",
         "x-request-id",
         "accept-language",
