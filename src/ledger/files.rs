@@ -44,13 +44,15 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
     let len = repair_tail(&path)?;
     let mut chain = None;
     for name in names.iter().rev() {
-        if let Some(line) = last_line(&dir.join(name))? {
-            chain = Some(Chain::resume(&line).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: the last line is not a ledger line ({e}); run `partner-gateway audit verify`",
-                    dir.join(name).display()
-                )
-            })?);
+        let bytes = read_regular(&dir.join(name))?;
+        let resumed = Chain::resume_file(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the last line is not a ledger line ({e}); run `partner-gateway audit verify`",
+                dir.join(name).display()
+            )
+        })?;
+        if resumed.is_some() {
+            chain = resumed;
             break;
         }
     }
@@ -121,17 +123,6 @@ fn repair_tail(path: &Path) -> anyhow::Result<u64> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot repair {}", path.display()))?;
     Ok(keep as u64)
-}
-
-/// The last complete line of a ledger file (without its newline), if it has one.
-fn last_line(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
-    let bytes = read_regular(path)?;
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    if body.is_empty() {
-        return Ok(None);
-    }
-    let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    Ok(Some(body[start..].to_vec()))
 }
 
 /// Reads a ledger file, refusing anything but a regular file (a device never ends).

@@ -201,6 +201,40 @@ fn resume_continues_the_chain() {
 }
 
 #[test]
+fn resuming_a_file_cut_short_counts_its_records_since_the_last_checkpoint() {
+    // 2 records + outcomes + a checkpoint, then 3 more records (one without an outcome).
+    let mut chain = Chain::new();
+    let mut file = Vec::new();
+    let mut write = |chain: &mut Chain, line: SealedLine| {
+        chain.commit(&line);
+        file.extend_from_slice(&line.bytes);
+    };
+    for i in 1..=5 {
+        let record = chain.record(&disclosure(i));
+        let seq = record.seq;
+        write(&mut chain, record);
+        if i != 5 {
+            let outcome = chain.outcome(seq, 200, "2026-11-29T03:00:00.000Z", None);
+            write(&mut chain, outcome);
+        }
+        if i == 2 {
+            let cp = chain.checkpoint(None, 0).unwrap();
+            write(&mut chain, cp);
+        }
+    }
+    let mut resumed = Chain::resume_file(&file).unwrap().unwrap();
+    assert_eq!(resumed, chain);
+    // The next checkpoint is due after 1000 records in all, 3 of them before the restart.
+    for i in 4..=CHECKPOINT_EVERY {
+        assert!(!resumed.checkpoint_due(), "due after {} records", i - 1);
+        let record = resumed.record(&disclosure(i));
+        resumed.commit(&record);
+    }
+    assert!(resumed.checkpoint_due());
+    assert_eq!(Chain::resume_file(b"").unwrap(), None);
+}
+
+#[test]
 fn file_names_sort_in_chain_order() {
     assert_eq!(file_name("2026-11-29", 3), "ledger-2026-11-29-3.jsonl");
     assert_eq!(
