@@ -115,9 +115,15 @@ fn each_kind_honours_its_default_scopes_and_honor_optouts_replaces_them() {
     ];
     let partners: Vec<(&str, &str)> = partners.iter().map(|(n, p)| (*n, p.as_str())).collect();
     let gw = Gateway::start(
-        &format!("optouts: {{ path: data/optouts }}\nadmin_token_env: {TOKEN_ENV}\n"),
+        &format!(
+            "optouts: {{ path: data/optouts }}\nadmin_token_env: {TOKEN_ENV}\n\
+             ledger: {{ path: data/ledger, subject_key_env: PG_OPTOUT_KINDS_LEDGER_KEY }}\n"
+        ),
         &partners,
-        &[(TOKEN_ENV, "kinds-admin-token")],
+        &[
+            (TOKEN_ENV, "kinds-admin-token"),
+            ("PG_OPTOUT_KINDS_LEDGER_KEY", "kinds-ledger-key"),
+        ],
     );
     opt_out(&gw, "1", "partner_sharing");
     opt_out(&gw, "2", "partner:cob");
@@ -172,4 +178,33 @@ fn each_kind_honours_its_default_scopes_and_honor_optouts_replaces_them() {
         451,
         "subject_opted_out",
     );
+    // Without its legal basis a government request is refused and nothing reaches it.
+    let before = mocks[1].received().len();
+    let r = gw.post_json("/gov/v1/one", r#"{"customer_id":"1","name":"x"}"#);
+    assert_refused(&r, 403, "legal_basis_missing");
+    assert_eq!(mocks[1].received().len(), before);
+    assert_government_requests_are_audited(&gw);
+}
+
+/// Every forwarded government request has a ledger record naming its legal basis; the refused
+/// one has none.
+fn assert_government_requests_are_audited(gw: &Gateway) {
+    let dir = gw.policy.root().join("data/ledger");
+    let records: Vec<serde_json::Value> = partner_gateway::ledger::ledger_files(&dir)
+        .unwrap()
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(dir.join(f)).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l["partner"] == "gov")
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    for record in &records {
+        assert_eq!(record["kind"], "government", "{record}");
+        assert_eq!(record["legal_basis"], "case-2026-1", "{record}");
+        assert_eq!(record["use"], "legal-obligation", "{record}");
+    }
 }
