@@ -37,9 +37,9 @@ pub fn connection_tokens<'a>(connection_values: impl IntoIterator<Item = &'a str
 /// Framing and routing the gateway sets itself for the partner request.
 const SET_BY_GATEWAY: [&str; 4] = ["host", "content-length", "content-encoding", "expect"];
 
-/// What the caller's request says about the caller, the client or the route it took: never
-/// forwarded, whatever a route says.
-const ABOUT_THE_CALLER: [&str; 13] = [
+/// What the caller's request says about the caller, the client, its browser or the route it
+/// took: never forwarded, whatever a route says.
+const ABOUT_THE_CALLER: [&str; 19] = [
     "authorization",
     "cookie",
     "set-cookie",
@@ -53,28 +53,48 @@ const ABOUT_THE_CALLER: [&str; 13] = [
     "via",
     "user-agent",
     "referer",
+    "origin",
+    "dnt",
+    "upgrade-insecure-requests",
+    "x-requested-with",
+    "x-wap-profile",
+    "x-host",
 ];
 
-/// Name prefixes never forwarded: proxy headers, forwarding chains, the gateway's own
-/// data-use tag and token (`ohsoft-data-use`, `ohsoft-data-use-token`), which only it sets,
-/// and the browser's client hints and fetch metadata (`sec-ch-ua`, `sec-fetch-site`).
-const NEVER_FORWARDED_PREFIXES: [&str; 5] = [
+/// Name prefixes never forwarded: proxy headers, forwarding chains and what proxies record of
+/// the original request (`x-original-url`, `x-envoy-original-path`, `akamai-origin-hop`),
+/// the gateway's own data-use tag and token (`ohsoft-data-use`, `ohsoft-data-use-token`),
+/// which only it sets, and the headers only browsers set (`sec-ch-ua`, `sec-fetch-site`, `sec-gpc`).
+const NEVER_FORWARDED_PREFIXES: [&str; 7] = [
     "x-forwarded-",
     "proxy-",
     "ohsoft-data-use",
-    "sec-ch-",
-    "sec-fetch-",
+    "sec-",
+    "x-original-",
+    "x-envoy-",
+    "akamai-",
 ];
 
 /// Name parts that mark the client's address, browser or cookies under whatever name a CDN,
 /// load balancer or app gives them (`x-original-forwarded-for`, `cookie2`,
 /// `x-device-user-agent`, `x-referrer`).
-const NEVER_FORWARDED_PARTS: [&str; 5] =
-    ["forwarded", "cookie", "user-agent", "referer", "referrer"];
+const NEVER_FORWARDED_PARTS: [&str; 9] = [
+    "forwarded",
+    "cookie",
+    "user-agent",
+    "referer",
+    "referrer",
+    "clientip",
+    "socketip",
+    "ipcountry",
+    "deviceid",
+];
 
 /// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,
-/// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`).
-const NEVER_FORWARDED_SUFFIXES: [&str; 5] = ["-ip", "-ips", "-ipv6", "-address", "-addr"];
+/// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`), a proxy hop
+/// (`x-bluecoat-via`) or a browser's user agent (`x-operamini-phone-ua`).
+const NEVER_FORWARDED_SUFFIXES: [&str; 7] =
+    ["-ip", "-ips", "-ipv6", "-address", "-addr", "-via", "-ua"];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not
 /// list it, and the legal-basis header may not be one.
