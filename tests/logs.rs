@@ -198,6 +198,7 @@ fn no_request_content_reaches_any_log_line_at_trace_level() {
             ("slow", &contractor(&slow.url())),
             ("down", &contractor(&down)),
             ("bp", &business_partner(&ok.url())),
+            ("bpdown", &business_partner(&down)),
         ],
         "json",
     );
@@ -270,7 +271,9 @@ fn no_request_content_reaches_any_log_line_at_trace_level() {
     assert_eq!(gw.admin("GET", &format!("/optouts/{M}?{M}"), M, None), 401);
     let record = format!(r#"{{"customer_id":"{M}","name":"{M}"}}"#);
     assert_eq!(gw.send("POST", "/bp/v1/contact", &headers, &record), 451);
-    // 502 and 504
+    // 502 and 504 (one 502 on a route with records: the record was decided, never forwarded)
+    let other = format!(r#"{{"customer_id":"c-{M}","name":"{M}"}}"#);
+    assert_eq!(gw.send("POST", "/bpdown/v1/contact", &headers, &other), 502);
     assert_eq!(
         gw.send(
             "POST",
@@ -328,6 +331,11 @@ fn no_request_content_reaches_any_log_line_at_trace_level() {
             statuses.insert(object["status"].as_u64().unwrap());
             let refused = object["reason"].as_str();
             assert_eq!(refused.is_some(), object["status"] != 200, "{line}");
+            // Counted like records_forwarded_total: a refusal (502/504 included) forwarded none.
+            let forwarded = object["records_forwarded"].as_u64();
+            if refused.is_some() {
+                assert_eq!(forwarded, Some(0), "{line}");
+            }
         }
     }
     for status in [200, 400, 401, 403, 404, 405, 413, 431, 451, 502, 504] {

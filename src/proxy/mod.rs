@@ -656,6 +656,12 @@ pub fn head_refused_access_line(refusal: &Refusal, started: std::time::Instant) 
 fn access_line(ctx: &RequestCtx) {
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let records = ctx.report.as_ref();
+    // Counted like `records_forwarded_total`: a refused request (the partner's failures
+    // included) forwarded none.
+    let forwarded = match ctx.refused {
+        None => records.map_or(0, |r| r.records_forwarded),
+        Some(_) => 0,
+    };
     tracing::info!(
         target: crate::logs::ACCESS_TARGET,
         request_id = ctx.request_id.as_str(),
@@ -668,7 +674,7 @@ fn access_line(ctx: &RequestCtx) {
         upstream_ms = ctx.upstream_time.map(ms),
         bytes_in = ctx.bytes_in,
         bytes_out = ctx.bytes_out,
-        records_forwarded = records.map_or(0, |r| r.records_forwarded),
+        records_forwarded = forwarded,
         records_dropped = records.map_or(0, |r| r.records_dropped),
     );
 }
