@@ -35,6 +35,36 @@ fn check(policy: &Path) -> (i32, String) {
 const BASE: &str =
     "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:1\ncallers: { allow_unauthenticated: true }\n";
 
+/// `check` reports its warnings once each, as `FILE:LINE: warning: message`, and nothing else
+/// on stderr (no log lines from loading the keys a second time).
+#[test]
+fn check_warnings_are_file_line_lines_only() {
+    let gateway = format!("{BASE}signing: {{ disabled: true }}\n");
+    let dir = PolicyDir::new(
+        &gateway,
+        &[("acme-ship", &contractor("http://127.0.0.1:9"))],
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--policy"])
+        .arg(dir.policy())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr.lines() {
+        let (_, rest) = line.split_once(".yaml:").unwrap_or_default();
+        let number = rest.split(':').next().unwrap_or_default();
+        assert!(
+            number.parse::<u32>().is_ok() && rest.contains(": warning: "),
+            "not a FILE:LINE warning: {line}\n{stderr}"
+        );
+    }
+    for warning in ["allow_unauthenticated is true", "signing.disabled is true"] {
+        assert_eq!(stderr.matches(warning).count(), 1, "{warning}:\n{stderr}");
+    }
+}
+
 #[test]
 fn a_policy_without_signing_does_not_pass_check() {
     let dir = PolicyDir::new(BASE, &[("acme-ship", &contractor("http://127.0.0.1:9"))]);

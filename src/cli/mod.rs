@@ -31,7 +31,8 @@ pub struct Cli {
     #[command(subcommand)]
     command: Command,
     /// How log lines are written on stderr: `json` (one object per line) or `text` (for a
-    /// terminal). The level comes from RUST_LOG (default: info for serve, warn otherwise).
+    /// terminal). The level comes from RUST_LOG (default: info for serve, error for check,
+    /// which prints its own warnings, warn otherwise).
     #[arg(long, global = true, value_enum, default_value = "json")]
     log_format: crate::logs::LogFormat,
 }
@@ -76,6 +77,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Serve { .. } => "info",
+        // `check` prints every warning itself as `FILE:LINE: warning: ...`; loading the keys
+        // as `serve` would must not log them a second time.
+        Command::Check { .. } => "error",
         _ => "warn",
     };
     crate::logs::init(cli.log_format, default_level);
