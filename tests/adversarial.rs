@@ -692,7 +692,6 @@ fn framing_tricks_are_refused_before_any_connection() {
 /// Every refusal is `{"error": code, "message": ..}` with its status. Framing errors are
 /// answered by pingora before any phase of the proxy runs, with an empty 400.
 #[test]
-#[ignore = "WRONG FORMAT: HTTP framing errors (transfer-encoding gzip, differing content-lengths, chunked over HTTP/1.0) are answered by pingora's read_request with a bare 400 without the JSON body; nothing reaches the partner"]
 fn framing_refusals_are_json() {
     let s = start();
     let raw = raw_request(
@@ -1830,4 +1829,24 @@ allowed_callers: [marketing-service]
         200
     );
     assert_eq!(mock.received().len(), 1);
+}
+
+#[test]
+fn broken_chunk_framing_is_not_quoted_back() {
+    let s = start();
+    // One data byte, then `Q7` where the chunk's CRLF belongs: pingora's own description of
+    // this quotes those bytes, which are the caller's body.
+    let raw = raw_request(
+        "POST /trip-ship/v1/shipments HTTP/1.1",
+        &[
+            "content-type: application/json",
+            "transfer-encoding: chunked",
+        ],
+        b"1\r\n{Q7\r\n0\r\n\r\n",
+    );
+    let r = s.gateway.raw(&raw);
+    assert_refused(&r, 400, "bad_request");
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(!text.contains("Q7"), "the error quotes the body: {text}");
+    s.assert_nothing_forwarded();
 }

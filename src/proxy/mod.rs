@@ -522,15 +522,19 @@ async fn read_body(
                 body.extend_from_slice(&chunk);
             }
             Ok(Ok(None)) => return Ok(body),
-            Ok(Err(e)) => {
-                return Err(Refusal::new(
-                    RefusalKind::BadRequest,
-                    format!("cannot read the request body: {e}"),
-                ))
-            }
+            Ok(Err(e)) => return Err(unreadable_body(&e)),
             Err(_) => return Err(crate::conn_limits::body_timed_out(limits)),
         }
     }
+}
+
+/// The caller's body could not be read (broken framing, a connection that dropped). Only the
+/// kind of failure is named: pingora's own description can quote bytes of the body.
+fn unreadable_body(e: &pingora::Error) -> Refusal {
+    Refusal::new(
+        RefusalKind::BadRequest,
+        format!("cannot read the request body: {}", e.etype().as_str()),
+    )
 }
 
 #[async_trait]

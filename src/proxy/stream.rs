@@ -183,7 +183,7 @@ impl PartnerProxy {
         loop {
             let chunk = match tokio::time::timeout(idle, session.read_request_body()).await {
                 Ok(Ok(chunk)) => chunk,
-                Ok(Err(e)) => return Err(unreadable(format!("{e}"))),
+                Ok(Err(e)) => return Err(super::unreadable_body(&e)),
                 Err(_) => return Err(unreadable(format!("nothing arrived for {idle:?}"))),
             };
             let last = chunk.is_none();
