@@ -260,9 +260,8 @@ fn admin_token_env(path: &str, name: Option<&Spanned<String>>, d: &mut Diags) ->
     if is_env_name(&name.value) {
         Some(name.value.clone())
     } else {
-        let value = name.value.clone();
         let field = "admin_token_env";
-        d.error(path, line(name), Invalid::EnvName { field, value });
+        d.error(path, line(name), Invalid::EnvName { field });
         None
     }
 }

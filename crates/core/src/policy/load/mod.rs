@@ -118,10 +118,11 @@ pub const MIN_KEY_BYTES: usize = 32;
 enum Invalid {
     #[error("{}", .0.message)]
     Yaml(file::YamlError),
+    /// The value is not repeated: a name this far off is often the secret itself, pasted in.
     #[error(
-        "invalid environment variable name {value:?} in {field} (expected letters, digits and `_`, not starting with a digit)"
+        "{field} must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself"
     )]
-    EnvName { field: &'static str, value: String },
+    EnvName { field: &'static str },
     #[error("environment variable {name:?} named by {field} is not set")]
     EnvUnset { field: &'static str, name: String },
     #[error("environment variable {name:?} named by {field} is empty")]
@@ -303,14 +304,7 @@ fn env_secret(
     d: &mut Diags,
 ) -> Option<String> {
     if !is_env_name(&name.value) {
-        d.error(
-            file,
-            line(name),
-            Invalid::EnvName {
-                field,
-                value: name.value.clone(),
-            },
-        );
+        d.error(file, line(name), Invalid::EnvName { field });
         return None;
     }
     let env = env?;

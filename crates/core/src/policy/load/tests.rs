@@ -273,7 +273,7 @@ fn partner_mistakes_are_reported_at_their_line() {
             "{f}:9: transform \"pseudonymize\" needs pseudonymize_key_env (the environment variable holding this partner's HMAC key)"
         )]),
         ("pseudonymize_key_env: ACME_KEY", "pseudonymize_key_env: ACME-KEY", vec![format!(
-            "{f}:13: invalid environment variable name \"ACME-KEY\" in pseudonymize_key_env (expected letters, digits and `_`, not starting with a digit)"
+            "{f}:13: pseudonymize_key_env must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself"
         )]),
         ("    methods: [GET]\n", "    methods: [GET]\n    headers: [X-Request-Id, Cookie, x-forwarded-for, Authorization, ohsoft-data-use-token, \"bad header\"]\n", vec![
             format!("{f}:12: header \"Cookie\" may never be forwarded to a partner"),
@@ -397,7 +397,7 @@ fn gateway_mistakes() {
             format!("{f}:12: limits.upstream_timeout_ms must be greater than 0"),
         ]),
         (format!("{GATEWAY}admin_token_env: 1TOKEN\n"), vec![format!(
-            "{f}:12: invalid environment variable name \"1TOKEN\" in admin_token_env (expected letters, digits and `_`, not starting with a digit)"
+            "{f}:12: admin_token_env must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself"
         )]),
         (GATEWAY.replace("  keys: certs/callers.jwks.json\n", "").replace("  issuer: https://auth.ohsoft.example\n", ""), vec![
             format!("{f}:5: callers.issuer is missing (required unless allow_unauthenticated is true)"),
@@ -843,7 +843,7 @@ fn optouts_in_postgres() {
         ("optouts: {}", format!("{f}:3: optouts needs exactly one of `path` (the embedded store) and `postgres` (a shared database)")),
         ("optouts: { postgres: { url_env: U, table: \"Opt-Outs\" } }", format!("{f}:3: invalid optouts.postgres.table \"Opt-Outs\" (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")),
         ("optouts: { postgres: { url_env: U, max_staleness_s: 0 } }", format!("{f}:3: optouts.postgres.max_staleness_s must be greater than 0")),
-        ("optouts: { postgres: { url_env: 1U } }", format!("{f}:3: invalid environment variable name \"1U\" in optouts.postgres.url_env (expected letters, digits and `_`, not starting with a digit)")),
+        ("optouts: { postgres: { url_env: 1U } }", format!("{f}:3: optouts.postgres.url_env must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself")),
     ];
     for (section, want) in cases {
         let gateway = GATEWAY.replace("optouts: { path: data/optouts }", section);
