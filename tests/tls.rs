@@ -48,15 +48,21 @@ fn setup() -> Setup {
     }
 }
 
+/// A gateway whose listener speaks TLS (no client certificates), in front of one shipping
+/// partner at `mock`.
+fn tls_ship_gateway(s: &Setup, mock: &Mock) -> Gateway {
+    Gateway::start(
+        &listener_yaml(&s.server, None, false),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    )
+}
+
 #[test]
 fn tls_listener_serves_http1_and_h2_through_the_same_decisions() {
     let s = setup();
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        &listener_yaml(&s.server, None, false),
-        &[("acme-ship", &ship_partner(&mock.url()))],
-        &[("SHIP_TOKEN", "t")],
-    );
+    let gateway = tls_ship_gateway(&s, &mock);
 
     let mut h1 = TlsConn::connect(
         gateway.addr,
@@ -119,11 +125,7 @@ fn tls_listener_serves_http1_and_h2_through_the_same_decisions() {
 fn h2_refusals_decided_before_the_body_arrives_end_without_a_reset() {
     let s = setup();
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        &listener_yaml(&s.server, None, false),
-        &[("acme-ship", &ship_partner(&mock.url()))],
-        &[("SHIP_TOKEN", "t")],
-    );
+    let gateway = tls_ship_gateway(&s, &mock);
     let cases = [
         (
             "/acme-ship/v1/nothing-here",
@@ -157,11 +159,7 @@ fn h2_refusals_decided_before_the_body_arrives_end_without_a_reset() {
 fn plain_http_to_the_tls_port_gets_no_http_answer() {
     let s = setup();
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        &listener_yaml(&s.server, None, false),
-        &[("acme-ship", &ship_partner(&mock.url()))],
-        &[("SHIP_TOKEN", "t")],
-    );
+    let gateway = tls_ship_gateway(&s, &mock);
     let raw = format!(
         "POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()

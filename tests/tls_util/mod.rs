@@ -177,6 +177,45 @@ pub fn plain_text_answer(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// A TLS connection to `addr` speaking HTTP/2 (ALPN h2), ready for a request.
+async fn h2_client(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "h2 negotiated"
+    );
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    client.ready().await.unwrap()
+}
+
+/// An HTTP/2 answer read whole: status, `content-type` and body.
+async fn read_h2_answer(response: h2::client::ResponseFuture) -> (u16, Option<String>, Vec<u8>) {
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let mut recv = response.into_body();
+    let mut out = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.unwrap();
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (status, content_type, out)
+}
+
 /// One HTTP/2 request over TLS (ALPN h2 only): status, `content-type` and body.
 pub fn h2_request(
     addr: SocketAddr,
@@ -190,20 +229,7 @@ pub fn h2_request(
         .build()
         .unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        assert_eq!(
-            tls.get_ref().1.alpn_protocol(),
-            Some(&b"h2"[..]),
-            "h2 negotiated"
-        );
-        let (client, connection) = h2::client::handshake(tls).await.unwrap();
-        tokio::spawn(connection);
-        let mut client = client.ready().await.unwrap();
+        let mut client = h2_client(addr, config).await;
         let request = http::Request::builder()
             .method(method)
             .uri(format!("https://localhost{path}"))
@@ -215,19 +241,7 @@ pub fn h2_request(
             send.send_data(bytes::Bytes::copy_from_slice(body), true)
                 .unwrap();
         }
-        let response = response.await.unwrap();
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        let mut recv = response.into_body();
-        let mut out = Vec::new();
-        while let Some(chunk) = recv.data().await {
-            let chunk = chunk.unwrap();
-            let _ = recv.flow_control().release_capacity(chunk.len());
-            out.extend_from_slice(&chunk);
-        }
+        let (status, content_type, out) = read_h2_answer(response).await;
         (status, content_type, out)
     })
 }
@@ -377,15 +391,7 @@ pub fn h2_refused_before_the_body(
         .build()
         .unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (client, connection) = h2::client::handshake(tls).await.unwrap();
-        tokio::spawn(connection);
-        let mut client = client.ready().await.unwrap();
+        let mut client = h2_client(addr, config).await;
         let request = http::Request::builder()
             .method("POST")
             .uri(format!("https://localhost{path}"))
@@ -393,19 +399,7 @@ pub fn h2_refused_before_the_body(
             .body(())
             .unwrap();
         let (response, mut send) = client.send_request(request, false).unwrap();
-        let response = response.await.unwrap();
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        let mut recv = response.into_body();
-        let mut out = Vec::new();
-        while let Some(chunk) = recv.data().await {
-            let chunk = chunk.unwrap();
-            let _ = recv.flow_control().release_capacity(chunk.len());
-            out.extend_from_slice(&chunk);
-        }
+        let (status, content_type, out) = read_h2_answer(response).await;
         let reset = tokio::time::timeout(wait, std::future::poll_fn(|cx| send.poll_reset(cx)))
             .await
             .ok()
