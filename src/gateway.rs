@@ -316,8 +316,9 @@ pub struct Gateway {
     ledger: RwLock<Option<Arc<Ledger>>>,
     started: std::time::Instant,
     /// Held for a whole reload (load, validate, swap): the watcher, SIGHUP and the admin API
-    /// reload one at a time, so an older load can never be swapped in after a newer one.
-    reloading: Mutex<()>,
+    /// reload one at a time, so an older load can never be swapped in after a newer one. It
+    /// keeps what the files were when the last reload read them (see `reload::watch`).
+    reloading: Mutex<Option<crate::reload::Fingerprint>>,
 }
 
 impl Gateway {
@@ -345,7 +346,7 @@ impl Gateway {
             optouts: RwLock::new(None),
             ledger: RwLock::new(None),
             started: std::time::Instant::now(),
-            reloading: Mutex::new(()),
+            reloading: Mutex::new(None),
         }
     }
 
@@ -357,8 +358,9 @@ impl Gateway {
         }
     }
 
-    /// Serialises reloads: hold the guard from reading the files until the swap is done.
-    pub fn reload_guard(&self) -> MutexGuard<'_, ()> {
+    /// Serialises reloads: hold the guard from reading the files until the swap is done. It
+    /// holds the fingerprint of the files the last reload read.
+    pub fn reload_guard(&self) -> MutexGuard<'_, Option<crate::reload::Fingerprint>> {
         match self.reloading.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

@@ -2,6 +2,8 @@
 Policy reloads, from three triggers: a watcher polling the policy directory and every file the
 policy names (certificates, keys, JWKS), `SIGHUP`, and `POST {admin}/reload`. One reload runs at a
 time (the gateway's reload lock), so an older load can never be swapped in after a newer one.
+Each change of the files is loaded once: the watcher skips files that `SIGHUP` or the admin API
+already read as they are now.
 
 A reload reads and validates the whole policy (and re-reads every certificate and key) before
 anything is swapped; a policy that does not validate is logged with every `FILE:LINE: message`,
@@ -35,7 +37,13 @@ pub struct Rejection {
 
 /// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid: `Ok(version)`.
 pub fn reload(gateway: &Gateway) -> Result<String, Rejection> {
-    let _one_at_a_time = gateway.reload_guard();
+    let mut last_read = gateway.reload_guard();
+    // Taken before the files are read: a change made while they are read differs from it, so
+    // the watcher still loads that change.
+    *last_read = Some(fingerprint(
+        &gateway.policy_dir,
+        &named_files(&gateway.active().policy),
+    ));
     match candidate(gateway) {
         Ok(active) => {
             let version = active.policy.version.clone();
@@ -167,7 +175,7 @@ pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
 /// What identifies a version of the policy on disk: each file and the SHA-256 of its bytes
 /// (`None` while unreadable). Contents rather than times, so a rotation that keeps sizes and
 /// times, or swaps a symlink (Kubernetes secret volumes), is still seen.
-type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
+pub type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
 
 fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
     let mut paths = vec![dir.join("gateway.yaml")];
@@ -246,6 +254,13 @@ pub fn watch(gateway: Arc<Gateway>) {
                 // Debounce: load only once the files have stopped changing.
                 std::thread::sleep(POLL_INTERVAL);
                 if fingerprint(&dir, &watched(&refused_files)) != now {
+                    continue;
+                }
+                // `POST /reload` or SIGHUP already read the files as they are now (the usual
+                // "edit, then reload" of ops): loading them again would log and count the same
+                // outcome twice.
+                if gateway.reload_guard().as_ref() == Some(&now) {
+                    seen = now;
                     continue;
                 }
                 refused_files = match reload(&gateway) {

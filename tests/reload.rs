@@ -162,6 +162,46 @@ fn admin_reload_answers_the_new_version_or_every_error() {
     assert_eq!(mock.received().last().unwrap()["body"], body);
 }
 
+/// "Edit, then `POST /reload`": the change is loaded once. The watcher sees the same files
+/// a moment later and does not load, log and count them again.
+#[test]
+fn an_edit_reloaded_by_hand_is_not_loaded_again_by_the_watcher() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    let reloads = |result: &str| {
+        metric(
+            &gateway.metrics(),
+            &format!(r#"partner_gateway_policy_reloads_total{{result="{result}"}}"#),
+        )
+    };
+    let file = gateway.policy.policy().join("partners/acme-ship.yaml");
+    // Long enough for the watcher to notice (0.5 s polls, 0.5 s to settle) on a loaded machine.
+    let watcher_had_its_turn = || std::thread::sleep(Duration::from_millis(3000));
+
+    std::fs::write(&file, partner(&mock.url(), "order_id\n    alow: [x]")).unwrap();
+    assert_refused(&gateway.reload(Some("s3cret")), 422, "invalid_policy");
+    watcher_had_its_turn();
+    assert_eq!(reloads("error"), 1.0, "{}", gateway.metrics());
+
+    std::fs::write(&file, partner(&mock.url(), "order_id, name")).unwrap();
+    assert_eq!(gateway.reload(Some("s3cret")).status, 200);
+    watcher_had_its_turn();
+    assert_eq!(reloads("ok"), 2.0, "the start and the one reload");
+    assert_eq!(reloads("error"), 1.0);
+
+    // An edit nobody reloads by hand is still the watcher's to load.
+    std::fs::write(&file, partner(&mock.url(), "order_id")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reloads("ok") < 3.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reloads("ok"), 3.0);
+}
+
 /// A key file that stops being usable refuses the reload with its `FILE:LINE` (the
 /// `gateway.yaml` line naming it), like any other policy error; the old key keeps signing.
 #[test]
