@@ -304,9 +304,10 @@ impl PartnerProxy {
         answer: UpstreamAnswer,
     ) -> Result<()> {
         ctx.status = header.status.as_u16();
-        if header.headers.get("transfer-encoding").is_none()
-            && header.headers.get("content-length").is_none()
-            && !matches!(ctx.status, 204 | 304)
+        let caller_http10 = session.req_header().version == http::Version::HTTP_10;
+        if answer
+            .header()
+            .is_some_and(|h| answer::framing(h, caller_http10) == answer::Framing::Close)
         {
             session.set_keepalive(None); // close-delimited toward an HTTP/1.0 caller
         }
