@@ -324,6 +324,39 @@ fn a_no_content_answer_is_relayed_without_framing_and_keeps_the_connection() {
     assert_eq!(partner.requests().len(), 2);
 }
 
+/// An HTTP/1.0 caller cannot read chunked framing: a partner's chunked answer reaches it
+/// unframed, ended by the gateway closing the connection (even one the caller asked to keep
+/// alive), with the body whole.
+#[test]
+fn a_chunked_answer_reaches_an_http10_caller_close_delimited() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::Answer(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"ok\":1\r\n1\r\n}\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let gateway = gateway_for(&partner);
+    let raw = String::from_utf8(post_raw())
+        .unwrap()
+        .replace("HTTP/1.1\r\n", "HTTP/1.0\r\n")
+        .replace("connection: close\r\n", "connection: keep-alive\r\n");
+    let started = std::time::Instant::now();
+    let text = everything_on_one_connection(gateway.addr, raw.as_bytes());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the gateway closes the connection to end the body"
+    );
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") || head.starts_with("http/1.0 200"),
+        "{head}"
+    );
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(body, r#"{"ok":1}"#);
+}
+
 /// The partner timeout of [`gateway_for`]'s policy, and what a refusal may take beyond it.
 const TIMEOUT: Duration = Duration::from_millis(1500);
 const GRACE: Duration = Duration::from_millis(1500);
