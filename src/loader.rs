@@ -88,6 +88,11 @@ pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>
 /// Joins every diagnostic into one error, one `FILE:LINE: message` per line.
 pub fn diagnostics_error(diagnostics: &[Diagnostic]) -> anyhow::Error {
     let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    lines_error(&lines)
+}
+
+/// Joins `FILE:LINE: message` lines into one error (what [`build_active`] parses back).
+pub fn lines_error(lines: &[String]) -> anyhow::Error {
     anyhow::anyhow!("{INVALID_POLICY}{}", lines.join("\n"))
 }
 

@@ -49,7 +49,7 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
         c.policy
     });
     let active = loader::build_active(dir, loaded.policy)
-        .map_err(|lines| anyhow::anyhow!("invalid policy:\n{}", lines.join("\n")))?
+        .map_err(|lines| loader::lines_error(&lines))?
         .with_shadow(candidate);
     let gateway = Arc::new(Gateway::new(active, dir));
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
