@@ -127,12 +127,7 @@ impl Forwarded {
             return;
         }
         if self.held() > self.budget {
-            // An incomplete note is never read: give its memory back now rather than carry it
-            // to the shadow thread (it can be many times the body's size).
-            self.overflowed = true;
-            self.paths = Vec::new();
-            self.entries = Vec::new();
-            self.subtrees = Vec::new();
+            self.overflow();
             return;
         }
         self.paths.extend_from_slice(&self.stack);
@@ -153,10 +148,7 @@ impl Forwarded {
             + other.subtrees.len()
             + other.entries.len() * std::mem::size_of::<Entry>();
         if !other.complete() || self.held().saturating_add(more) > self.budget {
-            self.overflowed = true;
-            self.paths = Vec::new();
-            self.entries = Vec::new();
-            self.subtrees = Vec::new();
+            self.overflow();
             return;
         }
         let (paths, subtrees) = (self.paths.len(), self.subtrees.len());
@@ -169,6 +161,15 @@ impl Forwarded {
         }));
         self.paths.extend_from_slice(&other.paths);
         self.subtrees.extend_from_slice(&other.subtrees);
+    }
+
+    /// Marks the note incomplete. An incomplete note is never read: it gives its memory back
+    /// now rather than carry it to the shadow thread (it can be many times the body's size).
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.paths = Vec::new();
+        self.entries = Vec::new();
+        self.subtrees = Vec::new();
     }
 
     pub fn mark(&self) -> Mark {
@@ -245,9 +246,8 @@ impl Forwarded {
 mod tests {
     use super::*;
 
-    /// A note that ran out of room is never read: it gives its memory back at once instead of
-    /// travelling to the shadow thread (an array of one-digit numbers under a long name noted
-    /// about 24 times its body's size before).
+    /// Notes appended one after another read as one note, in order; an append past the
+    /// budget makes the note incomplete.
     #[test]
     fn appended_notes_read_as_one_in_order() {
         let note = |name: &str, subtree: Option<&str>| {
@@ -284,6 +284,9 @@ mod tests {
         assert!(!small.complete());
     }
 
+    /// A note that ran out of room is never read: it gives its memory back at once instead of
+    /// travelling to the shadow thread (an array of one-digit numbers under a long name noted
+    /// about 24 times its body's size before).
     #[test]
     fn an_overflowed_note_holds_no_memory() {
         let body_len = 1 << 20;
