@@ -434,7 +434,7 @@ fn records_and_subject(
     if stream {
         // Each line is the record: `records` is `$` when written (anything else is reported
         // by the stream checks).
-        if r.records.as_ref().is_some_and(|x| x.value.trim() != "$") {
+        if super::stream::records_not_lines(r).is_some() {
             body.ok = false;
         } else if r.subject.is_some() {
             body.spec.records = Some(FieldPath::parse("$").expect("`$` parses"));

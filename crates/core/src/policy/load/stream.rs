@@ -59,9 +59,15 @@ pub(super) fn stream_format(
     }
 }
 
+/// A streaming route's `records` when it is written as something other than `$` (each line
+/// is the record, so `$` is the only value it may have).
+pub(super) fn records_not_lines(r: &RouteFile) -> Option<&Spanned<String>> {
+    r.records.as_ref().filter(|x| x.value.trim() != "$")
+}
+
 /// Reports every setting a streaming route cannot have, each on its own line.
 pub(super) fn check_stream_route(path: &str, r: &RouteFile, takes_body: bool, d: &mut Diags) {
-    if let Some(records) = r.records.as_ref().filter(|x| x.value.trim() != "$") {
+    if let Some(records) = records_not_lines(r) {
         d.error(path, line(records), InvalidStream::Records);
     }
     if !takes_body {
