@@ -51,12 +51,18 @@ fn spread(nodes: usize, key: u64) -> usize {
     nodes + (hash >> 60) as usize % REMOVED_SLOTS
 }
 
+/// Keys shorter than this (their closing quote included) are compared as one `u128`.
+const SPELLED: usize = 16;
+
 /// One remembered key: where its bytes are in this request's input, and its decision.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Known {
     /// Index of the key's first byte after the opening quote.
     pub(super) start: usize,
     pub(super) len: usize,
+    /// The key and its closing quote as little-endian bytes, when they fit in 16 bytes
+    /// ([`SPELLED`]): compared with one masked load instead of two slices.
+    spelling: u128,
     pub(super) fp: u64,
     pub(super) found: Found,
     /// The key is the subject member's name.
@@ -81,11 +87,25 @@ impl Known {
         matches!(key, Cow::Borrowed(_)).then(|| Known {
             start: quote + 1,
             len: key.len(),
+            spelling: spelling(key),
             fp,
             found,
             subject,
         })
     }
+}
+
+/// `key` and a closing quote as little-endian bytes (zeros when they do not fit).
+fn spelling(key: &[u8]) -> u128 {
+    let mut bytes = [0; SPELLED];
+    if let Some((quote, name)) = bytes
+        .get_mut(..=key.len())
+        .and_then(|room| room.split_last_mut())
+    {
+        name.copy_from_slice(key);
+        *quote = b'"';
+    }
+    u128::from_le_bytes(bytes)
 }
 
 /// Where an open object is in its node's remembered order.
@@ -189,6 +209,13 @@ impl KeyOrders {
         }
         let known = *self.known.get(block as usize * SMALL_OBJECT + cursor.at)?;
         let n = known.len + 1;
+        if n <= SPELLED {
+            if let Some(here) = input.get(quote + 1..quote + 1 + SPELLED) {
+                let here = u128::from_le_bytes(here.try_into().ok()?);
+                let mask = u128::MAX >> (128 - 8 * n);
+                return ((here ^ known.spelling) & mask == 0).then_some(known);
+            }
+        }
         let here = input.get(quote + 1..quote + 1 + n)?;
         let there = input.get(known.start..known.start + n)?;
         same_key(here, there).then_some(known)

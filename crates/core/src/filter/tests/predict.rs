@@ -408,3 +408,63 @@ fn a_repeated_order_with_a_duplicate_or_a_folded_subject_is_refused() {
         ));
     }
 }
+
+#[test]
+fn keys_around_the_one_word_compare_are_told_apart() {
+    // A key and its closing quote fit the one-word compare up to 16 bytes: names on both sides
+    // of that, repeated, changed in their last byte, one byte longer or shorter, repeated
+    // within the record, escaped, or cut short by the end of the body (where fewer than 16
+    // bytes follow the quote, the compare falls back to slices).
+    let lookup = optouts(&[]);
+    for len in 12..=18 {
+        let key: String = (0..len).map(|i| char::from(b'a' + i % 26)).collect();
+        let spec = records(
+            spec(&["r[*].id", &format!("r[*].{key}")], &[]),
+            "r[*]",
+            "id",
+        );
+        let (predicting, reading) = (compile(&spec), compile(&spec).without_key_prediction());
+        let options = options(Some(&lookup), false);
+        let shorter = &key[..key.len() - 1];
+        let mut changed = key.clone();
+        changed.pop();
+        changed.push('Z');
+        let escaped = format!("{shorter}\\u{:04x}", key.as_bytes()[key.len() - 1]);
+        let last = format!(r#"{{"id":1,"{key}":2}}"#);
+        for (second, ok, kept) in [
+            (format!(r#"{{"id":2,"{key}":3}}"#), true, true),
+            (format!(r#"{{"id":2,"{changed}":3}}"#), true, false),
+            (format!(r#"{{"id":2,"{key}a":3}}"#), true, false),
+            (format!(r#"{{"id":2,"{shorter}":3}}"#), true, false),
+            (format!(r#"{{"id":2,"{key}":3,"{key}":4}}"#), false, false),
+            (
+                format!(r#"{{"id":2,"{key}":3,"{escaped}":4}}"#),
+                false,
+                false,
+            ),
+            (format!(r#"{{"id":2,"{key}":3}},{last}"#), true, true),
+        ] {
+            let body = format!(r#"{{"r":[{last},{second}]}}"#);
+            assert_eq!(
+                both(&predicting, &reading, body.as_bytes(), &options),
+                ok,
+                "{body}"
+            );
+            if let (true, Ok(out)) = (ok, filter(&predicting, body.as_bytes(), &options)) {
+                let text = body_text(&out);
+                assert_eq!(
+                    text.matches(&format!("\"{key}\":3")).count(),
+                    usize::from(kept)
+                );
+            }
+            for cut in 1..body.len() {
+                assert!(!both(
+                    &predicting,
+                    &reading,
+                    &body.as_bytes()[..cut],
+                    &options
+                ));
+            }
+        }
+    }
+}
