@@ -67,6 +67,9 @@ pub(super) struct Known {
     pub(super) found: Found,
     /// The key is the subject member's name.
     pub(super) subject: bool,
+    /// An unknown member of an object that stands for one drift path: where its occurrences
+    /// go in the report, once the first was noted (see `unknown`).
+    pub(super) drift: Option<u32>,
 }
 
 impl Known {
@@ -91,6 +94,7 @@ impl Known {
             fp,
             found,
             subject,
+            drift: None,
         })
     }
 }
@@ -257,6 +261,27 @@ impl KeyOrders {
             *len = u8::try_from(cursor.at + 1).unwrap_or(u8::MAX);
         } else {
             cursor.on = false;
+        }
+    }
+
+    /// Remembers, with the key the cursor has just read (predicted or learned), where the
+    /// drift report puts its occurrences: a function of the key and the slot's node, as
+    /// everything else remembered.
+    #[inline]
+    pub(super) fn remember_drift(&mut self, cursor: &Cursor, entry: u32) {
+        if !cursor.on || cursor.at == 0 {
+            return;
+        }
+        let Some(&(block, len)) = self.slots.get(cursor.node) else {
+            return;
+        };
+        if cursor.at <= usize::from(len) {
+            if let Some(known) = self
+                .known
+                .get_mut(block as usize * SMALL_OBJECT + cursor.at - 1)
+            {
+                known.drift = Some(entry);
+            }
         }
     }
 

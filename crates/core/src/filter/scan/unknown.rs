@@ -11,7 +11,9 @@
 //! in its slot), so it stays small however many names a body holds. Objects under a `*`
 //! member (whose path depends on the key above them) and pairs not (or no longer) remembered
 //! take the slow path, which gives the same answer; so does a body's first unknown member, so
-//! that a body with only one never allocates the memory.
+//! that a body with only one never allocates the memory. When key-order prediction remembers
+//! the member's key (in the node's slot), the answer is remembered with it too, so a predicted
+//! unknown member goes straight to its entry.
 use std::borrow::Cow;
 
 use super::super::compile::{same_key, NodeId};
@@ -49,7 +51,8 @@ fn hash_of(node: NodeId, fp: u64) -> u64 {
 impl<'a> Unknowns<'a> {
     /// One occurrence of member `name` (fingerprint `fp`, holding `shapes`) of an object at
     /// node `node` (`None` unless the node stands for one drift path). `path_of` writes the
-    /// member's drift path; it is called only when the answer is not remembered.
+    /// member's drift path; it is called only when the answer is not remembered. With a node,
+    /// returns where every later occurrence of the pair goes (see [`Unknowns::again`]).
     // `name` stays a `Cow` so that remembering a name borrowed from the body copies nothing.
     #[allow(clippy::ptr_arg)]
     pub(super) fn note(
@@ -60,40 +63,51 @@ impl<'a> Unknowns<'a> {
         fp: u64,
         shapes: Shapes,
         path_of: impl FnOnce(&mut String),
-    ) {
+    ) -> Option<u32> {
         let Some(node) = node else {
             path_of(&mut self.path);
             drift::note(unknown, &self.path, shapes);
-            return;
+            return None;
         };
         let slot = (hash_of(node, fp) >> 32) as usize & (SLOTS - 1);
         if self.remembered.is_empty() {
             if !std::mem::replace(&mut self.noted_one, true) {
                 path_of(&mut self.path);
-                drift::note(unknown, &self.path, shapes);
-                return;
+                return Some(listed(drift::note(unknown, &self.path, shapes)));
             }
             self.remembered.resize_with(SLOTS, || None);
         }
         if let Some(Some(r)) = self.remembered.get(slot) {
             if r.node == node && r.fp == fp && same_key(&r.name, name) {
-                if let Some(field) = unknown.get_mut(r.entry as usize) {
-                    field.seen_again(shapes);
-                }
-                return;
+                Self::again(unknown, r.entry, shapes);
+                return Some(r.entry);
             }
         }
         path_of(&mut self.path);
-        let entry = drift::note(unknown, &self.path, shapes);
+        let entry = listed(drift::note(unknown, &self.path, shapes));
         if let Some(remembered) = self.remembered.get_mut(slot) {
             *remembered = Some(Remembered {
                 node,
                 fp,
                 name: name.clone(),
-                entry: entry
-                    .and_then(|e| u32::try_from(e).ok())
-                    .unwrap_or(NOT_LISTED),
+                entry,
             });
         }
+        Some(entry)
     }
+
+    /// A later occurrence of a (node, name) pair whose [`Unknowns::note`] returned `entry`.
+    #[inline]
+    pub(super) fn again(unknown: &mut [UnknownField], entry: u32, shapes: Shapes) {
+        if let Some(field) = unknown.get_mut(entry as usize) {
+            field.seen_again(shapes);
+        }
+    }
+}
+
+/// Where a path's occurrences go: its entry in the list, or [`NOT_LISTED`].
+fn listed(entry: Option<usize>) -> u32 {
+    entry
+        .and_then(|e| u32::try_from(e).ok())
+        .unwrap_or(NOT_LISTED)
 }

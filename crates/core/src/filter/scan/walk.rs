@@ -394,9 +394,17 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let input = self.sc.input;
         let key_start = self.sc.pos;
-        let (fp, found, is_subject) = match self.sc.take_predicted_key(&mut open.keys) {
-            Some(known) => (known.fp, known.found, open.want_subject && known.subject),
-            None => self.member_name(members, open)?,
+        let (fp, found, is_subject, drift) = match self.sc.take_predicted_key(&mut open.keys) {
+            Some(known) => (
+                known.fp,
+                known.found,
+                open.want_subject && known.subject,
+                known.drift,
+            ),
+            None => {
+                let (fp, found, is_subject) = self.member_name(members, open)?;
+                (fp, found, is_subject, None)
+            }
         };
         let key_end = self.sc.pos;
         self.sc.skip_ws();
@@ -431,8 +439,8 @@ impl<'a, 'p> Filter<'a, 'p> {
                     }
                 }
             }
-            Found::Removed => self.remove_member(true, open, fp)?,
-            Found::Unknown => self.remove_member(false, open, fp)?,
+            Found::Removed => self.remove_member(None, open, fp)?,
+            Found::Unknown => self.remove_member(Some(drift), open, fp)?,
         }
         if is_subject {
             open.subject = Some(self.sc.subject_id(value_start));
@@ -500,10 +508,15 @@ impl<'a, 'p> Filter<'a, 'p> {
         )))
     }
 
-    /// Skips (and checks) a member no path keeps; `known` when a path names it for removal,
-    /// otherwise it is drift.
-    fn remove_member(&mut self, known: bool, open: &Open<'a>, fp: u64) -> Result<(), Fail> {
-        let at = open.at;
+    /// Skips (and checks) a member no path keeps: `None` when a path names it for removal,
+    /// otherwise it is drift, whose entry in the report may be known already (see
+    /// [`Filter::note_unknown`]).
+    fn remove_member(
+        &mut self,
+        unknown: Option<Option<u32>>,
+        open: &Open<'a>,
+        fp: u64,
+    ) -> Result<(), Fail> {
         let shapes = Shapes::of_first_byte(self.sc.peek());
         if shapes.scalar {
             self.sc.scalar()?;
@@ -513,8 +526,8 @@ impl<'a, 'p> Filter<'a, 'p> {
             self.sc.skip_value::<false>(&mut self.out, Some(keys))?;
         }
         self.report.fields_removed += 1;
-        if !known {
-            self.note_unknown(shapes, at, fp);
+        if let Some(drift) = unknown {
+            self.note_unknown(shapes, open, fp, drift);
         }
         if self.detail {
             self.report.changes.push(Change::Removed {
@@ -610,18 +623,31 @@ impl<'a, 'p> Filter<'a, 'p> {
         Ok(true)
     }
 
-    /// Counts the member just read, which no path names, and notes its drift path; `at` and
-    /// `fp` as in [`Unknowns::note`].
-    fn note_unknown(&mut self, shapes: Shapes, at: Option<NodeId>, fp: u64) {
+    /// Counts the member just read, which no path names, and notes its drift path (`fp` as in
+    /// [`Unknowns::note`]). `drift`: where key-order prediction remembered its occurrences
+    /// go; otherwise, where they go is remembered with its key when the object stands for one
+    /// drift path.
+    fn note_unknown(&mut self, shapes: Shapes, open: &Open<'a>, fp: u64, drift: Option<u32>) {
         self.report.unknown_fields += 1;
+        if let Some(entry) = drift {
+            Unknowns::again(&mut self.report.unknown, entry, shapes);
+            return;
+        }
         let sc = &self.sc;
         let Some(name) = sc.current_key() else {
             return;
         };
-        self.unknowns
-            .note(&mut self.report.unknown, at, name, fp, shapes, |path| {
-                sc.drift_path(path)
-            });
+        let entry = self.unknowns.note(
+            &mut self.report.unknown,
+            open.at,
+            name,
+            fp,
+            shapes,
+            |path| sc.drift_path(path),
+        );
+        if let Some(entry) = entry {
+            self.sc.orders.remember_drift(&open.keys, entry);
+        }
     }
 
     #[inline(never)]

@@ -171,3 +171,55 @@ fn names_that_unescape_alike_share_a_path() {
         ["scalar", "object", "array"]
     );
 }
+
+#[test]
+fn predicted_unknown_members_go_where_their_first_went() {
+    // Records repeat their unknown members, so from the second on key-order prediction carries
+    // where each one's occurrences go. Their shapes change from record to record; with `top`'s
+    // 256 names first, the list is full and theirs are counted but never listed.
+    let filler: Vec<String> = (0..MAX_PATHS_PER_REQUEST)
+        .map(|i| format!("\"f{i:03}x\":{i}"))
+        .collect();
+    let members: Vec<String> = (0..8)
+        .map(|i| {
+            let v = ["1", "{\"a\":1}", "[2]", "\"s\""][i % 4];
+            format!("{{\"id\":{i},\"phone\":{v},\"name\":1,\"email\":{v}}}")
+        })
+        .collect();
+    let spec = records(
+        spec(&["r[*].id", "r[*].name", "top.keep"], &[]),
+        "r[*]",
+        "id",
+    );
+    let unpredicted = compile(&spec).without_key_prediction();
+    for top in [String::new(), format!("\"top\":{{{}}},", filler.join(","))] {
+        let body = format!("{{{top}\"r\":[{}]}}", members.join(","));
+        for lookup in [None, Some(&optouts(&["1", "4"]) as &dyn OptOutLookup)] {
+            let options = options(lookup, lookup.is_some());
+            let report = both(&spec, body.as_bytes(), &options).expect("passes");
+            let plain = filter(&unpredicted, body.as_bytes(), &options).expect("passes");
+            assert_eq!(report, plain.report);
+            if lookup.is_some() {
+                continue;
+            }
+            let listed: Vec<(&str, u64, Vec<&str>)> = report
+                .unknown
+                .iter()
+                .filter(|f| f.path.starts_with("r["))
+                .map(|f| (f.path.as_str(), f.count, f.shapes.names()))
+                .collect();
+            if top.is_empty() {
+                assert_eq!(report.unknown_fields, 16);
+                let shapes = vec!["scalar", "object", "array"];
+                assert_eq!(
+                    listed,
+                    [("r[*].phone", 8, shapes.clone()), ("r[*].email", 8, shapes)]
+                );
+            } else {
+                assert_eq!(report.unknown_fields, 16 + MAX_PATHS_PER_REQUEST as u64);
+                assert_eq!(report.unknown.len(), MAX_PATHS_PER_REQUEST);
+                assert!(listed.is_empty());
+            }
+        }
+    }
+}
