@@ -1451,3 +1451,71 @@ fn unescape_decodes_every_escape() {
     scan::unescape(br#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00z"#, &mut out);
     assert_eq!(out, "a\"\\/\u{8}\u{c}\n\r\té😀z".as_bytes());
 }
+
+#[test]
+fn strings_are_checked_alike_at_every_offset_of_the_word_scan() {
+    // Strings are scanned 8 bytes at a time: each special (closing quote, escape, control
+    // character) at every offset of the first words, in a kept value, a removed value, a key
+    // and at the end of the body, is accepted or refused as serde_json does, with its position.
+    let programs = [
+        compile(&spec(&["a", "n.**"], &[])),
+        compile(&spec(&["zz"], &[])),
+        compile(&spec(&["a.**", "n.**"], &[])),
+    ];
+    let specials: &[(&str, Option<&str>)] = &[
+        ("", None),
+        ("\\n", None),
+        ("\\\"", None),
+        ("\\u00e9", None),
+        ("\\ud83d\\ude00", None),
+        ("é", None),
+        ("\u{7f}", None),
+        ("\\ud800", Some("lone surrogate")),
+        ("\\ude00", Some("lone surrogate")),
+        ("\\ud800\\u0041", Some("lone surrogate")),
+        ("\\x", Some("invalid escape")),
+        ("\\u12g4", Some("4 hex digits")),
+        ("\u{1}", Some("control character 0x01")),
+        ("\u{1f}", Some("control character 0x1f")),
+        ("\n", Some("control character 0x0a")),
+    ];
+    for offset in 0..=17 {
+        for &(special, refused) in specials {
+            let text = format!("{}{special}tail", "x".repeat(offset));
+            for (body, at) in [
+                (format!(r#"{{"a":"{text}","b":1}}"#), 6),
+                (format!(r#"{{"b":1,"a":"{text}"}}"#), 12),
+                (format!(r#"{{"{text}":1,"a":2}}"#), 2),
+                (format!(r#"{{"n":{{"k":"{text}"}}}}"#), 11),
+            ] {
+                let theirs = serde_json::from_str::<serde_json::Value>(&body).is_ok();
+                assert_eq!(theirs, refused.is_none(), "{body:?}");
+                let position = format!("at byte {}", at + offset);
+                for result in std::iter::once(validate(body.as_bytes(), 64).map(|()| String::new()))
+                    .chain(programs.iter().map(|p| run(p, &body)))
+                {
+                    match (refused, result) {
+                        (None, Ok(_)) => {}
+                        (Some(needle), Err(Refusal { message, .. })) => assert!(
+                            message.contains(needle) && message.contains(&position),
+                            "{body:?}: {message}"
+                        ),
+                        (_, other) => panic!("{body:?}: {other:?}"),
+                    }
+                }
+            }
+            // Cut off inside the string, at and after the special.
+            let body = format!(r#"{{"a":"{text}"#);
+            for cut in 7 + offset..=body.len() {
+                let cut_body = &body.as_bytes()[..cut];
+                if std::str::from_utf8(cut_body).is_err() {
+                    continue;
+                }
+                assert!(validate(cut_body, 64).is_err());
+                for program in &programs {
+                    assert!(filter(program, cut_body, &options(None, false)).is_err());
+                }
+            }
+        }
+    }
+}

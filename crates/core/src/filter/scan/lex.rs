@@ -176,23 +176,36 @@ impl<'a> Scanner<'a> {
 
     /// At `"`: validates a string, leaves `pos` after its closing quote, and says whether it
     /// holds escapes.
+    ///
+    /// Inlined is only the usual case: 8 bytes at a time up to the first special byte, read
+    /// from the word itself; when that is the closing quote, the string is done. Escapes,
+    /// control characters and the body's last bytes go to [`Scanner::scan_string_from`].
     #[inline]
     pub(super) fn scan_string(&mut self) -> Result<bool, Fail> {
         let input = self.input;
         let mut i = self.pos + 1;
-        let mut escaped = false;
-        loop {
-            while let Some(chunk) = input.get(i..i + 8) {
-                let Ok(word) = <[u8; 8]>::try_from(chunk) else {
-                    break;
-                };
-                let hits = string_specials(u64::from_le_bytes(word));
-                if hits != 0 {
-                    i += (hits.trailing_zeros() / 8) as usize;
-                    break;
+        while let Some(word) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+            let word = u64::from_le_bytes(*word);
+            let hits = string_specials(word);
+            if hits != 0 {
+                let at = hits.trailing_zeros() & !7;
+                if (word >> at) as u8 == b'"' {
+                    self.pos = i + (at / 8) as usize + 1;
+                    return Ok(false);
                 }
-                i += 8;
+                return self.scan_string_from(i + (at / 8) as usize, false);
             }
+            i += 8;
+        }
+        self.scan_string_from(i, false)
+    }
+
+    /// Goes on with the string whose `"` is at `pos`, from `i` (inside it); `escaped` when an
+    /// escape came before.
+    #[inline(never)]
+    fn scan_string_from(&mut self, mut i: usize, mut escaped: bool) -> Result<bool, Fail> {
+        let input = self.input;
+        loop {
             match input.get(i) {
                 Some(b'"') => {
                     self.pos = i + 1;
@@ -210,6 +223,14 @@ impl<'a> Scanner<'a> {
                 }
                 Some(_) => i += 1,
                 None => return Err(self.syntax_at(self.pos, "unterminated string")),
+            }
+            while let Some(word) = input.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+                let hits = string_specials(u64::from_le_bytes(*word));
+                if hits != 0 {
+                    i += (hits.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
             }
         }
     }
