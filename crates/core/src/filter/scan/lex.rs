@@ -94,6 +94,26 @@ pub(in crate::filter) fn unescape(raw: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Spans up to this long are copied as one fixed-size block (see [`copy_span`]).
+const SHORT_SPAN: usize = 32;
+
+/// Appends `input[start..end]` to `out`. A short span is copied as the fixed-size block that
+/// starts it (inlined moves instead of a `memcpy` call) and `out` cut back to its end.
+#[inline]
+pub(super) fn copy_span(out: &mut Vec<u8>, input: &[u8], start: usize, end: usize) {
+    let len = out.len();
+    match input
+        .get(start..)
+        .and_then(<[u8]>::first_chunk::<SHORT_SPAN>)
+    {
+        Some(block) if end - start <= SHORT_SPAN => {
+            out.extend_from_slice(block);
+            out.truncate(len + end - start);
+        }
+        _ => out.extend_from_slice(&input[start..end]),
+    }
+}
+
 pub(super) fn starts_value(byte: Option<u8>) -> bool {
     matches!(
         byte,
@@ -321,5 +341,25 @@ impl<'a> Scanner<'a> {
             _ => return Err(self.unexpected("a JSON value")),
         }
         Ok((start, self.pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_span_copies_exactly_the_span() {
+        // Spans on both sides of the fixed-size block, near the end of the input (where no
+        // block fits) and after what `out` already holds.
+        let input: Vec<u8> = (0..80).collect();
+        for start in 0..input.len() {
+            for end in start..=input.len().min(start + SHORT_SPAN + 3) {
+                let mut out = b"head".to_vec();
+                copy_span(&mut out, &input, start, end);
+                assert_eq!(out[..4], *b"head");
+                assert_eq!(out[4..], input[start..end], "{start}..{end}");
+            }
+        }
     }
 }

@@ -256,19 +256,26 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    #[inline]
     fn close(&mut self) {
         if let Some(frame) = self.frames.pop() {
             if frame.object {
                 self.keys.truncate(frame.key_base);
                 self.fps.truncate(frame.key_base);
                 if frame.set != NONE {
-                    if let Some(set) = self.sets.get_mut(frame.set) {
-                        set.clear();
-                    }
-                    self.sets_used -= 1;
+                    self.release_set(frame.set);
                 }
             }
         }
+    }
+
+    /// Clears the hash set of a large object that closed, for the next one.
+    #[cold]
+    fn release_set(&mut self, set: usize) {
+        if let Some(set) = self.sets.get_mut(set) {
+            set.clear();
+        }
+        self.sets_used -= 1;
     }
 
     #[inline]

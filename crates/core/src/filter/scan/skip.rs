@@ -1,6 +1,7 @@
 //! Values the trie does not walk: removed members (validated, not copied) and `.**` subtrees
 //! (validated and copied compactly), in one iterative loop.
 use super::super::compile::{fingerprint, is_path_syntax, Found};
+use super::lex::copy_span;
 use super::predict::{Cursor, KeyOrders, Known};
 use super::{Fail, Scanner};
 
@@ -46,7 +47,7 @@ impl<'a> Scanner<'a> {
                 }
                 *wrote = true;
             }
-            out.extend_from_slice(&self.input[start..self.pos]);
+            copy_span(out, self.input, start, self.pos);
             out.push(b':');
         } else if EMIT && !hidden {
             self.hidden_removed += 1;
@@ -174,7 +175,7 @@ impl<'a> Scanner<'a> {
                 _ => {
                     let (start, end) = self.scalar()?;
                     if EMIT && !hidden {
-                        out.extend_from_slice(&self.input[start..end]);
+                        copy_span(out, self.input, start, end);
                     }
                 }
             }

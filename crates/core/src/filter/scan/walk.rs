@@ -7,7 +7,7 @@ use super::super::transform::{self, Hmac256};
 use super::super::{
     Change, FilterOptions, FilterProgram, Filtered, OptOutLookup, Report, Transform,
 };
-use super::lex::{check_text, describe, starts_value};
+use super::lex::{check_text, copy_span, describe, starts_value};
 use super::predict::{removed_slot, Cursor, KeyOrders, Known, REMOVED_SLOTS};
 use super::unknown::Unknowns;
 use super::{bad, fail, unescape, Fail, Scanner};
@@ -233,7 +233,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             )));
         }
         let (_, end) = self.sc.scalar()?;
-        self.out.extend_from_slice(&self.sc.input[from..end]);
+        copy_span(&mut self.out, self.sc.input, from, end);
         self.kept(None);
         Ok(())
     }
@@ -426,7 +426,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                     && self.scalar_member(child, key_start)?;
                 if !whole {
                     let name = &input[key_start..key_end];
-                    self.out.extend_from_slice(name);
+                    copy_span(&mut self.out, input, key_start, key_end);
                     self.out.push(b':');
                     let depth = self
                         .forwarded
