@@ -146,6 +146,35 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// After a member name: its `:` and the whitespace around it. Compact bodies have `:`
+    /// and then the value: a two-byte compare settles the usual case.
+    #[inline]
+    fn colon(&mut self) -> Result<(), Fail> {
+        if let Some(&[b':', value]) = self.input.get(self.pos..).and_then(<[u8]>::first_chunk) {
+            if value > b' ' {
+                self.pos += 1;
+                return Ok(());
+            }
+        }
+        self.skip_ws();
+        self.expect(b':', "`:` after a member name")?;
+        self.skip_ws();
+        Ok(())
+    }
+
+    /// At a `,` directly followed by the next member or element (a compact body): steps over
+    /// it. Otherwise leaves `pos` for the full check.
+    #[inline]
+    fn compact_comma(&mut self) -> bool {
+        if let Some(&[b',', next]) = self.input.get(self.pos..).and_then(<[u8]>::first_chunk) {
+            if next > b' ' {
+                self.pos += 1;
+                return true;
+            }
+        }
+        false
+    }
+
     /// The concrete path of the value being read (`shipments[0].card_number`, or `$`).
     fn path(&self) -> String {
         self.path_upto(self.frames.len())

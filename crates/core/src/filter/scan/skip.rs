@@ -58,9 +58,7 @@ impl<'a> Scanner<'a> {
                 }
             }
         }
-        self.skip_ws();
-        self.expect(b':', "`:` after a member name")?;
-        self.skip_ws();
+        self.colon()?;
         Ok(written)
     }
 

@@ -361,6 +361,9 @@ impl<'a, 'p> Filter<'a, 'p> {
         if self.sc.peek() != Some(b'}') {
             loop {
                 self.member(members, &mut open)?;
+                if self.sc.compact_comma() {
+                    continue;
+                }
                 self.sc.skip_ws();
                 match self.sc.peek() {
                     Some(b',') => {
@@ -407,9 +410,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             }
         };
         let key_end = self.sc.pos;
-        self.sc.skip_ws();
-        self.sc.expect(b':', "`:` after a member name")?;
-        self.sc.skip_ws();
+        self.sc.colon()?;
         let value_start = self.sc.pos;
         if is_subject && self.optouts.is_some() {
             self.subject_is_scalar()?;
@@ -688,6 +689,10 @@ impl<'a, 'p> Filter<'a, 'p> {
                     any_kept = true;
                 } else {
                     self.out.truncate(mark);
+                }
+                if self.sc.compact_comma() {
+                    self.sc.next_element();
+                    continue;
                 }
                 self.sc.skip_ws();
                 match self.sc.peek() {

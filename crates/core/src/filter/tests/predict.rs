@@ -468,3 +468,66 @@ fn keys_around_the_one_word_compare_are_told_apart() {
         }
     }
 }
+
+#[test]
+fn colons_and_commas_are_checked_alike_compact_or_spaced() {
+    // A compact `":` and `,` are stepped over in one compare; whitespace, a missing or doubled
+    // one, or a bracket right after it take the full check, refused at the same byte. Each
+    // case comes after a record that primed key-order prediction, in walked objects, removed
+    // members, subtrees passed whole and arrays.
+    let spec = records(
+        spec(&["r[*].id", "r[*].a", "r[*].m.**", "r[*].l[*]"], &[]),
+        "r[*]",
+        "id",
+    );
+    let (predicting, reading) = (compile(&spec), compile(&spec).without_key_prediction());
+    let first = r#"{"id":1,"a":2,"z":{"p":1,"q":2},"m":{"p":1,"q":2},"l":[1,2]}"#;
+    let cases: &[(&str, Option<&str>)] = &[
+        (r#"{"id":2,"a":3}"#, None),
+        (r#"{"id" :2, "a":3}"#, None),
+        (r#"{"id": 2 ,"a":3}"#, None),
+        ("{\"id\":\t2,\n\"a\":3}", None),
+        (
+            r#"{"id":2,"z":{"p" : 1 , "q":2},"m":{"p":1, "q" :2},"l":[1 , 2]}"#,
+            None,
+        ),
+        (
+            r#"{"id":2,"a":3,"z":{"p":1,"q":2},"m":{"p":1,"q":2},"l":[1,2]}"#,
+            None,
+        ),
+        (r#"{"id":2,,"a":3}"#, Some(",,")),
+        (r#"{"id":2,}"#, Some(",}")),
+        (r#"{"id"::2}"#, Some("::")),
+        (r#"{"id":}"#, Some(":}")),
+        (r#"{"id":2,"a":]"#, Some(":]")),
+        (r#"{"id":2,"a"3}"#, Some("\"3")),
+        (r#"{"id":2,"z":{"p":1,}}"#, Some(",}")),
+        (r#"{"id":2,"z":{"p"::1}}"#, Some("::")),
+        (r#"{"id":2,"m":{"p":1,,"q":2}}"#, Some(",,")),
+        (r#"{"id":2,"m":{"p":}}"#, Some(":}")),
+        (r#"{"id":2,"l":[1,]}"#, Some(",]")),
+        (r#"{"id":2,"l":[1,,2]}"#, Some(",,")),
+        (r#"{"id":2,"l":[1 2]}"#, Some(" 2")),
+    ];
+    let lookup = optouts(&[]);
+    let options = options(Some(&lookup), false);
+    for &(second, refused) in cases {
+        for body in [
+            format!(r#"{{"r":[{first},{second}]}}"#),
+            format!(r#"{{"r":[{first},{first},{second}]}}"#),
+        ] {
+            let ok = both(&predicting, &reading, body.as_bytes(), &options);
+            assert_eq!(ok, refused.is_none(), "{body}");
+            assert_eq!(ok, validate(body.as_bytes(), 64).is_ok(), "{body}");
+            if let Some(marker) = refused {
+                // The byte after the first of the marker's two, or the space's value.
+                let at = body.rfind(marker).expect("marker") + 1;
+                let message = bad_request(run(&predicting, &body));
+                assert!(
+                    message.contains(&format!("at byte {at}")),
+                    "{body}: {message}"
+                );
+            }
+        }
+    }
+}
