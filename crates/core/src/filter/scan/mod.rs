@@ -366,20 +366,21 @@ impl<'a> Scanner<'a> {
     /// check: a predicted name differs from the object's keys before it, which are fewer than
     /// [`SMALL_OBJECT`]. Always inlined: out of line, the call cost the 1 MiB load body 8 %.
     #[inline(always)]
-    fn take_predicted_key(&mut self, keys: &mut predict::Cursor) -> Option<predict::Known> {
+    fn take_predicted_key(&mut self, keys: &mut predict::Cursor) -> Option<predict::Decision> {
         let start = self.pos;
         let input = self.input;
         let known = self.orders.hit(keys, input, start)?;
-        self.pos = start + known.len + 2;
+        let (len, fp, decision) = (known.len, known.fp, known.decision());
+        self.pos = start + len + 2;
         self.keys
-            .push(Cow::Borrowed(&input[start + 1..start + 1 + known.len]));
-        self.fps.push(known.fp);
+            .push(Cow::Borrowed(&input[start + 1..start + 1 + len]));
+        self.fps.push(fp);
         if let Some(f) = self.frames.last_mut() {
             f.cur = self.keys.len() - 1;
-            f.bits |= key_bit(known.fp);
+            f.bits |= key_bit(fp);
         }
         keys.at += 1;
-        Some(known)
+        Some(decision)
     }
 
     /// Records a name prediction did not foresee, read from `start` (refusing a duplicate), and

@@ -97,6 +97,26 @@ impl Known {
             drift: None,
         })
     }
+
+    /// What was decided about the key.
+    #[inline]
+    pub(super) fn decision(&self) -> Decision {
+        Decision {
+            fp: self.fp,
+            found: self.found,
+            subject: self.subject,
+            drift: self.drift,
+        }
+    }
+}
+
+/// What a predicted key hands over: what was decided about it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Decision {
+    pub(super) fp: u64,
+    pub(super) found: Found,
+    pub(super) subject: bool,
+    pub(super) drift: Option<u32>,
 }
 
 /// `key` and a closing quote as little-endian bytes (zeros when they do not fit).
@@ -203,7 +223,7 @@ impl KeyOrders {
     /// The remembered key at the cursor when `input` spells it at `quote` (the key's opening
     /// quote), closing quote included.
     #[inline]
-    pub(super) fn hit(&self, cursor: &Cursor, input: &[u8], quote: usize) -> Option<Known> {
+    pub(super) fn hit(&self, cursor: &Cursor, input: &[u8], quote: usize) -> Option<&Known> {
         if !cursor.on {
             return None;
         }
@@ -211,7 +231,7 @@ impl KeyOrders {
         if cursor.at >= usize::from(len) {
             return None;
         }
-        let known = *self.known.get(block as usize * SMALL_OBJECT + cursor.at)?;
+        let known = self.known.get(block as usize * SMALL_OBJECT + cursor.at)?;
         let n = known.len + 1;
         if n <= SPELLED {
             if let Some(here) = input.get(quote + 1..quote + 1 + SPELLED) {
