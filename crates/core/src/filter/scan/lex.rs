@@ -327,7 +327,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads one scalar at `pos` (already known not to be a container) and returns its span.
-    #[inline]
+    #[inline(always)]
     pub(super) fn scalar(&mut self) -> Result<(usize, usize), Fail> {
         let start = self.pos;
         match self.peek() {
