@@ -317,8 +317,8 @@ pub struct Gateway {
     started: std::time::Instant,
     /// Held for a whole reload (load, validate, swap): the watcher, SIGHUP and the admin API
     /// reload one at a time, so an older load can never be swapped in after a newer one. It
-    /// keeps what the files were when the last reload read them (see `reload::watch`).
-    reloading: Mutex<Option<crate::reload::Fingerprint>>,
+    /// keeps what the last reload read (see `reload::LastRead`).
+    reloading: Mutex<crate::reload::LastRead>,
 }
 
 impl Gateway {
@@ -346,7 +346,7 @@ impl Gateway {
             optouts: RwLock::new(None),
             ledger: RwLock::new(None),
             started: std::time::Instant::now(),
-            reloading: Mutex::new(None),
+            reloading: Mutex::new(crate::reload::LastRead::default()),
         }
     }
 
@@ -359,8 +359,8 @@ impl Gateway {
     }
 
     /// Serialises reloads: hold the guard from reading the files until the swap is done. It
-    /// holds the fingerprint of the files the last reload read.
-    pub fn reload_guard(&self) -> MutexGuard<'_, Option<crate::reload::Fingerprint>> {
+    /// holds what the last reload read.
+    pub fn reload_guard(&self) -> MutexGuard<'_, crate::reload::LastRead> {
         match self.reloading.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

@@ -3,7 +3,9 @@ Policy reloads, from three triggers: a watcher polling the policy directory and 
 policy names (certificates, keys, JWKS), `SIGHUP`, and `POST {admin}/reload`. One reload runs at a
 time (the gateway's reload lock), so an older load can never be swapped in after a newer one.
 Each change of the files is loaded once: the watcher skips files that `SIGHUP` or the admin API
-already read as they are now.
+already read as they are now. What the last reload read (by any trigger) is kept under the reload
+lock ([`LastRead`]), with the files a refused policy names, so the watcher also notices a
+missing certificate appearing after a reload by hand was refused for it.
 
 A reload reads and validates the whole policy (and re-reads every certificate and key) before
 anything is swapped; a policy that does not validate is logged with every `FILE:LINE: message`,
@@ -35,16 +37,30 @@ pub struct Rejection {
     pub named_files: Vec<PathBuf>,
 }
 
+/// What the last reload, whichever its trigger, read (kept under the gateway's reload lock).
+#[derive(Debug, Default)]
+pub struct LastRead {
+    /// The watched files as that reload found them (empty before the first reload).
+    fingerprint: Fingerprint,
+    /// The files the policy it refused names (the watcher keeps an eye on them too).
+    refused_files: Vec<PathBuf>,
+}
+
+/// The files the watcher looks at besides the policy directory: those the served policy names,
+/// and those of the last policy refused.
+fn watched(gateway: &Gateway, refused_files: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files = named_files(&gateway.active().policy);
+    files.extend(refused_files.iter().cloned());
+    files
+}
+
 /// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid: `Ok(version)`.
 pub fn reload(gateway: &Gateway) -> Result<String, Rejection> {
-    let mut last_read = gateway.reload_guard();
+    let mut last = gateway.reload_guard();
     // Taken before the files are read: a change made while they are read differs from it, so
     // the watcher still loads that change.
-    *last_read = Some(fingerprint(
-        &gateway.policy_dir,
-        &named_files(&gateway.active().policy),
-    ));
-    match candidate(gateway) {
+    let before = fingerprint(&gateway.policy_dir, &watched(gateway, &last.refused_files));
+    let outcome = match candidate(gateway) {
         Ok(active) => {
             let version = active.policy.version.clone();
             log::info!("policy reloaded: version {version}");
@@ -60,7 +76,25 @@ pub fn reload(gateway: &Gateway) -> Result<String, Rejection> {
             gateway.metrics.policy_reload(false);
             Err(rejection)
         }
-    }
+    };
+    last.refused_files = match &outcome {
+        Ok(_) => Vec::new(),
+        Err(rejection) => rejection.named_files.clone(),
+    };
+    // Only when the outcome names other files is the fingerprint taken again (a change in the
+    // moment between is then missed).
+    let after = watched(gateway, &last.refused_files);
+    let same_files =
+        before
+            .iter()
+            .map(|(p, _)| p)
+            .eq(fingerprint_paths(&gateway.policy_dir, &after).iter());
+    last.fingerprint = if same_files {
+        before
+    } else {
+        fingerprint(&gateway.policy_dir, &after)
+    };
+    outcome
 }
 
 /// Reads, validates and builds the policy on disk, without swapping it in.
@@ -175,9 +209,10 @@ pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
 /// What identifies a version of the policy on disk: each file and the SHA-256 of its bytes
 /// (`None` while unreadable). Contents rather than times, so a rotation that keeps sizes and
 /// times, or swaps a symlink (Kubernetes secret volumes), is still seen.
-pub type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
+type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
 
-fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
+/// The files a fingerprint covers: `gateway.yaml`, every partner file, and `named`, sorted.
+fn fingerprint_paths(dir: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
     let mut paths = vec![dir.join("gateway.yaml")];
     if let Ok(entries) = std::fs::read_dir(dir.join("partners")) {
         paths.extend(entries.flatten().map(|e| e.path()));
@@ -186,6 +221,10 @@ fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
     paths.sort();
     paths.dedup();
     paths
+}
+
+fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
+    fingerprint_paths(dir, named)
         .into_iter()
         .map(|path| {
             let digest = std::fs::read(&path).ok().map(|b| Sha256::digest(b).into());
@@ -237,41 +276,26 @@ pub fn watch(gateway: Arc<Gateway>) {
         .name("policy-watcher".into())
         .spawn(move || {
             let dir = gateway.policy_dir.clone();
-            // Files named by the policy being served, and by the last one refused.
-            let mut refused_files: Vec<PathBuf> = Vec::new();
-            let watched = |refused: &[PathBuf]| {
-                let mut files = named_files(&gateway.active().policy);
-                files.extend(refused.iter().cloned());
-                files
-            };
-            let mut seen = fingerprint(&dir, &watched(&refused_files));
+            let files = || watched(&gateway, &gateway.reload_guard().refused_files);
+            let mut seen = fingerprint(&dir, &files());
             loop {
                 std::thread::sleep(POLL_INTERVAL);
-                let now = fingerprint(&dir, &watched(&refused_files));
+                let now = fingerprint(&dir, &files());
                 if now == seen {
                     continue;
                 }
                 // Debounce: load only once the files have stopped changing.
                 std::thread::sleep(POLL_INTERVAL);
-                if fingerprint(&dir, &watched(&refused_files)) != now {
+                if fingerprint(&dir, &files()) != now {
                     continue;
                 }
                 // `POST /reload` or SIGHUP already read the files as they are now (the usual
                 // "edit, then reload" of ops): loading them again would log and count the same
                 // outcome twice.
-                if gateway.reload_guard().as_ref() == Some(&now) {
-                    seen = now;
-                    continue;
+                if gateway.reload_guard().fingerprint != now {
+                    let _ = reload(&gateway);
                 }
-                refused_files = match reload(&gateway) {
-                    Ok(_) => Vec::new(),
-                    Err(rejection) => rejection.named_files,
-                };
-                // What was loaded is `now`; only when the new policy names other files is the
-                // fingerprint taken again (a change in the moment between is then missed).
-                let after = fingerprint(&dir, &watched(&refused_files));
-                let same_files = after.iter().map(|(p, _)| p).eq(now.iter().map(|(p, _)| p));
-                seen = if same_files { now } else { after };
+                seen = gateway.reload_guard().fingerprint.clone();
             }
         })
         .map(|_| ())

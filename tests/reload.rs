@@ -202,6 +202,54 @@ fn an_edit_reloaded_by_hand_is_not_loaded_again_by_the_watcher() {
     assert_eq!(reloads("ok"), 3.0);
 }
 
+/// A reload by hand refused for a file the new policy names but that is missing: creating the
+/// file is the watcher's to notice and load, as when the watcher itself had been refused.
+#[test]
+fn a_file_missing_at_a_reload_by_hand_is_loaded_by_the_watcher_once_it_appears() {
+    let mock = Mock::start();
+    let extra = format!(
+        "{ADMIN}signing:\n  issuer: https://gw.example\n  key: keys/signing.pem\n  kid: k1\n"
+    );
+    let gateway = Gateway::start_prepared(
+        |addr, admin| gateway_yaml(addr, admin, &extra),
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+        |root| {
+            std::fs::create_dir_all(root.join("keys")).unwrap();
+            std::fs::copy(
+                format!("{CERTS}/data-use-signing.pem"),
+                root.join("keys/signing.pem"),
+            )
+            .unwrap();
+        },
+    );
+    let reloads = |result: &str| {
+        metric(
+            &gateway.metrics(),
+            &format!(r#"partner_gateway_policy_reloads_total{{result="{result}"}}"#),
+        )
+    };
+    let yaml_file = gateway.policy.policy().join("gateway.yaml");
+    let yaml = std::fs::read_to_string(&yaml_file).unwrap();
+    std::fs::write(
+        &yaml_file,
+        yaml.replace("keys/signing.pem", "keys/next.pem"),
+    )
+    .unwrap();
+    assert_refused(&gateway.reload(Some("s3cret")), 422, "invalid_policy");
+
+    std::fs::copy(
+        format!("{CERTS}/data-use-signing.pem"),
+        gateway.policy.root().join("keys/next.pem"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reloads("ok") < 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reloads("ok"), 2.0, "the start and the watcher's reload");
+}
+
 /// A key file that stops being usable refuses the reload with its `FILE:LINE` (the
 /// `gateway.yaml` line naming it), like any other policy error; the old key keeps signing.
 #[test]
