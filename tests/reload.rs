@@ -202,15 +202,14 @@ fn an_edit_reloaded_by_hand_is_not_loaded_again_by_the_watcher() {
     assert_eq!(reloads("ok"), 3.0);
 }
 
-/// A reload by hand refused for a file the new policy names but that is missing: creating the
-/// file is the watcher's to notice and load, as when the watcher itself had been refused.
-#[test]
-fn a_file_missing_at_a_reload_by_hand_is_loaded_by_the_watcher_once_it_appears() {
-    let mock = Mock::start();
+/// A gateway with the admin token and a signing key in `keys/signing.pem` (the demo key), in
+/// front of one shipping partner at `mock`. The signing section starts at line 7 of its
+/// gateway.yaml (after the five fixed lines and the admin token line); its `key` is line 9.
+fn signing_gateway(mock: &Mock) -> Gateway {
     let extra = format!(
         "{ADMIN}signing:\n  issuer: https://gw.example\n  key: keys/signing.pem\n  kid: k1\n"
     );
-    let gateway = Gateway::start_prepared(
+    Gateway::start_prepared(
         |addr, admin| gateway_yaml(addr, admin, &extra),
         &[("acme-ship", &partner(&mock.url(), "order_id"))],
         &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
@@ -222,7 +221,15 @@ fn a_file_missing_at_a_reload_by_hand_is_loaded_by_the_watcher_once_it_appears()
             )
             .unwrap();
         },
-    );
+    )
+}
+
+/// A reload by hand refused for a file the new policy names but that is missing: creating the
+/// file is the watcher's to notice and load, as when the watcher itself had been refused.
+#[test]
+fn a_file_missing_at_a_reload_by_hand_is_loaded_by_the_watcher_once_it_appears() {
+    let mock = Mock::start();
+    let gateway = signing_gateway(&mock);
     let reloads = |result: &str| {
         metric(
             &gateway.metrics(),
@@ -255,24 +262,7 @@ fn a_file_missing_at_a_reload_by_hand_is_loaded_by_the_watcher_once_it_appears()
 #[test]
 fn an_unusable_key_file_refuses_the_reload_naming_its_line() {
     let mock = Mock::start();
-    // The signing section starts at line 7 of the gateway.yaml (after the five fixed lines and
-    // the admin token line); its `key` is line 9.
-    let extra = format!(
-        "{ADMIN}signing:\n  issuer: https://gw.example\n  key: keys/signing.pem\n  kid: k1\n"
-    );
-    let gateway = Gateway::start_prepared(
-        |addr, admin| gateway_yaml(addr, admin, &extra),
-        &[("acme-ship", &partner(&mock.url(), "order_id"))],
-        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
-        |root| {
-            std::fs::create_dir_all(root.join("keys")).unwrap();
-            std::fs::copy(
-                format!("{CERTS}/data-use-signing.pem"),
-                root.join("keys/signing.pem"),
-            )
-            .unwrap();
-        },
-    );
+    let gateway = signing_gateway(&mock);
     let yaml = std::fs::read_to_string(gateway.policy.policy().join("gateway.yaml")).unwrap();
     let key_line = yaml
         .lines()
