@@ -55,9 +55,14 @@ struct Frame {
     object: bool,
     /// Objects: where this object's keys start in `Scanner::keys`.
     key_base: usize,
-    /// Objects: index in `keys` of the member being read (`NONE` before the first).
-    /// Arrays: index of the element being read.
+    /// Objects: position of the member being read (`NONE` before the first), see
+    /// [`Scanner::key_of`]. Arrays: index of the element being read.
     cur: usize,
+    /// Objects: how many of the first keys key-order prediction took over without recording
+    /// them in `Scanner::keys` (they are the remembered keys of `slot`); recorded when a key
+    /// it did not foresee must be checked against them ([`Scanner::record_predicted`]).
+    predicted: u32,
+    slot: u32,
     /// Objects with many keys: index of their hash set in `Scanner::sets`.
     set: usize,
     /// Objects: one bit per key seen ([`key_bit`]); a key whose bit is clear is no duplicate.
@@ -186,24 +191,37 @@ impl<'a> Scanner<'a> {
         for frame in &self.frames {
             if !frame.object {
                 drift::push_element(out);
-            } else if let Some(key) = self.keys.get(frame.cur) {
-                drift::push_member(out, key);
+            } else if let Some(key) = self.key_of(frame) {
+                drift::push_member(out, &key);
             }
         }
     }
 
     /// The name of the member being read in the innermost object.
-    fn current_key(&self) -> Option<&Cow<'a, [u8]>> {
+    fn current_key(&self) -> Option<Cow<'a, [u8]>> {
         let frame = self.frames.last().filter(|f| f.object)?;
-        self.keys.get(frame.cur)
+        self.key_of(frame)
+    }
+
+    /// The name of the member the object of `frame` is reading: a predicted key not recorded
+    /// yet is the slot's remembered key at its position, whose bytes are earlier in the input.
+    fn key_of(&self, frame: &Frame) -> Option<Cow<'a, [u8]>> {
+        let input = self.input;
+        if frame.cur < frame.predicted as usize {
+            let known = self.orders.remembered(frame.slot as usize, frame.cur)?;
+            return input
+                .get(known.start..known.start + known.len)
+                .map(Cow::Borrowed);
+        }
+        self.keys.get(frame.key_base..)?.get(frame.cur).cloned()
     }
 
     fn path_upto(&self, depth: usize) -> String {
         let mut path = String::new();
         for frame in &self.frames[..depth.min(self.frames.len())] {
             if frame.object {
-                if let Some(key) = self.keys.get(frame.cur) {
-                    push_key(&mut path, key);
+                if let Some(key) = self.key_of(frame) {
+                    push_key(&mut path, &key);
                 }
             } else {
                 let _ = write!(path, "[{}]", frame.cur);
@@ -279,6 +297,8 @@ impl<'a> Scanner<'a> {
             object,
             key_base: self.keys.len(),
             cur,
+            predicted: 0,
+            slot: 0,
             set: NONE,
             bits: 0,
         });
@@ -317,9 +337,12 @@ impl<'a> Scanner<'a> {
     /// Records a key of the innermost object, refusing duplicates.
     #[inline]
     fn add_key(&mut self, key: Cow<'a, [u8]>, fp: u64, at: usize) -> Result<(), Fail> {
-        let Some(frame) = self.frames.last().copied() else {
+        let Some(mut frame) = self.frames.last().copied() else {
             return Err(bad("internal error: a key outside an object".into()));
         };
+        if frame.predicted != 0 {
+            frame = self.record_predicted();
+        }
         let bit = key_bit(fp);
         let duplicate = if frame.set == NONE {
             let seen = &self.keys[frame.key_base..];
@@ -354,30 +377,65 @@ impl<'a> Scanner<'a> {
         self.keys.push(key);
         self.fps.push(fp);
         if let Some(f) = self.frames.last_mut() {
-            f.cur = self.keys.len() - 1;
+            f.cur = self.keys.len() - 1 - f.key_base;
             f.bits |= bit;
         }
         Ok(())
     }
 
+    /// Records the keys prediction took over in the innermost object (none has been recorded
+    /// after them: prediction only ever takes over an object's first keys), before a key it did
+    /// not foresee is checked against them. Returns the frame as it is then.
+    #[cold]
+    #[inline(never)]
+    fn record_predicted(&mut self) -> Frame {
+        let input = self.input;
+        let Some(f) = self.frames.last_mut() else {
+            return Frame {
+                object: true,
+                key_base: self.keys.len(),
+                cur: NONE,
+                predicted: 0,
+                slot: 0,
+                set: NONE,
+                bits: 0,
+            };
+        };
+        debug_assert_eq!(self.keys.len(), f.key_base);
+        for at in 0..std::mem::take(&mut f.predicted) as usize {
+            let Some(known) = self.orders.remembered(f.slot as usize, at) else {
+                break;
+            };
+            let Some(key) = input.get(known.start..known.start + known.len) else {
+                break;
+            };
+            self.keys.push(Cow::Borrowed(key));
+            self.fps.push(known.fp);
+            f.bits |= key_bit(known.fp);
+        }
+        *f
+    }
+
     /// At a member name's `"`: when key-order prediction foresaw the name (see `predict`),
     /// takes it over and returns what was remembered about it. The name is passed (closing
-    /// quote included) and recorded as a key of the innermost object without the duplicate
+    /// quote included) and counted as a key of the innermost object without the duplicate
     /// check: a predicted name differs from the object's keys before it, which are fewer than
-    /// [`SMALL_OBJECT`]. Always inlined: out of line, the call cost the 1 MiB load body 8 %.
+    /// [`SMALL_OBJECT`]. It is not recorded in `keys` (that cost the 1 MiB load body 10 %):
+    /// the frame counts it, and [`Scanner::key_of`] and [`Scanner::record_predicted`] find it
+    /// among the slot's remembered keys. Always inlined: out of line, the call cost 8 %.
     #[inline(always)]
     fn take_predicted_key(&mut self, keys: &mut predict::Cursor) -> Option<predict::Decision> {
         let start = self.pos;
         let input = self.input;
         let known = self.orders.hit(keys, input, start)?;
-        let (len, fp, decision) = (known.len, known.fp, known.decision());
+        let (len, decision) = (known.len, known.decision());
         self.pos = start + len + 2;
-        self.keys
-            .push(Cow::Borrowed(&input[start + 1..start + 1 + len]));
-        self.fps.push(fp);
         if let Some(f) = self.frames.last_mut() {
-            f.cur = self.keys.len() - 1;
-            f.bits |= key_bit(fp);
+            // Every key before this one in the object was predicted as well.
+            debug_assert_eq!(f.predicted as usize, keys.at);
+            f.cur = keys.at;
+            f.predicted = keys.at as u32 + 1;
+            f.slot = keys.slot();
         }
         keys.at += 1;
         Some(decision)

@@ -164,6 +164,14 @@ pub(super) struct KeyOrders {
     known: Vec<Known>,
 }
 
+impl Cursor {
+    /// The slot whose remembered keys the cursor follows.
+    #[inline]
+    pub(super) fn slot(&self) -> u32 {
+        self.node as u32
+    }
+}
+
 impl KeyOrders {
     /// A cursor for a new object whose keys are remembered in `slot` (of `slots`); off when
     /// prediction is not used.
@@ -303,6 +311,15 @@ impl KeyOrders {
                 known.drift = Some(entry);
             }
         }
+    }
+
+    /// The key remembered at position `at` of `slot`.
+    pub(super) fn remembered(&self, slot: usize, at: usize) -> Option<&Known> {
+        let &(block, len) = self.slots.get(slot)?;
+        if at >= usize::from(len) {
+            return None;
+        }
+        self.known.get(block as usize * SMALL_OBJECT + at)
     }
 
     /// Whether a key read now could be remembered.

@@ -641,7 +641,7 @@ impl<'a, 'p> Filter<'a, 'p> {
         let entry = self.unknowns.note(
             &mut self.report.unknown,
             open.at,
-            name,
+            &name,
             fp,
             shapes,
             |path| sc.drift_path(path),

@@ -531,3 +531,49 @@ fn colons_and_commas_are_checked_alike_compact_or_spaced() {
         }
     }
 }
+
+/// Prediction counts the keys it takes over without recording them: a later key it did not
+/// foresee is still checked against them, and paths in refusals name them. (A slot's first
+/// object is read without prediction, its second teaches it, its third is predicted.)
+#[test]
+fn keys_taken_over_by_prediction_are_checked_and_named() {
+    let spec = records(
+        spec(&["r[*].id", "r[*].name", "r[*].a.b", "r[*].a.c"], &[]),
+        "r[*]",
+        "id",
+    );
+    let (predicting, reading) = (compile(&spec), compile(&spec).without_key_prediction());
+    let first = r#"{"id":1,"name":"a","a":{"b":1,"c":2},"x":1}"#;
+    for (second, message) in [
+        // A duplicate of the first or second predicted key, also spelled with an escape.
+        (r#"{"id":2,"name":"b","id":3}"#, r#"duplicate key "id""#),
+        (
+            r#"{"id":2,"name":"b","n\u0061me":"c"}"#,
+            r#"duplicate key "name""#,
+        ),
+        (
+            r#"{"id":2,"name":"b","a":{"b":1,"b":2}}"#,
+            r#"duplicate key "b""#,
+        ),
+        (
+            r#"{"id":2,"name":"b","a":{"b":1,"c":2,"c":3}}"#,
+            r#"duplicate key "c""#,
+        ),
+        // Bad values inside predicted members: the path names the predicted keys.
+        (r#"{"id":2,"name":"b","a":{"b":1,"c":tru}}"#, "`r[2].a.c`"),
+        (r#"{"id":2,"name":"b\u12"}"#, "`r[2].name`"),
+        (r#"{"id":2,"name":"b","a":{"b":[1,}}"#, "`r[2].a.b"),
+        (
+            r#"{"id":2,"name":"b","a":{"b":1,"c":2},"x":01}"#,
+            "`r[2].x`",
+        ),
+    ] {
+        let body = format!(r#"{{"r":[{first},{first},{second}]}}"#);
+        for lookup in [None, Some(&optouts(&["9"]) as &dyn OptOutLookup)] {
+            let options = options(lookup, true);
+            assert!(!both(&predicting, &reading, body.as_bytes(), &options));
+            let refusal = filter(&predicting, body.as_bytes(), &options).unwrap_err();
+            assert!(refusal.message.contains(message), "{second}: {refusal:?}");
+        }
+    }
+}
