@@ -61,8 +61,10 @@ pub(super) struct Known {
     pub(super) start: usize,
     pub(super) len: usize,
     /// The key and its closing quote as little-endian bytes, when they fit in 16 bytes
-    /// ([`SPELLED`]): compared with one masked load instead of two slices.
+    /// ([`SPELLED`]): compared with one masked load instead of two slices; `mask` keeps the
+    /// bytes they take (see [`spelled_bytes`]).
     spelling: u128,
+    mask: u128,
     pub(super) fp: u64,
     pub(super) found: Found,
     /// The key is the subject member's name.
@@ -91,6 +93,7 @@ impl Known {
             start: quote + 1,
             len: key.len(),
             spelling: spelling(key),
+            mask: spelled_bytes(key.len()),
             fp,
             found,
             subject,
@@ -130,6 +133,15 @@ fn spelling(key: &[u8]) -> u128 {
         *quote = b'"';
     }
     u128::from_le_bytes(bytes)
+}
+
+/// The bytes of a [`spelling`] of a `len`-byte key that the key and its quote take (none
+/// when they do not fit): computed once, so that a compare does not wait for a shift.
+fn spelled_bytes(len: usize) -> u128 {
+    if len + 1 > SPELLED {
+        return 0;
+    }
+    u128::MAX >> (128 - 8 * (len + 1))
 }
 
 /// Where an open object is in its node's remembered order.
@@ -244,8 +256,7 @@ impl KeyOrders {
         if n <= SPELLED {
             if let Some(here) = input.get(quote + 1..quote + 1 + SPELLED) {
                 let here = u128::from_le_bytes(here.try_into().ok()?);
-                let mask = u128::MAX >> (128 - 8 * n);
-                return ((here ^ known.spelling) & mask == 0).then_some(known);
+                return ((here ^ known.spelling) & known.mask == 0).then_some(known);
             }
         }
         let here = input.get(quote + 1..quote + 1 + n)?;
