@@ -1,6 +1,7 @@
 mod fold;
 mod matched;
 mod predict;
+mod predicted_keys;
 mod prediction_tricks;
 mod remove;
 mod skipped;

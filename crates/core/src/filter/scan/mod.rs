@@ -403,15 +403,20 @@ impl<'a> Scanner<'a> {
         };
         debug_assert_eq!(self.keys.len(), f.key_base);
         for at in 0..std::mem::take(&mut f.predicted) as usize {
-            let Some(known) = self.orders.remembered(f.slot as usize, at) else {
-                break;
-            };
-            let Some(key) = input.get(known.start..known.start + known.len) else {
+            let key = self
+                .orders
+                .remembered(f.slot as usize, at)
+                .and_then(|known| {
+                    Some((input.get(known.start..known.start + known.len)?, known.fp))
+                });
+            // The slot keeps its first keys while the object is open (see `predict`).
+            debug_assert!(key.is_some(), "a predicted key is no longer remembered");
+            let Some((key, fp)) = key else {
                 break;
             };
             self.keys.push(Cow::Borrowed(key));
-            self.fps.push(known.fp);
-            f.bits |= key_bit(known.fp);
+            self.fps.push(fp);
+            f.bits |= key_bit(fp);
         }
         *f
     }
