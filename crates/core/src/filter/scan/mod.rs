@@ -341,7 +341,7 @@ impl<'a> Scanner<'a> {
             return Err(bad("internal error: a key outside an object".into()));
         };
         if frame.predicted != 0 {
-            frame = self.record_predicted();
+            frame = self.record_predicted()?;
         }
         let bit = key_bit(fp);
         let duplicate = if frame.set == NONE {
@@ -385,40 +385,28 @@ impl<'a> Scanner<'a> {
 
     /// Records the keys prediction took over in the innermost object (none has been recorded
     /// after them: prediction only ever takes over an object's first keys), before a key it did
-    /// not foresee is checked against them. Returns the frame as it is then.
+    /// not foresee is checked against them. Returns the frame as it is then. The slot keeps
+    /// its first keys while the object is open (see `predict`); should one be missing, the
+    /// body is refused rather than checked against fewer keys.
     #[cold]
     #[inline(never)]
-    fn record_predicted(&mut self) -> Frame {
+    fn record_predicted(&mut self) -> Result<Frame, Fail> {
         let input = self.input;
-        let Some(f) = self.frames.last_mut() else {
-            return Frame {
-                object: true,
-                key_base: self.keys.len(),
-                cur: NONE,
-                predicted: 0,
-                slot: 0,
-                set: NONE,
-                bits: 0,
-            };
-        };
+        let missing = || bad("internal error: a predicted key is no longer remembered".into());
+        let f = self.frames.last_mut().ok_or_else(missing)?;
         debug_assert_eq!(self.keys.len(), f.key_base);
         for at in 0..std::mem::take(&mut f.predicted) as usize {
-            let key = self
-                .orders
-                .remembered(f.slot as usize, at)
-                .and_then(|known| {
-                    Some((input.get(known.start..known.start + known.len)?, known.fp))
-                });
-            // The slot keeps its first keys while the object is open (see `predict`).
-            debug_assert!(key.is_some(), "a predicted key is no longer remembered");
-            let Some((key, fp)) = key else {
-                break;
-            };
+            let known = self.orders.remembered(f.slot as usize, at);
+            debug_assert!(known.is_some(), "a predicted key is no longer remembered");
+            let known = known.ok_or_else(missing)?;
+            let key = input
+                .get(known.start..known.start + known.len)
+                .ok_or_else(missing)?;
             self.keys.push(Cow::Borrowed(key));
-            self.fps.push(fp);
-            f.bits |= key_bit(fp);
+            self.fps.push(known.fp);
+            f.bits |= key_bit(known.fp);
         }
-        *f
+        Ok(*f)
     }
 
     /// At a member name's `"`: when key-order prediction foresaw the name (see `predict`),

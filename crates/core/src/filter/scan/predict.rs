@@ -324,7 +324,8 @@ impl KeyOrders {
         }
     }
 
-    /// The key remembered at position `at` of `slot`.
+    /// The key remembered at position `at` of `slot`. (`hit` does this lookup itself: calling
+    /// this from it made the 1 MiB load body 12 % slower.)
     pub(super) fn remembered(&self, slot: usize, at: usize) -> Option<&Known> {
         let &(block, len) = self.slots.get(slot)?;
         if at >= usize::from(len) {
