@@ -199,8 +199,10 @@ fn answers_are_relayed_as_they_arrive() {
 #[test]
 fn an_answer_broken_off_midway_is_never_finished_toward_the_caller() {
     let partner = Scripted::start(|_, _, _| {
-        Act::AnswerClose(
+        Act::AnswerSlowly(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n[1,2,\r\n".to_vec(),
+            Duration::from_millis(300),
+            Vec::new(),
         )
     });
     let gateway = gateway_for(&partner);
@@ -212,6 +214,33 @@ fn an_answer_broken_off_midway_is_never_finished_toward_the_caller() {
         "a broken answer was finished: {text}"
     );
     assert_eq!(upstream_errors(&gateway, "protocol"), 1.0);
+}
+
+/// A partner that breaks off right behind the start of its body: the gateway may see the break
+/// before it answers the caller (then a 502, as for any broken answer) or only while relaying
+/// (then a body that is never finished). Either way it is counted, and never a whole answer.
+#[test]
+fn an_answer_broken_off_at_once_is_a_502_or_never_finished() {
+    for head in [
+        "transfer-encoding: chunked\r\n\r\n5\r\n[1,2,\r\n",
+        "content-length: 10\r\n\r\n[1,2,",
+    ] {
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{head}");
+        let partner = Scripted::start(move |_, _, _| Act::AnswerClose(answer.clone().into_bytes()));
+        let gateway = gateway_for(&partner);
+        let text = everything_on_one_connection(gateway.addr, &post_raw());
+        if text.starts_with("HTTP/1.1 502") {
+            assert!(text.contains(r#""error":"upstream_error""#), "{text}");
+            assert!(!text.contains("[1,2,"), "{text}");
+        } else {
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(
+                text.ends_with("[1,2,") || text.ends_with("[1,2,\r\n"),
+                "{text}"
+            );
+        }
+        assert_eq!(upstream_errors(&gateway, "protocol"), 1.0, "{head}");
+    }
 }
 
 #[test]
@@ -324,15 +353,17 @@ fn a_no_content_answer_is_relayed_without_framing_and_keeps_the_connection() {
     assert_eq!(partner.requests().len(), 2);
 }
 
-/// An HTTP/1.0 caller cannot read chunked framing: a partner's chunked answer reaches it
-/// unframed, ended by the gateway closing the connection (even one the caller asked to keep
-/// alive), with the body whole.
+/// An HTTP/1.0 caller cannot read chunked framing: a partner's chunked answer that is still
+/// arriving reaches it unframed, ended by the gateway closing the connection (even one the
+/// caller asked to keep alive), with the body whole.
 #[test]
 fn a_chunked_answer_reaches_an_http10_caller_close_delimited() {
     let partner = Scripted::start(|_, _, _| {
-        Act::Answer(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"ok\":1\r\n1\r\n}\r\n0\r\n\r\n"
+        Act::AnswerSlowly(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"ok\":1\r\n"
                 .to_vec(),
+            Duration::from_millis(300),
+            b"1\r\n}\r\n0\r\n\r\n".to_vec(),
         )
     });
     let gateway = gateway_for(&partner);
@@ -355,6 +386,53 @@ fn a_chunked_answer_reaches_an_http10_caller_close_delimited() {
     assert!(!head.contains("transfer-encoding"), "{head}");
     assert!(!head.contains("content-length"), "{head}");
     assert_eq!(body, r#"{"ok":1}"#);
+}
+
+/// A partner's chunked answer that arrived whole with its header goes to the caller with its
+/// length (HTTP/1.1 and HTTP/1.0 callers alike), the body unchanged, and a caller that keeps
+/// its connection can send the next request on it.
+#[test]
+fn a_chunked_answer_that_arrived_whole_is_relayed_with_its_length() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::Answer(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"ok\":1\r\n1\r\n}\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let gateway = gateway_for(&partner);
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let raw = String::from_utf8(post_raw())
+            .unwrap()
+            .replace("HTTP/1.1\r\n", &format!("{version}\r\n"));
+        let text = everything_on_one_connection(gateway.addr, raw.as_bytes());
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains(" 200 ok"), "{head}");
+        assert!(head.contains("content-length: 8"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(body, r#"{"ok":1}"#, "{version}");
+    }
+    let keep_alive = String::from_utf8(post_raw())
+        .unwrap()
+        .replace("connection: close\r\n", "");
+    let mut stream = TcpStream::connect(gateway.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(keep_alive.as_bytes()).unwrap();
+    let mut first = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&first).ends_with(r#"{"ok":1}"#) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    stream.write_all(&post_raw()).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(rest.ends_with(r#"{"ok":1}"#), "{rest}");
 }
 
 /// The partner timeout of [`gateway_for`]'s policy, and what a refusal may take beyond it.

@@ -25,9 +25,12 @@ pub enum Framing {
     Bodiless,
 }
 
-/// The framing of the partner's answer, as the partner sent it: a `content-length` is kept only
-/// when the partner did not also send `transfer-encoding` (which overrides it).
-pub fn framing(partner: &ResponseHeader, caller_http10: bool) -> Framing {
+/// The framing of the partner's answer toward the caller: as the partner sent it (a
+/// `content-length` is kept only when the partner did not also send `transfer-encoding`, which
+/// overrides it), except that a body which `arrived` whole with the header, `Some(length)`, is
+/// sent with its length: one write for header and body, and a connection an HTTP/1.0 caller
+/// can keep.
+pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrived: Option<u64>) -> Framing {
     if partner.status == 204 {
         return Framing::Bodiless;
     }
@@ -37,9 +40,10 @@ pub fn framing(partner: &ResponseHeader, caller_http10: bool) -> Framing {
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    match (chunked, length) {
-        (false, Some(n)) => Framing::Length(n),
+    match (chunked, length, arrived) {
+        (false, Some(n), _) => Framing::Length(n),
         _ if partner.status == 304 => Framing::Bodiless,
+        (_, _, Some(n)) => Framing::Length(n),
         _ if caller_http10 => Framing::Close,
         _ => Framing::Chunked,
     }

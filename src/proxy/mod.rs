@@ -248,7 +248,7 @@ impl PartnerProxy {
             partner_header,
             &target.route().response_headers,
             credential,
-            answer::framing(partner_header, caller_http10),
+            answer::framing(partner_header, caller_http10, answer.arrived()),
         )
         .map_err(|e| unrelayable(ctx, e.to_string()))?;
         if let Some(dropped) = ctx
@@ -305,10 +305,9 @@ impl PartnerProxy {
     ) -> Result<()> {
         ctx.status = header.status.as_u16();
         let caller_http10 = session.req_header().version == http::Version::HTTP_10;
-        if answer
-            .header()
-            .is_some_and(|h| answer::framing(h, caller_http10) == answer::Framing::Close)
-        {
+        if answer.header().is_some_and(|h| {
+            answer::framing(h, caller_http10, answer.arrived()) == answer::Framing::Close
+        }) {
             session.set_keepalive(None); // close-delimited toward an HTTP/1.0 caller
         }
         // Counted before the answer goes out, so a caller that reads /metrics right after its

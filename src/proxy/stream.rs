@@ -209,7 +209,7 @@ impl PartnerProxy {
             }
         }
         // The body took the caller's time; the partner's answer header takes at most its own.
-        upstream::within(timeout, partner, || finish(&mut http, partner))
+        let start = upstream::within(timeout, partner, || finish(&mut http, partner))
             .await
             .map_err(|f| failed(ctx, f))?;
         if http.response_header().is_none() {
@@ -219,6 +219,7 @@ impl PartnerProxy {
             http,
             peer,
             timeout: Some(timeout),
+            start,
         })
     }
 
@@ -266,11 +267,14 @@ impl PartnerProxy {
     }
 }
 
-/// The last chunk, then the partner's answer header.
-async fn finish(http: &mut HttpSession, partner: &str) -> Result<(), UpstreamFailure> {
+/// The last chunk, then the partner's answer header and the start of its body.
+async fn finish(
+    http: &mut HttpSession,
+    partner: &str,
+) -> Result<upstream::AnswerStart, UpstreamFailure> {
     let fail = |e: Box<pingora::Error>| UpstreamFailure::from_error(partner, &e);
     http.finish_request_body().await.map_err(fail)?;
-    upstream::read_final_header(http).await.map_err(fail)
+    upstream::read_answer(http).await.map_err(fail)
 }
 
 /// A partner failure: counted by kind, answered as its refusal (502/504).

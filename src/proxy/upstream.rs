@@ -1,7 +1,9 @@
 //! Talking to a partner: one connection per decided request (pooled for reuse), the filtered
 //! body with its exact `content-length`, sent at most once, and the partner's answer read up to
-//! its final header (the body is relayed to the caller as it arrives, see [`super::answer`]).
-use bytes::Bytes;
+//! its final header and what of its body came with it (the rest is relayed to the caller as it
+//! arrives, see [`super::answer`]).
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::{Refusal, RefusalKind};
 use pingora::connectors::http::v1::Connector;
@@ -16,6 +18,10 @@ use crate::metrics::UpstreamErrorKind;
 /// Informational answers (`100`, `103`, ...) consumed before a partner's final answer; more is
 /// a broken partner.
 const MAX_INFORMATIONAL: usize = 16;
+/// How much of an answer's body that has already arrived is gathered to go out with the
+/// caller's header (more than one read's worth only when the partner sent several chunks at
+/// once).
+const START_LIMIT: usize = 64 * 1024;
 
 pub struct UpstreamClient {
     /// HTTP/1.1 only: partner peers never offer h2 by ALPN.
@@ -31,6 +37,17 @@ pub struct UpstreamAnswer {
     pub(super) http: HttpSession,
     pub(super) peer: Box<HttpPeer>,
     pub(super) timeout: Option<std::time::Duration>,
+    pub(super) start: AnswerStart,
+}
+
+/// The start of an answer's body: what had arrived by the time its header was read (at least
+/// one read's worth when there is a body), sent to the caller right behind the header. When it
+/// is the whole body, header and body leave in one write, with the body's length.
+#[derive(Default)]
+pub(super) struct AnswerStart {
+    body: Bytes,
+    /// The body ends with these bytes.
+    whole: bool,
 }
 
 impl UpstreamAnswer {
@@ -42,6 +59,11 @@ impl UpstreamAnswer {
     /// The partner's status for the ledger: a missing header counts as a bad gateway.
     pub fn status(&self) -> u16 {
         self.header().map_or(502, |h| h.status.as_u16())
+    }
+
+    /// The length of the body when all of it came with the header (a body, not none).
+    pub fn arrived(&self) -> Option<u64> {
+        (self.start.whole && !self.start.body.is_empty()).then_some(self.start.body.len() as u64)
     }
 }
 
@@ -110,6 +132,43 @@ pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
         ErrorType::InvalidHTTPHeader,
         "the partner sent too many informational answers",
     )
+}
+
+/// Reads the final answer header and the start of its body: it waits for the first piece of a
+/// body (none for `204`, `304`, `HEAD` or an empty one), then takes, without waiting, what else
+/// has already arrived, up to [`START_LIMIT`]. A small answer usually arrives whole.
+pub(super) async fn read_answer(http: &mut HttpSession) -> Result<AnswerStart> {
+    read_final_header(http).await?;
+    if http.response_done() {
+        return Ok(AnswerStart {
+            body: Bytes::new(),
+            whole: true,
+        });
+    }
+    let mut body = match http.read_response_body().await? {
+        Some(first) => BytesMut::from(first),
+        None => BytesMut::new(),
+    };
+    let whole = loop {
+        if http.response_done() {
+            break true;
+        }
+        if body.len() >= START_LIMIT {
+            break false;
+        }
+        // Polled once, never awaited: pingora's body reads can be dropped unfinished (its own
+        // proxy selects over them), so a read that would wait is simply left for the relay.
+        match http.read_response_body().now_or_never() {
+            None => break false,
+            Some(Ok(None)) => break true,
+            Some(Ok(Some(piece))) => body.extend_from_slice(&piece),
+            Some(Err(e)) => return Err(e),
+        }
+    };
+    Ok(AnswerStart {
+        body: body.freeze(),
+        whole,
+    })
 }
 
 /// Runs the exchange `start` makes for at most `timeout`: past it, the partner's timeout (504).
@@ -241,7 +300,7 @@ impl UpstreamClient {
         // A pooled connection the partner closed while idle may fail before any byte of the
         // request left: only then is one fresh attempt safe. Once the request head was written
         // the partner may have acted on it, so it is never sent again (at most once).
-        let http = match self.send_once(&peer, header, &body).await {
+        let (http, start) = match self.send_once(&peer, header, &body).await {
             Err(SendError::NothingWritten(e)) if e.retry() => {
                 // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
@@ -261,12 +320,15 @@ impl UpstreamClient {
             http,
             peer,
             timeout,
+            start,
         })
     }
 
-    /// Relays the partner's answer body to the caller as it arrives. The caller's header must
-    /// have been written already. Returns `Err(kind)` when the partner broke off mid-body: the
-    /// caller's connection must then be closed without finishing the body.
+    /// Relays the partner's answer body to the caller: its start, then the rest as it arrives.
+    /// The caller's header must have been written already (pingora holds it back until the
+    /// first body write, so a whole small answer leaves in one write). Returns `Err(kind)` when
+    /// the partner broke off mid-body: the caller's connection must then be closed without
+    /// finishing the body.
     pub async fn relay(
         &self,
         answer: UpstreamAnswer,
@@ -276,8 +338,22 @@ impl UpstreamClient {
             mut http,
             peer,
             timeout,
-            ..
+            start,
         } = answer;
+        let start_body = Some(start.body).filter(|b| !b.is_empty());
+        if start.whole {
+            self.release(http, &peer, timeout).await;
+            return session
+                .write_response_body(start_body, true)
+                .await
+                .map_err(|_| RelayError::Caller);
+        }
+        if let Some(body) = start_body {
+            session
+                .write_response_body(Some(body), false)
+                .await
+                .map_err(|_| RelayError::Caller)?;
+        }
         // Each read of the answer's body waits at most the partner timeout.
         http.set_read_timeout(timeout);
         loop {
@@ -302,15 +378,25 @@ impl UpstreamClient {
                 }
             }
         }
-        if let (true, HttpSession::H1(http)) = (http.response_done(), http) {
-            self.connector
-                .release_http_session(http, &*peer, timeout)
-                .await;
-        }
+        self.release(http, &peer, timeout).await;
         session
             .write_response_body(None, true)
             .await
             .map_err(|_| RelayError::Caller)
+    }
+
+    /// Gives a connection whose answer was read to the end back to the pool.
+    async fn release(
+        &self,
+        mut http: HttpSession,
+        peer: &HttpPeer,
+        timeout: Option<std::time::Duration>,
+    ) {
+        if let (true, HttpSession::H1(http)) = (http.response_done(), http) {
+            self.connector
+                .release_http_session(http, peer, timeout)
+                .await;
+        }
     }
 
     /// Sends the request on a (possibly pooled) connection and reads the final answer's
@@ -321,7 +407,7 @@ impl UpstreamClient {
         peer: &HttpPeer,
         header: Box<RequestHeader>,
         body: &Bytes,
-    ) -> Result<HttpSession, SendError> {
+    ) -> Result<(HttpSession, AnswerStart), SendError> {
         let (mut http, reused) = self.session(peer).await.map_err(|mut e| {
             e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
             SendError::NothingWritten(e)
@@ -339,11 +425,11 @@ impl UpstreamClient {
                 http.write_request_body(body.clone(), true).await?;
             }
             http.finish_request_body().await?;
-            read_final_header(&mut http).await
+            read_answer(&mut http).await
         }
         .await;
         match result {
-            Ok(()) => Ok(http),
+            Ok(start) => Ok((http, start)),
             Err(mut e) => {
                 e.retry.decide_reuse(false);
                 Err(SendError::Written(e))

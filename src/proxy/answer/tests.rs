@@ -46,11 +46,25 @@ fn a_header_carrying_the_credential_is_dropped() {
 #[test]
 fn framing_follows_the_partner() {
     let cl = partner(&[("content-length", "12")]);
-    assert_eq!(framing(&cl, false), Framing::Length(12));
+    assert_eq!(framing(&cl, false, None), Framing::Length(12));
     let te = partner(&[("content-length", "12"), ("transfer-encoding", "chunked")]);
-    assert_eq!(framing(&te, false), Framing::Chunked);
-    assert_eq!(framing(&te, true), Framing::Close);
-    assert_eq!(framing(&partner(&[]), false), Framing::Chunked);
+    assert_eq!(framing(&te, false, None), Framing::Chunked);
+    assert_eq!(framing(&te, true, None), Framing::Close);
+    assert_eq!(framing(&partner(&[]), false, None), Framing::Chunked);
+}
+
+#[test]
+fn a_body_that_arrived_whole_is_sent_with_its_length() {
+    let te = partner(&[("transfer-encoding", "chunked")]);
+    assert_eq!(framing(&te, false, Some(11)), Framing::Length(11));
+    assert_eq!(framing(&te, true, Some(11)), Framing::Length(11));
+    assert_eq!(framing(&partner(&[]), true, Some(3)), Framing::Length(3));
+    // The partner's own length stands; a body never makes a 204 or 304 carry one.
+    let cl = partner(&[("content-length", "12")]);
+    assert_eq!(framing(&cl, false, Some(12)), Framing::Length(12));
+    let mut no_content = partner(&[]);
+    no_content.set_status(204).unwrap();
+    assert_eq!(framing(&no_content, false, Some(3)), Framing::Bodiless);
 }
 
 #[test]
@@ -61,11 +75,11 @@ fn answers_without_a_body_get_no_framing_header() {
         h
     };
     let no_content = status(204, &[("content-length", "0")]);
-    assert_eq!(framing(&no_content, false), Framing::Bodiless);
-    assert_eq!(framing(&status(204, &[]), true), Framing::Bodiless);
-    assert_eq!(framing(&status(304, &[]), false), Framing::Bodiless);
+    assert_eq!(framing(&no_content, false, None), Framing::Bodiless);
+    assert_eq!(framing(&status(204, &[]), true, None), Framing::Bodiless);
+    assert_eq!(framing(&status(304, &[]), false, None), Framing::Bodiless);
     let sized = status(304, &[("content-length", "12")]);
-    assert_eq!(framing(&sized, false), Framing::Length(12));
+    assert_eq!(framing(&sized, false, None), Framing::Length(12));
     let h = caller_header(&no_content, &[], None, Framing::Bodiless).unwrap();
     assert!(names(&h).is_empty(), "{:?}", names(&h));
 }
