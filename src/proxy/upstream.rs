@@ -145,10 +145,7 @@ pub(super) async fn read_answer(http: &mut HttpSession) -> Result<AnswerStart> {
             whole: true,
         });
     }
-    let mut body = match http.read_response_body().await? {
-        Some(first) => BytesMut::from(first),
-        None => BytesMut::new(),
-    };
+    let mut body = http.read_response_body().await?.unwrap_or_default();
     let whole = loop {
         if http.response_done() {
             break true;
@@ -161,14 +158,25 @@ pub(super) async fn read_answer(http: &mut HttpSession) -> Result<AnswerStart> {
         match http.read_response_body().now_or_never() {
             None => break false,
             Some(Ok(None)) => break true,
-            Some(Ok(Some(piece))) => body.extend_from_slice(&piece),
+            Some(Ok(Some(piece))) => body = joined(body, piece),
             Some(Err(e)) => return Err(e),
         }
     };
-    Ok(AnswerStart {
-        body: body.freeze(),
-        whole,
-    })
+    Ok(AnswerStart { body, whole })
+}
+
+/// `a` then `b`, copied only when both hold bytes (a partner that sent several chunks at once).
+fn joined(a: Bytes, b: Bytes) -> Bytes {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut both = BytesMut::with_capacity(a.len() + b.len());
+    both.extend_from_slice(&a);
+    both.extend_from_slice(&b);
+    both.freeze()
 }
 
 /// Runs the exchange `start` makes for at most `timeout`: past it, the partner's timeout (504).
