@@ -209,18 +209,23 @@ impl PartnerProxy {
             }
         }
         // The body took the caller's time; the partner's answer header takes at most its own.
-        let start = upstream::within(timeout, partner, || finish(&mut http, partner))
+        upstream::within(timeout, partner, || finish(&mut http, partner))
             .await
             .map_err(|f| failed(ctx, f))?;
         if http.response_header().is_none() {
             return Err(Refusal::new(RefusalKind::UpstreamError, "no answer header"));
         }
-        Ok(UpstreamAnswer {
+        let mut answer = UpstreamAnswer {
             http,
             peer,
             timeout: Some(timeout),
-            start,
-        })
+            start: Default::default(),
+        };
+        answer
+            .read_start(partner)
+            .await
+            .map_err(|f| failed(ctx, f))?;
+        Ok(answer)
     }
 
     /// Decides the lines `chunk` completes (`None`: the body ended, so also a last line
@@ -267,14 +272,11 @@ impl PartnerProxy {
     }
 }
 
-/// The last chunk, then the partner's answer header and the start of its body.
-async fn finish(
-    http: &mut HttpSession,
-    partner: &str,
-) -> Result<upstream::AnswerStart, UpstreamFailure> {
+/// The last chunk, then the partner's answer header.
+async fn finish(http: &mut HttpSession, partner: &str) -> Result<(), UpstreamFailure> {
     let fail = |e: Box<pingora::Error>| UpstreamFailure::from_error(partner, &e);
     http.finish_request_body().await.map_err(fail)?;
-    upstream::read_answer(http).await.map_err(fail)
+    upstream::read_final_header(http).await.map_err(fail)
 }
 
 /// A partner failure: counted by kind, answered as its refusal (502/504).

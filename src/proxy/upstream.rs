@@ -40,9 +40,9 @@ pub struct UpstreamAnswer {
     pub(super) start: AnswerStart,
 }
 
-/// The start of an answer's body: what had arrived by the time its header was read (at least
-/// one read's worth when there is a body), sent to the caller right behind the header. When it
-/// is the whole body, header and body leave in one write, with the body's length.
+/// The start of an answer's body: its first bytes and what had arrived with them (see
+/// [`UpstreamAnswer::read_start`]), sent to the caller right behind the header. When it is the
+/// whole body, header and body leave in one write, with the body's length.
 #[derive(Default)]
 pub(super) struct AnswerStart {
     body: Bytes,
@@ -64,6 +64,43 @@ impl UpstreamAnswer {
     /// The length of the body when all of it came with the header (a body, not none).
     pub fn arrived(&self) -> Option<u64> {
         (self.start.whole && !self.start.body.is_empty()).then_some(self.start.body.len() as u64)
+    }
+
+    /// Reads the start of the body: waits for its first bytes (none for `204`, `304`, `HEAD` or
+    /// an empty body), at most the partner timeout like every later read of the body, then
+    /// takes, without waiting, what else has already arrived, up to [`START_LIMIT`]. A small
+    /// answer usually arrives whole. A failure here is the partner's (502, or 504 past the
+    /// timeout): nothing of the answer has reached the caller yet.
+    pub(super) async fn read_start(&mut self, partner: &str) -> Result<(), UpstreamFailure> {
+        let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
+        let http = &mut self.http;
+        http.set_read_timeout(self.timeout);
+        // A piece can be empty (a chunk-size line that came alone): wait on for bytes.
+        let mut body = Bytes::new();
+        while body.is_empty() && !http.response_done() {
+            match http.read_response_body().await.map_err(fail)? {
+                Some(piece) => body = piece,
+                None => break,
+            }
+        }
+        let whole = loop {
+            if http.response_done() {
+                break true;
+            }
+            if body.len() >= START_LIMIT {
+                break false;
+            }
+            // Polled once, never awaited: pingora's body reads can be dropped unfinished (its
+            // own proxy selects over them), so a read that would wait is left for the relay.
+            match http.read_response_body().now_or_never() {
+                None => break false,
+                Some(Ok(None)) => break true,
+                Some(Ok(Some(piece))) => body = joined(body, piece),
+                Some(Err(e)) => return Err(fail(e)),
+            }
+        };
+        self.start = AnswerStart { body, whole };
+        Ok(())
     }
 }
 
@@ -132,37 +169,6 @@ pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
         ErrorType::InvalidHTTPHeader,
         "the partner sent too many informational answers",
     )
-}
-
-/// Reads the final answer header and the start of its body: it waits for the first piece of a
-/// body (none for `204`, `304`, `HEAD` or an empty one), then takes, without waiting, what else
-/// has already arrived, up to [`START_LIMIT`]. A small answer usually arrives whole.
-pub(super) async fn read_answer(http: &mut HttpSession) -> Result<AnswerStart> {
-    read_final_header(http).await?;
-    if http.response_done() {
-        return Ok(AnswerStart {
-            body: Bytes::new(),
-            whole: true,
-        });
-    }
-    let mut body = http.read_response_body().await?.unwrap_or_default();
-    let whole = loop {
-        if http.response_done() {
-            break true;
-        }
-        if body.len() >= START_LIMIT {
-            break false;
-        }
-        // Polled once, never awaited: pingora's body reads can be dropped unfinished (its own
-        // proxy selects over them), so a read that would wait is simply left for the relay.
-        match http.read_response_body().now_or_never() {
-            None => break false,
-            Some(Ok(None)) => break true,
-            Some(Ok(Some(piece))) => body = joined(body, piece),
-            Some(Err(e)) => return Err(e),
-        }
-    };
-    Ok(AnswerStart { body, whole })
 }
 
 /// `a` then `b`, copied only when both hold bytes (a partner that sent several chunks at once).
@@ -286,12 +292,14 @@ impl UpstreamClient {
         };
         let header = build()?;
         let (build, body) = (&build, &body);
-        within(timeout, &partner.id, move || async move {
+        let mut answer = within(timeout, &partner.id, move || async move {
             let peer = peer(active, target).await?;
             self.exchange(peer, (header, build), body.clone(), &partner.id)
                 .await
         })
-        .await
+        .await?;
+        answer.read_start(&partner.id).await?;
+        Ok(answer)
     }
 
     /// Connects, sends, and reads the partner's final answer header (informational `1xx`
@@ -308,7 +316,7 @@ impl UpstreamClient {
         // A pooled connection the partner closed while idle may fail before any byte of the
         // request left: only then is one fresh attempt safe. Once the request head was written
         // the partner may have acted on it, so it is never sent again (at most once).
-        let (http, start) = match self.send_once(&peer, header, &body).await {
+        let http = match self.send_once(&peer, header, &body).await {
             Err(SendError::NothingWritten(e)) if e.retry() => {
                 // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
@@ -328,7 +336,7 @@ impl UpstreamClient {
             http,
             peer,
             timeout,
-            start,
+            start: AnswerStart::default(),
         })
     }
 
@@ -415,7 +423,7 @@ impl UpstreamClient {
         peer: &HttpPeer,
         header: Box<RequestHeader>,
         body: &Bytes,
-    ) -> Result<(HttpSession, AnswerStart), SendError> {
+    ) -> Result<HttpSession, SendError> {
         let (mut http, reused) = self.session(peer).await.map_err(|mut e| {
             e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
             SendError::NothingWritten(e)
@@ -433,11 +441,11 @@ impl UpstreamClient {
                 http.write_request_body(body.clone(), true).await?;
             }
             http.finish_request_body().await?;
-            read_answer(&mut http).await
+            read_final_header(&mut http).await
         }
         .await;
         match result {
-            Ok(start) => Ok((http, start)),
+            Ok(()) => Ok(http),
             Err(mut e) => {
                 e.retry.decide_reuse(false);
                 Err(SendError::Written(e))

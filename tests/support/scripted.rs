@@ -23,6 +23,8 @@ pub enum Act {
     /// Answer nothing: hold the connection open this long (the request was read whole), then
     /// close.
     Silent(Duration),
+    /// Wait, write, for each step; then keep the connection (`true`) or close.
+    Timed(Vec<(Duration, Vec<u8>)>, bool),
 }
 
 /// `(connection number, request number on that connection, raw request) -> what to do`.
@@ -111,6 +113,18 @@ fn serve(mut stream: TcpStream, conn: usize, script: &Script, log: &Mutex<Vec<Ve
                 return;
             }
             Act::Close => return,
+            Act::Timed(steps, keep) => {
+                for (wait, bytes) in steps {
+                    std::thread::sleep(wait);
+                    if stream.write_all(&bytes).is_err() {
+                        return;
+                    }
+                    let _ = stream.flush();
+                }
+                if !keep {
+                    return;
+                }
+            }
             Act::Silent(wait) => {
                 std::thread::sleep(wait);
                 return;
