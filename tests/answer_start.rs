@@ -17,6 +17,9 @@ const ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "partner-secret")];
 const SHIPMENT: &str = r#"{"order_id":7,"shipments":[{"customer_id":"c-1","name":"Ada"}]}"#;
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
+/// What a [`Act::Timed`] partner writes: after each wait, the bytes.
+type Steps = Vec<(Duration, Vec<u8>)>;
+
 fn gateway_for(partner: &Scripted) -> Gateway {
     Gateway::start("", &[("acme-ship", &ship_partner(&partner.url()))], ENV)
 }
@@ -181,7 +184,7 @@ fn bytes_behind_a_whole_answer_never_reach_the_next_request() {
     let empty_chunked =
         b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"
             .to_vec();
-    let mut cases: Vec<(&str, Vec<(Duration, Vec<u8>)>)> = Vec::new();
+    let mut cases: Vec<(&str, Steps)> = Vec::new();
     for (name, whole) in [
         ("chunked", &chunked),
         ("trailers", &trailers),
@@ -520,7 +523,7 @@ fn an_answer_split_anywhere_arrives_whole() {
         (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n".to_vec(), b"[1,2]"),
         (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n[1,2]".to_vec(), b"[1,2]"),
     ];
-    let current: Arc<Mutex<Vec<(Duration, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let current: Arc<Mutex<Steps>> = Arc::new(Mutex::new(Vec::new()));
     let c = current.clone();
     let partner = Scripted::start(move |_, index, _| match index {
         1 => Act::Timed(c.lock().unwrap().clone(), true),
@@ -531,7 +534,7 @@ fn an_answer_split_anywhere_arrives_whole() {
     let mut failures = Vec::new();
     for (answer, want) in &answers {
         let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let mut plans: Vec<(String, Vec<(Duration, Vec<u8>)>)> = (head_end - 2..answer.len())
+        let mut plans: Vec<(String, Steps)> = (head_end - 2..answer.len())
             .map(|s| {
                 (
                     format!("split at {s}"),
