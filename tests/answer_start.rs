@@ -6,7 +6,7 @@ mod scripted;
 mod util;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,17 +34,6 @@ fn post_raw_v(version: &str, connection: &str) -> Vec<u8> {
 
 fn post_raw() -> Vec<u8> {
     post_raw_v("HTTP/1.1", "connection: close\r\n")
-}
-
-fn everything_on_one_connection(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(raw).unwrap();
-    let mut all = Vec::new();
-    let _ = stream.read_to_end(&mut all);
-    all
 }
 
 fn errors(gateway: &Gateway) -> f64 {

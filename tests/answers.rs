@@ -23,16 +23,9 @@ fn post(gateway: &Gateway) -> Response {
     gateway.post_json("/acme-ship/v1/shipments", SHIPMENT)
 }
 
-/// Writes `raw` on one connection and reads until the gateway closes it (or 5 s pass).
-fn everything_on_one_connection(addr: SocketAddr, raw: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(raw).unwrap();
-    let mut all = Vec::new();
-    let _ = stream.read_to_end(&mut all);
-    String::from_utf8_lossy(&all).into_owned()
+/// [`everything_on_one_connection`] as text.
+fn text_on_one_connection(addr: SocketAddr, raw: &[u8]) -> String {
+    String::from_utf8_lossy(&everything_on_one_connection(addr, raw)).into_owned()
 }
 
 fn status_lines(text: &str) -> Vec<&str> {
@@ -62,7 +55,7 @@ fn informational_answers_are_consumed_and_the_final_one_relayed() {
         Act::Answer(answer)
     });
     let gateway = gateway_for(&partner);
-    let text = everything_on_one_connection(gateway.addr, &post_raw());
+    let text = text_on_one_connection(gateway.addr, &post_raw());
     assert_eq!(status_lines(&text), vec!["HTTP/1.1 201 Created"], "{text}");
     assert!(text.ends_with(r#"{"id":1}"#), "{text}");
     assert!(!text.to_ascii_lowercase().contains("link:"), "{text}");
@@ -206,7 +199,7 @@ fn an_answer_broken_off_midway_is_never_finished_toward_the_caller() {
         )
     });
     let gateway = gateway_for(&partner);
-    let text = everything_on_one_connection(gateway.addr, &post_raw());
+    let text = text_on_one_connection(gateway.addr, &post_raw());
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("[1,2,"), "{text}");
     assert!(
@@ -228,7 +221,7 @@ fn an_answer_broken_off_at_once_is_a_502_or_never_finished() {
         let answer = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{head}");
         let partner = Scripted::start(move |_, _, _| Act::AnswerClose(answer.clone().into_bytes()));
         let gateway = gateway_for(&partner);
-        let text = everything_on_one_connection(gateway.addr, &post_raw());
+        let text = text_on_one_connection(gateway.addr, &post_raw());
         if text.starts_with("HTTP/1.1 502") {
             assert!(text.contains(r#""error":"upstream_error""#), "{text}");
             assert!(!text.contains("[1,2,"), "{text}");
@@ -372,7 +365,7 @@ fn a_chunked_answer_reaches_an_http10_caller_close_delimited() {
         .replace("HTTP/1.1\r\n", "HTTP/1.0\r\n")
         .replace("connection: close\r\n", "connection: keep-alive\r\n");
     let started = std::time::Instant::now();
-    let text = everything_on_one_connection(gateway.addr, raw.as_bytes());
+    let text = text_on_one_connection(gateway.addr, raw.as_bytes());
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "the gateway closes the connection to end the body"
@@ -404,7 +397,7 @@ fn a_chunked_answer_that_arrived_whole_is_relayed_with_its_length() {
         let raw = String::from_utf8(post_raw())
             .unwrap()
             .replace("HTTP/1.1\r\n", &format!("{version}\r\n"));
-        let text = everything_on_one_connection(gateway.addr, raw.as_bytes());
+        let text = text_on_one_connection(gateway.addr, raw.as_bytes());
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let head = head.to_ascii_lowercase();
         assert!(head.contains(" 200 ok"), "{head}");
@@ -469,7 +462,7 @@ fn an_answer_body_that_stalls_is_never_finished_toward_the_caller() {
     });
     let gateway = gateway_for(&partner);
     let started = Instant::now();
-    let text = everything_on_one_connection(gateway.addr, &post_raw());
+    let text = text_on_one_connection(gateway.addr, &post_raw());
     assert!(
         started.elapsed() < TIMEOUT + GRACE,
         "{:?}",

@@ -354,6 +354,18 @@ pub fn assert_refused(response: &Response, status: u16, code: &str) {
 
 /// The value of one series (its whole name with labels, exactly as exposed); a series that is
 /// not exposed fails the test, so a misspelt name cannot pass as zero.
+/// Writes `raw` on one connection and reads until the gateway closes it (or 5 s pass).
+pub fn everything_on_one_connection(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::io::Write::write_all(&mut stream, raw).unwrap();
+    let mut all = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut all);
+    all
+}
+
 pub fn metric(text: &str, series: &str) -> f64 {
     let series = series.trim();
     text.lines()
