@@ -360,13 +360,7 @@ fn an_http10_keep_alive_caller_gets_two_whole_answers() {
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     stream.write_all(&raw).unwrap();
-    let mut first = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !first.ends_with(br#"{"ok":1}"#) {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&first));
-        first.extend_from_slice(&buf[..n]);
-    }
+    let first = read_until(&mut stream, |seen| seen.ends_with(br#"{"ok":1}"#));
     let (head, _) = split(&first);
     eprintln!("{head:?}");
     assert!(head.contains("content-length: 8"), "{head}");

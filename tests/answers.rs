@@ -165,19 +165,11 @@ fn answers_are_relayed_as_they_arrive() {
         )
     });
     let gateway = gateway_for(&partner);
-    let mut stream = TcpStream::connect(gateway.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
     let started = Instant::now();
-    stream.write_all(&post_raw()).unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("first") {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the first chunk");
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut stream = send_raw(gateway.addr, &post_raw());
+    let mut seen = read_until(&mut stream, |seen| {
+        String::from_utf8_lossy(seen).contains("first")
+    });
     let first_after = started.elapsed();
     assert!(
         first_after < Duration::from_millis(800),
@@ -321,11 +313,7 @@ fn a_no_content_answer_is_relayed_without_framing_and_keeps_the_connection() {
     let keep_alive = String::from_utf8(post_raw())
         .unwrap()
         .replace("connection: close\r\n", "");
-    let mut stream = TcpStream::connect(gateway.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(keep_alive.as_bytes()).unwrap();
+    let mut stream = send_raw(gateway.addr, keep_alive.as_bytes());
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -408,18 +396,8 @@ fn a_chunked_answer_that_arrived_whole_is_relayed_with_its_length() {
     let keep_alive = String::from_utf8(post_raw())
         .unwrap()
         .replace("connection: close\r\n", "");
-    let mut stream = TcpStream::connect(gateway.addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream.write_all(keep_alive.as_bytes()).unwrap();
-    let mut first = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&first).ends_with(r#"{"ok":1}"#) {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&first));
-        first.extend_from_slice(&buf[..n]);
-    }
+    let mut stream = send_raw(gateway.addr, keep_alive.as_bytes());
+    read_until(&mut stream, |seen| seen.ends_with(br#"{"ok":1}"#));
     stream.write_all(&post_raw()).unwrap();
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);

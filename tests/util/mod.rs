@@ -352,20 +352,39 @@ pub fn assert_refused(response: &Response, status: u16, code: &str) {
     );
 }
 
-/// The value of one series (its whole name with labels, exactly as exposed); a series that is
-/// not exposed fails the test, so a misspelt name cannot pass as zero.
-/// Writes `raw` on one connection and reads until the gateway closes it (or 5 s pass).
-pub fn everything_on_one_connection(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+/// A new connection to `addr` (reads on it time out after 5 s) with `raw` written on it.
+pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     std::io::Write::write_all(&mut stream, raw).unwrap();
+    stream
+}
+
+/// Writes `raw` on one connection and reads until the gateway closes it (or 5 s pass).
+pub fn everything_on_one_connection(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut stream = send_raw(addr, raw);
     let mut all = Vec::new();
     let _ = std::io::Read::read_to_end(&mut stream, &mut all);
     all
 }
 
+/// Reads from `stream` until what was read so far is `done`; the connection closing (or a
+/// read timing out) first fails the test.
+pub fn read_until(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&seen) {
+        let n = std::io::Read::read(stream, &mut buf).unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    seen
+}
+
+/// The value of one series (its whole name with labels, exactly as exposed); a series that is
+/// not exposed fails the test, so a misspelt name cannot pass as zero.
 pub fn metric(text: &str, series: &str) -> f64 {
     let series = series.trim();
     text.lines()
