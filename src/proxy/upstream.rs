@@ -343,9 +343,8 @@ impl UpstreamClient {
     /// Relays the partner's answer body to the caller: its start, then the rest as it arrives.
     /// The caller's header must have been written already (pingora holds a header with a
     /// `content-length` back until the body is written, so a whole small answer leaves in one
-    /// write). Returns `Err(kind)` when
-    /// the partner broke off mid-body: the caller's connection must then be closed without
-    /// finishing the body.
+    /// write). Returns `Err(kind)` when the partner broke off mid-body: the caller's connection
+    /// must then be closed without finishing the body.
     pub async fn relay(
         &self,
         answer: UpstreamAnswer,
