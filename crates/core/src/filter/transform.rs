@@ -44,21 +44,24 @@ pub(super) fn apply(
     Ok(())
 }
 
+/// One pass from the end: the last four digits, and whether there are at least
+/// [`LAST4_MIN_DIGITS`] (counting stops there).
 fn last4(text: &[u8], out: &mut Vec<u8>) {
-    let digits = text.iter().filter(|b| b.is_ascii_digit()).count();
-    out.extend_from_slice(b"\"***");
-    if digits >= LAST4_MIN_DIGITS {
-        let mut last = [0u8; 4];
-        for (slot, &digit) in last
-            .iter_mut()
-            .rev()
-            .zip(text.iter().rev().filter(|b| b.is_ascii_digit()))
-        {
-            *slot = digit;
+    let mut masked = *b"\"***????\"";
+    let mut found = 0;
+    for &b in text.iter().rev() {
+        if b.is_ascii_digit() {
+            if let Some(slot) = 7usize.checked_sub(found).filter(|&at| at >= 4) {
+                masked[slot] = b;
+            }
+            found += 1;
+            if found == LAST4_MIN_DIGITS {
+                out.extend_from_slice(&masked);
+                return;
+            }
         }
-        out.extend_from_slice(&last);
     }
-    out.push(b'"');
+    out.extend_from_slice(b"\"***\"");
 }
 
 fn push_hex(bytes: &[u8; 32], out: &mut Vec<u8>) {
@@ -75,4 +78,46 @@ fn push_hex(bytes: &[u8; 32], out: &mut Vec<u8>) {
 pub(super) fn hmac_for(key: &[u8]) -> Option<Hmac256> {
     // HMAC accepts keys of any length, so this never fails in practice.
     Hmac256::new_from_slice(key).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `last4` as first written: count every digit, then take the last four.
+    fn last4_reference(text: &[u8]) -> Vec<u8> {
+        let digits: Vec<u8> = text.iter().copied().filter(u8::is_ascii_digit).collect();
+        let mut out = b"\"***".to_vec();
+        if digits.len() >= LAST4_MIN_DIGITS {
+            out.extend_from_slice(&digits[digits.len() - 4..]);
+        }
+        out.push(b'"');
+        out
+    }
+
+    #[test]
+    fn last4_matches_the_reference_on_every_short_text() {
+        // Every text of up to 11 bytes over a digit, a letter, a space and a multi-byte letter's
+        // first byte, with digits numbered so that their order shows.
+        let alphabet = [b'd', b'x', b' ', 0xC3];
+        for len in 0..=11u32 {
+            for mut n in 0..4usize.pow(len) {
+                let mut text = Vec::new();
+                let mut digit = b'0';
+                for _ in 0..len {
+                    let b = alphabet[n % 4];
+                    n /= 4;
+                    text.push(if b == b'd' {
+                        digit = if digit == b'9' { b'0' } else { digit + 1 };
+                        digit
+                    } else {
+                        b
+                    });
+                }
+                let mut out = b"prefix".to_vec();
+                last4(&text, &mut out);
+                assert_eq!(out[6..], last4_reference(&text), "{text:?}");
+            }
+        }
+    }
 }

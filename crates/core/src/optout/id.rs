@@ -94,7 +94,10 @@ fn check_ascii_id(id: &str) -> Result<(), BadId> {
     if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') {
         return Err(BadId::SurroundingWhitespace);
     }
-    if denotes_integer(id) && !is_canonical_integer(id) {
+    // `denotes_integer` reads nothing that does not start, after a sign and any `_`, with a
+    // digit or a `.`: the usual id (`c-1000`) is settled by its first byte.
+    let may_be_number = matches!(bytes.first(), Some(b'0'..=b'9' | b'.' | b'+' | b'-' | b'_'));
+    if may_be_number && denotes_integer(id) && !is_canonical_integer(id) {
         return Err(BadId::NonCanonicalNumber);
     }
     Ok(())

@@ -10,7 +10,7 @@ impl<'a> Scanner<'a> {
     /// after a `,` if the object already has a member in `out` — and returns whether the member
     /// is written: a name no policy path can spell is dropped even inside a `.**` subtree.
     /// `keys`: the key-order cursor of a top object that is only checked (see `predict`).
-    #[inline]
+    #[inline(always)]
     pub(super) fn member_key<const EMIT: bool>(
         &mut self,
         out: &mut Vec<u8>,
