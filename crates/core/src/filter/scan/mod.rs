@@ -283,14 +283,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn open(&mut self, object: bool) -> Result<(), Fail> {
         if self.frames.len() >= self.max_depth {
-            return Err(bad(format!(
-                "nesting deeper than {} levels at byte {}{}",
-                self.max_depth,
-                self.pos,
-                self.where_()
-            )));
+            return Err(self.too_deep());
         }
         let cur = if object { NONE } else { 0 };
         self.frames.push(Frame {
@@ -303,6 +299,17 @@ impl<'a> Scanner<'a> {
             bits: 0,
         });
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> Fail {
+        bad(format!(
+            "nesting deeper than {} levels at byte {}{}",
+            self.max_depth,
+            self.pos,
+            self.where_()
+        ))
     }
 
     #[inline]

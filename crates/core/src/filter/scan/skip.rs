@@ -24,7 +24,9 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let unnameable = match keys {
             Some(keys) if !EMIT => {
-                self.checked_key(keys)?;
+                if self.take_predicted_key(keys).is_none() {
+                    self.checked_key(keys)?;
+                }
                 false
             }
             _ => {
@@ -62,13 +64,11 @@ impl<'a> Scanner<'a> {
         Ok(written)
     }
 
-    /// Reads and records the name of a member of a top object that is only checked, with
-    /// key-order prediction (see `predict`); a name no path can spell is noted in `altered`
-    /// when `watch_names` asks.
+    /// Reads and records the name of a member of a top object that is only checked, which
+    /// key-order prediction (see `predict`) did not foresee; a name no path can spell is noted
+    /// in `altered` when `watch_names` asks.
+    #[inline(never)]
     fn checked_key(&mut self, keys: &mut Cursor) -> Result<(), Fail> {
-        if self.take_predicted_key(keys).is_some() {
-            return Ok(());
-        }
         let start = self.pos;
         let key = self.read_key()?;
         let unnameable = key.iter().any(|&b| is_path_syntax(b));
