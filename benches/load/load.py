@@ -457,7 +457,20 @@ def summarize(results, targets, sizes, rounds, duration, conns):
         for g in [t for t in targets if t.startswith("gateway")]:
             for base in ["pingora", "nginx", "nginx_lua"]:
                 if g in mean and base in mean:
-                    print(f"{label_of(g)} / {LABELS[base]}: {mean[g] / mean[base]:.2f}×")
+                    print(f"{label_of(g)} / {LABELS[base]}: {mean[g] / mean[base]:.2f}×"
+                          f"{per_round(results[size][g], results[size][base])}")
+
+
+def per_round(target, base):
+    """The ratio of each round (the two ran back to back in it) and their median: on a shared
+    machine the rates drift between rounds, and a round's own ratio shows how far."""
+    if len(target) < 2 or len(target) != len(base):
+        return ""
+    ratios = [t["rps"] / b["rps"] for t, b in zip(target, base) if b["rps"]]
+    if not ratios:
+        return ""
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    return f" (rounds: {listed}; median {statistics.median(ratios):.2f}×)"
 
 
 LABELS = {
