@@ -291,10 +291,18 @@ impl Metrics {
             let labels = [labels[0], labels[1], category.as_str()];
             cell.get_or_init(|| self.fields_disclosed.with_label_values(&labels));
         }
-        if route.filter.is_some() {
+        if let Some(program) = &route.filter {
             cells
                 .filter_duration
                 .get_or_init(|| self.filter_duration.with_label_values(&labels));
+            // The transforms the route's policy names (`null` included: it transforms too).
+            for (_, transform) in &program.spec().transforms {
+                let slot = Transform::ALL.iter().position(|t| t == transform);
+                if let Some(cell) = slot.and_then(|i| cells.fields_transformed.get(i)) {
+                    let labels = [labels[0], labels[1], transform.name()];
+                    cell.get_or_init(|| self.fields_transformed.with_label_values(&labels));
+                }
+            }
         }
         if !partner.honor_optouts.is_empty() {
             let labels = [labels[0], labels[1], "opted_out"];

@@ -300,6 +300,18 @@ fn upstream_down_is_502_and_slow_is_504() {
 #[test]
 fn metrics_count_with_policy_labels() {
     let (_mock, gateway) = start();
+    // Before any request: the route's transforms at zero; the statuses not yet.
+    let before = gateway.metrics();
+    assert!(
+        before.contains(
+            r#"partner_gateway_fields_transformed_total{partner="acme-ship",route="/v1/shipments",transform="last4"} 0"#
+        ),
+        "{before}"
+    );
+    assert!(
+        !before.contains(r#"transform="mask""#),
+        "a transform the route does not name has no series: {before}"
+    );
     assert_eq!(
         gateway
             .post_json("/acme-ship/v1/shipments", SHIPMENT)

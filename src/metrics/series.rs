@@ -6,7 +6,8 @@ through a handle and through a lookup land in one series, and a request still fi
 the policy it started with (after a reload) counts in the same series as before the reload.
 
 A series the gateway creates at zero when the policy is loaded is resolved then; one that only
-exists once counted (a status, a transform, a dropped-records reason a route does not expect)
+exists once counted (a status, a transform the route's policy does not name, a dropped-records
+reason a route does not expect)
 is resolved on first use and kept, so the exported series set is the same as with lookups.
 */
 use std::collections::HashMap;

@@ -78,6 +78,14 @@ impl RequestCtx {
         self.series = series;
     }
 
+    /// After [`Self::set_partner`]: the request's path is owned by the partner's
+    /// `route_index`th route, although that route does not take the method.
+    pub fn set_path_owner(&mut self, route_index: usize) {
+        if self.partner.is_some() {
+            self.route_index = Some(route_index);
+        }
+    }
+
     /// The request names this partner and route; `series` as for [`Self::set_partner`].
     pub fn set_target(&mut self, target: &Target, series: Option<Arc<PartnerSeries>>) {
         self.partner = Some(target.partner.clone());

@@ -276,9 +276,15 @@ impl PartnerProxy {
     ) -> Result<(plan::Target, String), Refusal> {
         let policy = &active.policy;
         // Labels come from the policy: an id the policy does not know stays `unknown`.
-        let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|_| {
+        let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|refusal| {
             if let Some(p) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
                 ctx.set_partner(p, active.series.partner(&p.id));
+                // A route that owns the path but not the method: counted on that route.
+                if refusal.kind == RefusalKind::MethodNotAllowed {
+                    if let Some(index) = plan::path_owner(p, raw_path) {
+                        ctx.set_path_owner(index);
+                    }
+                }
             }
         })?;
         ctx.set_target(&target, active.series.partner(&target.partner.id));

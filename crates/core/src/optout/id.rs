@@ -94,10 +94,7 @@ fn check_ascii_id(id: &str) -> Result<(), BadId> {
     if bytes.first() == Some(&b' ') || bytes.last() == Some(&b' ') {
         return Err(BadId::SurroundingWhitespace);
     }
-    // `denotes_integer` reads nothing that does not start, after a sign and any `_`, with a
-    // digit or a `.`: the usual id (`c-1000`) is settled by its first byte.
-    let may_be_number = matches!(bytes.first(), Some(b'0'..=b'9' | b'.' | b'+' | b'-' | b'_'));
-    if may_be_number && denotes_integer(id) && !is_canonical_integer(id) {
+    if denotes_integer(id) && !is_canonical_integer(id) {
         return Err(BadId::NonCanonicalNumber);
     }
     Ok(())
@@ -163,7 +160,19 @@ pub fn is_canonical_integer(text: &str) -> bool {
 /// Would a lenient number reader take this for an integer? A sign, digits with an optional
 /// fraction (`300.`, `300.0`, `.5e1`), an optional exponent, or a `0x`/`0o`/`0b` literal —
 /// whose value is a whole number (`12.5` is no integer id in any reading).
+#[inline]
 fn denotes_integer(text: &str) -> bool {
+    // Every reading starts with a sign, `_`, a digit or a `.`: the usual id (`c-1000`) is
+    // settled by its first byte.
+    may_start_a_number(text.as_bytes().first()) && reads_as_integer(text)
+}
+
+fn may_start_a_number(first: Option<&u8>) -> bool {
+    matches!(first, Some(b'0'..=b'9' | b'.' | b'+' | b'-' | b'_'))
+}
+
+/// [`denotes_integer`] without the first-byte shortcut.
+fn reads_as_integer(text: &str) -> bool {
     let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
     // Every reading below starts, after the sign and any `_`, with a digit or a `.`: most ids
     // (`c-1000`, `ana@example.com`) are told apart here, without allocating.

@@ -61,11 +61,7 @@ pub fn resolve(
     }
     let path = normalize_path(raw_path)
         .map_err(|reason| Refusal::new(RefusalKind::BadRequest, format!("bad path: {reason}")))?;
-    let after_slash = &path[1..];
-    let (partner_id, rest) = match after_slash.find('/') {
-        Some(i) => (&after_slash[..i], &after_slash[i..]),
-        None => (after_slash, "/"),
-    };
+    let (partner_id, rest) = split_partner(&path);
     let partner = partners.get(partner_id).ok_or_else(|| {
         Refusal::new(
             RefusalKind::UnknownPartner,
@@ -94,6 +90,26 @@ pub fn resolve(
             format!("{rest:?} is not a route of partner {partner_id:?}"),
         )),
     }
+}
+
+/// A normalised path's partner id and the partner path after it (`/` when there is none).
+fn split_partner(path: &str) -> (&str, &str) {
+    let after_slash = path.get(1..).unwrap_or_default();
+    match after_slash.find('/') {
+        Some(i) => (&after_slash[..i], &after_slash[i..]),
+        None => (after_slash, "/"),
+    }
+}
+
+/// The index of `partner`'s route that owns `raw_path` (`/{partner_id}/...`, without the query)
+/// whatever the method, when the path is valid: the route a refusal for the method (405) is
+/// counted on.
+pub fn path_owner(partner: &Partner, raw_path: &str) -> Option<usize> {
+    let path = normalize_path(raw_path).ok()?;
+    let (partner_id, rest) = split_partner(&path);
+    (partner_id == partner.id)
+        .then(|| partner.path_owner(rest))
+        .flatten()
 }
 
 /// What arrived from the caller, besides method and path.

@@ -157,6 +157,23 @@ fn resolve_finds_partner_route_and_upstream_path() {
 }
 
 #[test]
+fn a_path_is_owned_by_its_route_whatever_the_method() {
+    let policy = policy();
+    let shop = &policy.partners["shop"];
+    let ok = target(&policy, "POST", "/shop/v1/orders");
+    // `GET /shop/v1/orders` is refused for its method: counted on the route owning the path.
+    assert_eq!(path_owner(shop, "/shop/v1/orders"), Some(ok.route_index));
+    for nobody in [
+        "/shop/v1/invoices",
+        "/shop",
+        "/ads/v1/orders",
+        "/shop/v1/%2e%2e/x",
+    ] {
+        assert_eq!(path_owner(shop, nobody), None, "{nobody}");
+    }
+}
+
+#[test]
 fn framing_refuses_upgrades_and_unreadable_codings() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[], "ok"),
@@ -288,7 +305,9 @@ fn body_step_filters_json_and_refuses_what_it_cannot_read() {
             r#"{"name":"x"}"#,
             Ok(r#"{"name":"x"}"#),
         ),
-        ("/shop/v1/orders", &json, "", Ok("")),
+        // Typed as JSON but empty: malformed. No type and no bytes: no body.
+        ("/shop/v1/orders", &json, "", Err("bad_request")),
+        ("/shop/v1/orders", &text, "", Err("unsupported_media_type")),
         ("/shop/v1/orders", &[], "", Ok("")),
         ("/shop/v1/orders", &[], "{}", Err("unsupported_media_type")),
         (

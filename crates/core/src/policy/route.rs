@@ -321,17 +321,7 @@ pub(crate) fn same_shape(a: &[RouteSegment], b: &[RouteSegment]) -> bool {
 impl Partner {
     /// Finds the route for a normalised path (see [`normalize_path`]) and an uppercase method.
     pub fn match_route(&self, path: &str, method: &str) -> RouteMatch<'_> {
-        let mut best: Option<(&Route, usize)> = None;
-        for route in &self.routes {
-            if !segments_match(&route.segments, path) {
-                continue;
-            }
-            let literals = literal_count(&route.segments);
-            if best.is_none_or(|(_, n)| literals > n) {
-                best = Some((route, literals));
-            }
-        }
-        let Some((owner, _)) = best else {
+        let Some(owner) = self.path_owner(path).and_then(|i| self.routes.get(i)) else {
             return RouteMatch::NotFound;
         };
         self.routes
@@ -339,6 +329,23 @@ impl Partner {
             .filter(|r| same_shape(&r.segments, &owner.segments))
             .find(|r| r.methods.iter().any(|m| m == method))
             .map_or(RouteMatch::MethodNotAllowed, RouteMatch::Found)
+    }
+
+    /// The index of the route whose template owns a normalised path, whatever the method: the
+    /// most specific template, first declared on a tie (see the module docs). A request refused
+    /// for its method is labelled with this route's template.
+    pub fn path_owner(&self, path: &str) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None;
+        for (index, route) in self.routes.iter().enumerate() {
+            if !segments_match(&route.segments, path) {
+                continue;
+            }
+            let literals = literal_count(&route.segments);
+            if best.is_none_or(|(_, n)| literals > n) {
+                best = Some((index, literals));
+            }
+        }
+        best.map(|(index, _)| index)
     }
 }
 

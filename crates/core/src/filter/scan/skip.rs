@@ -69,6 +69,7 @@ impl<'a> Scanner<'a> {
     /// in `altered` when `watch_names` asks.
     #[inline(never)]
     fn checked_key(&mut self, keys: &mut Cursor) -> Result<(), Fail> {
+        debug_assert!(self.orders.hit(keys, self.input, self.pos).is_none());
         let start = self.pos;
         let key = self.read_key()?;
         let unnameable = key.iter().any(|&b| is_path_syntax(b));

@@ -145,3 +145,28 @@ fn ascii_ids_are_judged_as_any_id() {
         assert_eq!(check_string_id(id), check_any_id(id), "{id:?}");
     }
 }
+
+#[test]
+fn only_what_may_start_a_number_reads_as_one() {
+    // `denotes_integer` skips `reads_as_integer` unless the first byte may start a number:
+    // every short text that reads as an integer starts so.
+    let bytes = b"0159+-_.xXoObBeEaf \t";
+    for len in 1..=5u32 {
+        for mut n in 0..bytes.len().pow(len) {
+            let mut text = Vec::new();
+            for _ in 0..len {
+                text.push(bytes[n % bytes.len()]);
+                n /= bytes.len();
+            }
+            let text = std::str::from_utf8(&text).unwrap();
+            if reads_as_integer(text) {
+                assert!(may_start_a_number(text.as_bytes().first()), "{text:?}");
+            }
+        }
+    }
+    for text in [
+        "+1", "-0", "0x1F", "_1", ".5", "1e3", "+_1", "-.5", "_0x1", "inf", "NaN", "\u{ff11}",
+    ] {
+        assert_eq!(denotes_integer(text), reads_as_integer(text), "{text:?}");
+    }
+}
