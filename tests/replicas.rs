@@ -387,3 +387,51 @@ fn a_replica_started_while_the_database_is_down_is_not_ready_until_its_first_loa
     let rows = pg.psql("SELECT count(*) FROM customer_optouts");
     assert!(rows.trim().parse::<u64>().unwrap() >= 1, "{rows}");
 }
+
+/// The change log can be pruned at any time, and a database can come back from a backup or a
+/// standby that was behind. A replica compares the change counter with what it applied: one
+/// that cannot read the newest changes (pruned before it saw them), or finds the counter behind
+/// what it applied (its next changes would reuse ids it already has), reads the set again.
+#[test]
+fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_applied() {
+    let c = cluster(2, 30);
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    assert_eq!(put(a, "seen-1").status, 200);
+    eventually(
+        "both replicas enforce seen-1",
+        Duration::from_secs(5),
+        || contact(b, "bp", "seen-1").status == 451,
+    );
+
+    // Written and counted, but its change row gone before any replica read it (no
+    // notification either): only the counter tells.
+    c.pg.psql(
+        "BEGIN; INSERT INTO optouts (customer_id, scope) VALUES ('pruned-1', 'partner_sharing'); \
+         UPDATE optouts_seq SET last = last + 1; COMMIT;",
+    );
+    for gw in [a, b] {
+        eventually("pruned-1 is enforced", Duration::from_secs(5), || {
+            contact(gw, "bp", "pruned-1").status == 451
+        });
+    }
+
+    // Restored from an older state: the log and the counter went back. The next opt-out gets
+    // an id both replicas have applied already.
+    c.pg.psql("BEGIN; DELETE FROM optouts_changes; UPDATE optouts_seq SET last = 0; COMMIT;");
+    assert_eq!(put(a, "after-restore-1").status, 200);
+    assert_eq!(
+        contact(a, "bp", "after-restore-1").status,
+        451,
+        "the replica that acknowledged it enforces it at once"
+    );
+    eventually(
+        "the other replica enforces it",
+        Duration::from_secs(5),
+        || contact(b, "bp", "after-restore-1").status == 451,
+    );
+    for gw in [a, b] {
+        assert_eq!(contact(gw, "bp", "seen-1").status, 451);
+        assert_eq!(contact(gw, "bp", "pruned-1").status, 451);
+        assert_eq!(contact(gw, "bp", "someone-else").status, 200);
+    }
+}

@@ -96,7 +96,12 @@ impl PgOptOuts {
         }
     }
 
-    /// Applies every change after the last one applied, in order.
+    /// Applies every change after the last one applied, in order. Each query reads the change
+    /// counter in the same snapshot as the changes, and the set is read again whenever the two
+    /// disagree: a gap in the ids or a bulk import, a counter ahead of every change there is to
+    /// read (the newest were pruned before this replica saw them), or a counter behind what was
+    /// applied (the database was restored from a backup, or failed over to a standby that was
+    /// behind), whose next changes would otherwise reuse ids already applied and be skipped.
     pub(super) async fn catch_up(&self, client: &Client) -> Result<()> {
         let began = Instant::now();
         let mut applied = self.applied.lock().await;
@@ -104,17 +109,25 @@ impl PgOptOuts {
             return Ok(());
         }
         let sql = format!(
-            "SELECT id, customer_id, op, scopes FROM {} WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}",
-            self.tables.changes
+            "SELECT s.last, c.id, c.customer_id, c.op, c.scopes FROM {} s LEFT JOIN LATERAL \
+             (SELECT id, customer_id, op, scopes FROM {} WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}) c \
+             ON true ORDER BY c.id",
+            self.tables.seq, self.tables.changes
         );
         loop {
             let rows = client
                 .query(&sql, &[&*applied])
                 .await
                 .context("cannot read opt-out changes")?;
-            // A bulk import, or changes we can no longer see (pruned): read it all again.
-            let must_reload = rows.iter().enumerate().any(|(i, row)| {
-                row.get::<_, i64>(0) != *applied + 1 + i as i64 || row.get::<_, &str>(2) == "reload"
+            let Some(last) = rows.first().map(|row| row.get::<_, i64>(0)) else {
+                bail!("the change counter {} has no row", self.tables.seq);
+            };
+            let changes: Vec<_> = rows
+                .iter()
+                .filter(|row| row.get::<_, Option<i64>>(1).is_some())
+                .collect();
+            let must_reload = changes.iter().enumerate().any(|(i, row)| {
+                row.get::<_, i64>(1) != *applied + 1 + i as i64 || row.get::<_, &str>(3) == "reload"
             });
             if must_reload {
                 return self.reload_locked(client, &mut applied).await;
@@ -124,14 +137,22 @@ impl PgOptOuts {
                     .set
                     .write()
                     .map_err(|_| anyhow::anyhow!("opt-out set poisoned"))?;
-                for row in &rows {
-                    let customer: Option<&str> = row.get(1);
-                    let scopes: Vec<&str> = row.get(3);
-                    apply(&mut set, row.get(2), customer.unwrap_or(""), &scopes);
-                    *applied = row.get(0);
+                for row in &changes {
+                    let customer: Option<&str> = row.get(2);
+                    let scopes: Vec<&str> = row.get(4);
+                    apply(&mut set, row.get(3), customer.unwrap_or(""), &scopes);
+                    *applied = row.get(1);
                 }
             }
-            if (rows.len() as i64) < CATCH_UP_BATCH {
+            if (changes.len() as i64) < CATCH_UP_BATCH {
+                if *applied != last {
+                    log::warn!(
+                        "opt-out change counter {} is at {last}, changes applied up to {}: reading the opt-outs again",
+                        self.tables.seq,
+                        *applied
+                    );
+                    return self.reload_locked(client, &mut applied).await;
+                }
                 break;
             }
         }

@@ -169,6 +169,16 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
     let root = builder.expand(&[0], "$");
     mark_one_path(&mut builder.nodes, root);
     let mut errors = builder.errors;
+    // Only checked on a trie that compiled: a mistake in the paths is reported where it is.
+    let checkable = errors.is_empty() && (!spec.allow.is_empty() || !spec.transforms.is_empty());
+    if let Some(records) = spec.records.as_ref().filter(|_| checkable) {
+        if !records_carry_data(&builder.nodes) {
+            errors.push(error(
+                records.to_string(),
+                "no allow or transform path lies at or beneath the records, so no record's data is forwarded and opt-outs could never drop any: point `records` at the array holding the customers' data",
+            ));
+        }
+    }
 
     // Combining `*` into every sibling can report one mistake several times.
     let mut seen = BTreeSet::new();
@@ -190,6 +200,35 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
             .iter()
             .any(|(_, t)| *t == Transform::Pseudonymize),
     })
+}
+
+/// Whether some record node holds, at or beneath it, a value an allow or transform path
+/// matches (true when no node is a record: that mistake is reported where it arises).
+fn records_carry_data(nodes: &[Node]) -> bool {
+    let mut record_nodes = (0..nodes.len()).filter(|&i| nodes[i].records).peekable();
+    record_nodes.peek().is_none()
+        || record_nodes.any(|i| carries_sources(nodes, i as NodeId, nodes.len()))
+}
+
+/// Whether the value at `id`, or one beneath it, is matched by an allow or transform path.
+/// `budget` bounds the walk by the number of nodes (the trie has no cycles).
+fn carries_sources(nodes: &[Node], id: NodeId, budget: usize) -> bool {
+    let Some(node) = nodes.get(id as usize).filter(|_| budget > 0) else {
+        return false;
+    };
+    if !node.sources.is_empty() {
+        return true;
+    }
+    match &node.kind {
+        Kind::Object(members) => members
+            .named
+            .iter()
+            .map(|&(_, _, child)| child)
+            .chain(members.any)
+            .any(|child| child != REMOVED && carries_sources(nodes, child, budget - 1)),
+        Kind::Array { elements } => carries_sources(nodes, *elements, budget - 1),
+        Kind::Scalar | Kind::Transform(_) | Kind::Subtree => false,
+    }
 }
 
 /// Sets [`Node::one_path`] on the nodes reached exactly once from `root`, through named

@@ -1185,6 +1185,21 @@ fn compile_errors() {
             },
             &[("id", "subject given without records")],
         ),
+        // Records beneath which nothing is forwarded: opt-outs could never drop any data.
+        (
+            records(spec(&["r[*].id", "r[*].n"], &[]), "q[*]", "id"),
+            &[(
+                "q[*]",
+                "no allow or transform path lies at or beneath the records",
+            )],
+        ),
+        (
+            records(spec(&["r[*].n"], &[]), "r[*].s[*]", "id"),
+            &[(
+                "r[*].s[*]",
+                "no allow or transform path lies at or beneath the records",
+            )],
+        ),
         // Every mistake is reported, not just the first.
         (
             FilterSpec {
@@ -1230,6 +1245,9 @@ fn policies_that_compile() {
         records(spec(&["name"], &[]), "$", "customer_id"),
         records(spec(&["s[*].**"], &[]), "s[*]", "id"),
         records(spec(&["a[*].s[*].x"], &[]), "a[*].s[*]", "id"),
+        records(spec(&["order_id", "s[*].a"], &[]), "s[*]", "id"),
+        records(spec(&["order_id"], &[("s[*].card", Mask)]), "s[*]", "id"),
+        records(spec(&["s[*].*"], &[]), "s[*]", "id"),
         FilterSpec::default(),
     ];
     for spec in ok {
