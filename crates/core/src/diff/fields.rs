@@ -96,6 +96,10 @@ pub fn disclosure(spec: Option<&FilterSpec>, asked: &FieldPath) -> Disclosure {
         return Disclosure::None;
     };
     let segs = &asked.segments;
+    // An explicit `remove` at or above the field wins over every allow and transform.
+    if removed(spec, segs) {
+        return Disclosure::None;
+    }
     if !asked.subtree {
         if let Some((_, t)) = spec
             .transforms
@@ -127,7 +131,7 @@ pub fn disclosure(spec: Option<&FilterSpec>, asked: &FieldPath) -> Disclosure {
         .allow
         .iter()
         .chain(spec.transforms.iter().map(|(p, _)| p))
-        .filter(|p| overlaps_beneath(&p.segments, segs))
+        .filter(|p| overlaps_beneath(&p.segments, segs) && !removed(spec, &p.segments))
         .map(ToString::to_string)
         .collect();
     beneath.sort();
@@ -137,6 +141,14 @@ pub fn disclosure(spec: Option<&FilterSpec>, asked: &FieldPath) -> Disclosure {
     } else {
         Disclosure::Partial(beneath)
     }
+}
+
+/// Does one of the spec's `remove` paths name `segs` or a member above it (`*` covering named
+/// members)?
+fn removed(spec: &FilterSpec, segs: &[Segment]) -> bool {
+    spec.removes.iter().any(|r| {
+        r.segments.len() <= segs.len() && covers_all(&r.segments, &segs[..r.segments.len()])
+    })
 }
 
 /// Every path either spec writes, once each, in the order written (old first).

@@ -85,3 +85,57 @@ fn last4_to_pseudonymize_counts_as_more() {
     assert!(l.more(&p) && p.more(&l));
     assert!(!Disclosure::Clear.more(&Disclosure::Transformed(Transform::Mask)));
 }
+
+#[test]
+fn an_explicit_remove_wins_over_allow_in_what_is_sent() {
+    let mut s = spec(
+        &[
+            "s[*].name",
+            "s[*].address.street",
+            "s[*].address.city",
+            "o.**",
+        ],
+        &[("s[*].card", Transform::Last4)],
+    );
+    s.removes = ["s[*].name", "s[*].address.*", "s[*].card"]
+        .iter()
+        .map(|p| FieldPath::parse(p).unwrap())
+        .collect();
+    for gone in [
+        "s[*].name",
+        "s[*].address.street",
+        "s[*].address.city",
+        "s[*].card",
+    ] {
+        assert_eq!(at(&s, gone), Disclosure::None, "{gone}");
+    }
+    assert_eq!(at(&s, "s.**"), Disclosure::None);
+    assert_eq!(at(&s, "o.x"), Disclosure::Subtree);
+
+    // Taking the remove out makes the fields start being sent: `compare` says so both ways.
+    let without = spec(
+        &[
+            "s[*].name",
+            "s[*].address.street",
+            "s[*].address.city",
+            "o.**",
+        ],
+        &[("s[*].card", Transform::Last4)],
+    );
+    let more = compare(Some(&s), Some(&without));
+    let paths: Vec<String> = more.iter().map(|c| c.path.to_string()).collect();
+    assert_eq!(
+        paths,
+        [
+            "s[*].name",
+            "s[*].address.street",
+            "s[*].address.city",
+            "s[*].card"
+        ],
+        "{more:?}"
+    );
+    assert!(more.iter().all(|c| c.old.more(&c.new)), "{more:?}");
+    let fewer = compare(Some(&without), Some(&s));
+    assert_eq!(fewer.len(), 4, "{fewer:?}");
+    assert!(fewer.iter().all(|c| !c.old.more(&c.new)), "{fewer:?}");
+}
