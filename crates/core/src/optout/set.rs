@@ -13,6 +13,12 @@ no allocation. Memory per id is kept small because the set holds every opted-out
 
 Per-scope counts (the `partner_gateway_optouts{scope}` gauge) are kept up to date on every
 change, never computed by scanning.
+
+Ids are stored as written. An incoming id is looked up as it is and in its lowercase and
+uppercase forms (`crate::optout::id::is_opted_out`); an id stored with uppercase letters in it
+is also indexed under its lowercase form (`folded`), so that `Mixed-Case`, once opted out, is
+found for `mixed-case` and `MIXED-CASE` too. Only such ids are in that index: a set of
+lowercase or numeric ids pays nothing for it.
 */
 
 use std::hash::BuildHasher;
@@ -64,6 +70,19 @@ pub enum OptOutError {
     DuplicateScope(String),
     #[error("a customer has no scopes")]
     NoScopes,
+}
+
+/// The lowercase form of `id` when it differs (the id has uppercase letters), the key of
+/// [`OptOutSet`]'s lowercase index.
+fn folded_form(id: &str) -> Option<String> {
+    if id.is_ascii() {
+        return id
+            .bytes()
+            .any(|b| b.is_ascii_uppercase())
+            .then(|| id.to_ascii_lowercase());
+    }
+    let lower = id.to_lowercase();
+    (lower != id).then_some(lower)
 }
 
 /// Checks that `id` can be a customer id: non-empty, at most [`MAX_ID_LEN`] bytes, no control
@@ -162,6 +181,8 @@ pub struct OptOutSet {
     combo_ids: HashMap<Box<[ScopeId]>, u32>,
     free_combos: Vec<u32>,
     pairs: u64,
+    /// The lowercase form of each stored id that has uppercase letters → those ids.
+    folded: HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for OptOutSet {
@@ -216,6 +237,7 @@ impl OptOutSet {
             combo_ids: HashMap::new(),
             free_combos: Vec::new(),
             pairs: 0,
+            folded: HashMap::new(),
         }
     }
 
@@ -249,6 +271,12 @@ impl OptOutSet {
                 .combos
                 .iter()
                 .map(|c| c.scopes.len() * 2)
+                .sum::<usize>()
+            + self.folded.allocation_size()
+            + self
+                .folded
+                .iter()
+                .map(|(k, v)| k.capacity() + v.iter().map(String::capacity).sum::<usize>())
                 .sum::<usize>()
     }
 
@@ -291,6 +319,37 @@ impl OptOutSet {
         self.table.find(hash, |s| &self.arena[s.range()] == id)
     }
 
+    /// The slots a lookup of `id` answers from: the id's own, and those of the stored ids with
+    /// uppercase letters whose lowercase form `id` is.
+    fn slots_for<'s>(&'s self, id: &'s str) -> impl Iterator<Item = &'s Slot> + 's {
+        let spellings = self.folded.get(id).map_or(&[][..], Vec::as_slice);
+        self.slot(id)
+            .into_iter()
+            .chain(spellings.iter().filter_map(|other| self.slot(other)))
+    }
+
+    /// Indexes a newly stored id under its lowercase form when it has uppercase letters.
+    fn fold_in(&mut self, id: &str) {
+        if let Some(lower) = folded_form(id) {
+            let spellings = self.folded.entry(lower).or_default();
+            if !spellings.iter().any(|s| s == id) {
+                spellings.push(id.to_string());
+            }
+        }
+    }
+
+    /// Takes a removed id out of the lowercase index.
+    fn fold_out(&mut self, id: &str) {
+        if let Some(lower) = folded_form(id) {
+            if let Some(spellings) = self.folded.get_mut(&lower) {
+                spellings.retain(|s| s != id);
+                if spellings.is_empty() {
+                    self.folded.remove(&lower);
+                }
+            }
+        }
+    }
+
     /// True when the customer has opted out of any scope at all.
     pub fn contains(&self, id: &str) -> bool {
         self.slot(id).is_some()
@@ -320,14 +379,13 @@ impl OptOutSet {
         if honoured.is_empty() {
             return false;
         }
-        let Some(slot) = self.slot(id) else {
-            return false;
-        };
-        let combo = &self.combos[slot.combo as usize];
-        honoured
-            .iter()
-            .filter_map(|s| self.scope_ids.get(s.as_str()))
-            .any(|sid| combo.scopes.binary_search(sid).is_ok())
+        self.slots_for(id).any(|slot| {
+            let combo = &self.combos[slot.combo as usize];
+            honoured
+                .iter()
+                .filter_map(|s| self.scope_ids.get(s.as_str()))
+                .any(|sid| combo.scopes.binary_search(sid).is_ok())
+        })
     }
 
     /// A lookup for one route: `honoured` resolved to a bit mask once, then one hash probe
@@ -439,6 +497,7 @@ impl OptOutSet {
                 let (arena, hasher) = (&self.arena, &self.hasher);
                 self.table
                     .insert_unique(hash, slot, |s| Self::hash(hasher, &arena[s.range()]));
+                self.fold_in(id);
             }
         }
         Ok(true)
@@ -499,6 +558,7 @@ impl OptOutSet {
                 }
                 self.dead += usize::from(slot.len);
                 self.release_combo(slot.combo);
+                self.fold_out(id);
                 self.maybe_compact_arena();
             } else if let Ok(new_combo) = self.intern_combo(&keep) {
                 self.combos[new_combo as usize].refs += 1;
@@ -640,16 +700,15 @@ impl Honouring<'_> {
         if self.low == 0 && self.high.is_empty() {
             return false;
         }
-        let Some(slot) = self.set.slot(id) else {
-            return false;
-        };
-        let combo = &self.set.combos[slot.combo as usize];
-        combo.low & self.low != 0
-            || (combo.high
-                && self
-                    .high
-                    .iter()
-                    .any(|h| combo.scopes.binary_search(h).is_ok()))
+        self.set.slots_for(id).any(|slot| {
+            let combo = &self.set.combos[slot.combo as usize];
+            combo.low & self.low != 0
+                || (combo.high
+                    && self
+                        .high
+                        .iter()
+                        .any(|h| combo.scopes.binary_search(h).is_ok()))
+        })
     }
 }
 

@@ -3,7 +3,9 @@
 
 use hashbrown::HashTable;
 
-use super::{sorted_distinct, validate_customer_id, OptOutError, OptOutSet, ScopeId, Slot};
+use super::{
+    folded_form, sorted_distinct, validate_customer_id, OptOutError, OptOutSet, ScopeId, Slot,
+};
 use crate::optout::Scope;
 
 /// Builds an [`OptOutSet`] from distinct customers (a snapshot) several times faster than
@@ -78,6 +80,16 @@ impl SetBuilder {
                 return Err(OptOutError::Duplicate);
             }
             table.insert_unique(hash, slot, |s| OptOutSet::hash(hasher, &arena[s.range()]));
+        }
+        let ids: Vec<String> = set
+            .table
+            .iter()
+            .map(|slot| &set.arena[slot.range()])
+            .filter(|id| folded_form(id).is_some())
+            .map(str::to_string)
+            .collect();
+        for id in ids {
+            set.fold_in(&id);
         }
         Ok(set)
     }

@@ -380,3 +380,51 @@ fn errors_never_quote_the_customer_id() {
         assert!(!text.contains("SECRET"), "{text}");
     }
 }
+
+/// What the request path asks: `id::is_opted_out` (the id, its lowercase and its uppercase)
+/// against one route's honoured scopes.
+fn judged(set: &OptOutSet, id: &str, honoured: &[Scope]) -> bool {
+    crate::optout::id::is_opted_out(&set.honouring(honoured), id)
+}
+
+#[test]
+fn an_id_stored_in_mixed_case_is_found_for_every_case_of_it() {
+    let sharing = sc(&["partner_sharing"]);
+    let acme = sc(&["partner:acme"]);
+    let mut set = OptOutSet::new();
+    set.insert("Mixed-Case", &sharing).unwrap();
+    set.insert("Ärger-7", &sharing).unwrap();
+    for id in ["Mixed-Case", "mixed-case", "MIXED-CASE", "mIxEd-cAsE"] {
+        assert!(judged(&set, id, &sharing), "{id}");
+        assert!(set.is_opted_out(&id.to_lowercase(), &sharing), "{id}");
+        assert!(!judged(&set, id, &acme), "{id}: another scope");
+    }
+    for id in ["ärger-7", "ÄRGER-7", "Ärger-7"] {
+        assert!(judged(&set, id, &sharing), "{id}");
+    }
+    assert!(!judged(&set, "mixed-cases", &sharing));
+
+    // Two spellings of one customer: each keeps its own scopes, a lookup sees both.
+    set.insert("MIXED-case", &acme).unwrap();
+    assert!(judged(&set, "mixed-case", &acme));
+    assert!(judged(&set, "mixed-case", &sharing));
+    assert_eq!(set.remove("Mixed-Case", None), Some(Vec::new()));
+    assert!(!judged(&set, "mixed-case", &sharing), "its spelling is gone");
+    assert!(judged(&set, "Mixed-Case", &acme), "the other spelling stays");
+    assert_eq!(set.remove("MIXED-case", Some(&acme)), Some(Vec::new()));
+    assert!(!judged(&set, "mixed-case", &acme));
+    assert!(set.folded.get("mixed-case").is_none(), "{:?}", set.folded);
+
+    // A set built in bulk indexes the same way, and a merge carries the index over.
+    let scopes = sc(&["partner_sharing"]);
+    let mut builder = SetBuilder::new(&scopes, 2, 32).unwrap();
+    builder.push("Bulk-Id", &[ScopeId(0)]).unwrap();
+    builder.push("plain-id", &[ScopeId(0)]).unwrap();
+    let built = builder.finish().unwrap();
+    assert!(judged(&built, "BULK-ID", &sharing));
+    assert!(judged(&built, "PLAIN-ID", &sharing));
+    let mut merged = OptOutSet::new();
+    merged.merge(&built).unwrap();
+    assert!(judged(&merged, "bulk-id", &sharing));
+    assert_eq!(merged.folded.len(), 1, "only ids with uppercase letters are indexed");
+}
