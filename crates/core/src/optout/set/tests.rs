@@ -409,8 +409,14 @@ fn an_id_stored_in_mixed_case_is_found_for_every_case_of_it() {
     assert!(judged(&set, "mixed-case", &acme));
     assert!(judged(&set, "mixed-case", &sharing));
     assert_eq!(set.remove("Mixed-Case", None), Some(Vec::new()));
-    assert!(!judged(&set, "mixed-case", &sharing), "its spelling is gone");
-    assert!(judged(&set, "Mixed-Case", &acme), "the other spelling stays");
+    assert!(
+        !judged(&set, "mixed-case", &sharing),
+        "its spelling is gone"
+    );
+    assert!(
+        judged(&set, "Mixed-Case", &acme),
+        "the other spelling stays"
+    );
     assert_eq!(set.remove("MIXED-case", Some(&acme)), Some(Vec::new()));
     assert!(!judged(&set, "mixed-case", &acme));
     assert!(set.folded.get("mixed-case").is_none(), "{:?}", set.folded);
@@ -426,5 +432,9 @@ fn an_id_stored_in_mixed_case_is_found_for_every_case_of_it() {
     let mut merged = OptOutSet::new();
     merged.merge(&built).unwrap();
     assert!(judged(&merged, "bulk-id", &sharing));
-    assert_eq!(merged.folded.len(), 1, "only ids with uppercase letters are indexed");
+    assert_eq!(
+        merged.folded.len(),
+        1,
+        "only ids with uppercase letters are indexed"
+    );
 }
