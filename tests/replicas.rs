@@ -434,4 +434,27 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
         assert_eq!(contact(gw, "bp", "pruned-1").status, 451);
         assert_eq!(contact(gw, "bp", "someone-else").status, 200);
     }
+
+    // A failover to a standby that lost exactly the last change: the counter is one behind,
+    // and the next change takes the very id both replicas applied last. Only the change
+    // itself (its time) tells.
+    c.pg.psql(
+        "BEGIN; DELETE FROM optouts WHERE customer_id = 'after-restore-1'; \
+         DELETE FROM optouts_changes WHERE id = 1; UPDATE optouts_seq SET last = 0; COMMIT;",
+    );
+    assert_eq!(put(a, "lost-one-1").status, 200);
+    assert_eq!(contact(a, "bp", "lost-one-1").status, 451);
+    eventually(
+        "the other replica enforces it",
+        Duration::from_secs(5),
+        || contact(b, "bp", "lost-one-1").status == 451,
+    );
+    for gw in [a, b] {
+        eventually(
+            "the lost opt-out is gone, as in the database",
+            Duration::from_secs(5),
+            || contact(gw, "bp", "after-restore-1").status == 200,
+        );
+        assert_eq!(contact(gw, "bp", "seen-1").status, 451);
+    }
 }

@@ -62,6 +62,10 @@ pub struct PgOptOuts {
     /// The last change id applied to `set` (`-1` before the first load). Holding it
     /// serialises applying changes.
     applied: tokio::sync::Mutex<i64>,
+    /// When the change `applied` names was written (microseconds since the epoch, from its
+    /// row), when known: a database whose change of that id has another time is not the one
+    /// the set followed. Only touched while `applied` is held.
+    applied_at: std::sync::Mutex<Option<i64>>,
     loaded: AtomicBool,
     started: Instant,
     /// Milliseconds after `started` at which the last successful catch-up began.
@@ -90,6 +94,7 @@ impl PgOptOuts {
             pool,
             set: Arc::new(RwLock::new(OptOutSet::new())),
             applied: tokio::sync::Mutex::new(-1),
+            applied_at: std::sync::Mutex::new(None),
             loaded: AtomicBool::new(false),
             started: Instant::now(),
             fresh_at_ms: AtomicU64::new(0),

@@ -96,59 +96,75 @@ impl PgOptOuts {
         }
     }
 
-    /// Applies every change after the last one applied, in order. Each query reads the change
-    /// counter in the same snapshot as the changes, and the set is read again whenever the two
-    /// disagree: a gap in the ids or a bulk import, a counter ahead of every change there is to
-    /// read (the newest were pruned before this replica saw them), or a counter behind what was
-    /// applied (the database was restored from a backup, or failed over to a standby that was
-    /// behind), whose next changes would otherwise reuse ids already applied and be skipped.
+    /// Applies every change after the last one applied, in order. Each query reads, in one
+    /// snapshot, the change counter, the change the replica applied last and the changes after
+    /// it; the set is read again whenever they disagree with what was applied:
+    /// - a gap in the ids, or a bulk import;
+    /// - a counter ahead of every change there is to read (the newest were pruned before this
+    ///   replica saw them);
+    /// - a counter behind what was applied, or a last applied change that is now another one
+    ///   (its time differs): the database came back from a backup or failed over to a standby
+    ///   that was behind, and new changes reuse ids the replica has already applied.
     pub(super) async fn catch_up(&self, client: &Client) -> Result<()> {
         let began = Instant::now();
         let mut applied = self.applied.lock().await;
         if *applied < 0 {
             return Ok(());
         }
+        let at_us = "(extract(epoch FROM at) * 1000000)::bigint";
+        let (seq, changes) = (&self.tables.seq, &self.tables.changes);
         let sql = format!(
-            "SELECT s.last, c.id, c.customer_id, c.op, c.scopes FROM {} s LEFT JOIN LATERAL \
-             (SELECT id, customer_id, op, scopes FROM {} WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}) c \
-             ON true ORDER BY c.id",
-            self.tables.seq, self.tables.changes
+            "SELECT s.last, p.at_us, c.id, c.customer_id, c.op, c.scopes, c.at_us FROM {seq} s \
+             LEFT JOIN LATERAL (SELECT {at_us} AS at_us FROM {changes} WHERE id = $1) p ON true \
+             LEFT JOIN LATERAL (SELECT id, customer_id, op, scopes, {at_us} AS at_us FROM {changes} \
+             WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}) c ON true ORDER BY c.id"
         );
         loop {
             let rows = client
                 .query(&sql, &[&*applied])
                 .await
                 .context("cannot read opt-out changes")?;
-            let Some(last) = rows.first().map(|row| row.get::<_, i64>(0)) else {
-                bail!("the change counter {} has no row", self.tables.seq);
+            let Some(first) = rows.first() else {
+                bail!("the change counter {seq} has no row");
             };
+            let last: i64 = first.get(0);
+            let then: Option<i64> = first.get(1);
+            let remembered = *self.applied_at.lock().map_err(|_| poisoned())?;
+            let replaced = matches!((remembered, then), (Some(a), Some(b)) if a != b);
             let changes: Vec<_> = rows
                 .iter()
-                .filter(|row| row.get::<_, Option<i64>>(1).is_some())
+                .filter(|row| row.get::<_, Option<i64>>(2).is_some())
                 .collect();
-            let must_reload = changes.iter().enumerate().any(|(i, row)| {
-                row.get::<_, i64>(1) != *applied + 1 + i as i64 || row.get::<_, &str>(3) == "reload"
-            });
+            let must_reload = replaced
+                || changes.iter().enumerate().any(|(i, row)| {
+                    row.get::<_, i64>(2) != *applied + 1 + i as i64
+                        || row.get::<_, &str>(4) == "reload"
+                });
             if must_reload {
+                if replaced {
+                    log::warn!(
+                        "opt-out change {} in {} is not the one applied: reading the opt-outs again",
+                        *applied,
+                        self.tables.changes
+                    );
+                }
                 return self.reload_locked(client, &mut applied).await;
             }
             {
-                let mut set = self
-                    .set
-                    .write()
-                    .map_err(|_| anyhow::anyhow!("opt-out set poisoned"))?;
+                let mut set = self.set.write().map_err(|_| poisoned())?;
+                let mut at = self.applied_at.lock().map_err(|_| poisoned())?;
                 for row in &changes {
-                    let customer: Option<&str> = row.get(2);
-                    let scopes: Vec<&str> = row.get(4);
-                    apply(&mut set, row.get(3), customer.unwrap_or(""), &scopes);
-                    *applied = row.get(1);
+                    let customer: Option<&str> = row.get(3);
+                    let scopes: Vec<&str> = row.get(5);
+                    apply(&mut set, row.get(4), customer.unwrap_or(""), &scopes);
+                    *applied = row.get(2);
+                    *at = row.get(6);
                 }
             }
             if (changes.len() as i64) < CATCH_UP_BATCH {
                 if *applied != last {
                     log::warn!(
-                        "opt-out change counter {} is at {last}, changes applied up to {}: reading the opt-outs again",
-                        self.tables.seq,
+                        "opt-out change counter {seq} is at {last}, changes applied up to {}: reading the opt-outs again",
                         *applied
                     );
                     return self.reload_locked(client, &mut applied).await;
@@ -168,9 +184,10 @@ impl PgOptOuts {
 
     async fn reload_locked(&self, client: &Client, applied: &mut i64) -> Result<()> {
         let began = Instant::now();
-        let (set, last) = load_set(client, &self.tables).await?;
+        let (set, last, last_at) = load_set(client, &self.tables).await?;
         self.replace_set(set)?;
         *applied = last;
+        *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
         self.loaded.store(true, Ordering::Release);
         self.mark_fresh(began);
         Ok(())
@@ -179,12 +196,13 @@ impl PgOptOuts {
 
 impl PgOptOuts {
     fn replace_set(&self, set: OptOutSet) -> Result<()> {
-        *self
-            .set
-            .write()
-            .map_err(|_| anyhow::anyhow!("opt-out set poisoned"))? = set;
+        *self.set.write().map_err(|_| poisoned())? = set;
         Ok(())
     }
+}
+
+fn poisoned() -> anyhow::Error {
+    anyhow::anyhow!("opt-out set poisoned")
 }
 
 /// Applies one logged change. Values that are not valid ids or scopes (written by hand) are
@@ -206,7 +224,8 @@ fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&str]) {
 
 /// Streams the whole table into a new set, in one `REPEATABLE READ` snapshot together with
 /// the last change id it includes.
-pub async fn load_set(client: &Client, tables: &Tables) -> Result<(OptOutSet, i64)> {
+/// Also returns when the last change was written (see `catch_up`), when its row is there.
+pub async fn load_set(client: &Client, tables: &Tables) -> Result<(OptOutSet, i64, Option<i64>)> {
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -219,12 +238,22 @@ pub async fn load_set(client: &Client, tables: &Tables) -> Result<(OptOutSet, i6
     Ok(loaded)
 }
 
-async fn load_in_snapshot(client: &Client, tables: &Tables) -> Result<(OptOutSet, i64)> {
-    let last: i64 = client
-        .query_one(&format!("SELECT last FROM {}", tables.seq), &[])
+async fn load_in_snapshot(
+    client: &Client,
+    tables: &Tables,
+) -> Result<(OptOutSet, i64, Option<i64>)> {
+    let counter = client
+        .query_one(
+            &format!(
+                "SELECT s.last, (SELECT (extract(epoch FROM at) * 1000000)::bigint FROM {} \
+                 WHERE id = s.last) FROM {} s",
+                tables.changes, tables.seq
+            ),
+            &[],
+        )
         .await
-        .with_context(|| format!("cannot read {}", tables.seq))?
-        .get(0);
+        .with_context(|| format!("cannot read {}", tables.seq))?;
+    let (last, last_at): (i64, Option<i64>) = (counter.get(0), counter.get(1));
     let estimate: f32 = client
         .query_one(
             "SELECT greatest(reltuples, 0)::real FROM pg_class WHERE oid = $1::text::regclass",
@@ -270,7 +299,7 @@ async fn load_in_snapshot(client: &Client, tables: &Tables) -> Result<(OptOutSet
             tables.optouts
         );
     }
-    Ok((set, last))
+    Ok((set, last, last_at))
 }
 
 fn flush(set: &mut OptOutSet, customer: &str, ids: &mut Vec<ScopeId>, skipped: &mut u64) {

@@ -229,8 +229,9 @@ pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
     }
 }
 
-/// Is `id` opted out, compared exactly and in its lowercase and uppercase forms? The one
-/// lookup every opt-out check goes through.
+/// Is `id` opted out, compared exactly, in its lowercase and uppercase forms and (beyond ASCII)
+/// its case fold? The one lookup every opt-out check goes through; the set indexes ids that
+/// none of these would reach from another casing (see `OptOutSet`).
 ///
 /// Allocation-free for the usual ids: one without cased letters (digits, `c-200`'s separators)
 /// has no other case to look up, and an ASCII id of up to [`CASE_BUFFER`] bytes is re-cased
@@ -278,7 +279,12 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
         return true;
     }
     let upper = id.to_uppercase();
-    upper != id && lookup.is_opted_out(&upper)
+    if upper != id && lookup.is_opted_out(&upper) {
+        return true;
+    }
+    // Beyond ASCII, the case fold is another form (`ΣΑΣ` lowercases to `σας`, folds to `σασ`).
+    let folded = caseless::default_case_fold_str(id);
+    folded != id && folded != lower && lookup.is_opted_out(&folded)
 }
 
 #[cfg(test)]

@@ -14,11 +14,12 @@ no allocation. Memory per id is kept small because the set holds every opted-out
 Per-scope counts (the `partner_gateway_optouts{scope}` gauge) are kept up to date on every
 change, never computed by scanning.
 
-Ids are stored as written. An incoming id is looked up as it is and in its lowercase and
-uppercase forms (`crate::optout::id::is_opted_out`); an id stored with uppercase letters in it
-is also indexed under its lowercase form (`folded`), so that `Mixed-Case`, once opted out, is
-found for `mixed-case` and `MIXED-CASE` too. Only such ids are in that index: a set of
-lowercase or numeric ids pays nothing for it.
+Ids are stored as written. An incoming id is looked up as it is, in its lowercase and
+uppercase forms and (beyond ASCII) its case fold (`crate::optout::id::is_opted_out`). A stored
+id that none of those forms of another casing of it would reach is also indexed under the
+forms that do (`folded`, see [`folded_keys`]): `Mixed-Case` under `mixed-case`, `straße` under
+`strasse`, `ılık` under `ilik`. An id in one case (`c-200`, `CUST-7`, `12345`) is never in that
+index, so such a set pays nothing for it.
 */
 
 use std::hash::BuildHasher;
@@ -72,17 +73,31 @@ pub enum OptOutError {
     NoScopes,
 }
 
-/// The lowercase form of `id` when it differs (the id has uppercase letters), the key of
-/// [`OptOutSet`]'s lowercase index.
-fn folded_form(id: &str) -> Option<String> {
+/// The keys a stored id is also indexed under: the forms that a lookup of another casing of
+/// it probes and that differ from the id. ASCII: its lowercase, when it mixes cases (an id in
+/// one case is reached by the lowercase or uppercase probe of any casing). Other text: its
+/// case fold (`straße` → `strasse`, `Σας` → `σασ`), and the case fold of its uppercase
+/// (`ılık` → `ILIK` → `ilik`), each when it differs from the id.
+pub(super) fn folded_keys(id: &str) -> Vec<String> {
     if id.is_ascii() {
-        return id
-            .bytes()
-            .any(|b| b.is_ascii_uppercase())
-            .then(|| id.to_ascii_lowercase());
+        let upper = id.bytes().any(|b| b.is_ascii_uppercase());
+        let lower = id.bytes().any(|b| b.is_ascii_lowercase());
+        return if upper && lower {
+            vec![id.to_ascii_lowercase()]
+        } else {
+            Vec::new()
+        };
     }
-    let lower = id.to_lowercase();
-    (lower != id).then_some(lower)
+    let mut keys = Vec::new();
+    for key in [
+        caseless::default_case_fold_str(id),
+        caseless::default_case_fold_str(&id.to_uppercase()),
+    ] {
+        if key != id && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
 }
 
 /// Checks that `id` can be a customer id: non-empty, at most [`MAX_ID_LEN`] bytes, no control
@@ -181,7 +196,7 @@ pub struct OptOutSet {
     combo_ids: HashMap<Box<[ScopeId]>, u32>,
     free_combos: Vec<u32>,
     pairs: u64,
-    /// The lowercase form of each stored id that has uppercase letters → those ids.
+    /// The extra keys of stored ids ([`folded_keys`]) → those ids.
     folded: HashMap<String, Vec<String>>,
 }
 
@@ -328,23 +343,23 @@ impl OptOutSet {
             .chain(spellings.iter().filter_map(|other| self.slot(other)))
     }
 
-    /// Indexes a newly stored id under its lowercase form when it has uppercase letters.
+    /// Indexes a newly stored id under its [`folded_keys`].
     fn fold_in(&mut self, id: &str) {
-        if let Some(lower) = folded_form(id) {
-            let spellings = self.folded.entry(lower).or_default();
+        for key in folded_keys(id) {
+            let spellings = self.folded.entry(key).or_default();
             if !spellings.iter().any(|s| s == id) {
                 spellings.push(id.to_string());
             }
         }
     }
 
-    /// Takes a removed id out of the lowercase index.
+    /// Takes a removed id out of the index.
     fn fold_out(&mut self, id: &str) {
-        if let Some(lower) = folded_form(id) {
-            if let Some(spellings) = self.folded.get_mut(&lower) {
+        for key in folded_keys(id) {
+            if let Some(spellings) = self.folded.get_mut(&key) {
                 spellings.retain(|s| s != id);
                 if spellings.is_empty() {
-                    self.folded.remove(&lower);
+                    self.folded.remove(&key);
                 }
             }
         }

@@ -4,7 +4,7 @@
 use hashbrown::HashTable;
 
 use super::{
-    folded_form, sorted_distinct, validate_customer_id, OptOutError, OptOutSet, ScopeId, Slot,
+    folded_keys, sorted_distinct, validate_customer_id, OptOutError, OptOutSet, ScopeId, Slot,
 };
 use crate::optout::Scope;
 
@@ -85,7 +85,7 @@ impl SetBuilder {
             .table
             .iter()
             .map(|slot| &set.arena[slot.range()])
-            .filter(|id| folded_form(id).is_some())
+            .filter(|id| !folded_keys(id).is_empty())
             .map(str::to_string)
             .collect();
         for id in ids {

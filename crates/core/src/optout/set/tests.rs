@@ -421,6 +421,24 @@ fn an_id_stored_in_mixed_case_is_found_for_every_case_of_it() {
     assert!(!judged(&set, "mixed-case", &acme));
     assert!(set.folded.get("mixed-case").is_none(), "{:?}", set.folded);
 
+    // Beyond ASCII: sharp s, final sigma, dotless i, a mixed Greek id.
+    for (stored, asked) in [
+        ("straße", "STRASSE"),
+        ("σασ", "ΣΑΣ"),
+        ("ılık", "ILIK"),
+        ("Σας-ΟΔΟΣ", "σασ-οδοσ"),
+    ] {
+        set.insert(stored, &sharing).unwrap();
+        assert!(judged(&set, asked, &sharing), "{stored} asked as {asked}");
+        assert!(judged(&set, stored, &sharing), "{stored}");
+        set.remove(stored, None);
+        assert!(!judged(&set, asked, &sharing), "{stored} removed");
+    }
+    // An id in one case is not indexed: the lowercase or uppercase probe reaches it.
+    for one_case in ["cust-7", "CUST-7", "12345", "ärger"] {
+        assert!(folded_keys(one_case).is_empty(), "{one_case}");
+    }
+
     // A set built in bulk indexes the same way, and a merge carries the index over.
     let scopes = sc(&["partner_sharing"]);
     let mut builder = SetBuilder::new(&scopes, 2, 32).unwrap();
