@@ -230,7 +230,7 @@ pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
 }
 
 /// Is `id` opted out, compared exactly, in its lowercase and uppercase forms and (beyond ASCII)
-/// its case fold? The one lookup every opt-out check goes through; the set indexes ids that
+/// the case folds of it and of its uppercase? The one lookup every opt-out check goes through; the set indexes ids that
 /// none of these would reach from another casing (see `OptOutSet`).
 ///
 /// Allocation-free for the usual ids: one without cased letters (digits, `c-200`'s separators)
@@ -282,9 +282,18 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
     if upper != id && lookup.is_opted_out(&upper) {
         return true;
     }
-    // Beyond ASCII, the case fold is another form (`ΣΑΣ` lowercases to `σας`, folds to `σασ`).
+    // Beyond ASCII, the case folds of the id and of its uppercase are other forms (`ΣΑΣ`
+    // lowercases to `σας` and folds to `σασ`; `Ilık` uppercases to `ILIK`, which folds to
+    // `ilik`, the key `ılık` is indexed under).
     let folded = caseless::default_case_fold_str(id);
-    folded != id && folded != lower && lookup.is_opted_out(&folded)
+    if folded != id && folded != lower && lookup.is_opted_out(&folded) {
+        return true;
+    }
+    let upper_folded = caseless::default_case_fold_str(&upper);
+    upper_folded != folded
+        && upper_folded != id
+        && upper_folded != lower
+        && lookup.is_opted_out(&upper_folded)
 }
 
 #[cfg(test)]

@@ -15,11 +15,12 @@ Per-scope counts (the `partner_gateway_optouts{scope}` gauge) are kept up to dat
 change, never computed by scanning.
 
 Ids are stored as written. An incoming id is looked up as it is, in its lowercase and
-uppercase forms and (beyond ASCII) its case fold (`crate::optout::id::is_opted_out`). A stored
-id that none of those forms of another casing of it would reach is also indexed under the
-forms that do (`folded`, see [`folded_keys`]): `Mixed-Case` under `mixed-case`, `straße` under
-`strasse`, `ılık` under `ilik`. An id in one case (`c-200`, `CUST-7`, `12345`) is never in that
-index, so such a set pays nothing for it.
+uppercase forms and (beyond ASCII) the case folds of it and of its uppercase
+(`crate::optout::id::is_opted_out`). A stored id is also indexed under the forms that reach it
+from another casing, where they differ from it (`folded`, see [`folded_keys`]): `Mixed-Case`
+under `mixed-case`, `straße` under `strasse`, `ılık` under `ilik`. An ASCII id in one case
+(`c-200`, `CUST-7`, `12345`) is never in that index, so such a set pays nothing for it; beyond
+ASCII an id is indexed whenever its case fold differs from it.
 */
 
 use std::hash::BuildHasher;

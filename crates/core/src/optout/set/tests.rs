@@ -456,3 +456,64 @@ fn an_id_stored_in_mixed_case_is_found_for_every_case_of_it() {
         "only ids with uppercase letters are indexed"
     );
 }
+
+/// Every casing of a stored id, letter by letter, that an incoming id may take (it passes
+/// `check_string_id`) is judged as that customer.
+#[test]
+fn every_casing_of_a_stored_id_is_found() {
+    let sharing = sc(&["partner_sharing"]);
+    let stored = [
+        "ılık",
+        "Ilık",
+        "ıI",
+        "straße",
+        "STRAẞE",
+        "Σας",
+        "σας",
+        "ΣΑΣ",
+        "İstanbul",
+        "ᾳx",
+        "Ꭰꭰ",
+        "ꭰ",
+        "Აა",
+        "ა",
+        "Ǆ-x",
+        "Åb",
+        "Mixed-Case",
+        "Kelvin",
+        "ärger",
+        "ÄRGER",
+    ];
+    let mut failures = Vec::new();
+    for s in stored {
+        if crate::optout::id::check_string_id(s).is_err() {
+            continue;
+        }
+        let mut set = OptOutSet::new();
+        set.insert(s, &sharing).unwrap();
+        let mut casings = vec![String::new()];
+        for ch in s.chars() {
+            let mut options: Vec<String> = vec![
+                ch.to_string(),
+                ch.to_lowercase().collect(),
+                ch.to_uppercase().collect(),
+            ];
+            options.sort();
+            options.dedup();
+            casings = casings
+                .iter()
+                .flat_map(|p| options.iter().map(move |o| format!("{p}{o}")))
+                .collect();
+        }
+        for casing in casings {
+            if crate::optout::id::check_string_id(&casing).is_ok()
+                && !judged(&set, &casing, &sharing)
+            {
+                failures.push(format!("stored {s:?} asked as {casing:?}"));
+            }
+        }
+        set.remove(s, None);
+        assert!(set.folded.is_empty(), "{s}: {:?}", set.folded);
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
