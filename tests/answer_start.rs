@@ -309,6 +309,17 @@ fn a_slow_header_then_a_slow_first_body_byte() {
     assert_eq!(body, br#"{"ok":1}"#);
 }
 
+/// A partner that sends `head` at once and then nothing for 5 s (past the gateway's timeout).
+fn stalling_after(head: String) -> Scripted {
+    Scripted::start(move |_, _, _| {
+        Act::AnswerSlowly(
+            head.clone().into_bytes(),
+            Duration::from_secs(5),
+            Vec::new(),
+        )
+    })
+}
+
 /// A header and then not a byte of body: a 504 within the timeout, counted as a timeout.
 #[test]
 fn a_header_without_a_body_byte_is_a_504_in_time() {
@@ -317,14 +328,9 @@ fn a_header_without_a_body_byte_is_a_504_in_time() {
         "transfer-encoding: chunked\r\n\r\n",
         "\r\n",
     ] {
-        let h = header.to_string();
-        let partner = Scripted::start(move |_, _, _| {
-            Act::AnswerSlowly(
-                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{h}").into_bytes(),
-                Duration::from_secs(5),
-                Vec::new(),
-            )
-        });
+        let partner = stalling_after(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{header}"
+        ));
         let gateway = gateway_for(&partner);
         let started = Instant::now();
         let all = everything_on_one_connection(gateway.addr, &post_raw());
@@ -640,14 +646,9 @@ enum Act2 {
 #[test]
 fn a_partial_chunk_head_then_silence() {
     for tail in ["8", "8;ext=1", "0\r\n", "0\r\nx-t: 1\r\n"] {
-        let t = tail.to_string();
-        let partner = Scripted::start(move |_, _, _| {
-            Act::AnswerSlowly(
-                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{t}").into_bytes(),
-                Duration::from_secs(5),
-                Vec::new(),
-            )
-        });
+        let partner = stalling_after(format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{tail}"
+        ));
         let gateway = gateway_for(&partner);
         let mut stream = TcpStream::connect(gateway.addr).unwrap();
         stream

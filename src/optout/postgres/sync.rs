@@ -13,6 +13,10 @@ use tokio_postgres::{AsyncMessage, Client};
 use super::connect::Tables;
 use super::{schema, PgOptOuts, POLL};
 
+/// When a change was written, as SQL over a change row: microseconds since the epoch (the
+/// catch-up compares the change it applied last with the row of that id by it).
+const AT_MICROS: &str = "(extract(epoch FROM at) * 1000000)::bigint";
+
 /// Most changes applied per catch-up query.
 const CATCH_UP_BATCH: i64 = 10_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -111,12 +115,11 @@ impl PgOptOuts {
         if *applied < 0 {
             return Ok(());
         }
-        let at_us = "(extract(epoch FROM at) * 1000000)::bigint";
         let (seq, changes) = (&self.tables.seq, &self.tables.changes);
         let sql = format!(
             "SELECT s.last, p.at_us, c.id, c.customer_id, c.op, c.scopes, c.at_us FROM {seq} s \
-             LEFT JOIN LATERAL (SELECT {at_us} AS at_us FROM {changes} WHERE id = $1) p ON true \
-             LEFT JOIN LATERAL (SELECT id, customer_id, op, scopes, {at_us} AS at_us FROM {changes} \
+             LEFT JOIN LATERAL (SELECT {AT_MICROS} AS at_us FROM {changes} WHERE id = $1) p ON true \
+             LEFT JOIN LATERAL (SELECT id, customer_id, op, scopes, {AT_MICROS} AS at_us FROM {changes} \
              WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}) c ON true ORDER BY c.id"
         );
         loop {
@@ -245,8 +248,7 @@ async fn load_in_snapshot(
     let counter = client
         .query_one(
             &format!(
-                "SELECT s.last, (SELECT (extract(epoch FROM at) * 1000000)::bigint FROM {} \
-                 WHERE id = s.last) FROM {} s",
+                "SELECT s.last, (SELECT {AT_MICROS} FROM {} WHERE id = s.last) FROM {} s",
                 tables.changes, tables.seq
             ),
             &[],

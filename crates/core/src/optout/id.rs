@@ -229,9 +229,20 @@ pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// The Unicode case folds of `id` and of its uppercase: beyond ASCII, the forms in which other
+/// casings of one id meet (`ΣΑΣ` lowercases to `σας` but folds to `σασ`; `Ilık` uppercases to
+/// `ILIK`, which folds to `ilik`, as `ılık`'s uppercase does). [`is_opted_out`] looks them up,
+/// and the opt-out set indexes a stored id under them.
+pub fn case_folds(id: &str) -> [String; 2] {
+    [
+        caseless::default_case_fold_str(id),
+        caseless::default_case_fold_str(&id.to_uppercase()),
+    ]
+}
+
 /// Is `id` opted out, compared exactly, in its lowercase and uppercase forms and (beyond ASCII)
-/// the case folds of it and of its uppercase? The one lookup every opt-out check goes through; the set indexes ids that
-/// none of these would reach from another casing (see `OptOutSet`).
+/// its [`case_folds`]? The one lookup every opt-out check goes through; the set indexes ids
+/// that none of these would reach from another casing (see `OptOutSet`).
 ///
 /// Allocation-free for the usual ids: one without cased letters (digits, `c-200`'s separators)
 /// has no other case to look up, and an ASCII id of up to [`CASE_BUFFER`] bytes is re-cased
@@ -282,14 +293,10 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
     if upper != id && lookup.is_opted_out(&upper) {
         return true;
     }
-    // Beyond ASCII, the case folds of the id and of its uppercase are other forms (`ΣΑΣ`
-    // lowercases to `σας` and folds to `σασ`; `Ilık` uppercases to `ILIK`, which folds to
-    // `ilik`, the key `ılık` is indexed under).
-    let folded = caseless::default_case_fold_str(id);
+    let [folded, upper_folded] = case_folds(id);
     if folded != id && folded != lower && lookup.is_opted_out(&folded) {
         return true;
     }
-    let upper_folded = caseless::default_case_fold_str(&upper);
     upper_folded != folded
         && upper_folded != id
         && upper_folded != lower

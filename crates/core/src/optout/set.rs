@@ -90,10 +90,7 @@ pub(super) fn folded_keys(id: &str) -> Vec<String> {
         };
     }
     let mut keys = Vec::new();
-    for key in [
-        caseless::default_case_fold_str(id),
-        caseless::default_case_fold_str(&id.to_uppercase()),
-    ] {
+    for key in super::id::case_folds(id) {
         if key != id && !keys.contains(&key) {
             keys.push(key);
         }
@@ -335,8 +332,8 @@ impl OptOutSet {
         self.table.find(hash, |s| &self.arena[s.range()] == id)
     }
 
-    /// The slots a lookup of `id` answers from: the id's own, and those of the stored ids with
-    /// uppercase letters whose lowercase form `id` is.
+    /// The slots a lookup of `id` answers from: the id's own, and those of the stored ids
+    /// indexed under `id` (see [`folded_keys`]).
     fn slots_for<'s>(&'s self, id: &'s str) -> impl Iterator<Item = &'s Slot> + 's {
         let spellings = self.folded.get(id).map_or(&[][..], Vec::as_slice);
         self.slot(id)
