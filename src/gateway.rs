@@ -319,6 +319,8 @@ pub struct Gateway {
     /// reload one at a time, so an older load can never be swapped in after a newer one. It
     /// keeps what the last reload read (see `reload::LastRead`).
     reloading: Mutex<crate::reload::LastRead>,
+    /// Requests under way, and whether a stop is draining them (see `shutdown`).
+    pub drain: Arc<crate::shutdown::Drain>,
 }
 
 impl Gateway {
@@ -347,6 +349,7 @@ impl Gateway {
             ledger: RwLock::new(None),
             started: std::time::Instant::now(),
             reloading: Mutex::new(crate::reload::LastRead::default()),
+            drain: Arc::default(),
         }
     }
 
@@ -496,6 +499,9 @@ impl Gateway {
     /// has been loaded once. A PostgreSQL replica that lost its database stays ready (the
     /// contractor routes keep working) but reports itself degraded.
     pub fn ready(&self) -> Readiness {
+        if self.drain.draining() {
+            return Readiness::NotReady("the gateway is shutting down".into());
+        }
         if self.ledger().is_some_and(|l| !l.writable()) {
             return Readiness::NotReady("the disclosure ledger cannot be written".into());
         }

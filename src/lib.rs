@@ -37,5 +37,6 @@ pub mod optout;
 pub mod proxy;
 pub mod reload;
 pub mod shadow;
+pub mod shutdown;
 pub mod signing;
 pub mod tls;

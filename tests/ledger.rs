@@ -675,3 +675,44 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         "{md}"
     );
 }
+
+#[test]
+fn sigterm_lets_requests_under_way_finish_and_refuses_new_ones() {
+    // Within the test gateways' upstream timeout (1.5 s).
+    let mock = Mock::start_with_delay(1000);
+    let mut gateway = start(&mock, "");
+    let pid = gateway.pid().to_string();
+    std::thread::scope(|s| {
+        let slow = s.spawn(|| gateway.post_json("/acme-ship/v1/shipments", SHIPMENT));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // Draining: new requests are refused before anything is read, and /readyz says so.
+        let late = gateway.post_json("/acme-ship/v1/shipments", SHIPMENT);
+        assert_refused(&late, 503, "not_ready");
+        assert_eq!(gateway.admin_get("/readyz").status, 503);
+        // The request under way gets the partner's answer.
+        let answered = slow.join().unwrap();
+        assert_eq!(
+            answered.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answered.body)
+        );
+    });
+    gateway.wait();
+    assert_eq!(mock.received().len(), 1);
+    let lines = lines(&ledger_dir(&gateway));
+    let record = &lines[0];
+    let outcome = lines
+        .iter()
+        .find(|l| l["outcome_of"] == record["seq"])
+        .expect("the outcome of the drained request is recorded");
+    assert_eq!(outcome["status"], 200);
+    assert!(
+        lines.last().unwrap().get("checkpoint").is_some(),
+        "{lines:#?}"
+    );
+    let (code, text) = verify(&ledger_dir(&gateway), None);
+    assert_eq!(code, 0, "{text}");
+}

@@ -108,8 +108,11 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         admin_listen = %active.policy.gateway.admin_listen,
         "started"
     );
-    server.run(RunArgs::default());
-    // Every request has been answered: the shutdown checkpoint is the ledger's last line.
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::shutdown::Signals(gateway.drain.clone())),
+    });
+    // Every request has been answered (or, past the drain's bound, cut): the shutdown
+    // checkpoint is the ledger's last line.
     gateway.close_ledger();
     std::process::exit(0)
 }

@@ -11,6 +11,8 @@ use crate::metrics::{PartnerSeries, Series, UpstreamErrorKind, UNKNOWN};
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// Counts the request as under way until the context is dropped (see `shutdown`).
+    pub in_flight: Option<crate::shutdown::InFlight>,
     /// A fresh id for this request (never the caller's `x-request-id`: header values are not logged).
     pub request_id: RequestId,
     /// The request method if it is a standard one, else `other` (a method is caller input).
@@ -49,6 +51,7 @@ impl RequestCtx {
     pub fn new() -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            in_flight: None,
             request_id: RequestId::new(),
             method: "other",
             bytes_in: 0,

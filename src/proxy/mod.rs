@@ -67,6 +67,12 @@ impl PartnerProxy {
         let policy = &active.policy;
         let req = session.req_header();
         ctx.method = ctx::method_label(&req.method);
+        if self.gateway.drain.draining() {
+            return Err(Refusal::new(
+                RefusalKind::NotReady,
+                "the gateway is shutting down: send the request to another replica",
+            ));
+        }
         let method = req.method.as_str().to_string();
         let raw_path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
@@ -548,7 +554,9 @@ impl ProxyHttp for PartnerProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::new()
+        let mut ctx = RequestCtx::new();
+        ctx.in_flight = Some(self.gateway.drain.begin());
+        ctx
     }
 
     async fn early_request_filter(
