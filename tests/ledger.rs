@@ -716,3 +716,87 @@ fn sigterm_lets_requests_under_way_finish_and_refuses_new_ones() {
     let (code, text) = verify(&ledger_dir(&gateway), None);
     assert_eq!(code, 0, "{text}");
 }
+
+/// A small tmpfs mounted at a directory, unmounted when dropped; `None` where this process may
+/// not mount (not root, or a container without the capability).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_keeps_readyz_at_503_until_there_is_room_again() {
+    let mock = Mock::start();
+    let mut disk = None;
+    let mut gateway = Gateway::start_prepared(
+        |addr, admin| gateway_yaml(addr, admin, &ledger_yaml("")),
+        &[("acme-ship", &partner(&mock.url()))],
+        ENV,
+        |root| disk = SmallDisk::mount(&root.join("data/ledger")),
+    );
+    if disk.is_none() {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+        return;
+    }
+    let dir = ledger_dir(&gateway);
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", SHIPMENT)
+            .status,
+        200
+    );
+    // Fill the disk.
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &[0u8; 4096]).is_ok() {}
+    drop(f);
+    // The ledger file's last block may still take a few lines.
+    let mut forwarded = 1;
+    loop {
+        let r = gateway.post_json("/acme-ship/v1/shipments", SHIPMENT);
+        if r.status != 200 {
+            assert_refused(&r, 503, "not_ready");
+            break;
+        }
+        forwarded += 1;
+        assert!(forwarded < 20, "a full disk took 20 records");
+    }
+    // Reopening the file succeeds on a full disk; readiness must not follow it.
+    for _ in 0..15 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(gateway.admin_get("/readyz").status, 503);
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gateway.admin_get("/readyz").status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", SHIPMENT)
+            .status,
+        200
+    );
+    terminate(&mut gateway);
+    assert_eq!(records(&dir).len(), forwarded + 1);
+    assert_eq!(mock.received().len(), forwarded + 1);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+}

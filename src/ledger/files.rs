@@ -1,7 +1,7 @@
 //! The ledger directory on disk: finding the current file, repairing a line a crash cut off,
 //! and resuming the chain from the last complete line.
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -68,6 +68,27 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
         len,
         chain: chain.unwrap_or_default(),
     })
+}
+
+/// How many bytes [`probe`] writes: room for a few dozen records.
+const PROBE_BYTES: usize = 16 * 1024;
+
+/// Whether `dir` takes new bytes now: writes, syncs and removes a probe file (not a ledger
+/// file's name, so never part of the chain). Opening the current file proves nothing: a full
+/// disk still opens.
+pub fn probe(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(".write-probe");
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .and_then(|mut f| {
+            f.write_all(&[b'\n'; PROBE_BYTES])?;
+            f.sync_data()
+        });
+    let _ = fs::remove_file(&path);
+    written.with_context(|| format!("cannot write to {}", dir.display()))
 }
 
 /// Starts file `n` of `date` (it must not exist yet).

@@ -15,7 +15,8 @@ Failure. A write that fails (disk full, permissions, a file that cannot be creat
 rotation) makes the ledger broken: the failing request and every later one that would be
 forwarded are refused with 503 `not_ready` (nothing is forwarded unrecorded), the incident is
 logged once, and a background thread reopens the ledger (repairing a torn last line) every
-[`RETRY_INTERVAL`] until it can write again.
+[`RETRY_INTERVAL`] until it can write again: until a probe file of a few dozen records' size
+is written and synced in the ledger's directory (a full disk still opens files).
 */
 mod files;
 
@@ -78,7 +79,9 @@ impl Ledger {
     /// forwarded request answers 503) and is retried in the background.
     pub fn start(config: &LedgerConfig) -> Arc<Ledger> {
         let (_, today) = now_text();
-        let state = match files::open(&config.path, &today) {
+        let opened = files::open(&config.path, &today)
+            .and_then(|current| files::probe(&config.path).map(|()| current));
+        let state = match opened {
             Ok(current) => {
                 log::info!(
                     "disclosure ledger {} open at seq {}",
@@ -293,7 +296,9 @@ impl Ledger {
             return;
         }
         let (_, today) = now_text();
-        match files::open(&self.dir, &today) {
+        let opened = files::open(&self.dir, &today)
+            .and_then(|current| files::probe(&self.dir).map(|()| current));
+        match opened {
             Ok(current) => {
                 let mut state = self.lock();
                 if matches!(*state, State::Broken(_)) {
