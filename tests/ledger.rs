@@ -800,3 +800,65 @@ fn a_full_disk_keeps_readyz_at_503_until_there_is_room_again() {
     let (code, out) = verify(&dir, None);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_restart_repairs_what_a_crash_left_at_the_end_of_the_chain() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "");
+    for i in 0..3 {
+        let r = gateway.post_json("/acme-ship/v1/shipments", &shipment(&format!("c-{i}")));
+        assert_eq!(r.status, 200);
+    }
+    gateway.kill();
+    let dir = ledger_dir(&gateway);
+    let first = files(&dir)[0].clone();
+    let whole = std::fs::read(&first).unwrap();
+    let count = |dir: &Path| lines(dir).len();
+    let before = count(&dir);
+
+    // 1. A whole last line that lost only its newline is kept.
+    std::fs::write(&first, &whole[..whole.len() - 1]).unwrap();
+    gateway.spawn();
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-3"))
+            .status,
+        200
+    );
+    gateway.kill();
+    assert_eq!(
+        count(&dir),
+        before + 2,
+        "the line is kept, a record and outcome follow"
+    );
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+
+    // 2. A crash at rotation: the next file exists but is empty, and this one ends in a cut
+    // line. The cut line goes, the chain continues.
+    let whole = std::fs::read(&first).unwrap();
+    let cut = whole.len() - 20;
+    std::fs::write(&first, &whole[..cut]).unwrap();
+    let name = first.file_name().unwrap().to_str().unwrap().to_string();
+    std::fs::write(dir.join(name.replace("-1.jsonl", "-2.jsonl")), b"").unwrap();
+    let lines_left = count_complete(&whole[..cut]);
+    gateway.spawn();
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-4"))
+            .status,
+        200
+    );
+    terminate(&mut gateway);
+    assert_eq!(
+        count(&dir),
+        lines_left + 3,
+        "a record, its outcome and the checkpoint"
+    );
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+}
+
+fn count_complete(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| **b == b'\n').count()
+}

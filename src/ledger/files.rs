@@ -44,6 +44,11 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
     let len = repair_tail(&path)?;
     let mut chain = None;
     for name in names.iter().rev() {
+        // Where the chain resumes: the newest file with a line. Files after it are empty
+        // (a crash at rotation), so its tail is repaired like the newest file's.
+        if name != last {
+            repair_tail(&dir.join(name))?;
+        }
         let bytes = read_regular(&dir.join(name))?;
         let resumed = Chain::resume_file(&bytes).map_err(|e| {
             anyhow::anyhow!(
@@ -124,13 +129,34 @@ pub fn next_number(dir: &Path, date: &str) -> anyhow::Result<u32> {
     Ok(max.map_or(1, |n| n + 1))
 }
 
-/// Cuts a last line that has no newline; returns the file's length after.
+/// Repairs a last line that has no newline: a whole line that follows the one before it only
+/// lost its newline, which is given back; anything else was cut off before it was acknowledged
+/// and is removed. Returns the file's length after.
 fn repair_tail(path: &Path) -> anyhow::Result<u64> {
     let bytes = read_regular(path)?;
     if bytes.is_empty() || bytes.ends_with(b"\n") {
         return Ok(bytes.len() as u64);
     }
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let (head, tail) = bytes.split_at(keep);
+    if let Ok(Some(chain)) = Chain::resume_file(head) {
+        if chain.continues_with(tail) {
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .and_then(|mut f| {
+                    f.write_all(b"\n")?;
+                    f.sync_all()
+                })
+                .with_context(|| format!("cannot repair {}", path.display()))?;
+            log::warn!(
+                "{}: gave a complete last line (seq {}) back its newline (a crash cut it off after the line)",
+                path.display(),
+                chain.next_seq()
+            );
+            return Ok(bytes.len() as u64 + 1);
+        }
+    }
     log::warn!(
         "{}: removed an incomplete last line of {} bytes (cut off by a crash before it was acknowledged)",
         path.display(),

@@ -262,6 +262,14 @@ impl Chain {
         Ok(Some(chain))
     }
 
+    /// Whether `tail`, the bytes after a file's last newline, is a whole line that lost only
+    /// its newline (an OS crash wrote the line's page but not the next): it parses, and its
+    /// `seq` and `prev` follow this chain (resumed from the line before it). Anything else is
+    /// a line cut off before it was acknowledged.
+    pub fn continues_with(&self, tail: &[u8]) -> bool {
+        LedgerLine::parse(tail).is_ok_and(|l| l.seq() == self.next_seq && l.prev() == self.prev)
+    }
+
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }

@@ -201,6 +201,20 @@ fn resume_continues_the_chain() {
 }
 
 #[test]
+fn a_whole_line_without_its_newline_continues_the_chain_and_a_cut_one_does_not() {
+    let lines = ledger(2, None);
+    let head: Vec<u8> = lines[..3].concat();
+    let chain = Chain::resume_file(&head).unwrap().unwrap();
+    let next = lines[3].strip_suffix(b"\n").unwrap();
+    assert!(chain.continues_with(next));
+    assert!(!chain.continues_with(&next[..next.len() - 1]));
+    // A whole line, but not the next one.
+    assert!(!chain.continues_with(lines[4].strip_suffix(b"\n").unwrap()));
+    assert!(!chain.continues_with(lines[2].strip_suffix(b"\n").unwrap()));
+    assert!(!chain.continues_with(b""));
+}
+
+#[test]
 fn resuming_a_file_cut_short_counts_its_records_since_the_last_checkpoint() {
     // 2 records + outcomes + a checkpoint, then 3 more records (one without an outcome).
     let mut chain = Chain::new();
