@@ -576,6 +576,11 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert_eq!(partners(&both), ["acme-ship", "offers"]);
     assert_eq!(both["disclosures"][1]["kind"], "business_partner");
     assert_eq!(both["disclosures"][1]["status"], 200);
+    // only the asked customer among each disclosure's subjects, never the others in it
+    assert_eq!(
+        both["disclosures"][0]["subjects"],
+        serde_json::json!([hmac_hex("123")])
+    );
     // the opted-out customer reached the contractor only: the partner never got the record
     assert_eq!(partners(&who("c-out")), ["acme-ship"]);
     assert_eq!(partners(&who("c-other")), ["acme-ship"]);
@@ -589,6 +594,36 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // a period that selects nothing, and an empty id, are usage errors
+    for args in [
+        &[
+            "who-received",
+            "--customer",
+            "123",
+            "--since",
+            "2026-02-01",
+            "--until",
+            "2026-01-31",
+        ][..],
+        &[
+            "report",
+            "--since",
+            "2026-01-01T10:00:00Z",
+            "--until",
+            "2026-01-01T09:00:00Z",
+        ][..],
+        &["who-received", "--customer", ""][..],
+    ] {
+        let out = Command::new(BIN)
+            .arg("audit")
+            .args(args)
+            .arg("--policy")
+            .arg(&policy)
+            .env("LEDGER_KEY", KEY)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
     // the report counts what the ledger holds
     let out = Command::new(BIN)
         .args(["audit", "report", "--policy"])

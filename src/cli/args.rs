@@ -46,9 +46,29 @@ pub struct PeriodArgs {
     /// Only records at or after DATE (an RFC 3339 date or date-time).
     #[arg(long, value_name = "DATE", value_parser = since)]
     pub since: Option<String>,
-    /// Only records before the end of DATE (an RFC 3339 date or date-time).
+    /// Only records up to the end of DATE (an RFC 3339 date: that whole UTC day; or a
+    /// date-time: that instant included).
     #[arg(long, value_name = "DATE", value_parser = until)]
     pub until: Option<String>,
+}
+
+impl PeriodArgs {
+    /// Why the period selects nothing, if it does: `--since` at or after `--until` (a usage
+    /// error, like a DATE that cannot be read).
+    pub fn empty(&self) -> Option<String> {
+        match (&self.since, &self.until) {
+            (Some(since), Some(until)) if since >= until => Some(format!(
+                "--since ({since}) is not before --until (which ends before {until}): the period selects nothing"
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// A `--customer` id: not empty.
+pub fn customer_id(id: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(!id.is_empty(), "a customer id is not empty");
+    Ok(id.to_string())
 }
 
 /// `--format text|json`.
@@ -90,7 +110,7 @@ pub fn since(date: &str) -> anyhow::Result<String> {
     super::audit::bound(date, false)
 }
 
-/// An `--until` DATE: a date alone is the end of that UTC day.
+/// An `--until` DATE: a date alone is the end of that UTC day; a date-time is included.
 pub fn until(date: &str) -> anyhow::Result<String> {
     super::audit::bound(date, true)
 }

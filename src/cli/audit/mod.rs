@@ -34,7 +34,7 @@ pub enum Command {
     WhoReceived {
         #[command(flatten)]
         ledger: LedgerArgs,
-        #[arg(long)]
+        #[arg(long, value_parser = super::args::customer_id)]
         customer: String,
         #[command(flatten)]
         period: PeriodArgs,
@@ -55,6 +55,15 @@ pub enum Command {
 /// Runs one `audit` subcommand.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let period = match &command {
+        Command::WhoReceived { period, .. } | Command::Report { period, .. } => period.empty(),
+        Command::Verify { .. } => None,
+    };
+    if let Some(why) = period {
+        use std::io::Write as _;
+        let _ = writeln!(err, "error: {why}");
+        return Ok(ExitCode::from(2));
+    }
     match command {
         Command::Verify {
             paths,
@@ -198,18 +207,21 @@ pub fn each_line(
 }
 
 /// A `--since`/`--until` DATE (RFC 3339 date or date-time) as the ledger writes times (UTC,
-/// milliseconds), so bounds compare as text. A date alone is the start of that UTC day for
-/// `--since`, and the end of it for `--until` (`end_of_day`).
-pub fn bound(date: &str, end_of_day: bool) -> anyhow::Result<String> {
+/// milliseconds), so bounds compare as text: `--since` is included, `--until` (`end`) is the
+/// first time excluded. A date alone is the start of that UTC day for `--since`, and the end
+/// of it for `--until`; a date-time given to `--until` is included (its millisecond ends the
+/// period).
+pub fn bound(date: &str, end: bool) -> anyhow::Result<String> {
     use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
     if let Ok(t) = DateTime::parse_from_rfc3339(date) {
-        return Ok(t
-            .with_timezone(&Utc)
-            .to_rfc3339_opts(SecondsFormat::Millis, true));
+        let t = t.with_timezone(&Utc);
+        let ms = t.timestamp_millis();
+        let t = DateTime::<Utc>::from_timestamp_millis(if end { ms + 1 } else { ms }).unwrap_or(t);
+        return Ok(t.to_rfc3339_opts(SecondsFormat::Millis, true));
     }
     let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| anyhow::anyhow!("invalid DATE {date:?}: expected an RFC 3339 date (2026-11-29) or date-time (2026-11-29T10:00:00Z)"))?;
-    let day = if end_of_day {
+    let day = if end {
         day.checked_add_days(Days::new(1)).unwrap_or(day)
     } else {
         day

@@ -103,8 +103,17 @@ impl WhoReceived {
         }
     }
 
-    /// The disclosures found, in ledger order.
+    /// The disclosures found, in ledger order. Each names only this customer among its
+    /// subjects: the keyed ids of the others in the same request are no part of one
+    /// customer's answer.
     pub fn finish(self) -> Vec<Received> {
+        let subject = self.subject;
         self.found
+            .into_iter()
+            .map(|mut r| {
+                r.disclosure.subjects = vec![subject.clone()];
+                r
+            })
+            .collect()
     }
 }

@@ -105,7 +105,23 @@ fn list(items: &[String]) -> String {
     }
 }
 
-/// Text safe inside a Markdown table cell.
+/// Text safe inside a Markdown table cell, and inert where Markdown passes HTML through (a
+/// legal-basis reference is caller input).
 fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn caller_text_is_inert_in_a_cell() {
+        assert_eq!(
+            super::cell("<script>a|b\n&</script>"),
+            "&lt;script&gt;a\\|b &amp;&lt;/script&gt;"
+        );
+    }
 }
