@@ -278,10 +278,20 @@ pub fn watch(gateway: Arc<Gateway>) {
             let dir = gateway.policy_dir.clone();
             let files = || watched(&gateway, &gateway.reload_guard().refused_files);
             let mut seen = fingerprint(&dir, &files());
+            {
+                // What the start loaded stands for the first reload.
+                let mut last = gateway.reload_guard();
+                if last.fingerprint.is_empty() {
+                    last.fingerprint = seen.clone();
+                }
+            }
             loop {
                 std::thread::sleep(POLL_INTERVAL);
                 let now = fingerprint(&dir, &files());
-                if now == seen {
+                // Compared with what the last reload read too, not only with the last poll: a
+                // file put back between two polls after `POST /reload` or SIGHUP read it in
+                // its changed state looks unchanged to the polls alone.
+                if now == seen && now == gateway.reload_guard().fingerprint {
                     continue;
                 }
                 // Debounce: load only once the files have stopped changing.

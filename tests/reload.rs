@@ -627,3 +627,36 @@ fn counts_add_up_across_parallel_requests_and_repeated_reloads() {
         "{text}"
     );
 }
+
+#[test]
+fn a_file_put_back_right_after_a_reload_by_hand_is_loaded_by_the_watcher() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    let file = gateway.policy.policy().join("partners/acme-ship.yaml");
+    let strict = std::fs::read(&file).unwrap();
+    // A looser policy loaded by hand, then the file put back at once: faster than the
+    // watcher's polls, which see the strict file before and after.
+    std::fs::write(&file, partner(&mock.url(), "order_id, email")).unwrap();
+    assert_eq!(gateway.reload(Some("s3cret")).status, 200);
+    std::fs::write(&file, &strict).unwrap();
+    let body = r#"{"order_id": 1, "email": "a@example.com"}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let before = mock.received().len();
+        assert_eq!(
+            gateway.post_json("/acme-ship/v1/shipments", body).status,
+            200
+        );
+        let received = mock.received();
+        assert_eq!(received.len(), before + 1);
+        if received[before]["body"] == r#"{"order_id":1}"# {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the looser policy kept serving");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
