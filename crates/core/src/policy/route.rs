@@ -119,10 +119,32 @@ fn check_segments(path: &str) -> Result<(), String> {
         match *segment {
             "" if n != last => return Err("empty path segment (`//`) is not allowed".to_string()),
             "." | ".." => return Err(format!("{segment:?} path segment is not allowed")),
+            _ if matches!(as_servers_read(segment), "." | "..") => {
+                return Err(format!(
+                    "{segment:?} path segment is not allowed (servers that drop `;parameters` or blanks read it as {:?})",
+                    as_servers_read(segment)
+                ))
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A segment as servers that drop `;parameters` (Tomcat, Jetty, Spring) and surrounding
+/// blanks read it: `..;x` and `..%20` are `..` there.
+fn as_servers_read(segment: &str) -> &str {
+    let cut = [";", "%3B", "%3b"]
+        .iter()
+        .filter_map(|p| segment.find(p))
+        .min()
+        .unwrap_or(segment.len());
+    // Other blanks are control characters, refused before this.
+    let mut s = &segment[..cut];
+    while let Some(t) = s.strip_prefix("%20").or_else(|| s.strip_suffix("%20")) {
+        s = t;
+    }
+    s
 }
 
 fn hex_pair(h: u8, l: u8) -> Option<u8> {
