@@ -443,3 +443,35 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("expired"), "{out}");
 }
+
+#[test]
+fn an_idle_h2_connection_is_closed_after_the_head_deadline() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = Gateway::start_prepared(
+        |addr, admin| {
+            gateway_yaml(addr, admin, &listener_yaml(&s.server, None, false)).replace(
+                "upstream_timeout_ms: 1500",
+                "upstream_timeout_ms: 1500, header_timeout_ms: 1000",
+            )
+        },
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+        |_| {},
+    );
+    let config = || client_config(&s.ca_file, None, &[b"h2"]);
+    assert!(h2_idle_closed_within(
+        gateway.addr,
+        config(),
+        std::time::Duration::from_secs(5)
+    ));
+    // A connection in use is not idle: requests go on being answered.
+    let (status, _, _) = h2_request(
+        gateway.addr,
+        config(),
+        "POST",
+        "/acme-ship/v1/shipments",
+        br#"{"order_id": 1}"#,
+    );
+    assert_eq!(status, 200);
+}

@@ -68,6 +68,9 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
     // would be a bare 405): no tunnel bypasses the filter either way.
     let mut options = HttpServerOptions::default();
     options.allow_connect_method_proxying = true;
+    // An HTTP/2 connection with no request under way is closed after the head deadline, as an
+    // HTTP/1 connection that sends nothing is: idle connections cannot fill `max_connections`.
+    options.h2_idle_timeout = Some(active.policy.gateway.limits.header_timeout);
     let mut app =
         pingora::proxy::http_proxy(&server.configuration, PartnerProxy::new(gateway.clone()));
     app.server_options = Some(options);

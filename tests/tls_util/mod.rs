@@ -198,6 +198,28 @@ async fn h2_client(
     client.ready().await.unwrap()
 }
 
+/// Whether the gateway closes an HTTP/2 connection that opens no stream within `wait`.
+pub fn h2_idle_closed_within(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+    wait: std::time::Duration,
+) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (_client, connection) = h2::client::handshake(tls).await.unwrap();
+        tokio::time::timeout(wait, connection).await.is_ok()
+    })
+}
+
 /// An HTTP/2 answer read whole: status, `content-type` and body.
 async fn read_h2_answer(response: h2::client::ResponseFuture) -> (u16, Option<String>, Vec<u8>) {
     let response = response.await.unwrap();
