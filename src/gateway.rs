@@ -375,8 +375,9 @@ impl Gateway {
     pub fn replace_active(&self, mut active: Active) {
         self.metrics.set_policy_version(&active.policy.version);
         active.series = self.metrics.register_policy(&active.policy);
-        if let Some(candidate) = &active.shadow {
-            self.metrics.register_shadow(&active.policy, candidate);
+        match &active.shadow {
+            Some(candidate) => self.metrics.register_shadow(&active.policy, candidate),
+            None => self.metrics.clear_shadow(),
         }
         set_certificate_expiries(&self.metrics, &active.tls.expiries);
         if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {

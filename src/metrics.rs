@@ -461,6 +461,12 @@ impl Metrics {
     }
 
     /// Forgets every certificate (before a reload sets the new ones).
+    /// A policy without a `shadow` candidate: its difference series go (a later candidate
+    /// starts them again from zero).
+    pub fn clear_shadow(&self) {
+        self.shadow_differences.reset();
+    }
+
     pub fn clear_certificate_expiry(&self) {
         self.certificate_expiry.reset();
     }

@@ -662,3 +662,23 @@ fn a_streamed_request_is_decided_under_the_candidate_too() {
         );
     }
 }
+
+#[test]
+fn removing_the_shadow_key_removes_its_series() {
+    let mock = Mock::start();
+    let gw = start(&mock, Some(allow_everything(&mock.url())));
+    assert!(gw
+        .metrics()
+        .contains("partner_gateway_shadow_differences_total"));
+    let file = gw.policy.policy().join("gateway.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, yaml.replace("shadow: { policy: policy-next }\n", "")).unwrap();
+    let r = admin(&gw, "POST", "/reload", Some(TOKEN));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let metrics = gw.metrics();
+    assert!(
+        !metrics.contains("partner_gateway_shadow_differences_total"),
+        "{metrics}"
+    );
+    assert_eq!(admin(&gw, "GET", "/shadow", Some(TOKEN)).status, 404);
+}
