@@ -5,7 +5,13 @@ clients would normalise away (`..` in paths, odd headers, chunked bodies).
 */
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// The most a response may hold (head and body): a server that sends more is an error, not an
+/// exhausted memory.
+pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest one response may take to arrive, however it trickles.
+pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -115,7 +121,12 @@ fn read_head<R: BufRead>(reader: &mut R) -> io::Result<(u16, Vec<(String, String
 /// answer to `HEAD` has no body whatever its framing headers say. Interim `1xx` answers (a
 /// `100 Continue`) are skipped: the response is the final one.
 pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
-    let mut reader = BufReader::new(stream);
+    let bounded = Deadline {
+        inner: stream,
+        until: Instant::now() + RESPONSE_DEADLINE,
+    }
+    .take(MAX_RESPONSE_BYTES);
+    let mut reader = BufReader::new(bounded);
     let (status, headers) = loop {
         let (status, headers) = read_head(&mut reader)?;
         if !(100..200).contains(&status) || status == 101 {
@@ -136,6 +147,9 @@ pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
             if size == 0 {
                 break;
             }
+            if (body.len() + size) as u64 > MAX_RESPONSE_BYTES {
+                return Err(bad("response larger than the client reads"));
+            }
             let mut chunk = vec![0; size];
             reader.read_exact(&mut chunk)?;
             body.extend_from_slice(&chunk);
@@ -144,14 +158,39 @@ pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
         }
     } else if let Some(length) = find("content-length") {
         let length: usize = length.parse().map_err(|_| bad("bad content-length"))?;
+        if length as u64 > MAX_RESPONSE_BYTES {
+            return Err(bad("response larger than the client reads"));
+        }
         body.resize(length, 0);
         reader.read_exact(&mut body)?;
     } else if status != 204 && status != 304 {
         reader.read_to_end(&mut body)?;
+        if reader.get_ref().limit() == 0 {
+            return Err(bad("response larger than the client reads"));
+        }
     }
     Ok(Response {
         status,
         headers,
         body,
     })
+}
+
+/// A reader that fails once its deadline has passed (each read is also bounded by the socket's
+/// read timeout).
+struct Deadline<R> {
+    inner: R,
+    until: Instant,
+}
+
+impl<R: Read> Read for Deadline<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the response took too long",
+            ));
+        }
+        self.inner.read(buf)
+    }
 }

@@ -38,6 +38,11 @@ fn fetch(admin: &str, token_env: &str) -> anyhow::Result<Value> {
     } else {
         format!("http://{admin}")
     };
+    let authority = url.split("://").nth(1).unwrap_or("").split('/').next();
+    if authority.is_some_and(|a| a.contains('@')) {
+        // Never echoed: it carries a credential.
+        bail!("--admin must not carry credentials (the admin token comes from --token-env)");
+    }
     let (addr, prefix) = crate::http1::split_url(&url)
         .with_context(|| format!("--admin {admin:?} is not an http://host:port URL"))?;
     let path = format!("{}/drift", prefix.trim_end_matches('/'));
@@ -58,6 +63,23 @@ fn fetch(admin: &str, token_env: &str) -> anyhow::Result<Value> {
         bail!("GET {path} at {addr}: HTTP {} {message}", response.status);
     }
     serde_json::from_slice(&response.body).context("the /drift answer is not JSON")
+}
+
+/// A string of the answer as printed: control characters escaped, so an answer cannot write to
+/// the terminal or add lines of its own.
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or("?")
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn routes(report: &Value) -> impl Iterator<Item = &Value> {
@@ -87,20 +109,20 @@ fn write_list(report: &Value, out: &mut impl Write) -> std::io::Result<()> {
             writeln!(
                 out,
                 "{} {} {}  seen {} times, first {}, last {}",
-                route["partner"].as_str().unwrap_or("?"),
-                route["route"].as_str().unwrap_or("?"),
-                path["path"].as_str().unwrap_or("?"),
+                text(&route["partner"]),
+                text(&route["route"]),
+                text(&path["path"]),
                 path["count"],
-                path["first_seen"].as_str().unwrap_or("?"),
-                path["last_seen"].as_str().unwrap_or("?"),
+                text(&path["first_seen"]),
+                text(&path["last_seen"]),
             )?;
         }
         if route["not_listed"].as_u64().is_some_and(|n| n > 0) {
             writeln!(
                 out,
                 "{} {} ({} more occurrences of paths not listed: the list is full)",
-                route["partner"].as_str().unwrap_or("?"),
-                route["route"].as_str().unwrap_or("?"),
+                text(&route["partner"]),
+                text(&route["route"]),
                 route["not_listed"]
             )?;
         }
@@ -121,11 +143,11 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
             continue;
         }
         any = true;
-        let partner = route["partner"].as_str().unwrap_or("?");
+        let partner = text(&route["partner"]);
         writeln!(
             out,
             "# partners/{partner}.yaml, route {}: allow-list lines that would pass the unknown fields.",
-            route["route"].as_str().unwrap_or("?")
+            text(&route["route"])
         )?;
         writeln!(
             out,
@@ -134,13 +156,13 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
         writeln!(out, "    allow:")?;
         let mut held_back = Vec::new();
         for path in paths {
-            let name = path["path"].as_str().unwrap_or("?");
+            let name = text(&path["path"]);
             let seen = format!(
                 "seen {} times, first {}",
                 path["count"],
-                path["first_seen"].as_str().unwrap_or("?")
+                text(&path["first_seen"])
             );
-            match suggestion(name, shapes(path)) {
+            match suggestion(&name, shapes(path)) {
                 Suggestion::Allow(line) => writeln!(out, "      - {line:<40} # {seen}")?,
                 Suggestion::Subtree(line) => writeln!(
                     out,

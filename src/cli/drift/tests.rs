@@ -24,3 +24,39 @@ fn suggestions_are_yaml_lines_with_data_like_names_held_back() {
     );
     assert!(!text.contains("      - by_customer"), "{text}");
 }
+
+#[test]
+fn an_answer_cannot_add_lines_or_terminal_escapes() {
+    let report = serde_json::json!({"routes": [{
+    "partner": "acme\u{1b}[2J", "route": "/v1/x\n    allow: [\"**\"]", "not_listed": 0,
+    "paths": [
+        {"path": "a\nb", "count": 1, "first_seen": "t\r", "last_seen": "t", "shapes": ["scalar"]}
+    ]}]});
+    for write in [write_suggestions, write_list] {
+        let mut out = Vec::new();
+        write(&report, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(!text.contains('\r'), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| !l.trim_start().starts_with("allow: [")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn an_endless_answer_is_an_error_not_exhausted_memory() {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n[");
+        let chunk = vec![b' '; 1 << 20];
+        while conn.write_all(&chunk).is_ok() {}
+    });
+    let r = crate::http1::send(&addr, "GET", "/drift", &[], None);
+    assert!(r.is_err());
+}
