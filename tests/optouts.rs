@@ -688,6 +688,16 @@ fn admin_api_needs_the_token_and_valid_input() {
             );
         }
     }
+    // Two Authorization headers are no credential, even when one of them is right.
+    let r = http1::send(
+        &gw.admin.to_string(),
+        "GET",
+        "/optouts/1",
+        &[("authorization", AUTH), ("authorization", "Bearer wrong")],
+        None,
+    )
+    .unwrap();
+    assert_refused(&r, 401, "unauthenticated");
     // The scheme is case-insensitive.
     let r = admin(
         gw,

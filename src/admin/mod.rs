@@ -206,11 +206,13 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         let path = req.uri.path().to_string();
-        let authorization = req
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        // Two `Authorization` headers are no credential: which one counts would be a guess.
+        let mut given = req.headers.get_all("authorization").iter();
+        let authorization = match (given.next(), given.next()) {
+            (Some(one), None) => one.to_str().ok().map(str::to_string),
+            (Some(_), Some(_)) => Some("(more than one authorization header)".to_string()),
+            _ => None,
+        };
         let (status, content_type, body) = match read_body(session).await {
             Ok(body) => {
                 self.route(&method, &path, authorization.as_deref(), &body)
