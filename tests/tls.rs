@@ -445,7 +445,7 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
 }
 
 #[test]
-fn an_idle_h2_connection_is_closed_after_the_head_deadline() {
+fn h2_idle_connections_close_after_the_head_deadline_and_head_refusals_have_no_body() {
     let s = setup();
     let mock = Mock::start();
     let gateway = Gateway::start_prepared(
@@ -465,6 +465,10 @@ fn an_idle_h2_connection_is_closed_after_the_head_deadline() {
         config(),
         std::time::Duration::from_secs(5)
     ));
+    // A refusal of HEAD carries no body over h2 either.
+    let (status, _, body) = h2_request(gateway.addr, config(), "HEAD", "/nope/x", b"");
+    assert_eq!(status, 404);
+    assert!(body.is_empty(), "{}", String::from_utf8_lossy(&body));
     // A connection in use is not idle: requests go on being answered.
     let (status, _, _) = h2_request(
         gateway.addr,

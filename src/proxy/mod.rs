@@ -365,11 +365,17 @@ impl PartnerProxy {
                 .unwrap_or(gateway_core::callers::BEARER_CHALLENGE);
             let _ = resp.insert_header("www-authenticate", challenge);
         }
+        // An answer to HEAD has no body (HTTP/1 drops it itself, HTTP/2 would send it).
+        let body = if session.req_header().method == http::Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(body)
+        };
         // write_error_response also turns keep-alive off: an unread request body must not be
         // taken for the next request on this connection.
         let _ = session
             .as_downstream_mut()
-            .write_error_response(resp, Bytes::from(body))
+            .write_error_response(resp, body)
             .await;
         drain_h2_body(session).await;
     }
