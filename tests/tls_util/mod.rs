@@ -177,11 +177,14 @@ pub fn plain_text_answer(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     answer
 }
 
-/// A TLS connection to `addr` speaking HTTP/2 (ALPN h2), ready for a request.
-async fn h2_client(
+/// An HTTP/2 connection to `addr` (TLS, ALPN h2) and its driver, not yet spawned.
+async fn h2_connect(
     addr: SocketAddr,
     config: rustls::ClientConfig,
-) -> h2::client::SendRequest<bytes::Bytes> {
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::client::Connection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tls = connector
@@ -193,7 +196,15 @@ async fn h2_client(
         Some(&b"h2"[..]),
         "h2 negotiated"
     );
-    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    h2::client::handshake(tls).await.unwrap()
+}
+
+/// A TLS connection to `addr` speaking HTTP/2 (ALPN h2), ready for a request.
+async fn h2_client(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let (client, connection) = h2_connect(addr, config).await;
     tokio::spawn(connection);
     client.ready().await.unwrap()
 }
@@ -209,13 +220,7 @@ pub fn h2_idle_closed_within(
         .build()
         .unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (_client, connection) = h2::client::handshake(tls).await.unwrap();
+        let (_client, connection) = h2_connect(addr, config).await;
         tokio::time::timeout(wait, connection).await.is_ok()
     })
 }
