@@ -119,7 +119,7 @@ fn check_segments(path: &str) -> Result<(), String> {
         match *segment {
             "" if n != last => return Err("empty path segment (`//`) is not allowed".to_string()),
             "." | ".." => return Err(format!("{segment:?} path segment is not allowed")),
-            _ if matches!(as_servers_read(segment), "." | "..") => {
+            _ if !segment.is_empty() && matches!(as_servers_read(segment), "" | "." | "..") => {
                 return Err(format!(
                     "{segment:?} path segment is not allowed (servers that drop `;parameters` or blanks read it as {:?})",
                     as_servers_read(segment)
@@ -132,7 +132,8 @@ fn check_segments(path: &str) -> Result<(), String> {
 }
 
 /// A segment as servers that drop `;parameters` (Tomcat, Jetty, Spring) and surrounding
-/// blanks read it: `..;x` and `..%20` are `..` there.
+/// blanks read it: `..;x` and `..%20` are `..` there, and `;x` or `%20` an empty segment
+/// (`//`, which they then merge away).
 fn as_servers_read(segment: &str) -> &str {
     let cut = [";", "%3B", "%3b"]
         .iter()
