@@ -56,6 +56,43 @@ pub struct LastRead {
     refused_files: Vec<PathBuf>,
 }
 
+/// What the start read, for the watcher's first comparison: the policy directory's YAML as it
+/// was just before the start loaded it ([`before_start`]), and the files that policy names as
+/// they are now. An edit made while the gateway starts is then a change the watcher loads.
+pub struct StartRead(Fingerprint);
+
+/// Hashes the policy directory's YAML; call it before the start loads the policy.
+pub fn before_start(dir: &Path) -> StartRead {
+    StartRead(fingerprint(dir, &[]))
+}
+
+/// Records what the start read (see [`StartRead`]), for the watcher.
+pub fn started(gateway: &Gateway, before: StartRead) {
+    let dir = &gateway.policy_dir;
+    let yaml_now = fingerprint_paths(dir, &[]);
+    let named = named_files(&gateway.active().policy);
+    let mut read: Fingerprint = fingerprint(dir, &named)
+        .into_iter()
+        .map(
+            |(path, digest)| match before.0.iter().find(|(p, _)| *p == path) {
+                Some((_, earlier)) => (path, *earlier),
+                // A partner file that appeared while starting: not read.
+                None if yaml_now.contains(&path) => (path, None),
+                None => (path, digest),
+            },
+        )
+        .collect();
+    // A partner file that went while starting was read.
+    read.extend(
+        before
+            .0
+            .into_iter()
+            .filter(|(p, _)| !yaml_now.contains(p) && !named.contains(p)),
+    );
+    read.sort();
+    gateway.reload_guard().fingerprint = read;
+}
+
 /// The files the watcher looks at besides the policy directory: those the served policy names,
 /// and those of the last policy refused.
 fn watched(gateway: &Gateway, refused_files: &[PathBuf]) -> Vec<PathBuf> {
@@ -308,7 +345,8 @@ pub fn watch(gateway: Arc<Gateway>) {
             let files = || watched(&gateway, &gateway.reload_guard().refused_files);
             let mut seen = fingerprint(&dir, &files());
             {
-                // What the start loaded stands for the first reload.
+                // Without a record of the start (see `started`), what is on disk now stands
+                // for it.
                 let mut last = gateway.reload_guard();
                 if last.fingerprint.is_empty() {
                     last.fingerprint = seen.clone();

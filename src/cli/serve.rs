@@ -32,6 +32,7 @@ pub fn new_server() -> anyhow::Result<Server> {
 
 /// Loads the policy and builds the gateway state `serve` and `demo` run.
 pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
+    let before = crate::reload::before_start(dir);
     let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|d| loader::diagnostics_error(&d))?;
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
@@ -52,6 +53,7 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
         .map_err(|lines| loader::lines_error(&lines))?
         .with_shadow(candidate);
     let gateway = Arc::new(Gateway::new(active, dir));
+    crate::reload::started(&gateway, before);
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
     let _ = crate::gateway::open_optouts_into(&gateway);
     // Likewise a ledger that cannot be written: every request that would be forwarded is 503.
