@@ -894,6 +894,37 @@ fn a_restart_repairs_what_a_crash_left_at_the_end_of_the_chain() {
     assert_eq!(code, 0, "{out}");
 }
 
+#[test]
+fn a_first_line_that_lost_only_its_newline_is_kept() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "");
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-1"))
+            .status,
+        200
+    );
+    gateway.kill();
+    let dir = ledger_dir(&gateway);
+    let file = files(&dir)[0].clone();
+    let bytes = std::fs::read(&file).unwrap();
+    let first = &bytes[..bytes.iter().position(|b| *b == b'\n').unwrap()];
+    std::fs::write(&file, first).unwrap();
+    gateway.spawn();
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-2"))
+            .status,
+        200
+    );
+    terminate(&mut gateway);
+    let text = std::fs::read(&file).unwrap();
+    assert!(text.starts_with(first), "the first record is kept");
+    assert_eq!(records(&dir).len(), 2);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+}
+
 fn count_complete(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| **b == b'\n').count()
 }

@@ -41,13 +41,24 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
     };
     let path = dir.join(last);
     let (date, n) = ledger::parse_file_name(last).context("ledger file name")?;
-    let len = repair_tail(&path)?;
+    // The chain up to file `i`: resumed from the newest file before it that has a line.
+    let chain_before = |i: usize| -> Option<Chain> {
+        for name in names[..i].iter().rev() {
+            match Chain::resume_file(&read_regular(&dir.join(name)).ok()?) {
+                Ok(Some(chain)) => return Some(chain),
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        }
+        Some(Chain::new())
+    };
+    let len = repair_tail(&path, &|| chain_before(names.len() - 1))?;
     let mut chain = None;
-    for name in names.iter().rev() {
+    for (i, name) in names.iter().enumerate().rev() {
         // Where the chain resumes: the newest file with a line. Files after it are empty
         // (a crash at rotation), so its tail is repaired like the newest file's.
         if name != last {
-            repair_tail(&dir.join(name))?;
+            repair_tail(&dir.join(name), &|| chain_before(i))?;
         }
         let bytes = read_regular(&dir.join(name))?;
         let resumed = Chain::resume_file(&bytes).map_err(|e| {
@@ -131,15 +142,21 @@ pub fn next_number(dir: &Path, date: &str) -> anyhow::Result<u32> {
 
 /// Repairs a last line that has no newline: a whole line that follows the one before it only
 /// lost its newline, which is given back; anything else was cut off before it was acknowledged
-/// and is removed. Returns the file's length after.
-fn repair_tail(path: &Path) -> anyhow::Result<u64> {
+/// and is removed. The line before is the file's own, or, for its first line, the chain of the
+/// files before it (`before`). Returns the file's length after.
+fn repair_tail(path: &Path, before: &dyn Fn() -> Option<Chain>) -> anyhow::Result<u64> {
     let bytes = read_regular(path)?;
     if bytes.is_empty() || bytes.ends_with(b"\n") {
         return Ok(bytes.len() as u64);
     }
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let (head, tail) = bytes.split_at(keep);
-    if let Ok(Some(chain)) = Chain::resume_file(head) {
+    let chain = match Chain::resume_file(head) {
+        Ok(Some(chain)) => Some(chain),
+        Ok(None) => before(),
+        Err(_) => None,
+    };
+    if let Some(chain) = chain {
         if chain.continues_with(tail) {
             OpenOptions::new()
                 .append(true)
