@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 /// The most a response may hold (head and body): a server that sends more is an error, not an
 /// exhausted memory.
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
-/// The longest one response may take to arrive, however it trickles.
+/// The longest one response may take to arrive, however it trickles (checked before each
+/// read; a read itself waits at most the socket's 30 s, so 90 s at worst).
 pub const RESPONSE_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
@@ -147,7 +148,7 @@ pub fn read_response<R: Read>(stream: R, head: bool) -> io::Result<Response> {
             if size == 0 {
                 break;
             }
-            if (body.len() + size) as u64 > MAX_RESPONSE_BYTES {
+            if size as u64 > MAX_RESPONSE_BYTES.saturating_sub(body.len() as u64) {
                 return Err(bad("response larger than the client reads"));
             }
             let mut chunk = vec![0; size];

@@ -6,7 +6,9 @@ load balancer moves traffic to another replica. Every request already admitted r
 the caller gets the partner's answer and the ledger gets the outcome line. Only then do the
 listeners stop, and the ledger's shutdown checkpoint is written. A drain lasts at most
 [`MAX_DRAIN`]: requests still running then are cut, as `kill -9` would cut them. A second
-`SIGTERM`, or a `SIGINT`, stops at once. `SIGQUIT` is pingora's graceful upgrade.
+`SIGTERM`, or a `SIGINT`, stops at once. `SIGQUIT` drains like `SIGTERM`: pingora would take it
+for a graceful upgrade (handing the listening sockets to a new process over a Unix socket),
+which this gateway does not use.
 */
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -85,7 +87,7 @@ impl ShutdownSignalWatch for Signals {
         };
         tokio::select! {
             _ = int.recv() => return ShutdownSignal::FastShutdown,
-            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = quit.recv() => {}
             _ = term.recv() => {}
         }
         let under_way = self.0.in_flight();

@@ -208,7 +208,8 @@ impl Ledger {
     /// Seals a line with `make` and writes it, rotating first when the UTC date changed or
     /// the line would take the file past `rotate_bytes` (the line is then sealed again,
     /// after the rotation checkpoint), and a checkpoint after it when one is due. Any
-    /// failure breaks the ledger. Returns the line's seq.
+    /// failure breaks the ledger; a line that was written is still `Ok` (its request goes on,
+    /// recorded) when only the checkpoint after it failed. Returns the line's seq.
     fn append(
         &self,
         signer: Option<&TokenSigner>,
@@ -231,17 +232,19 @@ impl Ledger {
         let State::Open(current) = &mut *state else {
             return Err(LedgerError::Closed);
         };
-        let result = write_line(current, &line).and_then(|()| {
-            if current.chain.checkpoint_due() {
-                write_checkpoint(current, signer)
-            } else {
-                Ok(())
-            }
-        });
+        let written = write_line(current, &line);
         self.dirty.store(true, Ordering::Release);
-        result
-            .map(|()| line.seq)
-            .map_err(|e| self.break_down(state, e))
+        if let Err(e) = written {
+            return Err(self.break_down(state, e));
+        }
+        // The line is written: its request goes on whatever becomes of the checkpoint after
+        // it. A checkpoint that fails breaks the ledger for the next lines.
+        if current.chain.checkpoint_due() {
+            if let Err(e) = write_checkpoint(current, signer) {
+                self.break_down(state, e);
+            }
+        }
+        Ok(line.seq)
     }
 
     /// Ends the current file with a checkpoint and continues the chain in a new one.

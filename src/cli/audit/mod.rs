@@ -212,12 +212,18 @@ pub fn each_line(
 /// of it for `--until`; a date-time given to `--until` is included (its millisecond ends the
 /// period).
 pub fn bound(date: &str, end: bool) -> anyhow::Result<String> {
-    use chrono::{DateTime, Days, NaiveDate, SecondsFormat, Utc};
+    use chrono::{DateTime, Datelike, Days, NaiveDate, SecondsFormat, Utc};
+    // Ledger times are four-digit years: a bound past them would not compare as text.
+    let text = |t: DateTime<Utc>| match t.year() {
+        0..=9999 => Ok(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        10000.. if end => Ok("9999-12-31T23:59:59.999Z".to_string()),
+        _ => anyhow::bail!("DATE {date:?} is outside the years 0000 to 9999"),
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(date) {
         let t = t.with_timezone(&Utc);
         let ms = t.timestamp_millis();
         let t = DateTime::<Utc>::from_timestamp_millis(if end { ms + 1 } else { ms }).unwrap_or(t);
-        return Ok(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+        return text(t);
     }
     let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| anyhow::anyhow!("invalid DATE {date:?}: expected an RFC 3339 date (2026-11-29) or date-time (2026-11-29T10:00:00Z)"))?;
@@ -227,5 +233,33 @@ pub fn bound(date: &str, end: bool) -> anyhow::Result<String> {
         day
     };
     let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-    Ok(start.to_rfc3339_opts(SecondsFormat::Millis, true))
+    text(start)
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::bound;
+
+    #[test]
+    fn bounds_compare_as_ledger_times_up_to_the_last_year() {
+        assert_eq!(
+            bound("2026-11-29", false).unwrap(),
+            "2026-11-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            bound("2026-11-29", true).unwrap(),
+            "2026-11-30T00:00:00.000Z"
+        );
+        assert_eq!(
+            bound("2026-11-29T10:00:00.314Z", true).unwrap(),
+            "2026-11-29T10:00:00.315Z"
+        );
+        // The far future ends after every ledger time, never before all of them.
+        for far in ["9999-12-31", "9999-12-31T23:59:59.999Z"] {
+            let end = bound(far, true).unwrap();
+            assert!(end.as_str() > "9999-12-31T23:59:59.998Z", "{end}");
+            assert!(end.len() == 24, "{end}");
+        }
+        assert!(bound("9999-12-31T23:00:00-05:00", false).is_err());
+    }
 }

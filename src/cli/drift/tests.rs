@@ -60,3 +60,17 @@ fn an_endless_answer_is_an_error_not_exhausted_memory() {
     let r = crate::http1::send(&addr, "GET", "/drift", &[], None);
     assert!(r.is_err());
 }
+
+#[test]
+fn a_huge_chunk_size_is_an_error_not_a_panic() {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let _ = conn.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n",
+        );
+    });
+    assert!(crate::http1::send(&addr, "GET", "/drift", &[], None).is_err());
+}

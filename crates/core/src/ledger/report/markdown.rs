@@ -105,14 +105,24 @@ fn list(items: &[String]) -> String {
     }
 }
 
-/// Text safe inside a Markdown table cell, and inert where Markdown passes HTML through (a
-/// legal-basis reference is caller input).
+/// Text safe inside a Markdown table cell, and inert where Markdown passes HTML through or
+/// makes links and images (a legal-basis reference is caller input).
 fn cell(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '|' | '[' | ']' | '`' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -122,6 +132,10 @@ mod tests {
         assert_eq!(
             super::cell("<script>a|b\n&</script>"),
             "&lt;script&gt;a\\|b &amp;&lt;/script&gt;"
+        );
+        assert_eq!(
+            super::cell("![x](https://e.example/t)"),
+            "!\\[x\\](https://e.example/t)"
         );
     }
 }
