@@ -1,5 +1,5 @@
 /*!
-Stopping: what `SIGTERM` and `SIGINT` do to requests under way.
+Stopping: what the stop signals (`SIGTERM`, `SIGINT`, `SIGQUIT`) do to requests under way.
 
 `SIGTERM` drains. `/readyz` turns 503 and new requests are refused with 503 `not_ready`, so a
 load balancer moves traffic to another replica. Every request already admitted runs to its end:
