@@ -583,6 +583,8 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     );
     // the opted-out customer reached the contractor only: the partner never got the record
     assert_eq!(partners(&who("c-out")), ["acme-ship"]);
+    // an id is one customer in any case, as opt-outs read it
+    assert_eq!(partners(&who("C-OUT")), ["acme-ship"]);
     assert_eq!(partners(&who("c-other")), ["acme-ship"]);
     assert!(partners(&who("nobody")).is_empty());
     // without the key it refuses to guess

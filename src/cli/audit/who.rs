@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use gateway_core::ledger::who::{Received, WhoReceived};
+use gateway_core::ledger::who::{Received, Unattributed, WhoReceived};
 use gateway_core::ledger::{canonical_customer, subject_hash};
 
 use crate::cli::args::TextOrJson;
@@ -27,15 +27,30 @@ pub fn key_from_env(key_env: &str) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("the ledger key variable {key_env} is not set"))
 }
 
-/// Prints the disclosures found; exit 0 (also when there are none).
+/// The forms of an id the ledger may hold, as the opt-out lookup reads them: as asked,
+/// lowercase and uppercase (`C-7777` and `c-7777` are one customer).
+fn forms(customer: &str) -> Vec<String> {
+    let id = canonical_customer(customer);
+    let mut forms = vec![id.clone(), id.to_lowercase(), id.to_uppercase()];
+    forms.dedup();
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Prints the disclosures found, and the disclosures in the period that name no customer;
+/// exit 0 (also when there are none).
 pub fn run(
     files: &[PathBuf],
     key: &[u8],
     q: &Query<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let subject = subject_hash(key, &canonical_customer(q.customer));
-    let mut who = WhoReceived::new(&subject, q.since.clone(), q.until.clone());
+    let subjects: Vec<String> = forms(q.customer)
+        .iter()
+        .map(|id| subject_hash(key, id))
+        .collect();
+    let mut who = WhoReceived::new(&subjects, q.since.clone(), q.until.clone());
     for file in files {
         super::each_line(file, |_, bytes, complete| {
             if complete {
@@ -44,19 +59,41 @@ pub fn run(
             Ok(true)
         })?;
     }
-    let found = who.finish();
+    let (found, unattributed) = who.finish();
     if q.format == TextOrJson::Json {
         let doc = serde_json::json!({
-            "subject": subject,
+            "subjects": subjects,
             "since": q.since,
             "until": q.until,
             "disclosures": found,
+            "unattributed": unattributed,
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         text(&found, out)?;
+        unattributed_text(&unattributed, out)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Routes without `subject` name nobody in the ledger: their recipients cannot be told apart
+/// by customer, so an answer to a customer lists them as possible recipients.
+fn unattributed_text(unattributed: &[Unattributed], out: &mut dyn Write) -> anyhow::Result<()> {
+    if unattributed.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "disclosures in the period that name no customer (routes without `subject`); they may have carried this customer's data:"
+    )?;
+    for u in unattributed {
+        writeln!(
+            out,
+            "  {} {}: {} disclosures",
+            u.partner, u.route, u.disclosures
+        )?;
+    }
+    Ok(())
 }
 
 fn text(found: &[Received], out: &mut dyn Write) -> anyhow::Result<()> {

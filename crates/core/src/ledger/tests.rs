@@ -343,12 +343,53 @@ fn a_streams_outcome_completes_its_record_for_audits() {
     };
     assert_eq!(p.stream, None);
 
-    let mut who = who::WhoReceived::new(&subject_hash(b"k", "7"), None, None);
+    let mut who = who::WhoReceived::new(&[subject_hash(b"k", "7")], None, None);
     who.line(&record.bytes[..record.bytes.len() - 1]);
     who.line(line);
-    let found = who.finish();
+    let (found, _) = who.finish();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].disclosure.records_forwarded, 3);
     assert_eq!(found[0].disclosure.body_sha256.as_deref(), Some("digest"));
     assert_eq!(found[0].status, Some(200));
+}
+
+#[test]
+fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
+    let mut chain = Chain::new();
+    let mut lines = Vec::new();
+    let mut push = |chain: &mut Chain, d: Disclosure| {
+        let record = chain.record(&d);
+        chain.commit(&record);
+        lines.push(record.bytes);
+    };
+    let mut upper = disclosure(1);
+    upper.subjects = vec![subject_hash(b"k", "C-7")];
+    push(&mut chain, upper);
+    let mut nobody = disclosure(2);
+    nobody.subjects = Vec::new();
+    nobody.partner = "payflow".into();
+    nobody.route = "/v1/charges".into();
+    push(&mut chain, nobody.clone());
+    push(&mut chain, nobody);
+    push(&mut chain, disclosure(3));
+
+    let forms = [subject_hash(b"k", "c-7"), subject_hash(b"k", "C-7")];
+    let mut who = who::WhoReceived::new(&forms, None, None);
+    for line in &lines {
+        who.line(&line[..line.len() - 1]);
+    }
+    let (found, unattributed) = who.finish();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].disclosure.subjects,
+        vec![subject_hash(b"k", "C-7")]
+    );
+    assert_eq!(
+        unattributed,
+        vec![who::Unattributed {
+            partner: "payflow".into(),
+            route: "/v1/charges".into(),
+            disclosures: 2
+        }]
+    );
 }

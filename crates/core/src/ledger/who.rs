@@ -2,7 +2,7 @@
 //! hash of their id. Lines are fed in chain order; a line that cannot hold the hash is skipped
 //! with a substring test before any parsing, so a year of ledgers streams quickly. A streamed
 //! request's subjects are in its outcome line: its record is held until that line comes.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -18,31 +18,47 @@ pub struct Received {
     pub status: Option<u16>,
 }
 
-/// Collects the disclosures of one subject hash.
+/// Disclosures in the period that name no customer (a route without `subject`), per
+/// recipient and route: they may have carried anyone's data, this customer's included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unattributed {
+    pub partner: String,
+    pub route: String,
+    pub disclosures: u64,
+}
+
+/// Collects the disclosures of one customer, whose id may have been written in any of a few
+/// forms (its keyed hashes: as asked, lowercase, uppercase).
 pub struct WhoReceived {
-    subject: String,
-    needle: String,
+    subjects: Vec<String>,
+    needles: Vec<String>,
     since: Option<String>,
     until: Option<String>,
     found: Vec<Received>,
     by_seq: HashMap<u64, usize>,
     /// Records of streamed requests in range, waiting for their outcome line.
     streams: HashMap<u64, Disclosure>,
+    unattributed: BTreeMap<(String, String), u64>,
 }
 
 impl WhoReceived {
-    /// `subject` is the keyed hash ([`super::subject_hash`]); `since`/`until` are RFC 3339
-    /// UTC bounds in the ledger's own format (compared as text).
-    pub fn new(subject: &str, since: Option<String>, until: Option<String>) -> WhoReceived {
+    /// `subjects` are the keyed hashes ([`super::subject_hash`]) of the forms of one id;
+    /// `since`/`until` are RFC 3339 UTC bounds in the ledger's own format (compared as text).
+    pub fn new(subjects: &[String], since: Option<String>, until: Option<String>) -> WhoReceived {
         WhoReceived {
-            subject: subject.to_string(),
-            needle: format!("\"{subject}\""),
+            subjects: subjects.to_vec(),
+            needles: subjects.iter().map(|s| format!("\"{s}\"")).collect(),
             since,
             until,
             found: Vec::new(),
             by_seq: HashMap::new(),
             streams: HashMap::new(),
+            unattributed: BTreeMap::new(),
         }
+    }
+
+    fn ours(&self, subjects: &[String]) -> bool {
+        subjects.iter().any(|s| self.subjects.contains(s))
     }
 
     /// Looks at one line (without its newline). Lines that do not parse are skipped:
@@ -51,11 +67,11 @@ impl WhoReceived {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return;
         };
-        if text.contains(&self.needle) {
+        if self.needles.iter().any(|n| text.contains(n.as_str())) {
             match LedgerLine::parse(bytes) {
                 Ok(LedgerLine::Record(r)) => {
                     let d = r.disclosure;
-                    if self.in_range(&d) && d.subjects.contains(&self.subject) {
+                    if self.in_range(&d) && self.ours(&d.subjects) {
                         self.by_seq.insert(r.seq, self.found.len());
                         self.found.push(Received {
                             seq: r.seq,
@@ -73,10 +89,20 @@ impl WhoReceived {
                     self.streams.insert(r.seq, r.disclosure);
                 }
             }
-        } else if !self.by_seq.is_empty() && text.contains("\"outcome_of\":") {
+        } else if text.contains("\"subjects\":[]") {
+            if let Ok(LedgerLine::Record(r)) = LedgerLine::parse(bytes) {
+                if self.in_range(&r.disclosure) {
+                    self.unattributed_one(&r.disclosure);
+                }
+            }
+        } else if (!self.by_seq.is_empty() || !self.streams.is_empty())
+            && text.contains("\"outcome_of\":")
+        {
             if let Ok(LedgerLine::Outcome(o)) = LedgerLine::parse(bytes) {
                 if let Some(&i) = self.by_seq.get(&o.outcome_of) {
                     self.found[i].status = Some(o.status);
+                } else {
+                    self.stream_outcome(&o);
                 }
             }
         }
@@ -87,33 +113,60 @@ impl WhoReceived {
             && self.until.as_ref().is_none_or(|u| d.time < *u)
     }
 
-    /// The outcome of a streamed request that carried the subject.
-    fn stream_outcome(&mut self, o: &super::Outcome) {
-        let carried = o
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.subjects.contains(&self.subject));
-        if let (true, Some(mut d)) = (carried, self.streams.remove(&o.outcome_of)) {
-            d.complete(o);
-            self.found.push(Received {
-                seq: o.outcome_of,
-                disclosure: d,
-                status: Some(o.status),
-            });
-        }
+    fn unattributed_one(&mut self, d: &Disclosure) {
+        *self
+            .unattributed
+            .entry((d.partner.clone(), d.route.clone()))
+            .or_default() += 1;
     }
 
-    /// The disclosures found, in ledger order. Each names only this customer among its
-    /// subjects: the keyed ids of the others in the same request are no part of one
-    /// customer's answer.
-    pub fn finish(self) -> Vec<Received> {
-        let subject = self.subject;
-        self.found
+    /// The outcome of a streamed request: it carried the subject, or named nobody.
+    fn stream_outcome(&mut self, o: &super::Outcome) {
+        let Some(forwarded) = o.stream.as_ref() else {
+            return;
+        };
+        let carried = self.ours(&forwarded.subjects);
+        let nobody = forwarded.subjects.is_empty();
+        if !carried && !nobody {
+            return;
+        }
+        let Some(mut d) = self.streams.remove(&o.outcome_of) else {
+            return;
+        };
+        if nobody {
+            self.unattributed_one(&d);
+            return;
+        }
+        d.complete(o);
+        self.found.push(Received {
+            seq: o.outcome_of,
+            disclosure: d,
+            status: Some(o.status),
+        });
+    }
+
+    /// The disclosures found, in ledger order, and those that name no customer. Each found
+    /// one names only this customer's hashes among its subjects: the keyed ids of the others
+    /// in the same request are no part of one customer's answer.
+    pub fn finish(self) -> (Vec<Received>, Vec<Unattributed>) {
+        let subjects = self.subjects;
+        let found = self
+            .found
             .into_iter()
             .map(|mut r| {
-                r.disclosure.subjects = vec![subject.clone()];
+                r.disclosure.subjects.retain(|s| subjects.contains(s));
                 r
             })
-            .collect()
+            .collect();
+        let unattributed = self
+            .unattributed
+            .into_iter()
+            .map(|((partner, route), disclosures)| Unattributed {
+                partner,
+                route,
+                disclosures,
+            })
+            .collect();
+        (found, unattributed)
     }
 }
