@@ -707,6 +707,20 @@ fn admin_api_needs_the_token_and_valid_input() {
         None,
     );
     assert_refused(&r, 404, "not_found");
+    // An opt-out no request could ever match is refused, not acknowledged and never honoured.
+    for (path, body) in [
+        ("/optouts/0456", r#"{"scopes": ["partner_sharing"]}"#),
+        ("/optouts/%20pad-1%20", r#"{"scopes": ["partner_sharing"]}"#),
+        ("/optouts/zoe%CC%81", r#"{"scopes": ["partner_sharing"]}"#),
+        (
+            "/optouts/c-1%E2%80%8B",
+            r#"{"scopes": ["partner_sharing"]}"#,
+        ),
+        ("/optouts/c-1", r#"{"scopes": ["Partner_Sharing"]}"#),
+    ] {
+        let r = admin(gw, "PUT", path, Some(AUTH), Some(body));
+        assert_refused(&r, 400, "bad_request");
+    }
 
     for bad in [
         "{",

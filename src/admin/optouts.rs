@@ -104,6 +104,14 @@ pub async fn handle(
             Err(e) => internal(&e),
         },
         "PUT" => {
+            // An opt-out no request could match would be acknowledged and never honoured.
+            if let Err(e) = gateway_core::optout::id::check_new_opt_out_id(&id) {
+                return AdminResponse::error(
+                    400,
+                    "bad_request",
+                    &format!("invalid customer id: it is {e}, which no request can carry as a subject id"),
+                );
+            }
             let scopes = match scopes_from_body(body) {
                 Ok(Some(scopes)) => scopes,
                 Ok(None) => {
@@ -269,7 +277,7 @@ fn scopes_from_body(body: &[u8]) -> Result<Option<Vec<Scope>>, String> {
     parsed
         .scopes
         .iter()
-        .map(|s| Scope::parse(s))
+        .map(|s| Scope::parse_new(s))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }

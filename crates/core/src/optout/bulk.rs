@@ -153,8 +153,13 @@ pub fn parse(content: &[u8], format: Format) -> Result<OptOutSet, BulkErrors> {
     }
 }
 
+/// An id an opt-out can be recorded for: one a request could carry (see
+/// [`super::id::check_new_opt_out_id`]).
 fn checked_id(raw: &str) -> Result<&str, String> {
     validate_customer_id(raw).map_err(|e| format!("invalid customer_id: {e}"))?;
+    super::id::check_new_opt_out_id(raw).map_err(|e| {
+        format!("invalid customer_id: it is {e}, which no request can carry as a subject id")
+    })?;
     Ok(raw)
 }
 
@@ -221,7 +226,7 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
                 continue;
             }
         };
-        match Scope::parse(scope) {
+        match Scope::parse_new(scope) {
             Ok(scope) => add(
                 &mut set,
                 &mut errors,
@@ -325,7 +330,7 @@ fn parse_ndjson(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
         scopes.clear();
         let mut ok = true;
         for s in &parsed.scopes {
-            match Scope::parse(s) {
+            match Scope::parse_new(s) {
                 Ok(scope) => scopes.push(scope),
                 Err(message) => {
                     errors.push(line, message);

@@ -10,7 +10,9 @@ that a reader could take for a *different* id than the text the gateway compares
 instead of guessed at:
 
 - control characters and surrounding whitespace ([`BadId::ControlCharacter`],
-  [`BadId::SurroundingWhitespace`]);
+  [`BadId::SurroundingWhitespace`]), and invisible format characters such as a zero-width space
+  or a soft hyphen, which many readers strip ([`BadId::Invisible`]);
+- ids longer than an opt-out can be ([`BadId::TooLong`]): no opt-out could ever match them;
 - number-like strings that are not a canonical integer: leading zeros, signs, fractions,
   exponents, hex, and digits that NFKC maps to ASCII digits ([`BadId::NonCanonicalNumber`]);
 - text that Unicode NFKC normalisation changes (`ｃ-200`) ([`BadId::NotNfkc`]);
@@ -18,16 +20,23 @@ instead of guessed at:
 - in URL values also `;` and `,` ([`BadId::Separator`]).
 
 What is left is compared exactly, and also in lowercase and uppercase ([`is_opted_out`]), so
-`C-200` is judged as `c-200` whichever case the opt-out was recorded in. Inside a record, a
+`C-200` is judged as `c-200` whichever case the opt-out was recorded in. An opt-out is only
+recorded for an id that passes these rules ([`check_new_opt_out_id`]): one that fails them
+could never match a request. Inside a record, a
 second key that a case-insensitive reader takes for the subject member is found by
 [`folds_to_subject`].
 */
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::OptOutLookup;
+use super::{OptOutLookup, MAX_ID_LEN};
+
+/// Unicode format characters (general category Cf: zero-width space, soft hyphen, bidi marks).
+static FORMAT_CHARACTER: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"\p{Cf}").expect("a valid pattern"));
 
 /// ASCII ids up to this length are re-cased on the stack by [`is_opted_out`].
 pub const CASE_BUFFER: usize = 128;
@@ -45,6 +54,8 @@ pub enum BadId {
     NotNfkc,
     UnsafeInteger,
     Separator,
+    TooLong,
+    Invisible,
 }
 
 impl BadId {
@@ -62,6 +73,10 @@ impl BadId {
                 "an integer beyond ±(2^53−1), which JavaScript readers round (send it as a string)"
             }
             BadId::Separator => "a value with `;` or `,`, which partners may split into several ids",
+            BadId::TooLong => "longer than an opt-out can be recorded for (256 bytes)",
+            BadId::Invisible => {
+                "a string with an invisible format character (a zero-width space, a soft hyphen), which readers may strip"
+            }
         }
     }
 }
@@ -88,6 +103,9 @@ pub fn check_string_id(id: &str) -> Result<(), BadId> {
 /// the only ASCII whitespace that is not one of them is the space.
 fn check_ascii_id(id: &str) -> Result<(), BadId> {
     let bytes = id.as_bytes();
+    if bytes.len() > MAX_ID_LEN {
+        return Err(BadId::TooLong);
+    }
     if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(BadId::ControlCharacter);
     }
@@ -105,8 +123,14 @@ fn check_any_id(id: &str) -> Result<(), BadId> {
     if id.is_empty() {
         return Err(BadId::Empty);
     }
+    if id.len() > MAX_ID_LEN {
+        return Err(BadId::TooLong);
+    }
     if id.chars().any(char::is_control) {
         return Err(BadId::ControlCharacter);
+    }
+    if FORMAT_CHARACTER.is_match(id) {
+        return Err(BadId::Invisible);
     }
     if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {
         return Err(BadId::SurroundingWhitespace);
@@ -137,6 +161,14 @@ pub fn check_integer_literal(literal: &str) -> Result<(), BadId> {
         return Err(BadId::UnsafeInteger);
     }
     Ok(())
+}
+
+/// Checks an id an opt-out is about to be recorded for (admin API, bulk import): the rules a
+/// request's subject id must pass ([`check_string_id`]), since an opt-out for an id no
+/// request can carry would never take effect. Ids stored before these rules existed still load
+/// (the store checks only `validate_customer_id`) and can still be deleted.
+pub fn check_new_opt_out_id(id: &str) -> Result<(), BadId> {
+    check_string_id(id)
 }
 
 /// Checks a decoded path parameter or query value on an opt-out-honouring partner: the rules
@@ -233,11 +265,17 @@ pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
 /// casings of one id meet (`ΣΑΣ` lowercases to `σας` but folds to `σασ`; `Ilık` uppercases to
 /// `ILIK`, which folds to `ilik`, as `ılık`'s uppercase does). [`is_opted_out`] looks them up,
 /// and the opt-out set indexes a stored id under them.
-pub fn case_folds(id: &str) -> [String; 2] {
-    [
+pub fn case_folds(id: &str) -> Vec<String> {
+    let mut folds = vec![
         caseless::default_case_fold_str(id),
         caseless::default_case_fold_str(&id.to_uppercase()),
-    ]
+    ];
+    // `İ` (U+0130) folds to `i̇` (with a combining dot), but per-character lowercasing, which
+    // many readers use (Java's and Go's), makes it `i`: `TİKİ` is `tiki` there.
+    if id.contains('\u{130}') {
+        folds.push(caseless::default_case_fold_str(&id.replace('\u{130}', "i")));
+    }
+    folds
 }
 
 /// Is `id` opted out, compared exactly, in its lowercase and uppercase forms and (beyond ASCII)
@@ -293,14 +331,10 @@ pub fn is_opted_out(lookup: &dyn OptOutLookup, id: &str) -> bool {
     if upper != id && lookup.is_opted_out(&upper) {
         return true;
     }
-    let [folded, upper_folded] = case_folds(id);
-    if folded != id && folded != lower && lookup.is_opted_out(&folded) {
-        return true;
-    }
-    upper_folded != folded
-        && upper_folded != id
-        && upper_folded != lower
-        && lookup.is_opted_out(&upper_folded)
+    let folds = case_folds(id);
+    folds.iter().enumerate().any(|(i, fold)| {
+        *fold != id && *fold != lower && !folds[..i].contains(fold) && lookup.is_opted_out(fold)
+    })
 }
 
 #[cfg(test)]

@@ -57,6 +57,20 @@ impl Scope {
         }
     }
 
+    /// [`Scope::parse`] for a scope being recorded or named anew (admin API, bulk import,
+    /// `honor_optouts`): also lowercase, as partner ids and `partner_sharing` are, so that
+    /// `Partner_Sharing` is refused instead of recorded and never honoured. Scopes stored
+    /// before this rule still load.
+    pub fn parse_new(text: &str) -> Result<Scope, String> {
+        let scope = Scope::parse(text)?;
+        if text.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "invalid opt-out scope {text:?}: scope names are lowercase, as partner ids and partner_sharing are (one with capitals would never be honoured)"
+            ));
+        }
+        Ok(scope)
+    }
+
     pub fn partner(id: &str) -> Scope {
         Scope(format!("partner:{id}"))
     }

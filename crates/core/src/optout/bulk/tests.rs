@@ -222,7 +222,7 @@ fn exports_parse_back() {
         .unwrap();
     set.insert("with,comma", &[s("research")]).unwrap();
     set.insert("quote\"d", &[s("partner_sharing")]).unwrap();
-    set.insert(" padded ", &[s("partner_sharing")]).unwrap();
+    set.insert("in side", &[s("partner_sharing")]).unwrap();
     set.insert("back\\slash/ü", &[s("partner_sharing")])
         .unwrap();
     for format in [Format::Csv, Format::Ndjson] {
@@ -254,4 +254,14 @@ fn export_shapes() {
         String::from_utf8(out).unwrap(),
         "customer_id,scope\n\"1,2\",partner:acme\n\"1,2\",partner_sharing\n"
     );
+}
+
+#[test]
+fn ids_and_scopes_no_request_could_match_are_refused() {
+    let csv = b"customer_id,scope\n n-5 ,partner_sharing\n0456,partner_sharing\nc-1\xe2\x80\x8b,partner_sharing\nq-6,Partner_Sharing\nok-1,partner_sharing\n";
+    let errors = parse(csv, Format::Csv).unwrap_err().to_string();
+    for line in ["2:", "3:", "4:", "5:"] {
+        assert!(errors.contains(line), "{line} in {errors}");
+    }
+    assert!(!errors.contains("6:"), "{errors}");
 }

@@ -42,10 +42,23 @@ fn string_ids() {
         ("\u{ff13}\u{ff10}\u{ff10}", Err(NonCanonicalNumber)),
         ("\u{ff43}-200", Err(NotNfkc)),
         ("cu\u{17f}tomer", Err(NotNfkc)),
+        ("c-1\u{200b}", Err(Invisible)),
+        ("\u{200b}c-1", Err(Invisible)),
+        ("c\u{ad}-1", Err(Invisible)),
+        ("c-1\u{2060}", Err(Invisible)),
+        ("\u{feff}c-1", Err(Invisible)),
+        ("M\u{fc}ller\u{200e}", Err(Invisible)),
     ];
     for (id, want) in cases {
         assert_eq!(check_string_id(id), *want, "{id:?}");
     }
+    // As long as an opt-out can be, and no longer.
+    let longest = "x".repeat(MAX_ID_LEN);
+    assert_eq!(check_string_id(&longest), Ok(()));
+    assert_eq!(check_string_id(&format!("{longest}x")), Err(TooLong));
+    let wide = "\u{e9}".repeat(MAX_ID_LEN / 2);
+    assert_eq!(check_string_id(&wide), Ok(()));
+    assert_eq!(check_string_id(&format!("{wide}x")), Err(TooLong));
 }
 
 #[test]
@@ -169,4 +182,14 @@ fn only_what_may_start_a_number_reads_as_one() {
     ] {
         assert_eq!(denotes_integer(text), reads_as_integer(text), "{text:?}");
     }
+}
+
+#[test]
+fn a_dotted_capital_i_reads_as_i_as_per_character_lowercasing_has_it() {
+    let set = Set(&["tiki", "\u{130}LIK"]);
+    for id in ["TİKİ", "tİki", "TIKI", "tiki"] {
+        assert!(is_opted_out(&set, id), "{id}");
+    }
+    // The stored `İLİK`'s forms are indexed by the real set; the lookup's own forms meet it.
+    assert!(is_opted_out(&set, "\u{130}LIK"));
 }
