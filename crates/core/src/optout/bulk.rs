@@ -169,6 +169,43 @@ fn add(set: &mut OptOutSet, errors: &mut Collector, line: u64, id: &str, scopes:
     }
 }
 
+/// The 1-based line of a byte offset, for offsets that only grow (the CSV reader's own line
+/// count leaves out blank lines it skips).
+struct LineOf<'a> {
+    content: &'a [u8],
+    byte: usize,
+    line: u64,
+}
+
+impl<'a> LineOf<'a> {
+    fn new(content: &'a [u8]) -> Self {
+        LineOf {
+            content,
+            byte: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first byte at or after `byte` that is not a line end (a record's
+    /// position may lie before the blank lines skipped ahead of it).
+    fn at(&mut self, byte: u64) -> u64 {
+        let mut byte = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.content.len());
+        while matches!(self.content.get(byte), Some(b'\n' | b'\r')) {
+            byte += 1;
+        }
+        if byte > self.byte {
+            let newlines = self.content[self.byte..byte]
+                .iter()
+                .filter(|b| **b == b'\n');
+            self.line += newlines.count() as u64;
+            self.byte = byte;
+        }
+        self.line
+    }
+}
+
 fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
     let mut set = OptOutSet::new();
     let mut errors = Collector::default();
@@ -178,17 +215,18 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
         .from_reader(content);
     let mut record = csv::ByteRecord::new();
     let mut saw_header = false;
+    let mut lines = LineOf::new(content);
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| lines.at(p.byte()));
                 errors.push(line, format!("unreadable CSV: {e}"));
                 break;
             }
         }
-        let line = record.position().map_or(0, |p| p.line());
+        let line = record.position().map_or(0, |p| lines.at(p.byte()));
         if !saw_header {
             saw_header = true;
             if record.len() != 2 || &record[0] != b"customer_id" || &record[1] != b"scope" {
@@ -196,7 +234,11 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
                     line,
                     format!(
                         "expected the header row {CSV_HEADER}, found {:?}",
-                        String::from_utf8_lossy(record.as_slice())
+                        record
+                            .iter()
+                            .map(String::from_utf8_lossy)
+                            .collect::<Vec<_>>()
+                            .join(",")
                     ),
                 );
             }

@@ -108,15 +108,15 @@ fn csv_header_must_be_exact() {
     let cases: &[(&str, &str)] = &[
         (
             "id,scope\n1,partner_sharing\n",
-            "1: expected the header row customer_id,scope, found \"idscope\"",
+            "1: expected the header row customer_id,scope, found \"id,scope\"",
         ),
         (
             "customer_id,scope,x\n",
-            "1: expected the header row customer_id,scope, found \"customer_idscopex\"",
+            "1: expected the header row customer_id,scope, found \"customer_id,scope,x\"",
         ),
         (
             "1,partner_sharing\n",
-            "1: expected the header row customer_id,scope, found \"1partner_sharing\"",
+            "1: expected the header row customer_id,scope, found \"1,partner_sharing\"",
         ),
         (
             "",
@@ -264,4 +264,18 @@ fn ids_and_scopes_no_request_could_match_are_refused() {
         assert!(errors.contains(line), "{line} in {errors}");
     }
     assert!(!errors.contains("6:"), "{errors}");
+}
+
+#[test]
+fn csv_errors_name_the_line_blank_lines_and_quoted_newlines_included() {
+    let csv = b"customer_id,scope\n\n\nbad-1,bad scope\n";
+    let errors = parse(csv, Format::Csv).unwrap_err().to_string();
+    assert!(errors.starts_with("4:"), "{errors}");
+    let csv = b"customer_id,scope\r\n\"multi\r\nline\",partner_sharing\r\nbad-2,bad scope\r\n";
+    let errors = parse(csv, Format::Csv).unwrap_err().to_string();
+    assert!(errors.contains("2:") && errors.contains("4:"), "{errors}");
+    let errors = parse(b"customer_id,scope,extra\n", Format::Csv)
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("customer_id,scope,extra"), "{errors}");
 }
