@@ -930,3 +930,27 @@ fn a_first_line_that_lost_only_its_newline_is_kept() {
 fn count_complete(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| **b == b'\n').count()
 }
+
+#[test]
+fn a_second_gateway_on_the_same_addresses_exits_at_once() {
+    let mock = Mock::start();
+    let gateway = start(&mock, "");
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(gateway.policy.policy())
+        .envs(ENV.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    // The running one serves on, its ledger untouched by the second.
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", SHIPMENT)
+            .status,
+        200
+    );
+}

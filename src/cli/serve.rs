@@ -34,6 +34,16 @@ pub fn new_server() -> anyhow::Result<Server> {
 pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     let before = crate::reload::before_start(dir);
     let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|d| loader::diagnostics_error(&d))?;
+    // Before any store is opened: a second gateway on the same addresses (and, likely, the same
+    // opt-out store and ledger) stops here instead of waiting for the ports for ever.
+    for (key, addr) in [
+        ("listen", loaded.policy.gateway.listen),
+        ("admin_listen", loaded.policy.gateway.admin_listen),
+    ] {
+        std::net::TcpListener::bind(addr).with_context(|| {
+            format!("cannot listen on {addr} (`{key}`): is another gateway running?")
+        })?;
+    }
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }
