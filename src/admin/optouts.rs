@@ -124,7 +124,15 @@ pub async fn handle(
                 Err(message) => return AdminResponse::error(400, "bad_request", &message),
             };
             match store.put(&id, &scopes).await {
-                Ok(now) => AdminResponse::scopes(&id, &now),
+                Ok(now) => {
+                    // An event without the id: a customer id never reaches a log line.
+                    log::info!(
+                        "opt-out recorded: scopes {} added (the customer now has {})",
+                        scope_list(&scopes),
+                        now.len()
+                    );
+                    AdminResponse::scopes(&id, &now)
+                }
                 Err(e) => internal(&e),
             }
         }
@@ -134,12 +142,24 @@ pub async fn handle(
                 Err(message) => return AdminResponse::error(400, "bad_request", &message),
             };
             match store.delete(&id, scopes.as_deref()).await {
-                Ok(Some(left)) => AdminResponse::scopes(&id, &left),
+                Ok(Some(left)) => {
+                    log::info!(
+                        "opt-out removed: {} (the customer has {} left)",
+                        scopes.as_deref().map_or("every scope".into(), scope_list),
+                        left.len()
+                    );
+                    AdminResponse::scopes(&id, &left)
+                }
                 Ok(None) => not_found(&id),
                 Err(e) => internal(&e),
             }
         }
     }
+}
+
+fn scope_list(scopes: &[Scope]) -> String {
+    let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+    names.join(",")
 }
 
 fn not_found(id: &str) -> AdminResponse {
