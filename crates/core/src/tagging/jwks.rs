@@ -191,6 +191,12 @@ fn check_times(claims: &DataUseClaims, now_unix: u64) -> Result<(), TokenVerifyE
     if claims.exp - claims.iat > MAX_TTL_SECS {
         return Err(TokenVerifyError::LifetimeTooLong(claims.exp - claims.iat));
     }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now_unix.saturating_add(LEEWAY_SECS))
+    {
+        return Err(TokenVerifyError::Claims("not valid yet (nbf)".into()));
+    }
     if now_unix >= claims.exp.saturating_add(LEEWAY_SECS) {
         return Err(TokenVerifyError::Expired {
             exp: claims.exp,

@@ -230,6 +230,11 @@ fn refused_tokens() {
         c["exp"] = json!(NOW + 600);
         hand_signed(typed.clone(), &c)
     };
+    let not_yet = {
+        let mut c = serde_json::to_value(signer.claims(&input(BODY, None))).unwrap();
+        c["nbf"] = json!(NOW + 3600);
+        hand_signed(typed.clone(), &c)
+    };
     let caller_typed = {
         let mut h = typed.clone();
         h.typ = Some("JWT".into());
@@ -293,6 +298,12 @@ fn refused_tokens() {
         ("lifetime over 5 minutes", long_lived, NOW, |e| {
             matches!(e, TokenVerifyError::LifetimeTooLong(600))
         }),
+        (
+            "not valid before an hour from now",
+            not_yet,
+            NOW,
+            |e| matches!(e, TokenVerifyError::Claims(m) if m.contains("nbf")),
+        ),
         ("caller token type", caller_typed, NOW, |e| {
             matches!(e, TokenVerifyError::WrongType)
         }),

@@ -42,6 +42,9 @@ pub struct DataUseClaims {
     pub policy_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legal_basis: Option<String>,
+    /// Never set by the gateway; a token that carries one is not valid before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
 
 /// Everything one forwarded request contributes to its token.
@@ -204,6 +207,7 @@ impl TokenSigner {
             stream: false,
             policy_version: input.policy_version.to_string(),
             legal_basis: input.legal_basis.map(str::to_string),
+            nbf: None,
         }
     }
 }
