@@ -156,3 +156,25 @@ pub fn load_shadow(
         Some(dir) => load(dir, env).map(Some),
     }
 }
+
+/// What the bundled demo keys and certificates say on their first line
+/// (`certs/gen-demo-keys.sh`): their private keys are public in the repository.
+const DEMO_MARK: &[u8] = b"DEMO ONLY:";
+
+/// `FILE:1: warning: ...` for each key or certificate file the policy names that is one of the
+/// bundled demo files: fine for the demo, never for real traffic (anyone can mint caller
+/// tokens, read the listener's traffic or forge data-use tokens with them).
+pub fn demo_key_warnings(policy: &Policy) -> Vec<String> {
+    crate::reload::named_files(policy)
+        .into_iter()
+        .filter(|path| {
+            std::fs::read(path).is_ok_and(|b| b.windows(DEMO_MARK.len()).any(|w| w == DEMO_MARK))
+        })
+        .map(|path| {
+            format!(
+                "{}:1: warning: a DEMO key or certificate: its private key is public in this repository, so it protects nothing; replace it before real use (see certs/README.md)",
+                path.display()
+            )
+        })
+        .collect()
+}

@@ -26,6 +26,25 @@ fn bundled_policy_passes_check() {
 }
 
 #[test]
+fn the_bundled_demo_keys_are_named_as_such() {
+    let output = Command::new(BIN)
+        .args(["check", "--policy", "policy/"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for file in [
+        "certs/callers.jwks.json:1:",
+        "certs/data-use-signing.pem:1:",
+    ] {
+        assert!(
+            stderr.contains(file) && stderr.contains("a DEMO key"),
+            "{file}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn bad_fixtures_print_exactly_the_expected_errors() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies");
     let mut cases: Vec<_> = std::fs::read_dir(&root)

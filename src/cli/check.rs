@@ -76,6 +76,9 @@ pub fn run(dir: &Path) -> ExitCode {
                     return ExitCode::from(1);
                 }
             }
+            for warning in loader::demo_key_warnings(policy) {
+                eprintln!("{warning}");
+            }
             // The key files the policy names (caller keys, signing key, published keys), loaded
             // as `serve` would.
             if let Err(lines) = loader::build_active(dir, loaded.policy) {

@@ -47,6 +47,9 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }
+    for warning in loader::demo_key_warnings(&loaded.policy) {
+        log::warn!("{warning}");
+    }
     let candidate = loader::load_shadow(&loaded.policy, Some(&ProcessEnv))
         .map_err(|d| loader::diagnostics_error(&d))?;
     let candidate = candidate.map(|c| {
