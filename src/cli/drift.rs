@@ -169,6 +169,10 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
                     "      - {line:<40} # {seen}; an object or array: passes whole, better list its members"
                 )?,
                 Suggestion::DataLikeNames => held_back.push(name.to_string()),
+                Suggestion::NetworkOrBrowserData => writeln!(
+                    out,
+                    "      # not suggested: {name} (looks like IP address, domain or browser data, which the privacy policy never joins to personal data)"
+                )?,
             }
         }
         for name in held_back {

@@ -254,6 +254,8 @@ pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
     let wildcard = path.split(['.', '[']).any(|segment| segment == "*");
     if wildcard {
         Suggestion::DataLikeNames
+    } else if path.split(['.', '[']).any(names_network_or_browser_data) {
+        Suggestion::NetworkOrBrowserData
     } else if shapes.container() {
         Suggestion::Subtree(format!("{path}.**"))
     } else {
@@ -270,4 +272,50 @@ pub enum Suggestion {
     Subtree(String),
     /// Not suggested: the path stands for member names that look like data.
     DataLikeNames,
+    /// Not suggested: a member named like IP address, domain or browser data, which the
+    /// privacy policy promises never to join to personal data on the way out.
+    NetworkOrBrowserData,
+}
+
+/// Whether a member name reads as IP address, domain or browser data: a word `ip`, `ipv4`,
+/// `ipv6` (`client_ip`, `ipAddress`), or a name such as `user_agent`, `referer`, `cookie`,
+/// `domain`, `hostname`.
+fn names_network_or_browser_data(name: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "ip",
+        "ipv4",
+        "ipv6",
+        "ipaddr",
+        "ipaddress",
+        "useragent",
+        "ua",
+        "referer",
+        "referrer",
+        "cookie",
+        "cookies",
+        "browser",
+        "domain",
+        "hostname",
+        "fingerprint",
+    ];
+    const PHRASES: &[&str] = &["user_agent", "remote_addr", "x_forwarded_for"];
+    let name = name.trim_end_matches(']');
+    // snake_case: `ipAddress` and `ip-address` read as `ip_address`, `IP` as `ip`.
+    let mut snake = String::with_capacity(name.len() + 4);
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && prev_lower {
+            snake.push('_');
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        snake.push(if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_lowercase()
+        });
+    }
+    WORDS
+        .iter()
+        .any(|w| snake.split('_').any(|word| word == *w))
+        || PHRASES.iter().any(|p| snake.contains(p))
 }

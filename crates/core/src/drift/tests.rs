@@ -194,6 +194,37 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         Suggestion::DataLikeNames
     );
     assert_eq!(suggestion("*", scalar), Suggestion::DataLikeNames);
+    for path in [
+        "contacts[*].ip_address",
+        "contacts[*].ipAddress",
+        "contacts[*].IP",
+        "client_ip",
+        "contacts[*].user_agent",
+        "contacts[*].UserAgent",
+        "shipments[*].client.referer",
+        "session.cookie",
+        "meta.ipv6",
+        "origin-domain",
+    ] {
+        assert_eq!(
+            suggestion(path, scalar),
+            Suggestion::NetworkOrBrowserData,
+            "{path}"
+        );
+    }
+    for path in [
+        "shipments[*].zip",
+        "description",
+        "shipping",
+        "tip",
+        "equipment",
+    ] {
+        assert_eq!(
+            suggestion(path, scalar),
+            Suggestion::Allow(path.into()),
+            "{path}"
+        );
+    }
 }
 
 #[test]
