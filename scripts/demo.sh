@@ -3,6 +3,6 @@
 # and what each partner received next to what OhSoft sent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh build
 export PATH="$HOME/.local/bin:$PATH"
 cargo run --quiet --bin partner-gateway -- demo --policy policy/

@@ -4,8 +4,11 @@
 # - promtool (the alert rules' unit tests), unpacked from Debian's `prometheus` package into
 #   target/tools/prometheus without installing or starting the Prometheus daemon;
 # - PostgreSQL server binaries (the multi-replica tests start a throwaway cluster).
+# `setup.sh build` installs only what the build needs (cmake): the demo needs nothing more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+only_build=false
+[ "${1:-}" = build ] && only_build=true
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else return 1; fi
@@ -21,6 +24,8 @@ if ! command -v cmake >/dev/null 2>&1; then
   fi
   command -v cmake >/dev/null 2>&1 || { echo "cmake is still missing; install it and retry" >&2; exit 1; }
 fi
+
+$only_build && exit 0
 
 tools="$PWD/target/tools/prometheus"
 if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/usr/bin/promtool" ]; then
