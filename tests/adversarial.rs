@@ -1471,17 +1471,27 @@ fn admin_opt_outs_hold_from_the_next_request_in_every_spelling() {
         );
         assert!(!contact_forwarded(&s, r#""two""#), "{body}");
     }
-    // Scopes are case-sensitive and partner-specific: these do not concern `biz`.
-    for scope in [
-        "Partner_Sharing",
-        "partner:BIZ",
-        "partner:biz2",
-        "partner:acme-ship",
-    ] {
+    // Scopes are partner-specific: these do not concern `biz`.
+    for scope in ["partner:biz2", "partner:acme-ship"] {
         let id = format!("other-{}", scope.replace(':', "-"));
         s.put_optout(&id, &[scope]);
         assert!(contact_forwarded(&s, &format!("\"{id}\"")), "{scope}");
     }
+    // Scopes are case-sensitive, and one with capitals would be honoured by nobody: refused
+    // instead of acknowledged.
+    for scope in ["Partner_Sharing", "partner:BIZ"] {
+        let body = serde_json::json!({ "scopes": [scope] }).to_string();
+        let r = http1::send(
+            &s.gateway.admin.to_string(),
+            "PUT",
+            "/optouts/other-capitals",
+            &[("authorization", "Bearer admin-secret")],
+            Some(body.as_bytes()),
+        )
+        .unwrap();
+        assert_refused(&r, 400, "bad_request");
+    }
+    assert!(contact_forwarded(&s, "\"other-capitals\""));
 }
 
 /// The journal cannot grow (the process's file size limit stands in for a full disk): every
