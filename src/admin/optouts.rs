@@ -112,7 +112,7 @@ pub async fn handle(
                     &format!("invalid customer id: it is {e}, which no request can carry as a subject id"),
                 );
             }
-            let scopes = match scopes_from_body(body) {
+            let scopes = match scopes_from_body(body, true) {
                 Ok(Some(scopes)) => scopes,
                 Ok(None) => {
                     return AdminResponse::error(
@@ -137,7 +137,7 @@ pub async fn handle(
             }
         }
         _ => {
-            let scopes = match scopes_from_body(body) {
+            let scopes = match scopes_from_body(body, false) {
                 Ok(scopes) => scopes,
                 Err(message) => return AdminResponse::error(400, "bad_request", &message),
             };
@@ -273,8 +273,10 @@ struct ScopesBody {
     scopes: Vec<String>,
 }
 
-/// `{"scopes": [..]}` with at least one valid scope, or `None` for an empty body.
-fn scopes_from_body(body: &[u8]) -> Result<Option<Vec<Scope>>, String> {
+/// `{"scopes": [..]}` with at least one valid scope, or `None` for an empty body. Scopes to
+/// record (`PUT`) are read with [`Scope::parse_new`]; scopes to remove with [`Scope::parse`],
+/// so that whatever a store holds can be removed.
+fn scopes_from_body(body: &[u8], to_record: bool) -> Result<Option<Vec<Scope>>, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -297,7 +299,13 @@ fn scopes_from_body(body: &[u8]) -> Result<Option<Vec<Scope>>, String> {
     parsed
         .scopes
         .iter()
-        .map(|s| Scope::parse_new(s))
+        .map(|s| {
+            if to_record {
+                Scope::parse_new(s)
+            } else {
+                Scope::parse(s)
+            }
+        })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }

@@ -112,7 +112,7 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let gateway = load_gateway(dir)
-        .with_context(|| format!("not starting: the policy in {} is not valid", dir.display()))?;
+        .with_context(|| format!("not starting with the policy in {}", dir.display()))?;
     let mut server = new_server()?;
     add_gateway_services(&mut server, &gateway)?;
     crate::reload::watch(gateway.clone());

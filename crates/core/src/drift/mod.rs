@@ -297,6 +297,8 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "domain",
         "hostname",
         "fingerprint",
+        "host",
+        "mac",
     ];
     const PHRASES: &[&str] = &["user_agent", "remote_addr", "x_forwarded_for"];
     let name = name.trim_end_matches(']');

@@ -372,9 +372,17 @@ fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
     push(&mut chain, nobody.clone());
     push(&mut chain, nobody);
     push(&mut chain, disclosure(3));
+    // A route that names its customers, whose records were all dropped: nobody's data left.
+    let mut all_dropped = disclosure(4);
+    all_dropped.subjects = Vec::new();
+    all_dropped.records_forwarded = 0;
+    all_dropped.records_dropped = 1;
+    push(&mut chain, all_dropped);
 
     let forms = [subject_hash(b"k", "c-7"), subject_hash(b"k", "C-7")];
-    let mut who = who::WhoReceived::new(&forms, None, None);
+    let subject_routes = [("acme-ship".to_string(), "/v1/shipments".to_string())];
+    let mut who = who::WhoReceived::new(&forms, None, None)
+        .with_subject_routes(subject_routes.into_iter().collect());
     for line in &lines {
         who.line(&line[..line.len() - 1]);
     }

@@ -2,7 +2,7 @@
 //! hash of their id. Lines are fed in chain order; a line that cannot hold the hash is skipped
 //! with a substring test before any parsing, so a year of ledgers streams quickly. A streamed
 //! request's subjects are in its outcome line: its record is held until that line comes.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -39,6 +39,9 @@ pub struct WhoReceived {
     /// Records of streamed requests in range, waiting for their outcome line.
     streams: HashMap<u64, Disclosure>,
     unattributed: BTreeMap<(String, String), u64>,
+    /// Routes (partner, template) that name their records' customers: a record of theirs
+    /// without subjects forwarded no customer record, so it is no unattributed disclosure.
+    subject_routes: HashSet<(String, String)>,
 }
 
 impl WhoReceived {
@@ -54,7 +57,15 @@ impl WhoReceived {
             by_seq: HashMap::new(),
             streams: HashMap::new(),
             unattributed: BTreeMap::new(),
+            subject_routes: HashSet::new(),
         }
+    }
+
+    /// The routes (partner, template) whose records name their customer (a `subject`), from
+    /// the policy: their disclosures without subjects are not listed as unattributed.
+    pub fn with_subject_routes(mut self, routes: HashSet<(String, String)>) -> WhoReceived {
+        self.subject_routes = routes;
+        self
     }
 
     fn ours(&self, subjects: &[String]) -> bool {
@@ -90,10 +101,13 @@ impl WhoReceived {
                 }
             }
         } else if text.contains("\"subjects\":[]") {
-            if let Ok(LedgerLine::Record(r)) = LedgerLine::parse(bytes) {
-                if self.in_range(&r.disclosure) {
+            match LedgerLine::parse(bytes) {
+                Ok(LedgerLine::Record(r)) if self.in_range(&r.disclosure) => {
                     self.unattributed_one(&r.disclosure);
                 }
+                // A stream's subjects are in its outcome line.
+                Ok(LedgerLine::Outcome(o)) => self.stream_outcome(&o),
+                _ => {}
             }
         } else if (!self.by_seq.is_empty() || !self.streams.is_empty())
             && text.contains("\"outcome_of\":")
@@ -114,6 +128,10 @@ impl WhoReceived {
     }
 
     fn unattributed_one(&mut self, d: &Disclosure) {
+        let route = (d.partner.clone(), d.route.clone());
+        if self.subject_routes.contains(&route) {
+            return;
+        }
         *self
             .unattributed
             .entry((d.partner.clone(), d.route.clone()))

@@ -196,10 +196,12 @@ impl<'a> LineOf<'a> {
             byte += 1;
         }
         if byte > self.byte {
-            let newlines = self.content[self.byte..byte]
-                .iter()
-                .filter(|b| **b == b'\n');
-            self.line += newlines.count() as u64;
+            // `\n`, `\r\n` and a lone `\r` each end a line.
+            let part = &self.content[self.byte..byte];
+            let ends = part.iter().enumerate().filter(|&(i, b)| {
+                *b == b'\n' || (*b == b'\r' && self.content.get(self.byte + i + 1) != Some(&b'\n'))
+            });
+            self.line += ends.count() as u64;
             self.byte = byte;
         }
         self.line

@@ -34,9 +34,13 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::{OptOutLookup, MAX_ID_LEN};
 
-/// Unicode format characters (general category Cf: zero-width space, soft hyphen, bidi marks).
-static FORMAT_CHARACTER: LazyLock<regex::Regex> =
-    LazyLock::new(|| regex::Regex::new(r"\p{Cf}").expect("a valid pattern"));
+/// Characters readers may drop as invisible: Unicode format characters (general category Cf:
+/// zero-width space, soft hyphen, bidi marks) and the other default-ignorable code points
+/// (combining grapheme joiner, variation selectors, Hangul fillers), which NFKC_Casefold and
+/// IDNA mapping remove.
+static FORMAT_CHARACTER: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]").expect("a valid pattern")
+});
 
 /// ASCII ids up to this length are re-cased on the stack by [`is_opted_out`].
 pub const CASE_BUFFER: usize = 128;
@@ -273,7 +277,10 @@ pub fn case_folds(id: &str) -> Vec<String> {
     // `İ` (U+0130) folds to `i̇` (with a combining dot), but per-character lowercasing, which
     // many readers use (Java's and Go's), makes it `i`: `TİKİ` is `tiki` there.
     if id.contains('\u{130}') {
-        folds.push(caseless::default_case_fold_str(&id.replace('\u{130}', "i")));
+        let dotless = id.replace('\u{130}', "i");
+        folds.push(caseless::default_case_fold_str(&dotless));
+        // An opt-out written all in capitals (`TIKI`) is not indexed under other forms.
+        folds.push(dotless.to_uppercase());
     }
     folds
 }

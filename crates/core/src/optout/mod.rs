@@ -57,15 +57,17 @@ impl Scope {
         }
     }
 
-    /// [`Scope::parse`] for a scope being recorded or named anew (admin API, bulk import,
-    /// `honor_optouts`): also lowercase, as partner ids and `partner_sharing` are, so that
-    /// `Partner_Sharing` is refused instead of recorded and never honoured. Scopes stored
-    /// before this rule still load.
+    /// [`Scope::parse`] for a scope being recorded anew (admin `PUT`, bulk import): also not a
+    /// spelling of the scopes partners honour by kind that differs in case (`Partner_Sharing`,
+    /// `partner:BIZ`; partner ids are lowercase), which would be acknowledged and honoured by
+    /// no one. Other names are scopes a policy may honour as written, capitals included.
     pub fn parse_new(text: &str) -> Result<Scope, String> {
         let scope = Scope::parse(text)?;
-        if text.chars().any(|c| c.is_ascii_uppercase()) {
+        let lower = text.to_ascii_lowercase();
+        let honoured_by_kind = lower == Self::PARTNER_SHARING || lower.starts_with("partner:");
+        if honoured_by_kind && lower != text {
             return Err(format!(
-                "invalid opt-out scope {text:?}: scope names are lowercase, as partner ids and partner_sharing are (one with capitals would never be honoured)"
+                "invalid opt-out scope {text:?}: {lower:?} is the scope partners honour (partner ids are lowercase); {text:?} would be honoured by no one"
             ));
         }
         Ok(scope)

@@ -115,7 +115,11 @@ fn collect(
     }
     let plus_as_space = decode(&raw.replace('+', " ")).unwrap_or_default();
     for form in [literal, plus_as_space] {
-        id::check_url_value(&form).map_err(|bad| refuse(bad.what()))?;
+        match id::check_url_value(&form) {
+            // An untyped value that long cannot be any recorded id: it is compared, not refused.
+            Err(BadId::TooLong) if !typed => {}
+            result => result.map_err(|bad| refuse(bad.what()))?,
+        }
         if !values.contains(&form) {
             values.push(form);
         }

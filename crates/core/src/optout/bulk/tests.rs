@@ -279,3 +279,14 @@ fn csv_errors_name_the_line_blank_lines_and_quoted_newlines_included() {
         .to_string();
     assert!(errors.contains("customer_id,scope,extra"), "{errors}");
 }
+
+#[test]
+fn csv_lines_ending_in_a_lone_cr_are_counted() {
+    let errors = parse(
+        b"customer_id,scope\rok-1,partner_sharing\rbad-1,bad scope\r",
+        Format::Csv,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(errors.starts_with("3:"), "{errors}");
+}

@@ -48,6 +48,11 @@ fn string_ids() {
         ("c-1\u{2060}", Err(Invisible)),
         ("\u{feff}c-1", Err(Invisible)),
         ("M\u{fc}ller\u{200e}", Err(Invisible)),
+        ("c-out\u{34f}", Err(Invisible)),
+        ("c-out\u{fe0f}", Err(Invisible)),
+        ("c\u{115f}-out", Err(Invisible)),
+        ("c\u{1160}-out", Err(Invisible)),
+        ("c-out\u{17b4}", Err(Invisible)),
     ];
     for (id, want) in cases {
         assert_eq!(check_string_id(id), *want, "{id:?}");
@@ -186,10 +191,33 @@ fn only_what_may_start_a_number_reads_as_one() {
 
 #[test]
 fn a_dotted_capital_i_reads_as_i_as_per_character_lowercasing_has_it() {
-    let set = Set(&["tiki", "\u{130}LIK"]);
+    let set = Set(&["tiki", "\u{130}LIK", "TOKI"]);
+    // `TOKI` is stored all in ASCII capitals, which no other form is indexed under.
+    assert!(is_opted_out(&set, "TOK\u{130}"));
+    assert!(is_opted_out(&set, "tok\u{130}"));
     for id in ["TİKİ", "tİki", "TIKI", "tiki"] {
         assert!(is_opted_out(&set, id), "{id}");
     }
     // The stored `İLİK`'s forms are indexed by the real set; the lookup's own forms meet it.
     assert!(is_opted_out(&set, "\u{130}LIK"));
+}
+
+#[test]
+fn only_case_variants_of_honoured_scopes_are_refused_as_new() {
+    use crate::optout::Scope;
+    for ok in ["partner_sharing", "partner:biz", "Research", "research.v2"] {
+        assert!(Scope::parse_new(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "Partner_Sharing",
+        "PARTNER_SHARING",
+        "partner:BIZ",
+        "Partner:biz",
+    ] {
+        assert!(Scope::parse_new(bad).is_err(), "{bad}");
+        assert!(
+            Scope::parse(bad).is_ok(),
+            "{bad} still loads and can be removed"
+        );
+    }
 }

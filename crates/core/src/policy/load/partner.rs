@@ -366,7 +366,7 @@ fn opt_outs(
 fn written_scopes(path: &str, list: &Spanned<Vec<Spanned<String>>>, d: &mut Diags) -> Vec<Scope> {
     let mut scopes: Vec<Scope> = Vec::new();
     for s in &list.value {
-        match Scope::parse_new(&s.value) {
+        match Scope::parse(&s.value) {
             Ok(scope) if !scopes.contains(&scope) => scopes.push(scope),
             Ok(_) => {}
             Err(message) => d.error(path, line(s), InvalidPartner::Scope(message)),
