@@ -46,31 +46,35 @@ fn an_answer_cannot_add_lines_or_terminal_escapes() {
     }
 }
 
-#[test]
-fn an_endless_answer_is_an_error_not_exhausted_memory() {
+/// An admin listener stand-in that answers one connection with `head` and then, if `endless`,
+/// spaces for ever; its address.
+fn answering(head: &'static [u8], endless: bool) -> String {
     use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n[");
+        let _ = conn.write_all(head);
         let chunk = vec![b' '; 1 << 20];
-        while conn.write_all(&chunk).is_ok() {}
+        while endless && conn.write_all(&chunk).is_ok() {}
     });
-    let r = crate::http1::send(&addr, "GET", "/drift", &[], None);
-    assert!(r.is_err());
+    addr
+}
+
+#[test]
+fn an_endless_answer_is_an_error_not_exhausted_memory() {
+    let addr = answering(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n[",
+        true,
+    );
+    assert!(crate::http1::send(&addr, "GET", "/drift", &[], None).is_err());
 }
 
 #[test]
 fn a_huge_chunk_size_is_an_error_not_a_panic() {
-    use std::io::Write as _;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let _ = conn.write_all(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n",
-        );
-    });
+    let addr = answering(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n",
+        false,
+    );
     assert!(crate::http1::send(&addr, "GET", "/drift", &[], None).is_err());
 }
