@@ -41,37 +41,8 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
     };
     let path = dir.join(last);
     let (date, n) = ledger::parse_file_name(last).context("ledger file name")?;
-    // The chain up to file `i`: resumed from the newest file before it that has a line.
-    let chain_before = |i: usize| -> Option<Chain> {
-        for name in names[..i].iter().rev() {
-            match Chain::resume_file(&read_regular(&dir.join(name)).ok()?) {
-                Ok(Some(chain)) => return Some(chain),
-                Ok(None) => continue,
-                Err(_) => return None,
-            }
-        }
-        Some(Chain::new())
-    };
-    let len = repair_tail(&path, &|| chain_before(names.len() - 1))?;
-    let mut chain = None;
-    for (i, name) in names.iter().enumerate().rev() {
-        // Where the chain resumes: the newest file with a line. Files after it are empty
-        // (a crash at rotation), so its tail is repaired like the newest file's.
-        if name != last {
-            repair_tail(&dir.join(name), &|| chain_before(i))?;
-        }
-        let bytes = read_regular(&dir.join(name))?;
-        let resumed = Chain::resume_file(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: the last line is not a ledger line ({e}); run `partner-gateway audit verify`",
-                dir.join(name).display()
-            )
-        })?;
-        if resumed.is_some() {
-            chain = resumed;
-            break;
-        }
-    }
+    let len = repair_tail(&path, &|| chain_before(dir, &names, names.len() - 1))?;
+    let chain = resume(dir, &names)?;
     let file = OpenOptions::new()
         .append(true)
         .open(&path)
@@ -84,6 +55,41 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
         len,
         chain: chain.unwrap_or_default(),
     })
+}
+
+/// The chain up to file `i` of `names`: resumed from the newest file before it that has a
+/// line (the start of the chain when there is none; `None` when one cannot be read).
+fn chain_before(dir: &Path, names: &[String], i: usize) -> Option<Chain> {
+    for name in names[..i].iter().rev() {
+        match Chain::resume_file(&read_regular(&dir.join(name)).ok()?) {
+            Ok(Some(chain)) => return Some(chain),
+            Ok(None) => continue,
+            Err(_) => return None,
+        }
+    }
+    Some(Chain::new())
+}
+
+/// Where the chain resumes: after the last line of the newest file that has one. Files after it
+/// are empty (a crash at rotation), so its tail is repaired as the newest file's is.
+fn resume(dir: &Path, names: &[String]) -> anyhow::Result<Option<Chain>> {
+    let last = names.len().saturating_sub(1);
+    for (i, name) in names.iter().enumerate().rev() {
+        if i != last {
+            repair_tail(&dir.join(name), &|| chain_before(dir, names, i))?;
+        }
+        let bytes = read_regular(&dir.join(name))?;
+        let resumed = Chain::resume_file(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: the last line is not a ledger line ({e}); run `partner-gateway audit verify`",
+                dir.join(name).display()
+            )
+        })?;
+        if resumed.is_some() {
+            return Ok(resumed);
+        }
+    }
+    Ok(None)
 }
 
 /// How many bytes [`probe`] writes: room for a few dozen records.
