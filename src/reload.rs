@@ -10,10 +10,8 @@ missing certificate appearing after a reload by hand was refused for it.
 A reload reads and validates the whole policy (and re-reads every certificate and key) before
 anything is swapped; a policy that does not validate is logged with every `FILE:LINE: message`,
 counted as `policy_reloads_total{result="error"}`, and the old policy keeps serving. The shadow
-policy (`shadow.policy`) is read with it, but never holds it back: the candidate decides nothing
-that is forwarded, so a half-edited candidate must not keep an urgent tightening of the real
-policy from applying. An invalid candidate is logged with its errors (and listed in the admin
-API's answer); the real policy applies, beside the candidate evaluated so far. What only a
+policy (`shadow.policy`) is part of the load: an invalid candidate refuses the whole reload the
+same way, so the old active policy and the old candidate keep serving together. What only a
 restart can change — the listen addresses, whether the proxy listener speaks TLS, the opt-out
 store, the disclosure ledger — is refused the same way, rather than accepted and silently not applied.
 */
@@ -37,14 +35,6 @@ pub struct Rejection {
     /// The files the refused policy names, when it could be read (the watcher keeps an eye on
     /// them, so that creating a missing certificate file is noticed).
     pub named_files: Vec<PathBuf>,
-}
-
-/// A reload that applied: the new version, and the errors of a candidate (`shadow`) that was
-/// not taken (the one evaluated so far goes on).
-#[derive(Debug, Clone, Default)]
-pub struct Reloaded {
-    pub version: String,
-    pub shadow_errors: Vec<String>,
 }
 
 /// What the last reload, whichever its trigger, read (kept under the gateway's reload lock).
@@ -102,27 +92,18 @@ fn watched(gateway: &Gateway, refused_files: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// Loads the policy in `gateway.policy_dir` and swaps it in if it is valid: `Ok(version)`.
-pub fn reload(gateway: &Gateway) -> Result<Reloaded, Rejection> {
+pub fn reload(gateway: &Gateway) -> Result<String, Rejection> {
     let mut last = gateway.reload_guard();
     // Taken before the files are read: a change made while they are read differs from it, so
     // the watcher still loads that change.
     let before = fingerprint(&gateway.policy_dir, &watched(gateway, &last.refused_files));
     let outcome = match candidate(gateway) {
-        Ok((active, shadow_errors)) => {
+        Ok(active) => {
             let version = active.policy.version.clone();
             log::info!("policy reloaded: version {version}");
-            if !shadow_errors.is_empty() {
-                log::error!(
-                    "shadow policy not reloaded (the candidate evaluated so far goes on):\n{}",
-                    shadow_errors.join("\n")
-                );
-            }
             gateway.replace_active(active);
             gateway.metrics.policy_reload(true);
-            Ok(Reloaded {
-                version,
-                shadow_errors,
-            })
+            Ok(version)
         }
         Err(rejection) => {
             log::error!(
@@ -153,9 +134,8 @@ pub fn reload(gateway: &Gateway) -> Result<Reloaded, Rejection> {
     outcome
 }
 
-/// Reads, validates and builds the policy on disk, without swapping it in; with the errors of
-/// its shadow candidate when that one is not valid.
-fn candidate(gateway: &Gateway) -> Result<(Active, Vec<String>), Rejection> {
+/// Reads, validates and builds the policy on disk, without swapping it in.
+fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
     let dir = &gateway.policy_dir;
     let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|diagnostics| Rejection {
         errors: diagnostics.iter().map(ToString::to_string).collect(),
@@ -170,20 +150,11 @@ fn candidate(gateway: &Gateway) -> Result<(Active, Vec<String>), Rejection> {
     if !restart_only.is_empty() {
         return Err(reject(restart_only));
     }
-    let names_shadow = loaded.policy.gateway.shadow.is_some();
-    let shadow = loader::load_shadow(&loaded.policy, Some(&ProcessEnv));
-    let mut active = loader::build_active(dir, loaded.policy).map_err(reject)?;
-    match shadow {
-        Ok(shadow) => Ok((active.with_shadow(shadow.map(|s| s.policy)), Vec::new())),
-        Err(diagnostics) => {
-            // The candidate evaluated so far, while the policy still names one.
-            active.shadow = gateway.active().shadow.clone().filter(|_| names_shadow);
-            Ok((
-                active,
-                diagnostics.iter().map(ToString::to_string).collect(),
-            ))
-        }
-    }
+    let shadow = loader::load_shadow(&loaded.policy, Some(&ProcessEnv))
+        .map_err(|diagnostics| reject(diagnostics.iter().map(ToString::to_string).collect()))?;
+    let shadow = shadow.map(|s| s.policy);
+    let active = loader::build_active(dir, loaded.policy).map_err(reject)?;
+    Ok(active.with_shadow(shadow))
 }
 
 /// What differs between `old` and `new` that only a restart can apply, as `FILE:LINE: message`.

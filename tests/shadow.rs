@@ -384,12 +384,7 @@ fn an_invalid_candidate_fails_check_and_a_reload_keeps_both_policies_serving() {
         "{stdout}"
     );
 
-    // The broken candidate never holds back the real policy: the reload applies it, lists the
-    // candidate's errors with the same line, and the old candidate goes on being evaluated.
-    let errors_before = metric(
-        &gw.metrics(),
-        r#"partner_gateway_policy_reloads_total{result="error"}"#,
-    );
+    // The reload is refused with the same line; the old active and candidate keep serving.
     let r = http1::send(
         &gw.admin.to_string(),
         "POST",
@@ -398,19 +393,18 @@ fn an_invalid_candidate_fails_check_and_a_reload_keeps_both_policies_serving() {
         None,
     )
     .unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert!(r.json()["version"].is_string());
-    let errors = r.json()["shadow_errors"].to_string();
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let errors = r.json()["errors"].to_string();
     assert!(
         errors.contains("policy-next/partners/acme-ship.yaml:8:"),
         "{errors}"
     );
-    assert_eq!(
+    let metrics = gw.metrics();
+    assert!(
         metric(
-            &gw.metrics(),
+            &metrics,
             r#"partner_gateway_policy_reloads_total{result="error"}"#
-        ),
-        errors_before
+        ) >= 1.0
     );
     assert_eq!(gw.post_json("/acme-ship/v1/shipments", BODY).status, 200);
     assert_eq!(mock.only_body(), FORWARDED);
