@@ -83,6 +83,7 @@ pub fn run(
     let (found, unattributed) = who.finish();
     if q.format == TextOrJson::Json {
         let doc = serde_json::json!({
+            "subject": subject_hash(key, &canonical_customer(q.customer)),
             "subjects": subjects,
             "since": q.since,
             "until": q.until,
@@ -98,22 +99,17 @@ pub fn run(
 }
 
 /// Routes without `subject` name nobody in the ledger: their recipients cannot be told apart
-/// by customer, so an answer to a customer lists them as possible recipients.
+/// by customer. The text answer says how many such disclosures there are (the JSON answer
+/// lists them per partner and route), after the customer's own, never among them.
 fn unattributed_text(unattributed: &[Unattributed], out: &mut dyn Write) -> anyhow::Result<()> {
-    if unattributed.is_empty() {
+    let total: u64 = unattributed.iter().map(|u| u.disclosures).sum();
+    if total == 0 {
         return Ok(());
     }
     writeln!(
         out,
-        "disclosures in the period that name no customer (routes without `subject`); they may have carried this customer's data:"
+        "note: {total} disclosures in the period name no customer (routes without `subject`), so they may have carried anyone's data; `--format json` lists them under `unattributed`"
     )?;
-    for u in unattributed {
-        writeln!(
-            out,
-            "  {} {}: {} disclosures",
-            u.partner, u.route, u.disclosures
-        )?;
-    }
     Ok(())
 }
 
