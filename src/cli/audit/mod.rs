@@ -86,7 +86,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (dir, key_env) = who_received_ledger(&ledger)?;
             let query = who::Query {
                 customer: &customer,
-                subject_routes: who::subject_routes(&ledger.policy.policy),
                 since: period.since,
                 until: period.until,
                 format,

@@ -1,7 +1,6 @@
 //! `audit who-received --customer ID [--since DATE] [--format text|json]`: every disclosure
 //! that carried this customer's record. The id is hashed with the ledger key from the
 //! environment (the ledger never holds it raw) and the files are streamed.
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +13,6 @@ use crate::cli::args::TextOrJson;
 
 pub struct Query<'a> {
     pub customer: &'a str,
-    /// The routes (partner, template) of the policy whose records name their customer.
-    pub subject_routes: HashSet<(String, String)>,
     pub since: Option<String>,
     pub until: Option<String>,
     pub format: TextOrJson,
@@ -30,25 +27,9 @@ pub fn key_from_env(key_env: &str) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("the ledger key variable {key_env} is not set"))
 }
 
-/// The routes (partner, template) of the policy in `dir` whose records name their customer;
-/// none when it cannot be read (every disclosure without subjects is then listed).
-pub fn subject_routes(dir: &std::path::Path) -> HashSet<(String, String)> {
-    let Ok(loaded) = crate::loader::load(dir, None) else {
-        return HashSet::new();
-    };
-    let mut routes = HashSet::new();
-    for (id, partner) in &loaded.policy.partners {
-        for route in &partner.routes {
-            if route.filter.as_ref().is_some_and(|f| f.has_subjects()) {
-                routes.insert((id.clone(), route.template.clone()));
-            }
-        }
-    }
-    routes
-}
-
-/// The forms of an id the ledger may hold, as the opt-out lookup reads them: as asked,
-/// lowercase and uppercase (`C-7777` and `c-7777` are one customer).
+/// The forms of an id the ledger may hold: as asked, lowercase and uppercase (`C-7777` and
+/// `c-7777` are one customer, as opt-outs compare ids). The ledger keys an id as the body wrote
+/// it, so a mixed-case spelling (`Toki`) is found only when asked as written.
 fn forms(customer: &str) -> Vec<String> {
     let id = canonical_customer(customer);
     let mut forms = vec![id.clone(), id.to_lowercase(), id.to_uppercase()];
@@ -70,8 +51,7 @@ pub fn run(
         .iter()
         .map(|id| subject_hash(key, id))
         .collect();
-    let mut who = WhoReceived::new(&subjects, q.since.clone(), q.until.clone())
-        .with_subject_routes(q.subject_routes.clone());
+    let mut who = WhoReceived::new(&subjects, q.since.clone(), q.until.clone());
     for file in files {
         super::each_line(file, |_, bytes, complete| {
             if complete {

@@ -277,7 +277,6 @@ fn show_ledger(
     println!("\n== partner-gateway audit who-received --customer {OPTED_OUT_CUSTOMER}");
     let query = crate::cli::audit::who::Query {
         customer: OPTED_OUT_CUSTOMER,
-        subject_routes: crate::cli::audit::who::subject_routes(&gateway.policy_dir),
         since: None,
         until: None,
         format: crate::cli::args::TextOrJson::Text,

@@ -380,9 +380,7 @@ fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
     push(&mut chain, all_dropped);
 
     let forms = [subject_hash(b"k", "c-7"), subject_hash(b"k", "C-7")];
-    let subject_routes = [("acme-ship".to_string(), "/v1/shipments".to_string())];
-    let mut who = who::WhoReceived::new(&forms, None, None)
-        .with_subject_routes(subject_routes.into_iter().collect());
+    let mut who = who::WhoReceived::new(&forms, None, None);
     for line in &lines {
         who.line(&line[..line.len() - 1]);
     }

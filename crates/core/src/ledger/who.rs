@@ -2,7 +2,7 @@
 //! hash of their id. Lines are fed in chain order; a line that cannot hold the hash is skipped
 //! with a substring test before any parsing, so a year of ledgers streams quickly. A streamed
 //! request's subjects are in its outcome line: its record is held until that line comes.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -39,9 +39,6 @@ pub struct WhoReceived {
     /// Records of streamed requests in range, waiting for their outcome line.
     streams: HashMap<u64, Disclosure>,
     unattributed: BTreeMap<(String, String), u64>,
-    /// Routes (partner, template) that name their records' customers: a record of theirs
-    /// without subjects forwarded no customer record, so it is no unattributed disclosure.
-    subject_routes: HashSet<(String, String)>,
 }
 
 impl WhoReceived {
@@ -57,15 +54,7 @@ impl WhoReceived {
             by_seq: HashMap::new(),
             streams: HashMap::new(),
             unattributed: BTreeMap::new(),
-            subject_routes: HashSet::new(),
         }
-    }
-
-    /// The routes (partner, template) whose records name their customer (a `subject`), from
-    /// the policy: their disclosures without subjects are not listed as unattributed.
-    pub fn with_subject_routes(mut self, routes: HashSet<(String, String)>) -> WhoReceived {
-        self.subject_routes = routes;
-        self
     }
 
     fn ours(&self, subjects: &[String]) -> bool {
@@ -127,9 +116,10 @@ impl WhoReceived {
             && self.until.as_ref().is_none_or(|u| d.time < *u)
     }
 
+    /// Counts a disclosure without subjects, unless its own line shows that no record went
+    /// out because every one was dropped (for an opt-out): then it carried nobody's.
     fn unattributed_one(&mut self, d: &Disclosure) {
-        let route = (d.partner.clone(), d.route.clone());
-        if self.subject_routes.contains(&route) {
+        if d.records_forwarded == 0 && d.records_dropped > 0 {
             return;
         }
         *self

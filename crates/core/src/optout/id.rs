@@ -107,9 +107,6 @@ pub fn check_string_id(id: &str) -> Result<(), BadId> {
 /// the only ASCII whitespace that is not one of them is the space.
 fn check_ascii_id(id: &str) -> Result<(), BadId> {
     let bytes = id.as_bytes();
-    if bytes.len() > MAX_ID_LEN {
-        return Err(BadId::TooLong);
-    }
     if bytes.iter().any(|&b| b < 0x20 || b == 0x7f) {
         return Err(BadId::ControlCharacter);
     }
@@ -119,6 +116,10 @@ fn check_ascii_id(id: &str) -> Result<(), BadId> {
     if denotes_integer(id) && !is_canonical_integer(id) {
         return Err(BadId::NonCanonicalNumber);
     }
+    // Last, so that `TooLong` means "clean, only too long" (see `check_url_value`).
+    if bytes.len() > MAX_ID_LEN {
+        return Err(BadId::TooLong);
+    }
     Ok(())
 }
 
@@ -126,9 +127,6 @@ fn check_ascii_id(id: &str) -> Result<(), BadId> {
 fn check_any_id(id: &str) -> Result<(), BadId> {
     if id.is_empty() {
         return Err(BadId::Empty);
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(BadId::TooLong);
     }
     if id.chars().any(char::is_control) {
         return Err(BadId::ControlCharacter);
@@ -149,6 +147,9 @@ fn check_any_id(id: &str) -> Result<(), BadId> {
     }
     if normalised != id {
         return Err(BadId::NotNfkc);
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(BadId::TooLong);
     }
     Ok(())
 }
@@ -176,7 +177,8 @@ pub fn check_new_opt_out_id(id: &str) -> Result<(), BadId> {
 }
 
 /// Checks a decoded path parameter or query value on an opt-out-honouring partner: the rules
-/// of [`check_string_id`] plus no `;` or `,`.
+/// of [`check_string_id`] plus no `;` or `,`. [`BadId::TooLong`] comes only for a value that
+/// passes every other rule, so a caller may compare such a value instead of refusing it.
 pub fn check_url_value(value: &str) -> Result<(), BadId> {
     if value.contains([';', ',']) {
         return Err(BadId::Separator);

@@ -61,6 +61,17 @@ fn string_ids() {
     let longest = "x".repeat(MAX_ID_LEN);
     assert_eq!(check_string_id(&longest), Ok(()));
     assert_eq!(check_string_id(&format!("{longest}x")), Err(TooLong));
+    // Too long is said only of a value clean otherwise: every other rule is applied first.
+    let padded = format!("c-out{}", " ".repeat(MAX_ID_LEN));
+    assert_eq!(check_string_id(&padded), Err(SurroundingWhitespace));
+    let zeros = format!("{}300", "0".repeat(MAX_ID_LEN));
+    assert_eq!(check_string_id(&zeros), Err(NonCanonicalNumber));
+    let hidden = format!("c-out{}", "\u{200b}".repeat(100));
+    assert_eq!(check_string_id(&hidden), Err(Invisible));
+    let nul = format!("c-out{}", "\u{0}".repeat(MAX_ID_LEN));
+    assert_eq!(check_string_id(&nul), Err(ControlCharacter));
+    let wide_letters = "\u{ff43}".repeat(100);
+    assert_eq!(check_string_id(&wide_letters), Err(NotNfkc));
     let wide = "\u{e9}".repeat(MAX_ID_LEN / 2);
     assert_eq!(check_string_id(&wide), Ok(()));
     assert_eq!(check_string_id(&format!("{wide}x")), Err(TooLong));
