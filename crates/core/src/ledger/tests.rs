@@ -372,7 +372,8 @@ fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
     push(&mut chain, nobody.clone());
     push(&mut chain, nobody);
     push(&mut chain, disclosure(3));
-    // A route that names its customers, whose records were all dropped: nobody's data left.
+    // Every record dropped: still counted (a URL parameter or a field beside the records may
+    // have carried someone's data).
     let mut all_dropped = disclosure(4);
     all_dropped.subjects = Vec::new();
     all_dropped.records_forwarded = 0;
@@ -392,10 +393,17 @@ fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
     );
     assert_eq!(
         unattributed,
-        vec![who::Unattributed {
-            partner: "payflow".into(),
-            route: "/v1/charges".into(),
-            disclosures: 2
-        }]
+        vec![
+            who::Unattributed {
+                partner: "acme-ship".into(),
+                route: "/v1/shipments".into(),
+                disclosures: 1
+            },
+            who::Unattributed {
+                partner: "payflow".into(),
+                route: "/v1/charges".into(),
+                disclosures: 2
+            }
+        ]
     );
 }

@@ -116,12 +116,10 @@ impl WhoReceived {
             && self.until.as_ref().is_none_or(|u| d.time < *u)
     }
 
-    /// Counts a disclosure without subjects, unless its own line shows that no record went
-    /// out because every one was dropped (for an opt-out): then it carried nobody's.
+    /// Counts a disclosure without subjects. Even one whose records were all dropped may have
+    /// carried a customer's data outside them: in its URL (a `{cid:subject}` path parameter is
+    /// not among the subjects) or in fields beside the records.
     fn unattributed_one(&mut self, d: &Disclosure) {
-        if d.records_forwarded == 0 && d.records_dropped > 0 {
-            return;
-        }
         *self
             .unattributed
             .entry((d.partner.clone(), d.route.clone()))

@@ -38,6 +38,11 @@ use super::{OptOutLookup, MAX_ID_LEN};
 /// zero-width space, soft hyphen, bidi marks) and the other default-ignorable code points
 /// (combining grapheme joiner, variation selectors, Hangul fillers), which NFKC_Casefold and
 /// IDNA mapping remove.
+/// A number written with decimal digits of any script (`٣٠٠`, `३००`): Java's `Long.parseLong`
+/// and Python's `int` read it as the ASCII integer.
+static ANY_SCRIPT_NUMBER: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"^[+-]?\p{Nd}+$").expect("a valid pattern"));
+
 static FORMAT_CHARACTER: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]").expect("a valid pattern")
 });
@@ -142,7 +147,8 @@ fn check_any_id(id: &str) -> Result<(), BadId> {
     } else {
         Cow::Owned(id.nfkc().collect())
     };
-    if denotes_integer(&normalised) && !is_canonical_integer(id) {
+    let number = denotes_integer(&normalised) || ANY_SCRIPT_NUMBER.is_match(id);
+    if number && !is_canonical_integer(id) {
         return Err(BadId::NonCanonicalNumber);
     }
     if normalised != id {

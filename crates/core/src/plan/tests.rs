@@ -566,6 +566,13 @@ fn json_content_types() {
     assert!(check_json_content_type(Some("application/vnd.x+json"), &merge_patch).is_err());
 }
 
+static LONG_CURSOR: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("page={}", "ab".repeat(200)));
+static LONG_PADDED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("page=c-out{}", "%20".repeat(300)));
+static LONG_NUMBER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("page=1{}", "0".repeat(300)));
+
 #[test]
 fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
     let policy = policy();
@@ -633,6 +640,26 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
         ("/ads/v1/lookup", "ref=c-in%20", loaded, "subject_missing"),
         ("/ads/v1/lookup", "page=0300", loaded, "bad_request"),
         ("/ads/v1/lookup", "page=c-out", loaded, "subject_opted_out"),
+        // Longer than any recorded id: compared when clean, refused when not, or a number.
+        ("/ads/v1/lookup", LONG_CURSOR.as_str(), loaded, "ok"),
+        (
+            "/ads/v1/lookup",
+            LONG_PADDED.as_str(),
+            loaded,
+            "bad_request",
+        ),
+        (
+            "/ads/v1/lookup",
+            LONG_NUMBER.as_str(),
+            loaded,
+            "bad_request",
+        ),
+        (
+            "/ads/v1/lookup",
+            "page=%D9%A3%D9%A0%D9%A0",
+            loaded,
+            "bad_request",
+        ),
         (
             "/ads/v1/customers/c-in",
             "",

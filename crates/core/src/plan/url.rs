@@ -117,7 +117,8 @@ fn collect(
     for form in [literal, plus_as_space] {
         match id::check_url_value(&form) {
             // An untyped value that long cannot be any recorded id: it is compared, not refused.
-            Err(BadId::TooLong) if !typed => {}
+            // Unless it is a number, which a reader may take for a float near a recorded one.
+            Err(BadId::TooLong) if !typed && !id::is_canonical_integer(&form) => {}
             result => result.map_err(|bad| refuse(bad.what()))?,
         }
         if !values.contains(&form) {
