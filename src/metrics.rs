@@ -460,13 +460,13 @@ impl Metrics {
             .set(not_after_unix);
     }
 
-    /// Forgets every certificate (before a reload sets the new ones).
     /// A policy without a `shadow` candidate: its difference series go (a later candidate
     /// starts them again from zero).
     pub fn clear_shadow(&self) {
         self.shadow_differences.reset();
     }
 
+    /// Forgets every certificate (before a reload sets the new ones).
     pub fn clear_certificate_expiry(&self) {
         self.certificate_expiry.reset();
     }

@@ -31,10 +31,11 @@ pub fn ledger_files(dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// Opens the ledger in `dir` for appending (creating the directory and the first file of
-/// `today` when there is none). A last line without its newline (a crash cut it off before
-/// it was acknowledged) is removed, as the opt-out journal does.
+/// `today` when there is none), once the directory takes new bytes ([`probe`]). A last line
+/// without its newline is repaired first ([`repair_tail`]).
 pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    probe(dir)?;
     let names = ledger_files(dir)?;
     let Some(last) = names.last() else {
         return create(dir, today, 1, Chain::new());
@@ -98,7 +99,7 @@ const PROBE_BYTES: usize = 16 * 1024;
 /// Whether `dir` takes new bytes now: writes, syncs and removes a probe file (not a ledger
 /// file's name, so never part of the chain). Opening the current file proves nothing: a full
 /// disk still opens.
-pub fn probe(dir: &Path) -> anyhow::Result<()> {
+fn probe(dir: &Path) -> anyhow::Result<()> {
     let path = dir.join(".write-probe");
     let written = OpenOptions::new()
         .write(true)

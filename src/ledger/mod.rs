@@ -79,9 +79,7 @@ impl Ledger {
     /// forwarded request answers 503) and is retried in the background.
     pub fn start(config: &LedgerConfig) -> Arc<Ledger> {
         let (_, today) = now_text();
-        let opened = files::open(&config.path, &today)
-            .and_then(|current| files::probe(&config.path).map(|()| current));
-        let state = match opened {
+        let state = match files::open(&config.path, &today) {
             Ok(current) => {
                 log::info!(
                     "disclosure ledger {} open at seq {}",
@@ -299,9 +297,7 @@ impl Ledger {
             return;
         }
         let (_, today) = now_text();
-        let opened = files::open(&self.dir, &today)
-            .and_then(|current| files::probe(&self.dir).map(|()| current));
-        match opened {
+        match files::open(&self.dir, &today) {
             Ok(current) => {
                 let mut state = self.lock();
                 if matches!(*state, State::Broken(_)) {

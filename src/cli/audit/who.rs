@@ -32,8 +32,7 @@ pub fn key_from_env(key_env: &str) -> anyhow::Result<Vec<u8>> {
 /// it, so a mixed-case spelling (`Toki`) is found only when asked as written.
 fn forms(customer: &str) -> Vec<String> {
     let id = canonical_customer(customer);
-    let mut forms = vec![id.clone(), id.to_lowercase(), id.to_uppercase()];
-    forms.dedup();
+    let mut forms = vec![id.to_lowercase(), id.to_uppercase(), id];
     forms.sort();
     forms.dedup();
     forms

@@ -34,15 +34,15 @@ use unicode_normalization::UnicodeNormalization;
 
 use super::{OptOutLookup, MAX_ID_LEN};
 
-/// Characters readers may drop as invisible: Unicode format characters (general category Cf:
-/// zero-width space, soft hyphen, bidi marks) and the other default-ignorable code points
-/// (combining grapheme joiner, variation selectors, Hangul fillers), which NFKC_Casefold and
-/// IDNA mapping remove.
 /// A number written with decimal digits of any script (`٣٠٠`, `३००`): Java's `Long.parseLong`
 /// and Python's `int` read it as the ASCII integer.
 static ANY_SCRIPT_NUMBER: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"^[+-]?\p{Nd}+$").expect("a valid pattern"));
 
+/// Characters readers may drop as invisible: Unicode format characters (general category Cf:
+/// zero-width space, soft hyphen, bidi marks) and the other default-ignorable code points
+/// (combining grapheme joiner, variation selectors, Hangul fillers), which NFKC_Casefold and
+/// IDNA mapping remove.
 static FORMAT_CHARACTER: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]").expect("a valid pattern")
 });

@@ -81,15 +81,12 @@ impl SetBuilder {
             }
             table.insert_unique(hash, slot, |s| OptOutSet::hash(hasher, &arena[s.range()]));
         }
-        let ids: Vec<String> = set
-            .table
-            .iter()
-            .map(|slot| &set.arena[slot.range()])
-            .filter(|id| !folded_keys(id).is_empty())
-            .map(str::to_string)
-            .collect();
-        for id in ids {
-            set.fold_in(&id);
+        // Distinct ids: each (key, id) pair is new, so no `fold_in` check is needed.
+        for slot in set.table.iter() {
+            let id = &set.arena[slot.range()];
+            for key in folded_keys(id) {
+                set.folded.entry(key).or_default().push(id.to_string());
+            }
         }
         Ok(set)
     }
