@@ -236,12 +236,30 @@ impl Metrics {
         metrics
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric. The two families that can be without
+    /// series (no certificate loaded, no shadow policy) still get their `# HELP` and `# TYPE`
+    /// lines, so whoever checks dashboards and alert rules against `/metrics` finds every
+    /// family the gateway exports.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
+        let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        let _ = encoder.encode(&families, &mut out);
+        let maybe_empty: [(&dyn Collector, &str); 2] = [
+            (&self.certificate_expiry, "gauge"),
+            (&self.shadow_differences, "counter"),
+        ];
+        for (collector, kind) in maybe_empty {
+            for desc in collector.desc() {
+                if families.iter().all(|f| f.name() != desc.fq_name) {
+                    let help = desc.help.replace('\\', "\\\\").replace('\n', "\\n");
+                    let name = &desc.fq_name;
+                    out.extend_from_slice(format!("# HELP {name} {help}\n").as_bytes());
+                    out.extend_from_slice(format!("# TYPE {name} {kind}\n").as_bytes());
+                }
+            }
+        }
         out
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use gateway_core::refusal::error_body;
+use gateway_core::RefusalKind;
 
 use super::optouts::{check_admin_token, AdminResponse};
 use crate::gateway::Gateway;
@@ -49,7 +50,10 @@ pub async fn handle(
         }
         Err(e) => response(
             500,
-            error_body("internal", &format!("the reload did not finish: {e}")),
+            error_body(
+                RefusalKind::Internal.code(),
+                &format!("the reload did not finish: {e}"),
+            ),
         ),
     }
 }

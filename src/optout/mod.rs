@@ -63,16 +63,6 @@ impl Freshness {
             } => staleness <= max_staleness,
         }
     }
-
-    /// Age of the copy in seconds (0 for the embedded store and before the first load).
-    pub fn staleness_seconds(self) -> f64 {
-        match self {
-            Freshness::NotLoaded => 0.0,
-            Freshness::Current { staleness } | Freshness::Stale { staleness, .. } => {
-                staleness.as_secs_f64()
-            }
-        }
-    }
 }
 
 /// One place opt-outs are kept. Reads on the request path go to [`OptOutBackend::source`]

@@ -40,6 +40,27 @@ pub struct PartnerProxy {
     upstream: UpstreamClient,
 }
 
+/// What `handle` reads from a request's head for the steps after admission.
+struct HeadParts {
+    method: String,
+    raw_path: String,
+    query: Option<String>,
+    peer: Option<crate::tls::PeerIdentity>,
+}
+
+impl HeadParts {
+    /// The head as the shadow policy gets it, with the caller's headers copied.
+    fn shadow(self, headers: &[(&str, &str)]) -> ShadowHead {
+        ShadowHead {
+            method: self.method,
+            raw_path: self.raw_path,
+            query: self.query,
+            headers: owned_headers(headers),
+            peer: self.peer,
+        }
+    }
+}
+
 /// What a request's head tells the shadow policy (moved there after the real decision).
 struct ShadowHead {
     method: String,
@@ -64,7 +85,6 @@ impl PartnerProxy {
         ctx: &mut RequestCtx,
     ) -> Result<(ResponseHeader, UpstreamAnswer), Refusal> {
         let active = self.gateway.active();
-        let policy = &active.policy;
         let req = session.req_header();
         ctx.method = ctx::method_label(&req.method);
         if self.gateway.drain.draining() {
@@ -73,60 +93,72 @@ impl PartnerProxy {
                 "the gateway is shutting down: send the request to another replica",
             ));
         }
-        let method = req.method.as_str().to_string();
-        let raw_path = req.uri.path().to_string();
-        let query = req.uri.query().map(str::to_string);
+        let head = HeadParts {
+            method: req.method.as_str().to_string(),
+            raw_path: req.uri.path().to_string(),
+            query: req.uri.query().map(str::to_string),
+            peer: crate::tls::peer_identity(session.as_downstream().digest()),
+        };
         let held = hold_headers(req);
         let headers = request_headers(&held);
-        let peer = crate::tls::peer_identity(session.as_downstream().digest());
 
-        let admitted = self.admit(session, ctx, &active, (&method, &raw_path), &headers, &peer);
+        let path = (head.method.as_str(), head.raw_path.as_str());
+        let admitted = self.admit(session, ctx, &active, path, &headers, &head.peer);
         let (target, caller) = match admitted {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if let (Some(_), Ok(headers)) = (&active.shadow, &headers) {
-                    let body_announced = body_announced(session.req_header());
-                    let head = ShadowHead {
-                        method,
-                        raw_path,
-                        query,
-                        headers: owned_headers(headers),
-                        peer,
-                    };
-                    let optouts = self.gateway.optout_source();
-                    let body = (None, body_announced);
-                    self.shadow(&active, ctx, head, body, (optouts, None));
+                    // The shadow policy decides the head too; the body was never read.
+                    let body = (None, body_announced(session.req_header()));
+                    let optouts = (self.gateway.optout_source(), None);
+                    self.shadow(&active, ctx, head.shadow(headers), body, optouts);
                 }
                 return Err(refusal);
             }
         };
         let headers = headers?;
-        if target.route().stream.is_some() {
+        let answer = if target.route().stream.is_some() {
             // A shadow policy decides the stream's first lines (its body is never held whole).
             let request = stream::StreamRequest {
                 active: &active,
                 target: &target,
                 caller: &caller,
-                method: &method,
-                raw_path: &raw_path,
-                query: query.as_deref(),
+                method: &head.method,
+                raw_path: &head.raw_path,
+                query: head.query.as_deref(),
                 headers: &headers,
-                peer: &peer,
+                peer: &head.peer,
             };
-            let answer = self.stream(session, ctx, request).await?;
-            return self.caller_answer(session, ctx, &target, answer);
-        }
-        let limits = &policy.gateway.limits;
+            self.stream(session, ctx, request).await?
+        } else {
+            let admitted = (&active, &target, caller.as_str());
+            self.buffered(session, ctx, admitted, head, &headers)
+                .await?
+        };
+        self.caller_answer(session, ctx, &target, answer)
+    }
+
+    /// A route that is not streamed: reads the whole body, decides it, hands it to the shadow
+    /// policy (when one is configured) and forwards what the decision allows.
+    async fn buffered(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        (active, target, caller): (&Arc<Active>, &plan::Target, &str),
+        head: HeadParts,
+        headers: &[(&str, &str)],
+    ) -> Result<UpstreamAnswer, Refusal> {
+        let limits = &active.policy.gateway.limits;
         let announced = announced_length(session, limits.max_body_bytes)?;
-        if expects_continue(&headers) {
+        if expects_continue(headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
         let body = read_body(session, limits, announced, ctx).await?;
 
         let optout_source = self.gateway.optout_source();
         let incoming = Incoming {
-            query: query.as_deref(),
-            headers: &headers,
+            query: head.query.as_deref(),
+            headers,
             body: &body,
         };
         let collect = plan::Collect {
@@ -134,26 +166,19 @@ impl PartnerProxy {
             forwarded: active.shadow.is_some(),
             subjects: self.gateway.ledger().is_some(),
         };
-        let mut outcome = decide(ctx, &target, limits, &incoming, (&optout_source, collect));
+        let mut outcome = decide(ctx, target, limits, &incoming, (&optout_source, collect));
+        let method = head.method.clone();
         if collect.forwarded {
             // After the real decision and off its path: the body moves, it is not copied, and
             // the decision goes along so the shadow thread need not make it again.
-            let head = ShadowHead {
-                method: method.clone(),
-                raw_path,
-                query,
-                headers: owned_headers(&headers),
-                peer,
-            };
-            let live = shadow::Live::take(&target, &mut outcome);
+            let live = shadow::Live::take(target, &mut outcome);
             let body = (Some(body), true);
-            self.shadow(&active, ctx, head, body, (optout_source, Some(live)));
+            let optouts = (optout_source, Some(live));
+            self.shadow(active, ctx, head.shadow(headers), body, optouts);
         }
         let outgoing = outcome?;
-        let answer = self
-            .forward(ctx, &active, &target, (&caller, &method), outgoing)
-            .await?;
-        self.caller_answer(session, ctx, &target, answer)
+        self.forward(ctx, active, target, (caller, &method), outgoing)
+            .await
     }
 
     /// Hands the request to the shadow policy (when one is configured), after the real

@@ -129,11 +129,6 @@ impl PgOptOuts {
         self.set.read().map_or(0, |s| s.len())
     }
 
-    /// The last change id applied (`-1` before the first load).
-    pub fn applied_change(&self) -> i64 {
-        self.applied.try_lock().map_or(-1, |a| *a)
-    }
-
     fn mark_fresh(&self, since: Instant) {
         let ms = since.saturating_duration_since(self.started).as_millis() as u64;
         self.fresh_at_ms.fetch_max(ms, Ordering::Relaxed);

@@ -33,6 +33,7 @@ pub enum Format {
 
 impl Format {
     /// `csv`, or `ndjson` (also accepted: `jsonl`).
+    #[cfg(test)]
     pub fn from_name(name: &str) -> Result<Format, String> {
         match name {
             "csv" => Ok(Format::Csv),

@@ -24,7 +24,7 @@ What is left is compared exactly, and also in lowercase and uppercase ([`is_opte
 recorded for an id that passes these rules ([`check_new_opt_out_id`]): one that fails them
 could never match a request. Inside a record, a
 second key that a case-insensitive reader takes for the subject member is found by
-[`folds_to_subject`].
+[`name_folds_to_subject`].
 */
 
 use std::borrow::Cow;
@@ -251,15 +251,17 @@ fn reads_as_integer(text: &str) -> bool {
         })
 }
 
-/// Is `key` another spelling of the subject member `subject` for a case-insensitive JSON
-/// reader (Go's `encoding/json`, Jackson or .NET in case-insensitive mode): equal under Unicode
-/// case folding and NFKC (`Customer_Id`, `cuſtomer_id`), but not the same key?
+/// [`name_folds_to_subject`] on text.
+#[cfg(test)]
 pub fn folds_to_subject(key: &str, subject: &str) -> bool {
     name_folds_to_subject(key.as_bytes(), subject.as_bytes())
 }
 
-/// [`folds_to_subject`] on member names as they stand in the body (already checked to be
-/// UTF-8): the usual ASCII name is settled without a text conversion.
+/// Is the member name `key` another spelling of the subject member `subject` for a
+/// case-insensitive JSON reader (Go's `encoding/json`, Jackson or .NET in case-insensitive
+/// mode): equal under Unicode case folding and NFKC (`Customer_Id`, `cuſtomer_id`), but not the
+/// same key? Names are as they stand in the body (already checked to be UTF-8); the usual ASCII
+/// name is settled without a text conversion.
 pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
     if key == subject {
         return false;

@@ -119,11 +119,6 @@ impl LineSplitter {
         }
     }
 
-    /// The number of the line handed out last (1-based).
-    pub fn line_number(&self) -> u64 {
-        self.lines
-    }
-
     /// Calls `each` with every line `chunk` completes (without `\n`), in order, and keeps the
     /// unfinished rest. Lines inside the chunk are handed out where they are; only a line that
     /// spans chunks is copied. Stops at the first error (from `each`, or 413 for an overlong

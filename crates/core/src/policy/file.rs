@@ -4,7 +4,8 @@ The policy files' wire format: a serde mirror of `gateway.yaml` and `partners/<i
 
 Nothing here decides whether a value is acceptable beyond its YAML type; that is
 [`super::load`]'s job. Unknown keys, duplicate keys, wrong types and YAML syntax errors are
-reported here, as one [`YamlError`] per file (parsing stops at the first).
+reported here as [`YamlError`]s, every one of them ([`all_errors`]; a syntax error ends the
+file's list).
 
 The same types generate the policy files' JSON Schema ([`gateway_schema`], [`partner_schema`],
 committed under `policy/schema/`): every struct here derives `JsonSchema` too, so a new key is
@@ -353,29 +354,45 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, YamlErr
     parse(text)
 }
 
-/// Most unknown keys reported for one file.
-const MAX_UNKNOWN_KEYS: usize = 50;
+/// Most errors reported for one file.
+const MAX_FILE_ERRORS: usize = 50;
+
+/// The key a YAML error is about, and whether the file means the same without it: an unknown
+/// key is ignored anyway, while a key given twice or with the wrong type is a real setting
+/// whose absence may change what the rest of the file means.
+fn error_key(message: &str) -> Option<(&str, bool)> {
+    let prefixes = [
+        ("unknown field `", true),
+        ("duplicate key `", false),
+        ("invalid value for `", false),
+    ];
+    prefixes.iter().find_map(|(prefix, harmless)| {
+        let key = message.strip_prefix(prefix)?.split('`').next()?;
+        Some((key, *harmless))
+    })
+}
 
 /// Every error `parse` would report for `text`, not just the first: serde stops at the first
-/// unknown key, so each unknown key's block is blanked out (keeping line numbers) and the file
-/// is parsed again, until it parses or fails for another reason (which is reported too).
+/// unknown key, key given twice or value of the wrong type, so that key's block is blanked out
+/// (keeping line numbers) and the file is parsed again, until it parses or fails for another
+/// reason (which is reported too). A required key blanked this way is not reported again as
+/// missing.
 ///
-/// When the file parses once its unknown keys are blanked out, that parse comes back too, so
-/// the caller can report the file's other (semantic) errors in the same run.
+/// When the file parses once only its unknown keys are blanked out, that parse comes back
+/// too, so the caller can report the file's other (semantic) errors in the same run. With a
+/// key given twice or of the wrong type blanked out, the file would be checked without a
+/// setting it has, so it is not.
 pub fn all_errors<T: for<'de> Deserialize<'de>>(
     text: &str,
     first: YamlError,
 ) -> (Vec<YamlError>, Option<T>) {
     let mut errors = vec![first];
-    let mut rest = None;
+    let mut blanked: Vec<String> = Vec::new();
+    let mut harmless_only = true;
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    while errors.len() < MAX_UNKNOWN_KEYS {
+    while errors.len() < MAX_FILE_ERRORS {
         let last = &errors[errors.len() - 1];
-        let Some(key) = last
-            .message
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        else {
+        let Some((key, harmless)) = error_key(&last.message) else {
             break;
         };
         let at = (last.line as usize).saturating_sub(1);
@@ -397,16 +414,24 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         for line in &mut lines[at..end] {
             line.clear();
         }
+        harmless_only &= harmless;
+        blanked.push(key.to_string());
         match parse::<T>(&lines.join("\n")) {
-            Ok(parsed) => {
-                rest = Some(parsed);
-                break;
-            }
+            Ok(parsed) => return (errors, harmless_only.then_some(parsed)),
             Err(e) if e.line == last.line && e.message == last.message => break,
+            Err(e) if is_missing(&e.message, &blanked) => break,
             Err(e) => errors.push(e),
         }
     }
-    (errors, rest)
+    (errors, None)
+}
+
+/// Is `message` serde's complaint that one of the `blanked` keys is missing?
+fn is_missing(message: &str, blanked: &[String]) -> bool {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+        .is_some_and(|key| blanked.iter().any(|b| b == key))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, YamlError> {

@@ -1,7 +1,8 @@
 /*!
 Request paths and route templates: [`normalize_path`] turns the path a caller sent into the one
-form that is matched and forwarded (or refuses it), [`parse_template`] checks a route's `path:`
-from the policy, and [`Partner::match_route`] picks the route a normalised path belongs to.
+form that is matched and forwarded (or refuses it), [`parse_typed_template`] checks a route's
+`path:` from the policy, and [`Partner::match_route`] picks the route a normalised path belongs
+to.
 
 Rules (README "Requests through the gateway", plus the choices written down here):
 - A request path starts with `/`. `.` and `..` segments, empty segments (`//`), a backslash,
@@ -218,12 +219,14 @@ pub(crate) fn is_pchar(b: u8) -> bool {
 
 /// Parses a route template from the policy (`/v1/tickets/{id}`) into segments.
 /// The error is a reason, without the template (the caller quotes it).
+#[cfg(test)]
 pub fn parse_template(template: &str) -> Result<Vec<RouteSegment>, String> {
     parse_typed_template(template).map(|(segments, _)| segments)
 }
 
-/// Like [`parse_template`], also returning the parameters typed as customer ids
-/// (`{cid:subject}`), in order.
+/// Parses a route template from the policy (`/v1/tickets/{id}`) into segments, also returning
+/// the parameters typed as customer ids (`{cid:subject}`), in order. The error is a reason,
+/// without the template (the caller quotes it).
 pub fn parse_typed_template(template: &str) -> Result<(Vec<RouteSegment>, Vec<String>), String> {
     let Some(rest) = template.strip_prefix('/') else {
         return Err("must start with `/`".to_string());

@@ -78,6 +78,7 @@ impl Jwks {
     }
 
     /// The kids, signing key first.
+    #[cfg(test)]
     pub fn kids(&self) -> Vec<&str> {
         self.keys.iter().filter_map(PublicKey::kid).collect()
     }

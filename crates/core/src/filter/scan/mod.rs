@@ -112,6 +112,11 @@ fn bad(message: String) -> Fail {
     fail(RefusalKind::BadRequest, message)
 }
 
+/// A broken invariant of the filter itself, never the body's fault: 500 `internal_error`.
+fn broken(message: &str) -> Fail {
+    fail(RefusalKind::Internal, format!("internal error: {message}"))
+}
+
 impl<'a> Scanner<'a> {
     fn new(text: &'a str, max_depth: usize) -> Self {
         Scanner {
@@ -345,7 +350,7 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn add_key(&mut self, key: Cow<'a, [u8]>, fp: u64, at: usize) -> Result<(), Fail> {
         let Some(mut frame) = self.frames.last().copied() else {
-            return Err(bad("internal error: a key outside an object".into()));
+            return Err(broken("a key outside an object"));
         };
         if frame.predicted != 0 {
             frame = self.record_predicted()?;
@@ -399,7 +404,7 @@ impl<'a> Scanner<'a> {
     #[inline(never)]
     fn record_predicted(&mut self) -> Result<Frame, Fail> {
         let input = self.input;
-        let missing = || bad("internal error: a predicted key is no longer remembered".into());
+        let missing = || broken("a predicted key is no longer remembered");
         let f = self.frames.last_mut().ok_or_else(missing)?;
         debug_assert_eq!(self.keys.len(), f.key_base);
         for at in 0..std::mem::take(&mut f.predicted) as usize {

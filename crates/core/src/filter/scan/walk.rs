@@ -10,7 +10,7 @@ use super::super::{
 use super::lex::{check_text, copy_span, describe, starts_value};
 use super::predict::{removed_slot, Cursor, KeyOrders, Known, REMOVED_SLOTS};
 use super::unknown::Unknowns;
-use super::{bad, fail, unescape, Fail, Scanner};
+use super::{bad, broken, fail, unescape, Fail, Scanner};
 use crate::drift::Shapes;
 use crate::optout::id;
 use crate::RefusalKind;
@@ -131,9 +131,7 @@ impl<'a, 'p> Filter<'a, 'p> {
     fn walk(&mut self, id: NodeId) -> Result<bool, Fail> {
         let program = self.program;
         let Some(node) = program.nodes.get(id as usize) else {
-            return Err(bad(
-                "internal error: the filter program is inconsistent".into()
-            ));
+            return Err(broken("the filter program is inconsistent"));
         };
         self.matched(node);
         match &node.kind {

@@ -112,3 +112,43 @@ fn lines_are_recorded() {
     let methods = file.routes.value[0].value.methods.as_ref().unwrap();
     assert_eq!(methods.value[0].referenced.line(), 6);
 }
+
+#[test]
+fn every_wrong_key_of_a_file_is_reported() {
+    let text = format!(
+        "{HEAD}purpose: again\nroutes:\n  - path: /a\n    methods: GET\n    alow: [a]\n    query: {{x: 1}}\nallowed_callers: 7\n"
+    );
+    let (errors, rest) = all_errors::<PartnerFile>(&text, partner_err(&text));
+    let got: Vec<(u64, &str)> = errors
+        .iter()
+        .map(|e| (e.line, e.message.as_str()))
+        .collect();
+    assert_eq!(got.len(), 5, "{got:#?}");
+    assert_eq!(got[0], (4, "duplicate key `purpose`"));
+    assert!(
+        got[1].1.starts_with("invalid value for `methods`"),
+        "{got:#?}"
+    );
+    assert!(got[2].1.starts_with("unknown field `alow`"), "{got:#?}");
+    assert!(
+        got[3].1.starts_with("invalid value for `query`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[4].1.starts_with("invalid value for `allowed_callers`"),
+        "{got:#?}"
+    );
+    // Checked without settings it has, the file would say more than is true: no parse back.
+    assert!(rest.is_none());
+
+    // A required key of the wrong type is not reported again as missing.
+    let text = "kind: contractor\npurpose: [x]\nupstream: http://127.0.0.1:9001\nroutes: []\n";
+    let (errors, _) = all_errors::<PartnerFile>(text, partner_err(text));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+
+    // Unknown keys only: the rest comes back to be checked.
+    let text = format!("{HEAD}routes: []\nfoo: 1\nbar: 2\n");
+    let (errors, rest) = all_errors::<PartnerFile>(&text, partner_err(&text));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(rest.is_some());
+}
