@@ -458,3 +458,50 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
         assert_eq!(contact(gw, "bp", "seen-1").status, 451);
     }
 }
+
+/// A bulk import makes every replica read the whole table again. That read takes seconds for
+/// a large table, and opt-outs acknowledged meanwhile are still enforced at once by the replica
+/// that acknowledged them and by the others within the bound; the imported ones once the read
+/// is done, and the ones acknowledged meanwhile stay enforced after it.
+#[test]
+fn opt_outs_acknowledged_while_replicas_read_an_import_are_enforced_at_once() {
+    let c = cluster(2, 30);
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    // What `optouts import` commits: the rows, one `reload` change, a notification.
+    c.pg.psql(
+        "BEGIN; \
+         INSERT INTO optouts (customer_id, scope) \
+           SELECT 'bulk-' || g, 'partner_sharing' FROM generate_series(1, 400000) g; \
+         INSERT INTO optouts_changes (id, op) \
+           SELECT last + 1, 'reload' FROM optouts_seq; \
+         UPDATE optouts_seq SET last = last + 1; \
+         SELECT pg_notify('optouts_changes', '0'); \
+         COMMIT;",
+    );
+    let imported = Instant::now();
+    for k in 0..3 {
+        let id = format!("during-import-{k}");
+        assert_eq!(put(a, &id).status, 200);
+        assert_eq!(
+            contact(a, "bp", &id).status,
+            451,
+            "the replica that acknowledged {id} enforces it on its next request"
+        );
+        let took = eventually(&format!("{id} reaches b"), Duration::from_secs(10), || {
+            contact(b, "bp", &id).status == 451
+        });
+        assert!(took <= BOUND, "{id} took {took:?} to reach b");
+    }
+    let during = imported.elapsed();
+    for gw in [a, b] {
+        let read = eventually("the import is enforced", Duration::from_secs(60), || {
+            contact(gw, "bp", "bulk-400000").status == 451
+        });
+        eprintln!("import enforced {read:?} after the checks (which took {during:?})");
+        for k in 0..3 {
+            assert_eq!(contact(gw, "bp", &format!("during-import-{k}")).status, 451);
+        }
+        assert_eq!(contact(gw, "bp", "bulk-1").status, 451);
+        assert_eq!(contact(gw, "bp", "someone-else").status, 200);
+    }
+}

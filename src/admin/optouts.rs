@@ -103,63 +103,61 @@ pub async fn handle(
             Ok(None) => not_found(&id),
             Err(e) => internal(&e),
         },
-        "PUT" => {
-            // An opt-out no request could match would be acknowledged and never honoured.
-            if let Err(e) = gateway_core::optout::id::check_new_opt_out_id(&id) {
-                return AdminResponse::error(
-                    400,
-                    "bad_request",
-                    &format!("invalid customer id: it is {e}, which no request can carry as a subject id"),
-                );
-            }
-            let scopes = match scopes_from_body(body, true) {
-                Ok(Some(scopes)) => scopes,
-                Ok(None) => {
-                    return AdminResponse::error(
-                        400,
-                        "bad_request",
-                        r#"expected a body {"scopes": [..]}"#,
-                    )
-                }
-                Err(message) => return AdminResponse::error(400, "bad_request", &message),
-            };
-            match store.put(&id, &scopes).await {
-                Ok(now) => {
-                    // An event without the id: a customer id never reaches a log line.
-                    log::info!(
-                        "opt-out recorded: scopes {} added (the customer now has {})",
-                        scope_list(&scopes),
-                        now.len()
-                    );
-                    AdminResponse::scopes(&id, &now)
-                }
-                Err(e) => internal(&e),
-            }
-        }
-        _ => {
-            let scopes = match scopes_from_body(body, false) {
-                Ok(scopes) => scopes,
-                Err(message) => return AdminResponse::error(400, "bad_request", &message),
-            };
-            match store.delete(&id, scopes.as_deref()).await {
-                Ok(Some(left)) => {
-                    log::info!(
-                        "opt-out removed: {} (the customer has {} left)",
-                        scopes.as_deref().map_or("every scope".into(), scope_list),
-                        left.len()
-                    );
-                    AdminResponse::scopes(&id, &left)
-                }
-                Ok(None) => not_found(&id),
-                Err(e) => internal(&e),
-            }
-        }
+        "PUT" => put(store, &id, body).await,
+        _ => delete(store, &id, body).await,
     }
 }
 
-fn scope_list(scopes: &[Scope]) -> String {
-    let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
-    names.join(",")
+/// `PUT /optouts/{customer_id}`: adds the body's scopes.
+async fn put(store: &dyn OptOutBackend, id: &str, body: &[u8]) -> AdminResponse {
+    // An opt-out no request could match would be acknowledged and never honoured.
+    if let Err(e) = gateway_core::optout::id::check_new_opt_out_id(id) {
+        return AdminResponse::error(
+            400,
+            "bad_request",
+            &format!("invalid customer id: it is {e}, which no request can carry as a subject id"),
+        );
+    }
+    let scopes = match scopes_from_body(body, true) {
+        Ok(Some(scopes)) => scopes,
+        Ok(None) => {
+            return AdminResponse::error(400, "bad_request", r#"expected a body {"scopes": [..]}"#)
+        }
+        Err(message) => return AdminResponse::error(400, "bad_request", &message),
+    };
+    match store.put(id, &scopes).await {
+        Ok(now) => {
+            // An event without the id or the scope names (any text the body gives): neither
+            // reaches a log line.
+            log::info!(
+                "opt-out recorded: {} scope(s) added (the customer now has {})",
+                scopes.len(),
+                now.len()
+            );
+            AdminResponse::scopes(id, &now)
+        }
+        Err(e) => internal(&e),
+    }
+}
+
+/// `DELETE /optouts/{customer_id}`: removes the body's scopes, or every scope without a body.
+async fn delete(store: &dyn OptOutBackend, id: &str, body: &[u8]) -> AdminResponse {
+    let scopes = match scopes_from_body(body, false) {
+        Ok(scopes) => scopes,
+        Err(message) => return AdminResponse::error(400, "bad_request", &message),
+    };
+    match store.delete(id, scopes.as_deref()).await {
+        Ok(Some(left)) => {
+            let removed = scopes.map_or("every scope".into(), |s| format!("{} scope(s)", s.len()));
+            log::info!(
+                "opt-out removed: {removed} (the customer has {} left)",
+                left.len()
+            );
+            AdminResponse::scopes(id, &left)
+        }
+        Ok(None) => not_found(id),
+        Err(e) => internal(&e),
+    }
 }
 
 fn not_found(id: &str) -> AdminResponse {

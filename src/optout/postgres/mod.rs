@@ -8,7 +8,11 @@ and keeps it current from the change log (see [`schema`]):
    the table with binary `COPY` into a new set (never one big result in memory).
 2. **Follow**: a dedicated connection `LISTEN`s on the change channel; each notification, and
    a timer every [`POLL`] in case a notification was lost, runs a catch-up: apply every change
-   with an id above the last one applied, in order. A `reload` change (bulk import) reloads.
+   with an id above the last one applied, in order. A `reload` change (bulk import) wakes a
+   second task that reads the table again beside the follower, on a pool connection, while
+   the follower goes on applying changes to the set that serves; the new set gets the changes
+   after its snapshot and replaces the old one. A change log that cannot be followed (a gap,
+   a counter that disagrees) is read again by the follower itself.
 3. **Reconnect**: a lost connection is retried with backoff; the catch-up after reconnecting
    replays what changed meanwhile. A lost notification costs at most [`POLL`], never an opt-out.
 4. **Staleness**: the copy's age is the time since the last successful catch-up. Past
@@ -72,6 +76,11 @@ pub struct PgOptOuts {
     fresh_at_ms: AtomicU64,
     /// Wakes the follower (after a local write).
     kick: tokio::sync::Notify,
+    /// Wakes the import reloader: the follower applied a `reload` change (a bulk import).
+    imported: tokio::sync::Notify,
+    /// How many times the follower read the whole set again because the change log could not
+    /// be followed (a gap, a counter that disagrees); only changed while `applied` is held.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for PgOptOuts {
@@ -99,6 +108,8 @@ impl PgOptOuts {
             started: Instant::now(),
             fresh_at_ms: AtomicU64::new(0),
             kick: tokio::sync::Notify::new(),
+            imported: tokio::sync::Notify::new(),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -156,7 +167,7 @@ impl OptOutBackend for PgOptOuts {
             return Freshness::NotLoaded;
         }
         let staleness = self.staleness();
-        if staleness <= CURRENT_WITHIN {
+        if staleness <= CURRENT_WITHIN.min(self.config.max_staleness) {
             Freshness::Current { staleness }
         } else {
             Freshness::Stale {

@@ -23,8 +23,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 impl PgOptOuts {
-    /// Runs for the life of the process.
-    pub(super) async fn follow(&self) {
+    /// Runs for the life of the process (with the import reloader beside it).
+    pub(super) async fn follow(self: std::sync::Arc<Self>) {
+        tokio::spawn(self.clone().reload_after_imports());
         let mut backoff = BACKOFF_MIN;
         let mut migrated = false;
         loop {
@@ -139,10 +140,10 @@ impl PgOptOuts {
                 .filter(|row| row.get::<_, Option<i64>>(2).is_some())
                 .collect();
             let must_reload = replaced
-                || changes.iter().enumerate().any(|(i, row)| {
-                    row.get::<_, i64>(2) != *applied + 1 + i as i64
-                        || row.get::<_, &str>(4) == "reload"
-                });
+                || changes
+                    .iter()
+                    .enumerate()
+                    .any(|(i, row)| row.get::<_, i64>(2) != *applied + 1 + i as i64);
             if must_reload {
                 if replaced {
                     log::warn!(
@@ -159,6 +160,9 @@ impl PgOptOuts {
                 for row in &changes {
                     let customer: Option<&str> = row.get(3);
                     let scopes: Vec<&str> = row.get(5);
+                    if row.get::<_, &str>(4) == "reload" {
+                        self.imported.notify_one();
+                    }
                     apply(&mut set, row.get(4), customer.unwrap_or(""), &scopes);
                     *applied = row.get(2);
                     *at = row.get(6);
@@ -188,6 +192,7 @@ impl PgOptOuts {
     async fn reload_locked(&self, client: &Client, applied: &mut i64) -> Result<()> {
         let began = Instant::now();
         let (set, last, last_at) = load_set(client, &self.tables).await?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.replace_set(set)?;
         *applied = last;
         *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
@@ -198,6 +203,70 @@ impl PgOptOuts {
 }
 
 impl PgOptOuts {
+    /// Runs for the life of the process: after each bulk import the follower saw, reads the
+    /// whole table again beside it (see [`PgOptOuts::reload_beside`]), retrying with backoff.
+    async fn reload_after_imports(self: std::sync::Arc<Self>) {
+        loop {
+            self.imported.notified().await;
+            let mut backoff = BACKOFF_MIN;
+            while let Err(e) = self.reload_beside().await {
+                log::warn!("opt-out database: reading the table after an import: {e:#}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// Reads the whole table into a new set on a pool connection while the follower goes on
+    /// applying changes to the set that serves, so an opt-out acknowledged meanwhile is
+    /// enforced as always. Then, holding `applied`, gives the new set the changes the follower
+    /// applied after its snapshot, and puts it in place. Should the follower have read the
+    /// table again itself meanwhile, its set is the newer one and this one is dropped.
+    async fn reload_beside(&self) -> Result<()> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let client = self
+            .pool
+            .get()
+            .await
+            .context("no connection for reading the opt-outs")?;
+        let (mut set, last, last_at) = load_set(&client, &self.tables).await?;
+        let mut applied = self.applied.lock().await;
+        if *applied < 0 || self.generation.load(Ordering::Acquire) != generation {
+            return Ok(());
+        }
+        if *applied > last {
+            let sql = format!(
+                "SELECT id, customer_id, op, scopes FROM {} WHERE id > $1 AND id <= $2 ORDER BY id",
+                self.tables.changes
+            );
+            let rows = client
+                .query(&sql, &[&last, &*applied])
+                .await
+                .context("cannot read opt-out changes")?;
+            let contiguous = rows
+                .iter()
+                .enumerate()
+                .all(|(i, row)| row.get::<_, i64>(0) == last + 1 + i as i64);
+            if !contiguous || rows.len() as i64 != *applied - last {
+                bail!("changes after the new snapshot are missing (pruned?)");
+            }
+            for row in &rows {
+                let customer: Option<&str> = row.get(1);
+                let scopes: Vec<&str> = row.get(3);
+                apply(&mut set, row.get(2), customer.unwrap_or(""), &scopes);
+            }
+        } else {
+            *applied = last;
+            *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
+        }
+        self.replace_set(set)?;
+        log::info!(
+            "opt-outs read again after an import: {} customers",
+            self.customer_count()
+        );
+        Ok(())
+    }
+
     fn replace_set(&self, set: OptOutSet) -> Result<()> {
         *self.set.write().map_err(|_| poisoned())? = set;
         Ok(())

@@ -232,47 +232,13 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
         let line = record.position().map_or(0, |p| lines.at(p.byte()));
         if !saw_header {
             saw_header = true;
-            if record.len() != 2 || &record[0] != b"customer_id" || &record[1] != b"scope" {
-                errors.push(
-                    line,
-                    format!(
-                        "expected the header row {CSV_HEADER}, found {:?}",
-                        record
-                            .iter()
-                            .map(String::from_utf8_lossy)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ),
-                );
-            }
-            continue;
-        }
-        if record.len() != 2 {
-            errors.push(
-                line,
-                format!(
-                    "expected 2 fields (customer_id,scope), found {}",
-                    record.len()
-                ),
-            );
-            continue;
-        }
-        let (Ok(id), Ok(scope)) = (
-            std::str::from_utf8(&record[0]),
-            std::str::from_utf8(&record[1]),
-        ) else {
-            errors.push(line, "not valid UTF-8");
-            continue;
-        };
-        let id = match checked_id(id) {
-            Ok(id) => id,
-            Err(message) => {
+            if let Err(message) = csv_header(&record) {
                 errors.push(line, message);
-                continue;
             }
-        };
-        match Scope::parse_new(scope) {
-            Ok(scope) => add(
+            continue;
+        }
+        match csv_row(&record) {
+            Ok((id, scope)) => add(
                 &mut set,
                 &mut errors,
                 line,
@@ -289,6 +255,36 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
         );
     }
     errors.finish(set)
+}
+
+/// The CSV file's first row must be its header, [`CSV_HEADER`].
+fn csv_header(record: &csv::ByteRecord) -> Result<(), String> {
+    if record.len() == 2 && &record[0] == b"customer_id" && &record[1] == b"scope" {
+        return Ok(());
+    }
+    let found: Vec<_> = record.iter().map(String::from_utf8_lossy).collect();
+    Err(format!(
+        "expected the header row {CSV_HEADER}, found {:?}",
+        found.join(",")
+    ))
+}
+
+/// One data row: a customer id that passes the opt-out id rules, and one new scope.
+fn csv_row(record: &csv::ByteRecord) -> Result<(&str, Scope), String> {
+    if record.len() != 2 {
+        return Err(format!(
+            "expected 2 fields (customer_id,scope), found {}",
+            record.len()
+        ));
+    }
+    let (Ok(id), Ok(scope)) = (
+        std::str::from_utf8(&record[0]),
+        std::str::from_utf8(&record[1]),
+    ) else {
+        return Err("not valid UTF-8".into());
+    };
+    let id = checked_id(id)?;
+    Ok((id, Scope::parse_new(scope)?))
 }
 
 #[derive(Deserialize)]

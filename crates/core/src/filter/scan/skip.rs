@@ -128,6 +128,23 @@ impl<'a> Scanner<'a> {
         self.close();
     }
 
+    /// Reads the name of a member inside a skipped value (see [`Scanner::member_key`]); when
+    /// copying, a member that is not written hides its value up to the depth it ends at.
+    #[inline(always)]
+    fn skipped_member<const EMIT: bool>(
+        &mut self,
+        out: &mut Vec<u8>,
+        hidden_at: &mut Option<usize>,
+        wrote: &mut [bool],
+        keys: Option<&mut Cursor>,
+    ) -> Result<(), Fail> {
+        let hidden = hidden_at.is_some();
+        if !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)? && EMIT && !hidden {
+            *hidden_at = Some(self.frames.len());
+        }
+        Ok(())
+    }
+
     /// Validates one whole value at `pos` (which is not whitespace), copying it compactly to
     /// `out` when `EMIT`. Iterative, so input nesting never deepens the Rust stack. When
     /// copying, a member whose name no path can spell is validated but not written.
@@ -160,13 +177,9 @@ impl<'a> Scanner<'a> {
                             let index = self.frames.get(base).map_or(0, |f| f.cur);
                             cursor = Some(self.orders.element(home, index));
                         }
-                        let keys = cursor.as_mut().filter(|_| predicted);
-                        if object
-                            && !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)?
-                            && EMIT
-                            && !hidden
-                        {
-                            hidden_at = Some(self.frames.len());
+                        if object {
+                            let keys = cursor.as_mut().filter(|_| predicted);
+                            self.skipped_member::<EMIT>(out, &mut hidden_at, &mut wrote, keys)?;
                         }
                         continue 'value;
                     }
@@ -195,12 +208,7 @@ impl<'a> Scanner<'a> {
                         self.skip_ws();
                         if object {
                             let keys = cursor.as_mut().filter(|_| self.frames.len() == top_depth);
-                            if !self.member_key::<EMIT>(out, hidden, wrote.last_mut(), keys)?
-                                && EMIT
-                                && !hidden
-                            {
-                                hidden_at = Some(self.frames.len());
-                            }
+                            self.skipped_member::<EMIT>(out, &mut hidden_at, &mut wrote, keys)?;
                         } else {
                             if EMIT && !hidden {
                                 out.push(b',');

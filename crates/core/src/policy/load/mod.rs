@@ -362,6 +362,4 @@ fn is_header_value(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod stream_tests;
-#[cfg(test)]
 mod tests;

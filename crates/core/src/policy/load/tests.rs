@@ -1,3 +1,4 @@
+mod stream;
 mod wildcard;
 
 use super::partner::parse_upstream;
