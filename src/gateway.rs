@@ -377,7 +377,10 @@ impl Gateway {
         active.series = self.metrics.register_policy(&active.policy);
         match &active.shadow {
             Some(candidate) => self.metrics.register_shadow(&active.policy, candidate),
-            None => self.metrics.clear_shadow(),
+            None => {
+                self.metrics.clear_shadow();
+                self.shadow.clear();
+            }
         }
         set_certificate_expiries(&self.metrics, &active.tls.expiries);
         if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {

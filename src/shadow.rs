@@ -144,6 +144,14 @@ impl Shadow {
         }
     }
 
+    /// Forgets what the candidates so far found (a reload removed the `shadow` key), so that a
+    /// later candidate starts from zero, like its metric series.
+    pub fn clear(&self) {
+        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.evaluated.store(0, Ordering::Release);
+        self.skipped.store(0, Ordering::Relaxed);
+    }
+
     /// Counts a request the candidate did not decide (`skipped` at `/shadow`) and logs `why`
     /// at most every [`SKIP_LOG_EVERY_S`] seconds.
     fn skip(&self, why: &str) {

@@ -435,10 +435,7 @@ fn without_a_shadow_policy_nothing_is_counted_and_shadow_says_so() {
         "route_not_allowed",
     );
     let metrics = gw.metrics();
-    assert!(
-        !metrics.contains("partner_gateway_shadow_differences_total"),
-        "{metrics}"
-    );
+    assert!(!has_difference_series(&metrics), "{metrics}");
     assert_eq!(admin(&gw, "GET", "/shadow", None).status, 401);
     let r = admin(&gw, "GET", "/shadow", Some(TOKEN));
     assert_eq!(r.status, 404);
@@ -658,21 +655,38 @@ fn a_streamed_request_is_decided_under_the_candidate_too() {
 }
 
 #[test]
-fn removing_the_shadow_key_removes_its_series() {
+fn removing_the_shadow_key_removes_its_series_and_what_it_found() {
     let mock = Mock::start();
     let gw = start(&mock, Some(allow_everything(&mock.url())));
-    assert!(gw
-        .metrics()
-        .contains("partner_gateway_shadow_differences_total"));
+    assert!(has_difference_series(&gw.metrics()));
+    assert_eq!(gw.post_json("/acme-ship/v1/shipments", BODY).status, 200);
+    wait_evaluated(&gw, 1);
+    assert!(shadow_report(&gw)["differences_total"].as_u64().unwrap() > 0);
+
     let file = gw.policy.policy().join("gateway.yaml");
     let yaml = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(&file, yaml.replace("shadow: { policy: policy-next }\n", "")).unwrap();
-    let r = admin(&gw, "POST", "/reload", Some(TOKEN));
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let reload = |yaml: &str| {
+        std::fs::write(&file, yaml).unwrap();
+        let r = admin(&gw, "POST", "/reload", Some(TOKEN));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    reload(&yaml.replace("shadow: { policy: policy-next }\n", ""));
     let metrics = gw.metrics();
-    assert!(
-        !metrics.contains("partner_gateway_shadow_differences_total"),
-        "{metrics}"
-    );
+    assert!(!has_difference_series(&metrics), "{metrics}");
     assert_eq!(admin(&gw, "GET", "/shadow", Some(TOKEN)).status, 404);
+
+    // A later candidate starts from zero, at `/shadow` as in the metric.
+    reload(&yaml);
+    let report = shadow_report(&gw);
+    assert_eq!(report["evaluated"], 0, "{report}");
+    assert_eq!(report["differences_total"], 0, "{report}");
+    assert_eq!(report["differences"].as_array().map(Vec::len), Some(0));
+}
+
+/// Whether `/metrics` has a series of the shadow differences (its `# HELP` and `# TYPE` lines
+/// are always there).
+fn has_difference_series(metrics: &str) -> bool {
+    metrics
+        .lines()
+        .any(|l| l.starts_with("partner_gateway_shadow_differences_total"))
 }
