@@ -2,7 +2,7 @@
 # Regenerates the DEMO ONLY keys in certs/. For developers; CI does not run it.
 #
 #   certs/data-use-signing.pem       PKCS#8 Ed25519 private key: the gateway signs data-use tokens (kid data-use-1)
-#   certs/data-use-signing.pub.pem   its public key (published by the gateway at /.well-known/jwks.json)
+#   certs/data-use-1.pub.pem         its public key, named after its kid (published by the gateway at /.well-known/jwks.json)
 #   certs/callers-demo.pem           PKCS#8 Ed25519 private key: `partner-gateway token` mints demo caller tokens
 #   certs/callers-demo.pub.pem       its public key
 #   certs/callers.jwks.json          JWKS with the callers' public key, kid callers-demo-1 (gateway.yaml callers.keys)
@@ -66,6 +66,9 @@ if [ "${1:-all}" = tls ]; then
 fi
 
 gen_ed25519 data-use-signing
+# The public key is named after the kid it signs with (gateway.yaml `signing.kid`): a PEM file in
+# `signing.publish` is published under the kid its file name starts with (certs/README.md).
+mv data-use-signing.pub.pem data-use-1.pub.pem
 gen_ed25519 callers-demo
 gen_tls
 

@@ -348,7 +348,9 @@ fn names(
 fn legal_basis(b: &mut Builder, o: &Partner, n: &Partner) {
     let id = &n.id;
     if o.legal_basis_header != n.legal_basis_header {
-        let more = n.legal_basis_header.is_none();
+        // A header of another name is one the old policy did not send: sign-off, like a
+        // header added.
+        let more = n.legal_basis_header.is_none() || o.legal_basis_header.is_some();
         let text = match (&o.legal_basis_header, &n.legal_basis_header) {
             (_, None) => format!("{id} will receive requests WITHOUT a legal-basis reference"),
             (None, Some(h)) => {
@@ -454,6 +456,43 @@ fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
     records_changed(b, p, o, n);
     for change in fields::compare(spec(o), spec(n)) {
         field(b, p, (o, n), change);
+    }
+    categories_changed(b, p, o, n);
+}
+
+/// Fields sent under both policies whose data category changes: the records of processing,
+/// the ledger and the metrics then say the partner receives another category, which needs the
+/// same sign-off as a new field.
+fn categories_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
+    let label = route_label(n);
+    for f in &n.fields {
+        let Ok(path) = FieldPath::parse(&f.path) else {
+            continue;
+        };
+        let old = o
+            .fields
+            .iter()
+            .find(|of| FieldPath::parse(&of.path).is_ok_and(|op| op == path));
+        let Some(old) = old.filter(|of| of.category != f.category) else {
+            continue;
+        };
+        let word = |c: &Option<String>| c.clone().unwrap_or_else(|| "no category".into());
+        b.changes.push(Change {
+            partner: p.id.clone(),
+            route: Some(label.clone()),
+            change: "category_changed",
+            subject: Some(path.to_string()),
+            category: f.category.clone(),
+            before: Some(word(&old.category)),
+            after: Some(word(&f.category)),
+            discloses_more: true,
+            text: format!(
+                "{} will receive {path} as {} instead of {} on {label}",
+                p.id,
+                word(&f.category),
+                word(&old.category)
+            ),
+        });
     }
 }
 

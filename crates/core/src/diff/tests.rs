@@ -184,3 +184,29 @@ fn a_field_is_named_with_its_data_category() {
     let d = diff(&narrowed, &old);
     assert!(d.changes.iter().all(|c| c.category.is_some()), "{d:#?}");
 }
+
+#[test]
+fn a_changed_category_and_a_renamed_legal_basis_header_need_sign_off() {
+    let partner = |category: &str, header: &str| {
+        format!(
+            "kind: government\npurpose: tax\nupstream: http://127.0.0.1:9001\nlegal_basis_header: {header}\nroutes:\n  - path: /v1/filings\n    methods: [POST]\n    allow: [name, id]\n    categories: {{name: {category}, id: user.unique_id}}\nallowed_callers: [orders]\n"
+        )
+    };
+    let old = policy(&partner("user.name", "ohsoft-legal-basis"));
+
+    let new = policy(&partner("user.contact.email", "ohsoft-legal-basis"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more, "{d:#?}");
+    assert_eq!(d.changes.len(), 1, "{d:#?}");
+    let c = &d.changes[0];
+    assert_eq!(c.change, "category_changed");
+    assert_eq!(c.subject.as_deref(), Some("name"));
+    assert_eq!(c.before.as_deref(), Some("user.name"));
+    assert_eq!(c.after.as_deref(), Some("user.contact.email"));
+
+    let new = policy(&partner("user.name", "x-case-ref"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more, "{d:#?}");
+    assert_eq!(d.changes[0].change, "legal_basis_changed");
+    assert!(diff(&old, &old).changes.is_empty());
+}
