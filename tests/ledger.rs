@@ -166,9 +166,12 @@ fn every_forwarded_request_has_one_record_and_nothing_else() {
             "shipments[*].name"
         ])
     );
+    // Fields without a category (`order_id`, the items' `sku`) are `uncategorized`, as in the
+    // metrics: the records of processing show them as disclosed and not declared.
     assert_eq!(
         first["categories"],
         serde_json::json!([
+            "uncategorized",
             "user.contact.address",
             "user.financial.credit_card",
             "user.name"
@@ -655,10 +658,20 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         .iter()
         .find(|r| r["partner"] == "acme-ship")
         .unwrap();
-    assert_eq!(acme["disclosed_categories"][0]["category"], "user.name");
+    let disclosed: Vec<&str> = acme["disclosed_categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["category"].as_str().unwrap())
+        .collect();
+    assert_eq!(disclosed, ["uncategorized", "user.name"]);
     assert_eq!(
         acme["declared_unused"],
         serde_json::json!(["user.contact.address", "user.financial.credit_card"])
+    );
+    assert_eq!(
+        acme["disclosed_undeclared"],
+        serde_json::json!(["uncategorized"])
     );
 
     // the HTML page: self-contained, and its data map shows every partner and category
@@ -689,9 +702,14 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         assert!(
             partners_drawn
                 .iter()
-                .any(|t| t.starts_with(&format!("{id} ("))),
+                .any(|t| t.starts_with(&format!("<tspan class=\"name\">{id}</tspan> ("))),
             "{id} not drawn"
         );
+        // Every category of the report is on the map, declared ones without traffic too.
+        for c in row["declared_categories"].as_array().unwrap() {
+            let c = c.as_str().unwrap();
+            assert!(texts("category").iter().any(|t| t == c), "{c} not drawn");
+        }
         for c in row["disclosed_categories"].as_array().unwrap() {
             let c = c["category"].as_str().unwrap();
             assert!(texts("category").iter().any(|t| t == c), "{c} not drawn");

@@ -42,12 +42,16 @@ pub fn html(r: &ProcessingReport) -> String {
     s
 }
 
-/// The SVG: categories (left) → recipients (right).
+/// The SVG: categories (left) → recipients (right). Every category of the report is on it:
+/// those declared and not disclosed in the period stand without a band.
 pub fn data_map(r: &ProcessingReport) -> String {
     let mut categories: Vec<&str> = r
         .recipients
         .iter()
-        .flat_map(|p| p.disclosed_categories.iter().map(|c| c.category.as_str()))
+        .flat_map(|p| {
+            let disclosed = p.disclosed_categories.iter().map(|c| c.category.as_str());
+            disclosed.chain(p.declared_categories.iter().map(String::as_str))
+        })
         .collect();
     categories.sort_unstable();
     categories.dedup();
@@ -103,12 +107,13 @@ pub fn data_map(r: &ProcessingReport) -> String {
         let yy = y(i, partners.len());
         let _ = writeln!(
             s,
-            "<circle cx=\"{RIGHT_X}\" cy=\"{yy:.1}\" r=\"5\" fill=\"#555\"/><text class=\"partner\" x=\"{}\" y=\"{:.1}\">{} ({}, {} requests)</text>",
+            "<circle cx=\"{RIGHT_X}\" cy=\"{yy:.1}\" r=\"5\" fill=\"#555\"/><text class=\"partner\" x=\"{}\" y=\"{:.1}\"><tspan class=\"name\">{}</tspan> ({}, {} request{})</text>",
             RIGHT_X + 10.0,
             yy + 4.0,
             esc(&p.partner),
             esc(&p.kind),
-            p.requests
+            p.requests,
+            if p.requests == 1 { "" } else { "s" }
         );
     }
     s.push_str("</svg>\n");
