@@ -345,8 +345,12 @@ fn spawn_background(ledger: Weak<Ledger>) {
         .spawn(move || {
             let ticks_per_retry = (RETRY_INTERVAL.as_millis() / SYNC_INTERVAL.as_millis()).max(1);
             let mut tick = 0u128;
+            let mut last = std::time::Instant::now();
             loop {
-                std::thread::sleep(SYNC_INTERVAL);
+                // From the start of one sync to the start of the next, so a slow `fdatasync`
+                // does not stretch the interval (the next one then starts at once).
+                std::thread::sleep(SYNC_INTERVAL.saturating_sub(last.elapsed()));
+                last = std::time::Instant::now();
                 let Some(ledger) = ledger.upgrade() else {
                     return;
                 };
