@@ -371,6 +371,18 @@ fn explain_prints_the_bytes_the_partner_receives() {
         stderr.contains("shipments[0].card_number (last4)"),
         "{stderr}"
     );
+
+    // The path at the partner starts with `/`: without it, a usage error, not another partner.
+    let output = std::process::Command::new(BIN)
+        .args(["explain", "--policy"])
+        .arg(gateway.policy.policy())
+        .args(["--partner", "acme-ship", "--path", "v1/shipments"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("starts with `/`"), "{stderr}");
 }
 
 /// `text` in a temporary file, removed when the handle is dropped.

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, default_value = "POST")]
     pub method: String,
     /// The path at the partner, e.g. /v1/shipments (a query string may follow `?`).
-    #[arg(long)]
+    #[arg(long, value_parser = partner_path)]
     pub path: String,
     /// The calling system's `sub`, checked against the partner's allowed_callers.
     #[arg(long)]
@@ -35,6 +35,15 @@ pub struct Args {
     /// Extra request header, `name: value` (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = args::header)]
     pub headers: Vec<(String, String)>,
+}
+
+/// `--path` is the path at the partner, so it starts with `/`.
+fn partner_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') {
+        Ok(path.to_string())
+    } else {
+        Err("the path at the partner starts with `/` (e.g. /v1/shipments)".into())
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -79,6 +88,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Ok((target, outgoing)) => {
             write_report(&mut err, &target, &outgoing)?;
+            if args.caller.is_none() && active.policy.gateway.callers.is_some() {
+                writeln!(
+                    err,
+                    "caller: not checked (no --caller); the gateway forwards only for an authenticated caller the partner allows"
+                )?;
+            }
             write_tags(
                 &mut err,
                 &active,

@@ -16,7 +16,7 @@ pub fn run(
     format: ReportFormat,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let mut builder = ReportBuilder::new(period.since, period.until);
+    let mut builder = ReportBuilder::new(policy, period.since, period.until);
     for file in files {
         super::each_line(file, |_, bytes, complete| {
             if complete {

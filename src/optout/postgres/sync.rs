@@ -29,15 +29,16 @@ impl PgOptOuts {
         let mut backoff = BACKOFF_MIN;
         let mut migrated = false;
         loop {
-            let began = Instant::now();
-            if let Err(e) = self.session(&mut migrated).await {
+            let mut caught_up = false;
+            if let Err(e) = self.session(&mut migrated, &mut caught_up).await {
                 if self.loaded.load(Ordering::Acquire) {
                     log::warn!("opt-out database: {e:#}; enforcing the last known opt-outs and reconnecting");
                 } else {
                     log::error!("opt-out database: {e:#}; routes that honour opt-outs answer 503 until the first load");
                 }
             }
-            if began.elapsed() > BACKOFF_MAX * 5 {
+            // A connection that worked (it caught up) was lost, not refused: reconnect soon.
+            if caught_up {
                 backoff = BACKOFF_MIN;
             }
             tokio::time::sleep(backoff).await;
@@ -46,7 +47,8 @@ impl PgOptOuts {
     }
 
     /// One connection's life: migrate (once), LISTEN, load or catch up, then follow.
-    async fn session(&self, migrated: &mut bool) -> Result<()> {
+    /// `caught_up` is set once the connection has brought the set up to date.
+    async fn session(&self, migrated: &mut bool, caught_up: &mut bool) -> Result<()> {
         let (mut client, mut connection) = self.listener.connect_raw().await?;
         let (tx, mut notified) = tokio::sync::mpsc::unbounded_channel::<()>();
         let driver = tokio::spawn(async move {
@@ -83,6 +85,7 @@ impl PgOptOuts {
                 self.customer_count()
             );
         }
+        *caught_up = true;
         loop {
             tokio::select! {
                 got = notified.recv() => {

@@ -414,15 +414,14 @@ impl RouteField {
 }
 
 impl Route {
-    /// The paths (sorted, distinct) and categories (sorted, distinct; `uncategorized` for a
-    /// path without one, as in the metrics, so the records of processing show it) of the fields
-    /// that matched at least one forwarded value, from a filter report's `matched` counts.
+    /// The paths (sorted, distinct) and categories (sorted, distinct) of the fields that matched
+    /// at least one forwarded value, from a filter report's `matched` counts.
     pub fn disclosed(&self, matched: &[u64]) -> (Vec<String>, Vec<String>) {
         let mut paths = Vec::new();
         let mut categories = Vec::new();
         for (field, _) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
             paths.push(field.path.clone());
-            categories.push(field.category_label().to_string());
+            categories.extend(field.category.clone());
         }
         paths.sort();
         paths.dedup();

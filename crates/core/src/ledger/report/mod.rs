@@ -96,11 +96,25 @@ pub struct ReportBuilder {
     partners: BTreeMap<String, Usage>,
     /// Records of streamed requests waiting for their outcome line.
     streams: std::collections::HashMap<u64, super::Disclosure>,
+    /// Per partner and route template, the paths the policy gives no category: a record
+    /// that discloses one of them discloses an `uncategorized` field, as the metrics say.
+    uncategorized: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
 impl ReportBuilder {
     /// `since`/`until`: RFC 3339 UTC bounds in the ledger's format (`until` excluded).
-    pub fn new(since: Option<String>, until: Option<String>) -> ReportBuilder {
+    /// `policy` is the one the report is made against (see [`Self::finish`]).
+    pub fn new(policy: &Policy, since: Option<String>, until: Option<String>) -> ReportBuilder {
+        let mut uncategorized: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+        for (id, p) in &policy.partners {
+            for r in &p.routes {
+                let paths = r.fields.iter().filter(|f| f.category.is_none());
+                uncategorized
+                    .entry((id.clone(), r.template.clone()))
+                    .or_default()
+                    .extend(paths.map(|f| f.path.clone()));
+            }
+        }
         ReportBuilder {
             since,
             until,
@@ -108,6 +122,7 @@ impl ReportBuilder {
             last: None,
             partners: BTreeMap::new(),
             streams: std::collections::HashMap::new(),
+            uncategorized,
         }
     }
 
@@ -142,7 +157,13 @@ impl ReportBuilder {
         if self.last.as_ref().is_none_or(|l| d.time > *l) {
             self.last = Some(d.time.clone());
         }
-        let u = self.partners.entry(d.partner).or_default();
+        let key = (d.partner, d.route);
+        let uncategorized = self
+            .uncategorized
+            .get(&key)
+            .is_some_and(|paths| d.fields.iter().any(|f| paths.contains(f)));
+        let (partner, route) = key;
+        let u = self.partners.entry(partner).or_default();
         u.kind = d.kind;
         u.purpose = d.purpose;
         u.use_ = d.use_;
@@ -153,7 +174,12 @@ impl ReportBuilder {
         for c in d.categories {
             *u.categories.entry(c).or_default() += 1;
         }
-        let route = u.routes.entry(d.route).or_default();
+        if uncategorized {
+            *u.categories
+                .entry(categories::UNCATEGORIZED.to_string())
+                .or_default() += 1;
+        }
+        let route = u.routes.entry(route).or_default();
         route.0 += 1;
         route.1 += d.records_forwarded;
     }
