@@ -378,8 +378,10 @@ impl Gateway {
         match &active.shadow {
             Some(candidate) => self.metrics.register_shadow(&active.policy, candidate),
             None => {
-                self.metrics.clear_shadow();
+                // In this order: once `clear` returns no job notes any more, so nothing
+                // counts into the series after they are removed.
                 self.shadow.clear();
+                self.metrics.clear_shadow();
             }
         }
         set_certificate_expiries(&self.metrics, &active.tls.expiries);

@@ -65,6 +65,9 @@ pub struct Job {
     pub optouts: Option<Arc<dyn OptOutSource>>,
     /// The active policy's decision on the whole request, when the body was read.
     pub live: Option<Live>,
+    /// Set by [`Shadow::submit`]: how many times the shadow state was cleared before. A job
+    /// from before the last [`Shadow::clear`] is dropped, not counted.
+    pub generation: u64,
 }
 
 impl Job {
@@ -117,6 +120,8 @@ pub struct Shadow {
     evaluated: AtomicU64,
     skipped: AtomicU64,
     last_skip_log: AtomicI64,
+    /// Bumped by [`Shadow::clear`].
+    generation: AtomicU64,
 }
 
 impl Shadow {
@@ -126,8 +131,9 @@ impl Shadow {
 
     /// Hands `job` to the shadow thread (started on the first job) without waiting: a full
     /// queue drops the job and counts it.
-    pub fn submit(gateway: &Arc<Gateway>, job: Job) {
+    pub fn submit(gateway: &Arc<Gateway>, mut job: Job) {
         let shadow = &gateway.shadow;
+        job.generation = shadow.generation.load(Ordering::Acquire);
         let size = job.held_bytes();
         let held = shadow.queued_bytes.fetch_add(size, Ordering::AcqRel);
         if held + size > QUEUE_BYTES && held > 0 {
@@ -147,7 +153,11 @@ impl Shadow {
     /// Forgets what the candidates so far found (a reload removed the `shadow` key), so that a
     /// later candidate starts from zero, like its metric series.
     pub fn clear(&self) {
-        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock that noting takes: a job either finished noting before, and is
+        // forgotten here, or sees the new generation and is dropped.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *recent = None;
         self.evaluated.store(0, Ordering::Release);
         self.skipped.store(0, Ordering::Relaxed);
     }
@@ -177,9 +187,10 @@ impl Shadow {
         let Some(candidate) = job.active.shadow.as_ref() else {
             return;
         };
-        if self.note_differences(metrics, job, candidate) {
-            self.evaluated.fetch_add(1, Ordering::Release);
-        } else {
+        if job.generation != self.generation.load(Ordering::Acquire) {
+            return; // decided by a candidate that was removed since
+        }
+        if !self.note_differences(metrics, job, candidate) {
             self.skip(TOO_LARGE);
         }
     }
@@ -209,6 +220,11 @@ impl Shadow {
         let Some(differences) = compare_noted(live, &shadow) else {
             return false;
         };
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if job.generation != self.generation.load(Ordering::Acquire) {
+            return true; // the candidate was removed while this job was decided: dropped
+        }
+        self.evaluated.fetch_add(1, Ordering::Release);
         if differences.is_empty() {
             return true;
         }
@@ -218,7 +234,6 @@ impl Shadow {
         for d in &differences {
             metrics.shadow_difference(&partner, &route, d.change);
         }
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent
             .get_or_insert_with(|| Recent::new(RECENT_CAPACITY))
             .push(

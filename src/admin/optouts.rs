@@ -130,7 +130,7 @@ async fn put(store: &dyn OptOutBackend, id: &str, body: &[u8]) -> AdminResponse 
             // An event without the id or the scope names (any text the body gives): neither
             // reaches a log line.
             log::info!(
-                "opt-out recorded: {} scope(s) added (the customer now has {})",
+                "opt-out recorded: {} scope(s) given (the customer now has {})",
                 scopes.len(),
                 now.len()
             );

@@ -210,6 +210,7 @@ impl PartnerProxy {
             body_announced,
             optouts,
             live,
+            generation: 0,
         };
         Shadow::submit(&self.gateway, job);
     }

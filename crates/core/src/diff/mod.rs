@@ -462,35 +462,45 @@ fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
 
 /// Fields sent under both policies whose data category changes: the records of processing,
 /// the ledger and the metrics then say the partner receives another category, which needs the
-/// same sign-off as a new field.
+/// same sign-off as a new field. Each route field path of either policy is compared by the
+/// category it resolves to in each (its own entry, else the `.**` path above it), so a path
+/// rewritten from `a.**` to `a.b` with another category is found too.
 fn categories_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
     let label = route_label(n);
-    for f in &n.fields {
-        let Ok(path) = FieldPath::parse(&f.path) else {
-            continue;
+    let mut paths: Vec<FieldPath> = Vec::new();
+    for f in o.fields.iter().chain(&n.fields) {
+        match FieldPath::parse(&f.path) {
+            Ok(path) if !paths.contains(&path) => paths.push(path),
+            _ => {}
+        }
+    }
+    for path in paths {
+        // Whole: a `.**` path sent only in part is compared member by member instead.
+        let sent = |r: &Route| {
+            !matches!(
+                disclosure(spec(r), &path),
+                Disclosure::None | Disclosure::Partial(_)
+            )
         };
-        let old = o
-            .fields
-            .iter()
-            .find(|of| FieldPath::parse(&of.path).is_ok_and(|op| op == path));
-        let Some(old) = old.filter(|of| of.category != f.category) else {
+        let (before, after) = (category(o, &path), category(n, &path));
+        if before == after || !sent(o) || !sent(n) {
             continue;
-        };
+        }
         let word = |c: &Option<String>| c.clone().unwrap_or_else(|| "no category".into());
         b.changes.push(Change {
             partner: p.id.clone(),
             route: Some(label.clone()),
             change: "category_changed",
             subject: Some(path.to_string()),
-            category: f.category.clone(),
-            before: Some(word(&old.category)),
-            after: Some(word(&f.category)),
+            category: after.clone(),
+            before: Some(word(&before)),
+            after: Some(word(&after)),
             discloses_more: true,
             text: format!(
                 "{} will receive {path} as {} instead of {} on {label}",
                 p.id,
-                word(&f.category),
-                word(&old.category)
+                word(&after),
+                word(&before)
             ),
         });
     }

@@ -210,3 +210,30 @@ fn a_changed_category_and_a_renamed_legal_basis_header_need_sign_off() {
     assert_eq!(d.changes[0].change, "legal_basis_changed");
     assert!(diff(&old, &old).changes.is_empty());
 }
+
+#[test]
+fn a_category_change_is_found_when_the_path_is_rewritten() {
+    let route = |allow: &str, categories: &str| {
+        format!(
+            "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [{allow}]\n    categories: {{{categories}}}\nallowed_callers: [orders]\n"
+        )
+    };
+    let old = policy(&route("address.**", "address.**: user.contact.address"));
+    let new = policy(&route(
+        "address.street, address.city",
+        "address.street: user.financial.bank_account, address.city: user.contact.address",
+    ));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more, "{d:#?}");
+    let changed: Vec<_> = d
+        .changes
+        .iter()
+        .filter(|c| c.change == "category_changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "{d:#?}");
+    assert_eq!(changed[0].subject.as_deref(), Some("address.street"));
+    assert_eq!(
+        changed[0].after.as_deref(),
+        Some("user.financial.bank_account")
+    );
+}

@@ -406,10 +406,15 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         while end < lines.len() {
             let l = &lines[end];
             let l_indent = l.len() - l.trim_start().len();
-            if !l.trim().is_empty() && l_indent <= indent {
+            // A block sequence may stand at its key's own indent (`key:` then `- x`).
+            let item = l_indent == indent && l.trim_start().starts_with('-');
+            if !l.trim().is_empty() && l_indent <= indent && !item {
                 break;
             }
             end += 1;
+        }
+        if !cuttable(&lines[at..end]) {
+            break;
         }
         for line in &mut lines[at..end] {
             line.clear();
@@ -424,6 +429,21 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         }
     }
     (errors, None)
+}
+
+/// Can these lines go without breaking the YAML around them: no flow collection opened or
+/// closed across their edge (a key inside `{ ... }` over several lines), and no anchor a later
+/// alias may name?
+fn cuttable(block: &[String]) -> bool {
+    let mut depth = 0i32;
+    for c in block.iter().flat_map(|l| l.chars()) {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            _ => {}
+        }
+    }
+    depth == 0 && !block.iter().any(|l| l.contains('&'))
 }
 
 /// Is `message` serde's complaint that one of the `blanked` keys is missing?

@@ -82,13 +82,14 @@ pub fn data_map(r: &ProcessingReport) -> String {
             let mid = (LEFT_X + RIGHT_X) / 2.0;
             let _ = writeln!(
                 s,
-                "<path class=\"band\" data-category=\"{cat}\" data-partner=\"{part}\" d=\"M {x1} {y1:.1} C {mid} {y1:.1}, {mid} {y2:.1}, {x2} {y2:.1}\" fill=\"none\" stroke=\"{color}\" stroke-opacity=\"0.55\" stroke-width=\"{width:.1}\"><title>{cat} → {part}: {n} requests</title></path>",
+                "<path class=\"band\" data-category=\"{cat}\" data-partner=\"{part}\" d=\"M {x1} {y1:.1} C {mid} {y1:.1}, {mid} {y2:.1}, {x2} {y2:.1}\" fill=\"none\" stroke=\"{color}\" stroke-opacity=\"0.55\" stroke-width=\"{width:.1}\"><title>{cat} → {part}: {n} request{plural}</title></path>",
                 cat = esc(&c.category),
                 part = esc(&p.partner),
                 x1 = LEFT_X + 6.0,
                 x2 = RIGHT_X - 6.0,
                 color = color(ci),
-                n = c.requests
+                n = c.requests,
+                plural = if c.requests == 1 { "" } else { "s" }
             );
         }
     }

@@ -152,3 +152,27 @@ fn every_wrong_key_of_a_file_is_reported() {
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(rest.is_some());
 }
+
+#[test]
+fn only_blocks_that_can_go_are_cut_when_listing_errors() {
+    let listed = |tail: &str| -> Vec<String> {
+        let text = format!("{HEAD}{tail}");
+        let (errors, _) = all_errors::<PartnerFile>(&text, partner_err(&text));
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect()
+    };
+    // A block sequence at its key's indent is the key's value: cut with it.
+    let got = listed("routes: []\nallowed_callers: [a]\nallowed_callers:\n- x\nfoo: 1\n");
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].starts_with("6: duplicate key"), "{got:#?}");
+    assert!(got[1].starts_with("8: unknown field `foo`"), "{got:#?}");
+    // A key inside a flow mapping over several lines, or one holding an anchor: not cut, and
+    // the listing stops rather than report what the cut would break.
+    let got =
+        listed("routes: []\nupstream_auth: { header: authorization,\n  header: x, env: A }\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let got = listed("routes:\n  - path: /a\n    methods: [GET]\n    methods: &m [POST]\n  - path: /b\n    methods: *m\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+}
