@@ -505,3 +505,50 @@ fn opt_outs_acknowledged_while_replicas_read_an_import_are_enforced_at_once() {
         assert_eq!(contact(gw, "bp", "someone-else").status, 200);
     }
 }
+
+/// While a replica has not read an import in yet, the import counts toward its staleness:
+/// past `max_staleness_s` its opt-out routes refuse (503) rather than forward a customer the
+/// import opted out.
+#[test]
+fn an_import_not_read_in_within_the_bound_fails_closed() {
+    let c = cluster(1, 1);
+    let gw = &c.replicas[0];
+    c.pg.psql(
+        "BEGIN; \
+         INSERT INTO optouts (customer_id, scope) \
+           SELECT 'slow-' || g, 'partner_sharing' FROM generate_series(1, 400000) g; \
+         INSERT INTO optouts_changes (id, op) \
+           SELECT last + 1, 'reload' FROM optouts_seq; \
+         UPDATE optouts_seq SET last = last + 1; \
+         SELECT pg_notify('optouts_changes', '0'); \
+         COMMIT;",
+    );
+    let committed = Instant::now();
+    // The bound, plus the time a catch-up takes to see the import.
+    let bound = Duration::from_secs(1) + Duration::from_millis(600);
+    let mut refused = 0;
+    loop {
+        let status = contact(gw, "bp", "slow-400000").status;
+        match status {
+            451 => break,
+            503 => refused += 1,
+            200 => assert!(
+                committed.elapsed() < bound,
+                "an imported opt-out forwarded {:?} after the import",
+                committed.elapsed()
+            ),
+            other => panic!("unexpected status {other}"),
+        }
+        assert!(
+            committed.elapsed() < Duration::from_secs(60),
+            "never read in"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "import read in after {:?}; {refused} requests refused meanwhile",
+        committed.elapsed()
+    );
+    // Contractors never wait for opt-outs.
+    assert_eq!(contact(gw, "ctr", "slow-1").status, 200);
+}

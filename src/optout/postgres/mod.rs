@@ -26,7 +26,7 @@ returned. An unreachable database, or one that does not answer within [`WRITE_TI
 lookup already sees the change.
 */
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,8 @@ pub struct PgOptOuts {
     tables: Tables,
     /// Where the follower connects (`application_name` `partner-gateway-listen`).
     listener: Target,
+    /// Where the import reader connects, a fresh connection per read (`partner-gateway-read`).
+    reader: Target,
     pool: Pool,
     /// What the request path asks (one read lock per request; an unusable set counts
     /// everyone as opted out).
@@ -81,7 +83,15 @@ pub struct PgOptOuts {
     /// How many times the follower read the whole set again because the change log could not
     /// be followed (a gap, a counter that disagrees); only changed while `applied` is held.
     generation: AtomicU64,
+    /// The newest `reload` change (bulk import) seen in the change log (`-1`: none).
+    import_seen: AtomicI64,
+    /// Milliseconds after `started` at which an import seen was not yet in the set
+    /// ([`NO_IMPORT`]: none pending). The copy is as stale as that import is old.
+    import_pending_ms: AtomicU64,
 }
+
+/// `import_pending_ms` when every import seen is in the set.
+const NO_IMPORT: u64 = u64::MAX;
 
 impl std::fmt::Debug for PgOptOuts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +110,7 @@ impl PgOptOuts {
             config: config.clone(),
             tables: Tables::new(&config.table),
             listener: target.with_application("partner-gateway-listen"),
+            reader: target.with_application("partner-gateway-read"),
             pool,
             set: Arc::new(RwLock::new(OptOutSet::new())),
             applied: tokio::sync::Mutex::new(-1),
@@ -110,6 +121,8 @@ impl PgOptOuts {
             kick: tokio::sync::Notify::new(),
             imported: tokio::sync::Notify::new(),
             generation: AtomicU64::new(0),
+            import_seen: AtomicI64::new(-1),
+            import_pending_ms: AtomicU64::new(NO_IMPORT),
         })
     }
 
@@ -145,10 +158,40 @@ impl PgOptOuts {
         self.fresh_at_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
+    /// The time since the last successful catch-up, or since an import the set does not hold
+    /// yet was first seen, whichever is longer: past `max_staleness_s` either fails closed.
     fn staleness(&self) -> Duration {
-        let fresh_at =
-            self.started + Duration::from_millis(self.fresh_at_ms.load(Ordering::Relaxed));
-        Instant::now().saturating_duration_since(fresh_at)
+        let at = |ms: u64| self.started + Duration::from_millis(ms);
+        let now = Instant::now();
+        let caught_up = now.saturating_duration_since(at(self.fresh_at_ms.load(Ordering::Relaxed)));
+        match self.import_pending_ms.load(Ordering::Acquire) {
+            NO_IMPORT => caught_up,
+            pending => caught_up.max(now.saturating_duration_since(at(pending))),
+        }
+    }
+
+    /// Notes a `reload` change applied from the log: the import it stands for is pending until
+    /// a set read from the table after it is in place.
+    fn import_seen(&self, id: i64) {
+        self.import_seen.fetch_max(id, Ordering::AcqRel);
+        let now = Instant::now()
+            .saturating_duration_since(self.started)
+            .as_millis() as u64;
+        let _ = self.import_pending_ms.compare_exchange(
+            NO_IMPORT,
+            now,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.imported.notify_one();
+    }
+
+    /// A set read from the table through change `through` is in place: imports up to it are
+    /// held. A newer one keeps the copy counted stale from when the older was seen.
+    fn imports_loaded(&self, through: i64) {
+        if self.import_seen.load(Ordering::Acquire) <= through {
+            self.import_pending_ms.store(NO_IMPORT, Ordering::Release);
+        }
     }
 }
 

@@ -17,6 +17,9 @@ use super::{schema, PgOptOuts, POLL};
 /// catch-up compares the change it applied last with the row of that id by it).
 const AT_MICROS: &str = "(extract(epoch FROM at) * 1000000)::bigint";
 
+/// Longest read of the whole table after an import before it is started again.
+const IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Most changes applied per catch-up query.
 const CATCH_UP_BATCH: i64 = 10_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -76,7 +79,7 @@ impl PgOptOuts {
             .await
             .context("cannot LISTEN for opt-out changes")?;
         if self.loaded.load(Ordering::Acquire) {
-            self.catch_up(&client).await?;
+            self.catch_up(&client, true).await?;
         } else {
             self.reload(&client).await?;
             log::info!(
@@ -97,8 +100,10 @@ impl PgOptOuts {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = self.kick.notified() => {}
             }
-            match tokio::time::timeout(POLL * 4, self.catch_up(&client)).await {
-                Ok(result) => result?,
+            match tokio::time::timeout(POLL * 4, self.catch_up(&client, true)).await {
+                Ok(result) => {
+                    result?;
+                }
                 Err(_) => bail!("no answer to the catch-up query in time"),
             }
         }
@@ -113,11 +118,15 @@ impl PgOptOuts {
     /// - a counter behind what was applied, or a last applied change that is now another one
     ///   (its time differs): the database came back from a backup or failed over to a standby
     ///   that was behind, and new changes reuse ids the replica has already applied.
-    pub(super) async fn catch_up(&self, client: &Client) -> Result<()> {
+    ///
+    /// `may_reload`: false on a writer's connection, which never reads the whole table (a read
+    /// cut short by its caller's timeout would leave its transaction open on a pooled
+    /// connection); the follower is woken to do it. Returns whether the set is now current.
+    pub(super) async fn catch_up(&self, client: &Client, may_reload: bool) -> Result<bool> {
         let began = Instant::now();
         let mut applied = self.applied.lock().await;
         if *applied < 0 {
-            return Ok(());
+            return Ok(false);
         }
         let (seq, changes) = (&self.tables.seq, &self.tables.changes);
         let sql = format!(
@@ -147,6 +156,10 @@ impl PgOptOuts {
                     .iter()
                     .enumerate()
                     .any(|(i, row)| row.get::<_, i64>(2) != *applied + 1 + i as i64);
+            if must_reload && !may_reload {
+                self.kick.notify_one();
+                return Ok(false);
+            }
             if must_reload {
                 if replaced {
                     log::warn!(
@@ -155,7 +168,10 @@ impl PgOptOuts {
                         self.tables.changes
                     );
                 }
-                return self.reload_locked(client, &mut applied).await;
+                return self
+                    .reload_locked(client, &mut applied)
+                    .await
+                    .map(|()| true);
             }
             {
                 let mut set = self.set.write().map_err(|_| poisoned())?;
@@ -164,7 +180,7 @@ impl PgOptOuts {
                     let customer: Option<&str> = row.get(3);
                     let scopes: Vec<&str> = row.get(5);
                     if row.get::<_, &str>(4) == "reload" {
-                        self.imported.notify_one();
+                        self.import_seen(row.get(2));
                     }
                     apply(&mut set, row.get(4), customer.unwrap_or(""), &scopes);
                     *applied = row.get(2);
@@ -173,17 +189,24 @@ impl PgOptOuts {
             }
             if (changes.len() as i64) < CATCH_UP_BATCH {
                 if *applied != last {
+                    if !may_reload {
+                        self.kick.notify_one();
+                        return Ok(false);
+                    }
                     log::warn!(
                         "opt-out change counter {seq} is at {last}, changes applied up to {}: reading the opt-outs again",
                         *applied
                     );
-                    return self.reload_locked(client, &mut applied).await;
+                    return self
+                        .reload_locked(client, &mut applied)
+                        .await
+                        .map(|()| true);
                 }
                 break;
             }
         }
         self.mark_fresh(began);
-        Ok(())
+        Ok(true)
     }
 
     /// Reads the whole table again (first load, or after a bulk import).
@@ -197,6 +220,7 @@ impl PgOptOuts {
         let (set, last, last_at) = load_set(client, &self.tables).await?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.replace_set(set)?;
+        self.imports_loaded(last);
         *applied = last;
         *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
         self.loaded.store(true, Ordering::Release);
@@ -212,7 +236,13 @@ impl PgOptOuts {
         loop {
             self.imported.notified().await;
             let mut backoff = BACKOFF_MIN;
-            while let Err(e) = self.reload_beside().await {
+            loop {
+                let read = tokio::time::timeout(IMPORT_READ_TIMEOUT, self.reload_beside()).await;
+                let e = match read {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => e,
+                    Err(_) => anyhow::anyhow!("no end within {IMPORT_READ_TIMEOUT:?}"),
+                };
                 log::warn!("opt-out database: reading the table after an import: {e:#}; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -225,13 +255,13 @@ impl PgOptOuts {
     /// enforced as always. Then, holding `applied`, gives the new set the changes the follower
     /// applied after its snapshot, and puts it in place. Should the follower have read the
     /// table again itself meanwhile, its set is the newer one and this one is dropped.
+    ///
+    /// The read has a connection of its own, closed when it ends, so a read cut short never
+    /// leaves a transaction open on a connection something else uses. While it runs, the
+    /// import counts toward the copy's staleness (see [`PgOptOuts::import_seen`]).
     async fn reload_beside(&self) -> Result<()> {
         let generation = self.generation.load(Ordering::Acquire);
-        let client = self
-            .pool
-            .get()
-            .await
-            .context("no connection for reading the opt-outs")?;
+        let client = self.reader.connect().await?;
         let (mut set, last, last_at) = load_set(&client, &self.tables).await?;
         let mut applied = self.applied.lock().await;
         if *applied < 0 || self.generation.load(Ordering::Acquire) != generation {
@@ -242,9 +272,10 @@ impl PgOptOuts {
                 "SELECT id, customer_id, op, scopes FROM {} WHERE id > $1 AND id <= $2 ORDER BY id",
                 self.tables.changes
             );
-            let rows = client
-                .query(&sql, &[&last, &*applied])
+            // Bounded: the follower waits for `applied` meanwhile.
+            let rows = tokio::time::timeout(POLL * 4, client.query(&sql, &[&last, &*applied]))
                 .await
+                .map_err(|_| anyhow::anyhow!("no answer to the change query in time"))?
                 .context("cannot read opt-out changes")?;
             let contiguous = rows
                 .iter()
@@ -263,6 +294,7 @@ impl PgOptOuts {
             *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
         }
         self.replace_set(set)?;
+        self.imports_loaded(last);
         log::info!(
             "opt-outs read again after an import: {} customers",
             self.customer_count()
@@ -282,7 +314,7 @@ fn poisoned() -> anyhow::Error {
 
 /// Applies one logged change. Values that are not valid ids or scopes (written by hand) are
 /// skipped with a warning: no request can name them.
-fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&str]) {
+pub(super) fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&str]) {
     let scopes: Vec<Scope> = scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
     let result = match op {
         "add" if !scopes.is_empty() => set.insert(customer, &scopes).map(|_| ()),

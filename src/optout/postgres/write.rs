@@ -7,6 +7,9 @@ use gateway_core::optout::Scope;
 use tokio_postgres::Transaction;
 
 use super::{PgOptOuts, WRITE_TIMEOUT};
+
+/// How long a write waits for its own change to be applied before it applies it itself.
+const CATCH_UP_AFTER_WRITE: Duration = Duration::from_millis(500);
 use crate::optout::BackendError;
 
 /// What an admin call changes.
@@ -15,11 +18,18 @@ pub enum Change<'a> {
     Delete(Option<&'a [Scope]>),
 }
 
-/// What a transaction did: the change id it committed (if it changed anything) and the
-/// customer's scopes afterwards (`None`: a DELETE of a customer without opt-outs).
+/// What a transaction did: the change it logged (if it changed anything) and the customer's
+/// scopes afterwards (`None`: a DELETE of a customer without opt-outs).
 struct Outcome {
-    change: Option<i64>,
+    change: Option<Logged>,
     scopes: Option<Vec<Scope>>,
+}
+
+/// One change as the change log holds it.
+struct Logged {
+    id: i64,
+    op: &'static str,
+    scopes: Vec<String>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -86,8 +96,8 @@ impl PgOptOuts {
                     Some(_) => tx.commit().await.map_err(unavailable)?,
                     None => tx.rollback().await.map_err(unavailable)?,
                 }
-                if outcome.change.is_some() {
-                    self.catch_up_after_write(&client).await;
+                if let Some(logged) = &outcome.change {
+                    self.catch_up_after_write(&client, id, logged).await;
                 }
                 return Ok(outcome.scopes);
             }
@@ -140,7 +150,11 @@ impl PgOptOuts {
                 )
                 .await?;
                 Ok(Outcome {
-                    change: Some(change_id),
+                    change: Some(Logged {
+                        id: change_id,
+                        op: "add",
+                        scopes: names.iter().map(|s| s.to_string()).collect(),
+                    }),
                     scopes: Some(scopes_of(&rows)),
                 })
             }
@@ -173,22 +187,40 @@ impl PgOptOuts {
                 )
                 .await?;
                 Ok(Outcome {
-                    change: Some(change_id),
+                    change: Some(Logged {
+                        id: change_id,
+                        op: "remove",
+                        scopes: gone.iter().map(|s| s.to_string()).collect(),
+                    }),
                     scopes: Some(left),
                 })
             }
         }
     }
 
-    /// Applies the committed change here at once (read-your-writes on this replica); if the
-    /// follower is busy (a long reload), it applies it soon instead.
-    async fn catch_up_after_write(&self, client: &tokio_postgres::Client) {
-        match tokio::time::timeout(Duration::from_millis(500), self.catch_up(client)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                log::debug!("catch-up after a write failed (the follower retries): {e:#}")
+    /// Makes this replica enforce the change it just acknowledged (read-your-writes): a
+    /// catch-up on the writer's connection, which never reads the whole table. Should that not
+    /// bring the set up to date (the follower has the table to read again, or is busy), the
+    /// change itself is applied to the set that serves, if the set has not reached it yet; the
+    /// follower applies it again in its turn, and every later change after it.
+    async fn catch_up_after_write(&self, client: &tokio_postgres::Client, id: &str, c: &Logged) {
+        let caught_up = tokio::time::timeout(CATCH_UP_AFTER_WRITE, self.catch_up(client, false));
+        match caught_up.await {
+            Ok(Ok(true)) => return,
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(e)) => log::debug!("catch-up after a write failed: {e:#}"),
+        }
+        self.kick.notify_one();
+        let Ok(applied) = tokio::time::timeout(CATCH_UP_AFTER_WRITE, self.applied.lock()).await
+        else {
+            return;
+        };
+        // Not before its turn if a later change is in already: that one decides.
+        if *applied >= 0 && *applied < c.id {
+            if let Ok(mut set) = self.set.write() {
+                let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
+                super::sync::apply(&mut set, c.op, id, &scopes);
             }
-            Err(_) => self.kick.notify_one(),
         }
     }
 }
