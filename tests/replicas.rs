@@ -459,6 +459,20 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
     }
 }
 
+/// Commits what `optouts import` commits for `{prefix}-1` … `{prefix}-{n}`: the rows, one
+/// `reload` change, a notification.
+fn import(pg: &Postgres, prefix: &str, n: u32) {
+    pg.psql(&format!(
+        "BEGIN; \
+         INSERT INTO optouts (customer_id, scope) \
+           SELECT '{prefix}-' || g, 'partner_sharing' FROM generate_series(1, {n}) g; \
+         INSERT INTO optouts_changes (id, op) SELECT last + 1, 'reload' FROM optouts_seq; \
+         UPDATE optouts_seq SET last = last + 1; \
+         SELECT pg_notify('optouts_changes', '0'); \
+         COMMIT;"
+    ));
+}
+
 /// A bulk import makes every replica read the whole table again. That read takes seconds for
 /// a large table, and opt-outs acknowledged meanwhile are still enforced at once by the replica
 /// that acknowledged them and by the others within the bound; the imported ones once the read
@@ -467,17 +481,7 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
 fn opt_outs_acknowledged_while_replicas_read_an_import_are_enforced_at_once() {
     let c = cluster(2, 30);
     let (a, b) = (&c.replicas[0], &c.replicas[1]);
-    // What `optouts import` commits: the rows, one `reload` change, a notification.
-    c.pg.psql(
-        "BEGIN; \
-         INSERT INTO optouts (customer_id, scope) \
-           SELECT 'bulk-' || g, 'partner_sharing' FROM generate_series(1, 400000) g; \
-         INSERT INTO optouts_changes (id, op) \
-           SELECT last + 1, 'reload' FROM optouts_seq; \
-         UPDATE optouts_seq SET last = last + 1; \
-         SELECT pg_notify('optouts_changes', '0'); \
-         COMMIT;",
-    );
+    import(&c.pg, "bulk", 400_000);
     let imported = Instant::now();
     for k in 0..3 {
         let id = format!("during-import-{k}");
@@ -513,16 +517,7 @@ fn opt_outs_acknowledged_while_replicas_read_an_import_are_enforced_at_once() {
 fn an_import_not_read_in_within_the_bound_fails_closed() {
     let c = cluster(1, 1);
     let gw = &c.replicas[0];
-    c.pg.psql(
-        "BEGIN; \
-         INSERT INTO optouts (customer_id, scope) \
-           SELECT 'slow-' || g, 'partner_sharing' FROM generate_series(1, 400000) g; \
-         INSERT INTO optouts_changes (id, op) \
-           SELECT last + 1, 'reload' FROM optouts_seq; \
-         UPDATE optouts_seq SET last = last + 1; \
-         SELECT pg_notify('optouts_changes', '0'); \
-         COMMIT;",
-    );
+    import(&c.pg, "slow", 400_000);
     let committed = Instant::now();
     // The bound, plus the time a catch-up takes to see the import.
     let bound = Duration::from_secs(1) + Duration::from_millis(600);

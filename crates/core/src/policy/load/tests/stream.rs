@@ -17,18 +17,7 @@ fn partner(extra: &str) -> String {
 }
 
 fn check(text: &str) -> Result<Policy, Vec<String>> {
-    let source = PolicySource {
-        dir: std::path::PathBuf::from("policy/"),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/p.yaml".into(),
-            text: text.to_string(),
-        }],
-    };
-    load(&source, None)
+    load(&source(GATEWAY, &[("p.yaml", text)]), None)
         .map(|l| l.policy)
         .map_err(|d| d.iter().map(ToString::to_string).collect())
 }

@@ -18,17 +18,7 @@ fn partner(kind: &str, allow: &str) -> String {
 }
 
 fn warnings(partner: &str) -> Vec<String> {
-    let source = PolicySource {
-        dir: std::path::PathBuf::from("policy/"),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/p.yaml".into(),
-            text: partner.to_string(),
-        }],
-    };
+    let source = source(GATEWAY, &[("p.yaml", partner)]);
     match load(&source, None) {
         Ok(loaded) => loaded
             .warnings
