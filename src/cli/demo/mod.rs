@@ -268,11 +268,11 @@ fn show_ledger(
     gateway.close_ledger();
     let files = crate::cli::audit::ledger_files(&[ledger.to_path_buf()])?;
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let jwks_arg = jwks_file.display().to_string();
     println!(
-        "\n== the disclosure ledger: partner-gateway audit verify {} --jwks {jwks}",
+        "\n== the disclosure ledger: partner-gateway audit verify {} --jwks {jwks_arg}\n(the key set saved from {jwks} before the ledger was closed)",
         ledger.display()
     );
-    let jwks_arg = jwks_file.display().to_string();
     let verified = crate::cli::audit::verify::run(&files, Some(&jwks_arg), &mut out, &mut err)?;
     println!("\n== partner-gateway audit who-received --customer {OPTED_OUT_CUSTOMER}");
     let query = crate::cli::audit::who::Query {
