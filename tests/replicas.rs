@@ -547,3 +547,34 @@ fn an_import_not_read_in_within_the_bound_fails_closed() {
     // Contractors never wait for opt-outs.
     assert_eq!(contact(gw, "ctr", "slow-1").status, 200);
 }
+
+/// The replica that acknowledges an opt-out enforces it on its next request even while its
+/// follower reads the whole table again (here after a change row went missing), which takes
+/// longer than the write waits for it.
+#[test]
+fn the_acknowledging_replica_enforces_its_write_while_its_follower_reads_the_table() {
+    let c = cluster(1, 30);
+    let gw = &c.replicas[0];
+    import(&c.pg, "big", 400_000);
+    eventually("the import is read in", Duration::from_secs(60), || {
+        contact(gw, "bp", "big-400000").status == 451
+    });
+    for k in 0..3 {
+        // Counted, but its change row gone: the follower reads the table again.
+        c.pg.psql("UPDATE optouts_seq SET last = last + 1;");
+        std::thread::sleep(Duration::from_millis(100));
+        let id = format!("during-reread-{k}");
+        assert_eq!(put(gw, &id).status, 200);
+        assert_eq!(
+            contact(gw, "bp", &id).status,
+            451,
+            "{id} was acknowledged, and forwarded on the next request"
+        );
+    }
+    for k in 0..3 {
+        eventually("it stays enforced", Duration::from_secs(30), || {
+            contact(gw, "bp", &format!("during-reread-{k}")).status == 451
+                && contact(gw, "bp", "big-1").status == 451
+        });
+    }
+}

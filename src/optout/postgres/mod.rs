@@ -83,11 +83,19 @@ pub struct PgOptOuts {
     /// How many times the follower read the whole set again because the change log could not
     /// be followed (a gap, a counter that disagrees); only changed while `applied` is held.
     generation: AtomicU64,
-    /// The newest `reload` change (bulk import) seen in the change log (`-1`: none).
-    import_seen: AtomicI64,
-    /// Milliseconds after `started` at which an import seen was not yet in the set
-    /// ([`NO_IMPORT`]: none pending). The copy is as stale as that import is old.
+    /// Milliseconds after `started` at which the newest `reload` change (bulk import) was seen
+    /// in the change log. A set read from a snapshot begun after that holds the import.
+    import_seen_ms: AtomicU64,
+    /// Milliseconds after `started` since when the set lacks an import ([`NO_IMPORT`]: it
+    /// lacks none). The copy is as stale as that.
     import_pending_ms: AtomicU64,
+    /// The change id the set holds every change through (under the set's write lock; `-1`
+    /// before the first load).
+    set_through: AtomicI64,
+    /// Changes this replica acknowledged that the set held only because they were applied out
+    /// of turn ([`PgOptOuts::hold_own`]): applied again to every set put in place, until the
+    /// set holds them in turn.
+    own: std::sync::Mutex<Vec<(u64, write::Logged)>>,
 }
 
 /// `import_pending_ms` when every import seen is in the set.
@@ -121,8 +129,10 @@ impl PgOptOuts {
             kick: tokio::sync::Notify::new(),
             imported: tokio::sync::Notify::new(),
             generation: AtomicU64::new(0),
-            import_seen: AtomicI64::new(-1),
+            import_seen_ms: AtomicU64::new(0),
             import_pending_ms: AtomicU64::new(NO_IMPORT),
+            set_through: AtomicI64::new(-1),
+            own: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -163,20 +173,26 @@ impl PgOptOuts {
     fn staleness(&self) -> Duration {
         let at = |ms: u64| self.started + Duration::from_millis(ms);
         let now = Instant::now();
-        let caught_up = now.saturating_duration_since(at(self.fresh_at_ms.load(Ordering::Relaxed)));
+        let fresh_at = at(self.fresh_at_ms.load(Ordering::Relaxed));
+        let caught_up = now.saturating_duration_since(fresh_at);
         match self.import_pending_ms.load(Ordering::Acquire) {
             NO_IMPORT => caught_up,
             pending => caught_up.max(now.saturating_duration_since(at(pending))),
         }
     }
 
-    /// Notes a `reload` change applied from the log: the import it stands for is pending until
-    /// a set read from the table after it is in place.
-    fn import_seen(&self, id: i64) {
-        self.import_seen.fetch_max(id, Ordering::AcqRel);
-        let now = Instant::now()
+    /// Milliseconds since `started`.
+    fn now_ms(&self) -> u64 {
+        Instant::now()
             .saturating_duration_since(self.started)
-            .as_millis() as u64;
+            .as_millis() as u64
+    }
+
+    /// Notes a `reload` change applied from the log: the import it stands for is pending until
+    /// a set read from a snapshot begun after now is in place. Called with `applied` held.
+    fn import_seen(&self) {
+        let now = self.now_ms();
+        self.import_seen_ms.store(now, Ordering::Release);
         let _ = self.import_pending_ms.compare_exchange(
             NO_IMPORT,
             now,
@@ -186,12 +202,21 @@ impl PgOptOuts {
         self.imported.notify_one();
     }
 
-    /// A set read from the table through change `through` is in place: imports up to it are
-    /// held. A newer one keeps the copy counted stale from when the older was seen.
-    fn imports_loaded(&self, through: i64) {
-        if self.import_seen.load(Ordering::Acquire) <= through {
-            self.import_pending_ms.store(NO_IMPORT, Ordering::Release);
+    /// A set read from a snapshot begun at `began_ms` is in place: it holds every import seen
+    /// before that. One seen later is still pending, counted from the snapshot's start (no
+    /// later than when that import was seen). By time, not change id, so a database restored
+    /// to before an import does not leave one pending for ever. Called with `applied` held.
+    fn imports_loaded(&self, began_ms: u64) {
+        let pending = self.import_pending_ms.load(Ordering::Acquire);
+        if pending == NO_IMPORT {
+            return;
         }
+        let next = if self.import_seen_ms.load(Ordering::Acquire) < began_ms {
+            NO_IMPORT
+        } else {
+            pending.max(began_ms)
+        };
+        self.import_pending_ms.store(next, Ordering::Release);
     }
 }
 

@@ -11,14 +11,26 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client};
 
 use super::connect::Tables;
-use super::{schema, PgOptOuts, POLL};
+use super::{schema, write, PgOptOuts, POLL};
 
 /// When a change was written, as SQL over a change row: microseconds since the epoch (the
 /// catch-up compares the change it applied last with the row of that id by it).
 const AT_MICROS: &str = "(extract(epoch FROM at) * 1000000)::bigint";
 
+/// What a catch-up found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CaughtUp {
+    /// The set holds every change there is.
+    Current,
+    /// The set is behind (not loaded, or the table is to be read again) in the same history.
+    Behind,
+    /// The database is not the one the set followed (restored, failed over): the follower
+    /// reads the table again.
+    HistoryChanged,
+}
+
 /// Longest read of the whole table after an import before it is started again.
-const IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+const IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most changes applied per catch-up query.
 const CATCH_UP_BATCH: i64 = 10_000;
@@ -121,12 +133,12 @@ impl PgOptOuts {
     ///
     /// `may_reload`: false on a writer's connection, which never reads the whole table (a read
     /// cut short by its caller's timeout would leave its transaction open on a pooled
-    /// connection); the follower is woken to do it. Returns whether the set is now current.
-    pub(super) async fn catch_up(&self, client: &Client, may_reload: bool) -> Result<bool> {
+    /// connection); the follower is woken to do it.
+    pub(super) async fn catch_up(&self, client: &Client, may_reload: bool) -> Result<CaughtUp> {
         let began = Instant::now();
         let mut applied = self.applied.lock().await;
         if *applied < 0 {
-            return Ok(false);
+            return Ok(CaughtUp::Behind);
         }
         let (seq, changes) = (&self.tables.seq, &self.tables.changes);
         let sql = format!(
@@ -158,7 +170,11 @@ impl PgOptOuts {
                     .any(|(i, row)| row.get::<_, i64>(2) != *applied + 1 + i as i64);
             if must_reload && !may_reload {
                 self.kick.notify_one();
-                return Ok(false);
+                return Ok(if replaced {
+                    CaughtUp::HistoryChanged
+                } else {
+                    CaughtUp::Behind
+                });
             }
             if must_reload {
                 if replaced {
@@ -169,9 +185,9 @@ impl PgOptOuts {
                     );
                 }
                 return self
-                    .reload_locked(client, &mut applied)
+                    .reload_locked(client, &mut applied, replaced)
                     .await
-                    .map(|()| true);
+                    .map(|()| CaughtUp::Current);
             }
             {
                 let mut set = self.set.write().map_err(|_| poisoned())?;
@@ -180,47 +196,68 @@ impl PgOptOuts {
                     let customer: Option<&str> = row.get(3);
                     let scopes: Vec<&str> = row.get(5);
                     if row.get::<_, &str>(4) == "reload" {
-                        self.import_seen(row.get(2));
+                        self.import_seen();
                     }
                     apply(&mut set, row.get(4), customer.unwrap_or(""), &scopes);
                     *applied = row.get(2);
                     *at = row.get(6);
                 }
+                self.held_through(*applied);
             }
             if (changes.len() as i64) < CATCH_UP_BATCH {
                 if *applied != last {
                     if !may_reload {
                         self.kick.notify_one();
-                        return Ok(false);
+                        return Ok(if last < *applied {
+                            CaughtUp::HistoryChanged
+                        } else {
+                            CaughtUp::Behind
+                        });
                     }
                     log::warn!(
                         "opt-out change counter {seq} is at {last}, changes applied up to {}: reading the opt-outs again",
                         *applied
                     );
+                    let went_back = last < *applied;
                     return self
-                        .reload_locked(client, &mut applied)
+                        .reload_locked(client, &mut applied, went_back)
                         .await
-                        .map(|()| true);
+                        .map(|()| CaughtUp::Current);
                 }
                 break;
             }
         }
         self.mark_fresh(began);
-        Ok(true)
+        Ok(CaughtUp::Current)
     }
 
     /// Reads the whole table again (first load, or after a bulk import).
     async fn reload(&self, client: &Client) -> Result<()> {
         let mut applied = self.applied.lock().await;
-        self.reload_locked(client, &mut applied).await
+        self.reload_locked(client, &mut applied, false).await
     }
 
-    async fn reload_locked(&self, client: &Client, applied: &mut i64) -> Result<()> {
+    /// `history_changed`: the database is not the one the set followed (restored, failed
+    /// over), so the changes this replica applied out of turn may be gone from it: dropped.
+    async fn reload_locked(
+        &self,
+        client: &Client,
+        applied: &mut i64,
+        history_changed: bool,
+    ) -> Result<()> {
         let began = Instant::now();
+        let began_ms = self.now_ms();
         let (set, last, last_at) = load_set(client, &self.tables).await?;
+        if history_changed {
+            // Held before this read began: from the history the set followed. A change held
+            // since may be of the new one, and this read may not hold it yet.
+            let mut own = self.own.lock().map_err(|_| poisoned())?;
+            own.retain(|(held_at, _)| *held_at >= began_ms);
+        }
+        self.replace_set(set, last)?;
+        // After the new set is in place: a writer waiting for this read then sees it.
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.replace_set(set)?;
-        self.imports_loaded(last);
+        self.imports_loaded(began_ms);
         *applied = last;
         *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
         self.loaded.store(true, Ordering::Release);
@@ -262,6 +299,15 @@ impl PgOptOuts {
     async fn reload_beside(&self) -> Result<()> {
         let generation = self.generation.load(Ordering::Acquire);
         let client = self.reader.connect().await?;
+        // A read waiting on a lock, or running away, ends on the server too.
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = '30s'; SET statement_timeout = '{}s'",
+                IMPORT_READ_TIMEOUT.as_secs()
+            ))
+            .await
+            .context("cannot set the read's timeouts")?;
+        let began_ms = self.now_ms();
         let (mut set, last, last_at) = load_set(&client, &self.tables).await?;
         let mut applied = self.applied.lock().await;
         if *applied < 0 || self.generation.load(Ordering::Acquire) != generation {
@@ -293,8 +339,8 @@ impl PgOptOuts {
             *applied = last;
             *self.applied_at.lock().map_err(|_| poisoned())? = last_at;
         }
-        self.replace_set(set)?;
-        self.imports_loaded(last);
+        self.replace_set(set, *applied)?;
+        self.imports_loaded(began_ms);
         log::info!(
             "opt-outs read again after an import: {} customers",
             self.customer_count()
@@ -302,9 +348,47 @@ impl PgOptOuts {
         Ok(())
     }
 
-    fn replace_set(&self, set: OptOutSet) -> Result<()> {
-        *self.set.write().map_err(|_| poisoned())? = set;
+    /// Puts `set`, which holds every change through `through`, in place, with this replica's
+    /// own changes after that applied again.
+    fn replace_set(&self, set: OptOutSet, through: i64) -> Result<()> {
+        let mut guard = self.set.write().map_err(|_| poisoned())?;
+        *guard = set;
+        self.set_through.store(through, Ordering::Release);
+        let mut own = self.own.lock().map_err(|_| poisoned())?;
+        own.retain(|(_, c)| c.id > through);
+        for (_, c) in own.iter() {
+            c.apply(&mut guard);
+        }
         Ok(())
+    }
+
+    /// The set holds every change through `through` in turn (called with the set's write
+    /// lock held): own changes up to it need no more applying.
+    fn held_through(&self, through: i64) {
+        self.set_through.store(through, Ordering::Release);
+        if let Ok(mut own) = self.own.lock() {
+            own.retain(|(_, c)| c.id > through);
+        }
+    }
+
+    /// Makes the set hold `change`, which this replica acknowledged and the set has not
+    /// reached in turn: applied now, out of turn, and to every set put in place until the set
+    /// holds it in turn. Changes after it are applied after it, in order, as always.
+    ///
+    /// `force`: the set may follow another history than the change's (a restored database
+    /// the follower has not read yet), so its position says nothing about the change.
+    pub(super) fn hold_own(&self, change: write::Logged, force: bool) {
+        let Ok(mut set) = self.set.write() else {
+            return;
+        };
+        if !force && self.set_through.load(Ordering::Acquire) >= change.id {
+            return; // in already, in turn: a later change may have decided since
+        }
+        change.apply(&mut set);
+        if let Ok(mut own) = self.own.lock() {
+            let at = own.partition_point(|(_, c)| c.id < change.id);
+            own.insert(at, (self.now_ms(), change));
+        }
     }
 }
 

@@ -6,6 +6,9 @@ use anyhow::anyhow;
 use gateway_core::optout::Scope;
 use tokio_postgres::Transaction;
 
+use std::sync::atomic::Ordering;
+
+use super::sync::CaughtUp;
 use super::{PgOptOuts, WRITE_TIMEOUT};
 
 /// How long a write waits for its own change to be applied before it applies it itself.
@@ -26,10 +29,18 @@ struct Outcome {
 }
 
 /// One change as the change log holds it.
-struct Logged {
-    id: i64,
+pub(super) struct Logged {
+    pub(super) id: i64,
     op: &'static str,
+    customer: String,
     scopes: Vec<String>,
+}
+
+impl Logged {
+    pub(super) fn apply(&self, set: &mut gateway_core::optout::OptOutSet) {
+        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        super::sync::apply(set, self.op, &self.customer, &scopes);
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
@@ -96,8 +107,8 @@ impl PgOptOuts {
                     Some(_) => tx.commit().await.map_err(unavailable)?,
                     None => tx.rollback().await.map_err(unavailable)?,
                 }
-                if let Some(logged) = &outcome.change {
-                    self.catch_up_after_write(&client, id, logged).await;
+                if let Some(logged) = outcome.change {
+                    self.catch_up_after_write(&client, logged).await;
                 }
                 return Ok(outcome.scopes);
             }
@@ -153,6 +164,7 @@ impl PgOptOuts {
                     change: Some(Logged {
                         id: change_id,
                         op: "add",
+                        customer: id.to_string(),
                         scopes: names.iter().map(|s| s.to_string()).collect(),
                     }),
                     scopes: Some(scopes_of(&rows)),
@@ -190,6 +202,7 @@ impl PgOptOuts {
                     change: Some(Logged {
                         id: change_id,
                         op: "remove",
+                        customer: id.to_string(),
                         scopes: gone.iter().map(|s| s.to_string()).collect(),
                     }),
                     scopes: Some(left),
@@ -200,27 +213,39 @@ impl PgOptOuts {
 
     /// Makes this replica enforce the change it just acknowledged (read-your-writes): a
     /// catch-up on the writer's connection, which never reads the whole table. Should that not
-    /// bring the set up to date (the follower has the table to read again, or is busy), the
-    /// change itself is applied to the set that serves, if the set has not reached it yet; the
-    /// follower applies it again in its turn, and every later change after it.
-    async fn catch_up_after_write(&self, client: &tokio_postgres::Client, id: &str, c: &Logged) {
+    /// bring the set up to date in time (the follower has the table to read again, or is
+    /// busy), the change is held out of turn ([`PgOptOuts::hold_own`]) and the follower woken.
+    ///
+    /// When the database is not the one the set followed (restored, failed over), the set's
+    /// position says nothing about this change: the follower is given a moment to read the
+    /// table again, and the change is held whatever the set's position if it has not.
+    async fn catch_up_after_write(&self, client: &tokio_postgres::Client, change: Logged) {
+        let generation = self.generation.load(Ordering::Acquire);
         let caught_up = tokio::time::timeout(CATCH_UP_AFTER_WRITE, self.catch_up(client, false));
-        match caught_up.await {
-            Ok(Ok(true)) => return,
-            Ok(Ok(false)) | Err(_) => {}
-            Ok(Err(e)) => log::debug!("catch-up after a write failed: {e:#}"),
-        }
-        self.kick.notify_one();
-        let Ok(applied) = tokio::time::timeout(CATCH_UP_AFTER_WRITE, self.applied.lock()).await
-        else {
-            return;
-        };
-        // Not before its turn if a later change is in already: that one decides.
-        if *applied >= 0 && *applied < c.id {
-            if let Ok(mut set) = self.set.write() {
-                let scopes: Vec<&str> = c.scopes.iter().map(String::as_str).collect();
-                super::sync::apply(&mut set, c.op, id, &scopes);
+        let force = match caught_up.await {
+            Ok(Ok(CaughtUp::Current)) => return,
+            Ok(Ok(CaughtUp::HistoryChanged)) => !self.reread_since(generation).await,
+            Ok(Ok(CaughtUp::Behind)) | Err(_) => false,
+            Ok(Err(e)) => {
+                log::debug!("catch-up after a write failed: {e:#}");
+                false
             }
+        };
+        self.hold_own(change, force);
+        self.kick.notify_one();
+    }
+
+    /// Waits, up to [`CATCH_UP_AFTER_WRITE`], for the follower to have read the table again
+    /// since `generation`.
+    async fn reread_since(&self, generation: u64) -> bool {
+        self.kick.notify_one();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_AFTER_WRITE;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     }
 }
