@@ -96,6 +96,9 @@ pub struct PgOptOuts {
     /// of turn ([`PgOptOuts::hold_own`]): applied again to every set put in place, until the
     /// set holds them in turn.
     own: std::sync::Mutex<Vec<(u64, write::Logged)>>,
+    /// The follower is reading the table again because the database is not the one it
+    /// followed: the set's position (`set_through`) is of the old history.
+    rereading_history: AtomicBool,
 }
 
 /// `import_pending_ms` when every import seen is in the set.
@@ -133,6 +136,7 @@ impl PgOptOuts {
             import_pending_ms: AtomicU64::new(NO_IMPORT),
             set_through: AtomicI64::new(-1),
             own: std::sync::Mutex::new(Vec::new()),
+            rereading_history: AtomicBool::new(false),
         })
     }
 

@@ -15,7 +15,7 @@ use super::{schema, write, PgOptOuts, POLL};
 
 /// When a change was written, as SQL over a change row: microseconds since the epoch (the
 /// catch-up compares the change it applied last with the row of that id by it).
-const AT_MICROS: &str = "(extract(epoch FROM at) * 1000000)::bigint";
+pub(super) const AT_MICROS: &str = "(extract(epoch FROM at) * 1000000)::bigint";
 
 /// What a catch-up found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +112,17 @@ impl PgOptOuts {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = self.kick.notified() => {}
             }
-            match tokio::time::timeout(POLL * 4, self.catch_up(&client, true)).await {
-                Ok(result) => {
-                    result?;
-                }
+            // The catch-up query is bounded; reading the whole table, when it is needed, is
+            // not (it takes as long as the table is large).
+            let state = match tokio::time::timeout(POLL * 4, self.catch_up(&client, false)).await {
+                Ok(state) => state?,
                 Err(_) => bail!("no answer to the catch-up query in time"),
+            };
+            if state != CaughtUp::Current {
+                let mut applied = self.applied.lock().await;
+                let history_changed = state == CaughtUp::HistoryChanged;
+                self.reload_locked(&client, &mut applied, history_changed)
+                    .await?;
             }
         }
     }
@@ -158,7 +164,8 @@ impl PgOptOuts {
             let last: i64 = first.get(0);
             let then: Option<i64> = first.get(1);
             let remembered = *self.applied_at.lock().map_err(|_| poisoned())?;
-            let replaced = matches!((remembered, then), (Some(a), Some(b)) if a != b);
+            let replaced = matches!((remembered, then), (Some(a), Some(b)) if a != b)
+                || self.own_replaced(&rows)?;
             let changes: Vec<_> = rows
                 .iter()
                 .filter(|row| row.get::<_, Option<i64>>(2).is_some())
@@ -247,7 +254,11 @@ impl PgOptOuts {
     ) -> Result<()> {
         let began = Instant::now();
         let began_ms = self.now_ms();
-        let (set, last, last_at) = load_set(client, &self.tables).await?;
+        self.rereading_history
+            .store(history_changed, Ordering::Release);
+        let loaded = load_set(client, &self.tables).await;
+        self.rereading_history.store(false, Ordering::Release);
+        let (set, last, last_at) = loaded?;
         if history_changed {
             // Held before this read began: from the history the set followed. A change held
             // since may be of the new one, and this read may not hold it yet.
@@ -360,6 +371,21 @@ impl PgOptOuts {
             c.apply(&mut guard);
         }
         Ok(())
+    }
+
+    /// Whether a change of this replica's own that the set holds out of turn has, in the change
+    /// rows read (`id` at 2, time at 6), the same id but another time: the database lost it
+    /// (restored, failed over) and gave its id to another change.
+    fn own_replaced(&self, rows: &[tokio_postgres::Row]) -> Result<bool> {
+        let own = self.own.lock().map_err(|_| poisoned())?;
+        if own.is_empty() {
+            return Ok(false);
+        }
+        Ok(rows.iter().any(|row| {
+            let (id, at): (Option<i64>, Option<i64>) = (row.get(2), row.get(6));
+            own.iter()
+                .any(|(_, c)| Some(c.id) == id && Some(c.at_us) != at)
+        }))
     }
 
     /// The set holds every change through `through` in turn (called with the set's write

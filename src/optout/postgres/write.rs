@@ -31,6 +31,8 @@ struct Outcome {
 /// One change as the change log holds it.
 pub(super) struct Logged {
     pub(super) id: i64,
+    /// When it was written (microseconds since the epoch, the database's clock).
+    pub(super) at_us: i64,
     op: &'static str,
     customer: String,
     scopes: Vec<String>,
@@ -139,9 +141,11 @@ impl PgOptOuts {
             "SELECT scope FROM {} WHERE customer_id = $1 ORDER BY scope",
             t.optouts
         );
+        // Its time comes back: a kept change is known by id and time (see `hold_own`).
         let log = format!(
-            "INSERT INTO {} (id, customer_id, op, scopes) VALUES ($1, $2, $3, $4)",
-            t.changes
+            "INSERT INTO {} (id, customer_id, op, scopes) VALUES ($1, $2, $3, $4) RETURNING {}",
+            t.changes,
+            super::sync::AT_MICROS
         );
         let notify = "SELECT pg_notify($1, $2::bigint::text)";
         match change {
@@ -153,9 +157,9 @@ impl PgOptOuts {
                 );
                 let seq = tx.query_one(&next, &[]).await?;
                 let change_id: i64 = seq.get(0);
-                let (_, _, _, rows) = futures_util::future::try_join4(
+                let (_, logged, _, rows) = futures_util::future::try_join4(
                     tx.execute(&insert, &[&id, &names]),
-                    tx.execute(&log, &[&change_id, &id, &"add", &names]),
+                    tx.query_one(&log, &[&change_id, &id, &"add", &names]),
                     tx.query(notify, &[&t.changes, &change_id]),
                     tx.query(&current, &[&id]),
                 )
@@ -163,6 +167,7 @@ impl PgOptOuts {
                 Ok(Outcome {
                     change: Some(Logged {
                         id: change_id,
+                        at_us: logged.get(0),
                         op: "add",
                         customer: id.to_string(),
                         scopes: names.iter().map(|s| s.to_string()).collect(),
@@ -193,14 +198,15 @@ impl PgOptOuts {
                         scopes,
                     });
                 }
-                futures_util::future::try_join(
-                    tx.execute(&log, &[&change_id, &id, &"remove", &gone]),
+                let (logged, _) = futures_util::future::try_join(
+                    tx.query_one(&log, &[&change_id, &id, &"remove", &gone]),
                     tx.query(notify, &[&t.changes, &change_id]),
                 )
                 .await?;
                 Ok(Outcome {
                     change: Some(Logged {
                         id: change_id,
+                        at_us: logged.get(0),
                         op: "remove",
                         customer: id.to_string(),
                         scopes: gone.iter().map(|s| s.to_string()).collect(),
@@ -225,7 +231,9 @@ impl PgOptOuts {
         let force = match caught_up.await {
             Ok(Ok(CaughtUp::Current)) => return,
             Ok(Ok(CaughtUp::HistoryChanged)) => !self.reread_since(generation).await,
-            Ok(Ok(CaughtUp::Behind)) | Err(_) => false,
+            // The follower is reading a new history: the set's position is the old one's.
+            Err(_) => self.rereading_history.load(Ordering::Acquire),
+            Ok(Ok(CaughtUp::Behind)) => false,
             Ok(Err(e)) => {
                 log::debug!("catch-up after a write failed: {e:#}");
                 false
