@@ -144,8 +144,10 @@ impl PgOptOuts {
     /// and follows changes for the life of the process.
     pub fn start(config: &PostgresOptOuts) -> anyhow::Result<Arc<PgOptOuts>> {
         let replica = Arc::new(PgOptOuts::new(config)?);
+        // Two workers: an import's whole-table read (busy building the new set) never holds up
+        // the follower applying changes beside it.
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("optouts-pg")
             .enable_all()
             .build()

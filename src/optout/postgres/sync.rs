@@ -86,8 +86,14 @@ impl PgOptOuts {
             schema::migrate(&mut client, &self.tables).await?;
             *migrated = true;
         }
+        // A whole-table read on a connection gone silent ends on the server too (the query
+        // of a catch-up is bounded by its caller).
         client
-            .batch_execute(&format!("LISTEN {}", self.tables.changes))
+            .batch_execute(&format!(
+                "SET statement_timeout = '{}s'; LISTEN {}",
+                IMPORT_READ_TIMEOUT.as_secs(),
+                self.tables.changes
+            ))
             .await
             .context("cannot LISTEN for opt-out changes")?;
         if self.loaded.load(Ordering::Acquire) {
@@ -119,6 +125,15 @@ impl PgOptOuts {
                 Err(_) => bail!("no answer to the catch-up query in time"),
             };
             if state != CaughtUp::Current {
+                log::warn!(
+                    "opt-out change log in {} {}: reading the opt-outs again",
+                    self.tables.changes,
+                    if state == CaughtUp::HistoryChanged {
+                        "is not the one applied (the database was restored or failed over)"
+                    } else {
+                        "has a gap, or a counter ahead of its changes"
+                    }
+                );
                 let mut applied = self.applied.lock().await;
                 let history_changed = state == CaughtUp::HistoryChanged;
                 self.reload_locked(&client, &mut applied, history_changed)
@@ -154,6 +169,7 @@ impl PgOptOuts {
              WHERE id > $1 ORDER BY id LIMIT {CATCH_UP_BATCH}) c ON true ORDER BY c.id"
         );
         loop {
+            let asked_ms = self.now_ms();
             let rows = client
                 .query(&sql, &[&*applied])
                 .await
@@ -165,7 +181,7 @@ impl PgOptOuts {
             let then: Option<i64> = first.get(1);
             let remembered = *self.applied_at.lock().map_err(|_| poisoned())?;
             let replaced = matches!((remembered, then), (Some(a), Some(b)) if a != b)
-                || self.own_replaced(&rows)?;
+                || self.own_replaced(&rows, last, asked_ms)?;
             let changes: Vec<_> = rows
                 .iter()
                 .filter(|row| row.get::<_, Option<i64>>(2).is_some())
@@ -373,19 +389,24 @@ impl PgOptOuts {
         Ok(())
     }
 
-    /// Whether a change of this replica's own that the set holds out of turn has, in the change
-    /// rows read (`id` at 2, time at 6), the same id but another time: the database lost it
-    /// (restored, failed over) and gave its id to another change.
-    fn own_replaced(&self, rows: &[tokio_postgres::Row]) -> Result<bool> {
+    /// Whether the database lost a change of this replica's own that the set holds out of
+    /// turn (restored, failed over): the change rows read (`id` at 2, time at 6) give its id to
+    /// a change of another time, or the counter `last`, read by a query asked (`asked_ms`) after
+    /// the change was held, is below its id.
+    fn own_replaced(&self, rows: &[tokio_postgres::Row], last: i64, asked_ms: u64) -> Result<bool> {
         let own = self.own.lock().map_err(|_| poisoned())?;
         if own.is_empty() {
             return Ok(false);
         }
-        Ok(rows.iter().any(|row| {
+        let taken = rows.iter().any(|row| {
             let (id, at): (Option<i64>, Option<i64>) = (row.get(2), row.get(6));
             own.iter()
                 .any(|(_, c)| Some(c.id) == id && Some(c.at_us) != at)
-        }))
+        });
+        let gone = own
+            .iter()
+            .any(|(held_ms, c)| *held_ms < asked_ms && c.id > last);
+        Ok(taken || gone)
     }
 
     /// The set holds every change through `through` in turn (called with the set's write
@@ -410,10 +431,17 @@ impl PgOptOuts {
         if !force && self.set_through.load(Ordering::Acquire) >= change.id {
             return; // in already, in turn: a later change may have decided since
         }
-        change.apply(&mut set);
-        if let Ok(mut own) = self.own.lock() {
-            let at = own.partition_point(|(_, c)| c.id < change.id);
-            own.insert(at, (self.now_ms(), change));
+        let Ok(mut own) = self.own.lock() else {
+            change.apply(&mut set);
+            return;
+        };
+        let at = own.partition_point(|(_, c)| c.id < change.id);
+        own.insert(at, (self.now_ms(), change));
+        // This customer's later changes held already are applied again after it: held out of
+        // turn, they still apply in turn among themselves.
+        let customer = own[at].1.customer.clone();
+        for (_, c) in own[at..].iter().filter(|(_, c)| c.customer == customer) {
+            c.apply(&mut set);
         }
     }
 }

@@ -34,7 +34,7 @@ pub(super) struct Logged {
     /// When it was written (microseconds since the epoch, the database's clock).
     pub(super) at_us: i64,
     op: &'static str,
-    customer: String,
+    pub(super) customer: String,
     scopes: Vec<String>,
 }
 
