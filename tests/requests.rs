@@ -57,6 +57,13 @@ fn read_until(
     }
 }
 
+fn status_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("HTTP/1."))
+        .map(str::to_string)
+        .collect()
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).unwrap()
 }
