@@ -601,11 +601,6 @@ impl ProxyHttp for PartnerProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        // A request sent before the answer to the one ahead of it (HTTP/1.1 pipelining) is
-        // read from the bytes after that one's body and answered next, in order (RFC 9112
-        // §9.3.2), instead of being dropped when the connection closes. A refusal still closes
-        // the connection, so an unread body is never read as a request.
-        session.as_downstream_mut().set_pipelining_enabled(true);
         match self.handle(session, ctx).await {
             Ok((header, answer)) => self.respond(session, ctx, header, answer).await?,
             Err(refusal) => self.refuse(session, ctx, &refusal).await,
