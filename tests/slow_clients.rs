@@ -245,6 +245,38 @@ fn idle_time_between_keep_alive_requests_is_not_head_time() {
     assert_eq!(closed(&gateway.metrics(), "header_timeout"), 1.0);
 }
 
+/// An idle kept-alive connection is closed after the keep-alive idle timeout (60 s), also
+/// when the caller asks for longer: idle connections cannot hold `max_connections` for ever.
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let (_mock, gateway) = start(100);
+    let idle = |keep_alive: &str| {
+        let mut stream = connect(gateway.addr);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(90)))
+            .unwrap();
+        let raw = format!("GET /ship/v1/shipments/s-1 HTTP/1.1\r\nhost: gw\r\n{keep_alive}\r\n");
+        stream.write_all(raw.as_bytes()).unwrap();
+        let r = http1::read_response(&mut stream, false).unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let answered = std::time::Instant::now();
+        let rest = read_to_close(&mut stream);
+        (answered.elapsed(), rest)
+    };
+    std::thread::scope(|scope| {
+        let plain = scope.spawn(|| idle(""));
+        let asks_more = scope.spawn(|| idle("keep-alive: timeout=100000\r\n"));
+        for waiter in [plain, asks_more] {
+            let (waited, rest) = waiter.join().unwrap();
+            assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+            assert!(
+                waited >= Duration::from_secs(55) && waited <= Duration::from_secs(75),
+                "closed after {waited:?}"
+            );
+        }
+    });
+}
+
 #[test]
 fn connections_over_max_connections_are_closed_and_counted() {
     let (mock, gateway) = start(3);

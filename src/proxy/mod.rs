@@ -35,6 +35,9 @@ use crate::metrics::UpstreamErrorKind;
 use crate::shadow::{self, Shadow};
 use upstream::{RelayError, UpstreamAnswer, UpstreamClient};
 
+/// Longest wait for the next request on a kept-alive connection, in seconds.
+const KEEPALIVE_IDLE_S: u64 = 60;
+
 pub struct PartnerProxy {
     gateway: Arc<Gateway>,
     upstream: UpstreamClient,
@@ -601,6 +604,13 @@ impl ProxyHttp for PartnerProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // pingora waits for the next request on a kept-alive HTTP/1.1 connection for ever (or
+        // as long as the caller's `Keep-Alive: timeout` asks): bounded, so idle connections
+        // cannot hold `max_connections` slots.
+        let idle = session.as_downstream().get_keepalive();
+        if idle.is_some_and(|s| s == 0 || s > KEEPALIVE_IDLE_S) {
+            session.set_keepalive(Some(KEEPALIVE_IDLE_S));
+        }
         match self.handle(session, ctx).await {
             Ok((header, answer)) => self.respond(session, ctx, header, answer).await?,
             Err(refusal) => self.refuse(session, ctx, &refusal).await,
