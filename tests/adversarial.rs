@@ -615,6 +615,17 @@ fn framing_tricks_are_refused_before_any_connection() {
             ),
         ),
         (
+            "chunked given twice",
+            raw_request(
+                "POST /trip-ship/v1/shipments HTTP/1.1",
+                &[
+                    "content-type: application/json",
+                    "transfer-encoding: chunked, chunked",
+                ],
+                &chunked(body, 10),
+            ),
+        ),
+        (
             "differing content-lengths",
             raw_request(
                 "POST /trip-ship/v1/shipments HTTP/1.1",

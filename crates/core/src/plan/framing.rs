@@ -58,12 +58,22 @@ pub(super) fn check_codings(
             "stacked content-encodings {more:?} are not decoded; send the body unencoded or with one coding"
         ))),
     };
-    for (_, coding) in headers.iter().filter(|(n, _)| *n == "transfer-encoding") {
+    let transfer = headers.iter().filter(|(n, _)| *n == "transfer-encoding");
+    let mut chunked = 0;
+    for (_, coding) in transfer {
         if !only(coding, "chunked") {
             return Err(Refusal::new(RefusalKind::UnsupportedMediaType, format!(
                 "transfer-encoding {coding:?} cannot be read by the gateway; send the body unencoded (chunked framing is fine)"
             )));
         }
+        chunked += coding.split(',').count();
+    }
+    // Chunked framing applied twice: a reader in front may split the body elsewhere.
+    if chunked > 1 {
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            "transfer-encoding chunked is given more than once",
+        ));
     }
     Ok(coding)
 }

@@ -186,6 +186,14 @@ fn framing_refuses_upgrades_and_unreadable_codings() {
             "unsupported_media_type",
         ),
         (&[("transfer-encoding", "chunked")], "ok"),
+        (&[("transfer-encoding", "chunked, chunked")], "bad_request"),
+        (
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "Chunked"),
+            ],
+            "bad_request",
+        ),
         (
             &[("transfer-encoding", "gzip, chunked")],
             "unsupported_media_type",
