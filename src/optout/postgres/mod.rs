@@ -9,15 +9,16 @@ and keeps it current from the change log (see [`schema`]):
 2. **Follow**: a dedicated connection `LISTEN`s on the change channel; each notification, and
    a timer every [`POLL`] in case a notification was lost, runs a catch-up: apply every change
    with an id above the last one applied, in order. A `reload` change (bulk import) wakes a
-   second task that reads the table again beside the follower, on a pool connection, while
-   the follower goes on applying changes to the set that serves; the new set gets the changes
-   after its snapshot and replaces the old one. A change log that cannot be followed (a gap,
-   a counter that disagrees) is read again by the follower itself.
+   second task that reads the table again beside the follower, on a connection of its own,
+   while the follower goes on applying changes to the set that serves; the new set gets the
+   changes after its snapshot and replaces the old one. A change log that cannot be followed
+   (a gap, a counter that disagrees) is read again by the follower itself.
 3. **Reconnect**: a lost connection is retried with backoff; the catch-up after reconnecting
    replays what changed meanwhile. A lost notification costs at most [`POLL`], never an opt-out.
-4. **Staleness**: the copy's age is the time since the last successful catch-up. Past
-   `max_staleness_s` the copy is not used: routes that honour opt-outs answer 503 while
-   contractor routes keep working (see [`OptOutBackend::source`]).
+4. **Staleness**: the copy's age is the time since the last successful catch-up, or since an
+   import it does not hold yet was seen, whichever is longer. Past `max_staleness_s` the copy
+   is not used: routes that honour opt-outs answer 503 while contractor routes keep working
+   (see [`OptOutBackend::source`]).
 
 Writes (admin `PUT`/`DELETE`) run in one transaction that takes the change counter's row lock,
 changes the table, appends the change and notifies; the answer is sent only after `COMMIT`

@@ -97,7 +97,8 @@ impl PgOptOuts {
             .await
             .context("cannot LISTEN for opt-out changes")?;
         if self.loaded.load(Ordering::Acquire) {
-            self.catch_up(&client, true).await?;
+            let state = self.catch_up(&client).await?;
+            self.reread_unless_current(&client, state).await?;
         } else {
             self.reload(&client).await?;
             log::info!(
@@ -120,42 +121,50 @@ impl PgOptOuts {
             }
             // The catch-up query is bounded; reading the whole table, when it is needed, is
             // not (it takes as long as the table is large).
-            let state = match tokio::time::timeout(POLL * 4, self.catch_up(&client, false)).await {
+            let state = match tokio::time::timeout(POLL * 4, self.catch_up(&client)).await {
                 Ok(state) => state?,
                 Err(_) => bail!("no answer to the catch-up query in time"),
             };
-            if state != CaughtUp::Current {
-                log::warn!(
-                    "opt-out change log in {} {}: reading the opt-outs again",
-                    self.tables.changes,
-                    if state == CaughtUp::HistoryChanged {
-                        "is not the one applied (the database was restored or failed over)"
-                    } else {
-                        "has a gap, or a counter ahead of its changes"
-                    }
-                );
-                let mut applied = self.applied.lock().await;
-                let history_changed = state == CaughtUp::HistoryChanged;
-                self.reload_locked(&client, &mut applied, history_changed)
-                    .await?;
-            }
+            self.reread_unless_current(&client, state).await?;
         }
+    }
+
+    /// On the follower's connection, after a catch-up that found the change log cannot be
+    /// followed: reads the whole table again, with a warning.
+    async fn reread_unless_current(&self, client: &Client, state: CaughtUp) -> Result<()> {
+        if state == CaughtUp::Current {
+            return Ok(());
+        }
+        let history_changed = state == CaughtUp::HistoryChanged;
+        log::warn!(
+            "opt-out change log in {} {}: reading the opt-outs again",
+            self.tables.changes,
+            if history_changed {
+                "is not the one applied (the database was restored or failed over)"
+            } else {
+                "has a gap, or a counter other than its changes"
+            }
+        );
+        let mut applied = self.applied.lock().await;
+        self.reload_locked(client, &mut applied, history_changed)
+            .await
     }
 
     /// Applies every change after the last one applied, in order. Each query reads, in one
     /// snapshot, the change counter, the change the replica applied last and the changes after
-    /// it; the set is read again whenever they disagree with what was applied:
-    /// - a gap in the ids, or a bulk import;
+    /// it; the set is to be read again (not `Current`) whenever they disagree with what was
+    /// applied:
+    /// - a gap in the ids;
     /// - a counter ahead of every change there is to read (the newest were pruned before this
     ///   replica saw them);
     /// - a counter behind what was applied, or a last applied change that is now another one
     ///   (its time differs): the database came back from a backup or failed over to a standby
     ///   that was behind, and new changes reuse ids the replica has already applied.
     ///
-    /// `may_reload`: false on a writer's connection, which never reads the whole table (a read
-    /// cut short by its caller's timeout would leave its transaction open on a pooled
-    /// connection); the follower is woken to do it.
-    pub(super) async fn catch_up(&self, client: &Client, may_reload: bool) -> Result<CaughtUp> {
+    /// It never reads the whole table itself: only the follower does, on its own connection
+    /// ([`PgOptOuts::reread_unless_current`]). A read cut short by a writer's timeout would
+    /// leave its transaction open on a pooled connection.
+    pub(super) async fn catch_up(&self, client: &Client) -> Result<CaughtUp> {
         let began = Instant::now();
         let mut applied = self.applied.lock().await;
         if *applied < 0 {
@@ -191,26 +200,11 @@ impl PgOptOuts {
                     .iter()
                     .enumerate()
                     .any(|(i, row)| row.get::<_, i64>(2) != *applied + 1 + i as i64);
-            if must_reload && !may_reload {
-                self.kick.notify_one();
-                return Ok(if replaced {
-                    CaughtUp::HistoryChanged
-                } else {
-                    CaughtUp::Behind
-                });
+            if replaced {
+                return Ok(CaughtUp::HistoryChanged);
             }
             if must_reload {
-                if replaced {
-                    log::warn!(
-                        "opt-out change {} in {} is not the one applied: reading the opt-outs again",
-                        *applied,
-                        self.tables.changes
-                    );
-                }
-                return self
-                    .reload_locked(client, &mut applied, replaced)
-                    .await
-                    .map(|()| CaughtUp::Current);
+                return Ok(CaughtUp::Behind);
             }
             {
                 let mut set = self.set.write().map_err(|_| poisoned())?;
@@ -229,23 +223,11 @@ impl PgOptOuts {
             }
             if (changes.len() as i64) < CATCH_UP_BATCH {
                 if *applied != last {
-                    if !may_reload {
-                        self.kick.notify_one();
-                        return Ok(if last < *applied {
-                            CaughtUp::HistoryChanged
-                        } else {
-                            CaughtUp::Behind
-                        });
-                    }
-                    log::warn!(
-                        "opt-out change counter {seq} is at {last}, changes applied up to {}: reading the opt-outs again",
-                        *applied
-                    );
-                    let went_back = last < *applied;
-                    return self
-                        .reload_locked(client, &mut applied, went_back)
-                        .await
-                        .map(|()| CaughtUp::Current);
+                    return Ok(if last < *applied {
+                        CaughtUp::HistoryChanged
+                    } else {
+                        CaughtUp::Behind
+                    });
                 }
                 break;
             }
@@ -254,7 +236,7 @@ impl PgOptOuts {
         Ok(CaughtUp::Current)
     }
 
-    /// Reads the whole table again (first load, or after a bulk import).
+    /// Reads the whole table (the first load).
     async fn reload(&self, client: &Client) -> Result<()> {
         let mut applied = self.applied.lock().await;
         self.reload_locked(client, &mut applied, false).await

@@ -2,18 +2,18 @@
 //! only after `COMMIT` returned.
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use anyhow::anyhow;
 use gateway_core::optout::Scope;
 use tokio_postgres::Transaction;
 
-use std::sync::atomic::Ordering;
-
 use super::sync::CaughtUp;
 use super::{PgOptOuts, WRITE_TIMEOUT};
-
-/// How long a write waits for its own change to be applied before it applies it itself.
-const CATCH_UP_AFTER_WRITE: Duration = Duration::from_millis(500);
 use crate::optout::BackendError;
+
+/// How long a write waits for its own change to be applied before it holds it itself.
+const CATCH_UP_AFTER_WRITE: Duration = Duration::from_millis(500);
 
 /// What an admin call changes.
 pub enum Change<'a> {
@@ -227,7 +227,7 @@ impl PgOptOuts {
     /// table again, and the change is held whatever the set's position if it has not.
     async fn catch_up_after_write(&self, client: &tokio_postgres::Client, change: Logged) {
         let generation = self.generation.load(Ordering::Acquire);
-        let caught_up = tokio::time::timeout(CATCH_UP_AFTER_WRITE, self.catch_up(client, false));
+        let caught_up = tokio::time::timeout(CATCH_UP_AFTER_WRITE, self.catch_up(client));
         let force = match caught_up.await {
             Ok(Ok(CaughtUp::Current)) => return,
             Ok(Ok(CaughtUp::HistoryChanged)) => !self.reread_since(generation).await,
