@@ -170,15 +170,19 @@ impl PartnerProxy {
             subjects: self.gateway.ledger().is_some(),
         };
         let mut outcome = decide(ctx, target, limits, &incoming, (&optout_source, collect));
-        let method = head.method.clone();
-        if collect.forwarded {
+        let method = if collect.forwarded {
             // After the real decision and off its path: the body moves, it is not copied, and
-            // the decision goes along so the shadow thread need not make it again.
+            // the decision goes along so the shadow thread need not make it again. Only then is
+            // the method copied (the request still needs it).
+            let method = head.method.clone();
             let live = shadow::Live::take(target, &mut outcome);
             let body = (Some(body), true);
             let optouts = (optout_source, Some(live));
             self.shadow(active, ctx, head.shadow(headers), body, optouts);
-        }
+            method
+        } else {
+            head.method
+        };
         let outgoing = outcome?;
         self.forward(ctx, active, target, (caller, &method), outgoing)
             .await
