@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use partner_gateway::http1;
-use procs::{body, free_addr, wait_for, Killed, BIN};
+use procs::{body, cpu_ns, free_addr, wait_for, Killed, BIN};
 use shadow_workload::{partner, ACTIVE_ROUTE, CANDIDATE_ROUTE, KEY};
 
 /// A gateway in `dir` in front of `upstream`, with a shadow policy when `shadow`.
@@ -64,29 +64,6 @@ fn gateway(dir: &Path, upstream: &str, shadow: bool) -> (Killed, SocketAddr, Soc
     wait_for(listen);
     wait_for(admin);
     (Killed(child), listen, admin)
-}
-
-/// Nanoseconds of CPU the threads of process `pid` have run, in all and on threads named
-/// `name` (the kernel's `schedstat`; threads that ended are not counted: the gateway's live
-/// as long as it does).
-fn cpu_ns(pid: u32, name: &str) -> (u64, u64) {
-    let (mut all, mut named) = (0, 0);
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (0, 0);
-    };
-    for task in tasks.flatten() {
-        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
-        let ns: u64 = read("schedstat")
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        all += ns;
-        if read("comm").trim() == name {
-            named += ns;
-        }
-    }
-    (all, named)
 }
 
 /// One gateway's measurements over the rounds.

@@ -1,5 +1,5 @@
 //! What the end-to-end benchmarks share: free loopback ports, waiting for a listener, child
-//! processes killed when their handle drops, and the sample request body.
+//! processes killed when their handle drops, a process's CPU time, and the sample request body.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -37,4 +37,27 @@ pub fn wait_for(addr: SocketAddr) {
         assert!(Instant::now() < deadline, "nothing listening on {addr}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Nanoseconds of CPU the threads of process `pid` have run, in all and on threads named
+/// `name` (the kernel's `schedstat`; threads that ended are not counted: the gateway's live
+/// as long as it does).
+pub fn cpu_ns(pid: u32, name: &str) -> (u64, u64) {
+    let (mut all, mut named) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        let ns: u64 = read("schedstat")
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        all += ns;
+        if read("comm").trim() == name {
+            named += ns;
+        }
+    }
+    (all, named)
 }

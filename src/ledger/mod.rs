@@ -67,11 +67,10 @@ pub struct Ledger {
 
 /// Now, as the ledger writes it (RFC 3339 UTC, milliseconds), and its UTC date.
 pub fn now_text() -> (String, String) {
-    let now = Utc::now();
-    (
-        now.to_rfc3339_opts(SecondsFormat::Millis, true),
-        now.format("%Y-%m-%d").to_string(),
-    )
+    let time = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    // `YYYY-MM-DD` starts every RFC 3339 time chrono writes (years 0 to 9999).
+    let date = time.get(..10).unwrap_or_default().to_string();
+    (time, date)
 }
 
 impl Ledger {
@@ -191,10 +190,10 @@ impl Ledger {
         signer: Option<&TokenSigner>,
         time: &str,
     ) -> Result<&'a mut Current, LedgerError> {
-        let date = time.get(..10).unwrap_or_default().to_string();
+        let date = time.get(..10).unwrap_or_default();
         let new_day = matches!(&*state, State::Open(c) if c.date != date && c.len > 0);
         if new_day {
-            self.rotate(state, signer, &date)?;
+            self.rotate(state, signer, date)?;
         }
         match state {
             State::Open(current) => Ok(current),
