@@ -370,6 +370,80 @@ fn a_ledger_that_cannot_be_written_refuses_and_nothing_reaches_the_partner() {
     assert_eq!(gateway.post_json("/acme-ship/v1/nothing", "{}").status, 403);
 }
 
+/// Posts until the gateway forwards again (the ledger is retried in the background).
+fn until_forwarded(gateway: &Gateway, customer: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gateway
+        .post_json("/acme-ship/v1/shipments", &shipment(customer))
+        .status
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ledger never recovered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_ledger_deleted_while_open_refuses_instead_of_writing_into_nothing() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "");
+    let dir = ledger_dir(&gateway);
+    let r = gateway.post_json("/acme-ship/v1/shipments", &shipment("c-1"));
+    assert_eq!(r.status, 200);
+    // the open file loses its last name: whatever is appended to it now is lost at exit
+    std::fs::remove_dir_all(&dir).unwrap();
+    let r = gateway.post_json("/acme-ship/v1/shipments", &shipment("c-2"));
+    assert_refused(&r, 503, "not_ready");
+    assert_eq!(
+        mock.received().len(),
+        1,
+        "forwarded with its record deleted"
+    );
+    let metrics = gateway.metrics();
+    assert_eq!(metric(&metrics, "partner_gateway_ledger_errors_total"), 1.0);
+    // a new ledger file takes the next records
+    until_forwarded(&gateway, "c-3");
+    terminate(&mut gateway);
+    assert_eq!(records(&dir).len(), mock.received().len() - 1);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_second_gateway_on_the_same_ledger_refuses_rather_than_fork_its_chain() {
+    let mock = Mock::start();
+    let mut first = start(&mock, "");
+    let dir = ledger_dir(&first);
+    let shared = format!("path: {}", dir.display());
+    let mut second = Gateway::start(
+        &ledger_yaml("").replace("path: data/ledger", &shared),
+        &[("acme-ship", &partner(&mock.url()))],
+        ENV,
+    );
+    let r = second.post_json("/acme-ship/v1/shipments", &shipment("c-1"));
+    assert_refused(&r, 503, "not_ready");
+    let message = r.json()["message"].to_string();
+    assert!(message.contains("in use by another process"), "{message}");
+    assert!(mock.received().is_empty());
+    assert_eq!(second.admin_get("/readyz").status, 503);
+    assert_eq!(
+        first
+            .post_json("/acme-ship/v1/shipments", &shipment("c-2"))
+            .status,
+        200
+    );
+    // once the first has stopped, the second takes the ledger over and continues its chain
+    terminate(&mut first);
+    until_forwarded(&second, "c-3");
+    terminate(&mut second);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(records(&dir).len(), mock.received().len());
+}
+
 #[test]
 fn a_failure_at_rotation_refuses_from_then_on_and_recovers() {
     let mock = Mock::start();
@@ -399,18 +473,7 @@ fn a_failure_at_rotation_refuses_from_then_on_and_recovers() {
     assert_eq!(records(&dir).len(), forwarded);
     // once the way is clear the gateway writes again (retried in the background)
     std::fs::remove_dir(&blocker).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while gateway
-        .post_json("/acme-ship/v1/shipments", &shipment("c-x"))
-        .status
-        != 200
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ledger never recovered"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    until_forwarded(&gateway, "c-x");
     terminate(&mut gateway);
     let (code, out) = verify(&dir, None);
     assert_eq!(code, 0, "{out}");

@@ -1,5 +1,6 @@
-//! The ledger directory on disk: finding the current file, repairing a line a crash cut off,
-//! and resuming the chain from the last complete line.
+//! The ledger directory on disk: its lock (one writing process per directory), finding the
+//! current file, repairing a line a crash cut off, and resuming the chain from the last
+//! complete line.
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use gateway_core::ledger::{self, Chain};
 
 /// The file records are appended to, and where the chain stands.
 pub struct Current {
+    /// The directory's lock ([`lock_dir`]), held as long as the ledger is open.
+    pub lock: File,
     pub file: File,
     pub path: PathBuf,
     pub date: String,
@@ -30,15 +33,40 @@ pub fn ledger_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(ledger::chain_order(names))
 }
 
+/// The lock file in a ledger directory (not a ledger file's name, so never part of the chain).
+const LOCK: &str = ".lock";
+
+/// Takes the ledger directory's lock (`flock`, exclusive), held until the returned file and
+/// its clones are dropped or the process dies: a second gateway appending to the same files
+/// would fork the chain.
+fn lock_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join(LOCK);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+            "ledger {} is in use by another process (another gateway?): each gateway needs a ledger directory of its own",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
 /// Opens the ledger in `dir` for appending (creating the directory and the first file of
-/// `today` when there is none), once the directory takes new bytes ([`probe`]). A last line
-/// without its newline is repaired first ([`repair_tail`]).
+/// `today` when there is none), once its lock is taken ([`lock_dir`]) and the directory takes
+/// new bytes ([`probe`]). A last line without its newline is repaired first ([`repair_tail`]).
 pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = lock_dir(dir)?;
     probe(dir)?;
     let names = ledger_files(dir)?;
     let Some(last) = names.last() else {
-        return create(dir, today, 1, Chain::new());
+        return create(dir, today, 1, Chain::new(), lock);
     };
     let path = dir.join(last);
     let (date, n) = ledger::parse_file_name(last).context("ledger file name")?;
@@ -49,6 +77,7 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
         .open(&path)
         .with_context(|| format!("cannot open {} for appending", path.display()))?;
     Ok(Current {
+        lock,
         file,
         path,
         date,
@@ -114,8 +143,8 @@ fn probe(dir: &Path) -> anyhow::Result<()> {
     written.with_context(|| format!("cannot write to {}", dir.display()))
 }
 
-/// Starts file `n` of `date` (it must not exist yet).
-pub fn create(dir: &Path, date: &str, n: u32, chain: Chain) -> anyhow::Result<Current> {
+/// Starts file `n` of `date` (it must not exist yet), under the directory's `lock`.
+pub fn create(dir: &Path, date: &str, n: u32, chain: Chain, lock: File) -> anyhow::Result<Current> {
     let path = dir.join(ledger::file_name(date, n));
     let file = OpenOptions::new()
         .append(true)
@@ -127,6 +156,7 @@ pub fn create(dir: &Path, date: &str, n: u32, chain: Chain) -> anyhow::Result<Cu
         let _ = d.sync_all();
     }
     Ok(Current {
+        lock,
         file,
         path,
         date: date.to_string(),

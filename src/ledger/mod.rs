@@ -23,6 +23,7 @@ mod files;
 pub use files::ledger_files;
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -264,7 +265,8 @@ impl Ledger {
             } else {
                 files::next_number(&self.dir, date)?
             };
-            let next = files::create(&self.dir, date, n, current.chain.clone())?;
+            let lock = current.lock.try_clone()?;
+            let next = files::create(&self.dir, date, n, current.chain.clone(), lock)?;
             log::info!("disclosure ledger continues in {}", next.path.display());
             Ok(next)
         })();
@@ -314,13 +316,22 @@ impl Ledger {
 }
 
 /// Appends one line with a single write; on failure cuts the file back to its last complete
-/// line, so that a later append cannot follow a torn one.
+/// line, so that a later append cannot follow a torn one. A file that was deleted (no name left
+/// in any directory) takes writes that no one will read: that is a failure too.
 fn write_line(current: &mut Current, line: &SealedLine) -> anyhow::Result<()> {
     if let Err(e) = current.file.write_all(&line.bytes) {
         let _ = current.file.set_len(current.len);
         return Err(
             anyhow::Error::new(e).context(format!("cannot append to {}", current.path.display()))
         );
+    }
+    let links = current.file.metadata().map(|m| m.nlink());
+    if links.as_ref().map_or(true, |&n| n == 0) {
+        return Err(anyhow::anyhow!(
+            "{} was deleted while the gateway appended to it: its lines, through seq {}, are gone (the chain resumes from the files left)",
+            current.path.display(),
+            line.seq
+        ));
     }
     current.len += line.bytes.len() as u64;
     current.chain.commit(line);
