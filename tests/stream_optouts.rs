@@ -1,5 +1,6 @@
 //! A streamed body on a gateway without a ledger (so subject ids are not collected): an
-//! opted-out customer's line is still dropped, whichever chunks its record is cut into.
+//! opted-out customer's line is still dropped, whichever chunks its record is cut into, and
+//! `explain` shows the same outcome line by line.
 mod util;
 
 use std::io::Write;
@@ -71,4 +72,33 @@ fn an_opted_out_line_is_dropped_without_a_ledger_wherever_it_is_cut() {
         !gw.policy.root().join("data/ledger").exists(),
         "no ledger is configured"
     );
+
+    // `explain` shows the same bytes, and which line was dropped and what changed in which,
+    // taking a body without a content-type for the route's NDJSON.
+    let body = chunks.concat();
+    let mut explain = std::process::Command::new(BIN)
+        .args(["explain", "--policy"])
+        .arg(gw.policy.policy())
+        .args(["--partner", "ads", "--path", "/v1/contacts"])
+        .current_dir(gw.policy.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = explain.stdin.take().unwrap();
+    stdin.write_all(body.as_bytes()).unwrap();
+    drop(stdin);
+    let out = explain.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), mock.only_body());
+    for line in [
+        "  removed      line 1: phone\n",
+        "  dropped      line 2 (customer \"c-out\" opted out)\n",
+        "  dropped      line 4 (customer \"c-out\" opted out)\n",
+        "  records forwarded: 2, dropped: 2\n",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in\n{stderr}");
+    }
 }

@@ -50,19 +50,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let active = load_active(&args.policy.policy, &args.partner)?;
     let mut body = Vec::new();
     std::io::stdin().read_to_end(&mut body)?;
-    let mut headers = gateway_core::plan::borrowed_headers(&args.headers);
-    if !body.is_empty() && !headers.iter().any(|(n, _)| *n == "content-type") {
-        headers.push(("content-type", "application/json"));
-    }
     let optouts = crate::gateway::open_optout_source(&active.policy);
     let (path, query) = match args.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (args.path.as_str(), None),
-    };
-    let incoming = Incoming {
-        query,
-        headers: &headers,
-        body: &body,
     };
     let gateway_path = format!("/{}{path}", args.partner);
     let decision = (|| -> Result<(Target, Outgoing), Refusal> {
@@ -70,6 +61,18 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(caller) = &args.caller {
             active.authorize(&target.partner, caller)?;
         }
+        // A body without a content-type is taken for what the route reads: JSON, or the
+        // stream format of a streaming route.
+        let mut headers = gateway_core::plan::borrowed_headers(&args.headers);
+        if !body.is_empty() && !headers.iter().any(|(n, _)| *n == "content-type") {
+            let media_type = target.route().stream.map(|s| s.media_type());
+            headers.push(("content-type", media_type.unwrap_or("application/json")));
+        }
+        let incoming = Incoming {
+            query,
+            headers: &headers,
+            body: &body,
+        };
         let limits = &active.policy.gateway.limits;
         let outgoing = plan::plan(&target, &incoming, limits, optouts_view(&optouts), true)?;
         Ok((target, outgoing))
@@ -189,15 +192,14 @@ fn write_tags(
     outgoing: &Outgoing,
     caller: Option<&str>,
 ) -> anyhow::Result<()> {
-    let headers = active
-        .data_use_headers(
-            target,
-            caller.unwrap_or(crate::gateway::UNAUTHENTICATED_SUB),
-            &outgoing.body,
-            outgoing.legal_basis.as_deref(),
-            &crate::gateway::new_jti(),
-        )
-        .unwrap_or_default();
+    let caller = caller.unwrap_or(crate::gateway::UNAUTHENTICATED_SUB);
+    let (legal_basis, jti) = (outgoing.legal_basis.as_deref(), crate::gateway::new_jti());
+    // A streamed request's token is signed before its body exists, as the proxy does.
+    let headers = match target.route().stream {
+        Some(_) => active.stream_data_use_headers(target, caller, legal_basis, &jti),
+        None => active.data_use_headers(target, caller, &outgoing.body, legal_basis, &jti),
+    }
+    .unwrap_or_default();
     for (name, value) in headers {
         writeln!(err, "  tag          {name}: {value}")?;
     }

@@ -22,7 +22,8 @@ use super::body::{check_media_type, BodyStep};
 use super::{
     headers, legal_basis, query, url, Collect, Incoming, OptOuts, Target, OPTOUTS_NOT_LOADED,
 };
-use crate::filter::Report;
+use crate::filter::{Change, Report};
+use crate::optout::OptOutSet;
 use crate::policy::{Limits, StreamFormat};
 use crate::{Refusal, RefusalKind};
 
@@ -216,6 +217,9 @@ pub struct NdjsonStream<'a> {
     /// Whether what each forwarded line passes is noted in `report.forwarded` (for a shadow
     /// policy to compare; see [`NdjsonStream::note_forwarded`]).
     forwarded: bool,
+    /// Whether each line's changes and each dropped line are noted in `report.changes`, their
+    /// paths led by the line number (for `explain`, which holds the whole body).
+    detail: bool,
     /// The sum over all lines decided so far.
     pub report: Report,
 }
@@ -229,6 +233,7 @@ impl<'a> NdjsonStream<'a> {
             limits,
             subjects,
             forwarded: false,
+            detail: false,
             report: Report::default(),
         }
     }
@@ -274,28 +279,74 @@ impl<'a> NdjsonStream<'a> {
             limits: self.limits,
             optouts,
             collect: Collect {
-                detail: false,
+                detail: self.detail,
                 forwarded: self.forwarded,
                 subjects: self.subjects,
             },
         };
         match step.run(program, line) {
-            Ok(filtered) => {
+            Ok(mut filtered) => {
                 out.extend_from_slice(&filtered.body);
                 out.push(b'\n');
                 on_record(&filtered.report);
+                let changes = std::mem::take(&mut filtered.report.changes);
                 absorb(&mut self.report, filtered.report);
+                let at = |path: String| format!("line {number}: {path}");
+                self.report
+                    .changes
+                    .extend(changes.into_iter().map(|change| match change {
+                        Change::Removed { path } => Change::Removed { path: at(path) },
+                        Change::Transformed { path, transform } => Change::Transformed {
+                            path: at(path),
+                            transform,
+                        },
+                        Change::RecordDropped { path, subject } => Change::RecordDropped {
+                            path: at(path),
+                            subject,
+                        },
+                    }));
                 Ok(LineOutcome::Forwarded)
             }
             // The line is its own record: its customer opted out, so it is dropped, as a
             // record of a whole body would be.
             Err(r) if r.kind == RefusalKind::SubjectOptedOut => {
                 self.report.records_dropped += 1;
+                if self.detail {
+                    let subject = dropped_subject(step, program, line);
+                    self.report.changes.push(Change::RecordDropped {
+                        path: format!("line {number}"),
+                        subject,
+                    });
+                }
                 Ok(LineOutcome::Dropped)
             }
             Err(r) => Err(at_line(r)),
         }
     }
+}
+
+/// The subject id of a line the step dropped for its opt-out: the same decision again without
+/// opt-outs, asked for the subject (for `explain` only).
+fn dropped_subject(
+    step: BodyStep<'_>,
+    program: &crate::filter::FilterProgram,
+    line: &[u8],
+) -> String {
+    let nobody = OptOutSet::default();
+    let step = BodyStep {
+        optouts: OptOuts::Loaded(&nobody),
+        collect: Collect {
+            detail: false,
+            forwarded: false,
+            subjects: true,
+        },
+        ..step
+    };
+    let subjects = step.run(program, line).map(|f| f.report.subjects);
+    subjects
+        .ok()
+        .and_then(|s| s.into_iter().next())
+        .unwrap_or_default()
 }
 
 /// Adds one forwarded line's counts to the running total (subject ids and per-field changes
@@ -342,6 +393,7 @@ pub(super) fn filter_whole(
     collect: Collect,
 ) -> Result<(Vec<u8>, Report), Refusal> {
     let mut stream = NdjsonStream::new(target, limits, true);
+    stream.detail = collect.detail;
     if collect.forwarded {
         stream.note_forwarded(incoming.body.len());
     }
