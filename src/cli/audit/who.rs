@@ -100,11 +100,9 @@ fn text(found: &[Received], out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
         return Ok(());
     }
-    writeln!(
-        out,
-        "{} disclosures carried this customer's record:",
-        found.len()
-    )?;
+    let n = found.len();
+    let noun = if n == 1 { "disclosure" } else { "disclosures" };
+    writeln!(out, "{n} {noun} carried this customer's record:")?;
     for r in found {
         let d = &r.disclosure;
         writeln!(
