@@ -153,7 +153,7 @@ impl PartnerProxy {
     ) -> Result<UpstreamAnswer, Refusal> {
         let limits = &active.policy.gateway.limits;
         let announced = announced_length(session, limits.max_body_bytes)?;
-        if expects_continue(headers) {
+        if expects_continue(session, headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
         let body = read_body(session, limits, announced, ctx).await?;
@@ -516,11 +516,13 @@ fn body_announced(req: &pingora::http::RequestHeader) -> bool {
             .any(|v| v.as_bytes().iter().any(|b| *b != b'0' && *b != b' '))
 }
 
-/// `Expect: 100-continue`: the caller waits for a go-ahead before sending the body.
-fn expects_continue(headers: &[(&str, &str)]) -> bool {
-    headers
-        .iter()
-        .any(|(n, v)| *n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
+/// `Expect: 100-continue`: the caller waits for a go-ahead before sending the body. HTTP/1.0
+/// has no 100 (Continue): there the expectation is ignored.
+fn expects_continue(session: &Session, headers: &[(&str, &str)]) -> bool {
+    session.req_header().version != http::Version::HTTP_10
+        && headers
+            .iter()
+            .any(|(n, v)| *n == "expect" && v.trim().eq_ignore_ascii_case("100-continue"))
 }
 
 /// The body's `content-length`, refused when over `limit` before any of the body is read.

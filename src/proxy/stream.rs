@@ -72,7 +72,7 @@ impl PartnerProxy {
         let (active, target) = (req.active, req.target);
         let optout_source = self.gateway.optout_source();
         let head = plan_stream_head(target, req.query, req.headers, optouts_view(&optout_source))?;
-        if super::expects_continue(req.headers) {
+        if super::expects_continue(session, req.headers) {
             let _ = session.as_downstream_mut().write_continue_response().await;
         }
         let jti = crate::gateway::new_jti();
