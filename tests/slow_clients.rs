@@ -220,6 +220,30 @@ fn framing_pingora_refuses_before_any_phase_is_a_counted_json_400() {
     assert!(mock.received().is_empty());
 }
 
+#[test]
+fn more_header_fields_than_are_read_is_431_and_as_many_as_are_read_pass() {
+    let (mock, gateway) = start(100);
+    // Small fields, the whole head far under max_header_bytes (4096 here): 256 fields are read,
+    // one more is too many.
+    let head = |fields: usize| {
+        let mut raw = b"GET /ship/v1/shipments HTTP/1.1\r\nhost: gw\r\n".to_vec();
+        for _ in 1..fields {
+            raw.extend_from_slice(b"a:b\r\n");
+        }
+        raw.extend_from_slice(b"\r\n");
+        raw
+    };
+    let r = gateway.raw(&head(257));
+    assert_refused(&r, 431, "header_too_large");
+    assert!(r.json()["message"]
+        .to_string()
+        .contains("256 header fields"));
+    assert_eq!(closed(&gateway.metrics(), "header_too_large"), 1.0);
+    let r = gateway.raw(&head(256));
+    assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(&r.body));
+    assert!(mock.received().is_empty());
+}
+
 /// Sends one keep-alive GET on `stream` and reads its answer.
 fn keepalive_get(stream: &mut TcpStream, path: &str) -> Response {
     let raw = format!("GET {path} HTTP/1.1\r\nhost: gw\r\n\r\n");
@@ -308,4 +332,44 @@ fn connections_over_max_connections_are_closed_and_counted() {
     let r = gateway.send("GET", "/ship/v1/shipments/s-3", &[], None);
     assert_eq!(r.status, 200);
     assert_eq!(mock.received().len(), 5);
+}
+
+#[test]
+fn the_admin_listener_is_held_to_the_same_head_and_body_limits() {
+    let (_mock, gateway) = start(100);
+    let started = Instant::now();
+    // A head that never finishes: 408 at the deadline.
+    let mut waiting = connect(gateway.admin);
+    waiting
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    assert_refused(&parse(&read_to_close(&mut waiting)), 408, "request_timeout");
+    // A head over max_header_bytes: 431.
+    let mut big = connect(gateway.admin);
+    let filler = format!("x-filler: {}\r\n", "a".repeat(8000));
+    let _ = big.write_all(format!("GET /metrics HTTP/1.1\r\nhost: x\r\n{filler}\r\n").as_bytes());
+    assert_refused(&parse(&read_to_close(&mut big)), 431, "header_too_large");
+    // A body announced over the admin limit: 413 before any of it is read.
+    let mut huge = connect(gateway.admin);
+    huge.write_all(
+        b"PUT /optouts/c-5 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 20000000\r\n\r\n",
+    )
+    .unwrap();
+    assert_refused(&parse(&read_to_close(&mut huge)), 413, "body_too_large");
+    // A body that trickles: 408 at the body deadline.
+    let mut slow = connect(gateway.admin);
+    slow.write_all(
+        b"PUT /optouts/c-5 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n{",
+    )
+    .unwrap();
+    assert_refused(&parse(&read_to_close(&mut slow)), 408, "request_timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A silent connection is closed without an answer; kept-alive requests go on working.
+    let mut silent = connect(gateway.admin);
+    assert!(read_to_close(&mut silent).is_empty());
+    let mut alive = connect(gateway.admin);
+    for _ in 0..3 {
+        assert_eq!(keepalive_get(&mut alive, "/healthz").status, 200);
+        std::thread::sleep(Duration::from_millis(400));
+    }
 }

@@ -479,3 +479,69 @@ fn h2_idle_connections_close_after_the_head_deadline_and_head_refusals_have_no_b
     );
     assert_eq!(status, 200);
 }
+
+/// How long until the gateway ends a TCP connection that sent `raw` and then nothing (`None`
+/// when it is still open after `wait`).
+fn closed_after(addr: std::net::SocketAddr, raw: &[u8], wait: Duration) -> Option<Duration> {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(wait)).unwrap();
+    tcp.write_all(raw).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => continue, // an alert, say
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed())
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_handshake_that_does_not_finish_is_ended_at_the_head_deadline() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = Gateway::start_prepared(
+        |addr, admin| {
+            gateway_yaml(addr, admin, &listener_yaml(&s.server, None, false)).replace(
+                "upstream_timeout_ms: 1500",
+                "upstream_timeout_ms: 1500, header_timeout_ms: 1000",
+            )
+        },
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+        |_| {},
+    );
+    let wait = Duration::from_secs(10);
+    // Nothing at all, and the first bytes of a ClientHello: both closed after about 1 s (pingora
+    // alone would wait 60 s).
+    for raw in [
+        &b""[..],
+        &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+    ] {
+        let took = closed_after(gateway.addr, raw, wait);
+        let took = took.unwrap_or_else(|| panic!("{raw:?}: still open after {wait:?}"));
+        assert!(took >= Duration::from_millis(900), "{raw:?}: {took:?}");
+    }
+    let metrics = gateway.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "partner_gateway_connections_closed_total{reason=\"header_timeout\"}"
+        ),
+        2.0,
+        "{metrics}"
+    );
+    // A handshake that finishes in time is not cut off: the connection serves requests for
+    // longer than the deadline.
+    let mut conn = TlsConn::connect(gateway.addr, client_config(&s.ca_file, None, &[])).unwrap();
+    for _ in 0..3 {
+        let r = conn.post_json("/acme-ship/v1/shipments", BODY).unwrap();
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(600));
+    }
+}

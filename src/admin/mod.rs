@@ -8,11 +8,14 @@ differently). It never proxies anything to a partner.
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gateway_core::policy::Limits;
 use gateway_core::refusal::error_body;
+use gateway_core::{Refusal, RefusalKind};
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::conn_limits;
 use crate::gateway::{Gateway, Readiness};
 
 pub mod optouts;
@@ -187,15 +190,36 @@ fn readyz(readiness: Readiness, signing_disabled: bool) -> (u16, &'static str, V
     }
 }
 
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
+/// The request body: at most [`MAX_ADMIN_BODY`] bytes (a longer announced length is refused
+/// before any of it is read), whole within the policy's body deadline.
+async fn read_body(session: &mut ServerSession, limits: &Limits) -> Result<Vec<u8>, Refusal> {
+    let too_large = || {
+        Refusal::new(
+            RefusalKind::BodyTooLarge,
+            "admin request bodies are limited to 64 KiB",
+        )
+    };
+    let announced = session.req_header().headers.get("content-length");
+    let announced = announced.and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_ADMIN_BODY as u64) {
+        return Err(too_large());
+    }
+    let deadline = conn_limits::body_deadline(limits);
     let mut body = Vec::new();
     loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ADMIN_BODY => {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Err(_) => return Err(conn_limits::body_timed_out(limits)),
+            Ok(Ok(Some(chunk))) if body.len() + chunk.len() <= MAX_ADMIN_BODY => {
                 body.extend_from_slice(&chunk)
             }
-            Ok(Some(_)) | Err(_) => return Err(()),
-            Ok(None) => return Ok(body),
+            Ok(Ok(Some(_))) => return Err(too_large()),
+            Ok(Err(_)) => {
+                return Err(Refusal::new(
+                    RefusalKind::BadRequest,
+                    "the request body could not be read",
+                ))
+            }
+            Ok(Ok(None)) => return Ok(body),
         }
     }
 }
@@ -203,6 +227,8 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, ()> {
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // The head is read: the connection's head limits stop applying to this request.
+        conn_limits::head_done(session);
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         let path = req.uri.path().to_string();
@@ -213,20 +239,24 @@ impl ServeHttp for AdminApp {
             (Some(_), Some(_)) => Some("(more than one authorization header)".to_string()),
             _ => None,
         };
-        let (status, content_type, body) = match read_body(session).await {
+        let limits = self.gateway.active().policy.gateway.limits;
+        let (status, content_type, body) = match read_body(session, &limits).await {
             Ok(body) => {
                 self.route(&method, &path, authorization.as_deref(), &body)
                     .await
             }
-            Err(()) => (
-                413,
-                JSON,
-                error_body(
-                    "body_too_large",
-                    "admin request bodies are limited to 64 KiB",
-                ),
-            ),
+            Err(refusal) => {
+                if refusal.kind == RefusalKind::RequestTimeout {
+                    let closed = crate::metrics::ConnectionClosed::BodyTimeout;
+                    self.gateway.metrics.connection_closed(closed);
+                }
+                // What is left of the body is not read: the connection closes after the answer.
+                session.set_keepalive(None);
+                let body = error_body(refusal.code(), refusal.message());
+                (refusal.status(), JSON, body)
+            }
         };
+        conn_limits::request_done(session);
         let mut builder = Response::builder()
             .status(status)
             .header("content-type", content_type)

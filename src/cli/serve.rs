@@ -10,7 +10,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminApp;
-use crate::conn_limits::LimitedApp;
+use crate::conn_limits::{Handshakes, LimitedApp};
 use crate::gateway::Gateway;
 use crate::loader::{self, ProcessEnv};
 use crate::proxy::PartnerProxy;
@@ -89,21 +89,32 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
     let mut app =
         pingora::proxy::http_proxy(&server.configuration, PartnerProxy::new(gateway.clone()));
     app.server_options = Some(options);
-    let mut proxy = pingora::services::listening::Service::new(
-        "partner-gateway proxy".to_string(),
-        LimitedApp::new(app, gateway.clone()),
-    );
-    match &gateway.listener_tls {
+    let limited = LimitedApp::new(app, gateway.clone());
+    let proxy = match &gateway.listener_tls {
         Some(tls) => {
-            let settings = tls.settings()?;
-            proxy.add_tls_with_settings(&listen, None, settings);
+            let handshakes = Handshakes::new(gateway.clone());
+            let mut proxy = pingora::services::listening::Service::new(
+                "partner-gateway proxy".to_string(),
+                limited.with_handshakes(handshakes.clone()),
+            );
+            proxy.endpoints().set_pre_tls_callback(handshakes);
+            proxy.add_tls_with_settings(&listen, None, tls.settings()?);
+            proxy
         }
-        None => proxy.add_tcp(&listen),
-    }
+        None => {
+            let mut proxy = pingora::services::listening::Service::new(
+                "partner-gateway proxy".to_string(),
+                limited,
+            );
+            proxy.add_tcp(&listen);
+            proxy
+        }
+    };
     server.add_service(proxy);
+    // The admin listener is held to the same per-connection limits (its own connection count).
     let mut admin = pingora::services::listening::Service::new(
         "partner-gateway admin".to_string(),
-        AdminApp::new(gateway.clone()),
+        LimitedApp::new(AdminApp::new(gateway.clone()), gateway.clone()),
     );
     admin.add_tcp(&admin_listen);
     server.add_service(admin);

@@ -11,11 +11,15 @@ Slow and greedy clients: the limits that hold per connection rather than per req
   (`limits.max_header_bytes`), and turns pingora's own bare answers to malformed heads into the
   gateway's JSON refusals.
 
+On a TLS listener the connection's start is its accept, before the handshake: [`Handshakes`]
+holds the handshake to the same deadline.
+
 The proxy marks the end of a head with [`head_done`] and the end of a request with
 [`request_done`]; the body deadline (`limits.body_timeout_ms`) is [`body_deadline`], applied
 where the proxy reads the body. Limits are read from the policy being served when a
 connection starts, so a reload applies to new connections.
 */
+mod handshake;
 mod stream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,12 +30,13 @@ use async_trait::async_trait;
 use gateway_core::policy::Limits;
 use gateway_core::{Refusal, RefusalKind};
 use pingora::apps::ServerApp;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
-use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionClosed;
+pub use handshake::Handshakes;
 pub use stream::GuardedStream;
 
 /// A pingora application `A` behind the connection limits of the policy being served.
@@ -39,6 +44,8 @@ pub struct LimitedApp<A> {
     inner: Arc<A>,
     gateway: Arc<Gateway>,
     open: Arc<AtomicUsize>,
+    /// A TLS listener's handshakes (when the connection was accepted).
+    handshakes: Option<Arc<Handshakes>>,
 }
 
 impl<A> LimitedApp<A> {
@@ -47,7 +54,14 @@ impl<A> LimitedApp<A> {
             inner: Arc::new(inner),
             gateway,
             open: Arc::new(AtomicUsize::new(0)),
+            handshakes: None,
         }
+    }
+
+    /// Behind a TLS listener whose handshakes `handshakes` bounds.
+    pub fn with_handshakes(mut self, handshakes: Arc<Handshakes>) -> LimitedApp<A> {
+        self.handshakes = Some(handshakes);
+        self
     }
 }
 
@@ -67,7 +81,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let started = Instant::now();
+        let accepted = self.handshakes.as_ref().and_then(|h| h.completed(&stream));
+        let started = accepted.map_or_else(Instant::now, tokio::time::Instant::into_std);
         let limits = self.gateway.active().policy.gateway.limits;
         let already_open = self.open.fetch_add(1, Ordering::AcqRel);
         let open = OpenConnection(self.open.clone());
@@ -98,23 +113,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
     }
 }
 
-fn guarded(session: &Session) -> Option<&GuardedStream> {
-    session
-        .as_downstream()
-        .stream()?
-        .as_any()
-        .downcast_ref::<GuardedStream>()
+fn guarded(session: &ServerSession) -> Option<&GuardedStream> {
+    session.stream()?.as_any().downcast_ref::<GuardedStream>()
 }
 
 /// The request head has been read and parsed: the head deadline and size cap stop applying.
-pub fn head_done(session: &Session) {
+pub fn head_done(session: &ServerSession) {
     if let Some(stream) = guarded(session) {
         stream.head_done();
     }
 }
 
 /// The request was answered: the next bytes on this connection start a new head.
-pub fn request_done(session: &Session) {
+pub fn request_done(session: &ServerSession) {
     if let Some(stream) = guarded(session) {
         stream.request_done();
     }

@@ -17,7 +17,9 @@ A connection is in one of these phases:
 
 Any answer pingora writes while a head is being read is its own bare answer to a head it
 refused before any proxy phase ran (conflicting `content-length`s, `transfer-encoding` on
-HTTP/1.0, a malformed request line): it is replaced by the gateway's JSON 400 `bad_request`.
+HTTP/1.0, a malformed request line): it is replaced by the gateway's JSON 400 `bad_request`,
+or 431 `header_too_large` when the head had more header fields than pingora reads
+([`MAX_HEADER_FIELDS`]; the head's lines are counted as it is read).
 */
 use std::fmt;
 use std::future::Future;
@@ -43,6 +45,9 @@ use tokio::time::{Instant, Sleep};
 use crate::gateway::Gateway;
 use crate::metrics::{ConnectionClosed, Series};
 
+/// The most header fields pingora's HTTP/1 parser reads in one head.
+const MAX_HEADER_FIELDS: usize = 256;
+
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
 const REQUEST: u8 = 2;
@@ -58,6 +63,11 @@ pub struct GuardedStream {
     max_header_bytes: usize,
     /// Bytes read for the current head.
     head_bytes: usize,
+    /// Lines of the current head read so far (its request line included), until its blank
+    /// line; and the length of the line being read.
+    head_lines: usize,
+    line_len: usize,
+    head_ended: bool,
     head_started: Instant,
     /// Fires at the current head's deadline.
     timer: Pin<Box<Sleep>>,
@@ -82,6 +92,9 @@ impl GuardedStream {
             header_timeout: limits.header_timeout,
             max_header_bytes: limits.max_header_bytes,
             head_bytes: 0,
+            head_lines: 0,
+            line_len: 0,
+            head_ended: false,
             head_started: started,
             timer: Box::pin(tokio::time::sleep_until(started + limits.header_timeout)),
             pending: Vec::new(),
@@ -114,6 +127,9 @@ impl GuardedStream {
     fn start_head(&mut self) {
         self.phase.store(HEAD, Ordering::Release);
         self.head_bytes = 0;
+        self.head_lines = 0;
+        self.line_len = 0;
+        self.head_ended = false;
         self.head_started = Instant::now();
         let deadline = self.head_started + self.header_timeout;
         self.timer.as_mut().reset(deadline);
@@ -142,7 +158,25 @@ impl GuardedStream {
             self.start_head();
         }
         self.head_bytes += n;
+        let filled = buf.filled();
+        self.count_lines(&filled[filled.len() - n..]);
         Poll::Ready(Ok(()))
+    }
+
+    /// Counts the head's lines in `bytes`, just read, up to its blank line (a line of at most
+    /// one byte, the `\r`).
+    fn count_lines(&mut self, bytes: &[u8]) {
+        let mut start = 0;
+        while !self.head_ended {
+            let Some(at) = bytes[start..].iter().position(|&b| b == b'\n') else {
+                self.line_len += bytes.len() - start;
+                return;
+            };
+            self.head_lines += 1;
+            self.head_ended = self.line_len + at <= 1;
+            self.line_len = 0;
+            start += at + 1;
+        }
     }
 
     /// Reads at most `allow` bytes into `buf`, so a head never grows past the limit.
@@ -196,11 +230,25 @@ impl GuardedStream {
     /// Replaces pingora's bare answer to a head it refused (written while in `HEAD`).
     fn replace_pingora_answer(&mut self) {
         self.phase.store(CLOSED, Ordering::Release);
-        self.answer(&Refusal::new(
-            RefusalKind::BadRequest,
-            "the request head or its framing is malformed (for example conflicting \
-             content-length values, or transfer-encoding on HTTP/1.0)",
-        ));
+        // The request line and the blank line are no header fields.
+        let fields = self
+            .head_lines
+            .saturating_sub(1 + usize::from(self.head_ended));
+        let refusal = if fields > MAX_HEADER_FIELDS {
+            let closed = ConnectionClosed::HeaderTooLarge;
+            self.gateway.metrics.connection_closed(closed);
+            Refusal::new(
+                RefusalKind::HeaderTooLarge,
+                format!("the request head has more than {MAX_HEADER_FIELDS} header fields"),
+            )
+        } else {
+            Refusal::new(
+                RefusalKind::BadRequest,
+                "the request head or its framing is malformed (for example conflicting \
+                 content-length values, or transfer-encoding on HTTP/1.0)",
+            )
+        };
+        self.answer(&refusal);
     }
 
     /// Queues `refusal` as a complete HTTP/1.1 answer that closes the connection, and counts it.

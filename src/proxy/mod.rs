@@ -605,7 +605,7 @@ impl ProxyHttp for PartnerProxy {
         session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
-        crate::conn_limits::head_done(session);
+        crate::conn_limits::head_done(session.as_downstream());
         Ok(())
     }
 
@@ -683,7 +683,7 @@ impl ProxyHttp for PartnerProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        crate::conn_limits::request_done(session);
+        crate::conn_limits::request_done(session.as_downstream());
         crate::memory::request_done();
         // Requests answered by this proxy were counted before the answer went out (so a caller
         // that reads /metrics right after its answer sees them); this catches the rest.
