@@ -27,11 +27,13 @@ use tokio::time::Instant;
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionClosed;
 
+/// Per socket cookie: when the connection was accepted, and its watchdog's stop signal.
+type Pending = Arc<Mutex<HashMap<u64, (Instant, oneshot::Sender<()>)>>>;
+
 /// The handshakes under way on one TLS listener; see the module docs.
 pub struct Handshakes {
     gateway: Arc<Gateway>,
-    /// Per socket cookie: when the connection was accepted, and its watchdog's stop signal.
-    pending: Arc<Mutex<HashMap<u64, (Instant, oneshot::Sender<()>)>>>,
+    pending: Pending,
 }
 
 impl Handshakes {
@@ -94,7 +96,7 @@ impl PreTlsProcess for Handshakes {
 
 /// What a watchdog needs to end one handshake that ran out of time.
 struct Watchdog {
-    pending: Arc<Mutex<HashMap<u64, (Instant, oneshot::Sender<()>)>>>,
+    pending: Pending,
     gateway: Arc<Gateway>,
     digest: Arc<SocketDigest>,
     fd: RawFd,
