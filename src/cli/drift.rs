@@ -164,9 +164,9 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
             );
             match suggestion(&name, shapes(path)) {
                 Suggestion::Allow(line) => writeln!(out, "      - {line:<40} # {seen}")?,
-                Suggestion::Subtree(line) => writeln!(
+                Suggestion::Container => writeln!(
                     out,
-                    "      - {line:<40} # {seen}; an object or array: passes whole, better list its members"
+                    "      # not suggested: {name} ({seen}; an object or array, whose members drift does not see: allow the ones the partner needs by name, never the whole)"
                 )?,
                 Suggestion::DataLikeNames => held_back.push(name.to_string()),
                 Suggestion::NetworkOrBrowserData => writeln!(

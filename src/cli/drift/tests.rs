@@ -17,7 +17,11 @@ fn suggestions_are_yaml_lines_with_data_like_names_held_back() {
         "{text}"
     );
     assert!(text.contains("      - shipments[*].phone "), "{text}");
-    assert!(text.contains("      - shipments[*].meta.** "), "{text}");
+    assert!(
+        text.contains("      # not suggested: shipments[*].meta ("),
+        "{text}"
+    );
+    assert!(!text.contains("meta.**"), "{text}");
     assert!(
         text.contains("      # not suggested: by_customer.*"),
         "{text}"

@@ -248,8 +248,8 @@ impl DriftTable {
 
 /// The allow-list line that would pass a drift path, and whether it can be suggested at all:
 /// a path with a `*` member stands for names that look like data, which no line should open
-/// up wholesale; an object or array passes only as a whole subtree (`.**`), which a reviewer
-/// should narrow to named members.
+/// up wholesale; an object or array could pass only as a whole subtree (`.**`), and drift does
+/// not see what is inside it (IP address or browser data, say), so no line is suggested for it.
 pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
     let wildcard = path.split(['.', '[']).any(|segment| segment == "*");
     if wildcard {
@@ -257,7 +257,7 @@ pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
     } else if path.split(['.', '[']).any(names_network_or_browser_data) {
         Suggestion::NetworkOrBrowserData
     } else if shapes.container() {
-        Suggestion::Subtree(format!("{path}.**"))
+        Suggestion::Container
     } else {
         Suggestion::Allow(path.to_string())
     }
@@ -268,8 +268,9 @@ pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
 pub enum Suggestion {
     /// A plain allow line for scalar values.
     Allow(String),
-    /// The line that passes an object or array whole.
-    Subtree(String),
+    /// Not suggested: an object or array, whose members drift does not see; a line passing it
+    /// whole could pass anything inside it.
+    Container,
     /// Not suggested: the path stands for member names that look like data.
     DataLikeNames,
     /// Not suggested: a member named like IP address, domain or browser data, which the
