@@ -77,7 +77,7 @@ fn covers(rule: &Segment, asked: &Segment) -> bool {
     }
 }
 
-fn covers_all(rule: &[Segment], asked: &[Segment]) -> bool {
+pub(super) fn covers_all(rule: &[Segment], asked: &[Segment]) -> bool {
     rule.len() == asked.len() && rule.iter().zip(asked).all(|(r, a)| covers(r, a))
 }
 

@@ -588,9 +588,8 @@ fn field(b: &mut Builder, p: &Partner, (o, r): (&Route, &Route), c: FieldChange)
     });
 }
 
-/// The data category the route gives a field path, if any: the category of the route field
-/// written as this path (compared parsed, so spelling does not matter), else of the `.**` path
-/// whose subtree holds it.
+/// The category `route` gives `path`: its own entry, else a path of the same length covering it
+/// (`*` covers named members), else the nearest `.**` path above it.
 fn category(route: &Route, path: &FieldPath) -> Option<String> {
     let parsed = || {
         route
@@ -601,11 +600,17 @@ fn category(route: &Route, path: &FieldPath) -> Option<String> {
     if let Some((_, cat)) = parsed().find(|(p, _)| p == path) {
         return Some(cat.clone());
     }
+    let covering = parsed().find(|(p, _)| {
+        p.subtree == path.subtree && fields::covers_all(&p.segments, &path.segments)
+    });
+    if let Some((_, cat)) = covering {
+        return Some(cat.clone());
+    }
     parsed()
         .filter(|(p, _)| {
             p.subtree
                 && p.segments.len() <= path.segments.len()
-                && p.segments[..] == path.segments[..p.segments.len()]
+                && fields::covers_all(&p.segments, &path.segments[..p.segments.len()])
         })
         .max_by_key(|(p, _)| p.segments.len())
         .map(|(_, cat)| cat.clone())

@@ -237,3 +237,47 @@ fn a_category_change_is_found_when_the_path_is_rewritten() {
         Some("user.financial.bank_account")
     );
 }
+
+#[test]
+fn a_star_path_with_the_same_category_is_no_category_change() {
+    let route = |allow: &str, categories: &str| {
+        format!(
+            "kind: contractor\npurpose: support\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/tickets\n    methods: [POST]\n    allow: [{allow}]\n    categories: {{{categories}}}\nallowed_callers: [orders]\n"
+        )
+    };
+    let named = policy(&route(
+        "\"software[*].name\", \"software[*].version\"",
+        "\"software[*].name\": user.device, \"software[*].version\": user.device",
+    ));
+    let star = policy(&route(
+        "\"software[*].*\"",
+        "\"software[*].*\": user.device",
+    ));
+    // Widening to every member is a new disclosure; the members sent before keep their
+    // category, so no category change is reported either way.
+    for (old, new) in [(&named, &star), (&star, &named)] {
+        let d = diff(old, new);
+        assert!(
+            d.changes.iter().all(|c| c.change != "category_changed"),
+            "{d:#?}"
+        );
+    }
+    assert!(
+        !diff(&star, &named).discloses_more,
+        "{:#?}",
+        diff(&star, &named)
+    );
+    // A `*` path with another category than the named members had is a change.
+    let other = policy(&route(
+        "\"software[*].*\"",
+        "\"software[*].*\": user.contact.email",
+    ));
+    let d = diff(&named, &other);
+    assert!(
+        d.changes
+            .iter()
+            .any(|c| c.change == "category_changed"
+                && c.subject.as_deref() == Some("software[*].name")),
+        "{d:#?}"
+    );
+}
