@@ -1,6 +1,6 @@
 /*!
 A minimal blocking HTTP/1.1 client for the CLI's own needs (`demo`, `verify-token` fetching a
-JWKS) and for tests. It sends exactly the bytes it is given, so tests can send what real
+JWKS, over `https` too) and for tests. It sends exactly the bytes it is given, so tests can send what real
 clients would normalise away (`..` in paths, odd headers, chunked bodies).
 */
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -67,10 +67,41 @@ pub fn send_raw(addr: &str, raw: &[u8]) -> io::Result<Response> {
     read_response(stream, raw.starts_with(b"HEAD "))
 }
 
+/// GETs an `https://host[:port][/path]` URL (port 443 by default) over TLS with `config`, the
+/// host's name verified against its certificate.
+pub fn get_https(
+    url: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    headers: &[(&str, &str)],
+) -> io::Result<Response> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("invalid URL {url:?}"));
+    let (addr, path) =
+        split_with(url.strip_prefix("https://").ok_or_else(invalid)?, 443).ok_or_else(invalid)?;
+    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|_| invalid())?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let tcp = TcpStream::connect(&addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut raw = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    stream.write_all(raw.as_bytes())?;
+    stream.flush()?;
+    read_response(stream, false)
+}
+
 /// An `http://host[:port][/path]` URL as the address to connect to (port 80 by default) and
 /// the path (`/` when none); `None` for anything else.
 pub fn split_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("http://")?;
+    split_with(url.strip_prefix("http://")?, 80)
+}
+
+/// `host[:port][/path]` as the address (with `default_port` when none) and the path.
+fn split_with(rest: &str, default_port: u16) -> Option<(String, String)> {
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -84,7 +115,7 @@ pub fn split_url(url: &str) -> Option<(String, String)> {
     {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     Some((addr, path.to_string()))
 }

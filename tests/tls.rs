@@ -545,3 +545,103 @@ fn a_handshake_that_does_not_finish_is_ended_at_the_head_deadline() {
         std::thread::sleep(Duration::from_millis(600));
     }
 }
+
+/// Answers one HTTPS request on loopback (certificate `pair`) with `body` as JSON; its port.
+fn serve_once_over_tls(pair: &Pair, body: Vec<u8>) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let certs = CertificateDer::pem_file_iter(&pair.cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pair.key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = tls.write_all(answer.as_bytes());
+        let _ = tls.write_all(&body);
+        let _ = tls.flush();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+    });
+    port
+}
+
+#[test]
+fn verify_token_reads_an_https_jwks_and_checks_a_stored_token_as_of_its_time() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        &signing_yaml(),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t")],
+    );
+    let r = gateway.post_json("/acme-ship/v1/shipments", BODY);
+    assert_eq!(r.status, 200);
+    let headers = headers_of(&mock.received()[0]);
+    let token = headers
+        .iter()
+        .find(|(n, _)| n == "ohsoft-data-use-token")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let jwks = gateway.admin_get("/.well-known/jwks.json").body;
+    let verify = |jwks_url: &str, at: Option<&str>| {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(["verify-token", "--jwks", jwks_url])
+            .env("SSL_CERT_FILE", &s.ca_file);
+        if let Some(at) = at {
+            command.args(["--at", at]);
+        }
+        let out = command.arg(&token).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Over https, trusting the CA SSL_CERT_FILE names.
+    let port = serve_once_over_tls(&s.server, jwks.clone());
+    let (ok, stderr) = verify(
+        &format!("https://localhost:{port}/.well-known/jwks.json"),
+        None,
+    );
+    assert!(ok, "{stderr}");
+    // A certificate the bundle does not vouch for is refused.
+    let other = Ca::new("Another CA");
+    let stranger = other.write_leaf(s.dir.path(), "stranger", &["localhost"], false);
+    let port = serve_once_over_tls(&stranger, jwks);
+    let (ok, stderr) = verify(&format!("https://localhost:{port}/jwks.json"), None);
+    assert!(!ok && stderr.contains("cannot fetch the JWKS"), "{stderr}");
+    // A stored token checked later: expired now (a day from now), valid as of its ledger time.
+    let jwks_url = format!("http://{}/.well-known/jwks.json", gateway.admin);
+    let tomorrow = (std::time::SystemTime::now() + Duration::from_secs(86_400))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let (ok, stderr) = verify(&jwks_url, Some(&tomorrow));
+    assert!(!ok && stderr.contains("expired"), "{stderr}");
+    let now = chrono::Utc::now().to_rfc3339();
+    let (ok, stderr) = verify(&jwks_url, Some(&now));
+    assert!(ok, "{stderr}");
+}

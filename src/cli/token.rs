@@ -55,7 +55,22 @@ pub struct VerifyArgs {
     /// The gateway issuer the token must come from (`iss`).
     #[arg(long)]
     pub iss: Option<String>,
+    /// Check the token's lifetime as of this time (RFC 3339, or Unix seconds) instead of now:
+    /// an auditor checking a stored token gives the time of its ledger record.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<u64>,
     pub token: String,
+}
+
+/// `2026-11-30T10:00:00Z` or `1796040000`: a moment, as Unix seconds.
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(unix) = s.trim().parse::<u64>() {
+        return Ok(unix);
+    }
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp()).ok())
+        .ok_or_else(|| "expected an RFC 3339 time (2026-11-30T10:00:00Z) or Unix seconds".into())
 }
 
 /// `token`: mints a token (issuer and audience from the policy unless given) and prints it.
@@ -94,7 +109,12 @@ pub fn run_verify_args(args: VerifyArgs) -> Result<ExitCode> {
         aud: args.aud,
         iss: args.iss,
     };
-    run_verify(&args.jwks, args.body.as_deref(), &args.token, &expect)?;
+    let check = Check {
+        body: args.body.as_deref(),
+        at_unix: args.at,
+        expect: &expect,
+    };
+    run_verify(&args.jwks, &args.token, &check)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -188,8 +208,18 @@ pub struct Expect {
     pub iss: Option<String>,
 }
 
-pub fn run_verify(jwks: &str, body: Option<&Path>, token: &str, expect: &Expect) -> Result<()> {
-    let claims = verify(jwks, body, token)?;
+/// What `verify-token` checks besides the signature.
+pub struct Check<'a> {
+    /// The body the partner received.
+    pub body: Option<&'a Path>,
+    /// The moment the lifetime is checked at (default: now).
+    pub at_unix: Option<u64>,
+    pub expect: &'a Expect,
+}
+
+pub fn run_verify(jwks: &str, token: &str, check: &Check<'_>) -> Result<()> {
+    let (body, expect) = (check.body, check.expect);
+    let claims = verify_at(jwks, body, token, check.at_unix)?;
     for (claim, wanted) in [("aud", &expect.aud), ("iss", &expect.iss)] {
         if let Some(wanted) = wanted {
             let got = claims.get(claim).and_then(|v| v.as_str()).unwrap_or("");
@@ -210,7 +240,8 @@ pub fn run_verify(jwks: &str, body: Option<&Path>, token: &str, expect: &Expect)
     Ok(())
 }
 
-/// The JWKS document from a file, or from an `http://` URL (HTTP/1.1 GET, 200 required).
+/// The JWKS document from a file, or from an `http://` or `https://` URL (HTTP/1.1 GET, 200
+/// required; https trusts the system's roots, or the bundle `SSL_CERT_FILE` names).
 pub fn load_jwks(src: &str) -> Result<String> {
     let bytes = if src.starts_with("http://") {
         let (addr, path) = crate::http1::split_url(src)
@@ -223,7 +254,14 @@ pub fn load_jwks(src: &str) -> Result<String> {
         }
         resp.body
     } else if src.starts_with("https://") {
-        bail!("https JWKS URLs are not fetched by this tool; download it (curl -o jwks.json {src}) and pass the file");
+        let config = crate::tls::client_config(None).context("TLS for the JWKS URL")?;
+        let accept = [("accept", "application/json")];
+        let resp = crate::http1::get_https(src, std::sync::Arc::new(config), &accept)
+            .with_context(|| format!("cannot fetch the JWKS from {src}"))?;
+        if resp.status != 200 {
+            bail!("fetching the JWKS from {src} answered HTTP {}", resp.status);
+        }
+        resp.body
     } else {
         std::fs::read(src).with_context(|| format!("cannot read JWKS file {src}"))?
     };

@@ -5,6 +5,7 @@ built from it, so a bad file is a `FILE:LINE: message` from `check`, `serve` and
 pingora panic. The listener's certificate and client CA live in [`ListenerTlsState`], swapped by
 reloads; partners' CA sets and client certificates travel with each policy ([`PartnerPeerTls`]).
 */
+mod client;
 mod files;
 mod listener;
 mod partner;
@@ -16,6 +17,7 @@ use gateway_core::policy::{Diagnostic, Policy};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 
+pub use client::client_config;
 pub use files::first_dns_san;
 pub use listener::{ListenerTlsState, PeerIdentity};
 pub use partner::PartnerPeerTls;

@@ -1,6 +1,5 @@
 //! Connecting to the opt-out database: the URL (with `sslmode` and an optional
 //! `sslrootcert`), rustls for TLS, the writers' pool, and the table names.
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -78,7 +77,11 @@ impl Target {
         }
         let tls = match config.get_ssl_mode() {
             SslMode::Disable => None,
-            _ => Some(MakeRustlsConnect::new(rustls_config(root_cert.as_deref())?)),
+            _ => {
+                let config = crate::tls::client_config(root_cert.as_deref())
+                    .context("TLS to the opt-out database")?;
+                Some(MakeRustlsConnect::new(config))
+            }
         };
         Ok(Target { config, tls })
     }
@@ -172,48 +175,6 @@ impl Connection {
             Connection::Tls(c) => c.poll_message(cx),
         }
     }
-}
-
-/// rustls with the ring provider, trusting `root_cert` (PEM file) or the system's roots.
-fn rustls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    match root_cert {
-        Some(path) => {
-            let pem =
-                std::fs::read(path).with_context(|| format!("cannot read sslrootcert {path}"))?;
-            for cert in rustls_pemfile_certs(&pem).with_context(|| format!("sslrootcert {path}"))? {
-                roots
-                    .add(cert)
-                    .with_context(|| format!("sslrootcert {path}: unusable certificate"))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        anyhow::bail!("no trusted root certificates for TLS to the opt-out database");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("rustls protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("not a PEM certificate file: {e}"))?;
-    if certs.is_empty() {
-        anyhow::bail!("no certificate in the file");
-    }
-    Ok(certs)
 }
 
 /// Removes `name=value` from a URL's query (or a key=value string) and returns the value,
