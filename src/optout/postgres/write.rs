@@ -15,6 +15,34 @@ use crate::optout::BackendError;
 /// How long a write waits for its own change to be applied before it holds it itself.
 const CATCH_UP_AFTER_WRITE: Duration = Duration::from_millis(500);
 
+/// Wakes the other replicas' followers: the change log's channel, with the change id.
+const NOTIFY: &str = "SELECT pg_notify($1, $2::bigint::text)";
+
+/// The statements both kinds of change run, for one replica's tables.
+struct ChangeSql {
+    /// The customer's scopes after the change.
+    current: String,
+    /// The change log entry; its time comes back, as a kept change is known by id and time
+    /// (see `hold_own`).
+    log: String,
+}
+
+impl ChangeSql {
+    fn new(t: &super::connect::Tables) -> ChangeSql {
+        ChangeSql {
+            current: format!(
+                "SELECT scope FROM {} WHERE customer_id = $1 ORDER BY scope",
+                t.optouts
+            ),
+            log: format!(
+                "INSERT INTO {} (id, customer_id, op, scopes) VALUES ($1, $2, $3, $4) RETURNING {}",
+                t.changes,
+                super::sync::AT_MICROS
+            ),
+        }
+    }
+}
+
 /// What an admin call changes.
 pub enum Change<'a> {
     Put(&'a [Scope]),
@@ -128,93 +156,102 @@ impl PgOptOuts {
         }
     }
 
-    /// The statements of one change, sent pipelined (they run in order on the server).
+    /// The statements of one change, sent pipelined (they run in order on the server): the
+    /// next change id first (its row lock orders writers), then the put or delete.
     async fn run_change(
         &self,
         tx: &Transaction<'_>,
         id: &str,
         change: &Change<'_>,
     ) -> Result<Outcome, tokio_postgres::Error> {
-        let t = &self.tables;
-        let next = format!("UPDATE {} SET last = last + 1 RETURNING last", t.seq);
-        let current = format!(
-            "SELECT scope FROM {} WHERE customer_id = $1 ORDER BY scope",
-            t.optouts
+        let sql = ChangeSql::new(&self.tables);
+        let next = format!(
+            "UPDATE {} SET last = last + 1 RETURNING last",
+            self.tables.seq
         );
-        // Its time comes back: a kept change is known by id and time (see `hold_own`).
-        let log = format!(
-            "INSERT INTO {} (id, customer_id, op, scopes) VALUES ($1, $2, $3, $4) RETURNING {}",
-            t.changes,
-            super::sync::AT_MICROS
-        );
-        let notify = "SELECT pg_notify($1, $2::bigint::text)";
+        let change_id: i64 = tx.query_one(&next, &[]).await?.get(0);
         match change {
-            Change::Put(scopes) => {
-                let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
-                let insert = format!(
-                    "INSERT INTO {} (customer_id, scope) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
-                    t.optouts
-                );
-                let seq = tx.query_one(&next, &[]).await?;
-                let change_id: i64 = seq.get(0);
-                let (_, logged, _, rows) = futures_util::future::try_join4(
-                    tx.execute(&insert, &[&id, &names]),
-                    tx.query_one(&log, &[&change_id, &id, &"add", &names]),
-                    tx.query(notify, &[&t.changes, &change_id]),
-                    tx.query(&current, &[&id]),
-                )
-                .await?;
-                Ok(Outcome {
-                    change: Some(Logged {
-                        id: change_id,
-                        at_us: logged.get(0),
-                        op: "add",
-                        customer: id.to_string(),
-                        scopes: names.iter().map(|s| s.to_string()).collect(),
-                    }),
-                    scopes: Some(scopes_of(&rows)),
-                })
-            }
-            Change::Delete(only) => {
-                let names: Option<Vec<&str>> = only.map(|s| s.iter().map(Scope::as_str).collect());
-                let delete = format!(
-                    "DELETE FROM {} WHERE customer_id = $1 AND ($2::text[] IS NULL OR scope = ANY($2)) RETURNING scope",
-                    t.optouts
-                );
-                let seq = tx.query_one(&next, &[]).await?;
-                let change_id: i64 = seq.get(0);
-                let (gone, left) = futures_util::future::try_join(
-                    tx.query(&delete, &[&id, &names]),
-                    tx.query(&current, &[&id]),
-                )
-                .await?;
-                let gone: Vec<&str> = gone.iter().map(|r| r.get::<_, &str>(0)).collect();
-                let left = scopes_of(&left);
-                if gone.is_empty() {
-                    // Nothing to remove: roll back (the counter too).
-                    let scopes = (!left.is_empty()).then_some(left);
-                    return Ok(Outcome {
-                        change: None,
-                        scopes,
-                    });
-                }
-                let (logged, _) = futures_util::future::try_join(
-                    tx.query_one(&log, &[&change_id, &id, &"remove", &gone]),
-                    tx.query(notify, &[&t.changes, &change_id]),
-                )
-                .await?;
-                Ok(Outcome {
-                    change: Some(Logged {
-                        id: change_id,
-                        at_us: logged.get(0),
-                        op: "remove",
-                        customer: id.to_string(),
-                        scopes: gone.iter().map(|s| s.to_string()).collect(),
-                    }),
-                    scopes: Some(left),
-                })
-            }
+            Change::Put(scopes) => self.run_put(tx, &sql, (change_id, id), scopes).await,
+            Change::Delete(only) => self.run_delete(tx, &sql, (change_id, id), *only).await,
         }
+    }
+
+    /// Adds `scopes` for customer `id` as change `change_id`.
+    async fn run_put(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &ChangeSql,
+        (change_id, id): (i64, &str),
+        scopes: &[Scope],
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let names: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+        let insert = format!(
+            "INSERT INTO {} (customer_id, scope) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            self.tables.optouts
+        );
+        let (_, logged, _, rows) = futures_util::future::try_join4(
+            tx.execute(&insert, &[&id, &names]),
+            tx.query_one(&sql.log, &[&change_id, &id, &"add", &names]),
+            tx.query(NOTIFY, &[&self.tables.changes, &change_id]),
+            tx.query(&sql.current, &[&id]),
+        )
+        .await?;
+        Ok(Outcome {
+            change: Some(Logged {
+                id: change_id,
+                at_us: logged.get(0),
+                op: "add",
+                customer: id.to_string(),
+                scopes: names.iter().map(|s| s.to_string()).collect(),
+            }),
+            scopes: Some(scopes_of(&rows)),
+        })
+    }
+
+    /// Removes `only` these scopes (all without) for customer `id` as change `change_id`; a
+    /// delete that removes nothing logs nothing (the transaction is rolled back).
+    async fn run_delete(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &ChangeSql,
+        (change_id, id): (i64, &str),
+        only: Option<&[Scope]>,
+    ) -> Result<Outcome, tokio_postgres::Error> {
+        let names: Option<Vec<&str>> = only.map(|s| s.iter().map(Scope::as_str).collect());
+        let delete = format!(
+            "DELETE FROM {} WHERE customer_id = $1 AND ($2::text[] IS NULL OR scope = ANY($2)) RETURNING scope",
+            self.tables.optouts
+        );
+        let (gone, left) = futures_util::future::try_join(
+            tx.query(&delete, &[&id, &names]),
+            tx.query(&sql.current, &[&id]),
+        )
+        .await?;
+        let gone: Vec<&str> = gone.iter().map(|r| r.get::<_, &str>(0)).collect();
+        let left = scopes_of(&left);
+        if gone.is_empty() {
+            // Nothing to remove: roll back (the counter too).
+            let scopes = (!left.is_empty()).then_some(left);
+            return Ok(Outcome {
+                change: None,
+                scopes,
+            });
+        }
+        let (logged, _) = futures_util::future::try_join(
+            tx.query_one(&sql.log, &[&change_id, &id, &"remove", &gone]),
+            tx.query(NOTIFY, &[&self.tables.changes, &change_id]),
+        )
+        .await?;
+        Ok(Outcome {
+            change: Some(Logged {
+                id: change_id,
+                at_us: logged.get(0),
+                op: "remove",
+                customer: id.to_string(),
+                scopes: gone.iter().map(|s| s.to_string()).collect(),
+            }),
+            scopes: Some(left),
+        })
     }
 
     /// Makes this replica enforce the change it just acknowledged (read-your-writes): a
