@@ -160,6 +160,7 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
 
 fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
     attributes(b, o, n);
+    trust(b, o, n);
     access(b, o, n);
     legal_basis(b, o, n);
     routes(b, o, n);
@@ -227,6 +228,41 @@ fn attributes(b: &mut Builder, o: &Partner, n: &Partner) {
             ),
         );
     }
+}
+
+/// Whom the gateway takes for the partner on an `https` upstream: the roots it trusts (a pinned
+/// CA file, or the system's) and the name it verifies. A change there can hand the partner's
+/// data to another endpoint, as an upstream change can, so it needs the same sign-off. The
+/// files are compared by path: a CA file whose contents change in place is not seen here.
+fn trust(b: &mut Builder, o: &Partner, n: &Partner) {
+    let show = |p: &Partner| {
+        let tls = p.tls.as_ref();
+        let roots = match tls.and_then(|t| t.ca.as_ref()) {
+            Some(ca) => format!("CA {}", ca.path.display()),
+            None => "the system's roots".to_string(),
+        };
+        let name = tls.and_then(|t| t.server_name.clone());
+        // The host itself is the upstream's (its change is an upstream change).
+        let name = name.unwrap_or_else(|| "the upstream's host".to_string());
+        format!("{roots}, name {name}")
+    };
+    if !n.upstream.tls || !o.upstream.tls {
+        return; // a scheme change is an upstream change already
+    }
+    let (before, after) = (show(o), show(n));
+    if before == after {
+        return;
+    }
+    let id = &n.id;
+    b.push(
+        id,
+        None,
+        "trust_changed",
+        None,
+        (Some(before.clone()), Some(after.clone())),
+        true,
+        format!("{id}'s endpoint will be verified with {after} instead of {before}"),
+    );
 }
 
 /// Who may send to the partner, and which opt-out scopes it honours.

@@ -281,3 +281,35 @@ fn a_star_path_with_the_same_category_is_no_category_change() {
         "{d:#?}"
     );
 }
+
+#[test]
+fn a_change_of_whom_the_gateway_trusts_as_the_partner_needs_sign_off() {
+    let partner = |tls: &str| {
+        format!(
+            "kind: contractor\npurpose: shipping\nupstream: https://api.acme.example\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [order_id]\nallowed_callers: [orders]\n{tls}"
+        )
+    };
+    let pinned = policy(&partner("tls: { ca: certs/acme-ca.pem }\n"));
+    let cases = [
+        ("tls: { ca: certs/other-ca.pem }\n", "CA"),
+        ("", "the system's roots"),
+        (
+            "tls: { ca: certs/acme-ca.pem, server_name: api.evil.example }\n",
+            "api.evil.example",
+        ),
+    ];
+    for (tls, shown) in cases {
+        let changed = policy(&partner(tls));
+        let d = diff(&pinned, &changed);
+        assert!(d.discloses_more, "{tls}: {d:#?}");
+        assert_eq!(d.changes.len(), 1, "{d:#?}");
+        assert_eq!(d.changes[0].change, "trust_changed");
+        assert!(d.changes[0].text.contains(shown), "{d:#?}");
+    }
+    // The same trust, a client certificate added: nobody else receives anything.
+    let with_client_cert = policy(&partner(
+        "tls: { ca: certs/acme-ca.pem, client_cert: certs/gw.pem, client_key: certs/gw-key.pem }\n",
+    ));
+    assert!(diff(&pinned, &with_client_cert).changes.is_empty());
+    assert!(diff(&pinned, &pinned).changes.is_empty());
+}
