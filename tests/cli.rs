@@ -63,3 +63,46 @@ fn bad_fixtures_print_exactly_the_expected_errors() {
         assert_eq!(out.trim_end(), expected.trim_end(), "{case}");
     }
 }
+
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/policy");
+    let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/policy/examples");
+    let commands: [&[&str]; 3] = [
+        &["check", "--policy", policy],
+        &["test", "--policy", policy],
+        &[
+            "diff",
+            "--policy",
+            policy,
+            "--against",
+            policy,
+            "--samples",
+            samples,
+        ],
+    ];
+    for args in commands {
+        // A full disk: the output is incomplete, so exit 1 with the reason on stderr.
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = Command::new(BIN).args(args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("cannot write the output"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        // A reader that went away (`| head -0`): the verdict stands.
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

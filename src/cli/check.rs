@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use gateway_core::policy::{Diagnostic, Policy};
 
+use crate::cli::out::{outln, Out};
 use crate::loader;
 
 /// `DIR: ok: N partners, M routes, policy version V`.
@@ -41,7 +42,7 @@ fn check_shadow(policy: &Policy) -> Result<Option<String>, Vec<Diagnostic>> {
     )))
 }
 
-pub fn run(dir: &Path) -> ExitCode {
+fn check(dir: &Path, out: &mut Out) -> ExitCode {
     match loader::load(dir, None) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -57,7 +58,7 @@ pub fn run(dir: &Path) -> ExitCode {
                 Ok(None) => {}
                 Err(errors) => {
                     for d in &errors {
-                        println!("{d}");
+                        outln!(out, "{d}");
                     }
                     return ExitCode::from(1);
                 }
@@ -71,7 +72,7 @@ pub fn run(dir: &Path) -> ExitCode {
                 }
                 Err(errors) => {
                     for d in &errors {
-                        println!("{d}");
+                        outln!(out, "{d}");
                     }
                     return ExitCode::from(1);
                 }
@@ -83,18 +84,25 @@ pub fn run(dir: &Path) -> ExitCode {
             // as `serve` would.
             if let Err(lines) = loader::build_active(dir, loaded.policy) {
                 for line in lines {
-                    println!("{line}");
+                    outln!(out, "{line}");
                 }
                 return ExitCode::from(1);
             }
-            println!("{summary}");
+            outln!(out, "{summary}");
             ExitCode::SUCCESS
         }
         Err(diagnostics) => {
             for d in &diagnostics {
-                println!("{d}");
+                outln!(out, "{d}");
             }
             ExitCode::from(1)
         }
     }
+}
+
+/// `check DIR`: exit 0 with the summary, or 1 listing every error.
+pub fn run(dir: &Path) -> ExitCode {
+    let mut out = Out::new();
+    let code = check(dir, &mut out);
+    out.finish(code)
 }

@@ -3,6 +3,7 @@
 //! requests in `DIR/*.yaml` (the policy-test format, `expect` optional) run through both
 //! policies and every difference in what the partner would receive is shown.
 //! Exit 0 = nothing new is disclosed, 4 = the change discloses more, 1 = an invalid policy.
+use crate::cli::out::{outln, Out};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -113,28 +114,40 @@ fn run_samples(dir: &Path, old: &Policy, new: &Policy) -> Result<Vec<SampleResul
     Ok(results)
 }
 
-fn print_text(report: &gateway_core::diff::PolicyDiff, samples: &[SampleResult]) {
-    print!("{}", report.to_text());
+fn print_text(out: &mut Out, report: &gateway_core::diff::PolicyDiff, samples: &[SampleResult]) {
+    out.text(&report.to_text());
     if samples.is_empty() {
         return;
     }
-    println!("samples:");
+    outln!(out, "samples:");
     for s in samples {
         if s.outcome == "same" {
-            println!("  {}: {}: same ({})", s.at, s.name, s.new);
+            outln!(out, "  {}: {}: same ({})", s.at, s.name, s.new);
             continue;
         }
-        println!("  {}: {}: {}", s.at, s.name, s.outcome.replace('_', " "));
-        println!("      old: {}", s.old);
-        println!("      new: {}", s.new);
+        outln!(
+            out,
+            "  {}: {}: {}",
+            s.at,
+            s.name,
+            s.outcome.replace('_', " ")
+        );
+        outln!(out, "      old: {}", s.old);
+        outln!(out, "      new: {}", s.new);
         for line in s.body_diff.iter().flat_map(|d| d.lines()) {
-            println!("      {line}");
+            outln!(out, "      {line}");
         }
     }
 }
 
-pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: TextOrJson) -> ExitCode {
-    let load = |dir: &Path| load_for_tests(dir).map_err(|e| println!("{}: {e:#}", dir.display()));
+fn compare(
+    (old_dir, new_dir): (&Path, &Path),
+    samples: Option<&Path>,
+    format: TextOrJson,
+    out: &mut Out,
+) -> ExitCode {
+    let mut load =
+        |dir: &Path| load_for_tests(dir).map_err(|e| outln!(out, "{}: {e:#}", dir.display()));
     let (Ok(old), Ok(new)) = (load(old_dir), load(new_dir)) else {
         return ExitCode::from(1);
     };
@@ -144,7 +157,7 @@ pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: TextO
         Some(Ok(s)) => s,
         Some(Err(lines)) => {
             for l in lines {
-                println!("{l}");
+                outln!(out, "{l}");
             }
             return ExitCode::from(1);
         }
@@ -156,13 +169,25 @@ pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: TextO
             "changes": report.changes,
             "samples": samples,
         });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        outln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
     } else {
-        print_text(&report, &samples);
+        print_text(out, &report, &samples);
     }
     if more {
         ExitCode::from(EXIT_DISCLOSES_MORE)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `diff`: exit 0 when the new policy discloses nothing new, 4 when it discloses more, 1 when
+/// either policy is invalid.
+pub fn run(old_dir: &Path, new_dir: &Path, samples: Option<&Path>, format: TextOrJson) -> ExitCode {
+    let mut out = Out::new();
+    let code = compare((old_dir, new_dir), samples, format, &mut out);
+    out.finish(code)
 }

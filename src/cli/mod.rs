@@ -11,6 +11,7 @@ pub mod drift;
 pub mod explain;
 pub mod mock_partner;
 pub mod optouts;
+mod out;
 pub mod serve;
 pub mod test;
 pub mod token;

@@ -2,6 +2,7 @@
 //! must receive) against the policy, with the same core decision as the proxy. Prints each
 //! failure as `FILE:LINE: FAIL name: message` with a diff; exit 0 when all pass, 1 otherwise
 //! (also for an invalid policy or an unreadable test file).
+use crate::cli::out::{outln, Out};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,18 +59,22 @@ pub fn reader(test_file: &Path) -> impl Fn(&str) -> Result<Vec<u8>, String> + '_
     }
 }
 
-pub fn run(dir: &Path) -> ExitCode {
+fn run_tests(dir: &Path, out: &mut Out) -> ExitCode {
     let policy = match load_for_tests(dir) {
         Ok(p) => p,
         Err(e) => {
-            println!("{e:#}");
+            outln!(out, "{e:#}");
             return ExitCode::from(1);
         }
     };
     let files = match test_files(&dir.join("tests")) {
         Ok(f) => f,
         Err(e) => {
-            println!("{}: cannot list tests: {e}", dir.join("tests").display());
+            outln!(
+                out,
+                "{}: cannot list tests: {e}",
+                dir.join("tests").display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -79,7 +84,7 @@ pub fn run(dir: &Path) -> ExitCode {
             Ok(c) => c,
             Err(lines) => {
                 for l in lines {
-                    println!("{l}");
+                    outln!(out, "{l}");
                 }
                 broken += 1;
                 continue;
@@ -91,7 +96,8 @@ pub fn run(dir: &Path) -> ExitCode {
                 Ok(()) => passed += 1,
                 Err(f) => {
                     failed += 1;
-                    println!(
+                    outln!(
+                        out,
                         "{}:{}: FAIL {}: {}",
                         file.display(),
                         f.line,
@@ -100,7 +106,7 @@ pub fn run(dir: &Path) -> ExitCode {
                     );
                     if let Some(diff) = f.diff {
                         for line in diff.lines() {
-                            println!("    {line}");
+                            outln!(out, "    {line}");
                         }
                     }
                 }
@@ -108,14 +114,15 @@ pub fn run(dir: &Path) -> ExitCode {
         }
     }
     if files.is_empty() {
-        println!("{}: no policy tests", dir.join("tests").display());
+        outln!(out, "{}: no policy tests", dir.join("tests").display());
     }
     let broken_note = if broken > 0 {
         format!(", {broken} unreadable test file(s)")
     } else {
         String::new()
     };
-    println!(
+    outln!(
+        out,
         "{}: {passed} passed, {failed} failed{broken_note}",
         dir.join("tests").display()
     );
@@ -124,4 +131,11 @@ pub fn run(dir: &Path) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `test DIR`: exit 0 when every policy test passes, 1 listing each failure.
+pub fn run(dir: &Path) -> ExitCode {
+    let mut out = Out::new();
+    let code = run_tests(dir, &mut out);
+    out.finish(code)
 }
