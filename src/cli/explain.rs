@@ -131,9 +131,10 @@ fn load_active(dir: &Path, partner: &str) -> anyhow::Result<Active> {
 /// Where the request would go and what the filter did to it.
 fn write_report(err: &mut dyn Write, target: &Target, outgoing: &Outgoing) -> anyhow::Result<()> {
     let partner = &target.partner;
+    let scheme = if partner.upstream.tls { "https" } else { "http" };
     writeln!(
         err,
-        "would forward to {} ({}, purpose {}) at {}{}",
+        "would forward to {} ({}, purpose {}) at {scheme}://{}{}",
         partner.id,
         partner.kind.as_str(),
         partner.purpose,
@@ -180,7 +181,11 @@ fn write_disclosed(
         }
     }
     let (_, categories) = route.disclosed(&outgoing.report.matched);
-    writeln!(err, "  categories   {}", categories.join(", "))?;
+    if categories.is_empty() {
+        writeln!(err, "  categories   none (no field is disclosed)")?;
+    } else {
+        writeln!(err, "  categories   {}", categories.join(", "))?;
+    }
     Ok(())
 }
 
