@@ -131,7 +131,11 @@ fn load_active(dir: &Path, partner: &str) -> anyhow::Result<Active> {
 /// Where the request would go and what the filter did to it.
 fn write_report(err: &mut dyn Write, target: &Target, outgoing: &Outgoing) -> anyhow::Result<()> {
     let partner = &target.partner;
-    let scheme = if partner.upstream.tls { "https" } else { "http" };
+    let scheme = if partner.upstream.tls {
+        "https"
+    } else {
+        "http"
+    };
     writeln!(
         err,
         "would forward to {} ({}, purpose {}) at {scheme}://{}{}",

@@ -278,47 +278,117 @@ pub enum Suggestion {
     NetworkOrBrowserData,
 }
 
-/// Whether a member name reads as IP address, domain or browser data: a word `ip`, `ipv4`,
-/// `ipv6` (`client_ip`, `ipAddress`), or a name such as `user_agent`, `referer`, `cookie`,
-/// `domain`, `hostname`.
+/// Whether a member name reads as IP address, domain or browser data. A heuristic that errs
+/// towards holding a name back (a name held back is only not suggested): the name is read in
+/// snake case (`clientIPs` as `client_ips`, `ip-address` as `ip_address`) and matched by word
+/// and by fragment:
+/// - IP addresses: a word `ip`, `ips`, `ip4`, `ip6`, `ipv4`, `ipv6`, `ipaddr`, `ipaddress`,
+///   `iplist` (also with `v4`/`v6` before `addr…`), or `ip` after a word saying whose
+///   (`clientip`, `srcip`, `remoteip`, `geoip`; not `zip` or `ship`), or a peer/remote/client/
+///   source address (`peer_address`), `xff`, anything `forwarded`;
+/// - browser data: anything with `agent` (`user_agent`, `http_agent`), `ua`/`uastring`,
+///   `referer`/`referrer`, `cookie`, `browser`, `fingerprint`, `screen…`, `timezone`/`tz`,
+///   `accept_language`, a MAC address (`mac`, `mac_addr`);
+/// - domains and addresses on the web: `domain`, `host…`, `origin`, a word ending in `url` or
+///   `uri` (`website_url`, `landingpageurl`).
 fn names_network_or_browser_data(name: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "ip",
-        "ipv4",
-        "ipv6",
-        "ipaddr",
-        "ipaddress",
-        "useragent",
-        "ua",
+    let snake = snake_case(name.trim_end_matches(']'));
+    const FRAGMENTS: &[&str] = &[
+        "agent",
         "referer",
         "referrer",
         "cookie",
-        "cookies",
         "browser",
-        "domain",
-        "hostname",
         "fingerprint",
-        "host",
-        "mac",
+        "forwarded",
+        "domain",
+        "geoip",
+        "accept_language",
+        "remote_addr",
+        "peer_addr",
+        "client_addr",
+        "src_addr",
+        "source_addr",
+        "mac_addr",
+        "ipaddr",
+        "ipv4",
+        "ipv6",
     ];
-    const PHRASES: &[&str] = &["user_agent", "remote_addr", "x_forwarded_for"];
-    let name = name.trim_end_matches(']');
-    // snake_case: `ipAddress` and `ip-address` read as `ip_address`, `IP` as `ip`.
+    FRAGMENTS.iter().any(|f| snake.contains(f)) || snake.split('_').any(network_word)
+}
+
+/// One snake-case word of [`names_network_or_browser_data`].
+fn network_word(word: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "ip",
+        "ips",
+        "ip4",
+        "ip6",
+        "iplist",
+        "ipaddress",
+        "xff",
+        "ua",
+        "uastring",
+        "mac",
+        "origin",
+        "tz",
+        "timezone",
+    ];
+    // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
+    const OWNERS: &[&str] = &[
+        "client",
+        "src",
+        "source",
+        "remote",
+        "peer",
+        "real",
+        "origin",
+        "user",
+        "host",
+        "server",
+        "local",
+        "public",
+        "private",
+        "lan",
+        "wan",
+        "device",
+        "geo",
+        "visitor",
+        "customer",
+        "x",
+        "forwarded",
+    ];
+    WORDS.contains(&word)
+        || word.starts_with("host")
+        || word.starts_with("screen")
+        || word.ends_with("url")
+        || word.ends_with("uri")
+        || word
+            .strip_suffix("ips")
+            .or_else(|| word.strip_suffix("ip"))
+            .is_some_and(|owner| OWNERS.contains(&owner))
+}
+
+/// `ipAddress` and `ip-address` as `ip_address`, `IP` as `ip`, `clientIPs` as `client_ips`.
+fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
     let mut snake = String::with_capacity(name.len() + 4);
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if c.is_ascii_uppercase() && prev_lower {
+    for (i, &c) in chars.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|p| chars[p]);
+        let next = chars.get(i + 1);
+        // A word starts at an upper-case letter after a lower-case one or a digit, and at the
+        // last capital of a run followed by a lower-case letter (`HTTPAgent`: `http_agent`),
+        // unless that letter is a plural `s` (`IPs`).
+        let after_lower = prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
+        let run_end = prev.is_some_and(|p| p.is_ascii_uppercase())
+            && next.is_some_and(|n| n.is_ascii_lowercase() && *n != 's');
+        if c.is_ascii_uppercase() && (after_lower || run_end) {
             snake.push('_');
         }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        snake.push(if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_lowercase()
+        snake.push(match c {
+            '-' | '.' | ' ' => '_',
+            c => c.to_ascii_lowercase(),
         });
     }
-    WORDS
-        .iter()
-        .any(|w| snake.split('_').any(|word| word == *w))
-        || PHRASES.iter().any(|p| snake.contains(p))
+    snake
 }
