@@ -200,3 +200,44 @@ fn diff_against_an_invalid_policy_exits_1() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("partners/acme-ship.yaml:"), "{out}");
 }
+
+/// A copy of the bundled policy under `ROOT/policy` whose acme-ship is reached over https,
+/// trusting `ROOT/certs/acme-ca.pem`, which holds `ca`.
+fn https_policy_with_ca(ca: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let policy = edited_policy("acme-ship", |t| {
+        t.replace(
+            "upstream: http://127.0.0.1:9001",
+            "upstream: https://api.acme-ship.example\ntls: { ca: certs/acme-ca.pem }",
+        )
+    });
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(policy.path())
+        .arg(root.path().join("policy"))
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    std::fs::create_dir_all(root.path().join("certs")).unwrap();
+    std::fs::write(root.path().join("certs/acme-ca.pem"), ca).unwrap();
+    root
+}
+
+#[test]
+fn diff_compares_a_partner_ca_by_what_it_holds_not_where_it_is() {
+    let ca = "-----BEGIN CERTIFICATE-----\nQUNNRSBDQQ==\n-----END CERTIFICATE-----\n";
+    let (old, same) = (https_policy_with_ca(ca), https_policy_with_ca(ca));
+    let dir = |d: &tempfile::TempDir| d.path().join("policy").to_str().unwrap().to_string();
+    // The same CA in another checkout: no change.
+    let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&same)]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("verified with"), "{out}");
+    // The same file name holding another CA: another endpoint may be taken for the partner.
+    let other = https_policy_with_ca(&ca.replace("QUNNRSBDQQ==", "RVZJTCBDQQ=="));
+    let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&other)]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains("+ acme-ship's endpoint will be verified with CA"),
+        "{out}"
+    );
+}

@@ -52,11 +52,17 @@ pub struct PolicyDiff {
     pub changes: Vec<Change>,
 }
 
-struct Builder {
+struct Builder<'a> {
     changes: Vec<Change>,
+    files: &'a FileId<'a>,
 }
 
-impl Builder {
+/// What a file named by a policy holds, for comparing it with the other policy's: a digest of
+/// its contents (the shell reads the files), or `None` when that is not known (then the paths
+/// are compared).
+pub type FileId<'a> = dyn Fn(&std::path::Path) -> Option<String> + 'a;
+
+impl Builder<'_> {
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -83,9 +89,17 @@ impl Builder {
 }
 
 /// Compares `old` with `new`.
+/// [`diff_with`] comparing the files policies name by their paths only.
 pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
+    diff_with(old, new, &|_| None)
+}
+
+/// What going from `old` to `new` changes; `files` tells what a file either names holds (a
+/// partner's CA bundle: see [`FileId`]).
+pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
     let mut b = Builder {
         changes: Vec::new(),
+        files,
     };
     let unauth = |p: &Policy| {
         p.gateway
@@ -158,7 +172,7 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
     r.filter.as_deref().map(|f| f.spec())
 }
 
-fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
+fn partner(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     attributes(b, o, n);
     trust(b, o, n);
     access(b, o, n);
@@ -167,7 +181,7 @@ fn partner(b: &mut Builder, o: &Partner, n: &Partner) {
 }
 
 /// Kind, purpose and upstream: each change discloses more (to someone else, or for another use).
-fn attributes(b: &mut Builder, o: &Partner, n: &Partner) {
+fn attributes(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     let id = &n.id;
     let mut attr =
         |change: &'static str, before: String, after: String, more: bool, text: String| {
@@ -232,25 +246,31 @@ fn attributes(b: &mut Builder, o: &Partner, n: &Partner) {
 
 /// Whom the gateway takes for the partner on an `https` upstream: the roots it trusts (a pinned
 /// CA file, or the system's) and the name it verifies. A change there can hand the partner's
-/// data to another endpoint, as an upstream change can, so it needs the same sign-off. The
-/// files are compared by path: a CA file whose contents change in place is not seen here.
-fn trust(b: &mut Builder, o: &Partner, n: &Partner) {
-    let show = |p: &Partner| {
+/// data to another endpoint, as an upstream change can, so it needs the same sign-off. A CA
+/// file is compared by what it holds when `b.files` knows (else by path).
+fn trust(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
+    // What the trust is (for comparing), and how to show it.
+    let trust = |p: &Partner| {
         let tls = p.tls.as_ref();
-        let roots = match tls.and_then(|t| t.ca.as_ref()) {
-            Some(ca) => format!("CA {}", ca.path.display()),
-            None => "the system's roots".to_string(),
-        };
+        let ca = tls.and_then(|t| t.ca.as_ref()).map(|ca| {
+            let id = (b.files)(&ca.path);
+            let shown = match &id {
+                Some(id) => format!("CA {} ({id})", ca.path.display()),
+                None => format!("CA {}", ca.path.display()),
+            };
+            (id.unwrap_or_else(|| ca.path.display().to_string()), shown)
+        });
         let name = tls.and_then(|t| t.server_name.clone());
         // The host itself is the upstream's (its change is an upstream change).
         let name = name.unwrap_or_else(|| "the upstream's host".to_string());
-        format!("{roots}, name {name}")
+        let (ca_id, shown) = ca.unwrap_or_else(|| (String::new(), "the system's roots".into()));
+        ((ca_id, name.clone()), format!("{shown}, name {name}"))
     };
     if !n.upstream.tls || !o.upstream.tls {
         return; // a scheme change is an upstream change already
     }
-    let (before, after) = (show(o), show(n));
-    if before == after {
+    let ((was, before), (is, after)) = (trust(o), trust(n));
+    if was == is {
         return;
     }
     let id = &n.id;
@@ -266,7 +286,7 @@ fn trust(b: &mut Builder, o: &Partner, n: &Partner) {
 }
 
 /// Who may send to the partner, and which opt-out scopes it honours.
-fn access(b: &mut Builder, o: &Partner, n: &Partner) {
+fn access(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     let id = &n.id;
     names(
         b,
@@ -309,7 +329,7 @@ fn access(b: &mut Builder, o: &Partner, n: &Partner) {
 }
 
 /// Routes kept (compared), added and removed.
-fn routes(b: &mut Builder, o: &Partner, n: &Partner) {
+fn routes(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     let id = &n.id;
     for r in &n.routes {
         match o.routes.iter().find(|x| x.template == r.template) {
@@ -341,7 +361,7 @@ fn routes(b: &mut Builder, o: &Partner, n: &Partner) {
 /// whether an added name discloses more (a dropped opt-out scope does, an added one does not).
 #[allow(clippy::too_many_arguments)]
 fn names(
-    b: &mut Builder,
+    b: &mut Builder<'_>,
     partner: &str,
     route: Option<&str>,
     what: &'static str,
@@ -381,7 +401,7 @@ fn names(
     }
 }
 
-fn legal_basis(b: &mut Builder, o: &Partner, n: &Partner) {
+fn legal_basis(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     let id = &n.id;
     if o.legal_basis_header != n.legal_basis_header {
         // A header of another name is one the old policy did not send: sign-off, like a
@@ -439,7 +459,7 @@ fn legal_basis(b: &mut Builder, o: &Partner, n: &Partner) {
     }
 }
 
-fn route_added(b: &mut Builder, p: &Partner, r: &Route) {
+fn route_added(b: &mut Builder<'_>, p: &Partner, r: &Route) {
     let label = route_label(r);
     b.push(
         &p.id,
@@ -455,7 +475,7 @@ fn route_added(b: &mut Builder, p: &Partner, r: &Route) {
     }
 }
 
-fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
+fn route(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     let id = &p.id;
     let label = route_label(n);
     let on = |what: String| format!("{what} on {label}");
@@ -501,7 +521,7 @@ fn route(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
 /// same sign-off as a new field. Each route field path of either policy is compared by the
 /// category it resolves to in each (its own entry, else the `.**` path above it), so a path
 /// rewritten from `a.**` to `a.b` with another category is found too.
-fn categories_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
+fn categories_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     let label = route_label(n);
     let mut paths: Vec<FieldPath> = Vec::new();
     for f in o.fields.iter().chain(&n.fields) {
@@ -544,7 +564,7 @@ fn categories_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
 
 /// Where a route's records and their subject are: opt-outs apply there (only matters when the
 /// partner honours opt-outs).
-fn records_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
+fn records_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     let records = |r: &Route| {
         spec(r).map(|s| {
             (
@@ -578,7 +598,7 @@ fn records_changed(b: &mut Builder, p: &Partner, o: &Route, n: &Route) {
     );
 }
 
-fn field(b: &mut Builder, p: &Partner, (o, r): (&Route, &Route), c: FieldChange) {
+fn field(b: &mut Builder<'_>, p: &Partner, (o, r): (&Route, &Route), c: FieldChange) {
     let id = &p.id;
     let label = route_label(r);
     // The candidate's word for the field, else the one in force (a field that stops).
