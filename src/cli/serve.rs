@@ -10,7 +10,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 
 use crate::admin::AdminApp;
-use crate::conn_limits::{Handshakes, LimitedApp};
+use crate::conn_limits::{HandshakeStep, Handshakes, LimitedApp};
 use crate::gateway::Gateway;
 use crate::loader::{self, ProcessEnv};
 use crate::proxy::PartnerProxy;
@@ -97,7 +97,8 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
                 "partner-gateway proxy".to_string(),
                 limited.with_handshakes(handshakes.clone()),
             );
-            proxy.endpoints().set_pre_tls_callback(handshakes);
+            let step = Arc::new(HandshakeStep(handshakes));
+            proxy.endpoints().set_pre_tls_callback(step);
             proxy.add_tls_with_settings(&listen, None, tls.settings()?);
             proxy
         }

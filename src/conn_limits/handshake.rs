@@ -4,116 +4,147 @@ counted nowhere and before any connection limit applies: a client that opens con
 sends nothing, or half a ClientHello, would hold a socket each for a minute. The head deadline
 (`limits.header_timeout_ms`) counts from the connection's start, so it covers the handshake too.
 
-[`Handshakes`] is the listener's pre-TLS step: for each accepted connection it notes the
-socket (by its kernel cookie, `SO_COOKIE`, which is never reused) and starts a watchdog. When
-the handshake completes, [`Handshakes::completed`] takes the note back (the watchdog ends, and
-the connection's first head deadline counts from its accept). A watchdog that reaches the
-deadline with the note still there shuts the socket down (both ways: the handshake's read
-ends, pingora drops the connection) and counts it as `header_timeout`. It shuts down only the
-socket it noted: the descriptor number is checked to still hold that cookie first (a failed
-handshake closes its descriptor, whose number a later connection may reuse).
+[`Handshakes`] is the listener's pre-TLS step: it notes each accepted socket (by its kernel
+cookie, `SO_COOKIE`, which is never reused) with its deadline. When the handshake completes,
+[`Handshakes::completed`] takes the note back (the connection's first head deadline then counts
+from its accept). One sweeper task per listener looks at the notes every [`SWEEP`]: a socket
+that is gone (its handshake failed and pingora closed it) is forgotten; one still there past its
+deadline is shut down (both ways: the handshake's read ends, pingora drops the connection) and
+counted as `header_timeout`. It shuts down only the socket it noted: the descriptor number must
+still hold that cookie (a closed descriptor's number may be reused by a later connection).
+
+At most `limits.max_connections` handshakes are noted at once; past that a new connection is
+refused before its handshake (counted as `too_many_connections`), so a flood of connections
+that never finish, or are reset at once, holds a bounded amount of memory.
 */
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionClosed;
 
-/// Per socket cookie: when the connection was accepted, and its watchdog's stop signal.
-type Pending = Arc<Mutex<HashMap<u64, (Instant, oneshot::Sender<()>)>>>;
+/// How often the sweeper looks at the handshakes under way: how late past its deadline a
+/// handshake may be ended.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// One handshake under way.
+struct Noted {
+    accepted: Instant,
+    deadline: Instant,
+    digest: Arc<SocketDigest>,
+    fd: RawFd,
+}
 
 /// The handshakes under way on one TLS listener; see the module docs.
 pub struct Handshakes {
     gateway: Arc<Gateway>,
-    pending: Pending,
+    pending: Mutex<HashMap<u64, Noted>>,
+    sweeping: AtomicBool,
 }
 
 impl Handshakes {
     pub fn new(gateway: Arc<Gateway>) -> Arc<Handshakes> {
         Arc::new(Handshakes {
             gateway,
-            pending: Arc::default(),
+            pending: Mutex::default(),
+            sweeping: AtomicBool::new(false),
         })
     }
 
-    /// The handshake of `stream` completed: its watchdog stops. Returns when the connection
-    /// was accepted (`None` for a connection no watchdog noted, such as plain TCP).
+    /// The handshake of `stream` completed. Returns when the connection was accepted (`None`
+    /// for a connection no note was made of, such as plain TCP).
     pub fn completed(&self, stream: &Stream) -> Option<Instant> {
         let cookie = cookie(&*stream.get_socket_digest()?)?;
-        let (accepted, stop) = lock(&self.pending).remove(&cookie)?;
-        let _ = stop.send(());
-        Some(accepted)
+        lock(&self.pending).remove(&cookie).map(|n| n.accepted)
+    }
+
+    /// Forgets the sockets that are gone and ends those past their deadline.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let mut ended = 0;
+        lock(&self.pending).retain(|&noted_cookie, noted| {
+            if cookie(&noted.digest) != Some(noted_cookie) {
+                return false; // closed (its descriptor may hold another socket by now)
+            }
+            if now < noted.deadline {
+                return true;
+            }
+            let _ = nix::sys::socket::shutdown(noted.fd, nix::sys::socket::Shutdown::Both);
+            ended += 1;
+            false
+        });
+        for _ in 0..ended {
+            let closed = ConnectionClosed::HeaderTimeout;
+            self.gateway.metrics.connection_closed(closed);
+        }
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn cookie(digest: &SocketDigest) -> Option<u64> {
     digest.socket_cookie().ok().filter(|&c| c != 0)
 }
 
+/// Sweeps for as long as the listener's handshakes are referenced.
+fn spawn_sweeper(handshakes: std::sync::Weak<Handshakes>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP).await;
+            let Some(handshakes) = handshakes.upgrade() else {
+                return;
+            };
+            handshakes.sweep();
+        }
+    });
+}
+
+/// The pre-TLS step pingora runs for each accepted connection.
+pub struct HandshakeStep(pub Arc<Handshakes>);
+
 #[async_trait]
-impl PreTlsProcess for Handshakes {
+impl PreTlsProcess for HandshakeStep {
     async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        let handshakes = &self.0;
         let Some(digest) = stream.get_socket_digest() else {
             return Ok(());
         };
         let Some(cookie) = cookie(&digest) else {
             return Ok(());
         };
+        if !handshakes.sweeping.swap(true, Ordering::AcqRel) {
+            spawn_sweeper(Arc::downgrade(handshakes));
+        }
+        let limits = handshakes.gateway.active().policy.gateway.limits;
         let accepted = Instant::now();
-        let deadline = accepted + self.gateway.active().policy.gateway.limits.header_timeout;
-        let (stop, stopped) = oneshot::channel();
-        lock(&self.pending).insert(cookie, (accepted, stop));
-        let watchdog = Watchdog {
-            pending: self.pending.clone(),
-            gateway: self.gateway.clone(),
+        let noted = Noted {
+            accepted,
+            deadline: accepted + limits.header_timeout,
             digest,
             fd: stream.as_raw_fd(),
-            cookie,
         };
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => watchdog.expire(),
-                _ = stopped => {}
-            }
-        });
+        let mut pending = lock(&handshakes.pending);
+        if pending.len() >= limits.max_connections {
+            drop(pending);
+            let closed = ConnectionClosed::TooManyConnections;
+            handshakes.gateway.metrics.connection_closed(closed);
+            return pingora::Error::e_explain(
+                pingora::ErrorType::AcceptError,
+                "too many TLS handshakes under way",
+            );
+        }
+        pending.insert(cookie, noted);
         Ok(())
-    }
-}
-
-/// What a watchdog needs to end one handshake that ran out of time.
-struct Watchdog {
-    pending: Pending,
-    gateway: Arc<Gateway>,
-    digest: Arc<SocketDigest>,
-    fd: RawFd,
-    cookie: u64,
-}
-
-impl Watchdog {
-    fn expire(self) {
-        if lock(&self.pending).remove(&self.cookie).is_none() {
-            return; // completed just now
-        }
-        // The descriptor still holds the noted socket (its handshake is still under way).
-        if cookie(&self.digest) == Some(self.cookie) {
-            let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
-            self.gateway
-                .metrics
-                .connection_closed(ConnectionClosed::HeaderTimeout);
-        }
     }
 }

@@ -36,7 +36,7 @@ use pingora::server::ShutdownWatch;
 
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionClosed;
-pub use handshake::Handshakes;
+pub use handshake::{HandshakeStep, Handshakes};
 pub use stream::GuardedStream;
 
 /// A pingora application `A` behind the connection limits of the policy being served.
