@@ -435,13 +435,63 @@ fn a_second_gateway_on_the_same_ledger_refuses_rather_than_fork_its_chain() {
             .status,
         200
     );
+    // A passing failure of the first (its current file deleted) does not hand the directory over:
+    // the first recovers, the second still refuses. Nor does removing a file from the directory.
+    for file in files(&dir) {
+        std::fs::remove_file(file).unwrap();
+    }
+    let r = first.post_json("/acme-ship/v1/shipments", &shipment("c-lost"));
+    assert_refused(&r, 503, "not_ready");
+    until_forwarded(&first, "c-4");
+    let r = second.post_json("/acme-ship/v1/shipments", &shipment("c-5"));
+    assert_refused(&r, 503, "not_ready");
     // once the first has stopped, the second takes the ledger over and continues its chain
     terminate(&mut first);
     until_forwarded(&second, "c-3");
     terminate(&mut second);
     let (code, out) = verify(&dir, None);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(records(&dir).len(), mock.received().len());
+    // The deleted file's record (c-2's) is gone with it.
+    assert_eq!(records(&dir).len(), mock.received().len() - 1);
+}
+
+#[test]
+fn a_ledger_directory_moved_away_is_never_shared_with_the_next_gateway() {
+    let mock = Mock::start();
+    let mut first = start(&mock, "  rotate_bytes: 4096\n");
+    let dir = ledger_dir(&first);
+    assert_eq!(
+        first
+            .post_json("/acme-ship/v1/shipments", &shipment("c-1"))
+            .status,
+        200
+    );
+    // Archived while the first writes; a second gateway then starts on the path.
+    let archived = dir.with_file_name("ledger-archived");
+    std::fs::rename(&dir, &archived).unwrap();
+    let shared = format!("path: {}", dir.display());
+    let mut second = Gateway::start(
+        &ledger_yaml("  rotate_bytes: 4096\n").replace("path: data/ledger", &shared),
+        &[("acme-ship", &partner(&mock.url()))],
+        ENV,
+    );
+    until_forwarded(&second, "c-2");
+    // The first goes on in the archived directory until its next file would be started in
+    // the second's: there it stops (503) instead.
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = first.post_json("/acme-ship/v1/shipments", &shipment(&format!("c-{i}")));
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&503), "{statuses:?}");
+    terminate(&mut first);
+    terminate(&mut second);
+    for ledger in [&dir, &archived] {
+        let (code, out) = verify(ledger, None);
+        assert_eq!(code, 0, "{}: {out}", ledger.display());
+    }
+    let recorded = records(&dir).len() + records(&archived).len();
+    assert_eq!(recorded, mock.received().len());
 }
 
 #[test]

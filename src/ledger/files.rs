@@ -1,6 +1,6 @@
-//! The ledger directory on disk: its lock (one writing process per directory), finding the
-//! current file, repairing a line a crash cut off, and resuming the chain from the last
-//! complete line.
+//! The ledger directory on disk: its lock (one writing process per directory, [`DirLock`]),
+//! finding the current file, repairing a line a crash cut off, and resuming the chain from the
+//! last complete line.
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -10,8 +10,6 @@ use gateway_core::ledger::{self, Chain};
 
 /// The file records are appended to, and where the chain stands.
 pub struct Current {
-    /// The directory's lock ([`lock_dir`]), held as long as the ledger is open.
-    pub lock: File,
     pub file: File,
     pub path: PathBuf,
     pub date: String,
@@ -33,40 +31,46 @@ pub fn ledger_files(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(ledger::chain_order(names))
 }
 
-/// The lock file in a ledger directory (not a ledger file's name, so never part of the chain).
-const LOCK: &str = ".lock";
+/// A ledger directory locked by this process: `flock` (exclusive) on the directory itself, held
+/// until dropped or the process dies. A second gateway appending to the same files would fork
+/// the chain; the lock is the directory's own, so removing a file cannot release it.
+pub struct DirLock {
+    dir: File,
+}
 
-/// Takes the ledger directory's lock (`flock`, exclusive), held until the returned file and
-/// its clones are dropped or the process dies: a second gateway appending to the same files
-/// would fork the chain.
-fn lock_dir(dir: &Path) -> anyhow::Result<File> {
-    let path = dir.join(LOCK);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => bail!(
-            "ledger {} is in use by another process (another gateway?): each gateway needs a ledger directory of its own",
-            dir.display()
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+impl DirLock {
+    /// Creates `dir` when missing and locks it.
+    pub fn take(dir: &Path) -> anyhow::Result<DirLock> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(DirLock { dir: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => bail!(
+                "ledger {} is in use by another process (another gateway?): each gateway needs a ledger directory of its own",
+                dir.display()
+            ),
+            Err(e) => Err(e).with_context(|| format!("cannot lock {}", dir.display())),
+        }
+    }
+
+    /// Whether `dir` still names the directory locked (it was not moved away or replaced).
+    pub fn still_at(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.dir.metadata(), fs::metadata(dir)) {
+            (Ok(held), Ok(now)) => held.dev() == now.dev() && held.ino() == now.ino(),
+            _ => false,
+        }
     }
 }
 
-/// Opens the ledger in `dir` for appending (creating the directory and the first file of
-/// `today` when there is none), once its lock is taken ([`lock_dir`]) and the directory takes
-/// new bytes ([`probe`]). A last line without its newline is repaired first ([`repair_tail`]).
+/// Opens the ledger in `dir` (locked by the caller, see [`DirLock`]) for appending, creating
+/// the first file of `today` when there is none, once the directory takes new bytes
+/// ([`probe`]). A last line without its newline is repaired first ([`repair_tail`]).
 pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let lock = lock_dir(dir)?;
     probe(dir)?;
     let names = ledger_files(dir)?;
     let Some(last) = names.last() else {
-        return create(dir, today, 1, Chain::new(), lock);
+        return create(dir, today, 1, Chain::new());
     };
     let path = dir.join(last);
     let (date, n) = ledger::parse_file_name(last).context("ledger file name")?;
@@ -77,7 +81,6 @@ pub fn open(dir: &Path, today: &str) -> anyhow::Result<Current> {
         .open(&path)
         .with_context(|| format!("cannot open {} for appending", path.display()))?;
     Ok(Current {
-        lock,
         file,
         path,
         date,
@@ -143,8 +146,8 @@ fn probe(dir: &Path) -> anyhow::Result<()> {
     written.with_context(|| format!("cannot write to {}", dir.display()))
 }
 
-/// Starts file `n` of `date` (it must not exist yet), under the directory's `lock`.
-pub fn create(dir: &Path, date: &str, n: u32, chain: Chain, lock: File) -> anyhow::Result<Current> {
+/// Starts file `n` of `date` (it must not exist yet).
+pub fn create(dir: &Path, date: &str, n: u32, chain: Chain) -> anyhow::Result<Current> {
     let path = dir.join(ledger::file_name(date, n));
     let file = OpenOptions::new()
         .append(true)
@@ -156,7 +159,6 @@ pub fn create(dir: &Path, date: &str, n: u32, chain: Chain, lock: File) -> anyho
         let _ = d.sync_all();
     }
     Ok(Current {
-        lock,
         file,
         path,
         date: date.to_string(),

@@ -34,7 +34,7 @@ use gateway_core::ledger::{Chain, Disclosure, SealedLine, StreamForwarded};
 use gateway_core::policy::LedgerConfig;
 use gateway_core::tagging::TokenSigner;
 
-use files::Current;
+use files::{Current, DirLock};
 
 /// The longest an appended line waits for `fdatasync`.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
@@ -62,6 +62,9 @@ pub struct Ledger {
     rotate_bytes: u64,
     key: Vec<u8>,
     state: Mutex<State>,
+    /// The directory's lock, kept while the ledger is broken too (a passing failure must not
+    /// hand the directory to another gateway); taken after `state` when both are.
+    dir_lock: Mutex<Option<DirLock>>,
     /// Lines appended since the last `fdatasync`.
     dirty: AtomicBool,
 }
@@ -79,7 +82,12 @@ impl Ledger {
     /// forwarded request answers 503) and is retried in the background.
     pub fn start(config: &LedgerConfig) -> Arc<Ledger> {
         let (_, today) = now_text();
-        let state = match files::open(&config.path, &today) {
+        let dir_lock = DirLock::take(&config.path);
+        let opened = dir_lock
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|_| files::open(&config.path, &today));
+        let state = match opened {
             Ok(current) => {
                 log::info!(
                     "disclosure ledger {} open at seq {}",
@@ -98,6 +106,7 @@ impl Ledger {
             rotate_bytes: config.rotate_bytes,
             key: config.subject_key.clone().unwrap_or_default(),
             state: Mutex::new(state),
+            dir_lock: Mutex::new(dir_lock.ok()),
             dirty: AtomicBool::new(false),
         });
         spawn_background(Arc::downgrade(&ledger));
@@ -178,10 +187,7 @@ impl Ledger {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        guard(&self.state)
     }
 
     /// The open file, rotated first when the UTC date changed.
@@ -265,8 +271,18 @@ impl Ledger {
             } else {
                 files::next_number(&self.dir, date)?
             };
-            let lock = current.lock.try_clone()?;
-            let next = files::create(&self.dir, date, n, current.chain.clone(), lock)?;
+            // Never a file in a directory this gateway does not hold (moved away, and
+            // another gateway's since).
+            if !guard(&self.dir_lock)
+                .as_ref()
+                .is_some_and(|l| l.still_at(&self.dir))
+            {
+                anyhow::bail!(
+                    "{} is no longer the directory this gateway locked (moved or replaced)",
+                    self.dir.display()
+                );
+            }
+            let next = files::create(&self.dir, date, n, current.chain.clone())?;
             log::info!("disclosure ledger continues in {}", next.path.display());
             Ok(next)
         })();
@@ -292,9 +308,25 @@ impl Ledger {
         LedgerError::Broken(why)
     }
 
+    /// Holds the lock of the directory the ledger's path names now (taken anew when it was
+    /// moved away or replaced).
+    fn relock(&self) -> anyhow::Result<()> {
+        let mut held = guard(&self.dir_lock);
+        if held.as_ref().is_some_and(|l| l.still_at(&self.dir)) {
+            return Ok(());
+        }
+        *held = None;
+        *held = Some(DirLock::take(&self.dir)?);
+        Ok(())
+    }
+
     /// Reopens a broken ledger (called by the background thread).
     fn retry(&self) {
         if !matches!(*self.lock(), State::Broken(_)) {
+            return;
+        }
+        if let Err(e) = self.relock() {
+            log::debug!("disclosure ledger still cannot be opened: {e:#}");
             return;
         }
         let (_, today) = now_text();
@@ -313,6 +345,13 @@ impl Ledger {
             Err(e) => log::debug!("disclosure ledger still cannot be opened: {e:#}"),
         }
     }
+}
+
+/// A mutex's guard, poisoned or not (the data behind it stays consistent).
+fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Appends one line with a single write; on failure cuts the file back to its last complete
