@@ -142,7 +142,7 @@ fn a_head_over_max_header_bytes_is_431_and_one_under_it_passes() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(mock.received().len(), 1);
-    assert_eq!(closed(&gateway.metrics(), "header_too_large"), 1.0);
+    assert_eq!(closed(&gateway.metrics(), "header_too_large"), 2.0);
 }
 
 #[test]
@@ -235,10 +235,13 @@ fn more_header_fields_than_are_read_is_431_and_as_many_as_are_read_pass() {
     };
     let r = gateway.raw(&head(257));
     assert_refused(&r, 431, "header_too_large");
+    // Blank lines before the request line are no head's end.
+    let r = gateway.raw(&[&b"\r\n\r\n"[..], &head(300)].concat());
+    assert_refused(&r, 431, "header_too_large");
     assert!(r.json()["message"]
         .to_string()
         .contains("256 header fields"));
-    assert_eq!(closed(&gateway.metrics(), "header_too_large"), 1.0);
+    assert_eq!(closed(&gateway.metrics(), "header_too_large"), 2.0);
     let r = gateway.raw(&head(256));
     assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(&r.body));
     assert!(mock.received().is_empty());
@@ -372,4 +375,15 @@ fn the_admin_listener_is_held_to_the_same_head_and_body_limits() {
         assert_eq!(keepalive_get(&mut alive, "/healthz").status, 200);
         std::thread::sleep(Duration::from_millis(400));
     }
+    // The closes are counted; the refused admin heads are no proxy requests.
+    let text = gateway.metrics();
+    assert_eq!(closed(&text, "header_timeout"), 2.0, "{text}");
+    assert_eq!(closed(&text, "header_too_large"), 1.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"partner_gateway_requests_refused_total{partner="unknown",reason="request_timeout"}"#
+        ),
+        0.0
+    );
 }

@@ -115,7 +115,7 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
     // The admin listener is held to the same per-connection limits (its own connection count).
     let mut admin = pingora::services::listening::Service::new(
         "partner-gateway admin".to_string(),
-        LimitedApp::new(AdminApp::new(gateway.clone()), gateway.clone()),
+        LimitedApp::new(AdminApp::new(gateway.clone()), gateway.clone()).admin(),
     );
     admin.add_tcp(&admin_listen);
     server.add_service(admin);

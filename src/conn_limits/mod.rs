@@ -46,6 +46,8 @@ pub struct LimitedApp<A> {
     open: Arc<AtomicUsize>,
     /// A TLS listener's handshakes (when the connection was accepted).
     handshakes: Option<Arc<Handshakes>>,
+    /// The proxy listener (else the admin one, whose refused heads are no proxy traffic).
+    proxy: bool,
 }
 
 impl<A> LimitedApp<A> {
@@ -55,7 +57,15 @@ impl<A> LimitedApp<A> {
             gateway,
             open: Arc::new(AtomicUsize::new(0)),
             handshakes: None,
+            proxy: true,
         }
+    }
+
+    /// The admin listener: the same limits, but its refused heads are not counted or logged as
+    /// proxy requests.
+    pub fn admin(mut self) -> LimitedApp<A> {
+        self.proxy = false;
+        self
     }
 
     /// Behind a TLS listener whose handshakes `handshakes` bounds.
@@ -102,6 +112,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
             started,
             tracked,
             self.gateway.clone(),
+            self.proxy,
         ));
         let result = self.inner.process_new(stream, shutdown).await;
         drop(open);

@@ -74,6 +74,9 @@ pub struct GuardedStream {
     /// The gateway's own answer, still to be written.
     pending: Vec<u8>,
     gateway: Arc<Gateway>,
+    /// A proxy connection: its refused heads are counted as requests and refusals and logged
+    /// (the admin listener's are not proxy traffic; their closes are counted all the same).
+    proxy: bool,
 }
 
 impl GuardedStream {
@@ -84,6 +87,7 @@ impl GuardedStream {
         started: std::time::Instant,
         tracked: bool,
         gateway: Arc<Gateway>,
+        proxy: bool,
     ) -> GuardedStream {
         let started = Instant::from_std(started);
         GuardedStream {
@@ -99,6 +103,7 @@ impl GuardedStream {
             timer: Box::pin(tokio::time::sleep_until(started + limits.header_timeout)),
             pending: Vec::new(),
             gateway,
+            proxy,
         }
     }
 
@@ -172,8 +177,12 @@ impl GuardedStream {
                 self.line_len += bytes.len() - start;
                 return;
             };
-            self.head_lines += 1;
-            self.head_ended = self.line_len + at <= 1;
+            let blank = self.line_len + at <= 1;
+            // Blank lines before the request line are skipped (as the parser does).
+            if !blank || self.head_lines > 0 {
+                self.head_lines += 1;
+                self.head_ended = blank;
+            }
             self.line_len = 0;
             start += at + 1;
         }
@@ -253,11 +262,13 @@ impl GuardedStream {
 
     /// Queues `refusal` as a complete HTTP/1.1 answer that closes the connection, and counts it.
     fn answer(&mut self, refusal: &Refusal) {
-        let metrics = &self.gateway.metrics;
-        metrics.refused(Series::UNKNOWN, refusal.kind);
-        let took = self.head_started.elapsed();
-        metrics.request(Series::UNKNOWN, refusal.status(), took);
-        crate::proxy::head_refused_access_line(refusal, self.head_started.into_std());
+        if self.proxy {
+            let metrics = &self.gateway.metrics;
+            metrics.refused(Series::UNKNOWN, refusal.kind);
+            let took = self.head_started.elapsed();
+            metrics.request(Series::UNKNOWN, refusal.status(), took);
+            crate::proxy::head_refused_access_line(refusal, self.head_started.into_std());
+        }
         let body = refusal.to_json();
         let reason = http::StatusCode::from_u16(refusal.status())
             .ok()
