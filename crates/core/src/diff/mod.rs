@@ -123,6 +123,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
             },
         );
     }
+    ledger_switched(&mut b, old, new);
     let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
     for id in ids {
         match (old.partners.get(id), new.partners.get(id)) {
@@ -170,6 +171,28 @@ fn route_label(r: &Route) -> String {
 
 fn spec(r: &Route) -> Option<&FilterSpec> {
     r.filter.as_deref().map(|f| f.spec())
+}
+
+/// The disclosure ledger switched on or off. Nothing more reaches a partner either way, so it
+/// needs no sign-off as a disclosure, but a reviewer should see that disclosures stop (or start)
+/// being recorded.
+fn ledger_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let on = new.gateway.ledger.is_some();
+    if old.gateway.ledger.is_some() == on {
+        return;
+    }
+    let (change, text) = if on {
+        (
+            "ledger_on",
+            "the disclosure ledger will record every disclosure",
+        )
+    } else {
+        (
+            "ledger_off",
+            "the disclosure ledger will be switched off: disclosures from then on are not recorded",
+        )
+    };
+    b.push("*", None, change, None, (None, None), false, text.into());
 }
 
 fn partner(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
@@ -510,10 +533,39 @@ fn route(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
         });
     }
     records_changed(b, p, o, n);
+    stream_changed(b, p, o, n);
     for change in fields::compare(spec(o), spec(n)) {
         field(b, p, (o, n), change);
     }
     categories_changed(b, p, o, n);
+}
+
+/// A route that starts or stops streaming (`stream: ndjson`). Streamed, a request carries any
+/// number of records, its data-use token binds no body (it is signed before the body exists)
+/// and its ledger record is completed only by its outcome line: less that the partner and the
+/// ledger can prove per request, so starting to stream needs sign-off.
+fn stream_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
+    if o.stream == n.stream {
+        return;
+    }
+    let show = |r: &Route| match r.stream {
+        Some(format) => format!("streamed ({})", format.media_type()),
+        None => "one JSON body per request".to_string(),
+    };
+    let label = route_label(n);
+    let (before, after) = (show(o), show(n));
+    b.push(
+        &p.id,
+        Some(&label),
+        "stream_changed",
+        None,
+        (Some(before.clone()), Some(after.clone())),
+        n.stream.is_some(),
+        format!(
+            "{} will receive {after} instead of {before} on {label} (a streamed request's token binds no body digest)",
+            p.id
+        ),
+    );
 }
 
 /// Fields sent under both policies whose data category changes: the records of processing,

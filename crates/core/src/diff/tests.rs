@@ -5,11 +5,16 @@ const GATEWAY: &str = "optouts: { path: data/optouts }\ncallers: { issuer: i, au
 
 /// A policy with one partner `acme` whose file is `partner`.
 fn policy(partner: &str) -> Policy {
+    policy_with(GATEWAY, partner)
+}
+
+/// [`policy`] with `gateway` as its gateway.yaml.
+fn policy_with(gateway: &str, partner: &str) -> Policy {
     let source = PolicySource {
         dir: "policy".into(),
         gateway: SourceFile {
             path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
+            text: gateway.into(),
         },
         partners: vec![SourceFile {
             path: "policy/partners/acme.yaml".into(),
@@ -312,4 +317,30 @@ fn a_change_of_whom_the_gateway_trusts_as_the_partner_needs_sign_off() {
     ));
     assert!(diff(&pinned, &with_client_cert).changes.is_empty());
     assert!(diff(&pinned, &pinned).changes.is_empty());
+}
+
+#[test]
+fn a_route_that_starts_streaming_needs_sign_off_and_a_ledger_switched_off_is_shown() {
+    let route = |stream: &str| {
+        format!(
+            "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/lines\n    methods: [POST]\n{stream}    allow: [order_id]\nallowed_callers: [orders]\n"
+        )
+    };
+    let (json, ndjson) = (policy(&route("")), policy(&route("    stream: ndjson\n")));
+    let d = diff(&json, &ndjson);
+    assert!(d.discloses_more, "{d:#?}");
+    assert_eq!(d.changes.len(), 1, "{d:#?}");
+    assert_eq!(d.changes[0].change, "stream_changed");
+    let back = diff(&ndjson, &json);
+    assert_eq!(back.changes.len(), 1, "{back:#?}");
+    assert!(!back.discloses_more, "{back:#?}");
+
+    let ledger = format!("{GATEWAY}ledger: {{ path: data/ledger, subject_key_env: K }}\n");
+    let (with, without) = (policy_with(&ledger, &route("")), policy(&route("")));
+    let d = diff(&with, &without);
+    assert!(!d.discloses_more, "{d:#?}");
+    assert_eq!(d.changes.len(), 1, "{d:#?}");
+    assert_eq!(d.changes[0].change, "ledger_off");
+    assert!(d.changes[0].text.contains("not recorded"), "{d:#?}");
+    assert_eq!(diff(&without, &with).changes[0].change, "ledger_on");
 }
