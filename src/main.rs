@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     match partner_gateway::cli::run() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("partner-gateway: error: {e:#}");
+            // Not `eprintln!`: a stderr that cannot be written must not turn exit 1 into a panic.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "partner-gateway: error: {e:#}");
             ExitCode::from(1)
         }
     }

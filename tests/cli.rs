@@ -105,4 +105,40 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // Commands whose output is the result: a full disk is exit 1, never 0 with nothing written.
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/callers-demo.pem");
+    let explain: &[&str] = &["explain", "--policy", policy, "--partner", "fixit-support"];
+    let commands: [(&[&str], &str); 2] = [
+        (&["token", "--key", key, "--sub", "orders-service"], ""),
+        (
+            &[explain, &["--path", "/v1/tickets"]].concat(),
+            r#"{"ticket_id":"t-1"}"#,
+        ),
+    ];
+    for (args, stdin) in commands {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("FIXIT_SUPPORT_PSEUDONYM_KEY", "k")
+            .stdin(std::process::Stdio::piped())
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("No space left"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }

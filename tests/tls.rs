@@ -632,6 +632,19 @@ fn verify_token_reads_an_https_jwks_and_checks_a_stored_token_as_of_its_time() {
     let port = serve_once_over_tls(&stranger, jwks);
     let (ok, stderr) = verify(&format!("https://localhost:{port}/jwks.json"), None);
     assert!(!ok && stderr.contains("cannot fetch the JWKS"), "{stderr}");
+    // A trust store the environment names that cannot be read is an error, not the system's.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "verify-token",
+            "--jwks",
+            "https://localhost:1/jwks.json",
+            &token,
+        ])
+        .env("SSL_CERT_FILE", s.dir.path().join("missing.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SSL_CERT_FILE names"), "{stderr}");
     // A stored token checked later: expired now (a day from now), valid as of its ledger time.
     let jwks_url = format!("http://{}/.well-known/jwks.json", gateway.admin);
     let tomorrow = (std::time::SystemTime::now() + Duration::from_secs(86_400))

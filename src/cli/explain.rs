@@ -91,6 +91,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         Ok((target, outgoing)) => {
             write_report(&mut err, &target, &outgoing)?;
+            let typed = args.headers.iter().any(|(n, _)| n == "content-type");
+            if let (Some(format), false) = (target.route().stream, typed) {
+                writeln!(
+                    err,
+                    "  note         no content-type given: read as {}, which the gateway needs in the header (else 415)",
+                    format.media_type()
+                )?;
+            }
             if args.caller.is_none() && active.policy.gateway.callers.is_some() {
                 writeln!(
                     err,
@@ -104,7 +112,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 &outgoing,
                 args.caller.as_deref(),
             )?;
-            std::io::stdout().lock().write_all(&outgoing.body)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&outgoing.body)?;
+            // Flushed here: a failure at exit would go unseen, and exit 0 with no body shown.
+            stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
     }

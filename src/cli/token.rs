@@ -99,8 +99,18 @@ pub fn run_mint(args: MintArgs) -> Result<ExitCode> {
         &audience,
         args.kid.as_deref(),
     )?;
-    println!("{token}");
+    print_line(&token)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` and a newline to stdout, flushed: a failure is an error (exit 1), not a
+/// panic, and never a success with nothing written.
+fn print_line(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .context("cannot write the output")
 }
 
 /// `verify-token`: exit 0 when the token (and body) check out.
@@ -228,15 +238,19 @@ pub fn run_verify(jwks: &str, token: &str, check: &Check<'_>) -> Result<()> {
             }
         }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&claims).context("cannot render the claims")?
+    print_line(&serde_json::to_string_pretty(&claims).context("cannot render the claims")?)?;
+    let digest = match body {
+        Some(_) => "body_sha256 matches",
+        None => "no --body given: body_sha256 not checked",
+    };
+    let when = match check.at_unix {
+        Some(at) => format!("; lifetime checked as of {at} (--at), not now"),
+        None => String::new(),
+    };
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("signature valid, {digest}{when}\n"),
     );
-    if body.is_some() {
-        eprintln!("signature valid, body_sha256 matches");
-    } else {
-        eprintln!("signature valid (no --body given: body_sha256 not checked)");
-    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! TLS as a client for the CLI and the opt-out database: rustls with the ring provider,
-//! trusting a PEM bundle or the system's roots (`rustls-native-certs`, which also reads
-//! `SSL_CERT_FILE`). Partners are reached through pingora instead (see `partner`).
+//! trusting a PEM bundle or the system's roots (`rustls-native-certs`: `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` name other roots, instead of the system's). Partners are reached through
+//! pingora instead (see `partner`).
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
@@ -20,7 +21,28 @@ pub fn client_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
             }
         }
         None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
+            // A trust store named in the environment that cannot be read is an error, not a
+            // quiet fall back to the system's roots (which would trust every public CA).
+            let mut from_env = false;
+            for var in ["SSL_CERT_FILE", "SSL_CERT_DIR"] {
+                let Some(named) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+                    continue;
+                };
+                from_env = true;
+                let readable = std::env::split_paths(&named).all(|p| std::fs::metadata(p).is_ok());
+                if !readable {
+                    anyhow::bail!(
+                        "{var} names {}, which cannot be read",
+                        named.to_string_lossy()
+                    );
+                }
+            }
+            let found = rustls_native_certs::load_native_certs();
+            match found.errors.first() {
+                Some(e) if from_env => anyhow::bail!("cannot load the trusted roots: {e}"),
+                _ => {}
+            }
+            for cert in found.certs {
                 let _ = roots.add(cert);
             }
         }
