@@ -444,11 +444,9 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
     assert!(out.contains("expired"), "{out}");
 }
 
-#[test]
-fn h2_idle_connections_close_after_the_head_deadline_and_head_refusals_have_no_body() {
-    let s = setup();
-    let mock = Mock::start();
-    let gateway = Gateway::start_prepared(
+/// [`tls_ship_gateway`] with `header_timeout_ms: 1000`.
+fn tls_gateway_with_a_1s_head_deadline(s: &Setup, mock: &Mock) -> Gateway {
+    Gateway::start_prepared(
         |addr, admin| {
             gateway_yaml(addr, admin, &listener_yaml(&s.server, None, false)).replace(
                 "upstream_timeout_ms: 1500",
@@ -458,7 +456,14 @@ fn h2_idle_connections_close_after_the_head_deadline_and_head_refusals_have_no_b
         &[("acme-ship", &ship_partner(&mock.url()))],
         &[("SHIP_TOKEN", "t")],
         |_| {},
-    );
+    )
+}
+
+#[test]
+fn h2_idle_connections_close_after_the_head_deadline_and_head_refusals_have_no_body() {
+    let s = setup();
+    let mock = Mock::start();
+    let gateway = tls_gateway_with_a_1s_head_deadline(&s, &mock);
     let config = || client_config(&s.ca_file, None, &[b"h2"]);
     assert!(h2_idle_closed_within(
         gateway.addr,
@@ -505,17 +510,7 @@ fn closed_after(addr: std::net::SocketAddr, raw: &[u8], wait: Duration) -> Optio
 fn a_handshake_that_does_not_finish_is_ended_at_the_head_deadline() {
     let s = setup();
     let mock = Mock::start();
-    let gateway = Gateway::start_prepared(
-        |addr, admin| {
-            gateway_yaml(addr, admin, &listener_yaml(&s.server, None, false)).replace(
-                "upstream_timeout_ms: 1500",
-                "upstream_timeout_ms: 1500, header_timeout_ms: 1000",
-            )
-        },
-        &[("acme-ship", &ship_partner(&mock.url()))],
-        &[("SHIP_TOKEN", "t")],
-        |_| {},
-    );
+    let gateway = tls_gateway_with_a_1s_head_deadline(&s, &mock);
     let wait = Duration::from_secs(10);
     // Nothing at all, and the first bytes of a ClientHello: both closed after about 1 s (pingora
     // alone would wait 60 s).
