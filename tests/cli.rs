@@ -4,7 +4,7 @@ mod util;
 use std::path::Path;
 use std::process::Command;
 
-use util::BIN;
+use util::{output_with_stdin, BIN};
 
 fn check(policy: &str) -> (i32, String) {
     let output = Command::new(BIN)
@@ -120,22 +120,13 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(args)
             .env("FIXIT_SUPPORT_PSEUDONYM_KEY", "k")
-            .stdin(std::process::Stdio::piped())
             .stdout(full)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            .stderr(std::process::Stdio::piped());
+        let out = output_with_stdin(&mut command, stdin.as_bytes());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(stderr.contains("No space left"), "{args:?}: {stderr}");

@@ -497,21 +497,12 @@ fn family_of(series: &str) -> &str {
 
 /// `promtool check metrics` on one `/metrics` text: the exposition format and its lint rules.
 fn check_metrics(text: &str) {
-    use std::io::Write;
-    let mut child = Command::new(promtool())
+    let mut command = Command::new(promtool());
+    command
         .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        .stderr(std::process::Stdio::piped());
+    let out = output_with_stdin(&mut command, text.as_bytes());
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
         "promtool check metrics:\n{}{}\n{text}",

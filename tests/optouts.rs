@@ -231,18 +231,9 @@ fn run(args: &[&str], policy: &Path, stdin: Option<&str>) -> Output {
         .args(args)
         .arg("--policy")
         .arg(policy)
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-    }
-    child.wait_with_output().unwrap()
+    output_with_stdin(&mut command, stdin.unwrap_or_default().as_bytes())
 }
 
 fn text(bytes: &[u8]) -> String {

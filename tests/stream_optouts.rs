@@ -76,20 +76,15 @@ fn an_opted_out_line_is_dropped_without_a_ledger_wherever_it_is_cut() {
     // `explain` shows the same bytes, and which line was dropped and what changed in which,
     // taking a body without a content-type for the route's NDJSON.
     let body = chunks.concat();
-    let mut explain = std::process::Command::new(BIN)
+    let mut explain = std::process::Command::new(BIN);
+    explain
         .args(["explain", "--policy"])
         .arg(gw.policy.policy())
         .args(["--partner", "ads", "--path", "/v1/contacts"])
         .current_dir(gw.policy.root())
-        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = explain.stdin.take().unwrap();
-    stdin.write_all(body.as_bytes()).unwrap();
-    drop(stdin);
-    let out = explain.wait_with_output().unwrap();
+        .stderr(std::process::Stdio::piped());
+    let out = output_with_stdin(&mut explain, body.as_bytes());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), mock.only_body());

@@ -14,6 +14,17 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_partner-gateway");
 
+/// Runs `command` with `input` on its stdin (stdout and stderr as the caller set them) and
+/// waits for it; a child that exits before reading all of it is no error.
+pub fn output_with_stdin(command: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command.stdin(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
 /// A loopback address nothing listens on, for a child process to bind.
 ///
 /// The port comes from below the kernel's ephemeral range (32768 and up), so neither another
