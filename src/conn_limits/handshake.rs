@@ -35,6 +35,9 @@ use crate::metrics::ConnectionClosed;
 /// How often the sweeper looks at the handshakes under way: how late past its deadline a
 /// handshake may be ended.
 const SWEEP: Duration = Duration::from_millis(100);
+/// How often, at most, a full table drops the notes of gone sockets before refusing a
+/// connection (a reset flood fills it between sweeps with sockets that are gone already).
+const FORGET_WHEN_FULL: Duration = Duration::from_millis(5);
 
 /// One handshake under way.
 struct Noted {
@@ -49,6 +52,8 @@ pub struct Handshakes {
     gateway: Arc<Gateway>,
     pending: Mutex<HashMap<u64, Noted>>,
     sweeping: AtomicBool,
+    /// When the notes of gone sockets were last dropped on a full table (see `note`).
+    forgot_at: Mutex<Instant>,
 }
 
 impl Handshakes {
@@ -57,6 +62,7 @@ impl Handshakes {
             gateway,
             pending: Mutex::default(),
             sweeping: AtomicBool::new(false),
+            forgot_at: Mutex::new(Instant::now()),
         })
     }
 
@@ -122,7 +128,7 @@ impl PreTlsProcess for HandshakeStep {
         let Some(digest) = stream.get_socket_digest() else {
             return Ok(());
         };
-        let Some(cookie) = cookie(&digest) else {
+        let Some(noted_cookie) = cookie(&digest) else {
             return Ok(());
         };
         if !handshakes.sweeping.swap(true, Ordering::AcqRel) {
@@ -138,6 +144,13 @@ impl PreTlsProcess for HandshakeStep {
         };
         let mut pending = lock(&handshakes.pending);
         if pending.len() >= limits.max_connections {
+            let mut forgot_at = lock(&handshakes.forgot_at);
+            if forgot_at.elapsed() >= FORGET_WHEN_FULL {
+                pending.retain(|&noted_cookie, noted| cookie(&noted.digest) == Some(noted_cookie));
+                *forgot_at = Instant::now();
+            }
+        }
+        if pending.len() >= limits.max_connections {
             drop(pending);
             let closed = ConnectionClosed::TooManyConnections;
             handshakes.gateway.metrics.connection_closed(closed);
@@ -146,7 +159,7 @@ impl PreTlsProcess for HandshakeStep {
                 "too many TLS handshakes under way",
             );
         }
-        pending.insert(cookie, noted);
+        pending.insert(noted_cookie, noted);
         Ok(())
     }
 }
