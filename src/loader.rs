@@ -2,7 +2,7 @@
 Reads a policy directory from disk and hands it to the core loader. `check`, `serve`,
 `explain` and reloads all come through here, so they agree on what a valid policy is.
 */
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use gateway_core::policy::{self, Diagnostic, Env, Loaded, Policy, PolicySource, SourceFile};
@@ -33,7 +33,11 @@ pub fn display_path(dir: &Path, relative: &str) -> String {
 pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
-        std::fs::read_to_string(dir.join(relative))
+        read_policy_file(&dir.join(relative))
+            .and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })
             .map(|text| SourceFile {
                 path: shown.clone(),
                 text,
@@ -122,7 +126,7 @@ pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
             .map(str::to_string)
             .collect());
     }
-    let text = std::fs::read_to_string(dir.join("gateway.yaml")).unwrap_or_default();
+    let text = crate::loader::read_policy_text(&dir.join("gateway.yaml"));
     let line = named
         .iter()
         .filter(|path| message.contains(&path.display().to_string()))
@@ -138,9 +142,43 @@ pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
 /// How [`diagnostics_error`] starts, before one `FILE:LINE: message` per line.
 const INVALID_POLICY: &str = "invalid policy:\n";
 
+/// The largest policy file, or file a policy names (key, certificate bundle, JWKS), read.
+pub const MAX_POLICY_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a policy file or a file a policy names: only a regular file (a FIFO would block every
+/// reload, `/dev/zero` would never end) of at most [`MAX_POLICY_FILE_BYTES`].
+pub fn read_policy_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, what);
+    // Checked before opening: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_POLICY_FILE_BYTES) as usize);
+    std::fs::File::open(path)?
+        .take(MAX_POLICY_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_POLICY_FILE_BYTES {
+        return Err(invalid(format!(
+            "larger than {MAX_POLICY_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A policy file's text as [`read_policy_file`] reads it, empty when it cannot be read (for
+/// finding a key's line in a message).
+pub fn read_policy_text(path: &Path) -> String {
+    read_policy_file(path)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
 /// Reads a file the policy names (keys, JWKS), with the path in the error.
-pub fn read_named_file(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {what} {}", path.display()))
+pub fn read_named_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    read_policy_file(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
 /// Loads and validates the candidate policy `shadow.policy` names, like any policy directory
@@ -168,7 +206,7 @@ pub fn demo_key_warnings(policy: &Policy) -> Vec<String> {
     crate::reload::named_files(policy)
         .into_iter()
         .filter(|path| {
-            std::fs::read(path).is_ok_and(|b| b.windows(DEMO_MARK.len()).any(|w| w == DEMO_MARK))
+            read_policy_file(path).is_ok_and(|b| b.windows(DEMO_MARK.len()).any(|w| w == DEMO_MARK))
         })
         .map(|path| {
             format!(

@@ -160,7 +160,7 @@ fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
 /// What differs between `old` and `new` that only a restart can apply, as `FILE:LINE: message`.
 fn restart_only_changes(dir: &Path, old: &Policy, new: &Policy) -> Vec<String> {
     let file = loader::display_path(dir, "gateway.yaml");
-    let text = std::fs::read_to_string(dir.join("gateway.yaml")).unwrap_or_default();
+    let text = crate::loader::read_policy_text(&dir.join("gateway.yaml"));
     let at = |key: &str, message: String| format!("{file}:{}: {message}", key_line(&text, key));
     let (old_gw, new_gw) = (&old.gateway, &new.gateway);
     let mut errors = Vec::new();
@@ -264,7 +264,8 @@ fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
     fingerprint_paths(dir, named)
         .into_iter()
         .map(|path| {
-            let digest = std::fs::read(&path).ok().map(|b| Sha256::digest(b).into());
+            let bytes = crate::loader::read_policy_file(&path).ok();
+            let digest = bytes.map(|b| Sha256::digest(b).into());
             (path, digest)
         })
         .collect()

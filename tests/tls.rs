@@ -433,6 +433,29 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
         );
     }
 
+    // Neither a FIFO (opening it would wait for a writer) nor a device that never ends is read.
+    let fifo = dir.join("fifo.pem");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let tls = format!(
+        "tls:\n  cert: {}\n  key: {}\n  client_ca: /dev/zero\n",
+        fifo.display(),
+        s.server.key.display()
+    );
+    let started = std::time::Instant::now();
+    let (code, out, _) = run(&tls, "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{out}");
+    for file in [fifo.display().to_string(), "/dev/zero".to_string()] {
+        assert!(
+            out.contains(&format!("{file}: cannot read file: not a regular file")),
+            "{file} in:\n{out}"
+        );
+    }
+
     // An expired certificate is only a warning for `check`.
     let tls = format!(
         "tls:\n  cert: {}\n  key: {}\n",

@@ -188,7 +188,7 @@ fn compare(
 /// copies of a CA bundle usually sit in different directories): the start of its SHA-256.
 fn file_digest(path: &Path) -> Option<String> {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(std::fs::read(path).ok()?);
+    let digest = Sha256::digest(crate::loader::read_policy_file(path).ok()?);
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("sha256 {hex}"))
 }

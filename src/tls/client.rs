@@ -13,7 +13,8 @@ pub fn client_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match root_cert {
         Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("cannot read {path}"))?;
+            let pem = crate::loader::read_policy_file(std::path::Path::new(path))
+                .with_context(|| format!("cannot read {path}"))?;
             for cert in pem_certs(&pem).with_context(|| path.to_string())? {
                 roots
                     .add(cert)

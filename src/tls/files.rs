@@ -19,7 +19,8 @@ pub fn problem(file: &NamedFile, message: impl std::fmt::Display) -> Diagnostic 
 }
 
 fn read(file: &NamedFile) -> Result<Vec<u8>, Diagnostic> {
-    std::fs::read(&file.path).map_err(|e| problem(file, format!("cannot read file: {e}")))
+    crate::loader::read_policy_file(&file.path)
+        .map_err(|e| problem(file, format!("cannot read file: {e}")))
 }
 
 /// Every certificate in a PEM file (at least one; each one parseable X.509).
