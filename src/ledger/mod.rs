@@ -86,7 +86,7 @@ impl Ledger {
         let opened = dir_lock
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|_| files::open(&config.path, &today));
+            .and_then(|lock| opened_in(lock, &config.path, &today));
         let state = match opened {
             Ok(current) => {
                 log::info!(
@@ -320,6 +320,26 @@ impl Ledger {
         Ok(())
     }
 
+    /// Breaks an open ledger whose directory is no longer at its path (moved away, replaced):
+    /// its next lines would go where nobody looks for them, while another gateway may take the
+    /// path. Called every [`SYNC_INTERVAL`]; the retry then locks what the path names.
+    fn check_place(&self) {
+        let mut state = self.lock();
+        if !matches!(*state, State::Open(_)) {
+            return;
+        }
+        if !guard(&self.dir_lock)
+            .as_ref()
+            .is_some_and(|l| l.still_at(&self.dir))
+        {
+            let e = anyhow::anyhow!(
+                "{} is no longer the directory this gateway locked (moved or replaced)",
+                self.dir.display()
+            );
+            self.break_down(&mut state, e);
+        }
+    }
+
     /// Reopens a broken ledger (called by the background thread).
     fn retry(&self) {
         if !matches!(*self.lock(), State::Broken(_)) {
@@ -330,7 +350,11 @@ impl Ledger {
             return;
         }
         let (_, today) = now_text();
-        match files::open(&self.dir, &today) {
+        let opened = match guard(&self.dir_lock).as_ref() {
+            Some(lock) => opened_in(lock, &self.dir, &today),
+            None => Err(anyhow::anyhow!("the ledger directory is not locked")),
+        };
+        match opened {
             Ok(current) => {
                 let mut state = self.lock();
                 if matches!(*state, State::Broken(_)) {
@@ -345,6 +369,19 @@ impl Ledger {
             Err(e) => log::debug!("disclosure ledger still cannot be opened: {e:#}"),
         }
     }
+}
+
+/// Opens the ledger at `dir`, which `lock` must still be after opening (the path could have
+/// been pointed elsewhere meanwhile, at a directory another gateway holds).
+fn opened_in(lock: &DirLock, dir: &std::path::Path, today: &str) -> anyhow::Result<Current> {
+    let current = files::open(dir, today)?;
+    if !lock.still_at(dir) {
+        anyhow::bail!(
+            "{} changed while the ledger was being opened",
+            dir.display()
+        );
+    }
+    Ok(current)
 }
 
 /// A mutex's guard, poisoned or not (the data behind it stays consistent).
@@ -404,6 +441,7 @@ fn spawn_background(ledger: Weak<Ledger>) {
                     return;
                 };
                 ledger.sync();
+                ledger.check_place();
                 tick += 1;
                 if tick.is_multiple_of(ticks_per_retry) {
                     ledger.retry();
