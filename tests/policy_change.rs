@@ -59,25 +59,47 @@ fn an_invalid_policy_fails_the_tests() {
     assert!(out.contains("partners/acme-ship.yaml:"), "{out}");
 }
 
-/// A copy of the bundled policy (partners, tests and examples) in a temporary directory, with
-/// `edit` applied to one partner file.
-fn edited_policy(partner: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policy");
-    let dir = tempfile::tempdir().unwrap();
+/// A copy of the bundled policy (partners, tests and examples) with `edit` applied to one
+/// partner file: `ROOT/policy`, beside `ROOT/certs`, a link to the bundled certificates and keys
+/// (policies name them relative to the directory that holds `policy/`).
+struct Edited {
+    root: tempfile::TempDir,
+}
+
+impl Edited {
+    /// The policy directory.
+    fn dir(&self) -> String {
+        self.root
+            .path()
+            .join("policy")
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn edited_policy(partner: &str, edit: impl Fn(String) -> String) -> Edited {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("policy");
     for sub in ["", "partners", "examples", "tests"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for entry in std::fs::read_dir(root.join(sub)).unwrap().flatten() {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(repo.join("policy").join(sub))
+            .unwrap()
+            .flatten()
+        {
             if entry.path().is_file() {
-                std::fs::copy(entry.path(), dir.path().join(sub).join(entry.file_name())).unwrap();
+                std::fs::copy(entry.path(), dir.join(sub).join(entry.file_name())).unwrap();
             }
         }
     }
-    let file = dir.path().join(format!("partners/{partner}.yaml"));
+    std::os::unix::fs::symlink(repo.join("certs"), root.path().join("certs")).unwrap();
+    let file = dir.join(format!("partners/{partner}.yaml"));
     let text = std::fs::read_to_string(&file).unwrap();
     let edited = edit(text.clone());
     assert_ne!(edited, text, "the edit changed nothing");
     std::fs::write(&file, edited).unwrap();
-    dir
+    Edited { root }
 }
 
 #[test]
@@ -93,7 +115,7 @@ fn diff_reports_a_newly_sent_field_in_words_and_exits_4() {
             "      shipments[*].name: user.name\n      shipments[*].email: user.contact.email\n",
         )
     });
-    let new_dir = new.path().to_str().unwrap();
+    let new_dir = &new.dir();
     let (code, out, err) = run(&["diff", "--policy", "policy/", "--against", new_dir]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
@@ -150,7 +172,7 @@ fn diff_of_a_removed_route_exits_0_and_the_way_back_exits_4() {
         let end = t.find("allowed_callers").unwrap();
         format!("{}{}", &t[..start], &t[end..])
     });
-    let new_dir = new.path().to_str().unwrap();
+    let new_dir = &new.dir();
     let (code, out, _) = run(&["diff", "--policy", "policy/", "--against", new_dir]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -171,13 +193,7 @@ fn diff_of_a_dropped_opt_out_scope_exits_4_and_of_no_change_exits_0() {
             "honor_optouts: [partner_sharing]\nallowed_callers:",
         )
     });
-    let (code, out, _) = run(&[
-        "diff",
-        "--policy",
-        "policy/",
-        "--against",
-        new.path().to_str().unwrap(),
-    ]);
+    let (code, out, _) = run(&["diff", "--policy", "policy/", "--against", &new.dir()]);
     assert_eq!(code, 4, "{out}");
     assert!(
         out.contains("NO LONGER honour the opt-out scope partner:brightmail-offers"),
@@ -201,33 +217,25 @@ fn diff_against_an_invalid_policy_exits_1() {
     assert!(out.contains("partners/acme-ship.yaml:"), "{out}");
 }
 
-/// A copy of the bundled policy under `ROOT/policy` whose acme-ship is reached over https,
-/// trusting `ROOT/certs/acme-ca.pem`, which holds `ca`.
-fn https_policy_with_ca(ca: &str) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
+/// A copy of the bundled policy ([`edited_policy`]) whose acme-ship is reached over https,
+/// trusting `ROOT/ca/acme-ca.pem`, which holds `ca`.
+fn https_policy_with_ca(ca: &str) -> Edited {
     let policy = edited_policy("acme-ship", |t| {
         t.replace(
             "upstream: http://127.0.0.1:9001",
-            "upstream: https://api.acme-ship.example\ntls: { ca: certs/acme-ca.pem }",
+            "upstream: https://api.acme-ship.example\ntls: { ca: ca/acme-ca.pem }",
         )
     });
-    let copy = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(policy.path())
-        .arg(root.path().join("policy"))
-        .status()
-        .unwrap();
-    assert!(copy.success());
-    std::fs::create_dir_all(root.path().join("certs")).unwrap();
-    std::fs::write(root.path().join("certs/acme-ca.pem"), ca).unwrap();
-    root
+    std::fs::create_dir_all(policy.root.path().join("ca")).unwrap();
+    std::fs::write(policy.root.path().join("ca/acme-ca.pem"), ca).unwrap();
+    policy
 }
 
 #[test]
 fn diff_compares_a_partner_ca_by_what_it_holds_not_where_it_is() {
     let ca = "-----BEGIN CERTIFICATE-----\nQUNNRSBDQQ==\n-----END CERTIFICATE-----\n";
     let (old, same) = (https_policy_with_ca(ca), https_policy_with_ca(ca));
-    let dir = |d: &tempfile::TempDir| d.path().join("policy").to_str().unwrap().to_string();
+    let dir = Edited::dir;
     // The same CA in another checkout: no change.
     let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&same)]);
     assert_eq!(code, 0, "{out}{err}");

@@ -124,6 +124,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
         );
     }
     ledger_switched(&mut b, old, new);
+    caller_trust(&mut b, old, new);
     let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
     for id in ids {
         match (old.partners.get(id), new.partners.get(id)) {
@@ -171,6 +172,61 @@ fn route_label(r: &Route) -> String {
 
 fn spec(r: &Route) -> Option<&FilterSpec> {
     r.filter.as_deref().map(|f| f.spec())
+}
+
+/// Whom the gateway takes for a caller: the token issuer, audience and keys (the keys file
+/// compared by what it holds when `b.files` knows), the HS256 secret's variable, the client CA
+/// and how a certificate names its caller. A new key or CA can speak for any caller, so a change
+/// here needs sign-off, as a new caller does.
+fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let file =
+        |path: &std::path::Path| (b.files)(path).unwrap_or_else(|| path.display().to_string());
+    let trust = |p: &Policy| {
+        let callers = p.gateway.callers.as_ref().map(|c| {
+            let keys = (!c.keys.as_os_str().is_empty()).then(|| file(&c.keys));
+            (
+                c.issuer.clone(),
+                c.audience.clone(),
+                keys,
+                c.hs256_secret_env.clone(),
+            )
+        });
+        let tls = p.gateway.tls.as_ref();
+        let client_ca = tls
+            .and_then(|t| t.client_ca.as_ref())
+            .map(|ca| file(&ca.path));
+        let identity = tls
+            .and_then(|t| t.client_identity)
+            .map(|i| format!("{i:?}"));
+        (callers, client_ca, identity)
+    };
+    let (was, is) = (trust(old), trust(new));
+    if was == is {
+        return;
+    }
+    let mut what = Vec::new();
+    if was.0 != is.0 {
+        what.push("caller tokens (issuer, audience, keys or HS256 secret)");
+    }
+    if was.1 != is.1 {
+        what.push("the client CA");
+    }
+    if was.2 != is.2 {
+        what.push("how a client certificate names its caller");
+    }
+    let text = format!(
+        "the gateway will take callers on other evidence: {} changed (any caller may be spoken for)",
+        what.join(", ")
+    );
+    b.push(
+        "*",
+        None,
+        "caller_trust_changed",
+        None,
+        (None, None),
+        true,
+        text,
+    );
 }
 
 /// The disclosure ledger switched on or off. Nothing more reaches a partner either way, so it

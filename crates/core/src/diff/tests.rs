@@ -344,3 +344,23 @@ fn a_route_that_starts_streaming_needs_sign_off_and_a_ledger_switched_off_is_sho
     assert!(d.changes[0].text.contains("not recorded"), "{d:#?}");
     assert_eq!(diff(&without, &with).changes[0].change, "ledger_on");
 }
+
+#[test]
+fn a_change_of_whom_the_gateway_takes_for_a_caller_needs_sign_off() {
+    let partner = contractor("order_id", "", "orders");
+    let before = policy(&partner);
+    for gateway in [
+        GATEWAY.replace(
+            "issuer: i, audience: a",
+            "issuer: https://evil.example, audience: a",
+        ),
+        GATEWAY.replace("keys: k.json", "keys: other-keys.json"),
+        GATEWAY.replace("audience: a,", "audience: a, hs256_secret_env: SECRET,"),
+    ] {
+        let d = diff(&before, &policy_with(&gateway, &partner));
+        assert!(d.discloses_more, "{gateway}: {d:#?}");
+        assert_eq!(d.changes.len(), 1, "{d:#?}");
+        assert_eq!(d.changes[0].change, "caller_trust_changed");
+    }
+    assert!(diff(&before, &before).changes.is_empty());
+}
