@@ -305,11 +305,14 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "geoip",
         "accept_language",
         "remote_addr",
+        "remoteaddr",
         "peer_addr",
-        "client_addr",
-        "src_addr",
-        "source_addr",
+        "peeraddr",
+        "clientaddr",
         "mac_addr",
+        "macaddr",
+        "inetaddr",
+        "inet_addr",
         "ipaddr",
         "ipv4",
         "ipv6",
@@ -333,6 +336,21 @@ fn network_word(word: &str) -> bool {
         "origin",
         "tz",
         "timezone",
+        "ipinfo",
+        "ipcountry",
+        "ipcity",
+        "iplocation",
+        "fqdn",
+        "sni",
+        "website",
+        "href",
+        "isp",
+        "asn",
+        "subnet",
+        "ssid",
+        "bssid",
+        "session",
+        "viewport",
     ];
     // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
     const OWNERS: &[&str] = &[
@@ -357,12 +375,21 @@ fn network_word(word: &str) -> bool {
         "customer",
         "x",
         "forwarded",
+        "request",
+        "login",
+        "signup",
+        "last",
+        "first",
+        "connecting",
+        "cfconnecting",
+        "current",
     ];
     WORDS.contains(&word)
         || word.starts_with("host")
         || word.starts_with("screen")
-        || word.ends_with("url")
-        || word.ends_with("uri")
+        || ["url", "uri", "urls", "uris"]
+            .iter()
+            .any(|s| word.ends_with(s))
         || word
             .strip_suffix("ips")
             .or_else(|| word.strip_suffix("ip"))
