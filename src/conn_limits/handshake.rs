@@ -76,7 +76,7 @@ impl Handshakes {
     /// Forgets the sockets that are gone and ends those past their deadline.
     fn sweep(&self) {
         let now = Instant::now();
-        let mut ended = 0;
+        let metrics = &self.gateway.metrics;
         lock(&self.pending).retain(|&noted_cookie, noted| {
             if cookie(&noted.digest) != Some(noted_cookie) {
                 return false; // closed (its descriptor may hold another socket by now)
@@ -84,14 +84,11 @@ impl Handshakes {
             if now < noted.deadline {
                 return true;
             }
+            // Counted first: the client sees the close at once.
+            metrics.connection_closed(ConnectionClosed::HeaderTimeout);
             let _ = nix::sys::socket::shutdown(noted.fd, nix::sys::socket::Shutdown::Both);
-            ended += 1;
             false
         });
-        for _ in 0..ended {
-            let closed = ConnectionClosed::HeaderTimeout;
-            self.gateway.metrics.connection_closed(closed);
-        }
     }
 }
 
