@@ -236,10 +236,13 @@ fn diff_compares_a_partner_ca_by_what_it_holds_not_where_it_is() {
     let ca = "-----BEGIN CERTIFICATE-----\nQUNNRSBDQQ==\n-----END CERTIFICATE-----\n";
     let (old, same) = (https_policy_with_ca(ca), https_policy_with_ca(ca));
     let dir = Edited::dir;
-    // The same CA in another checkout: no change.
+    // The same CA in another checkout, even with other line endings: no change.
     let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&same)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains("verified with"), "{out}");
+    let crlf = https_policy_with_ca(&ca.replace('\n', "\r\n"));
+    let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&crlf)]);
+    assert_eq!(code, 0, "{out}{err}");
     // The same file name holding another CA: another endpoint may be taken for the partner.
     let other = https_policy_with_ca(&ca.replace("QUNNRSBDQQ==", "RVZJTCBDQQ=="));
     let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&other)]);

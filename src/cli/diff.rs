@@ -185,10 +185,23 @@ fn compare(
 }
 
 /// What a file a policy names holds, for `diff` to compare across the two policies (their
-/// copies of a CA bundle usually sit in different directories): the start of its SHA-256.
+/// copies of a CA bundle usually sit in different directories): the start of its SHA-256; of
+/// its certificates when it is a PEM bundle (so line endings and comments do not count).
 fn file_digest(path: &Path) -> Option<String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(crate::loader::read_policy_file(path).ok()?);
+    let bytes = crate::loader::read_policy_file(path).ok()?;
+    let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    let mut hasher = Sha256::new();
+    if certs.is_empty() {
+        hasher.update(&bytes);
+    }
+    for cert in &certs {
+        hasher.update(cert.as_ref());
+    }
+    let digest = hasher.finalize();
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     Some(format!("sha256 {hex}"))
 }

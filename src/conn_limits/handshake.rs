@@ -38,6 +38,8 @@ const SWEEP: Duration = Duration::from_millis(100);
 /// How often, at most, a full table drops the notes of gone sockets before refusing a
 /// connection (a reset flood fills it between sweeps with sockets that are gone already).
 const FORGET_WHEN_FULL: Duration = Duration::from_millis(5);
+/// A full table this small drops its gone notes on every refusal.
+const SMALL_TABLE: usize = 256;
 
 /// One handshake under way.
 struct Noted {
@@ -142,7 +144,9 @@ impl PreTlsProcess for HandshakeStep {
         let mut pending = lock(&handshakes.pending);
         if pending.len() >= limits.max_connections {
             let mut forgot_at = lock(&handshakes.forgot_at);
-            if forgot_at.elapsed() >= FORGET_WHEN_FULL {
+            // A small table is cheap to look through on every refusal; a large one at most
+            // every FORGET_WHEN_FULL (one system call per note, under the lock).
+            if pending.len() <= SMALL_TABLE || forgot_at.elapsed() >= FORGET_WHEN_FULL {
                 pending.retain(|&noted_cookie, noted| cookie(&noted.digest) == Some(noted_cookie));
                 *forgot_at = Instant::now();
             }

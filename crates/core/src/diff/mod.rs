@@ -175,7 +175,8 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
 }
 
 /// Whom the gateway takes for a caller: the token issuer, audience and keys (the keys file
-/// compared by what it holds when `b.files` knows), the HS256 secret's variable, the client CA
+/// compared by what it holds when `b.files` knows), the HS256 secret's variable, the claim whose
+/// groups may stand for a caller, the client CA
 /// and how a certificate names its caller. A new key or CA can speak for any caller, so a change
 /// here needs sign-off, as a new caller does.
 fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
@@ -189,6 +190,7 @@ fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
                 c.audience.clone(),
                 keys,
                 c.hs256_secret_env.clone(),
+                c.groups_claim.clone(),
             )
         });
         let tls = p.gateway.tls.as_ref();
@@ -206,7 +208,7 @@ fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     }
     let mut what = Vec::new();
     if was.0 != is.0 {
-        what.push("caller tokens (issuer, audience, keys or HS256 secret)");
+        what.push("caller tokens (issuer, audience, keys, HS256 secret or groups claim)");
     }
     if was.1 != is.1 {
         what.push("the client CA");

@@ -356,6 +356,7 @@ fn a_change_of_whom_the_gateway_takes_for_a_caller_needs_sign_off() {
         ),
         GATEWAY.replace("keys: k.json", "keys: other-keys.json"),
         GATEWAY.replace("audience: a,", "audience: a, hs256_secret_env: SECRET,"),
+        GATEWAY.replace("audience: a,", "audience: a, groups_claim: groups,"),
     ] {
         let d = diff(&before, &policy_with(&gateway, &partner));
         assert!(d.discloses_more, "{gateway}: {d:#?}");

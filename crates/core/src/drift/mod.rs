@@ -313,6 +313,8 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "macaddr",
         "inetaddr",
         "inet_addr",
+        "session",
+        "advertising",
         "ipaddr",
         "ipv4",
         "ipv6",
@@ -349,8 +351,10 @@ fn network_word(word: &str) -> bool {
         "subnet",
         "ssid",
         "bssid",
-        "session",
         "viewport",
+        "idfa",
+        "gaid",
+        "adid",
     ];
     // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
     const OWNERS: &[&str] = &[

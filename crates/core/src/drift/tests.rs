@@ -250,6 +250,10 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         "asn",
         "session_id",
         "viewport_width",
+        "jsessionid",
+        "idfa",
+        "gaid",
+        "advertising_id",
     ] {
         assert_eq!(
             suggestion(path, scalar),
