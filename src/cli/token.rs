@@ -244,7 +244,13 @@ pub fn run_verify(jwks: &str, token: &str, check: &Check<'_>) -> Result<()> {
         None => "no --body given: body_sha256 not checked",
     };
     let when = match check.at_unix {
-        Some(at) => format!("; lifetime checked as of {at} (--at), not now"),
+        Some(at) => {
+            let at = i64::try_from(at)
+                .ok()
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map_or_else(|| at.to_string(), |t| t.to_rfc3339());
+            format!("; lifetime checked as of {at} (--at), not now")
+        }
         None => String::new(),
     };
     let _ = std::io::Write::write_fmt(
