@@ -40,3 +40,11 @@ pub mod shadow;
 pub mod shutdown;
 pub mod signing;
 pub mod tls;
+
+/// A mutex's guard, poisoned or not: for state that stays consistent when a holder panics
+/// (each update is a single assignment or insertion).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -33,11 +33,7 @@ pub fn display_path(dir: &Path, relative: &str) -> String {
 pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
-        read_policy_file(&dir.join(relative))
-            .and_then(|bytes| {
-                String::from_utf8(bytes)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            })
+        read_policy_string(&dir.join(relative))
             .map(|text| SourceFile {
                 path: shown.clone(),
                 text,
@@ -167,13 +163,15 @@ pub fn read_policy_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A policy file's text as [`read_policy_file`] reads it, empty when it cannot be read (for
-/// finding a key's line in a message).
+/// A policy file as text, read as [`read_policy_file`] reads it (not UTF-8 is an error).
+pub fn read_policy_string(path: &Path) -> std::io::Result<String> {
+    let bytes = read_policy_file(path)?;
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A policy file's text, empty when it cannot be read (for finding a key's line in a message).
 pub fn read_policy_text(path: &Path) -> String {
-    read_policy_file(path)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default()
+    read_policy_string(path).unwrap_or_default()
 }
 
 /// Reads a file the policy names (keys, JWKS), with the path in the error.

@@ -42,12 +42,8 @@ pub fn load_for_tests(dir: &Path) -> Result<Policy, anyhow::Error> {
 /// Parses one test file; errors are `FILE:LINE: message` lines.
 pub fn read_cases(path: &Path) -> Result<Vec<Case>, Vec<String>> {
     let shown = path.display();
-    let text = crate::loader::read_policy_file(path)
-        .and_then(|b| {
-            String::from_utf8(b)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })
-        .map_err(|e| vec![format!("{shown}:1: {e}")])?;
+    let text =
+        crate::loader::read_policy_string(path).map_err(|e| vec![format!("{shown}:1: {e}")])?;
     policytest::parse(&text).map_err(|errors| {
         errors
             .iter()

@@ -20,7 +20,7 @@ that never finish, or are reset at once, holds a bounded amount of memory.
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use tokio::time::Instant;
 
 use crate::gateway::Gateway;
+use crate::lock;
 use crate::metrics::ConnectionClosed;
 
 /// How often the sweeper looks at the handshakes under way: how late past its deadline a
@@ -92,12 +93,6 @@ impl Handshakes {
             false
         });
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn cookie(digest: &SocketDigest) -> Option<u64> {

@@ -187,7 +187,7 @@ impl Ledger {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        guard(&self.state)
+        crate::lock(&self.state)
     }
 
     /// The open file, rotated first when the UTC date changed.
@@ -273,7 +273,7 @@ impl Ledger {
             };
             // Never a file in a directory this gateway does not hold (moved away, and
             // another gateway's since).
-            if !guard(&self.dir_lock)
+            if !crate::lock(&self.dir_lock)
                 .as_ref()
                 .is_some_and(|l| l.still_at(&self.dir))
             {
@@ -311,7 +311,7 @@ impl Ledger {
     /// Holds the lock of the directory the ledger's path names now (taken anew when it was
     /// moved away or replaced).
     fn relock(&self) -> anyhow::Result<()> {
-        let mut held = guard(&self.dir_lock);
+        let mut held = crate::lock(&self.dir_lock);
         if held.as_ref().is_some_and(|l| l.still_at(&self.dir)) {
             return Ok(());
         }
@@ -328,7 +328,7 @@ impl Ledger {
         if !matches!(*state, State::Open(_)) {
             return;
         }
-        if !guard(&self.dir_lock)
+        if !crate::lock(&self.dir_lock)
             .as_ref()
             .is_some_and(|l| l.still_at(&self.dir))
         {
@@ -350,7 +350,7 @@ impl Ledger {
             return;
         }
         let (_, today) = now_text();
-        let opened = match guard(&self.dir_lock).as_ref() {
+        let opened = match crate::lock(&self.dir_lock).as_ref() {
             Some(lock) => opened_in(lock, &self.dir, &today),
             None => Err(anyhow::anyhow!("the ledger directory is not locked")),
         };
@@ -382,13 +382,6 @@ fn opened_in(lock: &DirLock, dir: &std::path::Path, today: &str) -> anyhow::Resu
         );
     }
     Ok(current)
-}
-
-/// A mutex's guard, poisoned or not (the data behind it stays consistent).
-fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Appends one line with a single write; on failure cuts the file back to its last complete

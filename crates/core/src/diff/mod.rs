@@ -63,6 +63,11 @@ struct Builder<'a> {
 pub type FileId<'a> = dyn Fn(&std::path::Path) -> Option<String> + 'a;
 
 impl Builder<'_> {
+    /// What the file at `path` holds, as far as [`FileId`] knows, else its path.
+    fn file_id(&self, path: &std::path::Path) -> String {
+        (self.files)(path).unwrap_or_else(|| path.display().to_string())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
@@ -180,11 +185,9 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
 /// and how a certificate names its caller. A new key or CA can speak for any caller, so a change
 /// here needs sign-off, as a new caller does.
 fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
-    let file =
-        |path: &std::path::Path| (b.files)(path).unwrap_or_else(|| path.display().to_string());
     let trust = |p: &Policy| {
         let callers = p.gateway.callers.as_ref().map(|c| {
-            let keys = (!c.keys.as_os_str().is_empty()).then(|| file(&c.keys));
+            let keys = (!c.keys.as_os_str().is_empty()).then(|| b.file_id(&c.keys));
             (
                 c.issuer.clone(),
                 c.audience.clone(),
@@ -196,7 +199,7 @@ fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
         let tls = p.gateway.tls.as_ref();
         let client_ca = tls
             .and_then(|t| t.client_ca.as_ref())
-            .map(|ca| file(&ca.path));
+            .map(|ca| b.file_id(&ca.path));
         let identity = tls
             .and_then(|t| t.client_identity)
             .map(|i| format!("{i:?}"));
@@ -334,12 +337,12 @@ fn trust(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     let trust = |p: &Partner| {
         let tls = p.tls.as_ref();
         let ca = tls.and_then(|t| t.ca.as_ref()).map(|ca| {
-            let id = (b.files)(&ca.path);
-            let shown = match &id {
-                Some(id) => format!("CA {} ({id})", ca.path.display()),
-                None => format!("CA {}", ca.path.display()),
+            let (id, path) = (b.file_id(&ca.path), ca.path.display().to_string());
+            let shown = match id == path {
+                true => format!("CA {path}"),
+                false => format!("CA {path} ({id})"),
             };
-            (id.unwrap_or_else(|| ca.path.display().to_string()), shown)
+            (id, shown)
         });
         let name = tls.and_then(|t| t.server_name.clone());
         // The host itself is the upstream's (its change is an upstream change).
