@@ -155,30 +155,52 @@ fn partner_answer_headers_pass_an_allow_list() {
     assert!(!all.contains("partner-secret"), "{all}");
 }
 
+/// Whatever the partner's framing, the first part of a body reaches the caller while the rest
+/// is still on its way; a body sent with a `content-length` goes chunked then (close-delimited
+/// to an HTTP/1.0 caller), since a length-framed body is held back until it is complete.
 #[test]
 fn answers_are_relayed_as_they_arrive() {
-    let partner = Scripted::start(|_, _, _| {
-        Act::AnswerSlowly(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n6\r\nfirst\n\r\n".to_vec(),
-            Duration::from_millis(1000),
-            b"5\r\nlast\n\r\n0\r\n\r\n".to_vec(),
-        )
-    });
-    let gateway = gateway_for(&partner);
-    let started = Instant::now();
-    let mut stream = send_raw(gateway.addr, &post_raw());
-    let mut seen = read_until(&mut stream, |seen| {
-        String::from_utf8_lossy(seen).contains("first")
-    });
-    let first_after = started.elapsed();
-    assert!(
-        first_after < Duration::from_millis(800),
-        "the first chunk arrived only after {first_after:?}: the answer was buffered"
+    let chunked = (
+        "transfer-encoding: chunked\r\n\r\n6\r\nfirst\n\r\n",
+        "5\r\nlast\n\r\n0\r\n\r\n",
     );
-    let _ = stream.read_to_end(&mut seen);
-    let text = String::from_utf8_lossy(&seen);
-    assert!(text.contains("last"), "{text}");
-    assert!(text.ends_with("0\r\n\r\n"), "{text}");
+    let sized = ("content-length: 11\r\n\r\nfirst\n", "last\n");
+    for ((head, rest), version) in [(chunked, "1.1"), (sized, "1.1"), (sized, "1.0")] {
+        let partner = Scripted::start(move |_, _, _| {
+            Act::AnswerSlowly(
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n{head}")
+                    .into_bytes(),
+                Duration::from_millis(1000),
+                rest.as_bytes().to_vec(),
+            )
+        });
+        let gateway = gateway_for(&partner);
+        let started = Instant::now();
+        let raw = String::from_utf8(post_raw()).unwrap().replacen(
+            "HTTP/1.1",
+            &format!("HTTP/{version}"),
+            1,
+        );
+        let mut stream = send_raw(gateway.addr, raw.as_bytes());
+        let mut seen = read_until(&mut stream, |seen| {
+            String::from_utf8_lossy(seen).contains("first")
+        });
+        let first_after = started.elapsed();
+        assert!(
+            first_after < Duration::from_millis(800),
+            "{head:?} to HTTP/{version}: the first part arrived only after {first_after:?}: the answer was held back"
+        );
+        let _ = stream.read_to_end(&mut seen);
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.contains("last"), "{text}");
+        if version == "1.1" {
+            assert!(text.contains("transfer-encoding: chunked"), "{text}");
+            assert!(text.ends_with("0\r\n\r\n"), "{text}");
+        } else {
+            assert!(!text.contains("content-length"), "{text}");
+            assert!(text.ends_with("first\nlast\n"), "{text}");
+        }
+    }
 }
 
 #[test]
@@ -447,8 +469,10 @@ fn an_answer_body_that_stalls_is_never_finished_toward_the_caller() {
         started.elapsed()
     );
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Relayed as it arrived (chunked: the rest was still to come), and never finished.
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
     assert!(
-        text.ends_with("[1,2,"),
+        text.ends_with("5\r\n[1,2,\r\n"),
         "a stalled answer was finished: {text}"
     );
     assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);

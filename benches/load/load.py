@@ -20,8 +20,11 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
-GATEWAY = os.path.join(ROOT, "target", "release", "partner-gateway")
-PASSTHROUGH = os.path.join(ROOT, "target", "release", "examples", "passthrough")
+# Where run.sh's `cargo build` put the binaries: CARGO_TARGET_DIR (relative to the repository,
+# where run.sh builds) or the repository's target/.
+TARGET = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+GATEWAY = os.path.join(TARGET, "release", "partner-gateway")
+PASSTHROUGH = os.path.join(TARGET, "release", "examples", "passthrough")
 TICKS = os.sysconf("SC_CLK_TCK")
 ECHO = "application/x-bench-echo"  # the sink answers with the body it received
 PSEUDONYM_KEY = "load-bench-pseudonym-key-0123456789abcdef"
@@ -523,6 +526,9 @@ def memory_bench(name, proc, auth, path):
     bound = 64 * 1024 * 1024 + 1.2 * in_flight
     print(f"\n### memory: 64 concurrent {len(data) / 2**20:.1f} MiB bodies through {label_of(name)}\n")
     print(f"statuses: {sorted(set(statuses))}")
+    if set(statuses) != {200}:
+        raise SystemExit("not every body was forwarded (a status other than 200): the figures "
+                         "above do not measure 64 bodies in flight")
     print(f"RSS before: {before / 1024:.0f} MiB; peak (VmHWM): {hwm / 1024:.0f} MiB "
           f"(bound 64 MiB + 1.2 × {in_flight / 2**20:.0f} MiB in flight = {bound / 2**20:.0f} MiB)")
     print(f"RSS right after: {after0 / 1024:.0f} MiB; each second after: "
@@ -593,6 +599,12 @@ def main():
         for t in targets:
             PEAK[t] = procs[t].status_kib("VmHWM")
         summarize(results, targets, sizes, rounds, duration, conns)
+        for size in sizes:
+            for t in targets:
+                failed = sum(r["errors"] for r in results[size][t])
+                if failed:
+                    print(f"WARNING: {label_of(t)} answered {failed} {size} request(s) with an error "
+                          "(non-2xx, timeout or connection error): its rate is not comparable")
     finally:
         for p in procs.values():
             p.stop()

@@ -129,15 +129,18 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     add_gateway_services(&mut server, &gateway)?;
     crate::reload::watch(gateway.clone());
     crate::memory::start();
-    let active = gateway.active();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        policy_version = %active.policy.version,
-        partners = active.policy.partners.len(),
-        listen = %active.policy.gateway.listen,
-        admin_listen = %active.policy.gateway.admin_listen,
-        "started"
-    );
+    {
+        // Dropped before serving: a reload must be able to free this policy (and its caches).
+        let active = gateway.active();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            policy_version = %active.policy.version,
+            partners = active.policy.partners.len(),
+            listen = %active.policy.gateway.listen,
+            admin_listen = %active.policy.gateway.admin_listen,
+            "started"
+        );
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(crate::shutdown::Signals(gateway.drain.clone())),
     });

@@ -25,12 +25,26 @@ pub enum Framing {
     Bodiless,
 }
 
-/// The framing of the partner's answer toward the caller: as the partner sent it (a
-/// `content-length` is kept only when the partner did not also send `transfer-encoding`, which
-/// overrides it), except that a body which `arrived` whole with the header, `Some(length)`, is
-/// sent with its length: one write for header and body, and a connection an HTTP/1.0 caller
-/// can keep.
-pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrived: Option<u64>) -> Framing {
+/// How much of a partner's answer body had arrived when the caller's header is made (see
+/// `UpstreamAnswer::read_start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// All of it, this many bytes (0: none, as for `HEAD`, a `304` or an empty body).
+    Whole(u64),
+    /// Part of it: the rest is relayed as it arrives.
+    Partial,
+}
+
+/// The framing of the partner's answer toward the caller.
+///
+/// A body that arrived whole goes with its length: one write for header and body, and a
+/// connection an HTTP/1.0 caller can keep. A body still arriving goes chunked (close-delimited
+/// toward an HTTP/1.0 caller), even when the partner sent a `content-length`: pingora holds a
+/// body sent with a length back until that length is complete (or its buffer full), and the
+/// caller must get each part as it arrives. With nothing of a body to relay (`HEAD`, `304`,
+/// empty), the partner's own `content-length` stands (it is kept only when the partner did not
+/// also send `transfer-encoding`, which overrides it).
+pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrival: Arrival) -> Framing {
     if partner.status == 204 {
         return Framing::Bodiless;
     }
@@ -40,10 +54,12 @@ pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrived: Option<u6
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    match (chunked, length, arrived) {
+    match (chunked, length, arrival) {
+        (_, _, Arrival::Partial) if caller_http10 => Framing::Close,
+        (_, _, Arrival::Partial) => Framing::Chunked,
         (false, Some(n), _) => Framing::Length(n),
         _ if partner.status == 304 => Framing::Bodiless,
-        (_, _, Some(n)) => Framing::Length(n),
+        (_, _, Arrival::Whole(n)) if n > 0 => Framing::Length(n),
         _ if caller_http10 => Framing::Close,
         _ => Framing::Chunked,
     }

@@ -12,6 +12,7 @@ use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 
+use super::answer::Arrival;
 use crate::gateway::Active;
 use crate::metrics::UpstreamErrorKind;
 
@@ -61,9 +62,13 @@ impl UpstreamAnswer {
         self.header().map_or(502, |h| h.status.as_u16())
     }
 
-    /// The length of the body when all of it came with the header (a body, not none).
-    pub fn arrived(&self) -> Option<u64> {
-        (self.start.whole && !self.start.body.is_empty()).then_some(self.start.body.len() as u64)
+    /// How much of the body came with the header.
+    pub fn arrived(&self) -> Arrival {
+        if self.start.whole {
+            Arrival::Whole(self.start.body.len() as u64)
+        } else {
+            Arrival::Partial
+        }
     }
 
     /// Reads the start of the body: waits for its first bytes (none for `204`, `304`, `HEAD` or

@@ -1,4 +1,5 @@
 use super::*;
+use Arrival::{Partial, Whole};
 
 fn partner(headers: &[(&str, &str)]) -> ResponseHeader {
     let mut h = ResponseHeader::build(200, None).unwrap();
@@ -46,25 +47,36 @@ fn a_header_carrying_the_credential_is_dropped() {
 #[test]
 fn framing_follows_the_partner() {
     let cl = partner(&[("content-length", "12")]);
-    assert_eq!(framing(&cl, false, None), Framing::Length(12));
+    assert_eq!(framing(&cl, false, Whole(0)), Framing::Length(12));
     let te = partner(&[("content-length", "12"), ("transfer-encoding", "chunked")]);
-    assert_eq!(framing(&te, false, None), Framing::Chunked);
-    assert_eq!(framing(&te, true, None), Framing::Close);
-    assert_eq!(framing(&partner(&[]), false, None), Framing::Chunked);
+    assert_eq!(framing(&te, false, Whole(0)), Framing::Chunked);
+    assert_eq!(framing(&te, true, Whole(0)), Framing::Close);
+    assert_eq!(framing(&partner(&[]), false, Whole(0)), Framing::Chunked);
+}
+
+#[test]
+fn a_body_still_arriving_goes_chunked_whatever_the_partner_framed() {
+    // pingora would hold a length-framed body back until it is complete.
+    let cl = partner(&[("content-length", "2000")]);
+    assert_eq!(framing(&cl, false, Partial), Framing::Chunked);
+    assert_eq!(framing(&cl, true, Partial), Framing::Close);
+    let te = partner(&[("transfer-encoding", "chunked")]);
+    assert_eq!(framing(&te, false, Partial), Framing::Chunked);
+    assert_eq!(framing(&partner(&[]), true, Partial), Framing::Close);
 }
 
 #[test]
 fn a_body_that_arrived_whole_is_sent_with_its_length() {
     let te = partner(&[("transfer-encoding", "chunked")]);
-    assert_eq!(framing(&te, false, Some(11)), Framing::Length(11));
-    assert_eq!(framing(&te, true, Some(11)), Framing::Length(11));
-    assert_eq!(framing(&partner(&[]), true, Some(3)), Framing::Length(3));
+    assert_eq!(framing(&te, false, Whole(11)), Framing::Length(11));
+    assert_eq!(framing(&te, true, Whole(11)), Framing::Length(11));
+    assert_eq!(framing(&partner(&[]), true, Whole(3)), Framing::Length(3));
     // The partner's own length stands; a body never makes a 204 or 304 carry one.
     let cl = partner(&[("content-length", "12")]);
-    assert_eq!(framing(&cl, false, Some(12)), Framing::Length(12));
+    assert_eq!(framing(&cl, false, Whole(12)), Framing::Length(12));
     let mut no_content = partner(&[]);
     no_content.set_status(204).unwrap();
-    assert_eq!(framing(&no_content, false, Some(3)), Framing::Bodiless);
+    assert_eq!(framing(&no_content, false, Whole(3)), Framing::Bodiless);
 }
 
 #[test]
@@ -75,11 +87,17 @@ fn answers_without_a_body_get_no_framing_header() {
         h
     };
     let no_content = status(204, &[("content-length", "0")]);
-    assert_eq!(framing(&no_content, false, None), Framing::Bodiless);
-    assert_eq!(framing(&status(204, &[]), true, None), Framing::Bodiless);
-    assert_eq!(framing(&status(304, &[]), false, None), Framing::Bodiless);
+    assert_eq!(framing(&no_content, false, Whole(0)), Framing::Bodiless);
+    assert_eq!(
+        framing(&status(204, &[]), true, Whole(0)),
+        Framing::Bodiless
+    );
+    assert_eq!(
+        framing(&status(304, &[]), false, Whole(0)),
+        Framing::Bodiless
+    );
     let sized = status(304, &[("content-length", "12")]);
-    assert_eq!(framing(&sized, false, None), Framing::Length(12));
+    assert_eq!(framing(&sized, false, Whole(0)), Framing::Length(12));
     let h = caller_header(&no_content, &[], None, Framing::Bodiless).unwrap();
     assert!(names(&h).is_empty(), "{:?}", names(&h));
 }

@@ -9,17 +9,24 @@ expired token is refused on a hit exactly as on a miss. Only successes are store
 always computed afresh). The cache belongs to one [`super::CallerVerifier`], which is rebuilt
 on every policy load, so new keys, issuer or audience never meet an old entry.
 
-Bounded: at [`TokenCache::capacity`] entries, expired entries are dropped first and then
-arbitrary ones (the map's order is randomly seeded), so a flood of valid tokens costs memory
-up to the bound and a signature check each, never more. Pure: no clock, no I/O.
+Bounded twice: at most [`TokenCache::capacity`] tokens and at most [`TokenCache::max_bytes`]
+bytes of them (tokens and the callers they prove, [`Entry::bytes`]), whichever is reached
+first. The least recently used entry makes room for a new one, after entries already expired,
+which are also dropped when a hit finds them expired. So a flood of distinct valid tokens costs
+a signature check each and memory up to the bound, never more, and the tokens callers keep
+using stay cached through it. Pure: no clock, no I/O.
 */
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use lru::LruCache;
 
 use super::{AuthError, Caller, LEEWAY_SECS};
 
-/// Entries kept by default (a few hundred bytes each).
+/// Tokens kept by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
+/// Bytes of tokens and callers kept by default: room for the default capacity of tokens of
+/// about 1 KiB; larger tokens make fewer entries.
+pub const DEFAULT_MAX_BYTES: usize = 4 << 20;
 
 /// What the first verification established, and the times later hits must still check.
 #[derive(Debug, Clone)]
@@ -43,21 +50,66 @@ impl Entry {
         }
         Ok(())
     }
+
+    /// What an entry for `token` costs, counted against [`TokenCache::max_bytes`]: the
+    /// token, the caller's names, and a fixed share for the entry's bookkeeping.
+    fn bytes(token: &str, caller: &Caller) -> usize {
+        const OVERHEAD: usize = 128;
+        let groups: usize = caller.groups.iter().map(|g| g.len() + 24).sum();
+        OVERHEAD + token.len() + caller.sub.len() + groups
+    }
+}
+
+#[derive(Debug)]
+struct Entries {
+    /// Most recently used first.
+    lru: LruCache<Box<str>, Entry>,
+    /// [`Entry::bytes`] of every entry in `lru`.
+    bytes: usize,
+}
+
+impl Entries {
+    fn remove_lru(&mut self) -> bool {
+        match self.lru.pop_lru() {
+            Some((token, entry)) => {
+                self.bytes -= Entry::bytes(&token, &entry.caller);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, token: &str) {
+        if let Some((token, entry)) = self.lru.pop_entry(token) {
+            self.bytes -= Entry::bytes(&token, &entry.caller);
+        }
+    }
 }
 
 /// A bounded map from token bytes to the caller they proved.
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<Box<str>, Entry>>,
+    entries: Mutex<Entries>,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl TokenCache {
-    /// A cache holding at most `capacity` tokens (0 turns caching off).
+    /// A cache holding at most `capacity` tokens (0 turns caching off) and
+    /// [`DEFAULT_MAX_BYTES`] bytes.
     pub fn new(capacity: usize) -> TokenCache {
+        TokenCache::with_max_bytes(capacity, DEFAULT_MAX_BYTES)
+    }
+
+    /// A cache holding at most `capacity` tokens and `max_bytes` bytes of them.
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize) -> TokenCache {
         TokenCache {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
             capacity,
+            max_bytes,
         }
     }
 
@@ -65,25 +117,41 @@ impl TokenCache {
         self.capacity
     }
 
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().lru.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>> {
+    /// [`Entry::bytes`] of every entry held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave an entry half-written: use the map.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The caller `token` proved, if it was verified before: `Some(Err)` when it has expired
-    /// (or is not valid yet) at `now_unix`, `None` when it is not known.
+    /// (or is not valid yet) at `now_unix`, `None` when it is not known. An expired entry is
+    /// dropped.
     pub(super) fn get(&self, token: &str, now_unix: u64) -> Option<Result<Arc<Caller>, AuthError>> {
-        let entries = self.lock();
-        let entry = entries.get(token)?;
-        Some(entry.check_time(now_unix).map(|()| entry.caller.clone()))
+        let mut entries = self.lock();
+        let checked = {
+            let entry = entries.lru.get(token)?;
+            entry.check_time(now_unix).map(|()| entry.caller.clone())
+        };
+        if checked == Err(AuthError::Expired) {
+            entries.remove(token);
+        }
+        Some(checked)
     }
 
     /// Remembers a verified token; its entry is checked against `exp`/`nbf` on every hit.
@@ -95,20 +163,27 @@ impl TokenCache {
         nbf: Option<u64>,
         now_unix: u64,
     ) {
-        if self.capacity == 0 {
+        let bytes = Entry::bytes(token, &caller);
+        if self.capacity == 0 || bytes > self.max_bytes {
             return;
         }
         let mut entries = self.lock();
-        if entries.len() >= self.capacity && !entries.contains_key(token) {
-            entries.retain(|_, e| e.check_time(now_unix).is_ok());
-            while entries.len() >= self.capacity {
-                let Some(victim) = entries.keys().next().cloned() else {
-                    break;
-                };
-                entries.remove(&victim);
+        entries.remove(token);
+        // Expired entries at the cold end go first, whatever the room.
+        while entries
+            .lru
+            .peek_lru()
+            .is_some_and(|(_, e)| e.check_time(now_unix) == Err(AuthError::Expired))
+        {
+            entries.remove_lru();
+        }
+        while entries.lru.len() >= self.capacity || entries.bytes + bytes > self.max_bytes {
+            if !entries.remove_lru() {
+                break;
             }
         }
-        entries.insert(token.into(), Entry { caller, exp, nbf });
+        entries.bytes += bytes;
+        entries.lru.push(token.into(), Entry { caller, exp, nbf });
     }
 }
 

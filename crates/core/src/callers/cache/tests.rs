@@ -133,13 +133,17 @@ fn a_new_verifier_starts_empty() {
     assert!(verifier().cache().is_empty());
 }
 
+fn caller(sub: &str, groups: &[&str]) -> Arc<Caller> {
+    Arc::new(Caller {
+        sub: sub.into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+    })
+}
+
 #[test]
 fn the_cache_stays_within_its_bound() {
     let cache = TokenCache::new(3);
-    let caller = Arc::new(Caller {
-        sub: "a".into(),
-        groups: vec![],
-    });
+    let caller = caller("a", &[]);
     for i in 0..10u64 {
         cache.insert(&format!("t{i}"), caller.clone(), NOW + 100, None, NOW);
         assert!(cache.len() <= 3);
@@ -156,4 +160,86 @@ fn the_cache_stays_within_its_bound() {
     let off = TokenCache::new(0);
     off.insert("t", caller, NOW + 100, None, NOW);
     assert!(off.is_empty());
+}
+
+#[test]
+fn new_tokens_are_still_cached_after_a_flood_and_the_ones_in_use_stay() {
+    let cache = TokenCache::new(64);
+    let caller = caller("a", &[]);
+    cache.insert("in-use", caller.clone(), NOW + 10_000, None, NOW);
+    for i in 0..10_000u64 {
+        cache.insert(
+            &format!("flood-{i}"),
+            caller.clone(),
+            NOW + 10_000,
+            None,
+            NOW,
+        );
+        if i % 16 == 0 {
+            assert!(cache.get("in-use", NOW).is_some(), "a token in use is kept");
+        }
+        assert!(cache.len() <= 64);
+    }
+    // Every new token after the flood is remembered, however long the flood was.
+    for i in 0..1_000u64 {
+        let token = format!("after-{i}");
+        cache.insert(&token, caller.clone(), NOW + 10_000, None, NOW);
+        assert!(cache.get(&token, NOW).is_some(), "{token}");
+    }
+}
+
+#[test]
+fn the_cache_is_bounded_in_bytes_too() {
+    let max = 64 * 1024;
+    let cache = TokenCache::with_max_bytes(4096, max);
+    let groups: Vec<String> = (0..150).map(|i| format!("group-{i:04}")).collect();
+    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let big = caller("a", &groups);
+    for i in 0..1_000u64 {
+        let token = format!("{i:08}{}", "x".repeat(15_000));
+        cache.insert(&token, big.clone(), NOW + 100, None, NOW);
+        assert!(cache.bytes() <= max, "{} bytes", cache.bytes());
+        assert!(cache.get(&token, NOW).is_some(), "the newest fits");
+    }
+    assert!(cache.len() <= 4);
+    // An entry larger than the whole budget is never stored (it would evict everything).
+    let huge = "y".repeat(max + 1);
+    cache.insert(&huge, big.clone(), NOW + 100, None, NOW);
+    assert!(cache.get(&huge, NOW).is_none());
+    assert!(cache.bytes() <= max);
+}
+
+#[test]
+fn expired_entries_are_dropped_when_found_and_before_room_is_made() {
+    let cache = TokenCache::new(8);
+    let caller = caller("a", &[]);
+    cache.insert("short", caller.clone(), NOW + 10, None, NOW);
+    cache.insert("long", caller.clone(), NOW + 10_000, None, NOW);
+    let bytes = cache.bytes();
+    // A hit that finds an entry expired drops it (its memory too).
+    assert_eq!(
+        cache
+            .get("short", NOW + 10 + LEEWAY_SECS)
+            .unwrap()
+            .unwrap_err(),
+        AuthError::Expired
+    );
+    assert!(cache.get("short", NOW + 10 + LEEWAY_SECS).is_none());
+    assert!(cache.bytes() < bytes);
+    // Expired entries at the cold end go on the next insert, though there is room.
+    cache.insert("soon", caller.clone(), NOW + 10, None, NOW);
+    cache.get("long", NOW);
+    cache.insert(
+        "later",
+        caller.clone(),
+        NOW + 10_000,
+        None,
+        NOW + 10 + LEEWAY_SECS,
+    );
+    assert_eq!(cache.len(), 2);
+    // The same token again replaces its entry without counting it twice.
+    let bytes = cache.bytes();
+    cache.insert("later", caller, NOW + 20_000, None, NOW);
+    assert_eq!(cache.bytes(), bytes);
+    assert_eq!(cache.len(), 2);
 }

@@ -58,6 +58,10 @@ pub(super) enum InvalidGateway {
     SigningDisabledWithKey(&'static str),
     #[error("signing.disabled is true: forwarded requests carry no signed data-use token")]
     SigningDisabled,
+    #[error(
+        "ledger with signing.disabled: checkpoints are written unsigned (`\"sig\": null`), so nothing proves who wrote the chain and `audit verify --jwks` refuses it"
+    )]
+    LedgerUnsigned,
 }
 
 pub(super) fn validate_gateway(
@@ -102,6 +106,11 @@ pub(super) fn validate_gateway(
         .ledger
         .as_ref()
         .and_then(|l| validate_ledger(path, &l.value, base, env, d));
+    if let (Some(l), Some(s)) = (&g.ledger, &g.signing) {
+        if s.value.disabled.as_ref().is_some_and(|f| f.value) {
+            d.warn(path, line(l), InvalidGateway::LedgerUnsigned);
+        }
+    }
 
     let shadow = g
         .shadow

@@ -885,6 +885,18 @@ fn signing_is_required_unless_disabled_explicitly() {
         .warnings
         .iter()
         .any(|w| w.to_string() == format!("{f}:8: signing.disabled is true: forwarded requests carry no signed data-use token")));
+    // A ledger then has no key to sign its checkpoints with: said at the ledger's line.
+    let ledger =
+        format!("{disabled}ledger: {{ path: data/ledger, subject_key_env: LEDGER_KEY }}\n");
+    let loaded = load(&source(&ledger, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap();
+    assert!(loaded.warnings.iter().any(|w| w.to_string()
+        == format!("{f}:9: ledger with signing.disabled: checkpoints are written unsigned (`\"sig\": null`), so nothing proves who wrote the chain and `audit verify --jwks` refuses it")));
+    let signed = format!("{GATEWAY}ledger: {{ path: data/ledger, subject_key_env: LEDGER_KEY }}\n");
+    let loaded = load(&source(&signed, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap();
+    assert!(!loaded
+        .warnings
+        .iter()
+        .any(|w| w.to_string().contains("unsigned")));
 }
 
 #[test]
