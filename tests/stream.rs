@@ -490,6 +490,78 @@ fn records_are_filtered_line_by_line_and_forwarded_chunked() {
     );
 }
 
+/// A stream's distinct customers are written to the ledger in subjects lines as they gather
+/// (4,096 a line), not held until its end: memory stays bounded however many customers one
+/// stream carries, and every one of them is in the ledger exactly once here.
+#[test]
+fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
+    let s = setup("");
+    const N: usize = 10_000;
+    let body: Vec<Vec<u8>> = (0..N)
+        .collect::<Vec<_>>()
+        .chunks(500)
+        .map(|ids| {
+            ids.iter()
+                .map(|i| format!("{{\"customer_id\":\"c-{i}\",\"city\":\"Ulm\"}}\n"))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        body.into_iter(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (record, outcome) = record_and_outcome(&s.gateway);
+    let lines = ledger_lines(&s.gateway);
+    let batches: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("subjects_of") == Some(&record["seq"]))
+        .collect();
+    assert_eq!(batches.len(), N / 4096, "{}", batches.len());
+    let mut all: Vec<String> = Vec::new();
+    for list in batches
+        .iter()
+        .map(|b| &b["subjects"])
+        .chain([&outcome["subjects"]])
+    {
+        let list: Vec<String> = serde_json::from_value(list.clone()).unwrap();
+        assert!(list.windows(2).all(|w| w[0] < w[1]), "sorted, each once");
+        all.extend(list);
+    }
+    all.sort();
+    let mut want: Vec<String> = (0..N).map(|i| hmac(&format!("c-{i}"))).collect();
+    want.sort();
+    assert_eq!(all, want);
+    assert_eq!(outcome["records_forwarded"], N as u64);
+
+    let dir = s.gateway.policy.root().join("data/ledger");
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 stream subjects lines"), "{text}");
+    for id in ["c-0", "c-9999"] {
+        let out = std::process::Command::new(BIN)
+            .args(["audit", "who-received", "--policy"])
+            .arg(s.gateway.policy.policy())
+            .args(["--ledger"])
+            .arg(&dir)
+            .args(["--customer", id, "--format", "json"])
+            .env("STREAM_LEDGER_KEY", LEDGER_KEY)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("/v1/contacts"), "{id}: {text}");
+    }
+}
+
 /// A line that fails mid-stream: the partner has the lines before it, then the connection
 /// closes without the last chunk; nothing of the bad line or after it arrives.
 #[test]

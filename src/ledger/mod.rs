@@ -149,6 +149,19 @@ impl Ledger {
         .map(|_| ())
     }
 
+    /// Appends a subjects line of the stream recorded at `seq`: `subjects` are keyed hashes,
+    /// sorted, each once (see [`gateway_core::ledger::STREAM_SUBJECTS_PER_LINE`]).
+    pub fn subjects(
+        &self,
+        seq: u64,
+        subjects: &[String],
+        signer: Option<&TokenSigner>,
+    ) -> Result<(), LedgerError> {
+        let (time, _) = now_text();
+        self.append(signer, &time, &|chain| chain.subjects(seq, subjects))
+            .map(|_| ())
+    }
+
     /// Shutdown: appends the final checkpoint (the last line written), syncs, and refuses
     /// every later append.
     pub fn close(&self, signer: Option<&TokenSigner>) {

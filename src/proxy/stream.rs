@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway_core::ledger::{subject_hashes, StreamForwarded};
+use gateway_core::ledger::{subject_hashes, StreamForwarded, STREAM_SUBJECTS_PER_LINE};
 use gateway_core::plan::stream::{plan_stream_head, LineSplitter, NdjsonStream, StreamHead};
 use gateway_core::plan::Target;
 use gateway_core::{Refusal, RefusalKind};
@@ -48,15 +48,22 @@ pub(super) struct StreamRequest<'a> {
 pub const SHADOW_SAMPLE_BYTES: usize = 1 << 20;
 
 /// What went through so far: the bytes written to the partner and their digest, the lines'
-/// counts, and (with a ledger) the distinct subject ids of forwarded records.
+/// counts, and (with a ledger) the distinct subject ids of forwarded records not yet written.
 struct Progress<'a> {
     splitter: LineSplitter,
     lines: NdjsonStream<'a>,
     sent: Sha256,
-    subjects: Option<HashSet<String>>,
+    subjects: Option<Subjects>,
     filter_time: Duration,
     /// With a shadow policy: the first lines as received (up to [`SHADOW_SAMPLE_BYTES`]).
     sample: Option<Vec<u8>>,
+}
+
+/// With a ledger: the seq of the stream's record, and the distinct customer ids forwarded since
+/// the record or the stream's last subjects line.
+struct Subjects {
+    record: u64,
+    pending: HashSet<String>,
 }
 
 impl PartnerProxy {
@@ -88,7 +95,10 @@ impl PartnerProxy {
             splitter: LineSplitter::new(active.policy.gateway.limits.max_body_bytes),
             lines: NdjsonStream::new(target, &active.policy.gateway.limits, seq.is_some()),
             sent: Sha256::new(),
-            subjects: seq.map(|_| HashSet::new()),
+            subjects: seq.map(|record| Subjects {
+                record,
+                pending: HashSet::new(),
+            }),
             filter_time: Duration::ZERO,
             sample: active.shadow.as_ref().map(|_| Vec::new()),
         };
@@ -110,7 +120,7 @@ impl PartnerProxy {
             records_dropped: report.records_dropped,
             fields,
             categories,
-            subjects: self.subject_hashes(progress.subjects),
+            subjects: self.subject_hashes(progress.subjects.map(|s| s.pending)),
         };
         disclose::outcome_stream(&self.gateway, active, seq, status, forwarded);
         if result.is_ok() {
@@ -135,6 +145,22 @@ impl PartnerProxy {
         };
         let optouts = self.gateway.optout_source();
         self.shadow(req.active, ctx, head, (Some(sample), true), (optouts, None));
+    }
+
+    /// Writes the pending customers of a stream under way as a subjects line of its record,
+    /// so that they never pile up in memory; a failure is a 503 that stops the stream.
+    fn write_subjects(&self, active: &Active, subjects: &mut Subjects) -> Result<(), Refusal> {
+        let Some(ledger) = self.gateway.ledger() else {
+            return Ok(());
+        };
+        let ids: Vec<String> = subjects.pending.drain().collect();
+        let hashes = subject_hashes(ledger.subject_key(), &ids);
+        ledger
+            .subjects(subjects.record, &hashes, active.signer())
+            .map_err(|e| {
+                self.gateway.metrics.ledger_error();
+                Refusal::new(RefusalKind::NotReady, e.to_string())
+            })
     }
 
     fn subject_hashes(&self, ids: Option<HashSet<String>>) -> Vec<String> {
@@ -194,7 +220,7 @@ impl PartnerProxy {
             // there), so what the ledger counts is what the partner got. A refusal returns
             // after that: `http` is dropped unfinished, never given back to the pool, so the
             // partner's connection closes without the last chunk.
-            let (out, decided) = self.decide(progress, chunk.as_deref());
+            let (out, decided) = self.decide(active, progress, chunk.as_deref());
             if !out.is_empty() {
                 progress.sent.update(&out);
                 ctx.bytes_out += out.len() as u64;
@@ -230,9 +256,11 @@ impl PartnerProxy {
 
     /// Decides the lines `chunk` completes (`None`: the body ended, so also a last line
     /// without `\n`) and returns the bytes to send for them: with a refusal, those of the
-    /// lines decided before the one that failed.
+    /// lines decided before the one that failed. A line whose customer fills the pending set
+    /// is sent only once the set is written to the ledger (a failed write stops the stream).
     fn decide(
         &self,
+        active: &Active,
         progress: &mut Progress<'_>,
         chunk: Option<&[u8]>,
     ) -> (Vec<u8>, Result<(), Refusal>) {
@@ -255,13 +283,22 @@ impl PartnerProxy {
                 }
             }
             let mut keep = |r: &gateway_core::filter::Report| {
-                if let Some(set) = subjects.as_mut() {
-                    set.extend(r.subjects.iter().cloned());
+                if let Some(s) = subjects.as_mut() {
+                    s.pending.extend(r.subjects.iter().cloned());
                 }
             };
-            lines
-                .decide(optouts, n, line, &mut out, &mut keep)
-                .map(|_| ())
+            let mark = out.len();
+            lines.decide(optouts, n, line, &mut out, &mut keep)?;
+            let full = subjects
+                .as_mut()
+                .filter(|s| s.pending.len() >= STREAM_SUBJECTS_PER_LINE);
+            if let Some(s) = full {
+                if let Err(refusal) = self.write_subjects(active, s) {
+                    out.truncate(mark);
+                    return Err(refusal);
+                }
+            }
+            Ok(())
         };
         let result = match chunk {
             Some(chunk) => splitter.feed(chunk, &mut each),

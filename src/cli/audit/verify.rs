@@ -49,9 +49,13 @@ pub fn run(
             Ok(ExitCode::from(1))
         }
         Ok(s) => {
+            let subject_lines = match s.subject_lines {
+                0 => String::new(),
+                n => format!(", {n} stream subjects lines"),
+            };
             writeln!(
                 out,
-                "ok: {} lines in {} files ({} records, {} outcomes, {} checkpoints), last seq {}, head {}",
+                "ok: {} lines in {} files ({} records, {} outcomes{subject_lines}, {} checkpoints), last seq {}, head {}",
                 s.lines,
                 files.len(),
                 s.records,

@@ -1,4 +1,4 @@
-//! The three kinds of ledger line, byte for byte, and [`Chain`], which numbers and links them.
+//! The four kinds of ledger line, byte for byte, and [`Chain`], which numbers and links them.
 //!
 //! - a record: `{"seq", "time", "request_id", "caller", "partner", "kind", "route", "method",
 //!   "use", "purpose", "legal_basis", "policy_version", "token_jti", "body_sha256",
@@ -8,6 +8,11 @@
 //!   (of the bytes actually sent), `records_forwarded`, `records_dropped`, `fields`,
 //!   `categories` and `subjects` (its record line, written before the first byte left, has
 //!   `"stream": true`, `"body_sha256": null`, zero counts and empty lists);
+//! - a stream's subjects line: `{"seq", "subjects_of", "subjects", "prev"}`, written while a
+//!   stream is under way each time [`STREAM_SUBJECTS_PER_LINE`] distinct customers were
+//!   forwarded since its record or its last such line, so that a stream's customers never
+//!   pile up in memory; its outcome line has the rest (a customer may be in more than one of
+//!   a stream's lines);
 //! - a checkpoint: `{"seq", "checkpoint": {"through", "hash"}, "sig", "prev"}`, where `through`
 //!   is the seq of the line before it, `hash` that line's hash (so also its own `prev`), and
 //!   `sig` a compact JWS by the gateway's signing key over [`CheckpointClaims`].
@@ -15,6 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{line_hash, ZERO_HASH};
 use crate::tagging::{TagError, TokenSigner};
+
+/// A stream's distinct customers are written out in a subjects line each time this many
+/// gathered (about 270 KB of line).
+pub const STREAM_SUBJECTS_PER_LINE: usize = 4096;
 
 /// The JWS `typ` of checkpoint signatures.
 pub const CHECKPOINT_TYP: &str = "ohsoft-ledger-checkpoint+jwt";
@@ -109,6 +118,18 @@ pub struct Outcome {
     pub prev: String,
 }
 
+/// Customers a stream under way forwarded, before its outcome line (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsLine {
+    pub seq: u64,
+    /// The seq of the stream's record.
+    pub subjects_of: u64,
+    /// Keyed hashes of customer ids, sorted, each once.
+    pub subjects: Vec<String>,
+    pub prev: String,
+}
+
 /// `checkpoint` of a checkpoint line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +164,7 @@ pub enum LedgerLine {
     Record(Box<Record>),
     Outcome(Outcome),
     Checkpoint(CheckpointLine),
+    Subjects(SubjectsLine),
 }
 
 /// The fields every line has, and what tells the kinds apart.
@@ -152,6 +174,7 @@ struct Probe {
     prev: String,
     outcome_of: Option<serde::de::IgnoredAny>,
     checkpoint: Option<serde::de::IgnoredAny>,
+    subjects_of: Option<serde::de::IgnoredAny>,
 }
 
 impl LedgerLine {
@@ -160,13 +183,22 @@ impl LedgerLine {
         let probe: Probe =
             serde_json::from_slice(bytes).map_err(|e| format!("not a ledger line: {e}"))?;
         let _ = (&probe.seq, &probe.prev);
-        let line = match (probe.outcome_of.is_some(), probe.checkpoint.is_some()) {
-            (true, false) => serde_json::from_slice(bytes).map(LedgerLine::Outcome),
-            (false, true) => serde_json::from_slice(bytes).map(LedgerLine::Checkpoint),
-            (false, false) => {
+        let kinds = (
+            probe.outcome_of.is_some(),
+            probe.checkpoint.is_some(),
+            probe.subjects_of.is_some(),
+        );
+        let line = match kinds {
+            (true, false, false) => serde_json::from_slice(bytes).map(LedgerLine::Outcome),
+            (false, true, false) => serde_json::from_slice(bytes).map(LedgerLine::Checkpoint),
+            (false, false, true) => serde_json::from_slice(bytes).map(LedgerLine::Subjects),
+            (false, false, false) => {
                 serde_json::from_slice::<Record>(bytes).map(|r| LedgerLine::Record(Box::new(r)))
             }
-            (true, true) => return Err("a line cannot be both an outcome and a checkpoint".into()),
+            _ => return Err(
+                "a line can be only one of a record, an outcome, a checkpoint and a subjects line"
+                    .into(),
+            ),
         };
         line.map_err(|e| format!("malformed ledger line: {e}"))
     }
@@ -176,6 +208,7 @@ impl LedgerLine {
             LedgerLine::Record(r) => r.seq,
             LedgerLine::Outcome(o) => o.seq,
             LedgerLine::Checkpoint(c) => c.seq,
+            LedgerLine::Subjects(s) => s.seq,
         }
     }
 
@@ -184,6 +217,7 @@ impl LedgerLine {
             LedgerLine::Record(r) => &r.prev,
             LedgerLine::Outcome(o) => &o.prev,
             LedgerLine::Checkpoint(c) => &c.prev,
+            LedgerLine::Subjects(s) => &s.prev,
         }
     }
 }
@@ -253,7 +287,7 @@ impl Chain {
             match LedgerLine::parse(line) {
                 Ok(LedgerLine::Checkpoint(_)) => break,
                 Ok(LedgerLine::Record(_)) => records += 1,
-                Ok(LedgerLine::Outcome(_)) => {}
+                Ok(LedgerLine::Outcome(_) | LedgerLine::Subjects(_)) => {}
                 // `audit verify` names it; counting stops there.
                 Err(_) => break,
             }
@@ -322,6 +356,25 @@ impl Chain {
             time: time.to_string(),
             stream: stream.cloned(),
             prev: self.prev.clone(),
+        };
+        self.seal(to_json(&out), false, false)
+    }
+
+    /// A subjects line of the stream recorded at `subjects_of`: `subjects` are keyed hashes,
+    /// sorted, each once.
+    pub fn subjects(&self, subjects_of: u64, subjects: &[String]) -> SealedLine {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            seq: u64,
+            subjects_of: u64,
+            subjects: &'a [String],
+            prev: &'a str,
+        }
+        let out = Out {
+            seq: self.next_seq,
+            subjects_of,
+            subjects,
+            prev: &self.prev,
         };
         self.seal(to_json(&out), false, false)
     }

@@ -1,6 +1,6 @@
 /*!
 The disclosure ledger's pure half: the exact bytes of every line (records, outcomes, signed
-checkpoints), the hash chain that links them, file names, the keyed hash of customer ids, and
+checkpoints, a stream's subjects), the hash chain that links them, file names, the keyed hash of customer ids, and
 the verification and audit logic that reads them back. No I/O and no clock: the shell passes
 times in as RFC 3339 text and owns the files (`src/ledger/`).
 
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use line::{
     Chain, CheckpointClaims, Disclosure, LedgerLine, Outcome, Record, SealedLine, StreamForwarded,
-    CHECKPOINT_TYP,
+    SubjectsLine, CHECKPOINT_TYP, STREAM_SUBJECTS_PER_LINE,
 };
 
 /// `prev` of the very first line.

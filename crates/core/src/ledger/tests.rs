@@ -353,6 +353,90 @@ fn a_streams_outcome_completes_its_record_for_audits() {
     assert_eq!(found[0].status, Some(200));
 }
 
+/// A long stream writes its customers in subjects lines as it goes: they chain and verify
+/// like any line, and `who-received` finds a customer named only there, with or without the
+/// stream's outcome line (the gateway may have been killed mid-stream).
+#[test]
+fn a_streams_subjects_lines_count_for_audits() {
+    let mut chain = Chain::new();
+    let mut d = disclosure(1);
+    d.stream = true;
+    d.body_sha256 = None;
+    d.subjects.clear();
+    let record = chain.record(&d);
+    chain.commit(&record);
+    let early = vec![subject_hash(b"k", "1"), subject_hash(b"k", "2")];
+    let subjects = chain.subjects(record.seq, &early);
+    chain.commit(&subjects);
+    let text = String::from_utf8(subjects.bytes.clone()).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "{{\"seq\":2,\"subjects_of\":1,\"subjects\":[\"{}\",\"{}\"],\"prev\":\"{}\"}}\n",
+            early[0],
+            early[1],
+            line_hash(&record.bytes[..record.bytes.len() - 1])
+        )
+    );
+    let forwarded = StreamForwarded {
+        body_sha256: "digest".into(),
+        records_forwarded: 3,
+        subjects: vec![subject_hash(b"k", "3")],
+        ..StreamForwarded::default()
+    };
+    let outcome = chain.outcome(
+        record.seq,
+        200,
+        "2026-11-29T03:00:02.000Z",
+        Some(&forwarded),
+    );
+    chain.commit(&outcome);
+    let lines = [record.bytes, subjects.bytes, outcome.bytes];
+    let summary = verify(&lines, None).unwrap();
+    assert_eq!(summary.subject_lines, 1);
+    let strip = |l: &Vec<u8>| l[..l.len() - 1].to_vec();
+    let who = |id: &str, lines: &[Vec<u8>]| {
+        let mut who = who::WhoReceived::new(&[subject_hash(b"k", id)], None, None);
+        for line in lines {
+            who.line(&strip(line));
+        }
+        who.finish()
+    };
+    for (id, found) in [("1", true), ("3", true), ("4", false)] {
+        let (got, unattributed) = who(id, &lines);
+        assert_eq!(got.len(), usize::from(found), "customer {id}: {got:?}");
+        assert!(
+            unattributed.is_empty(),
+            "it names customers: {unattributed:?}"
+        );
+        if found {
+            assert_eq!(got[0].status, Some(200));
+            assert_eq!(got[0].disclosure.subjects, [subject_hash(b"k", id)]);
+        }
+    }
+    // Named in a subjects line, the outcome never written.
+    let (got, _) = who("2", &lines[..2]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].seq, 1);
+    assert_eq!(got[0].status, None);
+    // The outcome's own list empty: still a stream that names its customers.
+    let mut chain2 = Chain::new();
+    let record2 = chain2.record(&d);
+    chain2.commit(&record2);
+    let subjects2 = chain2.subjects(record2.seq, &early);
+    chain2.commit(&subjects2);
+    let empty = StreamForwarded::default();
+    let outcome2 = chain2.outcome(record2.seq, 200, "2026-11-29T03:00:02.000Z", Some(&empty));
+    let (got, unattributed) = who("9", &[record2.bytes, subjects2.bytes, outcome2.bytes]);
+    assert!(
+        got.is_empty() && unattributed.is_empty(),
+        "{got:?} {unattributed:?}"
+    );
+    // A subjects line must follow its record.
+    let bad = Chain::new().subjects(5, &early);
+    assert!(verify(&[bad.bytes], None).is_err());
+}
+
 #[test]
 fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
     let mut chain = Chain::new();

@@ -28,6 +28,8 @@ pub struct Summary {
     pub records: u64,
     pub outcomes: u64,
     pub checkpoints: u64,
+    /// Subjects lines of streams under way.
+    pub subject_lines: u64,
     /// Checkpoints whose signature was checked against the key set.
     pub signatures_verified: u64,
     /// The seq and hash of the last line.
@@ -133,6 +135,7 @@ impl ChainVerifier {
             LedgerLine::Record(_) => s.records += 1,
             LedgerLine::Outcome(_) => s.outcomes += 1,
             LedgerLine::Checkpoint(_) => s.checkpoints += 1,
+            LedgerLine::Subjects(_) => s.subject_lines += 1,
         }
         Ok(())
     }
@@ -174,6 +177,13 @@ impl ChainVerifier {
                 format!(
                     "outcome of record {} which does not precede it",
                     o.outcome_of
+                ),
+            )),
+            LedgerLine::Subjects(l) if l.subjects_of >= l.seq || l.subjects_of == 0 => Err(at(
+                here,
+                format!(
+                    "subjects of record {} which does not precede it",
+                    l.subjects_of
                 ),
             )),
             LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),

@@ -1,7 +1,9 @@
 //! `who-received`: the disclosures that carried one customer's record, found by the keyed
 //! hash of their id. Lines are fed in chain order; a line that cannot hold the hash is skipped
 //! with a substring test before any parsing, so a year of ledgers streams quickly. A streamed
-//! request's subjects are in its outcome line: its record is held until that line comes.
+//! request's subjects are in its subjects lines and its outcome line: its record is held until
+//! the outcome comes (a stream that never got one, say the gateway was killed, is reported at
+//! the end if one of its subjects lines names the customer).
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -38,6 +40,9 @@ pub struct WhoReceived {
     by_seq: HashMap<u64, usize>,
     /// Records of streamed requests in range, waiting for their outcome line.
     streams: HashMap<u64, Disclosure>,
+    /// Of those, the ones a subjects line named customers for, with this customer's hashes
+    /// among them (none when others only).
+    named: HashMap<u64, Vec<String>>,
     unattributed: BTreeMap<(String, String), u64>,
 }
 
@@ -53,6 +58,7 @@ impl WhoReceived {
             found: Vec::new(),
             by_seq: HashMap::new(),
             streams: HashMap::new(),
+            named: HashMap::new(),
             unattributed: BTreeMap::new(),
         }
     }
@@ -81,6 +87,7 @@ impl WhoReceived {
                     }
                 }
                 Ok(LedgerLine::Outcome(o)) => self.stream_outcome(&o),
+                Ok(LedgerLine::Subjects(l)) => self.stream_subjects(&l),
                 _ => {}
             }
         } else if text.contains("\"stream\":true") {
@@ -97,6 +104,10 @@ impl WhoReceived {
                 // A stream's subjects are in its outcome line.
                 Ok(LedgerLine::Outcome(o)) => self.stream_outcome(&o),
                 _ => {}
+            }
+        } else if !self.streams.is_empty() && text.contains("\"subjects_of\":") {
+            if let Ok(LedgerLine::Subjects(l)) = LedgerLine::parse(bytes) {
+                self.stream_subjects(&l);
             }
         } else if (!self.by_seq.is_empty() || !self.streams.is_empty())
             && text.contains("\"outcome_of\":")
@@ -126,24 +137,37 @@ impl WhoReceived {
             .or_default() += 1;
     }
 
-    /// The outcome of a streamed request: it carried the subject, or named nobody.
+    /// A subjects line of a stream under way: notes that the stream names customers, and
+    /// which of them are this one.
+    fn stream_subjects(&mut self, l: &super::SubjectsLine) {
+        if !self.streams.contains_key(&l.subjects_of) {
+            return;
+        }
+        let ours = l.subjects.iter().filter(|s| self.subjects.contains(s));
+        let ours: Vec<String> = ours.cloned().collect();
+        self.named.entry(l.subjects_of).or_default().extend(ours);
+    }
+
+    /// The outcome of a streamed request: it carried the subject (in the outcome or in one of
+    /// the stream's subjects lines), or named nobody.
     fn stream_outcome(&mut self, o: &super::Outcome) {
         let Some(forwarded) = o.stream.as_ref() else {
             return;
         };
-        let carried = self.ours(&forwarded.subjects);
-        let nobody = forwarded.subjects.is_empty();
-        if !carried && !nobody {
-            return;
-        }
         let Some(mut d) = self.streams.remove(&o.outcome_of) else {
             return;
         };
-        if nobody {
+        let named = self.named.remove(&o.outcome_of);
+        let earlier = named.as_ref().is_some_and(|ours| !ours.is_empty());
+        if named.is_none() && forwarded.subjects.is_empty() {
             self.unattributed_one(&d);
             return;
         }
+        if !earlier && !self.ours(&forwarded.subjects) {
+            return;
+        }
         d.complete(o);
+        d.subjects.extend(named.unwrap_or_default());
         self.found.push(Received {
             seq: o.outcome_of,
             disclosure: d,
@@ -154,13 +178,29 @@ impl WhoReceived {
     /// The disclosures found, in ledger order, and those that name no customer. Each found
     /// one names only this customer's hashes among its subjects: the keyed ids of the others
     /// in the same request are no part of one customer's answer.
-    pub fn finish(self) -> (Vec<Received>, Vec<Unattributed>) {
+    pub fn finish(mut self) -> (Vec<Received>, Vec<Unattributed>) {
+        // Streams without an outcome line that a subjects line shows carried the customer.
+        let mut cut: Vec<(u64, Vec<String>)> = self.named.drain().collect();
+        cut.sort_unstable();
+        for (seq, ours) in cut.into_iter().filter(|(_, ours)| !ours.is_empty()) {
+            if let Some(mut disclosure) = self.streams.remove(&seq) {
+                disclosure.subjects = ours;
+                let status = None;
+                self.found.push(Received {
+                    seq,
+                    disclosure,
+                    status,
+                });
+            }
+        }
         let subjects = self.subjects;
         let found = self
             .found
             .into_iter()
             .map(|mut r| {
                 r.disclosure.subjects.retain(|s| subjects.contains(s));
+                r.disclosure.subjects.sort_unstable();
+                r.disclosure.subjects.dedup();
                 r
             })
             .collect();

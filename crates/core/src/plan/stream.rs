@@ -262,6 +262,12 @@ impl<'a> NdjsonStream<'a> {
             return Ok(LineOutcome::Blank);
         }
         let at_line = |r: Refusal| Refusal::new(r.kind, format!("line {number}: {}", r.message));
+        if memchr::memchr(b'\r', line).is_some() {
+            return Err(at_line(Refusal::new(
+                RefusalKind::BadRequest,
+                "a carriage return inside a line (a line ends with `\\n` or `\\r\\n`)",
+            )));
+        }
         let first = line.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r'));
         if first != Some(&b'{') {
             return Err(at_line(Refusal::new(

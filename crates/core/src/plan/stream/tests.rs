@@ -163,6 +163,10 @@ fn a_bad_line_stops_the_stream_and_names_the_line() {
             "bad_request",
             "line 1",
         ),
+        // A lone CR between tokens is JSON whitespace, but readers that take it for a line
+        // end would see two broken lines: refused like the CR between two records above.
+        (b"{\"order_id\":1,\r\"x\":2}\n", "bad_request", "line 1"),
+        (b"{\"order_id\":1}\r \r\n", "bad_request", "line 1"),
         (b"{\"order_id\":1}\0\n", "bad_request", "line 1"),
         (b"{\"order_id\":\"a\0b\"}\n", "bad_request", "line 1"),
         (
