@@ -156,8 +156,9 @@ fn partner_answer_headers_pass_an_allow_list() {
 }
 
 /// Whatever the partner's framing, the first part of a body reaches the caller while the rest
-/// is still on its way; a body sent with a `content-length` goes chunked then (close-delimited
-/// to an HTTP/1.0 caller), since a length-framed body is held back until it is complete.
+/// is still on its way; a body sent with a `content-length` goes chunked then, since a
+/// length-framed body is held back until it is complete (an HTTP/1.0 caller, which has no
+/// chunks, keeps the length: see `a_sized_answer_broken_off_is_never_whole_for_http10`).
 #[test]
 fn answers_are_relayed_as_they_arrive() {
     let chunked = (
@@ -165,7 +166,7 @@ fn answers_are_relayed_as_they_arrive() {
         "5\r\nlast\n\r\n0\r\n\r\n",
     );
     let sized = ("content-length: 11\r\n\r\nfirst\n", "last\n");
-    for ((head, rest), version) in [(chunked, "1.1"), (sized, "1.1"), (sized, "1.0")] {
+    for ((head, rest), version) in [(chunked, "1.1"), (sized, "1.1"), (chunked, "1.0")] {
         let partner = Scripted::start(move |_, _, _| {
             Act::AnswerSlowly(
                 format!("HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n{head}")
@@ -389,6 +390,34 @@ fn a_chunked_answer_reaches_an_http10_caller_close_delimited() {
     assert!(!head.contains("transfer-encoding"), "{head}");
     assert!(!head.contains("content-length"), "{head}");
     assert_eq!(body, r#"{"ok":1}"#);
+}
+
+/// An HTTP/1.0 caller has no chunks to tell a broken-off body by: a sized answer keeps the
+/// partner's length toward it, so one the partner breaks off arrives visibly short.
+#[test]
+fn a_sized_answer_broken_off_is_never_whole_for_http10() {
+    let partner = Scripted::start(|_, _, _| {
+        Act::AnswerSlowly(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n[1,2,"
+                .to_vec(),
+            Duration::from_millis(300),
+            Vec::new(),
+        )
+    });
+    let gateway = gateway_for(&partner);
+    let raw = String::from_utf8(post_raw())
+        .unwrap()
+        .replace("HTTP/1.1\r\n", "HTTP/1.0\r\n");
+    let text = text_on_one_connection(gateway.addr, raw.as_bytes());
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 12"),
+        "{head}"
+    );
+    assert_eq!(
+        body, "[1,2,",
+        "short of its length: the caller sees the break"
+    );
 }
 
 /// A partner's chunked answer that arrived whole with its header goes to the caller with its

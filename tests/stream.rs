@@ -562,6 +562,70 @@ fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
     }
 }
 
+/// A subjects line that cannot be written (here: the ledger file deleted under the gateway)
+/// stops the stream like a bad line: 503, and the line that completed the set never leaves.
+#[test]
+fn a_subjects_line_that_cannot_be_written_stops_the_stream() {
+    let s = setup("");
+    let dir = s.gateway.policy.root().join("data/ledger");
+    let parts: Vec<Vec<u8>> = (0..10)
+        .map(|part| {
+            (part * 500..(part + 1) * 500)
+                .map(|i| format!("{{\"customer_id\":\"c-{i}\",\"city\":\"Ulm\"}}\n"))
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    let partner_conns = s.partner.conns.clone();
+    let gate = std::iter::from_fn({
+        let mut parts = parts.into_iter();
+        let mut n = 0;
+        let dir = dir.clone();
+        move || {
+            if n == 2 {
+                // Once the first lines reached the partner (the record is written by then).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while partner_conns
+                    .lock()
+                    .unwrap()
+                    .first()
+                    .map_or(0, |c| c.body_len)
+                    == 0
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                for name in partner_gateway::ledger::ledger_files(&dir).unwrap() {
+                    std::fs::remove_file(dir.join(name)).unwrap();
+                }
+            }
+            n += 1;
+            parts.next()
+        }
+    });
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        gate,
+    );
+    assert_refused(&r, 503, "not_ready");
+    let conns = s.partner.wait_done(1);
+    let c = &conns[0];
+    assert!(!c.complete, "the partner's body was finished");
+    let got = String::from_utf8_lossy(&c.body);
+    assert!(
+        got.contains("\"c-4094\""),
+        "the lines before the set was full left"
+    );
+    assert!(
+        !got.contains("\"c-4095\""),
+        "the line completing the set never left"
+    );
+    let m = s.gateway.metrics();
+    assert!(metric(&m, "partner_gateway_ledger_errors_total") >= 1.0);
+}
+
 /// A line that fails mid-stream: the partner has the lines before it, then the connection
 /// closes without the last chunk; nothing of the bad line or after it arrives.
 #[test]

@@ -38,12 +38,14 @@ pub enum Arrival {
 /// The framing of the partner's answer toward the caller.
 ///
 /// A body that arrived whole goes with its length: one write for header and body, and a
-/// connection an HTTP/1.0 caller can keep. A body still arriving goes chunked (close-delimited
-/// toward an HTTP/1.0 caller), even when the partner sent a `content-length`: pingora holds a
-/// body sent with a length back until that length is complete (or its buffer full), and the
-/// caller must get each part as it arrives. With nothing of a body to relay (`HEAD`, `304`,
-/// empty), the partner's own `content-length` stands (it is kept only when the partner did not
-/// also send `transfer-encoding`, which overrides it).
+/// connection an HTTP/1.0 caller can keep. A body still arriving goes chunked toward an
+/// HTTP/1.1 (or h2) caller, even when the partner sent a `content-length`: pingora holds a body
+/// sent with a length back until that length is complete (or its buffer full), and the caller
+/// must get each part as it arrives. An HTTP/1.0 caller has no chunks: it keeps the partner's
+/// length (else the body ends with the connection), so that a body the partner breaks off is
+/// never taken for a whole one, at the price of parts held back. With nothing of a body to
+/// relay (`HEAD`, `304`, empty), the partner's own `content-length` stands. A partner's
+/// `content-length` counts only without `transfer-encoding`, which overrides it.
 pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrival: Arrival) -> Framing {
     if partner.status == 204 {
         return Framing::Bodiless;
@@ -55,8 +57,7 @@ pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrival: Arrival) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match (chunked, length, arrival) {
-        (_, _, Arrival::Partial) if caller_http10 => Framing::Close,
-        (_, _, Arrival::Partial) => Framing::Chunked,
+        (_, _, Arrival::Partial) if !caller_http10 => Framing::Chunked,
         (false, Some(n), _) => Framing::Length(n),
         _ if partner.status == 304 => Framing::Bodiless,
         (_, _, Arrival::Whole(n)) if n > 0 => Framing::Length(n),

@@ -153,14 +153,17 @@ impl PartnerProxy {
         let Some(ledger) = self.gateway.ledger() else {
             return Ok(());
         };
-        let ids: Vec<String> = subjects.pending.drain().collect();
+        let ids: Vec<String> = subjects.pending.iter().cloned().collect();
         let hashes = subject_hashes(ledger.subject_key(), &ids);
+        // Kept for the outcome line until written.
         ledger
             .subjects(subjects.record, &hashes, active.signer())
             .map_err(|e| {
                 self.gateway.metrics.ledger_error();
                 Refusal::new(RefusalKind::NotReady, e.to_string())
-            })
+            })?;
+        subjects.pending.clear();
+        Ok(())
     }
 
     fn subject_hashes(&self, ids: Option<HashSet<String>>) -> Vec<String> {

@@ -414,11 +414,17 @@ fn a_streams_subjects_lines_count_for_audits() {
             assert_eq!(got[0].disclosure.subjects, [subject_hash(b"k", id)]);
         }
     }
-    // Named in a subjects line, the outcome never written.
-    let (got, _) = who("2", &lines[..2]);
+    // Named in a subjects line, the outcome never written; anyone else may have been in the
+    // rest of such a stream.
+    let (got, unattributed) = who("2", &lines[..2]);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].seq, 1);
     assert_eq!(got[0].status, None);
+    assert!(unattributed.is_empty());
+    let (got, unattributed) = who("4", &lines[..2]);
+    assert!(got.is_empty());
+    assert_eq!(unattributed.len(), 1);
+    assert_eq!(unattributed[0].disclosures, 1);
     // The outcome's own list empty: still a stream that names its customers.
     let mut chain2 = Chain::new();
     let record2 = chain2.record(&d);
@@ -432,9 +438,31 @@ fn a_streams_subjects_lines_count_for_audits() {
         got.is_empty() && unattributed.is_empty(),
         "{got:?} {unattributed:?}"
     );
-    // A subjects line must follow its record.
+    // A subjects line must name a stream under way, and list keyed ids sorted, each once.
     let bad = Chain::new().subjects(5, &early);
     assert!(verify(&[bad.bytes], None).is_err());
+    let after_outcome = chain.subjects(record.seq, &early);
+    let mut with = lines.to_vec();
+    with.push(after_outcome.bytes);
+    let err = verify(&with, None).unwrap_err();
+    assert!(err.reason.contains("not a stream under way"), "{err:?}");
+    let mut plain_chain = Chain::new();
+    let plain = plain_chain.record(&disclosure(1));
+    plain_chain.commit(&plain);
+    let of_plain = plain_chain.subjects(plain.seq, &early);
+    assert!(verify(&[plain.bytes.clone(), of_plain.bytes], None).is_err());
+    for list in [
+        vec![early[1].clone(), early[0].clone()],
+        vec![early[0].clone(), early[0].clone()],
+        vec![],
+        vec!["not-a-keyed-id".to_string()],
+    ] {
+        let mut c = Chain::new();
+        let r = c.record(&d);
+        c.commit(&r);
+        let l = c.subjects(r.seq, &list);
+        assert!(verify(&[r.bytes, l.bytes], None).is_err(), "{list:?}");
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::Validation;
 
-use super::line::{CheckpointClaims, CheckpointLine, LedgerLine, CHECKPOINT_TYP};
+use super::line::{CheckpointClaims, CheckpointLine, LedgerLine, SubjectsLine, CHECKPOINT_TYP};
 use super::{line_hash, ZERO_HASH};
 use crate::jose::{self, PublicKey, DATA_USE_ALGORITHMS};
 
@@ -61,6 +61,8 @@ pub struct ChainVerifier {
     last: Option<Loc>,
     pending: Option<Pending>,
     summary: Summary,
+    /// Records of streams whose outcome line has not come yet: what a subjects line may name.
+    open_streams: std::collections::HashSet<u64>,
 }
 
 impl ChainVerifier {
@@ -80,6 +82,7 @@ impl ChainVerifier {
             last: None,
             pending: None,
             summary: Summary::default(),
+            open_streams: std::collections::HashSet::new(),
         })
     }
 
@@ -179,16 +182,42 @@ impl ChainVerifier {
                     o.outcome_of
                 ),
             )),
-            LedgerLine::Subjects(l) if l.subjects_of >= l.seq || l.subjects_of == 0 => Err(at(
+            LedgerLine::Subjects(l) => self.check_subjects(l, here),
+            LedgerLine::Record(r) if r.disclosure.stream => {
+                self.open_streams.insert(r.seq);
+                Ok(())
+            }
+            LedgerLine::Outcome(o) => {
+                self.open_streams.remove(&o.outcome_of);
+                Ok(())
+            }
+            LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),
+            LedgerLine::Record(_) => Ok(()),
+        }
+    }
+
+    /// A subjects line names a stream under way (recorded before it, its outcome not yet
+    /// written) and lists keyed ids as the gateway writes them: sorted, each once, lowercase
+    /// hex SHA-256 size.
+    fn check_subjects(&self, l: &SubjectsLine, here: &Loc) -> Result<(), Break> {
+        if !self.open_streams.contains(&l.subjects_of) {
+            return Err(at(
                 here,
                 format!(
-                    "subjects of record {} which does not precede it",
+                    "subjects of record {}, which is not a stream under way before it",
                     l.subjects_of
                 ),
-            )),
-            LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),
-            _ => Ok(()),
+            ));
         }
+        let keyed =
+            |s: &String| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if l.subjects.is_empty() || !l.subjects.iter().all(keyed) {
+            return Err(at(here, "subjects line without keyed customer ids"));
+        }
+        if !l.subjects.windows(2).all(|w| w[0] < w[1]) {
+            return Err(at(here, "subjects not sorted or not each once"));
+        }
+        Ok(())
     }
 
     fn check_checkpoint(&mut self, c: &CheckpointLine, here: &Loc) -> Result<(), Break> {

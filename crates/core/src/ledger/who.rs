@@ -2,8 +2,9 @@
 //! hash of their id. Lines are fed in chain order; a line that cannot hold the hash is skipped
 //! with a substring test before any parsing, so a year of ledgers streams quickly. A streamed
 //! request's subjects are in its subjects lines and its outcome line: its record is held until
-//! the outcome comes (a stream that never got one, say the gateway was killed, is reported at
-//! the end if one of its subjects lines names the customer).
+//! the outcome comes. A stream that never got one (the gateway was killed, its ledger broke, or
+//! it is still under way) is found if one of its subjects lines names the customer, and is
+//! otherwise counted among the disclosures that may have carried anyone.
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
@@ -179,18 +180,22 @@ impl WhoReceived {
     /// one names only this customer's hashes among its subjects: the keyed ids of the others
     /// in the same request are no part of one customer's answer.
     pub fn finish(mut self) -> (Vec<Received>, Vec<Unattributed>) {
-        // Streams without an outcome line that a subjects line shows carried the customer.
-        let mut cut: Vec<(u64, Vec<String>)> = self.named.drain().collect();
-        cut.sort_unstable();
-        for (seq, ours) in cut.into_iter().filter(|(_, ours)| !ours.is_empty()) {
-            if let Some(mut disclosure) = self.streams.remove(&seq) {
-                disclosure.subjects = ours;
-                let status = None;
-                self.found.push(Received {
-                    seq,
-                    disclosure,
-                    status,
-                });
+        // Streams without an outcome line (cut off, or still under way): found when a subjects
+        // line names the customer; otherwise they may have carried anyone.
+        let mut cut: Vec<(u64, Disclosure)> = self.streams.drain().collect();
+        cut.sort_unstable_by_key(|(seq, _)| *seq);
+        for (seq, mut disclosure) in cut {
+            match self.named.remove(&seq).filter(|ours| !ours.is_empty()) {
+                Some(ours) => {
+                    disclosure.subjects = ours;
+                    let status = None;
+                    self.found.push(Received {
+                        seq,
+                        disclosure,
+                        status,
+                    });
+                }
+                None => self.unattributed_one(&disclosure),
             }
         }
         let subjects = self.subjects;

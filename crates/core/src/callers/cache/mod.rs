@@ -52,11 +52,18 @@ impl Entry {
     }
 
     /// What an entry for `token` costs, counted against [`TokenCache::max_bytes`]: the
-    /// token, the caller's names, and a fixed share for the entry's bookkeeping.
+    /// token, the caller's names as allocated (each name's capacity, its `String` in the list,
+    /// and an allocator's share per allocation), and a fixed share for the entry's bookkeeping.
     fn bytes(token: &str, caller: &Caller) -> usize {
-        const OVERHEAD: usize = 128;
-        let groups: usize = caller.groups.iter().map(|g| g.len() + 24).sum();
-        OVERHEAD + token.len() + caller.sub.len() + groups
+        const OVERHEAD: usize = 160;
+        const PER_ALLOCATION: usize = 32;
+        let string = std::mem::size_of::<String>();
+        let groups: usize = caller
+            .groups
+            .iter()
+            .map(|g| g.capacity() + PER_ALLOCATION)
+            .sum();
+        OVERHEAD + token.len() + caller.sub.capacity() + groups + caller.groups.capacity() * string
     }
 }
 
