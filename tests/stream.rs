@@ -359,6 +359,49 @@ fn hmac(id: &str) -> String {
     gateway_core::ledger::subject_hash(LEDGER_KEY.as_bytes(), id)
 }
 
+/// `audit who-received --customer id --format json` on the gateway's ledger: its stdout.
+fn who_received(s: &Setup, id: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "who-received", "--policy"])
+        .arg(s.gateway.policy.policy())
+        .args(["--ledger"])
+        .arg(s.gateway.policy.root().join("data/ledger"))
+        .args(["--customer", id, "--format", "json"])
+        .env("STREAM_LEDGER_KEY", LEDGER_KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `parts` one by one, running `before` (once) just before part `at` is handed out.
+fn gated(
+    parts: Vec<Vec<u8>>,
+    at: usize,
+    mut before: impl FnMut() + Send + 'static,
+) -> impl Iterator<Item = Vec<u8>> + Send + 'static {
+    parts.into_iter().enumerate().map(move |(n, part)| {
+        if n == at {
+            before();
+        }
+        part
+    })
+}
+
+/// Waits (at most 10 s) until partner connection `i` has received `want` body bytes.
+fn wait_for_body(conns: &Mutex<Vec<Conn>>, i: usize, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conns.lock().unwrap().get(i).map_or(0, |c| c.body_len) < want && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn records_are_filtered_line_by_line_and_forwarded_chunked() {
     let s = setup("");
@@ -458,32 +501,9 @@ fn records_are_filtered_line_by_line_and_forwarded_chunked() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "who-received", "--policy"])
-        .arg(s.gateway.policy.policy())
-        .args(["--ledger"])
-        .arg(&dir)
-        .args(["--customer", "c-3", "--format", "json"])
-        .env("STREAM_LEDGER_KEY", LEDGER_KEY)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = who_received(&s, "c-3");
     assert!(text.contains("/v1/contacts"), "{text}");
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "who-received", "--policy"])
-        .arg(s.gateway.policy.policy())
-        .args(["--ledger"])
-        .arg(&dir)
-        .args(["--customer", "c-out", "--format", "json"])
-        .env("STREAM_LEDGER_KEY", LEDGER_KEY)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = who_received(&s, "c-out");
     assert!(
         !text.contains("/v1/contacts"),
         "an opted-out customer was not disclosed: {text}"
@@ -547,17 +567,7 @@ fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("2 stream subjects lines"), "{text}");
     for id in ["c-0", "c-9999"] {
-        let out = std::process::Command::new(BIN)
-            .args(["audit", "who-received", "--policy"])
-            .arg(s.gateway.policy.policy())
-            .args(["--ledger"])
-            .arg(&dir)
-            .args(["--customer", id, "--format", "json"])
-            .env("STREAM_LEDGER_KEY", LEDGER_KEY)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{text}");
+        let text = who_received(&s, id);
         assert!(text.contains("/v1/contacts"), "{id}: {text}");
     }
 }
@@ -577,30 +587,11 @@ fn a_subjects_line_that_cannot_be_written_stops_the_stream() {
         })
         .collect();
     let partner_conns = s.partner.conns.clone();
-    let gate = std::iter::from_fn({
-        let mut parts = parts.into_iter();
-        let mut n = 0;
-        let dir = dir.clone();
-        move || {
-            if n == 2 {
-                // Once the first lines reached the partner (the record is written by then).
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while partner_conns
-                    .lock()
-                    .unwrap()
-                    .first()
-                    .map_or(0, |c| c.body_len)
-                    == 0
-                    && Instant::now() < deadline
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                for name in partner_gateway::ledger::ledger_files(&dir).unwrap() {
-                    std::fs::remove_file(dir.join(name)).unwrap();
-                }
-            }
-            n += 1;
-            parts.next()
+    let gate = gated(parts, 2, move || {
+        // Once the first lines reached the partner (the record is written by then).
+        wait_for_body(&partner_conns, 0, 1);
+        for name in partner_gateway::ledger::ledger_files(&dir).unwrap() {
+            std::fs::remove_file(dir.join(name)).unwrap();
         }
     });
     let r = stream_request(
@@ -667,27 +658,7 @@ fn a_bad_line_cuts_the_stream_off_without_the_last_chunk() {
             bad.as_bytes().to_vec(),
             later.into_bytes(),
         ];
-        let gate = std::iter::from_fn({
-            let mut parts = parts.into_iter();
-            let mut n = 0;
-            move || {
-                if n == 1 {
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while partner_conns
-                        .lock()
-                        .unwrap()
-                        .get(i)
-                        .map_or(0, |c| c.body_len)
-                        < want
-                        && Instant::now() < deadline
-                    {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-                n += 1;
-                parts.next()
-            }
-        });
+        let gate = gated(parts, 1, move || wait_for_body(&partner_conns, i, want));
         let r = stream_request(
             s.gateway.addr,
             "/ads/v1/contacts",

@@ -298,16 +298,30 @@ fn subjects_are_keyed_sorted_and_distinct() {
     assert_eq!(canonical_customer(" c-9 "), "c-9");
 }
 
+/// A stream's record as the gateway writes it before the first byte leaves.
+fn stream_disclosure() -> Disclosure {
+    Disclosure {
+        stream: true,
+        body_sha256: None,
+        records_forwarded: 0,
+        fields: Vec::new(),
+        categories: Vec::new(),
+        subjects: Vec::new(),
+        ..disclosure(1)
+    }
+}
+
+/// Appends the outcome line of stream record `seq` with `forwarded`.
+fn stream_outcome(chain: &mut Chain, seq: u64, forwarded: &StreamForwarded) -> SealedLine {
+    let outcome = chain.outcome(seq, 200, "2026-11-29T03:00:02.000Z", Some(forwarded));
+    chain.commit(&outcome);
+    outcome
+}
+
 #[test]
 fn a_streams_outcome_completes_its_record_for_audits() {
     let mut chain = Chain::new();
-    let mut d = disclosure(1);
-    d.stream = true;
-    d.body_sha256 = None;
-    d.records_forwarded = 0;
-    d.fields.clear();
-    d.categories.clear();
-    d.subjects.clear();
+    let d = stream_disclosure();
     let record = chain.record(&d);
     chain.commit(&record);
     let text = String::from_utf8(record.bytes.clone()).unwrap();
@@ -323,13 +337,7 @@ fn a_streams_outcome_completes_its_record_for_audits() {
         categories: vec!["user.name".into()],
         subjects: vec![subject_hash(b"k", "7")],
     };
-    let outcome = chain.outcome(
-        record.seq,
-        200,
-        "2026-11-29T03:00:02.000Z",
-        Some(&forwarded),
-    );
-    chain.commit(&outcome);
+    let outcome = stream_outcome(&mut chain, record.seq, &forwarded);
     let line = &outcome.bytes[..outcome.bytes.len() - 1];
     let LedgerLine::Outcome(o) = LedgerLine::parse(line).unwrap() else {
         panic!("not an outcome");
@@ -359,10 +367,7 @@ fn a_streams_outcome_completes_its_record_for_audits() {
 #[test]
 fn a_streams_subjects_lines_count_for_audits() {
     let mut chain = Chain::new();
-    let mut d = disclosure(1);
-    d.stream = true;
-    d.body_sha256 = None;
-    d.subjects.clear();
+    let d = stream_disclosure();
     let record = chain.record(&d);
     chain.commit(&record);
     let early = vec![subject_hash(b"k", "1"), subject_hash(b"k", "2")];
@@ -384,13 +389,7 @@ fn a_streams_subjects_lines_count_for_audits() {
         subjects: vec![subject_hash(b"k", "3")],
         ..StreamForwarded::default()
     };
-    let outcome = chain.outcome(
-        record.seq,
-        200,
-        "2026-11-29T03:00:02.000Z",
-        Some(&forwarded),
-    );
-    chain.commit(&outcome);
+    let outcome = stream_outcome(&mut chain, record.seq, &forwarded);
     let lines = [record.bytes, subjects.bytes, outcome.bytes];
     let summary = verify(&lines, None).unwrap();
     assert_eq!(summary.subject_lines, 1);
@@ -432,7 +431,7 @@ fn a_streams_subjects_lines_count_for_audits() {
     let subjects2 = chain2.subjects(record2.seq, &early);
     chain2.commit(&subjects2);
     let empty = StreamForwarded::default();
-    let outcome2 = chain2.outcome(record2.seq, 200, "2026-11-29T03:00:02.000Z", Some(&empty));
+    let outcome2 = stream_outcome(&mut chain2, record2.seq, &empty);
     let (got, unattributed) = who("9", &[record2.bytes, subjects2.bytes, outcome2.bytes]);
     assert!(
         got.is_empty() && unattributed.is_empty(),
