@@ -285,9 +285,15 @@ impl PartnerProxy {
                     sample.push(b'\n');
                 }
             }
+            // The customers this line adds to the pending set (taken back if it never leaves).
+            let mut added: Vec<String> = Vec::new();
             let mut keep = |r: &gateway_core::filter::Report| {
                 if let Some(s) = subjects.as_mut() {
-                    s.pending.extend(r.subjects.iter().cloned());
+                    let new = r
+                        .subjects
+                        .iter()
+                        .filter(|id| s.pending.insert((*id).clone()));
+                    added.extend(new.cloned());
                 }
             };
             let mark = out.len();
@@ -298,6 +304,9 @@ impl PartnerProxy {
             if let Some(s) = full {
                 if let Err(refusal) = self.write_subjects(active, s) {
                     out.truncate(mark);
+                    for id in &added {
+                        s.pending.remove(id);
+                    }
                     return Err(refusal);
                 }
             }

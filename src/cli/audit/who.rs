@@ -77,8 +77,8 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Routes without `subject` name nobody in the ledger: their recipients cannot be told apart
-/// by customer. The text answer says how many such disclosures there are (the JSON answer
+/// Routes without `subject` name nobody in the ledger, nor does the unwritten rest of a stream
+/// cut off before its outcome line: their recipients cannot be told apart by customer. The text answer says how many such disclosures there are (the JSON answer
 /// lists them per partner and route), after the customer's own, never among them.
 fn unattributed_text(unattributed: &[Unattributed], out: &mut dyn Write) -> anyhow::Result<()> {
     let total: u64 = unattributed.iter().map(|u| u.disclosures).sum();
@@ -87,7 +87,7 @@ fn unattributed_text(unattributed: &[Unattributed], out: &mut dyn Write) -> anyh
     }
     writeln!(
         out,
-        "note: {total} disclosures in the period name no customer (routes without `subject`), so they may have carried anyone's data; `--format json` lists them under `unattributed`"
+        "note: {total} disclosures in the period name no customer (routes without `subject`, or streams cut off before their outcome line), so they may have carried anyone's data; `--format json` lists them under `unattributed`"
     )?;
     Ok(())
 }
