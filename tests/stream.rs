@@ -617,6 +617,57 @@ fn a_subjects_line_that_cannot_be_written_stops_the_stream() {
     assert!(metric(&m, "partner_gateway_ledger_errors_total") >= 1.0);
 }
 
+/// A stream still under way (or cut off) has a record and no outcome line: `audit report`
+/// counts it as a request and says that what it forwarded is not known.
+#[test]
+fn the_report_flags_a_stream_without_outcome() {
+    let s = setup("");
+    let policy = s.gateway.policy.policy();
+    let partner_conns = s.partner.conns.clone();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let report = |policy: &std::path::Path, format: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["audit", "report", "--policy"])
+            .arg(policy)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let parts = vec![
+        b"{\"customer_id\":\"c-1\",\"city\":\"Ulm\"}\n".to_vec(),
+        b"{\"customer_id\":\"c-2\",\"city\":\"Ulm\"}\n".to_vec(),
+    ];
+    let gate = gated(parts, 1, {
+        let seen = seen.clone();
+        move || {
+            wait_for_body(&partner_conns, 0, 1);
+            let mut seen = seen.lock().unwrap();
+            seen.push(report(&policy, "json"));
+            seen.push(report(&policy, "md"));
+        }
+    });
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        gate,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let seen = seen.lock().unwrap();
+    let during: Value = serde_json::from_str(&seen[0]).unwrap();
+    assert_eq!(during["streams_without_outcome"], 1, "{during}");
+    assert_eq!(during["requests"], 1);
+    assert!(
+        seen[1].contains("1 streamed request(s) in the period have no outcome line"),
+        "{}",
+        seen[1]
+    );
+    let after: Value = serde_json::from_str(&report(&s.gateway.policy.policy(), "json")).unwrap();
+    assert_eq!(after["streams_without_outcome"], 0, "{after}");
+    assert_eq!(after["records_forwarded"], 2);
+}
+
 /// A line that fails mid-stream: the partner has the lines before it, then the connection
 /// closes without the last chunk; nothing of the bad line or after it arrives.
 #[test]

@@ -35,6 +35,10 @@ pub fn html(r: &ProcessingReport) -> String {
         r.records_forwarded,
         r.records_dropped
     );
+    if r.streams_without_outcome > 0 {
+        let note = super::incomplete_streams(r.streams_without_outcome);
+        let _ = writeln!(s, "<p class=\"flag\">{}</p>", esc(&note));
+    }
     s.push_str("<h2>Data map</h2>\n");
     s.push_str(&data_map(r));
     tables(r, &mut s);

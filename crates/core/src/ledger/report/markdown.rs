@@ -16,6 +16,13 @@ pub fn markdown(r: &ProcessingReport) -> String {
         r.last_record.as_deref().unwrap_or("-"),
         r.policy_version
     );
+    if r.streams_without_outcome > 0 {
+        let _ = writeln!(
+            s,
+            "**{}**\n",
+            super::incomplete_streams(r.streams_without_outcome)
+        );
+    }
     let _ = writeln!(
         s,
         "| Recipient | Kind | Purpose | Use | Requests | Records forwarded | Records dropped (opt-outs) |"
