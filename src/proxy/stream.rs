@@ -5,7 +5,9 @@ basis, opt-outs loaded) is decided first, and a refusal there opens no connectio
 ledger record is written, the partner gets the head (`transfer-encoding: chunked`, a data-use
 token with `"stream": true` and no `body_sha256`), and the body follows one input chunk at a
 time: its complete lines are decided by the core ([`gateway_core::plan::stream`]) and what
-passes is written as one chunk, so memory holds one line plus one chunk whatever the body size.
+passes is written as one chunk, so memory holds one line plus one chunk whatever the body size
+(with a ledger, also the customer ids not yet written out: at most
+[`STREAM_SUBJECTS_PER_LINE`], see [`PartnerProxy::write_subjects`]).
 
 A line that fails stops everything: the partner connection is dropped without the last chunk
 (`0\r\n\r\n`), so the partner sees an incomplete body; nothing of that line or any later one is
