@@ -202,8 +202,10 @@ fn file_digest(path: &Path) -> Option<String> {
         hasher.update(cert.as_ref());
     }
     let digest = hasher.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    Some(format!("sha256 {hex}"))
+    Some(format!(
+        "sha256 {}",
+        gateway_core::ledger::hex(&digest[..16])
+    ))
 }
 
 /// `diff`: exit 0 when the new policy discloses nothing new, 4 when it discloses more, 1 when

@@ -4,6 +4,7 @@ verify-token` (what a partner or an auditor runs to check an `ohsoft-data-use-to
 body digest). The checks themselves live in `gateway_core::callers` and `gateway_core::tagging`;
 this file reads files, fetches the JWKS, reads the clock and draws randomness.
 */
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -106,7 +107,6 @@ pub fn run_mint(args: MintArgs) -> Result<ExitCode> {
 /// Writes `text` and a newline to stdout, flushed: a failure is an error (exit 1), not a
 /// panic, and never a success with nothing written.
 fn print_line(text: &str) -> Result<()> {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
@@ -253,10 +253,9 @@ pub fn run_verify(jwks: &str, token: &str, check: &Check<'_>) -> Result<()> {
         }
         None => String::new(),
     };
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("signature valid, {digest}{when}\n"),
-    );
+    // Not `eprintln!`: a stderr that cannot be written must not turn the verdict into a panic.
+    // Not `eprintln!`: a stderr that cannot be written must not turn the verdict into a panic.
+    let _ = writeln!(std::io::stderr(), "signature valid, {digest}{when}");
     Ok(())
 }
 

@@ -50,6 +50,14 @@ struct Noted {
     fd: RawFd,
 }
 
+impl Noted {
+    /// Whether the noted socket, whose cookie is `noted_cookie`, is still open (a closed one's
+    /// descriptor number may hold another socket by now).
+    fn open(&self, noted_cookie: u64) -> bool {
+        cookie(&self.digest) == Some(noted_cookie)
+    }
+}
+
 /// The handshakes under way on one TLS listener; see the module docs.
 pub struct Handshakes {
     gateway: Arc<Gateway>,
@@ -81,8 +89,8 @@ impl Handshakes {
         let now = Instant::now();
         let metrics = &self.gateway.metrics;
         lock(&self.pending).retain(|&noted_cookie, noted| {
-            if cookie(&noted.digest) != Some(noted_cookie) {
-                return false; // closed (its descriptor may hold another socket by now)
+            if !noted.open(noted_cookie) {
+                return false;
             }
             if now < noted.deadline {
                 return true;
@@ -142,7 +150,7 @@ impl PreTlsProcess for HandshakeStep {
             // A small table is cheap to look through on every refusal; a large one at most
             // every FORGET_WHEN_FULL (one system call per note, under the lock).
             if pending.len() <= SMALL_TABLE || forgot_at.elapsed() >= FORGET_WHEN_FULL {
-                pending.retain(|&noted_cookie, noted| cookie(&noted.digest) == Some(noted_cookie));
+                pending.retain(|&noted_cookie, noted| noted.open(noted_cookie));
                 *forgot_at = Instant::now();
             }
         }

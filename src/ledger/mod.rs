@@ -286,14 +286,8 @@ impl Ledger {
             };
             // Never a file in a directory this gateway does not hold (moved away, and
             // another gateway's since).
-            if !crate::lock(&self.dir_lock)
-                .as_ref()
-                .is_some_and(|l| l.still_at(&self.dir))
-            {
-                anyhow::bail!(
-                    "{} is no longer the directory this gateway locked (moved or replaced)",
-                    self.dir.display()
-                );
+            if !self.holds_dir() {
+                return Err(self.dir_moved());
             }
             let next = files::create(&self.dir, date, n, current.chain.clone())?;
             log::info!("disclosure ledger continues in {}", next.path.display());
@@ -341,16 +335,25 @@ impl Ledger {
         if !matches!(*state, State::Open(_)) {
             return;
         }
-        if !crate::lock(&self.dir_lock)
-            .as_ref()
-            .is_some_and(|l| l.still_at(&self.dir))
-        {
-            let e = anyhow::anyhow!(
-                "{} is no longer the directory this gateway locked (moved or replaced)",
-                self.dir.display()
-            );
+        if !self.holds_dir() {
+            let e = self.dir_moved();
             self.break_down(&mut state, e);
         }
+    }
+
+    /// Whether the ledger's path still names the directory this gateway locked.
+    fn holds_dir(&self) -> bool {
+        crate::lock(&self.dir_lock)
+            .as_ref()
+            .is_some_and(|l| l.still_at(&self.dir))
+    }
+
+    /// Why a ledger whose path no longer names its locked directory takes no more lines.
+    fn dir_moved(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{} is no longer the directory this gateway locked (moved or replaced)",
+            self.dir.display()
+        )
     }
 
     /// Reopens a broken ledger (called by the background thread).

@@ -149,15 +149,20 @@ impl PartnerProxy {
         self.shadow(req.active, ctx, head, (Some(sample), true), (optouts, None));
     }
 
-    /// Writes the pending customers of a stream under way as a subjects line of its record,
-    /// so that they never pile up in memory; a failure is a 503 that stops the stream.
-    fn write_subjects(&self, active: &Active, subjects: &mut Subjects) -> Result<(), Refusal> {
+    /// Writes the pending customers of a stream under way and those of the line that filled the
+    /// set (`added`) as a subjects line of its record, so that they never pile up in memory; a
+    /// failure is a 503 that stops the stream (the pending ones are kept for its outcome line,
+    /// the line's own never left).
+    fn write_subjects(
+        &self,
+        active: &Active,
+        subjects: &mut Subjects,
+        added: &[String],
+    ) -> Result<(), Refusal> {
         let Some(ledger) = self.gateway.ledger() else {
             return Ok(());
         };
-        let ids: Vec<String> = subjects.pending.iter().cloned().collect();
-        let hashes = subject_hashes(ledger.subject_key(), &ids);
-        // Kept for the outcome line until written.
+        let hashes = subject_hashes(ledger.subject_key(), subjects.pending.iter().chain(added));
         ledger
             .subjects(subjects.record, &hashes, active.signer())
             .map_err(|e| {
@@ -172,7 +177,6 @@ impl PartnerProxy {
         let (Some(ids), Some(ledger)) = (ids, self.gateway.ledger()) else {
             return Vec::new();
         };
-        let ids: Vec<String> = ids.into_iter().collect();
         subject_hashes(ledger.subject_key(), &ids)
     }
 
@@ -287,30 +291,27 @@ impl PartnerProxy {
                     sample.push(b'\n');
                 }
             }
-            // The customers this line adds to the pending set (taken back if it never leaves).
+            // The customers this line adds, kept out of the pending set until the line may leave.
             let mut added: Vec<String> = Vec::new();
             let mut keep = |r: &gateway_core::filter::Report| {
-                if let Some(s) = subjects.as_mut() {
-                    let new = r
-                        .subjects
-                        .iter()
-                        .filter(|id| s.pending.insert((*id).clone()));
-                    added.extend(new.cloned());
+                if let Some(s) = subjects.as_ref() {
+                    for id in &r.subjects {
+                        if !s.pending.contains(id) && !added.contains(id) {
+                            added.push(id.clone());
+                        }
+                    }
                 }
             };
             let mark = out.len();
             lines.decide(optouts, n, line, &mut out, &mut keep)?;
-            let full = subjects
-                .as_mut()
-                .filter(|s| s.pending.len() >= STREAM_SUBJECTS_PER_LINE);
-            if let Some(s) = full {
-                if let Err(refusal) = self.write_subjects(active, s) {
-                    out.truncate(mark);
-                    for id in &added {
-                        s.pending.remove(id);
-                    }
-                    return Err(refusal);
-                }
+            let Some(s) = subjects.as_mut() else {
+                return Ok(());
+            };
+            if s.pending.len() + added.len() < STREAM_SUBJECTS_PER_LINE {
+                s.pending.extend(added);
+            } else if let Err(refusal) = self.write_subjects(active, s, &added) {
+                out.truncate(mark);
+                return Err(refusal);
             }
             Ok(())
         };

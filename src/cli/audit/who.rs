@@ -78,8 +78,9 @@ pub fn run(
 }
 
 /// Routes without `subject` name nobody in the ledger, nor does the unwritten rest of a stream
-/// cut off before its outcome line: their recipients cannot be told apart by customer. The text answer says how many such disclosures there are (the JSON answer
-/// lists them per partner and route), after the customer's own, never among them.
+/// cut off before its outcome line: their recipients cannot be told apart by customer. The text
+/// answer says how many such disclosures there are (the JSON answer lists them per partner and
+/// route), after the customer's own, never among them.
 fn unattributed_text(unattributed: &[Unattributed], out: &mut dyn Write) -> anyhow::Result<()> {
     let total: u64 = unattributed.iter().map(|u| u.disclosures).sum();
     if total == 0 {

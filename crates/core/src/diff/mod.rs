@@ -93,8 +93,8 @@ impl Builder<'_> {
     }
 }
 
-/// Compares `old` with `new`.
-/// [`diff_with`] comparing the files policies name by their paths only.
+/// Compares `old` with `new`: [`diff_with`], comparing the files policies name by their paths
+/// only.
 pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
     diff_with(old, new, &|_| None)
 }
@@ -181,9 +181,8 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
 
 /// Whom the gateway takes for a caller: the token issuer, audience and keys (the keys file
 /// compared by what it holds when `b.files` knows), the HS256 secret's variable, the claim whose
-/// groups may stand for a caller, the client CA
-/// and how a certificate names its caller. A new key or CA can speak for any caller, so a change
-/// here needs sign-off, as a new caller does.
+/// groups may stand for a caller, the client CA and how a certificate names its caller. A new
+/// key or CA can speak for any caller, so a change here needs sign-off, as a new caller does.
 fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     let trust = |p: &Policy| {
         let callers = p.gateway.callers.as_ref().map(|c| {

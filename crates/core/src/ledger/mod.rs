@@ -60,9 +60,12 @@ pub fn subject_hash(key: &[u8], canonical_id: &str) -> String {
 }
 
 /// The keyed hashes of a request's forwarded customer ids: sorted, each once.
-pub fn subject_hashes(key: &[u8], canonical_ids: &[String]) -> Vec<String> {
+pub fn subject_hashes<'a>(
+    key: &[u8],
+    canonical_ids: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
     let mut out: Vec<String> = canonical_ids
-        .iter()
+        .into_iter()
         .map(|id| subject_hash(key, id))
         .collect();
     out.sort_unstable();

@@ -124,8 +124,7 @@ impl WhoReceived {
     }
 
     fn in_range(&self, d: &Disclosure) -> bool {
-        self.since.as_ref().is_none_or(|s| d.time >= *s)
-            && self.until.as_ref().is_none_or(|u| d.time < *u)
+        d.within(self.since.as_ref(), self.until.as_ref())
     }
 
     /// Counts a disclosure without subjects. Even one whose records were all dropped may have

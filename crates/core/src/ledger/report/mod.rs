@@ -149,8 +149,7 @@ impl ReportBuilder {
     }
 
     fn in_period(&self, d: &super::Disclosure) -> bool {
-        self.since.as_ref().is_none_or(|s| d.time >= *s)
-            && self.until.as_ref().is_none_or(|u| d.time < *u)
+        d.within(self.since.as_ref(), self.until.as_ref())
     }
 
     fn count(&mut self, d: super::Disclosure) {
