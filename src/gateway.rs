@@ -187,11 +187,24 @@ impl Active {
     }
 
     /// The caller identity of the client certificate, when the policy takes one from it.
+    /// With `tls.client_ca`, a connection the client-certificate check in force did not accept
+    /// after its handshake (a TLS session resumed from before a reload that changed the CA or
+    /// turned mTLS on; see `crate::tls`) is refused, and so is one with no record of that check.
     fn certificate_identity(
         &self,
         peer: Option<&PeerIdentity>,
     ) -> Result<Option<String>, (Refusal, Option<String>)> {
         let tls = self.policy.gateway.tls.as_ref();
+        let mtls = tls.is_some_and(|t| t.client_ca.is_some());
+        if peer.map_or(mtls, |p| !p.accepted) {
+            return Err((
+                Refusal::new(
+                    RefusalKind::Unauthenticated,
+                    "the client certificate of this TLS session is not accepted by the client CA in force: connect again with a full handshake",
+                ),
+                None,
+            ));
+        }
         match tls.and_then(|t| t.client_identity) {
             None => Ok(None),
             Some(ClientIdentity::SanDns) => match peer.and_then(|p| p.san_dns.clone()) {

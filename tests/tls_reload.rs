@@ -383,3 +383,95 @@ fn a_burst_of_reloads_under_load_loses_no_request_and_never_mixes_policies() {
         assert_eq!(record["body"], expected, "policy {version}");
     }
 }
+
+/// Connects with `config` (whose session store a clone shares, so a later connection resumes
+/// the session) and posts one body: the status, or `None` when the connection failed.
+fn status_with(gateway: &Gateway, config: &rustls::ClientConfig) -> (Option<u16>, bool) {
+    let Ok(mut conn) = TlsConn::connect(gateway.addr, config.clone()) else {
+        return (None, false);
+    };
+    let resumed = conn.stream.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let status = conn
+        .post_json("/acme-ship/v1/shipments", BODY)
+        .ok()
+        .map(|r| r.status);
+    (status, resumed)
+}
+
+#[test]
+fn a_resumed_tls_session_is_checked_against_the_client_ca_in_force() {
+    let callers = Ca::new("Callers CA");
+    let pki = Pki::new(&callers);
+    let mock = Mock::start();
+    let client = callers.write_leaf(pki.dir.path(), "caller", &["caller.example"], false);
+    let gateway = start(&pki, true, &[("acme-ship", &ship_partner(&mock.url()))]);
+    let with_cert = client_config(&pki.trust, Some(&client), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status_with(&gateway, &with_cert).0 != Some(200) {
+        assert!(Instant::now() < deadline, "no first connection");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Resumption works while the CA stays.
+    assert_eq!(status_with(&gateway, &with_cert), (Some(200), true));
+
+    // The callers' CA is rotated: the old one is gone.
+    let forwarded = mock.received().len();
+    let other = Ca::new("Other callers CA");
+    replace(&pki.callers_ca, other.pem().as_bytes());
+    assert_eq!(post_reload(&gateway).status, 200);
+    let (status, resumed) = status_with(&gateway, &with_cert);
+    assert!(
+        resumed,
+        "the session was not resumed: the test proves nothing"
+    );
+    assert_eq!(status, Some(401), "a resumed session outlived its CA");
+    // A full handshake with the old certificate is refused outright.
+    let fresh = client_config(&pki.trust, Some(&client), &[]);
+    assert_eq!(status_with(&gateway, &fresh).0, None);
+    assert_eq!(
+        mock.received().len(),
+        forwarded,
+        "a request reached the partner"
+    );
+    let metrics = gateway.metrics();
+    assert!(
+        metric(&metrics, "partner_gateway_requests_refused_total{partner=\"acme-ship\",reason=\"unauthenticated\"}") >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_session_from_before_mtls_was_turned_on_cannot_skip_the_certificate() {
+    let callers = Ca::new("Callers CA");
+    let pki = Pki::new(&callers);
+    let mock = Mock::start();
+    let gateway = start(&pki, false, &[("acme-ship", &ship_partner(&mock.url()))]);
+    let without_cert = client_config(&pki.trust, None, &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status_with(&gateway, &without_cert).0 != Some(200) {
+        assert!(Instant::now() < deadline, "no first connection");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let forwarded = mock.received().len();
+    let file = gateway.policy.policy().join("gateway.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let key_line = format!("  key: {}\n", pki.server.key.display());
+    assert!(yaml.contains(&key_line), "{yaml}");
+    let with_ca = yaml.replace(
+        &key_line,
+        &format!("{key_line}  client_ca: {}\n", pki.callers_ca.display()),
+    );
+    std::fs::write(&file, with_ca).unwrap();
+    assert_eq!(post_reload(&gateway).status, 200);
+    let (status, resumed) = status_with(&gateway, &without_cert);
+    assert!(
+        resumed,
+        "the session was not resumed: the test proves nothing"
+    );
+    assert_eq!(status, Some(401), "a resumed session skipped mTLS");
+    assert_eq!(
+        mock.received().len(),
+        forwarded,
+        "a request reached the partner"
+    );
+}

@@ -1,6 +1,12 @@
 //! The proxy listener's TLS: a certificate resolver and a client-certificate verifier whose
 //! contents a reload swaps atomically (new handshakes use the new ones, established connections
 //! keep theirs), and the caller identity taken from the client certificate after the handshake.
+//!
+//! A resumed TLS session is a new handshake too, but rustls restores the client certificate
+//! from the stored session without asking the verifier, and pingora offers no way to turn
+//! resumption off. So after every handshake the presented chain (or its absence) is checked
+//! again against the verifier in force ([`PeerIdentity::accepted`]); the gateway refuses the
+//! requests of a connection it does not accept (see `Gateway::authenticate`).
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -41,6 +47,20 @@ pub struct SwapVerifier {
 impl SwapVerifier {
     fn inner(&self) -> Option<Arc<dyn ClientCertVerifier>> {
         self.current.load_full().map(|v| Arc::clone(&*v))
+    }
+
+    /// Whether the verifier in force accepts a connection that presented `chain` (leaf first):
+    /// always without one in force, otherwise only a chain it verifies now.
+    fn accepts(&self, chain: Option<&[CertificateDer<'static>]>) -> bool {
+        let Some(verifier) = self.inner() else {
+            return true;
+        };
+        match chain {
+            Some([leaf, intermediates @ ..]) => verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now())
+                .is_ok(),
+            _ => !verifier.client_auth_mandatory(),
+        }
     }
 }
 
@@ -150,7 +170,10 @@ impl ListenerTlsState {
     /// resolver and verifier, and the client identity recorded after each handshake. Nothing
     /// here reads a file, so `build()` cannot panic on one.
     pub fn settings(&self) -> pingora::Result<TlsSettings> {
-        let mut settings = TlsSettings::with_callbacks(Box::new(IdentityCallback))?;
+        let callback = IdentityCallback {
+            verifier: self.verifier.clone(),
+        };
+        let mut settings = TlsSettings::with_callbacks(Box::new(callback))?;
         settings.set_cert_resolver(self.resolver.clone());
         settings.set_client_cert_verifier(self.verifier.clone());
         settings.enable_h2();
@@ -158,14 +181,20 @@ impl ListenerTlsState {
     }
 }
 
-/// The client certificate's identity, attached to the connection after the handshake.
+/// The client certificate's identity, attached to every TLS connection after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
-    /// First DNS SAN of the verified client certificate; `None` without one.
+    /// First DNS SAN of the client certificate; `None` without one.
     pub san_dns: Option<String>,
+    /// Whether the client-certificate verifier in force when the handshake completed accepts
+    /// the connection (see the module docs): false for a session resumed with a certificate
+    /// that no longer chains to the CA, or without one since mTLS was turned on.
+    pub accepted: bool,
 }
 
-struct IdentityCallback;
+struct IdentityCallback {
+    verifier: Arc<SwapVerifier>,
+}
 
 #[async_trait]
 impl TlsAccept for IdentityCallback {
@@ -173,9 +202,12 @@ impl TlsAccept for IdentityCallback {
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-        let leaf = tls.peer_certificate_der()?;
+        let chain = tls.peer_cert_chain_der();
         Some(Arc::new(PeerIdentity {
-            san_dns: super::files::first_dns_san(leaf),
+            san_dns: tls
+                .peer_certificate_der()
+                .and_then(super::files::first_dns_san),
+            accepted: self.verifier.accepts(chain),
         }))
     }
 }
