@@ -252,3 +252,84 @@ fn diff_compares_a_partner_ca_by_what_it_holds_not_where_it_is() {
         "{out}"
     );
 }
+
+/// payflow with `card.*` allowed, and with `card.cvc: remove` beside it when `guarded`.
+fn payflow_card_wildcard(guarded: bool) -> Edited {
+    edited_policy("payflow", |t| {
+        let t = t
+            .replace("      - card.expiry\n", "      - card.*\n")
+            .replace(
+                "      card.expiry: user.financial.credit_card\n",
+                "      card.*: user.financial.credit_card\n",
+            );
+        if guarded {
+            t.replace(
+                "      card.number: last4\n",
+                "      card.number: last4\n      card.cvc: remove\n",
+            )
+        } else {
+            t
+        }
+    })
+}
+
+#[test]
+fn diff_sees_a_remove_taken_out_beside_a_wildcard_and_a_sample_that_gains_a_field() {
+    let (old, new) = (payflow_card_wildcard(true), payflow_card_wildcard(false));
+    let (old_dir, new_dir) = (&old.dir(), &new.dir());
+    let (code, out, err) = run(&["diff", "--policy", old_dir, "--against", new_dir]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("card.cvc"), "{out}");
+    let (code, out, _) = run(&["diff", "--policy", new_dir, "--against", old_dir]);
+    assert_eq!(
+        code, 0,
+        "putting the remove back discloses nothing more: {out}"
+    );
+    assert!(out.contains("card.cvc"), "{out}");
+
+    // The sample's body gains the field: the sample says the partner would receive more.
+    let samples = tempfile::tempdir().unwrap();
+    std::fs::write(
+        samples.path().join("orders.yaml"),
+        r#"- name: an order with its card
+  partner: payflow
+  method: POST
+  path: /v1/orders
+  caller: orders-service
+  body: {"order_id": "o-1", "card": {"number": "4111111111111111", "cvc": "123", "expiry": "09/28"}}
+"#,
+    )
+    .unwrap();
+    let samples_dir = samples.path().to_str().unwrap();
+    let args = [
+        "diff",
+        "--policy",
+        old_dir,
+        "--against",
+        new_dir,
+        "--samples",
+        samples_dir,
+        "--format",
+        "json",
+    ];
+    let (code, out, _) = run(&args);
+    assert_eq!(code, 4, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["samples"][0]["outcome"], "changed", "{out}");
+    assert_eq!(doc["samples"][0]["discloses_more"], true, "{out}");
+    let back = [
+        "diff",
+        "--policy",
+        new_dir,
+        "--against",
+        old_dir,
+        "--samples",
+        samples_dir,
+        "--format",
+        "json",
+    ];
+    let (code, out, _) = run(&back);
+    assert_eq!(code, 0, "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["samples"][0]["discloses_more"], false, "{out}");
+}

@@ -42,6 +42,9 @@ struct SampleResult {
     name: String,
     /// `same`, `changed`, `newly_forwarded` or `newly_refused`.
     outcome: &'static str,
+    /// Newly forwarded, or forwarded both times and the partner would get a field, a header or
+    /// a query parameter more times than before (see `policytest::carries_more`).
+    discloses_more: bool,
     old: String,
     new: String,
     /// Line diff of the bodies (`-` old, `+` new) when they differ.
@@ -66,6 +69,11 @@ fn compare_sample(
     old: Result<Forwarded, Refusal>,
     new: Result<Forwarded, Refusal>,
 ) -> SampleResult {
+    let discloses_more = match (&old, &new) {
+        (Ok(o), Ok(n)) => policytest::carries_more(&o.outgoing, &n.outgoing),
+        (Err(_), Ok(_)) => true,
+        _ => false,
+    };
     let (outcome, body_diff) = match (&old, &new) {
         (Ok(o), Ok(n)) => {
             let same = o.outgoing.body == n.outgoing.body
@@ -88,6 +96,7 @@ fn compare_sample(
         at,
         name: name.to_string(),
         outcome,
+        discloses_more,
         old: summary(&old),
         new: summary(&new),
         body_diff,
@@ -127,10 +136,15 @@ fn print_text(out: &mut Out, report: &gateway_core::diff::PolicyDiff, samples: &
         }
         outln!(
             out,
-            "  {}: {}: {}",
+            "  {}: {}: {}{}",
             s.at,
             s.name,
-            s.outcome.replace('_', " ")
+            s.outcome.replace('_', " "),
+            if s.discloses_more && s.outcome == "changed" {
+                " (the partner would receive more)"
+            } else {
+                ""
+            }
         );
         outln!(out, "      old: {}", s.old);
         outln!(out, "      new: {}", s.new);
@@ -162,7 +176,7 @@ fn compare(
             return ExitCode::from(1);
         }
     };
-    let more = report.discloses_more || samples.iter().any(|s| s.outcome == "newly_forwarded");
+    let more = report.discloses_more || samples.iter().any(|s| s.discloses_more);
     if format == TextOrJson::Json {
         let doc = serde_json::json!({
             "discloses_more": more,

@@ -151,14 +151,16 @@ fn removed(spec: &FilterSpec, segs: &[Segment]) -> bool {
     })
 }
 
-/// Every path either spec writes, once each, in the order written (old first).
+/// Every path either spec writes (allowed, transformed or removed), once each, in the order
+/// written (old first).
 pub fn written_paths(old: Option<&FilterSpec>, new: Option<&FilterSpec>) -> Vec<FieldPath> {
     let mut out: Vec<FieldPath> = Vec::new();
     for spec in [old, new].into_iter().flatten() {
         let paths = spec
             .allow
             .iter()
-            .chain(spec.transforms.iter().map(|(p, _)| p));
+            .chain(spec.transforms.iter().map(|(p, _)| p))
+            .chain(&spec.removes);
         for p in paths {
             if !out.contains(p) {
                 out.push(p.clone());
@@ -179,16 +181,39 @@ pub struct FieldChange {
 /// The fields whose disclosure differs between two routes' specs. A change beneath a path whose
 /// whole subtree changes is left out (the subtree's change says it, and a field beneath a
 /// subtree can never disclose more than the subtree does, so the direction is kept).
+///
+/// A path a `remove` names (`card.cvc: remove` beside an allowed `card.*`) is compared as
+/// written and, when neither it nor any path beneath it changes, as the subtree beneath it:
+/// taking out the `remove` of an object whose members a `*` allows discloses those members.
 pub fn compare(old: Option<&FilterSpec>, new: Option<&FilterSpec>) -> Vec<FieldChange> {
-    let mut changes: Vec<FieldChange> = written_paths(old, new)
-        .into_iter()
-        .map(|path| FieldChange {
+    let at = |path: FieldPath| {
+        let change = FieldChange {
             old: disclosure(old, &path),
             new: disclosure(new, &path),
             path,
+        };
+        (change.old != change.new).then_some(change)
+    };
+    let mut changes: Vec<FieldChange> =
+        written_paths(old, new).into_iter().filter_map(at).collect();
+    let removes = [old, new].into_iter().flatten().flat_map(|s| &s.removes);
+    let mut beneath: Vec<FieldChange> = removes
+        .filter(|r| {
+            !r.subtree
+                && !changes.iter().any(|c| {
+                    c.path.segments.len() >= r.segments.len()
+                        && covers_all(&r.segments, &c.path.segments[..r.segments.len()])
+                })
         })
-        .filter(|c| c.old != c.new)
+        .filter_map(|r| {
+            at(FieldPath {
+                segments: r.segments.clone(),
+                subtree: true,
+            })
+        })
         .collect();
+    beneath.dedup();
+    changes.append(&mut beneath);
     let subtrees: Vec<Vec<Segment>> = changes
         .iter()
         .filter(|c| c.path.subtree)

@@ -21,5 +21,6 @@ mod tests;
 
 pub use file::{parse, Body, Case, Expect, ExpectedBody, ParseError};
 pub use run::{
-    decide_case, pretty_json, run_case, test_pseudonymize_key, unified_diff, Failure, Forwarded,
+    carries_more, decide_case, pretty_json, run_case, test_pseudonymize_key, unified_diff, Failure,
+    Forwarded,
 };

@@ -264,6 +264,75 @@ fn body_failure(line: u64, expected: &str, actual: &str) -> Failure {
     }
 }
 
+/// Whether `new` carries more than `old` toward the partner: a body field (a value's path,
+/// array indexes as `[*]`) more times, a header or a query parameter more times. Values are
+/// not compared: a masked value in place of a clear one is not more, and how each field is
+/// sent is what the field-level comparison reports. A body that is neither JSON nor NDJSON
+/// counts as more whenever it differs.
+pub fn carries_more(old: &Outgoing, new: &Outgoing) -> bool {
+    let query = |o: &Outgoing| -> Vec<String> {
+        let q = o.path_and_query.split_once('?').map_or("", |(_, q)| q);
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split('=').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let headers =
+        |o: &Outgoing| -> Vec<String> { o.headers.iter().map(|(n, _)| n.clone()).collect() };
+    let body_more = match (field_counts(&old.body), field_counts(&new.body)) {
+        (Some(o), Some(n)) => exceeds(n, o),
+        _ => old.body != new.body,
+    };
+    body_more || exceeds(query(new), query(old)) || exceeds(headers(new), headers(old))
+}
+
+/// Whether some item is in `more` more times than in `than`.
+fn exceeds(more: impl IntoIterator<Item = String>, than: impl IntoIterator<Item = String>) -> bool {
+    let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for item in than {
+        *counts.entry(item).or_default() -= 1;
+    }
+    for item in more {
+        *counts.entry(item).or_default() += 1;
+    }
+    counts.values().any(|&c| c > 0)
+}
+
+/// The path of every value in a JSON (or NDJSON) body, once per occurrence; `None` when the
+/// body is neither. An empty body has none.
+fn field_counts(body: &[u8]) -> Option<Vec<String>> {
+    let mut paths = Vec::new();
+    let text = std::str::from_utf8(body).ok()?;
+    let whole = serde_json::from_str::<Value>(text).ok();
+    let docs: Vec<Value> = match whole {
+        Some(doc) => vec![doc],
+        None => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .ok()?,
+    };
+    let mut stack: Vec<(String, &Value)> = docs.iter().map(|d| ("$".to_string(), d)).collect();
+    while let Some((path, value)) = stack.pop() {
+        match value {
+            Value::Object(members) => {
+                for (k, v) in members {
+                    stack.push((format!("{path}.{k:?}"), v));
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    stack.push((format!("{path}[*]"), v));
+                }
+            }
+            _ => {}
+        }
+        paths.push(path);
+    }
+    Some(paths)
+}
+
 /// A line diff: ` ` common, `-` only in `expected`, `+` only in `actual`; only changed lines
 /// and three lines around each are shown, `…` marks what is left out.
 pub fn unified_diff(expected: &str, actual: &str) -> String {

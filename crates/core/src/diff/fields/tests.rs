@@ -139,3 +139,49 @@ fn an_explicit_remove_wins_over_allow_in_what_is_sent() {
     assert_eq!(fewer.len(), 4, "{fewer:?}");
     assert!(fewer.iter().all(|c| !c.old.more(&c.new)), "{fewer:?}");
 }
+
+fn with_removes(mut s: FilterSpec, removes: &[&str]) -> FilterSpec {
+    s.removes = removes
+        .iter()
+        .map(|p| FieldPath::parse(p).unwrap())
+        .collect();
+    s
+}
+
+fn summary(changes: &[FieldChange]) -> Vec<(String, &'static str, &'static str, bool)> {
+    changes
+        .iter()
+        .map(|c| {
+            (
+                c.path.to_string(),
+                c.old.name(),
+                c.new.name(),
+                c.old.more(&c.new),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn taking_out_a_remove_beside_a_wildcard_is_a_change() {
+    let allowed = spec(&["card.*"], &[("card.number", Transform::Last4)]);
+    let guarded = with_removes(allowed.clone(), &["card.cvc"]);
+    assert_eq!(
+        summary(&compare(Some(&guarded), Some(&allowed))),
+        vec![("card.cvc".to_string(), "none", "clear", true)]
+    );
+    assert_eq!(
+        summary(&compare(Some(&allowed), Some(&guarded))),
+        vec![("card.cvc".to_string(), "clear", "none", false)]
+    );
+    // A removed object whose members a `*` above it allows: no written path but the remove's
+    // own subtree names what changes.
+    let members = spec(&["card.*.x"], &[]);
+    let whole = with_removes(members.clone(), &["card.billing"]);
+    let changes = compare(Some(&whole), Some(&members));
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].path.to_string(), "card.billing.**");
+    assert!(changes[0].old.more(&changes[0].new), "{changes:?}");
+    // An unchanged `remove` is no change.
+    assert!(compare(Some(&whole), Some(&whole)).is_empty());
+}
