@@ -617,7 +617,8 @@ const OPTOUT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Opens the opt-out data the policy names and makes it the gateway's opt-out source. If the
 /// embedded store cannot be opened, the gateway stays not-ready for opt-out routes (503) and a
 /// background thread keeps trying; everything else serves meanwhile. A PostgreSQL replica
-/// starts at once and loads in the background (not ready until the first complete load).
+/// starts at once and loads in the background (not ready until the first complete load); `Err`
+/// only when it cannot start at all (a database URL that cannot be used), which no retry mends.
 pub fn open_optouts_into(gateway: &Arc<Gateway>) -> anyhow::Result<()> {
     let path = match gateway.active().policy.gateway.optouts.clone() {
         None => return Ok(()),
@@ -649,7 +650,7 @@ pub fn open_optouts_into(gateway: &Arc<Gateway>) -> anyhow::Result<()> {
                     Err(e) => log::debug!("opt-out store still not open: {e:#}"),
                 }
             });
-            Err(error)
+            Ok(())
         }
     }
 }

@@ -5,6 +5,7 @@
 //! while the database is down (contractors keep working), then recovery.
 mod util;
 
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -598,4 +599,43 @@ fn the_acknowledging_replica_enforces_its_write_while_its_follower_reads_the_tab
                 && contact(gw, "bp", "big-1").status == 451
         });
     }
+}
+
+#[test]
+fn serve_refuses_to_start_with_a_database_url_it_cannot_use() {
+    let _alone = shared();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    let yaml = format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: 5 }} }}\n"
+    );
+    let owned = partners(&bp, &ctr);
+    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let dir = PolicyDir::new(&gateway_yaml(free_addr(), free_addr(), &yaml), &files);
+    let secret = "PGSECRETPW";
+    let url = format!("postgres://postgres:{secret}@127.0.0.1:1/gw?sslmode=bogus");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(dir.policy())
+        .env(URL_ENV, &url)
+        .env(TOKEN_ENV, TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve kept running with a database URL it cannot use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains(URL_ENV), "{err}");
+    assert!(!err.contains(secret), "the password leaked: {err}");
 }

@@ -68,7 +68,8 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     let gateway = Arc::new(Gateway::new(active, dir));
     crate::reload::started(&gateway, before);
     // A store that will not open leaves opt-out routes at 503 (and retries); the rest serves.
-    let _ = crate::gateway::open_optouts_into(&gateway);
+    // A database URL that cannot be used is a configuration error: `serve` refuses to start.
+    crate::gateway::open_optouts_into(&gateway)?;
     // Likewise a ledger that cannot be written: every request that would be forwarded is 503.
     gateway.open_ledger();
     Ok(gateway)

@@ -124,7 +124,7 @@ impl Target {
                 .await
                 .map(|(c, conn)| (c, Connection::Tls(Box::new(conn)))),
         };
-        result.map_err(|e| anyhow!("cannot connect to the opt-out database: {e}"))
+        result.map_err(|e| anyhow!("cannot connect to the opt-out database: {}", described(&e)))
     }
 
     /// The writers' pool (connections are made on first use and replaced once closed).
@@ -179,6 +179,16 @@ impl Connection {
 
 /// Removes `name=value` from a URL's query (or a key=value string) and returns the value,
 /// percent-decoded.
+/// `e` with the server's own message when the server refused (`tokio_postgres` says only
+/// `db error` then): "database \"x\" does not exist", "the database system is starting up".
+/// Only the message, never its detail (which can quote a row's values).
+pub(super) fn described(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{e}: {}", db.message()),
+        None => e.to_string(),
+    }
+}
+
 fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let prefix = format!("{name}=");
     if let Some((base, query)) = url.split_once('?') {
