@@ -943,3 +943,45 @@ fn a_large_stream_flows_through_in_bounded_memory() {
         "peak RSS grew from {before} to {after} bytes for a {TOTAL}-byte stream"
     );
 }
+
+#[test]
+fn a_stream_whose_body_stalls_is_a_request_timeout() {
+    let s = setup(
+        "limits: { max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500, body_timeout_ms: 400 }",
+    );
+    let first = "{\"customer_id\":\"c-1\",\"city\":\"GOOD\"}\n".to_string();
+    let parts = vec![
+        first.clone().into_bytes(),
+        b"{\"customer_id\":\"c-2\"}\n".to_vec(),
+    ];
+    let gate = gated(parts, 1, || std::thread::sleep(Duration::from_millis(1500)));
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        gate,
+    );
+    assert_refused(&r, 408, "request_timeout");
+    let conns = s.partner.wait_done(1);
+    assert!(
+        !conns[0].complete,
+        "the partner must see an incomplete body"
+    );
+    let metrics = s.gateway.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "partner_gateway_connections_closed_total{reason=\"body_timeout\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "partner_gateway_requests_refused_total{partner=\"ads\",reason=\"request_timeout\"}"
+        ),
+        1.0
+    );
+    let (_, outcome) = record_and_outcome(&s.gateway);
+    assert_eq!(outcome["status"], 408, "{outcome}");
+}

@@ -219,7 +219,7 @@ impl PartnerProxy {
             let chunk = match tokio::time::timeout(idle, session.read_request_body()).await {
                 Ok(Ok(chunk)) => chunk,
                 Ok(Err(e)) => return Err(super::unreadable_body(&e)),
-                Err(_) => return Err(unreadable(format!("nothing arrived for {idle:?}"))),
+                Err(_) => return Err(stalled(idle)),
             };
             let last = chunk.is_none();
             if let Some(chunk) = &chunk {
@@ -338,9 +338,14 @@ fn failed(ctx: &mut RequestCtx, failure: UpstreamFailure) -> Refusal {
 }
 
 /// The caller's body broke off or stalled: the stream ends unfinished.
-fn unreadable(why: String) -> Refusal {
+/// A caller body with nothing new for `idle` (`body_timeout_ms`): 408, counted as a
+/// `body_timeout` close like a whole body that misses its deadline.
+fn stalled(idle: std::time::Duration) -> Refusal {
     Refusal::new(
-        RefusalKind::BadRequest,
-        format!("cannot read the request body: {why}"),
+        RefusalKind::RequestTimeout,
+        format!(
+            "the request body stalled: nothing arrived for {} ms",
+            idle.as_millis()
+        ),
     )
 }
