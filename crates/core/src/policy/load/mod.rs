@@ -36,7 +36,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
-use super::model::Policy;
+use super::model::{Partner, Policy};
 use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
@@ -194,6 +194,7 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
         }
     }
 
+    shared_pseudonym_keys(source, &seen, &partners, &mut d);
     d.errors
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     d.warnings
@@ -214,6 +215,58 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
         }]),
         _ => Err(d.errors),
     }
+}
+
+/// Pseudonyms are unlinkable across partners only when each partner has its own key: two that
+/// name the same variable, or whose variables hold the same key, are warned about at the later
+/// partner's `pseudonymize_key_env` line (a warning, not an error: test and staging setups
+/// often give every partner one key, and refusing them would stop a gateway at a restart).
+fn shared_pseudonym_keys(
+    source: &PolicySource,
+    files: &BTreeMap<String, String>,
+    partners: &BTreeMap<String, Arc<Partner>>,
+    d: &mut Diags,
+) {
+    let mut first: Vec<(&str, &Partner)> = Vec::new();
+    for (id, partner) in partners {
+        let Some(name) = &partner.pseudonymize_key_env else {
+            continue;
+        };
+        let shared = first.iter().find_map(|(other, o)| {
+            let how = if o.pseudonymize_key_env.as_ref() == Some(name) {
+                "the same variable"
+            } else if partner.pseudonymize_key.is_some()
+                && o.pseudonymize_key == partner.pseudonymize_key
+            {
+                "the same value"
+            } else {
+                return None;
+            };
+            Some(partner::InvalidPartner::SharedKey {
+                other: other.to_string(),
+                how,
+            })
+        });
+        match shared {
+            Some(problem) => {
+                let path = files.get(id).cloned().unwrap_or_default();
+                let text = source.partners.iter().find(|f| f.path == path);
+                let line = text.map_or(1, |f| key_line(&f.text, "pseudonymize_key_env"));
+                d.warn(&path, line, problem);
+            }
+            None => first.push((id, partner)),
+        }
+    }
+}
+
+/// The line of top-level key `key` in a policy file (1 when it cannot be found).
+fn key_line(text: &str, key: &str) -> u64 {
+    text.lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map_or(1, |i| i as u64 + 1)
 }
 
 #[derive(Default)]

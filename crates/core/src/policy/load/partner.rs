@@ -45,6 +45,10 @@ pub(super) enum InvalidPartner {
     UnusedKey,
     #[error("the key in {0:?} is {1} bytes long; use at least 32 random bytes")]
     ShortKey(String, usize),
+    #[error(
+        "partner {other:?} pseudonymises with the same key ({how}): each partner needs its own, or the two can link their pseudonyms"
+    )]
+    SharedKey { other: String, how: &'static str },
     #[error("{0}")]
     Scope(String),
     #[error(

@@ -940,3 +940,43 @@ fn slow_client_limits_and_token_lifetime_have_defaults_and_refuse_zero() {
         );
     }
 }
+
+#[test]
+fn two_partners_sharing_a_pseudonymisation_key_are_warned_about() {
+    let shared = |src: &PolicySource, env: Option<&dyn Env>| -> Vec<String> {
+        let loaded = load(src, env).expect("loads");
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("same key"))
+            .collect()
+    };
+    let other = CONTRACTOR.replace("ACME_KEY", "OTHER_KEY");
+    let one = [("acme-ship.yaml", CONTRACTOR), ("b-ship.yaml", CONTRACTOR)];
+    assert_eq!(
+        shared(&source(GATEWAY, &one), None),
+        vec!["policy/partners/b-ship.yaml:13: partner \"acme-ship\" pseudonymises with the same key (the same variable): each partner needs its own, or the two can link their pseudonyms"]
+    );
+    // Two variables holding the same key: only seen where the secrets are read.
+    let two = [
+        ("acme-ship.yaml", CONTRACTOR),
+        ("b-ship.yaml", other.as_str()),
+    ];
+    assert!(shared(&source(GATEWAY, &two), None).is_empty());
+    let key = "k".repeat(32);
+    let secrets = |b: &str| {
+        env(&[
+            ("ACME_KEY", key.as_str()),
+            ("OTHER_KEY", b),
+            ("ACME_TOKEN", "t"),
+        ])
+    };
+    let same = secrets(&key);
+    assert_eq!(
+        shared(&source(GATEWAY, &two), Some(&same)),
+        vec!["policy/partners/b-ship.yaml:13: partner \"acme-ship\" pseudonymises with the same key (the same value): each partner needs its own, or the two can link their pseudonyms"]
+    );
+    let differ = secrets(&"j".repeat(32));
+    assert!(shared(&source(GATEWAY, &two), Some(&differ)).is_empty());
+}
