@@ -9,7 +9,8 @@ Choices where the contract is silent:
   that does not happen.
 - `client_cert` and `client_key` come together or not at all.
 - `server_name` must be a DNS name or an IP address (never empty: an empty SNI would switch
-  certificate verification off in the TLS stack).
+  certificate verification off in the TLS stack), without `_`: the TLS stack sends and verifies
+  a first label's `_` as `-`, so the name checked would not be the one written.
 */
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -124,7 +125,7 @@ fn valid_server_name(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -155,7 +156,7 @@ pub(super) fn partner(
             problems.push(Problem {
                 line: line(n),
                 message: format!(
-                    "invalid tls.server_name {:?}: expected a DNS name or an IP address",
+                    "invalid tls.server_name {:?}: expected a DNS name (letters, digits, `-` and `.`) or an IP address",
                     n.value
                 ),
             });

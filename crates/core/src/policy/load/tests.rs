@@ -730,7 +730,7 @@ fn partner_tls_mistakes() {
         (partner("http://127.0.0.1:1", "  ca: ca.pem\n"), vec![format!("{f}:9: tls is set but the upstream is http://: use an https:// upstream")]),
         (partner("https://a.example", "  client_cert: c.pem\n"), vec![format!("{f}:9: tls.client_cert needs tls.client_key")]),
         (partner("https://a.example", "  client_key: k.pem\n"), vec![format!("{f}:9: tls.client_key needs tls.client_cert")]),
-        (partner("https://a.example", "  server_name: ''\n"), vec![format!("{f}:9: invalid tls.server_name \"\": expected a DNS name or an IP address")]),
+        (partner("https://a.example", "  server_name: ''\n"), vec![format!("{f}:9: invalid tls.server_name \"\": expected a DNS name (letters, digits, `-` and `.`) or an IP address")]),
         // An unknown key does not hide the file's other mistakes.
         (partner("https://a.example", "  ca: ''\n  verify: false\n"), vec![
             format!("{f}:9: tls.ca is empty"),
