@@ -172,7 +172,9 @@ fn internal(e: &BackendError) -> AdminResponse {
     log::error!("opt-out change failed: {e:#}");
     match e {
         // Nothing was acknowledged: the caller retries (PUT and DELETE are idempotent).
-        BackendError::Unavailable(_) => AdminResponse::error(503, "not_ready", &e.to_string()),
+        BackendError::Unavailable(_) | BackendError::Unwritable(_) => {
+            AdminResponse::error(503, "not_ready", &e.to_string())
+        }
         BackendError::Failed(_) => AdminResponse::error(
             500,
             "internal_error",

@@ -29,7 +29,7 @@ impl OptOutBackend for OptOutStore {
     }
 
     async fn put(&self, id: &str, scopes: &[Scope]) -> Result<Vec<Scope>, BackendError> {
-        OptOutStore::put(self, id, scopes).map_err(BackendError::Failed)
+        OptOutStore::put(self, id, scopes).map_err(change_failed)
     }
 
     async fn delete(
@@ -37,6 +37,33 @@ impl OptOutBackend for OptOutStore {
         id: &str,
         scopes: Option<&[Scope]>,
     ) -> Result<Option<Vec<Scope>>, BackendError> {
-        OptOutStore::delete(self, id, scopes).map_err(BackendError::Failed)
+        OptOutStore::delete(self, id, scopes).map_err(change_failed)
+    }
+}
+
+/// A change the store could not write to its files (disk full, read-only, permissions) is
+/// [`BackendError::Unwritable`]: the store applies a change only once it is in the journal, so
+/// nothing was recorded and the caller may retry. Anything else is a failure.
+fn change_failed(e: anyhow::Error) -> BackendError {
+    if e.chain().any(|cause| cause.is::<std::io::Error>()) {
+        BackendError::Unwritable(e)
+    } else {
+        BackendError::Failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_that_cannot_be_written_is_retryable_and_nothing_else_is() {
+        let full = std::io::Error::from_raw_os_error(28);
+        let e = anyhow::Error::new(full).context("cannot write to data/optouts/journal");
+        let unwritable = change_failed(e);
+        assert!(matches!(unwritable, BackendError::Unwritable(_)));
+        assert!(unwritable.to_string().contains("nothing was recorded"), "{unwritable}");
+        let e = anyhow::anyhow!("no scopes to add");
+        assert!(matches!(change_failed(e), BackendError::Failed(_)));
     }
 }

@@ -30,6 +30,10 @@ pub enum BackendError {
     /// The database cannot be reached (or did not confirm in time): 503, nothing acknowledged.
     #[error("the opt-out database is unavailable: {0:#}")]
     Unavailable(anyhow::Error),
+    /// The embedded store's files cannot be written (disk full, read-only, permissions): 503,
+    /// nothing recorded.
+    #[error("the opt-out store cannot be written, nothing was recorded (retry): {0:#}")]
+    Unwritable(anyhow::Error),
     /// Anything else: 500.
     #[error("{0:#}")]
     Failed(anyhow::Error),
