@@ -16,12 +16,18 @@ What may reach a line is decided here, once:
 - A panic (ours or a library's, on any thread) is one error line naming where it happened and
   on which thread; its message passes only when it is constant text, since a formatted one can
   quote what the code was handling (Rust's default hook would print it as plain text).
+
+Lines are written to stderr by a thread of their own (tracing-appender): a stderr that blocks
+(a log collector that stopped reading) must never hold up a request. At most
+[`BUFFERED_LINES`] wait for it; past that, lines are dropped, and [`flush`] says how many.
 */
 use std::fmt;
+use std::sync::Mutex;
 
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::{filter_fn, EnvFilter, LevelFilter};
 use tracing_subscriber::fmt::format::Writer;
@@ -52,6 +58,29 @@ fn is_ours(target: &str) -> bool {
         .any(|ours| target == *ours || target.starts_with(&format!("{ours}::")))
 }
 
+/// Lines waiting for a blocked stderr, at most (a few MB); newer ones are dropped.
+pub const BUFFERED_LINES: usize = 10_000;
+
+/// The writer thread's guard and its count of dropped lines, until [`flush`].
+static WRITER: Mutex<Option<(WorkerGuard, ErrorCounter)>> = Mutex::new(None);
+
+/// Writes out the lines still waiting (for up to about a second) and ends the writer thread:
+/// called before the process exits. Later lines are dropped.
+pub fn flush() {
+    let taken = WRITER.lock().map(|mut w| w.take()).unwrap_or_default();
+    if let Some((guard, dropped)) = taken {
+        drop(guard);
+        let n = dropped.dropped_lines();
+        if n > 0 {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "partner-gateway: {n} log lines were dropped while stderr was blocked"
+            );
+        }
+    }
+}
+
 /// Library lines are never more verbose than this, whatever `RUST_LOG` says.
 const LIBRARY_MAX: Level = Level::INFO;
 
@@ -66,13 +95,22 @@ pub fn init(format: LogFormat, default_directive: &str) {
         )
         .from_env_lossy();
     let cap = filter_fn(|meta| is_ours(meta.target()) || *meta.level() <= LIBRARY_MAX);
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .event_format(Lines { format })
         .with_filter(cap);
     let subscriber = tracing_subscriber::registry().with(env).with(layer);
     if tracing::subscriber::set_global_default(subscriber).is_err() {
         return;
+    }
+    if let Ok(mut w) = WRITER.lock() {
+        *w = Some((guard, dropped));
     }
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();

@@ -8,7 +8,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     tune_allocator();
-    match partner_gateway::cli::run() {
+    let result = partner_gateway::cli::run();
+    partner_gateway::logs::flush();
+    match result {
         Ok(code) => code,
         Err(e) => {
             // Not `eprintln!`: a stderr that cannot be written must not turn exit 1 into a panic.

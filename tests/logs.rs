@@ -378,3 +378,38 @@ fn text_format_writes_the_same_fields_readably() {
         assert!(access.contains(field), "{field} missing: {access}");
     }
 }
+
+#[test]
+fn a_stderr_no_one_reads_never_holds_up_requests() {
+    let (addr, admin) = (free_addr(), free_addr());
+    let policy = PolicyDir::new(&gateway_yaml(addr, admin), &[]);
+    // A pipe whose reader never reads: it fills after 64 KiB, about 200 access lines.
+    let child = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(policy.policy())
+        .current_dir(policy.root())
+        .env("RUST_LOG", "debug")
+        .env(ADMIN_ENV, ADMIN_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _proc = Proc { child };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = Instant::now();
+    for i in 0..1500 {
+        let r = http1::send(&addr.to_string(), "GET", "/nobody/x", &[], None)
+            .unwrap_or_else(|e| panic!("request {i} got no answer: {e}"));
+        assert_eq!(r.status, 404, "request {i}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "requests are held up by the log"
+        );
+    }
+    let r = http1::send(&admin.to_string(), "GET", "/healthz", &[], None).unwrap();
+    assert_eq!(r.status, 200);
+}

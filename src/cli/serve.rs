@@ -148,5 +148,6 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     // Every request has been answered (or, past the drain's bound, cut): the shutdown
     // checkpoint is the ledger's last line.
     gateway.close_ledger();
+    crate::logs::flush();
     std::process::exit(0)
 }

@@ -62,7 +62,10 @@ mod tests {
         let e = anyhow::Error::new(full).context("cannot write to data/optouts/journal");
         let unwritable = change_failed(e);
         assert!(matches!(unwritable, BackendError::Unwritable(_)));
-        assert!(unwritable.to_string().contains("nothing was recorded"), "{unwritable}");
+        assert!(
+            unwritable.to_string().contains("nothing was recorded"),
+            "{unwritable}"
+        );
         let e = anyhow::anyhow!("no scopes to add");
         assert!(matches!(change_failed(e), BackendError::Failed(_)));
     }
