@@ -29,7 +29,9 @@ pub fn display_path(dir: &Path, relative: &str) -> String {
     }
 }
 
-/// Reads `gateway.yaml` and every `partners/*.yaml` (sorted by name).
+/// Reads `gateway.yaml` and every `partners/*.yaml` (sorted by name). Hidden files are not
+/// partners (no partner id starts with `.`): an editor's lock file such as `.#payflow.yaml`,
+/// which often points nowhere, must not make every reload fail while a file is being edited.
 pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
@@ -50,7 +52,7 @@ pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+            .filter(|n| !n.starts_with('.') && (n.ends_with(".yaml") || n.ends_with(".yml")))
             .collect(),
         Err(e) => {
             errors.push(Diagnostic {

@@ -236,19 +236,35 @@ impl Metrics {
         metrics
     }
 
-    /// The Prometheus text exposition of every metric. The two families that can be without
-    /// series (no certificate loaded, no shadow policy) still get their `# HELP` and `# TYPE`
-    /// lines, so whoever checks dashboards and alert rules against `/metrics` finds every
-    /// family the gateway exports.
+    /// The Prometheus text exposition of every metric. A family without series yet (no request
+    /// answered, no certificate loaded, no shadow policy) still gets its `# HELP` and `# TYPE`
+    /// lines, so whoever checks dashboards and alert rules against `/metrics`, or lists label
+    /// values from it, finds every family the gateway exports from its first second.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let encoder = TextEncoder::new();
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = encoder.encode(&families, &mut out);
-        let maybe_empty: [(&dyn Collector, &str); 2] = [
+        let maybe_empty: [(&dyn Collector, &str); 18] = [
+            (&self.requests, "counter"),
+            (&self.request_duration, "histogram"),
+            (&self.filter_duration, "histogram"),
+            (&self.refused, "counter"),
+            (&self.fields_removed, "counter"),
+            (&self.fields_transformed, "counter"),
+            (&self.records_forwarded, "counter"),
+            (&self.records_dropped, "counter"),
+            (&self.upstream_errors, "counter"),
+            (&self.optouts, "gauge"),
+            (&self.policy_reloads, "counter"),
+            (&self.policy_info, "gauge"),
+            (&self.fields_disclosed, "counter"),
             (&self.certificate_expiry, "gauge"),
+            (&self.build_info, "gauge"),
             (&self.shadow_differences, "counter"),
+            (&self.unknown_fields, "counter"),
+            (&self.connections_closed, "counter"),
         ];
         for (collector, kind) in maybe_empty {
             for desc in collector.desc() {

@@ -1506,7 +1506,7 @@ fn admin_opt_outs_hold_from_the_next_request_in_every_spelling() {
 }
 
 /// The journal cannot grow (the process's file size limit stands in for a full disk): every
-/// PUT that cannot be made durable answers 500, never 200, and is not applied; acknowledged
+/// PUT that cannot be made durable answers 503 `not_ready` (retry), never 200, and is not applied; acknowledged
 /// opt-outs keep being enforced; after a restart exactly the acknowledged ones are there.
 #[test]
 fn a_journal_that_cannot_be_written_never_acknowledges() {
@@ -1577,7 +1577,8 @@ fn a_journal_that_cannot_be_written_never_acknowledges() {
         let r = put(&id);
         match r.status {
             200 => acknowledged.push(id),
-            500 => {
+            503 => {
+                assert_eq!(r.json()["error"], "not_ready");
                 failed = Some(id);
                 break;
             }
@@ -1598,7 +1599,7 @@ fn a_journal_that_cannot_be_written_never_acknowledges() {
     assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
     for i in 0..3 {
         let r = put(&format!("later-{i}"));
-        assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     }
     // Acknowledged opt-outs are still enforced while the store cannot write.
     for id in &acknowledged {

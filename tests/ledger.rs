@@ -866,6 +866,10 @@ fn sigterm_lets_requests_under_way_finish_and_refuses_new_ones() {
         let late = gateway.post_json("/acme-ship/v1/shipments", SHIPMENT);
         assert_refused(&late, 503, "not_ready");
         assert_eq!(gateway.admin_get("/readyz").status, 503);
+        // Counted on the partner asked for, so alerts by partner name it.
+        let refused =
+            r#"partner_gateway_requests_refused_total{partner="acme-ship",reason="not_ready"}"#;
+        assert_eq!(metric(&gateway.metrics(), refused), 1.0);
         // The request under way gets the partner's answer.
         let answered = slow.join().unwrap();
         assert_eq!(

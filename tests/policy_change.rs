@@ -333,3 +333,17 @@ fn diff_sees_a_remove_taken_out_beside_a_wildcard_and_a_sample_that_gains_a_fiel
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["samples"][0]["discloses_more"], false, "{out}");
 }
+
+#[test]
+fn an_editors_lock_file_beside_the_partners_is_not_a_partner() {
+    let policy = edited_policy("payflow", |t| format!("{t}\n"));
+    let dir = policy.dir();
+    // Emacs's lock while payflow.yaml has unsaved changes: a symlink to nowhere.
+    std::os::unix::fs::symlink(
+        "root@host.1234:1700000000",
+        std::path::Path::new(&dir).join("partners/.#payflow.yaml"),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check", "--policy", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -91,6 +91,8 @@ impl PartnerProxy {
         let req = session.req_header();
         ctx.method = ctx::method_label(&req.method);
         if self.gateway.drain.draining() {
+            // Counted on the partner and route asked for, like any refusal.
+            let _ = target_labelled(ctx, &active, (req.method.as_str(), req.uri.path()));
             return Err(Refusal::new(
                 RefusalKind::NotReady,
                 "the gateway is shutting down: send the request to another replica",
@@ -313,20 +315,7 @@ impl PartnerProxy {
         headers: &Result<Vec<(&str, &str)>, Refusal>,
         peer: &Option<crate::tls::PeerIdentity>,
     ) -> Result<(plan::Target, String), Refusal> {
-        let policy = &active.policy;
-        // Labels come from the policy: an id the policy does not know stays `unknown`.
-        let target = plan::resolve(&policy.partners, method, raw_path).inspect_err(|refusal| {
-            if let Some(p) = partner_in_path(raw_path).and_then(|id| policy.partners.get(id)) {
-                ctx.set_partner(p, active.series.partner(&p.id));
-                // A route that owns the path but not the method: counted on that route.
-                if refusal.kind == RefusalKind::MethodNotAllowed {
-                    if let Some(index) = plan::path_owner(p, raw_path) {
-                        ctx.set_path_owner(index);
-                    }
-                }
-            }
-        })?;
-        ctx.set_target(&target, active.series.partner(&target.partner.id));
+        let target = target_labelled(ctx, active, (method, raw_path))?;
         let headers = headers.as_ref().map_err(Clone::clone)?;
 
         let caller = active
@@ -579,6 +568,29 @@ async fn read_body(
             Err(_) => return Err(crate::conn_limits::body_timed_out(limits)),
         }
     }
+}
+
+/// The partner and route `(method, raw_path)` asks for, which also label the request's metrics
+/// and access line. Labels come from the policy: an id the policy does not know stays
+/// `unknown`; a route that owns the path but not the method counts the refusal on that route.
+fn target_labelled(
+    ctx: &mut RequestCtx,
+    active: &Active,
+    (method, raw_path): (&str, &str),
+) -> Result<plan::Target, Refusal> {
+    let partners = &active.policy.partners;
+    let target = plan::resolve(partners, method, raw_path).inspect_err(|refusal| {
+        if let Some(p) = partner_in_path(raw_path).and_then(|id| partners.get(id)) {
+            ctx.set_partner(p, active.series.partner(&p.id));
+            if refusal.kind == RefusalKind::MethodNotAllowed {
+                if let Some(index) = plan::path_owner(p, raw_path) {
+                    ctx.set_path_owner(index);
+                }
+            }
+        }
+    })?;
+    ctx.set_target(&target, active.series.partner(&target.partner.id));
+    Ok(target)
 }
 
 /// The caller's body could not be read (broken framing, a connection that dropped). Only the

@@ -518,3 +518,23 @@ fn who_received_finds_any_listed_form_and_lists_routes_that_name_nobody() {
         ]
     );
 }
+
+#[test]
+fn records_without_an_outcome_are_counted() {
+    let mut chain = Chain::new();
+    let mut lines = Vec::new();
+    let mut records = Vec::new();
+    for i in 1..=3 {
+        let record = chain.record(&disclosure(i));
+        chain.commit(&record);
+        records.push(record.seq);
+        lines.push(record.bytes);
+    }
+    // Only the second record's outcome was written.
+    let outcome = chain.outcome(records[1], 200, "2026-11-29T03:00:09.000Z", None);
+    chain.commit(&outcome);
+    lines.push(outcome.bytes);
+    let summary = verify(&lines, None).unwrap();
+    assert_eq!(summary.without_outcome, 2);
+    assert_eq!(verify(&ledger(3, None), None).unwrap().without_outcome, 0);
+}

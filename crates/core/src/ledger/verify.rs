@@ -37,6 +37,9 @@ pub struct Summary {
     pub head: String,
     /// Whether the last line is a checkpoint (a clean shutdown).
     pub ends_with_checkpoint: bool,
+    /// Records no outcome line names (yet): requests under way, partners no byte reached, or
+    /// an outcome the ledger could not write (a full disk between record and outcome).
+    pub without_outcome: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +66,8 @@ pub struct ChainVerifier {
     summary: Summary,
     /// Records of streams whose outcome line has not come yet: what a subjects line may name.
     open_streams: std::collections::HashSet<u64>,
+    /// Every record whose outcome line has not come yet.
+    awaiting: std::collections::HashSet<u64>,
 }
 
 impl ChainVerifier {
@@ -83,6 +88,7 @@ impl ChainVerifier {
             pending: None,
             summary: Summary::default(),
             open_streams: std::collections::HashSet::new(),
+            awaiting: std::collections::HashSet::new(),
         })
     }
 
@@ -135,8 +141,14 @@ impl ChainVerifier {
         s.last_seq = seq;
         s.ends_with_checkpoint = matches!(parsed, LedgerLine::Checkpoint(_));
         match parsed {
-            LedgerLine::Record(_) => s.records += 1,
-            LedgerLine::Outcome(_) => s.outcomes += 1,
+            LedgerLine::Record(r) => {
+                s.records += 1;
+                self.awaiting.insert(r.seq);
+            }
+            LedgerLine::Outcome(o) => {
+                s.outcomes += 1;
+                self.awaiting.remove(&o.outcome_of);
+            }
             LedgerLine::Checkpoint(_) => s.checkpoints += 1,
             LedgerLine::Subjects(_) => s.subject_lines += 1,
         }
@@ -162,6 +174,7 @@ impl ChainVerifier {
             return Err(edited(&p));
         }
         self.summary.head = self.prev_hash;
+        self.summary.without_outcome = self.awaiting.len() as u64;
         Ok(self.summary)
     }
 
