@@ -458,6 +458,8 @@ fn names(
         "optout_scope" => ("optout_scope_added", "optout_scope_dropped"),
         "method" => ("method_added", "method_removed"),
         "query" => ("query_added", "query_removed"),
+        "json_type" => ("json_type_added", "json_type_removed"),
+        "decode" => ("decode_added", "decode_removed"),
         _ => ("header_added", "header_removed"),
     };
     for name in new.iter().filter(|x| !old.contains(x)) {
@@ -591,6 +593,33 @@ fn route(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
             };
             on(format!("{id} will {starts} the {noun} {name}"))
         });
+    }
+    // Bodies the route starts to take: requests refused before (415) now reach the partner.
+    let codings =
+        |r: &Route| -> Vec<String> { r.decode.iter().map(|c| c.as_str().to_string()).collect() };
+    let admitted = [
+        (
+            "json_type",
+            "bodies of type",
+            o.json_types.clone(),
+            n.json_types.clone(),
+        ),
+        ("decode", "bodies encoded with", codings(o), codings(n)),
+    ];
+    for (what, noun, old, new) in admitted {
+        names(
+            b,
+            id,
+            Some(&label),
+            what,
+            &old,
+            &new,
+            true,
+            |name, added| {
+                let will = if added { "also take" } else { "no longer take" };
+                on(format!("{id} will {will} {noun} {name}"))
+            },
+        );
     }
     records_changed(b, p, o, n);
     stream_changed(b, p, o, n);

@@ -365,3 +365,27 @@ fn a_change_of_whom_the_gateway_takes_for_a_caller_needs_sign_off() {
     }
     assert!(diff(&before, &before).changes.is_empty());
 }
+
+#[test]
+fn a_route_that_takes_more_kinds_of_body_discloses_more() {
+    let old = policy(&contractor("order_id", "", "orders"));
+    let wider = contractor("order_id", "", "orders").replace(
+        "    methods: [POST]\n",
+        "    methods: [POST]\n    json_types: [application/merge-patch+json]\n    decode: [gzip]\n",
+    );
+    let new = policy(&wider);
+    let d = diff(&old, &new);
+    assert!(d.discloses_more);
+    assert_eq!(
+        texts(&d),
+        [
+            "acme will also take bodies of type application/merge-patch+json on POST /v1/shipments",
+            "acme will also take bodies encoded with gzip on POST /v1/shipments",
+        ]
+    );
+    let kinds: Vec<&str> = d.changes.iter().map(|c| c.change).collect();
+    assert_eq!(kinds, ["json_type_added", "decode_added"]);
+    let back = diff(&new, &old);
+    assert!(!back.discloses_more);
+    assert_eq!(back.changes.len(), 2);
+}
