@@ -212,6 +212,16 @@ fn put_and_delete_reach_every_replica_within_the_bound_across_restarts_and_lost_
         contact(b, "bp", "lost-1").status == 451
     });
 
+    // The server ends the writers' pooled connections: the next write gets a fresh one.
+    let ended = c.pg.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'partner-gateway'",
+    );
+    assert_ne!(ended, "0", "no pooled writer connection to end");
+    for i in 0..3 {
+        let r = put(a, &format!("after-terminate-{i}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
     // Database restart while serving: lookups go on from memory, writes come back.
     c.pg.stop();
     assert_eq!(contact(b, "bp", "lost-1").status, 451);

@@ -129,8 +129,12 @@ impl Target {
 
     /// The writers' pool (connections are made on first use and replaced once closed).
     pub fn pool(&self) -> Result<Pool> {
+        // Verified: a pooled connection is checked with an empty query before it is handed out
+        // again, so a backend the server ended (a restart, `pg_terminate_backend`) is replaced
+        // instead of failing the next admin write with 503. Writes are rare; the check is one
+        // round trip.
         let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Verified,
         };
         let manager = match &self.tls {
             None => Manager::from_config(self.config.clone(), NoTls, manager_config),
