@@ -76,7 +76,7 @@ impl Job {
     fn held_bytes(&self) -> usize {
         let note = match &self.live {
             Some(Live {
-                outcome: Noted::Forwarded(forwarded),
+                outcome: Noted::Forwarded(forwarded, _),
                 ..
             }) => forwarded.heap_bytes(),
             _ => 0,
@@ -198,7 +198,7 @@ impl Shadow {
     /// False when the request's decisions were too large to compare (nothing noted).
     fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) -> bool {
         if let Some(Live {
-            outcome: Noted::Forwarded(forwarded),
+            outcome: Noted::Forwarded(forwarded, _),
             ..
         }) = &job.live
         {

@@ -106,7 +106,8 @@ impl Decision {
 /// decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Noted {
-    Forwarded(Forwarded),
+    /// What the filter forwarded, and how many records (customers) it dropped.
+    Forwarded(Forwarded, u64),
     Decided(Decision),
 }
 
@@ -115,7 +116,10 @@ impl Noted {
     /// reads its refusal.
     pub fn take(outcome: &mut Result<Outgoing, Refusal>) -> Noted {
         match outcome {
-            Ok(outgoing) => Noted::Forwarded(std::mem::take(&mut outgoing.report.forwarded)),
+            Ok(outgoing) => Noted::Forwarded(
+                std::mem::take(&mut outgoing.report.forwarded),
+                outgoing.report.records_dropped,
+            ),
             Err(refusal) => Noted::Decided(Decision::refused(refusal)),
         }
     }
@@ -123,7 +127,7 @@ impl Noted {
     /// `None` when what it forwarded is too large to read.
     pub fn read(&self) -> Option<Decision> {
         match self {
-            Noted::Forwarded(forwarded) => Decision::forwarded(forwarded),
+            Noted::Forwarded(forwarded, _) => Decision::forwarded(forwarded),
             Noted::Decided(decision) => Some(decision.clone()),
         }
     }
@@ -132,12 +136,33 @@ impl Noted {
 /// [`compare`] of two noted decisions on one request. Nothing is read when both forwarded the
 /// same values (same paths as received, same forms, same subtrees); two forwarded bodies are
 /// compared on the paths as received, and only differing paths are written in drift syntax.
-/// `None` when a note is incomplete or too large to read: a body whose forwarded paths would
-/// take many times its size is not compared.
+/// Two decisions that drop a different number of records come first, as a `newly_forwarded`
+/// (the candidate forwards records the active policy drops: customers whose opt-out it no
+/// longer honours, or a route without `records`) or a `newly_refused` without a path: paths
+/// alone cannot show it, as every record has the same ones. `None` when a note is incomplete or too large to read: a body
+/// whose forwarded paths would take many times its size is not compared.
 pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> {
     match (active, shadow) {
-        (Noted::Forwarded(a), Noted::Forwarded(s)) if a.same_values(s) => Some(Vec::new()),
-        (Noted::Forwarded(a), Noted::Forwarded(s)) => raw::compare_forwarded(a, s),
+        (Noted::Forwarded(a, ra), Noted::Forwarded(s, rs)) => {
+            let mut out = Vec::new();
+            if ra != rs {
+                let records = |n: &u64| format!("{n} records dropped");
+                out.push(Difference {
+                    change: if rs < ra {
+                        ShadowChange::NewlyForwarded
+                    } else {
+                        ShadowChange::NewlyRefused
+                    },
+                    path: None,
+                    active: records(ra),
+                    shadow: records(rs),
+                });
+            }
+            if !a.same_values(s) {
+                out.extend(raw::compare_forwarded(a, s)?);
+            }
+            Some(out)
+        }
         _ => Some(compare(&active.read()?, &shadow.read()?)),
     }
 }

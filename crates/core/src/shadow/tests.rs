@@ -163,3 +163,78 @@ fn the_recent_list_is_bounded_newest_first_and_counts_everything() {
     none.push(("acme", "/v1/shipments", "POST"), &diffs, 1);
     assert_eq!((none.total, none.len()), (1, 0));
 }
+
+/// Customers who opted out of everything.
+struct OptedOut(Vec<&'static str>);
+
+impl crate::optout::OptOutSource for OptedOut {
+    fn is_opted_out(&self, customer_id: &str, _scopes: &[crate::optout::Scope]) -> bool {
+        self.0.contains(&customer_id)
+    }
+}
+
+/// A business partner with `contacts[*]` records whose subject is `customer_id`; `extra` is
+/// added to its file.
+fn business(extra: &str) -> Policy {
+    let partner = format!(
+        "kind: business_partner\npurpose: marketing\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/contacts\n    methods: [POST]\n    records: contacts[*]\n    subject: customer_id\n    allow: [\"contacts[*].customer_id\", \"contacts[*].name\"]\nallowed_callers: [orders]\n{extra}"
+    );
+    let source = PolicySource {
+        dir: "policy".into(),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: format!("optouts: {{ path: data/optouts }}\n{GATEWAY}"),
+        },
+        partners: vec![SourceFile {
+            path: "policy/partners/acme.yaml".into(),
+            text: partner,
+        }],
+    };
+    load(&source, None)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .policy
+}
+
+fn noted(policy: &Policy, body: &str, optouts: &OptedOut) -> Noted {
+    let headers = [("content-type", "application/json")];
+    let incoming = Incoming {
+        query: None,
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let mut outcome =
+        plan::resolve(&policy.partners, "POST", "/acme/v1/contacts").and_then(|target| {
+            plan::plan_forwarded(
+                &target,
+                &incoming,
+                &policy.gateway.limits,
+                OptOuts::Loaded(optouts),
+            )
+        });
+    Noted::take(&mut outcome)
+}
+
+#[test]
+fn a_candidate_that_stops_honouring_opt_outs_forwards_records_newly() {
+    let (honouring, not) = (business(""), business("honor_optouts: []\n"));
+    let body = r#"{"contacts":[{"customer_id":"c-1","name":"A"},{"customer_id":"c-2","name":"B"}]}"#;
+    let opted = OptedOut(vec!["c-2"]);
+    let (active, shadow) = (noted(&honouring, body, &opted), noted(&not, body, &opted));
+    let more = compare_noted(&active, &shadow).expect("comparable");
+    assert_eq!(
+        more,
+        vec![Difference {
+            change: ShadowChange::NewlyForwarded,
+            path: None,
+            active: "1 records dropped".into(),
+            shadow: "0 records dropped".into(),
+        }]
+    );
+    let fewer = compare_noted(&shadow, &active).expect("comparable");
+    assert_eq!(fewer.len(), 1, "{fewer:?}");
+    assert_eq!(fewer[0].change, ShadowChange::NewlyRefused);
+    // Nobody opted out: both forward the same.
+    let none = OptedOut(Vec::new());
+    let same = compare_noted(&noted(&honouring, body, &none), &noted(&not, body, &none));
+    assert_eq!(same, Some(Vec::new()));
+}
