@@ -18,7 +18,7 @@ What may reach a line is decided here, once:
   quote what the code was handling (Rust's default hook would print it as plain text).
 
 Lines are written to stderr by a thread of their own (tracing-appender): a stderr that blocks
-(a log collector that stopped reading) must never hold up a request. At most
+(a log collector that stopped reading) must never hold up a request, nor the exit. At most
 [`BUFFERED_LINES`] wait for it; past that, lines are dropped, and [`flush`] says how many.
 */
 use std::fmt;
@@ -64,20 +64,35 @@ pub const BUFFERED_LINES: usize = 10_000;
 /// The writer thread's guard and its count of dropped lines, until [`flush`].
 static WRITER: Mutex<Option<(WorkerGuard, ErrorCounter)>> = Mutex::new(None);
 
-/// Writes out the lines still waiting (for up to about a second) and ends the writer thread:
-/// called before the process exits. Later lines are dropped.
+/// How long the process waits at exit for the lines still queued.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes out the lines still waiting and ends the writer thread: called before the process
+/// exits; later lines are dropped. A stderr that stays blocked must not keep the process from
+/// exiting, so the wait is bounded and runs on a thread of its own (the writer thread holds
+/// stderr while it is blocked). How many lines were dropped is said as a line of its own, in
+/// the queue like every other.
 pub fn flush() {
     let taken = WRITER.lock().map(|mut w| w.take()).unwrap_or_default();
-    if let Some((guard, dropped)) = taken {
-        drop(guard);
-        let n = dropped.dropped_lines();
-        if n > 0 {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "partner-gateway: {n} log lines were dropped while stderr was blocked"
-            );
-        }
+    let Some((guard, dropped)) = taken else {
+        return;
+    };
+    let n = dropped.dropped_lines();
+    if n > 0 {
+        tracing::warn!(
+            dropped = n,
+            "log lines were dropped while stderr was blocked"
+        );
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    let waiting = std::thread::Builder::new()
+        .name("log-flush".into())
+        .spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+    if waiting.is_ok() {
+        let _ = finished.recv_timeout(FLUSH_WAIT);
     }
 }
 

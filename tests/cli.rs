@@ -104,6 +104,16 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        // A stderr whose reader went away (the warnings cannot be written): the verdict stands.
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{args:?} with a broken stderr");
     }
     // Commands whose output is the result: a full disk is exit 1, never 0 with nothing written.
     let key = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/callers-demo.pem");

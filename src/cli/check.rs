@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use gateway_core::policy::{Diagnostic, Policy};
 
-use crate::cli::out::{outln, Out};
+use crate::cli::out::{noteln, outln, Out};
 use crate::loader;
 
 /// `DIR: ok: N partners, M routes, policy version V`.
@@ -30,9 +30,11 @@ fn check_shadow(policy: &Policy) -> Result<Option<String>, Vec<Diagnostic>> {
         return Ok(None);
     };
     for warning in &loaded.warnings {
-        eprintln!(
+        noteln!(
             "{}:{}: warning: {}",
-            warning.file, warning.line, warning.message
+            warning.file,
+            warning.line,
+            warning.message
         );
     }
     let dir = policy.gateway.shadow.as_deref().unwrap_or(Path::new(""));
@@ -46,9 +48,11 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
     match loader::load(dir, None) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
-                eprintln!(
+                noteln!(
                     "{}:{}: warning: {}",
-                    warning.file, warning.line, warning.message
+                    warning.file,
+                    warning.line,
+                    warning.message
                 );
             }
             let policy = &loaded.policy;
@@ -67,7 +71,7 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
             match crate::tls::TlsMaterial::load(policy, now) {
                 Ok((_, warnings)) => {
                     for w in &warnings {
-                        eprintln!("{}:{}: warning: {}", w.file, w.line, w.message);
+                        noteln!("{}:{}: warning: {}", w.file, w.line, w.message);
                     }
                 }
                 Err(errors) => {
@@ -78,7 +82,7 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
                 }
             }
             for warning in loader::demo_key_warnings(policy) {
-                eprintln!("{warning}");
+                noteln!("{warning}");
             }
             // The key files the policy names (caller keys, signing key, published keys), loaded
             // as `serve` would.

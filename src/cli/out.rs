@@ -11,6 +11,21 @@ pub struct Out {
     failed: Option<io::Error>,
 }
 
+/// `noteln!("format", args…)`: one line on stderr (a warning or a note beside the output),
+/// dropped when stderr cannot be written: the verdict stands.
+macro_rules! noteln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::note(format_args!($($arg)*))
+    };
+}
+pub(crate) use noteln;
+
+/// See [`noteln`].
+pub fn note(args: fmt::Arguments<'_>) {
+    let mut err = io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
 /// `outln!(out, "format", args…)`: one line on [`Out`].
 macro_rules! outln {
     ($out:expr, $($arg:tt)*) => {
@@ -53,7 +68,9 @@ impl Out {
         }
         match self.failed {
             Some(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-                eprintln!("partner-gateway: cannot write the output: {e}");
+                note(format_args!(
+                    "partner-gateway: cannot write the output: {e}"
+                ));
                 ExitCode::from(1)
             }
             _ => code,

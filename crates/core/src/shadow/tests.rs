@@ -217,7 +217,8 @@ fn noted(policy: &Policy, body: &str, optouts: &OptedOut) -> Noted {
 #[test]
 fn a_candidate_that_stops_honouring_opt_outs_forwards_records_newly() {
     let (honouring, not) = (business(""), business("honor_optouts: []\n"));
-    let body = r#"{"contacts":[{"customer_id":"c-1","name":"A"},{"customer_id":"c-2","name":"B"}]}"#;
+    let body =
+        r#"{"contacts":[{"customer_id":"c-1","name":"A"},{"customer_id":"c-2","name":"B"}]}"#;
     let opted = OptedOut(vec!["c-2"]);
     let (active, shadow) = (noted(&honouring, body, &opted), noted(&not, body, &opted));
     let more = compare_noted(&active, &shadow).expect("comparable");
