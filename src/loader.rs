@@ -29,9 +29,14 @@ pub fn display_path(dir: &Path, relative: &str) -> String {
     }
 }
 
-/// Reads `gateway.yaml` and every `partners/*.yaml` (sorted by name). Hidden files are not
-/// partners (no partner id starts with `.`): an editor's lock file such as `.#payflow.yaml`,
-/// which often points nowhere, must not make every reload fail while a file is being edited.
+/// Whether a file in `partners/` is hidden, so never a partner (no partner id starts with `.`):
+/// an editor's lock file such as `.#payflow.yaml`, which often points nowhere, must not make
+/// every reload fail (or even start one) while a file is being edited.
+pub fn hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+/// Reads `gateway.yaml` and every `partners/*.yaml` that is not [`hidden`] (sorted by name).
 pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
@@ -52,7 +57,7 @@ pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.') && (n.ends_with(".yaml") || n.ends_with(".yml")))
+            .filter(|n| !hidden(n) && (n.ends_with(".yaml") || n.ends_with(".yml")))
             .collect(),
         Err(e) => {
             errors.push(Diagnostic {

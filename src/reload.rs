@@ -252,7 +252,10 @@ type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
 fn fingerprint_paths(dir: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
     let mut paths = vec![dir.join("gateway.yaml")];
     if let Ok(entries) = std::fs::read_dir(dir.join("partners")) {
-        paths.extend(entries.flatten().map(|e| e.path()));
+        let shown = entries
+            .flatten()
+            .filter(|e| !crate::loader::hidden(&e.file_name().to_string_lossy()));
+        paths.extend(shown.map(|e| e.path()));
     }
     paths.extend(named.iter().cloned());
     paths.sort();

@@ -19,7 +19,7 @@ pub use fields::{disclosure, Disclosure, FieldChange};
 
 use crate::filter::FieldPath;
 use crate::filter::FilterSpec;
-use crate::policy::{Partner, Policy, Route};
+use crate::policy::{OptOutStoreConfig, Partner, Policy, Route};
 
 /// One effect of a policy change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -129,11 +129,16 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
         );
     }
     ledger_switched(&mut b, old, new);
+    signing_switched(&mut b, old, new);
+    optout_store_changed(&mut b, old, new);
     caller_trust(&mut b, old, new);
     let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
     for id in ids {
         match (old.partners.get(id), new.partners.get(id)) {
-            (Some(o), Some(n)) => partner(&mut b, o, n),
+            (Some(o), Some(n)) => {
+                partner(&mut b, o, n);
+                pseudonym_key(&mut b, new, o, n);
+            }
             (None, Some(n)) => {
                 b.push(
                     id,
@@ -253,6 +258,90 @@ fn ledger_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
         )
     };
     b.push("*", None, change, None, (None, None), false, text.into());
+}
+
+/// Data-use tokens switched off or on (`signing: { disabled: true }`). Nothing more reaches a
+/// partner either way; a reviewer should see that partners stop (or start) getting the signed
+/// statement of what they may do with the data.
+fn signing_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let on = new.gateway.signing.is_some();
+    if old.gateway.signing.is_some() == on {
+        return;
+    }
+    let (change, text) = if on {
+        (
+            "signing_on",
+            "partners will receive a signed data-use token with every request",
+        )
+    } else {
+        (
+            "signing_off",
+            "partners will no longer receive a signed data-use token (signing disabled)",
+        )
+    };
+    b.push("*", None, change, None, (None, None), false, text.into());
+}
+
+/// The PostgreSQL table (or its URL's variable) the opt-outs are read from, or a switch between
+/// the embedded store and PostgreSQL. Another store holds other opt-outs (a new one none), so
+/// records of customers who opted out may start being sent. An embedded store's directory is
+/// not compared: each policy resolves it against its own location, so two copies of one
+/// policy in different places would always differ.
+fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let store = |p: &Policy| match &p.gateway.optouts {
+        None => "no opt-out store".to_string(),
+        Some(OptOutStoreConfig::Embedded { .. }) => "the embedded store".to_string(),
+        Some(OptOutStoreConfig::Postgres(pg)) => {
+            format!("PostgreSQL table {} (URL in {})", pg.table, pg.url_env)
+        }
+    };
+    let (before, after) = (store(old), store(new));
+    if before == after {
+        return;
+    }
+    b.push(
+        "*",
+        None,
+        "optout_store_changed",
+        None,
+        (Some(before.clone()), Some(after.clone())),
+        true,
+        format!("opt-outs will be read from {after} instead of {before}: a store without the same opt-outs sends the records of customers who opted out"),
+    );
+}
+
+/// The variable a partner's pseudonymisation key comes from. Another key gives other
+/// pseudonyms; the key of another partner of the new policy lets the two link theirs, which
+/// discloses more.
+fn pseudonym_key(b: &mut Builder<'_>, new_policy: &Policy, o: &Partner, n: &Partner) {
+    let (before, after) = (&o.pseudonymize_key_env, &n.pseudonymize_key_env);
+    let Some(name) = after.as_ref().filter(|_| before != after) else {
+        return;
+    };
+    let shared = new_policy
+        .partners
+        .values()
+        .find(|p| p.id != n.id && p.pseudonymize_key_env.as_ref() == Some(name));
+    let was = before.as_deref().unwrap_or("no key");
+    let text = match shared {
+        Some(other) => format!(
+            "{} will receive pseudonyms made with {}'s key ({name}, was {was}): the two can link their pseudonyms",
+            n.id, other.id
+        ),
+        None => format!(
+            "{} will receive pseudonyms made with the key in {name} instead of {was}",
+            n.id
+        ),
+    };
+    b.push(
+        &n.id,
+        None,
+        "pseudonym_key_changed",
+        None,
+        (before.clone(), Some(name.clone())),
+        shared.is_some(),
+        text,
+    );
 }
 
 fn partner(b: &mut Builder<'_>, o: &Partner, n: &Partner) {

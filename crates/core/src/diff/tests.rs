@@ -389,3 +389,98 @@ fn a_route_that_takes_more_kinds_of_body_discloses_more() {
     assert!(!back.discloses_more);
     assert_eq!(back.changes.len(), 2);
 }
+
+fn kinds(d: &PolicyDiff) -> Vec<(&'static str, bool)> {
+    d.changes
+        .iter()
+        .map(|c| (c.change, c.discloses_more))
+        .collect()
+}
+
+#[test]
+fn signing_switched_off_is_shown_and_discloses_nothing_more() {
+    let partner = contractor("order_id", "", "orders");
+    let unsigned = GATEWAY.replace(
+        "signing: { issuer: i, key: k.pem, kid: k }\n",
+        "signing: { disabled: true }\n",
+    );
+    let d = diff(&policy(&partner), &policy_with(&unsigned, &partner));
+    assert_eq!(kinds(&d), [("signing_off", false)]);
+    assert!(!d.discloses_more);
+    let back = diff(&policy_with(&unsigned, &partner), &policy(&partner));
+    assert_eq!(kinds(&back), [("signing_on", false)]);
+}
+
+#[test]
+fn another_opt_out_store_discloses_more() {
+    let partner = contractor("order_id", "", "orders");
+    let pg = |table: &str| {
+        GATEWAY.replace(
+            "optouts: { path: data/optouts }\n",
+            &format!("optouts: {{ postgres: {{ url_env: DB_URL, table: {table}, max_staleness_s: 30 }} }}\n"),
+        )
+    };
+    let d = diff(&policy(&partner), &policy_with(&pg("optouts"), &partner));
+    assert_eq!(kinds(&d), [("optout_store_changed", true)]);
+    let d = diff(
+        &policy_with(&pg("optouts"), &partner),
+        &policy_with(&pg("optouts_v2"), &partner),
+    );
+    assert_eq!(kinds(&d), [("optout_store_changed", true)]);
+    assert!(
+        d.changes[0].text.contains("optouts_v2"),
+        "{}",
+        d.changes[0].text
+    );
+    // Only how stale a copy may get: the same store.
+    let staler = pg("optouts").replace("max_staleness_s: 30", "max_staleness_s: 300");
+    assert!(diff(
+        &policy_with(&pg("optouts"), &partner),
+        &policy_with(&staler, &partner)
+    )
+    .changes
+    .is_empty());
+}
+
+/// A policy of two contractors that pseudonymise `customer_id`, with the keys in `keys`.
+fn two_pseudonymising(keys: [&str; 2]) -> Policy {
+    let partner = |key: &str| {
+        contractor("order_id", "customer_id: pseudonymize", "orders")
+            + &format!("pseudonymize_key_env: {key}\n")
+    };
+    let source = PolicySource {
+        dir: "policy".into(),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: GATEWAY.into(),
+        },
+        partners: vec![
+            SourceFile {
+                path: "policy/partners/acme.yaml".into(),
+                text: partner(keys[0]),
+            },
+            SourceFile {
+                path: "policy/partners/bolt.yaml".into(),
+                text: partner(keys[1]),
+            },
+        ],
+    };
+    load(&source, None)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .policy
+}
+
+#[test]
+fn taking_another_partners_pseudonymisation_key_discloses_more() {
+    let old = two_pseudonymising(["ACME_KEY", "BOLT_KEY"]);
+    let shared = diff(&old, &two_pseudonymising(["BOLT_KEY", "BOLT_KEY"]));
+    assert_eq!(kinds(&shared), [("pseudonym_key_changed", true)]);
+    assert!(
+        shared.changes[0].text.contains("bolt's key"),
+        "{}",
+        shared.changes[0].text
+    );
+    let own = diff(&old, &two_pseudonymising(["ACME_KEY_2", "BOLT_KEY"]));
+    assert_eq!(kinds(&own), [("pseudonym_key_changed", false)]);
+    assert!(!own.discloses_more);
+}
