@@ -2,7 +2,7 @@
 Reads a policy directory from disk and hands it to the core loader. `check`, `serve`,
 `explain` and reloads all come through here, so they agree on what a valid policy is.
 */
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gateway_core::policy::{self, Diagnostic, Env, Loaded, Policy, PolicySource, SourceFile};
@@ -29,14 +29,28 @@ pub fn display_path(dir: &Path, relative: &str) -> String {
     }
 }
 
-/// Whether a file in `partners/` is hidden, so never a partner (no partner id starts with `.`):
-/// an editor's lock file such as `.#payflow.yaml`, which often points nowhere, must not make
-/// every reload fail (or even start one) while a file is being edited.
-pub fn hidden(name: &str) -> bool {
-    name.starts_with('.')
+/// Whether a name in `partners/` is a partner file: `*.yaml` or `*.yml`, and not hidden (no
+/// partner id starts with `.`). An editor's lock file such as `.#payflow.yaml`, which often
+/// points nowhere, or its backup `payflow.yaml~` must not make every reload fail (or even start
+/// one) while a file is being edited. The loader and the reload watcher both ask this.
+pub fn partner_file(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-/// Reads `gateway.yaml` and every `partners/*.yaml` that is not [`hidden`] (sorted by name).
+/// The paths of the partner files in `partners` ([`partner_file`]), in no particular order.
+pub fn partner_paths(partners: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(partners) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| partner_file(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Reads `gateway.yaml` and every partner file of `partners/` ([`partner_file`]), sorted by
+/// name.
 pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
@@ -57,7 +71,7 @@ pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
         Ok(entries) => entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !hidden(n) && (n.ends_with(".yaml") || n.ends_with(".yml")))
+            .filter(|n| partner_file(n))
             .collect(),
         Err(e) => {
             errors.push(Diagnostic {

@@ -234,9 +234,7 @@ pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
     // The candidate policy's own files: editing it reloads both.
     if let Some(shadow) = &gw.shadow {
         files.push(shadow.join("gateway.yaml"));
-        if let Ok(entries) = std::fs::read_dir(shadow.join("partners")) {
-            files.extend(entries.flatten().map(|e| e.path()));
-        }
+        files.extend(crate::loader::partner_paths(&shadow.join("partners")));
     }
     files.sort();
     files.dedup();
@@ -251,12 +249,7 @@ type Fingerprint = Vec<(PathBuf, Option<[u8; 32]>)>;
 /// The files a fingerprint covers: `gateway.yaml`, every partner file, and `named`, sorted.
 fn fingerprint_paths(dir: &Path, named: &[PathBuf]) -> Vec<PathBuf> {
     let mut paths = vec![dir.join("gateway.yaml")];
-    if let Ok(entries) = std::fs::read_dir(dir.join("partners")) {
-        let shown = entries
-            .flatten()
-            .filter(|e| !crate::loader::hidden(&e.file_name().to_string_lossy()));
-        paths.extend(shown.map(|e| e.path()));
-    }
+    paths.extend(crate::loader::partner_paths(&dir.join("partners")));
     paths.extend(named.iter().cloned());
     paths.sort();
     paths.dedup();

@@ -347,3 +347,34 @@ fn an_editors_lock_file_beside_the_partners_is_not_a_partner() {
     let (code, out, err) = run(&["check", "--policy", &dir]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn a_copy_of_the_policy_without_its_certificates_is_no_change() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = tempfile::tempdir().unwrap();
+    let dir = copy.path().join("policy");
+    for sub in ["", "partners", "examples", "tests"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        for entry in std::fs::read_dir(repo.join("policy").join(sub))
+            .unwrap()
+            .flatten()
+        {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), dir.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    // Two copies that both lack `certs/`: the same files, unread alike.
+    let other = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&dir)
+        .arg(other.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (a, b) = (dir.to_str().unwrap(), other.path().join("policy"));
+    let (code, out, err) = run(&["diff", "--policy", a, "--against", b.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no change"), "{out}");
+}

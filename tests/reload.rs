@@ -193,12 +193,13 @@ fn an_edit_reloaded_by_hand_is_not_loaded_again_by_the_watcher() {
     assert_eq!(reloads("ok"), 2.0, "the start and the one reload");
     assert_eq!(reloads("error"), 1.0);
 
-    // Hidden files beside the partners (an editor's lock, a temporary file) are not the
-    // policy: no reload.
+    // Files beside the partners that are not partner files (an editor's lock and backup, a
+    // temporary file) are not the policy: no reload.
     let partners = gateway.policy.policy().join("partners");
     std::os::unix::fs::symlink("root@host.42:1700000000", partners.join(".#acme-ship.yaml"))
         .unwrap();
     std::fs::write(partners.join(".scratch.yaml"), "not: [a partner").unwrap();
+    std::fs::write(partners.join("acme-ship.yaml~"), "an editor's backup").unwrap();
     watcher_had_its_turn();
     assert_eq!(reloads("ok"), 2.0, "a hidden file started a reload");
     assert_eq!(reloads("error"), 1.0);

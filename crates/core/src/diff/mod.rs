@@ -137,7 +137,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
         match (old.partners.get(id), new.partners.get(id)) {
             (Some(o), Some(n)) => {
                 partner(&mut b, o, n);
-                pseudonym_key(&mut b, new, o, n);
+                pseudonym_key(&mut b, (old, new), o, n);
             }
             (None, Some(n)) => {
                 b.push(
@@ -297,6 +297,7 @@ fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     };
     let (before, after) = (store(old), store(new));
     if before == after {
+        optout_staleness_changed(b, old, new);
         return;
     }
     b.push(
@@ -310,17 +311,49 @@ fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     );
 }
 
-/// The variable a partner's pseudonymisation key comes from. Another key gives other
-/// pseudonyms; the key of another partner of the new policy lets the two link theirs, which
+/// How stale the replicas' copy of the PostgreSQL opt-outs may get before opt-out routes are
+/// refused: a longer bound lets opt-outs recorded meanwhile go unseen for longer, which
 /// discloses more.
-fn pseudonym_key(b: &mut Builder<'_>, new_policy: &Policy, o: &Partner, n: &Partner) {
+fn optout_staleness_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let bound = |p: &Policy| match &p.gateway.optouts {
+        Some(OptOutStoreConfig::Postgres(pg)) => Some(pg.max_staleness),
+        _ => None,
+    };
+    let (Some(before), Some(after)) = (bound(old), bound(new)) else {
+        return;
+    };
+    if before == after {
+        return;
+    }
+    b.push(
+        "*",
+        None,
+        "optout_staleness_changed",
+        None,
+        (
+            Some(format!("{}s", before.as_secs())),
+            Some(format!("{}s", after.as_secs())),
+        ),
+        after > before,
+        format!(
+            "replicas may apply opt-outs up to {}s old instead of {}s before refusing opt-out routes",
+            after.as_secs(),
+            before.as_secs()
+        ),
+    );
+}
+
+/// The variable a partner's pseudonymisation key comes from. Another key gives other
+/// pseudonyms; the key of another partner, in the new policy or in the old one (whose
+/// pseudonyms that partner already holds), lets the two link theirs, which discloses more.
+fn pseudonym_key(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner, n: &Partner) {
     let (before, after) = (&o.pseudonymize_key_env, &n.pseudonymize_key_env);
     let Some(name) = after.as_ref().filter(|_| before != after) else {
         return;
     };
-    let shared = new_policy
-        .partners
-        .values()
+    let shared = [policies.1, policies.0]
+        .into_iter()
+        .flat_map(|p| p.partners.values())
         .find(|p| p.id != n.id && p.pseudonymize_key_env.as_ref() == Some(name));
     let was = before.as_deref().unwrap_or("no key");
     let text = match shared {

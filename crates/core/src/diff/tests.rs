@@ -432,14 +432,20 @@ fn another_opt_out_store_discloses_more() {
         "{}",
         d.changes[0].text
     );
-    // Only how stale a copy may get: the same store.
+    // How stale a replica's copy may get: longer discloses more, shorter does not.
     let staler = pg("optouts").replace("max_staleness_s: 30", "max_staleness_s: 300");
-    assert!(diff(
-        &policy_with(&pg("optouts"), &partner),
-        &policy_with(&staler, &partner)
-    )
-    .changes
-    .is_empty());
+    let (fresh, stale) = (
+        policy_with(&pg("optouts"), &partner),
+        policy_with(&staler, &partner),
+    );
+    assert_eq!(
+        kinds(&diff(&fresh, &stale)),
+        [("optout_staleness_changed", true)]
+    );
+    assert_eq!(
+        kinds(&diff(&stale, &fresh)),
+        [("optout_staleness_changed", false)]
+    );
 }
 
 /// A policy of two contractors that pseudonymise `customer_id`, with the keys in `keys`.
@@ -483,4 +489,13 @@ fn taking_another_partners_pseudonymisation_key_discloses_more() {
     let own = diff(&old, &two_pseudonymising(["ACME_KEY_2", "BOLT_KEY"]));
     assert_eq!(kinds(&own), [("pseudonym_key_changed", false)]);
     assert!(!own.discloses_more);
+    // Swapped: each takes the key whose pseudonyms the other already holds.
+    let swapped = diff(&old, &two_pseudonymising(["BOLT_KEY", "ACME_KEY"]));
+    assert_eq!(
+        kinds(&swapped),
+        [
+            ("pseudonym_key_changed", true),
+            ("pseudonym_key_changed", true)
+        ]
+    );
 }

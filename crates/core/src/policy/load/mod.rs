@@ -297,8 +297,8 @@ fn line<T>(s: &Spanned<T>) -> u64 {
     s.referenced.line().max(1)
 }
 
-/// Relative paths in `gateway.yaml` are relative to the policy directory's parent.
-fn base_dir(dir: &Path) -> PathBuf {
+/// The directory a policy directory's relative paths are resolved against: its parent.
+pub fn base_dir(dir: &Path) -> PathBuf {
     match dir.components().next_back() {
         Some(Component::Normal(_)) => dir.parent().map(Path::to_path_buf).unwrap_or_default(),
         Some(Component::RootDir | Component::Prefix(_)) => dir.to_path_buf(),
