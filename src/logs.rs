@@ -114,7 +114,12 @@ pub fn init(format: LogFormat, default_directive: &str) {
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("log-writer")
-        .finish(std::io::stderr());
+        // Buffered: the writer thread flushes whenever its queue is empty, so under load the
+        // lines queued meanwhile go out in one write, and at rest each line at once.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let dropped = writer.error_counter();
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
