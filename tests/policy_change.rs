@@ -78,7 +78,8 @@ impl Edited {
     }
 }
 
-fn edited_policy(partner: &str, edit: impl Fn(String) -> String) -> Edited {
+/// A copy of the bundled policy directory at `ROOT/policy`, without `ROOT/certs`.
+fn copied_policy() -> tempfile::TempDir {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("policy");
@@ -93,6 +94,13 @@ fn edited_policy(partner: &str, edit: impl Fn(String) -> String) -> Edited {
             }
         }
     }
+    root
+}
+
+fn edited_policy(partner: &str, edit: impl Fn(String) -> String) -> Edited {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = copied_policy();
+    let dir = root.path().join("policy");
     std::os::unix::fs::symlink(repo.join("certs"), root.path().join("certs")).unwrap();
     let file = dir.join(format!("partners/{partner}.yaml"));
     let text = std::fs::read_to_string(&file).unwrap();
@@ -350,31 +358,10 @@ fn an_editors_lock_file_beside_the_partners_is_not_a_partner() {
 
 #[test]
 fn a_copy_of_the_policy_without_its_certificates_is_no_change() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let copy = tempfile::tempdir().unwrap();
-    let dir = copy.path().join("policy");
-    for sub in ["", "partners", "examples", "tests"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-        for entry in std::fs::read_dir(repo.join("policy").join(sub))
-            .unwrap()
-            .flatten()
-        {
-            if entry.path().is_file() {
-                std::fs::copy(entry.path(), dir.join(sub).join(entry.file_name())).unwrap();
-            }
-        }
-    }
     // Two copies that both lack `certs/`: the same files, unread alike.
-    let other = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(&dir)
-        .arg(other.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (a, b) = (dir.to_str().unwrap(), other.path().join("policy"));
-    let (code, out, err) = run(&["diff", "--policy", a, "--against", b.to_str().unwrap()]);
+    let (one, two) = (copied_policy(), copied_policy());
+    let dir = |root: &tempfile::TempDir| root.path().join("policy").to_str().unwrap().to_string();
+    let (code, out, err) = run(&["diff", "--policy", &dir(&one), "--against", &dir(&two)]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("no change"), "{out}");
 }

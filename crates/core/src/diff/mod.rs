@@ -128,8 +128,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
             },
         );
     }
-    ledger_switched(&mut b, old, new);
-    signing_switched(&mut b, old, new);
+    safeguards_switched(&mut b, old, new);
     optout_store_changed(&mut b, old, new);
     caller_trust(&mut b, old, new);
     let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
@@ -238,48 +237,29 @@ fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     );
 }
 
-/// The disclosure ledger switched on or off. Nothing more reaches a partner either way, so it
-/// needs no sign-off as a disclosure, but a reviewer should see that disclosures stop (or start)
-/// being recorded.
-fn ledger_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
-    let on = new.gateway.ledger.is_some();
-    if old.gateway.ledger.is_some() == on {
-        return;
+/// A safeguard switched on or off: the disclosure ledger (disclosures stop or start being
+/// recorded) or data-use tokens (`signing: { disabled: true }`: partners stop or start getting
+/// the signed statement of what they may do with the data). Nothing more reaches a partner
+/// either way, so neither needs sign-off as a disclosure, but a reviewer should see it.
+fn safeguards_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let ledger = |p: &Policy| p.gateway.ledger.is_some();
+    let signing = |p: &Policy| p.gateway.signing.is_some();
+    let switches = [
+        (ledger(old), ledger(new), [
+            ("ledger_on", "the disclosure ledger will record every disclosure"),
+            ("ledger_off", "the disclosure ledger will be switched off: disclosures from then on are not recorded"),
+        ]),
+        (signing(old), signing(new), [
+            ("signing_on", "partners will receive a signed data-use token with every request"),
+            ("signing_off", "partners will no longer receive a signed data-use token (signing disabled)"),
+        ]),
+    ];
+    for (was, is, [on, off]) in switches {
+        if was != is {
+            let (change, text) = if is { on } else { off };
+            b.push("*", None, change, None, (None, None), false, text.into());
+        }
     }
-    let (change, text) = if on {
-        (
-            "ledger_on",
-            "the disclosure ledger will record every disclosure",
-        )
-    } else {
-        (
-            "ledger_off",
-            "the disclosure ledger will be switched off: disclosures from then on are not recorded",
-        )
-    };
-    b.push("*", None, change, None, (None, None), false, text.into());
-}
-
-/// Data-use tokens switched off or on (`signing: { disabled: true }`). Nothing more reaches a
-/// partner either way; a reviewer should see that partners stop (or start) getting the signed
-/// statement of what they may do with the data.
-fn signing_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
-    let on = new.gateway.signing.is_some();
-    if old.gateway.signing.is_some() == on {
-        return;
-    }
-    let (change, text) = if on {
-        (
-            "signing_on",
-            "partners will receive a signed data-use token with every request",
-        )
-    } else {
-        (
-            "signing_off",
-            "partners will no longer receive a signed data-use token (signing disabled)",
-        )
-    };
-    b.push("*", None, change, None, (None, None), false, text.into());
 }
 
 /// The PostgreSQL table (or its URL's variable) the opt-outs are read from, or a switch between

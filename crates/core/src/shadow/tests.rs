@@ -10,11 +10,16 @@ fn policy(allow: &str, transform: &str) -> Policy {
     let partner = format!(
         "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [{allow}]\n    transform: {{{transform}}}\nallowed_callers: [orders]\n"
     );
+    loaded(GATEWAY.into(), partner)
+}
+
+/// The policy of `gateway` (its gateway.yaml) and one partner `acme` (its file).
+fn loaded(gateway: String, partner: String) -> Policy {
     let source = PolicySource {
         dir: "policy".into(),
         gateway: SourceFile {
             path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
+            text: gateway,
         },
         partners: vec![SourceFile {
             path: "policy/partners/acme.yaml".into(),
@@ -179,20 +184,10 @@ fn business(extra: &str) -> Policy {
     let partner = format!(
         "kind: business_partner\npurpose: marketing\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/contacts\n    methods: [POST]\n    records: contacts[*]\n    subject: customer_id\n    allow: [\"contacts[*].customer_id\", \"contacts[*].name\"]\nallowed_callers: [orders]\n{extra}"
     );
-    let source = PolicySource {
-        dir: "policy".into(),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: format!("optouts: {{ path: data/optouts }}\n{GATEWAY}"),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/acme.yaml".into(),
-            text: partner,
-        }],
-    };
-    load(&source, None)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .policy
+    loaded(
+        format!("optouts: {{ path: data/optouts }}\n{GATEWAY}"),
+        partner,
+    )
 }
 
 fn noted(policy: &Policy, body: &str, optouts: &OptedOut) -> Noted {
