@@ -106,9 +106,25 @@ impl Decision {
 /// decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Noted {
-    /// What the filter forwarded, and how many records (customers) it dropped.
-    Forwarded(Forwarded, u64),
+    /// What the filter forwarded, and which records (customers).
+    Forwarded(Forwarded, Records),
     Decided(Decision),
+}
+
+/// The records (customers) a forwarded decision kept and dropped, as far as comparing needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    pub dropped: u64,
+    /// The subject ids of the forwarded records, sorted (none on a route without `subject`).
+    pub subjects: Vec<String>,
+}
+
+impl Records {
+    /// Whether the decision knows its records by subject: it forwarded one, or dropped one (a
+    /// record is only dropped by its subject's opt-out).
+    fn by_subject(&self) -> bool {
+        !self.subjects.is_empty() || self.dropped > 0
+    }
 }
 
 impl Noted {
@@ -116,10 +132,16 @@ impl Noted {
     /// reads its refusal.
     pub fn take(outcome: &mut Result<Outgoing, Refusal>) -> Noted {
         match outcome {
-            Ok(outgoing) => Noted::Forwarded(
-                std::mem::take(&mut outgoing.report.forwarded),
-                outgoing.report.records_dropped,
-            ),
+            Ok(outgoing) => {
+                // Copied, not taken: the request's ledger record still needs the subjects.
+                let mut subjects = outgoing.report.subjects.clone();
+                subjects.sort_unstable();
+                let records = Records {
+                    dropped: outgoing.report.records_dropped,
+                    subjects,
+                };
+                Noted::Forwarded(std::mem::take(&mut outgoing.report.forwarded), records)
+            }
             Err(refusal) => Noted::Decided(Decision::refused(refusal)),
         }
     }
@@ -136,28 +158,14 @@ impl Noted {
 /// [`compare`] of two noted decisions on one request. Nothing is read when both forwarded the
 /// same values (same paths as received, same forms, same subtrees); two forwarded bodies are
 /// compared on the paths as received, and only differing paths are written in drift syntax.
-/// Two decisions that drop a different number of records come first, as a `newly_forwarded`
-/// (the candidate forwards records the active policy drops: customers whose opt-out it no
-/// longer honours, or a route without `records`) or a `newly_refused` without a path: paths
-/// alone cannot show it, as every record has the same ones. `None` when a note is incomplete or too large to read: a body
-/// whose forwarded paths would take many times its size is not compared.
+/// Differences in which records are forwarded come first ([`record_differences`]): paths alone
+/// cannot show them, as every record has the same ones. `None` when a note is incomplete or
+/// too large to read: a body whose forwarded paths would take many times its size is not
+/// compared.
 pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> {
     match (active, shadow) {
         (Noted::Forwarded(a, ra), Noted::Forwarded(s, rs)) => {
-            let mut out = Vec::new();
-            if ra != rs {
-                let records = |n: &u64| format!("{n} records dropped");
-                out.push(Difference {
-                    change: if rs < ra {
-                        ShadowChange::NewlyForwarded
-                    } else {
-                        ShadowChange::NewlyRefused
-                    },
-                    path: None,
-                    active: records(ra),
-                    shadow: records(rs),
-                });
-            }
+            let mut out = record_differences(ra, rs);
             if !a.same_values(s) {
                 out.extend(raw::compare_forwarded(a, s)?);
             }
@@ -165,6 +173,62 @@ pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> 
         }
         _ => Some(compare(&active.read()?, &shadow.read()?)),
     }
+}
+
+/// Records one decision forwards and the other drops, without a path: a `newly_forwarded` for
+/// records the candidate forwards and the active policy drops (customers whose opt-out it no
+/// longer honours), a `newly_refused` for the reverse. By subject id when both decisions know
+/// their records by subject (so a candidate that drops as many records, but other customers',
+/// is seen); otherwise by how many records each drops (a route without `records` drops none).
+fn record_differences(a: &Records, s: &Records) -> Vec<Difference> {
+    let (newly, gone) = if a.by_subject() && s.by_subject() {
+        (
+            beyond(&s.subjects, &a.subjects),
+            beyond(&a.subjects, &s.subjects),
+        )
+    } else {
+        (
+            a.dropped.saturating_sub(s.dropped),
+            s.dropped.saturating_sub(a.dropped),
+        )
+    };
+    let dropped = |r: &Records| format!("{} records dropped", r.dropped);
+    let mut out = Vec::new();
+    for (n, change, what) in [
+        (
+            newly,
+            ShadowChange::NewlyForwarded,
+            "forwarded that the active policy drops",
+        ),
+        (
+            gone,
+            ShadowChange::NewlyRefused,
+            "dropped that the active policy forwards",
+        ),
+    ] {
+        if n > 0 {
+            out.push(Difference {
+                change,
+                path: None,
+                active: dropped(a),
+                shadow: format!("{} ({n} {what})", dropped(s)),
+            });
+        }
+    }
+    out
+}
+
+/// How many items of sorted `more` are not matched in sorted `than` (as multisets).
+fn beyond(more: &[String], than: &[String]) -> u64 {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < more.len() {
+        match than.get(j).map(|t| more[i].cmp(t)) {
+            Some(std::cmp::Ordering::Greater) => j += 1,
+            Some(std::cmp::Ordering::Equal) => (i, j) = (i + 1, j + 1),
+            _ => (i, n) = (i + 1, n + 1),
+        }
+    }
+    n
 }
 
 /// The candidate's side of a `newly_forwarded` decided on the head alone.

@@ -223,7 +223,7 @@ fn a_candidate_that_stops_honouring_opt_outs_forwards_records_newly() {
             change: ShadowChange::NewlyForwarded,
             path: None,
             active: "1 records dropped".into(),
-            shadow: "0 records dropped".into(),
+            shadow: "0 records dropped (1 forwarded that the active policy drops)".into(),
         }]
     );
     let fewer = compare_noted(&shadow, &active).expect("comparable");
@@ -233,4 +233,51 @@ fn a_candidate_that_stops_honouring_opt_outs_forwards_records_newly() {
     let none = OptedOut(Vec::new());
     let same = compare_noted(&noted(&honouring, body, &none), &noted(&not, body, &none));
     assert_eq!(same, Some(Vec::new()));
+}
+
+#[test]
+fn a_candidate_that_drops_as_many_records_but_other_customers_is_seen() {
+    // The active policy honours partner_sharing only; the candidate honours another scope
+    // only. c-2 opted out of the first, c-3 of the second: each drops one record, not the same.
+    let active = business("honor_optouts: [partner_sharing]\n");
+    let candidate = business("honor_optouts: [\"partner:acme\"]\n");
+    struct ByScope;
+    impl crate::optout::OptOutSource for ByScope {
+        fn is_opted_out(&self, id: &str, scopes: &[crate::optout::Scope]) -> bool {
+            let scope = |s: &str| scopes.iter().any(|x| x.as_str() == s);
+            (id == "c-2" && scope("partner_sharing")) || (id == "c-3" && scope("partner:acme"))
+        }
+    }
+    let body =
+        r#"{"contacts":[{"customer_id":"c-1"},{"customer_id":"c-2"},{"customer_id":"c-3"}]}"#;
+    let decide = |policy: &Policy| {
+        let headers = [("content-type", "application/json")];
+        let incoming = Incoming {
+            query: None,
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let mut outcome =
+            plan::resolve(&policy.partners, "POST", "/acme/v1/contacts").and_then(|t| {
+                plan::plan_forwarded(
+                    &t,
+                    &incoming,
+                    &policy.gateway.limits,
+                    OptOuts::Loaded(&ByScope),
+                )
+            });
+        Noted::take(&mut outcome)
+    };
+    let d = compare_noted(&decide(&active), &decide(&candidate)).expect("comparable");
+    let kinds: Vec<ShadowChange> = d.iter().map(|d| d.change).collect();
+    assert_eq!(
+        kinds,
+        [ShadowChange::NewlyForwarded, ShadowChange::NewlyRefused],
+        "{d:?}"
+    );
+    assert!(d.iter().all(|d| d.path.is_none()), "{d:?}");
+    assert_eq!(
+        d[0].shadow,
+        "1 records dropped (1 forwarded that the active policy drops)"
+    );
 }
