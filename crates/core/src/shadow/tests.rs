@@ -190,7 +190,7 @@ fn business(extra: &str) -> Policy {
     )
 }
 
-fn noted(policy: &Policy, body: &str, optouts: &OptedOut) -> Noted {
+fn noted(policy: &Policy, body: &str, optouts: &dyn crate::optout::OptOutSource) -> Noted {
     let headers = [("content-type", "application/json")];
     let incoming = Incoming {
         query: None,
@@ -250,24 +250,7 @@ fn a_candidate_that_drops_as_many_records_but_other_customers_is_seen() {
     }
     let body =
         r#"{"contacts":[{"customer_id":"c-1"},{"customer_id":"c-2"},{"customer_id":"c-3"}]}"#;
-    let decide = |policy: &Policy| {
-        let headers = [("content-type", "application/json")];
-        let incoming = Incoming {
-            query: None,
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        let mut outcome =
-            plan::resolve(&policy.partners, "POST", "/acme/v1/contacts").and_then(|t| {
-                plan::plan_forwarded(
-                    &t,
-                    &incoming,
-                    &policy.gateway.limits,
-                    OptOuts::Loaded(&ByScope),
-                )
-            });
-        Noted::take(&mut outcome)
-    };
+    let decide = |policy: &Policy| noted(policy, body, &ByScope);
     let d = compare_noted(&decide(&active), &decide(&candidate)).expect("comparable");
     let kinds: Vec<ShadowChange> = d.iter().map(|d| d.change).collect();
     assert_eq!(
