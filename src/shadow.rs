@@ -72,13 +72,14 @@ pub struct Job {
 
 impl Job {
     /// What this job holds while it waits: its body and the request path's note of what it
-    /// forwarded (which can be several times the body's size). Counted against [`QUEUE_BYTES`].
+    /// forwarded (which can be several times the body's size) and to whom (the records'
+    /// subject ids). Counted against [`QUEUE_BYTES`].
     fn held_bytes(&self) -> usize {
         let note = match &self.live {
             Some(Live {
-                outcome: Noted::Forwarded(forwarded, _),
+                outcome: Noted::Forwarded(forwarded, records),
                 ..
-            }) => forwarded.heap_bytes(),
+            }) => forwarded.heap_bytes() + records.heap_bytes(),
             _ => 0,
         };
         self.body.as_ref().map_or(0, Vec::capacity) + note

@@ -10,6 +10,7 @@ use crate::callers::Caller;
 use crate::optout::OptOutSet;
 use crate::plan::{self, Incoming, OptOuts, Outgoing};
 use crate::policy::Policy;
+use crate::shadow::excess;
 use crate::tagging::{DataUseTag, DATA_USE_HEADER};
 use crate::Refusal;
 
@@ -280,22 +281,10 @@ pub fn carries_more(old: &Outgoing, new: &Outgoing) -> bool {
     let headers =
         |o: &Outgoing| -> Vec<String> { o.headers.iter().map(|(n, _)| n.clone()).collect() };
     let body_more = match (field_counts(&old.body), field_counts(&new.body)) {
-        (Some(o), Some(n)) => exceeds(n, o),
+        (Some(o), Some(n)) => excess(n, o) > 0,
         _ => old.body != new.body,
     };
-    body_more || exceeds(query(new), query(old)) || exceeds(headers(new), headers(old))
-}
-
-/// Whether some item is in `more` more times than in `than`.
-fn exceeds(more: impl IntoIterator<Item = String>, than: impl IntoIterator<Item = String>) -> bool {
-    let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for item in than {
-        *counts.entry(item).or_default() -= 1;
-    }
-    for item in more {
-        *counts.entry(item).or_default() += 1;
-    }
-    counts.values().any(|&c| c > 0)
+    body_more || excess(query(new), query(old)) > 0 || excess(headers(new), headers(old)) > 0
 }
 
 /// The path of every value in a JSON (or NDJSON) body, once per occurrence; `None` when the

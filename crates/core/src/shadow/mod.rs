@@ -115,11 +115,17 @@ pub enum Noted {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Records {
     pub dropped: u64,
-    /// The subject ids of the forwarded records, sorted (none on a route without `subject`).
+    /// The subject ids of the forwarded records (none on a route without `subject`).
     pub subjects: Vec<String>,
 }
 
 impl Records {
+    /// The bytes the subject ids hold (for a queue's bound).
+    pub fn heap_bytes(&self) -> usize {
+        self.subjects.capacity() * std::mem::size_of::<String>()
+            + self.subjects.iter().map(String::capacity).sum::<usize>()
+    }
+
     /// Whether the decision knows its records by subject: it forwarded one, or dropped one (a
     /// record is only dropped by its subject's opt-out).
     fn by_subject(&self) -> bool {
@@ -134,11 +140,9 @@ impl Noted {
         match outcome {
             Ok(outgoing) => {
                 // Copied, not taken: the request's ledger record still needs the subjects.
-                let mut subjects = outgoing.report.subjects.clone();
-                subjects.sort_unstable();
                 let records = Records {
                     dropped: outgoing.report.records_dropped,
-                    subjects,
+                    subjects: outgoing.report.subjects.clone(),
                 };
                 Noted::Forwarded(std::mem::take(&mut outgoing.report.forwarded), records)
             }
@@ -183,8 +187,8 @@ pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> 
 fn record_differences(a: &Records, s: &Records) -> Vec<Difference> {
     let (newly, gone) = if a.by_subject() && s.by_subject() {
         (
-            beyond(&s.subjects, &a.subjects),
-            beyond(&a.subjects, &s.subjects),
+            excess(&s.subjects, &a.subjects) as u64,
+            excess(&a.subjects, &s.subjects) as u64,
         )
     } else {
         (
@@ -218,17 +222,20 @@ fn record_differences(a: &Records, s: &Records) -> Vec<Difference> {
     out
 }
 
-/// How many items of sorted `more` are not matched in sorted `than` (as multisets).
-fn beyond(more: &[String], than: &[String]) -> u64 {
-    let (mut i, mut j, mut n) = (0, 0, 0);
-    while i < more.len() {
-        match than.get(j).map(|t| more[i].cmp(t)) {
-            Some(std::cmp::Ordering::Greater) => j += 1,
-            Some(std::cmp::Ordering::Equal) => (i, j) = (i + 1, j + 1),
-            _ => (i, n) = (i + 1, n + 1),
-        }
+/// How many items of `more` are left over once each is matched with an equal item of `than`
+/// (a multiset difference's size): records, fields, headers one side has more of.
+pub(crate) fn excess<T: Eq + std::hash::Hash>(
+    more: impl IntoIterator<Item = T>,
+    than: impl IntoIterator<Item = T>,
+) -> usize {
+    let mut counts: std::collections::HashMap<T, i64> = std::collections::HashMap::new();
+    for item in than {
+        *counts.entry(item).or_default() -= 1;
     }
-    n
+    for item in more {
+        *counts.entry(item).or_default() += 1;
+    }
+    counts.values().map(|&c| c.max(0) as usize).sum()
 }
 
 /// The candidate's side of a `newly_forwarded` decided on the head alone.
