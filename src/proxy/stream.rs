@@ -337,9 +337,8 @@ fn failed(ctx: &mut RequestCtx, failure: UpstreamFailure) -> Refusal {
     failure.refusal
 }
 
-/// The caller's body broke off or stalled: the stream ends unfinished.
-/// A caller body with nothing new for `idle` (`body_timeout_ms`): 408, counted as a
-/// `body_timeout` close like a whole body that misses its deadline.
+/// A caller body with nothing new for `idle` (`body_timeout_ms`): the stream ends unfinished,
+/// 408, counted as a `body_timeout` close like a whole body that misses its deadline.
 fn stalled(idle: std::time::Duration) -> Refusal {
     Refusal::new(
         RefusalKind::RequestTimeout,

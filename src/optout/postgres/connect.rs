@@ -181,8 +181,6 @@ impl Connection {
     }
 }
 
-/// Removes `name=value` from a URL's query (or a key=value string) and returns the value,
-/// percent-decoded.
 /// `e` with the server's own message when the server refused (`tokio_postgres` says only
 /// `db error` then): "database \"x\" does not exist", "the database system is starting up".
 /// Only the message, never its detail (which can quote a row's values).
@@ -193,6 +191,8 @@ pub(super) fn described(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Removes `name=value` from a URL's query (or a key=value string) and returns the value,
+/// percent-decoded.
 fn take_param(url: &str, name: &str) -> (String, Option<String>) {
     let prefix = format!("{name}=");
     if let Some((base, query)) = url.split_once('?') {
