@@ -64,10 +64,9 @@ pub struct ChainVerifier {
     last: Option<Loc>,
     pending: Option<Pending>,
     summary: Summary,
-    /// Records of streams whose outcome line has not come yet: what a subjects line may name.
-    open_streams: std::collections::HashSet<u64>,
-    /// Every record whose outcome line has not come yet.
-    awaiting: std::collections::HashSet<u64>,
+    /// Every record whose outcome line has not come yet, and whether it is a stream's (what a
+    /// subjects line may name).
+    awaiting: std::collections::HashMap<u64, bool>,
 }
 
 impl ChainVerifier {
@@ -87,8 +86,7 @@ impl ChainVerifier {
             last: None,
             pending: None,
             summary: Summary::default(),
-            open_streams: std::collections::HashSet::new(),
-            awaiting: std::collections::HashSet::new(),
+            awaiting: std::collections::HashMap::new(),
         })
     }
 
@@ -141,14 +139,8 @@ impl ChainVerifier {
         s.last_seq = seq;
         s.ends_with_checkpoint = matches!(parsed, LedgerLine::Checkpoint(_));
         match parsed {
-            LedgerLine::Record(r) => {
-                s.records += 1;
-                self.awaiting.insert(r.seq);
-            }
-            LedgerLine::Outcome(o) => {
-                s.outcomes += 1;
-                self.awaiting.remove(&o.outcome_of);
-            }
+            LedgerLine::Record(_) => s.records += 1,
+            LedgerLine::Outcome(_) => s.outcomes += 1,
             LedgerLine::Checkpoint(_) => s.checkpoints += 1,
             LedgerLine::Subjects(_) => s.subject_lines += 1,
         }
@@ -196,16 +188,15 @@ impl ChainVerifier {
                 ),
             )),
             LedgerLine::Subjects(l) => self.check_subjects(l, here),
-            LedgerLine::Record(r) if r.disclosure.stream => {
-                self.open_streams.insert(r.seq);
+            LedgerLine::Record(r) => {
+                self.awaiting.insert(r.seq, r.disclosure.stream);
                 Ok(())
             }
             LedgerLine::Outcome(o) => {
-                self.open_streams.remove(&o.outcome_of);
+                self.awaiting.remove(&o.outcome_of);
                 Ok(())
             }
             LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),
-            LedgerLine::Record(_) => Ok(()),
         }
     }
 
@@ -213,7 +204,7 @@ impl ChainVerifier {
     /// written) and lists keyed ids as the gateway writes them: sorted, each once, lowercase
     /// hex SHA-256 size.
     fn check_subjects(&self, l: &SubjectsLine, here: &Loc) -> Result<(), Break> {
-        if !self.open_streams.contains(&l.subjects_of) {
+        if self.awaiting.get(&l.subjects_of) != Some(&true) {
             return Err(at(
                 here,
                 format!(
