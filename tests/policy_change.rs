@@ -309,37 +309,28 @@ fn diff_sees_a_remove_taken_out_beside_a_wildcard_and_a_sample_that_gains_a_fiel
     )
     .unwrap();
     let samples_dir = samples.path().to_str().unwrap();
-    let args = [
-        "diff",
-        "--policy",
-        old_dir,
-        "--against",
-        new_dir,
-        "--samples",
-        samples_dir,
-        "--format",
-        "json",
-    ];
-    let (code, out, _) = run(&args);
-    assert_eq!(code, 4, "{out}");
-    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["samples"][0]["outcome"], "changed", "{out}");
-    assert_eq!(doc["samples"][0]["discloses_more"], true, "{out}");
-    let back = [
-        "diff",
-        "--policy",
-        new_dir,
-        "--against",
-        old_dir,
-        "--samples",
-        samples_dir,
-        "--format",
-        "json",
-    ];
-    let (code, out, _) = run(&back);
-    assert_eq!(code, 0, "{out}");
-    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["samples"][0]["discloses_more"], false, "{out}");
+    let sample_diff = |from: &str, to: &str| {
+        let (code, out, _) = run(&[
+            "diff",
+            "--policy",
+            from,
+            "--against",
+            to,
+            "--samples",
+            samples_dir,
+            "--format",
+            "json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (code, doc)
+    };
+    let (code, doc) = sample_diff(old_dir, new_dir);
+    assert_eq!(code, 4, "{doc}");
+    assert_eq!(doc["samples"][0]["outcome"], "changed", "{doc}");
+    assert_eq!(doc["samples"][0]["discloses_more"], true, "{doc}");
+    let (code, doc) = sample_diff(new_dir, old_dir);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["samples"][0]["discloses_more"], false, "{doc}");
 }
 
 #[test]
