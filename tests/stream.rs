@@ -949,9 +949,8 @@ fn a_stream_whose_body_stalls_is_a_request_timeout() {
     let s = setup(
         "limits: { max_body_bytes: 100000, max_depth: 16, upstream_timeout_ms: 1500, body_timeout_ms: 400 }",
     );
-    let first = "{\"customer_id\":\"c-1\",\"city\":\"GOOD\"}\n".to_string();
     let parts = vec![
-        first.clone().into_bytes(),
+        b"{\"customer_id\":\"c-1\",\"city\":\"GOOD\"}\n".to_vec(),
         b"{\"customer_id\":\"c-2\"}\n".to_vec(),
     ];
     let gate = gated(parts, 1, || std::thread::sleep(Duration::from_millis(1500)));
