@@ -63,7 +63,24 @@ const DEMO_CALLER_KID: &str = "callers-demo-1";
 /// The customer the demo opts out of partner sharing.
 const OPTED_OUT_CUSTOMER: &str = "c-1002";
 
+/// Where the demo looks for free ports first: below Linux's ephemeral range (32768–60999), so
+/// that no other program's outgoing connection or port-0 bind can take a port between this
+/// check and the server binding it.
+const DEMO_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port free right now: a random one of [`DEMO_PORTS`], else one the system picks.
 fn free_port() -> anyhow::Result<SocketAddr> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..64 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let span = u64::from(DEMO_PORTS.end - DEMO_PORTS.start);
+        let port = DEMO_PORTS.start + u16::try_from(random % span).unwrap_or(0);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
     Ok(listener.local_addr()?)
 }
