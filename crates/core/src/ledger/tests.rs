@@ -538,3 +538,29 @@ fn records_without_an_outcome_are_counted() {
     assert_eq!(summary.without_outcome, 2);
     assert_eq!(verify(&ledger(3, None), None).unwrap().without_outcome, 0);
 }
+
+/// An outcome line must complete a record still waiting for one: a second outcome for the same
+/// record, or one naming a line that is not a record, is a break even when signed into the chain.
+#[test]
+fn a_second_outcome_or_one_of_a_non_record_is_a_break() {
+    let outcome_of = |target: fn(&[u64]) -> u64| {
+        let mut chain = Chain::new();
+        let record = chain.record(&disclosure(1));
+        chain.commit(&record);
+        let first = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z", None);
+        chain.commit(&first);
+        let extra = chain.outcome(
+            target(&[record.seq, first.seq]),
+            502,
+            "2026-11-29T03:00:01.000Z",
+            None,
+        );
+        chain.commit(&extra);
+        verify(&[record.bytes, first.bytes, extra.bytes], None)
+    };
+    for target in [(|s: &[u64]| s[0]) as fn(&[u64]) -> u64, |s: &[u64]| s[1]] {
+        let err = outcome_of(target).unwrap_err().to_string();
+        assert!(err.starts_with("f.jsonl:3: "), "{err}");
+        assert!(err.contains("no record awaiting its outcome"), "{err}");
+    }
+}

@@ -192,10 +192,16 @@ impl ChainVerifier {
                 self.awaiting.insert(r.seq, r.disclosure.stream);
                 Ok(())
             }
-            LedgerLine::Outcome(o) => {
-                self.awaiting.remove(&o.outcome_of);
-                Ok(())
-            }
+            LedgerLine::Outcome(o) => match self.awaiting.remove(&o.outcome_of) {
+                Some(_) => Ok(()),
+                None => Err(at(
+                    here,
+                    format!(
+                        "outcome of line {}, which is no record awaiting its outcome (not a record, or its outcome came already)",
+                        o.outcome_of
+                    ),
+                )),
+            },
             LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),
         }
     }
