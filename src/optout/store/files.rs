@@ -22,8 +22,9 @@ pub(super) struct Writer {
     pub(super) journal_len: u64,
     pub(super) generation: u64,
     pub(super) snapshot_len: u64,
-    /// Set after a failure that leaves the journal's state unknown: no more writes.
-    pub(super) broken: Option<String>,
+    /// Set after a failure that left the files unlike `journal_len` and `generation` say;
+    /// the next write repairs them first (see [`Writer::repair`]).
+    pub(super) damage: Option<Damage>,
     _lock: File,
 }
 
@@ -43,7 +44,7 @@ impl Writer {
             journal_len,
             generation,
             snapshot_len,
-            broken: None,
+            damage: None,
             _lock: lock,
         })
     }
@@ -59,15 +60,17 @@ impl Writer {
                 .set_len(self.journal_len)
                 .and_then(|()| self.journal.sync_data())
             {
-                self.broken = Some(format!(
-                    "cannot repair {} after a failed write: {e2}",
+                log::warn!(
+                    "cannot cut {} back after a failed write ({e2}): the next change tries again",
                     path.display()
-                ));
+                );
+                self.damage = Some(Damage::Tail);
             }
             return Err(e).with_context(|| format!("cannot write to {}", path.display()));
         }
         if let Err(e) = self.journal.sync_data() {
-            self.broken = Some(format!("fsync of {} failed: {e}", path.display()));
+            // Whether the frame reached the disk is unknown: cut it off before the next one.
+            self.damage = Some(Damage::Tail);
             return Err(e).with_context(|| format!("cannot fsync {}", path.display()));
         }
         self.journal_len += frame.len() as u64;
@@ -88,11 +91,54 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                self.broken = Some(format!("{e:#}"));
+                self.damage = Some(Damage::NoJournal {
+                    generation,
+                    snapshot_len,
+                });
                 Err(e)
             }
         }
     }
+
+    /// Repairs what an earlier failure left (nothing acknowledged is lost by it): a journal
+    /// that may hold an unacknowledged frame past `journal_len` is cut back to it and synced;
+    /// a committed snapshot whose new journal could not be started gets it now. Until that
+    /// works every change fails with the file system's error (503, retryable), and the writer
+    /// writes nothing else.
+    pub(super) fn repair(&mut self) -> Result<()> {
+        match self.damage {
+            None => Ok(()),
+            Some(Damage::Tail) => {
+                let path = self.dir.join(JOURNAL);
+                self.journal
+                    .set_len(self.journal_len)
+                    .and_then(|()| self.journal.sync_data())
+                    .with_context(|| {
+                        format!("cannot cut {} back after a failed write", path.display())
+                    })?;
+                self.damage = None;
+                Ok(())
+            }
+            Some(Damage::NoJournal {
+                generation,
+                snapshot_len,
+            }) => {
+                self.restart(generation, snapshot_len)?;
+                self.damage = None;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a failed write left for [`Writer::repair`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Damage {
+    /// The journal may end in a frame that was not acknowledged.
+    Tail,
+    /// Snapshot `generation` is committed, but its empty journal could not be started: an
+    /// append to the old journal would be discarded on restart.
+    NoJournal { generation: u64, snapshot_len: u64 },
 }
 
 fn open_for_append(dir: &Path) -> Result<File> {

@@ -185,15 +185,10 @@ impl OptOutStore {
             .writer
             .as_ref()
             .ok_or_else(|| anyhow!("opt-out store {} was opened read-only", self.dir.display()))?;
-        let guard = writer
+        let mut guard = writer
             .lock()
             .map_err(|_| anyhow!("the opt-out store writer is unusable after a failed change"))?;
-        if let Some(why) = &guard.broken {
-            bail!(
-                "opt-out store {} accepts no more changes until restarted: {why}",
-                self.dir.display()
-            );
-        }
+        guard.repair()?;
         Ok(guard)
     }
 

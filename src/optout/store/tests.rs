@@ -537,3 +537,28 @@ fn kill_9_keeps_every_acknowledged_change() {
         );
     }
 }
+
+/// A failed write whose torn frame could not be cut off at once (a file system that refused
+/// even that) does not stop the store for good: the next change cuts it off first, and every
+/// acknowledged change survives a reopen.
+#[test]
+fn the_next_change_repairs_what_a_failed_write_left() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = OptOutStore::open(tmp.path()).unwrap();
+    store.put("1", &sc(&["partner_sharing"])).unwrap();
+    // What the failed write left: part of a frame nobody acknowledged, and the writer's note.
+    let mut journal = fs::OpenOptions::new()
+        .append(true)
+        .open(tmp.path().join(JOURNAL))
+        .unwrap();
+    journal.write_all(b"\x00\x00\x01part of a frame").unwrap();
+    let writer = store.writer.as_ref().unwrap();
+    writer.lock().unwrap().damage = Some(super::files::Damage::Tail);
+    store.put("2", &sc(&["partner_sharing"])).unwrap();
+    assert!(writer.lock().unwrap().damage.is_none());
+    drop(store);
+    let store = OptOutStore::open(tmp.path()).unwrap();
+    assert_eq!(store.customer_count().unwrap(), 2);
+    assert_eq!(frame_starts(&journal_bytes(tmp.path())).len(), 2);
+}
