@@ -28,11 +28,37 @@ use gateway_core::policy::OptOutStoreConfig;
 
 /// How callers are authenticated under the active policy.
 enum CallerAuth {
-    Verify(CallerVerifier),
-    /// `allow_unauthenticated: true`, local development only (logged loudly at start).
+    /// Tokens are verified. With `anonymous` (`allow_unauthenticated: true` beside keys, local
+    /// development only) a request without any passes as [`UNAUTHENTICATED_SUB`]; a token that
+    /// is sent is still verified and checked against `allowed_callers`.
+    Verify {
+        verifier: CallerVerifier,
+        anonymous: bool,
+    },
+    /// `allow_unauthenticated: true` and no keys, local development only (logged loudly at start).
     Unauthenticated,
     /// No `callers` section: the client certificate's identity is the only credential.
     CertificateOnly,
+}
+
+/// The verifier of the callers' tokens `c` names: its keys (and HS256 secret), issuer,
+/// audience, groups claim and lifetime limit.
+fn caller_verifier(c: &gateway_core::policy::CallersConfig) -> anyhow::Result<CallerVerifier> {
+    let mut keys = if c.keys.as_os_str().is_empty() {
+        CallerKeys::new()
+    } else {
+        CallerKeys::parse(&loader::read_named_file(&c.keys, "callers.keys")?)
+            .with_context(|| format!("callers.keys {}", c.keys.display()))?
+    };
+    if let Some(secret) = &c.hs256_secret {
+        keys.add_hs256_secret(None, secret)
+            .context("callers HS256 secret")?;
+    }
+    let verifier = CallerVerifier::new(keys, &c.issuer, &c.audience, c.groups_claim.clone())
+        .context("callers: no usable verification key")?
+        .with_max_lifetime(c.max_token_lifetime_s);
+    log::info!("caller keys: {}", verifier.keys().describe().join(", "));
+    Ok(verifier)
 }
 
 /// The `sub` the data-use token names when the policy lets callers in unauthenticated.
@@ -61,26 +87,20 @@ impl Active {
         let callers = match &gw.callers {
             Some(c) if c.allow_unauthenticated => {
                 log::warn!("callers.allow_unauthenticated is set: ANY local process may send customer data through this gateway (local development only)");
-                CallerAuth::Unauthenticated
-            }
-            Some(c) => {
-                let mut keys = if c.keys.as_os_str().is_empty() {
-                    CallerKeys::new()
+                let keys = !c.keys.as_os_str().is_empty() || c.hs256_secret.is_some();
+                if keys {
+                    CallerAuth::Verify {
+                        verifier: caller_verifier(c)?,
+                        anonymous: true,
+                    }
                 } else {
-                    CallerKeys::parse(&loader::read_named_file(&c.keys, "callers.keys")?)
-                        .with_context(|| format!("callers.keys {}", c.keys.display()))?
-                };
-                if let Some(secret) = &c.hs256_secret {
-                    keys.add_hs256_secret(None, secret)
-                        .context("callers HS256 secret")?;
+                    CallerAuth::Unauthenticated
                 }
-                let verifier =
-                    CallerVerifier::new(keys, &c.issuer, &c.audience, c.groups_claim.clone())
-                        .context("callers: no usable verification key")?
-                        .with_max_lifetime(c.max_token_lifetime_s);
-                log::info!("caller keys: {}", verifier.keys().describe().join(", "));
-                CallerAuth::Verify(verifier)
             }
+            Some(c) => CallerAuth::Verify {
+                verifier: caller_verifier(c)?,
+                anonymous: false,
+            },
             None if gw.tls.as_ref().is_some_and(|t| t.client_identity.is_some()) => {
                 CallerAuth::CertificateOnly
             }
@@ -152,7 +172,13 @@ impl Active {
         let authorization = authorization.as_slice();
         let certified = self.certificate_identity(peer)?;
         let caller = match (&self.callers, certified) {
-            (CallerAuth::Verify(verifier), certified) => {
+            (
+                CallerAuth::Verify {
+                    anonymous: true, ..
+                },
+                None,
+            ) if authorization.is_empty() => return Ok(UNAUTHENTICATED_SUB.to_string()),
+            (CallerAuth::Verify { verifier, .. }, certified) => {
                 let result = match authorization {
                     [] => verifier.verify_cached(None, now_unix()),
                     [one] => verifier.verify_cached(Some(one), now_unix()),

@@ -775,6 +775,86 @@ fn caller_not_in_allowed_callers_is_403() {
     );
 }
 
+/// `allow_unauthenticated: true` beside configured keys lets a request without a token in (local
+/// development), but a token that is sent is still verified and held to `allowed_callers`: a
+/// bad, expired or not-allowed one is refused as without the flag, and nothing is forwarded.
+#[test]
+fn allow_unauthenticated_beside_keys_still_checks_every_token_sent() {
+    let mock = Mock::start();
+    let yaml = |listen, admin| {
+        auth_gateway_yaml(listen, admin).replacen(
+            "callers:\n",
+            "callers:\n  allow_unauthenticated: true\n",
+            1,
+        )
+    };
+    let gateway = Gateway::start_with(
+        yaml,
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[
+            ("AUTH_TEST_SHIP_TOKEN", SHIP_TOKEN),
+            ("AUTH_TEST_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    );
+    let gw = AuthGateway {
+        addr: gateway.addr,
+        admin: gateway.admin,
+        gateway,
+    };
+    let body = r#"{"order_id":"A-1","shipments":[{"customer_id":"c-1","name":"Ann"}]}"#;
+    let mut expired = good_claims("orders-service");
+    expired["exp"] = json!(now() - 3600);
+    expired["iat"] = json!(now() - 7200);
+    expired["nbf"] = json!(now() - 7200);
+    let refused = [
+        ("junk".to_string(), 401, "unauthenticated"),
+        (demo_signed(&expired), 401, "unauthenticated"),
+        (caller_token("marketing-service"), 403, "caller_not_allowed"),
+    ];
+    for (token, status, code) in &refused {
+        let r = gw.post("/acme-ship/v1/shipments", token, &[], body);
+        assert_refused(&r, *status, code);
+    }
+    assert!(mock.received().is_empty(), "a refused token was forwarded");
+
+    let allowed = gw.post(
+        "/acme-ship/v1/shipments",
+        &caller_token("orders-service"),
+        &[],
+        body,
+    );
+    assert_eq!(
+        allowed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&allowed.body)
+    );
+    let anonymous = gw.send(
+        "/acme-ship/v1/shipments",
+        &[("content-type", "application/json")],
+        body,
+    );
+    assert_eq!(
+        anonymous.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&anonymous.body)
+    );
+    let subs: Vec<String> = mock
+        .received()
+        .iter()
+        .map(|record| {
+            let headers = headers_of(record);
+            let token = one_header(&headers, "ohsoft-data-use-token");
+            decode_segment(token, 1)["sub"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(subs, ["orders-service", "unauthenticated"]);
+}
+
 #[test]
 fn header_hygiene_survives_connection_tricks() {
     let mock = Mock::start();
