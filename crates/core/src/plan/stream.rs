@@ -315,13 +315,18 @@ impl<'a> NdjsonStream<'a> {
             }
             // The line is its own record: its customer opted out, so it is dropped, as a
             // record of a whole body would be.
+            // Its unknown fields count as drift, as a dropped record's in a whole body do.
             Err(r) if r.kind == RefusalKind::SubjectOptedOut => {
                 self.report.records_dropped += 1;
+                let mut subject = None;
+                if let Some(again) = without_optouts(step, program, line) {
+                    subject = again.subjects.into_iter().next();
+                    add_unknown(&mut self.report, again.unknown_fields, again.unknown);
+                }
                 if self.detail {
-                    let subject = dropped_subject(step, program, line);
                     self.report.changes.push(Change::RecordDropped {
                         path: format!("line {number}"),
-                        subject,
+                        subject: subject.unwrap_or_default(),
                     });
                 }
                 Ok(LineOutcome::Dropped)
@@ -331,13 +336,13 @@ impl<'a> NdjsonStream<'a> {
     }
 }
 
-/// The subject id of a line the step dropped for its opt-out: the same decision again without
-/// opt-outs, asked for the subject (for `explain` only).
-fn dropped_subject(
+/// The report of a line the step dropped for its opt-out: the same decision again without
+/// opt-outs, with its subject id (its unknown fields for drift, its subject for `explain`).
+fn without_optouts(
     step: BodyStep<'_>,
     program: &crate::filter::FilterProgram,
     line: &[u8],
-) -> String {
+) -> Option<Report> {
     let nobody = OptOutSet::default();
     let step = BodyStep {
         optouts: OptOuts::Loaded(&nobody),
@@ -348,11 +353,7 @@ fn dropped_subject(
         },
         ..step
     };
-    let subjects = step.run(program, line).map(|f| f.report.subjects);
-    subjects
-        .ok()
-        .and_then(|s| s.into_iter().next())
-        .unwrap_or_default()
+    step.run(program, line).ok().map(|f| f.report)
 }
 
 /// Adds one forwarded line's counts to the running total (subject ids and per-field changes
@@ -372,8 +373,13 @@ fn absorb(total: &mut Report, line: Report) {
     for (t, n) in total.matched.iter_mut().zip(line.matched) {
         *t += n;
     }
-    total.unknown_fields += line.unknown_fields;
-    for field in line.unknown {
+    add_unknown(total, line.unknown_fields, line.unknown);
+}
+
+/// Adds one line's unknown fields (drift) to the running total.
+fn add_unknown(total: &mut Report, count: u64, unknown: Vec<crate::drift::UnknownField>) {
+    total.unknown_fields += count;
+    for field in unknown {
         let at = total.unknown.iter().position(|f| f.path == field.path);
         match at {
             Some(i) => {

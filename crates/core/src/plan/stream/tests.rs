@@ -126,6 +126,32 @@ fn lines_are_filtered_one_by_one_and_opted_out_ones_dropped() {
     }
 }
 
+/// Unknown fields count as drift in every line, also in a line dropped for its opt-out (as in a
+/// record dropped from a whole body), so a new field that only opted-out customers' records
+/// carry still shows.
+#[test]
+fn unknown_fields_of_opted_out_lines_count_as_drift() {
+    let policy = policy();
+    let set = opted_out();
+    let body: &[u8] = b"{\"customer_id\":\"c-out\",\"barz\":1,\"fax\":2}\n\
+{\"customer_id\":\"c-1\",\"fax\":3}\n";
+    let (out, report, refusal) = run(&policy, "/ads/v1/customers", &[body], OptOuts::Loaded(&set));
+    assert_eq!(refusal, None);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"customer_id\":\"c-1\"}\n"
+    );
+    assert_eq!(report.records_dropped, 1);
+    assert_eq!(report.unknown_fields, 3);
+    let mut paths: Vec<(&str, u64)> = report
+        .unknown
+        .iter()
+        .map(|f| (f.path.as_str(), f.count))
+        .collect();
+    paths.sort();
+    assert_eq!(paths, [("barz", 1), ("fax", 2)]);
+}
+
 #[test]
 fn blank_lines_crlf_and_a_last_line_without_newline() {
     let policy = policy();
