@@ -211,7 +211,10 @@ impl Ledger {
         time: &str,
     ) -> Result<&'a mut Current, LedgerError> {
         let date = time.get(..10).unwrap_or_default();
-        let new_day = matches!(&*state, State::Open(c) if c.date != date && c.len > 0);
+        // Only ever forward: a line timed before the current file's date (two requests that
+        // straddle midnight, a clock stepped back) stays in the current file, so file names
+        // keep the chain's order.
+        let new_day = matches!(&*state, State::Open(c) if c.date.as_str() < date && c.len > 0);
         if new_day {
             self.rotate(state, signer, date)?;
         }
@@ -458,3 +461,6 @@ fn spawn_background(ledger: Weak<Ledger>) {
             }
         });
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+use super::*;
+use gateway_core::ledger::verify::ChainVerifier;
+
+fn disclosure(time: &str) -> Disclosure {
+    Disclosure {
+        time: time.into(),
+        request_id: "req".into(),
+        caller: "orders-service".into(),
+        partner: "acme-ship".into(),
+        kind: "contractor".into(),
+        route: "/v1/shipments".into(),
+        method: "POST".into(),
+        use_: "on-behalf-of-ohsoft".into(),
+        purpose: "shipping".into(),
+        legal_basis: None,
+        policy_version: "abc".into(),
+        token_jti: None,
+        body_sha256: None,
+        records_forwarded: 1,
+        records_dropped: 0,
+        fields: vec![],
+        categories: vec![],
+        subjects: vec![],
+        stream: false,
+    }
+}
+
+/// A line timed before the current file's date (requests straddling midnight, or the clock
+/// stepped back) stays in the current file: the files' names keep the chain's order, and
+/// the ledger verifies.
+#[test]
+fn a_line_from_an_earlier_day_never_rotates_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let ledger = Ledger::start(&LedgerConfig {
+        path: dir.clone(),
+        subject_key_env: "K".into(),
+        subject_key: Some(b"k".to_vec()),
+        rotate_bytes: 1 << 20,
+    });
+    // The ledger opens a file of today's date; the lines are timed on later days.
+    let day = |n: i64, clock: &str| {
+        let date = (Utc::now() + chrono::Duration::days(n)).format("%Y-%m-%d");
+        format!("{date}T{clock}Z")
+    };
+    for time in [
+        day(1, "12:00:00.000"),
+        day(2, "00:00:02.000"),
+        day(1, "23:59:57.000"),
+        day(2, "00:00:03.000"),
+    ] {
+        ledger.record(&disclosure(&time), None).unwrap();
+    }
+    ledger.close(None);
+    let files = ledger_files(&dir).unwrap();
+    let named = |n: i64| format!("ledger-{}-1.jsonl", &day(n, "")[..10]);
+    assert_eq!(files, [named(0), named(2)]);
+    let mut verifier = ChainVerifier::new(None).unwrap();
+    for file in &files {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            verifier.line("f", i as u64 + 1, line.as_bytes()).unwrap();
+        }
+    }
+    let summary = verifier.finish().unwrap();
+    assert_eq!(summary.records, 4);
+}
