@@ -100,6 +100,16 @@ pub(super) struct Scanner<'a> {
     orders: predict::KeyOrders,
 }
 
+/// A subject value that is no valid customer id: what it is instead and, for a non-empty string
+/// or an integer literal, its text as written (unescaped). Where opt-outs are honoured the
+/// record is refused; elsewhere the ledger still keys it by that text, so `audit who-received`
+/// finds the disclosure.
+#[derive(Debug)]
+struct NotAnId<'a> {
+    what: &'static str,
+    text: Option<Cow<'a, str>>,
+}
+
 /// A refusal on its way out of the scanner, boxed so that the `Result`s of the hot path stay
 /// small (one word for `Result<(), Fail>`).
 pub(in crate::filter) type Fail = Box<Refusal>;
@@ -462,43 +472,58 @@ impl<'a> Scanner<'a> {
     }
 
     /// Classifies the subject value at `start..pos`: its canonical id, or what it is instead.
-    fn subject_id(&self, start: usize) -> Result<Cow<'a, str>, &'static str> {
+    fn subject_id(&self, start: usize) -> Result<Cow<'a, str>, NotAnId<'a>> {
         let raw = &self.input[start..self.pos];
+        let not = |what: &'static str| NotAnId { what, text: None };
+        let written = |text: Cow<'a, str>| {
+            move |bad: BadId| NotAnId {
+                what: bad.what(),
+                text: Some(text),
+            }
+        };
         match raw.first() {
             Some(b'"') => {
                 let inner = &raw[1..raw.len() - 1];
                 if inner.is_empty() {
-                    return Err("an empty string");
+                    return Err(not("an empty string"));
                 }
                 let text = if inner.contains(&b'\\') {
                     let mut text = Vec::with_capacity(inner.len());
                     unescape(inner, &mut text);
                     String::from_utf8(text)
                         .map(Cow::Owned)
-                        .map_err(|_| "not valid text")?
+                        .map_err(|_| not("not valid text"))?
                 } else {
                     self.text
                         .get(start + 1..self.pos - 1)
                         .map(Cow::Borrowed)
-                        .ok_or("not valid text")?
+                        .ok_or(not("not valid text"))?
                 };
-                id::check_string_id(&text).map_err(BadId::what)?;
-                Ok(text)
+                match id::check_string_id(&text) {
+                    Ok(()) => Ok(text),
+                    Err(bad) => Err(written(text)(bad)),
+                }
             }
             Some(b'-' | b'0'..=b'9') => {
+                let text = self
+                    .text
+                    .get(start..self.pos)
+                    .ok_or(not("not valid text"))?;
                 if raw.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
-                    Err("a number with a fraction or exponent")
+                    Err(not("a number with a fraction or exponent"))
                 } else if raw == b"-0" {
                     // Any JSON reader takes `-0` for 0: compared as the text "-0" it would
                     // slip past customer 0's opt-out.
-                    Err("-0, which JSON readers take for 0")
+                    Err(NotAnId {
+                        what: "-0, which JSON readers take for 0",
+                        text: Some(Cow::Borrowed(text)),
+                    })
                 } else {
-                    let text = self.text.get(start..self.pos).ok_or("not valid text")?;
-                    id::check_integer_literal(text).map_err(BadId::what)?;
+                    id::check_integer_literal(text).map_err(written(Cow::Borrowed(text)))?;
                     Ok(Cow::Borrowed(text))
                 }
             }
-            other => Err(describe(other.copied())),
+            other => Err(not(describe(other.copied()))),
         }
     }
 

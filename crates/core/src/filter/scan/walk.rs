@@ -10,7 +10,7 @@ use super::super::{
 use super::lex::{check_text, copy_span, describe, starts_value};
 use super::predict::{removed_slot, Cursor, KeyOrders, Known, REMOVED_SLOTS};
 use super::unknown::Unknowns;
-use super::{bad, broken, fail, unescape, Fail, Scanner};
+use super::{bad, broken, fail, unescape, Fail, NotAnId, Scanner};
 use crate::drift::Shapes;
 use crate::optout::id;
 use crate::RefusalKind;
@@ -32,7 +32,7 @@ struct Open<'a> {
     at: Option<NodeId>,
     /// No member written yet.
     first: bool,
-    subject: Option<Result<Cow<'a, str>, &'static str>>,
+    subject: Option<Result<Cow<'a, str>, NotAnId<'a>>>,
     /// A member case-insensitive readers take for the subject.
     folded: Option<Fail>,
     /// Where the object is in its node's remembered key order.
@@ -557,14 +557,19 @@ impl<'a, 'p> Filter<'a, 'p> {
         &mut self,
         snapshot: Snapshot,
         want_subject: bool,
-        subject: Option<Result<Cow<'a, str>, &'static str>>,
+        subject: Option<Result<Cow<'a, str>, NotAnId<'a>>>,
         folded: Option<Fail>,
     ) -> Result<bool, Fail> {
         let Some(optouts) = self.optouts.filter(|_| want_subject) else {
-            // Without opt-outs a record is never refused for its subject; the ledger just
-            // gets no id for it.
-            if let (true, Some(Ok(subject))) = (want_subject, subject) {
-                self.report.subjects.push(subject.into_owned());
+            // Without opt-outs a record is never refused for its subject; the ledger keys an
+            // id that is not valid by its text as written (none when it has none).
+            let text = match subject {
+                Some(Ok(subject)) => Some(subject),
+                Some(Err(not)) => not.text,
+                None => None,
+            };
+            if let (true, Some(text)) = (want_subject, text) {
+                self.report.subjects.push(text.into_owned());
             }
             self.report.records_forwarded += 1;
             return Ok(true);
@@ -575,7 +580,7 @@ impl<'a, 'p> Filter<'a, 'p> {
                 || String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default());
             let subject = match subject {
                 Some(Ok(subject)) => subject,
-                Some(Err(what)) => {
+                Some(Err(NotAnId { what, .. })) => {
                     return Err(fail(RefusalKind::SubjectMissing, format!(
                         "record `{}` has no valid subject id: `{}` is {what} (expected a non-empty string or an integer)",
                         self.sc.path(),

@@ -95,6 +95,21 @@ fn subjects_are_collected_without_optouts_and_never_refuse() {
     assert_eq!(r.matched, [2]);
 }
 
+/// Without opt-outs, a record whose id an opt-out could not be judged by (leading zeros,
+/// surrounding space, `-0`, an unsafe integer) is still forwarded, and the ledger keys it by its
+/// text as written, so `audit who-received` finds it; a value that is no id names no one.
+#[test]
+fn ids_opt_outs_refuse_are_kept_as_written_for_the_ledger() {
+    let p = program(&["list[*].name"], &[], Some(("list[*]", "id")));
+    let body = r#"{"list":[{"id":"0123"},{"id":" c-55"},{"id":-0},{"id":12345678901234567890123},{"id":"\u0030300"},{"id":1.5},{"id":""},{"id":true}]}"#;
+    let r = report(&p, body, None);
+    assert_eq!(
+        r.subjects,
+        ["0123", " c-55", "-0", "12345678901234567890123", "0300"]
+    );
+    assert_eq!(r.records_forwarded, 8);
+}
+
 #[test]
 fn a_record_passed_whole_is_one_match() {
     let p = program(&["list[*].**"], &[], Some(("list[*]", "id")));
