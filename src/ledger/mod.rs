@@ -218,6 +218,18 @@ impl Ledger {
         if new_day {
             self.rotate(state, signer, date)?;
         }
+        // A checkpoint that came due but could not be written (the ledger broke just then)
+        // goes first, so no more than `CHECKPOINT_EVERY` records ever stand between two.
+        let due = matches!(&*state, State::Open(c) if c.chain.checkpoint_due());
+        if due {
+            let written = match &mut *state {
+                State::Open(current) => write_checkpoint(current, signer),
+                _ => Ok(()),
+            };
+            if let Err(e) = written {
+                return Err(self.break_down(state, e));
+            }
+        }
         match state {
             State::Open(current) => Ok(current),
             State::Broken(why) => Err(LedgerError::Broken(why.clone())),

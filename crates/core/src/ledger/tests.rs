@@ -564,3 +564,49 @@ fn a_second_outcome_or_one_of_a_non_record_is_a_break() {
         assert!(err.contains("no record awaiting its outcome"), "{err}");
     }
 }
+
+/// With the key set, the checkpoints the gateway always writes are required: a ledger whose
+/// checkpoints were stripped and whose chain was recomputed (which needs no key) does not pass.
+/// The gateway writes one every `CHECKPOINT_EVERY` records and ends every rotated file with
+/// one. Without the key set only the chain is checked.
+#[test]
+fn with_the_key_set_stripped_checkpoints_are_a_break() {
+    let signer = signer();
+    let jwks = Jwks::new(&signer).to_json();
+    // One record more than a checkpoint may cover, each with its outcome, then a checkpoint.
+    let long = ledger(CHECKPOINT_EVERY + 1, Some(&signer));
+    let err = verify(&long, Some(&jwks)).unwrap_err();
+    assert_eq!(err.line, 2 * CHECKPOINT_EVERY + 1, "{err}");
+    assert!(err.reason.contains("since the last checkpoint"), "{err}");
+    assert!(verify(&long, None).is_ok());
+    assert!(verify(&ledger(CHECKPOINT_EVERY, Some(&signer)), Some(&jwks)).is_ok());
+
+    // Two files, the first without its closing checkpoint.
+    let lines = ledger(3, Some(&signer));
+    let mut chain = Chain::new();
+    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    for i in 1..=3 {
+        let record = chain.record(&disclosure(i));
+        chain.commit(&record);
+        files.push((if i < 3 { "a.jsonl" } else { "b.jsonl" }, record.bytes));
+    }
+    let cp = chain.checkpoint(Some(&signer), 1_800_000_000).unwrap();
+    files.push(("b.jsonl", cp.bytes));
+    let run = |jwks: Option<&str>| {
+        let mut v = ChainVerifier::new(jwks).unwrap();
+        let mut numbers = std::collections::HashMap::new();
+        for (file, line) in &files {
+            let n = numbers.entry(*file).or_insert(0);
+            *n += 1;
+            v.line(file, *n, line.strip_suffix(b"\n").unwrap())?;
+        }
+        v.finish()
+    };
+    let err = run(Some(&jwks)).unwrap_err().to_string();
+    assert!(
+        err.starts_with("a.jsonl:2: the file ends without a checkpoint"),
+        "{err}"
+    );
+    assert!(run(None).is_ok());
+    assert!(verify(&lines, Some(&jwks)).is_ok());
+}

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use jsonwebtoken::Validation;
 
 use super::line::{CheckpointClaims, CheckpointLine, LedgerLine, SubjectsLine, CHECKPOINT_TYP};
-use super::{line_hash, ZERO_HASH};
+use super::{line_hash, CHECKPOINT_EVERY, ZERO_HASH};
 use crate::jose::{self, PublicKey, DATA_USE_ALGORITHMS};
 
 /// Where the chain breaks, printed as `FILE:LINE: reason`.
@@ -67,6 +67,8 @@ pub struct ChainVerifier {
     /// Every record whose outcome line has not come yet, and whether it is a stream's (what a
     /// subjects line may name).
     awaiting: std::collections::HashMap<u64, bool>,
+    /// Records since the last checkpoint.
+    unchecked: u64,
 }
 
 impl ChainVerifier {
@@ -87,6 +89,7 @@ impl ChainVerifier {
             pending: None,
             summary: Summary::default(),
             awaiting: std::collections::HashMap::new(),
+            unchecked: 0,
         })
     }
 
@@ -96,6 +99,7 @@ impl ChainVerifier {
             file: file.to_string(),
             line,
         };
+        self.check_file_end(&here)?;
         let parsed = LedgerLine::parse(bytes).map_err(|reason| self.blame(&here, reason))?;
         let seq = parsed.seq();
         if seq != self.expected_seq {
@@ -190,6 +194,13 @@ impl ChainVerifier {
             LedgerLine::Subjects(l) => self.check_subjects(l, here),
             LedgerLine::Record(r) => {
                 self.awaiting.insert(r.seq, r.disclosure.stream);
+                self.unchecked += 1;
+                if self.keys.is_some() && self.unchecked > CHECKPOINT_EVERY {
+                    return Err(at(
+                        here,
+                        format!("more than {CHECKPOINT_EVERY} records since the last checkpoint: the gateway signs one every {CHECKPOINT_EVERY} (were checkpoints removed?)"),
+                    ));
+                }
                 Ok(())
             }
             LedgerLine::Outcome(o) => match self.awaiting.remove(&o.outcome_of) {
@@ -202,8 +213,33 @@ impl ChainVerifier {
                     ),
                 )),
             },
-            LedgerLine::Checkpoint(c) => self.check_checkpoint(c, here),
+            LedgerLine::Checkpoint(c) => {
+                self.check_checkpoint(c, here)?;
+                self.unchecked = 0;
+                Ok(())
+            }
         }
+    }
+
+    /// With the key set, a file the chain goes on from (to `here`, in another file) must end
+    /// with a checkpoint: the gateway ends every file it rotates with one, so a file ending
+    /// without one had its checkpoint removed (and the chain recomputed), which only the
+    /// signature could have shown.
+    fn check_file_end(&mut self, here: &Loc) -> Result<(), Break> {
+        let Some(last) = self.last.as_ref().filter(|l| l.file != here.file) else {
+            return Ok(());
+        };
+        if self.keys.is_none() || self.summary.ends_with_checkpoint {
+            return Ok(());
+        }
+        let last = last.clone();
+        Err(self.blame(
+            &last,
+            format!(
+                "the file ends without a checkpoint, but the chain goes on in {}: the gateway ends every file it rotates with one (was it removed?)",
+                here.file
+            ),
+        ))
     }
 
     /// A subjects line names a stream under way (recorded before it, its outcome not yet
