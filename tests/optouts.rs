@@ -731,7 +731,14 @@ fn admin_api_needs_the_token_and_valid_input() {
         let r = admin(gw, "PUT", "/optouts/1", Some(AUTH), Some(bad));
         assert_refused(&r, 400, "bad_request");
     }
-    for bad in ["{", r#"{"scopes": []}"#, r#"{"scopes": ["BAD!"]}"#] {
+    // A body of only whitespace is not "no body": it removes nothing.
+    for bad in [
+        "{",
+        r#"{"scopes": []}"#,
+        r#"{"scopes": ["BAD!"]}"#,
+        "   ",
+        "\r\n",
+    ] {
         let r = admin(gw, "DELETE", "/optouts/1", Some(AUTH), Some(bad));
         assert_refused(&r, 400, "bad_request");
     }

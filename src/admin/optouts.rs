@@ -273,11 +273,12 @@ struct ScopesBody {
     scopes: Vec<String>,
 }
 
-/// `{"scopes": [..]}` with at least one valid scope, or `None` for an empty body. Scopes to
+/// `{"scopes": [..]}` with at least one valid scope, or `None` for no body at all (a body of
+/// only whitespace is refused: on `DELETE` it would otherwise remove every scope). Scopes to
 /// record (`PUT`) are read with [`Scope::parse_new`]; scopes to remove with [`Scope::parse`],
 /// so that whatever a store holds can be removed.
 fn scopes_from_body(body: &[u8], to_record: bool) -> Result<Option<Vec<Scope>>, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(None);
     }
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
