@@ -545,8 +545,13 @@ pub(crate) fn numeric_date(v: Option<&Value>) -> Option<u64> {
     (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then_some(f as u64)
 }
 
+/// The caller's groups: the claim named `claim`, or the nested claim its dotted path names
+/// (`realm_access.roles`). When both exist the token names two sets of groups (a custom claim
+/// spelled like the path beside the path itself) and none is taken: the caller is judged by
+/// its `sub` alone.
 fn groups(claims: &Map<String, Value>, claim: &str) -> Vec<String> {
-    let value = claims.get(claim).or_else(|| {
+    let literal = claims.get(claim);
+    let nested = claim.contains('.').then(|| {
         let mut parts = claim.split('.');
         let mut cur = claims.get(parts.next()?)?;
         for p in parts {
@@ -554,6 +559,10 @@ fn groups(claims: &Map<String, Value>, claim: &str) -> Vec<String> {
         }
         Some(cur)
     });
+    let value = match (literal, nested.flatten()) {
+        (Some(_), Some(_)) => None,
+        (literal, nested) => literal.or(nested),
+    };
     match value {
         Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
         Some(Value::Array(items)) => items

@@ -498,6 +498,21 @@ fn nested_groups_claim() {
         v.verify(Some(&bearer(&token)), NOW).unwrap().groups,
         vec!["ops".to_string()]
     );
+    // A claim literally named like the path: taken when it is the only one, but beside the
+    // nested claim the token names two sets of groups, and neither is taken.
+    let literal = with(claims(), "realm_access.roles", json!(["orders-service"]));
+    let token = sign(Algorithm::EdDSA, ED, Some("ed"), &literal);
+    assert_eq!(
+        v.verify(Some(&bearer(&token)), NOW).unwrap().groups,
+        vec!["orders-service".to_string()]
+    );
+    let both = with(literal, "realm_access", json!({"roles": ["ops"]}));
+    let token = sign(Algorithm::EdDSA, ED, Some("ed"), &both);
+    assert!(v
+        .verify(Some(&bearer(&token)), NOW)
+        .unwrap()
+        .groups
+        .is_empty());
 }
 
 #[test]
