@@ -53,12 +53,12 @@ pub struct PeriodArgs {
 }
 
 impl PeriodArgs {
-    /// Why the period selects nothing, if it does: `--since` at or after `--until` (a usage
-    /// error, like a DATE that cannot be read).
+    /// Why the period selects nothing, if it does: `--since` after `--until` (a usage error,
+    /// like a DATE that cannot be read).
     pub fn empty(&self) -> Option<String> {
         match (&self.since, &self.until) {
-            (Some(since), Some(until)) if since >= until => Some(format!(
-                "--since ({since}) is not before --until (which ends before {until}): the period selects nothing"
+            (Some(since), Some(until)) if since > until => Some(format!(
+                "--since ({since}) is after --until ({until}): the period selects nothing"
             )),
             _ => None,
         }

@@ -207,10 +207,9 @@ pub fn each_line(
 }
 
 /// A `--since`/`--until` DATE (RFC 3339 date or date-time) as the ledger writes times (UTC,
-/// milliseconds), so bounds compare as text: `--since` is included, `--until` (`end`) is the
-/// first time excluded. A date alone is the start of that UTC day for `--since`, and the end
-/// of it for `--until`; a date-time given to `--until` is included (its millisecond ends the
-/// period).
+/// milliseconds), so bounds compare as text; both are included. A date alone is the start of
+/// that UTC day for `--since`, and its last millisecond for `--until` (`end`); a date-time is
+/// that millisecond.
 pub fn bound(date: &str, end: bool) -> anyhow::Result<String> {
     use chrono::{DateTime, Datelike, Days, NaiveDate, SecondsFormat, Utc};
     // Ledger times are four-digit years: a bound past them would not compare as text.
@@ -222,8 +221,7 @@ pub fn bound(date: &str, end: bool) -> anyhow::Result<String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(date) {
         let t = t.with_timezone(&Utc);
         let ms = t.timestamp_millis();
-        let t = DateTime::<Utc>::from_timestamp_millis(if end { ms + 1 } else { ms }).unwrap_or(t);
-        return text(t);
+        return text(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(t));
     }
     let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
         .map_err(|_| anyhow::anyhow!("invalid DATE {date:?}: expected an RFC 3339 date (2026-11-29) or date-time (2026-11-29T10:00:00Z)"))?;
@@ -233,7 +231,11 @@ pub fn bound(date: &str, end: bool) -> anyhow::Result<String> {
         day
     };
     let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-    text(start)
+    text(if end {
+        start - chrono::Duration::milliseconds(1)
+    } else {
+        start
+    })
 }
 
 #[cfg(test)]

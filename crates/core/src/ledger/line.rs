@@ -66,10 +66,10 @@ pub struct Disclosure {
 }
 
 impl Disclosure {
-    /// Whether it happened in `[since, until)`: RFC 3339 UTC bounds in the ledger's own format,
+    /// Whether it happened in `[since, until]`: RFC 3339 UTC bounds in the ledger's own format,
     /// compared as text (`None` leaves that side open). The audits' one period rule.
     pub fn within(&self, since: Option<&String>, until: Option<&String>) -> bool {
-        since.is_none_or(|s| self.time >= *s) && until.is_none_or(|u| self.time < *u)
+        since.is_none_or(|s| self.time >= *s) && until.is_none_or(|u| self.time <= *u)
     }
 
     /// A stream's record completed with what its outcome line says was forwarded.

@@ -105,7 +105,7 @@ pub struct ReportBuilder {
 }
 
 impl ReportBuilder {
-    /// `since`/`until`: RFC 3339 UTC bounds in the ledger's format (`until` excluded).
+    /// `since`/`until`: RFC 3339 UTC bounds in the ledger's format, both included.
     /// `policy` is the one the report is made against (see [`Self::finish`]).
     pub fn new(policy: &Policy, since: Option<String>, until: Option<String>) -> ReportBuilder {
         let mut uncategorized: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
