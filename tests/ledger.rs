@@ -449,10 +449,15 @@ fn a_second_gateway_on_the_same_ledger_refuses_rather_than_fork_its_chain() {
     terminate(&mut first);
     until_forwarded(&second, "c-3");
     terminate(&mut second);
-    let (code, out) = verify(&dir, None);
-    assert_eq!(code, 0, "{out}");
-    // The deleted file's record (c-2's) is gone with it.
+    // The deleted file's record (c-2's) is gone with it, and the chain went on after it
+    // without reusing its seq: `verify` reports the gap at the first line left.
     assert_eq!(records(&dir).len(), mock.received().len() - 1);
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(":1: seq ") && out.contains("where 1 was expected"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -52,7 +52,9 @@ pub enum LedgerError {
 
 enum State {
     Open(Current),
-    Broken(String),
+    /// Why, and the chain as this gateway last wrote it (none when it never had the directory
+    /// open, or holds another directory at the path now): see [`Ledger::retry`].
+    Broken(String, Option<Chain>),
     Closed,
 }
 
@@ -98,7 +100,7 @@ impl Ledger {
             }
             Err(e) => {
                 log::error!("disclosure ledger: {e:#}: requests that would be forwarded answer 503 until it can be written");
-                State::Broken(format!("{e:#}"))
+                State::Broken(format!("{e:#}"), None)
             }
         };
         let ledger = Arc::new(Ledger {
@@ -232,7 +234,7 @@ impl Ledger {
         }
         match state {
             State::Open(current) => Ok(current),
-            State::Broken(why) => Err(LedgerError::Broken(why.clone())),
+            State::Broken(why, _) => Err(LedgerError::Broken(why.clone())),
             State::Closed => Err(LedgerError::Closed),
         }
     }
@@ -325,21 +327,22 @@ impl Ledger {
                 "disclosure ledger {}: {why}: requests that would be forwarded answer 503 until it can be written again",
                 current.path.display()
             );
-            *state = State::Broken(why.clone());
+            let head = current.chain.clone();
+            *state = State::Broken(why.clone(), Some(head));
         }
         LedgerError::Broken(why)
     }
 
     /// Holds the lock of the directory the ledger's path names now (taken anew when it was
-    /// moved away or replaced).
-    fn relock(&self) -> anyhow::Result<()> {
+    /// moved away or replaced: then true).
+    fn relock(&self) -> anyhow::Result<bool> {
         let mut held = crate::lock(&self.dir_lock);
         if held.as_ref().is_some_and(|l| l.still_at(&self.dir)) {
-            return Ok(());
+            return Ok(false);
         }
         *held = None;
         *held = Some(DirLock::take(&self.dir)?);
-        Ok(())
+        Ok(true)
     }
 
     /// Breaks an open ledger whose directory is no longer at its path (moved away, replaced):
@@ -371,14 +374,26 @@ impl Ledger {
         )
     }
 
-    /// Reopens a broken ledger (called by the background thread).
+    /// Reopens a broken ledger (called by the background thread). When the files left in the
+    /// same directory end before the chain this gateway wrote (a file deleted or cut short
+    /// meanwhile), the chain goes on from what it wrote, not from the files: the lines that
+    /// are gone stay a gap that `audit verify` reports, instead of their seqs being written
+    /// again. A directory that replaced the one this gateway held starts from its own files.
     fn retry(&self) {
-        if !matches!(*self.lock(), State::Broken(_)) {
+        if !matches!(*self.lock(), State::Broken(..)) {
             return;
         }
-        if let Err(e) = self.relock() {
-            log::debug!("disclosure ledger still cannot be opened: {e:#}");
-            return;
+        match self.relock() {
+            Ok(false) => {}
+            Ok(true) => {
+                if let State::Broken(_, head) = &mut *self.lock() {
+                    *head = None;
+                }
+            }
+            Err(e) => {
+                log::debug!("disclosure ledger still cannot be opened: {e:#}");
+                return;
+            }
         }
         let (_, today) = now_text();
         let opened = match crate::lock(&self.dir_lock).as_ref() {
@@ -386,9 +401,20 @@ impl Ledger {
             None => Err(anyhow::anyhow!("the ledger directory is not locked")),
         };
         match opened {
-            Ok(current) => {
+            Ok(mut current) => {
                 let mut state = self.lock();
-                if matches!(*state, State::Broken(_)) {
+                if let State::Broken(_, Some(head)) = &*state {
+                    let on_disk = current.chain.next_seq();
+                    if head.next_seq() > on_disk {
+                        log::error!(
+                            "disclosure ledger {}: lines seq {on_disk} to {} are gone from its files (deleted or cut short): the chain goes on after them, and `audit verify` reports the gap",
+                            self.dir.display(),
+                            head.next_seq() - 1
+                        );
+                        current.chain = head.clone();
+                    }
+                }
+                if matches!(*state, State::Broken(..)) {
                     log::info!(
                         "disclosure ledger {} is writable again (seq {})",
                         current.path.display(),
@@ -428,7 +454,7 @@ fn write_line(current: &mut Current, line: &SealedLine) -> anyhow::Result<()> {
     let links = current.file.metadata().map(|m| m.nlink());
     if links.as_ref().map_or(true, |&n| n == 0) {
         return Err(anyhow::anyhow!(
-            "{} was deleted while the gateway appended to it: its lines, through seq {}, are gone (the chain resumes from the files left)",
+            "{} was deleted while the gateway appended to it: its lines, through seq {}, are gone",
             current.path.display(),
             line.seq
         ));
