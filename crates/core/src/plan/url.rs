@@ -40,11 +40,15 @@ pub(super) fn check_url_for_opted_out_ids(
     for (name, raw) in path_params {
         let typed = route.subject_params.iter().any(|s| s == name);
         let what = Param::Path(name);
+        let before = values.len();
         collect(what, raw, typed, &mut values)?;
+        add_without_suffix(&mut values, before);
     }
+    // A name without `=` is an empty value (which a typed parameter may not be).
     for (raw_name, raw) in forwarded_query
         .split('&')
-        .filter_map(|pair| pair.split_once('='))
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
     {
         let name = decode(raw_name).unwrap_or_default();
         let typed = route.subject_query.contains(&name);
@@ -126,6 +130,29 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// Web frameworks read a path segment's last `.ext` as a response format (Spring's suffix
+/// patterns: `c-200.json` is customer `c-200`), or cut it at its first `.` (Rails' `:id` with
+/// `(.:format)`). So the forms of the path value just collected are also compared without
+/// their suffix (those of `values[from..]`): never refused for it, only compared.
+fn add_without_suffix(values: &mut Vec<String>, from: usize) {
+    let stems: Vec<String> = values[from..]
+        .iter()
+        .flat_map(|value| {
+            let first = value.split_once('.').map(|(head, _)| head);
+            let last = value.rsplit_once('.').map(|(head, _)| head);
+            [first, last]
+        })
+        .flatten()
+        .filter(|stem| !stem.is_empty())
+        .map(str::to_string)
+        .collect();
+    for stem in stems {
+        if !values.contains(&stem) {
+            values.push(stem);
+        }
+    }
 }
 
 fn decode(raw: &str) -> Option<String> {
