@@ -45,8 +45,14 @@ pub(super) fn apply(
 }
 
 /// One pass from the end: the last four digits, and whether there are at least
-/// [`LAST4_MIN_DIGITS`] (counting stops there).
+/// [`LAST4_MIN_DIGITS`] (counting stops there). A number in exponent form (`4.1e15`) is
+/// masked entirely: its last digits are the exponent's, not the value's.
 fn last4(text: &[u8], out: &mut Vec<u8>) {
+    let number = |b: &u8| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
+    if text.iter().any(|b| matches!(b, b'e' | b'E')) && text.iter().all(number) {
+        out.extend_from_slice(b"\"***\"");
+        return;
+    }
     let mut masked = *b"\"***????\"";
     let mut found = 0;
     for &b in text.iter().rev() {

@@ -36,3 +36,22 @@ fn last4_matches_the_reference_on_every_short_text() {
         }
     }
 }
+
+/// A number in exponent form is masked entirely (its last digits would be the exponent's); a
+/// plain number or a fraction keeps its last four digits, as any text does.
+#[test]
+fn last4_masks_a_number_in_exponent_form() {
+    let last4_of = |text: &str| {
+        let mut out = Vec::new();
+        last4(text.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(last4_of("4.111111111111234e15"), r#""***""#);
+    assert_eq!(last4_of("4111111111111234E+0"), r#""***""#);
+    assert_eq!(last4_of("4111111111111234"), r#""***1234""#);
+    assert_eq!(last4_of("12345678.99"), r#""***7899""#);
+    assert_eq!(
+        last4_of("card 4111 1111 1111 1234, exp. 12/28"),
+        r#""***1228""#
+    );
+}
