@@ -189,15 +189,18 @@ fn write_disclosed(
     outgoing: &Outgoing,
 ) -> anyhow::Result<()> {
     let route = target.route();
-    for (field, n) in route.fields.iter().zip(&outgoing.report.matched) {
-        if *n > 0 {
-            let category = field.category_label();
-            writeln!(err, "  disclosed    {} ({category}) x{n}", field.path)?;
-        }
+    for (field, n) in route.matched_fields(&outgoing.report.matched) {
+        let category = field.category_label();
+        writeln!(err, "  disclosed    {} ({category}) x{n}", field.path)?;
     }
-    let (_, categories) = route.disclosed(&outgoing.report.matched);
-    if categories.is_empty() {
+    let (paths, categories) = route.disclosed(&outgoing.report.matched);
+    if paths.is_empty() {
         writeln!(err, "  categories   none (no field is disclosed)")?;
+    } else if categories.is_empty() {
+        writeln!(
+            err,
+            "  categories   none (the disclosed fields have no category)"
+        )?;
     } else {
         writeln!(err, "  categories   {}", categories.join(", "))?;
     }

@@ -414,12 +414,29 @@ impl RouteField {
 }
 
 impl Route {
+    /// The fields that matched at least one forwarded value, with how many, from a filter
+    /// report's `matched` counts. A path both allowed and transformed is one field, counted
+    /// once (its two entries in `fields` match the same values).
+    pub fn matched_fields<'a, 'm>(
+        &'a self,
+        matched: &'m [u64],
+    ) -> impl Iterator<Item = (&'a RouteField, u64)> + use<'a, 'm> {
+        self.fields
+            .iter()
+            .zip(matched)
+            .enumerate()
+            .filter(|(i, (field, n))| {
+                **n > 0 && !self.fields[..*i].iter().any(|f| f.path == field.path)
+            })
+            .map(|(_, (field, n))| (field, *n))
+    }
+
     /// The paths (sorted, distinct) and categories (sorted, distinct) of the fields that matched
     /// at least one forwarded value, from a filter report's `matched` counts.
     pub fn disclosed(&self, matched: &[u64]) -> (Vec<String>, Vec<String>) {
         let mut paths = Vec::new();
         let mut categories = Vec::new();
-        for (field, _) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
+        for (field, _) in self.matched_fields(matched) {
             paths.push(field.path.clone());
             categories.extend(field.category.clone());
         }
@@ -433,7 +450,7 @@ impl Route {
     /// Values forwarded per category (`uncategorized` for paths without one), sorted by name.
     pub fn disclosed_by_category(&self, matched: &[u64]) -> Vec<(&str, u64)> {
         let mut counts = std::collections::BTreeMap::new();
-        for (field, n) in self.fields.iter().zip(matched).filter(|(_, n)| **n > 0) {
+        for (field, n) in self.matched_fields(matched) {
             *counts.entry(field.category_label()).or_insert(0) += n;
         }
         counts.into_iter().collect()

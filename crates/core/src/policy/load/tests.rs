@@ -980,3 +980,24 @@ fn two_partners_sharing_a_pseudonymisation_key_are_warned_about() {
     let differ = secrets(&"j".repeat(32));
     assert!(shared(&source(GATEWAY, &two), Some(&differ)).is_empty());
 }
+
+/// A path both allowed and transformed is two entries of the route's fields (indexed like the
+/// filter's counts), but one disclosed field: counted once per value, not twice.
+#[test]
+fn a_path_allowed_and_transformed_is_disclosed_once() {
+    let partner = "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9\nroutes:\n  - path: /r\n    methods: [POST]\n    allow: [\"a[*]\", b]\n    transform: {\"a[*]\": mask}\n";
+    let loaded = load(&source(GATEWAY, &[("x.yaml", partner)]), None).expect("loads");
+    let route = &loaded.policy.partners["x"].routes[0];
+    let paths: Vec<&str> = route.fields.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["a[*]", "b", "a[*]"]);
+    let matched = [3, 1, 3];
+    let once: Vec<(&str, u64)> = route
+        .matched_fields(&matched)
+        .map(|(f, n)| (f.path.as_str(), n))
+        .collect();
+    assert_eq!(once, [("a[*]", 3), ("b", 1)]);
+    assert_eq!(
+        route.disclosed_by_category(&matched),
+        [("uncategorized", 4)]
+    );
+}
