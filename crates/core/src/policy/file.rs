@@ -577,17 +577,33 @@ fn explain_type_error(message: &str, text: &str, line: u64, column: u64, len: u6
         .skip(column.saturating_sub(1) as usize)
         .take(len as usize)
         .collect();
+    let key = key_before(&before);
     let found = match found.trim() {
         f if f.starts_with('[') || f == "-" || f.starts_with("- ") => " (found a list)".to_string(),
         f if f.starts_with('{') => " (found a mapping)".to_string(),
         _ if expected.ends_with("null") => String::new(),
         "" => String::new(),
+        _ if key.is_some_and(may_hold_a_secret) => {
+            " (the value is not shown: it may be a secret)".to_string()
+        }
         f => format!(", found `{f}`"),
     };
-    match key_before(&before) {
+    match key {
         Some(key) => format!("invalid value for `{key}`: {expected}{found}"),
         None => format!("invalid value: {expected}{found}"),
     }
+}
+
+/// Keys whose misplaced value may be a credential (`upstream_auth: "Bearer …"`, a secret where
+/// a variable name belongs): a type error does not quote it.
+fn may_hold_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "upstream_auth"
+        || key == "env"
+        || key.ends_with("_env")
+        || ["secret", "token", "password", "credential"]
+            .iter()
+            .any(|word| key.contains(word))
 }
 
 /// The last `key:` written before the error's column on its line (`limits: {max_depth: x` → `max_depth`).

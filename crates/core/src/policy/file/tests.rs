@@ -18,6 +18,8 @@ fn wire_errors_are_one_line_with_the_field_named() {
         ("routes:\n  - path: /a\n    allow: [a, {b: c}]\n", 6, "invalid value: expected a string (found a mapping)"),
         ("routes: []\nupstream_auth: {header: authorization, env: [x]}\n", 5, "invalid value for `env`: expected a string (found a list)"),
         ("routes: []\nupstream_auth: {header: authorization}\n", 5, "missing field `env`"),
+        // A credential written where a mapping or a variable name belongs is never quoted.
+        ("routes: []\nupstream_auth: Bearer sk_live_S3CRET\n", 5, "invalid value for `upstream_auth`: expected a mapping (the value is not shown: it may be a secret)"),
         ("routes: 'x\n", 4, "invalid YAML: unclosed quote"),
         ("routes:\n  - path: /a\n    methods: [POST]]\n", 6, "invalid YAML: misplaced bracket"),
         ("routes:\n  - path: /a\n    methods: [POST\nallowed_callers: []\n", 7, "invalid YAML: illegal placement of ':' indicator (is the `[` on line 6 closed?)"),

@@ -204,7 +204,7 @@ fn upstream(path: &str, upstream: &Spanned<String>, d: &mut Diags) -> Option<Ups
                 path,
                 line(upstream),
                 InvalidPartner::Upstream {
-                    value: upstream.value.clone(),
+                    value: without_user_info(&upstream.value),
                     reason,
                 },
             );
@@ -502,6 +502,19 @@ fn pseudonymize_key(
     Some(key.into_bytes())
 }
 
+/// An upstream as an error message may show it: user info (a credential, the reason it is
+/// refused) replaced by `***`.
+fn without_user_info(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_string(),
+    }
+}
+
 /// `http(s)://host[:port]` with nothing else but an optional final `/`.
 pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let scheme_end = text.find("://").ok_or_else(|| "no scheme".to_string())?;
@@ -546,10 +559,16 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         };
         (inside.to_string(), port)
     } else {
-        match authority.rsplit_once(':') {
+        let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_ascii_lowercase(), Some(p)),
             None => (authority.to_ascii_lowercase(), None),
+        };
+        if host.contains(':') {
+            return Err(format!(
+                "invalid host {host:?} (an IPv6 address goes in brackets: http://[::1]:8080)"
+            ));
         }
+        (host, port)
     };
     if host.is_empty() {
         return Err("missing host".to_string());

@@ -227,7 +227,7 @@ fn partner_mistakes_are_reported_at_their_line() {
             "{f}:3: invalid upstream \"http://127.0.0.1:9001/api\": a path is not allowed (\"/api\"); routes give the path (expected http(s)://host[:port])"
         )]),
         ("http://127.0.0.1:9001", "http://user:pw@127.0.0.1:9001", vec![format!(
-            "{f}:3: invalid upstream \"http://user:pw@127.0.0.1:9001\": user info is not allowed (put the partner's credential in upstream_auth) (expected http(s)://host[:port])"
+            "{f}:3: invalid upstream \"http://***@127.0.0.1:9001\": user info is not allowed (put the partner's credential in upstream_auth) (expected http(s)://host[:port])"
         )]),
         ("http://127.0.0.1:9001", "http://127.0.0.1:9001?x=1", vec![format!(
             "{f}:3: invalid upstream \"http://127.0.0.1:9001?x=1\": a query is not allowed (expected http(s)://host[:port])"
@@ -686,8 +686,41 @@ fn upstreams_parse() {
         "http://a b",
         "http://a#f",
         "http://a:+80",
+        "http://127.0.0.1:44313:1",
+        "http://::1:80",
     ] {
         assert!(parse_upstream(bad).is_err(), "{bad}");
+    }
+}
+
+/// An upstream with a credential in it is refused, and the refusal (printed by `check`, logged
+/// on reload, answered by `POST /reload`) never shows the credential.
+#[test]
+fn an_upstream_error_never_shows_its_user_info() {
+    let f = "policy/partners/acme-ship.yaml";
+    for (upstream, shown) in [
+        (
+            "https://user:S3CRET@api.partner.example",
+            "https://***@api.partner.example",
+        ),
+        ("http://t0k:en@a@h:1/x", "http://***@h:1/x"),
+        ("https://S3CRET@h/", "https://***@h/"),
+    ] {
+        let text = CONTRACTOR.replace(
+            "upstream: http://127.0.0.1:9001",
+            &format!("upstream: \"{upstream}\""),
+        );
+        let errors = load(&source(GATEWAY, &[("acme-ship.yaml", &text)]), None).unwrap_err();
+        let all = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!all.contains("S3CRET") && !all.contains("t0k"), "{all}");
+        assert!(
+            all.contains(&format!("{f}:3: invalid upstream \"{shown}\"")),
+            "{all}"
+        );
     }
 }
 
