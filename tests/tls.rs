@@ -325,10 +325,17 @@ fn the_demo_runs_both_legs_over_tls_with_the_demo_certificates() {
         .args(["demo", "--tls", "--policy"])
         .arg(Path::new(root).join("policy"))
         .current_dir(root)
+        // A real partner credential in the environment is used but never printed.
+        .env("ACME_SHIP_API_TOKEN", "S3CRET-acme-from-env")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("S3CRET"), "{stdout}");
+    assert!(
+        stdout.contains("(the partner's credential from the environment: not shown)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("TLS on both legs"), "{stdout}");
     assert!(
         stdout.contains("the partner verified the gateway's client certificate (partner-gateway.ohsoft.example)"),

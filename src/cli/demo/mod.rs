@@ -353,7 +353,7 @@ fn show_sample(dir: &Path, demo: &Demo, sample: &SampleRequest) -> anyhow::Resul
     render::side_by_side("OhSoft sent", &body, &partner, received_body.as_bytes());
     render::print_changes(&demo.gateway, sample, &headers, &body);
     let partner_headers = render::received_headers(record);
-    render::print_headers(&partner_headers);
+    render::print_headers(&demo.gateway, &sample.partner, &partner_headers);
     let ok =
         leaks::received_only_allowed(&partner_headers, received_body.as_bytes(), demo.admin_addr)?;
     if ok {

@@ -45,10 +45,24 @@ pub(super) fn received_headers(record: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-pub(super) fn print_headers(headers: &[(String, String)]) {
+/// The headers the partner received. Its credential (`upstream_auth`) is shown only when it is
+/// the demo's own stand-in (`demo-only-…`): a real one set in the environment is not printed.
+pub(super) fn print_headers(gateway: &Gateway, partner: &str, headers: &[(String, String)]) {
+    let active = gateway.active();
+    let auth = active
+        .policy
+        .partners
+        .get(partner)
+        .and_then(|p| p.upstream_auth.as_ref());
     println!("  headers the partner received:");
     for (name, value) in headers {
-        let shown = if is_secret(name) {
+        let real_credential = auth.is_some_and(|a| {
+            !a.secret.starts_with("demo-only-")
+                && (a.header.eq_ignore_ascii_case(name) || value.contains(&a.secret))
+        });
+        let shown = if real_credential {
+            "(the partner's credential from the environment: not shown)".to_string()
+        } else if is_secret(name) {
             format!("{}…", value.chars().take(24).collect::<String>())
         } else {
             value.clone()
