@@ -143,3 +143,23 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// `mock-partner` on an address it cannot listen on says so and exits (2, a usage error)
+/// instead of running on without listening.
+#[test]
+fn mock_partner_exits_on_an_address_it_cannot_listen_on() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    for (listen, says) in [
+        ("nonsense", "is not an IP:PORT address"),
+        (busy.as_str(), "cannot listen on"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .args(["mock-partner", "--listen", listen])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {stderr}");
+        assert!(stderr.contains(says), "{listen}: {stderr}");
+    }
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -18,7 +19,8 @@ use serde_json::{json, Value};
 /// [--tls-client-ca PEM]]`.
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
+    /// IP:PORT to listen on.
+    #[arg(long, value_parser = listen_addr)]
     pub listen: String,
     #[arg(long, default_value = "mock")]
     pub name: String,
@@ -35,6 +37,17 @@ pub struct Args {
     /// request's client certificate DNS name as `client_cert`.
     #[arg(long)]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// An `IP:PORT` the mock can listen on now: checked here, because the server's own bind fails
+/// on a thread of its own and would leave the process running without listening.
+fn listen_addr(text: &str) -> anyhow::Result<String> {
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .with_context(|| format!("{text:?} is not an IP:PORT address"))?;
+    std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    Ok(text.to_string())
 }
 
 /// Runs the mock partner of `args` until the process ends.
