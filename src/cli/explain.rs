@@ -46,10 +46,27 @@ fn partner_path(path: &str) -> Result<String, String> {
     }
 }
 
+/// The most of a body `explain` reads when the route's own limit is lower (64 MiB).
+const MAX_EXPLAINED_BYTES: usize = 64 << 20;
+
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let active = load_active(&args.policy.policy, &args.partner)?;
+    // Bounded like the gateway's read: past the body limit the decision is 413 anyway, and a
+    // stream (whose limit is per line) is explained up to `MAX_EXPLAINED_BYTES`.
+    let limit = active
+        .policy
+        .gateway
+        .limits
+        .max_body_bytes
+        .max(MAX_EXPLAINED_BYTES);
     let mut body = Vec::new();
-    std::io::stdin().read_to_end(&mut body)?;
+    std::io::stdin()
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut body)?;
+    anyhow::ensure!(
+        body.len() <= limit,
+        "explain reads at most {limit} bytes of body from stdin"
+    );
     let optouts = crate::gateway::open_optout_source(&active.policy);
     let (path, query) = match args.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
