@@ -61,6 +61,57 @@ fn caller_verifier(c: &gateway_core::policy::CallersConfig) -> anyhow::Result<Ca
     Ok(verifier)
 }
 
+/// How callers are authenticated under `gw` (reading the keys it names).
+fn caller_auth(gw: &gateway_core::policy::GatewayConfig) -> anyhow::Result<CallerAuth> {
+    Ok(match &gw.callers {
+        Some(c) if c.allow_unauthenticated => {
+            log::warn!("callers.allow_unauthenticated is set: ANY local process may send customer data through this gateway (local development only)");
+            let keys = !c.keys.as_os_str().is_empty() || c.hs256_secret.is_some();
+            if keys {
+                CallerAuth::Verify {
+                    verifier: caller_verifier(c)?,
+                    anonymous: true,
+                }
+            } else {
+                CallerAuth::Unauthenticated
+            }
+        }
+        Some(c) => CallerAuth::Verify {
+            verifier: caller_verifier(c)?,
+            anonymous: false,
+        },
+        None if gw.tls.as_ref().is_some_and(|t| t.client_identity.is_some()) => {
+            CallerAuth::CertificateOnly
+        }
+        None => anyhow::bail!("gateway.yaml has no `callers` section"),
+    })
+}
+
+/// The data-use signer and the JWKS the admin port publishes (reading the keys `gw` names).
+fn signing(
+    gw: &gateway_core::policy::GatewayConfig,
+) -> anyhow::Result<(Option<TokenSigner>, Vec<u8>)> {
+    let Some(s) = &gw.signing else {
+        log::warn!("signing.disabled is true: forwarded requests carry no signed data-use token");
+        return Ok((None, br#"{"keys":[]}"#.to_vec()));
+    };
+    let pem = loader::read_named_file(&s.key, "signing.key")?;
+    let mut signer = TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
+        .with_context(|| format!("signing.key {}", s.key.display()))?;
+    crate::signing::use_fastest_backend(&mut signer);
+    let mut jwks = Jwks::new(&signer);
+    for path in &s.publish {
+        let kid = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
+            .unwrap_or("published");
+        jwks.publish_file(&loader::read_named_file(path, "signing.publish")?, kid)
+            .with_context(|| format!("signing.publish {}", path.display()))?;
+    }
+    Ok((Some(signer), jwks.to_json().into_bytes()))
+}
+
 /// The `sub` the data-use token names when the policy lets callers in unauthenticated.
 pub const UNAUTHENTICATED_SUB: &str = "unauthenticated";
 
@@ -83,59 +134,26 @@ impl Active {
     /// Builds the runtime pieces a validated policy names: the callers' keys, the data-use
     /// signing key and the JWKS. Any unreadable or unusable key stops the load.
     pub fn build(policy: Policy) -> anyhow::Result<Active> {
-        let gw = &policy.gateway;
-        let callers = match &gw.callers {
-            Some(c) if c.allow_unauthenticated => {
-                log::warn!("callers.allow_unauthenticated is set: ANY local process may send customer data through this gateway (local development only)");
-                let keys = !c.keys.as_os_str().is_empty() || c.hs256_secret.is_some();
-                if keys {
-                    CallerAuth::Verify {
-                        verifier: caller_verifier(c)?,
-                        anonymous: true,
-                    }
-                } else {
-                    CallerAuth::Unauthenticated
-                }
+        Active::build_all(policy).map_err(|mut errors| errors.remove(0))
+    }
+
+    /// [`Active::build`], with the problem of every piece that fails (callers' keys, TLS
+    /// material, signing key and published keys), not only the first: for `check`.
+    pub fn build_all(policy: Policy) -> Result<Active, Vec<anyhow::Error>> {
+        let callers = caller_auth(&policy.gateway);
+        let tls = TlsMaterial::load(&policy, now_unix() as i64)
+            .map_err(|d| loader::diagnostics_error(&d));
+        let signing = signing(&policy.gateway);
+        let (callers, (tls, tls_warnings), (signer, jwks)) = match (callers, tls, signing) {
+            (Ok(callers), Ok(tls), Ok(signing)) => (callers, tls, signing),
+            (callers, tls, signing) => {
+                let errors = [callers.err(), tls.err(), signing.err()];
+                return Err(errors.into_iter().flatten().collect());
             }
-            Some(c) => CallerAuth::Verify {
-                verifier: caller_verifier(c)?,
-                anonymous: false,
-            },
-            None if gw.tls.as_ref().is_some_and(|t| t.client_identity.is_some()) => {
-                CallerAuth::CertificateOnly
-            }
-            None => anyhow::bail!("gateway.yaml has no `callers` section"),
         };
-        let (tls, tls_warnings) = TlsMaterial::load(&policy, now_unix() as i64)
-            .map_err(|d| loader::diagnostics_error(&d))?;
         for w in &tls_warnings {
             log::warn!("{w}");
         }
-        let (signer, jwks) = match &gw.signing {
-            Some(s) => {
-                let pem = loader::read_named_file(&s.key, "signing.key")?;
-                let mut signer = TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
-                    .with_context(|| format!("signing.key {}", s.key.display()))?;
-                crate::signing::use_fastest_backend(&mut signer);
-                let mut jwks = Jwks::new(&signer);
-                for path in &s.publish {
-                    let kid = path
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .and_then(|n| n.split('.').next())
-                        .unwrap_or("published");
-                    jwks.publish_file(&loader::read_named_file(path, "signing.publish")?, kid)
-                        .with_context(|| format!("signing.publish {}", path.display()))?;
-                }
-                (Some(signer), jwks.to_json().into_bytes())
-            }
-            None => {
-                log::warn!(
-                    "signing.disabled is true: forwarded requests carry no signed data-use token"
-                );
-                (None, br#"{"keys":[]}"#.to_vec())
-            }
-        };
         Ok(Active {
             policy: Arc::new(policy),
             callers,

@@ -131,29 +131,31 @@ pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
         named.push(s.key.clone());
         named.extend(s.publish.iter().cloned());
     }
-    let error = match Active::build(policy) {
+    let errors = match Active::build_all(policy) {
         Ok(active) => return Ok(active),
-        Err(e) => e,
+        Err(errors) => errors,
     };
-    let message = format!("{error:#}");
-    if let Some(lines) = message.strip_prefix(INVALID_POLICY) {
-        return Err(lines
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(str::to_string)
-            .collect());
-    }
     let text = crate::loader::read_policy_text(&dir.join("gateway.yaml"));
-    let line = named
-        .iter()
-        .filter(|path| message.contains(&path.display().to_string()))
-        .filter_map(|path| path.file_name()?.to_str())
-        .find_map(|name| text.lines().position(|l| l.contains(name)))
-        .map_or(1, |i| i + 1);
-    Err(vec![format!(
-        "{}:{line}: {message}",
-        display_path(dir, "gateway.yaml")
-    )])
+    let mut lines = Vec::new();
+    for error in errors {
+        let message = format!("{error:#}");
+        if let Some(listed) = message.strip_prefix(INVALID_POLICY) {
+            let listed = listed.lines().filter(|l| !l.trim().is_empty());
+            lines.extend(listed.map(str::to_string));
+            continue;
+        }
+        let line = named
+            .iter()
+            .filter(|path| message.contains(&path.display().to_string()))
+            .filter_map(|path| path.file_name()?.to_str())
+            .find_map(|name| text.lines().position(|l| l.contains(name)))
+            .map_or(1, |i| i + 1);
+        lines.push(format!(
+            "{}:{line}: {message}",
+            display_path(dir, "gateway.yaml")
+        ));
+    }
+    Err(lines)
 }
 
 /// How [`diagnostics_error`] starts, before one `FILE:LINE: message` per line.

@@ -163,3 +163,40 @@ fn mock_partner_exits_on_an_address_it_cannot_listen_on() {
         assert!(stderr.contains(says), "{listen}: {stderr}");
     }
 }
+
+/// `check` lists the problem of every file the gateway section names, not only the first
+/// (here the callers' key set and the signing key, both missing), each on its own line.
+#[test]
+fn check_lists_every_unreadable_key_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, to: &Path| {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    copy(&root.join("policy"), tmp.path());
+    copy(&root.join("certs"), tmp.path());
+    let gateway = tmp.path().join("policy/gateway.yaml");
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    let text = text
+        .replace("certs/callers.jwks.json", "certs/missing.jwks")
+        .replace("key: certs/data-use", "key: certs/missing");
+    std::fs::write(&gateway, text).unwrap();
+    let (code, out) = check(tmp.path().join("policy").to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("missing")).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("gateway.yaml:") && lines[0].contains("callers.keys"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("gateway.yaml:") && lines[1].contains("signing.key"),
+        "{out}"
+    );
+}
