@@ -52,18 +52,34 @@ pub fn partner_paths(partners: &Path) -> Vec<PathBuf> {
 /// Reads `gateway.yaml` and every partner file of `partners/` ([`partner_file`]), sorted by
 /// name.
 pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
+    match read_policy_dir_partly(dir) {
+        (Some(source), errors) if errors.is_empty() => Ok(source),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// [`read_policy_dir`], with what could be read beside the files that could not: the source
+/// (without those files) whenever `gateway.yaml` was read, so `check` can report the other
+/// files' errors too.
+fn read_policy_dir_partly(dir: &Path) -> (Option<PolicySource>, Vec<Diagnostic>) {
     let read = |relative: &str| -> Result<SourceFile, Diagnostic> {
         let shown = display_path(dir, relative);
-        read_policy_string(&dir.join(relative))
-            .map(|text| SourceFile {
-                path: shown.clone(),
-                text,
-            })
-            .map_err(|e| Diagnostic {
-                file: shown,
-                line: 1,
-                message: format!("cannot read file: {e}"),
-            })
+        let unreadable = |line: u64, e: &dyn std::fmt::Display| Diagnostic {
+            file: shown.clone(),
+            line,
+            message: format!("cannot read file: {e}"),
+        };
+        let bytes = read_policy_file(&dir.join(relative)).map_err(|e| unreadable(1, &e))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            // The line of the first byte that is not UTF-8.
+            let before = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = 1 + before.iter().filter(|&&b| b == b'\n').count();
+            unreadable(line as u64, &e.utf8_error())
+        })?;
+        Ok(SourceFile {
+            path: shown.clone(),
+            text,
+        })
     };
     let mut errors = Vec::new();
     let gateway = read("gateway.yaml").map_err(|e| errors.push(e)).ok();
@@ -90,20 +106,29 @@ pub fn read_policy_dir(dir: &Path) -> Result<PolicySource, Vec<Diagnostic>> {
             Err(e) => errors.push(e),
         }
     }
-    match gateway {
-        Some(gateway) if errors.is_empty() => Ok(PolicySource {
-            dir: dir.to_path_buf(),
-            gateway,
-            partners,
-        }),
-        _ => Err(errors),
-    }
+    let source = gateway.map(|gateway| PolicySource {
+        dir: dir.to_path_buf(),
+        gateway,
+        partners,
+    });
+    (source, errors)
 }
 
-/// Loads and validates a policy. `env: None` is `check` mode: secrets are not resolved.
+/// Loads and validates a policy. `env: None` is `check` mode: secrets are not resolved. A file
+/// that cannot be read is an error beside those of the files that can.
 pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>> {
-    let source = read_policy_dir(dir)?;
-    policy::load(&source, env)
+    let (source, mut errors) = read_policy_dir_partly(dir);
+    let Some(source) = source else {
+        return Err(errors);
+    };
+    match policy::load(&source, env) {
+        Ok(loaded) if errors.is_empty() => Ok(loaded),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
 }
 
 /// Joins every diagnostic into one error, one `FILE:LINE: message` per line.

@@ -200,3 +200,41 @@ fn check_lists_every_unreadable_key_file() {
         "{out}"
     );
 }
+
+/// A partner file that is not UTF-8 is reported at the line of its first bad byte, and the
+/// other files' errors are still listed.
+#[test]
+fn a_file_that_is_not_utf8_hides_no_other_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(root.join("policy"))
+        .arg(tmp.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let partners = tmp.path().join("policy/partners");
+    std::fs::write(
+        partners.join("zeta.yaml"),
+        b"kind: contractor\npurpose: x\xff\n",
+    )
+    .unwrap();
+    let payflow = partners.join("payflow.yaml");
+    let text = std::fs::read_to_string(&payflow).unwrap();
+    std::fs::write(
+        &payflow,
+        text.replacen("kind: contractor", "kind: contractr", 1),
+    )
+    .unwrap();
+    let (code, out) = check(tmp.path().join("policy").to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("zeta.yaml:2: cannot read file: invalid utf-8"),
+        "{out}"
+    );
+    assert!(
+        out.contains("payflow.yaml:") && out.contains("contractr"),
+        "{out}"
+    );
+}
