@@ -160,9 +160,8 @@ fn case(spanned: Spanned<CaseFile>) -> Result<Case, ParseError> {
         name: f.name.value,
         line: at,
         partner: f.partner.value,
-        method: f
-            .method
-            .map_or_else(|| "POST".to_string(), |m| m.value.to_ascii_uppercase()),
+        // As written: methods are case-sensitive, and the gateway refuses `post` (405).
+        method: f.method.map_or_else(|| "POST".to_string(), |m| m.value),
         path: f.path.value,
         caller: f.caller.map(|c| c.value),
         headers: f
