@@ -155,6 +155,12 @@ fn case(spanned: Spanned<CaseFile>) -> Result<Case, ParseError> {
         }
         optouts.push((id.value, parsed));
     }
+    if !f.path.value.starts_with('/') {
+        return Err(err(
+            line(&f.path),
+            "the path at the partner starts with `/` (e.g. /v1/shipments)".into(),
+        ));
+    }
     let expect = f.expect.map(expect).transpose()?;
     Ok(Case {
         name: f.name.value,

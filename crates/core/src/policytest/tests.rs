@@ -57,6 +57,18 @@ fn parses_requests_and_both_kinds_of_expectation() {
 }
 
 #[test]
+fn a_path_without_its_slash_names_its_line() {
+    let text =
+        "- name: x\n  partner: p\n  path: v1/a\n  expect: { status: 400, error: bad_request }\n";
+    let errors = parse(text).unwrap_err();
+    let [e] = errors.as_slice() else {
+        panic!("{errors:?}")
+    };
+    assert_eq!(e.line, 3, "{e:?}");
+    assert!(e.message.contains("starts with `/`"), "{e:?}");
+}
+
+#[test]
 fn malformed_cases_name_their_line() {
     let half = "- name: x\n  partner: p\n  path: /a\n  expect: { status: 400 }\n";
     assert_eq!(parse(half).unwrap_err()[0].line, 4);
