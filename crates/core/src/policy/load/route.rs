@@ -178,7 +178,7 @@ pub(super) fn validate_route(
         subject_query,
         headers: headers(ctx, r.headers.as_ref(), d),
         json_types: json_types(path, r.json_types.as_ref(), d),
-        response_headers: response_headers(path, r.response_headers.as_ref(), d),
+        response_headers: response_headers(ctx, r.response_headers.as_ref(), d),
         decode: decode(path, r.decode.as_ref(), d),
         fields,
         stream,
@@ -519,14 +519,15 @@ fn headers(ctx: &RouteCtx<'_>, list: Option<&List>, d: &mut Diags) -> Vec<String
 }
 
 /// Partner answer headers relayed beyond the defaults (lowercase, each once); never one that
-/// may never reach a caller.
-fn response_headers(path: &str, list: Option<&List>, d: &mut Diags) -> Vec<String> {
+/// may never reach a caller, nor the header the partner's credential travels in.
+fn response_headers(ctx: &RouteCtx<'_>, list: Option<&List>, d: &mut Diags) -> Vec<String> {
+    let path = ctx.path;
     let mut headers = Vec::new();
     for h in list.iter().flat_map(|h| &h.value) {
         let name = h.value.to_ascii_lowercase();
         if !is_token(&name) {
             d.error(path, line(h), Invalid::HeaderName(h.value.clone()));
-        } else if is_never_relayed(&name) {
+        } else if is_never_relayed(&name) || ctx.credential_header == Some(name.as_str()) {
             d.error(path, line(h), InvalidRoute::NeverRelayed(h.value.clone()));
         } else if !headers.contains(&name) {
             headers.push(name);

@@ -1034,3 +1034,22 @@ fn a_path_allowed_and_transformed_is_disclosed_once() {
         [("uncategorized", 4)]
     );
 }
+
+/// The header the partner's credential travels in is never relayed back to callers, so a
+/// route may not list it in `response_headers` (it would be stripped anyway).
+#[test]
+fn the_credential_header_is_no_answer_header() {
+    let f = "policy/partners/acme-ship.yaml";
+    let text = CONTRACTOR
+        .replace("header: authorization", "header: x-api-key")
+        .replace(
+            "    methods: [GET]\n",
+            "    methods: [GET]\n    response_headers: [X-Api-Key]\n",
+        );
+    let errors = load(&source(GATEWAY, &[("acme-ship.yaml", &text)]), None).unwrap_err();
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        all,
+        [format!("{f}:12: answer header \"X-Api-Key\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)")]
+    );
+}
