@@ -659,6 +659,11 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
         ),
         ("/ads/v1/people/c-out.json", "", loaded, "subject_opted_out"),
         ("/ads/v1/customers/c-in.json", "", loaded, "ok"),
+        // What is left without the suffix is judged as a whole value is.
+        ("/ads/v1/customers/0300.json", "", loaded, "bad_request"),
+        ("/ads/v1/customers/%2B300.json", "", loaded, "bad_request"),
+        ("/ads/v1/customers/c-out%20.json", "", loaded, "bad_request"),
+        ("/ads/v1/people/0300.json", "", loaded, "subject_missing"),
         ("/ads/v1/customers/.json", "", loaded, "ok"),
         ("/ads/v1/customers/c-in", "ref=c-out.json", loaded, "ok"),
         ("/ads/v1/customers/c-in", "ref=a+b", loaded, "ok"),

@@ -39,10 +39,7 @@ pub(super) fn check_url_for_opted_out_ids(
         });
     for (name, raw) in path_params {
         let typed = route.subject_params.iter().any(|s| s == name);
-        let what = Param::Path(name);
-        let before = values.len();
-        collect(what, raw, typed, &mut values)?;
-        add_without_suffix(&mut values, before);
+        collect(Param::Path(name), raw, typed, &mut values)?;
     }
     // A name without `=` is an empty value (which a typed parameter may not be).
     for (raw_name, raw) in forwarded_query
@@ -118,7 +115,11 @@ fn collect(
         };
     }
     let plus_as_space = decode(&raw.replace('+', " ")).unwrap_or_default();
-    for form in [literal, plus_as_space] {
+    let mut forms = vec![literal, plus_as_space];
+    if matches!(what, Param::Path(_)) {
+        forms.extend(without_suffix(&forms));
+    }
+    for form in forms {
         match id::check_url_value(&form) {
             // An untyped value that long cannot be any recorded id: it is compared, not refused.
             // Unless it is a number, which a reader may take for a float near a recorded one.
@@ -134,10 +135,11 @@ fn collect(
 
 /// Web frameworks read a path segment's last `.ext` as a response format (Spring's suffix
 /// patterns: `c-200.json` is customer `c-200`), or cut it at its first `.` (Rails' `:id` with
-/// `(.:format)`). So the forms of the path value just collected are also compared without
-/// their suffix (those of `values[from..]`): never refused for it, only compared.
-fn add_without_suffix(values: &mut Vec<String>, from: usize) {
-    let stems: Vec<String> = values[from..]
+/// `(.:format)`). So a path value's forms are also judged without their suffix, as whole
+/// values are: compared, and refused when a partner could read them as another id
+/// (`0300.json`).
+fn without_suffix(forms: &[String]) -> Vec<String> {
+    forms
         .iter()
         .flat_map(|value| {
             let first = value.split_once('.').map(|(head, _)| head);
@@ -147,12 +149,7 @@ fn add_without_suffix(values: &mut Vec<String>, from: usize) {
         .flatten()
         .filter(|stem| !stem.is_empty())
         .map(str::to_string)
-        .collect();
-    for stem in stems {
-        if !values.contains(&stem) {
-            values.push(stem);
-        }
-    }
+        .collect()
 }
 
 fn decode(raw: &str) -> Option<String> {
