@@ -453,6 +453,7 @@ impl Metrics {
             return;
         };
         let counted = cells.field_category.iter().zip(matched);
+        let counted = counted.filter_map(|(slot, n)| Some((slot.as_ref()?, n)));
         for (&slot, &count) in counted.filter(|(_, n)| **n > 0) {
             let labels = [s.partner, s.route, cells.disclosed_names[slot].as_str()];
             let lookup = || self.fields_disclosed.with_label_values(&labels);

@@ -6,12 +6,18 @@ use util::*;
 
 const SHIP_ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "partner-secret")];
 
-/// The shipping partner with part of its fields categorised.
+/// The shipping partner with part of its fields categorised; the card number is both allowed
+/// and transformed (`last4`), which is one disclosed field.
 fn categorised_ship_partner(upstream: &str) -> String {
-    ship_partner(upstream).replace(
-        "    query: [page]\n",
-        "    categories:\n      shipments[*].name: user.name\n      shipments[*].address.**: user.contact.address\n      shipments[*].card_number: user.financial.credit_card\n    query: [page]\n",
-    )
+    ship_partner(upstream)
+        .replace(
+            "    query: [page]\n",
+            "    categories:\n      shipments[*].name: user.name\n      shipments[*].address.**: user.contact.address\n      shipments[*].card_number: user.financial.credit_card\n    query: [page]\n",
+        )
+        .replace(
+            "      - shipments[*].items[*].sku\n",
+            "      - shipments[*].items[*].sku\n      - shipments[*].card_number\n",
+        )
 }
 
 const SHIPMENT: &str = r#"{"order_id": 7, "shipments": [
@@ -50,6 +56,7 @@ fn forwarded_fields_are_counted_by_category() {
     let metrics = gateway.metrics();
     assert_eq!(metric(&metrics, &series("user.name")), 2.0);
     assert_eq!(metric(&metrics, &series("user.contact.address")), 1.0);
+    // allowed and transformed: one field, its one value counted once
     assert_eq!(metric(&metrics, &series("user.financial.credit_card")), 1.0);
     // order_id, two customer ids and one sku have no category
     assert_eq!(metric(&metrics, &series("uncategorized")), 4.0);

@@ -91,8 +91,9 @@ pub struct RouteSeries {
     /// route's categories in field order without repeats (`names` holds their labels).
     pub(super) disclosed: Vec<Cell<IntCounter>>,
     pub(super) disclosed_names: Vec<String>,
-    /// For each of the route's fields, its slot in `disclosed`.
-    pub(super) field_category: Vec<usize>,
+    /// For each of the route's fields, its slot in `disclosed`; `None` for the second entry of
+    /// a path both allowed and transformed (one field, counted once: see `Route::matched_fields`).
+    pub(super) field_category: Vec<Option<usize>>,
 }
 
 impl RouteSeries {
@@ -101,15 +102,19 @@ impl RouteSeries {
         let field_category = route
             .fields
             .iter()
-            .map(|field| {
+            .enumerate()
+            .map(|(i, field)| {
+                if route.fields[..i].iter().any(|f| f.path == field.path) {
+                    return None;
+                }
                 let name = field.category_label();
-                match names.iter().position(|n| n == name) {
+                Some(match names.iter().position(|n| n == name) {
                     Some(slot) => slot,
                     None => {
                         names.push(name.to_string());
                         names.len() - 1
                     }
-                }
+                })
             })
             .collect();
         RouteSeries {
