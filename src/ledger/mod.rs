@@ -25,7 +25,7 @@ pub use files::ledger_files;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -48,6 +48,10 @@ pub enum LedgerError {
     Broken(String),
     #[error("the disclosure ledger is closed (the gateway is shutting down)")]
     Closed,
+    /// The line belongs to a record of a chain this gateway no longer writes (its directory
+    /// was replaced): it is not written anywhere.
+    #[error("the record is in a ledger chain this gateway no longer writes")]
+    OtherChain,
 }
 
 enum State {
@@ -69,6 +73,18 @@ pub struct Ledger {
     dir_lock: Mutex<Option<DirLock>>,
     /// Lines appended since the last `fdatasync`.
     dirty: AtomicBool,
+    /// Which chain this process writes: raised (under the state lock) when a directory that
+    /// replaced the one it held starts a new chain, so that no outcome or subjects line of a
+    /// record in the old chain lands in the new one ([`RecordRef`]).
+    chain: AtomicU64,
+}
+
+/// A record this ledger wrote: its seq, in the chain it was written to. Its outcome and
+/// subjects lines are written only into that chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef {
+    pub seq: u64,
+    chain: u64,
 }
 
 /// Now, as the ledger writes it (RFC 3339 UTC, milliseconds), and its UTC date.
@@ -110,6 +126,7 @@ impl Ledger {
             state: Mutex::new(state),
             dir_lock: Mutex::new(dir_lock.ok()),
             dirty: AtomicBool::new(false),
+            chain: AtomicU64::new(0),
         });
         spawn_background(Arc::downgrade(&ledger));
         ledger
@@ -131,37 +148,43 @@ impl Ledger {
         &self,
         disclosure: &Disclosure,
         signer: Option<&TokenSigner>,
-    ) -> Result<u64, LedgerError> {
-        self.append(signer, &disclosure.time, &|chain| chain.record(disclosure))
+    ) -> Result<RecordRef, LedgerError> {
+        let (seq, chain) = self.append(signer, &disclosure.time, None, &|chain| {
+            chain.record(disclosure)
+        })?;
+        Ok(RecordRef { seq, chain })
     }
 
-    /// Appends the outcome of record `seq`: the partner's status, or 502/504 (and, for a
-    /// stream, what it forwarded).
+    /// Appends the outcome of `record`: the partner's status, or 502/504 (and, for a stream,
+    /// what it forwarded). [`LedgerError::OtherChain`] when the record's chain is no longer
+    /// the one written.
     pub fn outcome(
         &self,
-        seq: u64,
+        record: RecordRef,
         status: u16,
         stream: Option<&StreamForwarded>,
         signer: Option<&TokenSigner>,
     ) -> Result<(), LedgerError> {
         let (time, _) = now_text();
-        self.append(signer, &time, &|chain| {
-            chain.outcome(seq, status, &time, stream)
+        self.append(signer, &time, Some(record.chain), &|chain| {
+            chain.outcome(record.seq, status, &time, stream)
         })
         .map(|_| ())
     }
 
-    /// Appends a subjects line of the stream recorded at `seq`: `subjects` are keyed hashes,
-    /// sorted, each once (see [`gateway_core::ledger::STREAM_SUBJECTS_PER_LINE`]).
+    /// Appends a subjects line of the stream `record`: `subjects` are keyed hashes, sorted,
+    /// each once (see [`gateway_core::ledger::STREAM_SUBJECTS_PER_LINE`]).
     pub fn subjects(
         &self,
-        seq: u64,
+        record: RecordRef,
         subjects: &[String],
         signer: Option<&TokenSigner>,
     ) -> Result<(), LedgerError> {
         let (time, _) = now_text();
-        self.append(signer, &time, &|chain| chain.subjects(seq, subjects))
-            .map(|_| ())
+        self.append(signer, &time, Some(record.chain), &|chain| {
+            chain.subjects(record.seq, subjects)
+        })
+        .map(|_| ())
     }
 
     /// Shutdown: appends the final checkpoint (the last line written), syncs, and refuses
@@ -243,15 +266,22 @@ impl Ledger {
     /// the line would take the file past `rotate_bytes` (the line is then sealed again,
     /// after the rotation checkpoint), and a checkpoint after it when one is due. Any
     /// failure breaks the ledger; a line that was written is still `Ok` (its request goes on,
-    /// recorded) when only the checkpoint after it failed. Returns the line's seq.
+    /// recorded) when only the checkpoint after it failed. `of_chain`: the chain the line must
+    /// go to (a record's outcome or subjects line). Returns the line's seq and chain.
     fn append(
         &self,
         signer: Option<&TokenSigner>,
         time: &str,
+        of_chain: Option<u64>,
         make: &dyn Fn(&Chain) -> SealedLine,
-    ) -> Result<u64, LedgerError> {
+    ) -> Result<(u64, u64), LedgerError> {
         let mut guard = self.lock();
         let state = &mut *guard;
+        // Read under the state lock, where `retry` raises it.
+        let chain = self.chain.load(Ordering::Relaxed);
+        if of_chain.is_some_and(|c| c != chain) {
+            return Err(LedgerError::OtherChain);
+        }
         let current = self.writable_current(state, signer, time)?;
         let mut line = make(&current.chain);
         if current.len > 0 && current.len + line.bytes.len() as u64 > self.rotate_bytes {
@@ -278,7 +308,7 @@ impl Ledger {
                 self.break_down(state, e);
             }
         }
-        Ok(line.seq)
+        Ok((line.seq, chain))
     }
 
     /// Ends the current file with a checkpoint and continues the chain in a new one.
@@ -387,7 +417,9 @@ impl Ledger {
             Ok(false) => {}
             Ok(true) => {
                 if let State::Broken(_, head) = &mut *self.lock() {
+                    // Another directory: a new chain, which no line of the old one may join.
                     *head = None;
+                    self.chain.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) => {

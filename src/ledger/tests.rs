@@ -65,3 +65,41 @@ fn a_line_from_an_earlier_day_never_rotates_back() {
     let summary = verifier.finish().unwrap();
     assert_eq!(summary.records, 4);
 }
+
+/// A directory moved away while a request was under way (archived, say): the gateway starts a
+/// new chain in the directory now at the path, and the old record's outcome joins neither, so
+/// the new chain verifies (it never holds an outcome of a record it does not hold).
+#[test]
+fn an_outcome_never_joins_a_chain_other_than_its_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ledger");
+    let ledger = Ledger::start(&LedgerConfig {
+        path: dir.clone(),
+        subject_key_env: "K".into(),
+        subject_key: Some(b"k".to_vec()),
+        rotate_bytes: 1 << 20,
+    });
+    let now = now_text().0;
+    let old = ledger.record(&disclosure(&now), None).unwrap();
+    std::fs::rename(&dir, tmp.path().join("archived")).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    ledger.check_place();
+    ledger.retry();
+    let new = ledger.record(&disclosure(&now), None).unwrap();
+    assert_eq!(new.seq, old.seq, "a new chain starts at seq 1 again");
+    assert!(matches!(
+        ledger.outcome(old, 200, None, None),
+        Err(LedgerError::OtherChain)
+    ));
+    ledger.outcome(new, 200, None, None).unwrap();
+    ledger.close(None);
+    let mut verifier = ChainVerifier::new(None).unwrap();
+    for file in ledger_files(&dir).unwrap() {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            verifier.line("f", i as u64 + 1, line.as_bytes()).unwrap();
+        }
+    }
+    let summary = verifier.finish().unwrap();
+    assert_eq!((summary.records, summary.outcomes), (1, 1));
+}

@@ -7,7 +7,7 @@ use gateway_core::plan::{Outgoing, Target};
 use gateway_core::{Refusal, RefusalKind};
 
 use crate::gateway::{Active, Gateway};
-use crate::ledger::now_text;
+use crate::ledger::{now_text, LedgerError, RecordRef};
 
 /// What the request discloses, as its ledger record says it.
 pub fn disclosure(
@@ -72,7 +72,7 @@ pub fn record(
     request: (&str, &str, &str),
     outgoing: &Outgoing,
     jti: &str,
-) -> Result<Option<u64>, Refusal> {
+) -> Result<Option<RecordRef>, Refusal> {
     let Some(ledger) = gateway.ledger() else {
         return Ok(None);
     };
@@ -88,7 +88,7 @@ pub fn record_stream(
     request: (&str, &str, &str),
     legal_basis: Option<&str>,
     jti: &str,
-) -> Result<Option<u64>, Refusal> {
+) -> Result<Option<RecordRef>, Refusal> {
     if gateway.ledger().is_none() {
         return Ok(None);
     }
@@ -104,7 +104,7 @@ fn append(
     active: &Active,
     mut d: Disclosure,
     jti: &str,
-) -> Result<Option<u64>, Refusal> {
+) -> Result<Option<RecordRef>, Refusal> {
     let Some(ledger) = gateway.ledger() else {
         return Ok(None);
     };
@@ -123,7 +123,7 @@ fn append(
 
 /// Writes the outcome line of record `seq`. The request has left already, so a failure is
 /// only counted and logged (the ledger is then broken and refuses the next requests).
-pub fn outcome(gateway: &Gateway, active: &Active, seq: Option<u64>, status: u16) {
+pub fn outcome(gateway: &Gateway, active: &Active, seq: Option<RecordRef>, status: u16) {
     write_outcome(gateway, active, seq, status, None);
 }
 
@@ -132,7 +132,7 @@ pub fn outcome(gateway: &Gateway, active: &Active, seq: Option<u64>, status: u16
 pub fn outcome_stream(
     gateway: &Gateway,
     active: &Active,
-    seq: Option<u64>,
+    seq: Option<RecordRef>,
     status: u16,
     forwarded: StreamForwarded,
 ) {
@@ -142,15 +142,20 @@ pub fn outcome_stream(
 fn write_outcome(
     gateway: &Gateway,
     active: &Active,
-    seq: Option<u64>,
+    seq: Option<RecordRef>,
     status: u16,
     stream: Option<&StreamForwarded>,
 ) {
     let (Some(seq), Some(ledger)) = (seq, gateway.ledger()) else {
         return;
     };
-    if let Err(e) = ledger.outcome(seq, status, stream, active.signer()) {
-        gateway.metrics.ledger_error();
-        log::debug!("outcome of ledger record {seq} not written: {e}");
+    match ledger.outcome(seq, status, stream, active.signer()) {
+        Ok(()) => {}
+        // Its record stays in the chain this gateway wrote before its directory was replaced.
+        Err(LedgerError::OtherChain) => {}
+        Err(e) => {
+            gateway.metrics.ledger_error();
+            log::debug!("outcome of ledger record {} not written: {e}", seq.seq);
+        }
     }
 }

@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 use super::upstream::{self, PartnerHead, UpstreamAnswer, UpstreamFailure};
 use super::{disclose, PartnerProxy, RequestCtx};
 use crate::gateway::{optouts_view, Active};
+use crate::ledger::{LedgerError, RecordRef};
 
 /// Who sends what to whom: the parts of a request decided before the stream starts.
 pub(super) struct StreamRequest<'a> {
@@ -64,7 +65,7 @@ struct Progress<'a> {
 /// With a ledger: the seq of the stream's record, and the distinct customer ids forwarded since
 /// the record or the stream's last subjects line.
 struct Subjects {
-    record: u64,
+    record: RecordRef,
     pending: HashSet<String>,
 }
 
@@ -163,12 +164,15 @@ impl PartnerProxy {
             return Ok(());
         };
         let hashes = subject_hashes(ledger.subject_key(), subjects.pending.iter().chain(added));
-        ledger
-            .subjects(subjects.record, &hashes, active.signer())
-            .map_err(|e| {
+        match ledger.subjects(subjects.record, &hashes, active.signer()) {
+            // The stream's record is in the chain written before the ledger's directory was
+            // replaced: its subjects have no place in the new one.
+            Ok(()) | Err(LedgerError::OtherChain) => {}
+            Err(e) => {
                 self.gateway.metrics.ledger_error();
-                Refusal::new(RefusalKind::NotReady, e.to_string())
-            })?;
+                return Err(Refusal::new(RefusalKind::NotReady, e.to_string()));
+            }
+        }
         subjects.pending.clear();
         Ok(())
     }
