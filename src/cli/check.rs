@@ -57,6 +57,7 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
             }
             let policy = &loaded.policy;
             let mut summary = summary(dir, policy);
+            let mut failed = false;
             match check_shadow(policy) {
                 Ok(Some(line)) => summary.push_str(&format!("\n{line}")),
                 Ok(None) => {}
@@ -64,32 +65,28 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
                     for d in &errors {
                         outln!(out, "{d}");
                     }
-                    return ExitCode::from(1);
+                    failed = true;
                 }
             }
+            // TLS problems are listed below with those of the other files the policy names.
             let now = crate::gateway::now_unix() as i64;
-            match crate::tls::TlsMaterial::load(policy, now) {
-                Ok((_, warnings)) => {
-                    for w in &warnings {
-                        noteln!("{}:{}: warning: {}", w.file, w.line, w.message);
-                    }
-                }
-                Err(errors) => {
-                    for d in &errors {
-                        outln!(out, "{d}");
-                    }
-                    return ExitCode::from(1);
+            if let Ok((_, warnings)) = crate::tls::TlsMaterial::load(policy, now) {
+                for w in &warnings {
+                    noteln!("{}:{}: warning: {}", w.file, w.line, w.message);
                 }
             }
             for warning in loader::demo_key_warnings(policy) {
                 noteln!("{warning}");
             }
-            // The key files the policy names (caller keys, signing key, published keys), loaded
-            // as `serve` would.
+            // The files the policy names (TLS material, caller keys, signing key, published
+            // keys), loaded as `serve` would, every problem listed.
             if let Err(lines) = loader::build_active(dir, loaded.policy) {
                 for line in lines {
                     outln!(out, "{line}");
                 }
+                failed = true;
+            }
+            if failed {
                 return ExitCode::from(1);
             }
             outln!(out, "{summary}");
