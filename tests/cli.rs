@@ -185,20 +185,20 @@ fn check_lists_every_unreadable_key_file() {
     let text = std::fs::read_to_string(&gateway).unwrap();
     let text = text
         .replace("certs/callers.jwks.json", "certs/missing.jwks")
-        .replace("key: certs/data-use", "key: certs/missing");
+        .replace("key: certs/data-use", "key: certs/missing")
+        + "tls:\n  cert: certs/missing-cert.pem\n  key: certs/missing-key.pem\n";
     std::fs::write(&gateway, text).unwrap();
     let (code, out) = check(tmp.path().join("policy").to_str().unwrap());
     assert_eq!(code, 1, "{out}");
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("missing")).collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    assert!(
-        lines[0].contains("gateway.yaml:") && lines[0].contains("callers.keys"),
-        "{out}"
-    );
-    assert!(
-        lines[1].contains("gateway.yaml:") && lines[1].contains("signing.key"),
-        "{out}"
-    );
+    assert_eq!(lines.len(), 3, "{out}");
+    for key in ["callers.keys", "signing.key", "tls.cert"] {
+        let line = lines.iter().find(|l| l.contains(key));
+        assert!(
+            line.is_some_and(|l| l.contains("gateway.yaml:")),
+            "{key}: {out}"
+        );
+    }
 }
 
 /// A partner file that is not UTF-8 is reported at the line of its first bad byte, and the
