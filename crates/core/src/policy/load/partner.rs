@@ -502,17 +502,17 @@ fn pseudonymize_key(
     Some(key.into_bytes())
 }
 
-/// An upstream as an error message may show it: user info (a credential, the reason it is
-/// refused) replaced by `***`.
+/// An upstream as an error message may show it: everything before its last `@` (user info, a
+/// credential, whatever characters it holds) replaced by `***`, the scheme kept.
 fn without_user_info(text: &str) -> String {
-    let start = text.find("://").map_or(0, |i| i + 3);
-    let end = text[start..]
-        .find(['/', '?', '#'])
-        .map_or(text.len(), |i| start + i);
-    match text[start..end].rfind('@') {
-        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
-        None => text.to_string(),
-    }
+    let Some(at) = text.rfind('@') else {
+        return text.to_string();
+    };
+    let scheme = text
+        .find("://")
+        .filter(|&i| i < at)
+        .map_or("", |i| &text[..i + 3]);
+    format!("{scheme}***{}", &text[at..])
 }
 
 /// `http(s)://host[:port]` with nothing else but an optional final `/`.
@@ -525,6 +525,12 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         _ => return Err(format!("unsupported scheme {scheme:?}")),
     };
     let rest = &text[scheme_end + 3..];
+    // Before the path checks, whose messages would quote what follows a `/` in a password.
+    if rest.contains('@') {
+        return Err(
+            "user info is not allowed (put the partner's credential in upstream_auth)".to_string(),
+        );
+    }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     if tail.contains('?') {
@@ -537,11 +543,6 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         return Err(format!(
             "a path is not allowed ({tail:?}); routes give the path"
         ));
-    }
-    if authority.contains('@') {
-        return Err(
-            "user info is not allowed (put the partner's credential in upstream_auth)".to_string(),
-        );
     }
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let (inside, after) = bracketed

@@ -704,6 +704,12 @@ fn an_upstream_error_never_shows_its_user_info() {
             "https://***@api.partner.example",
         ),
         ("http://t0k:en@a@h:1/x", "http://***@h:1/x"),
+        (
+            "https://svc:S3CRET/def+ghi=@api.partner.example",
+            "https://***@api.partner.example",
+        ),
+        ("http://user:S3CRET?x@h:1", "http://***@h:1"),
+        ("http:/user:S3CRET@127.0.0.1:1", "***@127.0.0.1:1"),
         ("https://S3CRET@h/", "https://***@h/"),
     ] {
         let text = CONTRACTOR.replace(
