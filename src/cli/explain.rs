@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gateway_core::filter::Change;
 use gateway_core::plan::{self, Incoming, Outgoing, Target};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 
 use crate::cli::args::{self, PolicyArg};
 use crate::gateway::{optouts_view, Active};
@@ -63,10 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     std::io::stdin()
         .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
         .read_to_end(&mut body)?;
-    anyhow::ensure!(
-        body.len() <= limit,
-        "explain reads at most {limit} bytes of body from stdin"
-    );
+    let truncated = body.len() > limit;
     let optouts = crate::gateway::open_optout_source(&active.policy);
     let (path, query) = match args.path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -94,6 +91,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let outgoing = plan::plan(&target, &incoming, limits, optouts_view(&optouts), true)?;
         Ok((target, outgoing))
     })();
+    // Past the limit only a 413 is a faithful answer (a stream takes any size: it cannot be
+    // explained whole).
+    let too_large = matches!(&decision, Err(r) if r.kind == RefusalKind::BodyTooLarge);
+    anyhow::ensure!(
+        !truncated || too_large,
+        "explain reads at most {limit} bytes of body from stdin"
+    );
     let mut err = std::io::stderr().lock();
     match decision {
         Err(refusal) => {
