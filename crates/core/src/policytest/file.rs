@@ -155,6 +155,18 @@ fn case(spanned: Spanned<CaseFile>) -> Result<Case, ParseError> {
         }
         optouts.push((id.value, parsed));
     }
+    if let Some(m) = &f.method {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if m.value.is_empty() || !m.value.bytes().all(token) {
+            return Err(err(
+                line(m),
+                format!(
+                    "method {:?} is not an HTTP method (a token such as POST)",
+                    m.value
+                ),
+            ));
+        }
+    }
     if !f.path.value.starts_with('/') {
         return Err(err(
             line(&f.path),

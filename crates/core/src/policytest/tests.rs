@@ -57,6 +57,19 @@ fn parses_requests_and_both_kinds_of_expectation() {
 }
 
 #[test]
+fn a_method_no_request_can_carry_names_its_line() {
+    for method in ["\"\"", "\"PO ST\""] {
+        let text = format!("- name: x\n  partner: p\n  method: {method}\n  path: /a\n  expect: {{ status: 405, error: method_not_allowed }}\n");
+        let errors = parse(&text).unwrap_err();
+        let [e] = errors.as_slice() else {
+            panic!("{errors:?}")
+        };
+        assert_eq!(e.line, 3, "{e:?}");
+        assert!(e.message.contains("is not an HTTP method"), "{e:?}");
+    }
+}
+
+#[test]
 fn a_path_without_its_slash_names_its_line() {
     let text =
         "- name: x\n  partner: p\n  path: v1/a\n  expect: { status: 400, error: bad_request }\n";
