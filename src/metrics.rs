@@ -209,7 +209,7 @@ impl Metrics {
             fields_disclosed: counters(&r, NAMES[12], "Fields forwarded to partners, by data category (uncategorized when the path has none)", &["partner", "route", "category"]),
             certificate_expiry: gauges(&r, NAMES[13], "notAfter of each loaded certificate, Unix seconds", &["name"]),
             ledger_records: register(&r, IntCounter::new(NAMES[14], "Records appended to the disclosure ledger").expect("valid")),
-            ledger_errors: register(&r, IntCounter::new(NAMES[15], "Disclosure ledger writes that failed (the request was refused)").expect("valid")),
+            ledger_errors: register(&r, IntCounter::new(NAMES[15], "Disclosure ledger writes that failed: a record (its request refused with 503), an outcome, subjects or checkpoint line").expect("valid")),
             build_info: gauges(&r, NAMES[16], "The gateway's version (value is always 1)", &["version"]),
             optouts_staleness: register(&r, Gauge::new(NAMES[17], "Age of this replica's opt-out data in seconds (0 for the embedded store; grows while opt-outs a partner honours are not loaded)").expect("valid")),
             shadow_differences: counters(&r, NAMES[18], "Decisions of the shadow policy that differ from the active one", &["partner", "route", "change"]),
