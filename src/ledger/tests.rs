@@ -25,6 +25,28 @@ fn disclosure(time: &str) -> Disclosure {
     }
 }
 
+/// A ledger in `dir` (files of 1 MiB).
+fn start(dir: &std::path::Path) -> Arc<Ledger> {
+    Ledger::start(&LedgerConfig {
+        path: dir.to_path_buf(),
+        subject_key_env: "K".into(),
+        subject_key: Some(b"k".to_vec()),
+        rotate_bytes: 1 << 20,
+    })
+}
+
+/// The ledger in `dir`, verified file by file in chain order.
+fn verified(dir: &std::path::Path) -> gateway_core::ledger::verify::Summary {
+    let mut verifier = ChainVerifier::new(None).unwrap();
+    for file in ledger_files(dir).unwrap() {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            verifier.line("f", i as u64 + 1, line.as_bytes()).unwrap();
+        }
+    }
+    verifier.finish().unwrap()
+}
+
 /// A line timed before the current file's date (requests straddling midnight, or the clock
 /// stepped back) stays in the current file: the files' names keep the chain's order, and
 /// the ledger verifies.
@@ -32,12 +54,7 @@ fn disclosure(time: &str) -> Disclosure {
 fn a_line_from_an_earlier_day_never_rotates_back() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ledger");
-    let ledger = Ledger::start(&LedgerConfig {
-        path: dir.clone(),
-        subject_key_env: "K".into(),
-        subject_key: Some(b"k".to_vec()),
-        rotate_bytes: 1 << 20,
-    });
+    let ledger = start(&dir);
     // The ledger opens a file of today's date; the lines are timed on later days.
     let day = |n: i64, clock: &str| {
         let date = (Utc::now() + chrono::Duration::days(n)).format("%Y-%m-%d");
@@ -55,14 +72,7 @@ fn a_line_from_an_earlier_day_never_rotates_back() {
     let files = ledger_files(&dir).unwrap();
     let named = |n: i64| format!("ledger-{}-1.jsonl", &day(n, "")[..10]);
     assert_eq!(files, [named(0), named(2)]);
-    let mut verifier = ChainVerifier::new(None).unwrap();
-    for file in &files {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for (i, line) in text.lines().enumerate() {
-            verifier.line("f", i as u64 + 1, line.as_bytes()).unwrap();
-        }
-    }
-    let summary = verifier.finish().unwrap();
+    let summary = verified(&dir);
     assert_eq!(summary.records, 4);
 }
 
@@ -73,12 +83,7 @@ fn a_line_from_an_earlier_day_never_rotates_back() {
 fn an_outcome_never_joins_a_chain_other_than_its_records() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ledger");
-    let ledger = Ledger::start(&LedgerConfig {
-        path: dir.clone(),
-        subject_key_env: "K".into(),
-        subject_key: Some(b"k".to_vec()),
-        rotate_bytes: 1 << 20,
-    });
+    let ledger = start(&dir);
     let now = now_text().0;
     let old = ledger.record(&disclosure(&now), None).unwrap();
     std::fs::rename(&dir, tmp.path().join("archived")).unwrap();
@@ -93,13 +98,6 @@ fn an_outcome_never_joins_a_chain_other_than_its_records() {
     ));
     ledger.outcome(new, 200, None, None).unwrap();
     ledger.close(None);
-    let mut verifier = ChainVerifier::new(None).unwrap();
-    for file in ledger_files(&dir).unwrap() {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        for (i, line) in text.lines().enumerate() {
-            verifier.line("f", i as u64 + 1, line.as_bytes()).unwrap();
-        }
-    }
-    let summary = verifier.finish().unwrap();
+    let summary = verified(&dir);
     assert_eq!((summary.records, summary.outcomes), (1, 1));
 }
