@@ -224,15 +224,8 @@ pub fn read_policy_text(path: &Path) -> String {
 
 /// Reads a file the policy names (keys, JWKS), with the path in the error.
 pub fn read_named_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    read_policy_file(path).with_context(|| {
-        let shown = path.display().to_string();
-        // Key material pasted where its file's path belongs is not repeated in the message.
-        if shown.contains("-----BEGIN") || shown.contains("PRIVATE KEY") {
-            format!("cannot read {what}: it holds key material, not the path of a file")
-        } else {
-            format!("cannot read {what} {shown}")
-        }
-    })
+    // Key material pasted where a path belongs never gets here: the policy load refuses it.
+    read_policy_file(path).with_context(|| format!("cannot read {what} {}", path.display()))
 }
 
 /// Loads and validates the candidate policy `shadow.policy` names, like any policy directory

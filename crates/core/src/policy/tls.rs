@@ -44,6 +44,15 @@ fn named(
         });
         return None;
     }
+    if super::load::looks_like_key_material(&value.value) {
+        problems.push(Problem {
+            line: line(value),
+            message: format!(
+                "{key} holds key material, not the path of a file; the value is not shown"
+            ),
+        });
+        return None;
+    }
     Some(NamedFile {
         path: super::load::resolve(base, &value.value),
         key,

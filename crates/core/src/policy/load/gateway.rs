@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    env_secret, is_env_name, line, non_empty, resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_LISTEN,
+    env_secret, file_path, is_env_name, line, non_empty, resolve, Diags, Env, Invalid,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
 };
 use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
 use crate::policy::model::{
@@ -361,7 +361,7 @@ fn validate_callers(
     let issuer = required(&c.issuer, "issuer", "callers.issuer", d);
     let audience = required(&c.audience, "audience", "callers.audience", d);
     let keys = match &c.keys {
-        Some(k) => non_empty(path, k, "callers.keys", d).map(|k| resolve(base, &k)),
+        Some(k) => file_path(path, k, "callers.keys", d).map(|k| resolve(base, &k)),
         None if allow_unauthenticated || c.hs256_secret_env.is_some() => Some(PathBuf::new()),
         None => {
             d.error(path, section_line, InvalidGateway::CallersNoKeys);
@@ -447,12 +447,14 @@ fn validate_signing(
         }
     };
     let issuer = required(&s.issuer, "issuer", "signing.issuer", d);
-    let key = required(&s.key, "key", "signing.key", d);
+    let key = required(&s.key, "key", "signing.key", d)
+        .and_then(|_| s.key.as_ref())
+        .and_then(|k| file_path(path, k, "signing.key", d));
     let kid = required(&s.kid, "kid", "signing.kid", d);
     let mut publish = Vec::new();
     let mut publish_ok = true;
     for p in s.publish.iter().flat_map(|p| &p.value) {
-        match non_empty(path, p, "signing.publish entry", d) {
+        match file_path(path, p, "signing.publish entry", d) {
             Some(p) => publish.push(resolve(base, &p)),
             None => publish_ok = false,
         }

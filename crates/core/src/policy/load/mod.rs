@@ -129,6 +129,8 @@ enum Invalid {
     EnvEmpty { field: &'static str, name: String },
     #[error("{0} is empty")]
     Empty(&'static str),
+    #[error("{0} holds key material, not the path of a file; the value is not shown")]
+    KeyMaterial(&'static str),
     #[error("invalid header name {0:?}: expected letters, digits and !#$%&'*+-.^_`|~")]
     HeaderName(String),
     #[error("header {0:?} may never be forwarded to a partner")]
@@ -400,6 +402,32 @@ fn non_empty(
     } else {
         Some(value.value.clone())
     }
+}
+
+/// The path of a key or certificate file (`field`): non-empty, and not key material pasted in
+/// its place (a PEM block, or its base64 body), which is refused without being quoted.
+fn file_path(
+    file: &str,
+    value: &Spanned<String>,
+    field: &'static str,
+    d: &mut Diags,
+) -> Option<String> {
+    let path = non_empty(file, value, field, d)?;
+    if looks_like_key_material(&path) {
+        d.error(file, line(value), Invalid::KeyMaterial(field));
+        return None;
+    }
+    Some(path)
+}
+
+/// Whether a value given as a file's path is key material instead: a PEM block, or a long run
+/// of base64 with no `.` (file names have extensions; base64 has none).
+pub(super) fn looks_like_key_material(value: &str) -> bool {
+    let v = value.trim();
+    let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    v.contains("-----BEGIN")
+        || v.contains("PRIVATE KEY")
+        || (v.len() >= 32 && !v.contains('.') && v.bytes().all(base64))
 }
 
 /// RFC 9110 token (header names).

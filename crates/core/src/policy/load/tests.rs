@@ -1059,3 +1059,39 @@ fn the_credential_header_is_no_answer_header() {
         [format!("{f}:12: answer header \"X-Api-Key\" is never relayed to callers (credentials, cookies, challenges and framing stay with the partner)")]
     );
 }
+
+/// Key material pasted where a key or certificate file's path belongs (a PEM block, or its
+/// base64 body) is refused, and never quoted in the message.
+#[test]
+fn key_material_given_as_a_path_is_refused_unquoted() {
+    let f = "policy/gateway.yaml";
+    let body = "MC4CAQAwBQYDK2VwBCIEIAYTNOJ4U97siBoL8IxCc4tpssaB1BfqDGrWOmXzcrBK";
+    let gateway = GATEWAY
+        .replace(
+            "keys: certs/callers.jwks.json",
+            &format!("keys: \"-----BEGIN PUBLIC KEY-----\\n{body}\""),
+        )
+        .replace("key: certs/data-use-signing.pem", &format!("key: {body}"))
+        + "tls:\n  cert: certs/gateway.pem\n  key: \"-----BEGIN PRIVATE KEY-----\"\n";
+    let errors = load(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).unwrap_err();
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        all.iter()
+            .all(|e| !e.contains("MC4C") && !e.contains("BEGIN")),
+        "{all:?}"
+    );
+    for (n, key) in [(7, "callers.keys"), (10, "signing.key"), (14, "tls.key")] {
+        let want = format!(
+            "{f}:{n}: {key} holds key material, not the path of a file; the value is not shown"
+        );
+        assert!(all.contains(&want), "{want}: {all:?}");
+    }
+    // A path is a path, with or without an extension.
+    for path in [
+        "certs/data-use-signing.pem",
+        "keys/signing",
+        "data-use-signing-key-file-of-2026.pem",
+    ] {
+        assert!(!super::looks_like_key_material(path), "{path}");
+    }
+}
