@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gateway_core::filter::Change;
 use gateway_core::plan::{self, Incoming, Outgoing, Target};
-use gateway_core::{Refusal, RefusalKind};
+use gateway_core::Refusal;
 
 use crate::cli::args::{self, PolicyArg};
 use crate::gateway::{optouts_view, Active};
@@ -91,12 +91,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let outgoing = plan::plan(&target, &incoming, limits, optouts_view(&optouts), true)?;
         Ok((target, outgoing))
     })();
-    // Past the limit only a 413 is a faithful answer (a stream takes any size: it cannot be
-    // explained whole).
-    let too_large = matches!(&decision, Err(r) if r.kind == RefusalKind::BodyTooLarge);
+    // A body cut at the limit is still decided as the gateway decides it (from the head, or
+    // 413: it is over `max_body_bytes`), except on a streaming route, which takes any size and
+    // cannot be explained whole.
+    let streamed = plan::resolve(&active.policy.partners, &args.method, &gateway_path)
+        .is_ok_and(|t| t.route().stream.is_some());
     anyhow::ensure!(
-        !truncated || too_large,
-        "explain reads at most {limit} bytes of body from stdin"
+        !(truncated && streamed),
+        "explain reads at most {limit} bytes of a stream's body from stdin"
     );
     let mut err = std::io::stderr().lock();
     match decision {

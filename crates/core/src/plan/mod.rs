@@ -215,12 +215,13 @@ pub fn plan_noting(
 ) -> Result<Outgoing, Refusal> {
     let partner = &target.partner;
     let route = target.route();
-    // A stream's limit is per line (checked line by line).
+    // In the gateway's order: what the head decides, then the body's size (a stream's limit is
+    // per line, checked line by line).
+    head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
+    let coding = framing::check_codings(incoming.headers, &route.decode)?;
     if route.stream.is_none() {
         framing::check_body_size(incoming.body, limits)?;
     }
-    head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
-    let coding = framing::check_codings(incoming.headers, &route.decode)?;
     let decoded = decode::decode_body(coding, incoming.body, limits)?;
     let incoming = &Incoming {
         body: &decoded,
