@@ -87,27 +87,50 @@ fn caller_auth(gw: &gateway_core::policy::GatewayConfig) -> anyhow::Result<Calle
     })
 }
 
-/// The data-use signer and the JWKS the admin port publishes (reading the keys `gw` names).
+/// The data-use signer and the JWKS the admin port publishes (reading the keys `gw` names);
+/// the problem of every file that fails.
 fn signing(
     gw: &gateway_core::policy::GatewayConfig,
-) -> anyhow::Result<(Option<TokenSigner>, Vec<u8>)> {
+) -> Result<(Option<TokenSigner>, Vec<u8>), Vec<anyhow::Error>> {
     let Some(s) = &gw.signing else {
         log::warn!("signing.disabled is true: forwarded requests carry no signed data-use token");
         return Ok((None, br#"{"keys":[]}"#.to_vec()));
     };
-    let pem = loader::read_named_file(&s.key, "signing.key")?;
-    let mut signer = TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
-        .with_context(|| format!("signing.key {}", s.key.display()))?;
-    crate::signing::use_fastest_backend(&mut signer);
-    let mut jwks = Jwks::new(&signer);
+    let signer = loader::read_named_file(&s.key, "signing.key").and_then(|pem| {
+        TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
+            .with_context(|| format!("signing.key {}", s.key.display()))
+    });
+    let mut published = Vec::new();
+    let mut errors = Vec::new();
     for path in &s.publish {
         let kid = path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.split('.').next())
             .unwrap_or("published");
-        jwks.publish_file(&loader::read_named_file(path, "signing.publish")?, kid)
-            .with_context(|| format!("signing.publish {}", path.display()))?;
+        match loader::read_named_file(path, "signing.publish") {
+            Ok(pem) => published.push((path, pem, kid)),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut signer = match signer {
+        Ok(signer) if errors.is_empty() => signer,
+        Ok(_) => return Err(errors),
+        Err(e) => {
+            errors.insert(0, e);
+            return Err(errors);
+        }
+    };
+    crate::signing::use_fastest_backend(&mut signer);
+    let mut jwks = Jwks::new(&signer);
+    for (path, pem, kid) in published {
+        if let Err(e) = jwks.publish_file(&pem, kid) {
+            errors
+                .push(anyhow::Error::new(e).context(format!("signing.publish {}", path.display())));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     Ok((Some(signer), jwks.to_json().into_bytes()))
 }
@@ -147,8 +170,10 @@ impl Active {
         let (callers, (tls, tls_warnings), (signer, jwks)) = match (callers, tls, signing) {
             (Ok(callers), Ok(tls), Ok(signing)) => (callers, tls, signing),
             (callers, tls, signing) => {
-                let errors = [callers.err(), tls.err(), signing.err()];
-                return Err(errors.into_iter().flatten().collect());
+                let mut errors: Vec<anyhow::Error> =
+                    [callers.err(), tls.err()].into_iter().flatten().collect();
+                errors.extend(signing.err().unwrap_or_default());
+                return Err(errors);
             }
         };
         for w in &tls_warnings {
