@@ -64,8 +64,10 @@ pub(super) enum InvalidPartner {
         key: &'static str,
         kind: &'static str,
     },
-    #[error("upstream_auth.prefix {0:?} holds characters not allowed in a header value")]
-    HeaderValue(String),
+    #[error("upstream_auth.prefix holds characters not allowed in a header value (the value is not shown)")]
+    HeaderValue,
+    #[error("upstream_auth.header is not a header name (letters, digits and !#$%&'*+-.^_`|~); the value is not shown in case it holds the credential")]
+    AuthHeaderName,
     #[error(
         "upstream_auth.header {0:?} is not allowed: the gateway sets or strips that header itself"
     )]
@@ -266,11 +268,7 @@ fn credential(
     let auth = &auth.value;
     let header = auth.header.value.to_ascii_lowercase();
     if !is_token(&header) {
-        d.error(
-            path,
-            line(&auth.header),
-            Invalid::HeaderName(auth.header.value.clone()),
-        );
+        d.error(path, line(&auth.header), InvalidPartner::AuthHeaderName);
     } else if !may_carry_partner_credential(&header) {
         d.error(
             path,
@@ -287,11 +285,7 @@ fn credential(
         .unwrap_or_default();
     if let Some(prefix_spanned) = &auth.prefix {
         if !is_header_value(&prefix) {
-            d.error(
-                path,
-                line(prefix_spanned),
-                InvalidPartner::HeaderValue(prefix.clone()),
-            );
+            d.error(path, line(prefix_spanned), InvalidPartner::HeaderValue);
         }
     }
     if let Some(secret) = env_secret(path, &auth.env, "upstream_auth.env", env, d) {
@@ -506,13 +500,32 @@ fn pseudonymize_key(
 /// credential, whatever characters it holds) replaced by `***`, the scheme kept.
 fn without_user_info(text: &str) -> String {
     let Some(at) = text.rfind('@') else {
-        return text.to_string();
+        return without_wordy_port(text);
     };
     let scheme = text
         .find("://")
         .filter(|&i| i < at)
         .map_or("", |i| &text[..i + 3]);
     format!("{scheme}***{}", &text[at..])
+}
+
+/// An upstream as an error message may show it when it has no `@`: a "port" that is not all
+/// digits (`http://user:password`, the `@host` forgotten) replaced by `***`.
+fn without_wordy_port(text: &str) -> String {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..end].rfind(':') {
+        Some(colon)
+            if !text[start + colon + 1..end]
+                .bytes()
+                .all(|b| b.is_ascii_digit()) =>
+        {
+            format!("{}***{}", &text[..start + colon + 1], &text[end..])
+        }
+        _ => text.to_string(),
+    }
 }
 
 /// `http(s)://host[:port]` with nothing else but an optional final `/`.
@@ -591,6 +604,11 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         }
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            // Not all digits: perhaps a password written as `user:password` without the
+            // `@`; not quoted.
+            _ if !p.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err("invalid port (not a number; the value is not shown)".to_string())
+            }
             _ => return Err(format!("invalid port {p:?}")),
         },
     };

@@ -710,6 +710,7 @@ fn an_upstream_error_never_shows_its_user_info() {
         ),
         ("http://user:S3CRET?x@h:1", "http://***@h:1"),
         ("http:/user:S3CRET@127.0.0.1:1", "***@127.0.0.1:1"),
+        ("http://user:S3CRET", "http://user:***"),
         ("https://S3CRET@h/", "https://***@h/"),
     ] {
         let text = CONTRACTOR.replace(
