@@ -152,7 +152,10 @@ fn write_outcome(
     match ledger.outcome(seq, status, stream, active.signer()) {
         Ok(()) => {}
         // Its record stays in the chain this gateway wrote before its directory was replaced.
-        Err(LedgerError::OtherChain) => {}
+        Err(LedgerError::OtherChain) => log::warn!(
+            "outcome of ledger record {} not written: the record is in the chain of the ledger directory that was replaced",
+            seq.seq
+        ),
         Err(e) => {
             gateway.metrics.ledger_error();
             log::debug!("outcome of ledger record {} not written: {e}", seq.seq);

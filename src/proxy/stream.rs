@@ -167,7 +167,11 @@ impl PartnerProxy {
         match ledger.subjects(subjects.record, &hashes, active.signer()) {
             // The stream's record is in the chain written before the ledger's directory was
             // replaced: its subjects have no place in the new one.
-            Ok(()) | Err(LedgerError::OtherChain) => {}
+            Ok(()) => {}
+            Err(LedgerError::OtherChain) => log::warn!(
+                "subjects of ledger record {} not written: the record is in the chain of the ledger directory that was replaced",
+                subjects.record.seq
+            ),
             Err(e) => {
                 self.gateway.metrics.ledger_error();
                 return Err(Refusal::new(RefusalKind::NotReady, e.to_string()));
