@@ -448,7 +448,7 @@ fn validate_signing(
     };
     let issuer = required(&s.issuer, "issuer", "signing.issuer", d);
     let key = required(&s.key, "key", "signing.key", d)
-        .and_then(|_| s.key.as_ref())
+        .and(s.key.as_ref())
         .and_then(|k| file_path(path, k, "signing.key", d));
     let kid = required(&s.kid, "kid", "signing.kid", d);
     let mut publish = Vec::new();
