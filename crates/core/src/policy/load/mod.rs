@@ -420,14 +420,27 @@ fn file_path(
     Some(path)
 }
 
-/// Whether a value given as a file's path is key material instead: a PEM block, or a long run
-/// of base64 with no `.` (file names have extensions; base64 has none).
+/// Whether a value given as a file's path is key material instead: a PEM block, or the base64
+/// of a DER structure (a SEQUENCE whose encoded length is exactly what follows it), which is
+/// what a key's PEM body is. A path decodes to no such thing.
 pub(super) fn looks_like_key_material(value: &str) -> bool {
+    use base64::Engine as _;
     let v = value.trim();
-    let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
-    v.contains("-----BEGIN")
-        || v.contains("PRIVATE KEY")
-        || (v.len() >= 32 && !v.contains('.') && v.bytes().all(base64))
+    if v.contains("-----BEGIN") || v.contains("PRIVATE KEY") {
+        return true;
+    }
+    let compact: String = v.split_whitespace().collect();
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(compact) else {
+        return false;
+    };
+    // SEQUENCE, then its length: short form, or 0x81/0x82 and one or two length bytes.
+    let (len, header) = match der.as_slice() {
+        [0x30, n, ..] if *n < 0x80 => (usize::from(*n), 2),
+        [0x30, 0x81, n, ..] => (usize::from(*n), 3),
+        [0x30, 0x82, hi, lo, ..] => (usize::from(*hi) << 8 | usize::from(*lo), 4),
+        _ => return false,
+    };
+    len > 0 && der.len() == header + len
 }
 
 /// RFC 9110 token (header names).

@@ -1092,6 +1092,8 @@ fn key_material_given_as_a_path_is_refused_unquoted() {
         "certs/data-use-signing.pem",
         "keys/signing",
         "data-use-signing-key-file-of-2026.pem",
+        "/run/secrets/partnergatewaysigningkeyforproduction",
+        "Mykeys/signingkeyforproductionuse2026abcdefgh",
     ] {
         assert!(!super::looks_like_key_material(path), "{path}");
     }
