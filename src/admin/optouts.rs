@@ -196,7 +196,7 @@ pub fn check_admin_token(
         return Err(AdminResponse::error(
             403,
             "admin_disabled",
-            &format!("the {api} admin API is disabled: environment variable {admin_token_env} is not set"),
+            &format!("the {api} admin API is disabled: environment variable {admin_token_env} is not set or empty"),
         ));
     };
     if !bearer_matches(authorization, token) {
