@@ -56,29 +56,30 @@ fn parses_requests_and_both_kinds_of_expectation() {
     );
 }
 
+/// A request no caller could send (a method that is no HTTP token, a path without its `/`) is
+/// an error on the line that gives it.
 #[test]
-fn a_method_no_request_can_carry_names_its_line() {
-    for method in ["\"\"", "\"PO ST\""] {
-        let text = format!("- name: x\n  partner: p\n  method: {method}\n  path: /a\n  expect: {{ status: 405, error: method_not_allowed }}\n");
+fn a_request_no_caller_could_send_names_its_line() {
+    for (line, says) in [
+        ("method: \"\"", "is not an HTTP method"),
+        ("method: \"PO ST\"", "is not an HTTP method"),
+        ("path: v1/a", "starts with `/`"),
+    ] {
+        let path = if line.starts_with("path") {
+            ""
+        } else {
+            "  path: /a\n"
+        };
+        let text = format!(
+            "- name: x\n  partner: p\n  {line}\n{path}  expect: {{ status: 400, error: bad_request }}\n"
+        );
         let errors = parse(&text).unwrap_err();
         let [e] = errors.as_slice() else {
-            panic!("{errors:?}")
+            panic!("{line}: {errors:?}")
         };
-        assert_eq!(e.line, 3, "{e:?}");
-        assert!(e.message.contains("is not an HTTP method"), "{e:?}");
+        assert_eq!(e.line, 3, "{line}: {e:?}");
+        assert!(e.message.contains(says), "{line}: {e:?}");
     }
-}
-
-#[test]
-fn a_path_without_its_slash_names_its_line() {
-    let text =
-        "- name: x\n  partner: p\n  path: v1/a\n  expect: { status: 400, error: bad_request }\n";
-    let errors = parse(text).unwrap_err();
-    let [e] = errors.as_slice() else {
-        panic!("{errors:?}")
-    };
-    assert_eq!(e.line, 3, "{e:?}");
-    assert!(e.message.contains("starts with `/`"), "{e:?}");
 }
 
 #[test]
