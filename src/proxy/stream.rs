@@ -164,18 +164,18 @@ impl PartnerProxy {
             return Ok(());
         };
         let hashes = subject_hashes(ledger.subject_key(), subjects.pending.iter().chain(added));
-        match ledger.subjects(subjects.record, &hashes, active.signer()) {
-            // The stream's record is in the chain written before the ledger's directory was
-            // replaced: its subjects have no place in the new one.
-            Ok(()) => {}
-            Err(LedgerError::OtherChain) => log::warn!(
-                "subjects of ledger record {} not written: the record is in the chain of the ledger directory that was replaced",
-                subjects.record.seq
-            ),
-            Err(e) => {
-                self.gateway.metrics.ledger_error();
-                return Err(Refusal::new(RefusalKind::NotReady, e.to_string()));
+        // A subjects line that cannot be written stops the stream: no customer leaves unrecorded.
+        // That includes a stream whose record is in the chain of a ledger directory that was
+        // replaced meanwhile: its subjects have no place in the new chain.
+        if let Err(e) = ledger.subjects(subjects.record, &hashes, active.signer()) {
+            self.gateway.metrics.ledger_error();
+            if matches!(e, LedgerError::OtherChain) {
+                log::warn!(
+                    "stream of ledger record {} stopped: its record is in the chain of the ledger directory that was replaced",
+                    subjects.record.seq
+                );
             }
+            return Err(Refusal::new(RefusalKind::NotReady, e.to_string()));
         }
         subjects.pending.clear();
         Ok(())
