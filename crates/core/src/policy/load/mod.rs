@@ -420,27 +420,39 @@ fn file_path(
     Some(path)
 }
 
-/// Whether a value given as a file's path is key material instead: a PEM block, or the base64
-/// of a DER structure (a SEQUENCE whose encoded length is exactly what follows it), which is
-/// what a key's PEM body is. A path decodes to no such thing.
+/// Whether a value given as a file's path is key material instead: a PEM block, or base64 of
+/// 40 characters or more (line breaks, also written as `\\n`, ignored) that decodes to a PEM
+/// block or to a DER SEQUENCE of exactly its length, or that ends in `=` padding (a raw key or
+/// seed). Short values and values with other characters are paths.
 pub(super) fn looks_like_key_material(value: &str) -> bool {
     use base64::Engine as _;
     let v = value.trim();
-    if v.contains("-----BEGIN") || v.contains("PRIVATE KEY") {
+    if v.contains("-----BEGIN") {
         return true;
     }
-    let compact: String = v.split_whitespace().collect();
-    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(compact) else {
+    let compact: String = v.replace("\\n", "").split_whitespace().collect();
+    let base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    if compact.len() < 40 || !compact.bytes().all(base64) {
+        return false;
+    }
+    if compact.ends_with('=') {
+        return true;
+    }
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(&compact) else {
         return false;
     };
-    // SEQUENCE, then its length: short form, or 0x81/0x82 and one or two length bytes.
+    if der.windows(10).any(|w| w == b"-----BEGIN") {
+        return true;
+    }
+    // SEQUENCE, then its length in the shortest form: one byte below 0x80, else 0x81 or 0x82
+    // and one or two bytes.
     let (len, header) = match der.as_slice() {
         [0x30, n, ..] if *n < 0x80 => (usize::from(*n), 2),
-        [0x30, 0x81, n, ..] => (usize::from(*n), 3),
-        [0x30, 0x82, hi, lo, ..] => (usize::from(*hi) << 8 | usize::from(*lo), 4),
+        [0x30, 0x81, n, ..] if *n >= 0x80 => (usize::from(*n), 3),
+        [0x30, 0x82, hi, lo, ..] if *hi > 0 => (usize::from(*hi) << 8 | usize::from(*lo), 4),
         _ => return false,
     };
-    len > 0 && der.len() == header + len
+    der.len() == header + len
 }
 
 /// RFC 9110 token (header names).

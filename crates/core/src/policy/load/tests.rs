@@ -1087,6 +1087,18 @@ fn key_material_given_as_a_path_is_refused_unquoted() {
         );
         assert!(all.contains(&want), "{want}: {all:?}");
     }
+    // The base64 of a whole PEM file (a Kubernetes secret's form), a body with `\n` written
+    // out, and a raw seed are key material too.
+    let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAYTNOJ4U97siBoL8IxCc4tpssaB1BfqDGrWOmXzcrBK\n-----END PRIVATE KEY-----\n";
+    use base64::Engine as _;
+    let of_pem = base64::engine::general_purpose::STANDARD.encode(pem);
+    for material in [
+        of_pem.as_str(),
+        "MC4CAQAwBQYDK2VwBCIE\\nIAYTNOJ4U97siBoL8IxCc4tpssaB1BfqDGrWOmXzcrBK",
+        "q3Z0Ik9bXc1pQ8lT2xV7rD4sF6gH9jK0mN5oP1aB2cE=",
+    ] {
+        assert!(super::looks_like_key_material(material), "{material}");
+    }
     // A path is a path, with or without an extension.
     for path in [
         "certs/data-use-signing.pem",
@@ -1094,6 +1106,8 @@ fn key_material_given_as_a_path_is_refused_unquoted() {
         "data-use-signing-key-file-of-2026.pem",
         "/run/secrets/partnergatewaysigningkeyforproduction",
         "Mykeys/signingkeyforproductionuse2026abcdefgh",
+        "MAST/key",
+        "odd dir/PRIVATE KEY.pem",
     ] {
         assert!(!super::looks_like_key_material(path), "{path}");
     }
