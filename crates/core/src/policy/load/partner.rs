@@ -206,7 +206,7 @@ fn upstream(path: &str, upstream: &Spanned<String>, d: &mut Diags) -> Option<Ups
                 path,
                 line(upstream),
                 InvalidPartner::Upstream {
-                    value: without_user_info(&upstream.value),
+                    value: shown_upstream(&upstream.value),
                     reason,
                 },
             );
@@ -496,36 +496,44 @@ fn pseudonymize_key(
     Some(key.into_bytes())
 }
 
-/// An upstream as an error message may show it: everything before its last `@` (user info, a
-/// credential, whatever characters it holds) replaced by `***`, the scheme kept.
-fn without_user_info(text: &str) -> String {
-    let Some(at) = text.rfind('@') else {
-        return without_wordy_port(text);
+/// An upstream as an error message may show it: its scheme and a clean `host[:port]` (letters,
+/// digits, `.`, `-`, an IPv6 address in brackets, a port of at most five digits), `***` in place
+/// of any other authority (user info, a password without its `@host`), and never its path, query
+/// or fragment (`?api_key=…`), which `…` stands for.
+fn shown_upstream(text: &str) -> String {
+    let host_char = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+    let clean = |authority: &str| {
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((inside, after)) => (inside, after.strip_prefix(':').unwrap_or(after)),
+                None => return false,
+            },
+            None => authority.split_once(':').unwrap_or((authority, "")),
+        };
+        let v6 = authority.starts_with('[');
+        !host.is_empty()
+            && host.chars().all(|c| host_char(c) || (v6 && c == ':'))
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
     };
-    let scheme = text
-        .find("://")
-        .filter(|&i| i < at)
-        .map_or("", |i| &text[..i + 3]);
-    format!("{scheme}***{}", &text[at..])
-}
-
-/// An upstream as an error message may show it when it has no `@`: a "port" that is not all
-/// digits (`http://user:password`, the `@host` forgotten) replaced by `***`.
-fn without_wordy_port(text: &str) -> String {
-    let start = text.find("://").map_or(0, |i| i + 3);
-    let end = text[start..]
-        .find(['/', '?', '#'])
-        .map_or(text.len(), |i| start + i);
-    match text[start..end].rfind(':') {
-        Some(colon)
-            if !text[start + colon + 1..end]
-                .bytes()
-                .all(|b| b.is_ascii_digit()) =>
-        {
-            format!("{}***{}", &text[..start + colon + 1], &text[end..])
-        }
-        _ => text.to_string(),
-    }
+    let Some(at) = text.find("://") else {
+        return if clean(text) {
+            text.to_string()
+        } else {
+            "***".to_string()
+        };
+    };
+    let (scheme, rest) = (&text[..at], &text[at + 3..]);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let shown = if clean(authority) { authority } else { "***" };
+    let more = if end < rest.len() { "…" } else { "" };
+    let scheme = if scheme.chars().all(|c| c.is_ascii_alphanumeric()) {
+        scheme
+    } else {
+        "***"
+    };
+    format!("{scheme}://{shown}{more}")
 }
 
 /// `http(s)://host[:port]` with nothing else but an optional final `/`.
@@ -535,7 +543,10 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "http" => false,
         "https" => true,
-        _ => return Err(format!("unsupported scheme {scheme:?}")),
+        _ if scheme.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            return Err(format!("unsupported scheme {scheme:?}"))
+        }
+        _ => return Err("unsupported scheme".to_string()),
     };
     let rest = &text[scheme_end + 3..];
     // Before the path checks, whose messages would quote what follows a `/` in a password.
@@ -553,9 +564,7 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         return Err("a fragment is not allowed".to_string());
     }
     if !(tail.is_empty() || tail == "/") {
-        return Err(format!(
-            "a path is not allowed ({tail:?}); routes give the path"
-        ));
+        return Err("a path is not allowed (routes give the path)".to_string());
     }
     let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let (inside, after) = bracketed
@@ -563,12 +572,12 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
             .ok_or_else(|| "unclosed `[` in host".to_string())?;
         inside
             .parse::<Ipv6Addr>()
-            .map_err(|_| format!("invalid IPv6 address {inside:?}"))?;
+            .map_err(|_| "invalid IPv6 address".to_string())?;
         let port = match after {
             "" => None,
             p => Some(
                 p.strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected {p:?} after the host"))?,
+                    .ok_or_else(|| "unexpected text after the host".to_string())?,
             ),
         };
         (inside.to_string(), port)
@@ -578,9 +587,9 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
             None => (authority.to_ascii_lowercase(), None),
         };
         if host.contains(':') {
-            return Err(format!(
-                "invalid host {host:?} (an IPv6 address goes in brackets: http://[::1]:8080)"
-            ));
+            return Err(
+                "invalid host (an IPv6 address goes in brackets: http://[::1]:8080)".to_string(),
+            );
         }
         (host, port)
     };
@@ -592,7 +601,7 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
-        return Err(format!("invalid host {host:?}"));
+        return Err("invalid host (letters, digits, `.` and `-`)".to_string());
     }
     let port = match port {
         None => {
@@ -609,7 +618,7 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
             _ if !p.bytes().all(|b| b.is_ascii_digit()) => {
                 return Err("invalid port (not a number; the value is not shown)".to_string())
             }
-            _ => return Err(format!("invalid port {p:?}")),
+            _ => return Err("invalid port (1 to 65535)".to_string()),
         },
     };
     Ok(Upstream { tls, host, port })
