@@ -191,8 +191,8 @@ fn check_lists_every_unreadable_key_file() {
     let (code, out) = check(tmp.path().join("policy").to_str().unwrap());
     assert_eq!(code, 1, "{out}");
     let lines: Vec<&str> = out.lines().filter(|l| l.contains("missing")).collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    for key in ["callers.keys", "signing.key", "tls.cert"] {
+    assert_eq!(lines.len(), 4, "{out}");
+    for key in ["callers.keys", "signing.key", "tls.cert", "tls.key"] {
         let line = lines.iter().find(|l| l.contains(key));
         assert!(
             line.is_some_and(|l| l.contains("gateway.yaml:")),

@@ -96,27 +96,33 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|_| unix.to_string())
 }
 
-/// A certificate chain and its private key, checked to belong together.
-pub fn certified_key(cert: &NamedFile, key: &NamedFile) -> Result<Arc<CertifiedKey>, Diagnostic> {
-    let chain = read_certs(cert)?;
-    let der = read_key(key)?;
+/// A certificate chain and its private key, checked to belong together; the problems of both
+/// files when both have one.
+pub fn certified_key(
+    cert: &NamedFile,
+    key: &NamedFile,
+) -> Result<Arc<CertifiedKey>, Vec<Diagnostic>> {
+    let (chain, der) = match (read_certs(cert), read_key(key)) {
+        (Ok(chain), Ok(der)) => (chain, der),
+        (chain, der) => return Err([chain.err(), der.err()].into_iter().flatten().collect()),
+    };
     let provider = rustls::crypto::ring::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(der)
-        .map_err(|e| problem(key, format!("unusable private key: {e}")))?;
+        .map_err(|e| vec![problem(key, format!("unusable private key: {e}"))])?;
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) => Ok(Arc::new(certified)),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(problem(
+            Err(vec![problem(
                 key,
                 format!("does not match the certificate in {}", cert.path.display()),
-            ))
+            )])
         }
-        Err(e) => Err(problem(
+        Err(e) => Err(vec![problem(
             cert,
             format!("cannot check the key against it: {e}"),
-        )),
+        )]),
     }
 }

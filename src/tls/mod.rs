@@ -52,8 +52,8 @@ pub fn listener_from_files(
         line: 1,
     };
     let fail = |d: Diagnostic| anyhow::anyhow!("{}", d.message);
-    let certified =
-        files::certified_key(&named(cert, "--tls-cert"), &named(key, "--tls-key")).map_err(fail)?;
+    let certified = files::certified_key(&named(cert, "--tls-cert"), &named(key, "--tls-key"))
+        .map_err(|mut problems| fail(problems.remove(0)))?;
     let verifier = match client_ca {
         None => None,
         Some(ca) => {
@@ -107,7 +107,7 @@ impl TlsMaterial {
                     })
                 }
                 (cert, verifier) => {
-                    errors.extend(cert.err());
+                    errors.extend(cert.err().unwrap_or_default());
                     errors.extend(verifier.err());
                 }
             }

@@ -144,8 +144,8 @@ impl Loading {
     fn client(&mut self, partner: &str, cert: &NamedFile, key: &NamedFile) -> Option<Arc<CertKey>> {
         let certified = match files::certified_key(cert, key) {
             Ok(certified) => certified,
-            Err(e) => {
-                self.errors.push(e);
+            Err(problems) => {
+                self.errors.extend(problems);
                 return None;
             }
         };
