@@ -142,6 +142,13 @@ impl Ledger {
         matches!(*self.lock(), State::Open(_))
     }
 
+    /// Whether lines of `record` can still be written: the ledger is open, in the chain the
+    /// record is in (a stream checks this before it forwards more customers).
+    pub fn holds(&self, record: RecordRef) -> bool {
+        let state = self.lock();
+        matches!(*state, State::Open(_)) && self.chain.load(Ordering::Relaxed) == record.chain
+    }
+
     /// Appends the record of one request about to be forwarded and returns its seq. Only
     /// when this returns `Ok` may the request be forwarded.
     pub fn record(

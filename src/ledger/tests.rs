@@ -92,6 +92,9 @@ fn an_outcome_never_joins_a_chain_other_than_its_records() {
     ledger.retry();
     let new = ledger.record(&disclosure(&now), None).unwrap();
     assert_eq!(new.seq, old.seq, "a new chain starts at seq 1 again");
+    // A stream recorded in the old chain forwards no more customers.
+    assert!(!ledger.holds(old));
+    assert!(ledger.holds(new));
     assert!(matches!(
         ledger.outcome(old, 200, None, None),
         Err(LedgerError::OtherChain)

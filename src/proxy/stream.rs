@@ -282,6 +282,17 @@ impl PartnerProxy {
         chunk: Option<&[u8]>,
     ) -> (Vec<u8>, Result<(), Refusal>) {
         let started = Instant::now();
+        // No customer leaves once the stream's record can no longer be followed by its subjects
+        // and outcome (the ledger broke, or its directory was replaced and a new chain began).
+        if let (Some(s), Some(ledger)) = (progress.subjects.as_ref(), self.gateway.ledger()) {
+            if !ledger.holds(s.record) {
+                let refusal = Refusal::new(
+                    RefusalKind::NotReady,
+                    "the disclosure ledger this stream is recorded in cannot be written now: the stream stops",
+                );
+                return (Vec::new(), Err(refusal));
+            }
+        }
         let optout_source = self.gateway.optout_source();
         let optouts = optouts_view(&optout_source);
         let mut out = Vec::with_capacity(chunk.map_or(0, <[u8]>::len));
