@@ -102,9 +102,8 @@ impl RouteSeries {
         let field_category = route
             .fields
             .iter()
-            .enumerate()
-            .map(|(i, field)| {
-                if route.fields[..i].iter().any(|f| f.path == field.path) {
+            .map(|field| {
+                if field.repeat {
                     return None;
                 }
                 let name = field.category_label();

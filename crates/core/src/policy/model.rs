@@ -402,6 +402,9 @@ pub struct RouteField {
     pub path: String,
     /// fideslang data category name, if the route's `categories:` gives one.
     pub category: Option<String>,
+    /// The path came earlier in the route's fields (allowed and transformed both): this entry
+    /// matches the same values as that one, and is not counted again.
+    pub repeat: bool,
 }
 
 impl RouteField {
@@ -424,11 +427,8 @@ impl Route {
         self.fields
             .iter()
             .zip(matched)
-            .enumerate()
-            .filter(|(i, (field, n))| {
-                **n > 0 && !self.fields[..*i].iter().any(|f| f.path == field.path)
-            })
-            .map(|(_, (field, n))| (field, *n))
+            .filter(|(field, n)| **n > 0 && !field.repeat)
+            .map(|(field, n)| (field, *n))
     }
 
     /// The paths (sorted, distinct) and categories (sorted, distinct) of the fields that matched

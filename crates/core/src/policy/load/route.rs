@@ -208,9 +208,13 @@ fn route_categories(
             d.error(path, line(name), problem);
         }
     }
+    let repeats: Vec<bool> = (0..fields.len())
+        .map(|i| fields[..i].iter().any(|(w, _)| *w == fields[i].0))
+        .collect();
     fields
         .into_iter()
-        .map(|(written, at)| {
+        .zip(repeats)
+        .map(|((written, at), repeat)| {
             let category = entries
                 .iter()
                 .find(|(k, _)| k.value == written)
@@ -221,6 +225,7 @@ fn route_categories(
             RouteField {
                 path: written,
                 category,
+                repeat,
             }
         })
         .collect()
