@@ -164,23 +164,28 @@ fn mock_partner_exits_on_an_address_it_cannot_listen_on() {
     }
 }
 
-/// `check` lists the problem of every file the gateway section names, not only the first
-/// (here the callers' key set and the signing key, both missing), each on its own line.
-#[test]
-fn check_lists_every_unreadable_key_file() {
+/// A temporary directory holding copies of the repository's `dirs` (`policy`, `certs`).
+fn bundled_copy(dirs: &[&str]) -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
-    let copy = |from: &Path, to: &Path| {
+    for dir in dirs {
         let status = Command::new("cp")
             .arg("-r")
-            .arg(from)
-            .arg(to)
+            .arg(root.join(dir))
+            .arg(tmp.path())
             .status()
             .unwrap();
-        assert!(status.success());
-    };
-    copy(&root.join("policy"), tmp.path());
-    copy(&root.join("certs"), tmp.path());
+        assert!(status.success(), "cp {dir}");
+    }
+    tmp
+}
+
+/// `check` lists the problem of every file the gateway section names, not only the first
+/// (here the callers' key set, the signing key and the listener's certificate and key, all
+/// missing), each on its own line.
+#[test]
+fn check_lists_every_unreadable_key_file() {
+    let tmp = bundled_copy(&["policy", "certs"]);
     let gateway = tmp.path().join("policy/gateway.yaml");
     let text = std::fs::read_to_string(&gateway).unwrap();
     let text = text
@@ -205,15 +210,7 @@ fn check_lists_every_unreadable_key_file() {
 /// other files' errors are still listed.
 #[test]
 fn a_file_that_is_not_utf8_hides_no_other_error() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir().unwrap();
-    let status = Command::new("cp")
-        .arg("-r")
-        .arg(root.join("policy"))
-        .arg(tmp.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let tmp = bundled_copy(&["policy"]);
     let partners = tmp.path().join("policy/partners");
     std::fs::write(
         partners.join("zeta.yaml"),
