@@ -267,45 +267,61 @@ fn fingerprint(dir: &Path, named: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-/// Reloads on every SIGHUP (what `systemctl reload` sends), on a thread of its own. The handler
-/// is registered before this returns, so a SIGHUP right after start reloads instead of ending
-/// the process (the signal's default).
-fn reload_on_sighup(gateway: Arc<Gateway>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
-    };
-    let hangups = {
-        let _context = runtime.enter();
-        signal(SignalKind::hangup())
-    };
-    let mut hangups = match hangups {
-        Ok(hangups) => hangups,
-        Err(e) => return log::error!("cannot listen for SIGHUP: {e}"),
-    };
-    let spawned = std::thread::Builder::new()
-        .name("sighup-reload".into())
-        .spawn(move || {
-            runtime.block_on(async {
-                while hangups.recv().await.is_some() {
-                    log::info!("SIGHUP: reloading the policy");
-                    let _ = reload(&gateway);
-                }
+/// SIGHUP (what `systemctl reload` sends), listened for from the very start of `serve`.
+pub struct Hangups {
+    runtime: tokio::runtime::Runtime,
+    signals: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    /// Replaces SIGHUP's default action (ending the process) at once, before the policy and the
+    /// opt-out store load, which can take a while: a SIGHUP during start is kept and reloads
+    /// once the gateway runs ([`watch`]) instead of ending the process.
+    pub fn listen() -> Option<Hangups> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| log::error!("cannot listen for SIGHUP: {e}"))
+            .ok()?;
+        let signals = {
+            let _context = runtime.enter();
+            signal(SignalKind::hangup())
+        };
+        let signals = signals
+            .map_err(|e| log::error!("cannot listen for SIGHUP: {e}"))
+            .ok()?;
+        Some(Hangups { runtime, signals })
+    }
+
+    /// Reloads `gateway` on every SIGHUP, on a thread of its own.
+    fn reload(self, gateway: Arc<Gateway>) {
+        let Hangups {
+            runtime,
+            mut signals,
+        } = self;
+        let spawned = std::thread::Builder::new()
+            .name("sighup-reload".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    while signals.recv().await.is_some() {
+                        log::info!("SIGHUP: reloading the policy");
+                        let _ = reload(&gateway);
+                    }
+                });
             });
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the SIGHUP listener: {e}");
+        if let Err(e) = spawned {
+            log::error!("cannot start the SIGHUP listener: {e}");
+        }
     }
 }
 
 /// Starts the watcher thread for `gateway`'s policy directory and the files the policy names,
-/// and reloads on SIGHUP.
-pub fn watch(gateway: Arc<Gateway>) {
-    reload_on_sighup(gateway.clone());
+/// and reloads on the SIGHUPs `hangups` listens for (see [`Hangups::listen`]).
+pub fn watch(gateway: Arc<Gateway>, hangups: Option<Hangups>) {
+    if let Some(hangups) = hangups {
+        hangups.reload(gateway.clone());
+    }
     std::thread::Builder::new()
         .name("policy-watcher".into())
         .spawn(move || {

@@ -366,6 +366,18 @@ fn systemd_unit_agrees_with_the_policy_and_the_binary() {
         store.display()
     );
     assert!(one("ExecReload").contains("-HUP"));
+    // The shadow policy's thread lowers its priority (setpriority, in `@resources`): allowed
+    // again after the deny list, and a denied call fails instead of killing the process.
+    let filters = unit_values(&unit, "SystemCallFilter");
+    let denied = filters
+        .iter()
+        .position(|f| f.contains("@resources"))
+        .unwrap();
+    assert!(
+        filters[denied + 1..].iter().any(|f| f == "setpriority"),
+        "{filters:?}"
+    );
+    assert_eq!(one("SystemCallErrorNumber"), "EPERM");
     assert_ne!(one("User"), "root");
     for (key, value) in [
         ("NoNewPrivileges", "yes"),

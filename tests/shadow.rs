@@ -690,3 +690,60 @@ fn has_difference_series(metrics: &str) -> bool {
         .lines()
         .any(|l| l.starts_with("partner_gateway_shadow_differences_total"))
 }
+
+/// Without a ledger as well, the two decisions' records are told apart by customer: a
+/// candidate that honours another opt-out scope drops as many records as the active policy,
+/// but another customer's, and both differences are counted.
+#[test]
+fn records_are_told_apart_by_customer_without_a_ledger() {
+    const CALLERS: &str = "allowed_callers: [marketing-service]\n";
+    let mock = Mock::start();
+    let extra = format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ path: data/optouts }}\nshadow: {{ policy: policy-next }}\n"
+    );
+    let gw = Gateway::start_prepared(
+        |listen: SocketAddr, admin: SocketAddr| gateway_yaml(listen, admin, &extra),
+        &[("brightmail", &marketing_partner(&mock.url(), CALLERS))],
+        &[(TOKEN_ENV, TOKEN)],
+        |root| {
+            let dir = root.join("policy-next");
+            std::fs::create_dir_all(dir.join("partners")).unwrap();
+            let gateway = "callers:\n  allow_unauthenticated: true\nsigning: { disabled: true }\noptouts: { path: data/optouts }\n";
+            std::fs::write(dir.join("gateway.yaml"), gateway).unwrap();
+            let rest = format!("{CALLERS}honor_optouts: [new_use]\n");
+            let candidate = marketing_partner(&mock.url(), &rest);
+            std::fs::write(dir.join("partners/brightmail.yaml"), candidate).unwrap();
+        },
+    );
+    for (id, scope) in [("c-1", "partner_sharing"), ("c-2", "new_use")] {
+        let body = serde_json::json!({ "scopes": [scope] }).to_string();
+        let auth = format!("Bearer {TOKEN}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let path = format!("/optouts/{id}");
+        let r = http1::send(
+            &gw.admin.to_string(),
+            "PUT",
+            &path,
+            &headers,
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.unwrap().status, 200);
+    }
+    let body = r#"{"campaign":"spring","contacts":[{"customer_id":"c-1","name":"A"},{"customer_id":"c-2","name":"B"}]}"#;
+    let r = gw.post_json("/brightmail/v1/audiences", body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    wait_evaluated(&gw, 1);
+    let count = |change: &str| {
+        metric(
+            &gw.metrics(),
+            &format!(
+                r#"partner_gateway_shadow_differences_total{{change="{change}",partner="brightmail",route="/v1/audiences"}}"#
+            ),
+        )
+    };
+    assert_eq!(count("newly_forwarded"), 1.0, "{}", shadow_report(&gw));
+    assert_eq!(count("newly_refused"), 1.0, "{}", shadow_report(&gw));
+}

@@ -124,11 +124,13 @@ pub fn add_gateway_services(server: &mut Server, gateway: &Arc<Gateway>) -> anyh
 }
 
 pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
+    // First of all: from here on a SIGHUP reloads (once serving) instead of ending the process.
+    let hangups = crate::reload::Hangups::listen();
     let gateway = load_gateway(dir)
         .with_context(|| format!("not starting with the policy in {}", dir.display()))?;
     let mut server = new_server()?;
     add_gateway_services(&mut server, &gateway)?;
-    crate::reload::watch(gateway.clone());
+    crate::reload::watch(gateway.clone(), hangups);
     crate::memory::start();
     {
         // Dropped before serving: a reload must be able to free this policy (and its caches).

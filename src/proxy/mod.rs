@@ -166,10 +166,12 @@ impl PartnerProxy {
             headers,
             body: &body,
         };
+        let shadowed = active.shadow.is_some();
         let collect = plan::Collect {
             detail: false,
-            forwarded: active.shadow.is_some(),
-            subjects: self.gateway.ledger().is_some(),
+            forwarded: shadowed,
+            // The ledger records them; a shadow decision tells records apart by them.
+            subjects: shadowed || self.gateway.ledger().is_some(),
         };
         let mut outcome = decide(ctx, target, limits, &incoming, (&optout_source, collect));
         let method = if collect.forwarded {

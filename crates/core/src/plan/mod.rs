@@ -166,7 +166,9 @@ pub struct Collect {
     /// decision to compare.
     pub forwarded: bool,
     /// The subject id of every forwarded record ([`crate::filter::Report::subjects`]), for
-    /// the disclosure ledger: one string per record, so only asked for when there is a ledger.
+    /// the disclosure ledger and for a shadow decision to tell records apart (a candidate that
+    /// drops as many records, but other customers'): one string per record, so only asked for
+    /// when there is a ledger or a shadow policy.
     pub subjects: bool,
 }
 
