@@ -80,6 +80,9 @@ fn broken_answers_are_counted_502s() {
         b"HTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
         b"HTTP/1.1 99999 What\r\n\r\n",
+        // RFC 9110 defines no status past 599: relayed, it would be a metric label of its own.
+        b"HTTP/1.1 600 Beyond\r\ncontent-length: 2\r\n\r\n{}",
+        b"HTTP/1.1 999 Beyond\r\ncontent-length: 2\r\n\r\n{}",
         b"",
     ];
     for (i, answer) in answers.iter().enumerate() {

@@ -93,7 +93,7 @@ fn dashboard_follows_the_lint_rules() {
     assert_eq!(partner["type"], "query");
     assert_eq!(
         partner["definition"],
-        "label_values(partner_gateway_requests_refused_total, partner)"
+        "label_values(partner_gateway_requests_total, partner)"
     );
     assert_eq!(partner["datasource"]["uid"], "${datasource}");
 

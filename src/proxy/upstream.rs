@@ -151,7 +151,9 @@ impl SendError {
 }
 
 /// Reads answer headers until the final one: informational answers (`1xx` but `101`) are
-/// consumed, not relayed; a `101` (nothing asked to switch protocols) is a broken answer.
+/// consumed, not relayed; a `101` (nothing asked to switch protocols) and a status past `599`
+/// (RFC 9110 defines none; it would be relayed as is and counted as neither success nor error)
+/// are broken answers.
 pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
     for _ in 0..=MAX_INFORMATIONAL {
         http.read_response_header().await?;
@@ -167,7 +169,13 @@ pub(super) async fn read_final_header(http: &mut HttpSession) -> Result<()> {
                 )
             }
             100..=199 => continue,
-            _ => return Ok(()),
+            200..=599 => return Ok(()),
+            _ => {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "the partner answered with a status outside 100-599",
+                )
+            }
         }
     }
     Error::e_explain(
