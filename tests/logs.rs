@@ -336,6 +336,10 @@ fn no_request_content_reaches_any_log_line_at_trace_level() {
             if refused.is_some() {
                 assert_eq!(forwarded, Some(0), "{line}");
             }
+            // A partner that could not be reached got no byte.
+            if object["status"] == 502 {
+                assert_eq!(object["bytes_out"], 0, "{line}");
+            }
         }
     }
     for status in [200, 400, 401, 403, 404, 405, 413, 431, 451, 502, 504] {

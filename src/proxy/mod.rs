@@ -245,13 +245,18 @@ impl PartnerProxy {
         ctx.report = Some(std::mem::take(&mut outgoing.report));
         let seq = seq?;
 
-        ctx.bytes_out = outgoing.body.len() as u64;
+        let body_len = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
         let answer = self
             .upstream
             .send(active, target, method, caller, outgoing, &jti)
             .await;
         ctx.upstream_time = Some(upstream_started.elapsed());
+        // A partner that could not be reached, or whose TLS handshake failed, got no byte.
+        let unsent = answer
+            .as_ref()
+            .is_err_and(|f| matches!(f.kind, UpstreamErrorKind::Connect | UpstreamErrorKind::Tls));
+        ctx.bytes_out = if unsent { 0 } else { body_len };
         let status = match &answer {
             Ok(answer) => answer.status(),
             Err(failure) => failure.refusal.status(),
