@@ -434,9 +434,10 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
 
     // Written and counted, but its change row gone before any replica read it (no
     // notification either): only the counter tells.
-    c.pg.psql(
-        "BEGIN; INSERT INTO optouts (customer_id, scope) VALUES ('pruned-1', 'partner_sharing'); \
-         UPDATE optouts_seq SET last = last + 1; COMMIT;",
+    as_gateway(
+        &c.pg,
+        "INSERT INTO optouts (customer_id, scope) VALUES ('pruned-1', 'partner_sharing'); \
+         UPDATE optouts_seq SET last = last + 1;",
     );
     for gw in [a, b] {
         eventually("pruned-1 is enforced", Duration::from_secs(5), || {
@@ -467,9 +468,10 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
     // A failover to a standby that lost exactly the last change: the counter is one behind,
     // and the next change takes the very id both replicas applied last. Only the change
     // itself (its time) tells.
-    c.pg.psql(
-        "BEGIN; DELETE FROM optouts WHERE customer_id = 'after-restore-1'; \
-         DELETE FROM optouts_changes WHERE id = 1; UPDATE optouts_seq SET last = 0; COMMIT;",
+    as_gateway(
+        &c.pg,
+        "DELETE FROM optouts WHERE customer_id = 'after-restore-1'; \
+         DELETE FROM optouts_changes WHERE id = 1; UPDATE optouts_seq SET last = 0;",
     );
     assert_eq!(put(a, "lost-one-1").status, 200);
     assert_eq!(contact(a, "bp", "lost-one-1").status, 451);
@@ -491,15 +493,55 @@ fn a_replica_reads_the_set_again_when_the_change_counter_disagrees_with_what_it_
 /// Commits what `optouts import` commits for `{prefix}-1` … `{prefix}-{n}`: the rows, one
 /// `reload` change, a notification.
 fn import(pg: &Postgres, prefix: &str, n: u32) {
+    as_gateway(
+        pg,
+        &format!(
+            "INSERT INTO optouts (customer_id, scope) \
+               SELECT '{prefix}-' || g, 'partner_sharing' FROM generate_series(1, {n}) g; \
+             INSERT INTO optouts_changes (id, op) SELECT last + 1, 'reload' FROM optouts_seq; \
+             UPDATE optouts_seq SET last = last + 1; \
+             SELECT pg_notify('optouts_changes', '0');"
+        ),
+    );
+}
+
+/// Runs `sql` in one transaction marked as the gateway's own, as the gateway's writes are: the
+/// trigger that logs writes made by others leaves it alone.
+fn as_gateway(pg: &Postgres, sql: &str) {
     pg.psql(&format!(
-        "BEGIN; \
-         INSERT INTO optouts (customer_id, scope) \
-           SELECT '{prefix}-' || g, 'partner_sharing' FROM generate_series(1, {n}) g; \
-         INSERT INTO optouts_changes (id, op) SELECT last + 1, 'reload' FROM optouts_seq; \
-         UPDATE optouts_seq SET last = last + 1; \
-         SELECT pg_notify('optouts_changes', '0'); \
-         COMMIT;"
+        "BEGIN; SELECT set_config('partner_gateway.writer', 'on', true); {sql} COMMIT;"
     ));
+}
+
+/// Opt-outs written into the table by SQL (by hand, by a CRM sync), not through the gateway,
+/// are enforced by every running replica: a trigger logs them as a change that makes the
+/// replicas read the table again. Rows deleted by SQL likewise stop being enforced.
+#[test]
+fn opt_outs_written_by_sql_reach_every_running_replica() {
+    let _machine = shared();
+    let c = cluster(2, 30);
+    for gw in &c.replicas {
+        assert_eq!(contact(gw, "bp", "sql-1").status, 200);
+    }
+    c.pg.psql("INSERT INTO optouts (customer_id, scope) VALUES ('sql-1', 'partner_sharing');");
+    for gw in &c.replicas {
+        eventually("sql-1 is enforced", Duration::from_secs(5), || {
+            contact(gw, "bp", "sql-1").status == 451
+        });
+    }
+    // The gateway's own writes go on as before, after and beside the foreign one.
+    assert_eq!(put(&c.replicas[0], "api-1").status, 200);
+    c.pg.psql("DELETE FROM optouts WHERE customer_id = 'sql-1';");
+    for gw in &c.replicas {
+        eventually(
+            "sql-1 is no longer enforced",
+            Duration::from_secs(5),
+            || contact(gw, "bp", "sql-1").status == 200,
+        );
+        eventually("api-1 is enforced", Duration::from_secs(5), || {
+            contact(gw, "bp", "api-1").status == 451
+        });
+    }
 }
 
 /// A bulk import makes every replica read the whole table again. That read takes seconds for

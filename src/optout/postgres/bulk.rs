@@ -45,6 +45,9 @@ pub async fn import(
         .transaction()
         .await
         .context("cannot start the import")?;
+    tx.execute(super::schema::GATEWAY_WRITER, &[])
+        .await
+        .context("cannot start the import")?;
     let change: i64 = tx
         .query_one(
             &format!("UPDATE {} SET last = last + 1 RETURNING last", tables.seq),

@@ -12,11 +12,19 @@ The opt-out tables and their migration (idempotent: the gateway runs it at start
 
 Every write transaction also calls `pg_notify('{table}_changes', id)`, delivered at commit.
 Ids compare with `COLLATE "C"` (bytewise), as the gateway compares them.
+
+Writes to `{table}` that do not come from the gateway (SQL by hand, a CRM sync) are caught by
+a statement trigger, `{table}_foreign_writes`: it logs a `reload` change for them (after taking
+the next id the same way), so every replica re-reads the table, as after a bulk import. The
+gateway marks its own transactions ([`GATEWAY_WRITER`]) so that the trigger leaves them alone.
 */
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
 
 use super::connect::Tables;
+
+/// Marks the current transaction as the gateway's own: the foreign-write trigger skips it.
+pub const GATEWAY_WRITER: &str = "SELECT set_config('partner_gateway.writer', 'on', true)";
 
 /// Schema version written into the table comment, for future migrations.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -54,7 +62,30 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
             last bigint NOT NULL
         );
         INSERT INTO {seq} (one, last) VALUES (true, 0) ON CONFLICT DO NOTHING;
-        COMMENT ON TABLE {optouts} IS 'partner-gateway opt-outs, schema {SCHEMA_VERSION}';"
+        COMMENT ON TABLE {optouts} IS 'partner-gateway opt-outs, schema {SCHEMA_VERSION}';
+        CREATE OR REPLACE FUNCTION {optouts}_foreign_write() RETURNS trigger
+        LANGUAGE plpgsql AS $body$
+        DECLARE next bigint;
+        BEGIN
+            IF coalesce(current_setting('partner_gateway.writer', true), '') = 'on' THEN
+                RETURN NULL;
+            END IF;
+            UPDATE {seq} SET last = last + 1 RETURNING last INTO next;
+            INSERT INTO {changes} (id, op) VALUES (next, 'reload');
+            PERFORM pg_notify('{changes}', next::text);
+            RETURN NULL;
+        END
+        $body$;
+        DO $body$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                           WHERE tgname = '{optouts}_foreign_writes'
+                             AND tgrelid = '{optouts}'::regclass) THEN
+                CREATE TRIGGER {optouts}_foreign_writes
+                    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {optouts}
+                    FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_foreign_write();
+            END IF;
+        END
+        $body$;"
     );
     tx.batch_execute(&ddl)
         .await

@@ -169,7 +169,13 @@ impl PgOptOuts {
             "UPDATE {} SET last = last + 1 RETURNING last",
             self.tables.seq
         );
-        let change_id: i64 = tx.query_one(&next, &[]).await?.get(0);
+        // Marked as the gateway's own write first (see `schema`), in the same round trip.
+        let (_, next) = futures_util::future::try_join(
+            tx.execute(super::schema::GATEWAY_WRITER, &[]),
+            tx.query_one(&next, &[]),
+        )
+        .await?;
+        let change_id: i64 = next.get(0);
         match change {
             Change::Put(scopes) => self.run_put(tx, &sql, (change_id, id), scopes).await,
             Change::Delete(only) => self.run_delete(tx, &sql, (change_id, id), *only).await,
