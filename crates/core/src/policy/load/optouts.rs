@@ -16,8 +16,12 @@ pub(super) enum InvalidOptOuts {
     Backend,
     #[error("invalid optouts.postgres.table {0:?} (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")]
     TableName(String),
+    #[error("optouts.postgres.table {0:?} is an SQL reserved word: choose another name")]
+    ReservedTable(String),
     #[error("optouts.postgres.max_staleness_s must be greater than 0")]
     ZeroStaleness,
+    #[error("optouts.postgres.max_staleness_s {0} is over {max}: replicas that long out of touch with the database would still forward customers who opted out meanwhile", max = PostgresOptOuts::MAX_STALENESS_S)]
+    LongStaleness(u64),
 }
 
 /// Never both, never neither. In serve mode the URL variable must be set (its value stays out
@@ -45,6 +49,14 @@ pub(super) fn validate_optouts(
     env_secret(path, &pg.url_env, "optouts.postgres.url_env", env, d);
     let table = match &pg.table {
         None => PostgresOptOuts::DEFAULT_TABLE.to_string(),
+        Some(t) if PostgresOptOuts::reserved_word(&t.value) => {
+            d.error(
+                path,
+                line(t),
+                InvalidOptOuts::ReservedTable(t.value.clone()),
+            );
+            return None;
+        }
         Some(t) if PostgresOptOuts::valid_table(&t.value) => t.value.clone(),
         Some(t) => {
             d.error(path, line(t), InvalidOptOuts::TableName(t.value.clone()));
@@ -55,6 +67,10 @@ pub(super) fn validate_optouts(
         None => PostgresOptOuts::DEFAULT_MAX_STALENESS_S,
         Some(v) if v.value == 0 => {
             d.error(path, line(v), InvalidOptOuts::ZeroStaleness);
+            return None;
+        }
+        Some(v) if v.value > PostgresOptOuts::MAX_STALENESS_S => {
+            d.error(path, line(v), InvalidOptOuts::LongStaleness(v.value));
             return None;
         }
         Some(v) => v.value,
