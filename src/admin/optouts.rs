@@ -196,7 +196,10 @@ pub fn check_admin_token(
         return Err(AdminResponse::error(
             403,
             "admin_disabled",
-            &format!("the {api} admin API is disabled: environment variable {admin_token_env} is not set or empty"),
+            &format!(
+                "the {api} admin API is disabled: {} is not set or empty",
+                gateway_core::policy::env_variable(admin_token_env)
+            ),
         ));
     };
     if !bearer_matches(authorization, token) {

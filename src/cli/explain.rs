@@ -154,7 +154,8 @@ fn load_active(dir: &Path, partner: &str) -> anyhow::Result<Active> {
             match std::env::var(&name) {
                 Ok(key) if !key.is_empty() => p.pseudonymize_key = Some(key.into_bytes()),
                 _ => anyhow::bail!(
-                    "environment variable {name:?} (pseudonymize_key_env of partner {partner:?}) is not set: explain needs it to compute the pseudonyms the partner would receive"
+                    "{} (pseudonymize_key_env of partner {partner:?}) is not set: explain needs it to compute the pseudonyms the partner would receive",
+                    gateway_core::policy::env_variable(&name)
                 ),
             }
         }

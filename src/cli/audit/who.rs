@@ -24,7 +24,10 @@ pub fn key_from_env(key_env: &str) -> anyhow::Result<Vec<u8>> {
         .ok()
         .filter(|k| !k.is_empty())
         .map(String::into_bytes)
-        .with_context(|| format!("the ledger key variable {key_env} is not set"))
+        .with_context(|| {
+            let variable = gateway_core::policy::env_variable(key_env);
+            format!("the ledger key ({variable}) is not set")
+        })
 }
 
 /// The forms of an id the ledger may hold: as asked, lowercase and uppercase (`C-7777` and

@@ -48,8 +48,8 @@ impl Target {
     pub fn from_env(config: &PostgresOptOuts, application: &str) -> Result<Target> {
         let url = std::env::var(&config.url_env).map_err(|_| {
             anyhow!(
-                "environment variable {} (optouts.postgres.url_env) is not set",
-                config.url_env
+                "{} (optouts.postgres.url_env) is not set",
+                gateway_core::policy::env_variable(&config.url_env)
             )
         })?;
         Target::parse(&url, application)

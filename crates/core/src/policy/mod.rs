@@ -10,6 +10,6 @@ pub mod model;
 pub mod route;
 mod tls;
 
-pub use load::{base_dir, load, Diagnostic, Env, Loaded, PolicySource, SourceFile};
+pub use load::{base_dir, env_variable, load, Diagnostic, Env, Loaded, PolicySource, SourceFile};
 pub use model::*;
 pub use route::{normalize_path, RouteMatch};

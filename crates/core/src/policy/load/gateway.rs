@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    env_secret, file_path, is_env_name, line, non_empty, resolve, Diags, Env, Invalid,
-    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
+    env_secret, file_path, is_env_name, line, non_empty, reads_like_env_name, resolve, Diags, Env,
+    Invalid, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
 };
 use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
 use crate::policy::model::{
@@ -266,13 +266,15 @@ fn limits(path: &str, given: Option<&Spanned<LimitsFile>>, d: &mut Diags) -> Lim
 /// The admin token is read when an admin write arrives: unset means writes are refused.
 fn admin_token_env(path: &str, name: Option<&Spanned<String>>, d: &mut Diags) -> Option<String> {
     let name = name?;
-    if is_env_name(&name.value) {
-        Some(name.value.clone())
-    } else {
-        let field = "admin_token_env";
+    let field = "admin_token_env";
+    if !is_env_name(&name.value) {
         d.error(path, line(name), Invalid::EnvName { field });
-        None
+        return None;
     }
+    if !reads_like_env_name(&name.value) {
+        d.warn(path, line(name), Invalid::EnvNameUnusual { field });
+    }
+    Some(name.value.clone())
 }
 
 fn listen_addr(

@@ -123,10 +123,13 @@ enum Invalid {
         "{field} must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself"
     )]
     EnvName { field: &'static str },
-    #[error("environment variable {name:?} named by {field} is not set")]
+    #[error("{} named by {field} is not set", env_variable(name))]
     EnvUnset { field: &'static str, name: String },
-    #[error("environment variable {name:?} named by {field} is empty")]
+    #[error("{} named by {field} is empty", env_variable(name))]
     EnvEmpty { field: &'static str, name: String },
+    /// A warning: lower case variable names are legal, and a secret pasted in may be one too.
+    #[error("{field} does not read like the name of an environment variable (upper case letters, digits and `_`): if it is the secret itself, put the secret in the environment and name its variable here; the value is not shown")]
+    EnvNameUnusual { field: &'static str },
     #[error("{0} is empty")]
     Empty(&'static str),
     #[error("{0} holds key material, not the path of a file; the value is not shown")]
@@ -350,6 +353,32 @@ fn is_env_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// How messages name the environment variable `name` a policy field gives:
+/// `environment variable "NAME"` when it reads like one (upper case letters, digits and `_`,
+/// in words of at most 20 characters, few digits), otherwise without the name. A secret pasted
+/// where the variable's name belongs (`d41f0c7a…`, `sk_live_…`) is a valid variable name too,
+/// and is then never repeated in `check`, the logs or an admin answer.
+pub fn env_variable(name: &str) -> String {
+    if reads_like_env_name(name) {
+        format!("environment variable {name:?}")
+    } else {
+        "the environment variable (its name is not shown: it looks like a secret, not a variable name)"
+            .to_string()
+    }
+}
+
+/// See [`env_variable`].
+fn reads_like_env_name(name: &str) -> bool {
+    let digits = name.bytes().filter(u8::is_ascii_digit).count();
+    name.len() <= 64
+        && digits <= 4
+        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && name.split('_').all(|word| word.len() <= 20)
+}
+
 /// Checks an env var name; in serve mode also reads it (unset or empty is an error).
 fn env_secret(
     file: &str,
@@ -361,6 +390,9 @@ fn env_secret(
     if !is_env_name(&name.value) {
         d.error(file, line(name), Invalid::EnvName { field });
         return None;
+    }
+    if !reads_like_env_name(&name.value) {
+        d.warn(file, line(name), Invalid::EnvNameUnusual { field });
     }
     let env = env?;
     match env.var(&name.value) {

@@ -1118,3 +1118,46 @@ fn key_material_given_as_a_path_is_refused_unquoted() {
         assert!(!super::looks_like_key_material(path), "{path}");
     }
 }
+
+/// A secret pasted where a variable's name belongs is often a valid name too: it is never
+/// repeated (not set, empty), and `check` warns that it does not read like a name.
+#[test]
+fn a_secret_given_as_a_variable_name_is_never_repeated() {
+    let secret = "d41f0c7a9be1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5d4f6";
+    let gateway = GATEWAY.replace(
+        "optouts: { path: data/optouts }",
+        &format!("optouts: {{ postgres: {{ url_env: {secret} }} }}"),
+    );
+    let src = source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]);
+    let got = errors(&src, Some(&env(&[("ACME_KEY", "k"), ("ACME_TOKEN", "t")])));
+    let all = format!("{got:?} {:?}", warnings(&src));
+    assert!(!all.contains(secret) && !all.contains("d41f0c7a"), "{all}");
+    assert!(
+        got.contains(&"policy/gateway.yaml:3: the environment variable (its name is not shown: it looks like a secret, not a variable name) named by optouts.postgres.url_env is not set".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        warnings(&src).iter().any(|w| w.starts_with(
+            "policy/gateway.yaml:3: optouts.postgres.url_env does not read like the name of an environment variable"
+        )),
+        "{:?}",
+        warnings(&src)
+    );
+    for plain in [
+        "OPTOUTS_DATABASE_URL",
+        "PARTNER_GATEWAY_ADMIN_TOKEN",
+        "PG15_URL",
+    ] {
+        assert_eq!(
+            env_variable(plain),
+            format!("environment variable {plain:?}")
+        );
+    }
+    for secret in [
+        "sk_live_51Habc",
+        "SK_LIVE_51HABCDEF9876",
+        "D41F0C7A9BE1C2D3E4F5A6B7C8D9E0F1",
+    ] {
+        assert!(!env_variable(secret).contains(secret), "{secret}");
+    }
+}
