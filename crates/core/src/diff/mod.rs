@@ -19,6 +19,7 @@ pub use fields::{disclosure, Disclosure, FieldChange};
 
 use crate::filter::FieldPath;
 use crate::filter::FilterSpec;
+use crate::policy::route::same_shape;
 use crate::policy::{OptOutStoreConfig, Partner, Policy, Route};
 
 /// One effect of a policy change.
@@ -277,6 +278,7 @@ fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     };
     let (before, after) = (store(old), store(new));
     if before == after {
+        embedded_store_moved(b, old, new);
         optout_staleness_changed(b, old, new);
         return;
     }
@@ -288,6 +290,36 @@ fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
         (Some(before.clone()), Some(after.clone())),
         true,
         format!("opt-outs will be read from {after} instead of {before}: a store without the same opt-outs sends the records of customers who opted out"),
+    );
+}
+
+/// Another directory for the embedded store: customers opted out in the old one are not in
+/// the new one unless it was copied. Two copies of one policy in different places resolve the
+/// same `path` to different directories, so a directory counts as another only when it differs
+/// both as resolved and as [`Builder::file_id`] knows it (its path below its policy's base).
+fn embedded_store_moved(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let dir = |p: &Policy| {
+        p.gateway
+            .optouts
+            .as_ref()
+            .and_then(OptOutStoreConfig::embedded_path)
+            .map(std::path::Path::to_path_buf)
+    };
+    let (Some(before), Some(after)) = (dir(old), dir(new)) else {
+        return;
+    };
+    if before == after || b.file_id(&before) == b.file_id(&after) {
+        return;
+    }
+    let (before, after) = (before.display().to_string(), after.display().to_string());
+    b.push(
+        "*",
+        None,
+        "optout_store_changed",
+        None,
+        (Some(before.clone()), Some(after.clone())),
+        true,
+        format!("opt-outs will be read from the embedded store in {after} instead of {before}: a store without the same opt-outs sends the records of customers who opted out"),
     );
 }
 
@@ -514,10 +546,12 @@ fn access(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
 }
 
 /// Routes kept (compared), added and removed.
+/// Routes are paired by shape (parameter names ignored: `{id}` and `{ticket}` match the same
+/// requests) and, among routes of one shape split by method, by a shared method. A route of the
+/// old policy with no counterpart is removed; see [`route_removed`] for the requests it leaves.
 fn routes(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
-    let id = &n.id;
     for r in &n.routes {
-        match o.routes.iter().find(|x| x.template == r.template) {
+        match counterpart(&o.routes, r) {
             Some(old_route) => route(b, n, old_route, r),
             None => route_added(b, n, r),
         }
@@ -525,20 +559,73 @@ fn routes(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     for r in o
         .routes
         .iter()
-        .filter(|r| !n.routes.iter().any(|x| x.template == r.template))
+        .filter(|r| counterpart(&n.routes, r).is_none())
     {
-        b.push(
-            id,
-            Some(&route_label(r)),
-            "route_removed",
-            Some(r.template.clone()),
-            (None, None),
-            false,
-            format!(
-                "{id} will STOP receiving anything on {} (route removed)",
-                route_label(r)
-            ),
-        );
+        route_removed(b, n, r);
+    }
+}
+
+/// The route of `routes` that stands for `r`: the same shape and a shared method, else the
+/// first of the same shape.
+fn counterpart<'r>(routes: &'r [Route], r: &Route) -> Option<&'r Route> {
+    let shaped = || {
+        routes
+            .iter()
+            .filter(|x| same_shape(&x.segments, &r.segments))
+    };
+    shaped()
+        .find(|x| x.methods.iter().any(|m| r.methods.contains(m)))
+        .or_else(|| shaped().next())
+}
+
+/// A route of the old policy that the new one drops. Its requests are refused from then on,
+/// unless a broader template of the new policy takes them (a literal `/v1/tickets/bulk`
+/// removed from beside `/v1/tickets/{id}`): that route is then compared with the removed one as
+/// if it were the same route, on the removed route's path, so whatever it sends beyond the
+/// removed route is reported. The template's own text stands for its requests: a `{param}`
+/// segment matches only parameters of the other policy's templates, never a literal.
+fn route_removed(b: &mut Builder<'_>, p: &Partner, r: &Route) {
+    let id = &p.id;
+    let taken_by = p
+        .path_owner(&r.template)
+        .and_then(|owner| p.routes.get(owner))
+        .map(|owner| {
+            p.routes
+                .iter()
+                .filter(|x| same_shape(&x.segments, &owner.segments))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let text = match taken_by.as_slice() {
+        [] => format!(
+            "{id} will STOP receiving anything on {} (route removed)",
+            route_label(r)
+        ),
+        routes => format!(
+            "{id}: requests to {} will go to {} instead (route removed)",
+            route_label(r),
+            routes
+                .iter()
+                .map(|x| route_label(x))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+    };
+    b.push(
+        id,
+        Some(&route_label(r)),
+        "route_removed",
+        Some(r.template.clone()),
+        (None, None),
+        false,
+        text,
+    );
+    for taker in taken_by {
+        // The taking route, on the removed route's path: labels name the requests concerned.
+        let mut instead = taker.clone();
+        instead.template = r.template.clone();
+        instead.segments = r.segments.clone();
+        route(b, p, r, &instead);
     }
 }
 

@@ -448,6 +448,23 @@ fn another_opt_out_store_discloses_more() {
     );
 }
 
+#[test]
+fn another_embedded_store_directory_discloses_more() {
+    let partner = contractor("order_id", "", "orders");
+    let fresh = GATEWAY.replace("data/optouts", "data/fresh-empty-store");
+    let d = diff(&policy(&partner), &policy_with(&fresh, &partner));
+    assert_eq!(kinds(&d), [("optout_store_changed", true)]);
+    assert!(
+        d.changes[0].text.contains("fresh-empty-store"),
+        "{}",
+        d.changes[0].text
+    );
+    // Known to be the same directory below each policy's base: no change.
+    let below = |path: &std::path::Path| Some(format!("{}", path.file_name()?.to_string_lossy()));
+    let same = diff_with(&policy(&partner), &policy(&partner), &below);
+    assert!(same.changes.is_empty(), "{:#?}", same.changes);
+}
+
 /// A policy of two contractors that pseudonymise `customer_id`, with the keys in `keys`.
 fn two_pseudonymising(keys: [&str; 2]) -> Policy {
     let partner = |key: &str| {
@@ -497,5 +514,57 @@ fn taking_another_partners_pseudonymisation_key_discloses_more() {
             ("pseudonym_key_changed", true),
             ("pseudonym_key_changed", true)
         ]
+    );
+}
+
+/// The fixit routes: a literal `bulk` route beside the `{id}` template (literal routes win
+/// whatever their order), then `rest`.
+fn tickets(bulk: bool, rest: &str) -> Policy {
+    let bulk = if bulk {
+        "  - path: /v1/tickets/bulk\n    methods: [POST]\n    allow: [ticket_id]\n"
+    } else {
+        ""
+    };
+    policy(&format!(
+        "kind: contractor\npurpose: support\nupstream: http://127.0.0.1:9001\nroutes:\n{bulk}  - path: /v1/tickets/{{id}}\n    methods: [GET, POST]\n    query: [include]\n    allow: [ticket_id, reporter_email]\n{rest}allowed_callers: [orders]\n"
+    ))
+}
+
+#[test]
+fn a_removed_literal_route_whose_requests_a_template_takes_discloses_more() {
+    let d = diff(&tickets(true, ""), &tickets(false, ""));
+    assert!(d.discloses_more, "{:#?}", texts(&d));
+    let texts = texts(&d);
+    for want in [
+        "acme: requests to POST /v1/tickets/bulk will go to GET, POST /v1/tickets/{id} instead (route removed)",
+        "acme will also accept GET on /v1/tickets/bulk",
+        "acme will START receiving the query parameter include on GET, POST /v1/tickets/bulk",
+        "acme will START receiving reporter_email in clear on GET, POST /v1/tickets/bulk",
+    ] {
+        assert!(texts.iter().any(|t| t == want), "{want}\n{texts:#?}");
+    }
+    // The way back: those requests go to the literal route again, which sends less.
+    let back = diff(&tickets(false, ""), &tickets(true, ""));
+    assert!(
+        back.changes.iter().any(|c| c.change == "route_added"),
+        "{:#?}",
+        back.changes
+    );
+}
+
+#[test]
+fn routes_of_one_shape_split_by_method_are_paired_by_method_and_parameter_names_ignored() {
+    let put = "  - path: /v1/tickets/{ticket}\n    methods: [PUT]\n    allow: [status]\n";
+    let same = diff(&tickets(false, put), &tickets(false, put));
+    assert!(same.changes.is_empty(), "{:#?}", texts(&same));
+    let renamed = tickets(false, &put.replace("{ticket}", "{t}"));
+    let d = diff(&tickets(false, put), &renamed);
+    assert!(d.changes.is_empty(), "{:#?}", texts(&d));
+    // A field added on the PUT route only is reported on that route.
+    let more = tickets(false, &put.replace("[status]", "[status, note]"));
+    let d = diff(&tickets(false, put), &more);
+    assert_eq!(
+        texts(&d),
+        ["acme will START receiving note in clear on PUT /v1/tickets/{ticket}"]
     );
 }

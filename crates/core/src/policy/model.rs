@@ -414,7 +414,7 @@ impl Partner {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// The path template as written (`/v1/tickets/{id}`): the `route` metric label.
     pub template: String,

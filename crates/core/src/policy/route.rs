@@ -335,7 +335,7 @@ pub(crate) fn literal_count(segments: &[RouteSegment]) -> usize {
 }
 
 /// Same shape: equal length, equal literals, parameters in the same positions (names ignored).
-pub(crate) fn same_shape(a: &[RouteSegment], b: &[RouteSegment]) -> bool {
+pub fn same_shape(a: &[RouteSegment], b: &[RouteSegment]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|pair| match pair {
             (RouteSegment::Literal(x), RouteSegment::Literal(y)) => x == y,
