@@ -438,3 +438,32 @@ fn a_stderr_no_one_reads_never_holds_up_requests_nor_the_exit() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A policy `serve` refuses is logged like every other event: one JSON object per line, whose
+/// message names the file, line and field.
+#[test]
+fn a_refused_start_is_a_json_line_naming_file_and_line() {
+    let (addr, admin) = (free_addr(), free_addr());
+    let yaml = format!("{}bogus_key: 1\n", gateway_yaml(addr, admin));
+    let policy = PolicyDir::new(&yaml, &[("ship", &contractor("http://127.0.0.1:9"))]);
+    let out = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(policy.policy())
+        .current_dir(policy.root())
+        .env(ADMIN_ENV, ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let refused = lines
+        .iter()
+        .find(|l| l["level"] == "error")
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.contains("gateway.yaml:"), "{message}");
+    assert!(message.contains("bogus_key"), "{message}");
+}

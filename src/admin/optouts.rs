@@ -198,7 +198,7 @@ pub fn check_admin_token(
             "admin_disabled",
             &format!(
                 "the {api} admin API is disabled: {} is not set or empty",
-                gateway_core::policy::env_variable(admin_token_env)
+                gateway_core::policy::env_variable_unquoted(admin_token_env)
             ),
         ));
     };

@@ -167,7 +167,9 @@ fn compare(
     };
     // A file neither copy can read (a policy copied without its `certs/`) is known by its
     // path below its policy's base, so two such copies compare equal.
-    let bases = [old_dir, new_dir].map(gateway_core::policy::base_dir);
+    let mut bases = [old_dir, new_dir].map(gateway_core::policy::base_dir);
+    // The deeper base first: an empty one (`--policy policy`) is a prefix of every path.
+    bases.sort_by_key(|b| std::cmp::Reverse(b.components().count()));
     let identity = |path: &Path| {
         file_digest(path).or_else(|| {
             let below = bases.iter().find_map(|b| path.strip_prefix(b).ok())?;

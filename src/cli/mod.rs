@@ -85,7 +85,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
     crate::logs::init(cli.log_format, default_level);
     match cli.command {
-        Command::Serve(a) => serve::run(&a.policy),
+        // Through the log like every other event of `serve` (one JSON object per line by
+        // default), so that a collector reading a crash-looping unit or pod parses it too.
+        Command::Serve(a) => serve::run(&a.policy).or_else(|e| {
+            log::error!("{e:#}");
+            Ok(ExitCode::from(1))
+        }),
         Command::Check(a) => Ok(check::run(&a.policy)),
         Command::Test(a) => Ok(test::run(&a.policy)),
         Command::Diff(a) => Ok(diff::run(

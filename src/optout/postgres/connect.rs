@@ -49,7 +49,7 @@ impl Target {
         let url = std::env::var(&config.url_env).map_err(|_| {
             anyhow!(
                 "{} (optouts.postgres.url_env) is not set",
-                gateway_core::policy::env_variable(&config.url_env)
+                gateway_core::policy::env_variable_unquoted(&config.url_env)
             )
         })?;
         Target::parse(&url, application)

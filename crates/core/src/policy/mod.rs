@@ -10,6 +10,9 @@ pub mod model;
 pub mod route;
 mod tls;
 
-pub use load::{base_dir, env_variable, load, Diagnostic, Env, Loaded, PolicySource, SourceFile};
+pub use load::{
+    base_dir, env_variable, env_variable_unquoted, load, Diagnostic, Env, Loaded, PolicySource,
+    SourceFile,
+};
 pub use model::*;
 pub use route::{normalize_path, RouteMatch};

@@ -395,18 +395,14 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         let input = self.sc.input;
         let key_start = self.sc.pos;
-        let (fp, found, is_subject, drift) = match self.sc.take_predicted_key(&mut open.keys) {
-            Some(known) => (
-                known.fp,
-                known.found,
-                open.want_subject && known.subject,
-                known.drift,
-            ),
+        let (fp, found, subject_key, drift) = match self.sc.take_predicted_key(&mut open.keys) {
+            Some(known) => (known.fp, known.found, known.subject, known.drift),
             None => {
-                let (fp, found, is_subject) = self.member_name(members, open)?;
-                (fp, found, is_subject, None)
+                let (fp, found, subject_key) = self.member_name(members, open)?;
+                (fp, found, subject_key, None)
             }
         };
+        let is_subject = open.want_subject && subject_key;
         let key_end = self.sc.pos;
         self.sc.colon()?;
         let value_start = self.sc.pos;
@@ -439,6 +435,9 @@ impl<'a, 'p> Filter<'a, 'p> {
                 }
             }
             Found::Removed => self.remove_member(None, open, fp)?,
+            // A record's subject member is named by the route's `subject`: removed unless
+            // allowed, but no drift (and so never suggested for an allow list).
+            Found::Unknown if open.records && subject_key => self.remove_member(None, open, fp)?,
             Found::Unknown => self.remove_member(Some(drift), open, fp)?,
         }
         if is_subject {
@@ -458,7 +457,7 @@ impl<'a, 'p> Filter<'a, 'p> {
 
     /// Reads the name of a member (at its `"`) that key-order prediction did not foresee,
     /// checks it and records it: its fingerprint, what the policy says about it, and whether
-    /// it holds the record's subject.
+    /// it is the subject's name.
     #[inline(never)]
     fn member_name(
         &mut self,
@@ -491,7 +490,7 @@ impl<'a, 'p> Filter<'a, 'p> {
             .flatten();
         self.sc
             .add_unforeseen_key(&mut open.keys, (key, fp, key_start), known)?;
-        Ok((fp, found, is_subject))
+        Ok((fp, found, subject_key))
     }
 
     /// An object or array where the customer id belongs is a missing subject (422), whatever

@@ -223,3 +223,20 @@ fn predicted_unknown_members_go_where_their_first_went() {
         }
     }
 }
+
+/// A record's subject member, named by the route's `subject` but not allowed, is removed but
+/// no drift: `drift --suggest` must never propose sending the raw customer id. The same name
+/// outside a record, or an object's other unknown members, are drift as before.
+#[test]
+fn a_records_subject_member_is_no_drift() {
+    let program = compile(&records(spec(&["c[*].name"], &[]), "c[*]", "customer_id"));
+    let body = br#"{"customer_id":9,"c":[{"customer_id":"a","name":"A","extra":1},{"customer_id":"b","name":"B","extra":2},{"customer_id":"c","name":"C","extra":3}]}"#;
+    for optouts_on in [false, true] {
+        let none = optouts(&[]);
+        let lookup: Option<&dyn OptOutLookup> = optouts_on.then_some(&none as &dyn OptOutLookup);
+        let report = both(&program.spec, body, &options(lookup, false)).unwrap();
+        let paths: Vec<&str> = report.unknown.iter().map(|u| u.path.as_str()).collect();
+        assert_eq!(paths, ["customer_id", "c[*].extra"], "{:?}", report.unknown);
+        assert_eq!(report.fields_removed, 7);
+    }
+}

@@ -362,6 +362,15 @@ pub fn env_variable(name: &str) -> String {
     if reads_like_env_name(name) {
         format!("environment variable {name:?}")
     } else {
+        env_variable_unquoted(name)
+    }
+}
+
+/// [`env_variable`] with the name as it is, not in quotes (`environment variable NAME`).
+pub fn env_variable_unquoted(name: &str) -> String {
+    if reads_like_env_name(name) {
+        format!("environment variable {name}")
+    } else {
         "the environment variable (its name is not shown: it looks like a secret, not a variable name)"
             .to_string()
     }
