@@ -472,6 +472,20 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
     let (code, out, _) = run(&tls, "");
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("expired"), "{out}");
+
+    // So is one not valid yet: installed by a rotation, every handshake with it fails.
+    let (cert, key) = ca.leaf_valid(&["localhost"], (2080, 2090));
+    let future = (dir.join("future.pem"), dir.join("future-key.pem"));
+    std::fs::write(&future.0, cert).unwrap();
+    std::fs::write(&future.1, key).unwrap();
+    let tls = format!(
+        "tls:\n  cert: {}\n  key: {}\n",
+        future.0.display(),
+        future.1.display()
+    );
+    let (code, out, _) = run(&tls, "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("is not valid before") && out.contains("2080"), "{out}");
 }
 
 /// [`tls_ship_gateway`] with `header_timeout_ms: 1000`.

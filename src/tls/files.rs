@@ -74,18 +74,35 @@ pub fn first_dns_san(cert_der: &[u8]) -> Option<String> {
     })
 }
 
-/// A warning when the certificate has expired (`now` in Unix seconds).
+/// The certificate's notBefore, in Unix seconds (the certificate was parsed by [`read_certs`]).
+fn not_before(cert: &CertificateDer<'_>) -> i64 {
+    X509Certificate::from_der(cert.as_ref())
+        .map(|(_, c)| c.validity().not_before.timestamp())
+        .unwrap_or(0)
+}
+
+/// A warning when a certificate has expired or is not valid yet (`now` in Unix seconds): a
+/// rotation that installs either makes every handshake with it fail.
 pub fn expiry_warning(
     file: &NamedFile,
     certs: &[CertificateDer<'_>],
     now: i64,
 ) -> Option<Diagnostic> {
-    let expired = certs.iter().map(not_after).filter(|t| *t < now).min()?;
+    if let Some(expired) = certs.iter().map(not_after).filter(|t| *t < now).min() {
+        return Some(problem(
+            file,
+            format!(
+                "a certificate expired at {} (Unix time {expired}): handshakes with it will fail",
+                rfc3339(expired)
+            ),
+        ));
+    }
+    let future = certs.iter().map(not_before).filter(|t| *t > now).max()?;
     Some(problem(
         file,
         format!(
-            "a certificate expired at {} (Unix time {expired}): handshakes with it will fail",
-            rfc3339(expired)
+            "a certificate is not valid before {} (Unix time {future}): handshakes with it will fail until then",
+            rfc3339(future)
         ),
     ))
 }

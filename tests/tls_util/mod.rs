@@ -50,6 +50,12 @@ impl Ca {
 
     /// A leaf for `names` (DNS names or IP addresses), valid now, or expired when `expired`.
     pub fn leaf(&self, names: &[&str], expired: bool) -> (String, String) {
+        let years = if expired { (2000, 2001) } else { (2020, 2090) };
+        self.leaf_valid(names, years)
+    }
+
+    /// A leaf for `names` valid from the first of January of one year to that of the other.
+    pub fn leaf_valid(&self, names: &[&str], (from, to): (i32, i32)) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).unwrap();
         params.distinguished_name.push(
@@ -60,13 +66,8 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
-        } else {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2090, 1, 1);
-        }
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
