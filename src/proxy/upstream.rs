@@ -260,10 +260,26 @@ impl UpstreamFailure {
                 kind: UpstreamErrorKind::Protocol,
                 refusal: Refusal::new(
                     RefusalKind::UpstreamError,
-                    format!("partner {partner:?} failed: {}", e.etype().as_str()),
+                    format!("partner {partner:?} failed: {}", broken_exchange(e.etype())),
                 ),
             },
         }
+    }
+}
+
+/// What went wrong with an exchange the partner broke, in words (only the error's type: its
+/// context may quote what the partner sent).
+fn broken_exchange(etype: &ErrorType) -> String {
+    match etype {
+        ErrorType::WriteError => {
+            "it closed the connection while the request was being sent (a partner that requires a client certificate refuses one without it this way)".into()
+        }
+        ErrorType::ReadError => "it closed the connection before a whole answer arrived".into(),
+        ErrorType::ConnectionClosed => "it closed the connection".into(),
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error => {
+            "its answer is not valid HTTP/1.1".into()
+        }
+        other => other.as_str().to_string(),
     }
 }
 
