@@ -485,7 +485,10 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
     );
     let (code, out, _) = run(&tls, "");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("is not valid before") && out.contains("2080"), "{out}");
+    assert!(
+        out.contains("is not valid before") && out.contains("2080"),
+        "{out}"
+    );
 }
 
 /// [`tls_ship_gateway`] with `header_timeout_ms: 1000`.

@@ -603,6 +603,22 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     {
         return Err("invalid host (letters, digits, `.` and `-`)".to_string());
     }
+    // A name whose last label is a number is an IPv4 address to the resolver, which also takes
+    // shorthand (`127.1`, `2130706433`, `0x7f.1`) that certificates and people read otherwise:
+    // only the four decimal numbers are taken.
+    let last = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or_default();
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
+    if !host.contains(':') && numeric && host.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(
+            "invalid host (an IPv4 address is written as four decimal numbers: 127.0.0.1)"
+                .to_string(),
+        );
+    }
     let port = match port {
         None => {
             if tls {

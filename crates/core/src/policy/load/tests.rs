@@ -663,6 +663,7 @@ fn upstreams_parse() {
             443,
         ),
         ("http://partner.example", false, "partner.example", 80),
+        ("http://partner-1.example2", false, "partner-1.example2", 80),
         ("http://[::1]:9001", false, "::1", 9001),
         ("HTTPS://[2001:db8::1]", true, "2001:db8::1", 443),
     ];
@@ -688,6 +689,13 @@ fn upstreams_parse() {
         "http://a:+80",
         "http://127.0.0.1:44313:1",
         "http://::1:80",
+        // IPv4 shorthand a resolver reads as an address.
+        "https://127.1:9001",
+        "https://2130706433",
+        "http://0x7f.0.0.1",
+        "http://127.000.0.1",
+        "http://10.0.0.256",
+        "http://10.0.0.255.",
     ] {
         assert!(parse_upstream(bad).is_err(), "{bad}");
     }
