@@ -77,9 +77,9 @@ impl Job {
     fn held_bytes(&self) -> usize {
         let note = match &self.live {
             Some(Live {
-                outcome: Noted::Forwarded(forwarded, records),
+                outcome: Noted::Forwarded(forwarded, records, head),
                 ..
-            }) => forwarded.heap_bytes() + records.heap_bytes(),
+            }) => forwarded.heap_bytes() + records.heap_bytes() + head.heap_bytes(),
             _ => 0,
         };
         self.body.as_ref().map_or(0, Vec::capacity) + note
@@ -199,7 +199,7 @@ impl Shadow {
     /// False when the request's decisions were too large to compare (nothing noted).
     fn note_differences(&self, metrics: &Metrics, job: &Job, candidate: &Policy) -> bool {
         if let Some(Live {
-            outcome: Noted::Forwarded(forwarded, _),
+            outcome: Noted::Forwarded(forwarded, ..),
             ..
         }) = &job.live
         {

@@ -106,8 +106,9 @@ impl Decision {
 /// decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Noted {
-    /// What the filter forwarded, and which records (customers).
-    Forwarded(Forwarded, Records),
+    /// What the filter forwarded, which records (customers), and the names of the query
+    /// parameters and headers sent with it.
+    Forwarded(Forwarded, Records, Head),
     Decided(Decision),
 }
 
@@ -117,6 +118,32 @@ pub struct Records {
     pub dropped: u64,
     /// The subject ids of the forwarded records (none on a route without `subject`).
     pub subjects: Vec<String>,
+}
+
+/// The names (never the values) of the query parameters and headers a forwarded request
+/// carries, as the paths a difference lists them by: `?name` and `header:name`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head(pub Vec<String>);
+
+impl Head {
+    pub fn of(outgoing: &Outgoing) -> Head {
+        let query = outgoing
+            .path_and_query
+            .split_once('?')
+            .map_or("", |(_, q)| q);
+        let params = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| format!("?{}", p.split_once('=').map_or(p, |(name, _)| name)));
+        let headers = outgoing.headers.iter().map(|(n, _)| format!("header:{n}"));
+        Head(params.chain(headers).collect())
+    }
+
+    /// The bytes the names hold (for a queue's bound).
+    pub fn heap_bytes(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<String>()
+            + self.0.iter().map(String::capacity).sum::<usize>()
+    }
 }
 
 impl Records {
@@ -144,7 +171,9 @@ impl Noted {
                     dropped: outgoing.report.records_dropped,
                     subjects: outgoing.report.subjects.clone(),
                 };
-                Noted::Forwarded(std::mem::take(&mut outgoing.report.forwarded), records)
+                let head = Head::of(outgoing);
+                let forwarded = std::mem::take(&mut outgoing.report.forwarded);
+                Noted::Forwarded(forwarded, records, head)
             }
             Err(refusal) => Noted::Decided(Decision::refused(refusal)),
         }
@@ -153,7 +182,7 @@ impl Noted {
     /// `None` when what it forwarded is too large to read.
     pub fn read(&self) -> Option<Decision> {
         match self {
-            Noted::Forwarded(forwarded, _) => Decision::forwarded(forwarded),
+            Noted::Forwarded(forwarded, ..) => Decision::forwarded(forwarded),
             Noted::Decided(decision) => Some(decision.clone()),
         }
     }
@@ -168,8 +197,9 @@ impl Noted {
 /// compared.
 pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> {
     match (active, shadow) {
-        (Noted::Forwarded(a, ra), Noted::Forwarded(s, rs)) => {
+        (Noted::Forwarded(a, ra, ha), Noted::Forwarded(s, rs, hs)) => {
             let mut out = record_differences(ra, rs);
+            out.extend(head_differences(ha, hs));
             if !a.same_values(s) {
                 out.extend(raw::compare_forwarded(a, s)?);
             }
@@ -218,6 +248,30 @@ fn record_differences(a: &Records, s: &Records) -> Vec<Difference> {
                 shadow: format!("{} ({n} {what})", dropped(s)),
             });
         }
+    }
+    out
+}
+
+/// Query parameters and headers one decision sends and the other does not (by name, as many
+/// times as each sends it): `field_added` for the candidate's, `field_removed` for the active
+/// policy's, listed as `?name` and `header:name`.
+fn head_differences(a: &Head, s: &Head) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let count = |h: &Head, name: &String| h.0.iter().filter(|n| *n == name).count();
+    let names: std::collections::BTreeSet<&String> = a.0.iter().chain(&s.0).collect();
+    for name in names {
+        let (in_a, in_s) = (count(a, name), count(s, name));
+        let (change, active, shadow) = match in_s.cmp(&in_a) {
+            std::cmp::Ordering::Greater => (ShadowChange::FieldAdded, "removed", "clear"),
+            std::cmp::Ordering::Less => (ShadowChange::FieldRemoved, "clear", "removed"),
+            std::cmp::Ordering::Equal => continue,
+        };
+        out.push(Difference {
+            change,
+            path: Some(name.clone()),
+            active: active.into(),
+            shadow: shadow.into(),
+        });
     }
     out
 }

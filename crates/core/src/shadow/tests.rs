@@ -264,3 +264,57 @@ fn a_candidate_that_drops_as_many_records_but_other_customers_is_seen() {
         "1 records dropped (1 forwarded that the active policy drops)"
     );
 }
+
+/// A candidate that forwards another query parameter or header: listed by name (never value)
+/// as `?name` and `header:name`, like a field.
+#[test]
+fn query_parameters_and_headers_the_candidate_sends_or_drops_are_differences() {
+    let route = |query: &str, headers: &str| {
+        loaded(
+            GATEWAY.into(),
+            format!(
+                "kind: contractor\npurpose: support\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/tickets/{{id}}\n    methods: [GET]\n    query: [{query}]\n    headers: [{headers}]\nallowed_callers: [orders]\n"
+            ),
+        )
+    };
+    let decide = |policy: &Policy| {
+        let headers = [("x-request-id", "secret-id"), ("x-trace", "secret-trace")];
+        let incoming = Incoming {
+            query: Some("include=h&reporter_email=ana%40example.com"),
+            headers: &headers,
+            body: b"",
+        };
+        let mut outcome =
+            plan::resolve(&policy.partners, "GET", "/acme/v1/tickets/t-1").and_then(|target| {
+                plan::plan_forwarded(
+                    &target,
+                    &incoming,
+                    &policy.gateway.limits,
+                    OptOuts::NotLoaded,
+                )
+            });
+        Noted::take(&mut outcome)
+    };
+    let active = decide(&route("include", "x-request-id"));
+    let candidate = decide(&route("include, reporter_email", "x-trace"));
+    let d = compare_noted(&active, &candidate).expect("comparable");
+    let listed: Vec<(ShadowChange, &str)> = d
+        .iter()
+        .map(|d| (d.change, d.path.as_deref().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (ShadowChange::FieldAdded, "?reporter_email"),
+            (ShadowChange::FieldRemoved, "header:x-request-id"),
+            (ShadowChange::FieldAdded, "header:x-trace"),
+        ],
+        "{d:?}"
+    );
+    let text = format!("{d:?}");
+    assert!(
+        !text.contains("secret") && !text.contains("ana%40"),
+        "{text}"
+    );
+    assert_eq!(compare_noted(&active, &active), Some(Vec::new()));
+}
