@@ -77,6 +77,22 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(anyhow!("{e}"))
 }
 
+/// A database error in words: the server's message and SQLSTATE when it sent one (never its
+/// DETAIL, which can quote a row's values, so never a customer id), else the client's error and
+/// its causes (a TLS handshake's, say).
+fn described(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 fn scopes_of(rows: &[tokio_postgres::Row]) -> Vec<Scope> {
     // Rows that are not valid scopes (written by hand) are left out, as the follower does.
     rows.iter()
@@ -93,7 +109,7 @@ impl PgOptOuts {
         );
         let read = async {
             let client = self.pool.get().await.map_err(unavailable)?;
-            client.query(&sql, &[&id]).await.map_err(unavailable)
+            (client.query(&sql, &[&id]).await).map_err(|e| unavailable(described(&e)))
         };
         let rows = tokio::time::timeout(WRITE_TIMEOUT, read)
             .await
@@ -134,8 +150,11 @@ impl PgOptOuts {
                 };
                 // From here an error means the commit's fate is unknown: never acknowledge.
                 match outcome.change {
-                    Some(_) => tx.commit().await.map_err(unavailable)?,
-                    None => tx.rollback().await.map_err(unavailable)?,
+                    Some(_) => tx.commit().await.map_err(|e| unavailable(described(&e)))?,
+                    None => tx
+                        .rollback()
+                        .await
+                        .map_err(|e| unavailable(described(&e)))?,
                 }
                 if let Some(logged) = outcome.change {
                     self.catch_up_after_write(&client, logged).await;
@@ -144,7 +163,7 @@ impl PgOptOuts {
             }
             Err(unavailable(last.map_or_else(
                 || "no connection".to_string(),
-                |e| e.to_string(),
+                |e| described(&e),
             )))
         };
         match tokio::time::timeout(WRITE_TIMEOUT, attempt).await {
