@@ -127,12 +127,17 @@ pub fn disclosure(spec: Option<&FilterSpec>, asked: &FieldPath) -> Disclosure {
         }
         return Disclosure::None;
     }
+    // Each with its transform, if any: folding `a.b: mask` into `a.**` sends `a.b` in clear.
     let mut beneath: Vec<String> = spec
         .allow
         .iter()
-        .chain(spec.transforms.iter().map(|(p, _)| p))
-        .filter(|p| overlaps_beneath(&p.segments, segs) && !removed(spec, &p.segments))
-        .map(ToString::to_string)
+        .map(|p| (p, None))
+        .chain(spec.transforms.iter().map(|(p, t)| (p, Some(t))))
+        .filter(|(p, _)| overlaps_beneath(&p.segments, segs) && !removed(spec, &p.segments))
+        .map(|(p, t)| match t {
+            Some(t) => format!("{p}: {}", t.name()),
+            None => p.to_string(),
+        })
         .collect();
     beneath.sort();
     beneath.dedup();

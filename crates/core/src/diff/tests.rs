@@ -72,6 +72,24 @@ fn mask_to_clear_discloses_more() {
     assert!(!diff(&new, &old).discloses_more);
 }
 
+/// Transformed members folded into a `.**` subtree are sent in clear: the report names each
+/// one's transform as it was.
+#[test]
+fn folding_transformed_members_into_a_subtree_names_their_transforms() {
+    let old = policy(&contractor(
+        "order_id",
+        "reporter.name: mask, reporter.email: last4",
+        "orders",
+    ));
+    let new = policy(&contractor("order_id, reporter.**", "", "orders"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more);
+    assert_eq!(
+        texts(&d),
+        ["acme will receive reporter.** in clear, with everything beneath it instead of only in part (reporter.email: last4, reporter.name: mask) on POST /v1/shipments"]
+    );
+}
+
 #[test]
 fn widening_to_a_subtree_discloses_more() {
     let old = policy(&contractor("address.street, address.city", "", "orders"));
