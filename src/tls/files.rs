@@ -64,14 +64,19 @@ pub fn not_after(cert: &CertificateDer<'_>) -> i64 {
         .unwrap_or(0)
 }
 
-/// The certificate's first DNS subject alternative name.
+/// The certificate's first DNS subject alternative name; `None` when it is empty (malformed: no
+/// caller is named `""`).
 pub fn first_dns_san(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
-        x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
-        _ => None,
-    })
+    san.value
+        .general_names
+        .iter()
+        .find_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            _ => None,
+        })
+        .filter(|dns| !dns.is_empty())
 }
 
 /// The certificate's notBefore, in Unix seconds (the certificate was parsed by [`read_certs`]).
