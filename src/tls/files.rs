@@ -50,10 +50,21 @@ pub fn read_certs(file: &NamedFile) -> Result<Vec<CertificateDer<'static>>, Diag
 pub fn read_key(file: &NamedFile) -> Result<PrivateKeyDer<'static>, Diagnostic> {
     let bytes = read(file)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
-        problem(
-            file,
-            format!("not a PEM private key (PKCS#8, SEC1 or RSA): {e}"),
-        )
+        let encrypted = bytes
+            .windows(b"ENCRYPTED PRIVATE KEY".len())
+            .any(|w| w == b"ENCRYPTED PRIVATE KEY")
+            || bytes.windows(b"Proc-Type: 4,ENCRYPTED".len()).any(|w| w == b"Proc-Type: 4,ENCRYPTED");
+        if encrypted {
+            problem(
+                file,
+                "the private key is encrypted, and the gateway reads no passphrase: store it decrypted with tight file permissions (`openssl pkey -in KEY -out KEY.pem`)",
+            )
+        } else {
+            problem(
+                file,
+                format!("not a PEM private key (PKCS#8, SEC1 or RSA): {e}"),
+            )
+        }
     })
 }
 
