@@ -185,13 +185,43 @@ fn histograms(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> H
     )
 }
 
+/// The process metrics of prometheus' own collector, with `process_cpu_seconds_total` to the
+/// nanosecond: that collector counts whole seconds (an integer counter), so a lightly loaded
+/// gateway's CPU rate read 0 and jumped in one-second steps.
+#[cfg(target_os = "linux")]
+struct ProcessMetrics(prometheus::process_collector::ProcessCollector);
+
+#[cfg(target_os = "linux")]
+impl prometheus::core::Collector for ProcessMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut families = self.0.collect();
+        let cpu = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        let seconds = cpu.tv_sec as f64 + cpu.tv_nsec as f64 / 1e9;
+        for family in families
+            .iter_mut()
+            .filter(|f| f.name() == "process_cpu_seconds_total")
+        {
+            for metric in family.mut_metric() {
+                let mut counter = prometheus::proto::Counter::default();
+                counter.set_value(seconds);
+                metric.set_counter(counter);
+            }
+        }
+        families
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let r = Registry::new();
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
+        r.register(Box::new(ProcessMetrics(
             prometheus::process_collector::ProcessCollector::for_self(),
-        ))
+        )))
         .expect("process metrics registered once");
         let metrics = Metrics {
             requests: counters(&r, NAMES[0], "Requests answered, by partner, route and HTTP status", &["partner", "route", "status"]),

@@ -328,6 +328,9 @@ fn every_metric_the_dashboard_and_alerts_name_is_exported_after_traffic() {
 
     let metrics = gw.metrics();
     check_metrics(&metrics);
+    // The dashboard's CPU panel rates this: counted to the nanosecond, not in whole seconds.
+    let cpu = metric(&metrics, "process_cpu_seconds_total");
+    assert!(cpu > 0.0 && cpu.fract() != 0.0, "{cpu}");
     // A family is exported when `/metrics` has a series of it or declares its type.
     let exported: BTreeSet<&str> = metrics
         .lines()
