@@ -201,9 +201,7 @@ pub fn compare_noted(active: &Noted, shadow: &Noted) -> Option<Vec<Difference>> 
             let mut out = record_differences(ra, rs);
             out.extend(head_differences(ha, hs));
             if !a.same_values(s) {
-                let mut fields = raw::compare_forwarded(a, s)?;
-                drop_emptied_containers(&mut fields);
-                out.extend(fields);
+                out.extend(raw::compare_forwarded(a, s)?);
             }
             Some(out)
         }
@@ -252,45 +250,6 @@ fn record_differences(a: &Records, s: &Records) -> Vec<Difference> {
         }
     }
     out
-}
-
-/// The most differences [`drop_emptied_containers`] looks at.
-const EMPTIED_CHECK_MAX: usize = 512;
-
-/// A container one side sends empty (`contacts: []` once every record is dropped) while the
-/// other sends members beneath it is sent by both: only the members differ, and they are
-/// listed. So an added or removed path with a difference of the other sign beneath it goes.
-/// (Pairwise: past [`EMPTIED_CHECK_MAX`] differences they are all kept.)
-fn drop_emptied_containers(differences: &mut Vec<Difference>) {
-    if differences.len() > EMPTIED_CHECK_MAX {
-        return;
-    }
-    let beneath = |outer: &str, inner: &str| {
-        inner.len() > outer.len()
-            && inner.starts_with(outer)
-            && matches!(inner.as_bytes()[outer.len()], b'.' | b'[')
-    };
-    let opposite = |a: ShadowChange, b: ShadowChange| {
-        matches!(
-            (a, b),
-            (ShadowChange::FieldAdded, ShadowChange::FieldRemoved)
-                | (ShadowChange::FieldRemoved, ShadowChange::FieldAdded)
-        )
-    };
-    let covered: Vec<bool> = differences
-        .iter()
-        .map(|d| {
-            let Some(path) = d.path.as_deref() else {
-                return false;
-            };
-            differences.iter().any(|other| {
-                opposite(d.change, other.change)
-                    && other.path.as_deref().is_some_and(|p| beneath(path, p))
-            })
-        })
-        .collect();
-    let mut keep = covered.iter().map(|c| !c);
-    differences.retain(|_| keep.next().unwrap_or(true));
 }
 
 /// Query parameters and headers one decision sends and the other does not (by name, as many
@@ -392,7 +351,6 @@ pub fn compare(active: &Decision, shadow: &Decision) -> Vec<Difference> {
                     shadow: name(shadow),
                 });
             });
-            drop_emptied_containers(&mut out);
             out
         }
     }

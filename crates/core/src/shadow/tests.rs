@@ -318,27 +318,3 @@ fn query_parameters_and_headers_the_candidate_sends_or_drops_are_differences() {
     );
     assert_eq!(compare_noted(&active, &active), Some(Vec::new()));
 }
-
-/// A candidate that drops every record sends the records array empty: that is no field of its
-/// own, only the records' members differ (and the records are counted as such).
-#[test]
-fn an_array_emptied_by_dropped_records_is_no_added_field() {
-    let (forwarding, dropping) = (business("honor_optouts: []\n"), business(""));
-    let body = r#"{"contacts":[{"customer_id":"c-1","name":"A"}]}"#;
-    let opted = OptedOut(vec!["c-1"]);
-    let d = compare_noted(
-        &noted(&forwarding, body, &opted),
-        &noted(&dropping, body, &opted),
-    )
-    .expect("comparable");
-    let paths: Vec<(ShadowChange, Option<&str>)> =
-        d.iter().map(|d| (d.change, d.path.as_deref())).collect();
-    assert!(
-        !paths.iter().any(|(_, p)| *p == Some("contacts")),
-        "{paths:?}"
-    );
-    assert!(
-        paths.contains(&(ShadowChange::NewlyRefused, None)),
-        "{paths:?}"
-    );
-}
