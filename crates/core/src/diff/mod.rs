@@ -10,6 +10,7 @@ discloses more: anything that lets a partner learn something it could not before
 - `fields`: what a route discloses of one field path, read semantically.
 */
 mod fields;
+mod routes;
 
 use std::collections::BTreeSet;
 
@@ -19,7 +20,6 @@ pub use fields::{disclosure, Disclosure, FieldChange};
 
 use crate::filter::FieldPath;
 use crate::filter::FilterSpec;
-use crate::policy::route::same_shape;
 use crate::policy::{OptOutStoreConfig, Partner, Policy, Route};
 
 /// One effect of a policy change.
@@ -394,7 +394,7 @@ fn partner(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     trust(b, o, n);
     access(b, o, n);
     legal_basis(b, o, n);
-    routes(b, o, n);
+    routes::routes(b, o, n);
 }
 
 /// Kind, purpose and upstream: each change discloses more (to someone else, or for another use).
@@ -545,90 +545,6 @@ fn access(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
     );
 }
 
-/// Routes kept (compared), added and removed.
-/// Routes are paired by shape (parameter names ignored: `{id}` and `{ticket}` match the same
-/// requests) and, among routes of one shape split by method, by a shared method. A route of the
-/// old policy with no counterpart is removed; see [`route_removed`] for the requests it leaves.
-fn routes(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
-    for r in &n.routes {
-        match counterpart(&o.routes, r) {
-            Some(old_route) => route(b, n, old_route, r),
-            None => route_added(b, n, r),
-        }
-    }
-    for r in o
-        .routes
-        .iter()
-        .filter(|r| counterpart(&n.routes, r).is_none())
-    {
-        route_removed(b, n, r);
-    }
-}
-
-/// The route of `routes` that stands for `r`: the same shape and a shared method, else the
-/// first of the same shape.
-fn counterpart<'r>(routes: &'r [Route], r: &Route) -> Option<&'r Route> {
-    let shaped = || {
-        routes
-            .iter()
-            .filter(|x| same_shape(&x.segments, &r.segments))
-    };
-    shaped()
-        .find(|x| x.methods.iter().any(|m| r.methods.contains(m)))
-        .or_else(|| shaped().next())
-}
-
-/// A route of the old policy that the new one drops. Its requests are refused from then on,
-/// unless a broader template of the new policy takes them (a literal `/v1/tickets/bulk`
-/// removed from beside `/v1/tickets/{id}`): that route is then compared with the removed one as
-/// if it were the same route, on the removed route's path, so whatever it sends beyond the
-/// removed route is reported. The template's own text stands for its requests: a `{param}`
-/// segment matches only parameters of the other policy's templates, never a literal.
-fn route_removed(b: &mut Builder<'_>, p: &Partner, r: &Route) {
-    let id = &p.id;
-    let taken_by = p
-        .path_owner(&r.template)
-        .and_then(|owner| p.routes.get(owner))
-        .map(|owner| {
-            p.routes
-                .iter()
-                .filter(|x| same_shape(&x.segments, &owner.segments))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let text = match taken_by.as_slice() {
-        [] => format!(
-            "{id} will STOP receiving anything on {} (route removed)",
-            route_label(r)
-        ),
-        routes => format!(
-            "{id}: requests to {} will go to {} instead (route removed)",
-            route_label(r),
-            routes
-                .iter()
-                .map(|x| route_label(x))
-                .collect::<Vec<_>>()
-                .join(" and ")
-        ),
-    };
-    b.push(
-        id,
-        Some(&route_label(r)),
-        "route_removed",
-        Some(r.template.clone()),
-        (None, None),
-        false,
-        text,
-    );
-    for taker in taken_by {
-        // The taking route, on the removed route's path: labels name the requests concerned.
-        let mut instead = taker.clone();
-        instead.template = r.template.clone();
-        instead.segments = r.segments.clone();
-        route(b, p, r, &instead);
-    }
-}
-
 /// Names added or removed (callers, scopes, methods, parameters, headers). `added_is_more`:
 /// whether an added name discloses more (a dropped opt-out scope does, an added one does not).
 #[allow(clippy::too_many_arguments)]
@@ -749,26 +665,13 @@ fn route_added(b: &mut Builder<'_>, p: &Partner, r: &Route) {
     }
 }
 
+/// What changes for the requests `o` took and `n` takes: parameters, headers, bodies taken,
+/// records, streaming, fields and their categories (methods are compared per shape, see
+/// `routes`).
 fn route(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     let id = &p.id;
     let label = route_label(n);
     let on = |what: String| format!("{what} on {label}");
-    names(
-        b,
-        id,
-        Some(&label),
-        "method",
-        &o.methods,
-        &n.methods,
-        true,
-        |m, added| {
-            if added {
-                format!("{id} will also accept {m} on {}", n.template)
-            } else {
-                format!("{id} will no longer accept {m} on {}", n.template)
-            }
-        },
-    );
     let forwarded = [
         ("query", "query parameter", &o.query, &n.query),
         ("header", "header", &o.headers, &n.headers),

@@ -554,10 +554,13 @@ fn a_removed_literal_route_whose_requests_a_template_takes_discloses_more() {
     assert!(d.discloses_more, "{:#?}", texts(&d));
     let texts = texts(&d);
     for want in [
-        "acme: requests to POST /v1/tickets/bulk will go to GET, POST /v1/tickets/{id} instead (route removed)",
-        "acme will also accept GET on /v1/tickets/bulk",
-        "acme will START receiving the query parameter include on GET, POST /v1/tickets/bulk",
-        "acme will START receiving reporter_email in clear on GET, POST /v1/tickets/bulk",
+        "acme: the route POST /v1/tickets/bulk is removed, and another route takes its requests (below)",
+        "acme: requests to POST /v1/tickets/bulk will be taken by the route GET, POST /v1/tickets/{id} instead of POST /v1/tickets/bulk",
+        "acme will START receiving the query parameter include on POST /v1/tickets/bulk",
+        "acme will START receiving reporter_email in clear on POST /v1/tickets/bulk",
+        "acme will also accept GET /v1/tickets/bulk, refused before, through the route GET, POST /v1/tickets/{id}",
+        "acme will START receiving the query parameter include on GET /v1/tickets/bulk",
+        "acme will START receiving ticket_id in clear on GET /v1/tickets/bulk",
     ] {
         assert!(texts.iter().any(|t| t == want), "{want}\n{texts:#?}");
     }

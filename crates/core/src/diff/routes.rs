@@ -1,0 +1,295 @@
+//! Which routes of the two policies take which requests. Routes are paired by shape (parameter
+//! names ignored: `{id}` and `{ticket}` match the same requests) and, where routes of one shape
+//! are split by method, by a shared method; methods are compared per shape. Then every class of
+//! requests — each template of either policy, and where two templates overlap the requests both
+//! match — is routed under each policy, so that requests that change routes are compared too: a
+//! literal route removed from under a broader template, routes of equal specificity reordered,
+//! routes of one shape split or merged by method.
+use std::collections::BTreeSet;
+
+use super::{names, route, route_added, route_label, Builder};
+use crate::policy::route::same_shape;
+use crate::policy::{Partner, Route, RouteMatch, RouteSegment};
+
+pub(super) fn routes(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
+    for r in &n.routes {
+        match counterpart(&o.routes, r) {
+            Some(old_route) => route(b, n, old_route, r),
+            None => route_added(b, n, r),
+        }
+    }
+    for r in o
+        .routes
+        .iter()
+        .filter(|r| counterpart(&n.routes, r).is_none())
+    {
+        route_removed(b, n, r);
+    }
+    methods(b, o, n);
+    moved(b, o, n);
+}
+
+/// The route of `routes` that stands for `r`: the same shape and a shared method, else the
+/// first of the same shape.
+fn counterpart<'r>(routes: &'r [Route], r: &Route) -> Option<&'r Route> {
+    let shaped = || {
+        routes
+            .iter()
+            .filter(|x| same_shape(&x.segments, &r.segments))
+    };
+    shaped()
+        .find(|x| x.methods.iter().any(|m| r.methods.contains(m)))
+        .or_else(|| shaped().next())
+}
+
+fn route_removed(b: &mut Builder<'_>, p: &Partner, r: &Route) {
+    let id = &p.id;
+    let label = route_label(r);
+    if p.path_owner(&render(&r.segments)).is_some() {
+        let text = format!(
+            "{id}: the route {label} is removed, and another route takes its requests (below)"
+        );
+        let subject = Some(r.template.clone());
+        b.push(
+            id,
+            Some(&label),
+            "route_removed",
+            subject,
+            (None, None),
+            false,
+            text,
+        );
+        return;
+    }
+    b.push(
+        id,
+        Some(&label),
+        "route_removed",
+        Some(r.template.clone()),
+        (None, None),
+        false,
+        format!("{id} will STOP receiving anything on {label} (route removed)"),
+    );
+}
+
+/// Methods added or removed, per shape both policies have (the union of its routes' methods).
+fn methods(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
+    let id = &n.id;
+    let mut done: Vec<&Route> = Vec::new();
+    for r in &n.routes {
+        if done.iter().any(|d| same_shape(&d.segments, &r.segments)) {
+            continue;
+        }
+        done.push(r);
+        let union = |routes: &[Route]| -> Vec<String> {
+            let mut all: Vec<String> = Vec::new();
+            for x in routes
+                .iter()
+                .filter(|x| same_shape(&x.segments, &r.segments))
+            {
+                for m in &x.methods {
+                    if !all.contains(m) {
+                        all.push(m.clone());
+                    }
+                }
+            }
+            all
+        };
+        let (old, new) = (union(&o.routes), union(&n.routes));
+        if old.is_empty() {
+            continue; // a new shape: reported as a new route
+        }
+        let label = route_label(r);
+        names(
+            b,
+            id,
+            Some(&label),
+            "method",
+            &old,
+            &new,
+            true,
+            |m, added| {
+                if added {
+                    format!("{id} will also accept {m} on {}", r.template)
+                } else {
+                    format!("{id} will no longer accept {m} on {}", r.template)
+                }
+            },
+        );
+    }
+}
+
+/// Requests both policies take, by another route than the one [`counterpart`] compared, or
+/// taken now where a more specific route refused their method before: compared on those
+/// requests (labelled with their path and methods).
+fn moved(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
+    let id = &n.id;
+    let verbs: BTreeSet<&str> = o
+        .routes
+        .iter()
+        .chain(&n.routes)
+        .flat_map(|r| r.methods.iter().map(String::as_str))
+        .collect();
+    let mut compared: Vec<(usize, usize, String)> = Vec::new();
+    let mut opened: Vec<(usize, String)> = Vec::new();
+    for class in classes(o, n) {
+        // Per pair of routes, the methods whose requests move between them.
+        let mut moves: Vec<((usize, usize), Vec<String>)> = Vec::new();
+        let mut opens: Vec<(usize, Vec<String>)> = Vec::new();
+        for &m in &verbs {
+            let new = match n.match_route(&class, m) {
+                RouteMatch::Found(r) => r,
+                _ => continue,
+            };
+            let ni = index(&n.routes, new);
+            match o.match_route(&class, m) {
+                RouteMatch::Found(old) => {
+                    let oi = index(&o.routes, old);
+                    let paired = counterpart(&o.routes, new).is_some_and(|c| std::ptr::eq(c, old));
+                    if paired || compared.contains(&(oi, ni, m.to_string())) {
+                        continue;
+                    }
+                    compared.push((oi, ni, m.to_string()));
+                    add(&mut moves, (oi, ni), m);
+                }
+                _ => {
+                    // Refused before although the route standing for this one took `m` on its
+                    // own requests: a more specific route owned these and lacked `m`.
+                    let before = counterpart(&o.routes, new);
+                    let took = before.is_some_and(|c| c.methods.iter().any(|x| x == m));
+                    if !took || opened.contains(&(ni, m.to_string())) {
+                        continue;
+                    }
+                    opened.push((ni, m.to_string()));
+                    add(&mut opens, ni, m);
+                }
+            }
+        }
+        for ((oi, ni), methods) in moves {
+            let (old, new) = (&o.routes[oi], &n.routes[ni]);
+            let (old_view, new_view) = (view(old, &class, &methods), view(new, &class, &methods));
+            let label = route_label(&new_view);
+            b.push(
+                id,
+                Some(&label),
+                "route_changed",
+                Some(class.clone()),
+                (Some(route_label(old)), Some(route_label(new))),
+                false,
+                format!(
+                    "{id}: requests to {label} will be taken by the route {} instead of {}",
+                    route_label(new),
+                    route_label(old)
+                ),
+            );
+            route(b, n, &old_view, &new_view);
+        }
+        for (ni, methods) in opens {
+            let new_view = view(&n.routes[ni], &class, &methods);
+            let label = route_label(&new_view);
+            b.push(
+                id,
+                Some(&label),
+                "method_added",
+                Some(class.clone()),
+                (None, Some(route_label(&n.routes[ni]))),
+                true,
+                format!(
+                    "{id} will also accept {label}, refused before, through the route {}",
+                    route_label(&n.routes[ni])
+                ),
+            );
+            // Against a route that sent nothing: everything it sends is new.
+            let mut nothing = new_view.clone();
+            nothing.filter = None;
+            nothing.fields.clear();
+            nothing.query.clear();
+            nothing.headers.clear();
+            nothing.json_types.clear();
+            nothing.decode.clear();
+            nothing.stream = None;
+            route(b, n, &nothing, &new_view);
+        }
+    }
+}
+
+fn add<K: PartialEq>(groups: &mut Vec<(K, Vec<String>)>, key: K, method: &str) {
+    match groups.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, methods)) => methods.push(method.to_string()),
+        None => groups.push((key, vec![method.to_string()])),
+    }
+}
+
+fn index(routes: &[Route], r: &Route) -> usize {
+    routes.iter().position(|x| std::ptr::eq(x, r)).unwrap_or(0)
+}
+
+/// `r` restricted to `methods` on the requests of `class`, for labels and comparing.
+fn view(r: &Route, class: &str, methods: &[String]) -> Route {
+    let mut view = r.clone();
+    view.template = class.to_string();
+    view.methods = methods.to_vec();
+    view
+}
+
+/// Every template of either policy and the overlap of every two templates of one length, as
+/// paths: a parameter stays `{name}`, which only a parameter of a template matches.
+fn classes(o: &Partner, n: &Partner) -> Vec<String> {
+    let all: Vec<&Route> = o.routes.iter().chain(&n.routes).collect();
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |path: String| {
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    };
+    for (i, x) in all.iter().enumerate() {
+        push(render(&x.segments));
+        for y in &all[i + 1..] {
+            if let Some(meet) = meet(&x.segments, &y.segments) {
+                push(render(&meet));
+            }
+        }
+    }
+    out
+}
+
+/// The requests two templates both match, as a template: a literal where either has one.
+fn meet(x: &[RouteSegment], y: &[RouteSegment]) -> Option<Vec<RouteSegment>> {
+    if x.len() != y.len() {
+        return None;
+    }
+    x.iter()
+        .zip(y)
+        .map(|pair| match pair {
+            (RouteSegment::Literal(a), RouteSegment::Literal(b)) => {
+                (a == b).then(|| RouteSegment::Literal(a.clone()))
+            }
+            (RouteSegment::Literal(a), RouteSegment::Param(_))
+            | (RouteSegment::Param(_), RouteSegment::Literal(a)) => {
+                Some(RouteSegment::Literal(a.clone()))
+            }
+            (RouteSegment::Param(p), RouteSegment::Param(_)) => {
+                Some(RouteSegment::Param(p.clone()))
+            }
+        })
+        .collect()
+}
+
+fn render(segments: &[RouteSegment]) -> String {
+    let mut path = String::new();
+    for s in segments {
+        path.push('/');
+        match s {
+            RouteSegment::Literal(l) => path.push_str(l),
+            RouteSegment::Param(p) => {
+                path.push('{');
+                path.push_str(p);
+                path.push('}');
+            }
+        }
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
