@@ -13,10 +13,15 @@ The opt-out tables and their migration (idempotent: the gateway runs it at start
 Every write transaction also calls `pg_notify('{table}_changes', id)`, delivered at commit.
 Ids compare with `COLLATE "C"` (bytewise), as the gateway compares them.
 
-Writes to `{table}` that do not come from the gateway (SQL by hand, a CRM sync) are caught by
-a statement trigger, `{table}_foreign_writes`: it logs a `reload` change for them (after taking
-the next id the same way), so every replica re-reads the table, as after a bulk import. The
-gateway marks its own transactions ([`GATEWAY_WRITER`]) so that the trigger leaves them alone.
+Writes to `{table}` that do not come from the gateway (SQL by hand, a CRM sync, logical
+replication: the triggers fire `ALWAYS`) are caught by two statement triggers:
+`{table}_foreign_lock` takes the change counter's row lock before the statement touches a row
+(the order the gateway's writers take them in, so the two never deadlock), and
+`{table}_foreign_writes` logs a `reload` change after it, so every replica re-reads the table, as
+after a bulk import. Both name the counter and the log in the table's own schema, whatever the
+writer's search path. The gateway marks its own transactions ([`GATEWAY_WRITER`]) so that the
+triggers leave them alone. The functions and triggers are created when missing, never replaced:
+only their owner could replace them, and the migration runs as whichever role starts a replica.
 */
 use anyhow::{Context, Result};
 use tokio_postgres::Client;
@@ -27,7 +32,7 @@ use super::connect::Tables;
 pub const GATEWAY_WRITER: &str = "SELECT set_config('partner_gateway.writer', 'on', true)";
 
 /// Schema version written into the table comment, for future migrations.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Creates the tables if missing. Safe to run concurrently from several replicas (an
 /// advisory lock serialises the DDL).
@@ -63,26 +68,50 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
         );
         INSERT INTO {seq} (one, last) VALUES (true, 0) ON CONFLICT DO NOTHING;
         COMMENT ON TABLE {optouts} IS 'partner-gateway opt-outs, schema {SCHEMA_VERSION}';
-        CREATE OR REPLACE FUNCTION {optouts}_foreign_write() RETURNS trigger
-        LANGUAGE plpgsql AS $body$
-        DECLARE next bigint;
-        BEGIN
-            IF coalesce(current_setting('partner_gateway.writer', true), '') = 'on' THEN
-                RETURN NULL;
-            END IF;
-            UPDATE {seq} SET last = last + 1 RETURNING last INTO next;
-            INSERT INTO {changes} (id, op) VALUES (next, 'reload');
-            PERFORM pg_notify('{changes}', next::text);
-            RETURN NULL;
-        END
-        $body$;
         DO $body$ BEGIN
+            IF to_regprocedure('{optouts}_foreign_lock()') IS NULL THEN
+                CREATE FUNCTION {optouts}_foreign_lock() RETURNS trigger
+                LANGUAGE plpgsql AS $fn$
+                BEGIN
+                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on' THEN
+                        EXECUTE format('SELECT 1 FROM %I.%I FOR UPDATE', TG_TABLE_SCHEMA, '{seq}');
+                    END IF;
+                    RETURN NULL;
+                END
+                $fn$;
+            END IF;
+            IF to_regprocedure('{optouts}_foreign_write()') IS NULL THEN
+                CREATE FUNCTION {optouts}_foreign_write() RETURNS trigger
+                LANGUAGE plpgsql AS $fn$
+                DECLARE next bigint;
+                BEGIN
+                    IF coalesce(current_setting('partner_gateway.writer', true), '') = 'on' THEN
+                        RETURN NULL;
+                    END IF;
+                    EXECUTE format('UPDATE %I.%I SET last = last + 1 RETURNING last',
+                                   TG_TABLE_SCHEMA, '{seq}') INTO next;
+                    EXECUTE format('INSERT INTO %I.%I (id, op) VALUES ($1, ''reload'')',
+                                   TG_TABLE_SCHEMA, '{changes}') USING next;
+                    PERFORM pg_notify('{changes}', next::text);
+                    RETURN NULL;
+                END
+                $fn$;
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                           WHERE tgname = '{optouts}_foreign_lock'
+                             AND tgrelid = '{optouts}'::regclass) THEN
+                CREATE TRIGGER {optouts}_foreign_lock
+                    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {optouts}
+                    FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_foreign_lock();
+                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_foreign_lock;
+            END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_trigger
                            WHERE tgname = '{optouts}_foreign_writes'
                              AND tgrelid = '{optouts}'::regclass) THEN
                 CREATE TRIGGER {optouts}_foreign_writes
                     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {optouts}
                     FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_foreign_write();
+                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_foreign_writes;
             END IF;
         END
         $body$;"
