@@ -181,14 +181,34 @@ impl Connection {
     }
 }
 
-/// `e` with the server's own message when the server refused (`tokio_postgres` says only
-/// `db error` then): "database \"x\" does not exist", "the database system is starting up".
-/// Only the message, never its detail (which can quote a row's values).
-pub(super) fn described(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{e}: {}", db.message()),
-        None => e.to_string(),
+/// A database error in words, with its causes: the server's message and SQLSTATE where the
+/// server sent one (never its DETAIL, which can quote a row's values, so never a customer id),
+/// else each cause's own words (a TLS handshake's, a pool's). Never the URL or a password: no
+/// error of the client holds them.
+pub(super) fn described(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let db = err
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+            .or_else(|| err.downcast_ref::<tokio_postgres::error::DbError>());
+        let words = match db {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => err.to_string(),
+        };
+        if !text.ends_with(&words) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&words);
+        }
+        if db.is_some() {
+            break;
+        }
+        next = err.source();
     }
+    text
 }
 
 /// Removes `name=value` from a URL's query (or a key=value string) and returns the value,

@@ -9,6 +9,7 @@ use gateway_core::optout::Scope;
 use tokio_postgres::Transaction;
 
 use super::sync::CaughtUp;
+use super::connect::described;
 use super::{PgOptOuts, WRITE_TIMEOUT};
 use crate::optout::BackendError;
 
@@ -77,21 +78,6 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(anyhow!("{e}"))
 }
 
-/// A database error in words: the server's message and SQLSTATE when it sent one (never its
-/// DETAIL, which can quote a row's values, so never a customer id), else the client's error and
-/// its causes (a TLS handshake's, say).
-fn described(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
-    }
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
 
 fn scopes_of(rows: &[tokio_postgres::Row]) -> Vec<Scope> {
     // Rows that are not valid scopes (written by hand) are left out, as the follower does.
@@ -108,7 +94,7 @@ impl PgOptOuts {
             self.tables.optouts
         );
         let read = async {
-            let client = self.pool.get().await.map_err(unavailable)?;
+            let client = (self.pool.get().await).map_err(|e| unavailable(described(&e)))?;
             (client.query(&sql, &[&id]).await).map_err(|e| unavailable(described(&e)))
         };
         let rows = tokio::time::timeout(WRITE_TIMEOUT, read)
@@ -128,7 +114,7 @@ impl PgOptOuts {
         let attempt = async {
             let mut last = None;
             for _ in 0..2 {
-                let mut client = self.pool.get().await.map_err(unavailable)?;
+                let mut client = (self.pool.get().await).map_err(|e| unavailable(described(&e)))?;
                 let tx = match client.transaction().await {
                     Ok(tx) => tx,
                     Err(e) => {
