@@ -26,7 +26,7 @@ pub fn key_from_env(key_env: &str) -> anyhow::Result<Vec<u8>> {
         .map(String::into_bytes)
         .with_context(|| {
             let variable = gateway_core::policy::env_variable_unquoted(key_env);
-            format!("the ledger key's {variable} is not set")
+            format!("the ledger key ({variable}) is not set")
         })
 }
 

@@ -8,8 +8,8 @@ use anyhow::anyhow;
 use gateway_core::optout::Scope;
 use tokio_postgres::Transaction;
 
-use super::sync::CaughtUp;
 use super::connect::described;
+use super::sync::CaughtUp;
 use super::{PgOptOuts, WRITE_TIMEOUT};
 use crate::optout::BackendError;
 
@@ -77,7 +77,6 @@ impl Logged {
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(anyhow!("{e}"))
 }
-
 
 fn scopes_of(rows: &[tokio_postgres::Row]) -> Vec<Scope> {
     // Rows that are not valid scopes (written by hand) are left out, as the follower does.

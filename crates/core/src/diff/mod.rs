@@ -20,7 +20,7 @@ pub use fields::{disclosure, Disclosure, FieldChange};
 
 use crate::filter::FieldPath;
 use crate::filter::FilterSpec;
-use crate::policy::{OptOutStoreConfig, Partner, Policy, Route};
+use crate::policy::{env_name_shown, OptOutStoreConfig, Partner, Policy, Route};
 
 /// One effect of a policy change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -273,7 +273,11 @@ fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
         None => "no opt-out store".to_string(),
         Some(OptOutStoreConfig::Embedded { .. }) => "the embedded store".to_string(),
         Some(OptOutStoreConfig::Postgres(pg)) => {
-            format!("PostgreSQL table {} (URL in {})", pg.table, pg.url_env)
+            format!(
+                "PostgreSQL table {} (URL in {})",
+                pg.table,
+                env_name_shown(&pg.url_env)
+            )
         }
     };
     let (before, after) = (store(old), store(new));
@@ -367,7 +371,8 @@ fn pseudonym_key(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner,
         .into_iter()
         .flat_map(|p| p.partners.values())
         .find(|p| p.id != n.id && p.pseudonymize_key_env.as_ref() == Some(name));
-    let was = before.as_deref().unwrap_or("no key");
+    let was = before.as_deref().map_or("no key", env_name_shown);
+    let name = env_name_shown(name);
     let text = match shared {
         Some(other) => format!(
             "{} will receive pseudonyms made with {}'s key ({name}, was {was}): the two can link their pseudonyms",
@@ -383,7 +388,7 @@ fn pseudonym_key(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner,
         None,
         "pseudonym_key_changed",
         None,
-        (before.clone(), Some(name.clone())),
+        (Some(was.to_string()), Some(name.to_string())),
         shared.is_some(),
         text,
     );

@@ -169,7 +169,7 @@ impl PostgresOptOuts {
     pub const MAX_STALENESS_S: u64 = 3600;
 
     /// PostgreSQL's reserved key words (reserved, and reserved but usable as function or type
-    /// names): unquoted, they cannot name a table.
+    /// names), which cannot name a table unquoted, and the `pg_` names of its system catalogs.
     pub fn reserved_word(name: &str) -> bool {
         const RESERVED: &[&str] = &[
             "all",
@@ -274,7 +274,8 @@ impl PostgresOptOuts {
             "window",
             "with",
         ];
-        RESERVED.contains(&name)
+        // `pg_` names PostgreSQL's system catalogs.
+        RESERVED.contains(&name) || name.starts_with("pg_")
     }
 
     /// A table name we put into SQL unquoted: lowercase ASCII letters, digits and `_`,

@@ -355,7 +355,8 @@ fn is_env_name(name: &str) -> bool {
 
 /// How messages name the environment variable `name` a policy field gives:
 /// `environment variable "NAME"` when it reads like one (upper case letters, digits and `_`,
-/// in words of at most 20 characters, few digits), otherwise without the name. A secret pasted
+/// in words of at most 20 characters, few digits, none in a word past 10), otherwise without
+/// the name. A secret pasted
 /// where the variable's name belongs (`d41f0c7a…`, `sk_live_…`) is a valid variable name too,
 /// and is then never repeated in `check`, the logs or an admin answer.
 pub fn env_variable(name: &str) -> String {
@@ -385,7 +386,28 @@ fn reads_like_env_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        && name.split('_').all(|word| word.len() <= 20)
+        && name.split('_').all(|word| {
+            // A long word with digits in it reads like a key (`AKIAIOSFODNN7EXAMPLE`).
+            word.len() <= 20 && (word.len() <= 10 || !word.bytes().any(|b| b.is_ascii_digit()))
+        })
+}
+
+/// [`env_name_shown`] in quotes when it is the name (`"ACME_KEY"`).
+fn quoted_env_name(name: &str) -> String {
+    match env_name_shown(name) {
+        shown if shown == name => format!("{name:?}"),
+        hidden => hidden.to_string(),
+    }
+}
+
+/// A variable's name as messages may show it: itself when it reads like one, otherwise
+/// `(name not shown)` (see [`env_variable`]).
+pub fn env_name_shown(name: &str) -> &str {
+    if reads_like_env_name(name) {
+        name
+    } else {
+        "(name not shown)"
+    }
 }
 
 /// Checks an env var name; in serve mode also reads it (unset or empty is an error).

@@ -16,7 +16,7 @@ pub(super) enum InvalidOptOuts {
     Backend,
     #[error("invalid optouts.postgres.table {0:?} (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")]
     TableName(String),
-    #[error("optouts.postgres.table {0:?} is an SQL reserved word: choose another name")]
+    #[error("optouts.postgres.table {0:?} is an SQL reserved word or a PostgreSQL system name (`pg_…`): choose another name")]
     ReservedTable(String),
     #[error("optouts.postgres.max_staleness_s must be greater than 0")]
     ZeroStaleness,

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use super::route::{check_route_overlaps, compile_route, validate_route, RouteCtx, RouteDraft};
 use super::{
-    env_secret, is_header_value, is_never_forwarded, is_token, line, may_carry_partner_credential,
-    Diags, Env, Invalid, SourceFile, DEFAULT_LEGAL_BASIS_HEADER, MIN_KEY_BYTES,
+    env_secret, env_variable, is_header_value, is_never_forwarded, is_token, line,
+    may_carry_partner_credential, quoted_env_name, Diags, Env, Invalid, SourceFile,
+    DEFAULT_LEGAL_BASIS_HEADER, MIN_KEY_BYTES,
 };
 use crate::optout::Scope;
 use crate::policy::file::{self, PartnerFile, Spanned, UpstreamAuthFile};
@@ -43,7 +44,7 @@ pub(super) enum InvalidPartner {
     PseudonymizeWithoutKey,
     #[error("pseudonymize_key_env is set but no route uses pseudonymize")]
     UnusedKey,
-    #[error("the key in {0:?} is {1} bytes long; use at least 32 random bytes")]
+    #[error("the key in {} is {} bytes long; use at least 32 random bytes", quoted_env_name(.0), .1)]
     ShortKey(String, usize),
     #[error(
         "partner {other:?} pseudonymises with the same key ({how}): each partner needs its own, or the two can link their pseudonyms"
@@ -72,7 +73,10 @@ pub(super) enum InvalidPartner {
         "upstream_auth.header {0:?} is not allowed: the gateway sets or strips that header itself"
     )]
     ForbiddenAuthHeader(String),
-    #[error("environment variable {name:?} named by {field} holds characters not allowed in a header value")]
+    #[error(
+        "{} named by {field} holds characters not allowed in a header value",
+        env_variable(name)
+    )]
     EnvNotHeaderValue { field: &'static str, name: String },
 }
 

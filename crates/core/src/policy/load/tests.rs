@@ -897,7 +897,8 @@ fn optouts_in_postgres() {
         ("optouts: { postgres: { url_env: U, table: \"Opt-Outs\" } }", format!("{f}:3: invalid optouts.postgres.table \"Opt-Outs\" (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")),
         ("optouts: { postgres: { url_env: U, max_staleness_s: 0 } }", format!("{f}:3: optouts.postgres.max_staleness_s must be greater than 0")),
         ("optouts: { postgres: { url_env: U, max_staleness_s: 3601 } }", format!("{f}:3: optouts.postgres.max_staleness_s 3601 is over 3600: replicas that long out of touch with the database would still forward customers who opted out meanwhile")),
-        ("optouts: { postgres: { url_env: U, table: user } }", format!("{f}:3: optouts.postgres.table \"user\" is an SQL reserved word: choose another name")),
+        ("optouts: { postgres: { url_env: U, table: user } }", format!("{f}:3: optouts.postgres.table \"user\" is an SQL reserved word or a PostgreSQL system name (`pg_…`): choose another name")),
+        ("optouts: { postgres: { url_env: U, table: pg_type } }", format!("{f}:3: optouts.postgres.table \"pg_type\" is an SQL reserved word or a PostgreSQL system name (`pg_…`): choose another name")),
         ("optouts: { postgres: { url_env: 1U } }", format!("{f}:3: optouts.postgres.url_env must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself")),
     ];
     for (section, want) in cases {
@@ -1165,6 +1166,8 @@ fn a_secret_given_as_a_variable_name_is_never_repeated() {
         "sk_live_51Habc",
         "SK_LIVE_51HABCDEF9876",
         "D41F0C7A9BE1C2D3E4F5A6B7C8D9E0F1",
+        "AKIAIOSFODNN7EXAMPLE",
+        "JBSWY3DPEHPK3PXP",
     ] {
         assert!(!env_variable(secret).contains(secret), "{secret}");
     }
