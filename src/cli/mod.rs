@@ -88,6 +88,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
         // Through the log like every other event of `serve` (one JSON object per line by
         // default), so that a collector reading a crash-looping unit or pod parses it too.
         Command::Serve(a) => serve::run(&a.policy).or_else(|e| {
+            // Visible whatever `RUST_LOG` says: as plain text when the log drops errors.
+            if !log::log_enabled!(log::Level::Error) {
+                return Err(e);
+            }
             log::error!("{e:#}");
             Ok(ExitCode::from(1))
         }),

@@ -35,15 +35,26 @@ pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     let before = crate::reload::before_start(dir);
     let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|d| loader::diagnostics_error(&d))?;
     // Before any store is opened: a second gateway on the same addresses (and, likely, the same
-    // opt-out store and ledger) stops here instead of waiting for the ports for ever.
+    // opt-out store and ledger) stops here instead of waiting for the ports for ever. Both are
+    // held at once, so that two overlapping addresses (`0.0.0.0:P` and `127.0.0.1:P`) are found.
+    let mut held = Vec::new();
     for (key, addr) in [
         ("listen", loaded.policy.gateway.listen),
         ("admin_listen", loaded.policy.gateway.admin_listen),
     ] {
-        std::net::TcpListener::bind(addr).with_context(|| {
-            format!("cannot listen on {addr} (`{key}`): is another gateway running?")
+        let bound = std::net::TcpListener::bind(addr).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse if !held.is_empty() => {
+                    ": it overlaps `listen`, or another process holds it"
+                }
+                std::io::ErrorKind::AddrInUse => ": is another gateway running?",
+                _ => "",
+            };
+            anyhow::anyhow!("cannot listen on {addr} (`{key}`){hint}: {e}")
         })?;
+        held.push(bound);
     }
+    drop(held);
     for warning in &loaded.warnings {
         log::warn!("{}:{}: {}", warning.file, warning.line, warning.message);
     }

@@ -24,7 +24,7 @@ pub(super) enum InvalidGateway {
         value: String,
         example: &'static str,
     },
-    #[error("admin_listen {0:?} is the same address as listen (the admin API needs its own port)")]
+    #[error("admin_listen {0:?} takes the same connections as listen (the admin API needs its own port)")]
     SameListen(String),
     #[error("limits.{0} must be greater than 0")]
     ZeroLimit(&'static str),
@@ -135,7 +135,16 @@ pub(super) fn validate_gateway(
     })
 }
 
-/// `listen` and `admin_listen`, which may not be the same address.
+/// Whether two listen addresses take the same connections: the same port on the same address,
+/// or on an unspecified one (`0.0.0.0` takes every IPv4 address; `[::]` every address, IPv4
+/// too on a dual-stack host). Port 0 picks a free port each time.
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let any =
+        |x: &SocketAddr, y: &SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || any(&a, &b) || any(&b, &a))
+}
+
+/// `listen` and `admin_listen`, which may not take the same connections.
 fn listeners(
     path: &str,
     g: &GatewayFile,
@@ -150,7 +159,7 @@ fn listeners(
         d,
     );
     if let (Some(a), Some(b), Some(spanned)) = (listen, admin_listen, g.admin_listen.as_ref()) {
-        if a == b && a.port() != 0 {
+        if overlap(a, b) {
             d.error(
                 path,
                 line(spanned),

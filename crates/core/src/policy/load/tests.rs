@@ -390,7 +390,13 @@ fn gateway_mistakes() {
     let f = "policy/gateway.yaml";
     let cases: Vec<(String, Vec<String>)> = vec![
         (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: 127.0.0.1:8080"), vec![format!(
-            "{f}:2: admin_listen \"127.0.0.1:8080\" is the same address as listen (the admin API needs its own port)"
+            "{f}:2: admin_listen \"127.0.0.1:8080\" takes the same connections as listen (the admin API needs its own port)"
+        )]),
+        (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: 0.0.0.0:8080"), vec![format!(
+            "{f}:2: admin_listen \"0.0.0.0:8080\" takes the same connections as listen (the admin API needs its own port)"
+        )]),
+        (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: \"[::]:8080\""), vec![format!(
+            "{f}:2: admin_listen \"[::]:8080\" takes the same connections as listen (the admin API needs its own port)"
         )]),
         (format!("{GATEWAY}limits: {{ max_body_bytes: 0, max_depth: 0, upstream_timeout_ms: 0 }}\n"), vec![
             format!("{f}:12: limits.max_body_bytes must be greater than 0"),
