@@ -247,16 +247,16 @@ impl PartnerProxy {
 
         let body_len = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
+        // Set once the request's head is written: a partner that could not be reached, whose
+        // TLS handshake failed or that did not connect in time got no byte of the body.
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let answer = self
             .upstream
-            .send(active, target, method, caller, outgoing, &jti)
+            .send(active, target, method, caller, outgoing, (&jti, &sent))
             .await;
         ctx.upstream_time = Some(upstream_started.elapsed());
-        // A partner that could not be reached, or whose TLS handshake failed, got no byte.
-        let unsent = answer
-            .as_ref()
-            .is_err_and(|f| matches!(f.kind, UpstreamErrorKind::Connect | UpstreamErrorKind::Tls));
-        ctx.bytes_out = if unsent { 0 } else { body_len };
+        let sent = answer.is_ok() || sent.load(std::sync::atomic::Ordering::Relaxed);
+        ctx.bytes_out = if sent { body_len } else { 0 };
         let status = match &answer {
             Ok(answer) => answer.status(),
             Err(failure) => failure.refusal.status(),

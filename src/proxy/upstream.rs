@@ -2,6 +2,8 @@
 //! body with its exact `content-length`, sent at most once, and the partner's answer read up to
 //! its final header and what of its body came with it (the rest is relayed to the caller as it
 //! arrives, see [`super::answer`]).
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use gateway_core::plan::{Outgoing, Target};
@@ -271,10 +273,8 @@ impl UpstreamFailure {
 /// context may quote what the partner sent).
 fn broken_exchange(etype: &ErrorType) -> String {
     match etype {
-        ErrorType::WriteError => {
-            "it closed the connection while the request was being sent (a partner that requires a client certificate refuses one without it this way)".into()
-        }
-        ErrorType::ReadError => "it closed the connection before a whole answer arrived".into(),
+        ErrorType::WriteError => "the connection broke while the request was being sent".into(),
+        ErrorType::ReadError => "the connection broke before a whole answer arrived (a TLS partner that wants a client certificate it did not get ends it this way too)".into(),
         ErrorType::ConnectionClosed => "it closed the connection".into(),
         ErrorType::InvalidHTTPHeader | ErrorType::H1Error => {
             "its answer is not valid HTTP/1.1".into()
@@ -297,7 +297,7 @@ impl UpstreamClient {
         method: &str,
         caller: &str,
         outgoing: Outgoing,
-        jti: &str,
+        (jti, sent): (&str, &AtomicBool),
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
@@ -323,7 +323,7 @@ impl UpstreamClient {
         let (build, body) = (&build, &body);
         let mut answer = within(timeout, &partner.id, move || async move {
             let peer = peer(active, target).await?;
-            self.exchange(peer, (header, build), body.clone(), &partner.id)
+            self.exchange(peer, (header, build), (body.clone(), sent), &partner.id)
                 .await
         })
         .await?;
@@ -337,7 +337,7 @@ impl UpstreamClient {
         &self,
         peer: Box<HttpPeer>,
         (header, rebuild): (Box<RequestHeader>, &HeaderBuilder<'_>),
-        body: Bytes,
+        (body, sent): (Bytes, &AtomicBool),
         partner: &str,
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let fail = |e: Box<Error>| UpstreamFailure::from_error(partner, &e);
@@ -345,14 +345,14 @@ impl UpstreamClient {
         // A pooled connection the partner closed while idle may fail before any byte of the
         // request left: only then is one fresh attempt safe. Once the request head was written
         // the partner may have acted on it, so it is never sent again (at most once).
-        let http = match self.send_once(&peer, header, &body).await {
+        let http = match self.send_once(&peer, header, (&body, sent)).await {
             Err(SendError::NothingWritten(e)) if e.retry() => {
                 // Only the error's type: its context may quote what the partner sent.
                 log::debug!(
                     "partner {partner:?}: reused connection failed before the request was written ({}), retrying on a new one",
                     e.etype().as_str()
                 );
-                self.send_once(&peer, rebuild()?, &body)
+                self.send_once(&peer, rebuild()?, (&body, sent))
                     .await
                     .map_err(|e| fail(e.into_inner()))?
             }
@@ -451,7 +451,7 @@ impl UpstreamClient {
         &self,
         peer: &HttpPeer,
         header: Box<RequestHeader>,
-        body: &Bytes,
+        (body, sent): (&Bytes, &AtomicBool),
     ) -> Result<HttpSession, SendError> {
         let (mut http, reused) = self.session(peer).await.map_err(|mut e| {
             e.retry.decide_reuse(false); // a new connection that failed: nothing to retry
@@ -465,6 +465,8 @@ impl UpstreamClient {
             e.retry = reused.into();
             return Err(SendError::NothingWritten(e));
         }
+        // From here the partner may have the request (`bytes_out` counts its body).
+        sent.store(true, Ordering::Relaxed);
         let result = async {
             if !body.is_empty() {
                 http.write_request_body(body.clone(), true).await?;
