@@ -615,13 +615,22 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         .rsplit('.')
         .next()
         .unwrap_or_default();
-    let numeric = last.bytes().all(|b| b.is_ascii_digit())
-        || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"));
+    let hex = |l: &str| {
+        l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+            && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    };
+    let numeric = last.bytes().all(|b| b.is_ascii_digit()) || hex(last);
     if !host.contains(':') && numeric && host.parse::<std::net::Ipv4Addr>().is_err() {
         return Err(
             "invalid host (an IPv4 address is written as four decimal numbers: 127.0.0.1)"
                 .to_string(),
         );
+    }
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err("invalid host (0.0.0.0 and [::] name no partner)".to_string());
     }
     let port = match port {
         None => {

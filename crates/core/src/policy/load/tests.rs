@@ -670,6 +670,7 @@ fn upstreams_parse() {
         ),
         ("http://partner.example", false, "partner.example", 80),
         ("http://partner-1.example2", false, "partner-1.example2", 80),
+        ("http://example.0xford", false, "example.0xford", 80),
         ("http://[::1]:9001", false, "::1", 9001),
         ("HTTPS://[2001:db8::1]", true, "2001:db8::1", 443),
     ];
@@ -702,6 +703,8 @@ fn upstreams_parse() {
         "http://127.000.0.1",
         "http://10.0.0.256",
         "http://10.0.0.255.",
+        "http://0.0.0.0:9001",
+        "http://[::]:9001",
     ] {
         assert!(parse_upstream(bad).is_err(), "{bad}");
     }
