@@ -75,8 +75,8 @@ pub fn not_after(cert: &CertificateDer<'_>) -> i64 {
         .unwrap_or(0)
 }
 
-/// The certificate's first DNS subject alternative name; `None` when it is empty (malformed: no
-/// caller is named `""`).
+/// The certificate's first DNS subject alternative name; `None` when it is no name at all (empty,
+/// blank, only dots, or with spaces or control characters: malformed, and no caller is named so).
 pub fn first_dns_san(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
@@ -87,7 +87,9 @@ pub fn first_dns_san(cert_der: &[u8]) -> Option<String> {
             x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
             _ => None,
         })
-        .filter(|dns| !dns.is_empty())
+        .filter(|dns| {
+            dns.bytes().all(|b| b.is_ascii_graphic()) && !dns.trim_matches('.').is_empty()
+        })
 }
 
 /// The certificate's notBefore, in Unix seconds (the certificate was parsed by [`read_certs`]).
