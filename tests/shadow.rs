@@ -125,10 +125,14 @@ fn shadow_report(gw: &Gateway) -> Value {
 }
 
 fn differences(gw: &Gateway, route: &str, change: &str) -> f64 {
+    partner_differences(gw, ("acme-ship", route), change)
+}
+
+fn partner_differences(gw: &Gateway, (partner, route): (&str, &str), change: &str) -> f64 {
     metric(
         &gw.metrics(),
         &format!(
-            r#"partner_gateway_shadow_differences_total{{change="{change}",partner="acme-ship",route="{route}"}}"#
+            r#"partner_gateway_shadow_differences_total{{change="{change}",partner="{partner}",route="{route}"}}"#
         ),
     )
 }
@@ -616,14 +620,7 @@ fn a_streamed_request_is_decided_under_the_candidate_too() {
     assert_refused(&r, 400, "bad_request");
     wait_evaluated(&gw, 2);
 
-    let count = |change: &str| {
-        metric(
-            &gw.metrics(),
-            &format!(
-                r#"partner_gateway_shadow_differences_total{{change="{change}",partner="ads",route="/v1/contacts"}}"#
-            ),
-        )
-    };
+    let count = |change: &str| partner_differences(&gw, ("ads", "/v1/contacts"), change);
     assert_eq!(count("field_added"), 1.0);
     assert_eq!(count("field_removed"), 1.0);
     assert_eq!(count("transform_changed"), 1.0);
@@ -736,14 +733,7 @@ fn records_are_told_apart_by_customer_without_a_ledger() {
     let r = gw.post_json("/brightmail/v1/audiences", body);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     wait_evaluated(&gw, 1);
-    let count = |change: &str| {
-        metric(
-            &gw.metrics(),
-            &format!(
-                r#"partner_gateway_shadow_differences_total{{change="{change}",partner="brightmail",route="/v1/audiences"}}"#
-            ),
-        )
-    };
+    let count = |change: &str| partner_differences(&gw, ("brightmail", "/v1/audiences"), change);
     assert_eq!(count("newly_forwarded"), 1.0, "{}", shadow_report(&gw));
     assert_eq!(count("newly_refused"), 1.0, "{}", shadow_report(&gw));
 }

@@ -286,6 +286,11 @@ fn optout_store_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
         optout_staleness_changed(b, old, new);
         return;
     }
+    store_changed(b, before, after);
+}
+
+/// Opt-outs read from another store (`before` and `after` in words).
+fn store_changed(b: &mut Builder<'_>, before: String, after: String) {
     b.push(
         "*",
         None,
@@ -315,16 +320,8 @@ fn embedded_store_moved(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     if before == after || b.file_id(&before) == b.file_id(&after) {
         return;
     }
-    let (before, after) = (before.display().to_string(), after.display().to_string());
-    b.push(
-        "*",
-        None,
-        "optout_store_changed",
-        None,
-        (Some(before.clone()), Some(after.clone())),
-        true,
-        format!("opt-outs will be read from the embedded store in {after} instead of {before}: a store without the same opt-outs sends the records of customers who opted out"),
-    );
+    let in_dir = |dir: std::path::PathBuf| format!("the embedded store in {}", dir.display());
+    store_changed(b, in_dir(before), in_dir(after));
 }
 
 /// How stale the replicas' copy of the PostgreSQL opt-outs may get before opt-out routes are
