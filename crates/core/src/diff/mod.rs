@@ -567,6 +567,7 @@ fn names(
         "query" => ("query_added", "query_removed"),
         "json_type" => ("json_type_added", "json_type_removed"),
         "decode" => ("decode_added", "decode_removed"),
+        "typed_id" => ("typed_id_added", "typed_id_removed"),
         _ => ("header_added", "header_removed"),
     };
     for name in new.iter().filter(|x| !old.contains(x)) {
@@ -715,6 +716,7 @@ fn route(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
             },
         );
     }
+    typed_ids(b, p, o, n);
     records_changed(b, p, o, n);
     stream_changed(b, p, o, n);
     for change in fields::compare(spec(o), spec(n)) {
@@ -795,6 +797,42 @@ fn categories_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
             ),
         });
     }
+}
+
+/// Path segments and query parameters typed as customer ids (`{cid:subject}`,
+/// `query: [ref:subject]`): a value that is no id is refused (422) and, where the partner
+/// honours opt-outs, an opted-out one (451). One no longer typed lets those through.
+fn typed_ids(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
+    let typed = |r: &Route| -> Vec<String> {
+        let segments = r.segments.iter().enumerate().filter_map(|(i, s)| match s {
+            crate::policy::RouteSegment::Param(name) if r.subject_params.contains(name) => {
+                Some(format!("path segment {}", i + 1))
+            }
+            _ => None,
+        });
+        let query = r
+            .subject_query
+            .iter()
+            .map(|q| format!("query parameter {q}"));
+        segments.chain(query).collect()
+    };
+    let (id, label) = (&p.id, route_label(n));
+    names(
+        b,
+        id,
+        Some(&label),
+        "typed_id",
+        &typed(o),
+        &typed(n),
+        false,
+        |what, added| {
+            if added {
+                format!("{id} will get the {what} on {label} only when it is a customer id (no opt-out)")
+            } else {
+                format!("{id} will get the {what} on {label} without checking it is a customer id (or its opt-outs)")
+            }
+        },
+    );
 }
 
 /// Where a route's records and their subject are: opt-outs apply there (only matters when the

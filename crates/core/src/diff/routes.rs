@@ -45,7 +45,12 @@ fn counterpart<'r>(routes: &'r [Route], r: &Route) -> Option<&'r Route> {
 fn route_removed(b: &mut Builder<'_>, p: &Partner, r: &Route) {
     let id = &p.id;
     let label = route_label(r);
-    if p.path_owner(&render(&r.segments)).is_some() {
+    let path = render(&r.segments);
+    let taken = r
+        .methods
+        .iter()
+        .any(|m| matches!(p.match_route(&path, m), RouteMatch::Found(_)));
+    if taken {
         let text = format!(
             "{id}: the route {label} is removed, and another route takes its requests (below)"
         );
@@ -153,11 +158,13 @@ fn moved(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
                     add(&mut moves, (oi, ni), m);
                 }
                 _ => {
-                    // Refused before although the route standing for this one took `m` on its
-                    // own requests: a more specific route owned these and lacked `m`.
-                    let before = counterpart(&o.routes, new);
-                    let took = before.is_some_and(|c| c.methods.iter().any(|x| x == m));
-                    if !took || opened.contains(&(ni, m.to_string())) {
+                    // Refused before. Where no old route of this shape took `m`, `methods`
+                    // reports the method; otherwise a more specific route owned these requests
+                    // and lacked `m`, or the old routes of this shape were split by method.
+                    let shape_took = o.routes.iter().any(|x| {
+                        same_shape(&x.segments, &new.segments) && x.methods.iter().any(|y| y == m)
+                    });
+                    if !shape_took || opened.contains(&(ni, m.to_string())) {
                         continue;
                     }
                     opened.push((ni, m.to_string()));
@@ -182,6 +189,7 @@ fn moved(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
                     route_label(old)
                 ),
             );
+            unchecked_segments(b, n, (old, new), &label);
             route(b, n, &old_view, &new_view);
         }
         for (ni, methods) in opens {
@@ -191,7 +199,7 @@ fn moved(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
                 id,
                 Some(&label),
                 "method_added",
-                Some(class.clone()),
+                Some(methods.join(", ")),
                 (None, Some(route_label(&n.routes[ni]))),
                 true,
                 format!(
@@ -209,6 +217,31 @@ fn moved(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
             nothing.decode.clear();
             nothing.stream = None;
             route(b, n, &nothing, &new_view);
+        }
+    }
+}
+
+/// On a partner that honours opt-outs every path parameter is checked against them; a value
+/// that moves from a parameter of the old route to a literal of the new one is no longer.
+fn unchecked_segments(b: &mut Builder<'_>, p: &Partner, (o, n): (&Route, &Route), label: &str) {
+    if p.honor_optouts.is_empty() {
+        return;
+    }
+    for (i, pair) in o.segments.iter().zip(&n.segments).enumerate() {
+        if let (RouteSegment::Param(_), RouteSegment::Literal(_)) = pair {
+            b.push(
+                &p.id,
+                Some(label),
+                "url_optout_check_dropped",
+                Some(format!("path segment {}", i + 1)),
+                (None, None),
+                true,
+                format!(
+                    "{}: requests to {label} will no longer have path segment {} checked against the opt-outs",
+                    p.id,
+                    i + 1
+                ),
+            );
         }
     }
 }

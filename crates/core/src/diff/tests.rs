@@ -589,3 +589,67 @@ fn routes_of_one_shape_split_by_method_are_paired_by_method_and_parameter_names_
         ["acme will START receiving note in clear on PUT /v1/tickets/{ticket}"]
     );
 }
+
+/// A partner of `kind` with `routes` (YAML list items, indented by two spaces).
+fn with_routes(kind: &str, routes: &str) -> Policy {
+    policy(&format!(
+        "kind: {kind}\npurpose: support\nupstream: http://127.0.0.1:9001\nroutes:\n{routes}allowed_callers: [orders]\n"
+    ))
+}
+
+#[test]
+fn a_method_taken_after_routes_split_by_method_are_merged_discloses_more() {
+    let old = with_routes(
+        "contractor",
+        "  - {path: \"/v1/t/{id}\", methods: [PUT], allow: [a]}\n  - {path: \"/v1/t/{id}\", methods: [POST], allow: [a]}\n  - {path: /v1/t/x, methods: [PUT], allow: [a]}\n",
+    );
+    let new = with_routes(
+        "contractor",
+        "  - {path: \"/v1/t/{id}\", methods: [PUT, POST], allow: [a]}\n",
+    );
+    let d = diff(&old, &new);
+    assert!(d.discloses_more, "{:#?}", texts(&d));
+    assert!(
+        texts(&d).iter().any(|t| t.contains("will also accept POST /v1/t/x")),
+        "{:#?}",
+        texts(&d)
+    );
+}
+
+#[test]
+fn a_path_value_no_longer_checked_against_opt_outs_discloses_more() {
+    let first = "  - {path: \"/v1/people/{cid}\", methods: [GET]}\n";
+    let second = "  - {path: \"/v1/{kind}/c-200\", methods: [GET]}\n";
+    let old = with_routes("business_partner", &format!("{first}{second}"));
+    let new = with_routes("business_partner", &format!("{second}{first}"));
+    let d = diff(&old, &new);
+    assert!(d.discloses_more, "{:#?}", texts(&d));
+    assert!(
+        d.changes.iter().any(|c| c.change == "url_optout_check_dropped"),
+        "{:#?}",
+        texts(&d)
+    );
+}
+
+#[test]
+fn a_customer_id_parameter_no_longer_typed_discloses_more() {
+    let typed = "  - path: \"/v1/people/{cid:subject}\"\n    methods: [GET]\n    query: [\"ref:subject\", page]\n";
+    let plain = "  - path: \"/v1/people/{cid}\"\n    methods: [GET]\n    query: [ref, page]\n";
+    let d = diff(
+        &with_routes("business_partner", typed),
+        &with_routes("business_partner", plain),
+    );
+    assert!(d.discloses_more, "{:#?}", texts(&d));
+    let removed: Vec<&str> = d
+        .changes
+        .iter()
+        .filter(|c| c.change == "typed_id_removed")
+        .filter_map(|c| c.subject.as_deref())
+        .collect();
+    assert_eq!(removed, ["path segment 3", "query parameter ref"], "{:#?}", texts(&d));
+    let back = diff(
+        &with_routes("business_partner", plain),
+        &with_routes("business_partner", typed),
+    );
+    assert!(!back.discloses_more, "{:#?}", texts(&back));
+}
