@@ -466,4 +466,18 @@ fn a_refused_start_is_a_json_line_naming_file_and_line() {
     let message = refused["message"].as_str().unwrap();
     assert!(message.contains("gateway.yaml:"), "{message}");
     assert!(message.contains("bogus_key"), "{message}");
+    // A log filter that drops it (`none` names a target, `off` everything) gets it as plain text.
+    for filter in ["none", "off", "info,partner_gateway=off"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--policy"])
+            .arg(policy.policy())
+            .current_dir(policy.root())
+            .env(ADMIN_ENV, ADMIN_TOKEN)
+            .env("RUST_LOG", filter)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("bogus_key"), "RUST_LOG={filter}: {stderr:?}");
+    }
 }

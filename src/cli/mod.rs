@@ -88,8 +88,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         // Through the log like every other event of `serve` (one JSON object per line by
         // default), so that a collector reading a crash-looping unit or pod parses it too.
         Command::Serve(a) => serve::run(&a.policy).or_else(|e| {
-            // Visible whatever `RUST_LOG` says: as plain text when the log drops errors.
-            if !log::log_enabled!(log::Level::Error) {
+            // Visible whatever `RUST_LOG` says: as plain text when the log drops errors here
+            // (the filter's own answer for this target, not only the global level).
+            if !tracing::enabled!(tracing::Level::ERROR) {
                 return Err(e);
             }
             log::error!("{e:#}");

@@ -274,7 +274,7 @@ impl UpstreamFailure {
 fn broken_exchange(etype: &ErrorType) -> String {
     match etype {
         ErrorType::WriteError => "the connection broke while the request was being sent".into(),
-        ErrorType::ReadError => "the connection broke before a whole answer arrived (a TLS partner that wants a client certificate it did not get ends it this way too)".into(),
+        ErrorType::ReadError => "the connection broke before a whole answer arrived".into(),
         ErrorType::ConnectionClosed => "it closed the connection".into(),
         ErrorType::InvalidHTTPHeader | ErrorType::H1Error => {
             "its answer is not valid HTTP/1.1".into()
