@@ -478,6 +478,9 @@ fn a_refused_start_is_a_json_line_naming_file_and_line() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("bogus_key"), "RUST_LOG={filter}: {stderr:?}");
+        assert!(
+            stderr.contains("bogus_key"),
+            "RUST_LOG={filter}: {stderr:?}"
+        );
     }
 }

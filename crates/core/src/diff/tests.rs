@@ -610,7 +610,9 @@ fn a_method_taken_after_routes_split_by_method_are_merged_discloses_more() {
     let d = diff(&old, &new);
     assert!(d.discloses_more, "{:#?}", texts(&d));
     assert!(
-        texts(&d).iter().any(|t| t.contains("will also accept POST /v1/t/x")),
+        texts(&d)
+            .iter()
+            .any(|t| t.contains("will also accept POST /v1/t/x")),
         "{:#?}",
         texts(&d)
     );
@@ -625,7 +627,9 @@ fn a_path_value_no_longer_checked_against_opt_outs_discloses_more() {
     let d = diff(&old, &new);
     assert!(d.discloses_more, "{:#?}", texts(&d));
     assert!(
-        d.changes.iter().any(|c| c.change == "url_optout_check_dropped"),
+        d.changes
+            .iter()
+            .any(|c| c.change == "url_optout_check_dropped"),
         "{:#?}",
         texts(&d)
     );
@@ -646,7 +650,12 @@ fn a_customer_id_parameter_no_longer_typed_discloses_more() {
         .filter(|c| c.change == "typed_id_removed")
         .filter_map(|c| c.subject.as_deref())
         .collect();
-    assert_eq!(removed, ["path segment 3", "query parameter ref"], "{:#?}", texts(&d));
+    assert_eq!(
+        removed,
+        ["path segment 3", "query parameter ref"],
+        "{:#?}",
+        texts(&d)
+    );
     let back = diff(
         &with_routes("business_partner", plain),
         &with_routes("business_partner", typed),

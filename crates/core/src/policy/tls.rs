@@ -120,7 +120,7 @@ pub(super) fn plain_listen_warning(listen: SocketAddr) -> Option<String> {
 
 /// Whether `name` may be sent as SNI and verified: a DNS name (letters, digits, `-`, `.`,
 /// labels of 1 to 63 characters) or an IP address.
-fn valid_server_name(name: &str) -> bool {
+pub(crate) fn valid_server_name(name: &str) -> bool {
     if name.parse::<IpAddr>().is_ok() {
         return true;
     }

@@ -137,11 +137,16 @@ pub(super) fn validate_gateway(
 
 /// Whether two listen addresses take the same connections: the same port on the same address,
 /// or on an unspecified one (`0.0.0.0` takes every IPv4 address; `[::]` every address, IPv4
-/// too on a dual-stack host). Port 0 picks a free port each time.
+/// too on a dual-stack host). Port 0 picks a free port each time, but the same address written
+/// twice is one listener.
 fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
-    let any =
-        |x: &SocketAddr, y: &SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
-    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || any(&a, &b) || any(&b, &a))
+    // `[::ffff:127.0.0.1]` is 127.0.0.1.
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    let any = |x: &std::net::IpAddr, y: &std::net::IpAddr| {
+        x.is_unspecified() && (x.is_ipv6() || y.is_ipv4())
+    };
+    // The same text twice shares one socket, port 0 included.
+    a == b || (a.port() == b.port() && a.port() != 0 && (x == y || any(&x, &y) || any(&y, &x)))
 }
 
 /// `listen` and `admin_listen`, which may not take the same connections.

@@ -610,6 +610,26 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     // A name whose last label is a number is an IPv4 address to the resolver, which also takes
     // shorthand (`127.1`, `2130706433`, `0x7f.1`) that certificates and people read otherwise:
     // only the four decimal numbers are taken.
+    let ip = host
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical());
+    if ip.is_some_and(|ip| {
+        ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
+    }) {
+        return Err(
+            "invalid host (0.0.0.0, [::], broadcast and multicast addresses name no partner)"
+                .to_string(),
+        );
+    }
+    if ip.is_none() && !crate::policy::tls::valid_server_name(&host) {
+        return Err(
+            "invalid host name (labels of letters, digits and `-`, not starting or ending with `-`)"
+                .to_string(),
+        );
+    }
     let last = host
         .trim_end_matches('.')
         .rsplit('.')
@@ -625,12 +645,6 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
             "invalid host (an IPv4 address is written as four decimal numbers: 127.0.0.1)"
                 .to_string(),
         );
-    }
-    if host
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_unspecified())
-    {
-        return Err("invalid host (0.0.0.0 and [::] name no partner)".to_string());
     }
     let port = match port {
         None => {

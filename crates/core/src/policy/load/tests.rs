@@ -395,6 +395,12 @@ fn gateway_mistakes() {
         (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: 0.0.0.0:8080"), vec![format!(
             "{f}:2: admin_listen \"0.0.0.0:8080\" takes the same connections as listen (the admin API needs its own port)"
         )]),
+        (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: \"[::ffff:127.0.0.1]:8080\""), vec![format!(
+            "{f}:2: admin_listen \"[::ffff:127.0.0.1]:8080\" takes the same connections as listen (the admin API needs its own port)"
+        )]),
+        (GATEWAY.replace("listen: 127.0.0.1:8080", "listen: 127.0.0.1:0").replace("admin_listen: 127.0.0.1:9090", "admin_listen: 127.0.0.1:0"), vec![format!(
+            "{f}:2: admin_listen \"127.0.0.1:0\" takes the same connections as listen (the admin API needs its own port)"
+        )]),
         (GATEWAY.replace("admin_listen: 127.0.0.1:9090", "admin_listen: \"[::]:8080\""), vec![format!(
             "{f}:2: admin_listen \"[::]:8080\" takes the same connections as listen (the admin API needs its own port)"
         )]),
@@ -705,6 +711,14 @@ fn upstreams_parse() {
         "http://10.0.0.255.",
         "http://0.0.0.0:9001",
         "http://[::]:9001",
+        "http://[::ffff:0.0.0.0]:9001",
+        "http://255.255.255.255",
+        "http://224.0.0.1",
+        "http://[ff02::1]",
+        "http://a..b",
+        "http://-a.example",
+        "http://a-.example",
+        "http://.",
     ] {
         assert!(parse_upstream(bad).is_err(), "{bad}");
     }
