@@ -529,6 +529,29 @@ fn opt_outs_written_by_sql_reach_every_running_replica() {
             contact(gw, "bp", "sql-1").status == 451
         });
     }
+    // As logical replication applies rows (row triggers only, `replica` role): one change
+    // logged for the whole transaction.
+    let reloads = || {
+        c.pg.psql("SELECT count(*) FROM optouts_changes WHERE op = 'reload'")
+    };
+    let before = reloads();
+    c.pg.psql(
+        "BEGIN; SET LOCAL session_replication_role = replica; \
+         INSERT INTO optouts (customer_id, scope) VALUES ('sql-2', 'partner_sharing'), ('sql-3', 'partner_sharing'); \
+         UPDATE optouts SET customer_id = 'sql-4' WHERE customer_id = 'sql-3'; COMMIT;",
+    );
+    let logged: i64 =
+        reloads().trim().parse::<i64>().unwrap() - before.trim().parse::<i64>().unwrap();
+    assert_eq!(logged, 1);
+    for gw in &c.replicas {
+        for id in ["sql-2", "sql-4"] {
+            eventually(
+                "a replicated opt-out is enforced",
+                Duration::from_secs(5),
+                || contact(gw, "bp", id).status == 451,
+            );
+        }
+    }
     // The gateway's own writes go on as before, after and beside the foreign one.
     assert_eq!(put(&c.replicas[0], "api-1").status, 200);
     c.pg.psql("DELETE FROM optouts WHERE customer_id = 'sql-1';");

@@ -12,7 +12,7 @@ use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::connect::{Tables, Target};
+use super::connect::{DbContext, Tables, Target};
 use super::schema;
 use crate::optout::ImportSummary;
 
@@ -44,27 +44,27 @@ pub async fn import(
     let tx = client
         .transaction()
         .await
-        .context("cannot start the import")?;
+        .db_context("cannot start the import")?;
     tx.execute(super::schema::GATEWAY_WRITER, &[])
         .await
-        .context("cannot start the import")?;
+        .db_context("cannot start the import")?;
     let change: i64 = tx
         .query_one(
             &format!("UPDATE {} SET last = last + 1 RETURNING last", tables.seq),
             &[],
         )
         .await
-        .context("cannot lock the change log")?
+        .db_context("cannot lock the change log")?
         .get(0);
     tx.batch_execute(
         "CREATE TEMP TABLE partner_gateway_import (customer_id text, scope text) ON COMMIT DROP",
     )
     .await
-    .context("cannot create the staging table")?;
+    .db_context("cannot create the staging table")?;
     let sink = tx
         .copy_in("COPY partner_gateway_import (customer_id, scope) FROM STDIN (FORMAT binary)")
         .await
-        .context("cannot start COPY")?;
+        .db_context("cannot start COPY")?;
     let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT]);
     futures_util::pin_mut!(writer);
     for (id, scopes) in incoming.iter() {
@@ -73,10 +73,10 @@ pub async fn import(
                 .as_mut()
                 .write(&[&id, &scope.as_str()])
                 .await
-                .context("COPY failed")?;
+                .db_context("COPY failed")?;
         }
     }
-    writer.finish().await.context("COPY failed")?;
+    writer.finish().await.db_context("COPY failed")?;
     tx.execute(
         &format!(
             "INSERT INTO {} (customer_id, scope) SELECT DISTINCT customer_id, scope FROM partner_gateway_import ON CONFLICT DO NOTHING",
@@ -85,7 +85,7 @@ pub async fn import(
         &[],
     )
     .await
-    .context("cannot merge the import")?;
+    .db_context("cannot merge the import")?;
     tx.execute(
         &format!(
             "INSERT INTO {} (id, op) VALUES ($1, 'reload')",
@@ -94,13 +94,13 @@ pub async fn import(
         &[&change],
     )
     .await
-    .context("cannot log the import")?;
+    .db_context("cannot log the import")?;
     tx.execute(
         "SELECT pg_notify($1, $2::bigint::text)",
         &[&tables.changes, &change],
     )
     .await
-    .context("cannot notify the replicas")?;
+    .db_context("cannot notify the replicas")?;
     let totals = tx
         .query_one(
             &format!(
@@ -110,8 +110,8 @@ pub async fn import(
             &[],
         )
         .await
-        .context("cannot count")?;
-    tx.commit().await.context("cannot commit the import")?;
+        .db_context("cannot count")?;
+    tx.commit().await.db_context("cannot commit the import")?;
     Ok(ImportSummary {
         customers: incoming.len(),
         opt_outs: incoming.opt_out_count(),
@@ -131,7 +131,10 @@ pub async fn export(
         "COPY (SELECT customer_id, scope FROM {} ORDER BY customer_id, scope) TO STDOUT (FORMAT binary)",
         tables.optouts
     );
-    let stream = client.copy_out(&copy).await.context("cannot start COPY")?;
+    let stream = client
+        .copy_out(&copy)
+        .await
+        .db_context("cannot start COPY")?;
     let rows = BinaryCopyOutStream::new(stream, &[Type::TEXT, Type::TEXT]);
     futures_util::pin_mut!(rows);
     let mut buf = bulk::export_header(format).to_vec();
@@ -146,7 +149,7 @@ pub async fn export(
         scopes.clear();
     };
     while let Some(row) = rows.next().await {
-        let row = row.context("COPY failed")?;
+        let row = row.db_context("COPY failed")?;
         let (id, scope): (&str, &str) = (row.get(0), row.get(1));
         if current.as_deref() != Some(id) {
             if let Some(previous) = &current {
@@ -182,7 +185,7 @@ pub async fn count(client: &mut Client, tables: &Tables) -> Result<(Vec<(String,
             &[],
         )
         .await
-        .context("cannot count")?
+        .db_context("cannot count")?
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
         .collect();
@@ -195,7 +198,7 @@ pub async fn count(client: &mut Client, tables: &Tables) -> Result<(Vec<(String,
             &[],
         )
         .await
-        .context("cannot count")?;
+        .db_context("cannot count")?;
     Ok((
         per_scope,
         totals.get::<_, i64>(0) as u64,

@@ -52,8 +52,10 @@ impl Target {
                 gateway_core::policy::env_variable_unquoted(&config.url_env)
             )
         })?;
-        Target::parse(&url, application)
-            .with_context(|| format!("the URL in {} is not usable", config.url_env))
+        Target::parse(&url, application).with_context(|| {
+            let variable = gateway_core::policy::env_variable_unquoted(&config.url_env);
+            format!("the URL in {variable} is not usable")
+        })
     }
 
     /// `postgres://` URL or key=value string. Beyond what tokio-postgres reads, `sslrootcert=FILE`
@@ -178,6 +180,17 @@ impl Connection {
             Connection::Plain(c) => c.poll_message(cx),
             Connection::Tls(c) => c.poll_message(cx),
         }
+    }
+}
+
+/// `context` for database results, the error told by [`described`] (never its DETAIL).
+pub(super) trait DbContext<T> {
+    fn db_context(self, what: &str) -> anyhow::Result<T>;
+}
+
+impl<T> DbContext<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn db_context(self, what: &str) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow!("{what}: {}", described(&e)))
     }
 }
 

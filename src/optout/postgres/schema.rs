@@ -14,19 +14,21 @@ Every write transaction also calls `pg_notify('{table}_changes', id)`, delivered
 Ids compare with `COLLATE "C"` (bytewise), as the gateway compares them.
 
 Writes to `{table}` that do not come from the gateway (SQL by hand, a CRM sync, logical
-replication: the triggers fire `ALWAYS`) are caught by two statement triggers:
-`{table}_foreign_lock` takes the change counter's row lock before the statement touches a row
-(the order the gateway's writers take them in, so the two never deadlock), and
-`{table}_foreign_writes` logs a `reload` change after it, so every replica re-reads the table, as
-after a bulk import. Both name the counter and the log in the table's own schema, whatever the
-writer's search path. The gateway marks its own transactions ([`GATEWAY_WRITER`]) so that the
-triggers leave them alone. The functions and triggers are created when missing, never replaced:
-only their owner could replace them, and the migration runs as whichever role starts a replica.
+replication into it) are caught by triggers that fire `ALWAYS` (so also in replication's apply
+workers, which fire row triggers only): before a transaction's first row (or a TRUNCATE) they
+take the change counter's row lock, the order the gateway's writers take it in, and after it
+they log one `reload` change for the transaction, so every replica re-reads the table, as after a
+bulk import. They name the counter and the log in the table's own schema, whatever the writer's
+search path. The gateway marks its own transactions ([`GATEWAY_WRITER`]) so that the triggers
+leave them alone. Functions and triggers are created when missing, never replaced: only their
+owner could replace them, and the migration runs as whichever role starts a replica. Whatever
+slips past them (a writer that marks itself as the gateway) is caught by the replicas' periodic
+full read (`RECONCILE_EVERY`).
 */
-use anyhow::{Context, Result};
+use anyhow::Result;
 use tokio_postgres::Client;
 
-use super::connect::Tables;
+use super::connect::{DbContext, Tables};
 
 /// Marks the current transaction as the gateway's own: the foreign-write trigger skips it.
 pub const GATEWAY_WRITER: &str = "SELECT set_config('partner_gateway.writer', 'on', true)";
@@ -45,10 +47,10 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
     let tx = client
         .transaction()
         .await
-        .context("cannot start the migration")?;
+        .db_context("cannot start the migration")?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&optouts])
         .await
-        .context("cannot lock for the migration")?;
+        .db_context("cannot lock for the migration")?;
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {optouts} (
             customer_id text COLLATE \"C\" NOT NULL,
@@ -69,56 +71,62 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
         INSERT INTO {seq} (one, last) VALUES (true, 0) ON CONFLICT DO NOTHING;
         COMMENT ON TABLE {optouts} IS 'partner-gateway opt-outs, schema {SCHEMA_VERSION}';
         DO $body$ BEGIN
-            IF to_regprocedure('{optouts}_foreign_lock()') IS NULL THEN
-                CREATE FUNCTION {optouts}_foreign_lock() RETURNS trigger
+            IF to_regprocedure('{optouts}_fw_lock()') IS NULL THEN
+                CREATE FUNCTION {optouts}_fw_lock() RETURNS trigger
                 LANGUAGE plpgsql AS $fn$
                 BEGIN
-                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on' THEN
+                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on'
+                       AND coalesce(current_setting('partner_gateway.locked', true), '') <> 'on' THEN
                         EXECUTE format('SELECT 1 FROM %I.%I FOR UPDATE', TG_TABLE_SCHEMA, '{seq}');
+                        PERFORM set_config('partner_gateway.locked', 'on', true);
                     END IF;
-                    RETURN NULL;
+                    IF TG_LEVEL = 'STATEMENT' THEN RETURN NULL; END IF;
+                    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+                    RETURN NEW;
                 END
                 $fn$;
             END IF;
-            IF to_regprocedure('{optouts}_foreign_write()') IS NULL THEN
-                CREATE FUNCTION {optouts}_foreign_write() RETURNS trigger
+            IF to_regprocedure('{optouts}_fw_log()') IS NULL THEN
+                CREATE FUNCTION {optouts}_fw_log() RETURNS trigger
                 LANGUAGE plpgsql AS $fn$
                 DECLARE next bigint;
                 BEGIN
-                    IF coalesce(current_setting('partner_gateway.writer', true), '') = 'on' THEN
-                        RETURN NULL;
+                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on'
+                       AND coalesce(current_setting('partner_gateway.logged', true), '') <> 'on' THEN
+                        EXECUTE format('UPDATE %I.%I SET last = last + 1 RETURNING last',
+                                       TG_TABLE_SCHEMA, '{seq}') INTO next;
+                        EXECUTE format('INSERT INTO %I.%I (id, op) VALUES ($1, ''reload'')',
+                                       TG_TABLE_SCHEMA, '{changes}') USING next;
+                        PERFORM pg_notify('{changes}', next::text);
+                        PERFORM set_config('partner_gateway.logged', 'on', true);
                     END IF;
-                    EXECUTE format('UPDATE %I.%I SET last = last + 1 RETURNING last',
-                                   TG_TABLE_SCHEMA, '{seq}') INTO next;
-                    EXECUTE format('INSERT INTO %I.%I (id, op) VALUES ($1, ''reload'')',
-                                   TG_TABLE_SCHEMA, '{changes}') USING next;
-                    PERFORM pg_notify('{changes}', next::text);
                     RETURN NULL;
                 END
                 $fn$;
             END IF;
             IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                           WHERE tgname = '{optouts}_foreign_lock'
-                             AND tgrelid = '{optouts}'::regclass) THEN
-                CREATE TRIGGER {optouts}_foreign_lock
-                    BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {optouts}
-                    FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_foreign_lock();
-                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_foreign_lock;
-            END IF;
-            IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                           WHERE tgname = '{optouts}_foreign_writes'
-                             AND tgrelid = '{optouts}'::regclass) THEN
-                CREATE TRIGGER {optouts}_foreign_writes
-                    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {optouts}
-                    FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_foreign_write();
-                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_foreign_writes;
+                           WHERE tgname = '{optouts}_fw_rlock' AND tgrelid = '{optouts}'::regclass) THEN
+                CREATE TRIGGER {optouts}_fw_rlock BEFORE INSERT OR UPDATE OR DELETE ON {optouts}
+                    FOR EACH ROW EXECUTE FUNCTION {optouts}_fw_lock();
+                CREATE TRIGGER {optouts}_fw_rlog AFTER INSERT OR UPDATE OR DELETE ON {optouts}
+                    FOR EACH ROW EXECUTE FUNCTION {optouts}_fw_log();
+                CREATE TRIGGER {optouts}_fw_tlock BEFORE TRUNCATE ON {optouts}
+                    FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_fw_lock();
+                CREATE TRIGGER {optouts}_fw_tlog AFTER TRUNCATE ON {optouts}
+                    FOR EACH STATEMENT EXECUTE FUNCTION {optouts}_fw_log();
+                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_fw_rlock;
+                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_fw_rlog;
+                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_fw_tlock;
+                ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {optouts}_fw_tlog;
             END IF;
         END
         $body$;"
     );
-    tx.batch_execute(&ddl)
+    tx.batch_execute(&ddl).await.db_context(&format!(
+        "cannot create the opt-out tables {optouts}, {changes}, {seq}"
+    ))?;
+    tx.commit()
         .await
-        .with_context(|| format!("cannot create the opt-out tables {optouts}, {changes}, {seq}"))?;
-    tx.commit().await.context("cannot commit the migration")?;
+        .db_context("cannot commit the migration")?;
     Ok(())
 }

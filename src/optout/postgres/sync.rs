@@ -36,11 +36,16 @@ const IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(600);
 const CATCH_UP_BATCH: i64 = 10_000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often each replica reads the whole table again beside following the change log: what
+/// reached the table without a change logged (a writer that took itself for the gateway) is
+/// enforced within this long.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 impl PgOptOuts {
     /// Runs for the life of the process (with the import reloader beside it).
     pub(super) async fn follow(self: std::sync::Arc<Self>) {
         tokio::spawn(self.clone().reload_after_imports());
+        tokio::spawn(self.clone().reconcile());
         let mut backoff = BACKOFF_MIN;
         let mut migrated = false;
         loop {
@@ -278,6 +283,17 @@ impl PgOptOuts {
 impl PgOptOuts {
     /// Runs for the life of the process: after each bulk import the follower saw, reads the
     /// whole table again beside it (see [`PgOptOuts::reload_beside`]), retrying with backoff.
+    /// Every [`RECONCILE_EVERY`], has the table read again as after an import (without counting
+    /// toward staleness: nothing is known to be missing).
+    async fn reconcile(self: std::sync::Arc<Self>) {
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.tick().await; // at once: the follower reads the table at start anyway
+        loop {
+            tick.tick().await;
+            self.imported.notify_one();
+        }
+    }
+
     async fn reload_after_imports(self: std::sync::Arc<Self>) {
         loop {
             self.imported.notified().await;
