@@ -51,6 +51,21 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&optouts])
         .await
         .db_context("cannot lock for the migration")?;
+    // Done already (by the tables' owner, say): nothing to change, so a replica whose role may
+    // use the tables but not create or alter them starts too.
+    let current = tx
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
+             AND to_regclass($3) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_trigger \
+             WHERE tgname = $4 AND tgrelid = to_regclass($1))",
+            &[optouts, changes, seq, &format!("{optouts}_fw_rlock")],
+        )
+        .await
+        .db_context("cannot read the schema")?
+        .get::<_, bool>(0);
+    if current {
+        return tx.commit().await.db_context("cannot commit the migration");
+    }
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {optouts} (
             customer_id text COLLATE \"C\" NOT NULL,
