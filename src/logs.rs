@@ -289,6 +289,24 @@ where
     }
 }
 
+/// Writes one error line in `format` straight to stderr, past every filter: a refusal to start
+/// is never silent, whatever `RUST_LOG` says. Lines queued before it go out first.
+pub fn write_unfiltered(format: LogFormat, target: &str, message: &str) {
+    flush();
+    let line = [
+        ("time".to_string(), Value::from(now_rfc3339())),
+        ("level".to_string(), Value::from("error")),
+        ("target".to_string(), Value::from(target)),
+        ("message".to_string(), Value::from(message)),
+    ];
+    let text = match format {
+        LogFormat::Json => json_line(&line),
+        LogFormat::Text => text_line(&line),
+    };
+    // Not `eprintln!`: a stderr that cannot be written must not turn exit 1 into a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
+}
+
 /// One JSON object, members in the order given (time and level first).
 fn json_line(line: &[(String, Value)]) -> String {
     let members: Vec<String> = line

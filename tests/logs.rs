@@ -466,8 +466,14 @@ fn a_refused_start_is_a_json_line_naming_file_and_line() {
     let message = refused["message"].as_str().unwrap();
     assert!(message.contains("gateway.yaml:"), "{message}");
     assert!(message.contains("bogus_key"), "{message}");
-    // A log filter that drops it (`none` names a target, `off` everything) gets it as plain text.
-    for filter in ["none", "off", "info,partner_gateway=off"] {
+    // Past the log's filter: a filter that would drop it (`none` names a target, `off` drops
+    // everything, a field directive keeps only events with that field) still gets the line.
+    for filter in [
+        "none",
+        "off",
+        "info,partner_gateway=off",
+        "[{partner}]=info",
+    ] {
         let out = Command::new(BIN)
             .args(["serve", "--policy"])
             .arg(policy.policy())
@@ -478,9 +484,11 @@ fn a_refused_start_is_a_json_line_naming_file_and_line() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let line: Value = serde_json::from_str(stderr.trim())
+            .unwrap_or_else(|e| panic!("RUST_LOG={filter}: not one JSON line ({e}): {stderr:?}"));
         assert!(
-            stderr.contains("bogus_key"),
-            "RUST_LOG={filter}: {stderr:?}"
+            line["message"].as_str().unwrap().contains("bogus_key"),
+            "{line}"
         );
     }
 }

@@ -83,17 +83,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Check { .. } => "error",
         _ => "warn",
     };
-    crate::logs::init(cli.log_format, default_level);
+    let format = cli.log_format;
+    crate::logs::init(format, default_level);
     match cli.command {
         // Through the log like every other event of `serve` (one JSON object per line by
         // default), so that a collector reading a crash-looping unit or pod parses it too.
+        // In the log's format like every other event of `serve` (one JSON object per line by
+        // default), so that a collector reading a crash-looping unit or pod parses it too, and
+        // past the log's filter: never silent, whatever `RUST_LOG` says.
         Command::Serve(a) => serve::run(&a.policy).or_else(|e| {
-            // Visible whatever `RUST_LOG` says: as plain text when the log drops errors here
-            // (the filter's own answer for this target, not only the global level).
-            if !tracing::enabled!(tracing::Level::ERROR) {
-                return Err(e);
-            }
-            log::error!("{e:#}");
+            crate::logs::write_unfiltered(format, module_path!(), &format!("{e:#}"));
             Ok(ExitCode::from(1))
         }),
         Command::Check(a) => Ok(check::run(&a.policy)),

@@ -800,9 +800,12 @@ fn categories_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
 }
 
 /// Path segments and query parameters typed as customer ids (`{cid:subject}`,
-/// `query: [ref:subject]`): a value that is no id is refused (422) and, where the partner
-/// honours opt-outs, an opted-out one (451). One no longer typed lets those through.
+/// `query: [ref:subject]`): on a partner that honours opt-outs a value that is no id is refused
+/// (422). One no longer typed lets such values through.
 fn typed_ids(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
+    if p.honor_optouts.is_empty() {
+        return; // only checked where opt-outs are honoured (a lost scope is reported itself)
+    }
     let typed = |r: &Route| -> Vec<String> {
         let segments = r.segments.iter().enumerate().filter_map(|(i, s)| match s {
             crate::policy::RouteSegment::Param(name) if r.subject_params.contains(name) => {

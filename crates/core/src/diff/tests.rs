@@ -661,4 +661,10 @@ fn a_customer_id_parameter_no_longer_typed_discloses_more() {
         &with_routes("business_partner", typed),
     );
     assert!(!back.discloses_more, "{:#?}", texts(&back));
+    // A contractor checks no ids: the typing changes nothing on the wire there.
+    let contractor = diff(
+        &with_routes("contractor", typed),
+        &with_routes("contractor", plain),
+    );
+    assert!(contractor.changes.is_empty(), "{:#?}", texts(&contractor));
 }
