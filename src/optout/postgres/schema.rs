@@ -15,10 +15,12 @@ Ids compare with `COLLATE "C"` (bytewise), as the gateway compares them.
 
 Writes to `{table}` that do not come from the gateway (SQL by hand, a CRM sync, logical
 replication into it) are caught by triggers that fire `ALWAYS` (so also in replication's apply
-workers, which fire row triggers only): before a transaction's first row (or a TRUNCATE) they
-take the change counter's row lock, the order the gateway's writers take it in, and after it
-they log one `reload` change for the transaction, so every replica re-reads the table, as after a
-bulk import. They name the counter and the log in the table's own schema, whatever the writer's
+workers, which fire row triggers only): before a transaction's first row in the table (or a
+TRUNCATE) they take the change counter's row lock, the order the gateway's writers take it in,
+and after it they log one `reload` change per transaction and table (the flags saying so are
+named after the table), so every replica re-reads the table, as after a bulk import. They send
+no notification (a transaction that notified cannot be prepared, which two-phase writers and
+subscriptions need): replicas find the change by polling the log. They name the counter and the log in the table's own schema, whatever the writer's
 search path. The gateway marks its own transactions ([`GATEWAY_WRITER`]) so that the triggers
 leave them alone. Functions and triggers are created when missing, never replaced: only their
 owner could replace them, and the migration runs as whichever role starts a replica. Whatever
@@ -89,11 +91,13 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
             IF to_regprocedure('{optouts}_fw_lock()') IS NULL THEN
                 CREATE FUNCTION {optouts}_fw_lock() RETURNS trigger
                 LANGUAGE plpgsql AS $fn$
+                DECLARE flag text;
                 BEGIN
+                    flag := 'partner_gateway.k' || md5(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
                     IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on'
-                       AND coalesce(current_setting('partner_gateway.locked', true), '') <> 'on' THEN
+                       AND coalesce(current_setting(flag, true), '') <> 'on' THEN
                         EXECUTE format('SELECT 1 FROM %I.%I FOR UPDATE', TG_TABLE_SCHEMA, '{seq}');
-                        PERFORM set_config('partner_gateway.locked', 'on', true);
+                        PERFORM set_config(flag, 'on', true);
                     END IF;
                     IF TG_LEVEL = 'STATEMENT' THEN RETURN NULL; END IF;
                     IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
@@ -104,16 +108,16 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
             IF to_regprocedure('{optouts}_fw_log()') IS NULL THEN
                 CREATE FUNCTION {optouts}_fw_log() RETURNS trigger
                 LANGUAGE plpgsql AS $fn$
-                DECLARE next bigint;
+                DECLARE next bigint; flag text;
                 BEGIN
+                    flag := 'partner_gateway.l' || md5(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
                     IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on'
-                       AND coalesce(current_setting('partner_gateway.logged', true), '') <> 'on' THEN
+                       AND coalesce(current_setting(flag, true), '') <> 'on' THEN
                         EXECUTE format('UPDATE %I.%I SET last = last + 1 RETURNING last',
                                        TG_TABLE_SCHEMA, '{seq}') INTO next;
                         EXECUTE format('INSERT INTO %I.%I (id, op) VALUES ($1, ''reload'')',
                                        TG_TABLE_SCHEMA, '{changes}') USING next;
-                        PERFORM pg_notify('{changes}', next::text);
-                        PERFORM set_config('partner_gateway.logged', 'on', true);
+                        PERFORM set_config(flag, 'on', true);
                     END IF;
                     RETURN NULL;
                 END

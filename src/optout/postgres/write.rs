@@ -74,6 +74,14 @@ impl Logged {
     }
 }
 
+/// A deadlock or a serialization failure: the database rolled the transaction back.
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::Unavailable(anyhow!("{e}"))
 }
@@ -103,8 +111,9 @@ impl PgOptOuts {
         Ok((!scopes.is_empty()).then_some(scopes))
     }
 
-    /// Runs `change` in one transaction; retried once on a fresh connection when a pooled
-    /// connection turns out to be closed before `COMMIT` was sent (the database restarted).
+    /// Runs `change` in one transaction; tried again (at most three times in all) when a pooled
+    /// connection turns out to be closed before `COMMIT` was sent (the database restarted), or
+    /// the database chose it as a deadlock's or serialization failure's victim.
     pub(super) async fn write(
         &self,
         id: &str,
@@ -112,7 +121,7 @@ impl PgOptOuts {
     ) -> Result<Option<Vec<Scope>>, BackendError> {
         let attempt = async {
             let mut last = None;
-            for _ in 0..2 {
+            for _ in 0..3 {
                 let mut client = (self.pool.get().await).map_err(|e| unavailable(described(&e)))?;
                 let tx = match client.transaction().await {
                     Ok(tx) => tx,
@@ -125,9 +134,11 @@ impl PgOptOuts {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         drop(tx);
-                        let closed = client.is_closed();
+                        // A closed connection, or a deadlock or serialization failure with a
+                        // writer outside the gateway: nothing was committed, so once more.
+                        let again = client.is_closed() || retryable(&e);
                         last = Some(e);
-                        if closed {
+                        if again {
                             continue;
                         }
                         break;
