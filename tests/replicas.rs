@@ -509,7 +509,7 @@ fn import(pg: &Postgres, prefix: &str, n: u32) {
 /// trigger that logs writes made by others leaves it alone.
 fn as_gateway(pg: &Postgres, sql: &str) {
     pg.psql(&format!(
-        "BEGIN; SELECT set_config('partner_gateway.writer', 'on', true); {sql} COMMIT;"
+        "BEGIN; SELECT set_config('partner_gateway.writer', 'optouts', true); {sql} COMMIT;"
     ));
 }
 

@@ -45,7 +45,7 @@ pub async fn import(
         .transaction()
         .await
         .db_context("cannot start the import")?;
-    tx.execute(super::schema::GATEWAY_WRITER, &[])
+    tx.execute(super::schema::GATEWAY_WRITER, &[&tables.optouts])
         .await
         .db_context("cannot start the import")?;
     let change: i64 = tx

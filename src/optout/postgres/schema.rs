@@ -32,8 +32,11 @@ use tokio_postgres::Client;
 
 use super::connect::{DbContext, Tables};
 
-/// Marks the current transaction as the gateway's own: the foreign-write trigger skips it.
-pub const GATEWAY_WRITER: &str = "SELECT set_config('partner_gateway.writer', 'on', true)";
+/// Marks the current transaction as the gateway's own write of one table: that table's
+/// triggers skip it.
+/// Its parameter is the table the gateway writes: a write it causes in another gateway's table
+/// (an operator's trigger copying rows across) is still logged there.
+pub const GATEWAY_WRITER: &str = "SELECT set_config('partner_gateway.writer', $1, true)";
 
 /// Schema version written into the table comment, for future migrations.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -94,7 +97,7 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
                 DECLARE flag text;
                 BEGIN
                     flag := 'partner_gateway.k' || md5(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
-                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on'
+                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> TG_TABLE_NAME
                        AND coalesce(current_setting(flag, true), '') <> 'on' THEN
                         EXECUTE format('SELECT 1 FROM %I.%I FOR UPDATE', TG_TABLE_SCHEMA, '{seq}');
                         PERFORM set_config(flag, 'on', true);
@@ -111,7 +114,7 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
                 DECLARE next bigint; flag text;
                 BEGIN
                     flag := 'partner_gateway.l' || md5(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
-                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> 'on'
+                    IF coalesce(current_setting('partner_gateway.writer', true), '') <> TG_TABLE_NAME
                        AND coalesce(current_setting(flag, true), '') <> 'on' THEN
                         EXECUTE format('UPDATE %I.%I SET last = last + 1 RETURNING last',
                                        TG_TABLE_SCHEMA, '{seq}') INTO next;

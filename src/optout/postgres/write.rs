@@ -186,7 +186,7 @@ impl PgOptOuts {
         );
         // Marked as the gateway's own write first (see `schema`), in the same round trip.
         let (_, next) = futures_util::future::try_join(
-            tx.execute(super::schema::GATEWAY_WRITER, &[]),
+            tx.execute(super::schema::GATEWAY_WRITER, &[&self.tables.optouts]),
             tx.query_one(&next, &[]),
         )
         .await?;
