@@ -86,8 +86,6 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let format = cli.log_format;
     crate::logs::init(format, default_level);
     match cli.command {
-        // Through the log like every other event of `serve` (one JSON object per line by
-        // default), so that a collector reading a crash-looping unit or pod parses it too.
         // In the log's format like every other event of `serve` (one JSON object per line by
         // default), so that a collector reading a crash-looping unit or pod parses it too, and
         // past the log's filter: never silent, whatever `RUST_LOG` says.
