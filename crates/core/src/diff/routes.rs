@@ -50,30 +50,20 @@ fn route_removed(b: &mut Builder<'_>, p: &Partner, r: &Route) {
         .methods
         .iter()
         .any(|m| matches!(p.match_route(&path, m), RouteMatch::Found(_)));
-    if taken {
-        let text = format!(
-            "{id}: the route {label} is removed, and another route takes its requests (below)"
-        );
-        let subject = Some(r.template.clone());
-        b.push(
-            id,
-            Some(&label),
-            "route_removed",
-            subject,
-            (None, None),
-            false,
-            text,
-        );
-        return;
-    }
+    let text = if taken {
+        format!("{id}: the route {label} is removed, and another route takes its requests (below)")
+    } else {
+        format!("{id} will STOP receiving anything on {label} (route removed)")
+    };
+    let subject = Some(r.template.clone());
     b.push(
         id,
         Some(&label),
         "route_removed",
-        Some(r.template.clone()),
+        subject,
         (None, None),
         false,
-        format!("{id} will STOP receiving anything on {label} (route removed)"),
+        text,
     );
 }
 
@@ -128,97 +118,136 @@ fn methods(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
 /// taken now where a more specific route refused their method before: compared on those
 /// requests (labelled with their path and methods).
 fn moved(b: &mut Builder<'_>, o: &Partner, n: &Partner) {
-    let id = &n.id;
     let verbs: BTreeSet<&str> = o
         .routes
         .iter()
         .chain(&n.routes)
         .flat_map(|r| r.methods.iter().map(String::as_str))
         .collect();
-    let mut compared: Vec<(usize, usize, String)> = Vec::new();
-    let mut opened: Vec<(usize, String)> = Vec::new();
+    let mut seen = Seen::default();
     for class in classes(o, n) {
-        // Per pair of routes, the methods whose requests move between them.
-        let mut moves: Vec<((usize, usize), Vec<String>)> = Vec::new();
-        let mut opens: Vec<(usize, Vec<String>)> = Vec::new();
-        for &m in &verbs {
-            let new = match n.match_route(&class, m) {
-                RouteMatch::Found(r) => r,
-                _ => continue,
-            };
-            let ni = index(&n.routes, new);
-            match o.match_route(&class, m) {
-                RouteMatch::Found(old) => {
-                    let oi = index(&o.routes, old);
-                    let paired = counterpart(&o.routes, new).is_some_and(|c| std::ptr::eq(c, old));
-                    if paired || compared.contains(&(oi, ni, m.to_string())) {
-                        continue;
-                    }
-                    compared.push((oi, ni, m.to_string()));
-                    add(&mut moves, (oi, ni), m);
-                }
-                _ => {
-                    // Refused before. Where no old route of this shape took `m`, `methods`
-                    // reports the method; otherwise a more specific route owned these requests
-                    // and lacked `m`, or the old routes of this shape were split by method.
-                    let shape_took = o.routes.iter().any(|x| {
-                        same_shape(&x.segments, &new.segments) && x.methods.iter().any(|y| y == m)
-                    });
-                    if !shape_took || opened.contains(&(ni, m.to_string())) {
-                        continue;
-                    }
-                    opened.push((ni, m.to_string()));
-                    add(&mut opens, ni, m);
-                }
-            }
-        }
+        let (moves, opens) = routed(o, n, &class, &verbs, &mut seen);
         for ((oi, ni), methods) in moves {
-            let (old, new) = (&o.routes[oi], &n.routes[ni]);
-            let (old_view, new_view) = (view(old, &class, &methods), view(new, &class, &methods));
-            let label = route_label(&new_view);
-            b.push(
-                id,
-                Some(&label),
-                "route_changed",
-                Some(class.clone()),
-                (Some(route_label(old)), Some(route_label(new))),
-                false,
-                format!(
-                    "{id}: requests to {label} will be taken by the route {} instead of {}",
-                    route_label(new),
-                    route_label(old)
-                ),
-            );
-            unchecked_segments(b, n, (old, new), &label);
-            route(b, n, &old_view, &new_view);
+            report_move(b, n, (&o.routes[oi], &n.routes[ni]), &class, &methods);
         }
         for (ni, methods) in opens {
-            let new_view = view(&n.routes[ni], &class, &methods);
-            let label = route_label(&new_view);
-            b.push(
-                id,
-                Some(&label),
-                "method_added",
-                Some(methods.join(", ")),
-                (None, Some(route_label(&n.routes[ni]))),
-                true,
-                format!(
-                    "{id} will also accept {label}, refused before, through the route {}",
-                    route_label(&n.routes[ni])
-                ),
-            );
-            // Against a route that sent nothing: everything it sends is new.
-            let mut nothing = new_view.clone();
-            nothing.filter = None;
-            nothing.fields.clear();
-            nothing.query.clear();
-            nothing.headers.clear();
-            nothing.json_types.clear();
-            nothing.decode.clear();
-            nothing.stream = None;
-            route(b, n, &nothing, &new_view);
+            report_open(b, n, &n.routes[ni], &class, &methods);
         }
     }
+}
+
+/// The (old, new) route pairs and the new routes already reported for a method, by index: a
+/// pair is reported once, for the first class that shows it.
+#[derive(Default)]
+struct Seen {
+    moves: Vec<(usize, usize, String)>,
+    opens: Vec<(usize, String)>,
+}
+
+/// Per (old, new) route pair by index, the methods whose requests move between them.
+type Moves = Vec<((usize, usize), Vec<String>)>;
+/// Per new route by index, the methods it takes that were refused before.
+type Opens = Vec<(usize, Vec<String>)>;
+
+/// Moves and newly taken methods of `class`.
+fn routed(
+    o: &Partner,
+    n: &Partner,
+    class: &str,
+    verbs: &BTreeSet<&str>,
+    seen: &mut Seen,
+) -> (Moves, Opens) {
+    let mut moves = Vec::new();
+    let mut opens = Vec::new();
+    for &m in verbs {
+        let new = match n.match_route(class, m) {
+            RouteMatch::Found(r) => r,
+            _ => continue,
+        };
+        let ni = index(&n.routes, new);
+        match o.match_route(class, m) {
+            RouteMatch::Found(old) => {
+                let oi = index(&o.routes, old);
+                let paired = counterpart(&o.routes, new).is_some_and(|c| std::ptr::eq(c, old));
+                if paired || seen.moves.contains(&(oi, ni, m.to_string())) {
+                    continue;
+                }
+                seen.moves.push((oi, ni, m.to_string()));
+                add(&mut moves, (oi, ni), m);
+            }
+            _ => {
+                // Refused before. Where no old route of this shape took `m`, `methods`
+                // reports the method; otherwise a more specific route owned these requests
+                // and lacked `m`, or the old routes of this shape were split by method.
+                let shape_took = o.routes.iter().any(|x| {
+                    same_shape(&x.segments, &new.segments) && x.methods.iter().any(|y| y == m)
+                });
+                if !shape_took || seen.opens.contains(&(ni, m.to_string())) {
+                    continue;
+                }
+                seen.opens.push((ni, m.to_string()));
+                add(&mut opens, ni, m);
+            }
+        }
+    }
+    (moves, opens)
+}
+
+/// Requests of `class` another route takes now: compared on them.
+fn report_move(
+    b: &mut Builder<'_>,
+    n: &Partner,
+    (old, new): (&Route, &Route),
+    class: &str,
+    methods: &[String],
+) {
+    let id = &n.id;
+    let (old_view, new_view) = (view(old, class, methods), view(new, class, methods));
+    let label = route_label(&new_view);
+    b.push(
+        id,
+        Some(&label),
+        "route_changed",
+        Some(class.to_string()),
+        (Some(route_label(old)), Some(route_label(new))),
+        false,
+        format!(
+            "{id}: requests to {label} will be taken by the route {} instead of {}",
+            route_label(new),
+            route_label(old)
+        ),
+    );
+    unchecked_segments(b, n, (old, new), &label);
+    route(b, n, &old_view, &new_view);
+}
+
+/// Requests of `class` refused before and taken now: everything sent on them is new.
+fn report_open(b: &mut Builder<'_>, n: &Partner, new: &Route, class: &str, methods: &[String]) {
+    let id = &n.id;
+    let new_view = view(new, class, methods);
+    let label = route_label(&new_view);
+    b.push(
+        id,
+        Some(&label),
+        "method_added",
+        Some(methods.join(", ")),
+        (None, Some(route_label(new))),
+        true,
+        format!(
+            "{id} will also accept {label}, refused before, through the route {}",
+            route_label(new)
+        ),
+    );
+    // Against a route that sent nothing.
+    let mut nothing = new_view.clone();
+    nothing.filter = None;
+    nothing.fields.clear();
+    nothing.query.clear();
+    nothing.headers.clear();
+    nothing.json_types.clear();
+    nothing.decode.clear();
+    nothing.stream = None;
+    route(b, n, &nothing, &new_view);
 }
 
 /// On a partner that honours opt-outs every path parameter is checked against them; a value
