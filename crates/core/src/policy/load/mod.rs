@@ -392,11 +392,15 @@ fn reads_like_env_name(name: &str) -> bool {
         })
 }
 
-/// [`env_name_shown`] in quotes when it is the name (`"ACME_KEY"`).
+/// What messages write for a variable's name they may not show (see [`env_variable`]).
+const NAME_NOT_SHOWN: &str = "(name not shown)";
+
+/// [`env_name_shown`], the name in quotes (`"ACME_KEY"`).
 fn quoted_env_name(name: &str) -> String {
-    match env_name_shown(name) {
-        shown if shown == name => format!("{name:?}"),
-        hidden => hidden.to_string(),
+    if reads_like_env_name(name) {
+        format!("{name:?}")
+    } else {
+        NAME_NOT_SHOWN.to_string()
     }
 }
 
@@ -406,7 +410,7 @@ pub fn env_name_shown(name: &str) -> &str {
     if reads_like_env_name(name) {
         name
     } else {
-        "(name not shown)"
+        NAME_NOT_SHOWN
     }
 }
 
