@@ -640,7 +640,8 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
             && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
     };
     let numeric = last.bytes().all(|b| b.is_ascii_digit()) || hex(last);
-    if !host.contains(':') && numeric && host.parse::<std::net::Ipv4Addr>().is_err() {
+    // Any address (IPv6 in brackets, the four decimal numbers) parsed as `ip` above.
+    if ip.is_none() && numeric {
         return Err(
             "invalid host (an IPv4 address is written as four decimal numbers: 127.0.0.1)"
                 .to_string(),
