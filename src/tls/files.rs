@@ -68,11 +68,20 @@ pub fn read_key(file: &NamedFile) -> Result<PrivateKeyDer<'static>, Diagnostic> 
     })
 }
 
-/// The certificate's notAfter, in Unix seconds (the certificate was parsed by [`read_certs`]).
-pub fn not_after(cert: &CertificateDer<'_>) -> i64 {
+/// The certificate's notBefore and notAfter, in Unix seconds (the certificate was parsed by
+/// [`read_certs`]).
+fn validity(cert: &CertificateDer<'_>) -> (i64, i64) {
     X509Certificate::from_der(cert.as_ref())
-        .map(|(_, c)| c.validity().not_after.timestamp())
-        .unwrap_or(0)
+        .map(|(_, c)| {
+            let v = c.validity();
+            (v.not_before.timestamp(), v.not_after.timestamp())
+        })
+        .unwrap_or((0, 0))
+}
+
+/// The certificate's notAfter, in Unix seconds.
+pub fn not_after(cert: &CertificateDer<'_>) -> i64 {
+    validity(cert).1
 }
 
 /// The certificate's first DNS subject alternative name; `None` when it is no name at all (empty,
@@ -92,13 +101,6 @@ pub fn first_dns_san(cert_der: &[u8]) -> Option<String> {
         })
 }
 
-/// The certificate's notBefore, in Unix seconds (the certificate was parsed by [`read_certs`]).
-fn not_before(cert: &CertificateDer<'_>) -> i64 {
-    X509Certificate::from_der(cert.as_ref())
-        .map(|(_, c)| c.validity().not_before.timestamp())
-        .unwrap_or(0)
-}
-
 /// A warning when a certificate has expired or is not valid yet (`now` in Unix seconds): a
 /// rotation that installs either makes every handshake with it fail.
 pub fn expiry_warning(
@@ -106,7 +108,8 @@ pub fn expiry_warning(
     certs: &[CertificateDer<'_>],
     now: i64,
 ) -> Option<Diagnostic> {
-    if let Some(expired) = certs.iter().map(not_after).filter(|t| *t < now).min() {
+    let validities: Vec<(i64, i64)> = certs.iter().map(validity).collect();
+    if let Some(expired) = validities.iter().map(|v| v.1).filter(|t| *t < now).min() {
         return Some(problem(
             file,
             format!(
@@ -115,7 +118,7 @@ pub fn expiry_warning(
             ),
         ));
     }
-    let future = certs.iter().map(not_before).filter(|t| *t > now).max()?;
+    let future = validities.iter().map(|v| v.0).filter(|t| *t > now).max()?;
     Some(problem(
         file,
         format!(
