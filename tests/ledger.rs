@@ -639,7 +639,11 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     let bp = Mock::start();
     let offers = ship_partner(&bp.url())
         .replace("kind: contractor", "kind: business_partner")
-        .replace("purpose: shipping", "purpose: offers");
+        .replace("purpose: shipping", "purpose: offers")
+        .replace(
+            "allowed_callers:",
+            "  - path: /v1/people/{cid:subject}\n    methods: [GET, DELETE]\n    query: [also:subject]\nallowed_callers:",
+        );
     let mut env = ENV.to_vec();
     env.push(("ADMIN_TOKEN", TOKEN));
     let mut gateway = Gateway::start(
@@ -665,6 +669,13 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         200
     );
     assert_eq!(gateway.post_json("/offers/v1/shipments", two).status, 200);
+    // customer ids the route types in its URL: a GET and a DELETE without any body
+    let url_ids = gateway.send("GET", "/offers/v1/people/c-url?also=c%2Dquery", &[], None);
+    assert_eq!(url_ids.status, 200);
+    let delete = gateway.send("DELETE", "/offers/v1/people/c-url", &[], None);
+    assert_eq!(delete.status, 200);
+    let out = gateway.send("GET", "/offers/v1/people/c-out", &[], None);
+    assert_eq!(out.status, 451);
     assert_eq!(
         gateway
             .post_json("/acme-ship/v1/shipments", &shipment("c-other"))
@@ -712,6 +723,12 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     // an id is one customer in any case, as opt-outs read it
     assert_eq!(partners(&who("C-OUT")), ["acme-ship"]);
     assert_eq!(partners(&who("c-other")), ["acme-ship"]);
+    // a customer named in the URL was disclosed to that partner, body or not
+    let url = who("c-url");
+    assert_eq!(partners(&url), ["offers", "offers"]);
+    assert_eq!(url["disclosures"][0]["method"], "GET");
+    assert_eq!(url["disclosures"][1]["method"], "DELETE");
+    assert_eq!(partners(&who("c-query")), ["offers"]);
     assert!(partners(&who("nobody")).is_empty());
     // without the key it refuses to guess
     let out = Command::new(BIN)
@@ -771,10 +788,11 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         .iter()
         .find(|r| r["partner"] == "offers")
         .unwrap();
-    assert_eq!(offers_row["requests"], 1);
+    // the POST, and the GET and DELETE naming a customer in the URL
+    assert_eq!(offers_row["requests"], 3);
     assert_eq!(offers_row["records_forwarded"], 1);
     assert_eq!(offers_row["records_dropped"], 1);
-    assert_eq!(report["requests"], 3);
+    assert_eq!(report["requests"], 5);
     let acme = report["recipients"]
         .as_array()
         .unwrap()
@@ -851,7 +869,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         .unwrap();
     let md = String::from_utf8(md.stdout).unwrap();
     assert!(
-        md.contains("| offers | business_partner | offers | partner-sharing | 1 | 1 | 1 |"),
+        md.contains("| offers | business_partner | offers | partner-sharing | 3 | 1 | 1 |"),
         "{md}"
     );
 }

@@ -224,6 +224,11 @@ routes:
     records: $
     subject: customer_id
     allow: [customer_id]
+  - path: /v1/owners/{{owner:subject}}/contacts
+    methods: [POST]
+    stream: ndjson
+    subject: customer_id
+    allow: [customer_id]
 allowed_callers: [marketing]
 "#
     )
@@ -507,6 +512,30 @@ fn records_are_filtered_line_by_line_and_forwarded_chunked() {
     assert!(
         !text.contains("/v1/contacts"),
         "an opted-out customer was not disclosed: {text}"
+    );
+}
+
+/// A customer id the route types in its URL goes to the ledger with the stream's records'
+/// ids: the partner got it whatever the body held.
+#[test]
+fn a_customer_id_in_a_streams_url_is_in_its_ledger_outcome() {
+    let s = setup("");
+    let body = ["{\"customer_id\":\"c-9\"}\n"];
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/owners/c-owner/contacts",
+        "application/x-ndjson",
+        chunks(&body),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (_, outcome) = record_and_outcome(&s.gateway);
+    let mut subjects = vec![hmac("c-9"), hmac("c-owner")];
+    subjects.sort();
+    assert_eq!(outcome["subjects"], serde_json::json!(subjects));
+    let text = who_received(&s, "c-owner");
+    assert!(
+        text.contains("/v1/owners/{owner:subject}/contacts"),
+        "{text}"
     );
 }
 

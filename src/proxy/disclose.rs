@@ -25,7 +25,10 @@ pub fn disclosure(
         records_dropped: report.records_dropped,
         fields,
         categories,
-        subjects: subject_hashes(subject_key, &report.subjects),
+        subjects: subject_hashes(
+            subject_key,
+            report.subjects.iter().chain(&outgoing.url_subjects),
+        ),
         ..who_and_why(active, target, request, outgoing.legal_basis.as_deref())
     }
 }

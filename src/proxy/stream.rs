@@ -98,9 +98,10 @@ impl PartnerProxy {
             splitter: LineSplitter::new(active.policy.gateway.limits.max_body_bytes),
             lines: NdjsonStream::new(target, &active.policy.gateway.limits, seq.is_some()),
             sent: Sha256::new(),
+            // The ids the URL names are the stream's from its start.
             subjects: seq.map(|record| Subjects {
                 record,
-                pending: HashSet::new(),
+                pending: head.url_subjects.iter().cloned().collect(),
             }),
             filter_time: Duration::ZERO,
             sample: active.shadow.as_ref().map(|_| Vec::new()),

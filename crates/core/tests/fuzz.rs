@@ -440,6 +440,9 @@ fn governing(rules: &[Rule], concrete: &[String]) -> (bool, Option<Action>) {
         if r.segs.len() == concrete.len() {
             ends = Some(match (ends, r.action) {
                 (Some(Action::Mask | Action::Null), _) => ends.unwrap(),
+                // `x` and `x.**` both: the subtree passes whole, less the keys no path can name
+                // (as the reference decides), whichever rule comes first.
+                (Some(Action::Subtree), Action::Allow) => Action::Subtree,
                 (_, a) => a,
             });
         } else if r.segs.len() < concrete.len() && r.action == Action::Subtree {

@@ -128,8 +128,8 @@ impl WhoReceived {
     }
 
     /// Counts a disclosure without subjects. Even one whose records were all dropped may have
-    /// carried a customer's data outside them: in its URL (a `{cid:subject}` path parameter is
-    /// not among the subjects) or in fields beside the records.
+    /// carried a customer's data outside them: in a URL parameter the route does not type as a
+    /// customer id (typed ones are among the subjects) or in fields beside the records.
     fn unattributed_one(&mut self, d: &Disclosure) {
         *self
             .unattributed

@@ -1,6 +1,8 @@
 /*!
 The legal basis a government partner is asked for: exactly one non-empty header, printable
 ASCII (it goes into the data-use tag), matching the partner's `legal_basis_format` if it has one.
+A request without one such reference is 403 `legal_basis_missing`, whatever is wrong with the
+header: missing, blank, given twice, not printable ASCII, or not of the partner's form.
 */
 use crate::policy::Partner;
 use crate::{Refusal, RefusalKind};
@@ -20,7 +22,7 @@ pub(super) fn legal_basis(
     let value = match (values.next(), values.next()) {
         (Some(value), None) if !value.is_empty() => value,
         (Some(_), Some(_)) => {
-            return Err(Refusal::new(RefusalKind::BadRequest, format!("more than one {header:?} header")));
+            return Err(Refusal::new(RefusalKind::LegalBasisMissing, format!("more than one {header:?} header: a request cites one legal basis")));
         }
         _ => {
             return Err(Refusal::new(RefusalKind::LegalBasisMissing, format!(
@@ -31,7 +33,7 @@ pub(super) fn legal_basis(
     };
     if !crate::tagging::header::is_sf_string(value) {
         return Err(Refusal::new(
-            RefusalKind::BadRequest,
+            RefusalKind::LegalBasisMissing,
             format!("the {header:?} header must be printable ASCII (a case or order reference)"),
         ));
     }

@@ -53,6 +53,9 @@ pub struct StreamHead {
     /// Allowed request headers (`content-type` as the stream's media type).
     pub headers: Vec<(String, String)>,
     pub legal_basis: Option<String>,
+    /// The customer ids the route types in the URL sent, for the disclosure ledger (see
+    /// [`super::Outgoing::url_subjects`]).
+    pub url_subjects: Vec<String>,
 }
 
 /// Decides a streaming request's head, before any of its body is read and before the partner
@@ -84,6 +87,7 @@ pub fn plan_stream_head(
     );
     let (query, _) = query::filter_query(query, &route.query);
     url::check_url_for_opted_out_ids(target, &query, optouts)?;
+    let url_subjects = url::typed_url_subjects(target, &query);
     let mut path_and_query = target.upstream_path.clone();
     if !query.is_empty() {
         path_and_query.push('?');
@@ -93,6 +97,7 @@ pub fn plan_stream_head(
         path_and_query,
         headers,
         legal_basis,
+        url_subjects,
     })
 }
 

@@ -29,24 +29,11 @@ pub(super) fn check_url_for_opted_out_ids(
     }
     let route = target.route();
     let mut values = Vec::new();
-    let path_params = route
-        .segments
-        .iter()
-        .zip(target.upstream_path.split('/').skip(1))
-        .filter_map(|(segment, raw)| match segment {
-            RouteSegment::Param(name) => Some((name.as_str(), raw)),
-            RouteSegment::Literal(_) => None,
-        });
-    for (name, raw) in path_params {
+    for (name, raw) in path_params(target) {
         let typed = route.subject_params.iter().any(|s| s == name);
         collect(Param::Path(name), raw, typed, &mut values)?;
     }
-    // A name without `=` is an empty value (which a typed parameter may not be).
-    for (raw_name, raw) in forwarded_query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
-    {
+    for (raw_name, raw) in query_params(forwarded_query) {
         let name = decode(raw_name).unwrap_or_default();
         let typed = route.subject_query.contains(&name);
         collect(Param::Query(&name), raw, typed, &mut values)?;
@@ -68,6 +55,48 @@ pub(super) fn check_url_for_opted_out_ids(
         ));
     }
     Ok(())
+}
+
+/// The customer ids the route types in its URL (`{cid:subject}` path parameters and
+/// `query: [ref:subject]` parameters of the forwarded query), percent-decoded, each once: they
+/// name a customer to the partner as a record's subject does, so the disclosure ledger keys them
+/// among the request's `subjects`. A value that is empty or not UTF-8 once decoded names no one
+/// (a partner that honours opt-outs never gets one: [`check_url_for_opted_out_ids`]).
+pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<String> {
+    let route = target.route();
+    let path = path_params(target)
+        .filter(|(name, _)| route.subject_params.iter().any(|s| s == name))
+        .map(|(_, raw)| raw);
+    let query = query_params(forwarded_query)
+        .filter(|(name, _)| decode(name).is_some_and(|name| route.subject_query.contains(&name)))
+        .map(|(_, raw)| raw);
+    let mut ids: Vec<String> = Vec::new();
+    for id in path.chain(query).filter_map(decode) {
+        if !id.is_empty() && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// The route's path parameters: each name with its raw (still percent-encoded) value.
+fn path_params(target: &Target) -> impl Iterator<Item = (&str, &str)> {
+    let segments = target.route().segments.iter();
+    segments
+        .zip(target.upstream_path.split('/').skip(1))
+        .filter_map(|(segment, raw)| match segment {
+            RouteSegment::Param(name) => Some((name.as_str(), raw)),
+            RouteSegment::Literal(_) => None,
+        })
+}
+
+/// The forwarded query's parameters as raw `(name, value)` pairs; a name without `=` is an
+/// empty value (which a typed parameter may not be).
+fn query_params(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
 #[derive(Clone, Copy)]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    env_secret, file_path, is_env_name, line, non_empty, reads_like_env_name, resolve, Diags, Env,
-    Invalid, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
+    env_secret, file_path, is_env_name, line, non_empty, quoted_env_name, reads_like_env_name,
+    resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
 };
 use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
 use crate::policy::model::{
@@ -44,6 +44,11 @@ pub(super) enum InvalidGateway {
     CallersMissing,
     #[error("ledger.rotate_bytes {0} is too small (at least 4096)")]
     RotateTooSmall(u64),
+    #[error(
+        "the HS256 secret in {} is {} bytes long; at least {} are required",
+        quoted_env_name(.0), .1, crate::jose::MIN_HS256_SECRET_BYTES
+    )]
+    ShortHs256Secret(String, usize),
     #[error("callers.allow_unauthenticated is true: requests without a caller token are accepted (local development only)")]
     Unauthenticated,
     #[error(
@@ -390,6 +395,13 @@ fn validate_callers(
         let before = d.errors.len();
         hs256_secret =
             env_secret(path, name, "callers.hs256_secret_env", env, d).map(String::into_bytes);
+        if let Some(short) = hs256_secret
+            .as_ref()
+            .filter(|s| s.len() < crate::jose::MIN_HS256_SECRET_BYTES)
+        {
+            let short = InvalidGateway::ShortHs256Secret(name.value.clone(), short.len());
+            d.error(path, line(name), short);
+        }
         hs256_ok = d.errors.len() == before;
     }
     let groups_claim = match &c.groups_claim {

@@ -465,9 +465,10 @@ fn unauthenticated_callers_are_allowed_with_a_warning() {
 fn hs256_callers_resolve_their_secret_in_serve_mode() {
     let gateway = "callers: { issuer: i, audience: a, hs256_secret_env: CALLER_SECRET, groups_claim: groups }\nsigning: { disabled: true }\n";
     let src = source(gateway, &[]);
-    let loaded = load(&src, Some(&env(&[("CALLER_SECRET", "s3cret")]))).expect("loads");
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let loaded = load(&src, Some(&env(&[("CALLER_SECRET", SECRET)]))).expect("loads");
     let callers = loaded.policy.gateway.callers.unwrap();
-    assert_eq!(callers.hs256_secret.as_deref(), Some(&b"s3cret"[..]));
+    assert_eq!(callers.hs256_secret.as_deref(), Some(SECRET.as_bytes()));
     assert_eq!(callers.groups_claim.as_deref(), Some("groups"));
     assert_eq!(errors(&src, Some(&env(&[]))), [
         "policy/gateway.yaml:1: environment variable \"CALLER_SECRET\" named by callers.hs256_secret_env is not set"
@@ -480,6 +481,15 @@ fn hs256_callers_resolve_their_secret_in_serve_mode() {
         .unwrap()
         .hs256_secret
         .is_none());
+}
+
+#[test]
+fn a_short_hs256_secret_is_named_at_its_variable() {
+    let gateway = "callers:\n  issuer: i\n  audience: a\n  hs256_secret_env: CALLER_SECRET\nsigning: { disabled: true }\n";
+    let src = source(gateway, &[]);
+    assert_eq!(errors(&src, Some(&env(&[("CALLER_SECRET", "short")]))), [
+        "policy/gateway.yaml:4: the HS256 secret in \"CALLER_SECRET\" is 5 bytes long; at least 32 are required"
+    ]);
 }
 
 #[test]
