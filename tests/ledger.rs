@@ -232,7 +232,12 @@ fn every_forwarded_request_has_one_record_and_nothing_else() {
     let (code, out) = verify(&dir, Some(jwks_file.to_str().unwrap()));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 checkpoint signatures verified"), "{out}");
-    let _ = jwks_url;
+    // a key set that cannot be had is no verdict on the chain: exit 2, not 1
+    let (code, out) = verify(&dir, Some(&jwks_url));
+    assert_eq!(code, 2, "the gateway is gone: {out}");
+    assert!(out.contains("JWKS"), "{out}");
+    let (code, out) = verify(&dir, Some("/nonexistent/jwks.json"));
+    assert_eq!(code, 2, "{out}");
     let other = other_jwks(gateway.policy.root());
     let (code, out) = verify(&dir, Some(other.to_str().unwrap()));
     assert_eq!(code, 1, "{out}");
@@ -792,6 +797,16 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert_eq!(offers_row["requests"], 3);
     assert_eq!(offers_row["records_forwarded"], 1);
     assert_eq!(offers_row["records_dropped"], 1);
+    let shipments = offers_row["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "/v1/shipments")
+        .unwrap();
+    assert_eq!(
+        shipments["records_dropped"], 1,
+        "per route too: {shipments}"
+    );
     assert_eq!(report["requests"], 5);
     let acme = report["recipients"]
         .as_array()

@@ -19,7 +19,7 @@ use crate::cli::args::{LedgerArgs, PeriodArgs, PolicyArg, ReportFormat, TextOrJs
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Check ledger files (hash chain and signed checkpoints): exit 0, or 1 naming FILE:LINE
-    /// of the first break.
+    /// of the first break; 2 when the ledger or the JWKS cannot be read.
     Verify {
         /// Ledger files or directories (default: the ledger directory in gateway.yaml).
         paths: Vec<PathBuf>,
@@ -71,11 +71,19 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             ledger,
         } => {
             let paths = if paths.is_empty() {
-                vec![ledger_dir(&ledger.policy.policy, ledger.ledger.as_deref())?]
+                ledger_dir(&ledger.policy.policy, ledger.ledger.as_deref()).map(|d| vec![d])
             } else {
-                paths
+                Ok(paths)
             };
-            verify::run(&paths, jwks.as_deref(), &mut out, &mut err)
+            let checked = paths.and_then(|p| verify::run(&p, jwks.as_deref(), &mut out, &mut err));
+            // Exit 1 says the chain is broken; what kept the check from running (a ledger or
+            // a JWKS that cannot be read or fetched) is 2, so that no script takes one for the
+            // other.
+            checked.or_else(|e| {
+                use std::io::Write as _;
+                let _ = writeln!(err, "partner-gateway: error: {e:#}");
+                Ok(ExitCode::from(2))
+            })
         }
         Command::WhoReceived {
             ledger,

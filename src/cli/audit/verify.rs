@@ -1,6 +1,7 @@
 //! `audit verify PATH... [--jwks FILE_OR_URL]`: recomputes the chain across the files and
 //! checks the checkpoints (their signatures too, with a key set). Exit 0, or 1 with
-//! `FILE:LINE: reason` for the first break.
+//! `FILE:LINE: reason` for the first break (an error here, such as a JWKS that cannot be
+//! fetched, is exit 2: see `audit::run`).
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

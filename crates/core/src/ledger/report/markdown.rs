@@ -98,8 +98,8 @@ fn recipient(s: &mut String, p: &super::Recipient) {
     for route in &p.routes {
         let _ = writeln!(
             s,
-            "  - `{}`: {} requests, {} records",
-            route.route, route.requests, route.records_forwarded
+            "  - `{}`: {} requests, {} records forwarded, {} dropped for opt-outs",
+            route.route, route.requests, route.records_forwarded, route.records_dropped
         );
     }
 }

@@ -75,6 +75,7 @@ pub struct RouteUse {
     pub route: String,
     pub requests: u64,
     pub records_forwarded: u64,
+    pub records_dropped: u64,
 }
 
 #[derive(Default)]
@@ -87,7 +88,8 @@ struct Usage {
     records_forwarded: u64,
     records_dropped: u64,
     categories: BTreeMap<String, u64>,
-    routes: BTreeMap<String, (u64, u64)>,
+    /// Per route template: requests, records forwarded, records dropped.
+    routes: BTreeMap<String, [u64; 3]>,
 }
 
 /// Sums record lines into a [`ProcessingReport`].
@@ -185,8 +187,9 @@ impl ReportBuilder {
                 .or_default() += 1;
         }
         let route = u.routes.entry(route).or_default();
-        route.0 += 1;
-        route.1 += d.records_forwarded;
+        route[0] += 1;
+        route[1] += d.records_forwarded;
+        route[2] += d.records_dropped;
     }
 
     /// The report: every partner of `policy` (with or without traffic), then partners seen
@@ -284,11 +287,14 @@ fn recipient(partner: String, u: Usage, declared: BTreeSet<String>, in_policy: b
         routes: u
             .routes
             .into_iter()
-            .map(|(route, (requests, records_forwarded))| RouteUse {
-                route,
-                requests,
-                records_forwarded,
-            })
+            .map(
+                |(route, [requests, records_forwarded, records_dropped])| RouteUse {
+                    route,
+                    requests,
+                    records_forwarded,
+                    records_dropped,
+                },
+            )
             .collect(),
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     env_secret, file_path, is_env_name, line, non_empty, quoted_env_name, reads_like_env_name,
-    resolve, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
+    resolve, warn_short_key, Diags, Env, Invalid, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN,
 };
 use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
 use crate::policy::model::{
@@ -217,6 +217,9 @@ fn validate_ledger(
     let dir = non_empty(path, &l.path, "ledger.path", d);
     let before = d.errors.len();
     let subject_key = env_secret(path, &l.subject_key_env, "ledger.subject_key_env", env, d);
+    if let Some(key) = &subject_key {
+        warn_short_key(path, &l.subject_key_env, key, d);
+    }
     let key_ok = d.errors.len() == before;
     let rotate_bytes = match &l.rotate_bytes {
         None => gateway_ledger_default_rotate(),

@@ -109,7 +109,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_LEGAL_BASIS_HEADER: &str = "ohsoft-legal-basis";
 /// Methods a route may list.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
-/// Below this many bytes a pseudonymisation key draws a warning.
+/// Below this many bytes an HMAC key (pseudonymisation, the ledger's subjects) draws a warning.
 pub const MIN_KEY_BYTES: usize = 32;
 
 /// Everything `check` can find wrong (or suspicious) in a policy; [`Diagnostic`] adds file and line.
@@ -118,6 +118,8 @@ pub const MIN_KEY_BYTES: usize = 32;
 enum Invalid {
     #[error("{}", .0.message)]
     Yaml(file::YamlError),
+    #[error("the key in {} is {} bytes long; use at least {MIN_KEY_BYTES} random bytes", quoted_env_name(.0), .1)]
+    ShortKey(String, usize),
     /// The value is not repeated: a name this far off is often the secret itself, pasted in.
     #[error(
         "{field} must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself"
@@ -415,6 +417,18 @@ pub fn env_name_shown(name: &str) -> &str {
 }
 
 /// Checks an env var name; in serve mode also reads it (unset or empty is an error).
+/// Warns about an HMAC key from `name` shorter than [`MIN_KEY_BYTES`]: the pseudonyms or
+/// ledger hashes it keys are only as hard to reverse as the key is to guess.
+fn warn_short_key(file: &str, name: &Spanned<String>, key: &str, d: &mut Diags) {
+    if key.len() < MIN_KEY_BYTES {
+        d.warn(
+            file,
+            line(name),
+            Invalid::ShortKey(name.value.clone(), key.len()),
+        );
+    }
+}
+
 fn env_secret(
     file: &str,
     name: &Spanned<String>,

@@ -8,8 +8,8 @@ use std::path::Path;
 use super::route::{check_route_overlaps, compile_route, validate_route, RouteCtx, RouteDraft};
 use super::{
     env_secret, env_variable, is_header_value, is_never_forwarded, is_token, line,
-    may_carry_partner_credential, quoted_env_name, Diags, Env, Invalid, SourceFile,
-    DEFAULT_LEGAL_BASIS_HEADER, MIN_KEY_BYTES,
+    may_carry_partner_credential, warn_short_key, Diags, Env, Invalid, SourceFile,
+    DEFAULT_LEGAL_BASIS_HEADER,
 };
 use crate::optout::Scope;
 use crate::policy::file::{self, PartnerFile, Spanned, UpstreamAuthFile};
@@ -44,8 +44,6 @@ pub(super) enum InvalidPartner {
     PseudonymizeWithoutKey,
     #[error("pseudonymize_key_env is set but no route uses pseudonymize")]
     UnusedKey,
-    #[error("the key in {} is {} bytes long; use at least 32 random bytes", quoted_env_name(.0), .1)]
-    ShortKey(String, usize),
     #[error(
         "partner {other:?} pseudonymises with the same key ({how}): each partner needs its own, or the two can link their pseudonyms"
     )]
@@ -490,13 +488,7 @@ fn pseudonymize_key(
         d.warn(path, line(name), InvalidPartner::UnusedKey);
     }
     let key = env_secret(path, name, "pseudonymize_key_env", env, d)?;
-    if key.len() < MIN_KEY_BYTES {
-        d.warn(
-            path,
-            line(name),
-            InvalidPartner::ShortKey(name.value.clone(), key.len()),
-        );
-    }
+    warn_short_key(path, name, &key, d);
     Some(key.into_bytes())
 }
 
