@@ -398,9 +398,22 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         let at = (last.line as usize).saturating_sub(1);
         let Some(key_line) = lines.get(at) else { break };
         let indent = key_line.len() - key_line.trim_start().len();
-        // Only a key that starts its own line can be cut out without changing anything else.
+        // Only a key that starts its own line can be cut out without changing anything else,
+        // or an entry of a flow mapping on one line (`limits: { typo: 1, ... }`).
         if !key_line.trim_start().starts_with(&format!("{key}:")) {
-            break;
+            let Some(without) = without_flow_entry(key_line, key) else {
+                break;
+            };
+            lines[at] = without;
+            harmless_only &= harmless;
+            blanked.push(key.to_string());
+            match parse::<T>(&lines.join("\n")) {
+                Ok(parsed) => return (errors, harmless_only.then_some(parsed)),
+                Err(e) if e.line == last.line && e.message == last.message => break,
+                Err(e) if is_missing(&e.message, &blanked) => break,
+                Err(e) => errors.push(e),
+            }
+            continue;
         }
         let mut end = at + 1;
         while end < lines.len() {
@@ -429,6 +442,67 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         }
     }
     (errors, None)
+}
+
+/// `line` without the last `key: value` entry of a flow mapping that opens and closes on it
+/// (the comma before the entry, or after it when it comes first, goes too), or `None` when the
+/// line has no such entry or its brackets do not balance on it. Quoted text is skipped.
+fn without_flow_entry(line: &str, key: &str) -> Option<String> {
+    let bytes = line.as_bytes();
+    // Each entry of a flow mapping: (the `{` or `,` before it, where it ends).
+    let mut entries: Vec<(usize, usize)> = Vec::new();
+    // Per open bracket: whether it is a mapping, and where its current entry started.
+    let mut open: Vec<(bool, usize)> = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match (quote, c) {
+            (Some(b'"'), b'\\') => i += 1,
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(c),
+            (None, b'{' | b'[') => open.push((c == b'{', i)),
+            (None, b',' | b'}' | b']') => {
+                let (mapping, start) = *open.last()?;
+                if mapping {
+                    entries.push((start, i));
+                }
+                match c {
+                    b',' => open.last_mut()?.1 = i,
+                    _ => {
+                        open.pop();
+                    }
+                }
+            }
+            (None, b'#') if i > 0 && bytes[i - 1] == b' ' => break,
+            _ => {}
+        }
+        i += 1;
+    }
+    if !open.is_empty() || quote.is_some() {
+        return None;
+    }
+    let named = |&&(start, end): &&(usize, usize)| {
+        let entry = line.get(start + 1..end).unwrap_or("").trim_start();
+        let entry = entry.trim_start_matches(['"', '\'']);
+        entry.strip_prefix(key).is_some_and(|rest| {
+            let rest = rest.trim_start_matches(['"', '\'']).trim_start();
+            rest.starts_with(':')
+        })
+    };
+    let &(start, end) = entries.iter().rev().find(named)?;
+    let mut out = String::with_capacity(line.len());
+    if bytes[start] == b',' {
+        out.push_str(&line[..start]);
+        out.push_str(&line[end..]);
+    } else {
+        // The first entry: keep its `{`, drop the comma after it.
+        let after = if bytes[end] == b',' { end + 1 } else { end };
+        out.push_str(&line[..=start]);
+        out.push_str(&line[after..]);
+    }
+    Some(out)
 }
 
 /// Can these lines go without breaking the YAML around them: no flow collection opened or

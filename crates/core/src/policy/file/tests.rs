@@ -177,4 +177,47 @@ fn only_blocks_that_can_go_are_cut_when_listing_errors() {
     assert_eq!(got.len(), 1, "{got:#?}");
     let got = listed("routes:\n  - path: /a\n    methods: [GET]\n    methods: &m [POST]\n  - path: /b\n    methods: *m\n");
     assert_eq!(got.len(), 1, "{got:#?}");
+    // An entry of a flow mapping on one line is cut out of it, and the listing goes on.
+    let got = listed(
+        "routes: []\nupstream_auth: { hedaer: x, header: authorization, env: A }\nlegal_basis_headr: x\n",
+    );
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[0].starts_with("5: unknown field `hedaer`"), "{got:#?}");
+    assert!(
+        got[1].starts_with("6: unknown field `legal_basis_headr`"),
+        "{got:#?}"
+    );
+    let got = listed(
+        "routes: []\nupstream_auth: {header: authorization, env: A, \"typo\": '{,}'}\nfoo: 1\n",
+    );
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert!(got[1].starts_with("6: unknown field `foo`"), "{got:#?}");
+}
+
+#[test]
+fn a_flow_entry_is_cut_with_its_comma() {
+    let cut = |line: &str, key: &str| super::without_flow_entry(line, key);
+    assert_eq!(
+        cut("a: { x: 1, y: 2 }", "x").as_deref(),
+        Some("a: { y: 2 }")
+    );
+    assert_eq!(
+        cut("a: { x: 1, y: 2 }", "y").as_deref(),
+        Some("a: { x: 1}")
+    );
+    assert_eq!(cut("a: {y: [1, 2]}", "y").as_deref(), Some("a: {}"));
+    assert_eq!(
+        cut("a: { x: 'y: 1', y: 2 }", "y").as_deref(),
+        Some("a: { x: 'y: 1'}")
+    );
+    assert_eq!(
+        cut("a: { x: { y: 1 }, z: 2 }", "y").as_deref(),
+        Some("a: { x: {}, z: 2 }")
+    );
+    assert_eq!(cut("a: [y, { y: 1 }]", "y").as_deref(), Some("a: [y, {}]"));
+    // Not on this line, or brackets that close on another line: nothing to cut.
+    assert_eq!(cut("a: { x: 1, yy: 2 }", "y"), None);
+    assert_eq!(cut("a: { x: 1,", "x"), None);
+    assert_eq!(cut("y: 1", "y"), None);
+    assert_eq!(cut("a: { x: 1 } # { y: 2 }", "y"), None);
 }
