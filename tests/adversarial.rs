@@ -361,8 +361,8 @@ fn legal_basis_header_tricks() {
             ],
             Some(body),
         ),
-        400,
-        "bad_request",
+        403,
+        "legal_basis_missing",
     );
     for bad in ["case-\u{e9}", "case\t1"] {
         assert_refused(
@@ -372,8 +372,8 @@ fn legal_basis_header_tricks() {
                 &[json, ("ohsoft-legal-basis", bad)],
                 Some(body),
             ),
-            400,
-            "bad_request",
+            403,
+            "legal_basis_missing",
         );
     }
     s.assert_nothing_forwarded();

@@ -201,10 +201,7 @@ fn a_flow_entry_is_cut_with_its_comma() {
         cut("a: { x: 1, y: 2 }", "x").as_deref(),
         Some("a: { y: 2 }")
     );
-    assert_eq!(
-        cut("a: { x: 1, y: 2 }", "y").as_deref(),
-        Some("a: { x: 1}")
-    );
+    assert_eq!(cut("a: { x: 1, y: 2 }", "y").as_deref(), Some("a: { x: 1}"));
     assert_eq!(cut("a: {y: [1, 2]}", "y").as_deref(), Some("a: {}"));
     assert_eq!(
         cut("a: { x: 'y: 1', y: 2 }", "y").as_deref(),
