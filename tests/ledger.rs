@@ -649,11 +649,15 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
             "allowed_callers:",
             "  - path: /v1/people/{cid:subject}\n    methods: [GET, DELETE]\n    query: [also:subject]\nallowed_callers:",
         );
+    let people = partner(&mock.url()).replace(
+        "allowed_callers:",
+        "  - path: /v1/people/{cid:subject}\n    methods: [GET]\nallowed_callers:",
+    );
     let mut env = ENV.to_vec();
     env.push(("ADMIN_TOKEN", TOKEN));
     let mut gateway = Gateway::start(
         &ledger_yaml("optouts: { path: data/optouts }\nadmin_token_env: ADMIN_TOKEN\n"),
-        &[("acme-ship", &partner(&mock.url())), ("offers", &offers)],
+        &[("acme-ship", &people), ("offers", &offers)],
         &env,
     );
     let opt_out = http1::send(
@@ -681,6 +685,9 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert_eq!(delete.status, 200);
     let out = gateway.send("GET", "/offers/v1/people/c-out", &[], None);
     assert_eq!(out.status, 451);
+    // a contractor honours no opt-outs and gets URL values as sent: keyed as a partner reads them
+    let list = gateway.send("GET", "/acme-ship/v1/people/c-l1,c-l2.json", &[], None);
+    assert_eq!(list.status, 200);
     assert_eq!(
         gateway
             .post_json("/acme-ship/v1/shipments", &shipment("c-other"))
@@ -734,6 +741,8 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert_eq!(url["disclosures"][0]["method"], "GET");
     assert_eq!(url["disclosures"][1]["method"], "DELETE");
     assert_eq!(partners(&who("c-query")), ["offers"]);
+    assert_eq!(partners(&who("c-l1")), ["acme-ship"]);
+    assert_eq!(partners(&who("c-l2")), ["acme-ship"]);
     assert!(partners(&who("nobody")).is_empty());
     // without the key it refuses to guess
     let out = Command::new(BIN)
@@ -807,7 +816,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         shipments["records_dropped"], 1,
         "per route too: {shipments}"
     );
-    assert_eq!(report["requests"], 5);
+    assert_eq!(report["requests"], 6);
     let acme = report["recipients"]
         .as_array()
         .unwrap()

@@ -98,7 +98,7 @@ impl PartnerProxy {
             splitter: LineSplitter::new(active.policy.gateway.limits.max_body_bytes),
             lines: NdjsonStream::new(target, &active.policy.gateway.limits, seq.is_some()),
             sent: Sha256::new(),
-            // The ids the URL names are the stream's from its start.
+            // The ids the URL names: written in a subjects line before the head goes out.
             subjects: seq.map(|record| Subjects {
                 record,
                 pending: head.url_subjects.iter().cloned().collect(),
@@ -107,9 +107,13 @@ impl PartnerProxy {
             sample: active.shadow.as_ref().map(|_| Vec::new()),
         };
         let started = Instant::now();
-        let result = self
-            .stream_body(session, ctx, &req, &head, &jti, &mut progress)
-            .await;
+        let result = match self.write_url_subjects(active, &mut progress) {
+            Ok(()) => {
+                self.stream_body(session, ctx, &req, &head, &jti, &mut progress)
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
         ctx.upstream_time = Some(started.elapsed());
         ctx.filter_time = Some(progress.filter_time);
         let status = match &result {
@@ -180,6 +184,22 @@ impl PartnerProxy {
         }
         subjects.pending.clear();
         Ok(())
+    }
+
+    /// Writes the customer ids the URL names (see [`StreamHead::url_subjects`]) as the
+    /// stream's first subjects line, before anything goes to the partner: a stream cut off
+    /// before its outcome line is still found for them.
+    fn write_url_subjects(
+        &self,
+        active: &Active,
+        progress: &mut Progress<'_>,
+    ) -> Result<(), Refusal> {
+        match progress.subjects.as_mut() {
+            Some(subjects) if !subjects.pending.is_empty() => {
+                self.write_subjects(active, subjects, &[])
+            }
+            _ => Ok(()),
+        }
     }
 
     fn subject_hashes(&self, ids: Option<HashSet<String>>) -> Vec<String> {

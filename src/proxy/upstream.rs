@@ -25,6 +25,11 @@ const MAX_INFORMATIONAL: usize = 16;
 /// caller's header (more than one read's worth only when the partner sent several chunks at
 /// once).
 const START_LIMIT: usize = 64 * 1024;
+/// How long the start of a body waits, once, for more of it when nothing more has arrived: a
+/// partner's close (or the rest of a small answer) is usually only a moment behind its bytes,
+/// and an answer it cut short is then a 502 instead of a 200 whose body breaks off. A partner
+/// that streams gets its first bytes to the caller this much later at most.
+const START_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 pub struct UpstreamClient {
     /// HTTP/1.1 only: partner peers never offer h2 by ALPN.
@@ -75,7 +80,7 @@ impl UpstreamAnswer {
 
     /// Reads the start of the body: waits for its first bytes (none for `204`, `304`, `HEAD` or
     /// an empty body), at most the partner timeout like every later read of the body, then
-    /// takes, without waiting, what else has already arrived, up to [`START_LIMIT`]. A small
+    /// takes what else has already arrived (waiting [`START_GRACE`] once), up to [`START_LIMIT`]. A small
     /// answer usually arrives whole. A failure here is the partner's (502, or 504 past the
     /// timeout): nothing of the answer has reached the caller yet.
     pub(super) async fn read_start(&mut self, partner: &str) -> Result<(), UpstreamFailure> {
@@ -90,6 +95,7 @@ impl UpstreamAnswer {
                 None => break,
             }
         }
+        let mut grace = true;
         let whole = loop {
             if http.response_done() {
                 break true;
@@ -97,13 +103,23 @@ impl UpstreamAnswer {
             if body.len() >= START_LIMIT {
                 break false;
             }
-            // Polled once, never awaited: pingora's body reads can be dropped unfinished (its
-            // own proxy selects over them), so a read that would wait is left for the relay.
-            match http.read_response_body().now_or_never() {
+            // Polled, not awaited past the grace: pingora's body reads can be dropped
+            // unfinished (its own proxy selects over them), so a read that would wait longer
+            // is left for the relay.
+            let read = match http.read_response_body().now_or_never() {
+                Some(read) => read,
+                None if std::mem::take(&mut grace) => {
+                    match tokio::time::timeout(START_GRACE, http.read_response_body()).await {
+                        Ok(read) => read,
+                        Err(_) => break false,
+                    }
+                }
                 None => break false,
-                Some(Ok(None)) => break true,
-                Some(Ok(Some(piece))) => body = joined(body, piece),
-                Some(Err(e)) => return Err(fail(e)),
+            };
+            match read {
+                Ok(None) => break true,
+                Ok(Some(piece)) => body = joined(body, piece),
+                Err(e) => return Err(fail(e)),
             }
         };
         self.start = AnswerStart { body, whole };

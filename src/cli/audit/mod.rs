@@ -185,8 +185,14 @@ pub fn each_line(
     file: &Path,
     mut each: impl FnMut(u64, &[u8], bool) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
-    let handle =
-        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    // Opened without blocking, so that a FIFO in the ledger's place is refused below instead
+    // of waiting for a writer; a regular file reads the same either way.
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .with_context(|| format!("cannot open {}", file.display()))?;
     if !handle.metadata()?.is_file() {
         bail!("{} is not a regular file", file.display());
     }

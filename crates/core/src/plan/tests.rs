@@ -733,6 +733,9 @@ fn customer_ids_the_route_types_in_its_url_are_noted_for_the_ledger() {
     let cases: &[(&str, Option<&str>, &[&str])] = &[
         ("/ads/v1/people/c-5", None, &["c-5"]),
         ("/ads/v1/people/c%2D5", None, &["c-5"]),
+        // Every form the partner may read it as, as the opt-out check judges it.
+        ("/ads/v1/people/c-5.json", None, &["c-5.json", "c-5"]),
+        ("/ads/v1/lookup", Some("ref=a+b"), &["a+b", "a b"]),
         ("/ads/v1/lookup", Some("ref=c-7&page=2"), &["c-7"]),
         (
             "/ads/v1/lookup",

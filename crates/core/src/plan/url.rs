@@ -58,22 +58,31 @@ pub(super) fn check_url_for_opted_out_ids(
 }
 
 /// The customer ids the route types in its URL (`{cid:subject}` path parameters and
-/// `query: [ref:subject]` parameters of the forwarded query), percent-decoded, each once: they
-/// name a customer to the partner as a record's subject does, so the disclosure ledger keys them
-/// among the request's `subjects`. A value that is empty or not UTF-8 once decoded names no one
-/// (a partner that honours opt-outs never gets one: [`check_url_for_opted_out_ids`]).
+/// `query: [ref:subject]` parameters of the forwarded query): they name a customer to the
+/// partner as a record's subject does, so the disclosure ledger keys them among the request's
+/// `subjects`. Each value in every form a partner may read it as, as the opt-out check judges
+/// it ([`read_as`]), and also trimmed and cut at `,` and `;` (a partner that honours no opt-outs
+/// gets such values as sent): `who-received` finds `c-8` sent as `c-8.json` or `c-8,c-9`.
+/// A value that is empty or not UTF-8 once decoded names no one.
 pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<String> {
     let route = target.route();
     let path = path_params(target)
         .filter(|(name, _)| route.subject_params.iter().any(|s| s == name))
-        .map(|(_, raw)| raw);
+        .map(|(name, raw)| (Param::Path(name), raw));
     let query = query_params(forwarded_query)
         .filter(|(name, _)| decode(name).is_some_and(|name| route.subject_query.contains(&name)))
-        .map(|(_, raw)| raw);
+        .map(|(name, raw)| (Param::Query(name), raw));
     let mut ids: Vec<String> = Vec::new();
-    for id in path.chain(query).filter_map(decode) {
-        if !id.is_empty() && !ids.contains(&id) {
-            ids.push(id);
+    for form in path
+        .chain(query)
+        .filter_map(|(what, raw)| read_as(what, raw))
+        .flatten()
+    {
+        let pieces = form.split([',', ';']).map(str::trim);
+        for id in std::iter::once(form.as_str()).chain(pieces) {
+            if !id.is_empty() && !ids.iter().any(|known| known == id) {
+                ids.push(id.to_string());
+            }
         }
     }
     ids
@@ -135,18 +144,13 @@ fn collect(
             )
         }
     };
-    let literal = decode(raw).ok_or_else(|| refuse("not UTF-8 once percent-decoded"))?;
-    if literal.is_empty() {
+    let forms = read_as(what, raw).ok_or_else(|| refuse("not UTF-8 once percent-decoded"))?;
+    if forms[0].is_empty() {
         return if typed {
             Err(refuse(BadId::Empty.what()))
         } else {
             Ok(())
         };
-    }
-    let plus_as_space = decode(&raw.replace('+', " ")).unwrap_or_default();
-    let mut forms = vec![literal, plus_as_space];
-    if matches!(what, Param::Path(_)) {
-        forms.extend(without_suffix(&forms));
     }
     for form in forms {
         match id::check_url_value(&form) {
@@ -160,6 +164,19 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// The values a partner may read the raw URL value as: percent-decoded as written (first) and
+/// with `+` read as a space, and for a path value also without a format suffix
+/// ([`without_suffix`]). `None` when it is not UTF-8 once decoded.
+fn read_as(what: Param<'_>, raw: &str) -> Option<Vec<String>> {
+    let literal = decode(raw)?;
+    let plus_as_space = decode(&raw.replace('+', " ")).unwrap_or_default();
+    let mut forms = vec![literal, plus_as_space];
+    if matches!(what, Param::Path(_)) {
+        forms.extend(without_suffix(&forms));
+    }
+    Some(forms)
 }
 
 /// Web frameworks read a path segment's last `.ext` as a response format (Spring's suffix

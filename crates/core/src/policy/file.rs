@@ -334,6 +334,8 @@ impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Entries
 pub struct YamlError {
     /// 1-based; 1 when the parser knows no better.
     pub line: u64,
+    /// 1-based, in characters; 0 when the parser does not say.
+    pub column: u64,
     /// One line, lowercase, naming the field where it can.
     pub message: String,
 }
@@ -399,17 +401,20 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         let Some(key_line) = lines.get(at) else { break };
         let indent = key_line.len() - key_line.trim_start().len();
         // Only a key that starts its own line can be cut out without changing anything else,
-        // or an entry of a flow mapping on one line (`limits: { typo: 1, ... }`).
-        if !key_line.trim_start().starts_with(&format!("{key}:")) {
-            let Some(without) = without_flow_entry(key_line, key) else {
+        // or an entry of a flow mapping on one line (`limits: { typo: 1, ... }`): the one the
+        // parser points at, which may be named like the key that starts the line.
+        let flow = without_flow_entry(key_line, key, column_byte(key_line, last.column));
+        if flow.is_some() || !key_line.trim_start().starts_with(&format!("{key}:")) {
+            let Some(without) = flow else {
                 break;
             };
             lines[at] = without;
             harmless_only &= harmless;
             blanked.push(key.to_string());
+            // The same complaint at the same place is about the entry that moved there (each
+            // cut shortens the line, so this ends).
             match parse::<T>(&lines.join("\n")) {
                 Ok(parsed) => return (errors, harmless_only.then_some(parsed)),
-                Err(e) if e.line == last.line && e.message == last.message => break,
                 Err(e) if is_missing(&e.message, &blanked) => break,
                 Err(e) => errors.push(e),
             }
@@ -436,7 +441,7 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         blanked.push(key.to_string());
         match parse::<T>(&lines.join("\n")) {
             Ok(parsed) => return (errors, harmless_only.then_some(parsed)),
-            Err(e) if e.line == last.line && e.message == last.message => break,
+            Err(e) if same_error(&e, last) => break,
             Err(e) if is_missing(&e.message, &blanked) => break,
             Err(e) => errors.push(e),
         }
@@ -444,46 +449,14 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
     (errors, None)
 }
 
-/// `line` without the last `key: value` entry of a flow mapping that opens and closes on it
-/// (the comma before the entry, or after it when it comes first, goes too), or `None` when the
-/// line has no such entry or its brackets do not balance on it. Quoted text is skipped.
-fn without_flow_entry(line: &str, key: &str) -> Option<String> {
-    let bytes = line.as_bytes();
-    // Each entry of a flow mapping: (the `{` or `,` before it, where it ends).
-    let mut entries: Vec<(usize, usize)> = Vec::new();
-    // Per open bracket: whether it is a mapping, and where its current entry started.
-    let mut open: Vec<(bool, usize)> = Vec::new();
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        match (quote, c) {
-            (Some(b'"'), b'\\') => i += 1,
-            (Some(q), _) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"' | b'\'') => quote = Some(c),
-            (None, b'{' | b'[') => open.push((c == b'{', i)),
-            (None, b',' | b'}' | b']') => {
-                let (mapping, start) = *open.last()?;
-                if mapping {
-                    entries.push((start, i));
-                }
-                match c {
-                    b',' => open.last_mut()?.1 = i,
-                    _ => {
-                        open.pop();
-                    }
-                }
-            }
-            (None, b'#') if i > 0 && bytes[i - 1] == b' ' => break,
-            _ => {}
-        }
-        i += 1;
-    }
-    if !open.is_empty() || quote.is_some() {
-        return None;
-    }
-    let named = |&&(start, end): &&(usize, usize)| {
+/// `line` without the `key: value` entry of a flow mapping that opens and closes on it (the
+/// comma before the entry goes too, or the one after it when it comes first): the entry that
+/// holds byte `at` (where the parser placed the error: the key, or the value of a wrong type),
+/// or without `at` the last one named `key`. `None` when there is no such entry, or it holds an
+/// anchor (a later alias may name it).
+fn without_flow_entry(line: &str, key: &str, at: Option<usize>) -> Option<String> {
+    let entries = flow_entries(line);
+    let named = |&&(start, end): &&Span| {
         let entry = line.get(start + 1..end).unwrap_or("").trim_start();
         let entry = entry.trim_start_matches(['"', '\'']);
         entry.strip_prefix(key).is_some_and(|rest| {
@@ -491,7 +464,12 @@ fn without_flow_entry(line: &str, key: &str) -> Option<String> {
             rest.starts_with(':')
         })
     };
-    let &(start, end) = entries.iter().rev().find(named)?;
+    let holds = |&&(start, end): &&Span| at.is_none_or(|at| start < at && at < end);
+    let &(start, end) = entries.iter().rev().filter(named).find(holds)?;
+    if line[start..end].contains('&') {
+        return None;
+    }
+    let bytes = line.as_bytes();
     let mut out = String::with_capacity(line.len());
     if bytes[start] == b',' {
         out.push_str(&line[..start]);
@@ -503,6 +481,78 @@ fn without_flow_entry(line: &str, key: &str) -> Option<String> {
         out.push_str(&line[after..]);
     }
     Some(out)
+}
+
+/// An entry of a flow mapping: the byte before it (`{` or `,`) and the byte after (`,` or `}`).
+type Span = (usize, usize);
+
+/// The entries of the flow mappings that open and close on `line`, each as (the byte of the `{`
+/// or `,` before it, the byte of the `,` or `}` after it). Quoted scalars and a comment are
+/// skipped; brackets of collections that span lines are passed over.
+fn flow_entries(line: &str) -> Vec<Span> {
+    let bytes = line.as_bytes();
+    let mut done = Vec::new();
+    // Per bracket open on this line: whether it is a mapping, where its current entry started,
+    // and its entries so far (kept only if it closes on this line).
+    let mut open: Vec<(bool, usize, Vec<Span>)> = Vec::new();
+    let mut quote: Option<u8> = None;
+    // The last byte outside quotes that is not a space: a quote opens a scalar only where a
+    // scalar can start (`it's` is plain text).
+    let mut last: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let spaced = i == 0 || matches!(bytes[i - 1], b' ' | b'\t');
+        match (quote, c) {
+            (Some(b'"'), b'\\') => i += 1,
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'')
+                if (spaced || matches!(bytes[i - 1], b'{' | b'[' | b','))
+                    && matches!(last, None | Some(b'{' | b'[' | b',' | b':' | b'-' | b'?')) =>
+            {
+                quote = Some(c)
+            }
+            (None, b'#') if spaced => break,
+            (None, b'{' | b'[') => open.push((c == b'{', i, Vec::new())),
+            (None, b',') => {
+                if let Some((mapping, start, entries)) = open.last_mut() {
+                    if *mapping {
+                        entries.push((*start, i));
+                    }
+                    *start = i;
+                }
+            }
+            (None, b'}' | b']') => {
+                if let Some((mapping, start, mut entries)) = open.pop() {
+                    if mapping {
+                        entries.push((start, i));
+                        done.append(&mut entries);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if quote.is_none() && !matches!(c, b' ' | b'\t') {
+            last = Some(c);
+        }
+        i += 1;
+    }
+    if quote.is_some() {
+        done.clear();
+    }
+    done
+}
+
+/// The same complaint at the same place: the cut did not take the key away.
+fn same_error(e: &YamlError, last: &YamlError) -> bool {
+    (e.line, e.column, &e.message) == (last.line, last.column, &last.message)
+}
+
+/// The byte of `line` at 1-based character `column`, if the parser gave one.
+fn column_byte(line: &str, column: u64) -> Option<usize> {
+    let column = usize::try_from(column).ok()?.checked_sub(1)?;
+    line.char_indices().nth(column).map(|(at, _)| at)
 }
 
 /// Can these lines go without breaking the YAML around them: no flow collection opened or
@@ -574,7 +624,12 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str) -> YamlError {
         }
         _ => message,
     };
-    YamlError { line, message }
+    let column = location.map_or(0, |l| l.column());
+    YamlError {
+        line,
+        column,
+        message,
+    }
 }
 
 /// Unwraps snippet and alias wrappers to the error that says what went wrong.

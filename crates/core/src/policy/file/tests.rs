@@ -196,7 +196,7 @@ fn only_blocks_that_can_go_are_cut_when_listing_errors() {
 
 #[test]
 fn a_flow_entry_is_cut_with_its_comma() {
-    let cut = |line: &str, key: &str| super::without_flow_entry(line, key);
+    let cut = |line: &str, key: &str| super::without_flow_entry(line, key, None);
     assert_eq!(
         cut("a: { x: 1, y: 2 }", "x").as_deref(),
         Some("a: { y: 2 }")
@@ -217,4 +217,59 @@ fn a_flow_entry_is_cut_with_its_comma() {
     assert_eq!(cut("a: { x: 1,", "x"), None);
     assert_eq!(cut("y: 1", "y"), None);
     assert_eq!(cut("a: { x: 1 } # { y: 2 }", "y"), None);
+    // An apostrophe inside a plain scalar opens no quote.
+    assert_eq!(
+        cut("a: { x: it's, y: 2, z: o'k }", "y").as_deref(),
+        Some("a: { x: it's, z: o'k }")
+    );
+    // An entry that holds an anchor stays: an alias elsewhere may name it.
+    assert_eq!(cut("a: { y: &h v, x: *h }", "y"), None);
+    // The entries of a mapping on one line inside a collection over several lines.
+    assert_eq!(
+        cut("  - { path: /a, y: [GET] },", "y").as_deref(),
+        Some("  - { path: /a},")
+    );
+    // Where the parser points picks the entry among those of that name.
+    let at = |line: &str, key: &str, col: usize| super::without_flow_entry(line, key, Some(col));
+    let line = "callers: { a: 1, callers: 1 }";
+    assert_eq!(at(line, "callers", 17).as_deref(), Some("callers: { a: 1}"));
+    let line = "- { y: 1, t: { y: 2 } }";
+    assert_eq!(at(line, "y", 14).as_deref(), Some("- { y: 1, t: {} }"));
+    assert_eq!(at(line, "y", 4).as_deref(), Some("- { t: { y: 2 } }"));
+    assert_eq!(at(line, "y", 9), None);
+}
+
+#[test]
+fn listing_errors_never_invents_one() {
+    let listed = |tail: &str| -> Vec<String> {
+        let text = format!("{HEAD}{tail}");
+        let (errors, _) = all_errors::<PartnerFile>(&text, partner_err(&text));
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect()
+    };
+    let only = |tail: &str, first: &str| {
+        let got = listed(tail);
+        assert!(got[0].starts_with(first), "{tail}: {got:#?}");
+        assert_eq!(got.len(), 1, "{tail}: {got:#?}");
+    };
+    only(
+        "routes: []\nupstream_auth: { typo: &h authorization, header: *h, env: A }\n",
+        "5: unknown field `typo`",
+    );
+    only(
+        "routes: []\nupstream_auth: { header: x, typo: it's, env: A, prefix: Bearer's }\n",
+        "5: unknown field `typo`",
+    );
+    // The same unknown key twice, and a nested key named like the one that starts the line.
+    let got =
+        listed("routes: []\nupstream_auth: { typo: 3, typo: 4, header: x, env: A }\nfoo: 1\n");
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[2].starts_with("6: unknown field `foo`"), "{got:#?}");
+    let got = listed("routes: [\n  { path: /v1/x, methods: [POST], alow: [a], transform: { alow: mask } },\n  { path: /v1/y, mthods: [GET] } ]\nfoo: 1\n");
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].starts_with("5: unknown field `alow`"), "{got:#?}");
+    assert!(got[1].starts_with("6: unknown field `mthods`"), "{got:#?}");
+    assert!(got[2].starts_with("7: unknown field `foo`"), "{got:#?}");
 }
