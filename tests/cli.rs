@@ -235,3 +235,20 @@ fn a_file_that_is_not_utf8_hides_no_other_error() {
         "{out}"
     );
 }
+
+/// Callers verified with an HS256 secret only: `check` reads no secrets, so it judges the rest
+/// of the section and passes; `serve` reads the secret (and refuses a short one).
+#[test]
+fn an_hs256_only_callers_section_passes_check() {
+    let tmp = bundled_copy(&["policy", "certs"]);
+    let gateway = tmp.path().join("policy/gateway.yaml");
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    let text = text.replace(
+        "  keys: certs/callers.jwks.json                # DEMO key (see certs/README.md)\n",
+        "  hs256_secret_env: CLI_TEST_HS256_SECRET\n",
+    );
+    assert!(text.contains("hs256_secret_env"));
+    std::fs::write(&gateway, text).unwrap();
+    let (code, out) = check(tmp.path().join("policy").to_str().unwrap());
+    assert_eq!(code, 0, "{out}");
+}
