@@ -175,6 +175,41 @@ fn an_answer_cut_anywhere_is_never_finished_and_always_counted() {
     );
 }
 
+/// An answer cut short in a few quick writes and a close is a 502 too: the start waits for more
+/// as long as more keeps coming.
+#[test]
+fn an_answer_cut_short_in_quick_writes_is_a_502() {
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n[1,1,";
+    let partner = Scripted::start(move |_, _, _| {
+        let steps: Steps = vec![
+            (MS(0), head.to_vec()),
+            (MS(2), b"1,1,".to_vec()),
+            (MS(1), b"1,1".to_vec()),
+        ];
+        Act::Timed(steps, false)
+    });
+    let gateway = gateway_for(&partner);
+    let tries = 10;
+    let mut relayed = 0;
+    for _ in 0..tries {
+        let before = errors(&gateway);
+        let (head, body) = split(&everything_on_one_connection(gateway.addr, &post_raw()));
+        if head.starts_with("http/1.1 200") {
+            assert!(finished_body(&head, &body).is_none(), "{head}");
+            relayed += 1;
+        } else {
+            assert!(head.starts_with("http/1.1 502"), "{head}");
+        }
+        assert_eq!(errors(&gateway), before + 1.0);
+    }
+    // A machine too busy to notice the close in time may still relay a few.
+    assert!(
+        relayed * 5 <= tries,
+        "{relayed} of {tries} went out as short 200s"
+    );
+}
+
 /// Bytes a partner sends behind a whole answer never become the next request's answer on the
 /// pooled connection.
 #[test]

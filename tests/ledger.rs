@@ -238,6 +238,22 @@ fn every_forwarded_request_has_one_record_and_nothing_else() {
     assert!(out.contains("JWKS"), "{out}");
     let (code, out) = verify(&dir, Some("/nonexistent/jwks.json"));
     assert_eq!(code, 2, "{out}");
+    // a FIFO in the key set's place is refused, not waited on
+    let fifo = gateway.policy.root().join("jwks.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (code, out) = verify(&dir, Some(fifo.to_str().unwrap()));
+    assert_eq!(code, 2, "{out}");
+    // a ledger file's name that cannot be read is no gap to report, nor one to skip
+    let dangling = dir.join("ledger-2099-01-01-1.jsonl");
+    std::os::unix::fs::symlink("/nonexistent/ledger", &dangling).unwrap();
+    let (code, out) = verify(&dir, None);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("ledger-2099-01-01-1.jsonl"), "{out}");
+    std::fs::remove_file(&dangling).unwrap();
     let other = other_jwks(gateway.policy.root());
     let (code, out) = verify(&dir, Some(other.to_str().unwrap()));
     assert_eq!(code, 1, "{out}");

@@ -282,7 +282,8 @@ pub fn load_jwks(src: &str) -> Result<String> {
         }
         resp.body
     } else {
-        std::fs::read(src).with_context(|| format!("cannot read JWKS file {src}"))?
+        crate::loader::read_policy_file(std::path::Path::new(src))
+            .with_context(|| format!("cannot read JWKS file {src}"))?
     };
     if bytes.len() > MAX_JWKS_BYTES {
         bail!("the JWKS from {src} is larger than {MAX_JWKS_BYTES} bytes");

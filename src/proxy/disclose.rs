@@ -3,6 +3,7 @@
 //! says `"stream": true` and leaves what was forwarded (digest, counts, fields, subjects) to
 //! its outcome line, written once the stream ended.
 use gateway_core::ledger::{subject_hashes, Disclosure, StreamForwarded};
+use gateway_core::plan::stream::StreamHead;
 use gateway_core::plan::{Outgoing, Target};
 use gateway_core::{Refusal, RefusalKind};
 
@@ -83,21 +84,24 @@ pub fn record(
     append(gateway, active, d, jti)
 }
 
-/// Records a streamed request before its head goes to the partner (see [`record`]).
+/// Records a streamed request before its head goes to the partner (see [`record`]). Its
+/// `subjects` are the customer ids its URL names, known before any line: the records' own
+/// come in subjects lines and the outcome.
 pub fn record_stream(
     gateway: &Gateway,
     active: &Active,
     target: &Target,
     request: (&str, &str, &str),
-    legal_basis: Option<&str>,
+    head: &StreamHead,
     jti: &str,
 ) -> Result<Option<RecordRef>, Refusal> {
-    if gateway.ledger().is_none() {
+    let Some(ledger) = gateway.ledger() else {
         return Ok(None);
-    }
+    };
     let d = Disclosure {
         stream: true,
-        ..who_and_why(active, target, request, legal_basis)
+        subjects: subject_hashes(ledger.subject_key(), &head.url_subjects),
+        ..who_and_why(active, target, request, head.legal_basis.as_deref())
     };
     append(gateway, active, d, jti)
 }

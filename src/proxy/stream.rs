@@ -91,29 +91,24 @@ impl PartnerProxy {
             active,
             target,
             (ctx.request_id.as_str(), req.caller, req.method),
-            head.legal_basis.as_deref(),
+            &head,
             &jti,
         )?;
         let mut progress = Progress {
             splitter: LineSplitter::new(active.policy.gateway.limits.max_body_bytes),
             lines: NdjsonStream::new(target, &active.policy.gateway.limits, seq.is_some()),
             sent: Sha256::new(),
-            // The ids the URL names: written in a subjects line before the head goes out.
             subjects: seq.map(|record| Subjects {
                 record,
-                pending: head.url_subjects.iter().cloned().collect(),
+                pending: HashSet::new(),
             }),
             filter_time: Duration::ZERO,
             sample: active.shadow.as_ref().map(|_| Vec::new()),
         };
         let started = Instant::now();
-        let result = match self.write_url_subjects(active, &mut progress) {
-            Ok(()) => {
-                self.stream_body(session, ctx, &req, &head, &jti, &mut progress)
-                    .await
-            }
-            Err(refusal) => Err(refusal),
-        };
+        let result = self
+            .stream_body(session, ctx, &req, &head, &jti, &mut progress)
+            .await;
         ctx.upstream_time = Some(started.elapsed());
         ctx.filter_time = Some(progress.filter_time);
         let status = match &result {
@@ -184,22 +179,6 @@ impl PartnerProxy {
         }
         subjects.pending.clear();
         Ok(())
-    }
-
-    /// Writes the customer ids the URL names (see [`StreamHead::url_subjects`]) as the
-    /// stream's first subjects line, before anything goes to the partner: a stream cut off
-    /// before its outcome line is still found for them.
-    fn write_url_subjects(
-        &self,
-        active: &Active,
-        progress: &mut Progress<'_>,
-    ) -> Result<(), Refusal> {
-        match progress.subjects.as_mut() {
-            Some(subjects) if !subjects.pending.is_empty() => {
-                self.write_subjects(active, subjects, &[])
-            }
-            _ => Ok(()),
-        }
     }
 
     fn subject_hashes(&self, ids: Option<HashSet<String>>) -> Vec<String> {

@@ -3,6 +3,7 @@
 //! its final header and what of its body came with it (the rest is relayed to the caller as it
 //! arrives, see [`super::answer`]).
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -25,11 +26,13 @@ const MAX_INFORMATIONAL: usize = 16;
 /// caller's header (more than one read's worth only when the partner sent several chunks at
 /// once).
 const START_LIMIT: usize = 64 * 1024;
-/// How long the start of a body waits, once, for more of it when nothing more has arrived: a
-/// partner's close (or the rest of a small answer) is usually only a moment behind its bytes,
-/// and an answer it cut short is then a 502 instead of a 200 whose body breaks off. A partner
-/// that streams gets its first bytes to the caller this much later at most.
-const START_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long the start of a body waits for more of it when nothing more has arrived, as long as
+/// more keeps coming (at most [`START_WAIT`] in all): a partner's close (or the rest of a small
+/// answer) is usually only a moment behind its bytes, and an answer it cut short is then a 502
+/// instead of a 200 whose body breaks off. A partner that streams gets its first bytes to the
+/// caller at most [`START_WAIT`] later.
+const START_GRACE: Duration = Duration::from_millis(5);
+const START_WAIT: Duration = Duration::from_millis(20);
 
 pub struct UpstreamClient {
     /// HTTP/1.1 only: partner peers never offer h2 by ALPN.
@@ -80,7 +83,7 @@ impl UpstreamAnswer {
 
     /// Reads the start of the body: waits for its first bytes (none for `204`, `304`, `HEAD` or
     /// an empty body), at most the partner timeout like every later read of the body, then
-    /// takes what else has already arrived (waiting [`START_GRACE`] once), up to [`START_LIMIT`]. A small
+    /// takes what else arrives without a pause of [`START_GRACE`] (at most [`START_WAIT`]), up to [`START_LIMIT`]. A small
     /// answer usually arrives whole. A failure here is the partner's (502, or 504 past the
     /// timeout): nothing of the answer has reached the caller yet.
     pub(super) async fn read_start(&mut self, partner: &str) -> Result<(), UpstreamFailure> {
@@ -95,7 +98,7 @@ impl UpstreamAnswer {
                 None => break,
             }
         }
-        let mut grace = true;
+        let deadline = tokio::time::Instant::now() + START_WAIT;
         let whole = loop {
             if http.response_done() {
                 break true;
@@ -106,15 +109,16 @@ impl UpstreamAnswer {
             // Polled, not awaited past the grace: pingora's body reads can be dropped
             // unfinished (its own proxy selects over them), so a read that would wait longer
             // is left for the relay.
+            let wait = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(START_GRACE);
             let read = match http.read_response_body().now_or_never() {
                 Some(read) => read,
-                None if std::mem::take(&mut grace) => {
-                    match tokio::time::timeout(START_GRACE, http.read_response_body()).await {
-                        Ok(read) => read,
-                        Err(_) => break false,
-                    }
-                }
-                None => break false,
+                None if wait.is_zero() => break false,
+                None => match tokio::time::timeout(wait, http.read_response_body()).await {
+                    Ok(read) => read,
+                    Err(_) => break false,
+                },
             };
             match read {
                 Ok(None) => break true,

@@ -156,6 +156,7 @@ pub fn ledger_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
+            refuse_unreadable_names(path)?;
             let names = crate::ledger::ledger_files(path)?;
             files.extend(names.into_iter().map(|n| path.join(n)));
         } else {
@@ -177,6 +178,30 @@ pub fn ledger_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         bail!("no ledger files (ledger-<date>-<n>.jsonl) found");
     }
     Ok(files)
+}
+
+/// A name of the ledger's in `dir` that is no regular file (a dangling link, a FIFO, a
+/// directory) is an error: skipped, it would leave a gap `verify` reports as removed lines, or
+/// an answer from `who-received` without that file's disclosures.
+fn refuse_unreadable_names(dir: &Path) -> anyhow::Result<()> {
+    let listing =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in listing {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        let ledger_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| gateway_core::ledger::parse_file_name(n).is_some());
+        if ledger_name && !path.is_file() {
+            bail!(
+                "{} is named like a ledger file but is no regular file that can be read",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Calls `each(line_number, bytes, complete)` for every line of `file` (without its newline);

@@ -47,7 +47,9 @@ pub fn run(
     match result {
         // The verdict is the exit code: a report that cannot be printed does not change it.
         Err(b) => {
-            let _ = writeln!(out, "{b}");
+            if let Err(e) = writeln!(out, "{b}") {
+                let _ = writeln!(err, "partner-gateway: cannot write the report ({e}): {b}");
+            }
             Ok(ExitCode::from(1))
         }
         Ok(s) => {
@@ -55,7 +57,7 @@ pub fn run(
                 0 => String::new(),
                 n => format!(", {n} stream subjects lines"),
             };
-            let _ = writeln!(
+            let written = writeln!(
                 out,
                 "ok: {} lines in {} files ({} records, {} outcomes{subject_lines}, {} checkpoints), last seq {}, head {}",
                 s.lines,
@@ -66,6 +68,12 @@ pub fn run(
                 s.last_seq,
                 s.head
             );
+            if let Err(e) = written {
+                let _ = writeln!(
+                    err,
+                    "partner-gateway: cannot write the report ({e}); the chain verified"
+                );
+            }
             match jwks {
                 Some(src) => {
                     let _ = writeln!(

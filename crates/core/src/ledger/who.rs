@@ -76,6 +76,7 @@ impl WhoReceived {
         };
         if self.needles.iter().any(|n| text.contains(n.as_str())) {
             match LedgerLine::parse(bytes) {
+                Ok(LedgerLine::Record(r)) if r.disclosure.stream => self.stream_record(*r),
                 Ok(LedgerLine::Record(r)) => {
                     let d = r.disclosure;
                     if self.in_range(&d) && self.ours(&d.subjects) {
@@ -93,8 +94,8 @@ impl WhoReceived {
             }
         } else if text.contains("\"stream\":true") {
             if let Ok(LedgerLine::Record(r)) = LedgerLine::parse(bytes) {
-                if r.disclosure.stream && self.in_range(&r.disclosure) {
-                    self.streams.insert(r.seq, r.disclosure);
+                if r.disclosure.stream {
+                    self.stream_record(*r);
                 }
             }
         } else if text.contains("\"subjects\":[]") {
@@ -135,6 +136,24 @@ impl WhoReceived {
             .unattributed
             .entry((d.partner.clone(), d.route.clone()))
             .or_default() += 1;
+    }
+
+    /// The record of a streamed request in range: held for its outcome. Its `subjects` are the
+    /// customer ids its URL names (known before any line), noted as a subjects line's are.
+    fn stream_record(&mut self, r: super::line::Record) {
+        if !self.in_range(&r.disclosure) {
+            return;
+        }
+        if !r.disclosure.subjects.is_empty() {
+            let ours = r
+                .disclosure
+                .subjects
+                .iter()
+                .filter(|s| self.subjects.contains(s));
+            let ours: Vec<String> = ours.cloned().collect();
+            self.named.entry(r.seq).or_default().extend(ours);
+        }
+        self.streams.insert(r.seq, r.disclosure);
     }
 
     /// A subjects line of a stream under way: notes that the stream names customers, and

@@ -73,6 +73,7 @@ pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<
         .filter(|(name, _)| decode(name).is_some_and(|name| route.subject_query.contains(&name)))
         .map(|(name, raw)| (Param::Query(name), raw));
     let mut ids: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for form in path
         .chain(query)
         .filter_map(|(what, raw)| read_as(what, raw))
@@ -80,7 +81,7 @@ pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<
     {
         let pieces = form.split([',', ';']).map(str::trim);
         for id in std::iter::once(form.as_str()).chain(pieces) {
-            if !id.is_empty() && !ids.iter().any(|known| known == id) {
+            if !id.is_empty() && seen.insert(id.to_string()) {
                 ids.push(id.to_string());
             }
         }

@@ -431,7 +431,7 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
             }
             end += 1;
         }
-        if !cuttable(&lines[at..end]) {
+        if !cuttable(&lines[at..end]) || inside_flow(&lines, at) {
             break;
         }
         for line in &mut lines[at..end] {
@@ -450,25 +450,30 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
 }
 
 /// `line` without the `key: value` entry of a flow mapping that opens and closes on it (the
-/// comma before the entry goes too, or the one after it when it comes first): the entry that
-/// holds byte `at` (where the parser placed the error: the key, or the value of a wrong type),
-/// or without `at` the last one named `key`. `None` when there is no such entry, or it holds an
-/// anchor (a later alias may name it).
+/// comma before the entry goes too, or the one after it when it comes first): the innermost
+/// entry that holds byte `at` (where the parser placed the error: the key, or the value of a
+/// wrong type), or without `at` the innermost one named `key`. Only plain lines are cut: one
+/// with a quote, a tag, an anchor or an alias (`"` `'` `!` `&` `*`) is read the way only a YAML
+/// parser reads it, so `None` (the listing ends there), as it is when no entry fits.
 fn without_flow_entry(line: &str, key: &str, at: Option<usize>) -> Option<String> {
-    let entries = flow_entries(line);
-    let named = |&&(start, end): &&Span| {
-        let entry = line.get(start + 1..end).unwrap_or("").trim_start();
-        let entry = entry.trim_start_matches(['"', '\'']);
-        entry.strip_prefix(key).is_some_and(|rest| {
-            let rest = rest.trim_start_matches(['"', '\'']).trim_start();
-            rest.starts_with(':')
-        })
-    };
-    let holds = |&&(start, end): &&Span| at.is_none_or(|at| start < at && at < end);
-    let &(start, end) = entries.iter().rev().filter(named).find(holds)?;
-    if line[start..end].contains('&') {
+    let code = line.split(" #").next().unwrap_or(line);
+    if code.contains(['"', '\'', '!', '&', '*']) {
         return None;
     }
+    let named = |&&(start, end): &&Span| {
+        let entry = line.get(start + 1..end).unwrap_or("").trim_start();
+        entry
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with(':'))
+    };
+    let holds = |&&(start, end): &&Span| at.is_none_or(|at| start < at && at < end);
+    let entries = flow_entries(code);
+    // Of nested entries that both hold `at`, the inner one starts later.
+    let &(start, end) = entries
+        .iter()
+        .filter(named)
+        .filter(holds)
+        .max_by_key(|(start, _)| *start)?;
     let bytes = line.as_bytes();
     let mut out = String::with_capacity(line.len());
     if bytes[start] == b',' {
@@ -486,36 +491,18 @@ fn without_flow_entry(line: &str, key: &str, at: Option<usize>) -> Option<String
 /// An entry of a flow mapping: the byte before it (`{` or `,`) and the byte after (`,` or `}`).
 type Span = (usize, usize);
 
-/// The entries of the flow mappings that open and close on `line`, each as (the byte of the `{`
-/// or `,` before it, the byte of the `,` or `}` after it). Quoted scalars and a comment are
-/// skipped; brackets of collections that span lines are passed over.
-fn flow_entries(line: &str) -> Vec<Span> {
-    let bytes = line.as_bytes();
+/// The entries of the flow mappings that open and close on `code` (a line without quotes or
+/// comment), each as (the byte of the `{` or `,` before it, the byte of the `,` or `}` after
+/// it); brackets of collections that span lines are passed over.
+fn flow_entries(code: &str) -> Vec<Span> {
     let mut done = Vec::new();
     // Per bracket open on this line: whether it is a mapping, where its current entry started,
     // and its entries so far (kept only if it closes on this line).
     let mut open: Vec<(bool, usize, Vec<Span>)> = Vec::new();
-    let mut quote: Option<u8> = None;
-    // The last byte outside quotes that is not a space: a quote opens a scalar only where a
-    // scalar can start (`it's` is plain text).
-    let mut last: Option<u8> = None;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        let spaced = i == 0 || matches!(bytes[i - 1], b' ' | b'\t');
-        match (quote, c) {
-            (Some(b'"'), b'\\') => i += 1,
-            (Some(q), _) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"' | b'\'')
-                if (spaced || matches!(bytes[i - 1], b'{' | b'[' | b','))
-                    && matches!(last, None | Some(b'{' | b'[' | b',' | b':' | b'-' | b'?')) =>
-            {
-                quote = Some(c)
-            }
-            (None, b'#') if spaced => break,
-            (None, b'{' | b'[') => open.push((c == b'{', i, Vec::new())),
-            (None, b',') => {
+    for (i, c) in code.bytes().enumerate() {
+        match c {
+            b'{' | b'[' => open.push((c == b'{', i, Vec::new())),
+            b',' => {
                 if let Some((mapping, start, entries)) = open.last_mut() {
                     if *mapping {
                         entries.push((*start, i));
@@ -523,7 +510,7 @@ fn flow_entries(line: &str) -> Vec<Span> {
                     *start = i;
                 }
             }
-            (None, b'}' | b']') => {
+            b'}' | b']' => {
                 if let Some((mapping, start, mut entries)) = open.pop() {
                     if mapping {
                         entries.push((start, i));
@@ -533,13 +520,6 @@ fn flow_entries(line: &str) -> Vec<Span> {
             }
             _ => {}
         }
-        if quote.is_none() && !matches!(c, b' ' | b'\t') {
-            last = Some(c);
-        }
-        i += 1;
-    }
-    if quote.is_some() {
-        done.clear();
     }
     done
 }
@@ -553,6 +533,20 @@ fn same_error(e: &YamlError, last: &YamlError) -> bool {
 fn column_byte(line: &str, column: u64) -> Option<usize> {
     let column = usize::try_from(column).ok()?.checked_sub(1)?;
     line.char_indices().nth(column).map(|(at, _)| at)
+}
+
+/// Does line `at` go on a flow collection written over several lines (`{` or `[` ending the
+/// line before, or a `,` ending either)? Then its key is no block of its own: blanking the
+/// line would take the entries beside it too.
+fn inside_flow(lines: &[String], at: usize) -> bool {
+    let code = |l: &str| l.split(" #").next().unwrap_or(l).trim_end().to_string();
+    let before = lines[..at]
+        .iter()
+        .rev()
+        .map(|l| code(l))
+        .find(|l| !l.trim().is_empty());
+    before.is_some_and(|l| l.ends_with(['{', '[', ',']))
+        || lines.get(at).is_some_and(|l| code(l).ends_with(','))
 }
 
 /// Can these lines go without breaking the YAML around them: no flow collection opened or
