@@ -155,16 +155,18 @@ fn every_wrong_key_of_a_file_is_reported() {
     assert!(rest.is_some());
 }
 
+/// Every error `check` lists for a partner file ending in `tail`, as `LINE: message`.
+fn listed(tail: &str) -> Vec<String> {
+    let text = format!("{HEAD}{tail}");
+    let (errors, _) = all_errors::<PartnerFile>(&text, partner_err(&text));
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.line, e.message))
+        .collect()
+}
+
 #[test]
 fn only_blocks_that_can_go_are_cut_when_listing_errors() {
-    let listed = |tail: &str| -> Vec<String> {
-        let text = format!("{HEAD}{tail}");
-        let (errors, _) = all_errors::<PartnerFile>(&text, partner_err(&text));
-        errors
-            .iter()
-            .map(|e| format!("{}: {}", e.line, e.message))
-            .collect()
-    };
     // A block sequence at its key's indent is the key's value: cut with it.
     let got = listed("routes: []\nallowed_callers: [a]\nallowed_callers:\n- x\nfoo: 1\n");
     assert_eq!(got.len(), 2, "{got:#?}");
@@ -246,14 +248,6 @@ fn a_flow_entry_is_cut_with_its_comma() {
 
 #[test]
 fn listing_errors_never_invents_one() {
-    let listed = |tail: &str| -> Vec<String> {
-        let text = format!("{HEAD}{tail}");
-        let (errors, _) = all_errors::<PartnerFile>(&text, partner_err(&text));
-        errors
-            .iter()
-            .map(|e| format!("{}: {}", e.line, e.message))
-            .collect()
-    };
     let only = |tail: &str, first: &str| {
         let got = listed(tail);
         assert!(got[0].starts_with(first), "{tail}: {got:#?}");
