@@ -403,8 +403,13 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
         // Only a key that starts its own line can be cut out without changing anything else,
         // or an entry of a flow mapping on one line (`limits: { typo: 1, ... }`): the one the
         // parser points at, which may be named like the key that starts the line.
-        let flow = without_flow_entry(key_line, key, column_byte(key_line, last.column));
-        if flow.is_some() || !key_line.trim_start().starts_with(&format!("{key}:")) {
+        let at_byte = column_byte(key_line, last.column);
+        let flow = without_flow_entry(key_line, key, at_byte);
+        // The line's own key is the one meant when the parser points at it, or at its value for
+        // a value of the wrong type (a key named like it further along is not).
+        let own_key = key_line.trim_start().starts_with(&format!("{key}:"))
+            && at_byte.is_none_or(|b| b == indent || !harmless && b > indent + key.len());
+        if flow.is_some() || !own_key {
             let Some(without) = flow else {
                 break;
             };
@@ -456,7 +461,7 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
 /// with a quote, a tag, an anchor or an alias (`"` `'` `!` `&` `*`) is read the way only a YAML
 /// parser reads it, so `None` (the listing ends there), as it is when no entry fits.
 fn without_flow_entry(line: &str, key: &str, at: Option<usize>) -> Option<String> {
-    let code = line.split(" #").next().unwrap_or(line);
+    let code = code_of(line);
     if code.contains(['"', '\'', '!', '&', '*']) {
         return None;
     }
@@ -539,14 +544,23 @@ fn column_byte(line: &str, column: u64) -> Option<usize> {
 /// line before, or a `,` ending either)? Then its key is no block of its own: blanking the
 /// line would take the entries beside it too.
 fn inside_flow(lines: &[String], at: usize) -> bool {
-    let code = |l: &str| l.split(" #").next().unwrap_or(l).trim_end().to_string();
     let before = lines[..at]
         .iter()
-        .rev()
-        .map(|l| code(l))
-        .find(|l| !l.trim().is_empty());
+        .map(|l| code_of(l).trim_end())
+        .rfind(|l| !l.trim().is_empty());
     before.is_some_and(|l| l.ends_with(['{', '[', ',']))
-        || lines.get(at).is_some_and(|l| code(l).ends_with(','))
+        || lines
+            .get(at)
+            .is_some_and(|l| code_of(l).trim_end().ends_with(','))
+}
+
+/// `line` without its comment: from the first `#` that starts the line or follows a space or a
+/// tab (quotes are not looked at: a caller that cuts refuses lines with quotes).
+fn code_of(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let comment = (0..bytes.len())
+        .find(|&i| bytes[i] == b'#' && (i == 0 || matches!(bytes[i - 1], b' ' | b'\t')));
+    &line[..comment.unwrap_or(line.len())]
 }
 
 /// Can these lines go without breaking the YAML around them: no flow collection opened or

@@ -247,6 +247,26 @@ fn a_flow_entry_is_cut_with_its_comma() {
 }
 
 #[test]
+fn a_key_named_like_its_line_is_never_taken_for_it() {
+    // The parser points inside the line: its own key stays, the listing ends.
+    let got =
+        listed("routes: []\nupstream_auth: { header: \"x\", env: A, upstream_auth: 1 }\nfoo: 1\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("5: unknown field `upstream_auth`"),
+        "{got:#?}"
+    );
+    // Comments at the start of a line or after a tab are comments.
+    let got =
+        listed("routes: []\nupstream_auth: {\n# c\n  typo: 1, header: x,\n  env: A }\nfoo: 1\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let got =
+        listed("routes: []\nupstream_auth: { header: x, typo: 3\t# }\n  , env: A }\nfoo: 1\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("5: unknown field `typo`"), "{got:#?}");
+}
+
+#[test]
 fn listing_errors_never_invents_one() {
     let only = |tail: &str, first: &str| {
         let got = listed(tail);
