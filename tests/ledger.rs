@@ -667,7 +667,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         );
     let people = partner(&mock.url()).replace(
         "allowed_callers:",
-        "  - path: /v1/people/{cid:subject}\n    methods: [GET]\nallowed_callers:",
+        "  - path: /v1/people/{cid:subject}\n    methods: [GET]\n  - path: /v1/notes/{cid:subject}\n    methods: [POST]\n    allow: [city]\nallowed_callers:",
     );
     let mut env = ENV.to_vec();
     env.push(("ADMIN_TOKEN", TOKEN));
@@ -704,6 +704,9 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     // a contractor honours no opt-outs and gets URL values as sent: keyed as a partner reads them
     let list = gateway.send("GET", "/acme-ship/v1/people/c-l1,c-l2.json", &[], None);
     assert_eq!(list.status, 200);
+    // a body whose records name no one: anyone's data, the URL's customer's included
+    let note = gateway.post_json("/acme-ship/v1/notes/c-note", r#"{"city": "Ulm"}"#);
+    assert_eq!(note.status, 200);
     assert_eq!(
         gateway
             .post_json("/acme-ship/v1/shipments", &shipment("c-other"))
@@ -759,6 +762,13 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert_eq!(partners(&who("c-query")), ["offers"]);
     assert_eq!(partners(&who("c-l1")), ["acme-ship"]);
     assert_eq!(partners(&who("c-l2")), ["acme-ship"]);
+    let note = who("c-note");
+    assert!(partners(&note).is_empty(), "{note}");
+    let unattributed = note["unattributed"].to_string();
+    assert!(unattributed.contains("/v1/notes/{cid:subject}"), "{note}");
+    assert!(who("c-other")["unattributed"]
+        .to_string()
+        .contains("/v1/notes/"));
     assert!(partners(&who("nobody")).is_empty());
     // without the key it refuses to guess
     let out = Command::new(BIN)
@@ -832,7 +842,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         shipments["records_dropped"], 1,
         "per route too: {shipments}"
     );
-    assert_eq!(report["requests"], 6);
+    assert_eq!(report["requests"], 7);
     let acme = report["recipients"]
         .as_array()
         .unwrap()

@@ -145,8 +145,8 @@ pub struct Outgoing {
     pub headers_removed: Vec<String>,
     /// The legal-basis reference of a request to a government partner (goes into the token).
     pub legal_basis: Option<String>,
-    /// The customer ids the route types in the URL sent (see [`url::typed_url_subjects`]),
-    /// for the disclosure ledger.
+    /// The customer ids the route types in the URL sent, for the disclosure ledger (see
+    /// [`url::ledger_url_subjects`]).
     pub url_subjects: Vec<String>,
 }
 
@@ -255,7 +255,7 @@ pub fn plan_noting(
     );
     let (query, query_removed) = query::filter_query(incoming.query, &route.query);
     url::check_url_for_opted_out_ids(target, &query, optouts)?;
-    let url_subjects = url::typed_url_subjects(target, &query);
+    let url_subjects = url::ledger_url_subjects(target, &query, body.is_empty());
     let mut path_and_query = target.upstream_path.clone();
     if !query.is_empty() {
         path_and_query.push('?');

@@ -87,7 +87,7 @@ pub fn plan_stream_head(
     );
     let (query, _) = query::filter_query(query, &route.query);
     url::check_url_for_opted_out_ids(target, &query, optouts)?;
-    let url_subjects = url::typed_url_subjects(target, &query);
+    let url_subjects = url::ledger_url_subjects(target, &query, false);
     let mut path_and_query = target.upstream_path.clone();
     if !query.is_empty() {
         path_and_query.push('?');

@@ -57,6 +57,28 @@ pub(super) fn check_url_for_opted_out_ids(
     Ok(())
 }
 
+/// The customer ids of [`typed_url_subjects`] for the disclosure ledger's `subjects`, when they
+/// are all the customers the request names: the route names its records' `subject`, or nothing
+/// but the URL is sent (`bodiless`). A body whose records name no one may carry anyone's data:
+/// its record keeps empty `subjects`, so that `who-received` counts it among the disclosures
+/// that may have carried any customer's, the URL's own included.
+pub(super) fn ledger_url_subjects(
+    target: &Target,
+    forwarded_query: &str,
+    bodiless: bool,
+) -> Vec<String> {
+    let named = target
+        .route()
+        .filter
+        .as_ref()
+        .is_some_and(|p| p.has_subjects());
+    if named || bodiless {
+        typed_url_subjects(target, forwarded_query)
+    } else {
+        Vec::new()
+    }
+}
+
 /// The customer ids the route types in its URL (`{cid:subject}` path parameters and
 /// `query: [ref:subject]` parameters of the forwarded query): they name a customer to the
 /// partner as a record's subject does, so the disclosure ledger keys them among the request's
