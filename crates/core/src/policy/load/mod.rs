@@ -416,7 +416,6 @@ pub fn env_name_shown(name: &str) -> &str {
     }
 }
 
-/// Checks an env var name; in serve mode also reads it (unset or empty is an error).
 /// Warns about an HMAC key from `name` shorter than [`MIN_KEY_BYTES`]: the pseudonyms or
 /// ledger hashes it keys are only as hard to reverse as the key is to guess.
 fn warn_short_key(file: &str, name: &Spanned<String>, key: &str, d: &mut Diags) {
@@ -429,6 +428,7 @@ fn warn_short_key(file: &str, name: &Spanned<String>, key: &str, d: &mut Diags) 
     }
 }
 
+/// Checks an env var name; in serve mode also reads it (unset or empty is an error).
 fn env_secret(
     file: &str,
     name: &Spanned<String>,
