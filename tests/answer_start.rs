@@ -184,13 +184,13 @@ fn an_answer_cut_short_in_quick_writes_is_a_502() {
     let partner = Scripted::start(move |_, _, _| {
         let steps: Steps = vec![
             (MS(0), head.to_vec()),
-            (MS(2), b"1,1,".to_vec()),
+            (MS(1), b"1,1,".to_vec()),
             (MS(1), b"1,1".to_vec()),
         ];
         Act::Timed(steps, false)
     });
     let gateway = gateway_for(&partner);
-    let tries = 10;
+    let tries = 20;
     let mut relayed = 0;
     for _ in 0..tries {
         let before = errors(&gateway);
@@ -203,9 +203,10 @@ fn an_answer_cut_short_in_quick_writes_is_a_502() {
         }
         assert_eq!(errors(&gateway), before + 1.0);
     }
-    // A machine too busy to notice the close in time may still relay a few.
+    // A machine too busy to keep the partner's writes within the wait may still relay some
+    // (without the wait, every one of them went out as a short 200).
     assert!(
-        relayed * 5 <= tries,
+        relayed * 2 <= tries,
         "{relayed} of {tries} went out as short 200s"
     );
 }
