@@ -877,6 +877,11 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert!(out.status.success());
     let html = String::from_utf8(out.stdout).unwrap();
     assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    // per route too: the offers route with its dropped record
+    assert!(
+        html.contains("<tr><td>offers</td><td>/v1/shipments</td><td class=\"num\">1</td><td class=\"num\">1</td><td class=\"num\">1</td></tr>"),
+        "{html}"
+    );
     let svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
     let texts = |class: &str| -> Vec<String> {
         let open = format!("<text class=\"{class}\"");

@@ -166,6 +166,26 @@ fn tables(r: &ProcessingReport, s: &mut String) {
         );
     }
     s.push_str("</table>\n");
+    routes(r, s);
+}
+
+/// Requests and records per route of each recipient.
+fn routes(r: &ProcessingReport, s: &mut String) {
+    s.push_str("<h2>Routes</h2>\n<table>\n<tr><th>Recipient</th><th>Route</th><th>Requests</th><th>Records forwarded</th><th>Records dropped (opt-outs)</th></tr>\n");
+    for p in &r.recipients {
+        for route in &p.routes {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(&p.partner),
+                esc(&route.route),
+                route.requests,
+                route.records_forwarded,
+                route.records_dropped
+            );
+        }
+    }
+    s.push_str("</table>\n");
 }
 
 fn color(i: usize) -> &'static str {
