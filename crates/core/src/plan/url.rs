@@ -88,6 +88,10 @@ pub(super) fn ledger_url_subjects(
 /// A value that is empty or not UTF-8 once decoded names no one.
 pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<String> {
     let route = target.route();
+    // Most routes type no URL value: no query name is decoded for them on every request.
+    if route.subject_params.is_empty() && route.subject_query.is_empty() {
+        return Vec::new();
+    }
     let path = path_params(target)
         .filter(|(name, _)| route.subject_params.iter().any(|s| s == name))
         .map(|(name, raw)| (Param::Path(name), raw));
