@@ -714,3 +714,48 @@ fn serve_refuses_to_start_with_a_database_url_it_cannot_use() {
     assert!(err.contains(URL_ENV), "{err}");
     assert!(!err.contains(secret), "the password leaked: {err}");
 }
+
+/// An opt-out table made beforehand by someone else, with integer ids: `CREATE TABLE IF NOT
+/// EXISTS` leaves it as it is, and read as text its rows would be other customers (or a client
+/// library's panic). The replica refuses it: not ready, opt-out routes 503, the reason named by
+/// `optouts migrate`; once the column is converted it loads and enforces the rows.
+#[test]
+fn an_opt_out_table_with_columns_the_gateway_would_misread_is_refused_until_fixed() {
+    let _machine = shared();
+    let pg = Postgres::start();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    pg.psql(
+        "CREATE TABLE optouts (customer_id bigint NOT NULL, scope text NOT NULL, \
+         PRIMARY KEY (customer_id, scope)); INSERT INTO optouts VALUES (4242, 'partner_sharing')",
+    );
+    let yaml = format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: 30 }} }}\n"
+    );
+    let owned = partners(&bp, &ctr);
+    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let gw = Gateway::start(&yaml, &files, &[(TOKEN_ENV, TOKEN), (URL_ENV, &pg.url())]);
+    std::thread::sleep(Duration::from_millis(800));
+    let ready = gw.admin_get("/readyz");
+    assert_eq!(
+        ready.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&ready.body)
+    );
+    assert_refused(&contact(&gw, "bp", "4242"), 503, "not_ready");
+    assert!(bp.received().is_empty(), "nothing reaches the partner");
+    let migrate = Command::new(BIN)
+        .args(["optouts", "migrate", "--policy"])
+        .arg(gw.policy.policy())
+        .env(URL_ENV, pg.url())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&migrate.stderr);
+    assert!(!migrate.status.success(), "{err}");
+    assert!(err.contains("column customer_id is bigint"), "{err}");
+
+    pg.psql("ALTER TABLE optouts ALTER COLUMN customer_id TYPE text COLLATE \"C\"");
+    wait_ready(&gw);
+    assert_refused(&contact(&gw, "bp", "4242"), 451, "subject_opted_out");
+    assert_eq!(contact(&gw, "bp", "4243").status, 200);
+}

@@ -27,7 +27,7 @@ owner could replace them, and the migration runs as whichever role starts a repl
 slips past them (a writer that marks itself as the gateway) is caught by the replicas' periodic
 full read (`RECONCILE_EVERY`).
 */
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tokio_postgres::Client;
 
 use super::connect::{DbContext, Tables};
@@ -69,6 +69,7 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
         .db_context("cannot read the schema")?
         .get::<_, bool>(0);
     if current {
+        check_columns(&tx, tables).await?;
         return tx.commit().await.db_context("cannot commit the migration");
     }
     let ddl = format!(
@@ -147,8 +148,61 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
     tx.batch_execute(&ddl).await.db_context(&format!(
         "cannot create the opt-out tables {optouts}, {changes}, {seq}"
     ))?;
+    check_columns(&tx, tables).await?;
     tx.commit()
         .await
         .db_context("cannot commit the migration")?;
+    Ok(())
+}
+
+/// The columns the gateway reads and writes, per table of [`Tables`] (in its order), with the
+/// types it reads them as: text for ids and scopes (`character varying` reads the same).
+const COLUMNS: [&[(&str, &str)]; 3] = [
+    &[("customer_id", "text"), ("scope", "text")],
+    &[
+        ("id", "bigint"),
+        ("customer_id", "text"),
+        ("op", "text"),
+        ("scopes", "text[]"),
+        ("at", "timestamp with time zone"),
+    ],
+    &[("last", "bigint")],
+];
+
+/// Refuses tables the gateway would misread: a table created beforehand by someone else (an
+/// `optouts` table with `integer` ids, say) is left as it is by `CREATE TABLE IF NOT EXISTS`,
+/// and its rows would load as other ids, or not at all, with every opt-out in it unenforced.
+async fn check_columns(tx: &tokio_postgres::Transaction<'_>, tables: &Tables) -> Result<()> {
+    let names = [&tables.optouts, &tables.changes, &tables.seq];
+    let rows = tx
+        .query(
+            "SELECT t.i::int4, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
+             JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) \
+             WHERE a.attnum > 0 AND NOT a.attisdropped",
+            &[&names.iter().map(|n| n.as_str()).collect::<Vec<_>>()],
+        )
+        .await
+        .db_context("cannot read the opt-out tables' columns")?;
+    for (i, (table, columns)) in names.iter().zip(COLUMNS).enumerate() {
+        for &(column, want) in columns {
+            let found = rows
+                .iter()
+                .find(|r| r.get::<_, i32>(0) as usize == i + 1 && r.get::<_, &str>(1) == column);
+            let Some(row) = found else {
+                bail!("table {table} has no column {column} ({want}); it was not created by partner-gateway: move it aside and let the gateway create its own");
+            };
+            let found: &str = row.get(2);
+            let readable = found == want
+                || (want == "text" && found.starts_with("character varying"))
+                || (want == "text[]"
+                    && found.starts_with("character varying")
+                    && found.ends_with("[]"));
+            if !readable {
+                let collate = if want == "text" { " COLLATE \"C\"" } else { "" };
+                bail!("table {table}: column {column} is {found}, but partner-gateway reads it as {want} (the opt-outs in it would not be enforced); convert it (ALTER TABLE {table} ALTER COLUMN {column} TYPE {want}{collate}) or move the table aside and let the gateway create its own");
+            }
+        }
+    }
     Ok(())
 }

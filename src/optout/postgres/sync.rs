@@ -49,8 +49,9 @@ impl PgOptOuts {
         let mut backoff = BACKOFF_MIN;
         let mut migrated = false;
         loop {
-            let mut caught_up = false;
-            if let Err(e) = self.session(&mut migrated, &mut caught_up).await {
+            let (result, caught_up);
+            (result, migrated, caught_up) = self.clone().session_task(migrated).await;
+            if let Err(e) = result {
                 if self.loaded.load(Ordering::Acquire) {
                     log::warn!("opt-out database: {e:#}; enforcing the last known opt-outs and reconnecting");
                 } else {
@@ -63,6 +64,33 @@ impl PgOptOuts {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// [`PgOptOuts::session`] as a task of its own, so that a panic in it (a database client
+    /// library's, on data it did not expect) ends the session, not the follower: the follower
+    /// then migrates and checks the tables again and reconnects. Returns the session's result,
+    /// whether the tables are migrated, and whether it caught up.
+    async fn session_task(self: std::sync::Arc<Self>, migrated: bool) -> (Result<()>, bool, bool) {
+        let task = tokio::spawn(async move {
+            let (mut migrated, mut caught_up) = (migrated, false);
+            let result = self.session(&mut migrated, &mut caught_up).await;
+            (result, migrated, caught_up)
+        });
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let what = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
+                (
+                    Err(anyhow::anyhow!("the follower's session {what}")),
+                    false,
+                    false,
+                )
+            }
         }
     }
 
