@@ -280,15 +280,19 @@ pub enum Suggestion {
 
 /// Whether a member name reads as IP address, domain or browser data. A heuristic that errs
 /// towards holding a name back (a name held back is only not suggested): the name is read in
-/// snake case (`clientIPs` as `client_ips`, `ip-address` as `ip_address`) and matched by word
+/// snake case (`clientIPs` as `client_ips`, `ip-address` as `ip_address`, `IPv6` as `ipv6`)
+/// and matched by word
 /// and by fragment:
 /// - IP addresses: a word `ip`, `ips`, `ip4`, `ip6`, `ipv4`, `ipv6`, `ipaddr`, `ipaddress`,
 ///   `iplist` (also with `v4`/`v6` before `addr…`), or `ip` after a word saying whose
 ///   (`clientip`, `srcip`, `remoteip`, `geoip`; not `zip` or `ship`), or a peer/remote/client/
-///   source address (`peer_address`), `xff`, anything `forwarded`;
+///   source address (`peer_address`, `src_addr`), `xff`, `cidr`, `netblock`, anything
+///   `forwarded`; a location (`geo`, `geolocation`, `latitude`, `longitude`), which an IP
+///   address is often turned into;
 /// - browser data: anything with `agent` (`user_agent`, `http_agent`), `ua`/`uastring`,
 ///   `referer`/`referrer`, `cookie`, `browser`, `fingerprint`, `screen…`, `timezone`/`tz`,
-///   `accept_language`, a MAC address (`mac`, `mac_addr`);
+///   `accept_language`, a MAC address (`mac`, `mac_addr`), `navigator…`, request `headers`,
+///   tracking ids (`visitor…`, `tracking…`, `gclid`, `fbclid`, `utm_…`);
 /// - domains and addresses on the web: `domain`, `host…`, `origin`, a word ending in `url` or
 ///   `uri` (`website_url`, `landingpageurl`).
 fn names_network_or_browser_data(name: &str) -> bool {
@@ -318,6 +322,18 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "ipaddr",
         "ipv4",
         "ipv6",
+        "client_addr",
+        "srcaddr",
+        "src_addr",
+        "sourceaddr",
+        "source_addr",
+        "navigator",
+        "tracking",
+        "visitor",
+        "gclid",
+        "fbclid",
+        "utm_",
+        "geoloc",
     ];
     FRAGMENTS.iter().any(|f| snake.contains(f)) || snake.split('_').any(network_word)
 }
@@ -355,6 +371,13 @@ fn network_word(word: &str) -> bool {
         "idfa",
         "gaid",
         "adid",
+        "cidr",
+        "netblock",
+        "header",
+        "headers",
+        "geo",
+        "latitude",
+        "longitude",
     ];
     // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
     const OWNERS: &[&str] = &[
@@ -400,7 +423,8 @@ fn network_word(word: &str) -> bool {
             .is_some_and(|owner| OWNERS.contains(&owner))
 }
 
-/// `ipAddress` and `ip-address` as `ip_address`, `IP` as `ip`, `clientIPs` as `client_ips`.
+/// `ipAddress` and `ip-address` as `ip_address`, `IP` as `ip`, `clientIPs` as `client_ips`,
+/// `clientIPv6` as `client_ipv6`.
 fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut snake = String::with_capacity(name.len() + 4);
@@ -409,10 +433,12 @@ fn snake_case(name: &str) -> String {
         let next = chars.get(i + 1);
         // A word starts at an upper-case letter after a lower-case one or a digit, and at the
         // last capital of a run followed by a lower-case letter (`HTTPAgent`: `http_agent`),
-        // unless that letter is a plural `s` (`IPs`).
+        // unless that letter is a plural `s` (`IPs`) or starts a version (`IPv6`: `ipv6`).
         let after_lower = prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
+        let version = next == Some(&'v') && chars.get(i + 2).is_some_and(char::is_ascii_digit);
         let run_end = prev.is_some_and(|p| p.is_ascii_uppercase())
-            && next.is_some_and(|n| n.is_ascii_lowercase() && *n != 's');
+            && next.is_some_and(|n| n.is_ascii_lowercase() && *n != 's')
+            && !version;
         if c.is_ascii_uppercase() && (after_lower || run_end) {
             snake.push('_');
         }
