@@ -499,7 +499,8 @@ impl Gateway {
     pub fn open_ledger(&self) {
         let active = self.active();
         if let Some(config) = &active.policy.gateway.ledger {
-            let ledger = Ledger::start(config);
+            let errors = self.metrics.ledger_error_counter();
+            let ledger = Ledger::start(config, Box::new(move || errors.inc()));
             let mut guard = match self.ledger.write() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),

@@ -39,9 +39,11 @@ pub const UNKNOWN: &str = "unknown";
 pub use gateway_core::policy::categories::UNCATEGORIZED;
 
 /// Histogram buckets (seconds) for both durations: 100 µs to 30 s.
-pub const DURATION_BUCKETS: [f64; 17] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0,
+/// 2 s is a bucket boundary: the latency alert's threshold, so that answers under it never read
+/// as over it (a quantile interpolates within a bucket).
+pub const DURATION_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+    2.5, 5.0, 10.0, 30.0,
 ];
 
 /// The `kind` label of `partner_gateway_upstream_errors_total`.
@@ -239,7 +241,7 @@ impl Metrics {
             fields_disclosed: counters(&r, NAMES[12], "Fields forwarded to partners, by data category (uncategorized when the path has none)", &["partner", "route", "category"]),
             certificate_expiry: gauges(&r, NAMES[13], "notAfter of each loaded certificate, Unix seconds", &["name"]),
             ledger_records: register(&r, IntCounter::new(NAMES[14], "Records appended to the disclosure ledger").expect("valid")),
-            ledger_errors: register(&r, IntCounter::new(NAMES[15], "Disclosure ledger writes that failed: a record (its request refused with 503), an outcome, subjects or checkpoint line").expect("valid")),
+            ledger_errors: register(&r, IntCounter::new(NAMES[15], "Disclosure ledger writes that failed: a record (its request refused with 503), an outcome, subjects or checkpoint line, and each failed attempt (one a second) to reopen a ledger that cannot be written").expect("valid")),
             build_info: gauges(&r, NAMES[16], "The gateway's version (value is always 1)", &["version"]),
             optouts_staleness: register(&r, Gauge::new(NAMES[17], "Age of this replica's opt-out data in seconds (0 for the embedded store; grows while opt-outs a partner honours are not loaded)").expect("valid")),
             shadow_differences: counters(&r, NAMES[18], "Decisions of the shadow policy that differ from the active one", &["partner", "route", "change"]),
@@ -542,6 +544,11 @@ impl Metrics {
 
     pub fn ledger_error(&self) {
         self.ledger_errors.inc();
+    }
+
+    /// The ledger error counter itself, for the ledger's own retries (see `Ledger::start`).
+    pub fn ledger_error_counter(&self) -> IntCounter {
+        self.ledger_errors.clone()
     }
 
     pub fn shadow_difference(&self, partner: &str, route: &str, change: ShadowChange) {

@@ -77,6 +77,9 @@ pub struct Ledger {
     /// replaced the one it held starts a new chain, so that no outcome or subjects line of a
     /// record in the old chain lands in the new one ([`RecordRef`]).
     chain: AtomicU64,
+    /// Called for each failed attempt to reopen a broken ledger (once a second), so that the
+    /// error count keeps rising for as long as it cannot be written, traffic or not.
+    on_failed_retry: Box<dyn Fn() + Send + Sync>,
 }
 
 /// A record this ledger wrote: its seq, in the chain it was written to. Its outcome and
@@ -98,7 +101,10 @@ pub fn now_text() -> (String, String) {
 impl Ledger {
     /// Opens the ledger `config` names. One that cannot be opened is returned broken (every
     /// forwarded request answers 503) and is retried in the background.
-    pub fn start(config: &LedgerConfig) -> Arc<Ledger> {
+    pub fn start(
+        config: &LedgerConfig,
+        on_failed_retry: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<Ledger> {
         let (_, today) = now_text();
         let dir_lock = DirLock::take(&config.path);
         let opened = dir_lock
@@ -127,6 +133,7 @@ impl Ledger {
             dir_lock: Mutex::new(dir_lock.ok()),
             dirty: AtomicBool::new(false),
             chain: AtomicU64::new(0),
+            on_failed_retry,
         });
         spawn_background(Arc::downgrade(&ledger));
         ledger
@@ -431,6 +438,7 @@ impl Ledger {
             }
             Err(e) => {
                 log::debug!("disclosure ledger still cannot be opened: {e:#}");
+                (self.on_failed_retry)();
                 return;
             }
         }
@@ -462,7 +470,10 @@ impl Ledger {
                     *state = State::Open(current);
                 }
             }
-            Err(e) => log::debug!("disclosure ledger still cannot be opened: {e:#}"),
+            Err(e) => {
+                log::debug!("disclosure ledger still cannot be opened: {e:#}");
+                (self.on_failed_retry)();
+            }
         }
     }
 }

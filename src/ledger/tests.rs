@@ -27,12 +27,15 @@ fn disclosure(time: &str) -> Disclosure {
 
 /// A ledger in `dir` (files of 1 MiB).
 fn start(dir: &std::path::Path) -> Arc<Ledger> {
-    Ledger::start(&LedgerConfig {
-        path: dir.to_path_buf(),
-        subject_key_env: "K".into(),
-        subject_key: Some(b"k".to_vec()),
-        rotate_bytes: 1 << 20,
-    })
+    Ledger::start(
+        &LedgerConfig {
+            path: dir.to_path_buf(),
+            subject_key_env: "K".into(),
+            subject_key: Some(b"k".to_vec()),
+            rotate_bytes: 1 << 20,
+        },
+        Box::new(|| {}),
+    )
 }
 
 /// The ledger in `dir`, verified file by file in chain order.
