@@ -225,6 +225,39 @@ fn diff_against_an_invalid_policy_exits_1() {
     assert!(out.contains("partners/acme-ship.yaml:"), "{out}");
 }
 
+/// `check` and `serve` refuse a policy whose signing key is no key; so does `diff` (exit 1, the
+/// file named at its `gateway.yaml` line), not "no change".
+#[test]
+fn diff_against_a_policy_with_an_unusable_key_file_exits_1() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = copied_policy();
+    std::fs::create_dir(root.path().join("certs")).unwrap();
+    for entry in std::fs::read_dir(repo.join("certs")).unwrap().flatten() {
+        if entry.path().is_file() {
+            std::fs::copy(
+                entry.path(),
+                root.path().join("certs").join(entry.file_name()),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(root.path().join("certs/data-use-signing.pem"), "garbage\n").unwrap();
+    let new = root.path().join("policy");
+    let (code, out, err) = run(&[
+        "diff",
+        "--policy",
+        "policy/",
+        "--against",
+        new.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("gateway.yaml:") && out.contains("signing.key"),
+        "{out}"
+    );
+    assert!(!out.contains("no change"), "{out}");
+}
+
 /// A copy of the bundled policy ([`edited_policy`]) whose acme-ship is reached over https,
 /// trusting `ROOT/ca/acme-ca.pem`, which holds `ca`.
 fn https_policy_with_ca(ca: &str) -> Edited {
@@ -241,7 +274,9 @@ fn https_policy_with_ca(ca: &str) -> Edited {
 
 #[test]
 fn diff_compares_a_partner_ca_by_what_it_holds_not_where_it_is() {
-    let ca = "-----BEGIN CERTIFICATE-----\nQUNNRSBDQQ==\n-----END CERTIFICATE-----\n";
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pem = |name: &str| std::fs::read_to_string(repo.join("certs").join(name)).unwrap();
+    let ca = &pem("demo-ca.pem");
     let (old, same) = (https_policy_with_ca(ca), https_policy_with_ca(ca));
     let dir = Edited::dir;
     // The same CA in another checkout, even with other line endings: no change.
@@ -252,7 +287,7 @@ fn diff_compares_a_partner_ca_by_what_it_holds_not_where_it_is() {
     let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&crlf)]);
     assert_eq!(code, 0, "{out}{err}");
     // The same file name holding another CA: another endpoint may be taken for the partner.
-    let other = https_policy_with_ca(&ca.replace("QUNNRSBDQQ==", "RVZJTCBDQQ=="));
+    let other = https_policy_with_ca(&pem("partner.pem"));
     let (code, out, err) = run(&["diff", "--policy", &dir(&old), "--against", &dir(&other)]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(

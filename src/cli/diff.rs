@@ -165,6 +165,16 @@ fn compare(
     let (Ok(old), Ok(new)) = (load(old_dir), load(new_dir)) else {
         return ExitCode::from(1);
     };
+    let unusable: Vec<String> = [(old_dir, &old), (new_dir, &new)]
+        .into_iter()
+        .flat_map(|(dir, policy)| unusable_files(dir, policy))
+        .collect();
+    if !unusable.is_empty() {
+        for line in unusable {
+            outln!(out, "{line}");
+        }
+        return ExitCode::from(1);
+    }
     // A file neither copy can read (a policy copied without its `certs/`) is known by its
     // path below its policy's base, so two such copies compare equal.
     let mut bases = [old_dir, new_dir].map(gateway_core::policy::base_dir);
@@ -206,6 +216,25 @@ fn compare(
         ExitCode::from(EXIT_DISCLOSES_MORE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The problems `check` finds with the key and certificate files `policy` names (not PEM, a key
+/// that does not match its certificate, …): such a policy is invalid, whatever it discloses.
+/// A copy that lacks some of its files (certificates and keys kept elsewhere) is compared as
+/// it is, its files by path (see [`file_digest`]).
+fn unusable_files(dir: &Path, policy: &gateway_core::policy::Policy) -> Vec<String> {
+    if !crate::reload::named_files(policy)
+        .iter()
+        .all(|f| f.exists())
+    {
+        return Vec::new();
+    }
+    match crate::loader::load(dir, None) {
+        Ok(loaded) => crate::loader::build_active(dir, loaded.policy)
+            .err()
+            .unwrap_or_default(),
+        Err(diagnostics) => diagnostics.iter().map(ToString::to_string).collect(),
     }
 }
 

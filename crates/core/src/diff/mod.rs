@@ -130,6 +130,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
         );
     }
     safeguards_switched(&mut b, old, new);
+    body_limits_changed(&mut b, old, new);
     optout_store_changed(&mut b, old, new);
     caller_trust(&mut b, old, new);
     let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
@@ -260,6 +261,60 @@ fn safeguards_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
             let (change, text) = if is { on } else { off };
             b.push("*", None, change, None, (None, None), false, text.into());
         }
+    }
+}
+
+/// The limits that decide which bodies are forwarded at all: raised, requests refused before
+/// (413 `body_too_large`, 400 for nesting) start reaching partners, with whatever records and
+/// fields they hold; lowered, some stop.
+fn body_limits_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let (o, n) = (&old.gateway.limits, &new.gateway.limits);
+    let limits = [
+        (
+            "max_body_bytes",
+            o.max_body_bytes,
+            n.max_body_bytes,
+            "larger bodies",
+        ),
+        (
+            "max_decoded_bytes",
+            o.max_decoded_bytes,
+            n.max_decoded_bytes,
+            "larger decompressed bodies",
+        ),
+        (
+            "max_depth",
+            o.max_depth,
+            n.max_depth,
+            "more deeply nested bodies",
+        ),
+    ];
+    // Unless set, the decoded limit is the body limit: it moves with it, said once.
+    let follows = |l: &crate::policy::Limits| l.max_decoded_bytes == l.max_body_bytes;
+    let decoded_follows = follows(o) && follows(n);
+    for (name, was, is, what) in limits {
+        if was == is || (name == "max_decoded_bytes" && decoded_follows) {
+            continue;
+        }
+        let raised = is > was;
+        let text = if raised {
+            format!("limits.{name} goes from {was} to {is}: {what}, refused before, will be forwarded to partners")
+        } else {
+            format!("limits.{name} goes from {was} to {is}: some {what} forwarded before will be refused")
+        };
+        b.push(
+            "*",
+            None,
+            if raised {
+                "limit_raised"
+            } else {
+                "limit_lowered"
+            },
+            Some(format!("limits.{name}")),
+            (Some(was.to_string()), Some(is.to_string())),
+            raised,
+            text,
+        );
     }
 }
 

@@ -668,3 +668,38 @@ fn a_customer_id_parameter_no_longer_typed_discloses_more() {
     );
     assert!(contractor.changes.is_empty(), "{:#?}", texts(&contractor));
 }
+
+#[test]
+fn raising_a_body_limit_discloses_more_and_lowering_it_does_not() {
+    let partner = contractor("order_id", "", "orders");
+    let limits = |body: u64, depth: u64| {
+        format!("{GATEWAY}limits: {{ max_body_bytes: {body}, max_depth: {depth} }}\n")
+    };
+    let (small, large) = (
+        policy_with(&limits(1000, 16), &partner),
+        policy_with(&limits(1_000_000, 64), &partner),
+    );
+    let d = diff(&small, &large);
+    assert!(d.discloses_more, "{d:#?}");
+    let changes: Vec<_> = d
+        .changes
+        .iter()
+        .map(|c| (c.change, c.subject.clone()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("limit_raised", Some("limits.max_body_bytes".into())),
+            ("limit_raised", Some("limits.max_depth".into()))
+        ],
+        "{d:#?}"
+    );
+    assert!(d.changes[0].text.contains("from 1000 to 1000000"), "{d:#?}");
+    let back = diff(&large, &small);
+    assert!(!back.discloses_more, "{back:#?}");
+    assert!(
+        back.changes.iter().all(|c| c.change == "limit_lowered"),
+        "{back:#?}"
+    );
+    assert!(diff(&small, &small).changes.is_empty());
+}
