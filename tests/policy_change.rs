@@ -49,7 +49,16 @@ fn a_wrong_expectation_fails_with_file_line_and_a_diff() {
         )),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("1 passed, 2 failed"), "{out}");
+    // Bodies that differ only in layout say so, and show both as written.
+    assert!(
+        out.contains(&format!(
+            "{file}:31: FAIL a block string ends in a newline (wrong): the partner would receive a different body: it differs only in layout"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(r#"- "{\"order_id\":\"o-1\"}\n""#), "{out}");
+    assert!(out.contains(r#"+ "{\"order_id\":\"o-1\"}""#), "{out}");
+    assert!(out.trim_end().ends_with("1 passed, 3 failed"), "{out}");
 }
 
 #[test]

@@ -229,10 +229,23 @@ fn compare_body(
 ) -> Result<(), Failure> {
     let exact = |want: &[u8]| {
         if want == actual {
-            Ok(())
-        } else {
-            Err(body_failure(line, &pretty_json(want), &pretty_json(actual)))
+            return Ok(());
         }
+        let (want_text, actual_text) = (pretty_json(want), pretty_json(actual));
+        if want_text != actual_text {
+            return Err(body_failure(line, &want_text, &actual_text));
+        }
+        // Equal once laid out alike: the difference is whitespace or a final newline, which
+        // the line diff would not show. Both bodies as written, escaped.
+        Err(Failure {
+            line,
+            message: "the partner would receive a different body: it differs only in layout (whitespace, or a final newline such as a YAML `|` block adds); a string `body` is compared byte for byte, a mapping as JSON (- expected, + actual)".into(),
+            diff: Some(format!(
+                "- {:?}\n+ {:?}",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(actual)
+            )),
+        })
     };
     match expected {
         ExpectedBody::Empty => exact(b""),
