@@ -80,4 +80,22 @@ fn the_schema_catches_what_editors_should_flag() {
         &partner,
         "kind: contractor\npurpose: p\nroutes: []\n"
     ));
+    // Values `check` refuses, which editors can complete from the schema.
+    assert!(!check(&partner, &ok.replace("contractor", "Contractor")));
+    let route =
+        |extra: &str| ok.replace("routes: []", &format!("routes:\n  - path: /v1/x\n{extra}"));
+    assert!(check(
+        &partner,
+        &route("    methods: [POST]\n    stream: ndjson\n")
+    ));
+    assert!(!check(&partner, &route("    methods: [post]\n")));
+    assert!(!check(&partner, &route("    stream: csv\n")));
+    assert!(check(
+        &gateway,
+        "tls: { cert: c, key: k, client_ca: a, client_identity: san_dns }\n"
+    ));
+    assert!(!check(
+        &gateway,
+        "tls: { cert: c, key: k, client_ca: a, client_identity: SAN }\n"
+    ));
 }

@@ -78,6 +78,7 @@ pub struct ListenerTlsFile {
     /// PEM CA certificates every client certificate must chain to (mTLS).
     pub client_ca: Option<Spanned<String>>,
     /// `san_dns`: the client certificate's first DNS SAN is the caller `sub`.
+    #[schemars(extend("enum" = ["san_dns", null]))]
     pub client_identity: Option<Spanned<String>>,
 }
 
@@ -175,6 +176,7 @@ pub struct SigningFile {
 #[serde(deny_unknown_fields)]
 pub struct PartnerFile {
     /// `contractor | business_partner | co_branded | government`.
+    #[schemars(extend("enum" = ["contractor", "business_partner", "co_branded", "government"]))]
     pub kind: Spanned<String>,
     /// Why this partner gets data; goes into its data-use tag.
     pub purpose: Spanned<String>,
@@ -203,6 +205,8 @@ pub struct PartnerFile {
 pub struct RouteFile {
     /// Template: literal segments and `{name}`.
     pub path: Spanned<String>,
+    /// HTTP methods, in capitals.
+    #[schemars(extend("items" = { "type": "string", "enum": ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] }))]
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
     /// Field path of the customer records; `$` when the body is one record.
     pub records: Option<Spanned<String>>,
@@ -226,6 +230,7 @@ pub struct RouteFile {
     pub categories: Option<Spanned<CategoryMap>>,
     /// `ndjson`: the body is a stream of records, one JSON object per line, each filtered on
     /// its own and forwarded chunked as soon as it is decided.
+    #[schemars(extend("enum" = ["ndjson", null]))]
     pub stream: Option<Spanned<String>>,
 }
 
