@@ -62,7 +62,12 @@ pub fn client_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
 fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!("not a PEM certificate file: {e}"))?;
+        .map_err(|e| {
+            anyhow!(
+                "not a PEM certificate file: {}",
+                super::files::pem_error(&e)
+            )
+        })?;
     if certs.is_empty() {
         anyhow::bail!("no certificate in the file");
     }

@@ -9,6 +9,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// A PEM parse error in words: the markers as text, not as the bytes the library keeps.
+pub fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "a block has no end line (expected `-----END {}-----`): the file is cut short",
+            String::from_utf8_lossy(end_marker).trim()
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "a malformed BEGIN line `{}`",
+            String::from_utf8_lossy(line).trim()
+        ),
+        Error::Base64Decode(_) => "a block that is not valid base64".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// A problem with one named file.
 pub fn problem(file: &NamedFile, message: impl std::fmt::Display) -> Diagnostic {
     Diagnostic {
@@ -28,7 +45,12 @@ pub fn read_certs(file: &NamedFile) -> Result<Vec<CertificateDer<'static>>, Diag
     let bytes = read(file)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| problem(file, format!("not a PEM certificate file: {e}")))?;
+        .map_err(|e| {
+            problem(
+                file,
+                format!("not a PEM certificate file: {}", pem_error(&e)),
+            )
+        })?;
     if certs.is_empty() {
         return Err(problem(
             file,
@@ -62,7 +84,7 @@ pub fn read_key(file: &NamedFile) -> Result<PrivateKeyDer<'static>, Diagnostic> 
         } else {
             problem(
                 file,
-                format!("not a PEM private key (PKCS#8, SEC1 or RSA): {e}"),
+                format!("not a PEM private key (PKCS#8, SEC1 or RSA): {}", pem_error(&e)),
             )
         }
     })

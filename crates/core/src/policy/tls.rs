@@ -125,6 +125,12 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
         return true;
     }
     let name = name.strip_suffix('.').unwrap_or(name);
+    // A last label that is a number makes a name that is no IP address as written (`1.2.3`,
+    // `127.0.0.01`) and that no certificate can be issued for: it would never verify.
+    let last = name.rsplit('.').next().unwrap_or_default();
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {

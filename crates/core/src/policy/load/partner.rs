@@ -616,12 +616,6 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
                 .to_string(),
         );
     }
-    if ip.is_none() && !crate::policy::tls::valid_server_name(&host) {
-        return Err(
-            "invalid host name (labels of letters, digits and `-`, not starting or ending with `-`)"
-                .to_string(),
-        );
-    }
     let last = host
         .trim_end_matches('.')
         .rsplit('.')
@@ -631,11 +625,17 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
             && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
     };
-    let numeric = last.bytes().all(|b| b.is_ascii_digit()) || hex(last);
+    let numeric = !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex(last));
     // Any address (IPv6 in brackets, the four decimal numbers) parsed as `ip` above.
     if ip.is_none() && numeric {
         return Err(
             "invalid host (an IPv4 address is written as four decimal numbers: 127.0.0.1)"
+                .to_string(),
+        );
+    }
+    if ip.is_none() && !crate::policy::tls::valid_server_name(&host) {
+        return Err(
+            "invalid host name (labels of letters, digits and `-`, not starting or ending with `-`)"
                 .to_string(),
         );
     }

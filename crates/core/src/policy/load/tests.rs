@@ -816,6 +816,9 @@ fn partner_tls_mistakes() {
         (partner("https://a.example", "  client_cert: c.pem\n"), vec![format!("{f}:9: tls.client_cert needs tls.client_key")]),
         (partner("https://a.example", "  client_key: k.pem\n"), vec![format!("{f}:9: tls.client_key needs tls.client_cert")]),
         (partner("https://a.example", "  server_name: ''\n"), vec![format!("{f}:9: invalid tls.server_name \"\": expected a DNS name (letters, digits, `-` and `.`) or an IP address")]),
+        // A number as the last label is no IP address as written, and no certificate names it.
+        (partner("https://a.example", "  server_name: 1.2.3\n"), vec![format!("{f}:9: invalid tls.server_name \"1.2.3\": expected a DNS name (letters, digits, `-` and `.`) or an IP address")]),
+        (partner("https://a.example", "  server_name: 127.0.0.01\n"), vec![format!("{f}:9: invalid tls.server_name \"127.0.0.01\": expected a DNS name (letters, digits, `-` and `.`) or an IP address")]),
         // An unknown key does not hide the file's other mistakes.
         (partner("https://a.example", "  ca: ''\n  verify: false\n"), vec![
             format!("{f}:9: tls.ca is empty"),
