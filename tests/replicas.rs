@@ -759,3 +759,94 @@ fn an_opt_out_table_with_columns_the_gateway_would_misread_is_refused_until_fixe
     assert_refused(&contact(&gw, "bp", "4242"), 451, "subject_opted_out");
     assert_eq!(contact(&gw, "bp", "4243").status, 200);
 }
+
+/// `optouts migrate` (as every replica at start) refuses each table it would misread, naming
+/// the column and why, and accepts the ones it reads right.
+#[test]
+fn tables_the_gateway_would_misread_are_named_by_migrate() {
+    let _machine = shared();
+    let pg = Postgres::start();
+    let yaml = format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: 30 }} }}\n"
+    );
+    let dir = PolicyDir::new(&gateway_yaml(free_addr(), free_addr(), &yaml), &[]);
+    let migrate = || {
+        let out = Command::new(BIN)
+            .args(["optouts", "migrate", "--policy"])
+            .arg(dir.policy())
+            .env(URL_ENV, pg.url())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let reset = "DROP TABLE IF EXISTS optouts, optouts_changes, optouts_seq CASCADE; \
+                 DROP COLLATION IF EXISTS ci;";
+    pg.psql(
+        "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+    );
+    for (ddl, named) in [
+        (
+            "customer_id varchar(64)[] NOT NULL, scope text NOT NULL",
+            "column customer_id is character varying(64)[]",
+        ),
+        (
+            "customer_id text, scope text",
+            "column customer_id allows NULL",
+        ),
+        (
+            "customer_id text COLLATE ci NOT NULL, scope text NOT NULL",
+            "column customer_id has a collation",
+        ),
+    ] {
+        pg.psql(&format!("DROP TABLE IF EXISTS optouts, optouts_changes, optouts_seq CASCADE; CREATE TABLE optouts ({ddl})"));
+        let (ok, err) = migrate();
+        assert!(!ok && err.contains(named), "{ddl}: {err}");
+    }
+    // Read as they are: varchar ids, a domain over text, the gateway's own table.
+    pg.psql("CREATE DOMAIN cust_id AS text");
+    for ddl in [
+        "customer_id varchar(64) NOT NULL, scope text NOT NULL, PRIMARY KEY (customer_id, scope)",
+        "customer_id cust_id NOT NULL, scope text NOT NULL, PRIMARY KEY (customer_id, scope)",
+    ] {
+        pg.psql(&format!("DROP TABLE IF EXISTS optouts, optouts_changes, optouts_seq CASCADE; CREATE TABLE optouts ({ddl})"));
+        let (ok, err) = migrate();
+        assert!(ok, "{ddl}: {err}");
+    }
+    pg.psql(reset);
+    let (ok, err) = migrate();
+    assert!(ok, "{err}");
+}
+
+/// A column changed while a replica serves stops its reads of the table: it keeps enforcing the
+/// copy it has, then fails closed once that is stale; it never loads the table as empty. Fixed,
+/// it reads the table again.
+#[test]
+fn a_column_changed_under_a_serving_replica_never_unenforces_its_opt_outs() {
+    let _machine = shared();
+    let c = cluster(1, 3);
+    let gw = &c.replicas[0];
+    assert_eq!(put(gw, "1111").status, 200);
+    assert_eq!(contact(gw, "bp", "1111").status, 451);
+    c.pg.psql(
+        "ALTER TABLE optouts ALTER COLUMN customer_id TYPE bigint USING customer_id::bigint; \
+         INSERT INTO optouts VALUES (3333, 'partner_sharing')",
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let status = contact(gw, "bp", "1111").status;
+        assert!(status == 451 || status == 503, "forwarded: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_refused(&contact(gw, "bp", "3333"), 503, "not_ready");
+    c.pg.psql("ALTER TABLE optouts ALTER COLUMN customer_id TYPE text COLLATE \"C\"");
+    eventually(
+        "the replica reads the fixed table",
+        Duration::from_secs(20),
+        || contact(gw, "bp", "3333").status == 451,
+    );
+    assert_eq!(contact(gw, "bp", "1111").status, 451);
+    assert!(c.bp.received().is_empty(), "{:?}", c.bp.received());
+}

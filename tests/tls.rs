@@ -463,6 +463,24 @@ fn check_and_serve_name_every_bad_certificate_or_key_file() {
         );
     }
 
+    // A key pasted on one line (`\n` for its line breaks, as from an environment variable) is
+    // refused without a byte of it in the message: check, serve and reload lines are logged.
+    let key = std::fs::read_to_string(&s.server.key).unwrap();
+    let one_line = dir.join("one-line-key.pem");
+    std::fs::write(&one_line, key.trim().replace('\n', "\\n")).unwrap();
+    let tls = format!(
+        "tls:\n  cert: {}\n  key: {}\n",
+        s.server.cert.display(),
+        one_line.display()
+    );
+    let (code, out, serve_err) = run(&tls, "");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not a PEM private key"), "{out}");
+    let secret = key.lines().nth(1).unwrap();
+    for text in [&out, &serve_err] {
+        assert!(!text.contains(&secret[..16]), "the key leaked: {text}");
+    }
+
     // An expired certificate is only a warning for `check`.
     let tls = format!(
         "tls:\n  cert: {}\n  key: {}\n",

@@ -222,20 +222,29 @@ fn compare(
 /// The problems `check` finds with the key and certificate files `policy` names (not PEM, a key
 /// that does not match its certificate, …): such a policy is invalid, whatever it discloses.
 /// A copy that lacks some of its files (certificates and keys kept elsewhere) is compared as
-/// it is, its files by path (see [`file_digest`]).
+/// it is, the absent files by path (see [`file_digest`]); the ones there are checked.
 fn unusable_files(dir: &Path, policy: &gateway_core::policy::Policy) -> Vec<String> {
-    if !crate::reload::named_files(policy)
+    let missing: Vec<String> = crate::reload::named_files(policy)
         .iter()
-        .all(|f| f.exists())
-    {
-        return Vec::new();
-    }
-    match crate::loader::load(dir, None) {
+        .filter(|f| !f.exists())
+        .map(|f| format!(" {}: ", f.display()))
+        .collect();
+    let mut problems: Vec<String> = match crate::loader::load(dir, None) {
         Ok(loaded) => crate::loader::build_active(dir, loaded.policy)
             .err()
             .unwrap_or_default(),
         Err(diagnostics) => diagnostics.iter().map(ToString::to_string).collect(),
+    };
+    // Problems of the files that are there; the absent ones are compared by path.
+    problems.retain(|line| !missing.iter().any(|m| line.contains(m.as_str())));
+    // The candidate policy `shadow` names must load too, as `check` says (when it is there).
+    let shadow = policy.gateway.shadow.as_ref();
+    if shadow.is_some_and(|d| d.join("gateway.yaml").exists()) {
+        if let Err(diagnostics) = crate::loader::load_shadow(policy, None) {
+            problems.extend(diagnostics.iter().map(ToString::to_string));
+        }
     }
+    problems
 }
 
 /// What a file a policy names holds, for `diff` to compare across the two policies (their

@@ -9,20 +9,19 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// A PEM parse error in words: the markers as text, not as the bytes the library keeps.
+/// A PEM parse error in words. Never the file's text: a key pasted on one line (`\n` for its
+/// line breaks) reaches the parser as one long BEGIN line, which the library's error quotes.
 pub fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error;
     match e {
-        Error::MissingSectionEnd { end_marker } => format!(
-            "a block has no end line (expected `-----END {}-----`): the file is cut short",
-            String::from_utf8_lossy(end_marker).trim()
-        ),
-        Error::IllegalSectionStart { line } => format!(
-            "a malformed BEGIN line `{}`",
-            String::from_utf8_lossy(line).trim()
-        ),
+        Error::MissingSectionEnd { .. } => {
+            "a block whose END line is missing or does not match its BEGIN line (a file cut short, or a key pasted on one line)".to_string()
+        }
+        Error::IllegalSectionStart { .. } => "a malformed BEGIN line".to_string(),
         Error::Base64Decode(_) => "a block that is not valid base64".to_string(),
-        other => other.to_string(),
+        Error::NoItemsFound => "no block of the expected kind".to_string(),
+        Error::SectionTooLarge => "a block larger than 256 MB".to_string(),
+        _ => "unreadable PEM".to_string(),
     }
 }
 

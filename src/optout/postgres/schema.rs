@@ -172,13 +172,27 @@ const COLUMNS: [&[(&str, &str)]; 3] = [
 /// Refuses tables the gateway would misread: a table created beforehand by someone else (an
 /// `optouts` table with `integer` ids, say) is left as it is by `CREATE TABLE IF NOT EXISTS`,
 /// and its rows would load as other ids, or not at all, with every opt-out in it unenforced.
-async fn check_columns(tx: &tokio_postgres::Transaction<'_>, tables: &Tables) -> Result<()> {
+/// Checked at migration and again before every read of the whole table, so a column changed
+/// while replicas serve stops the reads (the copy goes stale, and opt-out routes fail closed)
+/// instead of loading an empty set. A domain reads as its base type. The current opt-outs' id
+/// and scope must also be `NOT NULL` (a row without them enforces nothing) and compare bytewise
+/// (a case-insensitive collation makes `Anna` and `anna` one row, so one's opt-out is lost).
+pub(super) async fn check_columns<C>(client: &C, tables: &Tables) -> Result<()>
+where
+    C: tokio_postgres::GenericClient + Sync,
+{
     let names = [&tables.optouts, &tables.changes, &tables.seq];
-    let rows = tx
+    let rows = client
         .query(
-            "SELECT t.i::int4, a.attname::text, format_type(a.atttypid, a.atttypmod) \
+            "SELECT t.i::int4, a.attname::text, \
+             format_type(CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE a.atttypid END, \
+                         CASE WHEN ty.typtype = 'd' THEN ty.typtypmod ELSE a.atttypmod END), \
+             a.attnotnull, \
+             coalesce((SELECT c.collisdeterministic FROM pg_collation c \
+                       WHERE c.oid = a.attcollation), true) \
              FROM unnest($1::text[]) WITH ORDINALITY AS t(name, i) \
              JOIN pg_attribute a ON a.attrelid = to_regclass(t.name) \
+             JOIN pg_type ty ON ty.oid = a.atttypid \
              WHERE a.attnum > 0 AND NOT a.attisdropped",
             &[&names.iter().map(|n| n.as_str()).collect::<Vec<_>>()],
         )
@@ -192,15 +206,22 @@ async fn check_columns(tx: &tokio_postgres::Transaction<'_>, tables: &Tables) ->
             let Some(row) = found else {
                 bail!("table {table} has no column {column} ({want}); it was not created by partner-gateway: move it aside and let the gateway create its own");
             };
-            let found: &str = row.get(2);
+            let (found, not_null, bytewise): (&str, bool, bool) =
+                (row.get(2), row.get(3), row.get(4));
+            let varchar = found.starts_with("character varying");
             let readable = found == want
-                || (want == "text" && found.starts_with("character varying"))
-                || (want == "text[]"
-                    && found.starts_with("character varying")
-                    && found.ends_with("[]"));
+                || (want == "text" && varchar && !found.ends_with("[]"))
+                || (want == "text[]" && varchar && found.ends_with("[]"));
+            let fix = "or move the table aside and let the gateway create its own";
             if !readable {
                 let collate = if want == "text" { " COLLATE \"C\"" } else { "" };
-                bail!("table {table}: column {column} is {found}, but partner-gateway reads it as {want} (the opt-outs in it would not be enforced); convert it (ALTER TABLE {table} ALTER COLUMN {column} TYPE {want}{collate}) or move the table aside and let the gateway create its own");
+                bail!("table {table}: column {column} is {found}, but partner-gateway reads it as {want} (the opt-outs in it would not be enforced); convert it (ALTER TABLE {table} ALTER COLUMN {column} TYPE {want}{collate}) {fix}");
+            }
+            if i == 0 && !not_null {
+                bail!("table {table}: column {column} allows NULL, and a row without it enforces nothing; ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL {fix}");
+            }
+            if !bytewise {
+                bail!("table {table}: column {column} has a collation that takes different ids for one (case-insensitive, say), so one customer's opt-out can replace or remove another's; ALTER TABLE {table} ALTER COLUMN {column} TYPE text COLLATE \"C\" {fix}");
             }
         }
     }

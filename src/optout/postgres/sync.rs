@@ -327,11 +327,17 @@ impl PgOptOuts {
             self.imported.notified().await;
             let mut backoff = BACKOFF_MIN;
             loop {
-                let read = tokio::time::timeout(IMPORT_READ_TIMEOUT, self.reload_beside()).await;
-                let e = match read {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => e,
-                    Err(_) => anyhow::anyhow!("no end within {IMPORT_READ_TIMEOUT:?}"),
+                // A task of its own: a panic in it (a client library's) is one failed read,
+                // retried, not the end of every read after imports.
+                let this = self.clone();
+                let read = tokio::spawn(async move {
+                    tokio::time::timeout(IMPORT_READ_TIMEOUT, this.reload_beside()).await
+                });
+                let e = match read.await {
+                    Ok(Ok(Ok(()))) => break,
+                    Ok(Ok(Err(e))) => e,
+                    Ok(Err(_)) => anyhow::anyhow!("no end within {IMPORT_READ_TIMEOUT:?}"),
+                    Err(_) => anyhow::anyhow!("the read panicked"),
                 };
                 log::warn!("opt-out database: reading the table after an import: {e:#}; retrying");
                 tokio::time::sleep(backoff).await;
@@ -513,6 +519,7 @@ async fn load_in_snapshot(
     client: &Client,
     tables: &Tables,
 ) -> Result<(OptOutSet, i64, Option<i64>)> {
+    schema::check_columns(client, tables).await?;
     let counter = client
         .query_one(
             &format!(
@@ -548,7 +555,18 @@ async fn load_in_snapshot(
     let mut skipped = 0u64;
     while let Some(row) = rows.next().await {
         let row = row.with_context(|| format!("cannot read {}", tables.optouts))?;
-        let (customer, scope): (&str, &str) = (row.get(0), row.get(1));
+        // `try_get`: a value the client cannot decode is an error of this read, never a panic.
+        let read = |i: usize| row.try_get::<Option<&str>>(i);
+        let (customer, scope) = match (read(0), read(1)) {
+            (Ok(Some(customer)), Ok(Some(scope))) => (customer, scope),
+            (Ok(_), Ok(_)) => {
+                skipped += 1;
+                continue;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                bail!("cannot read {}: {e} (its columns changed?)", tables.optouts)
+            }
+        };
         if customer != current {
             flush(&mut set, &current, &mut ids, &mut skipped);
             current.clear();

@@ -265,8 +265,8 @@ fn safeguards_switched(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
 }
 
 /// The limits that decide which bodies are forwarded at all: raised, requests refused before
-/// (413 `body_too_large`, 400 for nesting) start reaching partners, with whatever records and
-/// fields they hold; lowered, some stop.
+/// (413 `body_too_large`, 400 for nesting, 431 for a large head) start reaching partners, with
+/// whatever records, fields, query parameters and headers they hold; lowered, some stop.
 fn body_limits_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     let (o, n) = (&old.gateway.limits, &new.gateway.limits);
     let limits = [
@@ -287,6 +287,12 @@ fn body_limits_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
             o.max_depth,
             n.max_depth,
             "more deeply nested bodies",
+        ),
+        (
+            "max_header_bytes",
+            o.max_header_bytes,
+            n.max_header_bytes,
+            "requests with larger heads",
         ),
     ];
     // Unless set, the decoded limit is the body limit: it moves with it, said once.

@@ -702,4 +702,15 @@ fn raising_a_body_limit_discloses_more_and_lowering_it_does_not() {
         "{back:#?}"
     );
     assert!(diff(&small, &small).changes.is_empty());
+    // A larger head lets through requests refused before with 431.
+    let head = policy_with(
+        &format!("{GATEWAY}limits: {{ max_header_bytes: 131072 }}\n"),
+        &partner,
+    );
+    let d = diff(&policy(&partner), &head);
+    assert!(d.discloses_more, "{d:#?}");
+    assert_eq!(
+        d.changes[0].subject.as_deref(),
+        Some("limits.max_header_bytes")
+    );
 }

@@ -286,13 +286,16 @@ pub enum Suggestion {
 /// - IP addresses: a word `ip`, `ips`, `ip4`, `ip6`, `ipv4`, `ipv6`, `ipaddr`, `ipaddress`,
 ///   `iplist` (also with `v4`/`v6` before `addr…`), or `ip` after a word saying whose
 ///   (`clientip`, `srcip`, `remoteip`, `geoip`; not `zip` or `ship`), or a peer/remote/client/
-///   source address (`peer_address`, `src_addr`), `xff`, `cidr`, `netblock`, anything
-///   `forwarded`; a location (`geo`, `geolocation`, `latitude`, `longitude`), which an IP
-///   address is often turned into;
+///   source address (`peer_address`, `src_addr`, `wan_address`), `ip1`, `xff`, `cidr`,
+///   `netblock`, `dns…`, `tld`, anything `forwarded`; a location (`geo`, `geolocation`, `gps`,
+///   `lat`/`lng`, `latitude`, `longitude`, `coordinates`, `geohash`), which an IP address is
+///   often turned into;
 /// - browser data: anything with `agent` (`user_agent`, `http_agent`), `ua`/`uastring`,
 ///   `referer`/`referrer`, `cookie`, `browser`, `fingerprint`, `screen…`, `timezone`/`tz`,
-///   `accept_language`, a MAC address (`mac`, `mac_addr`), `navigator…`, request `headers`,
-///   tracking ids (`visitor…`, `tracking…`, `gclid`, `fbclid`, `utm_…`);
+///   `accept_language`, `locale`, a MAC address (`mac`, `mac_addr`), `navigator…`, request
+///   `headers`, fingerprints (`webgl…`, `canvas…`, `fonts`, `plugins`, `color_depth`, `dnt`),
+///   tracking ids (`visitor_id`, `anonymous_id`, `distinct_id`, `click_id`, `gclid`, `fbclid`,
+///   `msclkid`, `fbp`, `ga`, `utm_source`…; not a parcel's `tracking_number`);
 /// - domains and addresses on the web: `domain`, `host…`, `origin`, a word ending in `url` or
 ///   `uri` (`website_url`, `landingpageurl`).
 fn names_network_or_browser_data(name: &str) -> bool {
@@ -328,14 +331,46 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "sourceaddr",
         "source_addr",
         "navigator",
-        "tracking",
-        "visitor",
-        "gclid",
-        "fbclid",
-        "utm_",
+        "visitor_id",
+        "visitorid",
+        "anonymous_id",
+        "distinct_id",
+        "click_id",
+        "clickid",
+        "clkid",
+        "clid",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
         "geoloc",
+        "geohash",
+        "webgl",
+        "canvas",
+        "color_depth",
+        "do_not_track",
+        "request_header",
+        "http_header",
+        "dns_name",
     ];
-    FRAGMENTS.iter().any(|f| snake.contains(f)) || snake.split('_').any(network_word)
+    let words: Vec<&str> = snake.split('_').collect();
+    FRAGMENTS.iter().any(|f| snake.contains(f))
+        || words.iter().copied().any(network_word)
+        || words.windows(2).any(|w| network_address(w[0], w[1]))
+        // `iP`, `Ip`: a name that is `ip` in any case.
+        || name.trim_end_matches(']').eq_ignore_ascii_case("ip")
+}
+
+/// `wan_addr`, `public_address`: an address named by whose network it is on, not a postal one
+/// (`customer_address`, `destination_address` stay suggestible).
+fn network_address(owner: &str, word: &str) -> bool {
+    const NETWORK: &[&str] = &[
+        "client", "src", "source", "remote", "peer", "wan", "lan", "public", "private", "server",
+        "host", "inet", "bind", "listen", "gateway", "proxy", "nat", "local", "mac", "net",
+        "network", "socket", "tcp", "udp",
+    ];
+    matches!(word, "addr" | "address" | "addrs" | "addresses") && NETWORK.contains(&owner)
 }
 
 /// One snake-case word of [`names_network_or_browser_data`].
@@ -373,11 +408,23 @@ fn network_word(word: &str) -> bool {
         "adid",
         "cidr",
         "netblock",
-        "header",
         "headers",
         "geo",
+        "gps",
         "latitude",
         "longitude",
+        "lat",
+        "lng",
+        "lon",
+        "coordinates",
+        "fbp",
+        "ga",
+        "dnt",
+        "plugins",
+        "fonts",
+        "locale",
+        "dns",
+        "tld",
     ];
     // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
     const OWNERS: &[&str] = &[
@@ -411,7 +458,12 @@ fn network_word(word: &str) -> bool {
         "cfconnecting",
         "current",
     ];
+    // `ip1`, `ip2`, `ipv4`…: `ip` and a number.
+    let numbered_ip = word
+        .strip_prefix("ip")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     WORDS.contains(&word)
+        || numbered_ip
         || word.starts_with("host")
         || word.starts_with("screen")
         || ["url", "uri", "urls", "uris"]

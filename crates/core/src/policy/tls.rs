@@ -128,7 +128,9 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
     // A last label that is a number makes a name that is no IP address as written (`1.2.3`,
     // `127.0.0.01`) and that no certificate can be issued for: it would never verify.
     let last = name.rsplit('.').next().unwrap_or_default();
-    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+    let hex = last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+        && last[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex) {
         return false;
     }
     !name.is_empty()
