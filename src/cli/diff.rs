@@ -239,7 +239,7 @@ fn unusable_files(dir: &Path, policy: &gateway_core::policy::Policy) -> Vec<Stri
     problems.retain(|line| !missing.iter().any(|m| line.contains(m.as_str())));
     // The candidate policy `shadow` names must load too, as `check` says (when it is there).
     let shadow = policy.gateway.shadow.as_ref();
-    if shadow.is_some_and(|d| d.join("gateway.yaml").exists()) {
+    if shadow.is_some_and(|d| d.exists()) {
         if let Err(diagnostics) = crate::loader::load_shadow(policy, None) {
             problems.extend(diagnostics.iter().map(ToString::to_string));
         }

@@ -278,6 +278,17 @@ pub fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, KeyError> {
             .find("-----")
             .ok_or_else(|| KeyError::Pem("PEM BEGIN line is not terminated".into()))?;
         let label = &after[..label_end];
+        // A BEGIN line that lost its dashes runs on into the key: never quote such a "label".
+        let plausible = label.len() <= 40
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b' ');
+        if !plausible {
+            return Err(KeyError::Pem(
+                "a PEM BEGIN line is malformed (its dashes are missing or the key is pasted on one line)"
+                    .into(),
+            ));
+        }
         let end_marker = format!("-----END {label}-----");
         let end = rest[start..]
             .find(&end_marker)
@@ -662,5 +673,29 @@ fn bit_len(b: &[u8]) -> usize {
     match b.first() {
         None => 0,
         Some(&top) => (b.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BEGIN line that lost its dashes would make the whole key the "label"; errors about
+    /// it must not quote it (they reach logs and the reload endpoint's answer).
+    #[test]
+    fn a_malformed_pem_begin_line_is_refused_without_quoting_the_key() {
+        let key = "MC4CAQAwBQYDK2VwBCIEILf73m7Vf0PPXkIYQ5vjCmpqO+uasweaWLj/HHpSZExo";
+        for text in [
+            format!("-----BEGIN PRIVATE KEY----\n{key}\n-----END PRIVATE KEY-----\n"),
+            format!("-----BEGIN PRIVATE KEY\n{key}\n-----END PRIVATE KEY-----\n"),
+        ] {
+            let message = match pem_blocks(&text) {
+                Err(KeyError::Pem(m)) => m,
+                other => panic!("{text}: {:?}", other.map(|b| b.len())),
+            };
+            assert!(!message.contains(&key[..12]), "{message}");
+        }
+        let good = format!("-----BEGIN PRIVATE KEY-----\n{key}\n-----END PRIVATE KEY-----\n");
+        assert_eq!(pem_blocks(&good).map(|b| b.len()).ok(), Some(1));
     }
 }

@@ -150,7 +150,10 @@ pub async fn export(
     };
     while let Some(row) = rows.next().await {
         let row = row.db_context("COPY failed")?;
-        let (id, scope): (&str, &str) = (row.get(0), row.get(1));
+        let (id, scope): (&str, &str) = (
+            row.try_get(0).db_context("cannot read a customer id")?,
+            row.try_get(1).db_context("cannot read a scope")?,
+        );
         if current.as_deref() != Some(id) {
             if let Some(previous) = &current {
                 emit(previous, &mut scopes, &mut buf);

@@ -504,7 +504,14 @@ pub(super) fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&st
 /// Also returns when the last change was written (see `catch_up`), when its row is there.
 pub async fn load_set(client: &Client, tables: &Tables) -> Result<(OptOutSet, i64, Option<i64>)> {
     client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .batch_execute(&format!(
+            // The lock before the snapshot (taken by the first query, not by LOCK): a snapshot
+            // taken while a table-rewriting ALTER or a TRUNCATE is under way would see the table
+            // empty once it commits (PostgreSQL documents both as not MVCC-safe).
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             LOCK TABLE {}, {}, {} IN ACCESS SHARE MODE",
+            tables.optouts, tables.changes, tables.seq
+        ))
         .await
         .context("cannot start the opt-out load")?;
     let result = load_in_snapshot(client, tables).await;

@@ -89,7 +89,7 @@ fn unavailable(e: impl std::fmt::Display) -> BackendError {
 fn scopes_of(rows: &[tokio_postgres::Row]) -> Vec<Scope> {
     // Rows that are not valid scopes (written by hand) are left out, as the follower does.
     rows.iter()
-        .filter_map(|r| Scope::parse(r.get::<_, &str>(0)).ok())
+        .filter_map(|r| Scope::parse(r.try_get::<_, &str>(0).ok()?).ok())
         .collect()
 }
 
@@ -130,6 +130,12 @@ impl PgOptOuts {
                         continue;
                     }
                 };
+                // The tables as the gateway reads them, checked in the change's transaction: a
+                // column changed meanwhile (a case-insensitive collation makes one customer's
+                // change another's) refuses the write instead of committing it.
+                if let Err(e) = super::schema::check_columns(&*tx, &self.tables).await {
+                    return Err(unavailable(format!("{e:#}")));
+                }
                 let outcome = match self.run_change(&tx, id, &change).await {
                     Ok(outcome) => outcome,
                     Err(e) => {
@@ -190,7 +196,7 @@ impl PgOptOuts {
             tx.query_one(&next, &[]),
         )
         .await?;
-        let change_id: i64 = next.get(0);
+        let change_id: i64 = next.try_get(0)?;
         match change {
             Change::Put(scopes) => self.run_put(tx, &sql, (change_id, id), scopes).await,
             Change::Delete(only) => self.run_delete(tx, &sql, (change_id, id), *only).await,
@@ -220,7 +226,7 @@ impl PgOptOuts {
         Ok(Outcome {
             change: Some(Logged {
                 id: change_id,
-                at_us: logged.get(0),
+                at_us: logged.try_get(0)?,
                 op: "add",
                 customer: id.to_string(),
                 scopes: names.iter().map(|s| s.to_string()).collect(),
@@ -248,7 +254,10 @@ impl PgOptOuts {
             tx.query(&sql.current, &[&id]),
         )
         .await?;
-        let gone: Vec<&str> = gone.iter().map(|r| r.get::<_, &str>(0)).collect();
+        let gone: Vec<&str> = gone
+            .iter()
+            .map(|r| r.try_get::<_, &str>(0))
+            .collect::<Result<_, _>>()?;
         let left = scopes_of(&left);
         if gone.is_empty() {
             // Nothing to remove: roll back (the counter too).
@@ -266,7 +275,7 @@ impl PgOptOuts {
         Ok(Outcome {
             change: Some(Logged {
                 id: change_id,
-                at_us: logged.get(0),
+                at_us: logged.try_get(0)?,
                 op: "remove",
                 customer: id.to_string(),
                 scopes: gone.iter().map(|s| s.to_string()).collect(),

@@ -344,6 +344,7 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "utm_campaign",
         "utm_term",
         "utm_content",
+        "utm_id",
         "geoloc",
         "geohash",
         "webgl",
@@ -362,15 +363,43 @@ fn names_network_or_browser_data(name: &str) -> bool {
         || name.trim_end_matches(']').eq_ignore_ascii_case("ip")
 }
 
-/// `wan_addr`, `public_address`: an address named by whose network it is on, not a postal one
-/// (`customer_address`, `destination_address` stay suggestible).
+/// `wan_addr`, `public_address`, `client_port`: an address or port named by the network it is
+/// on, not a postal one (`customer_address`, `private_address` stay suggestible).
 fn network_address(owner: &str, word: &str) -> bool {
     const NETWORK: &[&str] = &[
-        "client", "src", "source", "remote", "peer", "wan", "lan", "public", "private", "server",
-        "host", "inet", "bind", "listen", "gateway", "proxy", "nat", "local", "mac", "net",
-        "network", "socket", "tcp", "udp",
+        "client",
+        "src",
+        "source",
+        "remote",
+        "peer",
+        "wan",
+        "lan",
+        "public",
+        "server",
+        "host",
+        "inet",
+        "bind",
+        "listen",
+        "gateway",
+        "proxy",
+        "nat",
+        "mac",
+        "net",
+        "network",
+        "socket",
+        "tcp",
+        "udp",
+        "web",
+        "internet",
+        "hardware",
+        "ethernet",
+        "bluetooth",
+        "wifi",
     ];
-    matches!(word, "addr" | "address" | "addrs" | "addresses") && NETWORK.contains(&owner)
+    matches!(
+        word,
+        "addr" | "address" | "addrs" | "addresses" | "port" | "ports"
+    ) && NETWORK.contains(&owner)
 }
 
 /// One snake-case word of [`names_network_or_browser_data`].
@@ -425,6 +454,16 @@ fn network_word(word: &str) -> bool {
         "locale",
         "dns",
         "tld",
+        "idfv",
+        "gbraid",
+        "wbraid",
+        "hubspotutk",
+        "netmask",
+        "nameserver",
+        "latlng",
+        "latlong",
+        "geopoint",
+        "homepage",
     ];
     // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
     const OWNERS: &[&str] = &[
