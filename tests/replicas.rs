@@ -54,6 +54,24 @@ fn partners(bp: &Mock, ctr: &Mock) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `gateway.yaml`'s lines for opt-outs in PostgreSQL table `table`.
+fn optouts_yaml(table: &str, max_staleness_s: u64) -> String {
+    format!(
+        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: {table}, max_staleness_s: {max_staleness_s} }} }}\n"
+    )
+}
+
+/// A replica sending to `bp` and `ctr`, with its opt-outs in `table` of the database at `url`.
+fn replica(url: &str, (bp, ctr): (&Mock, &Mock), table: &str, max_staleness_s: u64) -> Gateway {
+    let owned = partners(bp, ctr);
+    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    Gateway::start(
+        &optouts_yaml(table, max_staleness_s),
+        &files,
+        &[(TOKEN_ENV, TOKEN), (URL_ENV, url)],
+    )
+}
+
 struct Cluster {
     pg: Postgres,
     bp: Mock,
@@ -64,14 +82,9 @@ struct Cluster {
 fn cluster(replicas: usize, max_staleness_s: u64) -> Cluster {
     let pg = Postgres::start();
     let (bp, ctr) = (Mock::start(), Mock::start());
-    let yaml = format!(
-        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: {max_staleness_s} }} }}\n"
-    );
     let url = pg.url();
-    let owned = partners(&bp, &ctr);
-    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
     let replicas: Vec<Gateway> = (0..replicas)
-        .map(|_| Gateway::start(&yaml, &files, &[(TOKEN_ENV, TOKEN), (URL_ENV, &url)]))
+        .map(|_| replica(&url, (&bp, &ctr), "optouts", max_staleness_s))
         .collect();
     for gw in &replicas {
         wait_ready(gw);
@@ -388,12 +401,7 @@ fn a_replica_started_while_the_database_is_down_is_not_ready_until_its_first_loa
     let (bp, ctr) = (Mock::start(), Mock::start());
     pg.stop();
     // A table name of the operator's choosing.
-    let yaml = format!(
-        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: customer_optouts, max_staleness_s: 30 }} }}\n"
-    );
-    let owned = partners(&bp, &ctr);
-    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
-    let gw = Gateway::start(&yaml, &files, &[(TOKEN_ENV, TOKEN), (URL_ENV, &pg.url())]);
+    let gw = replica(&pg.url(), (&bp, &ctr), "customer_optouts", 30);
     std::thread::sleep(Duration::from_millis(500));
     let ready = gw.admin_get("/readyz");
     assert_eq!(
@@ -680,11 +688,9 @@ fn the_acknowledging_replica_enforces_its_write_while_its_follower_reads_the_tab
 fn serve_refuses_to_start_with_a_database_url_it_cannot_use() {
     let _alone = shared();
     let (bp, ctr) = (Mock::start(), Mock::start());
-    let yaml = format!(
-        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: 5 }} }}\n"
-    );
     let owned = partners(&bp, &ctr);
     let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let yaml = optouts_yaml("optouts", 5);
     let dir = PolicyDir::new(&gateway_yaml(free_addr(), free_addr(), &yaml), &files);
     let secret = "PGSECRETPW";
     let url = format!("postgres://postgres:{secret}@127.0.0.1:1/gw?sslmode=bogus");
@@ -728,12 +734,7 @@ fn an_opt_out_table_with_columns_the_gateway_would_misread_is_refused_until_fixe
         "CREATE TABLE optouts (customer_id bigint NOT NULL, scope text NOT NULL, \
          PRIMARY KEY (customer_id, scope)); INSERT INTO optouts VALUES (4242, 'partner_sharing')",
     );
-    let yaml = format!(
-        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: 30 }} }}\n"
-    );
-    let owned = partners(&bp, &ctr);
-    let files: Vec<(&str, &str)> = owned.iter().map(|(n, y)| (*n, y.as_str())).collect();
-    let gw = Gateway::start(&yaml, &files, &[(TOKEN_ENV, TOKEN), (URL_ENV, &pg.url())]);
+    let gw = replica(&pg.url(), (&bp, &ctr), "optouts", 30);
     std::thread::sleep(Duration::from_millis(800));
     let ready = gw.admin_get("/readyz");
     assert_eq!(
@@ -766,10 +767,10 @@ fn an_opt_out_table_with_columns_the_gateway_would_misread_is_refused_until_fixe
 fn tables_the_gateway_would_misread_are_named_by_migrate() {
     let _machine = shared();
     let pg = Postgres::start();
-    let yaml = format!(
-        "admin_token_env: {TOKEN_ENV}\noptouts: {{ postgres: {{ url_env: {URL_ENV}, table: optouts, max_staleness_s: 30 }} }}\n"
+    let dir = PolicyDir::new(
+        &gateway_yaml(free_addr(), free_addr(), &optouts_yaml("optouts", 30)),
+        &[],
     );
-    let dir = PolicyDir::new(&gateway_yaml(free_addr(), free_addr(), &yaml), &[]);
     let migrate = || {
         let out = Command::new(BIN)
             .args(["optouts", "migrate", "--policy"])

@@ -125,12 +125,8 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
         return true;
     }
     let name = name.strip_suffix('.').unwrap_or(name);
-    // A last label that is a number makes a name that is no IP address as written (`1.2.3`,
-    // `127.0.0.01`) and that no certificate can be issued for: it would never verify.
-    let last = name.rsplit('.').next().unwrap_or_default();
-    let hex = last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
-        && last[2..].bytes().all(|b| b.is_ascii_hexdigit());
-    if !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex) {
+    // No IP address as written (`1.2.3`, `127.0.0.01`), and no certificate can name it.
+    if numeric_last_label(name) {
         return false;
     }
     !name.is_empty()
@@ -144,6 +140,16 @@ pub(crate) fn valid_server_name(name: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// Whether the last label of `name` is a number, decimal or `0x` hex: resolvers take such a
+/// name for an IPv4 address, also in shorthand (`127.1`, `0x7f.1`) that certificates and
+/// people read otherwise.
+pub(crate) fn numeric_last_label(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or_default();
+    let hex = last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+        && last[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex)
 }
 
 /// `tls:` of a partner file. `upstream` is `None` when the upstream itself did not validate.

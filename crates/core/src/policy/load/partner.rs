@@ -616,16 +616,7 @@ pub(super) fn parse_upstream(text: &str) -> Result<Upstream, String> {
                 .to_string(),
         );
     }
-    let last = host
-        .trim_end_matches('.')
-        .rsplit('.')
-        .next()
-        .unwrap_or_default();
-    let hex = |l: &str| {
-        l.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
-            && l[2..].bytes().all(|b| b.is_ascii_hexdigit())
-    };
-    let numeric = !last.is_empty() && (last.bytes().all(|b| b.is_ascii_digit()) || hex(last));
+    let numeric = crate::policy::tls::numeric_last_label(host.trim_end_matches('.'));
     // Any address (IPv6 in brackets, the four decimal numbers) parsed as `ip` above.
     if ip.is_none() && numeric {
         return Err(
