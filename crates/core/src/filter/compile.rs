@@ -164,11 +164,13 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         raw: &raw,
         nodes: Vec::new(),
         errors,
+        warnings: Vec::new(),
         subtree: None,
     };
     let root = builder.expand(&[0], "$");
     mark_one_path(&mut builder.nodes, root);
     let mut errors = builder.errors;
+    let mut warnings = builder.warnings;
     // Only checked on a trie that compiled: a mistake in the paths is reported where it is.
     let checkable = errors.is_empty() && (!spec.allow.is_empty() || !spec.transforms.is_empty());
     if let Some(records) = spec.records.as_ref().filter(|_| checkable) {
@@ -183,6 +185,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
     // Combining `*` into every sibling can report one mistake several times.
     let mut seen = BTreeSet::new();
     errors.retain(|e| seen.insert((e.path.clone(), e.message.clone())));
+    warnings.retain(|e| seen.insert((e.path.clone(), e.message.clone())));
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -195,6 +198,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         single_record,
         predict_keys: true,
         sources: spec.allow.len() + spec.transforms.len(),
+        warnings,
         uses_pseudonymize: spec
             .transforms
             .iter()
@@ -403,6 +407,8 @@ struct Builder<'r> {
     raw: &'r [Raw],
     nodes: Vec<Node>,
     errors: Vec<CompileError>,
+    /// Paths that compile but never pass anything (see [`Builder::removed`]).
+    warnings: Vec<CompileError>,
     /// The one shared node for "anything passes" (members of a record passed whole).
     subtree: Option<NodeId>,
 }
@@ -499,7 +505,7 @@ impl<'r> Builder<'r> {
         let leaves: Vec<&'r LeafOf> = nodes.iter().flat_map(|n| &n.leaves).collect();
         let records = nodes.iter().find_map(|n| n.records.as_deref());
         if let Some((_, remove, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Remove) {
-            return self.removed(ids, at, remove, records);
+            return self.removed(ids, at, (remove, &leaves), records);
         }
         if let Some((_, subtree, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Subtree) {
             let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
@@ -511,8 +517,24 @@ impl<'r> Builder<'r> {
         self.container(&nodes, at, records)
     }
 
-    /// An explicit remove wins over `allow` and `*`: nothing at or below passes.
-    fn removed(&mut self, ids: &[usize], at: &str, remove: &str, records: Option<&str>) -> NodeId {
+    /// An explicit remove wins over `allow` and `*`: nothing at or below passes. Paths below
+    /// it are errors; another path ending at the removed member itself is a warning, since a
+    /// policy may allow a field and remove it on purpose (`*: remove` beside named members).
+    fn removed(
+        &mut self,
+        ids: &[usize],
+        at: &str,
+        (remove, leaves): (&str, &[&LeafOf]),
+        records: Option<&str>,
+    ) -> NodeId {
+        for (leaf, text, _) in leaves {
+            if *leaf != Leaf::Remove {
+                self.warnings.push(error(
+                    text.as_str(),
+                    format!("never passes anything: `{remove}` removes `{at}`"),
+                ));
+            }
+        }
         for below in self.sources_below(ids) {
             self.errors.push(error(
                 below,

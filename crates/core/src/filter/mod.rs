@@ -116,6 +116,8 @@ pub struct FilterProgram {
     subject: Option<Box<[u8]>>,
     single_record: bool,
     uses_pseudonymize: bool,
+    /// Paths that compile but never pass anything: `check` warnings.
+    warnings: Vec<CompileError>,
     /// How many allow + transform paths the spec had (the length of [`Report::matched`]).
     sources: usize,
     /// Objects take over a member's decision when its key repeats their node's last key order
@@ -147,6 +149,12 @@ impl FilterProgram {
     /// True when some path uses `pseudonymize` (the partner then needs a key).
     pub fn uses_pseudonymize(&self) -> bool {
         self.uses_pseudonymize
+    }
+
+    /// Paths that compile but never pass anything (an `allow` of a member an explicit
+    /// `remove` takes): `check` shows them as warnings.
+    pub fn warnings(&self) -> &[CompileError] {
+        &self.warnings
     }
 
     /// True when `records` is `$`: an opted-out subject refuses the request (451) instead of being dropped.

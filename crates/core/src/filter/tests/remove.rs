@@ -91,3 +91,52 @@ fn paths_a_remove_makes_dead_are_errors() {
     with_records.subject = Some("id".into());
     assert!(FilterProgram::compile(&with_records).is_err());
 }
+
+#[test]
+fn paths_ending_at_a_removed_member_are_warnings() {
+    let cases: &[(&[&str], &[&str], &[&str])] = &[
+        (
+            &["x"],
+            &["x"],
+            &["x: never passes anything: `x` removes `x`"],
+        ),
+        (
+            &["x.**"],
+            &["x"],
+            &["x.**: never passes anything: `x` removes `x`"],
+        ),
+        (
+            &["other"],
+            &["*"],
+            &["other: never passes anything: `*` removes `other`"],
+        ),
+        (
+            &["x.**", "y"],
+            &["*"],
+            &["x.**: never passes", "y: never passes"],
+        ),
+        (
+            &["sl.x", "name"],
+            &["sl.*"],
+            &["sl.x: never passes anything: `sl.*`"],
+        ),
+    ];
+    for (allow, removes, want) in cases {
+        let program =
+            FilterProgram::compile(&spec(allow, removes)).unwrap_or_else(|e| panic!("{e:?}"));
+        let warnings: Vec<String> = program.warnings().iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            warnings.len(),
+            want.len(),
+            "{allow:?} {removes:?}: {warnings:?}"
+        );
+        for want in *want {
+            assert!(
+                warnings.iter().any(|w| w.starts_with(want)),
+                "{allow:?} {removes:?}: {warnings:?}"
+            );
+        }
+    }
+    let quiet = FilterProgram::compile(&spec(&["name", "sl.y"], &["sl.x"])).unwrap();
+    assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+}

@@ -635,7 +635,14 @@ fn can_overlap(a: &[RouteSegment], b: &[RouteSegment]) -> bool {
 pub(super) fn compile_route(path: &str, draft: RouteDraft, d: &mut Diags) -> Option<Route> {
     let filter = match (&draft.spec, draft.spec_ok) {
         (Some(spec), true) => match FilterProgram::compile(spec) {
-            Ok(program) => Some(Arc::new(program)),
+            Ok(program) => {
+                for e in program.warnings() {
+                    let at = compile_error_line(&draft, e);
+                    let (p, message) = (e.path.clone(), e.message.clone());
+                    d.warn(path, at, InvalidRoute::Compile { path: p, message });
+                }
+                Some(Arc::new(program))
+            }
             Err(errors) => {
                 for e in errors {
                     let at = compile_error_line(&draft, &e);
