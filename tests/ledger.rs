@@ -310,6 +310,10 @@ fn tampering_is_caught_at_the_line_it_touched_across_rotated_files() {
     let mut args = vec!["verify"];
     args.extend(paths.iter().map(String::as_str));
     assert_eq!(audit(&args).0, 0);
+    // a directory and a file in it, or a file named twice: each file is read once
+    let (whole, first) = (dir.display().to_string(), files[0].display().to_string());
+    assert_eq!(audit(&["verify", &whole, &first]).0, 0);
+    assert_eq!(audit(&["verify", &first, &first]).0, 0);
 
     let second = &files[1];
     let second_name = second.display().to_string();
@@ -933,6 +937,44 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     assert!(
         md.contains("| offers | business_partner | offers | partner-sharing | 3 | 1 | 1 |"),
         "{md}"
+    );
+
+    // a partner the policy no longer has: marked as such in every format, and what it received
+    // still shown
+    std::fs::remove_file(policy.join("partners/offers.yaml")).unwrap();
+    let report = |format: &str| {
+        let out = Command::new(BIN)
+            .args(["audit", "report", "--policy"])
+            .arg(&policy)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&report("json")).unwrap();
+    let gone = json["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["partner"] == "offers")
+        .unwrap();
+    assert_eq!(gone["in_policy"], false, "{gone}");
+    // its records name fields and no category: uncategorized disclosures, still counted
+    assert_eq!(
+        gone["disclosed_undeclared"],
+        serde_json::json!(["uncategorized"]),
+        "{gone}"
+    );
+    assert!(report("md").contains("**Not in the current policy**"));
+    let html = report("html");
+    assert!(
+        html.contains("<tr><td>offers <span class=\"flag\">(not in the current policy"),
+        "{html}"
     );
 }
 

@@ -168,6 +168,17 @@ pub fn create(dir: &Path, date: &str, n: u32, chain: Chain) -> anyhow::Result<Cu
     })
 }
 
+/// Removes a ledger file that was opened but never written to (a rotation left it behind). A
+/// failure leaves an empty file, which holds no part of the chain either.
+pub fn remove_empty(dir: &Path, path: &Path) {
+    let empty = fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0);
+    if empty && fs::remove_file(path).is_ok() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
 /// The next file number for `date` after the files already in `dir`.
 pub fn next_number(dir: &Path, date: &str) -> anyhow::Result<u32> {
     let max = ledger_files(dir)?

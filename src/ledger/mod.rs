@@ -252,8 +252,9 @@ impl Ledger {
         let date = time.get(..10).unwrap_or_default();
         // Only ever forward: a line timed before the current file's date (two requests that
         // straddle midnight, a clock stepped back) stays in the current file, so file names
-        // keep the chain's order.
-        let new_day = matches!(&*state, State::Open(c) if c.date.as_str() < date && c.len > 0);
+        // keep the chain's order. A file still empty (opened before midnight, nothing written
+        // since) gives way to one of the new date: see `rotate`.
+        let new_day = matches!(&*state, State::Open(c) if c.date.as_str() < date);
         if new_day {
             self.rotate(state, signer, date)?;
         }
@@ -351,6 +352,10 @@ impl Ledger {
                 return Err(self.dir_moved());
             }
             let next = files::create(&self.dir, date, n, current.chain.clone())?;
+            if current.len == 0 {
+                // Nothing was ever written to it: it holds no part of the chain.
+                files::remove_empty(&self.dir, &current.path);
+            }
             log::info!("disclosure ledger continues in {}", next.path.display());
             Ok(next)
         })();

@@ -163,6 +163,13 @@ pub fn ledger_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             files.push(path.clone());
         }
     }
+    // A file named twice (a directory and a file in it, overlapping globs) is read once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::metadata(f).map(|m| (m.dev(), m.ino()));
+        id.map_or(true, |id| seen.insert(id))
+    });
     // A shell glob sorts `-10` before `-2`: put ledger files in chain order when every name
     // is a ledger file name.
     let keys: Option<Vec<_>> = files

@@ -98,6 +98,8 @@ pub enum AuthError {
     NotBearer,
     #[error("malformed authorization header")]
     MalformedHeader,
+    #[error("the bearer token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
     #[error("malformed bearer token")]
     Malformed,
     #[error("the token is signed with an unknown key")]
@@ -127,7 +129,7 @@ impl AuthError {
     pub fn oauth_error(&self) -> Option<&'static str> {
         match self {
             AuthError::Missing | AuthError::NotBearer => None,
-            AuthError::MalformedHeader => Some("invalid_request"),
+            AuthError::MalformedHeader | AuthError::TooLong => Some("invalid_request"),
             _ => Some("invalid_token"),
         }
     }
@@ -497,9 +499,11 @@ pub fn bearer_credentials(authorization: Option<&str>) -> Result<&str, AuthError
 pub fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
     let token = bearer_credentials(authorization)?;
     // RFC 6750 b64token: 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(AuthError::TooLong);
+    }
     let body = token.trim_end_matches('=');
     if body.is_empty()
-        || token.len() > MAX_TOKEN_BYTES
         || !body.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
         })

@@ -351,7 +351,7 @@ fn refuses_bad_tokens() {
         (
             "oversized token",
             Some(bearer(&"a".repeat(MAX_TOKEN_BYTES + 1))),
-            AuthError::MalformedHeader,
+            AuthError::TooLong,
         ),
     ];
     let v = verifier();

@@ -155,6 +155,14 @@ fn tampering_is_reported_at_the_line_it_touched() {
     let mut inserted = lines.clone();
     inserted.insert(3, lines[1].clone());
     assert_eq!(verify(&inserted, None).unwrap_err().line, 4);
+    // The whole file converted to CRLF line ends: its first line.
+    let crlf: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| [&l[..l.len() - 1], b"\r\n"].concat())
+        .collect();
+    let err = verify(&crlf, None).unwrap_err();
+    assert_eq!(err.line, 1, "{err}");
+    assert!(err.reason.contains("carriage return"), "{err}");
     // The first line removed: the chain does not start.
     assert_eq!(verify(&lines[1..], None).unwrap_err().line, 1);
     // Both seq and prev rewritten in line 3 (a forged line): blamed, not line 2.

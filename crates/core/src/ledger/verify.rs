@@ -100,6 +100,14 @@ impl ChainVerifier {
             line,
         };
         self.check_file_end(&here)?;
+        if bytes.ends_with(b"\r") {
+            // The gateway ends lines with `\n` alone: a file converted to CRLF is named at its
+            // first line, not where the hashes first disagree.
+            return Err(at(
+                &here,
+                "edited: it ends with a carriage return (CRLF line ends), which the gateway never writes",
+            ));
+        }
         let parsed = LedgerLine::parse(bytes).map_err(|reason| self.blame(&here, reason))?;
         let seq = parsed.seq();
         if seq != self.expected_seq {

@@ -52,7 +52,7 @@ impl Scope {
             Ok(Scope(text.to_string()))
         } else {
             Err(format!(
-                "invalid opt-out scope {text:?} (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)"
+                "invalid opt-out scope {text:?} (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`, `:` that starts with a letter or digit and does not end in `:`)"
             ))
         }
     }

@@ -141,9 +141,14 @@ fn tables(r: &ProcessingReport, s: &mut String) {
                 text
             }
         };
+        let gone = if p.in_policy {
+            ""
+        } else {
+            " <span class=\"flag\">(not in the current policy: seen in the ledger only)</span>"
+        };
         let _ = writeln!(
             s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            "<tr><td>{}{gone}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&p.partner), esc(&p.kind), esc(&p.purpose), esc(&p.use_), esc(basis.trim()),
             p.requests, p.records_forwarded, p.records_dropped
         );

@@ -165,10 +165,13 @@ impl ReportBuilder {
             self.last = Some(d.time.clone());
         }
         let key = (d.partner, d.route);
-        let uncategorized = self
-            .uncategorized
-            .get(&key)
-            .is_some_and(|paths| d.fields.iter().any(|f| paths.contains(f)));
+        // A route the policy no longer has: a record whose fields carry no category at all
+        // disclosed uncategorized fields (with some categories, which fields had one is
+        // unknown).
+        let uncategorized = match self.uncategorized.get(&key) {
+            Some(paths) => d.fields.iter().any(|f| paths.contains(f)),
+            None => !d.fields.is_empty() && d.categories.is_empty(),
+        };
         let (partner, route) = key;
         let u = self.partners.entry(partner).or_default();
         u.kind = d.kind;

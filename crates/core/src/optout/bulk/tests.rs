@@ -94,7 +94,7 @@ fn csv_errors_carry_line_numbers() {
     assert_eq!(
         errors(parse(input.as_bytes(), Format::Csv)),
         [
-            "3: invalid opt-out scope \"partner sharing\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)",
+            "3: invalid opt-out scope \"partner sharing\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`, `:` that starts with a letter or digit and does not end in `:`)",
             "4: invalid customer_id: customer id is empty",
             "5: invalid customer_id: customer id contains a control character",
             "7: expected 2 fields (customer_id,scope), found 3",
@@ -188,7 +188,7 @@ not json
             "5: customer_id must be a string or an integer, found null",
             "6: invalid customer_id: customer id is empty",
             "7: scopes is empty: list at least one scope",
-            "8: invalid opt-out scope \"BAD!\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)",
+            "8: invalid opt-out scope \"BAD!\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`, `:` that starts with a letter or digit and does not end in `:`)",
             "9: unknown field `note`, expected `customer_id` or `scopes` (column 58)",
             "10: duplicate field `customer_id` (column 34)",
             "11: missing field `scopes` (column 20)",

@@ -574,7 +574,7 @@ fn optout_rules() {
         // honor_optouts overrides the kind's default (leaving a promised scope out only warns)
         (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing]\n"), vec![]),
         (GATEWAY.to_string(), format!("{MARKETING}honor_optouts: [partner_sharing, \"partner:brightmail-offers\", \"bad scope\"]\n"), vec![format!(
-            "{f}:13: invalid opt-out scope \"bad scope\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`)"
+            "{f}:13: invalid opt-out scope \"bad scope\" (expected partner_sharing, partner:<id>, or a name of letters, digits, `_`, `-`, `.`, `:` that starts with a letter or digit and does not end in `:`)"
         )]),
         // a contractor that opts in to a scope needs the store and subjects too
         (no_store.clone(), format!("{CONTRACTOR}honor_optouts: [new_use]\n"), vec![
