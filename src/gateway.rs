@@ -44,11 +44,10 @@ enum CallerAuth {
 /// The verifier of the callers' tokens `c` names: its keys (and HS256 secret), issuer,
 /// audience, groups claim and lifetime limit.
 fn caller_verifier(c: &gateway_core::policy::CallersConfig) -> anyhow::Result<CallerVerifier> {
-    let mut keys = if c.keys.as_os_str().is_empty() {
-        CallerKeys::new()
-    } else {
-        CallerKeys::parse(&loader::read_named_file(&c.keys, "callers.keys")?)
-            .with_context(|| format!("callers.keys {}", c.keys.display()))?
+    let mut keys = match &c.keys {
+        None => CallerKeys::new(),
+        Some(file) => CallerKeys::parse(&loader::read_named_file(file)?)
+            .map_err(|e| loader::named_file_error(file, format!("{e:#}")))?,
     };
     match (&c.hs256_secret, &c.hs256_secret_env) {
         (Some(secret), _) => keys
@@ -62,7 +61,12 @@ fn caller_verifier(c: &gateway_core::policy::CallersConfig) -> anyhow::Result<Ca
         (None, None) => {}
     }
     let verifier = CallerVerifier::new(keys, &c.issuer, &c.audience, c.groups_claim.clone())
-        .context("callers: no usable verification key")?
+        .map_err(|e| match &c.keys {
+            Some(file) => {
+                loader::named_file_error(file, format!("no usable verification key: {e:#}"))
+            }
+            None => anyhow::Error::new(e).context("callers: no usable verification key"),
+        })?
         .with_max_lifetime(c.max_token_lifetime_s);
     log::info!("caller keys: {}", verifier.keys().describe().join(", "));
     Ok(verifier)
@@ -73,7 +77,7 @@ fn caller_auth(gw: &gateway_core::policy::GatewayConfig) -> anyhow::Result<Calle
     Ok(match &gw.callers {
         Some(c) if c.allow_unauthenticated => {
             log::warn!("callers.allow_unauthenticated is set: ANY local process may send customer data through this gateway (local development only)");
-            let keys = !c.keys.as_os_str().is_empty() || c.hs256_secret.is_some();
+            let keys = c.keys.is_some() || c.hs256_secret.is_some();
             if keys {
                 CallerAuth::Verify {
                     verifier: caller_verifier(c)?,
@@ -103,20 +107,21 @@ fn signing(
         log::warn!("signing.disabled is true: forwarded requests carry no signed data-use token");
         return Ok((None, br#"{"keys":[]}"#.to_vec()));
     };
-    let signer = loader::read_named_file(&s.key, "signing.key").and_then(|pem| {
+    let signer = loader::read_named_file(&s.key).and_then(|pem| {
         TokenSigner::from_pkcs8_pem(&pem, &s.kid, &s.issuer)
-            .with_context(|| format!("signing.key {}", s.key.display()))
+            .map_err(|e| loader::named_file_error(&s.key, format!("{e:#}")))
     });
     let mut published = Vec::new();
     let mut errors = Vec::new();
-    for path in &s.publish {
-        let kid = path
+    for file in &s.publish {
+        let kid = file
+            .path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.split('.').next())
             .unwrap_or("published");
-        match loader::read_named_file(path, "signing.publish") {
-            Ok(pem) => published.push((path, pem, kid)),
+        match loader::read_named_file(file) {
+            Ok(pem) => published.push((file, pem, kid)),
             Err(e) => errors.push(e),
         }
     }
@@ -130,10 +135,9 @@ fn signing(
     };
     crate::signing::use_fastest_backend(&mut signer);
     let mut jwks = Jwks::new(&signer);
-    for (path, pem, kid) in published {
+    for (file, pem, kid) in published {
         if let Err(e) = jwks.publish_file(&pem, kid) {
-            errors
-                .push(anyhow::Error::new(e).context(format!("signing.publish {}", path.display())));
+            errors.push(loader::named_file_error(file, format!("{e:#}")));
         }
     }
     if !errors.is_empty() {

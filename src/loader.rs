@@ -4,8 +4,9 @@ Reads a policy directory from disk and hands it to the core loader. `check`, `se
 */
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use gateway_core::policy::{self, Diagnostic, Env, Loaded, Policy, PolicySource, SourceFile};
+use gateway_core::policy::{
+    self, Diagnostic, Env, Loaded, NamedFile, Policy, PolicySource, SourceFile,
+};
 
 use crate::gateway::Active;
 
@@ -144,23 +145,13 @@ pub fn lines_error(lines: &[String]) -> anyhow::Error {
 
 /// Builds the runtime pieces of a validated policy ([`Active::build`]), reporting what fails as
 /// `FILE:LINE: message` lines like every other policy problem (`check`, `serve` and reloads
-/// agree): TLS problems arrive as such lines already; an unusable key file the policy names
-/// (`callers.keys`, `signing.key`, `signing.publish`) is reported on the `gateway.yaml` line
-/// that names it.
+/// agree): problems of the files the policy names (certificates, `callers.keys`, `signing.key`,
+/// `signing.publish`) arrive as such lines already, on the line that names the file.
 pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
-    let mut named = Vec::new();
-    if let Some(c) = &policy.gateway.callers {
-        named.push(c.keys.clone());
-    }
-    if let Some(s) = &policy.gateway.signing {
-        named.push(s.key.clone());
-        named.extend(s.publish.iter().cloned());
-    }
     let errors = match Active::build_all(policy) {
         Ok(active) => return Ok(active),
         Err(errors) => errors,
     };
-    let text = crate::loader::read_policy_text(&dir.join("gateway.yaml"));
     let mut lines = Vec::new();
     for error in errors {
         let message = format!("{error:#}");
@@ -169,14 +160,10 @@ pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
             lines.extend(listed.map(str::to_string));
             continue;
         }
-        let line = named
-            .iter()
-            .filter(|path| message.contains(&path.display().to_string()))
-            .filter_map(|path| path.file_name()?.to_str())
-            .find_map(|name| text.lines().position(|l| l.contains(name)))
-            .map_or(1, |i| i + 1);
+        // Problems of the files the policy names arrive as `FILE:LINE` lines already; what
+        // else could fail (a secret from the environment) is the gateway file's.
         lines.push(format!(
-            "{}:{line}: {message}",
+            "{}:1: {message}",
             display_path(dir, "gateway.yaml")
         ));
     }
@@ -223,9 +210,16 @@ pub fn read_policy_text(path: &Path) -> String {
 }
 
 /// Reads a file the policy names (keys, JWKS), with the path in the error.
-pub fn read_named_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+pub fn read_named_file(file: &NamedFile) -> anyhow::Result<Vec<u8>> {
     // Key material pasted where a path belongs never gets here: the policy load refuses it.
-    read_policy_file(path).with_context(|| format!("cannot read {what} {}", path.display()))
+    read_policy_file(&file.path)
+        .map_err(|e| named_file_error(file, format!("cannot read file: {e}")))
+}
+
+/// A problem with the content of a file the policy names, on the policy line that names it
+/// (what [`build_active`] passes on as it stands).
+pub fn named_file_error(file: &NamedFile, message: impl std::fmt::Display) -> anyhow::Error {
+    diagnostics_error(&[crate::tls::files::problem(file, message)])
 }
 
 /// Loads and validates the candidate policy `shadow.policy` names, like any policy directory

@@ -223,13 +223,11 @@ pub fn named_files(policy: &Policy) -> Vec<PathBuf> {
         }
     }
     if let Some(callers) = &gw.callers {
-        if !callers.keys.as_os_str().is_empty() {
-            files.push(callers.keys.clone());
-        }
+        files.extend(callers.keys.iter().map(|f| f.path.clone()));
     }
     if let Some(signing) = &gw.signing {
-        files.push(signing.key.clone());
-        files.extend(signing.publish.iter().cloned());
+        files.push(signing.key.path.clone());
+        files.extend(signing.publish.iter().map(|f| f.path.clone()));
     }
     // The candidate policy's own files: editing it reloads both.
     if let Some(shadow) = &gw.shadow {

@@ -206,6 +206,29 @@ fn check_lists_every_unreadable_key_file() {
     }
 }
 
+/// A key file's problem is reported on the line of the key that names it: not on a comment
+/// that mentions the file, nor on another key naming the same file.
+#[test]
+fn a_key_files_problem_is_on_the_line_of_its_key() {
+    let tmp = bundled_copy(&["policy", "certs"]);
+    let gateway = tmp.path().join("policy/gateway.yaml");
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    let text = format!("# rotate certs/callers.jwks.json every year\n{text}").replace(
+        "key: certs/data-use-signing.pem",
+        "key: certs/callers.jwks.json",
+    );
+    std::fs::write(&gateway, &text).unwrap();
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (code, out) = check(tmp.path().join("policy").to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    let key_line = line_of("  key: certs/callers.jwks.json");
+    assert!(
+        out.contains(&format!("gateway.yaml:{key_line}: signing.key ")),
+        "{out}"
+    );
+    assert_eq!(out.matches(": signing.key ").count(), 1, "{out}");
+}
+
 /// A partner file that is not UTF-8 is reported at the line of its first bad byte, and the
 /// other files' errors are still listed.
 #[test]

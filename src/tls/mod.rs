@@ -6,7 +6,7 @@ pingora panic. The listener's certificate and client CA live in [`ListenerTlsSta
 reloads; partners' CA sets and client certificates travel with each policy ([`PartnerPeerTls`]).
 */
 mod client;
-mod files;
+pub(crate) mod files;
 mod listener;
 mod partner;
 

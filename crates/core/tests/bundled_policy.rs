@@ -35,14 +35,19 @@ fn bundled_policy_passes_check_without_environment() {
         Some(PathBuf::from("data/optouts").as_path())
     );
     let signing = policy.gateway.signing.as_ref().unwrap();
-    assert_eq!(signing.key, PathBuf::from("certs/data-use-signing.pem"));
+    assert_eq!(
+        signing.key.path,
+        PathBuf::from("certs/data-use-signing.pem")
+    );
     assert!(
-        util::workspace().join(&signing.key).is_file(),
+        util::workspace().join(&signing.key.path).is_file(),
         "signing key file exists"
     );
     let callers = policy.gateway.callers.as_ref().unwrap();
     assert!(
-        util::workspace().join(&callers.keys).is_file(),
+        util::workspace()
+            .join(&callers.keys.as_ref().unwrap().path)
+            .is_file(),
         "callers JWKS exists"
     );
     assert!(!callers.allow_unauthenticated);

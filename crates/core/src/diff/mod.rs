@@ -192,7 +192,7 @@ fn spec(r: &Route) -> Option<&FilterSpec> {
 fn caller_trust(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     let trust = |p: &Policy| {
         let callers = p.gateway.callers.as_ref().map(|c| {
-            let keys = (!c.keys.as_os_str().is_empty()).then(|| b.file_id(&c.keys));
+            let keys = c.keys.as_ref().map(|k| b.file_id(&k.path));
             (
                 c.issuer.clone(),
                 c.audience.clone(),

@@ -299,9 +299,9 @@ pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u64 = 86_400;
 pub struct CallersConfig {
     pub issuer: String,
     pub audience: String,
-    /// JWKS file with the callers' public keys; empty when the policy names none
+    /// JWKS file with the callers' public keys; `None` when the policy names none
     /// (`allow_unauthenticated`, or HS256 only).
-    pub keys: std::path::PathBuf,
+    pub keys: Option<NamedFile>,
     pub allow_unauthenticated: bool,
     /// Env var holding an HS256 shared secret for caller tokens (tests and local setups).
     pub hs256_secret_env: Option<String>,
@@ -316,10 +316,10 @@ pub struct CallersConfig {
 #[derive(Debug, Clone)]
 pub struct SigningConfig {
     pub issuer: String,
-    pub key: std::path::PathBuf,
+    pub key: NamedFile,
     pub kid: String,
     /// Extra public key files published in the JWKS beside the signing key (key rotation).
-    pub publish: Vec<std::path::PathBuf>,
+    pub publish: Vec<NamedFile>,
 }
 
 /// Recipient kind, from the privacy policy.

@@ -3,7 +3,7 @@
 and the data-use signing key.
 */
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{
@@ -12,7 +12,7 @@ use super::{
 };
 use crate::policy::file::{CallersFile, GatewayFile, LedgerFile, LimitsFile, SigningFile, Spanned};
 use crate::policy::model::{
-    CallersConfig, GatewayConfig, LedgerConfig, Limits, ListenerTls, SigningConfig,
+    CallersConfig, GatewayConfig, LedgerConfig, Limits, ListenerTls, NamedFile, SigningConfig,
 };
 
 /// What can be wrong in `gateway.yaml` itself.
@@ -385,8 +385,9 @@ fn validate_callers(
     let issuer = required(&c.issuer, "issuer", "callers.issuer", d);
     let audience = required(&c.audience, "audience", "callers.audience", d);
     let keys = match &c.keys {
-        Some(k) => file_path(path, k, "callers.keys", d).map(|k| resolve(base, &k)),
-        None if allow_unauthenticated || c.hs256_secret_env.is_some() => Some(PathBuf::new()),
+        Some(k) => file_path(path, k, "callers.keys", d)
+            .map(|p| Some(named(path, "callers.keys", k, &p, base))),
+        None if allow_unauthenticated || c.hs256_secret_env.is_some() => Some(None),
         None => {
             d.error(path, section_line, InvalidGateway::CallersNoKeys);
             None
@@ -438,6 +439,23 @@ fn validate_callers(
     })
 }
 
+/// The file `key` names (`value`, read as `text`), with where, for diagnostics about its
+/// content.
+fn named(
+    source: &str,
+    key: &'static str,
+    value: &Spanned<String>,
+    text: &str,
+    base: &Path,
+) -> NamedFile {
+    NamedFile {
+        path: resolve(base, text),
+        key,
+        source: source.to_string(),
+        line: line(value),
+    }
+}
+
 /// `signing`: issuer, key and kid; or `disabled: true` and nothing else (then `None`, warned).
 fn validate_signing(
     path: &str,
@@ -480,13 +498,21 @@ fn validate_signing(
     let issuer = required(&s.issuer, "issuer", "signing.issuer", d);
     let key = required(&s.key, "key", "signing.key", d)
         .and(s.key.as_ref())
-        .and_then(|k| file_path(path, k, "signing.key", d));
+        .and_then(|k| {
+            Some(named(
+                path,
+                "signing.key",
+                k,
+                &file_path(path, k, "signing.key", d)?,
+                base,
+            ))
+        });
     let kid = required(&s.kid, "kid", "signing.kid", d);
     let mut publish = Vec::new();
     let mut publish_ok = true;
     for p in s.publish.iter().flat_map(|p| &p.value) {
         match file_path(path, p, "signing.publish entry", d) {
-            Some(p) => publish.push(resolve(base, &p)),
+            Some(text) => publish.push(named(path, "signing.publish", p, &text, base)),
             None => publish_ok = false,
         }
     }
@@ -495,7 +521,7 @@ fn validate_signing(
     }
     Some(SigningConfig {
         issuer: issuer?,
-        key: resolve(base, &key?),
+        key: key?,
         kid: kid?,
         publish,
     })

@@ -106,10 +106,12 @@ fn a_sound_policy_loads_in_check_mode_without_secrets() {
         Some(PathBuf::from("data/optouts").as_path())
     );
     let callers = g.callers.as_ref().unwrap();
-    assert_eq!(callers.keys, PathBuf::from("certs/callers.jwks.json"));
+    let keys = callers.keys.as_ref().unwrap();
+    assert_eq!(keys.path, PathBuf::from("certs/callers.jwks.json"));
+    assert_eq!((keys.key, keys.line), ("callers.keys", 7));
     assert!(!callers.allow_unauthenticated);
     assert_eq!(
-        g.signing.as_ref().unwrap().key,
+        g.signing.as_ref().unwrap().key.path,
         PathBuf::from("certs/data-use-signing.pem")
     );
 
@@ -443,7 +445,7 @@ fn unauthenticated_callers_are_allowed_with_a_warning() {
     let loaded = load(&source(gateway, &[("acme-ship.yaml", CONTRACTOR)]), None).expect("loads");
     let callers = loaded.policy.gateway.callers.as_ref().unwrap();
     assert!(callers.allow_unauthenticated);
-    assert_eq!(callers.keys, PathBuf::new());
+    assert!(callers.keys.is_none());
     assert_eq!(
         loaded.policy.gateway.admin_listen.to_string(),
         DEFAULT_ADMIN_LISTEN
@@ -515,13 +517,13 @@ fn relative_paths_resolve_against_the_policy_directory_parent() {
         src.dir = PathBuf::from(dir);
         let g = load(&src, None).expect("loads").policy.gateway;
         let signing = g.signing.unwrap();
-        assert_eq!(signing.key, PathBuf::from(key), "{dir}");
+        assert_eq!(signing.key.path, PathBuf::from(key), "{dir}");
         assert_eq!(
             g.optouts.unwrap().embedded_path(),
             Some(PathBuf::from(optouts).as_path()),
             "{dir}"
         );
-        assert_eq!(signing.publish[1], PathBuf::from("/etc/pg/other.pub"));
+        assert_eq!(signing.publish[1].path, PathBuf::from("/etc/pg/other.pub"));
     }
 }
 
