@@ -16,7 +16,11 @@ const GOOD: &str = r#"{"order_id":"o-1","shipments":[{"customer_id":"c-1","name"
 
 /// The shipping partner behind a gateway with short head and body deadlines.
 fn start(max_connections: usize) -> (Mock, Gateway) {
-    let mock = Mock::start();
+    start_before(Mock::start(), max_connections)
+}
+
+/// The same, in front of `mock`.
+fn start_before(mock: Mock, max_connections: usize) -> (Mock, Gateway) {
     let gateway = Gateway::start_with(
         |listen, admin| {
             format!(
@@ -304,37 +308,68 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_timeout() {
     });
 }
 
+/// Connections whose requests are under way hold their slots: one over `max_connections` is
+/// closed unanswered and counted.
 #[test]
 fn connections_over_max_connections_are_closed_and_counted() {
-    let (mock, gateway) = start(3);
+    // Each request waits a second for the partner.
+    let (mock, gateway) = start_before(Mock::start_with_delay(1000), 3);
     // The harness's readiness probe has closed its connection; on a busy machine the gateway
     // may not have released that slot yet, which would make the third held connection the
     // one over the limit.
     std::thread::sleep(Duration::from_millis(300));
-    // Three keep-alive connections, each idle after one answered request.
+    std::thread::scope(|scope| {
+        let busy: Vec<_> = (0..3)
+            .map(|i| {
+                let addr = gateway.addr;
+                scope.spawn(move || {
+                    let mut stream = connect(addr);
+                    keepalive_get(&mut stream, &format!("/ship/v1/shipments/h-{i}")).status
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        let mut extra = connect(gateway.addr);
+        let _ = extra.write_all(b"GET /ship/v1/shipments/s-1 HTTP/1.1\r\nhost: gw\r\n\r\n");
+        assert!(
+            read_to_close(&mut extra).is_empty(),
+            "no answer over the limit"
+        );
+        for held in busy {
+            assert_eq!(held.join().unwrap(), 200);
+        }
+    });
+    // At least this one (the harness's own probe connection may still be counted as open).
+    assert!(closed(&gateway.metrics(), "too_many_connections") >= 1.0);
+    assert_eq!(mock.received().len(), 3);
+}
+
+/// Kept-alive connections idle between requests do not lock new callers out: with every slot
+/// taken, the connection idle longest is closed (as if its caller had closed it) and the new
+/// one is served; the others keep working.
+#[test]
+fn an_idle_kept_alive_connection_makes_room_for_a_new_one() {
+    let (mock, gateway) = start(3);
+    std::thread::sleep(Duration::from_millis(300));
     let mut held: Vec<TcpStream> = (0..3).map(|_| connect(gateway.addr)).collect();
     for (i, stream) in held.iter_mut().enumerate() {
         let r = keepalive_get(stream, &format!("/ship/v1/shipments/h-{i}"));
         assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let refused_before = closed(&gateway.metrics(), "too_many_connections");
     let mut extra = connect(gateway.addr);
-    let _ = extra.write_all(b"GET /ship/v1/shipments/s-1 HTTP/1.1\r\nhost: gw\r\n\r\n");
-    assert!(
-        read_to_close(&mut extra).is_empty(),
-        "no answer over the limit"
-    );
-    // At least this one (the harness's own probe connection may still be counted as open).
-    assert!(closed(&gateway.metrics(), "too_many_connections") >= 1.0);
-    // The held ones still work (idle time is no head time), and once they are gone there is
-    // room again.
-    std::thread::sleep(Duration::from_millis(400));
-    let r = keepalive_get(&mut held[0], "/ship/v1/shipments/s-2");
-    assert_eq!(r.status, 200);
-    drop(held);
-    std::thread::sleep(Duration::from_millis(100));
-    let r = gateway.send("GET", "/ship/v1/shipments/s-3", &[], None);
-    assert_eq!(r.status, 200);
-    assert_eq!(mock.received().len(), 5);
+    let r = keepalive_get(&mut extra, "/ship/v1/shipments/s-1");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The first held connection (idle longest) was closed without a byte.
+    assert!(read_to_close(&mut held[0]).is_empty());
+    for (i, stream) in held.iter_mut().enumerate().skip(1) {
+        let r = keepalive_get(stream, &format!("/ship/v1/shipments/again-{i}"));
+        assert_eq!(r.status, 200);
+    }
+    let refused_after = closed(&gateway.metrics(), "too_many_connections");
+    assert_eq!(refused_before, refused_after, "nobody was refused");
+    assert_eq!(mock.received().len(), 6);
 }
 
 #[test]

@@ -4,7 +4,8 @@ Slow and greedy clients: the limits that hold per connection rather than per req
 [`LimitedApp`] wraps the pingora proxy application. For every accepted connection it
 
 - refuses it when `limits.max_connections` are already open (a plain close: no request was read
-  yet, so there is nothing to answer; counted as `too_many_connections`);
+  yet, so there is nothing to answer; counted as `too_many_connections`), unless a kept-alive
+  connection is idle between requests: the one idle longest is closed instead (`idle`);
 - wraps the stream in a [`GuardedStream`], which bounds each request head in time
   (`limits.header_timeout_ms`, from the connection's start for its first request and from the
   first byte of every later one, so idle keep-alive time is not head time) and in size
@@ -20,6 +21,7 @@ where the proxy reads the body. Limits are read from the policy being served whe
 connection starts, so a reload applies to new connections.
 */
 mod handshake;
+mod idle;
 mod stream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +39,7 @@ use pingora::server::ShutdownWatch;
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionClosed;
 pub use handshake::{HandshakeStep, Handshakes};
+use idle::IdleConnections;
 pub use stream::GuardedStream;
 
 /// A pingora application `A` behind the connection limits of the policy being served.
@@ -44,6 +47,8 @@ pub struct LimitedApp<A> {
     inner: Arc<A>,
     gateway: Arc<Gateway>,
     open: Arc<AtomicUsize>,
+    /// Kept-alive connections waiting for their next request (closed to make room).
+    idle: Arc<IdleConnections>,
     /// A TLS listener's handshakes (when the connection was accepted).
     handshakes: Option<Arc<Handshakes>>,
     /// The proxy listener (else the admin one, whose refused heads are no proxy traffic).
@@ -56,6 +61,7 @@ impl<A> LimitedApp<A> {
             inner: Arc::new(inner),
             gateway,
             open: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::default(),
             handshakes: None,
             proxy: true,
         }
@@ -96,7 +102,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
         let limits = self.gateway.active().policy.gateway.limits;
         let already_open = self.open.fetch_add(1, Ordering::AcqRel);
         let open = OpenConnection(self.open.clone());
-        if already_open >= limits.max_connections {
+        // All slots taken: the connection idle longest makes room, if there is one.
+        if already_open >= limits.max_connections && !self.idle.shed_oldest() {
             self.gateway
                 .metrics
                 .connection_closed(ConnectionClosed::TooManyConnections);
@@ -112,7 +119,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for LimitedApp<A> {
             started,
             tracked,
             self.gateway.clone(),
-            self.proxy,
+            (self.proxy, self.idle.clone()),
         ));
         let result = self.inner.process_new(stream, shutdown).await;
         drop(open);

@@ -10,7 +10,8 @@ A connection is in one of these phases:
 - `REQUEST`: the head was parsed (the proxy called `head_done`); the body and the answer run
   under the request's own deadlines.
 - `IDLE`: the request was answered; the next byte read starts the next head (and its deadline).
-  Waiting here is pingora's keep-alive idle timeout.
+  Waiting here is pingora's keep-alive idle timeout, cut short when a new connection needs the
+  slot (see `idle`).
 - `CLOSED`: the gateway answered a refused head itself; further reads fail and further writes
   are dropped.
 - `UNTRACKED`: HTTP/2, where the bytes are frames rather than heads.
@@ -42,6 +43,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::idle::{IdleConnections, IdleSlot};
 use crate::gateway::Gateway;
 use crate::metrics::{ConnectionClosed, Series};
 
@@ -77,6 +79,9 @@ pub struct GuardedStream {
     /// A proxy connection: its refused heads are counted as requests and refusals and logged
     /// (the admin listener's are not proxy traffic; their closes are counted all the same).
     proxy: bool,
+    /// Where this connection waits, idle, between requests.
+    idle: Arc<IdleSlot>,
+    idle_connections: Arc<IdleConnections>,
 }
 
 impl GuardedStream {
@@ -87,7 +92,7 @@ impl GuardedStream {
         started: std::time::Instant,
         tracked: bool,
         gateway: Arc<Gateway>,
-        proxy: bool,
+        (proxy, idle_connections): (bool, Arc<IdleConnections>),
     ) -> GuardedStream {
         let started = Instant::from_std(started);
         GuardedStream {
@@ -104,6 +109,8 @@ impl GuardedStream {
             pending: Vec::new(),
             gateway,
             proxy,
+            idle: Arc::default(),
+            idle_connections,
         }
     }
 
@@ -123,14 +130,21 @@ impl GuardedStream {
     pub(super) fn head_done(&self) {
         // IDLE too: a pipelined head may arrive whole with the previous request's bytes.
         self.advance(&[HEAD, IDLE], REQUEST);
+        self.idle.leave();
     }
 
     pub(super) fn request_done(&self) {
-        self.advance(&[REQUEST], IDLE);
+        let answered =
+            self.phase
+                .compare_exchange(REQUEST, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        if answered.is_ok() {
+            self.idle_connections.enter(&self.idle);
+        }
     }
 
     fn start_head(&mut self) {
         self.phase.store(HEAD, Ordering::Release);
+        self.idle.leave();
         self.head_bytes = 0;
         self.head_lines = 0;
         self.line_len = 0;
@@ -158,7 +172,12 @@ impl GuardedStream {
             true => self.max_header_bytes.saturating_sub(self.head_bytes),
             false => self.max_header_bytes,
         };
-        let n = ready!(self.read_at_most(cx, buf, allow))?;
+        let n = match self.read_at_most(cx, buf, allow) {
+            // Idle, and a new connection needs the slot: the end of the stream, as if the
+            // caller had closed it.
+            Poll::Pending if !in_head && self.idle.poll_shed(cx) => return Poll::Ready(Ok(())),
+            read => ready!(read)?,
+        };
         if n > 0 && !in_head {
             self.start_head();
         }
