@@ -935,6 +935,17 @@ fn single_record_bodies() {
     ));
     assert!(bad_request(run(&program, "[]")).contains("record `$` is an array"));
     assert!(bad_request(run(&program, "null")).contains("record `$` is null"));
+    // A subject that is an object or array names the record, as any other bad subject does.
+    for body in [r#"{"customer_id":[1]}"#, r#"{"customer_id":{"a":1}}"#] {
+        let refused = filter(&program, body.as_bytes(), &opts).expect_err(body);
+        assert_eq!(refused.kind, RefusalKind::SubjectMissing);
+        assert!(
+            refused
+                .message
+                .starts_with("record `$` has no valid subject id"),
+            "{refused:?}"
+        );
+    }
 }
 
 #[test]

@@ -501,7 +501,8 @@ impl<'a, 'p> Filter<'a, 'p> {
         }
         Err(fail(RefusalKind::SubjectMissing, format!(
             "record `{}` has no valid subject id: `{}` is an object or array (expected a non-empty string or an integer)",
-            self.sc.path(),
+            // The record's path: the scanner is at its subject member.
+            self.sc.path_upto(self.sc.frames.len().saturating_sub(1)),
             String::from_utf8_lossy(self.program.subject.as_deref().unwrap_or_default())
         )))
     }
