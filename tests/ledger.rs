@@ -77,6 +77,24 @@ fn audit(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `audit <args> --policy POLICY` with the ledger's key: its stdout, which it must succeed to give.
+fn audit_policy(policy: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("audit")
+        .args(args)
+        .arg("--policy")
+        .arg(policy)
+        .env("LEDGER_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn verify(dir: &Path, jwks: Option<&str>) -> (i32, String) {
     let dir = dir.to_str().unwrap();
     match jwks {
@@ -728,19 +746,8 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
 
     let policy = gateway.policy.policy();
     let who = |customer: &str| -> Value {
-        let out = Command::new(BIN)
-            .args(["audit", "who-received", "--policy"])
-            .arg(&policy)
-            .args(["--customer", customer, "--format", "json"])
-            .env("LEDGER_KEY", KEY)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        let args = ["who-received", "--customer", customer, "--format", "json"];
+        serde_json::from_str(&audit_policy(&policy, &args)).unwrap()
     };
     let partners = |v: &Value| -> Vec<String> {
         v["disclosures"]
@@ -821,18 +828,8 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
     // the report counts what the ledger holds
-    let out = Command::new(BIN)
-        .args(["audit", "report", "--policy"])
-        .arg(&policy)
-        .args(["--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Value =
+        serde_json::from_str(&audit_policy(&policy, &["report", "--format", "json"])).unwrap();
     let offers_row = report["recipients"]
         .as_array()
         .unwrap()
@@ -879,14 +876,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     );
 
     // the HTML page: self-contained, and its data map shows every partner and category
-    let out = Command::new(BIN)
-        .args(["audit", "report", "--policy"])
-        .arg(&policy)
-        .args(["--format", "html"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let html = String::from_utf8(out.stdout).unwrap();
+    let html = audit_policy(&policy, &["report", "--format", "html"]);
     assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
     // per route too: the offers route with its dropped record
     assert!(
@@ -928,12 +918,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
             );
         }
     }
-    let md = Command::new(BIN)
-        .args(["audit", "report", "--policy"])
-        .arg(&policy)
-        .output()
-        .unwrap();
-    let md = String::from_utf8(md.stdout).unwrap();
+    let md = audit_policy(&policy, &["report"]);
     assert!(
         md.contains("| offers | business_partner | offers | partner-sharing | 3 | 1 | 1 |"),
         "{md}"
@@ -942,20 +927,7 @@ fn who_received_finds_exactly_the_disclosures_of_a_customer() {
     // a partner the policy no longer has: marked as such in every format, and what it received
     // still shown
     std::fs::remove_file(policy.join("partners/offers.yaml")).unwrap();
-    let report = |format: &str| {
-        let out = Command::new(BIN)
-            .args(["audit", "report", "--policy"])
-            .arg(&policy)
-            .args(["--format", format])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let report = |format: &str| audit_policy(&policy, &["report", "--format", format]);
     let json: Value = serde_json::from_str(&report("json")).unwrap();
     let gone = json["recipients"]
         .as_array()

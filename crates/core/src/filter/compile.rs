@@ -167,7 +167,7 @@ pub(super) fn compile(spec: &FilterSpec) -> Result<FilterProgram, Vec<CompileErr
         warnings: Vec::new(),
         subtree: None,
     };
-    let root = builder.expand(&[0], "$");
+    let root = builder.expand(&[0], 1, "$");
     mark_one_path(&mut builder.nodes, root);
     let mut errors = builder.errors;
     let mut warnings = builder.warnings;
@@ -499,35 +499,47 @@ impl<'r> Builder<'r> {
 
     /// Builds the runtime node for the union of raw nodes `ids` (one named member plus every
     /// `*` that also matches it). `at` is the position for messages.
-    fn expand(&mut self, ids: &[usize], at: &str) -> NodeId {
+    ///
+    /// The first `own` of `ids` are reached through the position's own names: a path ending
+    /// at or beneath them matches only here, so it is reported when the position makes it
+    /// dead. The others come through a `*`: their paths also match other members, and a
+    /// position that stops them here is no mistake (`a.*.name` beside `a.internal: remove`).
+    fn expand(&mut self, ids: &[usize], own: usize, at: &str) -> NodeId {
         let raw = self.raw;
         let nodes: Vec<&'r Raw> = ids.iter().map(|&id| &raw[id]).collect();
         let leaves: Vec<&'r LeafOf> = nodes.iter().flat_map(|n| &n.leaves).collect();
         let records = nodes.iter().find_map(|n| n.records.as_deref());
+        let own_ids = &ids[..own.min(ids.len())];
         if let Some((_, remove, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Remove) {
-            return self.removed(ids, at, (remove, &leaves), records);
+            let own_leaves: Vec<&LeafOf> = nodes[..own_ids.len()]
+                .iter()
+                .flat_map(|n| &n.leaves)
+                .collect();
+            return self.removed(own_ids, at, (remove, &own_leaves), records);
         }
         if let Some((_, subtree, _)) = leaves.iter().find(|(leaf, _, _)| *leaf == Leaf::Subtree) {
             let children: Vec<usize> = nodes.iter().flat_map(|n| n.children()).collect();
             return self.whole(&children, at, subtree, &leaves, records);
         }
-        if let Some(node) = self.single_value(ids, at, &leaves, records) {
+        if let Some(node) = self.single_value(own_ids, at, &leaves, records) {
             return node;
         }
-        self.container(&nodes, at, records)
+        self.container(&nodes, own_ids.len(), at, records)
     }
 
     /// An explicit remove wins over `allow` and `*`: nothing at or below passes. Paths below
     /// it are errors; another path ending at the removed member itself is a warning, since a
     /// policy may allow a field and remove it on purpose (`*: remove` beside named members).
+    /// `own_ids` and `own_leaves`: the position's own raw nodes and the paths ending there (see
+    /// [`Builder::expand`]).
     fn removed(
         &mut self,
-        ids: &[usize],
+        own_ids: &[usize],
         at: &str,
-        (remove, leaves): (&str, &[&LeafOf]),
+        (remove, own_leaves): (&str, &[&LeafOf]),
         records: Option<&str>,
     ) -> NodeId {
-        for (leaf, text, _) in leaves {
+        for (leaf, text, _) in own_leaves {
             if *leaf != Leaf::Remove {
                 self.warnings.push(error(
                     text.as_str(),
@@ -535,7 +547,7 @@ impl<'r> Builder<'r> {
                 ));
             }
         }
-        for below in self.sources_below(ids) {
+        for below in self.sources_below(own_ids) {
             self.errors.push(error(
                 below,
                 format!("can never match: `{remove}` removes `{at}` whole"),
@@ -585,17 +597,17 @@ impl<'r> Builder<'r> {
         self.push_with(Kind::Subtree, false, sources)
     }
 
-    /// A position allowed as a scalar or transformed holds one value: paths below it can never
-    /// match. `None` when no path ends here as a single value.
+    /// A position allowed as a scalar or transformed holds one value: paths below its own raw
+    /// nodes `own_ids` can never match. `None` when no path ends here as a single value.
     fn single_value(
         &mut self,
-        ids: &[usize],
+        own_ids: &[usize],
         at: &str,
         leaves: &[&LeafOf],
         records: Option<&str>,
     ) -> Option<NodeId> {
         let (kind, from, what) = self.single_value_kind(at, leaves)?;
-        for below in self.sources_below(ids) {
+        for below in self.sources_below(own_ids) {
             self.errors.push(error(
                 below,
                 format!(
@@ -658,28 +670,35 @@ impl<'r> Builder<'r> {
     }
 
     /// An object (members, `*`, or records) or an array (`[*]`); a position cannot be both.
-    fn container(&mut self, nodes: &[&Raw], at: &str, records: Option<&str>) -> NodeId {
+    /// The first `own` of `nodes` are the position's own (see [`Builder::expand`]).
+    fn container(&mut self, nodes: &[&Raw], own: usize, at: &str, records: Option<&str>) -> NodeId {
         let names: BTreeSet<&String> = nodes.iter().flat_map(|n| n.members.keys()).collect();
-        let anys: Vec<usize> = nodes.iter().filter_map(|n| n.any).collect();
-        let elements: Vec<usize> = nodes.iter().filter_map(|n| n.elements).collect();
+        // Children in `nodes`' order, with how many come from the own nodes.
+        let children = |child: &dyn Fn(&Raw) -> Option<usize>| -> (Vec<usize>, usize) {
+            let own_children = nodes[..own].iter().filter_map(|n| child(n)).count();
+            (
+                nodes.iter().filter_map(|n| child(n)).collect(),
+                own_children,
+            )
+        };
+        let (anys, own_anys) = children(&|n| n.any);
+        let (elements, own_elements) = children(&|n| n.elements);
         let wants_object = !names.is_empty() || !anys.is_empty() || records.is_some();
         if wants_object && !elements.is_empty() {
             self.object_or_array(nodes, &elements, at, records);
         }
         if !wants_object && !elements.is_empty() {
-            let inner = self.expand(&elements, &elements_of(at));
+            let inner = self.expand(&elements, own_elements, &elements_of(at));
             // `remove` only names members, so array elements are never REMOVED.
             return self.push(Kind::Array { elements: inner }, false);
         }
         let mut named = Vec::with_capacity(names.len());
         for name in names {
-            let mut member_ids: Vec<usize> = nodes
-                .iter()
-                .filter_map(|n| n.members.get(name).copied())
-                .collect();
+            // A named member's own nodes are its own name's; every `*` beside it is shared.
+            let (mut member_ids, own_members) = children(&|n| n.members.get(name).copied());
             member_ids.extend(&anys);
             let child = if self.passes_anything(&member_ids) {
-                self.expand(&member_ids, &join(at, name))
+                self.expand(&member_ids, own_members, &join(at, name))
             } else {
                 REMOVED
             };
@@ -691,7 +710,7 @@ impl<'r> Builder<'r> {
         }
         let any = (!anys.is_empty()).then(|| {
             if self.passes_anything(&anys) {
-                self.expand(&anys, &join(at, "*"))
+                self.expand(&anys, own_anys, &join(at, "*"))
             } else {
                 REMOVED
             }
@@ -700,6 +719,7 @@ impl<'r> Builder<'r> {
     }
 
     /// Paths expect an object at `at` and others an array: the array ones can never match.
+    /// Through a `*` too: which shape wins would be a guess, so the policy must say.
     fn object_or_array(
         &mut self,
         nodes: &[&Raw],

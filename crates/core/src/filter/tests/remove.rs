@@ -140,3 +140,45 @@ fn paths_ending_at_a_removed_member_are_warnings() {
     let quiet = FilterProgram::compile(&spec(&["name", "sl.y"], &["sl.x"])).unwrap();
     assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
 }
+
+/// A path through `*` also matches the other members: one member that stops it (removed, or
+/// holding a single value) is no mistake, while the `*` position itself being dead still is.
+#[test]
+fn a_wildcard_path_stopped_at_one_member_is_no_mistake() {
+    let teams = r#"{"teams":{"alpha":{"name":"A","k":1},"internal":{"name":"I","k":2}}}"#;
+    let counted = r#"{"teams":{"alpha":{"name":"A","k":1},"count":2}}"#;
+    let nested = r#"{"x":{"a":{"y":{"z":1}},"b":{"y":{"z":2}}}}"#;
+    let cases: &[(&[&str], &[&str], &str, &str)] = &[
+        (
+            &["teams.*.name"],
+            &["teams.internal"],
+            teams,
+            r#"{"teams":{"alpha":{"name":"A"}}}"#,
+        ),
+        (
+            &["teams.*.name", "teams.count"],
+            &[],
+            counted,
+            r#"{"teams":{"alpha":{"name":"A"},"count":2}}"#,
+        ),
+        (
+            &["x.*.y.z"],
+            &["x.a.y"],
+            nested,
+            r#"{"x":{"a":{},"b":{"y":{"z":2}}}}"#,
+        ),
+    ];
+    for (allow, removes, body, want) in cases {
+        let spec = spec(allow, removes);
+        let program = FilterProgram::compile(&spec).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(program.warnings().is_empty(), "{:?}", program.warnings());
+        assert_eq!(run(&spec, body), *want, "{allow:?} {removes:?}");
+    }
+    // `*` removed whole: the path beneath it is dead, and reported once, at the `*`.
+    let errors = FilterProgram::compile(&spec(&["*.e", "a"], &["*"])).unwrap_err();
+    let dead: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(dead, ["*.e: can never match: `*` removes `*` whole"]);
+    // An object and an array expected at one member stay a mistake, through `*` too.
+    assert!(FilterProgram::compile(&spec(&["x.*.y", "x.a[*]"], &[])).is_err());
+    assert!(FilterProgram::compile(&spec(&["x.*[*]", "x.a.y"], &[])).is_err());
+}
