@@ -165,13 +165,14 @@ impl ReportBuilder {
             self.last = Some(d.time.clone());
         }
         let key = (d.partner, d.route);
-        // A route the policy no longer has: a record whose fields carry no category at all
-        // disclosed uncategorized fields (with some categories, which fields had one is
-        // unknown).
-        let uncategorized = match self.uncategorized.get(&key) {
-            Some(paths) => d.fields.iter().any(|f| paths.contains(f)),
-            None => !d.fields.is_empty() && d.categories.is_empty(),
-        };
+        // A record whose fields carry no category at all disclosed uncategorized fields, under
+        // any policy (with some categories, which fields had one is known only for the paths
+        // the route still names as uncategorized).
+        let uncategorized = (!d.fields.is_empty() && d.categories.is_empty())
+            || self
+                .uncategorized
+                .get(&key)
+                .is_some_and(|paths| d.fields.iter().any(|f| paths.contains(f)));
         let (partner, route) = key;
         let u = self.partners.entry(partner).or_default();
         u.kind = d.kind;
@@ -301,3 +302,6 @@ fn recipient(partner: String, u: Usage, declared: BTreeSet<String>, in_policy: b
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;
