@@ -463,6 +463,33 @@ fn a_ledger_deleted_while_open_refuses_instead_of_writing_into_nothing() {
 }
 
 #[test]
+fn a_ledger_file_deleted_while_open_leaves_a_gap_and_no_seq_is_written_twice() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "");
+    let dir = ledger_dir(&gateway);
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-1"))
+            .status,
+        200
+    );
+    let last = lines(&dir).last().unwrap()["seq"].as_u64().unwrap();
+    // The file loses its name, its directory stays: the next line goes into the deleted file.
+    for file in files(&dir) {
+        std::fs::remove_file(file).unwrap();
+    }
+    let r = gateway.post_json("/acme-ship/v1/shipments", &shipment("c-2"));
+    assert_refused(&r, 503, "not_ready");
+    until_forwarded(&gateway, "c-3");
+    terminate(&mut gateway);
+    // The chain goes on after the line written into the deleted file, not at its seq.
+    let first = lines(&dir).first().unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(first, last + 2, "{:?}", lines(&dir));
+    let (code, out) = verify(&dir, None);
+    assert_ne!(code, 0, "the gap is reported: {out}");
+}
+
+#[test]
 fn a_second_gateway_on_the_same_ledger_refuses_rather_than_fork_its_chain() {
     let mock = Mock::start();
     let mut first = start(&mock, "");

@@ -3,12 +3,15 @@
 //! and framing pingora refuses before any proxy phase. Each ends in a bounded time with a JSON
 //! answer (or a plain close where there is no request to answer), counted, and nothing reaches
 //! the partner; keep-alive between requests keeps working.
+#[path = "support/scripted.rs"]
+mod scripted;
 mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use scripted::{json_answer, Act, Scripted};
 use util::*;
 
 const ENV: &[(&str, &str)] = &[("SHIP_TOKEN", "ship-secret")];
@@ -21,7 +24,13 @@ fn start(max_connections: usize) -> (Mock, Gateway) {
 
 /// The same, in front of `mock`.
 fn start_before(mock: Mock, max_connections: usize) -> (Mock, Gateway) {
-    let gateway = Gateway::start_with(
+    let gateway = in_front_of(&mock.url(), max_connections);
+    (mock, gateway)
+}
+
+/// The gateway with those limits in front of the partner at `upstream`.
+fn in_front_of(upstream: &str, max_connections: usize) -> Gateway {
+    Gateway::start_with(
         |listen, admin| {
             format!(
                 "listen: {listen}\nadmin_listen: {admin}\nlimits: {{ max_body_bytes: 100000, \
@@ -30,10 +39,9 @@ fn start_before(mock: Mock, max_connections: usize) -> (Mock, Gateway) {
                  callers:\n  allow_unauthenticated: true\nsigning: {{ disabled: true }}\n"
             )
         },
-        &[("ship", &ship_partner(&mock.url()))],
+        &[("ship", &ship_partner(upstream))],
         ENV,
-    );
-    (mock, gateway)
+    )
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {
@@ -421,4 +429,38 @@ fn the_admin_listener_is_held_to_the_same_head_and_body_limits() {
         ),
         0.0
     );
+}
+
+#[test]
+fn a_caller_that_stops_reading_its_answer_gives_up_its_slot() {
+    // An answer far larger than the socket buffers between gateway and caller.
+    let blob = "x".repeat(16 << 20);
+    let partner = Scripted::start(move |_, _, _| {
+        Act::Answer(json_answer(
+            "200 OK",
+            "",
+            &format!("{{\"blob\":\"{blob}\"}}"),
+        ))
+    });
+    let gateway = in_front_of(&partner.url(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    // The one slot: a caller that asks and never reads.
+    let mut stalled = connect(gateway.addr);
+    stalled
+        .write_all(b"GET /ship/v1/shipments/s-1 HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .unwrap();
+    // Once a write to it has waited body_timeout_ms (400 ms), it is cut off.
+    std::thread::sleep(Duration::from_millis(1500));
+    let started = Instant::now();
+    let mut next = connect(gateway.addr);
+    let r = keepalive_get(&mut next, "/ship/v1/shipments/s-2");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), (16 << 20) + 11);
+    // What the stalled caller still finds is a cut answer, then the end.
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let rest = read_to_close(&mut stalled);
+    assert!(rest.len() < 16 << 20, "the whole answer");
+    assert!(started.elapsed() < Duration::from_secs(9));
 }

@@ -508,6 +508,9 @@ fn write_line(current: &mut Current, line: &SealedLine) -> anyhow::Result<()> {
     }
     let links = current.file.metadata().map(|m| m.nlink());
     if links.as_ref().map_or(true, |&n| n == 0) {
+        // Written, into a file no one can read: the line is gone like those before it, and its
+        // seq is never written again (see `Ledger::retry`).
+        current.chain.commit(line);
         return Err(anyhow::anyhow!(
             "{} was deleted while the gateway appended to it: its lines, through seq {}, are gone",
             current.path.display(),

@@ -625,6 +625,12 @@ impl ProxyHttp for PartnerProxy {
         _ctx: &mut Self::CTX,
     ) -> Result<()> {
         crate::conn_limits::head_done(session.as_downstream());
+        // pingora waits for ever for a caller to take the answer: one that stops reading would
+        // hold its `max_connections` slot (and its partner connection) for good.
+        let limits = self.gateway.active().policy.gateway.limits;
+        session
+            .as_downstream_mut()
+            .set_write_timeout(Some(limits.body_timeout));
         Ok(())
     }
 
