@@ -6,12 +6,22 @@ callers that keep connections open without using them cannot lock other callers 
 
 A connection enters the queue when its request was answered and leaves it with the first byte
 of its next request. One asked to close ends as if the caller had closed it: its next read is
-the end of the stream, never in the middle of a request.
+the end of the stream, never in the middle of a request. Whichever comes first wins: a
+connection asked to close drops the bytes of a request that arrive after that (the caller sees
+the close HTTP clients expect of a kept-alive connection), and one whose request started is
+no longer asked.
 */
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Waker};
+
+/// [`IdleSlot::state`]: a request under way (or none yet).
+const BUSY: u8 = 0;
+/// Waiting for the next request: may be asked to close.
+const IDLE: u8 = 1;
+/// Asked to close: never serves another request.
+const SHED: u8 = 2;
 
 /// One connection's place in [`IdleConnections`].
 #[derive(Default)]
@@ -19,21 +29,26 @@ pub struct IdleSlot {
     /// Bumped each time the connection becomes idle: queue entries of an earlier idle spell
     /// are stale.
     spell: AtomicU64,
-    idle: AtomicBool,
-    shed: AtomicBool,
+    /// [`BUSY`], [`IDLE`] or [`SHED`]; moved by compare-and-swap only, so a request starting
+    /// and a new connection asking for the slot never both win.
+    state: AtomicU8,
     waker: Mutex<Option<Waker>>,
 }
 
 impl IdleSlot {
-    /// The connection's next request started: it can no longer be asked to close.
-    pub fn leave(&self) {
-        self.idle.store(false, Ordering::Release);
+    /// The connection's next request started: it can no longer be asked to close. False when
+    /// it was asked first: the request's bytes are then dropped and the connection ends.
+    pub fn leave(&self) -> bool {
+        let moved = self
+            .state
+            .compare_exchange(IDLE, BUSY, Ordering::AcqRel, Ordering::Acquire);
+        moved != Err(SHED)
     }
 
     /// Whether the connection was asked to close; until it is, `cx` is woken when it is.
     pub fn poll_shed(&self, cx: &Context<'_>) -> bool {
         *crate::lock(&self.waker) = Some(cx.waker().clone());
-        self.shed.load(Ordering::Acquire)
+        self.state.load(Ordering::Acquire) == SHED
     }
 }
 
@@ -56,7 +71,12 @@ impl IdleConnections {
     /// `slot`'s connection answered its request and waits for the next one.
     pub fn enter(&self, slot: &Arc<IdleSlot>) {
         let spell = slot.spell.fetch_add(1, Ordering::AcqRel) + 1;
-        slot.idle.store(true, Ordering::Release);
+        let moved = slot
+            .state
+            .compare_exchange(BUSY, IDLE, Ordering::AcqRel, Ordering::Acquire);
+        if moved.is_err() {
+            return; // asked to close already (a pipelined request was served meanwhile)
+        }
         let mut queue = crate::lock(&self.queue);
         queue.entries.push_back((Arc::downgrade(slot), spell));
         if queue.entries.len() > queue.prune_at.max(MIN_PRUNE_AT) {
@@ -74,8 +94,10 @@ impl IdleConnections {
             let Some(slot) = current(&weak, spell) else {
                 continue;
             };
-            if slot.idle.swap(false, Ordering::AcqRel) {
-                slot.shed.store(true, Ordering::Release);
+            let asked =
+                slot.state
+                    .compare_exchange(IDLE, SHED, Ordering::AcqRel, Ordering::Acquire);
+            if asked.is_ok() {
                 if let Some(waker) = crate::lock(&slot.waker).take() {
                     waker.wake();
                 }
@@ -89,7 +111,8 @@ impl IdleConnections {
 /// The slot of an entry that still stands for an idle spell under way.
 fn current(weak: &Weak<IdleSlot>, spell: u64) -> Option<Arc<IdleSlot>> {
     let slot = weak.upgrade()?;
-    let live = slot.idle.load(Ordering::Acquire) && slot.spell.load(Ordering::Acquire) == spell;
+    let live =
+        slot.state.load(Ordering::Acquire) == IDLE && slot.spell.load(Ordering::Acquire) == spell;
     live.then_some(slot)
 }
 
@@ -108,14 +131,27 @@ mod tests {
         idle.enter(&a);
         idle.enter(&b);
         idle.enter(&c);
-        a.leave(); // a's next request started
+        assert!(a.leave()); // a's next request started
         idle.enter(&a); // and was answered: a is now the most recent
         assert!(idle.shed_oldest());
-        assert!(b.shed.load(Ordering::Acquire));
+        assert_eq!(b.state.load(Ordering::Acquire), SHED);
         assert!(idle.shed_oldest());
-        assert!(c.shed.load(Ordering::Acquire));
+        assert_eq!(c.state.load(Ordering::Acquire), SHED);
         drop(a);
         assert!(!idle.shed_oldest(), "a dropped connection is never shed");
+    }
+
+    #[test]
+    fn a_request_and_a_shed_never_both_win() {
+        let idle = IdleConnections::default();
+        let (a, b) = (slot(), slot());
+        idle.enter(&a);
+        idle.enter(&b);
+        assert!(idle.shed_oldest());
+        assert!(!a.leave(), "asked to close first: its request is dropped");
+        idle.enter(&a); // never idle again
+        assert!(b.leave());
+        assert!(!idle.shed_oldest(), "b's request started first");
     }
 
     #[test]
@@ -124,7 +160,7 @@ mod tests {
         let a = slot();
         for _ in 0..10_000 {
             idle.enter(&a);
-            a.leave();
+            assert!(a.leave());
         }
         assert!(crate::lock(&idle.queue).entries.len() <= 2 * MIN_PRUNE_AT);
         assert!(!idle.shed_oldest());

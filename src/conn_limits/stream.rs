@@ -130,7 +130,9 @@ impl GuardedStream {
     pub(super) fn head_done(&self) {
         // IDLE too: a pipelined head may arrive whole with the previous request's bytes.
         self.advance(&[HEAD, IDLE], REQUEST);
-        self.idle.leave();
+        // Parsed already: served even if the slot was asked for meanwhile (the connection ends
+        // after it).
+        let _ = self.idle.leave();
     }
 
     pub(super) fn request_done(&self) {
@@ -144,7 +146,6 @@ impl GuardedStream {
 
     fn start_head(&mut self) {
         self.phase.store(HEAD, Ordering::Release);
-        self.idle.leave();
         self.head_bytes = 0;
         self.head_lines = 0;
         self.line_len = 0;
@@ -172,6 +173,7 @@ impl GuardedStream {
             true => self.max_header_bytes.saturating_sub(self.head_bytes),
             false => self.max_header_bytes,
         };
+        let before = buf.filled().len();
         let n = match self.read_at_most(cx, buf, allow) {
             // Idle, and a new connection needs the slot: the end of the stream, as if the
             // caller had closed it.
@@ -179,6 +181,11 @@ impl GuardedStream {
             read => ready!(read)?,
         };
         if n > 0 && !in_head {
+            if !self.idle.leave() {
+                // The slot was given away before these bytes came: the same end.
+                buf.set_filled(before);
+                return Poll::Ready(Ok(()));
+            }
             self.start_head();
         }
         self.head_bytes += n;

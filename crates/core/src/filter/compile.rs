@@ -693,9 +693,14 @@ impl<'r> Builder<'r> {
             return self.push(Kind::Array { elements: inner }, false);
         }
         let mut named = Vec::with_capacity(names.len());
+        let mut guarded = Vec::new();
         for name in names {
             // A named member's own nodes are its own name's; every `*` beside it is shared.
             let (mut member_ids, own_members) = children(&|n| n.members.get(name).copied());
+            let by_name = member_ids.len();
+            if self.transforms_or_removes(&member_ids[..by_name]) {
+                guarded.push(Box::<[u8]>::from(name.as_bytes()));
+            }
             member_ids.extend(&anys);
             let child = if self.passes_anything(&member_ids) {
                 self.expand(&member_ids, own_members, &join(at, name))
@@ -715,7 +720,22 @@ impl<'r> Builder<'r> {
                 REMOVED
             }
         });
-        self.push(Kind::Object(Members::new(named, any)), records.is_some())
+        let members = Members::new(named, any).guarding(guarded);
+        self.push(Kind::Object(members), records.is_some())
+    }
+
+    /// Does a path through one of the raw nodes `ids` transform or remove what it reaches?
+    fn transforms_or_removes(&self, ids: &[usize]) -> bool {
+        let mut stack = ids.to_vec();
+        while let Some(id) = stack.pop() {
+            let raw = &self.raw[id];
+            let guards = |(leaf, _, _): &LeafOf| matches!(leaf, Leaf::Transform(_) | Leaf::Remove);
+            if raw.leaves.iter().any(guards) {
+                return true;
+            }
+            stack.extend(raw.children());
+        }
+        false
     }
 
     /// Paths expect an object at `at` and others an array: the array ones can never match.

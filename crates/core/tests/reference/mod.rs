@@ -5,7 +5,9 @@
 //! path names it (by name or `*`), a path ending in `.**` passes the subtree whole (less the keys no path can name), a path
 //! ending elsewhere passes a scalar only, a transform replaces a string or number (`null`
 //! stays `null`, anything else is a refusal), an explicit `remove` wins over everything, and a
-//! value whose shape does not fit what the paths expect is a refusal. It covers `mask`,
+//! value whose shape does not fit what the paths expect is a refusal, as is a member passed
+//! by `*` that case-insensitive readers take for a member a path transforms or removes
+//! something of. It covers `mask`,
 //! `null` and `remove` (the transforms that do not depend on a number's literal text) and no
 //! records or opt-outs.
 #![allow(dead_code)]
@@ -163,8 +165,20 @@ fn at(rules: &[(&[Seg], Action)], value: &Value, here: &str) -> Result<Option<Va
             Ok(Some(Value::Array(out)))
         }
         Value::Object(members) if !wants_array => {
+            // Names a path through which transforms or removes something.
+            let guarded: Vec<&str> = continuing
+                .iter()
+                .filter(|(_, _, a)| matches!(a, Action::Mask | Action::Null | Action::Remove))
+                .filter_map(|(s, _, _)| match s {
+                    Seg::Member(name) => Some(name.as_str()),
+                    _ => None,
+                })
+                .collect();
             let mut out = serde_json::Map::new();
             for (key, member) in members {
+                let named = continuing
+                    .iter()
+                    .any(|(s, _, _)| matches!(s, Seg::Member(name) if name == key));
                 let syntax = key.contains(['.', '[', ']', '*']);
                 let inner: Vec<(&[Seg], Action)> = continuing
                     .iter()
@@ -179,6 +193,14 @@ fn at(rules: &[(&[Seg], Action)], value: &Value, here: &str) -> Result<Option<Va
                     continue;
                 }
                 if let Some(v) = at(&inner, member, &format!("{here}.{key}"))? {
+                    let folds = |name: &&str| {
+                        *name != key && caseless::compatibility_caseless_match_str(key, name)
+                    };
+                    if !named && guarded.iter().any(folds) {
+                        return Err(format!(
+                            "{here}.{key}: another spelling of a guarded member"
+                        ));
+                    }
                     out.insert(key.clone(), v);
                 }
             }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::{NodeId, REMOVED};
+use crate::optout::id;
 
 /// Above this many named members a hash map beats a linear scan.
 const LINEAR_MEMBERS: usize = 8;
@@ -15,6 +16,10 @@ pub(in crate::filter) struct Members {
     pub(super) named: Vec<(Box<[u8]>, u64, NodeId)>,
     index: Option<HashMap<Box<[u8]>, NodeId>>,
     pub(super) any: Option<NodeId>,
+    /// Named members a path transforms or removes something of: a key that reaches `*`
+    /// while case-insensitive readers take it for one of them is refused (see
+    /// [`Members::folds_onto_guarded`]).
+    guarded: Box<[Box<[u8]>]>,
 }
 
 /// What the policy says about one member of an object.
@@ -36,7 +41,34 @@ impl Members {
                 .map(|(name, _, id)| (name.clone(), *id))
                 .collect()
         });
-        Members { named, index, any }
+        Members {
+            named,
+            index,
+            any,
+            guarded: Box::default(),
+        }
+    }
+
+    /// The same, guarding the members named `guarded` (see [`Members::guarded`]).
+    pub(super) fn guarding(mut self, guarded: Vec<Box<[u8]>>) -> Members {
+        if matches!(self.any, Some(id) if id != REMOVED) {
+            self.guarded = guarded.into_boxed_slice();
+        }
+        self
+    }
+
+    /// The guarded member that `key` (fingerprint `fp`), passed by `*`, is another spelling
+    /// of for a case-insensitive JSON reader (Go's `encoding/json`, Jackson, .NET): such a
+    /// reader could take its untransformed value for the member the policy transforms.
+    #[inline]
+    pub(in crate::filter) fn folds_onto_guarded(&self, key: &[u8], fp: u64) -> Option<&[u8]> {
+        if self.guarded.is_empty() || self.named(key, fp).is_some() {
+            return None;
+        }
+        self.guarded
+            .iter()
+            .find(|name| id::name_folds_to_subject(key, name))
+            .map(|name| &name[..])
     }
 
     /// The node of the member named `key` (fingerprint `fp`), if the policy names it.

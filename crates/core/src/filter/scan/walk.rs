@@ -468,6 +468,9 @@ impl<'a, 'p> Filter<'a, 'p> {
         let key = self.sc.read_key()?;
         let fp = fingerprint(&key);
         let found = members.find(&key, fp);
+        if let Some(name) = members.folds_onto_guarded(&key, fp) {
+            return Err(self.folded_member(&key, name));
+        }
         let subject_key = self
             .program
             .subject
@@ -550,6 +553,18 @@ impl<'a, 'p> Filter<'a, 'p> {
                 self.sc.path_upto(self.sc.frames.len().saturating_sub(1))
             ))
         })
+    }
+
+    /// The refusal (400) for a member `key` that `*` passes while case-insensitive JSON readers
+    /// take it for `name`, which the policy transforms or removes beside it.
+    #[cold]
+    fn folded_member(&self, key: &[u8], name: &[u8]) -> Fail {
+        let (key, name) = (String::from_utf8_lossy(key), String::from_utf8_lossy(name));
+        bad(format!(
+            "`{}` has a member {key:?}, which case-insensitive JSON readers take for {name:?}, which the policy transforms or removes there",
+            // The object, not the member read before this one.
+            self.sc.path_upto(self.sc.frames.len().saturating_sub(1))
+        ))
     }
 
     /// At the end of a record: checks its subject against the opt-outs and counts it.

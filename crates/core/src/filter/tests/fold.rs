@@ -81,3 +81,63 @@ fn case_folded_subject_keys_are_refused_on_opt_out_routes() {
         assert!(run(&program, body, None).is_ok());
     }
 }
+
+/// A member that `*` passes while case-insensitive readers take it for a sibling the policy
+/// transforms or removes would carry that sibling's value untransformed: refused (400).
+#[test]
+fn a_wildcard_member_folding_onto_a_transformed_or_removed_sibling_is_refused() {
+    let spec = FilterSpec {
+        allow: ["meta.*", "items[*].*", "plain.*"]
+            .iter()
+            .map(|p| FieldPath::parse(p).unwrap())
+            .collect(),
+        transforms: vec![
+            (FieldPath::parse("meta.card").unwrap(), Transform::Last4),
+            (FieldPath::parse("items[*].email").unwrap(), Transform::Mask),
+        ],
+        removes: vec![FieldPath::parse("meta.ssn").unwrap()],
+        records: None,
+        subject: None,
+    };
+    let program = FilterProgram::compile(&spec).unwrap();
+    assert!(program.warnings().is_empty(), "{:?}", program.warnings());
+    for (body, at, key) in [
+        (
+            r#"{"meta":{"card":"4111111111111111","CARD":"4111111111111111"}}"#,
+            "meta",
+            "CARD",
+        ),
+        (r#"{"meta":{"Card":"4111111111111111"}}"#, "meta", "Card"),
+        (
+            r#"{"meta":{"\uff43ard":"4111111111111111"}}"#,
+            "meta",
+            "\u{ff43}ard",
+        ),
+        (r#"{"meta":{"SSN":"123-45-6789"}}"#, "meta", "SSN"),
+        (
+            r#"{"items":[{"email":"a@b"},{"Email":"a@b"}]}"#,
+            "items[1]",
+            "Email",
+        ),
+    ] {
+        match run(&program, body, None) {
+            Err(Refusal {
+                kind: RefusalKind::BadRequest,
+                message,
+            }) => {
+                assert!(
+                    message.starts_with(&format!("`{at}` has a member {key:?}")),
+                    "{message}"
+                );
+                assert!(message.contains("case-insensitive"), "{message}");
+            }
+            other => panic!("{body}: {other:?}"),
+        }
+    }
+    // Exact names are filtered as the policy says; other keys and other objects pass.
+    let body = r#"{"meta":{"card":"4111111111111111","ssn":"1","city":"X","CITY":"Y"},"plain":{"Card":"1"}}"#;
+    assert_eq!(
+        run(&program, body, None).unwrap(),
+        r#"{"meta":{"card":"***1111","city":"X","CITY":"Y"},"plain":{"Card":"1"}}"#
+    );
+}
