@@ -385,6 +385,39 @@ fn explain_prints_the_bytes_the_partner_receives() {
     assert!(stderr.contains("starts with `/`"), "{stderr}");
 }
 
+/// A fragment in the request target is dropped before anything is judged (the HTTP library
+/// drops it; it is never part of what a server is asked for), and `explain` judges the same URL.
+#[test]
+fn a_fragment_in_the_target_is_dropped_by_the_proxy_and_explain_alike() {
+    let (mock, gateway) = start();
+    let target = "/v1/shipments?page=2#x&page=3";
+    let head = format!(
+        "POST /acme-ship{target} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        SHIPMENT.len()
+    );
+    let r = gateway.raw(format!("{head}{SHIPMENT}").as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(mock.received()[0]["query"], "page=2");
+    let output = std::process::Command::new(BIN)
+        .args(["explain", "--policy"])
+        .arg(gateway.policy.policy())
+        .args([
+            "--partner",
+            "acme-ship",
+            "--method",
+            "POST",
+            "--path",
+            target,
+        ])
+        .env("SHIP_TOKEN", "partner-secret")
+        .stdin(body_file(SHIPMENT).reopen().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("/v1/shipments?page=2\n"), "{stderr}");
+}
+
 /// `text` in a temporary file, removed when the handle is dropped.
 fn body_file(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::new().unwrap();

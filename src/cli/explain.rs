@@ -65,9 +65,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .read_to_end(&mut body)?;
     let truncated = body.len() > limit;
     let optouts = crate::gateway::open_optout_source(&active.policy);
-    let (path, query) = match args.path.split_once('?') {
+    let target = plan::without_fragment(&args.path);
+    let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
-        None => (args.path.as_str(), None),
+        None => (target, None),
     };
     let gateway_path = format!("/{}{path}", args.partner);
     let decision = (|| -> Result<(Target, Outgoing), Refusal> {

@@ -47,6 +47,13 @@ impl Target {
     }
 }
 
+/// A request target (path and query) without its fragment: the HTTP library drops `#…` from
+/// the target before the proxy sees it (a fragment is never part of what a server is asked
+/// for), so `explain` judges the same URL.
+pub fn without_fragment(target: &str) -> &str {
+    target.split_once('#').map_or(target, |(before, _)| before)
+}
+
 /// Finds the partner and route for `METHOD /{partner_id}{path}`; `raw_path` excludes the query.
 pub fn resolve(
     partners: &std::collections::BTreeMap<String, Arc<Partner>>,
