@@ -399,3 +399,23 @@ fn listed_json_types_are_filtered_and_forwarded_as_themselves() {
     assert_refused(&r, 415, "unsupported_media_type");
     assert!(mock.received().is_empty());
 }
+
+/// Chunked framing may carry no byte: on a route that takes no body such a request has no
+/// body and is forwarded; one whose chunks hold bytes is refused, and nothing reaches the
+/// partner.
+#[test]
+fn an_empty_chunked_body_on_a_route_that_takes_none_is_no_body() {
+    let (mock, gateway) = start();
+    let head = "GET /acme-ship/v1/shipments/s-1 HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n";
+    let r = gateway.raw(format!("{head}0\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(mock.received().len(), 1);
+    assert_eq!(mock.received()[0]["body"], "");
+    let r = gateway.raw(format!("{head}2\r\n{{}}\r\n0\r\n\r\n").as_bytes());
+    assert_refused(&r, 400, "bad_request");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("takes no body"));
+    assert_eq!(mock.received().len(), 1);
+}

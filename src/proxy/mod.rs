@@ -331,7 +331,14 @@ impl PartnerProxy {
                 ctx.www_authenticate = challenge;
                 refusal
             })?;
-        plan::check_head(&target, headers, body_announced(session.req_header()))?;
+        // Chunked framing may carry no byte at all (`0\r\n\r\n`): on a route that takes no body
+        // it is judged once read, like any request without body bytes.
+        let req = session.req_header();
+        let announced = match target.route().filter {
+            Some(_) => body_announced(req),
+            None => length_announced(req),
+        };
+        plan::check_head(&target, headers, announced)?;
         Ok((target, caller))
     }
 
@@ -504,12 +511,15 @@ fn owned_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
 /// Whether the head announces a non-empty body: a `content-length` other than 0, or any
 /// transfer coding (chunked).
 fn body_announced(req: &pingora::http::RequestHeader) -> bool {
-    req.headers.contains_key("transfer-encoding")
-        || req
-            .headers
-            .get_all("content-length")
-            .iter()
-            .any(|v| v.as_bytes().iter().any(|b| *b != b'0' && *b != b' '))
+    req.headers.contains_key("transfer-encoding") || length_announced(req)
+}
+
+/// Whether the head announces a `content-length` other than 0.
+fn length_announced(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get_all("content-length")
+        .iter()
+        .any(|v| v.as_bytes().iter().any(|b| *b != b'0' && *b != b' '))
 }
 
 /// `Expect: 100-continue`: the caller waits for a go-ahead before sending the body. HTTP/1.0
