@@ -29,7 +29,13 @@ pub(super) fn decode_body<'a>(
         // Every member (RFC 1952 allows several); anything after the last is an error.
         ContentCoding::Gzip => {
             let mut decoder = flate2::bufread::MultiGzDecoder::new(body);
-            read_bounded(&mut decoder, limit, &mut out, coding)?;
+            read_bounded(&mut decoder, limit, &mut out, coding).map_err(|refusal| {
+                match refusal.kind == RefusalKind::BadRequest && gzip_then_other_bytes(body, limit)
+                {
+                    true => corrupt(coding, TRAILING),
+                    false => refusal,
+                }
+            })?;
             decoder.into_inner().len()
         }
         ContentCoding::Deflate => {
@@ -44,9 +50,33 @@ pub(super) fn decode_body<'a>(
         }
     };
     if rest > 0 {
-        return Err(corrupt(coding, "bytes follow the end of the encoded body"));
+        return Err(corrupt(coding, TRAILING));
     }
     Ok(Cow::Owned(out))
+}
+
+const TRAILING: &str = "bytes follow the end of the encoded body";
+
+/// Whether `body` is whole gzip members followed by bytes that do not start another one (the
+/// gzip decoder reads those as a member cut short): said so instead of "unexpected end of
+/// file". At most `limit` bytes are decoded, across all members.
+fn gzip_then_other_bytes(body: &[u8], limit: usize) -> bool {
+    let mut rest = body;
+    let mut budget = limit as u64 + 1;
+    loop {
+        let mut member = flate2::bufread::GzDecoder::new(rest);
+        let Ok(n) = std::io::copy(&mut (&mut member).take(budget), &mut std::io::sink()) else {
+            return false;
+        };
+        budget = budget.saturating_sub(n);
+        rest = member.into_inner();
+        match rest {
+            [] => return false,
+            [0x1f, 0x8b, ..] if budget > 0 => continue,
+            [0x1f, 0x8b, ..] => return false,
+            _ => return true,
+        }
+    }
 }
 
 /// Reads `decoder` to its end into `out`, refusing once more than `limit` bytes came out.

@@ -100,3 +100,34 @@ fn bombs_stop_at_the_limit_and_corrupt_streams_are_400() {
     let raw = raw.finish().unwrap();
     assert_eq!(code(ContentCoding::Deflate, &raw, 100), Err("bad_request"));
 }
+
+/// Bytes after the last gzip member or the zlib stream say so; a member cut short does not.
+/// (A brotli stream does not always tell its end from what follows.)
+#[test]
+fn trailing_bytes_are_named_as_such() {
+    let message = |coding, body: &[u8]| {
+        decode_body(Some(coding), body, &limits(100))
+            .unwrap_err()
+            .message
+    };
+    let data = br#"{"a":1}"#;
+    for (coding, encoded) in [
+        (ContentCoding::Gzip, gzip(data)),
+        (ContentCoding::Deflate, zlib(data)),
+    ] {
+        for tail in [&b"\n"[..], b"xx", b"{\"b\":2}"] {
+            let body = [&encoded[..], tail].concat();
+            let text = message(coding, &body);
+            assert!(
+                text.contains("follow the end") || text.contains("past the end"),
+                "{coding:?} {tail:?}: {text}"
+            );
+        }
+    }
+    let mut two = gzip(b"{\"a\":");
+    two.extend(gzip(b"1}"));
+    let cut = &two[..two.len() - 3];
+    assert!(!message(ContentCoding::Gzip, cut).contains("follow the end"));
+    let tailed = [&two[..], b"\n"].concat();
+    assert!(message(ContentCoding::Gzip, &tailed).contains("follow the end"));
+}
