@@ -639,10 +639,25 @@ fn yaml_error(err: &serde_saphyr::Error, text: &str) -> YamlError {
     };
     let column = location.map_or(0, |l| l.column());
     YamlError {
-        line,
+        line: tab_line(text, &message, line),
         column,
         message,
     }
+}
+
+/// The parser reports a tab where the value before it started (often the line above): the
+/// line that holds the tab.
+fn tab_line(text: &str, message: &str, line: u64) -> u64 {
+    if !message.contains("found a tab") {
+        return line;
+    }
+    let from = usize::try_from(line.saturating_sub(1)).unwrap_or(0);
+    let tab = text
+        .lines()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| l.contains('\t'));
+    tab.map_or(line, |(i, _)| i as u64 + 1)
 }
 
 /// Unwraps snippet and alias wrappers to the error that says what went wrong.

@@ -24,6 +24,8 @@ fn wire_errors_are_one_line_with_the_field_named() {
         ("routes:\n  - path: /a\n    methods: [POST]]\n", 6, "invalid YAML: misplaced bracket"),
         ("routes:\n  - path: /a\n    methods: [POST\nallowed_callers: []\n", 7, "invalid YAML: illegal placement of ':' indicator (is the `[` on line 6 closed?)"),
         ("routes:\n  - path: /a\n     methods: [POST]\n", 6, "invalid YAML: mapping values are not allowed in this context"),
+        // A tab is reported on its own line, not on the value before it.
+        ("routes:\n  - path: /a\n    allow:\n      - a\n\t- b\n", 8, "invalid YAML: while scanning a plain scalar, found a tab"),
     ];
     for (tail, line, message) in cases {
         let text = format!("{HEAD}{tail}");
