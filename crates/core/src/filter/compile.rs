@@ -694,12 +694,15 @@ impl<'r> Builder<'r> {
         }
         let mut named = Vec::with_capacity(names.len());
         let mut guarded = Vec::new();
+        let mut plain = Vec::new();
         for name in names {
             // A named member's own nodes are its own name's; every `*` beside it is shared.
             let (mut member_ids, own_members) = children(&|n| n.members.get(name).copied());
             let by_name = member_ids.len();
             if self.transforms_or_removes(&member_ids[..by_name]) {
                 guarded.push(Box::<[u8]>::from(name.as_bytes()));
+            } else {
+                plain.push((name, member_ids[..by_name].to_vec()));
             }
             member_ids.extend(&anys);
             let child = if self.passes_anything(&member_ids) {
@@ -720,8 +723,30 @@ impl<'r> Builder<'r> {
                 REMOVED
             }
         });
+        self.warn_folded_names(&plain, &guarded);
         let members = Members::new(named, any).guarding(guarded);
         self.push(Kind::Object(members), records.is_some())
+    }
+
+    /// A member passed as it stands whose name case-insensitive JSON readers take for a
+    /// sibling the policy transforms or removes (`Card` allowed beside `card: last4`): keys are
+    /// matched exactly, so it is legal, but such a reader may take its raw value for the other.
+    fn warn_folded_names(&mut self, plain: &[(&String, Vec<usize>)], guarded: &[Box<[u8]>]) {
+        for (name, ids) in plain {
+            let Some(other) = guarded
+                .iter()
+                .find(|g| crate::optout::id::name_folds_to_subject(name.as_bytes(), g))
+            else {
+                continue;
+            };
+            let other = String::from_utf8_lossy(other);
+            for source in self.sources_below_ids(ids) {
+                self.warnings.push(error(
+                    source,
+                    format!("passes `{name}` as it stands, which case-insensitive JSON readers take for `{other}`, which the policy transforms or removes beside it"),
+                ));
+            }
+        }
     }
 
     /// Does a path through one of the raw nodes `ids` transform or remove what it reaches?

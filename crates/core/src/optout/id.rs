@@ -259,9 +259,11 @@ pub fn folds_to_subject(key: &str, subject: &str) -> bool {
 
 /// Is the member name `key` another spelling of the subject member `subject` for a
 /// case-insensitive JSON reader (Go's `encoding/json`, Jackson or .NET in case-insensitive
-/// mode): equal under Unicode case folding and NFKC (`Customer_Id`, `cuſtomer_id`), but not the
-/// same key? Names are as they stand in the body (already checked to be UTF-8); the usual ASCII
-/// name is settled without a text conversion.
+/// mode): equal under Unicode case folding and NFKC (`Customer_Id`, `cuſtomer_id`), or once a
+/// dotted capital `İ` and a dotless `ı` are read as `i`, as Java's `equalsIgnoreCase` and
+/// Jackson in a Turkish locale read them (`emaİl`, `customer_ıd`), but not the same key? Names
+/// are as they stand in the body (already checked to be UTF-8); the usual ASCII name is settled
+/// without a text conversion.
 pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
     if key == subject {
         return false;
@@ -269,10 +271,14 @@ pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
     if key.is_ascii() && subject.is_ascii() {
         return key.eq_ignore_ascii_case(subject);
     }
-    match (std::str::from_utf8(key), std::str::from_utf8(subject)) {
-        (Ok(key), Ok(subject)) => caseless::compatibility_caseless_match_str(key, subject),
-        _ => false,
-    }
+    let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject)) else {
+        return false;
+    };
+    const TURKISH_I: [char; 2] = ['\u{130}', '\u{131}'];
+    let dotless = |s: &str| s.replace(TURKISH_I, "i");
+    caseless::compatibility_caseless_match_str(key, subject)
+        || ((key.contains(TURKISH_I) || subject.contains(TURKISH_I))
+            && caseless::compatibility_caseless_match_str(&dotless(key), &dotless(subject)))
 }
 
 /// The Unicode case folds of `id` and of its uppercase: beyond ASCII, the forms in which other

@@ -193,8 +193,15 @@ fn at(rules: &[(&[Seg], Action)], value: &Value, here: &str) -> Result<Option<Va
                     continue;
                 }
                 if let Some(v) = at(&inner, member, &format!("{here}.{key}"))? {
+                    // As Java's `equalsIgnoreCase` reads them, `İ` and `ı` are `i` too.
+                    let dotless = |s: &str| s.replace(['\u{130}', '\u{131}'], "i");
                     let folds = |name: &&str| {
-                        *name != key && caseless::compatibility_caseless_match_str(key, name)
+                        *name != key
+                            && (caseless::compatibility_caseless_match_str(key, name)
+                                || caseless::compatibility_caseless_match_str(
+                                    &dotless(key),
+                                    &dotless(name),
+                                ))
                     };
                     if !named && guarded.iter().any(folds) {
                         return Err(format!(

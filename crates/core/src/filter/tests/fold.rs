@@ -50,6 +50,8 @@ fn case_folded_subject_keys_are_refused_on_opt_out_routes() {
             "cu\\u017ftomer_id",
             "cuſtomer_id",
             "\\uff43ustomer_id",
+            "customer_\\u0130d",
+            "customer_ıd",
         ] {
             for body in [
                 format!(r#"{{"records":[{{"customer_id":"c-1","{key}":"c-200","x":1}}]}}"#),
@@ -114,6 +116,12 @@ fn a_wildcard_member_folding_onto_a_transformed_or_removed_sibling_is_refused() 
             "\u{ff43}ard",
         ),
         (r#"{"meta":{"SSN":"123-45-6789"}}"#, "meta", "SSN"),
+        (
+            r#"{"items":[{"EMA\u0130L":"a@b"}]}"#,
+            "items[0]",
+            "EMA\u{130}L",
+        ),
+        (r#"{"items":[{"emaıl":"a@b"}]}"#, "items[0]", "ema\u{131}l"),
         (
             r#"{"items":[{"email":"a@b"},{"Email":"a@b"}]}"#,
             "items[1]",

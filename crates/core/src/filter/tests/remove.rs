@@ -182,3 +182,22 @@ fn a_wildcard_path_stopped_at_one_member_is_no_mistake() {
     assert!(FilterProgram::compile(&spec(&["x.*.y", "x.a[*]"], &[])).is_err());
     assert!(FilterProgram::compile(&spec(&["x.*[*]", "x.a.y"], &[])).is_err());
 }
+
+/// Keys are matched exactly, but a member passed as it stands beside another spelling of it
+/// that the policy transforms is worth a reviewer's look.
+#[test]
+fn a_case_variant_passed_beside_a_transformed_member_is_a_warning() {
+    let mut with_transform = spec(&["meta.Card", "meta.city"], &[]);
+    with_transform
+        .transforms
+        .push((path("meta.card"), Transform::Last4));
+    let program = FilterProgram::compile(&with_transform).unwrap();
+    let warnings: Vec<String> = program.warnings().iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("meta.Card: passes `Card`"),
+        "{warnings:?}"
+    );
+    let quiet = FilterProgram::compile(&spec(&["meta.Card", "meta.card"], &[])).unwrap();
+    assert!(quiet.warnings().is_empty(), "{:?}", quiet.warnings());
+}

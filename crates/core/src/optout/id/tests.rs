@@ -139,6 +139,14 @@ fn keys_folding_to_the_subject() {
         assert!(folds_to_subject(key, "customer_id"), "{key}");
     }
     assert!(folds_to_subject("s\u{212a}u", "sku"));
+    // Java's `equalsIgnoreCase`, and Jackson in a Turkish locale, read İ and ı as i.
+    for key in [
+        "customer_\u{130}d",
+        "customer_\u{131}d",
+        "CUSTOMER_\u{130}D",
+    ] {
+        assert!(folds_to_subject(key, "customer_id"), "{key}");
+    }
     for key in ["customer_id", "customer_ids", "customerid", "name"] {
         assert!(!folds_to_subject(key, "customer_id"), "{key}");
     }
