@@ -490,6 +490,38 @@ fn a_ledger_file_deleted_while_open_leaves_a_gap_and_no_seq_is_written_twice() {
 }
 
 #[test]
+fn a_ledger_file_moved_away_is_noticed_and_the_chain_goes_on_after_it() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "");
+    let dir = ledger_dir(&gateway);
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", &shipment("c-1"))
+            .status,
+        200
+    );
+    // A log rotation that renames the file out of the directory.
+    let archive = tempfile::tempdir().unwrap();
+    let moved = archive.path().join("ledger.jsonl");
+    std::fs::rename(&files(&dir)[0], &moved).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    until_forwarded(&gateway, "c-2");
+    terminate(&mut gateway);
+    let seq = |line: &str| {
+        serde_json::from_str::<Value>(line).unwrap()["seq"]
+            .as_u64()
+            .unwrap()
+    };
+    let moved = std::fs::read_to_string(&moved).unwrap();
+    let last_moved = seq(moved.lines().last().unwrap());
+    let first = lines(&dir).first().unwrap()["seq"].as_u64().unwrap();
+    assert!(first > last_moved, "{first} after {last_moved}");
+    assert_eq!(records(&dir).len() + 1, mock.received().len());
+    let (code, out) = verify(&dir, None);
+    assert_ne!(code, 0, "the gap is reported: {out}");
+}
+
+#[test]
 fn a_second_gateway_on_the_same_ledger_refuses_rather_than_fork_its_chain() {
     let mock = Mock::start();
     let mut first = start(&mock, "");

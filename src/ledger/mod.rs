@@ -405,6 +405,17 @@ impl Ledger {
         if !self.holds_dir() {
             let e = self.dir_moved();
             self.break_down(&mut state, e);
+            return;
+        }
+        if let State::Open(current) = &*state {
+            if !still_named(current) {
+                let e = anyhow::anyhow!(
+                    "{} was moved or deleted while the gateway appended to it (its lines through seq {} are not in the ledger directory)",
+                    current.path.display(),
+                    current.chain.next_seq().saturating_sub(1)
+                );
+                self.break_down(&mut state, e);
+            }
         }
     }
 
@@ -459,7 +470,7 @@ impl Ledger {
                     let on_disk = current.chain.next_seq();
                     if head.next_seq() > on_disk {
                         log::error!(
-                            "disclosure ledger {}: lines seq {on_disk} to {} are gone from its files (deleted or cut short): the chain goes on after them, and `audit verify` reports the gap",
+                            "disclosure ledger {}: lines seq {on_disk} to {} are gone from its files (deleted, moved away or cut short): the chain goes on after them, and `audit verify` reports the gap",
                             self.dir.display(),
                             head.next_seq() - 1
                         );
@@ -480,6 +491,15 @@ impl Ledger {
                 (self.on_failed_retry)();
             }
         }
+    }
+}
+
+/// Whether the open file is still the one its path names (not renamed away, say by a log rotation
+/// that moves files; a file deleted outright is also caught at each append).
+fn still_named(current: &Current) -> bool {
+    match (current.file.metadata(), std::fs::metadata(&current.path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
     }
 }
 
