@@ -416,6 +416,25 @@ fn a_fragment_in_the_target_is_dropped_by_the_proxy_and_explain_alike() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("/v1/shipments?page=2\n"), "{stderr}");
+    // A target the HTTP library refuses is refused by both.
+    let head = head.replace("?page=2#x&page=3", "?page=2<");
+    assert_refused(
+        &gateway.raw(format!("{head}{SHIPMENT}").as_bytes()),
+        400,
+        "bad_request",
+    );
+    let output = std::process::Command::new(BIN)
+        .args(["explain", "--policy"])
+        .arg(gateway.policy.policy())
+        .args(["--partner", "acme-ship", "--method", "POST"])
+        .args(["--path", "/v1/shipments?page=2<"])
+        .stdin(body_file(SHIPMENT).reopen().unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("400 bad_request"), "{stderr}");
+    assert_eq!(mock.received().len(), 1);
 }
 
 /// `text` in a temporary file, removed when the handle is dropped.

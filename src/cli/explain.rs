@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use gateway_core::filter::Change;
 use gateway_core::plan::{self, Incoming, Outgoing, Target};
-use gateway_core::Refusal;
+use gateway_core::{Refusal, RefusalKind};
 
 use crate::cli::args::{self, PolicyArg};
 use crate::gateway::{optouts_view, Active};
@@ -72,6 +72,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let gateway_path = format!("/{}{path}", args.partner);
     let decision = (|| -> Result<(Target, Outgoing), Refusal> {
+        // What the proxy's HTTP library refuses as a request target (`"`, `<`, `>`, `{`, …),
+        // before any route is looked at.
+        if http::uri::PathAndQuery::try_from(target).is_err() {
+            return Err(Refusal::new(
+                RefusalKind::BadRequest,
+                "malformed request target: not a valid URI path and query (the gateway refuses its request head)",
+            ));
+        }
         let target = plan::resolve(&active.policy.partners, &args.method, &gateway_path)?;
         if let Some(caller) = &args.caller {
             active.authorize(&target.partner, caller)?;
