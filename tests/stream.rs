@@ -604,6 +604,7 @@ fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
 
 /// A subjects line that cannot be written (here: the ledger file deleted under the gateway)
 /// stops the stream like a bad line: 503, and the line that completed the set never leaves.
+/// (The deletion may be noticed earlier, within 0.1 s: then the stream stops sooner.)
 #[test]
 fn a_subjects_line_that_cannot_be_written_stops_the_stream() {
     let s = setup("");
@@ -635,10 +636,7 @@ fn a_subjects_line_that_cannot_be_written_stops_the_stream() {
     let c = &conns[0];
     assert!(!c.complete, "the partner's body was finished");
     let got = String::from_utf8_lossy(&c.body);
-    assert!(
-        got.contains("\"c-4094\""),
-        "the lines before the set was full left"
-    );
+    assert!(got.contains("\"c-0\""), "the first lines left");
     assert!(
         !got.contains("\"c-4095\""),
         "the line completing the set never left"
