@@ -343,21 +343,7 @@ fn explain_prints_the_bytes_the_partner_receives() {
             .status,
         200
     );
-    let output = std::process::Command::new(BIN)
-        .args(["explain", "--policy"])
-        .arg(gateway.policy.policy())
-        .args([
-            "--partner",
-            "acme-ship",
-            "--method",
-            "POST",
-            "--path",
-            "/v1/shipments",
-        ])
-        .env("SHIP_TOKEN", "partner-secret")
-        .stdin(body_file(SHIPMENT).reopen().unwrap())
-        .output()
-        .unwrap();
+    let output = explain_post(&gateway, "/v1/shipments");
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -398,21 +384,7 @@ fn a_fragment_in_the_target_is_dropped_by_the_proxy_and_explain_alike() {
     let r = gateway.raw(format!("{head}{SHIPMENT}").as_bytes());
     assert_eq!(r.status, 200);
     assert_eq!(mock.received()[0]["query"], "page=2");
-    let output = std::process::Command::new(BIN)
-        .args(["explain", "--policy"])
-        .arg(gateway.policy.policy())
-        .args([
-            "--partner",
-            "acme-ship",
-            "--method",
-            "POST",
-            "--path",
-            target,
-        ])
-        .env("SHIP_TOKEN", "partner-secret")
-        .stdin(body_file(SHIPMENT).reopen().unwrap())
-        .output()
-        .unwrap();
+    let output = explain_post(&gateway, target);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("/v1/shipments?page=2\n"), "{stderr}");
@@ -423,18 +395,23 @@ fn a_fragment_in_the_target_is_dropped_by_the_proxy_and_explain_alike() {
         400,
         "bad_request",
     );
-    let output = std::process::Command::new(BIN)
-        .args(["explain", "--policy"])
-        .arg(gateway.policy.policy())
-        .args(["--partner", "acme-ship", "--method", "POST"])
-        .args(["--path", "/v1/shipments?page=2<"])
-        .stdin(body_file(SHIPMENT).reopen().unwrap())
-        .output()
-        .unwrap();
+    let output = explain_post(&gateway, "/v1/shipments?page=2<");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("400 bad_request"), "{stderr}");
     assert_eq!(mock.received().len(), 1);
+}
+
+/// `explain` of a POST of [`SHIPMENT`] to acme-ship's `path`.
+fn explain_post(gateway: &Gateway, path: &str) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(["explain", "--policy"])
+        .arg(gateway.policy.policy())
+        .args(["--partner", "acme-ship", "--method", "POST", "--path", path])
+        .env("SHIP_TOKEN", "partner-secret")
+        .stdin(body_file(SHIPMENT).reopen().unwrap())
+        .output()
+        .unwrap()
 }
 
 /// `text` in a temporary file, removed when the handle is dropped.

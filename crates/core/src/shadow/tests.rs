@@ -1,6 +1,6 @@
 use super::*;
 use crate::plan::{self, Incoming, OptOuts};
-use crate::policy::{load, Policy, PolicySource, SourceFile};
+use crate::policy::Policy;
 
 mod oracle_tests;
 
@@ -15,20 +15,7 @@ fn policy(allow: &str, transform: &str) -> Policy {
 
 /// The policy of `gateway` (its gateway.yaml) and one partner `acme` (its file).
 fn loaded(gateway: String, partner: String) -> Policy {
-    let source = PolicySource {
-        dir: "policy".into(),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: gateway,
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/acme.yaml".into(),
-            text: partner,
-        }],
-    };
-    load(&source, None)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .policy
+    crate::policy::load::one_partner(&gateway, partner, None)
 }
 
 fn decide(policy: &Policy, body: &str) -> Decision {

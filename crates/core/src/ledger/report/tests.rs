@@ -1,6 +1,5 @@
 use super::*;
 use crate::ledger::{Chain, Disclosure};
-use crate::policy::{load, PolicySource, SourceFile};
 
 const GATEWAY: &str = "callers: { issuer: i, audience: a, keys: k.json }\nsigning: { issuer: i, key: k.pem, kid: k }\n";
 
@@ -9,20 +8,7 @@ fn policy(allow: &str, categories: &str) -> Policy {
     let partner = format!(
         "kind: contractor\npurpose: support\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/notes\n    methods: [POST]\n    allow: [{allow}]\n    categories: {{{categories}}}\nallowed_callers: [orders]\n"
     );
-    let source = PolicySource {
-        dir: "policy".into(),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/acme.yaml".into(),
-            text: partner,
-        }],
-    };
-    load(&source, None)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .policy
+    crate::policy::load::one_partner(GATEWAY, partner, None)
 }
 
 fn note(fields: &[&str], categories: &[&str]) -> Disclosure {

@@ -548,5 +548,25 @@ fn is_header_value(s: &str) -> bool {
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
+/// For tests: the policy of `gateway` (its gateway.yaml) and one partner `acme` (its file),
+/// which must load.
+#[cfg(test)]
+pub(crate) fn one_partner(gateway: &str, partner: String, env: Option<&dyn Env>) -> Policy {
+    let source = PolicySource {
+        dir: "policy".into(),
+        gateway: SourceFile {
+            path: "policy/gateway.yaml".into(),
+            text: gateway.into(),
+        },
+        partners: vec![SourceFile {
+            path: "policy/partners/acme.yaml".into(),
+            text: partner,
+        }],
+    };
+    load(&source, env)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .policy
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use crate::drift::{push_element, push_member};
 use crate::filter::Change;
 use crate::optout::{OptOutSet, Scope};
 use crate::plan::{self, Incoming, OptOuts};
-use crate::policy::{load, Policy, PolicySource, SourceFile};
+use crate::policy::Policy;
 
 /// The decision read back from a [`plan::plan`] outcome made with `detail`.
 fn by_parsing(outcome: &Result<Outgoing, Refusal>) -> Decision {
@@ -101,21 +101,8 @@ fn policy(route: &str) -> Policy {
     let partner = format!(
         "kind: business_partner\npurpose: advertising\nupstream: http://127.0.0.1:9001\nallowed_callers: [orders]\npseudonymize_key_env: K\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n{route}"
     );
-    let source = PolicySource {
-        dir: "policy".into(),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/acme.yaml".into(),
-            text: partner,
-        }],
-    };
     let env: BTreeMap<String, String> = [("K".to_string(), "k".repeat(32))].into_iter().collect();
-    load(&source, Some(&env))
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .policy
+    crate::policy::load::one_partner(GATEWAY, partner, Some(&env))
 }
 
 /// Records with subjects, `.**` subtrees, wildcards, transforms, arrays and scalars.
