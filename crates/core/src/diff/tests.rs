@@ -10,20 +10,7 @@ fn policy(partner: &str) -> Policy {
 
 /// [`policy`] with `gateway` as its gateway.yaml.
 fn policy_with(gateway: &str, partner: &str) -> Policy {
-    let source = PolicySource {
-        dir: "policy".into(),
-        gateway: SourceFile {
-            path: "policy/gateway.yaml".into(),
-            text: gateway.into(),
-        },
-        partners: vec![SourceFile {
-            path: "policy/partners/acme.yaml".into(),
-            text: partner.into(),
-        }],
-    };
-    load(&source, None)
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .policy
+    crate::policy::load::one_partner(gateway, partner.to_string(), None)
 }
 
 fn contractor(allow: &str, transform: &str, callers: &str) -> String {

@@ -735,7 +735,7 @@ impl<'r> Builder<'r> {
         for (name, ids) in plain {
             let Some(other) = guarded
                 .iter()
-                .find(|g| crate::optout::id::name_folds_to_subject(name.as_bytes(), g))
+                .find(|g| crate::optout::id::name_folds_onto(name.as_bytes(), g))
             else {
                 continue;
             };
@@ -751,11 +751,18 @@ impl<'r> Builder<'r> {
 
     /// Does a path through one of the raw nodes `ids` transform or remove what it reaches?
     fn transforms_or_removes(&self, ids: &[usize]) -> bool {
+        self.any_at_or_below(ids, |raw| {
+            let guards = |(leaf, _, _): &LeafOf| matches!(leaf, Leaf::Transform(_) | Leaf::Remove);
+            raw.leaves.iter().any(guards)
+        })
+    }
+
+    /// Whether `hit` holds for one of the raw nodes `ids` or a node beneath them.
+    fn any_at_or_below(&self, ids: &[usize], hit: impl Fn(&Raw) -> bool) -> bool {
         let mut stack = ids.to_vec();
         while let Some(id) = stack.pop() {
             let raw = &self.raw[id];
-            let guards = |(leaf, _, _): &LeafOf| matches!(leaf, Leaf::Transform(_) | Leaf::Remove);
-            if raw.leaves.iter().any(guards) {
+            if hit(raw) {
                 return true;
             }
             stack.extend(raw.children());
@@ -796,16 +803,9 @@ impl<'r> Builder<'r> {
     /// Does any allow or transform path (or records) end at or below the raw nodes `ids`? A
     /// position only `remove` paths lead to is removed, never passed as an empty shell.
     fn passes_anything(&self, ids: &[usize]) -> bool {
-        let mut stack = ids.to_vec();
-        while let Some(id) = stack.pop() {
-            let raw = &self.raw[id];
-            if raw.records.is_some() || raw.leaves.iter().any(|(leaf, _, _)| *leaf != Leaf::Remove)
-            {
-                return true;
-            }
-            stack.extend(raw.children());
-        }
-        false
+        self.any_at_or_below(ids, |raw| {
+            raw.records.is_some() || raw.leaves.iter().any(|(leaf, _, _)| *leaf != Leaf::Remove)
+        })
     }
 
     /// Every path text ending at or below the raw nodes `ids`.

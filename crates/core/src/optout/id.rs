@@ -24,7 +24,7 @@ What is left is compared exactly, and also in lowercase and uppercase ([`is_opte
 recorded for an id that passes these rules ([`check_new_opt_out_id`]): one that fails them
 could never match a request. Inside a record, a
 second key that a case-insensitive reader takes for the subject member is found by
-[`name_folds_to_subject`].
+[`name_folds_onto`].
 */
 
 use std::borrow::Cow;
@@ -251,20 +251,20 @@ fn reads_as_integer(text: &str) -> bool {
         })
 }
 
-/// [`name_folds_to_subject`] on text.
+/// [`name_folds_onto`] on text.
 #[cfg(test)]
 pub fn folds_to_subject(key: &str, subject: &str) -> bool {
-    name_folds_to_subject(key.as_bytes(), subject.as_bytes())
+    name_folds_onto(key.as_bytes(), subject.as_bytes())
 }
 
-/// Is the member name `key` another spelling of the subject member `subject` for a
-/// case-insensitive JSON reader (Go's `encoding/json`, Jackson or .NET in case-insensitive
+/// Is the member name `key` another spelling of the member name `subject` (the subject's, or a
+/// transformed sibling's) for a case-insensitive JSON reader (Go's `encoding/json`, Jackson or .NET in case-insensitive
 /// mode): equal under Unicode case folding and NFKC (`Customer_Id`, `cuſtomer_id`), or once a
 /// dotted capital `İ` and a dotless `ı` are read as `i`, as Java's `equalsIgnoreCase` and
 /// Jackson in a Turkish locale read them (`emaİl`, `customer_ıd`), but not the same key? Names
 /// are as they stand in the body (already checked to be UTF-8); the usual ASCII name is settled
 /// without a text conversion.
-pub fn name_folds_to_subject(key: &[u8], subject: &[u8]) -> bool {
+pub fn name_folds_onto(key: &[u8], subject: &[u8]) -> bool {
     if key == subject {
         return false;
     }

@@ -67,7 +67,7 @@ impl Members {
         }
         self.guarded
             .iter()
-            .find(|name| id::name_folds_to_subject(key, name))
+            .find(|name| id::name_folds_onto(key, name))
             .map(|name| &name[..])
     }
 

@@ -545,7 +545,7 @@ impl<'a, 'p> Filter<'a, 'p> {
     /// subject is known to be valid.
     fn folded_subject(&self, key: &[u8]) -> Option<Fail> {
         let subject = self.program.subject.as_deref().unwrap_or_default();
-        id::name_folds_to_subject(key, subject).then(|| {
+        id::name_folds_onto(key, subject).then(|| {
             let (key, subject) = (String::from_utf8_lossy(key), String::from_utf8_lossy(subject));
             bad(format!(
                 "record `{}` has a member {key:?}, which case-insensitive JSON readers take for the subject `{subject}`",
