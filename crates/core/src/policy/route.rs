@@ -10,6 +10,9 @@ Rules (README "Requests through the gateway", plus the choices written down here
   of `/` `\` `.` or a control character (`%2f` `%5C` `%2E` `%00`, any case) are refused.
   A double-encoded escape (`%25` followed by two hex digits, e.g. `%252f`) is refused too: a
   partner that decodes twice would see the character the gateway refused.
+  A segment whose escapes are not UTF-8 is refused, and so is one that Unicode compatibility
+  normalisation (NFKC, which some servers apply) turns into `.` or `..` or gives a `/` or `\`
+  (fullwidth `．．` as `%EF%BC%8E%EF%BC%8E`, `／` as `%EF%BC%8F`).
 - Escapes of unreserved characters (`ALPHA DIGIT - _ ~`) are decoded, so `/v1/ship%6dents` is
   `/v1/shipments`; every other escape is kept exactly as sent.
 - **Trailing slash**: one final `/` is kept and is significant. `/v1/shipments/` matches only a
@@ -25,6 +28,7 @@ Rules (README "Requests through the gateway", plus the choices written down here
   not forwarded as a ticket id when only `POST /v1/tickets/search` is declared.
 */
 use super::model::{Partner, Route, RouteSegment};
+use unicode_normalization::UnicodeNormalization;
 
 /// The outcome of looking a request up in a partner's routes.
 #[derive(Debug, Clone, Copy)]
@@ -126,8 +130,32 @@ fn check_segments(path: &str) -> Result<(), String> {
                     as_servers_read(segment)
                 ))
             }
+            _ if segment.contains('%') => check_decoded(segment)?,
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A segment's escapes must decode to UTF-8 (an overlong `%C0%AE` was `.` to lenient decoders),
+/// and the decoded text must not turn into `.`, `..` or a `/` or `\` under Unicode
+/// compatibility normalisation (NFKC), which some servers and frameworks apply to paths:
+/// fullwidth `%EF%BC%8E%EF%BC%8E` (`．．`) is `..` there, `%EF%BC%8F` (`／`) a `/`.
+fn check_decoded(segment: &str) -> Result<(), String> {
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| {
+            format!("{segment:?} path segment is not allowed (its escapes are not UTF-8)")
+        })?;
+    if decoded.is_ascii() {
+        return Ok(());
+    }
+    let folded: String = decoded.nfkc().collect();
+    let read = folded.split(';').next().unwrap_or_default().trim();
+    if matches!(read, "." | "..") || folded.contains(['/', '\\']) {
+        return Err(format!(
+            "{segment:?} path segment is not allowed (Unicode normalisation makes it {folded:?})"
+        ));
     }
     Ok(())
 }

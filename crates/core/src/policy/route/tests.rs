@@ -72,6 +72,18 @@ fn normalises_or_refuses_request_paths() {
         ("/v1/é", Err("non-ASCII")),
         ("/v1/a?b=c", Err("'?'")),
         ("/v1/a#frag", Err("'#'")),
+        // escapes that are not UTF-8, or that Unicode normalisation (NFKC) makes a dot segment
+        // or a separator
+        ("/v1/%C0%AE%C0%AE/admin", Err("not UTF-8")),
+        ("/v1/files/%FF", Err("not UTF-8")),
+        ("/v1/%EF%BC%8E%EF%BC%8E/admin", Err("makes it \"..\"")),
+        ("/v1/%EF%BC%8E/admin", Err("makes it \".\"")),
+        ("/v1/%E2%80%A5/admin", Err("makes it \"..\"")),
+        ("/v1/%EF%BC%8E%EF%BC%8E;x/admin", Err("makes it")),
+        ("/v1/a%EF%BC%8Fb", Err("makes it \"a/b\"")),
+        ("/v1/a%EF%BC%BCb", Err("makes it \"a\\\\b\"")),
+        ("/v1/%C2%A0..%C2%A0/admin", Err("makes it")),
+        ("/v1/a%EF%BC%8E%EF%BC%8E", Ok("/v1/a%EF%BC%8E%EF%BC%8E")),
     ];
     for (raw, expected) in cases {
         let got = normalize_path(raw);
