@@ -108,13 +108,20 @@ pub fn caller_header(
     Ok(header)
 }
 
-/// Whether `value` contains `secret` (ASCII case-insensitively: a partner may echo it re-cased).
+/// Whether `value` contains `secret`, as sent or percent-decoded (a redirect's query carries a
+/// token URL-encoded: `+`, `/` and `=` of a base64 token become escapes), ASCII
+/// case-insensitively (a partner may echo it re-cased).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
-    !secret.is_empty()
-        && value.len() >= secret.len()
-        && value
-            .windows(secret.len())
-            .any(|w| w.eq_ignore_ascii_case(secret))
+    let holds = |text: &[u8]| {
+        !secret.is_empty()
+            && text.len() >= secret.len()
+            && text
+                .windows(secret.len())
+                .any(|w| w.eq_ignore_ascii_case(secret))
+    };
+    holds(value)
+        || (value.contains(&b'%')
+            && holds(&percent_encoding::percent_decode(value).collect::<Vec<u8>>()))
 }
 
 #[cfg(test)]

@@ -45,6 +45,19 @@ fn a_header_carrying_the_credential_is_dropped() {
 }
 
 #[test]
+fn a_header_carrying_the_credential_percent_encoded_is_dropped() {
+    let p = partner(&[
+        ("content-type", "application/json"),
+        ("location", "https://p.example/x?t=S3cr3t%2BTok%2Fen%3D%3D"),
+        ("x-echo", "s3cr3t%2btok%2Fen%3d%3D"),
+        ("etag", "\"S3cr3t%2BTok\""),
+    ]);
+    let route = vec!["x-echo".to_string()];
+    let h = caller_header(&p, &route, Some("S3cr3t+Tok/en=="), Framing::Chunked).unwrap();
+    assert_eq!(names(&h), vec!["content-type", "etag", "transfer-encoding"]);
+}
+
+#[test]
 fn framing_follows_the_partner() {
     let cl = partner(&[("content-length", "12")]);
     assert_eq!(framing(&cl, false, Whole(0)), Framing::Length(12));
