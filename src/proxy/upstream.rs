@@ -263,12 +263,20 @@ impl UpstreamFailure {
             },
             // The partner's certificate did not verify (wrong CA, wrong name, expired) or the
             // handshake failed otherwise: nothing of the request was sent.
-            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert => UpstreamFailure {
+            // Under TLS 1.3 a partner refuses the gateway's client certificate only after the
+            // gateway took the handshake for done: its alert breaks the first write or read.
+            // That is a TLS failure too (the partner decrypted nothing of the request).
+            etype
+                if matches!(etype, ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert)
+                    || broke_on_tls(e) =>
+            {
+                UpstreamFailure {
                 kind: UpstreamErrorKind::Tls,
                 refusal: Refusal::new(RefusalKind::UpstreamError, format!(
                     "partner {partner:?}: TLS handshake failed (its certificate did not verify, or it refused ours)"
                 )),
-            },
+                }
+            }
             ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError => UpstreamFailure {
@@ -287,6 +295,23 @@ impl UpstreamFailure {
             },
         }
     }
+}
+
+/// Whether the exchange broke on a TLS error (an alert the partner sent, a record that did not
+/// decrypt) rather than on the connection or HTTP.
+fn broke_on_tls(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.root_cause());
+    while let Some(c) = cause {
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if c.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// What went wrong with an exchange the partner broke, in words (only the error's type: its
