@@ -229,7 +229,17 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
                 break;
             }
         }
-        let line = record.position().map_or(0, |p| lines.at(p.byte()));
+        let start = record.position().map_or(0, csv::Position::byte);
+        let line = lines.at(start);
+        let raw = usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(reader.position().byte()).ok())
+            .and_then(|(start, end)| content.get(start..end));
+        if !raw.is_some_and(strictly_quoted) {
+            errors.push(line, "a quoted field goes on after its closing quote (`\"a\"b`): quote the whole field, and write a `\"` inside it as `\"\"`");
+            saw_header = true;
+            continue;
+        }
         if !saw_header {
             saw_header = true;
             if let Err(message) = csv_header(&record) {
@@ -255,6 +265,37 @@ fn parse_csv(content: &[u8]) -> Result<OptOutSet, BulkErrors> {
         );
     }
     errors.finish(set)
+}
+
+/// Whether the raw bytes of one CSV record quote as RFC 4180 says: a field that opens with `"`
+/// closes with the `"` right before a `,` or the line's end (`""` inside it is one quote). The
+/// CSV reader takes `"a"b` for `ab`, which would record an id or scope nobody wrote.
+fn strictly_quoted(raw: &[u8]) -> bool {
+    let mut i = 0;
+    let mut field_start = true;
+    while let Some(&b) = raw.get(i) {
+        i += 1;
+        if !(field_start && b == b'"') {
+            field_start = b == b',';
+            continue;
+        }
+        loop {
+            match (raw.get(i), raw.get(i + 1)) {
+                (None, _) => return false,
+                (Some(b'"'), Some(b'"')) => i += 2,
+                (Some(b'"'), after) => {
+                    i += 1;
+                    if !matches!(after, None | Some(b',' | b'\r' | b'\n')) {
+                        return false;
+                    }
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        field_start = false;
+    }
+    true
 }
 
 /// The CSV file's first row must be its header, [`CSV_HEADER`].
@@ -323,6 +364,9 @@ fn ndjson_id(raw: &RawValue) -> Result<String, String> {
         serde_json::from_str::<String>(text)
             .map_err(|e| format!("invalid customer_id: {}", json_message(&e)))?
     } else if is_integer_literal(text) {
+        super::id::check_integer_literal(text).map_err(|e| {
+            format!("invalid customer_id: it is {e}, which no request can carry as a subject id")
+        })?;
         text.to_string()
     } else {
         return Err(format!(

@@ -140,7 +140,7 @@ fn ndjson_valid() {
 {"scopes": ["research"], "customer_id": "c\u0041t"}
 {"customer_id": -7, "scopes": ["partner_sharing", "partner_sharing"]}
 {"customer_id": 0, "scopes": ["partner_sharing"]}
-{"customer_id": 123456789012345678901234567890, "scopes": ["partner_sharing"]}
+{"customer_id": 9007199254740991, "scopes": ["partner_sharing"]}
 "#;
     let set = parse(input, Format::Ndjson).unwrap();
     assert_eq!(
@@ -149,7 +149,7 @@ fn ndjson_valid() {
             e("-7", &["partner_sharing"]),
             e("0", &["partner_sharing"]),
             e("123", &["partner:acme", "partner_sharing"]),
-            e("123456789012345678901234567890", &["partner_sharing"]),
+            e("9007199254740991", &["partner_sharing"]),
             e("cAt", &["research"]),
         ]
     );
@@ -289,4 +289,28 @@ fn csv_lines_ending_in_a_lone_cr_are_counted() {
     .unwrap_err()
     .to_string();
     assert!(errors.starts_with("3:"), "{errors}");
+}
+
+#[test]
+fn csv_text_after_a_closing_quote_is_refused_not_glued_on() {
+    let csv = b"customer_id,scope\nb-23,\"partner_sharing\"x\n\"b-32\"x,partner_sharing\n\"ok-1\",\"partner_sharing\"\r\n\"q\"\"2\",partner_sharing\n\"b-4\" ,partner_sharing\n";
+    let errors = parse(csv, Format::Csv).unwrap_err().to_string();
+    for line in ["2:", "3:", "6:"] {
+        assert!(errors.contains(line), "{line} in {errors}");
+    }
+    assert!(errors.contains("after its closing quote"), "{errors}");
+    assert!(!errors.contains("4:") && !errors.contains("5:"), "{errors}");
+    // A header with it is refused the same way.
+    let errors = parse(b"\"customer_id\"x,scope\n", Format::Csv)
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("1: a quoted field"), "{errors}");
+}
+
+#[test]
+fn ndjson_integers_beyond_what_json_readers_keep_are_refused() {
+    let nd = b"{\"customer_id\":9007199254740991,\"scopes\":[\"partner_sharing\"]}\n{\"customer_id\":9007199254740995,\"scopes\":[\"partner_sharing\"]}\n{\"customer_id\":-123456789012345678901234567890,\"scopes\":[\"partner_sharing\"]}\n{\"customer_id\":\"9007199254740995\",\"scopes\":[\"partner_sharing\"]}\n";
+    let errors = parse(nd, Format::Ndjson).unwrap_err().to_string();
+    assert!(errors.contains("2:") && errors.contains("3:"), "{errors}");
+    assert!(!errors.contains("1:") && !errors.contains("4:"), "{errors}");
 }
