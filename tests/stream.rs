@@ -240,11 +240,18 @@ struct Setup {
 }
 
 fn setup(limits: &str) -> Setup {
+    setup_as(limits, "business_partner")
+}
+
+/// [`setup`] with the partner of another `kind`.
+fn setup_as(limits: &str, kind: &str) -> Setup {
     let partner = Partner::start();
     let extra = format!(
         "optouts: {{ path: data/optouts }}\nadmin_token_env: STREAM_ADMIN\nsigning:\n  issuer: https://partner-gateway.ohsoft.example\n  key: {CERTS}/data-use-signing.pem\n  kid: data-use-1\nledger:\n  path: data/ledger\n  subject_key_env: STREAM_LEDGER_KEY\n"
     );
-    let partners = [("ads", partner_yaml(&partner.url()))];
+    let yaml =
+        partner_yaml(&partner.url()).replace("kind: business_partner", &format!("kind: {kind}"));
+    let partners = [("ads", yaml)];
     let partners: Vec<(&str, &str)> = partners.iter().map(|(n, t)| (*n, t.as_str())).collect();
     let gateway = Gateway::start_with(
         |addr, admin| {
@@ -600,6 +607,38 @@ fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
         let text = who_received(&s, id);
         assert!(text.contains("/v1/contacts"), "{id}: {text}");
     }
+}
+
+/// On a route that honours no opt-outs a subject id is only bounded by the line's length: the
+/// ids held for a stream are written out once they take 256 KiB, however few they are, so
+/// long ids never pile up in memory.
+#[test]
+fn long_customer_ids_go_to_the_ledger_before_they_pile_up() {
+    let s = setup_as("", "contractor");
+    let id = |i: usize| format!("{i}-{}", "x".repeat(90_000));
+    let body: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!("{{\"customer_id\":\"{}\",\"city\":\"Ulm\"}}\n", id(i)).into_bytes())
+        .collect();
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        body.into_iter(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (record, outcome) = record_and_outcome(&s.gateway);
+    let lines = ledger_lines(&s.gateway);
+    let batches: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("subjects_of") == Some(&record["seq"]))
+        .collect();
+    assert_eq!(batches.len(), 1, "{batches:?}");
+    let mut first: Vec<String> = (0..3).map(|i| hmac(&id(i))).collect();
+    first.sort();
+    assert_eq!(batches[0]["subjects"], serde_json::json!(first));
+    let mut rest: Vec<String> = (3..5).map(|i| hmac(&id(i))).collect();
+    rest.sort();
+    assert_eq!(outcome["subjects"], serde_json::json!(rest));
 }
 
 /// A subjects line that cannot be written (here: the ledger file deleted under the gateway)

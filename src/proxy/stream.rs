@@ -6,8 +6,9 @@ ledger record is written, the partner gets the head (`transfer-encoding: chunked
 token with `"stream": true` and no `body_sha256`), and the body follows one input chunk at a
 time: its complete lines are decided by the core ([`gateway_core::plan::stream`]) and what
 passes is written as one chunk, so memory holds one line plus one chunk whatever the body size
-(with a ledger, also the customer ids not yet written out: at most
-[`STREAM_SUBJECTS_PER_LINE`], see [`PartnerProxy::write_subjects`]).
+(with a ledger, also the customer ids not yet written out: fewer than
+[`STREAM_SUBJECTS_PER_LINE`] and [`STREAM_SUBJECTS_PENDING_BYTES`], see
+[`PartnerProxy::write_subjects`]).
 
 A line that fails stops everything: the partner connection is dropped without the last chunk
 (`0\r\n\r\n`), so the partner sees an incomplete body; nothing of that line or any later one is
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway_core::ledger::{subject_hashes, StreamForwarded, STREAM_SUBJECTS_PER_LINE};
+use gateway_core::ledger::{
+    subject_hashes, StreamForwarded, STREAM_SUBJECTS_PENDING_BYTES, STREAM_SUBJECTS_PER_LINE,
+};
 use gateway_core::plan::stream::{plan_stream_head, LineSplitter, NdjsonStream, StreamHead};
 use gateway_core::plan::Target;
 use gateway_core::{Refusal, RefusalKind};
@@ -67,6 +70,8 @@ struct Progress<'a> {
 struct Subjects {
     record: RecordRef,
     pending: HashSet<String>,
+    /// The bytes of the ids in `pending`.
+    bytes: usize,
 }
 
 impl PartnerProxy {
@@ -101,6 +106,7 @@ impl PartnerProxy {
             subjects: seq.map(|record| Subjects {
                 record,
                 pending: HashSet::new(),
+                bytes: 0,
             }),
             filter_time: Duration::ZERO,
             sample: active.shadow.as_ref().map(|_| Vec::new()),
@@ -178,6 +184,7 @@ impl PartnerProxy {
             return Err(Refusal::new(RefusalKind::NotReady, e.to_string()));
         }
         subjects.pending.clear();
+        subjects.bytes = 0;
         Ok(())
     }
 
@@ -326,8 +333,12 @@ impl PartnerProxy {
             let Some(s) = subjects.as_mut() else {
                 return Ok(());
             };
-            if s.pending.len() + added.len() < STREAM_SUBJECTS_PER_LINE {
+            let bytes = s.bytes + added.iter().map(String::len).sum::<usize>();
+            if s.pending.len() + added.len() < STREAM_SUBJECTS_PER_LINE
+                && bytes < STREAM_SUBJECTS_PENDING_BYTES
+            {
                 s.pending.extend(added);
+                s.bytes = bytes;
             } else if let Err(refusal) = self.write_subjects(active, s, &added) {
                 out.truncate(mark);
                 return Err(refusal);

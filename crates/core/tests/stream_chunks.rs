@@ -58,14 +58,13 @@ impl Copying {
             let end = from + i;
             self.lines += 1;
             let line = &self.buf[self.start..end];
-            if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
+            let len = line.strip_suffix(b"\r").unwrap_or(line).len();
+            if len > self.max_line {
                 return Err(Refusal::new(
                     RefusalKind::BodyTooLarge,
                     format!(
-                        "line {}: {} bytes is over the limit of {} bytes per line",
-                        self.lines,
-                        line.len(),
-                        self.max_line
+                        "line {}: {len} bytes is over the limit of {} bytes per line",
+                        self.lines, self.max_line
                     ),
                 ));
             }

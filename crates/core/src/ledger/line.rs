@@ -9,8 +9,9 @@
 //!   `categories` and `subjects` (its record line, written before the first byte left, has
 //!   `"stream": true`, `"body_sha256": null`, zero counts and empty lists);
 //! - a stream's subjects line: `{"seq", "subjects_of", "subjects", "prev"}`, written while a
-//!   stream is under way each time [`STREAM_SUBJECTS_PER_LINE`] distinct customers were
-//!   forwarded since its record or its last such line, so that a stream's customers never
+//!   stream is under way each time [`STREAM_SUBJECTS_PER_LINE`] distinct customers (or
+//!   [`STREAM_SUBJECTS_PENDING_BYTES`] of their ids) were forwarded since its record or its
+//!   last such line, so that a stream's customers never
 //!   pile up in memory; its outcome line has the rest (a customer may be in more than one of
 //!   a stream's lines);
 //! - a checkpoint: `{"seq", "checkpoint": {"through", "hash"}, "sig", "prev"}`, where `through`
@@ -24,6 +25,11 @@ use crate::tagging::{TagError, TokenSigner};
 /// A stream's distinct customers are written out in a subjects line each time this many
 /// gathered (about 270 KB of line).
 pub const STREAM_SUBJECTS_PER_LINE: usize = 4096;
+
+/// ... or as soon as the raw ids gathered take this many bytes: where a route honours no
+/// opt-outs its subject ids are only bounded by the line's length, and the ids held for a
+/// stream must stay bounded whatever they are.
+pub const STREAM_SUBJECTS_PENDING_BYTES: usize = 256 * 1024;
 
 /// The JWS `typ` of checkpoint signatures.
 pub const CHECKPOINT_TYP: &str = "ohsoft-ledger-checkpoint+jwt";

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 pub use line::{
     Chain, CheckpointClaims, Disclosure, LedgerLine, Outcome, Record, SealedLine, StreamForwarded,
-    SubjectsLine, CHECKPOINT_TYP, STREAM_SUBJECTS_PER_LINE,
+    SubjectsLine, CHECKPOINT_TYP, STREAM_SUBJECTS_PENDING_BYTES, STREAM_SUBJECTS_PER_LINE,
 };
 
 /// `prev` of the very first line.

@@ -165,8 +165,9 @@ impl LineSplitter {
     /// Hands out one complete line.
     fn line(&mut self, line: &[u8], each: &mut EachLine<'_>) -> Result<(), Refusal> {
         self.lines += 1;
-        if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
-            return Err(self.too_long(line.len()));
+        let len = line.strip_suffix(b"\r").unwrap_or(line).len();
+        if len > self.max_line {
+            return Err(self.too_long(len));
         }
         each(self.lines, line)
     }

@@ -229,6 +229,22 @@ fn a_bad_line_stops_the_stream_and_names_the_line() {
 }
 
 #[test]
+fn an_overlong_line_is_measured_without_its_line_end() {
+    let policy = policy(); // 64 bytes per line
+                           // 65 bytes and CRLF, in one chunk with the next line, so the whole line is judged at once.
+    let line = format!("{{\"order_id\":\"{}\"}}\r\n{{}}\n", "a".repeat(50));
+    let (_, _, refusal) = run(
+        &policy,
+        "/shop/v1/orders",
+        &[line.as_bytes()],
+        OptOuts::NotLoaded,
+    );
+    let r = refusal.unwrap();
+    assert_eq!(r.code(), "body_too_large");
+    assert!(r.message.starts_with("line 1: 65 bytes"), "{r}");
+}
+
+#[test]
 fn max_body_bytes_limits_one_line() {
     let policy = policy(); // 64 bytes per line
     let short = format!("{{\"order_id\":\"{}\"}}\n", "a".repeat(40));
