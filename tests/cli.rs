@@ -144,24 +144,47 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
     }
 }
 
-/// `mock-partner` on an address it cannot listen on says so and exits (2, a usage error)
-/// instead of running on without listening.
+/// `mock-partner` on an address it cannot listen on says so and exits instead of running on
+/// without listening: 2 (a usage error) for one that is no address, 1 for one that is taken,
+/// as `serve` does.
 #[test]
 fn mock_partner_exits_on_an_address_it_cannot_listen_on() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
-    for (listen, says) in [
-        ("nonsense", "is not an IP:PORT address"),
-        (busy.as_str(), "cannot listen on"),
+    for (listen, says, code) in [
+        ("nonsense", "is not an IP:PORT address", 2),
+        (busy.as_str(), "cannot listen on", 1),
     ] {
         let out = std::process::Command::new(BIN)
             .args(["mock-partner", "--listen", listen])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{listen}: {stderr}");
+        assert_eq!(out.status.code(), Some(code), "{listen}: {stderr}");
         assert!(stderr.contains(says), "{listen}: {stderr}");
     }
+}
+
+/// `token` without `--issuer`/`--audience` takes them from the policy: a policy that does not
+/// load says so, with its `FILE:LINE` errors, instead of claiming it has no `callers` section.
+#[test]
+fn token_names_the_errors_of_a_policy_that_does_not_load() {
+    let tmp = bundled_copy(&["policy", "certs"]);
+    let partner = tmp.path().join("policy/partners/acme-ship.yaml");
+    let yaml = std::fs::read_to_string(&partner).unwrap();
+    std::fs::write(&partner, yaml.replacen("methods:", "methodz:", 1)).unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "--sub", "orders-service", "--key"])
+        .arg(tmp.path().join("certs/callers-demo.pem"))
+        .arg("--policy")
+        .arg(tmp.path().join("policy"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not load"), "{stderr}");
+    assert!(stderr.contains("acme-ship.yaml:"), "{stderr}");
+    assert!(!stderr.contains("no `callers` section"), "{stderr}");
 }
 
 /// A temporary directory holding copies of the repository's `dirs` (`policy`, `certs`).

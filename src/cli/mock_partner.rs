@@ -39,19 +39,19 @@ pub struct Args {
     pub tls_client_ca: Option<PathBuf>,
 }
 
-/// An `IP:PORT` the mock can listen on now: checked here, because the server's own bind fails
-/// on a thread of its own and would leave the process running without listening.
+/// An `IP:PORT` (a usage error otherwise).
 fn listen_addr(text: &str) -> anyhow::Result<String> {
-    let addr: std::net::SocketAddr = text
-        .parse()
+    text.parse::<std::net::SocketAddr>()
         .with_context(|| format!("{text:?} is not an IP:PORT address"))?;
-    std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     Ok(text.to_string())
 }
 
-/// Runs the mock partner of `args` until the process ends.
+/// Runs the mock partner of `args` until the process ends. Whether it can listen is checked
+/// first (exit 1 otherwise), because the server's own bind fails on a thread of its own and
+/// would leave the process running without listening.
 pub fn run_args(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    std::net::TcpListener::bind(&args.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let tls = MockTls {
         cert: args.tls_cert,
         key: args.tls_key,

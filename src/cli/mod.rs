@@ -63,7 +63,7 @@ enum Command {
     },
     /// Mint a caller token for local testing (signed with a caller private key).
     Token(token::MintArgs),
-    /// Check a data-use token (and optionally the body it covers) against a JWKS file or http:// URL.
+    /// Check a data-use token (and optionally the body it covers) against a JWKS file, or an http:// or https:// URL.
     VerifyToken(token::VerifyArgs),
     /// Read the disclosure ledger back.
     Audit {

@@ -77,9 +77,11 @@ fn parse_time(s: &str) -> Result<u64, String> {
 /// `token`: mints a token (issuer and audience from the policy unless given) and prints it.
 pub fn run_mint(args: MintArgs) -> Result<ExitCode> {
     let policy = &args.policy.policy;
-    let callers = crate::loader::load(policy, None)
+    let loaded = crate::loader::load(policy, None);
+    let callers = loaded
+        .as_ref()
         .ok()
-        .and_then(|l| l.policy.gateway.callers);
+        .and_then(|l| l.policy.gateway.callers.as_ref());
     let issuer = args
         .issuer
         .or_else(|| callers.as_ref().map(|c| c.issuer.clone()));
@@ -87,6 +89,12 @@ pub fn run_mint(args: MintArgs) -> Result<ExitCode> {
         .audience
         .or_else(|| callers.as_ref().map(|c| c.audience.clone()));
     let (Some(issuer), Some(audience)) = (issuer, audience) else {
+        if let Err(errors) = &loaded {
+            return Err(crate::loader::diagnostics_error(errors).context(format!(
+                "no --issuer/--audience given, and the policy in {} that would name them (its `callers` section) does not load",
+                policy.display()
+            )));
+        }
         bail!(
             "no --issuer/--audience given and no `callers` section in {}",
             policy.display()
@@ -140,7 +148,7 @@ pub fn parse_ttl(s: &str) -> Result<Duration> {
         "" | "s" => Some(n),
         "m" => n.checked_mul(60),
         "h" => n.checked_mul(3600),
-        _ => bail!("invalid ttl {s:?}: the unit must be s, m or h"),
+        _ => bail!("invalid ttl {s:?}: a whole number followed by s, m or h (e.g. 300s, 5m, 1h)"),
     };
     let ttl = Duration::from_secs(secs.with_context(|| format!("invalid ttl {s:?}: too long"))?);
     if ttl.is_zero() {

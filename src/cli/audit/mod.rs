@@ -23,7 +23,7 @@ pub enum Command {
     Verify {
         /// Ledger files or directories (default: the ledger directory in gateway.yaml).
         paths: Vec<PathBuf>,
-        /// Check checkpoint signatures with this JWKS (a file or an http:// URL).
+        /// Check checkpoint signatures with this JWKS (a file, or an http:// or https:// URL).
         #[arg(long)]
         jwks: Option<String>,
         #[command(flatten)]

@@ -282,7 +282,7 @@ pub fn plan_noting(
 
 /// The message of a refusal for a route that honours opt-outs while the set is not loaded.
 const OPTOUTS_NOT_LOADED: &str =
-    "opt-out data is not loaded or not current (a PostgreSQL store past max_staleness_s); routes that honour opt-outs are refused until it is";
+    "opt-out data is not loaded or not current (the store could not be read, or a PostgreSQL copy is past max_staleness_s); routes that honour opt-outs are refused until it is";
 
 #[cfg(test)]
 mod tests;
