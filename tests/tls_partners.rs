@@ -163,12 +163,18 @@ fn a_partner_that_requires_a_client_certificate_gets_ours() {
     assert_eq!(received[0]["body"], FILTERED);
 
     // Without our certificate the partner refuses the handshake: nothing is recorded. Under
-    // TLS 1.3 its refusal arrives after the gateway took the handshake for done, and it is
-    // still a TLS error.
+    // TLS 1.3 its refusal (an alert) arrives after the gateway took the handshake for done,
+    // and counts as a TLS error; when the partner's close resets the connection before the
+    // alert is read, only a broken connection is left to see (a protocol error). Which one
+    // is the kernel's race; the unit test of the classification holds the alert case.
     let r = gateway.post_json("/no-client-cert/v1/shipments", BODY);
     assert_refused(&r, 502, "upstream_error");
     assert_eq!(mock.received().len(), 1);
-    assert_eq!(tls_errors(&gateway, "no-client-cert"), 1.0);
+    let protocol = metric(
+        &gateway.metrics(),
+        r#"partner_gateway_upstream_errors_total{kind="protocol",partner="no-client-cert"}"#,
+    );
+    assert_eq!(tls_errors(&gateway, "no-client-cert") + protocol, 1.0);
     let metrics = gateway.metrics();
     assert!(
         metric(

@@ -663,3 +663,28 @@ pub(super) fn request_header(
     .map_err(internal)?;
     Ok(header)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A partner's TLS alert after the handshake reaches us as an I/O error wrapping the
+    /// rustls error: it is a TLS failure, not a protocol one.
+    #[test]
+    fn an_alert_after_the_handshake_is_a_tls_failure() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        for etype in [ErrorType::ReadError, ErrorType::WriteError] {
+            let e = Error::because(etype, "reading the answer", std::io::Error::from(io.kind()));
+            assert_eq!(
+                UpstreamFailure::from_error("p", &e).kind,
+                UpstreamErrorKind::Protocol
+            );
+        }
+        let e = Error::because(ErrorType::ReadError, "reading the answer", io);
+        assert_eq!(
+            UpstreamFailure::from_error("p", &e).kind,
+            UpstreamErrorKind::Tls
+        );
+    }
+}
