@@ -138,7 +138,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
         match (old.partners.get(id), new.partners.get(id)) {
             (Some(o), Some(n)) => {
                 partner(&mut b, o, n);
-                pseudonym_key(&mut b, (old, new), o, n);
+                own_secrets(&mut b, (old, new), o, n);
             }
             (None, Some(n)) => {
                 b.push(
@@ -417,39 +417,63 @@ fn optout_staleness_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
     );
 }
 
-/// The variable a partner's pseudonymisation key comes from. Another key gives other
-/// pseudonyms; the key of another partner, in the new policy or in the old one (whose
-/// pseudonyms that partner already holds), lets the two link theirs, which discloses more.
-fn pseudonym_key(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner, n: &Partner) {
-    let (before, after) = (&o.pseudonymize_key_env, &n.pseudonymize_key_env);
-    let Some(name) = after.as_ref().filter(|_| before != after) else {
-        return;
-    };
-    let shared = [policies.1, policies.0]
-        .into_iter()
-        .flat_map(|p| p.partners.values())
-        .find(|p| p.id != n.id && p.pseudonymize_key_env.as_ref() == Some(name));
-    let was = before.as_deref().map_or("no key", env_name_shown);
-    let name = env_name_shown(name);
-    let text = match shared {
-        Some(other) => format!(
-            "{} will receive pseudonyms made with {}'s key ({name}, was {was}): the two can link their pseudonyms",
-            n.id, other.id
-        ),
-        None => format!(
-            "{} will receive pseudonyms made with the key in {name} instead of {was}",
-            n.id
-        ),
-    };
-    b.push(
-        &n.id,
-        None,
-        "pseudonym_key_changed",
-        None,
-        (Some(was.to_string()), Some(name.to_string())),
-        shared.is_some(),
-        text,
-    );
+/// A secret that must be each partner's own, in the variable it comes from.
+struct OwnSecret {
+    change: &'static str,
+    env: fn(&Partner) -> Option<&String>,
+    /// What the partner gets with another partner's secret (`partner`, `other`).
+    shared: fn(&str, &str) -> String,
+    /// What it gets with a new secret of its own.
+    own: &'static str,
+}
+
+const OWN_SECRETS: [OwnSecret; 2] = [
+    OwnSecret {
+        change: "pseudonym_key_changed",
+        env: |p| p.pseudonymize_key_env.as_ref(),
+        shared: |partner, other| {
+            format!("{partner} will receive pseudonyms made with {other}'s key, so the two can link their pseudonyms")
+        },
+        own: "will receive pseudonyms made with another key",
+    },
+    OwnSecret {
+        change: "credential_changed",
+        env: |p| p.upstream_auth_env.as_ref(),
+        shared: |partner, other| format!("{partner} will be sent {other}'s API credential"),
+        own: "will be sent another API credential",
+    },
+];
+
+/// The variables a partner's own secrets come from (pseudonymisation key, API credential).
+/// Another variable gives another secret; the variable of another partner, in the new policy
+/// or in the old one (that partner's secret as it stands, or whose pseudonyms it already holds),
+/// discloses more.
+fn own_secrets(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner, n: &Partner) {
+    for secret in &OWN_SECRETS {
+        let (before, after) = ((secret.env)(o), (secret.env)(n));
+        let Some(name) = after.filter(|_| before != after) else {
+            continue;
+        };
+        let shared = [policies.1, policies.0]
+            .into_iter()
+            .flat_map(|p| p.partners.values())
+            .find(|p| p.id != n.id && (secret.env)(p) == Some(name));
+        let was = before.map_or("none", |b| env_name_shown(b));
+        let name = env_name_shown(name);
+        let text = match shared {
+            Some(other) => format!("{} ({name}, was {was})", (secret.shared)(&n.id, &other.id)),
+            None => format!("{} {} (in {name} instead of {was})", n.id, secret.own),
+        };
+        b.push(
+            &n.id,
+            None,
+            secret.change,
+            None,
+            (Some(was.to_string()), Some(name.to_string())),
+            shared.is_some(),
+            text,
+        );
+    }
 }
 
 fn partner(b: &mut Builder<'_>, o: &Partner, n: &Partner) {

@@ -472,10 +472,22 @@ fn another_embedded_store_directory_discloses_more() {
 
 /// A policy of two contractors that pseudonymise `customer_id`, with the keys in `keys`.
 fn two_pseudonymising(keys: [&str; 2]) -> Policy {
-    let partner = |key: &str| {
+    two_contractors(keys.map(|key| {
         contractor("order_id", "customer_id: pseudonymize", "orders")
             + &format!("pseudonymize_key_env: {key}\n")
-    };
+    }))
+}
+
+/// A policy of two contractors sent the API credentials in the variables `envs`.
+fn two_with_credentials(envs: [&str; 2]) -> Policy {
+    two_contractors(envs.map(|env| {
+        contractor("order_id", "", "orders")
+            + &format!("upstream_auth: {{ header: authorization, prefix: \"Bearer \", env: {env} }}\n")
+    }))
+}
+
+/// A policy of the partners `acme` and `bolt`, from their files' text.
+fn two_contractors([acme, bolt]: [String; 2]) -> Policy {
     let source = PolicySource {
         dir: "policy".into(),
         gateway: SourceFile {
@@ -485,11 +497,11 @@ fn two_pseudonymising(keys: [&str; 2]) -> Policy {
         partners: vec![
             SourceFile {
                 path: "policy/partners/acme.yaml".into(),
-                text: partner(keys[0]),
+                text: acme,
             },
             SourceFile {
                 path: "policy/partners/bolt.yaml".into(),
-                text: partner(keys[1]),
+                text: bolt,
             },
         ],
     };
@@ -520,6 +532,25 @@ fn taking_another_partners_pseudonymisation_key_discloses_more() {
             ("pseudonym_key_changed", true)
         ]
     );
+}
+
+#[test]
+fn sending_a_partner_another_partners_credential_discloses_more() {
+    let old = two_with_credentials(["ACME_TOKEN", "BOLT_TOKEN"]);
+    let shared = diff(&old, &two_with_credentials(["BOLT_TOKEN", "BOLT_TOKEN"]));
+    assert_eq!(kinds(&shared), [("credential_changed", true)]);
+    assert!(shared.discloses_more);
+    assert!(
+        shared.changes[0].text.contains("bolt's API credential"),
+        "{}",
+        shared.changes[0].text
+    );
+    let own = diff(&old, &two_with_credentials(["ACME_TOKEN_2", "BOLT_TOKEN"]));
+    assert_eq!(kinds(&own), [("credential_changed", false)]);
+    assert!(!own.discloses_more);
+    // The variable bolt used before: bolt's credential as it stands.
+    let was_bolts = diff(&old, &two_with_credentials(["BOLT_TOKEN", "BOLT_TOKEN_2"]));
+    assert!(was_bolts.discloses_more, "{:#?}", was_bolts.changes);
 }
 
 /// The fixit routes: a literal `bulk` route beside the `{id}` template (literal routes win

@@ -394,6 +394,9 @@ pub struct Partner {
     /// The name of the variable the key comes from (`explain` resolves only the one it needs).
     pub pseudonymize_key_env: Option<String>,
     pub upstream_auth: Option<UpstreamAuth>,
+    /// The name of the variable `upstream_auth` reads the credential from (kept when it is
+    /// not resolved, so that `check` and `diff` can tell one partner's credential from another's).
+    pub upstream_auth_env: Option<String>,
     /// Opt-out scopes this partner's routes honour (kind default, or `honor_optouts`).
     pub honor_optouts: Vec<Scope>,
     /// Lowercase header name; `Some` for government partners.

@@ -201,7 +201,7 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
         }
     }
 
-    shared_pseudonym_keys(source, &seen, &partners, &mut d);
+    shared_secrets(source, &seen, &partners, &mut d);
     d.errors
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     d.warnings
@@ -224,44 +224,56 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
     }
 }
 
-/// Pseudonyms are unlinkable across partners only when each partner has its own key: two that
-/// name the same variable, or whose variables hold the same key, are warned about at the later
-/// partner's `pseudonymize_key_env` line (a warning, not an error: test and staging setups
-/// often give every partner one key, and refusing them would stop a gateway at a restart).
-fn shared_pseudonym_keys(
+/// Secrets that must be each partner's own, warned about at the later partner's line when two
+/// partners name the same variable or their variables hold the same value (a warning, not an
+/// error: test and staging setups often share them, and refusing them would stop a gateway at
+/// a restart):
+/// - the pseudonymisation key (`pseudonymize_key_env`): with one key two partners can link
+///   their pseudonyms;
+/// - the API credential (`upstream_auth`): each partner would be sent the other's.
+fn shared_secrets(
     source: &PolicySource,
     files: &BTreeMap<String, String>,
     partners: &BTreeMap<String, Arc<Partner>>,
     d: &mut Diags,
 ) {
-    let mut first: Vec<(&str, &Partner)> = Vec::new();
-    for (id, partner) in partners {
-        let Some(name) = &partner.pseudonymize_key_env else {
-            continue;
-        };
-        let shared = first.iter().find_map(|(other, o)| {
-            let how = if o.pseudonymize_key_env.as_ref() == Some(name) {
-                "the same variable"
-            } else if partner.pseudonymize_key.is_some()
-                && o.pseudonymize_key == partner.pseudonymize_key
-            {
-                "the same value"
-            } else {
-                return None;
+    type Secret = fn(&Partner) -> (Option<&String>, Option<&[u8]>);
+    let key: Secret = |p| (p.pseudonymize_key_env.as_ref(), p.pseudonymize_key.as_deref());
+    let credential: Secret = |p| {
+        let value = p.upstream_auth.as_ref().map(|a| a.secret.as_bytes());
+        (p.upstream_auth_env.as_ref(), value)
+    };
+    let shared_key = |other, how| partner::InvalidPartner::SharedKey { other, how };
+    let shared_credential = |other, how| partner::InvalidPartner::SharedCredential { other, how };
+    for (line_key, secret, problem) in [
+        ("pseudonymize_key_env", key, &shared_key as &dyn Fn(String, &'static str) -> _),
+        ("upstream_auth", credential, &shared_credential),
+    ] {
+        let mut first: Vec<(&str, &Partner)> = Vec::new();
+        for (id, partner) in partners {
+            let (Some(name), value) = secret(partner) else {
+                continue;
             };
-            Some(partner::InvalidPartner::SharedKey {
-                other: other.to_string(),
-                how,
-            })
-        });
-        match shared {
-            Some(problem) => {
-                let path = files.get(id).cloned().unwrap_or_default();
-                let text = source.partners.iter().find(|f| f.path == path);
-                let line = text.map_or(1, |f| key_line(&f.text, "pseudonymize_key_env"));
-                d.warn(&path, line, problem);
+            let shared = first.iter().find_map(|(other, o)| {
+                let (other_name, other_value) = secret(o);
+                let how = if other_name == Some(name) {
+                    "the same variable"
+                } else if value.is_some() && other_value == value {
+                    "the same value"
+                } else {
+                    return None;
+                };
+                Some(problem(other.to_string(), how))
+            });
+            match shared {
+                Some(problem) => {
+                    let path = files.get(id).cloned().unwrap_or_default();
+                    let text = source.partners.iter().find(|f| f.path == path);
+                    let line = text.map_or(1, |f| key_line(&f.text, line_key));
+                    d.warn(&path, line, problem);
+                }
+                None => first.push((id, partner)),
             }
-            None => first.push((id, partner)),
         }
     }
 }

@@ -48,6 +48,10 @@ pub(super) enum InvalidPartner {
         "partner {other:?} pseudonymises with the same key ({how}): each partner needs its own, or the two can link their pseudonyms"
     )]
     SharedKey { other: String, how: &'static str },
+    #[error(
+        "partner {other:?} is sent the same credential ({how}): each partner would hold the other's API credential"
+    )]
+    SharedCredential { other: String, how: &'static str },
     #[error("{0}")]
     Scope(String),
     #[error(
@@ -180,6 +184,7 @@ pub(super) fn validate_partner(
         pseudonymize_key,
         pseudonymize_key_env: p.pseudonymize_key_env.as_ref().map(|n| n.value.clone()),
         upstream_auth: credential.auth,
+        upstream_auth_env: p.upstream_auth.as_ref().map(|a| a.value.env.value.clone()),
         honor_optouts: optouts.scopes,
         legal_basis_header,
         legal_basis_format,

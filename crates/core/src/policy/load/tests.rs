@@ -1074,6 +1074,43 @@ fn two_partners_sharing_a_pseudonymisation_key_are_warned_about() {
     assert!(shared(&source(GATEWAY, &two), Some(&differ)).is_empty());
 }
 
+#[test]
+fn two_partners_sent_one_credential_are_warned_about() {
+    let shared = |src: &PolicySource, env: Option<&dyn Env>| -> Vec<String> {
+        let loaded = load(src, env).expect("loads");
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("same credential"))
+            .collect()
+    };
+    let one = [("acme-ship.yaml", CONTRACTOR), ("b-ship.yaml", CONTRACTOR)];
+    assert_eq!(
+        shared(&source(GATEWAY, &one), None),
+        vec!["policy/partners/b-ship.yaml:14: partner \"acme-ship\" is sent the same credential (the same variable): each partner would hold the other's API credential"]
+    );
+    let other = CONTRACTOR.replace("env: ACME_TOKEN", "env: OTHER_TOKEN");
+    let two = [
+        ("acme-ship.yaml", CONTRACTOR),
+        ("b-ship.yaml", other.as_str()),
+    ];
+    assert!(shared(&source(GATEWAY, &two), None).is_empty());
+    let key = "k".repeat(32);
+    let secrets = |b: &str| {
+        env(&[
+            ("ACME_KEY", key.as_str()),
+            ("ACME_TOKEN", "t-1"),
+            ("OTHER_TOKEN", b),
+        ])
+    };
+    assert_eq!(
+        shared(&source(GATEWAY, &two), Some(&secrets("t-1"))),
+        vec!["policy/partners/b-ship.yaml:14: partner \"acme-ship\" is sent the same credential (the same value): each partner would hold the other's API credential"]
+    );
+    assert!(shared(&source(GATEWAY, &two), Some(&secrets("t-2"))).is_empty());
+}
+
 /// A path both allowed and transformed is two entries of the route's fields (indexed like the
 /// filter's counts), but one disclosed field: counted once per value, not twice.
 #[test]
