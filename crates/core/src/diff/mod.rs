@@ -438,7 +438,7 @@ const OWN_SECRETS: [OwnSecret; 2] = [
     },
     OwnSecret {
         change: "credential_changed",
-        env: |p| p.upstream_auth_env.as_ref(),
+        env: |p| p.upstream_auth_source.as_ref().map(|c| &c.env),
         shared: |partner, other| format!("{partner} will be sent {other}'s API credential"),
         own: "will be sent another API credential",
     },

@@ -482,7 +482,9 @@ fn two_pseudonymising(keys: [&str; 2]) -> Policy {
 fn two_with_credentials(envs: [&str; 2]) -> Policy {
     two_contractors(envs.map(|env| {
         contractor("order_id", "", "orders")
-            + &format!("upstream_auth: {{ header: authorization, prefix: \"Bearer \", env: {env} }}\n")
+            + &format!(
+                "upstream_auth: {{ header: authorization, prefix: \"Bearer \", env: {env} }}\n"
+            )
     }))
 }
 

@@ -371,6 +371,13 @@ impl Upstream {
     }
 }
 
+/// The header a partner's credential travels in (lowercase) and the variable it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSource {
+    pub header: String,
+    pub env: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct UpstreamAuth {
     /// Lowercase header name, e.g. `authorization`.
@@ -394,9 +401,9 @@ pub struct Partner {
     /// The name of the variable the key comes from (`explain` resolves only the one it needs).
     pub pseudonymize_key_env: Option<String>,
     pub upstream_auth: Option<UpstreamAuth>,
-    /// The name of the variable `upstream_auth` reads the credential from (kept when it is
-    /// not resolved, so that `check` and `diff` can tell one partner's credential from another's).
-    pub upstream_auth_env: Option<String>,
+    /// Where `upstream_auth` puts the credential and where it reads it from, kept when the
+    /// secret is not resolved (`check`, `diff` and policy tests know them all the same).
+    pub upstream_auth_source: Option<CredentialSource>,
     /// Opt-out scopes this partner's routes honour (kind default, or `honor_optouts`).
     pub honor_optouts: Vec<Scope>,
     /// Lowercase header name; `Some` for government partners.

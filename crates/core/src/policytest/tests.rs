@@ -105,3 +105,38 @@ fn diff_marks_expected_and_actual_lines() {
         "  {\n    \"a\": 1,\n-   \"b\": 2\n+   \"b\": 3\n  }\n"
     );
 }
+
+/// Headers the gateway adds only when it sends the request (framing, the signed token, the
+/// partner's credential) cannot be checked by a test, which neither connects nor signs: an
+/// expectation about one fails and says so, rather than pass while the gateway sends it.
+#[test]
+fn headers_added_when_sending_cannot_be_expected() {
+    let gateway = "callers: { issuer: i, audience: a, keys: k.json }\nsigning: { issuer: i, key: k.pem, kid: k }\n";
+    let partner = "kind: contractor\npurpose: support\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/notes\n    methods: [POST]\n    allow: [note]\nallowed_callers: [orders]\nupstream_auth: { header: X-Api-Key, env: ACME_TOKEN }\n".to_string();
+    let policy = crate::policy::load::one_partner(gateway, partner, None);
+    let read = |_: &str| -> Result<Vec<u8>, String> { Err("no files".into()) };
+    let case = |header: &str| {
+        format!(
+            "- name: x\n  partner: acme\n  path: /v1/notes\n  caller: orders\n  body: {{ note: n }}\n  expect:\n    body: {{ note: n }}\n    headers: {{ {header}: null }}\n"
+        )
+    };
+    for header in [
+        "x-api-key",
+        "X-Api-Key",
+        "ohsoft-data-use-token",
+        "content-length",
+        "host",
+    ] {
+        let cases = parse(&case(header)).unwrap();
+        let failure = run_case(&policy, &cases[0], &read).unwrap_err();
+        assert_eq!(failure.line, 8, "{header}");
+        assert!(
+            failure.message.contains("cannot check it"),
+            "{header}: {}",
+            failure.message
+        );
+    }
+    // What the test does model still passes.
+    let cases = parse(&case("authorization")).unwrap();
+    assert!(run_case(&policy, &cases[0], &read).is_ok());
+}

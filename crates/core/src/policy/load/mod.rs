@@ -238,15 +238,24 @@ fn shared_secrets(
     d: &mut Diags,
 ) {
     type Secret = fn(&Partner) -> (Option<&String>, Option<&[u8]>);
-    let key: Secret = |p| (p.pseudonymize_key_env.as_ref(), p.pseudonymize_key.as_deref());
+    let key: Secret = |p| {
+        (
+            p.pseudonymize_key_env.as_ref(),
+            p.pseudonymize_key.as_deref(),
+        )
+    };
     let credential: Secret = |p| {
         let value = p.upstream_auth.as_ref().map(|a| a.secret.as_bytes());
-        (p.upstream_auth_env.as_ref(), value)
+        (p.upstream_auth_source.as_ref().map(|c| &c.env), value)
     };
     let shared_key = |other, how| partner::InvalidPartner::SharedKey { other, how };
     let shared_credential = |other, how| partner::InvalidPartner::SharedCredential { other, how };
     for (line_key, secret, problem) in [
-        ("pseudonymize_key_env", key, &shared_key as &dyn Fn(String, &'static str) -> _),
+        (
+            "pseudonymize_key_env",
+            key,
+            &shared_key as &dyn Fn(String, &'static str) -> _,
+        ),
         ("upstream_auth", credential, &shared_credential),
     ] {
         let mut first: Vec<(&str, &Partner)> = Vec::new();

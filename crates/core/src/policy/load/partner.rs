@@ -13,7 +13,7 @@ use super::{
 };
 use crate::optout::Scope;
 use crate::policy::file::{self, PartnerFile, Spanned, UpstreamAuthFile};
-use crate::policy::model::{Partner, PartnerKind, Route, Upstream, UpstreamAuth};
+use crate::policy::model::{CredentialSource, Partner, PartnerKind, Route, Upstream, UpstreamAuth};
 
 /// What can be wrong with a partner, apart from its routes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,7 +184,10 @@ pub(super) fn validate_partner(
         pseudonymize_key,
         pseudonymize_key_env: p.pseudonymize_key_env.as_ref().map(|n| n.value.clone()),
         upstream_auth: credential.auth,
-        upstream_auth_env: p.upstream_auth.as_ref().map(|a| a.value.env.value.clone()),
+        upstream_auth_source: p.upstream_auth.as_ref().map(|a| CredentialSource {
+            header: a.value.header.value.to_ascii_lowercase(),
+            env: a.value.env.value.clone(),
+        }),
         honor_optouts: optouts.scopes,
         legal_basis_header,
         legal_basis_format,

@@ -188,7 +188,7 @@ fn partner(routes: Vec<Route>) -> Partner {
         legal_basis_format: None,
         tls: None,
         pseudonymize_key_env: None,
-        upstream_auth_env: None,
+        upstream_auth_source: None,
     }
 }
 
