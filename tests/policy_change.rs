@@ -180,6 +180,22 @@ fn diff_reports_a_newly_sent_field_in_words_and_exits_4() {
     assert_eq!(doc["changes"][0]["change"], "field_started");
     assert_eq!(doc["changes"][0]["subject"], "shipments[*].email");
     assert_eq!(doc["changes"][0]["route"], "POST /v1/shipments");
+    // Every key is there, null where it does not apply.
+    let keys: Vec<&String> = doc["changes"][0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "after",
+            "before",
+            "category",
+            "change",
+            "discloses_more",
+            "partner",
+            "route",
+            "subject",
+            "text"
+        ]
+    );
 }
 
 #[test]

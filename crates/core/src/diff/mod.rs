@@ -27,18 +27,13 @@ use crate::policy::{env_name_shown, OptOutStoreConfig, Partner, Policy, Route};
 pub struct Change {
     pub partner: String,
     /// `METHODS /template` of the route concerned, if the change is about one route.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     /// What changed: `field_started`, `field_stopped`, `transform_changed`, `caller_added`, …
     pub change: &'static str,
     /// The field path (policy syntax), or the caller, scope, method, parameter or header name.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
     /// The partner can learn something it could not before.
     pub discloses_more: bool,
