@@ -163,7 +163,9 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
                 text(&path["first_seen"])
             );
             match suggestion(&name, shapes(path)) {
-                Suggestion::Allow(line) => writeln!(out, "      - {line:<40} # {seen}")?,
+                Suggestion::Allow(line) => {
+                    writeln!(out, "      - {:<40} # {seen}", yaml_item(&line))?
+                }
                 Suggestion::Container => writeln!(
                     out,
                     "      # not suggested: {name} ({seen}; an object or array, whose members drift does not see: allow the ones the partner needs by name, never the whole)"
@@ -193,3 +195,15 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
 
 #[cfg(test)]
 mod tests;
+
+/// A suggested path as a YAML list item: quoted where YAML would read the plain word as
+/// something other than text (`null`, `true`, `no`, ...), which would make the pasted line an
+/// error. Other paths are plain (a drift path holds only letters, digits, `_`, `-`, `.`, `[*]`).
+fn yaml_item(path: &str) -> std::borrow::Cow<'_, str> {
+    const NOT_TEXT: [&str; 9] = ["null", "true", "false", "yes", "no", "on", "off", "y", "n"];
+    if NOT_TEXT.iter().any(|w| path.eq_ignore_ascii_case(w)) {
+        format!("\"{path}\"").into()
+    } else {
+        path.into()
+    }
+}

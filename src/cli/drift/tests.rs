@@ -29,6 +29,32 @@ fn suggestions_are_yaml_lines_with_data_like_names_held_back() {
     assert!(!text.contains("      - by_customer"), "{text}");
 }
 
+/// A name YAML reads as something other than text is suggested quoted, so that the pasted line
+/// is the field name and not an error.
+#[test]
+fn a_name_yaml_would_not_read_as_text_is_quoted() {
+    let path = |p: &str| serde_json::json!({"path": p, "count": 1, "first_seen": "2026-08-15T10:00:00Z", "last_seen": "2026-08-15T10:00:00Z", "shapes": ["scalar"]});
+    let report = serde_json::json!({"routes": [{
+        "partner": "acme-ship", "route": "/v1/shipments", "not_listed": 0,
+        "paths": [path("null"), path("True"), path("no"), path("nullable"), path("a.null")]
+    }]});
+    let mut out = Vec::new();
+    write_suggestions(&report, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    for quoted in ["\"null\"", "\"True\"", "\"no\""] {
+        assert!(
+            text.contains(&format!("      - {quoted} ")),
+            "{quoted}: {text}"
+        );
+    }
+    for plain in ["nullable", "a.null"] {
+        assert!(
+            text.contains(&format!("      - {plain} ")),
+            "{plain}: {text}"
+        );
+    }
+}
+
 #[test]
 fn an_answer_cannot_add_lines_or_terminal_escapes() {
     let report = serde_json::json!({"routes": [{

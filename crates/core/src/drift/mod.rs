@@ -354,6 +354,8 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "request_header",
         "http_header",
         "dns_name",
+        "time_zone",
+        "timezone",
     ];
     let words: Vec<&str> = snake.split('_').collect();
     FRAGMENTS.iter().any(|f| snake.contains(f))

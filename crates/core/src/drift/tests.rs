@@ -226,6 +226,8 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         "accept_language",
         "screen_resolution",
         "timezone",
+        "time_zone",
+        "userTimeZone",
         "websiteUrl",
         "landing_page_url",
         "geoip_city",
