@@ -7,6 +7,8 @@ fields each would forward (paths in drift syntax, array indexes as
 or the refusal. [`compare`] lists the differences as field paths only, never a value, and no
 refusal message (messages can quote request input), only status and code.
 */
+use std::collections::HashSet;
+
 use crate::filter::Transform;
 use crate::plan::Outgoing;
 use crate::Refusal;
@@ -351,9 +353,46 @@ pub fn compare(active: &Decision, shadow: &Decision) -> Vec<Difference> {
                     shadow: name(shadow),
                 });
             });
+            still_sent_containers(&mut out);
             out
         }
     }
+}
+
+/// An empty object or array that one side sends where the other sends it with members
+/// (`device: {}` against `device.f1`) goes to the partner either way: only its members differ,
+/// so it is neither removed nor added.
+fn still_sent_containers(out: &mut Vec<Difference>) {
+    let ancestors = |change: ShadowChange| -> HashSet<&str> {
+        let mut set = HashSet::new();
+        for path in out
+            .iter()
+            .filter(|d| d.change == change)
+            .flat_map(|d| &d.path)
+        {
+            for (at, _) in path.match_indices(['.', '[']) {
+                set.insert(&path[..at]);
+            }
+        }
+        set
+    };
+    let (beneath_added, beneath_removed) = (
+        ancestors(ShadowChange::FieldAdded),
+        ancestors(ShadowChange::FieldRemoved),
+    );
+    let keep: Vec<bool> = out
+        .iter()
+        .map(|d| {
+            let path = d.path.as_deref().unwrap_or_default();
+            match d.change {
+                ShadowChange::FieldRemoved => !beneath_added.contains(path),
+                ShadowChange::FieldAdded => !beneath_removed.contains(path),
+                _ => true,
+            }
+        })
+        .collect();
+    let mut keep = keep.into_iter();
+    out.retain(|_| keep.next().unwrap_or(true));
 }
 
 mod fields;

@@ -184,5 +184,6 @@ pub(super) fn compare_forwarded(active: &Forwarded, shadow: &Forwarded) -> Optio
         }
     }
     out.sort_by(|x, y| x.path.cmp(&y.path));
+    super::still_sent_containers(&mut out);
     Some(out)
 }

@@ -39,6 +39,29 @@ fn decide(policy: &Policy, body: &str) -> Decision {
 
 const BODY: &str = r#"{"order_id":"o-1","shipments":[{"name":"Ana Lima","email":"ana@example.com","card":"4111 1111 1111 1111"},{"name":"B","email":"b@example.com","card":"4000 0000 0000 0002"}]}"#;
 
+/// An empty object the active policy sends, which the candidate sends with a member: the
+/// object goes either way, only the member is added (and back the other way, only removed).
+#[test]
+fn an_emptied_object_still_sent_is_no_removed_field() {
+    let active = policy("order_id, device.model", "");
+    let shadow = policy("order_id, \"device.*\"", "");
+    let body = r#"{"order_id":"o-1","device":{"f1":1}}"#;
+    let listed = |a: &Policy, s: &Policy| -> Vec<(ShadowChange, String)> {
+        compare(&decide(a, body), &decide(s, body))
+            .into_iter()
+            .map(|d| (d.change, d.path.unwrap_or_default()))
+            .collect()
+    };
+    assert_eq!(
+        listed(&active, &shadow),
+        [(ShadowChange::FieldAdded, "device.f1".to_string())]
+    );
+    assert_eq!(
+        listed(&shadow, &active),
+        [(ShadowChange::FieldRemoved, "device.f1".to_string())]
+    );
+}
+
 #[test]
 fn field_differences_are_listed_once_per_path_without_values() {
     let active = policy(
