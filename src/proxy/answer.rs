@@ -108,9 +108,10 @@ pub fn caller_header(
     Ok(header)
 }
 
-/// Whether `value` contains `secret`, as sent or percent-decoded (a redirect's query carries a
-/// token URL-encoded: `+`, `/` and `=` of a base64 token become escapes), ASCII
-/// case-insensitively (a partner may echo it re-cased).
+/// Whether `value` contains `secret`, as sent or percent-decoded once or more (a redirect's
+/// query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become escapes, and a
+/// redirect nested in another's `?next=` is encoded twice), ASCII case-insensitively (a partner
+/// may echo it re-cased).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
     let holds = |text: &[u8]| {
         !secret.is_empty()
@@ -119,9 +120,23 @@ fn carries(value: &[u8], secret: &[u8]) -> bool {
                 .windows(secret.len())
                 .any(|w| w.eq_ignore_ascii_case(secret))
     };
-    holds(value)
-        || (value.contains(&b'%')
-            && holds(&percent_encoding::percent_decode(value).collect::<Vec<u8>>()))
+    if holds(value) {
+        return true;
+    }
+    if !value.contains(&b'%') {
+        return false;
+    }
+    let mut text = value.to_vec();
+    loop {
+        if holds(&text) {
+            return true;
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&text).collect();
+        if decoded.len() == text.len() {
+            return false; // nothing left to decode
+        }
+        text = decoded;
+    }
 }
 
 #[cfg(test)]

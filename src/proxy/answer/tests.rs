@@ -51,8 +51,12 @@ fn a_header_carrying_the_credential_percent_encoded_is_dropped() {
         ("location", "https://p.example/x?t=S3cr3t%2BTok%2Fen%3D%3D"),
         ("x-echo", "s3cr3t%2btok%2Fen%3d%3D"),
         ("etag", "\"S3cr3t%2BTok\""),
+        (
+            "x-next",
+            "https://idp.example/login?next=https%3A%2F%2Fp.example%2Fcb%3Ft%3DS3cr3t%252BTok%252Fen%253D%253D",
+        ),
     ]);
-    let route = vec!["x-echo".to_string()];
+    let route = vec!["x-echo".to_string(), "x-next".to_string()];
     let h = caller_header(&p, &route, Some("S3cr3t+Tok/en=="), Framing::Chunked).unwrap();
     assert_eq!(names(&h), vec!["content-type", "etag", "transfer-encoding"]);
 }

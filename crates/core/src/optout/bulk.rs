@@ -276,7 +276,8 @@ fn strictly_quoted(raw: &[u8]) -> bool {
     while let Some(&b) = raw.get(i) {
         i += 1;
         if !(field_start && b == b'"') {
-            field_start = b == b',';
+            // A record's bytes may start with the line ends skipped ahead of it.
+            field_start = matches!(b, b',' | b'\r' | b'\n');
             continue;
         }
         loop {

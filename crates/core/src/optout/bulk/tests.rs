@@ -300,6 +300,28 @@ fn csv_text_after_a_closing_quote_is_refused_not_glued_on() {
     }
     assert!(errors.contains("after its closing quote"), "{errors}");
     assert!(!errors.contains("4:") && !errors.contains("5:"), "{errors}");
+    // After CRLF line ends and blank lines alike; and a valid quoted field with `,"` in it
+    // passes there too.
+    for csv in [
+        &b"customer_id,scope\r\n\"ok\",partner_sharing\r\n\"b-32\"x,partner_sharing\r\n"[..],
+        b"customer_id,scope\n\n\"b-32\"x,partner_sharing\n",
+        b"customer_id,scope\r\n\r\n\"b-32\"x,partner_sharing\r\n",
+    ] {
+        let errors = parse(csv, Format::Csv).unwrap_err().to_string();
+        assert!(errors.contains("after its closing quote"), "{errors}");
+    }
+    let set = parse(
+        b"customer_id,scope\r\n\"a,\"\"b\",partner_sharing\r\n\r\n\"c\",\"partner_sharing\"\r\n",
+        Format::Csv,
+    )
+    .unwrap();
+    assert_eq!(
+        entries(&set),
+        [
+            e("a,\"b", &["partner_sharing"]),
+            e("c", &["partner_sharing"])
+        ]
+    );
     // A header with it is refused the same way.
     let errors = parse(b"\"customer_id\"x,scope\n", Format::Csv)
         .unwrap_err()
