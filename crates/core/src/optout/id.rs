@@ -47,6 +47,12 @@ static FORMAT_CHARACTER: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]").expect("a valid pattern")
 });
 
+/// Whether `text` holds an invisible format character ([`FORMAT_CHARACTER`]), which readers
+/// that apply NFKC_Casefold or IDNA mapping drop.
+pub(crate) fn has_invisible(text: &str) -> bool {
+    FORMAT_CHARACTER.is_match(text)
+}
+
 /// ASCII ids up to this length are re-cased on the stack by [`is_opted_out`].
 pub const CASE_BUFFER: usize = 128;
 
@@ -136,7 +142,7 @@ fn check_any_id(id: &str) -> Result<(), BadId> {
     if id.chars().any(char::is_control) {
         return Err(BadId::ControlCharacter);
     }
-    if FORMAT_CHARACTER.is_match(id) {
+    if has_invisible(id) {
         return Err(BadId::Invisible);
     }
     if id.starts_with(char::is_whitespace) || id.ends_with(char::is_whitespace) {

@@ -10,9 +10,10 @@ Rules (README "Requests through the gateway", plus the choices written down here
   of `/` `\` `.` or a control character (`%2f` `%5C` `%2E` `%00`, any case) are refused.
   A double-encoded escape (`%25` followed by two hex digits, e.g. `%252f`) is refused too: a
   partner that decodes twice would see the character the gateway refused.
-  A segment whose escapes are not UTF-8 is refused, and so is one that Unicode compatibility
-  normalisation (NFKC, which some servers apply) turns into `.` or `..` or gives a `/` or `\`
-  (fullwidth `．．` as `%EF%BC%8E%EF%BC%8E`, `／` as `%EF%BC%8F`).
+  A segment whose escapes are not UTF-8 is refused, and so is one that holds an invisible
+  format character, or that Unicode compatibility normalisation (NFKC, which some servers
+  apply) turns into `.` or `..` or gives a `/`, a `\` or an escape (fullwidth `．．` as
+  `%EF%BC%8E%EF%BC%8E`, `／` as `%EF%BC%8F`, `％2e` as `%EF%BC%852e`).
 - Escapes of unreserved characters (`ALPHA DIGIT - _ ~`) are decoded, so `/v1/ship%6dents` is
   `/v1/shipments`; every other escape is kept exactly as sent.
 - **Trailing slash**: one final `/` is kept and is significant. `/v1/shipments/` matches only a
@@ -150,9 +151,18 @@ fn check_decoded(segment: &str) -> Result<(), String> {
     if decoded.is_ascii() {
         return Ok(());
     }
+    if crate::optout::id::has_invisible(&decoded) {
+        return Err(format!(
+            "{segment:?} path segment is not allowed (it holds an invisible format character, which some readers drop)"
+        ));
+    }
     let folded: String = decoded.nfkc().collect();
     let read = folded.split(';').next().unwrap_or_default().trim();
-    if matches!(read, "." | "..") || folded.contains(['/', '\\']) {
+    let escape = folded
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    if matches!(read, "." | "..") || folded.contains(['/', '\\']) || escape {
         return Err(format!(
             "{segment:?} path segment is not allowed (Unicode normalisation makes it {folded:?})"
         ));

@@ -84,6 +84,17 @@ fn normalises_or_refuses_request_paths() {
         ("/v1/a%EF%BC%BCb", Err("makes it \"a\\\\b\"")),
         ("/v1/%C2%A0..%C2%A0/admin", Err("makes it")),
         ("/v1/a%EF%BC%8E%EF%BC%8E", Ok("/v1/a%EF%BC%8E%EF%BC%8E")),
+        (
+            "/v1/%EF%BC%852e%EF%BC%852e/admin",
+            Err("makes it \"%2e%2e\""),
+        ),
+        (
+            "/v1/%EF%BC%85%32%65%EF%BC%85%32%65/admin",
+            Err("makes it \"%2e%2e\""),
+        ),
+        ("/v1/%EF%BC%8E%E2%80%8B%EF%BC%8E/admin", Err("invisible")),
+        ("/v1/%EF%BC%8E%C2%AD%EF%BC%8E/admin", Err("invisible")),
+        ("/v1/%EF%BC%85zz", Ok("/v1/%EF%BC%85zz")),
     ];
     for (raw, expected) in cases {
         let got = normalize_path(raw);
