@@ -20,7 +20,10 @@ pub use fields::{disclosure, Disclosure, FieldChange};
 
 use crate::filter::FieldPath;
 use crate::filter::FilterSpec;
-use crate::policy::{env_name_shown, OptOutStoreConfig, Partner, Policy, Route};
+use crate::policy::{
+    env_name_shown, OptOutStoreConfig, Partner, Policy, Route, SecretVariable, API_CREDENTIAL,
+    PSEUDONYMISATION_KEY,
+};
 
 /// One effect of a policy change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -415,8 +418,10 @@ fn optout_staleness_changed(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
 /// A secret that must be each partner's own, in the variable it comes from.
 struct OwnSecret {
     change: &'static str,
+    /// As in [`SecretVariable::what`].
+    what: &'static str,
     env: fn(&Partner) -> Option<&String>,
-    /// What the partner gets with another partner's secret (`partner`, `other`).
+    /// What the partner gets with another secret (`partner`, the other's description).
     shared: fn(&str, &str) -> String,
     /// What it gets with a new secret of its own.
     own: &'static str,
@@ -425,38 +430,47 @@ struct OwnSecret {
 const OWN_SECRETS: [OwnSecret; 2] = [
     OwnSecret {
         change: "pseudonym_key_changed",
+        what: PSEUDONYMISATION_KEY,
         env: |p| p.pseudonymize_key_env.as_ref(),
         shared: |partner, other| {
-            format!("{partner} will receive pseudonyms made with {other}'s key, so the two can link their pseudonyms")
+            format!("{partner} will receive pseudonyms made with {other}: whoever holds it can make and link them")
         },
         own: "will receive pseudonyms made with another key",
     },
     OwnSecret {
         change: "credential_changed",
+        what: API_CREDENTIAL,
         env: |p| p.upstream_auth_source.as_ref().map(|c| &c.env),
-        shared: |partner, other| format!("{partner} will be sent {other}'s API credential"),
+        shared: |partner, other| format!("{partner} will be sent {other} as its API credential"),
         own: "will be sent another API credential",
     },
 ];
 
 /// The variables a partner's own secrets come from (pseudonymisation key, API credential).
-/// Another variable gives another secret; the variable of another partner, in the new policy
-/// or in the old one (that partner's secret as it stands, or whose pseudonyms it already holds),
-/// discloses more.
+/// Another variable of its own gives another secret; a variable that holds another secret, in
+/// the new policy or in the old one (another partner's key or credential, whose pseudonyms or
+/// access that partner already has; the gateway's admin token or ledger key; the partner's
+/// other secret), discloses more.
 fn own_secrets(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner, n: &Partner) {
+    let (old_vars, new_vars) = (policies.0.secret_variables(), policies.1.secret_variables());
     for secret in &OWN_SECRETS {
         let (before, after) = ((secret.env)(o), (secret.env)(n));
         let Some(name) = after.filter(|_| before != after) else {
             continue;
         };
-        let shared = [policies.1, policies.0]
-            .into_iter()
-            .flat_map(|p| p.partners.values())
-            .find(|p| p.id != n.id && (secret.env)(p) == Some(name));
+        let itself =
+            |v: &&SecretVariable<'_>| v.owner == Some(n.id.as_str()) && v.what == secret.what;
+        let shared = new_vars
+            .iter()
+            .chain(&old_vars)
+            .find(|v| v.env == name.as_str() && !itself(v));
         let was = before.map_or("none", |b| env_name_shown(b));
         let name = env_name_shown(name);
         let text = match shared {
-            Some(other) => format!("{} ({name}, was {was})", (secret.shared)(&n.id, &other.id)),
+            Some(other) => format!(
+                "{} ({name}, was {was})",
+                (secret.shared)(&n.id, &other.describe())
+            ),
             None => format!("{} {} (in {name} instead of {was})", n.id, secret.own),
         };
         b.push(

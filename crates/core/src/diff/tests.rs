@@ -489,12 +489,17 @@ fn two_with_credentials(envs: [&str; 2]) -> Policy {
 }
 
 /// A policy of the partners `acme` and `bolt`, from their files' text.
-fn two_contractors([acme, bolt]: [String; 2]) -> Policy {
+fn two_contractors(partners: [String; 2]) -> Policy {
+    policy_of(GATEWAY, partners)
+}
+
+/// [`two_contractors`] under the gateway file `gateway`.
+fn policy_of(gateway: &str, [acme, bolt]: [String; 2]) -> Policy {
     let source = PolicySource {
         dir: "policy".into(),
         gateway: SourceFile {
             path: "policy/gateway.yaml".into(),
-            text: GATEWAY.into(),
+            text: gateway.into(),
         },
         partners: vec![
             SourceFile {
@@ -518,7 +523,9 @@ fn taking_another_partners_pseudonymisation_key_discloses_more() {
     let shared = diff(&old, &two_pseudonymising(["BOLT_KEY", "BOLT_KEY"]));
     assert_eq!(kinds(&shared), [("pseudonym_key_changed", true)]);
     assert!(
-        shared.changes[0].text.contains("bolt's key"),
+        shared.changes[0]
+            .text
+            .contains("bolt's pseudonymisation key"),
         "{}",
         shared.changes[0].text
     );
@@ -553,6 +560,38 @@ fn sending_a_partner_another_partners_credential_discloses_more() {
     // The variable bolt used before: bolt's credential as it stands.
     let was_bolts = diff(&old, &two_with_credentials(["BOLT_TOKEN", "BOLT_TOKEN_2"]));
     assert!(was_bolts.discloses_more, "{:#?}", was_bolts.changes);
+}
+
+/// A partner's credential or key taken from a variable that holds another kind of secret: the
+/// gateway's admin token or ledger key, another partner's key, or its own other secret.
+#[test]
+fn a_secret_of_another_kind_as_a_partners_credential_or_key_discloses_more() {
+    let gateway_secrets = GATEWAY.replace(
+        "optouts:",
+        "admin_token_env: ADMIN_TOKEN\nledger: { path: data/ledger, subject_key_env: LEDGER_KEY }\noptouts:",
+    );
+    let with = |acme_env: &str| {
+        let acme = contractor("order_id", "customer_id: pseudonymize", "orders")
+            + "pseudonymize_key_env: ACME_KEY\n"
+            + &format!("upstream_auth: {{ header: authorization, env: {acme_env} }}\n");
+        let bolt = contractor("order_id", "customer_id: pseudonymize", "orders")
+            + "pseudonymize_key_env: BOLT_KEY\n";
+        policy_of(&gateway_secrets, [acme, bolt])
+    };
+    for (env, says) in [
+        ("ADMIN_TOKEN", "the gateway's admin token"),
+        ("LEDGER_KEY", "the gateway's ledger key"),
+        ("BOLT_KEY", "bolt's pseudonymisation key"),
+        ("ACME_KEY", "acme's pseudonymisation key"),
+    ] {
+        let d = diff(&with("ACME_TOKEN"), &with(env));
+        assert_eq!(kinds(&d), [("credential_changed", true)], "{env}");
+        assert!(
+            d.changes[0].text.contains(says),
+            "{env}: {}",
+            d.changes[0].text
+        );
+    }
 }
 
 /// The fixit routes: a literal `bulk` route beside the `{id}` template (literal routes win

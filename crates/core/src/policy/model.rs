@@ -21,6 +21,93 @@ pub struct Policy {
     pub partners: BTreeMap<String, Arc<Partner>>,
 }
 
+/// One variable the policy reads a secret from: who it belongs to and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretVariable<'a> {
+    pub env: &'a str,
+    /// The partner whose secret it is; `None` for the gateway's own.
+    pub owner: Option<&'a str>,
+    /// `pseudonymisation key`, `API credential`, `admin token`, ...
+    pub what: &'static str,
+    /// The secret itself, where it was read (serve), to tell two variables holding one value.
+    pub value: Option<&'a [u8]>,
+}
+
+impl SecretVariable<'_> {
+    /// `acme's API credential`, `the gateway's admin token`.
+    pub fn describe(&self) -> String {
+        match self.owner {
+            Some(id) => format!("{id}'s {}", self.what),
+            None => format!("the gateway's {}", self.what),
+        }
+    }
+}
+
+/// What a partner's pseudonymisation key is called in [`SecretVariable::what`].
+pub const PSEUDONYMISATION_KEY: &str = "pseudonymisation key";
+/// What a partner's `upstream_auth` secret is called in [`SecretVariable::what`].
+pub const API_CREDENTIAL: &str = "API credential";
+
+impl Policy {
+    /// Every variable the policy reads a secret from: the gateway's first, then each
+    /// partner's pseudonymisation key and API credential. Each secret must serve one purpose:
+    /// a partner sent a variable that holds another secret (another partner's credential or
+    /// key, the admin token, the ledger key) would hold that secret.
+    pub fn secret_variables<'a>(&'a self) -> Vec<SecretVariable<'a>> {
+        let g = &self.gateway;
+        let var = |env: &'a String, owner: Option<&'a str>, what, value: Option<&'a [u8]>| {
+            SecretVariable {
+                env,
+                owner,
+                what,
+                value,
+            }
+        };
+        let postgres = match &g.optouts {
+            Some(OptOutStoreConfig::Postgres(pg)) => Some(&pg.url_env),
+            _ => None,
+        };
+        let mut vars: Vec<SecretVariable<'a>> = [
+            g.admin_token_env
+                .as_ref()
+                .map(|e| var(e, None, "admin token", None)),
+            g.ledger.as_ref().map(|l| {
+                var(
+                    &l.subject_key_env,
+                    None,
+                    "ledger key",
+                    l.subject_key.as_deref(),
+                )
+            }),
+            g.callers.as_ref().and_then(|c| {
+                let e = c.hs256_secret_env.as_ref()?;
+                Some(var(
+                    e,
+                    None,
+                    "caller HS256 secret",
+                    c.hs256_secret.as_deref(),
+                ))
+            }),
+            postgres.map(|e| var(e, None, "opt-out database URL", None)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for p in self.partners.values() {
+            let owner = Some(p.id.as_str());
+            if let Some(env) = &p.pseudonymize_key_env {
+                let value = p.pseudonymize_key.as_deref();
+                vars.push(var(env, owner, PSEUDONYMISATION_KEY, value));
+            }
+            if let Some(source) = &p.upstream_auth_source {
+                let value = p.upstream_auth.as_ref().map(|a| a.secret.as_bytes());
+                vars.push(var(&source.env, owner, API_CREDENTIAL, value));
+            }
+        }
+        vars
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,

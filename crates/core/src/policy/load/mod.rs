@@ -36,7 +36,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
-use super::model::{Partner, Policy};
+use super::model::{Policy, SecretVariable, PSEUDONYMISATION_KEY};
 use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
@@ -201,20 +201,23 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
         }
     }
 
-    shared_secrets(source, &seen, &partners, &mut d);
     d.errors
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
-    d.warnings
-        .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     match gateway {
-        Some(gateway) if d.errors.is_empty() => Ok(Loaded {
-            policy: Policy {
+        Some(gateway) if d.errors.is_empty() => {
+            let policy = Policy {
                 version: policy_version(source),
                 gateway,
                 partners,
-            },
-            warnings: d.warnings,
-        }),
+            };
+            shared_secrets(source, &seen, &policy, &mut d);
+            d.warnings
+                .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+            Ok(Loaded {
+                policy,
+                warnings: d.warnings,
+            })
+        }
         _ if d.errors.is_empty() => Err(vec![Diagnostic {
             file: source.gateway.path.clone(),
             line: 1,
@@ -224,66 +227,63 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
     }
 }
 
-/// Secrets that must be each partner's own, warned about at the later partner's line when two
-/// partners name the same variable or their variables hold the same value (a warning, not an
-/// error: test and staging setups often share them, and refusing them would stop a gateway at
-/// a restart):
-/// - the pseudonymisation key (`pseudonymize_key_env`): with one key two partners can link
-///   their pseudonyms;
-/// - the API credential (`upstream_auth`): each partner would be sent the other's.
+/// Each secret needs a variable of its own ([`Policy::secret_variables`]), warned about at the
+/// later partner's line when a partner's secret comes from the same variable as an earlier
+/// secret, or (where secrets are read: `serve`) holds the same value. A warning, not an error:
+/// test and staging setups often share them, and refusing them would stop a gateway at a
+/// restart.
+/// - two partners with one pseudonymisation key can link their pseudonyms;
+/// - two partners with one API credential each hold the other's;
+/// - a partner's credential or key that is another secret (the admin token, the ledger key,
+///   another partner's key or credential, its own key) puts that secret where it does not belong.
 fn shared_secrets(
     source: &PolicySource,
     files: &BTreeMap<String, String>,
-    partners: &BTreeMap<String, Arc<Partner>>,
+    policy: &Policy,
     d: &mut Diags,
 ) {
-    type Secret = fn(&Partner) -> (Option<&String>, Option<&[u8]>);
-    let key: Secret = |p| {
-        (
-            p.pseudonymize_key_env.as_ref(),
-            p.pseudonymize_key.as_deref(),
-        )
-    };
-    let credential: Secret = |p| {
-        let value = p.upstream_auth.as_ref().map(|a| a.secret.as_bytes());
-        (p.upstream_auth_source.as_ref().map(|c| &c.env), value)
-    };
-    let shared_key = |other, how| partner::InvalidPartner::SharedKey { other, how };
-    let shared_credential = |other, how| partner::InvalidPartner::SharedCredential { other, how };
-    for (line_key, secret, problem) in [
-        (
-            "pseudonymize_key_env",
-            key,
-            &shared_key as &dyn Fn(String, &'static str) -> _,
-        ),
-        ("upstream_auth", credential, &shared_credential),
-    ] {
-        let mut first: Vec<(&str, &Partner)> = Vec::new();
-        for (id, partner) in partners {
-            let (Some(name), value) = secret(partner) else {
-                continue;
-            };
-            let shared = first.iter().find_map(|(other, o)| {
-                let (other_name, other_value) = secret(o);
-                let how = if other_name == Some(name) {
-                    "the same variable"
-                } else if value.is_some() && other_value == value {
-                    "the same value"
-                } else {
-                    return None;
-                };
-                Some(problem(other.to_string(), how))
-            });
-            match shared {
-                Some(problem) => {
-                    let path = files.get(id).cloned().unwrap_or_default();
-                    let text = source.partners.iter().find(|f| f.path == path);
-                    let line = text.map_or(1, |f| key_line(&f.text, line_key));
-                    d.warn(&path, line, problem);
+    let vars = policy.secret_variables();
+    for (i, var) in vars.iter().enumerate() {
+        let Some(owner) = var.owner else {
+            continue;
+        };
+        let same = |o: &&SecretVariable<'_>| {
+            o.env == var.env || (var.value.is_some_and(|v| !v.is_empty()) && o.value == var.value)
+        };
+        let Some(other) = vars[..i].iter().find(same) else {
+            continue;
+        };
+        let how = if other.env == var.env {
+            "the same variable"
+        } else {
+            "the same value"
+        };
+        let problem = match (other.owner, var.what) {
+            (Some(o), PSEUDONYMISATION_KEY) if other.what == var.what => {
+                partner::InvalidPartner::SharedKey {
+                    other: o.to_string(),
+                    how,
                 }
-                None => first.push((id, partner)),
             }
-        }
+            (Some(o), _) if other.what == var.what => partner::InvalidPartner::SharedCredential {
+                other: o.to_string(),
+                how,
+            },
+            _ => partner::InvalidPartner::SecretReused {
+                what: var.what,
+                other: other.describe(),
+                how,
+            },
+        };
+        let key = if var.what == PSEUDONYMISATION_KEY {
+            "pseudonymize_key_env"
+        } else {
+            "upstream_auth"
+        };
+        let path = files.get(owner).cloned().unwrap_or_default();
+        let text = source.partners.iter().find(|f| f.path == path);
+        let line = text.map_or(1, |f| key_line(&f.text, key));
+        d.warn(&path, line, problem);
     }
 }
 

@@ -52,6 +52,14 @@ pub(super) enum InvalidPartner {
         "partner {other:?} is sent the same credential ({how}): each partner would hold the other's API credential"
     )]
     SharedCredential { other: String, how: &'static str },
+    #[error(
+        "this partner's {what} comes from {how} as {other}: a secret sent or used here would be that one too; give each secret a variable of its own"
+    )]
+    SecretReused {
+        what: &'static str,
+        other: String,
+        how: &'static str,
+    },
     #[error("{0}")]
     Scope(String),
     #[error(

@@ -1111,6 +1111,35 @@ fn two_partners_sent_one_credential_are_warned_about() {
     assert!(shared(&source(GATEWAY, &two), Some(&secrets("t-2"))).is_empty());
 }
 
+/// A partner's credential or key read from the variable of another kind of secret (its own
+/// key, the gateway's admin token, another partner's key) is warned about at its line.
+#[test]
+fn a_secret_of_another_kind_as_a_partners_credential_is_warned_about() {
+    let reused = |gateway: &str, partner: &str| -> Vec<String> {
+        let loaded = load(&source(gateway, &[("acme-ship.yaml", partner)]), None).expect("loads");
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("comes from"))
+            .collect()
+    };
+    let own_key = CONTRACTOR.replace("env: ACME_TOKEN", "env: ACME_KEY");
+    assert_eq!(
+        reused(GATEWAY, &own_key),
+        vec!["policy/partners/acme-ship.yaml:14: this partner's API credential comes from the same variable as acme-ship's pseudonymisation key: a secret sent or used here would be that one too; give each secret a variable of its own"]
+    );
+    let admin = CONTRACTOR.replace("env: ACME_TOKEN", "env: ADMIN_TOKEN");
+    let gateway = format!("{GATEWAY}admin_token_env: ADMIN_TOKEN\n");
+    let warnings = reused(&gateway, &admin);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("the gateway's admin token"),
+        "{warnings:?}"
+    );
+    assert!(reused(&gateway, CONTRACTOR).is_empty());
+}
+
 /// A path both allowed and transformed is two entries of the route's fields (indexed like the
 /// filter's counts), but one disclosed field: counted once per value, not twice.
 #[test]
