@@ -572,11 +572,7 @@ fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let (record, outcome) = record_and_outcome(&s.gateway);
-    let lines = ledger_lines(&s.gateway);
-    let batches: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l.get("subjects_of") == Some(&record["seq"]))
-        .collect();
+    let batches = subjects_lines(&s.gateway, &record);
     assert_eq!(batches.len(), N / 4096, "{}", batches.len());
     let mut all: Vec<String> = Vec::new();
     for list in batches
@@ -627,11 +623,7 @@ fn long_customer_ids_go_to_the_ledger_before_they_pile_up() {
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let (record, outcome) = record_and_outcome(&s.gateway);
-    let lines = ledger_lines(&s.gateway);
-    let batches: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l.get("subjects_of") == Some(&record["seq"]))
-        .collect();
+    let batches = subjects_lines(&s.gateway, &record);
     assert_eq!(batches.len(), 1, "{batches:?}");
     let mut first: Vec<String> = (0..3).map(|i| hmac(&id(i))).collect();
     first.sort();
@@ -639,6 +631,14 @@ fn long_customer_ids_go_to_the_ledger_before_they_pile_up() {
     let mut rest: Vec<String> = (3..5).map(|i| hmac(&id(i))).collect();
     rest.sort();
     assert_eq!(outcome["subjects"], serde_json::json!(rest));
+}
+
+/// The subjects lines of the stream whose record is `record`.
+fn subjects_lines(gateway: &Gateway, record: &Value) -> Vec<Value> {
+    ledger_lines(gateway)
+        .into_iter()
+        .filter(|l| l.get("subjects_of") == Some(&record["seq"]))
+        .collect()
 }
 
 /// A subjects line that cannot be written (here: the ledger file deleted under the gateway)

@@ -1034,17 +1034,20 @@ fn slow_client_limits_and_token_lifetime_have_defaults_and_refuse_zero() {
     }
 }
 
+/// The warnings of a policy that loads, those that say `needle`.
+fn warnings_saying(src: &PolicySource, env: Option<&dyn Env>, needle: &str) -> Vec<String> {
+    let loaded = load(src, env).expect("loads");
+    loaded
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .filter(|w| w.contains(needle))
+        .collect()
+}
+
 #[test]
 fn two_partners_sharing_a_pseudonymisation_key_are_warned_about() {
-    let shared = |src: &PolicySource, env: Option<&dyn Env>| -> Vec<String> {
-        let loaded = load(src, env).expect("loads");
-        loaded
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .filter(|w| w.contains("same key"))
-            .collect()
-    };
+    let shared = |src: &PolicySource, env: Option<&dyn Env>| warnings_saying(src, env, "same key");
     let other = CONTRACTOR.replace("ACME_KEY", "OTHER_KEY");
     let one = [("acme-ship.yaml", CONTRACTOR), ("b-ship.yaml", CONTRACTOR)];
     assert_eq!(
@@ -1076,15 +1079,8 @@ fn two_partners_sharing_a_pseudonymisation_key_are_warned_about() {
 
 #[test]
 fn two_partners_sent_one_credential_are_warned_about() {
-    let shared = |src: &PolicySource, env: Option<&dyn Env>| -> Vec<String> {
-        let loaded = load(src, env).expect("loads");
-        loaded
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .filter(|w| w.contains("same credential"))
-            .collect()
-    };
+    let shared =
+        |src: &PolicySource, env: Option<&dyn Env>| warnings_saying(src, env, "same credential");
     let one = [("acme-ship.yaml", CONTRACTOR), ("b-ship.yaml", CONTRACTOR)];
     assert_eq!(
         shared(&source(GATEWAY, &one), None),
@@ -1115,14 +1111,12 @@ fn two_partners_sent_one_credential_are_warned_about() {
 /// key, the gateway's admin token, another partner's key) is warned about at its line.
 #[test]
 fn a_secret_of_another_kind_as_a_partners_credential_is_warned_about() {
-    let reused = |gateway: &str, partner: &str| -> Vec<String> {
-        let loaded = load(&source(gateway, &[("acme-ship.yaml", partner)]), None).expect("loads");
-        loaded
-            .warnings
-            .iter()
-            .map(ToString::to_string)
-            .filter(|w| w.contains("comes from"))
-            .collect()
+    let reused = |gateway: &str, partner: &str| {
+        warnings_saying(
+            &source(gateway, &[("acme-ship.yaml", partner)]),
+            None,
+            "comes from",
+        )
     };
     let own_key = CONTRACTOR.replace("env: ACME_TOKEN", "env: ACME_KEY");
     assert_eq!(
