@@ -564,14 +564,7 @@ fn a_long_streams_customers_go_to_the_ledger_as_they_gather() {
                 .into_bytes()
         })
         .collect();
-    let r = stream_request(
-        s.gateway.addr,
-        "/ads/v1/contacts",
-        "application/x-ndjson",
-        body.into_iter(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let (record, outcome) = record_and_outcome(&s.gateway);
+    let (record, outcome) = streamed_to_contacts(&s, body);
     let batches = subjects_lines(&s.gateway, &record);
     assert_eq!(batches.len(), N / 4096, "{}", batches.len());
     let mut all: Vec<String> = Vec::new();
@@ -615,14 +608,7 @@ fn long_customer_ids_go_to_the_ledger_before_they_pile_up() {
     let body: Vec<Vec<u8>> = (0..5)
         .map(|i| format!("{{\"customer_id\":\"{}\",\"city\":\"Ulm\"}}\n", id(i)).into_bytes())
         .collect();
-    let r = stream_request(
-        s.gateway.addr,
-        "/ads/v1/contacts",
-        "application/x-ndjson",
-        body.into_iter(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let (record, outcome) = record_and_outcome(&s.gateway);
+    let (record, outcome) = streamed_to_contacts(&s, body);
     let batches = subjects_lines(&s.gateway, &record);
     assert_eq!(batches.len(), 1, "{batches:?}");
     let mut first: Vec<String> = (0..3).map(|i| hmac(&id(i))).collect();
@@ -631,6 +617,18 @@ fn long_customer_ids_go_to_the_ledger_before_they_pile_up() {
     let mut rest: Vec<String> = (3..5).map(|i| hmac(&id(i))).collect();
     rest.sort();
     assert_eq!(outcome["subjects"], serde_json::json!(rest));
+}
+
+/// Streams `body` to the contacts route, which forwards it (200): its ledger record and outcome.
+fn streamed_to_contacts(s: &Setup, body: Vec<Vec<u8>>) -> (Value, Value) {
+    let r = stream_request(
+        s.gateway.addr,
+        "/ads/v1/contacts",
+        "application/x-ndjson",
+        body.into_iter(),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    record_and_outcome(&s.gateway)
 }
 
 /// The subjects lines of the stream whose record is `record`.
