@@ -108,10 +108,14 @@ pub fn caller_header(
     Ok(header)
 }
 
-/// Whether `value` contains `secret`, as sent or percent-decoded once or more (a redirect's
-/// query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become escapes, and a
-/// redirect nested in another's `?next=` is encoded twice), ASCII case-insensitively (a partner
-/// may echo it re-cased).
+/// Percent-encodings undone when looking for the credential in an answer header: a redirect
+/// nested in another's `?next=` is encoded twice. Bounded, so that a header of `%2525…` costs
+/// a few passes over it, not one per escape.
+const DECODE_PASSES: usize = 4;
+
+/// Whether `value` contains `secret`, as sent or percent-decoded up to [`DECODE_PASSES`] times
+/// (a redirect's query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become
+/// escapes), ASCII case-insensitively (a partner may echo it re-cased).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
     let holds = |text: &[u8]| {
         !secret.is_empty()
@@ -127,16 +131,17 @@ fn carries(value: &[u8], secret: &[u8]) -> bool {
         return false;
     }
     let mut text = value.to_vec();
-    loop {
-        if holds(&text) {
-            return true;
-        }
+    for _ in 0..DECODE_PASSES {
         let decoded: Vec<u8> = percent_encoding::percent_decode(&text).collect();
         if decoded.len() == text.len() {
             return false; // nothing left to decode
         }
+        if holds(&decoded) {
+            return true;
+        }
         text = decoded;
     }
+    false
 }
 
 #[cfg(test)]

@@ -53,6 +53,11 @@ pub(crate) fn has_invisible(text: &str) -> bool {
     FORMAT_CHARACTER.is_match(text)
 }
 
+/// `text` as readers that drop invisible format characters see it.
+pub(crate) fn without_invisible(text: &str) -> Cow<'_, str> {
+    FORMAT_CHARACTER.replace_all(text, "")
+}
+
 /// ASCII ids up to this length are re-cased on the stack by [`is_opted_out`].
 pub const CASE_BUFFER: usize = 128;
 

@@ -10,9 +10,9 @@ Rules (README "Requests through the gateway", plus the choices written down here
   of `/` `\` `.` or a control character (`%2f` `%5C` `%2E` `%00`, any case) are refused.
   A double-encoded escape (`%25` followed by two hex digits, e.g. `%252f`) is refused too: a
   partner that decodes twice would see the character the gateway refused.
-  A segment whose escapes are not UTF-8 is refused, and so is one that holds an invisible
-  format character, or that Unicode compatibility normalisation (NFKC, which some servers
-  apply) turns into `.` or `..` or gives a `/`, a `\` or an escape (fullwidth `．．` as
+  A segment whose escapes are not UTF-8 is refused, and so is one that Unicode compatibility
+  normalisation (NFKC, which some servers apply), with invisible format characters dropped,
+  turns into `.` or `..` or gives a `/`, a `\` or an escape (fullwidth `．．` as
   `%EF%BC%8E%EF%BC%8E`, `／` as `%EF%BC%8F`, `％2e` as `%EF%BC%852e`).
 - Escapes of unreserved characters (`ALPHA DIGIT - _ ~`) are decoded, so `/v1/ship%6dents` is
   `/v1/shipments`; every other escape is kept exactly as sent.
@@ -139,9 +139,10 @@ fn check_segments(path: &str) -> Result<(), String> {
 }
 
 /// A segment's escapes must decode to UTF-8 (an overlong `%C0%AE` was `.` to lenient decoders),
-/// and the decoded text must not turn into `.`, `..` or a `/` or `\` under Unicode
-/// compatibility normalisation (NFKC), which some servers and frameworks apply to paths:
-/// fullwidth `%EF%BC%8E%EF%BC%8E` (`．．`) is `..` there, `%EF%BC%8F` (`／`) a `/`.
+/// and the decoded text, with invisible format characters dropped, must not turn into `.`,
+/// `..`, a `/`, a `\` or an escape under Unicode compatibility normalisation (NFKC), which
+/// some servers and frameworks apply to paths: fullwidth `%EF%BC%8E%EF%BC%8E` (`．．`) is `..`
+/// there, `%EF%BC%8F` (`／`) a `/`, `．` zero-width space `．` is `..` once the space is dropped.
 fn check_decoded(segment: &str) -> Result<(), String> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
@@ -151,12 +152,12 @@ fn check_decoded(segment: &str) -> Result<(), String> {
     if decoded.is_ascii() {
         return Ok(());
     }
-    if crate::optout::id::has_invisible(&decoded) {
-        return Err(format!(
-            "{segment:?} path segment is not allowed (it holds an invisible format character, which some readers drop)"
-        ));
-    }
-    let folded: String = decoded.nfkc().collect();
+    // Read as the most lenient server would: invisible format characters dropped (a
+    // zero-width joiner is part of ordinary Persian or emoji text, so it is not refused
+    // as such), then NFKC.
+    let folded: String = crate::optout::id::without_invisible(&decoded)
+        .nfkc()
+        .collect();
     let read = folded.split(';').next().unwrap_or_default().trim();
     let escape = folded
         .as_bytes()
