@@ -131,6 +131,7 @@ pub fn diff_with(old: &Policy, new: &Policy, files: &FileId<'_>) -> PolicyDiff {
     body_limits_changed(&mut b, old, new);
     optout_store_changed(&mut b, old, new);
     caller_trust(&mut b, old, new);
+    gateway_secrets_shared(&mut b, old, new);
     let ids: BTreeSet<&String> = old.partners.keys().chain(new.partners.keys()).collect();
     for id in ids {
         match (old.partners.get(id), new.partners.get(id)) {
@@ -482,6 +483,45 @@ fn own_secrets(b: &mut Builder<'_>, policies: (&Policy, &Policy), o: &Partner, n
             shared.is_some(),
             text,
         );
+    }
+}
+
+/// A gateway secret (admin token, ledger key, caller HS256 secret, opt-out database URL) whose
+/// variable a partner's key or credential now also reads, where it did not before, because the
+/// gateway's variable changed (a partner's own change is [`own_secrets`]): the partner is sent,
+/// or pseudonymises with, that secret.
+fn gateway_secrets_shared(b: &mut Builder<'_>, old: &Policy, new: &Policy) {
+    let (old_vars, new_vars) = (old.secret_variables(), new.secret_variables());
+    let same_place = |v: &SecretVariable<'_>, vars: &[SecretVariable<'_>]| {
+        vars.iter()
+            .any(|o| o.owner == v.owner && o.what == v.what && o.env == v.env)
+    };
+    for gateway in new_vars.iter().filter(|v| v.owner.is_none()) {
+        let partners = new_vars
+            .iter()
+            .filter(|v| v.owner.is_some() && v.env == gateway.env);
+        for partner in partners {
+            // Shared before already, or the partner's own variable changed (reported there).
+            let before = same_place(gateway, &old_vars) || !same_place(partner, &old_vars);
+            if before {
+                continue;
+            }
+            let id = partner.owner.unwrap_or_default();
+            b.push(
+                id,
+                None,
+                "secret_shared",
+                None,
+                (None, Some(env_name_shown(gateway.env).to_string())),
+                true,
+                format!(
+                    "{} now reads {}'s variable ({}): {id} is sent or pseudonymises with it",
+                    gateway.describe(),
+                    partner.describe(),
+                    env_name_shown(gateway.env)
+                ),
+            );
+        }
     }
 }
 

@@ -562,6 +562,53 @@ fn sending_a_partner_another_partners_credential_discloses_more() {
     assert!(was_bolts.discloses_more, "{:#?}", was_bolts.changes);
 }
 
+/// The gateway's admin token or ledger key moved into a partner's variable: the partner is sent,
+/// or pseudonymises with, it.
+#[test]
+fn a_gateway_secret_moved_into_a_partners_variable_discloses_more() {
+    let partners = || {
+        let acme = contractor("order_id", "customer_id: pseudonymize", "orders")
+            + "pseudonymize_key_env: ACME_KEY\nupstream_auth: { header: authorization, env: ACME_TOKEN }\n";
+        let bolt = contractor("order_id", "", "orders");
+        [acme, bolt]
+    };
+    let gateway = |admin: &str, ledger: &str| {
+        GATEWAY.replace(
+            "optouts:",
+            &format!("admin_token_env: {admin}\nledger: {{ path: data/ledger, subject_key_env: {ledger} }}\noptouts:"),
+        )
+    };
+    let old = policy_of(&gateway("ADMIN_TOKEN", "LEDGER_KEY"), partners());
+    for (admin, ledger, says) in [
+        (
+            "ACME_TOKEN",
+            "LEDGER_KEY",
+            "the gateway's admin token now reads acme's API credential",
+        ),
+        (
+            "ADMIN_TOKEN",
+            "ACME_KEY",
+            "the gateway's ledger key now reads acme's pseudonymisation key",
+        ),
+    ] {
+        let d = diff(&old, &policy_of(&gateway(admin, ledger), partners()));
+        assert!(d.discloses_more, "{admin} {ledger}: {:#?}", d.changes);
+        assert!(
+            d.changes
+                .iter()
+                .any(|c| c.change == "secret_shared" && c.text.contains(says)),
+            "{:#?}",
+            d.changes
+        );
+    }
+    // Its own new variable: nothing more.
+    let d = diff(
+        &old,
+        &policy_of(&gateway("ADMIN_TOKEN_2", "LEDGER_KEY"), partners()),
+    );
+    assert!(!d.discloses_more, "{:#?}", d.changes);
+}
+
 /// A partner's credential or key taken from a variable that holds another kind of secret: the
 /// gateway's admin token or ledger key, another partner's key, or its own other secret.
 #[test]
