@@ -140,7 +140,8 @@ fn check_segments(path: &str) -> Result<(), String> {
 
 /// A segment's escapes must decode to UTF-8 (an overlong `%C0%AE` was `.` to lenient decoders),
 /// and the decoded text, with invisible format characters dropped, must not turn into `.`,
-/// `..`, a `/`, a `\` or an escape under Unicode compatibility normalisation (NFKC), which
+/// `..`, an empty segment (blanks and `;parameters` cut as `as_servers_read` cuts them), a
+/// `/`, a `\` or an escape under Unicode compatibility normalisation (NFKC), which
 /// some servers and frameworks apply to paths: fullwidth `%EF%BC%8E%EF%BC%8E` (`．．`) is `..`
 /// there, `%EF%BC%8F` (`／`) a `/`, `．` zero-width space `．` is `..` once the space is dropped.
 fn check_decoded(segment: &str) -> Result<(), String> {
@@ -163,7 +164,7 @@ fn check_decoded(segment: &str) -> Result<(), String> {
         .as_bytes()
         .windows(3)
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
-    if matches!(read, "." | "..") || folded.contains(['/', '\\']) || escape {
+    if matches!(read, "" | "." | "..") || folded.contains(['/', '\\']) || escape {
         return Err(format!(
             "{segment:?} path segment is not allowed (Unicode normalisation makes it {folded:?})"
         ));

@@ -103,6 +103,12 @@ fn normalises_or_refuses_request_paths() {
             Ok("/v1/%D9%85%DB%8C%E2%80%8C%D8%AE%D9%88%D8%A7%D9%87%D9%85"),
         ),
         ("/v1/%E2%9D%A4%EF%B8%8F", Ok("/v1/%E2%9D%A4%EF%B8%8F")),
+        // Read as empty once invisible characters and blanks are dropped, or `;` cut.
+        ("/v1/tickets/%E2%80%8B", Err("makes it \"\"")),
+        ("/v1/tickets/%C2%A0", Err("makes it")),
+        ("/v1/tickets/%E3%80%80", Err("makes it")),
+        ("/v1/tickets/%EF%BC%9Bjsessionid=1", Err("makes it")),
+        ("/v1/tickets/%E2%80%8B%3Bx", Err("makes it")),
         ("/v1/%EF%BC%85zz", Ok("/v1/%EF%BC%85zz")),
     ];
     for (raw, expected) in cases {
