@@ -230,6 +230,12 @@ pub fn plan_noting(
     // In the gateway's order: what the head decides, then the body's size (a stream's limit is
     // per line, checked line by line).
     head::check_head(target, incoming.headers, !incoming.body.is_empty())?;
+    if !partner.honor_optouts.is_empty() && matches!(optouts, OptOuts::NotLoaded) {
+        // Whatever the request names: even one that names no customer would reach a partner
+        // that may only get data of customers who did not opt out, while the gateway cannot
+        // tell who did.
+        return Err(Refusal::new(RefusalKind::NotReady, OPTOUTS_NOT_LOADED));
+    }
     let coding = framing::check_codings(incoming.headers, &route.decode)?;
     if route.stream.is_none() {
         framing::check_body_size(incoming.body, limits)?;

@@ -73,9 +73,7 @@ pub fn plan_stream_head(
     }
     super::check_head(target, incoming_headers, true)?;
     let legal_basis = legal_basis::legal_basis(partner, incoming_headers)?;
-    let honours = !partner.honor_optouts.is_empty()
-        && route.filter.as_ref().is_some_and(|p| p.has_subjects());
-    if honours && matches!(optouts, OptOuts::NotLoaded) {
+    if !partner.honor_optouts.is_empty() && matches!(optouts, OptOuts::NotLoaded) {
         return Err(Refusal::new(RefusalKind::NotReady, OPTOUTS_NOT_LOADED));
     }
     let (headers, _) = headers::forward_headers(

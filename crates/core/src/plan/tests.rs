@@ -411,6 +411,37 @@ fn body_step_drops_opted_out_records_and_refuses_without_the_set() {
     }
 }
 
+/// While opt-outs are not loaded, every request to a partner that honours them is refused,
+/// whether or not it names a customer (an empty body, a route without ids); a contractor, which
+/// honours none, is served.
+#[test]
+fn a_partner_honouring_opt_outs_gets_nothing_while_they_are_not_loaded() {
+    let policy = policy();
+    let list = [("content-type", "application/json")];
+    for (method, path, body) in [
+        ("POST", "/ads/v1/customers", ""),
+        ("GET", "/ads/v1/customers/c-1", ""),
+        ("GET", "/ads/v1/lookup", ""),
+    ] {
+        let t = target(&policy, method, path);
+        let incoming = Incoming {
+            query: None,
+            headers: &list,
+            body: body.as_bytes(),
+        };
+        let got = plan(&t, &incoming, &Limits::default(), OptOuts::NotLoaded, false);
+        assert_eq!(code(&got), "not_ready", "{method} {path}");
+    }
+    let t = target(&policy, "POST", "/shop/v1/orders");
+    let incoming = Incoming {
+        query: None,
+        headers: &list,
+        body: b"",
+    };
+    let got = plan(&t, &incoming, &Limits::default(), OptOuts::NotLoaded, false);
+    assert_ne!(code(&got), "not_ready");
+}
+
 #[test]
 fn forwarded_headers_are_the_allowed_ones_minus_connection_names() {
     let policy = policy();
