@@ -230,8 +230,9 @@ fn a_bad_line_stops_the_stream_and_names_the_line() {
 
 #[test]
 fn an_overlong_line_is_measured_without_its_line_end() {
-    let policy = policy(); // 64 bytes per line
-                           // 65 bytes and CRLF, in one chunk with the next line, so the whole line is judged at once.
+    // 64 bytes per line; this line has 65 and a CRLF, and comes in one chunk with the next
+    // line, so the whole line is judged at once.
+    let policy = policy();
     let line = format!("{{\"order_id\":\"{}\"}}\r\n{{}}\n", "a".repeat(50));
     let (_, _, refusal) = run(
         &policy,
