@@ -118,16 +118,25 @@ fn read_policy_dir_partly(dir: &Path) -> (Option<PolicySource>, Vec<Diagnostic>)
 /// Loads and validates a policy. `env: None` is `check` mode: secrets are not resolved. A file
 /// that cannot be read is an error beside those of the files that can.
 pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>> {
+    load_partly(dir, env).map_err(|(errors, _)| errors)
+}
+
+/// [`load`], keeping on refusal the policy as far as it validated (see
+/// [`policy::load_partly`]), for `check` to load the files it names.
+pub fn load_partly(
+    dir: &Path,
+    env: Option<&dyn Env>,
+) -> Result<Loaded, (Vec<Diagnostic>, Option<Policy>)> {
     let (source, mut errors) = read_policy_dir_partly(dir);
     let Some(source) = source else {
-        return Err(errors);
+        return Err((errors, None));
     };
-    match policy::load(&source, env) {
+    match policy::load_partly(&source, env) {
         Ok(loaded) if errors.is_empty() => Ok(loaded),
-        Ok(_) => Err(errors),
-        Err(more) => {
+        Ok(loaded) => Err((errors, Some(loaded.policy))),
+        Err((more, partial)) => {
             errors.extend(more);
-            Err(errors)
+            Err((errors, partial))
         }
     }
 }

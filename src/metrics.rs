@@ -32,7 +32,7 @@ use series::{Cell, RouteSeries};
 pub use series::{PartnerSeries, PolicySeries, Series};
 
 /// Label value for a partner or route the policy does not know.
-pub const UNKNOWN: &str = "unknown";
+pub const UNKNOWN: &str = gateway_core::policy::RESERVED_PARTNER_ID;
 
 /// `category` label value for a forwarded field whose path has no category (the policy's own
 /// name for it, so the label and the policy's category counts agree).

@@ -1052,6 +1052,30 @@ fn connect_is_refused_before_any_connection() {
     s.assert_nothing_forwarded();
 }
 
+/// An absolute-form target is for forward proxies: refused with the JSON 400 whatever its
+/// scheme, also when its host is the `Host` header's (which pingora lets through).
+#[test]
+fn absolute_form_targets_are_refused() {
+    let s = start();
+    for target in [
+        "POST http://gw/trip-ship/v1/shipments HTTP/1.1",
+        "POST HTTP://gw/trip-ship/v1/shipments HTTP/1.1",
+        "POST ftp://gw/trip-ship/v1/shipments HTTP/1.1",
+        "POST http://other.example/trip-ship/v1/shipments HTTP/1.1",
+    ] {
+        let raw = raw_request(
+            target,
+            &[
+                "content-type: application/json",
+                &format!("content-length: {}", SHIPMENT.len()),
+            ],
+            SHIPMENT.as_bytes(),
+        );
+        assert_refused(&s.gateway.raw(&raw), 400, "bad_request");
+    }
+    s.assert_nothing_forwarded();
+}
+
 /// `Upgrade` requests and `CONNECT` are refused (400) with the JSON body.
 #[test]
 fn connect_is_refused_with_400_json() {

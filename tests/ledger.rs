@@ -250,6 +250,26 @@ fn every_forwarded_request_has_one_record_and_nothing_else() {
     let (code, out) = verify(&dir, Some(jwks_file.to_str().unwrap()));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 checkpoint signatures verified"), "{out}");
+    assert!(out.contains("signed: every line"), "{out}");
+    // without its shutdown checkpoint the chain still verifies (lines cut from the end are
+    // what a chain cannot show), and the report says no signature covers any of it
+    let cut = gateway.policy.root().join("ledger-cut");
+    std::fs::create_dir_all(&cut).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("\"checkpoint\""))
+            .collect();
+        std::fs::write(cut.join(path.file_name().unwrap()), kept.join("\n") + "\n").unwrap();
+    }
+    let (code, out) = verify(&cut, Some(jwks_file.to_str().unwrap()));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("signed: no line yet") && out.contains("only hash-chained"),
+        "{out}"
+    );
     // a key set that cannot be had is no verdict on the chain: exit 2, not 1
     let (code, out) = verify(&dir, Some(&jwks_url));
     assert_eq!(code, 2, "the gateway is gone: {out}");

@@ -853,6 +853,11 @@ fn lines_decided_before_a_bad_one_in_the_same_chunk_are_sent_and_ledgered_as_sen
     let mut subjects = vec![hmac("c-1"), hmac("2")];
     subjects.sort();
     assert_eq!(outcome["subjects"], serde_json::json!(subjects));
+    // the metrics count what the partner got, as the ledger does
+    let m = s.gateway.metrics();
+    let forwarded =
+        "partner_gateway_records_forwarded_total{partner=\"ads\",route=\"/v1/contacts\"}";
+    assert_eq!(metric(&m, forwarded), 2.0);
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn check_shadow(policy: &Policy) -> Result<Option<String>, Vec<Diagnostic>> {
 }
 
 fn check(dir: &Path, out: &mut Out) -> ExitCode {
-    match loader::load(dir, None) {
+    match loader::load_partly(dir, None) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 noteln!(
@@ -92,9 +92,18 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
             outln!(out, "{summary}");
             ExitCode::SUCCESS
         }
-        Err(diagnostics) => {
-            for d in &diagnostics {
-                outln!(out, "{d}");
+        Err((diagnostics, partial)) => {
+            let mut listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            // The files named by what did validate, so one file's mistake hides no other's.
+            if let Some(Err(lines)) = partial.map(|policy| loader::build_active(dir, policy)) {
+                for line in lines {
+                    if !listed.contains(&line) {
+                        listed.push(line);
+                    }
+                }
+            }
+            for line in &listed {
+                outln!(out, "{line}");
             }
             ExitCode::from(1)
         }

@@ -98,6 +98,7 @@ impl PartnerProxy {
                 "the gateway is shutting down: send the request to another replica",
             ));
         }
+        absolute_form(req)?;
         let head = HeadParts {
             method: req.method.as_str().to_string(),
             raw_path: req.uri.path().to_string(),
@@ -236,6 +237,7 @@ impl PartnerProxy {
         (caller, method): (&str, &str),
         mut outgoing: plan::Outgoing,
     ) -> Result<UpstreamAnswer, Refusal> {
+        // Until `send` says otherwise the partner may have it (a request dropped mid-send).
         ctx.disclosed = true;
 
         let jti = crate::gateway::new_jti();
@@ -243,7 +245,7 @@ impl PartnerProxy {
         let seq = disclose::record(&self.gateway, active, target, request, &outgoing, &jti);
         // Moved, not copied: the partner's request needs the body, not the report.
         ctx.report = Some(std::mem::take(&mut outgoing.report));
-        let seq = seq?;
+        let seq = seq.inspect_err(|_| ctx.disclosed = false)?;
 
         let body_len = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
@@ -257,6 +259,7 @@ impl PartnerProxy {
         ctx.upstream_time = Some(upstream_started.elapsed());
         let sent = answer.is_ok() || sent.load(std::sync::atomic::Ordering::Relaxed);
         ctx.bytes_out = if sent { body_len } else { 0 };
+        ctx.disclosed = sent;
         let status = match &answer {
             Ok(answer) => answer.status(),
             Err(failure) => failure.refusal.status(),
@@ -508,6 +511,21 @@ fn owned_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// An HTTP/1 request target in absolute form (`GET http://host/path`) is for forward proxies:
+/// refused, whatever its scheme or host, as pingora refuses one whose host differs from `Host`.
+/// pingora keeps only the path in `uri`, so the target as sent is read. (HTTP/2 heads carry
+/// scheme and authority as pseudo-headers, and their target is the path.)
+fn absolute_form(req: &pingora::http::RequestHeader) -> Result<(), Refusal> {
+    let http1 = req.version < http::Version::HTTP_2;
+    if http1 && !req.raw_path().starts_with(b"/") {
+        return Err(Refusal::new(
+            RefusalKind::BadRequest,
+            "an absolute-form request target (scheme://host/path) is for forward proxies: send the path alone, with a Host header",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the head announces a non-empty body: a `content-length` other than 0, or any
 /// transfer coding (chunked).
 fn body_announced(req: &pingora::http::RequestHeader) -> bool {
@@ -753,11 +771,11 @@ pub fn head_refused_access_line(refusal: &Refusal, started: std::time::Instant) 
 fn access_line(ctx: &RequestCtx) {
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
     let records = ctx.report.as_ref();
-    // Counted like `records_forwarded_total`: a refused request (the partner's failures
-    // included) forwarded none.
-    let forwarded = match ctx.refused {
-        None => records.map_or(0, |r| r.records_forwarded),
-        Some(_) => 0,
+    // Counted like `records_forwarded_total`: what reached the partner, also when its answer
+    // then failed.
+    let forwarded = match (records, ctx.disclosed) {
+        (Some(r), true) => r.records_forwarded,
+        _ => 0,
     };
     tracing::info!(
         target: crate::logs::ACCESS_TARGET,
@@ -802,10 +820,11 @@ impl PartnerProxy {
         if let Some(report) = &ctx.report {
             self.gateway.drift.record(m, series, report);
         }
-        // Counted only for bodies that were really forwarded.
-        if let (Some(report), None) = (&ctx.report, ctx.refused) {
+        // Counted for bodies that reached the partner, also when its answer then failed
+        // (502/504 after the body went, a stream stopped by a bad line): as in the ledger.
+        if let (Some(report), true) = (&ctx.report, ctx.disclosed) {
             m.forwarded(series, report);
-            if let (true, Some(policy)) = (ctx.disclosed, ctx.route_policy()) {
+            if let Some(policy) = ctx.route_policy() {
                 m.fields_disclosed(series, policy, &report.matched);
             }
         }

@@ -132,9 +132,8 @@ impl PartnerProxy {
             subjects: self.subject_hashes(progress.subjects.map(|s| s.pending)),
         };
         disclose::outcome_stream(&self.gateway, active, seq, status, forwarded);
-        if result.is_ok() {
-            ctx.disclosed = true;
-        }
+        // What went before a bad line or a failed answer was disclosed all the same.
+        ctx.disclosed = result.is_ok() || ctx.bytes_out > 0;
         ctx.report = Some(progress.lines.report);
         if let Some(sample) = progress.sample {
             self.shadow_stream(ctx, &req, sample);

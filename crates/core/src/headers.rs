@@ -93,12 +93,17 @@ const NEVER_FORWARDED_PARTS: [&str; 9] = [
 /// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,
 /// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`), a proxy hop
 /// (`x-bluecoat-via`) or a browser's user agent (`x-operamini-phone-ua`).
-const NEVER_FORWARDED_SUFFIXES: [&str; 7] =
-    ["-ip", "-ips", "-ipv6", "-address", "-addr", "-via", "-ua"];
+const NEVER_FORWARDED_SUFFIXES: [&str; 8] = [
+    "-ip", "-ips", "-ipv4", "-ipv6", "-address", "-addr", "-via", "-ua",
+];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not
-/// list it, and the legal-basis header may not be one.
+/// list it, and the legal-basis header may not be one. `_` counts as `-`: CGI, WSGI, Rack
+/// and PHP servers read `user_agent` and `x_real_ip` as `User-Agent` and `X-Real-IP`.
 pub fn is_never_forwarded(name: &str) -> bool {
+    if name.contains('_') {
+        return is_never_forwarded(&name.replace('_', "-"));
+    }
     HOP_BY_HOP.contains(&name)
         || SET_BY_GATEWAY.contains(&name)
         || ABOUT_THE_CALLER.contains(&name)

@@ -11,7 +11,8 @@ fn cases() -> Vec<String> {
     let mut cases: Vec<String> = std::fs::read_dir(ROOT)
         .expect("fixture directory")
         .flatten()
-        .filter(|e| e.path().is_dir())
+        // `certs` (a link to the repository's) holds the key files the fixtures name.
+        .filter(|e| e.path().join("expected.txt").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     cases.sort();

@@ -81,6 +81,7 @@ pub fn run(
                         "{} checkpoint signatures verified with the keys from {src}",
                         s.signatures_verified
                     );
+                    let _ = writeln!(out, "{}", unsigned_tail(&s));
                 }
                 None => {
                     let _ = writeln!(
@@ -97,5 +98,21 @@ pub fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// What the signatures vouch for: every line through the last verified checkpoint. The lines
+/// after it are only hash-chained, so whoever can write the files can rewrite them (and a
+/// young ledger has no checkpoint yet); said on every run so no one reads more into `ok`.
+fn unsigned_tail(s: &gateway_core::ledger::verify::Summary) -> String {
+    let after = s.last_seq - s.signed_through;
+    match (s.signed_through, after) {
+        (_, 0) => format!("signed: every line (through seq {})", s.last_seq),
+        (0, _) => format!(
+            "signed: no line yet; all {after} lines are only hash-chained: whoever can write the files can rewrite them until a checkpoint is signed"
+        ),
+        (through, _) => format!(
+            "signed: through seq {through}; the {after} lines after it are only hash-chained: whoever can write the files can rewrite them until the next checkpoint"
+        ),
     }
 }

@@ -92,6 +92,21 @@ fn never_forwarded() {
         "x-wap-profile",
         "x-operamini-phone-ua",
         "x-att-deviceid",
+        "x-client-ipv4",
+    ] {
+        assert!(is_never_forwarded(name), "{name}");
+    }
+    // CGI-style servers read `_` as `-`: the same headers under those spellings.
+    for name in [
+        "user_agent",
+        "x_real_ip",
+        "x_client_ip",
+        "remote_addr",
+        "x-user_agent",
+        "x_forwarded_for",
+        "proxy_authorization",
+        "set_cookie",
+        "content_length",
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }
@@ -105,6 +120,7 @@ fn never_forwarded() {
         "x-request-id",
         "accept-language",
         "if-match",
+        "x_request_id",
     ] {
         assert!(!is_never_forwarded(name), "{name}");
     }

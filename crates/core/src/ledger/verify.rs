@@ -32,6 +32,10 @@ pub struct Summary {
     pub subject_lines: u64,
     /// Checkpoints whose signature was checked against the key set.
     pub signatures_verified: u64,
+    /// The last verified checkpoint's seq (0: none): it and every line before it are covered
+    /// by its signature. Lines after it are hash-chained only: whoever can write the files can
+    /// rewrite them without a key.
+    pub signed_through: u64,
     /// The seq and hash of the last line.
     pub last_seq: u64,
     pub head: String,
@@ -285,6 +289,7 @@ impl ChainVerifier {
             (Some(keys), Some(sig)) => {
                 let claims = verify_checkpoint_sig(keys, sig).map_err(|e| at(here, e))?;
                 self.summary.signatures_verified += 1;
+                self.summary.signed_through = c.seq;
                 claims
             }
             (Some(_), None) => return Err(at(here, "checkpoint is not signed")),

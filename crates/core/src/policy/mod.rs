@@ -11,8 +11,8 @@ pub mod route;
 mod tls;
 
 pub use load::{
-    base_dir, env_name_shown, env_variable, env_variable_unquoted, load, Diagnostic, Env, Loaded,
-    PolicySource, SourceFile,
+    base_dir, env_name_shown, env_variable, env_variable_unquoted, load, load_partly, Diagnostic,
+    Env, Loaded, PolicySource, SourceFile,
 };
 pub use model::*;
 pub use route::{normalize_path, RouteMatch};

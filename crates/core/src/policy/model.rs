@@ -673,3 +673,7 @@ pub enum RouteSegment {
     /// `{name}`: any one non-empty segment.
     Param(String),
 }
+
+/// The metrics label of requests that name no partner of the policy (and of paths that are no
+/// route): no partner may have this id, or its traffic would be counted with them.
+pub const RESERVED_PARTNER_ID: &str = "unknown";

@@ -113,7 +113,9 @@ fn list(items: &[String]) -> String {
 }
 
 /// Text safe inside a Markdown table cell, and inert where Markdown passes HTML through or
-/// makes links and images (a legal-basis reference is caller input).
+/// makes links, images, emphasis or bare-URL autolinks (a legal-basis reference is caller
+/// input): every ASCII punctuation character is backslash-escaped, which CommonMark renders
+/// as the character itself, so `http\:\/\/host` and `www\.host` are no links.
 fn cell(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -121,7 +123,7 @@ fn cell(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '|' | '[' | ']' | '`' | '\\' => {
+            c if c.is_ascii_punctuation() => {
                 out.push('\\');
                 out.push(c);
             }

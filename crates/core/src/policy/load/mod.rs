@@ -155,6 +155,16 @@ enum Invalid {
 /// Loads and validates a policy. `env: None` is check mode: secrets are not resolved and unset
 /// variables are not errors. `Some(env)` (serve, explain) resolves every secret the policy names.
 pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>> {
+    load_partly(source, env).map_err(|(errors, _)| errors)
+}
+
+/// [`load`], keeping on refusal the policy as far as it validated: the gateway settings, when
+/// they did, with the partners whose files did. `check` loads the files those name, so a
+/// certificate problem is listed beside an error in another file, not after it is fixed.
+pub fn load_partly(
+    source: &PolicySource,
+    env: Option<&dyn Env>,
+) -> Result<Loaded, (Vec<Diagnostic>, Option<Policy>)> {
     let mut d = Diags::default();
     let base = base_dir(&source.dir);
 
@@ -218,12 +228,22 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
                 warnings: d.warnings,
             })
         }
-        _ if d.errors.is_empty() => Err(vec![Diagnostic {
-            file: source.gateway.path.clone(),
-            line: 1,
-            message: "internal error: the policy could not be assembled".to_string(),
-        }]),
-        _ => Err(d.errors),
+        None if d.errors.is_empty() => Err((
+            vec![Diagnostic {
+                file: source.gateway.path.clone(),
+                line: 1,
+                message: "internal error: the policy could not be assembled".to_string(),
+            }],
+            None,
+        )),
+        gateway => {
+            let partial = gateway.map(|gateway| Policy {
+                version: policy_version(source),
+                gateway,
+                partners,
+            });
+            Err((d.errors, partial))
+        }
     }
 }
 

@@ -22,6 +22,10 @@ pub(super) enum InvalidPartner {
         "invalid partner id {0:?} (the file name): expected lowercase letters, digits, `_` and `-`, starting with a letter or digit"
     )]
     PartnerId(String),
+    #[error(
+        "partner id {0:?} (the file name) is reserved: metrics count requests that name no partner under `partner=\"unknown\"`, which this partner's traffic would join"
+    )]
+    ReservedPartnerId(String),
     #[error("partner file name {0:?} must end in .yaml")]
     PartnerFileName(String),
     #[error("partner {id:?} is also defined by {other}")]
@@ -111,6 +115,14 @@ pub(super) fn partner_id(file: &SourceFile, d: &mut Diags) -> Option<String> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !valid {
         d.error(&file.path, 1, InvalidPartner::PartnerId(id.to_string()));
+        return None;
+    }
+    if id == crate::policy::RESERVED_PARTNER_ID {
+        d.error(
+            &file.path,
+            1,
+            InvalidPartner::ReservedPartnerId(id.to_string()),
+        );
         return None;
     }
     Some(id.to_string())

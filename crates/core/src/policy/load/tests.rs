@@ -387,6 +387,16 @@ fn every_error_in_every_file_is_reported_in_order() {
     ]);
 }
 
+/// `unknown` is the metrics label of requests that name no partner: a partner of that name
+/// would have its traffic counted with theirs.
+#[test]
+fn the_partner_id_unknown_is_reserved() {
+    let src = source(GATEWAY, &[("unknown.yaml", CONTRACTOR)]);
+    assert_eq!(errors(&src, None), [
+        "policy/partners/unknown.yaml:1: partner id \"unknown\" (the file name) is reserved: metrics count requests that name no partner under `partner=\"unknown\"`, which this partner's traffic would join",
+    ]);
+}
+
 #[test]
 fn gateway_mistakes() {
     let f = "policy/gateway.yaml";
