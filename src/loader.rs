@@ -126,14 +126,14 @@ pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>
 pub fn load_partly(
     dir: &Path,
     env: Option<&dyn Env>,
-) -> Result<Loaded, (Vec<Diagnostic>, Option<Policy>)> {
+) -> Result<Loaded, (Vec<Diagnostic>, Option<Box<Policy>>)> {
     let (source, mut errors) = read_policy_dir_partly(dir);
     let Some(source) = source else {
         return Err((errors, None));
     };
     match policy::load_partly(&source, env) {
         Ok(loaded) if errors.is_empty() => Ok(loaded),
-        Ok(loaded) => Err((errors, Some(loaded.policy))),
+        Ok(loaded) => Err((errors, Some(Box::new(loaded.policy)))),
         Err((more, partial)) => {
             errors.extend(more);
             Err((errors, partial))

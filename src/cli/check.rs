@@ -95,7 +95,7 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
         Err((diagnostics, partial)) => {
             let mut listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
             // The files named by what did validate, so one file's mistake hides no other's.
-            if let Some(Err(lines)) = partial.map(|policy| loader::build_active(dir, policy)) {
+            if let Some(Err(lines)) = partial.map(|policy| loader::build_active(dir, *policy)) {
                 for line in lines {
                     if !listed.contains(&line) {
                         listed.push(line);

@@ -164,7 +164,7 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
 pub fn load_partly(
     source: &PolicySource,
     env: Option<&dyn Env>,
-) -> Result<Loaded, (Vec<Diagnostic>, Option<Policy>)> {
+) -> Result<Loaded, (Vec<Diagnostic>, Option<Box<Policy>>)> {
     let mut d = Diags::default();
     let base = base_dir(&source.dir);
 
@@ -237,10 +237,12 @@ pub fn load_partly(
             None,
         )),
         gateway => {
-            let partial = gateway.map(|gateway| Policy {
-                version: policy_version(source),
-                gateway,
-                partners,
+            let partial = gateway.map(|gateway| {
+                Box::new(Policy {
+                    version: policy_version(source),
+                    gateway,
+                    partners,
+                })
             });
             Err((d.errors, partial))
         }
