@@ -218,6 +218,24 @@ fn diff_of_a_removed_route_exits_0_and_the_way_back_exits_4() {
     assert_eq!(code, 4, "{out}");
 }
 
+/// A `shadow` policy directory that is not there makes the policy invalid (exit 1), as `check`
+/// and `serve` say: a CI gate on `diff` passes nothing the gateway would refuse to run.
+#[test]
+fn diff_refuses_a_policy_whose_shadow_directory_is_missing() {
+    let new = edited_policy("acme-ship", |t| t + "\n");
+    let gateway = std::path::Path::new(&new.dir()).join("gateway.yaml");
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    std::fs::write(&gateway, text + "shadow: { policy: nonexistent/ }\n").unwrap();
+    for args in [
+        ["diff", "--policy", "policy/", "--against", &new.dir()],
+        ["diff", "--policy", &new.dir(), "--against", "policy/"],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(format!("{out}{err}").contains("nonexistent"), "{out}{err}");
+    }
+}
+
 #[test]
 fn diff_of_a_dropped_opt_out_scope_exits_4_and_of_no_change_exits_0() {
     let new = edited_policy("brightmail-offers", |t| {

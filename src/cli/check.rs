@@ -94,7 +94,9 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
         }
         Err((diagnostics, partial)) => {
             let mut listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-            // The files named by what did validate, so one file's mistake hides no other's.
+            // The files named by what did validate (gateway.yaml, and the partner files that
+            // did), so a partner file's mistake hides no problem of another's key files; when
+            // gateway.yaml itself does not validate, none are loaded.
             if let Some(Err(lines)) = partial.map(|policy| loader::build_active(dir, *policy)) {
                 for line in lines {
                     if !listed.contains(&line) {

@@ -237,12 +237,10 @@ fn unusable_files(dir: &Path, policy: &gateway_core::policy::Policy) -> Vec<Stri
     };
     // Problems of the files that are there; the absent ones are compared by path.
     problems.retain(|line| !missing.iter().any(|m| line.contains(m.as_str())));
-    // The candidate policy `shadow` names must load too, as `check` says (when it is there).
-    let shadow = policy.gateway.shadow.as_ref();
-    if shadow.is_some_and(|d| d.exists()) {
-        if let Err(diagnostics) = crate::loader::load_shadow(policy, None) {
-            problems.extend(diagnostics.iter().map(ToString::to_string));
-        }
+    // The candidate policy `shadow` names must load too, as `check` says: a policy directory
+    // (kept beside this one, unlike key files), so a missing one is an error as in `serve`.
+    if let Err(diagnostics) = crate::loader::load_shadow(policy, None) {
+        problems.extend(diagnostics.iter().map(ToString::to_string));
     }
     problems
 }

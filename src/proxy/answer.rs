@@ -115,8 +115,18 @@ const DECODE_PASSES: usize = 4;
 
 /// Whether `value` contains `secret`, as sent or percent-decoded up to [`DECODE_PASSES`] times
 /// (a redirect's query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become
-/// escapes), ASCII case-insensitively (a partner may echo it re-cased).
+/// escapes), ASCII case-insensitively (a partner may echo it re-cased), and also with spaces
+/// and tabs left out of both (an obsolete line fold, which the HTTP library joins with a
+/// space, may split it).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
+    let spaced = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let squeezed =
+        |text: &[u8]| -> Vec<u8> { text.iter().filter(|b| !spaced(b)).copied().collect() };
+    carries_encoded(value, secret)
+        || (value.iter().any(spaced) && carries_encoded(&squeezed(value), &squeezed(secret)))
+}
+
+fn carries_encoded(value: &[u8], secret: &[u8]) -> bool {
     let holds = |text: &[u8]| {
         !secret.is_empty()
             && text.len() >= secret.len()

@@ -98,11 +98,11 @@ const NEVER_FORWARDED_SUFFIXES: [&str; 8] = [
 ];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not
-/// list it, and the legal-basis header may not be one. `_` counts as `-`: CGI, WSGI, Rack
-/// and PHP servers read `user_agent` and `x_real_ip` as `User-Agent` and `X-Real-IP`.
+/// list it, and the legal-basis header may not be one. `_` and `.` count as `-`: CGI, WSGI,
+/// Rack and PHP servers read `user_agent` as `User-Agent`, and PHP `x.real.ip` as `X-Real-IP`.
 pub fn is_never_forwarded(name: &str) -> bool {
-    if name.contains('_') {
-        return is_never_forwarded(&name.replace('_', "-"));
+    if name.contains(['_', '.']) {
+        return is_never_forwarded(&name.replace(['_', '.'], "-"));
     }
     HOP_BY_HOP.contains(&name)
         || SET_BY_GATEWAY.contains(&name)

@@ -107,7 +107,10 @@ pub fn run(
 fn unsigned_tail(s: &gateway_core::ledger::verify::Summary) -> String {
     let after = s.last_seq - s.signed_through;
     match (s.signed_through, after) {
-        (_, 0) => format!("signed: every line (through seq {})", s.last_seq),
+        (_, 0) => format!(
+            "signed: every line, through the checkpoint at seq {} (whole files or lines cut after a checkpoint would not show: compare its through and hash with the last one you kept)",
+            s.last_seq
+        ),
         (0, _) => format!(
             "signed: no line yet; all {after} lines are only hash-chained: whoever can write the files can rewrite them until a checkpoint is signed"
         ),

@@ -44,6 +44,19 @@ fn a_header_carrying_the_credential_is_dropped() {
     assert_eq!(names(&h), vec!["content-type", "transfer-encoding"]);
 }
 
+/// An obsolete line fold inside the credential comes joined with a space (HTTP/1 library).
+#[test]
+fn a_header_carrying_the_credential_split_by_a_fold_is_dropped() {
+    let p = partner(&[
+        ("content-type", "application/json"),
+        ("x-echo", "rawp-SeC rEt-TOKEN-42"),
+        ("x-ok", "rawp-SeC other"),
+    ]);
+    let route = vec!["x-echo".to_string(), "x-ok".to_string()];
+    let h = caller_header(&p, &route, Some("rawp-SeCrEt-TOKEN-42"), Framing::Chunked).unwrap();
+    assert_eq!(names(&h), vec!["content-type", "x-ok", "transfer-encoding"]);
+}
+
 #[test]
 fn a_header_carrying_the_credential_percent_encoded_is_dropped() {
     let p = partner(&[

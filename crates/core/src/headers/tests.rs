@@ -96,7 +96,7 @@ fn never_forwarded() {
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }
-    // CGI-style servers read `_` as `-`: the same headers under those spellings.
+    // CGI-style servers read `_` (PHP also `.`) as `-`: the same headers under those spellings.
     for name in [
         "user_agent",
         "x_real_ip",
@@ -107,6 +107,10 @@ fn never_forwarded() {
         "proxy_authorization",
         "set_cookie",
         "content_length",
+        "user.agent",
+        "x.real.ip",
+        "remote.addr",
+        "x-forwarded.for",
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }

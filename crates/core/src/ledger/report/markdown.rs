@@ -67,7 +67,8 @@ fn recipient(s: &mut String, p: &super::Recipient) {
         let _ = writeln!(s, "- Legal basis required on every request (header `{h}`)");
     }
     if !p.legal_bases.is_empty() {
-        let _ = writeln!(s, "- Legal bases cited: {}", list(&p.legal_bases));
+        let cited: Vec<String> = p.legal_bases.iter().map(|b| code(b)).collect();
+        let _ = writeln!(s, "- Legal bases cited: {}", cited.join(", "));
     }
     let _ = writeln!(s, "- Declared categories: {}", list(&p.declared_categories));
     let disclosed: Vec<String> = p
@@ -112,10 +113,33 @@ fn list(items: &[String]) -> String {
     }
 }
 
-/// Text safe inside a Markdown table cell, and inert where Markdown passes HTML through or
-/// makes links, images, emphasis or bare-URL autolinks (a legal-basis reference is caller
-/// input): every ASCII punctuation character is backslash-escaped, which CommonMark renders
-/// as the character itself, so `http\:\/\/host` and `www\.host` are no links.
+/// Caller input (a legal-basis reference) as a code span: the one place where Markdown makes
+/// nothing of its text, neither HTML, links, images, emphasis nor the bare-URL and e-mail
+/// autolinks GitHub's renderer finds even behind backslash escapes. The fence is one backtick
+/// longer than the longest run inside.
+fn code(text: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    let mut longest = 0;
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') || text.is_empty() {
+        " "
+    } else {
+        ""
+    };
+    // `|` would still end a table cell.
+    format!("{fence}{pad}{}{pad}{fence}", text.replace('|', "\\|"))
+}
+
+/// Policy text (partner ids, purposes, categories) safe inside a Markdown table cell, and inert
+/// where Markdown passes HTML through or makes links and images.
 fn cell(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -123,7 +147,7 @@ fn cell(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            c if c.is_ascii_punctuation() => {
+            '|' | '[' | ']' | '`' | '\\' => {
                 out.push('\\');
                 out.push(c);
             }
