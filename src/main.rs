@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc's malloc with `--features mimalloc` (off by default: see the
-/// README's load benchmark for what it did to memory).
+/// mimalloc instead of glibc's malloc (the default feature; `--no-default-features` builds with
+/// glibc's): see the README's "Memory after a burst" and load benchmark for both, measured.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -44,5 +44,36 @@ fn tune_allocator() {
     });
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
+/// mimalloc reads its options from the environment at its first allocation, which comes before
+/// `main`: this runs earlier still (an `.init_array` entry, before any thread or allocation of
+/// ours). Arenas committed as they are used, not eagerly, are what lets RSS fall back after a
+/// burst (`benches/load/run.sh --memory`: 31 MiB against 62 MiB); an operator's own setting
+/// of the variable wins.
+#[cfg(all(feature = "mimalloc", target_os = "linux"))]
+#[used]
+#[link_section = ".init_array"]
+static MIMALLOC_OPTIONS: extern "C" fn() = {
+    extern "C" fn set_options() {
+        // SAFETY: setenv with two NUL-terminated literals, before any other thread exists; it
+        // allocates with libc's malloc, not with the Rust allocator it configures.
+        unsafe { libc::setenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr(), c"0".as_ptr(), 0) };
+    }
+    set_options
+};
+
+/// mimalloc frees memory back to the system lazily, when a thread later allocates or frees
+/// again: an idle gateway would keep a burst's pages. `mi_collect(true)` at the first quiet
+/// second after requests (see `partner_gateway::memory`) purges them.
+#[cfg(feature = "mimalloc")]
+fn tune_allocator() {
+    partner_gateway::memory::set_give_back(|| {
+        // SAFETY: mi_collect takes a flag and synchronises with the allocator itself.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    });
+}
+
+#[cfg(all(
+    not(feature = "mimalloc"),
+    not(all(target_os = "linux", target_env = "gnu"))
+))]
 fn tune_allocator() {}
