@@ -115,25 +115,11 @@ const DECODE_PASSES: usize = 4;
 
 /// Whether `value` contains `secret`, as sent or percent-decoded up to [`DECODE_PASSES`] times
 /// (a redirect's query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become
-/// escapes), ASCII case-insensitively (a partner may echo it re-cased), and also with spaces
-/// and tabs left out of both (an obsolete line fold, which the HTTP library joins with a
-/// space, may split it).
+/// escapes), ASCII case-insensitively (a partner may echo it re-cased), and at each step also
+/// with spaces, tabs and line ends left out of both (an obsolete line fold, which the HTTP
+/// library joins with a space, or an encoded `%20`, may split it).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
-    let spaced = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
-    let squeezed =
-        |text: &[u8]| -> Vec<u8> { text.iter().filter(|b| !spaced(b)).copied().collect() };
-    carries_encoded(value, secret)
-        || (value.iter().any(spaced) && carries_encoded(&squeezed(value), &squeezed(secret)))
-}
-
-fn carries_encoded(value: &[u8], secret: &[u8]) -> bool {
-    let holds = |text: &[u8]| {
-        !secret.is_empty()
-            && text.len() >= secret.len()
-            && text
-                .windows(secret.len())
-                .any(|w| w.eq_ignore_ascii_case(secret))
-    };
+    let holds = |text: &[u8]| contains_ignoring_case(text, secret) || holds_squeezed(text, secret);
     if holds(value) {
         return true;
     }
@@ -152,6 +138,22 @@ fn carries_encoded(value: &[u8], secret: &[u8]) -> bool {
         text = decoded;
     }
     false
+}
+
+fn contains_ignoring_case(text: &[u8], secret: &[u8]) -> bool {
+    !secret.is_empty()
+        && text.len() >= secret.len()
+        && text
+            .windows(secret.len())
+            .any(|w| w.eq_ignore_ascii_case(secret))
+}
+
+/// [`contains_ignoring_case`] with spaces, tabs and line ends left out of both, when `text` has
+/// any (no copy otherwise).
+fn holds_squeezed(text: &[u8], secret: &[u8]) -> bool {
+    let spaced = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let squeezed = |t: &[u8]| -> Vec<u8> { t.iter().filter(|b| !spaced(b)).copied().collect() };
+    text.iter().any(spaced) && contains_ignoring_case(&squeezed(text), &squeezed(secret))
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ fn a_header_carrying_the_credential_split_by_a_fold_is_dropped() {
         ("content-type", "application/json"),
         ("x-echo", "rawp-SeC rEt-TOKEN-42"),
         ("x-ok", "rawp-SeC other"),
+        ("location", "https://p.example/cb?t=rawp-SeC%20rEt-TOKEN-42"),
+        ("etag", "\"rawp-SeCrEt%09-TOKEN-42\""),
     ]);
     let route = vec!["x-echo".to_string(), "x-ok".to_string()];
     let h = caller_header(&p, &route, Some("rawp-SeCrEt-TOKEN-42"), Framing::Chunked).unwrap();

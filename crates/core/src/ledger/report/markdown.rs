@@ -134,8 +134,8 @@ fn code(text: &str) -> String {
     } else {
         ""
     };
-    // `|` would still end a table cell.
-    format!("{fence}{pad}{}{pad}{fence}", text.replace('|', "\\|"))
+    // Written in list items, where `|` is text (a backslash inside a code span would be shown).
+    format!("{fence}{pad}{text}{pad}{fence}")
 }
 
 /// Policy text (partner ids, purposes, categories) safe inside a Markdown table cell, and inert

@@ -16,6 +16,6 @@ fn caller_text_is_a_code_span() {
     assert_eq!(super::code("a@evil.example"), "`a@evil.example`");
     assert_eq!(super::code("x`y``z"), "```x`y``z```");
     assert_eq!(super::code("`x"), "`` `x ``");
-    assert_eq!(super::code("a|b\nc"), "`a\\|b c`");
+    assert_eq!(super::code("a|b\nc"), "`a|b c`");
     assert_eq!(super::code(""), "`  `");
 }
