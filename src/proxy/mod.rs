@@ -237,15 +237,14 @@ impl PartnerProxy {
         (caller, method): (&str, &str),
         mut outgoing: plan::Outgoing,
     ) -> Result<UpstreamAnswer, Refusal> {
-        // Until `send` says otherwise the partner may have it (a request dropped mid-send).
-        ctx.disclosed = true;
-
         let jti = crate::gateway::new_jti();
         let request = (ctx.request_id.as_str(), caller, method);
         let seq = disclose::record(&self.gateway, active, target, request, &outgoing, &jti);
         // Moved, not copied: the partner's request needs the body, not the report.
         ctx.report = Some(std::mem::take(&mut outgoing.report));
-        let seq = seq.inspect_err(|_| ctx.disclosed = false)?;
+        let seq = seq?;
+        // Until `send` says otherwise the partner may have it (a request dropped mid-send).
+        ctx.disclosed = true;
 
         let body_len = outgoing.body.len() as u64;
         let upstream_started = Instant::now();
