@@ -14,7 +14,7 @@ front and every kept byte is copied once, straight from the input.
 What is removed is validated as strictly as what is kept (the same string, number, escape,
 depth and duplicate-key checks), only nothing is written.
 
-- `lex`: tokens (strings 8 bytes at a time, escapes, numbers, literals) and message helpers.
+- `lex`: tokens (strings 16 bytes at a time, escapes, numbers, literals) and message helpers.
 - `skip`: values the trie does not walk — removed members and `.**` subtrees.
 - `walk`: [`Filter`], the trie walk, records, subjects and the report.
 - `unknown`: drift bookkeeping for members no path names, remembered per (node, name).
