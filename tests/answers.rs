@@ -752,3 +752,48 @@ fn a_partner_closing_pooled_connections_at_any_moment_gets_each_request_at_most_
     // connection (never read by the partner) are refused.
     assert_eq!(seen.len(), answered.len(), "{seen:?} vs {answered:?}");
 }
+
+/// A small request goes to the partner in one write (head and body), a larger one as head and
+/// then body: either way each arrives whole and exact, one after another on one kept
+/// connection, and the answers are read as usual.
+#[test]
+fn small_and_large_requests_share_one_kept_partner_connection() {
+    let partner = Scripted::start(|_, index, _| {
+        Act::Answer(json_answer("200 OK", "", &format!(r#"{{"n":{index}}}"#)))
+    });
+    let gateway = gateway_for(&partner);
+    let long_name = "A".repeat(40_000);
+    let large = SHIPMENT.replace("Ada", &long_name);
+    let bodies = [SHIPMENT, large.as_str(), SHIPMENT, large.as_str()];
+    for (index, body) in bodies.iter().enumerate() {
+        let response = gateway.post_json("/acme-ship/v1/shipments", body);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["n"], index + 1);
+    }
+    let requests = partner.requests();
+    assert_eq!(requests.len(), bodies.len());
+    assert_eq!(
+        partner.connections(),
+        1,
+        "the partner connection was not kept"
+    );
+    for (request, sent) in requests.iter().zip(bodies) {
+        let text = String::from_utf8_lossy(request);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a content-length");
+        assert_eq!(body.len(), length, "{head}");
+        assert!(
+            head.starts_with("POST /v1/shipments HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert_eq!(body.contains(&long_name), sent.contains(&long_name));
+        assert!(body.starts_with(r#"{"order_id":7,"#), "{body}");
+    }
+}

@@ -33,6 +33,9 @@ const START_LIMIT: usize = 64 * 1024;
 /// caller at most [`START_WAIT`] later.
 const START_GRACE: Duration = Duration::from_millis(5);
 const START_WAIT: Duration = Duration::from_millis(20);
+/// Requests up to this size (head and body) go to the partner in one write (see [`one_write`]):
+/// small enough that a connection's empty send buffer takes it whole or nothing of it.
+const ONE_WRITE: usize = 16 * 1024;
 
 pub struct UpstreamClient {
     /// HTTP/1.1 only: partner peers never offer h2 by ALPN.
@@ -505,18 +508,29 @@ impl UpstreamClient {
         // No timer per read and write: `send` bounds the whole exchange with one timeout.
         http.set_read_timeout(None);
         http.set_write_timeout(None);
-        if let Err(mut e) = http.write_request_header(header).await {
-            // Nothing of the request reached a partner that had closed this idle connection.
-            e.retry = reused.into();
-            return Err(SendError::NothingWritten(e));
-        }
+        let whole = one_write(&header, body);
+        let written = match &whole {
+            Some(wire) => write_whole(http, peer, wire).await,
+            None => http.write_request_header(header).await.map(|()| http),
+        };
+        let mut http = match written {
+            Ok(http) => http,
+            Err(mut e) => {
+                // Nothing of the request reached a partner that had closed this idle
+                // connection (a whole request is one write, into an empty send buffer).
+                e.retry = reused.into();
+                return Err(SendError::NothingWritten(e));
+            }
+        };
         // From here the partner may have the request (`bytes_out` counts its body).
         sent.store(true, Ordering::Relaxed);
         let result = async {
-            if !body.is_empty() {
-                http.write_request_body(body.clone(), true).await?;
+            if whole.is_none() {
+                if !body.is_empty() {
+                    http.write_request_body(body.clone(), true).await?;
+                }
+                http.finish_request_body().await?;
             }
-            http.finish_request_body().await?;
             read_final_header(&mut http).await
         }
         .await;
@@ -563,6 +577,46 @@ impl UpstreamClient {
             }
         }
     }
+}
+
+/// The wire bytes of a small request (head and body, at most [`ONE_WRITE`]), so that it leaves
+/// in one write: pingora writes and flushes the head on its own, which costs a second send
+/// (and a second wake-up of the partner) per request. `None` for larger bodies, `HEAD` (whose
+/// answer pingora reads as bodiless only when it wrote the head itself) and heads pingora
+/// would refuse to write (they fail there, as before).
+fn one_write(header: &RequestHeader, body: &Bytes) -> Option<Bytes> {
+    if header.method == http::Method::HEAD || body.len() > ONE_WRITE {
+        return None;
+    }
+    let mut wire = pingora::protocols::http::v1::client::http_req_header_to_wire(header)?;
+    if wire.len() + body.len() > ONE_WRITE {
+        return None;
+    }
+    wire.extend_from_slice(body);
+    Some(wire.freeze())
+}
+
+/// Writes a whole request (see [`one_write`]) on the connection of `http` and returns a session
+/// on the same connection, ready to read the answer.
+async fn write_whole(http: HttpSession, peer: &HttpPeer, wire: &[u8]) -> Result<HttpSession> {
+    use tokio::io::AsyncWriteExt as _;
+    let HttpSession::H1(http) = http else {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            "a partner session that is not HTTP/1",
+        );
+    };
+    let mut stream = http.into_inner();
+    stream
+        .write_all(wire)
+        .await
+        .or_err(ErrorType::WriteError, "while writing the request")?;
+    stream
+        .flush()
+        .await
+        .or_err(ErrorType::WriteError, "while flushing the request")?;
+    let http = pingora::protocols::http::v1::client::HttpSession::new_with_options(stream, peer);
+    Ok(HttpSession::H1(http))
 }
 
 /// The partner's address (resolved here, asynchronously: pingora's `HttpPeer::new` would block

@@ -7,14 +7,14 @@ change to the engine rebuilds in a minute or two), on two workloads:
   `benches/support/load_workload.rs`).
 
 ```text
-cargo run --release -p partner-gateway-core --example filter_speed -- [SECONDS] [bench|load] [filter]
+cargo run --release -p partner-gateway-core --example filter_speed -- [SECONDS] [bench|load] [filter|small]
 cargo run --release -p partner-gateway-core --example filter_speed -- dump DIR
 ```
 
 For each workload (both unless one is named) it prints the best time of one 1 MiB filter call
 (and GB/s), of `validate` and of serde_json skipping the same body (`IgnoredAny`, a yardstick
-for the machine's state), and the best 1 KiB call; `filter` times only the 1 MiB filter (for
-`perf record`). Best times, not means: on a shared machine the minimum is the stable figure.
+for the machine's state), and the best 1 KiB call; `filter` times only the 1 MiB filter and `small`
+only the 1 KiB one (for `perf record`). Best times, not means: on a shared machine the minimum is the stable figure.
 To compare two versions, build this example at each and run the binaries in alternation.
 */
 use std::hint::black_box;
@@ -46,8 +46,16 @@ fn time(
     options: &FilterOptions<'_>,
     body: impl Fn(usize) -> Vec<u8>,
     secs: f64,
-    only_filter: bool,
+    (only_filter, only_small): (bool, bool),
 ) {
+    if only_small {
+        let small = body(1024);
+        let best = best_of(secs, || {
+            black_box(filter::filter(program, black_box(&small), options).unwrap());
+        });
+        println!("{name}: 1KiB filter best {:.2} us", best * 1e6);
+        return;
+    }
     let big = body(1024 * 1024);
     let out = filter::filter(program, &big, options).expect("the workload passes the filter");
     println!("{name}: in {} out {}", big.len(), out.body.len());
@@ -126,6 +134,7 @@ fn main() {
     let secs: f64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(3.0);
     let has = |word: &str| args.iter().any(|a| a == word);
     let only_filter = has("filter");
+    let only_small = has("small");
     let both = !has("bench") && !has("load");
     if both || has("bench") {
         let program = FilterProgram::compile(&workload::spec()).expect("bench policy compiles");
@@ -137,7 +146,7 @@ fn main() {
             &options,
             workload::body,
             secs,
-            only_filter,
+            (only_filter, only_small),
         );
     }
     if both || has("load") {
@@ -150,7 +159,7 @@ fn main() {
             &options,
             load_workload::body,
             secs,
-            only_filter,
+            (only_filter, only_small),
         );
     }
 }
