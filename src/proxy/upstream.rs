@@ -33,8 +33,8 @@ const START_LIMIT: usize = 64 * 1024;
 /// caller at most [`START_WAIT`] later.
 const START_GRACE: Duration = Duration::from_millis(5);
 const START_WAIT: Duration = Duration::from_millis(20);
-/// Requests up to this size (head and body) go to the partner in one write (see [`one_write`]):
-/// small enough that a connection's empty send buffer takes it whole or nothing of it.
+/// Requests up to this size (head and body) go to a plain-TCP partner in one `send` (see
+/// [`one_write`]); larger ones gain nothing from it and would be copied once more.
 const ONE_WRITE: usize = 16 * 1024;
 
 pub struct UpstreamClient {
@@ -168,6 +168,14 @@ enum SendError {
 }
 
 impl SendError {
+    /// `nothing` applied to a [`SendError::NothingWritten`].
+    fn map_nothing(self, nothing: impl FnOnce(Box<Error>) -> SendError) -> SendError {
+        match self {
+            SendError::NothingWritten(e) => nothing(e),
+            written => written,
+        }
+    }
+
     fn into_inner(self) -> Box<Error> {
         match self {
             SendError::NothingWritten(e) | SendError::Written(e) => e,
@@ -508,24 +516,26 @@ impl UpstreamClient {
         // No timer per read and write: `send` bounds the whole exchange with one timeout.
         http.set_read_timeout(None);
         http.set_write_timeout(None);
-        let whole = one_write(&header, body);
-        let written = match &whole {
-            Some(wire) => write_whole(http, peer, wire).await,
-            None => http.write_request_header(header).await.map(|()| http),
+        let nothing_written = |mut e: Box<Error>| {
+            // Nothing of the request reached a partner that had closed this idle connection.
+            e.retry = reused.into();
+            SendError::NothingWritten(e)
         };
-        let mut http = match written {
-            Ok(http) => http,
-            Err(mut e) => {
-                // Nothing of the request reached a partner that had closed this idle
-                // connection (a whole request is one write, into an empty send buffer).
-                e.retry = reused.into();
-                return Err(SendError::NothingWritten(e));
+        let (mut http, whole) = match one_write(peer, &header, body) {
+            Some(wire) => send_whole(http, peer, &wire, sent)
+                .await
+                .map_err(|e| e.map_nothing(nothing_written))?,
+            None => (http, false),
+        };
+        if !whole {
+            if let Err(e) = http.write_request_header(header).await {
+                return Err(nothing_written(e));
             }
-        };
+        }
         // From here the partner may have the request (`bytes_out` counts its body).
         sent.store(true, Ordering::Relaxed);
         let result = async {
-            if whole.is_none() {
+            if !whole {
                 if !body.is_empty() {
                     http.write_request_body(body.clone(), true).await?;
                 }
@@ -579,13 +589,13 @@ impl UpstreamClient {
     }
 }
 
-/// The wire bytes of a small request (head and body, at most [`ONE_WRITE`]), so that it leaves
-/// in one write: pingora writes and flushes the head on its own, which costs a second send
-/// (and a second wake-up of the partner) per request. `None` for larger bodies, `HEAD` (whose
-/// answer pingora reads as bodiless only when it wrote the head itself) and heads pingora
-/// would refuse to write (they fail there, as before).
-fn one_write(header: &RequestHeader, body: &Bytes) -> Option<Bytes> {
-    if header.method == http::Method::HEAD || body.len() > ONE_WRITE {
+/// The wire bytes of a small request (head and body, at most [`ONE_WRITE`]) to a partner over
+/// plain TCP, to be sent in one `send` (see [`send_whole`]). `None` for larger bodies, TLS
+/// partners (the bytes go through rustls, whose writes cannot say how much reached the socket),
+/// `HEAD` (whose answer pingora reads as bodiless only when it wrote the head itself) and heads
+/// pingora would refuse to write (they fail there, as before).
+fn one_write(peer: &HttpPeer, header: &RequestHeader, body: &Bytes) -> Option<Bytes> {
+    if peer.is_tls() || header.method == http::Method::HEAD || body.len() > ONE_WRITE {
         return None;
     }
     let mut wire = pingora::protocols::http::v1::client::http_req_header_to_wire(header)?;
@@ -596,27 +606,53 @@ fn one_write(header: &RequestHeader, body: &Bytes) -> Option<Bytes> {
     Some(wire.freeze())
 }
 
-/// Writes a whole request (see [`one_write`]) on the connection of `http` and returns a session
-/// on the same connection, ready to read the answer.
-async fn write_whole(http: HttpSession, peer: &HttpPeer, wire: &[u8]) -> Result<HttpSession> {
+/// Sends a whole small request (see [`one_write`]) with one `send` on the socket of `http`, past
+/// pingora's write buffer (empty between requests: pingora flushes every write it makes). The
+/// kernel says exactly how much it took: all of it (the usual case), part of it (the rest
+/// follows through pingora's stream) or, on an error, nothing. `sent` is set as soon as any
+/// byte left. Returns the session to read the answer on and whether the request was written;
+/// when the socket could take nothing right now, it was not, and pingora writes it as usual.
+async fn send_whole(
+    http: HttpSession,
+    peer: &HttpPeer,
+    wire: &[u8],
+    sent: &AtomicBool,
+) -> Result<(HttpSession, bool), SendError> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{send, MsgFlags};
+    use pingora::protocols::l4::stream::Stream as TcpStream;
+    use std::os::fd::AsRawFd as _;
     use tokio::io::AsyncWriteExt as _;
-    let HttpSession::H1(http) = http else {
-        return Error::e_explain(
-            ErrorType::InternalError,
-            "a partner session that is not HTTP/1",
-        );
+    let HttpSession::H1(h1) = http else {
+        return Ok((http, false));
     };
-    let mut stream = http.into_inner();
-    stream
-        .write_all(wire)
-        .await
-        .or_err(ErrorType::WriteError, "while writing the request")?;
-    stream
-        .flush()
-        .await
-        .or_err(ErrorType::WriteError, "while flushing the request")?;
+    // Plain TCP only: any other stream (TLS) has bytes of its own to add.
+    let Some(tcp) = h1.stream().as_any().downcast_ref::<TcpStream>() else {
+        return Ok((HttpSession::H1(h1), false));
+    };
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let taken = match send(tcp.as_raw_fd(), wire, flags) {
+        Ok(taken) if taken > 0 => taken,
+        Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => return Ok((HttpSession::H1(h1), false)),
+        Err(errno) => {
+            let e = Error::because(ErrorType::WriteError, "while writing the request", errno);
+            return Err(SendError::NothingWritten(e));
+        }
+    };
+    sent.store(true, Ordering::Relaxed);
+    let mut stream = h1.into_inner();
+    if taken < wire.len() {
+        let rest = async {
+            stream.write_all(&wire[taken..]).await?;
+            stream.flush().await
+        };
+        if let Err(e) = rest.await {
+            let e = Error::because(ErrorType::WriteError, "while writing the request", e);
+            return Err(SendError::Written(e));
+        }
+    }
     let http = pingora::protocols::http::v1::client::HttpSession::new_with_options(stream, peer);
-    Ok(HttpSession::H1(http))
+    Ok((HttpSession::H1(http), true))
 }
 
 /// The partner's address (resolved here, asynchronously: pingora's `HttpPeer::new` would block
