@@ -13,9 +13,10 @@ cargo run --release -p partner-gateway-core --example filter_speed -- dump DIR
 
 For each workload (both unless one is named) it prints the best time of one 1 MiB filter call
 (and GB/s), of `validate` and of serde_json skipping the same body (`IgnoredAny`, a yardstick
-for the machine's state), and the best 1 KiB call; `filter` times only the 1 MiB filter and `small`
-only the 1 KiB one (for `perf record`). Best times, not means: on a shared machine the minimum is the stable figure.
-To compare two versions, build this example at each and run the binaries in alternation.
+for the machine's state), and the best 1 KiB call; `filter` times only the 1 MiB filter and
+`small` only the 1 KiB one (for `perf record`). Best times, not means: on a shared machine the
+minimum is the stable figure. To compare two versions, build this example at each and run the
+binaries in alternation.
 */
 use std::hint::black_box;
 use std::time::Instant;

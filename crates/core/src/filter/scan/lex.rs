@@ -197,8 +197,9 @@ impl<'a> Scanner<'a> {
     /// At `"`: validates a string, leaves `pos` after its closing quote, and says whether it
     /// holds escapes.
     ///
-    /// Inlined is only the usual case: 16 bytes at a time up to the first special byte; when that is the closing quote, the string is done. Escapes,
-    /// control characters and the body's last bytes go to [`Scanner::scan_string_from`].
+    /// Inlined is only the usual case: 16 bytes at a time up to the first special byte; when
+    /// that is the closing quote, the string is done. Escapes, control characters and the
+    /// body's last bytes go to [`Scanner::scan_string_from`].
     #[inline]
     pub(super) fn scan_string(&mut self) -> Result<bool, Fail> {
         let input = self.input;
