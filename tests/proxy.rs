@@ -249,6 +249,9 @@ fn refusals_are_json_and_reach_no_partner() {
     ];
     for (response, status, code) in &cases {
         assert_refused(response, *status, code);
+        // A 405 says what the route takes (RFC 9110); no other refusal has the header.
+        let allow = (*status == 405).then_some("POST");
+        assert_eq!(response.header("allow"), allow, "{status} {code}");
     }
     // Chunked, over the limit, no content-length to catch it early.
     let mut raw = b"POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();

@@ -158,6 +158,15 @@ impl AdminApp {
 
 const JSON: &str = "application/json";
 
+/// The `Allow` header of a 405 from the admin listener: what each endpoint takes.
+fn allowed_methods(path: &str) -> &'static str {
+    match path {
+        "/reload" => "POST",
+        _ if path == "/optouts" || path.starts_with("/optouts/") => "GET, PUT, DELETE",
+        _ => "GET",
+    }
+}
+
 /// `/readyz`: 200 `ready`; 503 until policy and opt-outs are loaded; 200 `degraded` while a
 /// PostgreSQL replica's copy is stale (`optout_routes` says whether they still serve). With
 /// `signing: { disabled: true }` a 200 also says `"signing": "disabled"`.
@@ -263,6 +272,9 @@ impl ServeHttp for AdminApp {
             .header("content-length", body.len());
         if status == 401 {
             builder = builder.header("www-authenticate", gateway_core::callers::BEARER_CHALLENGE);
+        }
+        if status == 405 {
+            builder = builder.header("allow", allowed_methods(&path));
         }
         builder
             .body(body)

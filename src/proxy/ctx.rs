@@ -43,6 +43,8 @@ pub struct RequestCtx {
     pub upstream_error: Option<UpstreamErrorKind>,
     /// The `WWW-Authenticate` challenge for a 401.
     pub www_authenticate: Option<String>,
+    /// The `Allow` header of a 405: the methods the route owning the path takes.
+    pub allow: Option<String>,
     /// Set once the request is in the metrics.
     pub counted: bool,
 }
@@ -67,6 +69,7 @@ impl RequestCtx {
             filter_time: None,
             upstream_error: None,
             www_authenticate: None,
+            allow: None,
             counted: false,
         }
     }

@@ -403,6 +403,10 @@ impl PartnerProxy {
                 .unwrap_or(gateway_core::callers::BEARER_CHALLENGE);
             let _ = resp.insert_header("www-authenticate", challenge);
         }
+        if refusal.kind == RefusalKind::MethodNotAllowed {
+            // RFC 9110: a 405 lists the methods the target takes (empty when it takes none).
+            let _ = resp.insert_header("allow", ctx.allow.take().unwrap_or_default());
+        }
         // An answer to HEAD has no body (HTTP/1 drops it itself, HTTP/2 would send it).
         let body = if session.req_header().method == http::Method::HEAD {
             Bytes::new()
@@ -620,6 +624,7 @@ fn target_labelled(
                 if let Some(index) = plan::path_owner(p, raw_path) {
                     ctx.set_path_owner(index);
                 }
+                ctx.allow = Some(plan::allowed_methods(p, raw_path));
             }
         }
     })?;

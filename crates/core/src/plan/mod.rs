@@ -112,11 +112,22 @@ fn split_partner(path: &str) -> (&str, &str) {
 /// whatever the method, when the path is valid: the route a refusal for the method (405) is
 /// counted on.
 pub fn path_owner(partner: &Partner, raw_path: &str) -> Option<usize> {
+    partner.path_owner(&partner_path(partner, raw_path)?)
+}
+
+/// The methods `partner`'s routes take on `raw_path` (as [`path_owner`] reads it), for the
+/// `Allow` header of a 405: see [`Partner::allowed_methods`].
+pub fn allowed_methods(partner: &Partner, raw_path: &str) -> String {
+    partner_path(partner, raw_path)
+        .map(|rest| partner.allowed_methods(&rest))
+        .unwrap_or_default()
+}
+
+/// The partner path of a valid `raw_path` that names `partner`.
+fn partner_path(partner: &Partner, raw_path: &str) -> Option<String> {
     let path = normalize_path(raw_path).ok()?;
     let (partner_id, rest) = split_partner(&path);
-    (partner_id == partner.id)
-        .then(|| partner.path_owner(rest))
-        .flatten()
+    (partner_id == partner.id).then(|| rest.to_string())
 }
 
 /// What arrived from the caller, besides method and path.

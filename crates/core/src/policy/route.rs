@@ -397,6 +397,26 @@ impl Partner {
             .map_or(RouteMatch::MethodNotAllowed, RouteMatch::Found)
     }
 
+    /// The methods the routes owning a normalised path take, as a 405's `Allow` header lists
+    /// them (`GET, POST`): those of every route with the owner's template shape, in declaration
+    /// order, each once. Empty when no route owns the path.
+    pub fn allowed_methods(&self, path: &str) -> String {
+        let Some(owner) = self.path_owner(path).and_then(|i| self.routes.get(i)) else {
+            return String::new();
+        };
+        let mut methods: Vec<&str> = Vec::new();
+        let shapes = self
+            .routes
+            .iter()
+            .filter(|r| same_shape(&r.segments, &owner.segments));
+        for method in shapes.flat_map(|r| r.methods.iter()) {
+            if !methods.contains(&method.as_str()) {
+                methods.push(method);
+            }
+        }
+        methods.join(", ")
+    }
+
     /// The index of the route whose template owns a normalised path, whatever the method: the
     /// most specific template, first declared on a tie (see the module docs). A request refused
     /// for its method is labelled with this route's template.

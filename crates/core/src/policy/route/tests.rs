@@ -274,6 +274,22 @@ fn matches_routes_by_specificity_then_order() {
 }
 
 #[test]
+fn allowed_methods_are_those_of_the_owning_template_shape() {
+    let p = partner(vec![
+        route("/v1/tickets/{id}", &["GET"]),
+        route("/v1/tickets/search", &["POST"]),
+        route("/v1/tickets/{ticket}", &["PUT", "GET"]),
+        route("/v1/tickets", &["POST"]),
+    ]);
+    // every route of the owner's shape, in declaration order, each method once
+    assert_eq!(p.allowed_methods("/v1/tickets/42"), "GET, PUT");
+    // the most specific template owns the path: the parameter routes' methods are not listed
+    assert_eq!(p.allowed_methods("/v1/tickets/search"), "POST");
+    assert_eq!(p.allowed_methods("/v1/tickets"), "POST");
+    assert_eq!(p.allowed_methods("/v1/other"), "");
+}
+
+#[test]
 fn no_routes_means_not_found() {
     assert!(matches!(
         partner(Vec::new()).match_route("/x", "GET"),
