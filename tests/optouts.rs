@@ -767,7 +767,7 @@ fn admin_api_needs_the_token_and_valid_input() {
     );
     let r = admin(gw, "POST", "/optouts/1", Some(AUTH), put);
     assert_refused(&r, 405, "method_not_allowed");
-    assert_eq!(r.header("allow"), Some("GET, PUT, DELETE"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"));
     // Nothing of that was stored.
     assert_refused(&get_optout(gw, "1"), 404, "not_found");
     let metrics = gw.metrics();

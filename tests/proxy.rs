@@ -335,6 +335,19 @@ fn metrics_count_with_policy_labels() {
     }
     assert_eq!(gateway.admin_get("/healthz").status, 200);
     assert_eq!(gateway.admin_get("/readyz").status, 200);
+    // HEAD wherever GET: the GET answer's head without its body; other methods are 405
+    // with what the endpoint takes.
+    let admin = gateway.admin.to_string();
+    for path in ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json"] {
+        let get = http1::send(&admin, "GET", path, &[], None).unwrap();
+        let head = http1::send(&admin, "HEAD", path, &[], None).unwrap();
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path}");
+        assert_eq!(head.header("content-type"), get.header("content-type"));
+        let post = http1::send(&admin, "POST", path, &[], Some(b"{}")).unwrap();
+        assert_eq!(post.status, 405, "POST {path}");
+        assert_eq!(post.header("allow"), Some("GET, HEAD"), "POST {path}");
+    }
 }
 
 #[test]

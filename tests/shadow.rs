@@ -281,7 +281,10 @@ fn each_kind_of_difference_is_counted_and_listed_as_paths_only() {
     assert_eq!(admin(&gw, "GET", "/shadow", None).status, 401);
     assert_eq!(admin(&gw, "GET", "/shadow", Some("wrong")).status, 401);
     let post = admin(&gw, "POST", "/shadow", Some(TOKEN));
-    assert_eq!((post.status, post.header("allow")), (405, Some("GET")));
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
     let r = admin(&gw, "GET", "/shadow", Some(TOKEN));
     assert_no_values(&report_text(&r.body));
     assert_no_values(&label_sets(&gw.metrics()));

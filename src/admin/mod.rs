@@ -107,7 +107,7 @@ impl AdminApp {
             (_, "/metrics" | "/healthz" | "/readyz" | "/.well-known/jwks.json") => (
                 405,
                 JSON,
-                error_body("method_not_allowed", "only GET is allowed here"),
+                error_body("method_not_allowed", "only GET and HEAD are allowed here"),
             ),
             _ => (404, JSON, error_body("not_found", "no such admin endpoint")),
         }
@@ -148,7 +148,7 @@ impl AdminApp {
             return (
                 405,
                 JSON,
-                error_body("method_not_allowed", "only GET is allowed here"),
+                error_body("method_not_allowed", "only GET and HEAD are allowed here"),
             );
         }
         let (status, body) = body();
@@ -162,8 +162,8 @@ const JSON: &str = "application/json";
 fn allowed_methods(path: &str) -> &'static str {
     match path {
         "/reload" => "POST",
-        _ if path == "/optouts" || path.starts_with("/optouts/") => "GET, PUT, DELETE",
-        _ => "GET",
+        _ if path == "/optouts" || path.starts_with("/optouts/") => "GET, HEAD, PUT, DELETE",
+        _ => "GET, HEAD",
     }
 }
 
@@ -239,7 +239,9 @@ impl ServeHttp for AdminApp {
         // The head is read: the connection's head limits stop applying to this request.
         conn_limits::head_done(session);
         let req = session.req_header();
-        let method = req.method.as_str().to_string();
+        // HEAD is answered as GET, without the body (RFC 9110: wherever GET is).
+        let head = req.method == http::Method::HEAD;
+        let method = if head { "GET" } else { req.method.as_str() }.to_string();
         let path = req.uri.path().to_string();
         // Two `Authorization` headers are no credential: which one counts would be a guess.
         let mut given = req.headers.get_all("authorization").iter();
@@ -276,6 +278,7 @@ impl ServeHttp for AdminApp {
         if status == 405 {
             builder = builder.header("allow", allowed_methods(&path));
         }
+        let body = if head { Vec::new() } else { body };
         builder
             .body(body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
