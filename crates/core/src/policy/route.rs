@@ -387,29 +387,30 @@ pub fn same_shape(a: &[RouteSegment], b: &[RouteSegment]) -> bool {
 impl Partner {
     /// Finds the route for a normalised path (see [`normalize_path`]) and an uppercase method.
     pub fn match_route(&self, path: &str, method: &str) -> RouteMatch<'_> {
-        let Some(owner) = self.path_owner(path).and_then(|i| self.routes.get(i)) else {
+        let Some(mut owners) = self.owning_routes(path) else {
             return RouteMatch::NotFound;
         };
-        self.routes
-            .iter()
-            .filter(|r| same_shape(&r.segments, &owner.segments))
+        owners
             .find(|r| r.methods.iter().any(|m| m == method))
             .map_or(RouteMatch::MethodNotAllowed, RouteMatch::Found)
+    }
+
+    /// The routes a normalised path belongs to, whatever the method: every route with the
+    /// template shape of its owner ([`Self::path_owner`]), in declaration order. `None` when no
+    /// route owns the path.
+    fn owning_routes(&self, path: &str) -> Option<impl Iterator<Item = &Route>> {
+        let owner = self.path_owner(path).and_then(|i| self.routes.get(i))?;
+        let routes = self.routes.iter();
+        Some(routes.filter(move |r| same_shape(&r.segments, &owner.segments)))
     }
 
     /// The methods the routes owning a normalised path take, as a 405's `Allow` header lists
     /// them (`GET, POST`): those of every route with the owner's template shape, in declaration
     /// order, each once. Empty when no route owns the path.
     pub fn allowed_methods(&self, path: &str) -> String {
-        let Some(owner) = self.path_owner(path).and_then(|i| self.routes.get(i)) else {
-            return String::new();
-        };
         let mut methods: Vec<&str> = Vec::new();
-        let shapes = self
-            .routes
-            .iter()
-            .filter(|r| same_shape(&r.segments, &owner.segments));
-        for method in shapes.flat_map(|r| r.methods.iter()) {
+        let owners = self.owning_routes(path).into_iter().flatten();
+        for method in owners.flat_map(|r| r.methods.iter()) {
             if !methods.contains(&method.as_str()) {
                 methods.push(method);
             }
