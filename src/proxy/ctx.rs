@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_core::filter::Report;
-use gateway_core::plan::Target;
+use gateway_core::plan::{self, Target};
 use gateway_core::policy::{Partner, Route};
 use gateway_core::RefusalKind;
 
@@ -43,8 +43,6 @@ pub struct RequestCtx {
     pub upstream_error: Option<UpstreamErrorKind>,
     /// The `WWW-Authenticate` challenge for a 401.
     pub www_authenticate: Option<String>,
-    /// The `Allow` header of a 405: the methods the route owning the path takes.
-    pub allow: Option<String>,
     /// Set once the request is in the metrics.
     pub counted: bool,
 }
@@ -69,7 +67,6 @@ impl RequestCtx {
             filter_time: None,
             upstream_error: None,
             www_authenticate: None,
-            allow: None,
             counted: false,
         }
     }
@@ -90,6 +87,13 @@ impl RequestCtx {
         if self.partner.is_some() {
             self.route_index = Some(route_index);
         }
+    }
+
+    /// The `Allow` header of a 405 for `raw_path`: the methods of the routes owning it, on the
+    /// partner the request names (empty when it names none).
+    pub fn allowed_methods(&self, raw_path: &str) -> String {
+        let partner = self.partner.as_deref();
+        partner.map_or_else(String::new, |p| plan::allowed_methods(p, raw_path))
     }
 
     /// The request names this partner and route; `series` as for [`Self::set_partner`].

@@ -405,7 +405,8 @@ impl PartnerProxy {
         }
         if refusal.kind == RefusalKind::MethodNotAllowed {
             // RFC 9110: a 405 lists the methods the target takes (empty when it takes none).
-            let _ = resp.insert_header("allow", ctx.allow.take().unwrap_or_default());
+            let allow = ctx.allowed_methods(session.req_header().uri.path());
+            let _ = resp.insert_header("allow", allow);
         }
         // An answer to HEAD has no body (HTTP/1 drops it itself, HTTP/2 would send it).
         let body = if session.req_header().method == http::Method::HEAD {
@@ -624,7 +625,6 @@ fn target_labelled(
                 if let Some(index) = plan::path_owner(p, raw_path) {
                     ctx.set_path_owner(index);
                 }
-                ctx.allow = Some(plan::allowed_methods(p, raw_path));
             }
         }
     })?;
