@@ -389,7 +389,7 @@ fn error_key(message: &str) -> Option<(&str, bool)> {
 /// too, so the caller can report the file's other (semantic) errors in the same run. With a
 /// key given twice or of the wrong type blanked out, the file would be checked without a
 /// setting it has, so it is not.
-pub fn all_errors<T: for<'de> Deserialize<'de>>(
+pub fn all_errors<T: for<'de> Deserialize<'de> + JsonSchema>(
     text: &str,
     first: YamlError,
 ) -> (Vec<YamlError>, Option<T>) {
@@ -456,7 +456,48 @@ pub fn all_errors<T: for<'de> Deserialize<'de>>(
             Err(e) => errors.push(e),
         }
     }
+    let more = other_missing_keys::<T>(text, &errors);
+    errors.extend(more);
     (errors, None)
+}
+
+/// serde names one missing key and stops. When that key is one of the file's own required
+/// top-level keys, the others the file lacks are listed beside it, at the same line, so one
+/// `check` shows everything to add. A missing key of a nested mapping stays the only one named.
+fn other_missing_keys<T: JsonSchema>(text: &str, errors: &[YamlError]) -> Vec<YamlError> {
+    let Some(first) = errors
+        .iter()
+        .find(|e| e.message.starts_with("missing field `"))
+    else {
+        return Vec::new();
+    };
+    let schema = schemars::schema_for!(T);
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(serde_json::Value::as_array)
+        .map(|keys| keys.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    let Ok(present) = parse::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(text)
+    else {
+        return Vec::new();
+    };
+    let is_first = |key: &str| first.message == format!("missing field `{key}`");
+    let missing: Vec<&str> = required
+        .into_iter()
+        .filter(|key| !present.contains_key(*key))
+        .collect();
+    if !missing.iter().any(|key| is_first(key)) {
+        return Vec::new();
+    }
+    missing
+        .into_iter()
+        .filter(|key| !is_first(key))
+        .map(|key| YamlError {
+            line: first.line,
+            column: first.column,
+            message: format!("missing field `{key}`"),
+        })
+        .collect()
 }
 
 /// `line` without the `key: value` entry of a flow mapping that opens and closes on it (the

@@ -294,3 +294,25 @@ fn listing_errors_never_invents_one() {
     assert!(got[1].starts_with("6: unknown field `mthods`"), "{got:#?}");
     assert!(got[2].starts_with("7: unknown field `foo`"), "{got:#?}");
 }
+
+#[test]
+fn every_missing_top_level_key_is_named_at_once() {
+    let text = "kind: contractor\nroutes: []\n";
+    let (errors, rest) = all_errors::<PartnerFile>(text, partner_err(text));
+    let got: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.line, e.message))
+        .collect();
+    assert_eq!(
+        got,
+        ["2: missing field `purpose`", "2: missing field `upstream`"],
+        "{got:#?}"
+    );
+    assert!(rest.is_none());
+
+    // A key missing in a nested mapping is the only one named: the top level is complete.
+    let text = format!("{HEAD}routes: []\nupstream_auth: {{header: authorization}}\n");
+    let (errors, _) = all_errors::<PartnerFile>(&text, partner_err(&text));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.starts_with("missing field `env`"));
+}

@@ -384,6 +384,8 @@ fn every_error_in_every_file_is_reported_in_order() {
         "policy/partners/acme-ship.yaml:6: method \"TRACE\" is never allowed: it echoes the request back",
         "policy/partners/notes.txt:1: partner file name \"notes.txt\" must end in .yaml",
         "policy/partners/zeta.yaml:1: missing field `purpose`",
+        "policy/partners/zeta.yaml:1: missing field `upstream`",
+        "policy/partners/zeta.yaml:1: missing field `routes`",
     ]);
 }
 
