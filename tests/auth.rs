@@ -1385,3 +1385,31 @@ fn caller_credentials_are_decided_the_same_in_any_spelling_of_the_header() {
         "a refused request reached the partner"
     );
 }
+
+/// `exp` is a hard deadline: a token the gateway verified (and remembered) is refused from the
+/// second it expires, with no leeway, and a token that expired moments ago is refused outright.
+#[test]
+fn a_remembered_token_is_refused_from_its_exp_on() {
+    let mock = Mock::start();
+    let gw = AuthGateway::start(&mock);
+    let body = r#"{"order_id":"A-1","shipments":[]}"#;
+    let t = now();
+    let mut claims = good_claims("orders-service");
+    // Five seconds: room for the first request on a loaded machine.
+    claims["exp"] = json!(t + 5);
+    let short = demo_signed(&claims);
+    let r = gw.post("/acme-ship/v1/shipments", &short, &[], body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    while now() < t + 5 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = gw.post("/acme-ship/v1/shipments", &short, &[], body);
+    assert_refused(&r, 401, "unauthenticated");
+    assert_www_authenticate(&r, "remembered, then expired", true);
+
+    let mut claims = good_claims("orders-service");
+    claims["exp"] = json!(now() - 1);
+    let r = gw.post("/acme-ship/v1/shipments", &demo_signed(&claims), &[], body);
+    assert_refused(&r, 401, "unauthenticated");
+    assert_eq!(mock.received().len(), 1);
+}

@@ -17,7 +17,9 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{Map, Value};
 
-/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+/// Clock skew tolerated, in seconds: on a data-use token's `exp`, `nbf` and `iat` (a partner's
+/// clock against the gateway's), and on a caller token's `nbf` and `iat` only (its `exp` is a hard
+/// deadline, see `callers::check_times`).
 pub const LEEWAY_SECS: u64 = 30;
 /// Smallest RSA modulus accepted, in bits.
 pub const MIN_RSA_BITS: usize = 2048;

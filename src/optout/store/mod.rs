@@ -33,8 +33,9 @@ store comes back after a crash is in [`recovery`].
 - **A torn tail is ignored.** A crash during an append can leave a partial or garbled frame at
   the very end of the journal. That frame was never acknowledged. On open, the first frame that
   does not check out is treated as a torn tail *only if no valid frame follows it anywhere in
-  the rest of the file*; it is then cut off (logged) and appending resumes after the last good
-  frame. A customer id cannot contain bytes below 0x20, so a frame header (whose length has a
+  the rest of the file* and it is not whole (a record written whole and changed afterwards may
+  have been acknowledged: `journal::replay` refuses it as corruption); it is then cut off
+  (logged) and appending resumes after the last good frame. A customer id cannot contain bytes below 0x20, so a frame header (whose length has a
   zero high byte) can never be forged inside an id.
 - **Real corruption refuses to load.** A bad frame followed by valid frames, a frame whose
   checksum is right but whose content is not a valid change, a snapshot whose checksum or

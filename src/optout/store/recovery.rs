@@ -127,7 +127,7 @@ pub(super) fn repair(dir: &Path, loaded: &Loaded) -> Result<u64> {
 
 fn cut_torn_tail(journal_path: &Path, valid_len: u64, file_len: u64) -> Result<()> {
     log::warn!(
-        "{}: ignoring {} bytes at byte {} that do not form a whole, intact change: a write a crash cut short (never acknowledged), or the last change damaged on disk afterwards (then re-apply it)",
+        "{}: ignoring {} bytes at byte {} that do not form a whole change: a write a crash cut short, which was never acknowledged",
         journal_path.display(),
         file_len - valid_len,
         valid_len

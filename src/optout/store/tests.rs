@@ -260,9 +260,10 @@ fn torn_tails_are_cut_off() {
     let cases: &[(&str, Damage)] = &[
         ("partial header", |b, last| b.truncate(last + 5)),
         ("partial payload", |b, _| b.truncate(b.len() - 3)),
-        ("garbled payload", |b, _| {
+        // What a power loss did not get to disk reads back as zeros.
+        ("payload ending in zeros", |b, _| {
             let n = b.len();
-            b[n - 2] ^= 0xff;
+            b[n - 3..].fill(0);
         }),
         ("zeroed payload", |b, last| {
             for x in &mut b[last + FRAME_HEADER_LEN..] {
@@ -343,6 +344,31 @@ fn corruption_refuses_to_load() {
                 fs::write(path, bytes).unwrap();
             },
             "a damaged record is followed by valid ones",
+        ),
+        (
+            // Whole, ending as written, only the checksum fails: changed after it was written,
+            // and the opt-out it held may have been acknowledged.
+            "damaged last record",
+            |dir| {
+                let path = dir.join(JOURNAL);
+                let mut bytes = fs::read(&path).unwrap();
+                let n = bytes.len();
+                bytes[n - 3] ^= 0x01;
+                fs::write(path, bytes).unwrap();
+            },
+            "the last record is whole but its checksum does not match",
+        ),
+        (
+            "damaged last record, garbage after it",
+            |dir| {
+                let path = dir.join(JOURNAL);
+                let mut bytes = fs::read(&path).unwrap();
+                let last = *frame_starts(&bytes).last().unwrap();
+                bytes[last + FRAME_HEADER_LEN] ^= 0x01;
+                bytes.extend_from_slice(b"\x07\x00\x00\x00garbage");
+                fs::write(path, bytes).unwrap();
+            },
+            "the last record is whole but its checksum does not match",
         ),
         (
             "damaged journal header",

@@ -6,8 +6,8 @@ configured issuer, audience and keys and yields a [`Caller`] (its `sub` and grou
 [`Caller::may_use`] matches against a partner's `allowed_callers`.
 
 Rules (see the README, "Callers and data-use tokens"):
-- `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present; clock leeway
-  is [`LEEWAY_SECS`]. `iss` must be one string (RFC 7519), never an array that happens to
+- `iss`, `aud`, `exp` and `sub` are required; `nbf` is honoured when present. `exp` has no
+  leeway; `nbf` and `iat` may be [`LEEWAY_SECS`] ahead ([`check_times`]). `iss` must be one string (RFC 7519), never an array that happens to
   hold the expected issuer.
 - A token may not live longer than the verifier's maximum lifetime (`exp − iat`, or
   `exp − now` for a token without `iat`; an `iat` in the future is refused), so a leaked
@@ -418,17 +418,12 @@ impl CallerVerifier {
         }
 
         let exp = numeric_date(claims.get("exp")).ok_or(AuthError::InvalidClaim("exp"))?;
-        if now_unix >= exp.saturating_add(LEEWAY_SECS) {
-            return Err(AuthError::Expired);
-        }
-        self.check_lifetime(&claims, exp, now_unix)?;
         let nbf = match claims.get("nbf") {
             None => None,
             Some(nbf) => Some(numeric_date(Some(nbf)).ok_or(AuthError::InvalidClaim("nbf"))?),
         };
-        if nbf.is_some_and(|nbf| nbf > now_unix.saturating_add(LEEWAY_SECS)) {
-            return Err(AuthError::NotYetValid);
-        }
+        check_times(exp, nbf, now_unix)?;
+        self.check_lifetime(&claims, exp, now_unix)?;
         let sub = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => return Err(AuthError::InvalidClaim("sub")),
@@ -444,6 +439,21 @@ impl CallerVerifier {
             nbf,
         })
     }
+}
+
+/// The time rules of a caller token, for a full verification and a cache hit alike. `exp` is a
+/// hard deadline, without leeway: an expired credential proves nothing, and callers renew
+/// theirs before it. `nbf` (and `iat`, see [`CallerVerifier::check_lifetime`]) may be up to
+/// [`LEEWAY_SECS`] ahead of this clock: an identity provider whose clock runs a little ahead
+/// must not make its fresh tokens fail.
+pub(crate) fn check_times(exp: u64, nbf: Option<u64>, now_unix: u64) -> Result<(), AuthError> {
+    if now_unix >= exp {
+        return Err(AuthError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf > now_unix.saturating_add(LEEWAY_SECS)) {
+        return Err(AuthError::NotYetValid);
+    }
+    Ok(())
 }
 
 impl CallerVerifier {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use lru::LruCache;
 
-use super::{AuthError, Caller, LEEWAY_SECS};
+use super::{check_times, AuthError, Caller};
 
 /// Tokens kept by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -39,16 +39,7 @@ struct Entry {
 impl Entry {
     /// The same time rules as a full verification.
     fn check_time(&self, now_unix: u64) -> Result<(), AuthError> {
-        if now_unix >= self.exp.saturating_add(LEEWAY_SECS) {
-            return Err(AuthError::Expired);
-        }
-        if self
-            .nbf
-            .is_some_and(|nbf| nbf > now_unix.saturating_add(LEEWAY_SECS))
-        {
-            return Err(AuthError::NotYetValid);
-        }
-        Ok(())
+        check_times(self.exp, self.nbf, now_unix)
     }
 
     /// What an entry for `token` costs, counted against [`TokenCache::max_bytes`]: the

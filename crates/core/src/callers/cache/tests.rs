@@ -49,21 +49,19 @@ fn a_hit_gives_the_same_caller_as_a_full_check() {
 }
 
 #[test]
-fn a_hit_still_enforces_exp_with_the_same_leeway() {
+fn a_hit_still_enforces_exp() {
     let v = verifier();
     let exp = NOW + 60;
     let t = token(&claims(exp));
     v.verify_cached(Some(&t), NOW).unwrap();
-    // Within the leeway: still accepted, as a full check would.
-    assert!(v.verify_cached(Some(&t), exp + LEEWAY_SECS - 1).is_ok());
+    // Up to the second before `exp`: still accepted, as a full check would; at `exp` refused
+    // by both (no leeway on `exp`).
+    assert!(v.verify_cached(Some(&t), exp - 1).is_ok());
     assert_eq!(
-        v.verify_cached(Some(&t), exp + LEEWAY_SECS).unwrap_err(),
+        v.verify_cached(Some(&t), exp).unwrap_err(),
         AuthError::Expired
     );
-    assert_eq!(
-        v.verify(Some(&t), exp + LEEWAY_SECS).unwrap_err(),
-        AuthError::Expired
-    );
+    assert_eq!(v.verify(Some(&t), exp).unwrap_err(), AuthError::Expired);
     // And again later: an expired entry never comes back to life.
     assert_eq!(
         v.verify_cached(Some(&t), exp + 10_000).unwrap_err(),
@@ -80,7 +78,7 @@ fn a_hit_still_enforces_nbf() {
     v.verify_cached(Some(&t), NOW).unwrap();
     // The clock went back (or the entry is asked about earlier): nbf is checked on the hit.
     assert_eq!(
-        v.verify_cached(Some(&t), NOW - LEEWAY_SECS - 1)
+        v.verify_cached(Some(&t), NOW - crate::jose::LEEWAY_SECS - 1)
             .unwrap_err(),
         AuthError::NotYetValid
     );
@@ -218,24 +216,15 @@ fn expired_entries_are_dropped_when_found_and_before_room_is_made() {
     let bytes = cache.bytes();
     // A hit that finds an entry expired drops it (its memory too).
     assert_eq!(
-        cache
-            .get("short", NOW + 10 + LEEWAY_SECS)
-            .unwrap()
-            .unwrap_err(),
+        cache.get("short", NOW + 10).unwrap().unwrap_err(),
         AuthError::Expired
     );
-    assert!(cache.get("short", NOW + 10 + LEEWAY_SECS).is_none());
+    assert!(cache.get("short", NOW + 10).is_none());
     assert!(cache.bytes() < bytes);
     // Expired entries at the cold end go on the next insert, though there is room.
     cache.insert("soon", caller.clone(), NOW + 10, None, NOW);
     cache.get("long", NOW);
-    cache.insert(
-        "later",
-        caller.clone(),
-        NOW + 10_000,
-        None,
-        NOW + 10 + LEEWAY_SECS,
-    );
+    cache.insert("later", caller.clone(), NOW + 10_000, None, NOW + 10);
     assert_eq!(cache.len(), 2);
     // The same token again replaces its entry without counting it twice.
     let bytes = cache.bytes();

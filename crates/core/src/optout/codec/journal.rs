@@ -97,19 +97,55 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// The frame starting at `pos`, if it is complete and checks out: `(payload, end)`.
-pub fn frame_at(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+/// The three words of the frame header at `pos`: `(len, len ^ LEN_CHECK, crc)` as stored.
+fn header_words(bytes: &[u8], pos: usize) -> Option<(u32, u32, u32)> {
     let header = bytes.get(pos..pos.checked_add(FRAME_HEADER_LEN)?)?;
     let word =
         |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-    let (len, check, crc) = (word(0), word(4), word(8));
-    if len ^ LEN_CHECK != check || len as usize > MAX_FRAME {
+    Some((word(0), word(4), word(8)))
+}
+
+/// The payload of `len` bytes starting at `start`, if the length is allowed and it is all there.
+fn payload_of(bytes: &[u8], start: usize, len: u32) -> Option<&[u8]> {
+    if len as usize > MAX_FRAME {
+        return None;
+    }
+    bytes.get(start..start.checked_add(len as usize)?)
+}
+
+/// The frame starting at `pos`, if it is complete and checks out: `(payload, end)`.
+pub fn frame_at(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    let (len, check, crc) = header_words(bytes, pos)?;
+    if len ^ LEN_CHECK != check {
         return None;
     }
     let start = pos + FRAME_HEADER_LEN;
-    let end = start + len as usize;
-    let payload = bytes.get(start..end)?;
-    (crc32fast::hash(payload) == crc).then_some((payload, end))
+    let payload = payload_of(bytes, start, len)?;
+    (crc32fast::hash(payload) == crc).then_some((payload, start + payload.len()))
+}
+
+/// Is the frame at `pos` (which [`frame_at`] refused) a record that was written whole and
+/// changed afterwards? Either its header checks out, its whole payload is there and ends in a
+/// byte other than zero, and only the checksum fails; or its header's two length words
+/// disagree, yet one of them leads to a whole payload that matches the checksum and reads as
+/// a change. An interrupted append leaves neither: a killed process's write stops short (the
+/// payload is not all there), and what a power loss did not get to disk reads back as zeros (a
+/// header that does not check out and leads to no valid change, or a payload ending in zeros).
+/// So the change it held may have been acknowledged.
+fn damaged_whole(bytes: &[u8], pos: usize) -> bool {
+    let Some((len, check, crc)) = header_words(bytes, pos) else {
+        return false;
+    };
+    let start = pos + FRAME_HEADER_LEN;
+    if len ^ LEN_CHECK == check {
+        return payload_of(bytes, start, len)
+            .and_then(<[u8]>::last)
+            .is_some_and(|&last| last != 0);
+    }
+    [len, check ^ LEN_CHECK]
+        .into_iter()
+        .filter_map(|len| payload_of(bytes, start, len))
+        .any(|payload| crc32fast::hash(payload) == crc && decode_change(payload).is_ok())
 }
 
 /// The payload of a change (frame it with [`frame`]).
@@ -154,13 +190,17 @@ pub fn decode_change(payload: &[u8]) -> Result<Change<'_>, CodecError> {
 /// Replays the frames of the journal `bytes` (header already checked with [`read_header`])
 /// into `set`. Returns the length of the valid part: bytes after it are a torn tail, a write
 /// that was never acknowledged. A damaged frame is a torn tail only if no valid frame follows
-/// it anywhere in the rest of the file; otherwise the journal is corrupted.
+/// it anywhere in the rest of the file and it is not whole (see `damaged_whole`); otherwise
+/// the journal is corrupted.
 pub fn replay(bytes: &[u8], set: &mut OptOutSet) -> Result<usize, CodecError> {
     let mut pos = HEADER_LEN;
     while pos < bytes.len() {
         let Some((payload, end)) = frame_at(bytes, pos) else {
             if let Some(next) = (pos + 1..bytes.len()).find(|&q| frame_at(bytes, q).is_some()) {
                 return Err(CodecError::DamagedRecord { at: pos, next });
+            }
+            if damaged_whole(bytes, pos) {
+                return Err(CodecError::DamagedLastRecord { at: pos });
             }
             break;
         };

@@ -72,6 +72,13 @@ pub enum CodecError {
     Record { at: usize, source: Box<CodecError> },
     #[error("at byte {at}: a damaged record is followed by valid ones (at byte {next})")]
     DamagedRecord { at: usize, next: usize },
+    #[error(
+        "at byte {at}: the last record is whole but its checksum does not match, which no \
+         interrupted write leaves behind: an acknowledged change may be lost. Restore the store \
+         from a backup (or `optouts import` the customers' latest choices); only if you know \
+         that change was never acknowledged, cut the journal to {at} bytes"
+    )]
+    DamagedLastRecord { at: usize },
 }
 
 /// A little-endian reader over a byte slice whose errors say what was being read.

@@ -117,6 +117,50 @@ fn a_torn_tail_ends_replay_but_a_damaged_middle_is_corruption() {
     );
 }
 
+/// A last record that is whole but fails its checksum was changed after it was written, and
+/// the opt-out it held may have been acknowledged: corruption, not a torn tail. One that ends
+/// in zeros is what a power loss leaves of an append: torn.
+#[test]
+fn a_whole_damaged_last_record_is_corruption_a_zero_ended_one_is_torn() {
+    let bytes = journal_of(&[(Op::Add, "1", &["research"]), (Op::Add, "2", &["research"])]);
+    let second = journal::frame_at(&bytes, journal::HEADER_LEN).unwrap().1;
+    let n = bytes.len();
+
+    let mut flipped = bytes.clone();
+    flipped[n - 4] ^= 1;
+    assert_eq!(
+        journal::replay(&flipped, &mut OptOutSet::new()),
+        Err(CodecError::DamagedLastRecord { at: second })
+    );
+
+    let mut zeroed = bytes.clone();
+    zeroed[n - 4..].fill(0);
+    assert_eq!(journal::replay(&zeroed, &mut OptOutSet::new()), Ok(second));
+
+    // A bit of its header's length or check word changed: the other word still finds the
+    // record as written, so it was whole.
+    for at in [second, second + 4] {
+        let mut header = bytes.clone();
+        header[at] ^= 1;
+        assert_eq!(
+            journal::replay(&header, &mut OptOutSet::new()),
+            Err(CodecError::DamagedLastRecord { at: second })
+        );
+    }
+
+    // A header a power loss left as zeros, or cut short: torn.
+    let mut zero_header = bytes.clone();
+    zero_header[second..second + journal::FRAME_HEADER_LEN].fill(0);
+    assert_eq!(
+        journal::replay(&zero_header, &mut OptOutSet::new()),
+        Ok(second)
+    );
+    assert_eq!(
+        journal::replay(&bytes[..second + 7], &mut OptOutSet::new()),
+        Ok(second)
+    );
+}
+
 fn set_of(entries: &[(&str, &[&str])]) -> OptOutSet {
     let mut set = OptOutSet::new();
     for (id, scopes) in entries {
