@@ -116,7 +116,7 @@ pub enum AuthError {
     WrongIssuer,
     #[error("the token audience is not accepted")]
     WrongAudience,
-    #[error("the token has no {0} claim")]
+    #[error("the token's {0} claim is missing or not valid")]
     MissingClaim(&'static str),
     #[error("the token claim {0} is invalid")]
     InvalidClaim(&'static str),
