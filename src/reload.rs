@@ -154,6 +154,12 @@ fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
         .map_err(|diagnostics| reject(diagnostics.iter().map(ToString::to_string).collect()))?;
     let shadow = shadow.map(|s| s.policy);
     let active = loader::build_active(dir, loaded.policy).map_err(reject)?;
+    let now = crate::gateway::now_unix() as i64;
+    if let Some(problem) =
+        crate::tls::listener_regression(&active.policy, &gateway.active().tls, &active.tls, now)
+    {
+        return Err(reject(vec![problem.to_string()]));
+    }
     Ok(active.with_shadow(shadow))
 }
 

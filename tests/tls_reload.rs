@@ -244,6 +244,26 @@ fn admin_reload_rotates_and_bad_files_keep_the_old_certificate() {
         let conn = try_connect(&gateway, &pki, None).expect("still serving");
         assert_eq!(conn.server_cert(), old_cert);
     }
+    // A certificate that has expired, replacing a valid one: every handshake would fail.
+    let (expired_cert, expired_key) = pki.gateway_ca.leaf(&["localhost"], true);
+    replace(&pki.server.key, expired_key.as_bytes());
+    replace(&pki.server.cert, expired_cert.as_bytes());
+    let r = post_reload(&gateway);
+    assert_refused(&r, 422, "invalid_policy");
+    let errors = r.json()["errors"].to_string();
+    assert!(errors.contains("expired"), "{errors}");
+    assert!(errors.contains("keeps serving"), "{errors}");
+    assert!(
+        errors.contains(&format!("gateway.yaml:{cert_line}:")),
+        "{errors}"
+    );
+    assert_eq!(
+        try_connect(&gateway, &pki, None).unwrap().server_cert(),
+        old_cert
+    );
+    replace(&pki.server.cert, &good_cert);
+    replace(&pki.server.key, &good_key);
+
     std::fs::remove_file(&pki.server.key).unwrap();
     let r = post_reload(&gateway);
     assert_refused(&r, 422, "invalid_policy");

@@ -65,6 +65,31 @@ pub fn listener_from_files(
     Ok(ListenerTlsState::new(certified, verifier))
 }
 
+/// On a reload: a new listener certificate that has expired or is not valid yet, while the one
+/// serving is valid, would make every handshake fail. The reload is refused with that problem
+/// (`FILE:LINE`) and the serving certificate stays. At start an expired certificate is only a
+/// warning: there is nothing better to serve.
+pub fn listener_regression(
+    policy: &Policy,
+    serving: &TlsMaterial,
+    new: &TlsMaterial,
+    now: i64,
+) -> Option<Diagnostic> {
+    let tls = policy.gateway.tls.as_ref()?;
+    let (serving, new) = (serving.listener.as_ref()?, new.listener.as_ref()?);
+    let problem = files::expiry_warning(&tls.cert, &new.cert.cert, now)?;
+    if files::expiry_warning(&tls.cert, &serving.cert.cert, now).is_some() {
+        return None;
+    }
+    Some(Diagnostic {
+        message: format!(
+            "{}; the certificate serving now is valid and keeps serving (install a valid one)",
+            problem.message
+        ),
+        ..problem
+    })
+}
+
 /// The identity the TLS handshake recorded for a connection's client certificate, if any.
 pub fn peer_identity(digest: Option<&pingora::protocols::Digest>) -> Option<PeerIdentity> {
     let ssl = digest?.ssl_digest.as_ref()?;
