@@ -17,7 +17,7 @@ instead of guessed at:
   exponents, hex, and digits that NFKC maps to ASCII digits ([`BadId::NonCanonicalNumber`]);
 - text that Unicode NFKC normalisation changes (`ｃ-200`) ([`BadId::NotNfkc`]);
 - JSON integers beyond ±(2^53−1) ([`BadId::UnsafeInteger`]; as strings they are fine);
-- in URL values also `;` and `,` ([`BadId::Separator`]).
+- in URL values also `;`, `,`, `?` and `#` ([`BadId::Separator`]).
 
 What is left is compared exactly, and also in lowercase and uppercase ([`is_opted_out`]), so
 `C-200` is judged as `c-200` whichever case the opt-out was recorded in. An opt-out is only
@@ -92,7 +92,7 @@ impl BadId {
             BadId::UnsafeInteger => {
                 "an integer beyond ±(2^53−1), which JavaScript readers round (send it as a string)"
             }
-            BadId::Separator => "a value with `;` or `,`, which partners may split into several ids",
+            BadId::Separator => "a value with `;`, `,`, `?` or `#`, which partners may split into several ids, or read as the end of the path once they decode it again",
             BadId::TooLong => "longer than an opt-out can be recorded for (256 bytes)",
             BadId::Invisible => {
                 "a string with an invisible format character (a zero-width space, a soft hyphen), which readers may strip"
@@ -194,10 +194,11 @@ pub fn check_new_opt_out_id(id: &str) -> Result<(), BadId> {
 }
 
 /// Checks a decoded path parameter or query value on an opt-out-honouring partner: the rules
-/// of [`check_string_id`] plus no `;` or `,`. [`BadId::TooLong`] comes only for a value that
+/// of [`check_string_id`] plus no `;`, `,`, `?` or `#` (a partner that decodes a path twice
+/// reads `c-200%3F` as `c-200` and an empty query). [`BadId::TooLong`] comes only for a value that
 /// passes every other rule, so a caller may compare such a value instead of refusing it.
 pub fn check_url_value(value: &str) -> Result<(), BadId> {
-    if value.contains([';', ',']) {
+    if value.contains([';', ',', '?', '#']) {
         return Err(BadId::Separator);
     }
     check_string_id(value)
@@ -269,27 +270,45 @@ pub fn folds_to_subject(key: &str, subject: &str) -> bool {
 }
 
 /// Is the member name `key` another spelling of the member name `subject` (the subject's, or a
-/// transformed sibling's) for a case-insensitive JSON reader (Go's `encoding/json`, Jackson or .NET in case-insensitive
-/// mode): equal under Unicode case folding and NFKC (`Customer_Id`, `cuſtomer_id`), or once a
-/// dotted capital `İ` and a dotless `ı` are read as `i`, as Java's `equalsIgnoreCase` and
-/// Jackson in a Turkish locale read them (`emaİl`, `customer_ıd`), but not the same key? Names
-/// are as they stand in the body (already checked to be UTF-8); the usual ASCII name is settled
-/// without a text conversion.
+/// transformed sibling's) for a lenient JSON reader (Go's `encoding/json`, Jackson or .NET in
+/// case-insensitive mode, or one that cleans names up): equal under Unicode case folding and
+/// NFKC (`Customer_Id`, `cuſtomer_id`), or once a dotted capital `İ` and a dotless `ı` are read
+/// as `i`, as Java's `equalsIgnoreCase` and Jackson in a Turkish locale read them (`emaİl`,
+/// `customer_ıd`), or once read as [`as_readers_clean`] reads names (`customer\u00ad_id`,
+/// `"customer_id "`, `customer_id\u0000x`), but not the same key? Names are as they stand in
+/// the body (already checked to be UTF-8); the usual ASCII name is settled without a text
+/// conversion.
 pub fn name_folds_onto(key: &[u8], subject: &[u8]) -> bool {
     if key == subject {
         return false;
     }
-    if key.is_ascii() && subject.is_ascii() {
-        return key.eq_ignore_ascii_case(subject);
-    }
     let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject)) else {
         return false;
     };
+    let (clean_key, clean_subject) = (as_readers_clean(key), as_readers_clean(subject));
+    if clean_key.is_ascii() && clean_subject.is_ascii() {
+        return clean_key.eq_ignore_ascii_case(&clean_subject);
+    }
     const TURKISH_I: [char; 2] = ['\u{130}', '\u{131}'];
     let dotless = |s: &str| s.replace(TURKISH_I, "i");
+    let (key, subject) = (&*clean_key, &*clean_subject);
     caseless::compatibility_caseless_match_str(key, subject)
         || ((key.contains(TURKISH_I) || subject.contains(TURKISH_I))
             && caseless::compatibility_caseless_match_str(&dotless(key), &dotless(subject)))
+}
+
+/// A member name as readers that clean names up see it: cut at a NUL (C strings), invisible
+/// format characters dropped ([`without_invisible`], as NFKC_Casefold does) and surrounding
+/// whitespace trimmed. Borrowed, with no work beyond one pass, for the usual plain ASCII name.
+fn as_readers_clean(name: &str) -> Cow<'_, str> {
+    let name = name.split('\0').next().unwrap_or_default();
+    if name.is_ascii() {
+        return Cow::Borrowed(name.trim());
+    }
+    match without_invisible(name) {
+        Cow::Borrowed(clean) => Cow::Borrowed(clean.trim()),
+        Cow::Owned(clean) => Cow::Owned(clean.trim().to_string()),
+    }
 }
 
 /// The Unicode case folds of `id` and of its uppercase: beyond ASCII, the forms in which other

@@ -14,7 +14,7 @@ use crate::{Refusal, RefusalKind};
 ///
 /// Values are judged after percent-decoding, both as written and with `+` read as a space (as
 /// form decoders do). A value a partner might read as another id than the text compared —
-/// with `;` or `,`, control characters, surrounding whitespace, a non-canonical integer
+/// with `;`, `,`, `?` or `#`, control characters, surrounding whitespace, a non-canonical integer
 /// (`0300`, `+300`, `300.0`) or text NFKC changes — is refused: 400 `bad_request`, or 422
 /// `subject_missing` for a parameter the route types as a customer id (`{cid:subject}` in the
 /// path, `query: [ref:subject]`), which must also be non-empty.

@@ -103,7 +103,15 @@ fn integer_literals() {
 
 #[test]
 fn url_values() {
-    for bad in ["c-200;v=1", "c-100,c-200", ";", ","] {
+    for bad in [
+        "c-200;v=1",
+        "c-100,c-200",
+        ";",
+        ",",
+        "c-200?",
+        "c-200#x",
+        "c-200?a=1",
+    ] {
         assert_eq!(check_url_value(bad), Err(BadId::Separator), "{bad}");
     }
     assert_eq!(check_url_value("c-200"), Ok(()));
@@ -147,7 +155,21 @@ fn keys_folding_to_the_subject() {
     ] {
         assert!(folds_to_subject(key, "customer_id"), "{key}");
     }
-    for key in ["customer_id", "customer_ids", "customerid", "name"] {
+    // Readers that drop invisible characters, cut at a NUL or trim names.
+    for key in [
+        "customer\u{ad}_id",
+        "customer_id\u{200b}",
+        "\u{feff}customer_id",
+        "customer_id\0",
+        "customer_id\0x",
+        "customer_id ",
+        " customer_id",
+        "customer_id\t",
+        "CUSTOMER\u{ad}_ID ",
+    ] {
+        assert!(folds_to_subject(key, "customer_id"), "{key:?}");
+    }
+    for key in ["customer_id", "customer_ids", "customerid", "name", "customer id", "\0"] {
         assert!(!folds_to_subject(key, "customer_id"), "{key}");
     }
 }
