@@ -30,23 +30,33 @@ pub fn new_server() -> anyhow::Result<Server> {
     Ok(server)
 }
 
+/// A TCP socket bound to `addr` (with `SO_REUSEADDR`, as pingora's listener and std's bind
+/// set it) but not listening: the bind fails as a listener's would when the address is taken.
+fn bind_only(addr: std::net::SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
 /// Loads the policy and builds the gateway state `serve` and `demo` run.
 pub fn load_gateway(dir: &Path) -> anyhow::Result<Arc<Gateway>> {
     let before = crate::reload::before_start(dir);
     let loaded = loader::load(dir, Some(&ProcessEnv)).map_err(|d| loader::diagnostics_error(&d))?;
     // Before any store is opened: a second gateway on the same addresses (and, likely, the same
-    // opt-out store and ledger) stops here instead of waiting for the ports for ever. Both are
-    // held at once, so that two overlapping addresses (`0.0.0.0:P` and `127.0.0.1:P`) are found.
+    // opt-out store and ledger) stops here instead of waiting for the ports for ever (the policy
+    // already refused `listen` and `admin_listen` taking the same connections). Bound, not
+    // listening: a client that connects in this moment is refused, never taken into a backlog
+    // that closing these sockets would reset (a readiness probe polling a starting gateway met
+    // such a reset).
     let mut held = Vec::new();
     for (key, addr) in [
         ("listen", loaded.policy.gateway.listen),
         ("admin_listen", loaded.policy.gateway.admin_listen),
     ] {
-        let bound = std::net::TcpListener::bind(addr).map_err(|e| {
+        let bound = bind_only(addr).map_err(|e| {
             let hint = match e.kind() {
-                std::io::ErrorKind::AddrInUse if !held.is_empty() => {
-                    ": it overlaps `listen`, or another process holds it"
-                }
                 std::io::ErrorKind::AddrInUse => ": is another gateway running?",
                 _ => "",
             };
