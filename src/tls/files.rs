@@ -149,7 +149,7 @@ pub fn expiry_warning(
     ))
 }
 
-fn rfc3339(unix: i64) -> String {
+pub fn rfc3339(unix: i64) -> String {
     x509_parser::time::ASN1Time::from_timestamp(unix)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| unix.to_string())

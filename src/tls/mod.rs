@@ -65,10 +65,12 @@ pub fn listener_from_files(
     Ok(ListenerTlsState::new(certified, verifier))
 }
 
-/// On a reload: a new listener certificate that has expired or is not valid yet, while the one
-/// serving is valid, would make every handshake fail. The reload is refused with that problem
-/// (`FILE:LINE`) and the serving certificate stays. At start an expired certificate is only a
-/// warning: there is nothing better to serve.
+/// On a reload: a new listener certificate that has expired, while the one serving has not,
+/// would make every handshake fail. The reload is refused (`FILE:LINE`) and the serving
+/// certificate stays. Only the leaf is judged (an expired cross-sign further down the chain
+/// does not decide), and only expiry: a certificate not valid yet becomes valid by itself,
+/// while a refused file is not read again until it changes. At start an expired certificate is
+/// only a warning: there is nothing better to serve.
 pub fn listener_regression(
     policy: &Policy,
     serving: &TlsMaterial,
@@ -77,17 +79,18 @@ pub fn listener_regression(
 ) -> Option<Diagnostic> {
     let tls = policy.gateway.tls.as_ref()?;
     let (serving, new) = (serving.listener.as_ref()?, new.listener.as_ref()?);
-    let problem = files::expiry_warning(&tls.cert, &new.cert.cert, now)?;
-    if files::expiry_warning(&tls.cert, &serving.cert.cert, now).is_some() {
+    let leaf_expired = |m: &ListenerMaterial| m.cert.cert.first().map(files::not_after);
+    let expired = leaf_expired(new).filter(|&t| t < now)?;
+    if leaf_expired(serving).is_some_and(|t| t < now) {
         return None;
     }
-    Some(Diagnostic {
-        message: format!(
-            "{}; the certificate serving now is valid and keeps serving (install a valid one)",
-            problem.message
+    Some(files::problem(
+        &tls.cert,
+        format!(
+            "the certificate expired at {} (Unix time {expired}): every handshake would fail, so the certificate serving now keeps serving (install a valid one)",
+            files::rfc3339(expired)
         ),
-        ..problem
-    })
+    ))
 }
 
 /// The identity the TLS handshake recorded for a connection's client certificate, if any.

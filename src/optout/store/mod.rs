@@ -30,13 +30,14 @@ store comes back after a crash is in [`recovery`].
 - **Acknowledged means on disk.** [`OptOutStore::put`] and [`OptOutStore::delete`] append one
   frame and `fdatasync` the journal before they update memory and return; an admin API answer
   is sent only after that. A `kill -9` (or power loss) after the answer keeps the change.
-- **A torn tail is ignored.** A crash during an append can leave a partial or garbled frame at
-  the very end of the journal. That frame was never acknowledged. On open, the first frame that
-  does not check out is treated as a torn tail *only if no valid frame follows it anywhere in
-  the rest of the file* and it is not whole (a record written whole and changed afterwards may
-  have been acknowledged: `journal::replay` refuses it as corruption); it is then cut off
-  (logged) and appending resumes after the last good frame. A customer id cannot contain bytes below 0x20, so a frame header (whose length has a
-  zero high byte) can never be forged inside an id.
+- **A torn tail is ignored.** A crash during an append can leave a partial frame, or one with
+  a sector of zeros, at the very end of the journal. That frame was never acknowledged. On
+  open, the first frame that does not check out is treated as a torn tail *only if no valid
+  frame follows it anywhere in the rest of the file* and it is not whole (a record written
+  whole and changed afterwards may have been acknowledged: `journal::replay` refuses it as
+  corruption); it is then cut off (logged) and appending resumes after the last good frame. A
+  customer id cannot contain bytes below 0x20, so a frame header (whose length has a zero high
+  byte) can never be forged inside an id.
 - **Real corruption refuses to load.** A bad frame followed by valid frames, a frame whose
   checksum is right but whose content is not a valid change, a snapshot whose checksum or
   structure is wrong, a journal whose generation is newer than the snapshot, or a journal that

@@ -407,7 +407,6 @@ impl CallerVerifier {
         // Time is checked below against the `now_unix` handed in: the core reads no clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        validation.leeway = LEEWAY_SECS;
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation)
                 .map_err(map_jwt_error)?;

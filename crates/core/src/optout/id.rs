@@ -17,7 +17,7 @@ instead of guessed at:
   exponents, hex, and digits that NFKC maps to ASCII digits ([`BadId::NonCanonicalNumber`]);
 - text that Unicode NFKC normalisation changes (`ｃ-200`) ([`BadId::NotNfkc`]);
 - JSON integers beyond ±(2^53−1) ([`BadId::UnsafeInteger`]; as strings they are fine);
-- in URL values also `;`, `,`, `?` and `#` ([`BadId::Separator`]).
+- in URL values also `;`, `,`, `?`, `#`, `&` and percent escapes ([`BadId::Separator`]).
 
 What is left is compared exactly, and also in lowercase and uppercase ([`is_opted_out`]), so
 `C-200` is judged as `c-200` whichever case the opt-out was recorded in. An opt-out is only
@@ -92,7 +92,7 @@ impl BadId {
             BadId::UnsafeInteger => {
                 "an integer beyond ±(2^53−1), which JavaScript readers round (send it as a string)"
             }
-            BadId::Separator => "a value with `;`, `,`, `?` or `#`, which partners may split into several ids, or read as the end of the path once they decode it again",
+            BadId::Separator => "a value with `;`, `,`, `?`, `#`, `&` or a percent escape, which partners may split into several ids or decode again into another",
             BadId::TooLong => "longer than an opt-out can be recorded for (256 bytes)",
             BadId::Invisible => {
                 "a string with an invisible format character (a zero-width space, a soft hyphen), which readers may strip"
@@ -194,11 +194,16 @@ pub fn check_new_opt_out_id(id: &str) -> Result<(), BadId> {
 }
 
 /// Checks a decoded path parameter or query value on an opt-out-honouring partner: the rules
-/// of [`check_string_id`] plus no `;`, `,`, `?` or `#` (a partner that decodes a path twice
-/// reads `c-200%3F` as `c-200` and an empty query). [`BadId::TooLong`] comes only for a value that
+/// of [`check_string_id`] plus no `;`, `,`, `?`, `#`, `&` and no percent escape left after
+/// decoding (a partner that decodes twice reads `c-200%3F` as `c-200` and an empty query, and
+/// `%2563-200` as `c-200`). [`BadId::TooLong`] comes only for a value that
 /// passes every other rule, so a caller may compare such a value instead of refusing it.
 pub fn check_url_value(value: &str) -> Result<(), BadId> {
-    if value.contains([';', ',', '?', '#']) {
+    let escape = value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    if escape || value.contains([';', ',', '?', '#', '&']) {
         return Err(BadId::Separator);
     }
     check_string_id(value)
@@ -285,30 +290,56 @@ pub fn name_folds_onto(key: &[u8], subject: &[u8]) -> bool {
     let (Ok(key), Ok(subject)) = (std::str::from_utf8(key), std::str::from_utf8(subject)) else {
         return false;
     };
-    let (clean_key, clean_subject) = (as_readers_clean(key), as_readers_clean(subject));
-    if clean_key.is_ascii() && clean_subject.is_ascii() {
-        return clean_key.eq_ignore_ascii_case(&clean_subject);
+    let subject = as_readers_clean(subject, Controls::CutAtNul);
+    [Controls::CutAtNul, Controls::Deleted]
+        .into_iter()
+        .any(|controls| folds_equal(&as_readers_clean(key, controls), &subject))
+}
+
+/// Equal for a case-insensitive reader: ASCII case, else Unicode case folding and NFKC, also
+/// with `İ` and `ı` read as `i`.
+fn folds_equal(key: &str, subject: &str) -> bool {
+    if key.is_ascii() && subject.is_ascii() {
+        return key.eq_ignore_ascii_case(subject);
     }
     const TURKISH_I: [char; 2] = ['\u{130}', '\u{131}'];
     let dotless = |s: &str| s.replace(TURKISH_I, "i");
-    let (key, subject) = (&*clean_key, &*clean_subject);
     caseless::compatibility_caseless_match_str(key, subject)
         || ((key.contains(TURKISH_I) || subject.contains(TURKISH_I))
             && caseless::compatibility_caseless_match_str(&dotless(key), &dotless(subject)))
 }
 
-/// A member name as readers that clean names up see it: cut at a NUL (C strings), invisible
-/// format characters dropped ([`without_invisible`], as NFKC_Casefold does) and surrounding
-/// whitespace trimmed. Borrowed, with no work beyond one pass, for the usual plain ASCII name.
-fn as_readers_clean(name: &str) -> Cow<'_, str> {
-    let name = name.split('\0').next().unwrap_or_default();
-    if name.is_ascii() {
-        return Cow::Borrowed(name.trim());
+/// What readers that clean member names up do with control characters inside one.
+#[derive(Clone, Copy)]
+enum Controls {
+    /// Cut the name at its first NUL (C strings).
+    CutAtNul,
+    /// Delete every control character.
+    Deleted,
+}
+
+/// A member name as readers that clean names up see it: control characters handled as
+/// `controls` says, invisible format characters dropped ([`without_invisible`], as
+/// NFKC_Casefold does), blanks and control characters trimmed from both ends (Java's `trim`
+/// takes everything up to U+0020). Borrowed, for the usual plain name, with one pass over it.
+fn as_readers_clean(name: &str, controls: Controls) -> Cow<'_, str> {
+    let trim = |s: &str| {
+        s.trim_matches(|c: char| c.is_whitespace() || c.is_control())
+            .to_string()
+    };
+    let name = match controls {
+        Controls::CutAtNul => name.split('\0').next().unwrap_or_default(),
+        Controls::Deleted if name.contains(|c: char| c.is_control()) => {
+            let kept: String = name.chars().filter(|c| !c.is_control()).collect();
+            return Cow::Owned(trim(&without_invisible(&kept)));
+        }
+        Controls::Deleted => name,
+    };
+    let plain = |c: char| !(c.is_whitespace() || c.is_control());
+    if name.is_ascii() && name.starts_with(plain) && name.ends_with(plain) {
+        return Cow::Borrowed(name);
     }
-    match without_invisible(name) {
-        Cow::Borrowed(clean) => Cow::Borrowed(clean.trim()),
-        Cow::Owned(clean) => Cow::Owned(clean.trim().to_string()),
-    }
+    Cow::Owned(trim(&without_invisible(name)))
 }
 
 /// The Unicode case folds of `id` and of its uppercase: beyond ASCII, the forms in which other

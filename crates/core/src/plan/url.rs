@@ -14,7 +14,7 @@ use crate::{Refusal, RefusalKind};
 ///
 /// Values are judged after percent-decoding, both as written and with `+` read as a space (as
 /// form decoders do). A value a partner might read as another id than the text compared —
-/// with `;`, `,`, `?` or `#`, control characters, surrounding whitespace, a non-canonical integer
+/// with `;`, `,`, `?`, `#`, `&` or a percent escape left after decoding, control characters, surrounding whitespace, a non-canonical integer
 /// (`0300`, `+300`, `300.0`) or text NFKC changes — is refused: 400 `bad_request`, or 422
 /// `subject_missing` for a parameter the route types as a customer id (`{cid:subject}` in the
 /// path, `query: [ref:subject]`), which must also be non-empty.
@@ -83,7 +83,7 @@ pub(super) fn ledger_url_subjects(
 /// `query: [ref:subject]` parameters of the forwarded query): they name a customer to the
 /// partner as a record's subject does, so the disclosure ledger keys them among the request's
 /// `subjects`. Each value in every form a partner may read it as, as the opt-out check judges
-/// it ([`read_as`]), and also trimmed and cut at `,` and `;` (a partner that honours no opt-outs
+/// it ([`read_as`]), and also trimmed and cut at `,`, `;`, `?`, `#` and `&` (a partner that honours no opt-outs
 /// gets such values as sent): `who-received` finds `c-8` sent as `c-8.json` or `c-8,c-9`.
 /// A value that is empty or not UTF-8 once decoded names no one.
 pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<String> {
@@ -105,7 +105,7 @@ pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<
         .filter_map(|(what, raw)| read_as(what, raw))
         .flatten()
     {
-        let pieces = form.split([',', ';']).map(str::trim);
+        let pieces = form.split([',', ';', '?', '#', '&']).map(str::trim);
         for id in std::iter::once(form.as_str()).chain(pieces) {
             if !id.is_empty() && seen.insert(id.to_string()) {
                 ids.push(id.to_string());

@@ -458,6 +458,7 @@ pub fn all_errors<T: for<'de> Deserialize<'de> + JsonSchema>(
     }
     let more = other_missing_keys::<T>(text, &errors);
     errors.extend(more);
+    errors.truncate(MAX_FILE_ERRORS);
     (errors, None)
 }
 

@@ -124,28 +124,47 @@ pub fn frame_at(bytes: &[u8], pos: usize) -> Option<(&[u8], usize)> {
     (crc32fast::hash(payload) == crc).then_some((payload, start + payload.len()))
 }
 
+/// Disks write whole sectors of this many bytes (or multiples): what a power loss did not get
+/// to disk reads back as whole sectors of zeros (or the zeros beyond the old end of the file).
+const SECTOR: usize = 512;
+
 /// Is the frame at `pos` (which [`frame_at`] refused) a record that was written whole and
-/// changed afterwards? Either its header checks out, its whole payload is there and ends in a
-/// byte other than zero, and only the checksum fails; or its header's two length words
-/// disagree, yet one of them leads to a whole payload that matches the checksum and reads as
-/// a change. An interrupted append leaves neither: a killed process's write stops short (the
-/// payload is not all there), and what a power loss did not get to disk reads back as zeros (a
-/// header that does not check out and leads to no valid change, or a payload ending in zeros).
-/// So the change it held may have been acknowledged.
+/// changed afterwards? Its payload is all there, no sector-aligned stretch of the frame reads
+/// as zeros, and either its header checks out (only the checksum fails), or the header's two
+/// length words disagree yet one of them leads to a payload that matches the checksum and reads
+/// as a change. An interrupted append leaves neither: a killed process's write stops short (the
+/// payload is not all there), and a power loss leaves whole sectors of zeros where the bytes did
+/// not reach the disk. So the change it held may have been acknowledged.
 fn damaged_whole(bytes: &[u8], pos: usize) -> bool {
     let Some((len, check, crc)) = header_words(bytes, pos) else {
         return false;
     };
     let start = pos + FRAME_HEADER_LEN;
+    let written = |payload: &[u8]| !zeroed_sector(bytes, pos, start + payload.len());
     if len ^ LEN_CHECK == check {
-        return payload_of(bytes, start, len)
-            .and_then(<[u8]>::last)
-            .is_some_and(|&last| last != 0);
+        return payload_of(bytes, start, len).is_some_and(written);
     }
     [len, check ^ LEN_CHECK]
         .into_iter()
         .filter_map(|len| payload_of(bytes, start, len))
-        .any(|payload| crc32fast::hash(payload) == crc && decode_change(payload).is_ok())
+        .any(|payload| {
+            written(payload) && crc32fast::hash(payload) == crc && decode_change(payload).is_ok()
+        })
+}
+
+/// Does `bytes[from..to]` hold a stretch that is all zeros and is the whole of that range's
+/// share of one [`SECTOR`]-aligned sector (offsets in `bytes` are offsets in the file)?
+fn zeroed_sector(bytes: &[u8], from: usize, to: usize) -> bool {
+    let to = to.min(bytes.len());
+    let mut at = from;
+    while at < to {
+        let next = (at / SECTOR + 1) * SECTOR;
+        if bytes[at..next.min(to)].iter().all(|&b| b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
 }
 
 /// The payload of a change (frame it with [`frame`]).

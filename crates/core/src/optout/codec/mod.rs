@@ -73,8 +73,9 @@ pub enum CodecError {
     #[error("at byte {at}: a damaged record is followed by valid ones (at byte {next})")]
     DamagedRecord { at: usize, next: usize },
     #[error(
-        "at byte {at}: the last record is whole but its checksum does not match, which no \
-         interrupted write leaves behind: an acknowledged change may be lost. Restore the store \
+        "at byte {at}: the last record is whole but does not check out (a write a crash cut \
+         short is incomplete, or has a sector of zeros): it changed after it was written, and \
+         an acknowledged change may be lost. Restore the store \
          from a backup (or `optouts import` the customers' latest choices); only if you know \
          that change was never acknowledged, cut the journal to {at} bytes"
     )]

@@ -118,47 +118,75 @@ fn a_torn_tail_ends_replay_but_a_damaged_middle_is_corruption() {
 }
 
 /// A last record that is whole but fails its checksum was changed after it was written, and
-/// the opt-out it held may have been acknowledged: corruption, not a torn tail. One that ends
-/// in zeros is what a power loss leaves of an append: torn.
+/// the opt-out it held may have been acknowledged: corruption, not a torn tail. One with a
+/// sector's share of zeros is what a power loss leaves of an append: torn.
 #[test]
-fn a_whole_damaged_last_record_is_corruption_a_zero_ended_one_is_torn() {
-    let bytes = journal_of(&[(Op::Add, "1", &["research"]), (Op::Add, "2", &["research"])]);
+fn a_whole_damaged_last_record_is_corruption_a_zeroed_sector_is_torn() {
+    let bytes = journal_of(&[(Op::Add, "1", &["research"]), (Op::RemoveAll, "2", &[])]);
     let second = journal::frame_at(&bytes, journal::HEADER_LEN).unwrap().1;
     let n = bytes.len();
+    let damaged = |at: usize| Err(CodecError::DamagedLastRecord { at });
 
-    let mut flipped = bytes.clone();
-    flipped[n - 4] ^= 1;
-    assert_eq!(
-        journal::replay(&flipped, &mut OptOutSet::new()),
-        Err(CodecError::DamagedLastRecord { at: second })
-    );
-
-    let mut zeroed = bytes.clone();
-    zeroed[n - 4..].fill(0);
-    assert_eq!(journal::replay(&zeroed, &mut OptOutSet::new()), Ok(second));
-
-    // A bit of its header's length or check word changed: the other word still finds the
-    // record as written, so it was whole.
-    for at in [second, second + 4] {
-        let mut header = bytes.clone();
-        header[at] ^= 1;
+    // One bit anywhere in it: the payload (a RemoveAll ends in zeros as written), the
+    // length word, the check word, the checksum.
+    for at in [n - 4, n - 1, second, second + 4, second + 8] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 1;
         assert_eq!(
-            journal::replay(&header, &mut OptOutSet::new()),
-            Err(CodecError::DamagedLastRecord { at: second })
+            journal::replay(&flipped, &mut OptOutSet::new()),
+            damaged(second),
+            "{at}"
         );
     }
 
-    // A header a power loss left as zeros, or cut short: torn.
-    let mut zero_header = bytes.clone();
-    zero_header[second..second + journal::FRAME_HEADER_LEN].fill(0);
-    assert_eq!(
-        journal::replay(&zero_header, &mut OptOutSet::new()),
-        Ok(second)
-    );
+    // Zeroed, whole or cut short: torn.
+    let mut zeroed = bytes.clone();
+    zeroed[second..].fill(0);
+    assert_eq!(journal::replay(&zeroed, &mut OptOutSet::new()), Ok(second));
     assert_eq!(
         journal::replay(&bytes[..second + 7], &mut OptOutSet::new()),
         Ok(second)
     );
+}
+
+/// A last record across a sector boundary of which one side did not reach the disk (zeros up
+/// to or from the boundary): torn, whichever side it is, even with the header intact.
+#[test]
+fn a_last_record_with_one_sector_unwritten_is_torn() {
+    let long = "x".repeat(200);
+    let mut ids: Vec<String> = (0..2).map(|i| format!("{i}{long}")).collect();
+    ids.push(format!("last{long}"));
+    let changes: Vec<(Op, &str, &[&str])> = ids
+        .iter()
+        .map(|id| (Op::Add, id.as_str(), &["research"][..]))
+        .collect();
+    let bytes = journal_of(&changes);
+    let starts: Vec<usize> = {
+        let mut starts = Vec::new();
+        let mut pos = journal::HEADER_LEN;
+        while let Some((_, end)) = journal::frame_at(&bytes, pos) {
+            starts.push(pos);
+            pos = end;
+        }
+        starts
+    };
+    let last = *starts.last().unwrap();
+    let boundary = (last / 512 + 1) * 512;
+    assert!(
+        boundary < bytes.len(),
+        "the last record must cross a sector boundary"
+    );
+    for (from, to) in [(last, boundary), (boundary, bytes.len()), (last, last + 3)] {
+        let mut torn = bytes.clone();
+        torn[from..to].fill(0);
+        let result = journal::replay(&torn, &mut OptOutSet::new());
+        if to == last + 3 && last + 3 < boundary {
+            // Three zero bytes inside a sector that holds more of it: not a lost sector.
+            assert_eq!(result, Err(CodecError::DamagedLastRecord { at: last }));
+        } else {
+            assert_eq!(result, Ok(last), "zeros {from}..{to}");
+        }
+    }
 }
 
 fn set_of(entries: &[(&str, &[&str])]) -> OptOutSet {

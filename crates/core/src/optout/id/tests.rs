@@ -111,6 +111,9 @@ fn url_values() {
         "c-200?",
         "c-200#x",
         "c-200?a=1",
+        "c-200&ref=c-100",
+        "%63-200",
+        "c-200%3F",
     ] {
         assert_eq!(check_url_value(bad), Err(BadId::Separator), "{bad}");
     }
@@ -166,10 +169,21 @@ fn keys_folding_to_the_subject() {
         " customer_id",
         "customer_id\t",
         "CUSTOMER\u{ad}_ID ",
+        "customer_id\u{1}",
+        "customer_id\u{1f}",
+        "customer\0_id",
+        "\u{7f}customer_id",
     ] {
         assert!(folds_to_subject(key, "customer_id"), "{key:?}");
     }
-    for key in ["customer_id", "customer_ids", "customerid", "name", "customer id", "\0"] {
+    for key in [
+        "customer_id",
+        "customer_ids",
+        "customerid",
+        "name",
+        "customer id",
+        "\0",
+    ] {
         assert!(!folds_to_subject(key, "customer_id"), "{key}");
     }
 }
