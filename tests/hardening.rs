@@ -143,7 +143,11 @@ fn opted_out_ids_in_other_url_spellings_never_reach_the_partner() {
         ("/biz/v1/people/c-200%23x", 422, "subject_missing"),
         ("/biz/v1/people/%2563-200", 400, "bad_request"),
         ("/biz/v1/customers/c-1?ref=%2563-200", 400, "bad_request"),
-        ("/biz/v1/customers/c-1?ref=c-1%26ref%3Dc-200", 400, "bad_request"),
+        (
+            "/biz/v1/customers/c-1?ref=c-1%26ref%3Dc-200",
+            400,
+            "bad_request",
+        ),
         // A query parameter typed as the customer id: bad forms are 422, like a typed path.
         ("/biz/v1/lookup?ref=c-200", 451, "subject_opted_out"),
         ("/biz/v1/lookup?ref=0300", 422, "subject_missing"),
