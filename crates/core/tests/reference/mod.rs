@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -196,12 +197,15 @@ fn at(rules: &[(&[Seg], Action)], value: &Value, here: &str) -> Result<Option<Va
                     // As Java's `equalsIgnoreCase` reads them, `İ` and `ı` are `i` too.
                     let dotless = |s: &str| s.replace(['\u{130}', '\u{131}'], "i");
                     let folds = |name: &&str| {
-                        *name != key
-                            && (caseless::compatibility_caseless_match_str(key, name)
-                                || caseless::compatibility_caseless_match_str(
-                                    &dotless(key),
-                                    &dotless(name),
-                                ))
+                        let name = &cleaned(name)[0];
+                        *name != *key
+                            && cleaned(key).iter().any(|key| {
+                                caseless::compatibility_caseless_match_str(key, name)
+                                    || caseless::compatibility_caseless_match_str(
+                                        &dotless(key),
+                                        &dotless(name),
+                                    )
+                            })
                     };
                     if !named && guarded.iter().any(folds) {
                         return Err(format!(
@@ -290,4 +294,25 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         Ok(Value::Object(out.into_iter().collect()))
     }
+}
+
+/// Invisible format characters, which readers that clean names up drop.
+static INVISIBLE: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"[\p{Cf}\p{Default_Ignorable_Code_Point}]").unwrap());
+
+/// A member name as readers that clean names up read it: cut at a NUL, or with every control
+/// character deleted; then without invisible format characters and trimmed of blanks and
+/// control characters.
+fn cleaned(name: &str) -> [String; 2] {
+    let clean = |s: &str| {
+        INVISIBLE
+            .replace_all(s, "")
+            .trim_matches(|c: char| c.is_whitespace() || c.is_control())
+            .to_string()
+    };
+    let deleted: String = name.chars().filter(|c| !c.is_control()).collect();
+    [
+        clean(name.split('\0').next().unwrap_or("")),
+        clean(&deleted),
+    ]
 }
