@@ -199,14 +199,18 @@ pub fn check_new_opt_out_id(id: &str) -> Result<(), BadId> {
 /// `%2563-200` as `c-200`). [`BadId::TooLong`] comes only for a value that
 /// passes every other rule, so a caller may compare such a value instead of refusing it.
 pub fn check_url_value(value: &str) -> Result<(), BadId> {
-    let escape = value
-        .as_bytes()
-        .windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
-    if escape || value.contains([';', ',', '?', '#', '&']) {
+    if has_percent_escape(value) || value.contains([';', ',', '?', '#', '&']) {
         return Err(BadId::Separator);
     }
     check_string_id(value)
+}
+
+/// Does `text` hold a percent escape (`%` and two hex digits), which a second decoding would
+/// turn into another character?
+pub(crate) fn has_percent_escape(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 /// `0` or `-?[1-9][0-9]*`, not `-0`.

@@ -160,10 +160,7 @@ fn check_decoded(segment: &str) -> Result<(), String> {
         .nfkc()
         .collect();
     let read = folded.split(';').next().unwrap_or_default().trim();
-    let escape = folded
-        .as_bytes()
-        .windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    let escape = crate::optout::id::has_percent_escape(&folded);
     if matches!(read, "" | "." | "..") || folded.contains(['/', '\\']) || escape {
         return Err(format!(
             "{segment:?} path segment is not allowed (Unicode normalisation makes it {folded:?})"
