@@ -845,7 +845,10 @@ fn a_column_changed_under_a_serving_replica_never_unenforces_its_opt_outs() {
         if status == 503 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "never went stale");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never went stale"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_refused(&contact(gw, "bp", "3333"), 503, "not_ready");
