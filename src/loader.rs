@@ -5,7 +5,7 @@ Reads a policy directory from disk and hands it to the core loader. `check`, `se
 use std::path::{Path, PathBuf};
 
 use gateway_core::policy::{
-    self, Diagnostic, Env, Loaded, NamedFile, Policy, PolicySource, SourceFile,
+    self, Diagnostic, Env, Loaded, NamedFile, Partial, Policy, PolicySource, SourceFile,
 };
 
 use crate::gateway::Active;
@@ -121,19 +121,28 @@ pub fn load(dir: &Path, env: Option<&dyn Env>) -> Result<Loaded, Vec<Diagnostic>
     load_partly(dir, env).map_err(|(errors, _)| errors)
 }
 
-/// [`load`], keeping on refusal the policy as far as it validated (see
-/// [`policy::load_partly`]), for `check` to load the files it names.
+/// [`load`], keeping on refusal what validated (see [`policy::load_partly`]), for `check` to
+/// load the files it names.
 pub fn load_partly(
     dir: &Path,
     env: Option<&dyn Env>,
-) -> Result<Loaded, (Vec<Diagnostic>, Option<Box<Policy>>)> {
+) -> Result<Loaded, (Vec<Diagnostic>, Partial)> {
     let (source, mut errors) = read_policy_dir_partly(dir);
     let Some(source) = source else {
-        return Err((errors, None));
+        return Err((errors, Partial::default()));
     };
     match policy::load_partly(&source, env) {
         Ok(loaded) if errors.is_empty() => Ok(loaded),
-        Ok(loaded) => Err((errors, Some(Box::new(loaded.policy)))),
+        Ok(loaded) => {
+            let policy = Some(Box::new(loaded.policy));
+            Err((
+                errors,
+                Partial {
+                    policy,
+                    ..Partial::default()
+                },
+            ))
+        }
         Err((more, partial)) => {
             errors.extend(more);
             Err((errors, partial))

@@ -259,6 +259,41 @@ fn a_yaml_error_elsewhere_hides_no_key_file_problem() {
     );
 }
 
+/// A partner file's own mistake hides no problem of the certificate files its `tls` section
+/// names, nor does a mistake in gateway.yaml hide those of a partner file that validated.
+#[test]
+fn a_mistake_in_a_partner_file_hides_no_problem_of_its_certificates() {
+    let tmp = bundled_copy(&["policy", "certs"]);
+    let partners = tmp.path().join("policy/partners");
+    let text = "kind: contractor\npurpose: shipping\nupstream: https://127.0.0.1:29999\n\
+                tls: { ca: certs/nope.pem }\n\
+                routes: [{ path: /v1/a, methods: [POST], allow: [b], categories: {b: user.nmae} }]\n\
+                allowed_callers: [orders-service]\n";
+    std::fs::write(partners.join("zz.yaml"), text).unwrap();
+    let policy = tmp.path().join("policy");
+    let (code, out) = check(policy.to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("zz.yaml:")).collect();
+    assert!(
+        lines[0].contains("zz.yaml:4: tls.ca ") && lines[0].contains("nope.pem"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("zz.yaml:5: unknown data category"),
+        "{out}"
+    );
+
+    let fixed = text.replace("user.nmae", "user.name");
+    std::fs::write(partners.join("zz.yaml"), fixed).unwrap();
+    let gateway = policy.join("gateway.yaml");
+    let text = std::fs::read_to_string(&gateway).unwrap();
+    std::fs::write(&gateway, text.replacen("listen:", "listn:", 1)).unwrap();
+    let (code, out) = check(policy.to_str().unwrap());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("listn"), "{out}");
+    assert!(out.contains("zz.yaml:4: tls.ca "), "{out}");
+}
+
 /// A key file's problem is reported on the line of the key that names it: not on a comment
 /// that mentions the file, nor on another key naming the same file.
 #[test]

@@ -92,16 +92,28 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
             outln!(out, "{summary}");
             ExitCode::SUCCESS
         }
-        Err((diagnostics, partial)) => {
+        Err((mut diagnostics, partial)) => {
+            // The files named by the `tls` sections that validated in partner files that did
+            // not, listed in file and line order with the rest; then those named by what did
+            // validate (gateway.yaml, and the partner files that did), so a mistake hides no
+            // problem of a certificate or key file. The files gateway.yaml names are loaded
+            // only when it validates.
+            let now = crate::gateway::now_unix() as i64;
+            for only in &partial.partner_tls {
+                diagnostics.extend(crate::tls::PartnerPeerTls::problems(only, now));
+            }
+            diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             let mut listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-            // The files named by what did validate (gateway.yaml, and the partner files that
-            // did), so a partner file's mistake hides no problem of another's key files; when
-            // gateway.yaml itself does not validate, none are loaded.
-            if let Some(Err(lines)) = partial.map(|policy| loader::build_active(dir, *policy)) {
-                for line in lines {
-                    if !listed.contains(&line) {
-                        listed.push(line);
-                    }
+            let more = match partial
+                .policy
+                .map(|policy| loader::build_active(dir, *policy))
+            {
+                Some(Err(lines)) => lines,
+                _ => Vec::new(),
+            };
+            for line in more {
+                if !listed.contains(&line) {
+                    listed.push(line);
                 }
             }
             for line in &listed {

@@ -3,7 +3,7 @@
 //! setting from carrying a request under another.
 use std::sync::Arc;
 
-use gateway_core::policy::{Diagnostic, NamedFile, Partner, PartnerTls};
+use gateway_core::policy::{Diagnostic, NamedFile, Partner, PartnerTls, PartnerTlsOnly};
 use pingora::prelude::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls::pki_types::CertificateDer;
@@ -34,6 +34,29 @@ impl PartnerPeerTls {
     /// Reads and checks the files of `partner`'s `tls` section (`None` for an https upstream
     /// without one: system roots, no client certificate).
     pub fn load(partner: &Partner, now: i64) -> Result<LoadedPartner, Vec<Diagnostic>> {
+        let none = PartnerTls {
+            ca: None,
+            server_name: None,
+            client_cert: None,
+        };
+        let tls = partner.tls.as_ref().unwrap_or(&none);
+        Self::load_section(&partner.id, partner.server_name(), tls, now)
+    }
+
+    /// The problems of the files a `tls` section names, for `check` on a partner file that
+    /// did not validate otherwise.
+    pub fn problems(only: &PartnerTlsOnly, now: i64) -> Vec<Diagnostic> {
+        Self::load_section(&only.partner, &only.server_name, &only.tls, now)
+            .err()
+            .unwrap_or_default()
+    }
+
+    fn load_section(
+        id: &str,
+        server_name: &str,
+        tls: &PartnerTls,
+        now: i64,
+    ) -> Result<LoadedPartner, Vec<Diagnostic>> {
         let mut out = Loading {
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -41,19 +64,14 @@ impl PartnerPeerTls {
             hasher: Sha256::new(),
             now,
         };
-        out.hasher.update(partner.id.as_bytes());
+        out.hasher.update(id.as_bytes());
         out.hasher.update([0]);
-        out.hasher.update(partner.server_name().as_bytes());
-        let tls = partner.tls.clone().unwrap_or(PartnerTls {
-            ca: None,
-            server_name: None,
-            client_cert: None,
-        });
-        let ca = tls.ca.as_ref().and_then(|file| out.ca(&partner.id, file));
+        out.hasher.update(server_name.as_bytes());
+        let ca = tls.ca.as_ref().and_then(|file| out.ca(id, file));
         let client = tls
             .client_cert
             .as_ref()
-            .and_then(|(cert, key)| out.client(&partner.id, cert, key));
+            .and_then(|(cert, key)| out.client(id, cert, key));
         if !out.errors.is_empty() {
             return Err(out.errors);
         }

@@ -12,7 +12,7 @@ mod tls;
 
 pub use load::{
     base_dir, env_name_shown, env_variable, env_variable_unquoted, load, load_partly, Diagnostic,
-    Env, Loaded, PolicySource, SourceFile,
+    Env, Loaded, Partial, PartnerTlsOnly, PolicySource, SourceFile,
 };
 pub use model::*;
 pub use route::{normalize_path, RouteMatch};

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
-use super::model::{Policy, SecretVariable, PSEUDONYMISATION_KEY};
+use super::model::{Partner, PartnerTls, Policy, SecretVariable, Upstream, PSEUDONYMISATION_KEY};
 use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
@@ -158,13 +158,47 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
     load_partly(source, env).map_err(|(errors, _)| errors)
 }
 
-/// [`load`], keeping on refusal the policy as far as it validated: the gateway settings, when
-/// they did, with the partners whose files did. `check` loads the files those name, so a
-/// certificate problem is listed beside an error in another file, not after it is fixed.
+/// What `check` can still load the named files of when a policy does not validate, so a
+/// certificate problem is listed beside an error elsewhere, not after it is fixed.
+#[derive(Debug, Default)]
+pub struct Partial {
+    /// The gateway settings, when they validated, with the partners whose files did.
+    pub policy: Option<Box<Policy>>,
+    /// The `tls` sections that validated in partner files that did not (and, when
+    /// `gateway.yaml` did not validate, in every partner file).
+    pub partner_tls: Vec<PartnerTlsOnly>,
+}
+
+/// One partner's `tls` section without the rest of its file.
+#[derive(Debug, Clone)]
+pub struct PartnerTlsOnly {
+    pub partner: String,
+    /// `tls.server_name`, else the upstream's host (empty when neither validated).
+    pub server_name: String,
+    pub tls: PartnerTls,
+}
+
+impl PartnerTlsOnly {
+    fn new(partner: &str, upstream: Option<&Upstream>, tls: PartnerTls) -> Self {
+        let host = upstream.map(|u| u.host.clone());
+        PartnerTlsOnly {
+            partner: partner.to_string(),
+            server_name: tls.server_name.clone().or(host).unwrap_or_default(),
+            tls,
+        }
+    }
+
+    fn of(partner: &Partner) -> Option<Self> {
+        let tls = partner.tls.clone()?;
+        Some(Self::new(&partner.id, Some(&partner.upstream), tls))
+    }
+}
+
+/// [`load`], keeping on refusal what validated ([`Partial`]).
 pub fn load_partly(
     source: &PolicySource,
     env: Option<&dyn Env>,
-) -> Result<Loaded, (Vec<Diagnostic>, Option<Box<Policy>>)> {
+) -> Result<Loaded, (Vec<Diagnostic>, Partial)> {
     let mut d = Diags::default();
     let base = base_dir(&source.dir);
 
@@ -186,6 +220,7 @@ pub fn load_partly(
 
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut partners = BTreeMap::new();
+    let mut partner_tls = Vec::new();
     for file in &source.partners {
         let id = partner_id(file, &mut d);
         if let Some(id) = &id {
@@ -204,10 +239,11 @@ pub fn load_partly(
             }
         }
         let id = id.unwrap_or_default();
-        if let Some(partner) =
-            validate_partner(&file.path, &file.text, &id, has_optouts, &base, env, &mut d)
-        {
-            partners.insert(id, Arc::new(partner));
+        match validate_partner(&file.path, &file.text, &id, has_optouts, &base, env, &mut d) {
+            Ok(partner) => {
+                partners.insert(id, Arc::new(partner));
+            }
+            Err(tls) => partner_tls.extend(tls.map(|tls| *tls)),
         }
     }
 
@@ -234,17 +270,33 @@ pub fn load_partly(
                 line: 1,
                 message: "internal error: the policy could not be assembled".to_string(),
             }],
-            None,
+            Partial::default(),
         )),
-        gateway => {
-            let partial = gateway.map(|gateway| {
-                Box::new(Policy {
-                    version: policy_version(source),
-                    gateway,
-                    partners,
-                })
+        Some(gateway) => {
+            let policy = Box::new(Policy {
+                version: policy_version(source),
+                gateway,
+                partners,
             });
-            Err((d.errors, partial))
+            let policy = Some(policy);
+            Err((
+                d.errors,
+                Partial {
+                    policy,
+                    partner_tls,
+                },
+            ))
+        }
+        None => {
+            let valid = partners.values().filter_map(|p| PartnerTlsOnly::of(p));
+            partner_tls.extend(valid);
+            Err((
+                d.errors,
+                Partial {
+                    policy: None,
+                    partner_tls,
+                },
+            ))
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::route::{check_route_overlaps, compile_route, validate_route, RouteCtx, RouteDraft};
 use super::{
     env_secret, env_variable, is_header_value, is_never_forwarded, is_token, line,
-    may_carry_partner_credential, warn_short_key, Diags, Env, Invalid, SourceFile,
+    may_carry_partner_credential, warn_short_key, Diags, Env, Invalid, PartnerTlsOnly, SourceFile,
     DEFAULT_LEGAL_BASIS_HEADER,
 };
 use crate::optout::Scope;
@@ -147,7 +147,7 @@ pub(super) fn validate_partner(
     base: &Path,
     env: Option<&dyn Env>,
     d: &mut Diags,
-) -> Option<Partner> {
+) -> Result<Partner, Option<Box<PartnerTlsOnly>>> {
     let before = d.errors.len();
     let p: PartnerFile = match file::parse_partner(text) {
         Ok(p) => p,
@@ -158,7 +158,7 @@ pub(super) fn validate_partner(
             }
             // Only unknown keys were wrong: the rest of the file is still checked (and the
             // partner is refused below, as errors were recorded).
-            rest?
+            rest.ok_or(None)?
         }
     };
     let kind = parse_kind(&p.kind.value);
@@ -191,14 +191,18 @@ pub(super) fn validate_partner(
     };
     let (routes, pseudonymize_key) = routes(&ctx, &p, env, d);
 
+    let (Some(kind), Some(upstream)) = (kind, upstream.as_ref()) else {
+        // Refused; its certificate files are still worth loading for `check`.
+        return Err(tls.map(|tls| Box::new(PartnerTlsOnly::new(id, upstream.as_ref(), tls))));
+    };
     if d.errors.len() > before {
-        return None;
+        return Err(tls.map(|tls| Box::new(PartnerTlsOnly::new(id, Some(upstream), tls))));
     }
-    Some(Partner {
+    Ok(Partner {
         id: id.to_string(),
-        kind: kind?,
+        kind,
         purpose: p.purpose.value.clone(),
-        upstream: upstream?,
+        upstream: upstream.clone(),
         routes,
         allowed_callers,
         pseudonymize_key,
