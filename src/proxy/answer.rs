@@ -8,6 +8,7 @@ nor does any header carrying the credential the gateway injected toward that par
 partner echoing request headers back).
 */
 use gateway_core::headers::{connection_tokens, is_relayed_from_partner};
+use http::HeaderName;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 
@@ -69,8 +70,10 @@ pub fn framing(partner: &ResponseHeader, caller_http10: bool, arrival: Arrival) 
 /// The header sent to the caller for a partner's final answer.
 ///
 /// `credential` is the secret the gateway sent to this partner (`upstream_auth`), if any: a
-/// header whose value contains it is dropped whatever its name. Headers the partner names in
-/// its `Connection` are hop-by-hop: dropped whatever the allow-list says.
+/// header whose value contains it is dropped whatever its name, and so is every line of a
+/// header whose lines hold it between them (HTTP reads them as one comma-joined value).
+/// Headers the partner names in its `Connection` are hop-by-hop: dropped whatever the
+/// allow-list says.
 pub fn caller_header(
     partner: &ResponseHeader,
     route_headers: &[String],
@@ -85,6 +88,7 @@ pub fn caller_header(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
+    let split = credential.map_or_else(Vec::new, |secret| split_credential(partner, secret));
     for (name, value) in partner.headers.iter() {
         let name_text = name.as_str();
         if !is_relayed_from_partner(name_text, route_headers)
@@ -92,7 +96,9 @@ pub fn caller_header(
         {
             continue;
         }
-        if credential.is_some_and(|secret| carries(value.as_bytes(), secret.as_bytes())) {
+        if split.contains(&name)
+            || credential.is_some_and(|secret| carries(value.as_bytes(), secret.as_bytes()))
+        {
             log::warn!(
                 "a partner answer header {name_text:?} carried the partner credential; dropped"
             );
@@ -108,6 +114,22 @@ pub fn caller_header(
     Ok(header)
 }
 
+/// The names of the headers sent as several lines whose values, joined as HTTP joins them,
+/// carry `secret` (each line is checked on its own as well).
+fn split_credential<'h>(partner: &'h ResponseHeader, secret: &str) -> Vec<&'h HeaderName> {
+    let lines = |name: &HeaderName| partner.headers.get_all(name).iter();
+    let joined = |name: &HeaderName| {
+        let values: Vec<&[u8]> = lines(name).map(|v| v.as_bytes()).collect();
+        values.join(&b","[..])
+    };
+    partner
+        .headers
+        .keys()
+        .filter(|&name| lines(name).nth(1).is_some())
+        .filter(|&name| carries(&joined(name), secret.as_bytes()))
+        .collect()
+}
+
 /// Percent-encodings undone when looking for the credential in an answer header: a redirect
 /// nested in another's `?next=` is encoded twice. Bounded, so that a header of `%2525…` costs
 /// a few passes over it, not one per escape.
@@ -116,8 +138,10 @@ const DECODE_PASSES: usize = 4;
 /// Whether `value` contains `secret`, as sent or percent-decoded up to [`DECODE_PASSES`] times
 /// (a redirect's query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become
 /// escapes), ASCII case-insensitively (a partner may echo it re-cased), and at each step also
-/// with spaces, tabs and line ends left out of both (an obsolete line fold, which the HTTP
-/// library joins with a space, or an encoded `%20`, may split it).
+/// with spaces, tabs, line ends, commas, double quotes and non-ASCII bytes left out of both (an
+/// obsolete line fold, which the HTTP library joins with a space, an encoded `%20`, the
+/// separators and quotes of a list or an invisible character such as a zero-width space may
+/// split it).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
     let holds = |text: &[u8]| contains_ignoring_case(text, secret) || holds_squeezed(text, secret);
     if holds(value) {
@@ -148,11 +172,11 @@ fn contains_ignoring_case(text: &[u8], secret: &[u8]) -> bool {
             .any(|w| w.eq_ignore_ascii_case(secret))
 }
 
-/// [`contains_ignoring_case`] with spaces, tabs and line ends left out of both, when `text` has
-/// any. Compared in place: most answer headers with a space (`content-type`, `date`) are
-/// looked at on every request, so nothing is copied.
+/// [`contains_ignoring_case`] with the bytes [`carries`] names left out of both, when `text`
+/// has any. Compared in place: most answer headers with a space
+/// (`content-type`, `date`) are looked at on every request, so nothing is copied.
 fn holds_squeezed(text: &[u8], secret: &[u8]) -> bool {
-    let kept = |b: &&u8| !matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let kept = |b: &&u8| b.is_ascii() && !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b'"');
     if !secret.iter().any(|b| kept(&b)) || text.iter().all(|b| kept(&b)) {
         return false;
     }

@@ -59,6 +59,35 @@ fn a_header_carrying_the_credential_split_by_a_fold_is_dropped() {
     assert_eq!(names(&h), vec!["content-type", "x-ok", "transfer-encoding"]);
 }
 
+/// A credential split over several lines of one header (which HTTP reads as one value joined
+/// by commas), by a comma, or by an invisible character is still the credential.
+#[test]
+fn a_header_carrying_the_credential_over_several_lines_is_dropped() {
+    let p = partner(&[
+        ("content-type", "application/json"),
+        ("etag", "\"RWSEC\""),
+        ("etag", "\"RETCRED\""),
+        ("x-rate", "RWSECRET,CRED"),
+        ("vary", "RWSECRET\u{200b}CRED"),
+        ("x-ok", "RWSECRET"),
+        ("x-ok", "other"),
+        ("x-list", "a, b"),
+        ("x-list", "c"),
+    ]);
+    let route = vec![
+        "x-rate".to_string(),
+        "x-ok".to_string(),
+        "x-list".to_string(),
+    ];
+    let h = caller_header(&p, &route, Some("RWSECRETCRED"), Framing::Chunked).unwrap();
+    assert_eq!(
+        names(&h),
+        vec!["content-type", "x-ok", "x-list", "transfer-encoding"]
+    );
+    assert_eq!(h.headers.get_all("x-ok").iter().count(), 2);
+    assert_eq!(h.headers.get_all("x-list").iter().count(), 2);
+}
+
 #[test]
 fn a_header_carrying_the_credential_percent_encoded_is_dropped() {
     let p = partner(&[
