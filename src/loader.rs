@@ -170,22 +170,43 @@ pub fn build_active(dir: &Path, policy: Policy) -> Result<Active, Vec<String>> {
         Ok(active) => return Ok(active),
         Err(errors) => errors,
     };
+    let (mut lines, other) = split_problems(errors);
+    // What else could fail (a secret from the environment) is the gateway file's.
+    let gateway = display_path(dir, "gateway.yaml");
+    lines.extend(
+        other
+            .iter()
+            .map(|message| format!("{gateway}:1: {message}")),
+    );
+    Err(lines)
+}
+
+/// The problems of the files `policy` names, as `FILE:LINE: message` lines, for `check` on a
+/// gateway.yaml that did not validate: `policy` holds its settings as far as they did, so
+/// what else fails to build is no news.
+pub fn named_file_problems(policy: Policy) -> Vec<String> {
+    match Active::build_all(policy) {
+        Ok(_) => Vec::new(),
+        Err(errors) => split_problems(errors).0,
+    }
+}
+
+/// Problems of named files (arriving as `FILE:LINE` lines already, on the line that names the
+/// file) apart from every other error (its message).
+fn split_problems(errors: Vec<anyhow::Error>) -> (Vec<String>, Vec<String>) {
     let mut lines = Vec::new();
+    let mut other = Vec::new();
     for error in errors {
         let message = format!("{error:#}");
-        if let Some(listed) = message.strip_prefix(INVALID_POLICY) {
-            let listed = listed.lines().filter(|l| !l.trim().is_empty());
-            lines.extend(listed.map(str::to_string));
-            continue;
+        match message.strip_prefix(INVALID_POLICY) {
+            Some(listed) => {
+                let listed = listed.lines().filter(|l| !l.trim().is_empty());
+                lines.extend(listed.map(str::to_string));
+            }
+            None => other.push(message),
         }
-        // Problems of the files the policy names arrive as `FILE:LINE` lines already; what
-        // else could fail (a secret from the environment) is the gateway file's.
-        lines.push(format!(
-            "{}:1: {message}",
-            display_path(dir, "gateway.yaml")
-        ));
     }
-    Err(lines)
+    (lines, other)
 }
 
 /// How [`diagnostics_error`] starts, before one `FILE:LINE: message` per line.

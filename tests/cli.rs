@@ -260,7 +260,8 @@ fn a_yaml_error_elsewhere_hides_no_key_file_problem() {
 }
 
 /// A partner file's own mistake hides no problem of the certificate files its `tls` section
-/// names, nor does a mistake in gateway.yaml hide those of a partner file that validated.
+/// names, nor does a mistake in gateway.yaml hide those of the key files it names or of a
+/// partner file that validated.
 #[test]
 fn a_mistake_in_a_partner_file_hides_no_problem_of_its_certificates() {
     let tmp = bundled_copy(&["policy", "certs"]);
@@ -287,11 +288,16 @@ fn a_mistake_in_a_partner_file_hides_no_problem_of_its_certificates() {
     std::fs::write(partners.join("zz.yaml"), fixed).unwrap();
     let gateway = policy.join("gateway.yaml");
     let text = std::fs::read_to_string(&gateway).unwrap();
-    std::fs::write(&gateway, text.replacen("listen:", "listn:", 1)).unwrap();
+    let text = text
+        .replacen("listen:", "listn:", 1)
+        .replace("key: certs/data-use-signing.pem", "key: certs/missing.pem");
+    std::fs::write(&gateway, text).unwrap();
     let (code, out) = check(policy.to_str().unwrap());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("listn"), "{out}");
     assert!(out.contains("zz.yaml:4: tls.ca "), "{out}");
+    assert!(out.contains(": signing.key ") && out.contains("missing.pem"), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
 }
 
 /// A key file's problem is reported on the line of the key that names it: not on a comment

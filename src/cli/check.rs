@@ -95,21 +95,21 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
         Err((mut diagnostics, partial)) => {
             // The files named by the `tls` sections that validated in partner files that did
             // not, listed in file and line order with the rest; then those named by what did
-            // validate (gateway.yaml, and the partner files that did), so a mistake hides no
-            // problem of a certificate or key file. The files gateway.yaml names are loaded
-            // only when it validates.
+            // validate (gateway.yaml's sections, and the partner files), so a mistake hides no
+            // problem of a certificate or key file.
             let now = crate::gateway::now_unix() as i64;
             for only in &partial.partner_tls {
                 diagnostics.extend(crate::tls::PartnerPeerTls::problems(only, now));
             }
             diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             let mut listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-            let more = match partial
-                .policy
-                .map(|policy| loader::build_active(dir, *policy))
-            {
-                Some(Err(lines)) => lines,
-                _ => Vec::new(),
+            let more = match partial.policy {
+                Some(policy) if partial.gateway_valid => match loader::build_active(dir, *policy) {
+                    Err(lines) => lines,
+                    Ok(_) => Vec::new(),
+                },
+                Some(policy) => loader::named_file_problems(*policy),
+                None => Vec::new(),
             };
             for line in more {
                 if !listed.contains(&line) {

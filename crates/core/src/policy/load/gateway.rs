@@ -69,13 +69,16 @@ pub(super) enum InvalidGateway {
     LedgerUnsigned,
 }
 
+/// Validates `gateway.yaml`'s settings. Refused, they come back as far as they validated
+/// (what did not is left out, listeners at their defaults): not a configuration to run, only
+/// what `check` loads the named files of.
 pub(super) fn validate_gateway(
     path: &str,
     g: GatewayFile,
     base: &Path,
     env: Option<&dyn Env>,
     d: &mut Diags,
-) -> Option<GatewayConfig> {
+) -> Result<GatewayConfig, Box<GatewayConfig>> {
     let before = d.errors.len();
     let (listen, admin_listen) = listeners(path, &g, d);
     let limits = limits(path, g.limits.as_ref(), d);
@@ -123,12 +126,14 @@ pub(super) fn validate_gateway(
         .and_then(|s| non_empty(path, &s.value.policy, "shadow.policy", d))
         .map(|dir| resolve(base, &dir));
 
-    if d.errors.len() > before {
-        return None;
-    }
-    Some(GatewayConfig {
-        listen: listen?,
-        admin_listen: admin_listen?,
+    let valid = d.errors.len() == before && listen.is_some() && admin_listen.is_some();
+    let default = |addr: &str| {
+        addr.parse()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+    };
+    let config = GatewayConfig {
+        listen: listen.unwrap_or_else(|| default(DEFAULT_LISTEN)),
+        admin_listen: admin_listen.unwrap_or_else(|| default(DEFAULT_ADMIN_LISTEN)),
         limits,
         admin_token_env,
         optouts,
@@ -137,7 +142,12 @@ pub(super) fn validate_gateway(
         tls,
         ledger,
         shadow,
-    })
+    };
+    if valid {
+        Ok(config)
+    } else {
+        Err(Box::new(config))
+    }
 }
 
 /// Whether two listen addresses take the same connections: the same port on the same address,

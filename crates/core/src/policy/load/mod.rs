@@ -36,7 +36,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
-use super::model::{Partner, PartnerTls, Policy, SecretVariable, Upstream, PSEUDONYMISATION_KEY};
+use super::model::{PartnerTls, Policy, SecretVariable, Upstream, PSEUDONYMISATION_KEY};
 use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
@@ -162,10 +162,12 @@ pub fn load(source: &PolicySource, env: Option<&dyn Env>) -> Result<Loaded, Vec<
 /// certificate problem is listed beside an error elsewhere, not after it is fixed.
 #[derive(Debug, Default)]
 pub struct Partial {
-    /// The gateway settings, when they validated, with the partners whose files did.
+    /// The gateway settings with the partners whose files validated, when `gateway.yaml`
+    /// parsed; if it did not validate ([`Partial::gateway_valid`]), only as far as it did.
     pub policy: Option<Box<Policy>>,
-    /// The `tls` sections that validated in partner files that did not (and, when
-    /// `gateway.yaml` did not validate, in every partner file).
+    /// Whether `gateway.yaml` validated.
+    pub gateway_valid: bool,
+    /// The `tls` sections that validated in partner files that did not.
     pub partner_tls: Vec<PartnerTlsOnly>,
 }
 
@@ -186,11 +188,6 @@ impl PartnerTlsOnly {
             server_name: tls.server_name.clone().or(host).unwrap_or_default(),
             tls,
         }
-    }
-
-    fn of(partner: &Partner) -> Option<Self> {
-        let tls = partner.tls.clone()?;
-        Some(Self::new(&partner.id, Some(&partner.upstream), tls))
     }
 }
 
@@ -216,7 +213,7 @@ pub fn load_partly(
     };
     let has_optouts = gateway_file.as_ref().map(|g| g.optouts.is_some());
     let gateway =
-        gateway_file.and_then(|g| validate_gateway(&source.gateway.path, g, &base, env, &mut d));
+        gateway_file.map(|g| validate_gateway(&source.gateway.path, g, &base, env, &mut d));
 
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut partners = BTreeMap::new();
@@ -249,10 +246,11 @@ pub fn load_partly(
 
     d.errors
         .sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+    let version = policy_version(source);
     match gateway {
-        Some(gateway) if d.errors.is_empty() => {
+        Some(Ok(gateway)) if d.errors.is_empty() => {
             let policy = Policy {
-                version: policy_version(source),
+                version,
                 gateway,
                 partners,
             };
@@ -272,31 +270,22 @@ pub fn load_partly(
             }],
             Partial::default(),
         )),
-        Some(gateway) => {
-            let policy = Box::new(Policy {
-                version: policy_version(source),
-                gateway,
-                partners,
+        gateway => {
+            let gateway_valid = matches!(gateway, Some(Ok(_)));
+            let gateway = gateway.map(|g| g.unwrap_or_else(|partly| *partly));
+            let policy = gateway.map(|gateway| {
+                Box::new(Policy {
+                    version,
+                    gateway,
+                    partners,
+                })
             });
-            let policy = Some(policy);
-            Err((
-                d.errors,
-                Partial {
-                    policy,
-                    partner_tls,
-                },
-            ))
-        }
-        None => {
-            let valid = partners.values().filter_map(|p| PartnerTlsOnly::of(p));
-            partner_tls.extend(valid);
-            Err((
-                d.errors,
-                Partial {
-                    policy: None,
-                    partner_tls,
-                },
-            ))
+            let partial = Partial {
+                policy,
+                gateway_valid,
+                partner_tls,
+            };
+            Err((d.errors, partial))
         }
     }
 }
