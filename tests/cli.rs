@@ -296,7 +296,10 @@ fn a_mistake_in_a_partner_file_hides_no_problem_of_its_certificates() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("listn"), "{out}");
     assert!(out.contains("zz.yaml:4: tls.ca "), "{out}");
-    assert!(out.contains(": signing.key ") && out.contains("missing.pem"), "{out}");
+    assert!(
+        out.contains(": signing.key ") && out.contains("missing.pem"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 3, "{out}");
 }
 

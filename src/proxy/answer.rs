@@ -138,10 +138,10 @@ const DECODE_PASSES: usize = 4;
 /// Whether `value` contains `secret`, as sent or percent-decoded up to [`DECODE_PASSES`] times
 /// (a redirect's query carries a token URL-encoded: `+`, `/` and `=` of a base64 token become
 /// escapes), ASCII case-insensitively (a partner may echo it re-cased), and at each step also
-/// with spaces, tabs, line ends, commas, double quotes and non-ASCII bytes left out of both (an
-/// obsolete line fold, which the HTTP library joins with a space, an encoded `%20`, the
-/// separators and quotes of a list or an invisible character such as a zero-width space may
-/// split it).
+/// with spaces, control characters, commas, double quotes, backslashes and non-ASCII bytes left
+/// out of both (an obsolete line fold, which the HTTP library joins with a space, an encoded
+/// `%20`, the separators, quotes and escapes of a list or quoted string, or an invisible
+/// character such as a zero-width space may split it).
 fn carries(value: &[u8], secret: &[u8]) -> bool {
     let holds = |text: &[u8]| contains_ignoring_case(text, secret) || holds_squeezed(text, secret);
     if holds(value) {
@@ -176,7 +176,7 @@ fn contains_ignoring_case(text: &[u8], secret: &[u8]) -> bool {
 /// has any. Compared in place: most answer headers with a space
 /// (`content-type`, `date`) are looked at on every request, so nothing is copied.
 fn holds_squeezed(text: &[u8], secret: &[u8]) -> bool {
-    let kept = |b: &&u8| b.is_ascii() && !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b',' | b'"');
+    let kept = |b: &&u8| b.is_ascii_graphic() && !matches!(b, b',' | b'"' | b'\\');
     if !secret.iter().any(|b| kept(&b)) || text.iter().all(|b| kept(&b)) {
         return false;
     }

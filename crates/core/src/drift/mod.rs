@@ -20,9 +20,9 @@ mod tests;
 /// Longest member name written as itself; longer names are written `*`.
 pub const MAX_NAME_BYTES: usize = 64;
 
-/// Most digits a member name written as itself may hold (`address_line2` passes; customer
-/// ids, dates, UUIDs and phone numbers used as keys do not).
-pub const MAX_NAME_DIGITS: usize = 4;
+/// Most digits a member name written as itself may hold (`address_line2` and `sha256` pass;
+/// customer ids such as `c-1001`, years, dates, UUIDs and phone numbers used as keys do not).
+pub const MAX_NAME_DIGITS: usize = 3;
 
 /// Most distinct unknown paths one request reports; further ones are counted, not listed.
 pub const MAX_PATHS_PER_REQUEST: usize = 256;
