@@ -560,6 +560,14 @@ fn opt_outs_written_by_sql_reach_every_running_replica() {
             );
         }
     }
+    // A scope no partner could honour as written is refused by the table itself, so a
+    // hand-written opt-out is never kept and then skipped unenforced.
+    for scope in ["partner_sharing ", "", "partner:", "partner sharing"] {
+        let said = c.pg.psql_refused(&format!(
+            "INSERT INTO optouts (customer_id, scope) VALUES ('sql-5', '{scope}');"
+        ));
+        assert!(said.contains("check constraint"), "{said}");
+    }
     // The gateway's own writes go on as before, after and beside the foreign one.
     assert_eq!(put(&c.replicas[0], "api-1").status, 200);
     c.pg.psql("DELETE FROM optouts WHERE customer_id = 'sql-1';");

@@ -175,25 +175,40 @@ impl Postgres {
 
     /// Runs SQL with psql; returns unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
-        let port = self.port.to_string();
-        let out = self.run_ok(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-Atc",
-                sql,
-            ],
+        let out = self.psql_output(sql);
+        assert!(
+            out.status.success(),
+            "psql {sql:?} failed: {}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.log()).unwrap_or_default()
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Runs `sql`, which must fail; returns what psql said.
+    pub fn psql_refused(&self, sql: &str) -> String {
+        let out = self.psql_output(sql);
+        assert!(!out.status.success(), "{sql:?} was not refused");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    }
+
+    fn psql_output(&self, sql: &str) -> Output {
+        let port = self.port.to_string();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
+        ];
+        self.run("psql", &args)
     }
 }
 

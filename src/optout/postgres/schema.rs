@@ -75,7 +75,8 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {optouts} (
             customer_id text COLLATE \"C\" NOT NULL,
-            scope text COLLATE \"C\" NOT NULL,
+            scope text COLLATE \"C\" NOT NULL
+                CHECK (scope ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,127}}$' AND scope !~ ':$'),
             PRIMARY KEY (customer_id, scope)
         );
         CREATE TABLE IF NOT EXISTS {changes} (

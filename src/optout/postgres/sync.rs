@@ -483,7 +483,8 @@ fn poisoned() -> anyhow::Error {
 }
 
 /// Applies one logged change. Values that are not valid ids or scopes (written by hand) are
-/// skipped with a warning: no request can name them.
+/// skipped with a warning: no request can name such an id, and the table made by `optouts
+/// migrate` refuses such a scope (a table made before that check may still hold one).
 pub(super) fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&str]) {
     let scopes: Vec<Scope> = scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
     let result = match op {
