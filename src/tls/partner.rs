@@ -44,9 +44,9 @@ impl PartnerPeerTls {
     }
 
     /// The problems of the files a `tls` section names, for `check` on a partner file that
-    /// did not validate otherwise.
+    /// did not validate otherwise (the server name only keys the connection pool: none here).
     pub fn problems(only: &PartnerTlsOnly, now: i64) -> Vec<Diagnostic> {
-        Self::load_section(&only.partner, &only.server_name, &only.tls, now)
+        Self::load_section(&only.partner, "", &only.tls, now)
             .err()
             .unwrap_or_default()
     }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::file::{self, GatewayFile, Spanned};
-use super::model::{PartnerTls, Policy, SecretVariable, Upstream, PSEUDONYMISATION_KEY};
+use super::model::{PartnerTls, Policy, SecretVariable, PSEUDONYMISATION_KEY};
 use crate::headers::{is_never_forwarded, may_carry_partner_credential};
 
 mod gateway;
@@ -175,20 +175,7 @@ pub struct Partial {
 #[derive(Debug, Clone)]
 pub struct PartnerTlsOnly {
     pub partner: String,
-    /// `tls.server_name`, else the upstream's host (empty when neither validated).
-    pub server_name: String,
     pub tls: PartnerTls,
-}
-
-impl PartnerTlsOnly {
-    fn new(partner: &str, upstream: Option<&Upstream>, tls: PartnerTls) -> Self {
-        let host = upstream.map(|u| u.host.clone());
-        PartnerTlsOnly {
-            partner: partner.to_string(),
-            server_name: tls.server_name.clone().or(host).unwrap_or_default(),
-            tls,
-        }
-    }
 }
 
 /// [`load`], keeping on refusal what validated ([`Partial`]).

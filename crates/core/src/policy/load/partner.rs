@@ -191,18 +191,17 @@ pub(super) fn validate_partner(
     };
     let (routes, pseudonymize_key) = routes(&ctx, &p, env, d);
 
-    let (Some(kind), Some(upstream)) = (kind, upstream.as_ref()) else {
+    let valid = d.errors.len() == before;
+    let (true, Some(kind), Some(upstream)) = (valid, kind, upstream) else {
         // Refused; its certificate files are still worth loading for `check`.
-        return Err(tls.map(|tls| Box::new(PartnerTlsOnly::new(id, upstream.as_ref(), tls))));
+        let partner = id.to_string();
+        return Err(tls.map(|tls| Box::new(PartnerTlsOnly { partner, tls })));
     };
-    if d.errors.len() > before {
-        return Err(tls.map(|tls| Box::new(PartnerTlsOnly::new(id, Some(upstream), tls))));
-    }
     Ok(Partner {
         id: id.to_string(),
         kind,
         purpose: p.purpose.value.clone(),
-        upstream: upstream.clone(),
+        upstream,
         routes,
         allowed_callers,
         pseudonymize_key,
