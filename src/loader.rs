@@ -133,15 +133,14 @@ pub fn load_partly(
     };
     match policy::load_partly(&source, env) {
         Ok(loaded) if errors.is_empty() => Ok(loaded),
+        // Only files that could not be read are wrong: gateway.yaml validated.
         Ok(loaded) => {
-            let policy = Some(Box::new(loaded.policy));
-            Err((
-                errors,
-                Partial {
-                    policy,
-                    ..Partial::default()
-                },
-            ))
+            let partial = Partial {
+                policy: Some(Box::new(loaded.policy)),
+                gateway_valid: true,
+                partner_tls: Vec::new(),
+            };
+            Err((errors, partial))
         }
         Err((more, partial)) => {
             errors.extend(more);
