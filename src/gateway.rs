@@ -305,16 +305,17 @@ impl Active {
         Caller::named(sub).check_partner(partner)
     }
 
-    /// The `ohsoft-data-use` tag and the signed data-use token for one forwarded body.
+    /// The `ohsoft-data-use` tag and the signed data-use token for one forwarded body, given
+    /// by its digest ([`Outgoing::body_sha256`](gateway_core::plan::Outgoing::body_sha256)).
     pub fn data_use_headers(
         &self,
         target: &Target,
         caller: &str,
-        body: &[u8],
+        body_sha256: &str,
         legal_basis: Option<&str>,
         jti: &str,
     ) -> Result<Vec<(String, String)>, Refusal> {
-        self.data_use_headers_for(target, caller, Some(body), legal_basis, jti)
+        self.data_use_headers_for(target, caller, Some(body_sha256), legal_basis, jti)
     }
 
     /// The data-use headers of a streamed request: its token says `"stream": true` and binds
@@ -329,12 +330,12 @@ impl Active {
         self.data_use_headers_for(target, caller, None, legal_basis, jti)
     }
 
-    /// `body`: the exact bytes forwarded, or `None` for a stream.
+    /// `body_sha256`: the digest of the exact bytes forwarded, or `None` for a stream.
     fn data_use_headers_for(
         &self,
         target: &Target,
         caller: &str,
-        body: Option<&[u8]>,
+        body_sha256: Option<&str>,
         legal_basis: Option<&str>,
         jti: &str,
     ) -> Result<Vec<(String, String)>, Refusal> {
@@ -350,13 +351,13 @@ impl Active {
                 use_,
                 purpose: &partner.purpose,
                 policy_version: &self.policy.version,
-                body: body.unwrap_or_default(),
+                body_sha256: body_sha256.unwrap_or_default(),
                 legal_basis,
                 now_unix: now_unix(),
                 ttl_secs: MAX_TTL_SECS,
                 jti,
             };
-            let token = match body {
+            let token = match body_sha256 {
                 Some(_) => signer.sign(&input),
                 None => signer.sign_stream(&input),
             };

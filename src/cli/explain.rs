@@ -253,7 +253,7 @@ fn write_tags(
     // A streamed request's token is signed before its body exists, as the proxy does.
     let headers = match target.route().stream {
         Some(_) => active.stream_data_use_headers(target, caller, legal_basis, &jti),
-        None => active.data_use_headers(target, caller, &outgoing.body, legal_basis, &jti),
+        None => active.data_use_headers(target, caller, outgoing.body_sha256(), legal_basis, &jti),
     }
     .unwrap_or_default();
     for (name, value) in headers {

@@ -21,7 +21,7 @@ pub fn disclosure(
     let report = &outgoing.report;
     let (fields, categories) = target.route().disclosed(&report.matched);
     Disclosure {
-        body_sha256: Some(gateway_core::tagging::body_sha256(&outgoing.body)),
+        body_sha256: Some(outgoing.body_sha256().to_string()),
         records_forwarded: report.records_forwarded,
         records_dropped: report.records_dropped,
         fields,

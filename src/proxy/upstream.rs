@@ -142,8 +142,9 @@ pub(super) struct PartnerHead<'a> {
     /// The allowed caller headers.
     pub headers: &'a [(String, String)],
     pub legal_basis: Option<&'a str>,
-    /// The whole body (sent with its `content-length`), or `None` for a stream (chunked).
-    pub body: Option<&'a [u8]>,
+    /// The whole body (sent with its `content-length`) and its `body_sha256`, or `None` for a
+    /// stream (chunked).
+    pub body: Option<(&'a [u8], &'a str)>,
     pub jti: &'a str,
 }
 
@@ -357,6 +358,8 @@ impl UpstreamClient {
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
+        // Hashed once per request: the ledger record took the same digest.
+        let body_sha256 = outgoing.body_sha256().to_string();
         let body = Bytes::from(outgoing.body);
 
         let head = PartnerHead {
@@ -365,7 +368,7 @@ impl UpstreamClient {
             path_and_query: &outgoing.path_and_query,
             headers: &outgoing.headers,
             legal_basis: outgoing.legal_basis.as_deref(),
-            body: Some(&body),
+            body: Some((&body, &body_sha256)),
             jti,
         };
         // Built again (never cloned) for the one retry a closed pooled connection allows.
@@ -733,8 +736,8 @@ pub(super) fn request_header(
             .map_err(internal)?;
     }
     let tags = match head.body {
-        Some(body) => {
-            active.data_use_headers(target, head.caller, body, head.legal_basis, head.jti)
+        Some((_, body_sha256)) => {
+            active.data_use_headers(target, head.caller, body_sha256, head.legal_basis, head.jti)
         }
         None => active.stream_data_use_headers(target, head.caller, head.legal_basis, head.jti),
     };
@@ -747,7 +750,7 @@ pub(super) fn request_header(
             .map_err(internal)?;
     }
     match head.body {
-        Some(body) => header.insert_header("content-length", body.len().to_string()),
+        Some((body, _)) => header.insert_header("content-length", body.len().to_string()),
         None => header.insert_header("transfer-encoding", "chunked"),
     }
     .map_err(internal)?;

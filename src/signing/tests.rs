@@ -20,7 +20,7 @@ fn es256_moves_to_ring_and_its_tokens_verify() {
         use_: "contractor",
         purpose: "shipping",
         policy_version: "v1",
-        body: b"{}",
+        body_sha256: &gateway_core::tagging::body_sha256(b"{}"),
         legal_basis: None,
         now_unix: 1_700_000_000,
         ttl_secs: 60,

@@ -105,7 +105,7 @@ fn signed(body: &[u8]) -> (String, String) {
             use_: "on-behalf-of-ohsoft",
             purpose: "shipping",
             policy_version: "3f2a9c0d11e4",
-            body,
+            body_sha256: &gateway_core::tagging::body_sha256(body),
             legal_basis: None,
             now_unix: now_unix(),
             ttl_secs: 300,

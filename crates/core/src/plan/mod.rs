@@ -12,7 +12,7 @@ customer's id in the path or query).
 Caller authentication and the data-use tags are separate steps (they need keys and a clock);
 everything here is a pure function of the policy, the request and the opt-out set.
 */
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::filter::Report;
 use crate::optout::OptOutSource;
@@ -166,6 +166,18 @@ pub struct Outgoing {
     /// The customer ids the route types in the URL sent, for the disclosure ledger (see
     /// [`url::ledger_url_subjects`]).
     pub url_subjects: Vec<String>,
+    /// [`Outgoing::body_sha256`], computed at its first use.
+    body_sha256: OnceLock<String>,
+}
+
+impl Outgoing {
+    /// The `body_sha256` of the body (see [`crate::tagging::body_sha256`]), hashed once: the
+    /// data-use token and the disclosure ledger record carry the same text. The body is final
+    /// once the request is planned.
+    pub fn body_sha256(&self) -> &str {
+        self.body_sha256
+            .get_or_init(|| crate::tagging::body_sha256(&self.body))
+    }
 }
 
 /// Where the opt-out set stands for this request.
@@ -294,6 +306,7 @@ pub fn plan_noting(
         headers_removed,
         legal_basis,
         url_subjects,
+        body_sha256: OnceLock::new(),
     })
 }
 

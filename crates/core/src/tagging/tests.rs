@@ -20,13 +20,14 @@ const NOW: u64 = 1_800_000_000;
 const BODY: &[u8] = br#"{"order_id":"A-1","shipments":[{"name":"Ada"}]}"#;
 
 fn input<'a>(body: &'a [u8], legal_basis: Option<&'a str>) -> TokenInput<'a> {
+    let body_sha256: &'static str = Box::leak(body_sha256(body).into_boxed_str());
     TokenInput {
         aud: "acme-ship",
         sub: "orders-service",
         use_: PartnerKind::Contractor.data_use(),
         purpose: "shipping",
         policy_version: "3f2a9c0d11e4",
-        body,
+        body_sha256,
         legal_basis,
         now_unix: NOW,
         ttl_secs: 300,

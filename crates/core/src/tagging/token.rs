@@ -58,8 +58,9 @@ pub struct TokenInput<'a> {
     pub use_: &'a str,
     pub purpose: &'a str,
     pub policy_version: &'a str,
-    /// The exact body bytes sent to the partner.
-    pub body: &'a [u8],
+    /// [`body_sha256`] of the exact body bytes sent to the partner (computed once per request:
+    /// the disclosure ledger records the same text).
+    pub body_sha256: &'a str,
     pub legal_basis: Option<&'a str>,
     /// Seconds since the epoch; becomes `iat`.
     pub now_unix: u64,
@@ -168,10 +169,10 @@ impl TokenSigner {
     }
 
     /// Signs the token of a streamed request: `"stream": true` and no `body_sha256`
-    /// (`input.body` is not read).
+    /// (`input.body_sha256` is not read).
     pub fn sign_stream(&self, input: &TokenInput<'_>) -> Result<String, TagError> {
         let mut claims = self.claims(&TokenInput {
-            body: b"",
+            body_sha256: "",
             ..*input
         });
         claims.body_sha256 = None;
@@ -203,7 +204,7 @@ impl TokenSigner {
                 .now_unix
                 .saturating_add(input.ttl_secs.clamp(1, MAX_TTL_SECS)),
             jti: input.jti.to_string(),
-            body_sha256: Some(body_sha256(input.body)),
+            body_sha256: Some(input.body_sha256.to_string()),
             stream: false,
             policy_version: input.policy_version.to_string(),
             legal_basis: input.legal_basis.map(str::to_string),
