@@ -1261,3 +1261,61 @@ fn a_second_gateway_on_the_same_addresses_exits_at_once() {
         200
     );
 }
+
+/// The ledger-open line of a `serve` started on `gateway`'s policy (its first gateway stopped)
+/// and the line after it, if one comes within a few seconds; the process is killed after.
+fn ledger_open_lines(gateway: &Gateway) -> (String, Option<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(["serve", "--policy"])
+        .arg(gateway.policy.policy())
+        .envs(ENV.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(30);
+    let open = std::iter::from_fn(|| rx.recv_timeout(wait).ok())
+        .find(|l| l.contains("open at seq"))
+        .expect("no ledger-open line");
+    let next = rx.recv_timeout(std::time::Duration::from_secs(3)).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    (open, next)
+}
+
+#[test]
+fn a_start_after_a_crash_says_the_next_checkpoint_signs_lines_it_did_not_write() {
+    let mock = Mock::start();
+    let mut gateway = start(&mock, "");
+    assert_eq!(
+        gateway
+            .post_json("/acme-ship/v1/shipments", SHIPMENT)
+            .status,
+        200
+    );
+    gateway.kill(); // no shutdown checkpoint
+    let (open, next) = ledger_open_lines(&gateway);
+    let next = next.unwrap_or_default();
+    assert!(next.contains("is no checkpoint"), "{open}\n{next}");
+    assert!(next.contains("audit verify"), "{next}");
+
+    // After a clean shutdown the ledger ends with its checkpoint: nothing to say.
+    gateway.spawn();
+    terminate(&mut gateway);
+    let (open, next) = ledger_open_lines(&gateway);
+    let next = next.unwrap_or_default();
+    assert!(!next.contains("is no checkpoint"), "{open}\n{next}");
+}

@@ -118,6 +118,13 @@ impl Ledger {
                     current.path.display(),
                     current.chain.next_seq()
                 );
+                if current.chain.needs_checkpoint() {
+                    // The next checkpoint signs lines this run did not write: say so once.
+                    log::warn!(
+                        "disclosure ledger: its last line (seq {}) is no checkpoint: the last run did not shut down cleanly, or lines were added after it; the next checkpoint signs the lines since the last one, so audit them first (`partner-gateway audit verify --jwks`)",
+                        current.chain.next_seq() - 1
+                    );
+                }
                 State::Open(current)
             }
             Err(e) => {
