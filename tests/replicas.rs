@@ -869,3 +869,43 @@ fn a_column_changed_under_a_serving_replica_never_unenforces_its_opt_outs() {
     assert_eq!(contact(gw, "bp", "1111").status, 451);
     assert!(c.bp.received().is_empty(), "{:?}", c.bp.received());
 }
+
+/// `synchronous_commit = off` (a common tuning of a database or role) makes `COMMIT` return
+/// before the change is in the WAL: a crash then loses it. The gateway's writes turn it back on
+/// for their own transactions, so an acknowledged opt-out survives the database crashing.
+#[test]
+fn an_opt_out_acknowledged_on_a_database_tuned_for_async_commit_survives_its_crash() {
+    let _machine = shared();
+    let pg = Postgres::start();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    pg.psql("ALTER DATABASE postgres SET synchronous_commit = off");
+    // The WAL writer would flush a lost commit within this delay: long enough for the test.
+    pg.psql("ALTER SYSTEM SET wal_writer_delay = '10s'");
+    pg.psql("SELECT pg_reload_conf()");
+    let gw = replica(&pg.url(), (&bp, &ctr), "optouts", 30);
+    wait_ready(&gw);
+    // The tables the replica created at its start survive too.
+    pg.crash();
+    pg.start_again();
+    assert_eq!(pg.psql("SELECT to_regclass('optouts') IS NOT NULL"), "t");
+    for i in 0..5 {
+        let r = put(&gw, &format!("async-{i}"));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    pg.crash();
+    pg.start_again();
+    let kept = pg.psql("SELECT count(*) FROM optouts WHERE customer_id LIKE 'async-%'");
+    assert_eq!(
+        kept, "5",
+        "acknowledged opt-outs lost in the database's crash"
+    );
+    eventually(
+        "the replica reads the database again",
+        Duration::from_secs(30),
+        || contact(&gw, "bp", "async-4").status == 451,
+    );
+    assert!(
+        bp.received().is_empty(),
+        "an opted-out customer reached the partner"
+    );
+}

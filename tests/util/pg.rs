@@ -156,6 +156,16 @@ impl Postgres {
         self.run_ok("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
     }
 
+    /// Stops the server as a crash would (`immediate`: no shutdown checkpoint, and WAL still
+    /// in its buffers is lost; with `fsync = off` what was written survives, as in a crash of
+    /// the server process alone).
+    pub fn crash(&self) {
+        self.run_ok(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
     /// Starts it again on the same port.
     pub fn start_again(&self) {
         self.run_ok(

@@ -32,11 +32,28 @@ use tokio_postgres::Client;
 
 use super::connect::{DbContext, Tables};
 
+/// Makes the transaction's `COMMIT` wait for its WAL flush where the database or role set
+/// `synchronous_commit = off` (the other values all flush locally and are left alone): the
+/// gateway acknowledges a change once `COMMIT` returned, and an acknowledged opt-out (or a
+/// migration `optouts migrate` reported) must survive the database crashing.
+macro_rules! durable_commit {
+    () => {
+        "CASE WHEN current_setting('synchronous_commit') = 'off' \
+         THEN set_config('synchronous_commit', 'on', true) END"
+    };
+}
+
+/// [`durable_commit!`] alone.
+const DURABLE_COMMIT: &str = concat!("SELECT ", durable_commit!());
+
 /// Marks the current transaction as the gateway's own write of one table: that table's
-/// triggers skip it.
+/// triggers skip it. Its commit is durable ([`durable_commit!`]).
 /// Its parameter is the table the gateway writes: a write it causes in another gateway's table
 /// (an operator's trigger copying rows across) is still logged there.
-pub const GATEWAY_WRITER: &str = "SELECT set_config('partner_gateway.writer', $1, true)";
+pub const GATEWAY_WRITER: &str = concat!(
+    "SELECT set_config('partner_gateway.writer', $1, true), ",
+    durable_commit!()
+);
 
 /// Schema version written into the table comment, for future migrations.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -56,6 +73,9 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&optouts])
         .await
         .db_context("cannot lock for the migration")?;
+    tx.execute(DURABLE_COMMIT, &[])
+        .await
+        .db_context("cannot start the migration")?;
     // Done already (by the tables' owner, say): nothing to change, so a replica whose role may
     // use the tables but not create or alter them starts too.
     let current = tx
