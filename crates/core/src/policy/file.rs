@@ -782,7 +782,7 @@ fn explain_type_error(message: &str, text: &str, line: u64, column: u64, len: u6
         f if f.starts_with('{') => " (found a mapping)".to_string(),
         _ if expected.ends_with("null") => String::new(),
         "" => String::new(),
-        _ if key.is_some_and(may_hold_a_secret) => {
+        f if key.is_some_and(may_hold_a_secret) || looks_like_a_secret(f) => {
             " (the value is not shown: it may be a secret)".to_string()
         }
         f => format!(", found `{f}`"),
@@ -803,6 +803,20 @@ fn may_hold_a_secret(key: &str) -> bool {
         || ["secret", "token", "password", "credential"]
             .iter()
             .any(|word| key.contains(word))
+}
+
+/// Values that look like a credential whatever key they sit under: a URL with user info
+/// (`postgres://user:password@host/db`), a connection string with a password, an HTTP
+/// authorization value. Messages about them do not quote them.
+pub(crate) fn looks_like_a_secret(value: &str) -> bool {
+    let lower = value.trim_matches(['"', '\'']).to_ascii_lowercase();
+    let user_info = lower.split_once("://").is_some_and(|(_, rest)| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        authority.contains('@')
+    });
+    user_info
+        || lower.contains("password=")
+        || ["bearer ", "basic "].iter().any(|p| lower.starts_with(p))
 }
 
 /// The last `key:` written before the error's column on its line (`limits: {max_depth: x` → `max_depth`).

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{env_secret, is_env_name, line, non_empty, resolve, Diags, Env};
-use crate::policy::file::OptOutsFile;
+use crate::policy::file::{looks_like_a_secret, OptOutsFile};
 use crate::policy::model::{OptOutStoreConfig, PostgresOptOuts};
 
 /// What can be wrong in `optouts:`.
@@ -16,6 +16,8 @@ pub(super) enum InvalidOptOuts {
     Backend,
     #[error("invalid optouts.postgres.table {0:?} (expected lowercase letters, digits and `_`, starting with a letter or `_`, at most 48 bytes)")]
     TableName(String),
+    #[error("invalid optouts.postgres.table: it looks like a database URL or credential, which belongs in the environment variable `url_env` names (the value is not shown)")]
+    SecretTableName,
     #[error("optouts.postgres.table {0:?} is an SQL reserved word or a PostgreSQL system name (`pg_…`): choose another name")]
     ReservedTable(String),
     #[error("optouts.postgres.max_staleness_s must be greater than 0")]
@@ -58,6 +60,10 @@ pub(super) fn validate_optouts(
             return None;
         }
         Some(t) if PostgresOptOuts::valid_table(&t.value) => t.value.clone(),
+        Some(t) if looks_like_a_secret(&t.value) => {
+            d.error(path, line(t), InvalidOptOuts::SecretTableName);
+            return None;
+        }
         Some(t) => {
             d.error(path, line(t), InvalidOptOuts::TableName(t.value.clone()));
             return None;

@@ -950,11 +950,35 @@ fn optouts_in_postgres() {
         ("optouts: { postgres: { url_env: U, table: user } }", format!("{f}:3: optouts.postgres.table \"user\" is an SQL reserved word or a PostgreSQL system name (`pg_…`): choose another name")),
         ("optouts: { postgres: { url_env: U, table: pg_type } }", format!("{f}:3: optouts.postgres.table \"pg_type\" is an SQL reserved word or a PostgreSQL system name (`pg_…`): choose another name")),
         ("optouts: { postgres: { url_env: 1U } }", format!("{f}:3: optouts.postgres.url_env must name an environment variable (letters, digits and `_`, not starting with a digit); the value is not shown in case it is the secret itself")),
+        ("optouts: { postgres: { url_env: U, table: \"postgres://gw:Pw77@db/gw\" } }", format!("{f}:3: invalid optouts.postgres.table: it looks like a database URL or credential, which belongs in the environment variable `url_env` names (the value is not shown)")),
     ];
     for (section, want) in cases {
         let gateway = GATEWAY.replace("optouts: { path: data/optouts }", section);
         let got = errors(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None);
         assert_eq!(got, vec![want], "{section}");
+    }
+}
+
+/// A database URL (or another credential) written where the policy expects something else is
+/// refused without being quoted: the message goes to `check`, the log and `/reload` answers.
+#[test]
+fn a_credential_in_the_wrong_field_is_never_quoted() {
+    let f = "policy/gateway.yaml";
+    for section in [
+        "optouts: { postgres: postgres://gw:Pw77@db.example/gw }",
+        "optouts: postgres://gw:Pw77@db.example/gw",
+        "optouts: { postgres: { url_env: U, max_staleness_s: postgres://gw:Pw77@db.example/gw } }",
+        "optouts: { postgres: { url_env: U, table: \"postgres://gw:Pw77@db.example/gw\" } }",
+        "optouts: { postgres: { url_env: U, max_staleness_s: \"host=db password=Pw77\" } }",
+        "optouts: { postgres: { url_env: U, max_staleness_s: Bearer Pw77 } }",
+    ] {
+        let gateway = GATEWAY.replace("optouts: { path: data/optouts }", section);
+        let got = errors(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None);
+        assert!(!got.is_empty(), "{section}");
+        for error in &got {
+            assert!(error.starts_with(&format!("{f}:3: ")), "{section}: {error}");
+            assert!(!error.contains("Pw77"), "{section}: {error}");
+        }
     }
 }
 
