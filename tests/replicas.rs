@@ -827,6 +827,20 @@ fn tables_the_gateway_would_misread_are_named_by_migrate() {
     pg.psql(reset);
     let (ok, err) = migrate();
     assert!(ok, "{err}");
+
+    // A database that does not store text as UTF-8 is named too.
+    pg.psql(
+        "CREATE DATABASE bytes ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+    );
+    let out = Command::new(BIN)
+        .args(["optouts", "migrate", "--policy"])
+        .arg(dir.policy())
+        .env(URL_ENV, pg.url().replace("/postgres?", "/bytes?"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("encoding is SQL_ASCII"), "{err}");
 }
 
 /// A column changed while a replica serves stops its reads of the table: it keeps enforcing the

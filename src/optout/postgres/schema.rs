@@ -201,10 +201,24 @@ const COLUMNS: [&[(&str, &str)]; 3] = [
 /// instead of loading an empty set. A domain reads as its base type. The current opt-outs' id
 /// and scope must also be `NOT NULL` (a row without them enforces nothing) and compare bytewise
 /// (a case-insensitive collation makes `Anna` and `anna` one row, so one's opt-out is lost).
+/// And the database must store text as UTF-8: in a `SQL_ASCII` one a hand-written row that is
+/// not valid UTF-8 cannot be read at all, and stops every replica's read of the table.
 pub(super) async fn check_columns<C>(client: &C, tables: &Tables) -> Result<()>
 where
     C: tokio_postgres::GenericClient + Sync,
 {
+    let encoding: String = client
+        .query_one(
+            "SELECT pg_encoding_to_char(encoding)::text FROM pg_database \
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .db_context("cannot read the database's encoding")?
+        .get(0);
+    if encoding != "UTF8" {
+        bail!("the database's encoding is {encoding}, but opt-out ids are UTF-8 text (in another encoding a row that is not valid UTF-8 stops every replica's read); keep the opt-outs in a database created with ENCODING 'UTF8'");
+    }
     let names = [&tables.optouts, &tables.changes, &tables.seq];
     let rows = client
         .query(

@@ -339,7 +339,7 @@ impl PgOptOuts {
                     Ok(Err(_)) => anyhow::anyhow!("no end within {IMPORT_READ_TIMEOUT:?}"),
                     Err(_) => anyhow::anyhow!("the read panicked"),
                 };
-                log::warn!("opt-out database: reading the table after an import: {e:#}; retrying");
+                log::warn!("opt-out database: reading the whole table again (after an import, or the periodic check): {e:#}; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
@@ -401,7 +401,7 @@ impl PgOptOuts {
         self.replace_set(set, *applied)?;
         self.imports_loaded(began_ms);
         log::info!(
-            "opt-outs read again after an import: {} customers",
+            "opt-outs read again (after an import, or the periodic check): {} customers",
             self.customer_count()
         );
         Ok(())
