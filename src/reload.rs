@@ -28,6 +28,10 @@ use crate::loader::{self, ProcessEnv};
 /// How often the policy directory is looked at.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long files the watcher would load must then stay unchanged when the policy they make
+/// discloses more than the one serving (see [`settled_if_widening`]).
+const WIDENING_SETTLE: Duration = Duration::from_secs(3);
+
 /// A refused reload: every problem, one line each (`FILE:LINE: message`).
 #[derive(Debug, Clone, Default)]
 pub struct Rejection {
@@ -358,6 +362,9 @@ pub fn watch(gateway: Arc<Gateway>, hangups: Option<Hangups>) {
                 // "edit, then reload" of ops): loading them again would log and count the same
                 // outcome twice.
                 if gateway.reload_guard().fingerprint != now {
+                    if !settled_if_widening(&gateway, &now, &files) {
+                        continue;
+                    }
                     let _ = reload(&gateway);
                 }
                 seen = gateway.reload_guard().fingerprint.clone();
@@ -365,6 +372,37 @@ pub fn watch(gateway: Arc<Gateway>, hangups: Option<Hangups>) {
         })
         .map(|_| ())
         .unwrap_or_else(|e| log::error!("cannot start the policy watcher: {e}"));
+}
+
+/// A partner file caught half-written by the watcher can be a valid policy by itself, and one
+/// that discloses more than the whole file: its `allow` list without the transforms or the
+/// `honor_optouts` written after it. So when the files as they are now (`now`) make a policy
+/// that discloses more than the one serving, they must stay unchanged for [`WIDENING_SETTLE`]
+/// before the watcher loads them: false when they changed meanwhile (the next poll takes the
+/// change up). A policy that is refused, or discloses nothing new, is loaded at once.
+fn settled_if_widening(
+    gateway: &Gateway,
+    now: &Fingerprint,
+    files: &dyn Fn() -> Vec<PathBuf>,
+) -> bool {
+    let Ok(next) = candidate(gateway) else {
+        return true;
+    };
+    if !gateway_core::diff::diff(&gateway.active().policy, &next.policy).discloses_more {
+        return true;
+    }
+    log::info!(
+        "policy files changed, and the change discloses more: loading it once they have stayed unchanged for {} s",
+        WIDENING_SETTLE.as_secs()
+    );
+    let until = std::time::Instant::now() + WIDENING_SETTLE;
+    while std::time::Instant::now() < until {
+        std::thread::sleep(POLL_INTERVAL);
+        if fingerprint(&gateway.policy_dir, &files()) != *now {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

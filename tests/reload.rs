@@ -671,3 +671,61 @@ fn a_file_put_back_right_after_a_reload_by_hand_is_loaded_by_the_watcher() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A partner file rewritten in place, slowly: caught half-written, its `allow` list is a valid
+/// policy without the transforms after it, one that would send the card's number and CVC. The
+/// watcher loads a change that discloses more only once the files have stayed unchanged for a
+/// while (3 s), so the half never serves; a widening written whole is loaded after that wait.
+#[test]
+fn a_partner_file_caught_half_written_never_serves_what_its_end_takes_back() {
+    let mock = Mock::start();
+    let whole = |extra: &str| {
+        format!(
+            "kind: contractor\npurpose: shipping\nupstream: {}\nallowed_callers: [orders-service]\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow:\n      - order_id{extra}\n      - card.*\n    transform:\n      card.number: last4\n      card.cvc: remove\n",
+            mock.url()
+        )
+    };
+    let gateway = Gateway::start("", &[("acme-ship", &whole(""))], &[]);
+    let file = gateway.policy.policy().join("partners/acme-ship.yaml");
+    let body = r#"{"order_id":1,"note":"n","card":{"number":"4111111111111111","cvc":"737"}}"#;
+    let safe = r#"{"order_id":1,"card":{"number":"***1111"}}"#;
+
+    let full = whole("");
+    let half = &full[..full.find("    transform:").unwrap()];
+    std::fs::write(&file, half).unwrap();
+    // Past the watcher's poll and settling (1 s) on a quiet machine, inside its 3 s wait.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", body).status,
+        200
+    );
+    assert_eq!(mock.received().last().unwrap()["body"], safe);
+    std::fs::write(&file, &full).unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", body).status,
+        200
+    );
+    assert_eq!(mock.received().last().unwrap()["body"], safe);
+    let reloads = metric(
+        &gateway.metrics(),
+        r#"partner_gateway_policy_reloads_total{result="ok"}"#,
+    );
+    assert_eq!(reloads, 1.0, "only the start loaded a policy");
+
+    // A widening written whole is loaded, after the wait.
+    std::fs::write(&file, whole("\n      - note")).unwrap();
+    wait_for_metric(
+        &gateway,
+        r#"partner_gateway_policy_reloads_total{result="ok"}"#,
+        2.0,
+    );
+    assert_eq!(
+        gateway.post_json("/acme-ship/v1/shipments", body).status,
+        200
+    );
+    assert_eq!(
+        mock.received().last().unwrap()["body"],
+        r#"{"order_id":1,"note":"n","card":{"number":"***1111"}}"#
+    );
+}
