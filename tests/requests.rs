@@ -277,8 +277,9 @@ fn header_names_in_any_case_are_decided_and_forwarded_as_lowercase() {
 
 /// What reaches the partner of a caller's headers, whatever their spelling: allowed ones
 /// given twice both arrive, in order and byte for byte; hop-by-hop, caller-identifying and
-/// `Connection`-named ones never do; and a value that is not UTF-8 refuses the request even in
-/// a header that would have been stripped.
+/// `Connection`-named ones never do; a value that is not UTF-8 refuses the request even in
+/// a header that would have been stripped; and an `accept` that is not a list of media ranges
+/// (free text: a name, an email address) is refused.
 #[test]
 fn headers_toward_the_partner_in_any_spelling() {
     let (mock, gateway) = start();
@@ -301,10 +302,20 @@ fn headers_toward_the_partner_in_any_spelling() {
         assert_refused(&r, 400, "bad_request");
     }
     assert!(mock.received().is_empty());
+    for line in [
+        &b"Accept: text/x-caf\xc3\xa9"[..],
+        b"Accept: alice@example.com",
+        b"Accept: text/plain; email=alice@example.com",
+        b"Accept: application/json, Ana Lima",
+    ] {
+        let r = raw(&[line]);
+        assert_refused(&r, 400, "bad_request");
+    }
+    assert!(mock.received().is_empty());
 
     let r = raw(&[
         b"Accept: application/json",
-        b"ACCEPT: text/x-caf\xc3\xa9",
+        b"ACCEPT: text/x-cafe;q=0.5",
         b"TE: trailers",
         b"Keep-Alive: timeout=5",
         b"Proxy-Connection: keep-alive",
@@ -329,7 +340,7 @@ fn headers_toward_the_partner_in_any_spelling() {
     };
     assert_eq!(
         values("accept"),
-        ["application/json", "text/x-caf\u{e9}"],
+        ["application/json", "text/x-cafe;q=0.5"],
         "{headers:?}"
     );
     for name in [

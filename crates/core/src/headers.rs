@@ -144,11 +144,35 @@ pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// A request id is 1 to 128 RFC 9110 token characters: no spaces, `@`, `:`, quotes or
 /// anything else that free text (an email address, a name) needs.
 pub fn is_valid_request_id(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_REQUEST_ID_BYTES
-        && value
+    value.len() <= MAX_REQUEST_ID_BYTES && is_token(value)
+}
+
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// An `accept` value passes to partners only as a list of media ranges: `type/subtype` (or a
+/// bare `*`, which some HTTP clients send) with `;name=value` parameters, every part a token.
+/// So it holds no spaces inside a part, no `@`, no quoted strings: nothing free text (an email
+/// address, a sentence) needs.
+pub fn is_media_range_list(value: &str) -> bool {
+    value.split(',').map(str::trim).all(|element| {
+        let mut parts = element.split(';').map(str::trim);
+        let range = parts.next().unwrap_or_default();
+        let range_ok = range == "*"
+            || range
+                .split_once('/')
+                .is_some_and(|(t, s)| is_token(t) && is_token(s));
+        let params_ok = parts.all(|param| {
+            param
+                .split_once('=')
+                .is_some_and(|(n, v)| is_token(n.trim_end()) && is_token(v.trim_start()))
+        });
+        element.is_empty() || (range_ok && params_ok)
+    })
 }
 
 /// Answer headers relayed from every partner; a route may add more with `response_headers`.

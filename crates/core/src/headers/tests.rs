@@ -190,3 +190,33 @@ fn always_allowed_headers_may_be_forwarded() {
         assert!(!is_never_forwarded(name), "{name}");
     }
 }
+
+#[test]
+fn accept_passes_as_media_ranges_and_never_as_free_text() {
+    for value in [
+        "application/json",
+        "*/*",
+        "",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        // What Java's HttpURLConnection sends by default.
+        "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2",
+        "application/vnd.api+json; version=2",
+        "application/json;charset=utf-8, text/plain ; q = 0.5",
+    ] {
+        assert!(is_media_range_list(value), "{value:?}");
+    }
+    for value in [
+        "alice@example.com",
+        "text/plain; email=alice@example.com",
+        "application/json; note=\"Ana Lima\"",
+        "Ana Lima",
+        "application/json, Ana Lima",
+        "text/plain; a b=c",
+        "application/json; q",
+        "/json",
+        "application/",
+        "applicatión/json",
+    ] {
+        assert!(!is_media_range_list(value), "{value:?}");
+    }
+}

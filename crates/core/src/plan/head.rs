@@ -5,7 +5,7 @@ holds one value, a well-formed request id, the legal basis, readable codings, an
 is announced, a route that takes one and a JSON content type.
 */
 use super::{body, framing, legal_basis, Target};
-use crate::headers::{is_valid_request_id, REQUEST_ID_HEADERS, SINGLE_VALUED};
+use crate::headers::{is_media_range_list, is_valid_request_id, REQUEST_ID_HEADERS, SINGLE_VALUED};
 use crate::{Refusal, RefusalKind};
 
 /// Refuses what the head alone shows to be refused. `body_announced`: the request says a
@@ -38,7 +38,7 @@ pub fn check_head(
         body::check_json_content_type(content_type, &route.json_types)?;
     }
     refuse_duplicates(target, headers)?;
-    check_request_ids(headers)
+    check_opaque_headers(headers)
 }
 
 /// A header that holds one value, given twice, is ambiguous: which copy would the partner,
@@ -57,13 +57,20 @@ fn refuse_duplicates(target: &Target, headers: &[(&str, &str)]) -> Result<(), Re
     Ok(())
 }
 
-/// Request ids travel to partners: an opaque token, never free text.
-fn check_request_ids(headers: &[(&str, &str)]) -> Result<(), Refusal> {
+/// Request ids travel to partners: an opaque token, never free text. So does `accept`, which
+/// passes on every route: media ranges only.
+fn check_opaque_headers(headers: &[(&str, &str)]) -> Result<(), Refusal> {
     for (name, value) in headers {
         if REQUEST_ID_HEADERS.contains(name) && !is_valid_request_id(value) {
             return Err(Refusal::new(RefusalKind::BadRequest, format!(
                 "the {name:?} header must be 1 to 128 token characters (letters, digits and !#$%&'*+-.^_`|~)"
             )));
+        }
+        if *name == "accept" && !is_media_range_list(value) {
+            return Err(Refusal::new(
+                RefusalKind::BadRequest,
+                "the \"accept\" header must list media ranges (type/subtype, with name=value parameters), each part letters, digits and !#$%&'*+-.^_`|~",
+            ));
         }
     }
     Ok(())
