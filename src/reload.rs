@@ -385,7 +385,8 @@ fn settled_if_widening(
     now: &Fingerprint,
     files: &dyn Fn() -> Vec<PathBuf>,
 ) -> bool {
-    let Ok(next) = candidate(gateway) else {
+    // The policy files alone (no certificates read, nothing logged): what `diff` compares.
+    let Ok(next) = loader::load(&gateway.policy_dir, Some(&ProcessEnv)) else {
         return true;
     };
     if !gateway_core::diff::diff(&gateway.active().policy, &next.policy).discloses_more {
