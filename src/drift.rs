@@ -48,6 +48,17 @@ impl Drift {
         );
     }
 
+    /// Starts the table afresh: what is unknown is relative to the policy serving, so a reload
+    /// that changes it makes the entries stale (a field it now allows would still be listed,
+    /// and suggested).
+    pub fn clear(&self) {
+        let mut table = match self.table.lock() {
+            Ok(table) => table,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *table = DriftTable::new();
+    }
+
     /// `GET /drift`: `{"routes": [{"partner", "route", "paths": [{"path", "count",
     /// "first_seen", "last_seen", "shapes"}], "not_listed"}]}`, sorted by partner, route and path.
     pub fn to_json(&self) -> Value {

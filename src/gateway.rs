@@ -467,6 +467,9 @@ impl Gateway {
     /// Swaps in a new policy; in-flight requests finish on the one they started with, and new
     /// TLS handshakes use its certificates (established connections keep theirs).
     pub fn replace_active(&self, mut active: Active) {
+        if self.active().policy.version != active.policy.version {
+            self.drift.clear();
+        }
         self.metrics.set_policy_version(&active.policy.version);
         active.series = self.metrics.register_policy(&active.policy);
         match &active.shadow {

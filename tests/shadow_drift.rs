@@ -157,4 +157,39 @@ fn unknown_fields_are_counted_and_listed_as_paths_only() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // What is unknown is relative to the policy serving: once a reload allows `channel`, the
+    // list starts afresh and holds only what the new policy does not name.
+    let file = gw.policy.policy().join("partners/acme-ship.yaml");
+    std::fs::write(
+        &file,
+        policy.replacen(
+            "      - order_id\n",
+            "      - order_id\n      - channel\n",
+            1,
+        ),
+    )
+    .unwrap();
+    assert_eq!(gw.reload(Some(TOKEN)).status, 200);
+    assert_eq!(
+        admin_get(&gw, "/drift", Some(TOKEN)).json()["routes"],
+        serde_json::json!([])
+    );
+    let r = gw.post_json("/acme-ship/v1/shipments", &body_with_unknown_fields());
+    assert_eq!(r.status, 200);
+    let doc = admin_get(&gw, "/drift", Some(TOKEN)).json();
+    let paths: Vec<&str> = doc["routes"][0]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "shipments[*].by_customer",
+            "shipments[*].meta",
+            "shipments[*].phone"
+        ]
+    );
 }
