@@ -147,6 +147,13 @@ pub fn is_valid_request_id(value: &str) -> bool {
     value.len() <= MAX_REQUEST_ID_BYTES && is_token(value)
 }
 
+/// `text` without the double quotes around it, if it has them.
+fn unquoted(text: &str) -> &str {
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text)
+}
+
 fn is_token(text: &str) -> bool {
     !text.is_empty()
         && text
@@ -155,9 +162,9 @@ fn is_token(text: &str) -> bool {
 }
 
 /// An `accept` value passes to partners only as a list of media ranges: `type/subtype` (or a
-/// bare `*`, which some HTTP clients send) with `;name=value` parameters, every part a token.
-/// So it holds no spaces inside a part, no `@`, no quoted strings: nothing free text (an email
-/// address, a sentence) needs.
+/// bare `*`, which some HTTP clients send) with `;name=value` parameters, every part a token
+/// (a value may also be a token in double quotes, `charset="utf-8"`). So it holds no spaces
+/// inside a part and no `@`: nothing free text (an email address, a sentence) needs.
 pub fn is_media_range_list(value: &str) -> bool {
     value.split(',').map(str::trim).all(|element| {
         let mut parts = element.split(';').map(str::trim);
@@ -169,7 +176,7 @@ pub fn is_media_range_list(value: &str) -> bool {
         let params_ok = parts.all(|param| {
             param
                 .split_once('=')
-                .is_some_and(|(n, v)| is_token(n.trim_end()) && is_token(v.trim_start()))
+                .is_some_and(|(n, v)| is_token(n.trim_end()) && is_token(unquoted(v.trim_start())))
         });
         element.is_empty() || (range_ok && params_ok)
     })

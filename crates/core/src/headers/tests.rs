@@ -202,6 +202,7 @@ fn accept_passes_as_media_ranges_and_never_as_free_text() {
         "text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2",
         "application/vnd.api+json; version=2",
         "application/json;charset=utf-8, text/plain ; q = 0.5",
+        "application/json; charset=\"UTF-8\"",
     ] {
         assert!(is_media_range_list(value), "{value:?}");
     }
@@ -209,6 +210,8 @@ fn accept_passes_as_media_ranges_and_never_as_free_text() {
         "alice@example.com",
         "text/plain; email=alice@example.com",
         "application/json; note=\"Ana Lima\"",
+        "application/json; note=\"ana@example.com\"",
+        "application/json; note=\"\"",
         "Ana Lima",
         "application/json, Ana Lima",
         "text/plain; a b=c",
