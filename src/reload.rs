@@ -101,7 +101,40 @@ pub fn reload(gateway: &Gateway) -> Result<String, Rejection> {
     // Taken before the files are read: a change made while they are read differs from it, so
     // the watcher still loads that change.
     let before = fingerprint(&gateway.policy_dir, &watched(gateway, &last.refused_files));
-    let outcome = match candidate(gateway) {
+    let next = candidate(gateway);
+    apply(gateway, &mut last, before, next)
+}
+
+/// The watcher's reload: loads the files only while they are exactly `judged`, the state its
+/// settling and widening checks looked at, so that what it loads is what it waited on; `None`,
+/// with nothing loaded, logged or counted, when they changed before or while it read them
+/// (the next poll takes the change up), or a reload by hand read them as they are already.
+fn reload_judged(gateway: &Gateway, judged: &Fingerprint) -> Option<Result<String, Rejection>> {
+    let mut last = gateway.reload_guard();
+    if last.fingerprint == *judged {
+        return None;
+    }
+    let files = || fingerprint(&gateway.policy_dir, &watched(gateway, &last.refused_files));
+    let before = files();
+    if before != *judged {
+        return None;
+    }
+    let next = candidate(gateway);
+    if files() != before {
+        return None;
+    }
+    Some(apply(gateway, &mut last, before, next))
+}
+
+/// Swaps `next` in (or logs and counts its refusal), and records what was read (`before`,
+/// the files as they were just before).
+fn apply(
+    gateway: &Gateway,
+    last: &mut LastRead,
+    before: Fingerprint,
+    next: Result<Active, Rejection>,
+) -> Result<String, Rejection> {
+    let outcome = match next {
         Ok(active) => {
             let version = active.policy.version.clone();
             log::info!("policy reloaded: version {version}");
@@ -360,12 +393,12 @@ pub fn watch(gateway: Arc<Gateway>, hangups: Option<Hangups>) {
                 }
                 // `POST /reload` or SIGHUP already read the files as they are now (the usual
                 // "edit, then reload" of ops): loading them again would log and count the same
-                // outcome twice.
+                // outcome twice (checked again when loading, after any wait).
                 if gateway.reload_guard().fingerprint != now {
                     if !settled_if_widening(&gateway, &now, &files) {
                         continue;
                     }
-                    let _ = reload(&gateway);
+                    let _ = reload_judged(&gateway, &now);
                 }
                 seen = gateway.reload_guard().fingerprint.clone();
             }
@@ -386,7 +419,13 @@ fn settled_if_widening(
     files: &dyn Fn() -> Vec<PathBuf>,
 ) -> bool {
     // The policy files alone (no certificates read, nothing logged): what `diff` compares.
-    let Ok(next) = loader::load(&gateway.policy_dir, Some(&ProcessEnv)) else {
+    // Judged on the files as they are `now`; one that does not load is loaded (and refused) as
+    // it is, never as whatever replaces it meanwhile (see `reload_judged`).
+    let next = loader::load(&gateway.policy_dir, Some(&ProcessEnv));
+    if fingerprint(&gateway.policy_dir, &files()) != *now {
+        return false;
+    }
+    let Ok(next) = next else {
         return true;
     };
     if !gateway_core::diff::diff(&gateway.active().policy, &next.policy).discloses_more {

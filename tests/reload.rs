@@ -729,3 +729,26 @@ fn a_partner_file_caught_half_written_never_serves_what_its_end_takes_back() {
         r#"{"order_id":1,"note":"n","card":{"number":"***1111"}}"#
     );
 }
+
+/// A widening edit reloaded by hand while the watcher waits for it to settle is loaded once:
+/// the watcher, when its wait ends, finds the files read already.
+#[test]
+fn a_widening_reloaded_by_hand_during_the_watchers_wait_is_loaded_once() {
+    let mock = Mock::start();
+    let gateway = Gateway::start(
+        ADMIN,
+        &[("acme-ship", &partner(&mock.url(), "order_id"))],
+        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
+    );
+    let file = gateway.policy.policy().join("partners/acme-ship.yaml");
+    std::fs::write(&file, partner(&mock.url(), "order_id, name")).unwrap();
+    // Inside the watcher's 3 s wait on a quiet machine; earlier or later, the count is the same.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gateway.reload(Some("s3cret")).status, 200);
+    std::thread::sleep(Duration::from_millis(4500));
+    let reloads = metric(
+        &gateway.metrics(),
+        r#"partner_gateway_policy_reloads_total{result="ok"}"#,
+    );
+    assert_eq!(reloads, 2.0, "the start and the reload by hand");
+}
