@@ -147,13 +147,6 @@ pub fn is_valid_request_id(value: &str) -> bool {
     value.len() <= MAX_REQUEST_ID_BYTES && is_token(value)
 }
 
-/// `text` without the double quotes around it, if it has them.
-fn unquoted(text: &str) -> &str {
-    text.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text)
-}
-
 fn is_token(text: &str) -> bool {
     !text.is_empty()
         && text
@@ -162,24 +155,42 @@ fn is_token(text: &str) -> bool {
 }
 
 /// An `accept` value passes to partners only as a list of media ranges: `type/subtype` (or a
-/// bare `*`, which some HTTP clients send) with `;name=value` parameters, every part a token
-/// (a value may also be a token in double quotes, `charset="utf-8"`). So it holds no spaces
-/// inside a part and no `@`: nothing free text (an email address, a sentence) needs.
+/// bare `*`, which some HTTP clients send) with `;name=value` parameters, every part a token;
+/// a value may also be in double quotes, and then may hold `/` and `:` too (JSON:API's
+/// `ext="https://jsonapi.org/ext/atomic"`). So it holds no spaces inside a part, no `@`, no
+/// non-ASCII: not a sentence or an email address as written (a token can still spell
+/// `Ana_Lima`; no syntax rule can tell that from a media type).
 pub fn is_media_range_list(value: &str) -> bool {
-    value.split(',').map(str::trim).all(|element| {
-        let mut parts = element.split(';').map(str::trim);
+    // Only the spaces and tabs HTTP allows around the parts, never other whitespace.
+    let trim = |s: &str| s.trim_matches([' ', '\t']).to_string();
+    value.split(',').map(trim).all(|element| {
+        let mut parts = element.split(';').map(trim);
         let range = parts.next().unwrap_or_default();
         let range_ok = range == "*"
             || range
                 .split_once('/')
                 .is_some_and(|(t, s)| is_token(t) && is_token(s));
         let params_ok = parts.all(|param| {
-            param
-                .split_once('=')
-                .is_some_and(|(n, v)| is_token(n.trim_end()) && is_token(unquoted(v.trim_start())))
+            param.is_empty()
+                || param
+                    .split_once('=')
+                    .is_some_and(|(n, v)| is_token(&trim(n)) && is_param_value(&trim(v)))
         });
         element.is_empty() || (range_ok && params_ok)
     })
+}
+
+/// A media-type parameter value [`is_media_range_list`] lets through.
+fn is_param_value(value: &str) -> bool {
+    match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+        Some(quoted) => {
+            !quoted.is_empty()
+                && quoted
+                    .split(['/', ':'])
+                    .all(|piece| piece.is_empty() || is_token(piece))
+        }
+        None => is_token(value),
+    }
 }
 
 /// Answer headers relayed from every partner; a route may add more with `response_headers`.

@@ -203,6 +203,8 @@ fn accept_passes_as_media_ranges_and_never_as_free_text() {
         "application/vnd.api+json; version=2",
         "application/json;charset=utf-8, text/plain ; q = 0.5",
         "application/json; charset=\"UTF-8\"",
+        "application/vnd.api+json; ext=\"https://jsonapi.org/ext/atomic\"",
+        "application/json;",
     ] {
         assert!(is_media_range_list(value), "{value:?}");
     }
@@ -219,6 +221,8 @@ fn accept_passes_as_media_ranges_and_never_as_free_text() {
         "/json",
         "application/",
         "applicatión/json",
+        "application/json,\u{2003}\u{a0}\u{2003}\u{3000}",
+        "application/json; note=\"mailto:ana@example.com\"",
     ] {
         assert!(!is_media_range_list(value), "{value:?}");
     }
