@@ -806,17 +806,62 @@ fn may_hold_a_secret(key: &str) -> bool {
 }
 
 /// Values that look like a credential whatever key they sit under: a URL with user info
-/// (`postgres://user:password@host/db`), a connection string with a password, an HTTP
-/// authorization value. Messages about them do not quote them.
+/// (`postgres://user:password@host/db`; the password may hold `/`, `?` or `#`, so any `@`
+/// after the scheme counts), a connection string with a password, an HTTP authorization value
+/// (`Bearer …`, `Basic …`, `Token …`). Messages about them do not quote them.
 pub(crate) fn looks_like_a_secret(value: &str) -> bool {
-    let lower = value.trim_matches(['"', '\'']).to_ascii_lowercase();
-    let user_info = lower.split_once("://").is_some_and(|(_, rest)| {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-        authority.contains('@')
+    let lower = value.trim_matches(['"', '\'', '`']).to_ascii_lowercase();
+    let user_info = lower
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.contains('@'));
+    // A tab may arrive as itself or escaped by `{:?}`.
+    let scheme = ["bearer", "basic", "token", "digest", "negotiate"]
+        .iter()
+        .any(|s| {
+            lower
+                .strip_prefix(s)
+                .is_some_and(|rest| rest.starts_with([' ', '\t']) || rest.starts_with("\\t"))
+        });
+    // `password=…` of a connection string (libpq allows spaces around `=`).
+    let password = ["password", "passwd"].iter().any(|word| {
+        lower
+            .match_indices(word)
+            .any(|(at, _)| lower[at + word.len()..].trim_start().starts_with('='))
     });
-    user_info
-        || lower.contains("password=")
-        || ["bearer ", "basic "].iter().any(|p| lower.starts_with(p))
+    user_info || password || scheme
+}
+
+/// `message` with every quoted part (between backticks or double quotes, as messages quote
+/// what a file says) that [`looks_like_a_secret`] replaced by `***`: every diagnostic goes
+/// through it, so no check, log line or `/reload` answer repeats a credential written in the
+/// wrong place, whichever rule quoted it.
+pub(crate) fn redact_quoted_secrets(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest.as_bytes()[open] as char;
+        out.push_str(&rest[..=open]);
+        let inside = &rest[open + 1..];
+        // A double-quoted part is Rust's `{:?}`: `\"` inside it does not end it.
+        let close = inside.char_indices().find(|&(i, c)| {
+            c == quote
+                && (quote == '`' || !inside[..i].ends_with('\\') || inside[..i].ends_with("\\\\"))
+        });
+        let Some((close, _)) = close else {
+            out.push_str(inside);
+            return out;
+        };
+        let part = &inside[..close];
+        out.push_str(if looks_like_a_secret(part) {
+            "***"
+        } else {
+            part
+        });
+        out.push(quote);
+        rest = &inside[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The last `key:` written before the error's column on its line (`limits: {max_depth: x` → `max_depth`).

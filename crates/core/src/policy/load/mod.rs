@@ -355,19 +355,23 @@ struct Diags {
 
 impl Diags {
     fn error(&mut self, file: &str, line: u64, problem: impl Into<Invalid>) {
-        self.errors.push(Diagnostic {
-            file: file.to_string(),
-            line: line.max(1),
-            message: problem.into().to_string(),
-        });
+        self.errors.push(Diagnostic::new(file, line, problem));
     }
 
     fn warn(&mut self, file: &str, line: u64, problem: impl Into<Invalid>) {
-        self.warnings.push(Diagnostic {
+        self.warnings.push(Diagnostic::new(file, line, problem));
+    }
+}
+
+impl Diagnostic {
+    /// A diagnostic whose message quotes no credential (see
+    /// [`crate::policy::file::redact_quoted_secrets`]).
+    fn new(file: &str, line: u64, problem: impl Into<Invalid>) -> Diagnostic {
+        Diagnostic {
             file: file.to_string(),
             line: line.max(1),
-            message: problem.into().to_string(),
-        });
+            message: crate::policy::file::redact_quoted_secrets(&problem.into().to_string()),
+        }
     }
 }
 

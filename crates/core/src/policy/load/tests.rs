@@ -971,6 +971,14 @@ fn a_credential_in_the_wrong_field_is_never_quoted() {
         "optouts: { postgres: { url_env: U, table: \"postgres://gw:Pw77@db.example/gw\" } }",
         "optouts: { postgres: { url_env: U, max_staleness_s: \"host=db password=Pw77\" } }",
         "optouts: { postgres: { url_env: U, max_staleness_s: Bearer Pw77 } }",
+        // A password may hold `?`, `#` or `/`; libpq allows spaces around `=`.
+        "optouts: { postgres: { url_env: U, max_staleness_s: postgres://gw:Pw?77@db/gw } }",
+        "optouts: { postgres: { url_env: U, max_staleness_s: postgres://gw:Pw#77@db/gw } }",
+        "optouts: { postgres: { url_env: U, max_staleness_s: \"host=db password = Pw77\" } }",
+        "optouts: { postgres: { url_env: U, max_staleness_s: Token Pw77 } }",
+        "optouts: { postgres: { url_env: U, max_staleness_s: \"Bearer\\tPw77\" } }",
+        "optouts: { postgres: { url_env: U, table: \"postgres://gw:Pw?77@db/gw\" } }",
+        "optouts: { postgres: \"postgres://gw:Pw?77@db/gw\" }",
     ] {
         let gateway = GATEWAY.replace("optouts: { path: data/optouts }", section);
         let got = errors(&source(&gateway, &[("acme-ship.yaml", CONTRACTOR)]), None);
@@ -980,6 +988,55 @@ fn a_credential_in_the_wrong_field_is_never_quoted() {
             assert!(!error.contains("Pw77"), "{section}: {error}");
         }
     }
+    // Whichever rule quotes the value: the listener, a partner's kind, a key id.
+    let cases = [
+        (
+            GATEWAY.replace("listen: 127.0.0.1:8080", "listen: postgres://gw:Pw77@db/gw"),
+            CONTRACTOR.to_string(),
+        ),
+        (
+            GATEWAY.replace("kid: data-use-1", "kid: \"Bearer Pw77\""),
+            CONTRACTOR.to_string(),
+        ),
+        (
+            GATEWAY.to_string(),
+            CONTRACTOR.replace("kind: contractor", "kind: postgres://gw:Pw77@db/gw"),
+        ),
+    ];
+    for (gateway, partner) in cases {
+        let got = errors(&source(&gateway, &[("acme-ship.yaml", &partner)]), None);
+        for error in &got {
+            assert!(!error.contains("Pw77"), "{error}");
+        }
+    }
+}
+
+#[test]
+fn credentials_in_quoted_parts_of_messages_are_redacted() {
+    use crate::policy::file::redact_quoted_secrets as redact;
+    assert_eq!(
+        redact("invalid listen `postgres://u:p@h/db` (expected host:port)"),
+        "invalid listen `***` (expected host:port)"
+    );
+    assert_eq!(
+        redact(r#"invalid kid "Bearer abc" and "a\"b" and `plain`"#),
+        r#"invalid kid "***" and "a\"b" and `plain`"#
+    );
+    // Names of variables and ordinary words stay: only values shaped like credentials go.
+    for kept in [
+        "`DB_PASSWORD` is not set",
+        "must be 1 to 128 token characters",
+        "`tokens characters`",
+        "`https://example.com/a@b`",
+    ] {
+        let redacted = redact(kept);
+        if kept.contains("://") {
+            assert_eq!(redacted, "`***`", "{kept}");
+        } else {
+            assert_eq!(redacted, kept);
+        }
+    }
+    assert_eq!(redact("an unclosed `quote"), "an unclosed `quote");
 }
 
 #[test]
