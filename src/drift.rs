@@ -26,12 +26,17 @@ impl Drift {
     }
 
     /// Notes what the filter found unknown in one request to `series`' partner and route
-    /// (names from the policy): the counter, then the table.
-    pub fn record(&self, metrics: &Metrics, series: Series, report: &Report) {
+    /// (names from the policy): the counter, then, when `listed`, the table (a request decided
+    /// under a policy a reload has since replaced is counted but not listed: the list is the
+    /// serving policy's).
+    pub fn record(&self, metrics: &Metrics, series: Series, report: &Report, listed: bool) {
         if report.unknown_fields == 0 {
             return;
         }
         metrics.unknown_fields(series, report.unknown_fields);
+        if !listed {
+            return;
+        }
         let listed: u64 = report.unknown.iter().map(|f| f.count).sum();
         let not_listed = report.unknown_fields.saturating_sub(listed);
         let now = Utc::now().timestamp();

@@ -467,9 +467,7 @@ impl Gateway {
     /// Swaps in a new policy; in-flight requests finish on the one they started with, and new
     /// TLS handshakes use its certificates (established connections keep theirs).
     pub fn replace_active(&self, mut active: Active) {
-        if self.active().policy.version != active.policy.version {
-            self.drift.clear();
-        }
+        let changed = self.active().policy.version != active.policy.version;
         self.metrics.set_policy_version(&active.policy.version);
         active.series = self.metrics.register_policy(&active.policy);
         match &active.shadow {
@@ -485,11 +483,18 @@ impl Gateway {
         if let (Some(state), Some(material)) = (&self.listener_tls, &active.tls.listener) {
             state.update(material.cert.clone(), material.client_verifier.clone());
         }
-        let mut guard = match self.active.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(active);
+        {
+            let mut guard = match self.active.write() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *guard = Arc::new(active);
+        }
+        // After the swap: requests decided under the old policy are no longer listed (see
+        // `Drift::record`), so none adds to the fresh list.
+        if changed {
+            self.drift.clear();
+        }
     }
 
     pub fn set_optouts(&self, backend: Arc<dyn OptOutBackend>) {

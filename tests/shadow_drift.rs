@@ -193,3 +193,54 @@ fn unknown_fields_are_counted_and_listed_as_paths_only() {
         ]
     );
 }
+
+/// A request decided under a policy that a reload replaced while its body arrived is counted,
+/// but not listed: the list is the serving policy's, which may allow what that one did not.
+#[test]
+fn a_request_decided_under_a_replaced_policy_is_not_listed() {
+    use std::io::{Read, Write};
+    let mock = Mock::start();
+    let gw = Gateway::start(
+        &format!("admin_token_env: {TOKEN_ENV}\n"),
+        &[("acme-ship", &ship_partner(&mock.url()))],
+        &[("SHIP_TOKEN", "t"), (TOKEN_ENV, TOKEN)],
+    );
+    let body = r#"{"order_id":"o-1","channel":"web"}"#;
+    let mut slow = std::net::TcpStream::connect(gw.addr).unwrap();
+    let head = format!(
+        "POST /acme-ship/v1/shipments HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&body.as_bytes()[..10]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let file = gw.policy.policy().join("partners/acme-ship.yaml");
+    let policy = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        policy.replacen(
+            "      - order_id\n",
+            "      - order_id\n      - channel\n",
+            1,
+        ),
+    )
+    .unwrap();
+    assert_eq!(gw.reload(Some(TOKEN)).status, 200);
+
+    slow.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let metrics = gw.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"partner_gateway_unknown_fields_total{partner="acme-ship",route="/v1/shipments"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    let doc = admin_get(&gw, "/drift", Some(TOKEN)).json();
+    assert_eq!(doc["routes"], serde_json::json!([]), "{doc}");
+}

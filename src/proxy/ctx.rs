@@ -126,6 +126,17 @@ impl RequestCtx {
         let partner = self.partner.as_ref()?;
         partner.routes.get(self.route_index?)
     }
+
+    /// Whether the policy the request was decided under still serves: its partner is the one
+    /// `policy` holds (a reload builds every partner anew).
+    pub fn decided_under(&self, policy: &gateway_core::policy::Policy) -> bool {
+        self.partner.as_ref().is_some_and(|partner| {
+            policy
+                .partners
+                .get(&partner.id)
+                .is_some_and(|now| Arc::ptr_eq(now, partner))
+        })
+    }
 }
 
 /// A request's id: a fresh random (v4) UUID, hyphenated, kept inline (no allocation).

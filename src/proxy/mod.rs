@@ -820,9 +820,12 @@ impl PartnerProxy {
         if let Some(kind) = ctx.upstream_error {
             m.upstream_error(series, kind);
         }
-        // Whatever became of the request after the filter decided, its unknown fields arrived.
+        // Whatever became of the request after the filter decided, its unknown fields arrived;
+        // listed only while the policy that found them unknown serves (see `Drift::clear`).
         if let Some(report) = &ctx.report {
-            self.gateway.drift.record(m, series, report);
+            let listed =
+                report.unknown_fields > 0 && ctx.decided_under(&self.gateway.active().policy);
+            self.gateway.drift.record(m, series, report, listed);
         }
         // Counted for bodies that reached the partner, also when its answer then failed
         // (502/504 after the body went, a stream stopped by a bad line): as in the ledger.
