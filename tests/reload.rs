@@ -91,14 +91,20 @@ fn a_reload_cannot_move_the_opt_out_store() {
 
 const ADMIN: &str = "admin_token_env: RELOAD_TEST_ADMIN_TOKEN\n";
 
-#[test]
-fn admin_reload_answers_the_new_version_or_every_error() {
-    let mock = Mock::start();
-    let gateway = Gateway::start(
+/// A gateway whose admin token is `s3cret`, in front of one shipping partner at `mock` that
+/// gets `order_id` only.
+fn admin_gateway(mock: &Mock) -> Gateway {
+    Gateway::start(
         ADMIN,
         &[("acme-ship", &partner(&mock.url(), "order_id"))],
         &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
-    );
+    )
+}
+
+#[test]
+fn admin_reload_answers_the_new_version_or_every_error() {
+    let mock = Mock::start();
+    let gateway = admin_gateway(&mock);
     assert_refused(&gateway.reload(None), 401, "unauthenticated");
     assert_refused(&gateway.reload(Some("wrong")), 401, "unauthenticated");
     let get = gateway.admin_get("/reload");
@@ -167,11 +173,7 @@ fn admin_reload_answers_the_new_version_or_every_error() {
 #[test]
 fn an_edit_reloaded_by_hand_is_not_loaded_again_by_the_watcher() {
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        ADMIN,
-        &[("acme-ship", &partner(&mock.url(), "order_id"))],
-        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
-    );
+    let gateway = admin_gateway(&mock);
     let reloads = |result: &str| {
         metric(
             &gateway.metrics(),
@@ -326,11 +328,7 @@ fn admin_reload_is_refused_without_a_configured_token() {
 #[test]
 fn a_reload_cannot_move_the_listeners() {
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        ADMIN,
-        &[("acme-ship", &partner(&mock.url(), "order_id"))],
-        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
-    );
+    let gateway = admin_gateway(&mock);
     let file = gateway.policy.policy().join("gateway.yaml");
     let yaml = std::fs::read_to_string(&file).unwrap();
     let elsewhere = free_addr();
@@ -642,11 +640,7 @@ fn counts_add_up_across_parallel_requests_and_repeated_reloads() {
 #[test]
 fn a_file_put_back_right_after_a_reload_by_hand_is_loaded_by_the_watcher() {
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        ADMIN,
-        &[("acme-ship", &partner(&mock.url(), "order_id"))],
-        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
-    );
+    let gateway = admin_gateway(&mock);
     let file = gateway.policy.policy().join("partners/acme-ship.yaml");
     let strict = std::fs::read(&file).unwrap();
     // A looser policy loaded by hand, then the file put back at once: faster than the
@@ -735,11 +729,7 @@ fn a_partner_file_caught_half_written_never_serves_what_its_end_takes_back() {
 #[test]
 fn a_widening_reloaded_by_hand_during_the_watchers_wait_is_loaded_once() {
     let mock = Mock::start();
-    let gateway = Gateway::start(
-        ADMIN,
-        &[("acme-ship", &partner(&mock.url(), "order_id"))],
-        &[("RELOAD_TEST_ADMIN_TOKEN", "s3cret")],
-    );
+    let gateway = admin_gateway(&mock);
     let file = gateway.policy.policy().join("partners/acme-ship.yaml");
     std::fs::write(&file, partner(&mock.url(), "order_id, name")).unwrap();
     // Inside the watcher's 3 s wait on a quiet machine; earlier or later, the count is the same.

@@ -42,6 +42,22 @@ fn admin_get(gw: &Gateway, path: &str, token: Option<&str>) -> Response {
     http1::send(&gw.admin.to_string(), "GET", path, &headers, None).unwrap()
 }
 
+/// Adds `channel` to the partner's allow list and reloads by hand.
+fn allow_channel_and_reload(gw: &Gateway) {
+    let file = gw.policy.policy().join("partners/acme-ship.yaml");
+    let policy = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        policy.replacen(
+            "      - order_id\n",
+            "      - order_id\n      - channel\n",
+            1,
+        ),
+    )
+    .unwrap();
+    assert_eq!(gw.reload(Some(TOKEN)).status, 200);
+}
+
 fn assert_no_values(text: &str) {
     for value in VALUES {
         assert!(!text.contains(value), "{value:?} leaked into: {text}");
@@ -160,17 +176,7 @@ fn unknown_fields_are_counted_and_listed_as_paths_only() {
 
     // What is unknown is relative to the policy serving: once a reload allows `channel`, the
     // list starts afresh and holds only what the new policy does not name.
-    let file = gw.policy.policy().join("partners/acme-ship.yaml");
-    std::fs::write(
-        &file,
-        policy.replacen(
-            "      - order_id\n",
-            "      - order_id\n      - channel\n",
-            1,
-        ),
-    )
-    .unwrap();
-    assert_eq!(gw.reload(Some(TOKEN)).status, 200);
+    allow_channel_and_reload(&gw);
     assert_eq!(
         admin_get(&gw, "/drift", Some(TOKEN)).json()["routes"],
         serde_json::json!([])
@@ -215,18 +221,7 @@ fn a_request_decided_under_a_replaced_policy_is_not_listed() {
     slow.write_all(&body.as_bytes()[..10]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
 
-    let file = gw.policy.policy().join("partners/acme-ship.yaml");
-    let policy = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        policy.replacen(
-            "      - order_id\n",
-            "      - order_id\n      - channel\n",
-            1,
-        ),
-    )
-    .unwrap();
-    assert_eq!(gw.reload(Some(TOKEN)).status, 200);
+    allow_channel_and_reload(&gw);
 
     slow.write_all(&body.as_bytes()[10..]).unwrap();
     let mut answer = String::new();
