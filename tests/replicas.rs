@@ -828,6 +828,21 @@ fn tables_the_gateway_would_misread_are_named_by_migrate() {
     let (ok, err) = migrate();
     assert!(ok, "{err}");
 
+    // Opt-outs written by SQL that the replicas would not hear of: the logging triggers
+    // disabled, a child table.
+    pg.psql("ALTER TABLE optouts DISABLE TRIGGER USER");
+    let (ok, err) = migrate();
+    assert!(!ok && err.contains("missing or not enabled"), "{err}");
+    pg.psql(reset);
+    let (ok, err) = migrate();
+    assert!(ok, "{err}");
+    pg.psql("CREATE TABLE optouts_crm () INHERITS (optouts)");
+    let (ok, err) = migrate();
+    assert!(!ok && err.contains("has child tables"), "{err}");
+    pg.psql("DROP TABLE optouts_crm");
+    let (ok, err) = migrate();
+    assert!(ok, "{err}");
+
     // A database that does not store text as UTF-8 is named too.
     pg.psql(
         "CREATE DATABASE bytes ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",

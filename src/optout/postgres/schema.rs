@@ -263,5 +263,40 @@ where
             }
         }
     }
+    check_change_logging(client, &tables.optouts).await
+}
+
+/// The triggers that log changes written by SQL (see the module's docs) must all be there and
+/// fire always, and no table may inherit from the opt-out table (rows written to a child fire
+/// no trigger of it): otherwise such a change reaches the replicas only at their next full read
+/// of the table, and the opt-out is not enforced until then.
+async fn check_change_logging<C>(client: &C, optouts: &str) -> Result<()>
+where
+    C: tokio_postgres::GenericClient + Sync,
+{
+    let names: Vec<String> = ["rlock", "rlog", "tlock", "tlog"]
+        .iter()
+        .map(|t| format!("{optouts}_fw_{t}"))
+        .collect();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1) \
+                     AND tgname = ANY($2) AND tgenabled = 'A')::int4, \
+                    (SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass($1))::int4",
+            &[&optouts, &names],
+        )
+        .await
+        .db_context("cannot read the opt-out table's triggers")?;
+    let (enabled, children): (i32, i32) = (row.get(0), row.get(1));
+    if enabled as usize != names.len() {
+        let enable: Vec<String> = names
+            .iter()
+            .map(|n| format!("ALTER TABLE {optouts} ENABLE ALWAYS TRIGGER {n};"))
+            .collect();
+        bail!("table {optouts}: the triggers that log opt-outs written by SQL are missing or not enabled (disabled, say), so such an opt-out would reach the replicas only at their next full read; {}", enable.join(" "));
+    }
+    if children > 0 {
+        bail!("table {optouts} has child tables (INHERITS or partitions): rows written to them are not logged as changes, so their opt-outs would reach the replicas only at their next full read; move them aside");
+    }
     Ok(())
 }
