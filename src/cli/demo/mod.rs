@@ -68,9 +68,26 @@ const OPTED_OUT_CUSTOMER: &str = "c-1002";
 /// check and the server binding it.
 const DEMO_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A loopback port free right now: a random one of [`DEMO_PORTS`], else one the system picks.
+/// Ports [`free_port`] handed out already. Each is free when picked but bound only later, and
+/// the gateway and the mock partners bind with `SO_REUSEPORT` (pingora's listeners): the same
+/// port picked twice would let two servers share it, the kernel spreading the demo's requests
+/// between them.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback port free right now and not handed out before: a random one of [`DEMO_PORTS`],
+/// else one the system picks.
 fn free_port() -> anyhow::Result<SocketAddr> {
     use std::hash::{BuildHasher, Hasher};
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut take = |addr: SocketAddr| {
+        let new = !handed_out.contains(&addr.port());
+        if new {
+            handed_out.push(addr.port());
+        }
+        new.then_some(addr)
+    };
     for _ in 0..64 {
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -78,11 +95,19 @@ fn free_port() -> anyhow::Result<SocketAddr> {
         let span = u64::from(DEMO_PORTS.end - DEMO_PORTS.start);
         let port = DEMO_PORTS.start + u16::try_from(random % span).unwrap_or(0);
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            return Ok(listener.local_addr()?);
+            if let Some(addr) = take(listener.local_addr()?) {
+                return Ok(addr);
+            }
         }
     }
-    let listener = TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
-    Ok(listener.local_addr()?)
+    for _ in 0..64 {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").context("cannot find a free loopback port")?;
+        if let Some(addr) = take(listener.local_addr()?) {
+            return Ok(addr);
+        }
+    }
+    bail!("cannot find a free loopback port the demo has not handed out already")
 }
 
 fn wait_for(addr: SocketAddr) -> anyhow::Result<()> {
