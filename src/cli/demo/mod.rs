@@ -68,10 +68,9 @@ const OPTED_OUT_CUSTOMER: &str = "c-1002";
 /// check and the server binding it.
 const DEMO_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// Ports [`free_port`] handed out already. Each is free when picked but bound only later, and
-/// the gateway and the mock partners bind with `SO_REUSEPORT` (pingora's listeners): the same
-/// port picked twice would let two servers share it, the kernel spreading the demo's requests
-/// between them.
+/// Ports [`free_port`] handed out already. Each is free when picked but bound only later: the
+/// same port picked twice would put two of the demo's servers on it (the gateway and a mock
+/// partner, seen once), and the demo's requests would reach the wrong one.
 static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
 
 /// A loopback port free right now and not handed out before: a random one of [`DEMO_PORTS`],
