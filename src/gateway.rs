@@ -330,7 +330,8 @@ impl Active {
         self.data_use_headers_for(target, caller, None, legal_basis, jti)
     }
 
-    /// `body_sha256`: the digest of the exact bytes forwarded, or `None` for a stream.
+    /// `body_sha256`: the digest of the exact bytes forwarded, or `None` for a stream; read
+    /// only when there is a signer.
     fn data_use_headers_for(
         &self,
         target: &Target,

@@ -358,8 +358,12 @@ impl UpstreamClient {
     ) -> Result<UpstreamAnswer, UpstreamFailure> {
         let partner = &target.partner;
         let timeout = active.policy.gateway.limits.upstream_timeout;
-        // Hashed once per request: the ledger record took the same digest.
-        let body_sha256 = outgoing.body_sha256().to_string();
+        // Only a signed token binds the body's digest (without a signer none is read), and it
+        // is hashed once: a ledger record took the same one already.
+        let body_sha256 = match active.signer() {
+            Some(_) => outgoing.body_sha256().to_string(),
+            None => String::new(),
+        };
         let body = Bytes::from(outgoing.body);
 
         let head = PartnerHead {
