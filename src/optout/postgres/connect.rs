@@ -67,9 +67,7 @@ impl Target {
         let url = url
             .replace("sslmode=verify-full", "sslmode=require")
             .replace("sslmode=verify-ca", "sslmode=require");
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| anyhow!("cannot parse the database URL: {e}"))?;
+        let mut config: Config = url.parse().map_err(url_error)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -266,6 +264,18 @@ fn take_param(url: &str, name: &str) -> (String, Option<String>) {
         })
         .collect();
     (kept.join(" "), value)
+}
+
+/// Why the driver refused a database URL. Its reason is kept only when it names one of its own
+/// option names (``invalid value for option `port` ``); every other reason may quote part of
+/// the URL (in a key=value string, an unquoted space in a password makes its tail an "unknown
+/// option"), so it is left out.
+fn url_error(e: tokio_postgres::Error) -> anyhow::Error {
+    let reason = std::error::Error::source(&e).map(ToString::to_string);
+    match reason.filter(|r| r.starts_with("invalid value for option `")) {
+        Some(reason) => anyhow!("cannot parse the database URL: {e}: {reason}"),
+        None => anyhow!("cannot parse the database URL: {e}"),
+    }
 }
 
 #[cfg(test)]

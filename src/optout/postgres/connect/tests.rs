@@ -35,3 +35,25 @@ fn sslmode_comes_from_the_url() {
         .unwrap();
     assert!(!format!("{bad:#}").contains("secretpw"));
 }
+
+#[test]
+fn a_bad_url_names_the_option_but_never_quotes_the_url() {
+    let port = Target::parse("postgres://u:secretpw@h:notaport/db", "t")
+        .err()
+        .unwrap();
+    let port = format!("{port:#}");
+    assert!(port.contains("invalid value for option `port`"), "{port}");
+    assert!(
+        !port.contains("secretpw") && !port.contains("notaport"),
+        "{port}"
+    );
+    let mode = Target::parse("postgres://u:pw@h/db?sslmode=bogus", "t")
+        .err()
+        .unwrap();
+    assert!(format!("{mode:#}").contains("option `sslmode`"), "{mode:#}");
+    // An unquoted space in a key=value password: the driver's reason ("unknown option")
+    // would quote the password's tail.
+    let tail = Target::parse("host=h user=u password=pa sswo=rd", "t").err().unwrap();
+    let tail = format!("{tail:#}");
+    assert!(!tail.contains("sswo"), "{tail}");
+}
