@@ -91,7 +91,7 @@ fn unattributed_text(unattributed: &[Unattributed], out: &mut dyn Write) -> anyh
     }
     writeln!(
         out,
-        "note: {total} disclosures in the period name no customer (routes without `subject`, or streams cut off before their outcome line), so they may have carried anyone's data; `--format json` lists them under `unattributed`"
+        "note: {total} disclosures in the period name no customer (routes without `subject`, requests whose records were all dropped, or streams cut off before their outcome line), so they may have carried anyone's data; `--format json` lists them under `unattributed`"
     )?;
     Ok(())
 }

@@ -53,7 +53,9 @@ fn a_bad_url_names_the_option_but_never_quotes_the_url() {
     assert!(format!("{mode:#}").contains("option `sslmode`"), "{mode:#}");
     // An unquoted space in a key=value password: the driver's reason ("unknown option")
     // would quote the password's tail.
-    let tail = Target::parse("host=h user=u password=pa sswo=rd", "t").err().unwrap();
+    let tail = Target::parse("host=h user=u password=pa sswo=rd", "t")
+        .err()
+        .unwrap();
     let tail = format!("{tail:#}");
     assert!(!tail.contains("sswo"), "{tail}");
 }
