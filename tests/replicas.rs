@@ -938,3 +938,62 @@ fn an_opt_out_acknowledged_on_a_database_tuned_for_async_commit_survives_its_cra
         "an opted-out customer reached the partner"
     );
 }
+
+/// Between a replica and its database: forwards connections while `silent` is clear; while it
+/// is set, accepts them and then says nothing (as a pooler or balancer in front of a dead
+/// server does, or a path whose flow a firewall dropped). Returns its port.
+fn silent_relay(to: u16, silent: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for caller in listener.incoming().flatten() {
+            if silent.load(Ordering::SeqCst) {
+                held.push(caller);
+                continue;
+            }
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (caller.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, caller),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut into);
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    port
+}
+
+/// The driver's connect timeout bounds only the TCP connect: a database path that accepts the
+/// connection and then stays silent held the follower's startup exchange forever, so the
+/// replica stayed not ready (or stale) after the path came back.
+#[test]
+fn a_replica_whose_database_path_went_silent_connects_again_once_it_answers() {
+    let _machine = shared();
+    let pg = Postgres::start();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let relay = silent_relay(pg.port, silent.clone());
+    let url = pg
+        .url()
+        .replace(&format!(":{}/", pg.port), &format!(":{relay}/"));
+    let gw = replica(&url, (&bp, &ctr), "optouts", 30);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gw.admin_get("/readyz").status, 503, "nothing loaded yet");
+    assert_refused(&contact(&gw, "bp", "s-1"), 503, "not_ready");
+
+    silent.store(false, Ordering::SeqCst);
+    eventually(
+        "the replica connected again and loaded its opt-outs",
+        Duration::from_secs(20),
+        || gw.admin_get("/readyz").status == 200,
+    );
+    assert_eq!(put(&gw, "s-1").status, 200);
+    assert_eq!(contact(&gw, "bp", "s-1").status, 451);
+    assert_eq!(contact(&gw, "bp", "s-2").status, 200);
+}

@@ -111,7 +111,22 @@ impl Target {
     }
 
     /// A client and its connection, for a caller that drives the connection itself (`LISTEN`).
+    /// Bounded as a whole: the driver's `connect_timeout` covers only each TCP connect, and a
+    /// peer that accepts TCP and then stays silent (a pooler or balancer in front of a dead
+    /// server, a flow a firewall dropped) would hold the startup exchange forever.
     pub async fn connect_raw(&self) -> Result<(Client, Connection)> {
+        let hosts = u32::try_from(self.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+        let per_host = self.config.get_connect_timeout().copied();
+        let limit = per_host.unwrap_or(CONNECT_TIMEOUT).saturating_mul(hosts) + CONNECT_TIMEOUT;
+        within(
+            limit,
+            "cannot connect to the opt-out database",
+            self.startup(),
+        )
+        .await
+    }
+
+    async fn startup(&self) -> Result<(Client, Connection)> {
         let result = match &self.tls {
             None => self
                 .config
@@ -178,6 +193,19 @@ impl Connection {
             Connection::Plain(c) => c.poll_message(cx),
             Connection::Tls(c) => c.poll_message(cx),
         }
+    }
+}
+
+/// `work`, or an error saying `what` failed when the database has not answered within `limit`:
+/// on a connection gone silent, keepalives do not end a wait (the peer's kernel answers them).
+pub(super) async fn within<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result,
+        Err(_) => Err(anyhow!("{what}: no answer within {limit:?}")),
     }
 }
 

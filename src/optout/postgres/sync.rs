@@ -10,7 +10,7 @@ use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client};
 
-use super::connect::Tables;
+use super::connect::{within, Tables, CONNECT_TIMEOUT};
 use super::{schema, write, PgOptOuts, POLL};
 
 /// When a change was written, as SQL over a change row: microseconds since the epoch (the
@@ -34,6 +34,9 @@ const IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most changes applied per catch-up query.
 const CATCH_UP_BATCH: i64 = 10_000;
+/// How long the follower waits for its migration check (which may wait for another replica's
+/// migration) before it gives the connection up and makes a new one.
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often each replica reads the whole table again beside following the change log: what
@@ -115,22 +118,28 @@ impl PgOptOuts {
             }
         });
         let _abort = AbortOnDrop(driver);
+        // Every step is bounded here, so a connection gone silent is given up and made again.
         if !*migrated {
-            schema::migrate(&mut client, &self.tables).await?;
+            let migration = schema::migrate(&mut client, &self.tables);
+            within(
+                MIGRATE_TIMEOUT,
+                "cannot migrate the opt-out tables",
+                migration,
+            )
+            .await?;
             *migrated = true;
         }
-        // A whole-table read on a connection gone silent ends on the server too (the query
-        // of a catch-up is bounded by its caller).
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = '{}s'; LISTEN {}",
-                IMPORT_READ_TIMEOUT.as_secs(),
-                self.tables.changes
-            ))
-            .await
-            .context("cannot LISTEN for opt-out changes")?;
+        // The server, too, ends a whole-table read after as long as the follower waits for it.
+        let sql = format!(
+            "SET statement_timeout = '{}s'; LISTEN {}",
+            IMPORT_READ_TIMEOUT.as_secs(),
+            self.tables.changes
+        );
+        let what = "cannot LISTEN for opt-out changes";
+        let listen = async { client.batch_execute(&sql).await.context(what) };
+        within(CONNECT_TIMEOUT, what, listen).await?;
         if self.loaded.load(Ordering::Acquire) {
-            let state = self.catch_up(&client).await?;
+            let state = within(POLL * 4, "catching up", self.catch_up(&client)).await?;
             self.reread_unless_current(&client, state).await?;
         } else {
             self.reload(&client).await?;
@@ -154,10 +163,7 @@ impl PgOptOuts {
             }
             // The catch-up query is bounded; reading the whole table, when it is needed, is
             // not (it takes as long as the table is large).
-            let state = match tokio::time::timeout(POLL * 4, self.catch_up(&client)).await {
-                Ok(state) => state?,
-                Err(_) => bail!("no answer to the catch-up query in time"),
-            };
+            let state = within(POLL * 4, "catching up", self.catch_up(&client)).await?;
             self.reread_unless_current(&client, state).await?;
         }
     }
@@ -287,7 +293,8 @@ impl PgOptOuts {
         let began_ms = self.now_ms();
         self.rereading_history
             .store(history_changed, Ordering::Release);
-        let loaded = load_set(client, &self.tables).await;
+        let read = load_set(client, &self.tables);
+        let loaded = within(IMPORT_READ_TIMEOUT, "reading the opt-outs", read).await;
         self.rereading_history.store(false, Ordering::Release);
         let (set, last, last_at) = loaded?;
         if history_changed {
