@@ -562,12 +562,23 @@ fn opt_outs_written_by_sql_reach_every_running_replica() {
     }
     // A scope no partner could honour as written is refused by the table itself, so a
     // hand-written opt-out is never kept and then skipped unenforced.
-    for scope in ["partner_sharing ", "", "partner:", "partner sharing"] {
+    // Nor is one spelt with capitals partners never honour it by.
+    for scope in [
+        "partner_sharing ",
+        "",
+        "partner:",
+        "partner sharing",
+        "Partner_Sharing",
+        "PARTNER:bp",
+        "partner:BP",
+    ] {
         let said = c.pg.psql_refused(&format!(
             "INSERT INTO optouts (customer_id, scope) VALUES ('sql-5', '{scope}');"
         ));
         assert!(said.contains("check constraint"), "{said}");
     }
+    // Other names are scopes a policy may honour as written, capitals included.
+    c.pg.psql("INSERT INTO optouts (customer_id, scope) VALUES ('sql-5', 'Research.V2');");
     // The gateway's own writes go on as before, after and beside the foreign one.
     assert_eq!(put(&c.replicas[0], "api-1").status, 200);
     c.pg.psql("DELETE FROM optouts WHERE customer_id = 'sql-1';");

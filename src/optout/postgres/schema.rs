@@ -92,14 +92,18 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
         check_columns(&tx, tables).await?;
         return tx.commit().await.db_context("cannot commit the migration");
     }
-    // `Scope::parse`'s rule, so a scope written by SQL is refused when it is written rather than
-    // kept and skipped unenforced by every replica.
+    // `Scope::parse_new`'s rule (which the admin API and imports apply), so a scope written by
+    // SQL is refused when it is written rather than kept and skipped, or kept and honoured by no
+    // one (`Partner_Sharing`, `partner:BIZ`: the scopes partners honour are lowercase), by every
+    // replica.
     let scope_rest = gateway_core::optout::Scope::MAX_LEN - 1;
     let ddl = format!(
         "CREATE TABLE IF NOT EXISTS {optouts} (
             customer_id text COLLATE \"C\" NOT NULL,
             scope text COLLATE \"C\" NOT NULL
-                CHECK (scope ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{scope_rest}}}$' AND scope !~ ':$'),
+                CHECK (scope ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{scope_rest}}}$' AND scope !~ ':$'
+                    AND (scope = lower(scope)
+                        OR NOT (lower(scope) = 'partner_sharing' OR lower(scope) LIKE 'partner:%'))),
             PRIMARY KEY (customer_id, scope)
         );
         CREATE TABLE IF NOT EXISTS {changes} (
