@@ -192,10 +192,11 @@ fn candidate(gateway: &Gateway) -> Result<Active, Rejection> {
     let shadow = shadow.map(|s| s.policy);
     let active = loader::build_active(dir, loaded.policy).map_err(reject)?;
     let now = crate::gateway::now_unix() as i64;
-    if let Some(problem) =
-        crate::tls::listener_regression(&active.policy, &gateway.active().tls, &active.tls, now)
-    {
-        return Err(reject(vec![problem.to_string()]));
+    let regressions = crate::tls::presented_regressions(&gateway.active().tls, &active.tls, now);
+    if !regressions.is_empty() {
+        return Err(reject(
+            regressions.iter().map(ToString::to_string).collect(),
+        ));
     }
     Ok(active.with_shadow(shadow))
 }

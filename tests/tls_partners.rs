@@ -341,3 +341,56 @@ fn a_changed_partner_ca_file_never_reuses_a_connection_verified_under_the_old_on
     assert_eq!(tls_errors(&gateway, "acme-ship"), 1.0);
     assert_eq!(mock.received().len(), 1);
 }
+
+/// A reload that would present an expired client certificate (or one not valid for years yet)
+/// to a partner requiring one is refused: the partner would refuse every connection. The
+/// certificate serving keeps serving; a valid one replaces it.
+#[test]
+fn a_reload_to_a_client_certificate_the_partner_would_refuse_keeps_the_serving_one() {
+    let p = pki();
+    let dir = p.dir.path();
+    let gw_ca = Ca::new("Gateway client CA");
+    let gw_ca_file = gw_ca.write(dir, "gw-client-ca.pem");
+    let names = ["partner-gateway.ohsoft.test"];
+    let ours = gw_ca.write_leaf(dir, "gw-to-partner", &names, false);
+    let reader = gw_ca.write_leaf(dir, "log-reader", &names, false);
+    let mock = TlsMock::start(
+        &p.ca.write_leaf(dir, "partner", &["localhost"], false),
+        Some(&gw_ca_file),
+        Some(&reader),
+    );
+    let tls = [
+        ("ca", p.ca_file.as_path()),
+        ("client_cert", ours.cert.as_path()),
+        ("client_key", ours.key.as_path()),
+    ];
+    let gateway = Gateway::start(
+        "admin_token_env: TLS_PARTNERS_TEST_ADMIN_TOKEN\n",
+        &[("mtls", &https_partner(&mock.url("localhost"), &tls))],
+        &[("SHIP_TOKEN", "t"), ("TLS_PARTNERS_TEST_ADMIN_TOKEN", "a")],
+    );
+    let send = || gateway.post_json("/mtls/v1/shipments", BODY).status;
+    assert_eq!(send(), 200);
+    let install = |(cert, key): (String, String)| {
+        std::fs::write(&ours.key, key).unwrap();
+        std::fs::write(&ours.cert, cert).unwrap();
+    };
+    for (validity, said) in [
+        ((2000, 2001), "expired"),
+        ((2080, 2090), "not valid before"),
+    ] {
+        install(gw_ca.leaf_valid(&names, validity));
+        let r = gateway.reload(Some("a"));
+        assert_refused(&r, 422, "invalid_policy");
+        let errors = r.json()["errors"].to_string();
+        assert!(errors.contains(said), "{errors}");
+        assert!(errors.contains("the partner would refuse"), "{errors}");
+        assert!(errors.contains("gw-to-partner.pem"), "{errors}");
+        assert_eq!(send(), 200, "the serving certificate still works");
+    }
+    install(gw_ca.leaf(&names, false));
+    let r = gateway.reload(Some("a"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(send(), 200);
+    assert_eq!(mock.received().len(), 4);
+}

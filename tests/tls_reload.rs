@@ -261,6 +261,20 @@ fn admin_reload_rotates_and_bad_files_keep_the_old_certificate() {
         try_connect(&gateway, &pki, None).unwrap().server_cert(),
         old_cert
     );
+    // Nor is one valid only from a date years ahead.
+    let (future_cert, future_key) = pki.gateway_ca.leaf_valid(&["localhost"], (2080, 2090));
+    replace(&pki.server.key, future_key.as_bytes());
+    replace(&pki.server.cert, future_cert.as_bytes());
+    let r = post_reload(&gateway);
+    assert_refused(&r, 422, "invalid_policy");
+    let errors = r.json()["errors"].to_string();
+    assert!(errors.contains("not valid before"), "{errors}");
+    assert!(errors.contains("2080"), "{errors}");
+    assert!(errors.contains("keeps serving"), "{errors}");
+    assert_eq!(
+        try_connect(&gateway, &pki, None).unwrap().server_cert(),
+        old_cert
+    );
     replace(&pki.server.cert, &good_cert);
     replace(&pki.server.key, &good_key);
 

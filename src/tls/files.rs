@@ -100,6 +100,11 @@ fn validity(cert: &CertificateDer<'_>) -> (i64, i64) {
         .unwrap_or((0, 0))
 }
 
+/// The certificate's notBefore, in Unix seconds.
+pub fn not_before(cert: &CertificateDer<'_>) -> i64 {
+    validity(cert).0
+}
+
 /// The certificate's notAfter, in Unix seconds.
 pub fn not_after(cert: &CertificateDer<'_>) -> i64 {
     validity(cert).1

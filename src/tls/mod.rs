@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gateway_core::policy::{Diagnostic, Policy};
+use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 
@@ -21,6 +22,9 @@ pub use client::client_config;
 pub use files::first_dns_san;
 pub use listener::{ListenerTlsState, PeerIdentity};
 pub use partner::PartnerPeerTls;
+
+/// The listener's name among [`TlsMaterial::expiries`] and [`TlsMaterial::presented`].
+const LISTENER: &str = "listener";
 
 /// The listener's certificate and client-certificate verifier from one policy load.
 pub struct ListenerMaterial {
@@ -36,7 +40,54 @@ pub struct TlsMaterial {
     pub partners: HashMap<String, PartnerPeerTls>,
     /// `(name, notAfter in Unix seconds)` for `certificate_expiry_timestamp_seconds{name}`.
     pub expiries: Vec<(String, i64)>,
+    /// The leaf certificates this gateway presents: its listener's, and its client
+    /// certificate toward each partner (see [`presented_regressions`]).
+    pub presented: Vec<Presented>,
 }
+
+/// One leaf certificate the gateway presents, named as in `expiries`.
+pub struct Presented {
+    pub name: String,
+    pub file: gateway_core::policy::NamedFile,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Presented {
+    fn of(name: String, file: &gateway_core::policy::NamedFile, chain: &[CertificateDer]) -> Self {
+        let leaf = chain.first();
+        Presented {
+            name,
+            file: file.clone(),
+            not_before: leaf.map_or(0, files::not_before),
+            not_after: leaf.map_or(0, files::not_after),
+        }
+    }
+
+    /// Why no peer would accept it at `now`, if none would.
+    fn unusable(&self, now: i64) -> Option<String> {
+        if self.not_after < now {
+            return Some(format!(
+                "the certificate expired at {} (Unix time {})",
+                files::rfc3339(self.not_after),
+                self.not_after
+            ));
+        }
+        (self.not_before > now + NOT_YET_VALID_SKEW_S).then(|| {
+            format!(
+                "the certificate is not valid before {} (Unix time {})",
+                files::rfc3339(self.not_before),
+                self.not_before
+            )
+        })
+    }
+}
+
+/// How far ahead of this machine's clock a new certificate's notBefore may be and still be
+/// swapped in by a reload: a certificate issued a moment ago by a CA whose clock runs a little
+/// ahead is one an automated rotation installs, and refusing it would keep the files unread
+/// until they change again.
+const NOT_YET_VALID_SKEW_S: i64 = 300;
 
 /// A listener's TLS from files given on the command line (`mock-partner --tls-cert ...`),
 /// checked like the policy's.
@@ -65,32 +116,40 @@ pub fn listener_from_files(
     Ok(ListenerTlsState::new(certified, verifier))
 }
 
-/// On a reload: a new listener certificate that has expired, while the one serving has not,
-/// would make every handshake fail. The reload is refused (`FILE:LINE`) and the serving
-/// certificate stays. Only the leaf is judged (an expired cross-sign further down the chain
-/// does not decide), and only expiry: a certificate not valid yet becomes valid by itself,
-/// while a refused file is not read again until it changes. At start an expired certificate is
-/// only a warning: there is nothing better to serve.
-pub fn listener_regression(
-    policy: &Policy,
+/// On a reload: a new leaf certificate the gateway presents (its listener's, or its client
+/// certificate toward a partner) that no peer would accept now — expired, or not valid for
+/// more than [`NOT_YET_VALID_SKEW_S`] yet — while the one serving under that name would: every
+/// handshake with it would fail, so the reload is refused (`FILE:LINE`) and the serving
+/// certificate stays. Only leaves are judged (an expired cross-sign further down the chain does
+/// not decide). At start, or for a certificate new to the policy, it is only a warning: there
+/// is nothing better to serve.
+pub fn presented_regressions(
     serving: &TlsMaterial,
     new: &TlsMaterial,
     now: i64,
-) -> Option<Diagnostic> {
-    let tls = policy.gateway.tls.as_ref()?;
-    let (serving, new) = (serving.listener.as_ref()?, new.listener.as_ref()?);
-    let leaf_expired = |m: &ListenerMaterial| m.cert.cert.first().map(files::not_after);
-    let expired = leaf_expired(new).filter(|&t| t < now)?;
-    if leaf_expired(serving).is_some_and(|t| t < now) {
-        return None;
-    }
-    Some(files::problem(
-        &tls.cert,
-        format!(
-            "the certificate expired at {} (Unix time {expired}): every handshake would fail, so the certificate serving now keeps serving (install a valid one)",
-            files::rfc3339(expired)
-        ),
-    ))
+) -> Vec<Diagnostic> {
+    let serving_usable = |name: &str| {
+        serving
+            .presented
+            .iter()
+            .any(|p| p.name == name && p.unusable(now).is_none())
+    };
+    new.presented
+        .iter()
+        .filter_map(|p| Some((p, p.unusable(now)?)))
+        .filter(|(p, _)| serving_usable(&p.name))
+        .map(|(p, why)| {
+            let fails = if p.name == LISTENER {
+                "every handshake would fail"
+            } else {
+                "the partner would refuse every connection"
+            };
+            files::problem(
+                &p.file,
+                format!("{why}: {fails}, so the certificate serving now keeps serving (install a valid one)"),
+            )
+        })
+        .collect()
 }
 
 /// The identity the TLS handshake recorded for a connection's client certificate, if any.
@@ -113,8 +172,11 @@ impl TlsMaterial {
             let cert = files::certified_key(&tls.cert, &tls.key);
             if let Ok(cert) = &cert {
                 warnings.extend(files::expiry_warning(&tls.cert, &cert.cert, now));
-                let leaf = cert.cert.first().map(files::not_after).unwrap_or(0);
-                material.expiries.push(("listener".to_string(), leaf));
+                let leaf = Presented::of(LISTENER.to_string(), &tls.cert, &cert.cert);
+                material
+                    .expiries
+                    .push((LISTENER.to_string(), leaf.not_after));
+                material.presented.push(leaf);
             }
             let verifier = match &tls.client_ca {
                 None => Ok(None),
@@ -145,6 +207,7 @@ impl TlsMaterial {
                 Ok(loaded) => {
                     warnings.extend(loaded.warnings);
                     material.expiries.extend(loaded.expiries);
+                    material.presented.extend(loaded.presented);
                     material.partners.insert(partner.id.clone(), loaded.peer);
                 }
                 Err(e) => errors.extend(e),

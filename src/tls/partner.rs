@@ -27,6 +27,8 @@ pub struct PartnerPeerTls {
 pub struct LoadedPartner {
     pub peer: PartnerPeerTls,
     pub expiries: Vec<(String, i64)>,
+    /// The client certificate's leaf, when there is one.
+    pub presented: Option<super::Presented>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -61,6 +63,7 @@ impl PartnerPeerTls {
             errors: Vec::new(),
             warnings: Vec::new(),
             expiries: Vec::new(),
+            presented: None,
             hasher: Sha256::new(),
             now,
         };
@@ -85,6 +88,7 @@ impl PartnerPeerTls {
                 group_key: u64::from_be_bytes(group_key),
             },
             expiries: out.expiries,
+            presented: out.presented,
             warnings: out.warnings,
         })
     }
@@ -124,6 +128,7 @@ struct Loading {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     expiries: Vec<(String, i64)>,
+    presented: Option<super::Presented>,
     hasher: Sha256,
     now: i64,
 }
@@ -169,9 +174,9 @@ impl Loading {
         };
         self.warnings
             .extend(files::expiry_warning(cert, &certified.cert, self.now));
-        let leaf = certified.cert.first().map(files::not_after).unwrap_or(0);
-        self.expiries
-            .push((format!("partner:{partner}:client"), leaf));
+        let leaf = super::Presented::of(format!("partner:{partner}:client"), cert, &certified.cert);
+        self.expiries.push((leaf.name.clone(), leaf.not_after));
+        self.presented = Some(leaf);
         hash_certs(&mut self.hasher, b"client", &certified.cert);
         // pingora converts the key back with an unwrap at connect time: make sure that
         // conversion succeeds now.
