@@ -1008,3 +1008,39 @@ fn a_replica_whose_database_path_went_silent_connects_again_once_it_answers() {
     assert_eq!(contact(&gw, "bp", "s-1").status, 451);
     assert_eq!(contact(&gw, "bp", "s-2").status, 200);
 }
+
+/// A table made before its check refused them may hold `Partner_Sharing` or `partner:BP`
+/// written by SQL: replicas enforce them as the scopes they spell, not as scopes no partner
+/// honours.
+#[test]
+fn scopes_spelt_with_capitals_in_an_older_table_are_enforced_as_what_they_spell() {
+    let _machine = shared();
+    let c = cluster(1, 30);
+    let gw = &c.replicas[0];
+    // As the table was before its check refused such scopes.
+    let check = c.pg.psql(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'optouts'::regclass AND contype = 'c'",
+    );
+    c.pg.psql(&format!(
+        "ALTER TABLE optouts DROP CONSTRAINT {};",
+        check.trim()
+    ));
+    for (id, scope) in [("cap-1", "Partner_Sharing"), ("cap-2", "PARTNER:BP")] {
+        assert_eq!(contact(gw, "bp", id).status, 200);
+        c.pg.psql(&format!(
+            "INSERT INTO optouts (customer_id, scope) VALUES ('{id}', '{scope}');"
+        ));
+        eventually(&format!("{id} is enforced"), Duration::from_secs(5), || {
+            contact(gw, "bp", id).status == 451
+        });
+    }
+    // The contractor honours no opt-out scope: unchanged.
+    assert_eq!(contact(gw, "ctr", "cap-1").status, 200);
+    c.pg.psql("DELETE FROM optouts WHERE customer_id = 'cap-1';");
+    eventually(
+        "cap-1 is no longer enforced",
+        Duration::from_secs(5),
+        || contact(gw, "bp", "cap-1").status == 200,
+    );
+    assert_eq!(contact(gw, "bp", "cap-2").status, 451);
+}

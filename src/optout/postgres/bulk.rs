@@ -12,9 +12,12 @@ use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
-use super::connect::{DbContext, Tables, Target};
+use super::connect::{within, DbContext, Tables, Target};
 use super::schema;
 use crate::optout::ImportSummary;
+
+/// How long one write of an import's upload may wait for the database to take it.
+const COPY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs `work` with a connection to the database `config` names (on a runtime of its own),
 /// after making sure the tables exist.
@@ -48,19 +51,14 @@ pub async fn import(
     tx.execute(super::schema::GATEWAY_WRITER, &[&tables.optouts])
         .await
         .db_context("cannot start the import")?;
-    let change: i64 = tx
-        .query_one(
-            &format!("UPDATE {} SET last = last + 1 RETURNING last", tables.seq),
-            &[],
-        )
-        .await
-        .db_context("cannot lock the change log")?
-        .get(0);
     tx.batch_execute(
         "CREATE TEMP TABLE partner_gateway_import (customer_id text, scope text) ON COMMIT DROP",
     )
     .await
     .db_context("cannot create the staging table")?;
+    // The upload goes to the staging table before the change counter is locked: every writer
+    // of the fleet waits for that lock, and an upload that stalls (a slow or silent path) must
+    // not hold them up. Each write, and the end, is bounded for the same reason.
     let sink = tx
         .copy_in("COPY partner_gateway_import (customer_id, scope) FROM STDIN (FORMAT binary)")
         .await
@@ -69,14 +67,30 @@ pub async fn import(
     futures_util::pin_mut!(writer);
     for (id, scopes) in incoming.iter() {
         for scope in scopes.iter() {
-            writer
-                .as_mut()
-                .write(&[&id, &scope.as_str()])
-                .await
-                .db_context("COPY failed")?;
+            let scope = scope.as_str();
+            let write = async {
+                writer
+                    .as_mut()
+                    .write(&[&id, &scope])
+                    .await
+                    .db_context("COPY failed")
+            };
+            within(COPY_STALL, "COPY failed", write).await?;
         }
     }
-    writer.finish().await.db_context("COPY failed")?;
+    let finish = writer.finish();
+    within(COPY_STALL, "COPY failed", async {
+        finish.await.db_context("COPY failed")
+    })
+    .await?;
+    let change: i64 = tx
+        .query_one(
+            &format!("UPDATE {} SET last = last + 1 RETURNING last", tables.seq),
+            &[],
+        )
+        .await
+        .db_context("cannot lock the change log")?
+        .get(0);
     tx.execute(
         &format!(
             "INSERT INTO {} (customer_id, scope) SELECT DISTINCT customer_id, scope FROM partner_gateway_import ON CONFLICT DO NOTHING",

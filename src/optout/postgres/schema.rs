@@ -58,6 +58,11 @@ pub const GATEWAY_WRITER: &str = concat!(
 /// Schema version written into the table comment, for future migrations.
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// How long the migration waits for each lock (another replica's migration, writers of tables
+/// it creates triggers on) before it fails; the follower waits for the whole migration a little
+/// longer, so the server gives up first.
+pub const MIGRATE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Creates the tables if missing. Safe to run concurrently from several replicas (an
 /// advisory lock serialises the DDL).
 pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
@@ -70,6 +75,14 @@ pub async fn migrate(client: &mut Client, tables: &Tables) -> Result<()> {
         .transaction()
         .await
         .db_context("cannot start the migration")?;
+    // Ended by the server too: a backend waiting for a lock does not notice its client gone,
+    // so a follower that gave up waiting (and connected again) would leave one behind per try.
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}s'",
+        MIGRATE_LOCK_WAIT.as_secs()
+    ))
+    .await
+    .db_context("cannot start the migration")?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&optouts])
         .await
         .db_context("cannot lock for the migration")?;

@@ -34,9 +34,13 @@ const IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Most changes applied per catch-up query.
 const CATCH_UP_BATCH: i64 = 10_000;
+/// Once the rows of a whole-table read flow, how long it may go without one: a connection gone
+/// silent mid-read is given up then, not after the read's whole bound.
+const ROW_STALL: Duration = Duration::from_secs(30);
 /// How long the follower waits for its migration check (which may wait for another replica's
-/// migration) before it gives the connection up and makes a new one.
-const MIGRATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// migration) before it gives the connection up and makes a new one: longer than the
+/// migration's own lock waits, which the server ends.
+const MIGRATE_TIMEOUT: Duration = schema::MIGRATE_LOCK_WAIT.saturating_add(Duration::from_secs(10));
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often each replica reads the whole table again beside following the change log: what
@@ -491,9 +495,18 @@ fn poisoned() -> anyhow::Error {
 
 /// Applies one logged change. Values that are not valid ids or scopes (written by hand) are
 /// skipped with a warning: no request can name such an id, and the table made by `optouts
-/// migrate` refuses such a scope (a table made before that check may still hold one).
+/// migrate` refuses such a scope (a table made before that check may still hold one). A scope
+/// added with capitals partners never honour it by is added as what it spells
+/// ([`Scope::parse_stored`]); one removed so is removed as written, which leaves the scope it
+/// spells enforced until the table is read again: the error on the side of an opt-out.
 pub(super) fn apply(set: &mut OptOutSet, op: &str, customer: &str, scopes: &[&str]) {
-    let scopes: Vec<Scope> = scopes.iter().filter_map(|s| Scope::parse(s).ok()).collect();
+    let scopes: Vec<Scope> = scopes
+        .iter()
+        .filter_map(|s| match op {
+            "add" => Scope::parse_stored(s).ok().map(|(scope, _)| scope),
+            _ => Scope::parse(s).ok(),
+        })
+        .collect();
     let result = match op {
         "add" if !scopes.is_empty() => set.insert(customer, &scopes).map(|_| ()),
         "remove" => {
@@ -567,8 +580,14 @@ async fn load_in_snapshot(
     let mut set = OptOutSet::with_capacity(estimate as usize, estimate as usize * 8);
     let mut current = String::new();
     let mut ids: Vec<ScopeId> = Vec::new();
-    let mut skipped = 0u64;
-    while let Some(row) = rows.next().await {
+    let (mut skipped, mut miscased_rows) = (0u64, 0u64);
+    let mut waited = IMPORT_READ_TIMEOUT; // the first row may wait for the server's sort
+    loop {
+        let Ok(next) = tokio::time::timeout(waited, rows.next()).await else {
+            bail!("cannot read {}: no row for {waited:?}", tables.optouts);
+        };
+        let Some(row) = next else { break };
+        waited = ROW_STALL;
         let row = row.with_context(|| format!("cannot read {}", tables.optouts))?;
         // `try_get`: a value the client cannot decode is an error of this read, never a panic.
         let read = |i: usize| row.try_get::<Option<&str>>(i);
@@ -587,11 +606,12 @@ async fn load_in_snapshot(
             current.clear();
             current.push_str(customer);
         }
-        match Scope::parse(scope)
-            .map_err(anyhow::Error::msg)
-            .and_then(|s| Ok(set.intern(&s)?))
-        {
-            Ok(id) => ids.push(id),
+        let parsed = Scope::parse_stored(scope).map_err(anyhow::Error::msg);
+        match parsed.and_then(|(s, miscased)| Ok((set.intern(&s)?, miscased))) {
+            Ok((id, miscased)) => {
+                ids.push(id);
+                miscased_rows += u64::from(miscased);
+            }
             Err(_) => skipped += 1,
         }
     }
@@ -599,6 +619,12 @@ async fn load_in_snapshot(
     if skipped > 0 {
         log::warn!(
             "{}: skipped {skipped} rows that are not valid customer ids or scopes",
+            tables.optouts
+        );
+    }
+    if miscased_rows > 0 {
+        log::warn!(
+            "{}: {miscased_rows} rows spell partner_sharing or partner:<id> with capitals; they are enforced as those scopes (write them in lowercase: a table made by this version's `optouts migrate` refuses them)",
             tables.optouts
         );
     }

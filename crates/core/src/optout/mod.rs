@@ -63,14 +63,33 @@ impl Scope {
     /// no one. Other names are scopes a policy may honour as written, capitals included.
     pub fn parse_new(text: &str) -> Result<Scope, String> {
         let scope = Scope::parse(text)?;
-        let lower = text.to_ascii_lowercase();
-        let honoured_by_kind = lower == Self::PARTNER_SHARING || lower.starts_with("partner:");
-        if honoured_by_kind && lower != text {
+        if let Some(lower) = Self::miscased(text) {
             return Err(format!(
                 "invalid opt-out scope {text:?}: {lower:?} is the scope partners honour (partner ids are lowercase); {text:?} would be honoured by no one"
             ));
         }
         Ok(scope)
+    }
+
+    /// [`Scope::parse`] for an opt-out read from a store others write too (SQL by hand, a CRM
+    /// sync, into a table made before its check refused such scopes): a spelling
+    /// [`Scope::parse_new`] refuses for differing in case from a scope partners honour by kind
+    /// is read as that scope, so the opt-out is enforced rather than honoured by no one. The
+    /// second value says it was.
+    pub fn parse_stored(text: &str) -> Result<(Scope, bool), String> {
+        let scope = Scope::parse(text)?;
+        Ok(match Self::miscased(text) {
+            Some(lower) => (Scope(lower), true),
+            None => (scope, false),
+        })
+    }
+
+    /// The scope partners honour by kind (`partner_sharing`, `partner:<id>`, all lowercase)
+    /// that `text` spells with other capitals, if it does.
+    fn miscased(text: &str) -> Option<String> {
+        let lower = text.to_ascii_lowercase();
+        let honoured_by_kind = lower == Self::PARTNER_SHARING || lower.starts_with("partner:");
+        (honoured_by_kind && lower != text).then_some(lower)
     }
 
     pub fn partner(id: &str) -> Scope {

@@ -278,5 +278,18 @@ fn only_case_variants_of_honoured_scopes_are_refused_as_new() {
             Scope::parse(bad).is_ok(),
             "{bad} still loads and can be removed"
         );
+        let (stored, miscased) = Scope::parse_stored(bad).unwrap();
+        assert_eq!(
+            stored.as_str(),
+            bad.to_ascii_lowercase(),
+            "read as what it spells"
+        );
+        assert!(miscased);
+    }
+    for ok in ["partner_sharing", "partner:biz", "Research"] {
+        assert_eq!(
+            Scope::parse_stored(ok).unwrap(),
+            (Scope::parse(ok).unwrap(), false)
+        );
     }
 }
