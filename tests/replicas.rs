@@ -952,8 +952,10 @@ fn an_opt_out_acknowledged_on_a_database_tuned_for_async_commit_survives_its_cra
 
 /// Between a replica and its database: forwards connections while `silent` is clear; while it
 /// is set, accepts them and then says nothing (as a pooler or balancer in front of a dead
-/// server does, or a path whose flow a firewall dropped). Returns its port.
-fn silent_relay(to: u16, silent: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+/// server does, or a path whose flow a firewall dropped). When `cut` is not 0, the next
+/// connection goes silent that way after the server sent it `cut` bytes (`cut` is then reset).
+/// Returns its port.
+fn silent_relay(to: u16, silent: Arc<std::sync::atomic::AtomicBool>, cut: Arc<AtomicUsize>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -966,18 +968,54 @@ fn silent_relay(to: u16, silent: Arc<std::sync::atomic::AtomicBool>) -> u16 {
             let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
                 continue;
             };
-            for (mut from, mut into) in [
-                (caller.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, caller),
+            let limit = match cut.swap(0, Ordering::SeqCst) {
+                0 => usize::MAX,
+                n => n,
+            };
+            let went_silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for (from, into, limit) in [
+                (
+                    caller.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    usize::MAX,
+                ),
+                (server, caller, limit),
             ] {
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut into);
-                    let _ = into.shutdown(std::net::Shutdown::Both);
-                });
+                let went_silent = went_silent.clone();
+                std::thread::spawn(move || relay_one_way(from, into, limit, &went_silent));
             }
         }
     });
     port
+}
+
+/// Copies `from` to `into` until either ends, or until `limit` bytes went through: then both
+/// directions stop (`went_silent`) and the sockets are held open, saying nothing.
+fn relay_one_way(
+    mut from: std::net::TcpStream,
+    mut into: std::net::TcpStream,
+    limit: usize,
+    went_silent: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut sent = 0;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let Ok(n @ 1..) = from.read(&mut buf) else {
+            let _ = into.shutdown(std::net::Shutdown::Both);
+            return;
+        };
+        let n = n.min(limit - sent);
+        if went_silent.load(Ordering::SeqCst) || into.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        sent += n;
+        if sent >= limit {
+            went_silent.store(true, Ordering::SeqCst);
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3600)); // held open, silent
 }
 
 /// The driver's connect timeout bounds only the TCP connect: a database path that accepts the
@@ -989,7 +1027,7 @@ fn a_replica_whose_database_path_went_silent_connects_again_once_it_answers() {
     let pg = Postgres::start();
     let (bp, ctr) = (Mock::start(), Mock::start());
     let silent = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let relay = silent_relay(pg.port, silent.clone());
+    let relay = silent_relay(pg.port, silent.clone(), Arc::default());
     let url = pg
         .url()
         .replace(&format!(":{}/", pg.port), &format!(":{relay}/"));
@@ -1043,4 +1081,36 @@ fn scopes_spelt_with_capitals_in_an_older_table_are_enforced_as_what_they_spell(
         || contact(gw, "bp", "cap-1").status == 200,
     );
     assert_eq!(contact(gw, "bp", "cap-2").status, 451);
+}
+
+/// A connection that goes silent in the middle of a whole-table read (here the read after a
+/// bulk import) is given up after 30 s without a row (and its transaction's end is bounded
+/// too), then read again on a new one: not after the read's whole 10-minute bound.
+#[test]
+fn a_whole_table_read_cut_off_mid_stream_is_read_again_on_a_new_connection() {
+    let _machine = shared();
+    let pg = Postgres::start();
+    let (bp, ctr) = (Mock::start(), Mock::start());
+    let cut = Arc::new(AtomicUsize::new(0));
+    let relay = silent_relay(pg.port, Arc::default(), cut.clone());
+    let url = pg
+        .url()
+        .replace(&format!(":{}/", pg.port), &format!(":{relay}/"));
+    let gw = replica(&url, (&bp, &ctr), "optouts", 600);
+    wait_ready(&gw);
+    assert_eq!(contact(&gw, "bp", "cut-1").status, 200);
+    // The next connection, the read's, stops after 256 KiB of a table that takes megabytes.
+    cut.store(256 * 1024, Ordering::SeqCst);
+    import(&pg, "cut", 200_000);
+    let took = eventually(
+        "the imported opt-outs are enforced",
+        Duration::from_secs(120),
+        || contact(&gw, "bp", "cut-1").status == 451,
+    );
+    assert!(
+        took > Duration::from_secs(25),
+        "the first read was cut off: {took:?}"
+    );
+    assert_eq!(cut.load(Ordering::SeqCst), 0, "the cut connection was used");
+    assert_eq!(contact(&gw, "bp", "other").status, 200);
 }

@@ -37,6 +37,8 @@ const CATCH_UP_BATCH: i64 = 10_000;
 /// Once the rows of a whole-table read flow, how long it may go without one: a connection gone
 /// silent mid-read is given up then, not after the read's whole bound.
 const ROW_STALL: Duration = Duration::from_secs(30);
+/// How long ending a whole-table read's read-only transaction may take.
+const END_WAIT: Duration = Duration::from_secs(5);
 /// How long the follower waits for its migration check (which may wait for another replica's
 /// migration) before it gives the connection up and makes a new one: longer than the
 /// migration's own lock waits, which the server ends.
@@ -537,9 +539,13 @@ pub async fn load_set(client: &Client, tables: &Tables) -> Result<(OptOutSet, i6
         .context("cannot start the opt-out load")?;
     let result = load_in_snapshot(client, tables).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    let ended = client.batch_execute(end).await;
+    // Bounded: after a read given up on a connection gone silent, an unbounded ROLLBACK would
+    // wait for that connection all the same.
+    let what = "cannot end the opt-out load";
+    let ended = async { client.batch_execute(end).await.context(what) };
+    let ended = within(END_WAIT, what, ended).await;
     let loaded = result?;
-    ended.context("cannot end the opt-out load")?;
+    ended?;
     Ok(loaded)
 }
 
