@@ -91,18 +91,13 @@ pub fn read_key(file: &NamedFile) -> Result<PrivateKeyDer<'static>, Diagnostic> 
 
 /// The certificate's notBefore and notAfter, in Unix seconds (the certificate was parsed by
 /// [`read_certs`]).
-fn validity(cert: &CertificateDer<'_>) -> (i64, i64) {
+pub fn validity(cert: &CertificateDer<'_>) -> (i64, i64) {
     X509Certificate::from_der(cert.as_ref())
         .map(|(_, c)| {
             let v = c.validity();
             (v.not_before.timestamp(), v.not_after.timestamp())
         })
         .unwrap_or((0, 0))
-}
-
-/// The certificate's notBefore, in Unix seconds.
-pub fn not_before(cert: &CertificateDer<'_>) -> i64 {
-    validity(cert).0
 }
 
 /// The certificate's notAfter, in Unix seconds.

@@ -55,12 +55,12 @@ pub struct Presented {
 
 impl Presented {
     fn of(name: String, file: &gateway_core::policy::NamedFile, chain: &[CertificateDer]) -> Self {
-        let leaf = chain.first();
+        let (not_before, not_after) = chain.first().map_or((0, 0), files::validity);
         Presented {
             name,
             file: file.clone(),
-            not_before: leaf.map_or(0, files::not_before),
-            not_after: leaf.map_or(0, files::not_after),
+            not_before,
+            not_after,
         }
     }
 
