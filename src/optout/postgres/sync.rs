@@ -167,8 +167,8 @@ impl PgOptOuts {
                 _ = tokio::time::sleep(POLL) => {}
                 _ = self.kick.notified() => {}
             }
-            // The catch-up query is bounded; reading the whole table, when it is needed, is
-            // not (it takes as long as the table is large).
+            // The catch-up query is bounded tightly; reading the whole table, when it is
+            // needed, takes as long as the table is large (see `load_set` for its bounds).
             let state = within(POLL * 4, "catching up", self.catch_up(&client)).await?;
             self.reread_unless_current(&client, state).await?;
         }
@@ -391,10 +391,9 @@ impl PgOptOuts {
                 self.tables.changes
             );
             // Bounded: the follower waits for `applied` meanwhile.
-            let rows = tokio::time::timeout(POLL * 4, client.query(&sql, &[&last, &*applied]))
-                .await
-                .map_err(|_| anyhow::anyhow!("no answer to the change query in time"))?
-                .context("cannot read opt-out changes")?;
+            let what = "cannot read opt-out changes";
+            let query = async { client.query(&sql, &[&last, &*applied]).await.context(what) };
+            let rows = within(POLL * 4, what, query).await?;
             let contiguous = rows
                 .iter()
                 .enumerate()
