@@ -171,6 +171,14 @@ fn write_suggestions(report: &Value, out: &mut impl Write) -> std::io::Result<()
                     "      # not suggested: {name} ({seen}; an object or array, whose members drift does not see: allow the ones the partner needs by name, never the whole)"
                 )?,
                 Suggestion::DataLikeNames => held_back.push(name.to_string()),
+                Suggestion::CustomerId => writeln!(
+                    out,
+                    "      # not suggested: {name} (looks like a customer's identifier: allowed as it is, it hands the partner the raw id; allow it deliberately, with `pseudonymize` where the partner only tells customers apart)"
+                )?,
+                Suggestion::NotADriftPath => writeln!(
+                    out,
+                    "      # not suggested: {name} (not a path a gateway's drift table writes: is --admin a partner-gateway?)"
+                )?,
                 Suggestion::NetworkOrBrowserData => writeln!(
                     out,
                     "      # not suggested: {name} (looks like IP address, domain or browser data, which the privacy policy never joins to personal data)"

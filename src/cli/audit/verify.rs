@@ -107,6 +107,7 @@ pub fn run(
 fn unsigned_tail(s: &gateway_core::ledger::verify::Summary) -> String {
     let after = s.last_seq - s.signed_through;
     match (s.signed_through, after) {
+        _ if s.last_seq == 0 => "signed: no line (the ledger is empty)".to_string(),
         (_, 0) => format!(
             "signed: every line, through the checkpoint at seq {} (whole files or lines cut after a checkpoint would not show: compare its through and hash with the last one you kept)",
             s.last_seq
@@ -117,5 +118,27 @@ fn unsigned_tail(s: &gateway_core::ledger::verify::Summary) -> String {
         (through, _) => format!(
             "signed: through seq {through}; the {after} lines after it are only hash-chained: whoever can write the files can rewrite them until the next checkpoint"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_core::ledger::verify::Summary;
+
+    /// An empty ledger is not "signed through seq 0": nothing in it is signed.
+    #[test]
+    fn an_empty_ledger_is_not_called_signed() {
+        let empty = Summary::default();
+        assert_eq!(
+            super::unsigned_tail(&empty),
+            "signed: no line (the ledger is empty)"
+        );
+        let whole = Summary {
+            last_seq: 7,
+            signed_through: 7,
+            ..Summary::default()
+        };
+        assert!(super::unsigned_tail(&whole)
+            .starts_with("signed: every line, through the checkpoint at seq 7"));
     }
 }

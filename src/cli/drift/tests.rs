@@ -29,6 +29,38 @@ fn suggestions_are_yaml_lines_with_data_like_names_held_back() {
     assert!(!text.contains("      - by_customer"), "{text}");
 }
 
+/// A customer's id under another spelling, and paths no gateway writes (an `--admin` answer
+/// from elsewhere), are listed as not suggested, never as allow lines.
+#[test]
+fn identifiers_and_foreign_paths_get_no_allow_line() {
+    let seen = r#""count": 1, "first_seen": "2026-08-15T10:00:00Z", "last_seen": "2026-08-15T10:00:00Z", "shapes": ["scalar"]"#;
+    let paths: Vec<String> = ["contacts[*].customerId", "contacts[*].**", "**", "a[0].b"]
+        .iter()
+        .map(|p| format!(r#"{{"path": "{p}", {seen}}}"#))
+        .collect();
+    let report: Value = serde_json::from_str(&format!(
+        r#"{{"routes": [{{"partner": "brightmail-offers", "route": "/v1/audiences", "not_listed": 0, "paths": [{}]}}]}}"#,
+        paths.join(",")
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    write_suggestions(&report, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains(
+            "# not suggested: contacts[*].customerId (looks like a customer's identifier"
+        ),
+        "{text}"
+    );
+    for path in ["contacts[*].**", "**", "a[0].b"] {
+        assert!(
+            text.contains(&format!("# not suggested: {path} (not a path")),
+            "{text}"
+        );
+    }
+    assert!(!text.contains("      - "), "{text}");
+}
+
 /// A name YAML reads as something other than text is suggested quoted, so that the pasted line
 /// is the field name and not an error.
 #[test]

@@ -251,11 +251,15 @@ impl DriftTable {
 /// up wholesale; an object or array could pass only as a whole subtree (`.**`), and drift does
 /// not see what is inside it (IP address or browser data, say), so no line is suggested for it.
 pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
-    let wildcard = path.split(['.', '[']).any(|segment| segment == "*");
-    if wildcard {
+    let Some(names) = member_names(path) else {
+        return Suggestion::NotADriftPath;
+    };
+    if names.contains(&"*") {
         Suggestion::DataLikeNames
-    } else if path.split(['.', '[']).any(names_network_or_browser_data) {
+    } else if names.iter().copied().any(names_network_or_browser_data) {
         Suggestion::NetworkOrBrowserData
+    } else if names.last().copied().is_some_and(names_customer_id) {
+        Suggestion::CustomerId
     } else if shapes.container() {
         Suggestion::Container
     } else {
@@ -276,6 +280,72 @@ pub enum Suggestion {
     /// Not suggested: a member named like IP address, domain or browser data, which the
     /// privacy policy promises never to join to personal data on the way out.
     NetworkOrBrowserData,
+    /// Not suggested: a member named like a customer's identifier (`customerId`, `user_id`,
+    /// `cust_no`), which could hand a partner the raw id the route's subject is (a spelling
+    /// the opt-out check does not read as the subject); allow it deliberately, pseudonymised
+    /// where the partner only needs to tell customers apart.
+    CustomerId,
+    /// Not suggested: not a path the gateway writes (a member that is no field name, `**`, an
+    /// index other than `[*]`): the answer did not come from a gateway's drift table.
+    NotADriftPath,
+}
+
+/// The member names of a drift path as the gateway writes it (see [`push_member`]): members
+/// joined by `.`, each a field name or `*`, each followed by any number of `[*]`; a path may
+/// also start with `[*]` (a body that is an array). `None` for anything else.
+fn member_names(path: &str) -> Option<Vec<&str>> {
+    let mut names = Vec::new();
+    for (i, segment) in path.split('.').enumerate() {
+        let mut name = segment;
+        while let Some(rest) = name.strip_suffix("[*]") {
+            name = rest;
+        }
+        match name {
+            "" if i == 0 && name.len() < segment.len() => continue,
+            "*" => names.push(name),
+            _ if is_field_name(name.as_bytes()) => names.push(name),
+            _ => return None,
+        }
+    }
+    Some(names)
+}
+
+/// Whether a member name reads as a customer's identifier: a word for a person or their
+/// account, then `id`, `ids`, `uuid`, `guid`, `no`, `num`, `number` or `ref`, as separate
+/// words or run together (`customerId`, `cust_no`, `userid`, `account_number`).
+fn names_customer_id(name: &str) -> bool {
+    const WHO: &[&str] = &[
+        "customer",
+        "cust",
+        "user",
+        "client",
+        "account",
+        "acct",
+        "member",
+        "subscriber",
+        "person",
+        "contact",
+        "buyer",
+        "shopper",
+        "consumer",
+        "patient",
+        "profile",
+        "subject",
+        "owner",
+        "recipient",
+        "cardholder",
+        "holder",
+        "citizen",
+        "taxpayer",
+        "employee",
+    ];
+    const ID: &[&str] = &["id", "ids", "uuid", "guid", "no", "num", "number", "ref"];
+    let compact: String = snake_case(name).split('_').collect();
+    ID.iter().any(|id| {
+        compact
+            .strip_suffix(id)
+            .is_some_and(|who| WHO.iter().any(|w| who.ends_with(w)))
+    })
 }
 
 /// Whether a member name reads as IP address, domain or browser data. A heuristic that errs
@@ -356,9 +426,34 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "dns_name",
         "time_zone",
         "timezone",
+        "sec_ch_",
+    ];
+    // Matched with the name's word breaks taken out.
+    const RUN_TOGETHER: &[&str] = &[
+        "fingerprint",
+        "useragent",
+        "acceptlang",
+        "clienthint",
+        "deviceid",
+        "servername",
+        "hwaddr",
+        "netaddr",
+        "macaddr",
+        "remoteaddr",
+        "hostaddr",
+        "mailserver",
+        "smtpserver",
+        "domname",
+        "donottrack",
+        "globalprivacy",
+        "sessionid",
     ];
     let words: Vec<&str> = snake.split('_').collect();
+    // The name with its word breaks taken out: `fingerPrint` and `finger_print` as
+    // `fingerprint`, `acceptLang` as `acceptlang`.
+    let compact: String = words.concat();
     FRAGMENTS.iter().any(|f| snake.contains(f))
+        || RUN_TOGETHER.iter().any(|f| compact.contains(f))
         || words.iter().copied().any(network_word)
         || words.windows(2).any(|w| network_address(w[0], w[1]))
         // `iP`, `Ip`: a name that is `ip` in any case.
@@ -466,6 +561,25 @@ fn network_word(word: &str) -> bool {
         "latlong",
         "geopoint",
         "homepage",
+        "inet",
+        "inet6",
+        "gpc",
+        "dpr",
+        "lang",
+        "langs",
+        "language",
+        "languages",
+        "origins",
+        "vhost",
+        "vhosts",
+        "mx",
+        "imei",
+        "imsi",
+        "meid",
+        "udid",
+        "fp",
+        "etld",
+        "subdomain",
     ];
     // Whose IP: `clientip`, `srcip`, … (a bare suffix would take `zip`, `ship`, `tip`).
     const OWNERS: &[&str] = &[
@@ -498,6 +612,33 @@ fn network_word(word: &str) -> bool {
         "connecting",
         "cfconnecting",
         "current",
+        "my",
+        "nat",
+        "cust",
+        "ext",
+        "external",
+        "internal",
+        "dest",
+        "dst",
+        "target",
+        "proxy",
+        "router",
+        "gw",
+        "vpn",
+        "caller",
+        "sender",
+        "mobile",
+        "wifi",
+        "home",
+        "office",
+        "new",
+        "old",
+        "prev",
+        "registered",
+        "registration",
+        "order",
+        "checkout",
+        "payment",
     ];
     // `ip1`, `ip2`, `ipv4`…: `ip` and a number.
     let numbered_ip = word

@@ -315,6 +315,30 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         "latitude",
         "longitude",
         "geo",
+        "fingerPrint",
+        "finger_print",
+        "myip",
+        "natip",
+        "custip",
+        "netaddr",
+        "inet",
+        "hwaddr",
+        "client_hints",
+        "sec_ch_ua",
+        "gpc",
+        "dpr",
+        "acceptLang",
+        "accept_lang",
+        "lang",
+        "origins",
+        "vhost",
+        "servername",
+        "server_name",
+        "smtpServer",
+        "mx",
+        "deviceId",
+        "device_id",
+        "imei",
     ] {
         assert_eq!(
             suggestion(path, scalar),
@@ -331,9 +355,16 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         "chips",
         "equipment",
         "membership",
-        "customer_id",
         "order_id",
         "shipments[*].items[*].sku",
+        "[*].sku",
+        "relationship",
+        "internship",
+        "paid",
+        "void",
+        "customer_name",
+        "account_type",
+        "membership_level",
         "address.street",
         "email",
         "phone",
@@ -368,6 +399,58 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
             "{path}"
         );
     }
+}
+
+#[test]
+fn names_of_a_customers_identifier_are_never_suggested() {
+    let scalar = Shapes::of_first_byte(Some(b'1'));
+    for path in [
+        "customer_id",
+        "contacts[*].customerId",
+        "CustomerID",
+        "customerid",
+        "cust_no",
+        "userId",
+        "user_uuid",
+        "account_number",
+        "acctNum",
+        "member_ref",
+        "subscriber_id",
+        "cardholder_id",
+    ] {
+        assert_eq!(suggestion(path, scalar), Suggestion::CustomerId, "{path}");
+    }
+}
+
+/// A path the gateway's table cannot hold (from an answer that did not come from a gateway):
+/// no line, whatever its name.
+#[test]
+fn paths_no_gateway_writes_are_never_suggested() {
+    let scalar = Shapes::of_first_byte(Some(b'1'));
+    for path in [
+        "contacts[*].**",
+        "contacts.**",
+        "**",
+        "contacts[*]['x']",
+        "a[0].b",
+        "a[*]x",
+        "contacts[*].\u{131}p",
+        "a..b",
+        "a.",
+        "",
+        "x[*].[*]",
+        "contacts[*].c-1001x2026",
+    ] {
+        assert_eq!(
+            suggestion(path, scalar),
+            Suggestion::NotADriftPath,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        suggestion("[*][*].sku", scalar),
+        Suggestion::Allow("[*][*].sku".into())
+    );
 }
 
 #[test]

@@ -177,6 +177,53 @@ fn tampering_is_reported_at_the_line_it_touched() {
     assert_eq!(verify(&forged, None).unwrap_err().line, 3);
 }
 
+/// Lines of another chain signed by the same key, spliced in after a signed checkpoint: the
+/// first foreign line is named, not the checkpoint whose signature just verified (without the
+/// key set nothing vouches for the checkpoint, and the earlier line is named as before).
+#[test]
+fn a_splice_after_a_signed_checkpoint_names_the_first_foreign_line() {
+    let signer = signer();
+    let jwks = Jwks::new(&signer).to_json();
+    let ours = ledger(2, Some(&signer));
+    // Another chain whose sixth line is a record (two requests under way at once).
+    let mut chain = Chain::new();
+    let mut theirs = Vec::new();
+    let mut seal = |line: SealedLine, chain: &mut Chain| {
+        chain.commit(&line);
+        theirs.push(line.bytes);
+    };
+    for i in 1..=4 {
+        let record = chain.record(&disclosure(i));
+        let seq = record.seq;
+        seal(record, &mut chain);
+        if i <= 2 {
+            seal(
+                chain.outcome(seq, 200, "2026-11-29T03:00:00.000Z", None),
+                &mut chain,
+            );
+        }
+    }
+    seal(
+        chain.outcome(5, 200, "2026-11-29T03:00:00.000Z", None),
+        &mut chain,
+    );
+    let mut spliced = ours.clone();
+    spliced.extend_from_slice(&theirs[ours.len()..]);
+    let err = verify(&spliced, Some(&jwks)).unwrap_err();
+    assert_eq!(err.line, 6, "{err}");
+    assert!(err.reason.contains("a signed checkpoint"), "{err}");
+    assert_eq!(verify(&spliced, None).unwrap_err().line, 5);
+    // A checkpoint not written as the gateway writes it (a space added) may have been edited:
+    // it is the one named.
+    let mut edited = spliced.clone();
+    edited[4] = String::from_utf8(edited[4].clone())
+        .unwrap()
+        .replacen(",", ", ", 1)
+        .into_bytes();
+    let err = verify(&edited, Some(&jwks)).unwrap_err();
+    assert_eq!(err.line, 5, "{err}");
+}
+
 #[test]
 fn a_forged_checkpoint_payload_is_caught() {
     let lines = ledger(1, Some(&signer()));

@@ -3,7 +3,9 @@
 //! [`ChainVerifier`] is fed every line in chain order and stops at the first break, naming the
 //! line to blame. When a line's `prev` does not match the line before it, either that earlier
 //! line was edited or this one was: the verifier looks one line further to tell which (an
-//! edited line breaks both of its links, an edited predecessor only one).
+//! edited line breaks both of its links, an edited predecessor only one). A signed checkpoint
+//! written byte for byte as the gateway writes it vouches for itself: the line after it is
+//! named at once.
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::Validation;
@@ -66,6 +68,11 @@ pub struct ChainVerifier {
     expected_seq: u64,
     prev_hash: String,
     last: Option<Loc>,
+    /// Whether the last line is a checkpoint whose signature verified, written byte for byte
+    /// as the gateway writes it: every byte of it is then bound by the signature (`seq` and
+    /// `prev` by the signed `through` and `hash`), so a broken link after it is the later
+    /// line's.
+    last_vouched: bool,
     pending: Option<Pending>,
     summary: Summary,
     /// Every record whose outcome line has not come yet, and whether it is a stream's (what a
@@ -90,6 +97,7 @@ impl ChainVerifier {
             expected_seq: 1,
             prev_hash: ZERO_HASH.to_string(),
             last: None,
+            last_vouched: false,
             pending: None,
             summary: Summary::default(),
             awaiting: std::collections::HashMap::new(),
@@ -136,6 +144,17 @@ impl ChainVerifier {
                         "the first line's prev is not 64 zeros: the chain does not start here",
                     ))
                 }
+                // A signed checkpoint written as the gateway writes it cannot have been
+                // edited: this line is the one that does not belong.
+                Some(earlier) if self.last_vouched => {
+                    return Err(at(
+                        &here,
+                        format!(
+                            "its prev is not the hash of {}:{}, a signed checkpoint: this line does not follow it (a line from another chain, or its prev edited)",
+                            earlier.file, earlier.line
+                        ),
+                    ))
+                }
                 Some(earlier) => {
                     self.pending = Some(Pending {
                         earlier,
@@ -147,6 +166,9 @@ impl ChainVerifier {
             return Err(edited(&p));
         }
         self.check_kind(&parsed, &here)?;
+        self.last_vouched = matches!(&parsed, LedgerLine::Checkpoint(c)
+            if self.summary.signed_through == seq
+                && serde_json::to_vec(c).is_ok_and(|canonical| canonical == bytes));
         self.expected_seq = seq + 1;
         self.prev_hash = hash;
         self.last = Some(here);
