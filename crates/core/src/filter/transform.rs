@@ -46,10 +46,13 @@ pub(super) fn apply(
 
 /// One pass from the end: the last four digits, and whether there are at least
 /// [`LAST4_MIN_DIGITS`] (counting stops there). A number in exponent form (`4.1e15`) is
-/// masked entirely: its last digits are the exponent's, not the value's.
+/// masked entirely: its last digits are the exponent's, not the value's. So is text with a digit
+/// of another script (fullwidth `４５６７`): counting only ASCII digits, its last four would be
+/// others than the value's.
 fn last4(text: &[u8], out: &mut Vec<u8>) {
     let number = |b: &u8| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E');
-    if text.iter().any(|b| matches!(b, b'e' | b'E')) && text.iter().all(number) {
+    let exponent = text.iter().any(|b| matches!(b, b'e' | b'E')) && text.iter().all(number);
+    if exponent || (!text.is_ascii() && has_other_digits(text)) {
         out.extend_from_slice(b"\"***\"");
         return;
     }
@@ -68,6 +71,13 @@ fn last4(text: &[u8], out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"\"***\"");
+}
+
+/// Does the (UTF-8) text hold a numeric character other than an ASCII digit?
+#[cold]
+fn has_other_digits(text: &[u8]) -> bool {
+    std::str::from_utf8(text)
+        .is_ok_and(|t| t.chars().any(|c| c.is_numeric() && !c.is_ascii_digit()))
 }
 
 fn push_hex(bytes: &[u8; 32], out: &mut Vec<u8>) {

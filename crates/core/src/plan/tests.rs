@@ -716,6 +716,20 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
         ("/ads/v1/lookup", "ref=c-in%20", loaded, "subject_missing"),
         ("/ads/v1/lookup", "page=0300", loaded, "bad_request"),
         ("/ads/v1/lookup", "page=c-out", loaded, "subject_opted_out"),
+        // Ids listed in one value, the way searches and lists join them: each is compared.
+        ("/ads/v1/lookup", "page=c-in+c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=c-in%20c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=c-in|c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=c-in%7CC-OUT", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=c-in/c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=name:c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=(c-out)", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=%22c-out%22", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "ref=c-in+c-out", loaded, "subject_opted_out"),
+        ("/ads/v1/customers/c-in%20c-out", "", loaded, "subject_opted_out"),
+        ("/ads/v1/customers/c-in%7Cc-out", "", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=running+shoes", loaded, "ok"),
+        ("/ads/v1/lookup", "page=c-in%7Cc-in2", loaded, "ok"),
         // Longer than any recorded id: compared when clean, refused when not, or a number.
         ("/ads/v1/lookup", LONG_CURSOR.as_str(), loaded, "ok"),
         (
@@ -766,7 +780,8 @@ fn customer_ids_the_route_types_in_its_url_are_noted_for_the_ledger() {
         ("/ads/v1/people/c%2D5", None, &["c-5"]),
         // Every form the partner may read it as, as the opt-out check judges it.
         ("/ads/v1/people/c-5.json", None, &["c-5.json", "c-5"]),
-        ("/ads/v1/lookup", Some("ref=a+b"), &["a+b", "a b"]),
+        // And each id it may list (`+` joins lists as it stands for a space).
+        ("/ads/v1/lookup", Some("ref=a+b"), &["a+b", "a", "b", "a b"]),
         ("/ads/v1/lookup", Some("ref=c-7&page=2"), &["c-7"]),
         (
             "/ads/v1/lookup",

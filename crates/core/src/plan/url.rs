@@ -13,7 +13,8 @@ use crate::{Refusal, RefusalKind};
 /// ids, so it treats them all as if they might.
 ///
 /// Values are judged after percent-decoding, both as written and with `+` read as a space (as
-/// form decoders do). A value a partner might read as another id than the text compared —
+/// form decoders do), and so is each of its [`pieces`] (`q=c-1 c-200`, `c-1|c-200`,
+/// `name:c-200`). A value a partner might read as another id than the text compared —
 /// with `;`, `,`, `?`, `#`, `&` or a percent escape left after decoding, control characters, surrounding whitespace, a non-canonical integer
 /// (`0300`, `+300`, `300.0`) or text NFKC changes — is refused: 400 `bad_request`, or 422
 /// `subject_missing` for a parameter the route types as a customer id (`{cid:subject}` in the
@@ -83,8 +84,9 @@ pub(super) fn ledger_url_subjects(
 /// `query: [ref:subject]` parameters of the forwarded query): they name a customer to the
 /// partner as a record's subject does, so the disclosure ledger keys them among the request's
 /// `subjects`. Each value in every form a partner may read it as, as the opt-out check judges
-/// it ([`read_as`]), and also trimmed and cut at `,`, `;`, `?`, `#` and `&` (a partner that honours no opt-outs
-/// gets such values as sent): `who-received` finds `c-8` sent as `c-8.json` or `c-8,c-9`.
+/// it ([`read_as`]), and also trimmed and cut into its [`pieces`] (a partner that honours no
+/// opt-outs gets such values as sent): `who-received` finds `c-8` sent as `c-8.json`,
+/// `c-8,c-9` or `c-8 c-9`.
 /// A value that is empty or not UTF-8 once decoded names no one.
 pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<String> {
     let route = target.route();
@@ -105,8 +107,7 @@ pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<
         .filter_map(|(what, raw)| read_as(what, raw))
         .flatten()
     {
-        let pieces = form.split([',', ';', '?', '#', '&']).map(str::trim);
-        for id in std::iter::once(form.as_str()).chain(pieces) {
+        for id in std::iter::once(form.as_str()).chain(pieces(&form)) {
             if !id.is_empty() && seen.insert(id.to_string()) {
                 ids.push(id.to_string());
             }
@@ -186,11 +187,30 @@ fn collect(
             Err(BadId::TooLong) if !typed && !id::is_canonical_integer(&form) => {}
             result => result.map_err(|bad| refuse(bad.what()))?,
         }
+        for piece in pieces(&form) {
+            if !values.iter().any(|v| v == piece) {
+                values.push(piece.to_string());
+            }
+        }
         if !values.contains(&form) {
             values.push(form);
         }
     }
     Ok(())
+}
+
+/// The ids a URL value may list: its pieces between the characters partners split lists and
+/// queries on — whitespace (a `+` read as one), `|`, `/`, `:` (a search's `field:value`),
+/// brackets, quotes and other query syntax, and `,`, `;`, `?`, `#`, `&` — trimmed, without
+/// empty ones. Each is compared against the opt-outs as the whole value is (`q=c-1 c-200`,
+/// `c-1|c-200` and `name:c-200` name `c-200`), and `who-received` finds each.
+fn pieces(form: &str) -> impl Iterator<Item = &str> {
+    const SPLIT: &[char] = &[
+        '|', '/', ':', '+', ',', ';', '?', '#', '&', '=', '(', ')', '[', ']', '{', '}', '<', '>',
+        '"', '\'', '`', '!', '~', '^', '*', '\\',
+    ];
+    form.split(|c: char| c.is_whitespace() || SPLIT.contains(&c))
+        .filter(|piece| !piece.is_empty() && piece.len() < form.len())
 }
 
 /// The values a partner may read the raw URL value as: percent-decoded as written (first) and

@@ -55,3 +55,18 @@ fn last4_masks_a_number_in_exponent_form() {
         r#""***1228""#
     );
 }
+
+/// Digits of other scripts are not counted by `last4`, so a value holding any is masked
+/// entirely: the last four ASCII digits would be others than the value's last four.
+#[test]
+fn last4_masks_a_value_with_digits_of_another_script() {
+    let last4_of = |text: &str| {
+        let mut out = Vec::new();
+        last4(text.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(last4_of("４111 2222 3333 ４５６７"), r#""***""#);
+    assert_eq!(last4_of("4111 2222 3333 4567"), r#""***4567""#);
+    assert_eq!(last4_of("4111 2222 3333 ٤٥٦٧"), r#""***""#);
+    assert_eq!(last4_of("Zürich 4111 2222 3333 4567"), r#""***4567""#);
+}
