@@ -416,6 +416,16 @@ fn a_fragment_in_the_target_is_dropped_by_the_proxy_and_explain_alike() {
     assert_eq!(output.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("400 bad_request"), "{stderr}");
     assert_eq!(mock.received().len(), 1);
+    // A target with a space is percent-encoded by the HTTP library (and `<` with it) and
+    // then judged: `explain` judges the same escaped target.
+    let head = head.replace("?page=2<", "?page=2 <3");
+    let r = gateway.raw(format!("{head}{SHIPMENT}").as_bytes());
+    assert_eq!(r.status, 200);
+    assert_eq!(mock.received()[1]["query"], "page=2%20%3C3");
+    let output = explain_post(&gateway, "/v1/shipments?page=2 <3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("/v1/shipments?page=2%20%3C3\n"), "{stderr}");
 }
 
 /// `explain` of a POST of [`SHIPMENT`] to acme-ship's `path`.

@@ -37,6 +37,28 @@ pub struct Args {
     pub headers: Vec<(String, String)>,
 }
 
+/// The request target as the proxy reads an HTTP/1 request line: in a target with a space or a
+/// control character, which its parser refuses, pingora percent-encodes those and `"`, `<`,
+/// `>`, and serves the escaped target (`/v1/tickets/a b` as `/v1/tickets/a%20b`; the whole target is escaped then,
+/// non-ASCII bytes too), so `explain` judges that one too.
+fn as_the_proxy_reads(target: &str) -> std::borrow::Cow<'_, str> {
+    const ILLEGAL: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'<')
+        .add(b'>');
+    // Its parser stops at a space or a control character; a line break ends the line, and
+    // such a target stays refused. (`"`, `<`, `>` alone pass that parser, and the target is
+    // then refused whole, as here.)
+    let stops = |b: u8| b == b' ' || b.is_ascii_control();
+    if target.bytes().any(stops) && !target.contains(['\r', '\n']) {
+        // The whole target, non-ASCII bytes included, as pingora escapes it.
+        percent_encoding::utf8_percent_encode(target, ILLEGAL).into()
+    } else {
+        target.into()
+    }
+}
+
 /// `--path` is the path at the partner, so it starts with `/`.
 fn partner_path(path: &str) -> Result<String, String> {
     if path.starts_with('/') {
@@ -65,15 +87,16 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .read_to_end(&mut body)?;
     let truncated = body.len() > limit;
     let optouts = crate::gateway::open_optout_source(&active.policy);
-    let target = plan::without_fragment(&args.path);
+    let escaped = as_the_proxy_reads(&args.path);
+    let target = plan::without_fragment(&escaped);
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
     let gateway_path = format!("/{}{path}", args.partner);
     let decision = (|| -> Result<(Target, Outgoing), Refusal> {
-        // What the proxy's HTTP library refuses as a request target (`"`, `<`, `>`, `{`, …),
-        // before any route is looked at.
+        // What the proxy's HTTP library refuses as a request target, before any route is
+        // looked at.
         if http::uri::PathAndQuery::try_from(target).is_err() {
             return Err(Refusal::new(
                 RefusalKind::BadRequest,

@@ -522,9 +522,14 @@ fn owned_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
 fn absolute_form(req: &pingora::http::RequestHeader) -> Result<(), Refusal> {
     let http1 = req.version < http::Version::HTTP_2;
     if http1 && !req.raw_path().starts_with(b"/") {
+        let absolute = req.raw_path().windows(3).any(|w| w == b"://");
         return Err(Refusal::new(
             RefusalKind::BadRequest,
-            "an absolute-form request target (scheme://host/path) is for forward proxies: send the path alone, with a Host header",
+            if absolute {
+                "an absolute-form request target (scheme://host/path) is for forward proxies: send the path alone, with a Host header"
+            } else {
+                "the request target must be a path starting with `/` (no `*` or authority form)"
+            },
         ));
     }
     Ok(())

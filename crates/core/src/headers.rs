@@ -37,9 +37,10 @@ pub fn connection_tokens<'a>(connection_values: impl IntoIterator<Item = &'a str
 /// Framing and routing the gateway sets itself for the partner request.
 const SET_BY_GATEWAY: [&str; 4] = ["host", "content-length", "content-encoding", "expect"];
 
-/// What the caller's request says about the caller, the client, its browser or the route it
-/// took: never forwarded, whatever a route says.
-const ABOUT_THE_CALLER: [&str; 19] = [
+/// What the caller's request says about the caller, the client, its browser (the client
+/// hints browsers send without the `sec-` prefix too: `dpr`, `viewport-width`, `save-data`…)
+/// or the route it took: never forwarded, whatever a route says.
+const ABOUT_THE_CALLER: [&str; 29] = [
     "authorization",
     "cookie",
     "set-cookie",
@@ -59,13 +60,25 @@ const ABOUT_THE_CALLER: [&str; 19] = [
     "x-requested-with",
     "x-wap-profile",
     "x-host",
+    "ip",
+    "x-ip",
+    "save-data",
+    "device-memory",
+    "viewport-width",
+    "width",
+    "dpr",
+    "ect",
+    "rtt",
+    "downlink",
 ];
 
 /// Name prefixes never forwarded: proxy headers, forwarding chains and what proxies record of
 /// the original request (`x-original-url`, `x-envoy-original-path`, `akamai-origin-hop`),
 /// the gateway's own data-use tag and token (`ohsoft-data-use`, `ohsoft-data-use-token`),
-/// which only it sets, and the headers only browsers set (`sec-ch-ua`, `sec-fetch-site`, `sec-gpc`).
-const NEVER_FORWARDED_PREFIXES: [&str; 7] = [
+/// which only it sets, the headers only browsers set (`sec-ch-ua`, `sec-fetch-site`, `sec-gpc`),
+/// and where CDNs and platforms say what the client's address reveals (`cf-ipcity`,
+/// `cloudfront-viewer-country`, `x-appengine-citylatlong`, `x-vercel-ip-city`, `x-geo-country`).
+const NEVER_FORWARDED_PREFIXES: [&str; 14] = [
     "x-forwarded-",
     "proxy-",
     "ohsoft-data-use",
@@ -73,12 +86,20 @@ const NEVER_FORWARDED_PREFIXES: [&str; 7] = [
     "x-original-",
     "x-envoy-",
     "akamai-",
+    "cloudfront-viewer-",
+    "cloudfront-is-",
+    "x-appengine-",
+    "x-vercel-ip-",
+    "cf-ip",
+    "x-geo",
+    "x-client-geo",
 ];
 
 /// Name parts that mark the client's address, browser or cookies under whatever name a CDN,
 /// load balancer or app gives them (`x-original-forwarded-for`, `cookie2`,
-/// `x-device-user-agent`, `x-referrer`).
-const NEVER_FORWARDED_PARTS: [&str; 9] = [
+/// `x-device-user-agent`, `x-referrer`), or a place derived from it (`x-geoip-city`,
+/// `x-client-latitude`, `x-akamai-edgescape-ip-city`).
+const NEVER_FORWARDED_PARTS: [&str; 14] = [
     "forwarded",
     "cookie",
     "user-agent",
@@ -88,13 +109,27 @@ const NEVER_FORWARDED_PARTS: [&str; 9] = [
     "socketip",
     "ipcountry",
     "deviceid",
+    "-ip-",
+    "geoip",
+    "latlong",
+    "latitude",
+    "longitude",
 ];
 
 /// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,
 /// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`), a proxy hop
 /// (`x-bluecoat-via`) or a browser's user agent (`x-operamini-phone-ua`).
-const NEVER_FORWARDED_SUFFIXES: [&str; 8] = [
-    "-ip", "-ips", "-ipv4", "-ipv6", "-address", "-addr", "-via", "-ua",
+const NEVER_FORWARDED_SUFFIXES: [&str; 10] = [
+    "-ip",
+    "-ips",
+    "-ipv4",
+    "-ipv6",
+    "-address",
+    "-addr",
+    "-via",
+    "-ua",
+    "-ip4",
+    "-ip6",
 ];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not

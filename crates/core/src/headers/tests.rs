@@ -96,6 +96,36 @@ fn never_forwarded() {
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }
+    // What CDNs derive from the client's address, and client hints without `sec-`.
+    for name in [
+        "cf-ipcity",
+        "cf-iplatitude",
+        "cf-ipcountry",
+        "x-vercel-ip-city",
+        "x-vercel-ip-country",
+        "cloudfront-viewer-city",
+        "cloudfront-viewer-country",
+        "cloudfront-viewer-latitude",
+        "cloudfront-is-mobile-viewer",
+        "cloudfront-viewer-tls",
+        "x-appengine-citylatlong",
+        "x-appengine-country",
+        "x-geo-country",
+        "x-geoip-city",
+        "x-client-geo-location",
+        "save-data",
+        "device-memory",
+        "viewport-width",
+        "dpr",
+        "ect",
+        "rtt",
+        "downlink",
+        "ip",
+        "x-client-ip6",
+        "x_client_ip6",
+    ] {
+        assert!(is_never_forwarded(name), "{name}");
+    }
     // CGI-style servers read `_` (PHP also `.`) as `-`: the same headers under those spellings.
     for name in [
         "user_agent",
@@ -125,6 +155,9 @@ fn never_forwarded() {
         "accept-language",
         "if-match",
         "x_request_id",
+        "x-ship-id",
+        "x-tenant",
+        "x-shipping-region",
     ] {
         assert!(!is_never_forwarded(name), "{name}");
     }
