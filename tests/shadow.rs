@@ -391,6 +391,22 @@ fn an_invalid_candidate_fails_check_and_a_reload_keeps_both_policies_serving() {
         stdout.contains("policy-next/partners/acme-ship.yaml:8:"),
         "{stdout}"
     );
+    // With errors in the active policy too, one run lists both.
+    let active_file = gw.policy.policy().join("partners/acme-ship.yaml");
+    let active = std::fs::read_to_string(&active_file).unwrap();
+    std::fs::write(&active_file, active.replacen("routes:", "routs:", 1)).unwrap();
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("policy/partners/acme-ship.yaml:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("policy-next/partners/acme-ship.yaml:8:"),
+        "{stdout}"
+    );
+    std::fs::write(&active_file, active).unwrap();
 
     // The reload is refused with the same line; the old active and candidate keep serving.
     let r = http1::send(

@@ -103,6 +103,11 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
             }
             diagnostics.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
             let mut listed: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            // The candidate `shadow.policy` names is checked too: one round lists both.
+            let shadow = match &partial.policy {
+                Some(policy) if partial.gateway_valid => check_shadow(policy).err(),
+                _ => None,
+            };
             let more = match partial.policy {
                 Some(policy) if partial.gateway_valid => match loader::build_active(dir, *policy) {
                     Err(lines) => lines,
@@ -111,7 +116,8 @@ fn check(dir: &Path, out: &mut Out) -> ExitCode {
                 Some(policy) => loader::named_file_problems(*policy),
                 None => Vec::new(),
             };
-            for line in more {
+            let shadow = shadow.into_iter().flatten().map(|d| d.to_string());
+            for line in more.into_iter().chain(shadow) {
                 if !listed.contains(&line) {
                     listed.push(line);
                 }
