@@ -972,8 +972,10 @@ fn typed_ids(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     );
 }
 
-/// Where a route's records and their subject are: opt-outs apply there (only matters when the
-/// partner honours opt-outs).
+/// Where a route's records and their subject are: opt-outs apply there when the partner
+/// honours them (a change may then let an opted-out customer's record through); elsewhere they
+/// only decide what is counted and whom the ledger names (`who-received`), which discloses
+/// nothing more but is a change all the same.
 fn records_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     let records = |r: &Route| {
         spec(r).map(|s| {
@@ -984,7 +986,7 @@ fn records_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
         })
     };
     let (or, nr) = (records(o), records(n));
-    if or == nr || p.honor_optouts.is_empty() {
+    if or == nr {
         return;
     }
     let show = |r: &Option<(Option<String>, Option<String>)>| match r {
@@ -993,18 +995,28 @@ fn records_changed(b: &mut Builder<'_>, p: &Partner, o: &Route, n: &Route) {
     };
     let id = &p.id;
     let label = route_label(n);
+    let honours = !p.honor_optouts.is_empty();
+    let text = if honours {
+        format!(
+            "{id} will have opt-outs applied to {} instead of {} on {label}",
+            show(&nr),
+            show(&or)
+        )
+    } else {
+        format!(
+            "{id} will have records counted and customers named in the ledger by {} instead of {} on {label} (it honours no opt-outs)",
+            show(&nr),
+            show(&or)
+        )
+    };
     b.push(
         id,
         Some(&label),
         "records_changed",
         None,
         (Some(show(&or)), Some(show(&nr))),
-        true,
-        format!(
-            "{id} will have opt-outs applied to {} instead of {} on {label}",
-            show(&nr),
-            show(&or)
-        ),
+        honours,
+        text,
     );
 }
 

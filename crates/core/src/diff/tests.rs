@@ -128,6 +128,30 @@ fn a_dropped_opt_out_scope_discloses_more() {
     assert_eq!(back.changes[0].change, "optout_scope_added");
 }
 
+/// A new records path or subject where opt-outs apply may let opted-out records through: more.
+/// Where none apply it only changes what is counted and whom the ledger names: a change that
+/// discloses nothing new, listed all the same (not "no change").
+#[test]
+fn a_changed_subject_is_listed_and_discloses_more_only_where_opt_outs_apply() {
+    let honours = policy(&business(""));
+    let moved = business("").replace("subject: customer_id", "subject: email");
+    let d = diff(&honours, &policy(&moved));
+    assert!(d.discloses_more, "{d:?}");
+    assert_eq!(d.changes[0].change, "records_changed");
+    let none = "honor_optouts: []\n";
+    let d = diff(
+        &policy(&business(none)),
+        &policy(&format!("{moved}{none}")),
+    );
+    assert!(!d.discloses_more, "{d:?}");
+    assert_eq!(d.changes[0].change, "records_changed");
+    assert_eq!(
+        texts(&d),
+        ["acme will have records counted and customers named in the ledger by records contacts[*], subject email instead of records contacts[*], subject customer_id on POST /v1/audiences (it honours no opt-outs)"]
+    );
+    assert!(!d.to_text().contains("no change"), "{}", d.to_text());
+}
+
 #[test]
 fn a_removed_route_discloses_nothing_new() {
     let two = "kind: contractor\npurpose: shipping\nupstream: http://127.0.0.1:9001\nroutes:\n  - path: /v1/shipments\n    methods: [POST]\n    allow: [order_id]\n  - path: /v1/returns\n    methods: [POST]\n    allow: [order_id, reason]\nallowed_callers: [orders]\n";
