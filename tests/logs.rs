@@ -353,6 +353,13 @@ fn no_request_content_reaches_any_log_line_at_trace_level() {
         lines.iter().any(|l| l.contains(r#""message":"started""#)),
         "no start event: {lines:#?}"
     );
+    // A wrong admin token shows in the log (without the path's id or the token).
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "requests refused so far for a missing or wrong admin token (latest: GET /optouts)"
+        )),
+        "no line for the refused admin token: {lines:#?}"
+    );
 }
 
 #[test]

@@ -26,11 +26,15 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 pub struct AdminApp {
     gateway: Arc<Gateway>,
+    refused: RefusedTokens,
 }
 
 impl AdminApp {
     pub fn new(gateway: Arc<Gateway>) -> AdminApp {
-        AdminApp { gateway }
+        AdminApp {
+            gateway,
+            refused: RefusedTokens::default(),
+        }
     }
 
     async fn route(
@@ -158,6 +162,42 @@ impl AdminApp {
 
 const JSON: &str = "application/json";
 
+/// Requests refused for a missing or wrong admin token: someone guessing the token shows in
+/// the log, at most one line every [`REFUSED_LOG_EVERY_S`] seconds (a flood of guesses does
+/// not flood the log), with the count so far and the endpoint of the latest (never its path's
+/// customer id, nor anything of the token given).
+#[derive(Default)]
+struct RefusedTokens {
+    count: std::sync::atomic::AtomicU64,
+    last_log: std::sync::atomic::AtomicI64,
+}
+
+const REFUSED_LOG_EVERY_S: i64 = 10;
+
+impl RefusedTokens {
+    fn note(&self, method: &str, path: &str) {
+        use std::sync::atomic::Ordering;
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::gateway::now_unix() as i64;
+        let last = self.last_log.load(Ordering::Relaxed);
+        let due = now - last >= REFUSED_LOG_EVERY_S
+            && self
+                .last_log
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if due {
+            let endpoint = if path.starts_with("/optouts") {
+                "/optouts"
+            } else {
+                path
+            };
+            log::warn!(
+                "admin API: {count} requests refused so far for a missing or wrong admin token (latest: {method} {endpoint})"
+            );
+        }
+    }
+}
+
 /// The `Allow` header of a 405 from the admin listener: what each endpoint takes.
 fn allowed_methods(path: &str) -> &'static str {
     match path {
@@ -274,6 +314,7 @@ impl ServeHttp for AdminApp {
             .header("content-length", body.len());
         if status == 401 {
             builder = builder.header("www-authenticate", gateway_core::callers::BEARER_CHALLENGE);
+            self.refused.note(&method, &path);
         }
         if status == 405 {
             builder = builder.header("allow", allowed_methods(&path));

@@ -120,16 +120,7 @@ const NEVER_FORWARDED_PARTS: [&str; 14] = [
 /// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`), a proxy hop
 /// (`x-bluecoat-via`) or a browser's user agent (`x-operamini-phone-ua`).
 const NEVER_FORWARDED_SUFFIXES: [&str; 10] = [
-    "-ip",
-    "-ips",
-    "-ipv4",
-    "-ipv6",
-    "-address",
-    "-addr",
-    "-via",
-    "-ua",
-    "-ip4",
-    "-ip6",
+    "-ip", "-ips", "-ipv4", "-ipv6", "-address", "-addr", "-via", "-ua", "-ip4", "-ip6",
 ];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not

@@ -139,10 +139,7 @@ fn a_changed_subject_is_listed_and_discloses_more_only_where_opt_outs_apply() {
     assert!(d.discloses_more, "{d:?}");
     assert_eq!(d.changes[0].change, "records_changed");
     let none = "honor_optouts: []\n";
-    let d = diff(
-        &policy(&business(none)),
-        &policy(&format!("{moved}{none}")),
-    );
+    let d = diff(&policy(&business(none)), &policy(&format!("{moved}{none}")));
     assert!(!d.discloses_more, "{d:?}");
     assert_eq!(d.changes[0].change, "records_changed");
     assert_eq!(
