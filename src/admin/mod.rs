@@ -191,6 +191,11 @@ impl RefusedTokens {
             } else {
                 path
             };
+            // The method is the caller's text: only a standard one is written as itself.
+            let method = match method {
+                "GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" => method,
+                _ => "other",
+            };
             log::warn!(
                 "admin API: {count} requests refused so far for a missing or wrong admin token (latest: {method} {endpoint})"
             );

@@ -47,11 +47,15 @@ fn as_the_proxy_reads(target: &str) -> std::borrow::Cow<'_, str> {
         .add(b'"')
         .add(b'<')
         .add(b'>');
-    // Its parser stops at a space or a control character; a line break ends the line, and
-    // such a target stays refused. (`"`, `<`, `>` alone pass that parser, and the target is
-    // then refused whole, as here.)
+    // Its parser stops at a space or a control character. A line feed ends the line, and a
+    // space before `HTTP/1.0` or `HTTP/1.1` ends the target where the version parses: such
+    // targets stay refused. (`"`, `<`, `>` alone pass that parser, and the target is then
+    // refused whole, as here.)
     let stops = |b: u8| b == b' ' || b.is_ascii_control();
-    if target.bytes().any(stops) && !target.contains(['\r', '\n']) {
+    let version_inside = target
+        .split_once(' ')
+        .is_some_and(|(_, rest)| rest.starts_with("HTTP/1.0") || rest.starts_with("HTTP/1.1"));
+    if target.bytes().any(stops) && !target.contains('\n') && !version_inside {
         // The whole target, non-ASCII bytes included, as pingora escapes it.
         percent_encoding::utf8_percent_encode(target, ILLEGAL).into()
     } else {

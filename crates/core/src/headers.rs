@@ -78,7 +78,7 @@ const ABOUT_THE_CALLER: [&str; 29] = [
 /// which only it sets, the headers only browsers set (`sec-ch-ua`, `sec-fetch-site`, `sec-gpc`),
 /// and where CDNs and platforms say what the client's address reveals (`cf-ipcity`,
 /// `cloudfront-viewer-country`, `x-appengine-citylatlong`, `x-vercel-ip-city`, `x-geo-country`).
-const NEVER_FORWARDED_PREFIXES: [&str; 14] = [
+const NEVER_FORWARDED_PREFIXES: [&str; 23] = [
     "x-forwarded-",
     "proxy-",
     "ohsoft-data-use",
@@ -93,13 +93,22 @@ const NEVER_FORWARDED_PREFIXES: [&str; 14] = [
     "cf-ip",
     "x-geo",
     "x-client-geo",
+    "cf-region",
+    "cf-postal",
+    "cf-metro",
+    "cf-timezone",
+    "cf-city",
+    "cf-country",
+    "x-nf-geo",
+    "x-country",
+    "x-city",
 ];
 
 /// Name parts that mark the client's address, browser or cookies under whatever name a CDN,
 /// load balancer or app gives them (`x-original-forwarded-for`, `cookie2`,
 /// `x-device-user-agent`, `x-referrer`), or a place derived from it (`x-geoip-city`,
 /// `x-client-latitude`, `x-akamai-edgescape-ip-city`).
-const NEVER_FORWARDED_PARTS: [&str; 14] = [
+const NEVER_FORWARDED_PARTS: [&str; 22] = [
     "forwarded",
     "cookie",
     "user-agent",
@@ -114,13 +123,21 @@ const NEVER_FORWARDED_PARTS: [&str; 14] = [
     "latlong",
     "latitude",
     "longitude",
+    "edgescape",
+    "lat-long",
+    "lat-lng",
+    "postal-code",
+    "metro-code",
+    "timezone",
+    "time-zone",
+    "-geo-",
 ];
 
 /// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,
 /// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`), a proxy hop
 /// (`x-bluecoat-via`) or a browser's user agent (`x-operamini-phone-ua`).
-const NEVER_FORWARDED_SUFFIXES: [&str; 10] = [
-    "-ip", "-ips", "-ipv4", "-ipv6", "-address", "-addr", "-via", "-ua", "-ip4", "-ip6",
+const NEVER_FORWARDED_SUFFIXES: [&str; 11] = [
+    "-ip", "-ips", "-ipv4", "-ipv6", "-address", "-addr", "-via", "-ua", "-ip4", "-ip6", "-geo",
 ];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not

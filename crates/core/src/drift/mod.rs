@@ -256,9 +256,13 @@ pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
     };
     if names.contains(&"*") {
         Suggestion::DataLikeNames
-    } else if names.iter().copied().any(names_network_or_browser_data) {
+    } else if names.iter().copied().any(names_network_or_browser_data)
+        || names
+            .windows(2)
+            .any(|w| network_address(&snake_case(w[0]), &snake_case(w[1])))
+    {
         Suggestion::NetworkOrBrowserData
-    } else if names.last().copied().is_some_and(names_customer_id) {
+    } else if customer_id_path(&names) {
         Suggestion::CustomerId
     } else if shapes.container() {
         Suggestion::Container
@@ -310,36 +314,83 @@ fn member_names(path: &str) -> Option<Vec<&str>> {
     Some(names)
 }
 
+/// Whether a path's last member reads as a customer's identifier: [`names_customer_id`], an
+/// id word alone (`uid`, `cid`), or an id word under a member named for a person or their
+/// account (`customer.id`, `customers[*].id`, `user.uuid`).
+fn customer_id_path(names: &[&str]) -> bool {
+    let Some((last, before)) = names.split_last() else {
+        return false;
+    };
+    let id_word = |name: &str| {
+        let snake = snake_case(name);
+        [
+            "id",
+            "ids",
+            "uuid",
+            "guid",
+            "no",
+            "num",
+            "number",
+            "ref",
+            "key",
+            "identifier",
+        ]
+        .contains(&snake.as_str())
+    };
+    let person = |name: &str| {
+        let singular = snake_case(name);
+        let singular = singular.strip_suffix('s').unwrap_or(&singular);
+        WHO.contains(&singular)
+    };
+    names_customer_id(last)
+        || ["uid", "cid", "uuid", "guid"].contains(&snake_case(last).as_str())
+        || (id_word(last) && before.last().is_some_and(|name| person(name)))
+}
+
+/// Words for a person or their account, before an id word in [`names_customer_id`].
+const WHO: &[&str] = &[
+    "customer",
+    "cust",
+    "user",
+    "client",
+    "account",
+    "acct",
+    "member",
+    "subscriber",
+    "person",
+    "contact",
+    "buyer",
+    "shopper",
+    "consumer",
+    "patient",
+    "profile",
+    "subject",
+    "owner",
+    "recipient",
+    "cardholder",
+    "holder",
+    "citizen",
+    "taxpayer",
+    "employee",
+];
+
 /// Whether a member name reads as a customer's identifier: a word for a person or their
-/// account, then `id`, `ids`, `uuid`, `guid`, `no`, `num`, `number` or `ref`, as separate
-/// words or run together (`customerId`, `cust_no`, `userid`, `account_number`).
+/// account, then `id`, `ids`, `uuid`, `guid`, `no`, `num`, `number`, `ref`, `key` or
+/// `identifier`, as separate words or run together (`customerId`, `cust_no`, `userid`,
+/// `account_number`, `customerKey`).
 fn names_customer_id(name: &str) -> bool {
-    const WHO: &[&str] = &[
-        "customer",
-        "cust",
-        "user",
-        "client",
-        "account",
-        "acct",
-        "member",
-        "subscriber",
-        "person",
-        "contact",
-        "buyer",
-        "shopper",
-        "consumer",
-        "patient",
-        "profile",
-        "subject",
-        "owner",
-        "recipient",
-        "cardholder",
-        "holder",
-        "citizen",
-        "taxpayer",
-        "employee",
+    const ID: &[&str] = &[
+        "id",
+        "ids",
+        "uuid",
+        "guid",
+        "no",
+        "num",
+        "number",
+        "ref",
+        "key",
+        "identifier",
     ];
-    const ID: &[&str] = &["id", "ids", "uuid", "guid", "no", "num", "number", "ref"];
     let compact: String = snake_case(name).split('_').collect();
     ID.iter().any(|id| {
         compact
@@ -447,6 +498,13 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "donottrack",
         "globalprivacy",
         "sessionid",
+        "androidid",
+        "advertiserid",
+        "devicememory",
+        "pixelratio",
+        "ja3",
+        "ja4",
+        "tlsfingerprint",
     ];
     let words: Vec<&str> = snake.split('_').collect();
     // The name with its word breaks taken out: `fingerPrint` and `finger_print` as
@@ -456,6 +514,8 @@ fn names_network_or_browser_data(name: &str) -> bool {
         || RUN_TOGETHER.iter().any(|f| compact.contains(f))
         || words.iter().copied().any(network_word)
         || words.windows(2).any(|w| network_address(w[0], w[1]))
+        // `adId`, `ad_id` (not `load_id`).
+        || words.windows(2).any(|w| w == ["ad", "id"])
         // `iP`, `Ip`: a name that is `ip` in any case.
         || name.trim_end_matches(']').eq_ignore_ascii_case("ip")
 }

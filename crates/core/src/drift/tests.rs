@@ -339,6 +339,13 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         "deviceId",
         "device_id",
         "imei",
+        "ja3",
+        "androidId",
+        "adId",
+        "deviceMemory",
+        "devicePixelRatio",
+        "client.address",
+        "peer.port",
     ] {
         assert_eq!(
             suggestion(path, scalar),
@@ -365,6 +372,12 @@ fn suggestions_pass_scalars_plainly_and_never_open_data_like_names() {
         "customer_name",
         "account_type",
         "membership_level",
+        "uploadId",
+        "load_id",
+        "shipping.address",
+        "customer.address",
+        "customer.name",
+        "order.id",
         "address.street",
         "email",
         "phone",
@@ -417,6 +430,14 @@ fn names_of_a_customers_identifier_are_never_suggested() {
         "member_ref",
         "subscriber_id",
         "cardholder_id",
+        "customer.id",
+        "customers[*].id",
+        "user.uuid",
+        "uid",
+        "cid",
+        "customerKey",
+        "customerIdentifier",
+        "contacts[*].member_no",
     ] {
         assert_eq!(suggestion(path, scalar), Suggestion::CustomerId, "{path}");
     }

@@ -123,6 +123,17 @@ fn never_forwarded() {
         "ip",
         "x-client-ip6",
         "x_client_ip6",
+        "cf-postal-code",
+        "cf-timezone",
+        "cf-region",
+        "cf-region-code",
+        "cf-metro-code",
+        "x-akamai-edgescape",
+        "x-nf-geo",
+        "x-client-city-lat-long",
+        "x-user-timezone",
+        "x-country-code",
+        "x-forwarded-geo",
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }

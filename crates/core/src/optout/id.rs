@@ -213,6 +213,39 @@ pub(crate) fn has_percent_escape(text: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
+/// The canonical integer an ASCII text reads as when a lenient number reader takes it for one
+/// (`0300`, `+300`, `300.0`, `3e2`, `0x12c` as `300`; `-0` as `0`), or `None` when it reads as
+/// none or as one too large to tell.
+pub fn integer_reading(text: &str) -> Option<String> {
+    if !text.is_ascii() || !denotes_integer(text) {
+        return None;
+    }
+    let negative = text.starts_with('-');
+    let unsigned = text
+        .strip_prefix(['+', '-'])
+        .unwrap_or(text)
+        .replace('_', "");
+    let lower = unsigned.to_ascii_lowercase();
+    let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
+        .into_iter()
+        .find_map(|(prefix, radix)| lower.strip_prefix(prefix).map(|rest| (rest, radix)));
+    let magnitude: u128 = match radix {
+        Some((rest, radix)) => u128::from_str_radix(rest, radix).ok()?,
+        None => {
+            let value = lower.parse::<f64>().ok()?;
+            // Past 2^53 a float no longer tells integers apart.
+            if !value.is_finite() || value.fract() != 0.0 || value.abs() > 9_007_199_254_740_991.0 {
+                return None;
+            }
+            value.abs() as u128
+        }
+    };
+    Some(match (negative, magnitude) {
+        (true, m) if m > 0 => format!("-{m}"),
+        (_, m) => m.to_string(),
+    })
+}
+
 /// `0` or `-?[1-9][0-9]*`, not `-0`.
 pub fn is_canonical_integer(text: &str) -> bool {
     let digits = text.strip_prefix('-').unwrap_or(text);

@@ -2,6 +2,8 @@
 The URL opt-out check: a partner that honours opt-outs never gets an opted-out customer's id
 in its URL either, in any spelling it might read as that id.
 */
+use std::collections::HashSet;
+
 use super::{OptOuts, Target, OPTOUTS_NOT_LOADED};
 use crate::optout::id::{self, BadId};
 use crate::policy::RouteSegment;
@@ -29,7 +31,7 @@ pub(super) fn check_url_for_opted_out_ids(
         return Ok(());
     }
     let route = target.route();
-    let mut values = Vec::new();
+    let mut values = HashSet::new();
     for (name, raw) in path_params(target) {
         let typed = route.subject_params.iter().any(|s| s == name);
         collect(Param::Path(name), raw, typed, &mut values)?;
@@ -157,7 +159,7 @@ fn collect(
     what: Param<'_>,
     raw: &str,
     typed: bool,
-    values: &mut Vec<String>,
+    values: &mut HashSet<String>,
 ) -> Result<(), Refusal> {
     let refuse = |problem: &str| {
         if typed {
@@ -188,28 +190,37 @@ fn collect(
             result => result.map_err(|bad| refuse(bad.what()))?,
         }
         for piece in pieces(&form) {
-            if !values.iter().any(|v| v == piece) {
-                values.push(piece.to_string());
+            match id::check_url_value(piece) {
+                Ok(()) => {}
+                Err(BadId::TooLong) if !typed && !id::is_canonical_integer(piece) => {}
+                // A piece in a number's other spelling (`0300` in `q=a 0300`) is compared as
+                // the integer a reader takes it for: refusing it would refuse times and dates
+                // (`10:00`).
+                Err(BadId::NonCanonicalNumber) => match id::integer_reading(piece) {
+                    Some(integer) => {
+                        values.insert(integer);
+                    }
+                    None => return Err(refuse(BadId::NonCanonicalNumber.what())),
+                },
+                Err(bad) => return Err(refuse(bad.what())),
             }
+            values.insert(piece.to_string());
         }
-        if !values.contains(&form) {
-            values.push(form);
-        }
+        values.insert(form);
     }
     Ok(())
 }
 
 /// The ids a URL value may list: its pieces between the characters partners split lists and
-/// queries on — whitespace (a `+` read as one), `|`, `/`, `:` (a search's `field:value`),
-/// brackets, quotes and other query syntax, and `,`, `;`, `?`, `#`, `&` — trimmed, without
-/// empty ones. Each is compared against the opt-outs as the whole value is (`q=c-1 c-200`,
-/// `c-1|c-200` and `name:c-200` name `c-200`), and `who-received` finds each.
+/// queries on — anything but a letter, a digit, `-`, `_`, `.` and `@` (whitespace and the `+`
+/// read as one, `|`, `/`, `:` of a search's `field:value`, brackets, quotes, other scripts'
+/// punctuation) — without empty ones. Each is judged and compared as the whole value is
+/// (`q=c-1 c-200`, `c-1|c-200` and `name:c-200` name `c-200`; `a 0300` names `300`), and
+/// `who-received` finds each. (`.` and `@` join the parts of decimals and e-mail addresses,
+/// which are compared whole.)
 fn pieces(form: &str) -> impl Iterator<Item = &str> {
-    const SPLIT: &[char] = &[
-        '|', '/', ':', '+', ',', ';', '?', '#', '&', '=', '(', ')', '[', ']', '{', '}', '<', '>',
-        '"', '\'', '`', '!', '~', '^', '*', '\\',
-    ];
-    form.split(|c: char| c.is_whitespace() || SPLIT.contains(&c))
+    let joins = |c: char| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '@');
+    form.split(move |c: char| !joins(c))
         .filter(|piece| !piece.is_empty() && piece.len() < form.len())
 }
 

@@ -293,3 +293,26 @@ fn only_case_variants_of_honoured_scopes_are_refused_as_new() {
         );
     }
 }
+
+#[test]
+fn a_lenient_reader_takes_these_for_the_integer_they_spell() {
+    for (text, integer) in [
+        ("0300", Some("300")),
+        ("+300", Some("300")),
+        ("300.0", Some("300")),
+        ("3e2", Some("300")),
+        ("0x12c", Some("300")),
+        ("00", Some("0")),
+        ("-0", Some("0")),
+        ("-07", Some("-7")),
+        ("1_000", Some("1000")),
+        ("300", Some("300")),
+        ("12.5", None),
+        ("c-300", None),
+        ("1e400", None),
+        ("99999999999999999999", None),
+        ("٣٠٠", None),
+    ] {
+        assert_eq!(super::integer_reading(text).as_deref(), integer, "{text}");
+    }
+}
