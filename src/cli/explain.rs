@@ -52,9 +52,13 @@ fn as_the_proxy_reads(target: &str) -> std::borrow::Cow<'_, str> {
     // targets stay refused. (`"`, `<`, `>` alone pass that parser, and the target is then
     // refused whole, as here.)
     let stops = |b: u8| b == b' ' || b.is_ascii_control();
-    let version_inside = target
-        .split_once(' ')
-        .is_some_and(|(_, rest)| rest.starts_with("HTTP/1.0") || rest.starts_with("HTTP/1.1"));
+    // (Only when the space is where the parser stops first: after a control character it
+    // escapes the whole line, space and version included.)
+    let first_stop = target.bytes().position(stops);
+    let version_inside = first_stop.is_some_and(|at| {
+        let rest = &target[at..];
+        rest.starts_with(" HTTP/1.0") || rest.starts_with(" HTTP/1.1")
+    });
     if target.bytes().any(stops) && !target.contains('\n') && !version_inside {
         // The whole target, non-ASCII bytes included, as pingora escapes it.
         percent_encoding::utf8_percent_encode(target, ILLEGAL).into()

@@ -40,7 +40,7 @@ const SET_BY_GATEWAY: [&str; 4] = ["host", "content-length", "content-encoding",
 /// What the caller's request says about the caller, the client, its browser (the client
 /// hints browsers send without the `sec-` prefix too: `dpr`, `viewport-width`, `save-data`…)
 /// or the route it took: never forwarded, whatever a route says.
-const ABOUT_THE_CALLER: [&str; 29] = [
+const ABOUT_THE_CALLER: [&str; 35] = [
     "authorization",
     "cookie",
     "set-cookie",
@@ -70,6 +70,12 @@ const ABOUT_THE_CALLER: [&str; 29] = [
     "ect",
     "rtt",
     "downlink",
+    "x-lat",
+    "x-lon",
+    "x-lng",
+    "x-latitude",
+    "x-longitude",
+    "ipaddress",
 ];
 
 /// Name prefixes never forwarded: proxy headers, forwarding chains and what proxies record of
@@ -78,7 +84,7 @@ const ABOUT_THE_CALLER: [&str; 29] = [
 /// which only it sets, the headers only browsers set (`sec-ch-ua`, `sec-fetch-site`, `sec-gpc`),
 /// and where CDNs and platforms say what the client's address reveals (`cf-ipcity`,
 /// `cloudfront-viewer-country`, `x-appengine-citylatlong`, `x-vercel-ip-city`, `x-geo-country`).
-const NEVER_FORWARDED_PREFIXES: [&str; 23] = [
+const NEVER_FORWARDED_PREFIXES: [&str; 28] = [
     "x-forwarded-",
     "proxy-",
     "ohsoft-data-use",
@@ -102,13 +108,18 @@ const NEVER_FORWARDED_PREFIXES: [&str; 23] = [
     "x-nf-geo",
     "x-country",
     "x-city",
+    "x-client-city",
+    "x-client-region",
+    "x-client-country",
+    "x-client-location",
+    "x-postal",
 ];
 
 /// Name parts that mark the client's address, browser or cookies under whatever name a CDN,
 /// load balancer or app gives them (`x-original-forwarded-for`, `cookie2`,
 /// `x-device-user-agent`, `x-referrer`), or a place derived from it (`x-geoip-city`,
 /// `x-client-latitude`, `x-akamai-edgescape-ip-city`).
-const NEVER_FORWARDED_PARTS: [&str; 22] = [
+const NEVER_FORWARDED_PARTS: [&str; 23] = [
     "forwarded",
     "cookie",
     "user-agent",
@@ -131,6 +142,7 @@ const NEVER_FORWARDED_PARTS: [&str; 22] = [
     "timezone",
     "time-zone",
     "-geo-",
+    "ipaddr",
 ];
 
 /// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,

@@ -257,9 +257,10 @@ pub fn suggestion(path: &str, shapes: Shapes) -> Suggestion {
     if names.contains(&"*") {
         Suggestion::DataLikeNames
     } else if names.iter().copied().any(names_network_or_browser_data)
-        || names
-            .windows(2)
-            .any(|w| network_address(&snake_case(w[0]), &snake_case(w[1])))
+        || names.windows(2).any(|w| {
+            network_address(&snake_case(w[0]), &snake_case(w[1]))
+                || names_network_or_browser_data(&format!("{}_{}", w[0], w[1]))
+        })
     {
         Suggestion::NetworkOrBrowserData
     } else if customer_id_path(&names) {
@@ -316,38 +317,29 @@ fn member_names(path: &str) -> Option<Vec<&str>> {
 
 /// Whether a path's last member reads as a customer's identifier: [`names_customer_id`], an
 /// id word alone (`uid`, `cid`), or an id word under a member named for a person or their
-/// account (`customer.id`, `customers[*].id`, `user.uuid`).
+/// account (`customer.id`, `customers[*].id`, `user.uuid`, `customer._id`,
+/// `customer.external_id`).
 fn customer_id_path(names: &[&str]) -> bool {
     let Some((last, before)) = names.split_last() else {
         return false;
     };
     let id_word = |name: &str| {
         let snake = snake_case(name);
-        [
-            "id",
-            "ids",
-            "uuid",
-            "guid",
-            "no",
-            "num",
-            "number",
-            "ref",
-            "key",
-            "identifier",
-        ]
-        .contains(&snake.as_str())
+        let snake = snake.trim_start_matches('_');
+        let snake = snake.strip_prefix("external_").unwrap_or(snake);
+        ID_WORDS.contains(&snake)
     };
     let person = |name: &str| {
         let singular = snake_case(name);
         let singular = singular.strip_suffix('s').unwrap_or(&singular);
-        WHO.contains(&singular)
+        WHO.contains(&singular) || singular == "people"
     };
     names_customer_id(last)
         || ["uid", "cid", "uuid", "guid"].contains(&snake_case(last).as_str())
         || (id_word(last) && before.last().is_some_and(|name| person(name)))
 }
 
-/// Words for a person or their account, before an id word in [`names_customer_id`].
+/// Words for a person or their account, with an id word in [`names_customer_id`].
 const WHO: &[&str] = &[
     "customer",
     "cust",
@@ -372,31 +364,58 @@ const WHO: &[&str] = &[
     "citizen",
     "taxpayer",
     "employee",
+    "payer",
+    "payee",
+    "guest",
+    "visitor",
+    "patron",
+    "passenger",
+    "traveler",
+    "traveller",
+    "student",
+    "crm",
+    "loyalty",
+];
+
+/// Words for an identifier, with a person word in [`names_customer_id`].
+const ID_WORDS: &[&str] = &[
+    "id",
+    "ids",
+    "uuid",
+    "guid",
+    "uid",
+    "pk",
+    "no",
+    "num",
+    "number",
+    "ref",
+    "key",
+    "identifier",
+    "code",
+    "reference",
 ];
 
 /// Whether a member name reads as a customer's identifier: a word for a person or their
-/// account, then `id`, `ids`, `uuid`, `guid`, `no`, `num`, `number`, `ref`, `key` or
-/// `identifier`, as separate words or run together (`customerId`, `cust_no`, `userid`,
-/// `account_number`, `customerKey`).
+/// account and an id word (`id`, `uuid`, `no`, `number`, `ref`, `key`, `code`…), in either
+/// order, as separate words or run together (`customerId`, `cust_no`, `userid`,
+/// `account_number`, `customerKey`, `customer_external_id`, `id_customer`, `customerId2`).
 fn names_customer_id(name: &str) -> bool {
-    const ID: &[&str] = &[
-        "id",
-        "ids",
-        "uuid",
-        "guid",
-        "no",
-        "num",
-        "number",
-        "ref",
-        "key",
-        "identifier",
-    ];
-    let compact: String = snake_case(name).split('_').collect();
-    ID.iter().any(|id| {
-        compact
-            .strip_suffix(id)
-            .is_some_and(|who| WHO.iter().any(|w| who.ends_with(w)))
-    })
+    let snake = snake_case(name);
+    // Each word without the digits it ends with (`customer_id2`, `customerId2`).
+    let words: Vec<&str> = snake
+        .split('_')
+        .map(|w| w.trim_end_matches(|c: char| c.is_ascii_digit()))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let run_together = |word: &str| {
+        ID_WORDS.iter().any(|id| {
+            word.strip_suffix(id)
+                .is_some_and(|who| WHO.iter().any(|w| who.ends_with(w)))
+        })
+    };
+    let who = words.iter().any(|w| WHO.contains(w));
+    let id = words.iter().any(|w| ID_WORDS.contains(w));
+    words.iter().any(|w| run_together(w)) || (who && id)
 }
 
 /// Whether a member name reads as IP address, domain or browser data. A heuristic that errs
@@ -505,6 +524,15 @@ fn names_network_or_browser_data(name: &str) -> bool {
         "ja3",
         "ja4",
         "tlsfingerprint",
+        "hardwareconcurrency",
+        "touchpoints",
+        "webdriver",
+        "audiohash",
+        "audiofingerprint",
+        "innerwidth",
+        "innerheight",
+        "outerwidth",
+        "outerheight",
     ];
     let words: Vec<&str> = snake.split('_').collect();
     // The name with its word breaks taken out: `fingerPrint` and `finger_print` as

@@ -134,6 +134,13 @@ fn never_forwarded() {
         "x-user-timezone",
         "x-country-code",
         "x-forwarded-geo",
+        "x-client-city",
+        "x-client-region",
+        "x-client-region-subdivision",
+        "x-lat",
+        "x-lon",
+        "x-ipaddr",
+        "ipaddress",
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }

@@ -213,12 +213,13 @@ pub(crate) fn has_percent_escape(text: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
-/// The canonical integer an ASCII text reads as when a lenient number reader takes it for one
-/// (`0300`, `+300`, `300.0`, `3e2`, `0x12c` as `300`; `-0` as `0`), or `None` when it reads as
-/// none or as one too large to tell.
-pub fn integer_reading(text: &str) -> Option<String> {
+/// The canonical integers an ASCII text reads as when a lenient number reader takes it for one
+/// (`0300`, `+300`, `300.0`, `3e2`, `0x12c` as `300`; `-0` as `0`; a leading-zero `0454` also
+/// as the octal Go's and C's readers take it for, `300`). Empty when it reads as none, or as one
+/// too large for a float to tell.
+pub fn integer_readings(text: &str) -> Vec<String> {
     if !text.is_ascii() || !denotes_integer(text) {
-        return None;
+        return Vec::new();
     }
     let negative = text.starts_with('-');
     let unsigned = text
@@ -229,21 +230,47 @@ pub fn integer_reading(text: &str) -> Option<String> {
     let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
         .into_iter()
         .find_map(|(prefix, radix)| lower.strip_prefix(prefix).map(|rest| (rest, radix)));
-    let magnitude: u128 = match radix {
-        Some((rest, radix)) => u128::from_str_radix(rest, radix).ok()?,
+    let mut magnitudes: Vec<u128> = Vec::new();
+    match radix {
+        Some((rest, radix)) => magnitudes.extend(u128::from_str_radix(rest, radix).ok()),
         None => {
-            let value = lower.parse::<f64>().ok()?;
+            let value = lower.parse::<f64>().unwrap_or(f64::NAN);
             // Past 2^53 a float no longer tells integers apart.
-            if !value.is_finite() || value.fract() != 0.0 || value.abs() > 9_007_199_254_740_991.0 {
-                return None;
+            if value.is_finite() && value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_991.0 {
+                magnitudes.push(value.abs() as u128);
             }
-            value.abs() as u128
+            let octal = lower.len() > 1 && lower.starts_with('0');
+            if octal && lower.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                magnitudes.extend(u128::from_str_radix(&lower, 8).ok());
+            }
         }
-    };
-    Some(match (negative, magnitude) {
-        (true, m) if m > 0 => format!("-{m}"),
-        (_, m) => m.to_string(),
-    })
+    }
+    magnitudes.dedup();
+    magnitudes
+        .into_iter()
+        .map(|m| {
+            if negative && m > 0 {
+                format!("-{m}")
+            } else {
+                m.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The number-like runs of a text (`3e+2` in `a 3e+2`, `0x12c` in `[0x12c]`), signs and
+/// exponents included, which splitting the text at its punctuation would cut apart; not a run
+/// that goes on from a letter or digit (`-200` of `c-200`).
+pub fn number_runs(text: &str) -> impl Iterator<Item = &str> {
+    static RUN: LazyLock<regex::Regex> = LazyLock::new(|| {
+        regex::Regex::new(
+            r"[+-]?(?:0[xXoObB][0-9a-fA-F_]+|[0-9][0-9_]*\.?[0-9_]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?)",
+        )
+        .expect("a valid pattern")
+    });
+    RUN.find_iter(text)
+        .filter(|m| !text[..m.start()].ends_with(char::is_alphanumeric))
+        .map(|m| m.as_str())
 }
 
 /// `0` or `-?[1-9][0-9]*`, not `-0`.

@@ -800,6 +800,30 @@ fn url_check_refuses_opted_out_ids_in_path_and_forwarded_query() {
         ("/ads/v1/lookup", "page=x+3e2", loaded, "subject_opted_out"),
         ("/ads/v1/lookup", "page=(0300)", loaded, "subject_opted_out"),
         ("/ads/v1/lookup", "ref=a+0300", loaded, "subject_opted_out"),
+        ("/ads/v1/lookup", "page=a+0454", loaded, "subject_opted_out"),
+        (
+            "/ads/v1/lookup",
+            "page=a+3e%2B2",
+            loaded,
+            "subject_opted_out",
+        ),
+        (
+            "/ads/v1/lookup",
+            "ref=a+3e%2B2",
+            loaded,
+            "subject_opted_out",
+        ),
+        // Punctuation a partner may trim from a piece's edges.
+        (
+            "/ads/v1/lookup",
+            "page=x+c-out.",
+            loaded,
+            "subject_opted_out",
+        ),
+        ("/ads/v1/lookup", "page=_c-out", loaded, "subject_opted_out"),
+        // Numbers no reader takes for a safe integer are compared as spelled, not refused.
+        ("/ads/v1/lookup", "page=lat+52.52000812345678", loaded, "ok"),
+        ("/ads/v1/lookup", "page=avogadro+6.022e23", loaded, "ok"),
         ("/ads/v1/people/a%200300", "", loaded, "subject_opted_out"),
         (
             "/ads/v1/lookup",
@@ -884,6 +908,12 @@ fn customer_ids_the_route_types_in_its_url_are_noted_for_the_ledger() {
         ("/ads/v1/people/c-5.json", None, &["c-5.json", "c-5"]),
         // And each id it may list (`+` joins lists as it stands for a space).
         ("/ads/v1/lookup", Some("ref=a+b"), &["a+b", "a", "b", "a b"]),
+        // And the integers its pieces read as.
+        (
+            "/ads/v1/lookup",
+            Some("ref=b+0x1c6"),
+            &["b+0x1c6", "b", "0x1c6", "454", "b 0x1c6"],
+        ),
         ("/ads/v1/lookup", Some("ref=c-7&page=2"), &["c-7"]),
         (
             "/ads/v1/lookup",

@@ -109,9 +109,11 @@ pub(super) fn typed_url_subjects(target: &Target, forwarded_query: &str) -> Vec<
         .filter_map(|(what, raw)| read_as(what, raw))
         .flatten()
     {
-        for id in std::iter::once(form.as_str()).chain(pieces(&form)) {
-            if !id.is_empty() && seen.insert(id.to_string()) {
-                ids.push(id.to_string());
+        let pieces = pieces(&form).flat_map(readings);
+        let runs = id::number_runs(&form).flat_map(id::integer_readings);
+        for id in readings(&form).chain(pieces).chain(runs) {
+            if !id.is_empty() && seen.insert(id.clone()) {
+                ids.push(id);
             }
         }
     }
@@ -191,24 +193,32 @@ fn collect(
         }
         for piece in pieces(&form) {
             match id::check_url_value(piece) {
-                Ok(()) => {}
-                Err(BadId::TooLong) if !typed && !id::is_canonical_integer(piece) => {}
-                // A piece in a number's other spelling (`0300` in `q=a 0300`) is compared as
-                // the integer a reader takes it for: refusing it would refuse times and dates
-                // (`10:00`).
-                Err(BadId::NonCanonicalNumber) => match id::integer_reading(piece) {
-                    Some(integer) => {
-                        values.insert(integer);
-                    }
-                    None => return Err(refuse(BadId::NonCanonicalNumber.what())),
-                },
+                Ok(()) | Err(BadId::TooLong) => {}
+                // Compared as the integers it reads as, below; digits of other scripts have
+                // no reading here, and are refused as in a whole value.
+                Err(BadId::NonCanonicalNumber) if piece.is_ascii() => {}
                 Err(bad) => return Err(refuse(bad.what())),
             }
-            values.insert(piece.to_string());
+            values.extend(readings(piece));
         }
-        values.insert(form);
+        values.extend(id::number_runs(&form).flat_map(id::integer_readings));
+        values.extend(readings(&form));
     }
     Ok(())
+}
+
+/// What one piece of a URL value is compared as: as spelled, without the punctuation at its
+/// edges a partner may trim (`c-200.`, `_c-200`), and every integer it reads as (`0300` as
+/// `300`, `0454` also as the octal `300`; the number-like runs of the whole value, `3e+2`
+/// whose `+` splits it, are read too). A piece no reader takes for an integer of a safe size
+/// (`52.5200081234`, `6.022e23`) is compared only as spelled: no opted-out id can be its
+/// reading, so it is not refused.
+fn readings(piece: &str) -> impl Iterator<Item = String> + '_ {
+    let trimmed = piece.trim_matches(['.', '@', '_', '-']);
+    let trimmed = (!trimmed.is_empty() && trimmed != piece).then(|| trimmed.to_string());
+    std::iter::once(piece.to_string())
+        .chain(trimmed)
+        .chain(id::integer_readings(piece))
 }
 
 /// The ids a URL value may list: its pieces between the characters partners split lists and

@@ -295,24 +295,33 @@ fn only_case_variants_of_honoured_scopes_are_refused_as_new() {
 }
 
 #[test]
-fn a_lenient_reader_takes_these_for_the_integer_they_spell() {
-    for (text, integer) in [
-        ("0300", Some("300")),
-        ("+300", Some("300")),
-        ("300.0", Some("300")),
-        ("3e2", Some("300")),
-        ("0x12c", Some("300")),
-        ("00", Some("0")),
-        ("-0", Some("0")),
-        ("-07", Some("-7")),
-        ("1_000", Some("1000")),
-        ("300", Some("300")),
-        ("12.5", None),
-        ("c-300", None),
-        ("1e400", None),
-        ("99999999999999999999", None),
-        ("٣٠٠", None),
+fn a_lenient_reader_takes_these_for_the_integers_they_spell() {
+    for (text, integers) in [
+        ("0300", &["300", "192"][..]),
+        ("0454", &["454", "300"]),
+        ("0900", &["900"]),
+        ("+300", &["300"]),
+        ("300.0", &["300"]),
+        ("3e2", &["300"]),
+        ("3e+2", &["300"]),
+        ("0x12c", &["300"]),
+        ("00", &["0"]),
+        ("-0", &["0"]),
+        ("-07", &["-7"]),
+        ("1_000", &["1000"]),
+        ("300", &["300"]),
+        ("12.5", &[]),
+        ("c-300", &[]),
+        ("1e400", &[]),
+        ("99999999999999999999", &[]),
+        ("٣٠٠", &[]),
+        ("0x", &[]),
+        ("-", &[]),
+        (".", &[]),
+        ("__", &[]),
     ] {
-        assert_eq!(super::integer_reading(text).as_deref(), integer, "{text}");
+        assert_eq!(super::integer_readings(text), integers, "{text}");
     }
+    let runs: Vec<&str> = super::number_runs("a 3e+2 [0x12c] x.5 c-200").collect();
+    assert_eq!(runs, ["3e+2", "0x12c"]);
 }
