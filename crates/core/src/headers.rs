@@ -40,7 +40,7 @@ const SET_BY_GATEWAY: [&str; 4] = ["host", "content-length", "content-encoding",
 /// What the caller's request says about the caller, the client, its browser (the client
 /// hints browsers send without the `sec-` prefix too: `dpr`, `viewport-width`, `save-data`…)
 /// or the route it took: never forwarded, whatever a route says.
-const ABOUT_THE_CALLER: [&str; 35] = [
+const ABOUT_THE_CALLER: [&str; 38] = [
     "authorization",
     "cookie",
     "set-cookie",
@@ -76,6 +76,9 @@ const ABOUT_THE_CALLER: [&str; 35] = [
     "x-latitude",
     "x-longitude",
     "ipaddress",
+    "x-location",
+    "x-zip",
+    "x-postcode",
 ];
 
 /// Name prefixes never forwarded: proxy headers, forwarding chains and what proxies record of
@@ -119,7 +122,7 @@ const NEVER_FORWARDED_PREFIXES: [&str; 28] = [
 /// load balancer or app gives them (`x-original-forwarded-for`, `cookie2`,
 /// `x-device-user-agent`, `x-referrer`), or a place derived from it (`x-geoip-city`,
 /// `x-client-latitude`, `x-akamai-edgescape-ip-city`).
-const NEVER_FORWARDED_PARTS: [&str; 23] = [
+const NEVER_FORWARDED_PARTS: [&str; 26] = [
     "forwarded",
     "cookie",
     "user-agent",
@@ -143,13 +146,30 @@ const NEVER_FORWARDED_PARTS: [&str; 23] = [
     "time-zone",
     "-geo-",
     "ipaddr",
+    "latlng",
+    "msisdn",
+    "imsi",
 ];
 
 /// Name endings that mark a client address (`fastly-client-ip`, `x-originating-ip`,
 /// `cf-connecting-ipv6`, `x-envoy-external-address`, `x-remote-addr`), a proxy hop
 /// (`x-bluecoat-via`) or a browser's user agent (`x-operamini-phone-ua`).
-const NEVER_FORWARDED_SUFFIXES: [&str; 11] = [
-    "-ip", "-ips", "-ipv4", "-ipv6", "-address", "-addr", "-via", "-ua", "-ip4", "-ip6", "-geo",
+const NEVER_FORWARDED_SUFFIXES: [&str; 15] = [
+    "-ip",
+    "-ips",
+    "-ipv4",
+    "-ipv6",
+    "-address",
+    "-addr",
+    "-via",
+    "-ua",
+    "-ip4",
+    "-ip6",
+    "-geo",
+    "-zip",
+    "-postcode",
+    "-tz",
+    "-city",
 ];
 
 /// Whether a request header (lowercase name) may never reach a partner: a route may not

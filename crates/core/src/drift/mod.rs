@@ -326,8 +326,10 @@ fn customer_id_path(names: &[&str]) -> bool {
     let id_word = |name: &str| {
         let snake = snake_case(name);
         let snake = snake.trim_start_matches('_');
-        let snake = snake.strip_prefix("external_").unwrap_or(snake);
-        ID_WORDS.contains(&snake)
+        // `id`, `_id`, `external_id`, `idNumber`: any of its words an id word.
+        snake
+            .split('_')
+            .any(|w| ID_WORDS.contains(&w) || w == "identity")
     };
     let person = |name: &str| {
         let singular = snake_case(name);
@@ -375,6 +377,9 @@ const WHO: &[&str] = &[
     "student",
     "crm",
     "loyalty",
+    "lead",
+    "prospect",
+    "usr",
 ];
 
 /// Words for an identifier, with a person word in [`names_customer_id`].

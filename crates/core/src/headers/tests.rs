@@ -141,6 +141,15 @@ fn never_forwarded() {
         "x-lon",
         "x-ipaddr",
         "ipaddress",
+        "x-client-latlng",
+        "x-client-zip",
+        "x-client-tz",
+        "x-user-city",
+        "x-location",
+        "x-msisdn",
+        "x-imsi",
+        "x-zip",
+        "x-postcode",
     ] {
         assert!(is_never_forwarded(name), "{name}");
     }
@@ -165,7 +174,7 @@ fn never_forwarded() {
     for name in [
         "accept",
         "x-ship",
-        "x-zip",
+        "x-tip",
         "x-api-key",
         "if-none-match",
         "content-type",

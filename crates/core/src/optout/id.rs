@@ -230,18 +230,23 @@ pub fn integer_readings(text: &str) -> Vec<String> {
     let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
         .into_iter()
         .find_map(|(prefix, radix)| lower.strip_prefix(prefix).map(|rest| (rest, radix)));
-    let mut magnitudes: Vec<u128> = Vec::new();
+    let mut magnitudes: Vec<String> = Vec::new();
     match radix {
-        Some((rest, radix)) => magnitudes.extend(u128::from_str_radix(rest, radix).ok()),
+        Some((rest, radix)) => magnitudes.extend(
+            u128::from_str_radix(rest, radix)
+                .ok()
+                .map(|m| m.to_string()),
+        ),
         None => {
-            let value = lower.parse::<f64>().unwrap_or(f64::NAN);
-            // Past 2^53 a float no longer tells integers apart.
-            if value.is_finite() && value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_991.0 {
-                magnitudes.push(value.abs() as u128);
-            }
+            magnitudes.extend(exact_decimal(&lower).or_else(|| {
+                let value = lower.parse::<f64>().ok()?;
+                // Past 2^53 a float no longer tells integers apart.
+                let safe = value.is_finite() && value.abs() <= 9_007_199_254_740_991.0;
+                (safe && value.fract() == 0.0).then(|| (value.abs() as u128).to_string())
+            }));
             let octal = lower.len() > 1 && lower.starts_with('0');
             if octal && lower.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-                magnitudes.extend(u128::from_str_radix(&lower, 8).ok());
+                magnitudes.extend(u128::from_str_radix(&lower, 8).ok().map(|m| m.to_string()));
             }
         }
     }
@@ -249,13 +254,27 @@ pub fn integer_readings(text: &str) -> Vec<String> {
     magnitudes
         .into_iter()
         .map(|m| {
-            if negative && m > 0 {
+            if negative && m != "0" {
                 format!("-{m}")
             } else {
-                m.to_string()
+                m
             }
         })
         .collect()
+}
+
+/// The digits of an unsigned decimal integer written with leading zeros or a fraction of zeros
+/// (`0300`, `300.00`, `09007199254740993`), exactly, whatever its size: readers that parse
+/// integers exactly (Go's `Atoi`, Python's `int`, `BigDecimal`) take it for that integer.
+fn exact_decimal(unsigned: &str) -> Option<String> {
+    let (int, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let plain = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b == b'0');
+    plain.then(|| match int.trim_start_matches('0') {
+        "" => "0".to_string(),
+        digits => digits.to_string(),
+    })
 }
 
 /// The number-like runs of a text (`3e+2` in `a 3e+2`, `0x12c` in `[0x12c]`), signs and
