@@ -224,6 +224,42 @@ fn a_splice_after_a_signed_checkpoint_names_the_first_foreign_line() {
     assert_eq!(err.line, 5, "{err}");
 }
 
+/// The line before a signed checkpoint edited, and the `prev` of the line after it too: the
+/// checkpoint records the true hash of the line before it, so that line is named (the first
+/// break), not the checkpoint.
+#[test]
+fn a_signed_checkpoint_names_the_edited_line_before_it() {
+    let signer = signer();
+    let jwks = Jwks::new(&signer).to_json();
+    let mut chain = Chain::new();
+    let mut lines = Vec::new();
+    for i in 1..=2 {
+        let record = chain.record(&disclosure(i));
+        chain.commit(&record);
+        let outcome = chain.outcome(record.seq, 200, "2026-11-29T03:00:00.000Z", None);
+        chain.commit(&outcome);
+        lines.push(record.bytes);
+        lines.push(outcome.bytes);
+    }
+    let cp = chain.checkpoint(Some(&signer), 1_800_000_000).unwrap();
+    chain.commit(&cp);
+    lines.push(cp.bytes);
+    let next = chain.record(&disclosure(3));
+    lines.push(next.bytes);
+    assert!(verify(&lines, Some(&jwks)).is_ok());
+    let edit = |line: &[u8], from: &str, to: &str| {
+        String::from_utf8(line.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    };
+    lines[3] = edit(&lines[3], "200", "201");
+    lines[5] = edit(&lines[5], "\"prev\":\"", "\"prev\":\"0");
+    let err = verify(&lines, Some(&jwks)).unwrap_err();
+    assert_eq!(err.line, 4, "{err}");
+    assert!(err.reason.contains("the signed checkpoint"), "{err}");
+}
+
 #[test]
 fn a_forged_checkpoint_payload_is_caught() {
     let lines = ledger(1, Some(&signer()));

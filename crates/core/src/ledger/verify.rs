@@ -131,6 +131,21 @@ impl ChainVerifier {
         }
         let hash = line_hash(bytes);
         if parsed.prev() != self.prev_hash {
+            // A signed checkpoint that vouches for itself records the true hash of the line
+            // before it: that line is the edited one.
+            if let (LedgerLine::Checkpoint(c), None, Some(earlier)) =
+                (&parsed, &self.pending, &self.last)
+            {
+                if self.vouches(c, bytes) {
+                    return Err(at(
+                        earlier,
+                        format!(
+                            "edited: its hash is not the one the signed checkpoint {}:{} records",
+                            here.file, here.line
+                        ),
+                    ));
+                }
+            }
             if let Some(p) = self.pending.take() {
                 return Err(at(&p.later, format!(
                     "edited: its prev does not match {}:{} and its hash does not match the prev of {}:{}",
@@ -325,6 +340,22 @@ impl ChainVerifier {
             ));
         }
         Ok(())
+    }
+}
+
+impl ChainVerifier {
+    /// Whether a checkpoint line vouches for itself: its signature verifies with the key set,
+    /// it names the line before it, and its bytes are exactly as the gateway writes them.
+    fn vouches(&self, c: &CheckpointLine, bytes: &[u8]) -> bool {
+        let (Some(keys), Some(sig)) = (&self.keys, &c.sig) else {
+            return false;
+        };
+        let covers = c.checkpoint.through + 1 == c.seq && c.checkpoint.hash == c.prev;
+        covers
+            && serde_json::to_vec(c).is_ok_and(|canonical| canonical == bytes)
+            && verify_checkpoint_sig(keys, sig).is_ok_and(|claims| {
+                claims.through == c.checkpoint.through && claims.hash == c.checkpoint.hash
+            })
     }
 }
 

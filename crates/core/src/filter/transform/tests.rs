@@ -11,6 +11,13 @@ fn last4_reference(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What `last4` writes for `text`.
+fn last4_of(text: &str) -> String {
+    let mut out = Vec::new();
+    last4(text.as_bytes(), &mut out);
+    String::from_utf8(out).unwrap()
+}
+
 #[test]
 fn last4_matches_the_reference_on_every_short_text() {
     // Every text of up to 11 bytes over a digit, a letter, a space and a multi-byte letter's
@@ -41,11 +48,6 @@ fn last4_matches_the_reference_on_every_short_text() {
 /// plain number or a fraction keeps its last four digits, as any text does.
 #[test]
 fn last4_masks_a_number_in_exponent_form() {
-    let last4_of = |text: &str| {
-        let mut out = Vec::new();
-        last4(text.as_bytes(), &mut out);
-        String::from_utf8(out).unwrap()
-    };
     assert_eq!(last4_of("4.111111111111234e15"), r#""***""#);
     assert_eq!(last4_of("4111111111111234E+0"), r#""***""#);
     assert_eq!(last4_of("4111111111111234"), r#""***1234""#);
@@ -60,11 +62,6 @@ fn last4_masks_a_number_in_exponent_form() {
 /// entirely: the last four ASCII digits would be others than the value's last four.
 #[test]
 fn last4_masks_a_value_with_digits_of_another_script() {
-    let last4_of = |text: &str| {
-        let mut out = Vec::new();
-        last4(text.as_bytes(), &mut out);
-        String::from_utf8(out).unwrap()
-    };
     assert_eq!(last4_of("４111 2222 3333 ４５６７"), r#""***""#);
     assert_eq!(last4_of("4111 2222 3333 4567"), r#""***4567""#);
     assert_eq!(last4_of("4111 2222 3333 ٤٥٦٧"), r#""***""#);
